@@ -1,0 +1,14 @@
+/* attn: the self-attention mechanism as a C11 library.
+ *
+ * This is the only header users include. It is the manual: each function's
+ * comment gives its shapes, ownership, thread-safety and every status it
+ * returns. Symbols: B batch, H query heads, Hkv key/value heads, T query
+ * length, S key length, D query/key head dim, Dv value head dim. */
+#ifndef ATTN_ATTN_H
+#define ATTN_ATTN_H
+
+#include "core.h"
+#include "sdpa.h"
+#include "io.h"
+
+#endif /* ATTN_ATTN_H */

@@ -1,0 +1,114 @@
+/* attn/core.h: status codes, the context, tensor views.
+ * Users include <attn/attn.h>, which includes this file. */
+#ifndef ATTN_CORE_H
+#define ATTN_CORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define ATTN_NODISCARD __attribute__((warn_unused_result))
+#else
+#define ATTN_NODISCARD
+#endif
+
+#define ATTN_VERSION_MAJOR 0
+#define ATTN_VERSION_MINOR 1
+#define ATTN_VERSION_PATCH 0
+#define ATTN_VERSION_STRING "0.1.0"
+
+/* A closed set of result codes. Every public function that can fail returns
+ * one; the context that was passed keeps a message for the last failure. */
+typedef enum attn_status {
+    ATTN_OK = 0,
+    ATTN_E_ARG = -1,         /* an argument value is invalid (NaN scale, bad window, ...) */
+    ATTN_E_SHAPE = -2,       /* tensor ranks or sizes disagree */
+    ATTN_E_LAYOUT = -3,      /* a view's last stride is not 1, or strides are invalid */
+    ATTN_E_NOMEM = -4,       /* an allocation failed */
+    ATTN_E_IO = -5,          /* a file could not be opened, read or written */
+    ATTN_E_FORMAT = -6,      /* a file is corrupt or not of the expected format */
+    ATTN_E_NOTFOUND = -7,    /* a named tensor, file or key does not exist */
+    ATTN_E_DTYPE = -8,       /* a tensor has an unsupported or unexpected dtype */
+    ATTN_E_UNSUPPORTED = -9, /* a valid request this build cannot serve */
+} attn_status;
+
+/* A static, human-readable name for a status ("ATTN_E_SHAPE: shape mismatch"). */
+const char *attn_status_str(attn_status s);
+
+/* Element types of tensor views and tensor files. BOOL is one byte, 0 or 1. */
+typedef enum attn_dtype {
+    ATTN_F32 = 0,
+    ATTN_F64,
+    ATTN_F16,
+    ATTN_BF16,
+    ATTN_I32,
+    ATTN_I64,
+    ATTN_U8,
+    ATTN_BOOL,
+} attn_dtype;
+
+/* Size in bytes of one element of dtype t (0 for an unknown value). */
+size_t attn_dtype_size(attn_dtype t);
+/* Safetensors name of t ("F32", "BOOL", ...), or NULL. */
+const char *attn_dtype_name(attn_dtype t);
+
+#define ATTN_MAX_DIMS 4
+
+/* A strided view of memory the caller owns. Shapes and strides are counted in
+ * elements, outermost first (canonical [B, H, T, D]). The last dimension must
+ * be contiguous (stride 1) wherever a function reads or writes it; stride 0
+ * broadcasts. A view with data == NULL is "absent" where a tensor is optional. */
+typedef struct attn_tensor {
+    void *data;
+    attn_dtype dtype;
+    int ndim;
+    int64_t shape[ATTN_MAX_DIMS];
+    int64_t stride[ATTN_MAX_DIMS];
+} attn_tensor;
+
+/* A contiguous row-major view of `ndim` dims (1..4) over data. */
+attn_tensor attn_tensor_make(void *data, attn_dtype dtype, int ndim, const int64_t *shape);
+/* Shorthand: contiguous float32 [d0, d1, d2, d3]. */
+attn_tensor attn_tensor_f32_4d(float *data, int64_t d0, int64_t d1, int64_t d2, int64_t d3);
+/* Number of elements (product of the shape). */
+int64_t attn_tensor_numel(const attn_tensor *t);
+
+/* The context: owns the thread count, per-thread workspace and the last error
+ * message. Contexts are independent; one context must not be used by two
+ * threads at once. */
+typedef struct attn_ctx attn_ctx;
+
+/* Create a context running `nthreads` threads; 0 means ATTN_NUM_THREADS from
+ * the environment, else every core. Returns ATTN_OK, ATTN_E_ARG (nthreads < 0),
+ * ATTN_E_NOMEM. */
+ATTN_NODISCARD attn_status attn_ctx_create(attn_ctx **out, int nthreads);
+/* Free a context and its workspace. attn_ctx_free(NULL) is a no-op. */
+void attn_ctx_free(attn_ctx *ctx);
+/* Threads the context runs (>= 1). */
+int attn_ctx_threads(const attn_ctx *ctx);
+/* Change the thread count (0 = default as in attn_ctx_create). */
+ATTN_NODISCARD attn_status attn_ctx_set_threads(attn_ctx *ctx, int nthreads);
+/* The message of the last failure on this context ("" if none). The pointer
+ * stays valid until the next call that uses ctx. */
+const char *attn_ctx_last_error(const attn_ctx *ctx);
+/* Record a failure message on ctx and return s (for layered callers, e.g. the
+ * CLI or the nn/ and models/ layers). printf-style. */
+attn_status attn_ctx_fail(attn_ctx *ctx, attn_status s, const char *fmt, ...)
+#if defined(__GNUC__) || defined(__clang__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+/* The kernel family in use: "avx2" or "scalar". Detected once; the
+ * environment variable ATTN_ARCH=scalar|avx2 forces one (avx2 only where the
+ * CPU has AVX2 and FMA). */
+const char *attn_arch_name(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* ATTN_CORE_H */

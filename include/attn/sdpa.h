@@ -1,0 +1,110 @@
+/* attn/sdpa.h: scaled dot-product attention, forward and backward.
+ * Users include <attn/attn.h>, which includes this file. */
+#ifndef ATTN_SDPA_H
+#define ATTN_SDPA_H
+
+#include "core.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* How query i lines up with key positions when T != S:
+ * top-left      p(i) = i           (PyTorch is_causal)
+ * bottom-right  p(i) = i + S - T   (FlashAttention, KV caches) */
+typedef enum attn_align {
+    ATTN_ALIGN_TOP_LEFT = 0,
+    ATTN_ALIGN_BOTTOM_RIGHT = 1,
+} attn_align;
+
+/* Everything one attention call needs. Valid when zero-initialised, apart
+ * from the required q, k, v and out views.
+ *
+ * Score of query i against key j, in this order:
+ *   s = scale * dot(q_i, k_j)
+ *   if softcap > 0: s = softcap * tanh(s / softcap)
+ *   s += mask[b,h,i,j] (float mask) - alibi_slopes[h] * |p(i) - j|
+ * and s = -inf (exactly) where the key is masked: j > p(i) under causal,
+ * outside [p(i) - window_left, p(i) + window_right] under a window,
+ * j >= kv_len[b], or mask[b,h,i,j] == 0 for a boolean keep-mask.
+ * A query row with no visible key gives out = 0, lse = -inf. */
+typedef struct attn_sdpa_args {
+    attn_tensor q;    /* F32 [B, H,   T, D ]  */
+    attn_tensor k;    /* F32 [B, Hkv, S, D ]  H % Hkv == 0 (MHA, GQA, MQA) */
+    attn_tensor v;    /* F32 [B, Hkv, S, Dv]  */
+    attn_tensor out;  /* F32 [B, H,   T, Dv]  written */
+    attn_tensor lse;  /* F32 [B, H, T] natural-log sum of exp; optional on
+                       * forward (written when data != NULL), required on
+                       * backward (read) */
+
+    float scale;      /* 0 means 1/sqrt(D); NaN or Inf is ATTN_E_ARG */
+    float softcap;    /* > 0 enables tanh capping; 0 off; < 0 or NaN is ATTN_E_ARG */
+    int causal;       /* nonzero: mask j > p(i) */
+    attn_align align; /* alignment of queries to keys */
+    int window;       /* nonzero: apply window_left / window_right */
+    int64_t window_left, window_right; /* -1 = unbounded on that side; < -1 is ATTN_E_ARG */
+
+    const int32_t *kv_len; /* optional [B]: keys j >= kv_len[b] are masked;
+                            * each in [0, S] (else ATTN_E_ARG); keys beyond
+                            * kv_len[b] are never read */
+    attn_tensor mask;  /* optional; F32 additive bias or BOOL/U8 keep-mask
+                        * (nonzero = attend), shape [B|1, H|1, T, S]; a dim of
+                        * size 1 broadcasts (stride ignored) */
+    const float *alibi_slopes; /* optional [H] */
+
+    float dropout_p;   /* probability of dropping an attention probability,
+                        * in [0, 1); 0 = off. Kept ones are scaled 1/(1-p). */
+    uint64_t seed;     /* dropout: keep(b,h,i,j) is a pure function of
+                        * (seed, b, h, i, j), so results do not depend on
+                        * threading and the backward regenerates the mask. */
+} attn_sdpa_args;
+
+/* Scaled dot-product attention, forward.
+ * q: [B,H,T,D]  k: [B,Hkv,S,D]  v: [B,Hkv,S,Dv]  ->  out: [B,H,T,Dv], lse: [B,H,T]
+ * Views are borrowed; nothing is kept after return. Nothing of size T x S is
+ * allocated. Results are bitwise identical for any thread count.
+ * NaN/Inf policy: inputs are not scanned. A non-finite value in q_i, or in a
+ * k/v row that query i sees, makes row i of out NaN/Inf as IEEE arithmetic
+ * dictates; keys beyond kv_len[b] are never read. Masked keys inside a
+ * partially masked tile may still be read, so a non-finite value there can
+ * also reach rows that do not see it (as in PyTorch and FlashAttention).
+ * Returns ATTN_OK, ATTN_E_SHAPE, ATTN_E_LAYOUT (last stride != 1),
+ * ATTN_E_DTYPE, ATTN_E_ARG, ATTN_E_NOMEM. */
+ATTN_NODISCARD attn_status attn_sdpa_forward(attn_ctx *ctx, const attn_sdpa_args *a);
+
+/* Gradients for attn_sdpa_backward. dq, dk, dv are overwritten. */
+typedef struct attn_sdpa_grads {
+    attn_tensor dout;  /* F32 [B, H,   T, Dv]  in */
+    attn_tensor dq;    /* F32 [B, H,   T, D ]  out */
+    attn_tensor dk;    /* F32 [B, Hkv, S, D ]  out (summed over each key/value group) */
+    attn_tensor dv;    /* F32 [B, Hkv, S, Dv]  out */
+    attn_tensor dmask; /* optional F32, same shape as a float mask: its
+                        * gradient, summed over broadcast dims */
+} attn_sdpa_grads;
+
+/* Scaled dot-product attention, backward. `a` is the forward's arguments with
+ * out and lse as the forward wrote them (same options, same dropout seed).
+ * Probabilities are recomputed tile by tile from lse; nothing of size T x S is
+ * allocated. Deterministic: same inputs and thread count give bitwise-equal
+ * gradients. Rows with no visible key get zero gradients.
+ * Returns ATTN_OK, ATTN_E_SHAPE, ATTN_E_LAYOUT, ATTN_E_DTYPE, ATTN_E_ARG,
+ * ATTN_E_NOMEM. */
+ATTN_NODISCARD attn_status attn_sdpa_backward(attn_ctx *ctx, const attn_sdpa_args *a,
+                                              const attn_sdpa_grads *g);
+
+/* The float64 oracle: naive, materialised scores, the same semantics.
+ * For tests and `--ref`; slow and O(T*S) memory. Inputs are F32 views as
+ * above; results are written as F32 (out, lse; dq, dk, dv, dmask). */
+ATTN_NODISCARD attn_status attn_sdpa_forward_ref(attn_ctx *ctx, const attn_sdpa_args *a);
+ATTN_NODISCARD attn_status attn_sdpa_backward_ref(attn_ctx *ctx, const attn_sdpa_args *a,
+                                                  const attn_sdpa_grads *g);
+
+/* Forward FLOPs by the FlashAttention convention, 2*(D+Dv) per unmasked
+ * (query, key) pair, counting only the structural masks (causal, window,
+ * kv_len). The backward is 2.5x this. */
+double attn_sdpa_flops(const attn_sdpa_args *a);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* ATTN_SDPA_H */

@@ -1,0 +1,117 @@
+/* The context: thread count, per-thread workspace, last error message. */
+#include "core/internal.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+const char *attn_status_str(attn_status s) {
+    switch (s) {
+    case ATTN_OK: return "ATTN_OK: success";
+    case ATTN_E_ARG: return "ATTN_E_ARG: invalid argument";
+    case ATTN_E_SHAPE: return "ATTN_E_SHAPE: shape mismatch";
+    case ATTN_E_LAYOUT: return "ATTN_E_LAYOUT: unsupported memory layout";
+    case ATTN_E_NOMEM: return "ATTN_E_NOMEM: out of memory";
+    case ATTN_E_IO: return "ATTN_E_IO: input/output error";
+    case ATTN_E_FORMAT: return "ATTN_E_FORMAT: corrupt or invalid file";
+    case ATTN_E_NOTFOUND: return "ATTN_E_NOTFOUND: not found";
+    case ATTN_E_DTYPE: return "ATTN_E_DTYPE: unsupported dtype";
+    case ATTN_E_UNSUPPORTED: return "ATTN_E_UNSUPPORTED: not supported";
+    }
+    return "unknown attn_status";
+}
+
+int attn__ncores(void) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+static int default_threads(void) {
+    const char *e = getenv("ATTN_NUM_THREADS");
+    if (e && *e) {
+        char *end;
+        long n = strtol(e, &end, 10);
+        if (*end == '\0' && n > 0 && n <= 4096) return (int)n;
+    }
+    return attn__ncores();
+}
+
+attn_status attn_ctx_create(attn_ctx **out, int nthreads) {
+    if (!out) return ATTN_E_ARG;
+    *out = NULL;
+    if (nthreads < 0) return ATTN_E_ARG;
+    attn_ctx *c = calloc(1, sizeof *c);
+    if (!c) return ATTN_E_NOMEM;
+    c->nthreads = nthreads ? nthreads : default_threads();
+    *out = c;
+    return ATTN_OK;
+}
+
+void attn_ctx_free(attn_ctx *ctx) {
+    if (!ctx) return;
+    for (int i = 0; i < ctx->ws_count; i++) attn__free(ctx->ws[i]);
+    free(ctx->ws);
+    free(ctx->ws_size);
+    free(ctx);
+}
+
+int attn_ctx_threads(const attn_ctx *ctx) { return ctx ? ctx->nthreads : 1; }
+
+attn_status attn_ctx_set_threads(attn_ctx *ctx, int nthreads) {
+    if (!ctx) return ATTN_E_ARG;
+    if (nthreads < 0) return attn_ctx_fail(ctx, ATTN_E_ARG, "thread count %d is negative", nthreads);
+    ctx->nthreads = nthreads ? nthreads : default_threads();
+    return ATTN_OK;
+}
+
+const char *attn_ctx_last_error(const attn_ctx *ctx) { return ctx ? ctx->errmsg : ""; }
+
+void attn__ctx_clear(attn_ctx *ctx) {
+    if (ctx) ctx->errmsg[0] = '\0';
+}
+
+attn_status attn_ctx_fail(attn_ctx *ctx, attn_status s, const char *fmt, ...) {
+    if (ctx) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(ctx->errmsg, sizeof ctx->errmsg, fmt, ap);
+        va_end(ap);
+    }
+    return s;
+}
+
+void *attn__malloc(size_t bytes) {
+    if (bytes == 0) bytes = 64;
+    void *p = NULL;
+    if (posix_memalign(&p, 64, (bytes + 63) & ~(size_t)63)) return NULL;
+    return p;
+}
+
+void attn__free(void *p) { free(p); }
+
+attn_status attn__ws_reserve(attn_ctx *ctx, int n, size_t bytes) {
+    if (n > ctx->ws_count) {
+        void **ws = realloc(ctx->ws, (size_t)n * sizeof *ws);
+        if (!ws) return attn_ctx_fail(ctx, ATTN_E_NOMEM, "out of memory for workspace");
+        ctx->ws = ws;
+        size_t *sz = realloc(ctx->ws_size, (size_t)n * sizeof *sz);
+        if (!sz) return attn_ctx_fail(ctx, ATTN_E_NOMEM, "out of memory for workspace");
+        ctx->ws_size = sz;
+        for (int i = ctx->ws_count; i < n; i++) {
+            ctx->ws[i] = NULL;
+            ctx->ws_size[i] = 0;
+        }
+        ctx->ws_count = n;
+    }
+    for (int i = 0; i < n; i++) {
+        if (ctx->ws_size[i] >= bytes) continue;
+        attn__free(ctx->ws[i]);
+        ctx->ws[i] = attn__malloc(bytes);
+        ctx->ws_size[i] = ctx->ws[i] ? bytes : 0;
+        if (!ctx->ws[i])
+            return attn_ctx_fail(ctx, ATTN_E_NOMEM, "out of memory for %zu bytes of workspace", bytes);
+    }
+    return ATTN_OK;
+}

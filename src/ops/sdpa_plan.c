@@ -1,0 +1,162 @@
+/* Argument validation shared by the forward, backward and oracle. */
+#include "ops/sdpa_plan.h"
+
+#include <math.h>
+#include <string.h>
+
+static attn_status check_view(attn_ctx *ctx, const char *name, const attn_tensor *t, int ndim) {
+    if (!t->data) return attn_ctx_fail(ctx, ATTN_E_ARG, "%s: missing (data is NULL)", name);
+    if (t->dtype != ATTN_F32)
+        return attn_ctx_fail(ctx, ATTN_E_DTYPE, "%s: dtype must be F32", name);
+    if (t->ndim != ndim)
+        return attn_ctx_fail(ctx, ATTN_E_SHAPE, "%s: expected %d dims, got %d", name, ndim, t->ndim);
+    for (int i = 0; i < ndim; i++)
+        if (t->shape[i] < 0)
+            return attn_ctx_fail(ctx, ATTN_E_SHAPE, "%s: negative size in dim %d", name, i);
+    if (t->stride[ndim - 1] != 1 && t->shape[ndim - 1] > 1)
+        return attn_ctx_fail(ctx, ATTN_E_LAYOUT, "%s: last stride is %lld, must be 1", name,
+                             (long long)t->stride[ndim - 1]);
+    return ATTN_OK;
+}
+
+#define SHAPE_FAIL(...) return attn_ctx_fail(ctx, ATTN_E_SHAPE, __VA_ARGS__)
+
+attn_status attn__sdpa_plan_make(attn_ctx *ctx, const attn_sdpa_args *a, int need_lse,
+                                 attn__sdpa_plan *p) {
+    attn_status st;
+    memset(p, 0, sizeof *p);
+    if (!a) return attn_ctx_fail(ctx, ATTN_E_ARG, "args is NULL");
+    if ((st = check_view(ctx, "q", &a->q, 4)) || (st = check_view(ctx, "k", &a->k, 4)) ||
+        (st = check_view(ctx, "v", &a->v, 4)) || (st = check_view(ctx, "out", &a->out, 4)))
+        return st;
+    p->B = a->q.shape[0];
+    p->H = a->q.shape[1];
+    p->T = a->q.shape[2];
+    p->D = a->q.shape[3];
+    p->Hkv = a->k.shape[1];
+    p->S = a->k.shape[2];
+    p->Dv = a->v.shape[3];
+    if (p->B < 1 || p->H < 1 || p->Hkv < 1 || p->D < 1 || p->Dv < 1)
+        SHAPE_FAIL("B, H, Hkv, D and Dv must be >= 1 (got B=%lld H=%lld Hkv=%lld D=%lld Dv=%lld)",
+                   (long long)p->B, (long long)p->H, (long long)p->Hkv, (long long)p->D,
+                   (long long)p->Dv);
+    if (a->k.shape[0] != p->B || a->v.shape[0] != p->B || a->out.shape[0] != p->B)
+        SHAPE_FAIL("batch sizes differ: q %lld, k %lld, v %lld, out %lld", (long long)p->B,
+                   (long long)a->k.shape[0], (long long)a->v.shape[0], (long long)a->out.shape[0]);
+    if (a->v.shape[1] != p->Hkv)
+        SHAPE_FAIL("k has %lld heads but v has %lld", (long long)p->Hkv, (long long)a->v.shape[1]);
+    if (p->H % p->Hkv)
+        SHAPE_FAIL("query heads H=%lld are not a multiple of key/value heads Hkv=%lld",
+                   (long long)p->H, (long long)p->Hkv);
+    if (a->v.shape[2] != p->S)
+        SHAPE_FAIL("k has S=%lld keys but v has %lld", (long long)p->S, (long long)a->v.shape[2]);
+    if (a->k.shape[3] != p->D)
+        SHAPE_FAIL("q has D=%lld but k has D=%lld", (long long)p->D, (long long)a->k.shape[3]);
+    if (a->out.shape[1] != p->H || a->out.shape[2] != p->T || a->out.shape[3] != p->Dv)
+        SHAPE_FAIL("out must be [%lld,%lld,%lld,%lld], got [%lld,%lld,%lld,%lld]", (long long)p->B,
+                   (long long)p->H, (long long)p->T, (long long)p->Dv, (long long)a->out.shape[0],
+                   (long long)a->out.shape[1], (long long)a->out.shape[2],
+                   (long long)a->out.shape[3]);
+    if (p->T > INT32_MAX || p->S > INT32_MAX || p->D > (1 << 20) || p->Dv > (1 << 20))
+        SHAPE_FAIL("sizes too large (T, S < 2^31; D, Dv <= 2^20)");
+    p->group = p->H / p->Hkv;
+
+    if (a->lse.data) {
+        if ((st = check_view(ctx, "lse", &a->lse, 3))) return st;
+        if (a->lse.shape[0] != p->B || a->lse.shape[1] != p->H || a->lse.shape[2] != p->T)
+            SHAPE_FAIL("lse must be [%lld,%lld,%lld]", (long long)p->B, (long long)p->H,
+                       (long long)p->T);
+        p->lse = a->lse.data;
+        memcpy(p->ls, a->lse.stride, sizeof p->ls);
+    } else if (need_lse) {
+        return attn_ctx_fail(ctx, ATTN_E_ARG, "lse: required (the forward's log-sum-exp)");
+    }
+
+    if (!isfinite(a->scale))
+        return attn_ctx_fail(ctx, ATTN_E_ARG, "scale must be finite, got %g", (double)a->scale);
+    p->scale = a->scale != 0.0f ? a->scale : (float)(1.0 / sqrt((double)p->D));
+    if (!(a->softcap >= 0.0f) || !isfinite(a->softcap))
+        return attn_ctx_fail(ctx, ATTN_E_ARG, "softcap must be finite and >= 0, got %g",
+                             (double)a->softcap);
+    p->softcap = a->softcap;
+    if (a->align != ATTN_ALIGN_TOP_LEFT && a->align != ATTN_ALIGN_BOTTOM_RIGHT)
+        return attn_ctx_fail(ctx, ATTN_E_ARG, "align must be top-left or bottom-right");
+    p->shift = a->align == ATTN_ALIGN_BOTTOM_RIGHT ? p->S - p->T : 0;
+    p->causal = a->causal != 0;
+    p->window = a->window != 0;
+    if (p->window) {
+        if (a->window_left < -1 || a->window_right < -1)
+            return attn_ctx_fail(ctx, ATTN_E_ARG,
+                                 "window (%lld,%lld): each side must be >= 0, or -1 for unbounded",
+                                 (long long)a->window_left, (long long)a->window_right);
+        p->wl = a->window_left;
+        p->wr = a->window_right;
+    }
+    if (a->kv_len) {
+        for (int64_t b = 0; b < p->B; b++)
+            if (a->kv_len[b] < 0 || a->kv_len[b] > p->S)
+                return attn_ctx_fail(ctx, ATTN_E_ARG, "kv_len[%lld] = %d is outside [0, S=%lld]",
+                                     (long long)b, a->kv_len[b], (long long)p->S);
+        p->kv_len = a->kv_len;
+    }
+    if (a->mask.data) {
+        const attn_tensor *m = &a->mask;
+        if (m->dtype == ATTN_F32) p->mask_kind = ATTN__MASK_FLOAT;
+        else if (m->dtype == ATTN_BOOL || m->dtype == ATTN_U8) p->mask_kind = ATTN__MASK_BOOL;
+        else return attn_ctx_fail(ctx, ATTN_E_DTYPE, "mask: dtype must be F32, BOOL or U8");
+        int64_t sh[4], sd[4];
+        if (m->ndim == 2) {
+            sh[0] = sh[1] = 1;
+            sd[0] = sd[1] = 0;
+            sh[2] = m->shape[0], sh[3] = m->shape[1];
+            sd[2] = m->stride[0], sd[3] = m->stride[1];
+        } else if (m->ndim == 4) {
+            memcpy(sh, m->shape, sizeof sh);
+            memcpy(sd, m->stride, sizeof sd);
+        } else {
+            SHAPE_FAIL("mask: expected [T,S] or [B|1,H|1,T,S], got %d dims", m->ndim);
+        }
+        if ((sh[0] != 1 && sh[0] != p->B) || (sh[1] != 1 && sh[1] != p->H) || sh[2] != p->T ||
+            sh[3] != p->S)
+            SHAPE_FAIL("mask: shape [%lld,%lld,%lld,%lld] does not broadcast to [%lld,%lld,%lld,%lld]",
+                       (long long)sh[0], (long long)sh[1], (long long)sh[2], (long long)sh[3],
+                       (long long)p->B, (long long)p->H, (long long)p->T, (long long)p->S);
+        if (sd[3] != 1 && sh[3] > 1)
+            return attn_ctx_fail(ctx, ATTN_E_LAYOUT, "mask: last stride must be 1");
+        p->mask = m->data;
+        p->msb = sh[0] == 1 ? 0 : sd[0];
+        p->msh = sh[1] == 1 ? 0 : sd[1];
+        p->mst = sd[2];
+    }
+    p->alibi = a->alibi_slopes;
+    if (!(a->dropout_p >= 0.0f && a->dropout_p < 1.0f))
+        return attn_ctx_fail(ctx, ATTN_E_ARG, "dropout_p must be in [0, 1), got %g",
+                             (double)a->dropout_p);
+    p->dropout_p = a->dropout_p;
+    p->drop_thr = attn__dropout_threshold(a->dropout_p);
+    p->seed = a->seed;
+    p->q = a->q.data;
+    p->k = a->k.data;
+    p->v = a->v.data;
+    p->out = a->out.data;
+    memcpy(p->qs, a->q.stride, sizeof p->qs);
+    memcpy(p->ks, a->k.stride, sizeof p->ks);
+    memcpy(p->vs, a->v.stride, sizeof p->vs);
+    memcpy(p->os, a->out.stride, sizeof p->os);
+    return ATTN_OK;
+}
+
+double attn_sdpa_flops(const attn_sdpa_args *a) {
+    attn__sdpa_plan p;
+    attn_ctx ctx;
+    memset(&ctx, 0, sizeof ctx);
+    if (attn__sdpa_plan_make(&ctx, a, 0, &p) != ATTN_OK) return 0.0;
+    double pairs = 0.0;
+    for (int64_t b = 0; b < p.B; b++)
+        for (int64_t i = 0; i < p.T; i++) {
+            int64_t lo, hi;
+            attn__row_range(&p, b, i, &lo, &hi);
+            if (hi > lo) pairs += (double)(hi - lo);
+        }
+    return 2.0 * (double)p.H * pairs * (double)(p.D + p.Dv);
+}

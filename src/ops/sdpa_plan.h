@@ -1,0 +1,64 @@
+/* A validated attention problem: every argument checked once at the API
+ * boundary, then resolved into plain numbers the drivers and the oracle share. */
+#ifndef ATTN_SDPA_PLAN_H
+#define ATTN_SDPA_PLAN_H
+
+#include "core/internal.h"
+
+enum { ATTN__MASK_NONE = 0, ATTN__MASK_FLOAT, ATTN__MASK_BOOL };
+
+typedef struct attn__sdpa_plan {
+    int64_t B, H, Hkv, T, S, D, Dv, group; /* group = H / Hkv */
+    float scale, softcap;
+    int64_t shift; /* p(i) = i + shift */
+    int causal, window;
+    int64_t wl, wr;
+    const int32_t *kv_len;
+    int mask_kind;
+    const void *mask;
+    int64_t msb, msh, mst; /* mask strides (0 on broadcast dims) */
+    const float *alibi;
+    float dropout_p;
+    uint32_t drop_thr;
+    uint64_t seed;
+    const float *q, *k, *v;
+    float *out, *lse;
+    int64_t qs[4], ks[4], vs[4], os[4], ls[3];
+} attn__sdpa_plan;
+
+/* Validate a and fill p. need_lse: lse must be present. Returns ATTN_OK or
+ * an error with a message on ctx. */
+attn_status attn__sdpa_plan_make(attn_ctx *ctx, const attn_sdpa_args *a, int need_lse,
+                                 attn__sdpa_plan *p);
+
+/* Visible key interval [lo, hi) of query i in batch b from the structural
+ * masks (causal, window, kv_len); hi <= lo means the row sees nothing.
+ * lo and hi never decrease as i grows. */
+static inline void attn__row_range(const attn__sdpa_plan *p, int64_t b, int64_t i, int64_t *lo,
+                                   int64_t *hi) {
+    int64_t l = 0, h = p->S;
+    if (p->kv_len) h = ATTN_MIN(h, (int64_t)p->kv_len[b]);
+    int64_t pos = i + p->shift;
+    if (p->causal) h = ATTN_MIN(h, pos + 1);
+    if (p->window) {
+        if (p->wl >= 0) l = ATTN_MAX(l, pos - p->wl);
+        if (p->wr >= 0) h = ATTN_MIN(h, pos + p->wr + 1);
+    }
+    *lo = l;
+    *hi = h;
+}
+
+/* Address of mask element (b, h, i, j). */
+static inline int64_t attn__mask_off(const attn__sdpa_plan *p, int64_t b, int64_t h, int64_t i,
+                                     int64_t j) {
+    return b * p->msb + h * p->msh + i * p->mst + j;
+}
+
+/* Dropout keep-and-scale factor of element (b,h,i,j): 0 or 1/(1-p). */
+static inline float attn__dropout_factor(const attn__sdpa_plan *p, int64_t b, int64_t h,
+                                         int64_t i, int64_t j) {
+    uint32_t u = attn__rng_u32(p->seed, (uint64_t)b, (uint64_t)h, (uint64_t)i, (uint64_t)j);
+    return u >= p->drop_thr ? 1.0f / (1.0f - p->dropout_p) : 0.0f;
+}
+
+#endif /* ATTN_SDPA_PLAN_H */

@@ -1,0 +1,76 @@
+/* The float64 oracle for attention: naive, materialised scores, the exact
+ * semantics of DESIGN.md written as plainly as possible. Tests and `--ref`
+ * only; O(S) memory per row. */
+#include "ops/sdpa_plan.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+/* Score of (b,h,i,j) in float64 with every modification; -inf if masked. */
+double attn__ref_score(const attn__sdpa_plan *p, int64_t b, int64_t h, int64_t i, int64_t j) {
+    int64_t lo, hi;
+    attn__row_range(p, b, i, &lo, &hi);
+    if (j < lo || j >= hi) return -INFINITY;
+    if (p->mask_kind == ATTN__MASK_BOOL &&
+        !((const uint8_t *)p->mask)[attn__mask_off(p, b, h, i, j)])
+        return -INFINITY;
+    const float *q = p->q + b * p->qs[0] + h * p->qs[1] + i * p->qs[2];
+    const float *k = p->k + b * p->ks[0] + (h / p->group) * p->ks[1] + j * p->ks[2];
+    double s = 0.0;
+    for (int64_t d = 0; d < p->D; d++) s += (double)q[d] * (double)k[d];
+    s *= (double)p->scale;
+    if (p->softcap > 0.0f) s = (double)p->softcap * tanh(s / (double)p->softcap);
+    if (p->mask_kind == ATTN__MASK_FLOAT)
+        s += (double)((const float *)p->mask)[attn__mask_off(p, b, h, i, j)];
+    if (p->alibi) s -= (double)p->alibi[h] * fabs((double)(i + p->shift - j));
+    return s;
+}
+
+attn_status attn_sdpa_forward_ref(attn_ctx *ctx, const attn_sdpa_args *a) {
+    if (!ctx) return ATTN_E_ARG;
+    attn__ctx_clear(ctx);
+    attn__sdpa_plan p;
+    attn_status st = attn__sdpa_plan_make(ctx, a, 0, &p);
+    if (st) return st;
+    double *s = malloc((size_t)(p.S > 0 ? p.S : 1) * sizeof *s);
+    double *acc = malloc((size_t)p.Dv * sizeof *acc);
+    if (!s || !acc) {
+        free(s);
+        free(acc);
+        return attn_ctx_fail(ctx, ATTN_E_NOMEM, "out of memory in the oracle");
+    }
+    for (int64_t b = 0; b < p.B; b++)
+        for (int64_t h = 0; h < p.H; h++)
+            for (int64_t i = 0; i < p.T; i++) {
+                double mx = -INFINITY;
+                int nan = 0;
+                for (int64_t j = 0; j < p.S; j++) {
+                    s[j] = attn__ref_score(&p, b, h, i, j);
+                    if (s[j] > mx) mx = s[j];
+                    if (isnan(s[j])) nan = 1;
+                }
+                if (nan) mx = NAN; /* NaN scores poison the row */
+                for (int64_t c = 0; c < p.Dv; c++) acc[c] = 0.0;
+                double l = 0.0;
+                if (mx != -INFINITY && !nan) {
+                    for (int64_t j = 0; j < p.S; j++) {
+                        if (s[j] == -INFINITY) continue; /* masked keys never contribute */
+                        double e = exp(s[j] - mx);
+                        l += e;
+                        if (p.dropout_p > 0.0f) e *= (double)attn__dropout_factor(&p, b, h, i, j);
+                        const float *v = p.v + b * p.vs[0] + (h / p.group) * p.vs[1] + j * p.vs[2];
+                        for (int64_t c = 0; c < p.Dv; c++) acc[c] += e * (double)v[c];
+                    }
+                }
+                float *o = p.out + b * p.os[0] + h * p.os[1] + i * p.os[2];
+                /* no visible key: out = 0, lse = -inf */
+                for (int64_t c = 0; c < p.Dv; c++)
+                    o[c] = mx == -INFINITY ? 0.0f : (float)(acc[c] / l);
+                if (p.lse)
+                    p.lse[b * p.ls[0] + h * p.ls[1] + i * p.ls[2]] =
+                        mx == -INFINITY ? -INFINITY : (float)(mx + log(l));
+            }
+    free(s);
+    free(acc);
+    return ATTN_OK;
+}

@@ -1,0 +1,2 @@
+/* keeps the support library non-empty */
+int attn_test_support_stub_;
