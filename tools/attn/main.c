@@ -1,13 +1,81 @@
-/* attn: command-line tool. One subcommand per job. */
-#include <attn/attn.h>
+/* attn: command-line tool. One subcommand per job, each in its own file. */
+#include "cli.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+static const struct {
+    const char *name;
+    attn_cli_fn fn;
+    const char *help;
+} commands[] = {
+    {"sdpa", attn_cmd_sdpa, "scaled dot-product attention on tensors from a safetensors file"},
+    {"bench", attn_cmd_bench, "measure the FMA peak, then attention speed as % of it"},
+    {"mha", attn_cmd_mha, "multi-head attention layer (forward, backward) on a safetensors file"},
+    {"train", attn_cmd_train, "train a small attention model from scratch (--task recall)"},
+    {"tokenize", attn_cmd_tokenize, "BERT WordPiece token ids of texts"},
+    {"embed", attn_cmd_embed, "sentence embeddings from a BERT-style model"},
+    {"similarity", attn_cmd_similarity, "cosine-similarity matrix of sentence embeddings"},
+};
+#define NCOMMANDS (sizeof commands / sizeof commands[0])
+
+int attn_cli_error(int code, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("attn: error: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return code;
+}
+
+int attn_cli_parse_long(const char *s, long *out) {
+    if (!s || !*s) return -1;
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (*end || errno) return -1;
+    *out = v;
+    return 0;
+}
+
+int attn_cli_parse_float(const char *s, float *out) {
+    if (!s || !*s) return -1;
+    char *end;
+    errno = 0;
+    float v = strtof(s, &end);
+    if (*end || errno) return -1;
+    *out = v;
+    return 0;
+}
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: attn <command> [options]   (attn <command> --help for its options)\n\n"
+               "commands:\n");
+    for (size_t i = 0; i < NCOMMANDS; i++) fprintf(f, "  %-11s %s\n", commands[i].name, commands[i].help);
+    fprintf(f, "\nlibattn %s, kernels: %s\n", ATTN_VERSION_STRING, attn_arch_name());
+}
+
 int main(int argc, char **argv) {
-    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
-        printf("usage: attn <command> [options]\n");
-        return argc < 2 ? 2 : 0;
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
     }
-    fprintf(stderr, "attn: error: unknown command '%s'\n", argv[1]);
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("attn %s\n", ATTN_VERSION_STRING);
+        return 0;
+    }
+    for (size_t i = 0; i < NCOMMANDS; i++)
+        if (!strcmp(argv[1], commands[i].name)) return commands[i].fn(argc - 1, argv + 1);
+    attn_cli_error(2, "unknown command '%s'", argv[1]);
+    usage(stderr);
     return 2;
 }
