@@ -32,14 +32,20 @@ typedef struct attn_kernels {
      * NaN scores propagate into l. */
     void (*softmax)(float *s, int n, float *m, float *l, float *alpha);
 
-    /* o[r*ldo + c] += sum_j p[j*MR + r] * v[j*vs + c] for r < mr, j < n,
-     * c < Dv (rows up to the kernel's row block beyond mr may be written
-     * too: o must hold MR rows). */
-    void (*pv)(const float *p, int mr, int n, const float *v, int64_t vs, int Dv, float *o,
-               int ldo);
+    /* The output accumulator is kept transposed, ot[c*MR + r] (value column c,
+     * query row r), so the online-softmax rescale is a vector multiply:
+     *   ot[c*MR + r] = alpha[r]*ot[c*MR + r] + sum_{j<n} p[j*MR + r]*v[j*vs + c]
+     * for c < Dv and every r < MR (padding rows included, never read back).
+     * v: n rows of Dv floats, row stride vs. alpha == 1 leaves ot exact. */
+    void (*pv)(const float *p, int n, const float *v, int64_t vs, int Dv, const float *alpha,
+               float *ot);
 
-    /* o[r*ldo + c] *= alpha[r] for r < mr, c < Dv (rows with alpha 1 skipped). */
-    void (*rescale)(float *o, int ldo, int mr, int Dv, const float *alpha);
+    /* FMA peak probe for `attn bench`: `iters` rounds of independent
+     * multiply-add chains held in registers (enough chains to cover the FMA
+     * latency times its throughput), with this family's instructions. Returns
+     * the floating-point operations done (2 per lane per FMA); *sink gets a
+     * value that depends on every chain so no work can be elided. */
+    double (*peak_fma)(int64_t iters, float *sink);
 } attn_kernels;
 
 /* The kernel family selected for this process (see attn_arch_name). */

@@ -72,14 +72,14 @@ static void score_mods(const attn__sdpa_plan *p, int64_t b, int64_t h, int64_t i
 /* Workspace floats one thread needs. */
 static size_t ws_floats(const attn__sdpa_plan *p) {
     return attn__round16((size_t)p->D * ATTN_MR) + (size_t)ATTN_BK * ATTN_MR +
-           (size_t)ATTN_MR * attn__round16((size_t)p->Dv) + 3 * ATTN_MR;
+           (size_t)p->Dv * ATTN_MR + 3 * ATTN_MR;
 }
 
 /* One (strip, key block) tile: scores, masks, online softmax, P*V. */
 static void tile(const attn__sdpa_plan *p, const attn_kernels *kn, int64_t b, int64_t h,
                  int64_t i0, int mr, int64_t ca, int64_t cb, int full, const int64_t *lo,
-                 const int64_t *hi, const float *qt, float *s, float *o, int ldo, float *m,
-                 float *l, float *alpha) {
+                 const int64_t *hi, const float *qt, float *s, float *ot, float *m, float *l,
+                 float *alpha) {
     const int64_t hk = h / p->group;
     const float *kb = p->k + b * p->ks[0] + hk * p->ks[1];
     const float *vb = p->v + b * p->vs[0] + hk * p->vs[1];
@@ -88,24 +88,22 @@ static void tile(const attn__sdpa_plan *p, const attn_kernels *kn, int64_t b, in
     kn->qk(qt, kb + ca * p->ks[2], p->ks[2], n, (int)p->D, s);
     if (mods || !full) score_mods(p, b, h, i0, mr, s, ca, cb, lo, hi, full);
     kn->softmax(s, n, m, l, alpha);
-    kn->rescale(o, ldo, mr, (int)p->Dv, alpha);
     if (p->dropout_p > 0.0f)
         for (int64_t j = ca; j < cb; j++)
             for (int r = 0; r < mr; r++)
                 s[(j - ca) * ATTN_MR + r] *= attn__dropout_factor(p, b, h, i0 + r, j);
-    kn->pv(s, mr, n, vb + ca * p->vs[2], p->vs[2], (int)p->Dv, o, ldo);
+    kn->pv(s, n, vb + ca * p->vs[2], p->vs[2], (int)p->Dv, alpha, ot);
 }
 
 static void run_task(const attn__sdpa_plan *p, const attn_kernels *kn, const task *t, float *ws) {
     const int D = (int)p->D, Dv = (int)p->Dv;
     const int64_t b = t->b, h = t->h, i0 = t->i0;
     const int mr = (int)ATTN_MIN((int64_t)ATTN_MR, p->T - i0);
-    const int ldo = (int)attn__round16((size_t)Dv);
-    float *qt = ws;                                         /* [D][MR] */
-    float *s = qt + attn__round16((size_t)D * ATTN_MR);     /* [BK][MR] */
-    float *o = s + (size_t)ATTN_BK * ATTN_MR;               /* [MR][ldo] */
-    float *m = o + (size_t)ATTN_MR * ldo;                   /* [MR] */
-    float *l = m + ATTN_MR, *alpha = l + ATTN_MR;           /* [MR], [MR] */
+    float *qt = ws;                                     /* [D][MR] */
+    float *s = qt + attn__round16((size_t)D * ATTN_MR); /* [BK][MR] */
+    float *ot = s + (size_t)ATTN_BK * ATTN_MR;          /* [Dv][MR], transposed output */
+    float *m = ot + (size_t)Dv * ATTN_MR;               /* [MR] */
+    float *l = m + ATTN_MR, *alpha = l + ATTN_MR;       /* [MR], [MR] */
     int64_t lo[ATTN_MR], hi[ATTN_MR];
 
     int64_t slo = INT64_MAX, shi = INT64_MIN, maxlo = INT64_MIN, minhi = INT64_MAX;
@@ -113,7 +111,6 @@ static void run_task(const attn__sdpa_plan *p, const attn_kernels *kn, const tas
     for (int r = 0; r < ATTN_MR; r++) {
         m[r] = -INFINITY;
         l[r] = 0.0f;
-        memset(o + (size_t)r * ldo, 0, (size_t)Dv * sizeof(float));
         if (r >= mr) continue;
         attn__row_range(p, b, i0 + r, &lo[r], &hi[r]);
         if (hi[r] <= lo[r]) {
@@ -126,6 +123,7 @@ static void run_task(const attn__sdpa_plan *p, const attn_kernels *kn, const tas
         minhi = ATTN_MIN(minhi, hi[r]);
     }
 
+    memset(ot, 0, (size_t)Dv * ATTN_MR * sizeof(float));
     if (slo < shi) {
         kn->pack_q(p->q + b * p->qs[0] + h * p->qs[1] + i0 * p->qs[2], p->qs[2], mr, D, p->scale,
                    qt);
@@ -142,7 +140,7 @@ static void run_task(const attn__sdpa_plan *p, const attn_kernels *kn, const tas
             int full = part == 1 && split;
             for (int64_t ca = cuts[part]; ca < cuts[part + 1]; ca += ATTN_BK) {
                 int64_t cb = ATTN_MIN(ca + ATTN_BK, cuts[part + 1]);
-                tile(p, kn, b, h, i0, mr, ca, cb, full, lo, hi, qt, s, o, ldo, m, l, alpha);
+                tile(p, kn, b, h, i0, mr, ca, cb, full, lo, hi, qt, s, ot, m, l, alpha);
             }
         }
     }
@@ -150,12 +148,12 @@ static void run_task(const attn__sdpa_plan *p, const attn_kernels *kn, const tas
     for (int r = 0; r < mr; r++) {
         int64_t i = i0 + r;
         float *dst = p->out + b * p->os[0] + h * p->os[1] + i * p->os[2];
-        const float *src = o + (size_t)r * ldo;
+        const float *src = ot + r; /* src[c*MR] is column c */
         if (m[r] == -INFINITY) { /* no visible key */
             memset(dst, 0, (size_t)Dv * sizeof(float));
         } else {
             float inv = 1.0f / l[r];
-            for (int c = 0; c < Dv; c++) dst[c] = src[c] * inv;
+            for (int c = 0; c < Dv; c++) dst[c] = src[(size_t)c * ATTN_MR] * inv;
         }
         if (p->lse) {
             float *le = p->lse + b * p->ls[0] + h * p->ls[1] + i * p->ls[2];

@@ -122,74 +122,91 @@ static void softmax_avx2(float *s, int n, float *m, float *l, float *alpha) {
     }
 }
 
-/* 6 rows x 16 columns of o, accumulated over n keys: 12 accumulators. */
-static inline void pv_6x16(const float *p, int n, const float *v, int64_t vs, float *o, int ldo) {
-    __m256 c[6][2];
-    for (int r = 0; r < 6; r++) {
-        c[r][0] = _mm256_loadu_ps(o + r * ldo);
-        c[r][1] = _mm256_loadu_ps(o + r * ldo + 8);
-    }
-    for (int j = 0; j < n; j++) {
-        const float *vj = v + (int64_t)j * vs;
-        __m256 b0 = _mm256_loadu_ps(vj), b1 = _mm256_loadu_ps(vj + 8);
-        const float *pj = p + (size_t)j * ATTN_MR;
-        for (int r = 0; r < 6; r++) {
-            __m256 a = _mm256_broadcast_ss(pj + r);
-            c[r][0] = _mm256_fmadd_ps(a, b0, c[r][0]);
-            c[r][1] = _mm256_fmadd_ps(a, b1, c[r][1]);
+/* ot = alpha*ot + P^T V, four value columns at a time: 12 accumulators
+ * (24 rows x 4 columns), per key 3 loads of p and 4 broadcasts of v. The
+ * same shape as qk, with the key index as the reduction. */
+static void pv_avx2(const float *p, int n, const float *v, int64_t vs, int Dv, const float *alpha,
+                    float *ot) {
+    const __m256 al0 = _mm256_loadu_ps(alpha), al1 = _mm256_loadu_ps(alpha + 8);
+    const __m256 al2 = _mm256_loadu_ps(alpha + 16);
+    int c = 0;
+    for (; c + 4 <= Dv; c += 4) {
+        float *o = ot + (size_t)c * ATTN_MR;
+        __m256 c00 = _mm256_mul_ps(al0, _mm256_load_ps(o)), c01 = _mm256_mul_ps(al1, _mm256_load_ps(o + 8));
+        __m256 c02 = _mm256_mul_ps(al2, _mm256_load_ps(o + 16)), c10 = _mm256_mul_ps(al0, _mm256_load_ps(o + 24));
+        __m256 c11 = _mm256_mul_ps(al1, _mm256_load_ps(o + 32)), c12 = _mm256_mul_ps(al2, _mm256_load_ps(o + 40));
+        __m256 c20 = _mm256_mul_ps(al0, _mm256_load_ps(o + 48)), c21 = _mm256_mul_ps(al1, _mm256_load_ps(o + 56));
+        __m256 c22 = _mm256_mul_ps(al2, _mm256_load_ps(o + 64)), c30 = _mm256_mul_ps(al0, _mm256_load_ps(o + 72));
+        __m256 c31 = _mm256_mul_ps(al1, _mm256_load_ps(o + 80)), c32 = _mm256_mul_ps(al2, _mm256_load_ps(o + 88));
+        const float *vj = v + c, *a = p;
+        for (int j = 0; j < n; j++, vj += vs, a += ATTN_MR) {
+            __m256 a0 = _mm256_load_ps(a), a1 = _mm256_load_ps(a + 8), a2 = _mm256_load_ps(a + 16);
+            __m256 b = _mm256_broadcast_ss(vj);
+            c00 = _mm256_fmadd_ps(a0, b, c00);
+            c01 = _mm256_fmadd_ps(a1, b, c01);
+            c02 = _mm256_fmadd_ps(a2, b, c02);
+            b = _mm256_broadcast_ss(vj + 1);
+            c10 = _mm256_fmadd_ps(a0, b, c10);
+            c11 = _mm256_fmadd_ps(a1, b, c11);
+            c12 = _mm256_fmadd_ps(a2, b, c12);
+            b = _mm256_broadcast_ss(vj + 2);
+            c20 = _mm256_fmadd_ps(a0, b, c20);
+            c21 = _mm256_fmadd_ps(a1, b, c21);
+            c22 = _mm256_fmadd_ps(a2, b, c22);
+            b = _mm256_broadcast_ss(vj + 3);
+            c30 = _mm256_fmadd_ps(a0, b, c30);
+            c31 = _mm256_fmadd_ps(a1, b, c31);
+            c32 = _mm256_fmadd_ps(a2, b, c32);
         }
+        _mm256_store_ps(o, c00), _mm256_store_ps(o + 8, c01), _mm256_store_ps(o + 16, c02);
+        _mm256_store_ps(o + 24, c10), _mm256_store_ps(o + 32, c11), _mm256_store_ps(o + 40, c12);
+        _mm256_store_ps(o + 48, c20), _mm256_store_ps(o + 56, c21), _mm256_store_ps(o + 64, c22);
+        _mm256_store_ps(o + 72, c30), _mm256_store_ps(o + 80, c31), _mm256_store_ps(o + 88, c32);
     }
-    for (int r = 0; r < 6; r++) {
-        _mm256_storeu_ps(o + r * ldo, c[r][0]);
-        _mm256_storeu_ps(o + r * ldo + 8, c[r][1]);
-    }
-}
-
-/* 6 rows x w (< 16) columns: masked loads and stores. */
-static inline void pv_6xw(const float *p, int n, const float *v, int64_t vs, float *o, int ldo,
-                          int w) {
-    int32_t mk[16];
-    for (int i = 0; i < 16; i++) mk[i] = i < w ? -1 : 0;
-    __m256i m0 = _mm256_loadu_si256((const __m256i *)mk), m1 = _mm256_loadu_si256((const __m256i *)(mk + 8));
-    __m256 c[6][2];
-    for (int r = 0; r < 6; r++) {
-        c[r][0] = _mm256_maskload_ps(o + r * ldo, m0);
-        c[r][1] = _mm256_maskload_ps(o + r * ldo + 8, m1);
-    }
-    for (int j = 0; j < n; j++) {
-        const float *vj = v + (int64_t)j * vs;
-        __m256 b0 = _mm256_maskload_ps(vj, m0), b1 = _mm256_maskload_ps(vj + 8, m1);
-        const float *pj = p + (size_t)j * ATTN_MR;
-        for (int r = 0; r < 6; r++) {
-            __m256 a = _mm256_broadcast_ss(pj + r);
-            c[r][0] = _mm256_fmadd_ps(a, b0, c[r][0]);
-            c[r][1] = _mm256_fmadd_ps(a, b1, c[r][1]);
+    for (; c < Dv; c++) {
+        float *o = ot + (size_t)c * ATTN_MR;
+        __m256 c0 = _mm256_mul_ps(al0, _mm256_load_ps(o)), c1 = _mm256_mul_ps(al1, _mm256_load_ps(o + 8));
+        __m256 c2 = _mm256_mul_ps(al2, _mm256_load_ps(o + 16));
+        const float *vj = v + c, *a = p;
+        for (int j = 0; j < n; j++, vj += vs, a += ATTN_MR) {
+            __m256 b = _mm256_broadcast_ss(vj);
+            c0 = _mm256_fmadd_ps(_mm256_load_ps(a), b, c0);
+            c1 = _mm256_fmadd_ps(_mm256_load_ps(a + 8), b, c1);
+            c2 = _mm256_fmadd_ps(_mm256_load_ps(a + 16), b, c2);
         }
-    }
-    for (int r = 0; r < 6; r++) {
-        _mm256_maskstore_ps(o + r * ldo, m0, c[r][0]);
-        _mm256_maskstore_ps(o + r * ldo + 8, m1, c[r][1]);
+        _mm256_store_ps(o, c0), _mm256_store_ps(o + 8, c1), _mm256_store_ps(o + 16, c2);
     }
 }
 
-static void pv_avx2(const float *p, int mr, int n, const float *v, int64_t vs, int Dv, float *o,
-                    int ldo) {
-    for (int r0 = 0; r0 < mr; r0 += 6) {
-        int c0 = 0;
-        for (; c0 + 16 <= Dv; c0 += 16) pv_6x16(p + r0, n, v + c0, vs, o + (size_t)r0 * ldo + c0, ldo);
-        if (c0 < Dv) pv_6xw(p + r0, n, v + c0, vs, o + (size_t)r0 * ldo + c0, ldo, Dv - c0);
+/* 12 independent chains of 8 lanes: FMA latency (4-5 cycles) times two FMA
+ * pipes needs at least 10 in flight, and 12 chains plus the two constants
+ * still fit the 16 ymm registers (16 chains would spill and measure the
+ * spills). x' = x*a + b with a just below 1 keeps every value finite and
+ * normal however long it runs. */
+static double peak_fma_avx2(int64_t iters, float *sink) {
+    const __m256 a = _mm256_set1_ps(0.999999f), b = _mm256_set1_ps(1e-3f);
+    /* distinct starts, or the compiler merges equal chains */
+#define ATTN_X(i) _mm256_set1_ps(1.0f + 0.125f * (i))
+    __m256 x0 = ATTN_X(0), x1 = ATTN_X(1), x2 = ATTN_X(2), x3 = ATTN_X(3), x4 = ATTN_X(4);
+    __m256 x5 = ATTN_X(5), x6 = ATTN_X(6), x7 = ATTN_X(7), x8 = ATTN_X(8), x9 = ATTN_X(9);
+    __m256 x10 = ATTN_X(10), x11 = ATTN_X(11);
+#undef ATTN_X
+    for (int64_t it = 0; it < iters; it++) {
+        /* named registers (an array would live in memory at -O2) */
+        x0 = _mm256_fmadd_ps(x0, a, b), x1 = _mm256_fmadd_ps(x1, a, b);
+        x2 = _mm256_fmadd_ps(x2, a, b), x3 = _mm256_fmadd_ps(x3, a, b);
+        x4 = _mm256_fmadd_ps(x4, a, b), x5 = _mm256_fmadd_ps(x5, a, b);
+        x6 = _mm256_fmadd_ps(x6, a, b), x7 = _mm256_fmadd_ps(x7, a, b);
+        x8 = _mm256_fmadd_ps(x8, a, b), x9 = _mm256_fmadd_ps(x9, a, b);
+        x10 = _mm256_fmadd_ps(x10, a, b), x11 = _mm256_fmadd_ps(x11, a, b);
     }
-}
-
-static void rescale_avx2(float *o, int ldo, int mr, int Dv, const float *alpha) {
-    for (int r = 0; r < mr; r++) {
-        if (alpha[r] == 1.0f) continue;
-        __m256 a = _mm256_set1_ps(alpha[r]);
-        float *orow = o + (size_t)r * ldo;
-        int c = 0;
-        for (; c + 8 <= Dv; c += 8) _mm256_storeu_ps(orow + c, _mm256_mul_ps(a, _mm256_loadu_ps(orow + c)));
-        for (; c < Dv; c++) orow[c] *= alpha[r];
-    }
+    __m256 t = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(x0, x1), _mm256_add_ps(x2, x3)),
+                             _mm256_add_ps(_mm256_add_ps(x4, x5), _mm256_add_ps(x6, x7)));
+    t = _mm256_add_ps(t, _mm256_add_ps(_mm256_add_ps(x8, x9), _mm256_add_ps(x10, x11)));
+    float f[8];
+    _mm256_storeu_ps(f, t);
+    *sink = f[0] + f[7];
+    return (double)iters * 12.0 * 8.0 * 2.0;
 }
 
 const attn_kernels attn__kernels_avx2 = {
@@ -198,5 +215,5 @@ const attn_kernels attn__kernels_avx2 = {
     .qk = qk_avx2,
     .softmax = softmax_avx2,
     .pv = pv_avx2,
-    .rescale = rescale_avx2,
+    .peak_fma = peak_fma_avx2,
 };

@@ -48,23 +48,30 @@ static void softmax_scalar(float *s, int n, float *m, float *l, float *alpha) {
     }
 }
 
-static void pv_scalar(const float *p, int mr, int n, const float *v, int64_t vs, int Dv, float *o,
-                      int ldo) {
-    for (int r = 0; r < mr; r++) {
-        float *orow = o + (size_t)r * ldo;
+static void pv_scalar(const float *p, int n, const float *v, int64_t vs, int Dv, const float *alpha,
+                      float *ot) {
+    for (int c = 0; c < Dv; c++) {
+        float *o = ot + (size_t)c * ATTN_MR;
+        float acc[ATTN_MR];
+        for (int r = 0; r < ATTN_MR; r++) acc[r] = alpha[r] * o[r];
         for (int j = 0; j < n; j++) {
-            float a = p[j * ATTN_MR + r];
-            const float *vj = v + (int64_t)j * vs;
-            for (int c = 0; c < Dv; c++) orow[c] = fmaf(a, vj[c], orow[c]);
+            float b = v[(int64_t)j * vs + c];
+            for (int r = 0; r < ATTN_MR; r++) acc[r] = fmaf(p[j * ATTN_MR + r], b, acc[r]);
         }
+        memcpy(o, acc, sizeof acc);
     }
 }
 
-static void rescale_scalar(float *o, int ldo, int mr, int Dv, const float *alpha) {
-    for (int r = 0; r < mr; r++) {
-        if (alpha[r] == 1.0f) continue;
-        for (int c = 0; c < Dv; c++) o[(size_t)r * ldo + c] *= alpha[r];
-    }
+/* 12 independent scalar chains x' = x*a + b (fmaf, as the scalar kernels use). */
+static double peak_fma_scalar(int64_t iters, float *sink) {
+    float x[12];
+    for (int i = 0; i < 12; i++) x[i] = 1.0f + 0.01f * (float)i;
+    for (int64_t it = 0; it < iters; it++)
+        for (int i = 0; i < 12; i++) x[i] = fmaf(x[i], 0.999999f, 1e-3f);
+    float t = 0.0f;
+    for (int i = 0; i < 12; i++) t += x[i];
+    *sink = t;
+    return (double)iters * 12.0 * 2.0;
 }
 
 const attn_kernels attn__kernels_scalar = {
@@ -73,5 +80,5 @@ const attn_kernels attn__kernels_scalar = {
     .qk = qk_scalar,
     .softmax = softmax_scalar,
     .pv = pv_scalar,
-    .rescale = rescale_scalar,
+    .peak_fma = peak_fma_scalar,
 };
