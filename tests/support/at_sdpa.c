@@ -1,0 +1,298 @@
+/* Test support for attention: the plain fp32 implementation that sets the
+ * tolerance, problem descriptions, allocation of a whole problem, and the
+ * forward check against the float64 oracle. */
+#include "attn_test.h"
+#include "ops/sdpa_plan.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Structural and boolean masks, written out from the documented rules
+ * (independently of the library's row-range helper). */
+static int naive_visible(const attn__sdpa_plan *p, int64_t b, int64_t h, int64_t i, int64_t j) {
+    int64_t pos = i + p->shift;
+    if (p->kv_len && j >= p->kv_len[b]) return 0;
+    if (p->causal && j > pos) return 0;
+    if (p->window) {
+        if (p->wl >= 0 && j < pos - p->wl) return 0;
+        if (p->wr >= 0 && j > pos + p->wr) return 0;
+    }
+    if (p->mask_kind == ATTN__MASK_BOOL &&
+        !((const uint8_t *)p->mask)[b * p->msb + h * p->msh + i * p->mst + j])
+        return 0;
+    return 1;
+}
+
+attn_status at_naive32_forward(attn_ctx *ctx, const attn_sdpa_args *a) {
+    attn__sdpa_plan p;
+    attn_status st = attn__sdpa_plan_make(ctx, a, 0, &p);
+    if (st) return st;
+    float *s = malloc((size_t)(p.S > 0 ? p.S : 1) * sizeof *s);
+    float *acc = malloc((size_t)p.Dv * sizeof *acc);
+    if (!s || !acc) {
+        free(s);
+        free(acc);
+        return ATTN_E_NOMEM;
+    }
+    const float drop_keep = p.dropout_p > 0.0f ? 1.0f / (1.0f - p.dropout_p) : 1.0f;
+    for (int64_t b = 0; b < p.B; b++)
+        for (int64_t h = 0; h < p.H; h++)
+            for (int64_t i = 0; i < p.T; i++) {
+                const float *q = p.q + b * p.qs[0] + h * p.qs[1] + i * p.qs[2];
+                int64_t hk = h / p.group, pos = i + p.shift;
+                float mx = -INFINITY;
+                int nan = 0;
+                for (int64_t j = 0; j < p.S; j++) {
+                    if (!naive_visible(&p, b, h, i, j)) {
+                        s[j] = -INFINITY;
+                        continue;
+                    }
+                    const float *k = p.k + b * p.ks[0] + hk * p.ks[1] + j * p.ks[2];
+                    float x = 0.0f;
+                    for (int64_t d = 0; d < p.D; d++) x += q[d] * k[d];
+                    x *= p.scale;
+                    if (p.softcap > 0.0f) x = p.softcap * tanhf(x / p.softcap);
+                    if (p.mask_kind == ATTN__MASK_FLOAT)
+                        x += ((const float *)p.mask)[b * p.msb + h * p.msh + i * p.mst + j];
+                    if (p.alibi) x -= p.alibi[h] * (float)llabs(pos - j);
+                    s[j] = x;
+                    if (isnan(x)) nan = 1;
+                    else if (x > mx) mx = x;
+                }
+                if (nan) mx = NAN;
+                float l = 0.0f;
+                for (int64_t c = 0; c < p.Dv; c++) acc[c] = 0.0f;
+                if (mx != -INFINITY) {
+                    for (int64_t j = 0; j < p.S; j++) {
+                        if (s[j] == -INFINITY) continue;
+                        float e = expf(s[j] - mx);
+                        l += e;
+                        if (p.dropout_p > 0.0f) {
+                            uint32_t u = attn__rng_u32(p.seed, (uint64_t)b, (uint64_t)h,
+                                                       (uint64_t)i, (uint64_t)j);
+                            e *= u >= p.drop_thr ? drop_keep : 0.0f;
+                        }
+                        const float *v = p.v + b * p.vs[0] + hk * p.vs[1] + j * p.vs[2];
+                        for (int64_t c = 0; c < p.Dv; c++) acc[c] += e * v[c];
+                    }
+                }
+                float *o = p.out + b * p.os[0] + h * p.os[1] + i * p.os[2];
+                for (int64_t c = 0; c < p.Dv; c++) o[c] = mx == -INFINITY ? 0.0f : acc[c] / l;
+                if (p.lse)
+                    p.lse[b * p.ls[0] + h * p.ls[1] + i * p.ls[2]] =
+                        mx == -INFINITY ? -INFINITY : mx + logf(l);
+            }
+    free(s);
+    free(acc);
+    return ATTN_OK;
+}
+
+void at_sdpa_describe(const attn_sdpa_args *a, char *buf, size_t n) {
+    const attn_tensor *q = &a->q, *k = &a->k, *v = &a->v;
+    int canon = q->stride[2] == q->shape[3] && q->stride[1] == q->shape[2] * q->shape[3] &&
+                k->stride[2] == k->shape[3] && v->stride[2] == v->shape[3];
+    size_t u = (size_t)snprintf(
+        buf, n, "B=%lld H=%lld Hkv=%lld T=%lld S=%lld D=%lld Dv=%lld%s", (long long)q->shape[0],
+        (long long)q->shape[1], (long long)k->shape[1], (long long)q->shape[2],
+        (long long)k->shape[2], (long long)q->shape[3], (long long)v->shape[3],
+        canon ? "" : " strided");
+#define ADD(...)                                                                                  \
+    do {                                                                                          \
+        if (u < n) u += (size_t)snprintf(buf + u, n - u, __VA_ARGS__);                            \
+    } while (0)
+    if (a->scale != 0.0f) ADD(" scale=%g", (double)a->scale);
+    if (a->softcap != 0.0f) ADD(" softcap=%g", (double)a->softcap);
+    if (a->causal) ADD(" causal");
+    if (a->window)
+        ADD(" window=(%lld,%lld)", (long long)a->window_left, (long long)a->window_right);
+    if ((a->causal || a->window || a->alibi_slopes) || q->shape[2] != k->shape[2])
+        ADD(" %s", a->align == ATTN_ALIGN_BOTTOM_RIGHT ? "bottom-right" : "top-left");
+    if (a->kv_len) {
+        ADD(" kv_len=[");
+        for (int64_t b = 0; b < q->shape[0] && b < 8; b++) ADD("%s%d", b ? "," : "", a->kv_len[b]);
+        ADD("]");
+    }
+    if (a->mask.data) {
+        ADD(" mask=%s[", attn_dtype_name(a->mask.dtype));
+        for (int d = 0; d < a->mask.ndim; d++)
+            ADD("%s%lld", d ? "," : "", (long long)a->mask.shape[d]);
+        ADD("]");
+    }
+    if (a->alibi_slopes) ADD(" alibi");
+    if (a->dropout_p > 0.0f)
+        ADD(" dropout=%g seed=%llu", (double)a->dropout_p, (unsigned long long)a->seed);
+    if (!a->lse.data) ADD(" no-lse");
+#undef ADD
+}
+
+int at_sdpa_check_forward(attn_ctx *ctx, const attn_sdpa_args *a, const at_buf *outb,
+                          const at_buf *lseb, const char *label, uint64_t seed) {
+    char desc[512];
+    at_sdpa_describe(a, desc, sizeof desc);
+    char full[768];
+    snprintf(full, sizeof full, "%s%s%s", label ? label : "", label ? ": " : "", desc);
+    const int64_t B = a->q.shape[0], H = a->q.shape[1], T = a->q.shape[2], Dv = a->v.shape[3];
+    at_buf oo, ol, no, nl;
+    int ok = 0;
+    memset(&oo, 0, sizeof oo), memset(&ol, 0, sizeof ol);
+    memset(&no, 0, sizeof no), memset(&nl, 0, sizeof nl);
+    int64_t lsh[3] = {B, H, T};
+    if (at_buf_f32(&oo, B, H, T, Dv) || at_buf_f32(&no, B, H, T, Dv) ||
+        at_buf_alloc(&ol, ATTN_F32, 3, lsh, NULL, 0) || at_buf_alloc(&nl, ATTN_F32, 3, lsh, NULL, 0)) {
+        fprintf(stderr, "out of memory in the test\n");
+        goto done;
+    }
+    attn_status st = attn_sdpa_forward(ctx, a);
+    if (st != ATTN_OK) {
+        fprintf(stderr, "attn_sdpa_forward failed (%s: %s) in case: %s\n", attn_status_str(st),
+                attn_ctx_last_error(ctx), full);
+        goto done;
+    }
+    attn_sdpa_args r = *a;
+    r.out = oo.t;
+    r.lse = a->lse.data ? ol.t : (attn_tensor){0};
+    if ((st = attn_sdpa_forward_ref(ctx, &r)) != ATTN_OK) {
+        fprintf(stderr, "oracle failed (%s) in case: %s\n", attn_ctx_last_error(ctx), full);
+        goto done;
+    }
+    r.out = no.t;
+    r.lse = a->lse.data ? nl.t : (attn_tensor){0};
+    if ((st = at_naive32_forward(ctx, &r)) != ATTN_OK) {
+        fprintf(stderr, "naive32 failed (%s) in case: %s\n", attn_ctx_last_error(ctx), full);
+        goto done;
+    }
+    at_stats so, sl;
+    ok = at_check("out", full, seed, &a->out, &oo.t, &no.t, &so);
+    if (ok && a->lse.data) ok = at_check("lse", full, seed, &a->lse, &ol.t, &nl.t, &sl);
+    if (ok && ((outb && !at_buf_padding_intact(outb)) || (lseb && !at_buf_padding_intact(lseb)))) {
+        fprintf(stderr, "  ... in case: %s (seed %llu)\n", full, (unsigned long long)at_base_seed());
+        ok = 0;
+    }
+done:
+    at_buf_free(&oo), at_buf_free(&ol), at_buf_free(&no), at_buf_free(&nl);
+    return ok;
+}
+
+static const int perm_bthd[4] = {0, 2, 1, 3};
+
+static int alloc_layout(at_buf *b, int64_t d0, int64_t d1, int64_t d2, int64_t d3, at_layout l) {
+    int64_t sh[4] = {d0, d1, d2, d3};
+    int pad = l == AT_BHTD_PAD || l == AT_BTHD_PAD ? 3 : 0;
+    const int *perm = l == AT_BTHD || l == AT_BTHD_PAD ? perm_bthd : NULL;
+    return at_buf_alloc(b, ATTN_F32, 4, sh, perm, pad);
+}
+
+int at_sdpa_alloc(at_sdpa *x, int64_t B, int64_t H, int64_t Hkv, int64_t T, int64_t S, int64_t D,
+                  int64_t Dv, at_layout layout, at_rng *r) {
+    memset(x, 0, sizeof *x);
+    int64_t lsh[3] = {B, H, T};
+    if (alloc_layout(&x->q, B, H, T, D, layout) || alloc_layout(&x->k, B, Hkv, S, D, layout) ||
+        alloc_layout(&x->v, B, Hkv, S, Dv, layout) ||
+        alloc_layout(&x->out, B, H, T, Dv, layout) ||
+        at_buf_alloc(&x->lse, ATTN_F32, 3, lsh, NULL, layout == AT_BHTD ? 0 : 2)) {
+        at_sdpa_free(x);
+        return -1;
+    }
+    at_fill_uniform(&x->q.t, r, -1.0f, 1.0f);
+    at_fill_uniform(&x->k.t, r, -1.0f, 1.0f);
+    at_fill_uniform(&x->v.t, r, -1.0f, 1.0f);
+    x->a.q = x->q.t;
+    x->a.k = x->k.t;
+    x->a.v = x->v.t;
+    x->a.out = x->out.t;
+    x->a.lse = x->lse.t;
+    return 0;
+}
+
+void at_sdpa_free(at_sdpa *x) {
+    at_buf_free(&x->q), at_buf_free(&x->k), at_buf_free(&x->v);
+    at_buf_free(&x->out), at_buf_free(&x->lse), at_buf_free(&x->mask);
+    free(x->kv_len);
+    free(x->alibi);
+    x->kv_len = NULL;
+    x->alibi = NULL;
+}
+
+int at_sdpa_build(at_sdpa *x, const at_case *c, at_rng *r) {
+    int64_t Hkv = c->Hkv ? c->Hkv : c->H, Dv = c->Dv ? c->Dv : c->D;
+    if (at_sdpa_alloc(x, c->B, c->H, Hkv, c->T, c->S, c->D, Dv, c->layout, r)) return -1;
+    attn_sdpa_args *a = &x->a;
+    if (c->logit_mul != 0.0f && c->logit_mul != 1.0f) {
+        for (int64_t b = 0; b < c->B; b++)
+            for (int64_t h = 0; h < c->H; h++)
+                for (int64_t i = 0; i < c->T; i++)
+                    for (int64_t d = 0; d < c->D; d++) *at_f32(&a->q, b, h, i, d) *= c->logit_mul;
+    }
+    if (c->no_lse) a->lse = (attn_tensor){0};
+    a->causal = c->causal;
+    a->align = c->align;
+    a->window = c->window;
+    a->window_left = c->wl;
+    a->window_right = c->wr;
+    a->softcap = c->softcap;
+    a->scale = c->scale;
+    a->dropout_p = c->dropout_p;
+    a->seed = c->dropout_seed;
+    if (c->kv_len) {
+        x->kv_len = malloc((size_t)c->B * sizeof *x->kv_len);
+        if (!x->kv_len) goto fail;
+        for (int64_t b = 0; b < c->B; b++)
+            x->kv_len[b] = b == 0 ? (int32_t)c->S
+                           : b == 1 && c->B > 2 ? 0
+                                                : (int32_t)at_rng_int(r, 0, c->S);
+        a->kv_len = x->kv_len;
+    }
+    if (c->alibi) {
+        x->alibi = malloc((size_t)c->H * sizeof *x->alibi);
+        if (!x->alibi) goto fail;
+        /* the geometric slopes of the ALiBi paper: 2^(-8(h+1)/H) */
+        for (int64_t h = 0; h < c->H; h++)
+            x->alibi[h] = (float)pow(2.0, -8.0 * (double)(h + 1) / (double)c->H);
+        a->alibi_slopes = x->alibi;
+    }
+    if (c->mask_bcast != AT_MASK_NONE) {
+        int64_t sh[4] = {c->mask_bcast == AT_MASK_B1TS || c->mask_bcast == AT_MASK_BHTS ? c->B : 1,
+                         c->mask_bcast == AT_MASK_1HTS || c->mask_bcast == AT_MASK_BHTS ? c->H : 1,
+                         c->T, c->S};
+        int ts = c->mask_bcast == AT_MASK_TS;
+        int pad = c->layout == AT_BHTD_PAD || c->layout == AT_BTHD_PAD ? 5 : 0;
+        if (at_buf_alloc(&x->mask, c->mask_dtype, ts ? 2 : 4, ts ? sh + 2 : sh, NULL, pad))
+            goto fail;
+        attn_tensor *m = &x->mask.t;
+        int64_t nb = ts ? 1 : sh[0], nh = ts ? 1 : sh[1];
+        float keep = c->mask_keep > 0.0f ? c->mask_keep : 0.7f;
+        for (int64_t b = 0; b < nb; b++)
+            for (int64_t h = 0; h < nh; h++)
+                for (int64_t i = 0; i < c->T; i++)
+                    for (int64_t j = 0; j < c->S; j++) {
+                        int64_t idx4[4] = {b, h, i, j}, *idx = ts ? idx4 + 2 : idx4;
+                        void *e = at_ptr(m, idx);
+                        if (c->mask_dtype == ATTN_F32) {
+                            float v = at_rng_uniform(r, -2.0f, 2.0f);
+                            if (c->mask_ninf > 0.0f && at_rng_unit(r) < c->mask_ninf)
+                                v = -INFINITY;
+                            *(float *)e = v;
+                        } else {
+                            *(uint8_t *)e = at_rng_unit(r) < keep;
+                        }
+                    }
+        a->mask = *m;
+    }
+    return 0;
+fail:
+    at_sdpa_free(x);
+    return -1;
+}
+
+int at_sdpa_run_forward(attn_ctx *ctx, const at_case *c, uint64_t case_id, const char *label) {
+    at_rng r = at_rng_for(case_id);
+    at_sdpa x;
+    if (at_sdpa_build(&x, c, &r)) {
+        fprintf(stderr, "out of memory building a test case\n");
+        return 0;
+    }
+    int ok = at_sdpa_check_forward(ctx, &x.a, &x.out, c->no_lse ? NULL : &x.lse, label, r.seed);
+    at_sdpa_free(&x);
+    return ok;
+}

@@ -1,0 +1,193 @@
+/* Shared helpers for the test programs (prefix at_: test support only,
+ * never part of libattn).
+ *
+ * - Seeds: every random input comes from at_rng seeded by at_rng_for(case id),
+ *   which mixes the base seed (ATTN_TEST_SEED, else a fixed default) with the
+ *   case id. Failures print the base seed, so `ATTN_TEST_SEED=<n> ./test_x`
+ *   reproduces them.
+ * - Views: at_buf owns memory and an attn_tensor view over it, optionally with
+ *   padded strides and a permuted memory order; padding holds a sentinel so
+ *   a test can check that nothing outside the view was written.
+ * - Tolerance (docs/DESIGN.md): max |fast - oracle| must be at most
+ *   2 * max |naive32 - oracle| + 1e-6, where naive32 is a plain fp32
+ *   implementation with materialised scores and the same semantics. The naive
+ *   code only sets the tolerance; correctness is judged against the float64
+ *   oracle. Non-finite oracle values must be matched exactly (NaN by NaN,
+ *   +-inf by the same infinity), e.g. lse = -inf for a row with no key. */
+#ifndef ATTN_TEST_H
+#define ATTN_TEST_H
+
+#include <attn/attn.h>
+#include <stdint.h>
+#include <stdio.h>
+
+/* ---- environment --------------------------------------------------------- */
+/* The base seed: ATTN_TEST_SEED (decimal or 0x hex) if set, else a default. */
+uint64_t at_base_seed(void);
+/* Nonzero when ATTN_TEST_QUICK is set (sanitizer runs): shrink sweeps. */
+int at_quick(void);
+/* Nonzero when ATTN_TEST_VERBOSE is set: print every check's figures. */
+int at_verbose(void);
+
+/* ---- random numbers (splitmix64; reproducible on every platform) --------- */
+typedef struct at_rng {
+    uint64_t state;
+    uint64_t seed; /* the seed it started from, for messages */
+} at_rng;
+
+at_rng at_rng_for(uint64_t case_id); /* seeded from (base seed, case id) */
+void at_rng_init(at_rng *r, uint64_t seed);
+uint64_t at_rng_u64(at_rng *r);
+double at_rng_unit(at_rng *r);                   /* [0, 1) */
+float at_rng_uniform(at_rng *r, float lo, float hi); /* [lo, hi) */
+float at_rng_normal(at_rng *r);                  /* N(0, 1) */
+int64_t at_rng_int(at_rng *r, int64_t lo, int64_t hi); /* [lo, hi] */
+
+/* ---- owned strided views ------------------------------------------------- */
+/* A view [shape] of dtype over its own allocation. perm gives the memory
+ * order: perm[0] is the logical dim stored outermost ... perm[ndim-1] the
+ * innermost, which must be the last logical dim (NULL = identity). pad adds
+ * that many unused elements after each innermost row and after each outer
+ * block, so every stride differs from the contiguous one. Padding and the
+ * view are filled with AT_SENTINEL bytes; fill the view with at_fill_*. */
+typedef struct at_buf {
+    void *mem;    /* the allocation (NULL if empty) */
+    size_t count; /* elements allocated */
+    attn_tensor t;
+} at_buf;
+
+#define AT_SENTINEL (-7.25e30f)     /* float sentinel: an unlikely finite value */
+#define AT_SENTINEL_BYTE 0xA5       /* byte sentinel for BOOL/U8/I32 buffers */
+
+/* Returns 0 on success, -1 on allocation failure. */
+int at_buf_alloc(at_buf *b, attn_dtype dtype, int ndim, const int64_t *shape, const int *perm,
+                 int64_t pad);
+/* Contiguous F32 [d0, d1, d2, d3] (the common case). */
+int at_buf_f32(at_buf *b, int64_t d0, int64_t d1, int64_t d2, int64_t d3);
+void at_buf_free(at_buf *b);
+
+/* Pointer to element idx (ndim indices) of a view of any dtype. */
+void *at_ptr(const attn_tensor *t, const int64_t *idx);
+/* F32 element (i0, i1, i2, i3) of a view with up to 4 dims (extra indices ignored). */
+float *at_f32(const attn_tensor *t, int64_t i0, int64_t i1, int64_t i2, int64_t i3);
+
+/* Fill the view's elements (not the padding). */
+void at_fill_uniform(const attn_tensor *t, at_rng *r, float lo, float hi);
+void at_fill_normal(const attn_tensor *t, at_rng *r, float sigma);
+void at_fill_value(const attn_tensor *t, float v);
+/* Fill the whole allocation, padding included, with the sentinel. */
+void at_buf_fill_sentinel(at_buf *b);
+/* 1 if every allocated element outside the view still holds the sentinel. */
+int at_buf_padding_intact(const at_buf *b);
+/* 1 if the whole allocation still holds the sentinel (nothing written). */
+int at_buf_untouched(const at_buf *b);
+
+/* A packed QKV buffer [B, T, 3, H, D] as produced by one fused projection:
+ * q, k, v are [B, H, T, D] views into it with strides (T*3*H*D, D, 3*H*D, 1). */
+typedef struct at_qkv {
+    float *mem;
+    size_t count;
+    attn_tensor q, k, v;
+} at_qkv;
+int at_qkv_alloc(at_qkv *x, int64_t B, int64_t T, int64_t H, int64_t D);
+void at_qkv_free(at_qkv *x);
+
+/* ---- comparison against the oracle --------------------------------------- */
+typedef struct at_stats {
+    double max_err;   /* max |fast - oracle| over finite oracle entries */
+    double naive_err; /* max |naive32 - oracle| */
+    double tol;       /* 2 * naive_err + 1e-6 */
+    double nmse;      /* sum (fast - oracle)^2 / sum oracle^2 */
+    int64_t n;        /* elements compared */
+} at_stats;
+
+/* Compare fast against oracle with the tolerance set by naive (all views of
+ * the same shape, F32, any strides). what names the tensor ("out", "lse"),
+ * label the case. Returns 1 on pass; on failure prints the case, the seed,
+ * the first offending index and its three values, and returns 0. Also fails
+ * when naive itself is far from the oracle (max diff > 1% of max |oracle| + 1,
+ * or non-finite where the oracle is finite): then the two implementations
+ * disagree on the semantics and the tolerance would mean nothing. */
+int at_check(const char *what, const char *label, uint64_t seed, const attn_tensor *fast,
+             const attn_tensor *oracle, const attn_tensor *naive, at_stats *st);
+
+/* 1 if two F32 views of the same shape are bitwise identical; else prints the
+ * first difference and returns 0. */
+int at_bitwise_equal(const char *what, const char *label, const attn_tensor *x,
+                     const attn_tensor *y);
+
+/* ---- attention helpers --------------------------------------------------- */
+/* Plain fp32 attention with the semantics of attn_sdpa_forward (scores of a
+ * row materialised, fp32 accumulation, dropout included). Writes a->out and
+ * a->lse (if present). Uses the library's argument validation; returns its
+ * status. */
+attn_status at_naive32_forward(attn_ctx *ctx, const attn_sdpa_args *a);
+
+/* Describe a problem in one line ("B=2 H=8 Hkv=2 T=63 S=65 D=40 Dv=24 causal
+ * br ...") for messages. */
+void at_sdpa_describe(const attn_sdpa_args *a, char *buf, size_t n);
+
+/* Run attn_sdpa_forward on a (its out and lse buffers as given), then the
+ * oracle and naive32 into private contiguous buffers, and check out and lse
+ * (lse only if a->lse.data). If outb / lseb (the buffers under a->out and
+ * a->lse) are given, also check that their padding is intact. label (may be
+ * NULL) is prefixed to the problem's description in messages; seed is the
+ * case's rng seed. Returns 1 on pass. */
+int at_sdpa_check_forward(attn_ctx *ctx, const attn_sdpa_args *a, const at_buf *outb,
+                          const at_buf *lseb, const char *label, uint64_t seed);
+
+/* Owned inputs and outputs of one SDPA problem in the given layout. */
+typedef enum at_layout {
+    AT_BHTD = 0,     /* canonical, contiguous */
+    AT_BHTD_PAD,     /* canonical order, padded strides */
+    AT_BTHD,         /* [B, T, H, D] in memory (a view with permuted strides) */
+    AT_BTHD_PAD,     /* [B, T, H, D] with padding */
+} at_layout;
+
+typedef struct at_sdpa {
+    at_buf q, k, v, out, lse;
+    at_buf mask;        /* optional mask (at_sdpa_build) */
+    int32_t *kv_len;    /* optional [B] */
+    float *alibi;       /* optional [H] */
+    attn_sdpa_args a;   /* q, k, v, out, lse filled in; options zero */
+} at_sdpa;
+
+/* Allocate q [B,H,T,D], k [B,Hkv,S,D], v [B,Hkv,S,Dv], out [B,H,T,Dv] in
+ * layout, lse [B,H,T]; q, k, v uniform in [-1, 1) from r; out and lse hold
+ * sentinels. Returns 0, or -1 on allocation failure. */
+int at_sdpa_alloc(at_sdpa *x, int64_t B, int64_t H, int64_t Hkv, int64_t T, int64_t S, int64_t D,
+                  int64_t Dv, at_layout layout, at_rng *r);
+void at_sdpa_free(at_sdpa *x);
+
+/* One forward/backward test problem: sizes, layout and every option. Zero
+ * fields mean "off"; Hkv 0 means H, Dv 0 means D. */
+typedef struct at_case {
+    int64_t B, H, Hkv, T, S, D, Dv;
+    at_layout layout;
+    int causal;
+    attn_align align;
+    int window;
+    int64_t wl, wr;
+    int kv_len;          /* 1: random kv_len[b] in [0, S], b=0 gets S, b=1 gets 0 if B > 2 */
+    attn_dtype mask_dtype; /* with mask_bcast != AT_MASK_NONE */
+    int mask_bcast;      /* AT_MASK_* */
+    float mask_ninf;     /* float mask: probability of a -inf entry */
+    float mask_keep;     /* bool mask: probability of true (0 means 0.7) */
+    int alibi;
+    float softcap;
+    float scale;
+    float logit_mul;     /* multiply q by this (0 means 1): large scores */
+    float dropout_p;
+    uint64_t dropout_seed;
+    int no_lse;
+} at_case;
+
+enum { AT_MASK_NONE = 0, AT_MASK_TS, AT_MASK_1HTS, AT_MASK_B1TS, AT_MASK_BHTS };
+
+/* Build the problem c into x with inputs from r. Returns 0 or -1 (no memory). */
+int at_sdpa_build(at_sdpa *x, const at_case *c, at_rng *r);
+/* Build c from a fresh rng for case_id, run at_sdpa_check_forward, free.
+ * Returns 1 on pass. */
+int at_sdpa_run_forward(attn_ctx *ctx, const at_case *c, uint64_t case_id, const char *label);
+
+#endif /* ATTN_TEST_H */
