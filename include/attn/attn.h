@@ -10,5 +10,6 @@
 #include "core.h"
 #include "sdpa.h"
 #include "io.h"
+#include "nn.h"
 
 #endif /* ATTN_ATTN_H */

@@ -17,3 +17,35 @@ void attn__linear_forward(attn_ctx *ctx, const float *x, int64_t ldx, int64_t M,
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)K, 1.0f, x,
                 (int)ldx, W, (int)K, beta, y, (int)ldy);
 }
+
+/* Backward of y = x W^T + b:
+ *   dx[M,K] = dy[M,N] W[N,K]      (dx == NULL: not wanted)
+ *   dW[N,K] = dy^T x              db[N] = sum over rows of dy
+ * acc_dx / acc_dw: add into dx / (dW, db) instead of overwriting, so a caller
+ * can sum several paths (self-attention) or loop over non-uniform batches. */
+void attn__linear_backward(attn_ctx *ctx, const float *x, int64_t ldx, int64_t M, int64_t K,
+                           const float *W, int64_t N, const float *dy, int64_t lddy, float *dx,
+                           int64_t lddx, int acc_dx, float *dW, float *db, int acc_dw) {
+    openblas_set_num_threads(attn_ctx_threads(ctx));
+    if (dx) {
+        if (M > 0 && K > 0 && N == 0 && !acc_dx)
+            for (int64_t i = 0; i < M; i++) memset(dx + i * lddx, 0, (size_t)K * sizeof(float));
+        else if (M > 0 && K > 0 && N > 0)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)M, (int)K, (int)N, 1.0f, dy,
+                        (int)lddy, W, (int)K, acc_dx ? 1.0f : 0.0f, dx, (int)lddx);
+    }
+    if (dW) {
+        if (M == 0 && !acc_dw)
+            memset(dW, 0, (size_t)(N * K) * sizeof(float));
+        else if (M > 0 && N > 0 && K > 0)
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)N, (int)K, (int)M, 1.0f, dy,
+                        (int)lddy, x, (int)ldx, acc_dw ? 1.0f : 0.0f, dW, (int)K);
+    }
+    if (db) {
+        if (!acc_dw) memset(db, 0, (size_t)N * sizeof(float));
+        for (int64_t i = 0; i < M; i++) {
+            const float *r = dy + i * lddy;
+            for (int64_t c = 0; c < N; c++) db[c] += r[c];
+        }
+    }
+}

@@ -18,7 +18,31 @@ void attn__layernorm_forward(const float *x, int64_t ldx, int64_t M, int64_t N,
                              const float *gamma, const float *beta, float eps, float *y,
                              int64_t ldy, float *mean, float *rstd);
 
+/* Backward of attn__linear_forward: dx[M,K] = dy W (skipped if dx is NULL),
+ * dW[N,K] = dy^T x, db[N] = column sums of dy (skipped if NULL). acc_dx /
+ * acc_dw add into dx / (dW, db) instead of overwriting. */
+void attn__linear_backward(attn_ctx *ctx, const float *x, int64_t ldx, int64_t M, int64_t K,
+                           const float *W, int64_t N, const float *dy, int64_t lddy, float *dx,
+                           int64_t lddx, int acc_dx, float *dW, float *db, int acc_dw);
+
+/* Backward of attn__layernorm_forward from its saved mean and rstd; dx is
+ * overwritten, dgamma and dbeta (each optional) accumulated. */
+void attn__layernorm_backward(const float *x, int64_t ldx, int64_t M, int64_t N,
+                              const float *gamma, const float *mean, const float *rstd,
+                              const float *dy, int64_t lddy, float *dx, int64_t lddx,
+                              float *dgamma, float *dbeta);
+
 /* Exact GELU, x * 0.5 * (1 + erf(x / sqrt(2))), in place over n elements. */
 void attn__gelu_forward(float *x, int64_t n);
+/* Its backward: dx = dy * gelu'(x), x the forward's input; dx may be dy. */
+void attn__gelu_backward(const float *x, const float *dy, float *dx, int64_t n);
+
+/* Deterministic random numbers for initialisation (splitmix64 stream). */
+typedef struct attn__rng {
+    uint64_t s;
+} attn__rng;
+uint64_t attn__rng_next(attn__rng *r);
+/* Uniform in [lo, hi). */
+float attn__rng_uniform(attn__rng *r, float lo, float hi);
 
 #endif /* ATTN_NN_H */

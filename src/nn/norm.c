@@ -28,3 +28,44 @@ void attn__layernorm_forward(const float *x, int64_t ldx, int64_t M, int64_t N,
 void attn__gelu_forward(float *x, int64_t n) {
     for (int64_t i = 0; i < n; i++) x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f));
 }
+
+/* Backward of LayerNorm with the forward's saved mean and rstd. With
+ * xhat = (x - mean) * rstd and g = dy * gamma:
+ *   dx = rstd * (g - mean_c(g) - xhat * mean_c(g * xhat))
+ *   dgamma += sum_rows dy * xhat,  dbeta += sum_rows dy
+ * dgamma / dbeta are accumulated (zero them first); either may be NULL. */
+void attn__layernorm_backward(const float *x, int64_t ldx, int64_t M, int64_t N,
+                              const float *gamma, const float *mean, const float *rstd,
+                              const float *dy, int64_t lddy, float *dx, int64_t lddx,
+                              float *dgamma, float *dbeta) {
+    for (int64_t i = 0; i < M; i++) {
+        const float *xr = x + i * ldx, *gr = dy + i * lddy;
+        float *dr = dx + i * lddx;
+        float m = mean[i], rs = rstd[i];
+        double sg = 0.0, sgx = 0.0;
+        for (int64_t c = 0; c < N; c++) {
+            float xh = (xr[c] - m) * rs;
+            float g = gr[c] * (gamma ? gamma[c] : 1.0f);
+            sg += g;
+            sgx += (double)g * xh;
+            if (dgamma) dgamma[c] += gr[c] * xh;
+            if (dbeta) dbeta[c] += gr[c];
+        }
+        float mg = (float)(sg / (double)N), mgx = (float)(sgx / (double)N);
+        for (int64_t c = 0; c < N; c++) {
+            float xh = (xr[c] - m) * rs;
+            float g = gr[c] * (gamma ? gamma[c] : 1.0f);
+            dr[c] = rs * (g - mg - xh * mgx);
+        }
+    }
+}
+
+/* Backward of exact GELU: d/dx [x Phi(x)] = Phi(x) + x phi(x). x is the
+ * forward's input; dx = dy * gelu'(x), in place over dy allowed. */
+void attn__gelu_backward(const float *x, const float *dy, float *dx, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        float cdf = 0.5f * (1.0f + erff(x[i] * 0.70710678118654752f));
+        float pdf = 0.39894228040143268f * expf(-0.5f * x[i] * x[i]);
+        dx[i] = dy[i] * (cdf + x[i] * pdf);
+    }
+}
