@@ -1,5 +1,11 @@
 /* attn/io.h: tensor files (safetensors).
- * Users include <attn/attn.h>, which includes this file. */
+ * Users include <attn/attn.h>, which includes this file.
+ *
+ * Format: 8 bytes little-endian header length N, N bytes of JSON
+ *   {"name": {"dtype": "F32", "shape": [2, 3], "data_offsets": [begin, end]},
+ *    ..., "__metadata__": {"key": "value"}}
+ * then the data section; offsets are relative to its start, tensors are
+ * row-major, little-endian, and tile the data section with no gap or overlap. */
 #ifndef ATTN_IO_H
 #define ATTN_IO_H
 
@@ -9,7 +15,102 @@
 extern "C" {
 #endif
 
-/* (to be filled in by the safetensors reader/writer) */
+/* An open tensor file: its header, parsed and validated, and its data, read
+ * into memory owned by the handle. Opaque. A handle is read-only after open,
+ * so several threads may call the accessors at once (each with its own ctx). */
+typedef struct attn_safetensors attn_safetensors;
+
+/* Open and read a whole safetensors file. The header is checked completely
+ * before *out is set: a JSON object with unique, non-empty names, each entry
+ * with a known dtype, a shape of non-negative integers and data_offsets
+ * [begin, end] whose length is numel * dtype size; together the tensors must
+ * cover the data section exactly (no gap, no overlap, nothing past its end).
+ * Dtypes F32 F64 F16 BF16 I32 I64 U8 BOOL are served; I8 I16 U16 U32 U64
+ * F8_E4M3 F8_E5M2 are accepted in the file, but attn_safetensors_get on them
+ * returns ATTN_E_DTYPE. Every tensor's data is stored 8-byte aligned (64 bytes
+ * for tensors of 64 bytes or more), whatever its offset in the file.
+ * On failure *out is NULL and the message names the file, the tensor and what
+ * is wrong. Returns ATTN_OK, ATTN_E_ARG (NULL argument), ATTN_E_IO (cannot
+ * open or read; not a regular file), ATTN_E_FORMAT (corrupt or truncated),
+ * ATTN_E_NOMEM. */
+ATTN_NODISCARD attn_status attn_safetensors_open(attn_ctx *ctx, const char *path,
+                                                 attn_safetensors **out);
+
+/* As attn_safetensors_open, from len bytes at buf (copied: buf may be freed
+ * after the call). Messages call the file "<memory>". */
+ATTN_NODISCARD attn_status attn_safetensors_open_memory(attn_ctx *ctx, const void *buf,
+                                                        size_t len, attn_safetensors **out);
+
+/* Free a handle and its data; views obtained from it become invalid.
+ * attn_safetensors_close(NULL) is a no-op. */
+void attn_safetensors_close(attn_safetensors *st);
+
+/* Number of tensors (the "__metadata__" entry is not a tensor). */
+int attn_safetensors_count(const attn_safetensors *st);
+
+/* Name of tensor i, 0 <= i < count, in the order of their data in the file;
+ * NULL if i is out of range. Owned by st. */
+const char *attn_safetensors_name(const attn_safetensors *st, int i);
+
+/* Index of the tensor called name, or -1 if there is none. */
+int attn_safetensors_find(const attn_safetensors *st, const char *name);
+
+/* Dtype name of tensor i as written in the file ("F32", "I8", ...) and its
+ * rank (which may exceed ATTN_MAX_DIMS); NULL / -1 if i is out of range. */
+const char *attn_safetensors_dtype_name(const attn_safetensors *st, int i);
+int attn_safetensors_ndim(const attn_safetensors *st, int i);
+
+/* A contiguous view of tensor `name` in the file's own dtype. view->data
+ * points into memory owned by st (valid until close; the caller may modify
+ * it in place). A 0-dim tensor gives ndim 0 and one element.
+ * Returns ATTN_OK, ATTN_E_ARG (NULL argument), ATTN_E_NOTFOUND (no such
+ * tensor; the message names it and the file), ATTN_E_DTYPE (a dtype attn has
+ * no attn_dtype for), ATTN_E_UNSUPPORTED (more than ATTN_MAX_DIMS dims). */
+ATTN_NODISCARD attn_status attn_safetensors_get(attn_ctx *ctx, const attn_safetensors *st,
+                                                const char *name, attn_tensor *view);
+
+/* Tensor `name` converted to float32: F32, F64 (rounded to nearest), F16 and
+ * BF16 (exact) are accepted. *data is a fresh 64-byte aligned buffer of
+ * numel floats that the caller frees with attn_free; view describes it
+ * (contiguous, dtype F32). On failure *data is NULL.
+ * Returns as attn_safetensors_get, plus ATTN_E_DTYPE for integer and boolean
+ * tensors and ATTN_E_NOMEM. */
+ATTN_NODISCARD attn_status attn_safetensors_get_f32(attn_ctx *ctx, const attn_safetensors *st,
+                                                    const char *name, float **data,
+                                                    attn_tensor *view);
+
+/* Value of key in the "__metadata__" object, or NULL when the file has no
+ * such key. Owned by st. */
+const char *attn_safetensors_metadata(const attn_safetensors *st, const char *key);
+
+/* Write n tensors to a safetensors file at path. names[i] names tensors[i]:
+ * non-empty, valid UTF-8, unique, not "__metadata__". Views may be strided
+ * (any strides, including 0 and negative) and are written contiguously, in
+ * dtypes F32 F64 F16 BF16 I32 I64 U8 BOOL, with 0..ATTN_MAX_DIMS dims; a view
+ * with no elements may have data == NULL. Tensors are laid out by decreasing
+ * element size (then in the given order) so each stays aligned, and the
+ * header is padded with spaces so the data section starts 8-byte aligned.
+ * The write is atomic: the bytes go to a temporary file in path's directory,
+ * which is flushed to disk (fsync) and renamed over path; on any failure the
+ * temporary file is removed and path is left as it was (absent or the old
+ * file). Returns ATTN_OK, ATTN_E_ARG (NULL or invalid name, duplicate name,
+ * n < 0, negative size, NULL data with elements), ATTN_E_DTYPE,
+ * ATTN_E_UNSUPPORTED (ndim outside 0..4), ATTN_E_IO, ATTN_E_NOMEM. */
+ATTN_NODISCARD attn_status attn_safetensors_write(attn_ctx *ctx, const char *path, int n,
+                                                  const char *const *names,
+                                                  const attn_tensor *tensors);
+
+/* As attn_safetensors_write, plus nmeta "__metadata__" string pairs:
+ * meta[2*i] is a key, meta[2*i+1] its value (valid UTF-8; keys unique).
+ * nmeta == 0 writes no "__metadata__" entry. */
+ATTN_NODISCARD attn_status attn_safetensors_write_meta(attn_ctx *ctx, const char *path, int n,
+                                                       const char *const *names,
+                                                       const attn_tensor *tensors, int nmeta,
+                                                       const char *const *meta);
+
+/* Free a buffer the library allocated for the caller (attn_safetensors_get_f32,
+ * ...). attn_free(NULL) is a no-op. */
+void attn_free(void *p);
 
 #ifdef __cplusplus
 }
