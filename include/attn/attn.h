@@ -11,5 +11,6 @@
 #include "sdpa.h"
 #include "io.h"
 #include "nn.h"
+#include "models.h"
 
 #endif /* ATTN_ATTN_H */

@@ -1,0 +1,103 @@
+/* attn/models.h: whole models built on attention. So far: a BERT-style
+ * encoder for sentence embeddings (sentence-transformers checkpoints such as
+ * all-MiniLM-L6-v2). Users include <attn/attn.h>, which includes this file. */
+#ifndef ATTN_MODELS_H
+#define ATTN_MODELS_H
+
+#include "core.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* How token states become one vector per text (sentence-transformers'
+ * 1_Pooling/config.json). Mean and max use the text's real tokens only. */
+typedef enum attn_pooling {
+    ATTN_POOL_MEAN = 0,
+    ATTN_POOL_CLS = 1,
+    ATTN_POOL_MAX = 2,
+} attn_pooling;
+
+/* The sizes and options of a BERT encoder. E = hidden_size,
+ * Dh = E / num_heads, I = intermediate_size. */
+typedef struct attn_bert_config {
+    int64_t vocab_size;        /* rows of the word embedding */
+    int64_t hidden_size;       /* E */
+    int64_t num_layers;
+    int64_t num_heads;         /* H, dividing E */
+    int64_t intermediate_size; /* I, the feed-forward width */
+    int64_t max_position;      /* rows of the position embedding */
+    int64_t type_vocab_size;   /* rows of the token-type embedding (>= 1) */
+    float layer_norm_eps;
+    attn_pooling pooling;      /* default mean */
+    int normalize;             /* nonzero: L2-normalise the pooled vector */
+    int64_t max_seq_length;    /* tokens per text, [CLS] and [SEP] included;
+                                * longer texts are truncated by the caller's
+                                * tokenizer. <= max_position. */
+} attn_bert_config;
+
+/* Read a model directory's configuration without its weights:
+ *   config.json                 sizes (hidden_act must be "gelu")
+ *   modules.json                optional: a Pooling module's directory and
+ *                               whether a Normalize module follows
+ *   <pooling dir>/config.json   optional: pooling mode (mean when absent)
+ *   sentence_bert_config.json   optional: max_seq_length (else max_position)
+ * Returns ATTN_OK, ATTN_E_IO (a file cannot be read), ATTN_E_FORMAT (invalid
+ * JSON or a key of the wrong type), ATTN_E_NOTFOUND (a required key or
+ * config.json is missing), ATTN_E_UNSUPPORTED (another activation or
+ * pooling), ATTN_E_SHAPE (inconsistent sizes). The message names the file. */
+ATTN_NODISCARD attn_status attn_bert_config_load(attn_ctx *ctx, const char *dir,
+                                                 attn_bert_config *cfg);
+
+/* A loaded encoder (weights converted to F32). Opaque; immutable once
+ * loaded, so one model may serve several contexts at once. */
+typedef struct attn_bert attn_bert;
+
+/* Load a BERT-family checkpoint directory: the configuration as above and
+ * model.safetensors with Hugging Face BertModel names (optionally prefixed
+ * "bert."; the pooler is ignored), in F32, F16 or BF16.
+ * Returns the statuses of attn_bert_config_load, and ATTN_E_NOTFOUND (a
+ * tensor is missing), ATTN_E_SHAPE (a tensor's shape disagrees with
+ * config.json), ATTN_E_DTYPE (a tensor is not a float type), ATTN_E_NOMEM.
+ * On failure *out is NULL. */
+ATTN_NODISCARD attn_status attn_bert_load(attn_ctx *ctx, const char *dir, attn_bert **out);
+
+/* Free a model. attn_bert_free(NULL) is a no-op. */
+void attn_bert_free(attn_bert *m);
+
+/* The model's configuration (owned by the model). */
+const attn_bert_config *attn_bert_get_config(const attn_bert *m);
+
+/* Sentence embeddings of n tokenized texts.
+ * ids[i]: len[i] token ids of text i ([CLS] ... [SEP]), 1 <= len[i] <=
+ * max_position, each in [0, vocab_size) (truncating to max_seq_length is the
+ * tokenizer's job, as in sentence-transformers).
+ * out: [n, E], written: pooled (and normalised, if the model says so).
+ * Texts run in batches of similar length (padded to the longest of the
+ * batch, each with its own key length), so any n works in bounded memory.
+ * Returns ATTN_OK, ATTN_E_ARG (bad n, length or id; the message names the
+ * text and position), ATTN_E_NOMEM. */
+ATTN_NODISCARD attn_status attn_bert_embed(attn_ctx *ctx, const attn_bert *m, int64_t n,
+                                           const int32_t *const *ids, const int64_t *len,
+                                           float *out);
+
+/* The last hidden states of n texts run as one padded batch.
+ * hidden: [n, Tmax, E] with Tmax = max len[i]; rows t >= len[i] are set to 0.
+ * Arguments and statuses as attn_bert_embed. */
+ATTN_NODISCARD attn_status attn_bert_encode(attn_ctx *ctx, const attn_bert *m, int64_t n,
+                                            const int32_t *const *ids, const int64_t *len,
+                                            float *hidden);
+
+/* Attention probabilities of one head of one layer for one text, for
+ * display: probs [len, len], row i the distribution of query token i over
+ * the keys (softmax(q k^T / sqrt(Dh)), recovered from the forward's lse).
+ * Returns ATTN_OK, ATTN_E_ARG (layer or head out of range, bad ids),
+ * ATTN_E_NOMEM. */
+ATTN_NODISCARD attn_status attn_bert_attention(attn_ctx *ctx, const attn_bert *m,
+                                               const int32_t *ids, int64_t len, int64_t layer,
+                                               int64_t head, float *probs);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* ATTN_MODELS_H */

@@ -1,0 +1,338 @@
+/* BERT encoder, forward, for sentence embeddings.
+ *
+ * Texts of one batch are padded to the longest, T, and stored token-major:
+ * row b*T + t of every [N = B*T, ...] buffer is token t of text b. Per layer
+ *   qkv = x Wqkv^T + bqkv                      [N, 3E]  (q | k | v per row)
+ *   a   = sdpa(q, k, v, kv_len = len[b])       [N, E]   heads read and written
+ *         through strided [B,H,T,Dh] views of qkv and a: no transposes
+ *   x   = LN(x + a Wo^T + bo)
+ *   x   = LN(x + gelu(x Wi^T + bi) Wf^T + bf)
+ * Keys beyond a text's length are never seen; padded query rows are computed
+ * (they are rows of the same GEMMs) and ignored by pooling. Nothing T x T is
+ * allocated. */
+#include "models/bert.h"
+#include "nn/nn.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define BATCH_TEXTS 32 /* texts per batch in attn_bert_embed, as sentence-transformers */
+
+attn_status attn__bert_alloc(attn_ctx *ctx, const attn_bert_config *cfg, attn_bert **out) {
+    *out = NULL;
+    const attn_bert_config *c = cfg;
+    if (c->vocab_size < 1 || c->hidden_size < 1 || c->num_layers < 1 || c->num_heads < 1 ||
+        c->intermediate_size < 1 || c->max_position < 1 || c->type_vocab_size < 1 ||
+        c->hidden_size % c->num_heads || c->max_seq_length < 1 ||
+        c->max_seq_length > c->max_position)
+        return attn_ctx_fail(ctx, ATTN_E_SHAPE,
+                             "invalid BERT sizes (E=%lld, H=%lld, I=%lld, layers=%lld, "
+                             "V=%lld, P=%lld, max_seq_length=%lld)",
+                             (long long)c->hidden_size, (long long)c->num_heads,
+                             (long long)c->intermediate_size, (long long)c->num_layers,
+                             (long long)c->vocab_size, (long long)c->max_position,
+                             (long long)c->max_seq_length);
+    const size_t E = (size_t)c->hidden_size, I = (size_t)c->intermediate_size;
+    const size_t per_layer = 3 * E * E + 3 * E + E * E + E + 2 * E + I * E + I + E * I + E + 2 * E;
+    const size_t total = ((size_t)c->vocab_size + (size_t)c->max_position +
+                          (size_t)c->type_vocab_size + 2) * E + (size_t)c->num_layers * per_layer;
+    attn_bert *m = calloc(1, sizeof *m);
+    if (m) m->layers = calloc((size_t)c->num_layers, sizeof *m->layers);
+    if (m && m->layers) m->arena = attn__malloc(total * sizeof(float));
+    if (!m || !m->layers || !m->arena) {
+        attn_bert_free(m);
+        return attn_ctx_fail(ctx, ATTN_E_NOMEM, "cannot allocate %zu MB of BERT weights",
+                             total * sizeof(float) >> 20);
+    }
+    m->cfg = *c;
+    float *p = m->arena;
+#define TAKE(ptr, n) (ptr = p, p += (n))
+    TAKE(m->word, (size_t)c->vocab_size * E);
+    TAKE(m->pos, (size_t)c->max_position * E);
+    TAKE(m->type, (size_t)c->type_vocab_size * E);
+    TAKE(m->emb_ln_g, E);
+    TAKE(m->emb_ln_b, E);
+    for (int64_t l = 0; l < c->num_layers; l++) {
+        attn__bert_layer *L = &m->layers[l];
+        TAKE(L->wqkv, 3 * E * E);
+        TAKE(L->bqkv, 3 * E);
+        TAKE(L->wo, E * E);
+        TAKE(L->bo, E);
+        TAKE(L->ln1_g, E);
+        TAKE(L->ln1_b, E);
+        TAKE(L->wi, I * E);
+        TAKE(L->bi, I);
+        TAKE(L->wf, E * I);
+        TAKE(L->bf, E);
+        TAKE(L->ln2_g, E);
+        TAKE(L->ln2_b, E);
+    }
+#undef TAKE
+    *out = m;
+    return ATTN_OK;
+}
+
+void attn_bert_free(attn_bert *m) {
+    if (!m) return;
+    attn__free(m->arena);
+    free(m->layers);
+    free(m);
+}
+
+const attn_bert_config *attn_bert_get_config(const attn_bert *m) { return m ? &m->cfg : NULL; }
+
+/* Scratch for one batch of up to `rows` = B*T token rows. */
+typedef struct bert_ws {
+    float *x;   /* [N, E]  hidden states */
+    float *qkv; /* [N, 3E] q | k | v; after attention, the projections' outputs */
+    float *a;   /* [N, E]  attention output, [B,T,H,Dh] */
+    float *h;   /* [N, I]  feed-forward activations */
+    int32_t *kvl;
+} bert_ws;
+
+static void ws_free(bert_ws *w) {
+    attn__free(w->x);
+    attn__free(w->qkv);
+    attn__free(w->a);
+    attn__free(w->h);
+    free(w->kvl);
+}
+
+static attn_status ws_alloc(attn_ctx *ctx, const attn_bert_config *c, int64_t B, int64_t T,
+                            bert_ws *w) {
+    const size_t N = (size_t)(B * T), E = (size_t)c->hidden_size;
+    w->x = attn__malloc(N * E * sizeof(float));
+    w->qkv = attn__malloc(N * 3 * E * sizeof(float));
+    w->a = attn__malloc(N * E * sizeof(float));
+    w->h = attn__malloc(N * (size_t)c->intermediate_size * sizeof(float));
+    w->kvl = malloc((size_t)B * sizeof(int32_t));
+    if (w->x && w->qkv && w->a && w->h && w->kvl) return ATTN_OK;
+    ws_free(w);
+    memset(w, 0, sizeof *w);
+    return attn_ctx_fail(ctx, ATTN_E_NOMEM, "cannot allocate BERT scratch for %lld x %lld tokens",
+                         (long long)B, (long long)T);
+}
+
+/* x = LN(x + y) row by row (the residual add then post-LayerNorm of BERT). */
+static void add_layernorm(attn_ctx *ctx, float *x, float *y, int64_t N, int64_t E,
+                          const float *g, const float *b, float eps) {
+#pragma omp parallel for num_threads(attn_ctx_threads(ctx)) schedule(static)
+    for (int64_t r = 0; r < N; r++) {
+        float *xr = x + r * E, *yr = y + r * E;
+        for (int64_t c = 0; c < E; c++) yr[c] += xr[c];
+        attn__layernorm_forward(yr, E, 1, E, g, b, eps, xr, E, NULL, NULL);
+    }
+}
+
+static void gelu_rows(attn_ctx *ctx, float *h, int64_t N, int64_t I) {
+#pragma omp parallel for num_threads(attn_ctx_threads(ctx)) schedule(static)
+    for (int64_t r = 0; r < N; r++) attn__gelu_forward(h + r * I, I);
+}
+
+/* One padded batch: text `sel[b]` (or b when sel is NULL) is row b.
+ * Runs every layer, leaving the last hidden states in w->x; or, when
+ * stop_layer >= 0, stops inside that layer after attention, leaving its
+ * q | k | v in w->qkv and its log-sum-exp [B,H,T] in lse. */
+static attn_status run_batch(attn_ctx *ctx, const attn_bert *m, int64_t B, int64_t T,
+                             const int32_t *const *ids, const int64_t *len, const int64_t *sel,
+                             bert_ws *w, int64_t stop_layer, float *lse) {
+    const attn_bert_config *c = &m->cfg;
+    const int64_t E = c->hidden_size, H = c->num_heads, Dh = E / H, I = c->intermediate_size;
+    const int64_t N = B * T;
+    float *x = w->x, *qkv = w->qkv, *a = w->a, *h = w->h;
+
+    /* embeddings: word + position + token type 0, then LayerNorm */
+#pragma omp parallel for num_threads(attn_ctx_threads(ctx)) schedule(static)
+    for (int64_t r = 0; r < N; r++) {
+        const int64_t b = r / T, t = r % T, i = sel ? sel[b] : b;
+        const int32_t id = t < len[i] ? ids[i][t] : 0; /* padding: any valid row */
+        const float *we = m->word + (int64_t)id * E, *pe = m->pos + t * E, *te = m->type;
+        float *xr = x + r * E;
+        for (int64_t k = 0; k < E; k++) xr[k] = we[k] + pe[k] + te[k];
+        attn__layernorm_forward(xr, E, 1, E, m->emb_ln_g, m->emb_ln_b, c->layer_norm_eps, xr, E,
+                                NULL, NULL);
+    }
+    for (int64_t b = 0; b < B; b++) w->kvl[b] = (int32_t)len[sel ? sel[b] : b];
+
+    for (int64_t l = 0; l < c->num_layers; l++) {
+        const attn__bert_layer *L = &m->layers[l];
+        attn__linear_forward(ctx, x, E, N, E, L->wqkv, L->bqkv, 3 * E, qkv, 3 * E);
+
+        /* heads as strided views: q[b,h,t,:] = qkv[(b*T + t)*3E + h*Dh + :] */
+        attn_sdpa_args s;
+        memset(&s, 0, sizeof s);
+        s.q = attn_tensor_f32_4d(qkv, B, H, T, Dh);
+        s.q.stride[0] = T * 3 * E, s.q.stride[1] = Dh, s.q.stride[2] = 3 * E;
+        s.k = s.q, s.k.data = qkv + E;
+        s.v = s.q, s.v.data = qkv + 2 * E;
+        s.out = attn_tensor_f32_4d(a, B, H, T, Dh);
+        s.out.stride[0] = T * E, s.out.stride[1] = Dh, s.out.stride[2] = E;
+        s.kv_len = w->kvl;
+        if (l == stop_layer) s.lse = attn_tensor_make(lse, ATTN_F32, 3, (int64_t[]){B, H, T});
+        attn_status st = attn_sdpa_forward(ctx, &s);
+        if (st) return st;
+        if (l == stop_layer) return ATTN_OK;
+
+        float *y = qkv; /* q | k | v are spent: reuse as [N, E] */
+        attn__linear_forward(ctx, a, E, N, E, L->wo, L->bo, E, y, E);
+        add_layernorm(ctx, x, y, N, E, L->ln1_g, L->ln1_b, c->layer_norm_eps);
+        attn__linear_forward(ctx, x, E, N, E, L->wi, L->bi, I, h, I);
+        gelu_rows(ctx, h, N, I);
+        attn__linear_forward(ctx, h, I, N, I, L->wf, L->bf, E, y, E);
+        add_layernorm(ctx, x, y, N, E, L->ln2_g, L->ln2_b, c->layer_norm_eps);
+    }
+    return ATTN_OK;
+}
+
+static attn_status check_inputs(attn_ctx *ctx, const attn_bert *m, int64_t n,
+                                const int32_t *const *ids, const int64_t *len, const void *out) {
+    if (!m) return attn_ctx_fail(ctx, ATTN_E_ARG, "model is NULL");
+    if (n < 0) return attn_ctx_fail(ctx, ATTN_E_ARG, "number of texts %lld is negative", (long long)n);
+    if (n > 0 && (!ids || !len || !out))
+        return attn_ctx_fail(ctx, ATTN_E_ARG, "ids, len or the output is NULL");
+    for (int64_t i = 0; i < n; i++) {
+        if (len[i] < 1 || len[i] > m->cfg.max_position)
+            return attn_ctx_fail(ctx, ATTN_E_ARG,
+                                 "text %lld: %lld tokens, must be in [1, max_position = %lld]",
+                                 (long long)i, (long long)len[i], (long long)m->cfg.max_position);
+        if (!ids[i]) return attn_ctx_fail(ctx, ATTN_E_ARG, "text %lld: ids is NULL", (long long)i);
+        for (int64_t t = 0; t < len[i]; t++)
+            if (ids[i][t] < 0 || ids[i][t] >= m->cfg.vocab_size)
+                return attn_ctx_fail(ctx, ATTN_E_ARG,
+                                     "text %lld, token %lld: id %d is outside [0, vocab_size = %lld)",
+                                     (long long)i, (long long)t, ids[i][t],
+                                     (long long)m->cfg.vocab_size);
+    }
+    return ATTN_OK;
+}
+
+/* Pool text b's real tokens (x rows b*T .. b*T + n - 1), in double, then
+ * L2-normalise as torch.nn.functional.normalize (eps 1e-12) if asked. */
+static void pool(const attn_bert_config *c, const float *x, int64_t T, int64_t b, int64_t n,
+                 float *out) {
+    const int64_t E = c->hidden_size;
+    const float *xb = x + b * T * E;
+    double norm = 0.0;
+    for (int64_t k = 0; k < E; k++) {
+        double v;
+        if (c->pooling == ATTN_POOL_CLS) {
+            v = xb[k];
+        } else if (c->pooling == ATTN_POOL_MAX) {
+            v = xb[k];
+            for (int64_t t = 1; t < n; t++) v = fmax(v, (double)xb[t * E + k]);
+        } else {
+            v = 0.0;
+            for (int64_t t = 0; t < n; t++) v += xb[t * E + k];
+            v /= (double)n;
+        }
+        out[k] = (float)v;
+        norm += v * v;
+    }
+    if (c->normalize) {
+        double s = 1.0 / fmax(sqrt(norm), 1e-12);
+        for (int64_t k = 0; k < E; k++) out[k] = (float)(out[k] * s);
+    }
+}
+
+typedef struct by_len {
+    int64_t len, i;
+} by_len;
+
+static int by_len_cmp(const void *x, const void *y) {
+    const by_len *a = x, *b = y;
+    if (a->len != b->len) return a->len > b->len ? -1 : 1; /* longest first */
+    return a->i < b->i ? -1 : (a->i > b->i);
+}
+
+attn_status attn_bert_embed(attn_ctx *ctx, const attn_bert *m, int64_t n,
+                            const int32_t *const *ids, const int64_t *len, float *out) {
+    attn__ctx_clear(ctx);
+    attn_status st = check_inputs(ctx, m, n, ids, len, out);
+    if (st || n == 0) return st;
+    /* sort by length so each batch pads little, as sentence-transformers */
+    by_len *o = malloc((size_t)n * sizeof *o);
+    int64_t *sel = malloc((size_t)n * sizeof *sel);
+    if (!o || !sel) {
+        free(o), free(sel);
+        return attn_ctx_fail(ctx, ATTN_E_NOMEM, "cannot allocate the order of %lld texts",
+                             (long long)n);
+    }
+    for (int64_t i = 0; i < n; i++) o[i].len = len[i], o[i].i = i;
+    qsort(o, (size_t)n, sizeof *o, by_len_cmp);
+    for (int64_t i = 0; i < n; i++) sel[i] = o[i].i;
+    bert_ws w;
+    memset(&w, 0, sizeof w);
+    st = ws_alloc(ctx, &m->cfg, ATTN_MIN(n, (int64_t)BATCH_TEXTS), o[0].len, &w);
+    for (int64_t b0 = 0; !st && b0 < n; b0 += BATCH_TEXTS) {
+        const int64_t B = ATTN_MIN((int64_t)BATCH_TEXTS, n - b0), T = o[b0].len;
+        st = run_batch(ctx, m, B, T, ids, len, sel + b0, &w, -1, NULL);
+        for (int64_t b = 0; !st && b < B; b++)
+            pool(&m->cfg, w.x, T, b, len[sel[b0 + b]], out + sel[b0 + b] * m->cfg.hidden_size);
+    }
+    ws_free(&w);
+    free(o), free(sel);
+    return st;
+}
+
+attn_status attn_bert_encode(attn_ctx *ctx, const attn_bert *m, int64_t n,
+                             const int32_t *const *ids, const int64_t *len, float *hidden) {
+    attn__ctx_clear(ctx);
+    attn_status st = check_inputs(ctx, m, n, ids, len, hidden);
+    if (st || n == 0) return st;
+    int64_t T = 0;
+    for (int64_t i = 0; i < n; i++) T = ATTN_MAX(T, len[i]);
+    bert_ws w;
+    memset(&w, 0, sizeof w);
+    if ((st = ws_alloc(ctx, &m->cfg, n, T, &w))) return st;
+    st = run_batch(ctx, m, n, T, ids, len, NULL, &w, -1, NULL);
+    if (!st) {
+        const int64_t E = m->cfg.hidden_size;
+        for (int64_t b = 0; b < n; b++)
+            for (int64_t t = 0; t < T; t++) {
+                float *dst = hidden + (b * T + t) * E;
+                if (t < len[b]) memcpy(dst, w.x + (b * T + t) * E, (size_t)E * sizeof(float));
+                else memset(dst, 0, (size_t)E * sizeof(float));
+            }
+    }
+    ws_free(&w);
+    return st;
+}
+
+attn_status attn_bert_attention(attn_ctx *ctx, const attn_bert *m, const int32_t *ids,
+                                int64_t len, int64_t layer, int64_t head, float *probs) {
+    attn__ctx_clear(ctx);
+    attn_status st = check_inputs(ctx, m, 1, &ids, &len, probs);
+    if (st) return st;
+    const attn_bert_config *c = &m->cfg;
+    if (layer < 0 || layer >= c->num_layers || head < 0 || head >= c->num_heads)
+        return attn_ctx_fail(ctx, ATTN_E_ARG,
+                             "layer %lld / head %lld out of range (the model has %lld layers "
+                             "of %lld heads, counted from 0)",
+                             (long long)layer, (long long)head, (long long)c->num_layers,
+                             (long long)c->num_heads);
+    const int64_t E = c->hidden_size, Dh = E / c->num_heads, T = len;
+    bert_ws w;
+    memset(&w, 0, sizeof w);
+    float *lse = malloc((size_t)(c->num_heads * T) * sizeof(float));
+    st = lse ? ws_alloc(ctx, c, 1, T, &w)
+             : attn_ctx_fail(ctx, ATTN_E_NOMEM, "cannot allocate the attention's lse");
+    if (!st) st = run_batch(ctx, m, 1, T, &ids, &len, NULL, &w, layer, lse);
+    if (!st) {
+        /* p_ij = exp(scale * q_i . k_j - lse_i): the forward's own normaliser,
+         * so the rows shown are the probabilities the model used */
+        const double scale = 1.0 / sqrt((double)Dh);
+        for (int64_t i = 0; i < T; i++) {
+            const float *q = w.qkv + i * 3 * E + head * Dh;
+            for (int64_t j = 0; j < T; j++) {
+                const float *k = w.qkv + j * 3 * E + E + head * Dh;
+                double d = 0.0;
+                for (int64_t e = 0; e < Dh; e++) d += (double)q[e] * k[e];
+                probs[i * T + j] = (float)exp(scale * d - lse[head * T + i]);
+            }
+        }
+    }
+    ws_free(&w);
+    free(lse);
+    return st;
+}
