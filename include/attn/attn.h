@@ -12,5 +12,6 @@
 #include "io.h"
 #include "nn.h"
 #include "models.h"
+#include "text.h"
 
 #endif /* ATTN_ATTN_H */

