@@ -21,10 +21,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ATTN_BK 128 /* keys per tile */
+#define ATTN_BK 128 /* keys per block; tiles never cross a multiple of BK */
+#define ATTN_G 2    /* strips per task, sharing each key block while it is in cache */
 
 typedef struct task {
-    int64_t b, h, i0;
+    int64_t b, h, i0; /* first row */
+    int ns;           /* strips (1..ATTN_G) */
     double cost;
 } task;
 
@@ -69,97 +71,140 @@ static void score_mods(const attn__sdpa_plan *p, int64_t b, int64_t h, int64_t i
     }
 }
 
-/* Workspace floats one thread needs. */
-static size_t ws_floats(const attn__sdpa_plan *p) {
-    return attn__round16((size_t)p->D * ATTN_MR) + (size_t)ATTN_BK * ATTN_MR +
-           (size_t)p->Dv * ATTN_MR + 3 * ATTN_MR;
+/* One strip's state inside a task. */
+typedef struct strip {
+    int64_t i0;
+    int mr, live;     /* rows in use; live: some row sees a key */
+    int64_t cuts[4];  /* parts [cuts[p], cuts[p+1]): edge, full middle, edge */
+    int split;        /* the middle part is full (no per-element mask) */
+    int64_t lo[ATTN_MR], hi[ATTN_MR];
+    float *qt, *ot, *m, *l, *alpha;
+} strip;
+
+/* Floats of one strip's state: qt [D][MR], ot [Dv][MR], m, l, alpha [MR]. */
+static size_t strip_floats(const attn__sdpa_plan *p) {
+    return attn__round16((size_t)p->D * ATTN_MR) + attn__round16((size_t)p->Dv * ATTN_MR) +
+           attn__round16(3 * ATTN_MR);
 }
 
-/* One (strip, key block) tile: scores, masks, online softmax, P*V. */
+/* Workspace floats one thread needs: the score tile and ATTN_G strips. */
+static size_t ws_floats(const attn__sdpa_plan *p) {
+    return (size_t)ATTN_BK * ATTN_MR + ATTN_G * strip_floats(p);
+}
+
+/* One (strip, key range) tile: scores, masks, online softmax, P*V. */
 static void tile(const attn__sdpa_plan *p, const attn_kernels *kn, int64_t b, int64_t h,
-                 int64_t i0, int mr, int64_t ca, int64_t cb, int full, const int64_t *lo,
-                 const int64_t *hi, const float *qt, float *s, float *ot, float *m, float *l,
-                 float *alpha) {
+                 const strip *st, int64_t ca, int64_t cb, int full, float *s) {
     const int64_t hk = h / p->group;
     const float *kb = p->k + b * p->ks[0] + hk * p->ks[1];
     const float *vb = p->v + b * p->vs[0] + hk * p->vs[1];
     const int n = (int)(cb - ca);
     const int mods = p->softcap > 0.0f || p->mask_kind != ATTN__MASK_NONE || p->alibi;
-    kn->qk(qt, kb + ca * p->ks[2], p->ks[2], n, (int)p->D, s);
-    if (mods || !full) score_mods(p, b, h, i0, mr, s, ca, cb, lo, hi, full);
-    kn->softmax(s, n, m, l, alpha);
+    kn->qk(st->qt, kb + ca * p->ks[2], p->ks[2], n, (int)p->D, s);
+    if (mods || !full) score_mods(p, b, h, st->i0, st->mr, s, ca, cb, st->lo, st->hi, full);
+    kn->softmax(s, n, st->m, st->l, st->alpha);
     if (p->dropout_p > 0.0f)
         for (int64_t j = ca; j < cb; j++)
-            for (int r = 0; r < mr; r++)
-                s[(j - ca) * ATTN_MR + r] *= attn__dropout_factor(p, b, h, i0 + r, j);
-    kn->pv(s, n, vb + ca * p->vs[2], p->vs[2], (int)p->Dv, alpha, ot);
+            for (int r = 0; r < st->mr; r++)
+                s[(j - ca) * ATTN_MR + r] *= attn__dropout_factor(p, b, h, st->i0 + r, j);
+    kn->pv(s, n, vb + ca * p->vs[2], p->vs[2], (int)p->Dv, st->alpha, st->ot);
 }
 
-static void run_task(const attn__sdpa_plan *p, const attn_kernels *kn, const task *t, float *ws) {
+/* Rows, visible keys and packed queries of the strip starting at row i0. */
+static void strip_init(const attn__sdpa_plan *p, const attn_kernels *kn, int64_t b, int64_t h,
+                       int64_t i0, float *mem, strip *st) {
     const int D = (int)p->D, Dv = (int)p->Dv;
-    const int64_t b = t->b, h = t->h, i0 = t->i0;
-    const int mr = (int)ATTN_MIN((int64_t)ATTN_MR, p->T - i0);
-    float *qt = ws;                                     /* [D][MR] */
-    float *s = qt + attn__round16((size_t)D * ATTN_MR); /* [BK][MR] */
-    float *ot = s + (size_t)ATTN_BK * ATTN_MR;          /* [Dv][MR], transposed output */
-    float *m = ot + (size_t)Dv * ATTN_MR;               /* [MR] */
-    float *l = m + ATTN_MR, *alpha = l + ATTN_MR;       /* [MR], [MR] */
-    int64_t lo[ATTN_MR], hi[ATTN_MR];
-
+    st->i0 = i0;
+    st->mr = (int)ATTN_MIN((int64_t)ATTN_MR, p->T - i0);
+    st->qt = mem;
+    st->ot = st->qt + attn__round16((size_t)D * ATTN_MR);
+    st->m = st->ot + attn__round16((size_t)Dv * ATTN_MR);
+    st->l = st->m + ATTN_MR;
+    st->alpha = st->l + ATTN_MR;
     int64_t slo = INT64_MAX, shi = INT64_MIN, maxlo = INT64_MIN, minhi = INT64_MAX;
     int any_empty = 0;
     for (int r = 0; r < ATTN_MR; r++) {
-        m[r] = -INFINITY;
-        l[r] = 0.0f;
-        if (r >= mr) continue;
-        attn__row_range(p, b, i0 + r, &lo[r], &hi[r]);
-        if (hi[r] <= lo[r]) {
+        st->m[r] = -INFINITY;
+        st->l[r] = 0.0f;
+        st->lo[r] = st->hi[r] = 0;
+        if (r >= st->mr) continue;
+        attn__row_range(p, b, i0 + r, &st->lo[r], &st->hi[r]);
+        if (st->hi[r] <= st->lo[r]) {
             any_empty = 1;
             continue;
         }
-        slo = ATTN_MIN(slo, lo[r]);
-        shi = ATTN_MAX(shi, hi[r]);
-        maxlo = ATTN_MAX(maxlo, lo[r]);
-        minhi = ATTN_MIN(minhi, hi[r]);
+        slo = ATTN_MIN(slo, st->lo[r]);
+        shi = ATTN_MAX(shi, st->hi[r]);
+        maxlo = ATTN_MAX(maxlo, st->lo[r]);
+        minhi = ATTN_MIN(minhi, st->hi[r]);
     }
-
-    memset(ot, 0, (size_t)Dv * ATTN_MR * sizeof(float));
-    if (slo < shi) {
-        kn->pack_q(p->q + b * p->qs[0] + h * p->qs[1] + i0 * p->qs[2], p->qs[2], mr, D, p->scale,
-                   qt);
-        /* Split the strip's keys [slo, shi) at maxlo and minhi: only the two
-         * edges (each at most the rows' spread wide) need per-element masks;
-         * the middle is full tiles. */
-        int64_t cuts[4] = {slo, slo, shi, shi};
-        int split = !any_empty && maxlo < minhi;
-        if (split) {
-            cuts[1] = maxlo;
-            cuts[2] = minhi;
-        }
-        for (int part = 0; part < 3; part++) {
-            int full = part == 1 && split;
-            for (int64_t ca = cuts[part]; ca < cuts[part + 1]; ca += ATTN_BK) {
-                int64_t cb = ATTN_MIN(ca + ATTN_BK, cuts[part + 1]);
-                tile(p, kn, b, h, i0, mr, ca, cb, full, lo, hi, qt, s, ot, m, l, alpha);
-            }
-        }
+    memset(st->ot, 0, (size_t)Dv * ATTN_MR * sizeof(float));
+    st->live = slo < shi;
+    if (!st->live) return;
+    kn->pack_q(p->q + b * p->qs[0] + h * p->qs[1] + i0 * p->qs[2], p->qs[2], st->mr, D, p->scale,
+               st->qt);
+    /* Split the strip's keys [slo, shi) at maxlo and minhi: only the two
+     * edges (each at most the rows' spread wide) need per-element masks;
+     * the middle is full tiles. */
+    st->split = !any_empty && maxlo < minhi;
+    st->cuts[0] = st->cuts[1] = slo;
+    st->cuts[2] = st->cuts[3] = shi;
+    if (st->split) {
+        st->cuts[1] = maxlo;
+        st->cuts[2] = minhi;
     }
+}
 
-    for (int r = 0; r < mr; r++) {
-        int64_t i = i0 + r;
+/* out = O / l, lse = m + log(l); rows with no visible key get 0 and -inf. */
+static void strip_finish(const attn__sdpa_plan *p, int64_t b, int64_t h, const strip *st) {
+    const int Dv = (int)p->Dv;
+    for (int r = 0; r < st->mr; r++) {
+        int64_t i = st->i0 + r;
         float *dst = p->out + b * p->os[0] + h * p->os[1] + i * p->os[2];
-        const float *src = ot + r; /* src[c*MR] is column c */
-        if (m[r] == -INFINITY) { /* no visible key */
+        const float *src = st->ot + r; /* src[c*MR] is column c */
+        if (st->m[r] == -INFINITY) {
             memset(dst, 0, (size_t)Dv * sizeof(float));
         } else {
-            float inv = 1.0f / l[r];
+            float inv = 1.0f / st->l[r];
             for (int c = 0; c < Dv; c++) dst[c] = src[(size_t)c * ATTN_MR] * inv;
         }
         if (p->lse) {
             float *le = p->lse + b * p->ls[0] + h * p->ls[1] + i * p->ls[2];
-            *le = m[r] == -INFINITY ? -INFINITY : m[r] + logf(l[r]);
+            *le = st->m[r] == -INFINITY ? -INFINITY : st->m[r] + logf(st->l[r]);
         }
     }
+}
+
+/* A task: up to ATTN_G consecutive strips of one (batch, head). They walk the
+ * keys together, one block of ATTN_BK keys at a time, so each block of K and
+ * V comes from memory once and is reused from cache by every strip. Blocks are
+ * aligned to multiples of ATTN_BK and cut at each strip's part boundaries, so
+ * a strip's tiles (and so its arithmetic) do not depend on its task's other
+ * strips: the grouping can change with the thread count, results do not. */
+static void run_task(const attn__sdpa_plan *p, const attn_kernels *kn, const task *t, float *ws) {
+    const int64_t b = t->b, h = t->h;
+    float *s = ws; /* [BK][MR] */
+    float *mem = s + (size_t)ATTN_BK * ATTN_MR;
+    strip st[ATTN_G];
+    int64_t ulo = INT64_MAX, uhi = INT64_MIN;
+    for (int g = 0; g < t->ns; g++) {
+        strip_init(p, kn, b, h, t->i0 + (int64_t)g * ATTN_MR, mem + g * strip_floats(p), &st[g]);
+        if (!st[g].live) continue;
+        ulo = ATTN_MIN(ulo, st[g].cuts[0]);
+        uhi = ATTN_MAX(uhi, st[g].cuts[3]);
+    }
+    for (int64_t kb = ulo < uhi ? ulo / ATTN_BK * ATTN_BK : uhi; kb < uhi; kb += ATTN_BK) {
+        int64_t ke = kb + ATTN_BK;
+        for (int g = 0; g < t->ns; g++) {
+            const strip *sg = &st[g];
+            if (!sg->live) continue;
+            for (int part = 0; part < 3; part++) {
+                int64_t ca = ATTN_MAX(kb, sg->cuts[part]), cb = ATTN_MIN(ke, sg->cuts[part + 1]);
+                if (ca < cb) tile(p, kn, b, h, sg, ca, cb, part == 1 && sg->split, s);
+            }
+        }
+    }
+    for (int g = 0; g < t->ns; g++) strip_finish(p, b, h, &st[g]);
 }
 
 attn_status attn_sdpa_forward(attn_ctx *ctx, const attn_sdpa_args *a) {
@@ -171,17 +216,25 @@ attn_status attn_sdpa_forward(attn_ctx *ctx, const attn_sdpa_args *a) {
     if (p.T == 0) return ATTN_OK;
 
     const attn_kernels *kn = attn__kernels();
-    int64_t nqb = (p.T + ATTN_MR - 1) / ATTN_MR;
-    int64_t ntask = p.B * p.H * nqb;
+    const int64_t nqb = (p.T + ATTN_MR - 1) / ATTN_MR; /* strips per (batch, head) */
+    /* Strips per task: ATTN_G for cache reuse, fewer when the threads would
+     * otherwise get under ~8 tasks each (results do not depend on this). */
+    int gs = ATTN_G;
+    while (gs > 1 && ctx->nthreads > 1 && p.B * p.H * ((nqb + gs - 1) / gs) < 8 * ctx->nthreads)
+        gs--;
+    const int64_t tph = (nqb + gs - 1) / gs; /* tasks per (batch, head) */
+    const int64_t ntask = p.B * p.H * tph;
     task *tasks = malloc((size_t)ntask * sizeof *tasks);
-    if (!tasks) return attn_ctx_fail(ctx, ATTN_E_NOMEM, "out of memory for %lld tasks", (long long)ntask);
+    if (!tasks)
+        return attn_ctx_fail(ctx, ATTN_E_NOMEM, "out of memory for %lld tasks", (long long)ntask);
     int64_t n = 0;
     for (int64_t b = 0; b < p.B; b++)
         for (int64_t h = 0; h < p.H; h++)
-            for (int64_t qb = 0; qb < nqb; qb++) {
+            for (int64_t tb = 0; tb < tph; tb++) {
                 task *t = &tasks[n++];
-                t->b = b, t->h = h, t->i0 = qb * ATTN_MR;
-                int64_t last = ATTN_MIN(t->i0 + ATTN_MR, p.T);
+                t->b = b, t->h = h, t->i0 = tb * gs * ATTN_MR;
+                int64_t last = ATTN_MIN(t->i0 + (int64_t)gs * ATTN_MR, p.T);
+                t->ns = (int)((last - t->i0 + ATTN_MR - 1) / ATTN_MR);
                 double cost = 0.0;
                 for (int64_t i = t->i0; i < last; i++) {
                     int64_t lo, hi;
