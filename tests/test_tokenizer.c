@@ -2,17 +2,20 @@
  * vocabularies, errors, and (test_hf_cases) the ids Hugging Face's
  * BertTokenizerFast gives with all-MiniLM-L6-v2's vocabulary, from
  * tests/data/tokenizer (written by tests/fixtures/make_tokenizer_fixtures.py). */
+// clang-format off: cmocka.h needs these three first
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
+// clang-format on
 
 #include <attn/attn.h>
-#include "text/text_internal.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include "text/text_internal.h" /* the normalizer, for the per-code-point check */
 
 static attn_ctx *ctx;
 
@@ -54,13 +57,13 @@ static void tokens_of(const attn_tokenizer *tok, const char *text, int max_len, 
     }
 }
 
-#define EXPECT_TOKENS(tok, text, max_len, want)                                   \
-    do {                                                                          \
-        char got_[8192];                                                          \
-        tokens_of(tok, text, max_len, got_, sizeof got_);                         \
-        if (strcmp(got_, want))                                                   \
-            print_error("text '%s':\n  got  %s\n  want %s\n", text, got_, want);  \
-        assert_string_equal(got_, want);                                          \
+#define EXPECT_TOKENS(tok, text, max_len, want)                                                    \
+    do {                                                                                           \
+        char got_[8192];                                                                           \
+        tokens_of(tok, text, max_len, got_, sizeof got_);                                          \
+        if (strcmp(got_, want))                                                                    \
+            print_error("text '%s':\n  got  %s\n  want %s\n", text, got_, want);                   \
+        assert_string_equal(got_, want);                                                           \
     } while (0)
 
 static const char *tiny =
@@ -84,14 +87,16 @@ static void test_greedy(void **state) {
     /* a failing tail makes the whole word [UNK], not a partial split */
     EXPECT_TOKENS(tok, "unx", 0, "[CLS] [UNK] [SEP]");
     /* punctuation and white space split words; lowercasing */
-    EXPECT_TOKENS(tok, " Hello,UNAFFABLE!\t\n x ", 0,
-                  "[CLS] hello , un ##aff ##able ! x [SEP]");
+    EXPECT_TOKENS(tok, " Hello,UNAFFABLE!\t\n x ", 0, "[CLS] hello , un ##aff ##able ! x [SEP]");
     EXPECT_TOKENS(tok, "", 0, "[CLS] [SEP]");
     EXPECT_TOKENS(tok, " \t\r\n ", 0, "[CLS] [SEP]");
     /* accents stripped when lowercasing: "Café" -> "cafe" */
     EXPECT_TOKENS(tok, "Caf\xc3\xa9", 0, "[CLS] cafe [SEP]");
     /* CJK ideographs are words of their own */
-    EXPECT_TOKENS(tok, "a\xe4\xbd\xa0\xe5\xa5\xbd" "a", 0, "[CLS] a \xe4\xbd\xa0 \xe5\xa5\xbd a [SEP]");
+    EXPECT_TOKENS(tok,
+                  "a\xe4\xbd\xa0\xe5\xa5\xbd"
+                  "a",
+                  0, "[CLS] a \xe4\xbd\xa0 \xe5\xa5\xbd a [SEP]");
     /* special tokens are taken verbatim, even inside a word, but not lowercased forms */
     EXPECT_TOKENS(tok, "x[MASK]x [mask] [SEP]", 0,
                   "[CLS] x [MASK] x [UNK] [UNK] [UNK] [SEP] [SEP]");
@@ -112,7 +117,8 @@ static void test_long_words(void **state) {
     memset(word, 'a', 100);
     word[100] = '\0';
     strcpy(want, "[CLS] a");
-    for (int i = 1; i < 100; i++) strcat(want, " ##a");
+    for (int i = 1; i < 100; i++)
+        strcat(want, " ##a");
     strcat(want, " [SEP]");
     EXPECT_TOKENS(tok, word, 0, want);
     /* 101 characters: [UNK] without trying */
@@ -122,14 +128,15 @@ static void test_long_words(void **state) {
     /* the limit counts characters, not bytes: 100 x U+00E9 (200 bytes) in
      * "a" + 99 x "##é" is fine */
     char acc[256] = "a";
-    for (int i = 0; i < 99; i++) strcat(acc, "\xc3\xa9");
+    for (int i = 0; i < 99; i++)
+        strcat(acc, "\xc3\xa9");
     tokens_of(tok, acc, 0, want, sizeof want);
-    assert_int_equal(strncmp(want, "[CLS] a ##e ##e", 15), 0);  /* accents stripped */
+    assert_int_equal(strncmp(want, "[CLS] a ##e ##e", 15), 0); /* accents stripped */
     attn_tokenizer_free(tok);
     tok = load_tiny(tiny, 0);
     tokens_of(tok, acc, 0, want, sizeof want);
     assert_int_equal(strncmp(want, "[CLS] a ##\xc3\xa9 ##\xc3\xa9", 17), 0);
-    strcat(acc, "\xc3\xa9");  /* 101 characters */
+    strcat(acc, "\xc3\xa9"); /* 101 characters */
     EXPECT_TOKENS(tok, acc, 0, "[CLS] [UNK] [SEP]");
     attn_tokenizer_free(tok);
 }
@@ -137,7 +144,7 @@ static void test_long_words(void **state) {
 static void test_truncation(void **state) {
     (void)state;
     attn_tokenizer *tok = load_tiny(tiny, 1);
-    const char *t = "unaffable hello x";  /* 5 pieces */
+    const char *t = "unaffable hello x"; /* 5 pieces */
     EXPECT_TOKENS(tok, t, 0, "[CLS] un ##aff ##able hello x [SEP]");
     EXPECT_TOKENS(tok, t, 7, "[CLS] un ##aff ##able hello x [SEP]");
     EXPECT_TOKENS(tok, t, 100, "[CLS] un ##aff ##able hello x [SEP]");
@@ -155,7 +162,7 @@ static void test_truncation(void **state) {
     ids[0] = -7;
     assert_int_equal(attn_tokenizer_encode(ctx, tok, t, strlen(t), 0, ids, 6, &n), ATTN_E_ARG);
     assert_int_equal(n, 7);
-    assert_int_equal(ids[0], -7);  /* nothing written */
+    assert_int_equal(ids[0], -7); /* nothing written */
     assert_non_null(strstr(attn_ctx_last_error(ctx), "needs 7"));
     assert_int_equal(attn_tokenizer_encode(ctx, tok, t, strlen(t), 0, ids, 7, &n), ATTN_OK);
     assert_int_equal(attn_tokenizer_encode(ctx, tok, NULL, 0, 0, ids, 7, &n), ATTN_OK);
@@ -178,12 +185,12 @@ static void test_bad_utf8(void **state) {
         const char *s;
         size_t len, offset;
     } bad[] = {
-        {"abc\xff", 4, 3},             /* never valid */
-        {"a\xc0\xaf", 3, 1},           /* overlong '/' */
-        {"ab\xed\xa0\x80", 5, 2},      /* surrogate U+D800 */
-        {"\xe4\xbd", 2, 0},            /* truncated sequence */
-        {"x\xf4\x90\x80\x80", 5, 1},   /* above U+10FFFF */
-        {"hello \x80", 7, 6},          /* stray continuation byte */
+        {"abc\xff", 4, 3},           /* never valid */
+        {"a\xc0\xaf", 3, 1},         /* overlong '/' */
+        {"ab\xed\xa0\x80", 5, 2},    /* surrogate U+D800 */
+        {"\xe4\xbd", 2, 0},          /* truncated sequence */
+        {"x\xf4\x90\x80\x80", 5, 1}, /* above U+10FFFF */
+        {"hello \x80", 7, 6},        /* stray continuation byte */
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         int32_t ids[16];
@@ -399,7 +406,7 @@ static void test_hf_codepoints(void **state) {
                 want[nw++] = ' ';
             } else if (!strcmp(kind, "shift")) {
                 want[nw++] = c + (int32_t)strtol(line + used, NULL, 10);
-            } else if (!strcmp(kind, "hangul")) {  /* Unicode 3.12 */
+            } else if (!strcmp(kind, "hangul")) { /* Unicode 3.12 */
                 int32_t s = c - 0xac00;
                 want[nw++] = 0x1100 + s / 588;
                 want[nw++] = 0x1161 + (s % 588) / 28;
@@ -408,7 +415,8 @@ static void test_hf_codepoints(void **state) {
                 for (char *p = line + used; *p && *p != '\n';) {
                     assert_true(nw < 8);
                     want[nw++] = (int32_t)strtol(p, &p, 16);
-                    while (*p == ' ') p++;
+                    while (*p == ' ')
+                        p++;
                 }
             } else {
                 assert_string_equal(kind, "drop");
@@ -418,7 +426,8 @@ static void test_hf_codepoints(void **state) {
             assert_int_equal(attn__bert_normalize(ctx, &c, 1, 1, 1, 1, &got, &ng), ATTN_OK);
             char gcls = attn__is_bert_space(c) ? 's' : attn__is_bert_punct(c) ? 'p' : 'w';
             int ok = gcls == cls && (int)ng == nw;
-            for (int i = 0; ok && i < nw; i++) ok = got[i] == want[i];
+            for (int i = 0; ok && i < nw; i++)
+                ok = got[i] == want[i];
             if (!ok && bad++ < 10) {
                 char g[64] = "", w[64] = "";
                 for (size_t i = 0; i < ng && i < 6; i++)
@@ -432,19 +441,103 @@ static void test_hf_codepoints(void **state) {
         }
     }
     fclose(f);
-    if (bad) print_error("%ld of %ld code points differ (utf8proc Unicode %s)\n", bad, checked,
-                         attn__text_unicode_version());
+    if (bad)
+        print_error("%ld of %ld code points differ (utf8proc Unicode %s)\n", bad, checked,
+                    attn__text_unicode_version());
     assert_int_equal(next, 0x110000);
     assert_int_equal(bad, 0);
+}
+
+static size_t utf8_encode(int32_t c, unsigned char *d) {
+    if (c < 0x80) return d[0] = (unsigned char)c, 1;
+    if (c < 0x800)
+        return d[0] = (unsigned char)(0xc0 | c >> 6), d[1] = (unsigned char)(0x80 | (c & 63)), 2;
+    if (c < 0x10000) {
+        d[0] = (unsigned char)(0xe0 | c >> 12);
+        d[1] = (unsigned char)(0x80 | ((c >> 6) & 63));
+        d[2] = (unsigned char)(0x80 | (c & 63));
+        return 3;
+    }
+    d[0] = (unsigned char)(0xf0 | c >> 18);
+    d[1] = (unsigned char)(0x80 | ((c >> 12) & 63));
+    d[2] = (unsigned char)(0x80 | ((c >> 6) & 63));
+    d[3] = (unsigned char)(0x80 | (c & 63));
+    return 4;
+}
+
+/* Random bytes and random valid UTF-8 against the real vocabulary: every
+ * call returns ATTN_OK or (invalid UTF-8 only) ATTN_E_ARG; counting agrees
+ * with writing; a truncated encoding is [CLS] + a prefix of the pieces +
+ * [SEP]. Under AddressSanitizer this also checks every buffer access. */
+static void test_random_texts(void **state) {
+    (void)state;
+    char path[1024];
+    snprintf(path, sizeof path, "%s/tokenizer", data_dir());
+    attn_tokenizer *tok = NULL;
+    assert_int_equal(attn_tokenizer_load_dir(ctx, path, &tok), ATTN_OK);
+    unsigned seed = 12345;
+    const char *q = getenv("ATTN_TEST_QUICK");
+    int iters = q && *q && *q != '0' ? 300 : 3000;
+    print_message("seed %u, %d texts\n", seed, iters);
+    srand(seed);
+    enum { MAXB = 700 };
+    char text[MAXB];
+    int32_t full[MAXB + 2], cut[MAXB + 2];
+    for (int it = 0; it < iters; it++) {
+        size_t len = (size_t)(rand() % MAXB);
+        int valid = it % 2;
+        if (valid) { /* random scalar values, weighted towards ASCII and BMP */
+            size_t k = 0;
+            while (k + 4 <= len) {
+                int r = rand() % 4;
+                int32_t c = r == 0   ? 0x20 + rand() % 0x5f
+                            : r == 1 ? rand() % 0x800
+                            : r == 2 ? rand() % 0x10000
+                                     : rand() % 0x110000;
+                if (c >= 0xd800 && c <= 0xdfff) c = 'x';
+                k += utf8_encode(c, (unsigned char *)text + k);
+            }
+            len = k;
+        } else {
+            for (size_t i = 0; i < len; i++)
+                text[i] = (char)(rand() & 0xff);
+        }
+        int n = -1, m = -1, nc = -1;
+        attn_status st = attn_tokenizer_encode(ctx, tok, text, len, 0, NULL, 0, &n);
+        if (valid && st != ATTN_OK)
+            print_error("seed %u text %d: %s\n", seed, it, attn_ctx_last_error(ctx));
+        if (valid) assert_int_equal(st, ATTN_OK);
+        if (st != ATTN_OK) {
+            assert_int_equal(st, ATTN_E_ARG);
+            assert_non_null(strstr(attn_ctx_last_error(ctx), "byte offset"));
+            continue;
+        }
+        assert_true(n >= 2 && n <= MAXB + 2);
+        assert_int_equal(attn_tokenizer_encode(ctx, tok, text, len, 0, full, MAXB + 2, &m),
+                         ATTN_OK);
+        assert_int_equal(m, n);
+        int max_len = 2 + rand() % 20;
+        assert_int_equal(attn_tokenizer_encode(ctx, tok, text, len, max_len, cut, MAXB + 2, &nc),
+                         ATTN_OK);
+        int pieces = n - 2 < max_len - 2 ? n - 2 : max_len - 2;
+        if (nc != pieces + 2 || memcmp(cut, full, (size_t)(nc - 1) * sizeof *cut) ||
+            cut[nc - 1] != full[n - 1])
+            print_error("seed %u text %d: truncation to %d is not a prefix\n", seed, it, max_len);
+        assert_int_equal(nc, pieces + 2);
+        assert_memory_equal(cut, full, (size_t)(nc - 1) * sizeof *cut);
+        assert_int_equal(cut[nc - 1], full[n - 1]);
+    }
+    attn_tokenizer_free(tok);
 }
 
 int main(void) {
     if (attn_ctx_create(&ctx, 1) != ATTN_OK) return 1;
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_greedy),          cmocka_unit_test(test_long_words),
-        cmocka_unit_test(test_truncation),      cmocka_unit_test(test_bad_utf8),
-        cmocka_unit_test(test_vocab_files),     cmocka_unit_test(test_load_dir),
-        cmocka_unit_test(test_hf_cases),        cmocka_unit_test(test_hf_codepoints),
+        cmocka_unit_test(test_greedy),       cmocka_unit_test(test_long_words),
+        cmocka_unit_test(test_truncation),   cmocka_unit_test(test_bad_utf8),
+        cmocka_unit_test(test_vocab_files),  cmocka_unit_test(test_load_dir),
+        cmocka_unit_test(test_hf_cases),     cmocka_unit_test(test_hf_codepoints),
+        cmocka_unit_test(test_random_texts),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     attn_ctx_free(ctx);

@@ -39,8 +39,8 @@ typedef struct attn_tokenizer attn_tokenizer;
  * Returns ATTN_OK, ATTN_E_ARG (NULL argument), ATTN_E_IO (cannot read the
  * file), ATTN_E_FORMAT (empty, not UTF-8, a required token missing, more
  * than 2^31-1 tokens), ATTN_E_NOMEM. */
-ATTN_NODISCARD attn_status attn_tokenizer_load(attn_ctx *ctx, const char *vocab_path,
-                                               int lowercase, attn_tokenizer **out);
+ATTN_NODISCARD attn_status attn_tokenizer_load(attn_ctx *ctx, const char *vocab_path, int lowercase,
+                                               attn_tokenizer **out);
 
 /* Load the tokenizer of a Hugging Face model directory: dir/vocab.txt, with
  * the settings of dir/tokenizer_config.json when that file exists:

@@ -20,8 +20,8 @@
 int attn__is_bert_space(int32_t c) {
     if (c == ' ' || (c >= 0x09 && c <= 0x0d)) return 1;
     if (c < 0x85) return 0;
-    return c == 0x85 || c == 0xa0 || c == 0x1680 || (c >= 0x2000 && c <= 0x200a) ||
-           c == 0x2028 || c == 0x2029 || c == 0x202f || c == 0x205f || c == 0x3000;
+    return c == 0x85 || c == 0xa0 || c == 0x1680 || (c >= 0x2000 && c <= 0x200a) || c == 0x2028 ||
+           c == 0x2029 || c == 0x202f || c == 0x205f || c == 0x3000;
 }
 
 /* ASCII punctuation (33-47, 58-64, 91-96, 123-126: '$', '+', '^', '`' ... are
@@ -33,8 +33,12 @@ int attn__is_bert_punct(int32_t c) {
     int k = attn__hf_compat_class(c);
     if (k != ATTN_HF_SAME) return k == ATTN_HF_PUNCT;
     switch (utf8proc_category(c)) {
-    case UTF8PROC_CATEGORY_PC: case UTF8PROC_CATEGORY_PD: case UTF8PROC_CATEGORY_PS:
-    case UTF8PROC_CATEGORY_PE: case UTF8PROC_CATEGORY_PI: case UTF8PROC_CATEGORY_PF:
+    case UTF8PROC_CATEGORY_PC:
+    case UTF8PROC_CATEGORY_PD:
+    case UTF8PROC_CATEGORY_PS:
+    case UTF8PROC_CATEGORY_PE:
+    case UTF8PROC_CATEGORY_PI:
+    case UTF8PROC_CATEGORY_PF:
     case UTF8PROC_CATEGORY_PO:
         return 1;
     default:
@@ -48,7 +52,9 @@ static int is_dropped(int32_t c) {
     if (c == '\t' || c == '\n' || c == '\r') return 0;
     if (c >= 0x80 && attn__hf_compat_class(c) != ATTN_HF_SAME) return 0;
     switch (utf8proc_category(c)) {
-    case UTF8PROC_CATEGORY_CC: case UTF8PROC_CATEGORY_CF: case UTF8PROC_CATEGORY_CO:
+    case UTF8PROC_CATEGORY_CC:
+    case UTF8PROC_CATEGORY_CF:
+    case UTF8PROC_CATEGORY_CO:
     case UTF8PROC_CATEGORY_CS:
         return 1;
     default:
@@ -108,8 +114,7 @@ attn_status attn__bert_normalize(attn_ctx *ctx, const int32_t *cp, size_t n, int
         int32_t *d = attn__malloc((4 * na + 1) * sizeof *d);
         if (!d) {
             attn__free(a);
-            return attn_ctx_fail(ctx, ATTN_E_NOMEM, "out of memory decomposing %zu characters",
-                                 n);
+            return attn_ctx_fail(ctx, ATTN_E_NOMEM, "out of memory decomposing %zu characters", n);
         }
         size_t nd = 0;
         for (size_t i = 0; i < na; i++) {
@@ -118,10 +123,12 @@ attn_status attn__bert_normalize(attn_ctx *ctx, const int32_t *cp, size_t n, int
             if (c >= 0xc0 && attn__hf_compat_class(c) != ATTN_HF_PLAIN) {
                 int bound = 0;
                 k = utf8proc_decompose_char(c, d + nd, 4, UTF8PROC_DECOMPOSE, &bound);
-                if (k < 1 || k > 4) k = 0;  /* cannot happen: keep c as it is */
+                if (k < 1 || k > 4) k = 0; /* cannot happen: keep c as it is */
             }
-            if (k == 0) d[nd++] = c;
-            else nd += (size_t)k;
+            if (k == 0)
+                d[nd++] = c;
+            else
+                nd += (size_t)k;
         }
         attn__free(a);
         a = d;
@@ -150,18 +157,18 @@ attn_status attn__bert_normalize(attn_ctx *ctx, const int32_t *cp, size_t n, int
     /* step 4: the full lowercase mapping differs from the simple one only for
      * U+0130 (I with dot above -> "i" + U+0307), which cannot survive step 3 */
     size_t extra = 0;
-    for (size_t i = 0; i < na; i++) extra += a[i] == 0x130;
+    for (size_t i = 0; i < na; i++)
+        extra += a[i] == 0x130;
     int32_t *l = a;
     if (extra) {
         l = attn__malloc((na + extra + 1) * sizeof *l);
         if (!l) {
             attn__free(a);
-            return attn_ctx_fail(ctx, ATTN_E_NOMEM, "out of memory lowercasing %zu characters",
-                                 n);
+            return attn_ctx_fail(ctx, ATTN_E_NOMEM, "out of memory lowercasing %zu characters", n);
         }
     }
     size_t nl = na + extra;
-    for (size_t i = na, j = nl; i-- > 0;) {  /* backwards: in place when extra == 0 */
+    for (size_t i = na, j = nl; i-- > 0;) { /* backwards: in place when extra == 0 */
         int32_t c = a[i];
         if (c == 0x130) {
             l[--j] = 0x307;
@@ -181,4 +188,6 @@ attn_status attn__bert_normalize(attn_ctx *ctx, const int32_t *cp, size_t n, int
     return ATTN_OK;
 }
 
-const char *attn__text_unicode_version(void) { return utf8proc_unicode_version(); }
+const char *attn__text_unicode_version(void) {
+    return utf8proc_unicode_version();
+}

@@ -14,20 +14,20 @@
 
 /* One vocabulary entry: the token's bytes live in attn_tokenizer.text. */
 typedef struct attn__vocab_entry {
-    uint32_t off;  /* byte offset of the NUL-terminated token in text */
-    uint32_t len;  /* length in bytes */
+    uint32_t off; /* byte offset of the NUL-terminated token in text */
+    uint32_t len; /* length in bytes */
 } attn__vocab_entry;
 
 struct attn_tokenizer {
-    char *text;                  /* all tokens, NUL-separated */
-    attn__vocab_entry *entries;  /* [n] by id */
+    char *text;                 /* all tokens, NUL-separated */
+    attn__vocab_entry *entries; /* [n] by id */
     int32_t n;
-    int32_t *slots;              /* open-addressing hash table of ids, -1 = empty */
-    uint32_t mask;               /* slot count - 1 (a power of two) */
+    int32_t *slots; /* open-addressing hash table of ids, -1 = empty */
+    uint32_t mask;  /* slot count - 1 (a power of two) */
     int lowercase;
     int strip_accents;
-    int chinese;                 /* put spaces around CJK ideographs */
-    int max_len;                 /* model_max_length from a model directory, 0 if unknown */
+    int chinese; /* put spaces around CJK ideographs */
+    int max_len; /* model_max_length from a model directory, 0 if unknown */
     int32_t unk, cls, sep;
     /* special tokens matched verbatim in the raw text, before normalization */
     int32_t special_ids[8];
@@ -35,8 +35,8 @@ struct attn_tokenizer {
 };
 
 /* Id of the token formed by the bytes pre[0..npre) followed by s[0..ns), or -1. */
-int32_t attn__vocab_find(const attn_tokenizer *tok, const char *pre, size_t npre,
-                         const char *s, size_t ns);
+int32_t attn__vocab_find(const attn_tokenizer *tok, const char *pre, size_t npre, const char *s,
+                         size_t ns);
 
 /* BertNormalizer on n code points (valid scalar values): clean text, space
  * out CJK ideographs, NFD + drop nonspacing marks when strip_accents, then

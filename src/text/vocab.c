@@ -12,13 +12,15 @@
 /* FNV-1a over the concatenation pre || s, so "##" + piece needs no copy. */
 static uint32_t hash2(const char *pre, size_t npre, const char *s, size_t ns) {
     uint32_t h = 2166136261u;
-    for (size_t i = 0; i < npre; i++) h = (h ^ (uint8_t)pre[i]) * 16777619u;
-    for (size_t i = 0; i < ns; i++) h = (h ^ (uint8_t)s[i]) * 16777619u;
+    for (size_t i = 0; i < npre; i++)
+        h = (h ^ (uint8_t)pre[i]) * 16777619u;
+    for (size_t i = 0; i < ns; i++)
+        h = (h ^ (uint8_t)s[i]) * 16777619u;
     return h;
 }
 
-int32_t attn__vocab_find(const attn_tokenizer *tok, const char *pre, size_t npre,
-                         const char *s, size_t ns) {
+int32_t attn__vocab_find(const attn_tokenizer *tok, const char *pre, size_t npre, const char *s,
+                         size_t ns) {
     uint32_t i = hash2(pre, npre, s, ns) & tok->mask;
     for (;; i = (i + 1) & tok->mask) {
         int32_t id = tok->slots[i];
@@ -39,9 +41,13 @@ const char *attn_tokenizer_token(const attn_tokenizer *tok, int32_t id) {
     return tok->text + tok->entries[id].off;
 }
 
-int32_t attn_tokenizer_vocab_size(const attn_tokenizer *tok) { return tok ? tok->n : 0; }
+int32_t attn_tokenizer_vocab_size(const attn_tokenizer *tok) {
+    return tok ? tok->n : 0;
+}
 
-int attn_tokenizer_max_len(const attn_tokenizer *tok) { return tok ? tok->max_len : 0; }
+int attn_tokenizer_max_len(const attn_tokenizer *tok) {
+    return tok ? tok->max_len : 0;
+}
 
 void attn_tokenizer_free(attn_tokenizer *tok) {
     if (!tok) return;
@@ -84,34 +90,38 @@ static attn_status build(attn_ctx *ctx, const char *path, attn_tokenizer *t, siz
     if (len >= UINT32_MAX)
         return attn_ctx_fail(ctx, ATTN_E_FORMAT, "vocabulary '%s' is larger than 4 GiB", path);
     size_t lines = 0;
-    for (size_t i = 0; i < len; i++) lines += s[i] == '\n';
+    for (size_t i = 0; i < len; i++)
+        lines += s[i] == '\n';
     lines += s[len - 1] != '\n';
     if (lines > INT32_MAX)
         return attn_ctx_fail(ctx, ATTN_E_FORMAT, "vocabulary '%s' has more than 2^31-1 lines",
                              path);
     t->entries = malloc(lines * sizeof *t->entries);
     size_t nslots = 16;
-    while (nslots < 2 * lines) nslots *= 2;
+    while (nslots < 2 * lines)
+        nslots *= 2;
     t->slots = malloc(nslots * sizeof *t->slots);
     if (!t->entries || !t->slots)
         return attn_ctx_fail(ctx, ATTN_E_NOMEM, "out of memory for %zu tokens", lines);
-    memset(t->slots, 0xff, nslots * sizeof *t->slots);  /* all -1 */
+    memset(t->slots, 0xff, nslots * sizeof *t->slots); /* all -1 */
     t->mask = (uint32_t)(nslots - 1);
     size_t pos = 0;
     for (int32_t id = 0; (size_t)id < lines; id++) {
         size_t end = pos;
-        while (end < len && s[end] != '\n') end++;
+        while (end < len && s[end] != '\n')
+            end++;
         size_t e = end;
-        while (e > pos && (s[e - 1] == ' ' || s[e - 1] == '\t' || s[e - 1] == '\r')) e--;
+        while (e > pos && (s[e - 1] == ' ' || s[e - 1] == '\t' || s[e - 1] == '\r'))
+            e--;
         s[e] = '\0';
         for (size_t i = pos; i < e;) {
             utf8proc_int32_t c;
-            utf8proc_ssize_t k = utf8proc_iterate((const uint8_t *)s + i, (utf8proc_ssize_t)(e - i),
-                                                  &c);
+            utf8proc_ssize_t k =
+                utf8proc_iterate((const uint8_t *)s + i, (utf8proc_ssize_t)(e - i), &c);
             if (k <= 0)
                 return attn_ctx_fail(ctx, ATTN_E_FORMAT,
-                                     "vocabulary '%s' line %d is not valid UTF-8 (byte %zu)",
-                                     path, id + 1, i);
+                                     "vocabulary '%s' line %d is not valid UTF-8 (byte %zu)", path,
+                                     id + 1, i);
             i += (size_t)k;
         }
         t->entries[id].off = (uint32_t)pos;
@@ -170,9 +180,12 @@ attn_status attn_tokenizer_load(attn_ctx *ctx, const char *vocab_path, int lower
 static int json_flag(json_t *cfg, const char *key, int null_value, int *v) {
     json_t *j = json_object_get(cfg, key);
     if (!j) return 0;
-    if (json_is_null(j)) *v = null_value;
-    else if (json_is_boolean(j)) *v = json_is_true(j);
-    else return -1;
+    if (json_is_null(j))
+        *v = null_value;
+    else if (json_is_boolean(j))
+        *v = json_is_true(j);
+    else
+        return -1;
     return 0;
 }
 
@@ -194,9 +207,12 @@ attn_status attn_tokenizer_load_dir(attn_ctx *ctx, const char *dir, attn_tokeniz
         json_t *cfg = json_loadf(f, JSON_REJECT_DUPLICATES, &jerr);
         fclose(f);
         const char *bad = NULL;
-        if (!cfg || !json_is_object(cfg)) bad = "not a JSON object";
-        else if (json_flag(cfg, "do_lower_case", 1, &lower)) bad = "do_lower_case is not a boolean";
-        else if (json_flag(cfg, "strip_accents", -1, &strip)) bad = "strip_accents is not a boolean";
+        if (!cfg || !json_is_object(cfg))
+            bad = "not a JSON object";
+        else if (json_flag(cfg, "do_lower_case", 1, &lower))
+            bad = "do_lower_case is not a boolean";
+        else if (json_flag(cfg, "strip_accents", -1, &strip))
+            bad = "strip_accents is not a boolean";
         else if (json_flag(cfg, "tokenize_chinese_chars", 1, &chinese))
             bad = "tokenize_chinese_chars is not a boolean";
         json_t *m = cfg ? json_object_get(cfg, "model_max_length") : NULL;

@@ -42,7 +42,8 @@ static void wordpiece(const attn_tokenizer *tok, const int32_t *w, size_t m, idv
     int32_t pieces[ATTN_TOK_MAX_WORD_CHARS];
     size_t np = 0;
     off[0] = 0;
-    for (size_t k = 0; k < m; k++) off[k + 1] = off[k] + (size_t)utf8proc_encode_char(w[k], buf + off[k]);
+    for (size_t k = 0; k < m; k++)
+        off[k + 1] = off[k] + (size_t)utf8proc_encode_char(w[k], buf + off[k]);
     for (size_t start = 0; start < m;) {
         int32_t id = -1;
         size_t end = m;
@@ -58,7 +59,8 @@ static void wordpiece(const attn_tokenizer *tok, const int32_t *w, size_t m, idv
         pieces[np++] = id;
         start = end;
     }
-    for (size_t k = 0; k < np; k++) push(o, pieces[k]);
+    for (size_t k = 0; k < np; k++)
+        push(o, pieces[k]);
 }
 
 /* Normalize one segment of raw code points, split it into words at white
@@ -67,10 +69,10 @@ static attn_status segment(attn_ctx *ctx, const attn_tokenizer *tok, const int32
                            idvec *o) {
     int32_t *w;
     size_t m;
-    attn_status st = attn__bert_normalize(ctx, cp, n, tok->lowercase, tok->strip_accents,
-                                          tok->chinese, &w, &m);
+    attn_status st =
+        attn__bert_normalize(ctx, cp, n, tok->lowercase, tok->strip_accents, tok->chinese, &w, &m);
     if (st != ATTN_OK) return st;
-    size_t a = 0;  /* start of the current word */
+    size_t a = 0; /* start of the current word */
     for (size_t i = 0; i <= m && o->n < o->limit; i++) {
         int end = i == m || attn__is_bert_space(w[i]);
         int punct = !end && attn__is_bert_punct(w[i]);
@@ -92,10 +94,11 @@ static size_t special_at(const attn_tokenizer *tok, const int32_t *cp, size_t i,
     for (int k = 0; k < tok->n_special; k++) {
         const attn__vocab_entry *e = &tok->entries[tok->special_ids[k]];
         const char *s = tok->text + e->off;
-        size_t L = e->len;  /* the special tokens are ASCII: one byte per code point */
+        size_t L = e->len; /* the special tokens are ASCII: one byte per code point */
         if (L <= best || L > n - i) continue;
         size_t j = 0;
-        while (j < L && cp[i + j] == (uint8_t)s[j]) j++;
+        while (j < L && cp[i + j] == (uint8_t)s[j])
+            j++;
         if (j == L) {
             best = L;
             *id = tok->special_ids[k];
@@ -110,9 +113,11 @@ attn_status attn_tokenizer_encode(attn_ctx *ctx, const attn_tokenizer *tok, cons
     if (n_out) *n_out = 0;
     if (!tok || !n_out || (!text && len) || (!ids && cap) || cap < 0)
         return attn_ctx_fail(ctx, ATTN_E_ARG, "attn_tokenizer_encode: %s",
-                             !tok ? "NULL tokenizer" : !n_out ? "NULL n_out"
+                             !tok             ? "NULL tokenizer"
+                             : !n_out         ? "NULL n_out"
                              : (!text && len) ? "NULL text with a nonzero length"
-                             : cap < 0 ? "negative cap" : "NULL ids with a nonzero cap");
+                             : cap < 0        ? "negative cap"
+                                              : "NULL ids with a nonzero cap");
     if (max_len == 1)
         return attn_ctx_fail(ctx, ATTN_E_ARG,
                              "max_len 1 leaves no room for both [CLS] and [SEP] (use >= 2, "
@@ -159,8 +164,8 @@ attn_status attn_tokenizer_encode(attn_ctx *ctx, const attn_tokenizer *tok, cons
     if (ids) {
         if (cap < total) {
             free(o.v);
-            return attn_ctx_fail(ctx, ATTN_E_ARG, "id buffer holds %d ids, the text needs %d",
-                                 cap, total);
+            return attn_ctx_fail(ctx, ATTN_E_ARG, "id buffer holds %d ids, the text needs %d", cap,
+                                 total);
         }
         ids[0] = tok->cls;
         if (o.n) memcpy(ids + 1, o.v, o.n * sizeof *ids);

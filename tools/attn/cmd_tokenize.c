@@ -6,7 +6,8 @@
 #include <string.h>
 
 static void help(FILE *f) {
-    fprintf(f,
+    fprintf(
+        f,
         "usage: attn tokenize [--model DIR] [--max-len N] [--tokens] TEXT...\n"
         "       attn tokenize [options] -      (one text per line of stdin)\n\n"
         "Prints the BERT WordPiece token ids of each TEXT as one JSON array per line,\n"
@@ -29,15 +30,18 @@ static void put_json_string(const char *s) {
     putchar('"');
     for (; *s; s++) {
         unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') printf("\\%c", c);
-        else if (c < 0x20) printf("\\u%04x", c);
-        else putchar(c);
+        if (c == '"' || c == '\\')
+            printf("\\%c", c);
+        else if (c < 0x20)
+            printf("\\u%04x", c);
+        else
+            putchar(c);
     }
     putchar('"');
 }
 
-static int emit(attn_ctx *ctx, const attn_tokenizer *tok, const char *text, size_t len,
-                int max_len, int tokens, const char *what) {
+static int emit(attn_ctx *ctx, const attn_tokenizer *tok, const char *text, size_t len, int max_len,
+                int tokens, const char *what) {
     int n = 0;
     if (attn_tokenizer_encode(ctx, tok, text, len, max_len, NULL, 0, &n) != ATTN_OK)
         return attn_cli_error(1, "%s: %s", what, attn_ctx_last_error(ctx));
@@ -50,8 +54,10 @@ static int emit(attn_ctx *ctx, const attn_tokenizer *tok, const char *text, size
     putchar('[');
     for (int i = 0; i < n; i++) {
         if (i) putchar(',');
-        if (tokens) put_json_string(attn_tokenizer_token(tok, ids[i]));
-        else printf("%d", (int)ids[i]);
+        if (tokens)
+            put_json_string(attn_tokenizer_token(tok, ids[i]));
+        else
+            printf("%d", (int)ids[i]);
     }
     fputs("]\n", stdout);
     free(ids);
@@ -71,8 +77,10 @@ int attn_cmd_tokenize(int argc, char **argv) {
         } else if (!strcmp(argv[i], "--max-len") && i + 1 < argc) {
             if (attn_cli_parse_long(argv[++i], &max_len) || max_len < 0 || max_len == 1 ||
                 max_len > 1 << 30)
-                return attn_cli_error(2, "--max-len wants 0 (no limit) or an integer in "
-                                         "[2, 2^30], not '%s'", argv[i]);
+                return attn_cli_error(2,
+                                      "--max-len wants 0 (no limit) or an integer in "
+                                      "[2, 2^30], not '%s'",
+                                      argv[i]);
         } else if (!strcmp(argv[i], "--tokens")) {
             tokens = 1;
         } else if (!strcmp(argv[i], "--")) {

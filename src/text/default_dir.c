@@ -34,8 +34,10 @@ static int try_prefix(const char *prefix, char *buf, size_t n, int *toolong) {
         /* glob sorts: take the last match, the newest python3.N */
         for (size_t i = g.gl_pathc; i-- > 0;) {
             if (!has_vocab(g.gl_pathv[i])) continue;
-            if (strlen(g.gl_pathv[i]) + 1 > n) *toolong = 1;
-            else strcpy(buf, g.gl_pathv[i]);
+            if (strlen(g.gl_pathv[i]) + 1 > n)
+                *toolong = 1;
+            else
+                strcpy(buf, g.gl_pathv[i]);
             globfree(&g);
             return 1;
         }
@@ -77,8 +79,10 @@ attn_status attn_model_dir_default(attn_ctx *ctx, char *buf, size_t n) {
     if (env && *env) {
         if (!has_vocab(env))
             return attn_ctx_fail(ctx, ATTN_E_ARG, "ATTN_MODEL_DIR='%s' holds no vocab.txt", env);
-        if (strlen(env) + 1 > n) toolong = 1;
-        else strcpy(buf, env);
+        if (strlen(env) + 1 > n)
+            toolong = 1;
+        else
+            strcpy(buf, env);
         found = 1;
     }
     const char *home = getenv("HOME");
@@ -89,8 +93,10 @@ attn_status attn_model_dir_default(attn_ctx *ctx, char *buf, size_t n) {
     if (!found) {
         /* pyenv: every installed version (the shims on PATH hide them) */
         const char *root = getenv("PYENV_ROOT");
-        if (root && *root) snprintf(tmp, sizeof tmp, "%s/versions/*", root);
-        else snprintf(tmp, sizeof tmp, "%s/.pyenv/versions/*", home ? home : "");
+        if (root && *root)
+            snprintf(tmp, sizeof tmp, "%s/versions/*", root);
+        else
+            snprintf(tmp, sizeof tmp, "%s/.pyenv/versions/*", home ? home : "");
         glob_t g;
         if (glob(tmp, 0, NULL, &g) == 0) {
             for (size_t i = g.gl_pathc; i-- > 0 && !found;)
