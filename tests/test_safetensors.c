@@ -111,9 +111,9 @@ static void test_roundtrip_every_dtype(void **state) {
     const attn_dtype dts[N] = {ATTN_U8,  ATTN_F16, ATTN_F32, ATTN_BOOL, ATTN_F64, ATTN_BF16,
                                ATTN_I32, ATTN_I64, ATTN_F32, ATTN_U8,   ATTN_F32};
     const int nds[N] = {1, 2, 3, 4, 0, 2, 1, 3, 2, 1, 4};
-    const int64_t shapes[N][4] = {{5},      {3, 7},    {2, 3, 5}, {2, 1, 3, 2}, {0},  {1, 9},
-                                  {13},     {2, 2, 3}, {0, 3},    {64},         {1, 2, 3, 4}};
-    const char *names[N] = {"u8", "f16", "f32", "bool", "f64.scalar", "bf16",
+    const int64_t shapes[N][4] = {{5},  {3, 7},    {2, 3, 5}, {2, 1, 3, 2}, {0},         {1, 9},
+                                  {13}, {2, 2, 3}, {0, 3},    {64},         {1, 2, 3, 4}};
+    const char *names[N] = {"u8",  "f16", "f32",   "bool",  "f64.scalar",    "bf16",
                             "i32", "i64", "empty", "u8.64", "layer.0.weight"};
     attn_tensor ts[N];
     void *bufs[N];
@@ -121,9 +121,11 @@ static void test_roundtrip_every_dtype(void **state) {
         ts[i] = attn_tensor_make(NULL, dts[i], nds[i], shapes[i]);
         size_t bytes = (size_t)attn_tensor_numel(&ts[i]) * attn_dtype_size(dts[i]);
         unsigned char *b = bufs[i] = bytes ? malloc(bytes) : NULL;
-        for (size_t k = 0; k < bytes; k++) b[k] = (unsigned char)rnd();
+        for (size_t k = 0; k < bytes; k++)
+            b[k] = (unsigned char)rnd();
         if (dts[i] == ATTN_BOOL)
-            for (size_t k = 0; k < bytes; k++) b[k] &= 1;
+            for (size_t k = 0; k < bytes; k++)
+                b[k] &= 1;
         ts[i].data = b; /* "empty" keeps data == NULL: allowed with no elements */
     }
     const char *meta[] = {"format", "pt", "note", "round trip \xc3\xa9"};
@@ -135,7 +137,8 @@ static void test_roundtrip_every_dtype(void **state) {
     size_t flen;
     unsigned char *raw = read_all(path, &flen);
     uint64_t hlen = 0;
-    for (int i = 7; i >= 0; i--) hlen = hlen << 8 | raw[i];
+    for (int i = 7; i >= 0; i--)
+        hlen = hlen << 8 | raw[i];
     assert_int_equal((8 + hlen) % 8, 0);
     assert_int_equal(raw[8], '{');
 
@@ -146,8 +149,8 @@ static void test_roundtrip_every_dtype(void **state) {
                          ATTN_OK);
         assert_int_equal(attn_safetensors_count(st), N);
         /* data order: largest element size first, then the given order */
-        const char *order[N] = {"f64.scalar", "i64", "f32", "i32", "empty", "layer.0.weight",
-                                "f16", "bf16", "u8", "bool", "u8.64"};
+        const char *order[N] = {"f64.scalar", "i64",  "f32", "i32",  "empty", "layer.0.weight",
+                                "f16",        "bf16", "u8",  "bool", "u8.64"};
         for (int i = 0; i < N; i++) {
             assert_string_equal(attn_safetensors_name(st, i), order[i]);
             assert_int_equal(attn_safetensors_find(st, order[i]), i);
@@ -159,12 +162,14 @@ static void test_roundtrip_every_dtype(void **state) {
             assert_int_equal(attn_safetensors_get(ctx, st, names[i], &v), ATTN_OK);
             assert_int_equal(v.dtype, dts[i]);
             assert_int_equal(v.ndim, nds[i]);
-            for (int d = 0; d < nds[i]; d++) assert_int_equal(v.shape[d], shapes[i][d]);
+            for (int d = 0; d < nds[i]; d++)
+                assert_int_equal(v.shape[d], shapes[i][d]);
             size_t bytes = (size_t)attn_tensor_numel(&v) * attn_dtype_size(v.dtype);
             assert_int_equal(((uintptr_t)v.data) % (bytes >= 64 ? 64 : 8), 0);
             if (bytes) assert_memory_equal(v.data, bufs[i], bytes);
-            assert_string_equal(attn_safetensors_dtype_name(st, attn_safetensors_find(st, names[i])),
-                                attn_dtype_name(dts[i]));
+            assert_string_equal(
+                attn_safetensors_dtype_name(st, attn_safetensors_find(st, names[i])),
+                attn_dtype_name(dts[i]));
         }
         assert_string_equal(attn_safetensors_metadata(st, "format"), "pt");
         assert_string_equal(attn_safetensors_metadata(st, "note"), "round trip \xc3\xa9");
@@ -172,7 +177,8 @@ static void test_roundtrip_every_dtype(void **state) {
         attn_safetensors_close(st);
     }
     free(raw);
-    for (int i = 0; i < N; i++) free(bufs[i]);
+    for (int i = 0; i < N; i++)
+        free(bufs[i]);
 
     /* an empty file set: header "{}" padded, no data */
     assert_int_equal(attn_safetensors_write(ctx, path, 0, NULL, NULL), ATTN_OK);
@@ -193,7 +199,8 @@ static void test_roundtrip_strided(void **state) {
     attn_ctx *ctx;
     assert_int_equal(attn_ctx_create(&ctx, 1), ATTN_OK);
     float base[2 * 3 * 4 * 5];
-    for (int i = 0; i < 120; i++) base[i] = (float)i * 0.5f - 7.0f;
+    for (int i = 0; i < 120; i++)
+        base[i] = (float)i * 0.5f - 7.0f;
     /* base as [B=2,T=3,H=4,D=5]; the view is [B,H,T,D] */
     attn_tensor perm = attn_tensor_f32_4d(base, 2, 4, 3, 5);
     perm.stride[0] = 60, perm.stride[1] = 5, perm.stride[2] = 20, perm.stride[3] = 1;
@@ -219,17 +226,53 @@ static void test_roundtrip_strided(void **state) {
         for (int h = 0; h < 4; h++)
             for (int t = 0; t < 3; t++)
                 for (int d = 0; d < 5; d++)
-                    assert_true(p[((b * 4 + h) * 3 + t) * 5 + d] == base[((b * 3 + t) * 4 + h) * 5 + d]);
+                    assert_true(p[((b * 4 + h) * 3 + t) * 5 + d] ==
+                                base[((b * 3 + t) * 4 + h) * 5 + d]);
     assert_int_equal(attn_safetensors_get(ctx, st, "bc", &v), ATTN_OK);
     for (int r = 0; r < 3; r++)
-        for (int d = 0; d < 5; d++) assert_true(((float *)v.data)[r * 5 + d] == base[10 + d]);
+        for (int d = 0; d < 5; d++)
+            assert_true(((float *)v.data)[r * 5 + d] == base[10 + d]);
     assert_int_equal(attn_safetensors_get(ctx, st, "rev", &v), ATTN_OK);
     for (int r = 0; r < 4; r++)
         for (int d = 0; d < 5; d++)
             assert_true(((float *)v.data)[r * 5 + d] == base[110 - 10 * r + 2 * d]);
     assert_int_equal(attn_safetensors_get(ctx, st, "col", &v), ATTN_OK);
-    for (int i = 0; i < 3; i++) assert_memory_equal(&((double *)v.data)[i], &d64[2 * i], 8);
+    for (int i = 0; i < 3; i++)
+        assert_memory_equal(&((double *)v.data)[i], &d64[2 * i], 8);
     attn_safetensors_close(st);
+    clear_dir();
+    attn_ctx_free(ctx);
+}
+
+/* Tensors larger than the writer's 1 MiB staging buffer, contiguous (one
+ * row split across flushes) and strided (element by element). */
+static void test_roundtrip_large(void **state) {
+    (void)state;
+    attn_ctx *ctx;
+    assert_int_equal(attn_ctx_create(&ctx, 1), ATTN_OK);
+    int64_t n = 700001; /* odd, so the two tensors end off any power of two */
+    float *a = malloc((size_t)(2 * n) * sizeof *a);
+    for (int64_t i = 0; i < 2 * n; i++)
+        a[i] = (float)i;
+    attn_tensor row = attn_tensor_make(a, ATTN_F32, 1, (int64_t[]){2 * n});
+    attn_tensor every2 = attn_tensor_make(a + 1, ATTN_F32, 2, (int64_t[]){1, n});
+    every2.stride[1] = 2;
+    const char *names[] = {"row", "odd"};
+    attn_tensor ts[] = {row, every2};
+    const char *path = tmp_path("large.safetensors");
+    assert_int_equal(attn_safetensors_write(ctx, path, 2, names, ts), ATTN_OK);
+    attn_safetensors *st;
+    assert_int_equal(attn_safetensors_open(ctx, path, &st), ATTN_OK);
+    attn_tensor v;
+    assert_int_equal(attn_safetensors_get(ctx, st, "row", &v), ATTN_OK);
+    assert_memory_equal(v.data, a, (size_t)(2 * n) * sizeof *a);
+    assert_int_equal(attn_safetensors_get(ctx, st, "odd", &v), ATTN_OK);
+    for (int64_t i = 0; i < n; i++)
+        if (((float *)v.data)[i] != (float)(2 * i + 1))
+            fail_msg("odd[%lld] = %g, want %g", (long long)i, ((float *)v.data)[i],
+                     (double)(2 * i + 1));
+    attn_safetensors_close(st);
+    free(a);
     clear_dir();
     attn_ctx_free(ctx);
 }
@@ -240,10 +283,10 @@ static void test_get_f32_conversions(void **state) {
     (void)state;
     attn_ctx *ctx;
     assert_int_equal(attn_ctx_create(&ctx, 1), ATTN_OK);
-    const uint16_t f16[] = {0x3c00, 0xc000, 0x7bff, 0x0001, 0x8400, 0x7c00, 0xfc00, 0x0000,
-                            0x8000, 0x3555, 0x03ff};
-    const float f16_want[] = {1.0f,       -2.0f,     65504.0f, 0x1p-24f,      -0x1p-14f, INFINITY,
-                              -INFINITY,  0.0f,      -0.0f,    0x1.554p-2f,   0x1.ff8p-15f};
+    const uint16_t f16[] = {0x3c00, 0xc000, 0x7bff, 0x0001, 0x8400, 0x7c00,
+                            0xfc00, 0x0000, 0x8000, 0x3555, 0x03ff};
+    const float f16_want[] = {1.0f,      -2.0f, 65504.0f, 0x1p-24f,    -0x1p-14f,   INFINITY,
+                              -INFINITY, 0.0f,  -0.0f,    0x1.554p-2f, 0x1.ff8p-15f};
     const uint16_t bf16[] = {0x3f80, 0xc2f7, 0x7f80, 0x0001};
     const float bf16_want[] = {1.0f, -123.5f, INFINITY, 0x1p-133f};
     const double f64[] = {1.0 / 3.0, -1e-50, 1e40, 2.5};
@@ -275,10 +318,12 @@ static void test_get_f32_conversions(void **state) {
     attn_free(f);
     assert_int_equal(attn_safetensors_get_f32(ctx, st, "bf16", &f, &v), ATTN_OK);
     assert_int_equal(v.ndim, 2);
-    for (int i = 0; i < 4; i++) assert_true(f[i] == bf16_want[i]);
+    for (int i = 0; i < 4; i++)
+        assert_true(f[i] == bf16_want[i]);
     attn_free(f);
     assert_int_equal(attn_safetensors_get_f32(ctx, st, "f64", &f, &v), ATTN_OK);
-    for (int i = 0; i < 4; i++) assert_true(f[i] == (float)f64[i]);
+    for (int i = 0; i < 4; i++)
+        assert_true(f[i] == (float)f64[i]);
     attn_free(f);
     assert_int_equal(attn_safetensors_get_f32(ctx, st, "f32", &f, &v), ATTN_OK);
     assert_true(isnan(f[0]) && f[1] == 1.5f);
@@ -303,9 +348,11 @@ static void test_get_f32_conversions(void **state) {
 static unsigned char *image(const char *hdr, size_t ndata, size_t *len) {
     size_t h = strlen(hdr);
     unsigned char *b = malloc(8 + h + ndata);
-    for (int i = 0; i < 8; i++) b[i] = (unsigned char)((uint64_t)h >> (8 * i));
+    for (int i = 0; i < 8; i++)
+        b[i] = (unsigned char)((uint64_t)h >> (8 * i));
     memcpy(b + 8, hdr, h);
-    for (size_t i = 0; i < ndata; i++) b[8 + h + i] = (unsigned char)(i + 1);
+    for (size_t i = 0; i < ndata; i++)
+        b[8 + h + i] = (unsigned char)(i + 1);
     *len = 8 + h + ndata;
     return b;
 }
@@ -317,10 +364,11 @@ static void test_get_errors(void **state) {
     size_t len;
     /* valid files holding a 5-dim tensor and a dtype attn does not serve;
      * offsets deliberately misaligned (an F32 at byte 1) */
-    unsigned char *b = image("{\"five\":{\"dtype\":\"U8\",\"shape\":[1,1,1,1,1],\"data_offsets\":[0,1]},"
-                             "\"i8\":{\"dtype\":\"I8\",\"shape\":[2],\"data_offsets\":[5,7]},"
-                             "\"f\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[1,5]}}  ",
-                             7, &len);
+    unsigned char *b =
+        image("{\"five\":{\"dtype\":\"U8\",\"shape\":[1,1,1,1,1],\"data_offsets\":[0,1]},"
+              "\"i8\":{\"dtype\":\"I8\",\"shape\":[2],\"data_offsets\":[5,7]},"
+              "\"f\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[1,5]}}  ",
+              7, &len);
     attn_safetensors *st;
     assert_int_equal(attn_safetensors_open_memory(ctx, b, len, &st), ATTN_OK);
     free(b);
@@ -444,8 +492,10 @@ static void test_mutations(void **state) {
     uint16_t h[6];
     int64_t l[2] = {-1, 1LL << 40};
     unsigned char m[5] = {1, 0, 1, 1, 0};
-    for (int i = 0; i < 12; i++) f[i] = (float)i - 3.25f;
-    for (int i = 0; i < 6; i++) h[i] = (uint16_t)(0x3c00 + 77 * i);
+    for (int i = 0; i < 12; i++)
+        f[i] = (float)i - 3.25f;
+    for (int i = 0; i < 6; i++)
+        h[i] = (uint16_t)(0x3c00 + 77 * i);
     const char *names[] = {"q", "k.half", "len", "mask"};
     attn_tensor ts[] = {attn_tensor_f32_4d(f, 1, 2, 3, 2),
                         attn_tensor_make(h, ATTN_BF16, 2, (int64_t[]){2, 3}),
@@ -457,7 +507,8 @@ static void test_mutations(void **state) {
     size_t len;
     unsigned char *valid = read_all(path, &len);
     uint64_t hlen = 0;
-    for (int i = 7; i >= 0; i--) hlen = hlen << 8 | valid[i];
+    for (int i = 7; i >= 0; i--)
+        hlen = hlen << 8 | valid[i];
     size_t dstart = 8 + (size_t)hlen;
     unsigned char *buf = malloc(len + 64);
     uint64_t seed = 20240601;
@@ -484,19 +535,21 @@ static void test_mutations(void **state) {
         case 2: { /* another header length */
             uint64_t nl = rnd() % 4 == 0 ? rnd() : hlen + 1 + rnd() % 64;
             if (rnd() % 2 && hlen > 0) nl = rnd() % hlen;
-            for (int i = 0; i < 8; i++) buf[i] = (unsigned char)(nl >> (8 * i));
+            for (int i = 0; i < 8; i++)
+                buf[i] = (unsigned char)(nl >> (8 * i));
             want = ATTN_E_FORMAT;
             break;
         }
         case 3: /* bytes appended: they belong to no tensor */
-            for (int r = 1 + (int)(rnd() % 16); r > 0; r--) buf[n++] = (unsigned char)rnd();
+            for (int r = 1 + (int)(rnd() % 16); r > 0; r--)
+                buf[n++] = (unsigned char)rnd();
             want = ATTN_E_FORMAT;
             break;
         default: { /* header bytes: anything may happen, nothing may crash */
             static const char pick[] = "{}[]\",:0123456789-eE. \\u\x00\xff";
             for (int r = 1 + (int)(rnd() % 3); r > 0; r--)
-                buf[8 + rnd() % hlen] =
-                    rnd() % 2 ? (unsigned char)pick[rnd() % (sizeof pick - 1)] : (unsigned char)rnd();
+                buf[8 + rnd() % hlen] = rnd() % 2 ? (unsigned char)pick[rnd() % (sizeof pick - 1)]
+                                                  : (unsigned char)rnd();
             break;
         }
         }
@@ -521,8 +574,8 @@ static void expect_write_fail(attn_ctx *ctx, const char *path, int n, const char
                               const attn_tensor *ts, attn_status want, const char *says) {
     attn_status s = attn_safetensors_write(ctx, path, n, names, ts);
     if (s != want || !strstr(attn_ctx_last_error(ctx), says))
-        fail_msg("write to %s: status %d \"%s\", want %d \"%s\"", path, s,
-                 attn_ctx_last_error(ctx), want, says);
+        fail_msg("write to %s: status %d \"%s\", want %d \"%s\"", path, s, attn_ctx_last_error(ctx),
+                 want, says);
 }
 
 static void test_write_errors(void **state) {
@@ -606,6 +659,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roundtrip_every_dtype),
         cmocka_unit_test(test_roundtrip_strided),
+        cmocka_unit_test(test_roundtrip_large),
         cmocka_unit_test(test_get_f32_conversions),
         cmocka_unit_test(test_get_errors),
         cmocka_unit_test(test_bad_corpus),

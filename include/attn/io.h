@@ -38,8 +38,8 @@ ATTN_NODISCARD attn_status attn_safetensors_open(attn_ctx *ctx, const char *path
 
 /* As attn_safetensors_open, from len bytes at buf (copied: buf may be freed
  * after the call). Messages call the file "<memory>". */
-ATTN_NODISCARD attn_status attn_safetensors_open_memory(attn_ctx *ctx, const void *buf,
-                                                        size_t len, attn_safetensors **out);
+ATTN_NODISCARD attn_status attn_safetensors_open_memory(attn_ctx *ctx, const void *buf, size_t len,
+                                                        attn_safetensors **out);
 
 /* Free a handle and its data; views obtained from it become invalid.
  * attn_safetensors_close(NULL) is a no-op. */

@@ -38,10 +38,10 @@ typedef struct st_src {
 } st_src;
 
 static const attn__st_dtype dtypes[] = {
-    {"F32", 4, ATTN_F32},    {"F64", 8, ATTN_F64},  {"F16", 2, ATTN_F16},  {"BF16", 2, ATTN_BF16},
-    {"I32", 4, ATTN_I32},    {"I64", 8, ATTN_I64},  {"U8", 1, ATTN_U8},    {"BOOL", 1, ATTN_BOOL},
-    {"I8", 1, -1},           {"I16", 2, -1},        {"U16", 2, -1},        {"U32", 4, -1},
-    {"U64", 8, -1},          {"F8_E4M3", 1, -1},    {"F8_E5M2", 1, -1},
+    {"F32", 4, ATTN_F32}, {"F64", 8, ATTN_F64}, {"F16", 2, ATTN_F16}, {"BF16", 2, ATTN_BF16},
+    {"I32", 4, ATTN_I32}, {"I64", 8, ATTN_I64}, {"U8", 1, ATTN_U8},   {"BOOL", 1, ATTN_BOOL},
+    {"I8", 1, -1},        {"I16", 2, -1},       {"U16", 2, -1},       {"U32", 4, -1},
+    {"U64", 8, -1},       {"F8_E4M3", 1, -1},   {"F8_E5M2", 1, -1},
 };
 
 const attn__st_dtype *attn__st_dtype_lookup(const char *name) {
@@ -60,12 +60,16 @@ float attn__f16_to_f32(uint16_t h) {
         float f = (float)mant * 0x1p-24f;
         return sign ? -f : f;
     }
-    if (exp == 31) x.u = sign | 0x7f800000u | (mant << 13); /* inf, NaN keeps its payload */
-    else x.u = sign | ((exp + 112u) << 23) | (mant << 13);  /* rebias 15 -> 127 */
+    if (exp == 31)
+        x.u = sign | 0x7f800000u | (mant << 13); /* inf, NaN keeps its payload */
+    else
+        x.u = sign | ((exp + 112u) << 23) | (mant << 13); /* rebias 15 -> 127 */
     return x.f;
 }
 
-void attn_free(void *p) { attn__free(p); }
+void attn_free(void *p) {
+    attn__free(p);
+}
 
 /* Read len bytes at off; 0 on success, else -1 with errno set (0 for EOF). */
 static int src_read(const st_src *s, uint64_t off, void *buf, size_t len) {
@@ -100,10 +104,10 @@ void attn_safetensors_close(attn_safetensors *st) {
     free(st);
 }
 
-#define FAIL(code, ...)                                                                          \
-    do {                                                                                         \
-        status = attn_ctx_fail(ctx, code, __VA_ARGS__);                                          \
-        goto done;                                                                               \
+#define FAIL(code, ...)                                                                            \
+    do {                                                                                           \
+        status = attn_ctx_fail(ctx, code, __VA_ARGS__);                                            \
+        goto done;                                                                                 \
     } while (0)
 
 /* Fill e from the JSON value of tensor `name`. data_len bounds the offsets. */
@@ -117,7 +121,9 @@ static attn_status parse_entry(attn_ctx *ctx, const char *label, const char *nam
     json_t *jo = json_object_get(v, "data_offsets");
     if (!jd || !js || !jo)
         FAIL(ATTN_E_FORMAT, "%s: tensor '%s': missing \"%s\"", label, name,
-             !jd ? "dtype" : !js ? "shape" : "data_offsets");
+             !jd   ? "dtype"
+             : !js ? "shape"
+                   : "data_offsets");
     if (!json_is_string(jd))
         FAIL(ATTN_E_FORMAT, "%s: tensor '%s': dtype is not a string", label, name);
     e->dt = attn__st_dtype_lookup(json_string_value(jd));
@@ -135,8 +141,8 @@ static attn_status parse_entry(attn_ctx *ctx, const char *label, const char *nam
     for (size_t i = 0; i < nd; i++) {
         json_t *d = json_array_get(js, i);
         if (!json_is_integer(d) || json_integer_value(d) < 0)
-            FAIL(ATTN_E_FORMAT, "%s: tensor '%s': shape[%zu] is not a non-negative integer",
-                 label, name, i);
+            FAIL(ATTN_E_FORMAT, "%s: tensor '%s': shape[%zu] is not a non-negative integer", label,
+                 name, i);
         e->shape[i] = (int64_t)json_integer_value(d);
         zero |= e->shape[i] == 0;
     }
@@ -147,8 +153,8 @@ static attn_status parse_entry(attn_ctx *ctx, const char *label, const char *nam
             FAIL(ATTN_E_FORMAT, "%s: tensor '%s': shape product overflows", label, name);
         nbytes *= (uint64_t)e->shape[i];
     }
-    if (!json_is_array(jo) || json_array_size(jo) != 2 ||
-        !json_is_integer(json_array_get(jo, 0)) || !json_is_integer(json_array_get(jo, 1)))
+    if (!json_is_array(jo) || json_array_size(jo) != 2 || !json_is_integer(json_array_get(jo, 0)) ||
+        !json_is_integer(json_array_get(jo, 1)))
         FAIL(ATTN_E_FORMAT, "%s: tensor '%s': data_offsets is not [begin, end]", label, name);
     json_int_t b = json_integer_value(json_array_get(jo, 0));
     json_int_t en = json_integer_value(json_array_get(jo, 1));
@@ -192,12 +198,13 @@ static attn_status open_src(attn_ctx *ctx, const st_src *src, attn_safetensors *
     if (!st || !(st->label = strdup(label))) FAIL(ATTN_E_NOMEM, "%s: out of memory", label);
 
     if (src->size < 8)
-        FAIL(ATTN_E_FORMAT, "%s: file is %llu bytes, shorter than the 8-byte header length",
-             label, (unsigned long long)src->size);
+        FAIL(ATTN_E_FORMAT, "%s: file is %llu bytes, shorter than the 8-byte header length", label,
+             (unsigned long long)src->size);
     unsigned char lb[8];
     if (src_read(src, 0, lb, 8)) FAIL(ATTN_E_IO, "%s: read failed: %s", label, strerror(errno));
     uint64_t hlen = 0;
-    for (int i = 7; i >= 0; i--) hlen = hlen << 8 | lb[i];
+    for (int i = 7; i >= 0; i--)
+        hlen = hlen << 8 | lb[i];
     if (hlen > ATTN__ST_MAX_HEADER)
         FAIL(ATTN_E_FORMAT, "%s: header length %llu is over the %llu-byte limit", label,
              (unsigned long long)hlen, (unsigned long long)ATTN__ST_MAX_HEADER);
@@ -257,8 +264,7 @@ static attn_status open_src(attn_ctx *ctx, const st_src *src, attn_safetensors *
                  e->name, (unsigned long long)e->begin, (unsigned long long)e->end, prev);
         if (e->begin > cursor)
             FAIL(ATTN_E_FORMAT, "%s: %llu unused bytes before tensor '%s' (at %llu)", label,
-                 (unsigned long long)(e->begin - cursor), e->name,
-                 (unsigned long long)e->begin);
+                 (unsigned long long)(e->begin - cursor), e->name, (unsigned long long)e->begin);
         if (e->end > e->begin) prev = e->name;
         cursor = e->end;
         size_t nb = (size_t)(e->end - e->begin), align = nb >= 64 ? 64 : 8;
@@ -281,7 +287,8 @@ static attn_status open_src(attn_ctx *ctx, const st_src *src, attn_safetensors *
     if (st->n) {
         if (!(st->by_name = malloc((size_t)st->n * sizeof *st->by_name)))
             FAIL(ATTN_E_NOMEM, "%s: out of memory", label);
-        for (int i = 0; i < st->n; i++) st->by_name[i] = i;
+        for (int i = 0; i < st->n; i++)
+            st->by_name[i] = i;
         sort_entries = st->e;
         qsort(st->by_name, (size_t)st->n, sizeof *st->by_name, cmp_name);
         sort_entries = NULL;
@@ -330,7 +337,9 @@ attn_status attn_safetensors_open_memory(attn_ctx *ctx, const void *buf, size_t 
     return open_src(ctx, &src, out);
 }
 
-int attn_safetensors_count(const attn_safetensors *st) { return st ? st->n : 0; }
+int attn_safetensors_count(const attn_safetensors *st) {
+    return st ? st->n : 0;
+}
 
 const char *attn_safetensors_name(const attn_safetensors *st, int i) {
     return st && i >= 0 && i < st->n ? st->e[i].name : NULL;
@@ -350,8 +359,10 @@ int attn_safetensors_find(const attn_safetensors *st, const char *name) {
     while (lo < hi) {
         int mid = lo + (hi - lo) / 2, c = strcmp(st->e[st->by_name[mid]].name, name);
         if (c == 0) return st->by_name[mid];
-        if (c < 0) lo = mid + 1;
-        else hi = mid;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
     return -1;
 }
@@ -372,8 +383,10 @@ attn_status attn_safetensors_get(attn_ctx *ctx, const attn_safetensors *st, cons
         return attn_ctx_fail(ctx, ATTN_E_NOTFOUND, "%s: no tensor named '%s'", st->label, name);
     const st_entry *e = &st->e[i];
     if (e->dt->dtype < 0)
-        return attn_ctx_fail(ctx, ATTN_E_DTYPE, "%s: tensor '%s' has dtype %s, which attn does "
-                             "not handle", st->label, name, e->dt->name);
+        return attn_ctx_fail(ctx, ATTN_E_DTYPE,
+                             "%s: tensor '%s' has dtype %s, which attn does "
+                             "not handle",
+                             st->label, name, e->dt->name);
     if (e->ndim > ATTN_MAX_DIMS)
         return attn_ctx_fail(ctx, ATTN_E_UNSUPPORTED, "%s: tensor '%s' has %d dims (at most %d)",
                              st->label, name, e->ndim, ATTN_MAX_DIMS);
@@ -390,18 +403,27 @@ attn_status attn_safetensors_get_f32(attn_ctx *ctx, const attn_safetensors *st, 
     attn_status s = attn_safetensors_get(ctx, st, name, &t);
     if (s) return s;
     if (t.dtype != ATTN_F32 && t.dtype != ATTN_F64 && t.dtype != ATTN_F16 && t.dtype != ATTN_BF16)
-        return attn_ctx_fail(ctx, ATTN_E_DTYPE, "%s: tensor '%s' has dtype %s, expected a float "
-                             "dtype (F32, F64, F16, BF16)", st->label, name,
-                             attn_dtype_name(t.dtype));
+        return attn_ctx_fail(ctx, ATTN_E_DTYPE,
+                             "%s: tensor '%s' has dtype %s, expected a float "
+                             "dtype (F32, F64, F16, BF16)",
+                             st->label, name, attn_dtype_name(t.dtype));
     size_t n = (size_t)attn_tensor_numel(&t);
     float *f = attn__malloc(n * sizeof *f);
     if (!f) return attn_ctx_fail(ctx, ATTN_E_NOMEM, "%s: out of memory for '%s'", st->label, name);
     for (size_t i = 0; i < n; i++) {
         switch (t.dtype) {
-        case ATTN_F32: f[i] = ((const float *)t.data)[i]; break;
-        case ATTN_F64: f[i] = (float)((const double *)t.data)[i]; break;
-        case ATTN_F16: f[i] = attn__f16_to_f32(((const uint16_t *)t.data)[i]); break;
-        default: f[i] = attn__bf16_to_f32(((const uint16_t *)t.data)[i]); break;
+        case ATTN_F32:
+            f[i] = ((const float *)t.data)[i];
+            break;
+        case ATTN_F64:
+            f[i] = (float)((const double *)t.data)[i];
+            break;
+        case ATTN_F16:
+            f[i] = attn__f16_to_f32(((const uint16_t *)t.data)[i]);
+            break;
+        default:
+            f[i] = attn__bf16_to_f32(((const uint16_t *)t.data)[i]);
+            break;
         }
     }
     t.data = f;

@@ -28,8 +28,10 @@ static void out_flush(st_out *w) {
     while (len > 0 && !w->err) {
         ssize_t r = write(w->fd, p, len);
         if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) w->err = r < 0 ? errno : EIO;
-        else p += r, len -= (size_t)r;
+        if (r <= 0)
+            w->err = r < 0 ? errno : EIO;
+        else
+            p += r, len -= (size_t)r;
     }
     w->used = 0;
 }
@@ -40,7 +42,8 @@ static void out_put(st_out *w, const void *src, size_t len, int as_bool) {
         size_t c = ATTN_MIN(len, STAGE_BYTES - w->used);
         memcpy(w->buf + w->used, s, c);
         if (as_bool) /* BOOL is 0 or 1 on disk whatever nonzero byte the caller used */
-            for (size_t i = 0; i < c; i++) w->buf[w->used + i] = w->buf[w->used + i] != 0;
+            for (size_t i = 0; i < c; i++)
+                w->buf[w->used + i] = w->buf[w->used + i] != 0;
         w->used += c, s += c, len -= c;
         if (w->used == STAGE_BYTES) out_flush(w);
     }
@@ -78,8 +81,9 @@ static void out_tensor(st_out *w, const attn_tensor *t) {
 static attn_status check_tensor(attn_ctx *ctx, const char *path, const char *name,
                                 const attn_tensor *t, uint64_t *nbytes) {
     size_t es = attn_dtype_size(t->dtype);
-    if (!es) return attn_ctx_fail(ctx, ATTN_E_DTYPE, "%s: tensor '%s': unknown dtype %d", path,
-                                  name, (int)t->dtype);
+    if (!es)
+        return attn_ctx_fail(ctx, ATTN_E_DTYPE, "%s: tensor '%s': unknown dtype %d", path, name,
+                             (int)t->dtype);
     if (t->ndim < 0 || t->ndim > ATTN_MAX_DIMS)
         return attn_ctx_fail(ctx, ATTN_E_UNSUPPORTED, "%s: tensor '%s': %d dims (0..%d allowed)",
                              path, name, t->ndim, ATTN_MAX_DIMS);
@@ -102,10 +106,24 @@ static attn_status check_tensor(attn_ctx *ctx, const char *path, const char *nam
     return ATTN_OK;
 }
 
-#define FAIL(code, ...)                                                                          \
-    do {                                                                                         \
-        status = attn_ctx_fail(ctx, code, __VA_ARGS__);                                          \
-        goto done;                                                                               \
+/* Flush the directory entry made by rename so the new name survives a crash.
+ * Best effort: the file itself is complete either way. */
+static void sync_dir(const char *path) {
+    const char *slash = strrchr(path, '/');
+    char *dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) : strdup(".");
+    if (!dir) return;
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        (void)fsync(dfd);
+        close(dfd);
+    }
+    free(dir);
+}
+
+#define FAIL(code, ...)                                                                            \
+    do {                                                                                           \
+        status = attn_ctx_fail(ctx, code, __VA_ARGS__);                                            \
+        goto done;                                                                                 \
     } while (0)
 #define NOMEM() FAIL(ATTN_E_NOMEM, "%s: out of memory", path)
 
@@ -122,7 +140,8 @@ static attn_status build_header(attn_ctx *ctx, const char *path, int n, const ch
         for (int i = 0; i < nmeta; i++) {
             const char *k = meta[2 * i], *v = meta[2 * i + 1];
             if (!k || !v) FAIL(ATTN_E_ARG, "%s: metadata pair %d has a NULL key or value", path, i);
-            if (json_object_get(jm, k)) FAIL(ATTN_E_ARG, "%s: duplicate metadata key '%s'", path, k);
+            if (json_object_get(jm, k))
+                FAIL(ATTN_E_ARG, "%s: duplicate metadata key '%s'", path, k);
             json_t *js = json_string(v);
             if (!js || json_object_set_new(jm, k, js))
                 FAIL(ATTN_E_ARG, "%s: metadata '%s': key or value is not valid UTF-8", path, k);
@@ -138,7 +157,8 @@ static attn_status build_header(attn_ctx *ctx, const char *path, int n, const ch
             NOMEM();
         }
         int bad = 0;
-        for (int d = 0; d < t->ndim; d++) bad |= json_array_append_new(sh, json_integer(t->shape[d]));
+        for (int d = 0; d < t->ndim; d++)
+            bad |= json_array_append_new(sh, json_integer(t->shape[d]));
         bad |= json_array_append_new(of, json_integer((json_int_t)off));
         bad |= json_array_append_new(of, json_integer((json_int_t)(off + nbytes[i])));
         /* *_set_new takes the value's reference even when it fails */
@@ -178,7 +198,9 @@ attn_status attn_safetensors_write_meta(attn_ctx *ctx, const char *path, int n,
     for (int i = 0; i < n; i++) {
         if (!names[i] || !*names[i] || !strcmp(names[i], "__metadata__"))
             FAIL(ATTN_E_ARG, "%s: tensor %d: name is %s", path, i,
-                 !names[i] ? "NULL" : !*names[i] ? "empty" : "reserved (__metadata__)");
+                 !names[i]    ? "NULL"
+                 : !*names[i] ? "empty"
+                              : "reserved (__metadata__)");
         for (int j = 0; j < i; j++)
             if (!strcmp(names[i], names[j]))
                 FAIL(ATTN_E_ARG, "%s: duplicate tensor name '%s'", path, names[i]);
@@ -214,11 +236,14 @@ attn_status attn_safetensors_write_meta(attn_ctx *ctx, const char *path, int n,
     }
     w.fd = fd;
     unsigned char lb[8];
-    for (int i = 0; i < 8; i++) lb[i] = (unsigned char)((uint64_t)hlen >> (8 * i));
+    for (int i = 0; i < 8; i++)
+        lb[i] = (unsigned char)((uint64_t)hlen >> (8 * i));
     out_put(&w, lb, 8, 0);
     out_put(&w, json, jlen, 0);
-    for (size_t i = jlen; i < hlen; i++) out_put(&w, " ", 1, 0);
-    for (int r = 0; r < n; r++) out_tensor(&w, &tensors[order[r]]);
+    for (size_t i = jlen; i < hlen; i++)
+        out_put(&w, " ", 1, 0);
+    for (int r = 0; r < n; r++)
+        out_tensor(&w, &tensors[order[r]]);
     out_flush(&w);
     if (w.err) FAIL(ATTN_E_IO, "%s: write failed: %s", path, strerror(w.err));
     if (fsync(fd)) FAIL(ATTN_E_IO, "%s: fsync failed: %s", path, strerror(errno));
@@ -228,6 +253,7 @@ attn_status attn_safetensors_write_meta(attn_ctx *ctx, const char *path, int n,
     if (rename(tmp, path)) FAIL(ATTN_E_IO, "%s: cannot replace: %s", path, strerror(errno));
     free(tmp);
     tmp = NULL;
+    sync_dir(path);
 done:
     if (fd >= 0) close(fd);
     if (tmp) unlink(tmp);
@@ -239,7 +265,7 @@ done:
     return status;
 }
 
-attn_status attn_safetensors_write(attn_ctx *ctx, const char *path, int n,
-                                   const char *const *names, const attn_tensor *tensors) {
+attn_status attn_safetensors_write(attn_ctx *ctx, const char *path, int n, const char *const *names,
+                                   const attn_tensor *tensors) {
     return attn_safetensors_write_meta(ctx, path, n, names, tensors, 0, NULL);
 }

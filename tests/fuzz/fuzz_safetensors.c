@@ -17,9 +17,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define FUZZ_CHECK(c)                                                                            \
-    do {                                                                                         \
-        if (!(c)) abort();                                                                       \
+#define FUZZ_CHECK(c)                                                                              \
+    do {                                                                                           \
+        if (!(c)) abort();                                                                         \
     } while (0)
 
 /* Open buf, read back everything it holds, and return the open status. */
@@ -42,7 +42,8 @@ static attn_status fuzz_safetensors_one(const uint8_t *buf, size_t len) {
         size_t bytes = (size_t)attn_tensor_numel(&v) * attn_dtype_size(v.dtype);
         FUZZ_CHECK(((uintptr_t)v.data & 7) == 0 && (bytes < 64 || ((uintptr_t)v.data & 63) == 0));
         unsigned acc = 0; /* touch every byte so the sanitizer sees any overrun */
-        for (size_t b = 0; b < bytes; b++) acc += ((const unsigned char *)v.data)[b];
+        for (size_t b = 0; b < bytes; b++)
+            acc += ((const unsigned char *)v.data)[b];
         (void)acc;
         float *f = NULL;
         attn_tensor fv;
@@ -51,7 +52,8 @@ static attn_status fuzz_safetensors_one(const uint8_t *buf, size_t len) {
         if (g == ATTN_OK) {
             int64_t numel = attn_tensor_numel(&fv);
             float sum = 0.0f;
-            for (int64_t e = 0; e < numel; e++) sum += f[e];
+            for (int64_t e = 0; e < numel; e++)
+                sum += f[e];
             *(volatile float *)&sum = sum;
         }
         attn_free(f);

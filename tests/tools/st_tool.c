@@ -41,12 +41,25 @@ static attn_dtype dtype_of(const char *s, int *ok) {
 
 static void put(void *data, attn_dtype t, int64_t i, double x) {
     switch (t) {
-    case ATTN_F32: ((float *)data)[i] = (float)x; break;
-    case ATTN_F64: ((double *)data)[i] = x; break;
-    case ATTN_I32: ((int32_t *)data)[i] = (int32_t)x; break;
-    case ATTN_I64: ((int64_t *)data)[i] = (int64_t)x; break;
-    case ATTN_U8: case ATTN_BOOL: ((uint8_t *)data)[i] = (uint8_t)x; break;
-    case ATTN_F16: ((_Float16 *)data)[i] = (_Float16)x; break;
+    case ATTN_F32:
+        ((float *)data)[i] = (float)x;
+        break;
+    case ATTN_F64:
+        ((double *)data)[i] = x;
+        break;
+    case ATTN_I32:
+        ((int32_t *)data)[i] = (int32_t)x;
+        break;
+    case ATTN_I64:
+        ((int64_t *)data)[i] = (int64_t)x;
+        break;
+    case ATTN_U8:
+    case ATTN_BOOL:
+        ((uint8_t *)data)[i] = (uint8_t)x;
+        break;
+    case ATTN_F16:
+        ((_Float16 *)data)[i] = (_Float16)x;
+        break;
     case ATTN_BF16: { /* round to nearest even on the top 16 bits (finite x) */
         float f = (float)x;
         uint32_t u;
@@ -97,9 +110,12 @@ static int cmd_gen(int argc, char **argv) {
         double *vals = NULL;
         int nvals = 0;
         if (kind) {
-            if (!strncmp(kind, "normal=", 7)) sigma = atof(kind + 7);
-            else if (!strncmp(kind, "ninf=", 5)) ninf = atof(kind + 5);
-            else if (!strncmp(kind, "p=", 2)) p1 = atof(kind + 2);
+            if (!strncmp(kind, "normal=", 7))
+                sigma = atof(kind + 7);
+            else if (!strncmp(kind, "ninf=", 5))
+                ninf = atof(kind + 5);
+            else if (!strncmp(kind, "p=", 2))
+                p1 = atof(kind + 2);
             else if (!strncmp(kind, "vals=", 5)) {
                 vals = malloc(strlen(kind) * sizeof *vals);
                 for (char *p = kind + 5;;) {
@@ -107,14 +123,19 @@ static int cmd_gen(int argc, char **argv) {
                     if (*p != ',') break;
                     p++;
                 }
-            } else return die("unknown kind '%s'", kind);
+            } else
+                return die("unknown kind '%s'", kind);
         }
         for (int64_t e = 0; e < numel; e++) {
             double x;
-            if (vals) x = vals[e % nvals];
-            else if (isf) x = at_rng_unit(&r) < ninf ? -INFINITY : sigma * at_rng_normal(&r);
-            else if (t == ATTN_BOOL || t == ATTN_U8) x = at_rng_unit(&r) < p1;
-            else x = (double)at_rng_int(&r, 0, 9);
+            if (vals)
+                x = vals[e % nvals];
+            else if (isf)
+                x = at_rng_unit(&r) < ninf ? -INFINITY : sigma * at_rng_normal(&r);
+            else if (t == ATTN_BOOL || t == ATTN_U8)
+                x = at_rng_unit(&r) < p1;
+            else
+                x = (double)at_rng_int(&r, 0, 9);
             put(ts[i].data, t, e, x);
         }
         free(vals);
@@ -123,7 +144,8 @@ static int cmd_gen(int argc, char **argv) {
     if (attn_ctx_create(&ctx, 1)) return 1;
     attn_status s = attn_safetensors_write(ctx, argv[1], n, (const char *const *)names, ts);
     if (s) fprintf(stderr, "st_tool: %s\n", attn_ctx_last_error(ctx));
-    for (int i = 0; i < n; i++) free(ts[i].data), free(names[i]);
+    for (int i = 0; i < n; i++)
+        free(ts[i].data), free(names[i]);
     free(ts), free(names);
     attn_ctx_free(ctx);
     return s ? 1 : 0;
@@ -145,7 +167,8 @@ static int cmd_info(attn_ctx *ctx, const char *path) {
         const char *name = attn_safetensors_name(st, i);
         if (attn_safetensors_get(ctx, st, name, &t)) continue;
         printf("%s %s [", name, attn_dtype_name(t.dtype));
-        for (int d = 0; d < t.ndim; d++) printf("%s%lld", d ? "," : "", (long long)t.shape[d]);
+        for (int d = 0; d < t.ndim; d++)
+            printf("%s%lld", d ? "," : "", (long long)t.shape[d]);
         printf("]\n");
     }
     attn_safetensors_close(st);
@@ -183,18 +206,26 @@ static int parse_opts(int argc, char **argv, attn_sdpa_args *a) {
         const char *eq = strchr(argv[i], '='), *v = eq ? eq + 1 : i + 1 < argc ? argv[i + 1] : "";
         snprintf(o, sizeof o, "%.*s", eq ? (int)(eq - argv[i]) : 63, argv[i]);
         int valued = 1;
-        if (!strcmp(o, "--causal")) a->causal = 1, valued = 0;
-        else if (!strcmp(o, "--ref") || !strcmp(o, "--backward")) valued = 0;
+        if (!strcmp(o, "--causal"))
+            a->causal = 1, valued = 0;
+        else if (!strcmp(o, "--ref") || !strcmp(o, "--backward"))
+            valued = 0;
         else if (!strcmp(o, "--align"))
             a->align = !strcmp(v, "bottom-right") ? ATTN_ALIGN_BOTTOM_RIGHT : ATTN_ALIGN_TOP_LEFT;
         else if (!strcmp(o, "--window")) {
             a->window = 1;
-            if (sscanf(v, "%" SCNd64 ",%" SCNd64, &a->window_left, &a->window_right) != 2) return -1;
-        } else if (!strcmp(o, "--scale")) a->scale = strtof(v, NULL);
-        else if (!strcmp(o, "--softcap")) a->softcap = strtof(v, NULL);
-        else if (!strcmp(o, "--dropout")) a->dropout_p = strtof(v, NULL);
-        else if (!strcmp(o, "--seed")) a->seed = strtoull(v, NULL, 0);
-        else if (strcmp(o, "--threads")) return -1;
+            if (sscanf(v, "%" SCNd64 ",%" SCNd64, &a->window_left, &a->window_right) != 2)
+                return -1;
+        } else if (!strcmp(o, "--scale"))
+            a->scale = strtof(v, NULL);
+        else if (!strcmp(o, "--softcap"))
+            a->softcap = strtof(v, NULL);
+        else if (!strcmp(o, "--dropout"))
+            a->dropout_p = strtof(v, NULL);
+        else if (!strcmp(o, "--seed"))
+            a->seed = strtoull(v, NULL, 0);
+        else if (strcmp(o, "--threads"))
+            return -1;
         if (valued && !eq) i++;
     }
     return 0;
@@ -203,7 +234,8 @@ static int parse_opts(int argc, char **argv, attn_sdpa_args *a) {
 /* 3-D [H,T,D] inputs mean B = 1. */
 static attn_tensor as4(attn_tensor t) {
     if (t.ndim == 3) {
-        for (int d = 3; d > 0; d--) t.shape[d] = t.shape[d - 1], t.stride[d] = t.stride[d - 1];
+        for (int d = 3; d > 0; d--)
+            t.shape[d] = t.shape[d - 1], t.stride[d] = t.stride[d - 1];
         t.shape[0] = 1, t.stride[0] = t.shape[1] * t.stride[1], t.ndim = 4;
     }
     return t;
@@ -227,7 +259,8 @@ static int grad_bound(const char *name, const attn_tensor *f, const attn_tensor 
     int64_t n = attn_tensor_numel(r);
     double mx = 0.0, err = 0.0;
     int64_t worst = 0;
-    for (int64_t e = 0; e < n; e++) mx = fmax(mx, fabs(((const float *)r->data)[e]));
+    for (int64_t e = 0; e < n; e++)
+        mx = fmax(mx, fabs(((const float *)r->data)[e]));
     for (int64_t e = 0; e < n; e++) {
         double d = fabs((double)((const float *)f->data)[e] - ((const float *)r->data)[e]);
         if (!(d <= err)) err = d, worst = e;
@@ -235,8 +268,8 @@ static int grad_bound(const char *name, const attn_tensor *f, const attn_tensor 
     double tol = 1e-4 * (1.0 + mx);
     printf("%s: max_err %.3g bound %.3g\n", name, err, tol);
     if (err <= tol) return 1;
-    fprintf(stderr, "MISMATCH %s at flat index %lld: fast %.9g ref %.9g\n", name,
-            (long long)worst, ((const float *)f->data)[worst], ((const float *)r->data)[worst]);
+    fprintf(stderr, "MISMATCH %s at flat index %lld: fast %.9g ref %.9g\n", name, (long long)worst,
+            ((const float *)f->data)[worst], ((const float *)r->data)[worst]);
     return 0;
 }
 
@@ -244,7 +277,8 @@ static int grad_bound(const char *name, const attn_tensor *f, const attn_tensor 
 static float *converted[8];
 static int nconverted;
 static void free_converted(void) {
-    while (nconverted > 0) attn_free(converted[--nconverted]);
+    while (nconverted > 0)
+        attn_free(converted[--nconverted]);
 }
 static attn_tensor get_f32_or_die(attn_ctx *ctx, attn_safetensors *st, const char *name) {
     attn_tensor t;
@@ -282,7 +316,8 @@ static int cmd_check(attn_ctx *ctx, int argc, char **argv) {
     }
     at_buf no, nl;
     int64_t B = a.q.shape[0], H = a.q.shape[1], T = a.q.shape[2], Dv = a.v.shape[3];
-    if (at_buf_f32(&no, B, H, T, Dv) || at_buf_alloc(&nl, ATTN_F32, 3, (int64_t[]){B, H, T}, NULL, 0))
+    if (at_buf_f32(&no, B, H, T, Dv) ||
+        at_buf_alloc(&nl, ATTN_F32, 3, (int64_t[]){B, H, T}, NULL, 0))
         return 1;
     a.out = no.t;
     a.lse = nl.t;
@@ -297,11 +332,13 @@ static int cmd_check(attn_ctx *ctx, int argc, char **argv) {
         attn_tensor r = get_or_die(ctx, ref, names[i]), f = get_or_die(ctx, fast, names[i]);
         attn_tensor nv = naive[i]->t;
         if (r.ndim == nv.ndim - 1) { /* 3-D run: drop B = 1 */
-            for (int d = 0; d + 1 < nv.ndim; d++) nv.shape[d] = nv.shape[d + 1], nv.stride[d] = nv.stride[d + 1];
+            for (int d = 0; d + 1 < nv.ndim; d++)
+                nv.shape[d] = nv.shape[d + 1], nv.stride[d] = nv.stride[d + 1];
             nv.ndim--;
         }
         at_stats s;
-        int pass = r.ndim == f.ndim && r.ndim == nv.ndim && at_check(names[i], argv[3], 0, &f, &r, &nv, &s);
+        int pass = r.ndim == f.ndim && r.ndim == nv.ndim &&
+                   at_check(names[i], argv[3], 0, &f, &r, &nv, &s);
         printf("%s: max_err %.3g naive_err %.3g tol %.3g nmse %.3g%s\n", names[i], s.max_err,
                s.naive_err, s.tol, s.nmse, pass ? "" : "  FAIL");
         ok &= pass;
@@ -326,11 +363,16 @@ int main(int argc, char **argv) {
     attn_ctx *ctx;
     if (attn_ctx_create(&ctx, 1)) return 1;
     int rc;
-    if (!strcmp(argv[1], "gen")) rc = cmd_gen(argc - 1, argv + 1);
-    else if (!strcmp(argv[1], "info") && argc == 3) rc = cmd_info(ctx, argv[2]);
-    else if (!strcmp(argv[1], "equal") && argc == 4) rc = cmd_equal(ctx, argv[2], argv[3]);
-    else if (!strcmp(argv[1], "check") && argc >= 5) rc = cmd_check(ctx, argc - 1, argv + 1);
-    else rc = die("unknown or incomplete command '%s'", argv[1]);
+    if (!strcmp(argv[1], "gen"))
+        rc = cmd_gen(argc - 1, argv + 1);
+    else if (!strcmp(argv[1], "info") && argc == 3)
+        rc = cmd_info(ctx, argv[2]);
+    else if (!strcmp(argv[1], "equal") && argc == 4)
+        rc = cmd_equal(ctx, argv[2], argv[3]);
+    else if (!strcmp(argv[1], "check") && argc >= 5)
+        rc = cmd_check(ctx, argc - 1, argv + 1);
+    else
+        rc = die("unknown or incomplete command '%s'", argv[1]);
     attn_ctx_free(ctx);
     return rc;
 }

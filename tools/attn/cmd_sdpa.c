@@ -75,9 +75,12 @@ static int parse_args(int argc, char **argv, sdpa_opts *o) {
     for (int i = 1; i < argc; i++) {
         char *arg = argv[i];
         if (arg[0] != '-' || !strcmp(arg, "-")) {
-            if (npos == 0) o->in = arg;
-            else if (npos == 1) o->out = arg;
-            else return attn_cli_error(2, "sdpa: unexpected argument '%s'", arg);
+            if (npos == 0)
+                o->in = arg;
+            else if (npos == 1)
+                o->out = arg;
+            else
+                return attn_cli_error(2, "sdpa: unexpected argument '%s'", arg);
             npos++;
             continue;
         }
@@ -91,28 +94,37 @@ static int parse_args(int argc, char **argv, sdpa_opts *o) {
         if (nl >= sizeof name) return attn_cli_error(2, "sdpa: unknown option '%s'", arg);
         memcpy(name, arg, nl);
         name[nl] = '\0';
-        int flag = !strcmp(name, "--causal") || !strcmp(name, "--ref") ||
-                   !strcmp(name, "--backward");
+        int flag =
+            !strcmp(name, "--causal") || !strcmp(name, "--ref") || !strcmp(name, "--backward");
         if (flag) {
             if (eq) return attn_cli_error(2, "sdpa: option %s takes no value", name);
-            if (!strcmp(name, "--causal")) o->a.causal = 1;
-            else if (!strcmp(name, "--ref")) o->ref = 1;
-            else o->backward = 1;
+            if (!strcmp(name, "--causal"))
+                o->a.causal = 1;
+            else if (!strcmp(name, "--ref"))
+                o->ref = 1;
+            else
+                o->backward = 1;
             continue;
         }
-        static const char *const valued[] = {"--align", "--window",  "--scale", "--softcap",
-                                             "--dropout", "--seed", "--threads"};
+        static const char *const valued[] = {"--align",   "--window", "--scale",  "--softcap",
+                                             "--dropout", "--seed",   "--threads"};
         int known = 0;
-        for (size_t k = 0; k < sizeof valued / sizeof valued[0]; k++) known |= !strcmp(name, valued[k]);
-        if (!known) return attn_cli_error(2, "sdpa: unknown option '%s' (see attn sdpa --help)", arg);
+        for (size_t k = 0; k < sizeof valued / sizeof valued[0]; k++)
+            known |= !strcmp(name, valued[k]);
+        if (!known)
+            return attn_cli_error(2, "sdpa: unknown option '%s' (see attn sdpa --help)", arg);
         const char *v = opt_value(argc, argv, &i, eq);
         if (!v) return attn_cli_error(2, "sdpa: option %s needs a value", name);
         float x;
         long n;
         if (!strcmp(name, "--align")) {
-            if (!strcmp(v, "top-left")) o->a.align = ATTN_ALIGN_TOP_LEFT;
-            else if (!strcmp(v, "bottom-right")) o->a.align = ATTN_ALIGN_BOTTOM_RIGHT;
-            else return attn_cli_error(2, "sdpa: --align must be top-left or bottom-right, got '%s'", v);
+            if (!strcmp(v, "top-left"))
+                o->a.align = ATTN_ALIGN_TOP_LEFT;
+            else if (!strcmp(v, "bottom-right"))
+                o->a.align = ATTN_ALIGN_BOTTOM_RIGHT;
+            else
+                return attn_cli_error(2, "sdpa: --align must be top-left or bottom-right, got '%s'",
+                                      v);
         } else if (!strcmp(name, "--window")) {
             char buf[64];
             const char *comma = strchr(v, ',');
@@ -124,8 +136,10 @@ static int parse_args(int argc, char **argv, sdpa_opts *o) {
             if (attn_cli_parse_long(buf, &l) || attn_cli_parse_long(comma + 1, &r))
                 return attn_cli_error(2, "sdpa: --window takes two integers L,R, got '%s'", v);
             if (l < -1 || r < -1)
-                return attn_cli_error(2, "sdpa: --window %ld,%ld: each side must be >= 0, or -1 "
-                                      "for unbounded", l, r);
+                return attn_cli_error(2,
+                                      "sdpa: --window %ld,%ld: each side must be >= 0, or -1 "
+                                      "for unbounded",
+                                      l, r);
             o->a.window = 1;
             o->a.window_left = l;
             o->a.window_right = r;
@@ -146,12 +160,14 @@ static int parse_args(int argc, char **argv, sdpa_opts *o) {
                 return attn_cli_error(2, "sdpa: --seed must be an integer >= 0, got '%s'", v);
         } else { /* --threads */
             if (attn_cli_parse_long(v, &n) || n < 0 || n > 4096)
-                return attn_cli_error(2, "sdpa: --threads must be an integer in [0, 4096], got '%s'", v);
+                return attn_cli_error(
+                    2, "sdpa: --threads must be an integer in [0, 4096], got '%s'", v);
             o->threads = (int)n;
         }
     }
     if (npos < 2)
-        return attn_cli_error(2, "sdpa: expected IN.safetensors OUT.safetensors (see attn sdpa --help)");
+        return attn_cli_error(
+            2, "sdpa: expected IN.safetensors OUT.safetensors (see attn sdpa --help)");
     return -1;
 }
 
@@ -176,8 +192,7 @@ static void shape_str(const attn_tensor *t, char *buf, size_t n) {
 
 /* Tensor `name` as F32 in *t (converted from F16/BF16/F64 into an owned
  * buffer). Absent: *t stays empty, which is an error when required. */
-static int load_float(sdpa_run *r, const char *in, const char *name, int required,
-                      attn_tensor *t) {
+static int load_float(sdpa_run *r, const char *in, const char *name, int required, attn_tensor *t) {
     memset(t, 0, sizeof *t);
     if (attn_safetensors_find(r->st, name) < 0) {
         if (!required) return 0;
@@ -204,7 +219,8 @@ static int check_rank(sdpa_run *r, const char *in, const char *name, attn_tensor
         return attn_cli_error(1, "%s: tensor '%s' has shape %s, expected %s", in, name, s,
                               r->rank3 ? "3 dims [H,T,D] like q" : "4 dims [B,H,T,D] like q");
     if (r->rank3) { /* [H,T,D] -> [1,H,T,D] */
-        for (int d = 3; d > 0; d--) t->shape[d] = t->shape[d - 1], t->stride[d] = t->stride[d - 1];
+        for (int d = 3; d > 0; d--)
+            t->shape[d] = t->shape[d - 1], t->stride[d] = t->stride[d - 1];
         t->shape[0] = 1;
         t->stride[0] = t->shape[1] * t->stride[1];
         t->ndim = 4;
@@ -218,7 +234,8 @@ static int expect_shape(const char *in, const char *name, const attn_tensor *t,
         if (want[d] >= 0 && t->shape[d] != want[d]) {
             char s[128];
             shape_str(t, s, sizeof s);
-            return attn_cli_error(1, "%s: tensor '%s' has shape %s, expected %s", in, name, s, what);
+            return attn_cli_error(1, "%s: tensor '%s' has shape %s, expected %s", in, name, s,
+                                  what);
         }
     return 0;
 }
@@ -228,7 +245,8 @@ static float *alloc_f32(sdpa_run *r, const attn_tensor *like, int64_t last, attn
     int nd = like->ndim;
     if (last < 0) nd--; /* lse: [B,H,T] */
     size_t n = 1;
-    for (int d = 0; d < nd; d++) n *= (size_t)sh[d];
+    for (int d = 0; d < nd; d++)
+        n *= (size_t)sh[d];
     float *f = calloc(n ? n : 1, sizeof *f);
     if (!f) return NULL;
     r->owned[r->nowned++] = f;
@@ -239,7 +257,8 @@ static float *alloc_f32(sdpa_run *r, const attn_tensor *like, int64_t last, attn
 /* The view as written to OUT: 3-D inputs give outputs without the B dim. */
 static attn_tensor out_view(const sdpa_run *r, attn_tensor t) {
     if (r->rank3 && t.ndim >= 1) {
-        for (int d = 0; d + 1 < t.ndim; d++) t.shape[d] = t.shape[d + 1], t.stride[d] = t.stride[d + 1];
+        for (int d = 0; d + 1 < t.ndim; d++)
+            t.shape[d] = t.shape[d + 1], t.stride[d] = t.stride[d + 1];
         t.ndim--;
     }
     return t;
@@ -316,8 +335,10 @@ static int run(sdpa_opts *o, sdpa_run *r) {
         if (m.dtype != ATTN_BOOL && m.dtype != ATTN_U8) {
             if (m.dtype != ATTN_F32 && m.dtype != ATTN_F64 && m.dtype != ATTN_F16 &&
                 m.dtype != ATTN_BF16)
-                return attn_cli_error(1, "%s: tensor 'mask' has dtype %s, expected F32 (additive) "
-                                      "or BOOL/U8 (keep-mask)", in, attn_dtype_name(m.dtype));
+                return attn_cli_error(1,
+                                      "%s: tensor 'mask' has dtype %s, expected F32 (additive) "
+                                      "or BOOL/U8 (keep-mask)",
+                                      in, attn_dtype_name(m.dtype));
             if (load_float(r, in, "mask", 1, &m)) return 1;
         }
         char s[128];
@@ -326,9 +347,10 @@ static int run(sdpa_opts *o, sdpa_run *r) {
                  (m.ndim == 4 && (m.shape[0] == 1 || m.shape[0] == B) &&
                   (m.shape[1] == 1 || m.shape[1] == H) && m.shape[2] == T && m.shape[3] == S);
         if (!ok)
-            return attn_cli_error(1, "%s: tensor 'mask' has shape %s, expected [T=%lld,S=%lld] or "
-                                  "[B=%lld|1,H=%lld|1,T,S]", in, s, (long long)T, (long long)S,
-                                  (long long)B, (long long)H);
+            return attn_cli_error(1,
+                                  "%s: tensor 'mask' has shape %s, expected [T=%lld,S=%lld] or "
+                                  "[B=%lld|1,H=%lld|1,T,S]",
+                                  in, s, (long long)T, (long long)S, (long long)B, (long long)H);
         a.mask = m;
     }
 
@@ -380,8 +402,10 @@ int attn_cmd_sdpa(int argc, char **argv) {
     sdpa_run r;
     memset(&r, 0, sizeof r);
     rc = run(&o, &r);
-    for (int i = 0; i < r.nconverted; i++) attn_free(r.converted[i]);
-    for (int i = 0; i < r.nowned; i++) free(r.owned[i]);
+    for (int i = 0; i < r.nconverted; i++)
+        attn_free(r.converted[i]);
+    for (int i = 0; i < r.nowned; i++)
+        free(r.owned[i]);
     free(r.kv_len);
     attn_safetensors_close(r.st);
     attn_ctx_free(r.ctx);
