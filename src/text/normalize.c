@@ -50,6 +50,7 @@ int attn__is_bert_punct(int32_t c) {
 static int is_dropped(int32_t c) {
     if (c == 0 || c == 0xfffd) return 1;
     if (c == '\t' || c == '\n' || c == '\r') return 0;
+    if (c < 0x80) return c < 0x20 || c == 0x7f;
     if (c >= 0x80 && attn__hf_compat_class(c) != ATTN_HF_SAME) return 0;
     switch (utf8proc_category(c)) {
     case UTF8PROC_CATEGORY_CC:
@@ -174,7 +175,7 @@ attn_status attn__bert_normalize(attn_ctx *ctx, const int32_t *cp, size_t n, int
             l[--j] = 0x307;
             l[--j] = 'i';
         } else {
-            int32_t lc = utf8proc_tolower(c);
+            int32_t lc = c < 0x80 ? (c >= 'A' && c <= 'Z' ? c + 32 : c) : utf8proc_tolower(c);
             if (lc == c && c >= 0x1c89) {
                 int32_t x = attn__hf_compat_lower(c);
                 if (x >= 0) lc = x;

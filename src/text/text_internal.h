@@ -14,8 +14,9 @@
 
 /* One vocabulary entry: the token's bytes live in attn_tokenizer.text. */
 typedef struct attn__vocab_entry {
-    uint32_t off; /* byte offset of the NUL-terminated token in text */
-    uint32_t len; /* length in bytes */
+    uint32_t off;  /* byte offset of the NUL-terminated token in text */
+    uint32_t len;  /* length in bytes */
+    uint32_t hash; /* attn__fnv of the token, checked before its bytes */
 } attn__vocab_entry;
 
 struct attn_tokenizer {
@@ -29,14 +30,25 @@ struct attn_tokenizer {
     int chinese; /* put spaces around CJK ideographs */
     int max_len; /* model_max_length from a model directory, 0 if unknown */
     int32_t unk, cls, sep;
+    uint32_t max_token_bytes; /* longest token: no longer piece can match */
     /* special tokens matched verbatim in the raw text, before normalization */
     int32_t special_ids[8];
     int n_special;
 };
 
-/* Id of the token formed by the bytes pre[0..npre) followed by s[0..ns), or -1. */
-int32_t attn__vocab_find(const attn_tokenizer *tok, const char *pre, size_t npre, const char *s,
-                         size_t ns);
+/* FNV-1a, extendable: attn__fnv(attn__fnv(ATTN_FNV_BASIS, a), b) is the hash
+ * of a || b, so WordPiece hashes every candidate piece in one pass. */
+#define ATTN_FNV_BASIS 2166136261u
+static inline uint32_t attn__fnv(uint32_t h, const char *s, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (uint8_t)s[i]) * 16777619u;
+    return h;
+}
+
+/* Id of the token formed by the bytes pre[0..npre) followed by s[0..ns), or
+ * -1; h is that token's attn__fnv hash. */
+int32_t attn__vocab_find(const attn_tokenizer *tok, uint32_t h, const char *pre, size_t npre,
+                         const char *s, size_t ns);
 
 /* BertNormalizer on n code points (valid scalar values): clean text, space
  * out CJK ideographs, NFD + drop nonspacing marks when strip_accents, then

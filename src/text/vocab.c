@@ -9,31 +9,23 @@
 #include <string.h>
 #include <utf8proc.h>
 
-/* FNV-1a over the concatenation pre || s, so "##" + piece needs no copy. */
-static uint32_t hash2(const char *pre, size_t npre, const char *s, size_t ns) {
-    uint32_t h = 2166136261u;
-    for (size_t i = 0; i < npre; i++)
-        h = (h ^ (uint8_t)pre[i]) * 16777619u;
-    for (size_t i = 0; i < ns; i++)
-        h = (h ^ (uint8_t)s[i]) * 16777619u;
-    return h;
-}
-
-int32_t attn__vocab_find(const attn_tokenizer *tok, const char *pre, size_t npre, const char *s,
-                         size_t ns) {
-    uint32_t i = hash2(pre, npre, s, ns) & tok->mask;
-    for (;; i = (i + 1) & tok->mask) {
+int32_t attn__vocab_find(const attn_tokenizer *tok, uint32_t h, const char *pre, size_t npre,
+                         const char *s, size_t ns) {
+    for (uint32_t i = h & tok->mask;; i = (i + 1) & tok->mask) {
         int32_t id = tok->slots[i];
         if (id < 0) return -1;
         const attn__vocab_entry *e = &tok->entries[id];
         const char *t = tok->text + e->off;
-        if (e->len == npre + ns && !memcmp(t, pre, npre) && !memcmp(t + npre, s, ns)) return id;
+        if (e->hash == h && e->len == npre + ns && !memcmp(t, pre, npre) &&
+            !memcmp(t + npre, s, ns))
+            return id;
     }
 }
 
 int32_t attn_tokenizer_id(const attn_tokenizer *tok, const char *token) {
     if (!tok || !token) return -1;
-    return attn__vocab_find(tok, "", 0, token, strlen(token));
+    size_t n = strlen(token);
+    return attn__vocab_find(tok, attn__fnv(ATTN_FNV_BASIS, token, n), "", 0, token, n);
 }
 
 const char *attn_tokenizer_token(const attn_tokenizer *tok, int32_t id) {
@@ -126,8 +118,10 @@ static attn_status build(attn_ctx *ctx, const char *path, attn_tokenizer *t, siz
         }
         t->entries[id].off = (uint32_t)pos;
         t->entries[id].len = (uint32_t)(e - pos);
+        if (e - pos > t->max_token_bytes) t->max_token_bytes = (uint32_t)(e - pos);
         /* a later duplicate replaces the earlier one, as a dict would */
-        uint32_t h = hash2("", 0, s + pos, e - pos) & t->mask;
+        t->entries[id].hash = attn__fnv(ATTN_FNV_BASIS, s + pos, e - pos);
+        uint32_t h = t->entries[id].hash & t->mask;
         for (;; h = (h + 1) & t->mask) {
             int32_t o = t->slots[h];
             if (o < 0 || (t->entries[o].len == e - pos &&

@@ -44,11 +44,19 @@ static void wordpiece(const attn_tokenizer *tok, const int32_t *w, size_t m, idv
     off[0] = 0;
     for (size_t k = 0; k < m; k++)
         off[k + 1] = off[k] + (size_t)utf8proc_encode_char(w[k], buf + off[k]);
+    uint32_t hash[ATTN_TOK_MAX_WORD_CHARS + 1];
     for (size_t start = 0; start < m;) {
         int32_t id = -1;
-        size_t end = m;
+        size_t pre = start ? 2 : 0, end = m;
+        /* pieces longer than the longest token cannot match: skip them */
+        while (end > start && pre + off[end] - off[start] > tok->max_token_bytes)
+            end--;
+        /* hash[k]: hash of the candidate ("##" +) buf[off[start]..off[k]) */
+        hash[start] = attn__fnv(ATTN_FNV_BASIS, "##", pre);
+        for (size_t k = start; k < end; k++)
+            hash[k + 1] = attn__fnv(hash[k], (const char *)buf + off[k], off[k + 1] - off[k]);
         for (; end > start; end--) {
-            id = attn__vocab_find(tok, "##", start ? 2 : 0, (const char *)buf + off[start],
+            id = attn__vocab_find(tok, hash[end], "##", pre, (const char *)buf + off[start],
                                   off[end] - off[start]);
             if (id >= 0) break;
         }

@@ -40,14 +40,26 @@ static void put_json_string(const char *s) {
     putchar('"');
 }
 
-static int emit(attn_ctx *ctx, const attn_tokenizer *tok, const char *text, size_t len, int max_len,
-                int tokens, const char *what) {
-    int n = 0;
-    if (attn_tokenizer_encode(ctx, tok, text, len, max_len, NULL, 0, &n) != ATTN_OK)
-        return attn_cli_error(1, "%s: %s", what, attn_ctx_last_error(ctx));
-    int32_t *ids = malloc((size_t)n * sizeof *ids);
+static int emit(attn_ctx *ctx, const attn_tokenizer *tok, const char *text, size_t len,
+                int max_len, int tokens, const char *what) {
+    /* one pass in the common case: a text rarely has more pieces than bytes
+     * (if it does, the call says how many ids it needs and we retry) */
+    int cap = len < (size_t)(1 << 30) ? (int)len + 2 : 1 << 30;
+    if (max_len > 0 && max_len < cap) cap = max_len;
+    int32_t *ids = malloc((size_t)cap * sizeof *ids);
     if (!ids) return attn_cli_error(1, "out of memory");
-    if (attn_tokenizer_encode(ctx, tok, text, len, max_len, ids, n, &n) != ATTN_OK) {
+    int n = 0;
+    attn_status st = attn_tokenizer_encode(ctx, tok, text, len, max_len, ids, cap, &n);
+    if (st == ATTN_E_ARG && n > cap) {
+        int32_t *more = realloc(ids, (size_t)n * sizeof *ids);
+        if (!more) {
+            free(ids);
+            return attn_cli_error(1, "out of memory");
+        }
+        ids = more;
+        st = attn_tokenizer_encode(ctx, tok, text, len, max_len, ids, n, &n);
+    }
+    if (st != ATTN_OK) {
         free(ids);
         return attn_cli_error(1, "%s: %s", what, attn_ctx_last_error(ctx));
     }
