@@ -1,14 +1,350 @@
-/* Scaled dot-product attention, backward (not implemented yet). */
-#include "ops/sdpa_plan.h"
+/* Scaled dot-product attention, backward: probabilities recomputed tile by
+ * tile from the forward's lse, nothing of size T x S allocated, no atomics.
+ *
+ * Forward (per row i):  s = scale*q_i.K^T (+ softcap, mask, alibi)
+ *                       P = exp(s - lse_i);  out_i = (P∘Z_i) V
+ * Backward:             dV  += (P∘Z)^T dO          dP~ = dO V^T
+ *                       dPz  = dP~ ∘ Z             D_i = rowsum(dO_i ∘ out_i)
+ *                       dS   = P ∘ (dPz - D_i)     (= dmask for a float mask)
+ *                       dS  *= 1 - (s_c/softcap)^2 (softcap only)
+ *                       dQ   = scale * dS K        dK = scale * dS^T Q
+ *
+ * A task owns one (batch, key/value head): it zeroes that head's dK and dV,
+ * then walks every query strip (ATTN_BMR rows) of every query head of the
+ * group, in a fixed order, and each strip the key tiles it can see. dQ of
+ * the strip accumulates in L1 workspace; dK and dV accumulate in place in the
+ * caller's buffers. Nothing is shared between tasks, so the result does not
+ * depend on the thread count or schedule. The one exception is a dmask that
+ * sums over heads or batches that belong to different tasks: then tasks run
+ * in a fixed order on one thread so the sum order stays fixed.
+ * Tiles are classified like the forward's: empty skipped, full unmasked. */
+#include "ops/sdpa_bwd.h"
 
-attn_status attn_sdpa_backward(attn_ctx *ctx, const attn_sdpa_args *a, const attn_sdpa_grads *g) {
-    (void)a, (void)g;
-    if (!ctx) return ATTN_E_ARG;
-    return attn_ctx_fail(ctx, ATTN_E_UNSUPPORTED, "attn_sdpa_backward: not implemented yet");
+#include "kernels/kernels_bwd.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifndef ATTN_BBK
+#define ATTN_BBK 64 /* keys per backward tile */
+#endif
+
+static attn_status check_grad(attn_ctx *ctx, const char *name, const attn_tensor *t,
+                              const int64_t *shape, int out) {
+    if (!t->data) return attn_ctx_fail(ctx, ATTN_E_ARG, "%s: missing (data is NULL)", name);
+    if (t->dtype != ATTN_F32)
+        return attn_ctx_fail(ctx, ATTN_E_DTYPE, "%s: dtype must be F32", name);
+    if (t->ndim != 4)
+        return attn_ctx_fail(ctx, ATTN_E_SHAPE, "%s: expected 4 dims, got %d", name, t->ndim);
+    if (t->shape[0] != shape[0] || t->shape[1] != shape[1] || t->shape[2] != shape[2] ||
+        t->shape[3] != shape[3])
+        return attn_ctx_fail(ctx, ATTN_E_SHAPE, "%s: must be [%lld,%lld,%lld,%lld], got "
+                             "[%lld,%lld,%lld,%lld]", name, (long long)shape[0],
+                             (long long)shape[1], (long long)shape[2], (long long)shape[3],
+                             (long long)t->shape[0], (long long)t->shape[1],
+                             (long long)t->shape[2], (long long)t->shape[3]);
+    if (t->stride[3] != 1 && t->shape[3] > 1)
+        return attn_ctx_fail(ctx, ATTN_E_LAYOUT, "%s: last stride is %lld, must be 1", name,
+                             (long long)t->stride[3]);
+    for (int d = 0; out && d < 3; d++)
+        if (t->stride[d] == 0 && t->shape[d] > 1)
+            return attn_ctx_fail(ctx, ATTN_E_LAYOUT,
+                                 "%s: an output cannot broadcast (stride 0 in dim %d)", name, d);
+    return ATTN_OK;
 }
 
-attn_status attn_sdpa_backward_ref(attn_ctx *ctx, const attn_sdpa_args *a, const attn_sdpa_grads *g) {
-    (void)a, (void)g;
+attn_status attn__sdpa_gplan_make(attn_ctx *ctx, const attn__sdpa_plan *p, const attn_sdpa_args *a,
+                                  const attn_sdpa_grads *g, attn__sdpa_gplan *gp) {
+    attn_status st;
+    memset(gp, 0, sizeof *gp);
+    if (!g) return attn_ctx_fail(ctx, ATTN_E_ARG, "grads is NULL");
+    int64_t so[4] = {p->B, p->H, p->T, p->Dv}, sq[4] = {p->B, p->H, p->T, p->D};
+    int64_t sk[4] = {p->B, p->Hkv, p->S, p->D}, sv[4] = {p->B, p->Hkv, p->S, p->Dv};
+    if ((st = check_grad(ctx, "dout", &g->dout, so, 0)) ||
+        (st = check_grad(ctx, "dq", &g->dq, sq, 1)) ||
+        (st = check_grad(ctx, "dk", &g->dk, sk, 1)) || (st = check_grad(ctx, "dv", &g->dv, sv, 1)))
+        return st;
+    gp->dout = g->dout.data;
+    gp->dq = g->dq.data;
+    gp->dk = g->dk.data;
+    gp->dv = g->dv.data;
+    memcpy(gp->dos, g->dout.stride, sizeof gp->dos);
+    memcpy(gp->dqs, g->dq.stride, sizeof gp->dqs);
+    memcpy(gp->dks, g->dk.stride, sizeof gp->dks);
+    memcpy(gp->dvs, g->dv.stride, sizeof gp->dvs);
+    if (g->dmask.data) {
+        const attn_tensor *m = &a->mask, *dm = &g->dmask;
+        if (p->mask_kind != ATTN__MASK_FLOAT)
+            return attn_ctx_fail(ctx, ATTN_E_ARG,
+                                 "dmask: requested, but the mask is %s (only a float mask has a "
+                                 "gradient)", p->mask_kind == ATTN__MASK_NONE ? "absent" : "boolean");
+        if (dm->dtype != ATTN_F32)
+            return attn_ctx_fail(ctx, ATTN_E_DTYPE, "dmask: dtype must be F32");
+        if (dm->ndim != m->ndim)
+            return attn_ctx_fail(ctx, ATTN_E_SHAPE, "dmask: must have the mask's %d dims, got %d",
+                                 m->ndim, dm->ndim);
+        for (int d = 0; d < m->ndim; d++)
+            if (dm->shape[d] != m->shape[d])
+                return attn_ctx_fail(ctx, ATTN_E_SHAPE,
+                                     "dmask: must have the mask's shape (dim %d is %lld, mask has "
+                                     "%lld)", d, (long long)dm->shape[d], (long long)m->shape[d]);
+        int nd = dm->ndim;
+        if (dm->stride[nd - 1] != 1 && dm->shape[nd - 1] > 1)
+            return attn_ctx_fail(ctx, ATTN_E_LAYOUT, "dmask: last stride must be 1");
+        if (dm->stride[nd - 2] == 0 && dm->shape[nd - 2] > 1)
+            return attn_ctx_fail(ctx, ATTN_E_LAYOUT, "dmask: an output cannot broadcast");
+        gp->dmask = dm->data;
+        gp->dmt = dm->stride[nd - 2];
+        gp->dmB = nd == 4 ? dm->shape[0] : 1;
+        gp->dmH = nd == 4 ? dm->shape[1] : 1;
+        if (nd == 4 && ((dm->stride[0] == 0 && gp->dmB > 1) || (dm->stride[1] == 0 && gp->dmH > 1)))
+            return attn_ctx_fail(ctx, ATTN_E_LAYOUT, "dmask: an output cannot broadcast");
+        gp->dmb = gp->dmB > 1 ? dm->stride[0] : 0;
+        gp->dmh = gp->dmH > 1 ? dm->stride[1] : 0;
+    }
+    return ATTN_OK;
+}
+
+/* Per-thread scratch of one task. */
+typedef struct bwd_ws {
+    float *qt, *dot;      /* [D][BMR] scaled queries, [Dv][BMR] dout, transposed */
+    float *s, *dp, *z, *t; /* [BBK][BMR] tiles: scores/P, dP/dS, dropout, tanh */
+    float *dq;            /* [BMR][ldq] */
+    float *lse, *di;      /* [BMR] */
+    int ldq;
+} bwd_ws;
+
+static size_t ws_floats(const attn__sdpa_plan *p) {
+    size_t tile = (size_t)ATTN_BBK * ATTN_BMR;
+    return attn__round16((size_t)p->D * ATTN_BMR) + attn__round16((size_t)p->Dv * ATTN_BMR) +
+           4 * tile + ATTN_BMR * attn__round16((size_t)p->D) + 2 * ATTN_BMR;
+}
+
+static bwd_ws ws_carve(const attn__sdpa_plan *p, float *w) {
+    size_t tile = (size_t)ATTN_BBK * ATTN_BMR;
+    bwd_ws ws;
+    ws.ldq = (int)attn__round16((size_t)p->D);
+    ws.qt = w;
+    ws.dot = ws.qt + attn__round16((size_t)p->D * ATTN_BMR);
+    ws.s = ws.dot + attn__round16((size_t)p->Dv * ATTN_BMR);
+    ws.dp = ws.s + tile;
+    ws.z = ws.dp + tile;
+    ws.t = ws.z + tile;
+    ws.dq = ws.t + tile;
+    ws.lse = ws.dq + (size_t)ATTN_BMR * ws.ldq;
+    ws.di = ws.lse + ATTN_BMR;
+    return ws;
+}
+
+/* Score modifications, as the forward applies them, to s[(j-ca)*BMR + r]:
+ * softcap (keeping tanh in t for its derivative), float mask, ALiBi, boolean
+ * mask and, on partial tiles, the structural interval [lo, hi). */
+static void score_mods(const attn__sdpa_plan *p, int64_t b, int64_t h, int64_t i0, int mr,
+                       float *s, float *t, int64_t ca, int64_t cb, const int64_t *lo,
+                       const int64_t *hi, int full) {
+    for (int r = 0; r < mr; r++) {
+        int64_t i = i0 + r, pos = i + p->shift;
+        float *sr = s + r - ca * ATTN_BMR; /* sr[j*BMR] is key j */
+        if (p->softcap > 0.0f) {
+            float c = p->softcap, ic = 1.0f / p->softcap;
+            float *tr = t + r - ca * ATTN_BMR;
+            for (int64_t j = ca; j < cb; j++) {
+                float th = tanhf(sr[j * ATTN_BMR] * ic);
+                tr[j * ATTN_BMR] = th;
+                sr[j * ATTN_BMR] = c * th;
+            }
+        }
+        if (p->mask_kind == ATTN__MASK_FLOAT) {
+            const float *m = (const float *)p->mask + attn__mask_off(p, b, h, i, 0);
+            for (int64_t j = ca; j < cb; j++) sr[j * ATTN_BMR] += m[j];
+        }
+        if (p->alibi) {
+            float sl = p->alibi[h];
+            for (int64_t j = ca; j < cb; j++) sr[j * ATTN_BMR] -= sl * (float)llabs(pos - j);
+        }
+        if (p->mask_kind == ATTN__MASK_BOOL) {
+            const uint8_t *m = (const uint8_t *)p->mask + attn__mask_off(p, b, h, i, 0);
+            for (int64_t j = ca; j < cb; j++)
+                if (!m[j]) sr[j * ATTN_BMR] = -INFINITY;
+        }
+        if (!full)
+            for (int64_t j = ca; j < cb; j++)
+                if (j < lo[r] || j >= hi[r]) sr[j * ATTN_BMR] = -INFINITY;
+    }
+}
+
+typedef struct strip {
+    int64_t b, h, i0;
+    int mr;
+    const int64_t *lo, *hi;
+} strip;
+
+/* One (strip, key tile [ca, cb)) step of the backward. */
+static void tile(const attn__sdpa_plan *p, const attn__sdpa_gplan *gp, const attn_bwd_kernels *kn,
+                 const strip *st, int64_t ca, int64_t cb, int full, const bwd_ws *w) {
+    const int64_t b = st->b, h = st->h, i0 = st->i0, hk = h / p->group;
+    const int mr = st->mr, n = (int)(cb - ca), D = (int)p->D, Dv = (int)p->Dv;
+    const float *kb = p->k + b * p->ks[0] + hk * p->ks[1] + ca * p->ks[2];
+    const float *vb = p->v + b * p->vs[0] + hk * p->vs[1] + ca * p->vs[2];
+    float *dkb = gp->dk + b * gp->dks[0] + hk * gp->dks[1] + ca * gp->dks[2];
+    float *dvb = gp->dv + b * gp->dvs[0] + hk * gp->dvs[1] + ca * gp->dvs[2];
+    const float *qr = p->q + b * p->qs[0] + h * p->qs[1] + i0 * p->qs[2];
+    const float *dor = gp->dout + b * gp->dos[0] + h * gp->dos[1] + i0 * gp->dos[2];
+    const int mods = p->softcap > 0.0f || p->mask_kind != ATTN__MASK_NONE || p->alibi;
+    float *s = w->s, *dp = w->dp;
+
+    kn->dot_t(w->qt, kb, p->ks[2], n, D, s);   /* S = (scale Q) K^T */
+    kn->dot_t(w->dot, vb, p->vs[2], n, Dv, dp); /* dP~ = dO V^T */
+    if (mods || !full) score_mods(p, b, h, i0, mr, s, w->t, ca, cb, st->lo, st->hi, full);
+    if (p->dropout_p > 0.0f) {
+        for (int64_t j = ca; j < cb; j++)
+            for (int r = 0; r < ATTN_BMR; r++) {
+                size_t e = (size_t)(j - ca) * ATTN_BMR + r;
+                w->z[e] = r < mr ? attn__dropout_factor(p, b, h, i0 + r, j) : 0.0f;
+                dp[e] *= w->z[e]; /* dPz = dP~ ∘ Z */
+            }
+    }
+    kn->softmax_bwd(s, dp, n, w->lse, w->di); /* s <- P, dp <- dS */
+    if (gp->dmask) {
+        int64_t bm = gp->dmB > 1 ? b : 0, hm = gp->dmH > 1 ? h : 0;
+        for (int r = 0; r < mr; r++) {
+            float *dm = gp->dmask + attn__dmask_off(gp, bm, hm, i0 + r, 0);
+            for (int64_t j = ca; j < cb; j++) dm[j] += dp[(j - ca) * ATTN_BMR + r];
+        }
+    }
+    if (p->softcap > 0.0f) /* ds/ds_raw = 1 - tanh^2 (padding rows have dS = 0) */
+        for (int j = 0; j < n; j++)
+            for (int r = 0; r < mr; r++) {
+                size_t e = (size_t)j * ATTN_BMR + r;
+                dp[e] *= 1.0f - w->t[e] * w->t[e];
+            }
+    if (p->dropout_p > 0.0f)
+        for (size_t e = 0; e < (size_t)n * ATTN_BMR; e++) s[e] *= w->z[e]; /* P∘Z */
+
+    kn->acc_tn(s, mr, n, dor, gp->dos[2], Dv, dvb, gp->dvs[2]); /* dV += (P∘Z)^T dO */
+    kn->acc_tn(dp, mr, n, qr, p->qs[2], D, dkb, gp->dks[2]);    /* dK += dS^T Q */
+    kn->acc_nn(dp, mr, n, kb, p->ks[2], D, w->dq, w->ldq);      /* dQ += dS K */
+}
+
+static void run_strip(const attn__sdpa_plan *p, const attn__sdpa_gplan *gp,
+                      const attn_bwd_kernels *kn, int64_t b, int64_t h, int64_t i0,
+                      const bwd_ws *w) {
+    const int D = (int)p->D, Dv = (int)p->Dv;
+    const int mr = (int)ATTN_MIN((int64_t)ATTN_BMR, p->T - i0);
+    int64_t lo[ATTN_BMR], hi[ATTN_BMR];
+    int64_t slo = INT64_MAX, shi = INT64_MIN, maxlo = INT64_MIN, minhi = INT64_MAX;
+    int any_empty = 0;
+    memset(w->dq, 0, (size_t)ATTN_BMR * w->ldq * sizeof(float));
+    for (int r = 0; r < ATTN_BMR; r++) {
+        w->lse[r] = INFINITY; /* dead or padding row: P = 0 */
+        w->di[r] = 0.0f;
+        if (r >= mr) continue;
+        int64_t i = i0 + r;
+        attn__row_range(p, b, i, &lo[r], &hi[r]);
+        float l = p->lse[b * p->ls[0] + h * p->ls[1] + i * p->ls[2]];
+        if (hi[r] <= lo[r]) {
+            any_empty = 1;
+            continue;
+        }
+        slo = ATTN_MIN(slo, lo[r]);
+        shi = ATTN_MAX(shi, hi[r]);
+        maxlo = ATTN_MAX(maxlo, lo[r]);
+        minhi = ATTN_MIN(minhi, hi[r]);
+        if (l == -INFINITY) continue; /* every key masked (boolean mask): zero gradients */
+        w->lse[r] = l;
+        /* D_i = rowsum(dO_i ∘ out_i) = rowsum(P ∘ dPz) */
+        const float *o = p->out + b * p->os[0] + h * p->os[1] + i * p->os[2];
+        const float *g = gp->dout + b * gp->dos[0] + h * gp->dos[1] + i * gp->dos[2];
+        double acc = 0.0;
+        for (int c = 0; c < Dv; c++) acc += (double)o[c] * (double)g[c];
+        w->di[r] = (float)acc;
+    }
+
+    if (slo < shi) {
+        kn->pack_t(p->q + b * p->qs[0] + h * p->qs[1] + i0 * p->qs[2], p->qs[2], mr, D, p->scale,
+                   w->qt);
+        kn->pack_t(gp->dout + b * gp->dos[0] + h * gp->dos[1] + i0 * gp->dos[2], gp->dos[2], mr,
+                   Dv, 1.0f, w->dot);
+        strip st = {b, h, i0, mr, lo, hi};
+        /* As in the forward: only the edge bands [slo, maxlo) and [minhi, shi)
+         * need per-element masks; the middle is full tiles. */
+        int64_t cuts[4] = {slo, slo, shi, shi};
+        int split = !any_empty && maxlo < minhi;
+        if (split) {
+            cuts[1] = maxlo;
+            cuts[2] = minhi;
+        }
+        for (int part = 0; part < 3; part++) {
+            int full = part == 1 && split;
+            for (int64_t ca = cuts[part]; ca < cuts[part + 1]; ca += ATTN_BBK) {
+                int64_t cb = ATTN_MIN(ca + ATTN_BBK, cuts[part + 1]);
+                tile(p, gp, kn, &st, ca, cb, full, w);
+            }
+        }
+    }
+
+    for (int r = 0; r < mr; r++) {
+        float *dst = gp->dq + b * gp->dqs[0] + h * gp->dqs[1] + (i0 + r) * gp->dqs[2];
+        const float *src = w->dq + (size_t)r * w->ldq;
+        if (w->lse[r] == INFINITY) {
+            memset(dst, 0, (size_t)D * sizeof(float));
+        } else {
+            for (int c = 0; c < D; c++) dst[c] = p->scale * src[c];
+        }
+    }
+}
+
+/* Task (b, hk): dK, dV of that key/value head, dQ of its query heads. */
+static void run_task(const attn__sdpa_plan *p, const attn__sdpa_gplan *gp,
+                     const attn_bwd_kernels *kn, int64_t b, int64_t hk, float *wsp) {
+    const bwd_ws w = ws_carve(p, wsp);
+    float *dkb = gp->dk + b * gp->dks[0] + hk * gp->dks[1];
+    float *dvb = gp->dv + b * gp->dvs[0] + hk * gp->dvs[1];
+    for (int64_t j = 0; j < p->S; j++) {
+        memset(dkb + j * gp->dks[2], 0, (size_t)p->D * sizeof(float));
+        memset(dvb + j * gp->dvs[2], 0, (size_t)p->Dv * sizeof(float));
+    }
+    for (int64_t h = hk * p->group; h < (hk + 1) * p->group; h++)
+        for (int64_t i0 = 0; i0 < p->T; i0 += ATTN_BMR) run_strip(p, gp, kn, b, h, i0, &w);
+    /* dK = scale * dS^T Q: the strip's Q was read unscaled */
+    for (int64_t j = 0; j < p->S; j++) {
+        float *row = dkb + j * gp->dks[2];
+        for (int64_t d = 0; d < p->D; d++) row[d] *= p->scale;
+    }
+}
+
+attn_status attn_sdpa_backward(attn_ctx *ctx, const attn_sdpa_args *a, const attn_sdpa_grads *g) {
     if (!ctx) return ATTN_E_ARG;
-    return attn_ctx_fail(ctx, ATTN_E_UNSUPPORTED, "attn_sdpa_backward_ref: not implemented yet");
+    attn__ctx_clear(ctx);
+    attn__sdpa_plan p;
+    attn__sdpa_gplan gp;
+    attn_status st = attn__sdpa_plan_make(ctx, a, 1, &p);
+    if (st) return st;
+    if ((st = attn__sdpa_gplan_make(ctx, &p, a, g, &gp))) return st;
+
+    const attn_bwd_kernels *kn = attn__bwd_kernels();
+    int64_t ntask = p.B * p.Hkv;
+    int nth = (int)ATTN_MIN((int64_t)ctx->nthreads, ntask);
+    /* A dmask summed over heads or batches of different tasks: fixed order. */
+    if (gp.dmask && ((gp.dmH == 1 && p.Hkv > 1) || (gp.dmB == 1 && p.B > 1))) nth = 1;
+    if (nth < 1) nth = 1;
+    if ((st = attn__ws_reserve(ctx, nth, ws_floats(&p) * sizeof(float)))) return st;
+
+    if (gp.dmask)
+        for (int64_t b = 0; b < gp.dmB; b++)
+            for (int64_t h = 0; h < gp.dmH; h++)
+                for (int64_t i = 0; i < p.T; i++)
+                    memset(gp.dmask + attn__dmask_off(&gp, b, h, i, 0), 0,
+                           (size_t)p.S * sizeof(float));
+    if (nth == 1) {
+        for (int64_t t = 0; t < ntask; t++)
+            run_task(&p, &gp, kn, t / p.Hkv, t % p.Hkv, attn__ws_get(ctx, 0));
+    } else {
+#pragma omp parallel for num_threads(nth) schedule(dynamic, 1)
+        for (int64_t t = 0; t < ntask; t++)
+            run_task(&p, &gp, kn, t / p.Hkv, t % p.Hkv, attn__ws_get(ctx, omp_get_thread_num()));
+    }
+    return ATTN_OK;
 }

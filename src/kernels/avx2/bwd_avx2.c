@@ -1,0 +1,271 @@
+/* AVX2 + FMA backward microkernels (this file alone is built with -mavx2
+ * -mfma). Geometry in kernels/kernels_bwd.h: a strip is BMR query rows, a
+ * multiple of 24 (3 vectors); score-shaped tiles are x[key][row]. */
+#include "kernels/kernels_bwd.h"
+
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+#define INLINE static inline __attribute__((always_inline))
+
+/* exp(x) for x <= 0 (small positive x are fine too), or NaN: Cody-Waite
+ * reduction x = n*ln2 + r, a degree-6 polynomial for exp(r) (about 1 ulp),
+ * 2^n through the exponent bits. x < -87.33 (including -inf) gives exactly 0. */
+INLINE __m256 exp_avx2(__m256 x) {
+    const __m256 lo = _mm256_set1_ps(-87.33654f);
+    __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
+    x = _mm256_max_ps(lo, x); /* NaN in x survives (second operand) */
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r);
+    p = _mm256_add_ps(p, _mm256_set1_ps(1.0f));
+    __m256i e = _mm256_slli_epi32(
+        _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    p = _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+    return _mm256_andnot_ps(under, p);
+}
+
+static void pack_t_avx2(const float *x, int64_t xs, int mr, int D, float scale, float *xt) {
+    /* once per strip: off the hot path */
+    for (int r = 0; r < ATTN_BMR; r++) {
+        if (r < mr) {
+            const float *xr = x + (int64_t)r * xs;
+            for (int d = 0; d < D; d++) xt[d * ATTN_BMR + r] = scale * xr[d];
+        } else {
+            for (int d = 0; d < D; d++) xt[d * ATTN_BMR + r] = 0.0f;
+        }
+    }
+}
+
+/* s[j][0..24) for 4 keys at a time: 12 accumulators; per d, 3 loads of the
+ * packed strip and 4 broadcasts of key elements. */
+/* One group of 24 rows of the strip (xt and s advanced to the group). */
+static void dot_t_24(const float *xt, const float *y, int64_t ys, int n, int D, float *s) {
+    int j = 0;
+    for (; j + 4 <= n; j += 4) {
+        const float *y0 = y + (int64_t)j * ys, *y1 = y0 + ys, *y2 = y1 + ys, *y3 = y2 + ys;
+        __m256 c00 = _mm256_setzero_ps(), c01 = c00, c02 = c00, c10 = c00, c11 = c00, c12 = c00;
+        __m256 c20 = c00, c21 = c00, c22 = c00, c30 = c00, c31 = c00, c32 = c00;
+        const float *a = xt;
+        for (int d = 0; d < D; d++, a += ATTN_BMR) {
+            __m256 a0 = _mm256_load_ps(a), a1 = _mm256_load_ps(a + 8);
+            __m256 a2 = _mm256_load_ps(a + 16);
+            __m256 b = _mm256_broadcast_ss(y0 + d);
+            c00 = _mm256_fmadd_ps(a0, b, c00);
+            c01 = _mm256_fmadd_ps(a1, b, c01);
+            c02 = _mm256_fmadd_ps(a2, b, c02);
+            b = _mm256_broadcast_ss(y1 + d);
+            c10 = _mm256_fmadd_ps(a0, b, c10);
+            c11 = _mm256_fmadd_ps(a1, b, c11);
+            c12 = _mm256_fmadd_ps(a2, b, c12);
+            b = _mm256_broadcast_ss(y2 + d);
+            c20 = _mm256_fmadd_ps(a0, b, c20);
+            c21 = _mm256_fmadd_ps(a1, b, c21);
+            c22 = _mm256_fmadd_ps(a2, b, c22);
+            b = _mm256_broadcast_ss(y3 + d);
+            c30 = _mm256_fmadd_ps(a0, b, c30);
+            c31 = _mm256_fmadd_ps(a1, b, c31);
+            c32 = _mm256_fmadd_ps(a2, b, c32);
+        }
+        float *o = s + (size_t)j * ATTN_BMR;
+        _mm256_store_ps(o, c00), _mm256_store_ps(o + 8, c01), _mm256_store_ps(o + 16, c02);
+        o += ATTN_BMR;
+        _mm256_store_ps(o, c10), _mm256_store_ps(o + 8, c11), _mm256_store_ps(o + 16, c12);
+        o += ATTN_BMR;
+        _mm256_store_ps(o, c20), _mm256_store_ps(o + 8, c21), _mm256_store_ps(o + 16, c22);
+        o += ATTN_BMR;
+        _mm256_store_ps(o, c30), _mm256_store_ps(o + 8, c31), _mm256_store_ps(o + 16, c32);
+    }
+    for (; j < n; j++) {
+        const float *y0 = y + (int64_t)j * ys;
+        __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0;
+        const float *a = xt;
+        for (int d = 0; d < D; d++, a += ATTN_BMR) {
+            __m256 b = _mm256_broadcast_ss(y0 + d);
+            c0 = _mm256_fmadd_ps(_mm256_load_ps(a), b, c0);
+            c1 = _mm256_fmadd_ps(_mm256_load_ps(a + 8), b, c1);
+            c2 = _mm256_fmadd_ps(_mm256_load_ps(a + 16), b, c2);
+        }
+        float *o = s + (size_t)j * ATTN_BMR;
+        _mm256_store_ps(o, c0), _mm256_store_ps(o + 8, c1), _mm256_store_ps(o + 16, c2);
+    }
+}
+
+static void dot_t_avx2(const float *xt, const float *y, int64_t ys, int n, int D, float *s) {
+    for (int g = 0; g < ATTN_BMR; g += 24) dot_t_24(xt + g, y, ys, n, D, s + g);
+}
+
+static void softmax_bwd_avx2(float *s, float *dp, int n, const float *lse, const float *di) {
+    for (int v = 0; v < ATTN_BMR; v += 24) {
+        const __m256 l0 = _mm256_loadu_ps(lse + v), l1 = _mm256_loadu_ps(lse + v + 8);
+        const __m256 l2 = _mm256_loadu_ps(lse + v + 16);
+        const __m256 d0 = _mm256_loadu_ps(di + v), d1 = _mm256_loadu_ps(di + v + 8);
+        const __m256 d2 = _mm256_loadu_ps(di + v + 16);
+        for (int j = 0; j < n; j++) {
+            float *x = s + (size_t)j * ATTN_BMR + v, *g = dp + (size_t)j * ATTN_BMR + v;
+            __m256 p0 = exp_avx2(_mm256_sub_ps(_mm256_load_ps(x), l0));
+            __m256 p1 = exp_avx2(_mm256_sub_ps(_mm256_load_ps(x + 8), l1));
+            __m256 p2 = exp_avx2(_mm256_sub_ps(_mm256_load_ps(x + 16), l2));
+            _mm256_store_ps(x, p0), _mm256_store_ps(x + 8, p1), _mm256_store_ps(x + 16, p2);
+            _mm256_store_ps(g, _mm256_mul_ps(p0, _mm256_sub_ps(_mm256_load_ps(g), d0)));
+            _mm256_store_ps(g + 8, _mm256_mul_ps(p1, _mm256_sub_ps(_mm256_load_ps(g + 8), d1)));
+            _mm256_store_ps(g + 16,
+                            _mm256_mul_ps(p2, _mm256_sub_ps(_mm256_load_ps(g + 16), d2)));
+        }
+    }
+}
+
+static inline void tail_masks(int w, __m256i *m0, __m256i *m1) {
+    int32_t mk[16];
+    for (int i = 0; i < 16; i++) mk[i] = i < w ? -1 : 0;
+    *m0 = _mm256_loadu_si256((const __m256i *)mk);
+    *m1 = _mm256_loadu_si256((const __m256i *)(mk + 8));
+}
+
+/* Loads and stores of 16 columns, whole or masked to the tail (full is a
+ * compile-time constant wherever these are inlined). */
+#define LDF0(f, p) ((f) ? _mm256_loadu_ps(p) : _mm256_maskload_ps((p), m0))
+#define LDF1(f, p) ((f) ? _mm256_loadu_ps((p) + 8) : _mm256_maskload_ps((p) + 8, m1))
+#define STF0(f, p, x) ((f) ? _mm256_storeu_ps((p), x) : _mm256_maskstore_ps((p), m0, x))
+#define STF1(f, p, x) ((f) ? _mm256_storeu_ps((p) + 8, x) : _mm256_maskstore_ps((p) + 8, m1, x))
+#define LD0(p) LDF0(full, p)
+#define LD1(p) LDF1(full, p)
+#define ST0(p, x) STF0(full, p, x)
+#define ST1(p, x) STF1(full, p, x)
+
+/* The 6 x 16 register block (12 accumulators) of both accumulation kernels,
+ * written out: GCC keeps an array of vectors on the stack. */
+#define ACC6_DECL __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51
+#define ACC6_LOAD(f, base, ld)                                                                  \
+    c00 = LDF0(f, base), c01 = LDF1(f, base);                                                  \
+    c10 = LDF0(f, base + (ld)), c11 = LDF1(f, base + (ld));                                    \
+    c20 = LDF0(f, base + 2 * (ld)), c21 = LDF1(f, base + 2 * (ld));                            \
+    c30 = LDF0(f, base + 3 * (ld)), c31 = LDF1(f, base + 3 * (ld));                            \
+    c40 = LDF0(f, base + 4 * (ld)), c41 = LDF1(f, base + 4 * (ld));                            \
+    c50 = LDF0(f, base + 5 * (ld)), c51 = LDF1(f, base + 5 * (ld))
+#define ACC6_STORE(f, base, ld)                                                                 \
+    STF0(f, base, c00), STF1(f, base, c01);                                                    \
+    STF0(f, base + (ld), c10), STF1(f, base + (ld), c11);                                      \
+    STF0(f, base + 2 * (ld), c20), STF1(f, base + 2 * (ld), c21);                              \
+    STF0(f, base + 3 * (ld), c30), STF1(f, base + 3 * (ld), c31);                              \
+    STF0(f, base + 4 * (ld), c40), STF1(f, base + 4 * (ld), c41);                              \
+    STF0(f, base + 5 * (ld), c50), STF1(f, base + 5 * (ld), c51)
+/* c[k] += x_k * (b0, b1) for the 6 scalars x_k at a[k * as] */
+#define ACC6_STEP(a, as)                                                                        \
+    do {                                                                                        \
+        __m256 x = _mm256_broadcast_ss(a);                                                      \
+        c00 = _mm256_fmadd_ps(x, b0, c00), c01 = _mm256_fmadd_ps(x, b1, c01);                  \
+        x = _mm256_broadcast_ss((a) + (as));                                                    \
+        c10 = _mm256_fmadd_ps(x, b0, c10), c11 = _mm256_fmadd_ps(x, b1, c11);                  \
+        x = _mm256_broadcast_ss((a) + 2 * (as));                                                \
+        c20 = _mm256_fmadd_ps(x, b0, c20), c21 = _mm256_fmadd_ps(x, b1, c21);                  \
+        x = _mm256_broadcast_ss((a) + 3 * (as));                                                \
+        c30 = _mm256_fmadd_ps(x, b0, c30), c31 = _mm256_fmadd_ps(x, b1, c31);                  \
+        x = _mm256_broadcast_ss((a) + 4 * (as));                                                \
+        c40 = _mm256_fmadd_ps(x, b0, c40), c41 = _mm256_fmadd_ps(x, b1, c41);                  \
+        x = _mm256_broadcast_ss((a) + 5 * (as));                                                \
+        c50 = _mm256_fmadd_ps(x, b0, c50), c51 = _mm256_fmadd_ps(x, b1, c51);                  \
+    } while (0)
+
+/* 6 keys x 16 columns of acc, summed over the strip's mr rows. */
+INLINE void tn_6x16(int full, const float *a, int mr, const float *b, int64_t bs, float *acc,
+                    int64_t lda, __m256i m0, __m256i m1) {
+    ACC6_DECL;
+    ACC6_LOAD(full, acc, lda);
+    for (int r = 0; r < mr; r++) {
+        const float *br = b + (int64_t)r * bs;
+        __m256 b0 = LD0(br), b1 = LD1(br);
+        ACC6_STEP(a + r, ATTN_BMR);
+    }
+    ACC6_STORE(full, acc, lda);
+}
+
+/* 1 key x 16 columns (tiles whose key count is not a multiple of 6): two
+ * pairs of accumulators over even and odd rows keep two FMA chains going. */
+INLINE void tn_1x16(int full, const float *a, int mr, const float *b, int64_t bs, float *acc,
+                    __m256i m0, __m256i m1) {
+    __m256 c0 = LD0(acc), c1 = LD1(acc), e0 = _mm256_setzero_ps(), e1 = e0;
+    int r = 0;
+    for (; r + 2 <= mr; r += 2) {
+        const float *br = b + (int64_t)r * bs;
+        __m256 x = _mm256_broadcast_ss(a + r), y = _mm256_broadcast_ss(a + r + 1);
+        c0 = _mm256_fmadd_ps(x, LD0(br), c0);
+        c1 = _mm256_fmadd_ps(x, LD1(br), c1);
+        e0 = _mm256_fmadd_ps(y, LD0(br + bs), e0);
+        e1 = _mm256_fmadd_ps(y, LD1(br + bs), e1);
+    }
+    if (r < mr) {
+        const float *br = b + (int64_t)r * bs;
+        __m256 x = _mm256_broadcast_ss(a + r);
+        c0 = _mm256_fmadd_ps(x, LD0(br), c0);
+        c1 = _mm256_fmadd_ps(x, LD1(br), c1);
+    }
+    ST0(acc, _mm256_add_ps(c0, e0));
+    ST1(acc, _mm256_add_ps(c1, e1));
+}
+
+static void acc_tn_avx2(const float *a, int mr, int n, const float *b, int64_t bs, int N,
+                        float *acc, int64_t lda) {
+    __m256i m0, m1;
+    tail_masks(N & 15, &m0, &m1);
+    int j0 = 0;
+    for (; j0 + 6 <= n; j0 += 6) {
+        const float *aj = a + (size_t)j0 * ATTN_BMR;
+        float *accj = acc + (int64_t)j0 * lda;
+        int c0 = 0;
+        for (; c0 + 16 <= N; c0 += 16) tn_6x16(1, aj, mr, b + c0, bs, accj + c0, lda, m0, m1);
+        if (c0 < N) tn_6x16(0, aj, mr, b + c0, bs, accj + c0, lda, m0, m1);
+    }
+    for (; j0 < n; j0++) {
+        const float *aj = a + (size_t)j0 * ATTN_BMR;
+        float *accj = acc + (int64_t)j0 * lda;
+        int c0 = 0;
+        for (; c0 + 16 <= N; c0 += 16) tn_1x16(1, aj, mr, b + c0, bs, accj + c0, m0, m1);
+        if (c0 < N) tn_1x16(0, aj, mr, b + c0, bs, accj + c0, m0, m1);
+    }
+}
+
+/* 6 rows x 16 columns of o, accumulated over n keys. o is workspace with
+ * ldo >= round16(N), so its whole vectors are loaded and stored; only b
+ * (the caller's K) is masked on a tail. */
+INLINE void nn_6x16(int full, const float *a, int n, const float *b, int64_t bs, float *o,
+                    int ldo, __m256i m0, __m256i m1) {
+    ACC6_DECL;
+    ACC6_LOAD(1, o, ldo);
+    for (int j = 0; j < n; j++) {
+        const float *bj = b + (int64_t)j * bs;
+        __m256 b0 = LD0(bj), b1 = LD1(bj);
+        ACC6_STEP(a + (size_t)j * ATTN_BMR, 1);
+    }
+    ACC6_STORE(1, o, ldo);
+}
+
+static void acc_nn_avx2(const float *a, int mr, int n, const float *b, int64_t bs, int N,
+                        float *o, int ldo) {
+    __m256i m0, m1;
+    tail_masks(N & 15, &m0, &m1);
+    for (int r0 = 0; r0 < mr; r0 += 6) {
+        int c0 = 0;
+        for (; c0 + 16 <= N; c0 += 16)
+            nn_6x16(1, a + r0, n, b + c0, bs, o + (size_t)r0 * ldo + c0, ldo, m0, m1);
+        if (c0 < N) nn_6x16(0, a + r0, n, b + c0, bs, o + (size_t)r0 * ldo + c0, ldo, m0, m1);
+    }
+}
+
+const attn_bwd_kernels attn__bwd_kernels_avx2 = {
+    .name = "avx2",
+    .pack_t = pack_t_avx2,
+    .dot_t = dot_t_avx2,
+    .softmax_bwd = softmax_bwd_avx2,
+    .acc_tn = acc_tn_avx2,
+    .acc_nn = acc_nn_avx2,
+};

@@ -1,0 +1,56 @@
+/* Microkernels of the attention backward: one signature per job, shared by
+ * every ISA, selected once through attn__bwd_kernels() (the same ISA as the
+ * forward's attn__kernels(), so ATTN_ARCH applies to both). A table of its
+ * own, so the backward and forward kernels can be tuned independently.
+ *
+ * Tile geometry: a strip of ATTN_BMR query rows is packed transposed
+ * ([D][BMR]), so score-shaped tiles (S, dP, P, dS) are laid out x[j*BMR + r]
+ * (key j, query row r), exactly as in the forward. From such tiles
+ *   dV += (P∘Z)^T dO,  dK += dS^T Q   are acc_tn (sum over the strip's rows),
+ *   dQ += dS K                          is acc_nn (sum over the tile's keys).
+ * Rows r >= mr of a strip are padding: zero queries, their P and dS are 0. */
+#ifndef ATTN_KERNELS_BWD_H
+#define ATTN_KERNELS_BWD_H
+
+#include <stdint.h>
+
+#ifndef ATTN_BMR
+#define ATTN_BMR 24 /* query rows per backward strip: a multiple of 24 */
+#endif
+
+typedef struct attn_bwd_kernels {
+    const char *name;
+
+    /* xt[d*BMR + r] = scale * x[r*xs + d] for r < mr, 0 for mr <= r < BMR. */
+    void (*pack_t)(const float *x, int64_t xs, int mr, int D, float scale, float *xt);
+
+    /* s[j*BMR + r] = dot(xt[:, r], y_j) for j < n, r < BMR; y: n rows of D
+     * floats, row stride ys. Used for S = Q K^T and dP = dO V^T. */
+    void (*dot_t)(const float *xt, const float *y, int64_t ys, int n, int D, float *s);
+
+    /* Softmax backward on a tile of n keys, element by element (r < BMR):
+     *   p = exp(s - lse[r]);  s <- p;  dp <- p * (dp - di[r])
+     * lse[r] = +inf marks a dead row (p = 0, dS = 0); s = -inf gives p = 0. */
+    void (*softmax_bwd)(float *s, float *dp, int n, const float *lse, const float *di);
+
+    /* acc[j*lda + c] += sum_{r < mr} a[j*BMR + r] * b[r*bs + c] for j < n,
+     * c < N. Writes exactly those elements (acc may be the caller's dK/dV). */
+    void (*acc_tn)(const float *a, int mr, int n, const float *b, int64_t bs, int N, float *acc,
+                   int64_t lda);
+
+    /* o[r*ldo + c] += sum_{j < n} a[j*BMR + r] * b[j*bs + c] for r < mr,
+     * c < N (rows beyond mr up to the kernel's row block may be written: o
+     * holds BMR rows of ldo >= N floats). */
+    void (*acc_nn)(const float *a, int mr, int n, const float *b, int64_t bs, int N, float *o,
+                   int ldo);
+} attn_bwd_kernels;
+
+/* The backward kernel family matching attn__kernels(). */
+const attn_bwd_kernels *attn__bwd_kernels(void);
+
+extern const attn_bwd_kernels attn__bwd_kernels_scalar;
+#if defined(__x86_64__) || defined(_M_X64)
+extern const attn_bwd_kernels attn__bwd_kernels_avx2;
+#endif
+
+#endif /* ATTN_KERNELS_BWD_H */

@@ -1,0 +1,76 @@
+/* Portable backward microkernels (always complete, any CPU), and the
+ * selection of the backward kernel family. */
+#include "kernels/kernels.h"
+#include "kernels/kernels_bwd.h"
+
+#include <math.h>
+#include <string.h>
+
+static void pack_t_scalar(const float *x, int64_t xs, int mr, int D, float scale, float *xt) {
+    for (int d = 0; d < D; d++)
+        for (int r = 0; r < ATTN_BMR; r++)
+            xt[d * ATTN_BMR + r] = r < mr ? scale * x[r * xs + d] : 0.0f;
+}
+
+static void dot_t_scalar(const float *xt, const float *y, int64_t ys, int n, int D, float *s) {
+    for (int j = 0; j < n; j++) {
+        const float *yj = y + (int64_t)j * ys;
+        float acc[ATTN_BMR] = {0};
+        for (int d = 0; d < D; d++) {
+            float b = yj[d];
+            for (int r = 0; r < ATTN_BMR; r++) acc[r] = fmaf(xt[d * ATTN_BMR + r], b, acc[r]);
+        }
+        memcpy(s + (size_t)j * ATTN_BMR, acc, sizeof acc);
+    }
+}
+
+static void softmax_bwd_scalar(float *s, float *dp, int n, const float *lse, const float *di) {
+    for (int j = 0; j < n; j++)
+        for (int r = 0; r < ATTN_BMR; r++) {
+            size_t e = (size_t)j * ATTN_BMR + r;
+            float p = expf(s[e] - lse[r]);
+            s[e] = p;
+            dp[e] = p * (dp[e] - di[r]);
+        }
+}
+
+static void acc_tn_scalar(const float *a, int mr, int n, const float *b, int64_t bs, int N,
+                          float *acc, int64_t lda) {
+    for (int j = 0; j < n; j++) {
+        float *row = acc + (int64_t)j * lda;
+        for (int r = 0; r < mr; r++) {
+            float x = a[(size_t)j * ATTN_BMR + r];
+            const float *br = b + (int64_t)r * bs;
+            for (int c = 0; c < N; c++) row[c] = fmaf(x, br[c], row[c]);
+        }
+    }
+}
+
+static void acc_nn_scalar(const float *a, int mr, int n, const float *b, int64_t bs, int N,
+                          float *o, int ldo) {
+    for (int r = 0; r < mr; r++) {
+        float *row = o + (size_t)r * ldo;
+        for (int j = 0; j < n; j++) {
+            float x = a[(size_t)j * ATTN_BMR + r];
+            const float *bj = b + (int64_t)j * bs;
+            for (int c = 0; c < N; c++) row[c] = fmaf(x, bj[c], row[c]);
+        }
+    }
+}
+
+const attn_bwd_kernels attn__bwd_kernels_scalar = {
+    .name = "scalar",
+    .pack_t = pack_t_scalar,
+    .dot_t = dot_t_scalar,
+    .softmax_bwd = softmax_bwd_scalar,
+    .acc_tn = acc_tn_scalar,
+    .acc_nn = acc_nn_scalar,
+};
+
+const attn_bwd_kernels *attn__bwd_kernels(void) {
+    /* Follow the forward's choice (CPU detection and ATTN_ARCH live there). */
+#if defined(__x86_64__) || defined(_M_X64)
+    if (strcmp(attn__kernels()->name, "avx2") == 0) return &attn__bwd_kernels_avx2;
+#endif
+    return &attn__bwd_kernels_scalar;
+}
