@@ -15,8 +15,9 @@
 #include <stdint.h>
 
 #ifndef ATTN_BMR
-#define ATTN_BMR 24 /* query rows per backward strip: a multiple of 24 */
+#define ATTN_BMR 24 /* query rows per backward strip */
 #endif
+_Static_assert(ATTN_BMR % 24 == 0, "the AVX2 kernels take a strip as groups of 3 vectors");
 
 typedef struct attn_bwd_kernels {
     const char *name;
