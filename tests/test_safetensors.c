@@ -342,6 +342,64 @@ static void test_get_f32_conversions(void **state) {
     attn_ctx_free(ctx);
 }
 
+/* A file written by the reference implementation (safetensors.torch; see
+ * tests/fixtures/make_safetensors_py.py) reads back with exactly its values. */
+static void test_torch_file(void **state) {
+    (void)state;
+    const char *data = getenv("ATTN_TEST_DATA");
+    assert_non_null(data);
+    char path[512];
+    snprintf(path, sizeof path, "%s/safetensors_py/torch.safetensors", data);
+    attn_ctx *ctx;
+    assert_int_equal(attn_ctx_create(&ctx, 1), ATTN_OK);
+    attn_safetensors *st;
+    if (attn_safetensors_open(ctx, path, &st)) fail_msg("%s", attn_ctx_last_error(ctx));
+    assert_int_equal(attn_safetensors_count(st), 11);
+    assert_string_equal(attn_safetensors_metadata(st, "format"), "pt");
+    assert_string_equal(attn_safetensors_metadata(st, "origin"), "safetensors.torch");
+    attn_tensor v;
+    float *f;
+    assert_int_equal(attn_safetensors_get(ctx, st, "f32", &v), ATTN_OK);
+    assert_true(v.ndim == 3 && v.shape[0] == 2 && v.shape[1] == 3 && v.shape[2] == 4);
+    for (int i = 0; i < 24; i++)
+        assert_true(((float *)v.data)[i] == (float)i * 0.5f - 3.0f);
+    assert_int_equal(attn_safetensors_get(ctx, st, "f64", &v), ATTN_OK);
+    for (int i = 0; i < 5; i++)
+        assert_true(((double *)v.data)[i] == (double)i / 3.0);
+    assert_int_equal(attn_safetensors_get_f32(ctx, st, "f16", &f, &v), ATTN_OK);
+    const float f16[6] = {1.0f, -2.0f, 65504.0f, 0x1p-24f, INFINITY, -0.0f};
+    assert_memory_equal(f, f16, sizeof f16);
+    attn_free(f);
+    assert_int_equal(attn_safetensors_get_f32(ctx, st, "bf16", &f, &v), ATTN_OK);
+    const float bf16[4] = {1.0f, -123.5f, 0x1p100f, 0x1p-130f};
+    assert_true(v.ndim == 2 && v.shape[0] == 2 && v.shape[1] == 2);
+    assert_memory_equal(f, bf16, sizeof bf16);
+    attn_free(f);
+    assert_int_equal(attn_safetensors_get(ctx, st, "i32", &v), ATTN_OK);
+    for (int i = 0; i < 7; i++)
+        assert_int_equal(((int32_t *)v.data)[i], i - 3);
+    assert_int_equal(attn_safetensors_get(ctx, st, "i64", &v), ATTN_OK);
+    const int64_t i64[3] = {-(1LL << 40), 0, (1LL << 40) + 7};
+    assert_memory_equal(v.data, i64, sizeof i64);
+    assert_int_equal(attn_safetensors_get(ctx, st, "u8", &v), ATTN_OK);
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(((uint8_t *)v.data)[i], 250 + i);
+    assert_int_equal(attn_safetensors_get(ctx, st, "bool", &v), ATTN_OK);
+    assert_int_equal(v.dtype, ATTN_BOOL);
+    const uint8_t b[3] = {1, 0, 1};
+    assert_memory_equal(v.data, b, 3);
+    assert_int_equal(attn_safetensors_get(ctx, st, "scalar", &v), ATTN_OK);
+    assert_true(v.ndim == 0 && attn_tensor_numel(&v) == 1 && *(float *)v.data == 3.5f);
+    assert_int_equal(attn_safetensors_get(ctx, st, "empty", &v), ATTN_OK);
+    assert_true(v.ndim == 2 && v.shape[0] == 0 && v.shape[1] == 3);
+    assert_int_equal(attn_safetensors_get(ctx, st, "layer.0.weight", &v), ATTN_OK);
+    assert_true(v.ndim == 4 && v.shape[3] == 3);
+    for (int i = 0; i < 6; i++)
+        assert_true(((float *)v.data)[i] == (float)i);
+    attn_safetensors_close(st);
+    attn_ctx_free(ctx);
+}
+
 /* ---- reader errors ----------------------------------------------------------- */
 
 /* A file image from a header string and n data bytes (valued 1..n). */
@@ -661,6 +719,7 @@ int main(void) {
         cmocka_unit_test(test_roundtrip_strided),
         cmocka_unit_test(test_roundtrip_large),
         cmocka_unit_test(test_get_f32_conversions),
+        cmocka_unit_test(test_torch_file),
         cmocka_unit_test(test_get_errors),
         cmocka_unit_test(test_bad_corpus),
         cmocka_unit_test(test_mutations),
