@@ -2,7 +2,8 @@
  * vocabularies, errors, and (test_hf_cases) the ids Hugging Face's
  * BertTokenizerFast gives with all-MiniLM-L6-v2's vocabulary, from
  * tests/data/tokenizer (written by tests/fixtures/make_tokenizer_fixtures.py). */
-// clang-format off: cmocka.h needs these three first
+/* cmocka.h needs these three first */
+// clang-format off
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -309,18 +310,54 @@ static int hexval(int c) {
     return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
 }
 
-static void test_hf_cases(void **state) {
-    (void)state;
-    char path[1024];
-    snprintf(path, sizeof path, "%s/tokenizer", data_dir());
+/* The shipped vocabulary with the model's settings (mode NULL), cased
+ * ("cased": do_lower_case false), or lowercasing without stripping accents
+ * ("nostrip", through a tokenizer_config.json as a model would say it). */
+static attn_tokenizer *load_mode(const char *mode) {
+    char path[1024], dir[] = "/tmp/attn_tokmode_XXXXXX", link[256], cfg[256];
     attn_tokenizer *tok = NULL;
-    attn_status st = attn_tokenizer_load_dir(ctx, path, &tok);
+    attn_status st;
+    if (!mode) {
+        snprintf(path, sizeof path, "%s/tokenizer", data_dir());
+        st = attn_tokenizer_load_dir(ctx, path, &tok);
+    } else if (!strcmp(mode, "cased")) {
+        snprintf(path, sizeof path, "%s/tokenizer/vocab.txt", data_dir());
+        st = attn_tokenizer_load(ctx, path, 0, &tok);
+    } else {
+        assert_string_equal(mode, "nostrip");
+        assert_non_null(mkdtemp(dir));
+        snprintf(path, sizeof path, "%s/tokenizer/vocab.txt", data_dir());
+        char abs[2048] = "";
+        if (path[0] != '/') {
+            assert_non_null(getcwd(abs, 1024));
+            strcat(abs, "/");
+        }
+        strcat(abs, path);
+        snprintf(link, sizeof link, "%s/vocab.txt", dir);
+        assert_int_equal(symlink(abs, link), 0);
+        snprintf(cfg, sizeof cfg, "%s/tokenizer_config.json", dir);
+        FILE *f = fopen(cfg, "w");
+        assert_non_null(f);
+        fputs("{\"do_lower_case\": true, \"strip_accents\": false}", f);
+        fclose(f);
+        st = attn_tokenizer_load_dir(ctx, dir, &tok);
+        unlink(cfg);
+        unlink(link);
+        rmdir(dir);
+    }
     if (st != ATTN_OK) print_error("%s\n", attn_ctx_last_error(ctx));
     assert_int_equal(st, ATTN_OK);
     assert_int_equal(attn_tokenizer_vocab_size(tok), 30522);
     assert_int_equal(attn_tokenizer_id(tok, "[CLS]"), 101);
-    assert_int_equal(attn_tokenizer_max_len(tok), 512);
-    snprintf(path, sizeof path, "%s/tokenizer/cases.txt", data_dir());
+    return tok;
+}
+
+/* Every case of a cases*.txt file gives exactly Hugging Face's ids. */
+static void run_cases(const char *mode, const char *file, int min_cases) {
+    char path[1024];
+    attn_tokenizer *tok = load_mode(mode);
+    attn_status st;
+    snprintf(path, sizeof path, "%s/tokenizer/%s", data_dir(), file);
     FILE *f = fopen(path, "r");
     if (!f) print_error("cannot open %s\n", path);
     assert_non_null(f);
@@ -355,9 +392,10 @@ static void test_hf_cases(void **state) {
             if (got[i] != want[i]) first = i;
         if (first < 0 && n != nwant) first = n < nwant ? n : nwant;
         if (first >= 0) {
-            print_error("cases.txt line %d (max_len %d, %d bytes): %d ids, want %d; first "
+            print_error("%s line %d (max_len %d, %d bytes): %d ids, want %d; first "
                         "difference at %d: got %d (%s), want %d (%s)\n",
-                        lineno, max_len, (int)len, n, nwant, first, first < n ? got[first] : -1,
+                        file, lineno, max_len, (int)len, n, nwant, first,
+                        first < n ? got[first] : -1,
                         first < n ? attn_tokenizer_token(tok, got[first]) : "-",
                         first < nwant ? want[first] : -1,
                         first < nwant ? attn_tokenizer_token(tok, want[first]) : "-");
@@ -370,16 +408,33 @@ static void test_hf_cases(void **state) {
     free(want);
     free(got);
     fclose(f);
-    assert_true(ncases > 400);
+    assert_true(ncases >= min_cases);
     attn_tokenizer_free(tok);
 }
 
-/* Every code point, alone, through the normalizer (uncased settings) and the
- * pre-tokenizer's classes, against codepoints.txt. */
-static void test_hf_codepoints(void **state) {
+static void test_hf_cases(void **state) {
     (void)state;
+    attn_tokenizer *tok = load_mode(NULL);
+    assert_int_equal(attn_tokenizer_max_len(tok), 512);
+    attn_tokenizer_free(tok);
+    run_cases(NULL, "cases.txt", 490);
+}
+
+static void test_hf_cases_cased(void **state) {
+    (void)state;
+    run_cases("cased", "cases_cased.txt", 182);
+}
+
+static void test_hf_cases_nostrip(void **state) {
+    (void)state;
+    run_cases("nostrip", "cases_nostrip.txt", 182);
+}
+
+/* Every code point, alone, through the normalizer and the pre-tokenizer's
+ * classes, against a codepoints*.txt file. */
+static void run_codepoints(const char *file, int lowercase, int strip) {
     char path[1024];
-    snprintf(path, sizeof path, "%s/tokenizer/codepoints.txt", data_dir());
+    snprintf(path, sizeof path, "%s/tokenizer/%s", data_dir(), file);
     FILE *f = fopen(path, "r");
     if (!f) print_error("cannot open %s\n", path);
     assert_non_null(f);
@@ -423,12 +478,14 @@ static void test_hf_codepoints(void **state) {
             }
             int32_t *got;
             size_t ng;
-            assert_int_equal(attn__bert_normalize(ctx, &c, 1, 1, 1, 1, &got, &ng), ATTN_OK);
+            assert_int_equal(attn__bert_normalize(ctx, &c, 1, lowercase, strip, 1, &got, &ng),
+                             ATTN_OK);
             char gcls = attn__is_bert_space(c) ? 's' : attn__is_bert_punct(c) ? 'p' : 'w';
             int ok = gcls == cls && (int)ng == nw;
             for (int i = 0; ok && i < nw; i++)
                 ok = got[i] == want[i];
             if (!ok && bad++ < 10) {
+                print_error("%s: ", file);
                 char g[64] = "", w[64] = "";
                 for (size_t i = 0; i < ng && i < 6; i++)
                     snprintf(g + strlen(g), sizeof g - strlen(g), " %X", got[i]);
@@ -530,13 +587,30 @@ static void test_random_texts(void **state) {
     attn_tokenizer_free(tok);
 }
 
+static void test_hf_codepoints(void **state) {
+    (void)state;
+    run_codepoints("codepoints.txt", 1, 1);
+}
+
+static void test_hf_codepoints_cased(void **state) {
+    (void)state;
+    run_codepoints("codepoints_cased.txt", 0, 0);
+}
+
+static void test_hf_codepoints_nostrip(void **state) {
+    (void)state;
+    run_codepoints("codepoints_nostrip.txt", 1, 0);
+}
+
 int main(void) {
     if (attn_ctx_create(&ctx, 1) != ATTN_OK) return 1;
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_greedy),       cmocka_unit_test(test_long_words),
-        cmocka_unit_test(test_truncation),   cmocka_unit_test(test_bad_utf8),
-        cmocka_unit_test(test_vocab_files),  cmocka_unit_test(test_load_dir),
-        cmocka_unit_test(test_hf_cases),     cmocka_unit_test(test_hf_codepoints),
+        cmocka_unit_test(test_greedy),           cmocka_unit_test(test_long_words),
+        cmocka_unit_test(test_truncation),       cmocka_unit_test(test_bad_utf8),
+        cmocka_unit_test(test_vocab_files),      cmocka_unit_test(test_load_dir),
+        cmocka_unit_test(test_hf_cases),         cmocka_unit_test(test_hf_codepoints),
+        cmocka_unit_test(test_hf_cases_cased),   cmocka_unit_test(test_hf_codepoints_cased),
+        cmocka_unit_test(test_hf_cases_nostrip), cmocka_unit_test(test_hf_codepoints_nostrip),
         cmocka_unit_test(test_random_texts),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
