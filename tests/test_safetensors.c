@@ -453,6 +453,11 @@ static void test_get_errors(void **state) {
     assert_non_null(strstr(attn_ctx_last_error(ctx), "does-not-exist"));
     assert_int_equal(attn_safetensors_open(ctx, tmpdir, &st), ATTN_E_IO);
     assert_non_null(strstr(attn_ctx_last_error(ctx), "not a regular file"));
+    const char *fifo = tmp_path("fifo");
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    assert_int_equal(attn_safetensors_open(ctx, fifo, &st), ATTN_E_IO); /* and does not hang */
+    assert_non_null(strstr(attn_ctx_last_error(ctx), "not a regular file"));
+    unlink(fifo);
     assert_int_equal(attn_safetensors_open(ctx, NULL, &st), ATTN_E_ARG);
     assert_int_equal(attn_safetensors_open(ctx, tmpdir, NULL), ATTN_E_ARG);
     assert_int_equal(attn_safetensors_open_memory(ctx, NULL, 4, &st), ATTN_E_ARG);

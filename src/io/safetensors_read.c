@@ -309,7 +309,9 @@ attn_status attn_safetensors_open(attn_ctx *ctx, const char *path, attn_safetens
     *out = NULL;
     if (!path) return attn_ctx_fail(ctx, ATTN_E_ARG, "attn_safetensors_open: path is NULL");
     attn__ctx_clear(ctx);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused
+     * below as not a regular file (the flag changes nothing for files) */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) return attn_ctx_fail(ctx, ATTN_E_IO, "%s: cannot open: %s", path, strerror(errno));
     struct stat sb;
     attn_status status;
