@@ -351,7 +351,7 @@ static int run_case(attn_ctx *ctx, const mcase *c) {
     (void)dxk_in, (void)dxv_in;
 
     /* gather the library's strided outputs densely */
-    float *yd = malloc((size_t)nx * sizeof *yd), *dxqd = malloc((size_t)nx * sizeof *dxqd);
+    float *yd = calloc((size_t)nx, sizeof *yd), *dxqd = calloc((size_t)nx, sizeof *dxqd);
     float *dxkd = malloc((size_t)(nxk + 1) * sizeof *dxkd), *dxvd = malloc((size_t)(nxv + 1) * 4);
     for (int64_t b = 0; b < B; b++)
         for (int64_t t = 0; t < T; t++)
