@@ -21,8 +21,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#ifndef ATTN_BK
 #define ATTN_BK 128 /* keys per block; tiles never cross a multiple of BK */
+#endif
+#ifndef ATTN_G
 #define ATTN_G 2    /* strips per task, sharing each key block while it is in cache */
+#endif
 
 typedef struct task {
     int64_t b, h, i0; /* first row */
