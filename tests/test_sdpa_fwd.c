@@ -128,6 +128,25 @@ static void test_packed_qkv(void **state) {
     assert_int_equal(fails, 0);
 }
 
+/* Large logits (q scaled by 100): still within tolerance, no NaN. The
+ * softmax is then nearly one-hot and errors come from near-ties of the top
+ * scores, so each case keeps many visible rows: a max over a handful of rows
+ * would compare two noisy draws. */
+static void test_large_logits(void **state) {
+    (void)state;
+    static const int64_t TSD[][4] = {
+        {63, 64, 40, 0}, {257, 65, 59, 1}, {64, 1000, 80, 0}, {1000, 65, 128, 1}};
+    int fails = 0;
+    uint64_t id = 6000;
+    for (int k = 0; k < 4; k++) {
+        at_case c = {.B = 2, .H = 4, .Hkv = 2, .T = TSD[k][0], .S = TSD[k][1], .D = TSD[k][2],
+                     .logit_mul = 100.0f, .causal = (int)TSD[k][3],
+                     .align = ATTN_ALIGN_BOTTOM_RIGHT};
+        fails += !run(&c, id++, "logits x100");
+    }
+    assert_int_equal(fails, 0);
+}
+
 /* An explicit scale, and no lse requested. */
 static void test_explicit_scale(void **state) {
     (void)state;
@@ -139,7 +158,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_lengths),     cmocka_unit_test(test_head_dims),
         cmocka_unit_test(test_gqa),         cmocka_unit_test(test_layouts),
-        cmocka_unit_test(test_packed_qkv),  cmocka_unit_test(test_explicit_scale),
+        cmocka_unit_test(test_packed_qkv),  cmocka_unit_test(test_large_logits),
+        cmocka_unit_test(test_explicit_scale),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

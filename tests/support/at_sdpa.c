@@ -24,7 +24,18 @@ static int naive_visible(const attn__sdpa_plan *p, int64_t b, int64_t h, int64_t
     return 1;
 }
 
-attn_status at_naive32_forward(attn_ctx *ctx, const attn_sdpa_args *a) {
+/* The n-th index of 0..len-1 in the summation order of variant v: forward,
+ * reverse, evens then odds, odds then evens. */
+static int64_t order(int v, int64_t n, int64_t len) {
+    switch (v & 3) {
+    case 1: return len - 1 - n;
+    case 2: return n < (len + 1) / 2 ? 2 * n : 2 * (n - (len + 1) / 2) + 1;
+    case 3: return n < len / 2 ? 2 * n + 1 : 2 * (n - len / 2);
+    default: return n;
+    }
+}
+
+attn_status at_naive32_forward_order(attn_ctx *ctx, const attn_sdpa_args *a, int variant) {
     attn__sdpa_plan p;
     attn_status st = attn__sdpa_plan_make(ctx, a, 0, &p);
     if (st) return st;
@@ -43,14 +54,18 @@ attn_status at_naive32_forward(attn_ctx *ctx, const attn_sdpa_args *a) {
                 int64_t hk = h / p.group, pos = i + p.shift;
                 float mx = -INFINITY;
                 int nan = 0;
-                for (int64_t j = 0; j < p.S; j++) {
+                for (int64_t jj = 0; jj < p.S; jj++) {
+                    int64_t j = variant & 1 ? p.S - 1 - jj : jj;
                     if (!naive_visible(&p, b, h, i, j)) {
                         s[j] = -INFINITY;
                         continue;
                     }
                     const float *k = p.k + b * p.ks[0] + hk * p.ks[1] + j * p.ks[2];
                     float x = 0.0f;
-                    for (int64_t d = 0; d < p.D; d++) x += q[d] * k[d];
+                    for (int64_t dd = 0; dd < p.D; dd++) {
+                        int64_t d = order(variant, dd, p.D);
+                        x += q[d] * k[d];
+                    }
                     x *= p.scale;
                     if (p.softcap > 0.0f) x = p.softcap * tanhf(x / p.softcap);
                     if (p.mask_kind == ATTN__MASK_FLOAT)
@@ -64,7 +79,8 @@ attn_status at_naive32_forward(attn_ctx *ctx, const attn_sdpa_args *a) {
                 float l = 0.0f;
                 for (int64_t c = 0; c < p.Dv; c++) acc[c] = 0.0f;
                 if (mx != -INFINITY) {
-                    for (int64_t j = 0; j < p.S; j++) {
+                    for (int64_t jj = 0; jj < p.S; jj++) {
+                        int64_t j = variant & 1 ? p.S - 1 - jj : jj;
                         if (s[j] == -INFINITY) continue;
                         float e = expf(s[j] - mx);
                         l += e;
@@ -86,6 +102,10 @@ attn_status at_naive32_forward(attn_ctx *ctx, const attn_sdpa_args *a) {
     free(s);
     free(acc);
     return ATTN_OK;
+}
+
+attn_status at_naive32_forward(attn_ctx *ctx, const attn_sdpa_args *a) {
+    return at_naive32_forward_order(ctx, a, 0);
 }
 
 void at_sdpa_describe(const attn_sdpa_args *a, char *buf, size_t n) {
@@ -133,44 +153,47 @@ int at_sdpa_check_forward(attn_ctx *ctx, const attn_sdpa_args *a, const at_buf *
     char full[768];
     snprintf(full, sizeof full, "%s%s%s", label ? label : "", label ? ": " : "", desc);
     const int64_t B = a->q.shape[0], H = a->q.shape[1], T = a->q.shape[2], Dv = a->v.shape[3];
-    at_buf oo, ol, no, nl;
+    /* [0] oracle, [1..AT_NAIVE_ORDERS] naive32 in each summation order */
+    at_buf o[1 + AT_NAIVE_ORDERS], l[1 + AT_NAIVE_ORDERS];
+    const int nb = 1 + AT_NAIVE_ORDERS;
     int ok = 0;
-    memset(&oo, 0, sizeof oo), memset(&ol, 0, sizeof ol);
-    memset(&no, 0, sizeof no), memset(&nl, 0, sizeof nl);
+    memset(o, 0, sizeof o);
+    memset(l, 0, sizeof l);
     int64_t lsh[3] = {B, H, T};
-    if (at_buf_f32(&oo, B, H, T, Dv) || at_buf_f32(&no, B, H, T, Dv) ||
-        at_buf_alloc(&ol, ATTN_F32, 3, lsh, NULL, 0) || at_buf_alloc(&nl, ATTN_F32, 3, lsh, NULL, 0)) {
-        fprintf(stderr, "out of memory in the test\n");
-        goto done;
-    }
+    for (int k = 0; k < nb; k++)
+        if (at_buf_f32(&o[k], B, H, T, Dv) || at_buf_alloc(&l[k], ATTN_F32, 3, lsh, NULL, 0)) {
+            fprintf(stderr, "out of memory in the test\n");
+            goto done;
+        }
     attn_status st = attn_sdpa_forward(ctx, a);
     if (st != ATTN_OK) {
         fprintf(stderr, "attn_sdpa_forward failed (%s: %s) in case: %s\n", attn_status_str(st),
                 attn_ctx_last_error(ctx), full);
         goto done;
     }
-    attn_sdpa_args r = *a;
-    r.out = oo.t;
-    r.lse = a->lse.data ? ol.t : (attn_tensor){0};
-    if ((st = attn_sdpa_forward_ref(ctx, &r)) != ATTN_OK) {
-        fprintf(stderr, "oracle failed (%s) in case: %s\n", attn_ctx_last_error(ctx), full);
-        goto done;
+    for (int k = 0; k < nb; k++) {
+        attn_sdpa_args r = *a;
+        r.out = o[k].t;
+        r.lse = a->lse.data ? l[k].t : (attn_tensor){0};
+        st = k == 0 ? attn_sdpa_forward_ref(ctx, &r) : at_naive32_forward_order(ctx, &r, k - 1);
+        if (st != ATTN_OK) {
+            fprintf(stderr, "%s failed (%s) in case: %s\n", k ? "naive32" : "oracle",
+                    attn_ctx_last_error(ctx), full);
+            goto done;
+        }
     }
-    r.out = no.t;
-    r.lse = a->lse.data ? nl.t : (attn_tensor){0};
-    if ((st = at_naive32_forward(ctx, &r)) != ATTN_OK) {
-        fprintf(stderr, "naive32 failed (%s) in case: %s\n", attn_ctx_last_error(ctx), full);
-        goto done;
-    }
-    at_stats so, sl;
-    ok = at_check("out", full, seed, &a->out, &oo.t, &no.t, &so);
-    if (ok && a->lse.data) ok = at_check("lse", full, seed, &a->lse, &ol.t, &nl.t, &sl);
+    const attn_tensor *no[AT_NAIVE_ORDERS], *nl[AT_NAIVE_ORDERS];
+    for (int k = 0; k < AT_NAIVE_ORDERS; k++) no[k] = &o[k + 1].t, nl[k] = &l[k + 1].t;
+    ok = at_check_n("out", full, seed, &a->out, &o[0].t, no, AT_NAIVE_ORDERS, NULL);
+    if (ok && a->lse.data)
+        ok = at_check_n("lse", full, seed, &a->lse, &l[0].t, nl, AT_NAIVE_ORDERS, NULL);
     if (ok && ((outb && !at_buf_padding_intact(outb)) || (lseb && !at_buf_padding_intact(lseb)))) {
-        fprintf(stderr, "  ... in case: %s (seed %llu)\n", full, (unsigned long long)at_base_seed());
+        fprintf(stderr, "  ... in case: %s (ATTN_TEST_SEED=%llu)\n", full,
+                (unsigned long long)at_base_seed());
         ok = 0;
     }
 done:
-    at_buf_free(&oo), at_buf_free(&ol), at_buf_free(&no), at_buf_free(&nl);
+    for (int k = 0; k < nb; k++) at_buf_free(&o[k]), at_buf_free(&l[k]);
     return ok;
 }
 

@@ -246,6 +246,12 @@ static int nonfinite_match(float f, float o) {
 
 int at_check(const char *what, const char *label, uint64_t seed, const attn_tensor *fast,
              const attn_tensor *oracle, const attn_tensor *naive, at_stats *st) {
+    return at_check_n(what, label, seed, fast, oracle, &naive, 1, st);
+}
+
+int at_check_n(const char *what, const char *label, uint64_t seed, const attn_tensor *fast,
+               const attn_tensor *oracle, const attn_tensor *const *naive, int nnaive,
+               at_stats *st) {
     at_stats s = {0};
     int64_t idx[4], n = numel(oracle);
     double se = 0.0, so = 0.0, omax = 0.0;
@@ -253,7 +259,6 @@ int at_check(const char *what, const char *label, uint64_t seed, const attn_tens
     for (int64_t e = 0; e < n; e++) {
         unravel(oracle, e, idx);
         float o = *(float *)at_ptr(oracle, idx), f = *(float *)at_ptr(fast, idx);
-        float nv = *(float *)at_ptr(naive, idx);
         if (!isfinite(o)) {
             if (!nonfinite_match(f, o) && bad < 0) bad = e;
             continue;
@@ -266,8 +271,11 @@ int at_check(const char *what, const char *label, uint64_t seed, const attn_tens
         if (d > s.max_err) s.max_err = d;
         /* a non-finite naive value where the oracle is finite is an
          * infinite disagreement: caught by the sanity bound below */
-        double dn = isfinite(nv) ? fabs((double)nv - (double)o) : INFINITY;
-        if (dn > s.naive_err) s.naive_err = dn;
+        for (int k = 0; k < nnaive; k++) {
+            float nv = *(float *)at_ptr(naive[k], idx);
+            double dn = isfinite(nv) ? fabs((double)nv - (double)o) : INFINITY;
+            if (dn > s.naive_err) s.naive_err = dn;
+        }
         if (fabs((double)o) > omax) omax = fabs((double)o);
         se += d * d;
         so += (double)o * (double)o;
@@ -311,7 +319,7 @@ int at_check(const char *what, const char *label, uint64_t seed, const attn_tens
             "  max_err %.6g > tol %.6g (= 2 * naive err %.6g + 1e-6), nmse %.3g%s\n",
             what, label ? label : "", (unsigned long long)at_base_seed(),
             (unsigned long long)seed, ib, (double)*(float *)at_ptr(fast, idx),
-            (double)*(float *)at_ptr(oracle, idx), (double)*(float *)at_ptr(naive, idx),
+            (double)*(float *)at_ptr(oracle, idx), (double)*(float *)at_ptr(naive[0], idx),
             s.max_err, s.tol, s.naive_err, s.nmse,
             bad >= 0 ? " (finite/non-finite disagreement)" : "");
     return 0;

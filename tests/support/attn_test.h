@@ -111,6 +111,15 @@ typedef struct at_stats {
 int at_check(const char *what, const char *label, uint64_t seed, const attn_tensor *fast,
              const attn_tensor *oracle, const attn_tensor *naive, at_stats *st);
 
+/* The same with several naive results (e.g. two summation orders): the
+ * naive error is the largest of theirs. One fp32 rounding pattern is one
+ * random draw; where errors are heavy-tailed (large logits make the softmax
+ * nearly one-hot, so a single near-tie dominates the max) a single draw can
+ * be luckily small, and the rule would then compare the kernel with luck. */
+int at_check_n(const char *what, const char *label, uint64_t seed, const attn_tensor *fast,
+               const attn_tensor *oracle, const attn_tensor *const *naive, int nnaive,
+               at_stats *st);
+
 /* 1 if two F32 views of the same shape are bitwise identical; else prints the
  * first difference and returns 0. */
 int at_bitwise_equal(const char *what, const char *label, const attn_tensor *x,
@@ -122,13 +131,20 @@ int at_bitwise_equal(const char *what, const char *label, const attn_tensor *x,
  * a->lse (if present). Uses the library's argument validation; returns its
  * status. */
 attn_status at_naive32_forward(attn_ctx *ctx, const attn_sdpa_args *a);
+/* The same with its sums in another order (variant 0..3: dot products
+ * forward, reverse, evens then odds, odds then evens; keys forward for even
+ * variants, reverse for odd): other plain fp32 implementations, other draws
+ * of the rounding errors. at_sdpa_check_forward takes the largest error of
+ * AT_NAIVE_ORDERS of them as the naive error. */
+attn_status at_naive32_forward_order(attn_ctx *ctx, const attn_sdpa_args *a, int variant);
+#define AT_NAIVE_ORDERS 4
 
 /* Describe a problem in one line ("B=2 H=8 Hkv=2 T=63 S=65 D=40 Dv=24 causal
  * br ...") for messages. */
 void at_sdpa_describe(const attn_sdpa_args *a, char *buf, size_t n);
 
 /* Run attn_sdpa_forward on a (its out and lse buffers as given), then the
- * oracle and naive32 into private contiguous buffers, and check out and lse
+ * oracle and naive32 (both summation orders) into private contiguous buffers, and check out and lse
  * (lse only if a->lse.data). If outb / lseb (the buffers under a->out and
  * a->lse) are given, also check that their padding is intact. label (may be
  * NULL) is prefixed to the problem's description in messages; seed is the
