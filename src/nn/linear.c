@@ -42,10 +42,17 @@ void attn__linear_backward(attn_ctx *ctx, const float *x, int64_t ldx, int64_t M
                         (int)lddy, x, (int)ldx, acc_dw ? 1.0f : 0.0f, dW, (int)K);
     }
     if (db) {
-        if (!acc_dw) memset(db, 0, (size_t)N * sizeof(float));
-        for (int64_t i = 0; i < M; i++) {
-            const float *r = dy + i * lddy;
-            for (int64_t c = 0; c < N; c++) db[c] += r[c];
+        /* column sums in double, 64 columns at a time: a bias gradient sums
+         * all M rows, and a plain fp32 running sum's error grows with M */
+        for (int64_t c0 = 0; c0 < N; c0 += 64) {
+            int64_t nc = N - c0 < 64 ? N - c0 : 64;
+            double acc[64];
+            for (int64_t c = 0; c < nc; c++) acc[c] = acc_dw ? (double)db[c0 + c] : 0.0;
+            for (int64_t i = 0; i < M; i++) {
+                const float *r = dy + i * lddy + c0;
+                for (int64_t c = 0; c < nc; c++) acc[c] += (double)r[c];
+            }
+            for (int64_t c = 0; c < nc; c++) db[c0 + c] = (float)acc[c];
         }
     }
 }

@@ -1,7 +1,446 @@
-/* attn mha (not implemented yet). */
+/* attn mha: a multi-head attention layer (PyTorch nn.MultiheadAttention,
+ * batch_first) on tensors and weights from a safetensors file: forward, the
+ * attention weights, and with dy every gradient. */
 #include "cli.h"
 
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void usage(FILE *f) {
+    fputs("usage: attn mha IN.safetensors OUT.safetensors --heads H [options]\n"
+          "\n"
+          "Multi-head attention as PyTorch's nn.MultiheadAttention(batch_first=True):\n"
+          "y = out_proj(attention(q_proj(x_q), k_proj(x_k), v_proj(x_v))).\n"
+          "IN holds (F32, or F16/BF16/F64):\n"
+          "  inputs      x [B,T,E] (self-attention), or x_q [B,T,E] and x_kv [B,S,kdim]\n"
+          "              (keys and values from one tensor), or x_q, x_k [B,S,kdim] and\n"
+          "              x_v [B,S,vdim]; 2-D inputs ([T,E]) mean B = 1\n"
+          "  weights     by state-dict names: in_proj_weight [3E,E] (kdim = vdim = E), or\n"
+          "              q_proj_weight [E,E], k_proj_weight [E,kdim], v_proj_weight [E,vdim];\n"
+          "              in_proj_bias [3E]; out_proj.weight [E,E], out_proj.bias [E].\n"
+          "              With --kv-heads Hkv < H (grouped heads, which PyTorch's module\n"
+          "              cannot express): q_proj_weight [E,E], k_proj_weight [Hkv*E/H,kdim],\n"
+          "              v_proj_weight [Hkv*E/H,vdim], q_proj_bias [E], k_proj_bias and\n"
+          "              v_proj_bias [Hkv*E/H]. Biases are optional: absent means none.\n"
+          "  mask        optional: F32 additive, or BOOL/U8 keep-mask where TRUE = ATTEND,\n"
+          "              [T,S] or [B|1,H|1,T,S]. NOTE: PyTorch's nn.MultiheadAttention takes\n"
+          "              boolean attn_mask / key_padding_mask with the OPPOSITE meaning\n"
+          "              (True = masked out): invert them for attn\n"
+          "  kv_len      optional I32/I64 [B]: keys j >= kv_len[b] are masked (trailing\n"
+          "              padding, PyTorch's key_padding_mask)\n"
+          "  dy          optional [B,T,E]: the gradient of y; enables the backward\n"
+          "OUT receives y; attn_weights [B,H,T,S] with --need-weights ([B,T,S] averaged\n"
+          "over heads with --average-weights); with dy also dx (or dx_q and dx_kv, or dx_q,\n"
+          "dx_k and dx_v, matching the inputs) and grad.<name> for every weight. OUT is\n"
+          "replaced atomically; on any error it is not created.\n"
+          "\n"
+          "options:\n"
+          "  --heads H             query heads (required); E % H == 0\n"
+          "  --kv-heads Hkv        key/value heads (default H); H % Hkv == 0\n"
+          "  --causal              mask keys after the query's position p(i)\n"
+          "  --align top-left|bottom-right\n"
+          "                        p(i) = i (default, PyTorch is_causal) or i + S - T\n"
+          "  --window L,R          keep keys p(i)-L <= j <= p(i)+R; -1 = unbounded side\n"
+          "  --need-weights        also write the attention probabilities per head\n"
+          "  --average-weights     write them averaged over heads (implies --need-weights)\n"
+          "  --dropout P           drop attention probabilities with probability P in [0,1)\n"
+          "                        (training mode; attn_weights are then after dropout)\n"
+          "  --seed N              dropout seed (default 0)\n"
+          "  --threads N           threads (default: ATTN_NUM_THREADS, else all cores)\n"
+          "  -h, --help            show this help\n"
+          "\n"
+          "Exit status: 0 success, 1 bad input or failure, 2 bad usage.\n",
+          f);
+}
+
+typedef struct mha_opts {
+    const char *in, *out;
+    long heads, kv_heads, threads;
+    int causal, align, window, need_weights, average;
+    long wl, wr;
+    float dropout;
+    uint64_t seed;
+} mha_opts;
+
+static int parse_args(int argc, char **argv, mha_opts *o) {
+    int npos = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (a[0] != '-') {
+            if (npos == 0)
+                o->in = a;
+            else if (npos == 1)
+                o->out = a;
+            else
+                return attn_cli_error(2, "mha: unexpected argument '%s'", a);
+            npos++;
+            continue;
+        }
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return 0;
+        }
+        if (!strcmp(a, "--causal")) {
+            o->causal = 1;
+            continue;
+        }
+        if (!strcmp(a, "--need-weights")) {
+            o->need_weights = 1;
+            continue;
+        }
+        if (!strcmp(a, "--average-weights")) {
+            o->need_weights = o->average = 1;
+            continue;
+        }
+        static const char *const valued[] = {"--heads",   "--kv-heads", "--align",  "--window",
+                                             "--dropout", "--seed",     "--threads"};
+        int known = 0;
+        for (size_t k = 0; k < sizeof valued / sizeof valued[0]; k++)
+            known |= !strcmp(a, valued[k]);
+        if (!known) return attn_cli_error(2, "mha: unknown option '%s' (see attn mha --help)", a);
+        if (i + 1 >= argc) return attn_cli_error(2, "mha: option %s needs a value", a);
+        const char *v = argv[++i];
+        long n;
+        if (!strcmp(a, "--heads") || !strcmp(a, "--kv-heads") || !strcmp(a, "--threads")) {
+            long lo = strcmp(a, "--threads") ? 1 : 0;
+            if (attn_cli_parse_long(v, &n) || n < lo || n > 4096)
+                return attn_cli_error(2, "mha: %s must be an integer in [%ld, 4096], got '%s'", a,
+                                      lo, v);
+            if (!strcmp(a, "--heads"))
+                o->heads = n;
+            else if (!strcmp(a, "--kv-heads"))
+                o->kv_heads = n;
+            else
+                o->threads = n;
+        } else if (!strcmp(a, "--align")) {
+            if (!strcmp(v, "top-left"))
+                o->align = 0;
+            else if (!strcmp(v, "bottom-right"))
+                o->align = 1;
+            else
+                return attn_cli_error(2, "mha: --align must be top-left or bottom-right, got '%s'",
+                                      v);
+        } else if (!strcmp(a, "--window")) {
+            char buf[64];
+            const char *comma = strchr(v, ',');
+            if (!comma || strlen(v) >= sizeof buf)
+                return attn_cli_error(2, "mha: --window takes L,R (e.g. 128,0), got '%s'", v);
+            memcpy(buf, v, (size_t)(comma - v));
+            buf[comma - v] = '\0';
+            if (attn_cli_parse_long(buf, &o->wl) || attn_cli_parse_long(comma + 1, &o->wr) ||
+                o->wl < -1 || o->wr < -1)
+                return attn_cli_error(2, "mha: --window takes two integers >= -1, got '%s'", v);
+            o->window = 1;
+        } else if (!strcmp(a, "--dropout")) {
+            /* the range is checked with the weights: out of [0, 1) is bad input (exit 1) */
+            if (attn_cli_parse_float(v, &o->dropout))
+                return attn_cli_error(2, "mha: --dropout must be a number, got '%s'", v);
+        } else { /* --seed */
+            char *end;
+            errno = 0;
+            unsigned long long s = strtoull(v, &end, 0);
+            if (!*v || *v == '-' || *end || errno)
+                return attn_cli_error(2, "mha: --seed must be an integer >= 0, got '%s'", v);
+            o->seed = s;
+        }
+    }
+    if (npos < 2)
+        return attn_cli_error(2,
+                              "mha: expected IN.safetensors OUT.safetensors (see attn mha --help)");
+    if (!o->heads) return attn_cli_error(2, "mha: --heads H is required");
+    return -1;
+}
+
+/* Everything one run owns; freed in one place. */
+typedef struct mha_run {
+    attn_ctx *ctx;
+    attn_safetensors *st;
+    attn_mha *m;
+    void *owned[64]; /* freed with free */
+    int nowned;
+    float *converted[32]; /* from attn_safetensors_get_f32: freed with attn_free */
+    int nconverted;
+    int rank2; /* inputs given as [T,E]: B = 1, outputs without the B dim */
+} mha_run;
+
+static void shape_str(const attn_tensor *t, char *buf, size_t n) {
+    size_t u = (size_t)snprintf(buf, n, "[");
+    for (int d = 0; d < t->ndim && u < n; d++)
+        u += (size_t)snprintf(buf + u, n - u, "%s%lld", d ? "," : "", (long long)t->shape[d]);
+    if (u < n) snprintf(buf + u, n - u, "]");
+}
+
+static void *own(mha_run *r, void *p) {
+    if (p) r->owned[r->nowned++] = p;
+    return p;
+}
+
+/* Tensor `name` as F32 (converted from F16/BF16/F64); absent leaves *t empty. */
+static int load_float(mha_run *r, const char *name, attn_tensor *t) {
+    memset(t, 0, sizeof *t);
+    if (attn_safetensors_find(r->st, name) < 0) return 0;
+    if (attn_safetensors_get(r->ctx, r->st, name, t))
+        return attn_cli_error(1, "%s", attn_ctx_last_error(r->ctx));
+    if (t->dtype == ATTN_F32) return 0;
+    if (t->dtype != ATTN_F64 && t->dtype != ATTN_F16 && t->dtype != ATTN_BF16)
+        return attn_cli_error(1, "tensor '%s' has dtype %s, expected F32 (or F16, BF16, F64)", name,
+                              attn_dtype_name(t->dtype));
+    float *f;
+    if (attn_safetensors_get_f32(r->ctx, r->st, name, &f, t))
+        return attn_cli_error(1, "%s", attn_ctx_last_error(r->ctx));
+    r->converted[r->nconverted++] = f;
+    return 0;
+}
+
+/* An input: 3-D, or 2-D meaning B = 1 (all inputs alike). */
+static int load_input(mha_run *r, const char *name, attn_tensor *t, int64_t B, int64_t width) {
+    if (load_float(r, name, t)) return 1;
+    if (!t->data) return 0;
+    char s[96];
+    shape_str(t, s, sizeof s);
+    if (t->ndim != (r->rank2 ? 2 : 3))
+        return attn_cli_error(1, "tensor '%s' has shape %s, expected %s", name, s,
+                              r->rank2 ? "2 dims [S,width] like the query input"
+                                       : "3 dims [B,S,width] like the query input");
+    if (r->rank2) {
+        t->shape[2] = t->shape[1], t->stride[2] = t->stride[1];
+        t->shape[1] = t->shape[0], t->stride[1] = t->stride[0];
+        t->shape[0] = 1, t->stride[0] = t->shape[1] * t->stride[1];
+        t->ndim = 3;
+    }
+    if (B >= 0 && t->shape[0] != B)
+        return attn_cli_error(1, "tensor '%s' has batch %lld, the query input has %lld", name,
+                              (long long)t->shape[0], (long long)B);
+    if (width >= 0 && t->shape[2] != width)
+        return attn_cli_error(1, "tensor '%s' has shape %s, expected width %lld", name, s,
+                              (long long)width);
+    return 0;
+}
+
+static const char *const INPUT_NAMES[] = {"x", "x_q", "x_kv", "x_k", "x_v", "mask", "kv_len", "dy"};
+static const char *const BIAS_NAMES[] = {"in_proj_bias", "q_proj_bias", "k_proj_bias",
+                                         "v_proj_bias", "out_proj.bias"};
+
+static float *out_buf(mha_run *r, int ndim, const int64_t *shape, attn_tensor *t) {
+    size_t n = 1;
+    for (int d = 0; d < ndim; d++)
+        n *= (size_t)shape[d];
+    float *f = own(r, calloc(n ? n : 1, sizeof *f));
+    if (f) *t = attn_tensor_make(f, ATTN_F32, ndim, shape);
+    return f;
+}
+
+/* The view as written: 2-D inputs give outputs without the B dim. */
+static attn_tensor out_view(const mha_run *r, attn_tensor t) {
+    if (r->rank2) {
+        for (int d = 0; d + 1 < t.ndim; d++)
+            t.shape[d] = t.shape[d + 1], t.stride[d] = t.stride[d + 1];
+        t.ndim--;
+    }
+    return t;
+}
+
+static int run(const mha_opts *o, mha_run *r) {
+    const char *in = o->in;
+    if (attn_ctx_create(&r->ctx, (int)o->threads))
+        return attn_cli_error(1, "cannot create a context with %ld threads", o->threads);
+    if (attn_safetensors_open(r->ctx, in, &r->st))
+        return attn_cli_error(1, "%s", attn_ctx_last_error(r->ctx));
+    /* which inputs: x | x_q + x_kv | x_q + x_k + x_v */
+    int has[5];
+    for (int i = 0; i < 5; i++)
+        has[i] = attn_safetensors_find(r->st, INPUT_NAMES[i]) >= 0;
+    int self = has[0] && !has[1] && !has[2] && !has[3] && !has[4];
+    int kv = !has[0] && has[1] && has[2] && !has[3] && !has[4];
+    int split = !has[0] && has[1] && !has[2] && has[3] && has[4];
+    if (!self && !kv && !split)
+        return attn_cli_error(1,
+                              "%s: inputs must be x (self-attention), or x_q and x_kv, or x_q, "
+                              "x_k and x_v (and nothing else of these names)",
+                              in);
+    attn_mha_args a;
+    memset(&a, 0, sizeof a);
+    const char *qname = self ? "x" : "x_q";
+    r->rank2 = attn_safetensors_ndim(r->st, attn_safetensors_find(r->st, qname)) == 2;
+    if (load_input(r, qname, &a.x_q, -1, -1)) return 1;
+    int64_t B = a.x_q.shape[0], T = a.x_q.shape[1], E = a.x_q.shape[2];
+    if (kv && load_input(r, "x_kv", &a.x_k, B, -1)) return 1;
+    if (split && (load_input(r, "x_k", &a.x_k, B, -1) || load_input(r, "x_v", &a.x_v, B, -1)))
+        return 1;
+    int64_t S = self ? T : a.x_k.shape[1];
+    if (split && a.x_v.shape[1] != S)
+        return attn_cli_error(1, "%s: x_k has S=%lld keys but x_v has %lld", in, (long long)S,
+                              (long long)a.x_v.shape[1]);
+    int64_t kdim = self ? E : a.x_k.shape[2], vdim = split ? a.x_v.shape[2] : kdim;
+    if (E < 1 || T < 1 || B < 1 || S < 1)
+        return attn_cli_error(1, "%s: empty input (B=%lld T=%lld S=%lld E=%lld)", in, (long long)B,
+                              (long long)T, (long long)S, (long long)E);
+    if (E % o->heads)
+        return attn_cli_error(1, "%s: embed dim E=%lld (from %s) is not divisible by --heads %ld",
+                              in, (long long)E, qname, o->heads);
+    long hkv = o->kv_heads ? o->kv_heads : o->heads;
+    if (o->heads % hkv)
+        return attn_cli_error(1, "--heads %ld is not a multiple of --kv-heads %ld", o->heads, hkv);
+
+    /* the layer: biases present in the file switch them on */
+    int bias = 0;
+    for (size_t i = 0; i < sizeof BIAS_NAMES / sizeof BIAS_NAMES[0]; i++)
+        bias |= attn_safetensors_find(r->st, BIAS_NAMES[i]) >= 0;
+    attn_mha_config c = {0};
+    c.E = E, c.H = o->heads, c.Hkv = hkv, c.kdim = kdim, c.vdim = vdim, c.no_bias = !bias;
+    c.dropout = o->dropout, c.causal = o->causal;
+    c.align = o->align ? ATTN_ALIGN_BOTTOM_RIGHT : ATTN_ALIGN_TOP_LEFT;
+    c.window = o->window, c.window_left = o->wl, c.window_right = o->wr;
+    if (attn_mha_create(r->ctx, &c, 0, &r->m))
+        return attn_cli_error(1, "%s: %s", in, attn_ctx_last_error(r->ctx));
+    int np;
+    const attn_param *ps = attn_mha_params(r->m, &np);
+    for (int i = 0; i < np; i++) {
+        char want[96], got[96];
+        shape_str(&ps[i].value, want, sizeof want);
+        attn_tensor w;
+        if (attn_safetensors_find(r->st, ps[i].name) < 0)
+            return attn_cli_error(1,
+                                  "%s: missing weight '%s' %s (E=%lld H=%ld Hkv=%ld kdim=%lld "
+                                  "vdim=%lld%s)",
+                                  in, ps[i].name, want, (long long)E, o->heads, hkv,
+                                  (long long)kdim, (long long)vdim, bias ? ", biases present" : "");
+        if (load_float(r, ps[i].name, &w)) return 1;
+        shape_str(&w, got, sizeof got);
+        int same = w.ndim == ps[i].value.ndim;
+        for (int d = 0; same && d < w.ndim; d++)
+            same = w.shape[d] == ps[i].value.shape[d];
+        if (!same)
+            return attn_cli_error(1, "%s: weight '%s' has shape %s, expected %s", in, ps[i].name,
+                                  got, want);
+        memcpy(ps[i].value.data, w.data, (size_t)attn_tensor_numel(&w) * sizeof(float));
+    }
+    /* nothing else may be in the file */
+    for (int i = 0; i < attn_safetensors_count(r->st); i++) {
+        const char *nm = attn_safetensors_name(r->st, i);
+        int ok = 0;
+        for (size_t k = 0; k < sizeof INPUT_NAMES / sizeof INPUT_NAMES[0]; k++)
+            ok |= !strcmp(nm, INPUT_NAMES[k]);
+        for (int k = 0; k < np; k++)
+            ok |= !strcmp(nm, ps[k].name);
+        if (!ok) {
+            char list[512];
+            size_t u = 0;
+            for (int k = 0; k < np && u < sizeof list; k++)
+                u += (size_t)snprintf(list + u, sizeof list - u, "%s%s", k ? ", " : "", ps[k].name);
+            return attn_cli_error(1,
+                                  "%s: unexpected tensor '%s' (this layer's weights are: %s; "
+                                  "inputs: x | x_q, x_kv | x_q, x_k, x_v; mask, kv_len, dy)",
+                                  in, nm, list);
+        }
+    }
+
+    if (attn_safetensors_find(r->st, "kv_len") >= 0) {
+        attn_tensor kl;
+        if (attn_safetensors_get(r->ctx, r->st, "kv_len", &kl))
+            return attn_cli_error(1, "%s", attn_ctx_last_error(r->ctx));
+        if (kl.dtype != ATTN_I32 && kl.dtype != ATTN_I64)
+            return attn_cli_error(1, "%s: tensor 'kv_len' has dtype %s, expected I32 or I64", in,
+                                  attn_dtype_name(kl.dtype));
+        if (kl.ndim != 1 || kl.shape[0] != B)
+            return attn_cli_error(1, "%s: tensor 'kv_len' must be [B=%lld]", in, (long long)B);
+        int32_t *kvl = own(r, malloc((size_t)B * sizeof *kvl));
+        if (!kvl) return attn_cli_error(1, "out of memory");
+        for (int64_t b = 0; b < B; b++) {
+            int64_t x = kl.dtype == ATTN_I32 ? ((const int32_t *)kl.data)[b]
+                                             : ((const int64_t *)kl.data)[b];
+            if (x < 0 || x > S)
+                return attn_cli_error(1, "%s: kv_len[%lld] = %lld is outside [0, S=%lld]", in,
+                                      (long long)b, (long long)x, (long long)S);
+            kvl[b] = (int32_t)x;
+        }
+        a.kv_len = kvl;
+    }
+    if (attn_safetensors_find(r->st, "mask") >= 0) {
+        attn_tensor m;
+        if (attn_safetensors_get(r->ctx, r->st, "mask", &m))
+            return attn_cli_error(1, "%s", attn_ctx_last_error(r->ctx));
+        if (m.dtype != ATTN_BOOL && m.dtype != ATTN_U8 && load_float(r, "mask", &m)) return 1;
+        int ok =
+            (m.ndim == 2 && m.shape[0] == T && m.shape[1] == S) ||
+            (m.ndim == 4 && (m.shape[0] == 1 || m.shape[0] == B) &&
+             (m.shape[1] == 1 || m.shape[1] == o->heads) && m.shape[2] == T && m.shape[3] == S);
+        if (!ok) {
+            char s[96];
+            shape_str(&m, s, sizeof s);
+            return attn_cli_error(1,
+                                  "%s: tensor 'mask' has shape %s, expected [T=%lld,S=%lld] or "
+                                  "[B=%lld|1,H=%ld|1,T,S]",
+                                  in, s, (long long)T, (long long)S, (long long)B, o->heads);
+        }
+        a.mask = m;
+    }
+    attn_tensor dy = {0};
+    if (attn_safetensors_find(r->st, "dy") >= 0) {
+        if (load_input(r, "dy", &dy, B, E)) return 1;
+        if (dy.shape[1] != T)
+            return attn_cli_error(1, "%s: tensor 'dy' must be [B=%lld, T=%lld, E=%lld] like y", in,
+                                  (long long)B, (long long)T, (long long)E);
+    }
+
+    int64_t shy[3] = {B, T, E}, shw4[4] = {B, o->heads, T, S}, shw3[3] = {B, T, S};
+    if (!out_buf(r, 3, shy, &a.y)) return attn_cli_error(1, "out of memory");
+    if (o->need_weights &&
+        !(o->average ? out_buf(r, 3, shw3, &a.attn_weights) : out_buf(r, 4, shw4, &a.attn_weights)))
+        return attn_cli_error(1, "out of memory for the attention weights");
+    a.training = o->dropout != 0.0f;
+    a.seed = o->seed;
+    if (attn_mha_forward(r->ctx, r->m, &a))
+        return attn_cli_error(1, "%s: %s", in, attn_ctx_last_error(r->ctx));
+
+    const char *names[40];
+    attn_tensor views[40];
+    int n = 0;
+    names[n] = "y", views[n++] = out_view(r, a.y);
+    if (o->need_weights) names[n] = "attn_weights", views[n++] = out_view(r, a.attn_weights);
+    if (dy.data) {
+        attn_mha_grads g;
+        memset(&g, 0, sizeof g);
+        g.dy = dy;
+        int64_t shk[3] = {B, S, kdim}, shv[3] = {B, S, vdim};
+        if (!out_buf(r, 3, shy, &g.dx_q) || (!self && !out_buf(r, 3, shk, &g.dx_k)) ||
+            (split && !out_buf(r, 3, shv, &g.dx_v)))
+            return attn_cli_error(1, "out of memory for the gradients");
+        if (attn_mha_backward(r->ctx, r->m, &a, &g))
+            return attn_cli_error(1, "%s: backward: %s", in, attn_ctx_last_error(r->ctx));
+        names[n] = self ? "dx" : "dx_q", views[n++] = out_view(r, g.dx_q);
+        if (kv) names[n] = "dx_kv", views[n++] = out_view(r, g.dx_k);
+        if (split) names[n] = "dx_k", views[n++] = out_view(r, g.dx_k);
+        if (split) names[n] = "dx_v", views[n++] = out_view(r, g.dx_v);
+        for (int i = 0; i < np; i++) {
+            char *nm = own(r, malloc(strlen(ps[i].name) + 6));
+            if (!nm) return attn_cli_error(1, "out of memory");
+            sprintf(nm, "grad.%s", ps[i].name);
+            names[n] = nm, views[n++] = ps[i].grad;
+        }
+    }
+    if (attn_safetensors_write(r->ctx, o->out, n, names, views))
+        return attn_cli_error(1, "%s", attn_ctx_last_error(r->ctx));
+    return 0;
+}
+
 int attn_cmd_mha(int argc, char **argv) {
-    (void)argc, (void)argv;
-    return attn_cli_error(1, "'attn mha' is not implemented yet");
+    mha_opts o;
+    memset(&o, 0, sizeof o);
+    int rc = parse_args(argc, argv, &o);
+    if (rc >= 0) return rc;
+    mha_run r;
+    memset(&r, 0, sizeof r);
+    rc = run(&o, &r);
+    for (int i = 0; i < r.nowned; i++)
+        free(r.owned[i]);
+    for (int i = 0; i < r.nconverted; i++)
+        attn_free(r.converted[i]);
+    attn_mha_free(r.m);
+    attn_safetensors_close(r.st);
+    attn_ctx_free(r.ctx);
+    return rc;
 }
