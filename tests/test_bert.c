@@ -6,6 +6,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+
 #include <cmocka.h>
 
 #include "models/bert.h"
@@ -21,15 +22,23 @@ static double urand(void) { /* uniform in [-1, 1) */
     return (double)(rng_state >> 11) * (2.0 / 9007199254740992.0) - 1.0;
 }
 static void fill(float *p, size_t n, double scale, double offset) {
-    for (size_t i = 0; i < n; i++) p[i] = (float)(offset + scale * urand());
+    for (size_t i = 0; i < n; i++)
+        p[i] = (float)(offset + scale * urand());
 }
 
 static attn_bert *make_model(attn_ctx *ctx, int64_t E, int64_t H, int64_t I, int64_t layers,
                              attn_pooling pool, int normalize) {
-    attn_bert_config c = {.vocab_size = 53, .hidden_size = E, .num_layers = layers,
-                          .num_heads = H, .intermediate_size = I, .max_position = 300,
-                          .type_vocab_size = 2, .layer_norm_eps = 1e-12f, .pooling = pool,
-                          .normalize = normalize, .max_seq_length = 256};
+    attn_bert_config c = {.vocab_size = 53,
+                          .hidden_size = E,
+                          .num_layers = layers,
+                          .num_heads = H,
+                          .intermediate_size = I,
+                          .max_position = 300,
+                          .type_vocab_size = 2,
+                          .layer_norm_eps = 1e-12f,
+                          .pooling = pool,
+                          .normalize = normalize,
+                          .max_seq_length = 256};
     attn_bert *m;
     assert_int_equal(attn__bert_alloc(ctx, &c, &m), ATTN_OK);
     const size_t e = (size_t)E, in = (size_t)I;
@@ -61,100 +70,112 @@ static attn_bert *make_model(attn_ctx *ctx, int64_t E, int64_t H, int64_t I, int
 /* The naive encoder for one text, in type R: hidden [T, E], and the
  * probabilities [T, T] of (pl, ph) when probs is not NULL. */
 #define DEFINE_NAIVE(R, NAME, SQRT, EXP, ERF)                                                      \
-    static void NAME##_ln(R *x, int64_t E, const float *g, const float *b, R eps) {              \
-        R mu = 0, var = 0;                                                                        \
-        for (int64_t k = 0; k < E; k++) mu += x[k];                                               \
-        mu /= (R)E;                                                                               \
-        for (int64_t k = 0; k < E; k++) var += (x[k] - mu) * (x[k] - mu);                        \
-        var /= (R)E;                                                                              \
-        R rs = (R)1 / SQRT(var + eps);                                                            \
-        for (int64_t k = 0; k < E; k++) x[k] = (x[k] - mu) * rs * (R)g[k] + (R)b[k];              \
-    }                                                                                             \
-    static void NAME##_lin(const R *x, int64_t M, int64_t K, const float *W, const float *bias,  \
-                           int64_t N, R *y) {                                                     \
-        for (int64_t i = 0; i < M; i++)                                                           \
-            for (int64_t o = 0; o < N; o++) {                                                     \
-                R s = (R)bias[o];                                                                 \
-                for (int64_t k = 0; k < K; k++) s += x[i * K + k] * (R)W[o * K + k];              \
-                y[i * N + o] = s;                                                                 \
-            }                                                                                     \
-    }                                                                                             \
-    static void NAME(const attn_bert *m, const int32_t *ids, int64_t T, R *x, int64_t pl,        \
-                     int64_t ph, R *probs) {                                                      \
-        const attn_bert_config *c = &m->cfg;                                                      \
-        const int64_t E = c->hidden_size, H = c->num_heads, Dh = E / H, I = c->intermediate_size; \
-        const R eps = (R)c->layer_norm_eps;                                                       \
-        R *qkv = malloc(sizeof(R) * T * 3 * E), *a = malloc(sizeof(R) * T * E);                   \
-        R *y = malloc(sizeof(R) * T * E), *h = malloc(sizeof(R) * T * I), *s = malloc(sizeof(R) * T); \
-        for (int64_t t = 0; t < T; t++) {                                                         \
-            for (int64_t k = 0; k < E; k++)                                                       \
-                x[t * E + k] = (R)m->word[ids[t] * E + k] + (R)m->pos[t * E + k] + (R)m->type[k]; \
-            NAME##_ln(x + t * E, E, m->emb_ln_g, m->emb_ln_b, eps);                               \
-        }                                                                                         \
-        for (int64_t l = 0; l < c->num_layers; l++) {                                             \
-            const attn__bert_layer *L = &m->layers[l];                                            \
-            NAME##_lin(x, T, E, L->wqkv, L->bqkv, 3 * E, qkv);                                    \
-            for (int64_t hh = 0; hh < H; hh++)                                                    \
-                for (int64_t i = 0; i < T; i++) {                                                 \
-                    R mx = -INFINITY, sum = 0;                                                    \
-                    for (int64_t j = 0; j < T; j++) {                                             \
-                        R d = 0;                                                                  \
-                        for (int64_t e = 0; e < Dh; e++)                                          \
-                            d += qkv[i * 3 * E + hh * Dh + e] * qkv[j * 3 * E + E + hh * Dh + e]; \
-                        s[j] = d / SQRT((R)Dh);                                                   \
-                        if (s[j] > mx) mx = s[j];                                                 \
-                    }                                                                             \
-                    for (int64_t j = 0; j < T; j++) sum += (s[j] = EXP(s[j] - mx));               \
-                    for (int64_t e = 0; e < Dh; e++) a[i * E + hh * Dh + e] = 0;                  \
-                    for (int64_t j = 0; j < T; j++) {                                             \
-                        R p = s[j] / sum;                                                         \
-                        if (probs && l == pl && hh == ph) probs[i * T + j] = p;                   \
-                        for (int64_t e = 0; e < Dh; e++)                                          \
-                            a[i * E + hh * Dh + e] += p * qkv[j * 3 * E + 2 * E + hh * Dh + e];   \
-                    }                                                                             \
-                }                                                                                 \
-            NAME##_lin(a, T, E, L->wo, L->bo, E, y);                                              \
-            for (int64_t t = 0; t < T; t++) {                                                     \
-                for (int64_t k = 0; k < E; k++) x[t * E + k] += y[t * E + k];                     \
-                NAME##_ln(x + t * E, E, L->ln1_g, L->ln1_b, eps);                                 \
-            }                                                                                     \
-            NAME##_lin(x, T, E, L->wi, L->bi, I, h);                                              \
-            for (int64_t k = 0; k < T * I; k++)                                                   \
-                h[k] = h[k] * (R)0.5 * ((R)1 + ERF(h[k] / SQRT((R)2)));                           \
-            NAME##_lin(h, T, I, L->wf, L->bf, E, y);                                              \
-            for (int64_t t = 0; t < T; t++) {                                                     \
-                for (int64_t k = 0; k < E; k++) x[t * E + k] += y[t * E + k];                     \
-                NAME##_ln(x + t * E, E, L->ln2_g, L->ln2_b, eps);                                 \
-            }                                                                                     \
-        }                                                                                         \
-        free(qkv), free(a), free(y), free(h), free(s);                                            \
+    static void NAME##_ln(R *x, int64_t E, const float *g, const float *b, R eps) {                \
+        R mu = 0, var = 0;                                                                         \
+        for (int64_t k = 0; k < E; k++)                                                            \
+            mu += x[k];                                                                            \
+        mu /= (R)E;                                                                                \
+        for (int64_t k = 0; k < E; k++)                                                            \
+            var += (x[k] - mu) * (x[k] - mu);                                                      \
+        var /= (R)E;                                                                               \
+        R rs = (R)1 / SQRT(var + eps);                                                             \
+        for (int64_t k = 0; k < E; k++)                                                            \
+            x[k] = (x[k] - mu) * rs * (R)g[k] + (R)b[k];                                           \
+    }                                                                                              \
+    static void NAME##_lin(const R *x, int64_t M, int64_t K, const float *W, const float *bias,    \
+                           int64_t N, R *y) {                                                      \
+        for (int64_t i = 0; i < M; i++)                                                            \
+            for (int64_t o = 0; o < N; o++) {                                                      \
+                R s = (R)bias[o];                                                                  \
+                for (int64_t k = 0; k < K; k++)                                                    \
+                    s += x[i * K + k] * (R)W[o * K + k];                                           \
+                y[i * N + o] = s;                                                                  \
+            }                                                                                      \
+    }                                                                                              \
+    static void NAME(const attn_bert *m, const int32_t *ids, int64_t T, R *x, int64_t pl,          \
+                     int64_t ph, R *probs) {                                                       \
+        const attn_bert_config *c = &m->cfg;                                                       \
+        const int64_t E = c->hidden_size, H = c->num_heads, Dh = E / H, I = c->intermediate_size;  \
+        const R eps = (R)c->layer_norm_eps;                                                        \
+        R *qkv = malloc(sizeof(R) * T * 3 * E), *a = malloc(sizeof(R) * T * E);                    \
+        R *y = malloc(sizeof(R) * T * E), *h = malloc(sizeof(R) * T * I),                          \
+          *s = malloc(sizeof(R) * T);                                                              \
+        for (int64_t t = 0; t < T; t++) {                                                          \
+            for (int64_t k = 0; k < E; k++)                                                        \
+                x[t * E + k] = (R)m->word[ids[t] * E + k] + (R)m->pos[t * E + k] + (R)m->type[k];  \
+            NAME##_ln(x + t * E, E, m->emb_ln_g, m->emb_ln_b, eps);                                \
+        }                                                                                          \
+        for (int64_t l = 0; l < c->num_layers; l++) {                                              \
+            const attn__bert_layer *L = &m->layers[l];                                             \
+            NAME##_lin(x, T, E, L->wqkv, L->bqkv, 3 * E, qkv);                                     \
+            for (int64_t hh = 0; hh < H; hh++)                                                     \
+                for (int64_t i = 0; i < T; i++) {                                                  \
+                    R mx = -INFINITY, sum = 0;                                                     \
+                    for (int64_t j = 0; j < T; j++) {                                              \
+                        R d = 0;                                                                   \
+                        for (int64_t e = 0; e < Dh; e++)                                           \
+                            d += qkv[i * 3 * E + hh * Dh + e] * qkv[j * 3 * E + E + hh * Dh + e];  \
+                        s[j] = d / SQRT((R)Dh);                                                    \
+                        if (s[j] > mx) mx = s[j];                                                  \
+                    }                                                                              \
+                    for (int64_t j = 0; j < T; j++)                                                \
+                        sum += (s[j] = EXP(s[j] - mx));                                            \
+                    for (int64_t e = 0; e < Dh; e++)                                               \
+                        a[i * E + hh * Dh + e] = 0;                                                \
+                    for (int64_t j = 0; j < T; j++) {                                              \
+                        R p = s[j] / sum;                                                          \
+                        if (probs && l == pl && hh == ph) probs[i * T + j] = p;                    \
+                        for (int64_t e = 0; e < Dh; e++)                                           \
+                            a[i * E + hh * Dh + e] += p * qkv[j * 3 * E + 2 * E + hh * Dh + e];    \
+                    }                                                                              \
+                }                                                                                  \
+            NAME##_lin(a, T, E, L->wo, L->bo, E, y);                                               \
+            for (int64_t t = 0; t < T; t++) {                                                      \
+                for (int64_t k = 0; k < E; k++)                                                    \
+                    x[t * E + k] += y[t * E + k];                                                  \
+                NAME##_ln(x + t * E, E, L->ln1_g, L->ln1_b, eps);                                  \
+            }                                                                                      \
+            NAME##_lin(x, T, E, L->wi, L->bi, I, h);                                               \
+            for (int64_t k = 0; k < T * I; k++)                                                    \
+                h[k] = h[k] * (R)0.5 * ((R)1 + ERF(h[k] / SQRT((R)2)));                            \
+            NAME##_lin(h, T, I, L->wf, L->bf, E, y);                                               \
+            for (int64_t t = 0; t < T; t++) {                                                      \
+                for (int64_t k = 0; k < E; k++)                                                    \
+                    x[t * E + k] += y[t * E + k];                                                  \
+                NAME##_ln(x + t * E, E, L->ln2_g, L->ln2_b, eps);                                  \
+            }                                                                                      \
+        }                                                                                          \
+        free(qkv), free(a), free(y), free(h), free(s);                                             \
     }
 
 DEFINE_NAIVE(double, naive64, sqrt, exp, erf)
 DEFINE_NAIVE(float, naive32, sqrtf, expf, erff)
 
 /* Pool and normalise as the model says, in the naive type. */
-#define DEFINE_POOL(R, NAME, SQRT)                                                                \
-    static void NAME(const attn_bert_config *c, const R *x, int64_t T, R *out) {                 \
-        const int64_t E = c->hidden_size;                                                         \
-        R norm = 0;                                                                               \
-        for (int64_t k = 0; k < E; k++) {                                                         \
-            R v = x[k];                                                                           \
-            for (int64_t t = 1; t < T; t++) {                                                     \
-                if (c->pooling == ATTN_POOL_MEAN) v += x[t * E + k];                              \
-                if (c->pooling == ATTN_POOL_MAX && x[t * E + k] > v) v = x[t * E + k];            \
-            }                                                                                     \
-            if (c->pooling == ATTN_POOL_MEAN) v /= (R)T;                                          \
-            out[k] = v;                                                                           \
-            norm += v * v;                                                                        \
-        }                                                                                         \
-        if (c->normalize)                                                                         \
-            for (int64_t k = 0; k < E; k++) out[k] /= SQRT(norm);                                 \
+#define DEFINE_POOL(R, NAME, SQRT)                                                                 \
+    static void NAME(const attn_bert_config *c, const R *x, int64_t T, R *out) {                   \
+        const int64_t E = c->hidden_size;                                                          \
+        R norm = 0;                                                                                \
+        for (int64_t k = 0; k < E; k++) {                                                          \
+            R v = x[k];                                                                            \
+            for (int64_t t = 1; t < T; t++) {                                                      \
+                if (c->pooling == ATTN_POOL_MEAN) v += x[t * E + k];                               \
+                if (c->pooling == ATTN_POOL_MAX && x[t * E + k] > v) v = x[t * E + k];             \
+            }                                                                                      \
+            if (c->pooling == ATTN_POOL_MEAN) v /= (R)T;                                           \
+            out[k] = v;                                                                            \
+            norm += v * v;                                                                         \
+        }                                                                                          \
+        if (c->normalize)                                                                          \
+            for (int64_t k = 0; k < E; k++)                                                        \
+                out[k] /= SQRT(norm);                                                              \
     }
 DEFINE_POOL(double, pool64, sqrt)
 DEFINE_POOL(float, pool32, sqrtf)
 
-static int quick(void) { return getenv("ATTN_TEST_QUICK") != NULL; }
+static int quick(void) {
+    return getenv("ATTN_TEST_QUICK") != NULL;
+}
 
 /* Random ids for n texts of the given lengths ([CLS]=1 first, [SEP]=2 last). */
 static int32_t **make_ids(int64_t n, const int64_t *len) {
@@ -169,7 +190,8 @@ static int32_t **make_ids(int64_t n, const int64_t *len) {
     return ids;
 }
 static void free_ids(int32_t **ids, int64_t n) {
-    for (int64_t i = 0; i < n; i++) free(ids[i]);
+    for (int64_t i = 0; i < n; i++)
+        free(ids[i]);
     free(ids);
 }
 
@@ -185,9 +207,11 @@ static void check_close(const char *what, const float *got, const double *ref, c
     }
     double tol = 2.0 * err32 + 1e-6;
     if (!(err <= tol)) {
-        fprintf(stderr, "%s (seed %llu): max error %.3g > tolerance %.3g at %lld: got %.9g, "
-                        "oracle %.9g\n", what, (unsigned long long)seed, err, tol, (long long)worst,
-                (double)got[worst], ref[worst]);
+        fprintf(stderr,
+                "%s (seed %llu): max error %.3g > tolerance %.3g at %lld: got %.9g, "
+                "oracle %.9g\n",
+                what, (unsigned long long)seed, err, tol, (long long)worst, (double)got[worst],
+                ref[worst]);
         fail();
     }
 }
@@ -200,7 +224,8 @@ static void run_encode_case(int64_t E, int64_t H, int64_t I, int64_t layers, con
     attn_bert *m = make_model(ctx, E, H, I, layers, ATTN_POOL_MEAN, 1);
     int32_t **ids = make_ids(n, len);
     int64_t T = 0;
-    for (int64_t i = 0; i < n; i++) T = ATTN_MAX(T, len[i]);
+    for (int64_t i = 0; i < n; i++)
+        T = ATTN_MAX(T, len[i]);
     float *hid = malloc(sizeof(float) * n * T * E);
     assert_int_equal(attn_bert_encode(ctx, m, n, (const int32_t *const *)ids, len, hid), ATTN_OK);
     double *x64 = malloc(sizeof(double) * T * E);
@@ -212,7 +237,8 @@ static void run_encode_case(int64_t E, int64_t H, int64_t I, int64_t layers, con
         snprintf(what, sizeof what, "hidden E=%lld H=%lld text %lld (len %lld)", (long long)E,
                  (long long)H, (long long)b, (long long)len[b]);
         check_close(what, hid + b * T * E, x64, x32, len[b] * E, seed);
-        for (int64_t k = len[b] * E; k < T * E; k++) assert_true(hid[b * T * E + k] == 0.0f);
+        for (int64_t k = len[b] * E; k < T * E; k++)
+            assert_true(hid[b * T * E + k] == 0.0f);
     }
     free(x64), free(x32), free(hid);
     free_ids(ids, n);
@@ -248,7 +274,8 @@ static void test_embed_batches(void **state) {
         attn_bert *m = make_model(ctx, 24, 3, 40, 2, pools[pi], pi != 1);
         const int64_t n = quick() ? 35 : 70, E = 24;
         int64_t *len = malloc(sizeof(int64_t) * n);
-        for (int64_t i = 0; i < n; i++) len[i] = 1 + (int64_t)((urand() + 1.0) * 20.0);
+        for (int64_t i = 0; i < n; i++)
+            len[i] = 1 + (int64_t)((urand() + 1.0) * 20.0);
         int32_t **ids = make_ids(n, len);
         float *out = malloc(sizeof(float) * n * E), *p32 = malloc(sizeof(float) * E);
         assert_int_equal(attn_bert_embed(ctx, m, n, (const int32_t *const *)ids, len, out),
@@ -323,7 +350,8 @@ static void test_bad_inputs(void **state) {
     assert_int_equal(attn_bert_encode(ctx, m, 2, ids, len, out), ATTN_E_ARG);
     assert_int_equal(attn_bert_embed(ctx, m, -1, ids, len, out), ATTN_E_ARG);
     assert_int_equal(attn_bert_embed(ctx, m, 1, ids, len, NULL), ATTN_E_ARG);
-    for (int i = 0; i < 16; i++) assert_true(out[i] == 0.0f);
+    for (int i = 0; i < 16; i++)
+        assert_true(out[i] == 0.0f);
     assert_int_equal(attn_bert_embed(ctx, m, 0, NULL, NULL, NULL), ATTN_OK);
     attn_bert_config c = m->cfg;
     c.num_heads = 3; /* does not divide E = 8 */

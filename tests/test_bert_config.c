@@ -3,6 +3,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+
 #include <cmocka.h>
 
 #include <attn/attn.h>
@@ -28,9 +29,9 @@ static void put(const char *name, const char *text) {
     fclose(f);
 }
 
-#define BASE                                                                                  \
-    "{\"vocab_size\": 100, \"hidden_size\": 24, \"num_hidden_layers\": 2,"                     \
-    " \"num_attention_heads\": 4, \"intermediate_size\": 48, \"max_position_embeddings\": 64,"   \
+#define BASE                                                                                       \
+    "{\"vocab_size\": 100, \"hidden_size\": 24, \"num_hidden_layers\": 2,"                         \
+    " \"num_attention_heads\": 4, \"intermediate_size\": 48, \"max_position_embeddings\": 64,"     \
     " \"type_vocab_size\": 2, \"layer_norm_eps\": 1e-5"
 static const char *CONFIG = BASE ", \"hidden_act\": \"gelu\"}";
 
@@ -47,7 +48,8 @@ static int teardown(void **state) {
     (void)state;
     const char *files[] = {"config.json", "modules.json", "sentence_bert_config.json",
                            "1_Pooling/config.json"};
-    for (size_t i = 0; i < 4; i++) put(files[i], NULL);
+    for (size_t i = 0; i < 4; i++)
+        put(files[i], NULL);
     char sub[128];
     snprintf(sub, sizeof sub, "%s/1_Pooling", dir);
     rmdir(sub);
@@ -87,12 +89,15 @@ static void test_config(void **state) {
     assert_int_equal(c.max_seq_length, 64);
 
     /* sentence-transformers layout */
-    put("modules.json",
-        "[{\"idx\":0,\"name\":\"0\",\"path\":\"\",\"type\":\"sentence_transformers.models.Transformer\"},"
-        "{\"idx\":1,\"name\":\"1\",\"path\":\"1_Pooling\",\"type\":\"sentence_transformers.models.Pooling\"},"
-        "{\"idx\":2,\"name\":\"2\",\"path\":\"2_Normalize\",\"type\":\"sentence_transformers.models.Normalize\"}]");
-    put("1_Pooling/config.json", "{\"word_embedding_dimension\": 24, \"pooling_mode_cls_token\": true,"
-                                 " \"pooling_mode_mean_tokens\": false}");
+    put("modules.json", "[{\"idx\":0,\"name\":\"0\",\"path\":\"\",\"type\":\"sentence_transformers."
+                        "models.Transformer\"},"
+                        "{\"idx\":1,\"name\":\"1\",\"path\":\"1_Pooling\",\"type\":\"sentence_"
+                        "transformers.models.Pooling\"},"
+                        "{\"idx\":2,\"name\":\"2\",\"path\":\"2_Normalize\",\"type\":\"sentence_"
+                        "transformers.models.Normalize\"}]");
+    put("1_Pooling/config.json",
+        "{\"word_embedding_dimension\": 24, \"pooling_mode_cls_token\": true,"
+        " \"pooling_mode_mean_tokens\": false}");
     put("sentence_bert_config.json", "{\"max_seq_length\": 32, \"do_lower_case\": false}");
     assert_int_equal(attn_bert_config_load(ctx, dir, &c), ATTN_OK);
     assert_int_equal(c.pooling, ATTN_POOL_CLS);
@@ -105,7 +110,8 @@ static void test_config(void **state) {
 
     put("1_Pooling/config.json", "{\"pooling_mode_mean_sqrt_len_tokens\": true}");
     expect_fail(ctx, ATTN_E_UNSUPPORTED, "pooling_mode_mean_sqrt_len_tokens");
-    put("1_Pooling/config.json", "{\"pooling_mode_cls_token\": true, \"pooling_mode_max_tokens\": true}");
+    put("1_Pooling/config.json",
+        "{\"pooling_mode_cls_token\": true, \"pooling_mode_max_tokens\": true}");
     expect_fail(ctx, ATTN_E_UNSUPPORTED, "combining");
     put("1_Pooling/config.json", NULL);
     expect_fail(ctx, ATTN_E_NOTFOUND, "1_Pooling/config.json");
@@ -137,6 +143,7 @@ static void test_config(void **state) {
 }
 
 int main(void) {
-    const struct CMUnitTest tests[] = {cmocka_unit_test_setup_teardown(test_config, setup, teardown)};
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_config, setup, teardown)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

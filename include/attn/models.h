@@ -21,19 +21,19 @@ typedef enum attn_pooling {
 /* The sizes and options of a BERT encoder. E = hidden_size,
  * Dh = E / num_heads, I = intermediate_size. */
 typedef struct attn_bert_config {
-    int64_t vocab_size;        /* rows of the word embedding */
-    int64_t hidden_size;       /* E */
+    int64_t vocab_size;  /* rows of the word embedding */
+    int64_t hidden_size; /* E */
     int64_t num_layers;
     int64_t num_heads;         /* H, dividing E */
     int64_t intermediate_size; /* I, the feed-forward width */
     int64_t max_position;      /* rows of the position embedding */
     int64_t type_vocab_size;   /* rows of the token-type embedding (>= 1) */
     float layer_norm_eps;
-    attn_pooling pooling;      /* default mean */
-    int normalize;             /* nonzero: L2-normalise the pooled vector */
-    int64_t max_seq_length;    /* tokens per text, [CLS] and [SEP] included;
-                                * longer texts are truncated by the caller's
-                                * tokenizer. <= max_position. */
+    attn_pooling pooling;   /* default mean */
+    int normalize;          /* nonzero: L2-normalise the pooled vector */
+    int64_t max_seq_length; /* tokens per text, [CLS] and [SEP] included;
+                             * longer texts are truncated by the caller's
+                             * tokenizer. <= max_position. */
 } attn_bert_config;
 
 /* Read a model directory's configuration without its weights:

@@ -24,8 +24,8 @@ static attn_status load_json(attn_ctx *ctx, const char *path, int optional, json
     json_t *j = json_loadf(f, JSON_REJECT_DUPLICATES, &err);
     fclose(f);
     if (!j)
-        return attn_ctx_fail(ctx, ATTN_E_FORMAT, "%s: invalid JSON at line %d: %s", path,
-                             err.line, err.text);
+        return attn_ctx_fail(ctx, ATTN_E_FORMAT, "%s: invalid JSON at line %d: %s", path, err.line,
+                             err.text);
     if (!json_is_object(j) && !json_is_array(j)) {
         json_decref(j);
         return attn_ctx_fail(ctx, ATTN_E_FORMAT, "%s: expected a JSON object or array", path);
@@ -35,11 +35,12 @@ static attn_status load_json(attn_ctx *ctx, const char *path, int optional, json
 }
 
 /* An integer key: required unless a default is given (has_def). */
-static attn_status get_int(attn_ctx *ctx, const char *path, json_t *o, const char *key,
-                           int has_def, int64_t def, int64_t lo, int64_t *out) {
+static attn_status get_int(attn_ctx *ctx, const char *path, json_t *o, const char *key, int has_def,
+                           int64_t def, int64_t lo, int64_t *out) {
     json_t *v = json_object_get(o, key);
     if (!v) {
-        if (!has_def) return attn_ctx_fail(ctx, ATTN_E_NOTFOUND, "%s: missing key \"%s\"", path, key);
+        if (!has_def)
+            return attn_ctx_fail(ctx, ATTN_E_NOTFOUND, "%s: missing key \"%s\"", path, key);
         *out = def;
         return ATTN_OK;
     }
@@ -47,8 +48,8 @@ static attn_status get_int(attn_ctx *ctx, const char *path, json_t *o, const cha
         return attn_ctx_fail(ctx, ATTN_E_FORMAT, "%s: \"%s\" must be an integer", path, key);
     json_int_t x = json_integer_value(v);
     if (x < lo || x > ((json_int_t)1 << 31))
-        return attn_ctx_fail(ctx, ATTN_E_SHAPE, "%s: \"%s\" = %lld is out of range (>= %lld)",
-                             path, key, (long long)x, (long long)lo);
+        return attn_ctx_fail(ctx, ATTN_E_SHAPE, "%s: \"%s\" = %lld is out of range (>= %lld)", path,
+                             key, (long long)x, (long long)lo);
     *out = (int64_t)x;
     return ATTN_OK;
 }
@@ -79,8 +80,8 @@ static attn_status parse_config(attn_ctx *ctx, const char *path, json_t *j, attn
     json_t *v = json_object_get(j, "layer_norm_eps");
     if (v) {
         if (!json_is_number(v) || !(json_number_value(v) > 0.0))
-            return attn_ctx_fail(ctx, ATTN_E_FORMAT, "%s: \"layer_norm_eps\" must be a positive number",
-                                 path);
+            return attn_ctx_fail(ctx, ATTN_E_FORMAT,
+                                 "%s: \"layer_norm_eps\" must be a positive number", path);
         c->layer_norm_eps = (float)json_number_value(v);
     }
     /* the encoder implements exact (erf) GELU only: a tanh approximation
@@ -105,12 +106,9 @@ static attn_status parse_pooling(attn_ctx *ctx, const char *path, json_t *j, att
         const char *key;
         int mode; /* -1: unsupported */
     } modes[] = {
-        {"pooling_mode_mean_tokens", ATTN_POOL_MEAN},
-        {"pooling_mode_cls_token", ATTN_POOL_CLS},
-        {"pooling_mode_max_tokens", ATTN_POOL_MAX},
-        {"pooling_mode_mean_sqrt_len_tokens", -1},
-        {"pooling_mode_weightedmean_tokens", -1},
-        {"pooling_mode_lasttoken", -1},
+        {"pooling_mode_mean_tokens", ATTN_POOL_MEAN}, {"pooling_mode_cls_token", ATTN_POOL_CLS},
+        {"pooling_mode_max_tokens", ATTN_POOL_MAX},   {"pooling_mode_mean_sqrt_len_tokens", -1},
+        {"pooling_mode_weightedmean_tokens", -1},     {"pooling_mode_lasttoken", -1},
     };
     if (!json_is_object(j))
         return attn_ctx_fail(ctx, ATTN_E_FORMAT, "%s: expected a JSON object", path);
@@ -144,8 +142,8 @@ static attn_status parse_modules(attn_ctx *ctx, const char *dir, const char *pat
     json_array_foreach(j, i, mod) {
         json_t *type = json_object_get(mod, "type"), *sub = json_object_get(mod, "path");
         if (!json_is_string(type))
-            return attn_ctx_fail(ctx, ATTN_E_FORMAT, "%s: module %zu has no \"type\" string",
-                                 path, i);
+            return attn_ctx_fail(ctx, ATTN_E_FORMAT, "%s: module %zu has no \"type\" string", path,
+                                 i);
         const char *t = json_string_value(type), *dot = strrchr(t, '.');
         const char *cls = dot ? dot + 1 : t;
         if (!strcmp(cls, "Normalize")) {
@@ -200,9 +198,9 @@ attn_status attn_bert_config_load(attn_ctx *ctx, const char *dir, attn_bert_conf
     join(path, dir, "sentence_bert_config.json", NULL);
     if ((st = load_json(ctx, path, 1, &j))) return st;
     if (j) {
-        st = json_is_object(j) ? get_int(ctx, path, j, "max_seq_length", 1, c.max_position, 1,
-                                         &c.max_seq_length)
-                               : attn_ctx_fail(ctx, ATTN_E_FORMAT, "%s: expected an object", path);
+        st = json_is_object(j)
+                 ? get_int(ctx, path, j, "max_seq_length", 1, c.max_position, 1, &c.max_seq_length)
+                 : attn_ctx_fail(ctx, ATTN_E_FORMAT, "%s: expected an object", path);
         json_decref(j);
         if (st) return st;
         if (c.max_seq_length > c.max_position)

@@ -35,8 +35,9 @@ attn_status attn__bert_alloc(attn_ctx *ctx, const attn_bert_config *cfg, attn_be
                              (long long)c->max_seq_length);
     const size_t E = (size_t)c->hidden_size, I = (size_t)c->intermediate_size;
     const size_t per_layer = 3 * E * E + 3 * E + E * E + E + 2 * E + I * E + I + E * I + E + 2 * E;
-    const size_t total = ((size_t)c->vocab_size + (size_t)c->max_position +
-                          (size_t)c->type_vocab_size + 2) * E + (size_t)c->num_layers * per_layer;
+    const size_t total =
+        ((size_t)c->vocab_size + (size_t)c->max_position + (size_t)c->type_vocab_size + 2) * E +
+        (size_t)c->num_layers * per_layer;
     attn_bert *m = calloc(1, sizeof *m);
     if (m) m->layers = calloc((size_t)c->num_layers, sizeof *m->layers);
     if (m && m->layers) m->arena = attn__malloc(total * sizeof(float));
@@ -80,7 +81,9 @@ void attn_bert_free(attn_bert *m) {
     free(m);
 }
 
-const attn_bert_config *attn_bert_get_config(const attn_bert *m) { return m ? &m->cfg : NULL; }
+const attn_bert_config *attn_bert_get_config(const attn_bert *m) {
+    return m ? &m->cfg : NULL;
+}
 
 /* Scratch for one batch of up to `rows` = B*T token rows. */
 typedef struct bert_ws {
@@ -115,19 +118,21 @@ static attn_status ws_alloc(attn_ctx *ctx, const attn_bert_config *c, int64_t B,
 }
 
 /* x = LN(x + y) row by row (the residual add then post-LayerNorm of BERT). */
-static void add_layernorm(attn_ctx *ctx, float *x, float *y, int64_t N, int64_t E,
-                          const float *g, const float *b, float eps) {
+static void add_layernorm(attn_ctx *ctx, float *x, float *y, int64_t N, int64_t E, const float *g,
+                          const float *b, float eps) {
 #pragma omp parallel for num_threads(attn_ctx_threads(ctx)) schedule(static)
     for (int64_t r = 0; r < N; r++) {
         float *xr = x + r * E, *yr = y + r * E;
-        for (int64_t c = 0; c < E; c++) yr[c] += xr[c];
+        for (int64_t c = 0; c < E; c++)
+            yr[c] += xr[c];
         attn__layernorm_forward(yr, E, 1, E, g, b, eps, xr, E, NULL, NULL);
     }
 }
 
 static void gelu_rows(attn_ctx *ctx, float *h, int64_t N, int64_t I) {
 #pragma omp parallel for num_threads(attn_ctx_threads(ctx)) schedule(static)
-    for (int64_t r = 0; r < N; r++) attn__gelu_forward(h + r * I, I);
+    for (int64_t r = 0; r < N; r++)
+        attn__gelu_forward(h + r * I, I);
 }
 
 /* One padded batch: text `sel[b]` (or b when sel is NULL) is row b.
@@ -149,11 +154,13 @@ static attn_status run_batch(attn_ctx *ctx, const attn_bert *m, int64_t B, int64
         const int32_t id = t < len[i] ? ids[i][t] : 0; /* padding: any valid row */
         const float *we = m->word + (int64_t)id * E, *pe = m->pos + t * E, *te = m->type;
         float *xr = x + r * E;
-        for (int64_t k = 0; k < E; k++) xr[k] = we[k] + pe[k] + te[k];
+        for (int64_t k = 0; k < E; k++)
+            xr[k] = we[k] + pe[k] + te[k];
         attn__layernorm_forward(xr, E, 1, E, m->emb_ln_g, m->emb_ln_b, c->layer_norm_eps, xr, E,
                                 NULL, NULL);
     }
-    for (int64_t b = 0; b < B; b++) w->kvl[b] = (int32_t)len[sel ? sel[b] : b];
+    for (int64_t b = 0; b < B; b++)
+        w->kvl[b] = (int32_t)len[sel ? sel[b] : b];
 
     for (int64_t l = 0; l < c->num_layers; l++) {
         const attn__bert_layer *L = &m->layers[l];
@@ -188,7 +195,8 @@ static attn_status run_batch(attn_ctx *ctx, const attn_bert *m, int64_t B, int64
 static attn_status check_inputs(attn_ctx *ctx, const attn_bert *m, int64_t n,
                                 const int32_t *const *ids, const int64_t *len, const void *out) {
     if (!m) return attn_ctx_fail(ctx, ATTN_E_ARG, "model is NULL");
-    if (n < 0) return attn_ctx_fail(ctx, ATTN_E_ARG, "number of texts %lld is negative", (long long)n);
+    if (n < 0)
+        return attn_ctx_fail(ctx, ATTN_E_ARG, "number of texts %lld is negative", (long long)n);
     if (n > 0 && (!ids || !len || !out))
         return attn_ctx_fail(ctx, ATTN_E_ARG, "ids, len or the output is NULL");
     for (int64_t i = 0; i < n; i++) {
@@ -199,10 +207,10 @@ static attn_status check_inputs(attn_ctx *ctx, const attn_bert *m, int64_t n,
         if (!ids[i]) return attn_ctx_fail(ctx, ATTN_E_ARG, "text %lld: ids is NULL", (long long)i);
         for (int64_t t = 0; t < len[i]; t++)
             if (ids[i][t] < 0 || ids[i][t] >= m->cfg.vocab_size)
-                return attn_ctx_fail(ctx, ATTN_E_ARG,
-                                     "text %lld, token %lld: id %d is outside [0, vocab_size = %lld)",
-                                     (long long)i, (long long)t, ids[i][t],
-                                     (long long)m->cfg.vocab_size);
+                return attn_ctx_fail(
+                    ctx, ATTN_E_ARG,
+                    "text %lld, token %lld: id %d is outside [0, vocab_size = %lld)", (long long)i,
+                    (long long)t, ids[i][t], (long long)m->cfg.vocab_size);
     }
     return ATTN_OK;
 }
@@ -220,10 +228,12 @@ static void pool(const attn_bert_config *c, const float *x, int64_t T, int64_t b
             v = xb[k];
         } else if (c->pooling == ATTN_POOL_MAX) {
             v = xb[k];
-            for (int64_t t = 1; t < n; t++) v = fmax(v, (double)xb[t * E + k]);
+            for (int64_t t = 1; t < n; t++)
+                v = fmax(v, (double)xb[t * E + k]);
         } else {
             v = 0.0;
-            for (int64_t t = 0; t < n; t++) v += xb[t * E + k];
+            for (int64_t t = 0; t < n; t++)
+                v += xb[t * E + k];
             v /= (double)n;
         }
         out[k] = (float)v;
@@ -231,7 +241,8 @@ static void pool(const attn_bert_config *c, const float *x, int64_t T, int64_t b
     }
     if (c->normalize) {
         double s = 1.0 / fmax(sqrt(norm), 1e-12);
-        for (int64_t k = 0; k < E; k++) out[k] = (float)(out[k] * s);
+        for (int64_t k = 0; k < E; k++)
+            out[k] = (float)(out[k] * s);
     }
 }
 
@@ -245,8 +256,8 @@ static int by_len_cmp(const void *x, const void *y) {
     return a->i < b->i ? -1 : (a->i > b->i);
 }
 
-attn_status attn_bert_embed(attn_ctx *ctx, const attn_bert *m, int64_t n,
-                            const int32_t *const *ids, const int64_t *len, float *out) {
+attn_status attn_bert_embed(attn_ctx *ctx, const attn_bert *m, int64_t n, const int32_t *const *ids,
+                            const int64_t *len, float *out) {
     attn__ctx_clear(ctx);
     attn_status st = check_inputs(ctx, m, n, ids, len, out);
     if (st || n == 0) return st;
@@ -258,9 +269,11 @@ attn_status attn_bert_embed(attn_ctx *ctx, const attn_bert *m, int64_t n,
         return attn_ctx_fail(ctx, ATTN_E_NOMEM, "cannot allocate the order of %lld texts",
                              (long long)n);
     }
-    for (int64_t i = 0; i < n; i++) o[i].len = len[i], o[i].i = i;
+    for (int64_t i = 0; i < n; i++)
+        o[i].len = len[i], o[i].i = i;
     qsort(o, (size_t)n, sizeof *o, by_len_cmp);
-    for (int64_t i = 0; i < n; i++) sel[i] = o[i].i;
+    for (int64_t i = 0; i < n; i++)
+        sel[i] = o[i].i;
     bert_ws w;
     memset(&w, 0, sizeof w);
     st = ws_alloc(ctx, &m->cfg, ATTN_MIN(n, (int64_t)BATCH_TEXTS), o[0].len, &w);
@@ -281,7 +294,8 @@ attn_status attn_bert_encode(attn_ctx *ctx, const attn_bert *m, int64_t n,
     attn_status st = check_inputs(ctx, m, n, ids, len, hidden);
     if (st || n == 0) return st;
     int64_t T = 0;
-    for (int64_t i = 0; i < n; i++) T = ATTN_MAX(T, len[i]);
+    for (int64_t i = 0; i < n; i++)
+        T = ATTN_MAX(T, len[i]);
     bert_ws w;
     memset(&w, 0, sizeof w);
     if ((st = ws_alloc(ctx, &m->cfg, n, T, &w))) return st;
@@ -291,16 +305,18 @@ attn_status attn_bert_encode(attn_ctx *ctx, const attn_bert *m, int64_t n,
         for (int64_t b = 0; b < n; b++)
             for (int64_t t = 0; t < T; t++) {
                 float *dst = hidden + (b * T + t) * E;
-                if (t < len[b]) memcpy(dst, w.x + (b * T + t) * E, (size_t)E * sizeof(float));
-                else memset(dst, 0, (size_t)E * sizeof(float));
+                if (t < len[b])
+                    memcpy(dst, w.x + (b * T + t) * E, (size_t)E * sizeof(float));
+                else
+                    memset(dst, 0, (size_t)E * sizeof(float));
             }
     }
     ws_free(&w);
     return st;
 }
 
-attn_status attn_bert_attention(attn_ctx *ctx, const attn_bert *m, const int32_t *ids,
-                                int64_t len, int64_t layer, int64_t head, float *probs) {
+attn_status attn_bert_attention(attn_ctx *ctx, const attn_bert *m, const int32_t *ids, int64_t len,
+                                int64_t layer, int64_t head, float *probs) {
     attn__ctx_clear(ctx);
     attn_status st = check_inputs(ctx, m, 1, &ids, &len, probs);
     if (st) return st;
@@ -327,7 +343,8 @@ attn_status attn_bert_attention(attn_ctx *ctx, const attn_bert *m, const int32_t
             for (int64_t j = 0; j < T; j++) {
                 const float *k = w.qkv + j * 3 * E + E + head * Dh;
                 double d = 0.0;
-                for (int64_t e = 0; e < Dh; e++) d += (double)q[e] * k[e];
+                for (int64_t e = 0; e < Dh; e++)
+                    d += (double)q[e] * k[e];
                 probs[i * T + j] = (float)exp(scale * d - lse[head * T + i]);
             }
         }

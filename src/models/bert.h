@@ -18,10 +18,10 @@ typedef struct attn__bert_layer {
 
 struct attn_bert {
     attn_bert_config cfg;
-    float *word, *pos, *type;    /* [V, E], [P, E], [types, E] */
-    float *emb_ln_g, *emb_ln_b;  /* [E] */
-    attn__bert_layer *layers;    /* [num_layers] */
-    float *arena;                /* every weight above lives here */
+    float *word, *pos, *type;   /* [V, E], [P, E], [types, E] */
+    float *emb_ln_g, *emb_ln_b; /* [E] */
+    attn__bert_layer *layers;   /* [num_layers] */
+    float *arena;               /* every weight above lives here */
 };
 
 /* A model with cfg's sizes and uninitialised weights. Validates cfg.

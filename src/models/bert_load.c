@@ -71,7 +71,8 @@ static attn_status load_layer(loader *L, const attn_bert_config *c, int64_t l,
     const char *qkv[3] = {"query", "key", "value"};
     char n1[160], n2[160];
     attn_status st;
-#define NAME(buf, fmt, ...) snprintf(buf, sizeof buf, "encoder.layer.%lld." fmt, (long long)l, __VA_ARGS__)
+#define NAME(buf, fmt, ...)                                                                        \
+    snprintf(buf, sizeof buf, "encoder.layer.%lld." fmt, (long long)l, __VA_ARGS__)
     for (int i = 0; i < 3; i++) {
         NAME(n1, "attention.self.%s.weight", qkv[i]);
         NAME(n2, "attention.self.%s.bias", qkv[i]);
@@ -137,7 +138,8 @@ attn_status attn_bert_load(attn_ctx *ctx, const char *dir, attn_bert **out) {
                     m->emb_ln_g)) &&
         !(st = take(&L, "embeddings.LayerNorm.bias", "embeddings.LayerNorm.beta", 1, E, 0,
                     m->emb_ln_b)))
-        for (int64_t l = 0; l < c.num_layers && !st; l++) st = load_layer(&L, &c, l, &m->layers[l]);
+        for (int64_t l = 0; l < c.num_layers && !st; l++)
+            st = load_layer(&L, &c, l, &m->layers[l]);
     /* a checkpoint with more layers than config.json says is not this model */
     char extra[96];
     snprintf(extra, sizeof extra, "%sencoder.layer.%lld.attention.self.query.weight", L.prefix,

