@@ -447,6 +447,15 @@ static void test_get_errors(void **state) {
     assert_int_equal(attn_safetensors_get(ctx, st, NULL, &v), ATTN_E_ARG);
     attn_safetensors_close(st);
 
+    /* BOOL bytes 1, 2, 3 in the file all read as true (1) */
+    b = image("{\"b\":{\"dtype\":\"BOOL\",\"shape\":[3],\"data_offsets\":[0,3]}}", 3, &len);
+    assert_int_equal(attn_safetensors_open_memory(ctx, b, len, &st), ATTN_OK);
+    free(b);
+    assert_int_equal(attn_safetensors_get(ctx, st, "b", &v), ATTN_OK);
+    const unsigned char ones[3] = {1, 1, 1};
+    assert_memory_equal(v.data, ones, 3);
+    attn_safetensors_close(st);
+
     st = (attn_safetensors *)1;
     assert_int_equal(attn_safetensors_open(ctx, tmp_path("does-not-exist"), &st), ATTN_E_IO);
     assert_null(st);
@@ -545,6 +554,40 @@ static void test_bad_corpus(void **state) {
     attn_ctx_free(ctx);
 }
 
+/* A file that opens, written back with the writer, opens again with the same
+ * tensors (names, dtypes, shapes, bytes). */
+static void rewrite_same(attn_ctx *ctx, const unsigned char *buf, size_t len, uint64_t seed,
+                         int it) {
+    attn_safetensors *a, *b;
+    assert_int_equal(attn_safetensors_open_memory(ctx, buf, len, &a), ATTN_OK);
+    int n = attn_safetensors_count(a), m = 0;
+    const char **names = calloc((size_t)n + 1, sizeof *names);
+    attn_tensor *ts = calloc((size_t)n + 1, sizeof *ts);
+    for (int i = 0; i < n; i++) {
+        names[m] = attn_safetensors_name(a, i);
+        if (attn_safetensors_get(ctx, a, names[m], &ts[m]) == ATTN_OK) m++;
+    }
+    const char *path = tmp_path("rewrite.safetensors");
+    if (attn_safetensors_write(ctx, path, m, names, ts) || attn_safetensors_open(ctx, path, &b))
+        fail_msg("seed %llu iteration %d: rewrite failed: %s", (unsigned long long)seed, it,
+                 attn_ctx_last_error(ctx));
+    assert_int_equal(attn_safetensors_count(b), m);
+    for (int i = 0; i < m; i++) {
+        attn_tensor v;
+        assert_int_equal(attn_safetensors_get(ctx, b, names[i], &v), ATTN_OK);
+        size_t bytes = (size_t)attn_tensor_numel(&v) * attn_dtype_size(v.dtype);
+        if (v.dtype != ts[i].dtype || v.ndim != ts[i].ndim ||
+            memcmp(v.shape, ts[i].shape, sizeof v.shape) ||
+            (bytes && memcmp(v.data, ts[i].data, bytes)))
+            fail_msg("seed %llu iteration %d: tensor '%s' changed on rewrite",
+                     (unsigned long long)seed, it, names[i]);
+    }
+    attn_safetensors_close(b);
+    attn_safetensors_close(a);
+    free(names);
+    free(ts);
+}
+
 /* Seeded mutations of a valid file: no crash or sanitizer report ever, and
  * the status is known where the mutation decides it. */
 static void test_mutations(void **state) {
@@ -620,6 +663,7 @@ static void test_mutations(void **state) {
         if ((want != -1 && (int)s != want) || (s != ATTN_OK && s != ATTN_E_FORMAT))
             fail_msg("seed %llu iteration %d (mutation kind %d): status %d, want %d",
                      (unsigned long long)seed, it, kind, s, want);
+        if (s == ATTN_OK && nok % 8 == 0) rewrite_same(ctx, buf, n, seed, it);
         nok += s == ATTN_OK;
         nfmt += s == ATTN_E_FORMAT;
     }

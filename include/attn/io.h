@@ -27,7 +27,8 @@ typedef struct attn_safetensors attn_safetensors;
  * cover the data section exactly (no gap, no overlap, nothing past its end).
  * Dtypes F32 F64 F16 BF16 I32 I64 U8 BOOL are served; I8 I16 U16 U32 U64
  * F8_E4M3 F8_E5M2 are accepted in the file, but attn_safetensors_get on them
- * returns ATTN_E_DTYPE. Every tensor's data is stored 8-byte aligned (64 bytes
+ * returns ATTN_E_DTYPE. BOOL bytes other than 0 read as 1 (true).
+ * Every tensor's data is stored 8-byte aligned (64 bytes
  * for tensors of 64 bytes or more), whatever its offset in the file.
  * On failure *out is NULL and the message names the file, the tensor and what
  * is wrong. Returns ATTN_OK, ATTN_E_ARG (NULL argument), ATTN_E_IO (cannot

@@ -283,6 +283,9 @@ static attn_status open_src(attn_ctx *ctx, const st_src *src, attn_safetensors *
             src_read(src, 8 + hlen + e->begin, st->data + e->dst, (size_t)(e->end - e->begin)))
             FAIL(ATTN_E_IO, "%s: reading tensor '%s' failed: %s", label, e->name,
                  errno ? strerror(errno) : "file shrank");
+        if (e->dt->dtype == ATTN_BOOL) /* attn's BOOL is 0 or 1: any nonzero byte is true */
+            for (size_t b = 0; b < (size_t)(e->end - e->begin); b++)
+                st->data[e->dst + b] = st->data[e->dst + b] != 0;
     }
     if (st->n) {
         if (!(st->by_name = malloc((size_t)st->n * sizeof *st->by_name)))
