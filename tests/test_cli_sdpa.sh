@@ -71,6 +71,8 @@ gen "$W/alibi.st" 20 q=F32:2,4,7,8 k=F32:2,2,9,8 v=F32:2,2,9,5 \
 gen "$W/big.st" 21 q=F32:1,2,70,16 k=F32:1,2,65,16 v=F32:1,2,65,16:normal=3 \
     mask=F32:1,2,70,65:ninf=0.05 kv_len=I32:1:vals=60 alibi_slopes=F32:2:vals=0.3,0.01
 gen "$W/rank3.st" 22 q=F32:4,7,8 k=F32:2,9,8 v=F32:2,9,5
+gen "$W/rank3m.st" 25 q=F32:4,7,8 k=F32:2,9,8 v=F32:2,9,5 mask=F32:4,7,9:ninf=0.1
+gen "$W/rank3b.st" 26 q=F32:4,7,8 k=F32:2,9,8 v=F32:2,9,5 mask=BOOL:1,7,9
 gen "$W/bf16.st" 23 q=BF16:2,4,7,8 k=F64:2,2,9,8 v=F16:2,2,9,5 mask=BF16:7,9
 gen "$W/bwd.st" 24 q=F32:2,4,7,8 k=F32:2,2,9,8 v=F32:2,2,9,5 dout=F32:2,4,7,5 mask=F32:7,9
 
@@ -97,6 +99,8 @@ ok softcap "$W/base.st" --softcap 2.5 --scale 0.9
 ok dropout "$W/base.st" --dropout 0.3 --seed 7
 ok everything "$W/big.st" --causal --align bottom-right --window 20,5 --softcap 5 --threads 2
 ok rank3 "$W/rank3.st" --causal
+ok rank3_mask "$W/rank3m.st" --window 2,2
+ok rank3_bool_mask "$W/rank3b.st" --causal --align bottom-right
 ok converted "$W/bf16.st" --window 4,0
 
 # a query with no visible key: out 0, lse -inf (checked against --ref above;
@@ -166,6 +170,7 @@ gen "$W/hkv.st" 33 q=F32:1,3,3,4 k=F32:1,2,3,4 v=F32:1,2,3,4
 gen "$W/vshape.st" 34 q=F32:1,2,3,4 k=F32:1,2,3,4 v=F32:1,2,6,4
 gen "$W/q2d.st" 35 q=F32:3,4 k=F32:3,4 v=F32:3,4
 gen "$W/mshape.st" 37 q=F32:1,2,3,4 k=F32:1,2,5,4 v=F32:1,2,5,4 mask=F32:3,4
+gen "$W/m3d.st" 45 q=F32:1,2,3,4 k=F32:1,2,5,4 v=F32:1,2,5,4 mask=F32:2,3,5
 gen "$W/mdtype.st" 38 q=F32:1,2,3,4 k=F32:1,2,5,4 v=F32:1,2,5,4 mask=I32:3,5
 gen "$W/klshape.st" 39 q=F32:2,2,3,4 k=F32:2,2,5,4 v=F32:2,2,5,4 kv_len=I32:3
 gen "$W/klrange.st" 40 q=F32:2,2,3,4 k=F32:2,2,5,4 v=F32:2,2,5,4 kv_len=I32:2:vals=5,6
@@ -184,6 +189,7 @@ bad 1 v_shape "tensor 'v' has shape [1,2,6,4], expected [B=1, Hkv=2, S=3, Dv]" -
 bad 1 q_rank "tensor 'q' has shape [3,4], expected 4 dims" -- "$W/q2d.st" "$O"
 bad 1 mixed_rank "tensor 'k' has shape [1,2,3,4], expected 3 dims" -- "$W/mixed.st" "$O"
 bad 1 mask_shape "tensor 'mask' has shape [3,4], expected [T=3,S=5]" -- "$W/mshape.st" "$O"
+bad 1 mask_3d "tensor 'mask' has shape [2,3,5], expected [T=3,S=5] or [B=1|1" -- "$W/m3d.st" "$O"
 bad 1 mask_dtype "tensor 'mask' has dtype I32, expected F32 (additive) or BOOL/U8" -- "$W/mdtype.st" "$O"
 bad 1 kv_len_shape "tensor 'kv_len' has shape [3], expected [B=2]" -- "$W/klshape.st" "$O"
 bad 1 kv_len_range "kv_len[1] = 6 is outside [0, S=5]" -- "$W/klrange.st" "$O"

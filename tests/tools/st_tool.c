@@ -304,6 +304,7 @@ static int cmd_check(attn_ctx *ctx, int argc, char **argv) {
         a.mask = get_or_die(ctx, in, "mask");
         if (a.mask.dtype != ATTN_BOOL && a.mask.dtype != ATTN_U8)
             a.mask = get_f32_or_die(ctx, in, "mask");
+        a.mask = as4(a.mask); /* [H|1,T,S] with 3-D inputs */
     }
     if (attn_safetensors_find(in, "alibi_slopes") >= 0)
         a.alibi_slopes = get_or_die(ctx, in, "alibi_slopes").data;

@@ -19,7 +19,7 @@ static void usage(FILE *f) {
           "  q [B,H,T,D]  k [B,Hkv,S,D]  v [B,Hkv,S,Dv]  (H a multiple of Hkv; 3-D [H,T,D]\n"
           "               means B = 1, and then outputs are 3-D too)\n"
           "  mask         optional: F32 additive bias, or BOOL/U8 keep-mask (true = attend),\n"
-          "               shape [T,S] or [B|1,H|1,T,S]\n"
+          "               shape [T,S] or [B|1,H|1,T,S] (or [H|1,T,S] with 3-D inputs)\n"
           "  kv_len       optional I32 or I64 [B]: keys j >= kv_len[b] are masked\n"
           "  alibi_slopes optional F32 [H]: adds -slope[h] * |p(i) - j|\n"
           "  dout         [B,H,T,Dv], required with --backward\n"
@@ -181,6 +181,7 @@ typedef struct sdpa_run {
     int nowned;
     int32_t *kv_len;
     int rank3; /* q, k, v given as [H,T,D] */
+    int mask3; /* mask given as [H|1,T,S] (with rank3) */
 } sdpa_run;
 
 static void shape_str(const attn_tensor *t, char *buf, size_t n) {
@@ -343,15 +344,23 @@ static int run(sdpa_opts *o, sdpa_run *r) {
         }
         char s[128];
         shape_str(&m, s, sizeof s);
+        int mask3 = r->rank3 && m.ndim == 3; /* [H|1,T,S] with 3-D inputs */
+        if (mask3) {
+            for (int d = 3; d > 0; d--)
+                m.shape[d] = m.shape[d - 1], m.stride[d] = m.stride[d - 1];
+            m.shape[0] = 1, m.stride[0] = 0, m.ndim = 4;
+        }
         int ok = (m.ndim == 2 && m.shape[0] == T && m.shape[1] == S) ||
                  (m.ndim == 4 && (m.shape[0] == 1 || m.shape[0] == B) &&
                   (m.shape[1] == 1 || m.shape[1] == H) && m.shape[2] == T && m.shape[3] == S);
         if (!ok)
             return attn_cli_error(1,
                                   "%s: tensor 'mask' has shape %s, expected [T=%lld,S=%lld] or "
-                                  "[B=%lld|1,H=%lld|1,T,S]",
-                                  in, s, (long long)T, (long long)S, (long long)B, (long long)H);
+                                  "%s[B=%lld|1,H=%lld|1,T,S]",
+                                  in, s, (long long)T, (long long)S,
+                                  r->rank3 ? "[H|1,T,S] or " : "", (long long)B, (long long)H);
         a.mask = m;
+        r->mask3 = mask3;
     }
 
     attn_tensor dout = {0};
@@ -387,7 +396,8 @@ static int run(sdpa_opts *o, sdpa_run *r) {
         names[n] = "dq", views[n++] = out_view(r, g.dq);
         names[n] = "dk", views[n++] = out_view(r, g.dk);
         names[n] = "dv", views[n++] = out_view(r, g.dv);
-        if (g.dmask.data) names[n] = "dmask", views[n++] = g.dmask;
+        if (g.dmask.data)
+            names[n] = "dmask", views[n++] = r->mask3 ? out_view(r, g.dmask) : g.dmask;
     }
     if (attn_safetensors_write(r->ctx, o->out, n, names, views))
         return attn_cli_error(1, "%s", attn_ctx_last_error(r->ctx));
