@@ -133,6 +133,16 @@ static void unravel(const attn_tensor *t, int64_t n, int64_t *idx) {
 
 static int64_t numel(const attn_tensor *t) { return attn_tensor_numel(t); }
 
+int at_buf_copy_of(at_buf *dst, const attn_tensor *src) {
+    if (at_buf_alloc(dst, ATTN_F32, src->ndim, src->shape, NULL, 0)) return -1;
+    int64_t idx[4];
+    for (int64_t n = 0; n < numel(src); n++) {
+        unravel(src, n, idx);
+        *(float *)at_ptr(&dst->t, idx) = *(const float *)at_ptr(src, idx);
+    }
+    return 0;
+}
+
 void at_fill_uniform(const attn_tensor *t, at_rng *r, float lo, float hi) {
     int64_t idx[4];
     for (int64_t n = 0; n < numel(t); n++) {

@@ -66,6 +66,9 @@ int at_buf_alloc(at_buf *b, attn_dtype dtype, int ndim, const int64_t *shape, co
 int at_buf_f32(at_buf *b, int64_t d0, int64_t d1, int64_t d2, int64_t d3);
 void at_buf_free(at_buf *b);
 
+/* A contiguous copy of an F32 view (any strides). Returns 0 or -1. */
+int at_buf_copy_of(at_buf *dst, const attn_tensor *src);
+
 /* Pointer to element idx (ndim indices) of a view of any dtype. */
 void *at_ptr(const attn_tensor *t, const int64_t *idx);
 /* F32 element (i0, i1, i2, i3) of a view with up to 4 dims (extra indices ignored). */
