@@ -10,6 +10,7 @@
 #define ATTN_NN_PUBLIC_H
 
 #include "core.h"
+#include "io.h"
 #include "sdpa.h"
 
 #ifdef __cplusplus
@@ -77,6 +78,23 @@ attn_mha_config attn_mha_get_config(const attn_mha *m);
  * Biases are absent with no_bias. Write values through the views to load
  * weights; gradients are written by attn_mha_backward. */
 const attn_param *attn_mha_params(attn_mha *m, int *n);
+
+/* Load the parameters from an open safetensors file, by the names of
+ * attn_mha_params prefixed with `prefix` (NULL or "" for none; e.g.
+ * "encoder.layers.0.self_attn."). Tensors may be F32, F16, BF16 or F64.
+ * strict != 0: a tensor whose name starts with prefix and is not a parameter
+ * of this layer is an error (with prefix "" every other tensor is). Nothing
+ * is changed unless every parameter loads.
+ * Returns ATTN_OK, ATTN_E_NOTFOUND (a missing weight: the message names it
+ * with the expected shape and the layer's configuration), ATTN_E_SHAPE (a
+ * weight of another shape: both shapes named), ATTN_E_ARG (strict: an extra
+ * tensor, named), ATTN_E_DTYPE, ATTN_E_NOMEM. */
+ATTN_NODISCARD attn_status attn_mha_load(attn_ctx *ctx, attn_mha *m, const attn_safetensors *st,
+                                         const char *prefix, int strict);
+/* Write the parameters to a safetensors file (atomically, as
+ * attn_safetensors_write) under the names of attn_mha_params, F32.
+ * Returns ATTN_OK or what attn_safetensors_write returns. */
+ATTN_NODISCARD attn_status attn_mha_save(attn_ctx *ctx, attn_mha *m, const char *path);
 
 /* Inputs and outputs of one forward. Valid when zero-initialised apart from
  * x_q and y. Every view is F32 with a contiguous last dim and any outer

@@ -298,26 +298,8 @@ static int run(const mha_opts *o, mha_run *r) {
         return attn_cli_error(1, "%s: %s", in, attn_ctx_last_error(r->ctx));
     int np;
     const attn_param *ps = attn_mha_params(r->m, &np);
-    for (int i = 0; i < np; i++) {
-        char want[96], got[96];
-        shape_str(&ps[i].value, want, sizeof want);
-        attn_tensor w;
-        if (attn_safetensors_find(r->st, ps[i].name) < 0)
-            return attn_cli_error(1,
-                                  "%s: missing weight '%s' %s (E=%lld H=%ld Hkv=%ld kdim=%lld "
-                                  "vdim=%lld%s)",
-                                  in, ps[i].name, want, (long long)E, o->heads, hkv,
-                                  (long long)kdim, (long long)vdim, bias ? ", biases present" : "");
-        if (load_float(r, ps[i].name, &w)) return 1;
-        shape_str(&w, got, sizeof got);
-        int same = w.ndim == ps[i].value.ndim;
-        for (int d = 0; same && d < w.ndim; d++)
-            same = w.shape[d] == ps[i].value.shape[d];
-        if (!same)
-            return attn_cli_error(1, "%s: weight '%s' has shape %s, expected %s", in, ps[i].name,
-                                  got, want);
-        memcpy(ps[i].value.data, w.data, (size_t)attn_tensor_numel(&w) * sizeof(float));
-    }
+    if (attn_mha_load(r->ctx, r->m, r->st, "", 0))
+        return attn_cli_error(1, "%s: %s", in, attn_ctx_last_error(r->ctx));
     /* nothing else may be in the file */
     for (int i = 0; i < attn_safetensors_count(r->st); i++) {
         const char *nm = attn_safetensors_name(r->st, i);
