@@ -587,6 +587,71 @@ static void test_random_texts(void **state) {
     attn_tokenizer_free(tok);
 }
 
+/* Decode valid UTF-8 (the fixtures' texts) into code points; returns the count. */
+static size_t utf8_decode(const unsigned char *s, size_t n, int32_t *out) {
+    size_t k = 0;
+    for (size_t i = 0; i < n; k++) {
+        int len = s[i] < 0x80 ? 1 : s[i] < 0xe0 ? 2 : s[i] < 0xf0 ? 3 : 4;
+        int32_t c = len == 1 ? s[i] : s[i] & (0x7f >> len);
+        for (int j = 1; j < len; j++)
+            c = (c << 6) | (s[i + j] & 0x3f);
+        out[k] = c;
+        i += (size_t)len;
+    }
+    return k;
+}
+
+/* The normalizer on whole texts (marks reordered across characters, CJK
+ * spacing next to other text, ...) against normalized.txt. */
+static void test_hf_normalized(void **state) {
+    (void)state;
+    char path[1024];
+    snprintf(path, sizeof path, "%s/tokenizer/normalized.txt", data_dir());
+    FILE *f = fopen(path, "r");
+    if (!f) print_error("cannot open %s\n", path);
+    assert_non_null(f);
+    char *line = NULL;
+    size_t cap = 0;
+    int lineno = 0, ntexts = 0;
+    while (getline(&line, &cap, f) > 0) {
+        lineno++;
+        if (line[0] == '#') continue;
+        size_t len = strspn(line, "0123456789abcdef") / 2;
+        assert_int_equal(line[2 * len], '\t');
+        unsigned char *text = malloc(len + 1);
+        int32_t *cp = malloc((len + 1) * sizeof *cp), *want = malloc((4 * len + 8) * sizeof *want);
+        for (size_t i = 0; i < len; i++)
+            text[i] = (unsigned char)(hexval(line[2 * i]) * 16 + hexval(line[2 * i + 1]));
+        size_t n = utf8_decode(text, len, cp), nw = 0;
+        for (char *p = line + 2 * len + 1; *p && *p != '\n';) {
+            assert_true(nw < 4 * len + 8);
+            want[nw++] = (int32_t)strtol(p, &p, 16);
+            while (*p == ' ')
+                p++;
+        }
+        int32_t *got;
+        size_t ng;
+        assert_int_equal(attn__bert_normalize(ctx, cp, n, 1, 1, 1, &got, &ng), ATTN_OK);
+        size_t first = 0;
+        while (first < ng && first < nw && got[first] == want[first])
+            first++;
+        if (first < ng || first < nw)
+            print_error("normalized.txt line %d: %zu code points, want %zu; first difference at "
+                        "%zu: got U+%04X, want U+%04X\n",
+                        lineno, ng, nw, first, first < ng ? (unsigned)got[first] : 0,
+                        first < nw ? (unsigned)want[first] : 0);
+        assert_true(first == ng && first == nw);
+        attn__free(got);
+        free(text);
+        free(cp);
+        free(want);
+        ntexts++;
+    }
+    free(line);
+    fclose(f);
+    assert_true(ntexts >= 84);
+}
+
 static void test_hf_codepoints(void **state) {
     (void)state;
     run_codepoints("codepoints.txt", 1, 1);
@@ -605,12 +670,19 @@ static void test_hf_codepoints_nostrip(void **state) {
 int main(void) {
     if (attn_ctx_create(&ctx, 1) != ATTN_OK) return 1;
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_greedy),           cmocka_unit_test(test_long_words),
-        cmocka_unit_test(test_truncation),       cmocka_unit_test(test_bad_utf8),
-        cmocka_unit_test(test_vocab_files),      cmocka_unit_test(test_load_dir),
-        cmocka_unit_test(test_hf_cases),         cmocka_unit_test(test_hf_codepoints),
-        cmocka_unit_test(test_hf_cases_cased),   cmocka_unit_test(test_hf_codepoints_cased),
-        cmocka_unit_test(test_hf_cases_nostrip), cmocka_unit_test(test_hf_codepoints_nostrip),
+        cmocka_unit_test(test_greedy),
+        cmocka_unit_test(test_long_words),
+        cmocka_unit_test(test_truncation),
+        cmocka_unit_test(test_bad_utf8),
+        cmocka_unit_test(test_vocab_files),
+        cmocka_unit_test(test_load_dir),
+        cmocka_unit_test(test_hf_cases),
+        cmocka_unit_test(test_hf_codepoints),
+        cmocka_unit_test(test_hf_normalized),
+        cmocka_unit_test(test_hf_cases_cased),
+        cmocka_unit_test(test_hf_codepoints_cased),
+        cmocka_unit_test(test_hf_cases_nostrip),
+        cmocka_unit_test(test_hf_codepoints_nostrip),
         cmocka_unit_test(test_random_texts),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);

@@ -78,6 +78,46 @@ static int is_mark(int32_t c) {
     return utf8proc_category(c) == UTF8PROC_CATEGORY_MN;
 }
 
+/* Canonical ordering: each run of characters with a nonzero combining class
+ * is sorted, stably, by class. Short runs (the usual case) by insertion, long
+ * ones by counting sort so that crafted input cannot make this quadratic.
+ * Returns -1 if out of memory. */
+static int canonical_order(int32_t *a, size_t n) {
+    int32_t *tmp = NULL;
+    for (size_t i = 0; i < n;) {
+        if (ccc(a[i]) == 0) {
+            i++;
+            continue;
+        }
+        size_t r = i + 1;
+        while (r < n && ccc(a[r]) != 0)
+            r++;
+        if (r - i <= 32) {
+            for (size_t k = i + 1; k < r; k++) {
+                int32_t c = a[k];
+                int cc = ccc(c);
+                size_t j = k;
+                for (; j > i && ccc(a[j - 1]) > cc; j--)
+                    a[j] = a[j - 1];
+                a[j] = c;
+            }
+        } else {
+            if (!tmp && !(tmp = attn__malloc(n * sizeof *tmp))) return -1;
+            size_t start[257] = {0};
+            for (size_t k = i; k < r; k++)
+                start[ccc(a[k]) + 1]++;
+            for (int c = 1; c <= 256; c++)
+                start[c] += start[c - 1];
+            for (size_t k = i; k < r; k++)
+                tmp[start[ccc(a[k])]++] = a[k];
+            memcpy(a + i, tmp, (r - i) * sizeof *a);
+        }
+        i = r;
+    }
+    attn__free(tmp);
+    return 0;
+}
+
 /* The CJK Unified Ideographs blocks BERT isolates: the ranges of the Rust
  * implementation (note 0x2B820..0x2B91F is not among them there). Hangul,
  * Hiragana and Katakana are not ideographs and stay in words. */
@@ -133,18 +173,9 @@ attn_status attn__bert_normalize(attn_ctx *ctx, const int32_t *cp, size_t n, int
         }
         attn__free(a);
         a = d;
-        /* canonical ordering: a stable sort by combining class of each run
-         * of characters with a nonzero class (insertion sort: runs are short) */
-        for (size_t i = 1; i < nd; i++) {
-            int32_t c = a[i];
-            int cc = ccc(c);
-            if (cc == 0) continue;
-            size_t j = i;
-            while (j > 0 && ccc(a[j - 1]) > cc) {
-                a[j] = a[j - 1];
-                j--;
-            }
-            a[j] = c;
+        if (canonical_order(a, nd) != 0) {
+            attn__free(a);
+            return attn_ctx_fail(ctx, ATTN_E_NOMEM, "out of memory decomposing %zu characters", n);
         }
         na = 0;
         for (size_t i = 0; i < nd; i++)

@@ -130,6 +130,8 @@ attn_status attn_tokenizer_encode(attn_ctx *ctx, const attn_tokenizer *tok, cons
         return attn_ctx_fail(ctx, ATTN_E_ARG,
                              "max_len 1 leaves no room for both [CLS] and [SEP] (use >= 2, "
                              "or <= 0 for no truncation)");
+    if (len > INT_MAX)
+        return attn_ctx_fail(ctx, ATTN_E_ARG, "text of %zu bytes is longer than 2^31-1 bytes", len);
     /* decode (and validate) the whole text first: nothing is produced for
      * a text that is not UTF-8 */
     int32_t *cp = attn__malloc((len + 1) * sizeof *cp);
