@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Install the build into a temporary prefix, then build and run the consumer
+# program in tests/consumer/ against it twice: through CMake's
+# find_package(attn) and through pkg-config. Needs ATTN_BUILD and ATTN_SRC
+# (set by ctest).
+set -euo pipefail
+: "${ATTN_BUILD:?set ATTN_BUILD to the build directory}"
+: "${ATTN_SRC:?set ATTN_SRC to the source directory}"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+prefix="$tmp/prefix"
+
+fail() { echo "test_install: $*" >&2; exit 1; }
+
+cmake --install "$ATTN_BUILD" --prefix "$prefix" >"$tmp/install.log" 2>&1 ||
+    { cat "$tmp/install.log" >&2; fail "cmake --install failed"; }
+[ -f "$prefix/include/attn/attn.h" ] || fail "attn/attn.h not installed"
+
+# A sanitized build installs a sanitized library: the consumer must link the
+# same runtime.
+flags=""
+if grep -q '^ATTN_SANITIZE:BOOL=ON' "$ATTN_BUILD/CMakeCache.txt" 2>/dev/null; then
+    flags="-fsanitize=address,undefined"
+fi
+
+# 1. CMake: find_package(attn) with CMAKE_PREFIX_PATH
+cmake -S "$ATTN_SRC/tests/consumer" -B "$tmp/cmake-build" -DCMAKE_PREFIX_PATH="$prefix" \
+      -DCMAKE_BUILD_TYPE=Release -DCMAKE_C_FLAGS="$flags" \
+      -DCMAKE_EXE_LINKER_FLAGS="$flags" >"$tmp/cmake.log" 2>&1 ||
+    { cat "$tmp/cmake.log" >&2; fail "configuring the consumer with find_package(attn) failed"; }
+cmake --build "$tmp/cmake-build" >"$tmp/build.log" 2>&1 ||
+    { cat "$tmp/build.log" >&2; fail "building the consumer with CMake failed"; }
+"$tmp/cmake-build/consumer" || fail "the CMake-built consumer gave a wrong result"
+
+# 2. pkg-config: PKG_CONFIG_PATH=<prefix>/<libdir>/pkgconfig
+pc=$(find "$prefix" -name attn.pc | head -n 1)
+[ -n "$pc" ] || fail "attn.pc not installed"
+export PKG_CONFIG_PATH
+PKG_CONFIG_PATH=$(dirname "$pc")
+cflags=$(pkg-config --cflags attn) || fail "pkg-config --cflags attn failed"
+libs=$(pkg-config --libs attn) || fail "pkg-config --libs attn failed"
+libdir=$(pkg-config --variable=libdir attn)
+case "$libdir" in
+    "$prefix"/*) ;;
+    *) fail "attn.pc points at $libdir, not into the install prefix $prefix" ;;
+esac
+# shellcheck disable=SC2086
+cc -std=c11 $flags $cflags "$ATTN_SRC/tests/consumer/main.c" -o "$tmp/consumer-pc" $libs -lm \
+   -Wl,-rpath,"$libdir" || fail "building the consumer with pkg-config flags failed"
+"$tmp/consumer-pc" || fail "the pkg-config-built consumer gave a wrong result"
+echo "test_install: ok (find_package and pkg-config)"
