@@ -116,25 +116,27 @@ grep -q '^out F32 \[4,7,5\]$' "$W/info" && grep -q '^lse F32 \[4,7\]$' "$W/info"
     "$ATTN" sdpa "$W/big.st" "$W/t2.st" --causal --threads 2 &&
     "$ST" equal "$W/t1.st" "$W/t2.st" || fail "threads: 1 and 2 threads differ"
 
-# ---- backward ------------------------------------------------------------------
-rm -f "$W/out.st"
-"$ATTN" sdpa "$W/bwd.st" "$W/out.st" --backward 2>"$W/err"
-rc=$?
-if [ $rc -eq 1 ] && grep -q "not implemented" "$W/err"; then
-    # not there yet: a clear error, and no output
-    grep -q "^attn: error: .*backward" "$W/err" || fail "backward: unclear error: $(cat "$W/err")"
-    [ ! -e "$W/out.st" ] || fail "backward: output left behind"
-    echo "note: attn_sdpa_backward is not implemented yet; checked its error path only"
-elif [ $rc -eq 0 ]; then
-    "$ST" info "$W/out.st" >"$W/info"
-    for t in out lse dq dk dv dmask; do
-        grep -q "^$t F32" "$W/info" || fail "backward: OUT lacks $t"
-    done
-    ok backward "$W/bwd.st" --backward
-    ok backward_causal "$W/bwd.st" --backward --causal --align bottom-right --softcap 3
-else
-    fail "backward: exit $rc: $(cat "$W/err")"
-fi
+# ---- backward: dq, dk, dv (and dmask for a float mask) against --ref -----------
+gen "$W/bwd3.st" 27 q=F32:4,7,8 k=F32:2,9,8 v=F32:2,9,5 dout=F32:4,7,5 mask=F32:4,7,9:ninf=0.1
+gen "$W/bwdb.st" 28 q=F32:3,2,7,8 k=F32:3,1,9,8 v=F32:3,1,9,5 dout=F32:3,2,7,5 \
+    mask=BOOL:3,1,7,9 kv_len=I64:3:vals=9,0,5 alibi_slopes=F32:2:vals=0.25,0.5
+ok backward "$W/bwd.st" --backward
+ok backward_causal "$W/bwd.st" --backward --causal --align bottom-right --softcap 3
+ok backward_window "$W/bwd.st" --backward --window 2,0 --scale 0.7
+ok backward_dropout "$W/bwd.st" --backward --dropout 0.25 --seed 99
+ok backward_rank3 "$W/bwd3.st" --backward --causal
+ok backward_boolmask "$W/bwdb.st" --backward --causal --align bottom-right
+"$ST" info "$W/backward.fast.st" >"$W/info"
+for t in "out F32 [2,4,7,5]" "lse F32 [2,4,7]" "dq F32 [2,4,7,8]" "dk F32 [2,2,9,8]" \
+         "dv F32 [2,2,9,5]" "dmask F32 [7,9]"; do
+    grep -qxF "$t" "$W/info" || fail "backward: OUT lacks '$t': $(cat "$W/info")"
+done
+"$ST" info "$W/backward_rank3.fast.st" >"$W/info"
+for t in "dq F32 [4,7,8]" "dk F32 [2,9,8]" "dv F32 [2,9,5]" "dmask F32 [4,7,9]"; do
+    grep -qxF "$t" "$W/info" || fail "backward_rank3: OUT lacks '$t': $(cat "$W/info")"
+done
+"$ST" info "$W/backward_boolmask.fast.st" | grep -q '^dmask ' &&
+    fail "backward_boolmask: a boolean mask has no gradient, but OUT has dmask"
 
 # ---- usage errors: exit 2 ------------------------------------------------------
 B="$W/base.st"

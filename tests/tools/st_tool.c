@@ -13,9 +13,10 @@
  *       out and lse of FAST against REF (from `attn sdpa --ref`) with the
  *       project tolerance: max error <= 2 x the error of a plain fp32 naive
  *       attention (computed here from IN with the same options) + 1e-6.
- *       Gradients (dq, dk, dv, dmask), when REF has them, are held to
- *       1e-4 * (1 + max |REF|) (see grad_bound below).
+ *       Gradients (dq, dk, dv, dmask), when REF has them, get the same rule
+ *       with a plain fp32 naive backward (from IN's dout).
  * Exit 0 on success, 1 on a mismatch, 2 on bad usage. */
+#include "at_sdpa_bwd.h"
 #include "attn_test.h"
 
 #include <inttypes.h>
@@ -250,27 +251,34 @@ static attn_tensor get_or_die(attn_ctx *ctx, attn_safetensors *st, const char *n
     return t;
 }
 
-/* Gradients have no naive fp32 backward here to set a tolerance, so they are
- * held to a fixed bound: the shell tests use S <= 70, D <= 16 and unit-normal
- * inputs, where fp32 rounding of the backward's sums of at most S*D terms of
- * size O(1) stays below 70*16 * 6e-8 ~ 7e-5 relative to the largest
- * gradient; a wrong option, tensor or layout gives O(1) differences. */
-static int grad_bound(const char *name, const attn_tensor *f, const attn_tensor *r) {
-    int64_t n = attn_tensor_numel(r);
-    double mx = 0.0, err = 0.0;
-    int64_t worst = 0;
-    for (int64_t e = 0; e < n; e++)
-        mx = fmax(mx, fabs(((const float *)r->data)[e]));
-    for (int64_t e = 0; e < n; e++) {
-        double d = fabs((double)((const float *)f->data)[e] - ((const float *)r->data)[e]);
-        if (!(d <= err)) err = d, worst = e;
+/* Drop leading size-1 dims of v until it has ndim dims (the file's 3-D
+ * outputs against naive 4-D buffers). */
+static attn_tensor squeeze_to(attn_tensor v, int ndim) {
+    while (v.ndim > ndim && v.shape[0] == 1) {
+        for (int d = 0; d + 1 < v.ndim; d++)
+            v.shape[d] = v.shape[d + 1], v.stride[d] = v.stride[d + 1];
+        v.ndim--;
     }
-    double tol = 1e-4 * (1.0 + mx);
-    printf("%s: max_err %.3g bound %.3g\n", name, err, tol);
-    if (err <= tol) return 1;
-    fprintf(stderr, "MISMATCH %s at flat index %lld: fast %.9g ref %.9g\n", name, (long long)worst,
-            ((const float *)f->data)[worst], ((const float *)r->data)[worst]);
-    return 0;
+    return v;
+}
+
+/* One output of FAST against REF with the tolerance set by naive. */
+static int check_one(attn_ctx *ctx, attn_safetensors *ref, attn_safetensors *fast, const char *name,
+                     const char *label, attn_tensor nv) {
+    attn_tensor r = get_or_die(ctx, ref, name), f = get_or_die(ctx, fast, name);
+    nv = squeeze_to(nv, r.ndim);
+    int same = r.ndim == f.ndim && r.ndim == nv.ndim;
+    for (int d = 0; same && d < r.ndim; d++)
+        same = r.shape[d] == f.shape[d] && r.shape[d] == nv.shape[d];
+    if (!same) {
+        fprintf(stderr, "st_tool: '%s' has different shapes in REF, FAST and naive\n", name);
+        return 0;
+    }
+    at_stats s;
+    int pass = at_check(name, label, 0, &f, &r, &nv, &s);
+    printf("%s: max_err %.3g naive_err %.3g tol %.3g nmse %.3g%s\n", name, s.max_err, s.naive_err,
+           s.tol, s.nmse, pass ? "" : "  FAIL");
+    return pass;
 }
 
 /* A float tensor as F32 (converted from F16/BF16/F64), freed by free_converted. */
@@ -326,29 +334,31 @@ static int cmd_check(attn_ctx *ctx, int argc, char **argv) {
         fprintf(stderr, "st_tool: naive32: %s\n", attn_ctx_last_error(ctx));
         return 1;
     }
-    int ok = 1;
-    const char *names[2] = {"out", "lse"};
-    at_buf *naive[2] = {&no, &nl};
-    for (int i = 0; i < 2; i++) {
-        attn_tensor r = get_or_die(ctx, ref, names[i]), f = get_or_die(ctx, fast, names[i]);
-        attn_tensor nv = naive[i]->t;
-        if (r.ndim == nv.ndim - 1) { /* 3-D run: drop B = 1 */
-            for (int d = 0; d + 1 < nv.ndim; d++)
-                nv.shape[d] = nv.shape[d + 1], nv.stride[d] = nv.stride[d + 1];
-            nv.ndim--;
+    int ok = check_one(ctx, ref, fast, "out", argv[3], no.t);
+    ok &= check_one(ctx, ref, fast, "lse", argv[3], nl.t);
+    if (attn_safetensors_find(ref, "dq") >= 0) {
+        at_buf dq, dk, dv, dm = {0};
+        attn_sdpa_grads g = {.dout = as4(get_f32_or_die(ctx, in, "dout"))};
+        const attn_tensor *m = &a.mask;
+        if (at_buf_alloc(&dq, ATTN_F32, 4, a.q.shape, NULL, 0) ||
+            at_buf_alloc(&dk, ATTN_F32, 4, a.k.shape, NULL, 0) ||
+            at_buf_alloc(&dv, ATTN_F32, 4, a.v.shape, NULL, 0) ||
+            (m->data && m->dtype == ATTN_F32 &&
+             at_buf_alloc(&dm, ATTN_F32, m->ndim, m->shape, NULL, 0)))
+            return 1;
+        g.dq = dq.t, g.dk = dk.t, g.dv = dv.t, g.dmask = dm.t;
+        if (at_naive32_backward(ctx, &a, &g)) {
+            fprintf(stderr, "st_tool: naive32 backward: %s\n", attn_ctx_last_error(ctx));
+            return 1;
         }
-        at_stats s;
-        int pass = r.ndim == f.ndim && r.ndim == nv.ndim &&
-                   at_check(names[i], argv[3], 0, &f, &r, &nv, &s);
-        printf("%s: max_err %.3g naive_err %.3g tol %.3g nmse %.3g%s\n", names[i], s.max_err,
-               s.naive_err, s.tol, s.nmse, pass ? "" : "  FAIL");
-        ok &= pass;
-    }
-    static const char *const grads[] = {"dq", "dk", "dv", "dmask"};
-    for (int i = 0; i < 4; i++) {
-        if (attn_safetensors_find(ref, grads[i]) < 0) continue;
-        attn_tensor r = get_or_die(ctx, ref, grads[i]), f = get_or_die(ctx, fast, grads[i]);
-        ok &= attn_tensor_numel(&r) == attn_tensor_numel(&f) && grad_bound(grads[i], &f, &r);
+        ok &= check_one(ctx, ref, fast, "dq", argv[3], dq.t);
+        ok &= check_one(ctx, ref, fast, "dk", argv[3], dk.t);
+        ok &= check_one(ctx, ref, fast, "dv", argv[3], dv.t);
+        if (dm.mem)
+            ok &= check_one(ctx, ref, fast, "dmask", argv[3], dm.t);
+        else
+            ok &= attn_safetensors_find(ref, "dmask") < 0;
+        at_buf_free(&dq), at_buf_free(&dk), at_buf_free(&dv), at_buf_free(&dm);
     }
     at_buf_free(&no);
     at_buf_free(&nl);
