@@ -1,9 +1,10 @@
 /* Scaled dot-product attention, forward: tiled, online softmax, nothing of
  * size T x S allocated.
  *
- * A task is one strip of ATTN_MR query rows of one (batch, head). It packs
- * its queries once (transposed, pre-scaled), then walks the keys it can see
- * in blocks of ATTN_BK, straight from the caller's K and V:
+ * A strip is ATTN_MR query rows of one (batch, head). It packs its queries
+ * once (transposed, pre-scaled), then walks the keys it can see in blocks of
+ * ATTN_BK, straight from the caller's K and V (a task runs up to ATTN_G
+ * strips side by side so they share each block while it is in cache):
  *   s = Q K^T (+ masks);  m' = max(m, rowmax(s));  alpha = exp(m - m')
  *   l' = l*alpha + rowsum(exp(s - m'));  O' = O*alpha + exp(s - m') V
  * and finally out = O / l, lse = m + log(l).
@@ -43,11 +44,12 @@ static int task_cmp(const void *x, const void *y) {
 }
 
 /* Everything but the plain scaled dot product: softcap, float mask, ALiBi,
- * boolean mask and (for partial tiles) the structural interval. Score of row
- * r, key j (ca <= j < cb) lives at s[(j - ca)*MR + r]. */
+ * boolean mask and the structural interval on keys [ea, eb) (the part of the
+ * tile that lies in an edge band; ea >= eb when the tile is full). Score of
+ * row r, key j (ca <= j < cb) lives at s[(j - ca)*MR + r]. */
 static void score_mods(const attn__sdpa_plan *p, int64_t b, int64_t h, int64_t i0, int mr,
                        float *s, int64_t ca, int64_t cb, const int64_t *lo, const int64_t *hi,
-                       int full) {
+                       int64_t ea, int64_t eb) {
     for (int r = 0; r < mr; r++) {
         int64_t i = i0 + r, pos = i + p->shift;
         float *sr = s + r - ca * ATTN_MR; /* sr[j*MR] is key j */
@@ -68,10 +70,8 @@ static void score_mods(const attn__sdpa_plan *p, int64_t b, int64_t h, int64_t i
             for (int64_t j = ca; j < cb; j++)
                 if (!m[j]) sr[j * ATTN_MR] = -INFINITY;
         }
-        if (!full) {
-            for (int64_t j = ca; j < cb; j++)
-                if (j < lo[r] || j >= hi[r]) sr[j * ATTN_MR] = -INFINITY;
-        }
+        for (int64_t j = ea; j < eb; j++)
+            if (j < lo[r] || j >= hi[r]) sr[j * ATTN_MR] = -INFINITY;
     }
 }
 
@@ -96,16 +96,26 @@ static size_t ws_floats(const attn__sdpa_plan *p) {
     return (size_t)ATTN_BK * ATTN_MR + ATTN_G * strip_floats(p);
 }
 
-/* One (strip, key range) tile: scores, masks, online softmax, P*V. */
+/* One (strip, key range) tile: scores, masks, online softmax, P*V. Only the
+ * keys of the tile inside the strip's edge bands get the per-element
+ * structural mask; a tile wholly in the full middle gets none. */
 static void tile(const attn__sdpa_plan *p, const attn_kernels *kn, int64_t b, int64_t h,
-                 const strip *st, int64_t ca, int64_t cb, int full, float *s) {
+                 const strip *st, int64_t ca, int64_t cb, float *s) {
     const int64_t hk = h / p->group;
     const float *kb = p->k + b * p->ks[0] + hk * p->ks[1];
     const float *vb = p->v + b * p->vs[0] + hk * p->vs[1];
     const int n = (int)(cb - ca);
     const int mods = p->softcap > 0.0f || p->mask_kind != ATTN__MASK_NONE || p->alibi;
     kn->qk(st->qt, kb + ca * p->ks[2], p->ks[2], n, (int)p->D, s);
-    if (mods || !full) score_mods(p, b, h, st->i0, st->mr, s, ca, cb, st->lo, st->hi, full);
+    /* edge keys: [ca, cuts[1]) and [cuts[2], cb), one span when they meet */
+    int64_t ea = ca, eb = cb;
+    if (st->split) {
+        int64_t e1 = ATTN_MIN(cb, st->cuts[1]), e2 = ATTN_MAX(ca, st->cuts[2]);
+        if (e1 <= ca) ea = e2;          /* no left edge here: right edge only */
+        else if (e2 >= cb) eb = e1;     /* no right edge here: left edge only */
+        /* else both edges: mask all of [ca, cb) (a tile wider than the middle) */
+    }
+    if (mods || ea < eb) score_mods(p, b, h, st->i0, st->mr, s, ca, cb, st->lo, st->hi, ea, eb);
     kn->softmax(s, n, st->m, st->l, st->alpha);
     if (p->dropout_p > 0.0f)
         for (int64_t j = ca; j < cb; j++)
@@ -202,10 +212,8 @@ static void run_task(const attn__sdpa_plan *p, const attn_kernels *kn, const tas
         for (int g = 0; g < t->ns; g++) {
             const strip *sg = &st[g];
             if (!sg->live) continue;
-            for (int part = 0; part < 3; part++) {
-                int64_t ca = ATTN_MAX(kb, sg->cuts[part]), cb = ATTN_MIN(ke, sg->cuts[part + 1]);
-                if (ca < cb) tile(p, kn, b, h, sg, ca, cb, part == 1 && sg->split, s);
-            }
+            int64_t ca = ATTN_MAX(kb, sg->cuts[0]), cb = ATTN_MIN(ke, sg->cuts[3]);
+            if (ca < cb) tile(p, kn, b, h, sg, ca, cb, s);
         }
     }
     for (int g = 0; g < t->ns; g++) strip_finish(p, b, h, &st[g]);
