@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,7 +39,7 @@ static void usage(FILE *f) {
           "  --dropout P           drop probabilities with probability P in [0, 1)\n"
           "  --seed N              dropout seed (default 0): same seed, same mask\n"
           "  --threads N           threads (default: ATTN_NUM_THREADS, else all cores)\n"
-          "  --ref                 use the float64 reference (slow, O(T*S) memory)\n"
+          "  --ref                 use the float64 reference instead (slow; for checking)\n"
           "  --backward            also compute gradients from dout\n"
           "  -h, --help            show this help\n"
           "\n"
@@ -246,8 +247,10 @@ static float *alloc_f32(sdpa_run *r, const attn_tensor *like, int64_t last, attn
     int nd = like->ndim;
     if (last < 0) nd--; /* lse: [B,H,T] */
     size_t n = 1;
-    for (int d = 0; d < nd; d++)
+    for (int d = 0; d < nd; d++) {
+        if (sh[d] > 0 && n > SIZE_MAX / sizeof(float) / (size_t)sh[d]) return NULL; /* overflow */
         n *= (size_t)sh[d];
+    }
     float *f = calloc(n ? n : 1, sizeof *f);
     if (!f) return NULL;
     r->owned[r->nowned++] = f;
