@@ -8,18 +8,29 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Structural and boolean masks, written out from the documented rules
- * (independently of the library's row-range helper). */
-static int naive_visible(const attn__sdpa_plan *p, int64_t b, int64_t h, int64_t i, int64_t j) {
-    int64_t pos = i + p->shift;
-    if (p->kv_len && j >= p->kv_len[b]) return 0;
-    if (p->causal && j > pos) return 0;
-    if (p->window) {
-        if (p->wl >= 0 && j < pos - p->wl) return 0;
-        if (p->wr >= 0 && j > pos + p->wr) return 0;
+/* The naive code reads everything from the arguments themselves, as the
+ * header documents them, and uses the library only to validate: so a slip in
+ * how the library resolves the arguments (the oracle shares that code) shows
+ * up as a disagreement between naive32 and the oracle. */
+
+/* Mask element (b, h, i, j): a [T,S] mask, or [B|1,H|1,T,S] broadcast. */
+static const void *mask_elem(const attn_tensor *m, int64_t b, int64_t h, int64_t i, int64_t j) {
+    int64_t idx[4] = {m->shape[0] == 1 ? 0 : b, m->shape[1] == 1 ? 0 : h, i, j};
+    return at_ptr(m, m->ndim == 2 ? idx + 2 : idx);
+}
+
+/* Structural and boolean masks, written out from the documented rules. */
+static int naive_visible(const attn_sdpa_args *a, int64_t shift, int64_t b, int64_t h, int64_t i,
+                         int64_t j) {
+    int64_t pos = i + shift;
+    if (a->kv_len && j >= a->kv_len[b]) return 0;
+    if (a->causal && j > pos) return 0;
+    if (a->window) {
+        if (a->window_left >= 0 && j < pos - a->window_left) return 0;
+        if (a->window_right >= 0 && j > pos + a->window_right) return 0;
     }
-    if (p->mask_kind == ATTN__MASK_BOOL &&
-        !((const uint8_t *)p->mask)[b * p->msb + h * p->msh + i * p->mst + j])
+    if (a->mask.data && a->mask.dtype != ATTN_F32 &&
+        !*(const uint8_t *)mask_elem(&a->mask, b, h, i, j))
         return 0;
     return 1;
 }
@@ -36,68 +47,74 @@ static int64_t order(int v, int64_t n, int64_t len) {
 }
 
 attn_status at_naive32_forward_order(attn_ctx *ctx, const attn_sdpa_args *a, int variant) {
-    attn__sdpa_plan p;
+    attn__sdpa_plan p; /* validation only */
     attn_status st = attn__sdpa_plan_make(ctx, a, 0, &p);
     if (st) return st;
-    float *s = malloc((size_t)(p.S > 0 ? p.S : 1) * sizeof *s);
-    float *acc = malloc((size_t)p.Dv * sizeof *acc);
+    const int64_t B = a->q.shape[0], H = a->q.shape[1], T = a->q.shape[2], D = a->q.shape[3];
+    const int64_t Hkv = a->k.shape[1], S = a->k.shape[2], Dv = a->v.shape[3];
+    const int64_t shift = a->align == ATTN_ALIGN_BOTTOM_RIGHT ? S - T : 0;
+    const float scale = a->scale != 0.0f ? a->scale : (float)(1.0 / sqrt((double)D));
+    const float cap = a->softcap, pdrop = a->dropout_p;
+    float *s = malloc((size_t)(S > 0 ? S : 1) * sizeof *s);
+    float *acc = malloc((size_t)Dv * sizeof *acc);
     if (!s || !acc) {
         free(s);
         free(acc);
         return ATTN_E_NOMEM;
     }
-    const float drop_keep = p.dropout_p > 0.0f ? 1.0f / (1.0f - p.dropout_p) : 1.0f;
-    for (int64_t b = 0; b < p.B; b++)
-        for (int64_t h = 0; h < p.H; h++)
-            for (int64_t i = 0; i < p.T; i++) {
-                const float *q = p.q + b * p.qs[0] + h * p.qs[1] + i * p.qs[2];
-                int64_t hk = h / p.group, pos = i + p.shift;
+    const float drop_keep = pdrop > 0.0f ? 1.0f / (1.0f - pdrop) : 1.0f;
+    const uint32_t drop_thr = attn__dropout_threshold(pdrop);
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t h = 0; h < H; h++)
+            for (int64_t i = 0; i < T; i++) {
+                const float *q = at_f32(&a->q, b, h, i, 0);
+                int64_t hk = h / (H / Hkv), pos = i + shift;
                 float mx = -INFINITY;
                 int nan = 0;
-                for (int64_t jj = 0; jj < p.S; jj++) {
-                    int64_t j = variant & 1 ? p.S - 1 - jj : jj;
-                    if (!naive_visible(&p, b, h, i, j)) {
+                for (int64_t jj = 0; jj < S; jj++) {
+                    int64_t j = variant & 1 ? S - 1 - jj : jj;
+                    if (!naive_visible(a, shift, b, h, i, j)) {
                         s[j] = -INFINITY;
                         continue;
                     }
-                    const float *k = p.k + b * p.ks[0] + hk * p.ks[1] + j * p.ks[2];
+                    const float *k = at_f32(&a->k, b, hk, j, 0);
                     float x = 0.0f;
-                    for (int64_t dd = 0; dd < p.D; dd++) {
-                        int64_t d = order(variant, dd, p.D);
+                    for (int64_t dd = 0; dd < D; dd++) {
+                        int64_t d = order(variant, dd, D);
                         x += q[d] * k[d];
                     }
-                    x *= p.scale;
-                    if (p.softcap > 0.0f) x = p.softcap * tanhf(x / p.softcap);
-                    if (p.mask_kind == ATTN__MASK_FLOAT)
-                        x += ((const float *)p.mask)[b * p.msb + h * p.msh + i * p.mst + j];
-                    if (p.alibi) x -= p.alibi[h] * (float)llabs(pos - j);
+                    x *= scale;
+                    if (cap > 0.0f) x = cap * tanhf(x / cap);
+                    if (a->mask.data && a->mask.dtype == ATTN_F32)
+                        x += *(const float *)mask_elem(&a->mask, b, h, i, j);
+                    if (a->alibi_slopes) x -= a->alibi_slopes[h] * (float)llabs(pos - j);
                     s[j] = x;
                     if (isnan(x)) nan = 1;
                     else if (x > mx) mx = x;
                 }
                 if (nan) mx = NAN;
                 float l = 0.0f;
-                for (int64_t c = 0; c < p.Dv; c++) acc[c] = 0.0f;
+                for (int64_t c = 0; c < Dv; c++) acc[c] = 0.0f;
                 if (mx != -INFINITY) {
-                    for (int64_t jj = 0; jj < p.S; jj++) {
-                        int64_t j = variant & 1 ? p.S - 1 - jj : jj;
+                    for (int64_t jj = 0; jj < S; jj++) {
+                        int64_t j = variant & 1 ? S - 1 - jj : jj;
                         if (s[j] == -INFINITY) continue;
                         float e = expf(s[j] - mx);
                         l += e;
-                        if (p.dropout_p > 0.0f) {
-                            uint32_t u = attn__rng_u32(p.seed, (uint64_t)b, (uint64_t)h,
+                        if (pdrop > 0.0f) {
+                            /* the documented pure function of (seed, b, h, i, j) */
+                            uint32_t u = attn__rng_u32(a->seed, (uint64_t)b, (uint64_t)h,
                                                        (uint64_t)i, (uint64_t)j);
-                            e *= u >= p.drop_thr ? drop_keep : 0.0f;
+                            e *= u >= drop_thr ? drop_keep : 0.0f;
                         }
-                        const float *v = p.v + b * p.vs[0] + hk * p.vs[1] + j * p.vs[2];
-                        for (int64_t c = 0; c < p.Dv; c++) acc[c] += e * v[c];
+                        const float *v = at_f32(&a->v, b, hk, j, 0);
+                        for (int64_t c = 0; c < Dv; c++) acc[c] += e * v[c];
                     }
                 }
-                float *o = p.out + b * p.os[0] + h * p.os[1] + i * p.os[2];
-                for (int64_t c = 0; c < p.Dv; c++) o[c] = mx == -INFINITY ? 0.0f : acc[c] / l;
-                if (p.lse)
-                    p.lse[b * p.ls[0] + h * p.ls[1] + i * p.ls[2]] =
-                        mx == -INFINITY ? -INFINITY : mx + logf(l);
+                float *o = at_f32(&a->out, b, h, i, 0);
+                for (int64_t c = 0; c < Dv; c++) o[c] = mx == -INFINITY ? 0.0f : acc[c] / l;
+                if (a->lse.data)
+                    *at_f32(&a->lse, b, h, i, 0) = mx == -INFINITY ? -INFINITY : mx + logf(l);
             }
     free(s);
     free(acc);
