@@ -7,8 +7,9 @@
  *         through strided [B,H,T,Dh] views of qkv and a: no transposes
  *   x   = LN(x + a Wo^T + bo)
  *   x   = LN(x + gelu(x Wi^T + bi) Wf^T + bf)
- * Keys beyond a text's length are never seen; padded query rows are computed
- * (they are rows of the same GEMMs) and ignored by pooling. Nothing T x T is
+ * Keys beyond a text's length are never seen; padded query rows go through
+ * the GEMMs and attention (rows of the same calls), skip the row-wise
+ * LayerNorm and GELU, and are ignored by pooling. Nothing T x T is
  * allocated. */
 #include "models/bert.h"
 #include "nn/nn.h"
@@ -117,11 +118,21 @@ static attn_status ws_alloc(attn_ctx *ctx, const attn_bert_config *c, int64_t B,
                          (long long)B, (long long)T);
 }
 
+/* Padded rows (token t >= len of text b) are computed by the GEMMs but
+ * never read by a real row: attention does not read keys beyond kv_len, and
+ * every other op is row-local. So the row-wise ops below skip them; such a
+ * row keeps its finite embedding-layer value in x to the end. */
+static int padded(const int32_t *kvl, int64_t T, int64_t r) {
+    return r % T >= kvl[r / T];
+}
+
 /* x = LN(x + y) row by row (the residual add then post-LayerNorm of BERT). */
-static void add_layernorm(attn_ctx *ctx, float *x, float *y, int64_t N, int64_t E, const float *g,
-                          const float *b, float eps) {
+static void add_layernorm(attn_ctx *ctx, float *x, float *y, int64_t N, int64_t T,
+                          const int32_t *kvl, int64_t E, const float *g, const float *b,
+                          float eps) {
 #pragma omp parallel for num_threads(attn_ctx_threads(ctx)) schedule(static)
     for (int64_t r = 0; r < N; r++) {
+        if (padded(kvl, T, r)) continue;
         float *xr = x + r * E, *yr = y + r * E;
         for (int64_t c = 0; c < E; c++)
             yr[c] += xr[c];
@@ -129,10 +140,11 @@ static void add_layernorm(attn_ctx *ctx, float *x, float *y, int64_t N, int64_t 
     }
 }
 
-static void gelu_rows(attn_ctx *ctx, float *h, int64_t N, int64_t I) {
+static void gelu_rows(attn_ctx *ctx, float *h, int64_t N, int64_t T, const int32_t *kvl,
+                      int64_t I) {
 #pragma omp parallel for num_threads(attn_ctx_threads(ctx)) schedule(static)
     for (int64_t r = 0; r < N; r++)
-        attn__gelu_forward(h + r * I, I);
+        if (!padded(kvl, T, r)) attn__gelu_forward(h + r * I, I);
 }
 
 /* One padded batch: text `sel[b]` (or b when sel is NULL) is row b.
@@ -183,11 +195,11 @@ static attn_status run_batch(attn_ctx *ctx, const attn_bert *m, int64_t B, int64
 
         float *y = qkv; /* q | k | v are spent: reuse as [N, E] */
         attn__linear_forward(ctx, a, E, N, E, L->wo, L->bo, E, y, E);
-        add_layernorm(ctx, x, y, N, E, L->ln1_g, L->ln1_b, c->layer_norm_eps);
+        add_layernorm(ctx, x, y, N, T, w->kvl, E, L->ln1_g, L->ln1_b, c->layer_norm_eps);
         attn__linear_forward(ctx, x, E, N, E, L->wi, L->bi, I, h, I);
-        gelu_rows(ctx, h, N, I);
+        gelu_rows(ctx, h, N, T, w->kvl, I);
         attn__linear_forward(ctx, h, I, N, I, L->wf, L->bf, E, y, E);
-        add_layernorm(ctx, x, y, N, E, L->ln2_g, L->ln2_b, c->layer_norm_eps);
+        add_layernorm(ctx, x, y, N, T, w->kvl, E, L->ln2_g, L->ln2_b, c->layer_norm_eps);
     }
     return ATTN_OK;
 }
