@@ -12,7 +12,8 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <cmocka.h>
+
+#include <cmocka.h> /* after the headers it needs */
 
 #include "at_sdpa_bwd.h"
 #include "core/internal.h"
@@ -48,7 +49,9 @@ static int binom_ok(const char *what, double count, double n, double q) {
     return ok;
 }
 
-static int64_t grid(void) { return at_quick() ? 128 : 512; }
+static int64_t grid(void) {
+    return at_quick() ? 128 : 512;
+}
 
 /* Keep rate 1 - p over a (b, h, i, j) grid, several p and seeds; the
  * threshold maps p to exactly floor(p * 2^32). */
@@ -67,7 +70,8 @@ static void test_keep_rate(void **state) {
             for (int64_t b = 0; b < 2; b++)
                 for (int64_t h = 0; h < 2; h++)
                     for (int64_t i = 0; i < n; i++)
-                        for (int64_t j = 0; j < n; j++) kept += keep(seeds[s], thr, b, h, i, j);
+                        for (int64_t j = 0; j < n; j++)
+                            kept += keep(seeds[s], thr, b, h, i, j);
             char what[64];
             snprintf(what, sizeof what, "keep rate p=%g seed=%d", (double)ps[a], s);
             fails += !binom_ok(what, kept, 4.0 * (double)(n * n), q);
@@ -84,7 +88,7 @@ static void test_independence(void **state) {
     (void)state;
     static const int64_t step[][5] = {
         /* db, dh, di, dj, dseed */
-        {0, 0, 0, 1, 0}, {0, 0, 1, 0, 0}, {0, 1, 0, 0, 0}, {1, 0, 0, 0, 0}, {0, 0, 0, 0, 1},
+        {0, 0, 0, 1, 0},  {0, 0, 1, 0, 0},  {0, 1, 0, 0, 0},  {1, 0, 0, 0, 0}, {0, 0, 0, 0, 1},
         {0, 0, 1, -1, 0}, {0, 1, -1, 0, 0}, {1, -1, 0, 0, 0}, {0, 1, 0, 1, 0}, {0, 0, 2, 2, 0},
     };
     const uint32_t thr = attn__dropout_threshold(0.5f);
@@ -99,8 +103,8 @@ static void test_independence(void **state) {
                     for (int64_t j = 2; j < n; j++) {
                         uint64_t seed = 12345;
                         uint32_t u = attn__rng_u32(seed, b, h, i, j);
-                        uint32_t w = attn__rng_u32(seed + d[4], b + d[0], h + d[1], i + d[2],
-                                                   j + d[3]);
+                        uint32_t w =
+                            attn__rng_u32(seed + d[4], b + d[0], h + d[1], i + d[2], j + d[3]);
                         both += (u >= thr) && (w >= thr);
                         double x = u * 0x1p-32, y = w * 0x1p-32;
                         sx += x, sy += y, sxy += x * y, sxx += x * x, syy += y * y;
@@ -132,7 +136,8 @@ static void test_uniformity(void **state) {
         for (int64_t i = 0; i < n; i++)
             for (int64_t j = 0; j < n; j++) {
                 uint32_t u = attn__rng_u32(99, 0, h, i, j);
-                for (int k = 0; k < 32; k++) bits[k] += (u >> k) & 1u;
+                for (int k = 0; k < 32; k++)
+                    bits[k] += (u >> k) & 1u;
                 bins[u >> 24] += 1.0;
                 cnt += 1.0;
             }
@@ -143,7 +148,8 @@ static void test_uniformity(void **state) {
         fails += !binom_ok(what, bits[k], cnt, 0.5);
     }
     double chi2 = 0.0, e = cnt / 256.0;
-    for (int k = 0; k < 256; k++) chi2 += (bins[k] - e) * (bins[k] - e) / e;
+    for (int k = 0; k < 256; k++)
+        chi2 += (bins[k] - e) * (bins[k] - e) / e;
     if (!(fabs(chi2 - 255.0) <= 6.0 * sqrt(510.0))) {
         fprintf(stderr, "FAIL top-byte chi-square %.1f (expected 255 +- %.1f)\n", chi2,
                 6.0 * sqrt(510.0));
@@ -161,9 +167,17 @@ static void test_against_oracle(void **state) {
     uint64_t id = 500;
     for (int a = 0; a < 3; a++)
         for (int k = 0; k < 3; k++) {
-            at_case c = {.B = 2, .H = 4, .Hkv = k == 2 ? 1 : 2, .T = 65, .S = 63, .D = 24,
-                         .Dv = 16, .dropout_p = ps[a], .dropout_seed = 1000 + (uint64_t)k,
-                         .causal = k == 1, .layout = k == 2 ? AT_BTHD_PAD : AT_BHTD};
+            at_case c = {.B = 2,
+                         .H = 4,
+                         .Hkv = k == 2 ? 1 : 2,
+                         .T = 65,
+                         .S = 63,
+                         .D = 24,
+                         .Dv = 16,
+                         .dropout_p = ps[a],
+                         .dropout_seed = 1000 + (uint64_t)k,
+                         .causal = k == 1,
+                         .layout = k == 2 ? AT_BTHD_PAD : AT_BHTD};
             if (k == 2) c.mask_dtype = ATTN_F32, c.mask_bcast = AT_MASK_B1TS;
             fails += !at_sdpa_run_forward(g_ctx, &c, id, "dropout forward");
             fails += !at_sdpa_run_backward(g_ctx, &c, 1, id, "dropout backward");
@@ -183,8 +197,10 @@ static void test_scaling(void **state) {
     float *v = malloc((size_t)S * 4), *o = malloc((size_t)(B * H * T) * 4);
     assert_non_null(q), assert_non_null(k), assert_non_null(v), assert_non_null(o);
     at_rng r = at_rng_for(600);
-    for (int64_t e = 0; e < S * 8; e++) k[e] = at_rng_uniform(&r, -1.0f, 1.0f);
-    for (int64_t e = 0; e < S; e++) v[e] = 1.0f;
+    for (int64_t e = 0; e < S * 8; e++)
+        k[e] = at_rng_uniform(&r, -1.0f, 1.0f);
+    for (int64_t e = 0; e < S; e++)
+        v[e] = 1.0f;
     static const float ps[] = {0.2f, 0.5f, 0.8f};
     for (int a = 0; a < 3; a++) {
         attn_sdpa_args x;
@@ -197,13 +213,14 @@ static void test_scaling(void **state) {
         x.seed = 42;
         assert_int_equal(attn_sdpa_forward(g_ctx, &x), ATTN_OK);
         double R = (double)(B * H * T), m = 0.0, m2 = 0.0, p = ps[a];
-        for (int64_t e = 0; e < B * H * T; e++) m += o[e], m2 += (double)o[e] * o[e];
+        for (int64_t e = 0; e < B * H * T; e++)
+            m += o[e], m2 += (double)o[e] * o[e];
         m /= R;
         double var = m2 / R - m * m, want = p / ((1.0 - p) * (double)S);
         double sd = sqrt(want / R);
         if (!(fabs(m - 1.0) <= 6.0 * sd) || !(fabs(var / want - 1.0) <= 6.0 * sqrt(2.0 / R)))
-            fprintf(stderr, "p=%g: mean %.6f (want 1 +- %.6f), variance %.6g (want %.6g)\n", p,
-                    m, 6.0 * sd, var, want);
+            fprintf(stderr, "p=%g: mean %.6f (want 1 +- %.6f), variance %.6g (want %.6g)\n", p, m,
+                    6.0 * sd, var, want);
         assert_true(fabs(m - 1.0) <= 6.0 * sd);
         assert_true(fabs(var / want - 1.0) <= 6.0 * sqrt(2.0 / R));
     }
@@ -214,8 +231,16 @@ static void test_scaling(void **state) {
  * threads; another seed gives another result. */
 static void test_threads_and_seeds(void **state) {
     (void)state;
-    at_case c = {.B = 2, .H = 4, .Hkv = 2, .T = 100, .S = 90, .D = 32, .Dv = 16, .causal = 1,
-                 .dropout_p = 0.3f, .dropout_seed = 9};
+    at_case c = {.B = 2,
+                 .H = 4,
+                 .Hkv = 2,
+                 .T = 100,
+                 .S = 90,
+                 .D = 32,
+                 .Dv = 16,
+                 .causal = 1,
+                 .dropout_p = 0.3f,
+                 .dropout_seed = 9};
     at_rng r = at_rng_for(700);
     at_sdpa x;
     at_grads g[3];
@@ -243,15 +268,16 @@ static void test_threads_and_seeds(void **state) {
     for (int64_t e = 0; e < 2 * 4 * 100 * 16; e++)
         differ += ((float *)outs[0].mem)[e] != ((float *)outs[2].mem)[e];
     assert_true(differ > 0);
-    for (int t = 0; t < 3; t++) at_grads_free(&g[t]), at_buf_free(&outs[t]);
+    for (int t = 0; t < 3; t++)
+        at_grads_free(&g[t]), at_buf_free(&outs[t]);
     at_sdpa_free(&x);
 }
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_keep_rate),      cmocka_unit_test(test_independence),
-        cmocka_unit_test(test_uniformity),     cmocka_unit_test(test_against_oracle),
-        cmocka_unit_test(test_scaling),        cmocka_unit_test(test_threads_and_seeds),
+        cmocka_unit_test(test_keep_rate),  cmocka_unit_test(test_independence),
+        cmocka_unit_test(test_uniformity), cmocka_unit_test(test_against_oracle),
+        cmocka_unit_test(test_scaling),    cmocka_unit_test(test_threads_and_seeds),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -6,7 +6,8 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <cmocka.h>
+
+#include <cmocka.h> /* after the headers it needs */
 
 #include "at_sdpa_bwd.h"
 #include "ops/sdpa_bwd.h"
@@ -47,8 +48,14 @@ static void test_lengths(void **state) {
     uint64_t id = 1000;
     for (int a = 0; a < 5; a++)
         for (int b = 0; b < 5; b++) {
-            at_case c = {.B = 1, .H = 2, .T = lens[a], .S = lens[b], .D = 24, .Dv = 16,
-                         .causal = (a + b) & 1, .align = (attn_align)(a & 1)};
+            at_case c = {.B = 1,
+                         .H = 2,
+                         .T = lens[a],
+                         .S = lens[b],
+                         .D = 24,
+                         .Dv = 16,
+                         .causal = (a + b) & 1,
+                         .align = (attn_align)(a & 1)};
             fails += !run(&c, 0, id++, "lengths");
         }
     assert_int_equal(fails, 0);
@@ -62,8 +69,13 @@ static void test_head_dims(void **state) {
     for (int a = 0; a < 5; a++)
         for (int k = 0; k < 3; k++) {
             int64_t Dv = k == 0 ? dims[a] : dims[(a + 2 * k) % 5];
-            at_case c = {.B = 2, .H = 2, .T = lens[(a + k) % 5] % 100 + 9, .S = 65,
-                         .D = dims[a], .Dv = Dv, .causal = k == 2};
+            at_case c = {.B = 2,
+                         .H = 2,
+                         .T = lens[(a + k) % 5] % 100 + 9,
+                         .S = 65,
+                         .D = dims[a],
+                         .Dv = Dv,
+                         .causal = k == 2};
             fails += !run(&c, 0, id++, "head dims");
         }
     at_case big = {.B = 1, .H = 1, .T = 70, .S = 90, .D = 128, .Dv = 256};
@@ -80,8 +92,8 @@ static void test_structural_masks(void **state) {
     for (int al = 0; al < 2; al++)
         for (int ts = 0; ts < 2; ts++) {
             int64_t T = ts ? 100 : 57, S = ts ? 57 : 100;
-            at_case c = {.B = 3, .H = 2, .T = T, .S = S, .D = 32, .Dv = 20,
-                         .align = (attn_align)al};
+            at_case c = {
+                .B = 3, .H = 2, .T = T, .S = S, .D = 32, .Dv = 20, .align = (attn_align)al};
             c.causal = 1;
             fails += !run(&c, 0, id++, "causal");
             c.causal = 0;
@@ -107,13 +119,28 @@ static void test_masks_and_dmask(void **state) {
     uint64_t id = 4000;
     for (int k = 0; k < 4; k++)
         for (int hkv = 1; hkv <= 3; hkv += 2) {
-            at_case c = {.B = 2, .H = 3, .Hkv = hkv, .T = 37, .S = 70, .D = 16, .Dv = 24,
-                         .mask_dtype = ATTN_F32, .mask_bcast = bc[k], .mask_ninf = 0.1f};
+            at_case c = {.B = 2,
+                         .H = 3,
+                         .Hkv = hkv,
+                         .T = 37,
+                         .S = 70,
+                         .D = 16,
+                         .Dv = 24,
+                         .mask_dtype = ATTN_F32,
+                         .mask_bcast = bc[k],
+                         .mask_ninf = 0.1f};
             fails += !run(&c, 1, id++, "float mask");
             c.causal = 1, c.align = ATTN_ALIGN_BOTTOM_RIGHT, c.layout = AT_BTHD_PAD;
             fails += !run(&c, 1, id++, "float mask");
-            at_case bm = {.B = 2, .H = 3, .Hkv = hkv, .T = 37, .S = 70, .D = 16,
-                          .mask_dtype = ATTN_BOOL, .mask_bcast = bc[k], .mask_keep = 0.3f};
+            at_case bm = {.B = 2,
+                          .H = 3,
+                          .Hkv = hkv,
+                          .T = 37,
+                          .S = 70,
+                          .D = 16,
+                          .mask_dtype = ATTN_BOOL,
+                          .mask_bcast = bc[k],
+                          .mask_keep = 0.3f};
             fails += !run(&bm, 0, id++, "bool mask");
             bm.mask_dtype = ATTN_U8, bm.window = 1, bm.wl = 9, bm.wr = 9;
             fails += !run(&bm, 0, id++, "u8 mask");
@@ -152,8 +179,15 @@ static void test_gqa_layouts(void **state) {
     uint64_t id = 6000;
     for (int g = 0; g < 4; g++)
         for (int l = 0; l < 4; l++) {
-            at_case c = {.B = 2, .H = 8, .Hkv = hkv[g], .T = 33, .S = 41, .D = 24, .Dv = 16,
-                         .layout = (at_layout)l, .causal = l & 1};
+            at_case c = {.B = 2,
+                         .H = 8,
+                         .Hkv = hkv[g],
+                         .T = 33,
+                         .S = 41,
+                         .D = 24,
+                         .Dv = 16,
+                         .layout = (at_layout)l,
+                         .causal = l & 1};
             fails += !run(&c, 0, id++, "gqa/layout");
         }
     assert_int_equal(fails, 0);
@@ -166,15 +200,26 @@ static void test_exact_zeros(void **state) {
     at_rng r = at_rng_for(7000);
     /* T > S bottom-right causal: the first T - S rows see nothing; batch 1
      * has kv_len 0, batch 2 a random kv_len */
-    at_case c = {.B = 3, .H = 2, .Hkv = 1, .T = 50, .S = 30, .D = 16, .Dv = 8, .causal = 1,
-                 .align = ATTN_ALIGN_BOTTOM_RIGHT, .kv_len = 1,
-                 .mask_dtype = ATTN_BOOL, .mask_bcast = AT_MASK_BHTS, .mask_keep = 0.8f};
+    at_case c = {.B = 3,
+                 .H = 2,
+                 .Hkv = 1,
+                 .T = 50,
+                 .S = 30,
+                 .D = 16,
+                 .Dv = 8,
+                 .causal = 1,
+                 .align = ATTN_ALIGN_BOTTOM_RIGHT,
+                 .kv_len = 1,
+                 .mask_dtype = ATTN_BOOL,
+                 .mask_bcast = AT_MASK_BHTS,
+                 .mask_keep = 0.8f};
     at_sdpa x;
     at_grads gr;
     assert_int_equal(at_sdpa_build(&x, &c, &r), 0);
     assert_int_equal(at_grads_alloc(&gr, &x.a, AT_BHTD, 0, &r), 0);
     /* make row 40 of (b0,h1) fully masked by the boolean mask */
-    for (int64_t j = 0; j < c.S; j++) *(uint8_t *)at_ptr(&x.mask.t, (int64_t[]){0, 1, 40, j}) = 0;
+    for (int64_t j = 0; j < c.S; j++)
+        *(uint8_t *)at_ptr(&x.mask.t, (int64_t[]){0, 1, 40, j}) = 0;
     assert_int_equal(at_sdpa_check_backward(g_ctx, &x.a, &gr, "exact zeros", r.seed), 1);
     int bad = 0;
     for (int64_t b = 0; b < c.B; b++)
@@ -192,11 +237,14 @@ static void test_exact_zeros(void **state) {
             }
     for (int64_t b = 0; b < c.B; b++)
         for (int64_t j = x.kv_len[b]; j < c.S; j++) {
-            for (int64_t d = 0; d < c.D; d++) bad += *at_f32(&gr.g.dk, b, 0, j, d) != 0.0f;
-            for (int64_t d = 0; d < c.Dv; d++) bad += *at_f32(&gr.g.dv, b, 0, j, d) != 0.0f;
+            for (int64_t d = 0; d < c.D; d++)
+                bad += *at_f32(&gr.g.dk, b, 0, j, d) != 0.0f;
+            for (int64_t d = 0; d < c.Dv; d++)
+                bad += *at_f32(&gr.g.dv, b, 0, j, d) != 0.0f;
         }
-    if (bad) fprintf(stderr, "%d gradient entries should be exactly 0 (seed %llu)\n", bad,
-                     (unsigned long long)r.seed);
+    if (bad)
+        fprintf(stderr, "%d gradient entries should be exactly 0 (seed %llu)\n", bad,
+                (unsigned long long)r.seed);
     assert_int_equal(bad, 0);
     at_grads_free(&gr);
     at_sdpa_free(&x);
@@ -246,9 +294,13 @@ static int fd_case(const at_case *c, uint64_t id, const char *label) {
                 label, L0, Lf);
         ok = 0;
     }
-    struct { const char *name; const attn_tensor *x, *g; } ts[4] = {
-        {"q", &x.a.q, &gr.g.dq}, {"k", &x.a.k, &gr.g.dk}, {"v", &x.a.v, &gr.g.dv},
-        {"mask", &x.a.mask, &gr.g.dmask}};
+    struct {
+        const char *name;
+        const attn_tensor *x, *g;
+    } ts[4] = {{"q", &x.a.q, &gr.g.dq},
+               {"k", &x.a.k, &gr.g.dk},
+               {"v", &x.a.v, &gr.g.dv},
+               {"mask", &x.a.mask, &gr.g.dmask}};
     for (int t = 0; t < 4 && ok; t++) {
         if (!ts[t].g->data) continue;
         const attn_tensor *X = ts[t].x, *G = ts[t].g;
@@ -288,8 +340,15 @@ static void test_oracle_finite_difference(void **state) {
     (void)state;
     int fails = 0;
     uint64_t id = 8000;
-    at_case c = {.B = 2, .H = 2, .Hkv = 1, .T = 3, .S = 5, .D = 3, .Dv = 2,
-                 .mask_dtype = ATTN_F32, .mask_bcast = AT_MASK_1HTS};
+    at_case c = {.B = 2,
+                 .H = 2,
+                 .Hkv = 1,
+                 .T = 3,
+                 .S = 5,
+                 .D = 3,
+                 .Dv = 2,
+                 .mask_dtype = ATTN_F32,
+                 .mask_bcast = AT_MASK_1HTS};
     fails += !fd_case(&c, id++, "plain + float mask over H");
     at_case v = c;
     v.causal = 1, v.align = ATTN_ALIGN_BOTTOM_RIGHT, v.softcap = 1.5f, v.logit_mul = 3.0f;
@@ -309,10 +368,25 @@ static void test_determinism(void **state) {
     (void)state;
     static const at_case cases[] = {
         {.B = 2, .H = 4, .Hkv = 2, .T = 130, .S = 100, .D = 40, .Dv = 24, .causal = 1},
-        {.B = 2, .H = 3, .T = 70, .S = 90, .D = 16, .mask_dtype = ATTN_F32,
-         .mask_bcast = AT_MASK_1HTS, .dropout_p = 0.2f, .dropout_seed = 3},
-        {.B = 3, .H = 2, .Hkv = 1, .T = 64, .S = 64, .D = 64, .mask_dtype = ATTN_F32,
-         .mask_bcast = AT_MASK_TS, .softcap = 3.0f, .kv_len = 1},
+        {.B = 2,
+         .H = 3,
+         .T = 70,
+         .S = 90,
+         .D = 16,
+         .mask_dtype = ATTN_F32,
+         .mask_bcast = AT_MASK_1HTS,
+         .dropout_p = 0.2f,
+         .dropout_seed = 3},
+        {.B = 3,
+         .H = 2,
+         .Hkv = 1,
+         .T = 64,
+         .S = 64,
+         .D = 64,
+         .mask_dtype = ATTN_F32,
+         .mask_bcast = AT_MASK_TS,
+         .softcap = 3.0f,
+         .kv_len = 1},
     };
     for (int k = 0; k < 3; k++) {
         at_rng r = at_rng_for(9000 + (uint64_t)k);
@@ -337,7 +411,8 @@ static void test_determinism(void **state) {
             if (g[0].g.dmask.data)
                 assert_true(at_bitwise_equal("dmask", lab[t - 1], &g[0].g.dmask, &g[t].g.dmask));
         }
-        for (int t = 0; t < 3; t++) at_grads_free(&g[t]);
+        for (int t = 0; t < 3; t++)
+            at_grads_free(&g[t]);
         at_sdpa_free(&x);
     }
 }
@@ -347,16 +422,19 @@ static void test_determinism(void **state) {
 static void expect_error(at_sdpa *x, at_grads *gr, const attn_sdpa_args *a,
                          const attn_sdpa_grads *g, attn_status want, const char *word) {
     at_buf *outs[4] = {&gr->dq, &gr->dk, &gr->dv, &gr->dmask};
-    for (int k = 0; k < 4; k++) at_buf_fill_sentinel(outs[k]);
+    for (int k = 0; k < 4; k++)
+        at_buf_fill_sentinel(outs[k]);
     for (int ref = 0; ref < 2; ref++) {
-        attn_status st = ref ? attn_sdpa_backward_ref(g_ctx, a, g) : attn_sdpa_backward(g_ctx, a, g);
+        attn_status st =
+            ref ? attn_sdpa_backward_ref(g_ctx, a, g) : attn_sdpa_backward(g_ctx, a, g);
         const char *msg = attn_ctx_last_error(g_ctx);
         if (st != want || !strstr(msg, word))
-            fprintf(stderr, "expected %s naming '%s', got %s: '%s'\n", attn_status_str(want),
-                    word, attn_status_str(st), msg);
+            fprintf(stderr, "expected %s naming '%s', got %s: '%s'\n", attn_status_str(want), word,
+                    attn_status_str(st), msg);
         assert_int_equal(st, want);
         assert_non_null(strstr(msg, word));
-        for (int k = 0; k < 4; k++) assert_true(at_buf_untouched(outs[k]));
+        for (int k = 0; k < 4; k++)
+            assert_true(at_buf_untouched(outs[k]));
     }
     (void)x;
 }
@@ -364,8 +442,15 @@ static void expect_error(at_sdpa *x, at_grads *gr, const attn_sdpa_args *a,
 static void test_bad_input(void **state) {
     (void)state;
     at_rng r = at_rng_for(10000);
-    at_case c = {.B = 2, .H = 4, .Hkv = 2, .T = 9, .S = 11, .D = 8, .Dv = 6,
-                 .mask_dtype = ATTN_F32, .mask_bcast = AT_MASK_1HTS};
+    at_case c = {.B = 2,
+                 .H = 4,
+                 .Hkv = 2,
+                 .T = 9,
+                 .S = 11,
+                 .D = 8,
+                 .Dv = 6,
+                 .mask_dtype = ATTN_F32,
+                 .mask_bcast = AT_MASK_1HTS};
     at_sdpa x;
     at_grads gr;
     assert_int_equal(at_sdpa_build(&x, &c, &r), 0);
@@ -413,16 +498,11 @@ static void test_bad_input(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_lengths),
-        cmocka_unit_test(test_head_dims),
-        cmocka_unit_test(test_structural_masks),
-        cmocka_unit_test(test_masks_and_dmask),
-        cmocka_unit_test(test_score_mods),
-        cmocka_unit_test(test_gqa_layouts),
-        cmocka_unit_test(test_exact_zeros),
-        cmocka_unit_test(test_oracle_finite_difference),
-        cmocka_unit_test(test_determinism),
-        cmocka_unit_test(test_bad_input),
+        cmocka_unit_test(test_lengths),          cmocka_unit_test(test_head_dims),
+        cmocka_unit_test(test_structural_masks), cmocka_unit_test(test_masks_and_dmask),
+        cmocka_unit_test(test_score_mods),       cmocka_unit_test(test_gqa_layouts),
+        cmocka_unit_test(test_exact_zeros),      cmocka_unit_test(test_oracle_finite_difference),
+        cmocka_unit_test(test_determinism),      cmocka_unit_test(test_bad_input),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -8,14 +8,15 @@
  * (key j, query row r), exactly as in the forward. From such tiles
  *   dV += (P∘Z)^T dO,  dK += dS^T Q   are acc_tn (sum over the strip's rows),
  *   dQ += dS K                          is acc_nn (sum over the tile's keys).
- * Rows r >= mr of a strip are padding: zero queries, their P and dS are 0. */
+ * Rows r >= mr of a strip are padding: zero queries; kernels skip whole
+ * row blocks of padding, and acc_tn / acc_nn never read past their block. */
 #ifndef ATTN_KERNELS_BWD_H
 #define ATTN_KERNELS_BWD_H
 
 #include <stdint.h>
 
 #ifndef ATTN_BMR
-#define ATTN_BMR 24 /* query rows per backward strip */
+#define ATTN_BMR 96 /* query rows per backward strip */
 #endif
 _Static_assert(ATTN_BMR % 24 == 0, "the AVX2 kernels take a strip as groups of 3 vectors");
 
@@ -25,14 +26,17 @@ typedef struct attn_bwd_kernels {
     /* xt[d*BMR + r] = scale * x[r*xs + d] for r < mr, 0 for mr <= r < BMR. */
     void (*pack_t)(const float *x, int64_t xs, int mr, int D, float scale, float *xt);
 
-    /* s[j*BMR + r] = dot(xt[:, r], y_j) for j < n, r < BMR; y: n rows of D
-     * floats, row stride ys. Used for S = Q K^T and dP = dO V^T. */
-    void (*dot_t)(const float *xt, const float *y, int64_t ys, int n, int D, float *s);
+    /* s[j*BMR + r] = dot(xt[:, r], y_j) for j < n, r < mr; y: n rows of D
+     * floats, row stride ys. Used for S = Q K^T and dP = dO V^T. Rows from
+     * mr up to the kernel's row block (at most BMR) may be computed too (on
+     * the zero padding); rows beyond are left alone. */
+    void (*dot_t)(const float *xt, const float *y, int64_t ys, int n, int D, int mr, float *s);
 
-    /* Softmax backward on a tile of n keys, element by element (r < BMR):
+    /* Softmax backward on a tile of n keys, element by element (r < mr, with
+     * the same row blocks as dot_t):
      *   p = exp(s - lse[r]);  s <- p;  dp <- p * (dp - di[r])
      * lse[r] = +inf marks a dead row (p = 0, dS = 0); s = -inf gives p = 0. */
-    void (*softmax_bwd)(float *s, float *dp, int n, const float *lse, const float *di);
+    void (*softmax_bwd)(float *s, float *dp, int n, int mr, const float *lse, const float *di);
 
     /* acc[j*lda + c] += sum_{r < mr} a[j*BMR + r] * b[r*bs + c] for j < n,
      * c < N. Writes exactly those elements (acc may be the caller's dK/dV). */

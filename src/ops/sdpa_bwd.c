@@ -28,7 +28,7 @@
 #include <string.h>
 
 #ifndef ATTN_BBK
-#define ATTN_BBK 64 /* keys per backward tile */
+#define ATTN_BBK 48 /* keys per backward tile */
 #endif
 
 static attn_status check_grad(attn_ctx *ctx, const char *name, const attn_tensor *t,
@@ -40,10 +40,11 @@ static attn_status check_grad(attn_ctx *ctx, const char *name, const attn_tensor
         return attn_ctx_fail(ctx, ATTN_E_SHAPE, "%s: expected 4 dims, got %d", name, t->ndim);
     if (t->shape[0] != shape[0] || t->shape[1] != shape[1] || t->shape[2] != shape[2] ||
         t->shape[3] != shape[3])
-        return attn_ctx_fail(ctx, ATTN_E_SHAPE, "%s: must be [%lld,%lld,%lld,%lld], got "
-                             "[%lld,%lld,%lld,%lld]", name, (long long)shape[0],
-                             (long long)shape[1], (long long)shape[2], (long long)shape[3],
-                             (long long)t->shape[0], (long long)t->shape[1],
+        return attn_ctx_fail(ctx, ATTN_E_SHAPE,
+                             "%s: must be [%lld,%lld,%lld,%lld], got "
+                             "[%lld,%lld,%lld,%lld]",
+                             name, (long long)shape[0], (long long)shape[1], (long long)shape[2],
+                             (long long)shape[3], (long long)t->shape[0], (long long)t->shape[1],
                              (long long)t->shape[2], (long long)t->shape[3]);
     if (t->stride[3] != 1 && t->shape[3] > 1)
         return attn_ctx_fail(ctx, ATTN_E_LAYOUT, "%s: last stride is %lld, must be 1", name,
@@ -82,7 +83,8 @@ attn_status attn__sdpa_gplan_make(attn_ctx *ctx, const attn__sdpa_plan *p, const
         if (p->mask_kind != ATTN__MASK_FLOAT)
             return attn_ctx_fail(ctx, ATTN_E_ARG,
                                  "dmask: requested, but the mask is %s (only a float mask has a "
-                                 "gradient)", p->mask_kind == ATTN__MASK_NONE ? "absent" : "boolean");
+                                 "gradient)",
+                                 p->mask_kind == ATTN__MASK_NONE ? "absent" : "boolean");
         if (dm->dtype != ATTN_F32)
             return attn_ctx_fail(ctx, ATTN_E_DTYPE, "dmask: dtype must be F32");
         if (dm->ndim != m->ndim)
@@ -92,7 +94,8 @@ attn_status attn__sdpa_gplan_make(attn_ctx *ctx, const attn__sdpa_plan *p, const
             if (dm->shape[d] != m->shape[d])
                 return attn_ctx_fail(ctx, ATTN_E_SHAPE,
                                      "dmask: must have the mask's shape (dim %d is %lld, mask has "
-                                     "%lld)", d, (long long)dm->shape[d], (long long)m->shape[d]);
+                                     "%lld)",
+                                     d, (long long)dm->shape[d], (long long)m->shape[d]);
         int nd = dm->ndim;
         if (dm->stride[nd - 1] != 1 && dm->shape[nd - 1] > 1)
             return attn_ctx_fail(ctx, ATTN_E_LAYOUT, "dmask: last stride must be 1");
@@ -112,10 +115,10 @@ attn_status attn__sdpa_gplan_make(attn_ctx *ctx, const attn__sdpa_plan *p, const
 
 /* Per-thread scratch of one task. */
 typedef struct bwd_ws {
-    float *qt, *dot;      /* [D][BMR] scaled queries, [Dv][BMR] dout, transposed */
+    float *qt, *dot;       /* [D][BMR] scaled queries, [Dv][BMR] dout, transposed */
     float *s, *dp, *z, *t; /* [BBK][BMR] tiles: scores/P, dP/dS, dropout, tanh */
-    float *dq;            /* [BMR][ldq] */
-    float *lse, *di;      /* [BMR] */
+    float *dq;             /* [BMR][ldq] */
+    float *lse, *di;       /* [BMR] */
     int ldq;
 } bwd_ws;
 
@@ -144,9 +147,9 @@ static bwd_ws ws_carve(const attn__sdpa_plan *p, float *w) {
 /* Score modifications, as the forward applies them, to s[(j-ca)*BMR + r]:
  * softcap (keeping tanh in t for its derivative), float mask, ALiBi, boolean
  * mask and, on partial tiles, the structural interval [lo, hi). */
-static void score_mods(const attn__sdpa_plan *p, int64_t b, int64_t h, int64_t i0, int mr,
-                       float *s, float *t, int64_t ca, int64_t cb, const int64_t *lo,
-                       const int64_t *hi, int full) {
+static void score_mods(const attn__sdpa_plan *p, int64_t b, int64_t h, int64_t i0, int mr, float *s,
+                       float *t, int64_t ca, int64_t cb, const int64_t *lo, const int64_t *hi,
+                       int full) {
     for (int r = 0; r < mr; r++) {
         int64_t i = i0 + r, pos = i + p->shift;
         float *sr = s + r - ca * ATTN_BMR; /* sr[j*BMR] is key j */
@@ -161,11 +164,13 @@ static void score_mods(const attn__sdpa_plan *p, int64_t b, int64_t h, int64_t i
         }
         if (p->mask_kind == ATTN__MASK_FLOAT) {
             const float *m = (const float *)p->mask + attn__mask_off(p, b, h, i, 0);
-            for (int64_t j = ca; j < cb; j++) sr[j * ATTN_BMR] += m[j];
+            for (int64_t j = ca; j < cb; j++)
+                sr[j * ATTN_BMR] += m[j];
         }
         if (p->alibi) {
             float sl = p->alibi[h];
-            for (int64_t j = ca; j < cb; j++) sr[j * ATTN_BMR] -= sl * (float)llabs(pos - j);
+            for (int64_t j = ca; j < cb; j++)
+                sr[j * ATTN_BMR] -= sl * (float)llabs(pos - j);
         }
         if (p->mask_kind == ATTN__MASK_BOOL) {
             const uint8_t *m = (const uint8_t *)p->mask + attn__mask_off(p, b, h, i, 0);
@@ -198,23 +203,24 @@ static void tile(const attn__sdpa_plan *p, const attn__sdpa_gplan *gp, const att
     const int mods = p->softcap > 0.0f || p->mask_kind != ATTN__MASK_NONE || p->alibi;
     float *s = w->s, *dp = w->dp;
 
-    kn->dot_t(w->qt, kb, p->ks[2], n, D, s);   /* S = (scale Q) K^T */
-    kn->dot_t(w->dot, vb, p->vs[2], n, Dv, dp); /* dP~ = dO V^T */
+    kn->dot_t(w->qt, kb, p->ks[2], n, D, mr, s);    /* S = (scale Q) K^T */
+    kn->dot_t(w->dot, vb, p->vs[2], n, Dv, mr, dp); /* dP~ = dO V^T */
     if (mods || !full) score_mods(p, b, h, i0, mr, s, w->t, ca, cb, st->lo, st->hi, full);
     if (p->dropout_p > 0.0f) {
         for (int64_t j = ca; j < cb; j++)
-            for (int r = 0; r < ATTN_BMR; r++) {
+            for (int r = 0; r < mr; r++) {
                 size_t e = (size_t)(j - ca) * ATTN_BMR + r;
-                w->z[e] = r < mr ? attn__dropout_factor(p, b, h, i0 + r, j) : 0.0f;
+                w->z[e] = attn__dropout_factor(p, b, h, i0 + r, j);
                 dp[e] *= w->z[e]; /* dPz = dP~ ∘ Z */
             }
     }
-    kn->softmax_bwd(s, dp, n, w->lse, w->di); /* s <- P, dp <- dS */
+    kn->softmax_bwd(s, dp, n, mr, w->lse, w->di); /* s <- P, dp <- dS */
     if (gp->dmask) {
         int64_t bm = gp->dmB > 1 ? b : 0, hm = gp->dmH > 1 ? h : 0;
         for (int r = 0; r < mr; r++) {
             float *dm = gp->dmask + attn__dmask_off(gp, bm, hm, i0 + r, 0);
-            for (int64_t j = ca; j < cb; j++) dm[j] += dp[(j - ca) * ATTN_BMR + r];
+            for (int64_t j = ca; j < cb; j++)
+                dm[j] += dp[(j - ca) * ATTN_BMR + r];
         }
     }
     if (p->softcap > 0.0f) /* ds/ds_raw = 1 - tanh^2 (padding rows have dS = 0) */
@@ -223,8 +229,10 @@ static void tile(const attn__sdpa_plan *p, const attn__sdpa_gplan *gp, const att
                 size_t e = (size_t)j * ATTN_BMR + r;
                 dp[e] *= 1.0f - w->t[e] * w->t[e];
             }
-    if (p->dropout_p > 0.0f)
-        for (size_t e = 0; e < (size_t)n * ATTN_BMR; e++) s[e] *= w->z[e]; /* P∘Z */
+    if (p->dropout_p > 0.0f) /* P∘Z */
+        for (int j = 0; j < n; j++)
+            for (int r = 0; r < mr; r++)
+                s[(size_t)j * ATTN_BMR + r] *= w->z[(size_t)j * ATTN_BMR + r];
 
     kn->acc_tn(s, mr, n, dor, gp->dos[2], Dv, dvb, gp->dvs[2]); /* dV += (P∘Z)^T dO */
     kn->acc_tn(dp, mr, n, qr, p->qs[2], D, dkb, gp->dks[2]);    /* dK += dS^T Q */
@@ -261,15 +269,16 @@ static void run_strip(const attn__sdpa_plan *p, const attn__sdpa_gplan *gp,
         const float *o = p->out + b * p->os[0] + h * p->os[1] + i * p->os[2];
         const float *g = gp->dout + b * gp->dos[0] + h * gp->dos[1] + i * gp->dos[2];
         double acc = 0.0;
-        for (int c = 0; c < Dv; c++) acc += (double)o[c] * (double)g[c];
+        for (int c = 0; c < Dv; c++)
+            acc += (double)o[c] * (double)g[c];
         w->di[r] = (float)acc;
     }
 
     if (slo < shi) {
         kn->pack_t(p->q + b * p->qs[0] + h * p->qs[1] + i0 * p->qs[2], p->qs[2], mr, D, p->scale,
                    w->qt);
-        kn->pack_t(gp->dout + b * gp->dos[0] + h * gp->dos[1] + i0 * gp->dos[2], gp->dos[2], mr,
-                   Dv, 1.0f, w->dot);
+        kn->pack_t(gp->dout + b * gp->dos[0] + h * gp->dos[1] + i0 * gp->dos[2], gp->dos[2], mr, Dv,
+                   1.0f, w->dot);
         strip st = {b, h, i0, mr, lo, hi};
         /* As in the forward: only the edge bands [slo, maxlo) and [minhi, shi)
          * need per-element masks; the middle is full tiles. */
@@ -294,7 +303,8 @@ static void run_strip(const attn__sdpa_plan *p, const attn__sdpa_gplan *gp,
         if (w->lse[r] == INFINITY) {
             memset(dst, 0, (size_t)D * sizeof(float));
         } else {
-            for (int c = 0; c < D; c++) dst[c] = p->scale * src[c];
+            for (int c = 0; c < D; c++)
+                dst[c] = p->scale * src[c];
         }
     }
 }
@@ -310,11 +320,13 @@ static void run_task(const attn__sdpa_plan *p, const attn__sdpa_gplan *gp,
         memset(dvb + j * gp->dvs[2], 0, (size_t)p->Dv * sizeof(float));
     }
     for (int64_t h = hk * p->group; h < (hk + 1) * p->group; h++)
-        for (int64_t i0 = 0; i0 < p->T; i0 += ATTN_BMR) run_strip(p, gp, kn, b, h, i0, &w);
+        for (int64_t i0 = 0; i0 < p->T; i0 += ATTN_BMR)
+            run_strip(p, gp, kn, b, h, i0, &w);
     /* dK = scale * dS^T Q: the strip's Q was read unscaled */
     for (int64_t j = 0; j < p->S; j++) {
         float *row = dkb + j * gp->dks[2];
-        for (int64_t d = 0; d < p->D; d++) row[d] *= p->scale;
+        for (int64_t d = 0; d < p->D; d++)
+            row[d] *= p->scale;
     }
 }
 

@@ -22,7 +22,8 @@ static double score64(const attn__sdpa_plan *p, int64_t b, int64_t h, int64_t i,
     const float *q = p->q + b * p->qs[0] + h * p->qs[1] + i * p->qs[2];
     const float *k = p->k + b * p->ks[0] + (h / p->group) * p->ks[1] + j * p->ks[2];
     double s = 0.0;
-    for (int64_t d = 0; d < p->D; d++) s += (double)q[d] * (double)k[d];
+    for (int64_t d = 0; d < p->D; d++)
+        s += (double)q[d] * (double)k[d];
     s *= (double)p->scale;
     if (p->softcap > 0.0f) {
         double t = tanh(s / (double)p->softcap);
@@ -56,14 +57,16 @@ double attn__sdpa_ref_loss(const attn__sdpa_plan *p, const float *dout, const in
                     double pz = exp(s[j] - mx) / l;
                     if (p->dropout_p > 0.0f) pz *= (double)attn__dropout_factor(p, b, h, i, j);
                     const float *v = p->v + b * p->vs[0] + (h / p->group) * p->vs[1] + j * p->vs[2];
-                    for (int64_t c = 0; c < p->Dv; c++) loss += pz * (double)v[c] * (double)g[c];
+                    for (int64_t c = 0; c < p->Dv; c++)
+                        loss += pz * (double)v[c] * (double)g[c];
                 }
             }
     free(s);
     return loss;
 }
 
-attn_status attn_sdpa_backward_ref(attn_ctx *ctx, const attn_sdpa_args *a, const attn_sdpa_grads *g) {
+attn_status attn_sdpa_backward_ref(attn_ctx *ctx, const attn_sdpa_args *a,
+                                   const attn_sdpa_grads *g) {
     if (!ctx) return ATTN_E_ARG;
     attn__ctx_clear(ctx);
     attn__sdpa_plan p;
@@ -98,7 +101,8 @@ attn_status attn_sdpa_backward_ref(attn_ctx *ctx, const attn_sdpa_args *a, const
                     if (isnan(s[j])) nan = 1;
                 }
                 if (nan) mx = NAN; /* NaN scores poison the row, as in the forward */
-                for (int64_t d = 0; d < p.D; d++) dq[d] = 0.0;
+                for (int64_t d = 0; d < p.D; d++)
+                    dq[d] = 0.0;
                 if (mx != -INFINITY) {
                     /* P = softmax(s);  dPz_j = Z_j * dot(dO_i, v_j) */
                     for (int64_t j = 0; j < p.S; j++) {
@@ -111,15 +115,16 @@ attn_status attn_sdpa_backward_ref(attn_ctx *ctx, const attn_sdpa_args *a, const
                         dpz[j] = 0.0;
                         if (s[j] == -INFINITY) continue;
                         const float *v = p.v + b * p.vs[0] + hk * p.vs[1] + j * p.vs[2];
-                        for (int64_t c = 0; c < p.Dv; c++) dpz[j] += (double)gi[c] * (double)v[c];
+                        for (int64_t c = 0; c < p.Dv; c++)
+                            dpz[j] += (double)gi[c] * (double)v[c];
                         if (p.dropout_p > 0.0f)
                             dpz[j] *= (double)attn__dropout_factor(&p, b, h, i, j);
                         di += pr[j] * dpz[j]; /* D_i = rowsum(P ∘ dPz) */
                     }
                     for (int64_t j = 0; j < p.S; j++) {
                         if (s[j] == -INFINITY) continue;
-                        double z = p.dropout_p > 0.0f
-                                       ? (double)attn__dropout_factor(&p, b, h, i, j) : 1.0;
+                        double z =
+                            p.dropout_p > 0.0f ? (double)attn__dropout_factor(&p, b, h, i, j) : 1.0;
                         double ds = pr[j] * (dpz[j] - di); /* dS = P ∘ (dPz - D_i) */
                         if (gp.dmask) {
                             int64_t bm = gp.dmB > 1 ? b : 0, hm = gp.dmH > 1 ? h : 0;
@@ -133,11 +138,13 @@ attn_status attn_sdpa_backward_ref(attn_ctx *ctx, const attn_sdpa_args *a, const
                             dq[d] += dsr * (double)k[d];
                             dkj[d] += dsr * (double)qi[d];
                         }
-                        for (int64_t c = 0; c < p.Dv; c++) dvj[c] += pr[j] * z * (double)gi[c];
+                        for (int64_t c = 0; c < p.Dv; c++)
+                            dvj[c] += pr[j] * z * (double)gi[c];
                     }
                 }
                 float *o = gp.dq + b * gp.dqs[0] + h * gp.dqs[1] + i * gp.dqs[2];
-                for (int64_t d = 0; d < p.D; d++) o[d] = (float)dq[d];
+                for (int64_t d = 0; d < p.D; d++)
+                    o[d] = (float)dq[d];
             }
     for (int64_t b = 0; b < p.B; b++)
         for (int64_t hk = 0; hk < p.Hkv; hk++)
@@ -146,8 +153,10 @@ attn_status attn_sdpa_backward_ref(attn_ctx *ctx, const attn_sdpa_args *a, const
                 float *ov = gp.dv + b * gp.dvs[0] + hk * gp.dvs[1] + j * gp.dvs[2];
                 const double *sk = dk + ((b * p.Hkv + hk) * p.S + j) * p.D;
                 const double *sv = dv + ((b * p.Hkv + hk) * p.S + j) * p.Dv;
-                for (int64_t d = 0; d < p.D; d++) ok[d] = (float)sk[d];
-                for (int64_t c = 0; c < p.Dv; c++) ov[c] = (float)sv[c];
+                for (int64_t d = 0; d < p.D; d++)
+                    ok[d] = (float)sk[d];
+                for (int64_t c = 0; c < p.Dv; c++)
+                    ov[c] = (float)sv[c];
             }
     if (gp.dmask)
         for (int64_t b = 0; b < gp.dmB; b++)

@@ -32,7 +32,9 @@ static float *dmask_at(const attn_tensor *t, int64_t b, int64_t h, int64_t i, in
     return at_f32(t, t->shape[0] == 1 ? 0 : b, t->shape[1] == 1 ? 0 : h, i, j);
 }
 
-static void zero_view(const attn_tensor *t) { at_fill_value(t, 0.0f); }
+static void zero_view(const attn_tensor *t) {
+    at_fill_value(t, 0.0f);
+}
 
 attn_status at_naive32_backward(attn_ctx *ctx, const attn_sdpa_args *a, const attn_sdpa_grads *g) {
     attn__sdpa_plan p;
@@ -59,8 +61,8 @@ attn_status at_naive32_backward(attn_ctx *ctx, const attn_sdpa_args *a, const at
                     dcap[j] = 1.0f;
                     z[j] = 1.0f;
                     if (p.dropout_p > 0.0f) {
-                        uint32_t u = attn__rng_u32(p.seed, (uint64_t)b, (uint64_t)h,
-                                                   (uint64_t)i, (uint64_t)j);
+                        uint32_t u = attn__rng_u32(p.seed, (uint64_t)b, (uint64_t)h, (uint64_t)i,
+                                                   (uint64_t)j);
                         z[j] = u >= p.drop_thr ? keep : 0.0f;
                     }
                     if (!visible(&p, b, h, i, j)) {
@@ -69,7 +71,8 @@ attn_status at_naive32_backward(attn_ctx *ctx, const attn_sdpa_args *a, const at
                     }
                     const float *k = f32(&a->k, b, hk, j, 0);
                     float x = 0.0f;
-                    for (int64_t d = 0; d < p.D; d++) x += q[d] * k[d];
+                    for (int64_t d = 0; d < p.D; d++)
+                        x += q[d] * k[d];
                     x *= p.scale;
                     if (p.softcap > 0.0f) {
                         float t = tanhf(x / p.softcap);
@@ -84,14 +87,16 @@ attn_status at_naive32_backward(attn_ctx *ctx, const attn_sdpa_args *a, const at
                 }
                 if (mx == -INFINITY) continue; /* no visible key: zero gradients */
                 float l = 0.0f;
-                for (int64_t j = 0; j < p.S; j++) l += s[j] == -INFINITY ? 0.0f : expf(s[j] - mx);
+                for (int64_t j = 0; j < p.S; j++)
+                    l += s[j] == -INFINITY ? 0.0f : expf(s[j] - mx);
                 float di = 0.0f;
                 for (int64_t j = 0; j < p.S; j++) {
                     pz[j] = s[j] == -INFINITY ? 0.0f : expf(s[j] - mx) / l; /* P */
                     dpz[j] = 0.0f;
                     if (pz[j] == 0.0f) continue;
                     const float *v = f32(&a->v, b, hk, j, 0);
-                    for (int64_t c = 0; c < p.Dv; c++) dpz[j] += go[c] * v[c];
+                    for (int64_t c = 0; c < p.Dv; c++)
+                        dpz[j] += go[c] * v[c];
                     dpz[j] *= z[j];
                     di += pz[j] * dpz[j];
                 }
@@ -107,7 +112,8 @@ attn_status at_naive32_backward(attn_ctx *ctx, const attn_sdpa_args *a, const at
                         dq[d] += dsr * k[d];
                         dk[d] += dsr * q[d];
                     }
-                    for (int64_t c = 0; c < p.Dv; c++) dv[c] += pz[j] * z[j] * go[c];
+                    for (int64_t c = 0; c < p.Dv; c++)
+                        dv[c] += pz[j] * z[j] * go[c];
                 }
             }
     free(s), free(dcap), free(pz), free(dpz), free(z);
@@ -172,8 +178,8 @@ static int alloc_like(at_grads *o, const at_grads *gr) {
     return 0;
 }
 
-int at_sdpa_check_backward(attn_ctx *ctx, const attn_sdpa_args *a, at_grads *gr,
-                           const char *label, uint64_t seed) {
+int at_sdpa_check_backward(attn_ctx *ctx, const attn_sdpa_args *a, at_grads *gr, const char *label,
+                           uint64_t seed) {
     char desc[512], full[768];
     at_sdpa_describe(a, desc, sizeof desc);
     snprintf(full, sizeof full, "%s%s%s%s", label ? label : "", label ? ": " : "", desc,
@@ -208,7 +214,8 @@ int at_sdpa_check_backward(attn_ctx *ctx, const attn_sdpa_args *a, at_grads *gr,
         ok = at_check("dmask", full, seed, &gr->g.dmask, &o.g.dmask, &n.g.dmask, &s);
     if (ok && (!at_buf_padding_intact(&gr->dq) || !at_buf_padding_intact(&gr->dk) ||
                !at_buf_padding_intact(&gr->dv) || !at_buf_padding_intact(&gr->dmask))) {
-        fprintf(stderr, "  ... in case: %s (seed %llu)\n", full, (unsigned long long)at_base_seed());
+        fprintf(stderr, "  ... in case: %s (seed %llu)\n", full,
+                (unsigned long long)at_base_seed());
         ok = 0;
     }
 done:

@@ -28,8 +28,8 @@ void at_grads_free(at_grads *gr);
  * attn_sdpa_backward into gr, the oracle and naive32 backward into private
  * contiguous buffers; check dq, dk, dv (and dmask) with the DESIGN.md rule
  * and that gr's padding is intact. Returns 1 on pass. */
-int at_sdpa_check_backward(attn_ctx *ctx, const attn_sdpa_args *a, at_grads *gr,
-                           const char *label, uint64_t seed);
+int at_sdpa_check_backward(attn_ctx *ctx, const attn_sdpa_args *a, at_grads *gr, const char *label,
+                           uint64_t seed);
 
 /* Build c (fresh rng for case_id), allocate gradients in c's layout (with a
  * dmask when want_dmask and the mask is F32), run at_sdpa_check_backward. */

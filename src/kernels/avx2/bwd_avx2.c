@@ -28,8 +28,8 @@ INLINE __m256 exp_avx2(__m256 x) {
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
     p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r);
     p = _mm256_add_ps(p, _mm256_set1_ps(1.0f));
-    __m256i e = _mm256_slli_epi32(
-        _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    __m256i e =
+        _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
     p = _mm256_mul_ps(p, _mm256_castsi256_ps(e));
     return _mm256_andnot_ps(under, p);
 }
@@ -39,9 +39,11 @@ static void pack_t_avx2(const float *x, int64_t xs, int mr, int D, float scale, 
     for (int r = 0; r < ATTN_BMR; r++) {
         if (r < mr) {
             const float *xr = x + (int64_t)r * xs;
-            for (int d = 0; d < D; d++) xt[d * ATTN_BMR + r] = scale * xr[d];
+            for (int d = 0; d < D; d++)
+                xt[d * ATTN_BMR + r] = scale * xr[d];
         } else {
-            for (int d = 0; d < D; d++) xt[d * ATTN_BMR + r] = 0.0f;
+            for (int d = 0; d < D; d++)
+                xt[d * ATTN_BMR + r] = 0.0f;
         }
     }
 }
@@ -100,12 +102,15 @@ static void dot_t_24(const float *xt, const float *y, int64_t ys, int n, int D, 
     }
 }
 
-static void dot_t_avx2(const float *xt, const float *y, int64_t ys, int n, int D, float *s) {
-    for (int g = 0; g < ATTN_BMR; g += 24) dot_t_24(xt + g, y, ys, n, D, s + g);
+static void dot_t_avx2(const float *xt, const float *y, int64_t ys, int n, int D, int mr,
+                       float *s) {
+    for (int g = 0; g < mr; g += 24)
+        dot_t_24(xt + g, y, ys, n, D, s + g);
 }
 
-static void softmax_bwd_avx2(float *s, float *dp, int n, const float *lse, const float *di) {
-    for (int v = 0; v < ATTN_BMR; v += 24) {
+static void softmax_bwd_avx2(float *s, float *dp, int n, int mr, const float *lse,
+                             const float *di) {
+    for (int v = 0; v < mr; v += 24) {
         const __m256 l0 = _mm256_loadu_ps(lse + v), l1 = _mm256_loadu_ps(lse + v + 8);
         const __m256 l2 = _mm256_loadu_ps(lse + v + 16);
         const __m256 d0 = _mm256_loadu_ps(di + v), d1 = _mm256_loadu_ps(di + v + 8);
@@ -118,15 +123,15 @@ static void softmax_bwd_avx2(float *s, float *dp, int n, const float *lse, const
             _mm256_store_ps(x, p0), _mm256_store_ps(x + 8, p1), _mm256_store_ps(x + 16, p2);
             _mm256_store_ps(g, _mm256_mul_ps(p0, _mm256_sub_ps(_mm256_load_ps(g), d0)));
             _mm256_store_ps(g + 8, _mm256_mul_ps(p1, _mm256_sub_ps(_mm256_load_ps(g + 8), d1)));
-            _mm256_store_ps(g + 16,
-                            _mm256_mul_ps(p2, _mm256_sub_ps(_mm256_load_ps(g + 16), d2)));
+            _mm256_store_ps(g + 16, _mm256_mul_ps(p2, _mm256_sub_ps(_mm256_load_ps(g + 16), d2)));
         }
     }
 }
 
 static inline void tail_masks(int w, __m256i *m0, __m256i *m1) {
     int32_t mk[16];
-    for (int i = 0; i < 16; i++) mk[i] = i < w ? -1 : 0;
+    for (int i = 0; i < 16; i++)
+        mk[i] = i < w ? -1 : 0;
     *m0 = _mm256_loadu_si256((const __m256i *)mk);
     *m1 = _mm256_loadu_si256((const __m256i *)(mk + 8));
 }
@@ -145,35 +150,35 @@ static inline void tail_masks(int w, __m256i *m0, __m256i *m1) {
 /* The 6 x 16 register block (12 accumulators) of both accumulation kernels,
  * written out: GCC keeps an array of vectors on the stack. */
 #define ACC6_DECL __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51
-#define ACC6_LOAD(f, base, ld)                                                                  \
-    c00 = LDF0(f, base), c01 = LDF1(f, base);                                                  \
-    c10 = LDF0(f, base + (ld)), c11 = LDF1(f, base + (ld));                                    \
-    c20 = LDF0(f, base + 2 * (ld)), c21 = LDF1(f, base + 2 * (ld));                            \
-    c30 = LDF0(f, base + 3 * (ld)), c31 = LDF1(f, base + 3 * (ld));                            \
-    c40 = LDF0(f, base + 4 * (ld)), c41 = LDF1(f, base + 4 * (ld));                            \
+#define ACC6_LOAD(f, base, ld)                                                                     \
+    c00 = LDF0(f, base), c01 = LDF1(f, base);                                                      \
+    c10 = LDF0(f, base + (ld)), c11 = LDF1(f, base + (ld));                                        \
+    c20 = LDF0(f, base + 2 * (ld)), c21 = LDF1(f, base + 2 * (ld));                                \
+    c30 = LDF0(f, base + 3 * (ld)), c31 = LDF1(f, base + 3 * (ld));                                \
+    c40 = LDF0(f, base + 4 * (ld)), c41 = LDF1(f, base + 4 * (ld));                                \
     c50 = LDF0(f, base + 5 * (ld)), c51 = LDF1(f, base + 5 * (ld))
-#define ACC6_STORE(f, base, ld)                                                                 \
-    STF0(f, base, c00), STF1(f, base, c01);                                                    \
-    STF0(f, base + (ld), c10), STF1(f, base + (ld), c11);                                      \
-    STF0(f, base + 2 * (ld), c20), STF1(f, base + 2 * (ld), c21);                              \
-    STF0(f, base + 3 * (ld), c30), STF1(f, base + 3 * (ld), c31);                              \
-    STF0(f, base + 4 * (ld), c40), STF1(f, base + 4 * (ld), c41);                              \
+#define ACC6_STORE(f, base, ld)                                                                    \
+    STF0(f, base, c00), STF1(f, base, c01);                                                        \
+    STF0(f, base + (ld), c10), STF1(f, base + (ld), c11);                                          \
+    STF0(f, base + 2 * (ld), c20), STF1(f, base + 2 * (ld), c21);                                  \
+    STF0(f, base + 3 * (ld), c30), STF1(f, base + 3 * (ld), c31);                                  \
+    STF0(f, base + 4 * (ld), c40), STF1(f, base + 4 * (ld), c41);                                  \
     STF0(f, base + 5 * (ld), c50), STF1(f, base + 5 * (ld), c51)
 /* c[k] += x_k * (b0, b1) for the 6 scalars x_k at a[k * as] */
-#define ACC6_STEP(a, as)                                                                        \
-    do {                                                                                        \
-        __m256 x = _mm256_broadcast_ss(a);                                                      \
-        c00 = _mm256_fmadd_ps(x, b0, c00), c01 = _mm256_fmadd_ps(x, b1, c01);                  \
-        x = _mm256_broadcast_ss((a) + (as));                                                    \
-        c10 = _mm256_fmadd_ps(x, b0, c10), c11 = _mm256_fmadd_ps(x, b1, c11);                  \
-        x = _mm256_broadcast_ss((a) + 2 * (as));                                                \
-        c20 = _mm256_fmadd_ps(x, b0, c20), c21 = _mm256_fmadd_ps(x, b1, c21);                  \
-        x = _mm256_broadcast_ss((a) + 3 * (as));                                                \
-        c30 = _mm256_fmadd_ps(x, b0, c30), c31 = _mm256_fmadd_ps(x, b1, c31);                  \
-        x = _mm256_broadcast_ss((a) + 4 * (as));                                                \
-        c40 = _mm256_fmadd_ps(x, b0, c40), c41 = _mm256_fmadd_ps(x, b1, c41);                  \
-        x = _mm256_broadcast_ss((a) + 5 * (as));                                                \
-        c50 = _mm256_fmadd_ps(x, b0, c50), c51 = _mm256_fmadd_ps(x, b1, c51);                  \
+#define ACC6_STEP(a, as)                                                                           \
+    do {                                                                                           \
+        __m256 x = _mm256_broadcast_ss(a);                                                         \
+        c00 = _mm256_fmadd_ps(x, b0, c00), c01 = _mm256_fmadd_ps(x, b1, c01);                      \
+        x = _mm256_broadcast_ss((a) + (as));                                                       \
+        c10 = _mm256_fmadd_ps(x, b0, c10), c11 = _mm256_fmadd_ps(x, b1, c11);                      \
+        x = _mm256_broadcast_ss((a) + 2 * (as));                                                   \
+        c20 = _mm256_fmadd_ps(x, b0, c20), c21 = _mm256_fmadd_ps(x, b1, c21);                      \
+        x = _mm256_broadcast_ss((a) + 3 * (as));                                                   \
+        c30 = _mm256_fmadd_ps(x, b0, c30), c31 = _mm256_fmadd_ps(x, b1, c31);                      \
+        x = _mm256_broadcast_ss((a) + 4 * (as));                                                   \
+        c40 = _mm256_fmadd_ps(x, b0, c40), c41 = _mm256_fmadd_ps(x, b1, c41);                      \
+        x = _mm256_broadcast_ss((a) + 5 * (as));                                                   \
+        c50 = _mm256_fmadd_ps(x, b0, c50), c51 = _mm256_fmadd_ps(x, b1, c51);                      \
     } while (0)
 
 /* 6 keys x 16 columns of acc, summed over the strip's mr rows. */
@@ -222,14 +227,16 @@ static void acc_tn_avx2(const float *a, int mr, int n, const float *b, int64_t b
         const float *aj = a + (size_t)j0 * ATTN_BMR;
         float *accj = acc + (int64_t)j0 * lda;
         int c0 = 0;
-        for (; c0 + 16 <= N; c0 += 16) tn_6x16(1, aj, mr, b + c0, bs, accj + c0, lda, m0, m1);
+        for (; c0 + 16 <= N; c0 += 16)
+            tn_6x16(1, aj, mr, b + c0, bs, accj + c0, lda, m0, m1);
         if (c0 < N) tn_6x16(0, aj, mr, b + c0, bs, accj + c0, lda, m0, m1);
     }
     for (; j0 < n; j0++) {
         const float *aj = a + (size_t)j0 * ATTN_BMR;
         float *accj = acc + (int64_t)j0 * lda;
         int c0 = 0;
-        for (; c0 + 16 <= N; c0 += 16) tn_1x16(1, aj, mr, b + c0, bs, accj + c0, m0, m1);
+        for (; c0 + 16 <= N; c0 += 16)
+            tn_1x16(1, aj, mr, b + c0, bs, accj + c0, m0, m1);
         if (c0 < N) tn_1x16(0, aj, mr, b + c0, bs, accj + c0, m0, m1);
     }
 }
@@ -237,8 +244,8 @@ static void acc_tn_avx2(const float *a, int mr, int n, const float *b, int64_t b
 /* 6 rows x 16 columns of o, accumulated over n keys. o is workspace with
  * ldo >= round16(N), so its whole vectors are loaded and stored; only b
  * (the caller's K) is masked on a tail. */
-INLINE void nn_6x16(int full, const float *a, int n, const float *b, int64_t bs, float *o,
-                    int ldo, __m256i m0, __m256i m1) {
+INLINE void nn_6x16(int full, const float *a, int n, const float *b, int64_t bs, float *o, int ldo,
+                    __m256i m0, __m256i m1) {
     ACC6_DECL;
     ACC6_LOAD(1, o, ldo);
     for (int j = 0; j < n; j++) {
@@ -249,8 +256,8 @@ INLINE void nn_6x16(int full, const float *a, int n, const float *b, int64_t bs,
     ACC6_STORE(1, o, ldo);
 }
 
-static void acc_nn_avx2(const float *a, int mr, int n, const float *b, int64_t bs, int N,
-                        float *o, int ldo) {
+static void acc_nn_avx2(const float *a, int mr, int n, const float *b, int64_t bs, int N, float *o,
+                        int ldo) {
     __m256i m0, m1;
     tail_masks(N & 15, &m0, &m1);
     for (int r0 = 0; r0 < mr; r0 += 6) {

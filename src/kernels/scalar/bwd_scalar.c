@@ -12,21 +12,24 @@ static void pack_t_scalar(const float *x, int64_t xs, int mr, int D, float scale
             xt[d * ATTN_BMR + r] = r < mr ? scale * x[r * xs + d] : 0.0f;
 }
 
-static void dot_t_scalar(const float *xt, const float *y, int64_t ys, int n, int D, float *s) {
+static void dot_t_scalar(const float *xt, const float *y, int64_t ys, int n, int D, int mr,
+                         float *s) {
     for (int j = 0; j < n; j++) {
         const float *yj = y + (int64_t)j * ys;
         float acc[ATTN_BMR] = {0};
         for (int d = 0; d < D; d++) {
             float b = yj[d];
-            for (int r = 0; r < ATTN_BMR; r++) acc[r] = fmaf(xt[d * ATTN_BMR + r], b, acc[r]);
+            for (int r = 0; r < mr; r++)
+                acc[r] = fmaf(xt[d * ATTN_BMR + r], b, acc[r]);
         }
-        memcpy(s + (size_t)j * ATTN_BMR, acc, sizeof acc);
+        memcpy(s + (size_t)j * ATTN_BMR, acc, (size_t)mr * sizeof(float));
     }
 }
 
-static void softmax_bwd_scalar(float *s, float *dp, int n, const float *lse, const float *di) {
+static void softmax_bwd_scalar(float *s, float *dp, int n, int mr, const float *lse,
+                               const float *di) {
     for (int j = 0; j < n; j++)
-        for (int r = 0; r < ATTN_BMR; r++) {
+        for (int r = 0; r < mr; r++) {
             size_t e = (size_t)j * ATTN_BMR + r;
             float p = expf(s[e] - lse[r]);
             s[e] = p;
@@ -41,7 +44,8 @@ static void acc_tn_scalar(const float *a, int mr, int n, const float *b, int64_t
         for (int r = 0; r < mr; r++) {
             float x = a[(size_t)j * ATTN_BMR + r];
             const float *br = b + (int64_t)r * bs;
-            for (int c = 0; c < N; c++) row[c] = fmaf(x, br[c], row[c]);
+            for (int c = 0; c < N; c++)
+                row[c] = fmaf(x, br[c], row[c]);
         }
     }
 }
@@ -53,7 +57,8 @@ static void acc_nn_scalar(const float *a, int mr, int n, const float *b, int64_t
         for (int j = 0; j < n; j++) {
             float x = a[(size_t)j * ATTN_BMR + r];
             const float *bj = b + (int64_t)j * bs;
-            for (int c = 0; c < N; c++) row[c] = fmaf(x, bj[c], row[c]);
+            for (int c = 0; c < N; c++)
+                row[c] = fmaf(x, bj[c], row[c]);
         }
     }
 }
