@@ -296,11 +296,35 @@ static void test_threads_bitwise(void **state) {
     assert_int_equal(attn_ctx_set_threads(g_ctx, 2), ATTN_OK);
 }
 
+/* FLOPs count 2*(D+Dv) per visible (query, key) pair of the structural
+ * masks, summed over batches and heads. */
+static void test_flops(void **state) {
+    (void)state;
+    at_sdpa x;
+    uint64_t seed;
+    at_case c = {.B = 3, .H = 2, .T = 65, .S = 65, .D = 40, .Dv = 24, .causal = 1};
+    build(&x, &c, 20600, &seed);
+    double per = 2.0 * (40 + 24);
+    assert_true(attn_sdpa_flops(&x.a) == 3 * 2 * per * (65.0 * 66.0 / 2.0));
+    x.a.causal = 0;
+    assert_true(attn_sdpa_flops(&x.a) == 3 * 2 * per * 65.0 * 65.0);
+    int32_t kv[3] = {65, 0, 10};
+    x.a.kv_len = kv;
+    assert_true(attn_sdpa_flops(&x.a) == 2 * per * 65.0 * (65 + 0 + 10));
+    x.a.kv_len = NULL;
+    x.a.window = 1, x.a.window_left = 2, x.a.window_right = 0; /* 1+2+3*63 keys per head */
+    assert_true(attn_sdpa_flops(&x.a) == 3 * 2 * per * (1 + 2 + 3.0 * 63));
+    x.a.q.ndim = 3; /* invalid problems count nothing */
+    assert_true(attn_sdpa_flops(&x.a) == 0.0);
+    at_sdpa_free(&x);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fully_masked_rows), cmocka_unit_test(test_empty_queries),
         cmocka_unit_test(test_nan_in_q),          cmocka_unit_test(test_nan_in_kv_seen_by_all),
         cmocka_unit_test(test_nan_beyond_kv_len), cmocka_unit_test(test_threads_bitwise),
+        cmocka_unit_test(test_flops),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
