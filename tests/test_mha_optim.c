@@ -175,7 +175,7 @@ static void test_errors(void **state) {
     assert_int_equal(attn_mha_create(ctx, &c, 0, &m), ATTN_E_ARG); /* H % Hkv */
     c = (attn_mha_config){.E = 8, .H = 2, .dropout = 1.0f};
     assert_int_equal(attn_mha_create(ctx, &c, 0, &m), ATTN_E_ARG);
-    c = (attn_mha_config){.E = 8, .H = 2, .kdim = 3};
+    c = (attn_mha_config){.E = 8, .H = 2, .kdim = 3, .vdim = 3};
     assert_int_equal(attn_mha_create(ctx, &c, 0, &m), ATTN_OK);
     float x[2 * 3 * 8] = {0}, y[2 * 3 * 8], k[2 * 5 * 3] = {0};
     attn_mha_args a = {0};

@@ -32,7 +32,7 @@ typedef struct attn_mha_config {
     int64_t H;     /* query heads; E % H == 0; required */
     int64_t Hkv;   /* key/value heads, H % Hkv == 0; 0 means H */
     int64_t kdim;  /* width of the key input x_k; 0 means E */
-    int64_t vdim;  /* width of the value input x_v; 0 means kdim */
+    int64_t vdim;  /* width of the value input x_v; 0 means E (as PyTorch) */
     int no_bias;   /* nonzero: no projection biases (PyTorch bias=False) */
     float dropout; /* drop probability of attention probabilities, [0, 1);
                     * applied only in forwards with training != 0 */
@@ -46,7 +46,8 @@ typedef struct attn_mha_config {
 } attn_mha_config;
 
 /* The layer: parameters, their gradients, and the activations of the last
- * forward that the backward needs. Opaque. */
+ * forward that the backward needs. Opaque. A layer must not be used by two
+ * threads at once (forward and backward write its saved state). */
 typedef struct attn_mha attn_mha;
 
 /* Create a layer with PyTorch's initialisation of nn.MultiheadAttention:

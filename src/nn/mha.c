@@ -68,7 +68,7 @@ attn_status attn_mha_create(attn_ctx *ctx, const attn_mha_config *cfg, uint64_t 
     attn_mha_config c = *cfg;
     if (c.Hkv == 0) c.Hkv = c.H;
     if (c.kdim == 0) c.kdim = c.E;
-    if (c.vdim == 0) c.vdim = c.kdim;
+    if (c.vdim == 0) c.vdim = c.E; /* as PyTorch: each of kdim, vdim defaults to E */
     if (c.E < 1 || c.H < 1 || c.Hkv < 1 || c.kdim < 1 || c.vdim < 1)
         return attn_ctx_fail(ctx, ATTN_E_ARG,
                              "mha: E, H, Hkv, kdim, vdim must be >= 1 (got E=%lld H=%lld "
