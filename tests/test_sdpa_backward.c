@@ -41,15 +41,18 @@ static int run(const at_case *c, int dmask, uint64_t id, const char *label) {
 static const int64_t lens[] = {1, 7, 63, 65, 257};
 static const int64_t dims[] = {1, 8, 59, 64, 80};
 
-/* Every T against every S (T < S and T > S), with and without causal. */
+/* Every T against every S (T < S and T > S), with and without causal, fused
+ * and split. */
 static void test_lengths(void **state) {
     (void)state;
     int fails = 0;
     uint64_t id = 1000;
     for (int a = 0; a < 5; a++)
         for (int b = 0; b < 5; b++) {
+            /* Hkv = 1 on 2 threads takes the split path (key chunks, dQ strips) */
             at_case c = {.B = 1,
                          .H = 2,
+                         .Hkv = b & 1 ? 1 : 2,
                          .T = lens[a],
                          .S = lens[b],
                          .D = 24,
@@ -387,8 +390,28 @@ static void test_determinism(void **state) {
          .mask_bcast = AT_MASK_TS,
          .softcap = 3.0f,
          .kv_len = 1},
+        /* one (batch, kv head): split into key chunks and dQ strips on 2
+         * threads, fused on 1 */
+        {.B = 1,
+         .H = 4,
+         .Hkv = 1,
+         .T = 230,
+         .S = 1000,
+         .D = 40,
+         .Dv = 24,
+         .causal = 1,
+         .align = ATTN_ALIGN_BOTTOM_RIGHT,
+         .window = 1,
+         .wl = 600,
+         .wr = -1,
+         .dropout_p = 0.1f,
+         .dropout_seed = 4,
+         .mask_dtype = ATTN_F32,
+         .mask_bcast = AT_MASK_BHTS,
+         .alibi = 1},
+        {.B = 1, .H = 1, .T = 300, .S = 777, .D = 59, .Dv = 8, .softcap = 2.0f, .kv_len = 1},
     };
-    for (int k = 0; k < 3; k++) {
+    for (int k = 0; k < (int)(sizeof cases / sizeof cases[0]); k++) {
         at_rng r = at_rng_for(9000 + (uint64_t)k);
         at_sdpa x;
         at_grads g[3];

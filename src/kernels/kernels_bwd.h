@@ -39,13 +39,18 @@ typedef struct attn_bwd_kernels {
     void (*softmax_bwd)(float *s, float *dp, int n, int mr, const float *lse, const float *di);
 
     /* acc[j*lda + c] += sum_{r < mr} a[j*BMR + r] * b[r*bs + c] for j < n,
-     * c < N. Writes exactly those elements (acc may be the caller's dK/dV). */
+     * c < N. Writes exactly those elements (acc may be the caller's dK/dV).
+     * Each element is one chain of fused multiply-adds in increasing r, so
+     * it does not depend on n or on where the tile starts. */
     void (*acc_tn)(const float *a, int mr, int n, const float *b, int64_t bs, int N, float *acc,
                    int64_t lda);
 
     /* o[r*ldo + c] += sum_{j < n} a[j*BMR + r] * b[j*bs + c] for r < mr,
      * c < N (rows beyond mr up to the kernel's row block may be written: o
-     * holds BMR rows of ldo >= N floats). */
+     * holds BMR rows of ldo >= N floats). One fused multiply-add chain per
+     * element in increasing j, continuing from o, so splitting the keys
+     * into tiles differently gives the same bits. dot_t likewise sums in
+     * increasing d whatever n is. */
     void (*acc_nn)(const float *a, int mr, int n, const float *b, int64_t bs, int N, float *o,
                    int ldo);
 } attn_bwd_kernels;

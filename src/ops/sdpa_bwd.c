@@ -9,14 +9,16 @@
  *                       dS  *= 1 - (s_c/softcap)^2 (softcap only)
  *                       dQ   = scale * dS K        dK = scale * dS^T Q
  *
- * A task owns one (batch, key/value head): it zeroes that head's dK and dV,
- * then walks every query strip (ATTN_BMR rows) of every query head of the
- * group, in a fixed order, and each strip the key tiles it can see. dQ of
- * the strip accumulates in L1 workspace; dK and dV accumulate in place in the
- * caller's buffers. Nothing is shared between tasks, so the result does not
- * depend on the thread count or schedule. The one exception is a dmask that
- * sums over heads or batches that belong to different tasks: then tasks run
- * in a fixed order on one thread so the sum order stays fixed.
+ * A fused task owns one (batch, key/value head): it zeroes that head's dK and
+ * dV, then walks every query strip (ATTN_BMR rows) of every query head of
+ * the group, in a fixed order, and each strip the key tiles it can see. dQ
+ * of the strip accumulates in L1/L2 workspace; dK and dV accumulate in place
+ * in the caller's buffers. With fewer (batch, kv head) pairs than threads the
+ * work is split instead: dK, dV by key chunk, dQ by query strip (S and dP are
+ * then computed twice). Nothing is shared between tasks and every sum runs
+ * in the same order either way, so the gradients are bitwise the same for
+ * any thread count. The one exception is a dmask that sums over heads or
+ * batches of different tasks: then tasks run in a fixed order on one thread.
  * Tiles are classified like the forward's: empty skipped, full unmasked. */
 #include "ops/sdpa_bwd.h"
 
@@ -183,9 +185,11 @@ static void score_mods(const attn__sdpa_plan *p, int64_t b, int64_t h, int64_t i
     }
 }
 
+enum { DO_Q = 1, DO_KV = 2 }; /* what a strip walk accumulates */
+
 typedef struct strip {
     int64_t b, h, i0;
-    int mr;
+    int mr, what;
     const int64_t *lo, *hi;
 } strip;
 
@@ -215,7 +219,7 @@ static void tile(const attn__sdpa_plan *p, const attn__sdpa_gplan *gp, const att
             }
     }
     kn->softmax_bwd(s, dp, n, mr, w->lse, w->di); /* s <- P, dp <- dS */
-    if (gp->dmask) {
+    if (gp->dmask && (st->what & DO_KV)) {
         int64_t bm = gp->dmB > 1 ? b : 0, hm = gp->dmH > 1 ? h : 0;
         for (int r = 0; r < mr; r++) {
             float *dm = gp->dmask + attn__dmask_off(gp, bm, hm, i0 + r, 0);
@@ -229,25 +233,31 @@ static void tile(const attn__sdpa_plan *p, const attn__sdpa_gplan *gp, const att
                 size_t e = (size_t)j * ATTN_BMR + r;
                 dp[e] *= 1.0f - w->t[e] * w->t[e];
             }
-    if (p->dropout_p > 0.0f) /* P∘Z */
-        for (int j = 0; j < n; j++)
-            for (int r = 0; r < mr; r++)
-                s[(size_t)j * ATTN_BMR + r] *= w->z[(size_t)j * ATTN_BMR + r];
-
-    kn->acc_tn(s, mr, n, dor, gp->dos[2], Dv, dvb, gp->dvs[2]); /* dV += (P∘Z)^T dO */
-    kn->acc_tn(dp, mr, n, qr, p->qs[2], D, dkb, gp->dks[2]);    /* dK += dS^T Q */
-    kn->acc_nn(dp, mr, n, kb, p->ks[2], D, w->dq, w->ldq);      /* dQ += dS K */
+    if (st->what & DO_KV) {
+        if (p->dropout_p > 0.0f) /* P∘Z */
+            for (int j = 0; j < n; j++)
+                for (int r = 0; r < mr; r++)
+                    s[(size_t)j * ATTN_BMR + r] *= w->z[(size_t)j * ATTN_BMR + r];
+        kn->acc_tn(s, mr, n, dor, gp->dos[2], Dv, dvb, gp->dvs[2]); /* dV += (P∘Z)^T dO */
+        kn->acc_tn(dp, mr, n, qr, p->qs[2], D, dkb, gp->dks[2]);    /* dK += dS^T Q */
+    }
+    if (st->what & DO_Q) kn->acc_nn(dp, mr, n, kb, p->ks[2], D, w->dq, w->ldq); /* dQ += dS K */
 }
 
+/* Walk one strip over its visible keys within [klo, khi), accumulating what
+ * asks for: dQ (written out at the end) and/or dK, dV (and dmask). Every
+ * accumulation runs in increasing key order within a row and increasing row
+ * order within a key, whatever [klo, khi) and the tile boundaries are, so a
+ * strip walked whole or in key chunks gives bitwise the same gradients. */
 static void run_strip(const attn__sdpa_plan *p, const attn__sdpa_gplan *gp,
-                      const attn_bwd_kernels *kn, int64_t b, int64_t h, int64_t i0,
-                      const bwd_ws *w) {
+                      const attn_bwd_kernels *kn, int64_t b, int64_t h, int64_t i0, int64_t klo,
+                      int64_t khi, int what, const bwd_ws *w) {
     const int D = (int)p->D, Dv = (int)p->Dv;
     const int mr = (int)ATTN_MIN((int64_t)ATTN_BMR, p->T - i0);
     int64_t lo[ATTN_BMR], hi[ATTN_BMR];
     int64_t slo = INT64_MAX, shi = INT64_MIN, maxlo = INT64_MIN, minhi = INT64_MAX;
     int any_empty = 0;
-    memset(w->dq, 0, (size_t)ATTN_BMR * w->ldq * sizeof(float));
+    if (what & DO_Q) memset(w->dq, 0, (size_t)ATTN_BMR * w->ldq * sizeof(float));
     for (int r = 0; r < ATTN_BMR; r++) {
         w->lse[r] = INFINITY; /* dead or padding row: P = 0 */
         w->di[r] = 0.0f;
@@ -274,12 +284,12 @@ static void run_strip(const attn__sdpa_plan *p, const attn__sdpa_gplan *gp,
         w->di[r] = (float)acc;
     }
 
-    if (slo < shi) {
+    if (ATTN_MAX(slo, klo) < ATTN_MIN(shi, khi)) {
         kn->pack_t(p->q + b * p->qs[0] + h * p->qs[1] + i0 * p->qs[2], p->qs[2], mr, D, p->scale,
                    w->qt);
         kn->pack_t(gp->dout + b * gp->dos[0] + h * gp->dos[1] + i0 * gp->dos[2], gp->dos[2], mr, Dv,
                    1.0f, w->dot);
-        strip st = {b, h, i0, mr, lo, hi};
+        strip st = {b, h, i0, mr, what, lo, hi};
         /* As in the forward: only the edge bands [slo, maxlo) and [minhi, shi)
          * need per-element masks; the middle is full tiles. */
         int64_t cuts[4] = {slo, slo, shi, shi};
@@ -290,13 +300,14 @@ static void run_strip(const attn__sdpa_plan *p, const attn__sdpa_gplan *gp,
         }
         for (int part = 0; part < 3; part++) {
             int full = part == 1 && split;
-            for (int64_t ca = cuts[part]; ca < cuts[part + 1]; ca += ATTN_BBK) {
-                int64_t cb = ATTN_MIN(ca + ATTN_BBK, cuts[part + 1]);
+            int64_t pa = ATTN_MAX(cuts[part], klo), pb = ATTN_MIN(cuts[part + 1], khi);
+            for (int64_t ca = pa; ca < pb; ca += ATTN_BBK) {
+                int64_t cb = ATTN_MIN(ca + ATTN_BBK, pb);
                 tile(p, gp, kn, &st, ca, cb, full, w);
             }
         }
     }
-
+    if (!(what & DO_Q)) return;
     for (int r = 0; r < mr; r++) {
         float *dst = gp->dq + b * gp->dqs[0] + h * gp->dqs[1] + (i0 + r) * gp->dqs[2];
         const float *src = w->dq + (size_t)r * w->ldq;
@@ -309,21 +320,32 @@ static void run_strip(const attn__sdpa_plan *p, const attn__sdpa_gplan *gp,
     }
 }
 
-/* Task (b, hk): dK, dV of that key/value head, dQ of its query heads. */
+/* A task: keys [klo, khi) of (b, hk) for dK, dV (and dQ of the group's
+ * query heads when fused), or one query strip (b, h, i0) for dQ alone. */
+typedef struct task {
+    int64_t b, h, i0, klo, khi;
+    int what;
+} task;
+
 static void run_task(const attn__sdpa_plan *p, const attn__sdpa_gplan *gp,
-                     const attn_bwd_kernels *kn, int64_t b, int64_t hk, float *wsp) {
+                     const attn_bwd_kernels *kn, const task *t, float *wsp) {
     const bwd_ws w = ws_carve(p, wsp);
-    float *dkb = gp->dk + b * gp->dks[0] + hk * gp->dks[1];
-    float *dvb = gp->dv + b * gp->dvs[0] + hk * gp->dvs[1];
-    for (int64_t j = 0; j < p->S; j++) {
+    if (!(t->what & DO_KV)) { /* a dQ strip */
+        run_strip(p, gp, kn, t->b, t->h, t->i0, 0, p->S, DO_Q, &w);
+        return;
+    }
+    const int64_t hk = t->h;
+    float *dkb = gp->dk + t->b * gp->dks[0] + hk * gp->dks[1];
+    float *dvb = gp->dv + t->b * gp->dvs[0] + hk * gp->dvs[1];
+    for (int64_t j = t->klo; j < t->khi; j++) {
         memset(dkb + j * gp->dks[2], 0, (size_t)p->D * sizeof(float));
         memset(dvb + j * gp->dvs[2], 0, (size_t)p->Dv * sizeof(float));
     }
     for (int64_t h = hk * p->group; h < (hk + 1) * p->group; h++)
         for (int64_t i0 = 0; i0 < p->T; i0 += ATTN_BMR)
-            run_strip(p, gp, kn, b, h, i0, &w);
+            run_strip(p, gp, kn, t->b, h, i0, t->klo, t->khi, t->what, &w);
     /* dK = scale * dS^T Q: the strip's Q was read unscaled */
-    for (int64_t j = 0; j < p->S; j++) {
+    for (int64_t j = t->klo; j < t->khi; j++) {
         float *row = dkb + j * gp->dks[2];
         for (int64_t d = 0; d < p->D; d++)
             row[d] *= p->scale;
@@ -340,12 +362,41 @@ attn_status attn_sdpa_backward(attn_ctx *ctx, const attn_sdpa_args *a, const att
     if ((st = attn__sdpa_gplan_make(ctx, &p, a, g, &gp))) return st;
 
     const attn_bwd_kernels *kn = attn__bwd_kernels();
-    int64_t ntask = p.B * p.Hkv;
-    int nth = (int)ATTN_MIN((int64_t)ctx->nthreads, ntask);
-    /* A dmask summed over heads or batches of different tasks: fixed order. */
+    int nth = ctx->nthreads;
+    /* A dmask summed over heads or batches of different tasks: one thread,
+     * tasks in a fixed order, so the sum order is fixed. */
     if (gp.dmask && ((gp.dmH == 1 && p.Hkv > 1) || (gp.dmB == 1 && p.B > 1))) nth = 1;
-    if (nth < 1) nth = 1;
-    if ((st = attn__ws_reserve(ctx, nth, ws_floats(&p) * sizeof(float)))) return st;
+    /* Fused tasks (b, hk) do the least arithmetic. With fewer of them than
+     * threads, split: dK, dV by (b, hk, key chunk) and dQ by query strip,
+     * which recomputes S and dP once more (7 GEMM-like steps instead of 5)
+     * but keeps every thread busy. Both give bitwise the same gradients. */
+    int64_t nkv = p.B * p.Hkv, nck = 1;
+    int split = nth > 1 && nkv < nth && p.T > 0 && p.S > 0;
+    if (split) nck = ATTN_MAX(1, ATTN_MIN((2 * nth + nkv - 1) / nkv, p.S / (4 * ATTN_BBK)));
+    int64_t nstrip = (p.T + ATTN_BMR - 1) / ATTN_BMR;
+    int64_t ntask = nkv * nck + (split ? p.B * p.H * nstrip : 0);
+    task *tasks = malloc((size_t)ATTN_MAX(ntask, 1) * sizeof *tasks);
+    if (!tasks)
+        return attn_ctx_fail(ctx, ATTN_E_NOMEM, "out of memory for %lld tasks", (long long)ntask);
+    int64_t n = 0, chunk = (p.S + nck - 1) / nck;
+    for (int64_t b = 0; b < p.B; b++)
+        for (int64_t hk = 0; hk < p.Hkv; hk++)
+            for (int64_t c = 0; c < nck; c++)
+                tasks[n++] = (task){b,
+                                    hk,
+                                    0,
+                                    ATTN_MIN(c * chunk, p.S),
+                                    ATTN_MIN((c + 1) * chunk, p.S),
+                                    split ? DO_KV : DO_Q | DO_KV};
+    for (int64_t b = 0; split && b < p.B; b++)
+        for (int64_t h = 0; h < p.H; h++)
+            for (int64_t s = 0; s < nstrip; s++)
+                tasks[n++] = (task){b, h, s * ATTN_BMR, 0, p.S, DO_Q};
+    nth = (int)ATTN_MAX(1, ATTN_MIN((int64_t)nth, ntask));
+    if ((st = attn__ws_reserve(ctx, nth, ws_floats(&p) * sizeof(float)))) {
+        free(tasks);
+        return st;
+    }
 
     if (gp.dmask)
         for (int64_t b = 0; b < gp.dmB; b++)
@@ -355,11 +406,12 @@ attn_status attn_sdpa_backward(attn_ctx *ctx, const attn_sdpa_args *a, const att
                            (size_t)p.S * sizeof(float));
     if (nth == 1) {
         for (int64_t t = 0; t < ntask; t++)
-            run_task(&p, &gp, kn, t / p.Hkv, t % p.Hkv, attn__ws_get(ctx, 0));
+            run_task(&p, &gp, kn, &tasks[t], attn__ws_get(ctx, 0));
     } else {
 #pragma omp parallel for num_threads(nth) schedule(dynamic, 1)
         for (int64_t t = 0; t < ntask; t++)
-            run_task(&p, &gp, kn, t / p.Hkv, t % p.Hkv, attn__ws_get(ctx, omp_get_thread_num()));
+            run_task(&p, &gp, kn, &tasks[t], attn__ws_get(ctx, omp_get_thread_num()));
     }
+    free(tasks);
     return ATTN_OK;
 }

@@ -194,28 +194,20 @@ INLINE void tn_6x16(int full, const float *a, int mr, const float *b, int64_t bs
     ACC6_STORE(full, acc, lda);
 }
 
-/* 1 key x 16 columns (tiles whose key count is not a multiple of 6): two
- * pairs of accumulators over even and odd rows keep two FMA chains going. */
+/* 1 key x 16 columns (tiles whose key count is not a multiple of 6). One
+ * FMA chain in row order, like tn_6x16: a key's sums must not depend on how
+ * keys fall into blocks (see the backward driver). */
 INLINE void tn_1x16(int full, const float *a, int mr, const float *b, int64_t bs, float *acc,
                     __m256i m0, __m256i m1) {
-    __m256 c0 = LD0(acc), c1 = LD1(acc), e0 = _mm256_setzero_ps(), e1 = e0;
-    int r = 0;
-    for (; r + 2 <= mr; r += 2) {
-        const float *br = b + (int64_t)r * bs;
-        __m256 x = _mm256_broadcast_ss(a + r), y = _mm256_broadcast_ss(a + r + 1);
-        c0 = _mm256_fmadd_ps(x, LD0(br), c0);
-        c1 = _mm256_fmadd_ps(x, LD1(br), c1);
-        e0 = _mm256_fmadd_ps(y, LD0(br + bs), e0);
-        e1 = _mm256_fmadd_ps(y, LD1(br + bs), e1);
-    }
-    if (r < mr) {
+    __m256 c0 = LD0(acc), c1 = LD1(acc);
+    for (int r = 0; r < mr; r++) {
         const float *br = b + (int64_t)r * bs;
         __m256 x = _mm256_broadcast_ss(a + r);
         c0 = _mm256_fmadd_ps(x, LD0(br), c0);
         c1 = _mm256_fmadd_ps(x, LD1(br), c1);
     }
-    ST0(acc, _mm256_add_ps(c0, e0));
-    ST1(acc, _mm256_add_ps(c1, e1));
+    ST0(acc, c0);
+    ST1(acc, c1);
 }
 
 static void acc_tn_avx2(const float *a, int mr, int n, const float *b, int64_t bs, int N,
