@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+
 #include <cmocka.h>
 
 #include <stdlib.h>
@@ -67,8 +68,10 @@ static void test_num_threads_env(void **state) {
     assert_int_equal(attn_ctx_create(&ctx, 2), ATTN_OK);
     assert_int_equal(attn_ctx_threads(ctx), 2);
     attn_ctx_free(ctx);
-    if (saved) setenv("ATTN_NUM_THREADS", saved, 1);
-    else unsetenv("ATTN_NUM_THREADS");
+    if (saved)
+        setenv("ATTN_NUM_THREADS", saved, 1);
+    else
+        unsetenv("ATTN_NUM_THREADS");
     free(saved);
 }
 
@@ -97,12 +100,14 @@ static void test_status_strings(void **state) {
          * hypothetical ATTN_E_ARGS) */
         assert_int_equal(strncmp(s, all[k].name, strlen(all[k].name)), 0);
         assert_int_equal(s[strlen(all[k].name)], ':');
-        for (int j = 0; j < k; j++) assert_string_not_equal(s, attn_status_str(all[j].s));
+        for (int j = 0; j < k; j++)
+            assert_string_not_equal(s, attn_status_str(all[j].s));
     }
     assert_non_null(attn_status_str((attn_status)-1000));
     assert_non_null(strstr(attn_status_str((attn_status)-1000), "unknown"));
     assert_true(ATTN_OK == 0);
-    for (int k = 1; k < n; k++) assert_true(all[k].s < 0);
+    for (int k = 1; k < n; k++)
+        assert_true(all[k].s < 0);
 }
 
 static void test_error_message(void **state) {

@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+
 #include <cmocka.h>
 
 #include <math.h>
@@ -106,11 +107,11 @@ static void test_shape_mismatches(void **state) {
         int64_t val;
         const char *word;
     } cases[] = {
-        {1, 0, B + 1, "batch"}, {2, 0, 1, "batch"},   {3, 0, 1, "batch"},
+        {1, 0, B + 1, "batch"},   {2, 0, 1, "batch"},    {3, 0, 1, "batch"},
         {2, 1, HKV + 1, "heads"}, {1, 1, 3, "multiple"}, {2, 2, S + 1, "keys"},
-        {1, 3, D + 1, "D="},    {3, 1, H - 1, "out"}, {3, 2, T + 1, "out"},
-        {3, 3, DV + 1, "out"},  {4, 0, B - 1, "lse"}, {4, 1, H + 1, "lse"},
-        {4, 2, T - 1, "lse"},   {0, 0, 0, "B, H"},    {0, 3, 0, "D"},
+        {1, 3, D + 1, "D="},      {3, 1, H - 1, "out"},  {3, 2, T + 1, "out"},
+        {3, 3, DV + 1, "out"},    {4, 0, B - 1, "lse"},  {4, 1, H + 1, "lse"},
+        {4, 2, T - 1, "lse"},     {0, 0, 0, "B, H"},     {0, 3, 0, "D"},
     };
     for (size_t n = 0; n < sizeof cases / sizeof cases[0]; n++) {
         attn_sdpa_args a = valid(f);
@@ -193,8 +194,8 @@ static void test_bad_masks(void **state) {
         a.mask.dtype = bad_dt[k];
         expect(f, &a, ATTN_E_DTYPE, "mask", "mask dtype");
     }
-    const int64_t bad_shape[][4] = {{B + 1, 1, T, S}, {1, 3, T, S}, {1, 1, T + 1, S},
-                                    {1, 1, T, S - 1}};
+    const int64_t bad_shape[][4] = {
+        {B + 1, 1, T, S}, {1, 3, T, S}, {1, 1, T + 1, S}, {1, 1, T, S - 1}};
     for (int k = 0; k < 4; k++) {
         a = valid(f);
         memcpy(a.mask.shape, bad_shape[k], sizeof bad_shape[k]);
@@ -220,9 +221,9 @@ static void test_null_args(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_valid_baseline),  cmocka_unit_test(test_ranks),
+        cmocka_unit_test(test_valid_baseline),   cmocka_unit_test(test_ranks),
         cmocka_unit_test(test_shape_mismatches), cmocka_unit_test(test_layout_and_dtype),
-        cmocka_unit_test(test_option_values),   cmocka_unit_test(test_bad_masks),
+        cmocka_unit_test(test_option_values),    cmocka_unit_test(test_bad_masks),
         cmocka_unit_test(test_null_args),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+
 #include <cmocka.h>
 
 #include "attn_test.h"
@@ -77,8 +78,15 @@ static void test_gqa(void **state) {
     uint64_t id = 3000;
     for (int g = 0; g < 4; g++)
         for (int causal = 0; causal < 2; causal++) {
-            at_case c = {.B = 2, .H = 8, .Hkv = hkv[g], .T = 65, .S = 63, .D = 64, .Dv = 40,
-                         .causal = causal, .align = ATTN_ALIGN_BOTTOM_RIGHT};
+            at_case c = {.B = 2,
+                         .H = 8,
+                         .Hkv = hkv[g],
+                         .T = 65,
+                         .S = 63,
+                         .D = 64,
+                         .Dv = 40,
+                         .causal = causal,
+                         .align = ATTN_ALIGN_BOTTOM_RIGHT};
             fails += !run(&c, id++, "gqa");
         }
     assert_int_equal(fails, 0);
@@ -93,9 +101,15 @@ static void test_layouts(void **state) {
     uint64_t id = 4000;
     for (int l = 0; l < 3; l++)
         for (int k = 0; k < 3; k++) {
-            at_case c = {.B = 2, .H = 4, .Hkv = k == 2 ? 2 : 4, .T = sizes[2 + k * 2],
-                         .S = sizes[3 + k], .D = dims[1 + k * 2], .Dv = dims[3 + k],
-                         .layout = layouts[l], .causal = k == 1};
+            at_case c = {.B = 2,
+                         .H = 4,
+                         .Hkv = k == 2 ? 2 : 4,
+                         .T = sizes[2 + k * 2],
+                         .S = sizes[3 + k],
+                         .D = dims[1 + k * 2],
+                         .Dv = dims[3 + k],
+                         .layout = layouts[l],
+                         .causal = k == 1};
             fails += !run(&c, id++, "layout");
         }
     assert_int_equal(fails, 0);
@@ -139,8 +153,14 @@ static void test_large_logits(void **state) {
     int fails = 0;
     uint64_t id = 6000;
     for (int k = 0; k < 4; k++) {
-        at_case c = {.B = 2, .H = 4, .Hkv = 2, .T = TSD[k][0], .S = TSD[k][1], .D = TSD[k][2],
-                     .logit_mul = 100.0f, .causal = (int)TSD[k][3],
+        at_case c = {.B = 2,
+                     .H = 4,
+                     .Hkv = 2,
+                     .T = TSD[k][0],
+                     .S = TSD[k][1],
+                     .D = TSD[k][2],
+                     .logit_mul = 100.0f,
+                     .causal = (int)TSD[k][3],
                      .align = ATTN_ALIGN_BOTTOM_RIGHT};
         fails += !run(&c, id++, "logits x100");
     }
@@ -156,9 +176,12 @@ static void test_explicit_scale(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_lengths),     cmocka_unit_test(test_head_dims),
-        cmocka_unit_test(test_gqa),         cmocka_unit_test(test_layouts),
-        cmocka_unit_test(test_packed_qkv),  cmocka_unit_test(test_large_logits),
+        cmocka_unit_test(test_lengths),
+        cmocka_unit_test(test_head_dims),
+        cmocka_unit_test(test_gqa),
+        cmocka_unit_test(test_layouts),
+        cmocka_unit_test(test_packed_qkv),
+        cmocka_unit_test(test_large_logits),
         cmocka_unit_test(test_explicit_scale),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

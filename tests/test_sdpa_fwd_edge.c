@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+
 #include <cmocka.h>
 
 #include <math.h>
@@ -64,8 +65,8 @@ static void test_fully_masked_rows(void **state) {
     int fails = 0;
 
     /* causal bottom-right with T > S: the first T - S rows see nothing */
-    at_case c1 = {.B = 1, .H = 2, .T = 65, .S = 7, .D = 8, .causal = 1,
-                  .align = ATTN_ALIGN_BOTTOM_RIGHT};
+    at_case c1 = {
+        .B = 1, .H = 2, .T = 65, .S = 7, .D = 8, .causal = 1, .align = ATTN_ALIGN_BOTTOM_RIGHT};
     build(&x, &c1, 20000, &seed);
     fails += !check_empty_rows(&x, "causal bottom-right T>S", seed);
     at_sdpa_free(&x);
@@ -83,7 +84,12 @@ static void test_fully_masked_rows(void **state) {
     at_sdpa_free(&x);
 
     /* a boolean mask with whole rows false, one in every strip position */
-    at_case c4 = {.B = 2, .H = 2, .T = 65, .S = 257, .D = 64, .mask_dtype = ATTN_BOOL,
+    at_case c4 = {.B = 2,
+                  .H = 2,
+                  .T = 65,
+                  .S = 257,
+                  .D = 64,
+                  .mask_dtype = ATTN_BOOL,
                   .mask_bcast = AT_MASK_BHTS};
     build(&x, &c4, 20003, &seed);
     for (int64_t b = 0; b < 2; b++)
@@ -96,12 +102,18 @@ static void test_fully_masked_rows(void **state) {
     at_sdpa_free(&x);
 
     /* a float mask with whole rows -inf */
-    at_case c5 = {.B = 1, .H = 2, .T = 63, .S = 129, .D = 59, .mask_dtype = ATTN_F32,
+    at_case c5 = {.B = 1,
+                  .H = 2,
+                  .T = 63,
+                  .S = 129,
+                  .D = 59,
+                  .mask_dtype = ATTN_F32,
                   .mask_bcast = AT_MASK_1HTS};
     build(&x, &c5, 20004, &seed);
     for (int64_t h = 0; h < 2; h++)
         for (int64_t i = h; i < 63; i += 4)
-            for (int64_t j = 0; j < 129; j++) *at_f32(&x.a.mask, 0, h, i, j) = -INFINITY;
+            for (int64_t j = 0; j < 129; j++)
+                *at_f32(&x.a.mask, 0, h, i, j) = -INFINITY;
     fails += !check_empty_rows(&x, "float mask rows -inf", seed);
     at_sdpa_free(&x);
 
@@ -168,7 +180,13 @@ static void test_nan_in_q(void **state) {
         uint64_t seed;
         at_sdpa x;
         at_buf o0, l0;
-        at_case c = {.B = 2, .H = 2, .Hkv = 1, .T = 65, .S = 257, .D = 40, .causal = arch,
+        at_case c = {.B = 2,
+                     .H = 2,
+                     .Hkv = 1,
+                     .T = 65,
+                     .S = 257,
+                     .D = 40,
+                     .causal = arch,
                      .align = ATTN_ALIGN_BOTTOM_RIGHT};
         build(&x, &c, 20200 + (uint64_t)arch, &seed);
         run_copy(&x, &o0, &l0);
@@ -215,7 +233,8 @@ static void test_nan_in_kv_seen_by_all(void **state) {
     at_buf_free(&o), at_buf_free(&l);
 
     for (int inf = 0; inf < 2; inf++) {
-        for (int64_t cc = 0; cc < 24; cc++) *at_f32(&x.a.v, 0, 0, j, cc) = inf ? INFINITY : NAN;
+        for (int64_t cc = 0; cc < 24; cc++)
+            *at_f32(&x.a.v, 0, 0, j, cc) = inf ? INFINITY : NAN;
         run_copy(&x, &o, &l);
         for (int64_t i = 0; i < 63; i++) {
             for (int64_t cc = 0; cc < 24; cc++) {
@@ -238,8 +257,14 @@ static void test_nan_beyond_kv_len(void **state) {
         uint64_t seed;
         at_sdpa x;
         at_buf o0, l0, o, l;
-        at_case c = {.B = 3, .H = 2, .T = k == 2 ? 7 : 65, .S = 300, .D = 40, .kv_len = 1,
-                     .causal = k == 1, .align = ATTN_ALIGN_BOTTOM_RIGHT,
+        at_case c = {.B = 3,
+                     .H = 2,
+                     .T = k == 2 ? 7 : 65,
+                     .S = 300,
+                     .D = 40,
+                     .kv_len = 1,
+                     .causal = k == 1,
+                     .align = ATTN_ALIGN_BOTTOM_RIGHT,
                      .mask_dtype = k == 2 ? ATTN_F32 : ATTN_BOOL,
                      .mask_bcast = k ? AT_MASK_B1TS : AT_MASK_NONE};
         build(&x, &c, 20400 + (uint64_t)k, &seed);
@@ -265,11 +290,30 @@ static void test_threads_bitwise(void **state) {
     (void)state;
     at_case cases[] = {
         {.B = 2, .H = 3, .T = 257, .S = 65, .D = 40},
-        {.B = 1, .H = 4, .Hkv = 2, .T = 100, .S = 300, .D = 64, .Dv = 40, .causal = 1,
-         .align = ATTN_ALIGN_BOTTOM_RIGHT, .mask_dtype = ATTN_F32, .mask_bcast = AT_MASK_1HTS,
-         .alibi = 1, .kv_len = 1, .layout = AT_BTHD_PAD},
-        {.B = 2, .H = 2, .T = 65, .S = 129, .D = 59, .dropout_p = 0.3f, .dropout_seed = 99,
-         .window = 1, .wl = 20, .wr = 3},
+        {.B = 1,
+         .H = 4,
+         .Hkv = 2,
+         .T = 100,
+         .S = 300,
+         .D = 64,
+         .Dv = 40,
+         .causal = 1,
+         .align = ATTN_ALIGN_BOTTOM_RIGHT,
+         .mask_dtype = ATTN_F32,
+         .mask_bcast = AT_MASK_1HTS,
+         .alibi = 1,
+         .kv_len = 1,
+         .layout = AT_BTHD_PAD},
+        {.B = 2,
+         .H = 2,
+         .T = 65,
+         .S = 129,
+         .D = 59,
+         .dropout_p = 0.3f,
+         .dropout_seed = 99,
+         .window = 1,
+         .wl = 20,
+         .wr = 3},
     };
     for (int n = 0; n < 3; n++) {
         uint64_t seed;
@@ -321,9 +365,12 @@ static void test_flops(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_fully_masked_rows), cmocka_unit_test(test_empty_queries),
-        cmocka_unit_test(test_nan_in_q),          cmocka_unit_test(test_nan_in_kv_seen_by_all),
-        cmocka_unit_test(test_nan_beyond_kv_len), cmocka_unit_test(test_threads_bitwise),
+        cmocka_unit_test(test_fully_masked_rows),
+        cmocka_unit_test(test_empty_queries),
+        cmocka_unit_test(test_nan_in_q),
+        cmocka_unit_test(test_nan_in_kv_seen_by_all),
+        cmocka_unit_test(test_nan_beyond_kv_len),
+        cmocka_unit_test(test_threads_bitwise),
         cmocka_unit_test(test_flops),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+
 #include <cmocka.h>
 
 #include "attn_test.h"
@@ -32,8 +33,8 @@ static int run(at_case *c, uint64_t id, const char *label) {
 }
 
 /* (T, S) pairs with T < S, T > S and T == S, around the tile sizes. */
-static const int64_t pairs[][2] = {{7, 65}, {65, 7},  {63, 64},  {64, 63}, {257, 1000},
-                                   {1000, 257}, {1, 7}, {7, 1}, {65, 65}, {2, 2}};
+static const int64_t pairs[][2] = {{7, 65},     {65, 7}, {63, 64}, {64, 63}, {257, 1000},
+                                   {1000, 257}, {1, 7},  {7, 1},   {65, 65}, {2, 2}};
 #define NPAIRS (int)(sizeof pairs / sizeof pairs[0])
 
 static void test_causal(void **state) {
@@ -42,8 +43,14 @@ static void test_causal(void **state) {
     uint64_t id = 10000;
     for (int p = 0; p < NPAIRS; p++)
         for (int al = 0; al < 2; al++) {
-            at_case c = {.B = 2, .H = 2, .T = pairs[p][0], .S = pairs[p][1], .D = 40, .Dv = 24,
-                         .causal = 1, .align = (attn_align)al};
+            at_case c = {.B = 2,
+                         .H = 2,
+                         .T = pairs[p][0],
+                         .S = pairs[p][1],
+                         .D = 40,
+                         .Dv = 24,
+                         .causal = 1,
+                         .align = (attn_align)al};
             fails += !run(&c, id++, "causal");
         }
     assert_int_equal(fails, 0);
@@ -52,15 +59,23 @@ static void test_causal(void **state) {
 /* Windows (L, R) with -1 sides and 0, alone and with causal, both alignments. */
 static void test_windows(void **state) {
     (void)state;
-    static const int64_t w[][2] = {{0, 0},  {3, -1}, {-1, 5}, {16, 16}, {0, -1},
+    static const int64_t w[][2] = {{0, 0},  {3, -1},  {-1, 5},  {16, 16}, {0, -1},
                                    {-1, 0}, {-1, -1}, {100, 2}, {1, 130}, {200, 0}};
     int fails = 0;
     uint64_t id = 11000;
     for (int k = 0; k < (int)(sizeof w / sizeof w[0]); k++)
         for (int al = 0; al < 2; al++) {
             const int64_t *ts = pairs[(k * 2 + al) % NPAIRS];
-            at_case c = {.B = 1, .H = 2, .T = ts[0], .S = ts[1], .D = 59, .Dv = 8,
-                         .window = 1, .wl = w[k][0], .wr = w[k][1], .causal = (k + al) % 3 == 0,
+            at_case c = {.B = 1,
+                         .H = 2,
+                         .T = ts[0],
+                         .S = ts[1],
+                         .D = 59,
+                         .Dv = 8,
+                         .window = 1,
+                         .wl = w[k][0],
+                         .wr = w[k][1],
+                         .causal = (k + al) % 3 == 0,
                          .align = (attn_align)al};
             fails += !run(&c, id++, "window");
         }
@@ -74,8 +89,14 @@ static void test_kv_len(void **state) {
     uint64_t id = 12000;
     for (int p = 0; p < NPAIRS; p += 2)
         for (int causal = 0; causal < 2; causal++) {
-            at_case c = {.B = 4, .H = 2, .T = pairs[p][0], .S = pairs[p][1], .D = 64,
-                         .kv_len = 1, .causal = causal, .align = ATTN_ALIGN_BOTTOM_RIGHT};
+            at_case c = {.B = 4,
+                         .H = 2,
+                         .T = pairs[p][0],
+                         .S = pairs[p][1],
+                         .D = 64,
+                         .kv_len = 1,
+                         .causal = causal,
+                         .align = ATTN_ALIGN_BOTTOM_RIGHT};
             fails += !run(&c, id++, "kv_len");
         }
     assert_int_equal(fails, 0);
@@ -92,9 +113,16 @@ static void test_masks(void **state) {
     for (int d = 0; d < 4; d++)
         for (int b = 0; b < 4; b++) {
             const int64_t *ts = pairs[(d * 4 + b) % NPAIRS];
-            at_case c = {.B = 2, .H = 3, .T = ts[0], .S = ts[1], .D = 40, .Dv = 80,
-                         .mask_dtype = dt[d], .mask_bcast = bc[b],
-                         .mask_ninf = d == 1 ? 0.3f : 0.0f, .mask_keep = b == 3 ? 0.1f : 0.0f,
+            at_case c = {.B = 2,
+                         .H = 3,
+                         .T = ts[0],
+                         .S = ts[1],
+                         .D = 40,
+                         .Dv = 80,
+                         .mask_dtype = dt[d],
+                         .mask_bcast = bc[b],
+                         .mask_ninf = d == 1 ? 0.3f : 0.0f,
+                         .mask_keep = b == 3 ? 0.1f : 0.0f,
                          .layout = b == 2 ? AT_BTHD_PAD : AT_BHTD};
             fails += !run(&c, id++, "mask");
         }
@@ -107,9 +135,15 @@ static void test_alibi_softcap(void **state) {
     uint64_t id = 14000;
     for (int p = 0; p < NPAIRS; p += 3)
         for (int k = 0; k < 3; k++) {
-            at_case c = {.B = 1, .H = 4, .T = pairs[p][0], .S = pairs[p][1], .D = 128,
-                         .alibi = k != 1, .softcap = k >= 1 ? (k == 1 ? 5.0f : 30.0f) : 0.0f,
-                         .logit_mul = k == 1 ? 10.0f : 1.0f, .causal = k == 2,
+            at_case c = {.B = 1,
+                         .H = 4,
+                         .T = pairs[p][0],
+                         .S = pairs[p][1],
+                         .D = 128,
+                         .alibi = k != 1,
+                         .softcap = k >= 1 ? (k == 1 ? 5.0f : 30.0f) : 0.0f,
+                         .logit_mul = k == 1 ? 10.0f : 1.0f,
+                         .causal = k == 2,
                          .align = (attn_align)(p & 1)};
             fails += !run(&c, id++, "alibi/softcap");
         }
@@ -123,12 +157,24 @@ static void test_combined(void **state) {
     uint64_t id = 15000;
     for (int k = 0; k < 8; k++) {
         const int64_t *ts = pairs[k % NPAIRS];
-        at_case c = {.B = 3, .H = 4, .Hkv = k & 1 ? 1 : 2, .T = ts[0], .S = ts[1], .D = 80,
-                     .Dv = 59, .layout = (at_layout)(k % 4), .causal = k % 3 == 0,
-                     .align = (attn_align)((k >> 1) & 1), .window = k % 3 != 2, .wl = 9,
-                     .wr = k & 2 ? -1 : 4, .kv_len = 1,
+        at_case c = {.B = 3,
+                     .H = 4,
+                     .Hkv = k & 1 ? 1 : 2,
+                     .T = ts[0],
+                     .S = ts[1],
+                     .D = 80,
+                     .Dv = 59,
+                     .layout = (at_layout)(k % 4),
+                     .causal = k % 3 == 0,
+                     .align = (attn_align)((k >> 1) & 1),
+                     .window = k % 3 != 2,
+                     .wl = 9,
+                     .wr = k & 2 ? -1 : 4,
+                     .kv_len = 1,
                      .mask_dtype = k & 1 ? ATTN_BOOL : ATTN_F32,
-                     .mask_bcast = 1 + k % 4, .mask_ninf = 0.1f, .alibi = k & 1,
+                     .mask_bcast = 1 + k % 4,
+                     .mask_ninf = 0.1f,
+                     .alibi = k & 1,
                      .softcap = k & 2 ? 20.0f : 0.0f};
         fails += !run(&c, id++, "combined");
     }
@@ -145,8 +191,14 @@ static void test_dropout(void **state) {
     for (int k = 0; k < 3; k++)
         for (int causal = 0; causal < 2; causal++) {
             const int64_t *ts = pairs[(k * 2 + causal) % NPAIRS];
-            at_case c = {.B = 2, .H = 2, .T = ts[0], .S = ts[1], .D = 40, .causal = causal,
-                         .dropout_p = ps[k], .dropout_seed = 1234567 + (uint64_t)k};
+            at_case c = {.B = 2,
+                         .H = 2,
+                         .T = ts[0],
+                         .S = ts[1],
+                         .D = 40,
+                         .causal = causal,
+                         .dropout_p = ps[k],
+                         .dropout_seed = 1234567 + (uint64_t)k};
             fails += !run(&c, id++, "dropout");
         }
     assert_int_equal(fails, 0);

@@ -45,7 +45,8 @@ int main(void) {
         printf("row %d: out (%.6f, %.6f) expected (%.6f, %.6f); lse %.6f expected %.6f\n", i,
                out[i][0], out[i][1], o[0] / l, o[1] / l, lse[i], m + log(l));
     }
-    printf("attn %s, kernels %s: %s\n", ATTN_VERSION_STRING, attn_arch_name(), bad ? "WRONG" : "ok");
+    printf("attn %s, kernels %s: %s\n", ATTN_VERSION_STRING, attn_arch_name(),
+           bad ? "WRONG" : "ok");
     attn_ctx_free(ctx);
     return bad;
 }

@@ -39,10 +39,14 @@ static int naive_visible(const attn_sdpa_args *a, int64_t shift, int64_t b, int6
  * reverse, evens then odds, odds then evens. */
 static int64_t order(int v, int64_t n, int64_t len) {
     switch (v & 3) {
-    case 1: return len - 1 - n;
-    case 2: return n < (len + 1) / 2 ? 2 * n : 2 * (n - (len + 1) / 2) + 1;
-    case 3: return n < len / 2 ? 2 * n + 1 : 2 * (n - len / 2);
-    default: return n;
+    case 1:
+        return len - 1 - n;
+    case 2:
+        return n < (len + 1) / 2 ? 2 * n : 2 * (n - (len + 1) / 2) + 1;
+    case 3:
+        return n < len / 2 ? 2 * n + 1 : 2 * (n - len / 2);
+    default:
+        return n;
     }
 }
 
@@ -89,12 +93,15 @@ attn_status at_naive32_forward_order(attn_ctx *ctx, const attn_sdpa_args *a, int
                         x += *(const float *)mask_elem(&a->mask, b, h, i, j);
                     if (a->alibi_slopes) x -= a->alibi_slopes[h] * (float)llabs(pos - j);
                     s[j] = x;
-                    if (isnan(x)) nan = 1;
-                    else if (x > mx) mx = x;
+                    if (isnan(x))
+                        nan = 1;
+                    else if (x > mx)
+                        mx = x;
                 }
                 if (nan) mx = NAN;
                 float l = 0.0f;
-                for (int64_t c = 0; c < Dv; c++) acc[c] = 0.0f;
+                for (int64_t c = 0; c < Dv; c++)
+                    acc[c] = 0.0f;
                 if (mx != -INFINITY) {
                     for (int64_t jj = 0; jj < S; jj++) {
                         int64_t j = variant & 1 ? S - 1 - jj : jj;
@@ -108,11 +115,13 @@ attn_status at_naive32_forward_order(attn_ctx *ctx, const attn_sdpa_args *a, int
                             e *= u >= drop_thr ? drop_keep : 0.0f;
                         }
                         const float *v = at_f32(&a->v, b, hk, j, 0);
-                        for (int64_t c = 0; c < Dv; c++) acc[c] += e * v[c];
+                        for (int64_t c = 0; c < Dv; c++)
+                            acc[c] += e * v[c];
                     }
                 }
                 float *o = at_f32(&a->out, b, h, i, 0);
-                for (int64_t c = 0; c < Dv; c++) o[c] = mx == -INFINITY ? 0.0f : acc[c] / l;
+                for (int64_t c = 0; c < Dv; c++)
+                    o[c] = mx == -INFINITY ? 0.0f : acc[c] / l;
                 if (a->lse.data)
                     *at_f32(&a->lse, b, h, i, 0) = mx == -INFINITY ? -INFINITY : mx + logf(l);
             }
@@ -129,14 +138,14 @@ void at_sdpa_describe(const attn_sdpa_args *a, char *buf, size_t n) {
     const attn_tensor *q = &a->q, *k = &a->k, *v = &a->v;
     int canon = q->stride[2] == q->shape[3] && q->stride[1] == q->shape[2] * q->shape[3] &&
                 k->stride[2] == k->shape[3] && v->stride[2] == v->shape[3];
-    size_t u = (size_t)snprintf(
-        buf, n, "B=%lld H=%lld Hkv=%lld T=%lld S=%lld D=%lld Dv=%lld%s", (long long)q->shape[0],
-        (long long)q->shape[1], (long long)k->shape[1], (long long)q->shape[2],
-        (long long)k->shape[2], (long long)q->shape[3], (long long)v->shape[3],
-        canon ? "" : " strided");
-#define ADD(...)                                                                                  \
-    do {                                                                                          \
-        if (u < n) u += (size_t)snprintf(buf + u, n - u, __VA_ARGS__);                            \
+    size_t u =
+        (size_t)snprintf(buf, n, "B=%lld H=%lld Hkv=%lld T=%lld S=%lld D=%lld Dv=%lld%s",
+                         (long long)q->shape[0], (long long)q->shape[1], (long long)k->shape[1],
+                         (long long)q->shape[2], (long long)k->shape[2], (long long)q->shape[3],
+                         (long long)v->shape[3], canon ? "" : " strided");
+#define ADD(...)                                                                                   \
+    do {                                                                                           \
+        if (u < n) u += (size_t)snprintf(buf + u, n - u, __VA_ARGS__);                             \
     } while (0)
     if (a->scale != 0.0f) ADD(" scale=%g", (double)a->scale);
     if (a->softcap != 0.0f) ADD(" softcap=%g", (double)a->softcap);
@@ -147,7 +156,8 @@ void at_sdpa_describe(const attn_sdpa_args *a, char *buf, size_t n) {
         ADD(" %s", a->align == ATTN_ALIGN_BOTTOM_RIGHT ? "bottom-right" : "top-left");
     if (a->kv_len) {
         ADD(" kv_len=[");
-        for (int64_t b = 0; b < q->shape[0] && b < 8; b++) ADD("%s%d", b ? "," : "", a->kv_len[b]);
+        for (int64_t b = 0; b < q->shape[0] && b < 8; b++)
+            ADD("%s%d", b ? "," : "", a->kv_len[b]);
         ADD("]");
     }
     if (a->mask.data) {
@@ -200,7 +210,8 @@ int at_sdpa_check_forward(attn_ctx *ctx, const attn_sdpa_args *a, const at_buf *
         }
     }
     const attn_tensor *no[AT_NAIVE_ORDERS], *nl[AT_NAIVE_ORDERS];
-    for (int k = 0; k < AT_NAIVE_ORDERS; k++) no[k] = &o[k + 1].t, nl[k] = &l[k + 1].t;
+    for (int k = 0; k < AT_NAIVE_ORDERS; k++)
+        no[k] = &o[k + 1].t, nl[k] = &l[k + 1].t;
     ok = at_check_n("out", full, seed, &a->out, &o[0].t, no, AT_NAIVE_ORDERS, NULL);
     if (ok && a->lse.data)
         ok = at_check_n("lse", full, seed, &a->lse, &l[0].t, nl, AT_NAIVE_ORDERS, NULL);
@@ -210,7 +221,8 @@ int at_sdpa_check_forward(attn_ctx *ctx, const attn_sdpa_args *a, const at_buf *
         ok = 0;
     }
 done:
-    for (int k = 0; k < nb; k++) at_buf_free(&o[k]), at_buf_free(&l[k]);
+    for (int k = 0; k < nb; k++)
+        at_buf_free(&o[k]), at_buf_free(&l[k]);
     return ok;
 }
 
@@ -228,8 +240,7 @@ int at_sdpa_alloc(at_sdpa *x, int64_t B, int64_t H, int64_t Hkv, int64_t T, int6
     memset(x, 0, sizeof *x);
     int64_t lsh[3] = {B, H, T};
     if (alloc_layout(&x->q, B, H, T, D, layout) || alloc_layout(&x->k, B, Hkv, S, D, layout) ||
-        alloc_layout(&x->v, B, Hkv, S, Dv, layout) ||
-        alloc_layout(&x->out, B, H, T, Dv, layout) ||
+        alloc_layout(&x->v, B, Hkv, S, Dv, layout) || alloc_layout(&x->out, B, H, T, Dv, layout) ||
         at_buf_alloc(&x->lse, ATTN_F32, 3, lsh, NULL, layout == AT_BHTD ? 0 : 2)) {
         at_sdpa_free(x);
         return -1;
@@ -262,7 +273,8 @@ int at_sdpa_build(at_sdpa *x, const at_case *c, at_rng *r) {
         for (int64_t b = 0; b < c->B; b++)
             for (int64_t h = 0; h < c->H; h++)
                 for (int64_t i = 0; i < c->T; i++)
-                    for (int64_t d = 0; d < c->D; d++) *at_f32(&a->q, b, h, i, d) *= c->logit_mul;
+                    for (int64_t d = 0; d < c->D; d++)
+                        *at_f32(&a->q, b, h, i, d) *= c->logit_mul;
     }
     if (c->no_lse) a->lse = (attn_tensor){0};
     a->causal = c->causal;
@@ -278,7 +290,7 @@ int at_sdpa_build(at_sdpa *x, const at_case *c, at_rng *r) {
         x->kv_len = malloc((size_t)c->B * sizeof *x->kv_len);
         if (!x->kv_len) goto fail;
         for (int64_t b = 0; b < c->B; b++)
-            x->kv_len[b] = b == 0 ? (int32_t)c->S
+            x->kv_len[b] = b == 0               ? (int32_t)c->S
                            : b == 1 && c->B > 2 ? 0
                                                 : (int32_t)at_rng_int(r, 0, c->S);
         a->kv_len = x->kv_len;
@@ -310,8 +322,7 @@ int at_sdpa_build(at_sdpa *x, const at_case *c, at_rng *r) {
                         void *e = at_ptr(m, idx);
                         if (c->mask_dtype == ATTN_F32) {
                             float v = at_rng_uniform(r, -2.0f, 2.0f);
-                            if (c->mask_ninf > 0.0f && at_rng_unit(r) < c->mask_ninf)
-                                v = -INFINITY;
+                            if (c->mask_ninf > 0.0f && at_rng_unit(r) < c->mask_ninf) v = -INFINITY;
                             *(float *)e = v;
                         } else {
                             *(uint8_t *)e = at_rng_unit(r) < keep;

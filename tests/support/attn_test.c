@@ -17,9 +17,11 @@ uint64_t at_base_seed(void) {
         if (e && *e) {
             char *end;
             unsigned long long v = strtoull(e, &end, 0);
-            if (*end == '\0') seed = (uint64_t)v;
-            else fprintf(stderr, "ATTN_TEST_SEED=%s is not a number; using %llu\n", e,
-                         (unsigned long long)seed);
+            if (*end == '\0')
+                seed = (uint64_t)v;
+            else
+                fprintf(stderr, "ATTN_TEST_SEED=%s is not a number; using %llu\n", e,
+                        (unsigned long long)seed);
         }
         init = 1;
     }
@@ -31,8 +33,12 @@ static int env_flag(const char *name) {
     return e && *e && strcmp(e, "0") != 0;
 }
 
-int at_quick(void) { return env_flag("ATTN_TEST_QUICK"); }
-int at_verbose(void) { return env_flag("ATTN_TEST_VERBOSE"); }
+int at_quick(void) {
+    return env_flag("ATTN_TEST_QUICK");
+}
+int at_verbose(void) {
+    return env_flag("ATTN_TEST_VERBOSE");
+}
 
 /* ---- random numbers ------------------------------------------------------ */
 static uint64_t mix64(uint64_t x) {
@@ -57,7 +63,9 @@ uint64_t at_rng_u64(at_rng *r) {
     return mix64(r->state);
 }
 
-double at_rng_unit(at_rng *r) { return (double)(at_rng_u64(r) >> 11) * 0x1.0p-53; }
+double at_rng_unit(at_rng *r) {
+    return (double)(at_rng_u64(r) >> 11) * 0x1.0p-53;
+}
 
 float at_rng_uniform(at_rng *r, float lo, float hi) {
     float x = (float)((double)lo + ((double)hi - (double)lo) * at_rng_unit(r));
@@ -83,7 +91,8 @@ int at_buf_alloc(at_buf *b, attn_dtype dtype, int ndim, const int64_t *shape, co
     if (!perm) perm = id;
     b->t.dtype = dtype;
     b->t.ndim = ndim;
-    for (int i = 0; i < ndim; i++) b->t.shape[i] = shape[i];
+    for (int i = 0; i < ndim; i++)
+        b->t.shape[i] = shape[i];
     /* innermost memory dim (the last logical dim) has stride 1; each outer
      * memory dim spans the inner block plus pad unused elements */
     int64_t extent = shape[ndim - 1] + pad;
@@ -113,7 +122,8 @@ void at_buf_free(at_buf *b) {
 
 void *at_ptr(const attn_tensor *t, const int64_t *idx) {
     int64_t off = 0;
-    for (int i = 0; i < t->ndim; i++) off += idx[i] * t->stride[i];
+    for (int i = 0; i < t->ndim; i++)
+        off += idx[i] * t->stride[i];
     return (char *)t->data + off * (int64_t)attn_dtype_size(t->dtype);
 }
 
@@ -131,7 +141,9 @@ static void unravel(const attn_tensor *t, int64_t n, int64_t *idx) {
     }
 }
 
-static int64_t numel(const attn_tensor *t) { return attn_tensor_numel(t); }
+static int64_t numel(const attn_tensor *t) {
+    return attn_tensor_numel(t);
+}
 
 int at_buf_copy_of(at_buf *dst, const attn_tensor *src) {
     if (at_buf_alloc(dst, ATTN_F32, src->ndim, src->shape, NULL, 0)) return -1;
@@ -171,7 +183,8 @@ void at_buf_fill_sentinel(at_buf *b) {
     if (!b->mem) return;
     if (b->t.dtype == ATTN_F32) {
         float *f = b->mem;
-        for (size_t i = 0; i < b->count; i++) f[i] = AT_SENTINEL;
+        for (size_t i = 0; i < b->count; i++)
+            f[i] = AT_SENTINEL;
     } else {
         memset(b->mem, AT_SENTINEL_BYTE, b->count * attn_dtype_size(b->t.dtype));
     }
@@ -327,10 +340,9 @@ int at_check_n(const char *what, const char *label, uint64_t seed, const attn_te
             "MISMATCH %s in case: %s\n  seed: ATTN_TEST_SEED=%llu (case rng seed %llu)\n"
             "  first bad index %s: fast %.9g oracle %.9g naive32 %.9g\n"
             "  max_err %.6g > tol %.6g (= 2 * naive err %.6g + 1e-6), nmse %.3g%s\n",
-            what, label ? label : "", (unsigned long long)at_base_seed(),
-            (unsigned long long)seed, ib, (double)*(float *)at_ptr(fast, idx),
-            (double)*(float *)at_ptr(oracle, idx), (double)*(float *)at_ptr(naive[0], idx),
-            s.max_err, s.tol, s.naive_err, s.nmse,
+            what, label ? label : "", (unsigned long long)at_base_seed(), (unsigned long long)seed,
+            ib, (double)*(float *)at_ptr(fast, idx), (double)*(float *)at_ptr(oracle, idx),
+            (double)*(float *)at_ptr(naive[0], idx), s.max_err, s.tol, s.naive_err, s.nmse,
             bad >= 0 ? " (finite/non-finite disagreement)" : "");
     return 0;
 }

@@ -10,9 +10,11 @@
  *   a test can check that nothing outside the view was written.
  * - Tolerance (docs/DESIGN.md): max |fast - oracle| must be at most
  *   2 * max |naive32 - oracle| + 1e-6, where naive32 is a plain fp32
- *   implementation with materialised scores and the same semantics. The naive
- *   code only sets the tolerance; correctness is judged against the float64
- *   oracle. Non-finite oracle values must be matched exactly (NaN by NaN,
+ *   implementation with materialised scores and the same semantics (its
+ *   error is the worst over AT_NAIVE_ORDERS summation orders: see
+ *   at_check_n). The naive code only sets the tolerance, and must itself agree
+ *   with the oracle to 1%; correctness is judged against the float64 oracle. Non-finite oracle
+ * values must be matched exactly (NaN by NaN,
  *   +-inf by the same infinity), e.g. lse = -inf for a row with no key. */
 #ifndef ATTN_TEST_H
 #define ATTN_TEST_H
@@ -38,9 +40,9 @@ typedef struct at_rng {
 at_rng at_rng_for(uint64_t case_id); /* seeded from (base seed, case id) */
 void at_rng_init(at_rng *r, uint64_t seed);
 uint64_t at_rng_u64(at_rng *r);
-double at_rng_unit(at_rng *r);                   /* [0, 1) */
-float at_rng_uniform(at_rng *r, float lo, float hi); /* [lo, hi) */
-float at_rng_normal(at_rng *r);                  /* N(0, 1) */
+double at_rng_unit(at_rng *r);                         /* [0, 1) */
+float at_rng_uniform(at_rng *r, float lo, float hi);   /* [lo, hi) */
+float at_rng_normal(at_rng *r);                        /* N(0, 1) */
 int64_t at_rng_int(at_rng *r, int64_t lo, int64_t hi); /* [lo, hi] */
 
 /* ---- owned strided views ------------------------------------------------- */
@@ -56,8 +58,8 @@ typedef struct at_buf {
     attn_tensor t;
 } at_buf;
 
-#define AT_SENTINEL (-7.25e30f)     /* float sentinel: an unlikely finite value */
-#define AT_SENTINEL_BYTE 0xA5       /* byte sentinel for BOOL/U8/I32 buffers */
+#define AT_SENTINEL (-7.25e30f) /* float sentinel: an unlikely finite value */
+#define AT_SENTINEL_BYTE 0xA5   /* byte sentinel for BOOL/U8/I32 buffers */
 
 /* Returns 0 on success, -1 on allocation failure. */
 int at_buf_alloc(at_buf *b, attn_dtype dtype, int ndim, const int64_t *shape, const int *perm,
@@ -157,18 +159,18 @@ int at_sdpa_check_forward(attn_ctx *ctx, const attn_sdpa_args *a, const at_buf *
 
 /* Owned inputs and outputs of one SDPA problem in the given layout. */
 typedef enum at_layout {
-    AT_BHTD = 0,     /* canonical, contiguous */
-    AT_BHTD_PAD,     /* canonical order, padded strides */
-    AT_BTHD,         /* [B, T, H, D] in memory (a view with permuted strides) */
-    AT_BTHD_PAD,     /* [B, T, H, D] with padding */
+    AT_BHTD = 0, /* canonical, contiguous */
+    AT_BHTD_PAD, /* canonical order, padded strides */
+    AT_BTHD,     /* [B, T, H, D] in memory (a view with permuted strides) */
+    AT_BTHD_PAD, /* [B, T, H, D] with padding */
 } at_layout;
 
 typedef struct at_sdpa {
     at_buf q, k, v, out, lse;
-    at_buf mask;        /* optional mask (at_sdpa_build) */
-    int32_t *kv_len;    /* optional [B] */
-    float *alibi;       /* optional [H] */
-    attn_sdpa_args a;   /* q, k, v, out, lse filled in; options zero */
+    at_buf mask;      /* optional mask (at_sdpa_build) */
+    int32_t *kv_len;  /* optional [B] */
+    float *alibi;     /* optional [H] */
+    attn_sdpa_args a; /* q, k, v, out, lse filled in; options zero */
 } at_sdpa;
 
 /* Allocate q [B,H,T,D], k [B,Hkv,S,D], v [B,Hkv,S,Dv], out [B,H,T,Dv] in
@@ -187,15 +189,15 @@ typedef struct at_case {
     attn_align align;
     int window;
     int64_t wl, wr;
-    int kv_len;          /* 1: random kv_len[b] in [0, S], b=0 gets S, b=1 gets 0 if B > 2 */
+    int kv_len;            /* 1: random kv_len[b] in [0, S], b=0 gets S, b=1 gets 0 if B > 2 */
     attn_dtype mask_dtype; /* with mask_bcast != AT_MASK_NONE */
-    int mask_bcast;      /* AT_MASK_* */
-    float mask_ninf;     /* float mask: probability of a -inf entry */
-    float mask_keep;     /* bool mask: probability of true (0 means 0.7) */
+    int mask_bcast;        /* AT_MASK_* */
+    float mask_ninf;       /* float mask: probability of a -inf entry */
+    float mask_keep;       /* bool mask: probability of true (0 means 0.7) */
     int alibi;
     float softcap;
     float scale;
-    float logit_mul;     /* multiply q by this (0 means 1): large scores */
+    float logit_mul; /* multiply q by this (0 means 1): large scores */
     float dropout_p;
     uint64_t dropout_seed;
     int no_lse;
