@@ -58,6 +58,25 @@ mkst "$dir/ok.st" x:F32:2,3,4 $W dy:F32:2,3,4
 "$ATTN" mha "$dir/ok.st" "$dir/ok.out" --heads 2 || fail "a valid zero file failed"
 [ -s "$dir/ok.out" ] || fail "no output for a valid file"
 
+# 2-D inputs (B = 1), grouped heads, F16 input, dropout: shapes and determinism
+st="$ATTN_BUILD/tests/tools/st_tool"
+"$st" gen "$dir/gqa.st" 1 x=F16:5,8 q_proj_weight=F32:8,8 k_proj_weight=F32:4,8 \
+    v_proj_weight=F32:4,8 q_proj_bias=F32:8 k_proj_bias=F32:4 v_proj_bias=F32:4 \
+    out_proj.weight=F32:8,8 out_proj.bias=F32:8 dy=F32:5,8 mask=BOOL:5,5:p=0.8 || fail "st_tool gen"
+"$ATTN" mha "$dir/gqa.st" "$dir/gqa.out" --heads 4 --kv-heads 2 --need-weights --dropout 0.2 \
+    --seed 7 || fail "grouped heads, 2-D input"
+info=$("$st" info "$dir/gqa.out")
+for want in "y F32 \[5,8\]" "attn_weights F32 \[4,5,5\]" "dx F32 \[5,8\]" \
+            "grad.k_proj_weight F32 \[4,8\]" "grad.v_proj_bias F32 \[4\]"; do
+    printf '%s\n' "$info" | grep -q "^$want" || fail "gqa output lacks $want: $info"
+done
+"$ATTN" mha "$dir/gqa.st" "$dir/gqa2.out" --heads 4 --kv-heads 2 --need-weights --dropout 0.2 \
+    --seed 7 || fail "second run"
+"$st" equal "$dir/gqa.out" "$dir/gqa2.out" >/dev/null || fail "same seed, different results"
+"$ATTN" mha "$dir/gqa.st" "$dir/gqa3.out" --heads 4 --kv-heads 2 --need-weights --dropout 0.2 \
+    --seed 8 || fail "third run"
+! "$st" equal "$dir/gqa.out" "$dir/gqa3.out" >/dev/null 2>&1 || fail "dropout ignores the seed"
+
 expect() { # expect CODE PATTERN FILE ARGS...: exit CODE, stderr matches, no output
     local code=$1 pat=$2 file=$3 msg rc
     shift 3
