@@ -11,11 +11,12 @@ void attn__linear_forward(attn_ctx *ctx, const float *x, int64_t ldx, int64_t M,
     openblas_set_num_threads(attn_ctx_threads(ctx));
     float beta = 0.0f;
     if (bias) {
-        for (int64_t i = 0; i < M; i++) memcpy(y + i * ldy, bias, (size_t)N * sizeof(float));
+        for (int64_t i = 0; i < M; i++)
+            memcpy(y + i * ldy, bias, (size_t)N * sizeof(float));
         beta = 1.0f;
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)K, 1.0f, x,
-                (int)ldx, W, (int)K, beta, y, (int)ldy);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)K, 1.0f, x, (int)ldx,
+                W, (int)K, beta, y, (int)ldy);
 }
 
 /* Backward of y = x W^T + b:
@@ -29,7 +30,8 @@ void attn__linear_backward(attn_ctx *ctx, const float *x, int64_t ldx, int64_t M
     openblas_set_num_threads(attn_ctx_threads(ctx));
     if (dx) {
         if (M > 0 && K > 0 && N == 0 && !acc_dx)
-            for (int64_t i = 0; i < M; i++) memset(dx + i * lddx, 0, (size_t)K * sizeof(float));
+            for (int64_t i = 0; i < M; i++)
+                memset(dx + i * lddx, 0, (size_t)K * sizeof(float));
         else if (M > 0 && K > 0 && N > 0)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)M, (int)K, (int)N, 1.0f, dy,
                         (int)lddy, W, (int)K, acc_dx ? 1.0f : 0.0f, dx, (int)lddx);
@@ -47,12 +49,15 @@ void attn__linear_backward(attn_ctx *ctx, const float *x, int64_t ldx, int64_t M
         for (int64_t c0 = 0; c0 < N; c0 += 64) {
             int64_t nc = N - c0 < 64 ? N - c0 : 64;
             double acc[64];
-            for (int64_t c = 0; c < nc; c++) acc[c] = acc_dw ? (double)db[c0 + c] : 0.0;
+            for (int64_t c = 0; c < nc; c++)
+                acc[c] = acc_dw ? (double)db[c0 + c] : 0.0;
             for (int64_t i = 0; i < M; i++) {
                 const float *r = dy + i * lddy + c0;
-                for (int64_t c = 0; c < nc; c++) acc[c] += (double)r[c];
+                for (int64_t c = 0; c < nc; c++)
+                    acc[c] += (double)r[c];
             }
-            for (int64_t c = 0; c < nc; c++) db[c0 + c] = (float)acc[c];
+            for (int64_t c = 0; c < nc; c++)
+                db[c0 + c] = (float)acc[c];
         }
     }
 }

@@ -3,17 +3,19 @@
 
 #include <math.h>
 
-void attn__layernorm_forward(const float *x, int64_t ldx, int64_t M, int64_t N,
-                             const float *gamma, const float *beta, float eps, float *y,
-                             int64_t ldy, float *mean, float *rstd) {
+void attn__layernorm_forward(const float *x, int64_t ldx, int64_t M, int64_t N, const float *gamma,
+                             const float *beta, float eps, float *y, int64_t ldy, float *mean,
+                             float *rstd) {
     for (int64_t i = 0; i < M; i++) {
         const float *xr = x + i * ldx;
         float *yr = y + i * ldy;
         /* two passes in double: the mean first, then the centred variance */
         double mu = 0.0, var = 0.0;
-        for (int64_t c = 0; c < N; c++) mu += xr[c];
+        for (int64_t c = 0; c < N; c++)
+            mu += xr[c];
         mu /= (double)N;
-        for (int64_t c = 0; c < N; c++) var += ((double)xr[c] - mu) * ((double)xr[c] - mu);
+        for (int64_t c = 0; c < N; c++)
+            var += ((double)xr[c] - mu) * ((double)xr[c] - mu);
         var /= (double)N;
         float rs = (float)(1.0 / sqrt(var + (double)eps)), m = (float)mu;
         for (int64_t c = 0; c < N; c++) {
@@ -26,7 +28,8 @@ void attn__layernorm_forward(const float *x, int64_t ldx, int64_t M, int64_t N,
 }
 
 void attn__gelu_forward(float *x, int64_t n) {
-    for (int64_t i = 0; i < n; i++) x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f));
+    for (int64_t i = 0; i < n; i++)
+        x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f));
 }
 
 /* Backward of LayerNorm with the forward's saved mean and rstd. With
@@ -34,10 +37,9 @@ void attn__gelu_forward(float *x, int64_t n) {
  *   dx = rstd * (g - mean_c(g) - xhat * mean_c(g * xhat))
  *   dgamma += sum_rows dy * xhat,  dbeta += sum_rows dy
  * dgamma / dbeta are accumulated (zero them first); either may be NULL. */
-void attn__layernorm_backward(const float *x, int64_t ldx, int64_t M, int64_t N,
-                              const float *gamma, const float *mean, const float *rstd,
-                              const float *dy, int64_t lddy, float *dx, int64_t lddx,
-                              float *dgamma, float *dbeta) {
+void attn__layernorm_backward(const float *x, int64_t ldx, int64_t M, int64_t N, const float *gamma,
+                              const float *mean, const float *rstd, const float *dy, int64_t lddy,
+                              float *dx, int64_t lddx, float *dgamma, float *dbeta) {
     for (int64_t i = 0; i < M; i++) {
         const float *xr = x + i * ldx, *gr = dy + i * lddy;
         float *dr = dx + i * lddx;
