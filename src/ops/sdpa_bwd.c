@@ -17,8 +17,8 @@
  * work is split instead: dK, dV by key chunk, dQ by query strip (S and dP are
  * then computed twice). Nothing is shared between tasks and every sum runs
  * in the same order either way, so the gradients are bitwise the same for
- * any thread count. The one exception is a dmask that sums over heads or
- * batches of different tasks: then tasks run in a fixed order on one thread.
+ * any thread count, also for a dmask summed over broadcast heads or batches
+ * (its rows are then owned by the dQ strip tasks).
  * Tiles are classified like the forward's: empty skipped, full unmasked. */
 #include "ops/sdpa_bwd.h"
 
@@ -185,7 +185,7 @@ static void score_mods(const attn__sdpa_plan *p, int64_t b, int64_t h, int64_t i
     }
 }
 
-enum { DO_Q = 1, DO_KV = 2 }; /* what a strip walk accumulates */
+enum { DO_Q = 1, DO_KV = 2, DO_M = 4 }; /* what a strip walk accumulates: dQ, dK+dV, dmask */
 
 typedef struct strip {
     int64_t b, h, i0;
@@ -219,7 +219,7 @@ static void tile(const attn__sdpa_plan *p, const attn__sdpa_gplan *gp, const att
             }
     }
     kn->softmax_bwd(s, dp, n, mr, w->lse, w->di); /* s <- P, dp <- dS */
-    if (gp->dmask && (st->what & DO_KV)) {
+    if (gp->dmask && (st->what & DO_M)) {
         int64_t bm = gp->dmB > 1 ? b : 0, hm = gp->dmH > 1 ? h : 0;
         for (int r = 0; r < mr; r++) {
             float *dm = gp->dmask + attn__dmask_off(gp, bm, hm, i0 + r, 0);
@@ -325,13 +325,28 @@ static void run_strip(const attn__sdpa_plan *p, const attn__sdpa_gplan *gp,
 typedef struct task {
     int64_t b, h, i0, klo, khi;
     int what;
+    double cost; /* for scheduling only: heaviest first */
 } task;
+
+static int task_cmp(const void *x, const void *y) {
+    const task *a = x, *b = y;
+    if (a->cost != b->cost) return a->cost < b->cost ? 1 : -1;
+    /* a total order on the fields that identify a task (qsort is not stable) */
+    const int64_t ka[5] = {a->what, a->b, a->h, a->i0, a->klo};
+    const int64_t kb[5] = {b->what, b->b, b->h, b->i0, b->klo};
+    for (int k = 0; k < 5; k++)
+        if (ka[k] != kb[k]) return ka[k] < kb[k] ? -1 : 1;
+    return 0;
+}
 
 static void run_task(const attn__sdpa_plan *p, const attn__sdpa_gplan *gp,
                      const attn_bwd_kernels *kn, const task *t, float *wsp) {
     const bwd_ws w = ws_carve(p, wsp);
-    if (!(t->what & DO_KV)) { /* a dQ strip */
-        run_strip(p, gp, kn, t->b, t->h, t->i0, 0, p->S, DO_Q, &w);
+    if (!(t->what & DO_KV)) { /* a dQ strip, of one (b, h) or, b or h < 0, of all */
+        for (int64_t b = 0; b < p->B; b++)
+            for (int64_t h = 0; h < p->H; h++)
+                if ((t->b < 0 || t->b == b) && (t->h < 0 || t->h == h))
+                    run_strip(p, gp, kn, b, h, t->i0, 0, p->S, t->what, &w);
         return;
     }
     const int64_t hk = t->h;
@@ -363,22 +378,26 @@ attn_status attn_sdpa_backward(attn_ctx *ctx, const attn_sdpa_args *a, const att
 
     const attn_bwd_kernels *kn = attn__bwd_kernels();
     int nth = ctx->nthreads;
-    /* A dmask summed over heads or batches of different tasks: one thread,
-     * tasks in a fixed order, so the sum order is fixed. */
-    if (gp.dmask && ((gp.dmH == 1 && p.Hkv > 1) || (gp.dmB == 1 && p.B > 1))) nth = 1;
     /* Fused tasks (b, hk) do the least arithmetic. With fewer of them than
      * threads, split: dK, dV by (b, hk, key chunk) and dQ by query strip,
      * which recomputes S and dP once more (7 GEMM-like steps instead of 5)
-     * but keeps every thread busy. Both give bitwise the same gradients. */
+     * but keeps every thread busy. A dmask summed over heads or batches of
+     * different (b, hk) forces the split too (with 2+ threads): the dQ task
+     * of a strip then also owns the strip's dmask rows and sums them over
+     * (b, h) in the fused order. Every plan gives bitwise the same result. */
     int64_t nkv = p.B * p.Hkv, nck = 1;
-    int split = nth > 1 && nkv < nth && p.T > 0 && p.S > 0;
+    int msum = gp.dmask && ((gp.dmH == 1 && p.Hkv > 1) || (gp.dmB == 1 && p.B > 1));
+    int split = nth > 1 && (nkv < nth || msum) && p.T > 0 && p.S > 0;
     if (split) nck = ATTN_MAX(1, ATTN_MIN((2 * nth + nkv - 1) / nkv, p.S / (4 * ATTN_BBK)));
     int64_t nstrip = (p.T + ATTN_BMR - 1) / ATTN_BMR;
-    int64_t ntask = nkv * nck + (split ? p.B * p.H * nstrip : 0);
+    int64_t qB = msum && gp.dmB == 1 ? 1 : p.B, qH = msum && gp.dmH == 1 ? 1 : p.H;
+    int64_t ntask = nkv * nck + (split ? qB * qH * nstrip : 0);
     task *tasks = malloc((size_t)ATTN_MAX(ntask, 1) * sizeof *tasks);
     if (!tasks)
         return attn_ctx_fail(ctx, ATTN_E_NOMEM, "out of memory for %lld tasks", (long long)ntask);
     int64_t n = 0, chunk = (p.S + nck - 1) / nck;
+    int kvw = split ? (msum ? DO_KV : DO_KV | DO_M) : DO_Q | DO_KV | DO_M;
+    int qw = msum ? DO_Q | DO_M : DO_Q;
     for (int64_t b = 0; b < p.B; b++)
         for (int64_t hk = 0; hk < p.Hkv; hk++)
             for (int64_t c = 0; c < nck; c++)
@@ -387,11 +406,19 @@ attn_status attn_sdpa_backward(attn_ctx *ctx, const attn_sdpa_args *a, const att
                                     0,
                                     ATTN_MIN(c * chunk, p.S),
                                     ATTN_MIN((c + 1) * chunk, p.S),
-                                    split ? DO_KV : DO_Q | DO_KV};
-    for (int64_t b = 0; split && b < p.B; b++)
-        for (int64_t h = 0; h < p.H; h++)
+                                    kvw,
+                                    (double)p.group * p.T * ATTN_MIN(chunk, p.S) * 5.0};
+    for (int64_t b = 0; split && b < qB; b++)
+        for (int64_t h = 0; h < qH; h++)
             for (int64_t s = 0; s < nstrip; s++)
-                tasks[n++] = (task){b, h, s * ATTN_BMR, 0, p.S, DO_Q};
+                tasks[n++] = (task){qB == 1 && p.B > 1 ? -1 : b,
+                                    qH == 1 && p.H > 1 ? -1 : h,
+                                    s * ATTN_BMR,
+                                    0,
+                                    p.S,
+                                    qw,
+                                    (double)(p.B / qB) * (p.H / qH) * ATTN_BMR * p.S * 3.0};
+    qsort(tasks, (size_t)ntask, sizeof *tasks, task_cmp);
     nth = (int)ATTN_MAX(1, ATTN_MIN((int64_t)nth, ntask));
     if ((st = attn__ws_reserve(ctx, nth, ws_floats(&p) * sizeof(float)))) {
         free(tasks);
