@@ -4,7 +4,8 @@
  * A strip is ATTN_MR query rows of one (batch, head). It packs its queries
  * once (transposed, pre-scaled), then walks the keys it can see in blocks of
  * ATTN_BK, straight from the caller's K and V (a task runs up to ATTN_G
- * strips side by side so they share each block while it is in cache):
+ * strips side by side so they share each block while it is in cache; K and V
+ * traffic from memory falls by that factor):
  *   s = Q K^T (+ masks);  m' = max(m, rowmax(s));  alpha = exp(m - m')
  *   l' = l*alpha + rowsum(exp(s - m'));  O' = O*alpha + exp(s - m') V
  * and finally out = O / l, lse = m + log(l).
@@ -25,9 +26,11 @@
 #ifndef ATTN_BK
 #define ATTN_BK 128 /* keys per block; tiles never cross a multiple of BK */
 #endif
-#ifndef ATTN_G
-#define ATTN_G 2    /* strips per task, sharing each key block while it is in cache */
-#endif
+/* At most ATTN_G strips per task, sharing each key block while it is in
+ * cache, and no more than fit ATTN_G_BYTES of strip state (queries and
+ * output accumulators), so the strips and a key block stay in L2. */
+#define ATTN_G 16
+#define ATTN_G_BYTES (512 * 1024)
 
 typedef struct task {
     int64_t b, h, i0; /* first row */
@@ -91,9 +94,9 @@ static size_t strip_floats(const attn__sdpa_plan *p) {
            attn__round16(3 * ATTN_MR);
 }
 
-/* Workspace floats one thread needs: the score tile and ATTN_G strips. */
-static size_t ws_floats(const attn__sdpa_plan *p) {
-    return (size_t)ATTN_BK * ATTN_MR + ATTN_G * strip_floats(p);
+/* Workspace floats one thread needs: the score tile and gs strips. */
+static size_t ws_floats(const attn__sdpa_plan *p, int gs) {
+    return (size_t)ATTN_BK * ATTN_MR + (size_t)gs * strip_floats(p);
 }
 
 /* One (strip, key range) tile: scores, masks, online softmax, P*V. Only the
@@ -229,9 +232,10 @@ attn_status attn_sdpa_forward(attn_ctx *ctx, const attn_sdpa_args *a) {
 
     const attn_kernels *kn = attn__kernels();
     const int64_t nqb = (p.T + ATTN_MR - 1) / ATTN_MR; /* strips per (batch, head) */
-    /* Strips per task: ATTN_G for cache reuse, fewer when the threads would
-     * otherwise get under ~8 tasks each (results do not depend on this). */
-    int gs = ATTN_G;
+    /* Strips per task: as many as fit ATTN_G_BYTES, fewer when the threads
+     * would otherwise get under ~8 tasks each (results do not depend on this). */
+    size_t sb = strip_floats(&p) * sizeof(float);
+    int gs = (int)ATTN_MAX((size_t)1, ATTN_MIN((size_t)ATTN_G, ATTN_G_BYTES / sb));
     while (gs > 1 && ctx->nthreads > 1 && p.B * p.H * ((nqb + gs - 1) / gs) < 8 * ctx->nthreads)
         gs--;
     const int64_t tph = (nqb + gs - 1) / gs; /* tasks per (batch, head) */
@@ -259,7 +263,7 @@ attn_status attn_sdpa_forward(attn_ctx *ctx, const attn_sdpa_args *a) {
 
     int nth = (int)ATTN_MIN((int64_t)ctx->nthreads, ntask);
     if (nth < 1) nth = 1;
-    st = attn__ws_reserve(ctx, nth, ws_floats(&p) * sizeof(float));
+    st = attn__ws_reserve(ctx, nth, ws_floats(&p, gs) * sizeof(float));
     if (st) {
         free(tasks);
         return st;
