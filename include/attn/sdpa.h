@@ -85,8 +85,9 @@ typedef struct attn_sdpa_grads {
 /* Scaled dot-product attention, backward. `a` is the forward's arguments with
  * out and lse as the forward wrote them (same options, same dropout seed).
  * Probabilities are recomputed tile by tile from lse; nothing of size T x S is
- * allocated. Deterministic: same inputs and thread count give bitwise-equal
- * gradients. Rows with no visible key get zero gradients.
+ * allocated. Deterministic: same inputs give bitwise-equal gradients for any
+ * thread count (no atomics). Rows with no visible key get zero gradients;
+ * keys beyond kv_len[b] get zero dk and dv.
  * Returns ATTN_OK, ATTN_E_SHAPE, ATTN_E_LAYOUT, ATTN_E_DTYPE, ATTN_E_ARG,
  * ATTN_E_NOMEM. */
 ATTN_NODISCARD attn_status attn_sdpa_backward(attn_ctx *ctx, const attn_sdpa_args *a,
