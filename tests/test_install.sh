@@ -37,9 +37,12 @@ pc=$(find "$prefix" -name attn.pc | head -n 1)
 [ -n "$pc" ] || fail "attn.pc not installed"
 export PKG_CONFIG_PATH
 PKG_CONFIG_PATH=$(dirname "$pc")
-cflags=$(pkg-config --cflags attn) || fail "pkg-config --cflags attn failed"
-libs=$(pkg-config --libs attn) || fail "pkg-config --libs attn failed"
 libdir=$(pkg-config --variable=libdir attn)
+static=""
+[ -e "$libdir/libattn.so" ] || static="--static" # a static libattn needs Libs.private
+cflags=$(pkg-config --cflags attn) || fail "pkg-config --cflags attn failed"
+# shellcheck disable=SC2086
+libs=$(pkg-config $static --libs attn) || fail "pkg-config --libs attn failed"
 case "$libdir" in
     "$prefix"/*) ;;
     *) fail "attn.pc points at $libdir, not into the install prefix $prefix" ;;
