@@ -109,15 +109,8 @@ attn_status attn__recall_create(attn_ctx *ctx, const attn__recall_config *cfg, a
             r->tok[i] = normal(&g);
         for (int64_t i = 0; c->shift && i < r->V * E; i++)
             r->prev[i] = normal(&g);
-        /* sinusoidal start (Vaswani et al.), then learned: relative offsets
-         * such as "the previous token" are then a linear map of q and k,
-         * which the recall circuit needs in its first layer */
-        for (int64_t t = 0; t < T; t++)
-            for (int64_t e = 0; e < E; e += 2) {
-                double f = pow(10000.0, -(double)e / (double)E);
-                r->pos[t * E + e] = (float)sin((double)t * f);
-                if (e + 1 < E) r->pos[t * E + e + 1] = (float)cos((double)t * f);
-            }
+        for (int64_t i = 0; i < T * E; i++)
+            r->pos[i] = normal(&g);
     }
     for (int l = 0; ok && l < c->layers; l++) {
         block *b = &r->blk[l];
