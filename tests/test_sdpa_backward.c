@@ -259,6 +259,26 @@ static void test_exact_zeros(void **state) {
     assert_int_equal(run(&e, 0, 7002, "T=0"), 1);
 }
 
+/* NaN policy (as the forward's): a NaN in q_i makes dq_i and the dk, dv of
+ * every key row i sees NaN; the other rows' dq stay finite. Checked against
+ * the oracle, which must agree on where the non-finite values are. */
+static void test_nan_row(void **state) {
+    (void)state;
+    at_rng r = at_rng_for(7500);
+    at_case c = {.B = 1, .H = 2, .Hkv = 1, .T = 20, .S = 130, .D = 16, .Dv = 8};
+    at_sdpa x;
+    at_grads gr;
+    assert_int_equal(at_sdpa_build(&x, &c, &r), 0);
+    assert_int_equal(at_grads_alloc(&gr, &x.a, AT_BHTD, 0, &r), 0);
+    *at_f32(&x.a.q, 0, 1, 3, 5) = NAN;
+    assert_int_equal(at_sdpa_check_backward(g_ctx, &x.a, &gr, "NaN in q", r.seed), 1);
+    assert_true(isnan(*at_f32(&gr.g.dq, 0, 1, 3, 0)));
+    assert_true(isfinite(*at_f32(&gr.g.dq, 0, 1, 4, 0)));
+    assert_true(isnan(*at_f32(&gr.g.dk, 0, 0, 129, 0)));
+    at_grads_free(&gr);
+    at_sdpa_free(&x);
+}
+
 /* Central finite differences of the oracle's float64 forward loss
  * L = sum(dout * out) against the oracle backward, for q, k, v and the
  * float mask. Steps of ~1e-3 on O(1) inputs: the truncation error is
@@ -520,11 +540,17 @@ static void test_bad_input(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_lengths),          cmocka_unit_test(test_head_dims),
-        cmocka_unit_test(test_structural_masks), cmocka_unit_test(test_masks_and_dmask),
-        cmocka_unit_test(test_score_mods),       cmocka_unit_test(test_gqa_layouts),
-        cmocka_unit_test(test_exact_zeros),      cmocka_unit_test(test_oracle_finite_difference),
-        cmocka_unit_test(test_determinism),      cmocka_unit_test(test_bad_input),
+        cmocka_unit_test(test_lengths),
+        cmocka_unit_test(test_head_dims),
+        cmocka_unit_test(test_structural_masks),
+        cmocka_unit_test(test_masks_and_dmask),
+        cmocka_unit_test(test_score_mods),
+        cmocka_unit_test(test_gqa_layouts),
+        cmocka_unit_test(test_exact_zeros),
+        cmocka_unit_test(test_nan_row),
+        cmocka_unit_test(test_oracle_finite_difference),
+        cmocka_unit_test(test_determinism),
+        cmocka_unit_test(test_bad_input),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -87,7 +87,9 @@ typedef struct attn_sdpa_grads {
  * Probabilities are recomputed tile by tile from lse; nothing of size T x S is
  * allocated. Deterministic: same inputs give bitwise-equal gradients for any
  * thread count (no atomics). Rows with no visible key get zero gradients;
- * keys beyond kv_len[b] get zero dk and dv.
+ * keys beyond kv_len[b] get zero dk and dv. NaN/Inf: as in the forward, a
+ * non-finite value in row i's inputs makes dq_i and the dk, dv of the keys
+ * row i sees non-finite (and may reach masked keys of the same tile).
  * Returns ATTN_OK, ATTN_E_SHAPE, ATTN_E_LAYOUT, ATTN_E_DTYPE, ATTN_E_ARG,
  * ATTN_E_NOMEM. */
 ATTN_NODISCARD attn_status attn_sdpa_backward(attn_ctx *ctx, const attn_sdpa_args *a,
