@@ -453,11 +453,10 @@ static void test_vs_oracle(void **state) {
 /* The oracle's backward against central finite differences of
  * L = sum(dy * y) in float64: h = 1e-5 gives truncation ~h^2 and rounding
  * ~1e-16/h, both far below the 1e-6 relative bound. */
-static void test_oracle_fd(void **state) {
-    (void)state;
-    rng_state = g_seed;
-    int64_t B = 2, T = 5, S = 7, E = 12, H = 3, Hkv = 1, kdim = 5, vdim = 8, Dh = E / H;
-    int64_t KV = Hkv * Dh;
+static int oracle_fd(int64_t B, int64_t T, int64_t S, int64_t E, int64_t H, int64_t Hkv,
+                     int64_t kdim, int64_t vdim) {
+    rng_state = g_seed + (uint64_t)(T * 1000 + E);
+    int64_t Dh = E / H, KV = Hkv * Dh;
     struct naive_prob P = {B, T, S, E, H, Hkv, kdim, vdim, (float)(1.0 / sqrt((double)Dh)), 0, 0};
     float *mask = calloc((size_t)(B * H * T * S), sizeof *mask);
     for (int64_t i = 0; i < B * H * T * S; i++)
@@ -526,6 +525,17 @@ static void test_oracle_fd(void **state) {
     free(xq), free(xk), free(xv), free(dy), free(mask);
     free(o.q), free(o.k), free(o.v), free(o.p), free(o.o), free(o.y);
     free(o.dxq), free(o.dxk), free(o.dxv);
+    return fails;
+}
+
+static void test_oracle_fd(void **state) {
+    (void)state;
+    int fails = 0;
+    /* MQA cross-attention with kdim != vdim; head width 3; grouped heads
+     * (H=4, Hkv=2) with a single query over a few keys */
+    fails += oracle_fd(2, 5, 7, 12, 3, 1, 5, 8);
+    fails += oracle_fd(1, 9, 9, 15, 5, 5, 15, 15);
+    fails += oracle_fd(3, 1, 4, 8, 4, 2, 3, 3);
     assert_int_equal(fails, 0);
 }
 
