@@ -127,8 +127,9 @@ static int check(const char *what, const mcase *c, const float *got, const float
                         "max err %.3g > tol %.3g (naive fp32 %.3g); first mismatch [%lld]: "
                         "got %.9g want %.9g\n",
                         (unsigned long long)g_seed, (long long)c->B, (long long)c->T,
-                        (long long)c->S, (long long)c->E, (long long)c->H, (long long)c->Hkv,
-                        c->mode, what, eg, tol, en, (long long)i, (double)got[i], ref[i]);
+                        (long long)c->S, (long long)c->E, (long long)c->H,
+                        (long long)(c->Hkv ? c->Hkv : c->H), c->mode, what, eg, tol, en,
+                        (long long)i, (double)got[i], ref[i]);
             break;
         }
     return 1;
