@@ -100,11 +100,15 @@ class TorchRunner:
         return statistics.median(wall), statistics.median(cpu)
 
 
-def run_attn(attn, path, threads, runs):
+def run_attn(attn, path, threads, runs, coretype=None):
     """Median wall and CPU seconds of one embed of the file (after a warm-up)."""
+    env = dict(os.environ)
+    if coretype:
+        env["OPENBLAS_CORETYPE"] = coretype
     # --bench R: one untimed run (it prints the embeddings), then R timed runs
     r = subprocess.run([attn, "embed", "--threads", str(threads), "--input", path,
-                        "--bench", str(runs)], capture_output=True, text=True, check=True)
+                        "--bench", str(runs)], capture_output=True, text=True, check=True,
+                       env=env)
     m = re.search(r"median ([0-9.]+) ms over \d+ runs \(CPU ([0-9.]+) ms\)", r.stderr)
     if not m:
         raise SystemExit("unexpected output from attn embed --bench: " + r.stderr)
@@ -118,10 +122,14 @@ def main():
     ap.add_argument("--runs", type=int, default=10, help="timed runs per round")
     ap.add_argument("--rounds", type=int, default=3,
                     help="alternate attn and PyTorch this many times (shared machines drift)")
+    ap.add_argument("--openblas-coretype", default=None,
+                    help="run attn with OPENBLAS_CORETYPE set to this (e.g. SKYLAKEX for the "
+                         "AVX-512 kernels on a CPU the installed OpenBLAS does not recognise)")
     args = ap.parse_args()
     torch_runner = TorchRunner(args.threads)
-    print("threads %d; per case: median over %d rounds of the median of %d runs" % (
-        args.threads, args.rounds, args.runs))
+    print("threads %d; per case: median over %d rounds of the median of %d runs%s" % (
+        args.threads, args.rounds, args.runs,
+        "; attn with OPENBLAS_CORETYPE=" + args.openblas_coretype if args.openblas_coretype else ""))
     print("%-32s %10s %10s %8s %8s" % ("case (texts/s, wall)", "attn", "PyTorch", "speedup",
                                        "CPU-time"))
     for name, texts in (("short: 32 sentences, 1 batch", SHORT),
@@ -132,7 +140,7 @@ def main():
         at, pt = [], []
         try:
             for _ in range(args.rounds):
-                at.append(run_attn(args.attn, path, args.threads, args.runs))
+                at.append(run_attn(args.attn, path, args.threads, args.runs, args.openblas_coretype))
                 pt.append(torch_runner.run(texts, args.runs))
         finally:
             os.unlink(path)
