@@ -129,6 +129,38 @@ static void test_masks(void **state) {
     assert_int_equal(fails, 0);
 }
 
+/* Stride 0 broadcasts: a [B,H,T,S] mask view whose T stride is 0 (one
+ * key-padding row per batch and head, read by every query), and one whose B
+ * and H strides are 0 (one [T,S] mask for all). */
+static void test_mask_stride0(void **state) {
+    (void)state;
+    int fails = 0;
+    for (int k = 0; k < 4; k++) {
+        at_case c = {.B = 2,
+                     .H = 2,
+                     .T = 65,
+                     .S = 257,
+                     .D = 40,
+                     .mask_bcast = AT_MASK_BHTS,
+                     .mask_dtype = k & 1 ? ATTN_BOOL : ATTN_F32,
+                     .mask_ninf = 0.2f,
+                     .causal = k >= 2,
+                     .align = ATTN_ALIGN_BOTTOM_RIGHT};
+        at_rng r = at_rng_for(13500 + (uint64_t)k);
+        at_sdpa x;
+        assert_int_equal(at_sdpa_build(&x, &c, &r), 0);
+        attn_tensor *m = &x.a.mask;
+        if (k % 2 == 0) {
+            m->stride[2] = 0; /* every query row reads row 0 */
+        } else {
+            m->stride[0] = 0, m->stride[1] = 0;
+        }
+        fails += !at_sdpa_check_forward(g_ctx, &x.a, &x.out, &x.lse, "mask stride 0", r.seed);
+        at_sdpa_free(&x);
+    }
+    assert_int_equal(fails, 0);
+}
+
 static void test_alibi_softcap(void **state) {
     (void)state;
     int fails = 0;
@@ -206,10 +238,10 @@ static void test_dropout(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_causal),        cmocka_unit_test(test_windows),
-        cmocka_unit_test(test_kv_len),        cmocka_unit_test(test_masks),
-        cmocka_unit_test(test_alibi_softcap), cmocka_unit_test(test_combined),
-        cmocka_unit_test(test_dropout),
+        cmocka_unit_test(test_causal),       cmocka_unit_test(test_windows),
+        cmocka_unit_test(test_kv_len),       cmocka_unit_test(test_masks),
+        cmocka_unit_test(test_mask_stride0), cmocka_unit_test(test_alibi_softcap),
+        cmocka_unit_test(test_combined),     cmocka_unit_test(test_dropout),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
