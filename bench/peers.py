@@ -14,6 +14,7 @@ that computes the masked half of a causal problem shows it as lower GFLOP/s.
     python3 bench/peers.py                # default grid
     python3 bench/peers.py --T 4096 --D 64 128 --causal 0 1 --threads 1 2 --json
     python3 bench/peers.py --cpu-time     # on a busy machine
+    ATEN_CPU_CAPABILITY=avx2 python3 bench/peers.py   # PyTorch limited to AVX2 as attn is
 """
 import argparse
 import ctypes
@@ -95,7 +96,11 @@ def torch_runner():
                 return F.scaled_dot_product_attention(q, k, v, is_causal=bool(c["causal"]))
             return median_time(f, reps, c["threads"])
 
-    return run, "PyTorch %s" % torch.__version__
+    try:  # ATen uses AVX-512 where the CPU has it; ATEN_CPU_CAPABILITY=avx2 limits it
+        cap = torch.backends.cpu.get_cpu_capability()
+    except Exception:
+        cap = "?"
+    return run, "PyTorch %s (ATen CPU capability: %s)" % (torch.__version__, cap)
 
 
 # ---- ggml (ctypes over the libggml-python wheel) ----------------------------
