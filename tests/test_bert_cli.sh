@@ -159,4 +159,34 @@ else
     echo "FAIL: --input lines differ from arguments"; fails=$((fails + 1))
 fi
 
+# stdin as the input file
+if printf 'hello\n\nworld\n' | "$ATTN" embed "${M[@]}" --input - | cmp -s - "$tmp/args.out"; then
+    echo "ok    --input - reads stdin"
+else
+    echo "FAIL: --input - differs from arguments"; fails=$((fails + 1))
+fi
+
+# similarity: labelled rows and columns, the cosines of the embeddings
+"$ATTN" similarity "${M[@]}" "hello worlds." "world" "hello worlds." > "$tmp/sim.txt"
+"$ATTN" embed "${M[@]}" "hello worlds." "world" > "$tmp/e.jsonl"
+if python3 - "$tmp/sim.txt" "$tmp/e.jsonl" <<'PY'
+import json, math, sys
+lines = open(sys.argv[1], encoding="utf-8").read().split("\n")
+assert "  [1] hello worlds." in lines and "  [2] world" in lines, lines
+head = [l for l in lines if l.split()[:3] == ["[1]", "[2]", "[3]"]]
+assert len(head) == 1, lines
+rows = {l.split()[0]: [float(v) for v in l.split()[1:]] for l in lines
+        if l.strip().startswith("[") and len(l.split()) == 4}
+a, b = [json.loads(l) for l in open(sys.argv[2])]
+cos = sum(x * y for x, y in zip(a, b)) / math.sqrt(sum(x * x for x in a) * sum(y * y for y in b))
+m = [rows["[%d]" % i] for i in (1, 2, 3)]
+assert all(abs(m[i][i] - 1) < 1e-3 for i in range(3)), m
+assert abs(m[0][2] - 1) < 1e-3 and abs(m[0][1] - cos) < 1e-3 and m[0][1] == m[1][0], (m, cos)
+PY
+then
+    echo "ok    similarity matrix: labels, diagonal 1, the embeddings' cosine"
+else
+    echo "FAIL: similarity output"; cat "$tmp/sim.txt"; fails=$((fails + 1))
+fi
+
 [ "$fails" = 0 ] || { echo "$fails failure(s)"; exit 1; }
