@@ -42,8 +42,10 @@ typedef struct attn_kernels {
 
     /* FMA peak probe for `attn bench`: `iters` rounds of independent
      * multiply-add chains held in registers (enough chains to cover the FMA
-     * latency times its throughput), with this family's instructions. Returns
-     * the floating-point operations done (2 per lane per FMA); *sink gets a
+     * latency times its throughput), with this family's instructions (fused
+     * where the family has FMA, a multiply and an add where it does not).
+     * Returns the floating-point operations done (2 per lane per multiply-add);
+     * *sink gets a
      * value that depends on every chain so no work can be elided. */
     double (*peak_fma)(int64_t iters, float *sink);
 } attn_kernels;

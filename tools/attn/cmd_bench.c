@@ -235,7 +235,8 @@ static void usage(FILE *f) {
             "\n"
             "Without shape options the default grid runs T=S in {512, 1024, 2048, 4096},\n"
             "D=Dv in {64, 128}, causal and not, on 1 thread and on all threads, B=1 H=8.\n"
-            "The kernel family can be forced with ATTN_ARCH=scalar|avx2.\n"
+            "The kernel family can be forced with ATTN_ARCH=scalar|avx2 (the scalar\n"
+            "kernels run at a few GFLOP/s: give them a small shape, not the grid).\n"
             "Exit status: 0 ok, 1 runtime failure, 2 bad usage.\n");
 }
 
