@@ -45,8 +45,7 @@ typedef struct attn_kernels {
      * latency times its throughput), with this family's instructions (fused
      * where the family has FMA, a multiply and an add where it does not).
      * Returns the floating-point operations done (2 per lane per multiply-add);
-     * *sink gets a
-     * value that depends on every chain so no work can be elided. */
+     * *sink gets a value that depends on every chain so no work is elided. */
     double (*peak_fma)(int64_t iters, float *sink);
 } attn_kernels;
 
