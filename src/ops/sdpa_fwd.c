@@ -50,23 +50,26 @@ static int task_cmp(const void *x, const void *y) {
  * boolean mask and the structural interval on keys [ea, eb) (the part of the
  * tile that lies in an edge band; ea >= eb when the tile is full). Score of
  * row r, key j (ca <= j < cb) lives at s[(j - ca)*MR + r]. */
-static void score_mods(const attn__sdpa_plan *p, int64_t b, int64_t h, int64_t i0, int mr,
-                       float *s, int64_t ca, int64_t cb, const int64_t *lo, const int64_t *hi,
-                       int64_t ea, int64_t eb) {
+static void score_mods(const attn__sdpa_plan *p, int64_t b, int64_t h, int64_t i0, int mr, float *s,
+                       int64_t ca, int64_t cb, const int64_t *lo, const int64_t *hi, int64_t ea,
+                       int64_t eb) {
     for (int r = 0; r < mr; r++) {
         int64_t i = i0 + r, pos = i + p->shift;
         float *sr = s + r - ca * ATTN_MR; /* sr[j*MR] is key j */
         if (p->softcap > 0.0f) {
             float c = p->softcap, ic = 1.0f / p->softcap;
-            for (int64_t j = ca; j < cb; j++) sr[j * ATTN_MR] = c * tanhf(sr[j * ATTN_MR] * ic);
+            for (int64_t j = ca; j < cb; j++)
+                sr[j * ATTN_MR] = c * tanhf(sr[j * ATTN_MR] * ic);
         }
         if (p->mask_kind == ATTN__MASK_FLOAT) {
             const float *m = (const float *)p->mask + attn__mask_off(p, b, h, i, 0);
-            for (int64_t j = ca; j < cb; j++) sr[j * ATTN_MR] += m[j];
+            for (int64_t j = ca; j < cb; j++)
+                sr[j * ATTN_MR] += m[j];
         }
         if (p->alibi) {
             float sl = p->alibi[h];
-            for (int64_t j = ca; j < cb; j++) sr[j * ATTN_MR] -= sl * (float)llabs(pos - j);
+            for (int64_t j = ca; j < cb; j++)
+                sr[j * ATTN_MR] -= sl * (float)llabs(pos - j);
         }
         if (p->mask_kind == ATTN__MASK_BOOL) {
             const uint8_t *m = (const uint8_t *)p->mask + attn__mask_off(p, b, h, i, 0);
@@ -81,9 +84,9 @@ static void score_mods(const attn__sdpa_plan *p, int64_t b, int64_t h, int64_t i
 /* One strip's state inside a task. */
 typedef struct strip {
     int64_t i0;
-    int mr, live;     /* rows in use; live: some row sees a key */
-    int64_t cuts[4];  /* parts [cuts[p], cuts[p+1]): edge, full middle, edge */
-    int split;        /* the middle part is full (no per-element mask) */
+    int mr, live;    /* rows in use; live: some row sees a key */
+    int64_t cuts[4]; /* parts [cuts[p], cuts[p+1]): edge, full middle, edge */
+    int split;       /* the middle part is full (no per-element mask) */
     int64_t lo[ATTN_MR], hi[ATTN_MR];
     float *qt, *ot, *m, *l, *alpha;
 } strip;
@@ -114,8 +117,10 @@ static void tile(const attn__sdpa_plan *p, const attn_kernels *kn, int64_t b, in
     int64_t ea = ca, eb = cb;
     if (st->split) {
         int64_t e1 = ATTN_MIN(cb, st->cuts[1]), e2 = ATTN_MAX(ca, st->cuts[2]);
-        if (e1 <= ca) ea = e2;          /* no left edge here: right edge only */
-        else if (e2 >= cb) eb = e1;     /* no right edge here: left edge only */
+        if (e1 <= ca)
+            ea = e2; /* no left edge here: right edge only */
+        else if (e2 >= cb)
+            eb = e1; /* no right edge here: left edge only */
         /* else both edges: mask all of [ca, cb) (a tile wider than the middle) */
     }
     if (mods || ea < eb) score_mods(p, b, h, st->i0, st->mr, s, ca, cb, st->lo, st->hi, ea, eb);
@@ -183,7 +188,8 @@ static void strip_finish(const attn__sdpa_plan *p, int64_t b, int64_t h, const s
             memset(dst, 0, (size_t)Dv * sizeof(float));
         } else {
             float inv = 1.0f / st->l[r];
-            for (int c = 0; c < Dv; c++) dst[c] = src[(size_t)c * ATTN_MR] * inv;
+            for (int c = 0; c < Dv; c++)
+                dst[c] = src[(size_t)c * ATTN_MR] * inv;
         }
         if (p->lse) {
             float *le = p->lse + b * p->ls[0] + h * p->ls[1] + i * p->ls[2];
@@ -219,7 +225,8 @@ static void run_task(const attn__sdpa_plan *p, const attn_kernels *kn, const tas
             if (ca < cb) tile(p, kn, b, h, sg, ca, cb, s);
         }
     }
-    for (int g = 0; g < t->ns; g++) strip_finish(p, b, h, &st[g]);
+    for (int g = 0; g < t->ns; g++)
+        strip_finish(p, b, h, &st[g]);
 }
 
 attn_status attn_sdpa_forward(attn_ctx *ctx, const attn_sdpa_args *a) {
@@ -269,7 +276,8 @@ attn_status attn_sdpa_forward(attn_ctx *ctx, const attn_sdpa_args *a) {
         return st;
     }
     if (nth == 1) {
-        for (int64_t t = 0; t < ntask; t++) run_task(&p, kn, &tasks[t], attn__ws_get(ctx, 0));
+        for (int64_t t = 0; t < ntask; t++)
+            run_task(&p, kn, &tasks[t], attn__ws_get(ctx, 0));
     } else {
 #pragma omp parallel for num_threads(nth) schedule(dynamic, 1)
         for (int64_t t = 0; t < ntask; t++)

@@ -112,7 +112,9 @@ typedef struct bench_case {
     int causal, threads, backward;
 } bench_case;
 
-static void *xcalloc(size_t n) { return calloc(n ? n : 1, sizeof(float)); }
+static void *xcalloc(size_t n) {
+    return calloc(n ? n : 1, sizeof(float));
+}
 
 /* Time one case; returns 0, 1 on a runtime failure, or 3 when the pass is
  * not available in this build (reported, then skipped). */
@@ -204,40 +206,39 @@ done:
 }
 
 static void usage(FILE *f) {
-    fprintf(f,
-            "usage: attn bench [options]\n"
-            "\n"
-            "Measures this machine's fp32 FMA peak with the kernels in use (independent\n"
-            "FMA chains in registers; best of 15 trials, once per thread count), then the\n"
-            "median time of each attention case, its GFLOP/s and its %% of that peak.\n"
-            "FLOPs: forward 2*B*H*T*S*(D+Dv) over the unmasked area only (causal counts\n"
-            "about half); backward 2.5x the forward. Inputs are uniform in [-1, 1).\n"
-            "\n"
-            "options:\n"
-            "  --json         one JSON object per case (pass, arch, clock, B, H, T, S,\n"
-            "                 D, Dv, causal, threads, reps, ms, gflops, peak_gflops,\n"
-            "                 pct_peak) instead of a table\n"
-            "  --threads N    threads (default: the grid runs 1 and all; a single case\n"
-            "                 runs all; ATTN_NUM_THREADS sets 'all')\n"
-            "  --causal       causal mask (top-left); with the grid, only its causal cases\n"
-            "  --B b --H h --T t --S s --D d --Dv dv\n"
-            "                 one case of this shape (defaults B=1 H=8 T=S=1024 D=Dv=64;\n"
-            "                 S defaults to T, Dv to D)\n"
-            "  --reps n       timed runs per case (default: at least 3, more up to\n"
-            "                 ~1 s per case, at most 50)\n"
-            "  --backward     time attn_sdpa_backward instead of the forward\n"
-            "  --cpu-time     time with the process's CPU time divided by the thread\n"
-            "                 count instead of the wall clock (peak and cases alike):\n"
-            "                 on a shared machine it leaves out the time other\n"
-            "                 processes held the cores; idle or spinning threads still\n"
-            "                 count\n"
-            "  --help         this text\n"
-            "\n"
-            "Without shape options the default grid runs T=S in {512, 1024, 2048, 4096},\n"
-            "D=Dv in {64, 128}, causal and not, on 1 thread and on all threads, B=1 H=8.\n"
-            "The kernel family can be forced with ATTN_ARCH=scalar|avx2 (the scalar\n"
-            "kernels run at a few GFLOP/s: give them a small shape, not the grid).\n"
-            "Exit status: 0 ok, 1 runtime failure, 2 bad usage.\n");
+    fprintf(f, "usage: attn bench [options]\n"
+               "\n"
+               "Measures this machine's fp32 FMA peak with the kernels in use (independent\n"
+               "FMA chains in registers; best of 15 trials, once per thread count), then the\n"
+               "median time of each attention case, its GFLOP/s and its %% of that peak.\n"
+               "FLOPs: forward 2*B*H*T*S*(D+Dv) over the unmasked area only (causal counts\n"
+               "about half); backward 2.5x the forward. Inputs are uniform in [-1, 1).\n"
+               "\n"
+               "options:\n"
+               "  --json         one JSON object per case (pass, arch, clock, B, H, T, S,\n"
+               "                 D, Dv, causal, threads, reps, ms, gflops, peak_gflops,\n"
+               "                 pct_peak) instead of a table\n"
+               "  --threads N    threads (default: the grid runs 1 and all; a single case\n"
+               "                 runs all; ATTN_NUM_THREADS sets 'all')\n"
+               "  --causal       causal mask (top-left); with the grid, only its causal cases\n"
+               "  --B b --H h --T t --S s --D d --Dv dv\n"
+               "                 one case of this shape (defaults B=1 H=8 T=S=1024 D=Dv=64;\n"
+               "                 S defaults to T, Dv to D)\n"
+               "  --reps n       timed runs per case (default: at least 3, more up to\n"
+               "                 ~1 s per case, at most 50)\n"
+               "  --backward     time attn_sdpa_backward instead of the forward\n"
+               "  --cpu-time     time with the process's CPU time divided by the thread\n"
+               "                 count instead of the wall clock (peak and cases alike):\n"
+               "                 on a shared machine it leaves out the time other\n"
+               "                 processes held the cores; idle or spinning threads still\n"
+               "                 count\n"
+               "  --help         this text\n"
+               "\n"
+               "Without shape options the default grid runs T=S in {512, 1024, 2048, 4096},\n"
+               "D=Dv in {64, 128}, causal and not, on 1 thread and on all threads, B=1 H=8.\n"
+               "The kernel family can be forced with ATTN_ARCH=scalar|avx2 (the scalar\n"
+               "kernels run at a few GFLOP/s: give them a small shape, not the grid).\n"
+               "Exit status: 0 ok, 1 runtime failure, 2 bad usage.\n");
 }
 
 static int parse_args(int argc, char **argv, bench_opts *o) {
@@ -258,18 +259,19 @@ static int parse_args(int argc, char **argv, bench_opts *o) {
         } else if (!strcmp(s, "--cpu-time")) {
             o->cpu_time = 1;
         } else {
-            static const char *names[] = {"--threads", "--B", "--H", "--T", "--S",
-                                          "--D", "--Dv", "--reps"};
+            static const char *names[] = {"--threads", "--B", "--H",  "--T",
+                                          "--S",       "--D", "--Dv", "--reps"};
             long *dst[] = {NULL, &o->B, &o->H, &o->T, &o->S, &o->D, &o->Dv, &o->reps};
             int which = -1;
             for (int w = 0; w < 8; w++)
                 if (!strcmp(s, names[w])) which = w;
-            if (which < 0) return attn_cli_error(2, "unknown option '%s' (see attn bench --help)", s);
+            if (which < 0)
+                return attn_cli_error(2, "unknown option '%s' (see attn bench --help)", s);
             if (i + 1 >= argc) return attn_cli_error(2, "option %s needs a value", s);
             long v;
             if (attn_cli_parse_long(argv[++i], &v) || v < 1 || v > (1L << 24))
-                return attn_cli_error(2, "option %s needs a whole number in [1, 16777216], got '%s'",
-                                      s, argv[i]);
+                return attn_cli_error(
+                    2, "option %s needs a whole number in [1, 16777216], got '%s'", s, argv[i]);
             if (which == 0) {
                 if (v > 4096) return attn_cli_error(2, "--threads %ld is more than 4096", v);
                 o->threads = (int)v;
@@ -285,7 +287,8 @@ static int parse_args(int argc, char **argv, bench_opts *o) {
         double elems = (double)o->B * (double)o->H * (double)BENCH_MAX(o->T, o->S) *
                        (double)BENCH_MAX(o->D, o->Dv);
         if (elems > 4e9)
-            return attn_cli_error(2, "case too large: B*H*max(T,S)*max(D,Dv) = %.0f elements", elems);
+            return attn_cli_error(2, "case too large: B*H*max(T,S)*max(D,Dv) = %.0f elements",
+                                  elems);
     }
     return 0;
 }
@@ -311,18 +314,19 @@ int attn_cmd_bench(int argc, char **argv) {
             for (int di = 0; di < 2; di++)
                 for (int c = o.causal; c < 2; c++) /* --causal: causal cases only */
                     for (int t = 0; t < 4; t++)
-                        cases[ncase++] = (bench_case){o.B, o.H, Ts[t], Ts[t], Ds[di], Ds[di],
-                                                      c, tl[ti], o.backward};
+                        cases[ncase++] = (bench_case){o.B,    o.H, Ts[t],  Ts[t],     Ds[di],
+                                                      Ds[di], c,   tl[ti], o.backward};
     } else {
-        cases[ncase++] = (bench_case){o.B, o.H, o.T, o.S, o.D, o.Dv, o.causal,
-                                      o.threads ? o.threads : all, o.backward};
+        cases[ncase++] = (bench_case){
+            o.B, o.H, o.T, o.S, o.D, o.Dv, o.causal, o.threads ? o.threads : all, o.backward};
     }
 
     peak_entry peaks[64];
     int npeak = 0;
     const char *arch = attn_arch_name();
     /* the peaks first, before any case heats the machine differently */
-    for (int i = 0; i < ncase; i++) peak_for(peaks, &npeak, cases[i].threads);
+    for (int i = 0; i < ncase; i++)
+        peak_for(peaks, &npeak, cases[i].threads);
     if (!o.json) {
         printf("kernels: %s   threads available: %d   clock: %s\n", arch, all,
                o.cpu_time ? "process CPU time / threads" : "wall");
@@ -346,11 +350,12 @@ int attn_cmd_bench(int argc, char **argv) {
         double pk = peak_for(peaks, &npeak, c->threads);
         const char *pass = c->backward ? "backward" : "forward";
         if (o.json)
-            printf("{\"pass\":\"%s\",\"arch\":\"%s\",\"clock\":\"%s\",\"B\":%ld,\"H\":%ld,\"T\":%ld,\"S\":%ld,"
+            printf("{\"pass\":\"%s\",\"arch\":\"%s\",\"clock\":\"%s\",\"B\":%ld,\"H\":%ld,\"T\":%"
+                   "ld,\"S\":%ld,"
                    "\"D\":%ld,\"Dv\":%ld,\"causal\":%s,\"threads\":%d,\"reps\":%ld,\"ms\":%.3f,"
                    "\"gflops\":%.2f,\"peak_gflops\":%.2f,\"pct_peak\":%.1f}\n",
-                   pass, arch, o.cpu_time ? "cpu" : "wall", c->B, c->H, c->T, c->S, c->D, c->Dv, c->causal ? "true" : "false",
-                   c->threads, n, ms, gf, pk, 100.0 * gf / pk);
+                   pass, arch, o.cpu_time ? "cpu" : "wall", c->B, c->H, c->T, c->S, c->D, c->Dv,
+                   c->causal ? "true" : "false", c->threads, n, ms, gf, pk, 100.0 * gf / pk);
         else
             printf("%-8s %3ld %3ld %6ld %6ld %4ld %4ld %-6s %3d %5ld %10.2f %9.1f %6.1f%%\n", pass,
                    c->B, c->H, c->T, c->S, c->D, c->Dv, c->causal ? "yes" : "no", c->threads, n, ms,

@@ -39,9 +39,11 @@ static void pack_q_avx2(const float *q, int64_t qs, int mr, int D, float scale, 
     for (int r = 0; r < ATTN_MR; r++) {
         if (r < mr) {
             const float *qr = q + (int64_t)r * qs;
-            for (int d = 0; d < D; d++) qt[d * ATTN_MR + r] = scale * qr[d];
+            for (int d = 0; d < D; d++)
+                qt[d * ATTN_MR + r] = scale * qr[d];
         } else {
-            for (int d = 0; d < D; d++) qt[d * ATTN_MR + r] = 0.0f;
+            for (int d = 0; d < D; d++)
+                qt[d * ATTN_MR + r] = 0.0f;
         }
     }
 }
@@ -112,7 +114,8 @@ static void softmax_avx2(float *s, int n, float *m, float *l, float *alpha) {
     /* all-ones bits: a NaN poisons its row */
     mx0 = _mm256_or_ps(mx0, nan0), mx1 = _mm256_or_ps(mx1, nan1), mx2 = _mm256_or_ps(mx2, nan2);
     const __m256 ninf = _mm256_set1_ps(-INFINITY);
-    const __m256 em0 = _mm256_cmp_ps(mx0, ninf, _CMP_EQ_OQ), em1 = _mm256_cmp_ps(mx1, ninf, _CMP_EQ_OQ);
+    const __m256 em0 = _mm256_cmp_ps(mx0, ninf, _CMP_EQ_OQ),
+                 em1 = _mm256_cmp_ps(mx1, ninf, _CMP_EQ_OQ);
     const __m256 em2 = _mm256_cmp_ps(mx2, ninf, _CMP_EQ_OQ);
     /* empty columns subtract 0: exp(-inf - 0) = 0 keeps them empty */
     const __m256 ms0 = _mm256_andnot_ps(em0, mx0), ms1 = _mm256_andnot_ps(em1, mx1);
@@ -124,7 +127,8 @@ static void softmax_avx2(float *s, int n, float *m, float *l, float *alpha) {
         __m256 e1 = exp_avx2(_mm256_sub_ps(_mm256_load_ps(x + 8), ms1));
         __m256 e2 = exp_avx2(_mm256_sub_ps(_mm256_load_ps(x + 16), ms2));
         _mm256_store_ps(x, e0), _mm256_store_ps(x + 8, e1), _mm256_store_ps(x + 16, e2);
-        sum0 = _mm256_add_ps(sum0, e0), sum1 = _mm256_add_ps(sum1, e1), sum2 = _mm256_add_ps(sum2, e2);
+        sum0 = _mm256_add_ps(sum0, e0), sum1 = _mm256_add_ps(sum1, e1),
+        sum2 = _mm256_add_ps(sum2, e2);
     }
     const __m256 one = _mm256_set1_ps(1.0f);
 #define ATTN_FINISH(v, mo, mx, ms, em, sum)                                                        \
@@ -151,12 +155,18 @@ static void pv_avx2(const float *p, int n, const float *v, int64_t vs, int Dv, c
     int c = 0;
     for (; c + 4 <= Dv; c += 4) {
         float *o = ot + (size_t)c * ATTN_MR;
-        __m256 c00 = _mm256_mul_ps(al0, _mm256_load_ps(o)), c01 = _mm256_mul_ps(al1, _mm256_load_ps(o + 8));
-        __m256 c02 = _mm256_mul_ps(al2, _mm256_load_ps(o + 16)), c10 = _mm256_mul_ps(al0, _mm256_load_ps(o + 24));
-        __m256 c11 = _mm256_mul_ps(al1, _mm256_load_ps(o + 32)), c12 = _mm256_mul_ps(al2, _mm256_load_ps(o + 40));
-        __m256 c20 = _mm256_mul_ps(al0, _mm256_load_ps(o + 48)), c21 = _mm256_mul_ps(al1, _mm256_load_ps(o + 56));
-        __m256 c22 = _mm256_mul_ps(al2, _mm256_load_ps(o + 64)), c30 = _mm256_mul_ps(al0, _mm256_load_ps(o + 72));
-        __m256 c31 = _mm256_mul_ps(al1, _mm256_load_ps(o + 80)), c32 = _mm256_mul_ps(al2, _mm256_load_ps(o + 88));
+        __m256 c00 = _mm256_mul_ps(al0, _mm256_load_ps(o)),
+               c01 = _mm256_mul_ps(al1, _mm256_load_ps(o + 8));
+        __m256 c02 = _mm256_mul_ps(al2, _mm256_load_ps(o + 16)),
+               c10 = _mm256_mul_ps(al0, _mm256_load_ps(o + 24));
+        __m256 c11 = _mm256_mul_ps(al1, _mm256_load_ps(o + 32)),
+               c12 = _mm256_mul_ps(al2, _mm256_load_ps(o + 40));
+        __m256 c20 = _mm256_mul_ps(al0, _mm256_load_ps(o + 48)),
+               c21 = _mm256_mul_ps(al1, _mm256_load_ps(o + 56));
+        __m256 c22 = _mm256_mul_ps(al2, _mm256_load_ps(o + 64)),
+               c30 = _mm256_mul_ps(al0, _mm256_load_ps(o + 72));
+        __m256 c31 = _mm256_mul_ps(al1, _mm256_load_ps(o + 80)),
+               c32 = _mm256_mul_ps(al2, _mm256_load_ps(o + 88));
         const float *vj = v + c, *a = p;
         for (int j = 0; j < n; j++, vj += vs, a += ATTN_MR) {
             __m256 a0 = _mm256_load_ps(a), a1 = _mm256_load_ps(a + 8), a2 = _mm256_load_ps(a + 16);
@@ -184,7 +194,8 @@ static void pv_avx2(const float *p, int n, const float *v, int64_t vs, int Dv, c
     }
     for (; c < Dv; c++) {
         float *o = ot + (size_t)c * ATTN_MR;
-        __m256 c0 = _mm256_mul_ps(al0, _mm256_load_ps(o)), c1 = _mm256_mul_ps(al1, _mm256_load_ps(o + 8));
+        __m256 c0 = _mm256_mul_ps(al0, _mm256_load_ps(o)),
+               c1 = _mm256_mul_ps(al1, _mm256_load_ps(o + 8));
         __m256 c2 = _mm256_mul_ps(al2, _mm256_load_ps(o + 16));
         const float *vj = v + c, *a = p;
         for (int j = 0; j < n; j++, vj += vs, a += ATTN_MR) {

@@ -6,7 +6,8 @@
 
 static void pack_q_scalar(const float *q, int64_t qs, int mr, int D, float scale, float *qt) {
     for (int d = 0; d < D; d++)
-        for (int r = 0; r < ATTN_MR; r++) qt[d * ATTN_MR + r] = r < mr ? scale * q[r * qs + d] : 0.0f;
+        for (int r = 0; r < ATTN_MR; r++)
+            qt[d * ATTN_MR + r] = r < mr ? scale * q[r * qs + d] : 0.0f;
 }
 
 static void qk_scalar(const float *qt, const float *k, int64_t ks, int n, int D, float *s) {
@@ -15,7 +16,8 @@ static void qk_scalar(const float *qt, const float *k, int64_t ks, int n, int D,
         float acc[ATTN_MR] = {0};
         for (int d = 0; d < D; d++) {
             float b = kj[d];
-            for (int r = 0; r < ATTN_MR; r++) acc[r] = fmaf(qt[d * ATTN_MR + r], b, acc[r]);
+            for (int r = 0; r < ATTN_MR; r++)
+                acc[r] = fmaf(qt[d * ATTN_MR + r], b, acc[r]);
         }
         memcpy(s + (size_t)j * ATTN_MR, acc, sizeof acc);
     }
@@ -32,7 +34,8 @@ static void softmax_scalar(float *s, int n, float *m, float *l, float *alpha) {
         }
         if (nan) mx = NAN; /* a NaN score poisons its row */
         if (mx == -INFINITY) {
-            for (int j = 0; j < n; j++) s[j * ATTN_MR + r] = 0.0f;
+            for (int j = 0; j < n; j++)
+                s[j * ATTN_MR + r] = 0.0f;
             alpha[r] = 1.0f;
             continue;
         }
@@ -53,10 +56,12 @@ static void pv_scalar(const float *p, int n, const float *v, int64_t vs, int Dv,
     for (int c = 0; c < Dv; c++) {
         float *o = ot + (size_t)c * ATTN_MR;
         float acc[ATTN_MR];
-        for (int r = 0; r < ATTN_MR; r++) acc[r] = alpha[r] * o[r];
+        for (int r = 0; r < ATTN_MR; r++)
+            acc[r] = alpha[r] * o[r];
         for (int j = 0; j < n; j++) {
             float b = v[(int64_t)j * vs + c];
-            for (int r = 0; r < ATTN_MR; r++) acc[r] = fmaf(p[j * ATTN_MR + r], b, acc[r]);
+            for (int r = 0; r < ATTN_MR; r++)
+                acc[r] = fmaf(p[j * ATTN_MR + r], b, acc[r]);
         }
         memcpy(o, acc, sizeof acc);
     }
@@ -90,11 +95,14 @@ static double peak_fma_scalar(int64_t iters, float *sink) {
 #else
 static double peak_fma_scalar(int64_t iters, float *sink) {
     float x[12];
-    for (int i = 0; i < 12; i++) x[i] = 1.0f + 0.125f * (float)i;
+    for (int i = 0; i < 12; i++)
+        x[i] = 1.0f + 0.125f * (float)i;
     for (int64_t it = 0; it < iters; it++)
-        for (int i = 0; i < 12; i++) x[i] = x[i] * 0.999999f + 1e-3f;
+        for (int i = 0; i < 12; i++)
+            x[i] = x[i] * 0.999999f + 1e-3f;
     float t = 0.0f;
-    for (int i = 0; i < 12; i++) t += x[i];
+    for (int i = 0; i < 12; i++)
+        t += x[i];
     *sink = t;
     return (double)iters * 12.0 * 2.0;
 }
