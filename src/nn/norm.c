@@ -1,4 +1,5 @@
 /* LayerNorm and GELU. */
+#include "kernels/nn_kernels.h"
 #include "nn/nn.h"
 
 #include <math.h>
@@ -27,9 +28,10 @@ void attn__layernorm_forward(const float *x, int64_t ldx, int64_t M, int64_t N, 
     }
 }
 
+/* Exact GELU with the vectorised erf of kernels/nn_kernels.h (libm's
+ * erff, one call per element, was a sixth of a BERT forward). */
 void attn__gelu_forward(float *x, int64_t n) {
-    for (int64_t i = 0; i < n; i++)
-        x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f));
+    attn__nn_kernels()->gelu(x, n);
 }
 
 /* Backward of LayerNorm with the forward's saved mean and rstd. With
@@ -63,10 +65,11 @@ void attn__layernorm_backward(const float *x, int64_t ldx, int64_t M, int64_t N,
 }
 
 /* Backward of exact GELU: d/dx [x Phi(x)] = Phi(x) + x phi(x). x is the
- * forward's input; dx = dy * gelu'(x), in place over dy allowed. */
+ * forward's input; dx = dy * gelu'(x), in place over dy allowed. The same
+ * erf as the forward, one element at a time. */
 void attn__gelu_backward(const float *x, const float *dy, float *dx, int64_t n) {
     for (int64_t i = 0; i < n; i++) {
-        float cdf = 0.5f * (1.0f + erff(x[i] * 0.70710678118654752f));
+        float cdf = 0.5f * (1.0f + attn__erf1(x[i] * 0.70710678118654752f));
         float pdf = 0.39894228040143268f * expf(-0.5f * x[i] * x[i]);
         dx[i] = dy[i] * (cdf + x[i] * pdf);
     }

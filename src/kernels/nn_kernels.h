@@ -1,0 +1,54 @@
+/* Element-wise kernels of the nn layers (GELU and its erf), one table per
+ * instruction set, chosen to follow attn__kernels() so ATTN_ARCH applies.
+ *
+ * erf in fp32, the same algorithm and explicit FMAs in every family:
+ *   |x| < ERF_SPLIT:   erf(x) = x + x * A(x^2)
+ *   |x| < ERF_ONE:     erf(x) = 1 - exp(-x^2 + B(|x| - ERF_MID)),
+ *                      -x^2 carried as hi + lo (an FMA gives lo exactly)
+ *   otherwise          erf(x) = +-1 (1 - erfc rounds to 1 in fp32 there)
+ * A and B are weighted least-squares fits on Chebyshev nodes of erf(x)/x - 1
+ * and log(erfc(x)) + x^2 (tests/fixtures/fit_erf.py). Max error over every
+ * fp32 x in [2^-30, 4] against erf in double: 1.65 ulp of the rounded
+ * true value (at x = 1.245, near the split), in both families; checked by
+ * test_nn_kernels. */
+#ifndef ATTN_NN_KERNELS_H
+#define ATTN_NN_KERNELS_H
+
+#include <stdint.h>
+
+#define ATTN_ERF_SPLIT 1.25f
+#define ATTN_ERF_ONE 3.925f
+#define ATTN_ERF_MID 2.5875f
+#define ATTN_ERF_A                                                                                 \
+    {                                                                                              \
+        1.283791661e-01f, -3.761263192e-01f, 1.128369048e-01f, -2.686075866e-02f,                  \
+            5.209844559e-03f, -8.346656687e-04f, 1.042452568e-04f, -7.625748822e-06f               \
+    }
+#define ATTN_ERF_NA 8
+#define ATTN_ERF_B                                                                                 \
+    {                                                                                              \
+        -1.587252378e+00f, -3.431058526e-01f, 5.335284397e-02f, -1.013128366e-02f,                 \
+            1.989406301e-03f, -3.836142714e-04f, 6.903563917e-05f, -1.076304216e-05f,              \
+            2.702339089e-06f, 2.213394197e-07f                                                     \
+    }
+#define ATTN_ERF_NB 10
+
+typedef struct attn_nn_kernels {
+    const char *name;
+    /* y[i] = erf(x[i]); y may be x */
+    void (*erf)(const float *x, float *y, int64_t n);
+    /* x[i] = x[i] * Phi(x[i]) = 0.5 x (1 + erf(x / sqrt 2)), exact GELU */
+    void (*gelu)(float *x, int64_t n);
+} attn_nn_kernels;
+
+/* The family matching attn__kernels() (scalar under ATTN_ARCH=scalar). */
+const attn_nn_kernels *attn__nn_kernels(void);
+/* One element, the scalar family's algorithm (for the GELU backward). */
+float attn__erf1(float x);
+
+extern const attn_nn_kernels attn__nn_kernels_scalar;
+#if defined(__x86_64__) || defined(_M_X64)
+extern const attn_nn_kernels attn__nn_kernels_avx2;
+#endif
+
+#endif /* ATTN_NN_KERNELS_H */

@@ -1,0 +1,75 @@
+/* Scalar nn element-wise kernels: the reference twin of nn_avx2.c, same
+ * steps and the same explicit FMAs. */
+#include "kernels/kernels.h"
+#include "kernels/nn_kernels.h"
+
+#include <math.h>
+#include <string.h>
+
+static const float erf_a[ATTN_ERF_NA] = ATTN_ERF_A;
+static const float erf_b[ATTN_ERF_NB] = ATTN_ERF_B;
+
+/* exp(y) for y in about [-20, 0]: y = n ln2 + r, |r| <= ln2/2, degree-7
+ * Taylor in r (truncation < 6e-9 relative), times 2^n through the exponent. */
+static float exp_neg(float y) {
+    float n = rintf(y * 1.44269504f);
+    float r = fmaf(n, -0.693145752f, y); /* ln2 split: hi has 16 bits */
+    r = fmaf(n, -1.42860677e-06f, r);
+    float p = 1.98412698e-04f;
+    p = fmaf(p, r, 1.38888889e-03f);
+    p = fmaf(p, r, 8.33333333e-03f);
+    p = fmaf(p, r, 4.16666667e-02f);
+    p = fmaf(p, r, 1.66666667e-01f);
+    p = fmaf(p, r, 0.5f);
+    p = fmaf(p, r, 1.0f);
+    p = fmaf(p, r, 1.0f);
+    int32_t bits = ((int32_t)n + 127) << 23;
+    float s;
+    memcpy(&s, &bits, sizeof s);
+    return p * s;
+}
+
+float attn__erf1(float x) {
+    float ax = fabsf(x), r;
+    if (ax < ATTN_ERF_SPLIT) {
+        float t = ax * ax, q = erf_a[ATTN_ERF_NA - 1];
+        for (int i = ATTN_ERF_NA - 2; i >= 0; i--)
+            q = fmaf(q, t, erf_a[i]);
+        r = fmaf(ax, q, ax);
+    } else if (ax < ATTN_ERF_ONE) {
+        float u = ax - ATTN_ERF_MID, g = erf_b[ATTN_ERF_NB - 1];
+        for (int i = ATTN_ERF_NB - 2; i >= 0; i--)
+            g = fmaf(g, u, erf_b[i]);
+        float hi = ax * ax, lo = fmaf(ax, ax, -hi);
+        r = 1.0f - exp_neg((g - lo) - hi);
+    } else if (ax == ax) {
+        r = 1.0f;
+    } else {
+        return x; /* NaN */
+    }
+    return copysignf(r, x);
+}
+
+static void erf_scalar(const float *x, float *y, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        y[i] = attn__erf1(x[i]);
+}
+
+static void gelu_scalar(float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        x[i] = 0.5f * x[i] * (1.0f + attn__erf1(x[i] * 0.70710678118654752f));
+}
+
+const attn_nn_kernels attn__nn_kernels_scalar = {
+    .name = "scalar",
+    .erf = erf_scalar,
+    .gelu = gelu_scalar,
+};
+
+const attn_nn_kernels *attn__nn_kernels(void) {
+    /* Follow the attention kernels' choice (CPU detection and ATTN_ARCH). */
+#if defined(__x86_64__) || defined(_M_X64)
+    if (strcmp(attn__kernels()->name, "avx2") == 0) return &attn__nn_kernels_avx2;
+#endif
+    return &attn__nn_kernels_scalar;
+}
