@@ -1,7 +1,9 @@
 /* AVX2 + FMA backward microkernels (this file alone is built with -mavx2
  * -mfma). Geometry in kernels/kernels_bwd.h: a strip is BMR query rows, a
  * multiple of 24 (3 vectors); score-shaped tiles are x[key][row]. */
+#include "kernels/avx2/vmath_avx2.h"
 #include "kernels/kernels_bwd.h"
+#include "kernels/pack.h"
 
 #include <immintrin.h>
 #include <math.h>
@@ -9,103 +11,14 @@
 
 #define INLINE static inline __attribute__((always_inline))
 
-/* exp(x) for x <= 0 (small positive x are fine too), or NaN: Cody-Waite
- * reduction x = n*ln2 + r, a degree-6 polynomial for exp(r) (about 1 ulp),
- * 2^n through the exponent bits. x < -87.33 (including -inf) gives exactly 0. */
-INLINE __m256 exp_avx2(__m256 x) {
-    const __m256 lo = _mm256_set1_ps(-87.33654f);
-    __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
-    x = _mm256_max_ps(lo, x); /* NaN in x survives (second operand) */
-    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r);
-    p = _mm256_add_ps(p, _mm256_set1_ps(1.0f));
-    __m256i e =
-        _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    p = _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-    return _mm256_andnot_ps(under, p);
-}
-
 static void pack_t_avx2(const float *x, int64_t xs, int mr, int D, float scale, float *xt) {
-    /* once per strip: off the hot path */
-    for (int r = 0; r < ATTN_BMR; r++) {
-        if (r < mr) {
-            const float *xr = x + (int64_t)r * xs;
-            for (int d = 0; d < D; d++)
-                xt[d * ATTN_BMR + r] = scale * xr[d];
-        } else {
-            for (int d = 0; d < D; d++)
-                xt[d * ATTN_BMR + r] = 0.0f;
-        }
-    }
-}
-
-/* s[j][0..24) for 4 keys at a time: 12 accumulators; per d, 3 loads of the
- * packed strip and 4 broadcasts of key elements. */
-/* One group of 24 rows of the strip (xt and s advanced to the group). */
-static void dot_t_24(const float *xt, const float *y, int64_t ys, int n, int D, float *s) {
-    int j = 0;
-    for (; j + 4 <= n; j += 4) {
-        const float *y0 = y + (int64_t)j * ys, *y1 = y0 + ys, *y2 = y1 + ys, *y3 = y2 + ys;
-        __m256 c00 = _mm256_setzero_ps(), c01 = c00, c02 = c00, c10 = c00, c11 = c00, c12 = c00;
-        __m256 c20 = c00, c21 = c00, c22 = c00, c30 = c00, c31 = c00, c32 = c00;
-        const float *a = xt;
-        for (int d = 0; d < D; d++, a += ATTN_BMR) {
-            __m256 a0 = _mm256_load_ps(a), a1 = _mm256_load_ps(a + 8);
-            __m256 a2 = _mm256_load_ps(a + 16);
-            __m256 b = _mm256_broadcast_ss(y0 + d);
-            c00 = _mm256_fmadd_ps(a0, b, c00);
-            c01 = _mm256_fmadd_ps(a1, b, c01);
-            c02 = _mm256_fmadd_ps(a2, b, c02);
-            b = _mm256_broadcast_ss(y1 + d);
-            c10 = _mm256_fmadd_ps(a0, b, c10);
-            c11 = _mm256_fmadd_ps(a1, b, c11);
-            c12 = _mm256_fmadd_ps(a2, b, c12);
-            b = _mm256_broadcast_ss(y2 + d);
-            c20 = _mm256_fmadd_ps(a0, b, c20);
-            c21 = _mm256_fmadd_ps(a1, b, c21);
-            c22 = _mm256_fmadd_ps(a2, b, c22);
-            b = _mm256_broadcast_ss(y3 + d);
-            c30 = _mm256_fmadd_ps(a0, b, c30);
-            c31 = _mm256_fmadd_ps(a1, b, c31);
-            c32 = _mm256_fmadd_ps(a2, b, c32);
-        }
-        float *o = s + (size_t)j * ATTN_BMR;
-        _mm256_store_ps(o, c00), _mm256_store_ps(o + 8, c01), _mm256_store_ps(o + 16, c02);
-        o += ATTN_BMR;
-        _mm256_store_ps(o, c10), _mm256_store_ps(o + 8, c11), _mm256_store_ps(o + 16, c12);
-        o += ATTN_BMR;
-        _mm256_store_ps(o, c20), _mm256_store_ps(o + 8, c21), _mm256_store_ps(o + 16, c22);
-        o += ATTN_BMR;
-        _mm256_store_ps(o, c30), _mm256_store_ps(o + 8, c31), _mm256_store_ps(o + 16, c32);
-    }
-    for (; j < n; j++) {
-        const float *y0 = y + (int64_t)j * ys;
-        __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0;
-        const float *a = xt;
-        for (int d = 0; d < D; d++, a += ATTN_BMR) {
-            __m256 b = _mm256_broadcast_ss(y0 + d);
-            c0 = _mm256_fmadd_ps(_mm256_load_ps(a), b, c0);
-            c1 = _mm256_fmadd_ps(_mm256_load_ps(a + 8), b, c1);
-            c2 = _mm256_fmadd_ps(_mm256_load_ps(a + 16), b, c2);
-        }
-        float *o = s + (size_t)j * ATTN_BMR;
-        _mm256_store_ps(o, c0), _mm256_store_ps(o + 8, c1), _mm256_store_ps(o + 16, c2);
-    }
+    attn__pack_strip(x, xs, mr, ATTN_BMR, D, scale, xt);
 }
 
 static void dot_t_avx2(const float *xt, const float *y, int64_t ys, int n, int D, int mr,
                        float *s) {
     for (int g = 0; g < mr; g += 24)
-        dot_t_24(xt + g, y, ys, n, D, s + g);
+        dot24_avx2(xt + g, ATTN_BMR, y, ys, n, D, s + g);
 }
 
 static void softmax_bwd_avx2(float *s, float *dp, int n, int mr, const float *lse,

@@ -3,13 +3,13 @@
 #include "kernels/kernels.h"
 #include "kernels/kernels_bwd.h"
 
+#include "kernels/pack.h"
+
 #include <math.h>
 #include <string.h>
 
 static void pack_t_scalar(const float *x, int64_t xs, int mr, int D, float scale, float *xt) {
-    for (int d = 0; d < D; d++)
-        for (int r = 0; r < ATTN_BMR; r++)
-            xt[d * ATTN_BMR + r] = r < mr ? scale * x[r * xs + d] : 0.0f;
+    attn__pack_strip(x, xs, mr, ATTN_BMR, D, scale, xt);
 }
 
 static void dot_t_scalar(const float *xt, const float *y, int64_t ys, int n, int D, int mr,

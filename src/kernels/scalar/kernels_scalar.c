@@ -1,13 +1,13 @@
 /* Portable reference microkernels: always complete, any CPU. */
 #include "kernels/kernels.h"
 
+#include "kernels/pack.h"
+
 #include <math.h>
 #include <string.h>
 
 static void pack_q_scalar(const float *q, int64_t qs, int mr, int D, float scale, float *qt) {
-    for (int d = 0; d < D; d++)
-        for (int r = 0; r < ATTN_MR; r++)
-            qt[d * ATTN_MR + r] = r < mr ? scale * q[r * qs + d] : 0.0f;
+    attn__pack_strip(q, qs, mr, ATTN_MR, D, scale, qt);
 }
 
 static void qk_scalar(const float *qt, const float *k, int64_t ks, int n, int D, float *s) {
