@@ -367,14 +367,20 @@ static void run_task(const attn__sdpa_plan *p, const attn__sdpa_gplan *gp,
     }
 }
 
+attn_status attn__sdpa_bwd_plan(attn_ctx *ctx, const attn_sdpa_args *a, const attn_sdpa_grads *g,
+                                attn__sdpa_plan *p, attn__sdpa_gplan *gp) {
+    attn__ctx_clear(ctx);
+    attn_status st = attn__sdpa_plan_make(ctx, a, 1, p);
+    if (st) return st;
+    return attn__sdpa_gplan_make(ctx, p, a, g, gp);
+}
+
 attn_status attn_sdpa_backward(attn_ctx *ctx, const attn_sdpa_args *a, const attn_sdpa_grads *g) {
     if (!ctx) return ATTN_E_ARG;
-    attn__ctx_clear(ctx);
     attn__sdpa_plan p;
     attn__sdpa_gplan gp;
-    attn_status st = attn__sdpa_plan_make(ctx, a, 1, &p);
+    attn_status st = attn__sdpa_bwd_plan(ctx, a, g, &p, &gp);
     if (st) return st;
-    if ((st = attn__sdpa_gplan_make(ctx, &p, a, g, &gp))) return st;
 
     const attn_bwd_kernels *kn = attn__bwd_kernels();
     int nth = ctx->nthreads;

@@ -18,11 +18,23 @@ typedef struct attn__sdpa_gplan {
 attn_status attn__sdpa_gplan_make(attn_ctx *ctx, const attn__sdpa_plan *p, const attn_sdpa_args *a,
                                   const attn_sdpa_grads *g, attn__sdpa_gplan *gp);
 
+/* The common start of both backwards (fast and oracle): clear ctx's error,
+ * then validate the call into p (attn__sdpa_plan_make with need_lse = 1) and
+ * gp. ctx must not be NULL. Returns ATTN_OK or an error with a message. */
+attn_status attn__sdpa_bwd_plan(attn_ctx *ctx, const attn_sdpa_args *a, const attn_sdpa_grads *g,
+                                attn__sdpa_plan *p, attn__sdpa_gplan *gp);
+
 /* Address of dmask element (b, h, i, j) (b, h already folded on summed dims). */
 static inline int64_t attn__dmask_off(const attn__sdpa_gplan *gp, int64_t b, int64_t h, int64_t i,
                                       int64_t j) {
     return b * gp->dmb + h * gp->dmh + i * gp->dmt + j;
 }
+
+/* The float64 oracle's score of (b,h,i,j) (src/ref/sdpa_ref.c), shared by the
+ * forward and backward oracles; -inf if masked; dcap (may be NULL) gets
+ * d(score)/d(scale*q.k). */
+double attn__ref_score(const attn__sdpa_plan *p, int64_t b, int64_t h, int64_t i, int64_t j,
+                       double *dcap);
 
 /* sum over (b,h,i,c) of dout * out, with out computed in float64 the way the
  * oracle forward computes it: the scalar whose gradient the oracle backward

@@ -1,14 +1,18 @@
 /* The float64 oracle for attention: naive, materialised scores, the exact
  * semantics of DESIGN.md written as plainly as possible. Tests and `--ref`
  * only; O(S) memory per row. */
-#include "ops/sdpa_plan.h"
+#include "ops/sdpa_bwd.h"
 
 #include <math.h>
 #include <stdlib.h>
 
-/* Score of (b,h,i,j) in float64 with every modification; -inf if masked. */
-double attn__ref_score(const attn__sdpa_plan *p, int64_t b, int64_t h, int64_t i, int64_t j) {
+/* Score of (b,h,i,j) in float64 with every modification, -inf if masked. If
+ * dcap is not NULL it gets d(score)/d(scale*q.k): 1 - tanh^2 under softcap,
+ * else 1 (the backward oracle's chain rule through the softcap). */
+double attn__ref_score(const attn__sdpa_plan *p, int64_t b, int64_t h, int64_t i, int64_t j,
+                       double *dcap) {
     int64_t lo, hi;
+    if (dcap) *dcap = 1.0;
     attn__row_range(p, b, i, &lo, &hi);
     if (j < lo || j >= hi) return -INFINITY;
     if (p->mask_kind == ATTN__MASK_BOOL &&
@@ -17,9 +21,14 @@ double attn__ref_score(const attn__sdpa_plan *p, int64_t b, int64_t h, int64_t i
     const float *q = p->q + b * p->qs[0] + h * p->qs[1] + i * p->qs[2];
     const float *k = p->k + b * p->ks[0] + (h / p->group) * p->ks[1] + j * p->ks[2];
     double s = 0.0;
-    for (int64_t d = 0; d < p->D; d++) s += (double)q[d] * (double)k[d];
+    for (int64_t d = 0; d < p->D; d++)
+        s += (double)q[d] * (double)k[d];
     s *= (double)p->scale;
-    if (p->softcap > 0.0f) s = (double)p->softcap * tanh(s / (double)p->softcap);
+    if (p->softcap > 0.0f) {
+        double t = tanh(s / (double)p->softcap);
+        s = (double)p->softcap * t;
+        if (dcap) *dcap = 1.0 - t * t;
+    }
     if (p->mask_kind == ATTN__MASK_FLOAT)
         s += (double)((const float *)p->mask)[attn__mask_off(p, b, h, i, j)];
     if (p->alibi) s -= (double)p->alibi[h] * fabs((double)(i + p->shift - j));
@@ -45,12 +54,13 @@ attn_status attn_sdpa_forward_ref(attn_ctx *ctx, const attn_sdpa_args *a) {
                 double mx = -INFINITY;
                 int nan = 0;
                 for (int64_t j = 0; j < p.S; j++) {
-                    s[j] = attn__ref_score(&p, b, h, i, j);
+                    s[j] = attn__ref_score(&p, b, h, i, j, NULL);
                     if (s[j] > mx) mx = s[j];
                     if (isnan(s[j])) nan = 1;
                 }
                 if (nan) mx = NAN; /* NaN scores poison the row */
-                for (int64_t c = 0; c < p.Dv; c++) acc[c] = 0.0;
+                for (int64_t c = 0; c < p.Dv; c++)
+                    acc[c] = 0.0;
                 double l = 0.0;
                 if (mx != -INFINITY && !nan) {
                     for (int64_t j = 0; j < p.S; j++) {
@@ -59,7 +69,8 @@ attn_status attn_sdpa_forward_ref(attn_ctx *ctx, const attn_sdpa_args *a) {
                         l += e;
                         if (p.dropout_p > 0.0f) e *= (double)attn__dropout_factor(&p, b, h, i, j);
                         const float *v = p.v + b * p.vs[0] + (h / p.group) * p.vs[1] + j * p.vs[2];
-                        for (int64_t c = 0; c < p.Dv; c++) acc[c] += e * (double)v[c];
+                        for (int64_t c = 0; c < p.Dv; c++)
+                            acc[c] += e * (double)v[c];
                     }
                 }
                 float *o = p.out + b * p.os[0] + h * p.os[1] + i * p.os[2];

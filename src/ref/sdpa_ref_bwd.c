@@ -8,36 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Score of (b,h,i,j) in float64 with every modification, -inf if masked; *dcap
- * gets d(score)/d(scale*q.k), i.e. 1 - tanh^2 under softcap, else 1. */
-static double score64(const attn__sdpa_plan *p, int64_t b, int64_t h, int64_t i, int64_t j,
-                      double *dcap) {
-    int64_t lo, hi;
-    *dcap = 1.0;
-    attn__row_range(p, b, i, &lo, &hi);
-    if (j < lo || j >= hi) return -INFINITY;
-    if (p->mask_kind == ATTN__MASK_BOOL &&
-        !((const uint8_t *)p->mask)[attn__mask_off(p, b, h, i, j)])
-        return -INFINITY;
-    const float *q = p->q + b * p->qs[0] + h * p->qs[1] + i * p->qs[2];
-    const float *k = p->k + b * p->ks[0] + (h / p->group) * p->ks[1] + j * p->ks[2];
-    double s = 0.0;
-    for (int64_t d = 0; d < p->D; d++)
-        s += (double)q[d] * (double)k[d];
-    s *= (double)p->scale;
-    if (p->softcap > 0.0f) {
-        double t = tanh(s / (double)p->softcap);
-        s = (double)p->softcap * t;
-        *dcap = 1.0 - t * t;
-    }
-    if (p->mask_kind == ATTN__MASK_FLOAT)
-        s += (double)((const float *)p->mask)[attn__mask_off(p, b, h, i, j)];
-    if (p->alibi) s -= (double)p->alibi[h] * fabs((double)(i + p->shift - j));
-    return s;
-}
-
 double attn__sdpa_ref_loss(const attn__sdpa_plan *p, const float *dout, const int64_t *dos) {
-    double loss = 0.0, dcap;
+    double loss = 0.0;
     double *s = malloc((size_t)(p->S > 0 ? p->S : 1) * sizeof *s);
     if (!s) return NAN;
     for (int64_t b = 0; b < p->B; b++)
@@ -45,7 +17,7 @@ double attn__sdpa_ref_loss(const attn__sdpa_plan *p, const float *dout, const in
             for (int64_t i = 0; i < p->T; i++) {
                 double mx = -INFINITY, l = 0.0;
                 for (int64_t j = 0; j < p->S; j++) {
-                    s[j] = score64(p, b, h, i, j, &dcap);
+                    s[j] = attn__ref_score(p, b, h, i, j, NULL);
                     if (s[j] > mx) mx = s[j];
                 }
                 if (mx == -INFINITY) continue; /* out = 0 */
@@ -68,12 +40,10 @@ double attn__sdpa_ref_loss(const attn__sdpa_plan *p, const float *dout, const in
 attn_status attn_sdpa_backward_ref(attn_ctx *ctx, const attn_sdpa_args *a,
                                    const attn_sdpa_grads *g) {
     if (!ctx) return ATTN_E_ARG;
-    attn__ctx_clear(ctx);
     attn__sdpa_plan p;
     attn__sdpa_gplan gp;
-    attn_status st = attn__sdpa_plan_make(ctx, a, 1, &p);
+    attn_status st = attn__sdpa_bwd_plan(ctx, a, g, &p, &gp);
     if (st) return st;
-    if ((st = attn__sdpa_gplan_make(ctx, &p, a, g, &gp))) return st;
 
     size_t nS = (size_t)(p.S > 0 ? p.S : 1);
     size_t nk = (size_t)(p.B * p.Hkv * p.S * p.D), nv = (size_t)(p.B * p.Hkv * p.S * p.Dv);
@@ -96,7 +66,7 @@ attn_status attn_sdpa_backward_ref(attn_ctx *ctx, const attn_sdpa_args *a,
                 double mx = -INFINITY, l = 0.0;
                 int nan = 0;
                 for (int64_t j = 0; j < p.S; j++) {
-                    s[j] = score64(&p, b, h, i, j, &dcap[j]);
+                    s[j] = attn__ref_score(&p, b, h, i, j, &dcap[j]);
                     if (s[j] > mx) mx = s[j];
                     if (isnan(s[j])) nan = 1;
                 }
