@@ -22,19 +22,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static attn_ctx *g_ctx;
-
-static int setup(void **state) {
-    (void)state;
-    return attn_ctx_create(&g_ctx, 2) == ATTN_OK ? 0 : -1;
-}
-
-static int teardown(void **state) {
-    (void)state;
-    attn_ctx_free(g_ctx);
-    return 0;
-}
-
 static int keep(uint64_t seed, uint32_t thr, int64_t b, int64_t h, int64_t i, int64_t j) {
     return attn__rng_u32(seed, (uint64_t)b, (uint64_t)h, (uint64_t)i, (uint64_t)j) >= thr;
 }
@@ -179,8 +166,8 @@ static void test_against_oracle(void **state) {
                          .causal = k == 1,
                          .layout = k == 2 ? AT_BTHD_PAD : AT_BHTD};
             if (k == 2) c.mask_dtype = ATTN_F32, c.mask_bcast = AT_MASK_B1TS;
-            fails += !at_sdpa_run_forward(g_ctx, &c, id, "dropout forward");
-            fails += !at_sdpa_run_backward(g_ctx, &c, 1, id, "dropout backward");
+            fails += !at_sdpa_run_forward(at_ctx, &c, id, "dropout forward");
+            fails += !at_sdpa_run_backward(at_ctx, &c, 1, id, "dropout backward");
             id++;
         }
     assert_int_equal(fails, 0);
@@ -211,7 +198,7 @@ static void test_scaling(void **state) {
         x.out = attn_tensor_f32_4d(o, B, H, T, 1);
         x.dropout_p = ps[a];
         x.seed = 42;
-        assert_int_equal(attn_sdpa_forward(g_ctx, &x), ATTN_OK);
+        assert_int_equal(attn_sdpa_forward(at_ctx, &x), ATTN_OK);
         double R = (double)(B * H * T), m = 0.0, m2 = 0.0, p = ps[a];
         for (int64_t e = 0; e < B * H * T; e++)
             m += o[e], m2 += (double)o[e] * o[e];
@@ -255,11 +242,11 @@ static void test_threads_and_seeds(void **state) {
         attn_sdpa_args a = x.a;
         a.out = outs[t].t;
         a.seed = t == 2 ? 10 : 9;
-        assert_int_equal(attn_ctx_set_threads(g_ctx, t == 0 ? 1 : 2), ATTN_OK);
-        assert_int_equal(attn_sdpa_forward(g_ctx, &a), ATTN_OK);
-        assert_int_equal(attn_sdpa_backward(g_ctx, &a, &g[t].g), ATTN_OK);
+        assert_int_equal(attn_ctx_set_threads(at_ctx, t == 0 ? 1 : 2), ATTN_OK);
+        assert_int_equal(attn_sdpa_forward(at_ctx, &a), ATTN_OK);
+        assert_int_equal(attn_sdpa_backward(at_ctx, &a, &g[t].g), ATTN_OK);
     }
-    assert_int_equal(attn_ctx_set_threads(g_ctx, 2), ATTN_OK);
+    assert_int_equal(attn_ctx_set_threads(at_ctx, 2), ATTN_OK);
     assert_true(at_bitwise_equal("out", "dropout 1 vs 2 threads", &outs[0].t, &outs[1].t));
     assert_true(at_bitwise_equal("dq", "dropout 1 vs 2 threads", &g[0].g.dq, &g[1].g.dq));
     assert_true(at_bitwise_equal("dk", "dropout 1 vs 2 threads", &g[0].g.dk, &g[1].g.dk));
@@ -279,5 +266,5 @@ int main(void) {
         cmocka_unit_test(test_uniformity), cmocka_unit_test(test_against_oracle),
         cmocka_unit_test(test_scaling),    cmocka_unit_test(test_threads_and_seeds),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, at_ctx_setup, at_ctx_teardown);
 }

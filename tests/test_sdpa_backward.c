@@ -16,26 +16,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-static attn_ctx *g_ctx;
-
-static int setup(void **state) {
-    (void)state;
-    return attn_ctx_create(&g_ctx, 2) == ATTN_OK ? 0 : -1;
-}
-
-static int teardown(void **state) {
-    (void)state;
-    attn_ctx_free(g_ctx);
-    return 0;
-}
-
 static double work(const at_case *c) {
     return (double)c->B * c->H * c->T * c->S * (c->D + (c->Dv ? c->Dv : c->D));
 }
 
 static int run(const at_case *c, int dmask, uint64_t id, const char *label) {
     if (at_quick() && work(c) > 1e6) return 1; /* skipped only in the sanitizer run */
-    return at_sdpa_run_backward(g_ctx, c, dmask, id, label);
+    return at_sdpa_run_backward(at_ctx, c, dmask, id, label);
 }
 
 static const int64_t lens[] = {1, 7, 63, 65, 257};
@@ -223,7 +210,7 @@ static void test_exact_zeros(void **state) {
     /* make row 40 of (b0,h1) fully masked by the boolean mask */
     for (int64_t j = 0; j < c.S; j++)
         *(uint8_t *)at_ptr(&x.mask.t, (int64_t[]){0, 1, 40, j}) = 0;
-    assert_int_equal(at_sdpa_check_backward(g_ctx, &x.a, &gr, "exact zeros", r.seed), 1);
+    assert_int_equal(at_sdpa_check_backward(at_ctx, &x.a, &gr, "exact zeros", r.seed), 1);
     int bad = 0;
     for (int64_t b = 0; b < c.B; b++)
         for (int64_t h = 0; h < c.H; h++)
@@ -271,7 +258,7 @@ static void test_nan_row(void **state) {
     assert_int_equal(at_sdpa_build(&x, &c, &r), 0);
     assert_int_equal(at_grads_alloc(&gr, &x.a, AT_BHTD, 0, &r), 0);
     *at_f32(&x.a.q, 0, 1, 3, 5) = NAN;
-    assert_int_equal(at_sdpa_check_backward(g_ctx, &x.a, &gr, "NaN in q", r.seed), 1);
+    assert_int_equal(at_sdpa_check_backward(at_ctx, &x.a, &gr, "NaN in q", r.seed), 1);
     assert_true(isnan(*at_f32(&gr.g.dq, 0, 1, 3, 0)));
     assert_true(isfinite(*at_f32(&gr.g.dq, 0, 1, 4, 0)));
     assert_true(isnan(*at_f32(&gr.g.dk, 0, 0, 129, 0)));
@@ -295,9 +282,9 @@ static int fd_case(const at_case *c, uint64_t id, const char *label) {
     }
     int ok = 1;
     attn__sdpa_plan p;
-    if (attn_sdpa_forward_ref(g_ctx, &x.a) || attn__sdpa_plan_make(g_ctx, &x.a, 1, &p) ||
-        attn_sdpa_backward_ref(g_ctx, &x.a, &gr.g)) {
-        fprintf(stderr, "oracle failed: %s\n", attn_ctx_last_error(g_ctx));
+    if (attn_sdpa_forward_ref(at_ctx, &x.a) || attn__sdpa_plan_make(at_ctx, &x.a, 1, &p) ||
+        attn_sdpa_backward_ref(at_ctx, &x.a, &gr.g)) {
+        fprintf(stderr, "oracle failed: %s\n", attn_ctx_last_error(at_ctx));
         ok = 0;
         goto done;
     }
@@ -440,12 +427,12 @@ static void test_determinism(void **state) {
             at_rng rr = r; /* the same dout each time */
             assert_int_equal(at_grads_alloc(&g[t], &x.a, AT_BHTD, 1, &rr), 0);
         }
-        assert_int_equal(attn_sdpa_forward(g_ctx, &x.a), ATTN_OK);
+        assert_int_equal(attn_sdpa_forward(at_ctx, &x.a), ATTN_OK);
         for (int t = 0; t < 3; t++) {
-            assert_int_equal(attn_ctx_set_threads(g_ctx, t == 2 ? 1 : 2), ATTN_OK);
-            assert_int_equal(attn_sdpa_backward(g_ctx, &x.a, &g[t].g), ATTN_OK);
+            assert_int_equal(attn_ctx_set_threads(at_ctx, t == 2 ? 1 : 2), ATTN_OK);
+            assert_int_equal(attn_sdpa_backward(at_ctx, &x.a, &g[t].g), ATTN_OK);
         }
-        assert_int_equal(attn_ctx_set_threads(g_ctx, 2), ATTN_OK);
+        assert_int_equal(attn_ctx_set_threads(at_ctx, 2), ATTN_OK);
         const char *lab[2] = {"run to run", "1 vs 2 threads"};
         for (int t = 1; t < 3; t++) {
             assert_true(at_bitwise_equal("dq", lab[t - 1], &g[0].g.dq, &g[t].g.dq));
@@ -469,8 +456,8 @@ static void expect_error(at_grads *gr, const attn_sdpa_args *a, const attn_sdpa_
         at_buf_fill_sentinel(outs[k]);
     for (int ref = 0; ref < 2; ref++) {
         attn_status st =
-            ref ? attn_sdpa_backward_ref(g_ctx, a, g) : attn_sdpa_backward(g_ctx, a, g);
-        const char *msg = attn_ctx_last_error(g_ctx);
+            ref ? attn_sdpa_backward_ref(at_ctx, a, g) : attn_sdpa_backward(at_ctx, a, g);
+        const char *msg = attn_ctx_last_error(at_ctx);
         if (st != want || !strstr(msg, word))
             fprintf(stderr, "expected %s naming '%s', got %s: '%s'\n", attn_status_str(want), word,
                     attn_status_str(st), msg);
@@ -497,7 +484,7 @@ static void test_bad_input(void **state) {
     at_grads gr;
     assert_int_equal(at_sdpa_build(&x, &c, &r), 0);
     assert_int_equal(at_grads_alloc(&gr, &x.a, AT_BHTD, 1, &r), 0);
-    assert_int_equal(attn_sdpa_forward(g_ctx, &x.a), ATTN_OK);
+    assert_int_equal(attn_sdpa_forward(at_ctx, &x.a), ATTN_OK);
     attn_sdpa_args a = x.a;
     attn_sdpa_grads g = gr.g;
     float spare[4096];
@@ -552,5 +539,5 @@ int main(void) {
         cmocka_unit_test(test_determinism),
         cmocka_unit_test(test_bad_input),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, at_ctx_setup, at_ctx_teardown);
 }

@@ -16,19 +16,6 @@ static const int64_t dims[] = {1, 8, 40, 59, 64, 80, 128, 256};
 #define NSIZES (int)(sizeof sizes / sizeof sizes[0])
 #define NDIMS (int)(sizeof dims / sizeof dims[0])
 
-static attn_ctx *g_ctx;
-
-static int setup(void **state) {
-    (void)state;
-    return attn_ctx_create(&g_ctx, 2) == ATTN_OK ? 0 : -1;
-}
-
-static int teardown(void **state) {
-    (void)state;
-    attn_ctx_free(g_ctx);
-    return 0;
-}
-
 /* The sanitizer run (ATTN_TEST_QUICK) keeps every case but shrinks long
  * sides to 130: still two 128-key tiles and several 24-row strips. */
 static int run(const at_case *c0, uint64_t id, const char *label) {
@@ -37,7 +24,7 @@ static int run(const at_case *c0, uint64_t id, const char *label) {
         if (c.T > 130) c.T = 130;
         if (c.S > 130) c.S = 130;
     }
-    return at_sdpa_run_forward(g_ctx, &c, id, label);
+    return at_sdpa_run_forward(at_ctx, &c, id, label);
 }
 
 /* Every T against S in {T, a few others}: T < S and T > S both ways. */
@@ -135,7 +122,7 @@ static void test_packed_qkv(void **state) {
         at_fill_uniform(&x.v, &r, -1.0f, 1.0f);
         attn_sdpa_args a = {.q = x.q, .k = x.k, .v = x.v, .out = out.t, .lse = lse.t};
         a.causal = n == 1;
-        fails += !at_sdpa_check_forward(g_ctx, &a, &out, &lse, "packed qkv", r.seed);
+        fails += !at_sdpa_check_forward(at_ctx, &a, &out, &lse, "packed qkv", r.seed);
         at_qkv_free(&x);
         at_buf_free(&out);
         at_buf_free(&lse);
@@ -185,5 +172,5 @@ int main(void) {
         cmocka_unit_test(test_large_logits),
         cmocka_unit_test(test_explicit_scale),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, at_ctx_setup, at_ctx_teardown);
 }

@@ -13,19 +13,6 @@
 
 #include "attn_test.h"
 
-static attn_ctx *g_ctx;
-
-static int setup(void **state) {
-    (void)state;
-    return attn_ctx_create(&g_ctx, 2) == ATTN_OK ? 0 : -1;
-}
-
-static int teardown(void **state) {
-    (void)state;
-    attn_ctx_free(g_ctx);
-    return 0;
-}
-
 static void build(at_sdpa *x, const at_case *c, uint64_t id, uint64_t *seed) {
     at_rng r = at_rng_for(id);
     *seed = r.seed;
@@ -36,7 +23,7 @@ static void build(at_sdpa *x, const at_case *c, uint64_t id, uint64_t *seed) {
  * problem against the oracle, then that every row the oracle finds empty is
  * exactly (0, -inf) in the fast result, and that such rows exist. */
 static int check_empty_rows(at_sdpa *x, const char *label, uint64_t seed) {
-    if (!at_sdpa_check_forward(g_ctx, &x->a, &x->out, &x->lse, label, seed)) return 0;
+    if (!at_sdpa_check_forward(at_ctx, &x->a, &x->out, &x->lse, label, seed)) return 0;
     const attn_tensor *o = &x->a.out, *l = &x->a.lse;
     int64_t empty = 0;
     for (int64_t b = 0; b < o->shape[0]; b++)
@@ -132,7 +119,7 @@ static void test_empty_queries(void **state) {
     at_sdpa x;
     at_case c = {.B = 2, .H = 2, .T = 0, .S = 7, .D = 8};
     build(&x, &c, 20100, &seed);
-    assert_int_equal(attn_sdpa_forward(g_ctx, &x.a), ATTN_OK);
+    assert_int_equal(attn_sdpa_forward(at_ctx, &x.a), ATTN_OK);
     assert_true(at_buf_untouched(&x.out));
     assert_true(at_buf_untouched(&x.lse));
     at_sdpa_free(&x);
@@ -140,7 +127,7 @@ static void test_empty_queries(void **state) {
 
 /* Run the forward and keep contiguous copies of out and lse. */
 static void run_copy(at_sdpa *x, at_buf *out, at_buf *lse) {
-    assert_int_equal(attn_sdpa_forward(g_ctx, &x->a), ATTN_OK);
+    assert_int_equal(attn_sdpa_forward(at_ctx, &x->a), ATTN_OK);
     assert_int_equal(at_buf_copy_of(out, &x->a.out), 0);
     assert_int_equal(at_buf_copy_of(lse, &x->a.lse), 0);
 }
@@ -321,13 +308,13 @@ static void test_threads_bitwise(void **state) {
         at_buf o0, l0;
         char label[64];
         build(&x, &cases[n], 20500 + (uint64_t)n, &seed);
-        assert_int_equal(attn_ctx_set_threads(g_ctx, 1), ATTN_OK);
+        assert_int_equal(attn_ctx_set_threads(at_ctx, 1), ATTN_OK);
         run_copy(&x, &o0, &l0);
         static const int nth[] = {2, 3, 2, 1};
         for (int t = 0; t < 4; t++) {
             at_buf o, l;
             at_buf_fill_sentinel(&x.out);
-            assert_int_equal(attn_ctx_set_threads(g_ctx, nth[t]), ATTN_OK);
+            assert_int_equal(attn_ctx_set_threads(at_ctx, nth[t]), ATTN_OK);
             run_copy(&x, &o, &l);
             snprintf(label, sizeof label, "case %d, %d threads vs 1", n, nth[t]);
             assert_true(at_bitwise_equal("out", label, &o.t, &o0.t));
@@ -337,7 +324,7 @@ static void test_threads_bitwise(void **state) {
         at_buf_free(&o0), at_buf_free(&l0);
         at_sdpa_free(&x);
     }
-    assert_int_equal(attn_ctx_set_threads(g_ctx, 2), ATTN_OK);
+    assert_int_equal(attn_ctx_set_threads(at_ctx, 2), ATTN_OK);
 }
 
 /* FLOPs count 2*(D+Dv) per visible (query, key) pair of the structural
@@ -373,5 +360,5 @@ int main(void) {
         cmocka_unit_test(test_threads_bitwise),
         cmocka_unit_test(test_flops),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, at_ctx_setup, at_ctx_teardown);
 }

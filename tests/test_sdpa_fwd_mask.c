@@ -9,19 +9,6 @@
 
 #include "attn_test.h"
 
-static attn_ctx *g_ctx;
-
-static int setup(void **state) {
-    (void)state;
-    return attn_ctx_create(&g_ctx, 2) == ATTN_OK ? 0 : -1;
-}
-
-static int teardown(void **state) {
-    (void)state;
-    attn_ctx_free(g_ctx);
-    return 0;
-}
-
 static int run(at_case *c, uint64_t id, const char *label) {
     /* the sanitizer run keeps every case but shrinks the long sides (still
      * more than one 128-key tile and several 24-row strips) */
@@ -29,7 +16,7 @@ static int run(at_case *c, uint64_t id, const char *label) {
         if (c->T > 130) c->T = 130;
         if (c->S > 130) c->S = 130;
     }
-    return at_sdpa_run_forward(g_ctx, c, id, label);
+    return at_sdpa_run_forward(at_ctx, c, id, label);
 }
 
 /* (T, S) pairs with T < S, T > S and T == S, around the tile sizes. */
@@ -155,7 +142,7 @@ static void test_mask_stride0(void **state) {
         } else {
             m->stride[0] = 0, m->stride[1] = 0;
         }
-        fails += !at_sdpa_check_forward(g_ctx, &x.a, &x.out, &x.lse, "mask stride 0", r.seed);
+        fails += !at_sdpa_check_forward(at_ctx, &x.a, &x.out, &x.lse, "mask stride 0", r.seed);
         at_sdpa_free(&x);
     }
     assert_int_equal(fails, 0);
@@ -243,5 +230,5 @@ int main(void) {
         cmocka_unit_test(test_mask_stride0), cmocka_unit_test(test_alibi_softcap),
         cmocka_unit_test(test_combined),     cmocka_unit_test(test_dropout),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, at_ctx_setup, at_ctx_teardown);
 }

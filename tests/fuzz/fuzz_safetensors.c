@@ -17,10 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define FUZZ_CHECK(c)                                                                              \
-    do {                                                                                           \
-        if (!(c)) abort();                                                                         \
-    } while (0)
+#include "fuzz_check.h"
 
 /* Open buf, read back everything it holds, and return the open status. */
 static attn_status fuzz_safetensors_one(const uint8_t *buf, size_t len) {

@@ -14,10 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define FUZZ_CHECK(c)                                                                              \
-    do {                                                                                           \
-        if (!(c)) abort();                                                                         \
-    } while (0)
+#include "fuzz_check.h"
 
 /* Encode buf three ways (count, write, truncated to 2 + buf[0] % 16) and
  * check the results agree. Returns the status of the first encoding. */

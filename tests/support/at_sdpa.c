@@ -228,7 +228,7 @@ done:
 
 static const int perm_bthd[4] = {0, 2, 1, 3};
 
-static int alloc_layout(at_buf *b, int64_t d0, int64_t d1, int64_t d2, int64_t d3, at_layout l) {
+int at_buf_layout(at_buf *b, int64_t d0, int64_t d1, int64_t d2, int64_t d3, at_layout l) {
     int64_t sh[4] = {d0, d1, d2, d3};
     int pad = l == AT_BHTD_PAD || l == AT_BTHD_PAD ? 3 : 0;
     const int *perm = l == AT_BTHD || l == AT_BTHD_PAD ? perm_bthd : NULL;
@@ -239,8 +239,9 @@ int at_sdpa_alloc(at_sdpa *x, int64_t B, int64_t H, int64_t Hkv, int64_t T, int6
                   int64_t Dv, at_layout layout, at_rng *r) {
     memset(x, 0, sizeof *x);
     int64_t lsh[3] = {B, H, T};
-    if (alloc_layout(&x->q, B, H, T, D, layout) || alloc_layout(&x->k, B, Hkv, S, D, layout) ||
-        alloc_layout(&x->v, B, Hkv, S, Dv, layout) || alloc_layout(&x->out, B, H, T, Dv, layout) ||
+    if (at_buf_layout(&x->q, B, H, T, D, layout) || at_buf_layout(&x->k, B, Hkv, S, D, layout) ||
+        at_buf_layout(&x->v, B, Hkv, S, Dv, layout) ||
+        at_buf_layout(&x->out, B, H, T, Dv, layout) ||
         at_buf_alloc(&x->lse, ATTN_F32, 3, lsh, NULL, layout == AT_BHTD ? 0 : 2)) {
         at_sdpa_free(x);
         return -1;

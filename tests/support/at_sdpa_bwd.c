@@ -120,22 +120,15 @@ attn_status at_naive32_backward(attn_ctx *ctx, const attn_sdpa_args *a, const at
     return ATTN_OK;
 }
 
-static const int perm_bthd[4] = {0, 2, 1, 3};
-
-static int alloc_layout(at_buf *b, int64_t d0, int64_t d1, int64_t d2, int64_t d3, at_layout l) {
-    int64_t sh[4] = {d0, d1, d2, d3};
-    int pad = l == AT_BHTD_PAD || l == AT_BTHD_PAD ? 3 : 0;
-    const int *perm = l == AT_BTHD || l == AT_BTHD_PAD ? perm_bthd : NULL;
-    return at_buf_alloc(b, ATTN_F32, 4, sh, perm, pad);
-}
-
 int at_grads_alloc(at_grads *gr, const attn_sdpa_args *a, at_layout layout, int want_dmask,
                    at_rng *r) {
     memset(gr, 0, sizeof *gr);
     int64_t B = a->q.shape[0], H = a->q.shape[1], T = a->q.shape[2], D = a->q.shape[3];
     int64_t Hkv = a->k.shape[1], S = a->k.shape[2], Dv = a->v.shape[3];
-    if (alloc_layout(&gr->dout, B, H, T, Dv, layout) || alloc_layout(&gr->dq, B, H, T, D, layout) ||
-        alloc_layout(&gr->dk, B, Hkv, S, D, layout) || alloc_layout(&gr->dv, B, Hkv, S, Dv, layout))
+    if (at_buf_layout(&gr->dout, B, H, T, Dv, layout) ||
+        at_buf_layout(&gr->dq, B, H, T, D, layout) ||
+        at_buf_layout(&gr->dk, B, Hkv, S, D, layout) ||
+        at_buf_layout(&gr->dv, B, Hkv, S, Dv, layout))
         goto fail;
     if (want_dmask && a->mask.data && a->mask.dtype == ATTN_F32) {
         int pad = layout == AT_BHTD_PAD || layout == AT_BTHD_PAD ? 2 : 0;

@@ -40,6 +40,21 @@ int at_verbose(void) {
     return env_flag("ATTN_TEST_VERBOSE");
 }
 
+/* ---- a shared context ---------------------------------------------------- */
+attn_ctx *at_ctx;
+
+int at_ctx_setup(void **state) {
+    (void)state;
+    return attn_ctx_create(&at_ctx, 2) == ATTN_OK ? 0 : -1;
+}
+
+int at_ctx_teardown(void **state) {
+    (void)state;
+    attn_ctx_free(at_ctx);
+    at_ctx = NULL;
+    return 0;
+}
+
 /* ---- random numbers ------------------------------------------------------ */
 static uint64_t mix64(uint64_t x) {
     x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;

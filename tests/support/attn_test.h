@@ -31,6 +31,13 @@ int at_quick(void);
 /* Nonzero when ATTN_TEST_VERBOSE is set: print every check's figures. */
 int at_verbose(void);
 
+/* ---- a shared context (cmocka group setup / teardown) ------------------- */
+/* at_ctx_setup creates at_ctx with 2 threads (returns 0, or -1 so cmocka
+ * fails the group); at_ctx_teardown frees it. */
+extern attn_ctx *at_ctx;
+int at_ctx_setup(void **state);
+int at_ctx_teardown(void **state);
+
 /* ---- random numbers (splitmix64; reproducible on every platform) --------- */
 typedef struct at_rng {
     uint64_t state;
@@ -164,6 +171,10 @@ typedef enum at_layout {
     AT_BTHD,     /* [B, T, H, D] in memory (a view with permuted strides) */
     AT_BTHD_PAD, /* [B, T, H, D] with padding */
 } at_layout;
+
+/* A logical [d0, d1, d2, d3] F32 view in layout l (padded and/or [B,T,H,D]
+ * memory order). Returns 0 or -1 (as at_buf_alloc). */
+int at_buf_layout(at_buf *b, int64_t d0, int64_t d1, int64_t d2, int64_t d3, at_layout l);
 
 typedef struct at_sdpa {
     at_buf q, k, v, out, lse;
