@@ -59,7 +59,8 @@ static void usage(FILE *f) {
 typedef struct mha_opts {
     const char *in, *out;
     long heads, kv_heads, threads;
-    int causal, align, window, need_weights, average;
+    int causal, window, need_weights, average;
+    attn_align align;
     long wl, wr;
     float dropout;
     uint64_t seed;
@@ -116,35 +117,19 @@ static int parse_args(int argc, char **argv, mha_opts *o) {
             else
                 o->threads = n;
         } else if (!strcmp(a, "--align")) {
-            if (!strcmp(v, "top-left"))
-                o->align = 0;
-            else if (!strcmp(v, "bottom-right"))
-                o->align = 1;
-            else
-                return attn_cli_error(2, "mha: --align must be top-left or bottom-right, got '%s'",
-                                      v);
+            int rc = attn_cli_parse_align("mha", v, &o->align);
+            if (rc) return rc;
         } else if (!strcmp(a, "--window")) {
-            char buf[64];
-            const char *comma = strchr(v, ',');
-            if (!comma || strlen(v) >= sizeof buf)
-                return attn_cli_error(2, "mha: --window takes L,R (e.g. 128,0), got '%s'", v);
-            memcpy(buf, v, (size_t)(comma - v));
-            buf[comma - v] = '\0';
-            if (attn_cli_parse_long(buf, &o->wl) || attn_cli_parse_long(comma + 1, &o->wr) ||
-                o->wl < -1 || o->wr < -1)
-                return attn_cli_error(2, "mha: --window takes two integers >= -1, got '%s'", v);
+            int rc = attn_cli_parse_window("mha", v, &o->wl, &o->wr);
+            if (rc) return rc;
             o->window = 1;
         } else if (!strcmp(a, "--dropout")) {
             /* the range is checked with the weights: out of [0, 1) is bad input (exit 1) */
             if (attn_cli_parse_float(v, &o->dropout))
                 return attn_cli_error(2, "mha: --dropout must be a number, got '%s'", v);
         } else { /* --seed */
-            char *end;
-            errno = 0;
-            unsigned long long s = strtoull(v, &end, 0);
-            if (!*v || *v == '-' || *end || errno)
+            if (attn_cli_parse_u64(v, &o->seed))
                 return attn_cli_error(2, "mha: --seed must be an integer >= 0, got '%s'", v);
-            o->seed = s;
         }
     }
     if (npos < 2)
@@ -163,15 +148,9 @@ typedef struct mha_run {
     int nowned;
     float *converted[32]; /* from attn_safetensors_get_f32: freed with attn_free */
     int nconverted;
-    int rank2; /* inputs given as [T,E]: B = 1, outputs without the B dim */
+    int rank2;      /* inputs given as [T,E]: B = 1, outputs without the B dim */
+    const char *in; /* the input file, for messages */
 } mha_run;
-
-static void shape_str(const attn_tensor *t, char *buf, size_t n) {
-    size_t u = (size_t)snprintf(buf, n, "[");
-    for (int d = 0; d < t->ndim && u < n; d++)
-        u += (size_t)snprintf(buf + u, n - u, "%s%lld", d ? "," : "", (long long)t->shape[d]);
-    if (u < n) snprintf(buf + u, n - u, "]");
-}
 
 static void *own(mha_run *r, void *p) {
     if (p) r->owned[r->nowned++] = p;
@@ -180,19 +159,10 @@ static void *own(mha_run *r, void *p) {
 
 /* Tensor `name` as F32 (converted from F16/BF16/F64); absent leaves *t empty. */
 static int load_float(mha_run *r, const char *name, attn_tensor *t) {
-    memset(t, 0, sizeof *t);
-    if (attn_safetensors_find(r->st, name) < 0) return 0;
-    if (attn_safetensors_get(r->ctx, r->st, name, t))
-        return attn_cli_error(1, "%s", attn_ctx_last_error(r->ctx));
-    if (t->dtype == ATTN_F32) return 0;
-    if (t->dtype != ATTN_F64 && t->dtype != ATTN_F16 && t->dtype != ATTN_BF16)
-        return attn_cli_error(1, "tensor '%s' has dtype %s, expected F32 (or F16, BF16, F64)", name,
-                              attn_dtype_name(t->dtype));
     float *f;
-    if (attn_safetensors_get_f32(r->ctx, r->st, name, &f, t))
-        return attn_cli_error(1, "%s", attn_ctx_last_error(r->ctx));
-    r->converted[r->nconverted++] = f;
-    return 0;
+    int rc = attn_cli_load_f32(r->ctx, r->st, r->in, name, 0, t, &f);
+    if (f) r->converted[r->nconverted++] = f;
+    return rc;
 }
 
 /* An input: 3-D, or 2-D meaning B = 1 (all inputs alike). */
@@ -200,7 +170,7 @@ static int load_input(mha_run *r, const char *name, attn_tensor *t, int64_t B, i
     if (load_float(r, name, t)) return 1;
     if (!t->data) return 0;
     char s[96];
-    shape_str(t, s, sizeof s);
+    attn_cli_shape_str(t, s, sizeof s);
     if (t->ndim != (r->rank2 ? 2 : 3))
         return attn_cli_error(1, "tensor '%s' has shape %s, expected %s", name, s,
                               r->rank2 ? "2 dims [S,width] like the query input"
@@ -235,16 +205,12 @@ static float *out_buf(mha_run *r, int ndim, const int64_t *shape, attn_tensor *t
 
 /* The view as written: 2-D inputs give outputs without the B dim. */
 static attn_tensor out_view(const mha_run *r, attn_tensor t) {
-    if (r->rank2) {
-        for (int d = 0; d + 1 < t.ndim; d++)
-            t.shape[d] = t.shape[d + 1], t.stride[d] = t.stride[d + 1];
-        t.ndim--;
-    }
-    return t;
+    return r->rank2 ? attn_cli_drop_dim0(t) : t;
 }
 
 static int run(const mha_opts *o, mha_run *r) {
     const char *in = o->in;
+    r->in = in;
     if (attn_ctx_create(&r->ctx, (int)o->threads))
         return attn_cli_error(1, "cannot create a context with %ld threads", o->threads);
     if (attn_safetensors_open(r->ctx, in, &r->st))
@@ -292,7 +258,7 @@ static int run(const mha_opts *o, mha_run *r) {
     attn_mha_config c = {0};
     c.E = E, c.H = o->heads, c.Hkv = hkv, c.kdim = kdim, c.vdim = vdim, c.no_bias = !bias;
     c.dropout = o->dropout, c.causal = o->causal;
-    c.align = o->align ? ATTN_ALIGN_BOTTOM_RIGHT : ATTN_ALIGN_TOP_LEFT;
+    c.align = o->align;
     c.window = o->window, c.window_left = o->wl, c.window_right = o->wr;
     if (attn_mha_create(r->ctx, &c, 0, &r->m))
         return attn_cli_error(1, "%s: %s", in, attn_ctx_last_error(r->ctx));
@@ -320,39 +286,17 @@ static int run(const mha_opts *o, mha_run *r) {
         }
     }
 
-    if (attn_safetensors_find(r->st, "kv_len") >= 0) {
-        attn_tensor kl;
-        if (attn_safetensors_get(r->ctx, r->st, "kv_len", &kl))
-            return attn_cli_error(1, "%s", attn_ctx_last_error(r->ctx));
-        if (kl.dtype != ATTN_I32 && kl.dtype != ATTN_I64)
-            return attn_cli_error(1, "%s: tensor 'kv_len' has dtype %s, expected I32 or I64", in,
-                                  attn_dtype_name(kl.dtype));
-        if (kl.ndim != 1 || kl.shape[0] != B)
-            return attn_cli_error(1, "%s: tensor 'kv_len' must be [B=%lld]", in, (long long)B);
-        int32_t *kvl = own(r, malloc((size_t)B * sizeof *kvl));
-        if (!kvl) return attn_cli_error(1, "out of memory");
-        for (int64_t b = 0; b < B; b++) {
-            int64_t x = kl.dtype == ATTN_I32 ? ((const int32_t *)kl.data)[b]
-                                             : ((const int64_t *)kl.data)[b];
-            if (x < 0 || x > S)
-                return attn_cli_error(1, "%s: kv_len[%lld] = %lld is outside [0, S=%lld]", in,
-                                      (long long)b, (long long)x, (long long)S);
-            kvl[b] = (int32_t)x;
-        }
-        a.kv_len = kvl;
-    }
+    int32_t *kvl;
+    if (attn_cli_load_kv_len(r->ctx, r->st, in, B, S, &kvl)) return 1;
+    a.kv_len = own(r, kvl);
     if (attn_safetensors_find(r->st, "mask") >= 0) {
         attn_tensor m;
         if (attn_safetensors_get(r->ctx, r->st, "mask", &m))
             return attn_cli_error(1, "%s", attn_ctx_last_error(r->ctx));
         if (m.dtype != ATTN_BOOL && m.dtype != ATTN_U8 && load_float(r, "mask", &m)) return 1;
-        int ok =
-            (m.ndim == 2 && m.shape[0] == T && m.shape[1] == S) ||
-            (m.ndim == 4 && (m.shape[0] == 1 || m.shape[0] == B) &&
-             (m.shape[1] == 1 || m.shape[1] == o->heads) && m.shape[2] == T && m.shape[3] == S);
-        if (!ok) {
+        if (!attn_cli_mask_shape_ok(&m, B, o->heads, T, S)) {
             char s[96];
-            shape_str(&m, s, sizeof s);
+            attn_cli_shape_str(&m, s, sizeof s);
             return attn_cli_error(1,
                                   "%s: tensor 'mask' has shape %s, expected [T=%lld,S=%lld] or "
                                   "[B=%lld|1,H=%ld|1,T,S]",

@@ -60,16 +60,6 @@ static const char *opt_value(int argc, char **argv, int *i, const char *eq) {
     return argv[++*i];
 }
 
-static int parse_u64(const char *s, uint64_t *out) {
-    if (!s || !*s || *s == '-' || *s == '+') return -1;
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 0);
-    if (*end || errno) return -1;
-    *out = v;
-    return 0;
-}
-
 /* Returns -1 to continue, else the exit status (0 for --help, 2 bad usage). */
 static int parse_args(int argc, char **argv, sdpa_opts *o) {
     int npos = 0;
@@ -119,28 +109,10 @@ static int parse_args(int argc, char **argv, sdpa_opts *o) {
         float x;
         long n;
         if (!strcmp(name, "--align")) {
-            if (!strcmp(v, "top-left"))
-                o->a.align = ATTN_ALIGN_TOP_LEFT;
-            else if (!strcmp(v, "bottom-right"))
-                o->a.align = ATTN_ALIGN_BOTTOM_RIGHT;
-            else
-                return attn_cli_error(2, "sdpa: --align must be top-left or bottom-right, got '%s'",
-                                      v);
+            if ((n = attn_cli_parse_align("sdpa", v, &o->a.align))) return (int)n;
         } else if (!strcmp(name, "--window")) {
-            char buf[64];
-            const char *comma = strchr(v, ',');
             long l, r;
-            if (!comma || strlen(v) >= sizeof buf)
-                return attn_cli_error(2, "sdpa: --window takes L,R (e.g. 128,0), got '%s'", v);
-            memcpy(buf, v, (size_t)(comma - v));
-            buf[comma - v] = '\0';
-            if (attn_cli_parse_long(buf, &l) || attn_cli_parse_long(comma + 1, &r))
-                return attn_cli_error(2, "sdpa: --window takes two integers L,R, got '%s'", v);
-            if (l < -1 || r < -1)
-                return attn_cli_error(2,
-                                      "sdpa: --window %ld,%ld: each side must be >= 0, or -1 "
-                                      "for unbounded",
-                                      l, r);
+            if ((n = attn_cli_parse_window("sdpa", v, &l, &r))) return (int)n;
             o->a.window = 1;
             o->a.window_left = l;
             o->a.window_right = r;
@@ -157,7 +129,7 @@ static int parse_args(int argc, char **argv, sdpa_opts *o) {
                 return attn_cli_error(2, "sdpa: --dropout must be in [0, 1), got '%s'", v);
             o->a.dropout_p = x;
         } else if (!strcmp(name, "--seed")) {
-            if (parse_u64(v, &o->a.seed))
+            if (attn_cli_parse_u64(v, &o->a.seed))
                 return attn_cli_error(2, "sdpa: --seed must be an integer >= 0, got '%s'", v);
         } else { /* --threads */
             if (attn_cli_parse_long(v, &n) || n < 0 || n > 4096)
@@ -185,38 +157,19 @@ typedef struct sdpa_run {
     int mask3; /* mask given as [H|1,T,S] (with rank3) */
 } sdpa_run;
 
-static void shape_str(const attn_tensor *t, char *buf, size_t n) {
-    size_t u = (size_t)snprintf(buf, n, "[");
-    for (int d = 0; d < t->ndim && u < n; d++)
-        u += (size_t)snprintf(buf + u, n - u, "%s%lld", d ? "," : "", (long long)t->shape[d]);
-    if (u < n) snprintf(buf + u, n - u, "]");
-}
-
 /* Tensor `name` as F32 in *t (converted from F16/BF16/F64 into an owned
  * buffer). Absent: *t stays empty, which is an error when required. */
 static int load_float(sdpa_run *r, const char *in, const char *name, int required, attn_tensor *t) {
-    memset(t, 0, sizeof *t);
-    if (attn_safetensors_find(r->st, name) < 0) {
-        if (!required) return 0;
-        return attn_cli_error(1, "%s: missing tensor '%s'", in, name);
-    }
-    if (attn_safetensors_get(r->ctx, r->st, name, t))
-        return attn_cli_error(1, "%s", attn_ctx_last_error(r->ctx));
-    if (t->dtype == ATTN_F32) return 0;
-    if (t->dtype != ATTN_F64 && t->dtype != ATTN_F16 && t->dtype != ATTN_BF16)
-        return attn_cli_error(1, "%s: tensor '%s' has dtype %s, expected F32 (or F16, BF16, F64)",
-                              in, name, attn_dtype_name(t->dtype));
     float *f;
-    if (attn_safetensors_get_f32(r->ctx, r->st, name, &f, t))
-        return attn_cli_error(1, "%s", attn_ctx_last_error(r->ctx));
-    r->converted[r->nconverted++] = f;
-    return 0;
+    int rc = attn_cli_load_f32(r->ctx, r->st, in, name, required, t, &f);
+    if (f) r->converted[r->nconverted++] = f;
+    return rc;
 }
 
 /* q, k, v (and dout): 4-D, or all 3-D meaning B = 1. */
 static int check_rank(sdpa_run *r, const char *in, const char *name, attn_tensor *t) {
     char s[128];
-    shape_str(t, s, sizeof s);
+    attn_cli_shape_str(t, s, sizeof s);
     if (t->ndim != (r->rank3 ? 3 : 4))
         return attn_cli_error(1, "%s: tensor '%s' has shape %s, expected %s", in, name, s,
                               r->rank3 ? "3 dims [H,T,D] like q" : "4 dims [B,H,T,D] like q");
@@ -235,7 +188,7 @@ static int expect_shape(const char *in, const char *name, const attn_tensor *t,
     for (int d = 0; d < 4; d++)
         if (want[d] >= 0 && t->shape[d] != want[d]) {
             char s[128];
-            shape_str(t, s, sizeof s);
+            attn_cli_shape_str(t, s, sizeof s);
             return attn_cli_error(1, "%s: tensor '%s' has shape %s, expected %s", in, name, s,
                                   what);
         }
@@ -260,12 +213,7 @@ static float *alloc_f32(sdpa_run *r, const attn_tensor *like, int64_t last, attn
 
 /* The view as written to OUT: 3-D inputs give outputs without the B dim. */
 static attn_tensor out_view(const sdpa_run *r, attn_tensor t) {
-    if (r->rank3 && t.ndim >= 1) {
-        for (int d = 0; d + 1 < t.ndim; d++)
-            t.shape[d] = t.shape[d + 1], t.stride[d] = t.stride[d + 1];
-        t.ndim--;
-    }
-    return t;
+    return r->rank3 ? attn_cli_drop_dim0(t) : t;
 }
 
 static int run(sdpa_opts *o, sdpa_run *r) {
@@ -300,37 +248,15 @@ static int run(sdpa_opts *o, sdpa_run *r) {
     if (al.data) {
         if (al.ndim != 1 || al.shape[0] != H) {
             char s[128];
-            shape_str(&al, s, sizeof s);
+            attn_cli_shape_str(&al, s, sizeof s);
             return attn_cli_error(1, "%s: tensor 'alibi_slopes' has shape %s, expected [H=%lld]",
                                   in, s, (long long)H);
         }
         a.alibi_slopes = al.data;
     }
 
-    if (attn_safetensors_find(r->st, "kv_len") >= 0) {
-        attn_tensor kl;
-        if (attn_safetensors_get(r->ctx, r->st, "kv_len", &kl))
-            return attn_cli_error(1, "%s", attn_ctx_last_error(r->ctx));
-        char s[128];
-        shape_str(&kl, s, sizeof s);
-        if (kl.dtype != ATTN_I32 && kl.dtype != ATTN_I64)
-            return attn_cli_error(1, "%s: tensor 'kv_len' has dtype %s, expected I32 or I64", in,
-                                  attn_dtype_name(kl.dtype));
-        if (kl.ndim != 1 || kl.shape[0] != B)
-            return attn_cli_error(1, "%s: tensor 'kv_len' has shape %s, expected [B=%lld]", in, s,
-                                  (long long)B);
-        if (!(r->kv_len = malloc((size_t)B * sizeof *r->kv_len)))
-            return attn_cli_error(1, "out of memory");
-        for (int64_t b = 0; b < B; b++) {
-            int64_t x = kl.dtype == ATTN_I32 ? ((const int32_t *)kl.data)[b]
-                                             : ((const int64_t *)kl.data)[b];
-            if (x < 0 || x > S)
-                return attn_cli_error(1, "%s: kv_len[%lld] = %lld is outside [0, S=%lld]", in,
-                                      (long long)b, (long long)x, (long long)S);
-            r->kv_len[b] = (int32_t)x;
-        }
-        a.kv_len = r->kv_len;
-    }
+    if (attn_cli_load_kv_len(r->ctx, r->st, in, B, S, &r->kv_len)) return 1;
+    a.kv_len = r->kv_len;
 
     if (attn_safetensors_find(r->st, "mask") >= 0) {
         attn_tensor m;
@@ -346,17 +272,14 @@ static int run(sdpa_opts *o, sdpa_run *r) {
             if (load_float(r, in, "mask", 1, &m)) return 1;
         }
         char s[128];
-        shape_str(&m, s, sizeof s);
+        attn_cli_shape_str(&m, s, sizeof s);
         int mask3 = r->rank3 && m.ndim == 3; /* [H|1,T,S] with 3-D inputs */
         if (mask3) {
             for (int d = 3; d > 0; d--)
                 m.shape[d] = m.shape[d - 1], m.stride[d] = m.stride[d - 1];
             m.shape[0] = 1, m.stride[0] = 0, m.ndim = 4;
         }
-        int ok = (m.ndim == 2 && m.shape[0] == T && m.shape[1] == S) ||
-                 (m.ndim == 4 && (m.shape[0] == 1 || m.shape[0] == B) &&
-                  (m.shape[1] == 1 || m.shape[1] == H) && m.shape[2] == T && m.shape[3] == S);
-        if (!ok)
+        if (!attn_cli_mask_shape_ok(&m, B, H, T, S))
             return attn_cli_error(1,
                                   "%s: tensor 'mask' has shape %s, expected [T=%lld,S=%lld] or "
                                   "%s[B=%lld|1,H=%lld|1,T,S]",
