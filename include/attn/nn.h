@@ -176,10 +176,15 @@ typedef struct attn_adamw attn_adamw;
  * a value and grad of different sizes, non-contiguous views), ATTN_E_NOMEM. */
 ATTN_NODISCARD attn_status attn_adamw_create(attn_ctx *ctx, const attn_adamw_config *cfg,
                                              const attn_param *params, int n, attn_adamw **out);
-/* One update of every parameter from its current gradient. */
+/* One update of every parameter from its current gradient (the views given
+ * to attn_adamw_create, written in place). Returns ATTN_OK, or ATTN_E_ARG if
+ * opt is NULL. One optimiser is used by one thread at a time. */
 ATTN_NODISCARD attn_status attn_adamw_step(attn_ctx *ctx, attn_adamw *opt);
-/* Change the learning rate (for schedules). */
+/* Change the learning rate (for schedules). A NULL opt, or lr <= 0 or NaN,
+ * is ignored (the rate stays as it was). */
 void attn_adamw_set_lr(attn_adamw *opt, float lr);
+/* Free the optimiser's moments (not the parameters, which are borrowed).
+ * attn_adamw_free(NULL) is a no-op. */
 void attn_adamw_free(attn_adamw *opt);
 
 /* Gradient clipping by global norm, as torch.nn.utils.clip_grad_norm_: the
