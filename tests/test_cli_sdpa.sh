@@ -24,13 +24,18 @@ ok() {
     local name=$1 in=$2
     shift 2
     ncheck=$((ncheck + 1))
-    local fast="$W/$name.fast.st" ref="$W/$name.ref.st"
-    if ! "$ATTN" sdpa "$in" "$fast" "$@" 2>"$W/err"; then
-        fail "$name: attn sdpa $* exited $?: $(cat "$W/err")"
+    local fast="$W/$name.fast.st" ref="$W/$name.ref.st" rc
+    # (inside `if ! cmd` $? is the negation's 0, so keep the status first)
+    "$ATTN" sdpa "$in" "$fast" "$@" 2>"$W/err"
+    rc=$?
+    if [ "$rc" -ne 0 ]; then
+        fail "$name: attn sdpa $* exited $rc: $(cat "$W/err")"
         return
     fi
-    if ! "$ATTN" sdpa "$in" "$ref" --ref "$@" 2>"$W/err"; then
-        fail "$name: attn sdpa --ref $* exited $?: $(cat "$W/err")"
+    "$ATTN" sdpa "$in" "$ref" --ref "$@" 2>"$W/err"
+    rc=$?
+    if [ "$rc" -ne 0 ]; then
+        fail "$name: attn sdpa --ref $* exited $rc: $(cat "$W/err")"
         return
     fi
     if ! "$ST" check "$in" "$ref" "$fast" "$@" >"$W/check" 2>&1; then
