@@ -103,6 +103,21 @@ static void test_clip(void **state) {
     bad = (attn_adamw_config){.beta1 = 1.0f};
     assert_int_equal(attn_adamw_create(ctx, &bad, &p, 1, &o), ATTN_E_ARG);
     assert_null(o);
+    /* set_lr ignores lr <= 0 and NaN: with a constant gradient every bias-
+     * corrected AdamW step moves a weight by lr * sign(g) (up to eps) */
+    assert_int_equal(attn_adamw_step(ctx, NULL), ATTN_E_ARG);
+    attn_adamw_config cfg = {.lr = 0.5f};
+    assert_int_equal(attn_adamw_create(ctx, &cfg, &p, 1, &o), ATTN_OK);
+    attn_adamw_set_lr(o, 0.0f);
+    attn_adamw_set_lr(o, NAN);
+    attn_adamw_set_lr(NULL, 1.0f); /* no-op */
+    assert_int_equal(attn_adamw_step(ctx, o), ATTN_OK);
+    assert_true(fabs(v[0] + 0.5) < 1e-6 && v[1] == 0.0f);
+    attn_adamw_set_lr(o, 0.25f);
+    assert_int_equal(attn_adamw_step(ctx, o), ATTN_OK);
+    assert_true(fabs(v[0] + 0.75) < 1e-6 && fabs(v[3] + 0.75) < 1e-6);
+    attn_adamw_free(o);
+    attn_adamw_free(NULL); /* no-op */
     attn_ctx_free(ctx);
 }
 
