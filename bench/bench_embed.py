@@ -100,11 +100,25 @@ class TorchRunner:
         return statistics.median(wall), statistics.median(cpu)
 
 
+def attn_env(coretype):
+    env = dict(os.environ)
+    if coretype == "auto":
+        env.pop("OPENBLAS_CORETYPE", None)
+    elif coretype:
+        env["OPENBLAS_CORETYPE"] = coretype
+    return env
+
+
+def blas_core(attn, coretype):
+    """The BLAS kernels attn runs with, from the last line of `attn help`."""
+    r = subprocess.run([attn, "help"], capture_output=True, text=True, env=attn_env(coretype))
+    m = re.search(r"BLAS: (.*)", r.stdout)
+    return m.group(1).strip() if m else "unknown"
+
+
 def run_attn(attn, path, threads, runs, coretype=None):
     """Median wall and CPU seconds of one embed of the file (after a warm-up)."""
-    env = dict(os.environ)
-    if coretype:
-        env["OPENBLAS_CORETYPE"] = coretype
+    env = attn_env(coretype)
     # --bench R: one untimed run (it prints the embeddings), then R timed runs
     r = subprocess.run([attn, "embed", "--threads", str(threads), "--input", path,
                         "--bench", str(runs)], capture_output=True, text=True, check=True,
@@ -124,12 +138,19 @@ def main():
                     help="alternate attn and PyTorch this many times (shared machines drift)")
     ap.add_argument("--openblas-coretype", default=None,
                     help="run attn with OPENBLAS_CORETYPE set to this (e.g. SKYLAKEX for the "
-                         "AVX-512 kernels on a CPU the installed OpenBLAS does not recognise)")
+                         "AVX-512 kernels on a CPU the installed OpenBLAS does not recognise), "
+                         "or 'auto' to unset it and let OpenBLAS choose by the CPU")
     args = ap.parse_args()
     torch_runner = TorchRunner(args.threads)
     print("threads %d; per case: median over %d rounds of the median of %d runs%s" % (
         args.threads, args.rounds, args.runs,
-        "; attn with OPENBLAS_CORETYPE=" + args.openblas_coretype if args.openblas_coretype else ""))
+        "; attn with OPENBLAS_CORETYPE=" + args.openblas_coretype
+        if args.openblas_coretype and args.openblas_coretype != "auto" else ""))
+    print("attn's BLAS: %s%s" % (
+        blas_core(args.attn, args.openblas_coretype),
+        " (OPENBLAS_CORETYPE=%s inherited from the environment; --openblas-coretype auto "
+        "lets OpenBLAS choose)" % os.environ["OPENBLAS_CORETYPE"]
+        if "OPENBLAS_CORETYPE" in os.environ and not args.openblas_coretype else ""))
     print("%-32s %10s %10s %8s %8s" % ("case (texts/s, wall)", "attn", "PyTorch", "speedup",
                                        "CPU-time"))
     for name, texts in (("short: 32 sentences, 1 batch", SHORT),

@@ -1,6 +1,7 @@
 /* attn: command-line tool. One subcommand per job, each in its own file. */
 #include "cli.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -53,11 +54,22 @@ int attn_cli_parse_float(const char *s, float *out) {
     return 0;
 }
 
+/* OpenBLAS's name for the kernels it runs (what OPENBLAS_CORETYPE or its
+ * CPU detection chose), or NULL when the BLAS is not OpenBLAS. Looked up at
+ * run time: the CLI itself does not link BLAS. */
+static const char *blas_corename(void) {
+    char *(*fn)(void) = (char *(*)(void))dlsym(RTLD_DEFAULT, "openblas_get_corename");
+    return fn ? fn() : NULL;
+}
+
 static void usage(FILE *f) {
     fprintf(f, "usage: attn <command> [options]   (attn <command> --help for its options)\n\n"
                "commands:\n");
-    for (size_t i = 0; i < NCOMMANDS; i++) fprintf(f, "  %-11s %s\n", commands[i].name, commands[i].help);
-    fprintf(f, "\nlibattn %s, kernels: %s\n", ATTN_VERSION_STRING, attn_arch_name());
+    for (size_t i = 0; i < NCOMMANDS; i++)
+        fprintf(f, "  %-11s %s\n", commands[i].name, commands[i].help);
+    const char *core = blas_corename();
+    fprintf(f, "\nlibattn %s, kernels: %s, BLAS: %s%s\n", ATTN_VERSION_STRING, attn_arch_name(),
+            core ? "OpenBLAS " : "not OpenBLAS", core ? core : "");
 }
 
 int main(int argc, char **argv) {
