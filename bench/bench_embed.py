@@ -7,6 +7,10 @@ Two cases, each one encode call (tokenizing included, model loading not):
   long   8 texts of exactly 256 tokens (the model's max_seq_length)
 Reports texts/s (wall clock) and the ratios of wall and of process CPU time.
 
+Each library picks its kernels by the CPU, as PyTorch does: attn runs with
+OPENBLAS_CORETYPE removed from its environment unless --openblas-coretype
+says otherwise ('inherit' keeps the caller's value, which is printed).
+
   python3 bench/bench_embed.py [--attn build/attn] [--threads N] [--runs R] [--rounds K]
 
 Needs torch and sentence-transformers (PyPI) and the model package
@@ -104,7 +108,7 @@ def attn_env(coretype):
     env = dict(os.environ)
     if coretype == "auto":
         env.pop("OPENBLAS_CORETYPE", None)
-    elif coretype:
+    elif coretype != "inherit":
         env["OPENBLAS_CORETYPE"] = coretype
     return env
 
@@ -136,21 +140,25 @@ def main():
     ap.add_argument("--runs", type=int, default=10, help="timed runs per round")
     ap.add_argument("--rounds", type=int, default=3,
                     help="alternate attn and PyTorch this many times (shared machines drift)")
-    ap.add_argument("--openblas-coretype", default=None,
+    ap.add_argument("--openblas-coretype", default="auto",
                     help="run attn with OPENBLAS_CORETYPE set to this (e.g. SKYLAKEX for the "
                          "AVX-512 kernels on a CPU the installed OpenBLAS does not recognise), "
-                         "or 'auto' to unset it and let OpenBLAS choose by the CPU")
+                         "'auto' (default) to unset it and let OpenBLAS choose by the CPU, "
+                         "'inherit' to keep this process's value")
     args = ap.parse_args()
     torch_runner = TorchRunner(args.threads)
     print("threads %d; per case: median over %d rounds of the median of %d runs%s" % (
         args.threads, args.rounds, args.runs,
         "; attn with OPENBLAS_CORETYPE=" + args.openblas_coretype
-        if args.openblas_coretype and args.openblas_coretype != "auto" else ""))
-    print("attn's BLAS: %s%s" % (
-        blas_core(args.attn, args.openblas_coretype),
-        " (OPENBLAS_CORETYPE=%s inherited from the environment; --openblas-coretype auto "
-        "lets OpenBLAS choose)" % os.environ["OPENBLAS_CORETYPE"]
-        if "OPENBLAS_CORETYPE" in os.environ and not args.openblas_coretype else ""))
+        if args.openblas_coretype not in ("auto", "inherit") else ""))
+    inherited = os.environ.get("OPENBLAS_CORETYPE")
+    note = ""
+    if inherited and args.openblas_coretype == "auto":
+        note = " (OPENBLAS_CORETYPE=%s of this environment unset for attn; " \
+               "--openblas-coretype inherit keeps it)" % inherited
+    elif inherited and args.openblas_coretype == "inherit":
+        note = " (OPENBLAS_CORETYPE=%s inherited from this environment)" % inherited
+    print("attn's BLAS: %s%s" % (blas_core(args.attn, args.openblas_coretype), note))
     print("%-32s %10s %10s %8s %8s" % ("case (texts/s, wall)", "attn", "PyTorch", "speedup",
                                        "CPU-time"))
     for name, texts in (("short: 32 sentences, 1 batch", SHORT),
