@@ -88,15 +88,17 @@ typedef struct attn_ctx attn_ctx;
 ATTN_NODISCARD attn_status attn_ctx_create(attn_ctx **out, int nthreads);
 /* Free a context and its workspace. attn_ctx_free(NULL) is a no-op. */
 void attn_ctx_free(attn_ctx *ctx);
-/* Threads the context runs (>= 1). */
+/* Threads the context runs (>= 1; 1 for a NULL ctx). */
 int attn_ctx_threads(const attn_ctx *ctx);
-/* Change the thread count (0 = default as in attn_ctx_create). */
+/* Change the thread count (0 = default as in attn_ctx_create). Returns
+ * ATTN_OK, or ATTN_E_ARG (ctx NULL, or nthreads < 0: the count is kept). */
 ATTN_NODISCARD attn_status attn_ctx_set_threads(attn_ctx *ctx, int nthreads);
-/* The message of the last failure on this context ("" if none). The pointer
- * stays valid until the next call that uses ctx. */
+/* The message of the last failure on this context ("" if none, or if ctx is
+ * NULL). The pointer stays valid until the next call that uses ctx. */
 const char *attn_ctx_last_error(const attn_ctx *ctx);
 /* Record a failure message on ctx and return s (for layered callers, e.g. the
- * CLI or the nn/ and models/ layers). printf-style. */
+ * CLI or the nn/ and models/ layers). printf-style; a NULL ctx just returns
+ * s. Not ATTN_NODISCARD: it is the status being returned, not a result. */
 attn_status attn_ctx_fail(attn_ctx *ctx, attn_status s, const char *fmt, ...)
 #if defined(__GNUC__) || defined(__clang__)
     __attribute__((format(printf, 3, 4)))

@@ -38,7 +38,8 @@ ATTN_NODISCARD attn_status attn_safetensors_open(attn_ctx *ctx, const char *path
                                                  attn_safetensors **out);
 
 /* As attn_safetensors_open, from len bytes at buf (copied: buf may be freed
- * after the call). Messages call the file "<memory>". */
+ * after the call). Messages call the file "<memory>". Returns the statuses
+ * of attn_safetensors_open except ATTN_E_IO. */
 ATTN_NODISCARD attn_status attn_safetensors_open_memory(attn_ctx *ctx, const void *buf, size_t len,
                                                         attn_safetensors **out);
 
@@ -103,7 +104,9 @@ ATTN_NODISCARD attn_status attn_safetensors_write(attn_ctx *ctx, const char *pat
 
 /* As attn_safetensors_write, plus nmeta "__metadata__" string pairs:
  * meta[2*i] is a key, meta[2*i+1] its value (valid UTF-8; keys unique).
- * nmeta == 0 writes no "__metadata__" entry. */
+ * nmeta == 0 writes no "__metadata__" entry. Returns the statuses of
+ * attn_safetensors_write; ATTN_E_ARG also for a NULL, duplicate or non-UTF-8
+ * key or value. */
 ATTN_NODISCARD attn_status attn_safetensors_write_meta(attn_ctx *ctx, const char *path, int n,
                                                        const char *const *names,
                                                        const attn_tensor *tensors, int nmeta,

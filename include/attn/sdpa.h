@@ -97,14 +97,17 @@ ATTN_NODISCARD attn_status attn_sdpa_backward(attn_ctx *ctx, const attn_sdpa_arg
 
 /* The float64 oracle: naive, materialised scores, the same semantics.
  * For tests and `--ref`; slow and O(T*S) memory. Inputs are F32 views as
- * above; results are written as F32 (out, lse; dq, dk, dv, dmask). */
+ * above; results are written as F32 (out, lse; dq, dk, dv, dmask). They
+ * validate exactly as attn_sdpa_forward / attn_sdpa_backward and return the
+ * same statuses. */
 ATTN_NODISCARD attn_status attn_sdpa_forward_ref(attn_ctx *ctx, const attn_sdpa_args *a);
 ATTN_NODISCARD attn_status attn_sdpa_backward_ref(attn_ctx *ctx, const attn_sdpa_args *a,
                                                   const attn_sdpa_grads *g);
 
 /* Forward FLOPs by the FlashAttention convention, 2*(D+Dv) per unmasked
  * (query, key) pair, counting only the structural masks (causal, window,
- * kv_len). The backward is 2.5x this. */
+ * kv_len). The backward is 2.5x this. 0 for arguments attn_sdpa_forward
+ * would reject (no status: a pure function of the arguments). */
 double attn_sdpa_flops(const attn_sdpa_args *a);
 
 #ifdef __cplusplus
