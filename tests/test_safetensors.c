@@ -723,6 +723,13 @@ static void test_write_errors(void **state) {
     expect_write_fail(ctx, path, 1, (const char *[]){"x"}, &bad, ATTN_E_DTYPE, "unknown dtype");
     const char *dup_meta[] = {"k", "1", "k", "2"};
     assert_int_equal(attn_safetensors_write_meta(ctx, path, 1, keep, &t, 2, dup_meta), ATTN_E_ARG);
+    assert_non_null(strstr(attn_ctx_last_error(ctx), "duplicate metadata key 'k'"));
+    const char *null_meta[] = {"k", NULL}, *bad_meta[] = {"k", "\xff"};
+    assert_int_equal(attn_safetensors_write_meta(ctx, path, 1, keep, &t, 1, null_meta),
+                     ATTN_E_ARG);
+    assert_non_null(strstr(attn_ctx_last_error(ctx), "NULL key or value"));
+    assert_int_equal(attn_safetensors_write_meta(ctx, path, 1, keep, &t, 1, bad_meta), ATTN_E_ARG);
+    assert_non_null(strstr(attn_ctx_last_error(ctx), "not valid UTF-8"));
     assert_int_equal(attn_safetensors_write(ctx, path, -1, keep, &t), ATTN_E_ARG);
     assert_int_equal(attn_safetensors_write(ctx, NULL, 1, keep, &t), ATTN_E_ARG);
     /* the target is a directory: rename fails after the data was written */
