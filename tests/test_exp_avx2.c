@@ -19,15 +19,25 @@
 
 #include "attn_test.h"
 
+/* This file is not built with -mavx2 -mfma: only the code in the header and
+ * exp8 is, through these pragmas (GCC's and Clang's spellings). */
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
+#else
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
+#endif
 #include "kernels/avx2/vmath_avx2.h"
 
 static void exp8(const float *x, float *y) {
     _mm256_storeu_ps(y, exp_avx2(_mm256_loadu_ps(x)));
 }
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
 #pragma GCC pop_options
+#endif
 #define HAVE_EXP8 1
 #endif
 
