@@ -36,7 +36,14 @@ for name in sys.argv[2:4]:
         dot = sum(a * b for a, b in zip(g, e))
         cos = dot / math.sqrt(sum(a * a for a in g) * sum(b * b for b in e))
         diff = max(abs(a - b) for a, b in zip(g, e))
-        ok = cos >= 0.99999 and diff <= 1e-4
+        # The reference is sentence-transformers in fp32 (no float64 run of
+        # the real model exists), so DESIGN's 2x-naive rule cannot apply here;
+        # test_bert checks that rule against a float64 encoder. This test is
+        # about loading and wiring real weights: the differences seen are
+        # <= 2e-7 on unit-norm embeddings, and 1e-5 leaves room for kernels
+        # that sum in another order while still catching a wrong constant or
+        # a misplaced weight (1e-4 allowed errors 500x the observed ones).
+        ok = cos >= 0.99999 and diff <= 1e-5
         bad += not ok
         print("%-5s %s text %2d: cosine %.9f max|diff| %.2e  %r" % (
             "ok" if ok else "FAIL", name.rsplit("/", 1)[-1], i + 1, cos, diff, texts[i][:40]))
@@ -57,7 +64,7 @@ if len(rows) != len(a["tokens"]):
     sys.exit(1)
 for i, r in enumerate(rows):
     # "<i> <token> -> <j> <token> <weight> <bar>"
-    tok, j, w = r[1], int(r[3]), float(r[5])
+    tok, j, w = r[1], int(r[3]), float(r[5])  # w is printed with 4 decimals
     if tok != a["tokens"][i] or j != a["argmax"][i] or abs(w - a["max"][i]) > 1e-4:
         print("token %d: got %s -> %d (%.4f), expected %s -> %d (%.4f)" % (
             i, tok, j, w, a["tokens"][i], a["argmax"][i], a["max"][i]))
