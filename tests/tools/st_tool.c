@@ -40,6 +40,22 @@ static attn_dtype dtype_of(const char *s, int *ok) {
     return ATTN_F32;
 }
 
+/* IEEE half bits of x, rounded to nearest even from the double (what a
+ * (_Float16)x cast gives on GCC, written out because Clang before 15 has no
+ * _Float16 on x86-64). */
+static uint16_t f16_bits(double x) {
+    uint16_t sign = signbit(x) ? 0x8000 : 0;
+    double a = fabs(x);
+    if (isnan(x)) return sign | 0x7e00;
+    if (a < 0x1p-14) return sign | (uint16_t)nearbyint(a * 0x1p24); /* subnormal (or 2^-14) */
+    int e;
+    double r = nearbyint(ldexp(frexp(a, &e), 11)); /* 1024..2048: 1.f x 2^10 */
+    int E = e + 14;
+    if (r == 2048.0) r = 1024.0, E++;
+    if (E >= 31) return sign | 0x7c00; /* overflow: inf */
+    return sign | (uint16_t)(E << 10) | (uint16_t)((int)r - 1024);
+}
+
 static void put(void *data, attn_dtype t, int64_t i, double x) {
     switch (t) {
     case ATTN_F32:
@@ -59,7 +75,7 @@ static void put(void *data, attn_dtype t, int64_t i, double x) {
         ((uint8_t *)data)[i] = (uint8_t)x;
         break;
     case ATTN_F16:
-        ((_Float16 *)data)[i] = (_Float16)x;
+        ((uint16_t *)data)[i] = f16_bits(x);
         break;
     case ATTN_BF16: { /* round to nearest even on the top 16 bits (finite x) */
         float f = (float)x;
