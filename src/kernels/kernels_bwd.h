@@ -1,6 +1,6 @@
 /* Microkernels of the attention backward: one signature per job, shared by
- * every ISA, selected once through attn__bwd_kernels() (the same ISA as the
- * forward's attn__kernels(), so ATTN_ARCH applies to both). A table of its
+ * every ISA, selected once through attn__bwd_kernels() (core/dispatch.c: the
+ * same ISA decision as the forward's attn__kernels(), so ATTN_ARCH applies). A table of its
  * own, so the backward and forward kernels can be tuned independently.
  *
  * Tile geometry: a strip of ATTN_BMR query rows is packed transposed

@@ -1,5 +1,6 @@
 /* Element-wise kernels of the nn layers (GELU and its erf), one table per
- * instruction set, chosen to follow attn__kernels() so ATTN_ARCH applies.
+ * instruction set, selected in core/dispatch.c by the same decision as the
+ * attention kernels, so ATTN_ARCH applies.
  *
  * erf in fp32, the same algorithm and explicit FMAs in every family:
  *   |x| < ERF_SPLIT:   erf(x) = x + x * A(x^2)

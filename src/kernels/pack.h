@@ -4,6 +4,8 @@
 #ifndef ATTN_KERNELS_PACK_H
 #define ATTN_KERNELS_PACK_H
 
+#include <math.h>
+#include <stddef.h>
 #include <stdint.h>
 
 /* xt[d*rows + r] = scale * x[r*xs + d] for r < mr, 0 for mr <= r < rows. */
@@ -17,6 +19,25 @@ static inline void attn__pack_strip(const float *x, int64_t xs, int mr, int rows
         } else {
             for (int d = 0; d < D; d++)
                 xt[d * rows + r] = 0.0f;
+        }
+    }
+}
+
+/* s[j*ld + r] = dot(xt[:, r], y_j) for j < n, r < mr, where xt is a packed
+ * strip [D][ld] (see attn__pack_strip) and y_j = y + j*ys. Portable: the
+ * scalar kernels' Q K^T (forward) and their backward's dot products share it;
+ * one fmaf chain per output, in d order. */
+static inline void attn__dot_strip(const float *xt, int ld, const float *y, int64_t ys, int n,
+                                   int D, int mr, float *s) {
+    for (int j = 0; j < n; j++) {
+        const float *yj = y + (int64_t)j * ys;
+        float *sj = s + (size_t)j * ld;
+        for (int r = 0; r < mr; r++)
+            sj[r] = 0.0f;
+        for (int d = 0; d < D; d++) {
+            float b = yj[d];
+            for (int r = 0; r < mr; r++)
+                sj[r] = fmaf(xt[d * ld + r], b, sj[r]);
         }
     }
 }

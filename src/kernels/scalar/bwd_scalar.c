@@ -1,12 +1,8 @@
-/* Portable backward microkernels (always complete, any CPU), and the
- * selection of the backward kernel family. */
-#include "kernels/kernels.h"
+/* Portable backward microkernels (always complete, any CPU). */
 #include "kernels/kernels_bwd.h"
-
 #include "kernels/pack.h"
 
 #include <math.h>
-#include <string.h>
 
 static void pack_t_scalar(const float *x, int64_t xs, int mr, int D, float scale, float *xt) {
     attn__pack_strip(x, xs, mr, ATTN_BMR, D, scale, xt);
@@ -14,16 +10,7 @@ static void pack_t_scalar(const float *x, int64_t xs, int mr, int D, float scale
 
 static void dot_t_scalar(const float *xt, const float *y, int64_t ys, int n, int D, int mr,
                          float *s) {
-    for (int j = 0; j < n; j++) {
-        const float *yj = y + (int64_t)j * ys;
-        float acc[ATTN_BMR] = {0};
-        for (int d = 0; d < D; d++) {
-            float b = yj[d];
-            for (int r = 0; r < mr; r++)
-                acc[r] = fmaf(xt[d * ATTN_BMR + r], b, acc[r]);
-        }
-        memcpy(s + (size_t)j * ATTN_BMR, acc, (size_t)mr * sizeof(float));
-    }
+    attn__dot_strip(xt, ATTN_BMR, y, ys, n, D, mr, s);
 }
 
 static void softmax_bwd_scalar(float *s, float *dp, int n, int mr, const float *lse,
@@ -71,11 +58,3 @@ const attn_bwd_kernels attn__bwd_kernels_scalar = {
     .acc_tn = acc_tn_scalar,
     .acc_nn = acc_nn_scalar,
 };
-
-const attn_bwd_kernels *attn__bwd_kernels(void) {
-    /* Follow the forward's choice (CPU detection and ATTN_ARCH live there). */
-#if defined(__x86_64__) || defined(_M_X64)
-    if (strcmp(attn__kernels()->name, "avx2") == 0) return &attn__bwd_kernels_avx2;
-#endif
-    return &attn__bwd_kernels_scalar;
-}

@@ -11,16 +11,7 @@ static void pack_q_scalar(const float *q, int64_t qs, int mr, int D, float scale
 }
 
 static void qk_scalar(const float *qt, const float *k, int64_t ks, int n, int D, float *s) {
-    for (int j = 0; j < n; j++) {
-        const float *kj = k + (int64_t)j * ks;
-        float acc[ATTN_MR] = {0};
-        for (int d = 0; d < D; d++) {
-            float b = kj[d];
-            for (int r = 0; r < ATTN_MR; r++)
-                acc[r] = fmaf(qt[d * ATTN_MR + r], b, acc[r]);
-        }
-        memcpy(s + (size_t)j * ATTN_MR, acc, sizeof acc);
-    }
+    attn__dot_strip(qt, ATTN_MR, k, ks, n, D, ATTN_MR, s);
 }
 
 static void softmax_scalar(float *s, int n, float *m, float *l, float *alpha) {

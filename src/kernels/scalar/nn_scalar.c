@@ -1,6 +1,5 @@
 /* Scalar nn element-wise kernels: the reference twin of nn_avx2.c, same
  * steps and the same explicit FMAs. */
-#include "kernels/kernels.h"
 #include "kernels/nn_kernels.h"
 
 #include <math.h>
@@ -65,11 +64,3 @@ const attn_nn_kernels attn__nn_kernels_scalar = {
     .erf = erf_scalar,
     .gelu = gelu_scalar,
 };
-
-const attn_nn_kernels *attn__nn_kernels(void) {
-    /* Follow the attention kernels' choice (CPU detection and ATTN_ARCH). */
-#if defined(__x86_64__) || defined(_M_X64)
-    if (strcmp(attn__kernels()->name, "avx2") == 0) return &attn__nn_kernels_avx2;
-#endif
-    return &attn__nn_kernels_scalar;
-}
