@@ -12,8 +12,7 @@
 #include <cmocka.h> /* after the headers it needs */
 
 #include "attn_test.h"
-#include "kernels/kernels.h"
-#include "kernels/nn_kernels.h"
+#include "kernels/arch.h"
 
 #include <float.h>
 #include <math.h>
@@ -24,13 +23,13 @@
  * regression (a wrong coefficient costs hundreds of ulps). */
 #define ERF_MAX_ULP 2.0
 
+/* The nn tables of every family this CPU runs (scalar first). */
 static int families(const attn_nn_kernels **k) {
     int n = 0;
-    k[n++] = &attn__nn_kernels_scalar;
-#if defined(__x86_64__) || defined(_M_X64)
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-        k[n++] = &attn__nn_kernels_avx2;
-#endif
+    for (const char *name; (name = attn_arch_available(n)) != NULL; n++) {
+        attn_status why;
+        k[n] = &attn__arch_find(name, &why)->nn;
+    }
     return n;
 }
 
@@ -49,7 +48,7 @@ static double ulps(float y, double e) {
 
 static void erf_sweep(void **state) {
     (void)state;
-    const attn_nn_kernels *k[2];
+    const attn_nn_kernels *k[8];
     const int nk = families(k);
     /* every `step`-th fp32 in [2^-30, 4], and the same negated */
     const uint32_t lo = 0x30800000u, hi = 0x40800000u, step = at_quick() ? 1009 : 5;
@@ -82,7 +81,7 @@ static void erf_sweep(void **state) {
 
 static void erf_special(void **state) {
     (void)state;
-    const attn_nn_kernels *k[2];
+    const attn_nn_kernels *k[8];
     const int nk = families(k);
     const float in[] = {0.0f,    -0.0f,   INFINITY, -INFINITY, NAN,   1e30f,    -1e30f,
                         3.9249f, 3.9251f, -3.9251f, 1.2499f,   1.25f, f_of(1u), f_of(0x80000001u),
@@ -109,7 +108,7 @@ static double gelu_ref(double x) {
 
 static void gelu_vs_double(void **state) {
     (void)state;
-    const attn_nn_kernels *k[2];
+    const attn_nn_kernels *k[8];
     const int nk = families(k);
     at_rng r = at_rng_for(0x6e11);
     const int64_t n = at_quick() ? 20001 : 400003; /* odd: a vector tail */
@@ -154,7 +153,7 @@ static void gelu_vs_double(void **state) {
  * is touched, and erf may run in place. */
 static void lengths_and_tails(void **state) {
     (void)state;
-    const attn_nn_kernels *k[2];
+    const attn_nn_kernels *k[8];
     const int nk = families(k);
     float src[48], ref[48], buf[48 + 2];
     for (int i = 0; i < 48; i++)
@@ -190,7 +189,7 @@ static void lengths_and_tails(void **state) {
  * a few ulps everywhere (bitwise where the compiler did not contract). */
 static void families_agree(void **state) {
     (void)state;
-    const attn_nn_kernels *k[2];
+    const attn_nn_kernels *k[8];
     if (families(k) < 2) skip();
     float x[4096], a[4096], b[4096];
     for (int i = 0; i < 4096; i++)

@@ -83,8 +83,13 @@ int64_t attn_tensor_numel(const attn_tensor *t);
 typedef struct attn_ctx attn_ctx;
 
 /* Create a context running `nthreads` threads; 0 means ATTN_NUM_THREADS from
- * the environment, else every core. Returns ATTN_OK, ATTN_E_ARG (nthreads < 0),
- * ATTN_E_NOMEM. */
+ * the environment, else every core; it uses the default kernel family
+ * (attn_arch_name). Returns ATTN_OK, ATTN_E_ARG (out NULL or nthreads < 0;
+ * *out = NULL), ATTN_E_NOMEM (*out = NULL), or, when ATTN_ARCH names a
+ * family this build lacks (ATTN_E_ARG) or the CPU cannot run
+ * (ATTN_E_UNSUPPORTED), that status with *out set to a context that only
+ * attn_ctx_last_error (the message) and attn_ctx_free accept, as
+ * sqlite3_open does. */
 ATTN_NODISCARD attn_status attn_ctx_create(attn_ctx **out, int nthreads);
 /* Free a context and its workspace. attn_ctx_free(NULL) is a no-op. */
 void attn_ctx_free(attn_ctx *ctx);
@@ -105,10 +110,31 @@ attn_status attn_ctx_fail(attn_ctx *ctx, attn_status s, const char *fmt, ...)
 #endif
     ;
 
-/* The kernel family in use: "avx2" or "scalar". Detected once; the
- * environment variable ATTN_ARCH=scalar|avx2 forces one (avx2 only where the
- * CPU has AVX2 and FMA). */
+/* Kernel families ("scalar", "avx2"): the same results within the tolerance
+ * rule, different speed. The process default is the best family the CPU
+ * runs (chosen by its feature flags, once), or the one the environment
+ * variable ATTN_ARCH names; an ATTN_ARCH this build does not have, or that
+ * the CPU cannot run, makes attn_ctx_create fail (ATTN_E_ARG or
+ * ATTN_E_UNSUPPORTED) rather than be ignored.
+ *
+ * The process default's name; NULL when ATTN_ARCH is invalid. */
 const char *attn_arch_name(void);
+/* The i-th family this build has and this CPU runs (0 is "scalar", the
+ * portable reference; the last is the default unless ATTN_ARCH says
+ * otherwise); NULL past the last. */
+const char *attn_arch_available(int i);
+/* The family ctx uses ("scalar", "avx2", ...); NULL for a NULL ctx. */
+const char *attn_ctx_arch(const attn_ctx *ctx);
+/* Make ctx use family `name` (NULL or "" = the process default). Returns
+ * ATTN_OK, ATTN_E_ARG (ctx NULL, or a name this build does not have) or
+ * ATTN_E_UNSUPPORTED (the CPU cannot run it); the family is kept on error. */
+ATTN_NODISCARD attn_status attn_ctx_set_arch(attn_ctx *ctx, const char *name);
+/* FMA peak probe of family `name` (for benchmarks): `iters` rounds of
+ * independent multiply-add chains held in registers with the family's
+ * widest instructions (fused where it has FMA). Returns the floating-point
+ * operations done, 2 per lane per multiply-add, for the caller to divide by
+ * its own timing; 0 for a family it cannot run. Thread-safe. */
+double attn_arch_peak_probe(const char *name, int64_t iters);
 
 #ifdef __cplusplus
 }

@@ -1,5 +1,6 @@
 /* The context: thread count, per-thread workspace, last error message. */
 #include "core/internal.h"
+#include "kernels/arch.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -9,16 +10,26 @@
 
 const char *attn_status_str(attn_status s) {
     switch (s) {
-    case ATTN_OK: return "ATTN_OK: success";
-    case ATTN_E_ARG: return "ATTN_E_ARG: invalid argument";
-    case ATTN_E_SHAPE: return "ATTN_E_SHAPE: shape mismatch";
-    case ATTN_E_LAYOUT: return "ATTN_E_LAYOUT: unsupported memory layout";
-    case ATTN_E_NOMEM: return "ATTN_E_NOMEM: out of memory";
-    case ATTN_E_IO: return "ATTN_E_IO: input/output error";
-    case ATTN_E_FORMAT: return "ATTN_E_FORMAT: corrupt or invalid file";
-    case ATTN_E_NOTFOUND: return "ATTN_E_NOTFOUND: not found";
-    case ATTN_E_DTYPE: return "ATTN_E_DTYPE: unsupported dtype";
-    case ATTN_E_UNSUPPORTED: return "ATTN_E_UNSUPPORTED: not supported";
+    case ATTN_OK:
+        return "ATTN_OK: success";
+    case ATTN_E_ARG:
+        return "ATTN_E_ARG: invalid argument";
+    case ATTN_E_SHAPE:
+        return "ATTN_E_SHAPE: shape mismatch";
+    case ATTN_E_LAYOUT:
+        return "ATTN_E_LAYOUT: unsupported memory layout";
+    case ATTN_E_NOMEM:
+        return "ATTN_E_NOMEM: out of memory";
+    case ATTN_E_IO:
+        return "ATTN_E_IO: input/output error";
+    case ATTN_E_FORMAT:
+        return "ATTN_E_FORMAT: corrupt or invalid file";
+    case ATTN_E_NOTFOUND:
+        return "ATTN_E_NOTFOUND: not found";
+    case ATTN_E_DTYPE:
+        return "ATTN_E_DTYPE: unsupported dtype";
+    case ATTN_E_UNSUPPORTED:
+        return "ATTN_E_UNSUPPORTED: not supported";
     }
     return "unknown attn_status";
 }
@@ -45,28 +56,60 @@ attn_status attn_ctx_create(attn_ctx **out, int nthreads) {
     attn_ctx *c = calloc(1, sizeof *c);
     if (!c) return ATTN_E_NOMEM;
     c->nthreads = nthreads ? nthreads : default_threads();
+    c->arch = attn__arch_default();
     *out = c;
+    /* a bad ATTN_ARCH: *out stays set so the caller can read the message
+     * (attn_ctx_last_error) before attn_ctx_free, as with sqlite3_open */
+    return c->arch ? ATTN_OK : attn__arch_default_status(c);
+}
+
+attn_status attn_ctx_set_arch(attn_ctx *ctx, const char *name) {
+    if (!ctx) return ATTN_E_ARG;
+    attn__ctx_clear(ctx);
+    if (!name || !*name) {
+        if (!attn__arch_default()) return attn__arch_default_status(ctx);
+        ctx->arch = attn__arch_default();
+        return ATTN_OK;
+    }
+    attn_status why;
+    const attn__arch *a = attn__arch_find(name, &why);
+    if (!a) {
+        if (why == ATTN_E_UNSUPPORTED)
+            return attn_ctx_fail(ctx, why, "kernel family \"%s\": this CPU cannot run it", name);
+        return attn_ctx_fail(ctx, why, "unknown kernel family \"%s\"", name);
+    }
+    ctx->arch = a;
     return ATTN_OK;
+}
+
+const char *attn_ctx_arch(const attn_ctx *ctx) {
+    return ctx && ctx->arch ? ctx->arch->name : NULL;
 }
 
 void attn_ctx_free(attn_ctx *ctx) {
     if (!ctx) return;
-    for (int i = 0; i < ctx->ws_count; i++) attn__free(ctx->ws[i]);
+    for (int i = 0; i < ctx->ws_count; i++)
+        attn__free(ctx->ws[i]);
     free(ctx->ws);
     free(ctx->ws_size);
     free(ctx);
 }
 
-int attn_ctx_threads(const attn_ctx *ctx) { return ctx ? ctx->nthreads : 1; }
+int attn_ctx_threads(const attn_ctx *ctx) {
+    return ctx ? ctx->nthreads : 1;
+}
 
 attn_status attn_ctx_set_threads(attn_ctx *ctx, int nthreads) {
     if (!ctx) return ATTN_E_ARG;
-    if (nthreads < 0) return attn_ctx_fail(ctx, ATTN_E_ARG, "thread count %d is negative", nthreads);
+    if (nthreads < 0)
+        return attn_ctx_fail(ctx, ATTN_E_ARG, "thread count %d is negative", nthreads);
     ctx->nthreads = nthreads ? nthreads : default_threads();
     return ATTN_OK;
 }
 
-const char *attn_ctx_last_error(const attn_ctx *ctx) { return ctx ? ctx->errmsg : ""; }
+const char *attn_ctx_last_error(const attn_ctx *ctx) {
+    return ctx ? ctx->errmsg : "";
+}
 
 void attn__ctx_clear(attn_ctx *ctx) {
     if (ctx) ctx->errmsg[0] = '\0';
@@ -89,7 +132,9 @@ void *attn__malloc(size_t bytes) {
     return p;
 }
 
-void attn__free(void *p) { free(p); }
+void attn__free(void *p) {
+    free(p);
+}
 
 attn_status attn__ws_reserve(attn_ctx *ctx, int n, size_t bytes) {
     if (n > ctx->ws_count) {
@@ -111,7 +156,8 @@ attn_status attn__ws_reserve(attn_ctx *ctx, int n, size_t bytes) {
         ctx->ws[i] = attn__malloc(bytes);
         ctx->ws_size[i] = ctx->ws[i] ? bytes : 0;
         if (!ctx->ws[i])
-            return attn_ctx_fail(ctx, ATTN_E_NOMEM, "out of memory for %zu bytes of workspace", bytes);
+            return attn_ctx_fail(ctx, ATTN_E_NOMEM, "out of memory for %zu bytes of workspace",
+                                 bytes);
     }
     return ATTN_OK;
 }

@@ -11,14 +11,21 @@
 
 #define ATTN_ERRMSG_LEN 512
 
+struct attn__arch;
+
 struct attn_ctx {
     int nthreads;
+    const struct attn__arch *arch; /* the kernel family the drivers use */
     char errmsg[ATTN_ERRMSG_LEN];
     /* per-thread scratch, grown on demand outside parallel regions */
     void **ws;
     size_t *ws_size;
     int ws_count;
 };
+
+/* ATTN_OK if the process default kernel family (ATTN_ARCH) is valid, else
+ * the error, with a message on ctx naming the bad value (core/dispatch.c). */
+attn_status attn__arch_default_status(attn_ctx *ctx);
 
 /* Clear the error message at the start of a public call. */
 void attn__ctx_clear(attn_ctx *ctx);

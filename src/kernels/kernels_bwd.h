@@ -1,10 +1,11 @@
 /* Microkernels of the attention backward: one signature per job, shared by
- * every ISA, selected once through attn__bwd_kernels() (core/dispatch.c: the
- * same ISA decision as the forward's attn__kernels(), so ATTN_ARCH applies). A table of its
- * own, so the backward and forward kernels can be tuned independently.
+ * every ISA family, held in the family's descriptor (kernels/arch.h) beside
+ * the forward's, as a table of its own so the two can be tuned
+ * independently.
  *
- * Tile geometry: a strip of ATTN_BMR query rows is packed transposed
- * ([D][BMR]), so score-shaped tiles (S, dP, P, dS) are laid out x[j*BMR + r]
+ * Tile geometry: a strip of R query rows (R = the family's arch.bmr) is
+ * packed transposed ([D][R]), so score-shaped tiles (S, dP, P, dS) are laid
+ * out x[j*R + r]
  * (key j, query row r), exactly as in the forward. From such tiles
  *   dV += (P∘Z)^T dO,  dK += dS^T Q   are acc_tn (sum over the strip's rows),
  *   dQ += dS K                          is acc_nn (sum over the tile's keys).
@@ -15,52 +16,41 @@
 
 #include <stdint.h>
 
-#ifndef ATTN_BMR
-#define ATTN_BMR 96 /* query rows per backward strip */
-#endif
-_Static_assert(ATTN_BMR % 24 == 0, "the AVX2 kernels take a strip as groups of 3 vectors");
-
 typedef struct attn_bwd_kernels {
     const char *name;
 
-    /* xt[d*BMR + r] = scale * x[r*xs + d] for r < mr, 0 for mr <= r < BMR. */
-    void (*pack_t)(const float *x, int64_t xs, int mr, int D, float scale, float *xt);
+    /* xt[d*R + r] = scale * x[r*xs + d] for r < mr, 0 for mr <= r < R. */
+    void (*pack_t)(const float *x, int64_t xs, int mr, int R, int D, float scale, float *xt);
 
-    /* s[j*BMR + r] = dot(xt[:, r], y_j) for j < n, r < mr; y: n rows of D
+    /* s[j*R + r] = dot(xt[:, r], y_j) for j < n, r < mr; y: n rows of D
      * floats, row stride ys. Used for S = Q K^T and dP = dO V^T. Rows from
-     * mr up to the kernel's row block (at most BMR) may be computed too (on
+     * mr up to the kernel's row block (at most R) may be computed too (on
      * the zero padding); rows beyond are left alone. */
-    void (*dot_t)(const float *xt, const float *y, int64_t ys, int n, int D, int mr, float *s);
+    void (*dot_t)(const float *xt, int R, const float *y, int64_t ys, int n, int D, int mr,
+                  float *s);
 
     /* Softmax backward on a tile of n keys, element by element (r < mr, with
      * the same row blocks as dot_t):
      *   p = exp(s - lse[r]);  s <- p;  dp <- p * (dp - di[r])
      * lse[r] = +inf marks a dead row (p = 0, dS = 0); s = -inf gives p = 0. */
-    void (*softmax_bwd)(float *s, float *dp, int n, int mr, const float *lse, const float *di);
+    void (*softmax_bwd)(float *s, float *dp, int R, int n, int mr, const float *lse,
+                        const float *di);
 
-    /* acc[j*lda + c] += sum_{r < mr} a[j*BMR + r] * b[r*bs + c] for j < n,
+    /* acc[j*lda + c] += sum_{r < mr} a[j*R + r] * b[r*bs + c] for j < n,
      * c < N. Writes exactly those elements (acc may be the caller's dK/dV).
      * Each element is one chain of fused multiply-adds in increasing r, so
      * it does not depend on n or on where the tile starts. */
-    void (*acc_tn)(const float *a, int mr, int n, const float *b, int64_t bs, int N, float *acc,
-                   int64_t lda);
+    void (*acc_tn)(const float *a, int R, int mr, int n, const float *b, int64_t bs, int N,
+                   float *acc, int64_t lda);
 
-    /* o[r*ldo + c] += sum_{j < n} a[j*BMR + r] * b[j*bs + c] for r < mr,
+    /* o[r*ldo + c] += sum_{j < n} a[j*R + r] * b[j*bs + c] for r < mr,
      * c < N (rows beyond mr up to the kernel's row block may be written: o
-     * holds BMR rows of ldo >= N floats). One fused multiply-add chain per
+     * holds R rows of ldo >= N floats). One fused multiply-add chain per
      * element in increasing j, continuing from o, so splitting the keys
      * into tiles differently gives the same bits. dot_t likewise sums in
      * increasing d whatever n is. */
-    void (*acc_nn)(const float *a, int mr, int n, const float *b, int64_t bs, int N, float *o,
-                   int ldo);
+    void (*acc_nn)(const float *a, int R, int mr, int n, const float *b, int64_t bs, int N,
+                   float *o, int ldo);
 } attn_bwd_kernels;
-
-/* The backward kernel family matching attn__kernels(). */
-const attn_bwd_kernels *attn__bwd_kernels(void);
-
-extern const attn_bwd_kernels attn__bwd_kernels_scalar;
-#if defined(__x86_64__) || defined(_M_X64)
-extern const attn_bwd_kernels attn__bwd_kernels_avx2;
-#endif
 
 #endif /* ATTN_KERNELS_BWD_H */

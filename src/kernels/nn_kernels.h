@@ -1,5 +1,5 @@
 /* Element-wise kernels of the nn layers (GELU and its erf), one table per
- * instruction set, selected in core/dispatch.c by the same decision as the
+ * ISA family, held in the family's descriptor (kernels/arch.h) beside the
  * attention kernels, so ATTN_ARCH applies.
  *
  * erf in fp32, the same algorithm and explicit FMAs in every family:
@@ -42,14 +42,7 @@ typedef struct attn_nn_kernels {
     void (*gelu)(float *x, int64_t n);
 } attn_nn_kernels;
 
-/* The family matching attn__kernels() (scalar under ATTN_ARCH=scalar). */
-const attn_nn_kernels *attn__nn_kernels(void);
 /* One element, the scalar family's algorithm (for the GELU backward). */
 float attn__erf1(float x);
-
-extern const attn_nn_kernels attn__nn_kernels_scalar;
-#if defined(__x86_64__) || defined(_M_X64)
-extern const attn_nn_kernels attn__nn_kernels_avx2;
-#endif
 
 #endif /* ATTN_NN_KERNELS_H */

@@ -5,7 +5,7 @@
  * with s the score as attn_sdpa_forward defines it, so only one T x S score
  * block is held besides the caller's output. */
 #include "nn/mha.h"
-#include "ops/sdpa_plan.h"
+#include "ops/sdpa_mask.h"
 
 #include <cblas.h>
 #include <math.h>

@@ -1,5 +1,5 @@
 /* LayerNorm and GELU. */
-#include "kernels/nn_kernels.h"
+#include "kernels/arch.h"
 #include "nn/nn.h"
 
 #include <math.h>

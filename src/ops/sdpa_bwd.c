@@ -10,7 +10,8 @@
  *                       dQ   = scale * dS K        dK = scale * dS^T Q
  *
  * A fused task owns one (batch, key/value head): it zeroes that head's dK and
- * dV, then walks every query strip (ATTN_BMR rows) of every query head of
+ * dV, then walks every query strip (bmr rows, from the kernel family's
+ * descriptor, kernels/arch.h) of every query head of
  * the group, in a fixed order, and each strip the key tiles it can see. dQ
  * of the strip accumulates in L1/L2 workspace; dK and dV accumulate in place
  * in the caller's buffers. With fewer (batch, kv head) pairs than threads the
@@ -19,19 +20,17 @@
  * in the same order either way, so the gradients are bitwise the same for
  * any thread count, also for a dmask summed over broadcast heads or batches
  * (its rows are then owned by the dQ strip tasks).
- * Tiles are classified like the forward's: empty skipped, full unmasked. */
+ * Keys are classified like the forward's (ops/sdpa_mask.h): keys in no
+ * segment skipped, full segments unmasked. */
 #include "ops/sdpa_bwd.h"
 
-#include "kernels/kernels_bwd.h"
+#include "kernels/arch.h"
+#include "ops/sdpa_mask.h"
 
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
-
-#ifndef ATTN_BBK
-#define ATTN_BBK 48 /* keys per backward tile */
-#endif
 
 static attn_status check_grad(attn_ctx *ctx, const char *name, const attn_tensor *t,
                               const int64_t *shape, int out) {
@@ -115,133 +114,103 @@ attn_status attn__sdpa_gplan_make(attn_ctx *ctx, const attn__sdpa_plan *p, const
     return ATTN_OK;
 }
 
+/* The geometry of one call: the family's kernels and tile sizes. */
+typedef struct geom {
+    const attn_bwd_kernels *kn;
+    int BMR; /* query rows per strip */
+    int BBK; /* keys per tile */
+} geom;
+
 /* Per-thread scratch of one task. */
 typedef struct bwd_ws {
     float *qt, *dot;       /* [D][BMR] scaled queries, [Dv][BMR] dout, transposed */
     float *s, *dp, *z, *t; /* [BBK][BMR] tiles: scores/P, dP/dS, dropout, tanh */
     float *dq;             /* [BMR][ldq] */
     float *lse, *di;       /* [BMR] */
+    int64_t *lo, *hi;      /* [BMR] the rows' key intervals */
     int ldq;
 } bwd_ws;
 
-static size_t ws_floats(const attn__sdpa_plan *p) {
-    size_t tile = (size_t)ATTN_BBK * ATTN_BMR;
-    return attn__round16((size_t)p->D * ATTN_BMR) + attn__round16((size_t)p->Dv * ATTN_BMR) +
-           4 * tile + ATTN_BMR * attn__round16((size_t)p->D) + 2 * ATTN_BMR;
+static size_t ws_floats(const attn__sdpa_plan *p, const geom *g) {
+    size_t tile = (size_t)g->BBK * g->BMR, R = (size_t)g->BMR;
+    return attn__round16((size_t)p->D * R) + attn__round16((size_t)p->Dv * R) + 4 * tile +
+           R * attn__round16((size_t)p->D) + attn__round16(2 * R) + attn__round16(4 * R);
 }
 
-static bwd_ws ws_carve(const attn__sdpa_plan *p, float *w) {
-    size_t tile = (size_t)ATTN_BBK * ATTN_BMR;
+static bwd_ws ws_carve(const attn__sdpa_plan *p, const geom *g, float *w) {
+    size_t tile = (size_t)g->BBK * g->BMR, R = (size_t)g->BMR;
     bwd_ws ws;
     ws.ldq = (int)attn__round16((size_t)p->D);
     ws.qt = w;
-    ws.dot = ws.qt + attn__round16((size_t)p->D * ATTN_BMR);
-    ws.s = ws.dot + attn__round16((size_t)p->Dv * ATTN_BMR);
+    ws.dot = ws.qt + attn__round16((size_t)p->D * R);
+    ws.s = ws.dot + attn__round16((size_t)p->Dv * R);
     ws.dp = ws.s + tile;
     ws.z = ws.dp + tile;
     ws.t = ws.z + tile;
     ws.dq = ws.t + tile;
-    ws.lse = ws.dq + (size_t)ATTN_BMR * ws.ldq;
-    ws.di = ws.lse + ATTN_BMR;
+    ws.lse = ws.dq + R * ws.ldq;
+    ws.di = ws.lse + R;
+    ws.lo = (int64_t *)(ws.lse + attn__round16(2 * R));
+    ws.hi = ws.lo + R;
     return ws;
-}
-
-/* Score modifications, as the forward applies them, to s[(j-ca)*BMR + r]:
- * softcap (keeping tanh in t for its derivative), float mask, ALiBi, boolean
- * mask and, on partial tiles, the structural interval [lo, hi). */
-static void score_mods(const attn__sdpa_plan *p, int64_t b, int64_t h, int64_t i0, int mr, float *s,
-                       float *t, int64_t ca, int64_t cb, const int64_t *lo, const int64_t *hi,
-                       int full) {
-    for (int r = 0; r < mr; r++) {
-        int64_t i = i0 + r, pos = i + p->shift;
-        float *sr = s + r - ca * ATTN_BMR; /* sr[j*BMR] is key j */
-        if (p->softcap > 0.0f) {
-            float c = p->softcap, ic = 1.0f / p->softcap;
-            float *tr = t + r - ca * ATTN_BMR;
-            for (int64_t j = ca; j < cb; j++) {
-                float th = tanhf(sr[j * ATTN_BMR] * ic);
-                tr[j * ATTN_BMR] = th;
-                sr[j * ATTN_BMR] = c * th;
-            }
-        }
-        if (p->mask_kind == ATTN__MASK_FLOAT) {
-            const float *m = (const float *)p->mask + attn__mask_off(p, b, h, i, 0);
-            for (int64_t j = ca; j < cb; j++)
-                sr[j * ATTN_BMR] += m[j];
-        }
-        if (p->alibi) {
-            float sl = p->alibi[h];
-            for (int64_t j = ca; j < cb; j++)
-                sr[j * ATTN_BMR] -= sl * (float)llabs(pos - j);
-        }
-        if (p->mask_kind == ATTN__MASK_BOOL) {
-            const uint8_t *m = (const uint8_t *)p->mask + attn__mask_off(p, b, h, i, 0);
-            for (int64_t j = ca; j < cb; j++)
-                if (!m[j]) sr[j * ATTN_BMR] = -INFINITY;
-        }
-        if (!full)
-            for (int64_t j = ca; j < cb; j++)
-                if (j < lo[r] || j >= hi[r]) sr[j * ATTN_BMR] = -INFINITY;
-    }
 }
 
 enum { DO_Q = 1, DO_KV = 2, DO_M = 4 }; /* what a strip walk accumulates: dQ, dK+dV, dmask */
 
 typedef struct strip {
-    int64_t b, h, i0;
-    int mr, what;
-    const int64_t *lo, *hi;
+    const attn__strip_mask *sm;
+    int what;
 } strip;
 
 /* One (strip, key tile [ca, cb)) step of the backward. */
-static void tile(const attn__sdpa_plan *p, const attn__sdpa_gplan *gp, const attn_bwd_kernels *kn,
-                 const strip *st, int64_t ca, int64_t cb, int full, const bwd_ws *w) {
-    const int64_t b = st->b, h = st->h, i0 = st->i0, hk = h / p->group;
-    const int mr = st->mr, n = (int)(cb - ca), D = (int)p->D, Dv = (int)p->Dv;
+static void tile(const attn__sdpa_plan *p, const attn__sdpa_gplan *gp, const geom *g,
+                 const strip *st, int64_t ca, int64_t cb, const bwd_ws *w) {
+    const attn_bwd_kernels *kn = g->kn;
+    const int64_t b = st->sm->b, h = st->sm->h, i0 = st->sm->i0, hk = h / p->group;
+    const int mr = st->sm->mr, n = (int)(cb - ca), D = (int)p->D, Dv = (int)p->Dv, R = g->BMR;
     const float *kb = p->k + b * p->ks[0] + hk * p->ks[1] + ca * p->ks[2];
     const float *vb = p->v + b * p->vs[0] + hk * p->vs[1] + ca * p->vs[2];
     float *dkb = gp->dk + b * gp->dks[0] + hk * gp->dks[1] + ca * gp->dks[2];
     float *dvb = gp->dv + b * gp->dvs[0] + hk * gp->dvs[1] + ca * gp->dvs[2];
     const float *qr = p->q + b * p->qs[0] + h * p->qs[1] + i0 * p->qs[2];
     const float *dor = gp->dout + b * gp->dos[0] + h * gp->dos[1] + i0 * gp->dos[2];
-    const int mods = p->softcap > 0.0f || p->mask_kind != ATTN__MASK_NONE || p->alibi;
     float *s = w->s, *dp = w->dp;
 
-    kn->dot_t(w->qt, kb, p->ks[2], n, D, mr, s);    /* S = (scale Q) K^T */
-    kn->dot_t(w->dot, vb, p->vs[2], n, Dv, mr, dp); /* dP~ = dO V^T */
-    if (mods || !full) score_mods(p, b, h, i0, mr, s, w->t, ca, cb, st->lo, st->hi, full);
+    kn->dot_t(w->qt, R, kb, p->ks[2], n, D, mr, s);    /* S = (scale Q) K^T */
+    kn->dot_t(w->dot, R, vb, p->vs[2], n, Dv, mr, dp); /* dP~ = dO V^T */
+    attn__mask_tile(p, st->sm, s, w->t, R, ca, cb);
     if (p->dropout_p > 0.0f) {
         for (int64_t j = ca; j < cb; j++)
             for (int r = 0; r < mr; r++) {
-                size_t e = (size_t)(j - ca) * ATTN_BMR + r;
+                size_t e = (size_t)(j - ca) * R + r;
                 w->z[e] = attn__dropout_factor(p, b, h, i0 + r, j);
                 dp[e] *= w->z[e]; /* dPz = dP~ ∘ Z */
             }
     }
-    kn->softmax_bwd(s, dp, n, mr, w->lse, w->di); /* s <- P, dp <- dS */
+    kn->softmax_bwd(s, dp, R, n, mr, w->lse, w->di); /* s <- P, dp <- dS */
     if (gp->dmask && (st->what & DO_M)) {
         int64_t bm = gp->dmB > 1 ? b : 0, hm = gp->dmH > 1 ? h : 0;
         for (int r = 0; r < mr; r++) {
             float *dm = gp->dmask + attn__dmask_off(gp, bm, hm, i0 + r, 0);
             for (int64_t j = ca; j < cb; j++)
-                dm[j] += dp[(j - ca) * ATTN_BMR + r];
+                dm[j] += dp[(j - ca) * R + r];
         }
     }
     if (p->softcap > 0.0f) /* ds/ds_raw = 1 - tanh^2 (padding rows have dS = 0) */
         for (int j = 0; j < n; j++)
             for (int r = 0; r < mr; r++) {
-                size_t e = (size_t)j * ATTN_BMR + r;
+                size_t e = (size_t)j * R + r;
                 dp[e] *= 1.0f - w->t[e] * w->t[e];
             }
     if (st->what & DO_KV) {
         if (p->dropout_p > 0.0f) /* P∘Z */
             for (int j = 0; j < n; j++)
                 for (int r = 0; r < mr; r++)
-                    s[(size_t)j * ATTN_BMR + r] *= w->z[(size_t)j * ATTN_BMR + r];
-        kn->acc_tn(s, mr, n, dor, gp->dos[2], Dv, dvb, gp->dvs[2]); /* dV += (P∘Z)^T dO */
-        kn->acc_tn(dp, mr, n, qr, p->qs[2], D, dkb, gp->dks[2]);    /* dK += dS^T Q */
+                    s[(size_t)j * R + r] *= w->z[(size_t)j * R + r];
+        kn->acc_tn(s, R, mr, n, dor, gp->dos[2], Dv, dvb, gp->dvs[2]); /* dV += (P∘Z)^T dO */
+        kn->acc_tn(dp, R, mr, n, qr, p->qs[2], D, dkb, gp->dks[2]);    /* dK += dS^T Q */
     }
-    if (st->what & DO_Q) kn->acc_nn(dp, mr, n, kb, p->ks[2], D, w->dq, w->ldq); /* dQ += dS K */
+    if (st->what & DO_Q) kn->acc_nn(dp, R, mr, n, kb, p->ks[2], D, w->dq, w->ldq); /* dQ += dS K */
 }
 
 /* Walk one strip over its visible keys within [klo, khi), accumulating what
@@ -249,62 +218,44 @@ static void tile(const attn__sdpa_plan *p, const attn__sdpa_gplan *gp, const att
  * accumulation runs in increasing key order within a row and increasing row
  * order within a key, whatever [klo, khi) and the tile boundaries are, so a
  * strip walked whole or in key chunks gives bitwise the same gradients. */
-static void run_strip(const attn__sdpa_plan *p, const attn__sdpa_gplan *gp,
-                      const attn_bwd_kernels *kn, int64_t b, int64_t h, int64_t i0, int64_t klo,
-                      int64_t khi, int what, const bwd_ws *w) {
-    const int D = (int)p->D, Dv = (int)p->Dv;
-    const int mr = (int)ATTN_MIN((int64_t)ATTN_BMR, p->T - i0);
-    int64_t lo[ATTN_BMR], hi[ATTN_BMR];
-    int64_t slo = INT64_MAX, shi = INT64_MIN, maxlo = INT64_MIN, minhi = INT64_MAX;
-    int any_empty = 0;
-    if (what & DO_Q) memset(w->dq, 0, (size_t)ATTN_BMR * w->ldq * sizeof(float));
-    for (int r = 0; r < ATTN_BMR; r++) {
+static void run_strip(const attn__sdpa_plan *p, const attn__sdpa_gplan *gp, const geom *g,
+                      int64_t b, int64_t h, int64_t i0, int64_t klo, int64_t khi, int what,
+                      const bwd_ws *w) {
+    const int D = (int)p->D, Dv = (int)p->Dv, R = g->BMR;
+    const int mr = (int)ATTN_MIN((int64_t)R, p->T - i0);
+    attn__strip_mask sm;
+    sm.lo = w->lo;
+    sm.hi = w->hi;
+    attn__mask_strip(p, b, h, i0, mr, &sm);
+    if (what & DO_Q) memset(w->dq, 0, (size_t)R * w->ldq * sizeof(float));
+    for (int r = 0; r < R; r++) {
         w->lse[r] = INFINITY; /* dead or padding row: P = 0 */
         w->di[r] = 0.0f;
-        if (r >= mr) continue;
+        if (r >= mr || sm.hi[r] <= sm.lo[r]) continue;
         int64_t i = i0 + r;
-        attn__row_range(p, b, i, &lo[r], &hi[r]);
         float l = p->lse[b * p->ls[0] + h * p->ls[1] + i * p->ls[2]];
-        if (hi[r] <= lo[r]) {
-            any_empty = 1;
-            continue;
-        }
-        slo = ATTN_MIN(slo, lo[r]);
-        shi = ATTN_MAX(shi, hi[r]);
-        maxlo = ATTN_MAX(maxlo, lo[r]);
-        minhi = ATTN_MIN(minhi, hi[r]);
         if (l == -INFINITY) continue; /* every key masked (boolean mask): zero gradients */
         w->lse[r] = l;
         /* D_i = rowsum(dO_i ∘ out_i) = rowsum(P ∘ dPz) */
         const float *o = p->out + b * p->os[0] + h * p->os[1] + i * p->os[2];
-        const float *g = gp->dout + b * gp->dos[0] + h * gp->dos[1] + i * gp->dos[2];
+        const float *gr = gp->dout + b * gp->dos[0] + h * gp->dos[1] + i * gp->dos[2];
         double acc = 0.0;
         for (int c = 0; c < Dv; c++)
-            acc += (double)o[c] * (double)g[c];
+            acc += (double)o[c] * (double)gr[c];
         w->di[r] = (float)acc;
     }
 
-    if (ATTN_MAX(slo, klo) < ATTN_MIN(shi, khi)) {
-        kn->pack_t(p->q + b * p->qs[0] + h * p->qs[1] + i0 * p->qs[2], p->qs[2], mr, D, p->scale,
-                   w->qt);
-        kn->pack_t(gp->dout + b * gp->dos[0] + h * gp->dos[1] + i0 * gp->dos[2], gp->dos[2], mr, Dv,
-                   1.0f, w->dot);
-        strip st = {b, h, i0, mr, what, lo, hi};
-        /* As in the forward: only the edge bands [slo, maxlo) and [minhi, shi)
-         * need per-element masks; the middle is full tiles. */
-        int64_t cuts[4] = {slo, slo, shi, shi};
-        int split = !any_empty && maxlo < minhi;
-        if (split) {
-            cuts[1] = maxlo;
-            cuts[2] = minhi;
-        }
-        for (int part = 0; part < 3; part++) {
-            int full = part == 1 && split;
-            int64_t pa = ATTN_MAX(cuts[part], klo), pb = ATTN_MIN(cuts[part + 1], khi);
-            for (int64_t ca = pa; ca < pb; ca += ATTN_BBK) {
-                int64_t cb = ATTN_MIN(ca + ATTN_BBK, pb);
-                tile(p, gp, kn, &st, ca, cb, full, w);
-            }
+    if (sm.nseg && ATTN_MAX(attn__mask_first(&sm), klo) < ATTN_MIN(attn__mask_last(&sm), khi)) {
+        g->kn->pack_t(p->q + b * p->qs[0] + h * p->qs[1] + i0 * p->qs[2], p->qs[2], mr, R, D,
+                      p->scale, w->qt);
+        g->kn->pack_t(gp->dout + b * gp->dos[0] + h * gp->dos[1] + i0 * gp->dos[2], gp->dos[2], mr,
+                      R, Dv, 1.0f, w->dot);
+        strip st = {&sm, what};
+        /* each segment (full or partial) in tiles of BBK keys from its start */
+        for (int k = 0; k < sm.nseg; k++) {
+            int64_t pa = ATTN_MAX(sm.seg[k].a, klo), pb = ATTN_MIN(sm.seg[k].b, khi);
+            for (int64_t ca = pa; ca < pb; ca += g->BBK)
+                tile(p, gp, g, &st, ca, ATTN_MIN(ca + g->BBK, pb), w);
         }
     }
     if (!(what & DO_Q)) return;
@@ -339,14 +290,14 @@ static int task_cmp(const void *x, const void *y) {
     return 0;
 }
 
-static void run_task(const attn__sdpa_plan *p, const attn__sdpa_gplan *gp,
-                     const attn_bwd_kernels *kn, const task *t, float *wsp) {
-    const bwd_ws w = ws_carve(p, wsp);
+static void run_task(const attn__sdpa_plan *p, const attn__sdpa_gplan *gp, const geom *g,
+                     const task *t, float *wsp) {
+    const bwd_ws w = ws_carve(p, g, wsp);
     if (!(t->what & DO_KV)) { /* a dQ strip, of one (b, h) or, b or h < 0, of all */
         for (int64_t b = 0; b < p->B; b++)
             for (int64_t h = 0; h < p->H; h++)
                 if ((t->b < 0 || t->b == b) && (t->h < 0 || t->h == h))
-                    run_strip(p, gp, kn, b, h, t->i0, 0, p->S, t->what, &w);
+                    run_strip(p, gp, g, b, h, t->i0, 0, p->S, t->what, &w);
         return;
     }
     const int64_t hk = t->h;
@@ -357,8 +308,8 @@ static void run_task(const attn__sdpa_plan *p, const attn__sdpa_gplan *gp,
         memset(dvb + j * gp->dvs[2], 0, (size_t)p->Dv * sizeof(float));
     }
     for (int64_t h = hk * p->group; h < (hk + 1) * p->group; h++)
-        for (int64_t i0 = 0; i0 < p->T; i0 += ATTN_BMR)
-            run_strip(p, gp, kn, t->b, h, i0, t->klo, t->khi, t->what, &w);
+        for (int64_t i0 = 0; i0 < p->T; i0 += g->BMR)
+            run_strip(p, gp, g, t->b, h, i0, t->klo, t->khi, t->what, &w);
     /* dK = scale * dS^T Q: the strip's Q was read unscaled */
     for (int64_t j = t->klo; j < t->khi; j++) {
         float *row = dkb + j * gp->dks[2];
@@ -375,14 +326,15 @@ attn_status attn__sdpa_bwd_plan(attn_ctx *ctx, const attn_sdpa_args *a, const at
     return attn__sdpa_gplan_make(ctx, p, a, g, gp);
 }
 
-attn_status attn_sdpa_backward(attn_ctx *ctx, const attn_sdpa_args *a, const attn_sdpa_grads *g) {
+attn_status attn_sdpa_backward(attn_ctx *ctx, const attn_sdpa_args *a,
+                               const attn_sdpa_grads *grads) {
     if (!ctx) return ATTN_E_ARG;
     attn__sdpa_plan p;
     attn__sdpa_gplan gp;
-    attn_status st = attn__sdpa_bwd_plan(ctx, a, g, &p, &gp);
+    attn_status st = attn__sdpa_bwd_plan(ctx, a, grads, &p, &gp);
     if (st) return st;
 
-    const attn_bwd_kernels *kn = attn__bwd_kernels();
+    const geom g = {&ctx->arch->bwd, ctx->arch->bmr, ctx->arch->bbk};
     int nth = ctx->nthreads;
     /* Fused tasks (b, hk) do the least arithmetic. With fewer of them than
      * threads, split: dK, dV by (b, hk, key chunk) and dQ by query strip,
@@ -394,8 +346,8 @@ attn_status attn_sdpa_backward(attn_ctx *ctx, const attn_sdpa_args *a, const att
     int64_t nkv = p.B * p.Hkv, nck = 1;
     int msum = gp.dmask && ((gp.dmH == 1 && p.Hkv > 1) || (gp.dmB == 1 && p.B > 1));
     int split = nth > 1 && (nkv < nth || msum) && p.T > 0 && p.S > 0;
-    if (split) nck = ATTN_MAX(1, ATTN_MIN((2 * nth + nkv - 1) / nkv, p.S / (4 * ATTN_BBK)));
-    int64_t nstrip = (p.T + ATTN_BMR - 1) / ATTN_BMR;
+    if (split) nck = ATTN_MAX(1, ATTN_MIN((2 * nth + nkv - 1) / nkv, p.S / (4 * g.BBK)));
+    int64_t nstrip = (p.T + g.BMR - 1) / g.BMR;
     int64_t qB = msum && gp.dmB == 1 ? 1 : p.B, qH = msum && gp.dmH == 1 ? 1 : p.H;
     int64_t ntask = nkv * nck + (split ? qB * qH * nstrip : 0);
     task *tasks = malloc((size_t)ATTN_MAX(ntask, 1) * sizeof *tasks);
@@ -419,14 +371,14 @@ attn_status attn_sdpa_backward(attn_ctx *ctx, const attn_sdpa_args *a, const att
             for (int64_t s = 0; s < nstrip; s++)
                 tasks[n++] = (task){qB == 1 && p.B > 1 ? -1 : b,
                                     qH == 1 && p.H > 1 ? -1 : h,
-                                    s * ATTN_BMR,
+                                    s * g.BMR,
                                     0,
                                     p.S,
                                     qw,
-                                    (double)(p.B / qB) * (p.H / qH) * ATTN_BMR * p.S * 3.0};
+                                    (double)(p.B / qB) * (p.H / qH) * g.BMR * p.S * 3.0};
     qsort(tasks, (size_t)ntask, sizeof *tasks, task_cmp);
     nth = (int)ATTN_MAX(1, ATTN_MIN((int64_t)nth, ntask));
-    if ((st = attn__ws_reserve(ctx, nth, ws_floats(&p) * sizeof(float)))) {
+    if ((st = attn__ws_reserve(ctx, nth, ws_floats(&p, &g) * sizeof(float)))) {
         free(tasks);
         return st;
     }
@@ -439,11 +391,11 @@ attn_status attn_sdpa_backward(attn_ctx *ctx, const attn_sdpa_args *a, const att
                            (size_t)p.S * sizeof(float));
     if (nth == 1) {
         for (int64_t t = 0; t < ntask; t++)
-            run_task(&p, &gp, kn, &tasks[t], attn__ws_get(ctx, 0));
+            run_task(&p, &gp, &g, &tasks[t], attn__ws_get(ctx, 0));
     } else {
 #pragma omp parallel for num_threads(nth) schedule(dynamic, 1)
         for (int64_t t = 0; t < ntask; t++)
-            run_task(&p, &gp, kn, &tasks[t], attn__ws_get(ctx, omp_get_thread_num()));
+            run_task(&p, &gp, &g, &tasks[t], attn__ws_get(ctx, omp_get_thread_num()));
     }
     free(tasks);
     return ATTN_OK;

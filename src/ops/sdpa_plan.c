@@ -145,18 +145,3 @@ attn_status attn__sdpa_plan_make(attn_ctx *ctx, const attn_sdpa_args *a, int nee
     memcpy(p->os, a->out.stride, sizeof p->os);
     return ATTN_OK;
 }
-
-double attn_sdpa_flops(const attn_sdpa_args *a) {
-    attn__sdpa_plan p;
-    attn_ctx ctx;
-    memset(&ctx, 0, sizeof ctx);
-    if (attn__sdpa_plan_make(&ctx, a, 0, &p) != ATTN_OK) return 0.0;
-    double pairs = 0.0;
-    for (int64_t b = 0; b < p.B; b++)
-        for (int64_t i = 0; i < p.T; i++) {
-            int64_t lo, hi;
-            attn__row_range(&p, b, i, &lo, &hi);
-            if (hi > lo) pairs += (double)(hi - lo);
-        }
-    return 2.0 * (double)p.H * pairs * (double)(p.D + p.Dv);
-}

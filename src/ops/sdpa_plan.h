@@ -31,30 +31,9 @@ typedef struct attn__sdpa_plan {
 attn_status attn__sdpa_plan_make(attn_ctx *ctx, const attn_sdpa_args *a, int need_lse,
                                  attn__sdpa_plan *p);
 
-/* Visible key interval [lo, hi) of query i in batch b from the structural
- * masks (causal, window, kv_len); hi <= lo means the row sees nothing.
- * lo and hi never decrease as i grows. */
-static inline void attn__row_range(const attn__sdpa_plan *p, int64_t b, int64_t i, int64_t *lo,
-                                   int64_t *hi) {
-    int64_t l = 0, h = p->S;
-    if (p->kv_len) h = ATTN_MIN(h, (int64_t)p->kv_len[b]);
-    int64_t pos = i + p->shift;
-    if (p->causal) h = ATTN_MIN(h, pos + 1);
-    if (p->window) {
-        if (p->wl >= 0) l = ATTN_MAX(l, pos - p->wl);
-        if (p->wr >= 0) h = ATTN_MIN(h, pos + p->wr + 1);
-    }
-    *lo = l;
-    *hi = h;
-}
-
-/* Address of mask element (b, h, i, j). */
-static inline int64_t attn__mask_off(const attn__sdpa_plan *p, int64_t b, int64_t h, int64_t i,
-                                     int64_t j) {
-    return b * p->msb + h * p->msh + i * p->mst + j;
-}
-
-/* Dropout keep-and-scale factor of element (b,h,i,j): 0 or 1/(1-p). */
+/* Dropout keep-and-scale factor of element (b,h,i,j): 0 or 1/(1-p). The
+ * definition of the dropout stream, shared by the fast path and the oracle
+ * (like attn__rng_u32). */
 static inline float attn__dropout_factor(const attn__sdpa_plan *p, int64_t b, int64_t h,
                                          int64_t i, int64_t j) {
     uint32_t u = attn__rng_u32(p->seed, (uint64_t)b, (uint64_t)h, (uint64_t)i, (uint64_t)j);

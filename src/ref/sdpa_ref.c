@@ -11,13 +11,16 @@
  * else 1 (the backward oracle's chain rule through the softcap). */
 double attn__ref_score(const attn__sdpa_plan *p, int64_t b, int64_t h, int64_t i, int64_t j,
                        double *dcap) {
-    int64_t lo, hi;
+    /* Every rule written per key, independently of ops/sdpa_mask (which
+     * derives intervals and segments), so that the oracle catches its
+     * mistakes. */
+    const int64_t pos = i + p->shift, moff = b * p->msb + h * p->msh + i * p->mst + j;
     if (dcap) *dcap = 1.0;
-    attn__row_range(p, b, i, &lo, &hi);
-    if (j < lo || j >= hi) return -INFINITY;
-    if (p->mask_kind == ATTN__MASK_BOOL &&
-        !((const uint8_t *)p->mask)[attn__mask_off(p, b, h, i, j)])
-        return -INFINITY;
+    if (p->kv_len && j >= (int64_t)p->kv_len[b]) return -INFINITY;
+    if (p->causal && j > pos) return -INFINITY;
+    if (p->window && p->wl >= 0 && j < pos - p->wl) return -INFINITY;
+    if (p->window && p->wr >= 0 && j > pos + p->wr) return -INFINITY;
+    if (p->mask_kind == ATTN__MASK_BOOL && !((const uint8_t *)p->mask)[moff]) return -INFINITY;
     const float *q = p->q + b * p->qs[0] + h * p->qs[1] + i * p->qs[2];
     const float *k = p->k + b * p->ks[0] + (h / p->group) * p->ks[1] + j * p->ks[2];
     double s = 0.0;
@@ -29,8 +32,7 @@ double attn__ref_score(const attn__sdpa_plan *p, int64_t b, int64_t h, int64_t i
         s = (double)p->softcap * t;
         if (dcap) *dcap = 1.0 - t * t;
     }
-    if (p->mask_kind == ATTN__MASK_FLOAT)
-        s += (double)((const float *)p->mask)[attn__mask_off(p, b, h, i, j)];
+    if (p->mask_kind == ATTN__MASK_FLOAT) s += (double)((const float *)p->mask)[moff];
     if (p->alibi) s -= (double)p->alibi[h] * fabs((double)(i + p->shift - j));
     return s;
 }

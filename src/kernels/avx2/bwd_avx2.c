@@ -1,27 +1,30 @@
-/* AVX2 + FMA backward microkernels (this file alone is built with -mavx2
- * -mfma). Geometry in kernels/kernels_bwd.h: a strip is BMR query rows, a
- * multiple of 24 (3 vectors); score-shaped tiles are x[key][row]. */
+/* AVX2 + FMA backward microkernels (the avx2 folder alone is built with
+ * -mavx2 -mfma). Layout in kernels/kernels_bwd.h: a strip is R query rows,
+ * here a multiple of 24 (3 vectors; arch_avx2.c picks R); score-shaped tiles
+ * are x[key][row]. */
 #include "kernels/avx2/vmath_avx2.h"
 #include "kernels/kernels_bwd.h"
 #include "kernels/pack.h"
 
+#include <assert.h>
 #include <immintrin.h>
 #include <math.h>
 #include <string.h>
 
 #define INLINE static inline __attribute__((always_inline))
 
-static void pack_t_avx2(const float *x, int64_t xs, int mr, int D, float scale, float *xt) {
-    attn__pack_strip(x, xs, mr, ATTN_BMR, D, scale, xt);
+static void pack_t_avx2(const float *x, int64_t xs, int mr, int R, int D, float scale, float *xt) {
+    attn__pack_strip(x, xs, mr, R, D, scale, xt);
 }
 
-static void dot_t_avx2(const float *xt, const float *y, int64_t ys, int n, int D, int mr,
+static void dot_t_avx2(const float *xt, int R, const float *y, int64_t ys, int n, int D, int mr,
                        float *s) {
+    assert(R % 24 == 0);
     for (int g = 0; g < mr; g += 24)
-        dot24_avx2(xt + g, ATTN_BMR, y, ys, n, D, s + g);
+        dot24_avx2(xt + g, R, y, ys, n, D, s + g);
 }
 
-static void softmax_bwd_avx2(float *s, float *dp, int n, int mr, const float *lse,
+static void softmax_bwd_avx2(float *s, float *dp, int R, int n, int mr, const float *lse,
                              const float *di) {
     for (int v = 0; v < mr; v += 24) {
         const __m256 l0 = _mm256_loadu_ps(lse + v), l1 = _mm256_loadu_ps(lse + v + 8);
@@ -29,7 +32,7 @@ static void softmax_bwd_avx2(float *s, float *dp, int n, int mr, const float *ls
         const __m256 d0 = _mm256_loadu_ps(di + v), d1 = _mm256_loadu_ps(di + v + 8);
         const __m256 d2 = _mm256_loadu_ps(di + v + 16);
         for (int j = 0; j < n; j++) {
-            float *x = s + (size_t)j * ATTN_BMR + v, *g = dp + (size_t)j * ATTN_BMR + v;
+            float *x = s + (size_t)j * R + v, *g = dp + (size_t)j * R + v;
             __m256 p0 = exp_avx2(_mm256_sub_ps(_mm256_load_ps(x), l0));
             __m256 p1 = exp_avx2(_mm256_sub_ps(_mm256_load_ps(x + 8), l1));
             __m256 p2 = exp_avx2(_mm256_sub_ps(_mm256_load_ps(x + 16), l2));
@@ -95,14 +98,14 @@ static inline void tail_masks(int w, __m256i *m0, __m256i *m1) {
     } while (0)
 
 /* 6 keys x 16 columns of acc, summed over the strip's mr rows. */
-INLINE void tn_6x16(int full, const float *a, int mr, const float *b, int64_t bs, float *acc,
+INLINE void tn_6x16(int full, const float *a, int R, int mr, const float *b, int64_t bs, float *acc,
                     int64_t lda, __m256i m0, __m256i m1) {
     ACC6_DECL;
     ACC6_LOAD(full, acc, lda);
     for (int r = 0; r < mr; r++) {
         const float *br = b + (int64_t)r * bs;
         __m256 b0 = LD0(br), b1 = LD1(br);
-        ACC6_STEP(a + r, ATTN_BMR);
+        ACC6_STEP(a + r, R);
     }
     ACC6_STORE(full, acc, lda);
 }
@@ -123,21 +126,21 @@ INLINE void tn_1x16(int full, const float *a, int mr, const float *b, int64_t bs
     ST1(acc, c1);
 }
 
-static void acc_tn_avx2(const float *a, int mr, int n, const float *b, int64_t bs, int N,
+static void acc_tn_avx2(const float *a, int R, int mr, int n, const float *b, int64_t bs, int N,
                         float *acc, int64_t lda) {
     __m256i m0, m1;
     tail_masks(N & 15, &m0, &m1);
     int j0 = 0;
     for (; j0 + 6 <= n; j0 += 6) {
-        const float *aj = a + (size_t)j0 * ATTN_BMR;
+        const float *aj = a + (size_t)j0 * R;
         float *accj = acc + (int64_t)j0 * lda;
         int c0 = 0;
         for (; c0 + 16 <= N; c0 += 16)
-            tn_6x16(1, aj, mr, b + c0, bs, accj + c0, lda, m0, m1);
-        if (c0 < N) tn_6x16(0, aj, mr, b + c0, bs, accj + c0, lda, m0, m1);
+            tn_6x16(1, aj, R, mr, b + c0, bs, accj + c0, lda, m0, m1);
+        if (c0 < N) tn_6x16(0, aj, R, mr, b + c0, bs, accj + c0, lda, m0, m1);
     }
     for (; j0 < n; j0++) {
-        const float *aj = a + (size_t)j0 * ATTN_BMR;
+        const float *aj = a + (size_t)j0 * R;
         float *accj = acc + (int64_t)j0 * lda;
         int c0 = 0;
         for (; c0 + 16 <= N; c0 += 16)
@@ -149,27 +152,27 @@ static void acc_tn_avx2(const float *a, int mr, int n, const float *b, int64_t b
 /* 6 rows x 16 columns of o, accumulated over n keys. o is workspace with
  * ldo >= round16(N), so its whole vectors are loaded and stored; only b
  * (the caller's K) is masked on a tail. */
-INLINE void nn_6x16(int full, const float *a, int n, const float *b, int64_t bs, float *o, int ldo,
-                    __m256i m0, __m256i m1) {
+INLINE void nn_6x16(int full, const float *a, int R, int n, const float *b, int64_t bs, float *o,
+                    int ldo, __m256i m0, __m256i m1) {
     ACC6_DECL;
     ACC6_LOAD(1, o, ldo);
     for (int j = 0; j < n; j++) {
         const float *bj = b + (int64_t)j * bs;
         __m256 b0 = LD0(bj), b1 = LD1(bj);
-        ACC6_STEP(a + (size_t)j * ATTN_BMR, 1);
+        ACC6_STEP(a + (size_t)j * R, 1);
     }
     ACC6_STORE(1, o, ldo);
 }
 
-static void acc_nn_avx2(const float *a, int mr, int n, const float *b, int64_t bs, int N, float *o,
-                        int ldo) {
+static void acc_nn_avx2(const float *a, int R, int mr, int n, const float *b, int64_t bs, int N,
+                        float *o, int ldo) {
     __m256i m0, m1;
     tail_masks(N & 15, &m0, &m1);
     for (int r0 = 0; r0 < mr; r0 += 6) {
         int c0 = 0;
         for (; c0 + 16 <= N; c0 += 16)
-            nn_6x16(1, a + r0, n, b + c0, bs, o + (size_t)r0 * ldo + c0, ldo, m0, m1);
-        if (c0 < N) nn_6x16(0, a + r0, n, b + c0, bs, o + (size_t)r0 * ldo + c0, ldo, m0, m1);
+            nn_6x16(1, a + r0, R, n, b + c0, bs, o + (size_t)r0 * ldo + c0, ldo, m0, m1);
+        if (c0 < N) nn_6x16(0, a + r0, R, n, b + c0, bs, o + (size_t)r0 * ldo + c0, ldo, m0, m1);
     }
 }
 

@@ -1,29 +1,36 @@
-/* AVX2 + FMA microkernels (this file alone is built with -mavx2 -mfma).
- * Geometry in kernels/kernels.h: a strip is MR = 24 query rows = 3 vectors. */
+/* AVX2 + FMA forward microkernels (the avx2 folder alone is built with
+ * -mavx2 -mfma). A strip is MR = 24 query rows = 3 vectors (kernels/kernels.h
+ * for the layout); arch_avx2.c pairs these kernels with that strip height. */
 #include "kernels/avx2/vmath_avx2.h"
 #include "kernels/kernels.h"
 #include "kernels/pack.h"
 
+#include <assert.h>
 #include <immintrin.h>
 #include <math.h>
 #include <string.h>
 
-static void pack_q_avx2(const float *q, int64_t qs, int mr, int D, float scale, float *qt) {
-    attn__pack_strip(q, qs, mr, ATTN_MR, D, scale, qt);
+enum { MR = 24 }; /* the only strip height these kernels take */
+
+static void pack_q_avx2(const float *q, int64_t qs, int mr, int R, int D, float scale, float *qt) {
+    assert(R == MR);
+    attn__pack_strip(q, qs, mr, MR, D, scale, qt);
 }
 
-static void qk_avx2(const float *qt, const float *k, int64_t ks, int n, int D, float *s) {
-    dot24_avx2(qt, ATTN_MR, k, ks, n, D, s);
+static void qk_avx2(const float *qt, int R, const float *k, int64_t ks, int n, int D, float *s) {
+    assert(R == MR);
+    dot24_avx2(qt, MR, k, ks, n, D, s);
 }
 
 /* The three 8-row column groups go through each pass together: three
  * independent chains for the out-of-order core. */
-static void softmax_avx2(float *s, int n, float *m, float *l, float *alpha) {
+static void softmax_avx2(float *s, int R, int n, float *m, float *l, float *alpha) {
+    assert(R == MR);
     __m256 mx0 = _mm256_loadu_ps(m), mx1 = _mm256_loadu_ps(m + 8), mx2 = _mm256_loadu_ps(m + 16);
     const __m256 mo0 = mx0, mo1 = mx1, mo2 = mx2;
     __m256 nan0 = _mm256_setzero_ps(), nan1 = nan0, nan2 = nan0;
     for (int j = 0; j < n; j++) {
-        const float *x = s + (size_t)j * ATTN_MR;
+        const float *x = s + (size_t)j * MR;
         __m256 x0 = _mm256_load_ps(x), x1 = _mm256_load_ps(x + 8), x2 = _mm256_load_ps(x + 16);
         mx0 = _mm256_max_ps(mx0, x0), mx1 = _mm256_max_ps(mx1, x1), mx2 = _mm256_max_ps(mx2, x2);
         nan0 = _mm256_or_ps(nan0, _mm256_cmp_ps(x0, x0, _CMP_UNORD_Q));
@@ -41,7 +48,7 @@ static void softmax_avx2(float *s, int n, float *m, float *l, float *alpha) {
     const __m256 ms2 = _mm256_andnot_ps(em2, mx2);
     __m256 sum0 = _mm256_setzero_ps(), sum1 = sum0, sum2 = sum0;
     for (int j = 0; j < n; j++) {
-        float *x = s + (size_t)j * ATTN_MR;
+        float *x = s + (size_t)j * MR;
         __m256 e0 = exp_avx2(_mm256_sub_ps(_mm256_load_ps(x), ms0));
         __m256 e1 = exp_avx2(_mm256_sub_ps(_mm256_load_ps(x + 8), ms1));
         __m256 e2 = exp_avx2(_mm256_sub_ps(_mm256_load_ps(x + 16), ms2));
@@ -67,13 +74,14 @@ static void softmax_avx2(float *s, int n, float *m, float *l, float *alpha) {
 /* ot = alpha*ot + P^T V, four value columns at a time: 12 accumulators
  * (24 rows x 4 columns), per key 3 loads of p and 4 broadcasts of v. The
  * same shape as qk, with the key index as the reduction. */
-static void pv_avx2(const float *p, int n, const float *v, int64_t vs, int Dv, const float *alpha,
-                    float *ot) {
+static void pv_avx2(const float *p, int R, int n, const float *v, int64_t vs, int Dv,
+                    const float *alpha, float *ot) {
+    assert(R == MR);
     const __m256 al0 = _mm256_loadu_ps(alpha), al1 = _mm256_loadu_ps(alpha + 8);
     const __m256 al2 = _mm256_loadu_ps(alpha + 16);
     int c = 0;
     for (; c + 4 <= Dv; c += 4) {
-        float *o = ot + (size_t)c * ATTN_MR;
+        float *o = ot + (size_t)c * MR;
         __m256 c00 = _mm256_mul_ps(al0, _mm256_load_ps(o)),
                c01 = _mm256_mul_ps(al1, _mm256_load_ps(o + 8));
         __m256 c02 = _mm256_mul_ps(al2, _mm256_load_ps(o + 16)),
@@ -87,7 +95,7 @@ static void pv_avx2(const float *p, int n, const float *v, int64_t vs, int Dv, c
         __m256 c31 = _mm256_mul_ps(al1, _mm256_load_ps(o + 80)),
                c32 = _mm256_mul_ps(al2, _mm256_load_ps(o + 88));
         const float *vj = v + c, *a = p;
-        for (int j = 0; j < n; j++, vj += vs, a += ATTN_MR) {
+        for (int j = 0; j < n; j++, vj += vs, a += MR) {
             __m256 a0 = _mm256_load_ps(a), a1 = _mm256_load_ps(a + 8), a2 = _mm256_load_ps(a + 16);
             __m256 b = _mm256_broadcast_ss(vj);
             c00 = _mm256_fmadd_ps(a0, b, c00);
@@ -112,12 +120,12 @@ static void pv_avx2(const float *p, int n, const float *v, int64_t vs, int Dv, c
         _mm256_store_ps(o + 72, c30), _mm256_store_ps(o + 80, c31), _mm256_store_ps(o + 88, c32);
     }
     for (; c < Dv; c++) {
-        float *o = ot + (size_t)c * ATTN_MR;
+        float *o = ot + (size_t)c * MR;
         __m256 c0 = _mm256_mul_ps(al0, _mm256_load_ps(o)),
                c1 = _mm256_mul_ps(al1, _mm256_load_ps(o + 8));
         __m256 c2 = _mm256_mul_ps(al2, _mm256_load_ps(o + 16));
         const float *vj = v + c, *a = p;
-        for (int j = 0; j < n; j++, vj += vs, a += ATTN_MR) {
+        for (int j = 0; j < n; j++, vj += vs, a += MR) {
             __m256 b = _mm256_broadcast_ss(vj);
             c0 = _mm256_fmadd_ps(_mm256_load_ps(a), b, c0);
             c1 = _mm256_fmadd_ps(_mm256_load_ps(a + 8), b, c1);
@@ -127,42 +135,10 @@ static void pv_avx2(const float *p, int n, const float *v, int64_t vs, int Dv, c
     }
 }
 
-/* 12 independent chains of 8 lanes: FMA latency (4-5 cycles) times two FMA
- * pipes needs at least 10 in flight, and 12 chains plus the two constants
- * still fit the 16 ymm registers (16 chains would spill and measure the
- * spills). x' = x*a + b with a just below 1 keeps every value finite and
- * normal however long it runs. */
-static double peak_fma_avx2(int64_t iters, float *sink) {
-    const __m256 a = _mm256_set1_ps(0.999999f), b = _mm256_set1_ps(1e-3f);
-    /* distinct starts, or the compiler merges equal chains */
-#define ATTN_X(i) _mm256_set1_ps(1.0f + 0.125f * (i))
-    __m256 x0 = ATTN_X(0), x1 = ATTN_X(1), x2 = ATTN_X(2), x3 = ATTN_X(3), x4 = ATTN_X(4);
-    __m256 x5 = ATTN_X(5), x6 = ATTN_X(6), x7 = ATTN_X(7), x8 = ATTN_X(8), x9 = ATTN_X(9);
-    __m256 x10 = ATTN_X(10), x11 = ATTN_X(11);
-#undef ATTN_X
-    for (int64_t it = 0; it < iters; it++) {
-        /* named registers (an array would live in memory at -O2) */
-        x0 = _mm256_fmadd_ps(x0, a, b), x1 = _mm256_fmadd_ps(x1, a, b);
-        x2 = _mm256_fmadd_ps(x2, a, b), x3 = _mm256_fmadd_ps(x3, a, b);
-        x4 = _mm256_fmadd_ps(x4, a, b), x5 = _mm256_fmadd_ps(x5, a, b);
-        x6 = _mm256_fmadd_ps(x6, a, b), x7 = _mm256_fmadd_ps(x7, a, b);
-        x8 = _mm256_fmadd_ps(x8, a, b), x9 = _mm256_fmadd_ps(x9, a, b);
-        x10 = _mm256_fmadd_ps(x10, a, b), x11 = _mm256_fmadd_ps(x11, a, b);
-    }
-    __m256 t = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(x0, x1), _mm256_add_ps(x2, x3)),
-                             _mm256_add_ps(_mm256_add_ps(x4, x5), _mm256_add_ps(x6, x7)));
-    t = _mm256_add_ps(t, _mm256_add_ps(_mm256_add_ps(x8, x9), _mm256_add_ps(x10, x11)));
-    float f[8];
-    _mm256_storeu_ps(f, t);
-    *sink = f[0] + f[7];
-    return (double)iters * 12.0 * 8.0 * 2.0;
-}
-
 const attn_kernels attn__kernels_avx2 = {
     .name = "avx2",
     .pack_q = pack_q_avx2,
     .qk = qk_avx2,
     .softmax = softmax_avx2,
     .pv = pv_avx2,
-    .peak_fma = peak_fma_avx2,
 };

@@ -6,34 +6,35 @@
 #include <math.h>
 #include <string.h>
 
-static void pack_q_scalar(const float *q, int64_t qs, int mr, int D, float scale, float *qt) {
-    attn__pack_strip(q, qs, mr, ATTN_MR, D, scale, qt);
+static void pack_q_scalar(const float *q, int64_t qs, int mr, int R, int D, float scale,
+                          float *qt) {
+    attn__pack_strip(q, qs, mr, R, D, scale, qt);
 }
 
-static void qk_scalar(const float *qt, const float *k, int64_t ks, int n, int D, float *s) {
-    attn__dot_strip(qt, ATTN_MR, k, ks, n, D, ATTN_MR, s);
+static void qk_scalar(const float *qt, int R, const float *k, int64_t ks, int n, int D, float *s) {
+    attn__dot_strip(qt, R, k, ks, n, D, R, s);
 }
 
-static void softmax_scalar(float *s, int n, float *m, float *l, float *alpha) {
-    for (int r = 0; r < ATTN_MR; r++) {
+static void softmax_scalar(float *s, int R, int n, float *m, float *l, float *alpha) {
+    for (int r = 0; r < R; r++) {
         float mx = m[r];
         int nan = 0;
         for (int j = 0; j < n; j++) {
-            float x = s[j * ATTN_MR + r];
+            float x = s[(size_t)j * R + r];
             mx = x > mx ? x : mx;
             nan |= x != x;
         }
         if (nan) mx = NAN; /* a NaN score poisons its row */
         if (mx == -INFINITY) {
             for (int j = 0; j < n; j++)
-                s[j * ATTN_MR + r] = 0.0f;
+                s[(size_t)j * R + r] = 0.0f;
             alpha[r] = 1.0f;
             continue;
         }
         float sum = 0.0f;
         for (int j = 0; j < n; j++) {
-            float e = expf(s[j * ATTN_MR + r] - mx);
-            s[j * ATTN_MR + r] = e;
+            float e = expf(s[(size_t)j * R + r] - mx);
+            s[(size_t)j * R + r] = e;
             sum += e;
         }
         alpha[r] = expf(m[r] - mx);
@@ -42,62 +43,22 @@ static void softmax_scalar(float *s, int n, float *m, float *l, float *alpha) {
     }
 }
 
-static void pv_scalar(const float *p, int n, const float *v, int64_t vs, int Dv, const float *alpha,
-                      float *ot) {
+/* Column by column, in place: o[r] starts as alpha[r]*o[r] and takes one
+ * fmaf per key, in key order. */
+static void pv_scalar(const float *p, int R, int n, const float *v, int64_t vs, int Dv,
+                      const float *alpha, float *ot) {
     for (int c = 0; c < Dv; c++) {
-        float *o = ot + (size_t)c * ATTN_MR;
-        float acc[ATTN_MR];
-        for (int r = 0; r < ATTN_MR; r++)
-            acc[r] = alpha[r] * o[r];
+        float *o = ot + (size_t)c * R;
+        for (int r = 0; r < R; r++)
+            o[r] = alpha[r] * o[r];
         for (int j = 0; j < n; j++) {
             float b = v[(int64_t)j * vs + c];
-            for (int r = 0; r < ATTN_MR; r++)
-                acc[r] = fmaf(p[j * ATTN_MR + r], b, acc[r]);
+            const float *pj = p + (size_t)j * R;
+            for (int r = 0; r < R; r++)
+                o[r] = fmaf(pj[r], b, o[r]);
         }
-        memcpy(o, acc, sizeof acc);
     }
 }
-
-/* Peak of the baseline instruction set these kernels are compiled for (on
- * x86-64: SSE2, no FMA instruction): 12 independent chains x' = x*a + b of
- * 4-lane vectors (GCC and Clang vector extensions), a multiply and an add
- * each. The kernels above stay far below it: they keep fmaf (one rounding,
- * which the tolerance on logits scaled by 100 needs), a library call here. */
-#if defined(__GNUC__) || defined(__clang__)
-typedef float attn_v4 __attribute__((vector_size(16)));
-static double peak_fma_scalar(int64_t iters, float *sink) {
-    const attn_v4 a = {0.999999f, 0.999999f, 0.999999f, 0.999999f};
-    const attn_v4 b = {1e-3f, 1e-3f, 1e-3f, 1e-3f};
-    /* distinct starts, or the compiler merges equal chains */
-#define ATTN_X(i) {1.0f + 0.125f * (i), 1.0f, 1.0f, 1.0f}
-    attn_v4 x0 = ATTN_X(0), x1 = ATTN_X(1), x2 = ATTN_X(2), x3 = ATTN_X(3), x4 = ATTN_X(4);
-    attn_v4 x5 = ATTN_X(5), x6 = ATTN_X(6), x7 = ATTN_X(7), x8 = ATTN_X(8), x9 = ATTN_X(9);
-    attn_v4 x10 = ATTN_X(10), x11 = ATTN_X(11);
-#undef ATTN_X
-    for (int64_t it = 0; it < iters; it++) {
-        x0 = x0 * a + b, x1 = x1 * a + b, x2 = x2 * a + b, x3 = x3 * a + b;
-        x4 = x4 * a + b, x5 = x5 * a + b, x6 = x6 * a + b, x7 = x7 * a + b;
-        x8 = x8 * a + b, x9 = x9 * a + b, x10 = x10 * a + b, x11 = x11 * a + b;
-    }
-    attn_v4 t = ((x0 + x1) + (x2 + x3)) + ((x4 + x5) + (x6 + x7)) + ((x8 + x9) + (x10 + x11));
-    *sink = t[0] + t[3];
-    return (double)iters * 12.0 * 4.0 * 2.0;
-}
-#else
-static double peak_fma_scalar(int64_t iters, float *sink) {
-    float x[12];
-    for (int i = 0; i < 12; i++)
-        x[i] = 1.0f + 0.125f * (float)i;
-    for (int64_t it = 0; it < iters; it++)
-        for (int i = 0; i < 12; i++)
-            x[i] = x[i] * 0.999999f + 1e-3f;
-    float t = 0.0f;
-    for (int i = 0; i < 12; i++)
-        t += x[i];
-    *sink = t;
-    return (double)iters * 12.0 * 2.0;
-}
-#endif
 
 const attn_kernels attn__kernels_scalar = {
     .name = "scalar",
@@ -105,5 +66,4 @@ const attn_kernels attn__kernels_scalar = {
     .qk = qk_scalar,
     .softmax = softmax_scalar,
     .pv = pv_scalar,
-    .peak_fma = peak_fma_scalar,
 };

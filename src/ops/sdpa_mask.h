@@ -1,0 +1,91 @@
+/* The one home of the attention score rules on the fast path: which keys a
+ * query row sees, how a strip's keys are classified into segments before
+ * any arithmetic, and the score modifications (softcap, float mask, ALiBi,
+ * boolean mask, and the token-level structural mask on partial segments).
+ * The forward, the backward, attn_sdpa_probs and attn_sdpa_flops all read
+ * the rules here. src/ref keeps its own independent copy, so that it can
+ * catch a mistake here.
+ *
+ * A strip is `mr` consecutive query rows of one (batch, head). Its visible
+ * keys are a sorted list of disjoint segments, each either FULL (every row
+ * sees every key: no per-element mask is evaluated) or PARTIAL (a per-row
+ * rule decides: attn__mask_tile applies it); keys in no segment are empty
+ * for every row and never touched. Today's structural masks (causal,
+ * window, kv_len) give each row one interval [lo, hi), so a strip has at
+ * most three segments: the left edge band, the full middle, the right edge
+ * band. A new structural rule (block layouts, global tokens, per-row key
+ * lists) adds segments here, not code in the drivers. */
+#ifndef ATTN_SDPA_MASK_H
+#define ATTN_SDPA_MASK_H
+
+#include "ops/sdpa_plan.h"
+
+enum { ATTN__SEG_FULL = 1, ATTN__SEG_PARTIAL = 2 };
+#define ATTN__SEG_MAX 3
+
+typedef struct attn__seg {
+    int64_t a, b; /* keys [a, b) */
+    int kind;     /* ATTN__SEG_FULL or ATTN__SEG_PARTIAL */
+} attn__seg;
+
+typedef struct attn__strip_mask {
+    int64_t b, h, i0;
+    int mr;
+    int nseg; /* 0: no row of the strip sees a key */
+    attn__seg seg[ATTN__SEG_MAX];
+    int64_t *lo, *hi; /* [mr] each row's visible interval (caller's memory) */
+} attn__strip_mask;
+
+/* Visible key interval [lo, hi) of query i in batch b from the structural
+ * masks (causal, window, kv_len); hi <= lo means the row sees nothing.
+ * lo and hi never decrease as i grows. */
+static inline void attn__row_range(const attn__sdpa_plan *p, int64_t b, int64_t i, int64_t *lo,
+                                   int64_t *hi) {
+    int64_t l = 0, h = p->S;
+    if (p->kv_len) h = ATTN_MIN(h, (int64_t)p->kv_len[b]);
+    int64_t pos = i + p->shift;
+    if (p->causal) h = ATTN_MIN(h, pos + 1);
+    if (p->window) {
+        if (p->wl >= 0) l = ATTN_MAX(l, pos - p->wl);
+        if (p->wr >= 0) h = ATTN_MIN(h, pos + p->wr + 1);
+    }
+    *lo = l;
+    *hi = h;
+}
+
+/* Address of mask element (b, h, i, j). */
+static inline int64_t attn__mask_off(const attn__sdpa_plan *p, int64_t b, int64_t h, int64_t i,
+                                     int64_t j) {
+    return b * p->msb + h * p->msh + i * p->mst + j;
+}
+
+/* Nonzero when scores need modifications beyond scale * q.k on every tile
+ * (softcap, float or boolean mask, ALiBi). */
+static inline int attn__mask_has_mods(const attn__sdpa_plan *p) {
+    return p->softcap > 0.0f || p->mask_kind != ATTN__MASK_NONE || p->alibi;
+}
+
+/* Classify the keys of the strip rows [i0, i0 + mr) of (b, h) into
+ * segments; sm->lo, sm->hi must point to mr int64_t each. */
+void attn__mask_strip(const attn__sdpa_plan *p, int64_t b, int64_t h, int64_t i0, int mr,
+                      attn__strip_mask *sm);
+
+/* First and one-past-last visible key of the strip (nseg > 0). */
+static inline int64_t attn__mask_first(const attn__strip_mask *sm) {
+    return sm->seg[0].a;
+}
+static inline int64_t attn__mask_last(const attn__strip_mask *sm) {
+    return sm->seg[sm->nseg - 1].b;
+}
+
+/* Apply the score rules to a tile of keys [ca, cb) of the strip, laid out
+ * s[(j - ca)*R + r] for rows r < sm->mr: softcap (tanh kept in t, same
+ * layout, when t != NULL: the backward's derivative), float mask, ALiBi,
+ * boolean mask, and -inf for the keys of partial segments a row does not
+ * see. Keys in no segment are not masked: a tile must lie within the
+ * segments. Skipped (nothing to do) when the tile lies in full segments and
+ * attn__mask_has_mods is 0. */
+void attn__mask_tile(const attn__sdpa_plan *p, const attn__strip_mask *sm, float *s, float *t,
+                     int R, int64_t ca, int64_t cb);
+
+#endif /* ATTN_SDPA_MASK_H */
