@@ -282,7 +282,7 @@ static int fd_case(const at_case *c, uint64_t id, const char *label) {
     }
     int ok = 1;
     attn__sdpa_plan p;
-    if (attn_sdpa_forward_ref(at_ctx, &x.a) || attn__sdpa_plan_make(at_ctx, &x.a, 1, &p) ||
+    if (attn_sdpa_forward_ref(at_ctx, &x.a) || attn__sdpa_plan_make(at_ctx, &x.a, ATTN__PLAN_NEED_LSE, &p) ||
         attn_sdpa_backward_ref(at_ctx, &x.a, &gr.g)) {
         fprintf(stderr, "oracle failed: %s\n", attn_ctx_last_error(at_ctx));
         ok = 0;

@@ -95,6 +95,37 @@ typedef struct attn_sdpa_grads {
 ATTN_NODISCARD attn_status attn_sdpa_backward(attn_ctx *ctx, const attn_sdpa_args *a,
                                               const attn_sdpa_grads *g);
 
+/* Attention probabilities of rows [i0, i0 + rows) of head (b, h), rebuilt
+ * from the forward's lse (the numbers attn_sdpa_forward normalised, not a
+ * second implementation):
+ *   probs[r, j] = exp(s(b, h, i0 + r, j) - lse[b, h, i0 + r])
+ * times the dropout factor of (b, h, i0 + r, j) when a->dropout_p > 0 (the
+ * weights the forward multiplied V by), with s the score defined above;
+ * masked keys and rows with no visible key (lse = -inf) give 0.
+ * a: the forward's arguments, with lse as the forward wrote it; out is not
+ * read and may be absent. probs: F32 [rows, S], last stride 1, rows apart
+ * by at least S; rows = 0 is a no-op. Memory: one strip of queries and one
+ * key block per thread. Returns ATTN_OK, ATTN_E_ARG ((b, h) or the rows
+ * out of range, lse missing, or as attn_sdpa_forward), ATTN_E_SHAPE,
+ * ATTN_E_LAYOUT, ATTN_E_DTYPE, ATTN_E_NOMEM. */
+ATTN_NODISCARD attn_status attn_sdpa_probs(attn_ctx *ctx, const attn_sdpa_args *a, int64_t b,
+                                           int64_t h, int64_t i0, attn_tensor probs);
+
+/* Merge n partial results computed over disjoint sets of keys (split-KV
+ * decoding, ring attention) into the result over their union, exactly:
+ *   lse = log sum_k exp(lses[k]),   out = sum_k exp(lses[k] - lse) outs[k]
+ * outs[k]: F32 [B,H,T,Dv] and lses[k]: F32 [B,H,T], as attn_sdpa_forward
+ * writes them (a part whose row saw no key has lse = -inf and out = 0).
+ * out, lse: the same shapes; each may be the very view of one part
+ * (in-place accumulation: every part's row is read before it is written);
+ * other overlaps are undefined. Rows no part saw get out = 0, lse = -inf.
+ * Computed in float64, parts in index order: the same result for any
+ * thread count. Returns ATTN_OK, ATTN_E_ARG (n < 1, NULL arrays or data),
+ * ATTN_E_SHAPE, ATTN_E_LAYOUT, ATTN_E_DTYPE, ATTN_E_NOMEM. */
+ATTN_NODISCARD attn_status attn_sdpa_merge(attn_ctx *ctx, int n, const attn_tensor *outs,
+                                           const attn_tensor *lses, attn_tensor out,
+                                           attn_tensor lse);
+
 /* The float64 oracle: naive, materialised scores, the same semantics.
  * For tests and `--ref`; slow and O(T*S) memory. Inputs are F32 views as
  * above; results are written as F32 (out, lse; dq, dk, dv, dmask). They

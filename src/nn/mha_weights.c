@@ -1,72 +1,47 @@
-/* Attention probabilities of a multi-head attention forward (need_weights).
- * The fast forward never forms probabilities; they are rebuilt here from the
- * saved projections and lse, one (batch, head) at a time, as
- *   p[i,j] = exp(s[i,j] - lse[i])  (times the dropout factor when training)
- * with s the score as attn_sdpa_forward defines it, so only one T x S score
- * block is held besides the caller's output. */
+/* Attention probabilities of a multi-head attention forward (need_weights):
+ * attn_sdpa_probs rebuilds them from the saved projections and lse, one
+ * (batch, head) at a time, with the forward's own kernels and score rules
+ * (times the dropout factor when training, as PyTorch returns them). Per
+ * head they are written straight into the caller's [B,H,T,S] output; the
+ * head average [B,T,S] sums heads in order through one T x S buffer. */
 #include "nn/mha.h"
-#include "ops/sdpa_mask.h"
 
-#include <cblas.h>
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
-
-void openblas_set_num_threads(int num_threads);
 
 attn_status attn__mha_weights(attn_ctx *ctx, attn_mha *m, const attn_mha_args *a) {
     attn_sdpa_args sa;
     attn__mha_sdpa_args(m, a, &sa);
-    attn__sdpa_plan p;
-    attn_status st = attn__sdpa_plan_make(ctx, &sa, 1, &p);
-    if (st) return st;
     const attn_tensor *w = &a->attn_weights;
-    int avg = w->ndim == 3;
-    int64_t T = p.T, S = p.S, Dh = p.D;
-    float *s = malloc((size_t)(T * S) * sizeof *s);
-    if (!s) return attn_ctx_fail(ctx, ATTN_E_NOMEM, "mha: out of memory for one head's scores");
-    float inv_h = 1.0f / (float)p.H;
-    openblas_set_num_threads(attn_ctx_threads(ctx));
-    for (int64_t b = 0; b < p.B; b++) {
+    const int avg = w->ndim == 3;
+    const int64_t B = sa.q.shape[0], H = sa.q.shape[1], T = sa.q.shape[2], S = sa.k.shape[2];
+    float *tmp = NULL;
+    if (avg && T * S > 0 && !(tmp = malloc((size_t)(T * S) * sizeof *tmp)))
+        return attn_ctx_fail(ctx, ATTN_E_NOMEM, "mha: out of memory for one head's weights");
+    const float inv_h = 1.0f / (float)H;
+    attn_status st = ATTN_OK;
+    for (int64_t b = 0; b < B && !st; b++) {
         if (avg)
             for (int64_t i = 0; i < T; i++)
                 memset((float *)w->data + b * w->stride[0] + i * w->stride[1], 0,
                        (size_t)S * sizeof(float));
-        for (int64_t h = 0; h < p.H; h++) {
-            const float *q = p.q + b * p.qs[0] + h * p.qs[1];
-            const float *k = p.k + b * p.ks[0] + (h / p.group) * p.ks[1];
-            /* s = scale * q k^T, the scale folded into the GEMM */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)S, (int)Dh, p.scale,
-                        q, (int)p.qs[2], k, (int)p.ks[2], 0.0f, s, (int)S);
+        for (int64_t h = 0; h < H && !st; h++) {
+            attn_tensor pv = {.dtype = ATTN_F32, .ndim = 2, .shape = {T, S}, .stride = {S, 1}};
+            pv.data = tmp;
+            if (!avg) {
+                pv.data = (float *)w->data + b * w->stride[0] + h * w->stride[1];
+                pv.stride[0] = w->stride[2];
+            }
+            st = attn_sdpa_probs(ctx, &sa, b, h, 0, pv);
+            if (st || !avg) continue;
             for (int64_t i = 0; i < T; i++) {
-                float *out =
-                    avg ? (float *)w->data + b * w->stride[0] + i * w->stride[1]
-                        : (float *)w->data + b * w->stride[0] + h * w->stride[1] + i * w->stride[2];
-                float lse = p.lse[b * p.ls[0] + h * p.ls[1] + i * p.ls[2]];
-                int64_t lo, hi;
-                attn__row_range(&p, b, i, &lo, &hi);
-                const float *sr = s + i * S;
-                for (int64_t j = 0; j < S; j++) {
-                    float pr = 0.0f;
-                    int vis = j >= lo && j < hi && lse != -INFINITY;
-                    if (vis && p.mask_kind == ATTN__MASK_BOOL)
-                        vis = ((const uint8_t *)p.mask)[attn__mask_off(&p, b, h, i, j)] != 0;
-                    if (vis) {
-                        float x = sr[j];
-                        if (p.softcap > 0.0f) x = p.softcap * tanhf(x / p.softcap);
-                        if (p.mask_kind == ATTN__MASK_FLOAT)
-                            x += ((const float *)p.mask)[attn__mask_off(&p, b, h, i, j)];
-                        pr = expf(x - lse);
-                        if (p.dropout_p > 0.0f) pr *= attn__dropout_factor(&p, b, h, i, j);
-                    }
-                    if (avg)
-                        out[j] += pr * inv_h;
-                    else
-                        out[j] = pr;
-                }
+                float *out = (float *)w->data + b * w->stride[0] + i * w->stride[1];
+                const float *pr = tmp + i * S;
+                for (int64_t j = 0; j < S; j++)
+                    out[j] += pr[j] * inv_h;
             }
         }
     }
-    free(s);
-    return ATTN_OK;
+    free(tmp);
+    return st;
 }

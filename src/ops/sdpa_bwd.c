@@ -321,7 +321,7 @@ static void run_task(const attn__sdpa_plan *p, const attn__sdpa_gplan *gp, const
 attn_status attn__sdpa_bwd_plan(attn_ctx *ctx, const attn_sdpa_args *a, const attn_sdpa_grads *g,
                                 attn__sdpa_plan *p, attn__sdpa_gplan *gp) {
     attn__ctx_clear(ctx);
-    attn_status st = attn__sdpa_plan_make(ctx, a, 1, p);
+    attn_status st = attn__sdpa_plan_make(ctx, a, ATTN__PLAN_NEED_LSE, p);
     if (st) return st;
     return attn__sdpa_gplan_make(ctx, p, a, g, gp);
 }

@@ -21,13 +21,15 @@ static attn_status check_view(attn_ctx *ctx, const char *name, const attn_tensor
 
 #define SHAPE_FAIL(...) return attn_ctx_fail(ctx, ATTN_E_SHAPE, __VA_ARGS__)
 
-attn_status attn__sdpa_plan_make(attn_ctx *ctx, const attn_sdpa_args *a, int need_lse,
+attn_status attn__sdpa_plan_make(attn_ctx *ctx, const attn_sdpa_args *a, int flags,
                                  attn__sdpa_plan *p) {
     attn_status st;
     memset(p, 0, sizeof *p);
     if (!a) return attn_ctx_fail(ctx, ATTN_E_ARG, "args is NULL");
+    const int use_out = !(flags & ATTN__PLAN_NO_OUT) || a->out.data;
     if ((st = check_view(ctx, "q", &a->q, 4)) || (st = check_view(ctx, "k", &a->k, 4)) ||
-        (st = check_view(ctx, "v", &a->v, 4)) || (st = check_view(ctx, "out", &a->out, 4)))
+        (st = check_view(ctx, "v", &a->v, 4)) ||
+        (use_out && (st = check_view(ctx, "out", &a->out, 4))))
         return st;
     p->B = a->q.shape[0];
     p->H = a->q.shape[1];
@@ -40,9 +42,10 @@ attn_status attn__sdpa_plan_make(attn_ctx *ctx, const attn_sdpa_args *a, int nee
         SHAPE_FAIL("B, H, Hkv, D and Dv must be >= 1 (got B=%lld H=%lld Hkv=%lld D=%lld Dv=%lld)",
                    (long long)p->B, (long long)p->H, (long long)p->Hkv, (long long)p->D,
                    (long long)p->Dv);
-    if (a->k.shape[0] != p->B || a->v.shape[0] != p->B || a->out.shape[0] != p->B)
+    if (a->k.shape[0] != p->B || a->v.shape[0] != p->B || (use_out && a->out.shape[0] != p->B))
         SHAPE_FAIL("batch sizes differ: q %lld, k %lld, v %lld, out %lld", (long long)p->B,
-                   (long long)a->k.shape[0], (long long)a->v.shape[0], (long long)a->out.shape[0]);
+                   (long long)a->k.shape[0], (long long)a->v.shape[0],
+                   (long long)(use_out ? a->out.shape[0] : p->B));
     if (a->v.shape[1] != p->Hkv)
         SHAPE_FAIL("k has %lld heads but v has %lld", (long long)p->Hkv, (long long)a->v.shape[1]);
     if (p->H % p->Hkv)
@@ -52,7 +55,7 @@ attn_status attn__sdpa_plan_make(attn_ctx *ctx, const attn_sdpa_args *a, int nee
         SHAPE_FAIL("k has S=%lld keys but v has %lld", (long long)p->S, (long long)a->v.shape[2]);
     if (a->k.shape[3] != p->D)
         SHAPE_FAIL("q has D=%lld but k has D=%lld", (long long)p->D, (long long)a->k.shape[3]);
-    if (a->out.shape[1] != p->H || a->out.shape[2] != p->T || a->out.shape[3] != p->Dv)
+    if (use_out && (a->out.shape[1] != p->H || a->out.shape[2] != p->T || a->out.shape[3] != p->Dv))
         SHAPE_FAIL("out must be [%lld,%lld,%lld,%lld], got [%lld,%lld,%lld,%lld]", (long long)p->B,
                    (long long)p->H, (long long)p->T, (long long)p->Dv, (long long)a->out.shape[0],
                    (long long)a->out.shape[1], (long long)a->out.shape[2],
@@ -68,7 +71,7 @@ attn_status attn__sdpa_plan_make(attn_ctx *ctx, const attn_sdpa_args *a, int nee
                        (long long)p->T);
         p->lse = a->lse.data;
         memcpy(p->ls, a->lse.stride, sizeof p->ls);
-    } else if (need_lse) {
+    } else if (flags & ATTN__PLAN_NEED_LSE) {
         return attn_ctx_fail(ctx, ATTN_E_ARG, "lse: required (the forward's log-sum-exp)");
     }
 

@@ -26,9 +26,15 @@ typedef struct attn__sdpa_plan {
     int64_t qs[4], ks[4], vs[4], os[4], ls[3];
 } attn__sdpa_plan;
 
-/* Validate a and fill p. need_lse: lse must be present. Returns ATTN_OK or
- * an error with a message on ctx. */
-attn_status attn__sdpa_plan_make(attn_ctx *ctx, const attn_sdpa_args *a, int need_lse,
+/* What attn__sdpa_plan_make requires beyond q, k, v and out. */
+enum {
+    ATTN__PLAN_NEED_LSE = 1, /* lse must be present (backward, probs) */
+    ATTN__PLAN_NO_OUT = 2,   /* out is not used: may be absent (probs) */
+};
+
+/* Validate a and fill p. flags: ATTN__PLAN_*. Returns ATTN_OK or an error
+ * with a message on ctx. */
+attn_status attn__sdpa_plan_make(attn_ctx *ctx, const attn_sdpa_args *a, int flags,
                                  attn__sdpa_plan *p);
 
 /* Dropout keep-and-scale factor of element (b,h,i,j): 0 or 1/(1-p). The
