@@ -139,9 +139,19 @@ static void test_random_against_oracle(void **state) {
  * call's rows; the padding and the rows around stay untouched. */
 static void test_row_ranges(void **state) {
     (void)state;
-    at_case c = {.B = 2, .H = 4, .Hkv = 2, .T = 77, .S = 150, .D = 32, .Dv = 16, .causal = 1,
-                 .align = ATTN_ALIGN_BOTTOM_RIGHT, .alibi = 1, .mask_bcast = AT_MASK_B1TS,
-                 .mask_dtype = ATTN_F32, .mask_ninf = 0.2f};
+    at_case c = {.B = 2,
+                 .H = 4,
+                 .Hkv = 2,
+                 .T = 77,
+                 .S = 150,
+                 .D = 32,
+                 .Dv = 16,
+                 .causal = 1,
+                 .align = ATTN_ALIGN_BOTTOM_RIGHT,
+                 .alibi = 1,
+                 .mask_bcast = AT_MASK_B1TS,
+                 .mask_dtype = ATTN_F32,
+                 .mask_ninf = 0.2f};
     at_rng r = at_rng_for(63000);
     at_sdpa x;
     assert_int_equal(at_sdpa_build(&x, &c, &r), 0);
@@ -158,8 +168,8 @@ static void test_row_ranges(void **state) {
         const int64_t i0 = ranges[k][0], n = ranges[k][1];
         for (int64_t e = 0; e < T * ld; e++)
             part[e] = AT_SENTINEL;
-        attn_tensor pp = {.data = part + ld, .dtype = ATTN_F32, .ndim = 2, .shape = {n, S},
-                          .stride = {ld, 1}};
+        attn_tensor pp = {
+            .data = part + ld, .dtype = ATTN_F32, .ndim = 2, .shape = {n, S}, .stride = {ld, 1}};
         assert_int_equal(attn_sdpa_probs(at_ctx, &x.a, 1, 3, i0, pp), ATTN_OK);
         for (int64_t e = 0; e < T * ld; e++) {
             int64_t row = e / ld - 1, col = e % ld;
@@ -186,7 +196,8 @@ static void test_bad_arguments(void **state) {
     assert_int_equal(at_sdpa_build(&x, &c, &r), 0);
     assert_int_equal(attn_sdpa_forward(at_ctx, &x.a), ATTN_OK);
     float buf[9 * 12];
-    attn_tensor p = {.data = buf, .dtype = ATTN_F32, .ndim = 2, .shape = {9, 11}, .stride = {11, 1}};
+    attn_tensor p = {
+        .data = buf, .dtype = ATTN_F32, .ndim = 2, .shape = {9, 11}, .stride = {11, 1}};
     assert_int_equal(attn_sdpa_probs(at_ctx, &x.a, 0, 2, 0, p), ATTN_E_ARG); /* h >= H */
     assert_non_null(strstr(attn_ctx_last_error(at_ctx), "(b, h)"));
     assert_int_equal(attn_sdpa_probs(at_ctx, &x.a, -1, 0, 0, p), ATTN_E_ARG);

@@ -29,13 +29,13 @@ typedef enum attn_align {
  * j >= kv_len[b], or mask[b,h,i,j] == 0 for a boolean keep-mask.
  * A query row with no visible key gives out = 0, lse = -inf. */
 typedef struct attn_sdpa_args {
-    attn_tensor q;    /* F32 [B, H,   T, D ]  */
-    attn_tensor k;    /* F32 [B, Hkv, S, D ]  H % Hkv == 0 (MHA, GQA, MQA) */
-    attn_tensor v;    /* F32 [B, Hkv, S, Dv]  */
-    attn_tensor out;  /* F32 [B, H,   T, Dv]  written */
-    attn_tensor lse;  /* F32 [B, H, T] natural-log sum of exp; optional on
-                       * forward (written when data != NULL), required on
-                       * backward (read) */
+    attn_tensor q;   /* F32 [B, H,   T, D ]  */
+    attn_tensor k;   /* F32 [B, Hkv, S, D ]  H % Hkv == 0 (MHA, GQA, MQA) */
+    attn_tensor v;   /* F32 [B, Hkv, S, Dv]  */
+    attn_tensor out; /* F32 [B, H,   T, Dv]  written */
+    attn_tensor lse; /* F32 [B, H, T] natural-log sum of exp; optional on
+                      * forward (written when data != NULL), required on
+                      * backward (read) */
 
     float scale;      /* 0 means 1/sqrt(D); NaN or Inf is ATTN_E_ARG */
     float softcap;    /* > 0 enables tanh capping; 0 off; < 0 or NaN is ATTN_E_ARG */
@@ -44,19 +44,19 @@ typedef struct attn_sdpa_args {
     int window;       /* nonzero: apply window_left / window_right */
     int64_t window_left, window_right; /* -1 = unbounded on that side; < -1 is ATTN_E_ARG */
 
-    const int32_t *kv_len; /* optional [B]: keys j >= kv_len[b] are masked;
-                            * each in [0, S] (else ATTN_E_ARG); keys beyond
-                            * kv_len[b] are never read */
-    attn_tensor mask;  /* optional; F32 additive bias or BOOL/U8 keep-mask
-                        * (nonzero = attend), shape [B|1, H|1, T, S]; a dim of
-                        * size 1 broadcasts (stride ignored) */
+    const int32_t *kv_len;     /* optional [B]: keys j >= kv_len[b] are masked;
+                                * each in [0, S] (else ATTN_E_ARG); keys beyond
+                                * kv_len[b] are never read */
+    attn_tensor mask;          /* optional; F32 additive bias or BOOL/U8 keep-mask
+                                * (nonzero = attend), shape [B|1, H|1, T, S]; a dim of
+                                * size 1 broadcasts (stride ignored) */
     const float *alibi_slopes; /* optional [H] */
 
-    float dropout_p;   /* probability of dropping an attention probability,
-                        * in [0, 1); 0 = off. Kept ones are scaled 1/(1-p). */
-    uint64_t seed;     /* dropout: keep(b,h,i,j) is a pure function of
-                        * (seed, b, h, i, j), so results do not depend on
-                        * threading and the backward regenerates the mask. */
+    float dropout_p; /* probability of dropping an attention probability,
+                      * in [0, 1); 0 = off. Kept ones are scaled 1/(1-p). */
+    uint64_t seed;   /* dropout: keep(b,h,i,j) is a pure function of
+                      * (seed, b, h, i, j), so results do not depend on
+                      * threading and the backward regenerates the mask. */
 } attn_sdpa_args;
 
 /* Scaled dot-product attention, forward.

@@ -23,8 +23,10 @@ static attn_status check(attn_ctx *ctx, const char *what, int k, const attn_tens
     int64_t n = 1;
     for (int d = 0; d < ndim; d++)
         n *= shape[d];
-    if (!t->data && n > 0) return attn_ctx_fail(ctx, ATTN_E_ARG, "%s: missing (data is NULL)", name);
-    if (t->dtype != ATTN_F32) return attn_ctx_fail(ctx, ATTN_E_DTYPE, "%s: dtype must be F32", name);
+    if (!t->data && n > 0)
+        return attn_ctx_fail(ctx, ATTN_E_ARG, "%s: missing (data is NULL)", name);
+    if (t->dtype != ATTN_F32)
+        return attn_ctx_fail(ctx, ATTN_E_DTYPE, "%s: dtype must be F32", name);
     if (t->ndim != ndim)
         return attn_ctx_fail(ctx, ATTN_E_SHAPE, "%s: expected %d dims, got %d", name, ndim,
                              t->ndim);
@@ -64,7 +66,8 @@ attn_status attn_sdpa_merge(attn_ctx *ctx, int n, const attn_tensor *outs, const
     const int64_t rows = B * H * T;
     if (rows == 0) return ATTN_OK;
     double *w = malloc((size_t)n * sizeof *w * (size_t)ATTN_MAX(1, ctx->nthreads));
-    double *acc = malloc((size_t)ATTN_MAX(Dv, 1) * sizeof *acc * (size_t)ATTN_MAX(1, ctx->nthreads));
+    double *acc =
+        malloc((size_t)ATTN_MAX(Dv, 1) * sizeof *acc * (size_t)ATTN_MAX(1, ctx->nthreads));
     if (!w || !acc) {
         free(w);
         free(acc);

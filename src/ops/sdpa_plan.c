@@ -9,7 +9,8 @@ static attn_status check_view(attn_ctx *ctx, const char *name, const attn_tensor
     if (t->dtype != ATTN_F32)
         return attn_ctx_fail(ctx, ATTN_E_DTYPE, "%s: dtype must be F32", name);
     if (t->ndim != ndim)
-        return attn_ctx_fail(ctx, ATTN_E_SHAPE, "%s: expected %d dims, got %d", name, ndim, t->ndim);
+        return attn_ctx_fail(ctx, ATTN_E_SHAPE, "%s: expected %d dims, got %d", name, ndim,
+                             t->ndim);
     for (int i = 0; i < ndim; i++)
         if (t->shape[i] < 0)
             return attn_ctx_fail(ctx, ATTN_E_SHAPE, "%s: negative size in dim %d", name, i);
@@ -104,9 +105,12 @@ attn_status attn__sdpa_plan_make(attn_ctx *ctx, const attn_sdpa_args *a, int fla
     }
     if (a->mask.data) {
         const attn_tensor *m = &a->mask;
-        if (m->dtype == ATTN_F32) p->mask_kind = ATTN__MASK_FLOAT;
-        else if (m->dtype == ATTN_BOOL || m->dtype == ATTN_U8) p->mask_kind = ATTN__MASK_BOOL;
-        else return attn_ctx_fail(ctx, ATTN_E_DTYPE, "mask: dtype must be F32, BOOL or U8");
+        if (m->dtype == ATTN_F32)
+            p->mask_kind = ATTN__MASK_FLOAT;
+        else if (m->dtype == ATTN_BOOL || m->dtype == ATTN_U8)
+            p->mask_kind = ATTN__MASK_BOOL;
+        else
+            return attn_ctx_fail(ctx, ATTN_E_DTYPE, "mask: dtype must be F32, BOOL or U8");
         int64_t sh[4], sd[4];
         if (m->ndim == 2) {
             sh[0] = sh[1] = 1;
@@ -121,9 +125,10 @@ attn_status attn__sdpa_plan_make(attn_ctx *ctx, const attn_sdpa_args *a, int fla
         }
         if ((sh[0] != 1 && sh[0] != p->B) || (sh[1] != 1 && sh[1] != p->H) || sh[2] != p->T ||
             sh[3] != p->S)
-            SHAPE_FAIL("mask: shape [%lld,%lld,%lld,%lld] does not broadcast to [%lld,%lld,%lld,%lld]",
-                       (long long)sh[0], (long long)sh[1], (long long)sh[2], (long long)sh[3],
-                       (long long)p->B, (long long)p->H, (long long)p->T, (long long)p->S);
+            SHAPE_FAIL(
+                "mask: shape [%lld,%lld,%lld,%lld] does not broadcast to [%lld,%lld,%lld,%lld]",
+                (long long)sh[0], (long long)sh[1], (long long)sh[2], (long long)sh[3],
+                (long long)p->B, (long long)p->H, (long long)p->T, (long long)p->S);
         if (sd[3] != 1 && sh[3] > 1)
             return attn_ctx_fail(ctx, ATTN_E_LAYOUT, "mask: last stride must be 1");
         p->mask = m->data;

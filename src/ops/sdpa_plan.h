@@ -40,8 +40,8 @@ attn_status attn__sdpa_plan_make(attn_ctx *ctx, const attn_sdpa_args *a, int fla
 /* Dropout keep-and-scale factor of element (b,h,i,j): 0 or 1/(1-p). The
  * definition of the dropout stream, shared by the fast path and the oracle
  * (like attn__rng_u32). */
-static inline float attn__dropout_factor(const attn__sdpa_plan *p, int64_t b, int64_t h,
-                                         int64_t i, int64_t j) {
+static inline float attn__dropout_factor(const attn__sdpa_plan *p, int64_t b, int64_t h, int64_t i,
+                                         int64_t j) {
     uint32_t u = attn__rng_u32(p->seed, (uint64_t)b, (uint64_t)h, (uint64_t)i, (uint64_t)j);
     return u >= p->drop_thr ? 1.0f / (1.0f - p->dropout_p) : 0.0f;
 }

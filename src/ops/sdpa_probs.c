@@ -45,8 +45,8 @@ static void probs_strip(const probs_job *jb, int64_t r0, float *ws) {
     if (!sm.nseg) return;
     for (int r = 0; r < mr; r++)
         lse[r] = p->lse[b * p->ls[0] + h * p->ls[1] + (i0 + r) * p->ls[2]];
-    ar->fwd.pack_q(p->q + b * p->qs[0] + h * p->qs[1] + i0 * p->qs[2], p->qs[2], mr, R,
-                   (int)p->D, p->scale, qt);
+    ar->fwd.pack_q(p->q + b * p->qs[0] + h * p->qs[1] + i0 * p->qs[2], p->qs[2], mr, R, (int)p->D,
+                   p->scale, qt);
     const float *kb = p->k + b * p->ks[0] + (h / p->group) * p->ks[1];
     for (int k = 0; k < sm.nseg; k++) {
         /* the forward's tiles: runs of adjacent segments cut at multiples of bk */
@@ -81,7 +81,8 @@ attn_status attn_sdpa_probs(attn_ctx *ctx, const attn_sdpa_args *a, int64_t b, i
     attn_status st = attn__sdpa_plan_make(ctx, a, ATTN__PLAN_NEED_LSE | ATTN__PLAN_NO_OUT, &p);
     if (st) return st;
     if (b < 0 || b >= p.B || h < 0 || h >= p.H)
-        return attn_ctx_fail(ctx, ATTN_E_ARG, "probs: (b, h) = (%lld, %lld) outside [0,%lld) x [0,%lld)",
+        return attn_ctx_fail(ctx, ATTN_E_ARG,
+                             "probs: (b, h) = (%lld, %lld) outside [0,%lld) x [0,%lld)",
                              (long long)b, (long long)h, (long long)p.B, (long long)p.H);
     if (!probs.data && !(probs.ndim == 2 && probs.shape[0] == 0))
         return attn_ctx_fail(ctx, ATTN_E_ARG, "probs: missing (data is NULL)");

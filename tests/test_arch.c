@@ -1,0 +1,272 @@
+/* Every kernel family this CPU runs, in one process, against the scalar
+ * reference (as ggml's test-backend-ops runs every backend against the
+ * CPU's): each table's kernels on random tiles (bitwise where the contract
+ * fixes the order of the fused multiply-adds, within a few ulp where an
+ * exponential differs), then the whole forward and backward of each family
+ * against the float64 oracle on random problems, with the tolerance rule.
+ * Families this CPU lacks are reported as skipped; the whole-suite
+ * ATTN_ARCH=scalar run covers scalar's drivers on their own. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <math.h>
+
+#include "at_sdpa_bwd.h"
+#include "core/internal.h"
+#include "kernels/arch.h"
+
+static const attn__arch *family(const char *name) {
+    attn_status why;
+    return attn__arch_find(name, &why);
+}
+
+static float *rnd(at_rng *r, size_t n, float lo, float hi) {
+    float *x = malloc((n ? n : 1) * sizeof *x);
+    assert_non_null(x);
+    for (size_t i = 0; i < n; i++)
+        x[i] = at_rng_uniform(r, lo, hi);
+    return x;
+}
+
+/* |a - b| <= ulps * spacing at b (both finite) or identical bits */
+static int close_ulps(float a, float b, float ulps) {
+    if (memcmp(&a, &b, sizeof a) == 0) return 1;
+    if (!isfinite(a) || !isfinite(b)) return 0;
+    float sp = nextafterf(fabsf(b), INFINITY) - fabsf(b);
+    return fabsf(a - b) <= ulps * sp + 1e-30f;
+}
+
+static void expect_bitwise(const char *fam, const char *what, const float *x, const float *y,
+                           size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (memcmp(&x[i], &y[i], sizeof(float))) {
+            fail_msg("%s %s: element %zu is %.9g, scalar %.9g", fam, what, i, (double)x[i],
+                     (double)y[i]);
+        }
+}
+
+static void expect_ulps(const char *fam, const char *what, const float *x, const float *y, size_t n,
+                        float ulps) {
+    for (size_t i = 0; i < n; i++)
+        if (!close_ulps(x[i], y[i], ulps))
+            fail_msg("%s %s: element %zu is %.9g, scalar %.9g", fam, what, i, (double)x[i],
+                     (double)y[i]);
+}
+
+/* Forward table on random tiles of the family's strip height. */
+static void forward_kernels(const attn__arch *f, const attn__arch *sc, at_rng *r) {
+    const int R = f->mr, D = (int)at_rng_int(r, 1, 140), Dv = (int)at_rng_int(r, 1, 140);
+    const int n = (int)at_rng_int(r, 1, f->bk), mr = (int)at_rng_int(r, 1, R);
+    const int64_t ks = D + at_rng_int(r, 0, 9), vs = Dv + at_rng_int(r, 0, 9);
+    float *q = rnd(r, (size_t)R * D, -2, 2), *k = rnd(r, (size_t)n * ks, -2, 2);
+    float *v = rnd(r, (size_t)n * vs, -1, 1);
+    float *qt[2], *s[2], *ot[2], *m[2], *l[2], *al[2];
+    const attn__arch *ab[2] = {f, sc};
+    float *ot0 = rnd(r, (size_t)Dv * R, -1, 1), *m0 = rnd(r, (size_t)R, -1, 3);
+    for (int t = 0; t < 2; t++) {
+        qt[t] = attn__malloc((size_t)D * R * sizeof(float));
+        s[t] = attn__malloc((size_t)n * R * sizeof(float));
+        ot[t] = attn__malloc((size_t)Dv * R * sizeof(float));
+        m[t] = malloc((size_t)R * sizeof(float));
+        l[t] = malloc((size_t)R * sizeof(float));
+        al[t] = malloc((size_t)R * sizeof(float));
+        memcpy(ot[t], ot0, (size_t)Dv * R * sizeof(float));
+        memcpy(m[t], m0, (size_t)R * sizeof(float));
+        for (int i = 0; i < R; i++)
+            l[t][i] = 1.5f;
+        m[t][0] = -INFINITY; /* an empty column so far */
+        l[t][0] = 0.0f;
+        ab[t]->fwd.pack_q(q, D, mr, R, D, 0.125f, qt[t]);
+        ab[t]->fwd.qk(qt[t], R, k, ks, n, D, s[t]);
+    }
+    expect_bitwise(f->name, "pack_q", qt[0], qt[1], (size_t)D * R);
+    expect_bitwise(f->name, "qk", s[0], s[1], (size_t)n * R);
+    /* a masked column and a masked key: the softmax's -inf rules */
+    for (int t = 0; t < 2; t++) {
+        for (int j = 0; j < n; j++)
+            s[t][(size_t)j * R + (R - 1)] = -INFINITY;
+        for (int i = 0; i < R; i++)
+            s[t][i] = i % 3 ? s[t][i] : -INFINITY;
+        ab[t]->fwd.softmax(s[t], R, n, m[t], l[t], al[t]);
+    }
+    expect_bitwise(f->name, "softmax m", m[0], m[1], (size_t)R);
+    expect_ulps(f->name, "softmax p", s[0], s[1], (size_t)n * R, 2.0f);
+    expect_ulps(f->name, "softmax alpha", al[0], al[1], (size_t)R, 2.0f);
+    /* l sums n exponentials, each within 2 ulp, in another rounding order */
+    expect_ulps(f->name, "softmax l", l[0], l[1], (size_t)R, 4.0f + (float)n);
+    /* pv on the same probabilities: one FMA chain per element in key order */
+    memcpy(s[0], s[1], (size_t)n * R * sizeof(float));
+    memcpy(al[0], al[1], (size_t)R * sizeof(float));
+    for (int t = 0; t < 2; t++)
+        ab[t]->fwd.pv(s[t], R, n, v, vs, Dv, al[t], ot[t]);
+    expect_bitwise(f->name, "pv", ot[0], ot[1], (size_t)Dv * R);
+    for (int t = 0; t < 2; t++) {
+        attn__free(qt[t]), attn__free(s[t]), attn__free(ot[t]);
+        free(m[t]), free(l[t]), free(al[t]);
+    }
+    free(q), free(k), free(v), free(ot0), free(m0);
+}
+
+/* Backward table on random tiles of the family's strip height. */
+static void backward_kernels(const attn__arch *f, const attn__arch *sc, at_rng *r) {
+    const int R = f->bmr, D = (int)at_rng_int(r, 1, 140), n = (int)at_rng_int(r, 1, f->bbk);
+    const int mr = (int)at_rng_int(r, 1, R);
+    const int64_t xs = D + at_rng_int(r, 0, 5), ys = D + at_rng_int(r, 0, 5);
+    const int N = D, ldo = (int)((D + 15) / 16 * 16);
+    float *x = rnd(r, (size_t)R * xs, -2, 2), *y = rnd(r, (size_t)n * ys, -2, 2);
+    float *lse = rnd(r, (size_t)R, 0, 3), *di = rnd(r, (size_t)R, -1, 1);
+    lse[1 % mr] = INFINITY; /* a dead row */
+    float *dp0 = rnd(r, (size_t)n * R, -1, 1), *acc0 = rnd(r, (size_t)n * N, -1, 1);
+    float *o0 = rnd(r, (size_t)R * ldo, -1, 1);
+    const attn__arch *ab[2] = {f, sc};
+    float *xt[2], *s[2], *dp[2], *acc[2], *o[2];
+    for (int t = 0; t < 2; t++) {
+        xt[t] = attn__malloc((size_t)D * R * sizeof(float));
+        s[t] = attn__malloc((size_t)n * R * sizeof(float));
+        dp[t] = attn__malloc((size_t)n * R * sizeof(float));
+        acc[t] = malloc((size_t)n * N * sizeof(float));
+        o[t] = attn__malloc((size_t)R * ldo * sizeof(float));
+        memcpy(dp[t], dp0, (size_t)n * R * sizeof(float));
+        memcpy(acc[t], acc0, (size_t)n * N * sizeof(float));
+        memcpy(o[t], o0, (size_t)R * ldo * sizeof(float));
+        ab[t]->bwd.pack_t(x, xs, mr, R, D, 0.5f, xt[t]);
+        ab[t]->bwd.dot_t(xt[t], R, y, ys, n, D, mr, s[t]);
+    }
+    expect_bitwise(f->name, "pack_t", xt[0], xt[1], (size_t)D * R);
+    for (int j = 0; j < n; j++) /* rows < mr are the contract */
+        expect_bitwise(f->name, "dot_t", s[0] + (size_t)j * R, s[1] + (size_t)j * R, (size_t)mr);
+    memcpy(s[0], s[1], (size_t)n * R * sizeof(float));
+    for (int t = 0; t < 2; t++) {
+        s[t][0] = -INFINITY;
+        ab[t]->bwd.softmax_bwd(s[t], dp[t], R, n, mr, lse, di);
+    }
+    for (int j = 0; j < n; j++) {
+        expect_ulps(f->name, "softmax_bwd p", s[0] + (size_t)j * R, s[1] + (size_t)j * R,
+                    (size_t)mr, 2.0f);
+        expect_ulps(f->name, "softmax_bwd ds", dp[0] + (size_t)j * R, dp[1] + (size_t)j * R,
+                    (size_t)mr, 4.0f);
+    }
+    memcpy(dp[0], dp[1], (size_t)n * R * sizeof(float));
+    for (int t = 0; t < 2; t++) {
+        ab[t]->bwd.acc_tn(dp[t], R, mr, n, x, xs, N, acc[t], N);
+        ab[t]->bwd.acc_nn(dp[t], R, mr, n, y, ys, N, o[t], ldo);
+    }
+    expect_bitwise(f->name, "acc_tn", acc[0], acc[1], (size_t)n * N);
+    for (int i = 0; i < mr; i++)
+        expect_bitwise(f->name, "acc_nn", o[0] + (size_t)i * ldo, o[1] + (size_t)i * ldo,
+                       (size_t)N);
+    for (int t = 0; t < 2; t++) {
+        attn__free(xt[t]), attn__free(s[t]), attn__free(dp[t]), free(acc[t]), attn__free(o[t]);
+    }
+    free(x), free(y), free(lse), free(di), free(dp0), free(acc0), free(o0);
+}
+
+static void nn_kernels(const attn__arch *f, const attn__arch *sc, at_rng *r) {
+    const int64_t n = at_rng_int(r, 1, 300);
+    float *x = rnd(r, (size_t)n, -6, 6);
+    float *y0 = malloc((size_t)n * sizeof *y0), *y1 = malloc((size_t)n * sizeof *y1);
+    f->nn.erf(x, y0, n);
+    sc->nn.erf(x, y1, n);
+    expect_bitwise(f->name, "erf", y0, y1, (size_t)n); /* the same steps and FMAs */
+    memcpy(y0, x, (size_t)n * sizeof *x);
+    memcpy(y1, x, (size_t)n * sizeof *x);
+    f->nn.gelu(y0, n);
+    sc->nn.gelu(y1, n);
+    expect_bitwise(f->name, "gelu", y0, y1, (size_t)n);
+    free(x), free(y0), free(y1);
+}
+
+static void test_kernel_tables(void **state) {
+    (void)state;
+    const attn__arch *sc = family("scalar");
+    assert_non_null(sc);
+    int tested = 0;
+    for (int i = 1; attn_arch_available(i); i++, tested++) {
+        const attn__arch *f = family(attn_arch_available(i));
+        assert_non_null(f);
+        for (int k = 0; k < (at_quick() ? 20 : 200); k++) {
+            at_rng r = at_rng_for(81000 + (uint64_t)k * 16 + (uint64_t)i);
+            forward_kernels(f, sc, &r);
+            backward_kernels(f, sc, &r);
+            nn_kernels(f, sc, &r);
+        }
+    }
+    if (!tested) skip(); /* this CPU runs no family but scalar: nothing to compare */
+}
+
+/* The whole forward and backward of every family against the oracle. */
+static void test_drivers_per_family(void **state) {
+    (void)state;
+    attn_ctx *ctx;
+    assert_int_equal(attn_ctx_create(&ctx, 2), ATTN_OK);
+    int fails = 0;
+    const char *name;
+    for (int i = 0; (name = attn_arch_available(i)) != NULL; i++) {
+        assert_int_equal(attn_ctx_set_arch(ctx, name), ATTN_OK);
+        assert_string_equal(attn_ctx_arch(ctx), name);
+        for (int k = 0; k < (at_quick() ? 8 : 40); k++) {
+            at_rng r = at_rng_for(82000 + (uint64_t)k);
+            at_case c = {0};
+            c.B = at_rng_int(&r, 1, 2);
+            c.Hkv = at_rng_int(&r, 1, 2);
+            c.H = c.Hkv * at_rng_int(&r, 1, 2);
+            c.T = at_rng_int(&r, 1, 200);
+            c.S = at_rng_int(&r, 1, 300);
+            c.D = at_rng_int(&r, 1, 80);
+            c.Dv = at_rng_int(&r, 1, 80);
+            c.causal = (int)at_rng_int(&r, 0, 1);
+            c.align = (attn_align)at_rng_int(&r, 0, 1);
+            c.window = at_rng_int(&r, 0, 2) == 0;
+            c.wl = at_rng_int(&r, -1, 50);
+            c.wr = at_rng_int(&r, -1, 50);
+            c.kv_len = (int)at_rng_int(&r, 0, 1);
+            c.mask_bcast = (int)at_rng_int(&r, AT_MASK_NONE, AT_MASK_BHTS);
+            c.mask_dtype = at_rng_int(&r, 0, 1) ? ATTN_F32 : ATTN_BOOL;
+            c.alibi = (int)at_rng_int(&r, 0, 1);
+            c.softcap = at_rng_int(&r, 0, 2) == 0 ? 5.0f : 0.0f;
+            c.dropout_p = at_rng_int(&r, 0, 3) == 0 ? 0.2f : 0.0f;
+            c.dropout_seed = (uint64_t)k;
+            char label[64];
+            snprintf(label, sizeof label, "family %s case %d", name, k);
+            fails += !at_sdpa_run_forward(ctx, &c, 83000 + (uint64_t)k, label);
+            fails += !at_sdpa_run_backward(ctx, &c, 1, 84000 + (uint64_t)k, label);
+        }
+    }
+    attn_ctx_free(ctx);
+    assert_int_equal(fails, 0);
+}
+
+static void test_set_arch(void **state) {
+    (void)state;
+    attn_ctx *ctx;
+    assert_int_equal(attn_ctx_create(&ctx, 1), ATTN_OK);
+    const char *def = attn_ctx_arch(ctx);
+    assert_non_null(def);
+    assert_string_equal(def, attn_arch_name());
+    assert_int_equal(attn_ctx_set_arch(ctx, "avx9000"), ATTN_E_ARG);
+    assert_non_null(strstr(attn_ctx_last_error(ctx), "avx9000"));
+    assert_string_equal(attn_ctx_arch(ctx), def); /* kept */
+    assert_int_equal(attn_ctx_set_arch(ctx, "scalar"), ATTN_OK);
+    assert_string_equal(attn_ctx_arch(ctx), "scalar");
+    assert_int_equal(attn_ctx_set_arch(ctx, NULL), ATTN_OK);
+    assert_string_equal(attn_ctx_arch(ctx), def);
+    assert_int_equal(attn_ctx_set_arch(NULL, "scalar"), ATTN_E_ARG);
+    assert_string_equal(attn_arch_available(0), "scalar");
+    assert_true(attn_arch_peak_probe("scalar", 1000) > 0.0);
+    assert_true(attn_arch_peak_probe("avx9000", 1000) == 0.0);
+    attn_ctx_free(ctx);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_set_arch),
+        cmocka_unit_test(test_kernel_tables),
+        cmocka_unit_test(test_drivers_per_family),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
