@@ -348,3 +348,53 @@ int at_sdpa_run_forward(attn_ctx *ctx, const at_case *c, uint64_t case_id, const
     at_sdpa_free(&x);
     return ok;
 }
+
+at_case at_case_random(at_rng *r, uint64_t k, const int64_t *lens, int nlens) {
+    static const attn_dtype dts[] = {ATTN_F32, ATTN_BOOL, ATTN_U8};
+    at_case c = {0};
+    c.B = at_rng_int(r, 1, 3);
+    c.Hkv = at_rng_int(r, 1, 3);
+    c.H = c.Hkv * at_rng_int(r, 1, 3);
+    c.T = lens[at_rng_int(r, 0, nlens - 1)];
+    c.S = at_rng_int(r, 0, 9) == 0 ? 0 : lens[at_rng_int(r, 0, nlens - 1)];
+    c.D = at_rng_int(r, 1, 70);
+    c.Dv = at_rng_int(r, 1, 70);
+    c.layout = (at_layout)at_rng_int(r, 0, 3);
+    c.causal = (int)at_rng_int(r, 0, 1);
+    c.align = (attn_align)at_rng_int(r, 0, 1);
+    c.window = (int)at_rng_int(r, 0, 1);
+    c.wl = at_rng_int(r, -1, 40);
+    c.wr = at_rng_int(r, -1, 40);
+    c.kv_len = (int)at_rng_int(r, 0, 1);
+    c.mask_bcast = (int)at_rng_int(r, AT_MASK_NONE, AT_MASK_BHTS);
+    c.mask_dtype = dts[at_rng_int(r, 0, 2)];
+    c.mask_ninf = at_rng_int(r, 0, 1) ? 0.3f : 0.0f;
+    c.mask_keep = at_rng_int(r, 0, 1) ? 0.05f : 0.0f; /* sparse keep-masks: empty rows */
+    c.alibi = (int)at_rng_int(r, 0, 1);
+    c.softcap = at_rng_int(r, 0, 2) == 0 ? 7.0f : 0.0f;
+    c.dropout_p = at_rng_int(r, 0, 3) == 0 ? 0.25f : 0.0f;
+    c.dropout_seed = k;
+    c.no_lse = at_rng_int(r, 0, 5) == 0;
+    return c;
+}
+
+int at_run_random_cases(int n, uint64_t case_base, uint64_t input_base, const char *what,
+                        at_case_gen gen, at_case_run run) {
+    attn_ctx *ctx;
+    if (attn_ctx_create(&ctx, 1)) return n;
+    int fails = 0;
+    for (int k = 0; k < n; k++) {
+        at_rng r = at_rng_for(case_base + (uint64_t)k);
+        at_case c = gen(&r, (uint64_t)k);
+        int threads = (int)at_rng_int(&r, 1, 3);
+        if (attn_ctx_set_threads(ctx, threads)) {
+            fails++;
+            continue;
+        }
+        char label[96];
+        snprintf(label, sizeof label, "%s %d, %d threads", what, k, threads);
+        fails += !run(ctx, &c, input_base + (uint64_t)k, label);
+    }
+    attn_ctx_free(ctx);
+    return fails;
+}

@@ -222,4 +222,19 @@ int at_sdpa_build(at_sdpa *x, const at_case *c, at_rng *r);
  * Returns 1 on pass. */
 int at_sdpa_run_forward(attn_ctx *ctx, const at_case *c, uint64_t case_id, const char *label);
 
+/* A random combination of every forward option, its sizes drawn from
+ * lens[0..nlens) (S = 0 one time in ten): batch 1-3, GQA, layouts, masks of
+ * every kind and broadcast (sparse keep-masks: empty rows), windows, both
+ * alignments, kv_len, ALiBi, softcap, dropout (seeded by k), no lse. Tests
+ * that need fewer options clear them afterwards. */
+at_case at_case_random(at_rng *r, uint64_t k, const int64_t *lens, int nlens);
+
+/* Run n random cases: case k's options come from gen(at_rng_for(case_base
+ * + k), k), which also draws its thread count (1-3); its inputs from
+ * run(ctx, &c, input_base + k, label). Returns the number of failures. */
+typedef at_case (*at_case_gen)(at_rng *r, uint64_t k);
+typedef int (*at_case_run)(attn_ctx *ctx, const at_case *c, uint64_t id, const char *label);
+int at_run_random_cases(int n, uint64_t case_base, uint64_t input_base, const char *what,
+                        at_case_gen gen, at_case_run run);
+
 #endif /* ATTN_TEST_H */
