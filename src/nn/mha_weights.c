@@ -7,12 +7,9 @@
 #include "nn/mha.h"
 #include "ops/sdpa_plan.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-
-void openblas_set_num_threads(int num_threads);
 
 attn_status attn__mha_weights(attn_ctx *ctx, attn_mha *m, const attn_mha_args *a) {
     attn_sdpa_args sa;
@@ -26,7 +23,6 @@ attn_status attn__mha_weights(attn_ctx *ctx, attn_mha *m, const attn_mha_args *a
     float *s = malloc((size_t)(T * S) * sizeof *s);
     if (!s) return attn_ctx_fail(ctx, ATTN_E_NOMEM, "mha: out of memory for one head's scores");
     float inv_h = 1.0f / (float)p.H;
-    openblas_set_num_threads(attn_ctx_threads(ctx));
     for (int64_t b = 0; b < p.B; b++) {
         if (avg)
             for (int64_t i = 0; i < T; i++)
@@ -36,8 +32,7 @@ attn_status attn__mha_weights(attn_ctx *ctx, attn_mha *m, const attn_mha_args *a
             const float *q = p.q + b * p.qs[0] + h * p.qs[1];
             const float *k = p.k + b * p.ks[0] + (h / p.group) * p.ks[1];
             /* s = scale * q k^T, the scale folded into the GEMM */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)S, (int)Dh, p.scale,
-                        q, (int)p.qs[2], k, (int)p.ks[2], 0.0f, s, (int)S);
+            attn__sgemm(ctx, 0, 1, T, S, Dh, p.scale, q, p.qs[2], k, p.ks[2], 0.0f, s, S);
             for (int64_t i = 0; i < T; i++) {
                 float *out =
                     avg ? (float *)w->data + b * w->stride[0] + i * w->stride[1]
