@@ -168,10 +168,11 @@ static void test_load_save(void **state) {
     assert_int_equal(attn_mha_create(ctx, &cw, 3, &w), ATTN_OK);
     assert_int_equal(attn_mha_load(ctx, w, st, "", 0), ATTN_E_SHAPE);
     assert_non_null(
-        strstr(attn_ctx_last_error(ctx), "'k_proj_weight' has shape [6,5], expected [6,6]"));
+        strstr(attn_ctx_last_error(ctx), "'k_proj_weight' has shape [6, 5], expected [6, 6]"));
     /* a prefix that does not match: the first weight is missing */
     assert_int_equal(attn_mha_load(ctx, b, st, "enc.", 0), ATTN_E_NOTFOUND);
-    assert_non_null(strstr(attn_ctx_last_error(ctx), "missing weight 'enc.q_proj_weight' [12,12]"));
+    assert_non_null(
+        strstr(attn_ctx_last_error(ctx), "missing weight 'enc.q_proj_weight' [12, 12]"));
     attn_safetensors_close(st);
     unlink(path);
     attn_mha_free(a), attn_mha_free(b), attn_mha_free(n), attn_mha_free(w);
