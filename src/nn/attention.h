@@ -1,0 +1,108 @@
+/* The one multi-head attention of the code base (internal). Layers and
+ * models keep their activations token-major, row (b, t) of a [B, T, width]
+ * buffer, and every head view over such rows is built here and nowhere else:
+ * attn_mha, the transformer layer of block.h and through it BERT (and the
+ * coming GPT decoder and ViT) all attend through attn__attend.
+ *
+ * Symbols: B batch, T query rows, S key rows, H query heads, Hkv key/value
+ * heads, Dh head width, E = H*Dh, KV = Hkv*Dh. */
+#ifndef ATTN_NN_ATTENTION_H
+#define ATTN_NN_ATTENTION_H
+
+#include "nn/nn.h"
+
+/* Token-major rows: row (b, t) starts at data + b*bs + t*ld; head h of the
+ * row is its columns [h*Dh, (h+1)*Dh). */
+typedef struct attn__rows {
+    float *data;
+    int64_t bs, ld; /* batch stride, row stride (elements) */
+} attn__rows;
+
+/* Head geometry and score options, passed to attn_sdpa_* unchanged. */
+typedef struct attn__heads {
+    int64_t H, Hkv, Dh; /* H % Hkv == 0 */
+    float scale;        /* 0: 1/sqrt(Dh) */
+    float softcap;
+    int causal;
+    attn_align align;
+    int window;
+    int64_t window_left, window_right;
+} attn__heads;
+
+/* One attention over token-major projections. */
+typedef struct attn__attend_args {
+    int64_t B, T, S;
+    attn__rows q;          /* [B, T, E]  read */
+    attn__rows k, v;       /* [B, S, KV] read */
+    attn__rows o;          /* [B, T, E]  written */
+    float *lse;            /* optional [B, H, T] contiguous, written (read by backward) */
+    attn_tensor mask;      /* optional, as attn_sdpa_args.mask */
+    const int32_t *kv_len; /* optional [B] */
+    float dropout_p;
+    uint64_t seed;
+} attn__attend_args;
+
+/* The sdpa arguments of a: q[b,h,t,:] = q.data + b*q.bs + t*q.ld + h*Dh, k and
+ * v likewise over Hkv heads, out likewise over o. */
+void attn__attend_sdpa_args(const attn__heads *hd, const attn__attend_args *a, attn_sdpa_args *s);
+
+/* o = softmax(scale q k^T + masks) v per head. Returns what attn_sdpa_forward
+ * returns. */
+attn_status attn__attend(attn_ctx *ctx, const attn__heads *hd, const attn__attend_args *a);
+
+/* Backward of attn__attend (a as in the forward, its lse required): dq, dk, dv
+ * overwritten, in the layouts of q, k, v (same strides, other data); dout in
+ * the layout of o. Returns what attn_sdpa_backward returns. */
+attn_status attn__attend_backward(attn_ctx *ctx, const attn__heads *hd, const attn__attend_args *a,
+                                  const float *dout, float *dq, float *dk, float *dv);
+
+/* A KV cache: keys and values of the positions seen so far, so a decoder
+ * attends to them without recomputing them. Caller-owned memory; the cache
+ * holds no pointer of its own beyond these views. */
+typedef struct attn__kv_cache {
+    float *k, *v; /* [B, cap, KV] each, contiguous */
+    int64_t B, cap, KV;
+    int64_t len; /* positions filled: rows [0, len) of every batch */
+} attn__kv_cache;
+
+/* Copy S new key and value rows ([B, S, KV] each) into the cache at offset
+ * c->len (not advancing it). Returns ATTN_OK, ATTN_E_SHAPE (B or KV differ
+ * from the cache's), ATTN_E_ARG (len + S > cap: the cache is full). */
+attn_status attn__kv_cache_write(attn_ctx *ctx, attn__kv_cache *c, int64_t B, int64_t S, int64_t KV,
+                                 attn__rows k, attn__rows v);
+
+/* Multi-head attention with its weights (PyTorch Linear layout, borrowed):
+ * self-attention of x [N = B*T, E] into y [N, E]. */
+typedef struct attn__mha_block {
+    attn__heads heads;
+    int64_t E, KV;
+    const float *w_qkv, *b_qkv; /* [E + 2KV, E], [E + 2KV] (NULL: no bias): Wq, Wk, Wv stacked */
+    const float *w_out, *b_out; /* [E, E], [E] (NULL: no bias) */
+} attn__mha_block;
+
+/* Inputs of one self-attention of a padded batch. */
+typedef struct attn__self_args {
+    int64_t B, T;
+    const float *x;        /* [B*T, E] token-major */
+    const int32_t *kv_len; /* optional [B]: keys t >= kv_len[b] (padding) are masked */
+    attn_tensor mask;      /* optional, as attn_sdpa_args.mask */
+    attn__kv_cache *cache; /* optional: see attn__mha_block_attend */
+    float *qkv;            /* scratch [B*T, E + 2KV]: q | k | v per row, left for the caller */
+    float *o;              /* [B*T, E] attention output, written */
+    float *lse;            /* optional [B, H, T], written */
+} attn__self_args;
+
+/* q | k | v = x Wqkv^T + bqkv (one GEMM), then o = attention(q, k, v).
+ * With a cache, the new k and v rows are written into it at offset
+ * cache->len, the queries attend to cache rows [0, len + T) aligned
+ * bottom-right (query t is position len + t), and cache->len advances by T.
+ * kv_len then counts cache rows. Returns what attn__attend and
+ * attn__kv_cache_write return. */
+attn_status attn__mha_block_attend(attn_ctx *ctx, const attn__mha_block *m,
+                                   const attn__self_args *a);
+
+/* y = o Wout^T + bout over N rows. */
+void attn__mha_block_out(attn_ctx *ctx, const attn__mha_block *m, int64_t N, const float *o,
+                         float *y);
+
+#endif /* ATTN_NN_ATTENTION_H */
