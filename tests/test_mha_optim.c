@@ -185,10 +185,10 @@ static void test_errors(void **state) {
     assert_int_equal(attn_ctx_create(&ctx, 1), ATTN_OK);
     attn_mha *m = NULL;
     attn_mha_config c = {.E = 10, .H = 4};
-    assert_int_equal(attn_mha_create(ctx, &c, 0, &m), ATTN_E_ARG); /* E % H */
+    assert_int_equal(attn_mha_create(ctx, &c, 0, &m), ATTN_E_SHAPE); /* E % H, as BERT */
     assert_null(m);
     c = (attn_mha_config){.E = 8, .H = 4, .Hkv = 3};
-    assert_int_equal(attn_mha_create(ctx, &c, 0, &m), ATTN_E_ARG); /* H % Hkv */
+    assert_int_equal(attn_mha_create(ctx, &c, 0, &m), ATTN_E_SHAPE); /* H % Hkv, as sdpa */
     c = (attn_mha_config){.E = 8, .H = 2, .dropout = 1.0f};
     assert_int_equal(attn_mha_create(ctx, &c, 0, &m), ATTN_E_ARG);
     c = (attn_mha_config){.E = 8, .H = 2, .kdim = 3, .vdim = 3};

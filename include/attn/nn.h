@@ -56,7 +56,8 @@ typedef struct attn_mha attn_mha;
  * weights is xavier_uniform on its own; out_proj.weight is
  * kaiming_uniform(a=sqrt(5)) (bound 1/sqrt(E)); biases are zero. Random numbers
  * come from `seed` (a splitmix64 stream: reproducible, not torch's RNG).
- * Returns ATTN_OK, ATTN_E_ARG (bad config: E or H < 1, E % H, H % Hkv,
+ * Returns ATTN_OK, ATTN_E_SHAPE (E % H or H % Hkv nonzero, as attn_sdpa_* and
+ * BERT's config report them), ATTN_E_ARG (other bad config: E or H < 1,
  * dropout outside [0,1), window < -1, ...), ATTN_E_NOMEM. */
 ATTN_NODISCARD attn_status attn_mha_create(attn_ctx *ctx, const attn_mha_config *cfg, uint64_t seed,
                                            attn_mha **out);
