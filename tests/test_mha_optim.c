@@ -58,7 +58,7 @@ static void test_adamw_torch(void **state) {
         snprintf(nm, sizeof nm, "g%d.b", k);
         copy_f32(ctx, in, nm, gb, 7);
         double norm;
-        assert_int_equal(attn_clip_grad_norm(ctx, ps, 2, 2.0f, &norm), ATTN_OK);
+        assert_int_equal(attn_param_clip_grad_norm(ctx, ps, 2, 2.0f, &norm), ATTN_OK);
         assert_true(norm > 2.0); /* the fixture's gradients do get clipped */
         assert_int_equal(attn_adamw_step(ctx, opt), ATTN_OK);
     }
@@ -91,12 +91,12 @@ static void test_clip(void **state) {
     attn_param p = {"p", attn_tensor_make(v, ATTN_F32, 1, (int64_t[]){4}),
                     attn_tensor_make(g, ATTN_F32, 1, (int64_t[]){4})};
     double norm;
-    assert_int_equal(attn_clip_grad_norm(ctx, &p, 1, 10.0f, &norm), ATTN_OK);
+    assert_int_equal(attn_param_clip_grad_norm(ctx, &p, 1, 10.0f, &norm), ATTN_OK);
     assert_true(norm == 5.0 && g[0] == 3.0f && g[3] == 4.0f); /* below max: untouched */
-    assert_int_equal(attn_clip_grad_norm(ctx, &p, 1, 1.0f, &norm), ATTN_OK);
+    assert_int_equal(attn_param_clip_grad_norm(ctx, &p, 1, 1.0f, &norm), ATTN_OK);
     assert_true(fabs(sqrt(g[0] * g[0] + g[3] * g[3]) - 1.0) < 1e-6);
-    assert_int_equal(attn_clip_grad_norm(ctx, &p, 1, 0.0f, NULL), ATTN_E_ARG);
-    assert_int_equal(attn_clip_grad_norm(ctx, &p, 1, NAN, NULL), ATTN_E_ARG);
+    assert_int_equal(attn_param_clip_grad_norm(ctx, &p, 1, 0.0f, NULL), ATTN_E_ARG);
+    assert_int_equal(attn_param_clip_grad_norm(ctx, &p, 1, NAN, NULL), ATTN_E_ARG);
     attn_adamw *o = NULL;
     attn_adamw_config bad = {.lr = -1.0f};
     assert_int_equal(attn_adamw_create(ctx, &bad, &p, 1, &o), ATTN_E_ARG);

@@ -5,6 +5,7 @@
 #define ATTN_MODELS_H
 
 #include "core.h"
+#include "nn.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -96,6 +97,71 @@ ATTN_NODISCARD attn_status attn_bert_encode(attn_ctx *ctx, const attn_bert *m, i
 ATTN_NODISCARD attn_status attn_bert_attention(attn_ctx *ctx, const attn_bert *m,
                                                const int32_t *ids, int64_t len, int64_t layer,
                                                int64_t head, float *probs);
+
+/* ---- associative recall: a small transformer trained from scratch -------
+ * Used by `attn train --task recall` to show that the attention layer learns.
+ *
+ * Task: a sequence k1 v1 k2 v2 ... kn vn q of n key/value token pairs (keys
+ * distinct) and a query key q = some ki; the answer is vi. Keys are tokens
+ * [0, n_keys), values [n_keys, n_keys + n_values); T = 2n + 1.
+ *
+ * Model (pre-LayerNorm transformer, bidirectional attention on attn_mha):
+ *   x = tok_emb[id_t] + pos_emb[t] (+ prev_emb[id_{t-1}] with shift)
+ *   layers: x += MHA(LN1(x));  x += W2 gelu(W1 LN2(x) + b1) + b2  (MLP optional)
+ *   logits = Wr LNf(x[T-1]) + br  over the n_values answers; cross-entropy.
+ *
+ * The previous-token embedding ("token shift", the smeared keys of Olsson et
+ * al., 2022) puts each key into the position of its value, so one attention
+ * lookup (query key against shifted keys) solves the task. Without it the
+ * model must first grow an induction head across two layers: with 4 pairs it
+ * does so after ~1000 steps, with the default 8 pairs it was still on the
+ * plateau after 4000 (PyTorch's nn.MultiheadAttention in the same model
+ * behaves alike). Initialisation as PyTorch: embeddings N(0, 1), Linear
+ * U(+-1/sqrt(fan_in)) with zero biases, LayerNorm 1 and 0. */
+typedef struct attn_recall_config {
+    int n_keys;    /* key vocabulary, 1..1024 */
+    int n_values;  /* value vocabulary (the answers), >= 2 */
+    int n_pairs;   /* pairs per sequence, 1..min(n_keys, 512) */
+    int E, H;      /* model width and heads, E % H == 0 */
+    int layers;    /* blocks, 1..8 */
+    int mlp;       /* MLP hidden width, 0 = attention-only blocks */
+    int shift;     /* nonzero: add the previous-token embedding */
+    int batch;     /* largest batch attn_recall_step takes, >= 1 */
+    uint64_t seed; /* initialisation */
+} attn_recall_config;
+
+/* The model: parameters, gradients, and the activations of the last step.
+ * Opaque; used by one thread at a time. */
+typedef struct attn_recall attn_recall;
+
+/* Create a model with the initialisation above. Returns ATTN_OK, ATTN_E_ARG
+ * (a configuration outside the ranges above), ATTN_E_NOMEM. */
+ATTN_NODISCARD attn_status attn_recall_create(attn_ctx *ctx, const attn_recall_config *cfg,
+                                              attn_recall **out);
+/* Free the model. attn_recall_free(NULL) is a no-op. */
+void attn_recall_free(attn_recall *r);
+/* Every parameter (*n of them; the array and its views belong to r), named
+ * "tok_emb.weight", "layers.0.attn.in_proj_weight", ... */
+const attn_param *attn_recall_get_params(attn_recall *r, int *n);
+
+/* A batch of random sequences of task cfg: ids [batch, T], answers [batch]
+ * in [0, n_values). *state is a splitmix64 stream state, advanced (separate
+ * states give independent training and held-out streams). Returns ATTN_OK,
+ * ATTN_E_ARG (NULL argument, batch < 0, a configuration outside the ranges
+ * above). */
+ATTN_NODISCARD attn_status attn_recall_sample(attn_ctx *ctx, const attn_recall_config *cfg,
+                                              uint64_t *state, int batch, int32_t *ids,
+                                              int32_t *answer);
+
+/* Forward on a batch of batch <= cfg.batch sequences: mean cross-entropy to
+ * *loss and the number of correct argmax answers to *correct (either may be
+ * NULL). train != 0 also runs the backward, overwriting every parameter's
+ * gradient. Returns ATTN_OK, ATTN_E_ARG (NULL argument, batch outside
+ * [1, cfg.batch], an id or answer out of range), or what attn_mha_forward /
+ * attn_mha_backward return. */
+ATTN_NODISCARD attn_status attn_recall_step(attn_ctx *ctx, attn_recall *r, const int32_t *ids,
+                                            const int32_t *answer, int batch, int train,
+                                            double *loss, int *correct);
 
 #ifdef __cplusplus
 }

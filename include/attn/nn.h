@@ -193,8 +193,8 @@ void attn_adamw_free(attn_adamw *opt);
  * max_norm every gradient is scaled by max_norm / (norm + 1e-6). The norm
  * before clipping goes to *norm (may be NULL). Returns ATTN_OK, ATTN_E_ARG
  * (max_norm <= 0 or NaN). A non-finite norm leaves the gradients unchanged. */
-ATTN_NODISCARD attn_status attn_clip_grad_norm(attn_ctx *ctx, const attn_param *params, int n,
-                                               float max_norm, double *norm);
+ATTN_NODISCARD attn_status attn_param_clip_grad_norm(attn_ctx *ctx, const attn_param *params, int n,
+                                                     float max_norm, double *norm);
 
 #ifdef __cplusplus
 }
