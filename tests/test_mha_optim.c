@@ -140,7 +140,7 @@ static void test_load_save(void **state) {
     assert_int_equal(attn_safetensors_open(ctx, path, &st), ATTN_OK);
     assert_int_equal(attn_mha_load(ctx, b, st, NULL, 1), ATTN_OK);
     int na, nb;
-    const attn_param *pa = attn_mha_params(a, &na), *pb = attn_mha_params(b, &nb);
+    const attn_param *pa = attn_mha_get_params(a, &na), *pb = attn_mha_get_params(b, &nb);
     assert_int_equal(na, 8); /* GQA: q/k/v weights and biases, out_proj weight and bias */
     assert_int_equal(na, nb);
     for (int i = 0; i < na; i++) {
@@ -156,10 +156,10 @@ static void test_load_save(void **state) {
     attn_mha *n;
     assert_int_equal(attn_mha_create(ctx, &cn, 3, &n), ATTN_OK);
     assert_int_equal(attn_safetensors_open(ctx, path, &st), ATTN_OK);
-    float keep = ((float *)attn_mha_params(n, &nb)[0].value.data)[0];
+    float keep = ((float *)attn_mha_get_params(n, &nb)[0].value.data)[0];
     assert_int_equal(attn_mha_load(ctx, n, st, "", 1), ATTN_E_ARG);
     assert_non_null(strstr(attn_ctx_last_error(ctx), "unexpected tensor 'q_proj_bias'"));
-    assert_true(((float *)attn_mha_params(n, &nb)[0].value.data)[0] == keep); /* unchanged */
+    assert_true(((float *)attn_mha_get_params(n, &nb)[0].value.data)[0] == keep); /* unchanged */
     assert_int_equal(attn_mha_load(ctx, n, st, "", 0), ATTN_OK);
     /* another width: every shape differs */
     attn_mha_config cw = c;

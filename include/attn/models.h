@@ -89,14 +89,14 @@ ATTN_NODISCARD attn_status attn_bert_encode(attn_ctx *ctx, const attn_bert *m, i
                                             const int32_t *const *ids, const int64_t *len,
                                             float *hidden);
 
-/* Attention probabilities of one head of one layer for one text, for
- * display: probs [len, len], row i the distribution of query token i over
- * the keys (softmax(q k^T / sqrt(Dh)), recovered from the forward's lse).
- * Returns ATTN_OK, ATTN_E_ARG (layer or head out of range, bad ids),
+/* Explain one text: the attention probabilities of one head of one layer,
+ * for display. probs [len, len], row i the distribution of query token i
+ * over the keys (softmax(q k^T / sqrt(Dh)), recovered from the forward's
+ * lse). Returns ATTN_OK, ATTN_E_ARG (layer or head out of range, bad ids),
  * ATTN_E_NOMEM. */
-ATTN_NODISCARD attn_status attn_bert_attention(attn_ctx *ctx, const attn_bert *m,
-                                               const int32_t *ids, int64_t len, int64_t layer,
-                                               int64_t head, float *probs);
+ATTN_NODISCARD attn_status attn_bert_explain(attn_ctx *ctx, const attn_bert *m, const int32_t *ids,
+                                             int64_t len, int64_t layer, int64_t head,
+                                             float *probs);
 
 /* ---- associative recall: a small transformer trained from scratch -------
  * Used by `attn train --task recall` to show that the attention layer learns.

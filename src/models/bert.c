@@ -300,8 +300,26 @@ attn_status attn_bert_encode(attn_ctx *ctx, const attn_bert *m, int64_t n,
     return st;
 }
 
-attn_status attn_bert_attention(attn_ctx *ctx, const attn_bert *m, const int32_t *ids, int64_t len,
-                                int64_t layer, int64_t head, float *probs) {
+/* probs[i, j] = exp(scale * q_i . k_j - lse_i) of one head of one text, from
+ * its q | k | v rows [T, 3E] and the forward's lse [H, T]: the forward's own
+ * normaliser, so the rows shown are the probabilities the model used. */
+static void head_probs(const float *qkv, const float *lse, int64_t E, int64_t Dh, int64_t T,
+                       int64_t head, float *probs) {
+    const double scale = 1.0 / sqrt((double)Dh);
+    for (int64_t i = 0; i < T; i++) {
+        const float *q = qkv + i * 3 * E + head * Dh;
+        for (int64_t j = 0; j < T; j++) {
+            const float *k = qkv + j * 3 * E + E + head * Dh;
+            double d = 0.0;
+            for (int64_t e = 0; e < Dh; e++)
+                d += (double)q[e] * k[e];
+            probs[i * T + j] = (float)exp(scale * d - lse[head * T + i]);
+        }
+    }
+}
+
+attn_status attn_bert_explain(attn_ctx *ctx, const attn_bert *m, const int32_t *ids, int64_t len,
+                              int64_t layer, int64_t head, float *probs) {
     attn__ctx_clear(ctx);
     attn_status st = check_inputs(ctx, m, 1, &ids, &len, probs);
     if (st) return st;
@@ -319,21 +337,7 @@ attn_status attn_bert_attention(attn_ctx *ctx, const attn_bert *m, const int32_t
     st = lse ? ws_alloc(ctx, c, 1, T, &w)
              : attn_ctx_fail(ctx, ATTN_E_NOMEM, "cannot allocate the attention's lse");
     if (!st) st = run_batch(ctx, m, 1, T, &ids, &len, NULL, &w, layer, lse);
-    if (!st) {
-        /* p_ij = exp(scale * q_i . k_j - lse_i): the forward's own normaliser,
-         * so the rows shown are the probabilities the model used */
-        const double scale = 1.0 / sqrt((double)Dh);
-        for (int64_t i = 0; i < T; i++) {
-            const float *q = w.qkv + i * 3 * E + head * Dh;
-            for (int64_t j = 0; j < T; j++) {
-                const float *k = w.qkv + j * 3 * E + E + head * Dh;
-                double d = 0.0;
-                for (int64_t e = 0; e < Dh; e++)
-                    d += (double)q[e] * k[e];
-                probs[i * T + j] = (float)exp(scale * d - lse[head * T + i]);
-            }
-        }
-    }
+    if (!st) head_probs(w.qkv, lse, E, Dh, T, head, probs);
     ws_free(&w);
     free(lse);
     return st;

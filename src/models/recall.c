@@ -156,7 +156,7 @@ attn_status attn_recall_create(attn_ctx *ctx, const attn_recall_config *cfg, att
         mc.E = E, mc.H = c->H;
         if ((st = attn_mha_create(ctx, &mc, attn__rng_next(&g), &b->mha))) goto fail;
         int np;
-        const attn_param *mp = attn_mha_params(b->mha, &np);
+        const attn_param *mp = attn_mha_get_params(b->mha, &np);
         for (int i = 0; i < np && r->nparams < MAX_PARAMS; i++) {
             r->params[r->nparams] = mp[i];
             snprintf(r->names[r->nparams], sizeof r->names[0], "layers.%d.attn.%s", l, mp[i].name);

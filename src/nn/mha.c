@@ -137,13 +137,11 @@ void attn_mha_free(attn_mha *m) {
     free(m);
 }
 
-attn_mha_config attn_mha_get_config(const attn_mha *m) {
-    attn_mha_config c;
-    memset(&c, 0, sizeof c);
-    return m ? m->cfg : c;
+const attn_mha_config *attn_mha_get_config(const attn_mha *m) {
+    return m ? &m->cfg : NULL;
 }
 
-const attn_param *attn_mha_params(attn_mha *m, int *n) {
+const attn_param *attn_mha_get_params(attn_mha *m, int *n) {
     if (n) *n = m ? m->nparams : 0;
     return m ? m->params : NULL;
 }

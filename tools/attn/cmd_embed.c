@@ -265,7 +265,7 @@ static int show_attention(session *s, const texts *t, long layer, long head) {
     const int64_t T = s->len[0];
     float *p = malloc((size_t)(T * T) * sizeof *p);
     if (!p) return attn_cli_error(1, "out of memory");
-    if (attn_bert_attention(s->ctx, s->model, s->ids[0], T, layer, head, p)) {
+    if (attn_bert_explain(s->ctx, s->model, s->ids[0], T, layer, head, p)) {
         free(p);
         return attn_cli_error(1, "%s", attn_ctx_last_error(s->ctx));
     }
