@@ -7,6 +7,8 @@
  *   a cache gives the rows of one full causal forward (same rule), the cache
  *   holds len rows afterwards, and a full cache or a cache of another shape
  *   is an error;
+ * - the attention block, self and cross, gives bitwise the y of attn_mha
+ *   with the same weights (one multi-head attention in the code base);
  * - embeddings at a position offset (pos0, as after a cache). */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -226,6 +228,64 @@ static void test_pre_ln_layer_and_kv_cache(void **state) {
     attn_ctx_free(ctx);
 }
 
+/* attn_mha and the nn/ block share one attention: same weights, same y. */
+static void test_block_is_attn_mha(void **state) {
+    (void)state;
+    attn_ctx *ctx;
+    assert_int_equal(attn_ctx_create(&ctx, 2), ATTN_OK);
+    attn_mha_config mc = {.E = E, .H = H, .Hkv = HKV};
+    attn_mha *mha;
+    assert_int_equal(attn_mha_create(ctx, &mc, 7, &mha), ATTN_OK);
+    int np;
+    const attn_param *ps = attn_mha_get_params(mha, &np);
+    assert_int_equal(np, 8); /* q, k, v weights and biases, out_proj weight and bias */
+    float wqkv[(E + 2 * KV) * E], bqkv[E + 2 * KV];
+    float *wdst[3] = {wqkv, wqkv + E * E, wqkv + (E + KV) * E};
+    float *bdst[3] = {bqkv, bqkv + E, bqkv + E + KV};
+    for (int i = 0; i < np; i++) { /* random biases too: zero ones would hide a slip */
+        float *v = ps[i].value.data;
+        for (int64_t k = 0; k < attn_tensor_numel(&ps[i].value); k++)
+            v[k] = 0.5f * urand();
+        if (i < 3) memcpy(wdst[i], v, sizeof(float) * attn_tensor_numel(&ps[i].value));
+        if (i >= 3 && i < 6)
+            memcpy(bdst[i - 3], v, sizeof(float) * attn_tensor_numel(&ps[i].value));
+    }
+    attn__mha_block blk = {
+        {H, HKV, DH, 0, 0, 0, 0, 0, 0, 0}, E, KV, wqkv, bqkv, ps[6].value.data, ps[7].value.data};
+    enum { S = 5 };
+    float *x = rand_buf(B * T * E, 1.0f, 0.0f), *xkv = rand_buf(B * S * E, 1.0f, 0.0f);
+    const int32_t kvl_self[B] = {T, 4}, kvl_cross[B] = {3, S};
+    float y_mha[B * T * E], y_blk[B * T * E], o[B * T * E];
+    float qkv[B * T * (E + 2 * KV)], kv[B * S * 2 * KV];
+    for (int cross = 0; cross < 2; cross++) {
+        attn_mha_args a;
+        memset(&a, 0, sizeof a);
+        a.x_q = attn_tensor_make(x, ATTN_F32, 3, (int64_t[]){B, T, E});
+        if (cross) a.x_k = attn_tensor_make(xkv, ATTN_F32, 3, (int64_t[]){B, S, E});
+        a.kv_len = cross ? kvl_cross : kvl_self;
+        a.y = attn_tensor_make(y_mha, ATTN_F32, 3, (int64_t[]){B, T, E});
+        assert_int_equal(attn_mha_forward(ctx, mha, &a), ATTN_OK);
+
+        attn__mha_block_args ba;
+        memset(&ba, 0, sizeof ba);
+        ba.B = B, ba.T = T, ba.x = x, ba.kv_len = a.kv_len, ba.qkv = qkv, ba.o = o;
+        if (cross) ba.x_kv = xkv, ba.S = S, ba.kv = kv;
+        assert_int_equal(attn__mha_block_attend(ctx, &blk, &ba), ATTN_OK);
+        attn__mha_block_out(ctx, &blk, B * T, o, y_blk);
+        if (memcmp(y_mha, y_blk, sizeof y_mha))
+            fail_msg("%s-attention: the block's y differs from attn_mha's",
+                     cross ? "cross" : "self");
+    }
+    /* cross-attention has no cache */
+    attn__kv_cache c = {kv, kv, B, S, KV, 0};
+    attn__mha_block_args ba = {
+        .B = B, .T = T, .x = x, .x_kv = xkv, .S = S, .cache = &c, .qkv = qkv, .kv = kv, .o = o};
+    assert_int_equal(attn__mha_block_attend(ctx, &blk, &ba), ATTN_E_ARG);
+    free(x), free(xkv);
+    attn_mha_free(mha);
+    attn_ctx_free(ctx);
+}
+
 static void test_embedding_offset(void **state) {
     (void)state;
     attn_ctx *ctx;
@@ -251,6 +311,7 @@ static void test_embedding_offset(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pre_ln_layer_and_kv_cache),
+        cmocka_unit_test(test_block_is_attn_mha),
         cmocka_unit_test(test_embedding_offset),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -165,7 +165,7 @@ static attn_status run_batch(attn_ctx *ctx, const attn_bert *m, int64_t B, int64
     for (int64_t l = 0; l < c->num_layers; l++) {
         const attn__layer L = bert_layer(m, l);
         if (l == stop_layer) {
-            attn__self_args a;
+            attn__mha_block_args a;
             memset(&a, 0, sizeof a);
             a.B = B, a.T = T, a.x = w->x, a.kv_len = w->kvl;
             a.qkv = w->qkv, a.o = w->a, a.lse = lse;

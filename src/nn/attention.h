@@ -72,7 +72,8 @@ attn_status attn__kv_cache_write(attn_ctx *ctx, attn__kv_cache *c, int64_t B, in
                                  attn__rows k, attn__rows v);
 
 /* Multi-head attention with its weights (PyTorch Linear layout, borrowed):
- * self-attention of x [N = B*T, E] into y [N, E]. */
+ * self-attention of x [N = B*T, E], or cross-attention of x to x_kv
+ * [B*S, E] (a decoder reading an encoder's states), into o [N, E]. */
 typedef struct attn__mha_block {
     attn__heads heads;
     int64_t E, KV;
@@ -80,26 +81,35 @@ typedef struct attn__mha_block {
     const float *w_out, *b_out; /* [E, E], [E] (NULL: no bias) */
 } attn__mha_block;
 
-/* Inputs of one self-attention of a padded batch. */
-typedef struct attn__self_args {
+/* Inputs of one attention of a padded batch. */
+typedef struct attn__mha_block_args {
     int64_t B, T;
-    const float *x;        /* [B*T, E] token-major */
-    const int32_t *kv_len; /* optional [B]: keys t >= kv_len[b] (padding) are masked */
+    const float *x;        /* [B*T, E] token-major: the queries' input (and, for
+                            * self-attention, the keys' and values') */
+    const float *x_kv;     /* optional [B*S, E]: cross-attention keys and values */
+    int64_t S;             /* rows per batch of x_kv */
+    const int32_t *kv_len; /* optional [B]: keys s >= kv_len[b] (padding) are masked */
     attn_tensor mask;      /* optional, as attn_sdpa_args.mask */
-    attn__kv_cache *cache; /* optional: see attn__mha_block_attend */
-    float *qkv;            /* scratch [B*T, E + 2KV]: q | k | v per row, left for the caller */
+    attn__kv_cache *cache; /* optional, self-attention only: see below */
+    float *qkv;            /* scratch [B*T, E + 2KV] (self) or [B*T, E] (cross):
+                            * q | k | v, or q, per row; left for the caller */
+    float *kv;             /* cross only: scratch [B*S, 2KV], k | v per row */
     float *o;              /* [B*T, E] attention output, written */
     float *lse;            /* optional [B, H, T], written */
-} attn__self_args;
+} attn__mha_block_args;
 
-/* q | k | v = x Wqkv^T + bqkv (one GEMM), then o = attention(q, k, v).
- * With a cache, the new k and v rows are written into it at offset
- * cache->len, the queries attend to cache rows [0, len + T) aligned
- * bottom-right (query t is position len + t), and cache->len advances by T.
- * kv_len then counts cache rows. Returns what attn__attend and
+/* Self-attention: q | k | v = x Wqkv^T + bqkv (one GEMM), then
+ * o = attention(q, k, v). With a cache, the new k and v rows are written
+ * into it at offset cache->len, the queries attend to cache rows
+ * [0, len + T) aligned bottom-right (query t is position len + t), and
+ * cache->len advances by T; kv_len then counts cache rows.
+ * Cross-attention (x_kv set): q = x Wq^T + bq, k | v = x_kv [Wk; Wv]^T +
+ * [bk; bv] (one GEMM), o = attention(q, k, v); a cache is ATTN_E_ARG (cache
+ * the encoder's k | v instead: they do not change while decoding).
+ * Returns ATTN_OK, ATTN_E_ARG, and what attn__attend and
  * attn__kv_cache_write return. */
 attn_status attn__mha_block_attend(attn_ctx *ctx, const attn__mha_block *m,
-                                   const attn__self_args *a);
+                                   const attn__mha_block_args *a);
 
 /* y = o Wout^T + bout over N rows. */
 void attn__mha_block_out(attn_ctx *ctx, const attn__mha_block *m, int64_t N, const float *o,

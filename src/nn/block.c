@@ -67,7 +67,7 @@ attn_status attn__layer_forward(attn_ctx *ctx, const attn__layer *L, const attn_
                                 float *x, attn_tensor mask, attn__kv_cache *cache,
                                 attn__layer_ws *ws) {
     const int64_t E = L->attn.E, N = bt->B * bt->T;
-    attn__self_args a;
+    attn__mha_block_args a;
     memset(&a, 0, sizeof a);
     a.B = bt->B, a.T = bt->T, a.kv_len = bt->len, a.mask = mask, a.cache = cache;
     a.qkv = ws->qkv, a.o = ws->o;
