@@ -41,15 +41,16 @@ typedef struct attn_bert_config {
 } attn_bert_config;
 
 /* Read a model directory's configuration without its weights:
- *   config.json                 sizes (hidden_act must be "gelu")
+ *   config.json                 sizes (model_type, if present, must be
+ *                               "bert"; hidden_act must be "gelu")
  *   modules.json                optional: a Pooling module's directory and
  *                               whether a Normalize module follows
  *   <pooling dir>/config.json   optional: pooling mode (mean when absent)
  *   sentence_bert_config.json   optional: max_seq_length (else max_position)
  * Returns ATTN_OK, ATTN_E_IO (a file cannot be read), ATTN_E_FORMAT (invalid
  * JSON or a key of the wrong type), ATTN_E_NOTFOUND (a required key or
- * config.json is missing), ATTN_E_UNSUPPORTED (another activation or
- * pooling), ATTN_E_SHAPE (inconsistent sizes). The message names the file. */
+ * config.json is missing), ATTN_E_UNSUPPORTED (another model type,
+ * activation or pooling), ATTN_E_SHAPE (inconsistent sizes). The message names the file. */
 ATTN_NODISCARD attn_status attn_bert_config_load(attn_ctx *ctx, const char *dir,
                                                  attn_bert_config *cfg);
 

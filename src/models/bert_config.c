@@ -133,7 +133,9 @@ attn_status attn_bert_config_load(attn_ctx *ctx, const char *dir, attn_bert_conf
     json_t *j;
     attn_status st;
 
-    if (!attn__path_join(path, dir, "config.json", NULL))
+    /* the longest name first, so every join below fits */
+    if (!attn__path_join(path, dir, "sentence_bert_config.json", NULL) ||
+        !attn__path_join(path, dir, "config.json", NULL))
         return attn_ctx_fail(ctx, ATTN_E_ARG, "%s: path too long", dir);
     if ((st = attn__json_load(ctx, path, 0, &j))) return st;
     st = parse_config(ctx, path, j, &c);
