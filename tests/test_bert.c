@@ -313,14 +313,14 @@ static void test_attention_probs(void **state) {
     float *x32 = malloc(sizeof(float) * T * E);
     for (int64_t l = 0; l < 3; l++)
         for (int64_t h = 0; h < H; h += 3) {
-            assert_int_equal(attn_bert_attention(ctx, m, ids[0], T, l, h, pr), ATTN_OK);
+            assert_int_equal(attn_bert_explain(ctx, m, ids[0], T, l, h, pr), ATTN_OK);
             naive64(m, ids[0], T, x64, l, h, p64);
             naive32(m, ids[0], T, x32, l, h, p32);
             check_close("attention probabilities", pr, p64, p32, T * T, seed);
         }
-    assert_int_equal(attn_bert_attention(ctx, m, ids[0], T, 3, 0, pr), ATTN_E_ARG);
+    assert_int_equal(attn_bert_explain(ctx, m, ids[0], T, 3, 0, pr), ATTN_E_ARG);
     assert_non_null(strstr(attn_ctx_last_error(ctx), "layer 3"));
-    assert_int_equal(attn_bert_attention(ctx, m, ids[0], T, 0, -1, pr), ATTN_E_ARG);
+    assert_int_equal(attn_bert_explain(ctx, m, ids[0], T, 0, -1, pr), ATTN_E_ARG);
     free(pr), free(p32), free(p64), free(x64), free(x32);
     free_ids(ids, 1);
     attn_bert_free(m);

@@ -102,6 +102,14 @@ for d, key, val in (("wide", "hidden_size", 6), ("deep", "num_hidden_layers", 2)
     c = dict(config); c[key] = val
     json.dump(c, open(os.path.join(root, d, "config.json"), "w"))
     open(os.path.join(root, d, "vocab.txt"), "w").write(vocab + ("x\n" if d == "vocab" else ""))
+# vocab.txt with one id more than config.json's vocab_size (and the weights)
+os.makedirs(os.path.join(root, "vocabtxt"))
+os.symlink(os.path.join(root, "f32", "model.safetensors"), os.path.join(root, "vocabtxt", "model.safetensors"))
+json.dump(config, open(os.path.join(root, "vocabtxt", "config.json"), "w"))
+open(os.path.join(root, "vocabtxt", "vocab.txt"), "w").write(vocab + "x\n")
+# a model type other than BERT
+os.makedirs(os.path.join(root, "gpt"))
+json.dump(dict(config, model_type="gpt2"), open(os.path.join(root, "gpt", "config.json"), "w"))
 os.makedirs(os.path.join(root, "noweights"))
 json.dump(config, open(os.path.join(root, "noweights", "config.json"), "w"))
 EOF
@@ -131,6 +139,9 @@ expect 1 "tensor 'encoder.layer.1.attention.self.query.weight' is missing" \
 expect 1 "num_hidden_layers\" = 0 is out of range" "$ATTN" embed --model "$tmp/shallow" "x"
 expect 1 "'embeddings.word_embeddings.weight' has shape \[9, 4\], but config.json implies \[10, 4\]" \
     "$ATTN" similarity --model "$tmp/vocab" "x"
+expect 1 "vocabtxt/vocab.txt has 10 tokens but config.json says vocab_size 9" \
+    "$ATTN" embed --model "$tmp/vocabtxt" "x"
+expect 1 "gpt/config.json: model_type \"gpt2\" is not supported" "$ATTN" embed --model "$tmp/gpt" "x"
 
 printf 'hello\nworld\n\xff\xfe bad\nhello\n' > "$tmp/bad_utf8.txt"
 expect 1 "bad_utf8.txt:3: invalid UTF-8 at byte 0" "$ATTN" embed "${M[@]}" --input "$tmp/bad_utf8.txt"

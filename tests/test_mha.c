@@ -209,7 +209,7 @@ static int run_case(attn_ctx *ctx, const mcase *c) {
     attn_mha *m = NULL;
     assert_int_equal(attn_mha_create(ctx, &cfg, g_seed, &m), ATTN_OK);
     int np;
-    const attn_param *ps = attn_mha_params(m, &np);
+    const attn_param *ps = attn_mha_get_params(m, &np);
     /* random biases so the bias paths are exercised (init makes them 0) */
     for (int i = 0; i < np; i++)
         if (strstr(ps[i].name, "bias"))

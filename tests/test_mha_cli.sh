@@ -87,12 +87,12 @@ expect() { # expect CODE PATTERN FILE ARGS...: exit CODE, stderr matches, no out
     [ ! -e "$dir/out.st" ] || fail "an output file was left behind ($msg)"
 }
 mkst "$dir/missing.st" x:F32:2,3,4 out_proj.weight:F32:4,4
-expect 1 "missing weight 'in_proj_weight' \[12,4\]" "$dir/missing.st" --heads 2
+expect 1 "missing weight 'in_proj_weight' \[12, 4\]" "$dir/missing.st" --heads 2
 # shellcheck disable=SC2086
 mkst "$dir/extra.st" x:F32:2,3,4 $W foo:F32:1
 expect 1 "unexpected tensor 'foo'" "$dir/extra.st" --heads 2
 mkst "$dir/shape.st" x:F32:2,3,4 in_proj_weight:F32:12,5 out_proj.weight:F32:4,4
-expect 1 "'in_proj_weight' has shape \[12,5\], expected \[12,4\]" "$dir/shape.st" --heads 2
+expect 1 "'in_proj_weight' has shape \[12, 5\], expected \[12, 4\]" "$dir/shape.st" --heads 2
 # shellcheck disable=SC2086
 mkst "$dir/dy.st" x:F32:2,3,4 $W dy:F32:2,2,4
 expect 1 "dy" "$dir/dy.st" --heads 2

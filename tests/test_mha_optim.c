@@ -58,7 +58,7 @@ static void test_adamw_torch(void **state) {
         snprintf(nm, sizeof nm, "g%d.b", k);
         copy_f32(ctx, in, nm, gb, 7);
         double norm;
-        assert_int_equal(attn_clip_grad_norm(ctx, ps, 2, 2.0f, &norm), ATTN_OK);
+        assert_int_equal(attn_param_clip_grad_norm(ctx, ps, 2, 2.0f, &norm), ATTN_OK);
         assert_true(norm > 2.0); /* the fixture's gradients do get clipped */
         assert_int_equal(attn_adamw_step(ctx, opt), ATTN_OK);
     }
@@ -91,12 +91,12 @@ static void test_clip(void **state) {
     attn_param p = {"p", attn_tensor_make(v, ATTN_F32, 1, (int64_t[]){4}),
                     attn_tensor_make(g, ATTN_F32, 1, (int64_t[]){4})};
     double norm;
-    assert_int_equal(attn_clip_grad_norm(ctx, &p, 1, 10.0f, &norm), ATTN_OK);
+    assert_int_equal(attn_param_clip_grad_norm(ctx, &p, 1, 10.0f, &norm), ATTN_OK);
     assert_true(norm == 5.0 && g[0] == 3.0f && g[3] == 4.0f); /* below max: untouched */
-    assert_int_equal(attn_clip_grad_norm(ctx, &p, 1, 1.0f, &norm), ATTN_OK);
+    assert_int_equal(attn_param_clip_grad_norm(ctx, &p, 1, 1.0f, &norm), ATTN_OK);
     assert_true(fabs(sqrt(g[0] * g[0] + g[3] * g[3]) - 1.0) < 1e-6);
-    assert_int_equal(attn_clip_grad_norm(ctx, &p, 1, 0.0f, NULL), ATTN_E_ARG);
-    assert_int_equal(attn_clip_grad_norm(ctx, &p, 1, NAN, NULL), ATTN_E_ARG);
+    assert_int_equal(attn_param_clip_grad_norm(ctx, &p, 1, 0.0f, NULL), ATTN_E_ARG);
+    assert_int_equal(attn_param_clip_grad_norm(ctx, &p, 1, NAN, NULL), ATTN_E_ARG);
     attn_adamw *o = NULL;
     attn_adamw_config bad = {.lr = -1.0f};
     assert_int_equal(attn_adamw_create(ctx, &bad, &p, 1, &o), ATTN_E_ARG);
@@ -140,7 +140,7 @@ static void test_load_save(void **state) {
     assert_int_equal(attn_safetensors_open(ctx, path, &st), ATTN_OK);
     assert_int_equal(attn_mha_load(ctx, b, st, NULL, 1), ATTN_OK);
     int na, nb;
-    const attn_param *pa = attn_mha_params(a, &na), *pb = attn_mha_params(b, &nb);
+    const attn_param *pa = attn_mha_get_params(a, &na), *pb = attn_mha_get_params(b, &nb);
     assert_int_equal(na, 8); /* GQA: q/k/v weights and biases, out_proj weight and bias */
     assert_int_equal(na, nb);
     for (int i = 0; i < na; i++) {
@@ -156,10 +156,10 @@ static void test_load_save(void **state) {
     attn_mha *n;
     assert_int_equal(attn_mha_create(ctx, &cn, 3, &n), ATTN_OK);
     assert_int_equal(attn_safetensors_open(ctx, path, &st), ATTN_OK);
-    float keep = ((float *)attn_mha_params(n, &nb)[0].value.data)[0];
+    float keep = ((float *)attn_mha_get_params(n, &nb)[0].value.data)[0];
     assert_int_equal(attn_mha_load(ctx, n, st, "", 1), ATTN_E_ARG);
     assert_non_null(strstr(attn_ctx_last_error(ctx), "unexpected tensor 'q_proj_bias'"));
-    assert_true(((float *)attn_mha_params(n, &nb)[0].value.data)[0] == keep); /* unchanged */
+    assert_true(((float *)attn_mha_get_params(n, &nb)[0].value.data)[0] == keep); /* unchanged */
     assert_int_equal(attn_mha_load(ctx, n, st, "", 0), ATTN_OK);
     /* another width: every shape differs */
     attn_mha_config cw = c;
@@ -168,10 +168,11 @@ static void test_load_save(void **state) {
     assert_int_equal(attn_mha_create(ctx, &cw, 3, &w), ATTN_OK);
     assert_int_equal(attn_mha_load(ctx, w, st, "", 0), ATTN_E_SHAPE);
     assert_non_null(
-        strstr(attn_ctx_last_error(ctx), "'k_proj_weight' has shape [6,5], expected [6,6]"));
+        strstr(attn_ctx_last_error(ctx), "'k_proj_weight' has shape [6, 5], expected [6, 6]"));
     /* a prefix that does not match: the first weight is missing */
     assert_int_equal(attn_mha_load(ctx, b, st, "enc.", 0), ATTN_E_NOTFOUND);
-    assert_non_null(strstr(attn_ctx_last_error(ctx), "missing weight 'enc.q_proj_weight' [12,12]"));
+    assert_non_null(
+        strstr(attn_ctx_last_error(ctx), "missing weight 'enc.q_proj_weight' [12, 12]"));
     attn_safetensors_close(st);
     unlink(path);
     attn_mha_free(a), attn_mha_free(b), attn_mha_free(n), attn_mha_free(w);
@@ -184,10 +185,10 @@ static void test_errors(void **state) {
     assert_int_equal(attn_ctx_create(&ctx, 1), ATTN_OK);
     attn_mha *m = NULL;
     attn_mha_config c = {.E = 10, .H = 4};
-    assert_int_equal(attn_mha_create(ctx, &c, 0, &m), ATTN_E_ARG); /* E % H */
+    assert_int_equal(attn_mha_create(ctx, &c, 0, &m), ATTN_E_SHAPE); /* E % H, as BERT */
     assert_null(m);
     c = (attn_mha_config){.E = 8, .H = 4, .Hkv = 3};
-    assert_int_equal(attn_mha_create(ctx, &c, 0, &m), ATTN_E_ARG); /* H % Hkv */
+    assert_int_equal(attn_mha_create(ctx, &c, 0, &m), ATTN_E_SHAPE); /* H % Hkv, as sdpa */
     c = (attn_mha_config){.E = 8, .H = 2, .dropout = 1.0f};
     assert_int_equal(attn_mha_create(ctx, &c, 0, &m), ATTN_E_ARG);
     c = (attn_mha_config){.E = 8, .H = 2, .kdim = 3, .vdim = 3};

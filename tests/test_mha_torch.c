@@ -157,7 +157,7 @@ static int check_lib(fixture *f, const char *cs) {
     attn_mha *m = NULL;
     assert_int_equal(attn_mha_create(f->ctx, &c, 1, &m), ATTN_OK);
     int np;
-    const attn_param *ps = attn_mha_params(m, &np);
+    const attn_param *ps = attn_mha_get_params(m, &np);
     for (int i = 0; i < np; i++) {
         attn_tensor w;
         float *wb = NULL;

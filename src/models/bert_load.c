@@ -1,5 +1,6 @@
 /* Loading a BERT-family checkpoint directory: config (model_dir.c) and
  * model.safetensors with Hugging Face BertModel tensor names. */
+#include "io/weights.h"
 #include "models/bert.h"
 
 #include <stdio.h>
@@ -12,13 +13,6 @@ typedef struct loader {
     const char *prefix; /* "" or "bert." */
 } loader;
 
-static void shape_str(char *buf, size_t n, int ndim, const int64_t *shape) {
-    int k = snprintf(buf, n, "[");
-    for (int i = 0; i < ndim && k > 0 && (size_t)k < n; i++)
-        k += snprintf(buf + k, n - (size_t)k, i ? ", %lld" : "%lld", (long long)shape[i]);
-    if (k > 0 && (size_t)k < n) snprintf(buf + k, n - (size_t)k, "]");
-}
-
 /* Copy tensor <prefix><name> (or, for old checkpoints, its LayerNorm
  * gamma/beta spelling `alt`) of shape [d0] or [d0, d1] into dst as F32. */
 static attn_status take(loader *L, const char *name, const char *alt, int ndim, int64_t d0,
@@ -30,39 +24,9 @@ static attn_status take(loader *L, const char *name, const char *alt, int ndim, 
         snprintf(old, sizeof old, "%s%s", L->prefix, alt);
         if (attn_safetensors_find(L->st, old) >= 0) snprintf(full, sizeof full, "%s", old);
     }
-    if (attn_safetensors_find(L->st, full) < 0)
-        return attn_ctx_fail(L->ctx, ATTN_E_NOTFOUND, "%s: tensor '%s' is missing", L->path, full);
-    attn_tensor v;
-    attn_status st = attn_safetensors_get(L->ctx, L->st, full, &v);
-    if (st == ATTN_OK && v.dtype != ATTN_F32 && v.dtype != ATTN_F16 && v.dtype != ATTN_BF16 &&
-        v.dtype != ATTN_F64)
-        st = ATTN_E_DTYPE;
-    if (st == ATTN_E_DTYPE) {
-        int i = attn_safetensors_find(L->st, full);
-        return attn_ctx_fail(L->ctx, ATTN_E_DTYPE,
-                             "%s: tensor '%s' has dtype %s; weights must be F32, F16, BF16 or F64",
-                             L->path, full, attn_safetensors_dtype_name(L->st, i));
-    }
-    if (st) return st;
     const int64_t want[2] = {d0, d1};
-    if (v.ndim != ndim || v.shape[0] != d0 || (ndim == 2 && v.shape[1] != d1)) {
-        char got[96], exp[96];
-        shape_str(got, sizeof got, v.ndim, v.shape);
-        shape_str(exp, sizeof exp, ndim, want);
-        return attn_ctx_fail(L->ctx, ATTN_E_SHAPE,
-                             "%s: tensor '%s' has shape %s, but config.json implies %s", L->path,
-                             full, got, exp);
-    }
-    const size_t n = (size_t)d0 * (size_t)(ndim == 2 ? d1 : 1);
-    if (v.dtype == ATTN_F32) {
-        memcpy(dst, v.data, n * sizeof(float));
-        return ATTN_OK;
-    }
-    float *f;
-    if ((st = attn_safetensors_get_f32(L->ctx, L->st, full, &f, &v))) return st;
-    memcpy(dst, f, n * sizeof(float));
-    attn_free(f);
-    return ATTN_OK;
+    return attn__weight_load(L->ctx, L->st, L->path, full, ndim, want, "but config.json implies",
+                             dst);
 }
 
 static attn_status load_layer(loader *L, const attn_bert_config *c, int64_t l,

@@ -1,22 +1,17 @@
 /* Linear layer on the BLAS. */
 #include "nn/nn.h"
 
-#include <cblas.h>
 #include <string.h>
-
-void openblas_set_num_threads(int num_threads);
 
 void attn__linear_forward(attn_ctx *ctx, const float *x, int64_t ldx, int64_t M, int64_t K,
                           const float *W, const float *bias, int64_t N, float *y, int64_t ldy) {
-    openblas_set_num_threads(attn_ctx_threads(ctx));
     float beta = 0.0f;
     if (bias) {
         for (int64_t i = 0; i < M; i++)
             memcpy(y + i * ldy, bias, (size_t)N * sizeof(float));
         beta = 1.0f;
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)K, 1.0f, x, (int)ldx,
-                W, (int)K, beta, y, (int)ldy);
+    attn__sgemm(ctx, 0, 1, M, N, K, 1.0f, x, ldx, W, K, beta, y, ldy);
 }
 
 /* Backward of y = x W^T + b:
@@ -27,21 +22,18 @@ void attn__linear_forward(attn_ctx *ctx, const float *x, int64_t ldx, int64_t M,
 void attn__linear_backward(attn_ctx *ctx, const float *x, int64_t ldx, int64_t M, int64_t K,
                            const float *W, int64_t N, const float *dy, int64_t lddy, float *dx,
                            int64_t lddx, int acc_dx, float *dW, float *db, int acc_dw) {
-    openblas_set_num_threads(attn_ctx_threads(ctx));
     if (dx) {
         if (M > 0 && K > 0 && N == 0 && !acc_dx)
             for (int64_t i = 0; i < M; i++)
                 memset(dx + i * lddx, 0, (size_t)K * sizeof(float));
         else if (M > 0 && K > 0 && N > 0)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)M, (int)K, (int)N, 1.0f, dy,
-                        (int)lddy, W, (int)K, acc_dx ? 1.0f : 0.0f, dx, (int)lddx);
+            attn__sgemm(ctx, 0, 0, M, K, N, 1.0f, dy, lddy, W, K, acc_dx ? 1.0f : 0.0f, dx, lddx);
     }
     if (dW) {
         if (M == 0 && !acc_dw)
             memset(dW, 0, (size_t)(N * K) * sizeof(float));
         else if (M > 0 && N > 0 && K > 0)
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)N, (int)K, (int)M, 1.0f, dy,
-                        (int)lddy, x, (int)ldx, acc_dw ? 1.0f : 0.0f, dW, (int)K);
+            attn__sgemm(ctx, 1, 0, N, K, M, 1.0f, dy, lddy, x, ldx, acc_dw ? 1.0f : 0.0f, dW, K);
     }
     if (db) {
         /* column sums in double, 64 columns at a time: a bias gradient sums

@@ -76,10 +76,10 @@ attn_status attn_mha_create(attn_ctx *ctx, const attn_mha_config *cfg, uint64_t 
                              (long long)c.E, (long long)c.H, (long long)c.Hkv, (long long)c.kdim,
                              (long long)c.vdim);
     if (c.E % c.H)
-        return attn_ctx_fail(ctx, ATTN_E_ARG, "mha: embed dim E=%lld is not divisible by H=%lld",
+        return attn_ctx_fail(ctx, ATTN_E_SHAPE, "mha: embed dim E=%lld is not divisible by H=%lld",
                              (long long)c.E, (long long)c.H);
     if (c.H % c.Hkv)
-        return attn_ctx_fail(ctx, ATTN_E_ARG, "mha: H=%lld is not a multiple of Hkv=%lld",
+        return attn_ctx_fail(ctx, ATTN_E_SHAPE, "mha: H=%lld is not a multiple of Hkv=%lld",
                              (long long)c.H, (long long)c.Hkv);
     if (c.E > (1 << 20) || c.kdim > (1 << 20) || c.vdim > (1 << 20))
         return attn_ctx_fail(ctx, ATTN_E_ARG, "mha: widths above 2^20 are not supported");
@@ -92,6 +92,8 @@ attn_status attn_mha_create(attn_ctx *ctx, const attn_mha_config *cfg, uint64_t 
     if (!m) return attn_ctx_fail(ctx, ATTN_E_NOMEM, "mha: out of memory");
     m->cfg = c;
     m->E = c.E, m->H = c.H, m->Hkv = c.Hkv, m->Dh = c.E / c.H;
+    m->heads = (attn__heads){c.H,      c.Hkv,   m->Dh,    c.scale,       c.softcap,
+                             c.causal, c.align, c.window, c.window_left, c.window_right};
     m->KV = c.Hkv * m->Dh, m->kdim = c.kdim, m->vdim = c.vdim;
     int64_t E = m->E, KV = m->KV;
     size_t nw = (size_t)(E * E + KV * m->kdim + KV * m->vdim), nb = (size_t)(E + 2 * KV);
@@ -135,13 +137,11 @@ void attn_mha_free(attn_mha *m) {
     free(m);
 }
 
-attn_mha_config attn_mha_get_config(const attn_mha *m) {
-    attn_mha_config c;
-    memset(&c, 0, sizeof c);
-    return m ? m->cfg : c;
+const attn_mha_config *attn_mha_get_config(const attn_mha *m) {
+    return m ? &m->cfg : NULL;
 }
 
-const attn_param *attn_mha_params(attn_mha *m, int *n) {
+const attn_param *attn_mha_get_params(attn_mha *m, int *n) {
     if (n) *n = m ? m->nparams : 0;
     return m ? m->params : NULL;
 }
@@ -247,40 +247,30 @@ static int grow(float **p, size_t *cap, size_t n) {
     return 0;
 }
 
+void attn__mha_attend_args(const attn_mha *m, const attn_mha_args *a, attn__attend_args *at) {
+    memset(at, 0, sizeof *at);
+    const int64_t T = m->T, S = m->S, ld1 = m->ld1, KV = m->KV;
+    at->B = m->B, at->T = T, at->S = S;
+    at->q = (attn__rows){m->p1, T * ld1, ld1};
+    if (m->mode == ATTN__MHA_SELF) {
+        at->k = (attn__rows){m->p1 + m->E, T * ld1, ld1};
+        at->v = (attn__rows){m->p1 + m->E + KV, T * ld1, ld1};
+    } else {
+        at->k = (attn__rows){m->p2, S * 2 * KV, 2 * KV};
+        at->v = (attn__rows){m->p2 + KV, S * 2 * KV, 2 * KV};
+    }
+    at->o = (attn__rows){m->o, T * m->E, m->E};
+    at->lse = m->lse;
+    at->kv_len = a->kv_len;
+    at->mask = a->mask;
+    at->dropout_p = a->training ? m->cfg.dropout : 0.0f;
+    at->seed = a->seed;
+}
+
 void attn__mha_sdpa_args(const attn_mha *m, const attn_mha_args *a, attn_sdpa_args *s) {
-    memset(s, 0, sizeof *s);
-    int64_t B = m->B, T = m->T, S = m->S, H = m->H, Hkv = m->Hkv, Dh = m->Dh, ld1 = m->ld1;
-    int64_t KV = m->KV;
-    s->q = attn_tensor_f32_4d(m->p1, B, H, T, Dh);
-    int64_t qs[4] = {T * ld1, Dh, ld1, 1};
-    memcpy(s->q.stride, qs, sizeof qs);
-    float *kp, *vp;
-    int64_t ldk;
-    if (m->mode == ATTN__MHA_SELF)
-        kp = m->p1 + m->E, vp = m->p1 + m->E + KV, ldk = ld1;
-    else
-        kp = m->p2, vp = m->p2 + KV, ldk = 2 * KV;
-    int64_t ks[4] = {S * ldk, Dh, ldk, 1};
-    s->k = attn_tensor_f32_4d(kp, B, Hkv, S, Dh);
-    s->v = attn_tensor_f32_4d(vp, B, Hkv, S, Dh);
-    memcpy(s->k.stride, ks, sizeof ks);
-    memcpy(s->v.stride, ks, sizeof ks);
-    int64_t os[4] = {T * m->E, Dh, m->E, 1};
-    s->out = attn_tensor_f32_4d(m->o, B, H, T, Dh);
-    memcpy(s->out.stride, os, sizeof os);
-    int64_t lsh[3] = {B, H, T};
-    s->lse = attn_tensor_make(m->lse, ATTN_F32, 3, lsh);
-    s->scale = m->cfg.scale;
-    s->softcap = m->cfg.softcap;
-    s->causal = m->cfg.causal;
-    s->align = m->cfg.align;
-    s->window = m->cfg.window;
-    s->window_left = m->cfg.window_left;
-    s->window_right = m->cfg.window_right;
-    s->kv_len = a->kv_len;
-    s->mask = a->mask;
-    s->dropout_p = a->training ? m->cfg.dropout : 0.0f;
-    s->seed = a->seed;
+    attn__attend_args at;
+    attn__mha_attend_args(m, a, &at);
+    attn__attend_sdpa_args(&m->heads, &at, s);
 }
 
 attn_status attn_mha_forward(attn_ctx *ctx, attn_mha *m, const attn_mha_args *a) {
@@ -337,9 +327,9 @@ attn_status attn_mha_forward(attn_ctx *ctx, attn_mha *m, const attn_mha_args *a)
                      m->p2 + KV, S * 2 * KV, 2 * KV);
         }
     }
-    attn_sdpa_args s;
-    attn__mha_sdpa_args(m, a, &s);
-    if ((st = attn_sdpa_forward(ctx, &s))) return st;
+    attn__attend_args at;
+    attn__mha_attend_args(m, a, &at);
+    if ((st = attn__attend(ctx, &m->heads, &at))) return st;
     proj_fwd(ctx, m->o, T * E, E, B, T, E, m->w_out, m->cfg.no_bias ? NULL : m->b_out, E, a->y.data,
              a->y.stride[0], a->y.stride[1]);
     m->saved = 1;
@@ -398,24 +388,11 @@ attn_status attn_mha_backward(attn_ctx *ctx, attn_mha *m, const attn_mha_args *a
                           bias ? m->gb_out : NULL, 0);
     free(dyc);
 
-    attn_sdpa_args s;
-    attn__mha_sdpa_args(m, a, &s);
-    attn_sdpa_grads sg;
-    memset(&sg, 0, sizeof sg);
-    sg.dout = s.out;
-    sg.dout.data = m->dout;
-    sg.dq = s.q;
-    sg.dk = s.k;
-    sg.dv = s.v;
-    sg.dq.data = m->dp1;
-    if (mode == ATTN__MHA_SELF) {
-        sg.dk.data = m->dp1 + E;
-        sg.dv.data = m->dp1 + E + KV;
-    } else {
-        sg.dk.data = m->dp2;
-        sg.dv.data = m->dp2 + KV;
-    }
-    if ((st = attn_sdpa_backward(ctx, &s, &sg))) return st;
+    attn__attend_args at;
+    attn__mha_attend_args(m, a, &at);
+    float *dk = mode == ATTN__MHA_SELF ? m->dp1 + E : m->dp2;
+    float *dv = mode == ATTN__MHA_SELF ? m->dp1 + E + KV : m->dp2 + KV;
+    if ((st = attn__attend_backward(ctx, &m->heads, &at, m->dout, m->dp1, dk, dv))) return st;
 
     const attn_tensor *xq = &a->x_q, *xk = &a->x_k, *xv = &a->x_v;
     const attn_tensor *dxq = &g->dx_q, *dxk = &g->dx_k, *dxv = &g->dx_v;

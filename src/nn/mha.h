@@ -2,7 +2,7 @@
 #ifndef ATTN_NN_MHA_H
 #define ATTN_NN_MHA_H
 
-#include "nn/nn.h"
+#include "nn/attention.h"
 
 /* How keys and values reach the layer (chosen per forward from the args). */
 enum {
@@ -13,6 +13,7 @@ enum {
 
 struct attn_mha {
     attn_mha_config cfg; /* defaults resolved */
+    attn__heads heads;   /* the attention's geometry and options, from cfg */
     int64_t E, H, Hkv, Dh, KV, kdim, vdim;
     /* Parameters. w_in holds Wq [E,E], Wk [KV,kdim], Wv [KV,vdim] back to back,
      * so in the self-attention case it is one [E+2KV, E] matrix (PyTorch's
@@ -36,7 +37,10 @@ struct attn_mha {
     size_t capd1, capd2, capdo;
 };
 
-/* Fill sdpa args whose q, k, v, out, lse views read the saved buffers. */
+/* The attention of the saved forward: q, k, v, o and lse in the saved
+ * buffers, masks and dropout from a (nn/attention.h builds the views). */
+void attn__mha_attend_args(const attn_mha *m, const attn_mha_args *a, attn__attend_args *at);
+/* The same as attn_sdpa_forward arguments. */
 void attn__mha_sdpa_args(const attn_mha *m, const attn_mha_args *a, attn_sdpa_args *s);
 
 /* Write a->attn_weights from the saved q, k and lse, one head at a time. */

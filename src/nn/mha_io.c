@@ -1,17 +1,11 @@
 /* Loading and saving the multi-head attention layer's parameters as
  * safetensors, by PyTorch state-dict names. */
+#include "io/weights.h"
 #include "nn/mha.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static void shape_str(const attn_tensor *t, char *buf, size_t n) {
-    size_t u = (size_t)snprintf(buf, n, "[");
-    for (int d = 0; d < t->ndim && u < n; d++)
-        u += (size_t)snprintf(buf + u, n - u, "%s%lld", d ? "," : "", (long long)t->shape[d]);
-    if (u < n) snprintf(buf + u, n - u, "]");
-}
 
 attn_status attn_mha_load(attn_ctx *ctx, attn_mha *m, const attn_safetensors *st,
                           const char *prefix, int strict) {
@@ -20,14 +14,14 @@ attn_status attn_mha_load(attn_ctx *ctx, attn_mha *m, const attn_safetensors *st
     if (!m || !st) return attn_ctx_fail(ctx, ATTN_E_ARG, "attn_mha_load: NULL argument");
     if (!prefix) prefix = "";
     size_t pl = strlen(prefix);
-    char name[256], want[64], got[64];
+    char name[256], want[128];
     float *staged[8] = {0};
     attn_status s = ATTN_OK;
     /* stage every parameter first: nothing changes unless all of them load */
     for (int i = 0; i < m->nparams && !s; i++) {
         const attn_param *p = &m->params[i];
         snprintf(name, sizeof name, "%s%s", prefix, p->name);
-        shape_str(&p->value, want, sizeof want);
+        attn__shape_str(want, sizeof want, p->value.ndim, p->value.shape);
         if (attn_safetensors_find(st, name) < 0) {
             s = attn_ctx_fail(ctx, ATTN_E_NOTFOUND,
                               "missing weight '%s' %s (E=%lld H=%lld Hkv=%lld kdim=%lld "
@@ -37,16 +31,13 @@ attn_status attn_mha_load(attn_ctx *ctx, attn_mha *m, const attn_safetensors *st
                               m->cfg.no_bias ? "no biases" : "with biases");
             break;
         }
-        attn_tensor t;
-        if ((s = attn_safetensors_get_f32(ctx, st, name, &staged[i], &t))) break;
-        int same = t.ndim == p->value.ndim;
-        for (int d = 0; same && d < t.ndim; d++)
-            same = t.shape[d] == p->value.shape[d];
-        if (!same) {
-            shape_str(&t, got, sizeof got);
-            s = attn_ctx_fail(ctx, ATTN_E_SHAPE, "weight '%s' has shape %s, expected %s", name, got,
-                              want);
+        staged[i] = malloc((size_t)attn_tensor_numel(&p->value) * sizeof(float));
+        if (!staged[i]) {
+            s = attn_ctx_fail(ctx, ATTN_E_NOMEM, "out of memory for weight '%s'", name);
+            break;
         }
+        s = attn__weight_load(ctx, st, NULL, name, p->value.ndim, p->value.shape, "expected",
+                              staged[i]);
     }
     for (int i = 0; strict && !s && i < attn_safetensors_count(st); i++) {
         const char *nm = attn_safetensors_name(st, i);
@@ -68,7 +59,7 @@ attn_status attn_mha_load(attn_ctx *ctx, attn_mha *m, const attn_safetensors *st
         if (!s)
             memcpy(m->params[i].value.data, staged[i],
                    (size_t)attn_tensor_numel(&m->params[i].value) * sizeof(float));
-        attn_free(staged[i]);
+        free(staged[i]);
     }
     return s;
 }

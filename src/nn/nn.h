@@ -5,6 +5,13 @@
 
 #include "core/internal.h"
 
+/* C[M,N] = alpha * op(A) op(B) + beta * C, row-major, op = transpose when
+ * trans_a / trans_b. The only call into the BLAS: it sets OpenBLAS's
+ * process-wide thread count to attn_ctx_threads(ctx) right before the GEMM. */
+void attn__sgemm(attn_ctx *ctx, int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
+                 float alpha, const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                 float *C, int64_t ldc);
+
 /* PyTorch Linear: y[M,N] = x[M,K] * W[N,K]^T + bias[N] (bias may be NULL).
  * x rows have stride ldx, y rows stride ldy. Runs on the BLAS with the
  * context's thread count. */
@@ -14,9 +21,9 @@ void attn__linear_forward(attn_ctx *ctx, const float *x, int64_t ldx, int64_t M,
 /* LayerNorm over the last dim N of M rows:
  * y = (x - mean) * rstd * gamma + beta, rstd = 1/sqrt(var + eps) (biased var).
  * mean, rstd: optional [M] outputs saved for a backward. y may equal x. */
-void attn__layernorm_forward(const float *x, int64_t ldx, int64_t M, int64_t N,
-                             const float *gamma, const float *beta, float eps, float *y,
-                             int64_t ldy, float *mean, float *rstd);
+void attn__layernorm_forward(const float *x, int64_t ldx, int64_t M, int64_t N, const float *gamma,
+                             const float *beta, float eps, float *y, int64_t ldy, float *mean,
+                             float *rstd);
 
 /* Backward of attn__linear_forward: dx[M,K] = dy W (skipped if dx is NULL),
  * dW[N,K] = dy^T x, db[N] = column sums of dy (skipped if NULL). acc_dx /
@@ -27,10 +34,9 @@ void attn__linear_backward(attn_ctx *ctx, const float *x, int64_t ldx, int64_t M
 
 /* Backward of attn__layernorm_forward from its saved mean and rstd; dx is
  * overwritten, dgamma and dbeta (each optional) accumulated. */
-void attn__layernorm_backward(const float *x, int64_t ldx, int64_t M, int64_t N,
-                              const float *gamma, const float *mean, const float *rstd,
-                              const float *dy, int64_t lddy, float *dx, int64_t lddx,
-                              float *dgamma, float *dbeta);
+void attn__layernorm_backward(const float *x, int64_t ldx, int64_t M, int64_t N, const float *gamma,
+                              const float *mean, const float *rstd, const float *dy, int64_t lddy,
+                              float *dx, int64_t lddx, float *dgamma, float *dbeta);
 
 /* Exact GELU, x * 0.5 * (1 + erf(x / sqrt(2))), in place over n elements. */
 void attn__gelu_forward(float *x, int64_t n);

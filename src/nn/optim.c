@@ -127,8 +127,8 @@ void attn_adamw_free(attn_adamw *o) {
     free(o);
 }
 
-attn_status attn_clip_grad_norm(attn_ctx *ctx, const attn_param *params, int n, float max_norm,
-                                double *norm) {
+attn_status attn_param_clip_grad_norm(attn_ctx *ctx, const attn_param *params, int n,
+                                      float max_norm, double *norm) {
     if (!ctx) return ATTN_E_ARG;
     attn__ctx_clear(ctx);
     if (!(max_norm > 0.0f) || (n > 0 && !params) || n < 0)

@@ -134,8 +134,9 @@ static long utf8_error(const unsigned char *s, size_t n) {
 
 typedef struct session {
     attn_ctx *ctx;
-    attn_bert *model;
-    attn_tokenizer *tok;
+    attn_model *model; /* the directory: tokenizer and encoder */
+    const attn_bert *bert;
+    const attn_tokenizer *tok;
     int32_t **ids;
     int64_t *len;
 } session;
@@ -145,34 +146,25 @@ static void session_free(session *s, int64_t n) {
         for (int64_t i = 0; i < n; i++)
             free(s->ids[i]);
     free(s->ids), free(s->len);
-    attn_tokenizer_free(s->tok);
-    attn_bert_free(s->model);
+    attn_model_free(s->model);
     attn_ctx_free(s->ctx);
 }
 
 static int open_model(session *s, const char *model, long threads) {
     if (attn_ctx_create(&s->ctx, (int)threads) != ATTN_OK)
         return attn_cli_error(1, "out of memory");
-    char dir[4096];
-    if (!model) {
-        if (attn_model_dir_default(s->ctx, dir, sizeof dir) != ATTN_OK)
-            return attn_cli_error(1, "%s", attn_ctx_last_error(s->ctx));
-        model = dir;
-    }
-    if (attn_bert_load(s->ctx, model, &s->model) != ATTN_OK ||
-        attn_tokenizer_load_dir(s->ctx, model, &s->tok) != ATTN_OK)
+    if (attn_model_open(s->ctx, model, 0, &s->model) != ATTN_OK)
         return attn_cli_error(1, "%s", attn_ctx_last_error(s->ctx));
-    const attn_bert_config *c = attn_bert_get_config(s->model);
-    if (attn_tokenizer_vocab_size(s->tok) != c->vocab_size)
-        return attn_cli_error(1, "%s: vocab.txt has %d tokens but config.json says vocab_size %lld",
-                              model, (int)attn_tokenizer_vocab_size(s->tok),
-                              (long long)c->vocab_size);
+    s->bert = attn_model_get_bert(s->model);
+    s->tok = attn_model_get_tokenizer(s->model);
+    if (!s->bert)
+        return attn_cli_error(1, "%s: not a BERT model", attn_model_get_info(s->model)->dir);
     return 0;
 }
 
 /* Token ids of every text, truncated to the model's max_seq_length. */
 static int tokenize_all(session *s, const texts *t) {
-    const int maxlen = (int)attn_bert_get_config(s->model)->max_seq_length;
+    const int maxlen = (int)attn_model_get_info(s->model)->max_seq_length;
     if (!s->ids) {
         s->ids = calloc((size_t)t->n, sizeof *s->ids);
         s->len = calloc((size_t)t->n, sizeof *s->len);
@@ -206,7 +198,7 @@ static int dbl_cmp(const void *a, const void *b) {
 static int embed_all(session *s, const texts *t, float *out, long bench) {
     int rc = tokenize_all(s, t);
     if (rc) return rc;
-    if (attn_bert_embed(s->ctx, s->model, t->n, (const int32_t *const *)s->ids, s->len, out))
+    if (attn_bert_embed(s->ctx, s->bert, t->n, (const int32_t *const *)s->ids, s->len, out))
         return attn_cli_error(1, "%s", attn_ctx_last_error(s->ctx));
     if (bench <= 0) return 0;
     /* wall time, and process CPU time (all threads): on a shared machine the
@@ -220,7 +212,7 @@ static int embed_all(session *s, const texts *t, float *out, long bench) {
         double t0 = now(CLOCK_MONOTONIC), c0 = now(CLOCK_PROCESS_CPUTIME_ID);
         rc = tokenize_all(s, t);
         if (!rc &&
-            attn_bert_embed(s->ctx, s->model, t->n, (const int32_t *const *)s->ids, s->len, out))
+            attn_bert_embed(s->ctx, s->bert, t->n, (const int32_t *const *)s->ids, s->len, out))
             rc = attn_cli_error(1, "%s", attn_ctx_last_error(s->ctx));
         ts[r] = now(CLOCK_MONOTONIC) - t0;
         cs[r] = now(CLOCK_PROCESS_CPUTIME_ID) - c0;
@@ -265,11 +257,11 @@ static int show_attention(session *s, const texts *t, long layer, long head) {
     const int64_t T = s->len[0];
     float *p = malloc((size_t)(T * T) * sizeof *p);
     if (!p) return attn_cli_error(1, "out of memory");
-    if (attn_bert_attention(s->ctx, s->model, s->ids[0], T, layer, head, p)) {
+    if (attn_bert_explain(s->ctx, s->bert, s->ids[0], T, layer, head, p)) {
         free(p);
         return attn_cli_error(1, "%s", attn_ctx_last_error(s->ctx));
     }
-    const attn_bert_config *c = attn_bert_get_config(s->model);
+    const attn_model_info *c = attn_model_get_info(s->model);
     printf("layer %ld, head %ld (from 0; the model has %lld layers x %lld heads): each token,\n"
            "the token it attends to most, and that attention probability\n\n",
            layer, head, (long long)c->num_layers, (long long)c->num_heads);
@@ -357,7 +349,7 @@ static int run(int argc, char **argv, int similarity) {
     if (!rc && show) {
         rc = show_attention(&s, &t, layer, head);
     } else if (!rc) {
-        const int64_t E = attn_bert_get_config(s.model)->hidden_size;
+        const int64_t E = attn_model_get_info(s.model)->hidden_size;
         float *e = malloc((size_t)(t.n * E) * sizeof *e);
         rc = e ? embed_all(&s, &t, e, bench) : attn_cli_error(1, "out of memory");
         for (int64_t i = 0; !rc && !similarity && i < t.n; i++) {

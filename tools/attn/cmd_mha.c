@@ -263,7 +263,7 @@ static int run(const mha_opts *o, mha_run *r) {
     if (attn_mha_create(r->ctx, &c, 0, &r->m))
         return attn_cli_error(1, "%s: %s", in, attn_ctx_last_error(r->ctx));
     int np;
-    const attn_param *ps = attn_mha_params(r->m, &np);
+    const attn_param *ps = attn_mha_get_params(r->m, &np);
     if (attn_mha_load(r->ctx, r->m, r->st, "", 0))
         return attn_cli_error(1, "%s: %s", in, attn_ctx_last_error(r->ctx));
     /* nothing else may be in the file */

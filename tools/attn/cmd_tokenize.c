@@ -42,8 +42,8 @@ static void put_json_string(const char *s) {
     putchar('"');
 }
 
-static int emit(attn_ctx *ctx, const attn_tokenizer *tok, const char *text, size_t len,
-                int max_len, int tokens, const char *what) {
+static int emit(attn_ctx *ctx, const attn_tokenizer *tok, const char *text, size_t len, int max_len,
+                int tokens, const char *what) {
     /* one pass in the common case: a text rarely has more pieces than bytes
      * (if it does, the call says how many ids it needs and we retry) */
     int cap = len < (size_t)(1 << 30) ? (int)len + 2 : 1 << 30;
@@ -114,21 +114,13 @@ int attn_cmd_tokenize(int argc, char **argv) {
     }
     attn_ctx *ctx = NULL;
     if (attn_ctx_create(&ctx, 1) != ATTN_OK) return attn_cli_error(1, "out of memory");
-    char dir[4096];
-    if (!model) {
-        if (attn_model_dir_default(ctx, dir, sizeof dir) != ATTN_OK) {
-            int rc = attn_cli_error(1, "%s", attn_ctx_last_error(ctx));
-            attn_ctx_free(ctx);
-            return rc;
-        }
-        model = dir;
-    }
-    attn_tokenizer *tok = NULL;
-    if (attn_tokenizer_load_dir(ctx, model, &tok) != ATTN_OK) {
+    attn_model *m = NULL;
+    if (attn_model_open(ctx, model, ATTN_MODEL_OPEN_TOKENIZER, &m) != ATTN_OK) {
         int rc = attn_cli_error(1, "%s", attn_ctx_last_error(ctx));
         attn_ctx_free(ctx);
         return rc;
     }
+    const attn_tokenizer *tok = attn_model_get_tokenizer(m);
     int ml = max_len >= 0 ? (int)max_len : attn_tokenizer_max_len(tok);
     int rc = 0;
     if (first == argc - 1 && !strcmp(argv[first], "-")) {
@@ -159,7 +151,7 @@ int attn_cmd_tokenize(int argc, char **argv) {
         }
     }
     if (!rc && fflush(stdout)) rc = attn_cli_error(1, "cannot write the output");
-    attn_tokenizer_free(tok);
+    attn_model_free(m);
     attn_ctx_free(ctx);
     return rc;
 }

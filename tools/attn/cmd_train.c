@@ -1,7 +1,6 @@
 /* attn train --task recall: train a small attention model from scratch on
- * associative recall and report held-out accuracy (see src/nn/recall.h). */
+ * associative recall and report held-out accuracy (attn_recall_*, attn/models.h). */
 #include "cli.h"
-#include "nn/recall.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -49,7 +48,7 @@ static double now_s(void) {
 }
 
 int attn_cmd_train(int argc, char **argv) {
-    attn__recall_config c = {16, 16, 8, 64, 4, 2, 128, 1, 64, 1};
+    attn_recall_config c = {16, 16, 8, 64, 4, 2, 128, 1, 64, 1};
     long steps = 1000, threads = 1, eval = 2000, log_every = 100;
     float lr = 3e-3f, wd = 0.01f;
     const char *task = NULL;
@@ -131,7 +130,7 @@ int attn_cmd_train(int argc, char **argv) {
     attn_ctx *ctx = NULL;
     if (attn_ctx_create(&ctx, (int)threads) != ATTN_OK)
         return attn_cli_error(1, "cannot create a context with %ld threads", threads);
-    attn__recall *model = NULL;
+    attn_recall *model = NULL;
     attn_adamw *opt = NULL;
     int T = 2 * c.n_pairs + 1, rc = 1;
     int32_t *ids = malloc((size_t)c.batch * (size_t)T * sizeof *ids);
@@ -141,12 +140,12 @@ int attn_cmd_train(int argc, char **argv) {
         attn_cli_error(1, "out of memory");
         goto done;
     }
-    if ((st = attn__recall_create(ctx, &c, &model))) {
+    if ((st = attn_recall_create(ctx, &c, &model))) {
         attn_cli_error(1, "%s", attn_ctx_last_error(ctx));
         goto done;
     }
     int np;
-    const attn_param *ps = attn__recall_params(model, &np);
+    const attn_param *ps = attn_recall_get_params(model, &np);
     int64_t nweights = 0;
     for (int i = 0; i < np; i++)
         nweights += attn_tensor_numel(&ps[i].value);
@@ -161,8 +160,8 @@ int attn_cmd_train(int argc, char **argv) {
            (long long)nweights, c.batch, steps, attn_ctx_threads(ctx), (unsigned long long)c.seed);
     fflush(stdout);
     /* training and held-out data come from separate streams */
-    attn__rng train_rng = {c.seed * 0x9e3779b97f4a7c15ull + 1};
-    attn__rng eval_rng = {c.seed * 0x9e3779b97f4a7c15ull + 0xe7a1ull};
+    uint64_t train_rng = c.seed * 0x9e3779b97f4a7c15ull + 1;
+    uint64_t eval_rng = c.seed * 0x9e3779b97f4a7c15ull + 0xe7a1ull;
     long warmup = steps / 20 < 100 ? steps / 20 : 100;
     double t0 = now_s(), run_loss = 0.0;
     int run_right = 0, run_n = 0;
@@ -173,11 +172,11 @@ int attn_cmd_train(int argc, char **argv) {
                                           (1.0 + cos(3.14159265358979 * (double)(s - warmup) /
                                                      (double)(steps - warmup)));
         attn_adamw_set_lr(opt, (float)(lr * f));
-        attn__recall_sample(&c, &train_rng, c.batch, ids, ans);
         double loss;
         int right;
-        if ((st = attn__recall_step(ctx, model, ids, ans, c.batch, 1, &loss, &right)) ||
-            (st = attn_clip_grad_norm(ctx, ps, np, 1.0f, NULL)) ||
+        if ((st = attn_recall_sample(ctx, &c, &train_rng, c.batch, ids, ans)) ||
+            (st = attn_recall_step(ctx, model, ids, ans, c.batch, 1, &loss, &right)) ||
+            (st = attn_param_clip_grad_norm(ctx, ps, np, 1.0f, NULL)) ||
             (st = attn_adamw_step(ctx, opt))) {
             attn_cli_error(1, "step %ld: %s", s, attn_ctx_last_error(ctx));
             goto done;
@@ -199,10 +198,10 @@ int attn_cmd_train(int argc, char **argv) {
     double eval_loss = 0.0;
     while (total < eval) {
         int nb = (int)(eval - total < c.batch ? eval - total : c.batch);
-        attn__recall_sample(&c, &eval_rng, nb, ids, ans);
         double loss;
         int right;
-        if ((st = attn__recall_step(ctx, model, ids, ans, nb, 0, &loss, &right))) {
+        if ((st = attn_recall_sample(ctx, &c, &eval_rng, nb, ids, ans)) ||
+            (st = attn_recall_step(ctx, model, ids, ans, nb, 0, &loss, &right))) {
             attn_cli_error(1, "evaluation: %s", attn_ctx_last_error(ctx));
             goto done;
         }
@@ -214,7 +213,7 @@ int attn_cmd_train(int argc, char **argv) {
     rc = 0;
 done:
     attn_adamw_free(opt);
-    attn__recall_free(model);
+    attn_recall_free(model);
     attn_ctx_free(ctx);
     free(ids);
     free(ans);

@@ -1,7 +1,7 @@
-/* attn_model_dir_default: find the installed all-MiniLM-L6-v2 package's
+/* attn_model_find_default: find the installed all-MiniLM-L6-v2 package's
  * model directory by looking at the usual Python install locations. Nothing
  * is executed (no python3 -c): the search is a few glob(3) patterns. */
-#include "text/text_internal.h"
+#include "core/internal.h"
 
 #include <glob.h>
 #include <stdio.h>
@@ -70,9 +70,9 @@ static int try_path(char *buf, size_t n, int *toolong) {
     return 0;
 }
 
-attn_status attn_model_dir_default(attn_ctx *ctx, char *buf, size_t n) {
+attn_status attn_model_find_default(attn_ctx *ctx, char *buf, size_t n) {
     attn__ctx_clear(ctx);
-    if (!buf || n == 0) return attn_ctx_fail(ctx, ATTN_E_ARG, "attn_model_dir_default: no buffer");
+    if (!buf || n == 0) return attn_ctx_fail(ctx, ATTN_E_ARG, "attn_model_find_default: no buffer");
     buf[0] = '\0';
     int toolong = 0, found = 0;
     const char *env = getenv("ATTN_MODEL_DIR");
@@ -113,7 +113,8 @@ attn_status attn_model_dir_default(attn_ctx *ctx, char *buf, size_t n) {
         found = try_prefix(prefixes[i], buf, n, &toolong);
     if (toolong) {
         buf[0] = '\0';
-        return attn_ctx_fail(ctx, ATTN_E_NOMEM, "model directory path is longer than %zu bytes",
+        return attn_ctx_fail(ctx, ATTN_E_ARG,
+                             "the model directory's path is longer than the buffer (%zu bytes)",
                              n - 1);
     }
     if (!found)

@@ -1,76 +1,31 @@
-/* Model directories: the JSON files beside the weights of a BERT-family
- * checkpoint (Hugging Face config.json, sentence-transformers modules.json,
- * pooling config and sentence_bert_config.json). */
-#include "core/internal.h"
+/* The configuration of a BERT-family model directory: Hugging Face
+ * config.json (what a BERT's keys mean is known here, in models/; io/json.c
+ * only reads the files), sentence-transformers' modules.json, pooling config
+ * and sentence_bert_config.json. */
+#include "io/json.h"
 
-#include <errno.h>
-#include <jansson.h>
 #include <stdio.h>
 #include <string.h>
-
-#define PATH_LEN 4096
-
-/* Load path as JSON. A missing file is ATTN_E_NOTFOUND, unless optional,
- * when *out is NULL and the result ATTN_OK. */
-static attn_status load_json(attn_ctx *ctx, const char *path, int optional, json_t **out) {
-    *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        if (errno == ENOENT && optional) return ATTN_OK;
-        return attn_ctx_fail(ctx, errno == ENOENT ? ATTN_E_NOTFOUND : ATTN_E_IO,
-                             "%s: cannot open: %s", path, strerror(errno));
-    }
-    json_error_t err;
-    json_t *j = json_loadf(f, JSON_REJECT_DUPLICATES, &err);
-    fclose(f);
-    if (!j)
-        return attn_ctx_fail(ctx, ATTN_E_FORMAT, "%s: invalid JSON at line %d: %s", path, err.line,
-                             err.text);
-    if (!json_is_object(j) && !json_is_array(j)) {
-        json_decref(j);
-        return attn_ctx_fail(ctx, ATTN_E_FORMAT, "%s: expected a JSON object or array", path);
-    }
-    *out = j;
-    return ATTN_OK;
-}
-
-/* An integer key: required unless a default is given (has_def). */
-static attn_status get_int(attn_ctx *ctx, const char *path, json_t *o, const char *key, int has_def,
-                           int64_t def, int64_t lo, int64_t *out) {
-    json_t *v = json_object_get(o, key);
-    if (!v) {
-        if (!has_def)
-            return attn_ctx_fail(ctx, ATTN_E_NOTFOUND, "%s: missing key \"%s\"", path, key);
-        *out = def;
-        return ATTN_OK;
-    }
-    if (!json_is_integer(v))
-        return attn_ctx_fail(ctx, ATTN_E_FORMAT, "%s: \"%s\" must be an integer", path, key);
-    json_int_t x = json_integer_value(v);
-    if (x < lo || x > ((json_int_t)1 << 31))
-        return attn_ctx_fail(ctx, ATTN_E_SHAPE, "%s: \"%s\" = %lld is out of range (>= %lld)", path,
-                             key, (long long)x, (long long)lo);
-    *out = (int64_t)x;
-    return ATTN_OK;
-}
-
-static int join(char *buf, const char *dir, const char *a, const char *b) {
-    int n = b ? snprintf(buf, PATH_LEN, "%s/%s/%s", dir, a, b)
-              : snprintf(buf, PATH_LEN, "%s/%s", dir, a);
-    return n > 0 && n < PATH_LEN;
-}
 
 static attn_status parse_config(attn_ctx *ctx, const char *path, json_t *j, attn_bert_config *c) {
     attn_status st;
     if (!json_is_object(j))
         return attn_ctx_fail(ctx, ATTN_E_FORMAT, "%s: expected a JSON object", path);
-    if ((st = get_int(ctx, path, j, "vocab_size", 0, 0, 1, &c->vocab_size)) ||
-        (st = get_int(ctx, path, j, "hidden_size", 0, 0, 1, &c->hidden_size)) ||
-        (st = get_int(ctx, path, j, "num_hidden_layers", 0, 0, 1, &c->num_layers)) ||
-        (st = get_int(ctx, path, j, "num_attention_heads", 0, 0, 1, &c->num_heads)) ||
-        (st = get_int(ctx, path, j, "intermediate_size", 0, 0, 1, &c->intermediate_size)) ||
-        (st = get_int(ctx, path, j, "max_position_embeddings", 0, 0, 1, &c->max_position)) ||
-        (st = get_int(ctx, path, j, "type_vocab_size", 1, 2, 1, &c->type_vocab_size)))
+    const char *type;
+    if ((st = attn__json_get_str(ctx, path, j, "model_type", "bert", &type))) return st;
+    if (strcmp(type, "bert"))
+        return attn_ctx_fail(ctx, ATTN_E_UNSUPPORTED,
+                             "%s: model_type \"%s\" is not a BERT model (supported: bert)", path,
+                             type);
+    if ((st = attn__json_get_int(ctx, path, j, "vocab_size", 0, 0, 1, &c->vocab_size)) ||
+        (st = attn__json_get_int(ctx, path, j, "hidden_size", 0, 0, 1, &c->hidden_size)) ||
+        (st = attn__json_get_int(ctx, path, j, "num_hidden_layers", 0, 0, 1, &c->num_layers)) ||
+        (st = attn__json_get_int(ctx, path, j, "num_attention_heads", 0, 0, 1, &c->num_heads)) ||
+        (st = attn__json_get_int(ctx, path, j, "intermediate_size", 0, 0, 1,
+                                 &c->intermediate_size)) ||
+        (st = attn__json_get_int(ctx, path, j, "max_position_embeddings", 0, 0, 1,
+                                 &c->max_position)) ||
+        (st = attn__json_get_int(ctx, path, j, "type_vocab_size", 1, 2, 1, &c->type_vocab_size)))
         return st;
     if (c->hidden_size % c->num_heads)
         return attn_ctx_fail(ctx, ATTN_E_SHAPE,
@@ -152,11 +107,11 @@ static attn_status parse_modules(attn_ctx *ctx, const char *dir, const char *pat
             if (!json_is_string(sub))
                 return attn_ctx_fail(ctx, ATTN_E_FORMAT, "%s: module %zu has no \"path\" string",
                                      path, i);
-            char pp[PATH_LEN];
-            if (!join(pp, dir, json_string_value(sub), "config.json"))
+            char pp[ATTN__PATH_LEN];
+            if (!attn__path_join(pp, dir, json_string_value(sub), "config.json"))
                 return attn_ctx_fail(ctx, ATTN_E_ARG, "%s: pooling path too long", path);
             json_t *pj;
-            attn_status st = load_json(ctx, pp, 0, &pj);
+            attn_status st = attn__json_load(ctx, pp, 0, &pj);
             if (st) return st;
             st = parse_pooling(ctx, pp, pj, c);
             json_decref(pj);
@@ -174,20 +129,22 @@ attn_status attn_bert_config_load(attn_ctx *ctx, const char *dir, attn_bert_conf
     if (!dir || !cfg) return attn_ctx_fail(ctx, ATTN_E_ARG, "model directory or config is NULL");
     attn_bert_config c;
     memset(&c, 0, sizeof c);
-    char path[PATH_LEN];
+    char path[ATTN__PATH_LEN];
     json_t *j;
     attn_status st;
 
-    if (!join(path, dir, "config.json", NULL))
+    /* the longest name first, so every join below fits */
+    if (!attn__path_join(path, dir, "sentence_bert_config.json", NULL) ||
+        !attn__path_join(path, dir, "config.json", NULL))
         return attn_ctx_fail(ctx, ATTN_E_ARG, "%s: path too long", dir);
-    if ((st = load_json(ctx, path, 0, &j))) return st;
+    if ((st = attn__json_load(ctx, path, 0, &j))) return st;
     st = parse_config(ctx, path, j, &c);
     json_decref(j);
     if (st) return st;
 
     c.pooling = ATTN_POOL_MEAN; /* sentence-transformers' default for a bare checkpoint */
-    join(path, dir, "modules.json", NULL);
-    if ((st = load_json(ctx, path, 1, &j))) return st;
+    attn__path_join(path, dir, "modules.json", NULL);
+    if ((st = attn__json_load(ctx, path, 1, &j))) return st;
     if (j) {
         st = parse_modules(ctx, dir, path, j, &c);
         json_decref(j);
@@ -195,12 +152,12 @@ attn_status attn_bert_config_load(attn_ctx *ctx, const char *dir, attn_bert_conf
     }
 
     c.max_seq_length = c.max_position;
-    join(path, dir, "sentence_bert_config.json", NULL);
-    if ((st = load_json(ctx, path, 1, &j))) return st;
+    attn__path_join(path, dir, "sentence_bert_config.json", NULL);
+    if ((st = attn__json_load(ctx, path, 1, &j))) return st;
     if (j) {
-        st = json_is_object(j)
-                 ? get_int(ctx, path, j, "max_seq_length", 1, c.max_position, 1, &c.max_seq_length)
-                 : attn_ctx_fail(ctx, ATTN_E_FORMAT, "%s: expected an object", path);
+        st = json_is_object(j) ? attn__json_get_int(ctx, path, j, "max_seq_length", 1,
+                                                    c.max_position, 1, &c.max_seq_length)
+                               : attn_ctx_fail(ctx, ATTN_E_FORMAT, "%s: expected an object", path);
         json_decref(j);
         if (st) return st;
         if (c.max_seq_length > c.max_position)

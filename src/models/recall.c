@@ -1,7 +1,13 @@
-/* Associative-recall model: embeddings, pre-LN attention blocks on attn_mha,
- * an optional MLP, a readout at the last position and cross-entropy; forward
- * and backward side by side. See recall.h for the task and the model. */
-#include "nn/recall.h"
+/* Associative-recall model (attn_recall_*, attn/models.h): embeddings,
+ * pre-LN attention blocks on attn_mha, an optional MLP, a readout at the last
+ * position and cross-entropy; forward and backward side by side. The task
+ * and the model are described in attn/models.h.
+ *
+ * The blocks keep their own training code (LayerNorm and MLP backward beside
+ * the forward) rather than nn/block.h's attn__layer_forward, which is
+ * forward-only; attention itself is attn_mha, so it runs through
+ * nn/attention.c like every other attention. */
+#include "nn/nn.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -10,6 +16,8 @@
 
 #define MAX_PARAMS 128
 #define MAX_LAYERS 8
+#define MAX_KEYS 1024
+#define MAX_PAIRS 512
 
 typedef struct block {
     attn_mha *mha;
@@ -22,8 +30,8 @@ typedef struct block {
     float *pre, *act;          /* [M, mlp] before / after GELU */
 } block;
 
-struct attn__recall {
-    attn__recall_config cfg;
+struct attn_recall {
+    attn_recall_config cfg;
     int T, V; /* sequence length, token vocabulary */
     float *tok, *pos, *prev, *lnf_g, *lnf_b, *wr, *br;
     float *g_tok, *g_pos, *g_prev, *g_lnf_g, *g_lnf_b, *g_wr, *g_br;
@@ -39,14 +47,14 @@ struct attn__recall {
     int nowned;
 };
 
-static float *alloc(attn__recall *r, size_t n) {
+static float *alloc(attn_recall *r, size_t n) {
     float *p = calloc(n ? n : 1, sizeof(float));
     if (p) r->owned[r->nowned++] = p;
     return p;
 }
 
 /* A parameter [d0, d1] (d1 = 0: 1-D) and its gradient; NULL on failure. */
-static float *param(attn__recall *r, const char *name, int64_t d0, int64_t d1, float **grad) {
+static float *param(attn_recall *r, const char *name, int64_t d0, int64_t d1, float **grad) {
     size_t n = (size_t)(d0 * (d1 ? d1 : 1));
     float *w = alloc(r, n), *g = alloc(r, n);
     if (!w || !g) return NULL;
@@ -71,7 +79,19 @@ static void fill_uniform(attn__rng *g, float *w, int64_t n, float bound) {
         w[i] = attn__rng_uniform(g, -bound, bound);
 }
 
-void attn__recall_free(attn__recall *r) {
+static attn_status check_config(attn_ctx *ctx, const attn_recall_config *c) {
+    if (c->n_keys < 1 || c->n_keys > MAX_KEYS || c->n_values < 2 || c->n_pairs < 1 ||
+        c->n_pairs > c->n_keys || c->n_pairs > MAX_PAIRS || c->E < 1 || c->H < 1 || c->E % c->H ||
+        c->layers < 1 || c->layers > MAX_LAYERS || c->mlp < 0 || c->batch < 1)
+        return attn_ctx_fail(ctx, ATTN_E_ARG,
+                             "recall: bad configuration (need 1 <= pairs <= keys, keys <= %d, "
+                             "pairs <= %d, values >= 2, E %% H == 0, 1 <= layers <= %d, "
+                             "batch >= 1)",
+                             MAX_KEYS, MAX_PAIRS, MAX_LAYERS);
+    return ATTN_OK;
+}
+
+void attn_recall_free(attn_recall *r) {
     if (!r) return;
     for (int l = 0; l < MAX_LAYERS; l++)
         attn_mha_free(r->blk[l].mha);
@@ -80,17 +100,15 @@ void attn__recall_free(attn__recall *r) {
     free(r);
 }
 
-attn_status attn__recall_create(attn_ctx *ctx, const attn__recall_config *cfg, attn__recall **out) {
+attn_status attn_recall_create(attn_ctx *ctx, const attn_recall_config *cfg, attn_recall **out) {
+    if (!ctx) return ATTN_E_ARG;
+    attn__ctx_clear(ctx);
+    if (!cfg || !out) return attn_ctx_fail(ctx, ATTN_E_ARG, "attn_recall_create: NULL argument");
     *out = NULL;
-    const attn__recall_config *c = cfg;
-    if (c->n_keys < 1 || c->n_values < 2 || c->n_pairs < 1 || c->n_pairs > c->n_keys || c->E < 1 ||
-        c->H < 1 || c->E % c->H || c->layers < 1 || c->layers > MAX_LAYERS || c->mlp < 0 ||
-        c->batch < 1)
-        return attn_ctx_fail(ctx, ATTN_E_ARG,
-                             "recall: bad configuration (need 1 <= pairs <= keys, values >= 2, "
-                             "E %% H == 0, 1 <= layers <= %d, batch >= 1)",
-                             MAX_LAYERS);
-    attn__recall *r = calloc(1, sizeof *r);
+    const attn_recall_config *c = cfg;
+    attn_status st0 = check_config(ctx, c);
+    if (st0) return st0;
+    attn_recall *r = calloc(1, sizeof *r);
     if (!r) return attn_ctx_fail(ctx, ATTN_E_NOMEM, "recall: out of memory");
     r->cfg = *c;
     r->T = 2 * c->n_pairs + 1;
@@ -138,7 +156,7 @@ attn_status attn__recall_create(attn_ctx *ctx, const attn__recall_config *cfg, a
         mc.E = E, mc.H = c->H;
         if ((st = attn_mha_create(ctx, &mc, attn__rng_next(&g), &b->mha))) goto fail;
         int np;
-        const attn_param *mp = attn_mha_params(b->mha, &np);
+        const attn_param *mp = attn_mha_get_params(b->mha, &np);
         for (int i = 0; i < np && r->nparams < MAX_PARAMS; i++) {
             r->params[r->nparams] = mp[i];
             snprintf(r->names[r->nparams], sizeof r->names[0], "layers.%d.attn.%s", l, mp[i].name);
@@ -178,26 +196,33 @@ attn_status attn__recall_create(attn_ctx *ctx, const attn__recall_config *cfg, a
     *out = r;
     return ATTN_OK;
 fail:
-    attn__recall_free(r);
+    attn_recall_free(r);
     return st;
 }
 
-const attn_param *attn__recall_params(attn__recall *r, int *n) {
-    *n = r->nparams;
-    return r->params;
+const attn_param *attn_recall_get_params(attn_recall *r, int *n) {
+    if (n) *n = r ? r->nparams : 0;
+    return r ? r->params : NULL;
 }
 
-void attn__recall_sample(const attn__recall_config *c, attn__rng *g, int batch, int32_t *ids,
-                         int32_t *answer) {
+attn_status attn_recall_sample(attn_ctx *ctx, const attn_recall_config *c, uint64_t *state,
+                               int batch, int32_t *ids, int32_t *answer) {
+    if (!ctx) return ATTN_E_ARG;
+    attn__ctx_clear(ctx);
+    if (!c || !state || (batch > 0 && (!ids || !answer)) || batch < 0)
+        return attn_ctx_fail(ctx, ATTN_E_ARG, "attn_recall_sample: NULL argument or batch < 0");
+    attn_status st = check_config(ctx, c);
+    if (st) return st;
+    attn__rng rng = {*state}, *g = &rng;
     int T = 2 * c->n_pairs + 1;
-    int keys[1024];
+    int keys[MAX_KEYS];
     for (int b = 0; b < batch; b++) {
         /* distinct keys: a partial Fisher-Yates shuffle */
-        int nk = c->n_keys < 1024 ? c->n_keys : 1024;
+        int nk = c->n_keys;
         for (int i = 0; i < nk; i++)
             keys[i] = i;
         int32_t *s = ids + (int64_t)b * T;
-        int32_t vals[512];
+        int32_t vals[MAX_PAIRS];
         for (int p = 0; p < c->n_pairs; p++) {
             int j = p + (int)(attn__rng_next(g) % (uint64_t)(nk - p));
             int t = keys[p];
@@ -210,6 +235,8 @@ void attn__recall_sample(const attn__recall_config *c, attn__rng *g, int batch, 
         s[T - 1] = keys[q];
         answer[b] = vals[q];
     }
+    *state = rng.s;
+    return ATTN_OK;
 }
 
 static attn_mha_args mha_args(const block *b, float *y, int64_t B, int64_t T, int64_t E) {
@@ -221,11 +248,23 @@ static attn_mha_args mha_args(const block *b, float *y, int64_t B, int64_t T, in
     return a;
 }
 
-attn_status attn__recall_step(attn_ctx *ctx, attn__recall *r, const int32_t *ids,
-                              const int32_t *answer, int B, int train, double *loss, int *correct) {
-    const attn__recall_config *c = &r->cfg;
+attn_status attn_recall_step(attn_ctx *ctx, attn_recall *r, const int32_t *ids,
+                             const int32_t *answer, int B, int train, double *loss, int *correct) {
+    if (!ctx) return ATTN_E_ARG;
+    attn__ctx_clear(ctx);
+    if (!r || !ids || !answer)
+        return attn_ctx_fail(ctx, ATTN_E_ARG, "attn_recall_step: NULL argument");
+    const attn_recall_config *c = &r->cfg;
     if (B < 1 || B > c->batch)
         return attn_ctx_fail(ctx, ATTN_E_ARG, "recall: batch %d outside [1, %d]", B, c->batch);
+    for (int64_t i = 0; i < (int64_t)B * r->T; i++)
+        if (ids[i] < 0 || ids[i] >= r->V)
+            return attn_ctx_fail(ctx, ATTN_E_ARG, "recall: token %lld: id %d outside [0, %d)",
+                                 (long long)i, ids[i], r->V);
+    for (int b = 0; b < B; b++)
+        if (answer[b] < 0 || answer[b] >= c->n_values)
+            return attn_ctx_fail(ctx, ATTN_E_ARG, "recall: answer %d: %d outside [0, %d)", b,
+                                 answer[b], c->n_values);
     int64_t T = r->T, E = c->E, M = (int64_t)B * T, F = c->mlp, NV = c->n_values;
     const float eps = 1e-5f;
     attn_status st;

@@ -1,0 +1,66 @@
+/* JSON configuration files: reading them and their typed keys. */
+#include "io/json.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+int attn__path_join(char *buf, const char *dir, const char *a, const char *b) {
+    int n = b ? snprintf(buf, ATTN__PATH_LEN, "%s/%s/%s", dir, a, b)
+              : snprintf(buf, ATTN__PATH_LEN, "%s/%s", dir, a);
+    return n > 0 && n < ATTN__PATH_LEN;
+}
+
+attn_status attn__json_load(attn_ctx *ctx, const char *path, int optional, json_t **out) {
+    *out = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        if (errno == ENOENT && optional) return ATTN_OK;
+        return attn_ctx_fail(ctx, errno == ENOENT ? ATTN_E_NOTFOUND : ATTN_E_IO,
+                             "%s: cannot open: %s", path, strerror(errno));
+    }
+    json_error_t err;
+    json_t *j = json_loadf(f, JSON_REJECT_DUPLICATES, &err);
+    fclose(f);
+    if (!j)
+        return attn_ctx_fail(ctx, ATTN_E_FORMAT, "%s: invalid JSON at line %d: %s", path, err.line,
+                             err.text);
+    if (!json_is_object(j) && !json_is_array(j)) {
+        json_decref(j);
+        return attn_ctx_fail(ctx, ATTN_E_FORMAT, "%s: expected a JSON object or array", path);
+    }
+    *out = j;
+    return ATTN_OK;
+}
+
+attn_status attn__json_get_int(attn_ctx *ctx, const char *path, json_t *o, const char *key,
+                               int has_def, int64_t def, int64_t lo, int64_t *out) {
+    json_t *v = json_object_get(o, key);
+    if (!v) {
+        if (!has_def)
+            return attn_ctx_fail(ctx, ATTN_E_NOTFOUND, "%s: missing key \"%s\"", path, key);
+        *out = def;
+        return ATTN_OK;
+    }
+    if (!json_is_integer(v))
+        return attn_ctx_fail(ctx, ATTN_E_FORMAT, "%s: \"%s\" must be an integer", path, key);
+    json_int_t x = json_integer_value(v);
+    if (x < lo || x > ((json_int_t)1 << 31))
+        return attn_ctx_fail(ctx, ATTN_E_SHAPE, "%s: \"%s\" = %lld is out of range (>= %lld)", path,
+                             key, (long long)x, (long long)lo);
+    *out = (int64_t)x;
+    return ATTN_OK;
+}
+
+attn_status attn__json_get_str(attn_ctx *ctx, const char *path, json_t *o, const char *key,
+                               const char *def, const char **out) {
+    json_t *v = json_object_get(o, key);
+    if (!v) {
+        *out = def;
+        return ATTN_OK;
+    }
+    if (!json_is_string(v))
+        return attn_ctx_fail(ctx, ATTN_E_FORMAT, "%s: \"%s\" must be a string", path, key);
+    *out = json_string_value(v);
+    return ATTN_OK;
+}

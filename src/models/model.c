@@ -1,0 +1,102 @@
+/* attn_model: a Hugging Face model directory as one object. The model type
+ * comes from config.json here; each type's configuration and weights from
+ * its own file (bert_config.c, bert_load.c), the tokenizer from text/. */
+#include "io/json.h"
+#include "models/bert.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct attn_model {
+    attn_model_info info;
+    char dir[ATTN__PATH_LEN];
+    attn_tokenizer *tok;
+    attn_bert *bert;
+};
+
+/* config.json's model_type ("bert" when absent, as older BERT checkpoints). */
+static attn_status read_type(attn_ctx *ctx, const char *dir, attn_model_type *type) {
+    char path[ATTN__PATH_LEN];
+    if (!attn__path_join(path, dir, "config.json", NULL))
+        return attn_ctx_fail(ctx, ATTN_E_ARG, "%s: path too long", dir);
+    json_t *j;
+    attn_status st = attn__json_load(ctx, path, 0, &j);
+    if (st) return st;
+    const char *name = "bert";
+    if (!json_is_object(j))
+        st = attn_ctx_fail(ctx, ATTN_E_FORMAT, "%s: expected a JSON object", path);
+    else
+        st = attn__json_get_str(ctx, path, j, "model_type", "bert", &name);
+    if (!st && strcmp(name, "bert"))
+        st = attn_ctx_fail(ctx, ATTN_E_UNSUPPORTED,
+                           "%s: model_type \"%s\" is not supported (supported: bert)", path, name);
+    json_decref(j);
+    *type = ATTN_MODEL_BERT;
+    return st;
+}
+
+void attn_model_free(attn_model *m) {
+    if (!m) return;
+    attn_tokenizer_free(m->tok);
+    attn_bert_free(m->bert);
+    free(m);
+}
+
+attn_status attn_model_open(attn_ctx *ctx, const char *dir, int flags, attn_model **out) {
+    if (!ctx) return ATTN_E_ARG;
+    attn__ctx_clear(ctx);
+    if (!out) return attn_ctx_fail(ctx, ATTN_E_ARG, "attn_model_open: out is NULL");
+    *out = NULL;
+    if (flags & ~ATTN_MODEL_OPEN_TOKENIZER)
+        return attn_ctx_fail(ctx, ATTN_E_ARG, "attn_model_open: unknown flags 0x%x", flags);
+    attn_model *m = calloc(1, sizeof *m);
+    if (!m) return attn_ctx_fail(ctx, ATTN_E_NOMEM, "attn_model_open: out of memory");
+    attn_status st = ATTN_OK;
+    if (!dir)
+        st = attn_model_find_default(ctx, m->dir, sizeof m->dir);
+    else if (strlen(dir) >= sizeof m->dir)
+        st = attn_ctx_fail(ctx, ATTN_E_ARG, "%s: path too long", dir);
+    else
+        strcpy(m->dir, dir);
+    attn_model_info *in = &m->info;
+    in->dir = m->dir;
+    in->type = ATTN_MODEL_TOKENIZER, in->type_name = "tokenizer";
+    if (!st && !(flags & ATTN_MODEL_OPEN_TOKENIZER)) {
+        /* the model first: its config.json says what the directory is */
+        if (!(st = read_type(ctx, m->dir, &in->type))) st = attn_bert_load(ctx, m->dir, &m->bert);
+        if (!st) {
+            const attn_bert_config *c = attn_bert_get_config(m->bert);
+            in->type_name = "bert";
+            in->hidden_size = c->hidden_size, in->num_layers = c->num_layers;
+            in->num_heads = c->num_heads, in->max_seq_length = c->max_seq_length;
+        }
+    }
+    if (!st) st = attn_tokenizer_load_dir(ctx, m->dir, &m->tok);
+    if (!st) {
+        in->vocab_size = attn_tokenizer_vocab_size(m->tok);
+        if (!m->bert) in->max_seq_length = attn_tokenizer_max_len(m->tok);
+    }
+    if (!st && m->bert && in->vocab_size != attn_bert_get_config(m->bert)->vocab_size)
+        st = attn_ctx_fail(ctx, ATTN_E_SHAPE,
+                           "%s/vocab.txt has %lld tokens but config.json says vocab_size %lld",
+                           m->dir, (long long)in->vocab_size,
+                           (long long)attn_bert_get_config(m->bert)->vocab_size);
+    if (st) {
+        attn_model_free(m);
+        return st;
+    }
+    *out = m;
+    return ATTN_OK;
+}
+
+const attn_model_info *attn_model_get_info(const attn_model *m) {
+    return m ? &m->info : NULL;
+}
+
+const attn_tokenizer *attn_model_get_tokenizer(const attn_model *m) {
+    return m ? m->tok : NULL;
+}
+
+const attn_bert *attn_model_get_bert(const attn_model *m) {
+    return m ? m->bert : NULL;
+}

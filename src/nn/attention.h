@@ -1,0 +1,129 @@
+/* The one multi-head attention of the code base (internal). Layers and
+ * models keep their activations token-major, row (b, t) of a [B, T, width]
+ * buffer, and every head view over such rows is built here and nowhere else:
+ * attn_mha, the transformer layer of block.h and through it BERT (and the
+ * coming GPT decoder and ViT) all attend through attn__attend.
+ *
+ * Symbols: B batch, T query rows, S key rows, H query heads, Hkv key/value
+ * heads, Dh head width, E = H*Dh, KV = Hkv*Dh. */
+#ifndef ATTN_NN_ATTENTION_H
+#define ATTN_NN_ATTENTION_H
+
+#include "nn/nn.h"
+
+/* Token-major rows: row (b, t) starts at data + b*bs + t*ld; head h of the
+ * row is its columns [h*Dh, (h+1)*Dh). */
+typedef struct attn__rows {
+    float *data;
+    int64_t bs, ld; /* batch stride, row stride (elements) */
+} attn__rows;
+
+/* Head geometry and score options, passed to attn_sdpa_* unchanged. */
+typedef struct attn__heads {
+    int64_t H, Hkv, Dh; /* H % Hkv == 0 */
+    float scale;        /* 0: 1/sqrt(Dh) */
+    float softcap;
+    int causal;
+    attn_align align;
+    int window;
+    int64_t window_left, window_right;
+} attn__heads;
+
+/* A request for the attention probabilities of head (b, h), rebuilt from
+ * lse by attn_sdpa_probs right after the forward (lse required): data NULL
+ * means none; otherwise [T, S] floats, row-major. */
+typedef struct attn__probs {
+    float *data;
+    int64_t b, h;
+} attn__probs;
+
+/* One attention over token-major projections. */
+typedef struct attn__attend_args {
+    int64_t B, T, S;
+    attn__rows q;          /* [B, T, E]  read */
+    attn__rows k, v;       /* [B, S, KV] read */
+    attn__rows o;          /* [B, T, E]  written */
+    float *lse;            /* optional [B, H, T] contiguous, written (read by backward) */
+    attn_tensor mask;      /* optional, as attn_sdpa_args.mask */
+    const int32_t *kv_len; /* optional [B] */
+    float dropout_p;
+    uint64_t seed;
+    attn__probs probs; /* optional: one head's probabilities, see attn__probs */
+} attn__attend_args;
+
+/* The sdpa arguments of a: q[b,h,t,:] = q.data + b*q.bs + t*q.ld + h*Dh, k and
+ * v likewise over Hkv heads, out likewise over o. */
+void attn__attend_sdpa_args(const attn__heads *hd, const attn__attend_args *a, attn_sdpa_args *s);
+
+/* o = softmax(scale q k^T + masks) v per head, then the probabilities
+ * a->probs asks for. Returns what attn_sdpa_forward and attn_sdpa_probs
+ * return. */
+attn_status attn__attend(attn_ctx *ctx, const attn__heads *hd, const attn__attend_args *a);
+
+/* Backward of attn__attend (a as in the forward, its lse required): dq, dk, dv
+ * overwritten, in the layouts of q, k, v (same strides, other data); dout in
+ * the layout of o. Returns what attn_sdpa_backward returns. */
+attn_status attn__attend_backward(attn_ctx *ctx, const attn__heads *hd, const attn__attend_args *a,
+                                  const float *dout, float *dq, float *dk, float *dv);
+
+/* A KV cache: keys and values of the positions seen so far, so a decoder
+ * attends to them without recomputing them. Caller-owned memory; the cache
+ * holds no pointer of its own beyond these views. */
+typedef struct attn__kv_cache {
+    float *k, *v; /* [B, cap, KV] each, contiguous */
+    int64_t B, cap, KV;
+    int64_t len; /* positions filled: rows [0, len) of every batch */
+} attn__kv_cache;
+
+/* Copy S new key and value rows ([B, S, KV] each) into the cache at offset
+ * c->len (not advancing it). Returns ATTN_OK, ATTN_E_SHAPE (B or KV differ
+ * from the cache's), ATTN_E_ARG (len + S > cap: the cache is full). */
+attn_status attn__kv_cache_write(attn_ctx *ctx, attn__kv_cache *c, int64_t B, int64_t S, int64_t KV,
+                                 attn__rows k, attn__rows v);
+
+/* Multi-head attention with its weights (PyTorch Linear layout, borrowed):
+ * self-attention of x [N = B*T, E], or cross-attention of x to x_kv
+ * [B*S, E] (a decoder reading an encoder's states), into o [N, E]. */
+typedef struct attn__mha_block {
+    attn__heads heads;
+    int64_t E, KV;
+    const float *w_qkv, *b_qkv; /* [E + 2KV, E], [E + 2KV] (NULL: no bias): Wq, Wk, Wv stacked */
+    const float *w_out, *b_out; /* [E, E], [E] (NULL: no bias) */
+} attn__mha_block;
+
+/* Inputs of one attention of a padded batch. */
+typedef struct attn__mha_block_args {
+    int64_t B, T;
+    const float *x;        /* [B*T, E] token-major: the queries' input (and, for
+                            * self-attention, the keys' and values') */
+    const float *x_kv;     /* optional [B*S, E]: cross-attention keys and values */
+    int64_t S;             /* rows per batch of x_kv */
+    const int32_t *kv_len; /* optional [B]: keys s >= kv_len[b] (padding) are masked */
+    attn_tensor mask;      /* optional, as attn_sdpa_args.mask */
+    attn__kv_cache *cache; /* optional, self-attention only: see below */
+    float *qkv;            /* scratch [B*T, E + 2KV] (self) or [B*T, E] (cross):
+                            * q | k | v, or q, per row; left for the caller */
+    float *kv;             /* cross only: scratch [B*S, 2KV], k | v per row */
+    float *o;              /* [B*T, E] attention output, written */
+    float *lse;            /* optional [B, H, T], written */
+    attn__probs probs;     /* optional: one head's probabilities (needs lse) */
+} attn__mha_block_args;
+
+/* Self-attention: q | k | v = x Wqkv^T + bqkv (one GEMM), then
+ * o = attention(q, k, v). With a cache, the new k and v rows are written
+ * into it at offset cache->len, the queries attend to cache rows
+ * [0, len + T) aligned bottom-right (query t is position len + t), and
+ * cache->len advances by T; kv_len then counts cache rows.
+ * Cross-attention (x_kv set): q = x Wq^T + bq, k | v = x_kv [Wk; Wv]^T +
+ * [bk; bv] (one GEMM), o = attention(q, k, v); a cache is ATTN_E_ARG (cache
+ * the encoder's k | v instead: they do not change while decoding).
+ * Returns ATTN_OK, ATTN_E_ARG, and what attn__attend and
+ * attn__kv_cache_write return. */
+attn_status attn__mha_block_attend(attn_ctx *ctx, const attn__mha_block *m,
+                                   const attn__mha_block_args *a);
+
+/* y = o Wout^T + bout over N rows. */
+void attn__mha_block_out(attn_ctx *ctx, const attn__mha_block *m, int64_t N, const float *o,
+                         float *y);
+
+#endif /* ATTN_NN_ATTENTION_H */

@@ -1,0 +1,100 @@
+/* Transformer pieces: embeddings, feed-forward, residuals, the layer (see
+ * block.h). */
+#include "nn/block.h"
+
+#include <string.h>
+
+void attn__embedding_forward(attn_ctx *ctx, const attn__embedding *e, const attn__batch *bt,
+                             const int32_t *const *ids, int64_t pos0, float *x) {
+    const int64_t E = e->E, T = bt->T, N = bt->B * T;
+#pragma omp parallel for num_threads(attn_ctx_threads(ctx)) schedule(static)
+    for (int64_t r = 0; r < N; r++) {
+        const int64_t b = r / T, t = r % T;
+        const int real = !bt->len || t < bt->len[b];
+        const int32_t id = real ? ids[b][t] : 0; /* padding: any valid row */
+        const float *we = e->tok + (int64_t)id * E;
+        const float *pe = e->pos ? e->pos + (pos0 + t) * E : NULL, *te = e->type;
+        float *xr = x + r * E;
+        for (int64_t k = 0; k < E; k++) {
+            float v = we[k];
+            if (pe) v += pe[k];
+            if (te) v += te[k];
+            xr[k] = v;
+        }
+        if (e->ln_g)
+            attn__layernorm_forward(xr, E, 1, E, e->ln_g, e->ln_b, e->eps, xr, E, NULL, NULL);
+    }
+}
+
+void attn__ffn_forward(attn_ctx *ctx, const attn__ffn *f, const attn__batch *bt, const float *x,
+                       float *h, float *y) {
+    const int64_t E = f->E, I = f->I, N = bt->B * bt->T;
+    attn__linear_forward(ctx, x, E, N, E, f->w1, f->b1, I, h, I);
+#pragma omp parallel for num_threads(attn_ctx_threads(ctx)) schedule(static)
+    for (int64_t r = 0; r < N; r++)
+        if (!attn__batch_padded(bt, r)) attn__gelu_forward(h + r * I, I);
+    attn__linear_forward(ctx, h, I, N, I, f->w2, f->b2, E, y, E);
+}
+
+void attn__residual_layernorm(attn_ctx *ctx, const attn__batch *bt, int64_t E, float *x, float *y,
+                              const float *g, const float *b, float eps) {
+    const int64_t N = bt->B * bt->T;
+#pragma omp parallel for num_threads(attn_ctx_threads(ctx)) schedule(static)
+    for (int64_t r = 0; r < N; r++) {
+        if (attn__batch_padded(bt, r)) continue;
+        float *xr = x + r * E, *yr = y + r * E;
+        for (int64_t c = 0; c < E; c++)
+            yr[c] += xr[c];
+        attn__layernorm_forward(yr, E, 1, E, g, b, eps, xr, E, NULL, NULL);
+    }
+}
+
+void attn__residual_add(attn_ctx *ctx, int64_t N, int64_t E, float *x, const float *y) {
+#pragma omp parallel for num_threads(attn_ctx_threads(ctx)) schedule(static)
+    for (int64_t r = 0; r < N; r++)
+        for (int64_t c = 0; c < E; c++)
+            x[r * E + c] += y[r * E + c];
+}
+
+static void layernorm_rows(attn_ctx *ctx, int64_t N, int64_t E, const float *x, const float *g,
+                           const float *b, float eps, float *y) {
+#pragma omp parallel for num_threads(attn_ctx_threads(ctx)) schedule(static)
+    for (int64_t r = 0; r < N; r++)
+        attn__layernorm_forward(x + r * E, E, 1, E, g, b, eps, y + r * E, E, NULL, NULL);
+}
+
+attn_status attn__layer_forward(attn_ctx *ctx, const attn__layer *L, const attn__batch *bt,
+                                float *x, attn_tensor mask, attn__kv_cache *cache,
+                                attn__layer_ws *ws) {
+    const int64_t E = L->attn.E, N = bt->B * bt->T;
+    attn__mha_block_args a;
+    memset(&a, 0, sizeof a);
+    a.B = bt->B, a.T = bt->T, a.kv_len = bt->len, a.mask = mask, a.cache = cache;
+    a.qkv = ws->qkv, a.o = ws->o;
+    float *y = ws->qkv; /* q | k | v are spent after attention: the branch output */
+    if (!L->pre_ln) {
+        a.x = x;
+        attn_status st = attn__mha_block_attend(ctx, &L->attn, &a);
+        if (st) return st;
+        attn__mha_block_out(ctx, &L->attn, N, ws->o, y);
+        attn__residual_layernorm(ctx, bt, E, x, y, L->ln1_g, L->ln1_b, L->eps);
+        if (!L->ffn.w1) return ATTN_OK;
+        attn__ffn_forward(ctx, &L->ffn, bt, x, ws->h, y);
+        attn__residual_layernorm(ctx, bt, E, x, y, L->ln2_g, L->ln2_b, L->eps);
+        return ATTN_OK;
+    }
+    /* pre-LN: every row is normalised (padded ones too) so the GEMMs never
+     * read an unwritten row; LN1(x) goes to o, which attention overwrites
+     * only after the projection GEMM has read it */
+    layernorm_rows(ctx, N, E, x, L->ln1_g, L->ln1_b, L->eps, ws->o);
+    a.x = ws->o;
+    attn_status st = attn__mha_block_attend(ctx, &L->attn, &a);
+    if (st) return st;
+    attn__mha_block_out(ctx, &L->attn, N, ws->o, y);
+    attn__residual_add(ctx, N, E, x, y);
+    if (!L->ffn.w1) return ATTN_OK;
+    layernorm_rows(ctx, N, E, x, L->ln2_g, L->ln2_b, L->eps, ws->o);
+    attn__ffn_forward(ctx, &L->ffn, bt, ws->o, ws->h, y);
+    attn__residual_add(ctx, N, E, x, y);
+    return ATTN_OK;
+}
