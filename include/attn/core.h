@@ -76,6 +76,11 @@ attn_tensor attn_tensor_make(void *data, attn_dtype dtype, int ndim, const int64
 attn_tensor attn_tensor_f32_4d(float *data, int64_t d0, int64_t d1, int64_t d2, int64_t d3);
 /* Number of elements (product of the shape). */
 int64_t attn_tensor_numel(const attn_tensor *t);
+/* The shape as text, "[2,3,4]" ("[]" for 0 dims), the form every message
+ * uses. Writes at most n bytes to buf, NUL-terminated (buf may be NULL when
+ * n is 0); returns the length of the whole text without the NUL, as snprintf
+ * does, so a return value >= n means buf holds a truncated text. */
+size_t attn_tensor_shape_str(const attn_tensor *t, char *buf, size_t n);
 
 /* The context: owns the thread count, per-thread workspace and the last error
  * message. Contexts are independent; one context must not be used by two
