@@ -42,8 +42,8 @@ static void put_json_string(const char *s) {
     putchar('"');
 }
 
-static int emit(attn_ctx *ctx, const attn_tokenizer *tok, const char *text, size_t len,
-                int max_len, int tokens, const char *what) {
+static int emit(attn_ctx *ctx, const attn_tokenizer *tok, const char *text, size_t len, int max_len,
+                int tokens, const char *what) {
     /* one pass in the common case: a text rarely has more pieces than bytes
      * (if it does, the call says how many ids it needs and we retry) */
     int cap = len < (size_t)(1 << 30) ? (int)len + 2 : 1 << 30;

@@ -2,11 +2,8 @@
 #include "cli.h"
 
 #include <dlfcn.h>
-#include <errno.h>
-#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 static const struct {
@@ -32,26 +29,6 @@ int attn_cli_error(int code, const char *fmt, ...) {
     fputc('\n', stderr);
     va_end(ap);
     return code;
-}
-
-int attn_cli_parse_long(const char *s, long *out) {
-    if (!s || !*s) return -1;
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (*end || errno) return -1;
-    *out = v;
-    return 0;
-}
-
-int attn_cli_parse_float(const char *s, float *out) {
-    if (!s || !*s) return -1;
-    char *end;
-    errno = 0;
-    float v = strtof(s, &end);
-    if (*end || errno) return -1;
-    *out = v;
-    return 0;
 }
 
 /* OpenBLAS's name for the kernels it runs (what OPENBLAS_CORETYPE or its
