@@ -141,8 +141,8 @@ expect 1 "argument 2: invalid UTF-8 at byte 1" "$ATTN" embed "${M[@]}" "ok" "$(p
 expect 1 "empty.txt: empty input file" "$ATTN" embed "${M[@]}" --input "$tmp/empty.txt"
 expect 1 "missing.txt: cannot open" "$ATTN" embed "${M[@]}" --input "$tmp/missing.txt"
 expect 2 "no TEXT given" "$ATTN" embed "${M[@]}"
-expect 2 "unknown or incomplete option '--bogus'" "$ATTN" similarity "${M[@]}" --bogus x
-expect 2 "--threads wants" "$ATTN" embed "${M[@]}" --threads -1 x
+expect 2 "unknown option '--bogus'" "$ATTN" similarity "${M[@]}" --bogus x
+expect 2 "--threads must be an integer in \[0, 4096\], got '-1'" "$ATTN" embed "${M[@]}" --threads -1 x
 expect 2 "--show-attention wants --layer L, --head H and one TEXT" \
     "$ATTN" embed "${M[@]}" --layer 0 --show-attention a b
 expect 2 "--layer and --head go with --show-attention" "$ATTN" embed "${M[@]}" --layer 0 --head 0 x

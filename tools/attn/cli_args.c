@@ -4,6 +4,7 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,7 +73,7 @@ int attn_cli_parse_window(const char *cmd, const char *name, const char *v, void
 static void describe(const cli_opt *o, char *buf, size_t n) {
     int has_lo = o->lo > -CLI_INF, has_hi = o->hi < CLI_INF;
     if (o->kind == CLI_INT) {
-        if (has_hi)
+        if (o->hi < INT_MAX)
             snprintf(buf, n, "an integer in [%.0f, %.0f]", o->lo, o->hi);
         else
             snprintf(buf, n, "an integer >= %.0f", o->lo);
@@ -93,8 +94,9 @@ static int set_value(const char *cmd, const cli_opt *o, const char *v) {
     switch (o->kind) {
     case CLI_INT: {
         long x;
-        if (attn_cli_parse_long(v, &x) || (double)x < o->lo || (double)x > o->hi) break;
-        *(long *)o->dst = x;
+        if (attn_cli_parse_long(v, &x) || (double)x < o->lo || (double)x > o->hi || x > INT_MAX)
+            break;
+        *(int *)o->dst = (int)x;
         return 0;
     }
     case CLI_FLOAT: {

@@ -19,7 +19,7 @@
 
 typedef enum cli_kind {
     CLI_FLAG,   /* int *dst = 1; "--flag=x" is bad usage */
-    CLI_INT,    /* long *dst: a decimal integer in [lo, hi] */
+    CLI_INT,    /* int *dst: a decimal integer in [lo, hi] (within int's range) */
     CLI_FLOAT,  /* float *dst: a finite number in [lo, hi]; see CLI_LO_OPEN, CLI_HI_OPEN */
     CLI_SEED,   /* uint64_t *dst: a decimal integer in [0, 2^64 - 1] */
     CLI_STRING, /* const char **dst: the value as given */

@@ -58,7 +58,7 @@ static void usage(FILE *f) {
 
 typedef struct mha_opts {
     const char *in, *out;
-    long heads, kv_heads, threads;
+    int heads, kv_heads, threads;
     int causal, need_weights, average;
     attn_align align;
     cli_window window;
@@ -91,7 +91,7 @@ static int parse_args(int argc, char **argv, mha_opts *o) {
     if (!o->heads) return attn_cli_error(2, "mha: --heads H is required");
     /* options that contradict each other are bad usage, whatever the file */
     if (o->kv_heads && o->heads % o->kv_heads)
-        return attn_cli_error(2, "mha: --heads %ld is not a multiple of --kv-heads %ld", o->heads,
+        return attn_cli_error(2, "mha: --heads %d is not a multiple of --kv-heads %d", o->heads,
                               o->kv_heads);
     if (o->average) o->need_weights = 1;
     return -1;
@@ -163,8 +163,8 @@ static attn_tensor out_view(const mha_run *r, attn_tensor t) {
 static int run(const mha_opts *o, mha_run *r) {
     const char *in = o->in;
     r->in = in;
-    if (attn_ctx_create(&r->ctx, (int)o->threads))
-        return attn_cli_error(1, "cannot create a context with %ld threads", o->threads);
+    if (attn_ctx_create(&r->ctx, o->threads))
+        return attn_cli_error(1, "cannot create a context with %d threads", o->threads);
     if (attn_safetensors_open(r->ctx, in, &r->st))
         return attn_cli_error(1, "%s", attn_ctx_last_error(r->ctx));
     /* which inputs: x | x_q + x_kv | x_q + x_k + x_v */
@@ -190,7 +190,7 @@ static int run(const mha_opts *o, mha_run *r) {
     int64_t B = a.x_q.shape[0], T = a.x_q.shape[1], E = a.x_q.shape[2];
     int64_t S = self ? T : a.x_k.shape[1];
     int64_t kdim = self ? E : a.x_k.shape[2], vdim = split ? a.x_v.shape[2] : kdim;
-    long hkv = o->kv_heads ? o->kv_heads : o->heads;
+    int hkv = o->kv_heads ? o->kv_heads : o->heads;
 
     /* the layer: biases present in the file switch them on */
     int bias = 0;

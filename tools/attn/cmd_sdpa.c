@@ -49,8 +49,7 @@ static void usage(FILE *f) {
 typedef struct sdpa_opts {
     const char *in, *out;
     attn_sdpa_args a; /* options only; tensors are filled in later */
-    long threads;
-    int ref, backward;
+    int threads, ref, backward;
     cli_window window;
 } sdpa_opts;
 
@@ -147,8 +146,8 @@ static attn_tensor out_view(const sdpa_run *r, attn_tensor t) {
 static int run(sdpa_opts *o, sdpa_run *r) {
     const char *in = o->in;
     attn_sdpa_args a = o->a;
-    if (attn_ctx_create(&r->ctx, (int)o->threads))
-        return attn_cli_error(1, "cannot create a context with %ld threads", o->threads);
+    if (attn_ctx_create(&r->ctx, o->threads))
+        return attn_cli_error(1, "cannot create a context with %d threads", o->threads);
     if (attn_safetensors_open(r->ctx, in, &r->st))
         return attn_cli_error(1, "%s", attn_ctx_last_error(r->ctx));
     if (attn_cli_check_names(r->st, in, NAMES, sizeof NAMES / sizeof NAMES[0], NULL, 0,
