@@ -189,4 +189,17 @@ else
     echo "FAIL: similarity output"; cat "$tmp/sim.txt"; fails=$((fails + 1))
 fi
 
+# the shared option parser: --opt=value is --opt value, and both commands
+# take --threads (embeddings do not depend on the thread count here)
+"$ATTN" similarity "${M[@]}" --threads 2 "hello worlds." "world" "hello worlds." > "$tmp/sim2.txt"
+M_EQ=("--model=$tmp/f32")
+if "$ATTN" embed "${M_EQ[@]}" --threads=2 --input="$tmp/lines.txt" | cmp -s - "$tmp/args.out" &&
+    "$ATTN" similarity "${M_EQ[@]}" --threads=1 "hello worlds." "world" "hello worlds." |
+    cmp -s - "$tmp/sim.txt" && cmp -s "$tmp/sim.txt" "$tmp/sim2.txt" &&
+    "$ATTN" embed "${M[@]}" --threads 1 --layer=0 --head=1 --show-attention "hello" >/dev/null; then
+    echo "ok    --opt=value and --threads in embed and similarity"
+else
+    echo "FAIL: --opt=value or --threads in embed / similarity"; fails=$((fails + 1))
+fi
+
 [ "$fails" = 0 ] || { echo "$fails failure(s)"; exit 1; }
