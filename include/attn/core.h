@@ -22,11 +22,15 @@ extern "C" {
 #define ATTN_VERSION_STRING "0.1.0"
 
 /* A closed set of result codes. Every public function that can fail returns
- * one; the context that was passed keeps a message for the last failure. */
+ * one; the context that was passed keeps a message for the last failure.
+ * The same condition gives the same code in every function: a caller's
+ * buffer too small for the result is ATTN_E_ARG (the function reports the
+ * size it needs where it can); a negative or overflowing size is
+ * ATTN_E_SHAPE; more than ATTN_MAX_DIMS dims is ATTN_E_UNSUPPORTED. */
 typedef enum attn_status {
     ATTN_OK = 0,
     ATTN_E_ARG = -1,         /* an argument value is invalid (NaN scale, bad window, ...) */
-    ATTN_E_SHAPE = -2,       /* tensor ranks or sizes disagree */
+    ATTN_E_SHAPE = -2,       /* tensor ranks or sizes disagree, or a size is negative */
     ATTN_E_LAYOUT = -3,      /* a view's last stride is not 1, or strides are invalid */
     ATTN_E_NOMEM = -4,       /* an allocation failed */
     ATTN_E_IO = -5,          /* a file could not be opened, read or written */

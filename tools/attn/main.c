@@ -44,6 +44,8 @@ static void usage(FILE *f) {
                "commands:\n");
     for (size_t i = 0; i < NCOMMANDS; i++)
         fprintf(f, "  %-11s %s\n", commands[i].name, commands[i].help);
+    fprintf(f, "\nOptions take a value as --opt VALUE or --opt=VALUE. Exit status: 0 success,\n"
+               "1 bad input or runtime failure, 2 bad usage (also any bad option value).\n");
     const char *core = blas_corename();
     fprintf(f, "\nlibattn %s, kernels: %s, BLAS: %s%s\n", ATTN_VERSION_STRING, attn_arch_name(),
             core ? "OpenBLAS " : "not OpenBLAS", core ? core : "");
