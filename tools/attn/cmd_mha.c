@@ -3,8 +3,6 @@
  * attention weights, and with dy every gradient. */
 #include "cli.h"
 
-#include <errno.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
