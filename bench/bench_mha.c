@@ -7,25 +7,14 @@
  * need_weights off, as in PyTorch's fast path. */
 #include <attn/attn.h>
 
+#include "../tools/attn/cli_time.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 static double clock_ms(clockid_t id) {
-    struct timespec ts;
-    clock_gettime(id, &ts);
-    return 1e3 * (double)ts.tv_sec + 1e-6 * (double)ts.tv_nsec;
-}
-
-static int cmp(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+    return 1e3 * attn_cli_clock_s(id);
 }
 
 int main(int argc, char **argv) {
@@ -74,7 +63,8 @@ int main(int argc, char **argv) {
     }
     printf("{\"forward_ms\": %.3f, \"forward_backward_ms\": %.3f, \"forward_cpu_ms\": %.3f, "
            "\"forward_backward_cpu_ms\": %.3f, \"threads\": %d}\n",
-           median(tf, reps), median(tb, reps), median(cf, reps), median(cb, reps),
+           attn_cli_median(tf, (size_t)reps), attn_cli_median(tb, (size_t)reps),
+           attn_cli_median(cf, (size_t)reps), attn_cli_median(cb, (size_t)reps),
            attn_ctx_threads(ctx));
     return 0;
 fail:

@@ -152,8 +152,8 @@ expect 1 "argument 2: invalid UTF-8 at byte 1" "$ATTN" embed "${M[@]}" "ok" "$(p
 expect 1 "empty.txt: empty input file" "$ATTN" embed "${M[@]}" --input "$tmp/empty.txt"
 expect 1 "missing.txt: cannot open" "$ATTN" embed "${M[@]}" --input "$tmp/missing.txt"
 expect 2 "no TEXT given" "$ATTN" embed "${M[@]}"
-expect 2 "unknown or incomplete option '--bogus'" "$ATTN" similarity "${M[@]}" --bogus x
-expect 2 "--threads wants" "$ATTN" embed "${M[@]}" --threads -1 x
+expect 2 "unknown option '--bogus'" "$ATTN" similarity "${M[@]}" --bogus x
+expect 2 "--threads must be an integer in \[0, 4096\], got '-1'" "$ATTN" embed "${M[@]}" --threads -1 x
 expect 2 "--show-attention wants --layer L, --head H and one TEXT" \
     "$ATTN" embed "${M[@]}" --layer 0 --show-attention a b
 expect 2 "--layer and --head go with --show-attention" "$ATTN" embed "${M[@]}" --layer 0 --head 0 x
@@ -198,6 +198,19 @@ then
     echo "ok    similarity matrix: labels, diagonal 1, the embeddings' cosine"
 else
     echo "FAIL: similarity output"; cat "$tmp/sim.txt"; fails=$((fails + 1))
+fi
+
+# the shared option parser: --opt=value is --opt value, and both commands
+# take --threads (embeddings do not depend on the thread count here)
+"$ATTN" similarity "${M[@]}" --threads 2 "hello worlds." "world" "hello worlds." > "$tmp/sim2.txt"
+M_EQ=("--model=$tmp/f32")
+if "$ATTN" embed "${M_EQ[@]}" --threads=2 --input="$tmp/lines.txt" | cmp -s - "$tmp/args.out" &&
+    "$ATTN" similarity "${M_EQ[@]}" --threads=1 "hello worlds." "world" "hello worlds." |
+    cmp -s - "$tmp/sim.txt" && cmp -s "$tmp/sim.txt" "$tmp/sim2.txt" &&
+    "$ATTN" embed "${M[@]}" --threads 1 --layer=0 --head=1 --show-attention "hello" >/dev/null; then
+    echo "ok    --opt=value and --threads in embed and similarity"
+else
+    echo "FAIL: --opt=value or --threads in embed / similarity"; fails=$((fails + 1))
 fi
 
 [ "$fails" = 0 ] || { echo "$fails failure(s)"; exit 1; }

@@ -161,7 +161,7 @@ bad 2 window_below "--window -2,0: each side must be >= 0, or -1" -- "$B" "$O" -
 bad 2 window_below_r "each side must be >= 0, or -1" -- "$B" "$O" --window=0,-5
 bad 2 bad_align "--align must be top-left or bottom-right, got 'middle'" -- "$B" "$O" --align middle
 bad 2 bad_threads "--threads must be an integer" -- "$B" "$O" --threads -1
-bad 2 bad_dropout "--dropout must be in [0, 1)" -- "$B" "$O" --dropout 1
+bad 2 bad_dropout "--dropout must be a number in [0, 1)" -- "$B" "$O" --dropout 1
 bad 2 bad_seed "--seed must be an integer >= 0" -- "$B" "$O" --seed -3
 "$ATTN" sdpa --help >"$W/help" || fail "--help exited non-zero"
 for o in --causal --align --window --scale --softcap --threads --ref --backward --dropout --seed \
@@ -170,6 +170,10 @@ for o in --causal --align --window --scale --softcap --threads --ref --backward 
 done
 
 # ---- input errors: exit 1 -------------------------------------------------------
+# Checks of shapes, masks and values are the library's (attn_sdpa_forward /
+# attn_sdpa_backward): these messages are its own. The CLI checks only what a
+# file adds: tensor names, dtype conversion, the 3-D convention and the
+# length of arrays the API takes as pointers (kv_len, alibi_slopes).
 gen "$W/noq.st" 30 k=F32:1,1,3,4 v=F32:1,1,3,4
 gen "$W/qint.st" 31 q=I32:1,1,3,4 k=F32:1,1,3,4 v=F32:1,1,3,4
 gen "$W/kshape.st" 32 q=F32:1,2,3,4 k=F32:1,2,3,5 v=F32:1,2,3,4
@@ -184,26 +188,30 @@ gen "$W/klrange.st" 40 q=F32:2,2,3,4 k=F32:2,2,5,4 v=F32:2,2,5,4 kv_len=I32:2:va
 gen "$W/kldtype.st" 41 q=F32:2,2,3,4 k=F32:2,2,5,4 v=F32:2,2,5,4 kv_len=F32:2
 gen "$W/alshape.st" 42 q=F32:1,2,3,4 k=F32:1,2,5,4 v=F32:1,2,5,4 alibi_slopes=F32:3
 gen "$W/mixed.st" 43 q=F32:2,3,4 k=F32:1,2,3,4 v=F32:1,2,3,4
+gen "$W/extra.st" 46 q=F32:1,2,3,4 k=F32:1,2,5,4 v=F32:1,2,5,4 bias=F32:3,5
+gen "$W/kl64big.st" 47 q=F32:2,2,3,4 k=F32:2,2,5,4 v=F32:2,2,5,4 kv_len=I64:2:vals=5,4294967301
 gen "$W/doutshape.st" 44 q=F32:1,2,3,4 k=F32:1,2,5,4 v=F32:1,2,5,4 dout=F32:1,2,3,5
 bad 1 no_input "cannot open" -- "$W/absent.st" "$O"
 bad 1 corrupt "overlaps tensor 'a'" -- "$ATTN_TEST_DATA/safetensors_bad/overlap.safetensors" "$O"
 bad 1 truncated "beyond the data section" -- "$ATTN_TEST_DATA/safetensors_bad/truncated_data.safetensors" "$O"
 bad 1 missing_q "missing tensor 'q'" -- "$W/noq.st" "$O"
 bad 1 q_dtype "tensor 'q' has dtype I32, expected F32" -- "$W/qint.st" "$O"
-bad 1 k_shape "tensor 'k' has shape [1,2,3,5], expected [B=1, Hkv, S, D=4]" -- "$W/kshape.st" "$O"
-bad 1 heads "k has 2 heads, which must divide q's H=3" -- "$W/hkv.st" "$O"
-bad 1 v_shape "tensor 'v' has shape [1,2,6,4], expected [B=1, Hkv=2, S=3, Dv]" -- "$W/vshape.st" "$O"
-bad 1 q_rank "tensor 'q' has shape [3,4], expected 4 dims" -- "$W/q2d.st" "$O"
-bad 1 mixed_rank "tensor 'k' has shape [1,2,3,4], expected 3 dims" -- "$W/mixed.st" "$O"
-bad 1 mask_shape "tensor 'mask' has shape [3,4], expected [T=3,S=5]" -- "$W/mshape.st" "$O"
-bad 1 mask_3d "tensor 'mask' has shape [2,3,5], expected [T=3,S=5] or [B=1|1" -- "$W/m3d.st" "$O"
-bad 1 mask_dtype "tensor 'mask' has dtype I32, expected F32 (additive) or BOOL/U8" -- "$W/mdtype.st" "$O"
+bad 1 k_shape "q has D=4 but k has D=5" -- "$W/kshape.st" "$O"
+bad 1 heads "query heads H=3 are not a multiple of key/value heads Hkv=2" -- "$W/hkv.st" "$O"
+bad 1 v_shape "k has S=3 keys but v has 6" -- "$W/vshape.st" "$O"
+bad 1 q_rank "tensor 'q' has shape [3, 4], expected 4 dims" -- "$W/q2d.st" "$O"
+bad 1 mixed_rank "tensor 'k' has shape [1, 2, 3, 4], expected 3 dims" -- "$W/mixed.st" "$O"
+bad 1 mask_shape "mask: shape [1,1,3,4] does not broadcast to [1,2,3,5]" -- "$W/mshape.st" "$O"
+bad 1 mask_3d "mask: expected [T,S] or [B|1,H|1,T,S], got 3 dims" -- "$W/m3d.st" "$O"
+bad 1 mask_dtype "mask: dtype must be F32, BOOL or U8" -- "$W/mdtype.st" "$O"
 bad 1 kv_len_shape "tensor 'kv_len' has shape [3], expected [B=2]" -- "$W/klshape.st" "$O"
 bad 1 kv_len_range "kv_len[1] = 6 is outside [0, S=5]" -- "$W/klrange.st" "$O"
 bad 1 kv_len_dtype "tensor 'kv_len' has dtype F32, expected I32 or I64" -- "$W/kldtype.st" "$O"
 bad 1 alibi_shape "tensor 'alibi_slopes' has shape [3], expected [H=2]" -- "$W/alshape.st" "$O"
+bad 1 unknown_name "unexpected tensor 'bias'" -- "$W/extra.st" "$O"
+bad 1 kv_len_i64 "kv_len[1] = 4294967301 does not fit in 32 bits" -- "$W/kl64big.st" "$O"
 bad 1 no_dout "missing tensor 'dout'" -- "$B" "$O" --backward
-bad 1 dout_shape "tensor 'dout' has shape [1,2,3,5], expected [B=1, H=2, T=3, Dv=4]" -- \
+bad 1 dout_shape "dout: must be [1,2,3,4], got [1,2,3,5]" -- \
     "$W/doutshape.st" "$O" --backward
 bad 1 unwritable "cannot create" -- "$B" "$W/no/such/dir/out.st"
 [ ! -e "$W/no" ] || fail "unwritable: created a directory"

@@ -51,4 +51,16 @@ esac
 cc -std=c11 $flags $cflags "$ATTN_SRC/tests/consumer/main.c" -o "$tmp/consumer-pc" $libs -lm \
    -Wl,-rpath,"$libdir" || fail "building the consumer with pkg-config flags failed"
 "$tmp/consumer-pc" || fail "the pkg-config-built consumer gave a wrong result"
+
+# 3. the shared library exports the public API only: every defined dynamic
+# symbol is attn_<lowercase>... (attn__name is internal, anything else leaked)
+if [ -z "$static" ]; then
+    so=$(readlink -f "$libdir/libattn.so")
+    syms=$(nm -D --defined-only "$so" | awk '{print $NF}') || fail "nm -D $so failed"
+    [ -n "$syms" ] || fail "$so exports nothing"
+    printf '%s\n' "$syms" | grep -q '^attn_sdpa_forward$' || fail "$so does not export attn_sdpa_forward"
+    leaked=$(printf '%s\n' "$syms" | grep -v '^attn_[a-z]' || true)
+    [ -z "$leaked" ] || fail "$so exports symbols outside the public API: $(echo $leaked)"
+    echo "test_install: $(printf '%s\n' "$syms" | wc -l) exported symbols, all attn_[a-z]*"
+fi
 echo "test_install: ok (find_package and pkg-config)"

@@ -96,8 +96,9 @@ expect 1 "'in_proj_weight' has shape \[12, 5\], expected \[12, 4\]" "$dir/shape.
 # shellcheck disable=SC2086
 mkst "$dir/dy.st" x:F32:2,3,4 $W dy:F32:2,2,4
 expect 1 "dy" "$dir/dy.st" --heads 2
-expect 1 "dropout" "$dir/ok.st" --heads 2 --dropout 1.5
+expect 2 "--dropout must be a number in \[0, 1)" "$dir/ok.st" --heads 2 --dropout 1.5
 expect 1 "not divisible" "$dir/ok.st" --heads 3
+expect 2 "--heads 4 is not a multiple of --kv-heads 3" "$dir/ok.st" --heads 4 --kv-heads 3
 # grouped heads want q/k/v_proj_* names
 expect 1 "missing weight 'q_proj_weight'" "$dir/ok.st" --heads 2 --kv-heads 1
 mkst "$dir/inputs.st" x:F32:2,3,4 x_q:F32:2,3,4 out_proj.weight:F32:4,4

@@ -110,7 +110,7 @@ static int check_cli(fixture *f, const char *dir, const char *cs) {
             }
             const char *refname = k == 1 && !strcmp(nm, "attn_weights") ? "attn_weights_avg" : nm;
             fails += compare(f, cs, refname, buf, attn_tensor_numel(&t));
-            attn_free(buf);
+            attn_buffer_free(buf);
         }
         /* the CLI must have written everything the fixture has */
         for (int i = 0; i < attn_safetensors_count(f->f64); i++) {
@@ -164,7 +164,7 @@ static int check_lib(fixture *f, const char *cs) {
         if (!get_f32(f, in, ps[i].name, &w, &wb)) fail_msg("%s: no weight %s", cs, ps[i].name);
         assert_int_equal(attn_tensor_numel(&w), attn_tensor_numel(&ps[i].value));
         memcpy(ps[i].value.data, wb, (size_t)attn_tensor_numel(&w) * sizeof(float));
-        attn_free(wb);
+        attn_buffer_free(wb);
     }
     attn_tensor mk;
     if (attn_safetensors_find(in, "mask") >= 0) {
@@ -217,7 +217,7 @@ static int check_lib(fixture *f, const char *cs) {
         fails += compare(f, cs, nm, ps[i].grad.data, attn_tensor_numel(&ps[i].grad));
     }
     for (int i = 0; i < nb; i++)
-        attn_free(bufs[i]);
+        attn_buffer_free(bufs[i]);
     free(y), free(w4), free(w3), free(dxq), free(dxk), free(dxv);
     attn_mha_free(m);
     return fails;

@@ -315,28 +315,28 @@ static void test_get_f32_conversions(void **state) {
     for (int i = 0; i < 11; i++) {
         if (memcmp(&f[i], &f16_want[i], 4)) fail_msg("f16[%d] = %a, want %a", i, f[i], f16_want[i]);
     }
-    attn_free(f);
+    attn_buffer_free(f);
     assert_int_equal(attn_safetensors_get_f32(ctx, st, "bf16", &f, &v), ATTN_OK);
     assert_int_equal(v.ndim, 2);
     for (int i = 0; i < 4; i++)
         assert_true(f[i] == bf16_want[i]);
-    attn_free(f);
+    attn_buffer_free(f);
     assert_int_equal(attn_safetensors_get_f32(ctx, st, "f64", &f, &v), ATTN_OK);
     for (int i = 0; i < 4; i++)
         assert_true(f[i] == (float)f64[i]);
-    attn_free(f);
+    attn_buffer_free(f);
     assert_int_equal(attn_safetensors_get_f32(ctx, st, "f32", &f, &v), ATTN_OK);
     assert_true(isnan(f[0]) && f[1] == 1.5f);
-    attn_free(f);
+    attn_buffer_free(f);
     assert_int_equal(attn_safetensors_get_f32(ctx, st, "nan16", &f, &v), ATTN_OK);
     assert_true(isnan(f[0]));
-    attn_free(f);
+    attn_buffer_free(f);
     f = (float *)1;
     assert_int_equal(attn_safetensors_get_f32(ctx, st, "i32", &f, &v), ATTN_E_DTYPE);
     assert_null(f);
     assert_non_null(strstr(attn_ctx_last_error(ctx), "'i32'"));
     assert_int_equal(attn_safetensors_get_f32(ctx, st, "missing", &f, &v), ATTN_E_NOTFOUND);
-    attn_free(NULL);
+    attn_buffer_free(NULL);
     attn_safetensors_close(st);
     clear_dir();
     attn_ctx_free(ctx);
@@ -369,12 +369,12 @@ static void test_torch_file(void **state) {
     assert_int_equal(attn_safetensors_get_f32(ctx, st, "f16", &f, &v), ATTN_OK);
     const float f16[6] = {1.0f, -2.0f, 65504.0f, 0x1p-24f, INFINITY, -0.0f};
     assert_memory_equal(f, f16, sizeof f16);
-    attn_free(f);
+    attn_buffer_free(f);
     assert_int_equal(attn_safetensors_get_f32(ctx, st, "bf16", &f, &v), ATTN_OK);
     const float bf16[4] = {1.0f, -123.5f, 0x1p100f, 0x1p-130f};
     assert_true(v.ndim == 2 && v.shape[0] == 2 && v.shape[1] == 2);
     assert_memory_equal(f, bf16, sizeof bf16);
-    attn_free(f);
+    attn_buffer_free(f);
     assert_int_equal(attn_safetensors_get(ctx, st, "i32", &v), ATTN_OK);
     for (int i = 0; i < 7; i++)
         assert_int_equal(((int32_t *)v.data)[i], i - 3);
@@ -717,7 +717,7 @@ static void test_write_errors(void **state) {
     expect_write_fail(ctx, path, 1, (const char *[]){"x"}, &bad, ATTN_E_UNSUPPORTED, "5 dims");
     bad = t;
     bad.shape[0] = -2;
-    expect_write_fail(ctx, path, 1, (const char *[]){"x"}, &bad, ATTN_E_ARG, "negative size");
+    expect_write_fail(ctx, path, 1, (const char *[]){"x"}, &bad, ATTN_E_SHAPE, "negative size");
     bad = t;
     bad.dtype = (attn_dtype)99;
     expect_write_fail(ctx, path, 1, (const char *[]){"x"}, &bad, ATTN_E_DTYPE, "unknown dtype");
@@ -725,8 +725,7 @@ static void test_write_errors(void **state) {
     assert_int_equal(attn_safetensors_write_meta(ctx, path, 1, keep, &t, 2, dup_meta), ATTN_E_ARG);
     assert_non_null(strstr(attn_ctx_last_error(ctx), "duplicate metadata key 'k'"));
     const char *null_meta[] = {"k", NULL}, *bad_meta[] = {"k", "\xff"};
-    assert_int_equal(attn_safetensors_write_meta(ctx, path, 1, keep, &t, 1, null_meta),
-                     ATTN_E_ARG);
+    assert_int_equal(attn_safetensors_write_meta(ctx, path, 1, keep, &t, 1, null_meta), ATTN_E_ARG);
     assert_non_null(strstr(attn_ctx_last_error(ctx), "NULL key or value"));
     assert_int_equal(attn_safetensors_write_meta(ctx, path, 1, keep, &t, 1, bad_meta), ATTN_E_ARG);
     assert_non_null(strstr(attn_ctx_last_error(ctx), "not valid UTF-8"));

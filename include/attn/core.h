@@ -22,12 +22,16 @@ extern "C" {
 #define ATTN_VERSION_STRING "0.1.0"
 
 /* A closed set of result codes. Every public function that can fail returns
- * one; the context that was passed keeps a message for the last failure. */
+ * one; the context that was passed keeps a message for the last failure.
+ * The same condition gives the same code in every function: a caller's
+ * buffer too small for the result is ATTN_E_ARG (the function reports the
+ * size it needs where it can); a negative or overflowing size is
+ * ATTN_E_SHAPE; more than ATTN_MAX_DIMS dims is ATTN_E_UNSUPPORTED. */
 typedef enum attn_status {
     ATTN_OK = 0,
     ATTN_E_ARG = -1,         /* an argument value is invalid (NaN scale, bad window, ...);
                               * also a caller's buffer too small for the result */
-    ATTN_E_SHAPE = -2,       /* tensor ranks or sizes disagree */
+    ATTN_E_SHAPE = -2,       /* tensor ranks or sizes disagree, or a size is negative */
     ATTN_E_LAYOUT = -3,      /* a view's last stride is not 1, or strides are invalid */
     ATTN_E_NOMEM = -4,       /* an allocation failed */
     ATTN_E_IO = -5,          /* a file could not be opened, read or written */
@@ -77,6 +81,11 @@ attn_tensor attn_tensor_make(void *data, attn_dtype dtype, int ndim, const int64
 attn_tensor attn_tensor_f32_4d(float *data, int64_t d0, int64_t d1, int64_t d2, int64_t d3);
 /* Number of elements (product of the shape). */
 int64_t attn_tensor_numel(const attn_tensor *t);
+/* The shape as text, "[2, 3, 4]" ("[]" for 0 dims), the form every message
+ * uses. Writes at most n bytes to buf, NUL-terminated (buf may be NULL when
+ * n is 0); returns the length of the whole text without the NUL, as snprintf
+ * does, so a return value >= n means buf holds a truncated text. */
+size_t attn_tensor_shape_str(const attn_tensor *t, char *buf, size_t n);
 
 /* The context: owns the thread count, per-thread workspace and the last error
  * message. Contexts are independent; one context must not be used by two

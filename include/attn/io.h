@@ -73,7 +73,7 @@ ATTN_NODISCARD attn_status attn_safetensors_get(attn_ctx *ctx, const attn_safete
 
 /* Tensor `name` converted to float32: F32, F64 (rounded to nearest), F16 and
  * BF16 (exact) are accepted. *data is a fresh 64-byte aligned buffer of
- * numel floats that the caller frees with attn_free; view describes it
+ * numel floats that the caller frees with attn_buffer_free; view describes it
  * (contiguous, dtype F32). On failure *data is NULL.
  * Returns as attn_safetensors_get, plus ATTN_E_DTYPE for integer and boolean
  * tensors and ATTN_E_NOMEM. */
@@ -96,8 +96,9 @@ const char *attn_safetensors_metadata(const attn_safetensors *st, const char *ke
  * which is flushed to disk (fsync) and renamed over path; on any failure the
  * temporary file is removed and path is left as it was (absent or the old
  * file). Returns ATTN_OK, ATTN_E_ARG (NULL or invalid name, duplicate name,
- * n < 0, negative size, NULL data with elements), ATTN_E_DTYPE,
- * ATTN_E_UNSUPPORTED (ndim outside 0..4), ATTN_E_IO, ATTN_E_NOMEM. */
+ * n < 0, NULL data with elements), ATTN_E_SHAPE (a negative size, or a size
+ * whose byte count overflows), ATTN_E_DTYPE, ATTN_E_UNSUPPORTED (ndim outside
+ * 0..4, as attn_safetensors_get), ATTN_E_IO, ATTN_E_NOMEM. */
 ATTN_NODISCARD attn_status attn_safetensors_write(attn_ctx *ctx, const char *path, int n,
                                                   const char *const *names,
                                                   const attn_tensor *tensors);
@@ -113,8 +114,8 @@ ATTN_NODISCARD attn_status attn_safetensors_write_meta(attn_ctx *ctx, const char
                                                        const char *const *meta);
 
 /* Free a buffer the library allocated for the caller (attn_safetensors_get_f32,
- * ...). attn_free(NULL) is a no-op. */
-void attn_free(void *p);
+ * ...). attn_buffer_free(NULL) is a no-op. */
+void attn_buffer_free(void *p);
 
 #ifdef __cplusplus
 }

@@ -1,28 +1,45 @@
 /* Tensor views and dtypes. */
 #include "core/internal.h"
 
+#include <stdio.h>
 #include <string.h>
 
 size_t attn_dtype_size(attn_dtype t) {
     switch (t) {
-    case ATTN_F32: case ATTN_I32: return 4;
-    case ATTN_F64: case ATTN_I64: return 8;
-    case ATTN_F16: case ATTN_BF16: return 2;
-    case ATTN_U8: case ATTN_BOOL: return 1;
+    case ATTN_F32:
+    case ATTN_I32:
+        return 4;
+    case ATTN_F64:
+    case ATTN_I64:
+        return 8;
+    case ATTN_F16:
+    case ATTN_BF16:
+        return 2;
+    case ATTN_U8:
+    case ATTN_BOOL:
+        return 1;
     }
     return 0;
 }
 
 const char *attn_dtype_name(attn_dtype t) {
     switch (t) {
-    case ATTN_F32: return "F32";
-    case ATTN_F64: return "F64";
-    case ATTN_F16: return "F16";
-    case ATTN_BF16: return "BF16";
-    case ATTN_I32: return "I32";
-    case ATTN_I64: return "I64";
-    case ATTN_U8: return "U8";
-    case ATTN_BOOL: return "BOOL";
+    case ATTN_F32:
+        return "F32";
+    case ATTN_F64:
+        return "F64";
+    case ATTN_F16:
+        return "F16";
+    case ATTN_BF16:
+        return "BF16";
+    case ATTN_I32:
+        return "I32";
+    case ATTN_I64:
+        return "I64";
+    case ATTN_U8:
+        return "U8";
+    case ATTN_BOOL:
+        return "BOOL";
     }
     return NULL;
 }
@@ -51,6 +68,24 @@ attn_tensor attn_tensor_f32_4d(float *data, int64_t d0, int64_t d1, int64_t d2, 
 
 int64_t attn_tensor_numel(const attn_tensor *t) {
     int64_t n = 1;
-    for (int i = 0; i < t->ndim; i++) n *= t->shape[i];
+    for (int i = 0; i < t->ndim; i++)
+        n *= t->shape[i];
     return n;
+}
+
+size_t attn_tensor_shape_str(const attn_tensor *t, char *buf, size_t n) {
+    char tmp[ATTN_MAX_DIMS * 22 + 3]; /* '[' + up to 4 x (20 digits + ", ") + ']' + NUL */
+    size_t u = 0;
+    tmp[u++] = '[';
+    for (int d = 0; d < t->ndim && d < ATTN_MAX_DIMS; d++)
+        u += (size_t)snprintf(tmp + u, sizeof tmp - u, "%s%lld", d ? ", " : "",
+                              (long long)t->shape[d]);
+    tmp[u++] = ']';
+    tmp[u] = '\0';
+    if (n > 0) {
+        size_t c = u < n ? u : n - 1;
+        memcpy(buf, tmp, c);
+        buf[c] = '\0';
+    }
+    return u;
 }

@@ -67,7 +67,7 @@ float attn__f16_to_f32(uint16_t h) {
     return x.f;
 }
 
-void attn_free(void *p) {
+void attn_buffer_free(void *p) {
     attn__free(p);
 }
 

@@ -91,13 +91,13 @@ static attn_status check_tensor(attn_ctx *ctx, const char *path, const char *nam
     int zero = 0;
     for (int d = 0; d < t->ndim; d++) {
         if (t->shape[d] < 0)
-            return attn_ctx_fail(ctx, ATTN_E_ARG, "%s: tensor '%s': negative size in dim %d", path,
-                                 name, d);
+            return attn_ctx_fail(ctx, ATTN_E_SHAPE, "%s: tensor '%s': negative size in dim %d",
+                                 path, name, d);
         zero |= t->shape[d] == 0;
     }
     for (int d = 0; d < t->ndim && !zero; d++) {
         if ((uint64_t)t->shape[d] > (uint64_t)INT64_MAX / n)
-            return attn_ctx_fail(ctx, ATTN_E_ARG, "%s: tensor '%s': size overflows", path, name);
+            return attn_ctx_fail(ctx, ATTN_E_SHAPE, "%s: tensor '%s': size overflows", path, name);
         n *= (uint64_t)t->shape[d];
     }
     *nbytes = zero ? 0 : n;

@@ -5,10 +5,10 @@
 #include <string.h>
 
 void attn__shape_str(char *buf, size_t n, int ndim, const int64_t *shape) {
-    int k = snprintf(buf, n, "[");
-    for (int i = 0; i < ndim && k > 0 && (size_t)k < n; i++)
-        k += snprintf(buf + k, n - (size_t)k, i ? ", %lld" : "%lld", (long long)shape[i]);
-    if (k > 0 && (size_t)k < n) snprintf(buf + k, n - (size_t)k, "]");
+    attn_tensor t = {0};
+    t.ndim = ndim < ATTN_MAX_DIMS ? ndim : ATTN_MAX_DIMS;
+    memcpy(t.shape, shape, (size_t)t.ndim * sizeof *shape);
+    attn_tensor_shape_str(&t, buf, n);
 }
 
 attn_status attn__weight_load(attn_ctx *ctx, const attn_safetensors *st, const char *file,
@@ -47,6 +47,6 @@ attn_status attn__weight_load(attn_ctx *ctx, const attn_safetensors *st, const c
     float *f;
     if ((s = attn_safetensors_get_f32(ctx, st, name, &f, &v))) return s;
     memcpy(dst, f, n * sizeof(float));
-    attn_free(f);
+    attn_buffer_free(f);
     return ATTN_OK;
 }

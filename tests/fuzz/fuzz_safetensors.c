@@ -53,7 +53,7 @@ static attn_status fuzz_safetensors_one(const uint8_t *buf, size_t len) {
                 sum += f[e];
             *(volatile float *)&sum = sum;
         }
-        attn_free(f);
+        attn_buffer_free(f);
     }
     attn_safetensors_close(st);
     attn_ctx_free(ctx);

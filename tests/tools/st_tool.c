@@ -302,7 +302,7 @@ static float *converted[8];
 static int nconverted;
 static void free_converted(void) {
     while (nconverted > 0)
-        attn_free(converted[--nconverted]);
+        attn_buffer_free(converted[--nconverted]);
 }
 static attn_tensor get_f32_or_die(attn_ctx *ctx, attn_safetensors *st, const char *name) {
     attn_tensor t;

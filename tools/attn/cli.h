@@ -1,14 +1,18 @@
-/* Shared pieces of the attn command-line tool. */
+/* Shared pieces of the attn command-line tool. The tool only maps files and
+ * flags to the public API (<attn/attn.h>): the library checks its arguments
+ * and its messages are printed as they are. */
 #ifndef ATTN_CLI_H
 #define ATTN_CLI_H
 
 #include <attn/attn.h>
 
+#include "cli_args.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
 /* Each subcommand: argv[0] is the subcommand's name. Returns the exit status:
- * 0 success, 1 bad input or runtime failure, 2 bad usage. */
+ * 0 success, 1 bad input or runtime failure, 2 bad usage (cli_args.h). */
 typedef int (*attn_cli_fn)(int argc, char **argv);
 
 int attn_cmd_sdpa(int argc, char **argv);
@@ -26,37 +30,32 @@ int attn_cli_error(int code, const char *fmt, ...)
 #endif
     ;
 
-/* Parse a whole decimal/float argument; 0 on success, -1 if not a number. */
-int attn_cli_parse_long(const char *s, long *out);
-int attn_cli_parse_float(const char *s, float *out);
-
 /* ---- tensors in, results out (tools/attn/cli_io.c) ----
- * Functions returning int return 0 on success, else the exit status (1 bad
- * input, 2 bad usage) after printing the error; cmd is the subcommand's name
- * for messages, in the input file's path. */
+ * Only what the library cannot check: which names a file may hold, dtype
+ * conversion, the CLI's convention that inputs without the batch dim mean
+ * B = 1, and the length of arrays the API takes as bare pointers. Functions
+ * returning int return 0 on success, else 1 (bad input) after printing the
+ * error; `in` is the input file's path, for messages. */
 
-/* An unsigned integer (decimal, 0x hex or 0 octal); 0 or -1 if not one. */
-int attn_cli_parse_u64(const char *s, uint64_t *out);
-/* --align's value: top-left or bottom-right. */
-int attn_cli_parse_align(const char *cmd, const char *v, attn_align *out);
-/* --window's value "L,R", each >= 0 or -1 (unbounded). */
-int attn_cli_parse_window(const char *cmd, const char *v, long *left, long *right);
-
-/* "[d0,d1,...]" into buf (truncated to n bytes). */
-void attn_cli_shape_str(const attn_tensor *t, char *buf, size_t n);
-/* The view without its leading dim (outputs of inputs given without B). */
-attn_tensor attn_cli_drop_dim0(attn_tensor t);
+/* Every tensor in st is one of names[0..n) or one of the parameters
+ * ps[0..np) (ps may be NULL); else an error naming the tensor and `expected`. */
+int attn_cli_check_names(const attn_safetensors *st, const char *in, const char *const *names,
+                         int n, const attn_param *ps, int np, const char *expected);
 
 /* Tensor `name` of st as F32 in *t: in place if F32, else converted from
- * F16/BF16/F64 into *converted (the caller frees it with attn_free; NULL when
- * nothing was converted). Absent: *t stays empty, an error when required. */
+ * F16/BF16/F64 into *converted (the caller frees it with attn_buffer_free;
+ * NULL when nothing was converted). Absent: *t stays empty, an error when
+ * required. */
 int attn_cli_load_f32(attn_ctx *ctx, attn_safetensors *st, const char *in, const char *name,
                       int required, attn_tensor *t, float **converted);
-/* The optional I32/I64 [B] tensor kv_len, each in [0, S], into *out (malloc,
- * the caller frees it; NULL when absent). */
-int attn_cli_load_kv_len(attn_ctx *ctx, attn_safetensors *st, const char *in, int64_t B, int64_t S,
+/* The optional I32/I64 [B] tensor kv_len as int32 into *out (malloc, the
+ * caller frees it; NULL when absent). Its values are the library's to check. */
+int attn_cli_load_kv_len(attn_ctx *ctx, attn_safetensors *st, const char *in, int64_t B,
                          int32_t **out);
-/* 1 if mask m is [T,S] or [B|1,H|1,T,S]. */
-int attn_cli_mask_shape_ok(const attn_tensor *m, int64_t B, int64_t H, int64_t T, int64_t S);
+
+/* Inputs given without the batch dim: the view with a leading dim of 1, and
+ * back (outputs of such inputs are written without it). */
+attn_tensor attn_cli_add_dim0(attn_tensor t);
+attn_tensor attn_cli_drop_dim0(attn_tensor t);
 
 #endif /* ATTN_CLI_H */

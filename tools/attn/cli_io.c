@@ -1,56 +1,36 @@
 /* Helpers shared by the attn subcommands that read tensors from a
- * safetensors file and write results to another (sdpa, mha): option values,
- * shape messages, F32 loading and the kv_len tensor. */
+ * safetensors file and write results to another (sdpa, mha): the checks
+ * only a file can need (names, dtype conversion, array lengths); every other
+ * check is the library's. */
 #include "cli.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-int attn_cli_parse_u64(const char *s, uint64_t *out) {
-    if (!s || !*s || *s == '-' || *s == '+') return -1;
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 0);
-    if (*end || errno) return -1;
-    *out = v;
+int attn_cli_check_names(const attn_safetensors *st, const char *in, const char *const *names,
+                         int n, const attn_param *ps, int np, const char *expected) {
+    for (int i = 0; i < attn_safetensors_count(st); i++) {
+        const char *nm = attn_safetensors_name(st, i);
+        int ok = 0;
+        for (int k = 0; k < n && !ok; k++)
+            ok = !strcmp(nm, names[k]);
+        for (int k = 0; ps && k < np && !ok; k++)
+            ok = !strcmp(nm, ps[k].name);
+        if (!ok) return attn_cli_error(1, "%s: unexpected tensor '%s' (%s)", in, nm, expected);
+    }
     return 0;
 }
 
-int attn_cli_parse_align(const char *cmd, const char *v, attn_align *out) {
-    if (!strcmp(v, "top-left"))
-        *out = ATTN_ALIGN_TOP_LEFT;
-    else if (!strcmp(v, "bottom-right"))
-        *out = ATTN_ALIGN_BOTTOM_RIGHT;
-    else
-        return attn_cli_error(2, "%s: --align must be top-left or bottom-right, got '%s'", cmd, v);
-    return 0;
-}
-
-int attn_cli_parse_window(const char *cmd, const char *v, long *left, long *right) {
-    char buf[64];
-    const char *comma = strchr(v, ',');
-    long l, r;
-    if (!comma || strlen(v) >= sizeof buf)
-        return attn_cli_error(2, "%s: --window takes L,R (e.g. 128,0), got '%s'", cmd, v);
-    memcpy(buf, v, (size_t)(comma - v));
-    buf[comma - v] = '\0';
-    if (attn_cli_parse_long(buf, &l) || attn_cli_parse_long(comma + 1, &r))
-        return attn_cli_error(2, "%s: --window takes two integers L,R, got '%s'", cmd, v);
-    if (l < -1 || r < -1)
-        return attn_cli_error(
-            2, "%s: --window %ld,%ld: each side must be >= 0, or -1 for unbounded", cmd, l, r);
-    *left = l;
-    *right = r;
-    return 0;
-}
-
-void attn_cli_shape_str(const attn_tensor *t, char *buf, size_t n) {
-    size_t u = (size_t)snprintf(buf, n, "[");
-    for (int d = 0; d < t->ndim && u < n; d++)
-        u += (size_t)snprintf(buf + u, n - u, "%s%lld", d ? "," : "", (long long)t->shape[d]);
-    if (u < n) snprintf(buf + u, n - u, "]");
+attn_tensor attn_cli_add_dim0(attn_tensor t) {
+    if (t.ndim >= 1 && t.ndim < ATTN_MAX_DIMS) {
+        for (int d = t.ndim; d > 0; d--)
+            t.shape[d] = t.shape[d - 1], t.stride[d] = t.stride[d - 1];
+        t.shape[0] = 1;
+        t.stride[0] = t.shape[1] * t.stride[1];
+        t.ndim++;
+    }
+    return t;
 }
 
 attn_tensor attn_cli_drop_dim0(attn_tensor t) {
@@ -81,7 +61,7 @@ int attn_cli_load_f32(attn_ctx *ctx, attn_safetensors *st, const char *in, const
     return 0;
 }
 
-int attn_cli_load_kv_len(attn_ctx *ctx, attn_safetensors *st, const char *in, int64_t B, int64_t S,
+int attn_cli_load_kv_len(attn_ctx *ctx, attn_safetensors *st, const char *in, int64_t B,
                          int32_t **out) {
     *out = NULL;
     if (attn_safetensors_find(st, "kv_len") < 0) return 0;
@@ -91,9 +71,10 @@ int attn_cli_load_kv_len(attn_ctx *ctx, attn_safetensors *st, const char *in, in
     if (kl.dtype != ATTN_I32 && kl.dtype != ATTN_I64)
         return attn_cli_error(1, "%s: tensor 'kv_len' has dtype %s, expected I32 or I64", in,
                               attn_dtype_name(kl.dtype));
+    /* the API takes kv_len as B bare int32 values: its length is ours to check */
     if (kl.ndim != 1 || kl.shape[0] != B) {
-        char s[128];
-        attn_cli_shape_str(&kl, s, sizeof s);
+        char s[96];
+        attn_tensor_shape_str(&kl, s, sizeof s);
         return attn_cli_error(1, "%s: tensor 'kv_len' has shape %s, expected [B=%lld]", in, s,
                               (long long)B);
     }
@@ -102,19 +83,13 @@ int attn_cli_load_kv_len(attn_ctx *ctx, attn_safetensors *st, const char *in, in
     for (int64_t b = 0; b < B; b++) {
         int64_t x =
             kl.dtype == ATTN_I32 ? ((const int32_t *)kl.data)[b] : ((const int64_t *)kl.data)[b];
-        if (x < 0 || x > S) {
+        if (x != (int32_t)x) { /* I64 -> I32 conversion */
             free(kv);
-            return attn_cli_error(1, "%s: kv_len[%lld] = %lld is outside [0, S=%lld]", in,
-                                  (long long)b, (long long)x, (long long)S);
+            return attn_cli_error(1, "%s: kv_len[%lld] = %lld does not fit in 32 bits", in,
+                                  (long long)b, (long long)x);
         }
         kv[b] = (int32_t)x;
     }
     *out = kv;
     return 0;
-}
-
-int attn_cli_mask_shape_ok(const attn_tensor *m, int64_t B, int64_t H, int64_t T, int64_t S) {
-    return (m->ndim == 2 && m->shape[0] == T && m->shape[1] == S) ||
-           (m->ndim == 4 && (m->shape[0] == 1 || m->shape[0] == B) &&
-            (m->shape[1] == 1 || m->shape[1] == H) && m->shape[2] == T && m->shape[3] == S);
 }

@@ -6,20 +6,20 @@
  * FLOPs follow the FlashAttention convention (attn_sdpa_flops: unmasked area
  * only; the backward counts 2.5x the forward). */
 #include "cli.h"
+#include "cli_time.h"
 
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #define BENCH_MAX(a, b) ((a) > (b) ? (a) : (b))
 
 typedef struct bench_opts {
     int json, causal, backward, grid, cpu_time;
     int threads; /* 0: the default grid's 1 and all */
-    long B, H, T, S, D, Dv, reps;
+    int B, H, T, S, D, Dv, reps;
 } bench_opts;
 
 typedef struct peak_entry {
@@ -34,19 +34,7 @@ typedef struct peak_entry {
 static int g_cpu_clock;
 
 static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(g_cpu_clock ? CLOCK_PROCESS_CPUTIME_ID : CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *x, const void *y) {
-    double a = *(const double *)x, b = *(const double *)y;
-    return (a > b) - (a < b);
-}
-
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+    return attn_cli_clock_s(g_cpu_clock ? CLOCK_PROCESS_CPUTIME_ID : CLOCK_MONOTONIC);
 }
 
 /* FMA peak of `nth` threads running the probe at once, in GFLOP/s: the best
@@ -187,7 +175,7 @@ static int run_case(attn_ctx *ctx, const bench_case *c, long reps, double *ms_ou
         times[n++] = dt;
         total += dt;
     }
-    double med = median(times, (int)n);
+    double med = attn_cli_median(times, (size_t)n);
     double flops = attn_sdpa_flops(&a) * (c->backward ? 2.5 : 1.0);
     *ms_out = med * 1e3;
     *gf_out = flops / med * 1e-9;
@@ -212,8 +200,8 @@ static void usage(FILE *f) {
                "  --json         one JSON object per case (pass, arch, clock, B, H, T, S,\n"
                "                 D, Dv, causal, threads, reps, ms, gflops, peak_gflops,\n"
                "                 pct_peak) instead of a table\n"
-               "  --threads N    threads (default: the grid runs 1 and all; a single case\n"
-               "                 runs all; ATTN_NUM_THREADS sets 'all')\n"
+               "  --threads N    threads (0, the default: the grid runs 1 and all; a single\n"
+               "                 case runs all; ATTN_NUM_THREADS sets 'all')\n"
                "  --causal       causal mask (top-left); with the grid, only its causal cases\n"
                "  --B b --H h --T t --S s --D d --Dv dv\n"
                "                 one case of this shape (defaults B=1 H=8 T=S=1024 D=Dv=64;\n"
@@ -226,7 +214,7 @@ static void usage(FILE *f) {
                "                 on a shared machine it leaves out the time other\n"
                "                 processes held the cores; idle or spinning threads still\n"
                "                 count\n"
-               "  --help         this text\n"
+               "  -h, --help     this text\n"
                "\n"
                "Without shape options the default grid runs T=S in {512, 1024, 2048, 4096},\n"
                "D=Dv in {64, 128}, causal and not, on 1 thread and on all threads, B=1 H=8.\n"
@@ -235,63 +223,49 @@ static void usage(FILE *f) {
                "Exit status: 0 ok, 1 runtime failure, 2 bad usage.\n");
 }
 
+/* Returns -1 to continue, else the exit status (0 for --help, 2 bad usage). */
 static int parse_args(int argc, char **argv, bench_opts *o) {
     memset(o, 0, sizeof *o);
-    o->B = 1, o->H = 8, o->T = 1024, o->S = -1, o->D = 64, o->Dv = -1;
-    o->grid = 1;
-    for (int i = 1; i < argc; i++) {
-        const char *s = argv[i];
-        if (!strcmp(s, "--help") || !strcmp(s, "-h")) {
-            usage(stdout);
-            return 1;
-        } else if (!strcmp(s, "--json")) {
-            o->json = 1;
-        } else if (!strcmp(s, "--causal")) {
-            o->causal = 1;
-        } else if (!strcmp(s, "--backward")) {
-            o->backward = 1;
-        } else if (!strcmp(s, "--cpu-time")) {
-            o->cpu_time = 1;
-        } else {
-            static const char *names[] = {"--threads", "--B", "--H",  "--T",
-                                          "--S",       "--D", "--Dv", "--reps"};
-            long *dst[] = {NULL, &o->B, &o->H, &o->T, &o->S, &o->D, &o->Dv, &o->reps};
-            int which = -1;
-            for (int w = 0; w < 8; w++)
-                if (!strcmp(s, names[w])) which = w;
-            if (which < 0)
-                return attn_cli_error(2, "unknown option '%s' (see attn bench --help)", s);
-            if (i + 1 >= argc) return attn_cli_error(2, "option %s needs a value", s);
-            long v;
-            if (attn_cli_parse_long(argv[++i], &v) || v < 1 || v > (1L << 24))
-                return attn_cli_error(
-                    2, "option %s needs a whole number in [1, 16777216], got '%s'", s, argv[i]);
-            if (which == 0) {
-                if (v > 4096) return attn_cli_error(2, "--threads %ld is more than 4096", v);
-                o->threads = (int)v;
-            } else {
-                *dst[which] = v;
-                if (which != 7) o->grid = 0;
-            }
-        }
-    }
-    if (o->S < 0) o->S = o->T;
-    if (o->Dv < 0) o->Dv = o->D;
+    /* shape options: 0 = not given (their range starts at 1) */
+    const cli_opt opts[] = {
+        {"--json", CLI_FLAG, &o->json, 0, 0, 0, NULL},
+        {"--causal", CLI_FLAG, &o->causal, 0, 0, 0, NULL},
+        {"--backward", CLI_FLAG, &o->backward, 0, 0, 0, NULL},
+        {"--cpu-time", CLI_FLAG, &o->cpu_time, 0, 0, 0, NULL},
+        CLI_OPT_THREADS(&o->threads),
+        {"--B", CLI_INT, &o->B, 1, 1 << 24, 0, NULL},
+        {"--H", CLI_INT, &o->H, 1, 1 << 24, 0, NULL},
+        {"--T", CLI_INT, &o->T, 1, 1 << 24, 0, NULL},
+        {"--S", CLI_INT, &o->S, 1, 1 << 24, 0, NULL},
+        {"--D", CLI_INT, &o->D, 1, 1 << 24, 0, NULL},
+        {"--Dv", CLI_INT, &o->Dv, 1, 1 << 24, 0, NULL},
+        {"--reps", CLI_INT, &o->reps, 1, 1 << 24, 0, NULL},
+    };
+    const cli_spec spec = {"bench", opts, sizeof opts / sizeof opts[0], usage, CLI_POS_ANYWHERE, 0};
+    int npos;
+    int rc = attn_cli_parse(&spec, argc, argv, NULL, &npos);
+    if (rc >= 0) return rc;
+    o->grid = !(o->B || o->H || o->T || o->S || o->D || o->Dv);
+    if (!o->B) o->B = 1;
+    if (!o->H) o->H = 8;
+    if (!o->T) o->T = 1024;
+    if (!o->D) o->D = 64;
+    if (!o->S) o->S = o->T;
+    if (!o->Dv) o->Dv = o->D;
     if (!o->grid) {
         double elems = (double)o->B * (double)o->H * (double)BENCH_MAX(o->T, o->S) *
                        (double)BENCH_MAX(o->D, o->Dv);
         if (elems > 4e9)
-            return attn_cli_error(2, "case too large: B*H*max(T,S)*max(D,Dv) = %.0f elements",
-                                  elems);
+            return attn_cli_error(
+                2, "bench: case too large: B*H*max(T,S)*max(D,Dv) = %.0f elements", elems);
     }
-    return 0;
+    return -1;
 }
 
 int attn_cmd_bench(int argc, char **argv) {
     bench_opts o;
     int prc = parse_args(argc, argv, &o);
-    if (prc == 1) return 0; /* --help */
-    if (prc) return prc;
+    if (prc >= 0) return prc;
     g_cpu_clock = o.cpu_time;
 
     attn_ctx *ctx = NULL;

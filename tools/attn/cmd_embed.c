@@ -1,13 +1,14 @@
 /* attn embed / attn similarity: sentence embeddings from a BERT-style model
  * directory (all-MiniLM-L6-v2 by default), and one head's attention. */
 #include "cli.h"
+#include "cli_time.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 static void help(FILE *f, int similarity) {
     if (similarity)
@@ -182,17 +183,6 @@ static int tokenize_all(session *s, const texts *t) {
     return 0;
 }
 
-static double now(clockid_t clk) {
-    struct timespec ts;
-    clock_gettime(clk, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int dbl_cmp(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 /* Embed every text into out [n, E]; with bench > 0, time that many more
  * runs of tokenize + embed and report the median on stderr. */
 static int embed_all(session *s, const texts *t, float *out, long bench) {
@@ -209,23 +199,23 @@ static int embed_all(session *s, const texts *t, float *out, long bench) {
     for (int64_t i = 0; i < t->n; i++)
         tokens += s->len[i];
     for (long r = 0; r < bench && !rc; r++) {
-        double t0 = now(CLOCK_MONOTONIC), c0 = now(CLOCK_PROCESS_CPUTIME_ID);
+        double t0 = attn_cli_clock_s(CLOCK_MONOTONIC),
+               c0 = attn_cli_clock_s(CLOCK_PROCESS_CPUTIME_ID);
         rc = tokenize_all(s, t);
         if (!rc &&
             attn_bert_embed(s->ctx, s->bert, t->n, (const int32_t *const *)s->ids, s->len, out))
             rc = attn_cli_error(1, "%s", attn_ctx_last_error(s->ctx));
-        ts[r] = now(CLOCK_MONOTONIC) - t0;
-        cs[r] = now(CLOCK_PROCESS_CPUTIME_ID) - c0;
+        ts[r] = attn_cli_clock_s(CLOCK_MONOTONIC) - t0;
+        cs[r] = attn_cli_clock_s(CLOCK_PROCESS_CPUTIME_ID) - c0;
     }
     if (!rc) {
-        qsort(ts, (size_t)bench, sizeof *ts, dbl_cmp);
-        qsort(cs, (size_t)bench, sizeof *cs, dbl_cmp);
-        double med = ts[bench / 2];
+        double med = attn_cli_median(ts, (size_t)bench);
+        double cmed = attn_cli_median(cs, (size_t)bench);
         fprintf(stderr,
                 "attn embed: %lld texts (%lld tokens), %d threads: median %.3f ms over %ld "
                 "runs (CPU %.3f ms), %.1f texts/s\n",
                 (long long)t->n, (long long)tokens, attn_ctx_threads(s->ctx), med * 1e3, bench,
-                cs[bench / 2] * 1e3, (double)t->n / med);
+                cmed * 1e3, (double)t->n / med);
     }
     free(ts);
     return rc;
@@ -285,48 +275,39 @@ static int show_attention(session *s, const texts *t, long layer, long head) {
     return 0;
 }
 
+static void help_embed(FILE *f) {
+    help(f, 0);
+}
+
+static void help_similarity(FILE *f) {
+    help(f, 1);
+}
+
 static int run(int argc, char **argv, int similarity) {
     const char *model = NULL, *input = NULL;
-    long threads = 0, layer = -1, head = -1, bench = 0;
-    int show = 0, first = argc;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        int more = i + 1 < argc;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            help(stdout, similarity);
-            return 0;
-        } else if (!strcmp(a, "--model") && more) {
-            model = argv[++i];
-        } else if (!strcmp(a, "--input") && more) {
-            input = argv[++i];
-        } else if (!strcmp(a, "--threads") && more) {
-            if (attn_cli_parse_long(argv[++i], &threads) || threads < 0 || threads > 4096)
-                return attn_cli_error(2, "--threads wants an integer in [0, 4096], not '%s'",
-                                      argv[i]);
-        } else if (!similarity && !strcmp(a, "--bench") && more) {
-            if (attn_cli_parse_long(argv[++i], &bench) || bench < 1 || bench > 100000)
-                return attn_cli_error(2, "--bench wants a count in [1, 100000], not '%s'", argv[i]);
-        } else if (!similarity && (!strcmp(a, "--layer") || !strcmp(a, "--head")) && more) {
-            long *dst = a[2] == 'l' ? &layer : &head;
-            if (attn_cli_parse_long(argv[++i], dst) || *dst < 0)
-                return attn_cli_error(2, "%s wants an index >= 0, not '%s'", a, argv[i]);
-        } else if (!similarity && !strcmp(a, "--show-attention")) {
-            show = 1;
-        } else if (!strcmp(a, "--")) {
-            first = i + 1;
-            break;
-        } else if (a[0] == '-' && a[1] != '\0') {
-            help(stderr, similarity);
-            return attn_cli_error(2, "unknown or incomplete option '%s'", a);
-        } else {
-            first = i;
-            break;
-        }
-    }
+    int threads = 0, layer = -1, head = -1, bench = 0, show = 0, first;
+    /* similarity takes the first three */
+    const cli_opt opts[] = {
+        {"--model", CLI_STRING, &model, 0, 0, 0, NULL},
+        {"--input", CLI_STRING, &input, 0, 0, 0, NULL},
+        CLI_OPT_THREADS(&threads),
+        {"--bench", CLI_INT, &bench, 1, 100000, 0, NULL},
+        {"--layer", CLI_INT, &layer, 0, INT_MAX, 0, NULL},
+        {"--head", CLI_INT, &head, 0, INT_MAX, 0, NULL},
+        {"--show-attention", CLI_FLAG, &show, 0, 0, 0, NULL},
+    };
+    const cli_spec spec = {similarity ? "similarity" : "embed",
+                           opts,
+                           similarity ? 3 : (int)(sizeof opts / sizeof opts[0]),
+                           similarity ? help_similarity : help_embed,
+                           CLI_POS_REST,
+                           0};
+    int prc = attn_cli_parse(&spec, argc, argv, NULL, &first);
+    if (prc >= 0) return prc;
     if (show && (layer < 0 || head < 0 || input || argc - first != 1))
-        return attn_cli_error(2, "--show-attention wants --layer L, --head H and one TEXT");
+        return attn_cli_error(2, "embed: --show-attention wants --layer L, --head H and one TEXT");
     if (!show && (layer >= 0 || head >= 0))
-        return attn_cli_error(2, "--layer and --head go with --show-attention");
+        return attn_cli_error(2, "embed: --layer and --head go with --show-attention");
 
     texts t;
     memset(&t, 0, sizeof t);
@@ -337,7 +318,7 @@ static int run(int argc, char **argv, int similarity) {
     if (!rc && input) rc = read_lines(&t, input);
     if (!rc && t.n == 0) {
         help(stderr, similarity);
-        rc = attn_cli_error(2, "no TEXT given (as arguments or with --input FILE)");
+        rc = attn_cli_error(2, "%s: no TEXT given (as arguments or with --input FILE)", spec.cmd);
     }
     for (int64_t i = 0; i < t.n && !rc; i++) {
         long bad = utf8_error((const unsigned char *)t.s[i], t.len[i]);

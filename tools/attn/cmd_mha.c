@@ -3,8 +3,6 @@
  * attention weights, and with dy every gradient. */
 #include "cli.h"
 
-#include <errno.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,84 +56,42 @@ static void usage(FILE *f) {
 
 typedef struct mha_opts {
     const char *in, *out;
-    long heads, kv_heads, threads;
-    int causal, window, need_weights, average;
+    int heads, kv_heads, threads;
+    int causal, need_weights, average;
     attn_align align;
-    long wl, wr;
+    cli_window window;
     float dropout;
     uint64_t seed;
 } mha_opts;
 
 static int parse_args(int argc, char **argv, mha_opts *o) {
-    int npos = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (a[0] != '-') {
-            if (npos == 0)
-                o->in = a;
-            else if (npos == 1)
-                o->out = a;
-            else
-                return attn_cli_error(2, "mha: unexpected argument '%s'", a);
-            npos++;
-            continue;
-        }
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            usage(stdout);
-            return 0;
-        }
-        if (!strcmp(a, "--causal")) {
-            o->causal = 1;
-            continue;
-        }
-        if (!strcmp(a, "--need-weights")) {
-            o->need_weights = 1;
-            continue;
-        }
-        if (!strcmp(a, "--average-weights")) {
-            o->need_weights = o->average = 1;
-            continue;
-        }
-        static const char *const valued[] = {"--heads",   "--kv-heads", "--align",  "--window",
-                                             "--dropout", "--seed",     "--threads"};
-        int known = 0;
-        for (size_t k = 0; k < sizeof valued / sizeof valued[0]; k++)
-            known |= !strcmp(a, valued[k]);
-        if (!known) return attn_cli_error(2, "mha: unknown option '%s' (see attn mha --help)", a);
-        if (i + 1 >= argc) return attn_cli_error(2, "mha: option %s needs a value", a);
-        const char *v = argv[++i];
-        long n;
-        if (!strcmp(a, "--heads") || !strcmp(a, "--kv-heads") || !strcmp(a, "--threads")) {
-            long lo = strcmp(a, "--threads") ? 1 : 0;
-            if (attn_cli_parse_long(v, &n) || n < lo || n > 4096)
-                return attn_cli_error(2, "mha: %s must be an integer in [%ld, 4096], got '%s'", a,
-                                      lo, v);
-            if (!strcmp(a, "--heads"))
-                o->heads = n;
-            else if (!strcmp(a, "--kv-heads"))
-                o->kv_heads = n;
-            else
-                o->threads = n;
-        } else if (!strcmp(a, "--align")) {
-            int rc = attn_cli_parse_align("mha", v, &o->align);
-            if (rc) return rc;
-        } else if (!strcmp(a, "--window")) {
-            int rc = attn_cli_parse_window("mha", v, &o->wl, &o->wr);
-            if (rc) return rc;
-            o->window = 1;
-        } else if (!strcmp(a, "--dropout")) {
-            /* the range is checked with the weights: out of [0, 1) is bad input (exit 1) */
-            if (attn_cli_parse_float(v, &o->dropout))
-                return attn_cli_error(2, "mha: --dropout must be a number, got '%s'", v);
-        } else { /* --seed */
-            if (attn_cli_parse_u64(v, &o->seed))
-                return attn_cli_error(2, "mha: --seed must be an integer >= 0, got '%s'", v);
-        }
-    }
+    const cli_opt opts[] = {
+        {"--heads", CLI_INT, &o->heads, 1, 4096, 0, NULL},
+        {"--kv-heads", CLI_INT, &o->kv_heads, 1, 4096, 0, NULL},
+        {"--causal", CLI_FLAG, &o->causal, 0, 0, 0, NULL},
+        {"--need-weights", CLI_FLAG, &o->need_weights, 0, 0, 0, NULL},
+        {"--average-weights", CLI_FLAG, &o->average, 0, 0, 0, NULL},
+        CLI_OPT_ALIGN(&o->align),
+        CLI_OPT_WINDOW(&o->window),
+        CLI_OPT_DROPOUT(&o->dropout),
+        CLI_OPT_SEED(&o->seed),
+        CLI_OPT_THREADS(&o->threads),
+    };
+    const cli_spec spec = {"mha", opts, sizeof opts / sizeof opts[0], usage, CLI_POS_ANYWHERE, 2};
+    const char *pos[2];
+    int npos;
+    int rc = attn_cli_parse(&spec, argc, argv, pos, &npos);
+    if (rc >= 0) return rc;
     if (npos < 2)
         return attn_cli_error(2,
                               "mha: expected IN.safetensors OUT.safetensors (see attn mha --help)");
+    o->in = pos[0], o->out = pos[1];
     if (!o->heads) return attn_cli_error(2, "mha: --heads H is required");
+    /* options that contradict each other are bad usage, whatever the file */
+    if (o->kv_heads && o->heads % o->kv_heads)
+        return attn_cli_error(2, "mha: --heads %d is not a multiple of --kv-heads %d", o->heads,
+                              o->kv_heads);
+    if (o->average) o->need_weights = 1;
     return -1;
 }
 
@@ -146,7 +102,7 @@ typedef struct mha_run {
     attn_mha *m;
     void *owned[64]; /* freed with free */
     int nowned;
-    float *converted[32]; /* from attn_safetensors_get_f32: freed with attn_free */
+    float *converted[32]; /* from attn_safetensors_get_f32: freed with attn_buffer_free */
     int nconverted;
     int rank2;      /* inputs given as [T,E]: B = 1, outputs without the B dim */
     const char *in; /* the input file, for messages */
@@ -165,28 +121,22 @@ static int load_float(mha_run *r, const char *name, attn_tensor *t) {
     return rc;
 }
 
-/* An input: 3-D, or 2-D meaning B = 1 (all inputs alike). */
-static int load_input(mha_run *r, const char *name, attn_tensor *t, int64_t B, int64_t width) {
+/* An input, the file's convention: all inputs 3-D [B,S,width], or all 2-D
+ * [S,width] meaning B = 1 (lifted to 3-D here). Everything else about its
+ * shape is attn_mha_forward's to check. */
+static int load_input(mha_run *r, const char *name, attn_tensor *t) {
     if (load_float(r, name, t)) return 1;
     if (!t->data) return 0;
-    char s[96];
-    attn_cli_shape_str(t, s, sizeof s);
-    if (t->ndim != (r->rank2 ? 2 : 3))
-        return attn_cli_error(1, "tensor '%s' has shape %s, expected %s", name, s,
-                              r->rank2 ? "2 dims [S,width] like the query input"
-                                       : "3 dims [B,S,width] like the query input");
-    if (r->rank2) {
-        t->shape[2] = t->shape[1], t->stride[2] = t->stride[1];
-        t->shape[1] = t->shape[0], t->stride[1] = t->stride[0];
-        t->shape[0] = 1, t->stride[0] = t->shape[1] * t->stride[1];
-        t->ndim = 3;
+    if (t->ndim != (r->rank2 ? 2 : 3)) {
+        char s[96];
+        attn_tensor_shape_str(t, s, sizeof s);
+        int q = !strcmp(name, "x") || !strcmp(name, "x_q");
+        return attn_cli_error(1, "%s: tensor '%s' has shape %s, expected %s", r->in, name, s,
+                              q          ? "3 dims [B,T,E] or 2 dims [T,E]"
+                              : r->rank2 ? "2 dims [S,width] like the query input"
+                                         : "3 dims [B,S,width] like the query input");
     }
-    if (B >= 0 && t->shape[0] != B)
-        return attn_cli_error(1, "tensor '%s' has batch %lld, the query input has %lld", name,
-                              (long long)t->shape[0], (long long)B);
-    if (width >= 0 && t->shape[2] != width)
-        return attn_cli_error(1, "tensor '%s' has shape %s, expected width %lld", name, s,
-                              (long long)width);
+    if (r->rank2) *t = attn_cli_add_dim0(*t);
     return 0;
 }
 
@@ -211,8 +161,8 @@ static attn_tensor out_view(const mha_run *r, attn_tensor t) {
 static int run(const mha_opts *o, mha_run *r) {
     const char *in = o->in;
     r->in = in;
-    if (attn_ctx_create(&r->ctx, (int)o->threads))
-        return attn_cli_error(1, "cannot create a context with %ld threads", o->threads);
+    if (attn_ctx_create(&r->ctx, o->threads))
+        return attn_cli_error(1, "cannot create a context with %d threads", o->threads);
     if (attn_safetensors_open(r->ctx, in, &r->st))
         return attn_cli_error(1, "%s", attn_ctx_last_error(r->ctx));
     /* which inputs: x | x_q + x_kv | x_q + x_k + x_v */
@@ -231,25 +181,14 @@ static int run(const mha_opts *o, mha_run *r) {
     memset(&a, 0, sizeof a);
     const char *qname = self ? "x" : "x_q";
     r->rank2 = attn_safetensors_ndim(r->st, attn_safetensors_find(r->st, qname)) == 2;
-    if (load_input(r, qname, &a.x_q, -1, -1)) return 1;
+    if (load_input(r, qname, &a.x_q)) return 1;
+    if (kv && load_input(r, "x_kv", &a.x_k)) return 1;
+    if (split && (load_input(r, "x_k", &a.x_k) || load_input(r, "x_v", &a.x_v))) return 1;
+    /* the layer's widths come from the inputs; the library checks the rest */
     int64_t B = a.x_q.shape[0], T = a.x_q.shape[1], E = a.x_q.shape[2];
-    if (kv && load_input(r, "x_kv", &a.x_k, B, -1)) return 1;
-    if (split && (load_input(r, "x_k", &a.x_k, B, -1) || load_input(r, "x_v", &a.x_v, B, -1)))
-        return 1;
     int64_t S = self ? T : a.x_k.shape[1];
-    if (split && a.x_v.shape[1] != S)
-        return attn_cli_error(1, "%s: x_k has S=%lld keys but x_v has %lld", in, (long long)S,
-                              (long long)a.x_v.shape[1]);
     int64_t kdim = self ? E : a.x_k.shape[2], vdim = split ? a.x_v.shape[2] : kdim;
-    if (E < 1 || T < 1 || B < 1 || S < 1)
-        return attn_cli_error(1, "%s: empty input (B=%lld T=%lld S=%lld E=%lld)", in, (long long)B,
-                              (long long)T, (long long)S, (long long)E);
-    if (E % o->heads)
-        return attn_cli_error(1, "%s: embed dim E=%lld (from %s) is not divisible by --heads %ld",
-                              in, (long long)E, qname, o->heads);
-    long hkv = o->kv_heads ? o->kv_heads : o->heads;
-    if (o->heads % hkv)
-        return attn_cli_error(1, "--heads %ld is not a multiple of --kv-heads %ld", o->heads, hkv);
+    int hkv = o->kv_heads ? o->kv_heads : o->heads;
 
     /* the layer: biases present in the file switch them on */
     int bias = 0;
@@ -259,7 +198,7 @@ static int run(const mha_opts *o, mha_run *r) {
     c.E = E, c.H = o->heads, c.Hkv = hkv, c.kdim = kdim, c.vdim = vdim, c.no_bias = !bias;
     c.dropout = o->dropout, c.causal = o->causal;
     c.align = o->align;
-    c.window = o->window, c.window_left = o->wl, c.window_right = o->wr;
+    c.window = o->window.on, c.window_left = o->window.left, c.window_right = o->window.right;
     if (attn_mha_create(r->ctx, &c, 0, &r->m))
         return attn_cli_error(1, "%s: %s", in, attn_ctx_last_error(r->ctx));
     int np;
@@ -267,50 +206,31 @@ static int run(const mha_opts *o, mha_run *r) {
     if (attn_mha_load(r->ctx, r->m, r->st, "", 0))
         return attn_cli_error(1, "%s: %s", in, attn_ctx_last_error(r->ctx));
     /* nothing else may be in the file */
-    for (int i = 0; i < attn_safetensors_count(r->st); i++) {
-        const char *nm = attn_safetensors_name(r->st, i);
-        int ok = 0;
-        for (size_t k = 0; k < sizeof INPUT_NAMES / sizeof INPUT_NAMES[0]; k++)
-            ok |= !strcmp(nm, INPUT_NAMES[k]);
-        for (int k = 0; k < np; k++)
-            ok |= !strcmp(nm, ps[k].name);
-        if (!ok) {
-            char list[512];
-            size_t u = 0;
-            for (int k = 0; k < np && u < sizeof list; k++)
-                u += (size_t)snprintf(list + u, sizeof list - u, "%s%s", k ? ", " : "", ps[k].name);
-            return attn_cli_error(1,
-                                  "%s: unexpected tensor '%s' (this layer's weights are: %s; "
-                                  "inputs: x | x_q, x_kv | x_q, x_k, x_v; mask, kv_len, dy)",
-                                  in, nm, list);
-        }
-    }
+    char expected[600];
+    size_t u = (size_t)snprintf(expected, sizeof expected, "this layer's weights are: ");
+    for (int k = 0; k < np && u < sizeof expected; k++)
+        u += (size_t)snprintf(expected + u, sizeof expected - u, "%s%s", k ? ", " : "", ps[k].name);
+    if (u < sizeof expected)
+        snprintf(expected + u, sizeof expected - u,
+                 "; inputs: x | x_q, x_kv | x_q, x_k, x_v; mask, kv_len, dy");
+    if (attn_cli_check_names(r->st, in, INPUT_NAMES, sizeof INPUT_NAMES / sizeof INPUT_NAMES[0], ps,
+                             np, expected))
+        return 1;
 
     int32_t *kvl;
-    if (attn_cli_load_kv_len(r->ctx, r->st, in, B, S, &kvl)) return 1;
+    if (attn_cli_load_kv_len(r->ctx, r->st, in, B, &kvl)) return 1;
     a.kv_len = own(r, kvl);
     if (attn_safetensors_find(r->st, "mask") >= 0) {
         attn_tensor m;
         if (attn_safetensors_get(r->ctx, r->st, "mask", &m))
             return attn_cli_error(1, "%s", attn_ctx_last_error(r->ctx));
-        if (m.dtype != ATTN_BOOL && m.dtype != ATTN_U8 && load_float(r, "mask", &m)) return 1;
-        if (!attn_cli_mask_shape_ok(&m, B, o->heads, T, S)) {
-            char s[96];
-            attn_cli_shape_str(&m, s, sizeof s);
-            return attn_cli_error(1,
-                                  "%s: tensor 'mask' has shape %s, expected [T=%lld,S=%lld] or "
-                                  "[B=%lld|1,H=%ld|1,T,S]",
-                                  in, s, (long long)T, (long long)S, (long long)B, o->heads);
-        }
+        if ((m.dtype == ATTN_F64 || m.dtype == ATTN_F16 || m.dtype == ATTN_BF16) &&
+            load_float(r, "mask", &m))
+            return 1;
         a.mask = m;
     }
     attn_tensor dy = {0};
-    if (attn_safetensors_find(r->st, "dy") >= 0) {
-        if (load_input(r, "dy", &dy, B, E)) return 1;
-        if (dy.shape[1] != T)
-            return attn_cli_error(1, "%s: tensor 'dy' must be [B=%lld, T=%lld, E=%lld] like y", in,
-                                  (long long)B, (long long)T, (long long)E);
-    }
+    if (load_input(r, "dy", &dy)) return 1;
 
     int64_t shy[3] = {B, T, E}, shw4[4] = {B, o->heads, T, S}, shw3[3] = {B, T, S};
     if (!out_buf(r, 3, shy, &a.y)) return attn_cli_error(1, "out of memory");
@@ -364,7 +284,7 @@ int attn_cmd_mha(int argc, char **argv) {
     for (int i = 0; i < r.nowned; i++)
         free(r.owned[i]);
     for (int i = 0; i < r.nconverted; i++)
-        attn_free(r.converted[i]);
+        attn_buffer_free(r.converted[i]);
     attn_mha_free(r.m);
     attn_safetensors_close(r.st);
     attn_ctx_free(r.ctx);

@@ -1,12 +1,11 @@
 /* attn sdpa: scaled dot-product attention on tensors from a safetensors
  * file, forward (and backward with --backward), results to another file.
  * Inputs are used in place where they are already F32 (the file's buffer),
- * and the fast path allocates nothing of size T x S. */
+ * and the fast path allocates nothing of size T x S. The file's tensors map
+ * to attn_sdpa_args as they are: shapes, masks and values are checked by
+ * attn_sdpa_forward / attn_sdpa_backward, whose messages are printed. */
 #include "cli.h"
 
-#include <errno.h>
-#include <inttypes.h>
-#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,96 +50,35 @@ typedef struct sdpa_opts {
     const char *in, *out;
     attn_sdpa_args a; /* options only; tensors are filled in later */
     int threads, ref, backward;
+    cli_window window;
 } sdpa_opts;
-
-/* The value of option argv[*i] ("--x V" or "--x=V"); NULL if missing. */
-static const char *opt_value(int argc, char **argv, int *i, const char *eq) {
-    if (eq) return eq + 1;
-    if (*i + 1 >= argc) return NULL;
-    return argv[++*i];
-}
 
 /* Returns -1 to continue, else the exit status (0 for --help, 2 bad usage). */
 static int parse_args(int argc, char **argv, sdpa_opts *o) {
-    int npos = 0;
-    for (int i = 1; i < argc; i++) {
-        char *arg = argv[i];
-        if (arg[0] != '-' || !strcmp(arg, "-")) {
-            if (npos == 0)
-                o->in = arg;
-            else if (npos == 1)
-                o->out = arg;
-            else
-                return attn_cli_error(2, "sdpa: unexpected argument '%s'", arg);
-            npos++;
-            continue;
-        }
-        if (!strcmp(arg, "-h") || !strcmp(arg, "--help")) {
-            usage(stdout);
-            return 0;
-        }
-        char name[32];
-        const char *eq = strchr(arg, '=');
-        size_t nl = eq ? (size_t)(eq - arg) : strlen(arg);
-        if (nl >= sizeof name) return attn_cli_error(2, "sdpa: unknown option '%s'", arg);
-        memcpy(name, arg, nl);
-        name[nl] = '\0';
-        int flag =
-            !strcmp(name, "--causal") || !strcmp(name, "--ref") || !strcmp(name, "--backward");
-        if (flag) {
-            if (eq) return attn_cli_error(2, "sdpa: option %s takes no value", name);
-            if (!strcmp(name, "--causal"))
-                o->a.causal = 1;
-            else if (!strcmp(name, "--ref"))
-                o->ref = 1;
-            else
-                o->backward = 1;
-            continue;
-        }
-        static const char *const valued[] = {"--align",   "--window", "--scale",  "--softcap",
-                                             "--dropout", "--seed",   "--threads"};
-        int known = 0;
-        for (size_t k = 0; k < sizeof valued / sizeof valued[0]; k++)
-            known |= !strcmp(name, valued[k]);
-        if (!known)
-            return attn_cli_error(2, "sdpa: unknown option '%s' (see attn sdpa --help)", arg);
-        const char *v = opt_value(argc, argv, &i, eq);
-        if (!v) return attn_cli_error(2, "sdpa: option %s needs a value", name);
-        float x;
-        long n;
-        if (!strcmp(name, "--align")) {
-            if ((n = attn_cli_parse_align("sdpa", v, &o->a.align))) return (int)n;
-        } else if (!strcmp(name, "--window")) {
-            long l, r;
-            if ((n = attn_cli_parse_window("sdpa", v, &l, &r))) return (int)n;
-            o->a.window = 1;
-            o->a.window_left = l;
-            o->a.window_right = r;
-        } else if (!strcmp(name, "--scale")) {
-            if (attn_cli_parse_float(v, &x) || !isfinite(x))
-                return attn_cli_error(2, "sdpa: --scale must be a finite number, got '%s'", v);
-            o->a.scale = x;
-        } else if (!strcmp(name, "--softcap")) {
-            if (attn_cli_parse_float(v, &x) || !isfinite(x) || x < 0.0f)
-                return attn_cli_error(2, "sdpa: --softcap must be a number >= 0, got '%s'", v);
-            o->a.softcap = x;
-        } else if (!strcmp(name, "--dropout")) {
-            if (attn_cli_parse_float(v, &x) || !(x >= 0.0f && x < 1.0f))
-                return attn_cli_error(2, "sdpa: --dropout must be in [0, 1), got '%s'", v);
-            o->a.dropout_p = x;
-        } else if (!strcmp(name, "--seed")) {
-            if (attn_cli_parse_u64(v, &o->a.seed))
-                return attn_cli_error(2, "sdpa: --seed must be an integer >= 0, got '%s'", v);
-        } else { /* --threads */
-            if (attn_cli_parse_long(v, &n) || n < 0 || n > 4096)
-                return attn_cli_error(
-                    2, "sdpa: --threads must be an integer in [0, 4096], got '%s'", v);
-            o->threads = (int)n;
-        }
-    }
+    const cli_opt opts[] = {
+        {"--causal", CLI_FLAG, &o->a.causal, 0, 0, 0, NULL},
+        {"--ref", CLI_FLAG, &o->ref, 0, 0, 0, NULL},
+        {"--backward", CLI_FLAG, &o->backward, 0, 0, 0, NULL},
+        CLI_OPT_ALIGN(&o->a.align),
+        CLI_OPT_WINDOW(&o->window),
+        {"--scale", CLI_FLOAT, &o->a.scale, -CLI_INF, CLI_INF, 0, NULL},
+        {"--softcap", CLI_FLOAT, &o->a.softcap, 0, CLI_INF, 0, NULL},
+        CLI_OPT_DROPOUT(&o->a.dropout_p),
+        CLI_OPT_SEED(&o->a.seed),
+        CLI_OPT_THREADS(&o->threads),
+    };
+    const cli_spec spec = {"sdpa", opts, sizeof opts / sizeof opts[0], usage, CLI_POS_ANYWHERE, 2};
+    const char *pos[2];
+    int npos;
+    int rc = attn_cli_parse(&spec, argc, argv, pos, &npos);
+    if (rc >= 0) return rc;
     if (npos < 2)
         return attn_cli_error(
             2, "sdpa: expected IN.safetensors OUT.safetensors (see attn sdpa --help)");
+    o->in = pos[0], o->out = pos[1];
+    o->a.window = o->window.on;
+    o->a.window_left = o->window.left;
+    o->a.window_right = o->window.right;
     return -1;
 }
 
@@ -148,14 +86,16 @@ static int parse_args(int argc, char **argv, sdpa_opts *o) {
 typedef struct sdpa_run {
     attn_ctx *ctx;
     attn_safetensors *st;
-    float *converted[8]; /* from attn_safetensors_get_f32: freed with attn_free */
+    float *converted[8]; /* from attn_safetensors_get_f32: freed with attn_buffer_free */
     int nconverted;
     float *owned[8]; /* outputs: freed with free */
     int nowned;
     int32_t *kv_len;
-    int rank3; /* q, k, v given as [H,T,D] */
+    int rank3; /* q, k, v given as [H,T,D]: B = 1, outputs without the B dim */
     int mask3; /* mask given as [H|1,T,S] (with rank3) */
 } sdpa_run;
+
+static const char *const NAMES[] = {"q", "k", "v", "mask", "kv_len", "alibi_slopes", "dout"};
 
 /* Tensor `name` as F32 in *t (converted from F16/BF16/F64 into an owned
  * buffer). Absent: *t stays empty, which is an error when required. */
@@ -166,32 +106,19 @@ static int load_float(sdpa_run *r, const char *in, const char *name, int require
     return rc;
 }
 
-/* q, k, v (and dout): 4-D, or all 3-D meaning B = 1. */
+/* The file's convention: q, k, v and dout are all [B,H,T,D], or all [H,T,D]
+ * meaning B = 1 (then lifted to 4-D here). */
 static int check_rank(sdpa_run *r, const char *in, const char *name, attn_tensor *t) {
-    char s[128];
-    attn_cli_shape_str(t, s, sizeof s);
-    if (t->ndim != (r->rank3 ? 3 : 4))
+    int want = r->rank3 ? 3 : 4;
+    if (t->ndim != want) {
+        char s[96];
+        attn_tensor_shape_str(t, s, sizeof s);
         return attn_cli_error(1, "%s: tensor '%s' has shape %s, expected %s", in, name, s,
-                              r->rank3 ? "3 dims [H,T,D] like q" : "4 dims [B,H,T,D] like q");
-    if (r->rank3) { /* [H,T,D] -> [1,H,T,D] */
-        for (int d = 3; d > 0; d--)
-            t->shape[d] = t->shape[d - 1], t->stride[d] = t->stride[d - 1];
-        t->shape[0] = 1;
-        t->stride[0] = t->shape[1] * t->stride[1];
-        t->ndim = 4;
+                              !strcmp(name, "q") ? "4 dims [B,H,T,D] or 3 dims [H,T,D]"
+                              : r->rank3         ? "3 dims [H,T,D] like q"
+                                                 : "4 dims [B,H,T,D] like q");
     }
-    return 0;
-}
-
-static int expect_shape(const char *in, const char *name, const attn_tensor *t,
-                        const int64_t want[4], const char *what) {
-    for (int d = 0; d < 4; d++)
-        if (want[d] >= 0 && t->shape[d] != want[d]) {
-            char s[128];
-            attn_cli_shape_str(t, s, sizeof s);
-            return attn_cli_error(1, "%s: tensor '%s' has shape %s, expected %s", in, name, s,
-                                  what);
-        }
+    if (r->rank3) *t = attn_cli_add_dim0(*t);
     return 0;
 }
 
@@ -223,6 +150,9 @@ static int run(sdpa_opts *o, sdpa_run *r) {
         return attn_cli_error(1, "cannot create a context with %d threads", o->threads);
     if (attn_safetensors_open(r->ctx, in, &r->st))
         return attn_cli_error(1, "%s", attn_ctx_last_error(r->ctx));
+    if (attn_cli_check_names(r->st, in, NAMES, sizeof NAMES / sizeof NAMES[0], NULL, 0,
+                             "inputs: q, k, v; optional mask, kv_len, alibi_slopes, dout"))
+        return 1;
 
     if (load_float(r, in, "q", 1, &a.q) || load_float(r, in, "k", 1, &a.k) ||
         load_float(r, in, "v", 1, &a.v))
@@ -231,72 +161,43 @@ static int run(sdpa_opts *o, sdpa_run *r) {
     if (check_rank(r, in, "q", &a.q) || check_rank(r, in, "k", &a.k) ||
         check_rank(r, in, "v", &a.v))
         return 1;
-    int64_t B = a.q.shape[0], H = a.q.shape[1], T = a.q.shape[2], D = a.q.shape[3];
-    int64_t Hkv = a.k.shape[1], S = a.k.shape[2], Dv = a.v.shape[3];
-    char what[160];
-    snprintf(what, sizeof what, "[B=%lld, Hkv, S, D=%lld] to match q", (long long)B, (long long)D);
-    if (expect_shape(in, "k", &a.k, (int64_t[]){B, -1, -1, D}, what)) return 1;
-    if (Hkv < 1 || H % Hkv)
-        return attn_cli_error(1, "%s: k has %lld heads, which must divide q's H=%lld", in,
-                              (long long)Hkv, (long long)H);
-    snprintf(what, sizeof what, "[B=%lld, Hkv=%lld, S=%lld, Dv] to match k", (long long)B,
-             (long long)Hkv, (long long)S);
-    if (expect_shape(in, "v", &a.v, (int64_t[]){B, Hkv, S, -1}, what)) return 1;
+    int64_t B = a.q.shape[0], H = a.q.shape[1];
 
+    /* arrays the API takes as bare pointers: their lengths are ours to check */
     attn_tensor al;
     if (load_float(r, in, "alibi_slopes", 0, &al)) return 1;
     if (al.data) {
         if (al.ndim != 1 || al.shape[0] != H) {
-            char s[128];
-            attn_cli_shape_str(&al, s, sizeof s);
+            char s[96];
+            attn_tensor_shape_str(&al, s, sizeof s);
             return attn_cli_error(1, "%s: tensor 'alibi_slopes' has shape %s, expected [H=%lld]",
                                   in, s, (long long)H);
         }
         a.alibi_slopes = al.data;
     }
-
-    if (attn_cli_load_kv_len(r->ctx, r->st, in, B, S, &r->kv_len)) return 1;
+    if (attn_cli_load_kv_len(r->ctx, r->st, in, B, &r->kv_len)) return 1;
     a.kv_len = r->kv_len;
 
     if (attn_safetensors_find(r->st, "mask") >= 0) {
         attn_tensor m;
         if (attn_safetensors_get(r->ctx, r->st, "mask", &m))
             return attn_cli_error(1, "%s", attn_ctx_last_error(r->ctx));
-        if (m.dtype != ATTN_BOOL && m.dtype != ATTN_U8) {
-            if (m.dtype != ATTN_F32 && m.dtype != ATTN_F64 && m.dtype != ATTN_F16 &&
-                m.dtype != ATTN_BF16)
-                return attn_cli_error(1,
-                                      "%s: tensor 'mask' has dtype %s, expected F32 (additive) "
-                                      "or BOOL/U8 (keep-mask)",
-                                      in, attn_dtype_name(m.dtype));
-            if (load_float(r, in, "mask", 1, &m)) return 1;
+        if ((m.dtype == ATTN_F64 || m.dtype == ATTN_F16 || m.dtype == ATTN_BF16) &&
+            load_float(r, in, "mask", 1, &m))
+            return 1;
+        r->mask3 = r->rank3 && m.ndim == 3; /* [H|1,T,S] with 3-D inputs */
+        if (r->mask3) {
+            m = attn_cli_add_dim0(m);
+            m.stride[0] = 0;
         }
-        char s[128];
-        attn_cli_shape_str(&m, s, sizeof s);
-        int mask3 = r->rank3 && m.ndim == 3; /* [H|1,T,S] with 3-D inputs */
-        if (mask3) {
-            for (int d = 3; d > 0; d--)
-                m.shape[d] = m.shape[d - 1], m.stride[d] = m.stride[d - 1];
-            m.shape[0] = 1, m.stride[0] = 0, m.ndim = 4;
-        }
-        if (!attn_cli_mask_shape_ok(&m, B, H, T, S))
-            return attn_cli_error(1,
-                                  "%s: tensor 'mask' has shape %s, expected [T=%lld,S=%lld] or "
-                                  "%s[B=%lld|1,H=%lld|1,T,S]",
-                                  in, s, (long long)T, (long long)S,
-                                  r->rank3 ? "[H|1,T,S] or " : "", (long long)B, (long long)H);
         a.mask = m;
-        r->mask3 = mask3;
     }
 
     attn_tensor dout = {0};
-    if (o->backward) {
-        if (load_float(r, in, "dout", 1, &dout) || check_rank(r, in, "dout", &dout)) return 1;
-        snprintf(what, sizeof what, "[B=%lld, H=%lld, T=%lld, Dv=%lld] like out", (long long)B,
-                 (long long)H, (long long)T, (long long)Dv);
-        if (expect_shape(in, "dout", &dout, (int64_t[]){B, H, T, Dv}, what)) return 1;
-    }
+    if (o->backward && (load_float(r, in, "dout", 1, &dout) || check_rank(r, in, "dout", &dout)))
+        return 1;
 
+    int64_t Dv = a.v.shape[3], D = a.q.shape[3];
     if (!alloc_f32(r, &a.q, Dv, &a.out) || !alloc_f32(r, &a.q, -1, &a.lse))
         return attn_cli_error(1, "out of memory for the output");
     attn_status s = o->ref ? attn_sdpa_forward_ref(r->ctx, &a) : attn_sdpa_forward(r->ctx, &a);
@@ -307,7 +208,7 @@ static int run(sdpa_opts *o, sdpa_run *r) {
     int n = 2;
     if (o->backward) {
         attn_sdpa_grads g = {.dout = dout};
-        if (!alloc_f32(r, &a.q, D, &g.dq) || !alloc_f32(r, &a.k, D, &g.dk) ||
+        if (!alloc_f32(r, &a.q, D, &g.dq) || !alloc_f32(r, &a.k, a.k.shape[3], &g.dk) ||
             !alloc_f32(r, &a.v, Dv, &g.dv))
             return attn_cli_error(1, "out of memory for the gradients");
         if (a.mask.data && a.mask.dtype == ATTN_F32) {
@@ -339,7 +240,7 @@ int attn_cmd_sdpa(int argc, char **argv) {
     memset(&r, 0, sizeof r);
     rc = run(&o, &r);
     for (int i = 0; i < r.nconverted; i++)
-        attn_free(r.converted[i]);
+        attn_buffer_free(r.converted[i]);
     for (int i = 0; i < r.nowned; i++)
         free(r.owned[i]);
     free(r.kv_len);

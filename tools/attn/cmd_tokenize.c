@@ -78,39 +78,30 @@ static int emit(attn_ctx *ctx, const attn_tokenizer *tok, const char *text, size
     return 0;
 }
 
+/* --max-len: 0 (no limit) or at least 2 ([CLS] and [SEP]). */
+static int parse_max_len(const char *cmd, const char *name, const char *v, void *dst) {
+    long n;
+    if (attn_cli_parse_long(v, &n) || n < 0 || n == 1 || n > 1 << 30)
+        return attn_cli_error(2, "%s: %s must be 0 (no limit) or an integer in [2, %d], got '%s'",
+                              cmd, name, 1 << 30, v);
+    *(int *)dst = (int)n;
+    return 0;
+}
+
 int attn_cmd_tokenize(int argc, char **argv) {
     const char *model = NULL;
-    long max_len = -1;
-    int tokens = 0, first = argc;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            help(stdout);
-            return 0;
-        } else if (!strcmp(argv[i], "--model") && i + 1 < argc) {
-            model = argv[++i];
-        } else if (!strcmp(argv[i], "--max-len") && i + 1 < argc) {
-            if (attn_cli_parse_long(argv[++i], &max_len) || max_len < 0 || max_len == 1 ||
-                max_len > 1 << 30)
-                return attn_cli_error(2,
-                                      "--max-len wants 0 (no limit) or an integer in "
-                                      "[2, 2^30], not '%s'",
-                                      argv[i]);
-        } else if (!strcmp(argv[i], "--tokens")) {
-            tokens = 1;
-        } else if (!strcmp(argv[i], "--")) {
-            first = i + 1;
-            break;
-        } else if (argv[i][0] == '-' && argv[i][1] != '\0') {
-            help(stderr);
-            return attn_cli_error(2, "unknown or incomplete option '%s'", argv[i]);
-        } else {
-            first = i;
-            break;
-        }
-    }
+    int max_len = -1, tokens = 0, first;
+    const cli_opt opts[] = {
+        {"--model", CLI_STRING, &model, 0, 0, 0, NULL},
+        {"--max-len", CLI_CUSTOM, &max_len, 0, 0, 0, parse_max_len},
+        {"--tokens", CLI_FLAG, &tokens, 0, 0, 0, NULL},
+    };
+    const cli_spec spec = {"tokenize", opts, sizeof opts / sizeof opts[0], help, CLI_POS_REST, 0};
+    int prc = attn_cli_parse(&spec, argc, argv, NULL, &first);
+    if (prc >= 0) return prc;
     if (first >= argc) {
         help(stderr);
-        return attn_cli_error(2, "no TEXT given");
+        return attn_cli_error(2, "tokenize: no TEXT given");
     }
     attn_ctx *ctx = NULL;
     if (attn_ctx_create(&ctx, 1) != ATTN_OK) return attn_cli_error(1, "out of memory");
@@ -121,7 +112,7 @@ int attn_cmd_tokenize(int argc, char **argv) {
         return rc;
     }
     const attn_tokenizer *tok = attn_model_get_tokenizer(m);
-    int ml = max_len >= 0 ? (int)max_len : attn_tokenizer_max_len(tok);
+    int ml = max_len >= 0 ? max_len : attn_tokenizer_max_len(tok);
     int rc = 0;
     if (first == argc - 1 && !strcmp(argv[first], "-")) {
         char *line = NULL;

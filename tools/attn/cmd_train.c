@@ -1,12 +1,12 @@
 /* attn train --task recall: train a small attention model from scratch on
  * associative recall and report held-out accuracy (attn_recall_*, attn/models.h). */
 #include "cli.h"
+#include "cli_time.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -38,98 +38,62 @@ static void usage(FILE *f) {
             "                    an induction head over two layers (4 pairs: ~1000 steps; the\n"
             "                    default 8 pairs: still on the plateau after 4000)\n"
             "  --eval N          held-out sequences for the final accuracy (default 2000)\n"
-            "  --log-every N     print the loss every N steps (default 100)\n");
+            "  --log-every N     print the loss every N steps (default 100)\n"
+            "  -h, --help        show this help\n\n"
+            "Exit status: 0 success, 1 failure, 2 bad usage.\n");
 }
 
 static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+    return attn_cli_clock_s(CLOCK_MONOTONIC);
 }
 
 int attn_cmd_train(int argc, char **argv) {
     attn_recall_config c = {16, 16, 8, 64, 4, 2, 128, 1, 64, 1};
-    long steps = 1000, threads = 1, eval = 2000, log_every = 100;
+    int steps = 1000, threads = 1, eval = 2000, log_every = 100;
     float lr = 3e-3f, wd = 0.01f;
     const char *task = NULL;
-    for (int i = 1; i < argc; i++) {
-        const char *o = argv[i];
-        if (!strcmp(o, "--help") || !strcmp(o, "-h")) {
-            usage(stdout);
-            return 0;
-        }
-        if (i + 1 >= argc) {
-            usage(stderr);
-            return attn_cli_error(2, "unknown option or missing value: '%s'", o);
-        }
-        const char *v = argv[++i];
-        long n = 0;
-        float x = 0;
-        int bad = 0;
-#define LONGOPT(name, dst, lo)                                                                     \
-    if (!strcmp(o, name)) {                                                                        \
-        bad = attn_cli_parse_long(v, &n) || n < (lo) || n > 1000000000L;                           \
-        if (!bad) dst = n;                                                                         \
-        if (bad)                                                                                   \
-            return attn_cli_error(2, "%s: expected an integer >= %ld, got '%s'", o, (long)(lo),    \
-                                  v);                                                              \
-        continue;                                                                                  \
-    }
-        if (!strcmp(o, "--task")) {
-            task = v;
-            continue;
-        }
-        if (!strcmp(o, "--seed")) {
-            char *end;
-            unsigned long long s = strtoull(v, &end, 10);
-            if (!*v || *end) return attn_cli_error(2, "--seed: expected an integer, got '%s'", v);
-            c.seed = s;
-            continue;
-        }
-        LONGOPT("--steps", steps, 0)
-        LONGOPT("--threads", threads, 0)
-        LONGOPT("--batch", c.batch, 1)
-        LONGOPT("--pairs", c.n_pairs, 1)
-        LONGOPT("--keys", c.n_keys, 1)
-        LONGOPT("--values", c.n_values, 2)
-        LONGOPT("--dim", c.E, 1)
-        LONGOPT("--heads", c.H, 1)
-        LONGOPT("--layers", c.layers, 1)
-        LONGOPT("--mlp", c.mlp, 0)
-        LONGOPT("--token-shift", c.shift, 0)
-        LONGOPT("--eval", eval, 1)
-        LONGOPT("--log-every", log_every, 1)
-#undef LONGOPT
-        if (!strcmp(o, "--lr") || !strcmp(o, "--weight-decay")) {
-            if (attn_cli_parse_float(v, &x) || !isfinite(x) || x < 0 ||
-                (!strcmp(o, "--lr") && x == 0))
-                return attn_cli_error(2, "%s: expected a number%s, got '%s'", o,
-                                      !strcmp(o, "--lr") ? " > 0" : " >= 0", v);
-            if (!strcmp(o, "--lr"))
-                lr = x;
-            else
-                wd = x;
-            continue;
-        }
-        (void)bad;
-        usage(stderr);
-        return attn_cli_error(2, "unknown option '%s'", o);
-    }
-    if (!task) {
-        usage(stderr);
-        return attn_cli_error(2, "--task is required (the only task is 'recall')");
-    }
-    if (strcmp(task, "recall")) return attn_cli_error(2, "unknown task '%s' (known: recall)", task);
+    const cli_opt opts[] = {
+        {"--task", CLI_STRING, &task, 0, 0, 0, NULL},
+        {"--steps", CLI_INT, &steps, 0, 1e9, 0, NULL},
+        CLI_OPT_SEED(&c.seed),
+        CLI_OPT_THREADS(&threads),
+        {"--batch", CLI_INT, &c.batch, 1, 1e9, 0, NULL},
+        {"--lr", CLI_FLOAT, &lr, 0, CLI_INF, CLI_LO_OPEN, NULL},
+        {"--weight-decay", CLI_FLOAT, &wd, 0, CLI_INF, 0, NULL},
+        {"--pairs", CLI_INT, &c.n_pairs, 1, 1e9, 0, NULL},
+        {"--keys", CLI_INT, &c.n_keys, 1, 1e9, 0, NULL},
+        {"--values", CLI_INT, &c.n_values, 2, 1e9, 0, NULL},
+        {"--dim", CLI_INT, &c.E, 1, 1e9, 0, NULL},
+        {"--heads", CLI_INT, &c.H, 1, 1e9, 0, NULL},
+        {"--layers", CLI_INT, &c.layers, 1, 1e9, 0, NULL},
+        {"--mlp", CLI_INT, &c.mlp, 0, 1e9, 0, NULL},
+        {"--token-shift", CLI_INT, &c.shift, 0, 1, 0, NULL},
+        {"--eval", CLI_INT, &eval, 1, 1e9, 0, NULL},
+        {"--log-every", CLI_INT, &log_every, 1, 1e9, 0, NULL},
+    };
+    const cli_spec spec = {"train", opts, sizeof opts / sizeof opts[0], usage, CLI_POS_ANYWHERE, 0};
+    int npos;
+    int prc = attn_cli_parse(&spec, argc, argv, NULL, &npos);
+    if (prc >= 0) return prc;
+    if (!task) return attn_cli_error(2, "train: --task is required (the only task is 'recall')");
+    if (strcmp(task, "recall"))
+        return attn_cli_error(2, "train: unknown task '%s' (known: recall)", task);
+    /* options that contradict each other are bad usage */
     if (c.n_pairs > c.n_keys)
-        return attn_cli_error(2, "--pairs %d exceeds --keys %d (keys in a sequence are distinct)",
-                              c.n_pairs, c.n_keys);
+        return attn_cli_error(
+            2, "train: --pairs %d exceeds --keys %d (keys in a sequence are distinct)", c.n_pairs,
+            c.n_keys);
     if (c.n_keys > 1024 || c.n_pairs > 512)
-        return attn_cli_error(2, "--keys is limited to 1024 and --pairs to 512");
-    if (c.E % c.H) return attn_cli_error(2, "--dim %d is not divisible by --heads %d", c.E, c.H);
+        return attn_cli_error(2, "train: --keys is limited to 1024 and --pairs to 512");
+    if (c.E % c.H)
+        return attn_cli_error(2, "train: --dim %d is not divisible by --heads %d", c.E, c.H);
 
     attn_ctx *ctx = NULL;
-    if (attn_ctx_create(&ctx, (int)threads) != ATTN_OK)
-        return attn_cli_error(1, "cannot create a context with %ld threads", threads);
+    if (attn_ctx_create(&ctx, threads) != ATTN_OK) {
+        int rc = attn_cli_error(1, "%s", attn_ctx_last_error(ctx));
+        attn_ctx_free(ctx);
+        return rc;
+    }
     attn_recall *model = NULL;
     attn_adamw *opt = NULL;
     int T = 2 * c.n_pairs + 1, rc = 1;
@@ -157,7 +121,8 @@ int attn_cmd_train(int argc, char **argv) {
     printf("task recall: %d pairs, %d keys, %d values (chance %.4f); model E=%d H=%d layers=%d "
            "mlp=%d, %lld parameters; batch %d, %ld steps, %d threads, seed %llu\n",
            c.n_pairs, c.n_keys, c.n_values, 1.0 / c.n_values, c.E, c.H, c.layers, c.mlp,
-           (long long)nweights, c.batch, steps, attn_ctx_threads(ctx), (unsigned long long)c.seed);
+           (long long)nweights, c.batch, (long)steps, attn_ctx_threads(ctx),
+           (unsigned long long)c.seed);
     fflush(stdout);
     /* training and held-out data come from separate streams */
     uint64_t train_rng = c.seed * 0x9e3779b97f4a7c15ull + 1;

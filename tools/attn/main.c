@@ -2,11 +2,8 @@
 #include "cli.h"
 
 #include <dlfcn.h>
-#include <errno.h>
-#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 static const struct {
@@ -34,26 +31,6 @@ int attn_cli_error(int code, const char *fmt, ...) {
     return code;
 }
 
-int attn_cli_parse_long(const char *s, long *out) {
-    if (!s || !*s) return -1;
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (*end || errno) return -1;
-    *out = v;
-    return 0;
-}
-
-int attn_cli_parse_float(const char *s, float *out) {
-    if (!s || !*s) return -1;
-    char *end;
-    errno = 0;
-    float v = strtof(s, &end);
-    if (*end || errno) return -1;
-    *out = v;
-    return 0;
-}
-
 /* OpenBLAS's name for the kernels it runs (what OPENBLAS_CORETYPE or its
  * CPU detection chose), or NULL when the BLAS is not OpenBLAS. Looked up at
  * run time: the CLI itself does not link BLAS. */
@@ -67,6 +44,8 @@ static void usage(FILE *f) {
                "commands:\n");
     for (size_t i = 0; i < NCOMMANDS; i++)
         fprintf(f, "  %-11s %s\n", commands[i].name, commands[i].help);
+    fprintf(f, "\nOptions take a value as --opt VALUE or --opt=VALUE. Exit status: 0 success,\n"
+               "1 bad input or runtime failure, 2 bad usage (also any bad option value).\n");
     const char *core = blas_corename();
     fprintf(f, "\nlibattn %s, kernels: %s, BLAS: %s%s\n", ATTN_VERSION_STRING, attn_arch_name(),
             core ? "OpenBLAS " : "not OpenBLAS", core ? core : "");
