@@ -141,5 +141,18 @@ done
 "$ATTN" embed --model "$W/nomodel" x 2>/dev/null
 [ $? = 1 ] || fail "embed with a missing model: want exit 1"
 
+# ---- 4. ATTN_ARCH: a family this build lacks is an error, never ignored ------
+for c in "sdpa $W/sdpa.st $W/c.st" "mha $W/mha.st $W/c.st --heads 2" \
+    "train --task recall --steps 1" "bench --T 8 --reps 1"; do
+    # shellcheck disable=SC2086
+    ATTN_ARCH=avx9000 "$ATTN" $c >"$W/out" 2>"$W/err"
+    rc=$?
+    [ "$rc" = 1 ] || fail "ATTN_ARCH=avx9000 attn $c: want exit 1, got $rc"
+    grep -q "ATTN_ARCH=avx9000: unknown kernel family" "$W/err" ||
+        fail "ATTN_ARCH=avx9000 attn $c: message lacks the reason: $(cat "$W/err")"
+done
+[ ! -e "$W/c.st" ] || fail "ATTN_ARCH=avx9000: an output file was written"
+ATTN_ARCH=scalar run arch_scalar "$ATTN" sdpa "$W/sdpa.st" "$W/s.st"
+
 echo "test_cli_args: $fails failure(s)"
 [ "$fails" = 0 ]

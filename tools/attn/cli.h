@@ -30,6 +30,11 @@ int attn_cli_error(int code, const char *fmt, ...)
 #endif
     ;
 
+/* Create a context of `threads` threads (0 = the default) into *ctx. On
+ * failure prints the library's reason (an invalid ATTN_ARCH, ...), leaves
+ * *ctx NULL and returns 1; else 0. */
+int attn_cli_ctx(attn_ctx **ctx, int threads);
+
 /* ---- tensors in, results out (tools/attn/cli_io.c) ----
  * Only what the library cannot check: which names a file may hold, dtype
  * conversion, the CLI's convention that inputs without the batch dim mean

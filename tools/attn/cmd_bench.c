@@ -269,11 +269,7 @@ int attn_cmd_bench(int argc, char **argv) {
     g_cpu_clock = o.cpu_time;
 
     attn_ctx *ctx = NULL;
-    if (attn_ctx_create(&ctx, 0) != ATTN_OK) {
-        int rc = attn_cli_error(1, "%s", attn_ctx_last_error(ctx));
-        attn_ctx_free(ctx);
-        return rc;
-    }
+    if (attn_cli_ctx(&ctx, 0)) return 1;
     int all = attn_ctx_threads(ctx);
 
     bench_case cases[64];

@@ -152,8 +152,7 @@ static void session_free(session *s, int64_t n) {
 }
 
 static int open_model(session *s, const char *model, long threads) {
-    if (attn_ctx_create(&s->ctx, (int)threads) != ATTN_OK)
-        return attn_cli_error(1, "out of memory");
+    if (attn_cli_ctx(&s->ctx, (int)threads)) return 1;
     if (attn_model_open(s->ctx, model, 0, &s->model) != ATTN_OK)
         return attn_cli_error(1, "%s", attn_ctx_last_error(s->ctx));
     s->bert = attn_model_get_bert(s->model);

@@ -146,8 +146,7 @@ static attn_tensor out_view(const sdpa_run *r, attn_tensor t) {
 static int run(sdpa_opts *o, sdpa_run *r) {
     const char *in = o->in;
     attn_sdpa_args a = o->a;
-    if (attn_ctx_create(&r->ctx, o->threads))
-        return attn_cli_error(1, "cannot create a context with %d threads", o->threads);
+    if (attn_cli_ctx(&r->ctx, o->threads)) return 1;
     if (attn_safetensors_open(r->ctx, in, &r->st))
         return attn_cli_error(1, "%s", attn_ctx_last_error(r->ctx));
     if (attn_cli_check_names(r->st, in, NAMES, sizeof NAMES / sizeof NAMES[0], NULL, 0,

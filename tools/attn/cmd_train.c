@@ -89,11 +89,7 @@ int attn_cmd_train(int argc, char **argv) {
         return attn_cli_error(2, "train: --dim %d is not divisible by --heads %d", c.E, c.H);
 
     attn_ctx *ctx = NULL;
-    if (attn_ctx_create(&ctx, threads) != ATTN_OK) {
-        int rc = attn_cli_error(1, "%s", attn_ctx_last_error(ctx));
-        attn_ctx_free(ctx);
-        return rc;
-    }
+    if (attn_cli_ctx(&ctx, threads)) return 1;
     attn_recall *model = NULL;
     attn_adamw *opt = NULL;
     int T = 2 * c.n_pairs + 1, rc = 1;

@@ -31,6 +31,16 @@ int attn_cli_error(int code, const char *fmt, ...) {
     return code;
 }
 
+int attn_cli_ctx(attn_ctx **ctx, int threads) {
+    attn_status st = attn_ctx_create(ctx, threads);
+    if (st == ATTN_OK) return 0;
+    const char *why = *ctx ? attn_ctx_last_error(*ctx) : "";
+    attn_cli_error(1, "cannot create a context: %s", *why ? why : attn_status_str(st));
+    attn_ctx_free(*ctx);
+    *ctx = NULL;
+    return 1;
+}
+
 /* OpenBLAS's name for the kernels it runs (what OPENBLAS_CORETYPE or its
  * CPU detection chose), or NULL when the BLAS is not OpenBLAS. Looked up at
  * run time: the CLI itself does not link BLAS. */
@@ -47,7 +57,9 @@ static void usage(FILE *f) {
     fprintf(f, "\nOptions take a value as --opt VALUE or --opt=VALUE. Exit status: 0 success,\n"
                "1 bad input or runtime failure, 2 bad usage (also any bad option value).\n");
     const char *core = blas_corename();
-    fprintf(f, "\nlibattn %s, kernels: %s, BLAS: %s%s\n", ATTN_VERSION_STRING, attn_arch_name(),
+    const char *arch = attn_arch_name();
+    fprintf(f, "\nlibattn %s, kernels: %s, BLAS: %s%s\n", ATTN_VERSION_STRING,
+            arch ? arch : "none (ATTN_ARCH names no family this CPU runs)",
             core ? "OpenBLAS " : "not OpenBLAS", core ? core : "");
 }
 
