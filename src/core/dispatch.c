@@ -25,6 +25,11 @@ static int cpu_avx2(void) {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 }
+static int cpu_avx512(void) {
+    __builtin_cpu_init(); /* the builtins check XGETBV: the OS saves zmm state */
+    return cpu_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+}
 #endif
 
 /* Worst to best: the default is the last one the CPU runs. */
@@ -32,6 +37,7 @@ static const family g_families[] = {
     {"scalar", attn__arch_init_scalar, cpu_any},
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
     {"avx2", attn__arch_init_avx2, cpu_avx2},
+    {"avx512", attn__arch_init_avx512, cpu_avx512},
 #endif
 };
 enum { NFAM = sizeof g_families / sizeof g_families[0] };

@@ -45,6 +45,7 @@ typedef struct attn__arch {
 void attn__arch_init_scalar(attn__arch *a);
 #if defined(__x86_64__) || defined(_M_X64)
 void attn__arch_init_avx2(attn__arch *a);
+void attn__arch_init_avx512(attn__arch *a);
 #endif
 
 /* The process default (ATTN_ARCH, else the best the CPU has), decided once;
