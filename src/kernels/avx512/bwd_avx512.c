@@ -47,35 +47,66 @@ static inline void col_masks(int c0, int N, __mmask16 *k) {
     }
 }
 
-/* NK keys x 64 columns of acc, summed over the strip's mr rows:
- * acc[k*lda + c] += sum_r a[k*R + r] * b[r*bs + c], in increasing r. */
-#define TN_BLOCK(NK)                                                                               \
-    static inline __attribute__((always_inline)) void tn_##NK##x64(                                \
-        const float *a, int R, int mr, const float *b, int64_t bs, float *acc, int64_t lda,        \
-        const __mmask16 *k) {                                                                      \
-        __m512 c[NK][4];                                                                           \
-        _Pragma("GCC unroll 8") for (int u = 0; u < NK; u++) for (int q = 0; q < 4; q++) c[u][q] = \
-            _mm512_maskz_loadu_ps(k[q], acc + u * lda + 16 * q);                                   \
-        for (int r = 0; r < mr; r++) {                                                             \
-            const float *br = b + (int64_t)r * bs;                                                 \
-            __m512 b0 = _mm512_maskz_loadu_ps(k[0], br),                                           \
-                   b1 = _mm512_maskz_loadu_ps(k[1], br + 16);                                      \
-            __m512 b2 = _mm512_maskz_loadu_ps(k[2], br + 32),                                      \
-                   b3 = _mm512_maskz_loadu_ps(k[3], br + 48);                                      \
-            _Pragma("GCC unroll 8") for (int u = 0; u < NK; u++) {                                 \
-                __m512 x = _mm512_set1_ps(a[(size_t)u * R + r]);                                   \
-                c[u][0] = _mm512_fmadd_ps(x, b0, c[u][0]);                                         \
-                c[u][1] = _mm512_fmadd_ps(x, b1, c[u][1]);                                         \
-                c[u][2] = _mm512_fmadd_ps(x, b2, c[u][2]);                                         \
-                c[u][3] = _mm512_fmadd_ps(x, b3, c[u][3]);                                         \
-            }                                                                                      \
-        }                                                                                          \
-        _Pragma("GCC unroll 8") for (int u = 0; u < NK; u++) for (int q = 0; q < 4; q++)           \
-            _mm512_mask_storeu_ps(acc + u * lda + 16 * q, k[q], c[u][q]);                          \
+/* The 6 x 64 register block (24 accumulators) of both accumulation
+ * kernels, written out with named registers: GCC keeps an array of vectors
+ * on the stack and stores it every step. */
+#define ACC_DECL(u) __m512 c##u##0, c##u##1, c##u##2, c##u##3
+#define ACC_LOAD(u, p)                                                                             \
+    c##u##0 = _mm512_maskz_loadu_ps(k[0], (p)), c##u##1 = _mm512_maskz_loadu_ps(k[1], (p) + 16),   \
+    c##u##2 = _mm512_maskz_loadu_ps(k[2], (p) + 32),                                               \
+    c##u##3 = _mm512_maskz_loadu_ps(k[3], (p) + 48)
+#define ACC_STORE(u, p)                                                                            \
+    _mm512_mask_storeu_ps((p), k[0], c##u##0), _mm512_mask_storeu_ps((p) + 16, k[1], c##u##1),     \
+        _mm512_mask_storeu_ps((p) + 32, k[2], c##u##2),                                            \
+        _mm512_mask_storeu_ps((p) + 48, k[3], c##u##3)
+#define ACC_STEP(u, xv)                                                                            \
+    do {                                                                                           \
+        __m512 x_ = (xv);                                                                          \
+        c##u##0 = _mm512_fmadd_ps(x_, b0, c##u##0), c##u##1 = _mm512_fmadd_ps(x_, b1, c##u##1);    \
+        c##u##2 = _mm512_fmadd_ps(x_, b2, c##u##2), c##u##3 = _mm512_fmadd_ps(x_, b3, c##u##3);    \
+    } while (0)
+#define B_LOAD(p)                                                                                  \
+    __m512 b0 = _mm512_maskz_loadu_ps(k[0], (p)), b1 = _mm512_maskz_loadu_ps(k[1], (p) + 16),      \
+           b2 = _mm512_maskz_loadu_ps(k[2], (p) + 32), b3 = _mm512_maskz_loadu_ps(k[3], (p) + 48)
+
+/* 6 keys x 64 columns of acc, summed over the strip's mr rows:
+ * acc[u*lda + c] += sum_r a[u*R + r] * b[r*bs + c], in increasing r. */
+static inline __attribute__((always_inline)) void tn_6x64(const float *a, int R, int mr,
+                                                          const float *b, int64_t bs, float *acc,
+                                                          int64_t lda, const __mmask16 *k) {
+    ACC_DECL(0);
+    ACC_DECL(1);
+    ACC_DECL(2);
+    ACC_DECL(3);
+    ACC_DECL(4);
+    ACC_DECL(5);
+    ACC_LOAD(0, acc), ACC_LOAD(1, acc + lda), ACC_LOAD(2, acc + 2 * lda);
+    ACC_LOAD(3, acc + 3 * lda), ACC_LOAD(4, acc + 4 * lda), ACC_LOAD(5, acc + 5 * lda);
+    for (int r = 0; r < mr; r++) {
+        B_LOAD(b + (int64_t)r * bs);
+        const float *ar = a + r;
+        ACC_STEP(0, _mm512_set1_ps(ar[0]));
+        ACC_STEP(1, _mm512_set1_ps(ar[R]));
+        ACC_STEP(2, _mm512_set1_ps(ar[2 * R]));
+        ACC_STEP(3, _mm512_set1_ps(ar[3 * R]));
+        ACC_STEP(4, _mm512_set1_ps(ar[4 * R]));
+        ACC_STEP(5, _mm512_set1_ps(ar[5 * R]));
     }
-TN_BLOCK(6)
-TN_BLOCK(1)
-#undef TN_BLOCK
+    ACC_STORE(0, acc), ACC_STORE(1, acc + lda), ACC_STORE(2, acc + 2 * lda);
+    ACC_STORE(3, acc + 3 * lda), ACC_STORE(4, acc + 4 * lda), ACC_STORE(5, acc + 5 * lda);
+}
+
+/* 1 key x 64 columns: the same chains for keys past the last full 6. */
+static inline __attribute__((always_inline)) void
+tn_1x64(const float *a, int mr, const float *b, int64_t bs, float *acc, const __mmask16 *k) {
+    ACC_DECL(0);
+    ACC_LOAD(0, acc);
+    for (int r = 0; r < mr; r++) {
+        B_LOAD(b + (int64_t)r * bs);
+        ACC_STEP(0, _mm512_set1_ps(a[r]));
+    }
+    ACC_STORE(0, acc);
+}
 
 static void acc_tn_avx512(const float *a, int R, int mr, int n, const float *b, int64_t bs, int N,
                           float *acc, int64_t lda) {
@@ -86,39 +117,47 @@ static void acc_tn_avx512(const float *a, int R, int mr, int n, const float *b, 
         for (; j + 6 <= n; j += 6)
             tn_6x64(a + (size_t)j * R, R, mr, b + c0, bs, acc + (int64_t)j * lda + c0, lda, k);
         for (; j < n; j++)
-            tn_1x64(a + (size_t)j * R, R, mr, b + c0, bs, acc + (int64_t)j * lda + c0, lda, k);
+            tn_1x64(a + (size_t)j * R, mr, b + c0, bs, acc + (int64_t)j * lda + c0, k);
     }
 }
 
-/* NR rows x 64 columns of o, accumulated over n keys:
- * o[r*ldo + c] += sum_j a[j*R + r] * b[j*bs + c], in increasing j. */
-#define NN_BLOCK(NR)                                                                               \
-    static inline __attribute__((always_inline)) void nn_##NR##x64(                                \
-        const float *a, int R, int n, const float *b, int64_t bs, float *o, int ldo,               \
-        const __mmask16 *k) {                                                                      \
-        __m512 c[NR][4];                                                                           \
-        _Pragma("GCC unroll 8") for (int u = 0; u < NR; u++) for (int q = 0; q < 4; q++) c[u][q] = \
-            _mm512_maskz_loadu_ps(k[q], o + (size_t)u * ldo + 16 * q);                             \
-        for (int j = 0; j < n; j++) {                                                              \
-            const float *bj = b + (int64_t)j * bs, *aj = a + (size_t)j * R;                        \
-            __m512 b0 = _mm512_maskz_loadu_ps(k[0], bj),                                           \
-                   b1 = _mm512_maskz_loadu_ps(k[1], bj + 16);                                      \
-            __m512 b2 = _mm512_maskz_loadu_ps(k[2], bj + 32),                                      \
-                   b3 = _mm512_maskz_loadu_ps(k[3], bj + 48);                                      \
-            _Pragma("GCC unroll 8") for (int u = 0; u < NR; u++) {                                 \
-                __m512 x = _mm512_set1_ps(aj[u]);                                                  \
-                c[u][0] = _mm512_fmadd_ps(x, b0, c[u][0]);                                         \
-                c[u][1] = _mm512_fmadd_ps(x, b1, c[u][1]);                                         \
-                c[u][2] = _mm512_fmadd_ps(x, b2, c[u][2]);                                         \
-                c[u][3] = _mm512_fmadd_ps(x, b3, c[u][3]);                                         \
-            }                                                                                      \
-        }                                                                                          \
-        _Pragma("GCC unroll 8") for (int u = 0; u < NR; u++) for (int q = 0; q < 4; q++)           \
-            _mm512_mask_storeu_ps(o + (size_t)u * ldo + 16 * q, k[q], c[u][q]);                    \
+/* 6 rows x 64 columns of o, accumulated over n keys:
+ * o[u*ldo + c] += sum_j a[j*R + u] * b[j*bs + c], in increasing j. */
+static inline __attribute__((always_inline)) void nn_6x64(const float *a, int R, int n,
+                                                          const float *b, int64_t bs, float *o,
+                                                          int ldo, const __mmask16 *k) {
+    ACC_DECL(0);
+    ACC_DECL(1);
+    ACC_DECL(2);
+    ACC_DECL(3);
+    ACC_DECL(4);
+    ACC_DECL(5);
+    ACC_LOAD(0, o), ACC_LOAD(1, o + ldo), ACC_LOAD(2, o + 2 * ldo);
+    ACC_LOAD(3, o + 3 * ldo), ACC_LOAD(4, o + 4 * ldo), ACC_LOAD(5, o + 5 * ldo);
+    for (int j = 0; j < n; j++) {
+        B_LOAD(b + (int64_t)j * bs);
+        const float *aj = a + (size_t)j * R;
+        ACC_STEP(0, _mm512_set1_ps(aj[0]));
+        ACC_STEP(1, _mm512_set1_ps(aj[1]));
+        ACC_STEP(2, _mm512_set1_ps(aj[2]));
+        ACC_STEP(3, _mm512_set1_ps(aj[3]));
+        ACC_STEP(4, _mm512_set1_ps(aj[4]));
+        ACC_STEP(5, _mm512_set1_ps(aj[5]));
     }
-NN_BLOCK(6)
-NN_BLOCK(1)
-#undef NN_BLOCK
+    ACC_STORE(0, o), ACC_STORE(1, o + ldo), ACC_STORE(2, o + 2 * ldo);
+    ACC_STORE(3, o + 3 * ldo), ACC_STORE(4, o + 4 * ldo), ACC_STORE(5, o + 5 * ldo);
+}
+
+static inline __attribute__((always_inline)) void
+nn_1x64(const float *a, int R, int n, const float *b, int64_t bs, float *o, const __mmask16 *k) {
+    ACC_DECL(0);
+    ACC_LOAD(0, o);
+    for (int j = 0; j < n; j++) {
+        B_LOAD(b + (int64_t)j * bs);
+        ACC_STEP(0, _mm512_set1_ps(a[(size_t)j * R]));
+    }
+    ACC_STORE(0, o);
+}
 
 static void acc_nn_avx512(const float *a, int R, int mr, int n, const float *b, int64_t bs, int N,
                           float *o, int ldo) {
@@ -129,7 +168,7 @@ static void acc_nn_avx512(const float *a, int R, int mr, int n, const float *b, 
         for (; r + 6 <= mr; r += 6)
             nn_6x64(a + r, R, n, b + c0, bs, o + (size_t)r * ldo + c0, ldo, k);
         for (; r < mr; r++)
-            nn_1x64(a + r, R, n, b + c0, bs, o + (size_t)r * ldo + c0, ldo, k);
+            nn_1x64(a + r, R, n, b + c0, bs, o + (size_t)r * ldo + c0, k);
     }
 }
 
