@@ -1,6 +1,7 @@
-# Thin wrapper over CMake + ctest. `make test` runs every test three ways:
-# the normal build, the same build forced onto the portable scalar kernels,
-# and an AddressSanitizer + UndefinedBehaviorSanitizer build.
+# Thin wrapper over CMake + ctest. `make test` runs every test on the normal
+# build with the best kernel family the CPU has, again under every other
+# family it runs (ATTN_ARCH=avx2, scalar, ...), and on an AddressSanitizer +
+# UndefinedBehaviorSanitizer build.
 BUILD ?= build
 ASAN_BUILD ?= build-asan
 JOBS ?= $(shell nproc)
@@ -19,7 +20,10 @@ setup:
 
 test: all
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
-	cd $(BUILD) && ATTN_ARCH=scalar ctest --output-on-failure -j $(JOBS)
+	set -e; for a in $$($(BUILD)/tests/tools/arch_list); do \
+	    echo "== the whole suite under ATTN_ARCH=$$a"; \
+	    (cd $(BUILD) && ATTN_ARCH=$$a ctest --output-on-failure -j $(JOBS)); \
+	done
 	$(MAKE) test-asan
 
 test-fast: all

@@ -33,18 +33,19 @@ static float *rnd(at_rng *r, size_t n, float lo, float hi) {
     return x;
 }
 
-/* |a - b| <= ulps * spacing at b (both finite) or identical bits */
+/* |a - b| <= ulps * spacing at b (both finite), identical bits, or both NaN */
 static int close_ulps(float a, float b, float ulps) {
-    if (memcmp(&a, &b, sizeof a) == 0) return 1;
+    if (memcmp(&a, &b, sizeof a) == 0 || (isnan(a) && isnan(b))) return 1;
     if (!isfinite(a) || !isfinite(b)) return 0;
     float sp = nextafterf(fabsf(b), INFINITY) - fabsf(b);
     return fabsf(a - b) <= ulps * sp + 1e-30f;
 }
 
+/* identical bits, or both NaN (payloads may differ) */
 static void expect_bitwise(const char *fam, const char *what, const float *x, const float *y,
                            size_t n) {
     for (size_t i = 0; i < n; i++)
-        if (memcmp(&x[i], &y[i], sizeof(float))) {
+        if (memcmp(&x[i], &y[i], sizeof(float)) && !(isnan(x[i]) && isnan(y[i]))) {
             fail_msg("%s %s: element %zu is %.9g, scalar %.9g", fam, what, i, (double)x[i],
                      (double)y[i]);
         }
@@ -86,16 +87,34 @@ static void forward_kernels(const attn__arch *f, const attn__arch *sc, at_rng *r
     }
     expect_bitwise(f->name, "pack_q", qt[0], qt[1], (size_t)D * R);
     expect_bitwise(f->name, "qk", s[0], s[1], (size_t)n * R);
-    /* a masked column and a masked key: the softmax's -inf rules */
+    /* a masked column and a masked key: the softmax's -inf rules; a NaN in
+     * a column of finite scores and one in a column of -inf (it must poison
+     * its row either way, whatever order a max meets it in) */
+    const int cn = R > 4 ? R - 2 : 0, cm = R > 4 ? R - 3 : 0;
     for (int t = 0; t < 2; t++) {
         for (int j = 0; j < n; j++)
             s[t][(size_t)j * R + (R - 1)] = -INFINITY;
         for (int i = 0; i < R; i++)
             s[t][i] = i % 3 ? s[t][i] : -INFINITY;
+        if (R > 4) {
+            s[t][(size_t)(n / 2) * R + cn] = NAN;
+            for (int j = 0; j < n; j++)
+                s[t][(size_t)j * R + cm] = j == n / 2 ? NAN : -INFINITY;
+        }
         ab[t]->fwd.softmax(s[t], R, n, m[t], l[t], al[t]);
     }
-    expect_bitwise(f->name, "softmax m", m[0], m[1], (size_t)R);
-    expect_ulps(f->name, "softmax p", s[0], s[1], (size_t)n * R, 2.0f);
+    if (R > 4)
+        for (int t = 0; t < 2; t++)
+            if (!isnan(l[t][cn]) || !isnan(l[t][cm]))
+                fail_msg("%s softmax: a NaN score did not poison its column's l",
+                         t ? "scalar" : f->name);
+    for (int i = 0; i < R; i++) /* a NaN column's m is NaN in some families, not all */
+        if (!isnan(l[1][i])) expect_bitwise(f->name, "softmax m", &m[0][i], &m[1][i], 1);
+    for (int j = 0; j < n; j++) /* a NaN column's p: some NaN, or all (either poisons the row) */
+        for (int i = 0; i < R; i++)
+            if (!isnan(l[1][i]))
+                expect_ulps(f->name, "softmax p", &s[0][(size_t)j * R + i],
+                            &s[1][(size_t)j * R + i], 1, 2.0f);
     expect_ulps(f->name, "softmax alpha", al[0], al[1], (size_t)R, 2.0f);
     /* l sums n exponentials, each within 2 ulp, in another rounding order */
     expect_ulps(f->name, "softmax l", l[0], l[1], (size_t)R, 4.0f + (float)n);

@@ -25,26 +25,24 @@ static void qk_avx512(const float *qt, int R, const float *k, int64_t ks, int n,
     dot48_avx512(qt, MR, k, ks, n, D, s);
 }
 
-/* Column by column on three 16-row groups at once, as the AVX2 kernel: the
- * running max (a NaN poisons its column), then exp(s - m') and its sum;
- * empty columns (m' = -inf) stay empty with alpha = 1. */
+/* Column by column on three 16-row groups at once: the running max, then
+ * exp(s - m') and its sum; empty columns (m' = -inf) stay empty with
+ * alpha = 1. A NaN score is caught by its sum rather than by a compare per
+ * score (vmaxps may drop a NaN, exp never does): a column whose sum is NaN
+ * gets m = l = alpha = NaN, which poisons its row as in the other families. */
 static void softmax_avx512(float *s, int R, int n, float *m, float *l, float *alpha) {
     assert(R == MR);
     __m512 mo[3], mx[3], ms[3], sum[3];
-    __mmask16 nan[3] = {0, 0, 0}, em[3];
+    __mmask16 em[3];
     for (int g = 0; g < 3; g++)
         mo[g] = mx[g] = _mm512_loadu_ps(m + 16 * g);
     for (int j = 0; j < n; j++) {
         const float *x = s + (size_t)j * MR;
-        for (int g = 0; g < 3; g++) {
-            __m512 v = _mm512_load_ps(x + 16 * g);
-            mx[g] = _mm512_max_ps(mx[g], v);
-            nan[g] |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
-        }
+        for (int g = 0; g < 3; g++)
+            mx[g] = _mm512_max_ps(mx[g], _mm512_load_ps(x + 16 * g));
     }
     const __m512 ninf = _mm512_set1_ps(-INFINITY), qnan = _mm512_set1_ps(NAN);
     for (int g = 0; g < 3; g++) {
-        mx[g] = _mm512_mask_blend_ps(nan[g], mx[g], qnan);
         em[g] = _mm512_cmp_ps_mask(mx[g], ninf, _CMP_EQ_OQ);
         /* empty columns subtract 0: exp(-inf - 0) = 0 keeps them empty */
         ms[g] = _mm512_mask_blend_ps(em[g], mx[g], _mm512_setzero_ps());
@@ -60,12 +58,14 @@ static void softmax_avx512(float *s, int R, int n, float *m, float *l, float *al
     }
     const __m512 one = _mm512_set1_ps(1.0f);
     for (int g = 0; g < 3; g++) {
+        __mmask16 nan = _mm512_cmp_ps_mask(sum[g], sum[g], _CMP_UNORD_Q);
         __m512 a = _mm512_mask_blend_ps(em[g], exp_avx512(_mm512_sub_ps(mo[g], ms[g])), one);
         __m512 lold = _mm512_loadu_ps(l + 16 * g);
-        _mm512_storeu_ps(alpha + 16 * g, a);
-        _mm512_storeu_ps(l + 16 * g,
-                         _mm512_mask_blend_ps(em[g], _mm512_fmadd_ps(lold, a, sum[g]), lold));
-        _mm512_storeu_ps(m + 16 * g, _mm512_mask_blend_ps(em[g], mx[g], mo[g]));
+        __m512 ln = _mm512_mask_blend_ps(em[g], _mm512_fmadd_ps(lold, a, sum[g]), lold);
+        __m512 mn = _mm512_mask_blend_ps(em[g], mx[g], mo[g]);
+        _mm512_storeu_ps(alpha + 16 * g, _mm512_mask_blend_ps(nan, a, qnan));
+        _mm512_storeu_ps(l + 16 * g, _mm512_mask_blend_ps(nan, ln, qnan));
+        _mm512_storeu_ps(m + 16 * g, _mm512_mask_blend_ps(nan, mn, qnan));
     }
 }
 
