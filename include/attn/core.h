@@ -148,6 +148,10 @@ const char *attn_ctx_arch(const attn_ctx *ctx);
  * ATTN_OK, ATTN_E_ARG (ctx NULL, or a name this build does not have) or
  * ATTN_E_UNSUPPORTED (the CPU cannot run it); the family is kept on error. */
 ATTN_NODISCARD attn_status attn_ctx_set_arch(attn_ctx *ctx, const char *name);
+/* The GEMM library and the kernels it picked for this CPU, for reports
+ * ("oneDNN 2.6.3 (avx512)"): the projections and feed-forward layers of
+ * nn/ and models/ run on it. A static string. */
+const char *attn_gemm_name(void);
 /* FMA peak probe of family `name` (for benchmarks): `iters` rounds of
  * independent multiply-add chains held in registers with the family's
  * widest instructions (fused where it has FMA). Returns the floating-point

@@ -1,7 +1,6 @@
 /* attn: command-line tool. One subcommand per job, each in its own file. */
 #include "cli.h"
 
-#include <dlfcn.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -41,14 +40,6 @@ int attn_cli_ctx(attn_ctx **ctx, int threads) {
     return 1;
 }
 
-/* OpenBLAS's name for the kernels it runs (what OPENBLAS_CORETYPE or its
- * CPU detection chose), or NULL when the BLAS is not OpenBLAS. Looked up at
- * run time: the CLI itself does not link BLAS. */
-static const char *blas_corename(void) {
-    char *(*fn)(void) = (char *(*)(void))dlsym(RTLD_DEFAULT, "openblas_get_corename");
-    return fn ? fn() : NULL;
-}
-
 static void usage(FILE *f) {
     fprintf(f, "usage: attn <command> [options]   (attn <command> --help for its options)\n\n"
                "commands:\n");
@@ -56,11 +47,9 @@ static void usage(FILE *f) {
         fprintf(f, "  %-11s %s\n", commands[i].name, commands[i].help);
     fprintf(f, "\nOptions take a value as --opt VALUE or --opt=VALUE. Exit status: 0 success,\n"
                "1 bad input or runtime failure, 2 bad usage (also any bad option value).\n");
-    const char *core = blas_corename();
     const char *arch = attn_arch_name();
-    fprintf(f, "\nlibattn %s, kernels: %s, BLAS: %s%s\n", ATTN_VERSION_STRING,
-            arch ? arch : "none (ATTN_ARCH names no family this CPU runs)",
-            core ? "OpenBLAS " : "not OpenBLAS", core ? core : "");
+    fprintf(f, "\nlibattn %s, attention kernels: %s, GEMM: %s\n", ATTN_VERSION_STRING,
+            arch ? arch : "none (ATTN_ARCH names no family this CPU runs)", attn_gemm_name());
 }
 
 int main(int argc, char **argv) {

@@ -1,0 +1,70 @@
+/* The one door to GEMM: every matrix product of nn/ and models/ goes through
+ * attn__sgemm, which calls oneDNN's dnnl_sgemm. oneDNN picks its kernels by
+ * the CPU's feature flags (its JIT emits AVX2 or AVX-512 code for the CPU it
+ * runs on), so a new CPU model gets the kernels of the ISA it has with no
+ * environment variable; Debian's OpenBLAS 0.3.21 picks by a CPU-model table
+ * (SSE3 kernels on CPUs it does not know) and obeys an inherited
+ * OPENBLAS_CORETYPE. The measurements behind the choice are in
+ * docs/PERFORMANCE.md ("GEMM"), the reasons in docs/DESIGN.md.
+ *
+ * Threads: oneDNN runs on the calling thread's OpenMP team, sized by
+ * omp_get_max_threads(). The context's count is set for this call and the
+ * caller's setting put back after it, so nothing process-wide changes. */
+#include "nn/nn.h"
+
+#include <omp.h>
+#include <oneapi/dnnl/dnnl.h>
+#include <stdio.h>
+
+void attn__sgemm(attn_ctx *ctx, int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
+                 float alpha, const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                 float *C, int64_t ldc) {
+    const int want = attn_ctx_threads(ctx), had = omp_get_max_threads();
+    if (want != had) omp_set_num_threads(want);
+    dnnl_status_t st = dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', M, N, K, alpha, A, lda,
+                                  B, ldb, beta, C, ldc);
+    if (want != had) omp_set_num_threads(had);
+    /* only invalid dimensions fail, and callers pass validated ones */
+    assert(st == dnnl_success);
+    (void)st;
+}
+
+const char *attn_gemm_name(void) {
+    static char buf[96];
+    if (buf[0]) return buf;
+    const dnnl_version_t *v = dnnl_version();
+    const char *isa = "baseline";
+    switch (dnnl_get_effective_cpu_isa()) {
+    case dnnl_cpu_isa_sse41:
+        isa = "sse4.1";
+        break;
+    case dnnl_cpu_isa_avx:
+        isa = "avx";
+        break;
+    case dnnl_cpu_isa_avx2:
+        isa = "avx2";
+        break;
+    case dnnl_cpu_isa_avx2_vnni:
+        isa = "avx2+vnni";
+        break;
+    case dnnl_cpu_isa_avx512_core:
+        isa = "avx512";
+        break;
+    case dnnl_cpu_isa_avx512_core_vnni:
+        isa = "avx512+vnni";
+        break;
+    case dnnl_cpu_isa_avx512_core_bf16:
+        isa = "avx512+bf16";
+        break;
+    case dnnl_cpu_isa_avx512_core_amx:
+        isa = "avx512+amx";
+        break;
+    default:
+        break;
+    }
+    char tmp[96];
+    snprintf(tmp, sizeof tmp, "oneDNN %d.%d.%d (%s)", v->major, v->minor, v->patch, isa);
+    for (int i = 0;; i++) /* a benign race: every thread writes the same text */
+        if (!(buf[i] = tmp[i])) break;
+    return buf;
+}
