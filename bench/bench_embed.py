@@ -7,9 +7,8 @@ Two cases, each one encode call (tokenizing included, model loading not):
   long   8 texts of exactly 256 tokens (the model's max_seq_length)
 Reports texts/s (wall clock) and the ratios of wall and of process CPU time.
 
-Each library picks its kernels by the CPU, as PyTorch does: attn runs with
-OPENBLAS_CORETYPE removed from its environment unless --openblas-coretype
-says otherwise ('inherit' keeps the caller's value, which is printed).
+Both run in this process's environment as it is: attn's kernels and GEMM
+(oneDNN) pick their code by the CPU's feature flags, as PyTorch's do.
 
   python3 bench/bench_embed.py [--attn build/attn] [--threads N] [--runs R] [--rounds K]
 
@@ -104,29 +103,18 @@ class TorchRunner:
         return statistics.median(wall), statistics.median(cpu)
 
 
-def attn_env(coretype):
-    env = dict(os.environ)
-    if coretype == "auto":
-        env.pop("OPENBLAS_CORETYPE", None)
-    elif coretype != "inherit":
-        env["OPENBLAS_CORETYPE"] = coretype
-    return env
-
-
-def blas_core(attn, coretype):
-    """The BLAS kernels attn runs with, from the last line of `attn help`."""
-    r = subprocess.run([attn, "help"], capture_output=True, text=True, env=attn_env(coretype))
-    m = re.search(r"BLAS: (.*)", r.stdout)
+def gemm_name(attn):
+    """The GEMM attn runs with, from the last line of `attn help`."""
+    r = subprocess.run([attn, "help"], capture_output=True, text=True)
+    m = re.search(r"GEMM: (.*)", r.stdout + r.stderr)
     return m.group(1).strip() if m else "unknown"
 
 
-def run_attn(attn, path, threads, runs, coretype=None):
+def run_attn(attn, path, threads, runs):
     """Median wall and CPU seconds of one embed of the file (after a warm-up)."""
-    env = attn_env(coretype)
     # --bench R: one untimed run (it prints the embeddings), then R timed runs
     r = subprocess.run([attn, "embed", "--threads", str(threads), "--input", path,
-                        "--bench", str(runs)], capture_output=True, text=True, check=True,
-                       env=env)
+                        "--bench", str(runs)], capture_output=True, text=True, check=True)
     m = re.search(r"median ([0-9.]+) ms over \d+ runs \(CPU ([0-9.]+) ms\)", r.stderr)
     if not m:
         raise SystemExit("unexpected output from attn embed --bench: " + r.stderr)
@@ -140,25 +128,11 @@ def main():
     ap.add_argument("--runs", type=int, default=10, help="timed runs per round")
     ap.add_argument("--rounds", type=int, default=3,
                     help="alternate attn and PyTorch this many times (shared machines drift)")
-    ap.add_argument("--openblas-coretype", default="auto",
-                    help="run attn with OPENBLAS_CORETYPE set to this (e.g. SKYLAKEX for the "
-                         "AVX-512 kernels on a CPU the installed OpenBLAS does not recognise), "
-                         "'auto' (default) to unset it and let OpenBLAS choose by the CPU, "
-                         "'inherit' to keep this process's value")
     args = ap.parse_args()
     torch_runner = TorchRunner(args.threads)
-    print("threads %d; per case: median over %d rounds of the median of %d runs%s" % (
-        args.threads, args.rounds, args.runs,
-        "; attn with OPENBLAS_CORETYPE=" + args.openblas_coretype
-        if args.openblas_coretype not in ("auto", "inherit") else ""))
-    inherited = os.environ.get("OPENBLAS_CORETYPE")
-    note = ""
-    if inherited and args.openblas_coretype == "auto":
-        note = " (OPENBLAS_CORETYPE=%s of this environment unset for attn; " \
-               "--openblas-coretype inherit keeps it)" % inherited
-    elif inherited and args.openblas_coretype == "inherit":
-        note = " (OPENBLAS_CORETYPE=%s inherited from this environment)" % inherited
-    print("attn's BLAS: %s%s" % (blas_core(args.attn, args.openblas_coretype), note))
+    print("threads %d; per case: median over %d rounds of the median of %d runs" % (
+        args.threads, args.rounds, args.runs))
+    print("attn's GEMM: %s" % gemm_name(args.attn))
     print("%-32s %10s %10s %8s %8s" % ("case (texts/s, wall)", "attn", "PyTorch", "speedup",
                                        "CPU-time"))
     for name, texts in (("short: 32 sentences, 1 batch", SHORT),
@@ -169,7 +143,7 @@ def main():
         at, pt = [], []
         try:
             for _ in range(args.rounds):
-                at.append(run_attn(args.attn, path, args.threads, args.runs, args.openblas_coretype))
+                at.append(run_attn(args.attn, path, args.threads, args.runs))
                 pt.append(torch_runner.run(texts, args.runs))
         finally:
             os.unlink(path)

@@ -89,16 +89,13 @@ size_t attn_tensor_shape_str(const attn_tensor *t, char *buf, size_t n);
 
 /* The context: owns the thread count, per-thread workspace and the last error
  * message. Contexts are independent; one context must not be used by two
- * threads at once.
- * Process-wide state, the one exception: the projection and feed-forward
- * GEMMs of nn/ and models/ (attn_mha_*, attn_bert_*, attn_recall_*) run on
- * OpenBLAS, whose thread count is global to the process. The library sets it
- * to the calling context's thread count right before each GEMM (one place:
- * src/nn/blas.c), and changes nothing else outside its contexts. So two
- * contexts with different counts used from two threads at once may run a
- * GEMM with the other's count (speed only: each GEMM's split is over output
- * blocks, not its sums), and a program that calls OpenBLAS itself finds the
- * count of the last library GEMM. attn_sdpa_* never touches it. */
+ * threads at once. The library keeps no process-wide state of its own
+ * beyond the kernel family chosen once per process (attn_arch_name). The
+ * projection and feed-forward GEMMs of nn/ and models/ (attn_mha_*,
+ * attn_bert_*, attn_recall_*) run oneDNN on the calling thread's OpenMP
+ * team, sized to the context's thread count for the call: the calling
+ * thread's omp_get_max_threads() is set and then restored, so a program's
+ * own OpenMP setting is unchanged after every call. */
 typedef struct attn_ctx attn_ctx;
 
 /* Create a context running `nthreads` threads; 0 means ATTN_NUM_THREADS from

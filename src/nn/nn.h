@@ -6,8 +6,8 @@
 #include "core/internal.h"
 
 /* C[M,N] = alpha * op(A) op(B) + beta * C, row-major, op = transpose when
- * trans_a / trans_b. The only call into the BLAS: it sets OpenBLAS's
- * process-wide thread count to attn_ctx_threads(ctx) right before the GEMM. */
+ * trans_a / trans_b. The only GEMM call (oneDNN, src/nn/gemm.c), on
+ * attn_ctx_threads(ctx) threads of the calling thread's OpenMP team. */
 void attn__sgemm(attn_ctx *ctx, int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
                  float alpha, const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
                  float *C, int64_t ldc);
