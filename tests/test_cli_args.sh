@@ -141,6 +141,16 @@ done
 "$ATTN" embed --model "$W/nomodel" x 2>/dev/null
 [ $? = 1 ] || fail "embed with a missing model: want exit 1"
 
+# ---- 3b. a thread count above the library's maximum is bad usage ----------
+# (the maximum is 16x the cores, at most 4096: below 256 cores 4096 is above it)
+if [ "$(($(nproc) * 16))" -lt 4096 ]; then
+    "$ATTN" sdpa "$W/sdpa.st" "$W/t.st" --threads 4096 >"$W/out" 2>"$W/err"
+    rc=$?
+    [ "$rc" = 2 ] || fail "sdpa --threads 4096: want exit 2, got $rc"
+    grep -q "at most" "$W/err" || fail "sdpa --threads 4096: message lacks the maximum: $(cat "$W/err")"
+    [ ! -e "$W/t.st" ] || fail "sdpa --threads 4096 wrote an output"
+fi
+
 # ---- 4. ATTN_ARCH: a family this build lacks is an error, never ignored ------
 for c in "sdpa $W/sdpa.st $W/c.st" "mha $W/mha.st $W/c.st --heads 2" \
     "train --task recall --steps 1" "bench --T 8 --reps 1"; do

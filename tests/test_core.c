@@ -35,6 +35,19 @@ static void test_ctx_lifecycle(void **state) {
     assert_null(ctx); /* never left dangling */
     assert_int_equal(attn_ctx_create(NULL, 1), ATTN_E_ARG);
     assert_int_equal(attn_ctx_set_threads(NULL, 1), ATTN_E_ARG);
+    /* more threads than the documented maximum are refused (OpenMP's runtime
+     * would end the process if it could not create them) */
+    const int max = attn_ctx_max_threads();
+    assert_true(max >= 16 && max <= 4096);
+    assert_int_equal(attn_ctx_create(&ctx, max + 1), ATTN_E_ARG);
+    assert_null(ctx);
+    assert_int_equal(attn_ctx_create(&ctx, 100000), ATTN_E_ARG);
+    assert_int_equal(attn_ctx_create(&ctx, 2), ATTN_OK);
+    assert_int_equal(attn_ctx_set_threads(ctx, max + 1), ATTN_E_ARG);
+    assert_non_null(strstr(attn_ctx_last_error(ctx), "maximum"));
+    assert_int_equal(attn_ctx_threads(ctx), 2); /* kept */
+    assert_int_equal(attn_ctx_set_threads(ctx, max), ATTN_OK);
+    attn_ctx_free(ctx);
     assert_string_equal(attn_ctx_last_error(NULL), "");
 }
 

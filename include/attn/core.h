@@ -98,13 +98,16 @@ size_t attn_tensor_shape_str(const attn_tensor *t, char *buf, size_t n);
  * own OpenMP setting is unchanged after every call. */
 typedef struct attn_ctx attn_ctx;
 
+/* The largest thread count a context takes: 16 x the cores (at least 16,
+ * at most 4096). More is refused rather than left to OpenMP's runtime,
+ * which ends the process when it cannot create a team. */
+int attn_ctx_max_threads(void);
 /* Create a context running `nthreads` threads; 0 means ATTN_NUM_THREADS from
- * the environment, else every core; it uses the default kernel family
- * (attn_arch_name). Returns ATTN_OK, ATTN_E_ARG (out NULL or nthreads < 0;
- * *out = NULL), ATTN_E_NOMEM (*out = NULL), or, when ATTN_ARCH names a
- * family this build lacks (ATTN_E_ARG) or the CPU cannot run
- * (ATTN_E_UNSUPPORTED), that status with *out set to a context that only
- * attn_ctx_last_error (the message) and attn_ctx_free accept, as
+ * the environment (clamped to attn_ctx_max_threads), else every core; it uses the default kernel
+ * family (attn_arch_name). Returns ATTN_OK, ATTN_E_ARG (out NULL, nthreads < 0 or above
+ * attn_ctx_max_threads; *out = NULL), ATTN_E_NOMEM (*out = NULL), or, when ATTN_ARCH names a family
+ * this build lacks (ATTN_E_ARG) or the CPU cannot run (ATTN_E_UNSUPPORTED), that status with *out
+ * set to a context that only attn_ctx_last_error (the message) and attn_ctx_free accept, as
  * sqlite3_open does. */
 ATTN_NODISCARD attn_status attn_ctx_create(attn_ctx **out, int nthreads);
 /* Free a context and its workspace. attn_ctx_free(NULL) is a no-op. */
@@ -112,7 +115,8 @@ void attn_ctx_free(attn_ctx *ctx);
 /* Threads the context runs (>= 1; 1 for a NULL ctx). */
 int attn_ctx_threads(const attn_ctx *ctx);
 /* Change the thread count (0 = default as in attn_ctx_create). Returns
- * ATTN_OK, or ATTN_E_ARG (ctx NULL, or nthreads < 0: the count is kept). */
+ * ATTN_OK, or ATTN_E_ARG (ctx NULL, or nthreads < 0 or above
+ * attn_ctx_max_threads: the count is kept). */
 ATTN_NODISCARD attn_status attn_ctx_set_threads(attn_ctx *ctx, int nthreads);
 /* The message of the last failure on this context ("" if none, or if ctx is
  * NULL). The pointer stays valid until the next call that uses ctx. */

@@ -39,12 +39,21 @@ int attn__ncores(void) {
     return n > 0 ? (int)n : 1;
 }
 
+/* More threads than this are refused: OpenMP's runtime ends the process
+ * when it cannot create a team (libgomp: "Thread creation failed"), and far
+ * more threads than cores only adds scheduling. */
+int attn_ctx_max_threads(void) {
+    int n = 16 * attn__ncores();
+    return n < 16 ? 16 : n > 4096 ? 4096 : n;
+}
+
 static int default_threads(void) {
     const char *e = getenv("ATTN_NUM_THREADS");
     if (e && *e) {
         char *end;
         long n = strtol(e, &end, 10);
-        if (*end == '\0' && n > 0 && n <= 4096) return (int)n;
+        if (*end == '\0' && n > 0 && n <= 4096)
+            return n > attn_ctx_max_threads() ? attn_ctx_max_threads() : (int)n;
     }
     return attn__ncores();
 }
@@ -52,7 +61,7 @@ static int default_threads(void) {
 attn_status attn_ctx_create(attn_ctx **out, int nthreads) {
     if (!out) return ATTN_E_ARG;
     *out = NULL;
-    if (nthreads < 0) return ATTN_E_ARG;
+    if (nthreads < 0 || nthreads > attn_ctx_max_threads()) return ATTN_E_ARG;
     attn_ctx *c = calloc(1, sizeof *c);
     if (!c) return ATTN_E_NOMEM;
     c->nthreads = nthreads ? nthreads : default_threads();
@@ -103,6 +112,10 @@ attn_status attn_ctx_set_threads(attn_ctx *ctx, int nthreads) {
     if (!ctx) return ATTN_E_ARG;
     if (nthreads < 0)
         return attn_ctx_fail(ctx, ATTN_E_ARG, "thread count %d is negative", nthreads);
+    if (nthreads > attn_ctx_max_threads())
+        return attn_ctx_fail(ctx, ATTN_E_ARG,
+                             "thread count %d is above the maximum %d (16x the cores)", nthreads,
+                             attn_ctx_max_threads());
     ctx->nthreads = nthreads ? nthreads : default_threads();
     return ATTN_OK;
 }

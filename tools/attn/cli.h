@@ -31,8 +31,9 @@ int attn_cli_error(int code, const char *fmt, ...)
     ;
 
 /* Create a context of `threads` threads (0 = the default) into *ctx. On
- * failure prints the library's reason (an invalid ATTN_ARCH, ...), leaves
- * *ctx NULL and returns 1; else 0. */
+ * failure prints the reason and leaves *ctx NULL: returns 2 for a thread
+ * count above attn_ctx_max_threads (bad usage), 1 for the library's other
+ * reasons (an invalid ATTN_ARCH, ...); 0 on success. */
 int attn_cli_ctx(attn_ctx **ctx, int threads);
 
 /* ---- tensors in, results out (tools/attn/cli_io.c) ----

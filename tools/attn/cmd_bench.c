@@ -269,7 +269,8 @@ int attn_cmd_bench(int argc, char **argv) {
     g_cpu_clock = o.cpu_time;
 
     attn_ctx *ctx = NULL;
-    if (attn_cli_ctx(&ctx, 0)) return 1;
+    int rc_ctx = attn_cli_ctx(&ctx, 0);
+    if (rc_ctx) return rc_ctx;
     int all = attn_ctx_threads(ctx);
 
     bench_case cases[64];

@@ -152,7 +152,8 @@ static void session_free(session *s, int64_t n) {
 }
 
 static int open_model(session *s, const char *model, long threads) {
-    if (attn_cli_ctx(&s->ctx, (int)threads)) return 1;
+    int rc_ctx = attn_cli_ctx(&s->ctx, (int)threads);
+    if (rc_ctx) return rc_ctx;
     if (attn_model_open(s->ctx, model, 0, &s->model) != ATTN_OK)
         return attn_cli_error(1, "%s", attn_ctx_last_error(s->ctx));
     s->bert = attn_model_get_bert(s->model);

@@ -161,7 +161,8 @@ static attn_tensor out_view(const mha_run *r, attn_tensor t) {
 static int run(const mha_opts *o, mha_run *r) {
     const char *in = o->in;
     r->in = in;
-    if (attn_cli_ctx(&r->ctx, o->threads)) return 1;
+    int rc_ctx = attn_cli_ctx(&r->ctx, o->threads);
+    if (rc_ctx) return rc_ctx;
     if (attn_safetensors_open(r->ctx, in, &r->st))
         return attn_cli_error(1, "%s", attn_ctx_last_error(r->ctx));
     /* which inputs: x | x_q + x_kv | x_q + x_k + x_v */

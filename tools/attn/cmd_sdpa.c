@@ -146,7 +146,8 @@ static attn_tensor out_view(const sdpa_run *r, attn_tensor t) {
 static int run(sdpa_opts *o, sdpa_run *r) {
     const char *in = o->in;
     attn_sdpa_args a = o->a;
-    if (attn_cli_ctx(&r->ctx, o->threads)) return 1;
+    int rc_ctx = attn_cli_ctx(&r->ctx, o->threads);
+    if (rc_ctx) return rc_ctx;
     if (attn_safetensors_open(r->ctx, in, &r->st))
         return attn_cli_error(1, "%s", attn_ctx_last_error(r->ctx));
     if (attn_cli_check_names(r->st, in, NAMES, sizeof NAMES / sizeof NAMES[0], NULL, 0,

@@ -104,7 +104,8 @@ int attn_cmd_tokenize(int argc, char **argv) {
         return attn_cli_error(2, "tokenize: no TEXT given");
     }
     attn_ctx *ctx = NULL;
-    if (attn_cli_ctx(&ctx, 1)) return 1;
+    int rc_ctx = attn_cli_ctx(&ctx, 1);
+    if (rc_ctx) return rc_ctx;
     attn_model *m = NULL;
     if (attn_model_open(ctx, model, ATTN_MODEL_OPEN_TOKENIZER, &m) != ATTN_OK) {
         int rc = attn_cli_error(1, "%s", attn_ctx_last_error(ctx));

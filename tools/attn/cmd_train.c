@@ -89,7 +89,8 @@ int attn_cmd_train(int argc, char **argv) {
         return attn_cli_error(2, "train: --dim %d is not divisible by --heads %d", c.E, c.H);
 
     attn_ctx *ctx = NULL;
-    if (attn_cli_ctx(&ctx, threads)) return 1;
+    int rc_ctx = attn_cli_ctx(&ctx, threads);
+    if (rc_ctx) return rc_ctx;
     attn_recall *model = NULL;
     attn_adamw *opt = NULL;
     int T = 2 * c.n_pairs + 1, rc = 1;

@@ -31,6 +31,10 @@ int attn_cli_error(int code, const char *fmt, ...) {
 }
 
 int attn_cli_ctx(attn_ctx **ctx, int threads) {
+    *ctx = NULL;
+    if (threads > attn_ctx_max_threads())
+        return attn_cli_error(2, "--threads %d: at most %d on this machine (16x its %d cores)",
+                              threads, attn_ctx_max_threads(), attn_ctx_max_threads() / 16);
     attn_status st = attn_ctx_create(ctx, threads);
     if (st == ATTN_OK) return 0;
     const char *why = *ctx ? attn_ctx_last_error(*ctx) : "";
