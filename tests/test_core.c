@@ -51,6 +51,25 @@ static void test_ctx_lifecycle(void **state) {
     assert_string_equal(attn_ctx_last_error(NULL), "");
 }
 
+/* numel and strides never overflow silently: 0 for an empty view whatever
+ * its other dims, -1 when the product does not fit, strides saturated. */
+static void test_numel_overflow(void **state) {
+    (void)state;
+    const int64_t big[4] = {0, (int64_t)1 << 40, (int64_t)1 << 40, 4};
+    attn_tensor t = attn_tensor_make(NULL, ATTN_F32, 4, big);
+    assert_int_equal(attn_tensor_numel(&t), 0);
+    assert_true(t.stride[0] == INT64_MAX && t.stride[3] == 1);
+    const int64_t huge[3] = {(int64_t)1 << 40, (int64_t)1 << 40, 2};
+    t = attn_tensor_make(NULL, ATTN_F32, 3, huge);
+    assert_int_equal(attn_tensor_numel(&t), -1);
+    const int64_t neg[2] = {3, -1};
+    t = attn_tensor_make(NULL, ATTN_F32, 2, neg);
+    assert_int_equal(attn_tensor_numel(&t), -1);
+    const int64_t ok[2] = {3, 5};
+    t = attn_tensor_make(NULL, ATTN_F32, 2, ok);
+    assert_int_equal(attn_tensor_numel(&t), 15);
+}
+
 /* 0 threads means ATTN_NUM_THREADS, else every core; a malformed value is
  * ignored. */
 static void test_num_threads_env(void **state) {
@@ -217,7 +236,7 @@ int main(void) {
         cmocka_unit_test(test_ctx_lifecycle),  cmocka_unit_test(test_num_threads_env),
         cmocka_unit_test(test_status_strings), cmocka_unit_test(test_error_message),
         cmocka_unit_test(test_dtypes),         cmocka_unit_test(test_tensor_helpers),
-        cmocka_unit_test(test_arch_name),
+        cmocka_unit_test(test_arch_name),      cmocka_unit_test(test_numel_overflow),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -467,6 +467,23 @@ static void test_get_errors(void **state) {
     assert_int_equal(attn_safetensors_open(ctx, fifo, &st), ATTN_E_IO); /* and does not hang */
     assert_non_null(strstr(attn_ctx_last_error(ctx), "not a regular file"));
     unlink(fifo);
+    /* an empty tensor whose other dims overflow when multiplied: refused
+     * (its view's strides would overflow int64; the fuzzer found it) */
+    b = image("{\"z\":{\"dtype\":\"F32\",\"shape\":[0,1099511627776,1099511627776,4],"
+              "\"data_offsets\":[0,0]}}",
+              0, &len);
+    assert_int_equal(attn_safetensors_open_memory(ctx, b, len, &st), ATTN_E_FORMAT);
+    assert_non_null(strstr(attn_ctx_last_error(ctx), "shape product overflows"));
+    free(b);
+    /* large but representable empty tensors still load */
+    b = image("{\"z\":{\"dtype\":\"F32\",\"shape\":[0,1048576,1048576,4],"
+              "\"data_offsets\":[0,0]}}",
+              0, &len);
+    assert_int_equal(attn_safetensors_open_memory(ctx, b, len, &st), ATTN_OK);
+    assert_int_equal(attn_safetensors_get(ctx, st, "z", &v), ATTN_OK);
+    assert_int_equal(attn_tensor_numel(&v), 0);
+    attn_safetensors_close(st);
+    free(b);
     assert_int_equal(attn_safetensors_open(ctx, NULL, &st), ATTN_E_ARG);
     assert_int_equal(attn_safetensors_open(ctx, tmpdir, NULL), ATTN_E_ARG);
     assert_int_equal(attn_safetensors_open_memory(ctx, NULL, 4, &st), ATTN_E_ARG);

@@ -75,11 +75,14 @@ typedef struct attn_tensor {
     int64_t stride[ATTN_MAX_DIMS];
 } attn_tensor;
 
-/* A contiguous row-major view of `ndim` dims (1..4) over data. */
+/* A contiguous row-major view of `ndim` dims (1..4) over data. A stride
+ * whose product overflows int64 saturates to INT64_MAX (such a view cannot
+ * address memory, and every op's shape checks refuse it). */
 attn_tensor attn_tensor_make(void *data, attn_dtype dtype, int ndim, const int64_t *shape);
 /* Shorthand: contiguous float32 [d0, d1, d2, d3]. */
 attn_tensor attn_tensor_f32_4d(float *data, int64_t d0, int64_t d1, int64_t d2, int64_t d3);
-/* Number of elements (product of the shape). */
+/* Number of elements (product of the shape): 0 if any dim is 0, -1 if a
+ * dim is negative or the product overflows int64. */
 int64_t attn_tensor_numel(const attn_tensor *t);
 /* The shape as text, "[2, 3, 4]" ("[]" for 0 dims), the form every message
  * uses. Writes at most n bytes to buf, NUL-terminated (buf may be NULL when

@@ -56,7 +56,9 @@ attn_tensor attn_tensor_make(void *data, attn_dtype dtype, int ndim, const int64
     for (int i = ndim - 1; i >= 0; i--) {
         t.shape[i] = shape[i];
         t.stride[i] = st;
-        st *= shape[i];
+        /* a stride past INT64_MAX saturates (no such view can address
+         * memory; the shape checks of every op refuse it) */
+        if (shape[i] > 0 && __builtin_mul_overflow(st, shape[i], &st)) st = INT64_MAX;
     }
     return t;
 }
@@ -67,9 +69,11 @@ attn_tensor attn_tensor_f32_4d(float *data, int64_t d0, int64_t d1, int64_t d2, 
 }
 
 int64_t attn_tensor_numel(const attn_tensor *t) {
+    for (int i = 0; i < t->ndim; i++)
+        if (t->shape[i] == 0) return 0;
     int64_t n = 1;
     for (int i = 0; i < t->ndim; i++)
-        n *= t->shape[i];
+        if (t->shape[i] < 0 || __builtin_mul_overflow(n, t->shape[i], &n)) return -1;
     return n;
 }
 

@@ -146,13 +146,17 @@ static attn_status parse_entry(attn_ctx *ctx, const char *label, const char *nam
         e->shape[i] = (int64_t)json_integer_value(d);
         zero |= e->shape[i] == 0;
     }
-    /* numel * size must fit in int64 (a zero dim makes the product 0 however large the rest) */
-    uint64_t nbytes = zero ? 0 : (uint64_t)e->dt->size;
-    for (size_t i = 0; i < nd && nbytes; i++) {
+    /* The product of the nonzero dims times the element size must fit in
+     * int64 even when another dim is 0: a view of [0, 2^40, 2^40, 4] is
+     * empty, but the strides of its other dims would overflow. */
+    uint64_t nbytes = (uint64_t)e->dt->size;
+    for (size_t i = 0; i < nd; i++) {
+        if (e->shape[i] == 0) continue;
         if ((uint64_t)e->shape[i] > (uint64_t)INT64_MAX / nbytes)
             FAIL(ATTN_E_FORMAT, "%s: tensor '%s': shape product overflows", label, name);
         nbytes *= (uint64_t)e->shape[i];
     }
+    if (zero) nbytes = 0;
     if (!json_is_array(jo) || json_array_size(jo) != 2 || !json_is_integer(json_array_get(jo, 0)) ||
         !json_is_integer(json_array_get(jo, 1)))
         FAIL(ATTN_E_FORMAT, "%s: tensor '%s': data_offsets is not [begin, end]", label, name);
