@@ -85,6 +85,53 @@ static void test_errors(void **state) {
     attn_ctx_free(ctx);
 }
 
+/* What transformers writes for "no limit" (model_max_length = a 31-digit
+ * integer, beyond int64) loads as no limit; an integer-valued config key
+ * written as 384.0 still reads as 384; neither fails the load. */
+static void test_huge_integers(void **state) {
+    (void)state;
+    attn_ctx *ctx;
+    assert_int_equal(attn_ctx_create(&ctx, 1), ATTN_OK);
+    char dir[] = "/tmp/attn_model_XXXXXX", path[160], cmd[9000];
+    assert_non_null(mkdtemp(dir));
+    snprintf(cmd, sizeof cmd, "cp '%s/vocab.txt' '%s/vocab.txt'", tokdir, dir);
+    assert_int_equal(system(cmd), 0);
+    snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("{\"do_lower_case\": true, \"model_max_length\": "
+          "1000000000000000019884624838656, \"unused\": 123456789012345678901234567890}",
+          f);
+    fclose(f);
+    attn_tokenizer *t = NULL;
+    assert_int_equal(attn_tokenizer_load_dir(ctx, dir, &t), ATTN_OK);
+    assert_int_equal(attn_tokenizer_max_len(t), 0); /* 0: no limit known */
+    attn_tokenizer_free(t);
+    /* config.json with the same kind of number in a key BERT does not use */
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("{\"model_type\": \"bert\", \"vocab_size\": 30522, \"hidden_size\": 8.0, "
+          "\"num_hidden_layers\": 1, \"num_attention_heads\": 2, \"intermediate_size\": 16, "
+          "\"max_position_embeddings\": 32, \"type_vocab_size\": 2, "
+          "\"layer_norm_eps\": 1e-12, \"transformers_version_big\": "
+          "1000000000000000019884624838656}",
+          f);
+    fclose(f);
+    attn_bert_config c;
+    assert_int_equal(attn_bert_config_load(ctx, dir, &c), ATTN_OK);
+    assert_int_equal(c.hidden_size, 8);
+    /* a fractional value where an integer is meant is still an error */
+    f = fopen(path, "w");
+    fputs("{\"model_type\": \"bert\", \"vocab_size\": 30522, \"hidden_size\": 8.5}", f);
+    fclose(f);
+    assert_int_equal(attn_bert_config_load(ctx, dir, &c), ATTN_E_FORMAT);
+    assert_non_null(strstr(attn_ctx_last_error(ctx), "hidden_size"));
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+    attn_ctx_free(ctx);
+}
+
 static void test_find_default(void **state) {
     (void)state;
     attn_ctx *ctx;
@@ -109,6 +156,7 @@ int main(void) {
         cmocka_unit_test(test_tokenizer_only),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_find_default),
+        cmocka_unit_test(test_huge_integers),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }

@@ -2,6 +2,7 @@
 #include "io/json.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -20,7 +21,11 @@ attn_status attn__json_load(attn_ctx *ctx, const char *path, int optional, json_
                              "%s: cannot open: %s", path, strerror(errno));
     }
     json_error_t err;
-    json_t *j = json_loadf(f, JSON_REJECT_DUPLICATES, &err);
+    /* Numbers are read as doubles: Hugging Face writes integers beyond
+     * int64 (tokenizer_config.json's model_max_length of 1e30 for "no
+     * limit"), which jansson's integers would refuse for the whole file.
+     * attn__json_get_int takes integral values back out exactly up to 2^53. */
+    json_t *j = json_loadf(f, JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL, &err);
     fclose(f);
     if (!j)
         return attn_ctx_fail(ctx, ATTN_E_FORMAT, "%s: invalid JSON at line %d: %s", path, err.line,
@@ -42,13 +47,16 @@ attn_status attn__json_get_int(attn_ctx *ctx, const char *path, json_t *o, const
         *out = def;
         return ATTN_OK;
     }
-    if (!json_is_integer(v))
+    double d = json_is_integer(v) ? (double)json_integer_value(v)
+               : json_is_real(v)  ? json_real_value(v)
+                                  : NAN;
+    if (!(d == floor(d)) || fabs(d) > 9007199254740992.0) /* NaN, fractional, beyond 2^53 */
         return attn_ctx_fail(ctx, ATTN_E_FORMAT, "%s: \"%s\" must be an integer", path, key);
-    json_int_t x = json_integer_value(v);
-    if (x < lo || x > ((json_int_t)1 << 31))
+    int64_t x = (int64_t)d;
+    if (x < lo || x > ((int64_t)1 << 31))
         return attn_ctx_fail(ctx, ATTN_E_SHAPE, "%s: \"%s\" = %lld is out of range (>= %lld)", path,
                              key, (long long)x, (long long)lo);
-    *out = (int64_t)x;
+    *out = x;
     return ATTN_OK;
 }
 

@@ -198,7 +198,9 @@ attn_status attn_tokenizer_load_dir(attn_ctx *ctx, const char *dir, attn_tokeniz
     FILE *f = fopen(path, "rb");
     if (f) {
         json_error_t jerr;
-        json_t *cfg = json_loadf(f, JSON_REJECT_DUPLICATES, &jerr);
+        /* as doubles: transformers writes model_max_length = 1e30-ish
+         * integers for "no limit", beyond what jansson's int64 takes */
+        json_t *cfg = json_loadf(f, JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL, &jerr);
         fclose(f);
         const char *bad = NULL;
         if (!cfg || !json_is_object(cfg))
