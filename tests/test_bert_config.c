@@ -113,6 +113,25 @@ static void test_config(void **state) {
     put("1_Pooling/config.json",
         "{\"pooling_mode_cls_token\": true, \"pooling_mode_max_tokens\": true}");
     expect_fail(ctx, ATTN_E_UNSUPPORTED, "combining");
+    /* the pooling's width must be the encoder's */
+    put("1_Pooling/config.json",
+        "{\"word_embedding_dimension\": 999, \"pooling_mode_mean_tokens\": true}");
+    expect_fail(ctx, ATTN_E_SHAPE,
+                "word_embedding_dimension 999 is not the model's hidden_size 24");
+    put("1_Pooling/config.json", "{\"pooling_mode_mean_tokens\": true}");
+    /* a module path that leaves the model directory is refused */
+    put("modules.json", "[{\"path\": \"../../../../etc\", \"type\": "
+                        "\"sentence_transformers.models.Pooling\"}]");
+    expect_fail(ctx, ATTN_E_FORMAT, "leaves the model directory");
+    put("modules.json",
+        "[{\"path\": \"/etc\", \"type\": \"sentence_transformers.models.Pooling\"}]");
+    expect_fail(ctx, ATTN_E_FORMAT, "leaves the model directory");
+    put("modules.json", "[{\"path\": \"1_Pooling/../..\", \"type\": "
+                        "\"sentence_transformers.models.Pooling\"}]");
+    expect_fail(ctx, ATTN_E_FORMAT, "leaves the model directory");
+    put("modules.json",
+        "[{\"path\": \"1_Pooling\", \"type\": \"sentence_transformers.models.Pooling\"}]");
+    assert_int_equal(attn_bert_config_load(ctx, dir, &c), ATTN_OK);
     put("1_Pooling/config.json", NULL);
     expect_fail(ctx, ATTN_E_NOTFOUND, "1_Pooling/config.json");
     put("modules.json", "[{\"path\": \"x\", \"type\": \"sentence_transformers.models.Dense\"}]");

@@ -151,6 +151,15 @@ if [ "$(($(nproc) * 16))" -lt 4096 ]; then
     [ ! -e "$W/t.st" ] || fail "sdpa --threads 4096 wrote an output"
 fi
 
+# ---- 3c. a weight of a non-float dtype: the message names the file once ----
+"$ST" gen "$W/mha_i32.st" 2 x=F32:2,5,8 in_proj_weight=I32:24,8 out_proj.weight=F32:8,8 || exit 1
+"$ATTN" mha "$W/mha_i32.st" "$W/t.st" --heads 2 >"$W/out" 2>"$W/err"
+rc=$?
+[ "$rc" = 1 ] || fail "mha with an I32 weight: want exit 1, got $rc"
+grep -q "tensor 'in_proj_weight' has dtype I32" "$W/err" || fail "mha I32 weight: $(cat "$W/err")"
+[ "$(grep -o "mha_i32.st" "$W/err" | wc -l)" = 1 ] ||
+    fail "mha I32 weight: the path is not named exactly once: $(cat "$W/err")"
+
 # ---- 4. ATTN_ARCH: a family this build lacks is an error, never ignored ------
 for c in "sdpa $W/sdpa.st $W/c.st" "mha $W/mha.st $W/c.st --heads 2" \
     "train --task recall --steps 1" "bench --T 8 --reps 1"; do

@@ -84,7 +84,31 @@ static attn_status parse_pooling(attn_ctx *ctx, const char *path, json_t *j, att
     }
     if (!found)
         return attn_ctx_fail(ctx, ATTN_E_UNSUPPORTED, "%s: no supported pooling mode is set", path);
+    /* the width the pooling expects must be the encoder's */
+    if (json_object_get(j, "word_embedding_dimension")) {
+        int64_t w;
+        attn_status st = attn__json_get_int(ctx, path, j, "word_embedding_dimension", 0, 0, 1, &w);
+        if (st) return st;
+        if (w != c->hidden_size)
+            return attn_ctx_fail(ctx, ATTN_E_SHAPE,
+                                 "%s: word_embedding_dimension %lld is not the model's hidden_size "
+                                 "%lld",
+                                 path, (long long)w, (long long)c->hidden_size);
+    }
     return ATTN_OK;
+}
+
+/* A module's path inside the model directory: relative, and no ".."
+ * component (modules.json must not send the loader elsewhere). */
+static int path_stays_inside(const char *p) {
+    if (!*p || p[0] == '/') return 0;
+    for (const char *s = p; *s;) {
+        const char *e = strchr(s, '/');
+        size_t n = e ? (size_t)(e - s) : strlen(s);
+        if (n == 2 && s[0] == '.' && s[1] == '.') return 0;
+        s += n + (e != NULL);
+    }
+    return 1;
 }
 
 /* modules.json: where the Pooling module lives, whether Normalize follows. */
@@ -107,6 +131,10 @@ static attn_status parse_modules(attn_ctx *ctx, const char *dir, const char *pat
             if (!json_is_string(sub))
                 return attn_ctx_fail(ctx, ATTN_E_FORMAT, "%s: module %zu has no \"path\" string",
                                      path, i);
+            if (!path_stays_inside(json_string_value(sub)))
+                return attn_ctx_fail(ctx, ATTN_E_FORMAT,
+                                     "%s: module %zu's path \"%s\" leaves the model directory",
+                                     path, i, json_string_value(sub));
             char pp[ATTN__PATH_LEN];
             if (!attn__path_join(pp, dir, json_string_value(sub), "config.json"))
                 return attn_ctx_fail(ctx, ATTN_E_ARG, "%s: pooling path too long", path);
