@@ -224,6 +224,14 @@ gen "$W/extra.st" 46 q=F32:1,2,3,4 k=F32:1,2,5,4 v=F32:1,2,5,4 bias=F32:3,5
 gen "$W/kl64big.st" 47 q=F32:2,2,3,4 k=F32:2,2,5,4 v=F32:2,2,5,4 kv_len=I64:2:vals=5,4294967301
 gen "$W/doutshape.st" 44 q=F32:1,2,3,4 k=F32:1,2,5,4 v=F32:1,2,5,4 dout=F32:1,2,3,5
 bad 1 no_input "cannot open" -- "$W/absent.st" "$O"
+# other formats say what they look like (a torch.save .pt is a zip archive)
+printf 'PK\003\004\024\000\000\000\010\000archive/data.pkl' >"$W/model.pt"
+printf '\223NUMPY\001\000v\000{"descr": "<f4"}' >"$W/q.npy"
+printf 'q = [1, 2, 3]\n' >"$W/q.txt"
+bad 1 torch_zip "not a safetensors file (looks like a PyTorch zip checkpoint" -- "$W/model.pt" "$O"
+bad 1 torch_zip_hint "save with safetensors.torch.save_file" -- "$W/model.pt" "$O"
+bad 1 npy "not a safetensors file (looks like a NumPy .npy file" -- "$W/q.npy" "$O"
+bad 1 text "not a safetensors file (looks like text)" -- "$W/q.txt" "$O"
 bad 1 corrupt "overlaps tensor 'a'" -- "$ATTN_TEST_DATA/safetensors_bad/overlap.safetensors" "$O"
 bad 1 truncated "beyond the data section" -- "$ATTN_TEST_DATA/safetensors_bad/truncated_data.safetensors" "$O"
 bad 1 missing_q "missing tensor 'q'" -- "$W/noq.st" "$O"
