@@ -520,9 +520,13 @@ static void test_other_formats(void **state) {
         size_t n;
         const char *says;
     } files[] = {
-        {"PK\x03\x04\x14\x00\x00\x00\x08\x00archive/data.pkl", 26,
-         "not a safetensors file (looks like a PyTorch zip checkpoint"},
-        {"\x80\x02\x8a\x0a" "lz\xfc\x9c" "F\xf9 j\xa8", 14,
+        {"PK\x03\x04\x14\x00\x00\x00\x08\x00"
+         "archive/data.pkl",
+         26, "not a safetensors file (looks like a PyTorch zip checkpoint"},
+        {"\x80\x02\x8a\x0a"
+         "lz\xfc\x9c"
+         "F\xf9 j\xa8",
+         14,
          "not a safetensors file (looks like a "
          "Python pickle"},
         {"\x93NUMPY\x01\x00v\x00{'descr': '<f4'", 26, "looks like a NumPy .npy file"},
