@@ -213,4 +213,154 @@ else
     echo "FAIL: --opt=value or --threads in embed / similarity"; fails=$((fails + 1))
 fi
 
+# ---- machine-readable outputs ---------------------------------------------
+# check NAME CMD...: run CMD (a check in python3, standard library only)
+check() {
+    local name=$1
+    shift
+    if "$@"; then echo "ok    $name"; else echo "FAIL: $name"; fails=$((fails + 1)); fi
+}
+# --format npy / safetensors: the same float32 [N, dim] matrix as the jsonl rows
+"$ATTN" embed "${M[@]}" --input "$tmp/lines.txt" --format npy --output "$tmp/e.npy"
+"$ATTN" embed "${M[@]}" --input "$tmp/lines.txt" --format safetensors --output "$tmp/e.st"
+"$ATTN" embed "${M[@]}" --input "$tmp/lines.txt" --format jsonl --output "$tmp/e2.jsonl"
+check "embed --format jsonl --output equals stdout" cmp -s "$tmp/e2.jsonl" "$tmp/args.out"
+check "embed --format npy and safetensors hold the jsonl matrix" \
+    python3 - "$tmp/e.npy" "$tmp/e.st" "$tmp/args.out" <<'PY'
+import ast, json, struct, sys
+rows = [json.loads(l) for l in open(sys.argv[3])]
+n, d = len(rows), len(rows[0])
+b = open(sys.argv[1], "rb").read()
+assert b[:8] == b"\x93NUMPY\x01\x00", b[:8]
+hl = struct.unpack("<H", b[8:10])[0]
+assert (10 + hl) % 64 == 0, hl
+h = ast.literal_eval(b[10:10 + hl].decode())
+assert h == {"descr": "<f4", "fortran_order": False, "shape": (n, d)}, h
+vals = struct.unpack("<%df" % (n * d), b[10 + hl:])
+for i in range(n):
+    for k in range(d):
+        assert abs(vals[i * d + k] - rows[i][k]) <= 1e-6 * max(1, abs(rows[i][k])), (i, k)
+s = open(sys.argv[2], "rb").read()
+hl = struct.unpack("<Q", s[:8])[0]
+hdr = json.loads(s[8:8 + hl])
+e = hdr["embeddings"]
+assert e["dtype"] == "F32" and e["shape"] == [n, d] and set(hdr) <= {"embeddings", "__metadata__"}, hdr
+a, z = e["data_offsets"]
+assert struct.unpack("<%df" % (n * d), s[8 + hl + a:8 + hl + z]) == vals
+PY
+# --id line / --id tab in jsonl
+printf 'a1\thello\r\nb2\t\nc3\tworld' > "$tmp/tab.txt"
+"$ATTN" embed "${M[@]}" --input "$tmp/lines.txt" --id line > "$tmp/idl.jsonl"
+"$ATTN" embed "${M[@]}" --input "$tmp/tab.txt" --id tab > "$tmp/idt.jsonl"
+check "embed --id line / tab: ids with the same embeddings" \
+    python3 - "$tmp/idl.jsonl" "$tmp/idt.jsonl" "$tmp/args.out" <<'PY'
+import json, sys
+plain = [json.loads(l) for l in open(sys.argv[3])]
+byline = [json.loads(l) for l in open(sys.argv[1])]
+bytab = [json.loads(l) for l in open(sys.argv[2])]
+assert [r["id"] for r in byline] == [1, 2, 3], byline
+assert [r["id"] for r in bytab] == ["a1", "b2", "c3"], bytab
+assert [r["embedding"] for r in byline] == plain == [r["embedding"] for r in bytab]
+PY
+printf 'a\tx\nno tab here\n' > "$tmp/tab.txt"
+expect 1 "tab.txt:2: no tab (--id tab wants ID<TAB>TEXT)" \
+    "$ATTN" embed "${M[@]}" --input "$tmp/tab.txt" --id tab
+expect 2 "--format must be jsonl, npy or safetensors, got 'csv'" "$ATTN" embed "${M[@]}" --format csv x
+expect 2 "--format npy writes binary: give --output FILE" "$ATTN" embed "${M[@]}" --format npy x
+expect 2 "--id must be line or tab" "$ATTN" embed "${M[@]}" --id row x
+expect 2 "--id goes with the jsonl format" "$ATTN" embed "${M[@]}" --id line --format npy \
+    --output "$tmp/x.npy" x
+[ ! -e "$tmp/x.npy" ] || { echo "FAIL: bad usage left an output"; fails=$((fails + 1)); }
+expect 2 "--top-k goes with --query TEXT" "$ATTN" similarity "${M[@]}" --top-k 3 x y
+expect 2 "--query needs texts to search" "$ATTN" similarity "${M[@]}" --query x
+expect 2 "--top-k must be an integer" "$ATTN" similarity "${M[@]}" --query x --top-k 0 y
+
+# similarity --json: the table's numbers; --query --top-k over a corpus file
+"$ATTN" similarity "${M[@]}" --json "hello worlds." "world" "hello worlds." > "$tmp/sim.json"
+for i in $(seq 1 300); do
+    case $((i % 3)) in 0) echo "hello world number $i.";; 1) echo "worlds";; 2) echo "hello";; esac
+done > "$tmp/corpus.txt"
+printf 'a "quoted"\ttab text\n' >> "$tmp/corpus.txt"
+"$ATTN" similarity "${M[@]}" --input "$tmp/corpus.txt" --query "hello worlds." --top-k 5 --json \
+    > "$tmp/top.json"
+"$ATTN" similarity "${M[@]}" --input "$tmp/corpus.txt" --query "hello worlds." --top-k 5 \
+    > "$tmp/top.txt"
+{ echo "hello worlds."; cat "$tmp/corpus.txt"; } > "$tmp/qcorpus.txt"
+"$ATTN" embed "${M[@]}" --input "$tmp/qcorpus.txt" > "$tmp/corpus.jsonl"
+check "similarity --json and --query --top-k: the embeddings' cosines, best first" \
+    python3 - "$tmp/sim.json" "$tmp/sim.txt" "$tmp/top.json" "$tmp/corpus.jsonl" "$tmp/top.txt" \
+    "$tmp/corpus.txt" <<'PY'
+import json, math, sys
+m = json.load(open(sys.argv[1]))
+assert m["texts"] == ["hello worlds.", "world", "hello worlds."], m
+rows = [l.split()[1:] for l in open(sys.argv[2]) if l.startswith("   [")]
+assert len(rows) == 3 and all(abs(float(rows[i][j]) - m["similarity"][i][j]) < 6e-4
+                              for i in range(3) for j in range(3)), (rows, m)
+top = json.load(open(sys.argv[3]))
+emb = [json.loads(l) for l in open(sys.argv[4])]
+corpus = open(sys.argv[6], encoding="utf-8").read().split("\n")[:-1]
+q, docs = emb[0], emb[1:]
+def cos(a, b):
+    return sum(x * y for x, y in zip(a, b)) / math.sqrt(sum(x * x for x in a) * sum(y * y for y in b))
+scores = sorted(((cos(q, d), -i) for i, d in enumerate(docs)), reverse=True)[:5]
+assert top["query"] == "hello worlds." and len(top["results"]) == 5, top
+for r, (s, mi) in zip(top["results"], scores):
+    assert abs(r["score"] - s) < 1e-5, (r, s)
+    assert corpus[r["line"] - 1] == r["text"], r
+assert [r["rank"] for r in top["results"]] == [1, 2, 3, 4, 5]
+table = open(sys.argv[5]).read().split("\n")
+assert table[0].startswith("the 5 of 301 texts most similar to: hello worlds."), table[0]
+first = table[3].split()
+assert first[0] == "1" and int(first[2]) == top["results"][0]["line"], table[3]
+PY
+# long texts are cut to stay readable
+long=$(printf 'word%.0s ' $(seq 1 80))
+"$ATTN" similarity "${M[@]}" "$long" "hello" > "$tmp/long.txt"
+check "similarity table cuts long texts" \
+    python3 -c 'import sys; l = open(sys.argv[1], encoding="utf-8").read().split("\n")[2]; assert len(l) <= 80 and l.endswith("…"), l' \
+    "$tmp/long.txt"
+
+# --show-attention --format json|safetensors: every layer and head, rows sum to 1,
+# head H of layer L as the display shows
+"$ATTN" embed "${M[@]}" --show-attention --format json "hello worlds." > "$tmp/att.json"
+"$ATTN" embed "${M[@]}" --show-attention --format safetensors --output "$tmp/att.st" "hello worlds."
+"$ATTN" embed "${M[@]}" --layer 0 --head 1 --show-attention "hello worlds." > "$tmp/att.txt"
+check "--show-attention exports every layer and head" \
+    python3 - "$tmp/att.json" "$tmp/att.st" "$tmp/att.txt" <<'PY'
+import json, struct, sys
+a = json.load(open(sys.argv[1]))
+L, H, toks = a["num_layers"], a["num_heads"], a["tokens"]
+T = len(toks)
+assert (L, H) == (1, 2) and toks[0] == "[CLS]" and toks[-1] == "[SEP]", a
+att = a["attentions"]
+assert len(att) == L and all(len(l) == H and all(len(h) == T for h in l) for l in att)
+for l in att:
+    for h in l:
+        for row in h:
+            assert len(row) == T and abs(sum(row) - 1) < 1e-5, row
+s = open(sys.argv[2], "rb").read()
+hl = struct.unpack("<Q", s[:8])[0]
+hdr = json.loads(s[8:8 + hl])
+e = hdr["attentions"]
+assert e["dtype"] == "F32" and e["shape"] == [L, H, T, T], hdr
+assert hdr["input_ids"]["dtype"] == "I32" and hdr["input_ids"]["shape"] == [T]
+assert json.loads(hdr["__metadata__"]["tokens"]) == toks
+a0, z0 = e["data_offsets"]
+flat = struct.unpack("<%df" % (L * H * T * T), s[8 + hl + a0:8 + hl + z0])
+want = [x for l in att for h in l for row in h for x in row]
+assert all(abs(x - y) <= 1e-7 * max(1, abs(y)) for x, y in zip(flat, want))
+# the display's strongest link of each token is the row's argmax in head 1
+rows = [l.split() for l in open(sys.argv[3]) if l[:4].strip().isdigit()]
+for i, r in enumerate(rows):
+    row = att[0][1][i]
+    assert int(r[3]) == max(range(T), key=lambda j: (row[j], -j)), (r, row)
+    assert abs(float(r[5]) - max(row)) < 1e-4
+PY
+expect 2 "--show-attention --format must be json or safetensors" \
+    "$ATTN" embed "${M[@]}" --show-attention --format npy x
+expect 2 "--format safetensors needs --output FILE" \
+    "$ATTN" embed "${M[@]}" --show-attention --format safetensors x
+expect 2 "--layer and --head go with the display" \
+    "$ATTN" embed "${M[@]}" --show-attention --format json --layer 0 --head 0 x
+
 [ "$fails" = 0 ] || { echo "$fails failure(s)"; exit 1; }
