@@ -108,7 +108,8 @@ attn_status attn__sdpa_gplan_make(attn_ctx *ctx, const attn__sdpa_plan *p, const
         }
         if (sd[3] != 1 && sh[3] > 1)
             return attn_ctx_fail(ctx, ATTN_E_LAYOUT, "dmask: last stride must be 1");
-        for (int d = 0; d < 3; d++)
+        int empty = sh[0] == 0 || sh[1] == 0 || sh[2] == 0 || sh[3] == 0;
+        for (int d = 0; d < 3 && !empty; d++)
             if (sd[d] == 0 && sh[d] > 1)
                 return attn_ctx_fail(ctx, ATTN_E_LAYOUT, "dmask: an output cannot broadcast");
         gp->dmask = dm->data;
