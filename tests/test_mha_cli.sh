@@ -28,6 +28,8 @@ bool_mask 4
 cross_kv 4
 cross_kdim 3
 cross_kdim_pad 2
+torch_kpm 2
+torch_bool 4
 CASES
 ATTN_MHA_CLI_OUT="$dir" "$ATTN_BUILD/tests/test_mha_torch" || fail "CLI outputs differ from PyTorch"
 
