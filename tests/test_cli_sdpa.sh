@@ -136,6 +136,12 @@ ok key_padding_mask_all "$W/kpm_all.st"
 grep -q '^out F32 \[4,7,5\]$' "$W/info" && grep -q '^lse F32 \[4,7\]$' "$W/info" ||
     fail "rank3: outputs should be 3-D: $(cat "$W/info")"
 
+# outputs are F32 whatever the inputs' dtype, and --help says so
+"$ST" info "$W/converted.fast.st" | grep -q '^out F32 ' || fail "converted: out is not F32"
+"$ATTN" sdpa --help | grep -q "F16 in gives F32 out" || fail "sdpa --help: no output dtype"
+"$ATTN" mha --help | grep -q "F16 in gives F32 out" || fail "mha --help: no output dtype"
+"$ATTN" embed --help | grep -q "F16 weights give F32 embeddings" || fail "embed --help: no dtype"
+
 # the forward is bitwise independent of the thread count
 "$ATTN" sdpa "$W/big.st" "$W/t1.st" --causal --threads 1 &&
     "$ATTN" sdpa "$W/big.st" "$W/t2.st" --causal --threads 2 &&
