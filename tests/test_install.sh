@@ -68,10 +68,13 @@ fi
 bin="$prefix/bin/attn"
 [ -x "$bin" ] || fail "bin/attn not installed"
 if [ -z "$static" ]; then
-    readelf -d "$bin" | grep -q 'R.*PATH.*\$ORIGIN/\.\./' ||
-        fail "bin/attn has no \$ORIGIN-relative RUNPATH: $(readelf -d "$bin" | grep PATH)"
-    env -u LD_LIBRARY_PATH ldd "$bin" | grep -q "libattn.so.* => $prefix/" ||
-        fail "bin/attn does not resolve libattn.so inside the prefix: $(ldd "$bin" | grep attn)"
+    # (outputs captured first: grep -q closing the pipe early would fail it under pipefail)
+    dyn=$(readelf -d "$bin")
+    grep -q 'R.*PATH.*\$ORIGIN/\.\./' <<<"$dyn" ||
+        fail "bin/attn has no \$ORIGIN-relative RUNPATH: $(grep PATH <<<"$dyn")"
+    deps=$(env -u LD_LIBRARY_PATH ldd "$bin")
+    grep -qF "=> $prefix/" <<<"$(grep libattn <<<"$deps")" ||
+        fail "bin/attn does not resolve libattn.so inside the prefix: $(grep attn <<<"$deps")"
 fi
 env -u LD_LIBRARY_PATH "$bin" --help >/dev/null || fail "the installed attn --help failed"
 "$ATTN_BUILD/tests/tools/st_tool" gen "$tmp/in.st" 1 q=F32:1,2,5,8 k=F32:1,2,7,8 v=F32:1,2,7,8 ||
@@ -87,7 +90,8 @@ if [ -z "$static" ]; then
     cc -std=c11 $flags $cflags "$ATTN_SRC/tests/consumer/main.c" -o "$tmp/consumer-static" \
         "$libdir/libattn.a" $(pkg-config --static --libs-only-l attn | sed 's/-lattn//') -lm \
         -fopenmp || fail "linking the consumer against libattn.a failed"
-    ldd "$tmp/consumer-static" | grep -q libattn && fail "the static consumer still needs libattn.so"
+    deps=$(ldd "$tmp/consumer-static")
+    grep -q libattn <<<"$deps" && fail "the static consumer still needs libattn.so"
     "$tmp/consumer-static" || fail "the statically linked consumer gave a wrong result"
 fi
 echo "test_install: ok (find_package, pkg-config, static, the installed attn)"
