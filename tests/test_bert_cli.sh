@@ -25,94 +25,7 @@ expect() {
 
 # A tiny BERT (E=4, 2 heads, I=8, 1 layer) whose weights are multiples of
 # 1/64 in [-1, 1]: exact in F16 and BF16, so every dtype loads the same model.
-python3 - "$tmp" <<'EOF'
-import json, os, struct, sys
-
-root = sys.argv[1]
-E, I, V, P = 4, 8, 9, 16
-names = []
-def lin(pre, o, i):
-    names.append((pre + ".weight", [o, i])); names.append((pre + ".bias", [o]))
-def ln(pre):
-    names.append((pre + ".weight", [E])); names.append((pre + ".bias", [E]))
-names += [("embeddings.word_embeddings.weight", [V, E]),
-          ("embeddings.position_embeddings.weight", [P, E]),
-          ("embeddings.token_type_embeddings.weight", [2, E])]
-ln("embeddings.LayerNorm")
-p = "encoder.layer.0."
-for x in ("query", "key", "value"):
-    lin(p + "attention.self." + x, E, E)
-lin(p + "attention.output.dense", E, E); ln(p + "attention.output.LayerNorm")
-lin(p + "intermediate.dense", I, E); lin(p + "output.dense", E, I); ln(p + "output.LayerNorm")
-
-def values(n, seed):
-    out, s = [], seed
-    for _ in range(n):
-        s = (s * 1103515245 + 12345) % 2**31
-        out.append(((s >> 8) % 129 - 64) / 64.0)
-    return out
-
-def f16(x):
-    return struct.pack("<e", x)
-def bf16(x):
-    return struct.pack("<f", x)[2:]  # exact: multiples of 1/64 need few mantissa bits
-
-def write(path, dtype, prefix="", override=None):
-    header, data = {}, b""
-    for k, (name, shape) in enumerate(names):
-        n = 1
-        for d in shape: n *= d
-        vals = values(n, k + 1)
-        if name.endswith("LayerNorm.weight"): vals = [1.0 + v / 2 for v in vals]
-        dt, shp = dtype, shape
-        if override and override[0] == name:
-            dt, shp = override[1], override[2]
-            n = 1
-            for d in shp: n *= d
-            vals = values(n, k + 1)
-        enc = {"F32": lambda v: struct.pack("<f", v), "F16": f16, "BF16": bf16,
-               "I32": lambda v: struct.pack("<i", int(v * 64))}[dt]
-        blob = b"".join(enc(v) for v in vals)
-        header[prefix + name] = {"dtype": dt, "shape": shp,
-                                 "data_offsets": [len(data), len(data) + len(blob)]}
-        data += blob
-    h = json.dumps(header).encode()
-    h += b" " * (-len(h) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)) + h + data)
-
-config = {"vocab_size": V, "hidden_size": E, "num_hidden_layers": 1, "num_attention_heads": 2,
-          "intermediate_size": I, "max_position_embeddings": P, "type_vocab_size": 2,
-          "layer_norm_eps": 1e-12, "hidden_act": "gelu"}
-vocab = "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nhello\nworld\n##s\n.\n"
-cases = {"f32": ("F32", "", None), "f16": ("F16", "", None), "bf16": ("BF16", "", None),
-         "prefixed": ("F32", "bert.", None),
-         "i32": ("F32", "", ("encoder.layer.0.attention.self.key.weight", "I32", [E, E])),
-         "shape": ("F32", "", ("encoder.layer.0.intermediate.dense.weight", "F32", [I, E + 1]))}
-for d, (dt, pre, ov) in cases.items():
-    os.makedirs(os.path.join(root, d))
-    write(os.path.join(root, d, "model.safetensors"), dt, pre, ov)
-    json.dump(config, open(os.path.join(root, d, "config.json"), "w"))
-    open(os.path.join(root, d, "vocab.txt"), "w").write(vocab)
-# config sizes that disagree with the weights
-for d, key, val in (("wide", "hidden_size", 6), ("deep", "num_hidden_layers", 2),
-                    ("shallow", "num_hidden_layers", 0), ("vocab", "vocab_size", 10)):
-    os.makedirs(os.path.join(root, d))
-    os.symlink(os.path.join(root, "f32", "model.safetensors"), os.path.join(root, d, "model.safetensors"))
-    c = dict(config); c[key] = val
-    json.dump(c, open(os.path.join(root, d, "config.json"), "w"))
-    open(os.path.join(root, d, "vocab.txt"), "w").write(vocab + ("x\n" if d == "vocab" else ""))
-# vocab.txt with one id more than config.json's vocab_size (and the weights)
-os.makedirs(os.path.join(root, "vocabtxt"))
-os.symlink(os.path.join(root, "f32", "model.safetensors"), os.path.join(root, "vocabtxt", "model.safetensors"))
-json.dump(config, open(os.path.join(root, "vocabtxt", "config.json"), "w"))
-open(os.path.join(root, "vocabtxt", "vocab.txt"), "w").write(vocab + "x\n")
-# a model type other than BERT
-os.makedirs(os.path.join(root, "gpt"))
-json.dump(dict(config, model_type="gpt2"), open(os.path.join(root, "gpt", "config.json"), "w"))
-os.makedirs(os.path.join(root, "noweights"))
-json.dump(config, open(os.path.join(root, "noweights", "config.json"), "w"))
-EOF
+python3 "${ATTN_SRC:?}/tests/fixtures/tiny_bert.py" "$tmp"
 
 # the same model whatever the stored dtype or prefix: identical output
 "$ATTN" embed --model "$tmp/f32" "hello worlds." "world" > "$tmp/f32.out"
@@ -212,5 +125,155 @@ if "$ATTN" embed "${M_EQ[@]}" --threads=2 --input="$tmp/lines.txt" | cmp -s - "$
 else
     echo "FAIL: --opt=value or --threads in embed / similarity"; fails=$((fails + 1))
 fi
+
+# ---- machine-readable outputs ---------------------------------------------
+# check NAME CMD...: run CMD (a check in python3, standard library only)
+check() {
+    local name=$1
+    shift
+    if "$@"; then echo "ok    $name"; else echo "FAIL: $name"; fails=$((fails + 1)); fi
+}
+# --format npy / safetensors: the same float32 [N, dim] matrix as the jsonl rows
+"$ATTN" embed "${M[@]}" --input "$tmp/lines.txt" --format npy --output "$tmp/e.npy"
+"$ATTN" embed "${M[@]}" --input "$tmp/lines.txt" --format safetensors --output "$tmp/e.st"
+"$ATTN" embed "${M[@]}" --input "$tmp/lines.txt" --format jsonl --output "$tmp/e2.jsonl"
+check "embed --format jsonl --output equals stdout" cmp -s "$tmp/e2.jsonl" "$tmp/args.out"
+check "embed --format npy and safetensors hold the jsonl matrix" \
+    python3 - "$tmp/e.npy" "$tmp/e.st" "$tmp/args.out" <<'PY'
+import ast, json, struct, sys
+rows = [json.loads(l) for l in open(sys.argv[3])]
+n, d = len(rows), len(rows[0])
+b = open(sys.argv[1], "rb").read()
+assert b[:8] == b"\x93NUMPY\x01\x00", b[:8]
+hl = struct.unpack("<H", b[8:10])[0]
+assert (10 + hl) % 64 == 0, hl
+h = ast.literal_eval(b[10:10 + hl].decode())
+assert h == {"descr": "<f4", "fortran_order": False, "shape": (n, d)}, h
+vals = struct.unpack("<%df" % (n * d), b[10 + hl:])
+for i in range(n):
+    for k in range(d):
+        assert abs(vals[i * d + k] - rows[i][k]) <= 1e-6 * max(1, abs(rows[i][k])), (i, k)
+s = open(sys.argv[2], "rb").read()
+hl = struct.unpack("<Q", s[:8])[0]
+hdr = json.loads(s[8:8 + hl])
+e = hdr["embeddings"]
+assert e["dtype"] == "F32" and e["shape"] == [n, d] and set(hdr) <= {"embeddings", "__metadata__"}, hdr
+a, z = e["data_offsets"]
+assert struct.unpack("<%df" % (n * d), s[8 + hl + a:8 + hl + z]) == vals
+PY
+# --id line / --id tab in jsonl
+printf 'a1\thello\r\nb2\t\nc3\tworld' > "$tmp/tab.txt"
+"$ATTN" embed "${M[@]}" --input "$tmp/lines.txt" --id line > "$tmp/idl.jsonl"
+"$ATTN" embed "${M[@]}" --input "$tmp/tab.txt" --id tab > "$tmp/idt.jsonl"
+check "embed --id line / tab: ids with the same embeddings" \
+    python3 - "$tmp/idl.jsonl" "$tmp/idt.jsonl" "$tmp/args.out" <<'PY'
+import json, sys
+plain = [json.loads(l) for l in open(sys.argv[3])]
+byline = [json.loads(l) for l in open(sys.argv[1])]
+bytab = [json.loads(l) for l in open(sys.argv[2])]
+assert [r["id"] for r in byline] == [1, 2, 3], byline
+assert [r["id"] for r in bytab] == ["a1", "b2", "c3"], bytab
+assert [r["embedding"] for r in byline] == plain == [r["embedding"] for r in bytab]
+PY
+printf 'a\tx\nno tab here\n' > "$tmp/tab.txt"
+expect 1 "tab.txt:2: no tab (--id tab wants ID<TAB>TEXT)" \
+    "$ATTN" embed "${M[@]}" --input "$tmp/tab.txt" --id tab
+expect 2 "--format must be jsonl, npy or safetensors, got 'csv'" "$ATTN" embed "${M[@]}" --format csv x
+expect 2 "--format npy writes binary: give --output FILE" "$ATTN" embed "${M[@]}" --format npy x
+expect 2 "--id must be line or tab" "$ATTN" embed "${M[@]}" --id row x
+expect 2 "--id goes with the jsonl format" "$ATTN" embed "${M[@]}" --id line --format npy \
+    --output "$tmp/x.npy" x
+[ ! -e "$tmp/x.npy" ] || { echo "FAIL: bad usage left an output"; fails=$((fails + 1)); }
+expect 2 "--top-k goes with --query TEXT" "$ATTN" similarity "${M[@]}" --top-k 3 x y
+expect 2 "--query needs texts to search" "$ATTN" similarity "${M[@]}" --query x
+expect 2 "--top-k must be an integer" "$ATTN" similarity "${M[@]}" --query x --top-k 0 y
+
+# similarity --json: the table's numbers; --query --top-k over a corpus file
+"$ATTN" similarity "${M[@]}" --json "hello worlds." "world" "hello worlds." > "$tmp/sim.json"
+for i in $(seq 1 300); do
+    case $((i % 3)) in 0) echo "hello world number $i.";; 1) echo "worlds";; 2) echo "hello";; esac
+done > "$tmp/corpus.txt"
+printf 'a "quoted"\ttab text\n' >> "$tmp/corpus.txt"
+"$ATTN" similarity "${M[@]}" --input "$tmp/corpus.txt" --query "hello worlds." --top-k 5 --json \
+    > "$tmp/top.json"
+"$ATTN" similarity "${M[@]}" --input "$tmp/corpus.txt" --query "hello worlds." --top-k 5 \
+    > "$tmp/top.txt"
+{ echo "hello worlds."; cat "$tmp/corpus.txt"; } > "$tmp/qcorpus.txt"
+"$ATTN" embed "${M[@]}" --input "$tmp/qcorpus.txt" > "$tmp/corpus.jsonl"
+check "similarity --json and --query --top-k: the embeddings' cosines, best first" \
+    python3 - "$tmp/sim.json" "$tmp/sim.txt" "$tmp/top.json" "$tmp/corpus.jsonl" "$tmp/top.txt" \
+    "$tmp/corpus.txt" <<'PY'
+import json, math, sys
+m = json.load(open(sys.argv[1]))
+assert m["texts"] == ["hello worlds.", "world", "hello worlds."], m
+rows = [l.split()[1:] for l in open(sys.argv[2]) if l.startswith("   [")]
+assert len(rows) == 3 and all(abs(float(rows[i][j]) - m["similarity"][i][j]) < 6e-4
+                              for i in range(3) for j in range(3)), (rows, m)
+top = json.load(open(sys.argv[3]))
+emb = [json.loads(l) for l in open(sys.argv[4])]
+corpus = open(sys.argv[6], encoding="utf-8").read().split("\n")[:-1]
+q, docs = emb[0], emb[1:]
+def cos(a, b):
+    return sum(x * y for x, y in zip(a, b)) / math.sqrt(sum(x * x for x in a) * sum(y * y for y in b))
+scores = sorted(((cos(q, d), -i) for i, d in enumerate(docs)), reverse=True)[:5]
+assert top["query"] == "hello worlds." and len(top["results"]) == 5, top
+for r, (s, mi) in zip(top["results"], scores):
+    assert abs(r["score"] - s) < 1e-5, (r, s)
+    assert corpus[r["line"] - 1] == r["text"], r
+assert [r["rank"] for r in top["results"]] == [1, 2, 3, 4, 5]
+table = open(sys.argv[5]).read().split("\n")
+assert table[0].startswith("the 5 of 301 texts most similar to: hello worlds."), table[0]
+first = table[3].split()
+assert first[0] == "1" and int(first[2]) == top["results"][0]["line"], table[3]
+PY
+# long texts are cut to stay readable
+long=$(printf 'word%.0s ' $(seq 1 80))
+"$ATTN" similarity "${M[@]}" "$long" "hello" > "$tmp/long.txt"
+check "similarity table cuts long texts" \
+    python3 -c 'import sys; l = open(sys.argv[1], encoding="utf-8").read().split("\n")[2]; assert len(l) <= 80 and l.endswith("…"), l' \
+    "$tmp/long.txt"
+
+# --show-attention --format json|safetensors: every layer and head, rows sum to 1,
+# head H of layer L as the display shows
+"$ATTN" embed "${M[@]}" --show-attention --format json "hello worlds." > "$tmp/att.json"
+"$ATTN" embed "${M[@]}" --show-attention --format safetensors --output "$tmp/att.st" "hello worlds."
+"$ATTN" embed "${M[@]}" --layer 0 --head 1 --show-attention "hello worlds." > "$tmp/att.txt"
+check "--show-attention exports every layer and head" \
+    python3 - "$tmp/att.json" "$tmp/att.st" "$tmp/att.txt" <<'PY'
+import json, struct, sys
+a = json.load(open(sys.argv[1]))
+L, H, toks = a["num_layers"], a["num_heads"], a["tokens"]
+T = len(toks)
+assert (L, H) == (1, 2) and toks[0] == "[CLS]" and toks[-1] == "[SEP]", a
+att = a["attentions"]
+assert len(att) == L and all(len(l) == H and all(len(h) == T for h in l) for l in att)
+for l in att:
+    for h in l:
+        for row in h:
+            assert len(row) == T and abs(sum(row) - 1) < 1e-5, row
+s = open(sys.argv[2], "rb").read()
+hl = struct.unpack("<Q", s[:8])[0]
+hdr = json.loads(s[8:8 + hl])
+e = hdr["attentions"]
+assert e["dtype"] == "F32" and e["shape"] == [L, H, T, T], hdr
+assert hdr["input_ids"]["dtype"] == "I32" and hdr["input_ids"]["shape"] == [T]
+assert json.loads(hdr["__metadata__"]["tokens"]) == toks
+a0, z0 = e["data_offsets"]
+flat = struct.unpack("<%df" % (L * H * T * T), s[8 + hl + a0:8 + hl + z0])
+want = [x for l in att for h in l for row in h for x in row]
+assert all(abs(x - y) <= 1e-7 * max(1, abs(y)) for x, y in zip(flat, want))
+# the display's strongest link of each token is the row's argmax in head 1
+rows = [l.split() for l in open(sys.argv[3]) if l[:4].strip().isdigit()]
+for i, r in enumerate(rows):
+    row = att[0][1][i]
+    assert int(r[3]) == max(range(T), key=lambda j: (row[j], -j)), (r, row)
+    assert abs(float(r[5]) - max(row)) < 1e-4
+PY
+expect 2 "--show-attention --format must be json or safetensors" \
+    "$ATTN" embed "${M[@]}" --show-attention --format npy x
+expect 2 "--format safetensors needs --output FILE" \
+    "$ATTN" embed "${M[@]}" --show-attention --format safetensors x
+expect 2 "--layer and --head go with the display" \
+    "$ATTN" embed "${M[@]}" --show-attention --format json --layer 0 --head 0 x
 
 [ "$fails" = 0 ] || { echo "$fails failure(s)"; exit 1; }

@@ -80,6 +80,20 @@ gen "$W/rank3m.st" 25 q=F32:4,7,8 k=F32:2,9,8 v=F32:2,9,5 mask=F32:4,7,9:ninf=0.
 gen "$W/rank3b.st" 26 q=F32:4,7,8 k=F32:2,9,8 v=F32:2,9,5 mask=BOOL:1,7,9
 gen "$W/bf16.st" 23 q=BF16:2,4,7,8 k=F64:2,2,9,8 v=F16:2,2,9,5 mask=BF16:7,9
 gen "$W/bwd.st" 24 q=F32:2,4,7,8 k=F32:2,2,9,8 v=F32:2,2,9,5 dout=F32:2,4,7,5 mask=F32:7,9
+# PyTorch's name and broadcast forms: attn_mask [B,1,1,S] (padding), [S], [H,1,S]
+gen "$W/am_pad.st" 50 q=F32:2,4,7,8 k=F32:2,2,9,8 v=F32:2,2,9,5 attn_mask=F32:2,1,1,9:ninf=0.2
+gen "$W/am_s.st" 51 q=F32:2,4,7,8 k=F32:2,2,9,8 v=F32:2,2,9,5 attn_mask=BOOL:9:p=0.6
+gen "$W/am_h1s.st" 52 q=F32:2,4,7,8 k=F32:2,2,9,8 v=F32:2,2,9,5 attn_mask=F32:4,1,9
+gen "$W/am_bh1s.st" 53 q=F32:2,4,7,8 k=F32:2,2,9,8 v=F32:2,2,9,5 mask=U8:2,4,1,9:p=0.5
+# key_padding_mask [B,S], true = padding: batch 0 left-padded (kv_len cannot),
+# batch 1 right-padded
+gen "$W/kpm.st" 54 q=F32:2,4,7,8 k=F32:2,2,9,8 v=F32:2,2,9,5 \
+    key_padding_mask=BOOL:2,9:vals=1,1,1,0,0,0,0,0,0,0,0,0,0,0,0,1,1,1
+gen "$W/kpm_all.st" 55 q=F32:2,4,7,8 k=F32:2,2,9,8 v=F32:2,2,9,5 key_padding_mask=BOOL:9:vals=1
+gen "$W/bwd_am.st" 56 q=F32:2,4,7,8 k=F32:2,2,9,8 v=F32:2,2,9,5 dout=F32:2,4,7,5 \
+    attn_mask=F32:2,1,1,9 key_padding_mask=BOOL:2,9:vals=1,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,1
+gen "$W/bwd_t1.st" 57 q=F32:1,2,70,8 k=F32:1,2,65,8 v=F32:1,2,65,5 dout=F32:1,2,70,5 \
+    attn_mask=F32:2,1,65
 
 # ---- every option against the reference --------------------------------------
 ok plain "$W/base.st"
@@ -107,6 +121,12 @@ ok rank3 "$W/rank3.st" --causal
 ok rank3_mask "$W/rank3m.st" --window 2,2
 ok rank3_bool_mask "$W/rank3b.st" --causal --align bottom-right
 ok converted "$W/bf16.st" --window 4,0
+ok attn_mask_padding "$W/am_pad.st" --causal
+ok attn_mask_1d "$W/am_s.st"
+ok attn_mask_h1s "$W/am_h1s.st" --window 3,1
+ok mask_bh1s "$W/am_bh1s.st" --causal --align bottom-right
+ok key_padding_mask "$W/kpm.st" --causal --align bottom-right
+ok key_padding_mask_all "$W/kpm_all.st"
 
 # a query with no visible key: out 0, lse -inf (checked against --ref above;
 # here the file itself must say so)
@@ -115,6 +135,12 @@ ok converted "$W/bf16.st" --window 4,0
 "$ST" info "$W/rank3.fast.st" >"$W/info"
 grep -q '^out F32 \[4,7,5\]$' "$W/info" && grep -q '^lse F32 \[4,7\]$' "$W/info" ||
     fail "rank3: outputs should be 3-D: $(cat "$W/info")"
+
+# outputs are F32 whatever the inputs' dtype, and --help says so
+"$ST" info "$W/converted.fast.st" | grep -q '^out F32 ' || fail "converted: out is not F32"
+"$ATTN" sdpa --help | grep -q "F16 in gives F32 out" || fail "sdpa --help: no output dtype"
+"$ATTN" mha --help | grep -q "F16 in gives F32 out" || fail "mha --help: no output dtype"
+"$ATTN" embed --help | grep -q "F16 weights give F32 embeddings" || fail "embed --help: no dtype"
 
 # the forward is bitwise independent of the thread count
 "$ATTN" sdpa "$W/big.st" "$W/t1.st" --causal --threads 1 &&
@@ -131,6 +157,14 @@ ok backward_window "$W/bwd.st" --backward --window 2,0 --scale 0.7
 ok backward_dropout "$W/bwd.st" --backward --dropout 0.25 --seed 99
 ok backward_rank3 "$W/bwd3.st" --backward --causal
 ok backward_boolmask "$W/bwdb.st" --backward --causal --align bottom-right
+ok backward_attn_mask_kpm "$W/bwd_am.st" --backward --causal
+ok backward_mask_t1 "$W/bwd_t1.st" --backward --threads 2
+# dmask has the mask's own (broadcast) shape
+"$ST" info "$W/backward_attn_mask_kpm.fast.st" | grep -q '^dmask F32 \[2,1,1,9\]$' ||
+    fail "dmask of attn_mask [2,1,1,9]: $("$ST" info "$W/backward_attn_mask_kpm.fast.st")"
+# a fully padded batch: out 0, lse -inf
+"$ST" info "$W/key_padding_mask_all.fast.st" | grep -q '^lse F32 \[2,4,7\]$' ||
+    fail "key_padding_mask_all: lse shape"
 "$ST" info "$W/backward.fast.st" >"$W/info"
 for t in "out F32 [2,4,7,5]" "lse F32 [2,4,7]" "dq F32 [2,4,7,8]" "dk F32 [2,2,9,8]" \
          "dv F32 [2,2,9,5]" "dmask F32 [7,9]"; do
@@ -181,7 +215,11 @@ gen "$W/hkv.st" 33 q=F32:1,3,3,4 k=F32:1,2,3,4 v=F32:1,2,3,4
 gen "$W/vshape.st" 34 q=F32:1,2,3,4 k=F32:1,2,3,4 v=F32:1,2,6,4
 gen "$W/q2d.st" 35 q=F32:3,4 k=F32:3,4 v=F32:3,4
 gen "$W/mshape.st" 37 q=F32:1,2,3,4 k=F32:1,2,5,4 v=F32:1,2,5,4 mask=F32:3,4
-gen "$W/m3d.st" 45 q=F32:1,2,3,4 k=F32:1,2,5,4 v=F32:1,2,5,4 mask=F32:2,3,5
+gen "$W/m3d.st" 45 q=F32:1,2,3,4 k=F32:1,2,5,4 v=F32:1,2,5,4 mask=F32:2,3,4
+gen "$W/both.st" 58 q=F32:1,2,3,4 k=F32:1,2,5,4 v=F32:1,2,5,4 mask=F32:3,5 attn_mask=F32:3,5
+gen "$W/typo.st" 59 q=F32:2,2,3,4 k=F32:2,2,5,4 v=F32:2,2,5,4 kv_lens=I32:2:vals=5,4
+gen "$W/kpmf.st" 60 q=F32:1,2,3,4 k=F32:1,2,5,4 v=F32:1,2,5,4 key_padding_mask=F32:1,5
+gen "$W/kpms.st" 61 q=F32:1,2,3,4 k=F32:1,2,5,4 v=F32:1,2,5,4 key_padding_mask=BOOL:1,4
 gen "$W/mdtype.st" 38 q=F32:1,2,3,4 k=F32:1,2,5,4 v=F32:1,2,5,4 mask=I32:3,5
 gen "$W/klshape.st" 39 q=F32:2,2,3,4 k=F32:2,2,5,4 v=F32:2,2,5,4 kv_len=I32:3
 gen "$W/klrange.st" 40 q=F32:2,2,3,4 k=F32:2,2,5,4 v=F32:2,2,5,4 kv_len=I32:2:vals=5,6
@@ -192,6 +230,14 @@ gen "$W/extra.st" 46 q=F32:1,2,3,4 k=F32:1,2,5,4 v=F32:1,2,5,4 bias=F32:3,5
 gen "$W/kl64big.st" 47 q=F32:2,2,3,4 k=F32:2,2,5,4 v=F32:2,2,5,4 kv_len=I64:2:vals=5,4294967301
 gen "$W/doutshape.st" 44 q=F32:1,2,3,4 k=F32:1,2,5,4 v=F32:1,2,5,4 dout=F32:1,2,3,5
 bad 1 no_input "cannot open" -- "$W/absent.st" "$O"
+# other formats say what they look like (a torch.save .pt is a zip archive)
+printf 'PK\003\004\024\000\000\000\010\000archive/data.pkl' >"$W/model.pt"
+printf '\223NUMPY\001\000v\000{"descr": "<f4"}' >"$W/q.npy"
+printf 'q = [1, 2, 3]\n' >"$W/q.txt"
+bad 1 torch_zip "not a safetensors file (looks like a PyTorch zip checkpoint" -- "$W/model.pt" "$O"
+bad 1 torch_zip_hint "save with safetensors.torch.save_file" -- "$W/model.pt" "$O"
+bad 1 npy "not a safetensors file (looks like a NumPy .npy file" -- "$W/q.npy" "$O"
+bad 1 text "not a safetensors file (looks like text)" -- "$W/q.txt" "$O"
 bad 1 corrupt "overlaps tensor 'a'" -- "$ATTN_TEST_DATA/safetensors_bad/overlap.safetensors" "$O"
 bad 1 truncated "beyond the data section" -- "$ATTN_TEST_DATA/safetensors_bad/truncated_data.safetensors" "$O"
 bad 1 missing_q "missing tensor 'q'" -- "$W/noq.st" "$O"
@@ -202,7 +248,12 @@ bad 1 v_shape "k has S=3 keys but v has 6" -- "$W/vshape.st" "$O"
 bad 1 q_rank "tensor 'q' has shape [3, 4], expected 4 dims" -- "$W/q2d.st" "$O"
 bad 1 mixed_rank "tensor 'k' has shape [1, 2, 3, 4], expected 3 dims" -- "$W/mixed.st" "$O"
 bad 1 mask_shape "mask: shape [1,1,3,4] does not broadcast to [1,2,3,5]" -- "$W/mshape.st" "$O"
-bad 1 mask_3d "mask: expected [T,S] or [B|1,H|1,T,S], got 3 dims" -- "$W/m3d.st" "$O"
+bad 1 mask_3d "mask: shape [1,2,3,4] does not broadcast to [1,2,3,5]" -- "$W/m3d.st" "$O"
+bad 1 mask_twice "both 'mask' and 'attn_mask' given" -- "$W/both.st" "$O"
+bad 1 typo_name "unexpected tensor 'kv_lens' (accepted: q, k, v; optional attn_mask" -- \
+    "$W/typo.st" "$O"
+bad 1 kpm_dtype "key_padding_mask: dtype must be BOOL or U8 (true = padding)" -- "$W/kpmf.st" "$O"
+bad 1 kpm_shape "key_padding_mask: expected [B|1,S] = [1,5]" -- "$W/kpms.st" "$O"
 bad 1 mask_dtype "mask: dtype must be F32, BOOL or U8" -- "$W/mdtype.st" "$O"
 bad 1 kv_len_shape "tensor 'kv_len' has shape [3], expected [B=2]" -- "$W/klshape.st" "$O"
 bad 1 kv_len_range "kv_len[1] = 6 is outside [0, S=5]" -- "$W/klrange.st" "$O"

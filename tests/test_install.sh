@@ -63,4 +63,35 @@ if [ -z "$static" ]; then
     [ -z "$leaked" ] || fail "$so exports symbols outside the public API: $(echo $leaked)"
     echo "test_install: $(printf '%s\n' "$syms" | wc -l) exported symbols, all attn_[a-z]*"
 fi
-echo "test_install: ok (find_package and pkg-config)"
+# 4. the installed attn runs from its prefix: no LD_LIBRARY_PATH, no
+# ldconfig (RUNPATH $ORIGIN/../lib), and it computes
+bin="$prefix/bin/attn"
+[ -x "$bin" ] || fail "bin/attn not installed"
+if [ -z "$static" ]; then
+    # (outputs captured first: grep -q closing the pipe early would fail it under pipefail)
+    dyn=$(readelf -d "$bin")
+    grep -q 'R.*PATH.*\$ORIGIN/\.\./' <<<"$dyn" ||
+        fail "bin/attn has no \$ORIGIN-relative RUNPATH: $(grep PATH <<<"$dyn")"
+    deps=$(env -u LD_LIBRARY_PATH ldd "$bin")
+    grep -qF "=> $prefix/" <<<"$(grep libattn <<<"$deps")" ||
+        fail "bin/attn does not resolve libattn.so inside the prefix: $(grep attn <<<"$deps")"
+fi
+env -u LD_LIBRARY_PATH "$bin" --help >/dev/null || fail "the installed attn --help failed"
+"$ATTN_BUILD/tests/tools/st_tool" gen "$tmp/in.st" 1 q=F32:1,2,5,8 k=F32:1,2,7,8 v=F32:1,2,7,8 ||
+    fail "st_tool gen failed"
+env -u LD_LIBRARY_PATH "$bin" sdpa "$tmp/in.st" "$tmp/out.st" --causal ||
+    fail "the installed attn sdpa failed"
+[ -s "$tmp/out.st" ] || fail "the installed attn sdpa wrote nothing"
+
+# 5. the static library is installed too, and a program links it alone
+if [ -z "$static" ]; then
+    [ -f "$libdir/libattn.a" ] || fail "libattn.a not installed in $libdir"
+    # shellcheck disable=SC2086
+    cc -std=c11 $flags $cflags "$ATTN_SRC/tests/consumer/main.c" -o "$tmp/consumer-static" \
+        "$libdir/libattn.a" $(pkg-config --static --libs-only-l attn | sed 's/-lattn//') -lm \
+        -fopenmp || fail "linking the consumer against libattn.a failed"
+    deps=$(ldd "$tmp/consumer-static")
+    grep -q libattn <<<"$deps" && fail "the static consumer still needs libattn.so"
+    "$tmp/consumer-static" || fail "the statically linked consumer gave a wrong result"
+fi
+echo "test_install: ok (find_package, pkg-config, static, the installed attn)"

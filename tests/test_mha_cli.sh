@@ -28,6 +28,8 @@ bool_mask 4
 cross_kv 4
 cross_kdim 3
 cross_kdim_pad 2
+torch_kpm 2
+torch_bool 4
 CASES
 ATTN_MHA_CLI_OUT="$dir" "$ATTN_BUILD/tests/test_mha_torch" || fail "CLI outputs differ from PyTorch"
 
@@ -108,6 +110,45 @@ expect 1 "mask" "$dir/mask.st" --heads 2
 mkst "$dir/kvlen.st" x:F32:2,3,4 out_proj.weight:F32:4,4 in_proj_weight:F32:12,4 kv_len:I32:3
 expect 1 "kv_len" "$dir/kvlen.st" --heads 2
 expect 1 "" "$dir/nonexistent.st" --heads 2
+mkst "$dir/typo.st" x:F32:2,3,4 out_proj.weight:F32:4,4 in_proj_weight:F32:12,4 kv_lens:I32:2
+expect 1 "unexpected tensor 'kv_lens'.*attn_mask (or mask), key_padding_mask" "$dir/typo.st" \
+    --heads 2
+
+# nn.MultiheadAttention's names carry its meanings: a boolean attn_mask and
+# key_padding_mask are true = NOT allowed, the opposite of attn's own `mask`.
+# Each pair below must give bitwise the same outputs (the mask tensor last,
+# so every other tensor gets the same random values).
+MW="in_proj_weight=F32:12,4 in_proj_bias=F32:12 out_proj.weight=F32:4,4 out_proj.bias=F32:4"
+pair() { # NAME MASKSPEC_A MASKSPEC_B [options]
+    local name=$1 ma=$2 mb=$3
+    shift 3
+    # shellcheck disable=SC2086
+    "$st" gen "$dir/$name.a.st" 5 x=F32:2,3,4 $MW dy=F32:2,3,4 $ma || fail "gen $name"
+    # shellcheck disable=SC2086
+    "$st" gen "$dir/$name.b.st" 5 x=F32:2,3,4 $MW dy=F32:2,3,4 $mb || fail "gen $name"
+    "$ATTN" mha "$dir/$name.a.st" "$dir/$name.a.out" --heads 2 --need-weights "$@" ||
+        fail "$name: attn mha (a) exited $?"
+    "$ATTN" mha "$dir/$name.b.st" "$dir/$name.b.out" --heads 2 --need-weights "$@" ||
+        fail "$name: attn mha (b) exited $?"
+    "$st" equal "$dir/$name.a.out" "$dir/$name.b.out" || fail "$name: outputs differ"
+}
+pair attn_mask_bool "attn_mask=BOOL:3,3:vals=0,1,1,0,0,1,0,0,0" "mask=BOOL:3,3:vals=1,0,0,1,1,0,1,1,1"
+pair attn_mask_bh "attn_mask=BOOL:4,3,3:vals=0,1,1,0,0,1,0,0,0,1,0,0" \
+    "mask=BOOL:2,2,3,3:vals=1,0,0,1,1,0,1,1,1,0,1,1"
+pair attn_mask_float "attn_mask=F32:3,3:vals=0,-1,2,0.5,0,-3,1,1,0" \
+    "mask=F32:3,3:vals=0,-1,2,0.5,0,-3,1,1,0"
+# key_padding_mask with left padding in batch 0 (kv_len cannot say it)
+pair key_padding_mask "key_padding_mask=BOOL:2,3:vals=1,0,0,0,0,1" \
+    "mask=BOOL:2,1,1,3:vals=0,1,1,1,1,0"
+pair key_padding_mask_causal "key_padding_mask=U8:2,3:vals=1,0,0,0,0,1" \
+    "mask=U8:2,1,1,3:vals=0,1,1,1,1,0" --causal
+pair key_padding_mask_float "key_padding_mask=F32:2,3:vals=-1,0,2,0,0,-5" \
+    "mask=F32:2,1,1,3:vals=-1,0,2,0,0,-5"
+"$st" gen "$dir/both.st" 5 x=F32:2,3,4 $MW mask=F32:3,3 attn_mask=F32:3,3 || fail "gen both"
+expect 1 "both 'mask' (true = attend) and 'attn_mask'" "$dir/both.st" --heads 2
+"$st" gen "$dir/kpmf.st" 5 x=F32:2,3,4 $MW attn_mask=F32:3,3 key_padding_mask=F32:2,3 ||
+    fail "gen kpmf"
+expect 1 "float key_padding_mask with another mask" "$dir/kpmf.st" --heads 2
 expect 2 "heads" "$dir/ok.st"
 expect 2 "unknown option" "$dir/ok.st" --heads 2 --bogus
 expect 2 "dropout" "$dir/ok.st" --heads 2 --dropout abc

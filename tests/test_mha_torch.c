@@ -28,7 +28,8 @@
 #include <cmocka.h>
 
 static const char *CASES[] = {"self",      "self_nobias", "causal",     "float_mask",
-                              "bool_mask", "cross_kv",    "cross_kdim", "cross_kdim_pad"};
+                              "bool_mask", "cross_kv",    "cross_kdim", "cross_kdim_pad",
+                              "torch_kpm", "torch_bool"};
 
 typedef struct fixture {
     attn_ctx *ctx;
@@ -171,6 +172,27 @@ static int check_lib(fixture *f, const char *cs) {
         assert_int_equal(attn_safetensors_get(f->ctx, in, "mask", &mk), ATTN_OK);
         a.mask = mk;
     }
+    /* nn.MultiheadAttention's own masks (torch_* cases): key_padding_mask
+     * has the library's meaning; attn_mask is boolean true = not allowed
+     * (inverted here) or float [B*H,T,S] (seen as [B,H,T,S]) */
+    uint8_t *keep = NULL;
+    if (attn_safetensors_find(in, "key_padding_mask") >= 0)
+        assert_int_equal(attn_safetensors_get(f->ctx, in, "key_padding_mask", &a.key_padding_mask),
+                         ATTN_OK);
+    if (attn_safetensors_find(in, "attn_mask") >= 0) {
+        assert_int_equal(attn_safetensors_get(f->ctx, in, "attn_mask", &mk), ATTN_OK);
+        if (mk.dtype == ATTN_BOOL) {
+            int64_t n = attn_tensor_numel(&mk);
+            keep = malloc((size_t)n);
+            for (int64_t e = 0; e < n; e++)
+                keep[e] = !((const uint8_t *)mk.data)[e];
+            mk = attn_tensor_make(keep, ATTN_BOOL, mk.ndim, mk.shape);
+        } else if (mk.ndim == 3) {
+            mk = attn_tensor_make(mk.data, mk.dtype, 4,
+                                  (int64_t[]){B, c.H, mk.shape[1], mk.shape[2]});
+        }
+        a.mask = mk;
+    }
     attn_tensor kl;
     if (attn_safetensors_find(in, "kv_len") >= 0) {
         assert_int_equal(attn_safetensors_get(f->ctx, in, "kv_len", &kl), ATTN_OK);
@@ -218,7 +240,7 @@ static int check_lib(fixture *f, const char *cs) {
     }
     for (int i = 0; i < nb; i++)
         attn_buffer_free(bufs[i]);
-    free(y), free(w4), free(w3), free(dxq), free(dxk), free(dxv);
+    free(keep), free(y), free(w4), free(w3), free(dxq), free(dxk), free(dxv);
     attn_mha_free(m);
     return fails;
 }

@@ -529,6 +529,40 @@ static const struct {
 };
 #define NBAD (sizeof bad_files / sizeof bad_files[0])
 
+/* Files of other formats say what they look like, not a header length. */
+static void test_other_formats(void **state) {
+    (void)state;
+    static const struct {
+        const char *bytes;
+        size_t n;
+        const char *says;
+    } files[] = {
+        {"PK\x03\x04\x14\x00\x00\x00\x08\x00"
+         "archive/data.pkl",
+         26, "not a safetensors file (looks like a PyTorch zip checkpoint"},
+        {"\x80\x02\x8a\x0a"
+         "lz\xfc\x9c"
+         "F\xf9 j\xa8",
+         14,
+         "not a safetensors file (looks like a "
+         "Python pickle"},
+        {"\x93NUMPY\x01\x00v\x00{'descr': '<f4'", 26, "looks like a NumPy .npy file"},
+        {"q,k,v\n1.0,2.0,3.0\n", 18, "not a safetensors file (looks like text)"},
+        {"hello", 5, "not a safetensors file (looks like text)"},
+    };
+    attn_ctx *ctx;
+    assert_int_equal(attn_ctx_create(&ctx, 1), ATTN_OK);
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        attn_safetensors *st = NULL;
+        attn_status s = attn_safetensors_open_memory(ctx, files[i].bytes, files[i].n, &st);
+        const char *msg = attn_ctx_last_error(ctx);
+        if (s != ATTN_E_FORMAT || !strstr(msg, files[i].says))
+            fail_msg("file %zu: status %d, message \"%s\"; want \"%s\"", i, s, msg, files[i].says);
+        assert_null(st);
+    }
+    attn_ctx_free(ctx);
+}
+
 static void test_bad_corpus(void **state) {
     (void)state;
     const char *data = getenv("ATTN_TEST_DATA");
@@ -794,6 +828,7 @@ int main(void) {
         cmocka_unit_test(test_torch_file),
         cmocka_unit_test(test_get_errors),
         cmocka_unit_test(test_bad_corpus),
+        cmocka_unit_test(test_other_formats),
         cmocka_unit_test(test_mutations),
         cmocka_unit_test(test_write_errors),
     };

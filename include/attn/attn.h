@@ -8,10 +8,10 @@
 #define ATTN_ATTN_H
 
 #include "core.h"
-#include "sdpa.h"
 #include "io.h"
-#include "nn.h"
 #include "models.h"
+#include "nn.h"
+#include "sdpa.h"
 #include "text.h"
 
 #endif /* ATTN_ATTN_H */

@@ -106,23 +106,26 @@ ATTN_NODISCARD attn_status attn_mha_save(attn_ctx *ctx, attn_mha *m, const char 
  * x_q); x_k present and x_v absent means both from x_k (PyTorch's x_kv);
  * both present: keys from x_k, values from x_v.
  * Masks follow attn_sdpa_args: `mask` is F32 additive or BOOL/U8 where
- * nonzero = ATTEND (true keeps the key). PyTorch's nn.MultiheadAttention
- * uses the OPPOSITE convention for boolean attn_mask / key_padding_mask
- * (true = masked out): invert such masks. kv_len[b] masks keys j >= kv_len[b]
+ * nonzero = ATTEND (true keeps the key), broadcast as PyTorch's SDPA does.
+ * PyTorch's nn.MultiheadAttention uses the OPPOSITE convention for a boolean
+ * attn_mask (true = masked out): invert such a mask. key_padding_mask has
+ * nn.MultiheadAttention's meaning (BOOL/U8 [B, S], true = padding, ignored),
+ * any pattern including left padding. kv_len[b] masks keys j >= kv_len[b]
  * (trailing key padding). */
 typedef struct attn_mha_args {
-    attn_tensor x_q;          /* [B, T, E] */
-    attn_tensor x_k;          /* optional [B, S, kdim] */
-    attn_tensor x_v;          /* optional [B, S, vdim] */
-    attn_tensor mask;         /* optional [T, S] or [B|1, H|1, T, S] */
-    const int32_t *kv_len;    /* optional [B] */
-    attn_tensor y;            /* [B, T, E] written */
-    attn_tensor attn_weights; /* optional, written: attention probabilities
-                               * [B, H, T, S] per head, or [B, T, S] averaged
-                               * over heads (chosen by ndim); after dropout
-                               * when training, as PyTorch returns them */
-    int training;             /* nonzero: apply cfg.dropout */
-    uint64_t seed;            /* dropout seed (see attn_sdpa_args.seed) */
+    attn_tensor x_q;              /* [B, T, E] */
+    attn_tensor x_k;              /* optional [B, S, kdim] */
+    attn_tensor x_v;              /* optional [B, S, vdim] */
+    attn_tensor mask;             /* optional [B|1, H|1, T|1, S], right-aligned */
+    attn_tensor key_padding_mask; /* optional BOOL/U8 [B|1, S]: true = padding */
+    const int32_t *kv_len;        /* optional [B] */
+    attn_tensor y;                /* [B, T, E] written */
+    attn_tensor attn_weights;     /* optional, written: attention probabilities
+                                   * [B, H, T, S] per head, or [B, T, S] averaged
+                                   * over heads (chosen by ndim); after dropout
+                                   * when training, as PyTorch returns them */
+    int training;                 /* nonzero: apply cfg.dropout */
+    uint64_t seed;                /* dropout seed (see attn_sdpa_args.seed) */
 } attn_mha_args;
 
 /* Forward: y = out_proj(attention(q_proj(x_q), k_proj(x_k), v_proj(x_v))).

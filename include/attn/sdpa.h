@@ -26,7 +26,8 @@ typedef enum attn_align {
  *   s += mask[b,h,i,j] (float mask) - alibi_slopes[h] * |p(i) - j|
  * and s = -inf (exactly) where the key is masked: j > p(i) under causal,
  * outside [p(i) - window_left, p(i) + window_right] under a window,
- * j >= kv_len[b], or mask[b,h,i,j] == 0 for a boolean keep-mask.
+ * j >= kv_len[b], mask[b,h,i,j] == 0 for a boolean keep-mask, or
+ * key_padding_mask[b,j] != 0 (a padding key).
  * A query row with no visible key gives out = 0, lse = -inf. */
 typedef struct attn_sdpa_args {
     attn_tensor q;   /* F32 [B, H,   T, D ]  */
@@ -44,13 +45,24 @@ typedef struct attn_sdpa_args {
     int window;       /* nonzero: apply window_left / window_right */
     int64_t window_left, window_right; /* -1 = unbounded on that side; < -1 is ATTN_E_ARG */
 
-    const int32_t *kv_len;     /* optional [B]: keys j >= kv_len[b] are masked;
-                                * each in [0, S] (else ATTN_E_ARG); keys beyond
-                                * kv_len[b] are never read */
-    attn_tensor mask;          /* optional; F32 additive bias or BOOL/U8 keep-mask
-                                * (nonzero = attend), shape [B|1, H|1, T, S]; a dim of
-                                * size 1 broadcasts (stride ignored) */
-    const float *alibi_slopes; /* optional [H] */
+    const int32_t *kv_len;        /* optional [B]: keys j >= kv_len[b] are masked;
+                                   * each in [0, S] (else ATTN_E_ARG); keys beyond
+                                   * kv_len[b] are never read */
+    attn_tensor mask;             /* optional (PyTorch SDPA's attn_mask); F32 additive
+                                   * bias or BOOL/U8 keep-mask (nonzero = attend), shape
+                                   * [B|1, H|1, T|1, S] with dims aligned on the right
+                                   * as PyTorch broadcasts: [S], [T|1, S],
+                                   * [H|1, T|1, S] too (the padding mask [B,1,1,S]
+                                   * needs no expand); a dim of size 1 broadcasts
+                                   * (its stride is ignored), nothing is copied */
+    attn_tensor key_padding_mask; /* optional BOOL/U8 [B|1, S] or [S]: nonzero =
+                                   * key j of batch b is padding and ignored, the
+                                   * meaning of nn.MultiheadAttention's
+                                   * key_padding_mask (the opposite of a boolean
+                                   * mask). Any pattern (left padding too, which
+                                   * kv_len cannot express); combines with every
+                                   * other mask. */
+    const float *alibi_slopes;    /* optional [H] */
 
     float dropout_p; /* probability of dropping an attention probability,
                       * in [0, 1); 0 = off. Kept ones are scaled 1/(1-p). */

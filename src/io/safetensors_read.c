@@ -193,6 +193,28 @@ static int cmp_name(const void *a, const void *b) {
     return strcmp(sort_entries[*(const int *)a].name, sort_entries[*(const int *)b].name);
 }
 
+/* What a file that is not safetensors looks like, from its first bytes:
+ * the formats a PyTorch or NumPy user is likely to pass by mistake. NULL
+ * when nothing is recognised. Text counts only when the length does not fit
+ * (`len_ok` 0): a real header length is 8 binary bytes. */
+static const char *sniff(const unsigned char *b, size_t n, int len_ok) {
+    if (n >= 4 && !memcmp(b, "PK\x03\x04", 4))
+        return "looks like a PyTorch zip checkpoint (torch.save) or another zip archive "
+               "(.npz); save with safetensors.torch.save_file";
+    if (n >= 2 && b[0] == 0x80 && b[1] >= 2 && b[1] <= 5)
+        return "looks like a Python pickle (an old-style torch.save file); save with "
+               "safetensors.torch.save_file";
+    if (n >= 6 && !memcmp(b, "\x93NUMPY", 6))
+        return "looks like a NumPy .npy file; save with safetensors.numpy.save_file";
+    if (n >= 4 && !memcmp(b, "\x89HDF", 4)) return "looks like an HDF5 file (.h5)";
+    if (n >= 4 && !memcmp(b, "GGUF", 4)) return "looks like a GGUF file";
+    if (len_ok) return NULL;
+    for (size_t i = 0; i < n; i++)
+        if (!(b[i] >= 0x20 && b[i] < 0x7f) && b[i] != '\n' && b[i] != '\r' && b[i] != '\t')
+            return NULL;
+    return "looks like text";
+}
+
 static attn_status open_src(attn_ctx *ctx, const st_src *src, attn_safetensors **out) {
     attn_status status = ATTN_OK;
     const char *label = src->label;
@@ -201,6 +223,12 @@ static attn_status open_src(attn_ctx *ctx, const st_src *src, attn_safetensors *
     attn_safetensors *st = calloc(1, sizeof *st);
     if (!st || !(st->label = strdup(label))) FAIL(ATTN_E_NOMEM, "%s: out of memory", label);
 
+    if (src->size < 8 && src->size > 0) { /* too short for a length: maybe text */
+        unsigned char sb[8];
+        if (!src_read(src, 0, sb, (size_t)src->size) && sniff(sb, (size_t)src->size, 0))
+            FAIL(ATTN_E_FORMAT, "%s: not a safetensors file (%s)", label,
+                 sniff(sb, (size_t)src->size, 0));
+    }
     if (src->size < 8)
         FAIL(ATTN_E_FORMAT, "%s: file is %llu bytes, shorter than the 8-byte header length", label,
              (unsigned long long)src->size);
@@ -209,6 +237,8 @@ static attn_status open_src(attn_ctx *ctx, const st_src *src, attn_safetensors *
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--)
         hlen = hlen << 8 | lb[i];
+    const char *like = sniff(lb, 8, hlen <= ATTN__ST_MAX_HEADER && hlen <= src->size - 8);
+    if (like) FAIL(ATTN_E_FORMAT, "%s: not a safetensors file (%s)", label, like);
     if (hlen > ATTN__ST_MAX_HEADER)
         FAIL(ATTN_E_FORMAT, "%s: header length %llu is over the %llu-byte limit", label,
              (unsigned long long)hlen, (unsigned long long)ATTN__ST_MAX_HEADER);

@@ -28,6 +28,7 @@ void attn__attend_sdpa_args(const attn__heads *hd, const attn__attend_args *a, a
     s->window_right = hd->window_right;
     s->kv_len = a->kv_len;
     s->mask = a->mask;
+    s->key_padding_mask = a->key_padding_mask;
     s->dropout_p = a->dropout_p;
     s->seed = a->seed;
 }

@@ -40,12 +40,13 @@ typedef struct attn__probs {
 /* One attention over token-major projections. */
 typedef struct attn__attend_args {
     int64_t B, T, S;
-    attn__rows q;          /* [B, T, E]  read */
-    attn__rows k, v;       /* [B, S, KV] read */
-    attn__rows o;          /* [B, T, E]  written */
-    float *lse;            /* optional [B, H, T] contiguous, written (read by backward) */
-    attn_tensor mask;      /* optional, as attn_sdpa_args.mask */
-    const int32_t *kv_len; /* optional [B] */
+    attn__rows q;                 /* [B, T, E]  read */
+    attn__rows k, v;              /* [B, S, KV] read */
+    attn__rows o;                 /* [B, T, E]  written */
+    float *lse;                   /* optional [B, H, T] contiguous, written (read by backward) */
+    attn_tensor mask;             /* optional, as attn_sdpa_args.mask */
+    attn_tensor key_padding_mask; /* optional, as attn_sdpa_args.key_padding_mask */
+    const int32_t *kv_len;        /* optional [B] */
     float dropout_p;
     uint64_t seed;
     attn__probs probs; /* optional: one head's probabilities, see attn__probs */

@@ -263,6 +263,7 @@ void attn__mha_attend_args(const attn_mha *m, const attn_mha_args *a, attn__atte
     at->lse = m->lse;
     at->kv_len = a->kv_len;
     at->mask = a->mask;
+    at->key_padding_mask = a->key_padding_mask;
     at->dropout_p = a->training ? m->cfg.dropout : 0.0f;
     at->seed = a->seed;
 }

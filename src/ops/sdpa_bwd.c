@@ -19,7 +19,8 @@
  * then computed twice). Nothing is shared between tasks and every sum runs
  * in the same order either way, so the gradients are bitwise the same for
  * any thread count, also for a dmask summed over broadcast heads or batches
- * (its rows are then owned by the dQ strip tasks).
+ * (its rows are then owned by the dQ strip tasks; summed over query rows
+ * too, by one dQ task walking every strip of its heads).
  * Keys are classified like the forward's (ops/sdpa_mask.h): keys in no
  * segment skipped, full segments unmasked. */
 #include "ops/sdpa_bwd.h"
@@ -97,19 +98,27 @@ attn_status attn__sdpa_gplan_make(attn_ctx *ctx, const attn__sdpa_plan *p, const
                                      "dmask: must have the mask's shape (dim %d is %lld, mask has "
                                      "%lld)",
                                      d, (long long)dm->shape[d], (long long)m->shape[d]);
+        /* right-aligned as the mask: [B|1, H|1, T|1, S] with leading dims
+         * missing meaning 1; a size-1 dim is summed over */
         int nd = dm->ndim;
-        if (dm->stride[nd - 1] != 1 && dm->shape[nd - 1] > 1)
+        int64_t sh[4] = {1, 1, 1, 1}, sd[4] = {0, 0, 0, 0};
+        for (int d = 0; d < nd; d++) {
+            sh[4 - nd + d] = dm->shape[d];
+            sd[4 - nd + d] = dm->stride[d];
+        }
+        if (sd[3] != 1 && sh[3] > 1)
             return attn_ctx_fail(ctx, ATTN_E_LAYOUT, "dmask: last stride must be 1");
-        if (dm->stride[nd - 2] == 0 && dm->shape[nd - 2] > 1)
-            return attn_ctx_fail(ctx, ATTN_E_LAYOUT, "dmask: an output cannot broadcast");
+        int empty = sh[0] == 0 || sh[1] == 0 || sh[2] == 0 || sh[3] == 0;
+        for (int d = 0; d < 3 && !empty; d++)
+            if (sd[d] == 0 && sh[d] > 1)
+                return attn_ctx_fail(ctx, ATTN_E_LAYOUT, "dmask: an output cannot broadcast");
         gp->dmask = dm->data;
-        gp->dmt = dm->stride[nd - 2];
-        gp->dmB = nd == 4 ? dm->shape[0] : 1;
-        gp->dmH = nd == 4 ? dm->shape[1] : 1;
-        if (nd == 4 && ((dm->stride[0] == 0 && gp->dmB > 1) || (dm->stride[1] == 0 && gp->dmH > 1)))
-            return attn_ctx_fail(ctx, ATTN_E_LAYOUT, "dmask: an output cannot broadcast");
-        gp->dmb = gp->dmB > 1 ? dm->stride[0] : 0;
-        gp->dmh = gp->dmH > 1 ? dm->stride[1] : 0;
+        gp->dmB = sh[0];
+        gp->dmH = sh[1];
+        gp->dmT = sh[2];
+        gp->dmb = gp->dmB > 1 ? sd[0] : 0;
+        gp->dmh = gp->dmH > 1 ? sd[1] : 0;
+        gp->dmt = gp->dmT > 1 ? sd[2] : 0;
     }
     return ATTN_OK;
 }
@@ -293,11 +302,14 @@ static int task_cmp(const void *x, const void *y) {
 static void run_task(const attn__sdpa_plan *p, const attn__sdpa_gplan *gp, const geom *g,
                      const task *t, float *wsp) {
     const bwd_ws w = ws_carve(p, g, wsp);
-    if (!(t->what & DO_KV)) { /* a dQ strip, of one (b, h) or, b or h < 0, of all */
+    if (!(t->what & DO_KV)) { /* a dQ strip (every strip if i0 < 0), of one (b, h) or, b or
+                                 h < 0, of all */
         for (int64_t b = 0; b < p->B; b++)
             for (int64_t h = 0; h < p->H; h++)
                 if ((t->b < 0 || t->b == b) && (t->h < 0 || t->h == h))
-                    run_strip(p, gp, g, b, h, t->i0, 0, p->S, t->what, &w);
+                    for (int64_t i0 = t->i0 < 0 ? 0 : t->i0; i0 < (t->i0 < 0 ? p->T : t->i0 + 1);
+                         i0 += g->BMR)
+                        run_strip(p, gp, g, b, h, i0, 0, p->S, t->what, &w);
         return;
     }
     const int64_t hk = t->h;
@@ -349,7 +361,11 @@ attn_status attn_sdpa_backward(attn_ctx *ctx, const attn_sdpa_args *a,
     if (split) nck = ATTN_MAX(1, ATTN_MIN((2 * nth + nkv - 1) / nkv, p.S / (4 * g.BBK)));
     int64_t nstrip = (p.T + g.BMR - 1) / g.BMR;
     int64_t qB = msum && gp.dmB == 1 ? 1 : p.B, qH = msum && gp.dmH == 1 ? 1 : p.H;
-    int64_t ntask = nkv * nck + (split ? qB * qH * nstrip : 0);
+    /* a dmask summed over T too: the rows of all strips add into one row, so
+     * one dQ task walks every strip of its (b, h) in order (i0 = -1) */
+    int allstrips = msum && gp.dmT == 1 && nstrip > 1;
+    int64_t nqs = allstrips ? 1 : nstrip;
+    int64_t ntask = nkv * nck + (split ? qB * qH * nqs : 0);
     task *tasks = malloc((size_t)ATTN_MAX(ntask, 1) * sizeof *tasks);
     if (!tasks)
         return attn_ctx_fail(ctx, ATTN_E_NOMEM, "out of memory for %lld tasks", (long long)ntask);
@@ -368,14 +384,15 @@ attn_status attn_sdpa_backward(attn_ctx *ctx, const attn_sdpa_args *a,
                                     (double)p.group * p.T * ATTN_MIN(chunk, p.S) * 5.0};
     for (int64_t b = 0; split && b < qB; b++)
         for (int64_t h = 0; h < qH; h++)
-            for (int64_t s = 0; s < nstrip; s++)
+            for (int64_t s = 0; s < nqs; s++)
                 tasks[n++] = (task){qB == 1 && p.B > 1 ? -1 : b,
                                     qH == 1 && p.H > 1 ? -1 : h,
-                                    s * g.BMR,
+                                    allstrips ? -1 : s * g.BMR,
                                     0,
                                     p.S,
                                     qw,
-                                    (double)(p.B / qB) * (p.H / qH) * g.BMR * p.S * 3.0};
+                                    (double)(p.B / qB) * (p.H / qH) * g.BMR * p.S * 3.0 *
+                                        (double)(nstrip / nqs)};
     qsort(tasks, (size_t)ntask, sizeof *tasks, task_cmp);
     nth = (int)ATTN_MAX(1, ATTN_MIN((int64_t)nth, ntask));
     if ((st = attn__ws_reserve(ctx, nth, ws_floats(&p, &g) * sizeof(float)))) {
@@ -386,7 +403,7 @@ attn_status attn_sdpa_backward(attn_ctx *ctx, const attn_sdpa_args *a,
     if (gp.dmask)
         for (int64_t b = 0; b < gp.dmB; b++)
             for (int64_t h = 0; h < gp.dmH; h++)
-                for (int64_t i = 0; i < p.T; i++)
+                for (int64_t i = 0; i < gp.dmT; i++)
                     memset(gp.dmask + attn__dmask_off(&gp, b, h, i, 0), 0,
                            (size_t)p.S * sizeof(float));
     if (nth == 1) {

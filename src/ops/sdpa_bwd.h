@@ -10,7 +10,7 @@ typedef struct attn__sdpa_gplan {
     float *dq, *dk, *dv, *dmask;
     int64_t dos[4], dqs[4], dks[4], dvs[4];
     int64_t dmb, dmh, dmt; /* dmask strides, 0 on size-1 (summed) dims */
-    int64_t dmB, dmH;      /* dmask sizes of the B and H dims (1 or B, 1 or H) */
+    int64_t dmB, dmH, dmT; /* dmask sizes of the B, H, T dims (1 or B, 1 or H, 1 or T) */
 } attn__sdpa_gplan;
 
 /* Validate g against the plan p (made with need_lse = 1). Writes nothing to
@@ -24,7 +24,8 @@ attn_status attn__sdpa_gplan_make(attn_ctx *ctx, const attn__sdpa_plan *p, const
 attn_status attn__sdpa_bwd_plan(attn_ctx *ctx, const attn_sdpa_args *a, const attn_sdpa_grads *g,
                                 attn__sdpa_plan *p, attn__sdpa_gplan *gp);
 
-/* Address of dmask element (b, h, i, j) (b, h already folded on summed dims). */
+/* Address of dmask element (b, h, i, j) (b, h already folded on summed
+ * dims; i needs no folding: dmt is 0 when T is summed). */
 static inline int64_t attn__dmask_off(const attn__sdpa_gplan *gp, int64_t b, int64_t h, int64_t i,
                                       int64_t j) {
     return b * gp->dmb + h * gp->dmh + i * gp->dmt + j;

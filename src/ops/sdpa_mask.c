@@ -87,6 +87,11 @@ void attn__mask_tile(const attn__sdpa_plan *p, const attn__strip_mask *sm, float
             for (int64_t j = ca; j < cb; j++)
                 if (!m[j]) sr[j * R] = -INFINITY;
         }
+        if (p->kpm) { /* a padding key is ignored by every row */
+            const uint8_t *kp = p->kpm + b * p->kpb;
+            for (int64_t j = ca; j < cb; j++)
+                if (kp[j]) sr[j * R] = -INFINITY;
+        }
         for (int k = 0; k < np; k++)
             mask_row_partial(sm, r, sr, R, pa[k], pb[k]);
     }

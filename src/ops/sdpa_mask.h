@@ -60,9 +60,9 @@ static inline int64_t attn__mask_off(const attn__sdpa_plan *p, int64_t b, int64_
 }
 
 /* Nonzero when scores need modifications beyond scale * q.k on every tile
- * (softcap, float or boolean mask, ALiBi). */
+ * (softcap, float or boolean mask, key-padding mask, ALiBi). */
 static inline int attn__mask_has_mods(const attn__sdpa_plan *p) {
-    return p->softcap > 0.0f || p->mask_kind != ATTN__MASK_NONE || p->alibi;
+    return p->softcap > 0.0f || p->mask_kind != ATTN__MASK_NONE || p->alibi || p->kpm;
 }
 
 /* Classify the keys of the strip rows [i0, i0 + mr) of (b, h) into
@@ -81,7 +81,7 @@ static inline int64_t attn__mask_last(const attn__strip_mask *sm) {
 /* Apply the score rules to a tile of keys [ca, cb) of the strip, laid out
  * s[(j - ca)*R + r] for rows r < sm->mr: softcap (tanh kept in t, same
  * layout, when t != NULL: the backward's derivative), float mask, ALiBi,
- * boolean mask, and -inf for the keys of partial segments a row does not
+ * boolean mask, key-padding mask, and -inf for the keys of partial segments a row does not
  * see. Keys in no segment are not masked: a tile must lie within the
  * segments. Skipped (nothing to do) when the tile lies in full segments and
  * attn__mask_has_mods is 0. */

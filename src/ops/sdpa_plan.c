@@ -111,20 +111,19 @@ attn_status attn__sdpa_plan_make(attn_ctx *ctx, const attn_sdpa_args *a, int fla
             p->mask_kind = ATTN__MASK_BOOL;
         else
             return attn_ctx_fail(ctx, ATTN_E_DTYPE, "mask: dtype must be F32, BOOL or U8");
-        int64_t sh[4], sd[4];
-        if (m->ndim == 2) {
-            sh[0] = sh[1] = 1;
-            sd[0] = sd[1] = 0;
-            sh[2] = m->shape[0], sh[3] = m->shape[1];
-            sd[2] = m->stride[0], sd[3] = m->stride[1];
-        } else if (m->ndim == 4) {
-            memcpy(sh, m->shape, sizeof sh);
-            memcpy(sd, m->stride, sizeof sd);
-        } else {
-            SHAPE_FAIL("mask: expected [T,S] or [B|1,H|1,T,S], got %d dims", m->ndim);
+        /* PyTorch's broadcasting: dims align on the right, missing leading
+         * dims are 1, and a dim of size 1 broadcasts (its stride is ignored):
+         * [S], [T|1, S], [H|1, T|1, S], [B|1, H|1, T|1, S]. */
+        if (m->ndim < 1 || m->ndim > 4)
+            SHAPE_FAIL("mask: expected 1 to 4 dims ([B|1,H|1,T|1,S] right-aligned), got %d dims",
+                       m->ndim);
+        int64_t sh[4] = {1, 1, 1, 1}, sd[4] = {0, 0, 0, 0};
+        for (int d = 0; d < m->ndim; d++) {
+            sh[4 - m->ndim + d] = m->shape[d];
+            sd[4 - m->ndim + d] = m->stride[d];
         }
-        if ((sh[0] != 1 && sh[0] != p->B) || (sh[1] != 1 && sh[1] != p->H) || sh[2] != p->T ||
-            sh[3] != p->S)
+        if ((sh[0] != 1 && sh[0] != p->B) || (sh[1] != 1 && sh[1] != p->H) ||
+            (sh[2] != 1 && sh[2] != p->T) || sh[3] != p->S)
             SHAPE_FAIL(
                 "mask: shape [%lld,%lld,%lld,%lld] does not broadcast to [%lld,%lld,%lld,%lld]",
                 (long long)sh[0], (long long)sh[1], (long long)sh[2], (long long)sh[3],
@@ -134,7 +133,22 @@ attn_status attn__sdpa_plan_make(attn_ctx *ctx, const attn_sdpa_args *a, int fla
         p->mask = m->data;
         p->msb = sh[0] == 1 ? 0 : sd[0];
         p->msh = sh[1] == 1 ? 0 : sd[1];
-        p->mst = sd[2];
+        p->mst = sh[2] == 1 ? 0 : sd[2];
+    }
+    if (a->key_padding_mask.data) {
+        const attn_tensor *m = &a->key_padding_mask;
+        if (m->dtype != ATTN_BOOL && m->dtype != ATTN_U8)
+            return attn_ctx_fail(ctx, ATTN_E_DTYPE,
+                                 "key_padding_mask: dtype must be BOOL or U8 (true = padding)");
+        int64_t kb = m->ndim == 2 ? m->shape[0] : 1, ks = m->ndim >= 1 ? m->shape[m->ndim - 1] : 0;
+        if ((m->ndim != 1 && m->ndim != 2) || (kb != 1 && kb != p->B) || ks != p->S)
+            SHAPE_FAIL("key_padding_mask: expected [B|1,S] = [%lld,%lld] or [S], got %d dims "
+                       "ending in %lld",
+                       (long long)p->B, (long long)p->S, m->ndim, (long long)ks);
+        if (m->stride[m->ndim - 1] != 1 && ks > 1)
+            return attn_ctx_fail(ctx, ATTN_E_LAYOUT, "key_padding_mask: last stride must be 1");
+        p->kpm = m->data;
+        p->kpb = kb == 1 ? 0 : m->stride[0];
     }
     p->alibi = a->alibi_slopes;
     if (!(a->dropout_p >= 0.0f && a->dropout_p < 1.0f))

@@ -17,6 +17,8 @@ typedef struct attn__sdpa_plan {
     int mask_kind;
     const void *mask;
     int64_t msb, msh, mst; /* mask strides (0 on broadcast dims) */
+    const uint8_t *kpm;    /* key_padding_mask [B|1, S], nonzero = padding (ignored) */
+    int64_t kpb;           /* its batch stride (0 when broadcast) */
     const float *alibi;
     float dropout_p;
     uint32_t drop_thr;

@@ -47,7 +47,7 @@ attn_status attn_sdpa_backward_ref(attn_ctx *ctx, const attn_sdpa_args *a,
 
     size_t nS = (size_t)(p.S > 0 ? p.S : 1);
     size_t nk = (size_t)(p.B * p.Hkv * p.S * p.D), nv = (size_t)(p.B * p.Hkv * p.S * p.Dv);
-    size_t nm = gp.dmask ? (size_t)(gp.dmB * gp.dmH * p.T * p.S) : 0;
+    size_t nm = gp.dmask ? (size_t)(gp.dmB * gp.dmH * gp.dmT * p.S) : 0;
     double *s = malloc(nS * sizeof *s), *dcap = malloc(nS * sizeof *dcap);
     double *pr = malloc(nS * sizeof *pr), *dpz = malloc(nS * sizeof *dpz);
     double *dq = malloc((size_t)p.D * sizeof *dq);
@@ -98,7 +98,8 @@ attn_status attn_sdpa_backward_ref(attn_ctx *ctx, const attn_sdpa_args *a,
                         double ds = pr[j] * (dpz[j] - di); /* dS = P ∘ (dPz - D_i) */
                         if (gp.dmask) {
                             int64_t bm = gp.dmB > 1 ? b : 0, hm = gp.dmH > 1 ? h : 0;
-                            dm[((bm * gp.dmH + hm) * p.T + i) * p.S + j] += ds;
+                            int64_t im = gp.dmT > 1 ? i : 0; /* summed over broadcast dims */
+                            dm[((bm * gp.dmH + hm) * gp.dmT + im) * p.S + j] += ds;
                         }
                         double dsr = ds * dcap[j] * (double)p.scale; /* through softcap, scale */
                         const float *k = p.k + b * p.ks[0] + hk * p.ks[1] + j * p.ks[2];
@@ -131,10 +132,10 @@ attn_status attn_sdpa_backward_ref(attn_ctx *ctx, const attn_sdpa_args *a,
     if (gp.dmask)
         for (int64_t b = 0; b < gp.dmB; b++)
             for (int64_t h = 0; h < gp.dmH; h++)
-                for (int64_t i = 0; i < p.T; i++) {
+                for (int64_t i = 0; i < gp.dmT; i++) {
                     float *o = gp.dmask + attn__dmask_off(&gp, b, h, i, 0);
                     for (int64_t j = 0; j < p.S; j++)
-                        o[j] = (float)dm[((b * gp.dmH + h) * p.T + i) * p.S + j];
+                        o[j] = (float)dm[((b * gp.dmH + h) * gp.dmT + i) * p.S + j];
                 }
 done:
     free(s), free(dcap), free(pr), free(dpz), free(dq), free(dk), free(dv), free(dm);

@@ -13,10 +13,14 @@
  * how the library resolves the arguments (the oracle shares that code) shows
  * up as a disagreement between naive32 and the oracle. */
 
-/* Mask element (b, h, i, j): a [T,S] mask, or [B|1,H|1,T,S] broadcast. */
+/* Mask element (b, h, i, j) of a mask broadcast as PyTorch does: dims
+ * aligned on the right, a dim of size 1 read at index 0. */
 static const void *mask_elem(const attn_tensor *m, int64_t b, int64_t h, int64_t i, int64_t j) {
-    int64_t idx[4] = {m->shape[0] == 1 ? 0 : b, m->shape[1] == 1 ? 0 : h, i, j};
-    return at_ptr(m, m->ndim == 2 ? idx + 2 : idx);
+    const int64_t full[4] = {b, h, i, j};
+    int64_t idx[4];
+    for (int d = 0; d < m->ndim; d++)
+        idx[d] = m->shape[d] == 1 ? 0 : full[4 - m->ndim + d];
+    return at_ptr(m, idx);
 }
 
 /* Structural and boolean masks, written out from the documented rules. */
@@ -32,6 +36,11 @@ static int naive_visible(const attn_sdpa_args *a, int64_t shift, int64_t b, int6
     if (a->mask.data && a->mask.dtype != ATTN_F32 &&
         !*(const uint8_t *)mask_elem(&a->mask, b, h, i, j))
         return 0;
+    if (a->key_padding_mask.data) { /* nonzero = padding key */
+        const attn_tensor *k = &a->key_padding_mask;
+        int64_t idx[2] = {k->ndim == 2 && k->shape[0] > 1 ? b : 0, j};
+        if (*(const uint8_t *)at_ptr(k, k->ndim == 2 ? idx : idx + 1)) return 0;
+    }
     return 1;
 }
 
@@ -166,6 +175,8 @@ void at_sdpa_describe(const attn_sdpa_args *a, char *buf, size_t n) {
             ADD("%s%lld", d ? "," : "", (long long)a->mask.shape[d]);
         ADD("]");
     }
+    if (a->key_padding_mask.data)
+        ADD(" key_padding_mask[%s]", a->key_padding_mask.ndim == 2 ? "B,S" : "S");
     if (a->alibi_slopes) ADD(" alibi");
     if (a->dropout_p > 0.0f)
         ADD(" dropout=%g seed=%llu", (double)a->dropout_p, (unsigned long long)a->seed);
@@ -260,6 +271,7 @@ int at_sdpa_alloc(at_sdpa *x, int64_t B, int64_t H, int64_t Hkv, int64_t T, int6
 void at_sdpa_free(at_sdpa *x) {
     at_buf_free(&x->q), at_buf_free(&x->k), at_buf_free(&x->v);
     at_buf_free(&x->out), at_buf_free(&x->lse), at_buf_free(&x->mask);
+    at_buf_free(&x->kpm);
     free(x->kv_len);
     free(x->alibi);
     x->kv_len = NULL;
@@ -305,31 +317,44 @@ int at_sdpa_build(at_sdpa *x, const at_case *c, at_rng *r) {
         a->alibi_slopes = x->alibi;
     }
     if (c->mask_bcast != AT_MASK_NONE) {
-        int64_t sh[4] = {c->mask_bcast == AT_MASK_B1TS || c->mask_bcast == AT_MASK_BHTS ? c->B : 1,
-                         c->mask_bcast == AT_MASK_1HTS || c->mask_bcast == AT_MASK_BHTS ? c->H : 1,
-                         c->T, c->S};
-        int ts = c->mask_bcast == AT_MASK_TS;
+        int64_t sh[4];
+        int nd = at_mask_shape(c, c->mask_bcast, sh);
         int pad = c->layout == AT_BHTD_PAD || c->layout == AT_BTHD_PAD ? 5 : 0;
-        if (at_buf_alloc(&x->mask, c->mask_dtype, ts ? 2 : 4, ts ? sh + 2 : sh, NULL, pad))
-            goto fail;
+        if (at_buf_alloc(&x->mask, c->mask_dtype, nd, sh, NULL, pad)) goto fail;
         attn_tensor *m = &x->mask.t;
-        int64_t nb = ts ? 1 : sh[0], nh = ts ? 1 : sh[1];
+        int64_t n = 1;
+        for (int d = 0; d < nd; d++)
+            n *= sh[d];
         float keep = c->mask_keep > 0.0f ? c->mask_keep : 0.7f;
-        for (int64_t b = 0; b < nb; b++)
-            for (int64_t h = 0; h < nh; h++)
-                for (int64_t i = 0; i < c->T; i++)
-                    for (int64_t j = 0; j < c->S; j++) {
-                        int64_t idx4[4] = {b, h, i, j}, *idx = ts ? idx4 + 2 : idx4;
-                        void *e = at_ptr(m, idx);
-                        if (c->mask_dtype == ATTN_F32) {
-                            float v = at_rng_uniform(r, -2.0f, 2.0f);
-                            if (c->mask_ninf > 0.0f && at_rng_unit(r) < c->mask_ninf) v = -INFINITY;
-                            *(float *)e = v;
-                        } else {
-                            *(uint8_t *)e = at_rng_unit(r) < keep;
-                        }
-                    }
+        for (int64_t e = 0; e < n; e++) { /* row-major walk over the mask's own dims */
+            int64_t idx[4], rem = e;
+            for (int d = nd - 1; d >= 0; d--)
+                idx[d] = rem % sh[d], rem /= sh[d];
+            void *el = at_ptr(m, idx);
+            if (c->mask_dtype == ATTN_F32) {
+                float v = at_rng_uniform(r, -2.0f, 2.0f);
+                if (c->mask_ninf > 0.0f && at_rng_unit(r) < c->mask_ninf) v = -INFINITY;
+                *(float *)el = v;
+            } else {
+                *(uint8_t *)el = at_rng_unit(r) < keep;
+            }
+        }
         a->mask = *m;
+    }
+    if (c->kpm) {
+        int64_t sh[2] = {c->B, c->S};
+        int one = c->kpm == 2;
+        if (at_buf_alloc(&x->kpm, ATTN_BOOL, one ? 1 : 2, one ? sh + 1 : sh, NULL, 0)) goto fail;
+        for (int64_t b = 0; b < (one ? 1 : c->B); b++)
+            for (int64_t j = 0; j < c->S; j++) {
+                int64_t idx[2] = {b, j};
+                /* b = 0: left padding (the first third), which kv_len cannot say */
+                uint8_t pad = b == 0               ? j < c->S / 3
+                              : b == 1 && c->B > 2 ? 1
+                                                   : at_rng_unit(r) < 0.3f;
+                *(uint8_t *)at_ptr(&x->kpm.t, one ? idx + 1 : idx) = pad;
+            }
+        a->key_padding_mask = x->kpm.t;
     }
     return 0;
 fail:
@@ -347,6 +372,44 @@ int at_sdpa_run_forward(attn_ctx *ctx, const at_case *c, uint64_t case_id, const
     int ok = at_sdpa_check_forward(ctx, &x.a, &x.out, c->no_lse ? NULL : &x.lse, label, r.seed);
     at_sdpa_free(&x);
     return ok;
+}
+
+int at_mask_shape(const at_case *c, int k, int64_t *sh) {
+    const int64_t B = c->B, H = c->H, T = c->T, S = c->S;
+    switch (k) {
+    case AT_MASK_TS:
+        sh[0] = T, sh[1] = S;
+        return 2;
+    case AT_MASK_1HTS:
+        sh[0] = 1, sh[1] = H, sh[2] = T, sh[3] = S;
+        return 4;
+    case AT_MASK_B1TS:
+        sh[0] = B, sh[1] = 1, sh[2] = T, sh[3] = S;
+        return 4;
+    case AT_MASK_BHTS:
+        sh[0] = B, sh[1] = H, sh[2] = T, sh[3] = S;
+        return 4;
+    case AT_MASK_S:
+        sh[0] = S;
+        return 1;
+    case AT_MASK_1S:
+        sh[0] = 1, sh[1] = S;
+        return 2;
+    case AT_MASK_H1S:
+        sh[0] = H, sh[1] = 1, sh[2] = S;
+        return 3;
+    case AT_MASK_HTS:
+        sh[0] = H, sh[1] = T, sh[2] = S;
+        return 3;
+    case AT_MASK_B11S:
+        sh[0] = B, sh[1] = 1, sh[2] = 1, sh[3] = S;
+        return 4;
+    case AT_MASK_BH1S:
+        sh[0] = B, sh[1] = H, sh[2] = 1, sh[3] = S;
+        return 4;
+    default:
+        return 0;
+    }
 }
 
 at_case at_case_random(at_rng *r, uint64_t k, const int64_t *lens, int nlens) {

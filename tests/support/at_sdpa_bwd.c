@@ -19,6 +19,7 @@ static int visible(const attn__sdpa_plan *p, int64_t b, int64_t h, int64_t i, in
     if (p->mask_kind == ATTN__MASK_BOOL &&
         !((const uint8_t *)p->mask)[b * p->msb + h * p->msh + i * p->mst + j])
         return 0;
+    if (p->kpm && p->kpm[b * p->kpb + j]) return 0;
     return 1;
 }
 
@@ -26,10 +27,14 @@ static float *f32(const attn_tensor *t, int64_t i0, int64_t i1, int64_t i2, int6
     return at_f32(t, i0, i1, i2, i3);
 }
 
-/* dmask element (b,h,i,j) of a [T,S] or [B|1,H|1,T,S] view. */
+/* dmask element (b,h,i,j) of a view shaped as the mask (right-aligned,
+ * size-1 dims summed over). */
 static float *dmask_at(const attn_tensor *t, int64_t b, int64_t h, int64_t i, int64_t j) {
-    if (t->ndim == 2) return at_f32(t, i, j, 0, 0);
-    return at_f32(t, t->shape[0] == 1 ? 0 : b, t->shape[1] == 1 ? 0 : h, i, j);
+    const int64_t full[4] = {b, h, i, j};
+    int64_t idx[4];
+    for (int d = 0; d < t->ndim; d++)
+        idx[d] = t->shape[d] == 1 ? 0 : full[4 - t->ndim + d];
+    return (float *)at_ptr(t, idx);
 }
 
 static void zero_view(const attn_tensor *t) {

@@ -179,6 +179,7 @@ int at_buf_layout(at_buf *b, int64_t d0, int64_t d1, int64_t d2, int64_t d3, at_
 typedef struct at_sdpa {
     at_buf q, k, v, out, lse;
     at_buf mask;      /* optional mask (at_sdpa_build) */
+    at_buf kpm;       /* optional key_padding_mask (at_sdpa_build) */
     int32_t *kv_len;  /* optional [B] */
     float *alibi;     /* optional [H] */
     attn_sdpa_args a; /* q, k, v, out, lse filled in; options zero */
@@ -212,9 +213,28 @@ typedef struct at_case {
     float dropout_p;
     uint64_t dropout_seed;
     int no_lse;
+    int kpm; /* key_padding_mask: 1 [B, S] (b=0 left-padded, b=1 all padding if B > 2,
+              * others random), 2 the same as [S] (b=0's pattern) */
 } at_case;
 
-enum { AT_MASK_NONE = 0, AT_MASK_TS, AT_MASK_1HTS, AT_MASK_B1TS, AT_MASK_BHTS };
+/* Mask shapes, PyTorch's broadcast forms (dims right-aligned; a 1 broadcasts).
+ * The first five are what at_case_random draws. */
+enum {
+    AT_MASK_NONE = 0,
+    AT_MASK_TS,   /* [T, S] */
+    AT_MASK_1HTS, /* [1, H, T, S] */
+    AT_MASK_B1TS, /* [B, 1, T, S] */
+    AT_MASK_BHTS, /* [B, H, T, S] */
+    AT_MASK_S,    /* [S] */
+    AT_MASK_1S,   /* [1, S] */
+    AT_MASK_H1S,  /* [H, 1, S] */
+    AT_MASK_HTS,  /* [H, T, S] */
+    AT_MASK_B11S, /* [B, 1, 1, S]: the common padding mask */
+    AT_MASK_BH1S, /* [B, H, 1, S] */
+    AT_MASK_KINDS
+};
+/* Shape of mask kind k for case c: fills sh, returns ndim. */
+int at_mask_shape(const at_case *c, int k, int64_t *sh);
 
 /* Build the problem c into x with inputs from r. Returns 0 or -1 (no memory). */
 int at_sdpa_build(at_sdpa *x, const at_case *c, at_rng *r);

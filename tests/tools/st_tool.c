@@ -324,12 +324,14 @@ static int cmd_check(attn_ctx *ctx, int argc, char **argv) {
     a.q = as4(get_f32_or_die(ctx, in, "q"));
     a.k = as4(get_f32_or_die(ctx, in, "k"));
     a.v = as4(get_f32_or_die(ctx, in, "v"));
-    if (attn_safetensors_find(in, "mask") >= 0) {
-        a.mask = get_or_die(ctx, in, "mask");
+    const char *mn = attn_safetensors_find(in, "attn_mask") >= 0 ? "attn_mask" : "mask";
+    if (attn_safetensors_find(in, mn) >= 0) { /* as stored: PyTorch's broadcasting */
+        a.mask = get_or_die(ctx, in, mn);
         if (a.mask.dtype != ATTN_BOOL && a.mask.dtype != ATTN_U8)
-            a.mask = get_f32_or_die(ctx, in, "mask");
-        a.mask = as4(a.mask); /* [H|1,T,S] with 3-D inputs */
+            a.mask = get_f32_or_die(ctx, in, mn);
     }
+    if (attn_safetensors_find(in, "key_padding_mask") >= 0)
+        a.key_padding_mask = get_or_die(ctx, in, "key_padding_mask");
     if (attn_safetensors_find(in, "alibi_slopes") >= 0)
         a.alibi_slopes = get_or_die(ctx, in, "alibi_slopes").data;
     int32_t kvl[64];

@@ -23,17 +23,22 @@ static void usage(FILE *f) {
           "              cannot express): q_proj_weight [E,E], k_proj_weight [Hkv*E/H,kdim],\n"
           "              v_proj_weight [Hkv*E/H,vdim], q_proj_bias [E], k_proj_bias and\n"
           "              v_proj_bias [Hkv*E/H]. Biases are optional: absent means none.\n"
-          "  mask        optional: F32 additive, or BOOL/U8 keep-mask where TRUE = ATTEND,\n"
-          "              [T,S] or [B|1,H|1,T,S]. NOTE: PyTorch's nn.MultiheadAttention takes\n"
-          "              boolean attn_mask / key_padding_mask with the OPPOSITE meaning\n"
-          "              (True = masked out): invert them for attn\n"
+          "  attn_mask   optional, nn.MultiheadAttention's argument with its meaning: F32\n"
+          "              added, or BOOL/U8 where TRUE = NOT ALLOWED; [T,S] or [B*H,T,S]\n"
+          "  key_padding_mask optional, nn.MultiheadAttention's: BOOL/U8 [B,S] where\n"
+          "              TRUE = padding (ignored), any pattern (left padding too); or F32\n"
+          "              [B,S] added to the scores (then without another mask)\n"
+          "  mask        optional, attn's own (instead of attn_mask): F32 additive, or\n"
+          "              BOOL/U8 keep-mask where TRUE = ATTEND (SDPA's convention),\n"
+          "              broadcast as PyTorch does ([B|1,H|1,T|1,S] right-aligned)\n"
           "  kv_len      optional I32/I64 [B]: keys j >= kv_len[b] are masked (trailing\n"
-          "              padding, PyTorch's key_padding_mask)\n"
+          "              padding)\n"
           "  dy          optional [B,T,E]: the gradient of y; enables the backward\n"
           "OUT receives y; attn_weights [B,H,T,S] with --need-weights ([B,T,S] averaged\n"
           "over heads with --average-weights); with dy also dx (or dx_q and dx_kv, or dx_q,\n"
-          "dx_k and dx_v, matching the inputs) and grad.<name> for every weight. OUT is\n"
-          "replaced atomically; on any error it is not created.\n"
+          "dx_k and dx_v, matching the inputs) and grad.<name> for every weight, all F32\n"
+          "whatever the inputs' dtype (F16 in gives F32 out). Any other tensor name is an\n"
+          "error. OUT is replaced atomically; on any error it is not created.\n"
           "\n"
           "options:\n"
           "  --heads H             query heads (required); E % H == 0\n"
@@ -140,9 +145,77 @@ static int load_input(mha_run *r, const char *name, attn_tensor *t) {
     return 0;
 }
 
-static const char *const INPUT_NAMES[] = {"x", "x_q", "x_kv", "x_k", "x_v", "mask", "kv_len", "dy"};
+static const char *const INPUT_NAMES[] = {
+    "x", "x_q", "x_kv", "x_k", "x_v", "mask", "attn_mask", "key_padding_mask", "kv_len", "dy"};
 static const char *const BIAS_NAMES[] = {"in_proj_bias", "q_proj_bias", "k_proj_bias",
                                          "v_proj_bias", "out_proj.bias"};
+
+/* A mask tensor as the library takes it: F32 (converted) or BOOL/U8 as stored. */
+static int get_mask(mha_run *r, const char *name, attn_tensor *m) {
+    if (attn_safetensors_get(r->ctx, r->st, name, m))
+        return attn_cli_error(1, "%s", attn_ctx_last_error(r->ctx));
+    if (m->dtype == ATTN_F64 || m->dtype == ATTN_F16 || m->dtype == ATTN_BF16)
+        return load_float(r, name, m);
+    return 0;
+}
+
+/* The masks, by nn.MultiheadAttention's names with its meanings, or attn's
+ * `mask` (true = attend). attn_mask: a boolean one is inverted into a copy
+ * (true = not allowed there); [B*H,T,S] is read as [B,H,T,S]. A float
+ * key_padding_mask [B,S] is the float mask [B,1,1,S] (a stride-0 view). */
+static int load_masks(mha_run *r, int64_t B, int64_t H, attn_mha_args *a) {
+    const char *in = r->in;
+    int hm = attn_safetensors_find(r->st, "mask") >= 0;
+    int ham = attn_safetensors_find(r->st, "attn_mask") >= 0;
+    if (hm && ham)
+        return attn_cli_error(1,
+                              "%s: both 'mask' (true = attend) and 'attn_mask' (PyTorch's, true = "
+                              "not allowed) given; give one",
+                              in);
+    if (hm && get_mask(r, "mask", &a->mask)) return 1;
+    if (ham) {
+        attn_tensor m;
+        if (get_mask(r, "attn_mask", &m)) return 1;
+        if (m.ndim == 3 && m.shape[0] == B * H && B * H > 1) { /* [B*H,T,S] -> [B,H,T,S] */
+            int64_t sh[4] = {B, H, m.shape[1], m.shape[2]};
+            m = attn_tensor_make(m.data, m.dtype, 4, sh);
+        }
+        if (m.dtype == ATTN_BOOL || m.dtype == ATTN_U8) { /* true = not allowed: invert */
+            int64_t n = attn_tensor_numel(&m);
+            uint8_t *k = own(r, malloc(n ? (size_t)n : 1));
+            if (!k) return attn_cli_error(1, "out of memory for attn_mask");
+            const uint8_t *src = m.data;
+            for (int64_t e = 0; e < n; e++)
+                k[e] = !src[e];
+            m = attn_tensor_make(k, m.dtype, m.ndim, m.shape);
+        }
+        a->mask = m;
+    }
+    if (attn_safetensors_find(r->st, "key_padding_mask") >= 0) {
+        attn_tensor k;
+        if (get_mask(r, "key_padding_mask", &k)) return 1;
+        if (k.dtype == ATTN_F32) {
+            if (a->mask.data)
+                return attn_cli_error(1,
+                                      "%s: a float key_padding_mask with another mask: add them "
+                                      "into one attn_mask",
+                                      in);
+            if (k.ndim != 2) {
+                char s[96];
+                attn_tensor_shape_str(&k, s, sizeof s);
+                return attn_cli_error(
+                    1, "%s: tensor 'key_padding_mask' has shape %s, expected [B,S]", in, s);
+            }
+            int64_t sh[4] = {k.shape[0], 1, 1, k.shape[1]};
+            attn_tensor v = attn_tensor_make(k.data, ATTN_F32, 4, sh);
+            v.stride[0] = k.stride[0];
+            a->mask = v;
+        } else {
+            a->key_padding_mask = k; /* the library's meaning too: true = padding */
+        }
+    }
+    return 0;
+}
 
 static float *out_buf(mha_run *r, int ndim, const int64_t *shape, attn_tensor *t) {
     size_t n = 1;
@@ -212,7 +285,8 @@ static int run(const mha_opts *o, mha_run *r) {
         u += (size_t)snprintf(expected + u, sizeof expected - u, "%s%s", k ? ", " : "", ps[k].name);
     if (u < sizeof expected)
         snprintf(expected + u, sizeof expected - u,
-                 "; inputs: x | x_q, x_kv | x_q, x_k, x_v; mask, kv_len, dy");
+                 "; inputs: x | x_q, x_kv | x_q, x_k, x_v; attn_mask (or mask), "
+                 "key_padding_mask, kv_len, dy");
     if (attn_cli_check_names(r->st, in, INPUT_NAMES, sizeof INPUT_NAMES / sizeof INPUT_NAMES[0], ps,
                              np, expected))
         return 1;
@@ -220,15 +294,7 @@ static int run(const mha_opts *o, mha_run *r) {
     int32_t *kvl;
     if (attn_cli_load_kv_len(r->ctx, r->st, in, B, &kvl)) return 1;
     a.kv_len = own(r, kvl);
-    if (attn_safetensors_find(r->st, "mask") >= 0) {
-        attn_tensor m;
-        if (attn_safetensors_get(r->ctx, r->st, "mask", &m))
-            return attn_cli_error(1, "%s", attn_ctx_last_error(r->ctx));
-        if ((m.dtype == ATTN_F64 || m.dtype == ATTN_F16 || m.dtype == ATTN_BF16) &&
-            load_float(r, "mask", &m))
-            return 1;
-        a.mask = m;
-    }
+    if (load_masks(r, B, o->heads, &a)) return 1;
     attn_tensor dy = {0};
     if (load_input(r, "dy", &dy)) return 1;
 

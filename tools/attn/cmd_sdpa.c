@@ -18,14 +18,22 @@ static void usage(FILE *f) {
           "IN holds F32 (or F16/BF16/F64) tensors:\n"
           "  q [B,H,T,D]  k [B,Hkv,S,D]  v [B,Hkv,S,Dv]  (H a multiple of Hkv; 3-D [H,T,D]\n"
           "               means B = 1, and then outputs are 3-D too)\n"
-          "  mask         optional: F32 additive bias, or BOOL/U8 keep-mask (true = attend),\n"
-          "               shape [T,S] or [B|1,H|1,T,S] (or [H|1,T,S] with 3-D inputs)\n"
+          "  attn_mask    optional (also called mask): F32 additive bias, or BOOL/U8 keep-mask\n"
+          "               (true = attend), as PyTorch SDPA's attn_mask; broadcast as PyTorch\n"
+          "               does: [B|1,H|1,T|1,S] with dims aligned on the right, so [S],\n"
+          "               [T,S], [H,1,S], the padding mask [B,1,1,S] ... (no expand needed)\n"
+          "  key_padding_mask optional BOOL/U8 [B,S] or [S]: true = key j is padding and\n"
+          "               ignored (nn.MultiheadAttention's meaning, the opposite of a\n"
+          "               boolean attn_mask); any pattern, left padding too\n"
           "  kv_len       optional I32 or I64 [B]: keys j >= kv_len[b] are masked\n"
           "  alibi_slopes optional F32 [H]: adds -slope[h] * |p(i) - j|\n"
           "  dout         [B,H,T,Dv], required with --backward\n"
-          "OUT receives out [B,H,T,Dv] and lse [B,H,T] (natural log; -inf for a query that\n"
-          "sees no key, whose out is 0); with --backward also dq, dk, dv and, for a float\n"
-          "mask, dmask. OUT is replaced atomically; on any error it is not created.\n"
+          "Any other tensor name is an error. Every output is F32, whatever the inputs'\n"
+          "dtype (F16 in gives F32 out). OUT receives out [B,H,T,Dv] and lse [B,H,T]\n"
+          "(natural log; -inf for a query that sees no key, whose out is 0); with\n"
+          "--backward also dq, dk, dv and, for a float mask, dmask (the mask's shape,\n"
+          "summed over its broadcast dims). OUT is replaced atomically; on any error it is\n"
+          "not created.\n"
           "\n"
           "options:\n"
           "  --causal              mask keys after the query's position p(i)\n"
@@ -92,10 +100,10 @@ typedef struct sdpa_run {
     int nowned;
     int32_t *kv_len;
     int rank3; /* q, k, v given as [H,T,D]: B = 1, outputs without the B dim */
-    int mask3; /* mask given as [H|1,T,S] (with rank3) */
 } sdpa_run;
 
-static const char *const NAMES[] = {"q", "k", "v", "mask", "kv_len", "alibi_slopes", "dout"};
+static const char *const NAMES[] = {
+    "q", "k", "v", "mask", "attn_mask", "key_padding_mask", "kv_len", "alibi_slopes", "dout"};
 
 /* Tensor `name` as F32 in *t (converted from F16/BF16/F64 into an owned
  * buffer). Absent: *t stays empty, which is an error when required. */
@@ -151,7 +159,8 @@ static int run(sdpa_opts *o, sdpa_run *r) {
     if (attn_safetensors_open(r->ctx, in, &r->st))
         return attn_cli_error(1, "%s", attn_ctx_last_error(r->ctx));
     if (attn_cli_check_names(r->st, in, NAMES, sizeof NAMES / sizeof NAMES[0], NULL, 0,
-                             "inputs: q, k, v; optional mask, kv_len, alibi_slopes, dout"))
+                             "accepted: q, k, v; optional attn_mask (or mask), key_padding_mask, "
+                             "kv_len, alibi_slopes, dout"))
         return 1;
 
     if (load_float(r, in, "q", 1, &a.q) || load_float(r, in, "k", 1, &a.k) ||
@@ -178,20 +187,25 @@ static int run(sdpa_opts *o, sdpa_run *r) {
     if (attn_cli_load_kv_len(r->ctx, r->st, in, B, &r->kv_len)) return 1;
     a.kv_len = r->kv_len;
 
-    if (attn_safetensors_find(r->st, "mask") >= 0) {
+    /* attn_mask (PyTorch's name) or mask, used as stored: the library
+     * broadcasts it as PyTorch does (a 3-D mask with 3-D inputs is [H|1,T|1,S]) */
+    int hm = attn_safetensors_find(r->st, "mask") >= 0;
+    int ham = attn_safetensors_find(r->st, "attn_mask") >= 0;
+    if (hm && ham)
+        return attn_cli_error(1, "%s: both 'mask' and 'attn_mask' given; they are one tensor", in);
+    if (hm || ham) {
+        const char *mn = ham ? "attn_mask" : "mask";
         attn_tensor m;
-        if (attn_safetensors_get(r->ctx, r->st, "mask", &m))
+        if (attn_safetensors_get(r->ctx, r->st, mn, &m))
             return attn_cli_error(1, "%s", attn_ctx_last_error(r->ctx));
         if ((m.dtype == ATTN_F64 || m.dtype == ATTN_F16 || m.dtype == ATTN_BF16) &&
-            load_float(r, in, "mask", 1, &m))
+            load_float(r, in, mn, 1, &m))
             return 1;
-        r->mask3 = r->rank3 && m.ndim == 3; /* [H|1,T,S] with 3-D inputs */
-        if (r->mask3) {
-            m = attn_cli_add_dim0(m);
-            m.stride[0] = 0;
-        }
         a.mask = m;
     }
+    if (attn_safetensors_find(r->st, "key_padding_mask") >= 0 &&
+        attn_safetensors_get(r->ctx, r->st, "key_padding_mask", &a.key_padding_mask))
+        return attn_cli_error(1, "%s", attn_ctx_last_error(r->ctx));
 
     attn_tensor dout = {0};
     if (o->backward && (load_float(r, in, "dout", 1, &dout) || check_rank(r, in, "dout", &dout)))
@@ -223,8 +237,7 @@ static int run(sdpa_opts *o, sdpa_run *r) {
         names[n] = "dq", views[n++] = out_view(r, g.dq);
         names[n] = "dk", views[n++] = out_view(r, g.dk);
         names[n] = "dv", views[n++] = out_view(r, g.dv);
-        if (g.dmask.data)
-            names[n] = "dmask", views[n++] = r->mask3 ? out_view(r, g.dmask) : g.dmask;
+        if (g.dmask.data) names[n] = "dmask", views[n++] = g.dmask;
     }
     if (attn_safetensors_write(r->ctx, o->out, n, names, views))
         return attn_cli_error(1, "%s", attn_ctx_last_error(r->ctx));

@@ -15,8 +15,10 @@ static const struct {
     {"mha", attn_cmd_mha, "multi-head attention layer (forward, backward) on a safetensors file"},
     {"train", attn_cmd_train, "train a small attention model from scratch (--task recall)"},
     {"tokenize", attn_cmd_tokenize, "BERT WordPiece token ids of texts"},
-    {"embed", attn_cmd_embed, "sentence embeddings from a BERT-style model"},
-    {"similarity", attn_cmd_similarity, "cosine-similarity matrix of sentence embeddings"},
+    {"embed", attn_cmd_embed,
+     "sentence embeddings (jsonl, npy, safetensors); attention of every head"},
+    {"similarity", attn_cmd_similarity,
+     "cosine similarities of sentence embeddings; search a file (--query)"},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 
