@@ -17,6 +17,51 @@ typedef enum attn_align {
     ATTN_ALIGN_BOTTOM_RIGHT = 1,
 } attn_align;
 
+/* A block-sparse layout: which (query block, key block) pairs are computed.
+ * Query i and key j can see each other only if
+ *   blocks[(hl*nqb + i/bq)*nkb + j/bk] != 0,  hl = per_head ? h : 0
+ * (besides every other rule of attn_sdpa_args). Pairs outside the layout
+ * cost nothing: their keys are never read; a block fully inside the layout
+ * and the other rules evaluates no mask. nqb = ceil(T / bq),
+ * nkb = ceil(S / bk). attn_sdpa_layout_build fills common patterns. */
+typedef struct attn_sdpa_layout {
+    const uint8_t *blocks; /* [per_head ? H : 1][nqb][nkb], nonzero = computed */
+    int64_t bq, bk;        /* block size in query rows and in keys, >= 1 */
+    int64_t nqb, nkb;      /* blocks along T and S (must be ceil(T/bq), ceil(S/bk)) */
+    int per_head;          /* nonzero: one layout per query head, else one for all */
+} attn_sdpa_layout;
+
+/* Common block-sparse patterns for attn_sdpa_layout_build, combined as a
+ * union, at block granularity. The diagonal key block of query block qb is
+ * d(qb) = (qb * bq) / bk, the key block holding the position of its first
+ * row (top-left alignment). Zero-initialised: nothing (an empty layout). */
+typedef struct attn_sdpa_layout_spec {
+    int use_window;   /* nonzero: a local band (Longformer's sliding window):
+                       * key blocks kb with |kb - d(qb)| <= window */
+    int64_t window;   /* the band's half-width in blocks, >= 0 */
+    int64_t dilation; /* >= 2: the band keeps every dilation-th block from the
+                       * diagonal (a dilated window); 0 or 1: contiguous */
+    int64_t global;   /* the first `global` key blocks are seen by every query
+                       * block, and the first `global` query blocks see every key
+                       * block (global tokens, Longformer / BigBird) */
+    int64_t random;   /* each query block also sees this many other key blocks
+                       * drawn uniformly without replacement (BigBird), by seed */
+    uint64_t seed;
+    int64_t stride;   /* > 0: also key blocks kb <= d(qb) with
+                       * (d(qb) - kb) % stride == stride - 1 (the "summary"
+                       * columns of the Sparse Transformer's fixed pattern) */
+    int causal;       /* nonzero: drop every key block after d(qb) */
+} attn_sdpa_layout_spec;
+
+/* Fill blocks [ceil(T/bq)][ceil(S/bk)] (one head's layout; copy it per head
+ * for attn_sdpa_layout.per_head) with the union of the spec's patterns: 1 =
+ * computed. Deterministic for a given spec (the random blocks come from
+ * spec->seed). Returns ATTN_OK, ATTN_E_ARG (a NULL pointer, bq or bk < 1,
+ * T or S < 0, a negative window, dilation, global, random or stride). */
+ATTN_NODISCARD attn_status attn_sdpa_layout_build(attn_ctx *ctx, const attn_sdpa_layout_spec *spec,
+                                                  int64_t T, int64_t S, int64_t bq, int64_t bk,
+                                                  uint8_t *blocks);
+
 /* Everything one attention call needs. Valid when zero-initialised, apart
  * from the required q, k, v and out views.
  *
@@ -27,7 +72,8 @@ typedef enum attn_align {
  * and s = -inf (exactly) where the key is masked: j > p(i) under causal,
  * outside [p(i) - window_left, p(i) + window_right] under a window,
  * j >= kv_len[b], mask[b,h,i,j] == 0 for a boolean keep-mask, or
- * key_padding_mask[b,j] != 0 (a padding key).
+ * key_padding_mask[b,j] != 0 (a padding key), or (i, j) outside the
+ * block-sparse layout.
  * A query row with no visible key gives out = 0, lse = -inf. */
 typedef struct attn_sdpa_args {
     attn_tensor q;   /* F32 [B, H,   T, D ]  */
@@ -63,6 +109,7 @@ typedef struct attn_sdpa_args {
                                    * kv_len cannot express); combines with every
                                    * other mask. */
     const float *alibi_slopes;    /* optional [H] */
+    const attn_sdpa_layout *layout; /* optional block-sparse layout (see above) */
 
     float dropout_p; /* probability of dropping an attention probability,
                       * in [0, 1); 0 = off. Kept ones are scaled 1/(1-p). */

@@ -137,13 +137,15 @@ typedef struct bwd_ws {
     float *dq;             /* [BMR][ldq] */
     float *lse, *di;       /* [BMR] */
     int64_t *lo, *hi;      /* [BMR] the rows' key intervals */
+    attn__seg *seg;        /* the strip's key segments */
     int ldq;
 } bwd_ws;
 
 static size_t ws_floats(const attn__sdpa_plan *p, const geom *g) {
     size_t tile = (size_t)g->BBK * g->BMR, R = (size_t)g->BMR;
     return attn__round16((size_t)p->D * R) + attn__round16((size_t)p->Dv * R) + 4 * tile +
-           R * attn__round16((size_t)p->D) + attn__round16(2 * R) + attn__round16(4 * R);
+           R * attn__round16((size_t)p->D) + attn__round16(2 * R) + attn__round16(4 * R) +
+           attn__mask_seg_floats(p);
 }
 
 static bwd_ws ws_carve(const attn__sdpa_plan *p, const geom *g, float *w) {
@@ -161,6 +163,7 @@ static bwd_ws ws_carve(const attn__sdpa_plan *p, const geom *g, float *w) {
     ws.di = ws.lse + R;
     ws.lo = (int64_t *)(ws.lse + attn__round16(2 * R));
     ws.hi = ws.lo + R;
+    ws.seg = (attn__seg *)(ws.lse + attn__round16(2 * R) + attn__round16(4 * R));
     return ws;
 }
 
@@ -235,6 +238,7 @@ static void run_strip(const attn__sdpa_plan *p, const attn__sdpa_gplan *gp, cons
     attn__strip_mask sm;
     sm.lo = w->lo;
     sm.hi = w->hi;
+    sm.seg = w->seg;
     attn__mask_strip(p, b, h, i0, mr, &sm);
     if (what & DO_Q) memset(w->dq, 0, (size_t)R * w->ldq * sizeof(float));
     for (int r = 0; r < R; r++) {

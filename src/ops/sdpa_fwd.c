@@ -58,10 +58,11 @@ typedef struct strip {
 } strip;
 
 /* Floats of one strip's state: qt [D][MR], ot [Dv][MR], m, l, alpha [MR],
- * and the rows' key intervals (2 x MR int64). */
+ * the rows' key intervals (2 x MR int64) and the key segments. */
 static size_t strip_floats(const attn__sdpa_plan *p, const geom *g) {
     return attn__round16((size_t)p->D * g->MR) + attn__round16((size_t)p->Dv * g->MR) +
-           attn__round16(3 * (size_t)g->MR) + attn__round16(4 * (size_t)g->MR);
+           attn__round16(3 * (size_t)g->MR) + attn__round16(4 * (size_t)g->MR) +
+           attn__mask_seg_floats(p);
 }
 
 /* Workspace floats one thread needs: the score tile and gs strips. */
@@ -112,6 +113,7 @@ static void strip_init(const attn__sdpa_plan *p, const geom *g, int64_t b, int64
     st->alpha = st->l + MR;
     st->sm.lo = (int64_t *)(st->m + attn__round16(3 * (size_t)MR));
     st->sm.hi = st->sm.lo + MR;
+    st->sm.seg = (attn__seg *)(st->m + attn__round16(3 * (size_t)MR) + attn__round16(4 * (size_t)MR));
     for (int r = 0; r < MR; r++) {
         st->m[r] = -INFINITY;
         st->l[r] = 0.0f;
@@ -202,11 +204,8 @@ attn_status attn_sdpa_forward(attn_ctx *ctx, const attn_sdpa_args *a) {
                 int64_t last = ATTN_MIN(t->i0 + gs * MR, p.T);
                 t->ns = (int)((last - t->i0 + MR - 1) / MR);
                 double cost = 0.0;
-                for (int64_t i = t->i0; i < last; i++) {
-                    int64_t lo, hi;
-                    attn__row_range(&p, b, i, &lo, &hi);
-                    cost += (double)(hi > lo ? hi - lo : 0) + 1.0;
-                }
+                for (int64_t i = t->i0; i < last; i++)
+                    cost += (double)attn__row_keys(&p, b, h, i) + 1.0;
                 t->cost = cost;
             }
     qsort(tasks, (size_t)ntask, sizeof *tasks, task_cmp);

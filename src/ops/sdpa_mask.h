@@ -10,18 +10,19 @@
  * keys are a sorted list of disjoint segments, each either FULL (every row
  * sees every key: no per-element mask is evaluated) or PARTIAL (a per-row
  * rule decides: attn__mask_tile applies it); keys in no segment are empty
- * for every row and never touched. Today's structural masks (causal,
- * window, kv_len) give each row one interval [lo, hi), so a strip has at
- * most three segments: the left edge band, the full middle, the right edge
- * band. A new structural rule (block layouts, global tokens, per-row key
- * lists) adds segments here, not code in the drivers. */
+ * for every row and never touched. The interval rules (causal, window,
+ * kv_len) give each row one interval [lo, hi), so they make at most three
+ * segments: the left edge band, the full middle, the right edge band. A
+ * block-sparse layout then keeps only the key blocks some row of the strip
+ * computes, cut into runs: a block is FULL where every row's query block
+ * computes it and the interval rules say full, PARTIAL otherwise. A new
+ * structural rule adds segments here, not code in the drivers. */
 #ifndef ATTN_SDPA_MASK_H
 #define ATTN_SDPA_MASK_H
 
 #include "ops/sdpa_plan.h"
 
 enum { ATTN__SEG_FULL = 1, ATTN__SEG_PARTIAL = 2 };
-#define ATTN__SEG_MAX 3
 
 typedef struct attn__seg {
     int64_t a, b; /* keys [a, b) */
@@ -31,14 +32,31 @@ typedef struct attn__seg {
 typedef struct attn__strip_mask {
     int64_t b, h, i0;
     int mr;
-    int nseg; /* 0: no row of the strip sees a key */
-    attn__seg seg[ATTN__SEG_MAX];
+    int nseg;         /* 0: no row of the strip sees a key */
+    attn__seg *seg;   /* [attn__mask_seg_cap] (caller's memory), sorted, disjoint */
     int64_t *lo, *hi; /* [mr] each row's visible interval (caller's memory) */
 } attn__strip_mask;
 
-/* Visible key interval [lo, hi) of query i in batch b from the structural
- * masks (causal, window, kv_len); hi <= lo means the row sees nothing.
- * lo and hi never decrease as i grows. */
+/* Segments a strip can need: 3 for the interval rules; with a layout, at
+ * most one per key block plus the two cuts of the interval rules. */
+static inline int64_t attn__mask_seg_cap(const attn__sdpa_plan *p) {
+    return p->lay ? p->lnkb + 3 : 3;
+}
+
+/* Floats of workspace that hold a strip's segments (carve with
+ * attn__round16 alignment, 8-byte aligned). */
+static inline size_t attn__mask_seg_floats(const attn__sdpa_plan *p) {
+    return attn__round16((size_t)attn__mask_seg_cap(p) * sizeof(attn__seg) / sizeof(float) + 1);
+}
+
+/* Nonzero when query i of head h computes key block kb of the layout. */
+static inline int attn__layout_on(const attn__sdpa_plan *p, int64_t h, int64_t i, int64_t kb) {
+    return p->lay[h * p->lhs + (i / p->lbq) * p->lnkb + kb] != 0;
+}
+
+/* Visible key interval [lo, hi) of query i in batch b from the interval
+ * rules (causal, window, kv_len); hi <= lo means the row sees nothing.
+ * lo and hi never decrease as i grows. A layout may hide keys inside it. */
 static inline void attn__row_range(const attn__sdpa_plan *p, int64_t b, int64_t i, int64_t *lo,
                                    int64_t *hi) {
     int64_t l = 0, h = p->S;
@@ -59,6 +77,10 @@ static inline int64_t attn__mask_off(const attn__sdpa_plan *p, int64_t b, int64_
     return b * p->msb + h * p->msh + i * p->mst + j;
 }
 
+/* Keys query i of (b, h) can see by the interval rules and the layout (not
+ * counting boolean and key-padding masks): the work of its row. */
+int64_t attn__row_keys(const attn__sdpa_plan *p, int64_t b, int64_t h, int64_t i);
+
 /* Nonzero when scores need modifications beyond scale * q.k on every tile
  * (softcap, float or boolean mask, key-padding mask, ALiBi). */
 static inline int attn__mask_has_mods(const attn__sdpa_plan *p) {
@@ -66,7 +88,8 @@ static inline int attn__mask_has_mods(const attn__sdpa_plan *p) {
 }
 
 /* Classify the keys of the strip rows [i0, i0 + mr) of (b, h) into
- * segments; sm->lo, sm->hi must point to mr int64_t each. */
+ * segments; sm->lo, sm->hi must point to mr int64_t each, sm->seg to
+ * attn__mask_seg_cap(p) segments. */
 void attn__mask_strip(const attn__sdpa_plan *p, int64_t b, int64_t h, int64_t i0, int mr,
                       attn__strip_mask *sm);
 
@@ -81,8 +104,9 @@ static inline int64_t attn__mask_last(const attn__strip_mask *sm) {
 /* Apply the score rules to a tile of keys [ca, cb) of the strip, laid out
  * s[(j - ca)*R + r] for rows r < sm->mr: softcap (tanh kept in t, same
  * layout, when t != NULL: the backward's derivative), float mask, ALiBi,
- * boolean mask, key-padding mask, and -inf for the keys of partial segments a row does not
- * see. Keys in no segment are not masked: a tile must lie within the
+ * boolean mask, key-padding mask, and -inf for the keys of partial segments
+ * a row does not see (outside its interval, or in a key block its query
+ * block does not compute). Keys in no segment are not masked: a tile must lie within the
  * segments. Skipped (nothing to do) when the tile lies in full segments and
  * attn__mask_has_mods is 0. */
 void attn__mask_tile(const attn__sdpa_plan *p, const attn__strip_mask *sm, float *s, float *t,

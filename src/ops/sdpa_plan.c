@@ -151,6 +151,22 @@ attn_status attn__sdpa_plan_make(attn_ctx *ctx, const attn_sdpa_args *a, int fla
         p->kpb = kb == 1 ? 0 : m->stride[0];
     }
     p->alibi = a->alibi_slopes;
+    if (a->layout) {
+        const attn_sdpa_layout *L = a->layout;
+        if (!L->blocks) return attn_ctx_fail(ctx, ATTN_E_ARG, "layout: blocks is NULL");
+        if (L->bq < 1 || L->bk < 1)
+            return attn_ctx_fail(ctx, ATTN_E_ARG, "layout: block sizes %lld x %lld must be >= 1",
+                                 (long long)L->bq, (long long)L->bk);
+        int64_t nq = (p->T + L->bq - 1) / L->bq, nk = (p->S + L->bk - 1) / L->bk;
+        if (L->nqb != nq || L->nkb != nk)
+            SHAPE_FAIL("layout: %lld x %lld blocks, but T=%lld and S=%lld in blocks of %lld x "
+                       "%lld need %lld x %lld",
+                       (long long)L->nqb, (long long)L->nkb, (long long)p->T, (long long)p->S,
+                       (long long)L->bq, (long long)L->bk, (long long)nq, (long long)nk);
+        p->lay = L->blocks;
+        p->lbq = L->bq, p->lbk = L->bk, p->lnkb = nk;
+        p->lhs = L->per_head ? nq * nk : 0;
+    }
     if (!(a->dropout_p >= 0.0f && a->dropout_p < 1.0f))
         return attn_ctx_fail(ctx, ATTN_E_ARG, "dropout_p must be in [0, 1), got %g",
                              (double)a->dropout_p);

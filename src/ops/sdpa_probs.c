@@ -25,7 +25,7 @@ typedef struct probs_job {
 static size_t ws_floats(const attn__sdpa_plan *p, const attn__arch *ar) {
     size_t R = (size_t)ar->mr;
     return attn__round16((size_t)p->D * R) + (size_t)ar->bk * R + attn__round16(R) +
-           attn__round16(4 * R);
+           attn__round16(4 * R) + attn__mask_seg_floats(p);
 }
 
 /* Rows [r0, r0 + mr) of the job, r0 relative to job->i0. */
@@ -39,6 +39,7 @@ static void probs_strip(const probs_job *jb, int64_t r0, float *ws) {
     attn__strip_mask sm;
     sm.lo = (int64_t *)(lse + attn__round16((size_t)R));
     sm.hi = sm.lo + R;
+    sm.seg = (attn__seg *)(lse + attn__round16((size_t)R) + attn__round16(4 * (size_t)R));
     attn__mask_strip(p, b, h, i0, mr, &sm);
     for (int r = 0; r < mr; r++)
         memset(jb->out + (r0 + r) * jb->ld, 0, (size_t)S * sizeof(float));

@@ -41,6 +41,11 @@ static int naive_visible(const attn_sdpa_args *a, int64_t shift, int64_t b, int6
         int64_t idx[2] = {k->ndim == 2 && k->shape[0] > 1 ? b : 0, j};
         if (*(const uint8_t *)at_ptr(k, k->ndim == 2 ? idx : idx + 1)) return 0;
     }
+    if (a->layout) { /* the block pair (i / bq, j / bk) must be computed */
+        const attn_sdpa_layout *L = a->layout;
+        int64_t hl = L->per_head ? h : 0;
+        if (!L->blocks[(hl * L->nqb + i / L->bq) * L->nkb + j / L->bk]) return 0;
+    }
     return 1;
 }
 

@@ -20,6 +20,7 @@ static int visible(const attn__sdpa_plan *p, int64_t b, int64_t h, int64_t i, in
         !((const uint8_t *)p->mask)[b * p->msb + h * p->msh + i * p->mst + j])
         return 0;
     if (p->kpm && p->kpm[b * p->kpb + j]) return 0;
+    if (p->lay && !p->lay[h * p->lhs + (i / p->lbq) * p->lnkb + j / p->lbk]) return 0;
     return 1;
 }
 
