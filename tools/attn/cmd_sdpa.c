@@ -28,6 +28,9 @@ static void usage(FILE *f) {
           "  kv_len       optional I32 or I64 [B]: keys j >= kv_len[b] are masked\n"
           "  alibi_slopes optional F32 [H]: adds -slope[h] * |p(i) - j|\n"
           "  dout         [B,H,T,Dv], required with --backward\n"
+          "  layout       optional BOOL/U8 [nqb,nkb] or [H,nqb,nkb]: block-sparse layout,\n"
+          "               true = the (query block, key block) pair is computed; blocks of\n"
+          "               --block BQ,BK (nqb = ceil(T/BQ), nkb = ceil(S/BK))\n"
           "Any other tensor name is an error. Every output is F32, whatever the inputs'\n"
           "dtype (F16 in gives F32 out). OUT receives out [B,H,T,Dv] and lse [B,H,T]\n"
           "(natural log; -inf for a query that sees no key, whose out is 0); with\n"
@@ -46,6 +49,13 @@ static void usage(FILE *f) {
           "  --dropout P           drop probabilities with probability P in [0, 1)\n"
           "  --seed N              dropout seed (default 0): same seed, same mask\n"
           "  --threads N           threads (default: ATTN_NUM_THREADS, else all cores)\n"
+          "  --layout SPEC         block-sparse attention with a built pattern, a comma list\n"
+          "                        of window=W (local band of W blocks each side),\n"
+          "                        dilation=N, global=G (first G blocks global both ways),\n"
+          "                        random=R and seed=S (BigBird's random blocks), stride=N\n"
+          "                        (Sparse Transformer columns), causal (no block after the\n"
+          "                        diagonal); e.g. window=2,global=1,random=2\n"
+          "  --block BQ[,BK]       the layout's block sizes (default 64,64)\n"
           "  --ref                 use the float64 reference instead (slow; for checking)\n"
           "  --backward            also compute gradients from dout\n"
           "  -h, --help            show this help\n"
@@ -59,7 +69,67 @@ typedef struct sdpa_opts {
     attn_sdpa_args a; /* options only; tensors are filled in later */
     int threads, ref, backward;
     cli_window window;
+    int has_spec;
+    attn_sdpa_layout_spec spec; /* --layout */
+    int64_t bq, bk;             /* --block */
 } sdpa_opts;
+
+/* --layout: "key=value,..." of attn_sdpa_layout_spec's fields. */
+static int parse_layout(const char *cmd, const char *name, const char *v, void *dst) {
+    sdpa_opts *o = dst;
+    memset(&o->spec, 0, sizeof o->spec);
+    o->has_spec = 1;
+    char buf[256];
+    if (strlen(v) >= sizeof buf) return attn_cli_error(2, "%s: %s: too long", cmd, name);
+    strcpy(buf, v);
+    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        if (!strcmp(tok, "causal")) {
+            o->spec.causal = 1;
+            continue;
+        }
+        char *eq = strchr(tok, '=');
+        long n;
+        if (!eq || attn_cli_parse_long(eq + 1, &n) || n < 0 || n > (1L << 30))
+            return attn_cli_error(2, "%s: %s: '%s' is not key=N with N in [0, 2^30] (or 'causal')",
+                                  cmd, name, tok);
+        *eq = '\0';
+        if (!strcmp(tok, "window"))
+            o->spec.use_window = 1, o->spec.window = n;
+        else if (!strcmp(tok, "dilation"))
+            o->spec.dilation = n;
+        else if (!strcmp(tok, "global"))
+            o->spec.global = n;
+        else if (!strcmp(tok, "random"))
+            o->spec.random = n;
+        else if (!strcmp(tok, "seed"))
+            o->spec.seed = (uint64_t)n;
+        else if (!strcmp(tok, "stride"))
+            o->spec.stride = n;
+        else
+            return attn_cli_error(2,
+                                  "%s: %s: unknown key '%s' (window, dilation, global, random, "
+                                  "seed, stride, causal)",
+                                  cmd, name, tok);
+    }
+    return 0;
+}
+
+/* --block: "BQ" or "BQ,BK", each >= 1. */
+static int parse_block(const char *cmd, const char *name, const char *v, void *dst) {
+    sdpa_opts *o = dst;
+    char buf[64];
+    if (strlen(v) >= sizeof buf) return attn_cli_error(2, "%s: %s: too long", cmd, name);
+    strcpy(buf, v);
+    char *c = strchr(buf, ',');
+    if (c) *c = '\0';
+    long q, k;
+    if (attn_cli_parse_long(buf, &q) || q < 1 || q > (1L << 30) ||
+        (c && (attn_cli_parse_long(c + 1, &k) || k < 1 || k > (1L << 30))))
+        return attn_cli_error(2, "%s: %s: expected BQ or BQ,BK, each in [1, 2^30], got '%s'", cmd,
+                              name, v);
+    o->bq = q, o->bk = c ? k : q;
+    return 0;
+}
 
 /* Returns -1 to continue, else the exit status (0 for --help, 2 bad usage). */
 static int parse_args(int argc, char **argv, sdpa_opts *o) {
@@ -74,6 +144,8 @@ static int parse_args(int argc, char **argv, sdpa_opts *o) {
         CLI_OPT_DROPOUT(&o->a.dropout_p),
         CLI_OPT_SEED(&o->a.seed),
         CLI_OPT_THREADS(&o->threads),
+        {"--layout", CLI_CUSTOM, o, 0, 0, 0, parse_layout},
+        {"--block", CLI_CUSTOM, o, 0, 0, 0, parse_block},
     };
     const cli_spec spec = {"sdpa", opts, sizeof opts / sizeof opts[0], usage, CLI_POS_ANYWHERE, 2};
     const char *pos[2];
@@ -103,7 +175,8 @@ typedef struct sdpa_run {
 } sdpa_run;
 
 static const char *const NAMES[] = {
-    "q", "k", "v", "mask", "attn_mask", "key_padding_mask", "kv_len", "alibi_slopes", "dout"};
+    "q",      "k",           "v",    "mask",  "attn_mask", "key_padding_mask", "kv_len",
+    "alibi_slopes", "dout", "layout"};
 
 /* Tensor `name` as F32 in *t (converted from F16/BF16/F64 into an owned
  * buffer). Absent: *t stays empty, which is an error when required. */
@@ -160,7 +233,7 @@ static int run(sdpa_opts *o, sdpa_run *r) {
         return attn_cli_error(1, "%s", attn_ctx_last_error(r->ctx));
     if (attn_cli_check_names(r->st, in, NAMES, sizeof NAMES / sizeof NAMES[0], NULL, 0,
                              "accepted: q, k, v; optional attn_mask (or mask), key_padding_mask, "
-                             "kv_len, alibi_slopes, dout"))
+                             "kv_len, alibi_slopes, dout, layout"))
         return 1;
 
     if (load_float(r, in, "q", 1, &a.q) || load_float(r, in, "k", 1, &a.k) ||
@@ -206,6 +279,48 @@ static int run(sdpa_opts *o, sdpa_run *r) {
     if (attn_safetensors_find(r->st, "key_padding_mask") >= 0 &&
         attn_safetensors_get(r->ctx, r->st, "key_padding_mask", &a.key_padding_mask))
         return attn_cli_error(1, "%s", attn_ctx_last_error(r->ctx));
+
+    /* the block-sparse layout: from the file, or built from --layout */
+    attn_sdpa_layout lay = {0};
+    int has_lt = attn_safetensors_find(r->st, "layout") >= 0;
+    if (has_lt && o->has_spec)
+        return attn_cli_error(2, "sdpa: both --layout and a 'layout' tensor in %s given", in);
+    if (has_lt || o->has_spec) {
+        const int64_t T = a.q.shape[2], S = a.k.shape[2];
+        lay.bq = o->bq ? o->bq : 64, lay.bk = o->bk ? o->bk : 64;
+        lay.nqb = (T + lay.bq - 1) / lay.bq, lay.nkb = (S + lay.bk - 1) / lay.bk;
+        if (has_lt) {
+            attn_tensor lt;
+            if (attn_safetensors_get(r->ctx, r->st, "layout", &lt))
+                return attn_cli_error(1, "%s", attn_ctx_last_error(r->ctx));
+            if (lt.dtype != ATTN_BOOL && lt.dtype != ATTN_U8)
+                return attn_cli_error(1, "%s: tensor 'layout' must be BOOL or U8", in);
+            int ok = (lt.ndim == 2 || (lt.ndim == 3 && (lt.shape[0] == 1 || lt.shape[0] == H))) &&
+                     lt.shape[lt.ndim - 2] == lay.nqb && lt.shape[lt.ndim - 1] == lay.nkb;
+            if (!ok) {
+                char s[96];
+                attn_tensor_shape_str(&lt, s, sizeof s);
+                return attn_cli_error(1,
+                                      "%s: tensor 'layout' has shape %s; blocks of %lld x %lld "
+                                      "(--block) need [%lld, %lld] or [H=%lld, %lld, %lld]",
+                                      in, s, (long long)lay.bq, (long long)lay.bk,
+                                      (long long)lay.nqb, (long long)lay.nkb, (long long)H,
+                                      (long long)lay.nqb, (long long)lay.nkb);
+            }
+            lay.blocks = lt.data;
+            lay.per_head = lt.ndim == 3 && lt.shape[0] == H && H > 1;
+        } else {
+            uint8_t *b = malloc((size_t)(lay.nqb * lay.nkb > 0 ? lay.nqb * lay.nkb : 1));
+            if (!b) return attn_cli_error(1, "out of memory for the layout");
+            r->owned[r->nowned++] = (float *)(void *)b;
+            if (attn_sdpa_layout_build(r->ctx, &o->spec, T, S, lay.bq, lay.bk, b))
+                return attn_cli_error(2, "sdpa: --layout: %s", attn_ctx_last_error(r->ctx));
+            lay.blocks = b;
+        }
+        a.layout = &lay;
+    } else if (o->bq) {
+        return attn_cli_error(2, "sdpa: --block needs --layout or a 'layout' tensor");
+    }
 
     attn_tensor dout = {0};
     if (o->backward && (load_float(r, in, "dout", 1, &dout) || check_rank(r, in, "dout", &dout)))
