@@ -234,7 +234,7 @@ static void run_strip(const attn__sdpa_plan *p, const attn__sdpa_gplan *gp, cons
                       int64_t b, int64_t h, int64_t i0, int64_t klo, int64_t khi, int what,
                       const bwd_ws *w) {
     const int D = (int)p->D, Dv = (int)p->Dv, R = g->BMR;
-    const int mr = (int)ATTN_MIN((int64_t)R, p->T - i0);
+    const int mr = (int)(attn__strip_next(p, R, i0) - i0);
     attn__strip_mask sm;
     sm.lo = w->lo;
     sm.hi = w->hi;
@@ -312,7 +312,7 @@ static void run_task(const attn__sdpa_plan *p, const attn__sdpa_gplan *gp, const
             for (int64_t h = 0; h < p->H; h++)
                 if ((t->b < 0 || t->b == b) && (t->h < 0 || t->h == h))
                     for (int64_t i0 = t->i0 < 0 ? 0 : t->i0; i0 < (t->i0 < 0 ? p->T : t->i0 + 1);
-                         i0 += g->BMR)
+                         i0 = attn__strip_next(p, g->BMR, i0))
                         run_strip(p, gp, g, b, h, i0, 0, p->S, t->what, &w);
         return;
     }
@@ -324,7 +324,7 @@ static void run_task(const attn__sdpa_plan *p, const attn__sdpa_gplan *gp, const
         memset(dvb + j * gp->dvs[2], 0, (size_t)p->Dv * sizeof(float));
     }
     for (int64_t h = hk * p->group; h < (hk + 1) * p->group; h++)
-        for (int64_t i0 = 0; i0 < p->T; i0 += g->BMR)
+        for (int64_t i0 = 0; i0 < p->T; i0 = attn__strip_next(p, g->BMR, i0))
             run_strip(p, gp, g, t->b, h, i0, t->klo, t->khi, t->what, &w);
     /* dK = scale * dS^T Q: the strip's Q was read unscaled */
     for (int64_t j = t->klo; j < t->khi; j++) {
@@ -363,7 +363,9 @@ attn_status attn_sdpa_backward(attn_ctx *ctx, const attn_sdpa_args *a,
     int msum = gp.dmask && ((gp.dmH == 1 && p.Hkv > 1) || (gp.dmB == 1 && p.B > 1));
     int split = nth > 1 && (nkv < nth || msum) && p.T > 0 && p.S > 0;
     if (split) nck = ATTN_MAX(1, ATTN_MIN((2 * nth + nkv - 1) / nkv, p.S / (4 * g.BBK)));
-    int64_t nstrip = (p.T + g.BMR - 1) / g.BMR;
+    int64_t nstrip = 0;
+    for (int64_t i0 = 0; i0 < p.T; i0 = attn__strip_next(&p, g.BMR, i0))
+        nstrip++;
     int64_t qB = msum && gp.dmB == 1 ? 1 : p.B, qH = msum && gp.dmH == 1 ? 1 : p.H;
     /* a dmask summed over T too: the rows of all strips add into one row, so
      * one dQ task walks every strip of its (b, h) in order (i0 = -1) */
@@ -388,10 +390,10 @@ attn_status attn_sdpa_backward(attn_ctx *ctx, const attn_sdpa_args *a,
                                     (double)p.group * p.T * ATTN_MIN(chunk, p.S) * 5.0};
     for (int64_t b = 0; split && b < qB; b++)
         for (int64_t h = 0; h < qH; h++)
-            for (int64_t s = 0; s < nqs; s++)
+            for (int64_t s = 0, i0 = 0; s < nqs; s++, i0 = attn__strip_next(&p, g.BMR, i0))
                 tasks[n++] = (task){qB == 1 && p.B > 1 ? -1 : b,
                                     qH == 1 && p.H > 1 ? -1 : h,
-                                    allstrips ? -1 : s * g.BMR,
+                                    allstrips ? -1 : i0,
                                     0,
                                     p.S,
                                     qw,

@@ -31,6 +31,7 @@
 
 typedef struct task {
     int64_t b, h, i0; /* first row */
+    int64_t i1;       /* end of the rows: strips of MR rows from i0, the last cut at i1 */
     int ns;           /* strips (1..ATTN_G) */
     double cost;
 } task;
@@ -101,11 +102,12 @@ static void strip_block(const attn__sdpa_plan *p, const geom *g, const strip *st
     }
 }
 
-/* Rows, key segments and packed queries of the strip starting at row i0. */
+/* Rows, key segments and packed queries of the strip of rows [i0, i1)
+ * (at most MR of them). */
 static void strip_init(const attn__sdpa_plan *p, const geom *g, int64_t b, int64_t h, int64_t i0,
-                       float *mem, strip *st) {
+                       int64_t i1, float *mem, strip *st) {
     const int D = (int)p->D, Dv = (int)p->Dv, MR = g->MR;
-    const int mr = (int)ATTN_MIN((int64_t)MR, p->T - i0);
+    const int mr = (int)ATTN_MIN((int64_t)MR, i1 - i0);
     st->qt = mem;
     st->ot = st->qt + attn__round16((size_t)D * MR);
     st->m = st->ot + attn__round16((size_t)Dv * MR);
@@ -161,7 +163,8 @@ static void run_task(const attn__sdpa_plan *p, const geom *g, const task *t, flo
     strip st[ATTN_G];
     int64_t ulo = INT64_MAX, uhi = INT64_MIN;
     for (int k = 0; k < t->ns; k++) {
-        strip_init(p, g, t->b, t->h, t->i0 + (int64_t)k * g->MR, mem + k * sf, &st[k]);
+        int64_t r0 = t->i0 + (int64_t)k * g->MR;
+        strip_init(p, g, t->b, t->h, r0, ATTN_MIN(t->i1, r0 + g->MR), mem + k * sf, &st[k]);
         if (!st[k].live) continue;
         ulo = ATTN_MIN(ulo, attn__mask_first(&st[k].sm));
         uhi = ATTN_MAX(uhi, attn__mask_last(&st[k].sm));
@@ -183,34 +186,43 @@ attn_status attn_sdpa_forward(attn_ctx *ctx, const attn_sdpa_args *a) {
 
     const geom g = {&ctx->arch->fwd, ctx->arch->mr, ctx->arch->bk};
     const int64_t MR = g.MR;
-    const int64_t nqb = (p.T + MR - 1) / MR; /* strips per (batch, head) */
+    /* Rows are cut into spans, and each span into strips of MR rows (the
+     * last shorter): one span [0, T), or, under a layout, one per query
+     * block, so no strip straddles two blocks' rows of the layout. */
+    const int64_t span = p.lay ? p.lbq : p.T, nspan = (p.T + span - 1) / span;
+    const int64_t sps = (ATTN_MIN(span, p.T) + MR - 1) / MR; /* strips of a full span */
+    const int64_t nqb = nspan * sps; /* strips per (batch, head), at most */
     /* Strips per task: as many as fit ATTN_G_BYTES, fewer when the threads
      * would otherwise get under ~8 tasks each (results do not depend on this). */
     size_t sb = strip_floats(&p, &g) * sizeof(float);
     int gs = (int)ATTN_MAX((size_t)1, ATTN_MIN((size_t)ATTN_G, ATTN_G_BYTES / sb));
     while (gs > 1 && ctx->nthreads > 1 && p.B * p.H * ((nqb + gs - 1) / gs) < 8 * ctx->nthreads)
         gs--;
-    const int64_t tph = (nqb + gs - 1) / gs; /* tasks per (batch, head) */
-    const int64_t ntask = p.B * p.H * tph;
+    const int64_t tps = (sps + gs - 1) / gs; /* tasks per span */
+    const int64_t ntask = p.B * p.H * nspan * tps;
     task *tasks = malloc((size_t)ntask * sizeof *tasks);
     if (!tasks)
         return attn_ctx_fail(ctx, ATTN_E_NOMEM, "out of memory for %lld tasks", (long long)ntask);
     int64_t n = 0;
     for (int64_t b = 0; b < p.B; b++)
         for (int64_t h = 0; h < p.H; h++)
-            for (int64_t tb = 0; tb < tph; tb++) {
-                task *t = &tasks[n++];
-                t->b = b, t->h = h, t->i0 = tb * gs * MR;
-                int64_t last = ATTN_MIN(t->i0 + gs * MR, p.T);
-                t->ns = (int)((last - t->i0 + MR - 1) / MR);
-                double cost = 0.0;
-                for (int64_t i = t->i0; i < last; i++)
-                    cost += (double)attn__row_keys(&p, b, h, i) + 1.0;
-                t->cost = cost;
+            for (int64_t sp = 0; sp < nspan; sp++) {
+                const int64_t s0 = sp * span, s1 = ATTN_MIN(s0 + span, p.T);
+                for (int64_t tb = 0; tb < tps && s0 + tb * gs * MR < s1; tb++) {
+                    task *t = &tasks[n++];
+                    t->b = b, t->h = h, t->i0 = s0 + tb * gs * MR;
+                    t->i1 = ATTN_MIN(t->i0 + gs * MR, s1);
+                    t->ns = (int)((t->i1 - t->i0 + MR - 1) / MR);
+                    double cost = 0.0;
+                    for (int64_t i = t->i0; i < t->i1; i++)
+                        cost += (double)attn__row_keys(&p, b, h, i) + 1.0;
+                    t->cost = cost;
+                }
             }
-    qsort(tasks, (size_t)ntask, sizeof *tasks, task_cmp);
+    const int64_t ntask_made = n;
+    qsort(tasks, (size_t)ntask_made, sizeof *tasks, task_cmp);
 
-    int nth = (int)ATTN_MIN((int64_t)ctx->nthreads, ntask);
+    int nth = (int)ATTN_MIN((int64_t)ctx->nthreads, ntask_made);
     if (nth < 1) nth = 1;
     st = attn__ws_reserve(ctx, nth, ws_floats(&p, &g, gs) * sizeof(float));
     if (st) {
@@ -218,11 +230,11 @@ attn_status attn_sdpa_forward(attn_ctx *ctx, const attn_sdpa_args *a) {
         return st;
     }
     if (nth == 1) {
-        for (int64_t t = 0; t < ntask; t++)
+        for (int64_t t = 0; t < ntask_made; t++)
             run_task(&p, &g, &tasks[t], attn__ws_get(ctx, 0));
     } else {
 #pragma omp parallel for num_threads(nth) schedule(dynamic, 1)
-        for (int64_t t = 0; t < ntask; t++)
+        for (int64_t t = 0; t < ntask_made; t++)
             run_task(&p, &g, &tasks[t], attn__ws_get(ctx, omp_get_thread_num()));
     }
     free(tasks);

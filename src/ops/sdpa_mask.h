@@ -77,6 +77,15 @@ static inline int64_t attn__mask_off(const attn__sdpa_plan *p, int64_t b, int64_
     return b * p->msb + h * p->msh + i * p->mst + j;
 }
 
+/* Start of the strip after the one at row i0, for strips of R rows: i0 + R,
+ * cut at the next query-block edge under a layout (so no strip straddles
+ * two blocks' rows of the layout), and at T. */
+static inline int64_t attn__strip_next(const attn__sdpa_plan *p, int64_t R, int64_t i0) {
+    int64_t e = i0 + R;
+    if (p->lay) e = ATTN_MIN(e, (i0 / p->lbq + 1) * p->lbq);
+    return ATTN_MIN(e, p->T);
+}
+
 /* Keys query i of (b, h) can see by the interval rules and the layout (not
  * counting boolean and key-padding masks): the work of its row. */
 int64_t attn__row_keys(const attn__sdpa_plan *p, int64_t b, int64_t h, int64_t i);

@@ -20,7 +20,12 @@ typedef struct bench_opts {
     int json, causal, backward, grid, cpu_time;
     int threads; /* 0: the default grid's 1 and all */
     int B, H, T, S, D, Dv, reps;
+    float density; /* > 0: a random block-sparse layout of this density */
+    int block;     /* its block size */
 } bench_opts;
+
+static float g_density; /* --density, --block: every case of the run */
+static int g_block = 128;
 
 typedef struct peak_entry {
     const char *arch;
@@ -109,6 +114,7 @@ static int run_case(attn_ctx *ctx, const bench_case *c, long reps, double *ms_ou
     float *dout = NULL, *dq = NULL, *dk = NULL, *dv = NULL;
     int rc = 0;
     double *times = NULL;
+    uint8_t *blocks = NULL;
     if (!q || !k || !v || !o || !lse) {
         rc = attn_cli_error(1, "out of memory for the benchmark tensors");
         goto done;
@@ -123,6 +129,24 @@ static int run_case(attn_ctx *ctx, const bench_case *c, long reps, double *ms_ou
     int64_t lshape[3] = {c->B, c->H, c->T};
     a.lse = attn_tensor_make(lse, ATTN_F32, 3, lshape);
     a.causal = c->causal;
+    /* a random block layout (fixed seed) of the requested density */
+    attn_sdpa_layout lay = {0};
+    if (g_density > 0.0f) {
+        lay.bq = lay.bk = g_block;
+        lay.nqb = (c->T + g_block - 1) / g_block, lay.nkb = (c->S + g_block - 1) / g_block;
+        blocks = malloc((size_t)(lay.nqb * lay.nkb));
+        if (!blocks) {
+            rc = attn_cli_error(1, "out of memory for the layout");
+            goto done;
+        }
+        uint32_t x = 12345u;
+        for (int64_t e = 0; e < lay.nqb * lay.nkb; e++) {
+            x ^= x << 13, x ^= x >> 17, x ^= x << 5;
+            blocks[e] = (double)x / 4294967296.0 < (double)g_density;
+        }
+        lay.blocks = blocks;
+        a.layout = &lay;
+    }
     if (attn_ctx_set_threads(ctx, c->threads) != ATTN_OK) {
         rc = attn_cli_error(1, "%s", attn_ctx_last_error(ctx));
         goto done;
@@ -181,6 +205,7 @@ static int run_case(attn_ctx *ctx, const bench_case *c, long reps, double *ms_ou
     *gf_out = flops / med * 1e-9;
     *reps_out = n;
 done:
+    free(blocks);
     free(times);
     free(q), free(k), free(v), free(o), free(lse);
     free(dout), free(dq), free(dk), free(dv);
@@ -209,6 +234,9 @@ static void usage(FILE *f) {
                "  --reps n       timed runs per case (default: at least 3, more up to\n"
                "                 ~1 s per case, at most 50)\n"
                "  --backward     time attn_sdpa_backward instead of the forward\n"
+               "  --density F    block-sparse: a random layout computing this fraction of\n"
+               "                 the (query block, key block) pairs (FLOPs count only those)\n"
+               "  --block N      its block size (default 128)\n"
                "  --cpu-time     time with the process's CPU time divided by the thread\n"
                "                 count instead of the wall clock (peak and cases alike):\n"
                "                 on a shared machine it leaves out the time other\n"
@@ -240,6 +268,8 @@ static int parse_args(int argc, char **argv, bench_opts *o) {
         {"--D", CLI_INT, &o->D, 1, 1 << 24, 0, NULL},
         {"--Dv", CLI_INT, &o->Dv, 1, 1 << 24, 0, NULL},
         {"--reps", CLI_INT, &o->reps, 1, 1 << 24, 0, NULL},
+        {"--density", CLI_FLOAT, &o->density, 0, 1, CLI_LO_OPEN, NULL},
+        {"--block", CLI_INT, &o->block, 1, 1 << 20, 0, NULL},
     };
     const cli_spec spec = {"bench", opts, sizeof opts / sizeof opts[0], usage, CLI_POS_ANYWHERE, 0};
     int npos;
@@ -267,6 +297,8 @@ int attn_cmd_bench(int argc, char **argv) {
     int prc = parse_args(argc, argv, &o);
     if (prc >= 0) return prc;
     g_cpu_clock = o.cpu_time;
+    g_density = o.density;
+    if (o.block) g_block = o.block;
 
     attn_ctx *ctx = NULL;
     int rc_ctx = attn_cli_ctx(&ctx, 0);
