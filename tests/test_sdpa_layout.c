@@ -82,8 +82,8 @@ static int run_case(attn_ctx *ctx, const at_case *c, uint64_t id, const char *la
 
 static void test_random_against_oracle(void **state) {
     (void)state;
-    int fails = at_run_random_cases(at_quick() ? 40 : 200, 91000, 92000, "layout case",
-                                    random_case, run_case);
+    int fails = at_run_random_cases(at_quick() ? 40 : 200, 91000, 92000, "layout case", random_case,
+                                    run_case);
     assert_int_equal(fails, 0);
 }
 
@@ -110,8 +110,8 @@ static void test_patterns_and_dense_equivalence(void **state) {
     specs[0].use_window = 1, specs[0].window = 1;                      /* local */
     specs[1].use_window = 1, specs[1].window = 1, specs[1].global = 1; /* Longformer */
     specs[2].use_window = 1, specs[2].window = 1, specs[2].global = 1, specs[2].random = 2;
-    specs[2].seed = 7;                                                 /* BigBird */
-    specs[3].use_window = 1, specs[3].window = 0, specs[3].stride = 3; /* strided */
+    specs[2].seed = 7;                                                   /* BigBird */
+    specs[3].use_window = 1, specs[3].window = 0, specs[3].stride = 3;   /* strided */
     specs[4].use_window = 1, specs[4].window = 4, specs[4].dilation = 2; /* dilated */
     specs[5].use_window = 1, specs[5].window = 2, specs[5].causal = 1;   /* causal band */
     for (int sp = 0; sp < 6; sp++) {

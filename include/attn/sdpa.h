@@ -47,10 +47,10 @@ typedef struct attn_sdpa_layout_spec {
     int64_t random;   /* each query block also sees this many other key blocks
                        * drawn uniformly without replacement (BigBird), by seed */
     uint64_t seed;
-    int64_t stride;   /* > 0: also key blocks kb <= d(qb) with
-                       * (d(qb) - kb) % stride == stride - 1 (the "summary"
-                       * columns of the Sparse Transformer's fixed pattern) */
-    int causal;       /* nonzero: drop every key block after d(qb) */
+    int64_t stride; /* > 0: also key blocks kb <= d(qb) with
+                     * (d(qb) - kb) % stride == stride - 1 (the "summary"
+                     * columns of the Sparse Transformer's fixed pattern) */
+    int causal;     /* nonzero: drop every key block after d(qb) */
 } attn_sdpa_layout_spec;
 
 /* Fill blocks [ceil(T/bq)][ceil(S/bk)] (one head's layout; copy it per head
@@ -91,24 +91,24 @@ typedef struct attn_sdpa_args {
     int window;       /* nonzero: apply window_left / window_right */
     int64_t window_left, window_right; /* -1 = unbounded on that side; < -1 is ATTN_E_ARG */
 
-    const int32_t *kv_len;        /* optional [B]: keys j >= kv_len[b] are masked;
-                                   * each in [0, S] (else ATTN_E_ARG); keys beyond
-                                   * kv_len[b] are never read */
-    attn_tensor mask;             /* optional (PyTorch SDPA's attn_mask); F32 additive
-                                   * bias or BOOL/U8 keep-mask (nonzero = attend), shape
-                                   * [B|1, H|1, T|1, S] with dims aligned on the right
-                                   * as PyTorch broadcasts: [S], [T|1, S],
-                                   * [H|1, T|1, S] too (the padding mask [B,1,1,S]
-                                   * needs no expand); a dim of size 1 broadcasts
-                                   * (its stride is ignored), nothing is copied */
-    attn_tensor key_padding_mask; /* optional BOOL/U8 [B|1, S] or [S]: nonzero =
-                                   * key j of batch b is padding and ignored, the
-                                   * meaning of nn.MultiheadAttention's
-                                   * key_padding_mask (the opposite of a boolean
-                                   * mask). Any pattern (left padding too, which
-                                   * kv_len cannot express); combines with every
-                                   * other mask. */
-    const float *alibi_slopes;    /* optional [H] */
+    const int32_t *kv_len;          /* optional [B]: keys j >= kv_len[b] are masked;
+                                     * each in [0, S] (else ATTN_E_ARG); keys beyond
+                                     * kv_len[b] are never read */
+    attn_tensor mask;               /* optional (PyTorch SDPA's attn_mask); F32 additive
+                                     * bias or BOOL/U8 keep-mask (nonzero = attend), shape
+                                     * [B|1, H|1, T|1, S] with dims aligned on the right
+                                     * as PyTorch broadcasts: [S], [T|1, S],
+                                     * [H|1, T|1, S] too (the padding mask [B,1,1,S]
+                                     * needs no expand); a dim of size 1 broadcasts
+                                     * (its stride is ignored), nothing is copied */
+    attn_tensor key_padding_mask;   /* optional BOOL/U8 [B|1, S] or [S]: nonzero =
+                                     * key j of batch b is padding and ignored, the
+                                     * meaning of nn.MultiheadAttention's
+                                     * key_padding_mask (the opposite of a boolean
+                                     * mask). Any pattern (left padding too, which
+                                     * kv_len cannot express); combines with every
+                                     * other mask. */
+    const float *alibi_slopes;      /* optional [H] */
     const attn_sdpa_layout *layout; /* optional block-sparse layout (see above) */
 
     float dropout_p; /* probability of dropping an attention probability,

@@ -115,7 +115,8 @@ static void strip_init(const attn__sdpa_plan *p, const geom *g, int64_t b, int64
     st->alpha = st->l + MR;
     st->sm.lo = (int64_t *)(st->m + attn__round16(3 * (size_t)MR));
     st->sm.hi = st->sm.lo + MR;
-    st->sm.seg = (attn__seg *)(st->m + attn__round16(3 * (size_t)MR) + attn__round16(4 * (size_t)MR));
+    st->sm.seg =
+        (attn__seg *)(st->m + attn__round16(3 * (size_t)MR) + attn__round16(4 * (size_t)MR));
     for (int r = 0; r < MR; r++) {
         st->m[r] = -INFINITY;
         st->l[r] = 0.0f;
@@ -191,7 +192,7 @@ attn_status attn_sdpa_forward(attn_ctx *ctx, const attn_sdpa_args *a) {
      * block, so no strip straddles two blocks' rows of the layout. */
     const int64_t span = p.lay ? p.lbq : p.T, nspan = (p.T + span - 1) / span;
     const int64_t sps = (ATTN_MIN(span, p.T) + MR - 1) / MR; /* strips of a full span */
-    const int64_t nqb = nspan * sps; /* strips per (batch, head), at most */
+    const int64_t nqb = nspan * sps;                         /* strips per (batch, head), at most */
     /* Strips per task: as many as fit ATTN_G_BYTES, fewer when the threads
      * would otherwise get under ~8 tasks each (results do not depend on this). */
     size_t sb = strip_floats(&p, &g) * sizeof(float);

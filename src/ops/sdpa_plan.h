@@ -20,7 +20,7 @@ typedef struct attn__sdpa_plan {
     const uint8_t *kpm;    /* key_padding_mask [B|1, S], nonzero = padding (ignored) */
     int64_t kpb;           /* its batch stride (0 when broadcast) */
     const float *alibi;
-    const uint8_t *lay;        /* block layout, NULL if none: lay[h*lhs + qb*lnkb + kb] */
+    const uint8_t *lay;          /* block layout, NULL if none: lay[h*lhs + qb*lnkb + kb] */
     int64_t lbq, lbk, lnkb, lhs; /* block sizes, key blocks, head stride (0: shared) */
     float dropout_p;
     uint32_t drop_thr;

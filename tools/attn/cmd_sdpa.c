@@ -82,7 +82,8 @@ static int parse_layout(const char *cmd, const char *name, const char *v, void *
     char buf[256];
     if (strlen(v) >= sizeof buf) return attn_cli_error(2, "%s: %s: too long", cmd, name);
     strcpy(buf, v);
-    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok;
+         tok = strtok_r(NULL, ",", &save)) {
         if (!strcmp(tok, "causal")) {
             o->spec.causal = 1;
             continue;
@@ -175,8 +176,8 @@ typedef struct sdpa_run {
 } sdpa_run;
 
 static const char *const NAMES[] = {
-    "q",      "k",           "v",    "mask",  "attn_mask", "key_padding_mask", "kv_len",
-    "alibi_slopes", "dout", "layout"};
+    "q",    "k",     "v", "mask", "attn_mask", "key_padding_mask", "kv_len", "alibi_slopes",
+    "dout", "layout"};
 
 /* Tensor `name` as F32 in *t (converted from F16/BF16/F64 into an owned
  * buffer). Absent: *t stays empty, which is an error when required. */
