@@ -17,6 +17,7 @@ static const struct {
     {"tokenize", attn_cmd_tokenize, "BERT WordPiece token ids of texts"},
     {"embed", attn_cmd_embed, "sentence embeddings from a BERT-style model"},
     {"similarity", attn_cmd_similarity, "cosine-similarity matrix of sentence embeddings"},
+    {"ring", attn_cmd_ring, "attention with the sequence split over MPI ranks (mpirun -np P)"},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 
