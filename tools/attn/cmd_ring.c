@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static void usage(FILE *f) {
     fputs("usage: mpirun -np P attn ring IN.safetensors OUT.safetensors [options]\n"
@@ -333,16 +334,25 @@ static double transfers_alone(ring_run *r, int64_t count) {
     return t;
 }
 
-static void print_stats(ring_run *r, const char *what, const attn_ring_stats *s, int64_t kvcount) {
-    double v[3] = {s->total_s, s->compute_s, s->wait_s}, mx[3];
-    MPI_Reduce(v, mx, 3, MPI_DOUBLE, MPI_MAX, 0, MPI_COMM_WORLD);
+static double cpu_now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static void print_stats(ring_run *r, const char *what, const attn_ring_stats *s, double cpu,
+                        int64_t kvcount) {
+    double v[5] = {s->total_s, s->compute_s, s->wait_s, cpu, -cpu}, mx[5];
+    MPI_Reduce(v, mx, 5, MPI_DOUBLE, MPI_MAX, 0, MPI_COMM_WORLD);
     double alone = transfers_alone(r, kvcount), amax;
     MPI_Reduce(&alone, &amax, 1, MPI_DOUBLE, MPI_MAX, 0, MPI_COMM_WORLD);
     if (r->rank == 0)
         fprintf(stderr,
-                "ring %s: P=%d total %.3f s, compute %.3f s, blocked on transfers %.4f s; the "
-                "%d K/V transfers alone take %.4f s (%.1f MB each; max over ranks)\n",
-                what, r->P, mx[0], mx[1], mx[2], r->P - 1, amax, kvcount * 4.0 / 1e6);
+                "ring %s: P=%d total %.3f s (cpu %.3f s, least loaded rank %.3f s), compute "
+                "%.3f s, blocked on transfers %.4f s; the %d transfers alone take %.4f s "
+                "(%.1f MB each; max over ranks)\n",
+                what, r->P, mx[0], mx[3], -mx[4], mx[1], mx[2], r->P - 1, amax,
+                kvcount * 4.0 / 1e6);
 }
 
 static int run(ring_opts *o, ring_run *r) {
@@ -387,11 +397,12 @@ static int run(ring_opts *o, ring_run *r) {
     int64_t ls[3] = {B, H, Tr};
     a.lse = attn_tensor_make(lse, ATTN_F32, 3, ls);
     attn_ring_stats fs, bs;
+    double cpu = cpu_now();
     /* the library agrees across ranks itself: every rank gets the same status */
     if (attn_ring_forward(r->ctx, MPI_COMM_WORLD, o->layout, &a, &fs))
         return attn_cli_error(1, "ring: %s: %s", o->in, attn_ctx_last_error(r->ctx));
     int64_t kvc = B * Hkv * ((S + r->P - 1) / r->P) * (D + Dv);
-    if (o->stats) print_stats(r, "forward", &fs, kvc);
+    if (o->stats) print_stats(r, "forward", &fs, cpu_now() - cpu, kvc);
     attn_sdpa_grads g = {0};
     if (o->backward) {
         g.dout = dout;
@@ -410,9 +421,10 @@ static int run(ring_opts *o, ring_run *r) {
         g.dq = attn_tensor_f32_4d(dq, B, H, Tr, D);
         g.dk = attn_tensor_f32_4d(dk, B, Hkv, Sr, D);
         g.dv = attn_tensor_f32_4d(dv, B, Hkv, Sr, Dv);
+        cpu = cpu_now();
         if (attn_ring_backward(r->ctx, MPI_COMM_WORLD, o->layout, &a, &g, &bs))
             return attn_cli_error(1, "ring: %s: backward: %s", o->in, attn_ctx_last_error(r->ctx));
-        if (o->stats) print_stats(r, "backward", &bs, 2 * kvc);
+        if (o->stats) print_stats(r, "backward", &bs, cpu_now() - cpu, 2 * kvc);
     }
 
     /* rank 0 gathers the rows and writes OUT */
