@@ -19,7 +19,9 @@ fi
 # Open MPI refuses root unless told; more ranks than cores need --oversubscribe
 MPIRUN=(mpirun --oversubscribe)
 [ "$(id -u)" -eq 0 ] && MPIRUN+=(--allow-run-as-root)
-for v in ATTN_TEST_SEED ATTN_TEST_QUICK ATTN_ARCH ASAN_OPTIONS; do
+# an ASan build: Open MPI's own allocations live until exit (lsan.supp)
+export LSAN_OPTIONS="suppressions=${ATTN_SRC:-$(dirname "$0")/..}/tests/mpi/lsan.supp:print_suppressions=0${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
+for v in ATTN_TEST_SEED ATTN_TEST_QUICK ATTN_ARCH ASAN_OPTIONS LSAN_OPTIONS; do
     [ -n "${!v:-}" ] && MPIRUN+=(-x "$v")
 done
 # the shared-memory transport only: a test never needs a network
