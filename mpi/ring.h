@@ -86,6 +86,7 @@ static inline void ring_rows_of(attn_ring_layout l, int P, int rank, int64_t n, 
 }
 
 double attn__ring_now(void);
+double attn__ring_cpu(void); /* process CPU time, s */
 /* Query rows per compute block (a function of the sizes only, so the
  * backward's summation order is fixed for a fixed P). */
 int64_t attn__ring_block(const ring *r);

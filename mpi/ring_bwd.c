@@ -115,6 +115,7 @@ attn_status attn_ring_backward(attn_ctx *ctx, MPI_Comm comm, attn_ring_layout la
         st = attn_ctx_fail(ctx, ATTN_E_NOMEM, "ring backward: out of memory for the buffers");
     st = attn__ring_agree(&r, st);
     if (!st) {
+        double c0 = attn__ring_cpu();
         int64_t Sr = a->k.shape[2];
         attn_tensor K = attn__ring_kview(&r, kv[0], Sr, r.D, 0);
         attn_tensor V = attn__ring_kview(&r, kv[0], Sr, r.Dv, 1);
@@ -132,6 +133,7 @@ attn_status attn_ring_backward(attn_ctx *ctx, MPI_Comm comm, attn_ring_layout la
                 }
         zero4(&g->dq);
         if (g->dmask.data) zero4(&g->dmask);
+        r.st.work_cpu_s += attn__ring_cpu() - c0;
         attn_status cst = ATTN_OK;
         int cur = 0;
         for (int s = 0; s < r.P && !st; s++) {
@@ -143,10 +145,11 @@ attn_status attn_ring_backward(attn_ctx *ctx, MPI_Comm comm, attn_ring_layout la
                 break;
             /* the left neighbour's sum for this chunk, sent after its step s-1 */
             if (s > 0 && (st = attn__ring_irecv(&r, RING_DKV_RECV, din, nsrc))) break;
-            double t = attn__ring_now();
+            double t = attn__ring_now(), c1 = attn__ring_cpu();
             memset(dmine, 0, sizeof(float) * (size_t)nsrc);
             if (!cst) cst = grad_chunk(&r, a, g, src, kv[cur], dmine, &w);
             r.st.compute_s += attn__ring_now() - t;
+            r.st.work_cpu_s += attn__ring_cpu() - c1;
             if ((s > 0 && (st = attn__ring_wait(&r, RING_DKV_RECV))) ||
                 (st = attn__ring_wait(&r, RING_DKV_SEND)))
                 break;

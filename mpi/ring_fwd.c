@@ -72,6 +72,7 @@ attn_status attn_ring_forward(attn_ctx *ctx, MPI_Comm comm, attn_ring_layout lay
         st = attn_ctx_fail(ctx, ATTN_E_NOMEM, "ring attention: out of memory for the buffers");
     st = attn__ring_agree(&r, st);
     if (!st) {
+        double c0 = attn__ring_cpu();
         attn_sdpa_args b = *a; /* the result accumulates in out and lse */
         if (!a->lse.data) {
             int64_t ls[3] = {B, H, Tr};
@@ -103,6 +104,7 @@ attn_status attn_ring_forward(attn_ctx *ctx, MPI_Comm comm, attn_ring_layout lay
                          .data)[x * b.lse.stride[0] + h * b.lse.stride[1] + i * b.lse.stride[2]] =
                         -INFINITY;
                 }
+        r.st.work_cpu_s += attn__ring_cpu() - c0;
         attn_status cst = ATTN_OK; /* a compute failure: keep the ring going, report at the end */
         int cur = 0;
         for (int s = 0; s < r.P && !st; s++) {
@@ -112,9 +114,10 @@ attn_status attn_ring_forward(attn_ctx *ctx, MPI_Comm comm, attn_ring_layout lay
                                 (st = attn__ring_isend(&r, RING_KV_SEND, kv[cur],
                                                        row * attn__ring_krows(&r, src)))))
                 break;
-            double t = attn__ring_now();
+            double t = attn__ring_now(), c1 = attn__ring_cpu();
             if (!cst) cst = attend_chunk(&r, &b, src, kv[cur], pout, plse, kvl);
             r.st.compute_s += attn__ring_now() - t;
+            r.st.work_cpu_s += attn__ring_cpu() - c1;
             if ((st = attn__ring_wait(&r, RING_KV_RECV)) ||
                 (st = attn__ring_wait(&r, RING_KV_SEND)))
                 break;

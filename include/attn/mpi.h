@@ -47,10 +47,15 @@ ATTN_NODISCARD attn_status attn_ring_rows(attn_ring_layout layout, int nranks, i
 /* What one call spent its time on, for measuring the overlap (all in
  * seconds on the calling rank, wall clock). */
 typedef struct attn_ring_stats {
-    double total_s;   /* the whole call */
-    double compute_s; /* local attention of chunk pairs and merges */
-    double wait_s;    /* blocked in MPI waiting for a transfer: the
-                       * communication the overlap did not hide */
+    double total_s;    /* the whole call */
+    double compute_s;  /* local attention of chunk pairs and merges */
+    double wait_s;     /* blocked in MPI waiting for a transfer: the
+                        * communication the overlap did not hide */
+    double work_cpu_s; /* CPU seconds of the process in its own work (packing,
+                        * chunk-pair attention, merges, and the copies MPI
+                        * makes while polled between them), not counting
+                        * waits and collectives, where MPI may spin: the
+                        * measure of a rank's load on a shared machine */
     int64_t bytes_sent;
     int steps; /* ring steps (P) */
 } attn_ring_stats;
