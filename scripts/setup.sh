@@ -5,7 +5,9 @@
 # into the system Python (see below).
 set -euo pipefail
 pkgs=(build-essential cmake ninja-build pkg-config libjansson-dev libutf8proc-dev
-      libdnnl-dev libcmocka-dev python3)
+      libdnnl-dev libcmocka-dev python3
+      # optional ring attention over MPI (libattn_mpi, `attn ring`, tests/test_ring.sh)
+      openmpi-bin libopenmpi-dev)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -19,6 +19,7 @@ static const struct {
      "sentence embeddings (jsonl, npy, safetensors); attention of every head"},
     {"similarity", attn_cmd_similarity,
      "cosine similarities of sentence embeddings; search a file (--query)"},
+    {"ring", attn_cmd_ring, "attention with the sequence split over MPI ranks (mpirun -np P)"},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 
