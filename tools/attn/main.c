@@ -19,6 +19,8 @@ static const struct {
      "sentence embeddings (jsonl, npy, safetensors); attention of every head"},
     {"similarity", attn_cmd_similarity,
      "cosine similarities of sentence embeddings; search a file (--query)"},
+    {"explain", attn_cmd_explain,
+     "what attention does: heads, rollout, flow, head importance, faithfulness, --html"},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 
