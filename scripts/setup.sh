@@ -4,8 +4,10 @@
 # only with a terminal attached outside CI: whether to pip-install the model
 # into the system Python (see below).
 set -euo pipefail
+# libgd-dev: attn explain --png (heat maps with token labels, PNG via libpng);
+# chromium: tests/test_explain_browser.sh opens the --html page headless
 pkgs=(build-essential cmake ninja-build pkg-config libjansson-dev libutf8proc-dev
-      libdnnl-dev libcmocka-dev python3)
+      libdnnl-dev libcmocka-dev python3 libgd-dev chromium)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
