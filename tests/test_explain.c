@@ -388,12 +388,76 @@ static void test_gate_importance_deletion(void **state) {
     attn_ctx_free(ctx);
 }
 
+/* y = w . e(gates) in double, from the forward with gates. */
+static double gated_output(attn_ctx *ctx, const attn_bert *m, const int32_t *ids, int64_t T,
+                           const float *gate, const float *w) {
+    float e[64];
+    assert_int_equal(attn_bert_run_explained(ctx, m, ids, T, gate, NULL, e), ATTN_OK);
+    double y = 0;
+    for (int64_t k = 0; k < m->cfg.hidden_size; k++)
+        y += (double)w[k] * e[k];
+    return y;
+}
+
+/* The relevance backward against central differences: dy/d(gate of head h
+ * in layer l) = <dy/do_lh, o_lh>, which needs the gradient of every layer
+ * above l, through LayerNorms, feed-forward blocks and attention (q, k and
+ * v paths); for mean pooling with normalisation and for CLS pooling
+ * without. Then R's structure: I plus non-negative terms. */
+static void test_relevance_gradient(void **state) {
+    (void)state;
+    rng_state = 23;
+    attn_ctx *ctx;
+    assert_int_equal(attn_ctx_create(&ctx, 1), ATTN_OK);
+    const int64_t E = 16, H = 2, L = 3, T = 8;
+    attn_bert *m = make_model(ctx, E, H, 24, L);
+    int32_t *ids = make_ids(T);
+    float w[16], R[64], cams[3 * 64], y, gate[6];
+    double dg[6];
+    fill(w, 16, 1.0, 0.0);
+    for (int variant = 0; variant < 2; variant++) {
+        if (variant == 1) m->cfg.pooling = ATTN_POOL_CLS, m->cfg.normalize = 0;
+        assert_int_equal(attn__bert_relevance(ctx, m, ids, T, w, R, &y, cams, dg), ATTN_OK);
+        for (int k = 0; k < 6; k++)
+            gate[k] = 1;
+        assert_true(fabs(y - gated_output(ctx, m, ids, T, gate, w)) < 1e-5);
+        for (int k = 0; k < L * H; k++) {
+            const float eps = 1e-2f;
+            gate[k] = 1 + eps;
+            const double yp = gated_output(ctx, m, ids, T, gate, w);
+            gate[k] = 1 - eps;
+            const double ym = gated_output(ctx, m, ids, T, gate, w);
+            gate[k] = 1;
+            const double fd = (yp - ym) / (2.0 * eps);
+            if (getenv("ATTN_TEST_VERBOSE"))
+                fprintf(stderr, "pooling %d, head %d: dy/dgate %.6g, central difference %.6g\n",
+                        variant, k, dg[k], fd);
+            assert_true(fabs(fd - dg[k]) <= 2e-3 * fmax(1.0, fabs(dg[k])));
+        }
+        for (int64_t i = 0; i < T; i++)
+            for (int64_t j = 0; j < T; j++)
+                assert_true(R[i * T + j] >= (i == j ? 1.0f : 0.0f));
+        float R2[64];
+        assert_int_equal(attn_bert_relevance(ctx, m, ids, T, w, R2, NULL), ATTN_OK);
+        assert_memory_equal(R, R2, sizeof R);
+    }
+    w[3] = INFINITY;
+    assert_int_equal(attn_bert_relevance(ctx, m, ids, T, w, R, NULL), ATTN_E_ARG);
+    w[3] = 0;
+    ids[2] = -1;
+    assert_int_equal(attn_bert_relevance(ctx, m, ids, T, w, R, NULL), ATTN_E_ARG);
+    free(ids);
+    attn_bert_free(m);
+    attn_ctx_free(ctx);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_probs_and_rollout),
         cmocka_unit_test(test_flow),
         cmocka_unit_test(test_stats),
         cmocka_unit_test(test_gate_importance_deletion),
+        cmocka_unit_test(test_relevance_gradient),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -7,8 +7,8 @@
  *
  * Attention matrices are row-major [T, T] floats, row i the distribution of
  * query token i over the keys; a model's are [L, H, T, T] (layer-major).
- * Gradient-weighted relevance (Chefer et al., 2021) needs a backward through
- * the encoder, which attn does not have yet: it is not offered.
+ * Gradient-weighted relevance (Chefer et al., 2021) runs its own backward
+ * through the encoder (attn_bert_relevance).
  * Users include <attn/attn.h>, which includes this file. */
 #ifndef ATTN_EXPLAIN_H
 #define ATTN_EXPLAIN_H
@@ -85,6 +85,21 @@ ATTN_NODISCARD attn_status attn_attention_rollout(attn_ctx *ctx, int64_t L, int6
 ATTN_NODISCARD attn_status attn_attention_flow(attn_ctx *ctx, int64_t L, int64_t H, int64_t T,
                                                const float *probs, int64_t i0, int64_t rows,
                                                float *out);
+
+/* Gradient-weighted attention relevance (Chefer, Gur and Wolf, 2021) of one
+ * text for the output y = w . embedding (w [E]: the normalised embedding of
+ * another text gives their cosine similarity for a normalising model, a unit
+ * vector one embedding dimension):
+ *   R = I;  for each layer l, first to last:  R += mean_h (dy/dA_lh * A_lh)^+ R
+ * with A_lh the head's probabilities (from the fast path's lse) and dy/dA_lh
+ * their gradient from a backward through pooling, LayerNorms, feed-forward
+ * blocks and attention. relevance: [len, len]; y: optional, the output's
+ * value. Memory O(L * (len * (E + I) + H * len^2)).
+ * Returns ATTN_OK, ATTN_E_ARG (NULL model, w or relevance, bad len or id, a
+ * non-finite w), ATTN_E_NOMEM. */
+ATTN_NODISCARD attn_status attn_bert_relevance(attn_ctx *ctx, const attn_bert *m,
+                                               const int32_t *ids, int64_t len, const float *w,
+                                               float *relevance, float *y);
 
 /* ---- the model's output when heads or tokens are taken away -------------- */
 

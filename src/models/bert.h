@@ -44,4 +44,10 @@ attn_status attn__bert_run_trace(attn_ctx *ctx, const attn_bert *m, const int32_
                                  const float *gate, float *probs, float *embedding,
                                  float *qkv_trace);
 
+/* attn_bert_relevance, and for tests: cams [L, len, len] each layer's
+ * mean_h (dy/dA * A)^+, and dgate (optional [L, H]) dy/d(head gate) at 1. */
+attn_status attn__bert_relevance(attn_ctx *ctx, const attn_bert *m, const int32_t *ids, int64_t len,
+                                 const float *w, float *relevance, float *y, float *cams,
+                                 double *dgate);
+
 #endif /* ATTN_MODELS_BERT_H */
