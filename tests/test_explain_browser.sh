@@ -19,7 +19,7 @@ fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 python3 "${ATTN_SRC:?}/tests/fixtures/tiny_bert.py" "$tmp"
-"$ATTN" explain --model "$tmp/f32" --json "$tmp/a.json" --html "$tmp/a.html" \
+"$ATTN" explain --model "$tmp/f32" --json "$tmp/a.json" --html "$tmp/a.html" --relevance dim:1 \
     "hello worlds. hello world." "world hello" > /dev/null
 
 # --no-sandbox: CI containers run as root; a profile of its own, no network
@@ -69,10 +69,10 @@ else:
 for k, v in st["scores"].items():
     if v != t["scores"][k]:
         fails.append("%s scores %s != json %s" % (k, v, t["scores"][k]))
-if set(st["scores"]) != {"rollout", "flow", "attention"}:
-    fails.append("token score views: %s" % list(st["scores"]))
+if set(st["scores"]) != set(t["scores"]) or "relevance" not in st["scores"]:
+    fails.append("token score views %s, json %s" % (list(st["scores"]), list(t["scores"])))
 else:
-    print("ok    rollout, flow and attention scores equal the json")
+    print("ok    relevance, rollout, flow and attention scores equal the json")
 
 # the screenshot: decode the PNG (8-bit RGB/RGBA) and look for content
 png = open(d + "/shot.png", "rb").read()

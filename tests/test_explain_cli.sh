@@ -100,8 +100,21 @@ expect 2 "steps" "$ATTN" explain --model "$m" --steps 0 --faithfulness "hello"
 expect 2 "no TEXT" "$ATTN" explain --model "$m"
 expect 2 "both go to stdout" "$ATTN" explain --model "$m" --json - --html - "hello"
 expect 1 "config.json" "$ATTN" explain --model "$tmp/no-model" "hello"
+expect 2 "relevance must be similarity or dim:K" "$ATTN" explain --model "$m" --relevance dim:x "hello"
+expect 2 "needs two or more texts" "$ATTN" explain --model "$m" --relevance similarity --json "$out" "hello"
+expect 1 "the embedding has 4 dimensions" "$ATTN" explain --model "$m" --relevance dim:4 --json "$out" "hello"
 [ -e "$out" ] && bad "a failed run left $out" || ok "no output file after failures"
 ls "$tmp" | grep -q 'tmp-' && bad "a temporary file was left: $(ls "$tmp")" || ok "no temporary files left"
+
+# --relevance dim:K: R is I plus non-negative terms, and it joins --faithfulness
+"$ATTN" explain --model "$m" --relevance dim:2 --faithfulness --steps 2 --json "$tmp/r.json" \
+    "hello worlds. hello" > "$tmp/r.txt" && python3 -c "
+import json, sys
+j = json.load(open(sys.argv[1])); t = j['texts'][0]; R = t['relevance']
+assert j['relevance_of'] == 'dim:2' and len(R) == len(t['tokens'])
+assert all(R[i][k] >= (1 if i == k else 0) for i in range(len(R)) for k in range(len(R)))
+assert 'relevance' in t['scores'] and 'relevance' in j['faithfulness']['area']" "$tmp/r.json" &&
+    grep -q "^relevance" "$tmp/r.txt" && ok "--relevance dim:K" || bad "--relevance dim:K"
 
 # --png-map rollout and --flow cls run
 "$ATTN" explain --model "$m" --png "$tmp/r.png" --png-map rollout --flow cls --json "$tmp/c.json" \

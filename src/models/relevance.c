@@ -33,11 +33,10 @@ attn_status attn__bert_relevance(attn_ctx *ctx, const attn_bert *m, const int32_
     const size_t per = 8 * TE + (size_t)H * TT + 4 * (size_t)T + TI,
                  work = 8 * TE + 2 * TI + 4 * TT;
     float *arena = attn__malloc(((size_t)NL * per + work + TE) * sizeof(float));
-    double *R = malloc(2 * TT * sizeof *R);
-    float *cam = malloc(TT * sizeof *cam);
+    double *R = malloc(2 * TT * sizeof *R), *p = malloc((size_t)E * sizeof *p);
     saved *S = calloc((size_t)NL, sizeof *S);
     attn_status st = ATTN_OK;
-    if (!arena || !R || !cam || !S) {
+    if (!arena || !R || !p || !S) {
         st = attn_ctx_fail(ctx, ATTN_E_NOMEM, "relevance: out of memory for %lld tokens",
                            (long long)T);
         goto done;
@@ -100,7 +99,6 @@ attn_status attn__bert_relevance(attn_ctx *ctx, const attn_bert *m, const int32_
     if (st) goto done;
     /* ---- y = w . e, e = pool(x) (normalised if the model says so) ---- */
     {
-        double *p = R; /* [E] scratch */
         for (int64_t k = 0; k < E; k++) {
             double v;
             if (c->pooling == ATTN_POOL_CLS) {
@@ -225,7 +223,7 @@ attn_status attn__bert_relevance(attn_ctx *ctx, const attn_bert *m, const int32_
     }
 done:
     attn__free(arena);
-    free(R), free(cam), free(S);
+    free(R), free(p), free(S);
     return st;
 }
 

@@ -18,14 +18,16 @@
 
 #define FLOW_ALL_MAX 64 /* texts up to this many tokens get flow for every row */
 
-const char *const explain_method_names[EX_METHODS] = {"attention", "rollout", "flow", "random"};
+const char *const explain_method_names[EX_METHODS] = {"attention", "rollout", "flow", "relevance",
+                                                      "random"};
 
 static void help(FILE *f) {
     fprintf(f,
             "usage: attn explain [--model DIR] [--input FILE] [--threads N] [--layer L]\n"
             "                    [--head H] [--json FILE] [--html FILE] [--png FILE]\n"
             "                    [--png-map head|rollout] [--flow all|cls] [--heads]\n"
-            "                    [--faithfulness] [--steps K] TEXT...\n\n"
+            "                    [--relevance similarity|dim:K] [--faithfulness]\n"
+            "                    [--steps K] TEXT...\n\n"
             "What the model's attention does for the texts (BERT encoders):\n"
             "  - raw attention of every layer and head, rebuilt from the forward's lse;\n"
             "  - per head: the mean entropy of each query's distribution (nats), the mean\n"
@@ -52,8 +54,11 @@ static void help(FILE *f) {
             "                        embedding's cosine to the full text's after each of\n"
             "                        K steps (--steps, default 10); the area (mean) is\n"
             "                        lower for a more faithful method\n"
-            "Gradient-weighted relevance (Chefer et al., 2021) is not available: attn has\n"
-            "no backward through the encoder yet.\n",
+            "  --relevance OUT       gradient-weighted attention relevance (Chefer et al.,\n"
+            "                        2021) for the output OUT: 'similarity' (the cosine\n"
+            "                        of text 1 to text 2, of every other text to text 1)\n"
+            "                        or 'dim:K' (embedding dimension K); then also a\n"
+            "                        method of --faithfulness\n",
             FLOW_ALL_MAX);
     embed_help_model(f);
 }
@@ -63,8 +68,8 @@ static void free_run(ex_run *r) {
         for (int64_t i = 0; i < r->n; i++) {
             ex_text *x = &r->x[i];
             free(x->probs), free(x->emb), free(x->stats), free(x->row_entropy), free(x->cls);
-            free(x->rollout), free(x->flow);
-            for (int k = 0; k <= EX_FLOW; k++)
+            free(x->rollout), free(x->flow), free(x->relevance);
+            for (int k = 0; k <= EX_RELEVANCE; k++)
                 free(x->score[k]);
             for (int k = 0; k < EX_METHODS; k++)
                 free(x->curve[k]);
@@ -150,6 +155,7 @@ static int faithfulness(ex_run *r) {
     for (int64_t i = 0; i < r->n; i++) {
         ex_text *x = &r->x[i];
         for (int m = 0; m < EX_METHODS; m++) {
+            if (m != EX_RANDOM && !x->score[m]) continue;
             if (!(x->curve[m] = malloc((size_t)(K + 1) * sizeof(float))))
                 return attn_cli_error(1, "out of memory");
             const float *score = m == EX_RANDOM ? NULL : x->score[m];
@@ -162,6 +168,49 @@ static int faithfulness(ex_run *r) {
             r->area[m] += a / (double)K / (double)r->n;
         }
     }
+    return 0;
+}
+
+/* --relevance: w = the other text's normalised embedding (similarity) or
+ * unit vector K (dim:K); the output y = w . embedding. */
+static int relevance(ex_run *r) {
+    session *s = r->s;
+    float *w = malloc((size_t)r->E * sizeof *w);
+    if (!w) return attn_cli_error(1, "out of memory");
+    for (int64_t i = 0; i < r->n; i++) {
+        ex_text *x = &r->x[i];
+        if (r->relevance_dim >= 0) {
+            memset(w, 0, (size_t)r->E * sizeof *w);
+            w[r->relevance_dim] = 1;
+        } else {
+            const float *o = r->x[i == 0 ? 1 : 0].emb;
+            double nn = 0;
+            for (int64_t k = 0; k < r->E; k++)
+                nn += (double)o[k] * o[k];
+            nn = nn > 0 ? sqrt(nn) : 1;
+            for (int64_t k = 0; k < r->E; k++)
+                w[k] = (float)(o[k] / nn);
+        }
+        float y = 0;
+        x->relevance = malloc((size_t)(x->T * x->T) * sizeof(float));
+        x->score[EX_RELEVANCE] = malloc((size_t)x->T * sizeof(float));
+        if (!x->relevance || !x->score[EX_RELEVANCE]) {
+            free(w);
+            return attn_cli_error(1, "out of memory");
+        }
+        if (attn_bert_relevance(s->ctx, s->bert, x->ids, x->T, w, x->relevance, &y)) {
+            free(w);
+            return fail(s);
+        }
+        x->relevance_output = y;
+        /* the scores of R - I: the identity adds the same to every token
+         * (mean pooling) or to [CLS] alone (CLS pooling) and would hide the rest */
+        const attn_pooling pool = attn_bert_get_config(s->bert)->pooling;
+        pool_scores(pool, x->relevance, x->T, x->T, x->score[EX_RELEVANCE]);
+        for (int64_t t = 0; t < x->T; t++)
+            x->score[EX_RELEVANCE][t] -= pool == ATTN_POOL_CLS ? (t == 0) : 1.0f / (float)x->T;
+    }
+    free(w);
     return 0;
 }
 
@@ -237,13 +286,17 @@ static void print_summary(const ex_run *r) {
                 printf("%s %.3f\n", attn_tokenizer_token(s->tok, x->ids[st->top_j]), st->top_p);
             }
         printf("\ntoken scores (rows averaged as the model pools): last-layer attention, "
-               "rollout, flow%s\n",
-               x->flow_rows < x->T ? " ([CLS] row only: --flow all for every row)" : "");
+               "rollout, flow%s%s\n",
+               x->flow_rows < x->T ? " ([CLS] row only: --flow all for every row)" : "",
+               x->relevance ? ", relevance" : "");
+        if (x->relevance) printf("relevance explains the output %.6f\n", x->relevance_output);
         for (int64_t t = 0; t < x->T; t++) {
             printf("%4lld  ", (long long)t);
             put_token(s, x->ids[t], 16);
-            printf(" %7.4f %7.4f %7.4f\n", x->score[EX_ATTENTION][t], x->score[EX_ROLLOUT][t],
+            printf(" %7.4f %7.4f %7.4f", x->score[EX_ATTENTION][t], x->score[EX_ROLLOUT][t],
                    x->score[EX_FLOW][t]);
+            if (x->score[EX_RELEVANCE]) printf(" %7.4f", x->score[EX_RELEVANCE][t]);
+            putchar('\n');
         }
         putchar('\n');
     }
@@ -278,6 +331,7 @@ static void print_faithfulness(const ex_run *r) {
            (long long)r->n, (long long)r->steps, (long long)r->random_orders);
     printf("%-10s %6s   mean curve, 0%% .. 100%% removed\n", "method", "area");
     for (int m = 0; m < EX_METHODS; m++) {
+        if (!r->x[0].curve[m]) continue;
         printf("%-10s %6.4f  ", explain_method_names[m], r->area[m]);
         for (int64_t k = 0; k <= r->steps; k++) {
             double c = 0;
@@ -289,7 +343,7 @@ static void print_faithfulness(const ex_run *r) {
     }
     int best = 0;
     for (int m = 1; m < EX_RANDOM; m++)
-        if (r->area[m] < r->area[best]) best = m;
+        if (r->x[0].curve[m] && r->area[m] < r->area[best]) best = m;
     printf("\nmost faithful here: %s\n", explain_method_names[best]);
 }
 
@@ -309,7 +363,7 @@ static int check_output(const char *opt, const char *path) {
 
 int attn_cmd_explain(int argc, char **argv) {
     const char *model = NULL, *input = NULL, *json = NULL, *html = NULL, *png = NULL;
-    const char *png_map = "head", *flow = "auto";
+    const char *png_map = "head", *flow = "auto", *rel = NULL;
     int threads = 0, layer = 0, head = 0, heads = 0, faith = 0, steps = 10, first;
     const cli_opt opts[] = {
         {"--model", CLI_STRING, &model, 0, 0, 0, NULL},
@@ -324,6 +378,7 @@ int attn_cmd_explain(int argc, char **argv) {
         {"--flow", CLI_STRING, &flow, 0, 0, 0, NULL},
         {"--heads", CLI_FLAG, &heads, 0, 0, 0, NULL},
         {"--faithfulness", CLI_FLAG, &faith, 0, 0, 0, NULL},
+        {"--relevance", CLI_STRING, &rel, 0, 0, 0, NULL},
         {"--steps", CLI_INT, &steps, 1, 1000, 0, NULL},
     };
     const cli_spec spec = {"explain", opts, sizeof opts / sizeof opts[0], help, CLI_POS_REST, 0};
@@ -333,6 +388,11 @@ int attn_cmd_explain(int argc, char **argv) {
         return attn_cli_error(2, "explain: --png-map must be head or rollout, got '%s'", png_map);
     if (strcmp(flow, "auto") && strcmp(flow, "all") && strcmp(flow, "cls"))
         return attn_cli_error(2, "explain: --flow must be all or cls, got '%s'", flow);
+    long rel_dim = -1;
+    if (rel && strcmp(rel, "similarity") &&
+        (strncmp(rel, "dim:", 4) || attn_cli_parse_long(rel + 4, &rel_dim) || rel_dim < 0))
+        return attn_cli_error(
+            2, "explain: --relevance must be similarity or dim:K (K >= 0), got '%s'", rel);
     if (png && !strcmp(png, "-"))
         return attn_cli_error(2, "explain: --png writes binary: give a FILE");
     if (html && json && !strcmp(html, "-") && !strcmp(json, "-"))
@@ -355,7 +415,14 @@ int attn_cmd_explain(int argc, char **argv) {
         const attn_model_info *mi = attn_model_get_info(s.model);
         r.s = &s, r.t = &t, r.L = mi->num_layers, r.H = mi->num_heads, r.E = mi->hidden_size;
         r.n = t.n, r.layer = layer, r.head = head, r.png_rollout = !strcmp(png_map, "rollout");
-        if (layer >= r.L || head >= r.H)
+        r.relevance = rel, r.relevance_dim = rel_dim;
+        if (rel && rel_dim >= r.E)
+            rc =
+                attn_cli_error(1, "explain: --relevance dim:%ld: the embedding has %lld dimensions",
+                               rel_dim, (long long)r.E);
+        if (rel && rel_dim < 0 && t.n < 2)
+            rc = attn_cli_error(2, "explain: --relevance similarity needs two or more texts");
+        if (!rc && (layer >= r.L || head >= r.H))
             rc = attn_cli_error(1,
                                 "explain: layer %d / head %d out of range (the model has %lld "
                                 "layers of %lld heads, counted from 0)",
@@ -369,6 +436,7 @@ int attn_cmd_explain(int argc, char **argv) {
     for (int64_t i = 0; !rc && i < t.n; i++)
         rc = analyse_text(&r, i, !strcmp(flow, "all") ? 1 : !strcmp(flow, "cls") ? 2 : 0);
     if (!rc && t.n >= 2) rc = compare_texts(&r);
+    if (!rc && rel) rc = relevance(&r);
     if (!rc && heads) rc = head_importance(&r);
     if (!rc && faith) {
         r.steps = steps, r.random_orders = 5;

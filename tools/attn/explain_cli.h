@@ -9,8 +9,9 @@
 #include <stdint.h>
 #include <stdio.h>
 
-/* Attribution methods whose faithfulness is measured (random last). */
-enum { EX_ATTENTION, EX_ROLLOUT, EX_FLOW, EX_RANDOM, EX_METHODS };
+/* Attribution methods whose faithfulness is measured (random last;
+ * relevance only with --relevance). */
+enum { EX_ATTENTION, EX_ROLLOUT, EX_FLOW, EX_RELEVANCE, EX_RANDOM, EX_METHODS };
 extern const char *const explain_method_names[EX_METHODS];
 
 /* Everything computed for one text. */
@@ -25,17 +26,22 @@ typedef struct ex_text {
     float *rollout;         /* [T, T] */
     float *flow;            /* [flow_rows, T], rows 0 .. flow_rows - 1 */
     int64_t flow_rows;
-    float *score[EX_FLOW + 1]; /* [T] per method: token attribution under the pooling */
-    float *curve[EX_METHODS];  /* [steps + 1] deletion curves (--faithfulness) */
+    float *relevance;               /* [T, T] (--relevance) or NULL */
+    double relevance_output;        /* the output y it explains */
+    float *score[EX_RELEVANCE + 1]; /* [T] per method (NULL: not computed): token
+                                     * attribution under the pooling */
+    float *curve[EX_METHODS];       /* [steps + 1] deletion curves (--faithfulness) */
 } ex_text;
 
 typedef struct ex_run {
     session *s;
     const texts *t;
     int64_t L, H, E, n;
-    int64_t layer, head; /* selected for --png and the explorer's first view */
-    int png_rollout;     /* --png-map rollout */
-    ex_text *x;          /* [n] */
+    int64_t layer, head;   /* selected for --png and the explorer's first view */
+    int png_rollout;       /* --png-map rollout */
+    const char *relevance; /* --relevance: "similarity" or "dim:K", or NULL */
+    int64_t relevance_dim; /* K of dim:K, -1 for similarity */
+    ex_text *x;            /* [n] */
     /* --heads */
     float *importance; /* [L, H] or NULL */
     float *prune;      /* [L*H + 1] */

@@ -126,8 +126,15 @@ int explain_write_json(FILE *f, void *arg) {
         mat(f, x->rollout, T, T);
         fprintf(f, ",\n\"flow_rows\":%lld,\"flow\":", (long long)x->flow_rows);
         mat(f, x->flow, x->flow_rows, T);
+        if (x->relevance) {
+            fputs(",\n\"relevance\":", f);
+            mat(f, x->relevance, T, T);
+            fputs(",\"relevance_output\":", f);
+            num(f, x->relevance_output);
+        }
         fputs(",\n\"scores\":{", f);
-        for (int m = 0; m <= EX_FLOW; m++) {
+        for (int m = 0; m <= EX_RELEVANCE; m++) {
+            if (!x->score[m]) continue;
             fprintf(f, "%s\"%s\":", m ? "," : "", explain_method_names[m]);
             vec(f, x->score[m], T);
         }
@@ -135,6 +142,7 @@ int explain_write_json(FILE *f, void *arg) {
         if (r->steps) {
             fputs(",\"deletion\":{", f);
             for (int m = 0; m < EX_METHODS; m++) {
+                if (!x->curve[m]) continue;
                 fprintf(f, "%s\"%s\":", m ? "," : "", explain_method_names[m]);
                 vec(f, x->curve[m], r->steps + 1);
             }
@@ -170,6 +178,7 @@ int explain_write_json(FILE *f, void *arg) {
         fprintf(f, "{\"steps\":%lld,\"random_orders\":%lld,\"area\":{", (long long)r->steps,
                 (long long)r->random_orders);
         for (int m = 0; m < EX_METHODS; m++) {
+            if (!r->x[0].curve[m]) continue;
             fprintf(f, "%s\"%s\":", m ? "," : "", explain_method_names[m]);
             num(f, r->area[m]);
         }
