@@ -55,6 +55,11 @@ int explain_write_json(FILE *f, void *arg) {
     const attn_pooling pool = attn_bert_get_config(s->bert)->pooling;
     fputs("{\"model\":", f);
     attn_cli_json_str(f, mi->dir, strlen(mi->dir));
+    fputs(",\"relevance_of\":", f); /* --relevance's output, or null */
+    if (r->relevance)
+        attn_cli_json_str(f, r->relevance, strlen(r->relevance));
+    else
+        fputs("null", f);
     fprintf(f,
             ",\"pooling\":\"%s\",\"num_layers\":%lld,\"num_heads\":%lld,\"layer\":%lld,"
             "\"head\":%lld,\n\"texts\":[",
