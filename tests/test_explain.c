@@ -356,10 +356,10 @@ static void test_gate_importance_deletion(void **state) {
     float score[9], dc[4], rc[4];
     for (int64_t t = 0; t < T; t++)
         score[t] = (float)t; /* remove the last content tokens first */
-    assert_int_equal(attn_bert_deletion_curve(ctx, m, ids, T, score, 3, 0, 0, dc), ATTN_OK);
+    assert_int_equal(attn_bert_deletion_curve(ctx, m, ids, T, score, 3, 0, 0, NULL, dc), ATTN_OK);
     assert_true(fabs(dc[0] - 1.0) < 1e-6);
     /* the last point: only [CLS] [SEP] left, whatever the order */
-    assert_int_equal(attn_bert_deletion_curve(ctx, m, ids, T, NULL, 3, 4, 9, rc), ATTN_OK);
+    assert_int_equal(attn_bert_deletion_curve(ctx, m, ids, T, NULL, 3, 4, 9, NULL, rc), ATTN_OK);
     const int32_t ends[2] = {ids[0], ids[T - 1]};
     assert_int_equal(attn_bert_run_explained(ctx, m, ends, 2, NULL, NULL, e1), ATTN_OK);
     assert_int_equal(attn_bert_run_explained(ctx, m, ids, T, NULL, NULL, e0), ATTN_OK);
@@ -375,8 +375,14 @@ static void test_gate_importance_deletion(void **state) {
         c += (double)e0[k] * e1[k], n1 += (double)e1[k] * e1[k];
     assert_true(fabs(dc[1] - c / sqrt(n0 * n1)) < 1e-6);
 
-    assert_int_equal(attn_bert_deletion_curve(ctx, m, ids, T, NULL, 3, 0, 0, dc), ATTN_E_ARG);
-    assert_int_equal(attn_bert_deletion_curve(ctx, m, ids, T, score, 0, 0, 0, dc), ATTN_E_ARG);
+    /* with w: the curve is w . e_k (here w = e, so the same cosines: e is unit) */
+    float wc[4];
+    assert_int_equal(attn_bert_deletion_curve(ctx, m, ids, T, score, 3, 0, 0, e0, wc), ATTN_OK);
+    for (int k = 0; k < 4; k++)
+        assert_true(fabs(wc[k] - dc[k]) < 1e-5);
+    assert_int_equal(attn_bert_deletion_curve(ctx, m, ids, T, NULL, 3, 0, 0, NULL, dc), ATTN_E_ARG);
+    assert_int_equal(attn_bert_deletion_curve(ctx, m, ids, T, score, 0, 0, 0, NULL, dc),
+                     ATTN_E_ARG);
     ids[3] = 53;
     assert_int_equal(attn_bert_run_explained(ctx, m, ids, T, NULL, NULL, e1), ATTN_E_ARG);
     assert_non_null(strstr(attn_ctx_last_error(ctx), "token 3"));

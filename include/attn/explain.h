@@ -125,18 +125,20 @@ ATTN_NODISCARD attn_status attn_bert_prune_curve(attn_ctx *ctx, const attn_bert 
 /* Deletion curve of an attribution (faithfulness, measured): the content
  * tokens 1 .. len-2 (all but the first, [CLS], and the last, [SEP]) are
  * removed from the text in order of decreasing score [len] (ties: earlier
- * first), in `steps` equal parts; curve[k], k = 0 .. steps, is
- * cos(e_k, e) with e_k the embedding after the first round(k * C / steps)
- * of the C content tokens are removed (curve[0] = 1 up to rounding; with
- * C = 0 every point is 1). A faithful attribution makes the curve fall
- * fast: its area, the mean of curve[1..steps], is small.
+ * first), in `steps` equal parts; curve[k], k = 0 .. steps, is the output
+ * after the first round(k * C / steps) of the C content tokens are removed:
+ * cos(e_k, e) with e the full text's embedding when w is NULL (curve[0] = 1
+ * up to rounding), else w . e_k (w [E], the output attn_bert_relevance
+ * explains). A faithful attribution makes the output fall fast: the area,
+ * the mean of curve[1..steps], is small.
  * score NULL: the mean curve of `random` random orders from seed instead.
  * Returns ATTN_OK, ATTN_E_ARG (len < 2, steps < 1, random < 1 with NULL
  * score, and as attn_bert_run_explained), ATTN_E_NOMEM. */
 ATTN_NODISCARD attn_status attn_bert_deletion_curve(attn_ctx *ctx, const attn_bert *m,
                                                     const int32_t *ids, int64_t len,
                                                     const float *score, int64_t steps,
-                                                    int64_t random, uint64_t seed, float *curve);
+                                                    int64_t random, uint64_t seed, const float *w,
+                                                    float *curve);
 
 #ifdef __cplusplus
 }

@@ -220,8 +220,8 @@ static uint64_t splitmix64(uint64_t *s) {
 
 /* The curve of one removal order rank[0..C) (content token indices 1..C). */
 static attn_status deletion_one(attn_ctx *ctx, const attn_bert *m, const int32_t *ids, int64_t len,
-                                const int64_t *rank, int64_t steps, const float *e0, float *e,
-                                int32_t *sub, uint8_t *gone, double *curve) {
+                                const int64_t *rank, int64_t steps, const float *e0, const float *w,
+                                float *e, int32_t *sub, uint8_t *gone, double *curve) {
     const int64_t C = len - 2, E = m->cfg.hidden_size;
     for (int64_t k = 0; k <= steps; k++) {
         const int64_t del = (int64_t)llround((double)k * (double)C / (double)steps);
@@ -233,14 +233,21 @@ static attn_status deletion_one(attn_ctx *ctx, const attn_bert *m, const int32_t
             if (!gone[t]) sub[n++] = ids[t];
         attn_status st = attn__bert_run_trace(ctx, m, sub, n, NULL, NULL, e, NULL);
         if (st) return st;
-        curve[k] += cosine(e0, e, E);
+        if (w) {
+            double y = 0;
+            for (int64_t c = 0; c < E; c++)
+                y += (double)w[c] * e[c];
+            curve[k] += y;
+        } else {
+            curve[k] += cosine(e0, e, E);
+        }
     }
     return ATTN_OK;
 }
 
 attn_status attn_bert_deletion_curve(attn_ctx *ctx, const attn_bert *m, const int32_t *ids,
                                      int64_t len, const float *score, int64_t steps, int64_t random,
-                                     uint64_t seed, float *curve) {
+                                     uint64_t seed, const float *w, float *curve) {
     attn__ctx_clear(ctx);
     attn_status st = check_text(ctx, m, ids, len);
     if (st) return st;
@@ -279,7 +286,7 @@ attn_status attn_bert_deletion_curve(attn_ctx *ctx, const attn_bert *m, const in
                 rank[t] = rank[j], rank[j] = tmp;
             }
         }
-        st = deletion_one(ctx, m, ids, len, rank, steps, e, e + E, sub, gone, acc);
+        st = deletion_one(ctx, m, ids, len, rank, steps, e, w, e + E, sub, gone, acc);
     }
     for (int64_t k = 0; k <= steps && !st; k++)
         curve[k] = (float)(acc[k] / (double)reps);

@@ -58,7 +58,7 @@ static void help(FILE *f) {
             "                        2021) for the output OUT: 'similarity' (the cosine\n"
             "                        of text 1 to text 2, of every other text to text 1)\n"
             "                        or 'dim:K' (embedding dimension K); then also a\n"
-            "                        method of --faithfulness\n",
+            "                        method of --faithfulness, whose output becomes OUT\n",
             FLOW_ALL_MAX);
     embed_help_model(f);
 }
@@ -68,7 +68,7 @@ static void free_run(ex_run *r) {
         for (int64_t i = 0; i < r->n; i++) {
             ex_text *x = &r->x[i];
             free(x->probs), free(x->emb), free(x->stats), free(x->row_entropy), free(x->cls);
-            free(x->rollout), free(x->flow), free(x->relevance);
+            free(x->rollout), free(x->flow), free(x->relevance), free(x->w);
             for (int k = 0; k <= EX_RELEVANCE; k++)
                 free(x->score[k]);
             for (int k = 0; k < EX_METHODS; k++)
@@ -160,7 +160,7 @@ static int faithfulness(ex_run *r) {
                 return attn_cli_error(1, "out of memory");
             const float *score = m == EX_RANDOM ? NULL : x->score[m];
             if (attn_bert_deletion_curve(s->ctx, s->bert, x->ids, x->T, score, K, r->random_orders,
-                                         1000 + (uint64_t)i, x->curve[m]))
+                                         1000 + (uint64_t)i, x->w, x->curve[m]))
                 return fail(s);
             double a = 0;
             for (int64_t k = 1; k <= K; k++)
@@ -175,12 +175,14 @@ static int faithfulness(ex_run *r) {
  * unit vector K (dim:K); the output y = w . embedding. */
 static int relevance(ex_run *r) {
     session *s = r->s;
-    float *w = malloc((size_t)r->E * sizeof *w);
-    if (!w) return attn_cli_error(1, "out of memory");
     for (int64_t i = 0; i < r->n; i++) {
         ex_text *x = &r->x[i];
+        float *w = x->w = calloc((size_t)r->E, sizeof *w);
+        x->relevance = malloc((size_t)(x->T * x->T) * sizeof(float));
+        x->score[EX_RELEVANCE] = malloc((size_t)x->T * sizeof(float));
+        if (!w || !x->relevance || !x->score[EX_RELEVANCE])
+            return attn_cli_error(1, "out of memory");
         if (r->relevance_dim >= 0) {
-            memset(w, 0, (size_t)r->E * sizeof *w);
             w[r->relevance_dim] = 1;
         } else {
             const float *o = r->x[i == 0 ? 1 : 0].emb;
@@ -192,16 +194,7 @@ static int relevance(ex_run *r) {
                 w[k] = (float)(o[k] / nn);
         }
         float y = 0;
-        x->relevance = malloc((size_t)(x->T * x->T) * sizeof(float));
-        x->score[EX_RELEVANCE] = malloc((size_t)x->T * sizeof(float));
-        if (!x->relevance || !x->score[EX_RELEVANCE]) {
-            free(w);
-            return attn_cli_error(1, "out of memory");
-        }
-        if (attn_bert_relevance(s->ctx, s->bert, x->ids, x->T, w, x->relevance, &y)) {
-            free(w);
-            return fail(s);
-        }
+        if (attn_bert_relevance(s->ctx, s->bert, x->ids, x->T, w, x->relevance, &y)) return fail(s);
         x->relevance_output = y;
         /* the scores of R - I: the identity adds the same to every token
          * (mean pooling) or to [CLS] alone (CLS pooling) and would hide the rest */
@@ -210,7 +203,6 @@ static int relevance(ex_run *r) {
         for (int64_t t = 0; t < x->T; t++)
             x->score[EX_RELEVANCE][t] -= pool == ATTN_POOL_CLS ? (t == 0) : 1.0f / (float)x->T;
     }
-    free(w);
     return 0;
 }
 
@@ -325,10 +317,14 @@ static void print_heads(const ex_run *r) {
 }
 
 static void print_faithfulness(const ex_run *r) {
+    const char *what = !r->relevance ? "the embedding's cosine to the full text's"
+                       : r->relevance_dim >= 0
+                           ? "the embedding dimension --relevance explains"
+                           : "the cosine to the other text (text 1 to 2, the others to 1)";
     printf("faithfulness on %lld texts: content tokens removed in order of each method's score,\n"
-           "%lld steps; the embedding's cosine to the full text's (random: mean of %lld orders).\n"
-           "Lower area = the output falls faster = a more faithful attribution.\n\n",
-           (long long)r->n, (long long)r->steps, (long long)r->random_orders);
+           "%lld steps; the output: %s\n(random: mean of %lld orders). Lower area = the output\n"
+           "falls faster = a more faithful attribution.\n\n",
+           (long long)r->n, (long long)r->steps, what, (long long)r->random_orders);
     printf("%-10s %6s   mean curve, 0%% .. 100%% removed\n", "method", "area");
     for (int m = 0; m < EX_METHODS; m++) {
         if (!r->x[0].curve[m]) continue;
