@@ -26,8 +26,9 @@ typedef struct ex_text {
     float *rollout;         /* [T, T] */
     float *flow;            /* [flow_rows, T], rows 0 .. flow_rows - 1 */
     int64_t flow_rows;
-    float *relevance;               /* [T, T] (--relevance) or NULL */
-    double relevance_output;        /* the output y it explains */
+    float *relevance;        /* [T, T] (--relevance) or NULL */
+    double relevance_output; /* the output y it explains */
+    float *w;                /* [E] the w of y = w . embedding; --faithfulness then tracks w . e */
     float *score[EX_RELEVANCE + 1]; /* [T] per method (NULL: not computed): token
                                      * attribution under the pooling */
     float *curve[EX_METHODS];       /* [steps + 1] deletion curves (--faithfulness) */
