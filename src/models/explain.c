@@ -218,13 +218,33 @@ static uint64_t splitmix64(uint64_t *s) {
     return z ^ (z >> 31);
 }
 
-/* The curve of one removal order rank[0..C) (content token indices 1..C). */
+/* The output after deletion: w . e, or cos(e0, e) without w. */
+static double deletion_output(const float *w, const float *e0, const float *e, int64_t E) {
+    if (!w) return cosine(e0, e, E);
+    double y = 0;
+    for (int64_t c = 0; c < E; c++)
+        y += (double)w[c] * e[c];
+    return y;
+}
+
+/* The curve of one removal order rank[0..C) (content token indices 1..C).
+ * Nothing removed is the full text (e0); everything removed leaves [CLS]
+ * [SEP] whatever the order: computed once, in *empty (NaN until then). */
 static attn_status deletion_one(attn_ctx *ctx, const attn_bert *m, const int32_t *ids, int64_t len,
                                 const int64_t *rank, int64_t steps, const float *e0, const float *w,
-                                float *e, int32_t *sub, uint8_t *gone, double *curve) {
+                                float *e, int32_t *sub, uint8_t *gone, double *empty,
+                                double *curve) {
     const int64_t C = len - 2, E = m->cfg.hidden_size;
     for (int64_t k = 0; k <= steps; k++) {
         const int64_t del = (int64_t)llround((double)k * (double)C / (double)steps);
+        if (del == 0) {
+            curve[k] += deletion_output(w, e0, e0, E);
+            continue;
+        }
+        if (del == C && !isnan(*empty)) {
+            curve[k] += *empty;
+            continue;
+        }
         memset(gone, 0, (size_t)len);
         for (int64_t r = 0; r < del; r++)
             gone[rank[r]] = 1;
@@ -233,14 +253,9 @@ static attn_status deletion_one(attn_ctx *ctx, const attn_bert *m, const int32_t
             if (!gone[t]) sub[n++] = ids[t];
         attn_status st = attn__bert_run_trace(ctx, m, sub, n, NULL, NULL, e, NULL);
         if (st) return st;
-        if (w) {
-            double y = 0;
-            for (int64_t c = 0; c < E; c++)
-                y += (double)w[c] * e[c];
-            curve[k] += y;
-        } else {
-            curve[k] += cosine(e0, e, E);
-        }
+        const double v = deletion_output(w, e0, e, E);
+        if (del == C) *empty = v;
+        curve[k] += v;
     }
     return ATTN_OK;
 }
@@ -269,6 +284,7 @@ attn_status attn_bert_deletion_curve(attn_ctx *ctx, const attn_bert *m, const in
     }
     st = attn__bert_run_trace(ctx, m, ids, len, NULL, NULL, e, NULL);
     const int64_t reps = score ? 1 : random;
+    double empty = NAN;
     uint64_t s = seed;
     for (int64_t rep = 0; rep < reps && !st; rep++) {
         if (score) { /* decreasing score, ties: earlier first */
@@ -286,7 +302,7 @@ attn_status attn_bert_deletion_curve(attn_ctx *ctx, const attn_bert *m, const in
                 rank[t] = rank[j], rank[j] = tmp;
             }
         }
-        st = deletion_one(ctx, m, ids, len, rank, steps, e, w, e + E, sub, gone, acc);
+        st = deletion_one(ctx, m, ids, len, rank, steps, e, w, e + E, sub, gone, &empty, acc);
     }
     for (int64_t k = 0; k <= steps && !st; k++)
         curve[k] = (float)(acc[k] / (double)reps);

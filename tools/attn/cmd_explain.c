@@ -75,6 +75,7 @@ static void free_run(ex_run *r) {
                 free(x->curve[k]);
         }
     free(r->x), free(r->importance), free(r->prune), free(r->order), free(r->token_similarity);
+    free(r->json);
 }
 
 static uint8_t token_class(const char *tk) {
@@ -439,7 +440,8 @@ int attn_cmd_explain(int argc, char **argv) {
         rc = faithfulness(&r);
     }
     if (!rc && png) rc = explain_write_png(png, &r);
-    if (!rc && json) rc = attn_cli_write_to(json, explain_write_json, &r);
+    if (!rc && (json || html)) rc = explain_format_json(&r);
+    if (!rc && json) rc = attn_cli_write_to(json, explain_write_json_cached, &r);
     if (!rc && html) rc = attn_cli_write_to(html, explain_write_html, &r);
     if (!rc && !json && !html && !png) print_summary(&r);
     int quiet = (json && !strcmp(json, "-")) || (html && !strcmp(html, "-"));

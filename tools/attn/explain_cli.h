@@ -55,9 +55,16 @@ typedef struct ex_run {
     /* two or more texts: text 0 against text 1 */
     double similarity;
     float *token_similarity; /* [T0, T1] cosine of last hidden states, or NULL */
+    /* the JSON document once formatted (--json and --html share it), or NULL */
+    char *json;
+    size_t json_n;
 } ex_run;
 
 int explain_write_json(FILE *f, void *run);
+/* r->json from explain_write_json; 0, or 1 after printing the error. */
+int explain_format_json(ex_run *r);
+/* Writes r->json as formatted (an attn_cli_writer). */
+int explain_write_json_cached(FILE *f, void *run);
 int explain_write_html(FILE *f, void *run);
 int explain_write_png(const char *path, const ex_run *r);
 

@@ -195,31 +195,37 @@ int explain_write_json(FILE *f, void *arg) {
     return ferror(f) ? attn_cli_error(1, "write failed") : 0;
 }
 
-int explain_write_html(FILE *f, void *arg) {
-    char *json = NULL;
-    size_t n = 0;
-    FILE *m = open_memstream(&json, &n);
+int explain_format_json(ex_run *r) {
+    if (r->json) return 0;
+    FILE *m = open_memstream(&r->json, &r->json_n);
     if (!m) return attn_cli_error(1, "out of memory");
-    int rc = explain_write_json(m, arg);
+    int rc = explain_write_json(m, r);
     if (fclose(m) && !rc) rc = attn_cli_error(1, "out of memory");
-    if (rc) {
-        free(json);
-        return rc;
-    }
+    return rc;
+}
+
+int explain_write_json_cached(FILE *f, void *arg) {
+    const ex_run *r = arg;
+    return fwrite(r->json, 1, r->json_n, f) == r->json_n ? 0 : attn_cli_error(1, "write failed");
+}
+
+int explain_write_html(FILE *f, void *arg) {
+    ex_run *r = arg;
+    int rc = explain_format_json(r);
+    if (rc) return rc;
     const char *page = (const char *)explorer_html, *mark = strstr(page, "__ATTN_DATA__");
-    if (!mark) {
-        free(json);
-        return attn_cli_error(1, "internal error: the explorer page has no data marker");
-    }
+    if (!mark) return attn_cli_error(1, "internal error: the explorer page has no data marker");
     fwrite(page, 1, (size_t)(mark - page), f);
     /* inside <script>, "</script>" must not appear: every '<' (only ever in
      * JSON strings) becomes the JSON escape \u003c */
-    for (size_t i = 0; i < n; i++)
-        if (json[i] == '<')
-            fputs("\\u003c", f);
-        else
-            putc(json[i], f);
+    const char *j = r->json, *end = j + r->json_n;
+    while (j < end) {
+        const char *lt = memchr(j, '<', (size_t)(end - j));
+        const char *stop = lt ? lt : end;
+        fwrite(j, 1, (size_t)(stop - j), f);
+        if (lt) fputs("\\u003c", f);
+        j = lt ? lt + 1 : end;
+    }
     fputs(mark + strlen("__ATTN_DATA__"), f);
-    free(json);
     return ferror(f) ? attn_cli_error(1, "write failed") : 0;
 }
