@@ -60,6 +60,13 @@ for i in range(T):
 # entropy of head 0 from the probabilities
 ent = sum(-p * math.log(p) for row in A[0][0] for p in row if p > 0) / T
 assert abs(t["stats"]["entropy"][0][0] - ent) < 1e-5, "entropy"
+# the strongest links: up to 5 per head, off the diagonal, strongest first,
+# the first the statistics' own
+for h in range(2):
+    links = t["stats"]["strongest_links"][0][h]
+    assert len(links) == min(5, T * T - T) and links[0] == t["stats"]["top_links"][0][h], "links"
+    assert all(i != k for i, k, _ in links) and all(links[q][2] >= links[q + 1][2] for q in range(len(links) - 1))
+    assert all(A[0][h][i][k] == p for i, k, p in links), "link values"
 assert t["token_class"][0] == "cls" and t["token_class"][-1] == "sep" and "punct" in t["token_class"]
 assert j["heads"]["texts"] == 2 and len(j["heads"]["pruning"]) == 3, "heads"
 assert abs(j["heads"]["pruning"][0] - 1) < 1e-6

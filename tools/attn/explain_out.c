@@ -48,6 +48,32 @@ static void stat(FILE *f, const ex_run *r, const ex_text *x, const char *name, s
     putc(']', f);
 }
 
+#define TOP_LINKS 5 /* strongest links listed per head */
+
+/* Head p [T, T]'s strongest links apart from i == j (T = 1: the one link),
+ * strongest first, ties in row-major order: [[i, j, p], ...]. */
+static void top_links(FILE *f, const float *p, int64_t T) {
+    int64_t got[TOP_LINKS];
+    int n = 0;
+    putc('[', f);
+    for (; n < TOP_LINKS; n++) {
+        int64_t best = -1;
+        for (int64_t k = 0; k < T * T; k++) {
+            if (k / T == k % T && T > 1) continue;
+            int taken = 0;
+            for (int q = 0; q < n; q++)
+                taken |= got[q] == k;
+            if (!taken && (best < 0 || p[k] > p[best])) best = k;
+        }
+        if (best < 0) break;
+        got[n] = best;
+        fprintf(f, "%s[%lld,%lld,", n ? "," : "", (long long)(best / T), (long long)(best % T));
+        num(f, p[best]);
+        putc(']', f);
+    }
+    putc(']', f);
+}
+
 int explain_write_json(FILE *f, void *arg) {
     const ex_run *r = arg;
     const session *s = r->s;
@@ -119,6 +145,15 @@ int explain_write_json(FILE *f, void *arg) {
                         (long long)st->top_j);
                 num(f, st->top_p);
                 putc(']', f);
+            }
+            putc(']', f);
+        }
+        fprintf(f, "],\n\"strongest_links\":[");
+        for (int64_t l = 0; l < r->L; l++) {
+            fputs(l ? ",[" : "[", f);
+            for (int64_t h = 0; h < r->H; h++) {
+                if (h) putc(',', f);
+                top_links(f, x->probs + (l * r->H + h) * T * T, T);
             }
             putc(']', f);
         }
