@@ -4,8 +4,12 @@
 # only with a terminal attached outside CI: whether to pip-install the model
 # into the system Python (see below).
 set -euo pipefail
+# libgd-dev: attn explain --png (heat maps with token labels, PNG via libpng);
+# chromium: tests/test_explain_browser.sh opens the --html page headless
 pkgs=(build-essential cmake ninja-build pkg-config libjansson-dev libutf8proc-dev
       libdnnl-dev libcmocka-dev python3
+      # PNG heat maps (attn explain --png) and the explorer's browser test
+      libgd-dev chromium
       # optional ring attention over MPI (libattn_mpi, `attn ring`, tests/test_ring.sh)
       openmpi-bin libopenmpi-dev)
 missing=()

@@ -8,7 +8,7 @@ set -u
 : "${ATTN_SRC:?}"
 command -v script >/dev/null || { echo "no script(1): skipped"; exit 77; }
 for p in build-essential cmake ninja-build pkg-config libjansson-dev libutf8proc-dev libdnnl-dev \
-         libcmocka-dev python3; do
+         libcmocka-dev python3 libgd-dev chromium; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
         { echo "$p missing: skipped"; exit 77; }
 done

@@ -123,7 +123,7 @@ static attn_status ws_alloc(attn_ctx *ctx, const attn_bert_config *c, int64_t B,
 }
 
 /* Layer l as an nn/ transformer layer over the model's weights. */
-static attn__layer bert_layer(const attn_bert *m, int64_t l) {
+attn__layer attn__bert_layer_view(const attn_bert *m, int64_t l) {
     const attn_bert_config *c = &m->cfg;
     const attn__bert_layer *w = &m->layers[l];
     const int64_t E = c->hidden_size, H = c->num_heads;
@@ -165,7 +165,7 @@ static attn_status run_batch(attn_ctx *ctx, const attn_bert *m, int64_t B, int64
     attn_tensor nomask;
     memset(&nomask, 0, sizeof nomask);
     for (int64_t l = 0; l < c->num_layers; l++) {
-        const attn__layer L = bert_layer(m, l);
+        const attn__layer L = attn__bert_layer_view(m, l);
         if (l == stop_layer) {
             attn__mha_block_args a;
             memset(&a, 0, sizeof a);
@@ -205,8 +205,8 @@ static attn_status check_inputs(attn_ctx *ctx, const attn_bert *m, int64_t n,
 
 /* Pool text b's real tokens (x rows b*T .. b*T + n - 1), in double, then
  * L2-normalise as torch.nn.functional.normalize (eps 1e-12) if asked. */
-static void pool(const attn_bert_config *c, const float *x, int64_t T, int64_t b, int64_t n,
-                 float *out) {
+void attn__bert_pool(const attn_bert_config *c, const float *x, int64_t T, int64_t b, int64_t n,
+                     float *out) {
     const int64_t E = c->hidden_size;
     const float *xb = x + b * T * E;
     double norm = 0.0;
@@ -269,7 +269,8 @@ attn_status attn_bert_embed(attn_ctx *ctx, const attn_bert *m, int64_t n, const 
         const int64_t B = ATTN_MIN((int64_t)BATCH_TEXTS, n - b0), T = o[b0].len;
         st = run_batch(ctx, m, B, T, ids, len, sel + b0, &w, -1, 0, NULL, NULL);
         for (int64_t b = 0; !st && b < B; b++)
-            pool(&m->cfg, w.x, T, b, len[sel[b0 + b]], out + sel[b0 + b] * m->cfg.hidden_size);
+            attn__bert_pool(&m->cfg, w.x, T, b, len[sel[b0 + b]],
+                            out + sel[b0 + b] * m->cfg.hidden_size);
     }
     ws_free(&w);
     free(o), free(sel);

@@ -20,6 +20,8 @@ static const struct {
     {"similarity", attn_cmd_similarity,
      "cosine similarities of sentence embeddings; search a file (--query)"},
     {"ring", attn_cmd_ring, "attention with the sequence split over MPI ranks (mpirun -np P)"},
+    {"explain", attn_cmd_explain,
+     "what attention does: heads, rollout, flow, head importance, faithfulness, --html"},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 
