@@ -146,6 +146,7 @@ int attn_cmd_embed(int argc, char **argv) {
             return attn_cli_error(2, "embed: --format %s writes binary: give --output FILE",
                                   format);
     }
+    if (output && input && attn_cli_same_file(output, input)) return 2;
     if (id && strcmp(id, "line") && strcmp(id, "tab"))
         return attn_cli_error(2, "embed: --id must be line or tab, got '%s'", id);
     if (id && (show || (format && strcmp(format, "jsonl"))))
