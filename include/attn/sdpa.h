@@ -43,7 +43,9 @@ typedef struct attn_sdpa_args {
     int causal;       /* nonzero: mask j > p(i) */
     attn_align align; /* alignment of queries to keys */
     int window;       /* nonzero: apply window_left / window_right */
-    int64_t window_left, window_right; /* -1 = unbounded on that side; < -1 is ATTN_E_ARG */
+    int64_t window_left, window_right; /* -1 = unbounded on that side; < -1 is ATTN_E_ARG;
+                                        * any side >= S + T (up to INT64_MAX) is the
+                                        * same as -1 */
 
     const int32_t *kv_len;        /* optional [B]: keys j >= kv_len[b] are masked;
                                    * each in [0, S] (else ATTN_E_ARG); keys beyond
@@ -80,6 +82,9 @@ typedef struct attn_sdpa_args {
  * dictates; keys beyond kv_len[b] are never read. Masked keys inside a
  * partially masked tile may still be read, so a non-finite value there can
  * also reach rows that do not see it (as in PyTorch and FlashAttention).
+ * Size limits (ATTN_E_SHAPE, "too large", whatever other dims are 0):
+ * T, S < 2^31; D, Dv <= 2^20; B*H and B*Hkv <= 2^31 - 1; each of q, k, v,
+ * out has fewer than 2^60 elements counting an empty T or S as 1.
  * Returns ATTN_OK, ATTN_E_SHAPE, ATTN_E_LAYOUT (last stride != 1),
  * ATTN_E_DTYPE, ATTN_E_ARG, ATTN_E_NOMEM. */
 ATTN_NODISCARD attn_status attn_sdpa_forward(attn_ctx *ctx, const attn_sdpa_args *a);

@@ -395,7 +395,12 @@ attn_status attn_sdpa_backward(attn_ctx *ctx, const attn_sdpa_args *a,
                                         (double)(nstrip / nqs)};
     qsort(tasks, (size_t)ntask, sizeof *tasks, task_cmp);
     nth = (int)ATTN_MAX(1, ATTN_MIN((int64_t)nth, ntask));
-    if ((st = attn__ws_reserve(ctx, nth, ws_floats(&p, &g) * sizeof(float)))) {
+    /* Each thread's scratch is ~3 strips x D floats whatever T is (302 MiB
+     * at D = 2^18): past a 512 MiB total, more threads add memory rather
+     * than speed, so they are capped (results do not depend on the count) */
+    const size_t wsb = ws_floats(&p, &g) * sizeof(float);
+    nth = (int)ATTN_MAX(1, ATTN_MIN((int64_t)nth, (int64_t)(((size_t)512 << 20) / wsb)));
+    if ((st = attn__ws_reserve(ctx, nth, wsb))) {
         free(tasks);
         return st;
     }

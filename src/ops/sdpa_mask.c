@@ -102,11 +102,14 @@ double attn_sdpa_flops(const attn_sdpa_args *a) {
     attn_ctx ctx = {0};
     if (attn__sdpa_plan_make(&ctx, a, 0, &p) != ATTN_OK) return 0.0;
     double pairs = 0.0;
-    for (int64_t b = 0; b < p.B; b++)
+    /* without kv_len every batch has the same rows: count one, times B */
+    const int64_t nb = p.kv_len ? p.B : ATTN_MIN(p.B, 1);
+    for (int64_t b = 0; b < nb; b++)
         for (int64_t i = 0; i < p.T; i++) {
             int64_t lo, hi;
             attn__row_range(&p, b, i, &lo, &hi);
             if (hi > lo) pairs += (double)(hi - lo);
         }
+    if (!p.kv_len) pairs *= (double)p.B;
     return 2.0 * (double)p.H * pairs * (double)(p.D + p.Dv);
 }

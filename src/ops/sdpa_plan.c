@@ -63,6 +63,31 @@ attn_status attn__sdpa_plan_make(attn_ctx *ctx, const attn_sdpa_args *a, int fla
                    (long long)a->out.shape[3]);
     if (p->T > INT32_MAX || p->S > INT32_MAX || p->D > (1 << 20) || p->Dv > (1 << 20))
         SHAPE_FAIL("sizes too large (T, S < 2^31; D, Dv <= 2^20)");
+    /* Every product is checked whatever the zeros (an empty T must not hide
+     * 2^40 heads that the oracle would walk and the backward make tasks
+     * for): at most 2^31 - 1 (batch, head) pairs, and each tensor's nonzero
+     * sizes multiply to fewer than 2^60 elements. Such a size is "too
+     * large", never "out of memory". */
+    int64_t bh, bhk;
+    if (__builtin_mul_overflow(p->B, p->H, &bh) || __builtin_mul_overflow(p->B, p->Hkv, &bhk) ||
+        bh > INT32_MAX || bhk > INT32_MAX)
+        SHAPE_FAIL("too large: B*H = %lld*%lld (batch, head) pairs, at most 2^31 - 1",
+                   (long long)p->B, (long long)p->H);
+    const int64_t rows[2] = {ATTN_MAX(p->T, 1), ATTN_MAX(p->S, 1)};
+    const int64_t cols[4] = {p->D, p->Dv, p->D, p->Dv};
+    for (int k = 0; k < 4; k++) {
+        int64_t n;
+        if (__builtin_mul_overflow(k < 2 ? bh : bhk, rows[k / 2], &n) ||
+            __builtin_mul_overflow(n, cols[k], &n) || n >= ((int64_t)1 << 60))
+            SHAPE_FAIL("too large: %s has 2^60 elements or more (B=%lld H=%lld Hkv=%lld "
+                       "T=%lld S=%lld D=%lld Dv=%lld)",
+                       k == 0   ? "q"
+                       : k == 1 ? "out"
+                       : k == 2 ? "k"
+                                : "v",
+                       (long long)p->B, (long long)p->H, (long long)p->Hkv, (long long)p->T,
+                       (long long)p->S, (long long)p->D, (long long)p->Dv);
+    }
     p->group = p->H / p->Hkv;
 
     if (a->lse.data) {
@@ -93,8 +118,13 @@ attn_status attn__sdpa_plan_make(attn_ctx *ctx, const attn_sdpa_args *a, int fla
             return attn_ctx_fail(ctx, ATTN_E_ARG,
                                  "window (%lld,%lld): each side must be >= 0, or -1 for unbounded",
                                  (long long)a->window_left, (long long)a->window_right);
-        p->wl = a->window_left;
-        p->wr = a->window_right;
+        /* a side of S + T or more keeps every key on that side (p(i) is in
+         * [-T, S + T)): clamped there, so p(i) - wl and p(i) + wr + 1 stay
+         * far from overflow and every reader (tile classes, the oracle,
+         * attn_sdpa_flops) sees the same numbers */
+        const int64_t lim = p->S + p->T;
+        p->wl = ATTN_MIN(a->window_left, lim);
+        p->wr = ATTN_MIN(a->window_right, lim);
     }
     if (a->kv_len) {
         for (int64_t b = 0; b < p->B; b++)

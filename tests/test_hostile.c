@@ -1,0 +1,120 @@
+/* Issue 10's library defects, each as the probe found it: window sides near
+ * INT64_MAX, sizes whose products overflow behind an empty dimension, a
+ * batch of INT64_MAX. Each case failed (wrong result, a spin, or "out of
+ * memory for -2 tasks") before its fix. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <math.h>
+#include <string.h>
+
+#include "attn_test.h"
+
+/* --window 0,INT64_MAX masked 8 of 10 rows while 0,-1 masked none: a side
+ * beyond S + T must mean exactly "unbounded", in every path and in the
+ * FLOP count; also a huge left side with bottom-right alignment. */
+static void test_window_huge_sides(void **state) {
+    (void)state;
+    attn_ctx *ctx;
+    assert_int_equal(attn_ctx_create(&ctx, 2), ATTN_OK);
+    at_rng r = at_rng_for(41000);
+    for (int align = 0; align < 2; align++)
+        for (int side = 0; side < 2; side++)
+            for (int ref = 0; ref < 2; ref++) {
+                at_sdpa x, y;
+                assert_int_equal(at_sdpa_alloc(&x, 1, 2, 2, 10, 7, 4, 4, AT_BHTD, &r), 0);
+                assert_int_equal(at_sdpa_alloc(&y, 1, 2, 2, 10, 7, 4, 4, AT_BHTD, &r), 0);
+                y.a.q = x.a.q, y.a.k = x.a.k, y.a.v = x.a.v;
+                x.a.align = y.a.align = align ? ATTN_ALIGN_BOTTOM_RIGHT : ATTN_ALIGN_TOP_LEFT;
+                x.a.window = y.a.window = 1;
+                x.a.window_left = side ? 1 : INT64_MAX;
+                x.a.window_right = side ? INT64_MAX : 1;
+                y.a.window_left = side ? 1 : -1;
+                y.a.window_right = side ? -1 : 1;
+                attn_status s1 =
+                    ref ? attn_sdpa_forward_ref(ctx, &x.a) : attn_sdpa_forward(ctx, &x.a);
+                attn_status s2 =
+                    ref ? attn_sdpa_forward_ref(ctx, &y.a) : attn_sdpa_forward(ctx, &y.a);
+                assert_int_equal(s1, ATTN_OK);
+                assert_int_equal(s2, ATTN_OK);
+                assert_true(at_bitwise_equal("out", "huge window side", &x.a.out, &y.a.out));
+                assert_true(at_bitwise_equal("lse", "huge window side", &x.a.lse, &y.a.lse));
+                assert_true(attn_sdpa_flops(&x.a) == attn_sdpa_flops(&y.a));
+                assert_true(attn_sdpa_flops(&x.a) > 0);
+                at_sdpa_free(&x);
+                at_sdpa_free(&y);
+            }
+    attn_ctx_free(ctx);
+}
+
+/* Views of any size over a tiny buffer (stride 0 on the outer dims): the
+ * plan must refuse impossible sizes before any work or allocation. */
+static attn_tensor huge_view(float *buf, int64_t d0, int64_t d1, int64_t d2, int64_t d3) {
+    attn_tensor t = attn_tensor_make(buf, ATTN_F32, 4, (int64_t[]){d0, d1, d2, d3});
+    t.stride[0] = t.stride[1] = t.stride[2] = 0;
+    t.stride[3] = 1;
+    return t;
+}
+
+static void expect_too_large(attn_ctx *ctx, attn_sdpa_args *a, float *buf) {
+    attn_status s = attn_sdpa_forward(ctx, a);
+    assert_int_equal(s, ATTN_E_SHAPE);
+    assert_non_null(strstr(attn_ctx_last_error(ctx), "too large"));
+    assert_int_equal(attn_sdpa_forward_ref(ctx, a), ATTN_E_SHAPE);
+    assert_non_null(strstr(attn_ctx_last_error(ctx), "too large"));
+    attn_sdpa_grads g = {0};
+    g.dout = a->out;
+    g.dq = a->q;
+    g.dk = a->k;
+    g.dv = a->v;
+    a->lse = attn_tensor_make(buf, ATTN_F32, 3, a->q.shape);
+    a->lse.stride[0] = a->lse.stride[1] = 0;
+    a->lse.stride[2] = 1;
+    assert_int_equal(attn_sdpa_backward(ctx, a, &g), ATTN_E_SHAPE);
+    assert_non_null(strstr(attn_ctx_last_error(ctx), "too large"));
+    assert_int_equal(attn_sdpa_backward_ref(ctx, a, &g), ATTN_E_SHAPE);
+    assert_true(attn_sdpa_flops(a) == 0.0);
+}
+
+static void test_impossible_sizes(void **state) {
+    (void)state;
+    attn_ctx *ctx;
+    assert_int_equal(attn_ctx_create(&ctx, 2), ATTN_OK);
+    static float buf[64];
+    /* q/k/v [2^20, 2^20, 0, 4]: 2^40 empty heads (--ref spun through them,
+     * --backward asked for 2^40 tasks) */
+    const int64_t M = (int64_t)1 << 20;
+    attn_sdpa_args a = {0};
+    a.q = huge_view(buf, M, M, 0, 4);
+    a.k = huge_view(buf, M, M, 0, 4);
+    a.v = huge_view(buf, M, M, 0, 4);
+    a.out = huge_view(buf, M, M, 0, 4);
+    expect_too_large(ctx, &a, buf);
+    /* B = INT64_MAX ("out of memory for -2 tasks") */
+    memset(&a, 0, sizeof a);
+    a.q = huge_view(buf, INT64_MAX, 1, 1, 4);
+    a.k = huge_view(buf, INT64_MAX, 1, 1, 4);
+    a.v = huge_view(buf, INT64_MAX, 1, 1, 4);
+    a.out = huge_view(buf, INT64_MAX, 1, 1, 4);
+    expect_too_large(ctx, &a, buf);
+    /* a product past 2^60 with every size inside its own limit */
+    memset(&a, 0, sizeof a);
+    a.q = huge_view(buf, 1 << 15, 1 << 15, INT32_MAX, 1 << 20);
+    a.k = huge_view(buf, 1 << 15, 1 << 15, 1, 1 << 20);
+    a.v = huge_view(buf, 1 << 15, 1 << 15, 1, 4);
+    a.out = huge_view(buf, 1 << 15, 1 << 15, INT32_MAX, 4);
+    expect_too_large(ctx, &a, buf);
+    attn_ctx_free(ctx);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_window_huge_sides),
+        cmocka_unit_test(test_impossible_sizes),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
