@@ -38,7 +38,9 @@ typedef struct attn_sdpa_args {
                       * forward (written when data != NULL), required on
                       * backward (read) */
 
-    float scale;      /* 0 means 1/sqrt(D); NaN or Inf is ATTN_E_ARG */
+    float scale;      /* 0 means 1/sqrt(D), the default (unlike PyTorch, where scale=0.0
+                       * gives uniform attention: pass a tiny scale for that); NaN or
+                       * Inf is ATTN_E_ARG */
     float softcap;    /* > 0 enables tanh capping; 0 off; < 0 or NaN is ATTN_E_ARG */
     int causal;       /* nonzero: mask j > p(i) */
     attn_align align; /* alignment of queries to keys */
