@@ -806,6 +806,61 @@ static void test_write_targets(void **state) {
     attn_ctx_free(ctx);
 }
 
+/* Header limits fail before the header is parsed (issue 10: 1.45M tensors
+ * cost 1.7 GB and 8 s before "missing tensor"). */
+static attn_status open_header(attn_ctx *ctx, const char *json) {
+    size_t n = strlen(json);
+    unsigned char *b = malloc(8 + n);
+    assert_non_null(b);
+    for (int i = 0; i < 8; i++)
+        b[i] = (unsigned char)((uint64_t)n >> (8 * i));
+    memcpy(b + 8, json, n);
+    attn_safetensors *st = NULL;
+    attn_status s = attn_safetensors_open_memory(ctx, b, 8 + n, &st);
+    attn_safetensors_close(st);
+    free(b);
+    return s;
+}
+
+static void test_header_limits(void **state) {
+    (void)state;
+    attn_ctx *ctx;
+    assert_int_equal(attn_ctx_create(&ctx, 1), ATTN_OK);
+    const char *ent = "\"t%06d\":{\"dtype\":\"U8\",\"shape\":[0],\"data_offsets\":[0,0]},";
+    for (int over = 0; over < 2; over++) {
+        int n = ATTN_SAFETENSORS_MAX_TENSORS + over;
+        size_t cap = (size_t)n * 64 + 64, at = 0;
+        char *j = malloc(cap);
+        assert_non_null(j);
+        j[at++] = '{';
+        for (int i = 0; i < n; i++)
+            at += (size_t)snprintf(j + at, cap - at, ent, i);
+        j[at - 1] = '}';
+        j[at] = 0;
+        attn_status s = open_header(ctx, j);
+        if (over) {
+            assert_int_equal(s, ATTN_E_FORMAT);
+            assert_non_null(strstr(attn_ctx_last_error(ctx), "more than 65536 tensors"));
+        } else {
+            assert_int_equal(s, ATTN_OK);
+        }
+        free(j);
+    }
+    /* names: 1024 bytes are fine, 1025 are not */
+    for (int over = 0; over < 2; over++) {
+        char j[2200];
+        int len = ATTN_SAFETENSORS_MAX_NAME + over;
+        int at = snprintf(j, sizeof j, "{\"");
+        memset(j + at, 'n', (size_t)len);
+        snprintf(j + at + len, sizeof j - (size_t)(at + len),
+                 "\":{\"dtype\":\"U8\",\"shape\":[0],\"data_offsets\":[0,0]}}");
+        attn_status s = open_header(ctx, j);
+        assert_int_equal(s, over ? ATTN_E_FORMAT : ATTN_OK);
+        if (over) assert_non_null(strstr(attn_ctx_last_error(ctx), "1025 bytes"));
+    }
+    attn_ctx_free(ctx);
+}
+
 static void test_write_errors(void **state) {
     (void)state;
     attn_ctx *ctx;
@@ -902,6 +957,7 @@ int main(void) {
         cmocka_unit_test(test_mutations),
         cmocka_unit_test(test_write_errors),
         cmocka_unit_test(test_write_targets),
+        cmocka_unit_test(test_header_limits),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

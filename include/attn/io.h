@@ -20,6 +20,12 @@ extern "C" {
  * so several threads may call the accessors at once (each with its own ctx). */
 typedef struct attn_safetensors attn_safetensors;
 
+/* Limits of attn_safetensors_open (real checkpoints hold at most a few
+ * thousand tensors per file, with names under 200 bytes). */
+#define ATTN_SAFETENSORS_MAX_HEADER 100000000
+#define ATTN_SAFETENSORS_MAX_TENSORS 65536
+#define ATTN_SAFETENSORS_MAX_NAME 1024
+
 /* Open and read a whole safetensors file. The header is checked completely
  * before *out is set: a JSON object with unique, non-empty names, each entry
  * with a known dtype, a shape of non-negative integers and data_offsets
@@ -30,6 +36,12 @@ typedef struct attn_safetensors attn_safetensors;
  * returns ATTN_E_DTYPE. BOOL bytes other than 0 read as 1 (true).
  * Every tensor's data is stored 8-byte aligned (64 bytes
  * for tensors of 64 bytes or more), whatever its offset in the file.
+ * Limits, checked by a scan of the header's bytes before it is parsed (a
+ * hostile 100 MB header of 1.45M tensors no longer costs 1.7 GB): the header
+ * at most ATTN_SAFETENSORS_MAX_HEADER bytes (100 MB, as the reference
+ * implementation), at most ATTN_SAFETENSORS_MAX_TENSORS entries and names of
+ * at most ATTN_SAFETENSORS_MAX_NAME bytes (as JSON text); ATTN_E_FORMAT
+ * beyond them.
  * On failure *out is NULL and the message names the file, the tensor and what
  * is wrong. Returns ATTN_OK, ATTN_E_ARG (NULL argument), ATTN_E_IO (cannot
  * open or read; not a regular file), ATTN_E_FORMAT (corrupt or truncated),
