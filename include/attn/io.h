@@ -22,7 +22,7 @@ typedef struct attn_safetensors attn_safetensors;
 
 /* Limits of attn_safetensors_open (real checkpoints hold at most a few
  * thousand tensors per file, with names under 200 bytes). */
-#define ATTN_SAFETENSORS_MAX_HEADER 100000000
+#define ATTN_SAFETENSORS_MAX_HEADER (100 * 1024 * 1024)
 #define ATTN_SAFETENSORS_MAX_TENSORS 65536
 #define ATTN_SAFETENSORS_MAX_NAME 1024
 
@@ -38,7 +38,7 @@ typedef struct attn_safetensors attn_safetensors;
  * for tensors of 64 bytes or more), whatever its offset in the file.
  * Limits, checked by a scan of the header's bytes before it is parsed (a
  * hostile 100 MB header of 1.45M tensors no longer costs 1.7 GB): the header
- * at most ATTN_SAFETENSORS_MAX_HEADER bytes (100 MB, as the reference
+ * at most ATTN_SAFETENSORS_MAX_HEADER bytes (100 MiB, about the reference
  * implementation), at most ATTN_SAFETENSORS_MAX_TENSORS entries and names of
  * at most ATTN_SAFETENSORS_MAX_NAME bytes (as JSON text); ATTN_E_FORMAT
  * beyond them.
