@@ -111,10 +111,70 @@ static void test_impossible_sizes(void **state) {
     attn_ctx_free(ctx);
 }
 
+/* out == k, out == v and out over q shifted by a row returned ATTN_OK with
+ * wrong results: any overlap of an output with an input is ATTN_E_ARG,
+ * except out == q exactly, which gives the separate-buffer result. */
+static void test_aliasing(void **state) {
+    (void)state;
+    attn_ctx *ctx;
+    assert_int_equal(attn_ctx_create(&ctx, 2), ATTN_OK);
+    at_rng r = at_rng_for(42000);
+    at_sdpa x;
+    assert_int_equal(at_sdpa_alloc(&x, 1, 2, 2, 9, 9, 8, 8, AT_BHTD, &r), 0);
+    attn_sdpa_args a = x.a;
+    a.out = x.a.k;
+    assert_int_equal(attn_sdpa_forward(ctx, &a), ATTN_E_ARG);
+    assert_non_null(strstr(attn_ctx_last_error(ctx), "out overlaps k"));
+    a.out = x.a.v;
+    assert_int_equal(attn_sdpa_forward(ctx, &a), ATTN_E_ARG);
+    assert_int_equal(attn_sdpa_forward_ref(ctx, &a), ATTN_E_ARG);
+    a.out = x.a.q;
+    a.out.data = (float *)x.a.q.data + x.a.q.stride[2]; /* q shifted by a row */
+    a.out.shape[2] -= 1;
+    a.q.shape[2] -= 1;
+    a.lse.shape[2] -= 1;
+    assert_int_equal(attn_sdpa_forward(ctx, &a), ATTN_E_ARG);
+    assert_non_null(strstr(attn_ctx_last_error(ctx), "out overlaps q"));
+    a = x.a;
+    a.lse = attn_tensor_make(x.a.k.data, ATTN_F32, 3, x.a.lse.shape);
+    assert_int_equal(attn_sdpa_forward(ctx, &a), ATTN_E_ARG);
+    assert_non_null(strstr(attn_ctx_last_error(ctx), "lse overlaps k"));
+
+    /* the one aliasing allowed: out == q exactly */
+    a = x.a;
+    assert_int_equal(attn_sdpa_forward(ctx, &a), ATTN_OK);
+    at_buf qcopy;
+    assert_int_equal(at_buf_copy_of(&qcopy, &x.a.q), 0);
+    a.q = qcopy.t;
+    a.out = qcopy.t;
+    assert_int_equal(attn_sdpa_forward(ctx, &a), ATTN_OK);
+    assert_true(at_bitwise_equal("out == q", "in place", &qcopy.t, &x.a.out));
+
+    /* gradients: dq == k, dv == dout */
+    a = x.a;
+    assert_int_equal(attn_sdpa_forward(ctx, &a), ATTN_OK);
+    at_sdpa y;
+    assert_int_equal(at_sdpa_alloc(&y, 1, 2, 2, 9, 9, 8, 8, AT_BHTD, &r), 0);
+    attn_sdpa_grads g = {.dout = y.a.q, .dq = y.a.out, .dk = y.a.k, .dv = y.a.v};
+    assert_int_equal(attn_sdpa_backward(ctx, &a, &g), ATTN_OK);
+    g.dq = x.a.k;
+    assert_int_equal(attn_sdpa_backward(ctx, &a, &g), ATTN_E_ARG);
+    assert_non_null(strstr(attn_ctx_last_error(ctx), "dq overlaps k"));
+    g.dq = y.a.out;
+    g.dv = y.a.q;
+    assert_int_equal(attn_sdpa_backward(ctx, &a, &g), ATTN_E_ARG);
+    assert_non_null(strstr(attn_ctx_last_error(ctx), "dv overlaps dout"));
+    at_buf_free(&qcopy);
+    at_sdpa_free(&x);
+    at_sdpa_free(&y);
+    attn_ctx_free(ctx);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_window_huge_sides),
         cmocka_unit_test(test_impossible_sizes),
+        cmocka_unit_test(test_aliasing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -84,6 +84,12 @@ typedef struct attn_sdpa_args {
  * dictates; keys beyond kv_len[b] are never read. Masked keys inside a
  * partially masked tile may still be read, so a non-finite value there can
  * also reach rows that do not see it (as in PyTorch and FlashAttention).
+ * Aliasing: out and lse may not share memory with any input (q, k, v, the
+ * masks, alibi_slopes, kv_len) or with each other, ATTN_E_ARG, except out
+ * == q exactly (the same data and strides, D == Dv), which computes in
+ * place. attn_sdpa_backward: no gradient may share memory with anything it
+ * reads (q, k, v, out, lse, dout, the masks), ATTN_E_ARG; gradients are not
+ * checked against each other (dq, dk, dv may interleave in one buffer).
  * Size limits (ATTN_E_SHAPE, "too large", whatever other dims are 0):
  * T, S < 2^31; D, Dv <= 2^20; B*H and B*Hkv <= 2^31 - 1; each of q, k, v,
  * out has fewer than 2^60 elements counting an empty T or S as 1.

@@ -72,6 +72,22 @@ attn_status attn__sdpa_gplan_make(attn_ctx *ctx, const attn__sdpa_plan *p, const
         (st = check_grad(ctx, "dq", &g->dq, sq, 1)) ||
         (st = check_grad(ctx, "dk", &g->dk, sk, 1)) || (st = check_grad(ctx, "dv", &g->dv, sv, 1)))
         return st;
+    /* a gradient may not share memory with anything the backward reads */
+    {
+        attn_tensor in[11], outs[4] = {g->dq, g->dk, g->dv, g->dmask};
+        const char *names[11], *onames[4] = {"dq", "dk", "dv", "dmask"};
+        int n = attn__sdpa_inputs(a, p, in, names);
+        in[n] = a->out, names[n++] = "out";
+        in[n] = a->lse, names[n++] = "lse";
+        in[n] = g->dout, names[n++] = "dout";
+        for (int o = 0; o < 4; o++)
+            for (int i = 0; i < n; i++)
+                if (attn__views_overlap(&outs[o], &in[i]))
+                    return attn_ctx_fail(ctx, ATTN_E_ARG,
+                                         "%s overlaps %s in memory (gradients may not share "
+                                         "memory with inputs)",
+                                         onames[o], names[i]);
+    }
     gp->dout = g->dout.data;
     gp->dq = g->dq.data;
     gp->dk = g->dk.data;

@@ -20,6 +20,73 @@ static attn_status check_view(attn_ctx *ctx, const char *name, const attn_tensor
     return ATTN_OK;
 }
 
+/* The bytes [*lo, *hi) a view can touch; 0 when it touches none (no data,
+ * no elements) or its extent overflows (no real view spans 2^63 bytes). */
+static int view_span(const attn_tensor *t, uintptr_t *lo, uintptr_t *hi) {
+    if (!t->data || t->ndim < 0 || t->ndim > ATTN_MAX_DIMS) return 0;
+    int64_t mn = 0, mx = 0;
+    for (int d = 0; d < t->ndim; d++) {
+        int64_t ext;
+        if (t->shape[d] <= 0) return 0;
+        if (__builtin_mul_overflow(t->shape[d] - 1, t->stride[d], &ext)) return 0;
+        if (ext < 0 ? __builtin_add_overflow(mn, ext, &mn) : __builtin_add_overflow(mx, ext, &mx))
+            return 0;
+    }
+    int64_t es = (int64_t)attn_dtype_size(t->dtype), bl, bh;
+    if (__builtin_mul_overflow(mn, es, &bl) || __builtin_mul_overflow(mx + 1, es, &bh)) return 0;
+    *lo = (uintptr_t)t->data + (uintptr_t)bl;
+    *hi = (uintptr_t)t->data + (uintptr_t)bh;
+    return 1;
+}
+
+int attn__views_overlap(const attn_tensor *x, const attn_tensor *y) {
+    uintptr_t xl, xh, yl, yh;
+    return view_span(x, &xl, &xh) && view_span(y, &yl, &yh) && xl < yh && yl < xh;
+}
+
+int attn__sdpa_inputs(const attn_sdpa_args *a, const attn__sdpa_plan *p, attn_tensor *in,
+                      const char **names) {
+    int n = 0;
+    in[n] = a->q, names[n++] = "q";
+    in[n] = a->k, names[n++] = "k";
+    in[n] = a->v, names[n++] = "v";
+    in[n] = a->mask, names[n++] = "mask";
+    in[n] = a->key_padding_mask, names[n++] = "key_padding_mask";
+    if (a->alibi_slopes)
+        in[n] = attn_tensor_make((void *)a->alibi_slopes, ATTN_F32, 1, (int64_t[]){p->H}),
+        names[n++] = "alibi_slopes";
+    if (a->kv_len)
+        in[n] = attn_tensor_make((void *)a->kv_len, ATTN_I32, 1, (int64_t[]){p->B}),
+        names[n++] = "kv_len";
+    return n;
+}
+
+/* out and lse may not share memory with an input: a strip's output would
+ * overwrite rows another strip still reads (out == k, out over q shifted
+ * by a row gave wrong results). The one aliasing allowed is out == q
+ * exactly (same data and strides, D == Dv): each strip reads its q rows
+ * before it writes the same out rows. */
+static attn_status check_aliasing(attn_ctx *ctx, const attn_sdpa_args *a, const attn__sdpa_plan *p,
+                                  int use_out) {
+    attn_tensor in[8];
+    const char *names[8];
+    int n = attn__sdpa_inputs(a, p, in, names);
+    int out_is_q = a->out.data == a->q.data && p->D == p->Dv &&
+                   !memcmp(a->out.stride, a->q.stride, sizeof a->q.stride);
+    for (int i = 0; i < n; i++) {
+        if (use_out && !(i == 0 && out_is_q) && attn__views_overlap(&a->out, &in[i]))
+            return attn_ctx_fail(ctx, ATTN_E_ARG,
+                                 "out overlaps %s in memory (outputs may not share memory with "
+                                 "inputs; only out == q exactly is allowed)",
+                                 names[i]);
+        if (a->lse.data && attn__views_overlap(&a->lse, &in[i]))
+            return attn_ctx_fail(ctx, ATTN_E_ARG, "lse overlaps %s in memory", names[i]);
+    }
+    if (use_out && a->lse.data && attn__views_overlap(&a->lse, &a->out))
+        return attn_ctx_fail(ctx, ATTN_E_ARG, "lse overlaps out in memory");
+    return ATTN_OK;
+}
+
 #define SHAPE_FAIL(...) return attn_ctx_fail(ctx, ATTN_E_SHAPE, __VA_ARGS__)
 
 attn_status attn__sdpa_plan_make(attn_ctx *ctx, const attn_sdpa_args *a, int flags,
@@ -195,5 +262,5 @@ attn_status attn__sdpa_plan_make(attn_ctx *ctx, const attn_sdpa_args *a, int fla
     memcpy(p->ks, a->k.stride, sizeof p->ks);
     memcpy(p->vs, a->v.stride, sizeof p->vs);
     memcpy(p->os, a->out.stride, sizeof p->os);
-    return ATTN_OK;
+    return check_aliasing(ctx, a, p, use_out);
 }
