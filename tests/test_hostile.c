@@ -13,6 +13,9 @@
 #include <string.h>
 
 #include "attn_test.h"
+#include "core/internal.h"
+
+#include <pthread.h>
 
 /* --window 0,INT64_MAX masked 8 of 10 rows while 0,-1 masked none: a side
  * beyond S + T must mean exactly "unbounded", in every path and in the
@@ -170,11 +173,97 @@ static void test_aliasing(void **state) {
     attn_ctx_free(ctx);
 }
 
+/* One context used from two threads at once (forbidden) gave wrong results
+ * and could use freed workspace: the sdpa entry points now return
+ * ATTN_E_BUSY to the second thread and write nothing to the context. */
+typedef struct busy_arg {
+    attn_ctx *ctx;
+    attn_sdpa_args a;
+    attn_tensor ref_out;
+    int iters, ok, busy, wrong;
+    attn_status first;
+} busy_arg;
+
+static void *call_once(void *p) {
+    busy_arg *x = p;
+    x->first = attn_sdpa_forward(x->ctx, &x->a);
+    return NULL;
+}
+
+static void *hammer(void *p) {
+    busy_arg *x = p;
+    /* a refused call returns at once: go on until iters calls succeeded */
+    for (long i = 0; x->ok < x->iters && i < 10000000; i++) {
+        attn_status s = attn_sdpa_forward(x->ctx, &x->a);
+        if (s == ATTN_OK) {
+            x->ok++;
+            const float *o = x->a.out.data, *r = x->ref_out.data;
+            if (memcmp(o, r, (size_t)attn_tensor_numel(&x->ref_out) * sizeof *o)) x->wrong++;
+        } else if (s == ATTN_E_BUSY) {
+            x->busy++;
+        } else {
+            x->wrong++;
+        }
+    }
+    return NULL;
+}
+
+static void test_concurrent_ctx(void **state) {
+    (void)state;
+    attn_ctx *ctx;
+    assert_int_equal(attn_ctx_create(&ctx, 1), ATTN_OK);
+    at_rng r = at_rng_for(43000);
+    at_sdpa x[2];
+    busy_arg arg[2];
+    for (int t = 0; t < 2; t++) {
+        assert_int_equal(at_sdpa_alloc(&x[t], 1, 2, 1, 130, 130, 16 + 48 * t, 16, AT_BHTD, &r), 0);
+        arg[t] = (busy_arg){ctx, x[t].a, {0}, 100, 0, 0, 0, ATTN_OK};
+    }
+    at_buf ref[2];
+    for (int t = 0; t < 2; t++) {
+        assert_int_equal(attn_sdpa_forward(ctx, &x[t].a), ATTN_OK);
+        assert_int_equal(at_buf_copy_of(&ref[t], &x[t].a.out), 0);
+        arg[t].ref_out = ref[t].t;
+    }
+    /* deterministic: this thread holds the context, another calls */
+    assert_int_equal(attn__ctx_enter(ctx), ATTN_OK);
+    attn_ctx_fail(ctx, ATTN_E_ARG, "this thread's message");
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, call_once, &arg[0]), 0);
+    pthread_join(th, NULL);
+    assert_int_equal(arg[0].first, ATTN_E_BUSY);
+    assert_string_equal(attn_ctx_last_error(ctx), "this thread's message");
+    /* the owner may nest */
+    assert_int_equal(attn_sdpa_forward(ctx, &x[0].a), ATTN_OK);
+    attn__ctx_leave(ctx);
+    assert_int_equal(pthread_create(&th, NULL, call_once, &arg[0]), 0);
+    pthread_join(th, NULL);
+    assert_int_equal(arg[0].first, ATTN_OK);
+
+    /* racing: every call either succeeds with the right bits or is refused */
+    pthread_t a, b;
+    assert_int_equal(pthread_create(&a, NULL, hammer, &arg[0]), 0);
+    assert_int_equal(pthread_create(&b, NULL, hammer, &arg[1]), 0);
+    pthread_join(a, NULL);
+    pthread_join(b, NULL);
+    for (int t = 0; t < 2; t++) {
+        assert_int_equal(arg[t].wrong, 0);
+        assert_int_equal(arg[t].ok, arg[t].iters);
+        printf("thread %d: %d ok, %d refused (ATTN_E_BUSY)\n", t, arg[t].ok, arg[t].busy);
+    }
+    for (int t = 0; t < 2; t++) {
+        at_buf_free(&ref[t]);
+        at_sdpa_free(&x[t]);
+    }
+    attn_ctx_free(ctx);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_window_huge_sides),
         cmocka_unit_test(test_impossible_sizes),
         cmocka_unit_test(test_aliasing),
+        cmocka_unit_test(test_concurrent_ctx),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -94,7 +94,8 @@ typedef struct attn_sdpa_args {
  * T, S < 2^31; D, Dv <= 2^20; B*H and B*Hkv <= 2^31 - 1; each of q, k, v,
  * out has fewer than 2^60 elements counting an empty T or S as 1.
  * Returns ATTN_OK, ATTN_E_SHAPE, ATTN_E_LAYOUT (last stride != 1),
- * ATTN_E_DTYPE, ATTN_E_ARG, ATTN_E_NOMEM. */
+ * ATTN_E_DTYPE, ATTN_E_ARG, ATTN_E_NOMEM, ATTN_E_BUSY (ctx in use by
+ * another thread; also attn_sdpa_backward and attn_sdpa_probs, see core.h). */
 ATTN_NODISCARD attn_status attn_sdpa_forward(attn_ctx *ctx, const attn_sdpa_args *a);
 
 /* Gradients for attn_sdpa_backward. dq, dk, dv are overwritten. */

@@ -354,8 +354,8 @@ attn_status attn__sdpa_bwd_plan(attn_ctx *ctx, const attn_sdpa_args *a, const at
     return attn__sdpa_gplan_make(ctx, p, a, g, gp);
 }
 
-attn_status attn_sdpa_backward(attn_ctx *ctx, const attn_sdpa_args *a,
-                               const attn_sdpa_grads *grads) {
+static attn_status sdpa_backward(attn_ctx *ctx, const attn_sdpa_args *a,
+                                 const attn_sdpa_grads *grads) {
     if (!ctx) return ATTN_E_ARG;
     attn__sdpa_plan p;
     attn__sdpa_gplan gp;
@@ -437,4 +437,13 @@ attn_status attn_sdpa_backward(attn_ctx *ctx, const attn_sdpa_args *a,
     }
     free(tasks);
     return ATTN_OK;
+}
+
+attn_status attn_sdpa_backward(attn_ctx *ctx, const attn_sdpa_args *a,
+                               const attn_sdpa_grads *grads) {
+    if (!ctx) return ATTN_E_ARG;
+    if (attn__ctx_enter(ctx)) return ATTN_E_BUSY; /* another thread's ctx: write nothing */
+    attn_status st = sdpa_backward(ctx, a, grads);
+    attn__ctx_leave(ctx);
+    return st;
 }
