@@ -165,5 +165,31 @@ else
     fail "embed --output FIFO: exit $rc, $(cat "$W/err")"
 fi
 
+# embed streams jsonl: rows of the first 1024 lines come out while the input
+# is still open (before, everything was read first: 3M lines held 3.5 GB)
+mkfifo "$W/feed"
+(
+    for i in $(seq 1 1100); do echo "hello $i"; done
+    exec sleep 30 # keep the input open
+) >"$W/feed" &
+feeder=$!
+timeout 60 "$ATTN" embed --model "$M" --threads 1 --id line --input "$W/feed" >"$W/stream.out" &
+embedder=$!
+rows=0
+for _ in $(seq 1 200); do
+    rows=$(wc -l <"$W/stream.out")
+    [ "$rows" -ge 900 ] && break
+    sleep 0.1
+done
+kill "$feeder" 2>/dev/null
+wait "$embedder"
+rc=$?
+if [ "$rows" -ge 900 ] && [ "$rc" = 0 ] && [ "$(wc -l <"$W/stream.out")" = 1100 ] &&
+    [ "$(tail -n 1 "$W/stream.out" | cut -c1-12)" = '{"id": 1100,' ]; then
+    pass "embed streams: $rows rows out while the input was open, 1100 in all"
+else
+    fail "embed streaming: $rows rows before the input ended, exit $rc, $(wc -l <"$W/stream.out") rows"
+fi
+
 [ "$fails" = 0 ] || { echo "$fails failure(s)" >&2; exit 1; }
 echo "all output checks passed"
