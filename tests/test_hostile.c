@@ -16,6 +16,7 @@
 #include "core/internal.h"
 
 #include <pthread.h>
+#include <sched.h>
 
 /* --window 0,INT64_MAX masked 8 of 10 rows while 0,-1 masked none: a side
  * beyond S + T must mean exactly "unbounded", in every path and in the
@@ -192,8 +193,10 @@ static void *call_once(void *p) {
 
 static void *hammer(void *p) {
     busy_arg *x = p;
-    /* a refused call returns at once: go on until iters calls succeeded */
-    for (long i = 0; x->ok < x->iters && i < 10000000; i++) {
+    /* a refused call returns at once: yield and go on until iters calls
+     * succeeded (the other thread's call may take long: scalar kernels,
+     * sanitizers, a loaded machine) */
+    while (x->ok < x->iters && !x->wrong) {
         attn_status s = attn_sdpa_forward(x->ctx, &x->a);
         if (s == ATTN_OK) {
             x->ok++;
@@ -201,6 +204,7 @@ static void *hammer(void *p) {
             if (memcmp(o, r, (size_t)attn_tensor_numel(&x->ref_out) * sizeof *o)) x->wrong++;
         } else if (s == ATTN_E_BUSY) {
             x->busy++;
+            sched_yield();
         } else {
             x->wrong++;
         }
