@@ -14,6 +14,7 @@
 
 #include "attn_test.h"
 #include "core/internal.h"
+#include "kernels/arch.h"
 
 #include <pthread.h>
 #include <sched.h>
@@ -262,12 +263,39 @@ static void test_concurrent_ctx(void **state) {
     attn_ctx_free(ctx);
 }
 
+/* The backward's scratch is ~3 strips x D floats: a strip of 96 rows
+ * whatever T was (D = 2^20, T = S = 1 took 1.2 GB and 16 s). A short T now
+ * gets a strip of T rounded up to the family's register strip. */
+static void test_backward_scratch_short_t(void **state) {
+    (void)state;
+    attn_ctx *ctx;
+    assert_int_equal(attn_ctx_create(&ctx, 1), ATTN_OK);
+    const int64_t D = 1 << 14;
+    at_rng r = at_rng_for(44000);
+    at_sdpa x, y;
+    assert_int_equal(at_sdpa_alloc(&x, 1, 1, 1, 1, 3, D, D, AT_BHTD, &r), 0);
+    assert_int_equal(at_sdpa_alloc(&y, 1, 1, 1, 1, 3, D, D, AT_BHTD, &r), 0);
+    assert_int_equal(attn_sdpa_forward(ctx, &x.a), ATTN_OK);
+    attn_sdpa_grads g = {.dout = y.a.out, .dq = y.a.q, .dk = y.a.k, .dv = y.a.v};
+    at_fill_uniform(&y.a.out, &r, -1.0f, 1.0f);
+    assert_int_equal(attn_sdpa_backward(ctx, &x.a, &g), ATTN_OK);
+    const size_t R = (size_t)ctx->arch->mr, bbk = (size_t)ctx->arch->bbk;
+    const size_t bound = (3 * R * (size_t)D + 4 * bbk * R + 6 * R + 64) * sizeof(float) + 64;
+    printf("backward scratch for T=1, D=%lld: %zu bytes (bound %zu, strip %zu rows)\n",
+           (long long)D, ctx->ws_size[0], bound, R);
+    assert_true(ctx->ws_size[0] <= bound);
+    at_sdpa_free(&x);
+    at_sdpa_free(&y);
+    attn_ctx_free(ctx);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_window_huge_sides),
         cmocka_unit_test(test_impossible_sizes),
         cmocka_unit_test(test_aliasing),
         cmocka_unit_test(test_concurrent_ctx),
+        cmocka_unit_test(test_backward_scratch_short_t),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

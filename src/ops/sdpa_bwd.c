@@ -362,7 +362,15 @@ static attn_status sdpa_backward(attn_ctx *ctx, const attn_sdpa_args *a,
     attn_status st = attn__sdpa_bwd_plan(ctx, a, grads, &p, &gp);
     if (st) return st;
 
-    const geom g = {&ctx->arch->bwd, ctx->arch->bmr, ctx->arch->bbk};
+    /* A strip is bmr rows, or, when T is shorter, T rounded up to the
+     * family's register strip (the kernels take any multiple of it): the
+     * scratch is ~3 strips x D floats, so a short T no longer pays for 96
+     * rows (D = 2^20, T = 1: 1.2 GB and 16 s before). With one strip either
+     * way, the sums and so the results are bitwise the same. */
+    const int64_t unit = ctx->arch->mr;
+    const int bmr =
+        (int)ATTN_MIN((int64_t)ctx->arch->bmr, ATTN_MAX(1, (p.T + unit - 1) / unit) * unit);
+    const geom g = {&ctx->arch->bwd, bmr, ctx->arch->bbk};
     int nth = ctx->nthreads;
     /* Fused tasks (b, hk) do the least arithmetic. With fewer of them than
      * threads, split: dK, dV by (b, hk, key chunk) and dQ by query strip,
