@@ -160,6 +160,42 @@ grep -q "tensor 'in_proj_weight' has dtype I32" "$W/err" || fail "mha I32 weight
 [ "$(grep -o "mha_i32.st" "$W/err" | wc -l)" = 1 ] ||
     fail "mha I32 weight: the path is not named exactly once: $(cat "$W/err")"
 
+# ---- issue 10: values the probe found mis-parsed -------------------------------
+# a value with a leading space or '+' is not a decimal integer; ' -1' must
+# not wrap to 2^64 - 1
+CMDS="sdpa mha"
+same_error 2 "--seed must be an integer >= 0, got ' -1'" --seed " -1"
+same_error 2 "--threads must be an integer in [0, 4096], got ' 2'" --threads " 2"
+same_error 2 "--threads must be an integer in [0, 4096], got '+2'" --threads=+2
+# a leading zero is decimal (never octal): --seed 010 is --seed 10
+run seed_010 "$ATTN" sdpa "$W/sdpa.st" "$W/s010.st" --dropout 0.5 --seed 010
+run seed_10 "$ATTN" sdpa "$W/sdpa.st" "$W/s10.st" --dropout 0.5 --seed 10
+"$ST" equal "$W/s010.st" "$W/s10.st" >/dev/null 2>&1 || fail "--seed 010 is not --seed 10"
+# numbers below the smallest float round toward 0 instead of "not finite"
+run scale_tiny "$ATTN" sdpa "$W/sdpa.st" "$W/t.st" --scale 1e-40
+run dropout_tiny "$ATTN" sdpa "$W/sdpa.st" "$W/t.st" --dropout 1e-50
+CMDS="sdpa"
+same_error 2 "--scale must be a finite number, got '1e40'" --scale 1e40
+# --opt=value for mha's own options
+run mha_heads_eq "$ATTN" mha "$W/mha.st" "$W/t.st" --heads=2
+# an unknown option: "attn: error:" and exit 2 in every command
+for c in tokenize embed similarity sdpa mha train bench; do
+    "$ATTN" $c --bogus >"$W/out" 2>"$W/err"
+    rc=$?
+    [ "$rc" = 2 ] && grep -q "^attn: error: $c: unknown option '--bogus'" "$W/err" ||
+        fail "$c --bogus: exit $rc, $(cat "$W/err")"
+done
+# '-' (stdin) among other texts is bad usage, not the text "-"
+"$ATTN" tokenize --model "$tok" - hello >"$W/out" 2>"$W/err" </dev/null
+rc=$?
+[ "$rc" = 2 ] && grep -q "must be the only TEXT" "$W/err" || fail "tokenize - hello: exit $rc"
+# train's limits are the options' declared ranges, said in --help
+CMDS="train"
+same_error 2 "--token-shift must be an integer in [0, 1], got '2'" --token-shift 2
+same_error 2 "--layers must be an integer in [1, 8], got '9'" --layers 9
+same_error 2 "--keys must be an integer in [1, 1024], got '2000'" --keys 2000
+"$ATTN" train --help | grep -q -- "--layers L        blocks, 1..8" || fail "train --help: no layer limit"
+
 # ---- 4. ATTN_ARCH: a family this build lacks is an error, never ignored ------
 for c in "sdpa $W/sdpa.st $W/c.st" "mha $W/mha.st $W/c.st --heads 2" \
     "train --task recall --steps 1" "bench --T 8 --reps 1"; do

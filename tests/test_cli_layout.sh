@@ -45,12 +45,18 @@ PY
     layout=U8:4,5:p=0.5 || exit 1
 "$ST" gen "$W/nolayout.st" 3 q=F32:2,4,150,16 k=F32:2,2,140,16 v=F32:2,2,140,8 \
     dout=F32:2,4,150,8 || exit 1
+# the same inputs without dout, for forward runs (a dout without --backward is an error)
+"$ST" gen "$W/nolayout_f.st" 3 q=F32:2,4,150,16 k=F32:2,2,140,16 v=F32:2,2,140,8 || exit 1
+"$ST" gen "$W/in_f.st" 3 q=F32:2,4,150,16 k=F32:2,2,140,16 v=F32:2,2,140,8 layout=U8:4,5:p=0.5 ||
+    exit 1
 for spec in "window=1" "window=1,global=1,random=1,seed=3" "stride=2,window=0" \
     "window=2,dilation=2,causal"; do
     for bw in "" "--backward"; do
-        "$ATTN" sdpa "$W/nolayout.st" "$W/f.st" --layout "$spec" --block 32,32 $bw 2>"$W/err" ||
+        f="$W/nolayout.st"
+        [ -z "$bw" ] && f="$W/nolayout_f.st"
+        "$ATTN" sdpa "$f" "$W/f.st" --layout "$spec" --block 32,32 $bw 2>"$W/err" ||
             { fail "--layout $spec $bw: $(cat "$W/err")"; continue; }
-        "$ATTN" sdpa "$W/nolayout.st" "$W/r.st" --layout "$spec" --block 32,32 --ref $bw 2>"$W/err" ||
+        "$ATTN" sdpa "$f" "$W/r.st" --layout "$spec" --block 32,32 --ref $bw 2>"$W/err" ||
             { fail "--ref --layout $spec $bw: $(cat "$W/err")"; continue; }
         read -r d m < <(maxdiff "$W/f.st" "$W/r.st")
         awk -v d="$d" 'BEGIN { exit !(d < 1e-5) }' || fail "--layout $spec $bw: fast vs ref differ by $d"
@@ -66,7 +72,7 @@ awk -v d="$d" 'BEGIN { exit !(d < 1e-5) }' || fail "layout tensor: fast vs ref d
 # and the layout matters: dense attention gives another answer
 "$ST" gen "$W/dense.st" 3 q=F32:2,4,150,16 k=F32:2,2,140,16 v=F32:2,2,140,8 || exit 1
 "$ATTN" sdpa "$W/dense.st" "$W/d.st" 2>/dev/null
-"$ATTN" sdpa "$W/in.st" "$W/f.st" --block 40,30 2>/dev/null
+"$ATTN" sdpa "$W/in_f.st" "$W/f.st" --block 40,30 2>/dev/null
 read -r d m < <(maxdiff "$W/f.st" "$W/d.st")
 awk -v d="$d" 'BEGIN { exit !(d > 1e-3) }' || fail "the layout tensor changed nothing ($d)"
 

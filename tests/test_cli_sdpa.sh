@@ -276,5 +276,12 @@ echo keep >"$O"
 "$ATTN" sdpa "$W/noq.st" "$O" 2>/dev/null
 [ "$(cat "$O")" = keep ] || fail "failed run changed an existing OUT"
 
+# issue 10: a dout without --backward would be silently unused
+gen "$W/withdout.st" 31 q=F32:1,2,5,4 k=F32:1,2,5,4 v=F32:1,2,5,4 dout=F32:1,2,5,4
+bad 1 dout_unused "tensor 'dout' is only used with --backward" -- "$W/withdout.st" "$O"
+# --scale 0 is the default 1/sqrt(D), not PyTorch's uniform attention: --help says so
+"$ATTN" sdpa --help | grep -q "0 or absent means the default 1/sqrt(D)" ||
+    fail "sdpa --help does not say what --scale 0 means"
+
 echo "$ncheck checks, $fails failures"
 [ "$fails" -eq 0 ]

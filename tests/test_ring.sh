@@ -82,7 +82,7 @@ for np in $clinps; do
     ring "ac$np" "$W/a.st" $np "--causal --backward" --split contiguous
     ring "an$np" "$W/a.st" $np "--backward --softcap 4"
     ring "br$np" "$W/br.st" $np "--causal --align bottom-right --backward"
-    ring "w$np" "$W/br.st" $np "--window 3,2 --align bottom-right"
+    ring "w$np" "$W/br.st" $np "--window 3,2 --align bottom-right --backward"
     ring "m$np" "$W/m.st" $np "--causal --backward"
     ring "h3$np" "$W/h3.st" $np "--window 4,-1"
 done

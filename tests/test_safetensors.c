@@ -1,6 +1,9 @@
 /* safetensors reader and writer: round trips of every dtype and of strided
  * views, float conversions, every error path, the committed corpus of
  * corrupt files and seeded random mutations of a valid file. */
+/* mknod, S_IFCHR */
+#undef _POSIX_C_SOURCE
+#define _XOPEN_SOURCE 700
 #include <attn/attn.h>
 
 #include <dirent.h>
@@ -16,6 +19,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -736,6 +740,127 @@ static void expect_write_fail(attn_ctx *ctx, const char *path, int n, const char
                  want, says);
 }
 
+/* The output-file rule (io.h, attn_outfile_open) as the library's writer
+ * applies it (issue 10: /dev/null, FIFOs, links and read-only files were
+ * replaced by a regular file). */
+static void test_write_targets(void **state) {
+    (void)state;
+    attn_ctx *ctx;
+    assert_int_equal(attn_ctx_create(&ctx, 1), ATTN_OK);
+    float f[4] = {1, 2, 3, 4};
+    attn_tensor t = attn_tensor_make(f, ATTN_F32, 1, (int64_t[]){4});
+    const char *names[] = {"x"};
+    /* a character device is written through and stays a device */
+    struct stat sb;
+    /* device nodes of our own where we may make them (root): a broken
+     * writer must not replace the system's /dev/null and /dev/full */
+    char null_dev[512], full_dev[512];
+    snprintf(null_dev, sizeof null_dev, "%s", tmp_path("null"));
+    snprintf(full_dev, sizeof full_dev, "%s", tmp_path("full"));
+    unlink(null_dev), unlink(full_dev);
+    if (mknod(null_dev, S_IFCHR | 0666, makedev(1, 3)) ||
+        mknod(full_dev, S_IFCHR | 0666, makedev(1, 7))) {
+        snprintf(null_dev, sizeof null_dev, "/dev/null");
+        snprintf(full_dev, sizeof full_dev, "/dev/full");
+    }
+    assert_int_equal(attn_safetensors_write(ctx, null_dev, 1, names, &t), ATTN_OK);
+    assert_int_equal(stat(null_dev, &sb), 0);
+    assert_true(S_ISCHR(sb.st_mode));
+    /* a full device: the write fails, ATTN_E_IO */
+    assert_int_equal(attn_safetensors_write(ctx, full_dev, 1, names, &t), ATTN_E_IO);
+    assert_int_equal(stat(full_dev, &sb), 0);
+    assert_true(S_ISCHR(sb.st_mode));
+    unlink(null_dev), unlink(full_dev);
+    /* a read-only file is refused and kept */
+    const char *ro = tmp_path("ro.safetensors");
+    FILE *fp = fopen(ro, "w");
+    assert_non_null(fp);
+    fputs("keep", fp);
+    fclose(fp);
+    assert_int_equal(chmod(ro, 0444), 0);
+    assert_int_equal(attn_safetensors_write(ctx, ro, 1, names, &t), ATTN_E_IO);
+    assert_non_null(strstr(attn_ctx_last_error(ctx), "read-only"));
+    size_t n;
+    unsigned char *b = read_all(ro, &n);
+    assert_true(n == 4 && !memcmp(b, "keep", 4));
+    free(b);
+    /* a symbolic link: the target is written, the link stays */
+    const char *target = tmp_path("target.safetensors"), *link = tmp_path("link.safetensors");
+    unlink(link), unlink(target);
+    assert_int_equal(symlink(target, link), 0);
+    /* to nothing: refused, nothing created */
+    assert_int_equal(attn_safetensors_write(ctx, link, 1, names, &t), ATTN_E_IO);
+    assert_non_null(strstr(attn_ctx_last_error(ctx), "symbolic link"));
+    assert_int_equal(lstat(target, &sb), -1);
+    fp = fopen(target, "w");
+    assert_non_null(fp);
+    fclose(fp);
+    assert_int_equal(attn_safetensors_write(ctx, link, 1, names, &t), ATTN_OK);
+    assert_int_equal(lstat(link, &sb), 0);
+    assert_true(S_ISLNK(sb.st_mode));
+    assert_int_equal(lstat(target, &sb), 0);
+    assert_true(S_ISREG(sb.st_mode) && sb.st_size > 0);
+    unlink(link), unlink(target), chmod(ro, 0644), unlink(ro);
+    /* a directory is refused */
+    assert_int_equal(attn_safetensors_write(ctx, "/", 1, names, &t), ATTN_E_IO);
+    attn_ctx_free(ctx);
+}
+
+/* Header limits fail before the header is parsed (issue 10: 1.45M tensors
+ * cost 1.7 GB and 8 s before "missing tensor"). */
+static attn_status open_header(attn_ctx *ctx, const char *json) {
+    size_t n = strlen(json);
+    unsigned char *b = malloc(8 + n);
+    assert_non_null(b);
+    for (int i = 0; i < 8; i++)
+        b[i] = (unsigned char)((uint64_t)n >> (8 * i));
+    memcpy(b + 8, json, n);
+    attn_safetensors *st = NULL;
+    attn_status s = attn_safetensors_open_memory(ctx, b, 8 + n, &st);
+    attn_safetensors_close(st);
+    free(b);
+    return s;
+}
+
+static void test_header_limits(void **state) {
+    (void)state;
+    attn_ctx *ctx;
+    assert_int_equal(attn_ctx_create(&ctx, 1), ATTN_OK);
+    const char *ent = "\"t%06d\":{\"dtype\":\"U8\",\"shape\":[0],\"data_offsets\":[0,0]},";
+    for (int over = 0; over < 2; over++) {
+        int n = ATTN_SAFETENSORS_MAX_TENSORS + over;
+        size_t cap = (size_t)n * 64 + 64, at = 0;
+        char *j = malloc(cap);
+        assert_non_null(j);
+        j[at++] = '{';
+        for (int i = 0; i < n; i++)
+            at += (size_t)snprintf(j + at, cap - at, ent, i);
+        j[at - 1] = '}';
+        j[at] = 0;
+        attn_status s = open_header(ctx, j);
+        if (over) {
+            assert_int_equal(s, ATTN_E_FORMAT);
+            assert_non_null(strstr(attn_ctx_last_error(ctx), "more than 65536 tensors"));
+        } else {
+            assert_int_equal(s, ATTN_OK);
+        }
+        free(j);
+    }
+    /* names: 1024 bytes are fine, 1025 are not */
+    for (int over = 0; over < 2; over++) {
+        char j[2200];
+        int len = ATTN_SAFETENSORS_MAX_NAME + over;
+        int at = snprintf(j, sizeof j, "{\"");
+        memset(j + at, 'n', (size_t)len);
+        snprintf(j + at + len, sizeof j - (size_t)(at + len),
+                 "\":{\"dtype\":\"U8\",\"shape\":[0],\"data_offsets\":[0,0]}}");
+        attn_status s = open_header(ctx, j);
+        assert_int_equal(s, over ? ATTN_E_FORMAT : ATTN_OK);
+        if (over) assert_non_null(strstr(attn_ctx_last_error(ctx), "1025 bytes"));
+    }
+    attn_ctx_free(ctx);
+}
+
 static void test_write_errors(void **state) {
     (void)state;
     attn_ctx *ctx;
@@ -782,8 +907,8 @@ static void test_write_errors(void **state) {
     assert_non_null(strstr(attn_ctx_last_error(ctx), "not valid UTF-8"));
     assert_int_equal(attn_safetensors_write(ctx, path, -1, keep, &t), ATTN_E_ARG);
     assert_int_equal(attn_safetensors_write(ctx, NULL, 1, keep, &t), ATTN_E_ARG);
-    /* the target is a directory: rename fails after the data was written */
-    expect_write_fail(ctx, tmpdir, 1, keep, &t, ATTN_E_IO, "cannot replace");
+    /* the target is a directory: refused before anything is written */
+    expect_write_fail(ctx, tmpdir, 1, keep, &t, ATTN_E_IO, "is a directory");
     assert_int_equal(dir_entries(), 1);
     /* no such directory */
     char nodir[512];
@@ -831,6 +956,8 @@ int main(void) {
         cmocka_unit_test(test_other_formats),
         cmocka_unit_test(test_mutations),
         cmocka_unit_test(test_write_errors),
+        cmocka_unit_test(test_write_targets),
+        cmocka_unit_test(test_header_limits),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -39,6 +39,8 @@ typedef enum attn_status {
     ATTN_E_NOTFOUND = -7,    /* a named tensor, file or key does not exist */
     ATTN_E_DTYPE = -8,       /* a tensor has an unsupported or unexpected dtype */
     ATTN_E_UNSUPPORTED = -9, /* a valid request this build cannot serve */
+    ATTN_E_BUSY = -10,       /* the context is in use by another thread at this moment
+                              * (nothing is written to it, not even a message) */
 } attn_status;
 
 /* A static, human-readable name for a status ("ATTN_E_SHAPE: shape mismatch"). */
@@ -92,13 +94,15 @@ size_t attn_tensor_shape_str(const attn_tensor *t, char *buf, size_t n);
 
 /* The context: owns the thread count, per-thread workspace and the last error
  * message. Contexts are independent; one context must not be used by two
- * threads at once. The library keeps no process-wide state of its own
- * beyond the kernel family chosen once per process (attn_arch_name). The
- * projection and feed-forward GEMMs of nn/ and models/ (attn_mha_*,
- * attn_bert_*, attn_recall_*) run oneDNN on the calling thread's OpenMP
- * team, sized to the context's thread count for the call: the calling
- * thread's omp_get_max_threads() is set and then restored, so a program's
- * own OpenMP setting is unchanged after every call. */
+ * threads at once. attn_sdpa_forward, attn_sdpa_backward and attn_sdpa_probs
+ * (and so everything that attends through them) detect such use cheaply and
+ * return ATTN_E_BUSY to the second thread, writing nothing to the context
+ * (its message belongs to the first); other functions do not check. The library keeps no
+ * process-wide state of its own beyond the kernel family chosen once per process (attn_arch_name).
+ * The projection and feed-forward GEMMs of nn/ and models/ (attn_mha_*, attn_bert_*, attn_recall_*)
+ * run oneDNN on the calling thread's OpenMP team, sized to the context's thread count for the call:
+ * the calling thread's omp_get_max_threads() is set and then restored, so a program's own OpenMP
+ * setting is unchanged after every call. */
 typedef struct attn_ctx attn_ctx;
 
 /* The largest thread count a context takes: 16 x the cores (at least 16,

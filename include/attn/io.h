@@ -20,6 +20,12 @@ extern "C" {
  * so several threads may call the accessors at once (each with its own ctx). */
 typedef struct attn_safetensors attn_safetensors;
 
+/* Limits of attn_safetensors_open (real checkpoints hold at most a few
+ * thousand tensors per file, with names under 200 bytes). */
+#define ATTN_SAFETENSORS_MAX_HEADER (100 * 1024 * 1024)
+#define ATTN_SAFETENSORS_MAX_TENSORS 65536
+#define ATTN_SAFETENSORS_MAX_NAME 1024
+
 /* Open and read a whole safetensors file. The header is checked completely
  * before *out is set: a JSON object with unique, non-empty names, each entry
  * with a known dtype, a shape of non-negative integers and data_offsets
@@ -30,6 +36,12 @@ typedef struct attn_safetensors attn_safetensors;
  * returns ATTN_E_DTYPE. BOOL bytes other than 0 read as 1 (true).
  * Every tensor's data is stored 8-byte aligned (64 bytes
  * for tensors of 64 bytes or more), whatever its offset in the file.
+ * Limits, checked by a scan of the header's bytes before it is parsed (a
+ * hostile 100 MB header of 1.45M tensors no longer costs 1.7 GB): the header
+ * at most ATTN_SAFETENSORS_MAX_HEADER bytes (100 MiB, about the reference
+ * implementation), at most ATTN_SAFETENSORS_MAX_TENSORS entries and names of
+ * at most ATTN_SAFETENSORS_MAX_NAME bytes (as JSON text); ATTN_E_FORMAT
+ * beyond them.
  * On failure *out is NULL and the message names the file, the tensor and what
  * is wrong. Returns ATTN_OK, ATTN_E_ARG (NULL argument), ATTN_E_IO (cannot
  * open or read; not a regular file), ATTN_E_FORMAT (corrupt or truncated),
@@ -92,10 +104,11 @@ const char *attn_safetensors_metadata(const attn_safetensors *st, const char *ke
  * with no elements may have data == NULL. Tensors are laid out by decreasing
  * element size (then in the given order) so each stays aligned, and the
  * header is padded with spaces so the data section starts 8-byte aligned.
- * The write is atomic: the bytes go to a temporary file in path's directory,
- * which is flushed to disk (fsync) and renamed over path; on any failure the
- * temporary file is removed and path is left as it was (absent or the old
- * file). Returns ATTN_OK, ATTN_E_ARG (NULL or invalid name, duplicate name,
+ * path is written by the output-file rule (attn_outfile_open below): a new
+ * path or a regular file atomically (temporary file in path's directory,
+ * fsync, rename; on any failure path is left as it was), a device or FIFO
+ * in place; a read-only file, a directory or a dangling link is refused
+ * (ATTN_E_IO). Returns ATTN_OK, ATTN_E_ARG (NULL or invalid name, duplicate name,
  * n < 0, NULL data with elements), ATTN_E_SHAPE (a negative size, or a size
  * whose byte count overflows), ATTN_E_DTYPE, ATTN_E_UNSUPPORTED (ndim outside
  * 0..4, as attn_safetensors_get), ATTN_E_IO, ATTN_E_NOMEM. */
@@ -112,6 +125,45 @@ ATTN_NODISCARD attn_status attn_safetensors_write_meta(attn_ctx *ctx, const char
                                                        const char *const *names,
                                                        const attn_tensor *tensors, int nmeta,
                                                        const char *const *meta);
+
+/* Output files: what writing to a path means, for every file the library
+ * and the attn tool write (attn_safetensors_write, `attn sdpa/mha` outputs,
+ * `attn embed --output`, ...). The rule:
+ * - a new path, or an existing regular file: written atomically (a
+ *   temporary file in the same directory, fsync, rename over path); on any
+ *   failure path is left as it was. A replaced file keeps its permission
+ *   bits;
+ * - a regular file without write permission (no write bit, or access(2)
+ *   denies it): refused, ATTN_E_IO; root gets no exception;
+ * - a symbolic link: followed; the file it names is written by this rule
+ *   and the link stays a link; a link to nothing is refused;
+ * - a character device (/dev/null, a terminal) or a FIFO: written through
+ *   in place, never replaced by a regular file (opening a FIFO waits for a
+ *   reader, as the shell's > does);
+ * - a directory, block device or socket: refused.
+ * Whether the output is one of the caller's inputs is the caller's check
+ * (the attn tool refuses it as bad usage).
+ * Use: attn_outfile_open, write(2) to attn_outfile_fd, then
+ * attn_outfile_commit (which closes and frees) or attn_outfile_abort. */
+typedef struct attn_outfile attn_outfile;
+
+/* Open path for writing by the rule above. Returns ATTN_OK, ATTN_E_ARG (NULL
+ * or empty path), ATTN_E_IO (refused, or the file cannot be created; the
+ * message says which), ATTN_E_NOMEM. */
+ATTN_NODISCARD attn_status attn_outfile_open(attn_ctx *ctx, const char *path, attn_outfile **out);
+
+/* The descriptor to write to (owned by o: do not close it), -1 for NULL. */
+int attn_outfile_fd(const attn_outfile *o);
+
+/* Finish: fsync and rename for a regular file, close for a device or FIFO.
+ * Frees o whatever the result. Returns ATTN_OK, ATTN_E_ARG (o NULL) or
+ * ATTN_E_IO (a failed fsync, close or rename: the temporary file is removed
+ * and path left as it was). */
+ATTN_NODISCARD attn_status attn_outfile_commit(attn_ctx *ctx, attn_outfile *o);
+
+/* Give up: remove the temporary file (path is left as it was), free o.
+ * NULL is a no-op. Bytes already written to a device or FIFO stay written. */
+void attn_outfile_abort(attn_outfile *o);
 
 /* Free a buffer the library allocated for the caller (attn_safetensors_get_f32,
  * ...). attn_buffer_free(NULL) is a no-op. */

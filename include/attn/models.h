@@ -197,6 +197,9 @@ ATTN_NODISCARD attn_status attn_model_find_default(attn_ctx *ctx, char *buf, siz
  * plateau after 4000 (PyTorch's nn.MultiheadAttention in the same model
  * behaves alike). Initialisation as PyTorch: embeddings N(0, 1), Linear
  * U(+-1/sqrt(fan_in)) with zero biases, LayerNorm 1 and 0. */
+/* The recall model's size limits (attn_recall_create refuses more). */
+enum { ATTN_RECALL_MAX_KEYS = 1024, ATTN_RECALL_MAX_PAIRS = 512, ATTN_RECALL_MAX_LAYERS = 8 };
+
 typedef struct attn_recall_config {
     int n_keys;    /* key vocabulary, 1..1024 */
     int n_values;  /* value vocabulary (the answers), >= 2 */

@@ -84,12 +84,16 @@ typedef struct attn_sdpa_args {
                       * forward (written when data != NULL), required on
                       * backward (read) */
 
-    float scale;      /* 0 means 1/sqrt(D); NaN or Inf is ATTN_E_ARG */
+    float scale;      /* 0 means 1/sqrt(D), the default (unlike PyTorch, where scale=0.0
+                       * gives uniform attention: pass a tiny scale for that); NaN or
+                       * Inf is ATTN_E_ARG */
     float softcap;    /* > 0 enables tanh capping; 0 off; < 0 or NaN is ATTN_E_ARG */
     int causal;       /* nonzero: mask j > p(i) */
     attn_align align; /* alignment of queries to keys */
     int window;       /* nonzero: apply window_left / window_right */
-    int64_t window_left, window_right; /* -1 = unbounded on that side; < -1 is ATTN_E_ARG */
+    int64_t window_left, window_right; /* -1 = unbounded on that side; < -1 is ATTN_E_ARG;
+                                        * any side >= S + T (up to INT64_MAX) is the
+                                        * same as -1 */
 
     const int32_t *kv_len;          /* optional [B]: keys j >= kv_len[b] are masked;
                                      * each in [0, S] (else ATTN_E_ARG); keys beyond
@@ -127,8 +131,18 @@ typedef struct attn_sdpa_args {
  * dictates; keys beyond kv_len[b] are never read. Masked keys inside a
  * partially masked tile may still be read, so a non-finite value there can
  * also reach rows that do not see it (as in PyTorch and FlashAttention).
+ * Aliasing: out and lse may not share memory with any input (q, k, v, the
+ * masks, alibi_slopes, kv_len) or with each other, ATTN_E_ARG, except out
+ * == q exactly (the same data and strides, D == Dv), which computes in
+ * place. attn_sdpa_backward: no gradient may share memory with anything it
+ * reads (q, k, v, out, lse, dout, the masks), ATTN_E_ARG; gradients are not
+ * checked against each other (dq, dk, dv may interleave in one buffer).
+ * Size limits (ATTN_E_SHAPE, "too large", whatever other dims are 0):
+ * T, S < 2^31; D, Dv <= 2^20; B*H and B*Hkv <= 2^31 - 1; each of q, k, v,
+ * out has fewer than 2^60 elements counting an empty T or S as 1.
  * Returns ATTN_OK, ATTN_E_SHAPE, ATTN_E_LAYOUT (last stride != 1),
- * ATTN_E_DTYPE, ATTN_E_ARG, ATTN_E_NOMEM. */
+ * ATTN_E_DTYPE, ATTN_E_ARG, ATTN_E_NOMEM, ATTN_E_BUSY (ctx in use by
+ * another thread; also attn_sdpa_backward and attn_sdpa_probs, see core.h). */
 ATTN_NODISCARD attn_status attn_sdpa_forward(attn_ctx *ctx, const attn_sdpa_args *a);
 
 /* Gradients for attn_sdpa_backward. dq, dk, dv are overwritten. */

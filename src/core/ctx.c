@@ -1,6 +1,8 @@
 /* The context: thread count, per-thread workspace, last error message. */
 #include "core/internal.h"
+
 #include "kernels/arch.h"
+#include <stdatomic.h>
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -30,6 +32,8 @@ const char *attn_status_str(attn_status s) {
         return "ATTN_E_DTYPE: unsupported dtype";
     case ATTN_E_UNSUPPORTED:
         return "ATTN_E_UNSUPPORTED: not supported";
+    case ATTN_E_BUSY:
+        return "ATTN_E_BUSY: the context is in use by another thread";
     }
     return "unknown attn_status";
 }
@@ -173,4 +177,25 @@ attn_status attn__ws_reserve(attn_ctx *ctx, int n, size_t bytes) {
                                  bytes);
     }
     return ATTN_OK;
+}
+
+/* A thread's identity: the address of a thread-local object. */
+static _Thread_local char thread_tag;
+
+attn_status attn__ctx_enter(attn_ctx *ctx) {
+    uintptr_t me = (uintptr_t)&thread_tag, cur = 0;
+    if (atomic_compare_exchange_strong_explicit(&ctx->owner, &cur, me, memory_order_acquire,
+                                                memory_order_relaxed)) {
+        ctx->depth = 1;
+        return ATTN_OK;
+    }
+    if (cur == me) { /* a public function calling another with the same ctx */
+        ctx->depth++;
+        return ATTN_OK;
+    }
+    return ATTN_E_BUSY;
+}
+
+void attn__ctx_leave(attn_ctx *ctx) {
+    if (--ctx->depth == 0) atomic_store_explicit(&ctx->owner, 0, memory_order_release);
 }

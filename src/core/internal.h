@@ -2,8 +2,8 @@
 #ifndef ATTN_INTERNAL_H
 #define ATTN_INTERNAL_H
 
-#include <attn/attn.h>
 #include <assert.h>
+#include <attn/attn.h>
 #include <stdint.h>
 
 #define ATTN_MIN(a, b) ((a) < (b) ? (a) : (b))
@@ -21,11 +21,22 @@ struct attn_ctx {
     void **ws;
     size_t *ws_size;
     int ws_count;
+    /* the thread inside an sdpa entry point (0: none) and its nesting depth */
+    _Atomic uintptr_t owner;
+    int depth;
 };
 
 /* ATTN_OK if the process default kernel family (ATTN_ARCH) is valid, else
  * the error, with a message on ctx naming the bad value (core/dispatch.c). */
 attn_status attn__arch_default_status(attn_ctx *ctx);
+
+/* Concurrent use of one context (forbidden by core.h) detected cheaply at
+ * the entry points that use its workspace (attn_sdpa_forward, _backward,
+ * _probs): enter returns ATTN_E_BUSY, writing nothing to ctx, while another
+ * thread is inside; the same thread may nest (attn_mha_forward ->
+ * attn_sdpa_forward). Every ATTN_OK enter is paired with a leave. */
+attn_status attn__ctx_enter(attn_ctx *ctx);
+void attn__ctx_leave(attn_ctx *ctx);
 
 /* Clear the error message at the start of a public call. */
 void attn__ctx_clear(attn_ctx *ctx);
@@ -34,7 +45,9 @@ void attn__ctx_clear(attn_ctx *ctx);
  * scratch; call before a parallel region. Returns ATTN_E_NOMEM on failure. */
 attn_status attn__ws_reserve(attn_ctx *ctx, int n, size_t bytes);
 /* Thread ith's scratch (valid after attn__ws_reserve). */
-static inline void *attn__ws_get(attn_ctx *ctx, int ith) { return ctx->ws[ith]; }
+static inline void *attn__ws_get(attn_ctx *ctx, int ith) {
+    return ctx->ws[ith];
+}
 
 /* 64-byte aligned allocation; attn__free(NULL) is a no-op. */
 void *attn__malloc(size_t bytes);
@@ -44,7 +57,9 @@ void attn__free(void *p);
 int attn__ncores(void);
 
 /* Round up to a multiple of 16 floats (64 bytes). */
-static inline size_t attn__round16(size_t n) { return (n + 15) & ~(size_t)15; }
+static inline size_t attn__round16(size_t n) {
+    return (n + 15) & ~(size_t)15;
+}
 
 /* Dropout: keep(b,h,i,j) as a pure function of (seed, b, h, i, j). A
  * counter-based generator: the coordinates are folded into one 64-bit

@@ -9,7 +9,7 @@
 
 /* Headers larger than this are refused as corrupt: real files carry a few KB
  * to a few MB of JSON, and parsing is done in memory. */
-#define ATTN__ST_MAX_HEADER ((uint64_t)100 * 1024 * 1024)
+#define ATTN__ST_MAX_HEADER ((uint64_t)ATTN_SAFETENSORS_MAX_HEADER)
 
 /* One dtype a safetensors file may hold. `dtype` is the attn_dtype it maps
  * to, or -1 for dtypes that are legal in a file but that attn does not serve. */

@@ -215,6 +215,40 @@ static const char *sniff(const unsigned char *b, size_t n, int len_ok) {
     return "looks like text";
 }
 
+/* The limits of io.h, checked on the header's bytes before jansson builds
+ * a tree of them: top-level entries (a ':' at depth 1 outside strings) and
+ * the length of each top-level key. A malformed header passes here and is
+ * refused by the parser. */
+static attn_status prescan(attn_ctx *ctx, const char *label, const char *h, size_t n) {
+    size_t entries = 0, key_start = 0;
+    int depth = 0, in_str = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = h[i];
+        if (in_str) {
+            if (c == '\\')
+                i++;
+            else if (c == '"') {
+                in_str = 0;
+                if (depth == 1 && i - key_start > ATTN_SAFETENSORS_MAX_NAME)
+                    return attn_ctx_fail(ctx, ATTN_E_FORMAT,
+                                         "%s: a name of %zu bytes is over the %d-byte limit", label,
+                                         i - key_start, ATTN_SAFETENSORS_MAX_NAME);
+            }
+        } else if (c == '"') {
+            in_str = 1, key_start = i + 1;
+        } else if (c == '{' || c == '[') {
+            depth++;
+        } else if (c == '}' || c == ']') {
+            depth--;
+        } else if (c == ':' && depth == 1 && ++entries > ATTN_SAFETENSORS_MAX_TENSORS + 1) {
+            return attn_ctx_fail(ctx, ATTN_E_FORMAT,
+                                 "%s: more than %d tensors in the header (the limit)", label,
+                                 ATTN_SAFETENSORS_MAX_TENSORS);
+        }
+    }
+    return ATTN_OK;
+}
+
 static attn_status open_src(attn_ctx *ctx, const st_src *src, attn_safetensors **out) {
     attn_status status = ATTN_OK;
     const char *label = src->label;
@@ -249,6 +283,7 @@ static attn_status open_src(attn_ctx *ctx, const st_src *src, attn_safetensors *
     if (!(hdr = malloc(hlen ? hlen : 1))) FAIL(ATTN_E_NOMEM, "%s: out of memory", label);
     if (src_read(src, 8, hdr, hlen))
         FAIL(ATTN_E_IO, "%s: read failed: %s", label, errno ? strerror(errno) : "file shrank");
+    if ((status = prescan(ctx, label, hdr, (size_t)hlen))) goto done;
     json_error_t jerr;
     root = json_loadb(hdr, hlen, JSON_REJECT_DUPLICATES, &jerr);
     if (!root)
@@ -269,7 +304,9 @@ static attn_status open_src(attn_ctx *ctx, const st_src *src, attn_safetensors *
         st->meta = json_incref(meta);
     }
     size_t count = json_object_size(root) - (meta != NULL);
-    if (count > (size_t)INT32_MAX) FAIL(ATTN_E_FORMAT, "%s: too many tensors", label);
+    if (count > ATTN_SAFETENSORS_MAX_TENSORS)
+        FAIL(ATTN_E_FORMAT, "%s: more than %d tensors in the header (the limit)", label,
+             ATTN_SAFETENSORS_MAX_TENSORS);
     if (count && !(st->e = calloc(count, sizeof *st->e)))
         FAIL(ATTN_E_NOMEM, "%s: out of memory", label);
     const char *key;

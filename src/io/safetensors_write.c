@@ -1,6 +1,7 @@
 /* safetensors writer: strided views out as contiguous little-endian tensors,
- * written to a temporary file that is fsync'ed and renamed over the target,
- * so a reader sees either the old file, nothing, or the complete new file. */
+ * written by the output-file rule (outfile.c): a regular file through a
+ * temporary file that is fsync'ed and renamed over the target, so a reader
+ * sees either the old file, nothing, or the complete new file. */
 #include "io/safetensors.h"
 
 #include <errno.h>
@@ -106,20 +107,6 @@ static attn_status check_tensor(attn_ctx *ctx, const char *path, const char *nam
     return ATTN_OK;
 }
 
-/* Flush the directory entry made by rename so the new name survives a crash.
- * Best effort: the file itself is complete either way. */
-static void sync_dir(const char *path) {
-    const char *slash = strrchr(path, '/');
-    char *dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) : strdup(".");
-    if (!dir) return;
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        (void)fsync(dfd);
-        close(dfd);
-    }
-    free(dir);
-}
-
 #define FAIL(code, ...)                                                                            \
     do {                                                                                           \
         status = attn_ctx_fail(ctx, code, __VA_ARGS__);                                            \
@@ -189,7 +176,8 @@ attn_status attn_safetensors_write_meta(attn_ctx *ctx, const char *path, int n,
     attn_status status = ATTN_OK;
     int *order = NULL, fd = -1;
     uint64_t *nbytes = NULL;
-    char *json = NULL, *tmp = NULL;
+    char *json = NULL;
+    attn_outfile *of = NULL;
     st_out w = {-1, NULL, 0, 0};
 
     if (!(order = malloc(((size_t)n + 1) * sizeof *order)) ||
@@ -221,19 +209,9 @@ attn_status attn_safetensors_write_meta(attn_ctx *ctx, const char *path, int n,
         goto done;
 
     size_t jlen = strlen(json), hlen = (jlen + 7) & ~(size_t)7; /* 8 + hlen is 8-aligned */
-    size_t plen = strlen(path);
-    if (!(tmp = malloc(plen + 64)) || !(w.buf = malloc(STAGE_BYTES))) NOMEM();
-    static atomic_uint counter;
-    for (int tries = 0; fd < 0; tries++) {
-        snprintf(tmp, plen + 64, "%s.tmp-%ld-%u", path, (long)getpid(),
-                 (unsigned)atomic_fetch_add(&counter, 1));
-        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-        if (fd < 0 && (errno != EEXIST || tries > 100)) {
-            free(tmp);
-            tmp = NULL; /* nothing was created: nothing to remove */
-            FAIL(ATTN_E_IO, "%s: cannot create a file there: %s", path, strerror(errno));
-        }
-    }
+    if (!(w.buf = malloc(STAGE_BYTES))) NOMEM();
+    if ((status = attn_outfile_open(ctx, path, &of))) goto done;
+    fd = attn_outfile_fd(of);
     w.fd = fd;
     unsigned char lb[8];
     for (int i = 0; i < 8; i++)
@@ -246,18 +224,10 @@ attn_status attn_safetensors_write_meta(attn_ctx *ctx, const char *path, int n,
         out_tensor(&w, &tensors[order[r]]);
     out_flush(&w);
     if (w.err) FAIL(ATTN_E_IO, "%s: write failed: %s", path, strerror(w.err));
-    if (fsync(fd)) FAIL(ATTN_E_IO, "%s: fsync failed: %s", path, strerror(errno));
-    int cr = close(fd);
-    fd = -1;
-    if (cr) FAIL(ATTN_E_IO, "%s: close failed: %s", path, strerror(errno));
-    if (rename(tmp, path)) FAIL(ATTN_E_IO, "%s: cannot replace: %s", path, strerror(errno));
-    free(tmp);
-    tmp = NULL;
-    sync_dir(path);
+    status = attn_outfile_commit(ctx, of);
+    of = NULL;
 done:
-    if (fd >= 0) close(fd);
-    if (tmp) unlink(tmp);
-    free(tmp);
+    attn_outfile_abort(of);
     free(w.buf);
     free(json);
     free(nbytes);

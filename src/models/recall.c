@@ -15,9 +15,9 @@
 #include <string.h>
 
 #define MAX_PARAMS 128
-#define MAX_LAYERS 8
-#define MAX_KEYS 1024
-#define MAX_PAIRS 512
+#define MAX_LAYERS ATTN_RECALL_MAX_LAYERS
+#define MAX_KEYS ATTN_RECALL_MAX_KEYS
+#define MAX_PAIRS ATTN_RECALL_MAX_PAIRS
 
 typedef struct block {
     attn_mha *mha;

@@ -72,6 +72,22 @@ attn_status attn__sdpa_gplan_make(attn_ctx *ctx, const attn__sdpa_plan *p, const
         (st = check_grad(ctx, "dq", &g->dq, sq, 1)) ||
         (st = check_grad(ctx, "dk", &g->dk, sk, 1)) || (st = check_grad(ctx, "dv", &g->dv, sv, 1)))
         return st;
+    /* a gradient may not share memory with anything the backward reads */
+    {
+        attn_tensor in[11], outs[4] = {g->dq, g->dk, g->dv, g->dmask};
+        const char *names[11], *onames[4] = {"dq", "dk", "dv", "dmask"};
+        int n = attn__sdpa_inputs(a, p, in, names);
+        in[n] = a->out, names[n++] = "out";
+        in[n] = a->lse, names[n++] = "lse";
+        in[n] = g->dout, names[n++] = "dout";
+        for (int o = 0; o < 4; o++)
+            for (int i = 0; i < n; i++)
+                if (attn__views_overlap(&outs[o], &in[i]))
+                    return attn_ctx_fail(ctx, ATTN_E_ARG,
+                                         "%s overlaps %s in memory (gradients may not share "
+                                         "memory with inputs)",
+                                         onames[o], names[i]);
+    }
     gp->dout = g->dout.data;
     gp->dq = g->dq.data;
     gp->dk = g->dk.data;
@@ -342,15 +358,23 @@ attn_status attn__sdpa_bwd_plan(attn_ctx *ctx, const attn_sdpa_args *a, const at
     return attn__sdpa_gplan_make(ctx, p, a, g, gp);
 }
 
-attn_status attn_sdpa_backward(attn_ctx *ctx, const attn_sdpa_args *a,
-                               const attn_sdpa_grads *grads) {
+static attn_status sdpa_backward(attn_ctx *ctx, const attn_sdpa_args *a,
+                                 const attn_sdpa_grads *grads) {
     if (!ctx) return ATTN_E_ARG;
     attn__sdpa_plan p;
     attn__sdpa_gplan gp;
     attn_status st = attn__sdpa_bwd_plan(ctx, a, grads, &p, &gp);
     if (st) return st;
 
-    const geom g = {&ctx->arch->bwd, ctx->arch->bmr, ctx->arch->bbk};
+    /* A strip is bmr rows, or, when T is shorter, T rounded up to the
+     * family's register strip (the kernels take any multiple of it): the
+     * scratch is ~3 strips x D floats, so a short T no longer pays for 96
+     * rows (D = 2^20, T = 1: 1.2 GB and 16 s before). With one strip either
+     * way, the sums and so the results are bitwise the same. */
+    const int64_t unit = ctx->arch->mr;
+    const int bmr =
+        (int)ATTN_MIN((int64_t)ctx->arch->bmr, ATTN_MAX(1, (p.T + unit - 1) / unit) * unit);
+    const geom g = {&ctx->arch->bwd, bmr, ctx->arch->bbk};
     int nth = ctx->nthreads;
     /* Fused tasks (b, hk) do the least arithmetic. With fewer of them than
      * threads, split: dK, dV by (b, hk, key chunk) and dQ by query strip,
@@ -401,7 +425,12 @@ attn_status attn_sdpa_backward(attn_ctx *ctx, const attn_sdpa_args *a,
                                         (double)(nstrip / nqs)};
     qsort(tasks, (size_t)ntask, sizeof *tasks, task_cmp);
     nth = (int)ATTN_MAX(1, ATTN_MIN((int64_t)nth, ntask));
-    if ((st = attn__ws_reserve(ctx, nth, ws_floats(&p, &g) * sizeof(float)))) {
+    /* Each thread's scratch is ~3 strips x D floats whatever T is (302 MiB
+     * at D = 2^18): past a 512 MiB total, more threads add memory rather
+     * than speed, so they are capped (results do not depend on the count) */
+    const size_t wsb = ws_floats(&p, &g) * sizeof(float);
+    nth = (int)ATTN_MAX(1, ATTN_MIN((int64_t)nth, (int64_t)(((size_t)512 << 20) / wsb)));
+    if ((st = attn__ws_reserve(ctx, nth, wsb))) {
         free(tasks);
         return st;
     }
@@ -422,4 +451,13 @@ attn_status attn_sdpa_backward(attn_ctx *ctx, const attn_sdpa_args *a,
     }
     free(tasks);
     return ATTN_OK;
+}
+
+attn_status attn_sdpa_backward(attn_ctx *ctx, const attn_sdpa_args *a,
+                               const attn_sdpa_grads *grads) {
+    if (!ctx) return ATTN_E_ARG;
+    if (attn__ctx_enter(ctx)) return ATTN_E_BUSY; /* another thread's ctx: write nothing */
+    attn_status st = sdpa_backward(ctx, a, grads);
+    attn__ctx_leave(ctx);
+    return st;
 }

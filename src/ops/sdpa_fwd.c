@@ -177,7 +177,7 @@ static void run_task(const attn__sdpa_plan *p, const geom *g, const task *t, flo
         strip_finish(p, g, &st[k]);
 }
 
-attn_status attn_sdpa_forward(attn_ctx *ctx, const attn_sdpa_args *a) {
+static attn_status sdpa_forward(attn_ctx *ctx, const attn_sdpa_args *a) {
     if (!ctx) return ATTN_E_ARG;
     attn__ctx_clear(ctx);
     attn__sdpa_plan p;
@@ -240,4 +240,12 @@ attn_status attn_sdpa_forward(attn_ctx *ctx, const attn_sdpa_args *a) {
     }
     free(tasks);
     return ATTN_OK;
+}
+
+attn_status attn_sdpa_forward(attn_ctx *ctx, const attn_sdpa_args *a) {
+    if (!ctx) return ATTN_E_ARG;
+    if (attn__ctx_enter(ctx)) return ATTN_E_BUSY; /* another thread's ctx: write nothing */
+    attn_status st = sdpa_forward(ctx, a);
+    attn__ctx_leave(ctx);
+    return st;
 }

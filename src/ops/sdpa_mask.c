@@ -163,9 +163,12 @@ double attn_sdpa_flops(const attn_sdpa_args *a) {
     /* heads differ only under a per-head layout */
     const int64_t nh = p.lay && p.lhs ? p.H : 1;
     double pairs = 0.0;
-    for (int64_t b = 0; b < p.B; b++)
+    /* without kv_len every batch has the same rows: count one, times B */
+    const int64_t nb = p.kv_len ? p.B : ATTN_MIN(p.B, 1);
+    for (int64_t b = 0; b < nb; b++)
         for (int64_t h = 0; h < nh; h++)
             for (int64_t i = 0; i < p.T; i++)
                 pairs += (double)attn__row_keys(&p, b, h, i);
+    if (!p.kv_len) pairs *= (double)p.B;
     return 2.0 * (double)(p.H / nh) * pairs * (double)(p.D + p.Dv);
 }

@@ -20,6 +20,73 @@ static attn_status check_view(attn_ctx *ctx, const char *name, const attn_tensor
     return ATTN_OK;
 }
 
+/* The bytes [*lo, *hi) a view can touch; 0 when it touches none (no data,
+ * no elements) or its extent overflows (no real view spans 2^63 bytes). */
+static int view_span(const attn_tensor *t, uintptr_t *lo, uintptr_t *hi) {
+    if (!t->data || t->ndim < 0 || t->ndim > ATTN_MAX_DIMS) return 0;
+    int64_t mn = 0, mx = 0;
+    for (int d = 0; d < t->ndim; d++) {
+        int64_t ext;
+        if (t->shape[d] <= 0) return 0;
+        if (__builtin_mul_overflow(t->shape[d] - 1, t->stride[d], &ext)) return 0;
+        if (ext < 0 ? __builtin_add_overflow(mn, ext, &mn) : __builtin_add_overflow(mx, ext, &mx))
+            return 0;
+    }
+    int64_t es = (int64_t)attn_dtype_size(t->dtype), bl, bh;
+    if (__builtin_mul_overflow(mn, es, &bl) || __builtin_mul_overflow(mx + 1, es, &bh)) return 0;
+    *lo = (uintptr_t)t->data + (uintptr_t)bl;
+    *hi = (uintptr_t)t->data + (uintptr_t)bh;
+    return 1;
+}
+
+int attn__views_overlap(const attn_tensor *x, const attn_tensor *y) {
+    uintptr_t xl, xh, yl, yh;
+    return view_span(x, &xl, &xh) && view_span(y, &yl, &yh) && xl < yh && yl < xh;
+}
+
+int attn__sdpa_inputs(const attn_sdpa_args *a, const attn__sdpa_plan *p, attn_tensor *in,
+                      const char **names) {
+    int n = 0;
+    in[n] = a->q, names[n++] = "q";
+    in[n] = a->k, names[n++] = "k";
+    in[n] = a->v, names[n++] = "v";
+    in[n] = a->mask, names[n++] = "mask";
+    in[n] = a->key_padding_mask, names[n++] = "key_padding_mask";
+    if (a->alibi_slopes)
+        in[n] = attn_tensor_make((void *)a->alibi_slopes, ATTN_F32, 1, (int64_t[]){p->H}),
+        names[n++] = "alibi_slopes";
+    if (a->kv_len)
+        in[n] = attn_tensor_make((void *)a->kv_len, ATTN_I32, 1, (int64_t[]){p->B}),
+        names[n++] = "kv_len";
+    return n;
+}
+
+/* out and lse may not share memory with an input: a strip's output would
+ * overwrite rows another strip still reads (out == k, out over q shifted
+ * by a row gave wrong results). The one aliasing allowed is out == q
+ * exactly (same data and strides, D == Dv): each strip reads its q rows
+ * before it writes the same out rows. */
+static attn_status check_aliasing(attn_ctx *ctx, const attn_sdpa_args *a, const attn__sdpa_plan *p,
+                                  int use_out) {
+    attn_tensor in[8];
+    const char *names[8];
+    int n = attn__sdpa_inputs(a, p, in, names);
+    int out_is_q = a->out.data == a->q.data && p->D == p->Dv &&
+                   !memcmp(a->out.stride, a->q.stride, sizeof a->q.stride);
+    for (int i = 0; i < n; i++) {
+        if (use_out && !(i == 0 && out_is_q) && attn__views_overlap(&a->out, &in[i]))
+            return attn_ctx_fail(ctx, ATTN_E_ARG,
+                                 "out overlaps %s in memory (outputs may not share memory with "
+                                 "inputs; only out == q exactly is allowed)",
+                                 names[i]);
+        if (a->lse.data && attn__views_overlap(&a->lse, &in[i]))
+            return attn_ctx_fail(ctx, ATTN_E_ARG, "lse overlaps %s in memory", names[i]);
+    }
+    if (use_out && a->lse.data && attn__views_overlap(&a->lse, &a->out))
+        return attn_ctx_fail(ctx, ATTN_E_ARG, "lse overlaps out in memory");
+    return ATTN_OK;
+}
+
 #define SHAPE_FAIL(...) return attn_ctx_fail(ctx, ATTN_E_SHAPE, __VA_ARGS__)
 
 attn_status attn__sdpa_plan_make(attn_ctx *ctx, const attn_sdpa_args *a, int flags,
@@ -63,6 +130,31 @@ attn_status attn__sdpa_plan_make(attn_ctx *ctx, const attn_sdpa_args *a, int fla
                    (long long)a->out.shape[3]);
     if (p->T > INT32_MAX || p->S > INT32_MAX || p->D > (1 << 20) || p->Dv > (1 << 20))
         SHAPE_FAIL("sizes too large (T, S < 2^31; D, Dv <= 2^20)");
+    /* Every product is checked whatever the zeros (an empty T must not hide
+     * 2^40 heads that the oracle would walk and the backward make tasks
+     * for): at most 2^31 - 1 (batch, head) pairs, and each tensor's nonzero
+     * sizes multiply to fewer than 2^60 elements. Such a size is "too
+     * large", never "out of memory". */
+    int64_t bh, bhk;
+    if (__builtin_mul_overflow(p->B, p->H, &bh) || __builtin_mul_overflow(p->B, p->Hkv, &bhk) ||
+        bh > INT32_MAX || bhk > INT32_MAX)
+        SHAPE_FAIL("too large: B*H = %lld*%lld (batch, head) pairs, at most 2^31 - 1",
+                   (long long)p->B, (long long)p->H);
+    const int64_t rows[2] = {ATTN_MAX(p->T, 1), ATTN_MAX(p->S, 1)};
+    const int64_t cols[4] = {p->D, p->Dv, p->D, p->Dv};
+    for (int k = 0; k < 4; k++) {
+        int64_t n;
+        if (__builtin_mul_overflow(k < 2 ? bh : bhk, rows[k / 2], &n) ||
+            __builtin_mul_overflow(n, cols[k], &n) || n >= ((int64_t)1 << 60))
+            SHAPE_FAIL("too large: %s has 2^60 elements or more (B=%lld H=%lld Hkv=%lld "
+                       "T=%lld S=%lld D=%lld Dv=%lld)",
+                       k == 0   ? "q"
+                       : k == 1 ? "out"
+                       : k == 2 ? "k"
+                                : "v",
+                       (long long)p->B, (long long)p->H, (long long)p->Hkv, (long long)p->T,
+                       (long long)p->S, (long long)p->D, (long long)p->Dv);
+    }
     p->group = p->H / p->Hkv;
 
     if (a->lse.data) {
@@ -93,8 +185,13 @@ attn_status attn__sdpa_plan_make(attn_ctx *ctx, const attn_sdpa_args *a, int fla
             return attn_ctx_fail(ctx, ATTN_E_ARG,
                                  "window (%lld,%lld): each side must be >= 0, or -1 for unbounded",
                                  (long long)a->window_left, (long long)a->window_right);
-        p->wl = a->window_left;
-        p->wr = a->window_right;
+        /* a side of S + T or more keeps every key on that side (p(i) is in
+         * [-T, S + T)): clamped there, so p(i) - wl and p(i) + wr + 1 stay
+         * far from overflow and every reader (tile classes, the oracle,
+         * attn_sdpa_flops) sees the same numbers */
+        const int64_t lim = p->S + p->T;
+        p->wl = ATTN_MIN(a->window_left, lim);
+        p->wr = ATTN_MIN(a->window_right, lim);
     }
     if (a->kv_len) {
         for (int64_t b = 0; b < p->B; b++)
@@ -181,5 +278,5 @@ attn_status attn__sdpa_plan_make(attn_ctx *ctx, const attn_sdpa_args *a, int fla
     memcpy(p->ks, a->k.stride, sizeof p->ks);
     memcpy(p->vs, a->v.stride, sizeof p->vs);
     memcpy(p->os, a->out.stride, sizeof p->os);
-    return ATTN_OK;
+    return check_aliasing(ctx, a, p, use_out);
 }

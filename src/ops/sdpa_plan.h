@@ -41,6 +41,13 @@ enum {
 attn_status attn__sdpa_plan_make(attn_ctx *ctx, const attn_sdpa_args *a, int flags,
                                  attn__sdpa_plan *p);
 
+/* 1 if views x and y can touch a common byte (their address ranges meet). */
+int attn__views_overlap(const attn_tensor *x, const attn_tensor *y);
+/* The input views of a (q, k, v, mask, key_padding_mask, alibi_slopes and
+ * kv_len as views) into in[0..8) with their names; returns the count. */
+int attn__sdpa_inputs(const attn_sdpa_args *a, const attn__sdpa_plan *p, attn_tensor *in,
+                      const char **names);
+
 /* Dropout keep-and-scale factor of element (b,h,i,j): 0 or 1/(1-p). The
  * definition of the dropout stream, shared by the fast path and the oracle
  * (like attn__rng_u32). */

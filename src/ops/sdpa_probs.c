@@ -74,8 +74,8 @@ static void probs_strip(const probs_job *jb, int64_t r0, float *ws) {
     }
 }
 
-attn_status attn_sdpa_probs(attn_ctx *ctx, const attn_sdpa_args *a, int64_t b, int64_t h,
-                            int64_t i0, attn_tensor probs) {
+static attn_status sdpa_probs(attn_ctx *ctx, const attn_sdpa_args *a, int64_t b, int64_t h,
+                              int64_t i0, attn_tensor probs) {
     if (!ctx) return ATTN_E_ARG;
     attn__ctx_clear(ctx);
     attn__sdpa_plan p;
@@ -120,4 +120,13 @@ attn_status attn_sdpa_probs(attn_ctx *ctx, const attn_sdpa_args *a, int64_t b, i
             probs_strip(&jb, k * ar->mr, attn__ws_get(ctx, omp_get_thread_num()));
     }
     return ATTN_OK;
+}
+
+attn_status attn_sdpa_probs(attn_ctx *ctx, const attn_sdpa_args *a, int64_t b, int64_t h,
+                            int64_t i0, attn_tensor probs) {
+    if (!ctx) return ATTN_E_ARG;
+    if (attn__ctx_enter(ctx)) return ATTN_E_BUSY; /* another thread's ctx: write nothing */
+    attn_status st = sdpa_probs(ctx, a, b, h, i0, probs);
+    attn__ctx_leave(ctx);
+    return st;
 }

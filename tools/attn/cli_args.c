@@ -10,7 +10,11 @@
 #include <string.h>
 
 int attn_cli_parse_long(const char *s, long *out) {
+    /* decimal digits with an optional '-': no space, '+' or base prefix
+     * (strtol alone takes " -1", "+5", and with base 0 "010" as octal) */
     if (!s || !*s) return -1;
+    const char *d = s + (*s == '-');
+    if (*d < '0' || *d > '9') return -1;
     char *end;
     errno = 0;
     long v = strtol(s, &end, 10);
@@ -20,11 +24,17 @@ int attn_cli_parse_long(const char *s, long *out) {
 }
 
 int attn_cli_parse_float(const char *s, float *out) {
-    if (!s || !*s) return -1;
+    /* no leading space; a value below the smallest float rounds toward 0
+     * (strtof's ERANGE on underflow: 1e-40 is a denormal, 1e-50 is 0),
+     * while overflow gives +-inf, which the callers refuse as not finite */
+    if (!s || !*s ||
+        (*s != '-' && *s != '.' && (*s < '0' || *s > '9') && *s != 'i' && *s != 'I' && *s != 'n' &&
+         *s != 'N'))
+        return -1;
     char *end;
     errno = 0;
     float v = strtof(s, &end);
-    if (*end || errno) return -1;
+    if (*end || (errno && !(errno == ERANGE && isfinite(v)))) return -1;
     *out = v;
     return 0;
 }

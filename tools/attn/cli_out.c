@@ -6,37 +6,46 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 int attn_cli_write_to(const char *path, attn_cli_writer write, void *arg) {
     if (!path || !strcmp(path, "-")) {
         int rc = write(stdout, arg);
-        if (fflush(stdout) && !rc)
-            rc = attn_cli_error(1, "stdout: write failed: %s", strerror(errno));
+        if ((fflush(stdout) || ferror(stdout)) && !rc)
+            rc = attn_cli_error(1, "stdout: cannot write the output: %s", strerror(errno));
         return rc;
     }
-    size_t n = strlen(path);
-    char *tmp = malloc(n + 16);
-    if (!tmp) return attn_cli_error(1, "out of memory");
-    snprintf(tmp, n + 16, "%s.tmp-XXXXXX", path);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        int e = errno;
-        free(tmp);
-        return attn_cli_error(1, "%s: cannot create: %s", path, strerror(e));
+    attn_ctx *ctx = NULL;
+    if (attn_ctx_create(&ctx, 1)) return attn_cli_error(1, "out of memory");
+    attn_outfile *o = NULL;
+    if (attn_outfile_open(ctx, path, &o)) {
+        int rc = attn_cli_error(1, "%s", attn_ctx_last_error(ctx));
+        attn_ctx_free(ctx);
+        return rc;
     }
-    FILE *f = fdopen(fd, "wb");
+    int fd = dup(attn_outfile_fd(o));
+    FILE *f = fd >= 0 ? fdopen(fd, "wb") : NULL;
     int rc = f ? write(f, arg) : attn_cli_error(1, "%s: %s", path, strerror(errno));
-    if (!rc && (fflush(f) || fsync(fd)))
-        rc = attn_cli_error(1, "%s: write failed: %s", path, strerror(errno));
-    if (f ? fclose(f) : close(fd)) {
-        if (!rc) rc = attn_cli_error(1, "%s: write failed: %s", path, strerror(errno));
-    }
-    if (!rc && rename(tmp, path))
-        rc = attn_cli_error(1, "%s: cannot write: %s", path, strerror(errno));
-    if (rc) unlink(tmp);
-    free(tmp);
+    if (!f && fd >= 0) close(fd);
+    if (f && (fflush(f) || ferror(f)) && !rc)
+        rc = attn_cli_error(1, "%s: cannot write the output: %s", path, strerror(errno));
+    if (f && fclose(f) && !rc)
+        rc = attn_cli_error(1, "%s: cannot write the output: %s", path, strerror(errno));
+    if (rc)
+        attn_outfile_abort(o);
+    else if (attn_outfile_commit(ctx, o))
+        rc = attn_cli_error(1, "%s", attn_ctx_last_error(ctx));
+    attn_ctx_free(ctx);
     return rc;
+}
+
+int attn_cli_same_file(const char *out, const char *in) {
+    if (!out || !in || !strcmp(out, "-") || !strcmp(in, "-")) return 0;
+    struct stat so, si;
+    if (stat(out, &so) || stat(in, &si)) return 0;
+    if (so.st_dev != si.st_dev || so.st_ino != si.st_ino) return 0;
+    return attn_cli_error(2, "%s: the output is the input file %s; name another output", out, in);
 }
 
 void attn_cli_json_str(FILE *f, const char *s, size_t n) {

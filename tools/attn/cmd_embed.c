@@ -4,10 +4,19 @@
 #include "cli_out.h"
 #include "embed.h"
 
+#include <errno.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* jsonl streams: texts are read, embedded and written STREAM_BATCH at a
+ * time, so memory stays bounded however long the input is (3M lines held
+ * 3.5 GB when everything was read first). The first batch is read before
+ * the model opens, so a short input's errors come first as before; an error
+ * in a later batch ends the run with exit 1 (an --output FILE is then not
+ * created; rows already printed on stdout stay). */
+enum { STREAM_BATCH = 1024 };
 
 void embed_help_model(FILE *f) {
     fprintf(f,
@@ -47,11 +56,16 @@ static void help(FILE *f) {
             "  safetensors    'attentions' F32 [L,H,T,T], 'input_ids' I32 [T]; the tokens\n"
             "                 as a JSON list in the metadata key 'tokens'\n\n");
     embed_help_model(f);
-    fprintf(f, "  --output FILE  write there (replaced atomically; never left partial)\n");
+    fprintf(f,
+            "  --output FILE  write there (replaced atomically; never left partial)\n"
+            "jsonl is written as the texts are read, %d at a time, so any number of\n"
+            "lines runs in bounded memory (npy and safetensors hold every embedding).\n",
+            STREAM_BATCH);
 }
 
 typedef struct embed_rows {
     const texts *t;
+    int64_t base; /* texts written before these (streaming): ids count on */
     const float *e;
     int64_t E;
     const char *id; /* NULL, "line" or "tab" */
@@ -65,7 +79,7 @@ static int write_jsonl(FILE *f, void *arg) {
         if (!r->id) {
             putc('[', f);
         } else if (!strcmp(r->id, "line")) {
-            fprintf(f, "{\"id\": %lld, \"embedding\": [", (long long)(i + 1));
+            fprintf(f, "{\"id\": %lld, \"embedding\": [", (long long)(r->base + i + 1));
         } else {
             fputs("{\"id\": ", f);
             attn_cli_json_str(f, r->ids[i], r->idlen[i]);
@@ -75,7 +89,7 @@ static int write_jsonl(FILE *f, void *arg) {
             fprintf(f, k ? ",%.9g" : "%.9g", (double)r->e[i * r->E + k]);
         fputs(r->id ? "]}\n" : "]\n", f);
     }
-    return 0;
+    return ferror(f) ? attn_cli_error(1, "cannot write the output") : 0;
 }
 
 static int write_npy(FILE *f, void *arg) {
@@ -97,6 +111,97 @@ static int split_ids(texts *t, embed_rows *r) {
         t->s[i] = tab + 1;
     }
     return 0;
+}
+
+typedef struct stream {
+    int argc, next; /* TEXT arguments argv[next..argc) not yet taken */
+    char **argv;
+    FILE *in; /* --input while lines remain */
+    const char *path;
+    long line;
+    const char *id;
+    session *s;
+    texts t;                 /* the current batch */
+    char *own[STREAM_BATCH]; /* its lines read from the input */
+    int nown;
+    embed_rows r;  /* its rows */
+    int64_t batch; /* texts in the batch the session tokenized */
+} stream;
+
+static void stream_clear(stream *st) {
+    for (int i = 0; i < st->nown; i++)
+        free(st->own[i]);
+    st->nown = 0;
+    embed_texts_free(&st->t);
+    memset(&st->t, 0, sizeof st->t);
+    free(st->r.ids), free(st->r.idlen);
+    st->r.ids = NULL, st->r.idlen = NULL;
+    if (st->s->ids) {
+        for (int64_t i = 0; i < st->batch; i++)
+            free(st->s->ids[i]);
+        free(st->s->ids), free(st->s->len);
+        st->s->ids = NULL, st->s->len = NULL;
+    }
+    st->batch = 0;
+}
+
+/* The next batch into st->t (empty at the end), checked: UTF-8, tabs. */
+static int stream_fill(stream *st) {
+    st->r.base += st->t.n;
+    stream_clear(st);
+    while (st->t.n < STREAM_BATCH && st->next < st->argc) {
+        int i = st->next++;
+        if (embed_push(&st->t, st->argv[i], strlen(st->argv[i]), "%sargument %ld", "",
+                       (long)(st->r.base + st->t.n + 1)))
+            return attn_cli_error(1, "out of memory");
+    }
+    while (st->t.n < STREAM_BATCH && st->in) {
+        char *buf = NULL;
+        size_t cap = 0;
+        ssize_t got = getline(&buf, &cap, st->in);
+        if (got < 0) {
+            free(buf);
+            int err = ferror(st->in);
+            if (st->in != stdin) fclose(st->in);
+            st->in = NULL;
+            if (err) return attn_cli_error(1, "%s: read error", st->path);
+            if (st->line == 0)
+                return attn_cli_error(1, "%s: empty input file (one text per line expected)",
+                                      st->path);
+            break;
+        }
+        size_t len = (size_t)got;
+        if (len && buf[len - 1] == '\n') len--;
+        if (len && buf[len - 1] == '\r') len--;
+        buf[len] = '\0';
+        st->own[st->nown++] = buf;
+        if (embed_push(&st->t, buf, len, "%s:%ld", st->path, ++st->line))
+            return attn_cli_error(1, "out of memory");
+    }
+    for (int64_t i = 0; i < st->t.n; i++) {
+        long bad = embed_utf8_error((const unsigned char *)st->t.s[i], st->t.len[i]);
+        if (bad >= 0)
+            return attn_cli_error(1, "%s: invalid UTF-8 at byte %ld", st->t.where[i], bad);
+    }
+    if (st->id && !strcmp(st->id, "tab")) return split_ids(&st->t, &st->r);
+    return 0;
+}
+
+static int write_stream(FILE *f, void *arg) {
+    stream *st = arg;
+    const int64_t E = attn_model_get_info(st->s->model)->hidden_size;
+    float *e = malloc((size_t)(STREAM_BATCH * E) * sizeof *e);
+    if (!e) return attn_cli_error(1, "out of memory");
+    int rc = 0;
+    while (!rc && st->t.n > 0) {
+        st->batch = st->t.n;
+        rc = embed_all(st->s, &st->t, e, 0);
+        st->r.e = e, st->r.E = E;
+        if (!rc) rc = write_jsonl(f, &st->r);
+        if (!rc) rc = stream_fill(st);
+    }
+    free(e);
+    return rc;
 }
 
 int attn_cmd_embed(int argc, char **argv) {
@@ -146,16 +251,39 @@ int attn_cmd_embed(int argc, char **argv) {
             return attn_cli_error(2, "embed: --format %s writes binary: give --output FILE",
                                   format);
     }
+    if (output && input && attn_cli_same_file(output, input)) return 2;
     if (id && strcmp(id, "line") && strcmp(id, "tab"))
         return attn_cli_error(2, "embed: --id must be line or tab, got '%s'", id);
     if (id && (show || (format && strcmp(format, "jsonl"))))
         return attn_cli_error(2, "embed: --id goes with the jsonl format");
 
+    if (!show && (!format || !strcmp(format, "jsonl")) && !bench) {
+        session ss;
+        memset(&ss, 0, sizeof ss);
+        stream st;
+        memset(&st, 0, sizeof st);
+        st.argc = argc, st.next = first, st.argv = argv, st.path = input, st.id = id, st.s = &ss;
+        st.r.t = &st.t, st.r.id = id;
+        int rc = 0;
+        if (input && !(st.in = strcmp(input, "-") ? fopen(input, "rb") : stdin))
+            rc = attn_cli_error(1, "%s: cannot open: %s", input, strerror(errno));
+        if (!rc) rc = stream_fill(&st);
+        if (!rc && st.t.n == 0) {
+            help(stderr);
+            rc = attn_cli_error(2, "embed: no TEXT given (as arguments or with --input FILE)");
+        }
+        if (!rc) rc = embed_open_model(&ss, model, threads);
+        if (!rc) rc = attn_cli_write_to(output, write_stream, &st);
+        stream_clear(&st);
+        if (st.in && st.in != stdin) fclose(st.in);
+        embed_session_free(&ss, 0);
+        return rc;
+    }
     texts t;
     memset(&t, 0, sizeof t);
     session s;
     memset(&s, 0, sizeof s);
-    embed_rows r = {&t, NULL, 0, id, NULL, NULL};
+    embed_rows r = {&t, 0, NULL, 0, id, NULL, NULL};
     int rc = embed_gather(&t, argc, argv, first, input, "embed", help);
     if (!rc && id && !strcmp(id, "tab")) rc = split_ids(&t, &r);
     if (!rc) rc = embed_open_model(&s, model, threads);

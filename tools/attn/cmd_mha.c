@@ -2,6 +2,7 @@
  * batch_first) on tensors and weights from a safetensors file: forward, the
  * attention weights, and with dy every gradient. */
 #include "cli.h"
+#include "cli_out.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -91,6 +92,10 @@ static int parse_args(int argc, char **argv, mha_opts *o) {
         return attn_cli_error(2,
                               "mha: expected IN.safetensors OUT.safetensors (see attn mha --help)");
     o->in = pos[0], o->out = pos[1];
+    if (!strcmp(o->out, "-"))
+        return attn_cli_error(2, "mha: OUT is a safetensors file and cannot be stdout ('-'); "
+                                 "name a file");
+    if (attn_cli_same_file(o->out, o->in)) return 2;
     if (!o->heads) return attn_cli_error(2, "mha: --heads H is required");
     /* options that contradict each other are bad usage, whatever the file */
     if (o->kv_heads && o->heads % o->kv_heads)

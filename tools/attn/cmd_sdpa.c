@@ -5,6 +5,7 @@
  * to attn_sdpa_args as they are: shapes, masks and values are checked by
  * attn_sdpa_forward / attn_sdpa_backward, whose messages are printed. */
 #include "cli.h"
+#include "cli_out.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -35,8 +36,9 @@ static void usage(FILE *f) {
           "dtype (F16 in gives F32 out). OUT receives out [B,H,T,Dv] and lse [B,H,T]\n"
           "(natural log; -inf for a query that sees no key, whose out is 0); with\n"
           "--backward also dq, dk, dv and, for a float mask, dmask (the mask's shape,\n"
-          "summed over its broadcast dims). OUT is replaced atomically; on any error it is\n"
-          "not created.\n"
+          "summed over its broadcast dims). OUT is replaced atomically (a device such as\n"
+          "/dev/null or a FIFO is written in place; a read-only file, a directory or the\n"
+          "input itself is refused); on any error it is not created.\n"
           "\n"
           "options:\n"
           "  --causal              mask keys after the query's position p(i)\n"
@@ -44,7 +46,9 @@ static void usage(FILE *f) {
           "                        p(i) = i (default, PyTorch is_causal) or i + S - T\n"
           "                        (FlashAttention, KV caches)\n"
           "  --window L,R          keep keys p(i)-L <= j <= p(i)+R; -1 = unbounded side\n"
-          "  --scale X             score scale (default 1/sqrt(D))\n"
+          "  --scale X             score scale; 0 or absent means the default 1/sqrt(D)\n"
+          "                        (unlike PyTorch, where scale=0.0 gives uniform attention;\n"
+          "                        for that, give a tiny scale such as 1e-30)\n"
           "  --softcap X           s = X * tanh(s / X) before bias and ALiBi (0 = off)\n"
           "  --dropout P           drop probabilities with probability P in [0, 1)\n"
           "  --seed N              dropout seed (default 0): same seed, same mask\n"
@@ -157,6 +161,10 @@ static int parse_args(int argc, char **argv, sdpa_opts *o) {
         return attn_cli_error(
             2, "sdpa: expected IN.safetensors OUT.safetensors (see attn sdpa --help)");
     o->in = pos[0], o->out = pos[1];
+    if (!strcmp(o->out, "-"))
+        return attn_cli_error(2, "sdpa: OUT is a safetensors file and cannot be stdout ('-'); "
+                                 "name a file");
+    if (attn_cli_same_file(o->out, o->in)) return 2;
     o->a.window = o->window.on;
     o->a.window_left = o->window.left;
     o->a.window_right = o->window.right;
@@ -324,6 +332,11 @@ static int run(sdpa_opts *o, sdpa_run *r) {
     }
 
     attn_tensor dout = {0};
+    if (!o->backward && attn_safetensors_find(r->st, "dout") >= 0)
+        return attn_cli_error(1,
+                              "%s: tensor 'dout' is only used with --backward; add --backward "
+                              "or remove it",
+                              in);
     if (o->backward && (load_float(r, in, "dout", 1, &dout) || check_rank(r, in, "dout", &dout)))
         return 1;
 

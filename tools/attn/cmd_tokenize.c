@@ -103,6 +103,9 @@ int attn_cmd_tokenize(int argc, char **argv) {
         help(stderr);
         return attn_cli_error(2, "tokenize: no TEXT given");
     }
+    for (int i = first; i < argc; i++)
+        if (!strcmp(argv[i], "-") && argc - first > 1)
+            return attn_cli_error(2, "tokenize: '-' (read stdin) must be the only TEXT");
     attn_ctx *ctx = NULL;
     int rc_ctx = attn_cli_ctx(&ctx, 1);
     if (rc_ctx) return rc_ctx;

@@ -26,12 +26,12 @@ static void usage(FILE *f) {
             "  --batch N         sequences per step (default 64)\n"
             "  --lr X            peak learning rate (default 3e-3)\n"
             "  --weight-decay X  AdamW weight decay (default 0.01)\n"
-            "  --pairs N         key/value pairs per sequence (default 8)\n"
-            "  --keys N          key vocabulary (default 16)\n"
+            "  --pairs N         key/value pairs per sequence, 1..512 and <= keys (default 8)\n"
+            "  --keys N          key vocabulary, 1..1024 (default 16)\n"
             "  --values N        value vocabulary (default 16)\n"
             "  --dim E           model width (default 64)\n"
-            "  --heads H         attention heads (default 4)\n"
-            "  --layers L        blocks (default 2)\n"
+            "  --heads H         attention heads, dividing E (default 4)\n"
+            "  --layers L        blocks, 1..8 (default 2)\n"
             "  --mlp N           MLP hidden width, 0 for attention-only blocks (default 128)\n"
             "  --token-shift 0|1 add a previous-token embedding (default 1): one attention\n"
             "                    lookup then solves the task; with 0 the model must first form\n"
@@ -60,12 +60,12 @@ int attn_cmd_train(int argc, char **argv) {
         {"--batch", CLI_INT, &c.batch, 1, 1e9, 0, NULL},
         {"--lr", CLI_FLOAT, &lr, 0, CLI_INF, CLI_LO_OPEN, NULL},
         {"--weight-decay", CLI_FLOAT, &wd, 0, CLI_INF, 0, NULL},
-        {"--pairs", CLI_INT, &c.n_pairs, 1, 1e9, 0, NULL},
-        {"--keys", CLI_INT, &c.n_keys, 1, 1e9, 0, NULL},
+        {"--pairs", CLI_INT, &c.n_pairs, 1, ATTN_RECALL_MAX_PAIRS, 0, NULL},
+        {"--keys", CLI_INT, &c.n_keys, 1, ATTN_RECALL_MAX_KEYS, 0, NULL},
         {"--values", CLI_INT, &c.n_values, 2, 1e9, 0, NULL},
         {"--dim", CLI_INT, &c.E, 1, 1e9, 0, NULL},
         {"--heads", CLI_INT, &c.H, 1, 1e9, 0, NULL},
-        {"--layers", CLI_INT, &c.layers, 1, 1e9, 0, NULL},
+        {"--layers", CLI_INT, &c.layers, 1, ATTN_RECALL_MAX_LAYERS, 0, NULL},
         {"--mlp", CLI_INT, &c.mlp, 0, 1e9, 0, NULL},
         {"--token-shift", CLI_INT, &c.shift, 0, 1, 0, NULL},
         {"--eval", CLI_INT, &eval, 1, 1e9, 0, NULL},

@@ -1,6 +1,7 @@
 /* attn: command-line tool. One subcommand per job, each in its own file. */
 #include "cli.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -61,7 +62,22 @@ static void usage(FILE *f) {
             arch ? arch : "none (ATTN_ARCH names no family this CPU runs)", attn_gemm_name());
 }
 
-int main(int argc, char **argv) {
+/* Every command's stdout, checked once here for all of them: a write that
+ * failed on the way (ferror) or in the final flush and close (/dev/full, a
+ * closed pipe, a full disk) turns success into exit 1, never a lost output
+ * reported as 0. */
+static int finish(int rc) {
+    int bad = ferror(stdout);
+    bad |= fflush(stdout) != 0;
+    int e = errno;
+    bad |= fclose(stdout) != 0;
+    if (!e) e = errno;
+    if (bad && rc == 0)
+        rc = attn_cli_error(1, "cannot write the output: %s", strerror(e ? e : EIO));
+    return rc;
+}
+
+static int run(int argc, char **argv) {
     if (argc < 2) {
         usage(stderr);
         return 2;
@@ -79,4 +95,8 @@ int main(int argc, char **argv) {
     attn_cli_error(2, "unknown command '%s'", argv[1]);
     usage(stderr);
     return 2;
+}
+
+int main(int argc, char **argv) {
+    return finish(run(argc, argv));
 }
