@@ -26,7 +26,35 @@ import sys as _sys
 
 import numpy as _np
 
-from . import _attn
+
+def _load_bundled_libraries():
+    """A wheel carries the shared libraries libattn needs (oneDNN, jansson,
+    utf8proc, libgomp and what they need in turn). Load them by path first:
+    a library already loaded satisfies a later lookup of its name, so a
+    bundled library's own dependencies are found in the package as well,
+    whatever its RPATH. A build-tree or system install has none of them."""
+    import ctypes
+    import glob
+    import os
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    todo = [p for p in glob.glob(os.path.join(here, "lib*.so*"))
+            if not os.path.basename(p).startswith("libattn.")]
+    while todo:  # in dependency order: retry what failed until nothing loads
+        left = []
+        for p in todo:
+            try:
+                ctypes.CDLL(p)
+            except OSError:
+                left.append(p)
+        if len(left) == len(todo):
+            break  # importing _attn below reports what is missing
+        todo = left
+
+
+_load_bundled_libraries()
+
+from . import _attn  # noqa: E402
 
 __all__ = ["sdpa", "sdpa_backward", "Model", "set_num_threads", "get_num_threads", "info"]
 __version__ = "0.1.0"
@@ -110,6 +138,14 @@ def _options(q, align, window, scale, softcap, dropout_p, seed):
             q, s = _zero_query(q), 1.0
     sc = 0.0 if softcap is None else float(softcap)
     return q, al, w, wl, wr, s, sc, float(dropout_p), int(seed)
+
+
+def _shape(x, name):
+    try:
+        return tuple(x.shape)
+    except AttributeError:
+        raise TypeError("%s: expected an array (buffer protocol, e.g. numpy, or DLPack), got %s"
+                        % (name, type(x).__name__)) from None
 
 
 def _as_f32(x, name, dtype=_np.float32):
@@ -208,8 +244,8 @@ def sdpa(
         if mask is not None and _np.asarray(mask).dtype != _np.bool_:
             mask = _as_f32(mask, "mask")
     if out is None:
-        out = _np.empty(q.shape[:-1] + v.shape[-1:], _np.float32)
-    lse = _np.empty(q.shape[:-1], _np.float32) if return_lse else None
+        out = _np.empty(_shape(q, "q")[:-1] + _shape(v, "v")[-1:], _np.float32)
+    lse = _np.empty(_shape(q, "q")[:-1], _np.float32) if return_lse else None
     if kv_len is not None or alibi_slopes is not None:
         kv_len, alibi_slopes = _aux(kv_len, alibi_slopes)
     if scale is None and align == "top-left" and window is None and softcap is None:
@@ -267,11 +303,11 @@ def sdpa_backward(
     gradients. Results are bitwise the same for any thread count.
     """
     if dq is None:
-        dq = _np.empty(q.shape, _np.float32)
+        dq = _np.empty(_shape(q, "q"), _np.float32)
     if dk is None:
-        dk = _np.empty(k.shape, _np.float32)
+        dk = _np.empty(_shape(k, "k"), _np.float32)
     if dv is None:
-        dv = _np.empty(v.shape, _np.float32)
+        dv = _np.empty(_shape(v, "v"), _np.float32)
     if (return_dmask or dmask is not None) and mask is not None and dmask is None:
         dmask = _np.empty(_np.shape(mask), _np.float32)
     if kv_len is not None or alibi_slopes is not None:
