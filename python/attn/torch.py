@@ -8,8 +8,8 @@ model can swap it in for training::
     import attn.torch
     F.scaled_dot_product_attention = attn.torch.scaled_dot_product_attention  # or call it
 
-CPU float32 tensors are shared with the C library zero-copy (their memory
-is read and written in place). What attn does not run raises ValueError
+CPU float32 tensors are shared with the C library zero-copy: it reads
+and writes their memory in place (through data_ptr(), shape and stride()). What attn does not run raises ValueError
 naming it: tensors on another device (CUDA, ...), dtypes other than
 float32 (masks: bool or float32), inputs of other than 3 or 4 dims, batch
 dims that differ between query and key (PyTorch broadcasts those).
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 
 from . import _attn, _threads, _zero_query
@@ -36,7 +35,7 @@ __all__ = ["scaled_dot_product_attention"]
 def _check(name, t, bool_ok=False):
     if not isinstance(t, torch.Tensor):
         raise TypeError("attn.torch: %s must be a torch.Tensor, got %s" % (name, type(t).__name__))
-    if t.device.type != "cpu":
+    if not t.is_cpu:
         raise ValueError("attn.torch: %s is on device '%s': attn runs on the CPU only "
                          "(CUDA and other devices are not supported)" % (name, t.device))
     if t.dtype != torch.float32 and not (bool_ok and t.dtype == torch.bool):
@@ -47,9 +46,10 @@ def _check(name, t, bool_ok=False):
                          "only" % (name, t.layout))
 
 
-def _np(t):
-    """The numpy view of a CPU tensor's memory (no copy)."""
-    return t.detach().numpy()
+def _q(q, zero):
+    """The query attn reads: q itself (its memory, through data_ptr()), or a
+    zero view for scale == 0.0 (attn's scale 0 means the default)."""
+    return _zero_query(q) if zero else q
 
 
 def _last_contiguous(t):
@@ -81,14 +81,10 @@ class _SDPA(torch.autograd.Function):
         B, H, T, _ = q.shape
         out = torch.empty((B, H, T, v.shape[-1]), dtype=torch.float32)
         lse = torch.empty((B, H, T), dtype=torch.float32)
-        qn = _np(q)
         zero = scale == 0.0
-        if zero:
-            qn = _zero_query(qn)
-        mn = None if mask is None else _np(mask)
-        _attn.forward(qn, _np(k), _np(v), out.numpy(), lse.numpy(), mn, None, None, causal, 0, 0,
-                      -1, -1, 1.0 if zero else (0.0 if scale is None else scale), 0.0, dropout_p,
-                      seed, threads)
+        _attn.forward(_q(q, zero), k, v, out, lse, mask, None, None, causal, 0, 0, -1, -1,
+                      1.0 if zero else (0.0 if scale is None else scale), 0.0, dropout_p, seed,
+                      threads)
         ctx.save_for_backward(q, k, v, mask, out, lse)
         ctx.opts = (causal, scale, dropout_p, seed, threads)
         return out
@@ -104,14 +100,9 @@ class _SDPA(torch.autograd.Function):
         want_dmask = mask is not None and ctx.needs_input_grad[3]
         dmask = torch.empty(mask.shape, dtype=torch.float32) if want_dmask else None
         zero = scale == 0.0
-        qn = _np(q)
-        if zero:
-            qn = _zero_query(qn)
-        _attn.backward(qn, _np(k), _np(v), out.numpy(), lse.numpy(),
-                       None if mask is None else _np(mask), None, None, causal, 0, 0, -1, -1,
+        _attn.backward(_q(q, zero), k, v, out, lse, mask, None, None, causal, 0, 0, -1, -1,
                        1.0 if zero else (0.0 if scale is None else scale), 0.0, dropout_p, seed,
-                       threads, _np(dout), dq.numpy(), dk.numpy(), dv.numpy(),
-                       None if dmask is None else dmask.numpy())
+                       threads, dout, dq, dk, dv, dmask)
         if zero:
             dq.zero_()
         # dmask has the shape of the [B|1, H|1, T, S] view attn read (summed over
@@ -147,9 +138,16 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     ATTN_NUM_THREADS, else every core). Unsupported inputs raise ValueError
     (see the module's doc).
     """
-    _check("query", query)
-    _check("key", key)
-    _check("value", value)
+    f32 = torch.float32
+    try:  # the checks of _check, cheaply; _check names what is wrong
+        ok = (query.dtype is f32 and key.dtype is f32 and value.dtype is f32 and query.is_cpu
+              and key.is_cpu and value.is_cpu)
+    except AttributeError:
+        ok = False
+    if not ok:
+        _check("query", query)
+        _check("key", key)
+        _check("value", value)
     nd = query.dim()
     if nd not in (3, 4) or key.dim() != nd or value.dim() != nd:
         raise ValueError("attn.torch: query, key and value must all have 3 or 4 dims, got %d, "
@@ -169,7 +167,6 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     if is_causal and attn_mask is not None:
         raise ValueError("attn.torch: attn_mask must be None when is_causal=True (as in "
                          "PyTorch)")
-    query, key, value = _last_contiguous(query), _last_contiguous(key), _last_contiguous(value)
     mask = None
     if attn_mask is not None:
         _check("attn_mask", attn_mask, bool_ok=True)
@@ -184,16 +181,26 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     needs_grad = torch.is_grad_enabled() and (
         query.requires_grad or key.requires_grad or value.requires_grad
         or (mask is not None and mask.requires_grad))
-    if needs_grad:
-        out = _SDPA.apply(query, key, value, mask, bool(is_causal), scale, dropout_p, seed, threads)
-    else:
-        out = torch.empty((B, H, T, value.shape[-1]), dtype=torch.float32)
-        qn = _np(query)
-        zero = scale == 0.0
-        if zero:
-            qn = _zero_query(qn)
-        _attn.forward(qn, _np(key), _np(value), out.numpy(), None,
-                      None if mask is None else _np(mask), None, None, bool(is_causal), 0, 0, -1,
-                      -1, 1.0 if zero else (0.0 if scale is None else scale), 0.0, dropout_p,
-                      seed, threads)
+    for attempt in (0, 1):
+        try:
+            if needs_grad:
+                out = _SDPA.apply(query, key, value, mask, bool(is_causal), scale, dropout_p, seed,
+                                  threads)
+            else:
+                out = torch.empty(B, H, T, value.shape[-1])
+                zero = scale == 0.0
+                _attn.forward(_q(query, zero), key, value, out, None, mask, None, None,
+                              bool(is_causal), 0, 0, -1, -1,
+                              1.0 if zero else (0.0 if scale is None else scale), 0.0, dropout_p,
+                              seed, threads)
+            break
+        except ValueError:
+            # attn reads the last dim with stride 1: copy an input that has
+            # another (as PyTorch's kernels do), checked only on failure so
+            # that the common call pays nothing for it
+            if attempt or all(t is None or t.stride(-1) == 1 or t.shape[-1] <= 1
+                              for t in (query, key, value, mask)):
+                raise
+            query, key, value = (_last_contiguous(t) for t in (query, key, value))
+            mask = None if mask is None else _last_contiguous(mask)
     return out.squeeze(1) if nd == 3 else out

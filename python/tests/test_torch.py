@@ -97,6 +97,17 @@ def test_3d_and_strided_inputs():
             F.scaled_dot_product_attention(q3, k3, v3).detach(), 2e-5)
 
 
+def test_last_dim_not_contiguous_is_copied():
+    q = rand(1, 2, 8, 16)
+    k = rand(1, 2, 16, 10).transpose(-1, -2)  # stride(-1) != 1
+    v = rand(1, 2, 10, 16)
+    assert k.stride(-1) != 1
+    for grad in (True, False):
+        with torch.set_grad_enabled(grad):
+            compare(at.scaled_dot_product_attention(q, k, v).detach(),
+                    F.scaled_dot_product_attention(q, k, v).detach(), 2e-5)
+
+
 def test_no_grad_path_is_zero_copy_of_inputs():
     q = torch.randn(1, 2, 8, 16)
     with torch.no_grad():
