@@ -48,32 +48,40 @@ def c_forward(q, k, v, out, causal, threads, calls, rounds):
                                    0.0, 0.0, 0, threads, calls, rounds)
 
 
+def interleaved(fns, rounds):
+    """{name: median seconds}: every round runs each timer once, in turn,
+    so a load change on this shared machine hits all of them alike"""
+    ts = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, timer in fns.items():
+            ts[name].append(timer())
+    return {name: statistics.median(t) for name, t in ts.items()}
+
+
 def overhead(args):
     th = args.threads
     rng = np.random.default_rng(0)
     q, k, v = (rng.standard_normal((1, 1, 16, 64)).astype(np.float32) for _ in range(3))
     out = np.empty_like(q)
     tq, tk, tv = (torch.from_numpy(x) for x in (q, k, v))
-    calls = args.calls
-    rows = []
-    for _ in range(2):  # warm up, then measure
-        rows = [
-            ("C attn_sdpa_forward (C loop)", c_forward(q, k, v, out, 0, th, calls, args.rounds)),
-            ("attn.sdpa(q, k, v, out=out)",
-             per_call(lambda: attn.sdpa(q, k, v, out=out, threads=th), calls, args.rounds)),
-            ("attn.sdpa(q, k, v)", per_call(lambda: attn.sdpa(q, k, v, threads=th), calls,
-                                            args.rounds)),
-            ("attn.torch.scaled_dot_product_attention",
-             per_call(lambda: attn.torch.scaled_dot_product_attention(tq, tk, tv), calls,
-                      args.rounds)),
-            ("torch F.scaled_dot_product_attention",
-             per_call(lambda: F.scaled_dot_product_attention(tq, tk, tv), calls, args.rounds)),
-        ]
-    c = rows[0][1]
-    print("## overhead: B=1 H=1 T=S=16 D=64, %d thread(s), median of %d rounds of %d calls"
-          % (th, args.rounds, calls))
+    n = args.calls
+    fns = {
+        "C attn_sdpa_forward (C loop)": lambda: c_forward(q, k, v, out, 0, th, n, 1),
+        "attn.sdpa(q, k, v, out=out)":
+            lambda: per_call(lambda: attn.sdpa(q, k, v, out=out, threads=th), n, 1),
+        "attn.sdpa(q, k, v)": lambda: per_call(lambda: attn.sdpa(q, k, v, threads=th), n, 1),
+        "attn.torch.scaled_dot_product_attention":
+            lambda: per_call(lambda: attn.torch.scaled_dot_product_attention(tq, tk, tv), n, 1),
+        "torch F.scaled_dot_product_attention":
+            lambda: per_call(lambda: F.scaled_dot_product_attention(tq, tk, tv), n, 1),
+    }
+    interleaved(fns, 2)  # warm-up
+    med = interleaved(fns, args.rounds)
+    c = med["C attn_sdpa_forward (C loop)"]
+    print("## overhead: B=1 H=1 T=S=16 D=64, %d thread(s), median of %d interleaved rounds of "
+          "%d calls" % (th, args.rounds, n))
     print("%-42s %10s %12s" % ("call", "us/call", "above C, us"))
-    for name, t in rows:
+    for name, t in med.items():
         print("%-42s %10.2f %12.2f" % (name, t * 1e6, (t - c) * 1e6))
 
 
@@ -83,15 +91,17 @@ def large(args):
     B, H, T, D = 1, 8, 2048, 64
     q, k, v = (rng.standard_normal((B, H, T, D)).astype(np.float32) for _ in range(3))
     out = np.empty_like(q)
-    print("## large: B=%d H=%d T=S=%d D=%d, %d thread(s), median of %d rounds"
+    print("## large: B=%d H=%d T=S=%d D=%d, %d thread(s), median of %d interleaved rounds"
           % (B, H, T, D, th, args.rounds))
-    print("%-8s %12s %12s %8s" % ("causal", "C loop, ms", "attn.sdpa, ms", "ratio"))
+    print("%-8s %12s %14s %8s" % ("causal", "C loop, ms", "attn.sdpa, ms", "ratio"))
     for causal in (False, True):
-        c_forward(q, k, v, out, causal, th, 2, 1)
-        c = c_forward(q, k, v, out, causal, th, 3, args.rounds)
-        p = per_call(lambda: attn.sdpa(q, k, v, out=out, causal=causal, threads=th), 3,
-                     args.rounds)
-        print("%-8s %12.2f %12.2f %8.3f" % (causal, c * 1e3, p * 1e3, p / c))
+        fns = {"c": lambda: c_forward(q, k, v, out, causal, th, 2, 1),
+               "py": lambda: per_call(lambda: attn.sdpa(q, k, v, out=out, causal=causal,
+                                                        threads=th), 2, 1)}
+        interleaved(fns, 1)
+        med = interleaved(fns, args.rounds)
+        print("%-8s %12.2f %14.2f %8.3f" % (causal, med["c"] * 1e3, med["py"] * 1e3,
+                                            med["py"] / med["c"]))
 
 
 class Block(torch.nn.Module):
