@@ -194,15 +194,15 @@ def test_refcounts_and_memory_flat_over_100k_calls():
     grew = rss() - mem
     assert grew < 1 << 20, "resident memory grew by %d bytes over 100,000 calls" % grew
     # the allocating path and the backward too (fewer calls: each allocates its results)
-    o, lse = attn.sdpa(q, k, v, return_lse=True)
+    o, lse = attn.sdpa(q, k, v, return_lse=True, threads=1)
     for _ in range(2000):
-        attn.sdpa(q, k, v, return_lse=True)
-        attn.sdpa_backward(out, q, k, v, o, lse)
+        attn.sdpa(q, k, v, return_lse=True, threads=1)
+        attn.sdpa_backward(out, q, k, v, o, lse, threads=1)
     gc.collect()
     mem = rss()
-    for _ in range(20_000):
-        attn.sdpa(q, k, v, return_lse=True)
-        attn.sdpa_backward(out, q, k, v, o, lse)
+    for _ in range(10_000):
+        attn.sdpa(q, k, v, return_lse=True, threads=1)
+        attn.sdpa_backward(out, q, k, v, o, lse, threads=1)
     gc.collect()
     assert rss() - mem < 1 << 20
 
@@ -308,3 +308,28 @@ def test_cli_gives_the_same_results(tmp_path, flags, kw):
     # the same library on the same inputs: bitwise (results do not depend on threads)
     for name, mine in dict(out=out, lse=lse, dq=dq, dk=dk, dv=dv).items():
         assert np.array_equal(got[name], mine), name
+
+
+class DLPackOnly:
+    """An array offering DLPack and no buffer protocol (as JAX's CPU arrays)."""
+
+    def __init__(self, a):
+        self.a = a
+
+    def __dlpack__(self, **kw):
+        return self.a.__dlpack__(**kw)
+
+    def __dlpack_device__(self):
+        return self.a.__dlpack_device__()
+
+
+def test_dlpack_inputs_read_in_place():
+    q, k, v = rand(1, 2, 9, 16), rand(1, 2, 11, 16), rand(1, 2, 11, 8)
+    kt = np.ascontiguousarray(k.transpose(0, 2, 1, 3)).transpose(0, 2, 1, 3)  # strided
+    out = np.empty((1, 2, 9, 8), np.float32)
+    attn._attn.forward(DLPackOnly(q), DLPackOnly(kt), DLPackOnly(v), out, None, None, None, None,
+                       1, 0, 0, -1, -1, 0.0, 0.0, 0.0, 0, 1)
+    assert np.array_equal(out, attn.sdpa(q, k, v, causal=True))
+    with pytest.raises(TypeError, match="DLPack dtype"):
+        attn._attn.forward(DLPackOnly(q.astype(np.float64)), k, v, out, None, None, None, None,
+                           0, 0, 0, -1, -1, 0.0, 0.0, 0.0, 0, 1)

@@ -181,3 +181,49 @@ def test_training_matches_torch():
         losses[name] = ls
     assert losses["attn"][-1] < losses["attn"][0]
     np.testing.assert_allclose(losses["attn"], losses["torch"], rtol=1e-4)
+
+
+def test_refcounts_and_memory_flat_over_100k_calls():
+    import gc
+    import os
+    import sys
+
+    def rss():
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    q, k, v = torch.randn(1, 1, 16, 64), torch.randn(1, 1, 16, 64), torch.randn(1, 1, 16, 64)
+    m = torch.rand(16, 16) > 0.2
+    objs = (q, k, v, m)
+    import attn
+
+    threads = attn.get_num_threads()
+    attn.set_num_threads(1)  # tiny calls: no thread team to wake 100,000 times
+    try:
+        _flat(q, k, v, m, objs, rss, gc, sys)
+    finally:
+        attn.set_num_threads(threads)
+
+
+def _flat(q, k, v, m, objs, rss, gc, sys):
+    with torch.no_grad():
+        for _ in range(2000):
+            at.scaled_dot_product_attention(q, k, v, attn_mask=m)
+        gc.collect()
+        refs = [sys.getrefcount(o) for o in objs]
+        mem = rss()
+        for _ in range(100_000):
+            at.scaled_dot_product_attention(q, k, v, attn_mask=m)
+        gc.collect()
+    assert [sys.getrefcount(o) for o in objs] == refs
+    assert rss() - mem < 1 << 20, "resident memory grew by %d bytes" % (rss() - mem)
+    # the autograd path keeps nothing after backward
+    qg = q.clone().requires_grad_()
+    for _ in range(2000):
+        at.scaled_dot_product_attention(qg, k, v).sum().backward()
+    gc.collect()
+    mem = rss()
+    for _ in range(5000):
+        at.scaled_dot_product_attention(qg, k, v).sum().backward()
+    gc.collect()
+    assert rss() - mem < 1 << 20
