@@ -14,9 +14,13 @@
             alternating run by run
 
 Every figure is the median of --rounds rounds (each a mean over a loop);
-threads: --threads for attn and torch.set_num_threads alike.
+threads: --threads for attn and torch.set_num_threads alike. --cpu-time
+times by the process's CPU time divided by the thread count (as `attn bench
+--cpu-time`): on a loaded shared machine the wall clock mostly measures the
+scheduler.
 
-  PYTHONPATH=build/python python3 bench/bench_python.py [--threads N] [--rounds R] [--only X]
+  PYTHONPATH=build/python python3 bench/bench_python.py [--threads N] [--rounds R]
+                                                        [--only X] [--cpu-time]
 
 Needs numpy and torch; attn from `pip install .` or the build tree.
 """
@@ -32,20 +36,24 @@ import attn
 import attn.torch
 
 
+CLOCK = time.perf_counter  # --cpu-time: time.process_time
+CPU = False
+
+
 def per_call(fn, calls, rounds):
     """median over rounds of the mean seconds per call of fn()"""
     ts = []
     for _ in range(rounds):
-        t0 = time.perf_counter()
+        t0 = CLOCK()
         for _ in range(calls):
             fn()
-        ts.append((time.perf_counter() - t0) / calls)
+        ts.append((CLOCK() - t0) / calls)
     return statistics.median(ts)
 
 
 def c_forward(q, k, v, out, causal, threads, calls, rounds):
     return attn._attn.time_forward(q, k, v, out, None, None, None, None, causal, 0, 0, -1, -1, 0.0,
-                                   0.0, 0.0, 0, threads, calls, rounds)
+                                   0.0, 0.0, 0, threads, calls, rounds, CPU)
 
 
 def interleaved(fns, rounds):
@@ -159,14 +167,14 @@ def train(args):
     for step in range(args.steps + 2):
         for name in (impls if step % 2 == 0 else reversed(list(impls))):
             m, opt = models[name], opts[name]
-            t0 = time.perf_counter()
+            t0 = CLOCK()
             loss = F.cross_entropy(m(ids).view(-1, vocab), tgt.view(-1))
-            t1 = time.perf_counter()
+            t1 = CLOCK()
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            t2 = time.perf_counter()
+            t2 = CLOCK()
             opt.step()
-            t3 = time.perf_counter()
+            t3 = CLOCK()
             losses[name].append(loss.item())
             if step >= 2:  # the first two are warm-up
                 times[name]["forward"].append(t1 - t0)
@@ -192,7 +200,14 @@ def main():
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--train-T", type=int, default=256)
     ap.add_argument("--only", choices=["overhead", "large", "train"])
+    ap.add_argument("--cpu-time", action="store_true",
+                    help="time by the process's CPU time (divided by --threads), which leaves "
+                         "out the time other processes held the cores of this shared machine")
     args = ap.parse_args()
+    global CLOCK, CPU
+    if args.cpu_time:
+        CPU = True
+        CLOCK = lambda: time.process_time() / args.threads  # noqa: E731
     torch.set_num_threads(args.threads)
     attn.set_num_threads(args.threads)
     print("attn %s: %s" % (attn.__version__, attn.info()))

@@ -484,9 +484,9 @@ static PyObject *py_backward(PyObject *self, PyObject *args) {
     return ret;
 }
 
-static double now_s(void) {
+static double now_s(int cpu) {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(cpu ? CLOCK_PROCESS_CPUTIME_ID : CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + 1e-9 * ts.tv_nsec;
 }
 
@@ -495,14 +495,15 @@ static int cmp_double(const void *x, const void *y) {
     return (a > b) - (a < b);
 }
 
-/* time_forward(<forward's arguments>, calls, rounds): the median over
+/* time_forward(<forward's arguments>, calls, rounds, cpu): the median over
  * `rounds` of the mean seconds per attn_sdpa_forward call in a C loop of
  * `calls` calls, with no Python in between (the reference the binding's
- * own overhead is measured against; bench/bench_python.py). */
+ * own overhead is measured against; bench/bench_python.py); cpu != 0
+ * times by the process's CPU time instead of the wall clock. */
 static PyObject *py_time_forward(PyObject *self, PyObject *args) {
     sdpa_py p;
-    int calls, rounds;
-    if (!PyArg_ParseTuple(args, SDPA_FMT "ii:time_forward", SDPA_ARGS(p), &calls, &rounds))
+    int calls, rounds, cpu;
+    if (!PyArg_ParseTuple(args, SDPA_FMT "iip:time_forward", SDPA_ARGS(p), &calls, &rounds, &cpu))
         return NULL;
     if (calls < 1 || rounds < 1 || rounds > 1000) {
         PyErr_SetString(PyExc_ValueError, "time_forward: calls >= 1, rounds in [1, 1000]");
@@ -517,10 +518,10 @@ static PyObject *py_time_forward(PyObject *self, PyObject *args) {
     if (sdpa_views(&p, &a, h, 0) == 0) {
         attn_status st = ATTN_OK;
         Py_BEGIN_ALLOW_THREADS for (int r = 0; r < rounds && st == ATTN_OK; r++) {
-            double t0 = now_s();
+            double t0 = now_s(cpu);
             for (int c = 0; c < calls && st == ATTN_OK; c++)
                 st = attn_sdpa_forward(ctx, &a);
-            t[r] = (now_s() - t0) / calls;
+            t[r] = (now_s(cpu) - t0) / calls;
         }
         Py_END_ALLOW_THREADS if (st != ATTN_OK) raise_status(st, ctx, "attn_sdpa_forward");
         else {
@@ -778,8 +779,9 @@ static PyMethodDef methods[] = {
      "backward(<forward's arguments>, dout, dq, dk, dv, dmask)\n"
      "attn_sdpa_backward on the caller's memory; use attn.sdpa_backward."},
     {"time_forward", py_time_forward, METH_VARARGS,
-     "time_forward(<forward's arguments>, calls, rounds) -> seconds\n"
-     "Median over rounds of the mean time of one attn_sdpa_forward call in a C loop."},
+     "time_forward(<forward's arguments>, calls, rounds, cpu) -> seconds\n"
+     "Median over rounds of the mean time of one attn_sdpa_forward call in a C loop\n"
+     "(by the process's CPU time when cpu is true, else the wall clock)."},
     {"info", py_info, METH_NOARGS,
      "info() -> dict: version, kernel family, families, threads, GEMM."},
     {"model_open", py_model_open, METH_VARARGS,
