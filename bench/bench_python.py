@@ -17,7 +17,8 @@ Every figure is the median of --rounds rounds (each a mean over a loop);
 threads: --threads for attn and torch.set_num_threads alike. --cpu-time
 times by the process's CPU time divided by the thread count (as `attn bench
 --cpu-time`): on a loaded shared machine the wall clock mostly measures the
-scheduler.
+scheduler. With more than one thread, CPU time also counts threads that spin
+waiting (OpenMP teams, PyTorch's pool), so use it with --threads 1.
 
   PYTHONPATH=build/python python3 bench/bench_python.py [--threads N] [--rounds R]
                                                         [--only X] [--cpu-time]
@@ -52,8 +53,9 @@ def per_call(fn, calls, rounds):
 
 
 def c_forward(q, k, v, out, causal, threads, calls, rounds):
-    return attn._attn.time_forward(q, k, v, out, None, None, None, None, causal, 0, 0, -1, -1, 0.0,
-                                   0.0, 0.0, 0, threads, calls, rounds, CPU)
+    t = attn._attn.time_forward(q, k, v, out, None, None, None, None, causal, 0, 0, -1, -1, 0.0,
+                                0.0, 0.0, 0, threads, calls, rounds, CPU)
+    return t / threads if CPU else t  # as CLOCK: CPU time per thread
 
 
 def interleaved(fns, rounds):
