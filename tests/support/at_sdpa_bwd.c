@@ -42,7 +42,18 @@ static void zero_view(const attn_tensor *t) {
     at_fill_value(t, 0.0f);
 }
 
+/* Index n of 0..len-1 in increasing order, or decreasing when rev. */
+static inline int64_t ord(int64_t n, int64_t len, int rev) {
+    return rev ? len - 1 - n : n;
+}
+
 attn_status at_naive32_backward(attn_ctx *ctx, const attn_sdpa_args *a, const attn_sdpa_grads *g) {
+    return at_naive32_backward_order(ctx, a, g, 0);
+}
+
+attn_status at_naive32_backward_order(attn_ctx *ctx, const attn_sdpa_args *a,
+                                      const attn_sdpa_grads *g, int variant) {
+    const int rk = variant & 1, rr = (variant >> 1) & 1; /* reverse keys; reverse rows and dims */
     attn__sdpa_plan p;
     attn_status st = attn__sdpa_plan_make(ctx, a, 0, &p);
     if (st) return st;
@@ -59,7 +70,8 @@ attn_status at_naive32_backward(attn_ctx *ctx, const attn_sdpa_args *a, const at
     const float keep = p.dropout_p > 0.0f ? 1.0f / (1.0f - p.dropout_p) : 1.0f;
     for (int64_t b = 0; b < p.B; b++)
         for (int64_t h = 0; h < p.H; h++)
-            for (int64_t i = 0; i < p.T; i++) {
+            for (int64_t ii = 0; ii < p.T; ii++) {
+                const int64_t i = ord(ii, p.T, rr);
                 const int64_t hk = h / p.group, pos = i + p.shift;
                 const float *q = f32(&a->q, b, h, i, 0), *go = f32(&g->dout, b, h, i, 0);
                 float mx = -INFINITY;
@@ -77,8 +89,10 @@ attn_status at_naive32_backward(attn_ctx *ctx, const attn_sdpa_args *a, const at
                     }
                     const float *k = f32(&a->k, b, hk, j, 0);
                     float x = 0.0f;
-                    for (int64_t d = 0; d < p.D; d++)
+                    for (int64_t dd = 0; dd < p.D; dd++) {
+                        const int64_t d = ord(dd, p.D, rr);
                         x += q[d] * k[d];
+                    }
                     x *= p.scale;
                     if (p.softcap > 0.0f) {
                         float t = tanhf(x / p.softcap);
@@ -93,21 +107,27 @@ attn_status at_naive32_backward(attn_ctx *ctx, const attn_sdpa_args *a, const at
                 }
                 if (mx == -INFINITY) continue; /* no visible key: zero gradients */
                 float l = 0.0f;
-                for (int64_t j = 0; j < p.S; j++)
+                for (int64_t jj = 0; jj < p.S; jj++) {
+                    const int64_t j = ord(jj, p.S, rk);
                     l += s[j] == -INFINITY ? 0.0f : expf(s[j] - mx);
+                }
                 float di = 0.0f;
-                for (int64_t j = 0; j < p.S; j++) {
+                for (int64_t jj = 0; jj < p.S; jj++) {
+                    const int64_t j = ord(jj, p.S, rk);
                     pz[j] = s[j] == -INFINITY ? 0.0f : expf(s[j] - mx) / l; /* P */
                     dpz[j] = 0.0f;
                     if (pz[j] == 0.0f) continue;
                     const float *v = f32(&a->v, b, hk, j, 0);
-                    for (int64_t c = 0; c < p.Dv; c++)
+                    for (int64_t cc = 0; cc < p.Dv; cc++) {
+                        const int64_t c = ord(cc, p.Dv, rr);
                         dpz[j] += go[c] * v[c];
+                    }
                     dpz[j] *= z[j];
                     di += pz[j] * dpz[j];
                 }
                 float *dq = f32(&g->dq, b, h, i, 0);
-                for (int64_t j = 0; j < p.S; j++) {
+                for (int64_t jj = 0; jj < p.S; jj++) {
+                    const int64_t j = ord(jj, p.S, rk);
                     if (s[j] == -INFINITY) continue;
                     float ds = pz[j] * (dpz[j] - di);
                     if (g->dmask.data) *dmask_at(&g->dmask, b, h, i, j) += ds;
@@ -183,13 +203,18 @@ int at_sdpa_check_backward(attn_ctx *ctx, const attn_sdpa_args *a, at_grads *gr,
     at_sdpa_describe(a, desc, sizeof desc);
     snprintf(full, sizeof full, "%s%s%s%s", label ? label : "", label ? ": " : "", desc,
              gr->g.dmask.data ? " dmask" : "");
-    at_grads o, n;
+    at_grads o, n[AT_NAIVE_ORDERS];
     int ok = 0;
-    memset(&o, 0, sizeof o), memset(&n, 0, sizeof n);
-    if (alloc_like(&o, gr) || alloc_like(&n, gr)) {
+    memset(&o, 0, sizeof o), memset(n, 0, sizeof n);
+    if (alloc_like(&o, gr)) {
         fprintf(stderr, "out of memory in the test\n");
         goto done;
     }
+    for (int k = 0; k < AT_NAIVE_ORDERS; k++)
+        if (alloc_like(&n[k], gr)) {
+            fprintf(stderr, "out of memory in the test\n");
+            goto done;
+        }
     attn_status st = attn_sdpa_forward(ctx, a);
     if (st == ATTN_OK) st = attn_sdpa_backward(ctx, a, &gr->g);
     if (st != ATTN_OK) {
@@ -201,16 +226,24 @@ int at_sdpa_check_backward(attn_ctx *ctx, const attn_sdpa_args *a, at_grads *gr,
         fprintf(stderr, "oracle failed (%s) in case: %s\n", attn_ctx_last_error(ctx), full);
         goto done;
     }
-    if ((st = at_naive32_backward(ctx, a, &n.g)) != ATTN_OK) {
-        fprintf(stderr, "naive32 failed (%s) in case: %s\n", attn_ctx_last_error(ctx), full);
-        goto done;
-    }
+    /* the plain fp32 error is the worst of several summation orders: one
+     * order is one draw of rounding luck (sums over many rows of a GQA
+     * group or a broadcast dmask make that luck matter) */
+    for (int k = 0; k < AT_NAIVE_ORDERS; k++)
+        if ((st = at_naive32_backward_order(ctx, a, &n[k].g, k)) != ATTN_OK) {
+            fprintf(stderr, "naive32 failed (%s) in case: %s\n", attn_ctx_last_error(ctx), full);
+            goto done;
+        }
+    const attn_tensor *ndq[AT_NAIVE_ORDERS], *ndk[AT_NAIVE_ORDERS], *ndv[AT_NAIVE_ORDERS],
+        *ndm[AT_NAIVE_ORDERS];
+    for (int k = 0; k < AT_NAIVE_ORDERS; k++)
+        ndq[k] = &n[k].g.dq, ndk[k] = &n[k].g.dk, ndv[k] = &n[k].g.dv, ndm[k] = &n[k].g.dmask;
     at_stats s;
-    ok = at_check("dq", full, seed, &gr->g.dq, &o.g.dq, &n.g.dq, &s) &&
-         at_check("dk", full, seed, &gr->g.dk, &o.g.dk, &n.g.dk, &s) &&
-         at_check("dv", full, seed, &gr->g.dv, &o.g.dv, &n.g.dv, &s);
+    ok = at_check_n("dq", full, seed, &gr->g.dq, &o.g.dq, ndq, AT_NAIVE_ORDERS, &s) &&
+         at_check_n("dk", full, seed, &gr->g.dk, &o.g.dk, ndk, AT_NAIVE_ORDERS, &s) &&
+         at_check_n("dv", full, seed, &gr->g.dv, &o.g.dv, ndv, AT_NAIVE_ORDERS, &s);
     if (ok && gr->g.dmask.data)
-        ok = at_check("dmask", full, seed, &gr->g.dmask, &o.g.dmask, &n.g.dmask, &s);
+        ok = at_check_n("dmask", full, seed, &gr->g.dmask, &o.g.dmask, ndm, AT_NAIVE_ORDERS, &s);
     if (ok && (!at_buf_padding_intact(&gr->dq) || !at_buf_padding_intact(&gr->dk) ||
                !at_buf_padding_intact(&gr->dv) || !at_buf_padding_intact(&gr->dmask))) {
         fprintf(stderr, "  ... in case: %s (seed %llu)\n", full,
@@ -219,7 +252,9 @@ int at_sdpa_check_backward(attn_ctx *ctx, const attn_sdpa_args *a, at_grads *gr,
     }
 done:
     at_buf_free(&o.dq), at_buf_free(&o.dk), at_buf_free(&o.dv), at_buf_free(&o.dmask);
-    at_buf_free(&n.dq), at_buf_free(&n.dk), at_buf_free(&n.dv), at_buf_free(&n.dmask);
+    for (int k = 0; k < AT_NAIVE_ORDERS; k++)
+        at_buf_free(&n[k].dq), at_buf_free(&n[k].dk), at_buf_free(&n[k].dv),
+            at_buf_free(&n[k].dmask);
     return ok;
 }
 

@@ -11,6 +11,13 @@
  * fp32 accumulation, D_i = rowsum(P ∘ dPz). Overwrites g's dq, dk, dv and
  * dmask. Returns the library's validation status. */
 attn_status at_naive32_backward(attn_ctx *ctx, const attn_sdpa_args *a, const attn_sdpa_grads *g);
+/* The same with its sums in another order (variant 0..3: keys forward or
+ * reverse (bit 0); rows, and the dot products' dims, forward or reverse
+ * (bit 1)): other plain fp32 implementations, other draws of the rounding.
+ * at_sdpa_check_backward takes the largest error of AT_NAIVE_ORDERS of
+ * them, as the forward's check does. */
+attn_status at_naive32_backward_order(attn_ctx *ctx, const attn_sdpa_args *a,
+                                      const attn_sdpa_grads *g, int variant);
 
 /* Owned gradient views: dout (filled uniform in [-1, 1) from r), dq, dk, dv
  * in the given layout (sentinel-filled) and, with want_dmask, a dmask of the
