@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include "at_bert.h"
+#include "attn_test.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -161,26 +162,11 @@ static void free_ids(int32_t **ids, int64_t n) {
     free(ids);
 }
 
-/* Compare got (float) with the f64 oracle under the 2x-naive-f32 rule. */
-static void check_close(const char *what, const float *got, const double *ref, const float *f32,
-                        int64_t n, uint64_t seed) {
-    double err = 0.0, err32 = 0.0;
-    int64_t worst = 0;
-    for (int64_t i = 0; i < n; i++) {
-        double e = fabs((double)got[i] - ref[i]);
-        if (!(e <= err)) err = e, worst = i;
-        err32 = fmax(err32, fabs((double)f32[i] - ref[i]));
-    }
-    double tol = 2.0 * err32 + 1e-6;
-    if (!(err <= tol)) {
-        fprintf(stderr,
-                "%s (seed %llu): max error %.3g > tolerance %.3g at %lld: got %.9g, "
-                "oracle %.9g\n",
-                what, (unsigned long long)seed, err, tol, (long long)worst, (double)got[worst],
-                ref[worst]);
-        fail();
-    }
-}
+/* the 2x-plain-f32 rule on arrays (tests/support) */
+#define check_close(what, got, ref, f32, n, seed)                                                  \
+    do {                                                                                           \
+        if (!at_check_f64(what, got, ref, f32, n, seed)) fail();                                   \
+    } while (0)
 
 static void run_encode_case(int64_t E, int64_t H, int64_t I, int64_t layers, const int64_t *len,
                             int64_t n, uint64_t seed) {

@@ -381,3 +381,21 @@ int at_bitwise_equal(const char *what, const char *label, const attn_tensor *x,
     }
     return 1;
 }
+
+int at_check_f64(const char *what, const float *got, const double *ref, const float *f32, int64_t n,
+                 uint64_t seed) {
+    double err = 0.0, err32 = 0.0;
+    int64_t worst = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double e = fabs((double)got[i] - ref[i]);
+        if (!(e <= err)) err = e, worst = i;
+        err32 = fmax(err32, fabs((double)f32[i] - ref[i]));
+    }
+    double tol = 2.0 * err32 + 1e-6;
+    if (at_verbose()) fprintf(stderr, "%s: max error %.3g (plain f32 %.3g)\n", what, err, err32);
+    if (err <= tol) return 1;
+    fprintf(
+        stderr, "%s (seed %llu): max error %.3g > tolerance %.3g at %lld: got %.9g, oracle %.9g\n",
+        what, (unsigned long long)seed, err, tol, (long long)worst, (double)got[worst], ref[worst]);
+    return 0;
+}

@@ -132,6 +132,13 @@ int at_check_n(const char *what, const char *label, uint64_t seed, const attn_te
                const attn_tensor *oracle, const attn_tensor *const *naive, int nnaive,
                at_stats *st);
 
+/* The same rule on plain arrays with a float64 oracle: max |got - ref| <=
+ * 2 * max |f32 - ref| + 1e-6 over n elements. Returns 1 on pass; on failure
+ * prints what, the seed, the first worst index and its values, and returns
+ * 0. ATTN_TEST_VERBOSE prints both errors. */
+int at_check_f64(const char *what, const float *got, const double *ref, const float *f32, int64_t n,
+                 uint64_t seed);
+
 /* 1 if two F32 views of the same shape are bitwise identical; else prints the
  * first difference and returns 0. */
 int at_bitwise_equal(const char *what, const char *label, const attn_tensor *x,
