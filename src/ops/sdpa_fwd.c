@@ -92,11 +92,8 @@ static void tile(const attn__sdpa_plan *p, const geom *g, const strip *st, int64
  * segments, cut to the block (today's rules give one run). */
 static void strip_block(const attn__sdpa_plan *p, const geom *g, const strip *st, int64_t kb,
                         int64_t ke, float *s) {
-    const attn__strip_mask *sm = &st->sm;
-    for (int k = 0; k < sm->nseg;) {
-        int64_t a = sm->seg[k].a, e = sm->seg[k].b;
-        while (++k < sm->nseg && sm->seg[k].a == e)
-            e = sm->seg[k].b;
+    int k = 0;
+    for (int64_t a, e; attn__mask_next_run(&st->sm, &k, &a, &e);) {
         int64_t ca = ATTN_MAX(kb, a), cb = ATTN_MIN(ke, e);
         if (ca < cb) tile(p, g, st, ca, cb, s);
     }

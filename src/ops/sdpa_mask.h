@@ -102,6 +102,16 @@ static inline int attn__mask_has_mods(const attn__sdpa_plan *p) {
 void attn__mask_strip(const attn__sdpa_plan *p, int64_t b, int64_t h, int64_t i0, int mr,
                       attn__strip_mask *sm);
 
+/* The next run of adjacent segments from segment *k: keys [*a, *e), with *k
+ * moved past it; 0 when none is left. The forward's tiles lie within runs. */
+static inline int attn__mask_next_run(const attn__strip_mask *sm, int *k, int64_t *a, int64_t *e) {
+    if (*k >= sm->nseg) return 0;
+    *a = sm->seg[*k].a, *e = sm->seg[*k].b;
+    while (++*k < sm->nseg && sm->seg[*k].a == *e)
+        *e = sm->seg[*k].b;
+    return 1;
+}
+
 /* First and one-past-last visible key of the strip (nseg > 0). */
 static inline int64_t attn__mask_first(const attn__strip_mask *sm) {
     return sm->seg[0].a;

@@ -49,11 +49,9 @@ static void probs_strip(const probs_job *jb, int64_t r0, float *ws) {
     ar->fwd.pack_q(p->q + b * p->qs[0] + h * p->qs[1] + i0 * p->qs[2], p->qs[2], mr, R, (int)p->D,
                    p->scale, qt);
     const float *kb = p->k + b * p->ks[0] + (h / p->group) * p->ks[1];
-    for (int k = 0; k < sm.nseg; k++) {
-        /* the forward's tiles: runs of adjacent segments cut at multiples of bk */
-        int64_t a = sm.seg[k].a, e = sm.seg[k].b;
-        while (k + 1 < sm.nseg && sm.seg[k + 1].a == e)
-            e = sm.seg[++k].b;
+    /* the forward's tiles: runs of adjacent segments cut at multiples of bk */
+    int k = 0;
+    for (int64_t a, e; attn__mask_next_run(&sm, &k, &a, &e);) {
         for (int64_t ca = a; ca < e;) {
             int64_t cb = ATTN_MIN(e, (ca / ar->bk + 1) * ar->bk);
             int n = (int)(cb - ca);

@@ -24,9 +24,6 @@ typedef struct bench_opts {
     int block;     /* its block size */
 } bench_opts;
 
-static float g_density; /* --density, --block: every case of the run */
-static int g_block = 128;
-
 typedef struct peak_entry {
     const char *arch;
     int threads;
@@ -97,6 +94,8 @@ static void fill(float *x, size_t n, uint32_t seed) {
 typedef struct bench_case {
     long B, H, T, S, D, Dv;
     int causal, threads, backward;
+    float density; /* > 0: a random block-sparse layout (--density) */
+    int block;     /* its block size (--block) */
 } bench_case;
 
 static void *xcalloc(size_t n) {
@@ -131,9 +130,9 @@ static int run_case(attn_ctx *ctx, const bench_case *c, long reps, double *ms_ou
     a.causal = c->causal;
     /* a random block layout (fixed seed) of the requested density */
     attn_sdpa_layout lay = {0};
-    if (g_density > 0.0f) {
-        lay.bq = lay.bk = g_block;
-        lay.nqb = (c->T + g_block - 1) / g_block, lay.nkb = (c->S + g_block - 1) / g_block;
+    if (c->density > 0.0f) {
+        lay.bq = lay.bk = c->block;
+        lay.nqb = (c->T + c->block - 1) / c->block, lay.nkb = (c->S + c->block - 1) / c->block;
         blocks = malloc((size_t)(lay.nqb * lay.nkb));
         if (!blocks) {
             rc = attn_cli_error(1, "out of memory for the layout");
@@ -142,7 +141,7 @@ static int run_case(attn_ctx *ctx, const bench_case *c, long reps, double *ms_ou
         uint32_t x = 12345u;
         for (int64_t e = 0; e < lay.nqb * lay.nkb; e++) {
             x ^= x << 13, x ^= x >> 17, x ^= x << 5;
-            blocks[e] = (double)x / 4294967296.0 < (double)g_density;
+            blocks[e] = (double)x / 4294967296.0 < (double)c->density;
         }
         lay.blocks = blocks;
         a.layout = &lay;
@@ -297,8 +296,7 @@ int attn_cmd_bench(int argc, char **argv) {
     int prc = parse_args(argc, argv, &o);
     if (prc >= 0) return prc;
     g_cpu_clock = o.cpu_time;
-    g_density = o.density;
-    if (o.block) g_block = o.block;
+    const int block = o.block ? o.block : 128;
 
     attn_ctx *ctx = NULL;
     int rc_ctx = attn_cli_ctx(&ctx, 0);
@@ -315,11 +313,13 @@ int attn_cmd_bench(int argc, char **argv) {
             for (int di = 0; di < 2; di++)
                 for (int c = o.causal; c < 2; c++) /* --causal: causal cases only */
                     for (int t = 0; t < 4; t++)
-                        cases[ncase++] = (bench_case){o.B,    o.H, Ts[t],  Ts[t],     Ds[di],
-                                                      Ds[di], c,   tl[ti], o.backward};
+                        cases[ncase++] =
+                            (bench_case){o.B, o.H,    Ts[t],      Ts[t],     Ds[di], Ds[di],
+                                         c,   tl[ti], o.backward, o.density, block};
     } else {
-        cases[ncase++] = (bench_case){
-            o.B, o.H, o.T, o.S, o.D, o.Dv, o.causal, o.threads ? o.threads : all, o.backward};
+        cases[ncase++] = (bench_case){o.B,        o.H,       o.T,      o.S,
+                                      o.D,        o.Dv,      o.causal, o.threads ? o.threads : all,
+                                      o.backward, o.density, block};
     }
 
     peak_entry peaks[128];
