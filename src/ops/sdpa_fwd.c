@@ -184,10 +184,9 @@ static attn_status sdpa_forward(attn_ctx *ctx, const attn_sdpa_args *a) {
 
     const geom g = {&ctx->arch->fwd, ctx->arch->mr, ctx->arch->bk};
     const int64_t MR = g.MR;
-    /* Rows are cut into spans, and each span into strips of MR rows (the
-     * last shorter): one span [0, T), or, under a layout, one per query
-     * block, so no strip straddles two blocks' rows of the layout. */
-    const int64_t span = p.lay ? p.lbq : p.T, nspan = (p.T + span - 1) / span;
+    /* Rows are cut into spans (attn__row_span), and each span into strips
+     * of MR rows, the last shorter. */
+    const int64_t span = attn__row_span(&p), nspan = (p.T + span - 1) / span;
     const int64_t sps = (ATTN_MIN(span, p.T) + MR - 1) / MR; /* strips of a full span */
     const int64_t nqb = nspan * sps;                         /* strips per (batch, head), at most */
     /* Strips per task: as many as fit ATTN_G_BYTES, fewer when the threads

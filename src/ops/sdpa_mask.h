@@ -77,13 +77,18 @@ static inline int64_t attn__mask_off(const attn__sdpa_plan *p, int64_t b, int64_
     return b * p->msb + h * p->msh + i * p->mst + j;
 }
 
+/* Query rows come in spans no strip may straddle: one span [0, T), or under
+ * a layout one per query block (a strip's key blocks are then its own
+ * block's, and full ones need no mask). */
+static inline int64_t attn__row_span(const attn__sdpa_plan *p) {
+    return p->lay ? p->lbq : ATTN_MAX(p->T, 1);
+}
+
 /* Start of the strip after the one at row i0, for strips of R rows: i0 + R,
- * cut at the next query-block edge under a layout (so no strip straddles
- * two blocks' rows of the layout), and at T. */
+ * cut at the end of its span and at T. */
 static inline int64_t attn__strip_next(const attn__sdpa_plan *p, int64_t R, int64_t i0) {
-    int64_t e = i0 + R;
-    if (p->lay) e = ATTN_MIN(e, (i0 / p->lbq + 1) * p->lbq);
-    return ATTN_MIN(e, p->T);
+    const int64_t span = attn__row_span(p);
+    return ATTN_MIN(ATTN_MIN(i0 + R, (i0 / span + 1) * span), p->T);
 }
 
 /* Keys query i of (b, h) can see by the interval rules and the layout (not
