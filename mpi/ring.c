@@ -481,3 +481,39 @@ void attn__ring_end(ring *r) {
     r->st.total_s = attn__ring_now() - r->t0;
     r->st.steps = r->P;
 }
+
+/* Rows per compute block: a few blocks per chunk, so MPI is called often
+ * enough to move the next chunk while this one is computed. */
+int64_t attn__ring_block(const ring *r) {
+    int64_t m = r->ql[0] > r->ql[1] ? r->ql[0] : r->ql[1];
+    int64_t b = (m + 3) / 4;
+    return b < 128 ? (m < 128 ? (m > 0 ? m : 1) : 128) : b;
+}
+
+attn_status attn__ring_each_pair(ring *r, const attn_sdpa_args *a, int src, float *kv, int32_t *kvl,
+                                 ring_pair_fn fn, void *u) {
+    int64_t ks[2], kl[2], blk = attn__ring_block(r);
+    attn__ring_kchunks(r, src, ks, kl);
+    const int64_t Sr = kl[0] + kl[1];
+    attn_tensor K = attn__ring_kview(r, kv, Sr, r->D, 0), V = attn__ring_kview(r, kv, Sr, r->Dv, 1);
+    attn_status st = ATTN_OK;
+    for (int c = 0; c < 2 && !st; c++)
+        for (int64_t b0 = 0; b0 < r->ql[c] && !st; b0 += blk) {
+            int64_t tq = r->ql[c] - b0 < blk ? r->ql[c] - b0 : blk;
+            int64_t qloc = (c ? r->ql[0] : 0) + b0;
+            for (int kc = 0; kc < 2 && !st; kc++) {
+                ring_pair p;
+                if (!attn__ring_pair(r, a, r->qs[c] + b0, tq, ks[kc], kl[kc], &p)) continue;
+                ring_visit v = {a, &p, NULL, qloc + p.i0, (kc ? kl[0] : 0) + p.j0, ks[kc] + p.j0};
+                attn_sdpa_args b = attn__ring_pair_args(r, a, &p, v.kpos, kvl);
+                b.q = attn__ring_rows(a->q, v.q0, p.tq);
+                b.k = attn__ring_rows(K, v.kloc, p.sk);
+                b.v = attn__ring_rows(V, v.kloc, p.sk);
+                b.mask = attn__ring_mask(a->mask, v.q0, p.tq, v.kpos, p.sk);
+                v.b = &b;
+                st = fn(r, &v, u);
+                attn__ring_poke(r);
+            }
+        }
+    return st;
+}

@@ -91,4 +91,23 @@ double attn__ring_cpu(void); /* process CPU time, s */
  * backward's summation order is fixed for a fixed P). */
 int64_t attn__ring_block(const ring *r);
 
+/* One (query block, key chunk) pair being visited: its arguments b with
+ * q, k, v and the mask sliced (out and lse left to the visitor), the
+ * pair's first query row in the rank's buffers (q0), its first key row in
+ * the chunk buffer (kloc) and that key's position in the sequence (kpos). */
+typedef struct ring_visit {
+    const attn_sdpa_args *a;
+    const ring_pair *p;
+    attn_sdpa_args *b;
+    int64_t q0, kloc, kpos;
+} ring_visit;
+typedef attn_status (*ring_pair_fn)(ring *r, const ring_visit *v, void *u);
+
+/* Call fn for every pair of the rank's query blocks (attn__ring_block rows)
+ * with the key chunks of rank src (kv: the chunk's packed [K | V]), letting
+ * MPI progress after each; stops at the first error. The forward and the
+ * backward both walk the pairs through it. */
+attn_status attn__ring_each_pair(ring *r, const attn_sdpa_args *a, int src, float *kv, int32_t *kvl,
+                                 ring_pair_fn fn, void *u);
+
 #endif /* ATTN_MPI_RING_H */

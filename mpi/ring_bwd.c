@@ -43,49 +43,48 @@ typedef struct bwd_bufs {
     int32_t *kvl;
 } bwd_bufs;
 
-/* Gradients of every (query block, key chunk of src) pair: dq into g->dq,
- * dk and dv into dkv (the chunk's packed [dK | dV], zeroed by the caller). */
+/* One pair's gradients: dq added into g->dq, dk and dv into the chunk's
+ * packed [dK | dV] (zeroed by the caller). */
+typedef struct bwd_visit {
+    const attn_sdpa_grads *g;
+    attn_tensor dK, dV;
+    bwd_bufs *w;
+} bwd_visit;
+
+static attn_status grad_pair(ring *r, const ring_visit *v, void *u) {
+    const bwd_visit *x = u;
+    const attn_sdpa_grads *g = x->g;
+    bwd_bufs *w = x->w;
+    const int64_t tq = v->p->tq, sk = v->p->sk, q0 = v->q0;
+    attn_sdpa_args *b = v->b;
+    b->out = attn__ring_rows(v->a->out, q0, tq);
+    b->lse = attn__ring_rows(v->a->lse, q0, tq);
+    attn_sdpa_grads gp;
+    memset(&gp, 0, sizeof gp);
+    gp.dout = attn__ring_rows(g->dout, q0, tq);
+    gp.dq = attn_tensor_f32_4d(w->tdq, r->B, r->H, tq, r->D);
+    gp.dk = attn_tensor_f32_4d(w->tdk, r->B, r->Hkv, sk, r->D);
+    gp.dv = attn_tensor_f32_4d(w->tdv, r->B, r->Hkv, sk, r->Dv);
+    /* each (row, key) is in one pair only: the library writes its part of
+     * dmask, the rest stays as zeroed */
+    gp.dmask = attn__ring_mask(g->dmask, q0, tq, v->kpos, sk);
+    attn_status st = attn_sdpa_backward(r->ctx, b, &gp);
+    if (st) return st;
+    add_rows(&g->dq, q0, w->tdq, r->B, r->H, tq, r->D);
+    add_rows(&x->dK, v->kloc, w->tdk, r->B, r->Hkv, sk, r->D);
+    add_rows(&x->dV, v->kloc, w->tdv, r->B, r->Hkv, sk, r->Dv);
+    return ATTN_OK;
+}
+
+/* Gradients of every (query block, key chunk of src) pair. */
 static attn_status grad_chunk(ring *r, const attn_sdpa_args *a, const attn_sdpa_grads *g, int src,
                               float *kv, float *dkv, bwd_bufs *w) {
-    int64_t ks[2], kl[2], blk = attn__ring_block(r);
+    int64_t ks[2], kl[2];
     attn__ring_kchunks(r, src, ks, kl);
-    int64_t Sr = kl[0] + kl[1];
-    attn_tensor K = attn__ring_kview(r, kv, Sr, r->D, 0), V = attn__ring_kview(r, kv, Sr, r->Dv, 1);
-    attn_tensor dK = attn__ring_kview(r, dkv, Sr, r->D, 0);
-    attn_tensor dV = attn__ring_kview(r, dkv, Sr, r->Dv, 1);
-    attn_status st = ATTN_OK;
-    for (int c = 0; c < 2 && !st; c++)
-        for (int64_t b0 = 0; b0 < r->ql[c] && !st; b0 += blk) {
-            int64_t tq = r->ql[c] - b0 < blk ? r->ql[c] - b0 : blk;
-            int64_t qloc = (c ? r->ql[0] : 0) + b0;
-            for (int kc = 0; kc < 2 && !st; kc++) {
-                ring_pair p;
-                if (!attn__ring_pair(r, a, r->qs[c] + b0, tq, ks[kc], kl[kc], &p)) continue;
-                int64_t kloc = (kc ? kl[0] : 0) + p.j0, q0 = qloc + p.i0, kpos = ks[kc] + p.j0;
-                attn_sdpa_args b = attn__ring_pair_args(r, a, &p, kpos, w->kvl);
-                b.q = attn__ring_rows(a->q, q0, p.tq);
-                b.k = attn__ring_rows(K, kloc, p.sk);
-                b.v = attn__ring_rows(V, kloc, p.sk);
-                b.mask = attn__ring_mask(a->mask, q0, p.tq, kpos, p.sk);
-                b.out = attn__ring_rows(a->out, q0, p.tq);
-                b.lse = attn__ring_rows(a->lse, q0, p.tq);
-                attn_sdpa_grads gp;
-                memset(&gp, 0, sizeof gp);
-                gp.dout = attn__ring_rows(g->dout, q0, p.tq);
-                gp.dq = attn_tensor_f32_4d(w->tdq, r->B, r->H, p.tq, r->D);
-                gp.dk = attn_tensor_f32_4d(w->tdk, r->B, r->Hkv, p.sk, r->D);
-                gp.dv = attn_tensor_f32_4d(w->tdv, r->B, r->Hkv, p.sk, r->Dv);
-                /* each (row, key) is in one pair only: the library writes its
-                 * part of dmask, the rest stays as zeroed */
-                gp.dmask = attn__ring_mask(g->dmask, q0, p.tq, kpos, p.sk);
-                if ((st = attn_sdpa_backward(r->ctx, &b, &gp))) break;
-                add_rows(&g->dq, q0, w->tdq, r->B, r->H, p.tq, r->D);
-                add_rows(&dK, kloc, w->tdk, r->B, r->Hkv, p.sk, r->D);
-                add_rows(&dV, kloc, w->tdv, r->B, r->Hkv, p.sk, r->Dv);
-                attn__ring_poke(r);
-            }
-        }
-    return st;
+    const int64_t Sr = kl[0] + kl[1];
+    bwd_visit x = {g, attn__ring_kview(r, dkv, Sr, r->D, 0), attn__ring_kview(r, dkv, Sr, r->Dv, 1),
+                   w};
+    return attn__ring_each_pair(r, a, src, kv, w->kvl, grad_pair, &x);
 }
 
 attn_status attn_ring_backward(attn_ctx *ctx, MPI_Comm comm, attn_ring_layout layout,

@@ -10,46 +10,22 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Rows per compute block: a few blocks per chunk, so MPI is called often
- * enough to move the next chunk while this one is computed. */
-int64_t attn__ring_block(const ring *r) {
-    int64_t m = r->ql[0] > r->ql[1] ? r->ql[0] : r->ql[1];
-    int64_t b = (m + 3) / 4;
-    return b < 128 ? (m < 128 ? (m > 0 ? m : 1) : 128) : b;
-}
+/* One pair into the rank's result: its partial (out, lse) merged in. */
+typedef struct fwd_bufs {
+    float *pout, *plse;
+} fwd_bufs;
 
-/* Every pair of (query block, key chunk of src) into the rank's result. */
-static attn_status attend_chunk(ring *r, const attn_sdpa_args *a, int src, float *kv, float *pout,
-                                float *plse, int32_t *kvl) {
-    int64_t ks[2], kl[2], blk = attn__ring_block(r);
-    attn__ring_kchunks(r, src, ks, kl);
-    int64_t Sr = kl[0] + kl[1];
-    attn_tensor K = attn__ring_kview(r, kv, Sr, r->D, 0), V = attn__ring_kview(r, kv, Sr, r->Dv, 1);
-    attn_status st = ATTN_OK;
-    for (int c = 0; c < 2 && !st; c++)
-        for (int64_t b0 = 0; b0 < r->ql[c] && !st; b0 += blk) {
-            int64_t tq = r->ql[c] - b0 < blk ? r->ql[c] - b0 : blk;
-            int64_t qloc = (c ? r->ql[0] : 0) + b0;
-            for (int kc = 0; kc < 2 && !st; kc++) {
-                ring_pair p;
-                if (!attn__ring_pair(r, a, r->qs[c] + b0, tq, ks[kc], kl[kc], &p)) continue;
-                int64_t kloc = (kc ? kl[0] : 0) + p.j0, q0 = qloc + p.i0;
-                attn_sdpa_args b = attn__ring_pair_args(r, a, &p, ks[kc] + p.j0, kvl);
-                b.q = attn__ring_rows(a->q, q0, p.tq);
-                b.k = attn__ring_rows(K, kloc, p.sk);
-                b.v = attn__ring_rows(V, kloc, p.sk);
-                b.mask = attn__ring_mask(a->mask, q0, p.tq, ks[kc] + p.j0, p.sk);
-                b.out = attn_tensor_f32_4d(pout, r->B, r->H, p.tq, r->Dv);
-                int64_t ls[3] = {r->B, r->H, p.tq};
-                b.lse = attn_tensor_make(plse, ATTN_F32, 3, ls);
-                if ((st = attn_sdpa_forward(r->ctx, &b))) break;
-                attn_tensor outs[2] = {attn__ring_rows(a->out, q0, p.tq), b.out};
-                attn_tensor lses[2] = {attn__ring_rows(a->lse, q0, p.tq), b.lse};
-                st = attn_sdpa_merge(r->ctx, 2, outs, lses, outs[0], lses[0]);
-                attn__ring_poke(r);
-            }
-        }
-    return st;
+static attn_status attend_pair(ring *r, const ring_visit *v, void *u) {
+    const fwd_bufs *w = u;
+    attn_sdpa_args *b = v->b;
+    const int64_t tq = v->p->tq, ls[3] = {r->B, r->H, tq};
+    b->out = attn_tensor_f32_4d(w->pout, r->B, r->H, tq, r->Dv);
+    b->lse = attn_tensor_make(w->plse, ATTN_F32, 3, ls);
+    attn_status st = attn_sdpa_forward(r->ctx, b);
+    if (st) return st;
+    attn_tensor outs[2] = {attn__ring_rows(v->a->out, v->q0, tq), b->out};
+    attn_tensor lses[2] = {attn__ring_rows(v->a->lse, v->q0, tq), b->lse};
+    return attn_sdpa_merge(r->ctx, 2, outs, lses, outs[0], lses[0]);
 }
 
 attn_status attn_ring_forward(attn_ctx *ctx, MPI_Comm comm, attn_ring_layout layout,
@@ -115,7 +91,9 @@ attn_status attn_ring_forward(attn_ctx *ctx, MPI_Comm comm, attn_ring_layout lay
                                                        row * attn__ring_krows(&r, src)))))
                 break;
             double t = attn__ring_now(), c1 = attn__ring_cpu();
-            if (!cst) cst = attend_chunk(&r, &b, src, kv[cur], pout, plse, kvl);
+            if (!cst)
+                cst = attn__ring_each_pair(&r, &b, src, kv[cur], kvl, attend_pair,
+                                           &(fwd_bufs){pout, plse});
             r.st.compute_s += attn__ring_now() - t;
             r.st.work_cpu_s += attn__ring_cpu() - c1;
             if ((st = attn__ring_wait(&r, RING_KV_RECV)) ||
