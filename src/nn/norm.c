@@ -74,3 +74,23 @@ void attn__gelu_backward(const float *x, const float *dy, float *dx, int64_t n) 
         dx[i] = dy[i] * (cdf + x[i] * pdf);
     }
 }
+
+/* GELU, tanh form: g(x) = 0.5 x (1 + tanh(u)), u = c (x + a x^3),
+ * c = sqrt(2/pi), a = 0.044715, in fp32 as PyTorch's approximate='tanh'. */
+void attn__gelu_tanh_forward(float *x, int64_t n) {
+    const float c = 0.79788456080286535588f, a = 0.044715f;
+    for (int64_t i = 0; i < n; i++) {
+        float v = x[i];
+        x[i] = 0.5f * v * (1.0f + tanhf(c * (v + a * v * v * v)));
+    }
+}
+
+/* g'(x) = 0.5 (1 + t) + 0.5 x (1 - t^2) c (1 + 3 a x^2), t = tanh(u). */
+void attn__gelu_tanh_backward(const float *x, const float *dy, float *dx, int64_t n) {
+    const float c = 0.79788456080286535588f, a = 0.044715f;
+    for (int64_t i = 0; i < n; i++) {
+        float v = x[i], t = tanhf(c * (v + a * v * v * v));
+        float d = 0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * c * (1.0f + 3.0f * a * v * v);
+        dx[i] = dy[i] * d;
+    }
+}
