@@ -88,11 +88,11 @@ attn_status attn__kv_cache_write(attn_ctx *ctx, attn__kv_cache *c, int64_t B, in
 typedef struct attn__mha_block {
     attn__heads heads;
     int64_t E, KV;
-    int64_t kdim;               /* cross-attention only: width of x_kv rows (0: E) */
     const float *w_qkv, *b_qkv; /* [E + 2KV, E], [E + 2KV] (NULL: no bias): Wq, Wk, Wv stacked;
                                  * cross-attention with kdim != E: Wq [E, E] then
                                  * [Wk; Wv] [2KV, kdim] back to back */
     const float *w_out, *b_out; /* [E, E], [E] (NULL: no bias) */
+    int64_t kdim;               /* cross-attention only: width of x_kv rows (0: E) */
 } attn__mha_block;
 
 /* Inputs of one attention of a padded batch. */
