@@ -4,12 +4,11 @@
  *   scripts/make_nn_bwd_fixtures.py (tests/data/nn_bwd): a pre-LN GPT-2
  *   block (causal, GELU-tanh), the same with T = 1 and H = 1, a grouped-head
  *   block with E = 20 (exact GELU), a post-LN BERT block over a padded
- *   batch, a pre-LN decoder layer with cross-attention to encoder states of
- *   another length and width (padded encoder rows), and token + position
- *   embedding -> GPT block -> final LayerNorm -> tied head -> mean
- *   cross-entropy with ignore_index. Outputs, dx, the encoder's gradient and
- *   every parameter gradient are checked against PyTorch in float64 with the
- *   project's rule, PyTorch's own float32 run as the plain fp32
+ *   batch, a post-LN block with an additive float mask and GQA, a pre-LN decoder layer with
+ * cross-attention to encoder states of another length and width (padded encoder rows), and token +
+ * position embedding -> GPT block -> final LayerNorm -> tied head -> mean cross-entropy with
+ * ignore_index. Outputs, dx, the encoder's gradient and every parameter gradient are checked
+ * against PyTorch in float64 with the project's rule, PyTorch's own float32 run as the plain fp32
  *   implementation: max |attn - f64| <= 2 max |torch32 - f64| + 1e-6.
  * - Float64 finite differences for the pieces whose float64 forward is a few
  *   lines here: softmax cross-entropy (with ignore_index and huge logits),
@@ -253,8 +252,9 @@ static void run_layer_case(const char *name) {
     int32_t *len = NULL;
     if (attn_safetensors_find(f.st, "in.len") >= 0) len = fx_view(&f, "in.len").data;
     const attn__batch bt = {B, T, len};
-    attn_tensor none;
-    memset(&none, 0, sizeof none);
+    attn_tensor mask; /* an additive float mask [T, T], or none */
+    memset(&mask, 0, sizeof mask);
+    if (attn_safetensors_find(f.st, "in.mask") >= 0) mask = fx_view(&f, "in.mask");
 
     float *x = falloc(N * E), *x2 = falloc(N * E);
     memcpy(x, fx_in(&f, "x", NULL), (size_t)(N * E) * sizeof(float));
@@ -263,11 +263,11 @@ static void run_layer_case(const char *name) {
     float *scr = falloc(attn__layer_bwd_floats(L, B, T));
     attn__layer_act act;
     attn__layer_act_bind(L, B, T, actm, &act);
-    assert_int_equal(attn__layer_forward_train(at_ctx, L, &bt, x, none, &act), ATTN_OK);
+    assert_int_equal(attn__layer_forward_train(at_ctx, L, &bt, x, mask, &act), ATTN_OK);
 
     /* the inference forward gives the same bits */
     attn__layer_ws ws = {falloc(N * (E + 2 * L->attn.KV)), falloc(N * E), falloc(N * I)};
-    assert_int_equal(attn__layer_forward(at_ctx, L, &bt, x2, none, NULL, &ws), ATTN_OK);
+    assert_int_equal(attn__layer_forward(at_ctx, L, &bt, x2, mask, NULL, &ws), ATTN_OK);
     for (int64_t r = 0; r < N; r++)
         if (!attn__batch_padded(&bt, r))
             assert_memory_equal(x + r * E, x2 + r * E, (size_t)E * sizeof(float));
@@ -279,7 +279,7 @@ static void run_layer_case(const char *name) {
 
     float *dx = falloc(N * E);
     memcpy(dx, fx_in(&f, "dy", NULL), (size_t)(N * E) * sizeof(float));
-    assert_int_equal(attn__layer_backward(at_ctx, L, &bt, none, &act, dx, &lf.g, scr), ATTN_OK);
+    assert_int_equal(attn__layer_backward(at_ctx, L, &bt, mask, &act, dx, &lf.g, scr), ATTN_OK);
     fx_check(&f, "dx", dx, N * E);
     check_layer(&f, "", &lf);
     int fails = f.fails;
@@ -303,6 +303,10 @@ static void test_gqa_block(void **s) {
 static void test_bert_block_padded(void **s) {
     (void)s;
     run_layer_case("bert");
+}
+static void test_masked_block(void **s) {
+    (void)s;
+    run_layer_case("masked");
 }
 
 /* ---- decoder layer with cross-attention --------------------------------- */
@@ -794,9 +798,10 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gpt_block),     cmocka_unit_test(test_gpt_block_t1),
         cmocka_unit_test(test_gqa_block),     cmocka_unit_test(test_bert_block_padded),
-        cmocka_unit_test(test_decoder_cross), cmocka_unit_test(test_lm_head_loss),
-        cmocka_unit_test(test_softmax_ce_fd), cmocka_unit_test(test_gelu_tanh_fd),
-        cmocka_unit_test(test_embedding_fd),  cmocka_unit_test(test_train_reverse),
+        cmocka_unit_test(test_masked_block),  cmocka_unit_test(test_decoder_cross),
+        cmocka_unit_test(test_lm_head_loss),  cmocka_unit_test(test_softmax_ce_fd),
+        cmocka_unit_test(test_gelu_tanh_fd),  cmocka_unit_test(test_embedding_fd),
+        cmocka_unit_test(test_train_reverse),
     };
     return cmocka_run_group_tests(tests, at_ctx_setup, at_ctx_teardown);
 }
