@@ -611,6 +611,47 @@ static void test_embedding_fd(void **s) {
         assert_true(gp[c] == 0.0f && gp[(P - 1) * E + c] == 0.0f);
 }
 
+/* The parameter sums that claim the same bits for any thread count:
+ * LayerNorm gamma/beta, the bias column sums, the embedding scatter-add,
+ * on one thread and on two (rows and columns not multiples of a block). */
+static void test_thread_invariant_sums(void **s) {
+    (void)s;
+    enum { N = 301, E = 131, V = 7 };
+    attn_ctx *c1 = NULL;
+    assert_int_equal(attn_ctx_create(&c1, 1), ATTN_OK);
+    float *x = falloc(N * E), *dy = falloc(N * E), *g = falloc(E), *mean = falloc(N);
+    float *rstd = falloc(N), *y = falloc(N * E), *dx[2], *dg[2], *db[2], *gt[2];
+    for (int i = 0; i < N * E; i++)
+        x[i] = (float)(2.0 * urand() + 0.5), dy[i] = (float)urand();
+    for (int i = 0; i < E; i++)
+        g[i] = (float)(1.0 + 0.3 * urand());
+    int32_t ids[N];
+    for (int i = 0; i < N; i++)
+        ids[i] = (int32_t)(i * 5 % V);
+    const int32_t *idp[1] = {ids};
+    attn__embedding emb;
+    memset(&emb, 0, sizeof emb);
+    emb.E = E, emb.tok = x;
+    const attn__batch bt = {1, N, NULL};
+    for (int k = 0; k < 2; k++) {
+        attn_ctx *ctx = k ? at_ctx : c1;
+        dx[k] = falloc(N * E), dg[k] = falloc(E), db[k] = falloc(E), gt[k] = falloc(V * E);
+        attn__layernorm_rows_train(ctx, N, E, x, g, NULL, 1e-5f, y, mean, rstd);
+        attn__layernorm_rows_backward(ctx, N, E, x, g, mean, rstd, dy, dx[k], dg[k], db[k]);
+        attn__embedding_backward(ctx, &emb, &bt, idp, 0, dy, gt[k], NULL, NULL);
+        attn__linear_backward(ctx, x, E, N, E, NULL, E, dy, E, NULL, E, 0, NULL, db[k], 1);
+    }
+    assert_int_equal(attn_ctx_threads(at_ctx), 2);
+    assert_memory_equal(dx[0], dx[1], N * E * sizeof(float));
+    assert_memory_equal(dg[0], dg[1], E * sizeof(float));
+    assert_memory_equal(db[0], db[1], E * sizeof(float));
+    assert_memory_equal(gt[0], gt[1], V * E * sizeof(float));
+    for (int k = 0; k < 2; k++)
+        free(dx[k]), free(dg[k]), free(db[k]), free(gt[k]);
+    free(x), free(dy), free(g), free(mean), free(rstd), free(y);
+    attn_ctx_free(c1);
+}
+
 /* ---- end to end: a 2-layer decoder learns to reverse ---------------------- */
 
 /* Task: DIGITS random symbols of NSYM, a separator, then the same symbols
@@ -796,11 +837,17 @@ static void test_train_reverse(void **s) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_gpt_block),     cmocka_unit_test(test_gpt_block_t1),
-        cmocka_unit_test(test_gqa_block),     cmocka_unit_test(test_bert_block_padded),
-        cmocka_unit_test(test_masked_block),  cmocka_unit_test(test_decoder_cross),
-        cmocka_unit_test(test_lm_head_loss),  cmocka_unit_test(test_softmax_ce_fd),
-        cmocka_unit_test(test_gelu_tanh_fd),  cmocka_unit_test(test_embedding_fd),
+        cmocka_unit_test(test_gpt_block),
+        cmocka_unit_test(test_gpt_block_t1),
+        cmocka_unit_test(test_gqa_block),
+        cmocka_unit_test(test_bert_block_padded),
+        cmocka_unit_test(test_masked_block),
+        cmocka_unit_test(test_decoder_cross),
+        cmocka_unit_test(test_lm_head_loss),
+        cmocka_unit_test(test_softmax_ce_fd),
+        cmocka_unit_test(test_gelu_tanh_fd),
+        cmocka_unit_test(test_embedding_fd),
+        cmocka_unit_test(test_thread_invariant_sums),
         cmocka_unit_test(test_train_reverse),
     };
     return cmocka_run_group_tests(tests, at_ctx_setup, at_ctx_teardown);
