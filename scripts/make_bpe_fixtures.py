@@ -19,6 +19,9 @@ Hugging Face does, and writes what Hugging Face gives for a set of texts:
                               without special tokens, and HF's decode
   decode.txt                  id sequences (including ones whose bytes are
                               not UTF-8) and HF's decode of them
+  classes.txt                 the class (L letter, N number, S white space,
+                              O other) the reference's regex engine gives
+                              every code point, as ranges "lo hi class"
 
 Run from the repository root: python3 scripts/make_bpe_fixtures.py
 """
@@ -29,7 +32,7 @@ import shutil
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
-OUT = "tests/data/bpe"
+OUT = os.environ.get("BPE_FIXTURE_DIR", "tests/data/bpe")  # elsewhere: to compare
 LLAMA3_PAT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"
               r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 QWEN2_PAT = LLAMA3_PAT.replace(r"\p{N}{1,3}", r"\p{N}")
@@ -228,5 +231,40 @@ def main():
             f.write(f"{name}\t{ids_str(ids)}\t{hexs(dec)}\n")
 
 
+def code_point_classes():
+    """Class of every scalar value in the reference's regex engine, found by
+    splitting probes with GPT-2's pattern: "a"+c is one piece only when c is
+    a letter, "1"+c only for a number, "!"+c only for "other"; the rest is
+    white space (checked: c c a is then three pieces, but for U+0020)."""
+    gpt2_pat = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
+    sp = pre_tokenizers.Split(Regex(gpt2_pat), behavior="isolated", invert=False)
+    runs = []
+    for c in range(0x110000):
+        if 0xD800 <= c <= 0xDFFF:
+            continue
+        ch = chr(c)
+        if len(sp.pre_tokenize_str("a" + ch)) == 1:
+            k = "L"
+        elif len(sp.pre_tokenize_str("1" + ch)) == 1:
+            k = "N"
+        elif len(sp.pre_tokenize_str("!" + ch)) == 1:
+            k = "O"
+        else:
+            assert ch == " " or len(sp.pre_tokenize_str(ch + ch + "a")) == 3, hex(c)
+            k = "S"
+        if runs and runs[-1][2] == k and runs[-1][1] == c - 1:
+            runs[-1][1] = c
+        elif runs and runs[-1][2] == k and runs[-1][1] == 0xD7FF and c == 0xE000:
+            runs[-1][1] = c
+        else:
+            runs.append([c, c, k])
+    with open(f"{OUT}/classes.txt", "w") as f:
+        f.write("# lo hi class (hex; L letter, N number, S white space, O other), "
+                "surrogates excluded\n")
+        for lo, hi, k in runs:
+            f.write(f"{lo:x} {hi:x} {k}\n")
+
+
 if __name__ == "__main__":
     main()
+    code_point_classes()

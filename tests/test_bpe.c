@@ -19,6 +19,7 @@
 #include <unistd.h>
 #include <dirent.h>
 
+#include "text/bpe_internal.h" /* attn__bpe_class, for the per-code-point check */
 #define FUZZ_NO_MAIN
 #include "fuzz/fuzz_bpe.c"
 
@@ -202,6 +203,39 @@ static void test_hf_decode(void **state) {
     assert_true(rows >= 40);
     for (int i = 0; i < 4; i++)
         attn_bpe_free(toks[i]);
+}
+
+/* The class (letter, number, white space, other) of every scalar value
+ * agrees with the reference's regex engine (tests/data/bpe/classes.txt). */
+static void test_codepoint_classes(void **state) {
+    (void)state;
+    char p[1200];
+    snprintf(p, sizeof p, "%s/classes.txt", data_dir());
+    FILE *f = fopen(p, "r");
+    assert_non_null(f);
+    char line[256];
+    long checked = 0, bad = 0;
+    int32_t next = 0;
+    while (fgets(line, sizeof line, f)) {
+        if (line[0] == '#') continue;
+        unsigned lo, hi;
+        char k;
+        assert_int_equal(sscanf(line, "%x %x %c", &lo, &hi, &k), 3);
+        assert_int_equal((int32_t)lo, next); /* the ranges cover everything */
+        for (int32_t c = (int32_t)lo; c <= (int32_t)hi; c++) {
+            if (c >= 0xD800 && c <= 0xDFFF) continue;
+            checked++;
+            int got = attn__bpe_class(c);
+            if (got != k && bad++ < 40)
+                print_error("U+%04X: class %c, the reference's %c\n", (unsigned)c, got, k);
+        }
+        next = (int32_t)hi + 1;
+    }
+    fclose(f);
+    assert_int_equal(next, 0x110000);
+    assert_int_equal(checked, 0x110000 - 0x800);
+    if (bad) print_error("%ld code points differ\n", bad);
+    assert_int_equal(bad, 0);
 }
 
 /* Counting, short buffers, accessors. */
@@ -514,6 +548,7 @@ int main(void) {
     assert_int_equal(attn_ctx_create(&ctx, 1), ATTN_OK);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hf_cases),   cmocka_unit_test(test_hf_decode),
+        cmocka_unit_test(test_codepoint_classes),
         cmocka_unit_test(test_contract),   cmocka_unit_test(test_bad_args),
         cmocka_unit_test(test_bad_files),  cmocka_unit_test(test_long_inputs),
         cmocka_unit_test(test_fuzz_corpus),

@@ -125,9 +125,11 @@ static void heap_pop(work *w, size_t *n) {
  * lowest rank (leftmost among equals) until no pair has a merge. */
 static int bpe_word(const attn_bpe *t, work *wk, const uint8_t *w, size_t m, out *o) {
     if (m == 0) return 1;
-    if (t->ignore_merges) {
+    if (t->ignore_merges || (t->whole && m > 1)) {
+        /* a word in the vocabulary: with ignore_merges that token; else the
+         * token when merging its bytes is known to end there */
         int32_t id = attn__bpe_find_bytes(t, attn__bpe_hash(w, m), w, m);
-        if (id >= 0) {
+        if (id >= 0 && (t->ignore_merges || t->whole[id])) {
             emit(o, id);
             return 1;
         }
@@ -202,6 +204,32 @@ static int bpe_word(const attn_bpe *t, work *wk, const uint8_t *w, size_t m, out
     for (int32_t i = 0; i >= 0; i = nxt[i])
         emit(o, sym[i]);
     return 1;
+}
+
+int attn__bpe_find_wholes(attn_bpe *t) {
+    uint8_t *whole = calloc((size_t)t->n + 1, 1);
+    if (!whole) return -1;
+    work wk = {0};
+    int ok = 1;
+    t->whole = NULL; /* merge every token from its bytes */
+    for (int32_t id = 0; id < t->n && ok; id++) {
+        uint32_t L = t->blen[id];
+        if (L < 2 || L == UINT32_MAX) continue;
+        const uint8_t *b = (const uint8_t *)t->bytes + t->boff[id];
+        if (attn__bpe_find_bytes(t, t->bhash[id], b, L) != id) continue; /* not a BPE symbol */
+        int32_t got[2];
+        out o = {got, 2, 0};
+        ok = bpe_word(t, &wk, b, L, &o);
+        whole[id] = ok && o.n == 1 && got[0] == id;
+    }
+    free(wk.sym);
+    free(wk.buf);
+    if (!ok) {
+        free(whole);
+        return -1;
+    }
+    t->whole = whole;
+    return 0;
 }
 
 /* ByteLevel's part for one piece: the prefix space, GPT-2's regex when

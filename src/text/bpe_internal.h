@@ -70,7 +70,15 @@ struct attn_bpe {
     int32_t prefix[ATTN_BPE_MAX_TEMPLATE], suffix[ATTN_BPE_MAX_TEMPLATE];
     int n_prefix, n_suffix;
     int32_t bos, eos;
+    /* whole[id] = 1 when BPE of the token's own bytes gives just that
+     * token: a pre-token found in the vocabulary with this flag needs no
+     * merging (filled by attn__bpe_find_wholes; NULL until then) */
+    uint8_t *whole;
 };
+
+/* Fill t->whole once the merges are loaded. Returns 0, or -1 when out of
+ * memory. */
+int attn__bpe_find_wholes(attn_bpe *t);
 
 /* FNV-1a of a byte string. */
 static inline uint32_t attn__bpe_hash(const void *p, size_t n) {
@@ -80,6 +88,10 @@ static inline uint32_t attn__bpe_hash(const void *p, size_t n) {
         h = (h ^ s[i]) * 16777619u;
     return h;
 }
+
+/* Class of code point c for the pre-tokenization regexes: 'L' (\p{L}),
+ * 'N' (\p{N}), 'S' (\s) or 'O' (other). */
+int attn__bpe_class(int32_t c);
 
 /* White space as the reference's lstrip/rstrip see it (Unicode White_Space). */
 int attn__bpe_is_space(int32_t c);

@@ -112,6 +112,7 @@ void attn_bpe_free(attn_bpe *t) {
     free(t->by_spell.slots);
     free(t->merges);
     free(t->added);
+    free(t->whole);
     free(t);
 }
 
@@ -239,6 +240,8 @@ static attn_status build(attn_ctx *ctx, const char *what, attn_bpe *t, const tok
         t->added_first[(uint8_t)t->spell[t->soff[id]]] = 1;
     }
     t->n_added = nadd;
+    if (attn__bpe_find_wholes(t))
+        return attn_ctx_fail(ctx, ATTN_E_NOMEM, "out of memory for %d tokens", (int)n);
     return ATTN_OK;
 }
 

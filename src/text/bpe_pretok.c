@@ -52,6 +52,60 @@ static const uint8_t ascii[128] = {
     K_OTHER, K_OTHER, K_OTHER, K_OTHER, K_OTHER,
 };
 
+/* Code points the reference's regex engine (Unicode 16) knows as letters or
+ * numbers and utf8proc (Unicode 15) does not know at all (category Cn): the
+ * complete list, found by classifying every scalar value both ways
+ * (tests/data/bpe/classes.txt holds the reference's classes and test_bpe
+ * checks each code point, so another utf8proc shows up as a list there). */
+static const struct {
+    int32_t lo, hi;
+    char k;
+} newer[] = {
+    {0x1C89, 0x1C8A, 'L'},
+    {0xA7CB, 0xA7CD, 'L'},
+    {0xA7DA, 0xA7DC, 'L'},
+    {0x105C0, 0x105F3, 'L'},
+    {0x10D40, 0x10D49, 'N'},
+    {0x10D4A, 0x10D65, 'L'},
+    {0x10D6F, 0x10D85, 'L'},
+    {0x10EC2, 0x10EC4, 'L'},
+    {0x11380, 0x11389, 'L'},
+    {0x1138B, 0x1138B, 'L'},
+    {0x1138E, 0x1138E, 'L'},
+    {0x11390, 0x113B5, 'L'},
+    {0x113B7, 0x113B7, 'L'},
+    {0x113D1, 0x113D1, 'L'},
+    {0x113D3, 0x113D3, 'L'},
+    {0x116D0, 0x116E3, 'N'},
+    {0x11BC0, 0x11BE0, 'L'},
+    {0x11BF0, 0x11BF9, 'N'},
+    {0x13460, 0x143FA, 'L'},
+    {0x16100, 0x1611D, 'L'},
+    {0x16130, 0x16139, 'N'},
+    {0x16D40, 0x16D6C, 'L'},
+    {0x16D70, 0x16D79, 'N'},
+    {0x18CFF, 0x18CFF, 'L'},
+    {0x1CCF0, 0x1CCF9, 'N'},
+    {0x1E5D0, 0x1E5ED, 'L'},
+    {0x1E5F0, 0x1E5F0, 'L'},
+    {0x1E5F1, 0x1E5FA, 'N'},
+    {0x2EBF0, 0x2EE5D, 'L'},
+};
+
+static int newer_class(int32_t c) {
+    size_t a = 0, b = sizeof newer / sizeof newer[0];
+    while (a < b) {
+        size_t m = (a + b) / 2;
+        if (c < newer[m].lo)
+            b = m;
+        else if (c > newer[m].hi)
+            a = m + 1;
+        else
+            return newer[m].k == 'L' ? K_L : K_N;
+    }
+    return K_OTHER;
+}
+
 static int class_of(int32_t c) {
     if (c < 128) return ascii[c];
     if (c == 0x85) return K_SPACE;
@@ -67,7 +121,18 @@ static int class_of(int32_t c) {
     case UTF8PROC_CATEGORY_ZS:
     case UTF8PROC_CATEGORY_ZL:
     case UTF8PROC_CATEGORY_ZP: return K_SPACE;
+    case UTF8PROC_CATEGORY_CN: return newer_class(c);
     default: return K_OTHER;
+    }
+}
+
+int attn__bpe_class(int32_t c) {
+    switch (class_of(c)) {
+    case K_L: return 'L';
+    case K_N: return 'N';
+    case K_SPACE:
+    case K_NL: return 'S';
+    default: return 'O';
     }
 }
 
