@@ -15,6 +15,8 @@ Hugging Face does, and writes what Hugging Face gives for a set of texts:
                               added by a TemplateProcessing post-processor
   qwen2/tokenizer.json        the Llama-3 file with Qwen2's regex (single
                               digits instead of groups of three)
+  gpt2_added/tokenizer.json   GPT-2 with added tokens: <mask> (special,
+                              lstrip), xyzzy (rstrip) and Hello (not special)
   cases.txt                   per tokenizer and text: HF's ids with and
                               without special tokens, and HF's decode
   decode.txt                  id sequences (including ones whose bytes are
@@ -30,7 +32,8 @@ import json
 import os
 import shutil
 
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tokenizers import (AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors,
+                        trainers)
 
 OUT = os.environ.get("BPE_FIXTURE_DIR", "tests/data/bpe")  # elsewhere: to compare
 LLAMA3_PAT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"
@@ -183,10 +186,19 @@ def main():
     qwen = Tokenizer.from_str(json.dumps(j))
     save(qwen, "qwen2")
 
-    toks = {"gpt2": gpt2, "gpt2_prefix": pref, "llama3": llama, "qwen2": qwen}
+    # added tokens with lstrip / rstrip, and a non-special one
+    added = Tokenizer.from_str(gpt2.to_str())
+    added.add_special_tokens([AddedToken("<mask>", lstrip=True, rstrip=False, normalized=False)])
+    added.add_tokens([AddedToken("xyzzy", lstrip=False, rstrip=True, normalized=False),
+                      AddedToken("Hello", normalized=True)])
+    save(added, "gpt2_added")
+
+    toks = {"gpt2": gpt2, "gpt2_prefix": pref, "llama3": llama, "qwen2": qwen,
+            "gpt2_added": added}
     texts = list(TEXTS)
-    for t in ("<|begin_of_text|>hi<|eot_id|>", "x<|end_of_text|>", "<|begin_of_text|>"):
-        texts.append(t)
+    texts += ["<|begin_of_text|>hi<|eot_id|>", "x<|end_of_text|>", "<|begin_of_text|>",
+              "a <mask> b  <mask>c\t<mask>", "<mask><mask> <mask>", "  <mask>  ",
+              "xyzzy  foo xyzzy\n\nbar xyzzyxyzzy ", "Hello Hellooo <mask>xyzzy Hello"]
     with open(f"{OUT}/cases.txt", "w") as f:
         f.write("# tokenizer <TAB> text (hex) <TAB> ids <TAB> ids with special tokens"
                 " <TAB> decode of ids (hex); '-' = empty\n")

@@ -37,7 +37,7 @@ err_has() {  # err_has NAME TEXT: the last command's stderr mentions TEXT
 # survive $(...)): HF's ids with special tokens (column 4 of cases.txt)
 n=0
 while IFS=$'\t' read -r name hex plain special dec; do
-    case "$name" in gpt2|gpt2_prefix|llama3|qwen2) ;; *) continue ;; esac
+    case "$name" in gpt2|gpt2_prefix|llama3|qwen2|gpt2_added) ;; *) continue ;; esac
     [ "$hex" = - ] && hex=""
     if printf '%s' "$hex" | grep -qE '^(..)*(00|0a|0d)'; then continue; fi
     text=$(printf "$(printf '%s' "$hex" | sed 's/../\\x&/g')")
