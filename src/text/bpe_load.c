@@ -240,7 +240,7 @@ static attn_status build(attn_ctx *ctx, const char *what, attn_bpe *t, const tok
         t->added_first[(uint8_t)t->spell[t->soff[id]]] = 1;
     }
     t->n_added = nadd;
-    if (attn__bpe_find_wholes(t))
+    if (!t->ignore_merges && attn__bpe_find_wholes(t))
         return attn_ctx_fail(ctx, ATTN_E_NOMEM, "out of memory for %d tokens", (int)n);
     return ATTN_OK;
 }
