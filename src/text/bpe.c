@@ -270,16 +270,18 @@ static int segment(const attn_bpe *t, work *wk, const uint8_t *s, size_t n, out 
     return 1;
 }
 
-/* The longest added token spelled at s[i..n): its index, or -1. */
+/* The longest added token spelled at s[i..n): its index, or -1 (a walk
+ * down the trie of added tokens). */
 static int added_at(const attn_bpe *t, const uint8_t *s, size_t i, size_t n) {
     int best = -1;
-    uint32_t blen = 0;
-    for (int k = 0; k < t->n_added; k++) {
-        const attn__bpe_added *a = &t->added[k];
-        if (a->len > blen && a->len <= n - i && !memcmp(t->spell + a->off, s + i, a->len)) {
-            best = k;
-            blen = a->len;
-        }
+    int32_t node = 0;
+    for (size_t j = i; j < n; j++) {
+        uint32_t key = (uint32_t)node * 256u + s[j] + 1u, k = attn__bpe_edge_slot(key, t->edge_mask);
+        while (t->edges[k].key && t->edges[k].key != key)
+            k = (k + 1) & t->edge_mask;
+        if (!t->edges[k].key) break;
+        node = t->edges[k].child;
+        if (t->term[node] >= 0) best = t->term[node];
     }
     return best;
 }

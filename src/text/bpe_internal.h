@@ -62,6 +62,15 @@ struct attn_bpe {
     attn__bpe_added *added;
     int n_added;
     uint8_t added_first[256]; /* 1 if some added token starts with this byte */
+    /* a trie of the added tokens' bytes, for leftmost-longest matching:
+     * edge (node, byte) -> child in an open-addressing table, and per node
+     * the index in added[] of the token ending there (-1: none) */
+    struct attn__bpe_edge {
+        uint32_t key; /* node * 256 + byte + 1; 0 = empty slot */
+        int32_t child;
+    } *edges;
+    uint32_t edge_mask;
+    int32_t *term;
     attn__bpe_split split;    /* a Split pre-tokenizer's regex (or NONE) */
     int bl_regex;             /* ByteLevel's own GPT-2 regex (use_regex) */
     int add_prefix_space;
@@ -95,6 +104,10 @@ int attn__bpe_class(int32_t c);
 
 /* White space as the reference's lstrip/rstrip see it (Unicode White_Space). */
 int attn__bpe_is_space(int32_t c);
+
+static inline uint32_t attn__bpe_edge_slot(uint32_t key, uint32_t mask) {
+    return (key * 2654435761u) >> 7 & mask;
+}
 
 /* Id of the model token whose raw bytes are s[0..n) (hash h), or -1. */
 int32_t attn__bpe_find_bytes(const attn_bpe *t, uint32_t h, const void *s, size_t n);

@@ -113,6 +113,8 @@ void attn_bpe_free(attn_bpe *t) {
     free(t->merges);
     free(t->added);
     free(t->whole);
+    free(t->edges);
+    free(t->term);
     free(t);
 }
 
@@ -234,12 +236,43 @@ static attn_status build(attn_ctx *ctx, const char *what, attn_bpe *t, const tok
         t->added = malloc((size_t)nadd * sizeof *t->added);
         if (!t->added) return attn_ctx_fail(ctx, ATTN_E_NOMEM, "out of memory");
     }
+    size_t nodes = 1;
     for (int k = 0; k < nadd; k++) {
         int32_t id = add[k].id;
         t->added[k] = (attn__bpe_added){id, t->soff[id], t->slen[id], add[k].lstrip, add[k].rstrip};
         t->added_first[(uint8_t)t->spell[t->soff[id]]] = 1;
+        nodes += t->slen[id];
     }
     t->n_added = nadd;
+    if (nodes >= (1u << 23)) /* trie keys are node * 256 + byte + 1 in 32 bits */
+        return attn_ctx_fail(ctx, ATTN_E_FORMAT, "%s: added tokens of more than 8 MiB in all",
+                             what);
+    slots = 16;
+    while (slots < 2 * nodes)
+        slots *= 2;
+    t->edges = calloc(slots, sizeof *t->edges);
+    t->term = malloc(nodes * sizeof *t->term);
+    if (!t->edges || !t->term)
+        return attn_ctx_fail(ctx, ATTN_E_NOMEM, "out of memory for %d added tokens", nadd);
+    t->edge_mask = (uint32_t)(slots - 1);
+    t->term[0] = -1;
+    int32_t used = 1;
+    for (int k = 0; k < nadd; k++) {
+        const uint8_t *c = (const uint8_t *)t->spell + t->added[k].off;
+        int32_t node = 0;
+        for (uint32_t j = 0; j < t->added[k].len; j++) {
+            uint32_t key = (uint32_t)node * 256u + c[j] + 1u, i = attn__bpe_edge_slot(key, t->edge_mask);
+            while (t->edges[i].key && t->edges[i].key != key)
+                i = (i + 1) & t->edge_mask;
+            if (!t->edges[i].key) {
+                t->edges[i].key = key;
+                t->edges[i].child = used;
+                t->term[used++] = -1;
+            }
+            node = t->edges[i].child;
+        }
+        t->term[node] = k; /* the same content twice: the later one */
+    }
     if (!t->ignore_merges && attn__bpe_find_wholes(t))
         return attn_ctx_fail(ctx, ATTN_E_NOMEM, "out of memory for %d tokens", (int)n);
     return ATTN_OK;
