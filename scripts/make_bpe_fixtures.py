@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Byte-level BPE fixtures for tests/test_bpe.c (tests/data/bpe/).
 
-Trains small byte-level BPE tokenizers with the `tokenizers` library on the
-repository's own documentation (nothing is downloaded), saves them the way
+Trains small byte-level BPE tokenizers with the `tokenizers` library on
+Debian's license texts (/usr/share/common-licenses, nothing is downloaded), saves them the way
 Hugging Face does, and writes what Hugging Face gives for a set of texts:
 
   gpt2/tokenizer.json         GPT-2 style: ByteLevel pre-tokenizer (GPT-2's
@@ -14,7 +14,8 @@ Hugging Face does, and writes what Hugging Face gives for a set of texts:
                               ByteLevel without regex, ignore_merges, a BOS
                               added by a TemplateProcessing post-processor
   qwen2/tokenizer.json        the Llama-3 file with Qwen2's regex (single
-                              digits instead of groups of three)
+                              digits instead of groups of three) and its NFC
+                              normalizer
   gpt2_added/tokenizer.json   GPT-2 with added tokens: <mask> (special,
                               lstrip), xyzzy (rstrip) and Hello (not special)
   cases.txt                   per tokenizer and text: HF's ids with and
@@ -52,11 +53,15 @@ EXTRA = [
 
 
 def corpus_lines():
-    files = sorted(glob.glob("docs/*.md")) + ["README.md"]
+    # Debian's license texts (package base-files, on every Debian system):
+    # fixed text, so that running this script again gives the same files
+    files = sorted(glob.glob("/usr/share/common-licenses/*"))
     lines = []
     for f in files:
-        with open(f, encoding="utf-8") as fh:
-            lines.extend(fh.read().splitlines())
+        if os.path.isfile(f) and not os.path.islink(f):
+            with open(f, encoding="utf-8") as fh:
+                lines.extend(fh.read().splitlines())
+    assert lines, "needs /usr/share/common-licenses (Debian's base-files)"
     return lines + EXTRA * 20
 
 
@@ -126,6 +131,8 @@ TEXTS = [
     "ſ 'ſ 'ſt Kelvin \u212a",
     "\U0001F600\U0001F600\U0001F600x",
     "attention is all you need; attn computes softmax(QK^T/sqrt(d))V",
+    "NFC: e\u0301 a\u0308o\u0308 \u212b \u2126 \u1100\u1161\u11a8 \ufb01 \u0041\u030a\u0323 "
+    "\u1e9b\u0323 \u0958 q\u0307\u0323",
 ]
 
 
@@ -183,6 +190,7 @@ def main():
     j["pre_tokenizer"]["pretreat"] = None
     j["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = QWEN2_PAT
     j["model"]["ignore_merges"] = False
+    j["normalizer"] = {"type": "NFC"}  # as Qwen2's own file has
     qwen = Tokenizer.from_str(json.dumps(j))
     save(qwen, "qwen2")
 

@@ -47,18 +47,18 @@ while IFS=$'\t' read -r name hex plain special dec; do
 done < "$D/cases.txt"
 [ "$n" -ge 150 ] || { echo "FAIL: only $n fixture texts checked"; fails=$((fails + 1)); }
 
-check gpt2-two $'[40,305,318,12,287,274,76,68,1]\n[40,305,318,0,87,274,76,68]' 0 -- \
+check gpt2-two $'[40,69,353,79,12,279,263,594,1]\n[40,69,353,79,0,87,263,594]' 0 -- \
     "$ATTN" tokenize --model "$D/gpt2" "Hello, world!" "Hello<|endoftext|>world"
 # vocab.json + merges.txt alone give the same ids
 mkdir "$tmp/files" && cp "$D/gpt2/vocab.json" "$D/gpt2/merges.txt" "$tmp/files/"
-check files '[40,305,318,12,287,274,76,68,1]' 0 -- "$ATTN" tokenize --model "$tmp/files" "Hello, world!"
-check env '[2000,39,302,315,11,285,272,1835,0]' 0 -- env ATTN_MODEL_DIR="$D/llama3" \
+check files '[40,69,353,79,12,279,263,594,1]' 0 -- "$ATTN" tokenize --model "$tmp/files" "Hello, world!"
+check env '[2000,39,68,352,78,11,278,1930,0]' 0 -- env ATTN_MODEL_DIR="$D/llama3" \
     "$ATTN" tokenize "Hello, world!"
-check tokens '["<|begin_of_text|>","H","el","lo",","," w","or","ld","!"]' 0 -- \
+check tokens '["<|begin_of_text|>","H","e","ll","o",","," w","orld","!"]' 0 -- \
     "$ATTN" tokenize --model "$D/llama3" --tokens "Hello, world!"
-check max-len '[2000,39,302]' 0 -- "$ATTN" tokenize --model "$D/llama3" --max-len 3 "Hello, world!"
+check max-len '[2000,39,68]' 0 -- "$ATTN" tokenize --model "$D/llama3" --max-len 3 "Hello, world!"
 printf 'Hello, world!\n\nHello<|endoftext|>world\n' > "$tmp/in.txt"
-check stdin $'[40,305,318,12,287,274,76,68,1]\n[]\n[40,305,318,0,87,274,76,68]' 0 -- \
+check stdin $'[40,69,353,79,12,279,263,594,1]\n[]\n[40,69,353,79,0,87,263,594]' 0 -- \
     sh -c "\"$ATTN\" tokenize --model \"$D/gpt2\" - < \"$tmp/in.txt\""
 
 # errors: nothing on stdout, a message naming the problem

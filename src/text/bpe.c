@@ -5,6 +5,7 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <utf8proc.h>
 
 /* ------------------------------------------------------------- accessors */
 
@@ -259,8 +260,7 @@ static int byte_level(const attn_bpe *t, work *wk, const uint8_t *s, size_t n, o
     return 1;
 }
 
-/* A stretch of text between added tokens. */
-static int segment(const attn_bpe *t, work *wk, const uint8_t *s, size_t n, out *o) {
+static int split(const attn_bpe *t, work *wk, const uint8_t *s, size_t n, out *o) {
     if (t->split == ATTN_BPE_SPLIT_NONE) return byte_level(t, wk, s, n, o);
     for (size_t i = 0; i < n;) {
         size_t e = attn__bpe_piece_end(t->split, s, n, i);
@@ -268,6 +268,29 @@ static int segment(const attn_bpe *t, work *wk, const uint8_t *s, size_t n, out 
         i = e;
     }
     return 1;
+}
+
+/* A stretch of text between added tokens: normalized (NFC) when the
+ * tokenizer says so and the text is not all ASCII, then pre-tokenized. */
+static int segment(const attn_bpe *t, work *wk, const uint8_t *s, size_t n, out *o) {
+    if (t->nfc) {
+        size_t i = 0;
+        while (i < n && s[i] < 0x80)
+            i++;
+        if (i < n) {
+            utf8proc_uint8_t *d = NULL;
+            utf8proc_ssize_t m = utf8proc_map(s, (utf8proc_ssize_t)n, &d,
+                                              UTF8PROC_STABLE | UTF8PROC_COMPOSE);
+            if (m < 0) {
+                free(d);
+                return 0;
+            }
+            int ok = split(t, wk, d, (size_t)m, o);
+            free(d);
+            return ok;
+        }
+    }
+    return split(t, wk, s, n, o);
 }
 
 /* The longest added token spelled at s[i..n): its index, or -1 (a walk

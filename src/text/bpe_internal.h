@@ -75,6 +75,7 @@ struct attn_bpe {
     int bl_regex;             /* ByteLevel's own GPT-2 regex (use_regex) */
     int add_prefix_space;
     int ignore_merges;
+    int nfc; /* an NFC normalizer (Qwen2) */
     int32_t unk;
     int32_t prefix[ATTN_BPE_MAX_TEMPLATE], suffix[ATTN_BPE_MAX_TEMPLATE];
     int n_prefix, n_suffix;

@@ -622,8 +622,11 @@ static attn_status load_json_obj(attn_ctx *ctx, const char *what, json_t *j, att
     json_t *norm = json_object_get(j, "normalizer");
     if (norm && !json_is_null(norm)) {
         const char *ty = type_of(norm);
-        return attn_ctx_fail(ctx, ATTN_E_FORMAT, "%s: normalizer \"%s\" is not supported", what,
-                             ty ? ty : "(no type)");
+        if (!ty || strcmp(ty, "NFC"))
+            return attn_ctx_fail(ctx, ATTN_E_FORMAT,
+                                 "%s: normalizer \"%s\" is not supported (only NFC)", what,
+                                 ty ? ty : "(no type)");
+        t->nfc = 1;
     }
     st = parse_pretok(ctx, what, json_object_get(j, "pre_tokenizer"), t);
     if (st) return st;
