@@ -22,6 +22,8 @@ Hugging Face does, and writes what Hugging Face gives for a set of texts:
                               without special tokens, and HF's decode
   decode.txt                  id sequences (including ones whose bytes are
                               not UTF-8) and HF's decode of them
+  random.txt                  HF's ids for 300 random strings over characters
+                              at the regexes' edges, per tokenizer
   classes.txt                 the class (L letter, N number, S white space,
                               O other) the reference's regex engine gives
                               every code point, as ranges "lo hi class"
@@ -216,6 +218,23 @@ def main():
                 spec = tok.encode(t, add_special_tokens=True).ids
                 dec = tok.decode(plain, skip_special_tokens=False).encode("utf-8")
                 f.write(f"{name}\t{hexs(t.encode())}\t{ids_str(plain)}\t{ids_str(spec)}\t{hexs(dec)}\n")
+
+    # random strings over characters that stress the regexes' edges
+    import random
+    rng = random.Random(12)
+    pool = (list("aZ09 '\t\n\r!?.,-_sStTlLdDmMrReEvV") + ["  ", "\r\n", "'s", "'LL", "'ve"] +
+            ["\u00a0", "\u2003", "\u3000", "\u0085", "\u2028", "\u000b", "\u000c"] +
+            ["é", "ß", "Ω", "ж", "中", "あ", "한", "ـ", "٣", "²", "½", "Ⅻ", "\u0301", "\u0308",
+             "\u200d", "\ufeff", "\u017f", "\u212a", "😀", "👍🏽", "\U00010400", "\U0001D7D8",
+             "\u1c89", "\U000105c0", "<|endoftext|>", "<|begin_of_text|>", "<|eot_id|>", "\x00"])
+    with open(f"{OUT}/random.txt", "w") as f:
+        f.write("# tokenizer <TAB> text (hex) <TAB> ids; random strings (seed 12)\n")
+        texts_r = ["".join(rng.choice(pool) for _ in range(rng.randint(1, 30)))
+                   for _ in range(300)]
+        for name in ("gpt2", "gpt2_prefix", "llama3", "qwen2"):
+            for t in texts_r:
+                ids = toks[name].encode(t, add_special_tokens=False).ids
+                f.write(f"{name}\t{hexs(t.encode())}\t{ids_str(ids)}\n")
 
     # decoding ids whose bytes are not (all) valid UTF-8: single byte tokens
     with open(f"{OUT}/decode.txt", "w") as f:

@@ -167,6 +167,42 @@ static void test_hf_cases(void **state) {
     attn_bpe_free(files);
 }
 
+/* 300 random strings over characters at the regexes' edges (white space
+ * of every kind, apostrophes, marks, digits of other scripts, new letters,
+ * added tokens, NUL): HF's ids, with each of four tokenizers. */
+static void test_hf_random(void **state) {
+    (void)state;
+    const char *names[NTOK] = {"gpt2", "gpt2_prefix", "llama3", "qwen2", "gpt2_added"};
+    attn_bpe *toks[NTOK];
+    for (int i = 0; i < NTOK; i++)
+        toks[i] = load(names[i]);
+    char p[1200];
+    snprintf(p, sizeof p, "%s/random.txt", data_dir());
+    FILE *f = fopen(p, "r");
+    assert_non_null(f);
+    static char line[1 << 16];
+    static unsigned char text[8192];
+    static int32_t want[8192];
+    int rows = 0;
+    while (fgets(line, sizeof line, f)) {
+        if (line[0] == '#') continue;
+        char *fl[3];
+        assert_int_equal(fields(line, fl, 3), 3);
+        int k = -1;
+        for (int i = 0; i < NTOK; i++)
+            if (!strcmp(fl[0], names[i])) k = i;
+        assert_true(k >= 0);
+        size_t len = unhex(fl[1], text);
+        int nw = parse_ids(fl[2], want, 8192);
+        expect_ids(toks[k], names[k], text, len, 0, want, nw);
+        rows++;
+    }
+    fclose(f);
+    assert_int_equal(rows, 1200);
+    for (int i = 0; i < NTOK; i++)
+        attn_bpe_free(toks[i]);
+}
+
 /* Decoding byte tokens that do not form UTF-8: the U+FFFD placement of
  * Hugging Face's decode. */
 static void test_hf_decode(void **state) {
@@ -552,7 +588,7 @@ int main(void) {
     assert_int_equal(attn_ctx_create(&ctx, 1), ATTN_OK);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hf_cases),   cmocka_unit_test(test_hf_decode),
-        cmocka_unit_test(test_codepoint_classes),
+        cmocka_unit_test(test_hf_random),  cmocka_unit_test(test_codepoint_classes),
         cmocka_unit_test(test_contract),   cmocka_unit_test(test_bad_args),
         cmocka_unit_test(test_bad_files),  cmocka_unit_test(test_long_inputs),
         cmocka_unit_test(test_fuzz_corpus),
