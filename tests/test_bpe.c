@@ -494,6 +494,25 @@ static void test_bad_files(void **state) {
     assert_int_equal(ids[0], 2);
     assert_int_equal(ids[1], 0);
     attn_bpe_free(t);
+    /* with an unk token: one per such byte, or per run with fuse_unk (the
+     * ids HF gives for this vocabulary) */
+    for (int fuse = 0; fuse < 2; fuse++) {
+        char js[512];
+        snprintf(js, sizeof js,
+                 "{\"model\": {\"type\": \"BPE\", \"unk_token\": \"<unk>\", \"fuse_unk\": %s, "
+                 "\"vocab\": {\"a\": 0, \"b\": 1, \"ab\": 2, \"<unk>\": 3}, \"merges\": [\"a b\"]}, "
+                 "\"pre_tokenizer\": {\"type\": \"ByteLevel\", \"add_prefix_space\": false}}",
+                 fuse ? "true" : "false");
+        put("tokenizer.json", js);
+        snprintf(p, sizeof p, "%s/tokenizer.json", tmpdir);
+        assert_int_equal(attn_bpe_load_json(ctx, p, &t), ATTN_OK);
+        assert_int_equal(attn_bpe_encode(ctx, t, "abxxa", 5, 0, ids, 8, &n), ATTN_OK);
+        int32_t want[2][4] = {{2, 3, 3, 0}, {2, 3, 0}};
+        assert_int_equal(n, fuse ? 3 : 4);
+        assert_memory_equal(ids, want[fuse], (size_t)n * sizeof *ids);
+        attn_bpe_free(t);
+        unlink(p);
+    }
     put("merges.txt", "a c\n");
     assert_int_equal(attn_bpe_load_files(ctx, v, m, &t), ATTN_E_FORMAT);
     assert_non_null(strstr(attn_ctx_last_error(ctx), "second token"));

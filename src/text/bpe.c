@@ -138,9 +138,12 @@ static int bpe_word(const attn_bpe *t, work *wk, const uint8_t *w, size_t m, out
     if (m <= SHORT_WORD) {
         int32_t sym[SHORT_WORD], rank[SHORT_WORD], res[SHORT_WORD];
         size_t k = 0;
-        for (size_t i = 0; i < m; i++) {
+        for (size_t i = 0, unk_run = 0; i < m; i++) {
             int32_t id = t->byte_id[w[i]];
-            if (id < 0) id = t->unk; /* a byte without a token: unk, or dropped */
+            /* a byte without a token: unk (once per run with fuse_unk), or dropped */
+            if (id < 0 && t->fuse_unk && unk_run++) continue;
+            if (id >= 0) unk_run = 0;
+            if (id < 0) id = t->unk;
             if (id >= 0) sym[k++] = id;
         }
         for (size_t i = 0; i + 1 < k; i++)
@@ -169,8 +172,10 @@ static int bpe_word(const attn_bpe *t, work *wk, const uint8_t *w, size_t m, out
     if (!work_fit(wk, m)) return 0;
     int32_t *sym = wk->sym, *nxt = wk->nxt, *prv = wk->prv;
     size_t k = 0, hn = 0;
-    for (size_t i = 0; i < m; i++) {
+    for (size_t i = 0, unk_run = 0; i < m; i++) {
         int32_t id = t->byte_id[w[i]];
+        if (id < 0 && t->fuse_unk && unk_run++) continue;
+        if (id >= 0) unk_run = 0;
         if (id < 0) id = t->unk;
         if (id < 0) continue;
         sym[k] = id;

@@ -76,7 +76,8 @@ struct attn_bpe {
     int add_prefix_space;
     int ignore_merges;
     int nfc; /* an NFC normalizer (Qwen2) */
-    int32_t unk;
+    int32_t unk;  /* the token of a byte without one (-1: such bytes are dropped) */
+    int fuse_unk; /* consecutive such bytes give one unk */
     int32_t prefix[ATTN_BPE_MAX_TEMPLATE], suffix[ATTN_BPE_MAX_TEMPLATE];
     int n_prefix, n_suffix;
     int32_t bos, eos;

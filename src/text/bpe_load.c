@@ -560,6 +560,8 @@ static attn_status check_model(attn_ctx *ctx, const char *what, json_t *model, a
     if (json_bool(model, "byte_fallback", 0, &bf) || bf)
         return attn_ctx_fail(ctx, ATTN_E_FORMAT,
                              "%s: BPE byte_fallback (SentencePiece-style) is not supported", what);
+    if (json_bool(model, "fuse_unk", 0, &t->fuse_unk))
+        return attn_ctx_fail(ctx, ATTN_E_FORMAT, "%s: fuse_unk must be a boolean", what);
     if (json_bool(model, "ignore_merges", 0, &t->ignore_merges))
         return attn_ctx_fail(ctx, ATTN_E_FORMAT, "%s: ignore_merges must be a boolean", what);
     return ATTN_OK;
