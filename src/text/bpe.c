@@ -424,6 +424,8 @@ attn_status attn_bpe_encode(attn_ctx *ctx, const attn_bpe *t, const char *text, 
     free(wk.sym);
     free(wk.buf);
     if (!ok) return attn_ctx_fail(ctx, ATTN_E_NOMEM, "out of memory encoding %zu bytes", len);
+    if (o.n > INT_MAX) /* only reachable when NFC lengthens a huge text */
+        return attn_ctx_fail(ctx, ATTN_E_ARG, "text gives more than INT_MAX ids");
     *n_out = (int)o.n;
     if (ids && o.n > (size_t)cap)
         return attn_ctx_fail(ctx, ATTN_E_ARG, "id buffer holds %d ids, the text needs %zu", cap,
