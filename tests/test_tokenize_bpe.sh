@@ -33,19 +33,32 @@ err_has() {  # err_has NAME TEXT: the last command's stderr mentions TEXT
     fi
 }
 
-# every fixture text without NUL, CR or LF bytes (they cannot be arguments or
-# survive $(...)): HF's ids with special tokens (column 4 of cases.txt)
+# every fixture text without NUL, CR or LF bytes (they cannot be lines of
+# stdin): HF's ids with special tokens (column 4 of cases.txt), one process
+# per tokenizer reading the texts from stdin
 n=0
-while IFS=$'\t' read -r name hex plain special dec; do
-    case "$name" in gpt2|gpt2_prefix|llama3|qwen2|gpt2_added) ;; *) continue ;; esac
-    [ "$hex" = - ] && hex=""
-    if printf '%s' "$hex" | grep -qE '^(..)*(00|0a|0d)'; then continue; fi
-    text=$(printf "$(printf '%s' "$hex" | sed 's/../\\x&/g')")
-    want="[$( [ "$special" = - ] || printf '%s' "$special" | tr ' ' ',')]"
-    check "$name:$hex" "$want" 0 -- "$ATTN" tokenize --model "$D/$name" -- "$text"
-    n=$((n + 1))
-done < "$D/cases.txt"
-[ "$n" -ge 150 ] || { echo "FAIL: only $n fixture texts checked"; fails=$((fails + 1)); }
+for name in gpt2 gpt2_prefix llama3 qwen2 gpt2_added; do
+    : > "$tmp/texts" && : > "$tmp/want"
+    while IFS=$'\t' read -r tk hex plain special dec; do
+        [ "$tk" = "$name" ] || continue
+        [ "$hex" = - ] && hex=""
+        if printf '%s' "$hex" | grep -qE '^(..)*(00|0a|0d)'; then continue; fi
+        printf "$(printf '%s' "$hex" | sed 's/../\\x&/g')\n" >> "$tmp/texts"
+        echo "[$( [ "$special" = - ] || printf '%s' "$special" | tr ' ' ',')]" >> "$tmp/want"
+        n=$((n + 1))
+    done < "$D/cases.txt"
+    "$ATTN" tokenize --model "$D/$name" - < "$tmp/texts" > "$tmp/got" 2> "$tmp/err" ||
+        { echo "FAIL $name: status $?"; cat "$tmp/err"; fails=$((fails + 1)); }
+    if ! cmp -s "$tmp/got" "$tmp/want"; then
+        echo "FAIL $name: ids differ from HF's (got, want):"
+        diff "$tmp/got" "$tmp/want" | head -20
+        fails=$((fails + 1))
+    fi
+done
+[ "$n" -ge 250 ] || { echo "FAIL: only $n fixture texts checked"; fails=$((fails + 1)); }
+# some as arguments too
+check args-accents '[1310,703,1457,1350,889,1373,1453,1335,904,1455,1378]' 0 -- \
+    "$ATTN" tokenize --model "$D/gpt2" "Café naïve über façade jalapeño"
 
 check gpt2-two $'[40,69,353,79,12,279,263,594,1]\n[40,69,353,79,0,87,263,594]' 0 -- \
     "$ATTN" tokenize --model "$D/gpt2" "Hello, world!" "Hello<|endoftext|>world"
