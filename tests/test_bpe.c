@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <dirent.h>
+#include <pthread.h>
 
 #include "text/bpe_internal.h" /* attn__bpe_class, for the per-code-point check */
 #define FUZZ_NO_MAIN
@@ -572,6 +573,70 @@ static void test_long_inputs(void **state) {
     attn_bpe_free(toks[1]);
 }
 
+/* One tokenizer, two threads encoding different texts at once, each with
+ * its own context: the same ids as one thread alone (a tokenizer is
+ * immutable after loading). */
+typedef struct job {
+    const attn_bpe *t;
+    const char *text;
+    size_t len;
+    int32_t *ids;
+    int n, reps, bad;
+} job;
+
+static void *run_job(void *arg) {
+    job *j = arg;
+    attn_ctx *c = NULL;
+    if (attn_ctx_create(&c, 1) != ATTN_OK) {
+        j->bad = 1;
+        return NULL;
+    }
+    int32_t *got = malloc((size_t)j->n * sizeof *got);
+    for (int r = 0; r < j->reps && got; r++) {
+        int m = 0;
+        if (attn_bpe_encode(c, j->t, j->text, j->len, 1, got, j->n, &m) != ATTN_OK || m != j->n ||
+            memcmp(got, j->ids, (size_t)m * sizeof *got))
+            j->bad = 1;
+    }
+    if (!got) j->bad = 1;
+    free(got);
+    attn_ctx_free(c);
+    return NULL;
+}
+
+static void test_threads(void **state) {
+    (void)state;
+    attn_bpe *t = load("qwen2"); /* NFC, Split regex, template: every stage */
+    static const char *const texts[2] = {
+        "Hello, world! It's 12345 caf\xc3\xa9 e\xcc\x81 \xe4\xbd\xa0\xe5\xa5\xbd <|eot_id|> ",
+        "  \n\t The quick brown fox's 3.14159 jumps \xf0\x9f\x98\x80 over\r\n the lazy dog. "};
+    job jobs[2];
+    char *big[2];
+    for (int k = 0; k < 2; k++) {
+        size_t L = strlen(texts[k]);
+        big[k] = malloc(200 * L + 1);
+        for (int r = 0; r < 200; r++)
+            memcpy(big[k] + r * L, texts[k], L);
+        jobs[k] = (job){t, big[k], 200 * L, NULL, 0, 20, 0};
+        assert_int_equal(attn_bpe_encode(ctx, t, big[k], jobs[k].len, 1, NULL, 0, &jobs[k].n),
+                         ATTN_OK);
+        jobs[k].ids = malloc((size_t)jobs[k].n * sizeof(int32_t));
+        int m = 0;
+        assert_int_equal(
+            attn_bpe_encode(ctx, t, big[k], jobs[k].len, 1, jobs[k].ids, jobs[k].n, &m), ATTN_OK);
+    }
+    pthread_t th[2];
+    for (int k = 0; k < 2; k++)
+        assert_int_equal(pthread_create(&th[k], NULL, run_job, &jobs[k]), 0);
+    for (int k = 0; k < 2; k++) {
+        pthread_join(th[k], NULL);
+        assert_int_equal(jobs[k].bad, 0);
+        free(jobs[k].ids);
+        free(big[k]);
+    }
+    attn_bpe_free(t);
+}
+
 /* The fuzz target's committed seeds (tests/fuzz/corpus/bpe). */
 static void test_fuzz_corpus(void **state) {
     (void)state;
@@ -610,6 +675,7 @@ int main(void) {
         cmocka_unit_test(test_hf_random),  cmocka_unit_test(test_codepoint_classes),
         cmocka_unit_test(test_contract),   cmocka_unit_test(test_bad_args),
         cmocka_unit_test(test_bad_files),  cmocka_unit_test(test_long_inputs),
+        cmocka_unit_test(test_threads),
         cmocka_unit_test(test_fuzz_corpus),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
