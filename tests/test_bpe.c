@@ -13,13 +13,13 @@
 // clang-format on
 
 #include <attn/attn.h>
+#include <dirent.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <dirent.h>
-#include <pthread.h>
 
 #include "text/bpe_internal.h" /* attn__bpe_class, for the per-code-point check */
 #define FUZZ_NO_MAIN
@@ -398,8 +398,7 @@ static void put(const char *name, const char *content) {
  * fail with `want` and a message containing `msg`. */
 static char *base_json;
 
-static void expect_json_error(const char *from, const char *to, attn_status want,
-                              const char *msg) {
+static void expect_json_error(const char *from, const char *to, attn_status want, const char *msg) {
     const char *at = strstr(base_json, from);
     if (!at) print_error("base lacks '%s'\n", from);
     assert_non_null(at);
@@ -499,11 +498,12 @@ static void test_bad_files(void **state) {
      * ids HF gives for this vocabulary) */
     for (int fuse = 0; fuse < 2; fuse++) {
         char js[512];
-        snprintf(js, sizeof js,
-                 "{\"model\": {\"type\": \"BPE\", \"unk_token\": \"<unk>\", \"fuse_unk\": %s, "
-                 "\"vocab\": {\"a\": 0, \"b\": 1, \"ab\": 2, \"<unk>\": 3}, \"merges\": [\"a b\"]}, "
-                 "\"pre_tokenizer\": {\"type\": \"ByteLevel\", \"add_prefix_space\": false}}",
-                 fuse ? "true" : "false");
+        snprintf(
+            js, sizeof js,
+            "{\"model\": {\"type\": \"BPE\", \"unk_token\": \"<unk>\", \"fuse_unk\": %s, "
+            "\"vocab\": {\"a\": 0, \"b\": 1, \"ab\": 2, \"<unk>\": 3}, \"merges\": [\"a b\"]}, "
+            "\"pre_tokenizer\": {\"type\": \"ByteLevel\", \"add_prefix_space\": false}}",
+            fuse ? "true" : "false");
         put("tokenizer.json", js);
         snprintf(p, sizeof p, "%s/tokenizer.json", tmpdir);
         assert_int_equal(attn_bpe_load_json(ctx, p, &t), ATTN_OK);
@@ -550,9 +550,10 @@ static void test_long_inputs(void **state) {
     char *s = malloc(n + 1);
     for (int pat = 0; pat < 4; pat++) {
         for (size_t i = 0; i < n; i++)
-            s[i] = pat == 0 ? "the"[i % 3] : pat == 1 ? (char)('0' + i % 10)
-                                         : pat == 2   ? " \n\t"[i % 3]
-                                                      : "ab cd'e!"[i % 8];
+            s[i] = pat == 0   ? "the"[i % 3]
+                   : pat == 1 ? (char)('0' + i % 10)
+                   : pat == 2 ? " \n\t"[i % 3]
+                              : "ab cd'e!"[i % 8];
         for (int k = 0; k < 2; k++) {
             int cnt = 0;
             assert_int_equal(attn_bpe_encode(ctx, toks[k], s, n, 0, NULL, 0, &cnt), ATTN_OK);
@@ -671,12 +672,11 @@ static void test_fuzz_corpus(void **state) {
 int main(void) {
     assert_int_equal(attn_ctx_create(&ctx, 1), ATTN_OK);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_hf_cases),   cmocka_unit_test(test_hf_decode),
-        cmocka_unit_test(test_hf_random),  cmocka_unit_test(test_codepoint_classes),
-        cmocka_unit_test(test_contract),   cmocka_unit_test(test_bad_args),
-        cmocka_unit_test(test_bad_files),  cmocka_unit_test(test_long_inputs),
-        cmocka_unit_test(test_threads),
-        cmocka_unit_test(test_fuzz_corpus),
+        cmocka_unit_test(test_hf_cases),  cmocka_unit_test(test_hf_decode),
+        cmocka_unit_test(test_hf_random), cmocka_unit_test(test_codepoint_classes),
+        cmocka_unit_test(test_contract),  cmocka_unit_test(test_bad_args),
+        cmocka_unit_test(test_bad_files), cmocka_unit_test(test_long_inputs),
+        cmocka_unit_test(test_threads),   cmocka_unit_test(test_fuzz_corpus),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     attn_ctx_free(ctx);

@@ -158,7 +158,8 @@ static int bpe_word(const attn_bpe *t, work *wk, const uint8_t *w, size_t m, out
             memmove(sym + best + 1, sym + best + 2, (k - best - 1) * sizeof *sym);
             memmove(rank + best + 1, rank + best + 2,
                     (k > best + 2 ? k - best - 2 : 0) * sizeof *rank);
-            memmove(res + best + 1, res + best + 2, (k > best + 2 ? k - best - 2 : 0) * sizeof *res);
+            memmove(res + best + 1, res + best + 2,
+                    (k > best + 2 ? k - best - 2 : 0) * sizeof *res);
             if (best > 0) rank[best - 1] = merge_rank(t, sym[best - 1], sym[best], &res[best - 1]);
             if (best + 1 < k) rank[best] = merge_rank(t, sym[best], sym[best + 1], &res[best]);
         }
@@ -284,8 +285,8 @@ static int segment(const attn_bpe *t, work *wk, const uint8_t *s, size_t n, out 
             i++;
         if (i < n) {
             utf8proc_uint8_t *d = NULL;
-            utf8proc_ssize_t m = utf8proc_map(s, (utf8proc_ssize_t)n, &d,
-                                              UTF8PROC_STABLE | UTF8PROC_COMPOSE);
+            utf8proc_ssize_t m =
+                utf8proc_map(s, (utf8proc_ssize_t)n, &d, UTF8PROC_STABLE | UTF8PROC_COMPOSE);
             if (m < 0) {
                 free(d);
                 return 0;
@@ -304,7 +305,8 @@ static int added_at(const attn_bpe *t, const uint8_t *s, size_t i, size_t n) {
     int best = -1;
     int32_t node = 0;
     for (size_t j = i; j < n; j++) {
-        uint32_t key = (uint32_t)node * 256u + s[j] + 1u, k = attn__bpe_edge_slot(key, t->edge_mask);
+        uint32_t key = (uint32_t)node * 256u + s[j] + 1u,
+                 k = attn__bpe_edge_slot(key, t->edge_mask);
         while (t->edges[k].key && t->edges[k].key != key)
             k = (k + 1) & t->edge_mask;
         if (!t->edges[k].key) break;
@@ -435,17 +437,17 @@ attn_status attn_bpe_encode(attn_ctx *ctx, const attn_bpe *t, const char *text, 
 
 /* ----------------------------------------------------------------- decode */
 
-attn_status attn_bpe_decode(attn_ctx *ctx, const attn_bpe *t, const int32_t *ids, int n,
-                            char *buf, size_t cap, size_t *n_out) {
+attn_status attn_bpe_decode(attn_ctx *ctx, const attn_bpe *t, const int32_t *ids, int n, char *buf,
+                            size_t cap, size_t *n_out) {
     attn__ctx_clear(ctx);
     if (n_out) *n_out = 0;
     if (!t || !n_out || (!ids && n) || n < 0 || (!buf && cap))
         return attn_ctx_fail(ctx, ATTN_E_ARG, "attn_bpe_decode: %s",
-                             !t              ? "NULL tokenizer"
-                             : !n_out        ? "NULL n_out"
-                             : (!ids && n)   ? "NULL ids with a nonzero count"
-                             : n < 0         ? "negative count"
-                                             : "NULL buf with a nonzero cap");
+                             !t            ? "NULL tokenizer"
+                             : !n_out      ? "NULL n_out"
+                             : (!ids && n) ? "NULL ids with a nonzero count"
+                             : n < 0       ? "negative count"
+                                           : "NULL buf with a nonzero cap");
     size_t raw = 0;
     for (int i = 0; i < n; i++) {
         if (ids[i] < 0 || ids[i] >= t->n || t->blen[ids[i]] == UINT32_MAX)
@@ -476,9 +478,10 @@ attn_status attn_bpe_decode(attn_ctx *ctx, const attn_bpe *t, const int32_t *ids
             /* length of the valid prefix of a sequence that breaks off */
             size_t bad = 1;
             uint8_t c = r[i];
-            size_t want = c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3
-                                                   : c >= 0xf0 && c <= 0xf4   ? 4
-                                                                              : 1;
+            size_t want = c >= 0xc2 && c <= 0xdf   ? 2
+                          : c >= 0xe0 && c <= 0xef ? 3
+                          : c >= 0xf0 && c <= 0xf4 ? 4
+                                                   : 1;
             if (want > 1 && i + 1 < raw) {
                 uint8_t lo = c == 0xe0 ? 0xa0 : c == 0xf0 ? 0x90 : 0x80;
                 uint8_t hi = c == 0xed ? 0x9f : c == 0xf4 ? 0x8f : 0xbf;

@@ -222,8 +222,9 @@ static attn_status build(attn_ctx *ctx, const char *what, attn_bpe *t, const tok
                                  "%s: merge %zu ('%.*s' '%.*s'): %s is not in the vocabulary", what,
                                  r + 1, (int)(m->a.n > 64 ? 64 : m->a.n), m->a.s,
                                  (int)(m->b.n > 64 ? 64 : m->b.n), m->b.s,
-                                 a < 0 ? "its first token" : b < 0 ? "its second token"
-                                                                   : "the merged token");
+                                 a < 0   ? "its first token"
+                                 : b < 0 ? "its second token"
+                                         : "the merged token");
         uint64_t key = (uint64_t)(uint32_t)a << 32 | (uint32_t)b;
         for (uint32_t i = merge_slot(key, t->merge_mask);; i = (i + 1) & t->merge_mask) {
             if (t->merges[i].key == UINT64_MAX || t->merges[i].key == key) {
@@ -261,7 +262,8 @@ static attn_status build(attn_ctx *ctx, const char *what, attn_bpe *t, const tok
         const uint8_t *c = (const uint8_t *)t->spell + t->added[k].off;
         int32_t node = 0;
         for (uint32_t j = 0; j < t->added[k].len; j++) {
-            uint32_t key = (uint32_t)node * 256u + c[j] + 1u, i = attn__bpe_edge_slot(key, t->edge_mask);
+            uint32_t key = (uint32_t)node * 256u + c[j] + 1u,
+                     i = attn__bpe_edge_slot(key, t->edge_mask);
             while (t->edges[i].key && t->edges[i].key != key)
                 i = (i + 1) & t->edge_mask;
             if (!t->edges[i].key) {
@@ -296,8 +298,7 @@ static attn_status read_text(attn_ctx *ctx, const char *path, char **out, size_t
     attn_status st = check_size(ctx, path);
     if (st) return st;
     FILE *f = fopen(path, "rb");
-    if (!f)
-        return attn_ctx_fail(ctx, ATTN_E_IO, "%s: cannot open: %s", path, strerror(errno));
+    if (!f) return attn_ctx_fail(ctx, ATTN_E_IO, "%s: cannot open: %s", path, strerror(errno));
     size_t cap = 1 << 16, n = 0;
     char *b = malloc(cap);
     while (b) {
@@ -525,8 +526,10 @@ static attn_status parse_post(attn_ctx *ctx, const char *what, json_t *p, attn_b
         json_t *list = json_object_get(p, "processors"), *q;
         size_t i;
         if (!json_is_array(list))
-            return attn_ctx_fail(ctx, ATTN_E_FORMAT, "%s: post_processor Sequence without "
-                                 "\"processors\"", what);
+            return attn_ctx_fail(ctx, ATTN_E_FORMAT,
+                                 "%s: post_processor Sequence without "
+                                 "\"processors\"",
+                                 what);
         json_array_foreach(list, i, q) {
             const char *qt = type_of(q);
             if (qt && !strcmp(qt, "Sequence"))
@@ -614,8 +617,7 @@ static int seen_id(const addspec *as, size_t n, int32_t id) {
 }
 
 static attn_status load_json_obj(attn_ctx *ctx, const char *what, json_t *j, attn_bpe *t) {
-    if (!json_is_object(j))
-        return attn_ctx_fail(ctx, ATTN_E_FORMAT, "%s: not a JSON object", what);
+    if (!json_is_object(j)) return attn_ctx_fail(ctx, ATTN_E_FORMAT, "%s: not a JSON object", what);
     json_t *model = json_object_get(j, "model");
     if (!json_is_object(model))
         return attn_ctx_fail(ctx, ATTN_E_FORMAT, "%s: no \"model\" object", what);
@@ -683,8 +685,8 @@ static attn_status load_json_obj(attn_ctx *ctx, const char *what, json_t *j, att
             st = attn_ctx_fail(ctx, ATTN_E_FORMAT,
                                "%s: added token '%.64s': single_word is not supported", what, c);
         else if (seen_id(as, i, id))
-            st = attn_ctx_fail(ctx, ATTN_E_FORMAT, "%s: two added tokens have id %d", what,
-                               (int)id);
+            st =
+                attn_ctx_fail(ctx, ATTN_E_FORMAT, "%s: two added tokens have id %d", what, (int)id);
         else if (spec[id].s && (spec[id].n != strlen(c) || memcmp(spec[id].s, c, spec[id].n)))
             st = attn_ctx_fail(ctx, ATTN_E_FORMAT,
                                "%s: added token '%.64s' has id %d, which the vocabulary gives "
@@ -697,8 +699,7 @@ static attn_status load_json_obj(attn_ctx *ctx, const char *what, json_t *j, att
             spec[id] = (tokspec){c, strlen(c)};
         }
     }
-    if (!st)
-        st = build(ctx, what, t, spec, is_added, n, mg, nm, as, (int)nadd);
+    if (!st) st = build(ctx, what, t, spec, is_added, n, mg, nm, as, (int)nadd);
     free(spec);
     free(mg);
     free(as);
@@ -751,7 +752,9 @@ attn_status attn_bpe_load_files(attn_ctx *ctx, const char *vocab_json, const cha
     if (out) *out = NULL;
     if (!vocab_json || !merges_txt || !out)
         return attn_ctx_fail(ctx, ATTN_E_ARG, "attn_bpe_load_files: NULL %s",
-                             !vocab_json ? "vocab_json" : !merges_txt ? "merges_txt" : "out");
+                             !vocab_json   ? "vocab_json"
+                             : !merges_txt ? "merges_txt"
+                                           : "out");
     json_t *j = NULL;
     char *text = NULL;
     size_t len = 0;
@@ -799,8 +802,7 @@ attn_status attn_bpe_load_files(attn_ctx *ctx, const char *vocab_json, const cha
     /* GPT-2's files: <|endoftext|> is a special token (matched in text) */
     addspec eot = {-1, 0, 0};
     for (int32_t id = 0; !st && id < n; id++)
-        if (spec[id].s && spec[id].n == 13 && !memcmp(spec[id].s, "<|endoftext|>", 13))
-            eot.id = id;
+        if (spec[id].s && spec[id].n == 13 && !memcmp(spec[id].s, "<|endoftext|>", 13)) eot.id = id;
     if (!st) {
         t->split = ATTN_BPE_SPLIT_NONE;
         t->bl_regex = 1;
@@ -843,8 +845,10 @@ attn_status attn_bpe_load_dir(attn_ctx *ctx, const char *dir, attn_bpe **out) {
         return attn_ctx_fail(ctx, ATTN_E_ARG, "directory name too long");
     json_t *cfg = NULL;
     attn_status st = check_size(ctx, pc);
-    if (st == ATTN_E_NOTFOUND) st = ATTN_OK;
-    else if (!st) st = attn__json_load(ctx, pc, 1, &cfg);
+    if (st == ATTN_E_NOTFOUND)
+        st = ATTN_OK;
+    else if (!st)
+        st = attn__json_load(ctx, pc, 1, &cfg);
     if (st) return st;
     attn_bpe *t = NULL;
     struct stat sb;
