@@ -9,6 +9,7 @@ Hugging Face does, and writes what Hugging Face gives for a set of texts:
                               regex), <|endoftext|> as the special token
   gpt2/vocab.json, merges.txt the same vocabulary in the older two-file form
                               (GPT2TokenizerFast.save_pretrained)
+  gpt2_legacy/tokenizer.json  the same with merges written as "a b" strings
   gpt2_prefix/tokenizer.json  the same with add_prefix_space = true
   llama3/tokenizer.json       Llama-3 style: Split(Llama-3's regex) then
                               ByteLevel without regex, ignore_merges, a BOS
@@ -167,6 +168,16 @@ def main():
             os.remove(f"{OUT}/gpt2/{junk}")
     save(gpt2, "gpt2")
     gpt2.model.save(f"{OUT}/gpt2")
+
+    # the older tokenizer.json form of the merges ("a b" strings, as the
+    # GPT-2 and Llama 3 files on the Hub have them); HF reads both
+    j = json.loads(gpt2.to_str())
+    j["model"]["merges"] = [" ".join(m) for m in j["model"]["merges"]]
+    legacy = Tokenizer.from_str(json.dumps(j))
+    assert legacy.encode("Hello, world! It's 2026.").ids == gpt2.encode("Hello, world! It's 2026.").ids
+    os.makedirs(f"{OUT}/gpt2_legacy", exist_ok=True)
+    with open(f"{OUT}/gpt2_legacy/tokenizer.json", "w") as f:
+        json.dump(j, f, ensure_ascii=False, separators=(",", ":"))
 
     pref = Tokenizer.from_str(gpt2.to_str())
     pref.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)

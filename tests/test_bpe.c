@@ -107,7 +107,7 @@ static void expect_ids(const attn_bpe *t, const char *name, const unsigned char 
 
 /* Every fixture text: ids without and with special tokens, and the decode,
  * equal Hugging Face's; the GPT-2 rows also through vocab.json +
- * merges.txt. */
+ * merges.txt and through merges written as "a b" strings. */
 static void test_hf_cases(void **state) {
     (void)state;
     const char *names[NTOK] = {"gpt2", "gpt2_prefix", "llama3", "qwen2", "gpt2_added"};
@@ -118,7 +118,7 @@ static void test_hf_cases(void **state) {
     snprintf(p, sizeof p, "%s/gpt2/vocab.json", data_dir());
     char m[1200];
     snprintf(m, sizeof m, "%s/gpt2/merges.txt", data_dir());
-    attn_bpe *files = NULL;
+    attn_bpe *files = NULL, *legacy = load("gpt2_legacy");
     assert_int_equal(attn_bpe_load_files(ctx, p, m, &files), ATTN_OK);
     snprintf(p, sizeof p, "%s/cases.txt", data_dir());
     FILE *f = fopen(p, "r");
@@ -142,6 +142,7 @@ static void test_hf_cases(void **state) {
         expect_ids(toks[k], names[k], text, len, 0, want, nw);
         expect_ids(toks[k], names[k], text, len, 1, wants, nws);
         if (k == 0) expect_ids(files, "gpt2 vocab.json+merges.txt", text, len, 0, want, nw);
+        if (k == 0) expect_ids(legacy, "gpt2 with \"a b\" merges", text, len, 0, want, nw);
         size_t got = 0;
         assert_int_equal(attn_bpe_decode(ctx, toks[k], want, nw, out, sizeof out, &got), ATTN_OK);
         if (got != nd || memcmp(out, dec, nd))
@@ -166,6 +167,7 @@ static void test_hf_cases(void **state) {
     for (int i = 0; i < NTOK; i++)
         attn_bpe_free(toks[i]);
     attn_bpe_free(files);
+    attn_bpe_free(legacy);
 }
 
 /* 300 random strings over characters at the regexes' edges (white space
