@@ -16,6 +16,7 @@
  * same arithmetic whatever thread runs it: results do not depend on the
  * thread count. */
 #include "kernels/arch.h"
+#include "kernels/half.h"
 #include "ops/sdpa_mask.h"
 
 #include <math.h>
@@ -69,9 +70,31 @@ static size_t strip_floats(const attn__sdpa_plan *p, const geom *g) {
 /* RoPE scratch of one thread: a rotated key block [BK][D], a strip's
  * rotated queries [MR][D] (before packing) and the rotation's scratch. */
 static size_t rope_floats(const attn__sdpa_plan *p, const geom *g) {
-    if (!p->rope) return 0;
+    if (!p->rope && !p->pg) return 0;
     return attn__round16((size_t)g->BK * p->D) + attn__round16((size_t)g->MR * p->D) +
-           attn__round16(2 * attn__rope_tmp_doubles(p->rs.rot));
+           attn__round16(2 * attn__rope_tmp_doubles(p->rope ? p->rs.rot : 2)) +
+           (p->pg ? attn__round16((size_t)g->BK * p->Dv) : 0);
+}
+
+/* Rows [a, e) of kv head hk of a paged cache as float32 into dst (row
+ * stride W): the cache's block table walked block by block. */
+static void paged_gather(const attn__paged *pg, const void *pool, int64_t hk, int64_t W, int64_t a,
+                         int64_t e, float *dst) {
+    const size_t es = pg->dt == ATTN__KV_F32 ? 4 : 2;
+    for (int64_t j = a; j < e; j++) {
+        const int64_t blk = pg->tab[j / pg->bs];
+        const char *row = (const char *)pool + (size_t)(((blk * pg->Hkv + hk) * pg->bs + j % pg->bs) * W) * es;
+        float *d = dst + (j - a) * W;
+        if (pg->dt == ATTN__KV_F32) {
+            memcpy(d, row, (size_t)W * 4);
+        } else if (pg->dt == ATTN__KV_F16) {
+            for (int64_t c = 0; c < W; c++)
+                d[c] = attn__h2f(((const uint16_t *)row)[c]);
+        } else {
+            for (int64_t c = 0; c < W; c++)
+                d[c] = attn__bf2f(((const uint16_t *)row)[c]);
+        }
+    }
 }
 
 /* Workspace floats one thread needs: the score tile, the RoPE scratch and
@@ -86,13 +109,14 @@ static size_t ws_floats(const attn__sdpa_plan *p, const geom *g, int gs) {
 typedef struct ksrc {
     const float *kp;
     int64_t k0, kst;
+    const float *vp; /* values the same way: row j at vp + (j - v0) * vst */
+    int64_t v0, vst;
 } ksrc;
 
 /* One (strip, key range) tile: scores, score rules, online softmax, P*V. */
 static void tile(const attn__sdpa_plan *p, const geom *g, const strip *st, const ksrc *ks,
                  int64_t ca, int64_t cb, float *s) {
-    const int64_t b = st->sm.b, h = st->sm.h, hk = h / p->group;
-    const float *vb = p->v + b * p->vs[0] + hk * p->vs[1];
+    const int64_t b = st->sm.b, h = st->sm.h;
     const int n = (int)(cb - ca), MR = g->MR;
     g->kn->qk(st->qt, MR, ks->kp + (ca - ks->k0) * ks->kst, ks->kst, n, (int)p->D, s);
     attn__mask_tile(p, &st->sm, s, NULL, MR, ca, cb);
@@ -101,7 +125,7 @@ static void tile(const attn__sdpa_plan *p, const geom *g, const strip *st, const
         for (int64_t j = ca; j < cb; j++)
             for (int r = 0; r < st->sm.mr; r++)
                 s[(j - ca) * MR + r] *= attn__dropout_factor(p, b, h, st->sm.i0 + r, j);
-    g->kn->pv(s, MR, n, vb + ca * p->vs[2], p->vs[2], (int)p->Dv, st->alpha, st->ot);
+    g->kn->pv(s, MR, n, ks->vp + (ca - ks->v0) * ks->vst, ks->vst, (int)p->Dv, st->alpha, st->ot);
 }
 
 /* Tiles of a strip inside the key block [kb, ke): each run of adjacent
@@ -206,16 +230,25 @@ static void run_task(const attn__sdpa_plan *p, const geom *g, const task *t, flo
         uhi = ATTN_MAX(uhi, attn__mask_last(&st[k].sm));
     }
     const int64_t hk = t->h / p->group;
-    ksrc ks = {p->k + t->b * p->ks[0] + hk * p->ks[1], 0, p->ks[2]};
+    float *rv = (float *)rtmp + attn__round16(2 * attn__rope_tmp_doubles(p->rope ? p->rs.rot : 2));
+    ksrc ks = {p->k + t->b * p->ks[0] + hk * p->ks[1], 0, p->ks[2],
+               p->v + t->b * p->vs[0] + hk * p->vs[1], 0, p->vs[2]};
     for (int64_t kb = ulo < uhi ? ulo / g->BK * g->BK : uhi; kb < uhi; kb += g->BK) {
-        if (p->rope_k) { /* rotate the keys of the block the strips compute, once */
+        if (p->rope_k || p->pg) { /* the keys of the block the strips compute, once */
             int64_t a, e;
             block_keys(st, t->ns, kb, kb + g->BK, &a, &e);
             if (a >= e) continue;
-            attn__rope_rows(&p->rs, p->k + t->b * p->ks[0] + hk * p->ks[1] + a * p->ks[2],
-                            p->ks[2], rk, p->D, (int)(e - a), (int)p->D,
-                            attn__rope_kpos(p, t->b) + a, 0, rtmp);
-            ks = (ksrc){rk, a, p->D};
+            if (p->pg) { /* gathered through the block table, as float32 */
+                paged_gather(p->pg, p->pg->kpool, hk, p->D, a, e, rk);
+                paged_gather(p->pg, p->pg->vpool, hk, p->Dv, a, e, rv);
+                ks = (ksrc){rk, a, p->D, rv, a, p->Dv};
+            }
+            if (p->rope_k) { /* rotated */
+                const float *src = p->pg ? rk : p->k + t->b * p->ks[0] + hk * p->ks[1] + a * p->ks[2];
+                attn__rope_rows(&p->rs, src, p->pg ? p->D : p->ks[2], rk, p->D, (int)(e - a),
+                                (int)p->D, attn__rope_kpos(p, t->b) + a, 0, rtmp);
+                ks.kp = rk, ks.k0 = a, ks.kst = p->D;
+            }
         }
         for (int k = 0; k < t->ns; k++)
             if (st[k].live) strip_block(p, g, &st[k], &ks, kb, kb + g->BK, s);
@@ -230,6 +263,12 @@ static attn_status sdpa_forward(attn_ctx *ctx, const attn_sdpa_args *a) {
     attn__sdpa_plan p;
     attn_status st = attn__sdpa_plan_make(ctx, a, 0, &p);
     if (st) return st;
+    return attn__sdpa_forward_plan(ctx, &p);
+}
+
+attn_status attn__sdpa_forward_plan(attn_ctx *ctx, const attn__sdpa_plan *pp) {
+    const attn__sdpa_plan p = *pp;
+    attn_status st;
     if (p.T == 0) return ATTN_OK;
 
     const geom g = {&ctx->arch->fwd, ctx->arch->mr, ctx->arch->bk};
