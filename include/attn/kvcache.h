@@ -6,8 +6,8 @@
  * of blocks (its block table), grows by taking free blocks (nothing is ever
  * copied or moved) and gives them back when freed, so sequences of any
  * lengths share the pool. A block holds block_size positions of every
- * key/value head: K [Hkv][block_size][D] and V [Hkv][block_size][Dv] in the
- * cache's storage type (F32, F16 or BF16; F16/BF16 halve the memory and the
+ * key/value head (the pools are K [Hkv][num_blocks][block_size][D] and V
+ * [Hkv][num_blocks][block_size][Dv], head-major) in the cache's storage type (F32, F16 or BF16; F16/BF16 halve the memory and the
  * bytes read per decoded token). Rows are converted from float32 when
  * written (round to nearest even) and back to float32 in registers when
  * attention reads them.

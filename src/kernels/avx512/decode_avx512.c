@@ -24,6 +24,18 @@ ATTN_INLINE __m512 ldc(const void *p, int64_t i, __mmask16 mk, int dt) {
     return _mm512_maskz_loadu_ps(mk, (const float *)p + i);
 }
 
+/* Keys ahead that rows are prefetched: the loops do ~100 cycles of work per
+ * key, too few independent loads to hide memory latency by themselves. */
+#define PF 16
+
+/* Prefetch row i (W elements of dt) into L1. */
+ATTN_INLINE void pf_row(const void *p, int64_t i, int W, int dt) {
+    const char *c = (const char *)p + i * (dt == ATTN__KV_F32 ? 4 : 2);
+    const int bytes = W * (dt == ATTN__KV_F32 ? 4 : 2);
+    for (int o = 0; o < bytes; o += 64)
+        _mm_prefetch(c + o, _MM_HINT_T0);
+}
+
 /* Lane sums of a, b, c, d into lanes 0..3 of the result. */
 ATTN_INLINE __m128 sum4(__m512 a, __m512 b, __m512 c, __m512 d) {
     __m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
@@ -49,6 +61,7 @@ ATTN_INLINE void attend_body(const float *q, int R, int D, const void *k, int64_
         const float *q3 = r0 + 3 < R ? q0 + 3 * D : q0;
         for (int j = 0; j < nmax; j++) {
             const int64_t kb = (int64_t)j * ks;
+            if (r0 == 0) pf_row(k, kb + PF * ks, D, dt);
             __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
             for (int d = 0; d < D; d += 16) {
                 __mmask16 mk = tail_mask(D - d);
@@ -118,6 +131,7 @@ ATTN_INLINE void attend_body(const float *q, int R, int D, const void *k, int64_
             const float *s3 = nr > 3 ? s0 + 3 * n : s0;
             for (int j = 0; j < nmax; j++) {
                 const int64_t vb = (int64_t)j * vs + c0;
+                if (r0 == 0 && c0 == 0) pf_row(v, (int64_t)(j + PF) * vs, Dv, dt);
                 __m512 p0 = _mm512_set1_ps(s0[j]), p1 = _mm512_set1_ps(s1[j]);
                 __m512 p2 = _mm512_set1_ps(s2[j]), p3 = _mm512_set1_ps(s3[j]);
 #pragma GCC unroll 4
