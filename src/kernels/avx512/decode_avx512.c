@@ -101,14 +101,16 @@ ATTN_INLINE void attend_body(const float *q, int R, int D, const void *k, int64_
                 a30 = _mm512_fmadd_ps(x0, kc, a30), a31 = _mm512_fmadd_ps(x1, kc, a31);
                 a32 = _mm512_fmadd_ps(x2, kc, a32), a33 = _mm512_fmadd_ps(x3, kc, a33);
             }
-            float t[4][4]; /* [key][row] */
-            _mm_storeu_ps(t[0], sum4(a00, a01, a02, a03));
-            _mm_storeu_ps(t[1], sum4(a10, a11, a12, a13));
-            _mm_storeu_ps(t[2], sum4(a20, a21, a22, a23));
-            _mm_storeu_ps(t[3], sum4(a30, a31, a32, a33));
-            for (int i = 0; i < nr; i++)
-                for (int jj = 0; jj < nj; jj++)
-                    s[(int64_t)(r0 + i) * n + j + jj] = t[jj][i];
+            /* [key][row] -> [row][key]: one 4-key store per row */
+            __m128 t0 = sum4(a00, a01, a02, a03), t1 = sum4(a10, a11, a12, a13);
+            __m128 t2 = sum4(a20, a21, a22, a23), t3 = sum4(a30, a31, a32, a33);
+            _MM_TRANSPOSE4_PS(t0, t1, t2, t3);
+            const __mmask8 mj = (__mmask8)((1u << nj) - 1);
+            float *sr = s + (int64_t)r0 * n + j;
+            _mm_mask_storeu_ps(sr, mj, t0);
+            if (nr > 1) _mm_mask_storeu_ps(sr + n, mj, t1);
+            if (nr > 2) _mm_mask_storeu_ps(sr + 2 * n, mj, t2);
+            if (nr > 3) _mm_mask_storeu_ps(sr + 3 * n, mj, t3);
         }
     }
     /* online softmax per row: s <- p (0 beyond lim), acc *= alpha */
