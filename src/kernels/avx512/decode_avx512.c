@@ -4,7 +4,9 @@
  * BF16) feed 16 accumulators, which transpose-and-add trees reduce to the
  * 16 scores. The
  * softmax step runs 16 keys at a time; P V keeps 4 rows x 64 value columns
- * in 16 registers while it walks the keys (64-column passes over Dv). Row
+ * in 16 registers while it walks the keys (64-column passes over Dv), with
+ * no prefetch or branch in its loop (either made GCC spill the broadcast
+ * probabilities): the score loop has already brought the values to L2. Row
  * and column tails are masked, so any D, Dv and R <= 16 are taken. */
 #include "kernels/arch.h"
 #include "kernels/avx512/vmath_avx512.h"
@@ -27,7 +29,7 @@ ATTN_INLINE __m512 ldc(const void *p, int64_t i, __mmask16 mk, int dt) {
 
 /* Keys ahead that rows are prefetched: the loops do ~100 cycles of work per
  * key, too few independent loads to hide memory latency by themselves. */
-#define PF 16
+#define PF 32
 
 /* Prefetch the row at element i (W elements of dt) into L1 (or L2). */
 ATTN_INLINE void pf_row(const void *p, int64_t i, int W, int dt) {
@@ -73,10 +75,13 @@ ATTN_INLINE void attend_body(const float *q, int R, int D, const void *k, int64_
             const int nj = nmax - j < 4 ? nmax - j : 4;
             const int64_t k0 = (int64_t)j * ks, k1 = nj > 1 ? k0 + ks : k0;
             const int64_t k2 = nj > 2 ? k0 + 2 * ks : k0, k3 = nj > 3 ? k0 + 3 * ks : k0;
-            if (r0 == 0) /* keys ahead to L1; these keys' values to L2 for the P V pass */
+            if (r0 == 0) /* keys ahead to L1; these keys' values to L2 for the P V pass,
+                          * and the keys after this run (the next run when the pool holds
+                          * it next) to L2 */
                 for (int i = 0; i < 4; i++) {
                     pf_row(k, (int64_t)(j + PF + i) * ks, D, dt);
                     pf_row_l2(v, (int64_t)(j + i) * vs, Dv, dt);
+                    pf_row_l2(k, (int64_t)(n + j + i) * ks, D, dt);
                 }
             __m512 a00 = _mm512_setzero_ps(), a01 = a00, a02 = a00, a03 = a00;
             __m512 a10 = a00, a11 = a00, a12 = a00, a13 = a00;
@@ -177,25 +182,33 @@ ATTN_INLINE void attend_body(const float *q, int R, int D, const void *k, int64_
 #undef LD
             for (int j = 0; j < nmax; j++) {
                 const int64_t vb = (int64_t)j * vs + c0;
-                if (r0 == 0 && c0 == 0) { /* values ahead to L1; the keys after this run (the
-                                           * next run when the pool holds it next) to L2 */
-                    pf_row(v, (int64_t)(j + PF) * vs, Dv, dt);
-                    pf_row_l2(k, (int64_t)(n + j) * ks, D, dt);
+                { /* the 64 columns this pass reads of the value PF keys ahead, to L1
+                   * (a fixed count: a loop here made GCC spill) */
+                    const char *pv = (const char *)v + (vb + (int64_t)PF * vs) *
+                                                           (dt == ATTN__KV_F32 ? 4 : 2);
+                    _mm_prefetch(pv, _MM_HINT_T0);
+                    _mm_prefetch(pv + 64, _MM_HINT_T0);
+                    if (dt == ATTN__KV_F32) {
+                        _mm_prefetch(pv + 128, _MM_HINT_T0);
+                        _mm_prefetch(pv + 192, _MM_HINT_T0);
+                    }
                 }
-                const __m512 p0 = _mm512_set1_ps(s0[j]), p1 = _mm512_set1_ps(s1[j]);
-                const __m512 p2 = _mm512_set1_ps(s2[j]), p3 = _mm512_set1_ps(s3[j]);
-                __m512 vc = ldc(v, vb, m0, dt);
-                o00 = _mm512_fmadd_ps(p0, vc, o00), o10 = _mm512_fmadd_ps(p1, vc, o10);
-                o20 = _mm512_fmadd_ps(p2, vc, o20), o30 = _mm512_fmadd_ps(p3, vc, o30);
-                vc = ldc(v, vb + 16, m1, dt);
-                o01 = _mm512_fmadd_ps(p0, vc, o01), o11 = _mm512_fmadd_ps(p1, vc, o11);
-                o21 = _mm512_fmadd_ps(p2, vc, o21), o31 = _mm512_fmadd_ps(p3, vc, o31);
-                vc = ldc(v, vb + 32, m2, dt);
-                o02 = _mm512_fmadd_ps(p0, vc, o02), o12 = _mm512_fmadd_ps(p1, vc, o12);
-                o22 = _mm512_fmadd_ps(p2, vc, o22), o32 = _mm512_fmadd_ps(p3, vc, o32);
-                vc = ldc(v, vb + 48, m3, dt);
-                o03 = _mm512_fmadd_ps(p0, vc, o03), o13 = _mm512_fmadd_ps(p1, vc, o13);
-                o23 = _mm512_fmadd_ps(p2, vc, o23), o33 = _mm512_fmadd_ps(p3, vc, o33);
+                /* the key's 4 value chunks first, then one broadcast probability
+                 * at a time (4 named broadcasts were spilled to the stack by GCC) */
+                const __m512 v0 = ldc(v, vb, m0, dt), v1 = ldc(v, vb + 16, m1, dt);
+                const __m512 v2 = ldc(v, vb + 32, m2, dt), v3 = ldc(v, vb + 48, m3, dt);
+                __m512 pb = _mm512_set1_ps(s0[j]);
+                o00 = _mm512_fmadd_ps(pb, v0, o00), o01 = _mm512_fmadd_ps(pb, v1, o01);
+                o02 = _mm512_fmadd_ps(pb, v2, o02), o03 = _mm512_fmadd_ps(pb, v3, o03);
+                pb = _mm512_set1_ps(s1[j]);
+                o10 = _mm512_fmadd_ps(pb, v0, o10), o11 = _mm512_fmadd_ps(pb, v1, o11);
+                o12 = _mm512_fmadd_ps(pb, v2, o12), o13 = _mm512_fmadd_ps(pb, v3, o13);
+                pb = _mm512_set1_ps(s2[j]);
+                o20 = _mm512_fmadd_ps(pb, v0, o20), o21 = _mm512_fmadd_ps(pb, v1, o21);
+                o22 = _mm512_fmadd_ps(pb, v2, o22), o23 = _mm512_fmadd_ps(pb, v3, o23);
+                pb = _mm512_set1_ps(s3[j]);
+                o30 = _mm512_fmadd_ps(pb, v0, o30), o31 = _mm512_fmadd_ps(pb, v1, o31);
+                o32 = _mm512_fmadd_ps(pb, v2, o32), o33 = _mm512_fmadd_ps(pb, v3, o33);
             }
             /* rows beyond nr (aliases of row 0) are not stored */
 #define ST(a, c, m, o) _mm512_mask_storeu_ps((a) + c0 + 16 * (c), m, o)
