@@ -43,12 +43,19 @@ typedef struct attn__embedding {
 void attn__embedding_forward(attn_ctx *ctx, const attn__embedding *e, const attn__batch *bt,
                              const int32_t *const *ids, int64_t pos0, float *x);
 
-/* Feed-forward block, PyTorch Linear layout: y = W2 gelu(W1 x + b1) + b2,
- * exact (erf) GELU. */
+/* The activation of a feed-forward block. */
+enum {
+    ATTN__ACT_GELU = 0,      /* exact (erf) GELU: BERT, ViT */
+    ATTN__ACT_GELU_TANH = 1, /* tanh approximation: GPT-2's "gelu_new" */
+};
+
+/* Feed-forward block, PyTorch Linear layout: y = W2 act(W1 x + b1) + b2,
+ * act = exact (erf) GELU unless act says otherwise. */
 typedef struct attn__ffn {
     int64_t E, I;
     const float *w1, *b1; /* [I, E], [I] */
     const float *w2, *b2; /* [E, I], [E] */
+    int act;              /* ATTN__ACT_* (0: exact GELU) */
 } attn__ffn;
 
 /* h: scratch [N, I]; x [N, E] -> y [N, E] (y != x). */

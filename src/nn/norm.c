@@ -34,6 +34,16 @@ void attn__gelu_forward(float *x, int64_t n) {
     attn__nn_kernels()->gelu(x, n);
 }
 
+/* GELU-tanh in float, as PyTorch computes it (tanhf per element; a small
+ * share of a decoder step, whose time goes to reading weights). */
+void attn__gelu_tanh_forward(float *x, int64_t n) {
+    const float k0 = 0.7978845608028654f, k1 = 0.044715f;
+    for (int64_t i = 0; i < n; i++) {
+        const float v = x[i];
+        x[i] = 0.5f * v * (1.0f + tanhf(k0 * (v + k1 * v * v * v)));
+    }
+}
+
 /* Backward of LayerNorm with the forward's saved mean and rstd. With
  * xhat = (x - mean) * rstd and g = dy * gamma:
  *   dx = rstd * (g - mean_c(g) - xhat * mean_c(g * xhat))

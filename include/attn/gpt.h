@@ -1,0 +1,150 @@
+/* attn/gpt.h: a causal decoder that generates text. So far the GPT-2
+ * architecture (Hugging Face GPT2LMHeadModel directories): token and learned
+ * position embeddings, pre-LN blocks (causal multi-head attention, GELU-tanh
+ * MLP), a final LayerNorm and an LM head tied to the token embeddings; a KV
+ * cache so each new token costs one row; and sampling (greedy, temperature,
+ * top-k, top-p) with a seed. Users include <attn/attn.h>, which includes
+ * this file. */
+#ifndef ATTN_GPT_H
+#define ATTN_GPT_H
+
+#include "core.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* What the MLP applies between its two projections (config.json's
+ * activation_function). */
+typedef enum attn_gpt_act {
+    ATTN_GPT_GELU_TANH = 0, /* "gelu_new", "gelu_pytorch_tanh": 0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x^3))) */
+    ATTN_GPT_GELU = 1,      /* "gelu": exact, x Phi(x) */
+} attn_gpt_act;
+
+/* The sizes and options of a GPT-2 decoder (config.json). E = n_embd,
+ * Dh = E / n_head. */
+typedef struct attn_gpt_config {
+    int64_t vocab_size;  /* rows of wte */
+    int64_t n_positions; /* rows of wpe: the longest sequence (prompt + generated) */
+    int64_t n_embd;      /* E */
+    int64_t n_layer;
+    int64_t n_head;  /* dividing E */
+    int64_t n_inner; /* MLP width (config null: 4E) */
+    float layer_norm_epsilon;
+    attn_gpt_act act;
+    int scale_attn_weights;              /* 0: scores are q.k, not q.k / sqrt(Dh) */
+    int scale_attn_by_inverse_layer_idx; /* scores of layer l further divided by l + 1 */
+    int tie_word_embeddings;             /* 1: the LM head is wte; 0: lm_head.weight */
+    int32_t bos_token_id, eos_token_id;  /* -1 when config.json has none */
+} attn_gpt_config;
+
+/* Read dir/config.json (model_type "gpt2"). Returns ATTN_OK, ATTN_E_IO,
+ * ATTN_E_FORMAT (invalid JSON, a key of the wrong type), ATTN_E_NOTFOUND
+ * (config.json or a required key missing), ATTN_E_UNSUPPORTED (another
+ * model_type, an activation other than gelu_new / gelu_pytorch_tanh / gelu,
+ * cross-attention), ATTN_E_SHAPE (n_embd not a multiple of n_head). The
+ * message names the file. */
+ATTN_NODISCARD attn_status attn_gpt_config_load(attn_ctx *ctx, const char *dir,
+                                                attn_gpt_config *cfg);
+
+/* A loaded decoder (weights converted to F32, Conv1D weights transposed to
+ * [out, in]). Opaque; immutable once loaded, so one model may serve several
+ * contexts and caches at once. */
+typedef struct attn_gpt attn_gpt;
+
+/* Load a GPT-2 directory: config.json as above and model.safetensors with
+ * GPT-2's tensor names (wte.weight, wpe.weight, h.<l>.ln_1.weight,
+ * h.<l>.attn.c_attn.weight [E, 3E], ..., ln_f.weight), with or without the
+ * "transformer." prefix of GPT2LMHeadModel, in F32, F16 or BF16; the
+ * attention's causal-mask buffers (attn.bias, attn.masked_bias) are ignored.
+ * Returns the statuses of attn_gpt_config_load, and ATTN_E_NOTFOUND (a
+ * tensor is missing), ATTN_E_SHAPE (a tensor's shape disagrees with
+ * config.json, or the file has more layers than n_layer), ATTN_E_DTYPE (a
+ * tensor is not a float type), ATTN_E_NOMEM. On failure *out is NULL. */
+ATTN_NODISCARD attn_status attn_gpt_load(attn_ctx *ctx, const char *dir, attn_gpt **out);
+void attn_gpt_free(attn_gpt *m);
+const attn_gpt_config *attn_gpt_get_config(const attn_gpt *m);
+
+/* The keys and values of B sequences seen so far, for every layer, so a new
+ * token attends to them without recomputing them (cap positions each, at
+ * most n_positions). All B sequences advance together. Also the forward's
+ * scratch: a cache is used by one thread at a time. */
+typedef struct attn_gpt_cache attn_gpt_cache;
+
+/* Returns ATTN_OK, ATTN_E_ARG (B < 1, cap outside [1, n_positions]),
+ * ATTN_E_NOMEM. */
+ATTN_NODISCARD attn_status attn_gpt_cache_create(attn_ctx *ctx, const attn_gpt *m, int64_t B,
+                                                 int64_t cap, attn_gpt_cache **out);
+void attn_gpt_cache_free(attn_gpt_cache *c);
+/* Positions filled (the next token's position). */
+int64_t attn_gpt_cache_len(const attn_gpt_cache *c);
+/* Forget everything (length 0), keeping the memory. */
+void attn_gpt_cache_reset(attn_gpt_cache *c);
+
+/* Run T new tokens of each of the cache's B sequences: ids [B, T] at
+ * positions len .. len + T - 1 (len = attn_gpt_cache_len before the call),
+ * appending their keys and values to the cache. Prefill a prompt with T =
+ * its length, then decode with T = 1. logits: when last_only, [B, V] (the
+ * next-token logits after each sequence's last new token), else [B, T, V];
+ * NULL skips the LM head. Returns ATTN_OK, ATTN_E_ARG (NULL argument,
+ * T < 1, an id outside [0, vocab_size), len + T beyond the cache's cap:
+ * the message names it; nothing is appended), ATTN_E_NOMEM. */
+ATTN_NODISCARD attn_status attn_gpt_forward(attn_ctx *ctx, const attn_gpt *m, attn_gpt_cache *c,
+                                            int64_t T, const int32_t *ids, int last_only,
+                                            float *logits);
+
+/* ---- generation --------------------------------------------------------- */
+
+/* How the next token is chosen from the logits, in Hugging Face's order:
+ * temperature, then top-k, then top-p, then a draw. temperature 0 is greedy
+ * (argmax; the lowest id wins a tie), and top_k / top_p are then unused. */
+typedef struct attn_gen_params {
+    int64_t max_new_tokens; /* >= 0 */
+    float temperature;      /* >= 0; 1 = the model's distribution */
+    int64_t top_k;          /* 0: off; else keep the k most likely */
+    float top_p;            /* in (0, 1]; 1: off; else the smallest set with mass >= top_p */
+    uint64_t seed;          /* the draws' stream: the same seed gives the same tokens
+                             * for any thread count */
+    int32_t eos_id;         /* stop after this token (it is emitted); -1: never */
+} attn_gen_params;
+
+/* Defaults: max_new_tokens 64, temperature 1, top_k 0, top_p 1, seed 0,
+ * eos_id the model's (-1 for a NULL model). */
+void attn_gen_params_default(const attn_gpt *m, attn_gen_params *p);
+
+/* Called with each new token as it is made (before the next one is
+ * computed). Return nonzero to stop (a stop string, a consumer that has
+ * enough). */
+typedef int (*attn_gen_token_fn)(void *user, int32_t id);
+
+/* Timing of one generation (seconds of wall clock). */
+typedef struct attn_gen_stats {
+    int64_t prompt_tokens, new_tokens;
+    double prompt_s, decode_s; /* prefill; the steps after it */
+} attn_gen_stats;
+
+/* Generate after prompt[0..n) (1 <= n): a prefill of the prompt, then one
+ * token per step, each chosen by p, until eos_id is made, on_token returns
+ * nonzero, or max_new_tokens are made. out (optional, max_new_tokens ids)
+ * receives the tokens, *n_out (optional) their number, *stats (optional) the
+ * timing. Returns ATTN_OK, ATTN_E_ARG (bad p: temperature < 0 or not
+ * finite, top_k < 0, top_p outside (0, 1], max_new_tokens < 0; n < 1 or an
+ * id out of range; n + max_new_tokens - 1 beyond n_positions: the message
+ * names the limit), ATTN_E_NOMEM. */
+ATTN_NODISCARD attn_status attn_gpt_generate(attn_ctx *ctx, const attn_gpt *m,
+                                             const int32_t *prompt, int64_t n,
+                                             const attn_gen_params *p, attn_gen_token_fn on_token,
+                                             void *user, int32_t *out, int64_t *n_out,
+                                             attn_gen_stats *stats);
+
+/* One choice of p from logits [V] (overwritten), with *rng the draw stream
+ * (splitmix64 state, advanced by one draw unless greedy) and idx [V] scratch.
+ * The rule attn_gpt_generate applies at each step. Returns the id, or -1 for
+ * a bad p, V < 1 or NULL arrays. */
+int32_t attn_gen_sample(float *logits, int64_t V, const attn_gen_params *p, uint64_t *rng,
+                        int32_t *idx);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* ATTN_GPT_H */
