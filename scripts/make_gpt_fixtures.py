@@ -16,6 +16,9 @@ Builds everything locally (nothing is downloaded):
                                      (do_sample=False, use_cache=True)
       margin     F32 [1]             smallest top-1 minus top-2 logit over the greedy
                                      steps (how far from a tie the greedy fixture is)
+    and, for the command-line test, generate.tsv: one line per prompt,
+      <prompt text> TAB <prompt ids> TAB <greedy ids>   (ids space-separated)
+    and gen_<i>.txt, the greedy tokens decoded by the tokenizer (raw bytes).
     The F16 directory's expectations come from the model with its weights rounded
     to F16 and run in F32, which is what attn computes after loading them.
 
@@ -98,6 +101,16 @@ def expectations(model, tok):
     return out, worst
 
 
+def write_cli_expectations(path, exp, tok):
+    with open(os.path.join(path, "generate.tsv"), "w", encoding="utf-8") as f:
+        for i, p in enumerate(PROMPTS):
+            ids = " ".join(str(int(x)) for x in exp[f"ids_{i}"])
+            gen = exp[f"gen_{i}"].tolist()
+            f.write(f"{p}\t{ids}\t{' '.join(str(x) for x in gen)}\n")
+            with open(os.path.join(path, f"gen_{i}.txt"), "wb") as g:
+                g.write(tok.decode(gen).encode("utf-8"))
+
+
 def write_dir(path, model, tok, prefix, dtype):
     if os.path.isdir(path):
         shutil.rmtree(path)
@@ -131,6 +144,7 @@ def main():
     write_dir(d32, model, tok, prefix=False, dtype=torch.float32)
     exp, m32 = expectations(model, tok)
     save_file(exp, os.path.join(d32, "expected.safetensors"))
+    write_cli_expectations(d32, exp, tok)
 
     # the F16 variant: the same model with weights rounded to F16, run in F32
     with torch.no_grad():

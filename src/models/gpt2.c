@@ -116,7 +116,7 @@ static attn__layer layer_view(const attn_gpt *m, int64_t l) {
     L.attn.w_out = w->wo, L.attn.b_out = w->bo;
     L.ffn.E = E, L.ffn.I = c->n_inner;
     L.ffn.w1 = w->w1, L.ffn.b1 = w->b1, L.ffn.w2 = w->w2, L.ffn.b2 = w->b2;
-    L.ffn.act = c->act == ATTN_GPT_GELU ? ATTN__ACT_GELU : ATTN__ACT_GELU_TANH;
+    L.ffn.gelu_tanh = c->act == ATTN_GPT_GELU_TANH;
     L.ln1_g = w->ln1_g, L.ln1_b = w->ln1_b, L.ln2_g = w->ln2_g, L.ln2_b = w->ln2_b;
     L.eps = c->layer_norm_epsilon;
     L.pre_ln = 1;

@@ -43,20 +43,30 @@ typedef struct attn__embedding {
 void attn__embedding_forward(attn_ctx *ctx, const attn__embedding *e, const attn__batch *bt,
                              const int32_t *const *ids, int64_t pos0, float *x);
 
-/* The activation of a feed-forward block. */
-enum {
-    ATTN__ACT_GELU = 0,      /* exact (erf) GELU: BERT, ViT */
-    ATTN__ACT_GELU_TANH = 1, /* tanh approximation: GPT-2's "gelu_new" */
-};
-
-/* Feed-forward block, PyTorch Linear layout: y = W2 act(W1 x + b1) + b2,
- * act = exact (erf) GELU unless act says otherwise. */
+/* Feed-forward block, PyTorch Linear layout: y = W2 gelu(W1 x + b1) + b2,
+ * exact (erf) GELU, or its tanh form (GPT-2) when gelu_tanh is set. */
 typedef struct attn__ffn {
     int64_t E, I;
     const float *w1, *b1; /* [I, E], [I] */
     const float *w2, *b2; /* [E, I], [E] */
-    int act;              /* ATTN__ACT_* (0: exact GELU) */
+    int gelu_tanh;
 } attn__ffn;
+
+/* The block's activation in place over n elements, and its backward
+ * (dx = dy * act'(u), u the pre-activation; dx may be dy). */
+static inline void attn__ffn_activate(const attn__ffn *f, float *x, int64_t n) {
+    if (f->gelu_tanh)
+        attn__gelu_tanh_forward(x, n);
+    else
+        attn__gelu_forward(x, n);
+}
+static inline void attn__ffn_activate_backward(const attn__ffn *f, const float *u, const float *dy,
+                                               float *dx, int64_t n) {
+    if (f->gelu_tanh)
+        attn__gelu_tanh_backward(u, dy, dx, n);
+    else
+        attn__gelu_backward(u, dy, dx, n);
+}
 
 /* h: scratch [N, I]; x [N, E] -> y [N, E] (y != x). */
 void attn__ffn_forward(attn_ctx *ctx, const attn__ffn *f, const attn__batch *bt, const float *x,

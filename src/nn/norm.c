@@ -34,16 +34,6 @@ void attn__gelu_forward(float *x, int64_t n) {
     attn__nn_kernels()->gelu(x, n);
 }
 
-/* GELU-tanh in float, as PyTorch computes it (tanhf per element; a small
- * share of a decoder step, whose time goes to reading weights). */
-void attn__gelu_tanh_forward(float *x, int64_t n) {
-    const float k0 = 0.7978845608028654f, k1 = 0.044715f;
-    for (int64_t i = 0; i < n; i++) {
-        const float v = x[i];
-        x[i] = 0.5f * v * (1.0f + tanhf(k0 * (v + k1 * v * v * v)));
-    }
-}
-
 /* Backward of LayerNorm with the forward's saved mean and rstd. With
  * xhat = (x - mean) * rstd and g = dy * gamma:
  *   dx = rstd * (g - mean_c(g) - xhat * mean_c(g * xhat))
@@ -82,5 +72,25 @@ void attn__gelu_backward(const float *x, const float *dy, float *dx, int64_t n) 
         float cdf = 0.5f * (1.0f + attn__erf1(x[i] * 0.70710678118654752f));
         float pdf = 0.39894228040143268f * expf(-0.5f * x[i] * x[i]);
         dx[i] = dy[i] * (cdf + x[i] * pdf);
+    }
+}
+
+/* GELU, tanh form: g(x) = 0.5 x (1 + tanh(u)), u = c (x + a x^3),
+ * c = sqrt(2/pi), a = 0.044715, in fp32 as PyTorch's approximate='tanh'. */
+void attn__gelu_tanh_forward(float *x, int64_t n) {
+    const float c = 0.79788456080286535588f, a = 0.044715f;
+    for (int64_t i = 0; i < n; i++) {
+        float v = x[i];
+        x[i] = 0.5f * v * (1.0f + tanhf(c * (v + a * v * v * v)));
+    }
+}
+
+/* g'(x) = 0.5 (1 + t) + 0.5 x (1 - t^2) c (1 + 3 a x^2), t = tanh(u). */
+void attn__gelu_tanh_backward(const float *x, const float *dy, float *dx, int64_t n) {
+    const float c = 0.79788456080286535588f, a = 0.044715f;
+    for (int64_t i = 0; i < n; i++) {
+        float v = x[i], t = tanhf(c * (v + a * v * v * v));
+        float d = 0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * c * (1.0f + 3.0f * a * v * v);
+        dx[i] = dy[i] * d;
     }
 }
