@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# attn generate on the GPT-2 fixture (scripts/make_gpt_fixtures.py): greedy
+# tokens and text identical to transformers' generate(), sampling repeatable
+# by seed on any thread count, stops, and the errors of bad input.
+set -u
+: "${ATTN:?path of the attn binary}" "${ATTN_TEST_DATA:?tests/data}"
+D="$ATTN_TEST_DATA/gpt2-tiny"
+fails=0
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+fail() { echo "FAIL $*"; fails=$((fails + 1)); }
+# run NAME WANT-STATUS -- COMMAND...: stdout to $tmp/out, stderr to $tmp/err
+run() {
+    local name=$1 want=$2
+    shift 3
+    "$@" >"$tmp/out" 2>"$tmp/err"
+    local rc=$?
+    if [ "$rc" != "$want" ]; then
+        fail "$name: status $rc (want $want)"
+        sed 's/^/  stderr: /' "$tmp/err"
+    fi
+}
+err_has() {
+    grep -qF -- "$2" "$tmp/err" || { fail "$1: stderr lacks '$2':"; sed 's/^/  /' "$tmp/err"; }
+}
+
+# greedy: the ids of transformers' generate (generate.tsv: text, prompt ids, greedy ids)
+i=0
+while IFS=$'\t' read -r text pids gen; do
+    run "greedy-ids $i" 0 -- "$ATTN" generate --model "$D" --prompt-ids "${pids// /,}" \
+        --temperature 0 --max-new-tokens 64 --ignore-eos --ids --threads 1
+    [ "$(tr '\n' ' ' <"$tmp/out")" = "$gen " ] || fail "greedy-ids $i: $(tr '\n' ' ' <"$tmp/out")"
+    grep -qE '^prompt: [0-9]+ tokens in .* tokens/s\); generated: 64 tokens in .* tokens/s\)$' "$tmp/err" ||
+        fail "greedy-ids $i: no speed line: $(cat "$tmp/err")"
+    i=$((i + 1))
+done <"$D/generate.tsv"
+[ "$i" -ge 4 ] || fail "generate.tsv has $i prompts"
+
+# sampling: same seed same tokens on 1 and 2 threads; another seed differs
+args=(generate --model "$D" --prompt-ids 268,453,485,309 --max-new-tokens 40 --ignore-eos --ids
+      --temperature 0.9 --top-k 40 --top-p 0.95)
+run seed1 0 -- "$ATTN" "${args[@]}" --seed 5 --threads 1; cp "$tmp/out" "$tmp/s1"
+run seed2 0 -- "$ATTN" "${args[@]}" --seed 5 --threads 2; cp "$tmp/out" "$tmp/s2"
+run seed3 0 -- "$ATTN" "${args[@]}" --seed 6 --threads 2; cp "$tmp/out" "$tmp/s3"
+cmp -s "$tmp/s1" "$tmp/s2" || fail "seed 5: 1 and 2 threads differ"
+cmp -s "$tmp/s1" "$tmp/s3" && fail "seeds 5 and 6 gave the same 40 tokens"
+[ "$(wc -l <"$tmp/s1")" = 40 ] || fail "seed1: $(wc -l <"$tmp/s1") tokens, want 40"
+
+# stops: max-new-tokens, EOS (the fixture's eos is id 511: a prompt ending in
+# it still generates; max-new-tokens 0 prints nothing)
+run max3 0 -- "$ATTN" generate --model "$D" --prompt-ids 268 --temperature 0 --max-new-tokens 3 --ids
+[ "$(wc -l <"$tmp/out")" = 3 ] || fail "max3: $(wc -l <"$tmp/out") tokens"
+run max0 0 -- "$ATTN" generate --model "$D" --prompt-ids 268 --max-new-tokens 0 --ids
+[ -s "$tmp/out" ] && fail "max0 printed: $(cat "$tmp/out")"
+
+# bad usage (2) and bad input (1), with messages naming the problem
+run no-model 2 -- "$ATTN" generate --prompt-ids 1
+err_has no-model "--model"
+run two-prompts 2 -- "$ATTN" generate --model "$D" --prompt-ids 1 --prompt hi
+err_has two-prompts "exactly one"
+run top-p0 2 -- "$ATTN" generate --model "$D" --prompt-ids 1 --top-p 0
+err_has top-p0 "--top-p"
+run top-p-big 2 -- "$ATTN" generate --model "$D" --prompt-ids 1 --top-p 1.5
+err_has top-p-big "--top-p"
+run temp-neg 2 -- "$ATTN" generate --model "$D" --prompt-ids 1 --temperature -1
+err_has temp-neg "--temperature"
+run topk-neg 2 -- "$ATTN" generate --model "$D" --prompt-ids 1 --top-k -3
+run bad-ids 2 -- "$ATTN" generate --model "$D" --prompt-ids 1,,2
+err_has bad-ids "--prompt-ids"
+run id-range 1 -- "$ATTN" generate --model "$D" --prompt-ids 1,512 --ids
+err_has id-range "vocab_size"
+run too-many-new 1 -- "$ATTN" generate --model "$D" --prompt-ids 1,2 --max-new-tokens 128 --ids
+err_has too-many-new "n_positions = 128"
+long=$(seq -s, 1 129)
+run long-prompt 1 -- "$ATTN" generate --model "$D" --prompt-ids "$long" --ids
+err_has long-prompt "n_positions"
+[ -s "$tmp/out" ] && fail "long-prompt printed output"
+run no-dir 1 -- "$ATTN" generate --model "$tmp/nothing" --prompt-ids 1
+err_has no-dir "config.json"
+mkdir "$tmp/other"
+sed 's/"gpt2"/"mamba"/' "$D/config.json" >"$tmp/other/config.json"
+run other-type 1 -- "$ATTN" generate --model "$tmp/other" --prompt-ids 1
+err_has other-type 'model_type "mamba"' 
+run no-input 1 -- "$ATTN" generate --model "$D" --input "$tmp/none.txt"
+err_has no-input "none.txt"
+
+[ "$fails" = 0 ] || { echo "$fails failure(s)"; exit 1; }
+echo "all generate checks passed"
