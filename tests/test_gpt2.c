@@ -16,6 +16,7 @@
 #include <cmocka.h>
 
 #include "attn_test.h"
+#include "nn/nn.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -616,6 +617,46 @@ static void test_model_open(void **state) {
     attn_model_free(m);
 }
 
+/* The one-row product of a decoder step (attn__sgemm at M = 1, the nn
+ * kernel table's gemv) under the rule of every check: within 2x the error of
+ * a plain fp32 sum (+1e-6) of the float64 product, odd sizes and tails,
+ * with and without accumulation (beta 1: a Linear layer's bias), and the
+ * same on 1 and 2 threads. */
+static void test_gemv(void **state) {
+    (void)state;
+    const int64_t shapes[][2] = {{1, 1}, {3, 5}, {4, 16}, {7, 31}, {67, 773}, {130, 33}, {513, 64}};
+    attn_ctx *one;
+    assert_int_equal(attn_ctx_create(&one, 1), ATTN_OK);
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        const int64_t N = shapes[si][0], K = shapes[si][1], ldw = K + 3;
+        at_rng r = at_rng_for(1200 + si);
+        float *W = malloc((size_t)(N * ldw) * 4), *x = malloc((size_t)K * 4);
+        float *y = malloc((size_t)N * 4), *y1 = malloc((size_t)N * 4), *f32 = malloc((size_t)N * 4);
+        double *ref = malloc((size_t)N * 8);
+        for (int64_t i = 0; i < N * ldw; i++)
+            W[i] = at_rng_uniform(&r, -1, 1);
+        for (int64_t k = 0; k < K; k++)
+            x[k] = at_rng_uniform(&r, -1, 1);
+        for (int acc = 0; acc < 2; acc++) {
+            for (int64_t j = 0; j < N; j++) {
+                const float b = acc ? at_rng_uniform(&r, -1, 1) : 0.0f;
+                double d = b;
+                float f = 0.0f;
+                for (int64_t k = 0; k < K; k++)
+                    d += (double)W[j * ldw + k] * x[k], f += W[j * ldw + k] * x[k];
+                ref[j] = d, f32[j] = f + b;
+                y[j] = y1[j] = acc ? b : NAN; /* without acc y must not be read */
+            }
+            attn__sgemm(at_ctx, 0, 1, 1, N, K, 1.0f, x, K, W, ldw, acc ? 1.0f : 0.0f, y, N);
+            attn__sgemm(one, 0, 1, 1, N, K, 1.0f, x, K, W, ldw, acc ? 1.0f : 0.0f, y1, N);
+            assert_true(at_check_f64("gemv", y, ref, f32, N, r.seed));
+            assert_memory_equal(y, y1, (size_t)N * 4);
+        }
+        free(W), free(x), free(y), free(y1), free(f32), free(ref);
+    }
+    attn_ctx_free(one);
+}
+
 static int setup(void **state) {
     data_dirs();
     snprintf(tmpdir, sizeof tmpdir, "/tmp/attn_gpt2_XXXXXX");
@@ -636,7 +677,7 @@ int main(void) {
         cmocka_unit_test(test_stops),        cmocka_unit_test(test_seed_threads),
         cmocka_unit_test(test_sample),       cmocka_unit_test(test_bf16),
         cmocka_unit_test(test_hostile_dirs), cmocka_unit_test(test_bad_args),
-        cmocka_unit_test(test_model_open),
+        cmocka_unit_test(test_model_open),   cmocka_unit_test(test_gemv),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -40,6 +40,13 @@ typedef struct attn_nn_kernels {
     void (*erf)(const float *x, float *y, int64_t n);
     /* x[i] = x[i] * Phi(x[i]) = 0.5 x (1 + erf(x / sqrt 2)), exact GELU */
     void (*gelu)(float *x, int64_t n);
+    /* Matrix-vector product over n rows of W (row stride ldw):
+     *   y[j] = sum_k W[j][k] x[k]  (+ y[j] when acc; y is not read otherwise)
+     * The one-token step of a decoder (a Linear layer on one row) is bound
+     * by reading W once; a GEMM library's M = 1 path streams it slower
+     * (docs/PERFORMANCE.md). Each family's own summation order. */
+    void (*gemv)(const float *W, int64_t ldw, int64_t n, int64_t K, const float *x, int acc,
+                 float *y);
 } attn_nn_kernels;
 
 /* One element, the scalar family's algorithm (for the GELU backward). */

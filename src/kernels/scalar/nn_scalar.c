@@ -59,8 +59,20 @@ static void gelu_scalar(float *x, int64_t n) {
         x[i] = 0.5f * x[i] * (1.0f + attn__erf1(x[i] * 0.70710678118654752f));
 }
 
+static void gemv_scalar(const float *W, int64_t ldw, int64_t n, int64_t K, const float *x, int acc,
+                        float *y) {
+    for (int64_t j = 0; j < n; j++) {
+        const float *w = W + j * ldw;
+        float s = 0.0f;
+        for (int64_t k = 0; k < K; k++)
+            s = fmaf(w[k], x[k], s);
+        y[j] = acc ? y[j] + s : s;
+    }
+}
+
 const attn_nn_kernels attn__nn_kernels_scalar = {
     .name = "scalar",
     .erf = erf_scalar,
     .gelu = gelu_scalar,
+    .gemv = gemv_scalar,
 };
