@@ -1,5 +1,6 @@
 /* attn/text.h: BERT's WordPiece tokenizer (uncased or cased), giving the
- * same ids as Hugging Face's BertTokenizerFast. (A model directory's
+ * same ids as Hugging Face's BertTokenizerFast, and the byte-level BPE
+ * tokenizer of GPT-2 and Llama 3 (attn_bpe_*, below). (A model directory's
  * tokenizer also comes with attn_model_open, attn/models.h.)
  * Users include <attn/attn.h>, which includes this file.
  *
@@ -81,6 +82,89 @@ int32_t attn_tokenizer_vocab_size(const attn_tokenizer *tok);
 /* model_max_length of the directory's tokenizer_config.json, or 0 when not
  * known (attn_tokenizer_load, or a value absent or above 2^30). */
 int attn_tokenizer_max_len(const attn_tokenizer *tok);
+
+/* ------------------------------------------------------------------------
+ * Byte-level BPE (GPT-2, Llama 3, Qwen2 style), giving the same ids as
+ * Hugging Face's `tokenizers` for the files it accepts.
+ *
+ * Pipeline of attn_bpe_encode, per text:
+ *   - the added tokens of tokenizer.json (e.g. <|endoftext|>) written
+ *     literally in the text are matched first, leftmost and longest, with
+ *     their lstrip/rstrip (white space around them swallowed);
+ *   - the text between them is pre-tokenized: with tokenizer.json's Split
+ *     regex when it has one (the Llama 3 pattern, or Qwen2's single-digit
+ *     variant), then ByteLevel: a space is prepended to each piece that does
+ *     not start with one when add_prefix_space, and GPT-2's regex splits it
+ *     when use_regex ('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+|
+ *     ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+); categories come from utf8proc;
+ *   - each piece's bytes are merged pair by pair, lowest merge rank first
+ *     (leftmost among equals); with ignore_merges a piece that is itself in
+ *     the vocabulary is that token;
+ *   - with add_special, the special tokens of the post_processor's
+ *     TemplateProcessing "single" template are put around the ids (Llama 3:
+ *     <|begin_of_text|> first; GPT-2 files add nothing).
+ * A tokenizer.json that asks for anything else (a normalizer, another
+ * pre-tokenizer or regex, byte_fallback, subword prefixes/suffixes, dropout,
+ * single_word added tokens) is refused with ATTN_E_FORMAT naming it.
+ * Immutable after loading: one tokenizer may serve many threads at once. */
+
+typedef struct attn_bpe attn_bpe;
+
+/* Load dir/tokenizer.json (model.type "BPE", byte-level pre-tokenizer),
+ * else dir/vocab.json + dir/merges.txt (GPT-2's two-file form: GPT-2's
+ * regex, <|endoftext|> an added token if the vocabulary has it,
+ * add_prefix_space from tokenizer_config.json). dir/tokenizer_config.json's
+ * bos_token / eos_token, when present and in the vocabulary, set
+ * attn_bpe_bos_id / attn_bpe_eos_id. Returns ATTN_OK, ATTN_E_ARG (NULL
+ * argument), ATTN_E_NOTFOUND (neither form in dir), ATTN_E_IO, ATTN_E_FORMAT
+ * (not JSON, unsupported settings, a merge of tokens outside the vocabulary,
+ * a file over 256 MiB, more than 2^24 ids, a token over 4096 bytes),
+ * ATTN_E_NOMEM. On success *out owns the tokenizer (attn_bpe_free). */
+ATTN_NODISCARD attn_status attn_bpe_load_dir(attn_ctx *ctx, const char *dir, attn_bpe **out);
+/* Load one tokenizer.json file (as attn_bpe_load_dir, without the config). */
+ATTN_NODISCARD attn_status attn_bpe_load_json(attn_ctx *ctx, const char *tokenizer_json,
+                                              attn_bpe **out);
+/* Load GPT-2's vocab.json ({token: id}) + merges.txt (an optional
+ * "#version" first line, then "a b" per line, in rank order). */
+ATTN_NODISCARD attn_status attn_bpe_load_files(attn_ctx *ctx, const char *vocab_json,
+                                               const char *merges_txt, attn_bpe **out);
+/* Free a tokenizer. attn_bpe_free(NULL) is a no-op. */
+void attn_bpe_free(attn_bpe *t);
+
+/* Token ids of one UTF-8 text of len bytes (text may be NULL when len is 0).
+ * add_special != 0 puts the post_processor template's special tokens around
+ * them (a BOS for Llama 3; nothing for GPT-2). Writes ids[0..*n_out); ids
+ * NULL with cap 0 only counts. Returns ATTN_OK, ATTN_E_ARG (NULL argument,
+ * len over 2^31-17, text not valid UTF-8: the message names the byte offset;
+ * cap < the number of ids: *n_out is set to that number, ids[0..cap) may
+ * have been overwritten), ATTN_E_NOMEM. */
+ATTN_NODISCARD attn_status attn_bpe_encode(attn_ctx *ctx, const attn_bpe *t, const char *text,
+                                           size_t len, int add_special, int32_t *ids, int cap,
+                                           int *n_out);
+/* The raw bytes of one token (byte-level decoded, NOT NUL-terminated, maybe
+ * a part of a UTF-8 sequence), *len set; NULL (and *len 0) if id is out of
+ * range. Added tokens give their text. */
+const unsigned char *attn_bpe_token_bytes(const attn_bpe *t, int32_t id, size_t *len);
+/* Decode n ids to text: their bytes concatenated, every invalid UTF-8
+ * stretch replaced by U+FFFD as Hugging Face's decode does (one per maximal
+ * prefix of a valid sequence, or per stray byte); special tokens are kept.
+ * Writes buf[0..*n_out), plus a NUL when cap > *n_out; buf NULL with cap 0
+ * only counts. Returns ATTN_OK, ATTN_E_ARG (NULL argument, an id outside
+ * the vocabulary: the message names it; cap < the bytes needed: *n_out set,
+ * buf untouched), ATTN_E_NOMEM. */
+ATTN_NODISCARD attn_status attn_bpe_decode(attn_ctx *ctx, const attn_bpe *t, const int32_t *ids,
+                                           int n, char *buf, size_t cap, size_t *n_out);
+/* Id of the vocabulary or added token spelled exactly `token` (as written in
+ * the file, e.g. "\u0120the" for " the"), or -1. */
+int32_t attn_bpe_id(const attn_bpe *t, const char *token);
+/* Number of ids, added tokens included (the largest id + 1). */
+int32_t attn_bpe_vocab_size(const attn_bpe *t);
+/* The BOS token: the first special token of the post_processor template,
+ * else tokenizer_config.json's bos_token (attn_bpe_load_dir); -1 if none. */
+int32_t attn_bpe_bos_id(const attn_bpe *t);
+/* The EOS token: tokenizer_config.json's eos_token (attn_bpe_load_dir),
+ * else <|endoftext|>, <|end_of_text|> or </s> when present; -1 if none. */
+int32_t attn_bpe_eos_id(const attn_bpe *t);
 
 #ifdef __cplusplus
 }

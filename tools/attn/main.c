@@ -15,7 +15,7 @@ static const struct {
     {"bench", attn_cmd_bench, "measure the FMA peak, then attention speed as % of it"},
     {"mha", attn_cmd_mha, "multi-head attention layer (forward, backward) on a safetensors file"},
     {"train", attn_cmd_train, "train a small attention model from scratch (--task recall)"},
-    {"tokenize", attn_cmd_tokenize, "BERT WordPiece token ids of texts"},
+    {"tokenize", attn_cmd_tokenize, "token ids of texts (BERT WordPiece, byte-level BPE)"},
     {"embed", attn_cmd_embed,
      "sentence embeddings (jsonl, npy, safetensors); attention of every head"},
     {"similarity", attn_cmd_similarity,
