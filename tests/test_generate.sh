@@ -37,6 +37,32 @@ while IFS=$'\t' read -r text pids gen; do
 done <"$D/generate.tsv"
 [ "$i" -ge 4 ] || fail "generate.tsv has $i prompts"
 
+# greedy text: the prompt's text through the tokenizer, the new tokens
+# decoded as transformers' tokenizer decodes them (gen_<i>.txt; the tiny
+# model makes invalid UTF-8, printed as U+FFFD), then a newline
+i=0
+while IFS=$'\t' read -r text pids gen; do
+    run "greedy-text $i" 0 -- "$ATTN" generate --model "$D" --prompt "$text" \
+        --temperature 0 --max-new-tokens 64 --ignore-eos --threads 2
+    { cat "$D/gen_$i.txt"; echo; } | cmp -s - "$tmp/out" || fail "greedy-text $i: $(cat "$tmp/out")"
+    printf '%s' "$text" >"$tmp/prompt.txt"
+    run "input-file $i" 0 -- "$ATTN" generate --model "$D" --input "$tmp/prompt.txt" \
+        --temperature 0 --max-new-tokens 64 --ignore-eos
+    { cat "$D/gen_$i.txt"; echo; } | cmp -s - "$tmp/out" || fail "input-file $i"
+    i=$((i + 1))
+done <"$D/generate.tsv"
+printf '%s' "The quick brown fox" | "$ATTN" generate --model "$D" --input - --temperature 0 \
+    --max-new-tokens 64 --ignore-eos >"$tmp/out" 2>"$tmp/err" || fail "stdin: $(cat "$tmp/err")"
+{ cat "$D/gen_1.txt"; echo; } | cmp -s - "$tmp/out" || fail "stdin text"
+
+# --stop: the text up to the end of the first occurrence, then nothing
+stop=$(head -c 40 "$D/gen_1.txt" | tail -c 12)
+run stop 0 -- "$ATTN" generate --model "$D" --prompt "The quick brown fox" --temperature 0 \
+    --max-new-tokens 64 --ignore-eos --stop "$stop"
+full=$(cat "$D/gen_1.txt")
+want="${full%%"$stop"*}$stop"
+[ "$(cat "$tmp/out")" = "$want" ] || fail "stop: got '$(cat "$tmp/out")' want '$want'"
+
 # sampling: same seed same tokens on 1 and 2 threads; another seed differs
 args=(generate --model "$D" --prompt-ids 268,453,485,309 --max-new-tokens 40 --ignore-eos --ids
       --temperature 0.9 --top-k 40 --top-p 0.95)
@@ -84,6 +110,22 @@ run other-type 1 -- "$ATTN" generate --model "$tmp/other" --prompt-ids 1
 err_has other-type 'model_type "mamba"' 
 run no-input 1 -- "$ATTN" generate --model "$D" --input "$tmp/none.txt"
 err_has no-input "none.txt"
+
+# a tokenizer with more ids than the model (1500 > vocab_size 512)
+mkdir "$tmp/mismatch"
+cp "$D/config.json" "$D/model.safetensors" "$tmp/mismatch/"
+cp "$ATTN_TEST_DATA/bpe/gpt2/tokenizer.json" "$tmp/mismatch/"
+run tok-mismatch 1 -- "$ATTN" generate --model "$tmp/mismatch" --prompt hi
+err_has tok-mismatch "vocab_size 512"
+# no tokenizer: --prompt-ids and --ids work, text does not
+mkdir "$tmp/notok"
+cp "$D/config.json" "$D/model.safetensors" "$tmp/notok/"
+run notok-ids 0 -- "$ATTN" generate --model "$tmp/notok" --prompt-ids 1,2 --ids --max-new-tokens 2
+run notok-text 1 -- "$ATTN" generate --model "$tmp/notok" --prompt hi
+err_has notok-text "no tokenizer"
+run empty-prompt 1 -- "$ATTN" generate --model "$D" --prompt ""
+err_has empty-prompt "empty"
+run stop-ids 2 -- "$ATTN" generate --model "$D" --prompt-ids 1 --ids --stop x
 
 [ "$fails" = 0 ] || { echo "$fails failure(s)"; exit 1; }
 echo "all generate checks passed"

@@ -614,6 +614,10 @@ static void test_model_open(void **state) {
     assert_int_equal(in->hidden_size, 64);
     assert_non_null(attn_model_get_gpt(m));
     assert_null(attn_model_get_bert(m));
+    const attn_bpe *t = attn_model_get_bpe(m);
+    assert_non_null(t);
+    assert_int_equal(attn_bpe_vocab_size(t), 512);
+    assert_int_equal(attn_bpe_eos_id(t), attn_gpt_get_config(attn_model_get_gpt(m))->eos_token_id);
     attn_model_free(m);
 }
 

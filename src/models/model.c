@@ -5,6 +5,7 @@
 #include "models/bert.h"
 #include "models/gpt2.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,6 +15,7 @@ struct attn_model {
     attn_tokenizer *tok;
     attn_bert *bert;
     attn_gpt *gpt;
+    attn_bpe *bpe;
 };
 
 /* config.json's model_type ("bert" when absent, as older BERT checkpoints). */
@@ -40,11 +42,38 @@ static attn_status read_type(attn_ctx *ctx, const char *dir, attn_model_type *ty
     return st;
 }
 
+/* A decoder's byte-level BPE tokenizer (tokenizer.json, or vocab.json +
+ * merges.txt), when the directory has one: its ids must all be ids of the
+ * model (a model may have more, padded, rows than the tokenizer has ids). */
+static attn_status open_bpe(attn_ctx *ctx, attn_model *m) {
+    attn_status st = attn_bpe_load_dir(ctx, m->dir, &m->bpe);
+    if (st == ATTN_E_NOTFOUND) {
+        char p1[ATTN__PATH_LEN], p2[ATTN__PATH_LEN];
+        FILE *f1 = attn__path_join(p1, m->dir, "tokenizer.json", NULL) ? fopen(p1, "rb") : NULL;
+        FILE *f2 = attn__path_join(p2, m->dir, "vocab.json", NULL) ? fopen(p2, "rb") : NULL;
+        const int some = f1 || f2;
+        if (f1) fclose(f1);
+        if (f2) fclose(f2);
+        if (!some) { /* no tokenizer at all: ids only */
+            attn__ctx_clear(ctx);
+            return ATTN_OK;
+        }
+    }
+    if (st) return st;
+    const int64_t V = attn_gpt_get_config(m->gpt)->vocab_size, tv = attn_bpe_vocab_size(m->bpe);
+    if (tv > V)
+        return attn_ctx_fail(ctx, ATTN_E_SHAPE,
+                             "%s: the tokenizer has %lld ids but config.json says vocab_size %lld",
+                             m->dir, (long long)tv, (long long)V);
+    return ATTN_OK;
+}
+
 void attn_model_free(attn_model *m) {
     if (!m) return;
     attn_tokenizer_free(m->tok);
     attn_bert_free(m->bert);
     attn_gpt_free(m->gpt);
+    attn_bpe_free(m->bpe);
     free(m);
 }
 
@@ -71,7 +100,8 @@ attn_status attn_model_open(attn_ctx *ctx, const char *dir, int flags, attn_mode
         /* the model first: its config.json says what the directory is */
         st = read_type(ctx, m->dir, &in->type);
         if (!st && in->type == ATTN_MODEL_GPT2) {
-            if (!(st = attn_gpt_load(ctx, m->dir, &m->gpt))) {
+            if (!(st = attn_gpt_load(ctx, m->dir, &m->gpt))) st = open_bpe(ctx, m);
+            if (!st) {
                 const attn_gpt_config *c = attn_gpt_get_config(m->gpt);
                 in->type_name = "gpt2";
                 in->hidden_size = c->n_embd, in->num_layers = c->n_layer;
@@ -122,4 +152,8 @@ const attn_bert *attn_model_get_bert(const attn_model *m) {
 
 const attn_gpt *attn_model_get_gpt(const attn_model *m) {
     return m ? m->gpt : NULL;
+}
+
+const attn_bpe *attn_model_get_bpe(const attn_model *m) {
+    return m ? m->bpe : NULL;
 }

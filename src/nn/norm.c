@@ -66,31 +66,18 @@ void attn__layernorm_backward(const float *x, int64_t ldx, int64_t M, int64_t N,
 
 /* Backward of exact GELU: d/dx [x Phi(x)] = Phi(x) + x phi(x). x is the
  * forward's input; dx = dy * gelu'(x), in place over dy allowed. The same
- * erf as the forward, one element at a time. */
+ * erf as the forward (kernels/nn_kernels.h). */
 void attn__gelu_backward(const float *x, const float *dy, float *dx, int64_t n) {
-    for (int64_t i = 0; i < n; i++) {
-        float cdf = 0.5f * (1.0f + attn__erf1(x[i] * 0.70710678118654752f));
-        float pdf = 0.39894228040143268f * expf(-0.5f * x[i] * x[i]);
-        dx[i] = dy[i] * (cdf + x[i] * pdf);
-    }
+    attn__nn_kernels()->gelu_bwd(x, dy, dx, n);
 }
 
-/* GELU, tanh form: g(x) = 0.5 x (1 + tanh(u)), u = c (x + a x^3),
- * c = sqrt(2/pi), a = 0.044715, in fp32 as PyTorch's approximate='tanh'. */
+/* GELU, tanh form (kernels/nn_kernels.h: evaluated as x sigmoid(2u), the
+ * same function without the cancellation of 1 + tanh(u) at negative x;
+ * vectorised, since libm's tanhf was most of a GPT layer's time). */
 void attn__gelu_tanh_forward(float *x, int64_t n) {
-    const float c = 0.79788456080286535588f, a = 0.044715f;
-    for (int64_t i = 0; i < n; i++) {
-        float v = x[i];
-        x[i] = 0.5f * v * (1.0f + tanhf(c * (v + a * v * v * v)));
-    }
+    attn__nn_kernels()->gelu_tanh(x, n);
 }
 
-/* g'(x) = 0.5 (1 + t) + 0.5 x (1 - t^2) c (1 + 3 a x^2), t = tanh(u). */
 void attn__gelu_tanh_backward(const float *x, const float *dy, float *dx, int64_t n) {
-    const float c = 0.79788456080286535588f, a = 0.044715f;
-    for (int64_t i = 0; i < n; i++) {
-        float v = x[i], t = tanhf(c * (v + a * v * v * v));
-        float d = 0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * c * (1.0f + 3.0f * a * v * v);
-        dx[i] = dy[i] * d;
-    }
+    attn__nn_kernels()->gelu_tanh_bwd(x, dy, dx, n);
 }
