@@ -13,6 +13,7 @@
 #include "io.h"
 #include "models.h"
 #include "nn.h"
+#include "kvcache.h"
 #include "sdpa.h"
 #include "text.h"
 

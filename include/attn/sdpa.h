@@ -62,6 +62,70 @@ ATTN_NODISCARD attn_status attn_sdpa_layout_build(attn_ctx *ctx, const attn_sdpa
                                                   int64_t T, int64_t S, int64_t bq, int64_t bk,
                                                   uint8_t *blocks);
 
+/* Rotary position embedding (RoPE, Su et al.), an option of attention:
+ * q and k are rotated inside the kernels as their tiles are packed (no
+ * rotated copy of Q or K is made), in the forward, the backward (dq and dk
+ * are rotated back by the transposed rotation) and attn_sdpa_probs; the
+ * oracle applies it on its own. Pair i (i < rot_dim/2) of a head's first
+ * rot_dim dims, (x_a, x_b), is rotated by the angle pos * inv_freq[i]:
+ *   x_a' = x_a cos - x_b sin,   x_b' = x_b cos + x_a sin
+ * with (a, b) = (i, i + rot_dim/2) for ATTN_ROPE_HALF (rotate_half: Hugging
+ * Face Llama, GPT-NeoX) or (2i, 2i + 1) for ATTN_ROPE_INTERLEAVED (GPT-J);
+ * dims from rot_dim on are left alone (partial rotary). Angles are computed
+ * in float64, the rotation rounds once to float.
+ * Positions: query row i of batch b sits at q_pos + q_pos_b[b] + i, key j at
+ * k_pos + k_pos_b[b] + j (each array optional). A KV cache whose keys were
+ * rotated when written (attn_rope_apply) sets k_rotated: only q is rotated,
+ * at its own positions (q_pos = the cache length before the new tokens).
+ * Zero-initialised: off. */
+typedef enum attn_rope_style {
+    ATTN_ROPE_HALF = 0,        /* pairs (i, i + rot_dim/2): rotate_half */
+    ATTN_ROPE_INTERLEAVED = 1, /* pairs (2i, 2i + 1) */
+} attn_rope_style;
+
+typedef struct attn_rope {
+    int64_t rot_dim;       /* 0: off; else even, in [2, D] */
+    double theta;          /* base: inv_freq[i] = theta^(-2i/rot_dim); finite and > 0
+                            * unless inv_freq is given (then unused) */
+    attn_rope_style style;
+    const float *inv_freq; /* optional [rot_dim/2] finite frequencies, replacing theta's
+                            * (scaled ones: attn_rope_inv_freq) */
+    int64_t q_pos, k_pos;  /* positions of query row 0 and key 0, |pos| < 2^40 */
+    const int32_t *q_pos_b, *k_pos_b; /* optional [B]: added per batch */
+    int k_rotated;         /* nonzero: k is stored rotated already; rotate q only */
+} attn_rope;
+
+/* Frequency scaling of RoPE, as Hugging Face's config.rope_scaling. */
+typedef enum attn_rope_scaling_type {
+    ATTN_ROPE_SCALING_NONE = 0,
+    ATTN_ROPE_SCALING_LINEAR = 1, /* inv_freq / factor (positions interpolated) */
+    ATTN_ROPE_SCALING_LLAMA3 = 2, /* Llama 3.1: low frequencies / factor, high kept,
+                                   * a smooth blend between */
+} attn_rope_scaling_type;
+
+typedef struct attn_rope_scaling {
+    attn_rope_scaling_type type;
+    double factor;                          /* > 0 (LINEAR, LLAMA3) */
+    double low_freq_factor;                 /* LLAMA3: > 0 */
+    double high_freq_factor;                /* LLAMA3: > low_freq_factor */
+    double original_max_position_embeddings; /* LLAMA3: > 0 */
+} attn_rope_scaling;
+
+/* inv_freq[i] = theta^(-2i/rot_dim) for i < rot_dim/2, then scaled by sc
+ * (NULL or NONE: unscaled), computed in float64 and rounded to float: the
+ * table for attn_rope.inv_freq. Returns ATTN_OK, ATTN_E_ARG (rot_dim odd or
+ * < 2, theta not finite and > 0, a bad scaling field, NULL inv_freq). */
+ATTN_NODISCARD attn_status attn_rope_inv_freq(attn_ctx *ctx, int64_t rot_dim, double theta,
+                                              const attn_rope_scaling *sc, float *inv_freq);
+
+/* Rotate x in place: x is F32 [B, H, T, D] (last stride 1), row t of batch b
+ * at position r->k_pos + r->k_pos_b[b] + t (the key convention of attn_rope;
+ * r->k_rotated and q_pos are ignored). For writing rotated keys into a KV
+ * cache. Returns ATTN_OK, ATTN_E_ARG (r NULL, rot_dim off or bad, as
+ * attn_sdpa_forward validates it), ATTN_E_DTYPE, ATTN_E_SHAPE,
+ * ATTN_E_LAYOUT. */
+ATTN_NODISCARD attn_status attn_rope_apply(attn_ctx *ctx, const attn_rope *r, attn_tensor x);
+
 /* Everything one attention call needs. Valid when zero-initialised, apart
  * from the required q, k, v and out views.
  *
@@ -120,6 +184,9 @@ typedef struct attn_sdpa_args {
     uint64_t seed;   /* dropout: keep(b,h,i,j) is a pure function of
                       * (seed, b, h, i, j), so results do not depend on
                       * threading and the backward regenerates the mask. */
+
+    attn_rope rope; /* rotary position embedding of q and k (see attn_rope); the
+                     * score's q_i and k_j are then the rotated rows */
 } attn_sdpa_args;
 
 /* Scaled dot-product attention, forward.

@@ -13,6 +13,7 @@
 #include <attn/core.h>
 
 #include "kernels/kernels.h"
+#include "kernels/decode.h"
 #include "kernels/kernels_bwd.h"
 #include "kernels/nn_kernels.h"
 
@@ -32,6 +33,7 @@ typedef struct attn__arch {
     attn_kernels fwd;
     attn_bwd_kernels bwd;
     attn_nn_kernels nn;
+    attn_decode_kernels dec; /* decoding through a KV cache (kernels/decode.h) */
 
     /* FMA peak probe (for `attn bench`, not for attention): `iters` rounds
      * of independent multiply-add chains held in registers, with the
@@ -43,6 +45,11 @@ typedef struct attn__arch {
 
 /* Families. Each fills a descriptor; all but scalar call scalar's first. */
 void attn__arch_init_scalar(attn__arch *a);
+/* Each family's decode kernel (a family without one keeps scalar's). */
+void attn__decode_init_scalar(attn_decode_kernels *k);
+#if defined(__x86_64__) || defined(_M_X64)
+void attn__decode_init_avx512(attn_decode_kernels *k);
+#endif
 #if defined(__x86_64__) || defined(_M_X64)
 void attn__arch_init_avx2(attn__arch *a);
 void attn__arch_init_avx512(attn__arch *a);

@@ -74,8 +74,8 @@ attn_status attn__sdpa_gplan_make(attn_ctx *ctx, const attn__sdpa_plan *p, const
         return st;
     /* a gradient may not share memory with anything the backward reads */
     {
-        attn_tensor in[11], outs[4] = {g->dq, g->dk, g->dv, g->dmask};
-        const char *names[11], *onames[4] = {"dq", "dk", "dv", "dmask"};
+        attn_tensor in[ATTN__SDPA_NIN + 3], outs[4] = {g->dq, g->dk, g->dv, g->dmask};
+        const char *names[ATTN__SDPA_NIN + 3], *onames[4] = {"dq", "dk", "dv", "dmask"};
         int n = attn__sdpa_inputs(a, p, in, names);
         in[n] = a->out, names[n++] = "out";
         in[n] = a->lse, names[n++] = "lse";
@@ -154,6 +154,9 @@ typedef struct bwd_ws {
     float *lse, *di;       /* [BMR] */
     int64_t *lo, *hi;      /* [BMR] the rows' key intervals */
     attn__seg *seg;        /* the strip's key segments */
+    float *rq, *rk;        /* RoPE: the strip's rotated queries [BMR][D], a rotated key
+                            * tile [BBK][D] */
+    double *rtmp;          /* RoPE: the rotation's scratch */
     int ldq;
 } bwd_ws;
 
@@ -161,7 +164,10 @@ static size_t ws_floats(const attn__sdpa_plan *p, const geom *g) {
     size_t tile = (size_t)g->BBK * g->BMR, R = (size_t)g->BMR;
     return attn__round16((size_t)p->D * R) + attn__round16((size_t)p->Dv * R) + 4 * tile +
            R * attn__round16((size_t)p->D) + attn__round16(2 * R) + attn__round16(4 * R) +
-           attn__mask_seg_floats(p);
+           attn__mask_seg_floats(p) +
+           (p->rope ? attn__round16(R * p->D) + attn__round16((size_t)g->BBK * p->D) +
+                          attn__round16(2 * attn__rope_tmp_doubles(p->rs.rot))
+                    : 0);
 }
 
 static bwd_ws ws_carve(const attn__sdpa_plan *p, const geom *g, float *w) {
@@ -180,6 +186,9 @@ static bwd_ws ws_carve(const attn__sdpa_plan *p, const geom *g, float *w) {
     ws.lo = (int64_t *)(ws.lse + attn__round16(2 * R));
     ws.hi = ws.lo + R;
     ws.seg = (attn__seg *)(ws.lse + attn__round16(2 * R) + attn__round16(4 * R));
+    ws.rq = ws.lse + attn__round16(2 * R) + attn__round16(4 * R) + attn__mask_seg_floats(p);
+    ws.rk = ws.rq + attn__round16(R * p->D);
+    ws.rtmp = (double *)(ws.rk + attn__round16((size_t)g->BBK * p->D));
     return ws;
 }
 
@@ -197,14 +206,20 @@ static void tile(const attn__sdpa_plan *p, const attn__sdpa_gplan *gp, const geo
     const int64_t b = st->sm->b, h = st->sm->h, i0 = st->sm->i0, hk = h / p->group;
     const int mr = st->sm->mr, n = (int)(cb - ca), D = (int)p->D, Dv = (int)p->Dv, R = g->BMR;
     const float *kb = p->k + b * p->ks[0] + hk * p->ks[1] + ca * p->ks[2];
+    int64_t kst = p->ks[2], qst = p->qs[2];
+    if (p->rope_k) { /* the tile's keys rotated (dK is rotated back by the task) */
+        attn__rope_rows(&p->rs, kb, kst, w->rk, D, n, D, attn__rope_kpos(p, b) + ca, 0, w->rtmp);
+        kb = w->rk, kst = D;
+    }
     const float *vb = p->v + b * p->vs[0] + hk * p->vs[1] + ca * p->vs[2];
     float *dkb = gp->dk + b * gp->dks[0] + hk * gp->dks[1] + ca * gp->dks[2];
     float *dvb = gp->dv + b * gp->dvs[0] + hk * gp->dvs[1] + ca * gp->dvs[2];
     const float *qr = p->q + b * p->qs[0] + h * p->qs[1] + i0 * p->qs[2];
+    if (p->rope) qr = w->rq, qst = D; /* the strip's rotated queries */
     const float *dor = gp->dout + b * gp->dos[0] + h * gp->dos[1] + i0 * gp->dos[2];
     float *s = w->s, *dp = w->dp;
 
-    kn->dot_t(w->qt, R, kb, p->ks[2], n, D, mr, s);    /* S = (scale Q) K^T */
+    kn->dot_t(w->qt, R, kb, kst, n, D, mr, s);         /* S = (scale Q) K^T */
     kn->dot_t(w->dot, R, vb, p->vs[2], n, Dv, mr, dp); /* dP~ = dO V^T */
     attn__mask_tile(p, st->sm, s, w->t, R, ca, cb);
     if (p->dropout_p > 0.0f) {
@@ -236,9 +251,9 @@ static void tile(const attn__sdpa_plan *p, const attn__sdpa_gplan *gp, const geo
                 for (int r = 0; r < mr; r++)
                     s[(size_t)j * R + r] *= w->z[(size_t)j * R + r];
         kn->acc_tn(s, R, mr, n, dor, gp->dos[2], Dv, dvb, gp->dvs[2]); /* dV += (P∘Z)^T dO */
-        kn->acc_tn(dp, R, mr, n, qr, p->qs[2], D, dkb, gp->dks[2]);    /* dK += dS^T Q */
+        kn->acc_tn(dp, R, mr, n, qr, qst, D, dkb, gp->dks[2]);         /* dK += dS^T Q */
     }
-    if (st->what & DO_Q) kn->acc_nn(dp, R, mr, n, kb, p->ks[2], D, w->dq, w->ldq); /* dQ += dS K */
+    if (st->what & DO_Q) kn->acc_nn(dp, R, mr, n, kb, kst, D, w->dq, w->ldq); /* dQ += dS K */
 }
 
 /* Walk one strip over its visible keys within [klo, khi), accumulating what
@@ -275,8 +290,14 @@ static void run_strip(const attn__sdpa_plan *p, const attn__sdpa_gplan *gp, cons
     }
 
     if (sm.nseg && ATTN_MAX(attn__mask_first(&sm), klo) < ATTN_MIN(attn__mask_last(&sm), khi)) {
-        g->kn->pack_t(p->q + b * p->qs[0] + h * p->qs[1] + i0 * p->qs[2], p->qs[2], mr, R, D,
-                      p->scale, w->qt);
+        const float *q = p->q + b * p->qs[0] + h * p->qs[1] + i0 * p->qs[2];
+        int64_t qs = p->qs[2];
+        if (p->rope) { /* rotated once per strip: packed for S, read by dK += dS^T Q */
+            attn__rope_rows(&p->rs, q, qs, w->rq, D, mr, D, attn__rope_qpos(p, b) + i0, 0,
+                            w->rtmp);
+            q = w->rq, qs = D;
+        }
+        g->kn->pack_t(q, qs, mr, R, D, p->scale, w->qt);
         g->kn->pack_t(gp->dout + b * gp->dos[0] + h * gp->dos[1] + i0 * gp->dos[2], gp->dos[2], mr,
                       R, Dv, 1.0f, w->dot);
         strip st = {&sm, what};
@@ -297,6 +318,11 @@ static void run_strip(const attn__sdpa_plan *p, const attn__sdpa_gplan *gp, cons
             for (int c = 0; c < D; c++)
                 dst[c] = p->scale * src[c];
         }
+    }
+    if (p->rope) { /* dQ was computed against rotated keys: rotate it back */
+        float *dst = gp->dq + b * gp->dqs[0] + h * gp->dqs[1] + i0 * gp->dqs[2];
+        attn__rope_rows(&p->rs, dst, gp->dqs[2], dst, gp->dqs[2], mr, D,
+                        attn__rope_qpos(p, b) + i0, 1, w->rtmp);
     }
 }
 
@@ -348,6 +374,10 @@ static void run_task(const attn__sdpa_plan *p, const attn__sdpa_gplan *gp, const
         for (int64_t d = 0; d < p->D; d++)
             row[d] *= p->scale;
     }
+    if (p->rope_k && t->khi > t->klo) /* dK of the rotated keys: rotate it back */
+        attn__rope_rows(&p->rs, dkb + t->klo * gp->dks[2], gp->dks[2], dkb + t->klo * gp->dks[2],
+                        gp->dks[2], (int)(t->khi - t->klo), (int)p->D,
+                        attn__rope_kpos(p, t->b) + t->klo, 1, w.rtmp);
 }
 
 attn_status attn__sdpa_bwd_plan(attn_ctx *ctx, const attn_sdpa_args *a, const attn_sdpa_grads *g,

@@ -37,6 +37,10 @@ static inline int64_t attn__dmask_off(const attn__sdpa_gplan *gp, int64_t b, int
 double attn__ref_score(const attn__sdpa_plan *p, int64_t b, int64_t h, int64_t i, int64_t j,
                        double *dcap);
 
+/* The oracle's RoPE: rotate x [D] (float64, in place) to position pos, by
+ * the opposite angle when inverse, with libm's cos and sin of each angle. */
+void attn__ref_rope(const attn__sdpa_plan *p, int64_t pos, double *x, int inverse);
+
 /* sum over (b,h,i,c) of dout * out, with out computed in float64 the way the
  * oracle forward computes it: the scalar whose gradient the oracle backward
  * returns (tests check that by central finite differences). NaN if out of

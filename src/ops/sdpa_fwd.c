@@ -16,6 +16,7 @@
  * same arithmetic whatever thread runs it: results do not depend on the
  * thread count. */
 #include "kernels/arch.h"
+#include "kernels/half.h"
 #include "ops/sdpa_mask.h"
 
 #include <math.h>
@@ -66,43 +67,95 @@ static size_t strip_floats(const attn__sdpa_plan *p, const geom *g) {
            attn__mask_seg_floats(p);
 }
 
-/* Workspace floats one thread needs: the score tile and gs strips. */
-static size_t ws_floats(const attn__sdpa_plan *p, const geom *g, int gs) {
-    return (size_t)g->BK * g->MR + (size_t)gs * strip_floats(p, g);
+/* RoPE scratch of one thread: a rotated key block [BK][D], a strip's
+ * rotated queries [MR][D] (before packing) and the rotation's scratch. */
+static size_t rope_floats(const attn__sdpa_plan *p, const geom *g) {
+    if (!p->rope && !p->pg) return 0;
+    return attn__round16((size_t)g->BK * p->D) + attn__round16((size_t)g->MR * p->D) +
+           attn__round16(2 * attn__rope_tmp_doubles(p->rope ? p->rs.rot : 2)) +
+           (p->pg ? attn__round16((size_t)g->BK * p->Dv) : 0);
 }
 
+/* Rows [a, e) of kv head hk of a paged cache as float32 into dst (row
+ * stride W): the cache's block table walked block by block. */
+static void paged_gather(const attn__paged *pg, const void *pool, int64_t hk, int64_t W, int64_t a,
+                         int64_t e, float *dst) {
+    const size_t es = pg->dt == ATTN__KV_F32 ? 4 : 2;
+    for (int64_t j = a; j < e; j++) {
+        const int64_t blk = pg->tab[j / pg->bs];
+        const char *row = (const char *)pool + (size_t)(((blk * pg->Hkv + hk) * pg->bs + j % pg->bs) * W) * es;
+        float *d = dst + (j - a) * W;
+        if (pg->dt == ATTN__KV_F32) {
+            memcpy(d, row, (size_t)W * 4);
+        } else if (pg->dt == ATTN__KV_F16) {
+            for (int64_t c = 0; c < W; c++)
+                d[c] = attn__h2f(((const uint16_t *)row)[c]);
+        } else {
+            for (int64_t c = 0; c < W; c++)
+                d[c] = attn__bf2f(((const uint16_t *)row)[c]);
+        }
+    }
+}
+
+/* Workspace floats one thread needs: the score tile, the RoPE scratch and
+ * gs strips. */
+static size_t ws_floats(const attn__sdpa_plan *p, const geom *g, int gs) {
+    return attn__round16((size_t)g->BK * g->MR) + rope_floats(p, g) +
+           (size_t)gs * strip_floats(p, g);
+}
+
+/* Where a tile reads its keys: row j at kp + (j - k0) * kst (the caller's K,
+ * or a rotated key block). */
+typedef struct ksrc {
+    const float *kp;
+    int64_t k0, kst;
+    const float *vp; /* values the same way: row j at vp + (j - v0) * vst */
+    int64_t v0, vst;
+} ksrc;
+
 /* One (strip, key range) tile: scores, score rules, online softmax, P*V. */
-static void tile(const attn__sdpa_plan *p, const geom *g, const strip *st, int64_t ca, int64_t cb,
-                 float *s) {
-    const int64_t b = st->sm.b, h = st->sm.h, hk = h / p->group;
-    const float *kb = p->k + b * p->ks[0] + hk * p->ks[1];
-    const float *vb = p->v + b * p->vs[0] + hk * p->vs[1];
+static void tile(const attn__sdpa_plan *p, const geom *g, const strip *st, const ksrc *ks,
+                 int64_t ca, int64_t cb, float *s) {
+    const int64_t b = st->sm.b, h = st->sm.h;
     const int n = (int)(cb - ca), MR = g->MR;
-    g->kn->qk(st->qt, MR, kb + ca * p->ks[2], p->ks[2], n, (int)p->D, s);
+    g->kn->qk(st->qt, MR, ks->kp + (ca - ks->k0) * ks->kst, ks->kst, n, (int)p->D, s);
     attn__mask_tile(p, &st->sm, s, NULL, MR, ca, cb);
     g->kn->softmax(s, MR, n, st->m, st->l, st->alpha);
     if (p->dropout_p > 0.0f)
         for (int64_t j = ca; j < cb; j++)
             for (int r = 0; r < st->sm.mr; r++)
                 s[(j - ca) * MR + r] *= attn__dropout_factor(p, b, h, st->sm.i0 + r, j);
-    g->kn->pv(s, MR, n, vb + ca * p->vs[2], p->vs[2], (int)p->Dv, st->alpha, st->ot);
+    g->kn->pv(s, MR, n, ks->vp + (ca - ks->v0) * ks->vst, ks->vst, (int)p->Dv, st->alpha, st->ot);
 }
 
 /* Tiles of a strip inside the key block [kb, ke): each run of adjacent
  * segments, cut to the block (today's rules give one run). */
-static void strip_block(const attn__sdpa_plan *p, const geom *g, const strip *st, int64_t kb,
-                        int64_t ke, float *s) {
+static void strip_block(const attn__sdpa_plan *p, const geom *g, const strip *st, const ksrc *ks,
+                        int64_t kb, int64_t ke, float *s) {
     int k = 0;
     for (int64_t a, e; attn__mask_next_run(&st->sm, &k, &a, &e);) {
         int64_t ca = ATTN_MAX(kb, a), cb = ATTN_MIN(ke, e);
-        if (ca < cb) tile(p, g, st, ca, cb, s);
+        if (ca < cb) tile(p, g, st, ks, ca, cb, s);
+    }
+}
+
+/* The keys of [kb, ke) some live strip computes: [*a, *e), empty if none. */
+static void block_keys(const strip *st, int ns, int64_t kb, int64_t ke, int64_t *a, int64_t *e) {
+    *a = ke, *e = kb;
+    for (int i = 0; i < ns; i++) {
+        if (!st[i].live) continue;
+        int k = 0;
+        for (int64_t ra, re; attn__mask_next_run(&st[i].sm, &k, &ra, &re);) {
+            int64_t ca = ATTN_MAX(kb, ra), cb = ATTN_MIN(ke, re);
+            if (ca < cb) *a = ATTN_MIN(*a, ca), *e = ATTN_MAX(*e, cb);
+        }
     }
 }
 
 /* Rows, key segments and packed queries of the strip of rows [i0, i1)
  * (at most MR of them). */
 static void strip_init(const attn__sdpa_plan *p, const geom *g, int64_t b, int64_t h, int64_t i0,
-                       int64_t i1, float *mem, strip *st) {
+                       int64_t i1, float *mem, float *rq, double *rtmp, strip *st) {
     const int D = (int)p->D, Dv = (int)p->Dv, MR = g->MR;
     const int mr = (int)ATTN_MIN((int64_t)MR, i1 - i0);
     st->qt = mem;
@@ -122,8 +175,13 @@ static void strip_init(const attn__sdpa_plan *p, const geom *g, int64_t b, int64
     memset(st->ot, 0, (size_t)Dv * MR * sizeof(float));
     st->live = st->sm.nseg > 0;
     if (!st->live) return;
-    g->kn->pack_q(p->q + b * p->qs[0] + h * p->qs[1] + i0 * p->qs[2], p->qs[2], mr, MR, D, p->scale,
-                  st->qt);
+    const float *q = p->q + b * p->qs[0] + h * p->qs[1] + i0 * p->qs[2];
+    int64_t qs = p->qs[2];
+    if (p->rope) { /* rotate the strip's rows, then pack them */
+        attn__rope_rows(&p->rs, q, qs, rq, D, mr, D, attn__rope_qpos(p, b) + i0, 0, rtmp);
+        q = rq, qs = D;
+    }
+    g->kn->pack_q(q, qs, mr, MR, D, p->scale, st->qt);
 }
 
 /* out = O / l, lse = m + log(l); rows with no visible key get 0 and -inf. */
@@ -156,20 +214,45 @@ static void strip_finish(const attn__sdpa_plan *p, const geom *g, const strip *s
  * strips: the grouping can change with the thread count, results do not. */
 static void run_task(const attn__sdpa_plan *p, const geom *g, const task *t, float *ws) {
     float *s = ws; /* [BK][MR] */
-    float *mem = s + (size_t)g->BK * g->MR;
+    float *rk = s + attn__round16((size_t)g->BK * g->MR); /* RoPE: [BK][D], [MR][D], scratch */
+    float *rq = rk + attn__round16((size_t)g->BK * p->D);
+    double *rtmp = (double *)(rq + attn__round16((size_t)g->MR * p->D));
+    float *mem = rk + rope_floats(p, g);
     const size_t sf = strip_floats(p, g);
     strip st[ATTN_G];
     int64_t ulo = INT64_MAX, uhi = INT64_MIN;
     for (int k = 0; k < t->ns; k++) {
         int64_t r0 = t->i0 + (int64_t)k * g->MR;
-        strip_init(p, g, t->b, t->h, r0, ATTN_MIN(t->i1, r0 + g->MR), mem + k * sf, &st[k]);
+        strip_init(p, g, t->b, t->h, r0, ATTN_MIN(t->i1, r0 + g->MR), mem + k * sf, rq, rtmp,
+                   &st[k]);
         if (!st[k].live) continue;
         ulo = ATTN_MIN(ulo, attn__mask_first(&st[k].sm));
         uhi = ATTN_MAX(uhi, attn__mask_last(&st[k].sm));
     }
-    for (int64_t kb = ulo < uhi ? ulo / g->BK * g->BK : uhi; kb < uhi; kb += g->BK)
+    const int64_t hk = t->h / p->group;
+    float *rv = (float *)rtmp + attn__round16(2 * attn__rope_tmp_doubles(p->rope ? p->rs.rot : 2));
+    ksrc ks = {p->k + t->b * p->ks[0] + hk * p->ks[1], 0, p->ks[2],
+               p->v + t->b * p->vs[0] + hk * p->vs[1], 0, p->vs[2]};
+    for (int64_t kb = ulo < uhi ? ulo / g->BK * g->BK : uhi; kb < uhi; kb += g->BK) {
+        if (p->rope_k || p->pg) { /* the keys of the block the strips compute, once */
+            int64_t a, e;
+            block_keys(st, t->ns, kb, kb + g->BK, &a, &e);
+            if (a >= e) continue;
+            if (p->pg) { /* gathered through the block table, as float32 */
+                paged_gather(p->pg, p->pg->kpool, hk, p->D, a, e, rk);
+                paged_gather(p->pg, p->pg->vpool, hk, p->Dv, a, e, rv);
+                ks = (ksrc){rk, a, p->D, rv, a, p->Dv};
+            }
+            if (p->rope_k) { /* rotated */
+                const float *src = p->pg ? rk : p->k + t->b * p->ks[0] + hk * p->ks[1] + a * p->ks[2];
+                attn__rope_rows(&p->rs, src, p->pg ? p->D : p->ks[2], rk, p->D, (int)(e - a),
+                                (int)p->D, attn__rope_kpos(p, t->b) + a, 0, rtmp);
+                ks.kp = rk, ks.k0 = a, ks.kst = p->D;
+            }
+        }
         for (int k = 0; k < t->ns; k++)
-            if (st[k].live) strip_block(p, g, &st[k], kb, kb + g->BK, s);
+            if (st[k].live) strip_block(p, g, &st[k], &ks, kb, kb + g->BK, s);
+    }
     for (int k = 0; k < t->ns; k++)
         strip_finish(p, g, &st[k]);
 }
@@ -180,6 +263,12 @@ static attn_status sdpa_forward(attn_ctx *ctx, const attn_sdpa_args *a) {
     attn__sdpa_plan p;
     attn_status st = attn__sdpa_plan_make(ctx, a, 0, &p);
     if (st) return st;
+    return attn__sdpa_forward_plan(ctx, &p);
+}
+
+attn_status attn__sdpa_forward_plan(attn_ctx *ctx, const attn__sdpa_plan *pp) {
+    const attn__sdpa_plan p = *pp;
+    attn_status st;
     if (p.T == 0) return ATTN_OK;
 
     const geom g = {&ctx->arch->fwd, ctx->arch->mr, ctx->arch->bk};

@@ -43,6 +43,38 @@ static inline float *at4(const attn_tensor *t, int64_t b, int64_t h, int64_t i) 
     return (float *)t->data + b * t->stride[0] + h * t->stride[1] + i * t->stride[2];
 }
 
+void attn__merge_row(int n, const float *lses, const float *const *outs, int64_t Dv, double *w,
+                     double *acc, float *o, float *l) {
+    double m = -INFINITY;
+    for (int k = 0; k < n; k++) {
+        w[k] = (double)lses[k];
+        if (w[k] > m || w[k] != w[k]) m = w[k];
+    }
+    if (m == -INFINITY) { /* no part saw a key */
+        memset(o, 0, (size_t)Dv * sizeof(float));
+        *l = -INFINITY;
+        return;
+    }
+    double sum = 0.0;
+    for (int k = 0; k < n; k++) {
+        w[k] = exp(w[k] - m); /* 0 for a part with lse = -inf */
+        sum += w[k];
+    }
+    for (int64_t c = 0; c < Dv; c++)
+        acc[c] = 0.0;
+    for (int k = 0; k < n; k++) {
+        if (w[k] == 0.0) continue; /* its out is 0 by contract; skip NaN*0 */
+        const float *ok = outs[k];
+        double f = w[k] / sum;
+        for (int64_t c = 0; c < Dv; c++)
+            acc[c] += f * (double)ok[c];
+    }
+    /* written after every part's row is read: out may be one of the parts */
+    for (int64_t c = 0; c < Dv; c++)
+        o[c] = (float)acc[c];
+    *l = (float)(m + log(sum));
+}
+
 attn_status attn_sdpa_merge(attn_ctx *ctx, int n, const attn_tensor *outs, const attn_tensor *lses,
                             attn_tensor out, attn_tensor lse) {
     if (!ctx) return ATTN_E_ARG;
@@ -65,7 +97,8 @@ attn_status attn_sdpa_merge(attn_ctx *ctx, int n, const attn_tensor *outs, const
             return st;
     const int64_t rows = B * H * T;
     if (rows == 0) return ATTN_OK;
-    double *w = malloc((size_t)n * sizeof *w * (size_t)ATTN_MAX(1, ctx->nthreads));
+    /* per thread: n weights, n lse values and n row pointers (3 doubles' room each) */
+    double *w = malloc((size_t)n * 3 * sizeof *w * (size_t)ATTN_MAX(1, ctx->nthreads));
     double *acc =
         malloc((size_t)ATTN_MAX(Dv, 1) * sizeof *acc * (size_t)ATTN_MAX(1, ctx->nthreads));
     if (!w || !acc) {
@@ -77,37 +110,13 @@ attn_status attn_sdpa_merge(attn_ctx *ctx, int n, const attn_tensor *outs, const
 #pragma omp parallel for num_threads(nth) schedule(static)
     for (int64_t row = 0; row < rows; row++) {
         const int t = omp_get_thread_num();
-        double *wt = w + (size_t)t * n, *at = acc + (size_t)t * Dv;
+        double *wt = w + (size_t)t * 3 * n, *at = acc + (size_t)t * Dv;
         const int64_t b = row / (H * T), h = row / T % H, i = row % T;
-        double m = -INFINITY;
-        for (int k = 0; k < n; k++) {
-            wt[k] = (double)*at4(&lses[k], b, h, i);
-            if (wt[k] > m || wt[k] != wt[k]) m = wt[k];
-        }
-        float *o = at4(&out, b, h, i), *l = at4(&lse, b, h, i);
-        if (m == -INFINITY) { /* no part saw a key */
-            memset(o, 0, (size_t)Dv * sizeof(float));
-            *l = -INFINITY;
-            continue;
-        }
-        double sum = 0.0;
-        for (int k = 0; k < n; k++) {
-            wt[k] = exp(wt[k] - m); /* 0 for a part with lse = -inf */
-            sum += wt[k];
-        }
-        for (int64_t c = 0; c < Dv; c++)
-            at[c] = 0.0;
-        for (int k = 0; k < n; k++) {
-            if (wt[k] == 0.0) continue; /* its out is 0 by contract; skip NaN*0 */
-            const float *ok = at4(&outs[k], b, h, i);
-            double f = wt[k] / sum;
-            for (int64_t c = 0; c < Dv; c++)
-                at[c] += f * (double)ok[c];
-        }
-        /* written after every part's row is read: out may be one of the parts */
-        for (int64_t c = 0; c < Dv; c++)
-            o[c] = (float)at[c];
-        *l = (float)(m + log(sum));
+        float *lv = (float *)(wt + n); /* the parts' lse, then their rows */
+        const float **ov = (const float **)(wt + 2 * n);
+        for (int k = 0; k < n; k++)
+            lv[k] = *at4(&lses[k], b, h, i), ov[k] = at4(&outs[k], b, h, i);
+        attn__merge_row(n, lv, ov, Dv, wt, at, at4(&out, b, h, i), at4(&lse, b, h, i));
     }
     free(w);
     free(acc);

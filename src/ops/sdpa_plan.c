@@ -58,6 +58,16 @@ int attn__sdpa_inputs(const attn_sdpa_args *a, const attn__sdpa_plan *p, attn_te
     if (a->kv_len)
         in[n] = attn_tensor_make((void *)a->kv_len, ATTN_I32, 1, (int64_t[]){p->B}),
         names[n++] = "kv_len";
+    if (p->rope && a->rope.inv_freq)
+        in[n] = attn_tensor_make((void *)a->rope.inv_freq, ATTN_F32, 1,
+                                 (int64_t[]){a->rope.rot_dim / 2}),
+        names[n++] = "rope.inv_freq";
+    if (p->rope && a->rope.q_pos_b)
+        in[n] = attn_tensor_make((void *)a->rope.q_pos_b, ATTN_I32, 1, (int64_t[]){p->B}),
+        names[n++] = "rope.q_pos_b";
+    if (p->rope && a->rope.k_pos_b)
+        in[n] = attn_tensor_make((void *)a->rope.k_pos_b, ATTN_I32, 1, (int64_t[]){p->B}),
+        names[n++] = "rope.k_pos_b";
     return n;
 }
 
@@ -68,8 +78,8 @@ int attn__sdpa_inputs(const attn_sdpa_args *a, const attn__sdpa_plan *p, attn_te
  * before it writes the same out rows. */
 static attn_status check_aliasing(attn_ctx *ctx, const attn_sdpa_args *a, const attn__sdpa_plan *p,
                                   int use_out) {
-    attn_tensor in[8];
-    const char *names[8];
+    attn_tensor in[ATTN__SDPA_NIN];
+    const char *names[ATTN__SDPA_NIN];
     int n = attn__sdpa_inputs(a, p, in, names);
     int out_is_q = a->out.data == a->q.data && p->D == p->Dv &&
                    !memcmp(a->out.stride, a->q.stride, sizeof a->q.stride);
@@ -84,6 +94,46 @@ static attn_status check_aliasing(attn_ctx *ctx, const attn_sdpa_args *a, const 
     }
     if (use_out && a->lse.data && attn__views_overlap(&a->lse, &a->out))
         return attn_ctx_fail(ctx, ATTN_E_ARG, "lse overlaps out in memory");
+    return ATTN_OK;
+}
+
+attn_status attn__rope_plan(attn_ctx *ctx, const attn_rope *r, int64_t B, int64_t D,
+                            attn__sdpa_plan *p) {
+    const int64_t lim = (int64_t)1 << 40;
+    if (r->rot_dim == 0) return ATTN_OK;
+    if (r->rot_dim < 0 || r->rot_dim % 2)
+        return attn_ctx_fail(ctx, ATTN_E_ARG, "rope.rot_dim = %lld: must be even and >= 2 (0 = off)",
+                             (long long)r->rot_dim);
+    if (r->rot_dim > D)
+        return attn_ctx_fail(ctx, ATTN_E_ARG, "rope.rot_dim = %lld exceeds the head dim D = %lld",
+                             (long long)r->rot_dim, (long long)D);
+    if (r->style != ATTN_ROPE_HALF && r->style != ATTN_ROPE_INTERLEAVED)
+        return attn_ctx_fail(ctx, ATTN_E_ARG, "rope.style = %d: must be ATTN_ROPE_HALF or "
+                             "ATTN_ROPE_INTERLEAVED", (int)r->style);
+    if (r->inv_freq) {
+        for (int64_t i = 0; i < r->rot_dim / 2; i++)
+            if (!isfinite(r->inv_freq[i]))
+                return attn_ctx_fail(ctx, ATTN_E_ARG, "rope.inv_freq[%lld] = %g is not finite",
+                                     (long long)i, (double)r->inv_freq[i]);
+    } else if (!(r->theta > 0.0) || !isfinite(r->theta)) {
+        return attn_ctx_fail(ctx, ATTN_E_ARG,
+                             "rope.theta = %g: must be finite and > 0 (or give rope.inv_freq)",
+                             r->theta);
+    }
+    if (r->q_pos <= -lim || r->q_pos >= lim || r->k_pos <= -lim || r->k_pos >= lim)
+        return attn_ctx_fail(ctx, ATTN_E_ARG, "rope.q_pos = %lld / rope.k_pos = %lld: must be "
+                             "within (-2^40, 2^40)", (long long)r->q_pos, (long long)r->k_pos);
+    p->rope = 1;
+    p->rope_k = !r->k_rotated;
+    p->rs.rot = (int)r->rot_dim;
+    p->rs.interleaved = r->style == ATTN_ROPE_INTERLEAVED;
+    p->rs.theta = r->theta;
+    p->rs.freq = r->inv_freq;
+    p->rqpos = r->q_pos;
+    p->rkpos = r->k_pos;
+    p->rqpos_b = r->q_pos_b;
+    p->rkpos_b = r->k_pos_b;
+    (void)B;
     return ATTN_OK;
 }
 
@@ -270,6 +320,7 @@ attn_status attn__sdpa_plan_make(attn_ctx *ctx, const attn_sdpa_args *a, int fla
     p->dropout_p = a->dropout_p;
     p->drop_thr = attn__dropout_threshold(a->dropout_p);
     p->seed = a->seed;
+    if ((st = attn__rope_plan(ctx, &a->rope, p->B, p->D, p))) return st;
     p->q = a->q.data;
     p->k = a->k.data;
     p->v = a->v.data;

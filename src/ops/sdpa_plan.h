@@ -4,8 +4,20 @@
 #define ATTN_SDPA_PLAN_H
 
 #include "core/internal.h"
+#include "kernels/rope.h"
 
 enum { ATTN__MASK_NONE = 0, ATTN__MASK_FLOAT, ATTN__MASK_BOOL };
+
+/* Keys and values read through a paged KV cache's block table instead of
+ * the k and v views (the forward only: attn_kvcache_attend's prefill). Row
+ * j of kv head hk: pool + ((tab[j / bs] * Hkv + hk) * bs + j % bs) * D
+ * elements of dt (kernels/decode.h's ATTN__KV_*). */
+typedef struct attn__paged {
+    const void *kpool, *vpool;
+    const int32_t *tab;
+    int64_t bs, Hkv;
+    int dt;
+} attn__paged;
 
 typedef struct attn__sdpa_plan {
     int64_t B, H, Hkv, T, S, D, Dv, group; /* group = H / Hkv */
@@ -25,6 +37,12 @@ typedef struct attn__sdpa_plan {
     float dropout_p;
     uint32_t drop_thr;
     uint64_t seed;
+    int rope;        /* rotary embedding on (q rotated) */
+    int rope_k;      /* k rotated too (not stored rotated) */
+    attn__rope_spec rs;
+    int64_t rqpos, rkpos;             /* positions of query row 0 and key 0 */
+    const int32_t *rqpos_b, *rkpos_b; /* per batch, added (optional) */
+    const attn__paged *pg; /* NULL: k and v are the views */
     const float *q, *k, *v;
     float *out, *lse;
     int64_t qs[4], ks[4], vs[4], os[4], ls[3];
@@ -43,10 +61,35 @@ attn_status attn__sdpa_plan_make(attn_ctx *ctx, const attn_sdpa_args *a, int fla
 
 /* 1 if views x and y can touch a common byte (their address ranges meet). */
 int attn__views_overlap(const attn_tensor *x, const attn_tensor *y);
-/* The input views of a (q, k, v, mask, key_padding_mask, alibi_slopes and
- * kv_len as views) into in[0..8) with their names; returns the count. */
+/* The input views of a (q, k, v, mask, key_padding_mask, alibi_slopes,
+ * kv_len and the rope tables as views) into in[0..ATTN__SDPA_NIN) with their
+ * names; returns the count. */
+#define ATTN__SDPA_NIN 10
 int attn__sdpa_inputs(const attn_sdpa_args *a, const attn__sdpa_plan *p, attn_tensor *in,
                       const char **names);
+
+/* One row of attn_sdpa_merge (ops/sdpa_merge.c): parts k < n with lse
+ * lses[k] and output row outs[k] [Dv] merged in float64, in part order,
+ * into o [Dv] and *l. w: n doubles, acc: Dv doubles of scratch. */
+void attn__merge_row(int n, const float *lses, const float *const *outs, int64_t Dv, double *w,
+                     double *acc, float *o, float *l);
+
+/* Run the tiled forward on a validated plan (ops/sdpa_fwd.c), e.g. one
+ * whose keys come through a paged cache (p->pg). */
+attn_status attn__sdpa_forward_plan(attn_ctx *ctx, const attn__sdpa_plan *p);
+
+/* RoPE positions of query row 0 and key 0 of batch b. */
+static inline int64_t attn__rope_qpos(const attn__sdpa_plan *p, int64_t b) {
+    return p->rqpos + (p->rqpos_b ? p->rqpos_b[b] : 0);
+}
+static inline int64_t attn__rope_kpos(const attn__sdpa_plan *p, int64_t b) {
+    return p->rkpos + (p->rkpos_b ? p->rkpos_b[b] : 0);
+}
+
+/* Validate a RoPE option for heads of D dims and B batches (names its
+ * fields in errors) and fill p's rope fields. */
+attn_status attn__rope_plan(attn_ctx *ctx, const attn_rope *r, int64_t B, int64_t D,
+                            attn__sdpa_plan *p);
 
 /* Dropout keep-and-scale factor of element (b,h,i,j): 0 or 1/(1-p). The
  * definition of the dropout stream, shared by the fast path and the oracle

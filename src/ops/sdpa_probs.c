@@ -25,7 +25,10 @@ typedef struct probs_job {
 static size_t ws_floats(const attn__sdpa_plan *p, const attn__arch *ar) {
     size_t R = (size_t)ar->mr;
     return attn__round16((size_t)p->D * R) + (size_t)ar->bk * R + attn__round16(R) +
-           attn__round16(4 * R) + attn__mask_seg_floats(p);
+           attn__round16(4 * R) + attn__mask_seg_floats(p) +
+           (p->rope ? attn__round16(R * p->D) + attn__round16((size_t)ar->bk * p->D) +
+                          attn__round16(2 * attn__rope_tmp_doubles(p->rs.rot))
+                    : 0);
 }
 
 /* Rows [r0, r0 + mr) of the job, r0 relative to job->i0. */
@@ -46,8 +49,18 @@ static void probs_strip(const probs_job *jb, int64_t r0, float *ws) {
     if (!sm.nseg) return;
     for (int r = 0; r < mr; r++)
         lse[r] = p->lse[b * p->ls[0] + h * p->ls[1] + (i0 + r) * p->ls[2]];
-    ar->fwd.pack_q(p->q + b * p->qs[0] + h * p->qs[1] + i0 * p->qs[2], p->qs[2], mr, R, (int)p->D,
-                   p->scale, qt);
+    /* RoPE scratch: rotated queries [R][D], a rotated key tile [bk][D] */
+    float *rq = (float *)sm.seg + attn__mask_seg_floats(p);
+    float *rk = rq + attn__round16((size_t)R * p->D);
+    double *rtmp = (double *)(rk + attn__round16((size_t)ar->bk * p->D));
+    const float *q = p->q + b * p->qs[0] + h * p->qs[1] + i0 * p->qs[2];
+    int64_t qs = p->qs[2];
+    if (p->rope) {
+        attn__rope_rows(&p->rs, q, qs, rq, p->D, mr, (int)p->D, attn__rope_qpos(p, b) + i0, 0,
+                        rtmp);
+        q = rq, qs = p->D;
+    }
+    ar->fwd.pack_q(q, qs, mr, R, (int)p->D, p->scale, qt);
     const float *kb = p->k + b * p->ks[0] + (h / p->group) * p->ks[1];
     /* the forward's tiles: runs of adjacent segments cut at multiples of bk */
     int k = 0;
@@ -55,7 +68,14 @@ static void probs_strip(const probs_job *jb, int64_t r0, float *ws) {
         for (int64_t ca = a; ca < e;) {
             int64_t cb = ATTN_MIN(e, (ca / ar->bk + 1) * ar->bk);
             int n = (int)(cb - ca);
-            ar->fwd.qk(qt, R, kb + ca * p->ks[2], p->ks[2], n, (int)p->D, s);
+            const float *kt = kb + ca * p->ks[2];
+            int64_t kst = p->ks[2];
+            if (p->rope_k) {
+                attn__rope_rows(&p->rs, kt, kst, rk, p->D, n, (int)p->D,
+                                attn__rope_kpos(p, b) + ca, 0, rtmp);
+                kt = rk, kst = p->D;
+            }
+            ar->fwd.qk(qt, R, kt, kst, n, (int)p->D, s);
             attn__mask_tile(p, &sm, s, NULL, R, ca, cb);
             for (int r = 0; r < mr; r++) {
                 if (lse[r] == -INFINITY) continue; /* no visible key: zeros */

@@ -6,6 +6,20 @@
 #include <math.h>
 #include <stdlib.h>
 
+void attn__ref_rope(const attn__sdpa_plan *p, int64_t pos, double *x, int inverse) {
+    /* pair (a, c) of frequency f, angle pos * f, straight from libm */
+    const int64_t half = p->rs.rot / 2;
+    for (int64_t i = 0; i < half; i++) {
+        double f = p->rs.freq ? (double)p->rs.freq[i]
+                              : pow(p->rs.theta, -2.0 * (double)i / (double)p->rs.rot);
+        double ang = (double)pos * f, cs = cos(ang), sn = inverse ? -sin(ang) : sin(ang);
+        int64_t a = p->rs.interleaved ? 2 * i : i, c = p->rs.interleaved ? 2 * i + 1 : i + half;
+        double xa = x[a], xc = x[c];
+        x[a] = xa * cs - xc * sn;
+        x[c] = xc * cs + xa * sn;
+    }
+}
+
 /* Score of (b,h,i,j) in float64 with every modification, -inf if masked. If
  * dcap is not NULL it gets d(score)/d(scale*q.k): 1 - tanh^2 under softcap,
  * else 1 (the backward oracle's chain rule through the softcap). */
@@ -26,8 +40,21 @@ double attn__ref_score(const attn__sdpa_plan *p, int64_t b, int64_t h, int64_t i
     const float *q = p->q + b * p->qs[0] + h * p->qs[1] + i * p->qs[2];
     const float *k = p->k + b * p->ks[0] + (h / p->group) * p->ks[1] + j * p->ks[2];
     double s = 0.0;
-    for (int64_t d = 0; d < p->D; d++)
-        s += (double)q[d] * (double)k[d];
+    if (p->rope) {
+        /* rotate copies of q_i and k_j (the oracle's rows, recomputed per pair) */
+        double *qr = malloc((size_t)p->D * 2 * sizeof *qr), *kr = qr ? qr + p->D : NULL;
+        if (!qr) return NAN;
+        for (int64_t d = 0; d < p->D; d++)
+            qr[d] = q[d], kr[d] = k[d];
+        attn__ref_rope(p, attn__rope_qpos(p, b) + i, qr, 0);
+        if (p->rope_k) attn__ref_rope(p, attn__rope_kpos(p, b) + j, kr, 0);
+        for (int64_t d = 0; d < p->D; d++)
+            s += qr[d] * kr[d];
+        free(qr);
+    } else {
+        for (int64_t d = 0; d < p->D; d++)
+            s += (double)q[d] * (double)k[d];
+    }
     s *= (double)p->scale;
     if (p->softcap > 0.0f) {
         double t = tanh(s / (double)p->softcap);

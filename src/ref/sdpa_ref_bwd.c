@@ -53,7 +53,8 @@ attn_status attn_sdpa_backward_ref(attn_ctx *ctx, const attn_sdpa_args *a,
     double *dq = malloc((size_t)p.D * sizeof *dq);
     double *dk = calloc(nk ? nk : 1, sizeof *dk), *dv = calloc(nv ? nv : 1, sizeof *dv);
     double *dm = calloc(nm ? nm : 1, sizeof *dm);
-    if (!s || !dcap || !pr || !dpz || !dq || !dk || !dv || !dm) {
+    double *qrot = malloc((size_t)p.D * 2 * sizeof *qrot), *krot = qrot ? qrot + p.D : NULL;
+    if (!s || !dcap || !pr || !dpz || !dq || !dk || !dv || !dm || !qrot) {
         st = attn_ctx_fail(ctx, ATTN_E_NOMEM, "out of memory in the backward oracle");
         goto done;
     }
@@ -72,7 +73,8 @@ attn_status attn_sdpa_backward_ref(attn_ctx *ctx, const attn_sdpa_args *a,
                 }
                 if (nan) mx = NAN; /* NaN scores poison the row, as in the forward */
                 for (int64_t d = 0; d < p.D; d++)
-                    dq[d] = 0.0;
+                    dq[d] = 0.0, qrot[d] = qi[d];
+                if (p.rope) attn__ref_rope(&p, attn__rope_qpos(&p, b) + i, qrot, 0);
                 if (mx != -INFINITY) {
                     /* P = softmax(s);  dPz_j = Z_j * dot(dO_i, v_j) */
                     for (int64_t j = 0; j < p.S; j++) {
@@ -105,15 +107,20 @@ attn_status attn_sdpa_backward_ref(attn_ctx *ctx, const attn_sdpa_args *a,
                         const float *k = p.k + b * p.ks[0] + hk * p.ks[1] + j * p.ks[2];
                         double *dkj = dk + ((b * p.Hkv + hk) * p.S + j) * p.D;
                         double *dvj = dv + ((b * p.Hkv + hk) * p.S + j) * p.Dv;
+                        for (int64_t d = 0; d < p.D; d++)
+                            krot[d] = k[d];
+                        if (p.rope_k) attn__ref_rope(&p, attn__rope_kpos(&p, b) + j, krot, 0);
+                        /* gradients of the rotated rows (rotated back below) */
                         for (int64_t d = 0; d < p.D; d++) {
-                            dq[d] += dsr * (double)k[d];
-                            dkj[d] += dsr * (double)qi[d];
+                            dq[d] += dsr * krot[d];
+                            dkj[d] += dsr * qrot[d];
                         }
                         for (int64_t c = 0; c < p.Dv; c++)
                             dvj[c] += pr[j] * z * (double)gi[c];
                     }
                 }
                 float *o = gp.dq + b * gp.dqs[0] + h * gp.dqs[1] + i * gp.dqs[2];
+                if (p.rope) attn__ref_rope(&p, attn__rope_qpos(&p, b) + i, dq, 1);
                 for (int64_t d = 0; d < p.D; d++)
                     o[d] = (float)dq[d];
             }
@@ -122,7 +129,8 @@ attn_status attn_sdpa_backward_ref(attn_ctx *ctx, const attn_sdpa_args *a,
             for (int64_t j = 0; j < p.S; j++) {
                 float *ok = gp.dk + b * gp.dks[0] + hk * gp.dks[1] + j * gp.dks[2];
                 float *ov = gp.dv + b * gp.dvs[0] + hk * gp.dvs[1] + j * gp.dvs[2];
-                const double *sk = dk + ((b * p.Hkv + hk) * p.S + j) * p.D;
+                double *sk = dk + ((b * p.Hkv + hk) * p.S + j) * p.D;
+                if (p.rope_k) attn__ref_rope(&p, attn__rope_kpos(&p, b) + j, sk, 1);
                 const double *sv = dv + ((b * p.Hkv + hk) * p.S + j) * p.Dv;
                 for (int64_t d = 0; d < p.D; d++)
                     ok[d] = (float)sk[d];
@@ -138,6 +146,6 @@ attn_status attn_sdpa_backward_ref(attn_ctx *ctx, const attn_sdpa_args *a,
                         o[j] = (float)dm[((b * gp.dmH + h) * gp.dmT + i) * p.S + j];
                 }
 done:
-    free(s), free(dcap), free(pr), free(dpz), free(dq), free(dk), free(dv), free(dm);
+    free(s), free(dcap), free(pr), free(dpz), free(dq), free(dk), free(dv), free(dm), free(qrot);
     return st;
 }

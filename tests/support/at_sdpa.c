@@ -64,10 +64,64 @@ static int64_t order(int v, int64_t n, int64_t len) {
     }
 }
 
+/* RoPE in plain fp32: cos and sin of each angle (taken in float64) rounded
+ * to float, the rotation in float arithmetic, as a cos/sin-table
+ * implementation does it. */
+static void rope_row_f32(const attn_rope *r, int64_t pos, float *x, int inverse) {
+    const int64_t half = r->rot_dim / 2;
+    for (int64_t i = 0; i < half; i++) {
+        double f = r->inv_freq ? (double)r->inv_freq[i]
+                               : pow(r->theta, -2.0 * (double)i / (double)r->rot_dim);
+        float c = (float)cos((double)pos * f), sn = (float)sin((double)pos * f);
+        if (inverse) sn = -sn;
+        int64_t ia = r->style == ATTN_ROPE_INTERLEAVED ? 2 * i : i;
+        int64_t ib = r->style == ATTN_ROPE_INTERLEAVED ? 2 * i + 1 : i + half;
+        float xa = x[ia], xb = x[ib];
+        x[ia] = xa * c - xb * sn;
+        x[ib] = xb * c + xa * sn;
+    }
+}
+
+int64_t at_rope_pos(const attn_rope *r, int is_k, int64_t b, int64_t i) {
+    if (is_k) return r->k_pos + (r->k_pos_b ? r->k_pos_b[b] : 0) + i;
+    return r->q_pos + (r->q_pos_b ? r->q_pos_b[b] : 0) + i;
+}
+
+void at_rope_rotate(const attn_rope *r, const attn_tensor *x, int is_k, int inverse) {
+    for (int64_t b = 0; b < x->shape[0]; b++)
+        for (int64_t h = 0; h < x->shape[1]; h++)
+            for (int64_t i = 0; i < x->shape[2]; i++)
+                rope_row_f32(r, at_rope_pos(r, is_k, b, i), at_f32(x, b, h, i, 0), inverse);
+}
+
+int at_rope_copies(const attn_sdpa_args *a, at_buf *qr, at_buf *kr, attn_sdpa_args *r) {
+    memset(qr, 0, sizeof *qr);
+    memset(kr, 0, sizeof *kr);
+    if (at_buf_copy_of(qr, &a->q) || at_buf_copy_of(kr, &a->k)) {
+        at_buf_free(qr), at_buf_free(kr);
+        return -1;
+    }
+    at_rope_rotate(&a->rope, &qr->t, 0, 0);
+    if (!a->rope.k_rotated) at_rope_rotate(&a->rope, &kr->t, 1, 0);
+    *r = *a;
+    r->q = qr->t;
+    r->k = kr->t;
+    memset(&r->rope, 0, sizeof r->rope);
+    return 0;
+}
+
 attn_status at_naive32_forward_order(attn_ctx *ctx, const attn_sdpa_args *a, int variant) {
     attn__sdpa_plan p; /* validation only */
     attn_status st = attn__sdpa_plan_make(ctx, a, 0, &p);
     if (st) return st;
+    if (a->rope.rot_dim) { /* on rotated copies of q and k */
+        at_buf qr, kr;
+        attn_sdpa_args r;
+        if (at_rope_copies(a, &qr, &kr, &r)) return ATTN_E_NOMEM;
+        st = at_naive32_forward_order(ctx, &r, variant);
+        at_buf_free(&qr), at_buf_free(&kr);
+        return st;
+    }
     const int64_t B = a->q.shape[0], H = a->q.shape[1], T = a->q.shape[2], D = a->q.shape[3];
     const int64_t Hkv = a->k.shape[1], S = a->k.shape[2], Dv = a->v.shape[3];
     const int64_t shift = a->align == ATTN_ALIGN_BOTTOM_RIGHT ? S - T : 0;
@@ -185,6 +239,12 @@ void at_sdpa_describe(const attn_sdpa_args *a, char *buf, size_t n) {
     if (a->alibi_slopes) ADD(" alibi");
     if (a->dropout_p > 0.0f)
         ADD(" dropout=%g seed=%llu", (double)a->dropout_p, (unsigned long long)a->seed);
+    if (a->rope.rot_dim)
+        ADD(" rope(rot=%lld %s theta=%g%s qpos=%lld%s kpos=%lld%s%s)", (long long)a->rope.rot_dim,
+            a->rope.style == ATTN_ROPE_INTERLEAVED ? "interleaved" : "half", a->rope.theta,
+            a->rope.inv_freq ? " table" : "", (long long)a->rope.q_pos,
+            a->rope.q_pos_b ? "+[b]" : "", (long long)a->rope.k_pos,
+            a->rope.k_pos_b ? "+[b]" : "", a->rope.k_rotated ? " k-rotated" : "");
     if (!a->lse.data) ADD(" no-lse");
 #undef ADD
 }
@@ -295,6 +355,7 @@ int at_sdpa_build(at_sdpa *x, const at_case *c, at_rng *r) {
                         *at_f32(&a->q, b, h, i, d) *= c->logit_mul;
     }
     if (c->no_lse) a->lse = (attn_tensor){0};
+    a->rope = c->rope;
     a->causal = c->causal;
     a->align = c->align;
     a->window = c->window;

@@ -57,6 +57,17 @@ attn_status at_naive32_backward_order(attn_ctx *ctx, const attn_sdpa_args *a,
     attn__sdpa_plan p;
     attn_status st = attn__sdpa_plan_make(ctx, a, 0, &p);
     if (st) return st;
+    if (a->rope.rot_dim) { /* on rotated copies; the gradients rotated back */
+        at_buf qr, kr;
+        attn_sdpa_args r;
+        if (at_rope_copies(a, &qr, &kr, &r)) return ATTN_E_NOMEM;
+        st = at_naive32_backward_order(ctx, &r, g, variant);
+        at_buf_free(&qr), at_buf_free(&kr);
+        if (st) return st;
+        at_rope_rotate(&a->rope, &g->dq, 0, 1);
+        if (!a->rope.k_rotated) at_rope_rotate(&a->rope, &g->dk, 1, 1);
+        return ATTN_OK;
+    }
     size_t nS = (size_t)(p.S > 0 ? p.S : 1);
     float *s = malloc(nS * sizeof *s), *dcap = malloc(nS * sizeof *dcap);
     float *pz = malloc(nS * sizeof *pz), *dpz = malloc(nS * sizeof *dpz);

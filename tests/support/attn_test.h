@@ -158,6 +158,15 @@ attn_status at_naive32_forward(attn_ctx *ctx, const attn_sdpa_args *a);
 attn_status at_naive32_forward_order(attn_ctx *ctx, const attn_sdpa_args *a, int variant);
 #define AT_NAIVE_ORDERS 4
 
+/* RoPE in plain fp32 for the naive references (cos/sin of float64 angles
+ * rounded to float, float rotation): the position of row i of batch b
+ * (is_k: a key), x rotated in place (inverse: the transpose), and
+ * contiguous rotated copies of a's q and k (k as is under k_rotated) with r
+ * = a on them, rope off. at_rope_copies returns 0 or -1 (no memory). */
+int64_t at_rope_pos(const attn_rope *r, int is_k, int64_t b, int64_t i);
+void at_rope_rotate(const attn_rope *r, const attn_tensor *x, int is_k, int inverse);
+int at_rope_copies(const attn_sdpa_args *a, at_buf *qr, at_buf *kr, attn_sdpa_args *r);
+
 /* Describe a problem in one line ("B=2 H=8 Hkv=2 T=63 S=65 D=40 Dv=24 causal
  * br ...") for messages. */
 void at_sdpa_describe(const attn_sdpa_args *a, char *buf, size_t n);
@@ -222,6 +231,7 @@ typedef struct at_case {
     int no_lse;
     int kpm; /* key_padding_mask: 1 [B, S] (b=0 left-padded, b=1 all padding if B > 2,
               * others random), 2 the same as [S] (b=0's pattern) */
+    attn_rope rope; /* copied into the args (its arrays owned by the test) */
 } at_case;
 
 /* Mask shapes, PyTorch's broadcast forms (dims right-aligned; a 1 broadcasts).

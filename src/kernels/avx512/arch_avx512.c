@@ -45,4 +45,5 @@ void attn__arch_init_avx512(attn__arch *a) {
     a->bwd = attn__bwd_kernels_avx512;
     a->nn = attn__nn_kernels_avx512;
     a->peak_fma = peak_fma_avx512;
+    attn__decode_init_avx512(&a->dec);
 }

@@ -59,4 +59,5 @@ void attn__arch_init_scalar(attn__arch *a) {
     a->bwd = attn__bwd_kernels_scalar;
     a->nn = attn__nn_kernels_scalar;
     a->peak_fma = peak_fma_scalar;
+    attn__decode_init_scalar(&a->dec);
 }
