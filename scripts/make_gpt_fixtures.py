@@ -21,6 +21,11 @@ Builds everything locally (nothing is downloaded):
     and gen_<i>.txt, the greedy tokens decoded by the tokenizer (raw bytes).
     The F16 directory's expectations come from the model with its weights rounded
     to F16 and run in F32, which is what attn computes after loading them.
+  - a LlamaForCausalLM from a small random config (grouped-query attention, 4
+    query heads on 2 key/value heads; RoPE with llama3 frequency scaling whose
+    original context, 32, is shorter than the prompts + generation; untied
+    head), F32, in tests/data/llama-tiny/ with the same tokenizer and the same
+    expected.safetensors / generate.tsv / gen_<i>.txt.
 
 Run from the repository root:  python3 scripts/make_gpt_fixtures.py
 """
@@ -33,7 +38,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import GPT2Config, GPT2LMHeadModel
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "tests", "data")
@@ -111,6 +116,33 @@ def write_cli_expectations(path, exp, tok):
                 g.write(tok.decode(gen).encode("utf-8"))
 
 
+def write_llama(path, tok):
+    torch.manual_seed(4321)
+    cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                      rms_norm_eps=1e-5, rope_theta=10000.0, initializer_range=0.1,
+                      rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                    "high_freq_factor": 4.0, "original_max_position_embeddings": 32},
+                      tie_word_embeddings=False, bos_token_id=VOCAB - 1, eos_token_id=VOCAB - 1)
+    model = LlamaForCausalLM(cfg).eval()
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "norm" in n:
+                p.add_(0.1 * torch.randn_like(p))
+    if os.path.isdir(path):
+        shutil.rmtree(path)
+    model.save_pretrained(path)
+    tok.save(os.path.join(path, "tokenizer.json"))
+    exp, margin = expectations(model, tok)
+    save_file(exp, os.path.join(path, "expected.safetensors"))
+    write_cli_expectations(path, exp, tok)
+    back = LlamaForCausalLM.from_pretrained(path, torch_dtype=torch.float32).eval()
+    with torch.no_grad():
+        got = back(exp["ids_3"].long()[None]).logits[0]
+    assert torch.allclose(got, exp["logits_3"], atol=1e-6), path
+    return margin
+
+
 def write_dir(path, model, tok, prefix, dtype):
     if os.path.isdir(path):
         shutil.rmtree(path)
@@ -161,8 +193,10 @@ def main():
         with torch.no_grad():
             got = back(e["ids_3"].long()[None]).logits[0]
         assert torch.allclose(got, e["logits_3"], atol=1e-6), d
-    print(f"greedy margins: f32 {m32:.3g}, f16 {m16:.3g}")
-    for d in (d32, d16):
+    dl = os.path.join(OUT, "llama-tiny")
+    ml = write_llama(dl, tok)
+    print(f"greedy margins: f32 {m32:.3g}, f16 {m16:.3g}, llama {ml:.3g}")
+    for d in (d32, d16, dl):
         size = sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d))
         print(f"{os.path.relpath(d, ROOT)}: {size / 1024:.0f} KB")
 

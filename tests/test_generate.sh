@@ -25,17 +25,24 @@ err_has() {
     grep -qF -- "$2" "$tmp/err" || { fail "$1: stderr lacks '$2':"; sed 's/^/  /' "$tmp/err"; }
 }
 
-# greedy: the ids of transformers' generate (generate.tsv: text, prompt ids, greedy ids)
+# greedy: the ids of transformers' generate (generate.tsv: text, prompt ids,
+# greedy ids), for the GPT-2 and the Llama fixture
+for dir in "$D" "$ATTN_TEST_DATA/llama-tiny"; do
 i=0
 while IFS=$'\t' read -r text pids gen; do
-    run "greedy-ids $i" 0 -- "$ATTN" generate --model "$D" --prompt-ids "${pids// /,}" \
+    run "greedy-ids $dir $i" 0 -- "$ATTN" generate --model "$dir" --prompt-ids "${pids// /,}" \
         --temperature 0 --max-new-tokens 64 --ignore-eos --ids --threads 1
-    [ "$(tr '\n' ' ' <"$tmp/out")" = "$gen " ] || fail "greedy-ids $i: $(tr '\n' ' ' <"$tmp/out")"
+    [ "$(tr '\n' ' ' <"$tmp/out")" = "$gen " ] || fail "greedy-ids $dir $i: $(tr '\n' ' ' <"$tmp/out")"
     grep -qE '^prompt: [0-9]+ tokens in .* tokens/s\); generated: 64 tokens in .* tokens/s\)$' "$tmp/err" ||
         fail "greedy-ids $i: no speed line: $(cat "$tmp/err")"
     i=$((i + 1))
-done <"$D/generate.tsv"
+done <"$dir/generate.tsv"
 [ "$i" -ge 4 ] || fail "generate.tsv has $i prompts"
+done
+L="$ATTN_TEST_DATA/llama-tiny"
+run llama-text 0 -- "$ATTN" generate --model "$L" --prompt "The quick brown fox" --temperature 0 \
+    --max-new-tokens 64 --ignore-eos
+{ cat "$L/gen_1.txt"; echo; } | cmp -s - "$tmp/out" || fail "llama-text: $(cat "$tmp/out")"
 
 # greedy text: the prompt's text through the tokenizer, the new tokens
 # decoded as transformers' tokenizer decodes them (gen_<i>.txt; the tiny

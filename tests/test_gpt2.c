@@ -28,13 +28,14 @@
 #define NPROMPTS 4
 #define NEW 64
 
-static char dir32[1024], dir16[1024];
+static char dir32[1024], dir16[1024], dirl[1024];
 
 static void data_dirs(void) {
     const char *d = getenv("ATTN_TEST_DATA");
     if (!d) d = "tests/data";
     snprintf(dir32, sizeof dir32, "%s/gpt2-tiny", d);
     snprintf(dir16, sizeof dir16, "%s/gpt2-tiny-f16", d);
+    snprintf(dirl, sizeof dirl, "%s/llama-tiny", d);
 }
 
 /* Expected tensor `name` of dir/expected.safetensors as a malloc'd copy. */
@@ -111,8 +112,9 @@ static void test_logits_f16_prefixed(void **state) {
 
 /* Prefill of a prefix, then the rest one token at a time (and in a chunk of
  * several): each step's logits equal the full forward's row. */
-static void test_incremental(void **state) {
-    (void)state;
+static void check_greedy(const char *dir);
+
+static void check_incremental(const char *dir32) {
     attn_gpt *m = load(dir32);
     const int64_t V = attn_gpt_get_config(m)->vocab_size;
     int64_t T, n;
@@ -150,6 +152,33 @@ static void test_incremental(void **state) {
     attn_gpt_cache_free(c);
     free(ids), free(full), free(own), free(step);
     attn_gpt_free(m);
+}
+
+static void test_incremental(void **state) {
+    (void)state;
+    check_incremental(dir32);
+}
+
+/* Llama: GQA, RoPE with llama3 scaling (positions beyond its original 32),
+ * RMSNorm, SwiGLU, untied head. */
+static void test_llama(void **state) {
+    (void)state;
+    check_logits(dirl);
+    check_incremental(dirl);
+    check_greedy(dirl);
+    attn_gpt *m = load(dirl);
+    const attn_gpt_config *c = attn_gpt_get_config(m);
+    assert_int_equal(c->arch, ATTN_GPT_ARCH_LLAMA);
+    assert_int_equal(c->n_kv_head, 2);
+    assert_int_equal(c->rope_scaling.type, ATTN_ROPE_SCALING_LLAMA3);
+    assert_int_equal(c->tie_word_embeddings, 0);
+    attn_gpt_free(m);
+    attn_model *mm;
+    assert_int_equal(attn_model_open(at_ctx, dirl, 0, &mm), ATTN_OK);
+    assert_int_equal(attn_model_get_info(mm)->type, ATTN_MODEL_LLAMA);
+    assert_string_equal(attn_model_get_info(mm)->type_name, "llama");
+    assert_non_null(attn_model_get_bpe(mm));
+    attn_model_free(mm);
 }
 
 /* Two sequences of one batch equal each run alone. */
@@ -682,6 +711,7 @@ int main(void) {
         cmocka_unit_test(test_sample),       cmocka_unit_test(test_bf16),
         cmocka_unit_test(test_hostile_dirs), cmocka_unit_test(test_bad_args),
         cmocka_unit_test(test_model_open),   cmocka_unit_test(test_gemv),
+        cmocka_unit_test(test_llama),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -1,14 +1,18 @@
-/* attn/gpt.h: a causal decoder that generates text. So far the GPT-2
- * architecture (Hugging Face GPT2LMHeadModel directories): token and learned
- * position embeddings, pre-LN blocks (causal multi-head attention, GELU-tanh
- * MLP), a final LayerNorm and an LM head tied to the token embeddings; a KV
- * cache so each new token costs one row; and sampling (greedy, temperature,
- * top-k, top-p) with a seed. Users include <attn/attn.h>, which includes
- * this file. */
+/* attn/gpt.h: a causal decoder that generates text, of two architectures:
+ *   GPT-2 (Hugging Face GPT2LMHeadModel directories): token and learned
+ *     position embeddings, pre-LN blocks (causal multi-head attention,
+ *     GELU-tanh MLP), a final LayerNorm, an LM head tied to the embeddings;
+ *   Llama (LlamaForCausalLM): token embeddings, pre-RMSNorm blocks (causal
+ *     grouped-query attention with rotary positions, applied inside the
+ *     attention kernels, SwiGLU MLP), a final RMSNorm, an untied head;
+ * a KV cache so each new token costs one row; and sampling (greedy,
+ * temperature, top-k, top-p) with a seed. Users include <attn/attn.h>,
+ * which includes this file. */
 #ifndef ATTN_GPT_H
 #define ATTN_GPT_H
 
 #include "core.h"
+#include "sdpa.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -19,18 +23,33 @@ extern "C" {
 typedef enum attn_gpt_act {
     ATTN_GPT_GELU_TANH = 0, /* "gelu_new", "gelu_pytorch_tanh": 0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x^3))) */
     ATTN_GPT_GELU = 1,      /* "gelu": exact, x Phi(x) */
+    ATTN_GPT_SILU = 2,      /* Llama's "silu" gate: down(silu(gate x) * up x) */
 } attn_gpt_act;
 
-/* The sizes and options of a GPT-2 decoder (config.json). E = n_embd,
- * Dh = E / n_head. */
+/* The architecture, from config.json's model_type. */
+typedef enum attn_gpt_arch {
+    ATTN_GPT_ARCH_GPT2 = 0,  /* "gpt2" */
+    ATTN_GPT_ARCH_LLAMA = 1, /* "llama" */
+} attn_gpt_arch;
+
+/* The sizes and options of a decoder (config.json; Llama's keys in
+ * brackets). E = n_embd, Dh = E / n_head. */
 typedef struct attn_gpt_config {
-    int64_t vocab_size;  /* rows of wte */
-    int64_t n_positions; /* rows of wpe: the longest sequence (prompt + generated) */
-    int64_t n_embd;      /* E */
-    int64_t n_layer;
-    int64_t n_head;  /* dividing E */
-    int64_t n_inner; /* MLP width (config null: 4E) */
-    float layer_norm_epsilon;
+    attn_gpt_arch arch;
+    int64_t vocab_size;  /* rows of the token embedding */
+    int64_t n_positions; /* the longest sequence, prompt + generated (GPT-2: rows of
+                          * wpe) [max_position_embeddings] */
+    int64_t n_embd;      /* E [hidden_size] */
+    int64_t n_layer;     /* [num_hidden_layers] */
+    int64_t n_head;      /* dividing E [num_attention_heads] */
+    int64_t n_kv_head;   /* key/value heads, dividing n_head (GPT-2: n_head)
+                          * [num_key_value_heads] */
+    int64_t n_inner;     /* MLP width (GPT-2 config null: 4E) [intermediate_size] */
+    float layer_norm_epsilon; /* LayerNorm's, or RMSNorm's [rms_norm_eps] */
+    double rope_theta;   /* Llama: RoPE base [rope_theta, or rope_parameters.rope_theta] */
+    attn_rope_scaling rope_scaling; /* Llama: [rope_scaling / rope_parameters]:
+                                     * default, linear or llama3 */
+    int attention_bias, mlp_bias;   /* Llama: biases of the projections (GPT-2: 1) */
     attn_gpt_act act;
     int scale_attn_weights;              /* 0: scores are q.k, not q.k / sqrt(Dh) */
     int scale_attn_by_inverse_layer_idx; /* scores of layer l further divided by l + 1 */
@@ -38,11 +57,14 @@ typedef struct attn_gpt_config {
     int32_t bos_token_id, eos_token_id;  /* -1 when config.json has none */
 } attn_gpt_config;
 
-/* Read dir/config.json (model_type "gpt2"). Returns ATTN_OK, ATTN_E_IO,
- * ATTN_E_FORMAT (invalid JSON, a key of the wrong type), ATTN_E_NOTFOUND
- * (config.json or a required key missing), ATTN_E_UNSUPPORTED (another
- * model_type, an activation other than gelu_new / gelu_pytorch_tanh / gelu,
- * cross-attention), ATTN_E_SHAPE (n_embd not a multiple of n_head). The
+/* Read dir/config.json (model_type "gpt2" or "llama"). Returns ATTN_OK,
+ * ATTN_E_IO, ATTN_E_FORMAT (invalid JSON, a key of the wrong type),
+ * ATTN_E_NOTFOUND (config.json or a required key missing),
+ * ATTN_E_UNSUPPORTED (another model_type, an activation other than
+ * gelu_new / gelu_pytorch_tanh / gelu (GPT-2) or silu (Llama),
+ * cross-attention, a rope_type other than default / linear / llama3, a
+ * head_dim with head_dim * heads != hidden_size), ATTN_E_SHAPE (n_embd not
+ * a multiple of n_head, heads not a multiple of key/value heads). The
  * message names the file. */
 ATTN_NODISCARD attn_status attn_gpt_config_load(attn_ctx *ctx, const char *dir,
                                                 attn_gpt_config *cfg);
@@ -52,11 +74,16 @@ ATTN_NODISCARD attn_status attn_gpt_config_load(attn_ctx *ctx, const char *dir,
  * contexts and caches at once. */
 typedef struct attn_gpt attn_gpt;
 
-/* Load a GPT-2 directory: config.json as above and model.safetensors with
- * GPT-2's tensor names (wte.weight, wpe.weight, h.<l>.ln_1.weight,
- * h.<l>.attn.c_attn.weight [E, 3E], ..., ln_f.weight), with or without the
- * "transformer." prefix of GPT2LMHeadModel, in F32, F16 or BF16; the
- * attention's causal-mask buffers (attn.bias, attn.masked_bias) are ignored.
+/* Load a decoder directory: config.json as above and model.safetensors
+ * with the architecture's tensor names in F32, F16 or BF16:
+ *   GPT-2: wte.weight, wpe.weight, h.<l>.ln_1.weight, h.<l>.attn.c_attn.weight
+ *     [E, 3E] (Conv1D), ..., ln_f.weight, with or without the "transformer."
+ *     prefix of GPT2LMHeadModel; the attention's causal-mask buffers
+ *     (attn.bias, attn.masked_bias) are ignored;
+ *   Llama: model.embed_tokens.weight, model.layers.<l>.input_layernorm.weight,
+ *     .self_attn.{q,k,v,o}_proj.weight, .post_attention_layernorm.weight,
+ *     .mlp.{gate,up,down}_proj.weight, model.norm.weight, lm_head.weight
+ *     (absent when tie_word_embeddings).
  * Returns the statuses of attn_gpt_config_load, and ATTN_E_NOTFOUND (a
  * tensor is missing), ATTN_E_SHAPE (a tensor's shape disagrees with
  * config.json, or the file has more layers than n_layer), ATTN_E_DTYPE (a

@@ -1,5 +1,8 @@
-/* GPT-2 decoder, forward with a KV cache: embeddings, pre-LN transformer
+/* Decoders, forward with a KV cache. GPT-2: embeddings, pre-LN transformer
  * layers of nn/block.h with causal attention, final LayerNorm, LM head.
+ * Llama: the same walk with RMSNorm, grouped-query attention with rotary
+ * positions (an attention option: q and k are rotated inside the kernels,
+ * keys are cached unrotated) and a SwiGLU MLP (llama_layer below).
  *
  * Rows are token-major: row b*T + t of every [N = B*T, ...] buffer is new
  * token t of sequence b, at position len + t. Per layer (attn__layer_forward,
@@ -54,7 +57,8 @@ attn_status attn_gpt_cache_create(attn_ctx *ctx, const attn_gpt *m, int64_t B, i
                              "cache capacity %lld outside [1, n_positions = %lld]", (long long)cap,
                              (long long)cf->n_positions);
     attn_gpt_cache *c = calloc(1, sizeof *c);
-    const size_t E = (size_t)cf->n_embd, L = (size_t)cf->n_layer;
+    const size_t L = (size_t)cf->n_layer;
+    const size_t E = (size_t)(cf->n_kv_head * (cf->n_embd / cf->n_head)); /* KV width */
     const size_t per = (size_t)B * (size_t)cap * E, bytes = L * per * sizeof(float);
     if (c) {
         c->kv = calloc(L, sizeof *c->kv);
@@ -85,11 +89,14 @@ void attn_gpt_cache_reset(attn_gpt_cache *c) {
 static attn_status scratch_grow(attn_ctx *ctx, attn_gpt_cache *c, int64_t rows) {
     if (rows <= c->rows) return ATTN_OK;
     scratch_free(c);
-    const size_t N = (size_t)rows, E = (size_t)c->cfg.n_embd, I = (size_t)c->cfg.n_inner;
+    const attn_gpt_config *cf = &c->cfg;
+    const size_t N = (size_t)rows, E = (size_t)cf->n_embd;
+    const size_t KV = (size_t)(cf->n_kv_head * (cf->n_embd / cf->n_head));
+    const size_t I1 = (size_t)cf->n_inner * (cf->arch == ATTN_GPT_ARCH_LLAMA ? 2 : 1);
     c->x = attn__malloc(N * E * sizeof(float));
-    c->qkv = attn__malloc(N * 3 * E * sizeof(float));
+    c->qkv = attn__malloc(N * (E + 2 * KV) * sizeof(float));
     c->o = attn__malloc(N * E * sizeof(float));
-    c->h = attn__malloc(N * I * sizeof(float));
+    c->h = attn__malloc(N * I1 * sizeof(float));
     if (c->x && c->qkv && c->o && c->h) {
         c->rows = rows;
         return ATTN_OK;
@@ -99,19 +106,26 @@ static attn_status scratch_grow(attn_ctx *ctx, attn_gpt_cache *c, int64_t rows) 
                          (long long)rows);
 }
 
-/* Layer l as an nn/ transformer layer over the model's weights. */
+/* Layer l as an nn/ transformer layer over the model's weights (Llama uses
+ * its attention part only). */
 static attn__layer layer_view(const attn_gpt *m, int64_t l) {
     const attn_gpt_config *c = &m->cfg;
     const attn__gpt_layer *w = &m->layers[l];
     const int64_t E = c->n_embd, H = c->n_head, Dh = E / H;
     attn__layer L;
     memset(&L, 0, sizeof L);
-    L.attn.heads.H = H, L.attn.heads.Hkv = H, L.attn.heads.Dh = Dh;
+    L.attn.heads.H = H, L.attn.heads.Hkv = c->n_kv_head, L.attn.heads.Dh = Dh;
     L.attn.heads.causal = 1;
+    if (c->arch == ATTN_GPT_ARCH_LLAMA) {
+        L.attn.heads.rope.rot_dim = Dh;
+        L.attn.heads.rope.style = ATTN_ROPE_HALF;
+        L.attn.heads.rope.inv_freq = m->inv_freq;
+        L.attn.heads.rope.theta = c->rope_theta;
+    }
     double scale = c->scale_attn_weights ? 1.0 / sqrt((double)Dh) : 1.0;
     if (c->scale_attn_by_inverse_layer_idx) scale /= (double)(l + 1);
     L.attn.heads.scale = (float)scale;
-    L.attn.E = E, L.attn.KV = E;
+    L.attn.E = E, L.attn.KV = c->n_kv_head * Dh;
     L.attn.w_qkv = w->wqkv, L.attn.b_qkv = w->bqkv;
     L.attn.w_out = w->wo, L.attn.b_out = w->bo;
     L.ffn.E = E, L.ffn.I = c->n_inner;
@@ -121,6 +135,55 @@ static attn__layer layer_view(const attn_gpt *m, int64_t l) {
     L.eps = c->layer_norm_epsilon;
     L.pre_ln = 1;
     return L;
+}
+
+/* RMSNorm of each row as Hugging Face's LlamaRMSNorm: x * rsqrt(mean(x^2)
+ * + eps), then times the gain (the mean of squares in double). */
+static void rmsnorm_row(int64_t E, const float *x, const float *g, float eps, float *y) {
+    double ss = 0.0;
+    for (int64_t k = 0; k < E; k++)
+        ss += (double)x[k] * x[k];
+    const float rs = (float)(1.0 / sqrt(ss / (double)E + (double)eps));
+    for (int64_t k = 0; k < E; k++)
+        y[k] = g[k] * (x[k] * rs);
+}
+
+static void rmsnorm_rows(attn_ctx *ctx, int64_t N, int64_t E, const float *x, const float *g,
+                         float eps, float *y) {
+#pragma omp parallel for num_threads(attn_ctx_threads(ctx)) schedule(static)
+    for (int64_t r = 0; r < N; r++)
+        rmsnorm_row(E, x + r * E, g, eps, y + r * E);
+}
+
+/* One Llama layer over x [N, E] in place:
+ *   x += o_proj(attention(RMSNorm1(x)))     (GQA, RoPE, causal, cache)
+ *   x += down(silu(gate h) * up h), h = RMSNorm2(x) */
+static attn_status llama_layer(attn_ctx *ctx, const attn_gpt *m, int64_t l, attn_gpt_cache *c,
+                               int64_t B, int64_t T) {
+    const attn_gpt_config *cf = &m->cfg;
+    const attn__gpt_layer *w = &m->layers[l];
+    const attn__layer L = layer_view(m, l);
+    const int64_t E = cf->n_embd, I = cf->n_inner, N = B * T;
+    float *y = c->qkv; /* q | k | v are spent after attention: the branch output */
+    rmsnorm_rows(ctx, N, E, c->x, w->ln1_g, cf->layer_norm_epsilon, c->o);
+    attn__mha_block_args a;
+    memset(&a, 0, sizeof a);
+    a.B = B, a.T = T, a.x = c->o, a.cache = &c->kv[l], a.qkv = c->qkv, a.o = c->o;
+    attn_status st = attn__mha_block_attend(ctx, &L.attn, &a);
+    if (st) return st;
+    attn__mha_block_out(ctx, &L.attn, N, c->o, y);
+    attn__residual_add(ctx, N, E, c->x, y);
+    rmsnorm_rows(ctx, N, E, c->x, w->ln2_g, cf->layer_norm_epsilon, c->o);
+    attn__linear_forward(ctx, c->o, E, N, E, w->w1, w->b1, 2 * I, c->h, 2 * I);
+#pragma omp parallel for num_threads(attn_ctx_threads(ctx)) schedule(static)
+    for (int64_t r = 0; r < N; r++) {
+        float *g = c->h + r * 2 * I; /* gate | up; silu(gate) * up over the gate half */
+        for (int64_t i = 0; i < I; i++)
+            g[i] = g[i] / (1.0f + expf(-g[i])) * g[I + i];
+    }
+    attn__linear_forward(ctx, c->h, 2 * I, N, I, w->w2, w->b2, E, y, E);
+    attn__residual_add(ctx, N, E, c->x, y);
+    return ATTN_OK;
 }
 
 attn_status attn_gpt_forward(attn_ctx *ctx, const attn_gpt *m, attn_gpt_cache *c, int64_t T,
@@ -154,9 +217,14 @@ attn_status attn_gpt_forward(attn_ctx *ctx, const attn_gpt *m, attn_gpt_cache *c
     attn__layer_ws ws = {c->qkv, c->o, c->h};
     attn_tensor nomask;
     memset(&nomask, 0, sizeof nomask);
+    const int llama = cf->arch == ATTN_GPT_ARCH_LLAMA;
     for (int64_t l = 0; l < cf->n_layer && !st; l++) {
-        const attn__layer L = layer_view(m, l);
         c->kv[l].len = c->len;
+        if (llama) {
+            st = llama_layer(ctx, m, l, c, B, T);
+            continue;
+        }
+        const attn__layer L = layer_view(m, l);
         st = attn__layer_forward(ctx, &L, &bt, c->x, nomask, &c->kv[l], &ws);
     }
     if (st) return st; /* c->len unchanged: the rows written are overwritten next time */
@@ -167,8 +235,11 @@ attn_status attn_gpt_forward(attn_ctx *ctx, const attn_gpt *m, attn_gpt_cache *c
 #pragma omp parallel for num_threads(attn_ctx_threads(ctx)) schedule(static)
     for (int64_t r = 0; r < rows; r++) {
         const int64_t src = last_only ? r * T + T - 1 : r;
-        attn__layernorm_forward(c->x + src * E, E, 1, E, m->lnf_g, m->lnf_b,
-                                cf->layer_norm_epsilon, c->o + r * E, E, NULL, NULL);
+        if (llama)
+            rmsnorm_row(E, c->x + src * E, m->lnf_g, cf->layer_norm_epsilon, c->o + r * E);
+        else
+            attn__layernorm_forward(c->x + src * E, E, 1, E, m->lnf_g, m->lnf_b,
+                                    cf->layer_norm_epsilon, c->o + r * E, E, NULL, NULL);
     }
     attn__linear_forward(ctx, c->o, E, rows, E, m->head, NULL, V, logits, V);
     return ATTN_OK;

@@ -1,24 +1,27 @@
-/* Internal layout of a loaded GPT-2 decoder (never installed). */
+/* Internal layout of a loaded decoder, GPT-2 or Llama (never installed). */
 #ifndef ATTN_MODELS_GPT2_H
 #define ATTN_MODELS_GPT2_H
 
 #include "core/internal.h"
 
 /* One decoder block, PyTorch Linear layout (weight [out, in]): GPT-2's
- * Conv1D weights ([in, out]) are transposed once at load. */
+ * Conv1D weights ([in, out]) are transposed once at load. KV = n_kv_head *
+ * Dh; I1 = I (GPT-2) or 2I (Llama: gate rows, then up rows, one GEMM). A
+ * bias or LayerNorm shift the architecture lacks is NULL. */
 typedef struct attn__gpt_layer {
-    float *ln1_g, *ln1_b; /* [E]            ln_1 */
-    float *wqkv, *bqkv;   /* [3E, E], [3E]  attn.c_attn: q, k, v rows stacked */
-    float *wo, *bo;       /* [E, E], [E]    attn.c_proj */
-    float *ln2_g, *ln2_b; /* [E]            ln_2 */
-    float *w1, *b1;       /* [I, E], [I]    mlp.c_fc */
-    float *w2, *b2;       /* [E, I], [E]    mlp.c_proj */
+    float *ln1_g, *ln1_b; /* [E]                 ln_1 / input_layernorm */
+    float *wqkv, *bqkv;   /* [E+2KV, E], [E+2KV] q, k, v rows stacked */
+    float *wo, *bo;       /* [E, E], [E]         attn.c_proj / o_proj */
+    float *ln2_g, *ln2_b; /* [E]                 ln_2 / post_attention_layernorm */
+    float *w1, *b1;       /* [I1, E], [I1]       mlp.c_fc / gate_proj + up_proj */
+    float *w2, *b2;       /* [E, I], [E]         mlp.c_proj / down_proj */
 } attn__gpt_layer;
 
 struct attn_gpt {
     attn_gpt_config cfg;
-    float *wte, *wpe;         /* [V, E], [P, E] */
-    float *lnf_g, *lnf_b;     /* [E] ln_f */
+    float *wte, *wpe;         /* [V, E], [P, E] (Llama: wpe NULL) */
+    float *lnf_g, *lnf_b;     /* [E] ln_f / norm (Llama: lnf_b NULL) */
+    float *inv_freq;          /* Llama: [Dh/2] RoPE frequencies, scaled */
     float *head;              /* [V, E]: wte when tied, else lm_head.weight */
     attn__gpt_layer *layers;  /* [n_layer] */
     float *arena;             /* every weight above lives here */

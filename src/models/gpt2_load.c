@@ -14,32 +14,37 @@ attn_status attn__gpt_alloc(attn_ctx *ctx, const attn_gpt_config *cfg, attn_gpt 
     *out = NULL;
     const attn_gpt_config *c = cfg;
     if (c->vocab_size < 1 || c->n_positions < 1 || c->n_embd < 1 || c->n_layer < 1 ||
-        c->n_head < 1 || c->n_inner < 1 || c->n_embd % c->n_head)
+        c->n_head < 1 || c->n_inner < 1 || c->n_embd % c->n_head || c->n_kv_head < 1 ||
+        c->n_head % c->n_kv_head)
         return attn_ctx_fail(ctx, ATTN_E_SHAPE,
-                             "invalid GPT-2 sizes (E=%lld, H=%lld, I=%lld, layers=%lld, V=%lld, "
-                             "P=%lld)",
-                             (long long)c->n_embd, (long long)c->n_head, (long long)c->n_inner,
-                             (long long)c->n_layer, (long long)c->vocab_size,
-                             (long long)c->n_positions);
+                             "invalid decoder sizes (E=%lld, H=%lld, Hkv=%lld, I=%lld, layers=%lld, "
+                             "V=%lld, P=%lld)",
+                             (long long)c->n_embd, (long long)c->n_head, (long long)c->n_kv_head,
+                             (long long)c->n_inner, (long long)c->n_layer,
+                             (long long)c->vocab_size, (long long)c->n_positions);
+    const int llama = c->arch == ATTN_GPT_ARCH_LLAMA;
     const size_t E = (size_t)c->n_embd, I = (size_t)c->n_inner, V = (size_t)c->vocab_size;
-    const size_t per_layer = 2 * E + 3 * E * E + 3 * E + E * E + E + 2 * E + I * E + I + E * I + E;
-    const size_t total = (V + (size_t)c->n_positions + 2) * E + (size_t)c->n_layer * per_layer +
-                         (c->tie_word_embeddings ? 0 : V * E);
+    const size_t Dh = E / (size_t)c->n_head, KV = (size_t)c->n_kv_head * Dh;
+    const size_t I1 = llama ? 2 * I : I, QKV = E + 2 * KV;
+    const size_t per_layer = 2 * E + QKV * E + QKV + E * E + E + 2 * E + I1 * E + I1 + E * I + E;
+    const size_t total = (V + (llama ? 0 : (size_t)c->n_positions) + 2) * E + Dh +
+                         (size_t)c->n_layer * per_layer + (c->tie_word_embeddings ? 0 : V * E);
     attn_gpt *m = calloc(1, sizeof *m);
     if (m) m->layers = calloc((size_t)c->n_layer, sizeof *m->layers);
     if (m && m->layers) m->arena = attn__malloc(total * sizeof(float));
     if (!m || !m->layers || !m->arena) {
         attn_gpt_free(m);
-        return attn_ctx_fail(ctx, ATTN_E_NOMEM, "cannot allocate %zu MB of GPT-2 weights",
+        return attn_ctx_fail(ctx, ATTN_E_NOMEM, "cannot allocate %zu MB of decoder weights",
                              total * sizeof(float) >> 20);
     }
     m->cfg = *c;
     float *p = m->arena;
 #define TAKE(ptr, n) (ptr = p, p += (n))
     TAKE(m->wte, V * E);
-    TAKE(m->wpe, (size_t)c->n_positions * E);
+    if (!llama) TAKE(m->wpe, (size_t)c->n_positions * E);
     TAKE(m->lnf_g, E);
     TAKE(m->lnf_b, E);
+    TAKE(m->inv_freq, Dh);
     if (c->tie_word_embeddings)
         m->head = m->wte;
     else
@@ -48,18 +53,24 @@ attn_status attn__gpt_alloc(attn_ctx *ctx, const attn_gpt_config *cfg, attn_gpt 
         attn__gpt_layer *L = &m->layers[l];
         TAKE(L->ln1_g, E);
         TAKE(L->ln1_b, E);
-        TAKE(L->wqkv, 3 * E * E);
-        TAKE(L->bqkv, 3 * E);
+        TAKE(L->wqkv, QKV * E);
+        TAKE(L->bqkv, QKV);
         TAKE(L->wo, E * E);
         TAKE(L->bo, E);
         TAKE(L->ln2_g, E);
         TAKE(L->ln2_b, E);
-        TAKE(L->w1, I * E);
-        TAKE(L->b1, I);
+        TAKE(L->w1, I1 * E);
+        TAKE(L->b1, I1);
         TAKE(L->w2, E * I);
         TAKE(L->b2, E);
+        if (llama) {
+            L->ln1_b = L->ln2_b = NULL;
+            if (!c->attention_bias) L->bqkv = L->bo = NULL;
+            if (!c->mlp_bias) L->b1 = L->b2 = NULL;
+        }
     }
 #undef TAKE
+    if (llama) m->lnf_b = NULL;
     *out = m;
     return ATTN_OK;
 }
@@ -124,6 +135,59 @@ static attn_status load_layer(loader *L, const attn_gpt_config *c, int64_t l, at
     return ATTN_OK;
 }
 
+/* Llama: model.layers.<l>.* with Linear weights as they are, q | k | v and
+ * gate | up stacked so each pair is one GEMM. */
+static attn_status load_llama_layer(loader *L, const attn_gpt_config *c, int64_t l,
+                                    attn__gpt_layer *w) {
+    const int64_t E = c->n_embd, I = c->n_inner, KV = c->n_kv_head * (E / c->n_head);
+    char n[160];
+    attn_status st;
+#define NAME(part) (snprintf(n, sizeof n, "model.layers.%lld.%s", (long long)l, part), n)
+    if ((st = take(L, NAME("input_layernorm.weight"), 1, E, 0, w->ln1_g)) ||
+        (st = take(L, NAME("self_attn.q_proj.weight"), 2, E, E, w->wqkv)) ||
+        (st = take(L, NAME("self_attn.k_proj.weight"), 2, KV, E, w->wqkv + E * E)) ||
+        (st = take(L, NAME("self_attn.v_proj.weight"), 2, KV, E, w->wqkv + (E + KV) * E)) ||
+        (st = take(L, NAME("self_attn.o_proj.weight"), 2, E, E, w->wo)) ||
+        (st = take(L, NAME("post_attention_layernorm.weight"), 1, E, 0, w->ln2_g)) ||
+        (st = take(L, NAME("mlp.gate_proj.weight"), 2, I, E, w->w1)) ||
+        (st = take(L, NAME("mlp.up_proj.weight"), 2, I, E, w->w1 + I * E)) ||
+        (st = take(L, NAME("mlp.down_proj.weight"), 2, E, I, w->w2)))
+        return st;
+    if (c->attention_bias &&
+        ((st = take(L, NAME("self_attn.q_proj.bias"), 1, E, 0, w->bqkv)) ||
+         (st = take(L, NAME("self_attn.k_proj.bias"), 1, KV, 0, w->bqkv + E)) ||
+         (st = take(L, NAME("self_attn.v_proj.bias"), 1, KV, 0, w->bqkv + E + KV)) ||
+         (st = take(L, NAME("self_attn.o_proj.bias"), 1, E, 0, w->bo))))
+        return st;
+    if (c->mlp_bias && ((st = take(L, NAME("mlp.gate_proj.bias"), 1, I, 0, w->b1)) ||
+                        (st = take(L, NAME("mlp.up_proj.bias"), 1, I, 0, w->b1 + I)) ||
+                        (st = take(L, NAME("mlp.down_proj.bias"), 1, E, 0, w->b2))))
+        return st;
+#undef NAME
+    return ATTN_OK;
+}
+
+static attn_status load_llama(loader *L, const attn_gpt_config *c, attn_gpt *m) {
+    attn_status st;
+    const int64_t E = c->n_embd, Dh = E / c->n_head;
+    if ((st = take(L, "model.embed_tokens.weight", 2, c->vocab_size, E, m->wte)) ||
+        (st = take(L, "model.norm.weight", 1, E, 0, m->lnf_g)))
+        return st;
+    for (int64_t l = 0; l < c->n_layer; l++)
+        if ((st = load_llama_layer(L, c, l, &m->layers[l]))) return st;
+    if (!c->tie_word_embeddings &&
+        (st = take(L, "lm_head.weight", 2, c->vocab_size, E, m->head)))
+        return st;
+    char extra[96];
+    snprintf(extra, sizeof extra, "model.layers.%lld.input_layernorm.weight", (long long)c->n_layer);
+    if (attn_safetensors_find(L->st, extra) >= 0)
+        return attn_ctx_fail(L->ctx, ATTN_E_SHAPE,
+                             "%s: tensor '%s' exists, but config.json says num_hidden_layers = "
+                             "%lld",
+                             L->path, extra, (long long)c->n_layer);
+    return attn_rope_inv_freq(L->ctx, Dh, c->rope_theta, &c->rope_scaling, m->inv_freq);
+}
+
 attn_status attn_gpt_load(attn_ctx *ctx, const char *dir, attn_gpt **out) {
     attn__ctx_clear(ctx);
     if (!out) return attn_ctx_fail(ctx, ATTN_E_ARG, "out is NULL");
@@ -144,6 +208,10 @@ attn_status attn_gpt_load(attn_ctx *ctx, const char *dir, attn_gpt **out) {
     else
         st = attn__gpt_alloc(ctx, &c, &m);
     loader L = {ctx, sf, path, "", tmp};
+    if (!st && c.arch == ATTN_GPT_ARCH_LLAMA) {
+        st = load_llama(&L, &c, m);
+        goto done;
+    }
     if (attn_safetensors_find(sf, "wte.weight") < 0 &&
         attn_safetensors_find(sf, "transformer.wte.weight") >= 0)
         L.prefix = "transformer.";
@@ -167,6 +235,7 @@ attn_status attn_gpt_load(attn_ctx *ctx, const char *dir, attn_gpt **out) {
         st = attn_ctx_fail(ctx, ATTN_E_SHAPE,
                            "%s: tensor '%s' exists, but config.json says n_layer = %lld", path,
                            extra, (long long)c.n_layer);
+done:
     attn__free(tmp);
     attn_safetensors_close(sf);
     if (st) {

@@ -34,9 +34,11 @@ static attn_status read_type(attn_ctx *ctx, const char *dir, attn_model_type *ty
     *type = ATTN_MODEL_BERT;
     if (!st && !strcmp(name, "gpt2"))
         *type = ATTN_MODEL_GPT2;
+    else if (!st && !strcmp(name, "llama"))
+        *type = ATTN_MODEL_LLAMA;
     else if (!st && strcmp(name, "bert"))
         st = attn_ctx_fail(ctx, ATTN_E_UNSUPPORTED,
-                           "%s: model_type \"%s\" is not supported (supported: bert, gpt2)", path,
+                           "%s: model_type \"%s\" is not supported (supported: bert, gpt2, llama)", path,
                            name);
     json_decref(j);
     return st;
@@ -99,11 +101,11 @@ attn_status attn_model_open(attn_ctx *ctx, const char *dir, int flags, attn_mode
     if (!st && !(flags & ATTN_MODEL_OPEN_TOKENIZER)) {
         /* the model first: its config.json says what the directory is */
         st = read_type(ctx, m->dir, &in->type);
-        if (!st && in->type == ATTN_MODEL_GPT2) {
+        if (!st && (in->type == ATTN_MODEL_GPT2 || in->type == ATTN_MODEL_LLAMA)) {
             if (!(st = attn_gpt_load(ctx, m->dir, &m->gpt))) st = open_bpe(ctx, m);
             if (!st) {
                 const attn_gpt_config *c = attn_gpt_get_config(m->gpt);
-                in->type_name = "gpt2";
+                in->type_name = in->type == ATTN_MODEL_GPT2 ? "gpt2" : "llama";
                 in->hidden_size = c->n_embd, in->num_layers = c->n_layer;
                 in->num_heads = c->n_head, in->max_seq_length = c->n_positions;
                 in->vocab_size = c->vocab_size;
