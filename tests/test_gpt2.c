@@ -421,10 +421,11 @@ static void copy_file(const char *from, const char *to) {
     fclose(a), fclose(b);
 }
 
-/* tmpdir/config.json: the fixture's with `from` replaced by `to`. */
+/* tmpdir/config.json: the fixture's (src_dir's) with `from` replaced by `to`. */
+static const char *src_dir = dir32;
 static void edit_config(const char *from, const char *to) {
     char path[1200];
-    snprintf(path, sizeof path, "%s/config.json", dir32);
+    snprintf(path, sizeof path, "%s/config.json", src_dir);
     FILE *f = fopen(path, "rb");
     assert_non_null(f);
     char text[8192];
@@ -578,6 +579,35 @@ static void test_hostile_dirs(void **state) {
     expect_fail(ATTN_E_NOTFOUND, "config.json");
 }
 
+/* Llama directories whose config disagrees with the weights or asks for
+ * what is not supported. */
+static void test_llama_hostile(void **state) {
+    (void)state;
+    char src[1200], p[400];
+    snprintf(src, sizeof src, "%s/model.safetensors", dirl);
+    snprintf(p, sizeof p, "%s/model.safetensors", tmpdir);
+    copy_file(src, p);
+    src_dir = dirl;
+    edit_config("\"num_key_value_heads\": 2", "\"num_key_value_heads\": 4");
+    expect_fail(ATTN_E_SHAPE, "k_proj.weight");
+    edit_config("\"num_key_value_heads\": 2", "\"num_key_value_heads\": 3");
+    expect_fail(ATTN_E_SHAPE, "num_key_value_heads 3");
+    edit_config("\"rope_type\": \"llama3\"", "\"rope_type\": \"yarn\"");
+    expect_fail(ATTN_E_UNSUPPORTED, "yarn");
+    edit_config("\"hidden_act\": \"silu\"", "\"hidden_act\": \"gelu\"");
+    expect_fail(ATTN_E_UNSUPPORTED, "hidden_act");
+    edit_config("\"tie_word_embeddings\": false", "\"tie_word_embeddings\": 0");
+    expect_fail(ATTN_E_FORMAT, "tie_word_embeddings");
+    edit_config("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 1");
+    expect_fail(ATTN_E_SHAPE, "num_hidden_layers = 1");
+    edit_config("\"head_dim\": 16", "\"head_dim\": 8");
+    expect_fail(ATTN_E_UNSUPPORTED, "head_dim");
+    src_dir = dir32;
+    remove(p);
+    snprintf(p, sizeof p, "%s/config.json", tmpdir);
+    remove(p);
+}
+
 /* Bad arguments of the forward and of generation. */
 static void test_bad_args(void **state) {
     (void)state;
@@ -711,7 +741,7 @@ int main(void) {
         cmocka_unit_test(test_sample),       cmocka_unit_test(test_bf16),
         cmocka_unit_test(test_hostile_dirs), cmocka_unit_test(test_bad_args),
         cmocka_unit_test(test_model_open),   cmocka_unit_test(test_gemv),
-        cmocka_unit_test(test_llama),
+        cmocka_unit_test(test_llama),        cmocka_unit_test(test_llama_hostile),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
