@@ -150,7 +150,7 @@ static void rmsnorm_row(int64_t E, const float *x, const float *g, float eps, fl
 
 static void rmsnorm_rows(attn_ctx *ctx, int64_t N, int64_t E, const float *x, const float *g,
                          float eps, float *y) {
-#pragma omp parallel for num_threads(attn_ctx_threads(ctx)) schedule(static)
+#pragma omp parallel for num_threads(attn_ctx_threads(ctx)) schedule(static) if (N > 1)
     for (int64_t r = 0; r < N; r++)
         rmsnorm_row(E, x + r * E, g, eps, y + r * E);
 }
@@ -175,7 +175,7 @@ static attn_status llama_layer(attn_ctx *ctx, const attn_gpt *m, int64_t l, attn
     attn__residual_add(ctx, N, E, c->x, y);
     rmsnorm_rows(ctx, N, E, c->x, w->ln2_g, cf->layer_norm_epsilon, c->o);
     attn__linear_forward(ctx, c->o, E, N, E, w->w1, w->b1, 2 * I, c->h, 2 * I);
-#pragma omp parallel for num_threads(attn_ctx_threads(ctx)) schedule(static)
+#pragma omp parallel for num_threads(attn_ctx_threads(ctx)) schedule(static) if (N > 1)
     for (int64_t r = 0; r < N; r++) {
         float *g = c->h + r * 2 * I; /* gate | up; silu(gate) * up over the gate half */
         for (int64_t i = 0; i < I; i++)
@@ -232,7 +232,7 @@ attn_status attn_gpt_forward(attn_ctx *ctx, const attn_gpt *m, attn_gpt_cache *c
     if (!logits) return ATTN_OK;
     /* final LayerNorm of the rows whose logits are asked for, then the head */
     const int64_t rows = last_only ? B : B * T;
-#pragma omp parallel for num_threads(attn_ctx_threads(ctx)) schedule(static)
+#pragma omp parallel for num_threads(attn_ctx_threads(ctx)) schedule(static) if (rows > 1)
     for (int64_t r = 0; r < rows; r++) {
         const int64_t src = last_only ? r * T + T - 1 : r;
         if (llama)
