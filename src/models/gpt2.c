@@ -108,7 +108,7 @@ static attn_status scratch_grow(attn_ctx *ctx, attn_gpt_cache *c, int64_t rows) 
 
 /* Layer l as an nn/ transformer layer over the model's weights (Llama uses
  * its attention part only). */
-static attn__layer layer_view(const attn_gpt *m, int64_t l) {
+attn__layer attn__gpt_layer_view(const attn_gpt *m, int64_t l) {
     const attn_gpt_config *c = &m->cfg;
     const attn__gpt_layer *w = &m->layers[l];
     const int64_t E = c->n_embd, H = c->n_head, Dh = E / H;
@@ -162,8 +162,8 @@ static attn_status llama_layer(attn_ctx *ctx, const attn_gpt *m, int64_t l, attn
                                int64_t B, int64_t T) {
     const attn_gpt_config *cf = &m->cfg;
     const attn__gpt_layer *w = &m->layers[l];
-    const attn__layer L = layer_view(m, l);
-    const int64_t E = cf->n_embd, I = cf->n_inner, N = B * T;
+    const attn__layer L = attn__gpt_layer_view(m, l);
+    const int64_t E = cf->n_embd, N = B * T;
     float *y = c->qkv; /* q | k | v are spent after attention: the branch output */
     rmsnorm_rows(ctx, N, E, c->x, w->ln1_g, cf->layer_norm_epsilon, c->o);
     attn__mha_block_args a;
@@ -173,17 +173,47 @@ static attn_status llama_layer(attn_ctx *ctx, const attn_gpt *m, int64_t l, attn
     if (st) return st;
     attn__mha_block_out(ctx, &L.attn, N, c->o, y);
     attn__residual_add(ctx, N, E, c->x, y);
-    rmsnorm_rows(ctx, N, E, c->x, w->ln2_g, cf->layer_norm_epsilon, c->o);
-    attn__linear_forward(ctx, c->o, E, N, E, w->w1, w->b1, 2 * I, c->h, 2 * I);
+    attn__gpt_norm_rows(ctx, m, l, 2, N, c->x, c->o);
+    attn__gpt_mlp(ctx, m, l, N, c->o, c->h, y);
+    attn__residual_add(ctx, N, E, c->x, y);
+    return ATTN_OK;
+}
+
+void attn__gpt_norm_rows(attn_ctx *ctx, const attn_gpt *m, int64_t l, int which, int64_t N,
+                         const float *x, float *y) {
+    const attn_gpt_config *cf = &m->cfg;
+    const int64_t E = cf->n_embd;
+    const float *g = which == 0 ? m->lnf_g : which == 1 ? m->layers[l].ln1_g : m->layers[l].ln2_g;
+    const float *b = which == 0 ? m->lnf_b : which == 1 ? m->layers[l].ln1_b : m->layers[l].ln2_b;
+    if (cf->arch == ATTN_GPT_ARCH_LLAMA) {
+        rmsnorm_rows(ctx, N, E, x, g, cf->layer_norm_epsilon, y);
+        return;
+    }
+#pragma omp parallel for num_threads(attn_ctx_threads(ctx)) schedule(static) if (N > 1)
+    for (int64_t r = 0; r < N; r++)
+        attn__layernorm_forward(x + r * E, E, 1, E, g, b, cf->layer_norm_epsilon, y + r * E, E,
+                                NULL, NULL);
+}
+
+void attn__gpt_mlp(attn_ctx *ctx, const attn_gpt *m, int64_t l, int64_t N, const float *in,
+                   float *h, float *y) {
+    const attn_gpt_config *cf = &m->cfg;
+    const attn__gpt_layer *w = &m->layers[l];
+    const int64_t E = cf->n_embd, I = cf->n_inner;
+    if (cf->arch != ATTN_GPT_ARCH_LLAMA) {
+        const attn__layer L = attn__gpt_layer_view(m, l);
+        const attn__batch bt = {1, N, NULL};
+        attn__ffn_forward(ctx, &L.ffn, &bt, in, h, y);
+        return;
+    }
+    attn__linear_forward(ctx, in, E, N, E, w->w1, w->b1, 2 * I, h, 2 * I);
 #pragma omp parallel for num_threads(attn_ctx_threads(ctx)) schedule(static) if (N > 1)
     for (int64_t r = 0; r < N; r++) {
-        float *g = c->h + r * 2 * I; /* gate | up; silu(gate) * up over the gate half */
+        float *g = h + r * 2 * I; /* gate | up; silu(gate) * up over the gate half */
         for (int64_t i = 0; i < I; i++)
             g[i] = g[i] / (1.0f + expf(-g[i])) * g[I + i];
     }
-    attn__linear_forward(ctx, c->h, 2 * I, N, I, w->w2, w->b2, E, y, E);
-    attn__residual_add(ctx, N, E, c->x, y);
-    return ATTN_OK;
+    attn__linear_forward(ctx, h, 2 * I, N, I, w->w2, w->b2, E, y, E);
 }
 
 attn_status attn_gpt_forward(attn_ctx *ctx, const attn_gpt *m, attn_gpt_cache *c, int64_t T,
@@ -224,7 +254,7 @@ attn_status attn_gpt_forward(attn_ctx *ctx, const attn_gpt *m, attn_gpt_cache *c
             st = llama_layer(ctx, m, l, c, B, T);
             continue;
         }
-        const attn__layer L = layer_view(m, l);
+        const attn__layer L = attn__gpt_layer_view(m, l);
         st = attn__layer_forward(ctx, &L, &bt, c->x, nomask, &c->kv[l], &ws);
     }
     if (st) return st; /* c->len unchanged: the rows written are overwritten next time */

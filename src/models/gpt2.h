@@ -31,4 +31,18 @@ struct attn_gpt {
  * Returns ATTN_OK, ATTN_E_SHAPE, ATTN_E_NOMEM. */
 attn_status attn__gpt_alloc(attn_ctx *ctx, const attn_gpt_config *cfg, attn_gpt **out);
 
+/* Layer l as an nn/ transformer layer (attention heads with their scale
+ * and rope, the GPT-2 feed-forward block, LayerNorms). */
+struct attn__layer;
+struct attn__layer attn__gpt_layer_view(const attn_gpt *m, int64_t l);
+
+/* The architecture's norm (LayerNorm or RMSNorm) of N rows [N, E]: which 1
+ * and 2 are layer l's first and second, 0 the final one. y != x. */
+void attn__gpt_norm_rows(attn_ctx *ctx, const attn_gpt *m, int64_t l, int which, int64_t N,
+                         const float *x, float *y);
+
+/* Layer l's MLP on N rows: y [N, E] from in [N, E], h scratch [N, I1]. */
+void attn__gpt_mlp(attn_ctx *ctx, const attn_gpt *m, int64_t l, int64_t N, const float *in,
+                   float *h, float *y);
+
 #endif /* ATTN_MODELS_GPT2_H */
