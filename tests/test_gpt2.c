@@ -608,6 +608,75 @@ static void test_llama_hostile(void **state) {
     remove(p);
 }
 
+/* Batched generation: the fixture's prompts (lengths 1 to 24) together,
+ * greedy tokens identical to transformers' for each; with an EOS each stops
+ * on its own at its first EOS; sampled, each equals its prompt alone. */
+static void check_batch(const char *dir) {
+    attn_gpt *m = load(dir);
+    int32_t *pr[NPROMPTS], *want[NPROMPTS], buf[NPROMPTS][NEW], buf2[NPROMPTS][NEW];
+    int32_t *out[NPROMPTS], *out2[NPROMPTS];
+    int64_t lens[NPROMPTS], made[NPROMPTS], n;
+    for (int i = 0; i < NPROMPTS; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "ids_%d", i);
+        pr[i] = expected(dir, name, &lens[i]);
+        snprintf(name, sizeof name, "gen_%d", i);
+        want[i] = expected(dir, name, &n);
+        out[i] = buf[i], out2[i] = buf2[i];
+    }
+    attn_gen_params p;
+    attn_gen_params_default(m, &p);
+    p.temperature = 0.0f, p.max_new_tokens = NEW, p.eos_id = -1;
+    assert_int_equal(attn_gpt_generate_batch(at_ctx, m, NPROMPTS, (const int32_t *const *)pr, lens,
+                                             &p, out, made),
+                     ATTN_OK);
+    for (int i = 0; i < NPROMPTS; i++) {
+        assert_int_equal(made[i], NEW);
+        assert_memory_equal(buf[i], want[i], NEW * sizeof(int32_t));
+    }
+    /* each stops at its first EOS (a token of prompt 1's greedy run) */
+    p.eos_id = want[1][5];
+    assert_int_equal(attn_gpt_generate_batch(at_ctx, m, NPROMPTS, (const int32_t *const *)pr, lens,
+                                             &p, out, made),
+                     ATTN_OK);
+    for (int i = 0; i < NPROMPTS; i++) {
+        int k = 0;
+        while (k < NEW && want[i][k] != p.eos_id)
+            k++;
+        assert_int_equal(made[i], k < NEW ? k + 1 : NEW);
+        assert_memory_equal(buf[i], want[i], (size_t)made[i] * sizeof(int32_t));
+    }
+    /* sampled: each sequence's stream is its own */
+    p.eos_id = -1, p.temperature = 1.0f, p.top_k = 20, p.seed = 9, p.max_new_tokens = 24;
+    assert_int_equal(attn_gpt_generate_batch(at_ctx, m, NPROMPTS, (const int32_t *const *)pr, lens,
+                                             &p, out, made),
+                     ATTN_OK);
+    for (int i = 0; i < NPROMPTS; i++) {
+        int64_t one;
+        assert_int_equal(attn_gpt_generate(at_ctx, m, pr[i], lens[i], &p, NULL, NULL, out2[i], &one,
+                                           NULL),
+                         ATTN_OK);
+        assert_int_equal(made[i], 24);
+        assert_int_equal(one, 24);
+        assert_memory_equal(buf[i], buf2[i], 24 * sizeof(int32_t));
+    }
+    /* bad input names the prompt */
+    lens[2] = attn_gpt_get_config(m)->n_positions;
+    assert_int_equal(attn_gpt_generate_batch(at_ctx, m, NPROMPTS, (const int32_t *const *)pr, lens,
+                                             &p, out, made),
+                     ATTN_E_ARG);
+    assert_non_null(strstr(attn_ctx_last_error(at_ctx), "prompt 2"));
+    for (int i = 0; i < NPROMPTS; i++)
+        free(pr[i]), free(want[i]);
+    attn_gpt_free(m);
+}
+
+static void test_batch_generate(void **state) {
+    (void)state;
+    check_batch(dir32);
+    check_batch(dirl);
+}
+
 /* Bad arguments of the forward and of generation. */
 static void test_bad_args(void **state) {
     (void)state;
@@ -742,6 +811,7 @@ int main(void) {
         cmocka_unit_test(test_hostile_dirs), cmocka_unit_test(test_bad_args),
         cmocka_unit_test(test_model_open),   cmocka_unit_test(test_gemv),
         cmocka_unit_test(test_llama),        cmocka_unit_test(test_llama_hostile),
+        cmocka_unit_test(test_batch_generate),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

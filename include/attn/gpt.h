@@ -164,6 +164,22 @@ ATTN_NODISCARD attn_status attn_gpt_generate(attn_ctx *ctx, const attn_gpt *m,
                                              void *user, int32_t *out, int64_t *n_out,
                                              attn_gen_stats *stats);
 
+/* Generate after n prompts of different lengths together: each prompt is
+ * prefilled on its own, then every unfinished sequence advances one token
+ * per step in one batch (one row each in every product; attention through a
+ * paged KV cache, attn_kvcache, whose decode kernel reads each sequence's
+ * keys and values). Each sequence stops on its own (eos_id, or
+ * max_new_tokens) and leaves the batch. prompts[i][0..lens[i]) as in
+ * attn_gpt_generate; out[i] (max_new_tokens ids each) receives sequence i's
+ * tokens and n_out[i] their number. Sequence i draws from its own stream
+ * seeded with p->seed, so it makes the tokens attn_gpt_generate makes for
+ * that prompt alone, up to the rounding of products over several rows.
+ * Returns the statuses of attn_gpt_generate (the message names the prompt). */
+ATTN_NODISCARD attn_status attn_gpt_generate_batch(attn_ctx *ctx, const attn_gpt *m, int64_t n,
+                                                   const int32_t *const *prompts,
+                                                   const int64_t *lens, const attn_gen_params *p,
+                                                   int32_t *const *out, int64_t *n_out);
+
 /* One choice of p from logits [V] (overwritten), with *rng the draw stream
  * (splitmix64 state, advanced by one draw unless greedy) and idx [V] scratch.
  * The rule attn_gpt_generate applies at each step. Returns the id, or -1 for

@@ -23,7 +23,7 @@ void attn_gen_params_default(const attn_gpt *m, attn_gen_params *p) {
 }
 
 /* The message for a bad p, or NULL. */
-static const char *bad_params(const attn_gen_params *p) {
+const char *attn__gen_bad_params(const attn_gen_params *p) {
     if (!(p->temperature >= 0.0f) || !isfinite(p->temperature))
         return "temperature must be a finite number >= 0";
     if (p->top_k < 0) return "top_k must be >= 0 (0: off)";
@@ -104,7 +104,7 @@ static void top_k_select(const float *lg, int64_t V, int64_t k, int32_t *idx) {
 
 int32_t attn_gen_sample(float *lg, int64_t V, const attn_gen_params *p, uint64_t *rng,
                         int32_t *idx) {
-    if (!lg || !p || !rng || !idx || V < 1 || V > INT32_MAX || bad_params(p)) return -1;
+    if (!lg || !p || !rng || !idx || V < 1 || V > INT32_MAX || attn__gen_bad_params(p)) return -1;
     if (p->temperature == 0.0f) { /* greedy: the first maximum; NaN never wins */
         int32_t best = 0;
         for (int32_t i = 1; i < V; i++)
@@ -172,7 +172,7 @@ attn_status attn_gpt_generate(attn_ctx *ctx, const attn_gpt *m, const int32_t *p
     if (n_out) *n_out = 0;
     if (stats) memset(stats, 0, sizeof *stats);
     if (!m || !prompt || !p) return attn_ctx_fail(ctx, ATTN_E_ARG, "model, prompt or params is NULL");
-    const char *why = bad_params(p);
+    const char *why = attn__gen_bad_params(p);
     if (why) return attn_ctx_fail(ctx, ATTN_E_ARG, "generation parameters: %s", why);
     const attn_gpt_config *cf = &m->cfg;
     if (n < 1) return attn_ctx_fail(ctx, ATTN_E_ARG, "the prompt is empty (need >= 1 token)");

@@ -45,4 +45,7 @@ void attn__gpt_norm_rows(attn_ctx *ctx, const attn_gpt *m, int64_t l, int which,
 void attn__gpt_mlp(attn_ctx *ctx, const attn_gpt *m, int64_t l, int64_t N, const float *in,
                    float *h, float *y);
 
+/* What is wrong with generation parameters p, or NULL (generate.c). */
+const char *attn__gen_bad_params(const attn_gen_params *p);
+
 #endif /* ATTN_MODELS_GPT2_H */
