@@ -70,6 +70,32 @@ full=$(cat "$D/gen_1.txt")
 want="${full%%"$stop"*}$stop"
 [ "$(cat "$tmp/out")" = "$want" ] || fail "stop: got '$(cat "$tmp/out")' want '$want'"
 
+# --batch: every line of --input a prompt, generated together; each line of
+# output the continuation of one prompt (ids, or a JSON string of the text)
+for dir in "$D" "$ATTN_TEST_DATA/llama-tiny"; do
+    cut -f1 "$dir/generate.tsv" >"$tmp/prompts.txt"
+    run "batch-ids $dir" 0 -- "$ATTN" generate --model "$dir" --batch --input "$tmp/prompts.txt" \
+        --temperature 0 --ignore-eos --ids
+    cut -f3 "$dir/generate.tsv" | cmp -s - "$tmp/out" || fail "batch-ids $dir: $(cat "$tmp/out")"
+    grep -q "^batch: 4 prompts, .* 256 new tokens" "$tmp/err" || fail "batch speed line: $(cat "$tmp/err")"
+    run "batch-text $dir" 0 -- "$ATTN" generate --model "$dir" --batch --input "$tmp/prompts.txt" \
+        --temperature 0 --ignore-eos
+    python3 - "$dir" "$tmp/out" <<'PY' || fail "batch-text $dir"
+import json, sys
+d, out = sys.argv[1], sys.argv[2]
+lines = open(out, encoding="utf-8").read().splitlines()
+assert len(lines) == 4, lines
+for i, line in enumerate(lines):
+    want = open(f"{d}/gen_{i}.txt", "rb").read().decode("utf-8")
+    assert json.loads(line) == want, (i, line, want)
+PY
+done
+run batch-no-input 2 -- "$ATTN" generate --model "$D" --batch --prompt hi
+err_has batch-no-input "--batch"
+printf '\n\n' >"$tmp/empty.txt"
+run batch-empty 1 -- "$ATTN" generate --model "$D" --batch --input "$tmp/empty.txt"
+err_has batch-empty "no prompt"
+
 # sampling: same seed same tokens on 1 and 2 threads; another seed differs
 args=(generate --model "$D" --prompt-ids 268,453,485,309 --max-new-tokens 40 --ignore-eos --ids
       --temperature 0.9 --top-k 40 --top-p 0.95)
