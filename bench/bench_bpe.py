@@ -20,6 +20,7 @@ import argparse
 import glob
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import tempfile
@@ -130,6 +131,7 @@ def main():
                   f"{mb / statistics.median(x[1] for x in r['runs']):9.2f} "
                   f"{mb / statistics.median(x[0] for x in r['runs']):9.2f}"
                   f"   ids {'identical' if same else 'DIFFER'}")
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

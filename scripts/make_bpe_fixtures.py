@@ -1,24 +1,30 @@
 #!/usr/bin/env python3
 """Byte-level BPE fixtures for tests/test_bpe.c (tests/data/bpe/).
 
-Trains small byte-level BPE tokenizers with the `tokenizers` library on the
-repository's own documentation (nothing is downloaded), saves them the way
+Trains small byte-level BPE tokenizers with the `tokenizers` library on
+Debian's license texts (/usr/share/common-licenses, nothing is downloaded), saves them the way
 Hugging Face does, and writes what Hugging Face gives for a set of texts:
 
   gpt2/tokenizer.json         GPT-2 style: ByteLevel pre-tokenizer (GPT-2's
                               regex), <|endoftext|> as the special token
   gpt2/vocab.json, merges.txt the same vocabulary in the older two-file form
                               (GPT2TokenizerFast.save_pretrained)
+  gpt2_legacy/tokenizer.json  the same with merges written as "a b" strings
   gpt2_prefix/tokenizer.json  the same with add_prefix_space = true
   llama3/tokenizer.json       Llama-3 style: Split(Llama-3's regex) then
                               ByteLevel without regex, ignore_merges, a BOS
                               added by a TemplateProcessing post-processor
   qwen2/tokenizer.json        the Llama-3 file with Qwen2's regex (single
-                              digits instead of groups of three)
+                              digits instead of groups of three) and its NFC
+                              normalizer
+  gpt2_added/tokenizer.json   GPT-2 with added tokens: <mask> (special,
+                              lstrip), xyzzy (rstrip) and Hello (not special)
   cases.txt                   per tokenizer and text: HF's ids with and
                               without special tokens, and HF's decode
   decode.txt                  id sequences (including ones whose bytes are
                               not UTF-8) and HF's decode of them
+  random.txt                  HF's ids for 300 random strings over characters
+                              at the regexes' edges, per tokenizer
   classes.txt                 the class (L letter, N number, S white space,
                               O other) the reference's regex engine gives
                               every code point, as ranges "lo hi class"
@@ -30,7 +36,8 @@ import json
 import os
 import shutil
 
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tokenizers import (AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors,
+                        trainers)
 
 OUT = os.environ.get("BPE_FIXTURE_DIR", "tests/data/bpe")  # elsewhere: to compare
 LLAMA3_PAT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"
@@ -49,11 +56,15 @@ EXTRA = [
 
 
 def corpus_lines():
-    files = sorted(glob.glob("docs/*.md")) + ["README.md"]
+    # Debian's license texts (package base-files, on every Debian system):
+    # fixed text, so that running this script again gives the same files
+    files = sorted(glob.glob("/usr/share/common-licenses/*"))
     lines = []
     for f in files:
-        with open(f, encoding="utf-8") as fh:
-            lines.extend(fh.read().splitlines())
+        if os.path.isfile(f) and not os.path.islink(f):
+            with open(f, encoding="utf-8") as fh:
+                lines.extend(fh.read().splitlines())
+    assert lines, "needs /usr/share/common-licenses (Debian's base-files)"
     return lines + EXTRA * 20
 
 
@@ -123,6 +134,8 @@ TEXTS = [
     "ſ 'ſ 'ſt Kelvin \u212a",
     "\U0001F600\U0001F600\U0001F600x",
     "attention is all you need; attn computes softmax(QK^T/sqrt(d))V",
+    "NFC: e\u0301 a\u0308o\u0308 \u212b \u2126 \u1100\u1161\u11a8 \ufb01 \u0041\u030a\u0323 "
+    "\u1e9b\u0323 \u0958 q\u0307\u0323",
 ]
 
 
@@ -156,6 +169,16 @@ def main():
     save(gpt2, "gpt2")
     gpt2.model.save(f"{OUT}/gpt2")
 
+    # the older tokenizer.json form of the merges ("a b" strings, as the
+    # GPT-2 and Llama 3 files on the Hub have them); HF reads both
+    j = json.loads(gpt2.to_str())
+    j["model"]["merges"] = [" ".join(m) for m in j["model"]["merges"]]
+    legacy = Tokenizer.from_str(json.dumps(j))
+    assert legacy.encode("Hello, world! It's 2026.").ids == gpt2.encode("Hello, world! It's 2026.").ids
+    os.makedirs(f"{OUT}/gpt2_legacy", exist_ok=True)
+    with open(f"{OUT}/gpt2_legacy/tokenizer.json", "w") as f:
+        json.dump(j, f, ensure_ascii=False, separators=(",", ":"))
+
     pref = Tokenizer.from_str(gpt2.to_str())
     pref.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
     save(pref, "gpt2_prefix")
@@ -180,13 +203,23 @@ def main():
     j["pre_tokenizer"]["pretreat"] = None
     j["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = QWEN2_PAT
     j["model"]["ignore_merges"] = False
+    j["normalizer"] = {"type": "NFC"}  # as Qwen2's own file has
     qwen = Tokenizer.from_str(json.dumps(j))
     save(qwen, "qwen2")
 
-    toks = {"gpt2": gpt2, "gpt2_prefix": pref, "llama3": llama, "qwen2": qwen}
+    # added tokens with lstrip / rstrip, and a non-special one
+    added = Tokenizer.from_str(gpt2.to_str())
+    added.add_special_tokens([AddedToken("<mask>", lstrip=True, rstrip=False, normalized=False)])
+    added.add_tokens([AddedToken("xyzzy", lstrip=False, rstrip=True, normalized=False),
+                      AddedToken("Hello", normalized=True)])
+    save(added, "gpt2_added")
+
+    toks = {"gpt2": gpt2, "gpt2_prefix": pref, "llama3": llama, "qwen2": qwen,
+            "gpt2_added": added}
     texts = list(TEXTS)
-    for t in ("<|begin_of_text|>hi<|eot_id|>", "x<|end_of_text|>", "<|begin_of_text|>"):
-        texts.append(t)
+    texts += ["<|begin_of_text|>hi<|eot_id|>", "x<|end_of_text|>", "<|begin_of_text|>",
+              "a <mask> b  <mask>c\t<mask>", "<mask><mask> <mask>", "  <mask>  ",
+              "xyzzy  foo xyzzy\n\nbar xyzzyxyzzy ", "Hello Hellooo <mask>xyzzy Hello"]
     with open(f"{OUT}/cases.txt", "w") as f:
         f.write("# tokenizer <TAB> text (hex) <TAB> ids <TAB> ids with special tokens"
                 " <TAB> decode of ids (hex); '-' = empty\n")
@@ -196,6 +229,23 @@ def main():
                 spec = tok.encode(t, add_special_tokens=True).ids
                 dec = tok.decode(plain, skip_special_tokens=False).encode("utf-8")
                 f.write(f"{name}\t{hexs(t.encode())}\t{ids_str(plain)}\t{ids_str(spec)}\t{hexs(dec)}\n")
+
+    # random strings over characters that stress the regexes' edges
+    import random
+    rng = random.Random(12)
+    pool = (list("aZ09 '\t\n\r!?.,-_sStTlLdDmMrReEvV") + ["  ", "\r\n", "'s", "'LL", "'ve"] +
+            ["\u00a0", "\u2003", "\u3000", "\u0085", "\u2028", "\u000b", "\u000c"] +
+            ["é", "ß", "Ω", "ж", "中", "あ", "한", "ـ", "٣", "²", "½", "Ⅻ", "\u0301", "\u0308",
+             "\u200d", "\ufeff", "\u017f", "\u212a", "😀", "👍🏽", "\U00010400", "\U0001D7D8",
+             "\u1c89", "\U000105c0", "<|endoftext|>", "<|begin_of_text|>", "<|eot_id|>", "\x00"])
+    with open(f"{OUT}/random.txt", "w") as f:
+        f.write("# tokenizer <TAB> text (hex) <TAB> ids; random strings (seed 12)\n")
+        texts_r = ["".join(rng.choice(pool) for _ in range(rng.randint(1, 30)))
+                   for _ in range(300)]
+        for name in ("gpt2", "gpt2_prefix", "llama3", "qwen2"):
+            for t in texts_r:
+                ids = toks[name].encode(t, add_special_tokens=False).ids
+                f.write(f"{name}\t{hexs(t.encode())}\t{ids_str(ids)}\n")
 
     # decoding ids whose bytes are not (all) valid UTF-8: single byte tokens
     with open(f"{OUT}/decode.txt", "w") as f:

@@ -19,7 +19,8 @@ implementation: max |attn - f64| <= 2 max |t32 - f64| + 1e-6.
 
 Cases: gpt (pre-LN, causal, GELU-tanh), gpt_t1 (T = 1, H = 1), gqa (pre-LN,
 grouped heads, exact GELU, E = 20), bert (post-LN, exact GELU, padded
-batch), dec (pre-LN decoder layer: causal self-attention, cross-attention to
+batch), masked (post-LN, an additive float mask [T, T], one key/value head
+for two query heads), dec (pre-LN decoder layer: causal self-attention, cross-attention to
 encoder states of another length and width with padded encoder rows,
 GELU-tanh), lm (token + position embedding, one GPT block, final LayerNorm,
 tied LM head, mean cross-entropy with ignore_index = -100).
@@ -41,7 +42,7 @@ def ln(x, g, b):
     return F.layer_norm(x, (x.shape[-1],), g, b, EPS)
 
 
-def attention(P, p, x, H, Hkv, causal, kv_len=None, enc=None):
+def attention(P, p, x, H, Hkv, causal, kv_len=None, enc=None, mask=None):
     """Multi-head attention of block.h: self (enc None) or cross."""
     B, T, E = x.shape
     Dh = E // H
@@ -65,6 +66,8 @@ def attention(P, p, x, H, Hkv, causal, kv_len=None, enc=None):
         allowed &= torch.ones(T, S, dtype=torch.bool).tril()
     if kv_len is not None:
         allowed &= (torch.arange(S)[None, :] < torch.tensor(kv_len)[:, None])[:, None, None, :]
+    if mask is not None:  # additive float mask [T, S]
+        s = s + mask
     s = s.masked_fill(~allowed, float("-inf"))
     o = (torch.softmax(s, dim=-1) @ v).transpose(1, 2).reshape(B, T, E)
     return o @ P[p + "w_out"].T + P[p + "b_out"]
@@ -76,12 +79,14 @@ def ffn(P, p, x, tanh):
     return a @ P[p + "w2"].T + P[p + "b2"]
 
 
-def layer(P, p, x, o, kv_len=None):
+def layer(P, p, x, o, kv_len=None, mask=None):
     H, Hkv, causal, tanh = o["H"], o["Hkv"], o["causal"], o["tanh"]
     if o["pre_ln"]:
-        x = x + attention(P, p, ln(x, P[p + "ln1_g"], P[p + "ln1_b"]), H, Hkv, causal, kv_len)
+        h = ln(x, P[p + "ln1_g"], P[p + "ln1_b"])
+        x = x + attention(P, p, h, H, Hkv, causal, kv_len, mask=mask)
         return x + ffn(P, p, ln(x, P[p + "ln2_g"], P[p + "ln2_b"]), tanh)
-    x = ln(x + attention(P, p, x, H, Hkv, causal, kv_len), P[p + "ln1_g"], P[p + "ln1_b"])
+    x = ln(x + attention(P, p, x, H, Hkv, causal, kv_len, mask=mask), P[p + "ln1_g"],
+           P[p + "ln1_b"])
     return ln(x + ffn(P, p, x, tanh), P[p + "ln2_g"], P[p + "ln2_b"])
 
 
@@ -149,7 +154,7 @@ def save(name, weights, inputs, fn, meta):
     print(f"{name}: {os.path.getsize(path)} bytes, torch fp32 max err {err:.2e}")
 
 
-def block_case(name, B, T, E, H, Hkv, I, pre_ln, causal, tanh, lens=None, seed=0):
+def block_case(name, B, T, E, H, Hkv, I, pre_ln, causal, tanh, lens=None, mask=False, seed=0):
     rng = np.random.default_rng(seed)
     KV = E // H * Hkv
     w = {**attn_weights(rng, "", E, KV, I), **ffn_weights(rng, "", E, I),
@@ -162,10 +167,13 @@ def block_case(name, B, T, E, H, Hkv, I, pre_ln, causal, tanh, lens=None, seed=0
               "dy": (rng.standard_normal((B, T, E)) * real).astype(np.float32)}
     if lens is not None:
         inputs["len"] = np.array(lens, dtype=np.int32)
+    if mask:  # an additive float mask [T, T], as attn_sdpa_args.mask
+        inputs["mask"] = (rng.standard_normal((T, T)) * 2).astype(np.float32)
     o = dict(H=H, Hkv=Hkv, causal=causal, tanh=tanh, pre_ln=pre_ln)
 
     def fn(P, X):
-        y = layer(P, "", X["x"], o, lens)
+        m = X["mask"].detach() if mask else None
+        y = layer(P, "", X["x"], o, lens, m)
         y = y * torch.tensor(real, dtype=y.dtype)  # padded rows: not compared
         return {"out": y}, (y * X["dy"]).sum()
 
@@ -224,6 +232,8 @@ def main():
                seed=3)
     block_case("bert", B=2, T=7, E=12, H=2, Hkv=2, I=24, pre_ln=False, causal=False, tanh=False,
                lens=[7, 4], seed=4)
+    block_case("masked", B=2, T=5, E=12, H=2, Hkv=1, I=16, pre_ln=False, causal=False,
+               tanh=True, mask=True, seed=7)
     dec_case("dec", B=2, T=6, S=5, E=12, kdim=8, H=3, Hkv=3, I=24, enc_len=[5, 3], seed=5)
     lm_case("lm", B=2, T=7, E=12, H=3, I=24, V=11, P_len=9, seed=6)
 

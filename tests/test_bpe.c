@@ -1,7 +1,8 @@
 /* Byte-level BPE tokenizer: the ids and decodes Hugging Face's `tokenizers`
  * gives for tokenizers trained by scripts/make_bpe_fixtures.py
  * (tests/data/bpe: GPT-2 style, GPT-2 with add_prefix_space, Llama-3 style
- * with its Split regex and BOS template, Qwen2's regex), the counting
+ * with its Split regex and BOS template, Qwen2's regex and NFC, GPT-2 with added
+ * tokens that strip white space), every code point's class, the counting
  * contract, errors on bad and hostile files, and the fuzz seed corpus. */
 /* cmocka.h needs these three first */
 // clang-format off
@@ -12,18 +13,21 @@
 // clang-format on
 
 #include <attn/attn.h>
+#include <dirent.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <dirent.h>
 
 #include "text/bpe_internal.h" /* attn__bpe_class, for the per-code-point check */
 #define FUZZ_NO_MAIN
 #include "fuzz/fuzz_bpe.c"
 
 static attn_ctx *ctx;
+
+#define NTOK 5 /* the fixture tokenizers */
 
 static const char *data_dir(void) {
     static char d[1024];
@@ -103,18 +107,18 @@ static void expect_ids(const attn_bpe *t, const char *name, const unsigned char 
 
 /* Every fixture text: ids without and with special tokens, and the decode,
  * equal Hugging Face's; the GPT-2 rows also through vocab.json +
- * merges.txt. */
+ * merges.txt and through merges written as "a b" strings. */
 static void test_hf_cases(void **state) {
     (void)state;
-    const char *names[] = {"gpt2", "gpt2_prefix", "llama3", "qwen2"};
-    attn_bpe *toks[4];
-    for (int i = 0; i < 4; i++)
+    const char *names[NTOK] = {"gpt2", "gpt2_prefix", "llama3", "qwen2", "gpt2_added"};
+    attn_bpe *toks[NTOK];
+    for (int i = 0; i < NTOK; i++)
         toks[i] = load(names[i]);
     char p[1200];
     snprintf(p, sizeof p, "%s/gpt2/vocab.json", data_dir());
     char m[1200];
     snprintf(m, sizeof m, "%s/gpt2/merges.txt", data_dir());
-    attn_bpe *files = NULL;
+    attn_bpe *files = NULL, *legacy = load("gpt2_legacy");
     assert_int_equal(attn_bpe_load_files(ctx, p, m, &files), ATTN_OK);
     snprintf(p, sizeof p, "%s/cases.txt", data_dir());
     FILE *f = fopen(p, "r");
@@ -123,13 +127,13 @@ static void test_hf_cases(void **state) {
     static unsigned char text[8192], dec[16384];
     static int32_t want[8192], wants[8192];
     static char out[32768];
-    int rows = 0, per[4] = {0};
+    int rows = 0, per[NTOK] = {0};
     while (fgets(line, sizeof line, f)) {
         if (line[0] == '#') continue;
         char *fl[5];
         assert_int_equal(fields(line, fl, 5), 5);
         int k = -1;
-        for (int i = 0; i < 4; i++)
+        for (int i = 0; i < NTOK; i++)
             if (!strcmp(fl[0], names[i])) k = i;
         assert_true(k >= 0);
         size_t len = unhex(fl[1], text);
@@ -138,15 +142,17 @@ static void test_hf_cases(void **state) {
         expect_ids(toks[k], names[k], text, len, 0, want, nw);
         expect_ids(toks[k], names[k], text, len, 1, wants, nws);
         if (k == 0) expect_ids(files, "gpt2 vocab.json+merges.txt", text, len, 0, want, nw);
+        if (k == 0) expect_ids(legacy, "gpt2 with \"a b\" merges", text, len, 0, want, nw);
         size_t got = 0;
         assert_int_equal(attn_bpe_decode(ctx, toks[k], want, nw, out, sizeof out, &got), ATTN_OK);
         if (got != nd || memcmp(out, dec, nd))
             print_error("%s: decode of '%.*s' differs from HF's\n", names[k], (int)len, text);
         assert_int_equal(got, nd);
         assert_memory_equal(out, dec, nd);
-        /* byte-level BPE loses nothing: the decode is the text (with the
-         * spaces add_prefix_space puts in front of each segment) */
-        if (k != 1) {
+        /* byte-level BPE loses nothing: the decode is the text (but for
+         * the spaces add_prefix_space adds, lstrip/rstrip remove, and what
+         * NFC changes) */
+        if (k == 0 || k == 2) {
             assert_int_equal(got, len);
             assert_memory_equal(out, text, len);
         }
@@ -154,22 +160,59 @@ static void test_hf_cases(void **state) {
         per[k]++;
     }
     fclose(f);
-    printf("%d HF cases (gpt2 %d, gpt2_prefix %d, llama3 %d, qwen2 %d)\n", rows, per[0], per[1],
-           per[2], per[3]);
-    for (int i = 0; i < 4; i++)
+    printf("%d HF cases (gpt2 %d, gpt2_prefix %d, llama3 %d, qwen2 %d, gpt2_added %d)\n", rows,
+           per[0], per[1], per[2], per[3], per[4]);
+    for (int i = 0; i < NTOK; i++)
         assert_true(per[i] >= 40);
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < NTOK; i++)
         attn_bpe_free(toks[i]);
     attn_bpe_free(files);
+    attn_bpe_free(legacy);
+}
+
+/* 300 random strings over characters at the regexes' edges (white space
+ * of every kind, apostrophes, marks, digits of other scripts, new letters,
+ * added tokens, NUL): HF's ids, with each of four tokenizers. */
+static void test_hf_random(void **state) {
+    (void)state;
+    const char *names[NTOK] = {"gpt2", "gpt2_prefix", "llama3", "qwen2", "gpt2_added"};
+    attn_bpe *toks[NTOK];
+    for (int i = 0; i < NTOK; i++)
+        toks[i] = load(names[i]);
+    char p[1200];
+    snprintf(p, sizeof p, "%s/random.txt", data_dir());
+    FILE *f = fopen(p, "r");
+    assert_non_null(f);
+    static char line[1 << 16];
+    static unsigned char text[8192];
+    static int32_t want[8192];
+    int rows = 0;
+    while (fgets(line, sizeof line, f)) {
+        if (line[0] == '#') continue;
+        char *fl[3];
+        assert_int_equal(fields(line, fl, 3), 3);
+        int k = -1;
+        for (int i = 0; i < NTOK; i++)
+            if (!strcmp(fl[0], names[i])) k = i;
+        assert_true(k >= 0);
+        size_t len = unhex(fl[1], text);
+        int nw = parse_ids(fl[2], want, 8192);
+        expect_ids(toks[k], names[k], text, len, 0, want, nw);
+        rows++;
+    }
+    fclose(f);
+    assert_int_equal(rows, 1200);
+    for (int i = 0; i < NTOK; i++)
+        attn_bpe_free(toks[i]);
 }
 
 /* Decoding byte tokens that do not form UTF-8: the U+FFFD placement of
  * Hugging Face's decode. */
 static void test_hf_decode(void **state) {
     (void)state;
-    const char *names[] = {"gpt2", "gpt2_prefix", "llama3", "qwen2"};
-    attn_bpe *toks[4];
-    for (int i = 0; i < 4; i++)
+    const char *names[NTOK] = {"gpt2", "gpt2_prefix", "llama3", "qwen2", "gpt2_added"};
+    attn_bpe *toks[NTOK];
+    for (int i = 0; i < NTOK; i++)
         toks[i] = load(names[i]);
     char p[1200];
     snprintf(p, sizeof p, "%s/decode.txt", data_dir());
@@ -182,7 +225,7 @@ static void test_hf_decode(void **state) {
         char *fl[3];
         assert_int_equal(fields(line, fl, 3), 3);
         int k = -1;
-        for (int i = 0; i < 4; i++)
+        for (int i = 0; i < NTOK; i++)
             if (!strcmp(fl[0], names[i])) k = i;
         assert_true(k >= 0);
         int32_t ids[256];
@@ -201,7 +244,7 @@ static void test_hf_decode(void **state) {
     }
     fclose(f);
     assert_true(rows >= 40);
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < NTOK; i++)
         attn_bpe_free(toks[i]);
 }
 
@@ -357,8 +400,7 @@ static void put(const char *name, const char *content) {
  * fail with `want` and a message containing `msg`. */
 static char *base_json;
 
-static void expect_json_error(const char *from, const char *to, attn_status want,
-                              const char *msg) {
+static void expect_json_error(const char *from, const char *to, attn_status want, const char *msg) {
     const char *at = strstr(base_json, from);
     if (!at) print_error("base lacks '%s'\n", from);
     assert_non_null(at);
@@ -405,7 +447,7 @@ static void test_bad_files(void **state) {
     expect_json_error("\"behavior\":\"Isolated\"", "\"behavior\":\"Removed\"", ATTN_E_FORMAT,
                       "Removed");
     expect_json_error("\"normalizer\":null", "\"normalizer\":{\"type\":\"NFKC\"}", ATTN_E_FORMAT,
-                      "normalizer \"NFKC\"");
+                      "normalizer \"NFKC\" is not supported (only NFC)");
     expect_json_error("\"byte_fallback\":false", "\"byte_fallback\":true", ATTN_E_FORMAT,
                       "byte_fallback");
     expect_json_error("\"type\":\"BPE\"", "\"type\":\"WordPiece\"", ATTN_E_FORMAT,
@@ -454,6 +496,26 @@ static void test_bad_files(void **state) {
     assert_int_equal(ids[0], 2);
     assert_int_equal(ids[1], 0);
     attn_bpe_free(t);
+    /* with an unk token: one per such byte, or per run with fuse_unk (the
+     * ids HF gives for this vocabulary) */
+    for (int fuse = 0; fuse < 2; fuse++) {
+        char js[512];
+        snprintf(
+            js, sizeof js,
+            "{\"model\": {\"type\": \"BPE\", \"unk_token\": \"<unk>\", \"fuse_unk\": %s, "
+            "\"vocab\": {\"a\": 0, \"b\": 1, \"ab\": 2, \"<unk>\": 3}, \"merges\": [\"a b\"]}, "
+            "\"pre_tokenizer\": {\"type\": \"ByteLevel\", \"add_prefix_space\": false}}",
+            fuse ? "true" : "false");
+        put("tokenizer.json", js);
+        snprintf(p, sizeof p, "%s/tokenizer.json", tmpdir);
+        assert_int_equal(attn_bpe_load_json(ctx, p, &t), ATTN_OK);
+        assert_int_equal(attn_bpe_encode(ctx, t, "abxxa", 5, 0, ids, 8, &n), ATTN_OK);
+        int32_t want[2][4] = {{2, 3, 3, 0}, {2, 3, 0}};
+        assert_int_equal(n, fuse ? 3 : 4);
+        assert_memory_equal(ids, want[fuse], (size_t)n * sizeof *ids);
+        attn_bpe_free(t);
+        unlink(p);
+    }
     put("merges.txt", "a c\n");
     assert_int_equal(attn_bpe_load_files(ctx, v, m, &t), ATTN_E_FORMAT);
     assert_non_null(strstr(attn_ctx_last_error(ctx), "second token"));
@@ -490,9 +552,10 @@ static void test_long_inputs(void **state) {
     char *s = malloc(n + 1);
     for (int pat = 0; pat < 4; pat++) {
         for (size_t i = 0; i < n; i++)
-            s[i] = pat == 0 ? "the"[i % 3] : pat == 1 ? (char)('0' + i % 10)
-                                         : pat == 2   ? " \n\t"[i % 3]
-                                                      : "ab cd'e!"[i % 8];
+            s[i] = pat == 0   ? "the"[i % 3]
+                   : pat == 1 ? (char)('0' + i % 10)
+                   : pat == 2 ? " \n\t"[i % 3]
+                              : "ab cd'e!"[i % 8];
         for (int k = 0; k < 2; k++) {
             int cnt = 0;
             assert_int_equal(attn_bpe_encode(ctx, toks[k], s, n, 0, NULL, 0, &cnt), ATTN_OK);
@@ -511,6 +574,70 @@ static void test_long_inputs(void **state) {
     free(s);
     attn_bpe_free(toks[0]);
     attn_bpe_free(toks[1]);
+}
+
+/* One tokenizer, two threads encoding different texts at once, each with
+ * its own context: the same ids as one thread alone (a tokenizer is
+ * immutable after loading). */
+typedef struct job {
+    const attn_bpe *t;
+    const char *text;
+    size_t len;
+    int32_t *ids;
+    int n, reps, bad;
+} job;
+
+static void *run_job(void *arg) {
+    job *j = arg;
+    attn_ctx *c = NULL;
+    if (attn_ctx_create(&c, 1) != ATTN_OK) {
+        j->bad = 1;
+        return NULL;
+    }
+    int32_t *got = malloc((size_t)j->n * sizeof *got);
+    for (int r = 0; r < j->reps && got; r++) {
+        int m = 0;
+        if (attn_bpe_encode(c, j->t, j->text, j->len, 1, got, j->n, &m) != ATTN_OK || m != j->n ||
+            memcmp(got, j->ids, (size_t)m * sizeof *got))
+            j->bad = 1;
+    }
+    if (!got) j->bad = 1;
+    free(got);
+    attn_ctx_free(c);
+    return NULL;
+}
+
+static void test_threads(void **state) {
+    (void)state;
+    attn_bpe *t = load("qwen2"); /* NFC, Split regex, template: every stage */
+    static const char *const texts[2] = {
+        "Hello, world! It's 12345 caf\xc3\xa9 e\xcc\x81 \xe4\xbd\xa0\xe5\xa5\xbd <|eot_id|> ",
+        "  \n\t The quick brown fox's 3.14159 jumps \xf0\x9f\x98\x80 over\r\n the lazy dog. "};
+    job jobs[2];
+    char *big[2];
+    for (int k = 0; k < 2; k++) {
+        size_t L = strlen(texts[k]);
+        big[k] = malloc(200 * L + 1);
+        for (int r = 0; r < 200; r++)
+            memcpy(big[k] + r * L, texts[k], L);
+        jobs[k] = (job){t, big[k], 200 * L, NULL, 0, 20, 0};
+        assert_int_equal(attn_bpe_encode(ctx, t, big[k], jobs[k].len, 1, NULL, 0, &jobs[k].n),
+                         ATTN_OK);
+        jobs[k].ids = malloc((size_t)jobs[k].n * sizeof(int32_t));
+        int m = 0;
+        assert_int_equal(
+            attn_bpe_encode(ctx, t, big[k], jobs[k].len, 1, jobs[k].ids, jobs[k].n, &m), ATTN_OK);
+    }
+    pthread_t th[2];
+    for (int k = 0; k < 2; k++)
+        assert_int_equal(pthread_create(&th[k], NULL, run_job, &jobs[k]), 0);
+    for (int k = 0; k < 2; k++) {
+        pthread_join(th[k], NULL);
+        assert_int_equal(jobs[k].bad, 0);
+        free(jobs[k].ids);
+        free(big[k]);
+    }
+    attn_bpe_free(t);
 }
 
 /* The fuzz target's committed seeds (tests/fuzz/corpus/bpe). */
@@ -547,11 +674,11 @@ static void test_fuzz_corpus(void **state) {
 int main(void) {
     assert_int_equal(attn_ctx_create(&ctx, 1), ATTN_OK);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_hf_cases),   cmocka_unit_test(test_hf_decode),
-        cmocka_unit_test(test_codepoint_classes),
-        cmocka_unit_test(test_contract),   cmocka_unit_test(test_bad_args),
-        cmocka_unit_test(test_bad_files),  cmocka_unit_test(test_long_inputs),
-        cmocka_unit_test(test_fuzz_corpus),
+        cmocka_unit_test(test_hf_cases),  cmocka_unit_test(test_hf_decode),
+        cmocka_unit_test(test_hf_random), cmocka_unit_test(test_codepoint_classes),
+        cmocka_unit_test(test_contract),  cmocka_unit_test(test_bad_args),
+        cmocka_unit_test(test_bad_files), cmocka_unit_test(test_long_inputs),
+        cmocka_unit_test(test_threads),   cmocka_unit_test(test_fuzz_corpus),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     attn_ctx_free(ctx);

@@ -33,32 +33,45 @@ err_has() {  # err_has NAME TEXT: the last command's stderr mentions TEXT
     fi
 }
 
-# every fixture text without NUL, CR or LF bytes (they cannot be arguments or
-# survive $(...)): HF's ids with special tokens (column 4 of cases.txt)
+# every fixture text without NUL, CR or LF bytes (they cannot be lines of
+# stdin): HF's ids with special tokens (column 4 of cases.txt), one process
+# per tokenizer reading the texts from stdin
 n=0
-while IFS=$'\t' read -r name hex plain special dec; do
-    case "$name" in gpt2|gpt2_prefix|llama3|qwen2) ;; *) continue ;; esac
-    [ "$hex" = - ] && hex=""
-    if printf '%s' "$hex" | grep -qE '^(..)*(00|0a|0d)'; then continue; fi
-    text=$(printf "$(printf '%s' "$hex" | sed 's/../\\x&/g')")
-    want="[$( [ "$special" = - ] || printf '%s' "$special" | tr ' ' ',')]"
-    check "$name:$hex" "$want" 0 -- "$ATTN" tokenize --model "$D/$name" -- "$text"
-    n=$((n + 1))
-done < "$D/cases.txt"
-[ "$n" -ge 150 ] || { echo "FAIL: only $n fixture texts checked"; fails=$((fails + 1)); }
+for name in gpt2 gpt2_prefix llama3 qwen2 gpt2_added; do
+    : > "$tmp/texts" && : > "$tmp/want"
+    while IFS=$'\t' read -r tk hex plain special dec; do
+        [ "$tk" = "$name" ] || continue
+        [ "$hex" = - ] && hex=""
+        if printf '%s' "$hex" | grep -qE '^(..)*(00|0a|0d)'; then continue; fi
+        printf "$(printf '%s' "$hex" | sed 's/../\\x&/g')\n" >> "$tmp/texts"
+        echo "[$( [ "$special" = - ] || printf '%s' "$special" | tr ' ' ',')]" >> "$tmp/want"
+        n=$((n + 1))
+    done < "$D/cases.txt"
+    "$ATTN" tokenize --model "$D/$name" - < "$tmp/texts" > "$tmp/got" 2> "$tmp/err" ||
+        { echo "FAIL $name: status $?"; cat "$tmp/err"; fails=$((fails + 1)); }
+    if ! cmp -s "$tmp/got" "$tmp/want"; then
+        echo "FAIL $name: ids differ from HF's (got, want):"
+        diff "$tmp/got" "$tmp/want" | head -20
+        fails=$((fails + 1))
+    fi
+done
+[ "$n" -ge 250 ] || { echo "FAIL: only $n fixture texts checked"; fails=$((fails + 1)); }
+# some as arguments too
+check args-accents '[1310,703,1457,1350,889,1373,1453,1335,904,1455,1378]' 0 -- \
+    "$ATTN" tokenize --model "$D/gpt2" "Café naïve über façade jalapeño"
 
-check gpt2-two $'[40,305,318,12,287,274,76,68,1]\n[40,305,318,0,87,274,76,68]' 0 -- \
+check gpt2-two $'[40,69,353,79,12,279,263,594,1]\n[40,69,353,79,0,87,263,594]' 0 -- \
     "$ATTN" tokenize --model "$D/gpt2" "Hello, world!" "Hello<|endoftext|>world"
 # vocab.json + merges.txt alone give the same ids
 mkdir "$tmp/files" && cp "$D/gpt2/vocab.json" "$D/gpt2/merges.txt" "$tmp/files/"
-check files '[40,305,318,12,287,274,76,68,1]' 0 -- "$ATTN" tokenize --model "$tmp/files" "Hello, world!"
-check env '[2000,39,302,315,11,285,272,1835,0]' 0 -- env ATTN_MODEL_DIR="$D/llama3" \
+check files '[40,69,353,79,12,279,263,594,1]' 0 -- "$ATTN" tokenize --model "$tmp/files" "Hello, world!"
+check env '[2000,39,68,352,78,11,278,1930,0]' 0 -- env ATTN_MODEL_DIR="$D/llama3" \
     "$ATTN" tokenize "Hello, world!"
-check tokens '["<|begin_of_text|>","H","el","lo",","," w","or","ld","!"]' 0 -- \
+check tokens '["<|begin_of_text|>","H","e","ll","o",","," w","orld","!"]' 0 -- \
     "$ATTN" tokenize --model "$D/llama3" --tokens "Hello, world!"
-check max-len '[2000,39,302]' 0 -- "$ATTN" tokenize --model "$D/llama3" --max-len 3 "Hello, world!"
+check max-len '[2000,39,68]' 0 -- "$ATTN" tokenize --model "$D/llama3" --max-len 3 "Hello, world!"
 printf 'Hello, world!\n\nHello<|endoftext|>world\n' > "$tmp/in.txt"
-check stdin $'[40,305,318,12,287,274,76,68,1]\n[]\n[40,305,318,0,87,274,76,68]' 0 -- \
+check stdin $'[40,69,353,79,12,279,263,594,1]\n[]\n[40,69,353,79,0,87,263,594]' 0 -- \
     sh -c "\"$ATTN\" tokenize --model \"$D/gpt2\" - < \"$tmp/in.txt\""
 
 # errors: nothing on stdout, a message naming the problem

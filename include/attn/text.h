@@ -91,7 +91,8 @@ int attn_tokenizer_max_len(const attn_tokenizer *tok);
  *   - the added tokens of tokenizer.json (e.g. <|endoftext|>) written
  *     literally in the text are matched first, leftmost and longest, with
  *     their lstrip/rstrip (white space around them swallowed);
- *   - the text between them is pre-tokenized: with tokenizer.json's Split
+ *   - the text between them is normalized to NFC when tokenizer.json has an
+ *     NFC normalizer (Qwen2), then pre-tokenized: with tokenizer.json's Split
  *     regex when it has one (the Llama 3 pattern, or Qwen2's single-digit
  *     variant), then ByteLevel: a space is prepended to each piece that does
  *     not start with one when add_prefix_space, and GPT-2's regex splits it
@@ -103,7 +104,7 @@ int attn_tokenizer_max_len(const attn_tokenizer *tok);
  *   - with add_special, the special tokens of the post_processor's
  *     TemplateProcessing "single" template are put around the ids (Llama 3:
  *     <|begin_of_text|> first; GPT-2 files add nothing).
- * A tokenizer.json that asks for anything else (a normalizer, another
+ * A tokenizer.json that asks for anything else (another normalizer, another
  * pre-tokenizer or regex, byte_fallback, subword prefixes/suffixes, dropout,
  * single_word added tokens) is refused with ATTN_E_FORMAT naming it.
  * Immutable after loading: one tokenizer may serve many threads at once. */

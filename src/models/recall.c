@@ -4,9 +4,9 @@
  * and the model are described in attn/models.h.
  *
  * The blocks keep their own training code (LayerNorm and MLP backward beside
- * the forward) rather than nn/block.h's attn__layer_forward, which is
- * forward-only; attention itself is attn_mha, so it runs through
- * nn/attention.c like every other attention. */
+ * the forward), written before nn/block.h had a layer backward
+ * (attn__layer_backward, nn/block_bwd.c); attention itself is attn_mha, so
+ * it runs through nn/attention.c like every other attention. */
 #include "nn/nn.h"
 
 #include <math.h>

@@ -93,18 +93,37 @@ static void ln_rows(attn_ctx *ctx, const attn__batch *bt, int all, int64_t E, co
 }
 
 /* Backward of ln_rows: dx = LN'(dy) over real rows (dx may be dy), zero on
- * padded rows; dg, db accumulated. One pass in row order (the parameter
- * sums are serial: deterministic for any thread count). */
-static void ln_rows_backward(const attn__batch *bt, int64_t E, const float *x, const float *g,
-                             const float *mean, const float *rstd, const float *dy, float *dx,
-                             float *dg, float *db) {
-    const int64_t T = bt->T;
-    for (int64_t b = 0; b < bt->B; b++) {
-        const int64_t n = bt->len ? bt->len[b] : T, r0 = b * T;
-        attn__layernorm_backward(x + r0 * E, E, n, E, g, mean + r0, rstd + r0, dy + r0 * E, E,
-                                 dx + r0 * E, E, dg, db);
-        for (int64_t r = r0 + n; r < r0 + T; r++)
+ * padded rows; dg, db accumulated. The parameter sums run first (dx may
+ * overwrite dy), threads owning column blocks and adding rows in order, so
+ * the sums are the same for any thread count; then the rows, in parallel. */
+static void ln_rows_backward(attn_ctx *ctx, const attn__batch *bt, int64_t E, const float *x,
+                             const float *g, const float *mean, const float *rstd, const float *dy,
+                             float *dx, float *dg, float *db) {
+    const int64_t N = bt->B * bt->T, CB = 64, nb = (E + CB - 1) / CB;
+    if (dg || db) {
+#pragma omp parallel for num_threads(attn_ctx_threads(ctx)) schedule(static)
+        for (int64_t cb = 0; cb < nb; cb++) {
+            const int64_t c0 = cb * CB, c1 = c0 + CB < E ? c0 + CB : E;
+            for (int64_t r = 0; r < N; r++) {
+                if (attn__batch_padded(bt, r)) continue;
+                const float *xr = x + r * E, *gr = dy + r * E;
+                const float m = mean[r], rs = rstd[r];
+                if (dg)
+                    for (int64_t c = c0; c < c1; c++)
+                        dg[c] += gr[c] * ((xr[c] - m) * rs);
+                if (db)
+                    for (int64_t c = c0; c < c1; c++)
+                        db[c] += gr[c];
+            }
+        }
+    }
+#pragma omp parallel for num_threads(attn_ctx_threads(ctx)) schedule(static)
+    for (int64_t r = 0; r < N; r++) {
+        if (attn__batch_padded(bt, r))
             memset(dx + r * E, 0, (size_t)E * sizeof(float));
+        else
+            attn__layernorm_backward(x + r * E, E, 1, E, g, mean + r, rstd + r, dy + r * E, E,
+                                     dx + r * E, E, NULL, NULL);
     }
 }
 
@@ -189,7 +208,7 @@ static attn_status attn_bwd(attn_ctx *ctx, const sub_attn *s, const attn__batch 
     float *d_o = carve(&c, N * E), *dqkv = carve(&c, N * ld), *tmp = carve(&c, N * E);
     float *dkv = s->enc ? carve(&c, bt->B * s->enc->S * 2 * KV) : NULL;
     if (!s->pre_ln) /* x = LN(r): dr = LN'(dx) */
-        ln_rows_backward(bt, E, A->ln_in, s->ln_g, A->mean, A->rstd, dx, dx, ln_dg, ln_db);
+        ln_rows_backward(ctx, bt, E, A->ln_in, s->ln_g, A->mean, A->rstd, dx, dx, ln_dg, ln_db);
     /* y = o Wo^T + bo: do = dy Wo, dWo += dy^T o, dbo += sum dy */
     attn__linear_backward(ctx, A->o, E, N, E, m->w_out, E, dx, E, d_o, E, 0, g->w_out, g->b_out, 1);
     /* o = attention(q, k, v) */
@@ -215,7 +234,7 @@ static attn_status attn_bwd(attn_ctx *ctx, const sub_attn *s, const attn__batch 
     }
     if (s->pre_ln) {
         /* h = LN(x): dx += LN'(dh) */
-        ln_rows_backward(bt, E, A->ln_in, s->ln_g, A->mean, A->rstd, tmp, tmp, ln_dg, ln_db);
+        ln_rows_backward(ctx, bt, E, A->ln_in, s->ln_g, A->mean, A->rstd, tmp, tmp, ln_dg, ln_db);
         add_rows(ctx, N, E, dx, tmp);
     }
     return ATTN_OK;
@@ -273,7 +292,7 @@ static void ffn_bwd(attn_ctx *ctx, const sub_ffn *s, const attn__batch *bt, cons
     carver c = {ws, 0};
     float *du = carve(&c, N * I), *tmp = carve(&c, N * E);
     if (!s->pre_ln) /* x = LN(r): dr = LN'(dx) */
-        ln_rows_backward(bt, E, F->ln_in, s->ln_g, F->mean, F->rstd, dx, dx, ln_dg, ln_db);
+        ln_rows_backward(ctx, bt, E, F->ln_in, s->ln_g, F->mean, F->rstd, dx, dx, ln_dg, ln_db);
     /* y = a W2^T + b2: da = dy W2, dW2 += dy^T a, db2 += sum dy */
     attn__linear_backward(ctx, F->a, I, N, I, f->w2, E, dx, E, du, I, 0, g->w2, g->b2, 1);
     /* a = act(u): du = act'(u) da (padded rows: zero) */
@@ -289,7 +308,7 @@ static void ffn_bwd(attn_ctx *ctx, const sub_ffn *s, const attn__batch *bt, cons
     attn__linear_backward(ctx, F->x, E, N, E, f->w1, I, du, I, dproj, E, !s->pre_ln, g->w1, g->b1,
                           1);
     if (s->pre_ln) {
-        ln_rows_backward(bt, E, F->ln_in, s->ln_g, F->mean, F->rstd, tmp, tmp, ln_dg, ln_db);
+        ln_rows_backward(ctx, bt, E, F->ln_in, s->ln_g, F->mean, F->rstd, tmp, tmp, ln_dg, ln_db);
         add_rows(ctx, N, E, dx, tmp);
     }
 }
@@ -456,8 +475,8 @@ void attn__layernorm_rows_train(attn_ctx *ctx, int64_t N, int64_t E, const float
 void attn__layernorm_rows_backward(attn_ctx *ctx, int64_t N, int64_t E, const float *x,
                                    const float *g, const float *mean, const float *rstd,
                                    const float *dy, float *dx, float *dg, float *db) {
-    (void)ctx;
-    attn__layernorm_backward(x, E, N, E, g, mean, rstd, dy, E, dx, E, dg, db);
+    const attn__batch bt = {1, N, NULL};
+    ln_rows_backward(ctx, &bt, E, x, g, mean, rstd, dy, dx, dg, db);
 }
 
 int64_t attn__ce_count(const int32_t *targets, int64_t N, int32_t ignore_index) {

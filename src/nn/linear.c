@@ -37,9 +37,12 @@ void attn__linear_backward(attn_ctx *ctx, const float *x, int64_t ldx, int64_t M
     }
     if (db) {
         /* column sums in double, 64 columns at a time: a bias gradient sums
-         * all M rows, and a plain fp32 running sum's error grows with M */
-        for (int64_t c0 = 0; c0 < N; c0 += 64) {
-            int64_t nc = N - c0 < 64 ? N - c0 : 64;
+         * all M rows, and a plain fp32 running sum's error grows with M;
+         * threads own column blocks, so the bits do not depend on them */
+        const int64_t nblk = (N + 63) / 64;
+#pragma omp parallel for num_threads(attn_ctx_threads(ctx)) schedule(static) if (M * N > 65536)
+        for (int64_t blk = 0; blk < nblk; blk++) {
+            const int64_t c0 = blk * 64, nc = N - c0 < 64 ? N - c0 : 64;
             double acc[64];
             for (int64_t c = 0; c < nc; c++)
                 acc[c] = acc_dw ? (double)db[c0 + c] : 0.0;

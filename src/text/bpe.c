@@ -5,6 +5,7 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <utf8proc.h>
 
 /* ------------------------------------------------------------- accessors */
 
@@ -137,9 +138,12 @@ static int bpe_word(const attn_bpe *t, work *wk, const uint8_t *w, size_t m, out
     if (m <= SHORT_WORD) {
         int32_t sym[SHORT_WORD], rank[SHORT_WORD], res[SHORT_WORD];
         size_t k = 0;
-        for (size_t i = 0; i < m; i++) {
+        for (size_t i = 0, unk_run = 0; i < m; i++) {
             int32_t id = t->byte_id[w[i]];
-            if (id < 0) id = t->unk; /* a byte without a token: unk, or dropped */
+            /* a byte without a token: unk (once per run with fuse_unk), or dropped */
+            if (id < 0 && t->fuse_unk && unk_run++) continue;
+            if (id >= 0) unk_run = 0;
+            if (id < 0) id = t->unk;
             if (id >= 0) sym[k++] = id;
         }
         for (size_t i = 0; i + 1 < k; i++)
@@ -154,7 +158,8 @@ static int bpe_word(const attn_bpe *t, work *wk, const uint8_t *w, size_t m, out
             memmove(sym + best + 1, sym + best + 2, (k - best - 1) * sizeof *sym);
             memmove(rank + best + 1, rank + best + 2,
                     (k > best + 2 ? k - best - 2 : 0) * sizeof *rank);
-            memmove(res + best + 1, res + best + 2, (k > best + 2 ? k - best - 2 : 0) * sizeof *res);
+            memmove(res + best + 1, res + best + 2,
+                    (k > best + 2 ? k - best - 2 : 0) * sizeof *res);
             if (best > 0) rank[best - 1] = merge_rank(t, sym[best - 1], sym[best], &res[best - 1]);
             if (best + 1 < k) rank[best] = merge_rank(t, sym[best], sym[best + 1], &res[best]);
         }
@@ -168,8 +173,10 @@ static int bpe_word(const attn_bpe *t, work *wk, const uint8_t *w, size_t m, out
     if (!work_fit(wk, m)) return 0;
     int32_t *sym = wk->sym, *nxt = wk->nxt, *prv = wk->prv;
     size_t k = 0, hn = 0;
-    for (size_t i = 0; i < m; i++) {
+    for (size_t i = 0, unk_run = 0; i < m; i++) {
         int32_t id = t->byte_id[w[i]];
+        if (id < 0 && t->fuse_unk && unk_run++) continue;
+        if (id >= 0) unk_run = 0;
         if (id < 0) id = t->unk;
         if (id < 0) continue;
         sym[k] = id;
@@ -259,8 +266,7 @@ static int byte_level(const attn_bpe *t, work *wk, const uint8_t *s, size_t n, o
     return 1;
 }
 
-/* A stretch of text between added tokens. */
-static int segment(const attn_bpe *t, work *wk, const uint8_t *s, size_t n, out *o) {
+static int split(const attn_bpe *t, work *wk, const uint8_t *s, size_t n, out *o) {
     if (t->split == ATTN_BPE_SPLIT_NONE) return byte_level(t, wk, s, n, o);
     for (size_t i = 0; i < n;) {
         size_t e = attn__bpe_piece_end(t->split, s, n, i);
@@ -270,16 +276,42 @@ static int segment(const attn_bpe *t, work *wk, const uint8_t *s, size_t n, out 
     return 1;
 }
 
-/* The longest added token spelled at s[i..n): its index, or -1. */
+/* A stretch of text between added tokens: normalized (NFC) when the
+ * tokenizer says so and the text is not all ASCII, then pre-tokenized. */
+static int segment(const attn_bpe *t, work *wk, const uint8_t *s, size_t n, out *o) {
+    if (t->nfc) {
+        size_t i = 0;
+        while (i < n && s[i] < 0x80)
+            i++;
+        if (i < n) {
+            utf8proc_uint8_t *d = NULL;
+            utf8proc_ssize_t m =
+                utf8proc_map(s, (utf8proc_ssize_t)n, &d, UTF8PROC_STABLE | UTF8PROC_COMPOSE);
+            if (m < 0) {
+                free(d);
+                return 0;
+            }
+            int ok = split(t, wk, d, (size_t)m, o);
+            free(d);
+            return ok;
+        }
+    }
+    return split(t, wk, s, n, o);
+}
+
+/* The longest added token spelled at s[i..n): its index, or -1 (a walk
+ * down the trie of added tokens). */
 static int added_at(const attn_bpe *t, const uint8_t *s, size_t i, size_t n) {
     int best = -1;
-    uint32_t blen = 0;
-    for (int k = 0; k < t->n_added; k++) {
-        const attn__bpe_added *a = &t->added[k];
-        if (a->len > blen && a->len <= n - i && !memcmp(t->spell + a->off, s + i, a->len)) {
-            best = k;
-            blen = a->len;
-        }
+    int32_t node = 0;
+    for (size_t j = i; j < n; j++) {
+        uint32_t key = (uint32_t)node * 256u + s[j] + 1u,
+                 k = attn__bpe_edge_slot(key, t->edge_mask);
+        while (t->edges[k].key && t->edges[k].key != key)
+            k = (k + 1) & t->edge_mask;
+        if (!t->edges[k].key) break;
+        node = t->edges[k].child;
+        if (t->term[node] >= 0) best = t->term[node];
     }
     return best;
 }
@@ -394,6 +426,8 @@ attn_status attn_bpe_encode(attn_ctx *ctx, const attn_bpe *t, const char *text, 
     free(wk.sym);
     free(wk.buf);
     if (!ok) return attn_ctx_fail(ctx, ATTN_E_NOMEM, "out of memory encoding %zu bytes", len);
+    if (o.n > INT_MAX) /* only reachable when NFC lengthens a huge text */
+        return attn_ctx_fail(ctx, ATTN_E_ARG, "text gives more than INT_MAX ids");
     *n_out = (int)o.n;
     if (ids && o.n > (size_t)cap)
         return attn_ctx_fail(ctx, ATTN_E_ARG, "id buffer holds %d ids, the text needs %zu", cap,
@@ -403,17 +437,17 @@ attn_status attn_bpe_encode(attn_ctx *ctx, const attn_bpe *t, const char *text, 
 
 /* ----------------------------------------------------------------- decode */
 
-attn_status attn_bpe_decode(attn_ctx *ctx, const attn_bpe *t, const int32_t *ids, int n,
-                            char *buf, size_t cap, size_t *n_out) {
+attn_status attn_bpe_decode(attn_ctx *ctx, const attn_bpe *t, const int32_t *ids, int n, char *buf,
+                            size_t cap, size_t *n_out) {
     attn__ctx_clear(ctx);
     if (n_out) *n_out = 0;
     if (!t || !n_out || (!ids && n) || n < 0 || (!buf && cap))
         return attn_ctx_fail(ctx, ATTN_E_ARG, "attn_bpe_decode: %s",
-                             !t              ? "NULL tokenizer"
-                             : !n_out        ? "NULL n_out"
-                             : (!ids && n)   ? "NULL ids with a nonzero count"
-                             : n < 0         ? "negative count"
-                                             : "NULL buf with a nonzero cap");
+                             !t            ? "NULL tokenizer"
+                             : !n_out      ? "NULL n_out"
+                             : (!ids && n) ? "NULL ids with a nonzero count"
+                             : n < 0       ? "negative count"
+                                           : "NULL buf with a nonzero cap");
     size_t raw = 0;
     for (int i = 0; i < n; i++) {
         if (ids[i] < 0 || ids[i] >= t->n || t->blen[ids[i]] == UINT32_MAX)
@@ -444,9 +478,10 @@ attn_status attn_bpe_decode(attn_ctx *ctx, const attn_bpe *t, const int32_t *ids
             /* length of the valid prefix of a sequence that breaks off */
             size_t bad = 1;
             uint8_t c = r[i];
-            size_t want = c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3
-                                                   : c >= 0xf0 && c <= 0xf4   ? 4
-                                                                              : 1;
+            size_t want = c >= 0xc2 && c <= 0xdf   ? 2
+                          : c >= 0xe0 && c <= 0xef ? 3
+                          : c >= 0xf0 && c <= 0xf4 ? 4
+                                                   : 1;
             if (want > 1 && i + 1 < raw) {
                 uint8_t lo = c == 0xe0 ? 0xa0 : c == 0xf0 ? 0x90 : 0x80;
                 uint8_t hi = c == 0xed ? 0x9f : c == 0xf4 ? 0x8f : 0xbf;

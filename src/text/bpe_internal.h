@@ -47,13 +47,13 @@ typedef struct attn__bpe_added {
 } attn__bpe_added;
 
 struct attn_bpe {
-    int32_t n;        /* ids 0..n-1 (gaps possible: then len == UINT32_MAX) */
-    char *bytes;      /* every token's raw bytes (byte-level decoded) */
+    int32_t n;   /* ids 0..n-1 (gaps possible: then len == UINT32_MAX) */
+    char *bytes; /* every token's raw bytes (byte-level decoded) */
     uint32_t *boff, *blen;
-    char *spell;      /* every token as written in the file, NUL-terminated */
+    char *spell; /* every token as written in the file, NUL-terminated */
     uint32_t *soff, *slen;
-    uint32_t *shash;  /* hash of the spelling */
-    uint32_t *bhash;  /* hash of the raw bytes */
+    uint32_t *shash;        /* hash of the spelling */
+    uint32_t *bhash;        /* hash of the raw bytes */
     attn__bpe_map by_bytes; /* model vocabulary, by raw bytes (what BPE looks up) */
     attn__bpe_map by_spell; /* all tokens, by spelling (attn_bpe_id) */
     attn__bpe_merge *merges;
@@ -62,11 +62,22 @@ struct attn_bpe {
     attn__bpe_added *added;
     int n_added;
     uint8_t added_first[256]; /* 1 if some added token starts with this byte */
-    attn__bpe_split split;    /* a Split pre-tokenizer's regex (or NONE) */
-    int bl_regex;             /* ByteLevel's own GPT-2 regex (use_regex) */
+    /* a trie of the added tokens' bytes, for leftmost-longest matching:
+     * edge (node, byte) -> child in an open-addressing table, and per node
+     * the index in added[] of the token ending there (-1: none) */
+    struct attn__bpe_edge {
+        uint32_t key; /* node * 256 + byte + 1; 0 = empty slot */
+        int32_t child;
+    } * edges;
+    uint32_t edge_mask;
+    int32_t *term;
+    attn__bpe_split split; /* a Split pre-tokenizer's regex (or NONE) */
+    int bl_regex;          /* ByteLevel's own GPT-2 regex (use_regex) */
     int add_prefix_space;
     int ignore_merges;
-    int32_t unk;
+    int nfc;      /* an NFC normalizer (Qwen2) */
+    int32_t unk;  /* the token of a byte without one (-1: such bytes are dropped) */
+    int fuse_unk; /* consecutive such bytes give one unk */
     int32_t prefix[ATTN_BPE_MAX_TEMPLATE], suffix[ATTN_BPE_MAX_TEMPLATE];
     int n_prefix, n_suffix;
     int32_t bos, eos;
@@ -95,6 +106,10 @@ int attn__bpe_class(int32_t c);
 
 /* White space as the reference's lstrip/rstrip see it (Unicode White_Space). */
 int attn__bpe_is_space(int32_t c);
+
+static inline uint32_t attn__bpe_edge_slot(uint32_t key, uint32_t mask) {
+    return (key * 2654435761u) >> 7 & mask;
+}
 
 /* Id of the model token whose raw bytes are s[0..n) (hash h), or -1. */
 int32_t attn__bpe_find_bytes(const attn_bpe *t, uint32_t h, const void *s, size_t n);

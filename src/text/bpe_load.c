@@ -113,6 +113,8 @@ void attn_bpe_free(attn_bpe *t) {
     free(t->merges);
     free(t->added);
     free(t->whole);
+    free(t->edges);
+    free(t->term);
     free(t);
 }
 
@@ -220,8 +222,9 @@ static attn_status build(attn_ctx *ctx, const char *what, attn_bpe *t, const tok
                                  "%s: merge %zu ('%.*s' '%.*s'): %s is not in the vocabulary", what,
                                  r + 1, (int)(m->a.n > 64 ? 64 : m->a.n), m->a.s,
                                  (int)(m->b.n > 64 ? 64 : m->b.n), m->b.s,
-                                 a < 0 ? "its first token" : b < 0 ? "its second token"
-                                                                   : "the merged token");
+                                 a < 0   ? "its first token"
+                                 : b < 0 ? "its second token"
+                                         : "the merged token");
         uint64_t key = (uint64_t)(uint32_t)a << 32 | (uint32_t)b;
         for (uint32_t i = merge_slot(key, t->merge_mask);; i = (i + 1) & t->merge_mask) {
             if (t->merges[i].key == UINT64_MAX || t->merges[i].key == key) {
@@ -234,13 +237,45 @@ static attn_status build(attn_ctx *ctx, const char *what, attn_bpe *t, const tok
         t->added = malloc((size_t)nadd * sizeof *t->added);
         if (!t->added) return attn_ctx_fail(ctx, ATTN_E_NOMEM, "out of memory");
     }
+    size_t nodes = 1;
     for (int k = 0; k < nadd; k++) {
         int32_t id = add[k].id;
         t->added[k] = (attn__bpe_added){id, t->soff[id], t->slen[id], add[k].lstrip, add[k].rstrip};
         t->added_first[(uint8_t)t->spell[t->soff[id]]] = 1;
+        nodes += t->slen[id];
     }
     t->n_added = nadd;
-    if (attn__bpe_find_wholes(t))
+    if (nodes >= (1u << 23)) /* trie keys are node * 256 + byte + 1 in 32 bits */
+        return attn_ctx_fail(ctx, ATTN_E_FORMAT, "%s: added tokens of more than 8 MiB in all",
+                             what);
+    slots = 16;
+    while (slots < 2 * nodes)
+        slots *= 2;
+    t->edges = calloc(slots, sizeof *t->edges);
+    t->term = malloc(nodes * sizeof *t->term);
+    if (!t->edges || !t->term)
+        return attn_ctx_fail(ctx, ATTN_E_NOMEM, "out of memory for %d added tokens", nadd);
+    t->edge_mask = (uint32_t)(slots - 1);
+    t->term[0] = -1;
+    int32_t used = 1;
+    for (int k = 0; k < nadd; k++) {
+        const uint8_t *c = (const uint8_t *)t->spell + t->added[k].off;
+        int32_t node = 0;
+        for (uint32_t j = 0; j < t->added[k].len; j++) {
+            uint32_t key = (uint32_t)node * 256u + c[j] + 1u,
+                     i = attn__bpe_edge_slot(key, t->edge_mask);
+            while (t->edges[i].key && t->edges[i].key != key)
+                i = (i + 1) & t->edge_mask;
+            if (!t->edges[i].key) {
+                t->edges[i].key = key;
+                t->edges[i].child = used;
+                t->term[used++] = -1;
+            }
+            node = t->edges[i].child;
+        }
+        t->term[node] = k; /* the same content twice: the later one */
+    }
+    if (!t->ignore_merges && attn__bpe_find_wholes(t))
         return attn_ctx_fail(ctx, ATTN_E_NOMEM, "out of memory for %d tokens", (int)n);
     return ATTN_OK;
 }
@@ -263,8 +298,7 @@ static attn_status read_text(attn_ctx *ctx, const char *path, char **out, size_t
     attn_status st = check_size(ctx, path);
     if (st) return st;
     FILE *f = fopen(path, "rb");
-    if (!f)
-        return attn_ctx_fail(ctx, ATTN_E_IO, "%s: cannot open: %s", path, strerror(errno));
+    if (!f) return attn_ctx_fail(ctx, ATTN_E_IO, "%s: cannot open: %s", path, strerror(errno));
     size_t cap = 1 << 16, n = 0;
     char *b = malloc(cap);
     while (b) {
@@ -492,8 +526,10 @@ static attn_status parse_post(attn_ctx *ctx, const char *what, json_t *p, attn_b
         json_t *list = json_object_get(p, "processors"), *q;
         size_t i;
         if (!json_is_array(list))
-            return attn_ctx_fail(ctx, ATTN_E_FORMAT, "%s: post_processor Sequence without "
-                                 "\"processors\"", what);
+            return attn_ctx_fail(ctx, ATTN_E_FORMAT,
+                                 "%s: post_processor Sequence without "
+                                 "\"processors\"",
+                                 what);
         json_array_foreach(list, i, q) {
             const char *qt = type_of(q);
             if (qt && !strcmp(qt, "Sequence"))
@@ -527,6 +563,8 @@ static attn_status check_model(attn_ctx *ctx, const char *what, json_t *model, a
     if (json_bool(model, "byte_fallback", 0, &bf) || bf)
         return attn_ctx_fail(ctx, ATTN_E_FORMAT,
                              "%s: BPE byte_fallback (SentencePiece-style) is not supported", what);
+    if (json_bool(model, "fuse_unk", 0, &t->fuse_unk))
+        return attn_ctx_fail(ctx, ATTN_E_FORMAT, "%s: fuse_unk must be a boolean", what);
     if (json_bool(model, "ignore_merges", 0, &t->ignore_merges))
         return attn_ctx_fail(ctx, ATTN_E_FORMAT, "%s: ignore_merges must be a boolean", what);
     return ATTN_OK;
@@ -579,8 +617,7 @@ static int seen_id(const addspec *as, size_t n, int32_t id) {
 }
 
 static attn_status load_json_obj(attn_ctx *ctx, const char *what, json_t *j, attn_bpe *t) {
-    if (!json_is_object(j))
-        return attn_ctx_fail(ctx, ATTN_E_FORMAT, "%s: not a JSON object", what);
+    if (!json_is_object(j)) return attn_ctx_fail(ctx, ATTN_E_FORMAT, "%s: not a JSON object", what);
     json_t *model = json_object_get(j, "model");
     if (!json_is_object(model))
         return attn_ctx_fail(ctx, ATTN_E_FORMAT, "%s: no \"model\" object", what);
@@ -589,8 +626,11 @@ static attn_status load_json_obj(attn_ctx *ctx, const char *what, json_t *j, att
     json_t *norm = json_object_get(j, "normalizer");
     if (norm && !json_is_null(norm)) {
         const char *ty = type_of(norm);
-        return attn_ctx_fail(ctx, ATTN_E_FORMAT, "%s: normalizer \"%s\" is not supported", what,
-                             ty ? ty : "(no type)");
+        if (!ty || strcmp(ty, "NFC"))
+            return attn_ctx_fail(ctx, ATTN_E_FORMAT,
+                                 "%s: normalizer \"%s\" is not supported (only NFC)", what,
+                                 ty ? ty : "(no type)");
+        t->nfc = 1;
     }
     st = parse_pretok(ctx, what, json_object_get(j, "pre_tokenizer"), t);
     if (st) return st;
@@ -645,8 +685,8 @@ static attn_status load_json_obj(attn_ctx *ctx, const char *what, json_t *j, att
             st = attn_ctx_fail(ctx, ATTN_E_FORMAT,
                                "%s: added token '%.64s': single_word is not supported", what, c);
         else if (seen_id(as, i, id))
-            st = attn_ctx_fail(ctx, ATTN_E_FORMAT, "%s: two added tokens have id %d", what,
-                               (int)id);
+            st =
+                attn_ctx_fail(ctx, ATTN_E_FORMAT, "%s: two added tokens have id %d", what, (int)id);
         else if (spec[id].s && (spec[id].n != strlen(c) || memcmp(spec[id].s, c, spec[id].n)))
             st = attn_ctx_fail(ctx, ATTN_E_FORMAT,
                                "%s: added token '%.64s' has id %d, which the vocabulary gives "
@@ -659,8 +699,7 @@ static attn_status load_json_obj(attn_ctx *ctx, const char *what, json_t *j, att
             spec[id] = (tokspec){c, strlen(c)};
         }
     }
-    if (!st)
-        st = build(ctx, what, t, spec, is_added, n, mg, nm, as, (int)nadd);
+    if (!st) st = build(ctx, what, t, spec, is_added, n, mg, nm, as, (int)nadd);
     free(spec);
     free(mg);
     free(as);
@@ -713,7 +752,9 @@ attn_status attn_bpe_load_files(attn_ctx *ctx, const char *vocab_json, const cha
     if (out) *out = NULL;
     if (!vocab_json || !merges_txt || !out)
         return attn_ctx_fail(ctx, ATTN_E_ARG, "attn_bpe_load_files: NULL %s",
-                             !vocab_json ? "vocab_json" : !merges_txt ? "merges_txt" : "out");
+                             !vocab_json   ? "vocab_json"
+                             : !merges_txt ? "merges_txt"
+                                           : "out");
     json_t *j = NULL;
     char *text = NULL;
     size_t len = 0;
@@ -761,8 +802,7 @@ attn_status attn_bpe_load_files(attn_ctx *ctx, const char *vocab_json, const cha
     /* GPT-2's files: <|endoftext|> is a special token (matched in text) */
     addspec eot = {-1, 0, 0};
     for (int32_t id = 0; !st && id < n; id++)
-        if (spec[id].s && spec[id].n == 13 && !memcmp(spec[id].s, "<|endoftext|>", 13))
-            eot.id = id;
+        if (spec[id].s && spec[id].n == 13 && !memcmp(spec[id].s, "<|endoftext|>", 13)) eot.id = id;
     if (!st) {
         t->split = ATTN_BPE_SPLIT_NONE;
         t->bl_regex = 1;
@@ -805,8 +845,10 @@ attn_status attn_bpe_load_dir(attn_ctx *ctx, const char *dir, attn_bpe **out) {
         return attn_ctx_fail(ctx, ATTN_E_ARG, "directory name too long");
     json_t *cfg = NULL;
     attn_status st = check_size(ctx, pc);
-    if (st == ATTN_E_NOTFOUND) st = ATTN_OK;
-    else if (!st) st = attn__json_load(ctx, pc, 1, &cfg);
+    if (st == ATTN_E_NOTFOUND)
+        st = ATTN_OK;
+    else if (!st)
+        st = attn__json_load(ctx, pc, 1, &cfg);
     if (st) return st;
     attn_bpe *t = NULL;
     struct stat sb;

@@ -29,7 +29,8 @@ int attn__bpe_split_of_regex(const char *p) {
 
 enum { K_END = 0, K_OTHER, K_SPACE, K_NL, K_L, K_N }; /* K_NL: \r or \n */
 
-/* ASCII classes, filled on first use of a table built at compile time. */
+/* Classes of the ASCII characters (most of any text: no utf8proc call). */
+// clang-format off
 static const uint8_t ascii[128] = {
     /* 0x00-0x1f: controls are "other" except \t \n \v \f \r */
     K_OTHER, K_OTHER, K_OTHER, K_OTHER, K_OTHER, K_OTHER, K_OTHER, K_OTHER,
@@ -51,6 +52,7 @@ static const uint8_t ascii[128] = {
     K_L, K_L, K_L, K_L, K_L, K_L, K_L, K_L, K_L, K_L, K_L,
     K_OTHER, K_OTHER, K_OTHER, K_OTHER, K_OTHER,
 };
+// clang-format on
 
 /* Code points the reference's regex engine (Unicode 16) knows as letters or
  * numbers and utf8proc (Unicode 15) does not know at all (category Cn): the
@@ -61,35 +63,16 @@ static const struct {
     int32_t lo, hi;
     char k;
 } newer[] = {
-    {0x1C89, 0x1C8A, 'L'},
-    {0xA7CB, 0xA7CD, 'L'},
-    {0xA7DA, 0xA7DC, 'L'},
-    {0x105C0, 0x105F3, 'L'},
-    {0x10D40, 0x10D49, 'N'},
-    {0x10D4A, 0x10D65, 'L'},
-    {0x10D6F, 0x10D85, 'L'},
-    {0x10EC2, 0x10EC4, 'L'},
-    {0x11380, 0x11389, 'L'},
-    {0x1138B, 0x1138B, 'L'},
-    {0x1138E, 0x1138E, 'L'},
-    {0x11390, 0x113B5, 'L'},
-    {0x113B7, 0x113B7, 'L'},
-    {0x113D1, 0x113D1, 'L'},
-    {0x113D3, 0x113D3, 'L'},
-    {0x116D0, 0x116E3, 'N'},
-    {0x11BC0, 0x11BE0, 'L'},
-    {0x11BF0, 0x11BF9, 'N'},
-    {0x13460, 0x143FA, 'L'},
-    {0x16100, 0x1611D, 'L'},
-    {0x16130, 0x16139, 'N'},
-    {0x16D40, 0x16D6C, 'L'},
-    {0x16D70, 0x16D79, 'N'},
-    {0x18CFF, 0x18CFF, 'L'},
-    {0x1CCF0, 0x1CCF9, 'N'},
-    {0x1E5D0, 0x1E5ED, 'L'},
-    {0x1E5F0, 0x1E5F0, 'L'},
-    {0x1E5F1, 0x1E5FA, 'N'},
-    {0x2EBF0, 0x2EE5D, 'L'},
+    {0x1C89, 0x1C8A, 'L'},   {0xA7CB, 0xA7CD, 'L'},   {0xA7DA, 0xA7DC, 'L'},
+    {0x105C0, 0x105F3, 'L'}, {0x10D40, 0x10D49, 'N'}, {0x10D4A, 0x10D65, 'L'},
+    {0x10D6F, 0x10D85, 'L'}, {0x10EC2, 0x10EC4, 'L'}, {0x11380, 0x11389, 'L'},
+    {0x1138B, 0x1138B, 'L'}, {0x1138E, 0x1138E, 'L'}, {0x11390, 0x113B5, 'L'},
+    {0x113B7, 0x113B7, 'L'}, {0x113D1, 0x113D1, 'L'}, {0x113D3, 0x113D3, 'L'},
+    {0x116D0, 0x116E3, 'N'}, {0x11BC0, 0x11BE0, 'L'}, {0x11BF0, 0x11BF9, 'N'},
+    {0x13460, 0x143FA, 'L'}, {0x16100, 0x1611D, 'L'}, {0x16130, 0x16139, 'N'},
+    {0x16D40, 0x16D6C, 'L'}, {0x16D70, 0x16D79, 'N'}, {0x18CFF, 0x18CFF, 'L'},
+    {0x1CCF0, 0x1CCF9, 'N'}, {0x1E5D0, 0x1E5ED, 'L'}, {0x1E5F0, 0x1E5F0, 'L'},
+    {0x1E5F1, 0x1E5FA, 'N'}, {0x2EBF0, 0x2EE5D, 'L'},
 };
 
 static int newer_class(int32_t c) {
@@ -114,25 +97,34 @@ static int class_of(int32_t c) {
     case UTF8PROC_CATEGORY_LL:
     case UTF8PROC_CATEGORY_LT:
     case UTF8PROC_CATEGORY_LM:
-    case UTF8PROC_CATEGORY_LO: return K_L;
+    case UTF8PROC_CATEGORY_LO:
+        return K_L;
     case UTF8PROC_CATEGORY_ND:
     case UTF8PROC_CATEGORY_NL:
-    case UTF8PROC_CATEGORY_NO: return K_N;
+    case UTF8PROC_CATEGORY_NO:
+        return K_N;
     case UTF8PROC_CATEGORY_ZS:
     case UTF8PROC_CATEGORY_ZL:
-    case UTF8PROC_CATEGORY_ZP: return K_SPACE;
-    case UTF8PROC_CATEGORY_CN: return newer_class(c);
-    default: return K_OTHER;
+    case UTF8PROC_CATEGORY_ZP:
+        return K_SPACE;
+    case UTF8PROC_CATEGORY_CN:
+        return newer_class(c);
+    default:
+        return K_OTHER;
     }
 }
 
 int attn__bpe_class(int32_t c) {
     switch (class_of(c)) {
-    case K_L: return 'L';
-    case K_N: return 'N';
+    case K_L:
+        return 'L';
+    case K_N:
+        return 'N';
     case K_SPACE:
-    case K_NL: return 'S';
-    default: return 'O';
+    case K_NL:
+        return 'S';
+    default:
+        return 'O';
     }
 }
 
@@ -275,9 +267,13 @@ static size_t llama3_piece(const cur *c, size_t i, size_t digits) {
 size_t attn__bpe_piece_end(attn__bpe_split kind, const uint8_t *s, size_t n, size_t i) {
     cur c = {s, n};
     switch (kind) {
-    case ATTN_BPE_SPLIT_GPT2: return gpt2_piece(&c, i);
-    case ATTN_BPE_SPLIT_LLAMA3: return llama3_piece(&c, i, 3);
-    case ATTN_BPE_SPLIT_QWEN2: return llama3_piece(&c, i, 1);
-    default: return n;
+    case ATTN_BPE_SPLIT_GPT2:
+        return gpt2_piece(&c, i);
+    case ATTN_BPE_SPLIT_LLAMA3:
+        return llama3_piece(&c, i, 3);
+    case ATTN_BPE_SPLIT_QWEN2:
+        return llama3_piece(&c, i, 1);
+    default:
+        return n;
     }
 }

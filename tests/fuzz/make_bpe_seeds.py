@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Seeds for tests/fuzz/fuzz_bpe.c (tests/fuzz/corpus/bpe): texts for the
 fixture tokenizers (first byte: which one) and tokenizer.json files, valid
-and broken. Run from the repository root after scripts/make_bpe_fixtures.py."""
+and broken. Run from the repository root after scripts/make_bpe_fixtures.py.
+The committed corpus also holds what 10 minutes of fuzzing added, minimized
+with libFuzzer's -merge=1 (see tests/fuzz/fuzz_bpe.c)."""
 import hashlib
 import json
 import os

@@ -123,7 +123,8 @@ static int exists(const char *dir, const char *name) {
 /* A directory with a byte-level BPE tokenizer: no WordPiece vocab.txt, and
  * a tokenizer.json or vocab.json (the BPE loader names what is wrong). */
 static int is_bpe_dir(const char *dir) {
-    return !exists(dir, "vocab.txt") && (exists(dir, "tokenizer.json") || exists(dir, "vocab.json"));
+    return !exists(dir, "vocab.txt") &&
+           (exists(dir, "tokenizer.json") || exists(dir, "vocab.json"));
 }
 
 /* --max-len: 0 (no limit) or at least 2 ([CLS] and [SEP]). */
