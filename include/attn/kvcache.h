@@ -6,11 +6,14 @@
  * of blocks (its block table), grows by taking free blocks (nothing is ever
  * copied or moved) and gives them back when freed, so sequences of any
  * lengths share the pool. A block holds block_size positions of every
- * key/value head: K [Hkv][block_size][D] and V [Hkv][block_size][Dv] in the
- * cache's storage type (F32, F16 or BF16; F16/BF16 halve the memory and the
+ * key/value head (the pools are K [Hkv][num_blocks][block_size][D] and V
+ * [Hkv][num_blocks][block_size][Dv], head-major) in the cache's storage type (F32, F16 or BF16; F16/BF16 halve the memory and the
  * bytes read per decoded token). Rows are converted from float32 when
- * written (round to nearest even) and back to float32 in registers when
- * attention reads them.
+ * written (round to nearest even) and back to float32 where attention reads
+ * them: in registers in the decode kernel (AVX-512: vcvtph2ps for F16, a
+ * 16-bit shift for BF16; the scalar kernel, which the avx2 family keeps,
+ * converts in C), and for prefill as each key block is gathered into the
+ * thread's scratch.
  *
  * Precision: attention through an F16/BF16 cache is attention on the
  * rounded keys and values (checked against the float64 oracle on them with

@@ -1,6 +1,8 @@
 /* The paged KV cache (include/attn/kvcache.h) and attention through it.
  *
- * Pool: K blocks [num_blocks][Hkv][bs][D] and V blocks [num_blocks][Hkv][bs][Dv]
+ * Pool: K [Hkv][num_blocks][bs][D] and V [Hkv][num_blocks][bs][Dv], head-major so
+ * that a sequence's blocks taken in order from a fresh pool are adjacent per head
+ * (one stream per head; adjacent blocks are also walked as one run);
  * in the storage type; a free list of block ids; per sequence a block table
  * (position j lives in block tab[j / bs] at row j % bs), grown by appending
  * ids, never by moving rows.
@@ -21,6 +23,9 @@
 
 #include <math.h>
 #include <omp.h>
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 #include <stdlib.h>
 #include <string.h>
 
@@ -42,6 +47,19 @@ struct attn_kvcache {
 };
 
 #define LIM16 ((int64_t)1 << 16)
+
+/* A pool: 2 MiB aligned and, where the kernel offers it, backed by huge
+ * pages (decoding streams through it: fewer TLB misses). */
+static void *pool_alloc(size_t bytes) {
+    const size_t huge = (size_t)2 << 20;
+    if (bytes < huge) return aligned_alloc(64, (bytes + 63) / 64 * 64);
+    size_t n = (bytes + huge - 1) / huge * huge;
+    void *p = aligned_alloc(huge, n);
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    if (p) (void)madvise(p, n, MADV_HUGEPAGE); /* advice only: ignored if unsupported */
+#endif
+    return p;
+}
 
 attn_status attn_kvcache_create(attn_ctx *ctx, const attn_kvcache_config *cfg,
                                 attn_kvcache **out) {
@@ -88,8 +106,8 @@ attn_status attn_kvcache_create(attn_ctx *ctx, const attn_kvcache_config *cfg,
     c->Hkv = cfg->Hkv, c->D = cfg->D, c->Dv = Dv, c->bs = cfg->block_size;
     c->nblocks = cfg->num_blocks, c->max_seqs = cfg->max_seqs;
     c->dtype = cfg->dtype, c->dt = dt, c->esz = esz;
-    c->kpool = aligned_alloc(64, (kbytes + 63) / 64 * 64);
-    c->vpool = aligned_alloc(64, (vbytes + 63) / 64 * 64);
+    c->kpool = pool_alloc(kbytes);
+    c->vpool = pool_alloc(vbytes);
     c->freeb = malloc((size_t)c->nblocks * sizeof *c->freeb);
     c->seqs = calloc((size_t)c->max_seqs, sizeof *c->seqs);
     if (!c->kpool || !c->vpool || !c->freeb || !c->seqs) {
@@ -160,7 +178,7 @@ int64_t attn_kvcache_free_blocks(const attn_kvcache *c) {
 static inline char *row_at(const attn_kvcache *c, const kv_seq *q, const void *pool, int64_t W,
                            int64_t hk, int64_t j) {
     const int64_t blk = q->tab[j / c->bs];
-    return (char *)pool + (size_t)(((blk * c->Hkv + hk) * c->bs + j % c->bs) * W) * c->esz;
+    return (char *)pool + (size_t)(((hk * c->nblocks + blk) * c->bs + j % c->bs) * W) * c->esz;
 }
 
 static void store_row(const attn_kvcache *c, const float *x, int64_t W, char *dst) {
@@ -293,6 +311,9 @@ attn_status attn_kvcache_read(attn_ctx *ctx, const attn_kvcache *c, int32_t seq,
 
 /* ---- attention ----------------------------------------------------------- */
 
+/* Keys per decode kernel call at most (the score scratch is R x this). */
+#define DEC_RUN 256
+
 typedef struct dec_call {
     const attn_kvcache *c;
     const attn_decode_kernels *kn;
@@ -319,8 +340,8 @@ static void dec_task(const dec_call *dc, int64_t b, int64_t hk, int64_t ci, floa
     float *acc = qr + attn__round16((size_t)(R * D));     /* [R][Dv] */
     float *m = acc + attn__round16((size_t)(R * Dv));     /* [R] */
     float *l = m + ATTN__DEC_MAXR;                        /* [R] */
-    float *s = l + ATTN__DEC_MAXR;                        /* [R][bs] */
-    double *rt = (double *)(s + attn__round16((size_t)(R * c->bs)));
+    float *s = l + ATTN__DEC_MAXR;                        /* [R][run] */
+    double *rt = (double *)(s + attn__round16((size_t)(R * DEC_RUN)));
     int lim[ATTN__DEC_MAXR];
     /* rows: head h = hk*G + g, token t -> r = g*T + t */
     for (int64_t g = 0; g < dc->G; g++) {
@@ -342,8 +363,12 @@ static void dec_task(const dec_call *dc, int64_t b, int64_t hk, int64_t ci, floa
         m[r] = -INFINITY, l[r] = 0.0f;
     memset(acc, 0, (size_t)(R * Dv) * sizeof(float));
     const int64_t k0 = ci * dc->chunk, k1 = ATTN_MIN(len, k0 + dc->chunk);
-    for (int64_t j0 = k0; j0 < k1; j0 += c->bs) {
-        const int64_t j1 = ATTN_MIN(k1, j0 + c->bs);
+    for (int64_t j0 = k0, j1; j0 < k1; j0 = j1) {
+        /* a run: this block and the next ones adjacent in the pool, up to
+         * DEC_RUN keys (one kernel call, one memory stream) */
+        j1 = ATTN_MIN(ATTN_MIN(k1, (j0 / c->bs + 1) * c->bs), j0 + DEC_RUN);
+        while (j1 < k1 && j1 - j0 < DEC_RUN && q->tab[j1 / c->bs] == q->tab[j1 / c->bs - 1] + 1)
+            j1 = ATTN_MIN(ATTN_MIN(k1, j1 + c->bs), j0 + DEC_RUN);
         int any = 0;
         for (int64_t r = 0; r < R; r++) {
             int64_t hi = row_hi(dc, len, r % T);
@@ -404,7 +429,7 @@ static attn_status attend_decode(attn_ctx *ctx, const attn_kvcache *c,
             tb[3 * t] = p / c->Hkv, tb[3 * t + 1] = p % c->Hkv, tb[3 * t + 2] = ci;
     const size_t wsb =
         (attn__round16((size_t)(dc.R * c->D)) + attn__round16((size_t)(dc.R * c->Dv)) +
-         2 * ATTN__DEC_MAXR + attn__round16((size_t)(dc.R * c->bs)) +
+         2 * ATTN__DEC_MAXR + attn__round16((size_t)(dc.R * DEC_RUN)) +
          attn__round16(2 * attn__rope_tmp_doubles(rp->rope ? rp->rs.rot : 2))) *
         sizeof(float);
     const int nth = (int)ATTN_MAX(1, ATTN_MIN((int64_t)ctx->nthreads, ntask));
@@ -485,7 +510,7 @@ static attn_status attend_prefill(attn_ctx *ctx, const attn_kvcache *c,
         attn__sdpa_plan p;
         attn_status st = attn__sdpa_plan_make(ctx, &s, 0, &p);
         if (st) return st;
-        attn__paged pg = {c->kpool, c->vpool, q->tab, c->bs, c->Hkv, c->dt};
+        attn__paged pg = {c->kpool, c->vpool, q->tab, c->bs, c->nblocks, c->dt};
         p.pg = &pg;
         if ((st = attn__sdpa_forward_plan(ctx, &p))) return st;
     }

@@ -83,7 +83,7 @@ static void paged_gather(const attn__paged *pg, const void *pool, int64_t hk, in
     const size_t es = pg->dt == ATTN__KV_F32 ? 4 : 2;
     for (int64_t j = a; j < e; j++) {
         const int64_t blk = pg->tab[j / pg->bs];
-        const char *row = (const char *)pool + (size_t)(((blk * pg->Hkv + hk) * pg->bs + j % pg->bs) * W) * es;
+        const char *row = (const char *)pool + (size_t)(((hk * pg->nblocks + blk) * pg->bs + j % pg->bs) * W) * es;
         float *d = dst + (j - a) * W;
         if (pg->dt == ATTN__KV_F32) {
             memcpy(d, row, (size_t)W * 4);

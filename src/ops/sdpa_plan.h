@@ -10,12 +10,12 @@ enum { ATTN__MASK_NONE = 0, ATTN__MASK_FLOAT, ATTN__MASK_BOOL };
 
 /* Keys and values read through a paged KV cache's block table instead of
  * the k and v views (the forward only: attn_kvcache_attend's prefill). Row
- * j of kv head hk: pool + ((tab[j / bs] * Hkv + hk) * bs + j % bs) * D
+ * j of kv head hk: pool + ((hk * nblocks + tab[j / bs]) * bs + j % bs) * D
  * elements of dt (kernels/decode.h's ATTN__KV_*). */
 typedef struct attn__paged {
     const void *kpool, *vpool;
     const int32_t *tab;
-    int64_t bs, Hkv;
+    int64_t bs, nblocks;
     int dt;
 } attn__paged;
 
