@@ -121,7 +121,8 @@ static void check_incremental(const char *dir32) {
     int32_t *ids = expected(dir32, "ids_3", &T);
     float *full = expected(dir32, "logits_3", &n);
     assert_true(T >= 12);
-    float *own = malloc((size_t)(T * V) * sizeof(float)), *step = malloc((size_t)V * 8 * sizeof(float));
+    float *own = malloc((size_t)(T * V) * sizeof(float)),
+          *step = malloc((size_t)V * 8 * sizeof(float));
     assert_non_null(own);
     assert_non_null(step);
     attn_gpt_cache *c;
@@ -141,8 +142,7 @@ static void check_incremental(const char *dir32) {
     /* a chunk of 4 with every row's logits */
     assert_int_equal(attn_gpt_forward(at_ctx, m, c, 4, ids + T - 4, 0, step), ATTN_OK);
     worst = fmax(worst, max_abs_diff(step, own + (T - 4) * V, 4 * V));
-    if (at_verbose())
-        printf("incremental vs full: %.3g, vs transformers %.3g\n", worst, worst_hf);
+    if (at_verbose()) printf("incremental vs full: %.3g, vs transformers %.3g\n", worst, worst_hf);
     assert_true(worst <= 1e-5);
     assert_true(worst_hf <= 1e-4);
     /* the cache is full: one more is refused and nothing changes */
@@ -362,7 +362,8 @@ static void test_sample(void **state) {
         float t;
         int64_t k;
         float top_p;
-    } cases[] = {{1.0f, 0, 1.0f}, {0.5f, 0, 1.0f}, {2.0f, 3, 1.0f}, {1.0f, 0, 0.8f}, {1.0f, 4, 0.95f}};
+    } cases[] = {
+        {1.0f, 0, 1.0f}, {0.5f, 0, 1.0f}, {2.0f, 3, 1.0f}, {1.0f, 0, 0.8f}, {1.0f, 4, 0.95f}};
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
         p.temperature = cases[ci].t, p.top_k = cases[ci].k, p.top_p = cases[ci].top_p;
         /* expected: sort by (logit desc, id asc), keep k, then the nucleus */
@@ -446,7 +447,8 @@ static void edit_config(const char *from, const char *to) {
  * every float tensor in dtype dt (BF16: rounded to nearest even; the F32
  * spelling of those values goes to f32_twin when not NULL), and `bad`
  * stored as I32. */
-static void rewrite_weights(const char *drop, const char *bad, attn_dtype dt, const char *f32_twin) {
+static void rewrite_weights(const char *drop, const char *bad, attn_dtype dt,
+                            const char *f32_twin) {
     char path[1200];
     snprintf(path, sizeof path, "%s/model.safetensors", dir32);
     attn_safetensors *st;
@@ -653,9 +655,9 @@ static void check_batch(const char *dir) {
                      ATTN_OK);
     for (int i = 0; i < NPROMPTS; i++) {
         int64_t one;
-        assert_int_equal(attn_gpt_generate(at_ctx, m, pr[i], lens[i], &p, NULL, NULL, out2[i], &one,
-                                           NULL),
-                         ATTN_OK);
+        assert_int_equal(
+            attn_gpt_generate(at_ctx, m, pr[i], lens[i], &p, NULL, NULL, out2[i], &one, NULL),
+            ATTN_OK);
         assert_int_equal(made[i], 24);
         assert_int_equal(one, 24);
         assert_memory_equal(buf[i], buf2[i], 24 * sizeof(int32_t));
@@ -712,9 +714,9 @@ static void test_bad_args(void **state) {
                      ATTN_E_ARG);
     assert_non_null(strstr(attn_ctx_last_error(at_ctx), "top_p"));
     p.top_p = 1.0f;
-    assert_int_equal(attn_gpt_generate(at_ctx, m, prompt, cf->n_positions + 1, &p, NULL, NULL,
-                                       NULL, NULL, NULL),
-                     ATTN_E_ARG);
+    assert_int_equal(
+        attn_gpt_generate(at_ctx, m, prompt, cf->n_positions + 1, &p, NULL, NULL, NULL, NULL, NULL),
+        ATTN_E_ARG);
     assert_non_null(strstr(attn_ctx_last_error(at_ctx), "n_positions"));
     p.max_new_tokens = cf->n_positions - 10 + 2; /* one beyond the table */
     assert_int_equal(attn_gpt_generate(at_ctx, m, prompt, 10, &p, NULL, NULL, NULL, NULL, NULL),
@@ -803,14 +805,14 @@ static int teardown(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_logits_f32),   cmocka_unit_test(test_logits_f16_prefixed),
-        cmocka_unit_test(test_incremental),  cmocka_unit_test(test_batch),
-        cmocka_unit_test(test_greedy_f32),   cmocka_unit_test(test_greedy_f16),
-        cmocka_unit_test(test_stops),        cmocka_unit_test(test_seed_threads),
-        cmocka_unit_test(test_sample),       cmocka_unit_test(test_bf16),
-        cmocka_unit_test(test_hostile_dirs), cmocka_unit_test(test_bad_args),
-        cmocka_unit_test(test_model_open),   cmocka_unit_test(test_gemv),
-        cmocka_unit_test(test_llama),        cmocka_unit_test(test_llama_hostile),
+        cmocka_unit_test(test_logits_f32),     cmocka_unit_test(test_logits_f16_prefixed),
+        cmocka_unit_test(test_incremental),    cmocka_unit_test(test_batch),
+        cmocka_unit_test(test_greedy_f32),     cmocka_unit_test(test_greedy_f16),
+        cmocka_unit_test(test_stops),          cmocka_unit_test(test_seed_threads),
+        cmocka_unit_test(test_sample),         cmocka_unit_test(test_bf16),
+        cmocka_unit_test(test_hostile_dirs),   cmocka_unit_test(test_bad_args),
+        cmocka_unit_test(test_model_open),     cmocka_unit_test(test_gemv),
+        cmocka_unit_test(test_llama),          cmocka_unit_test(test_llama_hostile),
         cmocka_unit_test(test_batch_generate),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

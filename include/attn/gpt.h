@@ -21,9 +21,10 @@ extern "C" {
 /* What the MLP applies between its two projections (config.json's
  * activation_function). */
 typedef enum attn_gpt_act {
-    ATTN_GPT_GELU_TANH = 0, /* "gelu_new", "gelu_pytorch_tanh": 0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x^3))) */
-    ATTN_GPT_GELU = 1,      /* "gelu": exact, x Phi(x) */
-    ATTN_GPT_SILU = 2,      /* Llama's "silu" gate: down(silu(gate x) * up x) */
+    ATTN_GPT_GELU_TANH =
+        0, /* "gelu_new", "gelu_pytorch_tanh": 0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x^3))) */
+    ATTN_GPT_GELU = 1, /* "gelu": exact, x Phi(x) */
+    ATTN_GPT_SILU = 2, /* Llama's "silu" gate: down(silu(gate x) * up x) */
 } attn_gpt_act;
 
 /* The architecture, from config.json's model_type. */
@@ -36,17 +37,17 @@ typedef enum attn_gpt_arch {
  * brackets). E = n_embd, Dh = E / n_head. */
 typedef struct attn_gpt_config {
     attn_gpt_arch arch;
-    int64_t vocab_size;  /* rows of the token embedding */
-    int64_t n_positions; /* the longest sequence, prompt + generated (GPT-2: rows of
-                          * wpe) [max_position_embeddings] */
-    int64_t n_embd;      /* E [hidden_size] */
-    int64_t n_layer;     /* [num_hidden_layers] */
-    int64_t n_head;      /* dividing E [num_attention_heads] */
-    int64_t n_kv_head;   /* key/value heads, dividing n_head (GPT-2: n_head)
-                          * [num_key_value_heads] */
-    int64_t n_inner;     /* MLP width (GPT-2 config null: 4E) [intermediate_size] */
+    int64_t vocab_size;       /* rows of the token embedding */
+    int64_t n_positions;      /* the longest sequence, prompt + generated (GPT-2: rows of
+                               * wpe) [max_position_embeddings] */
+    int64_t n_embd;           /* E [hidden_size] */
+    int64_t n_layer;          /* [num_hidden_layers] */
+    int64_t n_head;           /* dividing E [num_attention_heads] */
+    int64_t n_kv_head;        /* key/value heads, dividing n_head (GPT-2: n_head)
+                               * [num_key_value_heads] */
+    int64_t n_inner;          /* MLP width (GPT-2 config null: 4E) [intermediate_size] */
     float layer_norm_epsilon; /* LayerNorm's, or RMSNorm's [rms_norm_eps] */
-    double rope_theta;   /* Llama: RoPE base [rope_theta, or rope_parameters.rope_theta] */
+    double rope_theta;        /* Llama: RoPE base [rope_theta, or rope_parameters.rope_theta] */
     attn_rope_scaling rope_scaling; /* Llama: [rope_scaling / rope_parameters]:
                                      * default, linear or llama3 */
     int attention_bias, mlp_bias;   /* Llama: biases of the projections (GPT-2: 1) */

@@ -171,7 +171,8 @@ attn_status attn_gpt_generate(attn_ctx *ctx, const attn_gpt *m, const int32_t *p
     attn__ctx_clear(ctx);
     if (n_out) *n_out = 0;
     if (stats) memset(stats, 0, sizeof *stats);
-    if (!m || !prompt || !p) return attn_ctx_fail(ctx, ATTN_E_ARG, "model, prompt or params is NULL");
+    if (!m || !prompt || !p)
+        return attn_ctx_fail(ctx, ATTN_E_ARG, "model, prompt or params is NULL");
     const char *why = attn__gen_bad_params(p);
     if (why) return attn_ctx_fail(ctx, ATTN_E_ARG, "generation parameters: %s", why);
     const attn_gpt_config *cf = &m->cfg;
@@ -185,8 +186,8 @@ attn_status attn_gpt_generate(attn_ctx *ctx, const attn_gpt *m, const int32_t *p
         return attn_ctx_fail(ctx, ATTN_E_ARG,
                              "%lld prompt tokens + %lld new tokens exceed the model's position "
                              "table (n_positions = %lld: at most %lld new tokens)",
-                             (long long)n, (long long)p->max_new_tokens,
-                             (long long)cf->n_positions, (long long)(cf->n_positions - n + 1));
+                             (long long)n, (long long)p->max_new_tokens, (long long)cf->n_positions,
+                             (long long)(cf->n_positions - n + 1));
     if (p->eos_id >= cf->vocab_size)
         return attn_ctx_fail(ctx, ATTN_E_ARG, "eos_id %d is outside [0, vocab_size = %lld)",
                              p->eos_id, (long long)cf->vocab_size);
@@ -195,9 +196,9 @@ attn_status attn_gpt_generate(attn_ctx *ctx, const attn_gpt *m, const int32_t *p
     float *lg = malloc((size_t)V * sizeof *lg);
     int32_t *idx = malloc((size_t)V * sizeof *idx);
     attn_gpt_cache *c = NULL;
-    attn_status st = lg && idx ? ATTN_OK
-                               : attn_ctx_fail(ctx, ATTN_E_NOMEM, "cannot allocate %lld logits",
-                                               (long long)V);
+    attn_status st =
+        lg && idx ? ATTN_OK
+                  : attn_ctx_fail(ctx, ATTN_E_NOMEM, "cannot allocate %lld logits", (long long)V);
     if (!st) st = attn_gpt_cache_create(ctx, m, 1, n + p->max_new_tokens - 1, &c);
     double t0 = now_s(), t1 = t0;
     if (!st) st = attn_gpt_forward(ctx, m, c, n, prompt, 1, lg);

@@ -53,9 +53,8 @@ attn_status attn_gpt_cache_create(attn_ctx *ctx, const attn_gpt *m, int64_t B, i
     if (B < 1 || B > (1 << 20))
         return attn_ctx_fail(ctx, ATTN_E_ARG, "cache batch %lld outside [1, 2^20]", (long long)B);
     if (cap < 1 || cap > cf->n_positions)
-        return attn_ctx_fail(ctx, ATTN_E_ARG,
-                             "cache capacity %lld outside [1, n_positions = %lld]", (long long)cap,
-                             (long long)cf->n_positions);
+        return attn_ctx_fail(ctx, ATTN_E_ARG, "cache capacity %lld outside [1, n_positions = %lld]",
+                             (long long)cap, (long long)cf->n_positions);
     attn_gpt_cache *c = calloc(1, sizeof *c);
     const size_t L = (size_t)cf->n_layer;
     const size_t E = (size_t)(cf->n_kv_head * (cf->n_embd / cf->n_head)); /* KV width */
@@ -224,7 +223,8 @@ attn_status attn_gpt_forward(attn_ctx *ctx, const attn_gpt *m, attn_gpt_cache *c
     if (c->cfg.n_embd != cf->n_embd || c->cfg.n_layer != cf->n_layer)
         return attn_ctx_fail(ctx, ATTN_E_ARG, "the cache was made for another model's sizes");
     const int64_t B = c->B, E = cf->n_embd, V = cf->vocab_size;
-    if (T < 1) return attn_ctx_fail(ctx, ATTN_E_ARG, "T = %lld new tokens, need >= 1", (long long)T);
+    if (T < 1)
+        return attn_ctx_fail(ctx, ATTN_E_ARG, "T = %lld new tokens, need >= 1", (long long)T);
     if (T > c->cap - c->len)
         return attn_ctx_fail(ctx, ATTN_E_ARG,
                              "%lld new tokens after %lld exceed the cache's %lld positions "

@@ -19,12 +19,12 @@ typedef struct attn__gpt_layer {
 
 struct attn_gpt {
     attn_gpt_config cfg;
-    float *wte, *wpe;         /* [V, E], [P, E] (Llama: wpe NULL) */
-    float *lnf_g, *lnf_b;     /* [E] ln_f / norm (Llama: lnf_b NULL) */
-    float *inv_freq;          /* Llama: [Dh/2] RoPE frequencies, scaled */
-    float *head;              /* [V, E]: wte when tied, else lm_head.weight */
-    attn__gpt_layer *layers;  /* [n_layer] */
-    float *arena;             /* every weight above lives here */
+    float *wte, *wpe;        /* [V, E], [P, E] (Llama: wpe NULL) */
+    float *lnf_g, *lnf_b;    /* [E] ln_f / norm (Llama: lnf_b NULL) */
+    float *inv_freq;         /* Llama: [Dh/2] RoPE frequencies, scaled */
+    float *head;             /* [V, E]: wte when tied, else lm_head.weight */
+    attn__gpt_layer *layers; /* [n_layer] */
+    float *arena;            /* every weight above lives here */
 };
 
 /* A model with cfg's sizes and uninitialised weights (validates cfg).

@@ -49,8 +49,8 @@ static attn_status get_token_id(attn_ctx *ctx, const char *path, json_t *j, cons
     }
     if (st) return st;
     if (id >= V)
-        return attn_ctx_fail(ctx, ATTN_E_SHAPE, "%s: %s %lld is outside vocab_size %lld", path,
-                             key, (long long)id, (long long)V);
+        return attn_ctx_fail(ctx, ATTN_E_SHAPE, "%s: %s %lld is outside vocab_size %lld", path, key,
+                             (long long)id, (long long)V);
     *out = (int32_t)id;
     return ATTN_OK;
 }

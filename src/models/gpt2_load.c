@@ -16,12 +16,13 @@ attn_status attn__gpt_alloc(attn_ctx *ctx, const attn_gpt_config *cfg, attn_gpt 
     if (c->vocab_size < 1 || c->n_positions < 1 || c->n_embd < 1 || c->n_layer < 1 ||
         c->n_head < 1 || c->n_inner < 1 || c->n_embd % c->n_head || c->n_kv_head < 1 ||
         c->n_head % c->n_kv_head)
-        return attn_ctx_fail(ctx, ATTN_E_SHAPE,
-                             "invalid decoder sizes (E=%lld, H=%lld, Hkv=%lld, I=%lld, layers=%lld, "
-                             "V=%lld, P=%lld)",
-                             (long long)c->n_embd, (long long)c->n_head, (long long)c->n_kv_head,
-                             (long long)c->n_inner, (long long)c->n_layer,
-                             (long long)c->vocab_size, (long long)c->n_positions);
+        return attn_ctx_fail(
+            ctx, ATTN_E_SHAPE,
+            "invalid decoder sizes (E=%lld, H=%lld, Hkv=%lld, I=%lld, layers=%lld, "
+            "V=%lld, P=%lld)",
+            (long long)c->n_embd, (long long)c->n_head, (long long)c->n_kv_head,
+            (long long)c->n_inner, (long long)c->n_layer, (long long)c->vocab_size,
+            (long long)c->n_positions);
     const int llama = c->arch == ATTN_GPT_ARCH_LLAMA;
     const size_t E = (size_t)c->n_embd, I = (size_t)c->n_inner, V = (size_t)c->vocab_size;
     const size_t Dh = E / (size_t)c->n_head, KV = (size_t)c->n_kv_head * Dh;
@@ -175,11 +176,11 @@ static attn_status load_llama(loader *L, const attn_gpt_config *c, attn_gpt *m) 
         return st;
     for (int64_t l = 0; l < c->n_layer; l++)
         if ((st = load_llama_layer(L, c, l, &m->layers[l]))) return st;
-    if (!c->tie_word_embeddings &&
-        (st = take(L, "lm_head.weight", 2, c->vocab_size, E, m->head)))
+    if (!c->tie_word_embeddings && (st = take(L, "lm_head.weight", 2, c->vocab_size, E, m->head)))
         return st;
     char extra[96];
-    snprintf(extra, sizeof extra, "model.layers.%lld.input_layernorm.weight", (long long)c->n_layer);
+    snprintf(extra, sizeof extra, "model.layers.%lld.input_layernorm.weight",
+             (long long)c->n_layer);
     if (attn_safetensors_find(L->st, extra) >= 0)
         return attn_ctx_fail(L->ctx, ATTN_E_SHAPE,
                              "%s: tensor '%s' exists, but config.json says num_hidden_layers = "

@@ -52,14 +52,15 @@ static attn_status run(attn_ctx *ctx, batch_run *R, int64_t Bq, int64_t T, const
             const int64_t sh[3] = {Hkv, T, Dh}, st[3] = {Dh, ld, 1};
             attn_rope rk = L.attn.heads.rope; /* keys stored rotated at len + t */
             rk.q_pos = rk.k_pos = 0;
-            attn_status s = attn_kvcache_append(ctx, R->kv[l], R->sid[sel[b]], view(row + E, 3, sh, st),
-                                                view(row + E + KV, 3, sh, st),
-                                                rk.rot_dim ? &rk : NULL);
+            attn_status s =
+                attn_kvcache_append(ctx, R->kv[l], R->sid[sel[b]], view(row + E, 3, sh, st),
+                                    view(row + E + KV, 3, sh, st), rk.rot_dim ? &rk : NULL);
             if (s) return s;
         }
         attn_kvcache_attend_args a;
         memset(&a, 0, sizeof a);
-        const int64_t qs[4] = {Bq, H, T, Dh}, qst[4] = {T * ld, Dh, ld, 1}, ost[4] = {T * E, Dh, E, 1};
+        const int64_t qs[4] = {Bq, H, T, Dh}, qst[4] = {T * ld, Dh, ld, 1},
+                      ost[4] = {T * E, Dh, E, 1};
         a.q = view(R->qkv, 4, qs, qst);
         a.out = view(R->o, 4, qs, ost);
         int32_t seqs[64];
@@ -91,8 +92,7 @@ static attn_status run(attn_ctx *ctx, batch_run *R, int64_t Bq, int64_t T, const
 
 attn_status attn_gpt_generate_batch(attn_ctx *ctx, const attn_gpt *m, int64_t n,
                                     const int32_t *const *prompts, const int64_t *lens,
-                                    const attn_gen_params *p, int32_t *const *out,
-                                    int64_t *n_out) {
+                                    const attn_gen_params *p, int32_t *const *out, int64_t *n_out) {
     attn__ctx_clear(ctx);
     if (!m || !prompts || !lens || !p || !out || !n_out)
         return attn_ctx_fail(ctx, ATTN_E_ARG, "a NULL argument");
