@@ -54,7 +54,8 @@ expect 1 "'embeddings.word_embeddings.weight' has shape \[9, 4\], but config.jso
     "$ATTN" similarity --model "$tmp/vocab" "x"
 expect 1 "vocabtxt/vocab.txt has 10 tokens but config.json says vocab_size 9" \
     "$ATTN" embed --model "$tmp/vocabtxt" "x"
-expect 1 "gpt/config.json: model_type \"gpt2\" is not supported" "$ATTN" embed --model "$tmp/gpt" "x"
+expect 1 "gpt/config.json: model_type \"t5\" is not supported" "$ATTN" embed --model "$tmp/gpt" "x"
+expect 1 "gpt2-tiny: not a BERT model" "$ATTN" embed --model "$ATTN_TEST_DATA/gpt2-tiny" "x"
 
 printf 'hello\nworld\n\xff\xfe bad\nhello\n' > "$tmp/bad_utf8.txt"
 expect 1 "bad_utf8.txt:3: invalid UTF-8 at byte 0" "$ATTN" embed "${M[@]}" --input "$tmp/bad_utf8.txt"

@@ -72,14 +72,21 @@ static void test_errors(void **state) {
     snprintf(path, sizeof path, "%s/config.json", dir);
     FILE *f = fopen(path, "w");
     assert_non_null(f);
-    fputs("{\"model_type\": \"gpt2\", \"vocab_size\": 9}", f);
+    fputs("{\"model_type\": \"t5\", \"vocab_size\": 9}", f);
     fclose(f);
     assert_int_equal(attn_model_open(ctx, dir, 0, &m), ATTN_E_UNSUPPORTED);
-    assert_non_null(strstr(attn_ctx_last_error(ctx), "config.json: model_type \"gpt2\""));
+    assert_non_null(strstr(attn_ctx_last_error(ctx), "config.json: model_type \"t5\""));
     /* the BERT configuration reader says the same of another model type */
     attn_bert_config c;
     assert_int_equal(attn_bert_config_load(ctx, dir, &c), ATTN_E_UNSUPPORTED);
-    assert_non_null(strstr(attn_ctx_last_error(ctx), "model_type \"gpt2\""));
+    assert_non_null(strstr(attn_ctx_last_error(ctx), "model_type \"t5\""));
+    /* a GPT-2 config lacking its sizes names the missing key */
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("{\"model_type\": \"gpt2\", \"vocab_size\": 9}", f);
+    fclose(f);
+    assert_int_equal(attn_model_open(ctx, dir, 0, &m), ATTN_E_NOTFOUND);
+    assert_non_null(strstr(attn_ctx_last_error(ctx), "n_positions"));
     unlink(path);
     rmdir(dir);
     attn_ctx_free(ctx);

@@ -9,6 +9,7 @@
 
 #include "core.h"
 #include "explain.h"
+#include "gpt.h"
 #include "io.h"
 #include "models.h"
 #include "nn.h"

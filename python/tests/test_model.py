@@ -100,6 +100,6 @@ def test_tokenize_equals_bert_tokenizer_fast():
 def test_open_errors_name_the_file(tmp_path):
     with pytest.raises(OSError):
         attn.Model.open(tmp_path / "missing")
-    (tmp_path / "config.json").write_text('{"model_type": "gpt2"}')
+    (tmp_path / "config.json").write_text('{"model_type": "t5"}')
     with pytest.raises(ValueError, match="config.json"):
         attn.Model.open(tmp_path)

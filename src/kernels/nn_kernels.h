@@ -49,6 +49,13 @@ typedef struct attn_nn_kernels {
     /* dx[i] = dy[i] * (s + 2 c x s (1 - s) (1 + 3 a x^2)), 1 - s formed as
      * s exp(-2u); dx may be dy */
     void (*gelu_tanh_bwd)(const float *x, const float *dy, float *dx, int64_t n);
+    /* Matrix-vector product over n rows of W (row stride ldw):
+     *   y[j] = sum_k W[j][k] x[k]  (+ y[j] when acc; y is not read otherwise)
+     * The one-token step of a decoder (a Linear layer on one row) is bound
+     * by reading W once; a GEMM library's M = 1 path streams it slower
+     * (docs/PERFORMANCE.md). Each family's own summation order. */
+    void (*gemv)(const float *W, int64_t ldw, int64_t n, int64_t K, const float *x, int acc,
+                 float *y);
 } attn_nn_kernels;
 
 /* GELU-tanh constants: c = sqrt(2/pi), a; -2c; 2c; 3a. */

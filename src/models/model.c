@@ -3,7 +3,9 @@
  * its own file (bert_config.c, bert_load.c), the tokenizer from text/. */
 #include "io/json.h"
 #include "models/bert.h"
+#include "models/gpt2.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -12,6 +14,8 @@ struct attn_model {
     char dir[ATTN__PATH_LEN];
     attn_tokenizer *tok;
     attn_bert *bert;
+    attn_gpt *gpt;
+    attn_bpe *bpe;
 };
 
 /* config.json's model_type ("bert" when absent, as older BERT checkpoints). */
@@ -27,18 +31,51 @@ static attn_status read_type(attn_ctx *ctx, const char *dir, attn_model_type *ty
         st = attn_ctx_fail(ctx, ATTN_E_FORMAT, "%s: expected a JSON object", path);
     else
         st = attn__json_get_str(ctx, path, j, "model_type", "bert", &name);
-    if (!st && strcmp(name, "bert"))
-        st = attn_ctx_fail(ctx, ATTN_E_UNSUPPORTED,
-                           "%s: model_type \"%s\" is not supported (supported: bert)", path, name);
-    json_decref(j);
     *type = ATTN_MODEL_BERT;
+    if (!st && !strcmp(name, "gpt2"))
+        *type = ATTN_MODEL_GPT2;
+    else if (!st && !strcmp(name, "llama"))
+        *type = ATTN_MODEL_LLAMA;
+    else if (!st && strcmp(name, "bert"))
+        st = attn_ctx_fail(ctx, ATTN_E_UNSUPPORTED,
+                           "%s: model_type \"%s\" is not supported (supported: bert, gpt2, llama)", path,
+                           name);
+    json_decref(j);
     return st;
+}
+
+/* A decoder's byte-level BPE tokenizer (tokenizer.json, or vocab.json +
+ * merges.txt), when the directory has one: its ids must all be ids of the
+ * model (a model may have more, padded, rows than the tokenizer has ids). */
+static attn_status open_bpe(attn_ctx *ctx, attn_model *m) {
+    attn_status st = attn_bpe_load_dir(ctx, m->dir, &m->bpe);
+    if (st == ATTN_E_NOTFOUND) {
+        char p1[ATTN__PATH_LEN], p2[ATTN__PATH_LEN];
+        FILE *f1 = attn__path_join(p1, m->dir, "tokenizer.json", NULL) ? fopen(p1, "rb") : NULL;
+        FILE *f2 = attn__path_join(p2, m->dir, "vocab.json", NULL) ? fopen(p2, "rb") : NULL;
+        const int some = f1 || f2;
+        if (f1) fclose(f1);
+        if (f2) fclose(f2);
+        if (!some) { /* no tokenizer at all: ids only */
+            attn__ctx_clear(ctx);
+            return ATTN_OK;
+        }
+    }
+    if (st) return st;
+    const int64_t V = attn_gpt_get_config(m->gpt)->vocab_size, tv = attn_bpe_vocab_size(m->bpe);
+    if (tv > V)
+        return attn_ctx_fail(ctx, ATTN_E_SHAPE,
+                             "%s: the tokenizer has %lld ids but config.json says vocab_size %lld",
+                             m->dir, (long long)tv, (long long)V);
+    return ATTN_OK;
 }
 
 void attn_model_free(attn_model *m) {
     if (!m) return;
     attn_tokenizer_free(m->tok);
     attn_bert_free(m->bert);
+    attn_gpt_free(m->gpt);
+    attn_bpe_free(m->bpe);
     free(m);
 }
 
@@ -63,7 +100,21 @@ attn_status attn_model_open(attn_ctx *ctx, const char *dir, int flags, attn_mode
     in->type = ATTN_MODEL_TOKENIZER, in->type_name = "tokenizer";
     if (!st && !(flags & ATTN_MODEL_OPEN_TOKENIZER)) {
         /* the model first: its config.json says what the directory is */
-        if (!(st = read_type(ctx, m->dir, &in->type))) st = attn_bert_load(ctx, m->dir, &m->bert);
+        st = read_type(ctx, m->dir, &in->type);
+        if (!st && (in->type == ATTN_MODEL_GPT2 || in->type == ATTN_MODEL_LLAMA)) {
+            if (!(st = attn_gpt_load(ctx, m->dir, &m->gpt))) st = open_bpe(ctx, m);
+            if (!st) {
+                const attn_gpt_config *c = attn_gpt_get_config(m->gpt);
+                in->type_name = in->type == ATTN_MODEL_GPT2 ? "gpt2" : "llama";
+                in->hidden_size = c->n_embd, in->num_layers = c->n_layer;
+                in->num_heads = c->n_head, in->max_seq_length = c->n_positions;
+                in->vocab_size = c->vocab_size;
+                *out = m;
+                return ATTN_OK;
+            }
+        } else if (!st) {
+            st = attn_bert_load(ctx, m->dir, &m->bert);
+        }
         if (!st) {
             const attn_bert_config *c = attn_bert_get_config(m->bert);
             in->type_name = "bert";
@@ -99,4 +150,12 @@ const attn_tokenizer *attn_model_get_tokenizer(const attn_model *m) {
 
 const attn_bert *attn_model_get_bert(const attn_model *m) {
     return m ? m->bert : NULL;
+}
+
+const attn_gpt *attn_model_get_gpt(const attn_model *m) {
+    return m ? m->gpt : NULL;
+}
+
+const attn_bpe *attn_model_get_bpe(const attn_model *m) {
+    return m ? m->bpe : NULL;
 }

@@ -26,6 +26,7 @@ void attn__attend_sdpa_args(const attn__heads *hd, const attn__attend_args *a, a
     s->window = hd->window;
     s->window_left = hd->window_left;
     s->window_right = hd->window_right;
+    s->rope = hd->rope;
     s->kv_len = a->kv_len;
     s->mask = a->mask;
     s->key_padding_mask = a->key_padding_mask;
@@ -131,6 +132,7 @@ attn_status attn__mha_block_attend(attn_ctx *ctx, const attn__mha_block *m,
         at.k = (attn__rows){c->k, c->cap * KV, KV};
         at.v = (attn__rows){c->v, c->cap * KV, KV};
         hd.align = ATTN_ALIGN_BOTTOM_RIGHT; /* query t is position len + t */
+        hd.rope.q_pos += c->len; /* keys are cached unrotated, at their positions */
     }
     attn_status st = attn__attend(ctx, &hd, &at);
     if (!st && c) c->len += T;

@@ -27,6 +27,8 @@ typedef struct attn__heads {
     attn_align align;
     int window;
     int64_t window_left, window_right;
+    attn_rope rope; /* rotary positions (rot_dim 0: none); with a KV cache the
+                     * queries' positions start at the cache's length */
 } attn__heads;
 
 /* A request for the attention probabilities of head (b, h), rebuilt from

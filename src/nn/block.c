@@ -7,7 +7,7 @@
 void attn__embedding_forward(attn_ctx *ctx, const attn__embedding *e, const attn__batch *bt,
                              const int32_t *const *ids, int64_t pos0, float *x) {
     const int64_t E = e->E, T = bt->T, N = bt->B * T;
-#pragma omp parallel for num_threads(attn_ctx_threads(ctx)) schedule(static)
+#pragma omp parallel for num_threads(attn_ctx_threads(ctx)) schedule(static) if (N > 1)
     for (int64_t r = 0; r < N; r++) {
         const int64_t b = r / T, t = r % T;
         const int real = !bt->len || t < bt->len[b];
@@ -30,7 +30,7 @@ void attn__ffn_forward(attn_ctx *ctx, const attn__ffn *f, const attn__batch *bt,
                        float *h, float *y) {
     const int64_t E = f->E, I = f->I, N = bt->B * bt->T;
     attn__linear_forward(ctx, x, E, N, E, f->w1, f->b1, I, h, I);
-#pragma omp parallel for num_threads(attn_ctx_threads(ctx)) schedule(static)
+#pragma omp parallel for num_threads(attn_ctx_threads(ctx)) schedule(static) if (N > 1)
     for (int64_t r = 0; r < N; r++)
         if (!attn__batch_padded(bt, r)) attn__ffn_activate(f, h + r * I, I);
     attn__linear_forward(ctx, h, I, N, I, f->w2, f->b2, E, y, E);
@@ -39,7 +39,7 @@ void attn__ffn_forward(attn_ctx *ctx, const attn__ffn *f, const attn__batch *bt,
 void attn__residual_layernorm(attn_ctx *ctx, const attn__batch *bt, int64_t E, float *x, float *y,
                               const float *g, const float *b, float eps) {
     const int64_t N = bt->B * bt->T;
-#pragma omp parallel for num_threads(attn_ctx_threads(ctx)) schedule(static)
+#pragma omp parallel for num_threads(attn_ctx_threads(ctx)) schedule(static) if (N > 1)
     for (int64_t r = 0; r < N; r++) {
         if (attn__batch_padded(bt, r)) continue;
         float *xr = x + r * E, *yr = y + r * E;
@@ -50,7 +50,7 @@ void attn__residual_layernorm(attn_ctx *ctx, const attn__batch *bt, int64_t E, f
 }
 
 void attn__residual_add(attn_ctx *ctx, int64_t N, int64_t E, float *x, const float *y) {
-#pragma omp parallel for num_threads(attn_ctx_threads(ctx)) schedule(static)
+#pragma omp parallel for num_threads(attn_ctx_threads(ctx)) schedule(static) if (N > 1)
     for (int64_t r = 0; r < N; r++)
         for (int64_t c = 0; c < E; c++)
             x[r * E + c] += y[r * E + c];
@@ -58,7 +58,7 @@ void attn__residual_add(attn_ctx *ctx, int64_t N, int64_t E, float *x, const flo
 
 static void layernorm_rows(attn_ctx *ctx, int64_t N, int64_t E, const float *x, const float *g,
                            const float *b, float eps, float *y) {
-#pragma omp parallel for num_threads(attn_ctx_threads(ctx)) schedule(static)
+#pragma omp parallel for num_threads(attn_ctx_threads(ctx)) schedule(static) if (N > 1)
     for (int64_t r = 0; r < N; r++)
         attn__layernorm_forward(x + r * E, E, 1, E, g, b, eps, y + r * E, E, NULL, NULL);
 }

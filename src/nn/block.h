@@ -7,7 +7,8 @@
  * row b*T + t is token t of sequence b, real when t < len[b]. Padded rows go
  * through the GEMMs and attention (rows of the same calls) but the row-wise
  * steps skip them: attention never reads keys beyond len[b], so no real row
- * depends on them. */
+ * depends on them. The row-wise steps of a single row (a decoder's step) run
+ * on the calling thread: a team for one row only waits for itself. */
 #ifndef ATTN_NN_BLOCK_H
 #define ATTN_NN_BLOCK_H
 

@@ -7,18 +7,45 @@
  * OPENBLAS_CORETYPE. The measurements behind the choice are in
  * docs/PERFORMANCE.md ("GEMM"), the reasons in docs/DESIGN.md.
  *
+ * One row times a weight matrix (M = 1, B transposed: a Linear layer on the
+ * one token of a decoder step) goes to the nn kernel table's gemv instead,
+ * rows split over the threads: it reads W at close to the streaming
+ * bandwidth where dnnl_sgemm's M = 1 path reached about 60% of it
+ * (docs/PERFORMANCE.md, "GPT-2 decoding"). Each output is made by one
+ * thread in one order, so it does not depend on the thread count.
+ *
  * Threads: oneDNN runs on the calling thread's OpenMP team, sized by
  * omp_get_max_threads(). The context's count is set for this call and the
  * caller's setting put back after it, so nothing process-wide changes. */
+#include "kernels/arch.h"
 #include "nn/nn.h"
 
 #include <omp.h>
 #include <oneapi/dnnl/dnnl.h>
 #include <stdio.h>
 
+/* Rows per task of the GEMV: W rows stream in contiguous runs. */
+#define GEMV_ROWS 64
+
+static void gemv(attn_ctx *ctx, int64_t N, int64_t K, const float *x, const float *W, int64_t ldw,
+                 int acc, float *y) {
+    const attn_nn_kernels *k = attn__nn_kernels();
+    const int64_t tasks = (N + GEMV_ROWS - 1) / GEMV_ROWS;
+    const int threads = (int)ATTN_MIN((int64_t)attn_ctx_threads(ctx), tasks);
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t t = 0; t < tasks; t++) {
+        const int64_t j0 = t * GEMV_ROWS, n = ATTN_MIN((int64_t)GEMV_ROWS, N - j0);
+        k->gemv(W + j0 * ldw, ldw, n, K, x, acc, y + j0);
+    }
+}
+
 void attn__sgemm(attn_ctx *ctx, int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
                  float alpha, const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
                  float *C, int64_t ldc) {
+    if (M == 1 && !trans_a && trans_b && alpha == 1.0f && (beta == 0.0f || beta == 1.0f) && K > 0 && N > 0) {
+        gemv(ctx, N, K, A, B, ldb, beta == 1.0f, C);
+        return;
+    }
     const int want = attn_ctx_threads(ctx), had = omp_get_max_threads();
     if (want != had) omp_set_num_threads(want);
     dnnl_status_t st = dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', M, N, K, alpha, A, lda,

@@ -92,8 +92,16 @@ attn_status attn_mha_create(attn_ctx *ctx, const attn_mha_config *cfg, uint64_t 
     if (!m) return attn_ctx_fail(ctx, ATTN_E_NOMEM, "mha: out of memory");
     m->cfg = c;
     m->E = c.E, m->H = c.H, m->Hkv = c.Hkv, m->Dh = c.E / c.H;
-    m->heads = (attn__heads){c.H,      c.Hkv,   m->Dh,    c.scale,       c.softcap,
-                             c.causal, c.align, c.window, c.window_left, c.window_right};
+    m->heads = (attn__heads){.H = c.H,
+                             .Hkv = c.Hkv,
+                             .Dh = m->Dh,
+                             .scale = c.scale,
+                             .softcap = c.softcap,
+                             .causal = c.causal,
+                             .align = c.align,
+                             .window = c.window,
+                             .window_left = c.window_left,
+                             .window_right = c.window_right};
     m->KV = c.Hkv * m->Dh, m->kdim = c.kdim, m->vdim = c.vdim;
     int64_t E = m->E, KV = m->KV;
     size_t nw = (size_t)(E * E + KV * m->kdim + KV * m->vdim), nb = (size_t)(E + 2 * KV);

@@ -23,6 +23,7 @@ static const struct {
     {"ring", attn_cmd_ring, "attention with the sequence split over MPI ranks (mpirun -np P)"},
     {"explain", attn_cmd_explain,
      "what attention does: heads, rollout, flow, head importance, faithfulness, --html"},
+    {"generate", attn_cmd_generate, "continue a prompt with a GPT-2 model (streams the text)"},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 

@@ -149,6 +149,50 @@ static void gelu_tanh_avx2(float *x, int64_t n) {
     gelu_tanh_map(x, x, x, n);
 }
 
+static inline float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* Four rows at a time, 8 columns per step, scalar column tail. */
+static void gemv_avx2(const float *W, int64_t ldw, int64_t n, int64_t K, const float *x, int acc,
+                      float *y) {
+    const int64_t K8 = K & ~(int64_t)7;
+    int64_t j = 0;
+    for (; j + 4 <= n; j += 4) {
+        const float *w0 = W + j * ldw, *w1 = w0 + ldw, *w2 = w1 + ldw, *w3 = w2 + ldw;
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (int64_t k = 0; k < K8; k += 8) {
+            const __m256 xv = _mm256_loadu_ps(x + k);
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w0 + k), xv, a0);
+            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w1 + k), xv, a1);
+            a2 = _mm256_fmadd_ps(_mm256_loadu_ps(w2 + k), xv, a2);
+            a3 = _mm256_fmadd_ps(_mm256_loadu_ps(w3 + k), xv, a3);
+        }
+        float s[4] = {hsum8(a0), hsum8(a1), hsum8(a2), hsum8(a3)};
+        for (int64_t k = K8; k < K; k++) {
+            s[0] = fmaf(w0[k], x[k], s[0]);
+            s[1] = fmaf(w1[k], x[k], s[1]);
+            s[2] = fmaf(w2[k], x[k], s[2]);
+            s[3] = fmaf(w3[k], x[k], s[3]);
+        }
+        for (int r = 0; r < 4; r++)
+            y[j + r] = acc ? y[j + r] + s[r] : s[r];
+    }
+    for (; j < n; j++) {
+        const float *w = W + j * ldw;
+        __m256 a = _mm256_setzero_ps();
+        for (int64_t k = 0; k < K8; k += 8)
+            a = _mm256_fmadd_ps(_mm256_loadu_ps(w + k), _mm256_loadu_ps(x + k), a);
+        float s = hsum8(a);
+        for (int64_t k = K8; k < K; k++)
+            s = fmaf(w[k], x[k], s);
+        y[j] = acc ? y[j] + s : s;
+    }
+}
+
 const attn_nn_kernels attn__nn_kernels_avx2 = {
     .name = "avx2",
     .erf = erf_avx2,
@@ -156,4 +200,5 @@ const attn_nn_kernels attn__nn_kernels_avx2 = {
     .gelu_bwd = gelu_bwd_avx2,
     .gelu_tanh = gelu_tanh_avx2,
     .gelu_tanh_bwd = gelu_tanh_bwd_avx2,
+    .gemv = gemv_avx2,
 };

@@ -97,6 +97,17 @@ static void gelu_tanh_bwd_scalar(const float *x, const float *dy, float *dx, int
     }
 }
 
+static void gemv_scalar(const float *W, int64_t ldw, int64_t n, int64_t K, const float *x, int acc,
+                        float *y) {
+    for (int64_t j = 0; j < n; j++) {
+        const float *w = W + j * ldw;
+        float s = 0.0f;
+        for (int64_t k = 0; k < K; k++)
+            s = fmaf(w[k], x[k], s);
+        y[j] = acc ? y[j] + s : s;
+    }
+}
+
 const attn_nn_kernels attn__nn_kernels_scalar = {
     .name = "scalar",
     .erf = erf_scalar,
@@ -104,4 +115,5 @@ const attn_nn_kernels attn__nn_kernels_scalar = {
     .gelu_bwd = gelu_bwd_scalar,
     .gelu_tanh = gelu_tanh_scalar,
     .gelu_tanh_bwd = gelu_tanh_bwd_scalar,
+    .gemv = gemv_scalar,
 };
