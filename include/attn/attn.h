@@ -14,5 +14,6 @@
 #include "nn.h"
 #include "sdpa.h"
 #include "text.h"
+#include "vit.h"
 
 #endif /* ATTN_ATTN_H */
