@@ -18,6 +18,9 @@ Writes, from the repository root:
       hidden_bf16_48       F32 [n, 37, E] its last hidden state at 48 x 48
                                        (interpolated)
       attn_32              F32 [L, H, 17, 17] the attention of image 0
+  tests/data/vit-tiny-top3.tsv  the 3 most probable labels of each image at
+                             32 x 32 with their probabilities (softmax of
+                             transformers' logits): IMAGE<TAB>LABEL<TAB>P
 The images are tests/data/image/{china.jpg, flower.jpg, rgba8.png, gray.jpg}
 (scripts/make_image_fixtures.py). Weights are drawn wider than ViT's own
 initialisation (std 0.02) so the logits are far from zero and differ by
@@ -98,6 +101,12 @@ def main():
         out[f"pixels_{i}_32"] = px32[i]
     save_file({k: np.ascontiguousarray(v.float().numpy()) for k, v in out.items()},
               "tests/data/vit_expect.safetensors")
+    # what `attn classify --top-k 3` must print (tests/test_classify.sh)
+    with open("tests/data/vit-tiny-top3.tsv", "w") as f:
+        for i, n in enumerate(IMAGES):
+            p = torch.softmax(out["logits_32"][i].double(), 0)
+            for k in torch.argsort(p, descending=True)[:3]:
+                f.write(f"{n}\t{LABELS[int(k)]}\t{float(p[k]):.6f}\n")
     print({k: tuple(v.shape) for k, v in out.items()})
     print("logits_32", out["logits_32"])
 
