@@ -40,7 +40,8 @@ static void usage(FILE *f) {
             "                   (Hugging Face's interpolate_pos_encoding)\n"
             "  --threads N      threads (default: ATTN_NUM_THREADS, else all cores)\n"
             "  --bench R        classify everything R more times and print the median\n"
-            "                   images/s to stderr (decoding and preprocessing included)\n"
+            "                   images/s and images per CPU second (all threads' CPU time)\n"
+            "                   to stderr (decoding and preprocessing included)\n"
             "  --show-attention write OUT.png: the preprocessed image with the [CLS]\n"
             "                   token's attention over the patches as a heat map (one IMAGE)\n"
             "  --layer L --head H   that head's attention (counted from 0)\n"
@@ -301,13 +302,14 @@ static int run(const cls_opts *op, const int64_t size[2], int n, const char **fi
     px = malloc((size_t)(n * per) * sizeof(float));
     logits = malloc((size_t)((int64_t)n * ATTN_MAX(c->num_labels, 1)) * sizeof(float));
     r = malloc((size_t)ATTN_MAX(c->num_labels, 1) * sizeof *r);
-    times = malloc((size_t)(o.bench + 1) * sizeof *times);
+    times = malloc((size_t)(2 * (o.bench + 1)) * sizeof *times);
     if (!px || !logits || !r || !times) {
         attn_cli_error(1, "out of memory for %d images", n);
         goto done;
     }
     for (int rep = 0; rep <= o.bench; rep++) {
         const double t0 = attn_cli_clock_s(CLOCK_MONOTONIC);
+        const double c0 = attn_cli_clock_s(CLOCK_PROCESS_CPUTIME_ID);
         if (load_images(ctx, &p, n, files, px, o.show && rep == 0 ? &keep : NULL)) goto done;
         if (c->num_labels) {
             attn_vit_outputs out = {logits, NULL, NULL};
@@ -317,16 +319,19 @@ static int run(const cls_opts *op, const int64_t size[2], int n, const char **fi
             }
         }
         times[rep] = attn_cli_clock_s(CLOCK_MONOTONIC) - t0;
+        times[o.bench + 1 + rep] = attn_cli_clock_s(CLOCK_PROCESS_CPUTIME_ID) - c0;
     }
     if (o.show && (rc = show_attention(ctx, m, &o, &p, files[0], px, &keep))) goto done;
     for (int i = 0; i < n && c->num_labels; i++)
         print_top(&o, c, files[i], logits + (int64_t)i * c->num_labels, r);
     if (o.bench) {
         const double med = attn_cli_median(times + 1, (size_t)o.bench);
+        const double cpu = attn_cli_median(times + o.bench + 2, (size_t)o.bench);
         fprintf(stderr,
-                "classify: %d images x %d runs, %d threads: median %.4f s = %.2f images/s "
-                "(decoding and preprocessing included)\n",
-                n, o.bench, attn_ctx_threads(ctx), med, n / med);
+                "classify: %d images x %d runs, %d threads: median %.4f s = %.2f images/s, "
+                "CPU time %.4f s = %.2f images per CPU second (decoding and preprocessing "
+                "included)\n",
+                n, o.bench, attn_ctx_threads(ctx), med, n / med, cpu, n / cpu);
     }
     rc = 0;
 done:
