@@ -197,7 +197,22 @@ static void nn_kernels(const attn__arch *f, const attn__arch *sc, at_rng *r) {
     f->nn.gelu(y0, n);
     sc->nn.gelu(y1, n);
     expect_bitwise(f->name, "gelu", y0, y1, (size_t)n);
-    free(x), free(y0), free(y1);
+    memcpy(y0, x, (size_t)n * sizeof *x);
+    memcpy(y1, x, (size_t)n * sizeof *x);
+    f->nn.gelu_tanh(y0, n);
+    sc->nn.gelu_tanh(y1, n);
+    expect_bitwise(f->name, "gelu_tanh", y0, y1, (size_t)n);
+    float *g = rnd(r, (size_t)n, -2, 2);
+    f->nn.gelu_bwd(x, g, y0, n);
+    sc->nn.gelu_bwd(x, g, y1, n);
+    expect_bitwise(f->name, "gelu_bwd", y0, y1, (size_t)n);
+    f->nn.gelu_tanh_bwd(x, g, y0, n);
+    sc->nn.gelu_tanh_bwd(x, g, y1, n);
+    expect_bitwise(f->name, "gelu_tanh_bwd", y0, y1, (size_t)n);
+    memcpy(y0, g, (size_t)n * sizeof *g); /* in place over dy */
+    f->nn.gelu_tanh_bwd(x, y0, y0, n);
+    expect_bitwise(f->name, "gelu_tanh_bwd in place", y0, y1, (size_t)n);
+    free(x), free(y0), free(y1), free(g);
 }
 
 /* The families under test: every one the CPU runs, or only the one named

@@ -250,8 +250,13 @@ static void test_block_is_attn_mha(void **state) {
         if (i >= 3 && i < 6)
             memcpy(bdst[i - 3], v, sizeof(float) * attn_tensor_numel(&ps[i].value));
     }
-    attn__mha_block blk = {
-        {H, HKV, DH, 0, 0, 0, 0, 0, 0, 0}, E, KV, wqkv, bqkv, ps[6].value.data, ps[7].value.data};
+    attn__mha_block blk = {.heads = {H, HKV, DH, 0, 0, 0, 0, 0, 0, 0},
+                           .E = E,
+                           .KV = KV,
+                           .w_qkv = wqkv,
+                           .b_qkv = bqkv,
+                           .w_out = ps[6].value.data,
+                           .b_out = ps[7].value.data};
     enum { S = 5 };
     float *x = rand_buf(B * T * E, 1.0f, 0.0f), *xkv = rand_buf(B * S * E, 1.0f, 0.0f);
     const int32_t kvl_self[B] = {T, 4}, kvl_cross[B] = {3, S};

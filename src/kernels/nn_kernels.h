@@ -40,7 +40,24 @@ typedef struct attn_nn_kernels {
     void (*erf)(const float *x, float *y, int64_t n);
     /* x[i] = x[i] * Phi(x[i]) = 0.5 x (1 + erf(x / sqrt 2)), exact GELU */
     void (*gelu)(float *x, int64_t n);
+    /* dx[i] = dy[i] * gelu'(x[i]), gelu' = Phi(x) + x phi(x); dx may be dy */
+    void (*gelu_bwd)(const float *x, const float *dy, float *dx, int64_t n);
+    /* GELU, tanh form, in place: 0.5 x (1 + tanh(u)), u = c (x + a x^3),
+     * evaluated as x * s, s = 1 / (1 + exp(-2u)) (the same function; no
+     * cancellation in 1 + tanh for negative x) */
+    void (*gelu_tanh)(float *x, int64_t n);
+    /* dx[i] = dy[i] * (s + 2 c x s (1 - s) (1 + 3 a x^2)), 1 - s formed as
+     * s exp(-2u); dx may be dy */
+    void (*gelu_tanh_bwd)(const float *x, const float *dy, float *dx, int64_t n);
 } attn_nn_kernels;
+
+/* GELU-tanh constants: c = sqrt(2/pi), a; -2c; 2c; 3a. */
+#define ATTN_GELU_TANH_A 0.044715f
+#define ATTN_GELU_TANH_M2C -1.5957691216057308f
+#define ATTN_GELU_TANH_2C 1.5957691216057308f
+#define ATTN_GELU_TANH_3A 0.134145f
+/* exp arguments are clamped to [-EXP_MAX, EXP_MAX] (2^n stays normal) */
+#define ATTN_NN_EXP_MAX 80.0f
 
 /* One element, the scalar family's algorithm (for the GELU backward). */
 float attn__erf1(float x);

@@ -74,24 +74,44 @@ attn_status attn__kv_cache_write(attn_ctx *ctx, attn__kv_cache *c, int64_t B, in
     return ATTN_OK;
 }
 
+void attn__mha_block_attend_args(const attn__mha_block *m, const attn__mha_block_args *a,
+                                 attn__attend_args *at) {
+    const int64_t E = m->E, KV = m->KV, T = a->T;
+    memset(at, 0, sizeof *at);
+    at->B = a->B, at->T = T;
+    if (a->x_kv) {
+        const int64_t S = a->S;
+        at->S = S;
+        at->q = (attn__rows){a->qkv, T * E, E};
+        at->k = (attn__rows){a->kv, S * 2 * KV, 2 * KV};
+        at->v = (attn__rows){a->kv + KV, S * 2 * KV, 2 * KV};
+    } else {
+        const int64_t ld = E + 2 * KV;
+        at->S = T;
+        at->q = (attn__rows){a->qkv, T * ld, ld};
+        at->k = (attn__rows){a->qkv + E, T * ld, ld};
+        at->v = (attn__rows){a->qkv + E + KV, T * ld, ld};
+    }
+    at->o = (attn__rows){a->o, T * E, E};
+    at->lse = a->lse;
+    at->mask = a->mask;
+    at->kv_len = a->kv_len;
+    at->probs = a->probs;
+}
+
 /* Cross-attention: q from x, k | v from x_kv. */
 static attn_status block_cross(attn_ctx *ctx, const attn__mha_block *m,
                                const attn__mha_block_args *a) {
     const int64_t E = m->E, KV = m->KV, B = a->B, T = a->T, S = a->S;
+    const int64_t kd = m->kdim ? m->kdim : E;
     if (a->cache)
         return attn_ctx_fail(ctx, ATTN_E_ARG,
                              "cross-attention takes no KV cache (its keys do not change)");
     const float *bq = m->b_qkv, *bkv = m->b_qkv ? m->b_qkv + E : NULL;
     attn__linear_forward(ctx, a->x, E, B * T, E, m->w_qkv, bq, E, a->qkv, E);
-    attn__linear_forward(ctx, a->x_kv, E, B * S, E, m->w_qkv + E * E, bkv, 2 * KV, a->kv, 2 * KV);
+    attn__linear_forward(ctx, a->x_kv, kd, B * S, kd, m->w_qkv + E * E, bkv, 2 * KV, a->kv, 2 * KV);
     attn__attend_args at;
-    memset(&at, 0, sizeof at);
-    at.B = B, at.T = T, at.S = S;
-    at.q = (attn__rows){a->qkv, T * E, E};
-    at.k = (attn__rows){a->kv, S * 2 * KV, 2 * KV};
-    at.v = (attn__rows){a->kv + KV, S * 2 * KV, 2 * KV};
-    at.o = (attn__rows){a->o, T * E, E};
-    at.lse = a->lse, at.mask = a->mask, at.kv_len = a->kv_len, at.probs = a->probs;
+    attn__mha_block_attend_args(m, a, &at);
     return attn__attend(ctx, &m->heads, &at);
 }
 
@@ -101,16 +121,7 @@ attn_status attn__mha_block_attend(attn_ctx *ctx, const attn__mha_block *m,
     const int64_t E = m->E, KV = m->KV, ld = E + 2 * KV, B = a->B, T = a->T;
     attn__linear_forward(ctx, a->x, E, B * T, E, m->w_qkv, m->b_qkv, ld, a->qkv, ld);
     attn__attend_args at;
-    memset(&at, 0, sizeof at);
-    at.B = B, at.T = T, at.S = T;
-    at.q = (attn__rows){a->qkv, T * ld, ld};
-    at.k = (attn__rows){a->qkv + E, T * ld, ld};
-    at.v = (attn__rows){a->qkv + E + KV, T * ld, ld};
-    at.o = (attn__rows){a->o, T * E, E};
-    at.lse = a->lse;
-    at.mask = a->mask;
-    at.kv_len = a->kv_len;
-    at.probs = a->probs;
+    attn__mha_block_attend_args(m, a, &at);
     attn__heads hd = m->heads;
     attn__kv_cache *c = a->cache;
     if (c) {

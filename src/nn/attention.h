@@ -88,8 +88,11 @@ attn_status attn__kv_cache_write(attn_ctx *ctx, attn__kv_cache *c, int64_t B, in
 typedef struct attn__mha_block {
     attn__heads heads;
     int64_t E, KV;
-    const float *w_qkv, *b_qkv; /* [E + 2KV, E], [E + 2KV] (NULL: no bias): Wq, Wk, Wv stacked */
+    const float *w_qkv, *b_qkv; /* [E + 2KV, E], [E + 2KV] (NULL: no bias): Wq, Wk, Wv stacked;
+                                 * cross-attention with kdim != E: Wq [E, E] then
+                                 * [Wk; Wv] [2KV, kdim] back to back */
     const float *w_out, *b_out; /* [E, E], [E] (NULL: no bias) */
+    int64_t kdim;               /* cross-attention only: width of x_kv rows (0: E) */
 } attn__mha_block;
 
 /* Inputs of one attention of a padded batch. */
@@ -97,7 +100,7 @@ typedef struct attn__mha_block_args {
     int64_t B, T;
     const float *x;        /* [B*T, E] token-major: the queries' input (and, for
                             * self-attention, the keys' and values') */
-    const float *x_kv;     /* optional [B*S, E]: cross-attention keys and values */
+    const float *x_kv;     /* optional [B*S, kdim]: cross-attention keys and values */
     int64_t S;             /* rows per batch of x_kv */
     const int32_t *kv_len; /* optional [B]: keys s >= kv_len[b] (padding) are masked */
     attn_tensor mask;      /* optional, as attn_sdpa_args.mask */
@@ -122,6 +125,12 @@ typedef struct attn__mha_block_args {
  * attn__kv_cache_write return. */
 attn_status attn__mha_block_attend(attn_ctx *ctx, const attn__mha_block *m,
                                    const attn__mha_block_args *a);
+
+/* The attention of a (no cache): q, k, v views over a->qkv (self) or
+ * a->qkv and a->kv (cross), o, lse, masks from a. The forward and the
+ * backward (nn/block_bwd.c) build their views here. */
+void attn__mha_block_attend_args(const attn__mha_block *m, const attn__mha_block_args *a,
+                                 attn__attend_args *at);
 
 /* y = o Wout^T + bout over N rows. */
 void attn__mha_block_out(attn_ctx *ctx, const attn__mha_block *m, int64_t N, const float *o,

@@ -32,7 +32,7 @@ void attn__ffn_forward(attn_ctx *ctx, const attn__ffn *f, const attn__batch *bt,
     attn__linear_forward(ctx, x, E, N, E, f->w1, f->b1, I, h, I);
 #pragma omp parallel for num_threads(attn_ctx_threads(ctx)) schedule(static)
     for (int64_t r = 0; r < N; r++)
-        if (!attn__batch_padded(bt, r)) attn__gelu_forward(h + r * I, I);
+        if (!attn__batch_padded(bt, r)) attn__ffn_activate(f, h + r * I, I);
     attn__linear_forward(ctx, h, I, N, I, f->w2, f->b2, E, y, E);
 }
 

@@ -43,6 +43,13 @@ void attn__gelu_forward(float *x, int64_t n);
 /* Its backward: dx = dy * gelu'(x), x the forward's input; dx may be dy. */
 void attn__gelu_backward(const float *x, const float *dy, float *dx, int64_t n);
 
+/* GELU, tanh approximation (GPT-2's "gelu_new", PyTorch's
+ * approximate='tanh'): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), in
+ * place over n elements. */
+void attn__gelu_tanh_forward(float *x, int64_t n);
+/* Its backward: dx = dy * gelu_tanh'(x), x the forward's input; dx may be dy. */
+void attn__gelu_tanh_backward(const float *x, const float *dy, float *dx, int64_t n);
+
 /* Deterministic random numbers for initialisation (splitmix64 stream). */
 typedef struct attn__rng {
     uint64_t s;

@@ -66,11 +66,18 @@ void attn__layernorm_backward(const float *x, int64_t ldx, int64_t M, int64_t N,
 
 /* Backward of exact GELU: d/dx [x Phi(x)] = Phi(x) + x phi(x). x is the
  * forward's input; dx = dy * gelu'(x), in place over dy allowed. The same
- * erf as the forward, one element at a time. */
+ * erf as the forward (kernels/nn_kernels.h). */
 void attn__gelu_backward(const float *x, const float *dy, float *dx, int64_t n) {
-    for (int64_t i = 0; i < n; i++) {
-        float cdf = 0.5f * (1.0f + attn__erf1(x[i] * 0.70710678118654752f));
-        float pdf = 0.39894228040143268f * expf(-0.5f * x[i] * x[i]);
-        dx[i] = dy[i] * (cdf + x[i] * pdf);
-    }
+    attn__nn_kernels()->gelu_bwd(x, dy, dx, n);
+}
+
+/* GELU, tanh form (kernels/nn_kernels.h: evaluated as x sigmoid(2u), the
+ * same function without the cancellation of 1 + tanh(u) at negative x;
+ * vectorised, since libm's tanhf was most of a GPT layer's time). */
+void attn__gelu_tanh_forward(float *x, int64_t n) {
+    attn__nn_kernels()->gelu_tanh(x, n);
+}
+
+void attn__gelu_tanh_backward(const float *x, const float *dy, float *dx, int64_t n) {
+    attn__nn_kernels()->gelu_tanh_bwd(x, dy, dx, n);
 }

@@ -88,8 +88,72 @@ static void gelu_avx2(float *x, int64_t n) {
     }
 }
 
+static inline __m256 exp_clamped8(__m256 y) {
+    y = _mm256_min_ps(_mm256_max_ps(y, _mm256_set1_ps(-ATTN_NN_EXP_MAX)),
+                      _mm256_set1_ps(ATTN_NN_EXP_MAX));
+    return exp_neg8(y);
+}
+
+static inline __m256 gelu_bwd8(__m256 v, __m256 g) {
+    __m256 e = erf8(_mm256_mul_ps(v, _mm256_set1_ps(0.70710678118654752f)));
+    __m256 cdf = _mm256_mul_ps(_mm256_set1_ps(0.5f), _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+    __m256 x2 = _mm256_mul_ps(v, v);
+    __m256 pdf = _mm256_mul_ps(_mm256_set1_ps(0.39894228040143268f),
+                               exp_clamped8(_mm256_mul_ps(_mm256_set1_ps(-0.5f), x2)));
+    return _mm256_mul_ps(g, _mm256_fmadd_ps(v, pdf, cdf));
+}
+
+static inline __m256 gelu_tanh_s8(__m256 v, __m256 x2, __m256 *e_out) {
+    __m256 inner = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(ATTN_GELU_TANH_A), x2), v, v);
+    __m256 e = exp_clamped8(_mm256_mul_ps(inner, _mm256_set1_ps(ATTN_GELU_TANH_M2C)));
+    *e_out = e;
+    return _mm256_div_ps(_mm256_set1_ps(1.0f), _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+}
+
+static inline __m256 gelu_tanh8(__m256 v, __m256 unused) {
+    (void)unused;
+    __m256 e;
+    return _mm256_mul_ps(v, gelu_tanh_s8(v, _mm256_mul_ps(v, v), &e));
+}
+
+static inline __m256 gelu_tanh_bwd8(__m256 v, __m256 g) {
+    const __m256 one = _mm256_set1_ps(1.0f);
+    __m256 e, x2 = _mm256_mul_ps(v, v), s = gelu_tanh_s8(v, x2, &e);
+    __m256 kk = _mm256_fmadd_ps(_mm256_set1_ps(ATTN_GELU_TANH_3A), x2, one);
+    __m256 t1 = _mm256_mul_ps(v, _mm256_mul_ps(s, _mm256_mul_ps(e, s)));
+    __m256 d = _mm256_fmadd_ps(t1, _mm256_mul_ps(_mm256_set1_ps(ATTN_GELU_TANH_2C), kk), s);
+    return _mm256_mul_ps(g, d);
+}
+
+/* out[i] = f(x[i], g[i]) over n elements, the tail through a zeroed copy */
+#define MAP8(NAME, F)                                                                              \
+    static void NAME(const float *x, const float *g, float *out, int64_t n) {                      \
+        int64_t i = 0;                                                                             \
+        for (; i + 8 <= n; i += 8)                                                                 \
+            _mm256_storeu_ps(out + i, F(_mm256_loadu_ps(x + i), _mm256_loadu_ps(g + i)));          \
+        if (i < n) {                                                                               \
+            float bx[8] = {0}, bg[8] = {0}, bo[8];                                                 \
+            for (int64_t j = i; j < n; j++)                                                        \
+                bx[j - i] = x[j], bg[j - i] = g[j];                                                \
+            _mm256_storeu_ps(bo, F(_mm256_loadu_ps(bx), _mm256_loadu_ps(bg)));                     \
+            for (int64_t j = i; j < n; j++)                                                        \
+                out[j] = bo[j - i];                                                                \
+        }                                                                                          \
+    }
+MAP8(gelu_bwd_avx2, gelu_bwd8)
+MAP8(gelu_tanh_bwd_avx2, gelu_tanh_bwd8)
+MAP8(gelu_tanh_map, gelu_tanh8)
+#undef MAP8
+
+static void gelu_tanh_avx2(float *x, int64_t n) {
+    gelu_tanh_map(x, x, x, n);
+}
+
 const attn_nn_kernels attn__nn_kernels_avx2 = {
     .name = "avx2",
     .erf = erf_avx2,
     .gelu = gelu_avx2,
+    .gelu_bwd = gelu_bwd_avx2,
+    .gelu_tanh = gelu_tanh_avx2,
+    .gelu_tanh_bwd = gelu_tanh_bwd_avx2,
 };

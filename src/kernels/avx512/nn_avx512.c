@@ -77,8 +77,64 @@ static void gelu_avx512(float *x, int64_t n) {
     }
 }
 
+static inline __m512 exp_clamped16(__m512 y) {
+    y = _mm512_min_ps(_mm512_max_ps(y, _mm512_set1_ps(-ATTN_NN_EXP_MAX)),
+                      _mm512_set1_ps(ATTN_NN_EXP_MAX));
+    return exp_neg16(y);
+}
+
+static inline __mmask16 tail16(int64_t left) {
+    return left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
+}
+
+static void gelu_bwd_avx512(const float *x, const float *dy, float *dx, int64_t n) {
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 k = tail16(n - i);
+        __m512 v = _mm512_maskz_loadu_ps(k, x + i);
+        __m512 e = erf16(_mm512_mul_ps(v, _mm512_set1_ps(0.70710678118654752f)));
+        __m512 cdf = _mm512_mul_ps(_mm512_set1_ps(0.5f), _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+        __m512 x2 = _mm512_mul_ps(v, v);
+        __m512 pdf = _mm512_mul_ps(_mm512_set1_ps(0.39894228040143268f),
+                                   exp_clamped16(_mm512_mul_ps(_mm512_set1_ps(-0.5f), x2)));
+        __m512 d = _mm512_fmadd_ps(v, pdf, cdf);
+        _mm512_mask_storeu_ps(dx + i, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, dy + i), d));
+    }
+}
+
+static inline __m512 gelu_tanh_s16(__m512 v, __m512 x2, __m512 *e_out) {
+    __m512 inner = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(ATTN_GELU_TANH_A), x2), v, v);
+    __m512 e = exp_clamped16(_mm512_mul_ps(inner, _mm512_set1_ps(ATTN_GELU_TANH_M2C)));
+    *e_out = e;
+    return _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+}
+
+static void gelu_tanh_avx512(float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 k = tail16(n - i);
+        __m512 v = _mm512_maskz_loadu_ps(k, x + i);
+        __m512 e, s = gelu_tanh_s16(v, _mm512_mul_ps(v, v), &e);
+        _mm512_mask_storeu_ps(x + i, k, _mm512_mul_ps(v, s));
+    }
+}
+
+static void gelu_tanh_bwd_avx512(const float *x, const float *dy, float *dx, int64_t n) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 k = tail16(n - i);
+        __m512 v = _mm512_maskz_loadu_ps(k, x + i), x2 = _mm512_mul_ps(v, v);
+        __m512 e, s = gelu_tanh_s16(v, x2, &e);
+        __m512 kk = _mm512_fmadd_ps(_mm512_set1_ps(ATTN_GELU_TANH_3A), x2, one);
+        __m512 t1 = _mm512_mul_ps(v, _mm512_mul_ps(s, _mm512_mul_ps(e, s)));
+        __m512 d = _mm512_fmadd_ps(t1, _mm512_mul_ps(_mm512_set1_ps(ATTN_GELU_TANH_2C), kk), s);
+        _mm512_mask_storeu_ps(dx + i, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, dy + i), d));
+    }
+}
+
 const attn_nn_kernels attn__nn_kernels_avx512 = {
     .name = "avx512",
     .erf = erf_avx512,
     .gelu = gelu_avx512,
+    .gelu_bwd = gelu_bwd_avx512,
+    .gelu_tanh = gelu_tanh_avx512,
+    .gelu_tanh_bwd = gelu_tanh_bwd_avx512,
 };

@@ -59,8 +59,49 @@ static void gelu_scalar(float *x, int64_t n) {
         x[i] = 0.5f * x[i] * (1.0f + attn__erf1(x[i] * 0.70710678118654752f));
 }
 
+/* exp(y) for any y, clamped to [-EXP_MAX, EXP_MAX] first */
+static float exp_clamped(float y) {
+    y = y < -ATTN_NN_EXP_MAX ? -ATTN_NN_EXP_MAX : y > ATTN_NN_EXP_MAX ? ATTN_NN_EXP_MAX : y;
+    return exp_neg(y);
+}
+
+static void gelu_bwd_scalar(const float *x, const float *dy, float *dx, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        float cdf = 0.5f * (1.0f + attn__erf1(x[i] * 0.70710678118654752f));
+        float pdf = 0.39894228040143268f * exp_clamped(-0.5f * (x[i] * x[i]));
+        dx[i] = dy[i] * fmaf(x[i], pdf, cdf);
+    }
+}
+
+/* s = 1 / (1 + e), e = exp(-2u), u = c (x + a x^3); 1 - s = e s (formed
+ * so: 1 - s itself loses every digit where s rounds near 1) */
+static float gelu_tanh_s(float x, float x2, float *e) {
+    float inner = fmaf(ATTN_GELU_TANH_A * x2, x, x);
+    *e = exp_clamped(inner * ATTN_GELU_TANH_M2C);
+    return 1.0f / (1.0f + *e);
+}
+
+static void gelu_tanh_scalar(float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        float e;
+        x[i] = x[i] * gelu_tanh_s(x[i], x[i] * x[i], &e);
+    }
+}
+
+static void gelu_tanh_bwd_scalar(const float *x, const float *dy, float *dx, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        float e, x2 = x[i] * x[i], s = gelu_tanh_s(x[i], x2, &e);
+        float k = fmaf(ATTN_GELU_TANH_3A, x2, 1.0f);
+        float d = fmaf(x[i] * (s * (e * s)), ATTN_GELU_TANH_2C * k, s);
+        dx[i] = dy[i] * d;
+    }
+}
+
 const attn_nn_kernels attn__nn_kernels_scalar = {
     .name = "scalar",
     .erf = erf_scalar,
     .gelu = gelu_scalar,
+    .gelu_bwd = gelu_bwd_scalar,
+    .gelu_tanh = gelu_tanh_scalar,
+    .gelu_tanh_bwd = gelu_tanh_bwd_scalar,
 };
