@@ -172,6 +172,42 @@ ATTN_NODISCARD attn_status attn_vit_attention(attn_ctx *ctx, const attn_vit *m, 
                                               int64_t width, const float *pixels, int interpolate,
                                               float *probs);
 
+/* Save m as a Hugging Face ViTForImageClassification directory dir (created
+ * if absent): config.json (with id2label), model.safetensors (F32, "vit."
+ * names) and preprocessor_config.json (m's preprocessing). transformers and
+ * attn_vit_load read it back. Files are written atomically. Returns ATTN_OK,
+ * ATTN_E_ARG (a model without a classifier), ATTN_E_IO, ATTN_E_NOMEM. */
+ATTN_NODISCARD attn_status attn_vit_save(attn_ctx *ctx, const attn_vit *m, const char *dir);
+
+/* ---- training a ViT classifier from scratch ------------------------------
+ * A ViTForImageClassification with cfg's sizes (num_channels 3, num_labels
+ * >= 2, id2label optional, copied), initialised as transformers does
+ * (truncated normal std 0.02 for weights, [CLS] and positions; zero biases;
+ * LayerNorm 1 and 0), trained on batches at image_size with softmax
+ * cross-entropy on the classifier. Used by `attn train --task digits`. */
+typedef struct attn_vit_trainer attn_vit_trainer;
+
+/* Returns ATTN_OK, ATTN_E_SHAPE (invalid sizes), ATTN_E_ARG (max_batch < 1,
+ * fewer than 2 labels), ATTN_E_NOMEM. */
+ATTN_NODISCARD attn_status attn_vit_trainer_create(attn_ctx *ctx, const attn_vit_config *cfg,
+                                                   const attn_image_preproc *pre, int max_batch,
+                                                   uint64_t seed, attn_vit_trainer **out);
+void attn_vit_trainer_free(attn_vit_trainer *t);
+/* Every parameter with its gradient, under the Hugging Face names
+ * ("vit.embeddings.cls_token", ..., "classifier.bias"); for attn_adamw. */
+const attn_param *attn_vit_trainer_params(attn_vit_trainer *t, int *n);
+/* The model being trained (for attn_vit_forward and attn_vit_save). */
+const attn_vit *attn_vit_trainer_model(const attn_vit_trainer *t);
+/* Forward (and, with train, backward: every gradient overwritten) of B
+ * images pixels [B, 3, image_size, image_size] with labels [B] in
+ * [0, num_labels): the mean cross-entropy to *loss and the number of
+ * correct argmax predictions to *correct (either may be NULL). Returns
+ * ATTN_OK, ATTN_E_ARG (B outside [1, max_batch], a label out of range),
+ * ATTN_E_NOMEM. */
+ATTN_NODISCARD attn_status attn_vit_trainer_step(attn_ctx *ctx, attn_vit_trainer *t, int64_t B,
+                                                 const float *pixels, const int32_t *labels,
+                                                 int train, double *loss, int *correct);
+
 #ifdef __cplusplus
 }
 #endif

@@ -186,7 +186,7 @@ static attn_status ws_alloc(attn_ctx *ctx, const attn_vit *m, int64_t B, int64_t
                          (long long)B, (long long)T);
 }
 
-static attn__layer layer_view(const attn_vit *m, int64_t l) {
+attn__layer attn__vit_layer_view(const attn_vit *m, int64_t l) {
     const attn_vit_config *c = &m->cfg;
     const attn__vit_layer *w = &m->layers[l];
     const int64_t E = c->hidden_size, H = c->num_heads;
@@ -207,15 +207,16 @@ static attn__layer layer_view(const attn_vit *m, int64_t l) {
 /* x [B*T, E] = embeddings of B images pixels [B, C, H, W]: the patches
  * unfolded to rows (c, y, x) and projected by one GEMM, plus bias, then the
  * [CLS] row, then position embeddings (w->pos, already for this grid). */
-static void embed(attn_ctx *ctx, const attn_vit *m, int64_t B, int64_t H, int64_t W, int64_t gh,
-                  int64_t gw, const float *pixels, vit_ws *w) {
+void attn__vit_embed(attn_ctx *ctx, const attn_vit *m, int64_t B, int64_t H, int64_t W,
+                     int64_t gh, int64_t gw, const float *pixels, const float *pos, float *patches,
+                     float *x) {
     const attn_vit_config *c = &m->cfg;
     const int64_t P = c->patch_size, C = c->num_channels, E = c->hidden_size;
     const int64_t K = C * P * P, Np = gh * gw, T = 1 + Np;
 #pragma omp parallel for num_threads(attn_ctx_threads(ctx)) schedule(static)
     for (int64_t r = 0; r < B * Np; r++) {
         const int64_t b = r / Np, py = r % Np / gw, px = r % Np % gw;
-        float *dst = w->patches + r * K;
+        float *dst = patches + r * K;
         for (int64_t ch = 0; ch < C; ch++)
             for (int64_t y = 0; y < P; y++)
                 memcpy(dst + (ch * P + y) * P,
@@ -225,12 +226,12 @@ static void embed(attn_ctx *ctx, const attn_vit *m, int64_t B, int64_t H, int64_
     /* the projection lands in the token rows directly: image b's patches
      * are rows b*T + 1 .. b*T + Np, one GEMM per image */
     for (int64_t b = 0; b < B; b++)
-        attn__linear_forward(ctx, w->patches + b * Np * K, K, Np, K, m->patch_w, m->patch_b, E,
-                             w->x + (b * T + 1) * E, E);
+        attn__linear_forward(ctx, patches + b * Np * K, K, Np, K, m->patch_w, m->patch_b, E,
+                             x + (b * T + 1) * E, E);
 #pragma omp parallel for num_threads(attn_ctx_threads(ctx)) schedule(static)
     for (int64_t r = 0; r < B * T; r++) {
-        float *xr = w->x + r * E;
-        const float *pr = w->pos + (r % T) * E;
+        float *xr = x + r * E;
+        const float *pr = pos + (r % T) * E;
         if (r % T == 0)
             for (int64_t e = 0; e < E; e++)
                 xr[e] = m->cls[e] + pr[e];
@@ -290,10 +291,10 @@ attn_status attn_vit_forward(attn_ctx *ctx, const attn_vit *m, int64_t B, int64_
     for (int64_t b0 = 0; b0 < B && !st; b0 += Bc) {
         const int64_t nb = ATTN_MIN(Bc, B - b0);
         const attn__batch bt = {nb, T, NULL};
-        embed(ctx, m, nb, H, W, gh, gw, pixels + b0 * C * H * W, &w);
+        attn__vit_embed(ctx, m, nb, H, W, gh, gw, pixels + b0 * C * H * W, w.pos, w.patches, w.x);
         attn__layer_ws lws = {w.qkv, w.o, w.h};
         for (int64_t l = 0; l < c->num_layers && !st; l++) {
-            const attn__layer L = layer_view(m, l);
+            const attn__layer L = attn__vit_layer_view(m, l);
             st = attn__layer_forward(ctx, &L, &bt, w.x, nomask, NULL, &lws);
         }
         if (st) break;
@@ -332,11 +333,11 @@ attn_status attn_vit_attention(attn_ctx *ctx, const attn_vit *m, int64_t H, int6
     vit_ws w;
     if ((st = ws_alloc(ctx, m, 1, T, &w))) return st;
     attn__vit_pos(m, gh, gw, H == W, w.pos);
-    embed(ctx, m, 1, H, W, gh, gw, pixels, &w);
+    attn__vit_embed(ctx, m, 1, H, W, gh, gw, pixels, w.pos, w.patches, w.x);
     const attn__batch bt = {1, T, NULL};
     float *ln = w.patches; /* [T, E]: LN1(x), the attention's input */
     for (int64_t l = 0; l < c->num_layers && !st; l++) {
-        const attn__layer L = layer_view(m, l);
+        const attn__layer L = attn__vit_layer_view(m, l);
         for (int64_t r = 0; r < T; r++)
             attn__layernorm_forward(w.x + r * E, E, 1, E, L.ln1_g, L.ln1_b, L.eps, ln + r * E, E,
                                     NULL, NULL);

@@ -39,4 +39,15 @@ attn_status attn__vit_alloc(attn_ctx *ctx, const attn_vit_config *cfg, attn_vit 
  * image's squareness differ (Hugging Face's interpolate_pos_encoding). */
 void attn__vit_pos(const attn_vit *m, int64_t gh, int64_t gw, int square, float *out);
 
+/* Layer l as an nn/ transformer layer (pre-LN) over the model's weights. */
+struct attn__layer;
+struct attn__layer attn__vit_layer_view(const attn_vit *m, int64_t l);
+
+/* x [B*T, E] (T = 1 + gh*gw) = the embeddings of pixels [B, C, H, W]: the
+ * patches unfolded into patches [B*gh*gw, C*P*P] ((c, y, x) order) and
+ * projected by the GEMM, plus bias; the [CLS] row; plus pos [T, E]. */
+void attn__vit_embed(attn_ctx *ctx, const attn_vit *m, int64_t B, int64_t H, int64_t W,
+                     int64_t gh, int64_t gw, const float *pixels, const float *pos, float *patches,
+                     float *x);
+
 #endif /* ATTN_MODELS_VIT_H */
