@@ -156,7 +156,7 @@ static void test_preprocess(void **state) {
         assert_int_equal(attn_image_preprocess(at_ctx, &img, &p, px), ATTN_OK);
         const uint8_t *lv = e.data;
         char key[256];
-        snprintf(key, sizeof key, "pixels_%s", c->name);
+        snprintf(key, sizeof key, "pixels_%.64s", c->name);
         attn_tensor pv;
         const int has = attn_safetensors_find(expect, key) >= 0;
         if (has) {

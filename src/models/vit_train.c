@@ -30,7 +30,7 @@ struct attn_vit_trainer {
     int max_batch;
     int64_t T;
     attn_param params[MAX_PARAMS];
-    char names[MAX_PARAMS][96];
+    char names[MAX_PARAMS][160];
     int nparams;
     float *act_mem, *bwd, *x, *dx, *patches, *cls, *cls_ln, *mean, *rstd, *logits, *dcls;
     attn__layer_act *act;
@@ -81,7 +81,7 @@ static void list_params(attn_vit_trainer *t) {
     const attn_vit_config *c = &m->cfg;
     const int64_t E = c->hidden_size, I = c->intermediate_size, P = c->patch_size;
     const int64_t NL = c->num_labels, G = m->grid;
-    char n[96];
+    char n[160];
     t->nparams = 0;
     add_param(t, "vit.embeddings.cls_token", m->cls, g->cls, 3, 1, 1, E, 0);
     add_param(t, "vit.embeddings.position_embeddings", m->pos, g->pos, 3, 1, 1 + G * G, E, 0);
