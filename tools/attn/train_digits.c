@@ -25,7 +25,7 @@ static void usage(FILE *f) {
             "(v * 255 / 16, rounded) in all three channels, normalised as the saved\n"
             "preprocessor_config.json says (mean 0.5, std 0.5). Prints progress per\n"
             "epoch and `accuracy: X` (held-out) at the end.\n\n"
-            "  --epochs N        passes over the training images (default 200)\n"
+            "  --epochs N        passes over the training images (default 300)\n"
             "  --batch N         images per step (default 32)\n"
             "  --lr X            AdamW peak learning rate (default 5e-3; 5%% linear warmup,\n"
             "                    cosine decay; gradients clipped to norm 1)\n"
@@ -71,7 +71,7 @@ static void digit_pixels(int idx, int sx, int sy, int cut, int cx, int cy, float
 }
 
 int attn_cmd_train_digits(int argc, char **argv) {
-    int epochs = 200, batch = 32, dim = 48, heads = 4, layers = 4, mlp = 96, patch = 2;
+    int epochs = 300, batch = 32, dim = 48, heads = 4, layers = 4, mlp = 96, patch = 2;
     int threads = 1; /* the model is too small to share: one thread is fastest */
     float lr = 5e-3f, wd = 0.1f;
     uint64_t seed = 1;
