@@ -3,7 +3,8 @@
 (scripts/make_image_fixtures.py): small valid files of each kind, and
 hostile ones: truncations, zero and huge sizes with valid CRCs, a bad CRC,
 a JPEG whose EXIF offsets point outside the segment, non-images.
-Run from the repository root."""
+Run from the repository root. (The corpus also keeps a few inputs that
+fuzz_image found, named by their SHA-1; this script does not make those.)"""
 import os
 import struct
 import zlib
