@@ -94,9 +94,11 @@ typedef struct attn_image_preproc {
  * absent keys take ViTImageProcessor's defaults: 224 x 224, bilinear, 1/255,
  * mean and std 0.5). A missing file gives all defaults with the size from
  * default_size (> 0; e.g. config.json's image_size).
- * Returns ATTN_OK, ATTN_E_IO, ATTN_E_FORMAT (bad JSON or key type; the
- * message names the file and key), ATTN_E_UNSUPPORTED (a resample filter or
- * option this build does not implement, e.g. do_center_crop or
+ * Returns ATTN_OK, ATTN_E_ARG (NULL argument, default_size outside
+ * [1, ATTN_IMAGE_MAX_SIDE]), ATTN_E_IO, ATTN_E_FORMAT (bad JSON or key type,
+ * a std <= 0; the message names the file and key), ATTN_E_SHAPE (a size
+ * outside [1, ATTN_IMAGE_MAX_SIDE]), ATTN_E_UNSUPPORTED (a resample filter
+ * or option this build does not implement, e.g. do_center_crop or
  * shortest_edge sizes). */
 ATTN_NODISCARD attn_status attn_image_preproc_load(attn_ctx *ctx, const char *dir,
                                                    int64_t default_size, attn_image_preproc *p);
