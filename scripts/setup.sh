@@ -8,6 +8,8 @@ set -euo pipefail
 # chromium: tests/test_explain_browser.sh opens the --html page headless
 pkgs=(build-essential cmake ninja-build pkg-config libjansson-dev libutf8proc-dev
       libdnnl-dev libcmocka-dev python3 python3-dev python3-venv python3-pip
+      # image decoding for the ViT (src/image/: PNG and JPEG)
+      libpng-dev libjpeg62-turbo-dev
       # PNG heat maps (attn explain --png) and the explorer's browser test
       libgd-dev chromium
       # optional ring attention over MPI (libattn_mpi, `attn ring`, tests/test_ring.sh)

@@ -1,6 +1,6 @@
 /* Every fuzz target's committed seed corpus, replayed through the target's
  * own checks (tests/fuzz/corpus/<target>/): the model-directory loader, the
- * option parser, the safetensors reader and the tokenizer. A file that
+ * option parser, the safetensors reader, the tokenizer and the image decoders. A file that
  * breaks a property aborts this program, as it would the fuzzer. The same
  * checks run here, in the sanitizer build, and under every kernel family. */
 #include <setjmp.h>
@@ -17,6 +17,7 @@
 
 #define FUZZ_NO_MAIN
 #include "fuzz/fuzz_cli_args.c"
+#include "fuzz/fuzz_image.c"
 #include "fuzz/fuzz_model_dir.c"
 #include "fuzz/fuzz_safetensors.c"
 #include "fuzz/fuzz_tokenizer.c"
@@ -68,6 +69,9 @@ static void cli_one(const uint8_t *b, size_t n) {
 static void st_one(const uint8_t *b, size_t n) {
     (void)fuzz_safetensors_one(b, n);
 }
+static void image_one(const uint8_t *b, size_t n) {
+    (void)fuzz_image_one(b, n);
+}
 static attn_ctx *tok_ctx;
 static attn_tokenizer *tok;
 static void tok_one(const uint8_t *b, size_t n) {
@@ -109,12 +113,27 @@ static void test_tokenizer_corpus(void **state) {
     attn_ctx_free(tok_ctx);
 }
 
+static void test_image_corpus(void **state) {
+    (void)state;
+    assert_true(replay("image", image_one) >= 20);
+    /* the valid seeds decode: the replay reaches the resampler */
+    char path[1024];
+    snprintf(path, sizeof path, "%s/fuzz/corpus/image/pal_trns.png", tests_dir());
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    static uint8_t buf[1 << 16];
+    size_t n = fread(buf, 1, sizeof buf, f);
+    fclose(f);
+    assert_int_equal(fuzz_image_one(buf, n), ATTN_OK);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_model_dir),
         cmocka_unit_test(test_cli_args),
         cmocka_unit_test(test_safetensors_corpus),
         cmocka_unit_test(test_tokenizer_corpus),
+        cmocka_unit_test(test_image_corpus),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -16,5 +16,6 @@
 #include "kvcache.h"
 #include "sdpa.h"
 #include "text.h"
+#include "vit.h"
 
 #endif /* ATTN_ATTN_H */

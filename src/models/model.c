@@ -4,6 +4,7 @@
 #include "io/json.h"
 #include "models/bert.h"
 #include "models/gpt2.h"
+#include "models/vit.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +17,7 @@ struct attn_model {
     attn_bert *bert;
     attn_gpt *gpt;
     attn_bpe *bpe;
+    attn_vit *vit;
 };
 
 /* config.json's model_type ("bert" when absent, as older BERT checkpoints). */
@@ -36,9 +38,11 @@ static attn_status read_type(attn_ctx *ctx, const char *dir, attn_model_type *ty
         *type = ATTN_MODEL_GPT2;
     else if (!st && !strcmp(name, "llama"))
         *type = ATTN_MODEL_LLAMA;
+    else if (!st && !strcmp(name, "vit"))
+        *type = ATTN_MODEL_VIT;
     else if (!st && strcmp(name, "bert"))
         st = attn_ctx_fail(ctx, ATTN_E_UNSUPPORTED,
-                           "%s: model_type \"%s\" is not supported (supported: bert, gpt2, llama)", path,
+                           "%s: model_type \"%s\" is not supported (supported: bert, gpt2, llama, vit)", path,
                            name);
     json_decref(j);
     return st;
@@ -76,6 +80,7 @@ void attn_model_free(attn_model *m) {
     attn_bert_free(m->bert);
     attn_gpt_free(m->gpt);
     attn_bpe_free(m->bpe);
+    attn_vit_free(m->vit);
     free(m);
 }
 
@@ -101,7 +106,17 @@ attn_status attn_model_open(attn_ctx *ctx, const char *dir, int flags, attn_mode
     if (!st && !(flags & ATTN_MODEL_OPEN_TOKENIZER)) {
         /* the model first: its config.json says what the directory is */
         st = read_type(ctx, m->dir, &in->type);
-        if (!st && (in->type == ATTN_MODEL_GPT2 || in->type == ATTN_MODEL_LLAMA)) {
+        if (!st && in->type == ATTN_MODEL_VIT) {
+            /* an image model: no tokenizer */
+            if (!(st = attn_vit_load(ctx, m->dir, &m->vit))) {
+                const attn_vit_config *c = attn_vit_get_config(m->vit);
+                in->type_name = "vit";
+                in->hidden_size = c->hidden_size, in->num_layers = c->num_layers;
+                in->num_heads = c->num_heads;
+                *out = m;
+                return ATTN_OK;
+            }
+        } else if (!st && (in->type == ATTN_MODEL_GPT2 || in->type == ATTN_MODEL_LLAMA)) {
             if (!(st = attn_gpt_load(ctx, m->dir, &m->gpt))) st = open_bpe(ctx, m);
             if (!st) {
                 const attn_gpt_config *c = attn_gpt_get_config(m->gpt);
@@ -158,4 +173,8 @@ const attn_gpt *attn_model_get_gpt(const attn_model *m) {
 
 const attn_bpe *attn_model_get_bpe(const attn_model *m) {
     return m ? m->bpe : NULL;
+}
+
+const attn_vit *attn_model_get_vit(const attn_model *m) {
+    return m ? m->vit : NULL;
 }

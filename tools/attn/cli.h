@@ -25,6 +25,10 @@ int attn_cmd_similarity(int argc, char **argv);
 int attn_cmd_ring(int argc, char **argv); /* cmd_ring.c: under mpirun; needs MPI in the build */
 int attn_cmd_explain(int argc, char **argv);
 int attn_cmd_generate(int argc, char **argv);
+int attn_cmd_classify(int argc, char **argv); /* cmd_classify.c: ViT image classification */
+/* train_digits.c: `attn train --task digits` (a ViT on scikit-learn's digits) */
+int attn_train_is_digits(int argc, char **argv);
+int attn_cmd_train_digits(int argc, char **argv);
 
 /* Print "attn: error: <message>" to stderr. Returns `code` for `return cli_error(...)`. */
 int attn_cli_error(int code, const char *fmt, ...)

@@ -21,6 +21,8 @@ static const struct {
     {"similarity", attn_cmd_similarity,
      "cosine similarities of sentence embeddings; search a file (--query)"},
     {"ring", attn_cmd_ring, "attention with the sequence split over MPI ranks (mpirun -np P)"},
+    {"classify", attn_cmd_classify,
+     "classify images with a ViT (top-k labels); --show-attention heat map PNG"},
     {"explain", attn_cmd_explain,
      "what attention does: heads, rollout, flow, head importance, faithfulness, --html"},
     {"generate", attn_cmd_generate, "continue a prompt with a GPT-2 model (streams the text)"},

@@ -1,0 +1,53 @@
+/* Internal layout of a loaded Vision Transformer (never installed). */
+#ifndef ATTN_MODELS_VIT_H
+#define ATTN_MODELS_VIT_H
+
+#include "core/internal.h"
+
+/* One encoder layer, PyTorch Linear layout (weight [out, in]). */
+typedef struct attn__vit_layer {
+    float *wqkv, *bqkv;   /* [3E, E], [3E] query | key | value rows; bqkv NULL without qkv_bias */
+    float *wo, *bo;       /* [E, E], [E] attention.output.dense */
+    float *ln1_g, *ln1_b; /* [E] layernorm_before */
+    float *wi, *bi;       /* [I, E], [I] intermediate.dense */
+    float *wf, *bf;       /* [E, I], [E] output.dense */
+    float *ln2_g, *ln2_b; /* [E] layernorm_after */
+} attn__vit_layer;
+
+struct attn_vit {
+    attn_vit_config cfg;
+    attn_image_preproc pre;
+    int64_t grid;             /* patches per side of the position table */
+    float *patch_w, *patch_b; /* [E, C*P*P] (the convolution's (c, y, x) order), [E] */
+    float *cls, *pos;         /* [E], [1 + grid^2, E] */
+    float *ln_g, *ln_b;       /* [E] the final LayerNorm */
+    float *pool_w, *pool_b;   /* [E, E], [E] or NULL */
+    float *head_w, *head_b;   /* [num_labels, E], [num_labels] or NULL */
+    attn__vit_layer *layers;
+    float *arena;
+    char **labels; /* cfg.id2label's strings */
+};
+
+/* A model with cfg's sizes (cfg.id2label is not copied; set m->labels
+ * after) and uninitialised weights. Returns ATTN_OK, ATTN_E_SHAPE (invalid
+ * sizes), ATTN_E_NOMEM. */
+attn_status attn__vit_alloc(attn_ctx *ctx, const attn_vit_config *cfg, attn_vit **out);
+
+/* Position embeddings for a gh x gw patch grid: [1 + gh*gw, E] into out,
+ * bicubic-interpolated from the model's grid as PyTorch's
+ * interpolate(mode="bicubic", align_corners=False) when (gh, gw) or the
+ * image's squareness differ (Hugging Face's interpolate_pos_encoding). */
+void attn__vit_pos(const attn_vit *m, int64_t gh, int64_t gw, int square, float *out);
+
+/* Layer l as an nn/ transformer layer (pre-LN) over the model's weights. */
+struct attn__layer;
+struct attn__layer attn__vit_layer_view(const attn_vit *m, int64_t l);
+
+/* x [B*T, E] (T = 1 + gh*gw) = the embeddings of pixels [B, C, H, W]: the
+ * patches unfolded into patches [B*gh*gw, C*P*P] ((c, y, x) order) and
+ * projected by the GEMM, plus bias; the [CLS] row; plus pos [T, E]. */
+void attn__vit_embed(attn_ctx *ctx, const attn_vit *m, int64_t B, int64_t H, int64_t W,
+                     int64_t gh, int64_t gw, const float *pixels, const float *pos, float *patches,
+                     float *x);
+
+#endif /* ATTN_MODELS_VIT_H */
