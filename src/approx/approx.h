@@ -41,7 +41,7 @@ attn_status attn__approx_topk_backward(attn_ctx *ctx, const attn__approx_plan *p
 
 /* Top-k selection, the one home of its tie rule: idx[0..k) gets the indices
  * of the k largest s[0..n) (a tie goes to the lower index), in increasing
- * index order. ws: n floats of scratch. NaN scores rank lowest. */
+ * index order. ws: k floats of scratch. NaN scores rank lowest. */
 void attn__topk_select(const float *s, int64_t n, int64_t k, float *ws, int32_t *idx);
 
 /* The references (src/ref/approx_ref.c), outputs contiguous [B,H,T,Dv]

@@ -144,13 +144,15 @@ static attn_status feat_init(attn_ctx *ctx, feat *f, const attn__approx_plan *p,
     f->p = p, f->omega = omega;
     f->one.nthreads = 1;
     f->one.arch = ctx->arch;
-    f->C = p->chunk ? p->chunk : 64;
+    /* causal: the diagonal blocks cost C^2 (F + Dv) per chunk, so chunks
+     * stay small; otherwise larger chunks mean fewer, larger GEMMs */
+    f->C = p->chunk ? p->chunk : p->causal ? 64 : 256;
     f->F = p->F, f->Dv1 = p->Dv + 1;
     f->nck = (p->S + f->C - 1) / f->C;
     f->ncq = (p->T + f->C - 1) / f->C;
     f->nth = attn_ctx_threads(ctx);
     const int64_t C = f->C, F = f->F, Dv1 = f->Dv1;
-    f->scr_len = (int64_t)attn__round16((size_t)(2 * C * F + 2 * C * C + C * Dv1));
+    f->scr_len = (int64_t)attn__round16((size_t)(2 * C * F + (p->causal ? 2 * C * C : 0) + C * Dv1));
     f->phik = attn__malloc((size_t)(p->S * F + 1) * sizeof(float));
     f->v1 = attn__malloc((size_t)(p->S * Dv1 + 1) * sizeof(float));
     f->state = attn__malloc((size_t)((f->nck + 1) * F * Dv1) * sizeof(float));
@@ -257,7 +259,7 @@ attn_status attn__approx_feature_forward(attn_ctx *ctx, const attn__approx_plan 
 #pragma omp parallel for num_threads(f.nth) schedule(dynamic, 1)
                 for (int64_t c = 0; c < f.ncq; c++) {
                     float *w = f.scr + f.scr_len * omp_get_thread_num();
-                    float *phiq = w, *a = w + 2 * C * F, *num1 = a + 2 * C * C;
+                    float *phiq = w, *a = w + 2 * C * F, *num1 = a + (p->causal ? 2 * C * C : 0);
                     query_chunk(&f, b, h, c, phiq, a, num1);
                     const int64_t i0 = c * C, n = ATTN_MIN(C, p->T - i0);
                     for (int64_t i = 0; i < n; i++) {
@@ -300,8 +302,8 @@ attn_status attn__approx_feature_backward(attn_ctx *ctx, const attn__approx_plan
 #pragma omp parallel for num_threads(f.nth) schedule(dynamic, 1)
                 for (int64_t c = 0; c < f.ncq; c++) {
                     float *w = f.scr + f.scr_len * omp_get_thread_num();
-                    float *phiq = w, *dphiq = w + C * F, *a = w + 2 * C * F, *num1 = a + 2 * C * C;
-                    float *da = a + C * C;
+                    float *phiq = w, *dphiq = w + C * F, *a = w + 2 * C * F;
+                    float *num1 = a + (p->causal ? 2 * C * C : 0), *da = a + C * C;
                     query_chunk(&f, b, h, c, phiq, a, num1);
                     const int64_t i0 = c * C, n = ATTN_MIN(C, p->T - i0);
                     /* num1 -> dnum1 in place */

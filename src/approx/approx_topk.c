@@ -1,7 +1,7 @@
 /* Top-k attention: each query keeps its k highest-scoring keys and takes
  * the exact softmax over them. Queries run in chunks of C rows: the scores
  * of a chunk against every key ([C, S], one GEMM), a selection per row
- * (quickselect for the k-th largest value, then an index-ordered sweep: the
+ * (a k-heap for the k-th largest value, then an index-ordered sweep: the
  * tie rule, lower index first), then a softmax over the k kept keys.
  * Memory: [C, S] per thread and, in the backward, [T, k] indices and
  * weights of one head; nothing T x S. */
@@ -16,36 +16,39 @@ static inline float rank_val(float x) {
     return isnan(x) ? -INFINITY : x;
 }
 
-/* The k-th largest of w[0..n) (k in [1, n]); w is reordered. */
-static float kth_largest(float *w, int64_t n, int64_t k) {
-    int64_t lo = 0, hi = n - 1, want = k - 1; /* index in descending order */
-    while (lo < hi) {
-        const int64_t mid = lo + (hi - lo) / 2;
-        float a = w[lo], b = w[mid], c = w[hi], pv; /* median of three */
-        if ((a >= b) == (b >= c)) pv = b;
-        else if ((b >= a) == (a >= c)) pv = a;
-        else pv = c;
-        int64_t i = lo, j = hi;
-        while (i <= j) {
-            while (w[i] > pv) i++;
-            while (w[j] < pv) j--;
-            if (i <= j) {
-                float t = w[i];
-                w[i] = w[j], w[j] = t;
-                i++, j--;
-            }
+/* The k-th largest of s[0..n) (k in [1, n], NaN ranking lowest): a min-heap
+ * of the k largest seen so far in w[0..k). Past the first rows almost every
+ * score is below the heap's root and costs one comparison. */
+static float kth_largest(const float *s, int64_t n, int64_t k, float *w) {
+    for (int64_t j = 0; j < k; j++) { /* build: sift up */
+        float x = rank_val(s[j]);
+        int64_t c = j;
+        while (c > 0 && w[(c - 1) / 2] > x) {
+            w[c] = w[(c - 1) / 2];
+            c = (c - 1) / 2;
         }
-        if (want <= j) hi = j;
-        else if (want >= i) lo = i;
-        else return w[want];
+        w[c] = x;
     }
-    return w[want];
+    for (int64_t j = k; j < n; j++) {
+        const float x = rank_val(s[j]);
+        if (!(x > w[0])) continue;
+        int64_t c = 0; /* replace the root, sift down */
+        for (;;) {
+            int64_t l = 2 * c + 1, m = c;
+            float mv = x;
+            if (l < k && w[l] < mv) m = l, mv = w[l];
+            if (l + 1 < k && w[l + 1] < mv) m = l + 1;
+            if (m == c) break;
+            w[c] = w[m];
+            c = m;
+        }
+        w[c] = x;
+    }
+    return w[0];
 }
 
 void attn__topk_select(const float *s, int64_t n, int64_t k, float *ws, int32_t *idx) {
-    for (int64_t j = 0; j < n; j++)
-        ws[j] = rank_val(s[j]);
-    const float tau = kth_largest(ws, n, k);
+    const float tau = kth_largest(s, n, k, ws);
     int64_t above = 0;
     for (int64_t j = 0; j < n; j++)
         above += rank_val(s[j]) > tau;

@@ -24,6 +24,7 @@ int attn_cmd_embed(int argc, char **argv);
 int attn_cmd_similarity(int argc, char **argv);
 int attn_cmd_ring(int argc, char **argv); /* cmd_ring.c: under mpirun; needs MPI in the build */
 int attn_cmd_explain(int argc, char **argv);
+int attn_cmd_compare(int argc, char **argv); /* cmd_compare.c: the efficient methods side by side */
 
 /* Print "attn: error: <message>" to stderr. Returns `code` for `return cli_error(...)`. */
 int attn_cli_error(int code, const char *fmt, ...)
