@@ -477,9 +477,15 @@ int attn_cmd_compare(int argc, char **argv) {
         }
     }
     if (o.plot && !o.plot[0]) return attn_cli_error(2, "compare: --plot: empty path");
+    /* The parent runs on one thread: an OpenMP team started before fork()
+     * would hang the children's OpenMP (libgomp is not fork-safe). */
     attn_ctx *ctx = NULL;
     if ((rc = attn_cli_ctx(&ctx, o.threads))) return rc;
     o.threads = attn_ctx_threads(ctx);
+    if (attn_ctx_set_threads(ctx, 1)) {
+        attn_ctx_free(ctx);
+        return attn_cli_error(1, "compare: cannot set the thread count");
+    }
     result *res = calloc((size_t)(NMETH * MAXT), sizeof *res);
     if (!res) {
         attn_ctx_free(ctx);
