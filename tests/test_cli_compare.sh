@@ -58,6 +58,7 @@ bad 2 "--T" --T abc
 bad 2 "--methods" --methods exact,bogus
 bad 2 "--H" --H 0
 bad 2 "--reps" --reps 0
+bad 2 "--inputs" --inputs bogus
 bad 2 "--plot" --T 8 --plot ""
 rm -f "$W/never.svg"
 bad 2 "--methods" --T 8 --methods nope --plot "$W/never.svg"

@@ -9,8 +9,8 @@
  * so it counts every byte the method touched (workspace, GEMM buffers, the
  * output), and a method that fails cannot disturb the others. The exact
  * output and log-sum-exp the errors are measured against are computed once
- * per length in the parent. Inputs: q, k, v ~ N(0, 1), [1, H, T, D],
- * from --seed. */
+ * per length in the parent. Inputs [1, H, T, D] from --seed: q, k, v ~
+ * N(0, 1), or (--inputs smooth) q and k varying smoothly along the sequence. */
 #include "cli.h"
 #include "cli_time.h"
 
@@ -48,8 +48,8 @@ typedef struct result {
 } result;
 
 typedef struct opts {
-    const char *tlist, *mlist, *plot;
-    int H, D, threads, reps, json, block, window, max_exact, cpu_time;
+    const char *tlist, *mlist, *plot, *inputs;
+    int H, D, threads, reps, json, block, window, max_exact, cpu_time, smooth;
     uint64_t seed;
 } opts;
 
@@ -76,6 +76,9 @@ static void usage(FILE *f) {
             "  --cpu-time       time with the process's CPU clock (all its threads), not\n"
             "                   the wall clock: on a shared machine it counts only the\n"
             "                   time the method actually ran (use with --threads 1)\n"
+            "  --inputs KIND    random: q, k, v ~ N(0, 1) (default); smooth: q and k\n"
+            "                   low-frequency sinusoids per channel plus noise (nearby\n"
+            "                   tokens alike, as in text), v ~ N(0, 1)\n"
             "  --json           one JSON object per (method, length) instead of a table\n"
             "  --plot FILE.svg  also write time vs N and error vs N charts (SVG)\n");
 }
@@ -119,7 +122,32 @@ static void reset_hwm(void) {
     }
 }
 
-static float *alloc_normal(int64_t n, uint64_t seed) {
+static float *alloc_normal_raw(int64_t n, uint64_t seed);
+
+/* "smooth" inputs: each of the D channels of each head a sinusoid of a
+ * random low frequency (0.5 to 8 periods over the sequence), phase and
+ * amplitude (up to 2), plus N(0, 0.3^2) noise, so that neighbouring tokens
+ * are alike as in text's hidden states and attention has structure. */
+static void smooth(float *x, int64_t H, int64_t T, int64_t D, uint64_t seed) {
+    float *noise = alloc_normal_raw(H * T * D, seed ^ 0xabcdefull);
+    uint64_t s = seed;
+    for (int64_t h = 0; h < H; h++)
+        for (int64_t d = 0; d < D; d++) {
+            s = s * 6364136223846793005ull + 1442695040888963407ull;
+            const double f = 0.5 + 7.5 * (double)(s >> 11) / 9007199254740992.0;
+            s = s * 6364136223846793005ull + 1442695040888963407ull;
+            const double ph = 6.283185307179586 * (double)(s >> 11) / 9007199254740992.0;
+            s = s * 6364136223846793005ull + 1442695040888963407ull;
+            const double amp = 2.0 * (double)(s >> 11) / 9007199254740992.0;
+            for (int64_t i = 0; i < T; i++)
+                x[(h * T + i) * D + d] =
+                    (float)(amp * sin(6.283185307179586 * f * (double)i / (double)T + ph)) +
+                    (noise ? 0.3f * noise[(h * T + i) * D + d] : 0.0f);
+        }
+    free(noise);
+}
+
+static float *alloc_normal_raw(int64_t n, uint64_t seed) {
     float *x = malloc((size_t)n * sizeof *x);
     if (!x) return NULL;
     uint64_t s = seed;
@@ -433,6 +461,7 @@ int attn_cmd_compare(int argc, char **argv) {
         {"--T", CLI_STRING, &o.tlist, 0, 0, 0, NULL},
         {"--methods", CLI_STRING, &o.mlist, 0, 0, 0, NULL},
         {"--plot", CLI_STRING, &o.plot, 0, 0, 0, NULL},
+        {"--inputs", CLI_STRING, &o.inputs, 0, 0, 0, NULL},
         {"--H", CLI_INT, &o.H, 1, 256, 0, NULL},
         {"--D", CLI_INT, &o.D, 1, 1024, 0, NULL},
         {"--block", CLI_INT, &o.block, 1, 4096, 0, NULL},
@@ -477,6 +506,9 @@ int attn_cmd_compare(int argc, char **argv) {
         }
     }
     if (o.plot && !o.plot[0]) return attn_cli_error(2, "compare: --plot: empty path");
+    if (o.inputs && strcmp(o.inputs, "random") && strcmp(o.inputs, "smooth"))
+        return attn_cli_error(2, "compare: --inputs: '%s', expected random or smooth", o.inputs);
+    o.smooth = o.inputs && !strcmp(o.inputs, "smooth");
     /* The parent runs on one thread: an OpenMP team started before fork()
      * would hang the children's OpenMP (libgomp is not fork-safe). */
     attn_ctx *ctx = NULL;
@@ -492,18 +524,22 @@ int attn_cmd_compare(int argc, char **argv) {
         return attn_cli_error(1, "out of memory");
     }
     if (!o.json)
-        printf("attn compare: H=%d D=%d threads=%d arch=%s, median of %d (%s), inputs N(0,1) seed %llu\n"
+        printf("attn compare: H=%d D=%d threads=%d arch=%s, median of %d (%s), %s inputs, seed %llu\n"
                "%-14s %7s %10s %9s %8s %9s %10s %10s %8s %8s\n",
                o.H, o.D, o.threads, attn_ctx_arch(ctx), o.reps, o.cpu_time ? "CPU time" : "wall time",
-               (unsigned long long)o.seed,
+               o.smooth ? "smooth" : "random N(0,1)", (unsigned long long)o.seed,
                "method", "N", "time_s", "GFLOP", "GFLOP/s", "mem_MB", "max_abs", "rel_fro",
                "mass", "speedup");
     int fail = 0;
     for (int t = 0; t < nT; t++) {
         problem pb = {o.H, Ts[t], o.D, NULL, NULL, NULL, NULL, NULL};
         const int64_t n = pb.H * pb.T * pb.D;
-        pb.q = alloc_normal(n, o.seed * 3 + 1), pb.k = alloc_normal(n, o.seed * 3 + 2);
-        pb.v = alloc_normal(n, o.seed * 3 + 3);
+        pb.q = alloc_normal_raw(n, o.seed * 3 + 1), pb.k = alloc_normal_raw(n, o.seed * 3 + 2);
+        pb.v = alloc_normal_raw(n, o.seed * 3 + 3);
+        if (o.smooth && pb.q && pb.k) {
+            smooth(pb.q, pb.H, pb.T, pb.D, o.seed * 3 + 1);
+            smooth(pb.k, pb.H, pb.T, pb.D, o.seed * 3 + 2);
+        }
         if (!pb.q || !pb.k || !pb.v) {
             fail = attn_cli_error(1, "out of memory for N=%lld", (long long)Ts[t]);
             free(pb.q), free(pb.k), free(pb.v);
