@@ -84,7 +84,9 @@ static int check_view(const char *what, const attn_tensor *t, const double *ref,
 }
 
 static void describe(const prob *pr, const attn_approx_args *a, char *buf, size_t n) {
-    snprintf(buf, n, "%s B=%lld H=%lld Hkv=%lld T=%lld S=%lld D=%lld Dv=%lld layout=%d causal=%d m=%lld L=%lld k=%lld chunk=%lld",
+    snprintf(buf, n,
+             "%s B=%lld H=%lld Hkv=%lld T=%lld S=%lld D=%lld Dv=%lld layout=%d causal=%d m=%lld "
+             "L=%lld k=%lld chunk=%lld",
              attn_approx_name(a->method), (long long)pr->B, (long long)pr->H, (long long)pr->Hkv,
              (long long)pr->T, (long long)pr->S, (long long)pr->D, (long long)pr->Dv,
              (int)pr->layout, a->causal, (long long)a->features, (long long)a->landmarks,
@@ -259,9 +261,9 @@ static void test_threads(void **s) {
 /* Relative Frobenius error of a's output against exact softmax attention. */
 static double err_vs_exact(bufs *x, attn_approx_args *a) {
     at_buf ex;
-    assert_int_equal(at_buf_f32(&ex, x->out.t.shape[0], x->out.t.shape[1], x->out.t.shape[2],
-                                x->out.t.shape[3]),
-                     0);
+    assert_int_equal(
+        at_buf_f32(&ex, x->out.t.shape[0], x->out.t.shape[1], x->out.t.shape[2], x->out.t.shape[3]),
+        0);
     attn_sdpa_args e;
     memset(&e, 0, sizeof e);
     e.q = x->q.t, e.k = x->k.t, e.v = x->v.t, e.out = ex.t, e.causal = a->causal;
@@ -325,8 +327,9 @@ static void test_error_vs_exact(void **s) {
         }
         bufs_free(&x);
     }
-    printf("error vs exact softmax attention (relative Frobenius, T=S=128, D=16, mean of %d seeds)\n",
-           nseed);
+    printf(
+        "error vs exact softmax attention (relative Frobenius, T=S=128, D=16, mean of %d seeds)\n",
+        nseed);
     printf("  linear (elu+1): %.4f\n", le);
     for (int i = 0; i < 4; i++)
         printf("  performer m=%-4lld %.4f\n", (long long)ms[i], pe[i]);

@@ -55,11 +55,11 @@ typedef struct attn_approx_args {
     attn_tensor v;   /* F32 [B, Hkv, S, Dv] */
     attn_tensor out; /* F32 [B, H,   T, Dv] written; may not overlap an input */
     attn_approx_method method;
-    float scale;       /* PERFORMER, NYSTROM, TOPK: 0 means 1/sqrt(D); LINEAR: must be 0 */
-    int causal;        /* LINEAR, PERFORMER: query i sees keys j <= i (needs T == S) */
-    int64_t features;  /* PERFORMER: m >= 1 random features */
-    uint64_t seed;     /* PERFORMER: which features (redraw = another seed) */
-    int64_t landmarks; /* NYSTROM: L in [1, min(T, S)] */
+    float scale;        /* PERFORMER, NYSTROM, TOPK: 0 means 1/sqrt(D); LINEAR: must be 0 */
+    int causal;         /* LINEAR, PERFORMER: query i sees keys j <= i (needs T == S) */
+    int64_t features;   /* PERFORMER: m >= 1 random features */
+    uint64_t seed;      /* PERFORMER: which features (redraw = another seed) */
+    int64_t landmarks;  /* NYSTROM: L in [1, min(T, S)] */
     int64_t pinv_iters; /* NYSTROM: 0 means 6 (the paper's); at most 100 */
     int64_t topk;       /* TOPK: k in [1, S] */
     int64_t chunk;      /* rows per chunk of the causal prefix sums and of

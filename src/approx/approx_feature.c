@@ -24,15 +24,15 @@
 typedef struct feat {
     const attn__approx_plan *p;
     const float *omega;
-    attn_ctx one;       /* a 1-thread context for GEMMs inside parallel loops */
-    int64_t C, F, Dv1;  /* chunk rows, features, Dv + 1 */
-    int64_t nck, ncq;   /* key chunks, query chunks */
+    attn_ctx one;      /* a 1-thread context for GEMMs inside parallel loops */
+    int64_t C, F, Dv1; /* chunk rows, features, Dv + 1 */
+    int64_t nck, ncq;  /* key chunks, query chunks */
     int nth;
-    float *phik;   /* [S, F] */
-    float *v1;     /* [S, Dv1] */
-    float *state;  /* [nck + 1][F * Dv1]: chunk sums, then prefix (or total in [nck]) */
-    float *cmax;   /* [nck] */
-    float *scr;    /* per thread: phiq [C*F] | dphiq [C*F] | A [C*C] | num1 [C*Dv1] | dA [C*C] */
+    float *phik;  /* [S, F] */
+    float *v1;    /* [S, Dv1] */
+    float *state; /* [nck + 1][F * Dv1]: chunk sums, then prefix (or total in [nck]) */
+    float *cmax;  /* [nck] */
+    float *scr;   /* per thread: phiq [C*F] | dphiq [C*F] | A [C*C] | num1 [C*Dv1] | dA [C*C] */
     int64_t scr_len;
     /* backward */
     float *dphik, *dv1, *gst; /* [S, F], [S, Dv1], [ncq + 1][F * Dv1] */
@@ -152,7 +152,8 @@ static attn_status feat_init(attn_ctx *ctx, feat *f, const attn__approx_plan *p,
     f->ncq = (p->T + f->C - 1) / f->C;
     f->nth = attn_ctx_threads(ctx);
     const int64_t C = f->C, F = f->F, Dv1 = f->Dv1;
-    f->scr_len = (int64_t)attn__round16((size_t)(2 * C * F + (p->causal ? 2 * C * C : 0) + C * Dv1));
+    f->scr_len =
+        (int64_t)attn__round16((size_t)(2 * C * F + (p->causal ? 2 * C * C : 0) + C * Dv1));
     f->phik = attn__malloc((size_t)(p->S * F + 1) * sizeof(float));
     f->v1 = attn__malloc((size_t)(p->S * Dv1 + 1) * sizeof(float));
     f->state = attn__malloc((size_t)((f->nck + 1) * F * Dv1) * sizeof(float));
@@ -168,13 +169,15 @@ static attn_status feat_init(attn_ctx *ctx, feat *f, const attn__approx_plan *p,
         f->accv = attn__malloc((size_t)(p->S * Dv1 + 1) * sizeof(double));
         ok = ok && f->dphik && f->dv1 && f->gst && f->acck && f->accv;
     }
-    return ok ? ATTN_OK : attn_ctx_fail(ctx, ATTN_E_NOMEM, "%s attention: out of memory",
-                                        attn_approx_name(p->method));
+    return ok ? ATTN_OK
+              : attn_ctx_fail(ctx, ATTN_E_NOMEM, "%s attention: out of memory",
+                              attn_approx_name(p->method));
 }
 
 static void feat_free(feat *f) {
     attn__free(f->phik), attn__free(f->v1), attn__free(f->state), attn__free(f->cmax);
-    attn__free(f->scr), attn__free(f->run), attn__free(f->dphik), attn__free(f->dv1), attn__free(f->gst);
+    attn__free(f->scr), attn__free(f->run), attn__free(f->dphik), attn__free(f->dv1),
+        attn__free(f->gst);
     attn__free(f->acck), attn__free(f->accv);
 }
 
@@ -321,8 +324,8 @@ attn_status attn__approx_feature_backward(attn_ctx *ctx, const attn__approx_plan
                     const float *P = f.state + (p->causal ? c : f.nck) * sz;
                     attn__sgemm(&f.one, 0, 1, n, F, Dv1, 1.0f, num1, Dv1, P, Dv1, 0.0f, dphiq, F);
                     if (p->causal) {
-                        attn__sgemm(&f.one, 0, 1, n, n, Dv1, 1.0f, num1, Dv1, f.v1 + i0 * Dv1,
-                                    Dv1, 0.0f, da, n);
+                        attn__sgemm(&f.one, 0, 1, n, n, Dv1, 1.0f, num1, Dv1, f.v1 + i0 * Dv1, Dv1,
+                                    0.0f, da, n);
                         for (int64_t i = 0; i < n; i++)
                             for (int64_t j = i + 1; j < n; j++)
                                 da[i * n + j] = 0.0f;
@@ -336,8 +339,8 @@ attn_status attn__approx_feature_backward(attn_ctx *ctx, const attn__approx_plan
                     attn__sgemm(&f.one, 1, 0, F, Dv1, n, 1.0f, phiq, F, num1, Dv1, 0.0f,
                                 f.gst + c * sz, Dv1);
                     const float *qr = ATTN__ROW(p->q, p->qs, b, h, i0);
-                    phi_backward(&f, qr, p->qs[2], n, phiq, dphiq, ATTN__ROW(p->dq, p->dqs, b, h, i0),
-                                 p->dqs[2]);
+                    phi_backward(&f, qr, p->qs[2], n, phiq, dphiq,
+                                 ATTN__ROW(p->dq, p->dqs, b, h, i0), p->dqs[2]);
                 }
                 /* exclusive suffix scan (fixed order): gst[c] <- sum_{c' > c}, total in [ncq] */
                 double *run = f.run;
@@ -374,8 +377,8 @@ attn_status attn__approx_feature_backward(attn_ctx *ctx, const attn__approx_plan
                     f.dphik[e] = (float)f.acck[e];
                 for (int64_t e = j0 * Dv1; e < (j0 + n) * Dv1; e++)
                     f.dv1[e] = (float)f.accv[e];
-                phi_backward(&f, kb + j0 * p->ks[2], p->ks[2], n, f.phik + j0 * F,
-                             f.dphik + j0 * F, ATTN__ROW(p->dk, p->dks, b, g, j0), p->dks[2]);
+                phi_backward(&f, kb + j0 * p->ks[2], p->ks[2], n, f.phik + j0 * F, f.dphik + j0 * F,
+                             ATTN__ROW(p->dk, p->dks, b, g, j0), p->dks[2]);
                 for (int64_t j = j0; j < j0 + n; j++)
                     memcpy(ATTN__ROW(p->dv, p->dvs, b, g, j), f.dv1 + j * Dv1,
                            (size_t)p->Dv * sizeof(float));

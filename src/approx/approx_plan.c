@@ -9,11 +9,16 @@
 
 const char *attn_approx_name(attn_approx_method m) {
     switch (m) {
-    case ATTN_APPROX_LINEAR: return "linear";
-    case ATTN_APPROX_PERFORMER: return "performer";
-    case ATTN_APPROX_NYSTROM: return "nystrom";
-    case ATTN_APPROX_TOPK: return "topk";
-    default: return NULL;
+    case ATTN_APPROX_LINEAR:
+        return "linear";
+    case ATTN_APPROX_PERFORMER:
+        return "performer";
+    case ATTN_APPROX_NYSTROM:
+        return "nystrom";
+    case ATTN_APPROX_TOPK:
+        return "topk";
+    default:
+        return NULL;
     }
 }
 
@@ -40,11 +45,11 @@ static attn_status view4(attn_ctx *ctx, const char *name, const attn_tensor *t, 
 static attn_status same_shape(attn_ctx *ctx, const char *name, const attn_tensor *t, int64_t d0,
                               int64_t d1, int64_t d2, int64_t d3) {
     if (t->shape[0] != d0 || t->shape[1] != d1 || t->shape[2] != d2 || t->shape[3] != d3)
-        return attn_ctx_fail(ctx, ATTN_E_SHAPE,
-                             "%s: shape [%lld, %lld, %lld, %lld], expected [%lld, %lld, %lld, %lld]",
-                             name, (long long)t->shape[0], (long long)t->shape[1],
-                             (long long)t->shape[2], (long long)t->shape[3], (long long)d0,
-                             (long long)d1, (long long)d2, (long long)d3);
+        return attn_ctx_fail(
+            ctx, ATTN_E_SHAPE,
+            "%s: shape [%lld, %lld, %lld, %lld], expected [%lld, %lld, %lld, %lld]", name,
+            (long long)t->shape[0], (long long)t->shape[1], (long long)t->shape[2],
+            (long long)t->shape[3], (long long)d0, (long long)d1, (long long)d2, (long long)d3);
     return ATTN_OK;
 }
 
@@ -191,7 +196,8 @@ static double gauss(uint64_t *s) { /* Box-Muller, one of the pair */
 attn_status attn_performer_draw(attn_ctx *ctx, int64_t D, int64_t m, uint64_t seed, float *omega) {
     attn__ctx_clear(ctx);
     if (!omega) return attn_ctx_fail(ctx, ATTN_E_ARG, "omega: NULL");
-    if (D < 1 || D > (1 << 16)) return attn_ctx_fail(ctx, ATTN_E_ARG, "D: %lld, must be >= 1", (long long)D);
+    if (D < 1 || D > (1 << 16))
+        return attn_ctx_fail(ctx, ATTN_E_ARG, "D: %lld, must be >= 1", (long long)D);
     if (m < 1 || m > (1 << 16))
         return attn_ctx_fail(ctx, ATTN_E_ARG, "features: m = %lld, must be in [1, 65536]",
                              (long long)m);
@@ -309,7 +315,8 @@ attn_status attn_approx_forward(attn_ctx *ctx, const attn_approx_args *a) {
     }
 }
 
-attn_status attn_approx_backward(attn_ctx *ctx, const attn_approx_args *a, const attn_sdpa_grads *g) {
+attn_status attn_approx_backward(attn_ctx *ctx, const attn_approx_args *a,
+                                 const attn_sdpa_grads *g) {
     if (!ctx) return ATTN_E_ARG;
     attn__ctx_clear(ctx);
     if (!g) return attn_ctx_fail(ctx, ATTN_E_ARG, "grads: NULL");

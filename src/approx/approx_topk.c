@@ -66,7 +66,7 @@ typedef struct topk {
     int nth;
     float *scr; /* per thread: scores [C*S] | select scratch [S] | weights [C*k] */
     int64_t scr_len;
-    int32_t *sel; /* per thread [C*k] (forward); the head's [T*k] (backward) */
+    int32_t *sel;   /* per thread [C*k] (forward); the head's [T*k] (backward) */
     float *pw, *ds; /* backward: the head's softmax weights and score gradients [T*k] */
 } topk;
 
@@ -168,7 +168,8 @@ attn_status attn__approx_topk_backward(attn_ctx *ctx, const attn__approx_plan *p
     const int64_t k = p->topk, D = p->D, Dv = p->Dv;
     for (int64_t b = 0; b < p->B; b++)
         for (int64_t g = 0; g < p->Hkv; g++) {
-            const float *kb = ATTN__ROW(p->k, p->ks, b, g, 0), *vb = ATTN__ROW(p->v, p->vs, b, g, 0);
+            const float *kb = ATTN__ROW(p->k, p->ks, b, g, 0),
+                        *vb = ATTN__ROW(p->v, p->vs, b, g, 0);
             for (int64_t j = 0; j < p->S; j++) {
                 memset(ATTN__ROW(p->dk, p->dks, b, g, j), 0, (size_t)D * sizeof(float));
                 memset(ATTN__ROW(p->dv, p->dvs, b, g, j), 0, (size_t)Dv * sizeof(float));

@@ -33,12 +33,18 @@ typedef struct method {
 } method;
 
 static const method g_methods[NMETH] = {
-    {"exact", 0, ATTN_APPROX_NONE, 0},          {"window", 1, ATTN_APPROX_NONE, 0},
-    {"bigbird", 2, ATTN_APPROX_NONE, 0},        {"linear", 3, ATTN_APPROX_LINEAR, 0},
-    {"performer-64", 3, ATTN_APPROX_PERFORMER, 64},   {"performer-128", 3, ATTN_APPROX_PERFORMER, 128},
-    {"performer-256", 3, ATTN_APPROX_PERFORMER, 256}, {"nystrom-32", 3, ATTN_APPROX_NYSTROM, 32},
-    {"nystrom-64", 3, ATTN_APPROX_NYSTROM, 64},       {"nystrom-128", 3, ATTN_APPROX_NYSTROM, 128},
-    {"topk-32", 3, ATTN_APPROX_TOPK, 32},             {"topk-64", 3, ATTN_APPROX_TOPK, 64},
+    {"exact", 0, ATTN_APPROX_NONE, 0},
+    {"window", 1, ATTN_APPROX_NONE, 0},
+    {"bigbird", 2, ATTN_APPROX_NONE, 0},
+    {"linear", 3, ATTN_APPROX_LINEAR, 0},
+    {"performer-64", 3, ATTN_APPROX_PERFORMER, 64},
+    {"performer-128", 3, ATTN_APPROX_PERFORMER, 128},
+    {"performer-256", 3, ATTN_APPROX_PERFORMER, 256},
+    {"nystrom-32", 3, ATTN_APPROX_NYSTROM, 32},
+    {"nystrom-64", 3, ATTN_APPROX_NYSTROM, 64},
+    {"nystrom-128", 3, ATTN_APPROX_NYSTROM, 128},
+    {"topk-32", 3, ATTN_APPROX_TOPK, 32},
+    {"topk-64", 3, ATTN_APPROX_TOPK, 64},
     {"", -1, ATTN_APPROX_NONE, 0},
 };
 
@@ -54,33 +60,32 @@ typedef struct opts {
 } opts;
 
 static void usage(FILE *f) {
-    fprintf(f,
-            "usage: attn compare [options]\n"
-            "Exact attention and each cheaper method on the same random inputs over a\n"
-            "length sweep: time (median), peak memory (child RSS high-water delta),\n"
-            "FLOPs, and error against exact attention.\n"
-            "  --T LIST         lengths, comma-separated (default 1024,2048,4096)\n"
-            "  --H N            heads (default 8)   --D N  head dim (default 64)\n"
-            "  --methods LIST   a subset of: exact, window, bigbird, linear,\n"
-            "                   performer-64, performer-128, performer-256, nystrom-32,\n"
-            "                   nystrom-64, nystrom-128, topk-32, topk-64 (default all)\n"
-            "  --block N        block size of the block-sparse layouts (default 64)\n"
-            "  --window N       window half-width in blocks (default 2; bigbird uses\n"
-            "                   window 1, 1 global block, 2 random blocks)\n"
-            "  --max-exact N    above this length, no exact reference: errors are not\n"
-            "                   measured and exact is not timed (default 16384)\n"
-            "  --reps N         timed runs per case after one warm-up run, median\n"
-            "                   reported (default 3); a warm-up over 5 s is the time\n"
-            "  --threads N      threads (default: ATTN_NUM_THREADS or all cores)\n"
-            "  --seed N         input seed (default 1)\n"
-            "  --cpu-time       time with the process's CPU clock (all its threads), not\n"
-            "                   the wall clock: on a shared machine it counts only the\n"
-            "                   time the method actually ran (use with --threads 1)\n"
-            "  --inputs KIND    random: q, k, v ~ N(0, 1) (default); smooth: q and k\n"
-            "                   low-frequency sinusoids per channel plus noise (nearby\n"
-            "                   tokens alike, as in text), v ~ N(0, 1)\n"
-            "  --json           one JSON object per (method, length) instead of a table\n"
-            "  --plot FILE.svg  also write time vs N and error vs N charts (SVG)\n");
+    fprintf(f, "usage: attn compare [options]\n"
+               "Exact attention and each cheaper method on the same random inputs over a\n"
+               "length sweep: time (median), peak memory (child RSS high-water delta),\n"
+               "FLOPs, and error against exact attention.\n"
+               "  --T LIST         lengths, comma-separated (default 1024,2048,4096)\n"
+               "  --H N            heads (default 8)   --D N  head dim (default 64)\n"
+               "  --methods LIST   a subset of: exact, window, bigbird, linear,\n"
+               "                   performer-64, performer-128, performer-256, nystrom-32,\n"
+               "                   nystrom-64, nystrom-128, topk-32, topk-64 (default all)\n"
+               "  --block N        block size of the block-sparse layouts (default 64)\n"
+               "  --window N       window half-width in blocks (default 2; bigbird uses\n"
+               "                   window 1, 1 global block, 2 random blocks)\n"
+               "  --max-exact N    above this length, no exact reference: errors are not\n"
+               "                   measured and exact is not timed (default 16384)\n"
+               "  --reps N         timed runs per case after one warm-up run, median\n"
+               "                   reported (default 3); a warm-up over 5 s is the time\n"
+               "  --threads N      threads (default: ATTN_NUM_THREADS or all cores)\n"
+               "  --seed N         input seed (default 1)\n"
+               "  --cpu-time       time with the process's CPU clock (all its threads), not\n"
+               "                   the wall clock: on a shared machine it counts only the\n"
+               "                   time the method actually ran (use with --threads 1)\n"
+               "  --inputs KIND    random: q, k, v ~ N(0, 1) (default); smooth: q and k\n"
+               "                   low-frequency sinusoids per channel plus noise (nearby\n"
+               "                   tokens alike, as in text), v ~ N(0, 1)\n"
+               "  --json           one JSON object per (method, length) instead of a table\n"
+               "  --plot FILE.svg  also write time vs N and error vs N charts (SVG)\n");
 }
 
 /* Parse "a,b,c" into v (at most max), each in [lo, hi]. Returns the count, -1 on error. */
@@ -174,8 +179,10 @@ static attn_status build_layout(attn_ctx *ctx, const method *m, const opts *o, i
     attn_sdpa_layout_spec sp;
     memset(&sp, 0, sizeof sp);
     sp.use_window = 1;
-    if (m->kind == 1) sp.window = o->window;
-    else sp.window = 1, sp.global = 1, sp.random = 2, sp.seed = o->seed;
+    if (m->kind == 1)
+        sp.window = o->window;
+    else
+        sp.window = 1, sp.global = 1, sp.random = 2, sp.seed = o->seed;
     const int64_t nb = (T + o->block - 1) / o->block;
     *blocks = malloc((size_t)(nb * nb));
     if (!*blocks) return ATTN_E_NOMEM;
@@ -265,7 +272,7 @@ static result run_method(const method *m, const opts *o, const problem *pb) {
         if (build_layout(ctx, m, o, T, &lay, &blocks)) goto done;
         s.layout = &lay;
     }
-    res.flops = m->kind == 3 ? attn_approx_flops(&a, 0)
+    res.flops = m->kind == 3   ? attn_approx_flops(&a, 0)
                 : m->kind == 0 ? attn_sdpa_flops(&s)
                                : layout_flops(&lay, T, H, D);
     double times[64];
@@ -273,9 +280,11 @@ static result run_method(const method *m, const opts *o, const problem *pb) {
     /* one warm-up call (GEMM kernels are generated on first use, pages
      * faulted in); a call longer than 5 s is its own measurement */
     {
-        const double t0 = attn_cli_clock_s(o->cpu_time ? CLOCK_PROCESS_CPUTIME_ID : CLOCK_MONOTONIC);
+        const double t0 =
+            attn_cli_clock_s(o->cpu_time ? CLOCK_PROCESS_CPUTIME_ID : CLOCK_MONOTONIC);
         attn_status st = m->kind == 3 ? attn_approx_forward(ctx, &a) : attn_sdpa_forward(ctx, &s);
-        const double dt = attn_cli_clock_s(o->cpu_time ? CLOCK_PROCESS_CPUTIME_ID : CLOCK_MONOTONIC) - t0;
+        const double dt =
+            attn_cli_clock_s(o->cpu_time ? CLOCK_PROCESS_CPUTIME_ID : CLOCK_MONOTONIC) - t0;
         if (st) {
             fprintf(stderr, "attn: error: %s T=%lld: %s\n", m->name, (long long)T,
                     attn_ctx_last_error(ctx));
@@ -284,7 +293,8 @@ static result run_method(const method *m, const opts *o, const problem *pb) {
         if (dt > 5.0) times[0] = dt, reps = 0;
     }
     for (int r = 0; r < reps; r++) {
-        const double t0 = attn_cli_clock_s(o->cpu_time ? CLOCK_PROCESS_CPUTIME_ID : CLOCK_MONOTONIC);
+        const double t0 =
+            attn_cli_clock_s(o->cpu_time ? CLOCK_PROCESS_CPUTIME_ID : CLOCK_MONOTONIC);
         attn_status st = m->kind == 3 ? attn_approx_forward(ctx, &a) : attn_sdpa_forward(ctx, &s);
         times[r] = attn_cli_clock_s(o->cpu_time ? CLOCK_PROCESS_CPUTIME_ID : CLOCK_MONOTONIC) - t0;
         if (st) {
@@ -341,13 +351,17 @@ static result run_child(const method *m, const opts *o, const problem *pb) {
 
 /* ---- output -------------------------------------------------------------- */
 static void fmt(char *b, size_t n, const char *f, double x) {
-    if (isnan(x)) snprintf(b, n, "-");
-    else snprintf(b, n, f, x);
+    if (isnan(x))
+        snprintf(b, n, "-");
+    else
+        snprintf(b, n, f, x);
 }
 
 static void json_num(FILE *f, const char *key, double x) {
-    if (isnan(x)) fprintf(f, ", \"%s\": null", key);
-    else fprintf(f, ", \"%s\": %.6g", key, x);
+    if (isnan(x))
+        fprintf(f, ", \"%s\": null", key);
+    else
+        fprintf(f, ", \"%s\": %.6g", key, x);
 }
 
 /* ---- SVG charts (a small writer: polylines on log axes) ------------------- */
@@ -356,7 +370,7 @@ static const char *g_colors[NMETH] = {"#000000", "#1f77b4", "#17becf", "#ff7f0e"
                                       "#9467bd", "#bcbd22", "#7f7f7f"};
 
 typedef struct chart {
-    double x0, y0, w, h;    /* panel in pixels */
+    double x0, y0, w, h;       /* panel in pixels */
     double lx0, lx1, ly0, ly1; /* log10 ranges */
 } chart;
 
@@ -367,8 +381,8 @@ static double cy(const chart *c, double y) {
     return c->y0 + c->h - (log10(y) - c->ly0) / (c->ly1 - c->ly0) * c->h;
 }
 
-static void panel(FILE *f, chart *c, const char *title, const char *ylab, int nT,
-                  const int64_t *Ts, int nm, const int *mi, const result *res, int which) {
+static void panel(FILE *f, chart *c, const char *title, const char *ylab, int nT, const int64_t *Ts,
+                  int nm, const int *mi, const result *res, int which) {
     double lo = INFINITY, hi = -INFINITY;
     for (int a = 0; a < nm; a++)
         for (int t = 0; t < nT; t++) {
@@ -384,9 +398,13 @@ static void panel(FILE *f, chart *c, const char *title, const char *ylab, int nT
             c->x0, c->y0, c->w, c->h);
     fprintf(f, "<text x='%.1f' y='%.1f' font-size='14' text-anchor='middle'>%s</text>\n",
             c->x0 + c->w / 2, c->y0 - 8, title);
-    fprintf(f, "<text x='%.1f' y='%.1f' font-size='12' text-anchor='middle' transform='rotate(-90 %.1f %.1f)'>%s</text>\n",
+    fprintf(f,
+            "<text x='%.1f' y='%.1f' font-size='12' text-anchor='middle' transform='rotate(-90 "
+            "%.1f %.1f)'>%s</text>\n",
             c->x0 - 48, c->y0 + c->h / 2, c->x0 - 48, c->y0 + c->h / 2, ylab);
-    fprintf(f, "<text x='%.1f' y='%.1f' font-size='12' text-anchor='middle'>N (tokens, log scale)</text>\n",
+    fprintf(f,
+            "<text x='%.1f' y='%.1f' font-size='12' text-anchor='middle'>N (tokens, log "
+            "scale)</text>\n",
             c->x0 + c->w / 2, c->y0 + c->h + 34);
     for (double e = c->ly0; e <= c->ly1 + 1e-9; e += 1.0) {
         const double y = cy(c, pow(10.0, e));
@@ -408,8 +426,9 @@ static void panel(FILE *f, chart *c, const char *title, const char *ylab, int nT
             const result *r = &res[a * MAXT + t];
             double y = which ? r->rel_fro : r->time_s;
             if (!r->ok || !(y > 0) || !isfinite(y)) continue;
-            if (!open) fprintf(f, "<polyline fill='none' stroke='%s' stroke-width='2' points='",
-                               g_colors[mi[a]]);
+            if (!open)
+                fprintf(f, "<polyline fill='none' stroke='%s' stroke-width='2' points='",
+                        g_colors[mi[a]]);
             fprintf(f, "%.1f,%.1f ", cx(c, (double)Ts[t]), cy(c, y));
             open = 1;
         }
@@ -427,9 +446,14 @@ static int write_svg(const char *path, int nT, const int64_t *Ts, int nm, const 
         return attn_cli_error(1, "cannot write %s", path);
     }
     const double W = 1000, Hh = 460;
-    fprintf(f, "<svg xmlns='http://www.w3.org/2000/svg' width='%.0f' height='%.0f' font-family='sans-serif'>\n", W, Hh);
+    fprintf(f,
+            "<svg xmlns='http://www.w3.org/2000/svg' width='%.0f' height='%.0f' "
+            "font-family='sans-serif'>\n",
+            W, Hh);
     fprintf(f, "<rect width='100%%' height='100%%' fill='white'/>\n");
-    fprintf(f, "<text x='%.0f' y='20' font-size='15' text-anchor='middle'>attn compare: H=%d D=%d, %d thread(s)</text>\n",
+    fprintf(f,
+            "<text x='%.0f' y='20' font-size='15' text-anchor='middle'>attn compare: H=%d D=%d, %d "
+            "thread(s)</text>\n",
             W / 2, o->H, o->D, o->threads);
     chart c1 = {70, 50, 330, 330, 0, 0, 0, 0}, c2 = {480, 50, 330, 330, 0, 0, 0, 0};
     panel(f, &c1, "forward time", "seconds (log scale)", nT, Ts, nm, mi, res, 0);
@@ -473,7 +497,7 @@ int attn_cmd_compare(int argc, char **argv) {
         CLI_OPT_THREADS(&o.threads),
         CLI_OPT_SEED(&o.seed),
     };
-    const cli_spec spec = {"compare", table, (int)(sizeof table / sizeof table[0]), usage,
+    const cli_spec spec = {"compare",        table, (int)(sizeof table / sizeof table[0]), usage,
                            CLI_POS_ANYWHERE, 0};
     int npos = 0;
     int rc = attn_cli_parse(&spec, argc, argv, NULL, &npos);
@@ -481,11 +505,12 @@ int attn_cmd_compare(int argc, char **argv) {
     int64_t Ts[MAXT];
     const int nT = parse_list(o.tlist, Ts, MAXT, 1, (int64_t)1 << 24);
     if (nT < 1)
-        return attn_cli_error(2, "compare: --T: expected up to %d lengths in [1, 16777216], "
-                                 "comma-separated, got '%s'", MAXT, o.tlist);
+        return attn_cli_error(2,
+                              "compare: --T: expected up to %d lengths in [1, 16777216], "
+                              "comma-separated, got '%s'",
+                              MAXT, o.tlist);
     for (int t = 1; t < nT; t++)
-        if (Ts[t] <= Ts[t - 1])
-            return attn_cli_error(2, "compare: --T: lengths must increase");
+        if (Ts[t] <= Ts[t - 1]) return attn_cli_error(2, "compare: --T: lengths must increase");
     int mi[NMETH], nm = 0;
     if (!o.mlist) {
         for (int i = 0; g_methods[i].kind >= 0; i++)
@@ -524,12 +549,12 @@ int attn_cmd_compare(int argc, char **argv) {
         return attn_cli_error(1, "out of memory");
     }
     if (!o.json)
-        printf("attn compare: H=%d D=%d threads=%d arch=%s, median of %d (%s), %s inputs, seed %llu\n"
-               "%-14s %7s %10s %9s %8s %9s %10s %10s %8s %8s\n",
-               o.H, o.D, o.threads, attn_ctx_arch(ctx), o.reps, o.cpu_time ? "CPU time" : "wall time",
-               o.smooth ? "smooth" : "random N(0,1)", (unsigned long long)o.seed,
-               "method", "N", "time_s", "GFLOP", "GFLOP/s", "mem_MB", "max_abs", "rel_fro",
-               "mass", "speedup");
+        printf(
+            "attn compare: H=%d D=%d threads=%d arch=%s, median of %d (%s), %s inputs, seed %llu\n"
+            "%-14s %7s %10s %9s %8s %9s %10s %10s %8s %8s\n",
+            o.H, o.D, o.threads, attn_ctx_arch(ctx), o.reps, o.cpu_time ? "CPU time" : "wall time",
+            o.smooth ? "smooth" : "random N(0,1)", (unsigned long long)o.seed, "method", "N",
+            "time_s", "GFLOP", "GFLOP/s", "mem_MB", "max_abs", "rel_fro", "mass", "speedup");
     int fail = 0;
     for (int t = 0; t < nT; t++) {
         problem pb = {o.H, Ts[t], o.D, NULL, NULL, NULL, NULL, NULL};
@@ -595,8 +620,8 @@ int attn_cmd_compare(int argc, char **argv) {
                 fmt(c[0], 32, "%.3e", r->max_abs), fmt(c[1], 32, "%.3e", r->rel_fro);
                 fmt(c[2], 32, "%.4f", r->coverage), fmt(c[3], 32, "%.2fx", sp);
                 printf("%-14s %7lld %10.4f %9.2f %8.1f %9.1f %10s %10s %8s %8s\n", m->name,
-                       (long long)Ts[t], r->time_s, r->flops * 1e-9,
-                       r->flops / r->time_s * 1e-9, r->mem_mb, c[0], c[1], c[2], c[3]);
+                       (long long)Ts[t], r->time_s, r->flops * 1e-9, r->flops / r->time_s * 1e-9,
+                       r->mem_mb, c[0], c[1], c[2], c[3]);
             }
             fflush(stdout);
         }
