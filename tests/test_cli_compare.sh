@@ -60,6 +60,10 @@ bad 2 "--H" --H 0
 bad 2 "--reps" --reps 0
 bad 2 "--inputs" --inputs bogus
 bad 2 "--plot" --T 8 --plot ""
+bad 2 "attn: error: compare: --threads must be an integer in \[0, 4096\], got '-1'" --threads -1
+bad 2 "attn: error: compare: unknown option '--bogus' (see attn compare --help)" --bogus=1
+bad 2 "attn: error: compare: --seed must be an integer >= 0" --seed -1
+"$ATTN" compare --help >"$W/help" 2>&1 && grep -q -- "--inputs" "$W/help" || fail "compare --help"
 rm -f "$W/never.svg"
 bad 2 "--methods" --T 8 --methods nope --plot "$W/never.svg"
 [ ! -e "$W/never.svg" ] || fail "a plot was written on bad usage"
