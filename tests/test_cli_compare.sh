@@ -40,6 +40,18 @@ for r in rows:
 PY
 grep -q "<svg" "$W/c.svg" && [ "$(grep -c "<polyline" "$W/c.svg")" -ge 20 ] || fail "svg"
 
+# --causal: Nystrom and top-k (non-causal methods) give no row; the others do
+"$ATTN" compare --causal --T 96 --H 2 --D 8 --reps 1 --threads 1 --block 16 --json >"$W/c.json" 2>"$W/err" ||
+    fail "compare --causal exit $? ($(cat "$W/err"))"
+python3 - "$W/c.json" <<'PY' || fail "--causal JSON"
+import json, math, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+assert {r["method"] for r in rows} == {"exact", "window", "bigbird", "linear", "performer-64",
+                                         "performer-128", "performer-256"}, rows
+for r in rows:
+    assert r["causal"] == 1 and math.isfinite(r["rel_fro_err"]), r
+PY
+
 "$ATTN" compare --T 64 --H 1 --D 8 --reps 1 --methods exact,linear,topk-32 >"$W/table" 2>&1 ||
     fail "table exit $?"
 for m in exact linear topk-32; do grep -q "^$m " "$W/table" || fail "table lacks $m"; done

@@ -55,7 +55,7 @@ typedef struct result {
 
 typedef struct opts {
     const char *tlist, *mlist, *plot, *inputs;
-    int H, D, threads, reps, json, block, window, max_exact, cpu_time, smooth;
+    int H, D, threads, reps, json, block, window, max_exact, cpu_time, smooth, causal;
     uint64_t seed;
 } opts;
 
@@ -84,6 +84,8 @@ static void usage(FILE *f) {
                "  --inputs KIND    random: q, k, v ~ N(0, 1) (default); smooth: q and k\n"
                "                   low-frequency sinusoids per channel plus noise (nearby\n"
                "                   tokens alike, as in text), v ~ N(0, 1)\n"
+               "  --causal         causal attention (exact, window, bigbird, linear and\n"
+               "                   Performer; Nystrom and top-k are skipped)\n"
                "  --json           one JSON object per (method, length) instead of a table\n"
                "  --plot FILE.svg  also write time vs N and error vs N charts (SVG)\n");
 }
@@ -179,6 +181,7 @@ static attn_status build_layout(attn_ctx *ctx, const method *m, const opts *o, i
     attn_sdpa_layout_spec sp;
     memset(&sp, 0, sizeof sp);
     sp.use_window = 1;
+    sp.causal = o->causal;
     if (m->kind == 1)
         sp.window = o->window;
     else
@@ -204,7 +207,7 @@ static double layout_flops(const attn_sdpa_layout *l, int64_t T, int64_t H, int6
  * (16 rows of heads 0 and H-1): window / bigbird keep their layout's keys,
  * top-k the k largest probabilities. */
 static double coverage(attn_ctx *ctx, const method *m, const attn_sdpa_layout *lay,
-                       const problem *pb) {
+                       const problem *pb, int causal) {
     if (!pb->ex_lse || (m->kind == 3 && m->am != ATTN_APPROX_TOPK) || m->kind == 0) return NAN;
     const int64_t T = pb->T;
     float *row = malloc((size_t)T * sizeof *row);
@@ -216,6 +219,7 @@ static double coverage(attn_ctx *ctx, const method *m, const attn_sdpa_layout *l
     a.v = attn_tensor_f32_4d(pb->v, 1, pb->H, T, pb->D);
     int64_t ls[3] = {1, pb->H, T}, ps[2] = {1, T};
     a.lse = attn_tensor_make(pb->ex_lse, ATTN_F32, 3, ls);
+    a.causal = causal;
     double tot = 0.0;
     int n = 0;
     for (int hh = 0; hh < 2; hh++)
@@ -265,6 +269,7 @@ static result run_method(const method *m, const opts *o, const problem *pb) {
     attn_approx_args a;
     memset(&a, 0, sizeof a);
     a.q = s.q, a.k = s.k, a.v = s.v, a.out = s.out, a.method = m->am;
+    s.causal = a.causal = o->causal;
     if (m->am == ATTN_APPROX_PERFORMER) a.features = m->param, a.seed = o->seed;
     if (m->am == ATTN_APPROX_NYSTROM) a.landmarks = CMP_MIN(m->param, T);
     if (m->am == ATTN_APPROX_TOPK) a.topk = CMP_MIN(m->param, T);
@@ -313,7 +318,7 @@ static result run_method(const method *m, const opts *o, const problem *pb) {
             mx = fmax(mx, fabs(d));
         }
         res.max_abs = mx, res.rel_fro = sqrt(num / (den > 0 ? den : 1.0));
-        res.coverage = coverage(ctx, m, &lay, pb);
+        res.coverage = coverage(ctx, m, &lay, pb, o->causal);
     }
     res.ok = 1;
 done:
@@ -494,6 +499,7 @@ int attn_cmd_compare(int argc, char **argv) {
         {"--reps", CLI_INT, &o.reps, 1, 64, 0, NULL},
         {"--json", CLI_FLAG, &o.json, 0, 0, 0, NULL},
         {"--cpu-time", CLI_FLAG, &o.cpu_time, 0, 0, 0, NULL},
+        {"--causal", CLI_FLAG, &o.causal, 0, 0, 0, NULL},
         CLI_OPT_THREADS(&o.threads),
         CLI_OPT_SEED(&o.seed),
     };
@@ -549,12 +555,13 @@ int attn_cmd_compare(int argc, char **argv) {
         return attn_cli_error(1, "out of memory");
     }
     if (!o.json)
-        printf(
-            "attn compare: H=%d D=%d threads=%d arch=%s, median of %d (%s), %s inputs, seed %llu\n"
-            "%-14s %7s %10s %9s %8s %9s %10s %10s %8s %8s\n",
-            o.H, o.D, o.threads, attn_ctx_arch(ctx), o.reps, o.cpu_time ? "CPU time" : "wall time",
-            o.smooth ? "smooth" : "random N(0,1)", (unsigned long long)o.seed, "method", "N",
-            "time_s", "GFLOP", "GFLOP/s", "mem_MB", "max_abs", "rel_fro", "mass", "speedup");
+        printf("attn compare: H=%d D=%d%s threads=%d arch=%s, median of %d (%s), %s inputs, seed "
+               "%llu\n"
+               "%-14s %7s %10s %9s %8s %9s %10s %10s %8s %8s\n",
+               o.H, o.D, o.causal ? " causal" : "", o.threads, attn_ctx_arch(ctx), o.reps,
+               o.cpu_time ? "CPU time" : "wall time", o.smooth ? "smooth" : "random N(0,1)",
+               (unsigned long long)o.seed, "method", "N", "time_s", "GFLOP", "GFLOP/s", "mem_MB",
+               "max_abs", "rel_fro", "mass", "speedup");
     int fail = 0;
     for (int t = 0; t < nT; t++) {
         problem pb = {o.H, Ts[t], o.D, NULL, NULL, NULL, NULL, NULL};
@@ -579,6 +586,7 @@ int attn_cmd_compare(int argc, char **argv) {
             s.k = attn_tensor_f32_4d(pb.k, 1, pb.H, pb.T, pb.D);
             s.v = attn_tensor_f32_4d(pb.v, 1, pb.H, pb.T, pb.D);
             s.out = attn_tensor_f32_4d(pb.ex_out, 1, pb.H, pb.T, pb.D);
+            s.causal = o.causal;
             int64_t ls[3] = {1, pb.H, pb.T};
             s.lse = attn_tensor_make(pb.ex_lse, ATTN_F32, 3, ls);
             if (!pb.ex_out || !pb.ex_lse || attn_sdpa_forward(ctx, &s)) {
@@ -591,7 +599,9 @@ int attn_cmd_compare(int argc, char **argv) {
         for (int a = 0; a < nm; a++) {
             const method *m = &g_methods[mi[a]];
             result *r = &res[a * MAXT + t];
-            if (m->kind == 0 && Ts[t] > o.max_exact) {
+            /* Nystrom and top-k are non-causal methods: no row under --causal */
+            const int nocausal = m->am == ATTN_APPROX_NYSTROM || m->am == ATTN_APPROX_TOPK;
+            if ((m->kind == 0 && Ts[t] > o.max_exact) || (o.causal && nocausal)) {
                 *r = (result){0, NAN, NAN, NAN, NAN, NAN, NAN};
                 continue;
             }
@@ -604,8 +614,9 @@ int attn_cmd_compare(int argc, char **argv) {
             if (m->kind == 0) exact_time = r->time_s;
             const double sp = exact_time / r->time_s;
             if (o.json) {
-                printf("{\"method\": \"%s\", \"N\": %lld, \"H\": %d, \"D\": %d, \"threads\": %d",
-                       m->name, (long long)Ts[t], o.H, o.D, o.threads);
+                printf("{\"method\": \"%s\", \"N\": %lld, \"H\": %d, \"D\": %d, \"causal\": %d, "
+                       "\"threads\": %d",
+                       m->name, (long long)Ts[t], o.H, o.D, o.causal, o.threads);
                 json_num(stdout, "time_s", r->time_s);
                 json_num(stdout, "flops", r->flops);
                 json_num(stdout, "gflops_per_s", r->flops / r->time_s * 1e-9);
