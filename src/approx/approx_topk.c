@@ -68,6 +68,7 @@ typedef struct topk {
     int64_t scr_len;
     int32_t *sel;   /* per thread [C*k] (forward); the head's [T*k] (backward) */
     float *pw, *ds; /* backward: the head's softmax weights and score gradients [T*k] */
+    double *acc;    /* backward: dk, dv of one kv head [S, D + Dv], summed in float64 */
 } topk;
 
 static attn_status topk_init(attn_ctx *ctx, topk *t, const attn__approx_plan *p, int backward) {
@@ -86,13 +87,15 @@ static attn_status topk_init(attn_ctx *ctx, topk *t, const attn__approx_plan *p,
     if (backward) {
         t->pw = attn__malloc((size_t)(p->T * p->topk + 1) * sizeof(float));
         t->ds = attn__malloc((size_t)(p->T * p->topk + 1) * sizeof(float));
-        ok = ok && t->pw && t->ds;
+        t->acc = attn__malloc((size_t)(p->S * (p->D + p->Dv) + 1) * sizeof(double));
+        ok = ok && t->pw && t->ds && t->acc;
     }
     return ok ? ATTN_OK : attn_ctx_fail(ctx, ATTN_E_NOMEM, "topk attention: out of memory");
 }
 
 static void topk_free(topk *t) {
     attn__free(t->scr), attn__free(t->sel), attn__free(t->pw), attn__free(t->ds);
+    attn__free(t->acc);
 }
 
 /* Scores of query chunk c of head (b, h), the selection of each row into
@@ -156,8 +159,8 @@ attn_status attn__approx_topk_forward(attn_ctx *ctx, const attn__approx_plan *p)
  *   dp_r = dout_i . v_j(r),  ds_r = p_r (dp_r - sum_r p_r dp_r)
  *   dq_i = scale sum_r ds_r k_j(r),  dk_j += scale ds_r q_i,  dv_j += p_r dout_i.
  * dq rows are written by the parallel loop over query chunks; dk and dv
- * gather from every query, so they are summed afterwards in query order
- * (one kv head at a time, the same bits for any thread count). */
+ * gather from every query, so they are summed afterwards in query order, in
+ * float64 (one kv head at a time, the same bits for any thread count). */
 attn_status attn__approx_topk_backward(attn_ctx *ctx, const attn__approx_plan *p) {
     topk t;
     attn_status st = topk_init(ctx, &t, p, 1);
@@ -170,10 +173,8 @@ attn_status attn__approx_topk_backward(attn_ctx *ctx, const attn__approx_plan *p
         for (int64_t g = 0; g < p->Hkv; g++) {
             const float *kb = ATTN__ROW(p->k, p->ks, b, g, 0),
                         *vb = ATTN__ROW(p->v, p->vs, b, g, 0);
-            for (int64_t j = 0; j < p->S; j++) {
-                memset(ATTN__ROW(p->dk, p->dks, b, g, j), 0, (size_t)D * sizeof(float));
-                memset(ATTN__ROW(p->dv, p->dvs, b, g, j), 0, (size_t)Dv * sizeof(float));
-            }
+            const int64_t W = D + Dv;
+            memset(t.acc, 0, (size_t)(p->S * W) * sizeof(double));
             for (int64_t h = g * p->group; h < (g + 1) * p->group; h++) {
 #pragma omp parallel for num_threads(t.nth) schedule(dynamic, 1)
                 for (int64_t c = 0; c < t.nc; c++) {
@@ -209,15 +210,23 @@ attn_status attn__approx_topk_backward(attn_ctx *ctx, const attn__approx_plan *p
                     const float *go = ATTN__ROW(p->dout, p->dos, b, h, i);
                     for (int64_t r = 0; r < k; r++) {
                         const int64_t j = t.sel[i * k + r];
-                        float *dk = ATTN__ROW(p->dk, p->dks, b, g, j);
-                        float *dv = ATTN__ROW(p->dv, p->dvs, b, g, j);
-                        const float cs = p->scale * t.ds[i * k + r], cp = t.pw[i * k + r];
+                        double *dk = t.acc + j * W, *dv = dk + D;
+                        const double cs = (double)(p->scale * t.ds[i * k + r]),
+                                     cp = (double)t.pw[i * k + r];
                         for (int64_t d = 0; d < D; d++)
-                            dk[d] += cs * qi[d];
+                            dk[d] += cs * (double)qi[d];
                         for (int64_t d = 0; d < Dv; d++)
-                            dv[d] += cp * go[d];
+                            dv[d] += cp * (double)go[d];
                     }
                 }
+            }
+            for (int64_t j = 0; j < p->S; j++) {
+                float *dk = ATTN__ROW(p->dk, p->dks, b, g, j),
+                      *dv = ATTN__ROW(p->dv, p->dvs, b, g, j);
+                for (int64_t d = 0; d < D; d++)
+                    dk[d] = (float)t.acc[j * W + d];
+                for (int64_t d = 0; d < Dv; d++)
+                    dv[d] = (float)t.acc[j * W + D + d];
             }
         }
     topk_free(&t);

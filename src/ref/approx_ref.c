@@ -21,7 +21,7 @@
 #undef FN
 
 attn_status attn__approx_ref64(attn_ctx *ctx, const attn__approx_plan *p, double *out) {
-    if (p->method == ATTN_APPROX_NYSTROM) return nystrom_64(ctx, p, out);
+    if (p->method == ATTN_APPROX_NYSTROM) return nystrom_64(ctx, p, 0, out);
     return run_64(ctx, p, out, NULL, NULL, NULL);
 }
 /* The fp32 twin: the linear-time form for the feature methods (see
@@ -30,7 +30,7 @@ static int feature_method(const attn__approx_plan *p) {
     return p->method == ATTN_APPROX_LINEAR || p->method == ATTN_APPROX_PERFORMER;
 }
 attn_status attn__approx_ref32(attn_ctx *ctx, const attn__approx_plan *p, int order, float *out) {
-    if (p->method == ATTN_APPROX_NYSTROM) return nystrom_32(ctx, p, out);
+    if (p->method == ATTN_APPROX_NYSTROM) return nystrom_32(ctx, p, order, out);
     if (feature_method(p)) return factored_32(ctx, p, order, out, NULL, NULL, NULL);
     return run_32(ctx, p, out, NULL, NULL, NULL);
 }
