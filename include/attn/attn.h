@@ -8,6 +8,7 @@
 #define ATTN_ATTN_H
 
 #include "core.h"
+#include "efficient.h"
 #include "explain.h"
 #include "gpt.h"
 #include "io.h"

@@ -13,6 +13,7 @@ static const struct {
 } commands[] = {
     {"sdpa", attn_cmd_sdpa, "scaled dot-product attention on tensors from a safetensors file"},
     {"bench", attn_cmd_bench, "measure the FMA peak, then attention speed as % of it"},
+    {"compare", attn_cmd_compare, "exact vs sparse, linear, Performer, Nystrom, top-k attention"},
     {"mha", attn_cmd_mha, "multi-head attention layer (forward, backward) on a safetensors file"},
     {"train", attn_cmd_train, "train a small attention model from scratch (--task recall)"},
     {"tokenize", attn_cmd_tokenize, "token ids of texts (BERT WordPiece, byte-level BPE)"},

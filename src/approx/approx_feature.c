@@ -1,0 +1,389 @@
+/* Kernelized linear attention and Performer FAVOR+: attention through a
+ * feature map phi, forward and backward, in chunks of rows.
+ *
+ *   out_i = phi(q_i)^T KV / phi(q_i)^T z,  KV = sum_j phi(k_j) v_j^T,  z = sum_j phi(k_j)
+ *
+ * with j over all keys, or j <= i (causal). V is augmented with a column of
+ * ones, V1 = [V | 1], so KV and z are one product phi_k^T V1 [F, Dv+1] and
+ * the normaliser is the last column of phi_q KV1. Causal: keys are cut into
+ * chunks of C rows; chunk sums run in parallel, an exclusive prefix scan
+ * gives each chunk the state of the chunks before it, and within a chunk the
+ * C x C block A = phi_q phi_k^T (j <= i) adds the diagonal part:
+ *   num1_c = phi_q,c P_c + A_c V1_c.
+ * Every product is a single-threaded GEMM inside a parallel loop over chunks
+ * and scans run in a fixed order, so the bits do not depend on the thread
+ * count. Memory per head: phi_k [S, F], V1 [S, Dv+1], one [F, Dv+1] state
+ * per chunk; nothing T x S. */
+#include "approx/approx.h"
+#include "nn/nn.h"
+
+#include <math.h>
+#include <omp.h>
+#include <string.h>
+
+typedef struct feat {
+    const attn__approx_plan *p;
+    const float *omega;
+    attn_ctx one;      /* a 1-thread context for GEMMs inside parallel loops */
+    int64_t C, F, Dv1; /* chunk rows, features, Dv + 1 */
+    int64_t nck, ncq;  /* key chunks, query chunks */
+    int nth;
+    float *phik;  /* [S, F] */
+    float *v1;    /* [S, Dv1] */
+    float *state; /* [nck + 1][F * Dv1]: chunk sums, then prefix (or total in [nck]) */
+    float *cmax;  /* [nck] */
+    float *scr;   /* per thread: phiq [C*F] | dphiq [C*F] | A [C*C] | num1 [C*Dv1] | dA [C*C] */
+    int64_t scr_len;
+    /* backward */
+    float *dphik, *dv1, *gst; /* [S, F], [S, Dv1], [ncq + 1][F * Dv1] */
+    double *acck, *accv;      /* [S, F], [S, Dv1]: the sums over a GQA group's heads */
+    float kshift;
+    double *run; /* [F * Dv1]: the scans' running sum, in float64 (error ~ one
+                  * rounding per state, not one per chunk) */
+} feat;
+
+/* u[n, F] = sqrt(scale) x Omega^T (PERFORMER) or a copy of x (LINEAR). */
+static void project(feat *f, const float *x, int64_t ldx, int64_t n, float *u) {
+    const attn__approx_plan *p = f->p;
+    if (p->method == ATTN_APPROX_LINEAR) {
+        for (int64_t i = 0; i < n; i++)
+            memcpy(u + i * f->F, x + i * ldx, (size_t)p->D * sizeof *u);
+        return;
+    }
+    attn__sgemm(&f->one, 0, 1, n, f->F, p->D, sqrtf(p->scale), x, ldx, f->omega, p->D, 0.0f, u,
+                f->F);
+}
+
+/* |x'|^2 / 2 of row x (PERFORMER's norm term). */
+static float halfnorm(const attn__approx_plan *p, const float *x) {
+    float s = 0.0f;
+    for (int64_t d = 0; d < p->D; d++)
+        s += x[d] * x[d];
+    return 0.5f * p->scale * s;
+}
+
+/* The largest exponent u_r - |x'|^2/2 of rows x (after project into u). */
+static float max_exponent(feat *f, const float *x, int64_t ldx, int64_t n, const float *u) {
+    float mx = -INFINITY;
+    for (int64_t i = 0; i < n; i++) {
+        const float h = halfnorm(f->p, x + i * ldx);
+        for (int64_t r = 0; r < f->F; r++)
+            mx = fmaxf(mx, u[i * f->F + r] - h);
+    }
+    return mx;
+}
+
+/* phi in place over u: elu + 1, or exp(u - |x'|^2/2 - shift) / sqrt(m)
+ * with shift the row's own max (rowshift) or `shift`. */
+static void finish(feat *f, const float *x, int64_t ldx, int64_t n, float *u, int rowshift,
+                   float shift) {
+    const int64_t F = f->F;
+    if (f->p->method == ATTN_APPROX_LINEAR) {
+        for (int64_t i = 0; i < n * F; i++)
+            u[i] = u[i] > 0.0f ? u[i] + 1.0f : expf(u[i]);
+        return;
+    }
+    const float norm = 1.0f / sqrtf((float)F);
+    for (int64_t i = 0; i < n; i++) {
+        float *ui = u + i * F;
+        const float h = halfnorm(f->p, x + i * ldx);
+        float c = shift;
+        if (rowshift) {
+            c = -INFINITY;
+            for (int64_t r = 0; r < F; r++)
+                c = fmaxf(c, ui[r]);
+            c -= h;
+        }
+        if (!isfinite(c)) c = 0.0f; /* NaN/Inf inputs: let them propagate */
+        for (int64_t r = 0; r < F; r++)
+            ui[r] = expf(ui[r] - h - c) * norm;
+    }
+}
+
+/* Chain rule: dx[n, D] from dphi and phi of rows x. */
+static void phi_backward(feat *f, const float *x, int64_t ldx, int64_t n, const float *phi,
+                         float *dphi, float *dx, int64_t ldd) {
+    const attn__approx_plan *p = f->p;
+    const int64_t F = f->F, D = p->D;
+    if (p->method == ATTN_APPROX_LINEAR) {
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t d = 0; d < D; d++) {
+                const float xv = x[i * ldx + d];
+                dx[i * ldd + d] = dphi[i * F + d] * (xv > 0.0f ? 1.0f : phi[i * F + d]);
+            }
+        return;
+    }
+    /* dphi_r/dx' = phi_r (w_r - x'), x' = sqrt(scale) x:
+     *   dx = sqrt(scale) sum_r t_r (w_r - x'),  t = dphi * phi
+     * summed term by term in float64: as a product, t Omega - rowsum(t) x'
+     * would cancel (w_r is close to x' for the features that dominate). */
+    const double s = sqrt((double)p->scale);
+    double xs[512], acc[512]; /* the sum over features in float64 */
+    for (int64_t i = 0; i < n; i++) {
+        float *di = dx + i * ldd;
+        const float *xi = x + i * ldx;
+        for (int64_t d0 = 0; d0 < D; d0 += 512) {
+            const int64_t nd = ATTN_MIN(512, D - d0);
+            for (int64_t d = 0; d < nd; d++)
+                xs[d] = s * (double)xi[d0 + d], acc[d] = 0.0;
+            for (int64_t r = 0; r < F; r++) {
+                const double t = (double)dphi[i * F + r] * (double)phi[i * F + r];
+                const float *w = f->omega + r * D + d0;
+                for (int64_t d = 0; d < nd; d++)
+                    acc[d] += t * ((double)w[d] - xs[d]);
+            }
+            for (int64_t d = 0; d < nd; d++)
+                di[d0 + d] = (float)(s * acc[d]);
+        }
+    }
+}
+
+static attn_status feat_init(attn_ctx *ctx, feat *f, const attn__approx_plan *p, const float *omega,
+                             int backward) {
+    memset(f, 0, sizeof *f);
+    f->p = p, f->omega = omega;
+    f->one.nthreads = 1;
+    f->one.arch = ctx->arch;
+    /* causal: the diagonal blocks cost C^2 (F + Dv) per chunk, so chunks
+     * stay small; otherwise larger chunks mean fewer, larger GEMMs */
+    f->C = p->chunk ? p->chunk : p->causal ? 64 : 256;
+    f->F = p->F, f->Dv1 = p->Dv + 1;
+    f->nck = (p->S + f->C - 1) / f->C;
+    f->ncq = (p->T + f->C - 1) / f->C;
+    f->nth = attn_ctx_threads(ctx);
+    const int64_t C = f->C, F = f->F, Dv1 = f->Dv1;
+    f->scr_len =
+        (int64_t)attn__round16((size_t)(2 * C * F + (p->causal ? 2 * C * C : 0) + C * Dv1));
+    f->phik = attn__malloc((size_t)(p->S * F + 1) * sizeof(float));
+    f->v1 = attn__malloc((size_t)(p->S * Dv1 + 1) * sizeof(float));
+    f->state = attn__malloc((size_t)((f->nck + 1) * F * Dv1) * sizeof(float));
+    f->cmax = attn__malloc((size_t)(f->nck + 1) * sizeof(float));
+    f->run = attn__malloc((size_t)(F * Dv1) * sizeof(double));
+    f->scr = attn__malloc((size_t)(f->scr_len * f->nth) * sizeof(float));
+    int ok = f->phik && f->v1 && f->state && f->cmax && f->scr && f->run;
+    if (backward) {
+        f->dphik = attn__malloc((size_t)(p->S * F + 1) * sizeof(float));
+        f->dv1 = attn__malloc((size_t)(p->S * Dv1 + 1) * sizeof(float));
+        f->gst = attn__malloc((size_t)((f->ncq + 1) * F * Dv1) * sizeof(float));
+        f->acck = attn__malloc((size_t)(p->S * F + 1) * sizeof(double));
+        f->accv = attn__malloc((size_t)(p->S * Dv1 + 1) * sizeof(double));
+        ok = ok && f->dphik && f->dv1 && f->gst && f->acck && f->accv;
+    }
+    return ok ? ATTN_OK
+              : attn_ctx_fail(ctx, ATTN_E_NOMEM, "%s attention: out of memory",
+                              attn_approx_name(p->method));
+}
+
+static void feat_free(feat *f) {
+    attn__free(f->phik), attn__free(f->v1), attn__free(f->state), attn__free(f->cmax);
+    attn__free(f->scr), attn__free(f->run), attn__free(f->dphik), attn__free(f->dv1),
+        attn__free(f->gst);
+    attn__free(f->acck), attn__free(f->accv);
+}
+
+/* phi_k, V1 and the key state of kv head (b, g): after it state[c] is the
+ * sum over the chunks before c (causal) and state[nck] the total. */
+static void key_state(feat *f, int64_t b, int64_t g) {
+    const attn__approx_plan *p = f->p;
+    const int64_t C = f->C, F = f->F, Dv1 = f->Dv1, S = p->S, nck = f->nck;
+    const float *kb = ATTN__ROW(p->k, p->ks, b, g, 0), *vb = ATTN__ROW(p->v, p->vs, b, g, 0);
+#pragma omp parallel for num_threads(f->nth) schedule(dynamic, 1)
+    for (int64_t c = 0; c < nck; c++) {
+        const int64_t j0 = c * C, n = ATTN_MIN(C, S - j0);
+        for (int64_t j = j0; j < j0 + n; j++) {
+            memcpy(f->v1 + j * Dv1, vb + j * p->vs[2], (size_t)p->Dv * sizeof(float));
+            f->v1[j * Dv1 + p->Dv] = 1.0f;
+        }
+        project(f, kb + j0 * p->ks[2], p->ks[2], n, f->phik + j0 * F);
+        f->cmax[c] = p->method == ATTN_APPROX_PERFORMER
+                         ? max_exponent(f, kb + j0 * p->ks[2], p->ks[2], n, f->phik + j0 * F)
+                         : 0.0f;
+    }
+    float ks = -INFINITY;
+    for (int64_t c = 0; c < nck; c++)
+        ks = fmaxf(ks, f->cmax[c]);
+    f->kshift = isfinite(ks) ? ks : 0.0f;
+#pragma omp parallel for num_threads(f->nth) schedule(dynamic, 1)
+    for (int64_t c = 0; c < nck; c++) {
+        const int64_t j0 = c * C, n = ATTN_MIN(C, S - j0);
+        finish(f, kb + j0 * p->ks[2], p->ks[2], n, f->phik + j0 * F, 0, f->kshift);
+        attn__sgemm(&f->one, 1, 0, F, Dv1, n, 1.0f, f->phik + j0 * F, F, f->v1 + j0 * Dv1, Dv1,
+                    0.0f, f->state + c * F * Dv1, Dv1);
+    }
+    /* exclusive prefix (fixed order): state[c] <- sum_{c' < c}, total in [nck] */
+    const int64_t sz = F * Dv1;
+    double *run = f->run;
+    memset(run, 0, (size_t)sz * sizeof(double));
+    for (int64_t c = 0; c < nck; c++) {
+        float *sc = f->state + c * sz;
+        for (int64_t e = 0; e < sz; e++) {
+            const float t = sc[e];
+            sc[e] = (float)run[e];
+            run[e] += (double)t;
+        }
+    }
+    float *tot = f->state + nck * sz;
+    for (int64_t e = 0; e < sz; e++)
+        tot[e] = (float)run[e];
+}
+
+/* phi_q of rows [i0, i0+n) of query head (b, h) into phiq, and num1 =
+ * phi_q P (+ A V1 on the diagonal chunk, A kept in a). */
+static void query_chunk(feat *f, int64_t b, int64_t h, int64_t c, float *phiq, float *a,
+                        float *num1) {
+    const attn__approx_plan *p = f->p;
+    const int64_t C = f->C, F = f->F, Dv1 = f->Dv1, i0 = c * C, n = ATTN_MIN(C, p->T - i0);
+    const float *qr = ATTN__ROW(p->q, p->qs, b, h, i0);
+    project(f, qr, p->qs[2], n, phiq);
+    finish(f, qr, p->qs[2], n, phiq, 1, 0.0f);
+    const float *P = f->state + (p->causal ? c : f->nck) * F * Dv1;
+    attn__sgemm(&f->one, 0, 0, n, Dv1, F, 1.0f, phiq, F, P, Dv1, 0.0f, num1, Dv1);
+    if (!p->causal) return;
+    attn__sgemm(&f->one, 0, 1, n, n, F, 1.0f, phiq, F, f->phik + i0 * F, F, 0.0f, a, n);
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = i + 1; j < n; j++)
+            a[i * n + j] = 0.0f;
+    attn__sgemm(&f->one, 0, 0, n, Dv1, n, 1.0f, a, n, f->v1 + i0 * Dv1, Dv1, 1.0f, num1, Dv1);
+}
+
+attn_status attn__approx_feature_forward(attn_ctx *ctx, const attn__approx_plan *p,
+                                         const float *omega) {
+    feat f;
+    attn_status st = feat_init(ctx, &f, p, omega, 0);
+    if (st) {
+        feat_free(&f);
+        return st;
+    }
+    const int64_t C = f.C, F = f.F, Dv1 = f.Dv1;
+    for (int64_t b = 0; b < p->B; b++)
+        for (int64_t g = 0; g < p->Hkv; g++) {
+            key_state(&f, b, g);
+            for (int64_t h = g * p->group; h < (g + 1) * p->group; h++) {
+#pragma omp parallel for num_threads(f.nth) schedule(dynamic, 1)
+                for (int64_t c = 0; c < f.ncq; c++) {
+                    float *w = f.scr + f.scr_len * omp_get_thread_num();
+                    float *phiq = w, *a = w + 2 * C * F, *num1 = a + (p->causal ? 2 * C * C : 0);
+                    query_chunk(&f, b, h, c, phiq, a, num1);
+                    const int64_t i0 = c * C, n = ATTN_MIN(C, p->T - i0);
+                    for (int64_t i = 0; i < n; i++) {
+                        float *o = ATTN__ROW(p->out, p->os, b, h, i0 + i);
+                        const float den = num1[i * Dv1 + p->Dv];
+                        const float inv = den != 0.0f ? 1.0f / den : 0.0f;
+                        for (int64_t d = 0; d < p->Dv; d++)
+                            o[d] = num1[i * Dv1 + d] * inv;
+                    }
+                }
+            }
+        }
+    feat_free(&f);
+    return ATTN_OK;
+}
+
+/* Backward. With num1 = [num | den], out = num / den:
+ *   dnum_i = dout_i / den_i,  dden_i = -(dout_i . out_i) / den_i   (dnum1 = [dnum | dden])
+ *   dphi_q,c = dnum1_c P_c^T + dA phi_k,c,  dA = (dnum1_c V1_c^T) on j <= i
+ *   dphi_k,c = dA^T phi_q,c + V1_c G_c^T,   dV1_c = A^T dnum1_c + phi_k,c G_c
+ * with G_c = sum over the query chunks after c (causal) or all of them of
+ * phi_q^T dnum1 (a suffix scan). */
+attn_status attn__approx_feature_backward(attn_ctx *ctx, const attn__approx_plan *p,
+                                          const float *omega) {
+    feat f;
+    attn_status st = feat_init(ctx, &f, p, omega, 1);
+    if (st) {
+        feat_free(&f);
+        return st;
+    }
+    const int64_t C = f.C, F = f.F, Dv1 = f.Dv1, S = p->S, sz = F * Dv1;
+    for (int64_t b = 0; b < p->B; b++)
+        for (int64_t g = 0; g < p->Hkv; g++) {
+            key_state(&f, b, g);
+            memset(f.acck, 0, (size_t)(S * F) * sizeof(double));
+            memset(f.accv, 0, (size_t)(S * Dv1) * sizeof(double));
+            for (int64_t h = g * p->group; h < (g + 1) * p->group; h++) {
+                memset(f.dphik, 0, (size_t)(S * F) * sizeof(float));
+                memset(f.dv1, 0, (size_t)(S * Dv1) * sizeof(float));
+#pragma omp parallel for num_threads(f.nth) schedule(dynamic, 1)
+                for (int64_t c = 0; c < f.ncq; c++) {
+                    float *w = f.scr + f.scr_len * omp_get_thread_num();
+                    float *phiq = w, *dphiq = w + C * F, *a = w + 2 * C * F;
+                    float *num1 = a + (p->causal ? 2 * C * C : 0), *da = a + C * C;
+                    query_chunk(&f, b, h, c, phiq, a, num1);
+                    const int64_t i0 = c * C, n = ATTN_MIN(C, p->T - i0);
+                    /* num1 -> dnum1 in place */
+                    for (int64_t i = 0; i < n; i++) {
+                        const float *go = ATTN__ROW(p->dout, p->dos, b, h, i0 + i);
+                        float *r = num1 + i * Dv1;
+                        const float den = r[p->Dv], inv = den != 0.0f ? 1.0f / den : 0.0f;
+                        float dd = 0.0f;
+                        for (int64_t d = 0; d < p->Dv; d++) {
+                            dd += go[d] * r[d] * inv;
+                            r[d] = go[d] * inv;
+                        }
+                        r[p->Dv] = -dd * inv;
+                    }
+                    const float *P = f.state + (p->causal ? c : f.nck) * sz;
+                    attn__sgemm(&f.one, 0, 1, n, F, Dv1, 1.0f, num1, Dv1, P, Dv1, 0.0f, dphiq, F);
+                    if (p->causal) {
+                        attn__sgemm(&f.one, 0, 1, n, n, Dv1, 1.0f, num1, Dv1, f.v1 + i0 * Dv1, Dv1,
+                                    0.0f, da, n);
+                        for (int64_t i = 0; i < n; i++)
+                            for (int64_t j = i + 1; j < n; j++)
+                                da[i * n + j] = 0.0f;
+                        attn__sgemm(&f.one, 0, 0, n, F, n, 1.0f, da, n, f.phik + i0 * F, F, 1.0f,
+                                    dphiq, F);
+                        attn__sgemm(&f.one, 1, 0, n, F, n, 1.0f, da, n, phiq, F, 1.0f,
+                                    f.dphik + i0 * F, F);
+                        attn__sgemm(&f.one, 1, 0, n, Dv1, n, 1.0f, a, n, num1, Dv1, 1.0f,
+                                    f.dv1 + i0 * Dv1, Dv1);
+                    }
+                    attn__sgemm(&f.one, 1, 0, F, Dv1, n, 1.0f, phiq, F, num1, Dv1, 0.0f,
+                                f.gst + c * sz, Dv1);
+                    const float *qr = ATTN__ROW(p->q, p->qs, b, h, i0);
+                    phi_backward(&f, qr, p->qs[2], n, phiq, dphiq,
+                                 ATTN__ROW(p->dq, p->dqs, b, h, i0), p->dqs[2]);
+                }
+                /* exclusive suffix scan (fixed order): gst[c] <- sum_{c' > c}, total in [ncq] */
+                double *run = f.run;
+                memset(run, 0, (size_t)sz * sizeof(double));
+                for (int64_t c = f.ncq - 1; c >= 0; c--) {
+                    float *gc = f.gst + c * sz;
+                    for (int64_t e = 0; e < sz; e++) {
+                        const float t = gc[e];
+                        gc[e] = (float)run[e];
+                        run[e] += (double)t;
+                    }
+                }
+                for (int64_t e = 0; e < sz; e++)
+                    f.gst[f.ncq * sz + e] = (float)run[e];
+#pragma omp parallel for num_threads(f.nth) schedule(dynamic, 1)
+                for (int64_t c = 0; c < f.nck; c++) {
+                    const int64_t j0 = c * C, n = ATTN_MIN(C, S - j0);
+                    const float *G = f.gst + (p->causal ? c : f.ncq) * sz;
+                    attn__sgemm(&f.one, 0, 1, n, F, Dv1, 1.0f, f.v1 + j0 * Dv1, Dv1, G, Dv1, 1.0f,
+                                f.dphik + j0 * F, F);
+                    attn__sgemm(&f.one, 0, 0, n, Dv1, F, 1.0f, f.phik + j0 * F, F, G, Dv1, 1.0f,
+                                f.dv1 + j0 * Dv1, Dv1);
+                    for (int64_t e = j0 * F; e < (j0 + n) * F; e++)
+                        f.acck[e] += (double)f.dphik[e];
+                    for (int64_t e = j0 * Dv1; e < (j0 + n) * Dv1; e++)
+                        f.accv[e] += (double)f.dv1[e];
+                }
+            }
+            const float *kb = ATTN__ROW(p->k, p->ks, b, g, 0);
+#pragma omp parallel for num_threads(f.nth) schedule(dynamic, 1)
+            for (int64_t c = 0; c < f.nck; c++) {
+                const int64_t j0 = c * C, n = ATTN_MIN(C, S - j0);
+                for (int64_t e = j0 * F; e < (j0 + n) * F; e++)
+                    f.dphik[e] = (float)f.acck[e];
+                for (int64_t e = j0 * Dv1; e < (j0 + n) * Dv1; e++)
+                    f.dv1[e] = (float)f.accv[e];
+                phi_backward(&f, kb + j0 * p->ks[2], p->ks[2], n, f.phik + j0 * F, f.dphik + j0 * F,
+                             ATTN__ROW(p->dk, p->dks, b, g, j0), p->dks[2]);
+                for (int64_t j = j0; j < j0 + n; j++)
+                    memcpy(ATTN__ROW(p->dv, p->dvs, b, g, j), f.dv1 + j * Dv1,
+                           (size_t)p->Dv * sizeof(float));
+            }
+        }
+    feat_free(&f);
+    return ATTN_OK;
+}

@@ -1,0 +1,125 @@
+/* Nystrom attention (non-causal, forward): softmax(Q K^T) approximated
+ * through L landmarks, the means of L contiguous segments of the queries
+ * and of the keys:
+ *   out = F Z W,  F = softmax(s Q K~^T) [T, L],  A = softmax(s Q~ K~^T) [L, L],
+ *   Z ~ pinv(A) (the Nystromformer iteration),   W = softmax(s Q~ K^T) V [L, Dv].
+ * Per head: the [L, S] landmark-to-key weights, the [L, L] matrices, then
+ * the queries in chunks (parallel). Memory O(L * (S + L)); nothing T x S. */
+#include "approx/approx.h"
+#include "nn/nn.h"
+
+#include <math.h>
+#include <omp.h>
+#include <string.h>
+
+/* Row softmax in place over rows x [n, m] (row stride m). */
+static void softmax_rows(float *x, int64_t n, int64_t m) {
+    for (int64_t i = 0; i < n; i++) {
+        float *r = x + i * m, mx = -INFINITY, sum = 0.0f;
+        for (int64_t j = 0; j < m; j++)
+            mx = fmaxf(mx, r[j]);
+        for (int64_t j = 0; j < m; j++)
+            sum += r[j] = expf(r[j] - mx);
+        const float inv = 1.0f / sum;
+        for (int64_t j = 0; j < m; j++)
+            r[j] *= inv;
+    }
+}
+
+/* Means of L segments of the n rows x (row stride ld) into lm [L, D]. */
+static void segment_means(const float *x, int64_t ld, int64_t n, int64_t D, int64_t L, float *lm) {
+    for (int64_t l = 0; l < L; l++) {
+        const int64_t r0 = l * n / L, r1 = (l + 1) * n / L;
+        float *o = lm + l * D;
+        memset(o, 0, (size_t)D * sizeof(float));
+        for (int64_t r = r0; r < r1; r++)
+            for (int64_t d = 0; d < D; d++)
+                o[d] += x[r * ld + d];
+        const float inv = 1.0f / (float)(r1 - r0);
+        for (int64_t d = 0; d < D; d++)
+            o[d] *= inv;
+    }
+}
+
+attn_status attn__approx_nystrom_forward(attn_ctx *ctx, const attn__approx_plan *p) {
+    const int64_t L = p->L, D = p->D, Dv = p->Dv, S = p->S, T = p->T, C = p->chunk ? p->chunk : 64;
+    const int nth = attn_ctx_threads(ctx);
+    attn_ctx one;
+    memset(&one, 0, sizeof one);
+    one.nthreads = 1;
+    one.arch = ctx->arch;
+    const int64_t LL = L * L;
+    float *ql = attn__malloc((size_t)(L * D) * sizeof(float));
+    float *kl = attn__malloc((size_t)(L * D) * sizeof(float));
+    float *a = attn__malloc((size_t)LL * sizeof(float));
+    float *z = attn__malloc((size_t)LL * sizeof(float));
+    float *t1 = attn__malloc((size_t)LL * sizeof(float));
+    float *t2 = attn__malloc((size_t)LL * sizeof(float));
+    float *az = attn__malloc((size_t)LL * sizeof(float));
+    float *bm = attn__malloc((size_t)(L * S) * sizeof(float));
+    float *w = attn__malloc((size_t)(L * Dv) * sizeof(float));
+    float *m = attn__malloc((size_t)(L * Dv) * sizeof(float));
+    float *fs = attn__malloc((size_t)(C * L * nth) * sizeof(float));
+    attn_status st = ATTN_OK;
+    if (!ql || !kl || !a || !z || !t1 || !t2 || !az || !bm || !w || !m || !fs) {
+        st = attn_ctx_fail(ctx, ATTN_E_NOMEM, "nystrom attention: out of memory");
+        goto done;
+    }
+    for (int64_t b = 0; b < p->B; b++)
+        for (int64_t h = 0; h < p->H; h++) {
+            const float *qb = ATTN__ROW(p->q, p->qs, b, h, 0);
+            const float *kb = ATTN__ROW(p->k, p->ks, b, h / p->group, 0);
+            const float *vb = ATTN__ROW(p->v, p->vs, b, h / p->group, 0);
+            segment_means(qb, p->qs[2], T, D, L, ql);
+            segment_means(kb, p->ks[2], S, D, L, kl);
+            attn__sgemm(&one, 0, 1, L, L, D, p->scale, ql, D, kl, D, 0.0f, a, L);
+            softmax_rows(a, L, L);
+            /* Z0 = A^T / (max row sum * max column sum) of |A| */
+            float rmax = 0.0f, cmax = 0.0f;
+            for (int64_t i = 0; i < L; i++) {
+                float rs = 0.0f, cs = 0.0f;
+                for (int64_t j = 0; j < L; j++)
+                    rs += fabsf(a[i * L + j]), cs += fabsf(a[j * L + i]);
+                rmax = fmaxf(rmax, rs), cmax = fmaxf(cmax, cs);
+            }
+            const float z0 = 1.0f / (rmax * cmax);
+            for (int64_t i = 0; i < L; i++)
+                for (int64_t j = 0; j < L; j++)
+                    z[i * L + j] = a[j * L + i] * z0;
+            for (int64_t it = 0; it < p->iters; it++) {
+                /* Z <- Z/4 (13I - AZ (15I - AZ (7I - AZ))) */
+                attn__sgemm(&one, 0, 0, L, L, L, 1.0f, a, L, z, L, 0.0f, az, L);
+                for (int64_t e = 0; e < LL; e++)
+                    t1[e] = -az[e];
+                for (int64_t i = 0; i < L; i++)
+                    t1[i * L + i] += 7.0f;
+                attn__sgemm(&one, 0, 0, L, L, L, -1.0f, az, L, t1, L, 0.0f, t2, L);
+                for (int64_t i = 0; i < L; i++)
+                    t2[i * L + i] += 15.0f;
+                attn__sgemm(&one, 0, 0, L, L, L, -1.0f, az, L, t2, L, 0.0f, t1, L);
+                for (int64_t i = 0; i < L; i++)
+                    t1[i * L + i] += 13.0f;
+                attn__sgemm(&one, 0, 0, L, L, L, 0.25f, z, L, t1, L, 0.0f, t2, L);
+                memcpy(z, t2, (size_t)LL * sizeof(float));
+            }
+            attn__sgemm(&one, 0, 1, L, S, D, p->scale, ql, D, kb, p->ks[2], 0.0f, bm, S);
+            softmax_rows(bm, L, S);
+            attn__sgemm(&one, 0, 0, L, Dv, S, 1.0f, bm, S, vb, p->vs[2], 0.0f, w, Dv);
+            attn__sgemm(&one, 0, 0, L, Dv, L, 1.0f, z, L, w, Dv, 0.0f, m, Dv);
+            const int64_t nc = (T + C - 1) / C;
+#pragma omp parallel for num_threads(nth) schedule(dynamic, 1)
+            for (int64_t c = 0; c < nc; c++) {
+                float *f = fs + C * L * omp_get_thread_num();
+                const int64_t i0 = c * C, n = ATTN_MIN(C, T - i0);
+                attn__sgemm(&one, 0, 1, n, L, D, p->scale, qb + i0 * p->qs[2], p->qs[2], kl, D,
+                            0.0f, f, L);
+                softmax_rows(f, n, L);
+                attn__sgemm(&one, 0, 0, n, Dv, L, 1.0f, f, L, m, Dv, 0.0f,
+                            ATTN__ROW(p->out, p->os, b, h, i0), p->os[2]);
+            }
+        }
+done:
+    attn__free(ql), attn__free(kl), attn__free(a), attn__free(z), attn__free(t1);
+    attn__free(t2), attn__free(az), attn__free(bm), attn__free(w), attn__free(m), attn__free(fs);
+    return st;
+}
