@@ -31,6 +31,9 @@ int attn_cli_error(int code, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)))
 #endif
     ;
+/* The message of the last attn_cli_error (cut at 4095 bytes), for passing
+ * it on (embed under MPI tells the other ranks). */
+const char *attn_cli_last_error(void);
 
 /* Create a context of `threads` threads (0 = the default) into *ctx. On
  * failure prints the reason and leaves *ctx NULL: returns 2 for a thread
