@@ -220,11 +220,14 @@ static void stream(lines_run *r) {
         while (b.n < job->batch && done + b.n < r->mine) {
             char *line = NULL;
             size_t cap = 0;
+            errno = 0;
             ssize_t got = getline(&line, &cap, r->in);
             if (got < 0) {
+                int nomem = errno == ENOMEM;
                 free(line);
-                fail(r, ATTN_E_IO, "%s: read error at line %lld", job->input,
-                     (long long)(r->base + done + b.n + 1));
+                fail(r, nomem ? ATTN_E_NOMEM : ATTN_E_IO, "%s:%lld: %s", job->input,
+                     (long long)(r->base + done + b.n + 1),
+                     nomem ? "out of memory reading the line" : "read error");
                 break;
             }
             size_t len = (size_t)got;
@@ -405,8 +408,9 @@ attn_status attn_mpi_lines_run(attn_ctx *ctx, MPI_Comm comm, const attn_mpi_line
     if (!st) st = write_out(&r);
     if (!st && total) *total = r.total;
     if (job && job->progress && r.rank == 0 && !st)
-        fprintf(job->progress, "%s: %lld lines on %d ranks, written in input order to %s\n",
-                job->what ? job->what : "lines", (long long)r.total, r.P,
+        fprintf(job->progress,
+                "%s: %lld lines on %d ranks (rank 0: %lld), written in input order to %s\n",
+                job->what ? job->what : "lines", (long long)r.total, r.P, (long long)r.mine,
                 job->output && strcmp(job->output, "-") ? job->output : "stdout");
     /* the posted note receive is never matched now: every note was drained */
     MPI_Cancel(&r.note_in);
