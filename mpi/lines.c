@@ -107,20 +107,21 @@ static attn_status agree(lines_run *r) {
 static void open_range(lines_run *r, int64_t *begin, int64_t *end, int64_t *size) {
     const char *path = r->job->input;
     *begin = *end = *size = 0;
-    if (!(r->in = fopen(path, "rb"))) {
-        fail(r, ATTN_E_IO, "%s: cannot open: %s", path, strerror(errno));
-        return;
-    }
+    /* every rank takes part in the size check, also one that could not open
+     * its input (size -1), so the collectives always match */
+    int64_t Z = -1, lo, hi;
     struct stat s;
-    if (fstat(fileno(r->in), &s) || !S_ISREG(s.st_mode)) {
+    if (!(r->in = fopen(path, "rb")))
+        fail(r, ATTN_E_IO, "%s: cannot open: %s", path, strerror(errno));
+    else if (fstat(fileno(r->in), &s) || !S_ISREG(s.st_mode))
         fail(r, ATTN_E_IO, "%s: not a regular file (a pipe or stdin cannot be split by ranks)",
              path);
-        return;
-    }
-    int64_t Z = (int64_t)s.st_size, lo, hi;
+    else
+        Z = (int64_t)s.st_size;
     MPI_Allreduce(&Z, &lo, 1, MPI_INT64_T, MPI_MIN, r->comm);
     MPI_Allreduce(&Z, &hi, 1, MPI_INT64_T, MPI_MAX, r->comm);
     *size = Z;
+    if (r->st || lo < 0) return; /* a rank failed: it says why */
     if (lo != hi) {
         fail(r, ATTN_E_ARG, "%s: the input differs between ranks (%lld to %lld bytes)", path,
              (long long)lo, (long long)hi);
