@@ -61,6 +61,8 @@ int attn_cli_load_f32(attn_ctx *ctx, attn_safetensors *st, const char *in, const
                       int required, attn_tensor *t, float **converted);
 /* The optional I32/I64 [B] tensor kv_len as int32 into *out (malloc, the
  * caller frees it; NULL when absent). Its values are the library's to check. */
+/* The same from a view of the tensor's bytes (kl: I32 or I64, with data). */
+int attn_cli_kv_len_of(const attn_tensor *kl, const char *in, int64_t B, int32_t **out);
 int attn_cli_load_kv_len(attn_ctx *ctx, attn_safetensors *st, const char *in, int64_t B,
                          int32_t **out);
 
