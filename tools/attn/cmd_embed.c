@@ -59,8 +59,12 @@ static void help(FILE *f) {
     fprintf(f,
             "  --output FILE  write there (replaced atomically; never left partial)\n"
             "jsonl is written as the texts are read, %d at a time, so any number of\n"
-            "lines runs in bounded memory (npy and safetensors hold every embedding).\n",
-            STREAM_BATCH);
+            "lines runs in bounded memory (npy and safetensors hold every embedding).\n"
+            "Under `mpirun -np P` (P > 1; a build with MPI): --input FILE's lines are\n"
+            "split over the ranks by byte ranges, in blocks of %d lines; rank 0 writes\n"
+            "one output in input order, the same bytes as one process, and reports\n"
+            "progress on stderr. No TEXT arguments, stdin, --bench or --show-attention.\n",
+            STREAM_BATCH, STREAM_BATCH);
 }
 
 int embed_write_jsonl(FILE *f, void *arg) {
