@@ -170,31 +170,62 @@ static void open_range(lines_run *r, int64_t *begin, int64_t *end, int64_t *size
 }
 
 /* Move the rank boundaries from line starts to batch starts: rank r's
- * first line becomes the first multiple of `batch` (from the file's first
- * line) at or after the first line of its byte range, so every batch holds
- * the lines a single process reading `batch` at a time would group, and the
- * results (which may depend on a line's batch mates) are the same. Rank r
- * skips up to batch - 1 lines at its start, which rank r - 1 reads on past
- * its range. */
-static void align_batches(lines_run *r) {
+ * first line becomes the multiple of `batch` (lines from the file's first)
+ * nearest to the first line of its byte range, so every batch holds the
+ * lines a single process reading `batch` at a time would group, and the
+ * results (which may depend on a line's batch mates) are the same; the
+ * nearest one, so ranks differ by at most one batch of lines from the byte
+ * split. Each rank finds the byte offsets of the batch starts in its range
+ * (a second pass over it) and all ranks share them (MPI_Allgatherv), since
+ * a rank may now start in the range of a rank before it. Collective: every
+ * rank calls it, failed or not. `a`: where this rank's first line starts. */
+static void align_batches(lines_run *r, int64_t a) {
     const int64_t b = r->job->batch;
-    int64_t from = r->rank == 0 ? 0 : (r->base + b - 1) / b * b;
-    int64_t to = r->rank == r->P - 1 ? r->total : (r->base + r->mine + b - 1) / b * b;
-    if (from > r->total) from = r->total;
-    if (to > r->total) to = r->total;
-    if (to < from) to = from;
-    /* skip the lines before `from` (they are in this rank's range: from <= base + mine
-     * whenever this rank has lines left) */
-    for (int64_t skip = from - r->base; skip > 0 && from < to; skip--) {
-        int c;
-        while ((c = getc(r->in)) != EOF && c != '\n')
-            ;
+    int ok = !r->st;
+    /* the batch starts k*b in [base, base + mine): their offsets */
+    int64_t k0 = (r->base + b - 1) / b, k1 = (r->base + r->mine + b - 1) / b;
+    int n = ok ? (int)(k1 - k0) : 0, got = 0;
+    int64_t *mine = malloc(((size_t)n + 1) * sizeof *mine), pos = a, line = r->base;
+    if (!mine) fail(r, ATTN_E_NOMEM, "out of memory"), n = 0;
+    if (n > 0 && fseeko(r->in, (off_t)a, SEEK_SET)) fail(r, ATTN_E_IO, "%s: cannot seek", r->job->input), n = 0;
+    if (n > 0 && line % b == 0) mine[got++] = pos;
+    while (got < n) {
+        int c = getc(r->in);
         if (c == EOF) {
             fail(r, ATTN_E_IO, "%s: read error (the file shrank?)", r->job->input);
+            n = got;
             break;
         }
+        pos++;
+        if (c == '\n' && ++line % b == 0) mine[got++] = pos;
     }
-    r->base = from, r->mine = to - from;
+    int *counts = calloc((size_t)r->P, sizeof *counts), *displs = calloc((size_t)r->P, sizeof *displs);
+    int64_t *all = NULL, nall = 0;
+    ok = counts && displs;
+    MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_MIN, r->comm);
+    if (ok) {
+        MPI_Allgather(&n, 1, MPI_INT, counts, 1, MPI_INT, r->comm);
+        for (int i = 0; i < r->P; i++)
+            displs[i] = (int)nall, nall += counts[i];
+        ok = (all = malloc(((size_t)nall + 1) * sizeof *all)) != NULL;
+        MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_MIN, r->comm);
+        if (ok)
+            MPI_Allgatherv(mine, n, MPI_INT64_T, all, counts, displs, MPI_INT64_T, r->comm);
+    }
+    if (!ok) fail(r, ATTN_E_NOMEM, "out of memory for the batch offsets");
+    if (!r->st) {
+        /* round half up to a batch start; the last rank ends at the end */
+        int64_t next = r->base + r->mine;
+        int64_t from = r->rank == 0 ? 0 : (r->base + b / 2) / b * b;
+        int64_t to = r->rank == r->P - 1 ? r->total : (next + b / 2) / b * b;
+        if (from > r->total) from = r->total;
+        if (to > r->total) to = r->total;
+        if (to < from) to = from;
+        if (from < to && (from / b >= nall || fseeko(r->in, (off_t)all[from / b], SEEK_SET)))
+            fail(r, ATTN_E_IO, "%s: cannot seek to line %lld", r->job->input, (long long)from + 1);
+        r->base = from, r->mine = to - from;
+    }
+    free(all), free(counts), free(displs), free(mine);
 }
 
 typedef struct batch {
@@ -390,7 +421,7 @@ attn_status attn_mpi_lines_run(attn_ctx *ctx, MPI_Comm comm, const attn_mpi_line
         MPI_Exscan(&r.mine, &r.base, 1, MPI_INT64_T, MPI_SUM, r.comm);
         if (r.rank == 0) r.base = 0;
         MPI_Allreduce(&r.mine, &r.total, 1, MPI_INT64_T, MPI_SUM, r.comm);
-        if (!r.st) align_batches(&r);
+        align_batches(&r, begin);
         if (!r.st && !(r.spool = tmpfile()))
             fail(&r, ATTN_E_IO, "cannot create a spool file in TMPDIR (%s): %s",
                  getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", strerror(errno));

@@ -120,6 +120,11 @@ done
 "${MPIRUN[@]}" -np 4 "$ATTN" embed "${M[@]}" --input "$W/big.txt" --output "$W/out/o.jsonl" \
     >"$W/log" 2>&1 || fail "split: $(cat "$W/log")"
 grep -q "2600 lines on 4 ranks (rank 0: 1024)" "$W/log" || fail "split: $(cat "$W/log")"
+# boundaries go to the nearest block start: the byte middle of big.txt is
+# near line 1300, so rank 0 of 2 takes 1024 lines, not 2048
+"${MPIRUN[@]}" -np 2 "$ATTN" embed "${M[@]}" --input "$W/big.txt" --output "$W/out/o.jsonl" \
+    >"$W/log" 2>&1 || fail "split 2: $(cat "$W/log")"
+grep -q "2600 lines on 2 ranks (rank 0: 1024)" "$W/log" || fail "split 2: $(cat "$W/log")"
 # jsonl to stdout (rank 0's)
 "$ATTN" embed "${M[@]}" --input "$W/big.txt" >"$W/ref.stdout" 2>/dev/null
 "${MPIRUN[@]}" -np 3 "$ATTN" embed "${M[@]}" --input "$W/big.txt" >"$W/out.stdout" 2>"$W/log" ||

@@ -444,9 +444,8 @@ attn_status attn_safetensors_read(attn_ctx *ctx, const attn_safetensors *st, con
     int64_t numel = attn_tensor_numel(&t);
     if (first < 0 || n < 0 || first > numel || n > numel - first)
         return attn_ctx_fail(ctx, ATTN_E_ARG,
-                             "%s: tensor '%s': elements [%lld, %lld) are outside its %lld",
-                             st->label, name, (long long)first, (long long)(first + n),
-                             (long long)numel);
+                             "%s: tensor '%s': %lld elements from %lld are outside its %lld",
+                             st->label, name, (long long)n, (long long)first, (long long)numel);
     int fl = t.dtype == ATTN_F32 || t.dtype == ATTN_F64 || t.dtype == ATTN_F16 ||
              t.dtype == ATTN_BF16;
     if (as_f32 && !fl)
