@@ -132,7 +132,8 @@ static void open_range(lines_run *r, int64_t *begin, int64_t *end, int64_t *size
         return;
     }
     /* byte ranges [Z*r/P, Z*(r+1)/P), in 128 bits: Z*r may pass 2^63 */
-    int64_t a = (int64_t)((__int128)Z * r->rank / r->P), e = (int64_t)((__int128)Z * (r->rank + 1) / r->P);
+    int64_t a = (int64_t)((__int128)Z * r->rank / r->P),
+            e = (int64_t)((__int128)Z * (r->rank + 1) / r->P);
     if (a > 0) { /* the line that holds byte a-1 belongs to a rank before */
         if (fseeko(r->in, (off_t)(a - 1), SEEK_SET)) {
             fail(r, ATTN_E_IO, "%s: cannot seek: %s", path, strerror(errno));
@@ -187,7 +188,8 @@ static void align_batches(lines_run *r, int64_t a) {
     int n = ok ? (int)(k1 - k0) : 0, got = 0;
     int64_t *mine = malloc(((size_t)n + 1) * sizeof *mine), pos = a, line = r->base;
     if (!mine) fail(r, ATTN_E_NOMEM, "out of memory"), n = 0;
-    if (n > 0 && fseeko(r->in, (off_t)a, SEEK_SET)) fail(r, ATTN_E_IO, "%s: cannot seek", r->job->input), n = 0;
+    if (n > 0 && fseeko(r->in, (off_t)a, SEEK_SET))
+        fail(r, ATTN_E_IO, "%s: cannot seek", r->job->input), n = 0;
     if (n > 0 && line % b == 0) mine[got++] = pos;
     while (got < n) {
         int c = getc(r->in);
@@ -199,7 +201,8 @@ static void align_batches(lines_run *r, int64_t a) {
         pos++;
         if (c == '\n' && ++line % b == 0) mine[got++] = pos;
     }
-    int *counts = calloc((size_t)r->P, sizeof *counts), *displs = calloc((size_t)r->P, sizeof *displs);
+    int *counts = calloc((size_t)r->P, sizeof *counts),
+        *displs = calloc((size_t)r->P, sizeof *displs);
     int64_t *all = NULL, nall = 0;
     ok = counts && displs;
     MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_MIN, r->comm);
@@ -209,8 +212,7 @@ static void align_batches(lines_run *r, int64_t a) {
             displs[i] = (int)nall, nall += counts[i];
         ok = (all = malloc(((size_t)nall + 1) * sizeof *all)) != NULL;
         MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_MIN, r->comm);
-        if (ok)
-            MPI_Allgatherv(mine, n, MPI_INT64_T, all, counts, displs, MPI_INT64_T, r->comm);
+        if (ok) MPI_Allgatherv(mine, n, MPI_INT64_T, all, counts, displs, MPI_INT64_T, r->comm);
     }
     if (!ok) fail(r, ATTN_E_NOMEM, "out of memory for the batch offsets");
     if (!r->st) {
@@ -244,8 +246,10 @@ static void batch_clear(batch *b) {
  * job->each into the spool. */
 static void stream(lines_run *r) {
     const attn_mpi_lines_job *job = r->job;
-    batch b = {calloc((size_t)job->batch, sizeof(char *)), calloc((size_t)job->batch, sizeof(size_t)), 0};
-    if (!b.s || !b.len) fail(r, ATTN_E_NOMEM, "out of memory for a batch of %lld lines", (long long)job->batch);
+    batch b = {calloc((size_t)job->batch, sizeof(char *)),
+               calloc((size_t)job->batch, sizeof(size_t)), 0};
+    if (!b.s || !b.len)
+        fail(r, ATTN_E_NOMEM, "out of memory for a batch of %lld lines", (long long)job->batch);
     int64_t done = 0;
     double t0 = now_s(), last = t0;
     while (!r->st && done < r->mine && !told_to_stop(r)) {
@@ -271,9 +275,10 @@ static void stream(lines_run *r) {
         }
         if (!r->st && b.n > 0) {
             char m[MSG] = "";
-            attn_status st = job->each(job->user, r->base + done + 1, b.n, b.s, b.len, r->spool, m,
-                                       sizeof m);
-            if (st) fail(r, st, "%s", m[0] ? m : attn_status_str(st));
+            attn_status st =
+                job->each(job->user, r->base + done + 1, b.n, b.s, b.len, r->spool, m, sizeof m);
+            if (st)
+                fail(r, st, "%s", m[0] ? m : attn_status_str(st));
             else if (ferror(r->spool))
                 fail(r, ATTN_E_IO, "cannot write this rank's spool file in TMPDIR: %s",
                      strerror(errno));
@@ -293,8 +298,8 @@ static void stream(lines_run *r) {
         }
     }
     if (!r->st && !told_to_stop(r) && done != r->mine)
-        fail(r, ATTN_E_IO, "%s: %lld lines where %lld were counted (the file changed?)",
-             job->input, (long long)done, (long long)r->mine);
+        fail(r, ATTN_E_IO, "%s: %lld lines where %lld were counted (the file changed?)", job->input,
+             (long long)done, (long long)r->mine);
     batch_clear(&b);
     free(b.s), free(b.len);
 }
@@ -334,9 +339,12 @@ static attn_status write_out(lines_run *r) {
         int fd = -1;
         if (attn_outfile_open(r->ctx, job->output, &of) == ATTN_OK) fd = dup(attn_outfile_fd(of));
         f = fd >= 0 ? fdopen(fd, "wb") : NULL;
+        if (!f && fd >= 0) close(fd);
         if (!f) {
-            if (of) fail(r, ATTN_E_IO, "%s: %s", job->output, strerror(errno));
-            else fail(r, ATTN_E_IO, "%s", attn_ctx_last_error(r->ctx));
+            if (of)
+                fail(r, ATTN_E_IO, "%s: %s", job->output, strerror(errno));
+            else
+                fail(r, ATTN_E_IO, "%s", attn_ctx_last_error(r->ctx));
         }
     }
     char m[MSG] = "";
@@ -389,7 +397,8 @@ attn_status attn_mpi_lines_run(attn_ctx *ctx, MPI_Comm comm, const attn_mpi_line
                              "attn_mpi_lines_run: MPI is %s (the caller must call MPI_Init first)",
                              fin ? "already finalised" : "not initialised");
     if (comm == MPI_COMM_NULL)
-        return attn_ctx_fail(ctx, ATTN_E_ARG, "attn_mpi_lines_run: the communicator is MPI_COMM_NULL");
+        return attn_ctx_fail(ctx, ATTN_E_ARG,
+                             "attn_mpi_lines_run: the communicator is MPI_COMM_NULL");
     lines_run r;
     memset(&r, 0, sizeof r);
     r.ctx = ctx, r.job = job;
@@ -402,8 +411,7 @@ attn_status attn_mpi_lines_run(attn_ctx *ctx, MPI_Comm comm, const attn_mpi_line
         fail(&r, ATTN_E_NOMEM, "out of memory");
     /* arguments: the same on every rank, so every rank finds the same fault */
     if (!job || !job->each || job->batch < 1 || !job->input || !strcmp(job->input, "-"))
-        fail(&r, ATTN_E_ARG,
-             "attn_mpi_lines_run: %s",
+        fail(&r, ATTN_E_ARG, "attn_mpi_lines_run: %s",
              !job || !job->each ? "no job or no each callback"
              : job->batch < 1   ? "batch must be >= 1"
                                 : "the input must be a file (not stdin) that every rank can read");

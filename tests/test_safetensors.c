@@ -620,7 +620,8 @@ static void test_header_only(void **state) {
         int fl = a.dtype != ATTN_I64 && a.dtype != ATTN_BOOL;
         float *conv = NULL;
         attn_tensor cv;
-        if (fl) assert_int_equal(attn_safetensors_get_f32(ctx, full, names[t], &conv, &cv), ATTN_OK);
+        if (fl)
+            assert_int_equal(attn_safetensors_get_f32(ctx, full, names[t], &conv, &cv), ATTN_OK);
         /* every range [first, first + len) of a few lengths, both handles */
         for (int64_t first = 0; first <= n; first += 3)
             for (int64_t len = 0; first + len <= n; len += 4) {

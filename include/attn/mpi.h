@@ -135,13 +135,13 @@ typedef struct attn_mpi_lines_job {
     /* Every rank: lines[i], len[i] bytes (NUL-terminated, the line end
      * removed), is line first + i of the file (from 1); write the output of
      * these n lines to out. On failure return the status with a message. */
-    attn_status (*each)(void *user, int64_t first, int64_t n, char *const *lines,
-                        const size_t *len, FILE *out, char *msg, size_t msg_size);
+    attn_status (*each)(void *user, int64_t first, int64_t n, char *const *lines, const size_t *len,
+                        FILE *out, char *msg, size_t msg_size);
     /* Rank 0, once every rank has succeeded: what precedes the rows (NULL:
      * nothing), for the total line count. */
     attn_status (*header)(void *user, int64_t total, FILE *out, char *msg, size_t msg_size);
     void *user;
-    FILE *progress; /* rank 0 reports its progress there every second (NULL: silent) */
+    FILE *progress;   /* rank 0 reports its progress there every second (NULL: silent) */
     const char *what; /* the name in progress lines, e.g. "embed" */
 } attn_mpi_lines_job;
 

@@ -26,8 +26,8 @@ struct attn_safetensors {
     int n;
     int *by_name; /* indices of e sorted by name */
     unsigned char *data;
-    json_t *meta; /* the "__metadata__" object, or NULL */
-    int fd;       /* header-only handles: the open file (else -1) */
+    json_t *meta;        /* the "__metadata__" object, or NULL */
+    int fd;              /* header-only handles: the open file (else -1) */
     uint64_t data_start; /* where the data section begins in the file (8 + header) */
 };
 
@@ -446,8 +446,8 @@ attn_status attn_safetensors_read(attn_ctx *ctx, const attn_safetensors *st, con
         return attn_ctx_fail(ctx, ATTN_E_ARG,
                              "%s: tensor '%s': %lld elements from %lld are outside its %lld",
                              st->label, name, (long long)n, (long long)first, (long long)numel);
-    int fl = t.dtype == ATTN_F32 || t.dtype == ATTN_F64 || t.dtype == ATTN_F16 ||
-             t.dtype == ATTN_BF16;
+    int fl =
+        t.dtype == ATTN_F32 || t.dtype == ATTN_F64 || t.dtype == ATTN_F16 || t.dtype == ATTN_BF16;
     if (as_f32 && !fl)
         return attn_ctx_fail(ctx, ATTN_E_DTYPE,
                              "%s: tensor '%s' has dtype %s, expected a float dtype (F32, F64, "
@@ -465,8 +465,8 @@ attn_status attn_safetensors_read(attn_ctx *ctx, const attn_safetensors *st, con
         st_src src = {st->fd, NULL, 0, st->label};
         if (src_read(&src, st->data_start + e->begin + (uint64_t)first * es, raw, bytes)) {
             if (raw != dst) free(raw);
-            return attn_ctx_fail(ctx, ATTN_E_IO, "%s: reading tensor '%s' failed: %s",
-                                 st->label, name, errno ? strerror(errno) : "file shrank");
+            return attn_ctx_fail(ctx, ATTN_E_IO, "%s: reading tensor '%s' failed: %s", st->label,
+                                 name, errno ? strerror(errno) : "file shrank");
         }
         if (t.dtype == ATTN_BOOL)
             for (size_t b = 0; b < bytes; b++)
@@ -555,8 +555,8 @@ attn_status attn_safetensors_get(attn_ctx *ctx, const attn_safetensors *st, cons
     if (e->ndim > ATTN_MAX_DIMS)
         return attn_ctx_fail(ctx, ATTN_E_UNSUPPORTED, "%s: tensor '%s' has %d dims (at most %d)",
                              st->label, name, e->ndim, ATTN_MAX_DIMS);
-    *view = attn_tensor_make(st->data ? st->data + e->dst : NULL, (attn_dtype)e->dt->dtype,
-                             e->ndim, e->shape);
+    *view = attn_tensor_make(st->data ? st->data + e->dst : NULL, (attn_dtype)e->dt->dtype, e->ndim,
+                             e->shape);
     return ATTN_OK;
 }
 

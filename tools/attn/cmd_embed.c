@@ -293,7 +293,7 @@ int attn_cmd_embed(int argc, char **argv) {
         float *e = malloc((size_t)(t.n * E + 1) * sizeof *e);
         /* blocks of STREAM_BATCH texts as the jsonl stream (and the ranks of
          * an MPI run) embed them: every format gives the same numbers */
-        rc = !e     ? attn_cli_error(1, "out of memory")
+        rc = !e      ? attn_cli_error(1, "out of memory")
              : bench ? embed_all(&s, &t, e, bench)
                      : embed_all_blocks(&s, &t, e);
         r.e = e, r.E = E;

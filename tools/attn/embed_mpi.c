@@ -22,10 +22,12 @@ static int check_usage(const embed_mpi_opts *o, int P) {
     if (o->show)
         return attn_cli_error(2, "embed: --show-attention runs in one process, not on %d MPI ranks",
                               P);
-    if (o->bench) return attn_cli_error(2, "embed: --bench runs in one process, not on %d MPI ranks", P);
+    if (o->bench)
+        return attn_cli_error(2, "embed: --bench runs in one process, not on %d MPI ranks", P);
     if (!o->input || !strcmp(o->input, "-") || o->ntexts)
-        return attn_cli_error(2, "embed: on %d MPI ranks the texts come from --input FILE (a file "
-                                 "every rank reads its own lines of; no TEXT arguments, no stdin)",
+        return attn_cli_error(2,
+                              "embed: on %d MPI ranks the texts come from --input FILE (a file "
+                              "every rank reads its own lines of; no TEXT arguments, no stdin)",
                               P);
     return 0;
 }
@@ -34,9 +36,10 @@ static int check_usage(const embed_mpi_opts *o, int P) {
 int embed_mpi(const embed_mpi_opts *o) {
     int P = embed_mpi_ranks(), rc = check_usage(o, P);
     if (rc) return rc;
-    return attn_cli_error(1, "embed: launched on %d MPI ranks, but this attn was built without "
-                             "MPI (install Open MPI, e.g. Debian's openmpi-bin libopenmpi-dev, "
-                             "and rebuild; or run one process)",
+    return attn_cli_error(1,
+                          "embed: launched on %d MPI ranks, but this attn was built without "
+                          "MPI (install Open MPI, e.g. Debian's openmpi-bin libopenmpi-dev, "
+                          "and rebuild; or run one process)",
                           P);
 }
 #else
@@ -46,7 +49,7 @@ typedef struct mpi_embed {
     const embed_mpi_opts *o;
     session s;
     int64_t E;
-    float *e;       /* one batch's embeddings */
+    float *e;        /* one batch's embeddings */
     int failed_here; /* this rank printed its own error */
 } mpi_embed;
 
@@ -72,8 +75,8 @@ static attn_status start(void *user, int64_t total, char *msg, size_t n) {
 
 /* One batch: the checks and rows of `attn embed` (cmd_embed.c), with the
  * lines' numbers in the whole file. */
-static attn_status each(void *user, int64_t first, int64_t n, char *const *lines,
-                        const size_t *len, FILE *out, char *msg, size_t msz) {
+static attn_status each(void *user, int64_t first, int64_t n, char *const *lines, const size_t *len,
+                        FILE *out, char *msg, size_t msz) {
     mpi_embed *m = user;
     texts t;
     memset(&t, 0, sizeof t);
@@ -145,9 +148,11 @@ int embed_mpi(const embed_mpi_opts *o) {
         rc = attn_cli_error(1, "out of memory");
         MPI_Abort(MPI_COMM_WORLD, 1); /* no context to agree with */
     }
-    attn_mpi_lines_job job = {o->input, o->output, EMBED_BATCH, start, each,
-                              o->format && strcmp(o->format, "jsonl") ? header : NULL,
-                              &m, rank == 0 ? stderr : NULL, "embed"};
+    attn_mpi_lines_job job = {o->input,    o->output,
+                              EMBED_BATCH, start,
+                              each,        o->format && strcmp(o->format, "jsonl") ? header : NULL,
+                              &m,          rank == 0 ? stderr : NULL,
+                              "embed"};
     if (attn_mpi_lines_run(ctx, MPI_COMM_WORLD, &job, NULL)) {
         /* the failing rank printed its own reason; every other one says why it stopped */
         rc = m.failed_here ? 1 : attn_cli_error(1, "embed: %s", attn_ctx_last_error(ctx));
