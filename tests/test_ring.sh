@@ -56,6 +56,11 @@ gen "$W/br.st" 2 q=F32:1,2,23,8 k=F32:1,2,61,8 v=F32:1,2,61,8 dout=F32:1,2,23,8
 gen "$W/m.st" 3 q=F32:3,2,30,8 k=F32:3,2,30,8 v=F32:3,2,30,8 dout=F32:3,2,30,8 \
     mask=F32:1,2,30,30:ninf=0.1 kv_len=I32:3:vals=30,7,19
 gen "$W/h3.st" 4 q=F32:2,33,8 k=F32:2,33,8 v=F32:2,33,8 mask=BOOL:33,33:p=0.6
+# each rank reads only its rows from the file: F16, BF16, F64 inputs are
+# converted per slice, and a mask with one row (broadcast) is read whole
+gen "$W/f16.st" 8 q=F16:2,4,37,16 k=BF16:2,2,37,16 v=F64:2,2,37,8 mask=F16:1,1,1,37
+gen "$W/f16b.st" 9 q=F16:1,2,29,8 k=F16:1,2,29,8 v=BF16:1,2,29,8 dout=F64:1,2,29,8 \
+    mask=F64:1,2,29,29:ninf=0.2
 
 # ring NAME IN NP "SDPA OPTIONS" [RING OPTIONS]: attn ring on NP ranks passes
 # the tolerance check against attn sdpa --ref with the same options.
@@ -85,6 +90,8 @@ for np in $clinps; do
     ring "w$np" "$W/br.st" $np "--window 3,2 --align bottom-right --backward"
     ring "m$np" "$W/m.st" $np "--causal --backward"
     ring "h3$np" "$W/h3.st" $np "--window 4,-1"
+    ring "f16$np" "$W/f16.st" $np "--causal"
+    ring "f16b$np" "$W/f16b.st" $np "--causal --backward"
 done
 
 # bad NAME CODE SUBSTRING NP ARGS...: every rank exits non-zero (mpirun
@@ -116,6 +123,15 @@ bad "missing" 1 "rank 0 of 2" 2 "$W/none.st" "$W/out.st"
 bad "window" 2 "--window" 2 "$W/a.st" "$W/out.st" --window 1
 bad "layout" 2 "zigzag or contiguous" 2 "$W/a.st" "$W/out.st" --split stripes
 bad "no dout" 1 "dout" 2 "$W/t3.st" "$W/out.st" --backward
+# row dims the ranks slice are checked before slicing
+gen "$W/vrows.st" 10 q=F32:1,2,8,8 k=F32:1,2,8,8 v=F32:1,2,9,8
+gen "$W/mrows.st" 11 q=F32:1,2,8,8 k=F32:1,2,8,8 v=F32:1,2,8,8 mask=F32:1,1,5,8
+gen "$W/drows.st" 12 q=F32:1,2,8,8 k=F32:1,2,8,8 v=F32:1,2,8,8 dout=F32:1,2,7,8
+gen "$W/idt.st" 13 q=I32:1,2,8,8 k=F32:1,2,8,8 v=F32:1,2,8,8
+bad "v rows" 1 "v has 9 rows, k has 8" 2 "$W/vrows.st" "$W/out.st"
+bad "mask rows" 1 "mask has 5 query rows, expected T = 8" 2 "$W/mrows.st" "$W/out.st"
+bad "dout rows" 1 "dout has 7 rows, q has 8" 2 "$W/drows.st" "$W/out.st" --backward
+bad "int q" 1 "tensor 'q' has dtype I32" 2 "$W/idt.st" "$W/out.st"
 # a rank that cannot read its input: only rank 1's file is missing
 cp "$W/a.st" "$W/r0.st"
 cat >"$W/per_rank.sh" <<EOF

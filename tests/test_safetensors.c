@@ -567,6 +567,129 @@ static void test_other_formats(void **state) {
     attn_ctx_free(ctx);
 }
 
+/* attn_safetensors_open_header + attn_safetensors_read: the same header
+ * checks as a full open (the bad corpus), no data in views, ranges of every
+ * dtype equal to the full read's (converted like get_f32), and the errors:
+ * a range outside the tensor, as_f32 on integers, a file cut after opening. */
+static void test_header_only(void **state) {
+    (void)state;
+    attn_ctx *ctx;
+    assert_int_equal(attn_ctx_create(&ctx, 1), ATTN_OK);
+    float f32[3 * 5 * 7];
+    uint16_t f16[40], bf16[40];
+    double f64[40];
+    int64_t i64[6];
+    unsigned char b8[9];
+    for (int i = 0; i < 105; i++)
+        f32[i] = (float)i * 0.25f - 3.0f;
+    for (int i = 0; i < 40; i++) {
+        f16[i] = (uint16_t)(0x3c00 + 37 * i);
+        bf16[i] = (uint16_t)(0xc000 + 91 * i);
+        f64[i] = 1.0 / (i + 1);
+    }
+    for (int i = 0; i < 6; i++)
+        i64[i] = (int64_t)i * 1000000007LL;
+    for (int i = 0; i < 9; i++)
+        b8[i] = (unsigned char)(i % 3 ? i * 40 : 0); /* BOOL bytes other than 0 read as 1 */
+    const char *names[] = {"f32", "f16", "bf16", "f64", "i64", "bool"};
+    attn_tensor ts[] = {
+        attn_tensor_make(f32, ATTN_F32, 3, (int64_t[]){3, 5, 7}),
+        attn_tensor_make(f16, ATTN_F16, 2, (int64_t[]){8, 5}),
+        attn_tensor_make(bf16, ATTN_BF16, 1, (int64_t[]){40}),
+        attn_tensor_make(f64, ATTN_F64, 2, (int64_t[]){4, 10}),
+        attn_tensor_make(i64, ATTN_I64, 1, (int64_t[]){6}),
+        attn_tensor_make(b8, ATTN_BOOL, 2, (int64_t[]){3, 3}),
+    };
+    const char *path = tmp_path("lazy.safetensors");
+    assert_int_equal(attn_safetensors_write(ctx, path, 6, names, ts), ATTN_OK);
+    attn_safetensors *full, *lazy;
+    assert_int_equal(attn_safetensors_open(ctx, path, &full), ATTN_OK);
+    assert_int_equal(attn_safetensors_open_header(ctx, path, &lazy), ATTN_OK);
+    assert_int_equal(attn_safetensors_count(lazy), 6);
+    for (int t = 0; t < 6; t++) {
+        attn_tensor a, b;
+        assert_int_equal(attn_safetensors_get(ctx, full, names[t], &a), ATTN_OK);
+        assert_int_equal(attn_safetensors_get(ctx, lazy, names[t], &b), ATTN_OK);
+        assert_null(b.data);
+        assert_int_equal(a.ndim, b.ndim);
+        assert_int_equal(a.dtype, b.dtype);
+        for (int d = 0; d < a.ndim; d++)
+            assert_int_equal(a.shape[d], b.shape[d]);
+        int64_t n = attn_tensor_numel(&a);
+        size_t es = attn_dtype_size(a.dtype);
+        int fl = a.dtype != ATTN_I64 && a.dtype != ATTN_BOOL;
+        float *conv = NULL;
+        attn_tensor cv;
+        if (fl)
+            assert_int_equal(attn_safetensors_get_f32(ctx, full, names[t], &conv, &cv), ATTN_OK);
+        /* every range [first, first + len) of a few lengths, both handles */
+        for (int64_t first = 0; first <= n; first += 3)
+            for (int64_t len = 0; first + len <= n; len += 4) {
+                unsigned char raw[1024], raw2[1024];
+                float f[256], f2[256];
+                assert_int_equal(attn_safetensors_read(ctx, lazy, names[t], first, len, 0, raw),
+                                 ATTN_OK);
+                assert_int_equal(attn_safetensors_read(ctx, full, names[t], first, len, 0, raw2),
+                                 ATTN_OK);
+                assert_memory_equal(raw, (const unsigned char *)a.data + first * (int64_t)es,
+                                    (size_t)len * es);
+                assert_memory_equal(raw, raw2, (size_t)len * es);
+                if (!fl) continue;
+                assert_int_equal(attn_safetensors_read(ctx, lazy, names[t], first, len, 1, f),
+                                 ATTN_OK);
+                assert_int_equal(attn_safetensors_read(ctx, full, names[t], first, len, 1, f2),
+                                 ATTN_OK);
+                assert_memory_equal(f, conv + first, (size_t)len * 4);
+                assert_memory_equal(f2, conv + first, (size_t)len * 4);
+            }
+        attn_buffer_free(conv);
+        /* ranges outside the tensor */
+        unsigned char buf[8];
+        assert_int_equal(attn_safetensors_read(ctx, lazy, names[t], n, 1, 0, buf), ATTN_E_ARG);
+        assert_non_null(strstr(attn_ctx_last_error(ctx), names[t]));
+        assert_int_equal(attn_safetensors_read(ctx, lazy, names[t], -1, 1, 0, buf), ATTN_E_ARG);
+        assert_int_equal(attn_safetensors_read(ctx, lazy, names[t], 0, -1, 0, buf), ATTN_E_ARG);
+        assert_int_equal(attn_safetensors_read(ctx, lazy, names[t], 1, INT64_MAX, 0, buf),
+                         ATTN_E_ARG);
+    }
+    float f[8];
+    int64_t bools[2];
+    assert_int_equal(attn_safetensors_read(ctx, lazy, "i64", 0, 2, 1, f), ATTN_E_DTYPE);
+    assert_int_equal(attn_safetensors_read(ctx, lazy, "bool", 0, 2, 1, f), ATTN_E_DTYPE);
+    assert_int_equal(attn_safetensors_read(ctx, lazy, "none", 0, 1, 0, bools), ATTN_E_NOTFOUND);
+    assert_int_equal(attn_safetensors_read(ctx, lazy, "f32", 0, 1, 0, NULL), ATTN_E_ARG);
+    float *g = (float *)1;
+    attn_tensor gv;
+    assert_int_equal(attn_safetensors_get_f32(ctx, lazy, "f32", &g, &gv), ATTN_E_ARG);
+    assert_null(g);
+    assert_non_null(strstr(attn_ctx_last_error(ctx), "header-only"));
+    /* the file shrinks after the open: a read past its end is ATTN_E_IO */
+    assert_int_equal(truncate(path, 200), 0);
+    assert_int_equal(attn_safetensors_read(ctx, lazy, "bool", 0, 9, 0, b8), ATTN_E_IO);
+    assert_non_null(strstr(attn_ctx_last_error(ctx), "'bool'"));
+    attn_safetensors_close(lazy);
+    attn_safetensors_close(full);
+    /* a bad header fails as the full open fails, and nothing is open */
+    const char *data = getenv("ATTN_TEST_DATA");
+    assert_non_null(data);
+    char bad[1024];
+    for (size_t i = 0; i < NBAD; i++) {
+        snprintf(bad, sizeof bad, "%s/safetensors_bad/%s.safetensors", data, bad_files[i].file);
+        attn_safetensors *st = (attn_safetensors *)1;
+        attn_status s1 = attn_safetensors_open_header(ctx, bad, &st);
+        if (s1 != ATTN_E_FORMAT || !strstr(attn_ctx_last_error(ctx), bad_files[i].says))
+            fail_msg("%s: header-only open gave %d \"%s\"", bad_files[i].file, s1,
+                     attn_ctx_last_error(ctx));
+        assert_null(st);
+    }
+    attn_safetensors *st = NULL;
+    assert_int_equal(attn_safetensors_open_header(ctx, tmp_path("none"), &st), ATTN_E_IO);
+    assert_int_equal(attn_safetensors_open_header(ctx, tmpdir, &st), ATTN_E_IO);
+    assert_int_equal(attn_safetensors_open_header(ctx, NULL, &st), ATTN_E_ARG);
+    clear_dir();
+    attn_ctx_free(ctx);
+}
+
 static void test_bad_corpus(void **state) {
     (void)state;
     const char *data = getenv("ATTN_TEST_DATA");
@@ -950,6 +1073,7 @@ int main(void) {
         cmocka_unit_test(test_roundtrip_strided),
         cmocka_unit_test(test_roundtrip_large),
         cmocka_unit_test(test_get_f32_conversions),
+        cmocka_unit_test(test_header_only),
         cmocka_unit_test(test_torch_file),
         cmocka_unit_test(test_get_errors),
         cmocka_unit_test(test_bad_corpus),

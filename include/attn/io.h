@@ -55,6 +55,28 @@ ATTN_NODISCARD attn_status attn_safetensors_open(attn_ctx *ctx, const char *path
 ATTN_NODISCARD attn_status attn_safetensors_open_memory(attn_ctx *ctx, const void *buf, size_t len,
                                                         attn_safetensors **out);
 
+/* As attn_safetensors_open, but only the header is read and checked (the
+ * same checks); the tensor bytes stay in the file, which the handle keeps
+ * open until attn_safetensors_close. Names, dtypes and shapes come from the
+ * usual accessors; attn_safetensors_get gives views with data NULL, and
+ * attn_safetensors_get_f32 fails (ATTN_E_ARG): read ranges of elements with
+ * attn_safetensors_read. For a process that needs a slice of a big file
+ * (each rank of `attn ring` reads its own rows). */
+ATTN_NODISCARD attn_status attn_safetensors_open_header(attn_ctx *ctx, const char *path,
+                                                        attn_safetensors **out);
+
+/* Elements [first, first + n) of tensor `name` (flat, C order) into dst:
+ * with as_f32, converted to float32 (F32, F64, F16, BF16 only, as
+ * attn_safetensors_get_f32); else the file's own bytes (n * dtype size;
+ * BOOL as 0 or 1). Works on any handle; on a header-only one it reads just
+ * those bytes from the file. Returns as attn_safetensors_get, plus
+ * ATTN_E_ARG (NULL dst, a range outside the tensor), ATTN_E_DTYPE (as_f32
+ * on a non-float tensor), ATTN_E_IO (the read failed: the file shrank or
+ * changed), ATTN_E_NOMEM. */
+ATTN_NODISCARD attn_status attn_safetensors_read(attn_ctx *ctx, const attn_safetensors *st,
+                                                 const char *name, int64_t first, int64_t n,
+                                                 int as_f32, void *dst);
+
 /* Free a handle and its data; views obtained from it become invalid.
  * attn_safetensors_close(NULL) is a no-op. */
 void attn_safetensors_close(attn_safetensors *st);

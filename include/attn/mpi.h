@@ -19,6 +19,8 @@
 
 #include "attn.h"
 
+#include <stdio.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -102,6 +104,57 @@ ATTN_NODISCARD attn_status attn_ring_forward(attn_ctx *ctx, MPI_Comm comm, attn_
 ATTN_NODISCARD attn_status attn_ring_backward(attn_ctx *ctx, MPI_Comm comm, attn_ring_layout layout,
                                               const attn_sdpa_args *a, const attn_sdpa_grads *g,
                                               attn_ring_stats *stats);
+
+/* ---- Data-parallel work over the lines of a text file ----
+ *
+ * attn_mpi_lines_run splits a file's lines over the ranks of comm by byte
+ * ranges: rank r of P takes the lines that begin in bytes [r*Z/P,
+ * (r+1)*Z/P) of the Z-byte file (it seeks there and skips to the next line
+ * start), so no rank reads more than its range and the line it ends in.
+ * Each rank hands its lines, in order and `batch` at a time, to `each`,
+ * which appends their output bytes to a private spool (an unlinked
+ * temporary file in TMPDIR); when every rank has succeeded, rank 0 writes
+ * `header` and then every rank's spool in rank order, received in chunks of
+ * at most 1 MiB, to `output` by the output-file rule (attn_outfile_open:
+ * a temporary file renamed into place only on success). So the output is
+ * the rows in input order, whatever P, and memory stays bounded by a batch.
+ * Lines are as `attn embed --input` reads them: split at '\n', a '\r'
+ * before it removed, a last line without '\n' kept, an empty line a line.
+ *
+ * A failure on any rank (its input, its `each`, its spool, memory) stops
+ * every rank: the failing rank tells the others at once, they stop after
+ * their current batch, and all return the first failing rank's status with
+ * its message ("rank 2 of 4: FILE:17: ..."); nothing is written. */
+typedef struct attn_mpi_lines_job {
+    const char *input;  /* a regular file, the same on every rank (its size is checked) */
+    const char *output; /* rank 0 writes it; NULL or "-": rank 0's stdout */
+    int64_t batch;      /* lines per call of each (>= 1) */
+    /* Every rank, once the input is checked, before any line (NULL: none):
+     * e.g. load a model. total: the file's line count. */
+    attn_status (*start)(void *user, int64_t total, char *msg, size_t msg_size);
+    /* Every rank: lines[i], len[i] bytes (NUL-terminated, the line end
+     * removed), is line first + i of the file (from 1); write the output of
+     * these n lines to out. On failure return the status with a message. */
+    attn_status (*each)(void *user, int64_t first, int64_t n, char *const *lines, const size_t *len,
+                        FILE *out, char *msg, size_t msg_size);
+    /* Rank 0, once every rank has succeeded: what precedes the rows (NULL:
+     * nothing), for the total line count. */
+    attn_status (*header)(void *user, int64_t total, FILE *out, char *msg, size_t msg_size);
+    void *user;
+    FILE *progress;   /* rank 0 reports its progress there every second (NULL: silent) */
+    const char *what; /* the name in progress lines, e.g. "embed" */
+} attn_mpi_lines_job;
+
+/* Run job over comm (collective; every rank passes the same input, output,
+ * batch). total (optional) gets the file's line count. Returns ATTN_OK, or
+ * on every rank the first failing rank's status: ATTN_E_ARG (MPI not
+ * initialised, comm MPI_COMM_NULL, batch < 1, input "-" or NULL, an input
+ * that differs in size between ranks), ATTN_E_IO (input unreadable or not a
+ * regular file, output not writable, spool write failed, an MPI call
+ * failed), ATTN_E_FORMAT (an empty input), ATTN_E_NOMEM, or what a
+ * callback returned. */
+ATTN_NODISCARD attn_status attn_mpi_lines_run(attn_ctx *ctx, MPI_Comm comm,
+                                              const attn_mpi_lines_job *job, int64_t *total);
 
 #ifdef __cplusplus
 }

@@ -26,7 +26,9 @@ struct attn_safetensors {
     int n;
     int *by_name; /* indices of e sorted by name */
     unsigned char *data;
-    json_t *meta; /* the "__metadata__" object, or NULL */
+    json_t *meta;        /* the "__metadata__" object, or NULL */
+    int fd;              /* header-only handles: the open file (else -1) */
+    uint64_t data_start; /* where the data section begins in the file (8 + header) */
 };
 
 /* Where the bytes come from: a file descriptor or a caller's buffer. */
@@ -101,6 +103,7 @@ void attn_safetensors_close(attn_safetensors *st) {
     free(st->label);
     attn__free(st->data);
     if (st->meta) json_decref(st->meta);
+    if (st->fd >= 0) close(st->fd);
     free(st);
 }
 
@@ -249,12 +252,15 @@ static attn_status prescan(attn_ctx *ctx, const char *label, const char *h, size
     return ATTN_OK;
 }
 
-static attn_status open_src(attn_ctx *ctx, const st_src *src, attn_safetensors **out) {
+/* header_only: check the header and stop (the data stays in the file). */
+static attn_status open_src(attn_ctx *ctx, const st_src *src, int header_only,
+                            attn_safetensors **out) {
     attn_status status = ATTN_OK;
     const char *label = src->label;
     char *hdr = NULL;
     json_t *root = NULL;
     attn_safetensors *st = calloc(1, sizeof *st);
+    if (st) st->fd = -1;
     if (!st || !(st->label = strdup(label))) FAIL(ATTN_E_NOMEM, "%s: out of memory", label);
 
     if (src->size < 8 && src->size > 0) { /* too short for a length: maybe text */
@@ -346,9 +352,10 @@ static attn_status open_src(attn_ctx *ctx, const st_src *src, attn_safetensors *
         FAIL(ATTN_E_FORMAT, "%s: %llu bytes at the end of the data section belong to no tensor",
              label, (unsigned long long)(data_len - cursor));
 
-    if (!(st->data = attn__malloc(total)))
+    st->data_start = 8 + hlen;
+    if (!header_only && !(st->data = attn__malloc(total)))
         FAIL(ATTN_E_NOMEM, "%s: out of memory for %zu bytes of tensor data", label, total);
-    for (int i = 0; i < st->n; i++) {
+    for (int i = 0; !header_only && i < st->n; i++) {
         st_entry *e = &st->e[i];
         if (e->end > e->begin &&
             src_read(src, 8 + hlen + e->begin, st->data + e->dst, (size_t)(e->end - e->begin)))
@@ -395,10 +402,92 @@ attn_status attn_safetensors_open(attn_ctx *ctx, const char *path, attn_safetens
         status = attn_ctx_fail(ctx, ATTN_E_IO, "%s: not a regular file", path);
     } else {
         st_src src = {fd, NULL, (uint64_t)sb.st_size, path};
-        status = open_src(ctx, &src, out);
+        status = open_src(ctx, &src, 0, out);
     }
     close(fd);
     return status;
+}
+
+attn_status attn_safetensors_open_header(attn_ctx *ctx, const char *path, attn_safetensors **out) {
+    if (!out) return attn_ctx_fail(ctx, ATTN_E_ARG, "attn_safetensors_open_header: out is NULL");
+    *out = NULL;
+    if (!path) return attn_ctx_fail(ctx, ATTN_E_ARG, "attn_safetensors_open_header: path is NULL");
+    attn__ctx_clear(ctx);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) return attn_ctx_fail(ctx, ATTN_E_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat sb;
+    attn_status status;
+    if (fstat(fd, &sb)) {
+        status = attn_ctx_fail(ctx, ATTN_E_IO, "%s: cannot stat: %s", path, strerror(errno));
+    } else if (!S_ISREG(sb.st_mode)) {
+        status = attn_ctx_fail(ctx, ATTN_E_IO, "%s: not a regular file", path);
+    } else {
+        st_src src = {fd, NULL, (uint64_t)sb.st_size, path};
+        status = open_src(ctx, &src, 1, out);
+    }
+    if (status == ATTN_OK)
+        (*out)->fd = fd; /* kept for attn_safetensors_read */
+    else
+        close(fd);
+    return status;
+}
+
+attn_status attn_safetensors_read(attn_ctx *ctx, const attn_safetensors *st, const char *name,
+                                  int64_t first, int64_t n, int as_f32, void *dst) {
+    if (!st || !name || (n > 0 && !dst))
+        return attn_ctx_fail(ctx, ATTN_E_ARG, "attn_safetensors_read: NULL argument");
+    attn__ctx_clear(ctx);
+    attn_tensor t;
+    attn_status s = attn_safetensors_get(ctx, st, name, &t);
+    if (s) return s;
+    const st_entry *e = &st->e[attn_safetensors_find(st, name)];
+    int64_t numel = attn_tensor_numel(&t);
+    if (first < 0 || n < 0 || first > numel || n > numel - first)
+        return attn_ctx_fail(ctx, ATTN_E_ARG,
+                             "%s: tensor '%s': %lld elements from %lld are outside its %lld",
+                             st->label, name, (long long)n, (long long)first, (long long)numel);
+    int fl =
+        t.dtype == ATTN_F32 || t.dtype == ATTN_F64 || t.dtype == ATTN_F16 || t.dtype == ATTN_BF16;
+    if (as_f32 && !fl)
+        return attn_ctx_fail(ctx, ATTN_E_DTYPE,
+                             "%s: tensor '%s' has dtype %s, expected a float dtype (F32, F64, "
+                             "F16, BF16)",
+                             st->label, name, attn_dtype_name(t.dtype));
+    if (n == 0) return ATTN_OK;
+    size_t es = attn_dtype_size(t.dtype), bytes = (size_t)n * es;
+    /* the raw bytes, from memory or from the file: straight into dst, or
+     * through a buffer when they are converted to float32 */
+    unsigned char *raw = (as_f32 && es != 4) ? malloc(bytes) : dst;
+    if (!raw) return attn_ctx_fail(ctx, ATTN_E_NOMEM, "%s: out of memory", st->label);
+    if (st->fd < 0) {
+        memcpy(raw, (const unsigned char *)t.data + (size_t)first * es, bytes);
+    } else {
+        st_src src = {st->fd, NULL, 0, st->label};
+        if (src_read(&src, st->data_start + e->begin + (uint64_t)first * es, raw, bytes)) {
+            if (raw != dst) free(raw);
+            return attn_ctx_fail(ctx, ATTN_E_IO, "%s: reading tensor '%s' failed: %s", st->label,
+                                 name, errno ? strerror(errno) : "file shrank");
+        }
+        if (t.dtype == ATTN_BOOL)
+            for (size_t b = 0; b < bytes; b++)
+                raw[b] = raw[b] != 0;
+    }
+    if (as_f32 && t.dtype != ATTN_F32) {
+        float *f = dst;
+        for (int64_t i = 0; i < n; i++) {
+            if (t.dtype == ATTN_F64) {
+                double d;
+                memcpy(&d, raw + (size_t)i * 8, 8);
+                f[i] = (float)d;
+            } else {
+                uint16_t h;
+                memcpy(&h, raw + (size_t)i * 2, 2);
+                f[i] = t.dtype == ATTN_F16 ? attn__f16_to_f32(h) : attn__bf16_to_f32(h);
+            }
+        }
+    }
+    if (raw != dst) free(raw);
+    return ATTN_OK;
 }
 
 attn_status attn_safetensors_open_memory(attn_ctx *ctx, const void *buf, size_t len,
@@ -410,7 +499,7 @@ attn_status attn_safetensors_open_memory(attn_ctx *ctx, const void *buf, size_t 
     attn__ctx_clear(ctx);
     static const unsigned char empty[1];
     st_src src = {-1, buf ? buf : empty, (uint64_t)len, "<memory>"};
-    return open_src(ctx, &src, out);
+    return open_src(ctx, &src, 0, out);
 }
 
 int attn_safetensors_count(const attn_safetensors *st) {
@@ -466,7 +555,8 @@ attn_status attn_safetensors_get(attn_ctx *ctx, const attn_safetensors *st, cons
     if (e->ndim > ATTN_MAX_DIMS)
         return attn_ctx_fail(ctx, ATTN_E_UNSUPPORTED, "%s: tensor '%s' has %d dims (at most %d)",
                              st->label, name, e->ndim, ATTN_MAX_DIMS);
-    *view = attn_tensor_make(st->data + e->dst, (attn_dtype)e->dt->dtype, e->ndim, e->shape);
+    *view = attn_tensor_make(st->data ? st->data + e->dst : NULL, (attn_dtype)e->dt->dtype, e->ndim,
+                             e->shape);
     return ATTN_OK;
 }
 
@@ -484,6 +574,11 @@ attn_status attn_safetensors_get_f32(attn_ctx *ctx, const attn_safetensors *st, 
                              "dtype (F32, F64, F16, BF16)",
                              st->label, name, attn_dtype_name(t.dtype));
     size_t n = (size_t)attn_tensor_numel(&t);
+    if (st->fd >= 0)
+        return attn_ctx_fail(ctx, ATTN_E_ARG,
+                             "%s: opened header-only: read tensor '%s' with "
+                             "attn_safetensors_read",
+                             st->label, name);
     float *f = attn__malloc(n * sizeof *f);
     if (!f) return attn_ctx_fail(ctx, ATTN_E_NOMEM, "%s: out of memory for '%s'", st->label, name);
     for (size_t i = 0; i < n; i++) {

@@ -37,6 +37,9 @@ int attn_cli_error(int code, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)))
 #endif
     ;
+/* The message of the last attn_cli_error (cut at 4095 bytes), for passing
+ * it on (embed under MPI tells the other ranks). */
+const char *attn_cli_last_error(void);
 
 /* Create a context of `threads` threads (0 = the default) into *ctx. On
  * failure prints the reason and leaves *ctx NULL: returns 2 for a thread
@@ -64,6 +67,8 @@ int attn_cli_load_f32(attn_ctx *ctx, attn_safetensors *st, const char *in, const
                       int required, attn_tensor *t, float **converted);
 /* The optional I32/I64 [B] tensor kv_len as int32 into *out (malloc, the
  * caller frees it; NULL when absent). Its values are the library's to check. */
+/* The same from a view of the tensor's bytes (kl: I32 or I64, with data). */
+int attn_cli_kv_len_of(const attn_tensor *kl, const char *in, int64_t B, int32_t **out);
 int attn_cli_load_kv_len(attn_ctx *ctx, attn_safetensors *st, const char *in, int64_t B,
                          int32_t **out);
 

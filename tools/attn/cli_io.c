@@ -68,6 +68,12 @@ int attn_cli_load_kv_len(attn_ctx *ctx, attn_safetensors *st, const char *in, in
     attn_tensor kl;
     if (attn_safetensors_get(ctx, st, "kv_len", &kl))
         return attn_cli_error(1, "%s", attn_ctx_last_error(ctx));
+    return attn_cli_kv_len_of(&kl, in, B, out);
+}
+
+int attn_cli_kv_len_of(const attn_tensor *t, const char *in, int64_t B, int32_t **out) {
+    const attn_tensor kl = *t;
+    *out = NULL;
     if (kl.dtype != ATTN_I32 && kl.dtype != ATTN_I64)
         return attn_cli_error(1, "%s: tensor 'kv_len' has dtype %s, expected I32 or I64", in,
                               attn_dtype_name(kl.dtype));

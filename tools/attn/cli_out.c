@@ -68,7 +68,7 @@ void attn_cli_json_str(FILE *f, const char *s, size_t n) {
     putc('"', f);
 }
 
-int attn_cli_write_npy(FILE *f, const float *m, int64_t rows, int64_t cols) {
+void attn_cli_npy_header(FILE *f, int64_t rows, int64_t cols) {
     char dict[128];
     int dn = snprintf(dict, sizeof dict,
                       "{'descr': '<f4', 'fortran_order': False, 'shape': (%lld, %lld), }",
@@ -85,6 +85,10 @@ int attn_cli_write_npy(FILE *f, const float *m, int64_t rows, int64_t cols) {
     for (int i = 0; i < pad; i++)
         putc(' ', f);
     putc('\n', f);
+}
+
+int attn_cli_write_npy(FILE *f, const float *m, int64_t rows, int64_t cols) {
+    attn_cli_npy_header(f, rows, cols);
     /* little-endian float32, as on every machine this builds for (x86-64) */
     size_t n = (size_t)(rows * cols);
     if (fwrite(m, sizeof *m, n, f) != n)

@@ -27,5 +27,7 @@ void attn_cli_json_str(FILE *f, const char *s, size_t n);
 
 /* A float32 C-order .npy matrix [rows, cols] (format version 1.0). */
 int attn_cli_write_npy(FILE *f, const float *m, int64_t rows, int64_t cols);
+/* Its header alone, for writers that stream the rows after it. */
+void attn_cli_npy_header(FILE *f, int64_t rows, int64_t cols);
 
 #endif /* ATTN_CLI_OUT_H */

@@ -16,7 +16,7 @@
  * the model opens, so a short input's errors come first as before; an error
  * in a later batch ends the run with exit 1 (an --output FILE is then not
  * created; rows already printed on stdout stay). */
-enum { STREAM_BATCH = 1024 };
+enum { STREAM_BATCH = EMBED_BATCH };
 
 void embed_help_model(FILE *f) {
     fprintf(f,
@@ -59,21 +59,15 @@ static void help(FILE *f) {
     fprintf(f,
             "  --output FILE  write there (replaced atomically; never left partial)\n"
             "jsonl is written as the texts are read, %d at a time, so any number of\n"
-            "lines runs in bounded memory (npy and safetensors hold every embedding).\n",
-            STREAM_BATCH);
+            "lines runs in bounded memory (npy and safetensors hold every embedding).\n"
+            "Under `mpirun -np P` (P > 1; a build with MPI): --input FILE's lines are\n"
+            "split over the ranks by byte ranges, in blocks of %d lines; rank 0 writes\n"
+            "one output in input order, the same bytes as one process, and reports\n"
+            "progress on stderr. No TEXT arguments, stdin, --bench or --show-attention.\n",
+            STREAM_BATCH, STREAM_BATCH);
 }
 
-typedef struct embed_rows {
-    const texts *t;
-    int64_t base; /* texts written before these (streaming): ids count on */
-    const float *e;
-    int64_t E;
-    const char *id; /* NULL, "line" or "tab" */
-    char **ids;     /* --id tab: the ids */
-    size_t *idlen;
-} embed_rows;
-
-static int write_jsonl(FILE *f, void *arg) {
+int embed_write_jsonl(FILE *f, void *arg) {
     const embed_rows *r = arg;
     for (int64_t i = 0; i < r->t->n; i++) {
         if (!r->id) {
@@ -98,7 +92,7 @@ static int write_npy(FILE *f, void *arg) {
 }
 
 /* --id tab: split every text at its first tab into id and text. */
-static int split_ids(texts *t, embed_rows *r) {
+int embed_split_ids(texts *t, embed_rows *r) {
     r->ids = calloc((size_t)t->n, sizeof *r->ids);
     r->idlen = calloc((size_t)t->n, sizeof *r->idlen);
     if (!r->ids || !r->idlen) return attn_cli_error(1, "out of memory");
@@ -183,7 +177,7 @@ static int stream_fill(stream *st) {
         if (bad >= 0)
             return attn_cli_error(1, "%s: invalid UTF-8 at byte %ld", st->t.where[i], bad);
     }
-    if (st->id && !strcmp(st->id, "tab")) return split_ids(&st->t, &st->r);
+    if (st->id && !strcmp(st->id, "tab")) return embed_split_ids(&st->t, &st->r);
     return 0;
 }
 
@@ -197,7 +191,7 @@ static int write_stream(FILE *f, void *arg) {
         st->batch = st->t.n;
         rc = embed_all(st->s, &st->t, e, 0);
         st->r.e = e, st->r.E = E;
-        if (!rc) rc = write_jsonl(f, &st->r);
+        if (!rc) rc = embed_write_jsonl(f, &st->r);
         if (!rc) rc = stream_fill(st);
     }
     free(e);
@@ -256,6 +250,10 @@ int attn_cmd_embed(int argc, char **argv) {
         return attn_cli_error(2, "embed: --id must be line or tab, got '%s'", id);
     if (id && (show || (format && strcmp(format, "jsonl"))))
         return attn_cli_error(2, "embed: --id goes with the jsonl format");
+    /* under mpirun with P > 1 ranks: the lines are split over the ranks (embed_mpi.c) */
+    if (embed_mpi_ranks() > 1)
+        return embed_mpi(&(embed_mpi_opts){model, input, format, output, id, threads, argc - first,
+                                           bench, show});
 
     if (!show && (!format || !strcmp(format, "jsonl")) && !bench) {
         session ss;
@@ -285,7 +283,7 @@ int attn_cmd_embed(int argc, char **argv) {
     memset(&s, 0, sizeof s);
     embed_rows r = {&t, 0, NULL, 0, id, NULL, NULL};
     int rc = embed_gather(&t, argc, argv, first, input, "embed", help);
-    if (!rc && id && !strcmp(id, "tab")) rc = split_ids(&t, &r);
+    if (!rc && id && !strcmp(id, "tab")) rc = embed_split_ids(&t, &r);
     if (!rc) rc = embed_open_model(&s, model, threads);
     if (!rc && show) {
         rc = format ? embed_export_attention(&s, &t, format, output)
@@ -293,10 +291,14 @@ int attn_cmd_embed(int argc, char **argv) {
     } else if (!rc) {
         const int64_t E = attn_model_get_info(s.model)->hidden_size;
         float *e = malloc((size_t)(t.n * E + 1) * sizeof *e);
-        rc = e ? embed_all(&s, &t, e, bench) : attn_cli_error(1, "out of memory");
+        /* blocks of STREAM_BATCH texts as the jsonl stream (and the ranks of
+         * an MPI run) embed them: every format gives the same numbers */
+        rc = !e      ? attn_cli_error(1, "out of memory")
+             : bench ? embed_all(&s, &t, e, bench)
+                     : embed_all_blocks(&s, &t, e);
         r.e = e, r.E = E;
         if (!rc && (!format || !strcmp(format, "jsonl"))) {
-            rc = attn_cli_write_to(output, write_jsonl, &r);
+            rc = attn_cli_write_to(output, embed_write_jsonl, &r);
         } else if (!rc && !strcmp(format, "npy")) {
             rc = attn_cli_write_to(output, write_npy, &r);
         } else if (!rc) {

@@ -1,6 +1,7 @@
 /* attn ring: `attn sdpa` over MPI ranks (ring attention, libattn_mpi).
- * Run as `mpirun -np P attn ring IN OUT [options]`: every rank reads the
- * same IN, takes its own rows (attn_ring_rows), runs attn_ring_forward (and
+ * Run as `mpirun -np P attn ring IN OUT [options]`: every rank opens the
+ * same IN header-only and reads just its own rows of q, k, v, mask, dout
+ * (attn_ring_rows, attn_safetensors_read), runs attn_ring_forward (and
  * attn_ring_backward), and rank 0 gathers the rows and writes OUT, the same
  * tensors `attn sdpa` writes. Errors found on one rank are reported by
  * every rank, every rank exits with the same status, and OUT is written
@@ -143,29 +144,34 @@ static int agree(ring_run *r, int failed) {
     return 1;
 }
 
-/* A 4-D view of the rank's rows (chunks st/len of dim 2), copied contiguous. */
-static int take_rows(ring_run *r, attn_tensor full, const int64_t st[2], const int64_t len[2],
-                     attn_tensor *out) {
+/* The rank's rows (chunks st/len of dim 2) of tensor `name`, whose 4-D
+ * shape (leading dims of 1 added) is full's, read from the file alone:
+ * only these rows' bytes are read (attn_safetensors_read on the header-only
+ * handle), as F32 when as_f32, else in the file's dtype (a BOOL mask). A
+ * row dim of 1 (a mask broadcast over rows) is read whole. */
+static int take_rows(ring_run *r, const char *name, attn_tensor full, int as_f32,
+                     const int64_t st[2], const int64_t len[2], attn_tensor *out) {
     int64_t sh[4] = {full.shape[0], full.shape[1], len[0] + len[1], full.shape[3]};
-    int bcast = full.shape[2] == 1; /* a mask's broadcast row dim stays */
+    int bcast = full.shape[2] == 1;
     if (bcast) sh[2] = 1;
-    size_t es = attn_dtype_size(full.dtype), row = es * (size_t)sh[3];
+    attn_dtype dt = as_f32 ? ATTN_F32 : full.dtype;
+    size_t es = attn_dtype_size(dt), row = es * (size_t)sh[3];
     char *p = own(r, row * (size_t)(sh[0] * sh[1] * sh[2]));
     if (!p) return fail(r, "%s", "out of memory for this rank's rows");
     for (int64_t b = 0; b < sh[0]; b++)
         for (int64_t h = 0; h < sh[1]; h++) {
             int64_t i = 0;
-            for (int c = 0; c < 2; c++)
-                for (int64_t k = 0; k < len[c] && !(bcast && i > 0); k++, i++) {
-                    int64_t src = bcast ? 0 : st[c] + k;
-                    memcpy(p + ((b * sh[1] + h) * sh[2] + i) * row,
-                           (const char *)full.data +
-                               (b * full.stride[0] + h * full.stride[1] + src * full.stride[2]) *
-                                   es,
-                           row);
-                }
+            for (int c = 0; c < 2; c++) {
+                int64_t n = bcast ? (c == 0) : len[c], src = bcast ? 0 : st[c];
+                if (n == 0) continue;
+                int64_t first = ((b * full.shape[1] + h) * full.shape[2] + src) * full.shape[3];
+                if (attn_safetensors_read(r->ctx, r->st, name, first, n * sh[3], as_f32,
+                                          p + ((b * sh[1] + h) * sh[2] + i) * row))
+                    return fail(r, "%s", attn_ctx_last_error(r->ctx));
+                i += n;
+            }
         }
-    *out = attn_tensor_make(p, full.dtype, 4, sh);
+    *out = attn_tensor_make(p, dt, 4, sh);
     return 0;
 }
 
@@ -179,10 +185,17 @@ static attn_tensor lift(attn_tensor t) {
     return t;
 }
 
+static int is_float(attn_dtype d) {
+    return d == ATTN_F32 || d == ATTN_F64 || d == ATTN_F16 || d == ATTN_BF16;
+}
+
+/* The file's header (every rank opens it header-only: the tensors' rows are
+ * read later, each rank its own), the shapes of q, k, v, dout, mask as 4-D
+ * views without data, and the small tensors kv_len and alibi_slopes whole. */
 static int load(ring_opts *o, ring_run *r, attn_sdpa_args *a, attn_tensor *dout) {
     static const char *const NAMES[] = {"q", "k", "v", "mask", "kv_len", "alibi_slopes", "dout"};
     const char *in = o->in;
-    if (attn_safetensors_open(r->ctx, in, &r->st))
+    if (attn_safetensors_open_header(r->ctx, in, &r->st))
         return fail(r, "%s", attn_ctx_last_error(r->ctx));
     for (int i = 0; i < attn_safetensors_count(r->st); i++) {
         const char *n = attn_safetensors_name(r->st, i);
@@ -206,10 +219,14 @@ static int load(ring_opts *o, ring_run *r, attn_sdpa_args *a, attn_tensor *dout)
             snprintf(r->msg, sizeof r->msg, "%s: no tensor '%s'", in, name);
             return 1;
         }
-        float *f = NULL;
-        if (attn_safetensors_get_f32(r->ctx, r->st, name, &f, t))
+        if (attn_safetensors_get(r->ctx, r->st, name, t))
             return fail(r, "%s", attn_ctx_last_error(r->ctx));
-        r->conv[r->nconv++] = f;
+        if (!is_float(t->dtype)) {
+            snprintf(r->msg, sizeof r->msg,
+                     "%s: tensor '%s' has dtype %s, expected a float dtype (F32, F64, F16, BF16)",
+                     in, name, attn_dtype_name(t->dtype));
+            return 1;
+        }
         if (i == 0) r->rank3 = t->ndim == 3;
         if (t->ndim != (r->rank3 ? 3 : 4)) {
             snprintf(r->msg, sizeof r->msg, "%s: tensor '%s' has %d dims, expected %s", in, name,
@@ -219,28 +236,34 @@ static int load(ring_opts *o, ring_run *r, attn_sdpa_args *a, attn_tensor *dout)
         if (r->rank3) *t = attn_cli_add_dim0(*t);
     }
     if (attn_safetensors_find(r->st, "alibi_slopes") >= 0) {
-        float *f = NULL;
         attn_tensor t;
-        if (attn_safetensors_get_f32(r->ctx, r->st, "alibi_slopes", &f, &t))
+        if (attn_safetensors_get(r->ctx, r->st, "alibi_slopes", &t))
             return fail(r, "%s", attn_ctx_last_error(r->ctx));
-        r->conv[r->nconv++] = f;
+        int64_t n = attn_tensor_numel(&t);
+        float *f = own(r, sizeof(float) * (size_t)n);
+        if (!f) return fail(r, "%s", "out of memory");
+        if (attn_safetensors_read(r->ctx, r->st, "alibi_slopes", 0, n, 1, f))
+            return fail(r, "%s", attn_ctx_last_error(r->ctx));
         a->alibi_slopes = f; /* the library reports it unsupported */
     }
     if (attn_safetensors_find(r->st, "kv_len") >= 0) {
-        if (attn_cli_load_kv_len(r->ctx, r->st, in, a->q.shape[0], &r->kv_len))
-            return fail(r, "%s: bad kv_len", in);
+        attn_tensor kl;
+        if (attn_safetensors_get(r->ctx, r->st, "kv_len", &kl))
+            return fail(r, "%s", attn_ctx_last_error(r->ctx));
+        int64_t n = attn_tensor_numel(&kl);
+        kl.data = own(r, attn_dtype_size(kl.dtype) * (size_t)n);
+        if (!kl.data) return fail(r, "%s", "out of memory");
+        if ((kl.dtype == ATTN_I32 || kl.dtype == ATTN_I64) &&
+            attn_safetensors_read(r->ctx, r->st, "kv_len", 0, n, 0, kl.data))
+            return fail(r, "%s", attn_ctx_last_error(r->ctx));
+        if (attn_cli_kv_len_of(&kl, in, a->q.shape[0], &r->kv_len))
+            return fail(r, "%s", attn_cli_last_error());
         a->kv_len = r->kv_len;
     }
     if (attn_safetensors_find(r->st, "mask") >= 0) {
         attn_tensor m;
         if (attn_safetensors_get(r->ctx, r->st, "mask", &m))
             return fail(r, "%s", attn_ctx_last_error(r->ctx));
-        if (m.dtype == ATTN_F64 || m.dtype == ATTN_F16 || m.dtype == ATTN_BF16) {
-            float *f = NULL;
-            if (attn_safetensors_get_f32(r->ctx, r->st, "mask", &f, &m))
-                return fail(r, "%s", attn_ctx_last_error(r->ctx));
-            r->conv[r->nconv++] = f;
-        }
         if (m.ndim < 2) {
             snprintf(r->msg, sizeof r->msg,
                      "%s: mask has %d dims, expected [T,S] or "
@@ -374,18 +397,36 @@ static int run(ring_opts *o, ring_run *r) {
     if (agree(r, bad)) return 1;
 
     int64_t T = full.q.shape[2], S = full.k.shape[2], qs[2], ql[2], ks[2], kl[2];
+    int has_mask = attn_safetensors_find(r->st, "mask") >= 0;
     if (T < r->P || S < r->P)
         bad = fail(r, "%s", "more ranks than query rows or keys: use at most min(T, S) ranks");
+    /* the row dims are sliced before the library sees them: checked here */
+    char rows_msg[160] = "";
+    if (full.v.shape[2] != S)
+        snprintf(rows_msg, sizeof rows_msg, "v has %lld rows, k has %lld: they must agree",
+                 (long long)full.v.shape[2], (long long)S);
+    else if (o->backward && dout_full.shape[2] != T)
+        snprintf(rows_msg, sizeof rows_msg, "dout has %lld rows, q has %lld: they must agree",
+                 (long long)dout_full.shape[2], (long long)T);
+    else if (has_mask && full.mask.shape[2] != T && full.mask.shape[2] != 1)
+        snprintf(rows_msg, sizeof rows_msg,
+                 "mask has %lld query rows, expected T = %lld (or 1 to broadcast)",
+                 (long long)full.mask.shape[2], (long long)T);
+    if (!bad && rows_msg[0]) {
+        snprintf(r->msg, sizeof r->msg, "%s: %s", o->in, rows_msg);
+        bad = 1;
+    }
     attn_tensor dout = {0};
     if (!bad) {
         ring_rows_of(o->layout, r->P, r->rank, T, qs, ql);
         ring_rows_of(o->layout, r->P, r->rank, S, ks, kl);
-        bad = take_rows(r, full.q, qs, ql, &a.q) || take_rows(r, full.k, ks, kl, &a.k) ||
-              take_rows(r, full.v, ks, kl, &a.v) ||
-              (full.mask.data && full.mask.shape[2] == T &&
-               take_rows(r, full.mask, qs, ql, &a.mask)) ||
-              (o->backward && take_rows(r, dout_full, qs, ql, &dout));
-        if (!bad && full.mask.data && full.mask.shape[2] != T) a.mask = full.mask;
+        /* a float mask of any dtype is read as F32; BOOL and U8 masks as they are */
+        int mask_f32 = is_float(full.mask.dtype);
+        bad = take_rows(r, "q", full.q, 1, qs, ql, &a.q) ||
+              take_rows(r, "k", full.k, 1, ks, kl, &a.k) ||
+              take_rows(r, "v", full.v, 1, ks, kl, &a.v) ||
+              (has_mask && take_rows(r, "mask", full.mask, mask_f32, qs, ql, &a.mask)) ||
+              (o->backward && take_rows(r, "dout", dout_full, 1, qs, ql, &dout));
         a.kv_len = full.kv_len, a.alibi_slopes = full.alibi_slopes;
     }
     if (agree(r, bad)) return 1;

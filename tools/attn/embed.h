@@ -37,6 +37,13 @@ int embed_open_model(session *s, const char *model, long threads);
 int embed_tokenize_all(session *s, const texts *t);
 /* Embeddings of every text into out [n, E] (see --bench). */
 int embed_all(session *s, const texts *t, float *out, long bench);
+/* embed_all without --bench, EMBED_BATCH texts per call: a text's numbers
+ * depend on the texts it is batched with (attn_bert_embed pads and groups
+ * texts), so every writer of `attn embed` (the jsonl stream, npy,
+ * safetensors, the ranks of an MPI run) embeds the same blocks of lines:
+ * texts [k * EMBED_BATCH, (k + 1) * EMBED_BATCH). */
+enum { EMBED_BATCH = 1024 };
+int embed_all_blocks(session *s, const texts *t, float *out);
 /* At most `cols` columns of UTF-8 s to f ("…" when cut), padded when pad. */
 void embed_put_label(FILE *f, const char *s, size_t n, int cols, int pad);
 /* Read TEXT arguments and --input lines into t, checking UTF-8; 0, or the
@@ -52,5 +59,32 @@ void embed_help_model(FILE *f);
  * and head's attention to FILE as json or safetensors (format != NULL). */
 int embed_show_attention(session *s, const texts *t, long layer, long head);
 int embed_export_attention(session *s, const texts *t, const char *format, const char *output);
+
+/* Rows of embeddings to write: texts t with their embeddings e [t->n, E]. */
+typedef struct embed_rows {
+    const texts *t;
+    int64_t base; /* texts written before these (streaming): ids count on */
+    const float *e;
+    int64_t E;
+    const char *id; /* NULL, "line" or "tab" */
+    char **ids;     /* --id tab: the ids */
+    size_t *idlen;
+} embed_rows;
+
+/* The rows as JSON lines (arg: embed_rows); 0 or 1 after printing an error. */
+int embed_write_jsonl(FILE *f, void *arg);
+/* --id tab: split every text of t at its first tab into r's id and the text. */
+int embed_split_ids(texts *t, embed_rows *r);
+
+/* attn embed under mpirun (embed_mpi.c). embed_mpi_ranks: the rank count
+ * Open MPI's launcher announces (OMPI_COMM_WORLD_SIZE), 1 when none. */
+typedef struct embed_mpi_opts {
+    const char *model, *input, *format, *output, *id;
+    int threads, ntexts, bench, show; /* ntexts: TEXT arguments */
+} embed_mpi_opts;
+int embed_mpi_ranks(void);
+/* The lines of o->input split over the ranks by byte ranges, one output in
+ * input order, written by rank 0 (attn_mpi_lines_run); the exit status. */
+int embed_mpi(const embed_mpi_opts *o);
 
 #endif /* ATTN_CLI_EMBED_H */

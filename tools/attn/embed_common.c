@@ -179,6 +179,24 @@ int embed_all(session *s, const texts *t, float *out, long bench) {
     return rc;
 }
 
+int embed_all_blocks(session *s, const texts *t, float *out) {
+    const int64_t E = attn_model_get_info(s->model)->hidden_size;
+    int rc = 0;
+    for (int64_t b0 = 0; !rc && b0 < t->n; b0 += EMBED_BATCH) {
+        texts part = *t;
+        part.s += b0, part.len += b0, part.where += b0;
+        part.n = t->n - b0 < EMBED_BATCH ? t->n - b0 : EMBED_BATCH;
+        rc = embed_all(s, &part, out + b0 * E, 0);
+        /* the token ids are per block (embed_tokenize_all sizes them by the first) */
+        if (s->ids)
+            for (int64_t i = 0; i < part.n; i++)
+                free(s->ids[i]);
+        free(s->ids), free(s->len);
+        s->ids = NULL, s->len = NULL;
+    }
+    return rc;
+}
+
 /* Print at most `cols` columns of UTF-8 s, padded to cols when pad. */
 void embed_put_label(FILE *f, const char *s, size_t n, int cols, int pad) {
     int w = 0;

@@ -30,14 +30,19 @@ static const struct {
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 
+static char last_error[4096];
+
 int attn_cli_error(int code, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    fputs("attn: error: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    vsnprintf(last_error, sizeof last_error, fmt, ap);
     va_end(ap);
+    fprintf(stderr, "attn: error: %s\n", last_error);
     return code;
+}
+
+const char *attn_cli_last_error(void) {
+    return last_error;
 }
 
 int attn_cli_ctx(attn_ctx **ctx, int threads) {
