@@ -100,3 +100,40 @@ def close(got, want, tol=2e-5):
     err = np.abs(got[fin] - want[fin]).max(initial=0.0)
     scale = 1.0 + np.abs(want[fin]).max(initial=0.0)
     assert err <= tol * scale, "max error %.3g > %.3g" % (err, tol * scale)
+
+
+def ticks_during(call):
+    """How many times another Python thread ran its loop in the middle half
+    of call() (by the wall clock). With the GIL held through the computation
+    that is 0: the other thread runs only before the call takes the GIL back
+    and after it returns, which the switch interval (made 0.1 ms here) keeps
+    short and the middle half leaves out; call() must take over 50 ms."""
+    import sys
+    import threading
+    import time
+
+    done = threading.Event()
+    started = threading.Event()
+    ticks = []
+
+    def spin():
+        started.set()
+        while not done.is_set():
+            ticks.append(time.perf_counter())
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-4)
+    t = threading.Thread(target=spin)
+    t.start()
+    started.wait()
+    try:
+        t0 = time.perf_counter()
+        call()
+        t1 = time.perf_counter()
+    finally:
+        done.set()
+        t.join()
+        sys.setswitchinterval(interval)
+    assert t1 - t0 > 0.05, "call() took %.3f s: too short to tell" % (t1 - t0)
+    lo, hi = t0 + 0.25 * (t1 - t0), t0 + 0.75 * (t1 - t0)
+    return sum(1 for x in ticks if lo < x < hi)

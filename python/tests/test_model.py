@@ -103,3 +103,10 @@ def test_open_errors_name_the_file(tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "gpt2"}')
     with pytest.raises(ValueError, match="config.json"):
         attn.Model.open(tmp_path)
+
+
+def test_encode_releases_the_gil(model):
+    from conftest import ticks_during
+
+    many = texts() * 20
+    assert ticks_during(lambda: model.encode(many, threads=1)) > 100
