@@ -9,7 +9,10 @@ model can swap it in for training::
     F.scaled_dot_product_attention = attn.torch.scaled_dot_product_attention  # or call it
 
 CPU float32 tensors are shared with the C library zero-copy: it reads
-and writes their memory in place (through data_ptr(), shape and stride()). What attn does not run raises ValueError
+and writes their memory in place (through data_ptr(), shape and stride()).
+A call that needs no autograd (no input requires grad, or grad mode is off)
+runs in C from start to end, output allocation included, so a tiny call
+costs no more than PyTorch's own. What attn does not run raises ValueError
 naming it: tensors on another device (CUDA, ...), dtypes other than
 float32 (masks: bool or float32), inputs of other than 3 or 4 dims, batch
 dims that differ between query and key (PyTorch broadcasts those).
@@ -126,7 +129,8 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
         ->    [B, H, T, Dv]
 
     attn_mask: bool (True = attend) or float32 (added to the scores),
-    broadcastable to [B, H, T, S]; its gradient is computed when it
+    broadcastable to [B, H, T, S] ([B, T, S] for 3-dim inputs, with at
+    most 3 dims); its gradient is computed when it
     requires grad (float masks). is_causal: query i sees keys j <= i
     (top-left, as PyTorch), and attn_mask must then be None. scale: None is
     1/sqrt(D), 0.0 is a real zero scale. dropout_p: dropout on the
