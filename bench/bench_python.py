@@ -7,6 +7,7 @@
             numpy (into out=, and allocating), attn.torch's function and
             PyTorch's own F.scaled_dot_product_attention, per call
   large     B=1, H=8, T=S=2048, D=64 (and causal): the C loop against attn.sdpa
+            (into out=) and attn.torch's function (no autograd)
   train     a training step of a small causal transformer (pre-LN blocks:
             attention + GELU MLP; AdamW) with F.scaled_dot_product_attention
             swapped for attn.torch.scaled_dot_product_attention: forward,
@@ -103,15 +104,20 @@ def large(args):
     out = np.empty_like(q)
     print("## large: B=%d H=%d T=S=%d D=%d, %d thread(s), median of %d interleaved rounds"
           % (B, H, T, D, th, args.rounds))
-    print("%-8s %12s %14s %8s" % ("causal", "C loop, ms", "attn.sdpa, ms", "ratio"))
+    tq, tk, tv = (torch.from_numpy(x) for x in (q, k, v))
+    print("%-8s %12s %14s %8s %16s %8s" % ("causal", "C loop, ms", "attn.sdpa, ms", "ratio",
+                                           "attn.torch, ms", "ratio"))
     for causal in (False, True):
         fns = {"c": lambda: c_forward(q, k, v, out, causal, th, 2, 1),
                "py": lambda: per_call(lambda: attn.sdpa(q, k, v, out=out, causal=causal,
-                                                        threads=th), 2, 1)}
+                                                        threads=th), 2, 1),
+               "torch": lambda: per_call(lambda: attn.torch.scaled_dot_product_attention(
+                   tq, tk, tv, is_causal=causal), 2, 1)}
         interleaved(fns, 1)
         med = interleaved(fns, args.rounds)
-        print("%-8s %12.2f %14.2f %8.3f" % (causal, med["c"] * 1e3, med["py"] * 1e3,
-                                            med["py"] / med["c"]))
+        print("%-8s %12.2f %14.2f %8.3f %16.2f %8.3f" % (
+            causal, med["c"] * 1e3, med["py"] * 1e3, med["py"] / med["c"],
+            med["torch"] * 1e3, med["torch"] / med["c"]))
 
 
 class Block(torch.nn.Module):
