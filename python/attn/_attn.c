@@ -535,15 +535,15 @@ static PyObject *py_time_forward(PyObject *self, PyObject *args) {
     return ret;
 }
 
-/* ---- attn.torch's call without autograd, in C --------------------------- */
+/* ---- attn.torch's plain call, in C --------------------------------------- */
 
-/* attn.torch.scaled_dot_product_attention when no gradient is wanted: the
- * checks, the output's allocation (torch.empty) and the call in one C
- * function, so a tiny problem pays ~50 ns an attribute instead of Python's
+/* attn.torch.scaled_dot_product_attention's forward: the checks, the
+ * output's allocation (torch.empty) and the call in one C function, so a
+ * tiny problem pays ~50 ns an attribute instead of Python's
  * bytecode around each (docs/PERFORMANCE.md, "Python package"). It takes
  * only the plain case, tensors of type torch.Tensor that attn reads in
- * place; anything else (a gradient wanted, dropout, scale 0, a mask to
- * copy, a wrong dtype or device, mismatched shapes, ...) returns None and
+ * place, with or without autograd; anything else (dropout, scale 0, a mask
+ * to copy, a wrong dtype or device, mismatched shapes, ...) returns None and
  * the Python function takes the call, with its checks and error messages
  * in one place (attn/torch.py). torch's objects come from torch_setup,
  * called when attn.torch is imported: this module never imports torch. */
@@ -666,6 +666,41 @@ static void fast_tensor4(const fast_view *v, int qkv, attn_tensor *t) {
     }
 }
 
+/* torch.empty(shape) (n dims), read into v as a contiguous float32 CPU
+ * tensor: the new tensor, or NULL with *r = 0 when torch's defaults
+ * (set_default_dtype, set_default_device) made it something else (the
+ * Python path asks for float32 on the CPU) or *r = -1 on an error. */
+static PyObject *fast_empty(const int64_t *shape, int n, fast_view *v, int *r) {
+    PyObject *dims[4] = {NULL, NULL, NULL, NULL}, *t = NULL;
+    *r = -1;
+    for (int i = 0; i < n; i++)
+        if (!(dims[i] = PyLong_FromLongLong(shape[i]))) goto done;
+    t = PyObject_Vectorcall(t_empty, dims, n, NULL);
+done:
+    for (int i = 0; i < n; i++)
+        Py_XDECREF(dims[i]);
+    if (!t) return NULL;
+    int ok = attr_is(t, s_dtype, t_float32);
+    if (ok == 1) ok = attr_is(t, s_is_cpu, Py_True);
+    PyObject *ptr = ok == 1 ? PyObject_CallMethodNoArgs(t, s_data_ptr) : NULL;
+    v->data = ptr ? PyLong_AsVoidPtr(ptr) : NULL;
+    Py_XDECREF(ptr);
+    if (ok != 1 || !ptr || PyErr_Occurred()) {
+        Py_DECREF(t);
+        if (ok == 0 && !PyErr_Occurred()) *r = 0;
+        return NULL;
+    }
+    v->n = n;
+    v->is_bool = v->grad = 0;
+    int64_t acc = 1;
+    for (int i = n - 1; i >= 0; i--) {
+        v->shape[i] = shape[i];
+        v->stride[i] = acc;
+        acc *= shape[i];
+    }
+    return t;
+}
+
 /* A float argument that must be exactly zero (dropout_p); 1 if it is. */
 static int is_zero_float(PyObject *o) {
     if (PyFloat_CheckExact(o)) return PyFloat_AS_DOUBLE(o) == 0.0;
@@ -674,8 +709,9 @@ static int is_zero_float(PyObject *o) {
 }
 
 /* torch_sdpa(query, key, value, attn_mask, dropout_p, is_causal, scale,
- *            enable_gqa) -> the output tensor, or None: take the Python
- * path (see above). */
+ *            enable_gqa) -> the output tensor; (output, lse) when autograd
+ * wants a gradient (attn.torch records the call for its backward); or
+ * None: take the Python path (see above). */
 static PyObject *py_torch_sdpa(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 8) {
         PyErr_SetString(PyExc_TypeError, "torch_sdpa: 8 arguments");
@@ -728,62 +764,59 @@ static PyObject *py_torch_sdpa(PyObject *self, PyObject *const *args, Py_ssize_t
             a.mask.shape[2] = T, a.mask.stride[2] = 0; /* the query dim broadcast in place */
         }
     }
+    int want_grad = 0;
     if (q.grad || k.grad || v.grad || m.grad) {
         PyObject *en = PyObject_CallNoArgs(t_grad_enabled);
         if (!en) return NULL;
-        int enabled = en == Py_True;
+        want_grad = en == Py_True;
         Py_DECREF(en);
-        if (enabled) goto other; /* autograd: the Python path's autograd.Function */
     }
-    /* the output, [B, H, T, Dv] (or [B, T, Dv]) float32, contiguous */
-    int64_t Dv = a.v.shape[3];
-    int64_t oshape[4] = {B, H, T, Dv};
-    if (nd == 3) oshape[1] = T, oshape[2] = Dv;
-    PyObject *dims[4] = {NULL, NULL, NULL, NULL};
-    PyObject *out = NULL;
-    for (int i = 0; i < nd; i++)
-        if (!(dims[i] = PyLong_FromLongLong(oshape[i]))) goto dims_done;
-    out = PyObject_Vectorcall(t_empty, dims, nd, NULL);
-dims_done:
-    for (int i = 0; i < nd; i++)
-        Py_XDECREF(dims[i]);
-    if (!out) return NULL;
-    /* torch.set_default_dtype / set_default_device may have made it
-     * something else: then the Python path, which asks for float32 on the
-     * CPU */
-    r = attr_is(out, s_dtype, t_float32);
-    if (r == 1) r = attr_is(out, s_is_cpu, Py_True);
-    PyObject *ptr = r == 1 ? PyObject_CallMethodNoArgs(out, s_data_ptr) : NULL;
-    fast_view o = {.n = nd, .data = ptr ? PyLong_AsVoidPtr(ptr) : NULL};
-    Py_XDECREF(ptr);
-    if (r != 1 || !ptr || PyErr_Occurred()) {
-        Py_DECREF(out);
-        if (r < 0 || PyErr_Occurred()) return NULL;
-        goto other;
+    if (want_grad) {
+        /* autograd: _SDPAFromC (attn/torch.py) records this call and hands
+         * the tensors as they are to attn's backward, which reads them as
+         * 4-dim inputs and a mask of 2 to 4 dims not broadcast along the
+         * queries; other cases go through the Python path's views */
+        if (nd != 4 || (mask_obj != Py_None && (m.n < 2 || m.shape[m.n - 2] != T))) goto other;
     }
-    int64_t acc = 1;
-    for (int i = nd - 1; i >= 0; i--) {
-        o.shape[i] = oshape[i];
-        o.stride[i] = acc;
-        acc *= oshape[i];
-    }
+    /* the output, [B, H, T, Dv] (or [B, T, Dv]), and with autograd the
+     * log-sum-exp [B, H, T] that the backward reads */
+    int64_t oshape[4] = {B, H, T, a.v.shape[3]};
+    if (nd == 3) oshape[1] = T, oshape[2] = a.v.shape[3];
+    fast_view o, l;
+    PyObject *out = fast_empty(oshape, nd, &o, &r), *lse = NULL;
+    if (!out) goto other;
     fast_tensor4(&o, 1, &a.out);
+    if (want_grad) {
+        if (!(lse = fast_empty(oshape, 3, &l, &r))) {
+            Py_DECREF(out);
+            goto other;
+        }
+        a.lse.dtype = ATTN_F32;
+        a.lse.ndim = 3;
+        a.lse.data = l.data;
+        for (int i = 0; i < 3; i++)
+            a.lse.shape[i] = l.shape[i], a.lse.stride[i] = l.stride[i];
+    }
     a.causal = causal;
     a.align = ATTN_ALIGN_TOP_LEFT;
     a.window_left = a.window_right = -1;
     a.scale = (float)scale;
     attn_ctx *ctx = get_ctx(default_threads);
-    if (!ctx) {
-        Py_DECREF(out);
-        return NULL;
+    attn_status st = ATTN_OK;
+    if (ctx) {
+        Py_BEGIN_ALLOW_THREADS st = attn_sdpa_forward(ctx, &a);
+        Py_END_ALLOW_THREADS
     }
-    attn_status st;
-    Py_BEGIN_ALLOW_THREADS st = attn_sdpa_forward(ctx, &a);
-    Py_END_ALLOW_THREADS if (st != ATTN_OK) {
+    if (!ctx || st != ATTN_OK) {
         Py_DECREF(out);
-        return raise_status(st, ctx, "attn_sdpa_forward");
+        Py_XDECREF(lse);
+        return ctx ? raise_status(st, ctx, "attn_sdpa_forward") : NULL;
     }
-    return out;
+    if (!lse) return out;
+    PyObject *pair = PyTuple_Pack(2, out, lse);
+    Py_DECREF(out);
+    Py_DECREF(lse);
+    return pair;
 other:
     if (r < 0) return NULL;
     return Py_NewRef(Py_None);
@@ -1042,8 +1075,9 @@ static PyMethodDef methods[] = {
      "What torch_sdpa needs of torch; attn.torch calls it when imported."},
     {"torch_sdpa", (PyCFunction)(void (*)(void))py_torch_sdpa, METH_FASTCALL,
      "torch_sdpa(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)\n"
-     "-> tensor or None. attn.torch.scaled_dot_product_attention's call without autograd\n"
-     "in C; None: not a case it takes (the Python function then does)."},
+     "-> tensor, (tensor, lse) when autograd wants a gradient, or None.\n"
+     "attn.torch.scaled_dot_product_attention's forward in C; None: not a case it takes\n"
+     "(the Python function then does)."},
     {"set_default_threads", py_set_default_threads, METH_O,
      "set_default_threads(n): the threads torch_sdpa uses; attn.set_num_threads sets it."},
     {"info", py_info, METH_NOARGS,

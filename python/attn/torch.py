@@ -10,9 +10,9 @@ model can swap it in for training::
 
 CPU float32 tensors are shared with the C library zero-copy: it reads
 and writes their memory in place (through data_ptr(), shape and stride()).
-A call that needs no autograd (no input requires grad, or grad mode is off)
-runs in C from start to end, output allocation included, so a tiny call
-costs no more than PyTorch's own. What attn does not run raises ValueError
+The forward of the plain call runs in C from start to end, output
+allocation included (with autograd, a torch.autograd.Function then records
+it), so a tiny call costs no more than PyTorch's own. What attn does not run raises ValueError
 naming it: tensors on another device (CUDA, ...), dtypes other than
 float32 (masks: bool or float32), inputs of other than 3 or 4 dims, batch
 dims that differ between query and key (PyTorch broadcasts those).
@@ -117,6 +117,24 @@ class _SDPA(torch.autograd.Function):
         return dq, dk, dv, dmask, None, None, None, None, None
 
 
+class _SDPAFromC(torch.autograd.Function):
+    """The C path's forward (out and lse already computed, in a tuple that
+    autograd does not look into), recorded for _SDPA's backward: the
+    inputs are 4-dim and the mask has 2 to 4 dims, as attn's backward
+    reads them (attn._attn.torch_sdpa sends other cases to _general)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, mask, done):
+        (out, lse), causal, scale = done
+        ctx.save_for_backward(q, k, v, mask, out, lse)
+        ctx.opts = (causal, scale, 0.0, 0, _threads(None))
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        return _SDPA.backward(ctx, dout)[:4] + (None,)
+
+
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0,
                                  is_causal=False, scale=None, enable_gqa=False):
     """torch.nn.functional.scaled_dot_product_attention, computed by attn.
@@ -150,7 +168,9 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     # whatever it does not take, and _general decides and reports
     out = _torch_sdpa(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)
     if out is None:
-        out = _general(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)
+        return _general(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)
+    if type(out) is tuple:  # computed with its lse: autograd records it
+        return _SDPAFromC.apply(query, key, value, attn_mask, (out, bool(is_causal), scale))
     return out
 
 

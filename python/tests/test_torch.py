@@ -71,6 +71,13 @@ def test_parity_with_torch(shape, mask, kw):
     dout = torch.randn(B, H, T, Dv, generator=GEN)
     want, wgrads = run(F.scaled_dot_product_attention, q, k, v, m, kw, dout)
     got, ggrads = run(at.scaled_dot_product_attention, q, k, v, m, kw, dout)
+    # the forward ran in C (and autograd recorded it) where the C path takes the case
+    from attn import _attn
+
+    c = _attn.torch_sdpa(q, k, v, m, 0.0, kw.get("is_causal", False), kw.get("scale"),
+                         kw["enable_gqa"])
+    not_along_queries = mask is None or mask[1] != "B11S" or T == 1
+    assert (type(c) is tuple) == (expect_fast(mask, kw) and not_along_queries)
     compare(got, want, 2e-5)
     for name, g, w in zip(("dq", "dk", "dv", "dmask"), ggrads, wgrads):
         assert (g is None) == (w is None), name
@@ -262,15 +269,24 @@ def test_no_grad_parity_and_the_c_path(shape, mask, kw):
     compare(got, F.scaled_dot_product_attention(q, k, v, attn_mask=m, **kw), 2e-5)
 
 
-def test_c_path_leaves_autograd_and_dropout_to_python():
+def test_c_path_with_autograd_and_what_it_leaves_to_python():
     from attn import _attn
 
     q = rand(1, 2, 8, 16)  # requires grad
     k, v = rand(1, 2, 8, 16, grad=False), rand(1, 2, 8, 16, grad=False)
-    assert _attn.torch_sdpa(q, k, v, None, 0.0, False, None, False) is None
+    out, lse = _attn.torch_sdpa(q, k, v, None, 0.0, False, None, False)  # the lse too
+    assert lse.shape == (1, 2, 8) and not out.requires_grad
+    s = (q.detach() @ k.transpose(-1, -2) / 4.0).double()
+    compare(lse, s.logsumexp(-1).float(), 1e-6)
     with torch.no_grad():
         out = _attn.torch_sdpa(q, k, v, None, 0.0, False, None, False)
-        assert out is not None and not out.requires_grad
+        assert isinstance(out, torch.Tensor) and not out.requires_grad
+    # with autograd: 3-dim inputs and a mask broadcast along the queries go
+    # through the Python path's views
+    assert _attn.torch_sdpa(q[0], k[0], v[0], None, 0.0, False, None, False) is None
+    m = torch.zeros(1, 1, 1, 8)
+    assert _attn.torch_sdpa(q, k, v, m, 0.0, False, None, False) is None
+    assert type(_attn.torch_sdpa(q, k, v, m.expand(1, 1, 8, 8), 0.0, False, None, False)) is tuple
     assert _attn.torch_sdpa(k, k, v, None, 0.1, False, None, False) is None
     assert _attn.torch_sdpa(k, k, v, None, 0.0, False, None, False) is not None
     # a subclass of torch.Tensor (a Parameter, say): the Python path
