@@ -229,11 +229,14 @@ def _flat(q, k, v, m, objs, rss, gc, sys):
     for _ in range(2000):
         at.scaled_dot_product_attention(qg, k, v).sum().backward()
     gc.collect()
+    refs = [sys.getrefcount(o) for o in (qg, k, v, m)]
     mem = rss()
     for _ in range(5000):
         at.scaled_dot_product_attention(qg, k, v).sum().backward()
+        at.scaled_dot_product_attention(qg, k, v, attn_mask=m).sum().backward()
     gc.collect()
     assert rss() - mem < 1 << 20
+    assert [sys.getrefcount(o) for o in (qg, k, v, m)] == refs
 
 
 # ---- the call without autograd, in C (attn._attn.torch_sdpa) ----------------
