@@ -102,6 +102,21 @@ def close(got, want, tol=2e-5):
     assert err <= tol * scale, "max error %.3g > %.3g" % (err, tol * scale)
 
 
+def long_call(make, seconds=0.1, sizes=(512, 1024, 2048, 4096)):
+    """make(T) -> a callable; the first of T in sizes whose call takes over
+    `seconds` (so the scalar kernels do not run a problem sized for the
+    vector ones), called once to time it"""
+    import time
+
+    for T in sizes:
+        call = make(T)
+        t0 = time.perf_counter()
+        call()
+        if time.perf_counter() - t0 > seconds:
+            break
+    return call
+
+
 def ticks_during(call):
     """How many times another Python thread ran its loop in the middle half
     of call() (by the wall clock). With the GIL held through the computation

@@ -106,10 +106,13 @@ def test_open_errors_name_the_file(tmp_path):
 
 
 def test_encode_releases_the_gil(model):
-    from conftest import ticks_during
+    from conftest import long_call, ticks_during
 
-    many = texts() * 20
-    assert ticks_during(lambda: model.encode(many, threads=1)) > 100
+    def call(n):
+        many = (texts() * n)[:n]
+        return lambda: model.encode(many, threads=1)
+
+    assert ticks_during(long_call(call, sizes=(4, 8, 16, 32, 64, 128))) > 100
 
 
 def test_out_of_memory_is_memory_error(model):

@@ -400,16 +400,19 @@ def test_threads_at_once_give_the_serial_results():
 
 
 def test_gil_is_released():
-    from conftest import ticks_during
+    from conftest import long_call, ticks_during
 
-    q = torch.randn(1, 4, 4096, 64)
     import attn
+
+    def call(T, grad=False):
+        q = torch.randn(1, 4, T, 64)
+        qg = q.clone().requires_grad_(grad)
+        return lambda: at.scaled_dot_product_attention(qg, q, q)
 
     threads = attn.get_num_threads()
     attn.set_num_threads(1)
     try:
-        assert ticks_during(lambda: at.scaled_dot_product_attention(q, q, q)) > 100
-        qg = q.clone().requires_grad_()
-        assert ticks_during(lambda: at.scaled_dot_product_attention(qg, q, q)) > 100
+        assert ticks_during(long_call(call)) > 100
+        assert ticks_during(long_call(lambda T: call(T, grad=True))) > 100
     finally:
         attn.set_num_threads(threads)
