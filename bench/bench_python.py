@@ -5,8 +5,11 @@
   overhead  a tiny problem (B=1, H=1, T=S=16, D=64): the C call in a C loop
             (attn._attn.time_forward, no Python in between), attn.sdpa on
             numpy (into out=, and allocating), attn.torch's function and
-            PyTorch's own F.scaled_dot_product_attention, per call
+            PyTorch's own F.scaled_dot_product_attention, per call, and
+            the two torch calls again with a query that requires grad
+            (the forward only; autograd records the call)
   large     B=1, H=8, T=S=2048, D=64 (and causal): the C loop against attn.sdpa
+            (into out=) and attn.torch's function (no autograd)
   train     a training step of a small causal transformer (pre-LN blocks:
             attention + GELU MLP; AdamW) with F.scaled_dot_product_attention
             swapped for attn.torch.scaled_dot_product_attention: forward,
@@ -74,6 +77,7 @@ def overhead(args):
     q, k, v = (rng.standard_normal((1, 1, 16, 64)).astype(np.float32) for _ in range(3))
     out = np.empty_like(q)
     tq, tk, tv = (torch.from_numpy(x) for x in (q, k, v))
+    gq = tq.clone().requires_grad_()  # the forward then records autograd's graph
     n = args.calls
     fns = {
         "C attn_sdpa_forward (C loop)": lambda: c_forward(q, k, v, out, 0, th, n, 1),
@@ -84,6 +88,10 @@ def overhead(args):
             lambda: per_call(lambda: attn.torch.scaled_dot_product_attention(tq, tk, tv), n, 1),
         "torch F.scaled_dot_product_attention":
             lambda: per_call(lambda: F.scaled_dot_product_attention(tq, tk, tv), n, 1),
+        "attn.torch, query requires grad":
+            lambda: per_call(lambda: attn.torch.scaled_dot_product_attention(gq, tk, tv), n, 1),
+        "torch F, query requires grad":
+            lambda: per_call(lambda: F.scaled_dot_product_attention(gq, tk, tv), n, 1),
     }
     interleaved(fns, 2)  # warm-up
     med = interleaved(fns, args.rounds)
@@ -103,15 +111,20 @@ def large(args):
     out = np.empty_like(q)
     print("## large: B=%d H=%d T=S=%d D=%d, %d thread(s), median of %d interleaved rounds"
           % (B, H, T, D, th, args.rounds))
-    print("%-8s %12s %14s %8s" % ("causal", "C loop, ms", "attn.sdpa, ms", "ratio"))
+    tq, tk, tv = (torch.from_numpy(x) for x in (q, k, v))
+    print("%-8s %12s %14s %8s %16s %8s" % ("causal", "C loop, ms", "attn.sdpa, ms", "ratio",
+                                           "attn.torch, ms", "ratio"))
     for causal in (False, True):
         fns = {"c": lambda: c_forward(q, k, v, out, causal, th, 2, 1),
                "py": lambda: per_call(lambda: attn.sdpa(q, k, v, out=out, causal=causal,
-                                                        threads=th), 2, 1)}
+                                                        threads=th), 2, 1),
+               "torch": lambda: per_call(lambda: attn.torch.scaled_dot_product_attention(
+                   tq, tk, tv, is_causal=causal), 2, 1)}
         interleaved(fns, 1)
         med = interleaved(fns, args.rounds)
-        print("%-8s %12.2f %14.2f %8.3f" % (causal, med["c"] * 1e3, med["py"] * 1e3,
-                                            med["py"] / med["c"]))
+        print("%-8s %12.2f %14.2f %8.3f %16.2f %8.3f" % (
+            causal, med["c"] * 1e3, med["py"] * 1e3, med["py"] / med["c"],
+            med["torch"] * 1e3, med["torch"] / med["c"]))
 
 
 class Block(torch.nn.Module):

@@ -75,6 +75,7 @@ def set_num_threads(n: int) -> None:
     n = int(n)
     if n < 0:
         raise ValueError("set_num_threads: n must be >= 0, got %d" % n)
+    _attn.set_default_threads(n)  # what attn.torch's C call path reads
     _num_threads = n
 
 

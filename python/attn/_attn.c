@@ -17,6 +17,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -534,6 +535,293 @@ static PyObject *py_time_forward(PyObject *self, PyObject *args) {
     return ret;
 }
 
+/* ---- attn.torch's plain call, in C --------------------------------------- */
+
+/* attn.torch.scaled_dot_product_attention's forward: the checks, the
+ * output's allocation (torch.empty) and the call in one C function, so a
+ * tiny problem pays ~50 ns an attribute instead of Python's
+ * bytecode around each (docs/PERFORMANCE.md, "Python package"). It takes
+ * only the plain case, tensors of type torch.Tensor that attn reads in
+ * place, with or without autograd; anything else (dropout, scale 0, a mask
+ * to copy, a wrong dtype or device, mismatched shapes, ...) returns None and
+ * the Python function takes the call, with its checks and error messages
+ * in one place (attn/torch.py). torch's objects come from torch_setup,
+ * called when attn.torch is imported: this module never imports torch. */
+static PyObject *t_tensor_type, *t_float32, *t_bool, *t_empty, *t_grad_enabled;
+static PyObject *s_dtype, *s_requires_grad;
+static int default_threads; /* attn.set_num_threads' count */
+
+/* torch_setup(torch.Tensor, torch.float32, torch.bool, torch.empty,
+ *             torch.is_grad_enabled) */
+static PyObject *py_torch_setup(PyObject *self, PyObject *args) {
+    PyObject *o[5];
+    if (!PyArg_ParseTuple(args, "O!OOOO:torch_setup", &PyType_Type, &o[0], &o[1], &o[2], &o[3],
+                          &o[4]))
+        return NULL;
+    PyObject **dst[5] = {&t_tensor_type, &t_float32, &t_bool, &t_empty, &t_grad_enabled};
+    for (int i = 0; i < 5; i++)
+        Py_XSETREF(*dst[i], Py_NewRef(o[i]));
+    return Py_NewRef(Py_None);
+}
+
+/* set_default_threads(n): the count calls made without threads= use */
+static PyObject *py_set_default_threads(PyObject *self, PyObject *arg) {
+    long n = PyLong_AsLong(arg);
+    if (n == -1 && PyErr_Occurred()) return NULL;
+    if (n < 0 || n > INT32_MAX) {
+        PyErr_Format(PyExc_ValueError, "threads must be >= 0, got %ld", n);
+        return NULL;
+    }
+    default_threads = (int)n;
+    return Py_NewRef(Py_None);
+}
+
+/* A failed attribute read or call on the fast path: an ordinary exception
+ * (a sparse tensor's stride(), say) hands the call to the Python path (0),
+ * which reports it its way; anything else (KeyboardInterrupt) propagates. */
+static int fast_fail(void) {
+    if (!PyErr_ExceptionMatches(PyExc_Exception)) return -1;
+    PyErr_Clear();
+    return 0;
+}
+
+/* obj's attribute as a borrowed-like flag: is it `want`? -1 error */
+static int attr_is(PyObject *obj, PyObject *name, PyObject *want) {
+    PyObject *a = PyObject_GetAttr(obj, name);
+    if (!a) return -1;
+    int r = a == want;
+    Py_DECREF(a);
+    return r;
+}
+
+typedef struct {
+    int n, is_bool, grad;
+    int64_t shape[4], stride[4];
+    void *data;
+} fast_view;
+
+/* Reads tensor t into v: 1 if the fast path can take it (a CPU
+ * torch.Tensor of float32, or bool when bool_ok, with min_nd..4 dims and a
+ * unit last stride), 0 if not (the Python path decides), -1 on an error. */
+static int fast_tensor(PyObject *t, int min_nd, int bool_ok, fast_view *v) {
+    if (Py_TYPE(t) != (PyTypeObject *)t_tensor_type) return 0;
+    PyObject *dt = PyObject_GetAttr(t, s_dtype);
+    if (!dt) return fast_fail();
+    v->is_bool = dt == t_bool;
+    int dt_ok = dt == t_float32 || (bool_ok && v->is_bool);
+    Py_DECREF(dt);
+    if (!dt_ok) return 0;
+    int cpu = attr_is(t, s_is_cpu, Py_True);
+    if (cpu != 1) return cpu < 0 ? fast_fail() : 0;
+    int grad = attr_is(t, s_requires_grad, Py_True);
+    if (grad < 0) return fast_fail();
+    v->grad = grad;
+    PyObject *sh = PyObject_GetAttr(t, s_shape);
+    if (!sh) return fast_fail();
+    int r = 0;
+    if (PyTuple_Check(sh) && PyTuple_GET_SIZE(sh) >= min_nd && PyTuple_GET_SIZE(sh) <= 4) {
+        v->n = (int)PyTuple_GET_SIZE(sh);
+        r = 1;
+        for (int i = 0; i < v->n && r == 1; i++) {
+            v->shape[i] = PyLong_AsLongLong(PyTuple_GET_ITEM(sh, i));
+            if (v->shape[i] == -1 && PyErr_Occurred()) r = fast_fail();
+        }
+    }
+    Py_DECREF(sh);
+    if (r != 1) return r;
+    PyObject *st = PyObject_CallMethodNoArgs(t, s_stride);
+    if (!st) return fast_fail();
+    if (!PyTuple_Check(st) || PyTuple_GET_SIZE(st) != v->n) r = 0;
+    for (int i = 0; i < v->n && r == 1; i++) {
+        v->stride[i] = PyLong_AsLongLong(PyTuple_GET_ITEM(st, i));
+        if (v->stride[i] == -1 && PyErr_Occurred()) r = fast_fail();
+    }
+    Py_DECREF(st);
+    if (r != 1) return r;
+    if (v->stride[v->n - 1] != 1 && v->shape[v->n - 1] > 1) return 0; /* Python copies it */
+    PyObject *ptr = PyObject_CallMethodNoArgs(t, s_data_ptr);
+    if (!ptr) return fast_fail();
+    v->data = PyLong_AsVoidPtr(ptr);
+    Py_DECREF(ptr);
+    if (!v->data && PyErr_Occurred()) return fast_fail();
+    return 1;
+}
+
+/* v as the attn_tensor of a 4-dim argument: dims padded in front with
+ * size-1 dims, except a 3-dim query, key or value (qkv), whose [B, T, D]
+ * is [B, 1, T, D] as in PyTorch */
+static void fast_tensor4(const fast_view *v, int qkv, attn_tensor *t) {
+    memset(t, 0, sizeof *t);
+    t->dtype = v->is_bool ? ATTN_BOOL : ATTN_F32;
+    t->ndim = 4;
+    t->data = v->data;
+    int pad = 4 - v->n;
+    for (int i = 0; i < pad; i++)
+        t->shape[i] = 1, t->stride[i] = 0;
+    for (int i = 0; i < v->n; i++)
+        t->shape[pad + i] = v->shape[i], t->stride[pad + i] = v->stride[i];
+    if (qkv && v->n == 3) {
+        t->shape[0] = v->shape[0], t->stride[0] = v->stride[0];
+        t->shape[1] = 1, t->stride[1] = 0;
+    }
+}
+
+/* torch.empty(shape) (n dims), read into v as a contiguous float32 CPU
+ * tensor: the new tensor, or NULL with *r = 0 when torch's defaults
+ * (set_default_dtype, set_default_device) made it something else (the
+ * Python path asks for float32 on the CPU) or *r = -1 on an error. */
+static PyObject *fast_empty(const int64_t *shape, int n, fast_view *v, int *r) {
+    PyObject *dims[4] = {NULL, NULL, NULL, NULL}, *t = NULL;
+    *r = -1;
+    for (int i = 0; i < n; i++)
+        if (!(dims[i] = PyLong_FromLongLong(shape[i]))) goto done;
+    t = PyObject_Vectorcall(t_empty, dims, n, NULL);
+done:
+    for (int i = 0; i < n; i++)
+        Py_XDECREF(dims[i]);
+    if (!t) return NULL;
+    int ok = attr_is(t, s_dtype, t_float32);
+    if (ok == 1) ok = attr_is(t, s_is_cpu, Py_True);
+    PyObject *ptr = ok == 1 ? PyObject_CallMethodNoArgs(t, s_data_ptr) : NULL;
+    v->data = ptr ? PyLong_AsVoidPtr(ptr) : NULL;
+    Py_XDECREF(ptr);
+    if (ok != 1 || !ptr || PyErr_Occurred()) {
+        Py_DECREF(t);
+        if (ok == 0 && !PyErr_Occurred()) *r = 0;
+        return NULL;
+    }
+    v->n = n;
+    v->is_bool = v->grad = 0;
+    int64_t acc = 1;
+    for (int i = n - 1; i >= 0; i--) {
+        v->shape[i] = shape[i];
+        v->stride[i] = acc;
+        acc *= shape[i];
+    }
+    return t;
+}
+
+/* A float argument that must be exactly zero (dropout_p); 1 if it is. */
+static int is_zero_float(PyObject *o) {
+    if (PyFloat_CheckExact(o)) return PyFloat_AS_DOUBLE(o) == 0.0;
+    if (PyLong_CheckExact(o)) return PyObject_Not(o) == 1;
+    return 0;
+}
+
+/* torch_sdpa(query, key, value, attn_mask, dropout_p, is_causal, scale,
+ *            enable_gqa) -> the output tensor; (output, lse) when autograd
+ * wants a gradient (attn.torch records the call for its backward); or
+ * None: take the Python path (see above). */
+static PyObject *py_torch_sdpa(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 8) {
+        PyErr_SetString(PyExc_TypeError, "torch_sdpa: 8 arguments");
+        return NULL;
+    }
+    if (!t_tensor_type) {
+        PyErr_SetString(PyExc_RuntimeError, "torch_sdpa: torch_setup was not called");
+        return NULL;
+    }
+    PyObject *mask_obj = args[3], *scale_obj = args[6];
+    fast_view q, k, v, m;
+    int r;
+    if ((r = fast_tensor(args[0], 3, 0, &q)) != 1 || (r = fast_tensor(args[1], 3, 0, &k)) != 1 ||
+        (r = fast_tensor(args[2], 3, 0, &v)) != 1)
+        goto other;
+    m.grad = 0;
+    if (mask_obj != Py_None && (r = fast_tensor(mask_obj, 1, 1, &m)) != 1) goto other;
+    r = 0;
+    /* the Python path's checks, in its order: anything it would refuse or
+     * reshape goes there */
+    if (!is_zero_float(args[4])) goto other; /* dropout: torch's generator seeds it */
+    int causal = PyObject_IsTrue(args[5]), gqa = PyObject_IsTrue(args[7]);
+    if (causal < 0 || gqa < 0) return NULL;
+    double scale = 0.0; /* the library's default, 1/sqrt(D) */
+    if (scale_obj != Py_None) {
+        if (!PyFloat_CheckExact(scale_obj)) goto other;
+        scale = PyFloat_AS_DOUBLE(scale_obj);
+        if (scale == 0.0) goto other; /* a real zero scale: a zero query */
+    }
+    int nd = q.n;
+    if (k.n != nd || v.n != nd || (causal && mask_obj != Py_None)) goto other;
+    attn_sdpa_args a;
+    memset(&a, 0, sizeof a);
+    fast_tensor4(&q, 1, &a.q);
+    fast_tensor4(&k, 1, &a.k);
+    fast_tensor4(&v, 1, &a.v);
+    int64_t B = a.q.shape[0], H = a.q.shape[1], T = a.q.shape[2], S = a.k.shape[2];
+    if (a.k.shape[0] != B || a.v.shape[0] != B || a.k.shape[3] != a.q.shape[3]) goto other;
+    if (a.k.shape[1] != H && !gqa) goto other;
+    if (mask_obj != Py_None) {
+        /* with 3-dim inputs the scores are [B, T, S] and a 3-dim mask is
+         * too (a 4-dim one makes a 4-dim result: the Python path refuses) */
+        if (nd == 3 && m.n == 4) goto other;
+        fast_tensor4(&m, nd == 3, &a.mask);
+        if ((a.mask.shape[0] != 1 && a.mask.shape[0] != B) ||
+            (a.mask.shape[1] != 1 && a.mask.shape[1] != H) || a.mask.shape[3] != S)
+            goto other; /* an error, or the key dim broadcast: a copy */
+        if (a.mask.shape[2] != T) {
+            if (a.mask.shape[2] != 1) goto other;
+            a.mask.shape[2] = T, a.mask.stride[2] = 0; /* the query dim broadcast in place */
+        }
+    }
+    int want_grad = 0;
+    if (q.grad || k.grad || v.grad || m.grad) {
+        PyObject *en = PyObject_CallNoArgs(t_grad_enabled);
+        if (!en) return NULL;
+        want_grad = en == Py_True;
+        Py_DECREF(en);
+    }
+    if (want_grad) {
+        /* autograd: _SDPAFromC (attn/torch.py) records this call and hands
+         * the tensors as they are to attn's backward, which reads them as
+         * 4-dim inputs and a mask of 2 to 4 dims not broadcast along the
+         * queries; other cases go through the Python path's views */
+        if (nd != 4 || (mask_obj != Py_None && (m.n < 2 || m.shape[m.n - 2] != T))) goto other;
+    }
+    /* the output, [B, H, T, Dv] (or [B, T, Dv]), and with autograd the
+     * log-sum-exp [B, H, T] that the backward reads */
+    int64_t oshape[4] = {B, H, T, a.v.shape[3]};
+    if (nd == 3) oshape[1] = T, oshape[2] = a.v.shape[3];
+    fast_view o, l;
+    PyObject *out = fast_empty(oshape, nd, &o, &r), *lse = NULL;
+    if (!out) goto other;
+    fast_tensor4(&o, 1, &a.out);
+    if (want_grad) {
+        if (!(lse = fast_empty(oshape, 3, &l, &r))) {
+            Py_DECREF(out);
+            goto other;
+        }
+        a.lse.dtype = ATTN_F32;
+        a.lse.ndim = 3;
+        a.lse.data = l.data;
+        for (int i = 0; i < 3; i++)
+            a.lse.shape[i] = l.shape[i], a.lse.stride[i] = l.stride[i];
+    }
+    a.causal = causal;
+    a.align = ATTN_ALIGN_TOP_LEFT;
+    a.window_left = a.window_right = -1;
+    a.scale = (float)scale;
+    attn_ctx *ctx = get_ctx(default_threads);
+    attn_status st = ATTN_OK;
+    if (ctx) {
+        Py_BEGIN_ALLOW_THREADS st = attn_sdpa_forward(ctx, &a);
+        Py_END_ALLOW_THREADS
+    }
+    if (!ctx || st != ATTN_OK) {
+        Py_DECREF(out);
+        Py_XDECREF(lse);
+        return ctx ? raise_status(st, ctx, "attn_sdpa_forward") : NULL;
+    }
+    if (!lse) return out;
+    PyObject *pair = PyTuple_Pack(2, out, lse);
+    Py_DECREF(out);
+    Py_DECREF(lse);
+    return pair;
+other:
+    if (r < 0) return NULL;
+    return Py_NewRef(Py_None);
+}
+
 /* ---- library facts ------------------------------------------------------ */
 
 static PyObject *py_info(PyObject *self, PyObject *noargs) {
@@ -782,6 +1070,16 @@ static PyMethodDef methods[] = {
      "time_forward(<forward's arguments>, calls, rounds, cpu) -> seconds\n"
      "Median over rounds of the mean time of one attn_sdpa_forward call in a C loop\n"
      "(by the process's CPU time when cpu is true, else the wall clock)."},
+    {"torch_setup", py_torch_setup, METH_VARARGS,
+     "torch_setup(torch.Tensor, torch.float32, torch.bool, torch.empty, torch.is_grad_enabled)\n"
+     "What torch_sdpa needs of torch; attn.torch calls it when imported."},
+    {"torch_sdpa", (PyCFunction)(void (*)(void))py_torch_sdpa, METH_FASTCALL,
+     "torch_sdpa(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)\n"
+     "-> tensor, (tensor, lse) when autograd wants a gradient, or None.\n"
+     "attn.torch.scaled_dot_product_attention's forward in C; None: not a case it takes\n"
+     "(the Python function then does)."},
+    {"set_default_threads", py_set_default_threads, METH_O,
+     "set_default_threads(n): the threads torch_sdpa uses; attn.set_num_threads sets it."},
     {"info", py_info, METH_NOARGS,
      "info() -> dict: version, kernel family, families, threads, GEMM."},
     {"model_open", py_model_open, METH_VARARGS,
@@ -811,7 +1109,10 @@ PyMODINIT_FUNC PyInit__attn(void) {
         s_itemsize = PyUnicode_InternFromString("itemsize");
         s_is_fp = PyUnicode_InternFromString("is_floating_point");
         s_is_cpu = PyUnicode_InternFromString("is_cpu");
-        if (!s_data_ptr || !s_shape || !s_stride || !s_itemsize || !s_is_fp || !s_is_cpu)
+        s_dtype = PyUnicode_InternFromString("dtype");
+        s_requires_grad = PyUnicode_InternFromString("requires_grad");
+        if (!s_data_ptr || !s_shape || !s_stride || !s_itemsize || !s_is_fp || !s_is_cpu ||
+            !s_dtype || !s_requires_grad)
             return NULL;
     }
     if (!key_made) {

@@ -9,7 +9,10 @@ model can swap it in for training::
     F.scaled_dot_product_attention = attn.torch.scaled_dot_product_attention  # or call it
 
 CPU float32 tensors are shared with the C library zero-copy: it reads
-and writes their memory in place (through data_ptr(), shape and stride()). What attn does not run raises ValueError
+and writes their memory in place (through data_ptr(), shape and stride()).
+The forward of the plain call runs in C from start to end, output
+allocation included (with autograd, a torch.autograd.Function then records
+it), so a tiny call costs no more than PyTorch's own. What attn does not run raises ValueError
 naming it: tensors on another device (CUDA, ...), dtypes other than
 float32 (masks: bool or float32), inputs of other than 3 or 4 dims, batch
 dims that differ between query and key (PyTorch broadcasts those).
@@ -30,6 +33,9 @@ import torch
 from . import _attn, _threads, _zero_query
 
 __all__ = ["scaled_dot_product_attention"]
+
+_attn.torch_setup(torch.Tensor, torch.float32, torch.bool, torch.empty, torch.is_grad_enabled)
+_torch_sdpa = _attn.torch_sdpa
 
 
 def _check(name, t, bool_ok=False):
@@ -79,8 +85,8 @@ class _SDPA(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, mask, causal, scale, dropout_p, seed, threads):
         B, H, T, _ = q.shape
-        out = torch.empty((B, H, T, v.shape[-1]), dtype=torch.float32)
-        lse = torch.empty((B, H, T), dtype=torch.float32)
+        out = torch.empty((B, H, T, v.shape[-1]), dtype=torch.float32, device="cpu")
+        lse = torch.empty((B, H, T), dtype=torch.float32, device="cpu")
         zero = scale == 0.0
         _attn.forward(_q(q, zero), k, v, out, lse, mask, None, None, causal, 0, 0, -1, -1,
                       1.0 if zero else (0.0 if scale is None else scale), 0.0, dropout_p, seed,
@@ -94,11 +100,11 @@ class _SDPA(torch.autograd.Function):
         q, k, v, mask, out, lse = ctx.saved_tensors
         causal, scale, dropout_p, seed, threads = ctx.opts
         dout = _last_contiguous(dout)
-        dq = torch.empty(q.shape, dtype=torch.float32)
-        dk = torch.empty(k.shape, dtype=torch.float32)
-        dv = torch.empty(v.shape, dtype=torch.float32)
+        dq = torch.empty(q.shape, dtype=torch.float32, device="cpu")
+        dk = torch.empty(k.shape, dtype=torch.float32, device="cpu")
+        dv = torch.empty(v.shape, dtype=torch.float32, device="cpu")
         want_dmask = mask is not None and ctx.needs_input_grad[3]
-        dmask = torch.empty(mask.shape, dtype=torch.float32) if want_dmask else None
+        dmask = torch.empty(mask.shape, dtype=torch.float32, device="cpu") if want_dmask else None
         zero = scale == 0.0
         _attn.backward(_q(q, zero), k, v, out, lse, mask, None, None, causal, 0, 0, -1, -1,
                        1.0 if zero else (0.0 if scale is None else scale), 0.0, dropout_p, seed,
@@ -109,6 +115,24 @@ class _SDPA(torch.autograd.Function):
         # its broadcast B, H dims); autograd sums it back to attn_mask's shape
         # through the reshape / expand that made the view
         return dq, dk, dv, dmask, None, None, None, None, None
+
+
+class _SDPAFromC(torch.autograd.Function):
+    """The C path's forward (out and lse already computed, in a tuple that
+    autograd does not look into), recorded for _SDPA's backward: the
+    inputs are 4-dim and the mask has 2 to 4 dims, as attn's backward
+    reads them (attn._attn.torch_sdpa sends other cases to _general)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, mask, done):
+        (out, lse), causal, scale = done
+        ctx.save_for_backward(q, k, v, mask, out, lse)
+        ctx.opts = (causal, scale, 0.0, 0, _threads(None))
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        return _SDPA.backward(ctx, dout)[:4] + (None,)
 
 
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0,
@@ -123,7 +147,8 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
         ->    [B, H, T, Dv]
 
     attn_mask: bool (True = attend) or float32 (added to the scores),
-    broadcastable to [B, H, T, S]; its gradient is computed when it
+    broadcastable to [B, H, T, S] ([B, T, S] for 3-dim inputs, with at
+    most 3 dims); its gradient is computed when it
     requires grad (float masks). is_causal: query i sees keys j <= i
     (top-left, as PyTorch), and attn_mask must then be None. scale: None is
     1/sqrt(D), 0.0 is a real zero scale. dropout_p: dropout on the
@@ -138,6 +163,20 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     ATTN_NUM_THREADS, else every core). Unsupported inputs raise ValueError
     (see the module's doc).
     """
+    # the plain call without autograd runs in C (checks, output, attention:
+    # the tiny-call overhead, docs/PERFORMANCE.md); it returns None for
+    # whatever it does not take, and _general decides and reports
+    out = _torch_sdpa(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)
+    if out is None:
+        return _general(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)
+    if type(out) is tuple:  # computed with its lse: autograd records it
+        return _SDPAFromC.apply(query, key, value, attn_mask, (out, bool(is_causal), scale))
+    return out
+
+
+def _general(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa):
+    """scaled_dot_product_attention's every case: autograd, dropout, masks
+    to reshape or copy, and the checks that name what is unsupported."""
     f32 = torch.float32
     try:  # the checks of _check, cheaply; _check names what is wrong
         ok = (query.dtype is f32 and key.dtype is f32 and value.dtype is f32 and query.is_cpu
@@ -152,8 +191,15 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     if nd not in (3, 4) or key.dim() != nd or value.dim() != nd:
         raise ValueError("attn.torch: query, key and value must all have 3 or 4 dims, got %d, "
                          "%d, %d" % (query.dim(), key.dim(), value.dim()))
+    if attn_mask is not None:
+        _check("attn_mask", attn_mask, bool_ok=True)
     if nd == 3:
         query, key, value = query.unsqueeze(1), key.unsqueeze(1), value.unsqueeze(1)
+        if attn_mask is not None and attn_mask.dim() == 4:
+            raise ValueError("attn.torch: attn_mask has 4 dims but query, key and value 3: "
+                             "the result would have 4 (pass 4-dim inputs)")
+        if attn_mask is not None and attn_mask.dim() == 3:  # [B, T, S] like the scores
+            attn_mask = attn_mask.unsqueeze(1)
     B, H, T, D = query.shape
     Bk, Hkv, S, Dk = key.shape
     if Bk != B or value.shape[0] != B:
@@ -169,7 +215,6 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
                          "PyTorch)")
     mask = None
     if attn_mask is not None:
-        _check("attn_mask", attn_mask, bool_ok=True)
         mask = _mask4(attn_mask, B, H, T, S)
     dropout_p = float(dropout_p)
     seed = 0
@@ -181,26 +226,16 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     needs_grad = torch.is_grad_enabled() and (
         query.requires_grad or key.requires_grad or value.requires_grad
         or (mask is not None and mask.requires_grad))
-    for attempt in (0, 1):
-        try:
-            if needs_grad:
-                out = _SDPA.apply(query, key, value, mask, bool(is_causal), scale, dropout_p, seed,
-                                  threads)
-            else:
-                out = torch.empty(B, H, T, value.shape[-1])
-                zero = scale == 0.0
-                _attn.forward(_q(query, zero), key, value, out, None, mask, None, None,
-                              bool(is_causal), 0, 0, -1, -1,
-                              1.0 if zero else (0.0 if scale is None else scale), 0.0, dropout_p,
-                              seed, threads)
-            break
-        except ValueError:
-            # attn reads the last dim with stride 1: copy an input that has
-            # another (as PyTorch's kernels do), checked only on failure so
-            # that the common call pays nothing for it
-            if attempt or all(t is None or t.stride(-1) == 1 or t.shape[-1] <= 1
-                              for t in (query, key, value, mask)):
-                raise
-            query, key, value = (_last_contiguous(t) for t in (query, key, value))
-            mask = None if mask is None else _last_contiguous(mask)
+    # attn reads the last dim with stride 1: an input with another is copied
+    # (as PyTorch's kernels do); the mask was made so by _mask4
+    query, key, value = (_last_contiguous(t) for t in (query, key, value))
+    if needs_grad:
+        out = _SDPA.apply(query, key, value, mask, bool(is_causal), scale, dropout_p, seed,
+                          threads)
+    else:
+        out = torch.empty(B, H, T, value.shape[-1], dtype=torch.float32, device="cpu")
+        zero = scale == 0.0
+        _attn.forward(_q(query, zero), key, value, out, None, mask, None, None, bool(is_causal),
+                      0, 0, -1, -1, 1.0 if zero else (0.0 if scale is None else scale), 0.0,
+                      dropout_p, seed, threads)
     return out.squeeze(1) if nd == 3 else out

@@ -100,3 +100,55 @@ def close(got, want, tol=2e-5):
     err = np.abs(got[fin] - want[fin]).max(initial=0.0)
     scale = 1.0 + np.abs(want[fin]).max(initial=0.0)
     assert err <= tol * scale, "max error %.3g > %.3g" % (err, tol * scale)
+
+
+def long_call(make, seconds=0.1, sizes=(512, 1024, 2048, 4096)):
+    """make(T) -> a callable; the first of T in sizes whose call takes over
+    `seconds` (so the scalar kernels do not run a problem sized for the
+    vector ones), called once to time it"""
+    import time
+
+    for T in sizes:
+        call = make(T)
+        t0 = time.perf_counter()
+        call()
+        if time.perf_counter() - t0 > seconds:
+            break
+    return call
+
+
+def ticks_during(call):
+    """How many times another Python thread ran its loop in the middle half
+    of call() (by the wall clock). With the GIL held through the computation
+    that is 0: the other thread runs only before the call takes the GIL back
+    and after it returns, which the switch interval (made 0.1 ms here) keeps
+    short and the middle half leaves out; call() must take over 50 ms."""
+    import sys
+    import threading
+    import time
+
+    done = threading.Event()
+    started = threading.Event()
+    ticks = []
+
+    def spin():
+        started.set()
+        while not done.is_set():
+            ticks.append(time.perf_counter())
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-4)
+    t = threading.Thread(target=spin)
+    t.start()
+    started.wait()
+    try:
+        t0 = time.perf_counter()
+        call()
+        t1 = time.perf_counter()
+    finally:
+        done.set()
+        t.join()
+        sys.setswitchinterval(interval)
+    assert t1 - t0 > 0.05, "call() took %.3f s: too short to tell" % (t1 - t0)
+    lo, hi = t0 + 0.25 * (t1 - t0), t0 + 0.75 * (t1 - t0)
+    return sum(1 for x in ticks if lo < x < hi)

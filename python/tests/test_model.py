@@ -103,3 +103,36 @@ def test_open_errors_name_the_file(tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "t5"}')
     with pytest.raises(ValueError, match="config.json"):
         attn.Model.open(tmp_path)
+
+
+def test_encode_releases_the_gil(model):
+    from conftest import long_call, ticks_during
+
+    def call(n):
+        many = (texts() * n)[:n]
+        return lambda: model.encode(many, threads=1)
+
+    assert ticks_during(long_call(call, sizes=(4, 8, 16, 32, 64, 128))) > 100
+
+
+def test_out_of_memory_is_memory_error(model):
+    # in a child process whose address space is capped just above what it uses
+    import os
+    import subprocess
+    import sys
+
+    code = """
+import resource, attn
+m = attn.Model.open()
+vm = int([l for l in open("/proc/self/status") if l.startswith("VmSize")][0].split()[1]) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (vm + (64 << 20), resource.RLIM_INFINITY))
+try:
+    m.encode(["word " * 200] * 64, batch_size=64, threads=1)
+except MemoryError as e:
+    print("MemoryError:", e)
+"""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("MemoryError: attn_bert_embed: cannot allocate"), r.stdout

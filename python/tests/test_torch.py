@@ -71,6 +71,13 @@ def test_parity_with_torch(shape, mask, kw):
     dout = torch.randn(B, H, T, Dv, generator=GEN)
     want, wgrads = run(F.scaled_dot_product_attention, q, k, v, m, kw, dout)
     got, ggrads = run(at.scaled_dot_product_attention, q, k, v, m, kw, dout)
+    # the forward ran in C (and autograd recorded it) where the C path takes the case
+    from attn import _attn
+
+    c = _attn.torch_sdpa(q, k, v, m, 0.0, kw.get("is_causal", False), kw.get("scale"),
+                         kw["enable_gqa"])
+    not_along_queries = mask is None or mask[1] != "B11S" or T == 1
+    assert (type(c) is tuple) == (expect_fast(mask, kw) and not_along_queries)
     compare(got, want, 2e-5)
     for name, g, w in zip(("dq", "dk", "dv", "dmask"), ggrads, wgrads):
         assert (g is None) == (w is None), name
@@ -222,8 +229,190 @@ def _flat(q, k, v, m, objs, rss, gc, sys):
     for _ in range(2000):
         at.scaled_dot_product_attention(qg, k, v).sum().backward()
     gc.collect()
+    refs = [sys.getrefcount(o) for o in (qg, k, v, m)]
     mem = rss()
     for _ in range(5000):
         at.scaled_dot_product_attention(qg, k, v).sum().backward()
+        at.scaled_dot_product_attention(qg, k, v, attn_mask=m).sum().backward()
     gc.collect()
     assert rss() - mem < 1 << 20
+    assert [sys.getrefcount(o) for o in (qg, k, v, m)] == refs
+
+
+# ---- the call without autograd, in C (attn._attn.torch_sdpa) ----------------
+
+def expect_fast(mask, kw):
+    """Does the C path take this case? Everything but a mask broadcast along
+    the key dim (copied first), a zero scale (a zero query) and dropout
+    (seeded from torch's generator)."""
+    return (mask is None or mask[1] != "B1T1") and kw.get("scale") != 0.0
+
+
+@pytest.mark.parametrize("shape,mask,kw", CASES,
+                         ids=lambda x: str(x).replace(" ", "") if not isinstance(x, dict)
+                         else ",".join("%s=%s" % i for i in x.items()))
+def test_no_grad_parity_and_the_c_path(shape, mask, kw):
+    from attn import _attn
+
+    B, H, Hkv, T, S, D, Dv = shape
+    q, k, v = (rand(*s, grad=False) for s in ((B, H, T, D), (B, Hkv, S, D), (B, Hkv, S, Dv)))
+    m = mask_of(mask, B, H, T, S)
+    if m is not None:
+        m = m.detach()
+    kw = dict(kw, enable_gqa=H != Hkv)
+    args = (q, k, v, m, 0.0, kw.get("is_causal", False), kw.get("scale"), kw["enable_gqa"])
+    fast = _attn.torch_sdpa(*args)
+    assert (fast is not None) == expect_fast(mask, kw)
+    got = at.scaled_dot_product_attention(q, k, v, attn_mask=m, **kw)
+    general = at._general(*args)
+    assert got.dtype == torch.float32 and got.shape == (B, H, T, Dv) and not got.requires_grad
+    assert torch.equal(got, general)  # both paths: the same library call
+    if fast is not None:
+        assert torch.equal(fast, general)
+    compare(got, F.scaled_dot_product_attention(q, k, v, attn_mask=m, **kw), 2e-5)
+
+
+def test_c_path_with_autograd_and_what_it_leaves_to_python():
+    from attn import _attn
+
+    q = rand(1, 2, 8, 16)  # requires grad
+    k, v = rand(1, 2, 8, 16, grad=False), rand(1, 2, 8, 16, grad=False)
+    out, lse = _attn.torch_sdpa(q, k, v, None, 0.0, False, None, False)  # the lse too
+    assert lse.shape == (1, 2, 8) and not out.requires_grad
+    s = (q.detach() @ k.transpose(-1, -2) / 4.0).double()
+    compare(lse, s.logsumexp(-1).float(), 1e-6)
+    with torch.no_grad():
+        out = _attn.torch_sdpa(q, k, v, None, 0.0, False, None, False)
+        assert isinstance(out, torch.Tensor) and not out.requires_grad
+    # with autograd: 3-dim inputs and a mask broadcast along the queries go
+    # through the Python path's views
+    assert _attn.torch_sdpa(q[0], k[0], v[0], None, 0.0, False, None, False) is None
+    m = torch.zeros(1, 1, 1, 8)
+    assert _attn.torch_sdpa(q, k, v, m, 0.0, False, None, False) is None
+    assert type(_attn.torch_sdpa(q, k, v, m.expand(1, 1, 8, 8), 0.0, False, None, False)) is tuple
+    assert _attn.torch_sdpa(k, k, v, None, 0.1, False, None, False) is None
+    assert _attn.torch_sdpa(k, k, v, None, 0.0, False, None, False) is not None
+    # a subclass of torch.Tensor (a Parameter, say): the Python path
+    p = torch.nn.Parameter(k.clone(), requires_grad=False)
+    assert _attn.torch_sdpa(p, k, v, None, 0.0, False, None, False) is None
+    compare(at.scaled_dot_product_attention(p, k, v), F.scaled_dot_product_attention(k, k, v),
+            2e-5)
+    # 3-dim query, key, value and masks of 1 to 4 dims, read in place
+    q3, k3, v3 = rand(2, 9, 16, grad=False), rand(2, 11, 16, grad=False), rand(2, 11, 8, grad=False)
+    for m in (torch.rand(11, generator=GEN) > 0.2, torch.randn(9, 11, generator=GEN),
+              torch.randn(1, 1, 11, generator=GEN), torch.randn(2, 1, 11, generator=GEN),
+              torch.randn(2, 9, 11, generator=GEN)):
+        m[..., 0] = True if m.dtype == torch.bool else m[..., 0]
+        got = _attn.torch_sdpa(q3, k3, v3, m, 0.0, False, None, False)
+        assert got is not None and got.shape == (2, 9, 8)
+        compare(got, F.scaled_dot_product_attention(q3, k3, v3, attn_mask=m), 2e-5)
+        qg = q3.clone().requires_grad_()
+        compare(at.scaled_dot_product_attention(qg, k3, v3, attn_mask=m).detach(), got, 0)
+    with pytest.raises(ValueError, match="4 dims"):
+        at.scaled_dot_product_attention(q3, k3, v3, attn_mask=torch.zeros(1, 1, 9, 11))
+
+
+def test_default_dtype_and_device_do_not_change_the_result():
+    q = rand(1, 2, 8, 16, grad=False)
+    want = F.scaled_dot_product_attention(q, q, q)
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        got = at.scaled_dot_product_attention(q, q, q)
+    finally:
+        torch.set_default_dtype(old)
+    assert got.dtype == torch.float32
+    compare(got, want, 2e-5)
+    with torch.device("meta"):  # torch.empty would make a tensor with no memory
+        got = at.scaled_dot_product_attention(q, q, q)
+    assert got.device.type == "cpu"
+    compare(got, want, 2e-5)
+
+
+def allocations(fn):
+    """(names of the aten ops fn ran, bytes it allocated), by torch's profiler"""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        out = fn()
+    ev = prof.events()
+    names = {e.name for e in ev if e.name.startswith("aten::")}
+    # an op's own allocations (self_): a parent's total counts its children's
+    return out, names, sum(e.self_cpu_memory_usage for e in ev if e.self_cpu_memory_usage > 0)
+
+
+def test_inputs_are_read_in_place():
+    B, T, H, D = 2, 64, 4, 32
+    x = torch.randn(B, T, 3 * H * D)  # a packed QKV buffer read through transposed views
+    q, k, v = (t.view(B, T, H, D).transpose(1, 2) for t in x.split(H * D, dim=-1))
+    m = torch.rand(T, T) > 0.3
+    m[:, 0] = True
+    out_bytes = B * H * T * D * 4
+    for kw in (dict(), dict(is_causal=True), dict(attn_mask=m), dict(attn_mask=m[:1])):
+        out, names, nbytes = allocations(lambda: at.scaled_dot_product_attention(q, k, v, **kw))
+        assert names == {"aten::empty"} and nbytes == out_bytes, (kw, names, nbytes)
+        compare(out, F.scaled_dot_product_attention(q, k, v, **kw), 2e-5)
+    # with autograd: the output and the log-sum-exp [B, H, T], no copy of an input
+    qg = q.detach().clone().requires_grad_()
+    out, names, nbytes = allocations(lambda: at.scaled_dot_product_attention(qg, k, v))
+    assert names <= {"aten::empty", "aten::detach", "detach"} and \
+        nbytes == out_bytes + B * H * T * 4, (names, nbytes)
+    # a last dim that is not contiguous is the one copy (as PyTorch's kernels do)
+    kt = torch.randn(B, H, D, T).transpose(-1, -2)
+    _, names, nbytes = allocations(lambda: at.scaled_dot_product_attention(q, kt, v))
+    assert "aten::copy_" in names and nbytes == out_bytes + kt.numel() * 4
+
+
+def test_threads_at_once_give_the_serial_results():
+    import threading
+
+    inputs = [tuple(rand(*s, grad=False) for s in ((2, 4, 40, 32), (2, 2, 50, 32), (2, 2, 50, 16)))
+              for _ in range(8)]
+    want = [at.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+            for q, k, v in inputs]
+    errors = []
+
+    def work(i):
+        try:
+            q, k, v = inputs[i]
+            for j in range(100):
+                if j % 10 == 0 and i % 2:  # the autograd path too
+                    qg = q.clone().requires_grad_()
+                    got = at.scaled_dot_product_attention(qg, k, v, is_causal=True,
+                                                          enable_gqa=True)
+                    got.sum().backward()
+                    got = got.detach()
+                else:
+                    got = at.scaled_dot_product_attention(q, k, v, is_causal=True,
+                                                          enable_gqa=True)
+                if not torch.equal(got, want[i]):
+                    errors.append("thread %d: result differs" % i)
+                    return
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append("thread %d: %r" % (i, e))
+
+    ts = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert not errors, errors
+
+
+def test_gil_is_released():
+    from conftest import long_call, ticks_during
+
+    import attn
+
+    def call(T, grad=False):
+        q = torch.randn(1, 4, T, 64)
+        qg = q.clone().requires_grad_(grad)
+        return lambda: at.scaled_dot_product_attention(qg, q, q)
+
+    threads = attn.get_num_threads()
+    attn.set_num_threads(1)
+    try:
+        assert ticks_during(long_call(call)) > 100
+        assert ticks_during(long_call(lambda T: call(T, grad=True))) > 100
+    finally:
+        attn.set_num_threads(threads)
