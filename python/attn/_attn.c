@@ -884,11 +884,24 @@ static PyObject *py_model_info(PyObject *self, PyObject *cap) {
     const attn_model_info *in = attn_model_get_info(m);
     const attn_bert *b = attn_model_get_bert(m);
     int normalize = b ? attn_bert_get_config(b)->normalize : 0;
+    const attn_vit *vit = attn_model_get_vit(m);
+    const int64_t nl = vit ? attn_vit_get_config(vit)->num_labels : 0;
+    PyObject *labels = PyList_New((Py_ssize_t)nl);
+    for (int64_t i = 0; labels && i < nl; i++) {
+        PyObject *l = PyUnicode_DecodeUTF8(attn_vit_get_config(vit)->id2label[i],
+                                           (Py_ssize_t)strlen(attn_vit_get_config(vit)->id2label[i]),
+                                           "replace");
+        if (!l) Py_CLEAR(labels);
+        else PyList_SET_ITEM(labels, (Py_ssize_t)i, l);
+    }
+    if (!labels) return NULL;
     return Py_BuildValue(
-        "{s:s,s:s,s:L,s:L,s:L,s:L,s:L,s:O}", "type", in->type_name, "dir", in->dir, "vocab_size",
-        (long long)in->vocab_size, "hidden_size", (long long)in->hidden_size, "num_layers",
-        (long long)in->num_layers, "num_heads", (long long)in->num_heads, "max_seq_length",
-        (long long)in->max_seq_length, "normalize", normalize ? Py_True : Py_False);
+        "{s:s,s:s,s:L,s:L,s:L,s:L,s:L,s:O,s:N,s:O}", "type", in->type_name, "dir", in->dir,
+        "vocab_size", (long long)in->vocab_size, "hidden_size", (long long)in->hidden_size,
+        "num_layers", (long long)in->num_layers, "num_heads", (long long)in->num_heads,
+        "max_seq_length", (long long)in->max_seq_length, "normalize",
+        normalize ? Py_True : Py_False, "labels", labels,
+        "bpe", attn_model_get_bpe(m) ? Py_True : Py_False);
 }
 
 /* UTF-8 bytes of every text (a tuple, so the caller cannot change it while
@@ -1056,6 +1069,344 @@ done:
     return ret;
 }
 
+/* ---- decoders: BPE tokens and generation -------------------------------- */
+
+static const attn_bpe *model_bpe(attn_model *m, const char *what) {
+    const attn_bpe *t = attn_model_get_bpe(m);
+    if (!t)
+        PyErr_Format(PyExc_ValueError,
+                     "%s: %s has no byte-level BPE tokenizer (tokenizer.json or vocab.json + "
+                     "merges.txt)",
+                     what, attn_model_get_info(m)->dir);
+    return t;
+}
+
+/* Token ids of a Python sequence of ints into a PyMem_RawMalloc'd array. */
+static int32_t *ids_of(PyObject *seq, const char *name, Py_ssize_t *n) {
+    PyObject *fast = PySequence_Fast(seq, name);
+    if (!fast) return NULL;
+    *n = PySequence_Fast_GET_SIZE(fast);
+    int32_t *ids = PyMem_RawMalloc(sizeof *ids * (*n ? *n : 1));
+    if (!ids) {
+        Py_DECREF(fast);
+        return (int32_t *)PyErr_NoMemory();
+    }
+    for (Py_ssize_t i = 0; i < *n; i++) {
+        long v = PyLong_AsLong(PySequence_Fast_GET_ITEM(fast, i));
+        if ((v == -1 && PyErr_Occurred()) || v < 0 || v > INT32_MAX) {
+            if (!PyErr_Occurred() || PyErr_ExceptionMatches(PyExc_OverflowError)) {
+                PyErr_Clear();
+                PyErr_Format(PyExc_ValueError, "%s[%zd]: not a token id (an int in [0, 2^31))",
+                             name, i);
+            }
+            PyMem_RawFree(ids);
+            Py_DECREF(fast);
+            return NULL;
+        }
+        ids[i] = (int32_t)v;
+    }
+    Py_DECREF(fast);
+    return ids;
+}
+
+static PyObject *ids_list(const int32_t *ids, int64_t n) {
+    PyObject *l = PyList_New((Py_ssize_t)n);
+    for (int64_t j = 0; l && j < n; j++) {
+        PyObject *v = PyLong_FromLong(ids[j]);
+        if (!v) return Py_DECREF(l), NULL;
+        PyList_SET_ITEM(l, (Py_ssize_t)j, v);
+    }
+    return l;
+}
+
+/* model_bpe_encode(capsule, text, add_special) -> list of ids */
+static PyObject *py_model_bpe_encode(PyObject *self, PyObject *args) {
+    PyObject *cap;
+    const char *s;
+    Py_ssize_t len;
+    int add_special;
+    if (!PyArg_ParseTuple(args, "Os#p:model_bpe_encode", &cap, &s, &len, &add_special))
+        return NULL;
+    attn_model *m = model_of(cap);
+    attn_ctx *ctx = get_ctx(-1);
+    if (!m || !ctx) return NULL;
+    const attn_bpe *tok = model_bpe(m, "tokenize");
+    if (!tok) return NULL;
+    int cnt = 0;
+    int32_t *ids = NULL;
+    attn_status st;
+    Py_BEGIN_ALLOW_THREADS st = attn_bpe_encode(ctx, tok, s, (size_t)len, add_special, NULL, 0, &cnt);
+    if (st == ATTN_E_ARG && cnt > 0) st = ATTN_OK;
+    if (st == ATTN_OK) {
+        ids = PyMem_RawMalloc(sizeof *ids * (cnt ? cnt : 1));
+        st = ids ? attn_bpe_encode(ctx, tok, s, (size_t)len, add_special, ids, cnt, &cnt)
+                 : ATTN_E_NOMEM;
+    }
+    Py_END_ALLOW_THREADS PyObject *ret = NULL;
+    if (st != ATTN_OK)
+        raise_status(st, ctx, "attn_bpe_encode");
+    else
+        ret = ids_list(ids, cnt);
+    PyMem_RawFree(ids);
+    return ret;
+}
+
+/* The tokens not shown as text (skip_special_tokens): the model's and the
+ * tokenizer's end-of-text, the tokenizer's begin-of-text. */
+static int is_quiet(const attn_model *m, int32_t id) {
+    const attn_gpt *g = attn_model_get_gpt(m);
+    const attn_bpe *t = attn_model_get_bpe(m);
+    return (g && id == attn_gpt_get_config(g)->eos_token_id) ||
+           (t && (id == attn_bpe_eos_id(t) || id == attn_bpe_bos_id(t)));
+}
+
+/* model_bpe_decode(capsule, ids, skip_special) -> str (invalid UTF-8 as
+ * U+FFFD, as Hugging Face's decode) */
+static PyObject *py_model_bpe_decode(PyObject *self, PyObject *args) {
+    PyObject *cap, *seq;
+    int skip;
+    if (!PyArg_ParseTuple(args, "OOp:model_bpe_decode", &cap, &seq, &skip)) return NULL;
+    attn_model *m = model_of(cap);
+    attn_ctx *ctx = get_ctx(-1);
+    if (!m || !ctx) return NULL;
+    const attn_bpe *tok = model_bpe(m, "decode");
+    if (!tok) return NULL;
+    Py_ssize_t n;
+    int32_t *ids = ids_of(seq, "ids", &n);
+    if (!ids) return NULL;
+    if (n > INT32_MAX) {
+        PyMem_RawFree(ids);
+        PyErr_SetString(PyExc_ValueError, "decode: more than 2^31-1 ids");
+        return NULL;
+    }
+    Py_ssize_t keep = 0;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (!skip || !is_quiet(m, ids[i])) ids[keep++] = ids[i];
+    size_t bytes = 0;
+    char *buf = NULL;
+    attn_status st;
+    Py_BEGIN_ALLOW_THREADS st = attn_bpe_decode(ctx, tok, ids, (int)keep, NULL, 0, &bytes);
+    if (st == ATTN_E_ARG && bytes > 0) st = ATTN_OK;
+    if (st == ATTN_OK) {
+        buf = PyMem_RawMalloc(bytes + 1);
+        st = buf ? attn_bpe_decode(ctx, tok, ids, (int)keep, buf, bytes + 1, &bytes) : ATTN_E_NOMEM;
+    }
+    Py_END_ALLOW_THREADS PyObject *ret = NULL;
+    if (st != ATTN_OK)
+        raise_status(st, ctx, "attn_bpe_decode");
+    else
+        ret = PyUnicode_DecodeUTF8(buf, (Py_ssize_t)bytes, "replace");
+    PyMem_RawFree(buf);
+    PyMem_RawFree(ids);
+    return ret;
+}
+
+/* Stops generation once the new tokens' bytes contain a stop string. */
+typedef struct {
+    const attn_model *m;
+    const attn_bpe *tok;
+    const char *stop;
+    size_t stop_len;
+    char *text;
+    size_t len, cap;
+    int failed;
+} gen_stop;
+
+static int gen_on_token(void *user, int32_t id) {
+    gen_stop *g = user;
+    if (!g->stop_len || is_quiet(g->m, id)) return 0;
+    size_t n = 0;
+    const unsigned char *b = attn_bpe_token_bytes(g->tok, id, &n);
+    if (!b || !n) return 0;
+    if (g->len + n > g->cap) {
+        size_t cap = (g->cap ? 2 * g->cap : 256) + n;
+        char *t = realloc(g->text, cap);
+        if (!t) return g->failed = 1;
+        g->text = t, g->cap = cap;
+    }
+    const size_t from = g->len >= g->stop_len ? g->len - g->stop_len + 1 : 0;
+    memcpy(g->text + g->len, b, n);
+    g->len += n;
+    for (size_t i = from; i + g->stop_len <= g->len; i++)
+        if (!memcmp(g->text + i, g->stop, g->stop_len)) return 1;
+    return 0;
+}
+
+/* model_generate(capsule, prompt ids, max_new_tokens, temperature, top_k,
+ * top_p, seed, ignore_eos, stop (bytes or None), threads) -> new ids.
+ * Generation runs with the GIL released. */
+static PyObject *py_model_generate(PyObject *self, PyObject *args) {
+    PyObject *cap, *prompt;
+    long long max_new, top_k;
+    unsigned long long seed;
+    double temperature, top_p;
+    int ignore_eos, threads;
+    const char *stop = NULL;
+    Py_ssize_t stop_len = 0;
+    if (!PyArg_ParseTuple(args, "OOLdLdKpz#i:model_generate", &cap, &prompt, &max_new,
+                          &temperature, &top_k, &top_p, &seed, &ignore_eos, &stop, &stop_len,
+                          &threads))
+        return NULL;
+    attn_model *m = model_of(cap);
+    if (!m) return NULL;
+    const attn_gpt *gpt = attn_model_get_gpt(m);
+    if (!gpt) {
+        PyErr_Format(PyExc_ValueError,
+                     "generate: %s is a %s model, not a decoder (generate needs model_type "
+                     "gpt2 or llama)",
+                     attn_model_get_info(m)->dir, attn_model_get_info(m)->type_name);
+        return NULL;
+    }
+    if (stop_len && !attn_model_get_bpe(m)) return (PyObject *)model_bpe(m, "stop");
+    attn_ctx *ctx = get_ctx(threads);
+    if (!ctx) return NULL;
+    Py_ssize_t n;
+    int32_t *ids = ids_of(prompt, "prompt", &n);
+    if (!ids) return NULL;
+    attn_gen_params p;
+    attn_gen_params_default(gpt, &p);
+    p.max_new_tokens = max_new, p.temperature = (float)temperature, p.top_k = top_k;
+    p.top_p = (float)top_p, p.seed = seed;
+    if (ignore_eos) p.eos_id = -1;
+    /* the library refuses max_new_tokens beyond n_positions before it writes */
+    const int64_t n_pos = attn_gpt_get_config(gpt)->n_positions;
+    const int64_t room = max_new < 1 ? 1 : (max_new < n_pos ? max_new : n_pos);
+    int32_t *out = PyMem_RawMalloc(sizeof *out * (size_t)room);
+    if (!out) {
+        PyMem_RawFree(ids);
+        return PyErr_NoMemory();
+    }
+    int64_t made = 0;
+    gen_stop g = {m, attn_model_get_bpe(m), stop, (size_t)stop_len, NULL, 0, 0, 0};
+    attn_status st;
+    Py_BEGIN_ALLOW_THREADS st =
+        attn_gpt_generate(ctx, gpt, ids, n, &p, gen_on_token, &g, out, &made, NULL);
+    Py_END_ALLOW_THREADS PyObject *ret = NULL;
+    if (st != ATTN_OK)
+        raise_status(st, ctx, "attn_gpt_generate");
+    else if (g.failed)
+        PyErr_NoMemory();
+    else
+        ret = ids_list(out, made);
+    free(g.text);
+    PyMem_RawFree(out);
+    PyMem_RawFree(ids);
+    return ret;
+}
+
+/* ---- image classification ----------------------------------------------- */
+
+/* One image of model_vit_logits: a path (str, bytes or os.PathLike) or a
+ * C-contiguous uint8 [height, width, 3] buffer, preprocessed into px. */
+static attn_status vit_pixels(attn_ctx *ctx, PyObject *item, Py_ssize_t i,
+                              const attn_image_preproc *p, float *px, int *py_err) {
+    attn_image img = {0};
+    attn_status st;
+    *py_err = 0;
+    if (PyObject_CheckBuffer(item) && !PyBytes_Check(item)) {
+        Py_buffer b;
+        if (PyObject_GetBuffer(item, &b, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0)
+            return *py_err = 1, ATTN_E_ARG;
+        if (b.ndim != 3 || b.shape[2] != 3 || b.itemsize != 1 ||
+            (b.format && strcmp(b.format, "B"))) {
+            PyErr_Format(PyExc_ValueError,
+                         "images[%zd]: expected a uint8 [height, width, 3] RGB array", i);
+            PyBuffer_Release(&b);
+            return *py_err = 1, ATTN_E_ARG;
+        }
+        img.width = b.shape[1], img.height = b.shape[0], img.rgb = b.buf;
+        if (img.width < 1 || img.height < 1) {
+            PyErr_Format(PyExc_ValueError, "images[%zd]: an empty image (%lld x %lld)", i,
+                         (long long)img.width, (long long)img.height);
+            PyBuffer_Release(&b);
+            return *py_err = 1, ATTN_E_ARG;
+        }
+        Py_BEGIN_ALLOW_THREADS st = attn_image_preprocess(ctx, &img, p, px);
+        Py_END_ALLOW_THREADS PyBuffer_Release(&b);
+        return st;
+    }
+    PyObject *path = NULL;
+    if (!PyUnicode_FSConverter(item, &path)) return *py_err = 1, ATTN_E_ARG;
+    const char *s = PyBytes_AS_STRING(path);
+    Py_BEGIN_ALLOW_THREADS st = attn_image_load(ctx, s, 0, &img);
+    if (st == ATTN_OK) st = attn_image_preprocess(ctx, &img, p, px);
+    attn_image_free(&img);
+    Py_END_ALLOW_THREADS Py_DECREF(path);
+    return st;
+}
+
+/* model_vit_logits(capsule, images, threads) -> bytes of float32
+ * [n, num_labels]: each image decoded (paths) and preprocessed as the
+ * model's preprocessor_config.json says, then one forward, GIL released. */
+static PyObject *py_model_vit_logits(PyObject *self, PyObject *args) {
+    PyObject *cap, *images;
+    int threads;
+    if (!PyArg_ParseTuple(args, "OOi:model_vit_logits", &cap, &images, &threads)) return NULL;
+    attn_model *m = model_of(cap);
+    if (!m) return NULL;
+    const attn_vit *vit = attn_model_get_vit(m);
+    if (!vit) {
+        PyErr_Format(PyExc_ValueError,
+                     "classify: %s is a %s model, not an image classifier (classify needs "
+                     "model_type vit)",
+                     attn_model_get_info(m)->dir, attn_model_get_info(m)->type_name);
+        return NULL;
+    }
+    const attn_vit_config *c = attn_vit_get_config(vit);
+    if (c->num_labels < 1) {
+        PyErr_Format(PyExc_ValueError, "classify: %s has no classifier (a ViTModel)",
+                     attn_model_get_info(m)->dir);
+        return NULL;
+    }
+    attn_ctx *ctx = get_ctx(threads);
+    if (!ctx) return NULL;
+    PyObject *seq = PySequence_Fast(images, "images: expected a list");
+    if (!seq) return NULL;
+    const Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    const attn_image_preproc *p = attn_vit_get_preproc(vit);
+    if (!p->do_resize) {
+        PyErr_Format(PyExc_ValueError,
+                     "classify: %s: preprocessor_config.json has do_resize false, which "
+                     "classify does not support",
+                     attn_model_get_info(m)->dir);
+        Py_DECREF(seq);
+        return NULL;
+    }
+    const int64_t H = p->height, W = p->width;
+    const size_t per = (size_t)(3 * H * W);
+    PyObject *ret = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(sizeof(float) * (size_t)n *
+                                                                 (size_t)c->num_labels));
+    float *px = PyMem_RawMalloc(sizeof *px * per * (size_t)(n ? n : 1));
+    if (!ret || !px) {
+        if (ret && !px) PyErr_NoMemory();
+        Py_CLEAR(ret);
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
+        int py_err;
+        attn_status st = vit_pixels(ctx, item, i, p, px + per * (size_t)i, &py_err);
+        if (st != ATTN_OK) {
+            if (!py_err) raise_status(st, ctx, "classify");
+            Py_CLEAR(ret);
+            goto done;
+        }
+    }
+    if (n > 0) {
+        attn_vit_outputs out = {(float *)PyBytes_AS_STRING(ret), NULL, NULL};
+        attn_status st;
+        Py_BEGIN_ALLOW_THREADS st = attn_vit_forward(ctx, vit, n, H, W, px, 0, &out);
+        Py_END_ALLOW_THREADS if (st != ATTN_OK) {
+            raise_status(st, ctx, "attn_vit_forward");
+            Py_CLEAR(ret);
+        }
+    }
+done:
+    PyMem_RawFree(px);
+    Py_DECREF(seq);
+    return ret;
+}
+
 /* ---- module ------------------------------------------------------------- */
 
 static PyMethodDef methods[] = {
@@ -1089,6 +1440,15 @@ static PyMethodDef methods[] = {
      "model_tokenize(capsule, texts, max_len) -> list of id lists"},
     {"model_embed", py_model_embed, METH_VARARGS,
      "model_embed(capsule, texts, out, threads): embeddings into out"},
+    {"model_bpe_encode", py_model_bpe_encode, METH_VARARGS,
+     "model_bpe_encode(capsule, text, add_special) -> ids (byte-level BPE)"},
+    {"model_bpe_decode", py_model_bpe_decode, METH_VARARGS,
+     "model_bpe_decode(capsule, ids, skip_special) -> str"},
+    {"model_generate", py_model_generate, METH_VARARGS,
+     "model_generate(capsule, prompt_ids, max_new_tokens, temperature, top_k, top_p, seed,\n"
+     "ignore_eos, stop, threads) -> new ids; use attn.Model.generate."},
+    {"model_vit_logits", py_model_vit_logits, METH_VARARGS,
+     "model_vit_logits(capsule, images, threads) -> bytes of float32 [n, num_labels]"},
     {NULL, NULL, 0, NULL},
 };
 

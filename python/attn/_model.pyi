@@ -1,5 +1,5 @@
 import os
-from typing import overload
+from typing import Sequence, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -28,3 +28,47 @@ class Model:
         *,
         threads: int | None = ...,
     ) -> npt.NDArray[np.float32]: ...
+    @overload
+    def generate(
+        self,
+        prompt: str,
+        max_new_tokens: int = ...,
+        temperature: float = ...,
+        top_k: int = ...,
+        top_p: float = ...,
+        seed: int = ...,
+        stop: str | None = ...,
+        *,
+        ignore_eos: bool = ...,
+        threads: int | None = ...,
+    ) -> str: ...
+    @overload
+    def generate(
+        self,
+        prompt: Sequence[int],
+        max_new_tokens: int = ...,
+        temperature: float = ...,
+        top_k: int = ...,
+        top_p: float = ...,
+        seed: int = ...,
+        stop: str | None = ...,
+        *,
+        ignore_eos: bool = ...,
+        threads: int | None = ...,
+    ) -> list[int]: ...
+    @overload
+    def classify(
+        self,
+        images: str | os.PathLike[str] | npt.NDArray[np.uint8],
+        top_k: int = ...,
+        *,
+        threads: int | None = ...,
+    ) -> list[tuple[str, float]]: ...
+    @overload
+    def classify(
+        self,
+        images: Sequence[str | os.PathLike[str] | npt.NDArray[np.uint8]],
+        top_k: int = ...,
+        *,
+        threads: int | None = ...,
+    ) -> list[list[tuple[str, float]]]: ...

@@ -55,6 +55,8 @@ PUBLIC = [
     ("_model.pyi", "Model.open", attn.Model.open),
     ("_model.pyi", "Model.encode", attn.Model.encode),
     ("_model.pyi", "Model.tokenize", attn.Model.tokenize),
+    ("_model.pyi", "Model.generate", attn.Model.generate),
+    ("_model.pyi", "Model.classify", attn.Model.classify),
     ("_model.pyi", "Model.get_sentence_embedding_dimension",
      attn.Model.get_sentence_embedding_dimension),
 ]
