@@ -888,20 +888,21 @@ static PyObject *py_model_info(PyObject *self, PyObject *cap) {
     const int64_t nl = vit ? attn_vit_get_config(vit)->num_labels : 0;
     PyObject *labels = PyList_New((Py_ssize_t)nl);
     for (int64_t i = 0; labels && i < nl; i++) {
-        PyObject *l = PyUnicode_DecodeUTF8(attn_vit_get_config(vit)->id2label[i],
-                                           (Py_ssize_t)strlen(attn_vit_get_config(vit)->id2label[i]),
-                                           "replace");
-        if (!l) Py_CLEAR(labels);
-        else PyList_SET_ITEM(labels, (Py_ssize_t)i, l);
+        PyObject *l = PyUnicode_DecodeUTF8(
+            attn_vit_get_config(vit)->id2label[i],
+            (Py_ssize_t)strlen(attn_vit_get_config(vit)->id2label[i]), "replace");
+        if (!l)
+            Py_CLEAR(labels);
+        else
+            PyList_SET_ITEM(labels, (Py_ssize_t)i, l);
     }
     if (!labels) return NULL;
-    return Py_BuildValue(
-        "{s:s,s:s,s:L,s:L,s:L,s:L,s:L,s:O,s:N,s:O}", "type", in->type_name, "dir", in->dir,
-        "vocab_size", (long long)in->vocab_size, "hidden_size", (long long)in->hidden_size,
-        "num_layers", (long long)in->num_layers, "num_heads", (long long)in->num_heads,
-        "max_seq_length", (long long)in->max_seq_length, "normalize",
-        normalize ? Py_True : Py_False, "labels", labels,
-        "bpe", attn_model_get_bpe(m) ? Py_True : Py_False);
+    return Py_BuildValue("{s:s,s:s,s:L,s:L,s:L,s:L,s:L,s:O,s:N,s:O}", "type", in->type_name, "dir",
+                         in->dir, "vocab_size", (long long)in->vocab_size, "hidden_size",
+                         (long long)in->hidden_size, "num_layers", (long long)in->num_layers,
+                         "num_heads", (long long)in->num_heads, "max_seq_length",
+                         (long long)in->max_seq_length, "normalize", normalize ? Py_True : Py_False,
+                         "labels", labels, "bpe", attn_model_get_bpe(m) ? Py_True : Py_False);
 }
 
 /* UTF-8 bytes of every text (a tuple, so the caller cannot change it while
@@ -1125,8 +1126,7 @@ static PyObject *py_model_bpe_encode(PyObject *self, PyObject *args) {
     const char *s;
     Py_ssize_t len;
     int add_special;
-    if (!PyArg_ParseTuple(args, "Os#p:model_bpe_encode", &cap, &s, &len, &add_special))
-        return NULL;
+    if (!PyArg_ParseTuple(args, "Os#p:model_bpe_encode", &cap, &s, &len, &add_special)) return NULL;
     attn_model *m = model_of(cap);
     attn_ctx *ctx = get_ctx(-1);
     if (!m || !ctx) return NULL;
@@ -1135,7 +1135,8 @@ static PyObject *py_model_bpe_encode(PyObject *self, PyObject *args) {
     int cnt = 0;
     int32_t *ids = NULL;
     attn_status st;
-    Py_BEGIN_ALLOW_THREADS st = attn_bpe_encode(ctx, tok, s, (size_t)len, add_special, NULL, 0, &cnt);
+    Py_BEGIN_ALLOW_THREADS st =
+        attn_bpe_encode(ctx, tok, s, (size_t)len, add_special, NULL, 0, &cnt);
     if (st == ATTN_E_ARG && cnt > 0) st = ATTN_OK;
     if (st == ATTN_OK) {
         ids = PyMem_RawMalloc(sizeof *ids * (cnt ? cnt : 1));
@@ -1243,9 +1244,8 @@ static PyObject *py_model_generate(PyObject *self, PyObject *args) {
     int ignore_eos, threads;
     const char *stop = NULL;
     Py_ssize_t stop_len = 0;
-    if (!PyArg_ParseTuple(args, "OOLdLdKpz#i:model_generate", &cap, &prompt, &max_new,
-                          &temperature, &top_k, &top_p, &seed, &ignore_eos, &stop, &stop_len,
-                          &threads))
+    if (!PyArg_ParseTuple(args, "OOLdLdKpz#i:model_generate", &cap, &prompt, &max_new, &temperature,
+                          &top_k, &top_p, &seed, &ignore_eos, &stop, &stop_len, &threads))
         return NULL;
     attn_model *m = model_of(cap);
     if (!m) return NULL;
@@ -1374,8 +1374,8 @@ static PyObject *py_model_vit_logits(PyObject *self, PyObject *args) {
     }
     const int64_t H = p->height, W = p->width;
     const size_t per = (size_t)(3 * H * W);
-    PyObject *ret = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(sizeof(float) * (size_t)n *
-                                                                 (size_t)c->num_labels));
+    PyObject *ret = PyBytes_FromStringAndSize(
+        NULL, (Py_ssize_t)(sizeof(float) * (size_t)n * (size_t)c->num_labels));
     float *px = PyMem_RawMalloc(sizeof *px * per * (size_t)(n ? n : 1));
     if (!ret || !px) {
         if (ret && !px) PyErr_NoMemory();
