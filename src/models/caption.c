@@ -1,0 +1,392 @@
+/* An image captioner trained from scratch (attn/caption.h): the ViT
+ * encoder of vit_train.c (attn__vit_trainer_encode and its backward) feeds
+ * a small pre-LN decoder (nn/block.h attn__dec_layer) through
+ * cross-attention.
+ *
+ * One step over B images and their captions ids [B, T+1]:
+ *   x = vit_layers(pixels)                     attn__vit_trainer_encode
+ *   enc = LN_vit(x[:, 1:])                     the patch tokens, final LayerNorm
+ *   h = wte[ids[:, :T]] + wpe[0..T)            attn__embedding_forward
+ *   h = dec_layer_l(h, enc), l = 0..L-1        attn__dec_layer_forward
+ *   loss = CE(LN(h) wte^T, ids[:, 1:]), mean   attn__lm_head_ce (tied head)
+ * and back in reverse; the decoder layers accumulate dL/d(enc), which goes
+ * through the encoder's final LayerNorm into the patch rows of the
+ * encoder's dx ([CLS] row zero) and on through the encoder. */
+#include "models/vit.h"
+#include "nn/block.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CAP_MAX_PARAMS (8 + 16 * 64 + 32 * 16)
+#define CAP_MAX_DEC 16
+
+struct attn_caption_trainer {
+    attn_vit_trainer *enc;
+    attn_caption_config dc;
+    int64_t E, S, Te; /* width, patch tokens, encoder tokens (1 + S) */
+    int max_batch;
+    float *w, *gw; /* the decoder's weights and gradients, one block each */
+    int64_t nw;
+    float *wte, *wpe, *lnf_g, *lnf_b;
+    attn__dec_layer dec[CAP_MAX_DEC];
+    attn__dec_layer_grad dgr[CAP_MAX_DEC];
+    float *gwte, *gwpe, *glnf_g, *glnf_b;
+    attn_param params[CAP_MAX_PARAMS];
+    char names[CAP_MAX_PARAMS][160];
+    int nparams;
+    /* buffers */
+    float *act_mem, *bwd, *h, *hf, *dh, *mean, *rstd, *enc_in, *enc_x, *enc_mean, *enc_rstd, *denc;
+    float *ce_scratch;
+    int32_t *tgt;
+    int64_t act_per;
+    attn__dec_layer_act act[CAP_MAX_DEC];
+};
+
+void attn_caption_trainer_free(attn_caption_trainer *t) {
+    if (!t) return;
+    attn_vit_trainer_free(t->enc);
+    attn__free(t->w), attn__free(t->gw), attn__free(t->act_mem), attn__free(t->bwd);
+    attn__free(t->h), attn__free(t->hf), attn__free(t->dh), attn__free(t->mean), attn__free(t->rstd);
+    attn__free(t->enc_in), attn__free(t->enc_x), attn__free(t->enc_mean), attn__free(t->enc_rstd);
+    attn__free(t->denc), attn__free(t->ce_scratch), attn__free(t->tgt);
+    free(t);
+}
+
+static uint64_t splitmix(uint64_t *s) {
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* Normal(0, s) truncated at 2 std. */
+static void init_normal(uint64_t *r, float *w, int64_t n, float s) {
+    for (int64_t i = 0; i < n; i++) {
+        double z;
+        do {
+            const double u1 = ((double)(splitmix(r) >> 11) + 0.5) / 9007199254740992.0;
+            const double u2 = ((double)(splitmix(r) >> 11) + 0.5) / 9007199254740992.0;
+            z = sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+        } while (z < -2.0 || z > 2.0);
+        w[i] = (float)(z * s);
+    }
+}
+
+/* Carve the next n floats of the weight and gradient blocks (init: 'n'
+ * normal, '1' ones, '0' zeros) and list them as a parameter. */
+static float *carve(attn_caption_trainer *t, int64_t *off, uint64_t *r, char init, const char *name,
+                    int ndim, int64_t d0, int64_t d1, float **grad) {
+    const int64_t n = ndim == 1 ? d0 : d0 * d1;
+    float *v = t->w + *off, *g = t->gw + *off;
+    *off += n;
+    if (init == 'n')
+        init_normal(r, v, n, 0.02f);
+    else
+        for (int64_t i = 0; i < n; i++)
+            v[i] = init == '1' ? 1.0f : 0.0f;
+    const int i = t->nparams++;
+    snprintf(t->names[i], sizeof t->names[i], "decoder.%s", name);
+    const int64_t shape[2] = {d0, d1};
+    t->params[i].name = t->names[i];
+    t->params[i].value = attn_tensor_make(v, ATTN_F32, ndim, shape);
+    t->params[i].grad = attn_tensor_make(g, ATTN_F32, ndim, shape);
+    *grad = g;
+    return v;
+}
+
+/* Lay out (and, with w set, initialise and list) the decoder's weights;
+ * returns the float count. */
+static int64_t layout(attn_caption_trainer *t, uint64_t *r) {
+    const int64_t E = t->E, V = t->dc.vocab, P = t->dc.max_len, I = t->dc.mlp, H = t->dc.heads;
+    int64_t off = 0;
+    if (!t->w) {
+        off = V * E + P * E + 2 * E;
+        off += t->dc.layers * (2 * (3 * E * E + 3 * E + E * E + E) + 2 * I * E + I + E + 6 * E);
+        return off;
+    }
+    t->wte = carve(t, &off, r, 'n', "wte", 2, V, E, &t->gwte);
+    t->wpe = carve(t, &off, r, 'n', "wpe", 2, P, E, &t->gwpe);
+    for (int64_t l = 0; l < t->dc.layers; l++) {
+        attn__dec_layer *D = &t->dec[l];
+        attn__dec_layer_grad *G = &t->dgr[l];
+        memset(D, 0, sizeof *D), memset(G, 0, sizeof *G);
+        char n[128];
+#define W2(field, gfield, sfx, d0, d1, ini)                                                        \
+    snprintf(n, sizeof n, "layers.%lld.%s", (long long)l, sfx),                                    \
+        D->field = carve(t, &off, r, ini, n, 2, d0, d1, &G->gfield)
+#define W1(field, gfield, sfx, d0, ini)                                                            \
+    snprintf(n, sizeof n, "layers.%lld.%s", (long long)l, sfx),                                    \
+        D->field = carve(t, &off, r, ini, n, 1, d0, 0, &G->gfield)
+        W2(self.w_qkv, self.w_qkv, "self_attn.in_proj_weight", 3 * E, E, 'n');
+        W1(self.b_qkv, self.b_qkv, "self_attn.in_proj_bias", 3 * E, '0');
+        W2(self.w_out, self.w_out, "self_attn.out_proj.weight", E, E, 'n');
+        W1(self.b_out, self.b_out, "self_attn.out_proj.bias", E, '0');
+        W2(cross.w_qkv, cross.w_qkv, "cross_attn.in_proj_weight", 3 * E, E, 'n');
+        W1(cross.b_qkv, cross.b_qkv, "cross_attn.in_proj_bias", 3 * E, '0');
+        W2(cross.w_out, cross.w_out, "cross_attn.out_proj.weight", E, E, 'n');
+        W1(cross.b_out, cross.b_out, "cross_attn.out_proj.bias", E, '0');
+        W2(ffn.w1, ffn.w1, "mlp.fc1.weight", I, E, 'n');
+        W1(ffn.b1, ffn.b1, "mlp.fc1.bias", I, '0');
+        W2(ffn.w2, ffn.w2, "mlp.fc2.weight", E, I, 'n');
+        W1(ffn.b2, ffn.b2, "mlp.fc2.bias", E, '0');
+        W1(ln1_g, ln1_g, "ln1.weight", E, '1');
+        W1(ln1_b, ln1_b, "ln1.bias", E, '0');
+        W1(lnc_g, lnc_g, "ln_cross.weight", E, '1');
+        W1(lnc_b, lnc_b, "ln_cross.bias", E, '0');
+        W1(ln2_g, ln2_g, "ln2.weight", E, '1');
+        W1(ln2_b, ln2_b, "ln2.bias", E, '0');
+#undef W1
+#undef W2
+        attn__mha_block *blk[2] = {&D->self, &D->cross};
+        for (int k = 0; k < 2; k++) {
+            blk[k]->heads.H = H, blk[k]->heads.Hkv = H, blk[k]->heads.Dh = E / H;
+            blk[k]->E = E, blk[k]->KV = E, blk[k]->kdim = E;
+        }
+        D->self.heads.causal = 1;
+        D->self.kdim = 0;
+        D->ffn.E = E, D->ffn.I = I;
+        D->eps = 1e-5f;
+    }
+    t->lnf_g = carve(t, &off, r, '1', "ln_f.weight", 1, E, 0, &t->glnf_g);
+    t->lnf_b = carve(t, &off, r, '0', "ln_f.bias", 1, E, 0, &t->glnf_b);
+    return off;
+}
+
+attn_status attn_caption_trainer_create(attn_ctx *ctx, const attn_vit_config *enc,
+                                        const attn_image_preproc *pre,
+                                        const attn_caption_config *dec, int max_batch,
+                                        uint64_t seed, attn_caption_trainer **out) {
+    if (!ctx) return ATTN_E_ARG;
+    attn__ctx_clear(ctx);
+    if (!enc || !pre || !dec || !out) return attn_ctx_fail(ctx, ATTN_E_ARG, "NULL argument");
+    *out = NULL;
+    if (dec->vocab < 2 || dec->vocab > 1 << 20 || dec->max_len < 2 || dec->max_len > 4096 ||
+        dec->layers < 1 || dec->layers > CAP_MAX_DEC || dec->heads < 1 || dec->mlp < 1 ||
+        enc->hidden_size % dec->heads)
+        return attn_ctx_fail(ctx, ATTN_E_ARG,
+                             "captioner: decoder vocab %lld, max_len %lld, layers %lld, heads "
+                             "%lld, mlp %lld (need vocab >= 2, max_len 2..4096, layers 1..%d, "
+                             "heads dividing the width %lld, mlp >= 1)",
+                             (long long)dec->vocab, (long long)dec->max_len,
+                             (long long)dec->layers, (long long)dec->heads, (long long)dec->mlp,
+                             CAP_MAX_DEC, (long long)enc->hidden_size);
+    attn_caption_trainer *t = calloc(1, sizeof *t);
+    if (!t) return attn_ctx_fail(ctx, ATTN_E_NOMEM, "captioner: out of memory");
+    attn_status st = attn_vit_trainer_create(ctx, enc, pre, max_batch, seed, &t->enc);
+    if (st) {
+        free(t);
+        return st;
+    }
+    const attn_vit *m = attn_vit_trainer_model(t->enc);
+    t->dc = *dec, t->max_batch = max_batch;
+    t->E = enc->hidden_size, t->S = m->grid * m->grid, t->Te = 1 + t->S;
+    /* the encoder's parameters, minus its unused classifier head */
+    int ne;
+    const attn_param *ep = attn_vit_trainer_params(t->enc, &ne);
+    for (int i = 0; i < ne; i++) {
+        if (!strncmp(ep[i].name, "classifier.", 11)) continue;
+        t->params[t->nparams] = ep[i];
+        snprintf(t->names[t->nparams], sizeof t->names[0], "encoder.%s", ep[i].name);
+        t->params[t->nparams].name = t->names[t->nparams];
+        t->nparams++;
+    }
+    const int64_t nw = layout(t, NULL);
+    t->nw = nw;
+    t->w = attn__malloc((size_t)nw * sizeof(float));
+    t->gw = attn__malloc((size_t)nw * sizeof(float));
+    const int64_t E = t->E, B = max_batch, T = dec->max_len, S = t->S, N = B * T;
+    if (t->w && t->gw) {
+        uint64_t r = seed * 0xa0761d6478bd642full + 0xcafe;
+        layout(t, &r);
+        t->act_per = attn__dec_layer_act_floats(&t->dec[0], B, T, S);
+        t->act_mem = attn__malloc((size_t)(t->act_per * dec->layers) * sizeof(float));
+        t->bwd = attn__malloc((size_t)attn__dec_layer_bwd_floats(&t->dec[0], B, T, S) *
+                              sizeof(float));
+    }
+    t->h = attn__malloc((size_t)(N * E) * sizeof(float));
+    t->hf = attn__malloc((size_t)(N * E) * sizeof(float));
+    t->dh = attn__malloc((size_t)(N * E) * sizeof(float));
+    t->mean = attn__malloc((size_t)N * sizeof(float));
+    t->rstd = attn__malloc((size_t)N * sizeof(float));
+    t->enc_in = attn__malloc((size_t)(B * S * E) * sizeof(float));
+    t->enc_x = attn__malloc((size_t)(B * S * E) * sizeof(float));
+    t->denc = attn__malloc((size_t)(B * S * E) * sizeof(float));
+    t->enc_mean = attn__malloc((size_t)(B * S) * sizeof(float));
+    t->enc_rstd = attn__malloc((size_t)(B * S) * sizeof(float));
+    t->ce_scratch = attn__malloc((size_t)attn__lm_head_ce_floats(dec->vocab) * sizeof(float));
+    t->tgt = attn__malloc((size_t)N * sizeof(int32_t));
+    if (!t->w || !t->gw || !t->act_mem || !t->bwd || !t->h || !t->hf || !t->dh || !t->mean || !t->rstd ||
+        !t->enc_in || !t->enc_x || !t->denc || !t->enc_mean || !t->enc_rstd || !t->ce_scratch ||
+        !t->tgt) {
+        attn_caption_trainer_free(t);
+        return attn_ctx_fail(ctx, ATTN_E_NOMEM, "captioner: out of memory for batch %d",
+                             max_batch);
+    }
+    *out = t;
+    return ATTN_OK;
+}
+
+const attn_param *attn_caption_trainer_params(attn_caption_trainer *t, int *n) {
+    if (n) *n = t ? t->nparams : 0;
+    return t ? t->params : NULL;
+}
+
+/* The encoder: states enc_x [B*S, E] (final LayerNorm of the patch rows). */
+static attn_status encode(attn_ctx *ctx, attn_caption_trainer *t, int64_t B, const float *pixels) {
+    attn_status st = attn__vit_trainer_encode(ctx, t->enc, B, pixels);
+    if (st) return st;
+    float *x, *dx;
+    attn_vit *g;
+    attn__vit_trainer_bufs(t->enc, &x, &dx, &g);
+    const attn_vit *m = attn_vit_trainer_model(t->enc);
+    const int64_t E = t->E, S = t->S, Te = t->Te;
+    for (int64_t b = 0; b < B; b++)
+        memcpy(t->enc_in + b * S * E, x + (b * Te + 1) * E, (size_t)(S * E) * sizeof(float));
+    attn__layernorm_rows_train(ctx, B * S, E, t->enc_in, m->ln_g, m->ln_b, m->cfg.layer_norm_eps,
+                               t->enc_x, t->enc_mean, t->enc_rstd);
+    return ATTN_OK;
+}
+
+/* The decoder over ids (B rows of stride ld, the first T read) into the
+ * final-LayerNormed hf [B*T, E]. */
+static attn_status decode(attn_ctx *ctx, attn_caption_trainer *t, int64_t B, const int32_t *ids,
+                          int64_t ld, int64_t T) {
+    const int64_t E = t->E, S = t->S;
+    const int32_t *rows[4096];
+    const int32_t **rp = rows;
+    int32_t const **heap = NULL;
+    if (B > 4096) {
+        heap = malloc((size_t)B * sizeof *heap);
+        if (!heap) return attn_ctx_fail(ctx, ATTN_E_NOMEM, "captioner: out of memory");
+        rp = heap;
+    }
+    for (int64_t b = 0; b < B; b++)
+        rp[b] = ids + b * ld;
+    const attn__batch bt = {B, T, NULL};
+    const attn__embedding emb = {E, t->wte, t->wpe, NULL, NULL, NULL, 0.0f};
+    attn__embedding_forward(ctx, &emb, &bt, rp, 0, t->h);
+    free(heap);
+    const attn__enc_states es = {t->enc_x, S, NULL};
+    attn_status st = ATTN_OK;
+    for (int64_t l = 0; l < t->dc.layers && !st; l++) {
+        attn__dec_layer_act_bind(&t->dec[l], B, T, S, t->act_mem + l * t->act_per, &t->act[l]);
+        st = attn__dec_layer_forward(ctx, &t->dec[l], &bt, t->h, &es, &t->act[l]);
+    }
+    if (st) return st;
+    attn__layernorm_rows_train(ctx, B * T, E, t->h, t->lnf_g, t->lnf_b, 1e-5f, t->hf, t->mean,
+                               t->rstd);
+    return ATTN_OK;
+}
+
+attn_status attn_caption_trainer_step(attn_ctx *ctx, attn_caption_trainer *t, int64_t B,
+                                      const float *pixels, const int32_t *ids, int64_t T,
+                                      int train, double *loss) {
+    if (!ctx) return ATTN_E_ARG;
+    attn__ctx_clear(ctx);
+    if (!t || !pixels || !ids) return attn_ctx_fail(ctx, ATTN_E_ARG, "NULL argument");
+    if (B < 1 || B > t->max_batch || T < 1 || T > t->dc.max_len)
+        return attn_ctx_fail(ctx, ATTN_E_ARG, "captioner: batch %lld of %lld tokens outside "
+                                              "[1, %d] x [1, %lld]",
+                             (long long)B, (long long)T, t->max_batch, (long long)t->dc.max_len);
+    const int64_t V = t->dc.vocab, E = t->E, S = t->S, N = B * T;
+    for (int64_t i = 0; i < B * (T + 1); i++)
+        if (ids[i] < 0 || ids[i] >= V)
+            return attn_ctx_fail(ctx, ATTN_E_ARG, "captioner: token %d outside [0, %lld)", ids[i],
+                                 (long long)V);
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t k = 0; k < T; k++)
+            t->tgt[b * T + k] = ids[b * (T + 1) + k + 1];
+    attn_status st = encode(ctx, t, B, pixels);
+    if (!st) st = decode(ctx, t, B, ids, T + 1, T);
+    if (st) return st;
+    const float scale = 1.0f / (float)N;
+    if (!train) {
+        const double sum = attn__lm_head_ce(ctx, t->hf, N, E, t->wte, V, t->tgt, -1, scale, NULL,
+                                            NULL, t->ce_scratch);
+        if (loss) *loss = sum / (double)N;
+        return ATTN_OK;
+    }
+    for (int i = 0; i < t->nparams; i++)
+        memset(t->params[i].grad.data, 0,
+               (size_t)attn_tensor_numel(&t->params[i].grad) * sizeof(float));
+    const double sum = attn__lm_head_ce(ctx, t->hf, N, E, t->wte, V, t->tgt, -1, scale, t->dh,
+                                        t->gwte, t->ce_scratch);
+    if (loss) *loss = sum / (double)N;
+    /* the final LayerNorm's input is h (the stream) */
+    attn__layernorm_rows_backward(ctx, N, E, t->h, t->lnf_g, t->mean, t->rstd, t->dh, t->dh,
+                                  t->glnf_g, t->glnf_b);
+    memset(t->denc, 0, (size_t)(B * S * E) * sizeof(float));
+    const attn__batch bt = {B, T, NULL};
+    const attn__enc_states es = {t->enc_x, S, NULL};
+    for (int64_t l = t->dc.layers - 1; l >= 0 && !st; l--)
+        st = attn__dec_layer_backward(ctx, &t->dec[l], &bt, &es, &t->act[l], t->dh, t->denc,
+                                      &t->dgr[l], t->bwd);
+    if (st) return st;
+    const int32_t *rows[4096];
+    const int32_t **rp = rows;
+    int32_t const **heap = NULL;
+    if (B > 4096) {
+        heap = malloc((size_t)B * sizeof *heap);
+        if (!heap) return attn_ctx_fail(ctx, ATTN_E_NOMEM, "captioner: out of memory");
+        rp = heap;
+    }
+    for (int64_t b = 0; b < B; b++)
+        rp[b] = ids + b * (T + 1);
+    const attn__embedding emb = {E, t->wte, t->wpe, NULL, NULL, NULL, 0.0f};
+    attn__embedding_backward(ctx, &emb, &bt, rp, 0, t->dh, t->gwte, t->gwpe, NULL);
+    free(heap);
+    /* into the encoder: its final LayerNorm, then the patch rows of dx */
+    float *x, *dx;
+    attn_vit *g;
+    attn__vit_trainer_bufs(t->enc, &x, &dx, &g);
+    const attn_vit *m = attn_vit_trainer_model(t->enc);
+    attn__layernorm_rows_backward(ctx, B * S, E, t->enc_in, m->ln_g, t->enc_mean, t->enc_rstd,
+                                  t->denc, t->denc, g->ln_g, g->ln_b);
+    const int64_t Te = t->Te;
+    for (int64_t b = 0; b < B; b++) {
+        memset(dx + b * Te * E, 0, (size_t)E * sizeof(float));
+        memcpy(dx + (b * Te + 1) * E, t->denc + b * S * E, (size_t)(S * E) * sizeof(float));
+    }
+    return attn__vit_trainer_encode_backward(ctx, t->enc, B);
+}
+
+attn_status attn_caption_generate(attn_ctx *ctx, attn_caption_trainer *t, int64_t B,
+                                  const float *pixels, int32_t bos, int32_t eos, int32_t *out) {
+    if (!ctx) return ATTN_E_ARG;
+    attn__ctx_clear(ctx);
+    if (!t || !pixels || !out) return attn_ctx_fail(ctx, ATTN_E_ARG, "NULL argument");
+    const int64_t V = t->dc.vocab, E = t->E, P = t->dc.max_len;
+    if (B < 1 || B > t->max_batch || bos < 0 || bos >= V || eos < 0 || eos >= V)
+        return attn_ctx_fail(ctx, ATTN_E_ARG, "captioner: batch %lld, bos %d, eos %d out of range",
+                             (long long)B, bos, eos);
+    attn_status st = encode(ctx, t, B, pixels);
+    if (st) return st;
+    for (int64_t i = 0; i < B * P; i++)
+        out[i] = eos;
+    for (int64_t b = 0; b < B; b++)
+        out[b * P] = bos;
+    for (int64_t T = 1; T < P; T++) {
+        /* no KV cache: the prefix is run again for each word */
+        if ((st = decode(ctx, t, B, out, P, T))) return st;
+        int done = 1;
+        for (int64_t b = 0; b < B; b++) {
+            if (out[b * P + T - 1] == eos && T > 1) continue;
+            const float *hr = t->hf + (b * T + T - 1) * E;
+            int32_t best = 0;
+            float bv = -INFINITY;
+            for (int64_t v = 0; v < V; v++) {
+                float s = 0.0f;
+                for (int64_t e = 0; e < E; e++)
+                    s += hr[e] * t->wte[v * E + e];
+                if (s > bv) bv = s, best = (int32_t)v;
+            }
+            out[b * P + T] = best;
+            if (best != eos) done = 0;
+        }
+        if (done) break;
+    }
+    return ATTN_OK;
+}
