@@ -22,6 +22,8 @@ typedef struct attn_caption_config {
     int64_t vocab;   /* words, ids 0..vocab-1 (the caller's vocabulary) */
     int64_t max_len; /* positions of the decoder (tokens including BOS) */
     int64_t layers, heads, mlp;
+    const char *const *words; /* [vocab] the words (copied; NULL: "w0", "w1", ...) */
+    int32_t bos, eos;         /* start and end tokens */
 } attn_caption_config;
 
 typedef struct attn_caption_trainer attn_caption_trainer;
@@ -50,6 +52,26 @@ ATTN_NODISCARD attn_status attn_caption_trainer_step(attn_ctx *ctx, attn_caption
                                                      int64_t B, const float *pixels,
                                                      const int32_t *ids, int64_t T, int train,
                                                      double *loss);
+
+/* The decoder's configuration (words owned by t). */
+const attn_caption_config *attn_caption_trainer_config(const attn_caption_trainer *t);
+
+/* Save to dir (created if missing): model.safetensors (the names of
+ * attn_caption_trainer_params), config.json (model_type "attn_captioner":
+ * "encoder" with the ViT sizes, "decoder" with vocab, max_len, layers,
+ * heads, mlp, "words", "bos", "eos") and preprocessor_config.json (the
+ * images' preprocessing, ViTImageProcessor keys). Each file is written
+ * whole or not at all. Returns ATTN_OK, ATTN_E_IO, ATTN_E_NOMEM. */
+ATTN_NODISCARD attn_status attn_caption_save(attn_ctx *ctx, const attn_caption_trainer *t,
+                                             const char *dir);
+
+/* Load a directory written by attn_caption_save, for batches of up to
+ * max_batch images; *pre receives its preprocessing. Returns ATTN_OK,
+ * ATTN_E_NOTFOUND / ATTN_E_IO (missing or unreadable file),
+ * ATTN_E_FORMAT / ATTN_E_SHAPE (bad config, missing or mis-shaped tensor;
+ * the message names the file and key), ATTN_E_NOMEM. */
+ATTN_NODISCARD attn_status attn_caption_load(attn_ctx *ctx, const char *dir, int max_batch,
+                                             attn_image_preproc *pre, attn_caption_trainer **out);
 
 /* Greedy decoding of B images: out [B, max_len] starts with bos, then the
  * most likely next word, until every sequence has written eos or max_len

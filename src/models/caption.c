@@ -12,6 +12,7 @@
  * and back in reverse; the decoder layers accumulate dL/d(enc), which goes
  * through the encoder's final LayerNorm into the patch rows of the
  * encoder's dx ([CLS] row zero) and on through the encoder. */
+#include "io/json.h"
 #include "models/vit.h"
 #include "nn/block.h"
 
@@ -19,6 +20,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <sys/stat.h>
+#include <sys/types.h>
 
 #define CAP_MAX_PARAMS (8 + 16 * 64 + 32 * 16)
 #define CAP_MAX_DEC 16
@@ -42,12 +46,16 @@ struct attn_caption_trainer {
     float *ce_scratch;
     int32_t *tgt;
     int64_t act_per;
+    char **words;
     attn__dec_layer_act act[CAP_MAX_DEC];
 };
 
 void attn_caption_trainer_free(attn_caption_trainer *t) {
     if (!t) return;
     attn_vit_trainer_free(t->enc);
+    for (int64_t i = 0; t->words && i < t->dc.vocab; i++)
+        free(t->words[i]);
+    free(t->words);
     attn__free(t->w), attn__free(t->gw), attn__free(t->act_mem), attn__free(t->bwd);
     attn__free(t->h), attn__free(t->hf), attn__free(t->dh), attn__free(t->mean), attn__free(t->rstd);
     attn__free(t->enc_in), attn__free(t->enc_x), attn__free(t->enc_mean), attn__free(t->enc_rstd);
@@ -165,7 +173,8 @@ attn_status attn_caption_trainer_create(attn_ctx *ctx, const attn_vit_config *en
     *out = NULL;
     if (dec->vocab < 2 || dec->vocab > 1 << 20 || dec->max_len < 2 || dec->max_len > 4096 ||
         dec->layers < 1 || dec->layers > CAP_MAX_DEC || dec->heads < 1 || dec->mlp < 1 ||
-        enc->hidden_size % dec->heads)
+        enc->hidden_size % dec->heads || dec->bos < 0 || dec->bos >= dec->vocab || dec->eos < 0 ||
+        dec->eos >= dec->vocab)
         return attn_ctx_fail(ctx, ATTN_E_ARG,
                              "captioner: decoder vocab %lld, max_len %lld, layers %lld, heads "
                              "%lld, mlp %lld (need vocab >= 2, max_len 2..4096, layers 1..%d, "
@@ -182,6 +191,16 @@ attn_status attn_caption_trainer_create(attn_ctx *ctx, const attn_vit_config *en
     }
     const attn_vit *m = attn_vit_trainer_model(t->enc);
     t->dc = *dec, t->max_batch = max_batch;
+    t->words = calloc((size_t)dec->vocab, sizeof *t->words);
+    for (int64_t i = 0; t->words && i < dec->vocab; i++) {
+        char def[32];
+        snprintf(def, sizeof def, "w%lld", (long long)i);
+        if (!(t->words[i] = strdup(dec->words && dec->words[i] ? dec->words[i] : def))) {
+            attn_caption_trainer_free(t);
+            return attn_ctx_fail(ctx, ATTN_E_NOMEM, "captioner: out of memory");
+        }
+    }
+    t->dc.words = (const char *const *)t->words;
     t->E = enc->hidden_size, t->S = m->grid * m->grid, t->Te = 1 + t->S;
     /* the encoder's parameters, minus its unused classifier head */
     int ne;
@@ -218,7 +237,7 @@ attn_status attn_caption_trainer_create(attn_ctx *ctx, const attn_vit_config *en
     t->enc_rstd = attn__malloc((size_t)(B * S) * sizeof(float));
     t->ce_scratch = attn__malloc((size_t)attn__lm_head_ce_floats(dec->vocab) * sizeof(float));
     t->tgt = attn__malloc((size_t)N * sizeof(int32_t));
-    if (!t->w || !t->gw || !t->act_mem || !t->bwd || !t->h || !t->hf || !t->dh || !t->mean || !t->rstd ||
+    if (!t->words || !t->w || !t->gw || !t->act_mem || !t->bwd || !t->h || !t->hf || !t->dh || !t->mean || !t->rstd ||
         !t->enc_in || !t->enc_x || !t->denc || !t->enc_mean || !t->enc_rstd || !t->ce_scratch ||
         !t->tgt) {
         attn_caption_trainer_free(t);
@@ -388,5 +407,159 @@ attn_status attn_caption_generate(attn_ctx *ctx, attn_caption_trainer *t, int64_
         }
         if (done) break;
     }
+    return ATTN_OK;
+}
+
+const attn_caption_config *attn_caption_trainer_config(const attn_caption_trainer *t) {
+    return t ? &t->dc : NULL;
+}
+
+/* ---- saving and loading ---------------------------------------------------- */
+
+attn_status attn_caption_save(attn_ctx *ctx, const attn_caption_trainer *t, const char *dir) {
+    if (!ctx) return ATTN_E_ARG;
+    attn__ctx_clear(ctx);
+    if (!t || !dir) return attn_ctx_fail(ctx, ATTN_E_ARG, "attn_caption_save: NULL argument");
+    if (mkdir(dir, 0777) && errno != EEXIST)
+        return attn_ctx_fail(ctx, ATTN_E_IO, "%s: cannot create the directory", dir);
+    char path[ATTN__PATH_LEN];
+    const char *names[CAP_MAX_PARAMS];
+    attn_tensor ts[CAP_MAX_PARAMS];
+    for (int i = 0; i < t->nparams; i++)
+        names[i] = t->params[i].name, ts[i] = t->params[i].value;
+    if (!attn__path_join(path, dir, "model.safetensors", NULL))
+        return attn_ctx_fail(ctx, ATTN_E_ARG, "%s: path too long", dir);
+    attn_status st = attn_safetensors_write(ctx, path, t->nparams, names, ts);
+    if (st) return st;
+    const attn_vit *m = attn_vit_trainer_model(t->enc);
+    const attn_vit_config *c = &m->cfg;
+    json_t *words = json_array();
+    for (int64_t i = 0; i < t->dc.vocab; i++)
+        json_array_append_new(words, json_string(t->words[i]));
+    json_t *j = json_pack(
+        "{s:s, s:{s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:f}, s:{s:i, s:i, s:i, s:i, s:i}, s:o, s:i, "
+        "s:i}",
+        "model_type", "attn_captioner", "encoder", "image_size", (int)c->image_size, "patch_size",
+        (int)c->patch_size, "num_channels", (int)c->num_channels, "hidden_size",
+        (int)c->hidden_size, "num_hidden_layers", (int)c->num_layers, "num_attention_heads",
+        (int)c->num_heads, "intermediate_size", (int)c->intermediate_size, "layer_norm_eps",
+        (double)c->layer_norm_eps, "decoder", "vocab_size", (int)t->dc.vocab, "max_len",
+        (int)t->dc.max_len, "num_layers", (int)t->dc.layers, "num_heads", (int)t->dc.heads,
+        "intermediate_size", (int)t->dc.mlp, "words", words, "bos", (int)t->dc.bos, "eos",
+        (int)t->dc.eos);
+    if (!attn__path_join(path, dir, "config.json", NULL))
+        return attn_ctx_fail(ctx, ATTN_E_ARG, "%s: path too long", dir);
+    if ((st = attn__write_json(ctx, path, j))) return st;
+    return attn__vit_write_preproc(ctx, &m->pre, dir);
+}
+
+static attn_status load_config(attn_ctx *ctx, const char *path, json_t *j, attn_vit_config *c,
+                               attn_caption_config *d, const char ***words) {
+    const char *type;
+    attn_status st;
+    if ((st = attn__json_get_str(ctx, path, j, "model_type", "", &type))) return st;
+    if (strcmp(type, "attn_captioner"))
+        return attn_ctx_fail(ctx, ATTN_E_FORMAT, "%s: model_type '%s' is not attn_captioner",
+                             path, type);
+    json_t *e = json_object_get(j, "encoder"), *dj = json_object_get(j, "decoder");
+    json_t *w = json_object_get(j, "words");
+    if (!json_is_object(e) || !json_is_object(dj) || !json_is_array(w))
+        return attn_ctx_fail(ctx, ATTN_E_FORMAT,
+                             "%s: needs objects 'encoder' and 'decoder' and an array 'words'",
+                             path);
+    int64_t v[12];
+    if ((st = attn__json_get_int(ctx, path, e, "image_size", 0, 0, 1, &v[0])) ||
+        (st = attn__json_get_int(ctx, path, e, "patch_size", 0, 0, 1, &v[1])) ||
+        (st = attn__json_get_int(ctx, path, e, "num_channels", 0, 0, 3, &v[2])) ||
+        (st = attn__json_get_int(ctx, path, e, "hidden_size", 0, 0, 1, &v[3])) ||
+        (st = attn__json_get_int(ctx, path, e, "num_hidden_layers", 0, 0, 1, &v[4])) ||
+        (st = attn__json_get_int(ctx, path, e, "num_attention_heads", 0, 0, 1, &v[5])) ||
+        (st = attn__json_get_int(ctx, path, e, "intermediate_size", 0, 0, 1, &v[6])) ||
+        (st = attn__json_get_int(ctx, path, dj, "vocab_size", 0, 0, 2, &v[7])) ||
+        (st = attn__json_get_int(ctx, path, dj, "max_len", 0, 0, 2, &v[8])) ||
+        (st = attn__json_get_int(ctx, path, dj, "num_layers", 0, 0, 1, &v[9])) ||
+        (st = attn__json_get_int(ctx, path, dj, "num_heads", 0, 0, 1, &v[10])) ||
+        (st = attn__json_get_int(ctx, path, dj, "intermediate_size", 0, 0, 1, &v[11])))
+        return st;
+    int64_t bos, eos;
+    if ((st = attn__json_get_int(ctx, path, j, "bos", 0, 0, 0, &bos)) ||
+        (st = attn__json_get_int(ctx, path, j, "eos", 0, 0, 0, &eos)))
+        return st;
+    if (v[2] != 3 || v[0] > 1024 || v[1] > v[0] || v[0] % v[1] || v[3] > 4096 || v[4] > 64 ||
+        v[3] % v[5] || v[6] > 65536 || v[7] > (1 << 20) || v[8] > 4096 || v[9] > CAP_MAX_DEC ||
+        v[3] % v[10] || v[11] > 65536 || bos >= v[7] || eos >= v[7] ||
+        (int64_t)json_array_size(w) != v[7])
+        return attn_ctx_fail(ctx, ATTN_E_SHAPE,
+                             "%s: sizes out of range or inconsistent (3 channels, patch dividing "
+                             "the image, heads dividing the width, bos/eos and %zu words for a "
+                             "vocabulary of %lld)",
+                             path, json_array_size(w), (long long)v[7]);
+    *words = calloc((size_t)v[7], sizeof **words);
+    if (!*words) return attn_ctx_fail(ctx, ATTN_E_NOMEM, "%s: out of memory", path);
+    for (int64_t i = 0; i < v[7]; i++) {
+        (*words)[i] = json_string_value(json_array_get(w, (size_t)i));
+        if (!(*words)[i])
+            return attn_ctx_fail(ctx, ATTN_E_FORMAT, "%s: words[%lld] is not a string", path,
+                                 (long long)i);
+    }
+    memset(c, 0, sizeof *c);
+    c->image_size = v[0], c->patch_size = v[1], c->num_channels = 3, c->hidden_size = v[3];
+    c->num_layers = v[4], c->num_heads = v[5], c->intermediate_size = v[6];
+    c->layer_norm_eps = 1e-12f, c->qkv_bias = 1, c->num_labels = 10;
+    json_t *eps = json_object_get(e, "layer_norm_eps");
+    if (eps && json_is_number(eps)) c->layer_norm_eps = (float)json_number_value(eps);
+    d->vocab = v[7], d->max_len = v[8], d->layers = v[9], d->heads = v[10], d->mlp = v[11];
+    d->words = *words, d->bos = (int32_t)bos, d->eos = (int32_t)eos;
+    return ATTN_OK;
+}
+
+attn_status attn_caption_load(attn_ctx *ctx, const char *dir, int max_batch,
+                              attn_image_preproc *pre, attn_caption_trainer **out) {
+    if (!ctx) return ATTN_E_ARG;
+    attn__ctx_clear(ctx);
+    if (!dir || !pre || !out) return attn_ctx_fail(ctx, ATTN_E_ARG, "NULL argument");
+    *out = NULL;
+    char path[ATTN__PATH_LEN];
+    if (!attn__path_join(path, dir, "config.json", NULL))
+        return attn_ctx_fail(ctx, ATTN_E_ARG, "%s: path too long", dir);
+    json_t *j = NULL;
+    attn_status st = attn__json_load(ctx, path, 0, &j);
+    if (st) return st;
+    attn_vit_config c;
+    attn_caption_config d;
+    const char **words = NULL;
+    st = load_config(ctx, path, j, &c, &d, &words);
+    if (!st) st = attn_image_preproc_load(ctx, dir, c.image_size, pre);
+    attn_caption_trainer *t = NULL;
+    if (!st) st = attn_caption_trainer_create(ctx, &c, pre, &d, max_batch, 0, &t);
+    free(words);
+    json_decref(j);
+    if (st) return st;
+    attn_safetensors *sf = NULL;
+    if (!attn__path_join(path, dir, "model.safetensors", NULL))
+        st = attn_ctx_fail(ctx, ATTN_E_ARG, "%s: path too long", dir);
+    if (!st) st = attn_safetensors_open(ctx, path, &sf);
+    for (int i = 0; !st && i < t->nparams; i++) {
+        const attn_tensor *want = &t->params[i].value;
+        float *data = NULL;
+        attn_tensor view;
+        st = attn_safetensors_get_f32(ctx, sf, t->params[i].name, &data, &view);
+        if (st) break;
+        int same = view.ndim == want->ndim;
+        for (int k = 0; same && k < view.ndim; k++)
+            same = view.shape[k] == want->shape[k];
+        if (same)
+            memcpy(want->data, data, (size_t)attn_tensor_numel(want) * sizeof(float));
+        else
+            st = attn_ctx_fail(ctx, ATTN_E_SHAPE, "%s: tensor %s has the wrong shape for config.json",
+                               path, t->params[i].name);
+        attn_buffer_free(data);
+    }
+    attn_safetensors_close(sf);
+    if (st) {
+        attn_caption_trainer_free(t);
+        return st;
+    }
+    *out = t;
     return ATTN_OK;
 }

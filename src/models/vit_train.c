@@ -338,7 +338,7 @@ attn_status attn_vit_trainer_step(attn_ctx *ctx, attn_vit_trainer *t, int64_t B,
 
 /* ---- saving --------------------------------------------------------------- */
 
-static attn_status write_json(attn_ctx *ctx, const char *path, json_t *j) {
+attn_status attn__write_json(attn_ctx *ctx, const char *path, json_t *j) {
     char *text = j ? json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
     json_decref(j);
     if (!text) return attn_ctx_fail(ctx, ATTN_E_NOMEM, "%s: out of memory", path);
@@ -406,8 +406,13 @@ attn_status attn_vit_save(attn_ctx *ctx, const attn_vit *m, const char *dir) {
         "id2label", labels, "label2id", ids);
     if (!attn__path_join(path, dir, "config.json", NULL))
         return attn_ctx_fail(ctx, ATTN_E_ARG, "%s: path too long", dir);
-    if ((st = write_json(ctx, path, j))) return st;
-    const attn_image_preproc *p = &m->pre;
+    if ((st = attn__write_json(ctx, path, j))) return st;
+    return attn__vit_write_preproc(ctx, &m->pre, dir);
+}
+
+/* dir/preprocessor_config.json of p (ViTImageProcessor keys). */
+attn_status attn__vit_write_preproc(attn_ctx *ctx, const attn_image_preproc *p, const char *dir) {
+    char path[ATTN__PATH_LEN];
     json_t *pj = json_pack(
         "{s:s, s:b, s:{s:i, s:i}, s:i, s:b, s:f, s:b, s:[f,f,f], s:[f,f,f]}", "image_processor_type",
         "ViTImageProcessor", "do_resize", p->do_resize, "size", "height", (int)p->height, "width",
@@ -417,5 +422,5 @@ attn_status attn_vit_save(attn_ctx *ctx, const attn_vit *m, const char *dir) {
         (double)p->std[2]);
     if (!attn__path_join(path, dir, "preprocessor_config.json", NULL))
         return attn_ctx_fail(ctx, ATTN_E_ARG, "%s: path too long", dir);
-    return write_json(ctx, path, pj);
+    return attn__write_json(ctx, path, pj);
 }

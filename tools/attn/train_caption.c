@@ -46,6 +46,9 @@ static void usage(FILE *f) {
             "  --eval-every N    held-out caption accuracy every N epochs (default 10)\n"
             "  --seed N          initialisation, shuffling and shifts (default 1)\n"
             "  --threads N       threads (default 1; 0 = ATTN_NUM_THREADS, else all cores)\n"
+            "  --output DIR      (or --out DIR) save the model there: model.safetensors,\n"
+            "                    config.json (model_type attn_captioner) and\n"
+            "                    preprocessor_config.json; `attn caption --model DIR` reads it\n"
             "  -h, --help        show this help\n\n"
             "Exit status: 0 success, 1 failure, 2 bad usage.\n",
             VOCAB);
@@ -104,7 +107,7 @@ int attn_cmd_train_caption(int argc, char **argv) {
     int dec_layers = 2, eval_every = 10, threads = 1;
     float lr = 3e-3f, wd = 0.05f, minutes = 0.0f;
     uint64_t seed = 1;
-    const char *task = NULL;
+    const char *task = NULL, *output = NULL;
     const cli_opt opts[] = {
         {"--task", CLI_STRING, &task, 0, 0, 0, NULL},
         {"--epochs", CLI_INT, &epochs, 1, 1e6, 0, NULL},
@@ -121,6 +124,8 @@ int attn_cmd_train_caption(int argc, char **argv) {
         {"--eval-every", CLI_INT, &eval_every, 1, 1e6, 0, NULL},
         CLI_OPT_SEED(&seed),
         CLI_OPT_THREADS(&threads),
+        {"--output", CLI_STRING, &output, 0, 0, 0, NULL},
+        {"--out", CLI_STRING, &output, 0, 0, 0, NULL},
     };
     const cli_spec spec = {"train", opts, sizeof opts / sizeof opts[0], usage, CLI_POS_ANYWHERE, 0};
     int npos;
@@ -137,7 +142,7 @@ int attn_cmd_train_caption(int argc, char **argv) {
     attn_vit_config c = {SIDE, patch, 3, dim, layers, heads, mlp, 1e-12f, 1, 10, 0, NULL};
     attn_image_preproc pre = {1, SIDE, SIDE, ATTN_RESAMPLE_BILINEAR, 1, 1.0f / 255.0f, 1,
                               {0.5f, 0.5f, 0.5f}, {0.5f, 0.5f, 0.5f}};
-    attn_caption_config dc = {VOCAB, MAX_LEN, dec_layers, heads, mlp};
+    attn_caption_config dc = {VOCAB, MAX_LEN, dec_layers, heads, mlp, words, W_BOS, W_EOS};
     attn_caption_trainer *tr = NULL;
     attn_adamw *opt = NULL;
     int train_idx[NDIGITS], test_idx[NDIGITS], ntrain = 0, ntest = 0;
@@ -231,6 +236,13 @@ int attn_cmd_train_caption(int argc, char **argv) {
         }
     }
     if (evaluate(ctx, tr, test_idx, ntest, batch, px, gen, 1, &acc)) goto done;
+    if (output) {
+        if (attn_caption_save(ctx, tr, output)) {
+            attn_cli_error(1, "%s", attn_ctx_last_error(ctx));
+            goto done;
+        }
+        printf("saved: %s (attn_captioner)\n", output);
+    }
     printf("caption accuracy: %.4f\n", acc);
     rc = 0;
 done:
