@@ -37,6 +37,7 @@ int attn_digits_label(int idx);
 /* train_caption.c: `attn train --task caption` (a ViT encoder + text decoder) */
 int attn_train_is_caption(int argc, char **argv);
 int attn_cmd_train_caption(int argc, char **argv);
+int attn_cmd_caption(int argc, char **argv); /* cmd_caption.c: caption images */
 int attn_cmd_compare(int argc, char **argv); /* cmd_compare.c: the efficient methods side by side */
 
 /* Print "attn: error: <message>" to stderr. Returns `code` for `return cli_error(...)`. */
