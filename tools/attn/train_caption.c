@@ -33,7 +33,7 @@ static void usage(FILE *f) {
             "shifted by up to a pixel and half get a 2x2 square blanked. At the end the\n"
             "held-out images are captioned by greedy decoding and `caption accuracy: X`\n"
             "(exact caption match) is printed.\n\n"
-            "  --epochs N        passes over the training images (default 150)\n"
+            "  --epochs N        passes over the training images (default 300)\n"
             "  --minutes M       stop after the epoch that exceeds M minutes of wall time\n"
             "                    (default 0: no limit; the schedule still spans --epochs)\n"
             "  --batch N         images per step (default 32)\n"
@@ -103,7 +103,7 @@ static int evaluate(attn_ctx *ctx, attn_caption_trainer *tr, const int *test_idx
 }
 
 int attn_cmd_train_caption(int argc, char **argv) {
-    int epochs = 150, batch = 32, dim = 48, heads = 4, layers = 3, mlp = 96, patch = 2;
+    int epochs = 300, batch = 32, dim = 48, heads = 4, layers = 3, mlp = 96, patch = 2;
     int dec_layers = 2, eval_every = 10, threads = 1;
     float lr = 3e-3f, wd = 0.05f, minutes = 0.0f;
     uint64_t seed = 1;
