@@ -65,8 +65,15 @@ PY
     cp "$tmp/cap/"* "$tmp/badcfg/" && cp "$tmp/cap/"* "$tmp/badst/"
     echo '{"model_type": "vit"}' > "$tmp/badcfg/config.json"
     head -c 1000 "$tmp/cap/model.safetensors" > "$tmp/badst/model.safetensors"
+    mkdir "$tmp/badmix" && cp "$tmp/cap/"* "$tmp/badmix/"
+    python3 - "$tmp/badmix/config.json" <<'PY'
+import json, sys
+j = json.load(open(sys.argv[1]))
+j["decoder"]["num_layers"] += 1  # the weights have one layer fewer
+json.dump(j, open(sys.argv[1], "w"))
+PY
     for args in "--model $tmp/cap $tmp/junk.png" "--model $tmp/cap $tmp/d0.png $tmp/trunc.png" \
-        "--model $tmp/badcfg $tmp/d0.png" "--model $tmp/badst $tmp/d0.png" \
+        "--model $tmp/badcfg $tmp/d0.png" "--model $tmp/badst $tmp/d0.png" "--model $tmp/badmix $tmp/d0.png" \
         "--model $tmp/missing $tmp/d0.png"; do
         rc=0
         # shellcheck disable=SC2086
