@@ -58,6 +58,17 @@ PY
         [ -n "$want" ] && [ "$want" = "$got" ] && ok "attn caption d$i.png: $got" ||
             bad "attn caption d$i.png: '$got', the training run said '$want'"
     done
+    # --show-attention: one heat-map PNG per generated word (not <eos>)
+    (cd "$tmp" && "$ATTN" caption --model cap --show-attention att d5.png) > "$tmp/caps5"
+    nwords=$(sed -n 's/^d5.png: //p' "$tmp/caps5" | wc -w)
+    files=$(ls "$tmp/att" | tr '\n' ' ')
+    [ "$nwords" -ge 1 ] && [ "$(ls "$tmp/att" | wc -l)" = "$nwords" ] && [ -s "$tmp/att/01-a.png" ] &&
+        python3 -c "from PIL import Image; import sys; [Image.open(f).verify() for f in sys.argv[1:]]" "$tmp/att/"*.png &&
+        ok "--show-attention: $files" || bad "--show-attention wrote '$files' for $nwords words"
+    rc=0
+    (cd "$tmp" && "$ATTN" caption --model cap --show-attention att2 d0.png d5.png) > "$tmp/o" 2> "$tmp/e" || rc=$?
+    [ "$rc" = 2 ] && [ ! -e "$tmp/att2" ] && [ ! -s "$tmp/o" ] && ok "--show-attention with two images: exit 2" ||
+        bad "--show-attention with two images: exit $rc"
     # bad files: exit 1, nothing on stdout
     echo junk > "$tmp/junk.png"
     head -c 100 "$tmp/d0.png" > "$tmp/trunc.png"

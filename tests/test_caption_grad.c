@@ -113,6 +113,21 @@ static void test_bad_args(void **state) {
         for (int k = 1; k < 4; k++)
             assert_true(out[b * 4 + k] >= 0 && out[b * 4 + k] < 5);
     }
+    /* cross-attention maps: T rows of S / 4 patches, each a distribution */
+    float map[4 * 4];
+    assert_int_equal(attn_caption_cross_attention(ctx, t, px, out, 4, map), ATTN_OK);
+    for (int r = 0; r < 4; r++) {
+        double sum = 0;
+        for (int s = 0; s < 4; s++) {
+            assert_true(map[r * 4 + s] >= 0.0f);
+            sum += map[r * 4 + s];
+        }
+        assert_true(fabs(sum - 1.0) < 1e-5);
+    }
+    assert_int_equal(attn_caption_cross_attention(ctx, t, px, out, 5, map), ATTN_E_ARG);
+    int64_t P;
+    assert_int_equal(attn_caption_patch_grid(t, &P), 2);
+    assert_int_equal(P, 2);
     attn_caption_trainer_free(t);
     attn_vit_config c = {S, 2, 3, 8, 1, 2, 16, 1e-12f, 1, 10, 0, NULL};
     attn_image_preproc pre = {1, S, S, ATTN_RESAMPLE_BILINEAR, 1, 1.0f / 255.0f, 1,

@@ -80,6 +80,19 @@ ATTN_NODISCARD attn_status attn_caption_generate(attn_ctx *ctx, attn_caption_tra
                                                  const float *pixels, int32_t bos, int32_t eos,
                                                  int32_t *out);
 
+/* Patches per side of the encoder's grid (*patch: the patch side). */
+int64_t attn_caption_patch_grid(const attn_caption_trainer *t, int64_t *patch);
+
+/* Cross-attention of one image's caption ids [T] (ids[0] the bos): out
+ * [T, S] (S = patches, row-major over the patch grid) = row t the last
+ * decoder layer's cross-attention probabilities of query position t (the
+ * position that predicts word t + 1), averaged over the heads. Returns
+ * ATTN_OK, ATTN_E_ARG (T outside [1, max_len], an id outside the
+ * vocabulary). */
+ATTN_NODISCARD attn_status attn_caption_cross_attention(attn_ctx *ctx, attn_caption_trainer *t,
+                                                        const float *pixels, const int32_t *ids,
+                                                        int64_t T, float *out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -563,3 +563,67 @@ attn_status attn_caption_load(attn_ctx *ctx, const char *dir, int max_batch,
     *out = t;
     return ATTN_OK;
 }
+
+attn_status attn_caption_cross_attention(attn_ctx *ctx, attn_caption_trainer *t,
+                                         const float *pixels, const int32_t *ids, int64_t T,
+                                         float *out) {
+    if (!ctx) return ATTN_E_ARG;
+    attn__ctx_clear(ctx);
+    if (!t || !pixels || !ids || !out) return attn_ctx_fail(ctx, ATTN_E_ARG, "NULL argument");
+    if (T < 1 || T > t->dc.max_len)
+        return attn_ctx_fail(ctx, ATTN_E_ARG, "captioner: %lld tokens outside [1, %lld]",
+                             (long long)T, (long long)t->dc.max_len);
+    for (int64_t i = 0; i < T; i++)
+        if (ids[i] < 0 || ids[i] >= t->dc.vocab)
+            return attn_ctx_fail(ctx, ATTN_E_ARG, "captioner: token %d outside [0, %lld)", ids[i],
+                                 (long long)t->dc.vocab);
+    if (t->S > 4096)
+        return attn_ctx_fail(ctx, ATTN_E_ARG, "captioner: %lld patches (at most 4096 shown)",
+                             (long long)t->S);
+    attn_status st = encode(ctx, t, 1, pixels);
+    if (!st) st = decode(ctx, t, 1, ids, T, T);
+    if (st) return st;
+    /* recomputed from the saved projections of the last layer: q [T, E]
+     * (cross: q only), k in the first E columns of kv [S, 2E] */
+    const attn__dec_layer_act *a = &t->act[t->dc.layers - 1];
+    const int64_t E = t->E, S = t->S, H = t->dc.heads, Dh = E / H;
+    const double scale = 1.0 / sqrt((double)Dh);
+    for (int64_t r = 0; r < T; r++) {
+        float *o = out + r * S;
+        for (int64_t s = 0; s < S; s++)
+            o[s] = 0.0f;
+        for (int64_t h = 0; h < H; h++) {
+            const float *q = a->cross.qkv + r * E + h * Dh;
+            double sc[4096], mx = -INFINITY, sum = 0.0;
+            for (int64_t s = 0; s < S && s < 4096; s++) {
+                const float *k = a->cross.kv + s * 2 * E + h * Dh;
+                double d = 0.0;
+                for (int64_t e = 0; e < Dh; e++)
+                    d += (double)q[e] * k[e];
+                sc[s] = d * scale;
+                mx = fmax(mx, sc[s]);
+            }
+            for (int64_t s = 0; s < S && s < 4096; s++)
+                sum += (sc[s] = exp(sc[s] - mx));
+            for (int64_t s = 0; s < S && s < 4096; s++)
+                o[s] += (float)(sc[s] / sum / (double)H);
+#ifdef CAP_DEBUG
+            double md = 0;
+            for (int64_t e = 0; e < Dh; e++) {
+                double v = 0;
+                for (int64_t s = 0; s < S; s++)
+                    v += sc[s] / sum * a->cross.kv[s * 2 * E + E + h * Dh + e];
+                md = fmax(md, fabs(v - a->cross.o[r * E + h * Dh + e]));
+            }
+            fprintf(stderr, "debug r%lld h%lld |PV - o| %.2e\n", (long long)r, (long long)h, md);
+#endif
+        }
+    }
+    return ATTN_OK;
+}
+
+int64_t attn_caption_patch_grid(const attn_caption_trainer *t, int64_t *patch) {
+    const attn_vit *m = attn_vit_trainer_model(t->enc);
+    if (patch) *patch = m->cfg.patch_size;
+    return m->grid;
+}

@@ -38,6 +38,10 @@ int attn_digits_label(int idx);
 int attn_train_is_caption(int argc, char **argv);
 int attn_cmd_train_caption(int argc, char **argv);
 int attn_cmd_caption(int argc, char **argv); /* cmd_caption.c: caption images */
+/* cmd_classify.c: map [gh * gw] over the image rgb [H, W, 3] (patches of
+ * P x P) as a heat-map PNG written to path (attn_cli_write_to). */
+int attn_cli_write_heatmap(const char *path, const uint8_t *rgb, int64_t H, int64_t W, int64_t P,
+                           const float *map, int64_t gh, int64_t gw);
 int attn_cmd_compare(int argc, char **argv); /* cmd_compare.c: the efficient methods side by side */
 
 /* Print "attn: error: <message>" to stderr. Returns `code` for `return cli_error(...)`. */
