@@ -18,5 +18,6 @@
 #include "sdpa.h"
 #include "text.h"
 #include "vit.h"
+#include "caption.h"
 
 #endif /* ATTN_ATTN_H */

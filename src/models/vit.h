@@ -50,4 +50,21 @@ void attn__vit_embed(attn_ctx *ctx, const attn_vit *m, int64_t B, int64_t H, int
                      int64_t gh, int64_t gw, const float *pixels, const float *pos, float *patches,
                      float *x);
 
+/* The encoder half of attn_vit_trainer_step, shared with the captioner
+ * (caption.c). encode: the embedding and layers of B images into the x
+ * buffer [B*T, E] (before the final LayerNorm), activations kept.
+ * encode_backward: from dL/dx in the dx buffer, gradients ACCUMULATED into
+ * the trainer's gradient model (the caller zeroes them). bufs: the x and dx
+ * buffers and the gradient model (same layout as the model). */
+attn_status attn__vit_trainer_encode(attn_ctx *ctx, attn_vit_trainer *t, int64_t B,
+                                     const float *pixels);
+attn_status attn__vit_trainer_encode_backward(attn_ctx *ctx, attn_vit_trainer *t, int64_t B);
+void attn__vit_trainer_bufs(attn_vit_trainer *t, float **x, float **dx, attn_vit **grad);
+
+/* Saving helpers shared with the captioner: write j (consumed) to path
+ * through attn_outfile, and dir/preprocessor_config.json of p. */
+struct json_t;
+attn_status attn__write_json(attn_ctx *ctx, const char *path, struct json_t *j);
+attn_status attn__vit_write_preproc(attn_ctx *ctx, const attn_image_preproc *p, const char *dir);
+
 #endif /* ATTN_MODELS_VIT_H */

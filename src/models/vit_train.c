@@ -218,6 +218,72 @@ const attn_vit *attn_vit_trainer_model(const attn_vit_trainer *t) {
     return t ? t->m : NULL;
 }
 
+/* The encoder part of a step, shared with the captioner (caption.c):
+ * x [B*T, E] = the layers' output (before the final LayerNorm) of B images,
+ * activations kept for attn__vit_trainer_encode_backward. */
+attn_status attn__vit_trainer_encode(attn_ctx *ctx, attn_vit_trainer *t, int64_t B,
+                                     const float *pixels) {
+    const attn_vit *m = t->m;
+    const attn_vit_config *c = &m->cfg;
+    const int64_t T = t->T, G = m->grid, S = c->image_size;
+    const attn__batch bt = {B, T, NULL};
+    attn_tensor nomask;
+    memset(&nomask, 0, sizeof nomask);
+    attn__vit_embed(ctx, m, B, S, S, G, G, pixels, m->pos, t->patches, t->x);
+    attn_status st = ATTN_OK;
+    for (int64_t l = 0; l < c->num_layers && !st; l++) {
+        const attn__layer L = attn__vit_layer_view(m, l);
+        st = attn__layer_forward_train(ctx, &L, &bt, t->x, nomask, &t->act[l]);
+    }
+    return st;
+}
+
+/* Backward of attn__vit_trainer_encode from dL/dx in the dx buffer
+ * (attn__vit_trainer_bufs): the layers in reverse, then the embedding;
+ * gradients accumulate into the trainer's gradient model. */
+attn_status attn__vit_trainer_encode_backward(attn_ctx *ctx, attn_vit_trainer *t, int64_t B) {
+    const attn_vit *m = t->m;
+    attn_vit *g = t->g;
+    const attn_vit_config *c = &m->cfg;
+    const int64_t E = c->hidden_size, T = t->T, G = m->grid;
+    const int64_t P = c->patch_size, K = 3 * P * P, Np = G * G;
+    const attn__batch bt = {B, T, NULL};
+    attn_tensor nomask;
+    memset(&nomask, 0, sizeof nomask);
+    attn_status st = ATTN_OK;
+    for (int64_t l = c->num_layers - 1; l >= 0 && !st; l--) {
+        const attn__layer L = attn__vit_layer_view(m, l);
+        attn__vit_layer *gl = &g->layers[l];
+        attn__layer_grad lg;
+        memset(&lg, 0, sizeof lg);
+        lg.attn.w_qkv = gl->wqkv, lg.attn.b_qkv = gl->bqkv;
+        lg.attn.w_out = gl->wo, lg.attn.b_out = gl->bo;
+        lg.ffn.w1 = gl->wi, lg.ffn.b1 = gl->bi, lg.ffn.w2 = gl->wf, lg.ffn.b2 = gl->bf;
+        lg.ln1_g = gl->ln1_g, lg.ln1_b = gl->ln1_b, lg.ln2_g = gl->ln2_g, lg.ln2_b = gl->ln2_b;
+        st = attn__layer_backward(ctx, &L, &bt, nomask, &t->act[l], t->dx, &lg, t->bwd);
+    }
+    if (st) return st;
+    /* the embedding: [CLS] and positions are sums over the batch */
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t tt = 0; tt < T; tt++) {
+            const float *d = t->dx + (b * T + tt) * E;
+            float *gp = g->pos + tt * E;
+            for (int64_t e = 0; e < E; e++)
+                gp[e] += d[e];
+            if (tt == 0)
+                for (int64_t e = 0; e < E; e++)
+                    g->cls[e] += d[e];
+        }
+    for (int64_t b = 0; b < B; b++)
+        attn__linear_backward(ctx, t->patches + b * Np * K, K, Np, K, m->patch_w, E,
+                              t->dx + (b * T + 1) * E, E, NULL, 0, 0, g->patch_w, g->patch_b, 1);
+    return ATTN_OK;
+}
+
+void attn__vit_trainer_bufs(attn_vit_trainer *t, float **x, float **dx, attn_vit **grad) {
+    *x = t->x, *dx = t->dx, *grad = t->g;
+}
+
 attn_status attn_vit_trainer_step(attn_ctx *ctx, attn_vit_trainer *t, int64_t B,
                                   const float *pixels, const int32_t *labels, int train,
                                   double *loss, int *correct) {
@@ -230,21 +296,12 @@ attn_status attn_vit_trainer_step(attn_ctx *ctx, attn_vit_trainer *t, int64_t B,
     const attn_vit *m = t->m;
     attn_vit *g = t->g;
     const attn_vit_config *c = &m->cfg;
-    const int64_t NL = c->num_labels, E = c->hidden_size, T = t->T, G = m->grid;
-    const int64_t S = c->image_size, P = c->patch_size, K = 3 * P * P, Np = G * G;
+    const int64_t NL = c->num_labels, E = c->hidden_size, T = t->T;
     for (int64_t b = 0; b < B; b++)
         if (labels[b] < 0 || labels[b] >= NL)
             return attn_ctx_fail(ctx, ATTN_E_ARG, "label %d of image %lld outside [0, %lld)",
                                  labels[b], (long long)b, (long long)NL);
-    const attn__batch bt = {B, T, NULL};
-    attn_tensor nomask;
-    memset(&nomask, 0, sizeof nomask);
-    attn__vit_embed(ctx, m, B, S, S, G, G, pixels, m->pos, t->patches, t->x);
-    attn_status st = ATTN_OK;
-    for (int64_t l = 0; l < c->num_layers && !st; l++) {
-        const attn__layer L = attn__vit_layer_view(m, l);
-        st = attn__layer_forward_train(ctx, &L, &bt, t->x, nomask, &t->act[l]);
-    }
+    attn_status st = attn__vit_trainer_encode(ctx, t, B, pixels);
     if (st) return st;
     for (int64_t b = 0; b < B; b++)
         memcpy(t->cls + b * E, t->x + b * T * E, (size_t)E * sizeof(float));
@@ -276,38 +333,12 @@ attn_status attn_vit_trainer_step(attn_ctx *ctx, attn_vit_trainer *t, int64_t B,
     memset(t->dx, 0, (size_t)(B * T * E) * sizeof(float));
     for (int64_t b = 0; b < B; b++)
         memcpy(t->dx + b * T * E, t->dcls + b * E, (size_t)E * sizeof(float));
-    for (int64_t l = c->num_layers - 1; l >= 0 && !st; l--) {
-        const attn__layer L = attn__vit_layer_view(m, l);
-        attn__vit_layer *gl = &g->layers[l];
-        attn__layer_grad lg;
-        memset(&lg, 0, sizeof lg);
-        lg.attn.w_qkv = gl->wqkv, lg.attn.b_qkv = gl->bqkv;
-        lg.attn.w_out = gl->wo, lg.attn.b_out = gl->bo;
-        lg.ffn.w1 = gl->wi, lg.ffn.b1 = gl->bi, lg.ffn.w2 = gl->wf, lg.ffn.b2 = gl->bf;
-        lg.ln1_g = gl->ln1_g, lg.ln1_b = gl->ln1_b, lg.ln2_g = gl->ln2_g, lg.ln2_b = gl->ln2_b;
-        st = attn__layer_backward(ctx, &L, &bt, nomask, &t->act[l], t->dx, &lg, t->bwd);
-    }
-    if (st) return st;
-    /* the embedding: [CLS] and positions are sums over the batch */
-    for (int64_t b = 0; b < B; b++)
-        for (int64_t tt = 0; tt < T; tt++) {
-            const float *d = t->dx + (b * T + tt) * E;
-            float *gp = g->pos + tt * E;
-            for (int64_t e = 0; e < E; e++)
-                gp[e] += d[e];
-            if (tt == 0)
-                for (int64_t e = 0; e < E; e++)
-                    g->cls[e] += d[e];
-        }
-    for (int64_t b = 0; b < B; b++)
-        attn__linear_backward(ctx, t->patches + b * Np * K, K, Np, K, m->patch_w, E,
-                              t->dx + (b * T + 1) * E, E, NULL, 0, 0, g->patch_w, g->patch_b, 1);
-    return ATTN_OK;
+    return attn__vit_trainer_encode_backward(ctx, t, B);
 }
 
 /* ---- saving --------------------------------------------------------------- */
 
-static attn_status write_json(attn_ctx *ctx, const char *path, json_t *j) {
+attn_status attn__write_json(attn_ctx *ctx, const char *path, json_t *j) {
     char *text = j ? json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
     json_decref(j);
     if (!text) return attn_ctx_fail(ctx, ATTN_E_NOMEM, "%s: out of memory", path);
@@ -375,8 +406,13 @@ attn_status attn_vit_save(attn_ctx *ctx, const attn_vit *m, const char *dir) {
         "id2label", labels, "label2id", ids);
     if (!attn__path_join(path, dir, "config.json", NULL))
         return attn_ctx_fail(ctx, ATTN_E_ARG, "%s: path too long", dir);
-    if ((st = write_json(ctx, path, j))) return st;
-    const attn_image_preproc *p = &m->pre;
+    if ((st = attn__write_json(ctx, path, j))) return st;
+    return attn__vit_write_preproc(ctx, &m->pre, dir);
+}
+
+/* dir/preprocessor_config.json of p (ViTImageProcessor keys). */
+attn_status attn__vit_write_preproc(attn_ctx *ctx, const attn_image_preproc *p, const char *dir) {
+    char path[ATTN__PATH_LEN];
     json_t *pj = json_pack(
         "{s:s, s:b, s:{s:i, s:i}, s:i, s:b, s:f, s:b, s:[f,f,f], s:[f,f,f]}", "image_processor_type",
         "ViTImageProcessor", "do_resize", p->do_resize, "size", "height", (int)p->height, "width",
@@ -386,5 +422,5 @@ attn_status attn_vit_save(attn_ctx *ctx, const attn_vit *m, const char *dir) {
         (double)p->std[2]);
     if (!attn__path_join(path, dir, "preprocessor_config.json", NULL))
         return attn_ctx_fail(ctx, ATTN_E_ARG, "%s: path too long", dir);
-    return write_json(ctx, path, pj);
+    return attn__write_json(ctx, path, pj);
 }

@@ -29,6 +29,19 @@ int attn_cmd_classify(int argc, char **argv); /* cmd_classify.c: ViT image class
 /* train_digits.c: `attn train --task digits` (a ViT on scikit-learn's digits) */
 int attn_train_is_digits(int argc, char **argv);
 int attn_cmd_train_digits(int argc, char **argv);
+/* digit idx of the built-in set shifted by (sx, sy), a cut x cut square at
+ * (cx, cy) blanked, into px [3, 8, 8] normalised (mean 0.5, std 0.5); and
+ * its label */
+void attn_digits_pixels(int idx, int sx, int sy, int cut, int cx, int cy, float *px);
+int attn_digits_label(int idx);
+/* train_caption.c: `attn train --task caption` (a ViT encoder + text decoder) */
+int attn_train_is_caption(int argc, char **argv);
+int attn_cmd_train_caption(int argc, char **argv);
+int attn_cmd_caption(int argc, char **argv); /* cmd_caption.c: caption images */
+/* cmd_classify.c: map [gh * gw] over the image rgb [H, W, 3] (patches of
+ * P x P) as a heat-map PNG written to path (attn_cli_write_to). */
+int attn_cli_write_heatmap(const char *path, const uint8_t *rgb, int64_t H, int64_t W, int64_t P,
+                           const float *map, int64_t gh, int64_t gw);
 int attn_cmd_compare(int argc, char **argv); /* cmd_compare.c: the efficient methods side by side */
 
 /* Print "attn: error: <message>" to stderr. Returns `code` for `return cli_error(...)`. */

@@ -159,7 +159,7 @@ static void heat(double v, int rgb[3]) {
 
 /* map [gh * gw] (the [CLS] row over the patches) over the preprocessed
  * image (rgb [H, W, 3]), each pixel drawn as a scale x scale square. */
-static int write_heatmap(const char *path, const uint8_t *rgb, int64_t H, int64_t W, int64_t P,
+int attn_cli_write_heatmap(const char *path, const uint8_t *rgb, int64_t H, int64_t W, int64_t P,
                          const float *map, int64_t gh, int64_t gw) {
     const int scale = (int)ATTN_MAX(1, ATTN_MIN(8, 256 / ATTN_MAX(H, W)));
     float mx = 0.0f;
@@ -216,7 +216,7 @@ static int show_attention(attn_ctx *ctx, const attn_vit *m, const cls_opts *o,
         goto done;
     }
     const float *row = o->rollout ? roll : probs + (o->layer * NH + o->head) * T * T;
-    rc = write_heatmap(o->output, rgb, p->height, p->width, P, row + 1, gh, gw);
+    rc = attn_cli_write_heatmap(o->output, rgb, p->height, p->width, P, row + 1, gh, gw);
 done:
     free(probs), free(roll), free(rgb);
     return rc;

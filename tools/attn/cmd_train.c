@@ -49,6 +49,7 @@ static double now_s(void) {
 
 int attn_cmd_train(int argc, char **argv) {
     if (attn_train_is_digits(argc, argv)) return attn_cmd_train_digits(argc, argv); /* train_digits.c */
+    if (attn_train_is_caption(argc, argv)) return attn_cmd_train_caption(argc, argv); /* train_caption.c */
     attn_recall_config c = {16, 16, 8, 64, 4, 2, 128, 1, 64, 1};
     int steps = 1000, threads = 1, eval = 2000, log_every = 100;
     float lr = 3e-3f, wd = 0.01f;

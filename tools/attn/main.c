@@ -24,6 +24,7 @@ static const struct {
     {"ring", attn_cmd_ring, "attention with the sequence split over MPI ranks (mpirun -np P)"},
     {"classify", attn_cmd_classify,
      "classify images with a ViT (top-k labels); --show-attention heat map PNG"},
+    {"caption", attn_cmd_caption, "caption images with a captioner from train --task caption"},
     {"explain", attn_cmd_explain,
      "what attention does: heads, rollout, flow, head importance, faithfulness, --html"},
     {"generate", attn_cmd_generate, "continue a prompt with a GPT-2 model (streams the text)"},

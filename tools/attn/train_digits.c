@@ -56,7 +56,7 @@ static uint64_t mix(uint64_t *s) {
 
 /* Image idx shifted by (sx, sy) (zero fill), with the cut x 3 x 3 square at
  * (cx, cy) blanked when cut > 0, into px [3, 8, 8], normalised. */
-static void digit_pixels(int idx, int sx, int sy, int cut, int cx, int cy, float *px) {
+void attn_digits_pixels(int idx, int sx, int sy, int cut, int cx, int cy, float *px) {
     const unsigned char *d = digits_data + idx * 65 + 1;
     for (int y = 0; y < SIDE; y++)
         for (int x = 0; x < SIDE; x++) {
@@ -68,6 +68,10 @@ static void digit_pixels(int idx, int sx, int sy, int cut, int cx, int cy, float
             for (int c = 0; c < 3; c++)
                 px[(c * SIDE + y) * SIDE + x] = f;
         }
+}
+
+int attn_digits_label(int idx) {
+    return digits_data[idx * 65];
 }
 
 int attn_cmd_train_digits(int argc, char **argv) {
@@ -162,7 +166,7 @@ int attn_cmd_train_digits(int argc, char **argv) {
                 const uint64_t r = mix(&rng);
                 const int idx = train_idx[b0 + k];
                 /* shift by -1..1 each way; half the images lose a 2x2 square */
-                digit_pixels(idx, (int)(r % 3) - 1, (int)(r / 3 % 3) - 1,
+                attn_digits_pixels(idx, (int)(r % 3) - 1, (int)(r / 3 % 3) - 1,
                              (r >> 8) & 1 ? 2 : 0, (int)((r >> 16) % 7), (int)((r >> 24) % 7),
                              px + (size_t)k * 3 * SIDE * SIDE);
                 lab[k] = digits_data[idx * 65];
@@ -186,7 +190,7 @@ int attn_cmd_train_digits(int argc, char **argv) {
         for (int b0 = 0; b0 < ntest; b0 += batch) {
             const int nb = ntest - b0 < batch ? ntest - b0 : batch;
             for (int k = 0; k < nb; k++) {
-                digit_pixels(test_idx[b0 + k], 0, 0, 0, 0, 0, px + (size_t)k * 3 * SIDE * SIDE);
+                attn_digits_pixels(test_idx[b0 + k], 0, 0, 0, 0, 0, px + (size_t)k * 3 * SIDE * SIDE);
                 lab[k] = digits_data[test_idx[b0 + k] * 65];
             }
             int ok_n;
