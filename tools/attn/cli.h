@@ -29,6 +29,9 @@ int attn_cmd_classify(int argc, char **argv); /* cmd_classify.c: ViT image class
 /* train_digits.c: `attn train --task digits` (a ViT on scikit-learn's digits) */
 int attn_train_is_digits(int argc, char **argv);
 int attn_cmd_train_digits(int argc, char **argv);
+/* train_lm.c: `attn train --task lm` (a GPT-2 on a text corpus, byte tokens) */
+int attn_train_is_lm(int argc, char **argv);
+int attn_cmd_train_lm(int argc, char **argv);
 int attn_cmd_compare(int argc, char **argv); /* cmd_compare.c: the efficient methods side by side */
 
 /* Print "attn: error: <message>" to stderr. Returns `code` for `return cli_error(...)`. */
