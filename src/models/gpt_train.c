@@ -201,14 +201,16 @@ attn_status attn_gpt_trainer_step(attn_ctx *ctx, attn_gpt_trainer *t, int64_t B,
         return attn_ctx_fail(ctx, ATTN_E_ARG, "batch %lld outside [1, %lld]", (long long)B,
                              (long long)t->max_batch);
     if (T < 1 || T > c->n_positions)
-        return attn_ctx_fail(ctx, ATTN_E_ARG, "window of %lld tokens outside [1, n_positions = %lld]",
-                             (long long)T, (long long)c->n_positions);
+        return attn_ctx_fail(ctx, ATTN_E_ARG,
+                             "window of %lld tokens outside [1, n_positions = %lld]", (long long)T,
+                             (long long)c->n_positions);
     for (int64_t b = 0; b < B; b++)
         for (int64_t i = 0; i <= T; i++) {
             const int32_t id = ids[b * (T + 1) + i];
             if (id < 0 || id >= V)
-                return attn_ctx_fail(ctx, ATTN_E_ARG, "token id %d (window %lld, position %lld) "
-                                                      "outside [0, vocab_size = %lld)",
+                return attn_ctx_fail(ctx, ATTN_E_ARG,
+                                     "token id %d (window %lld, position %lld) "
+                                     "outside [0, vocab_size = %lld)",
                                      id, (long long)b, (long long)i, (long long)V);
             if (i < T) t->in[b * T + i] = id;
             if (i > 0) t->tgt[b * T + i - 1] = id;
@@ -333,7 +335,8 @@ attn_status attn_gpt_save(attn_ctx *ctx, const attn_gpt *m, const char *dir, int
     /* the trainer's parameter list over this model's arrays; Conv1D weights
      * transposed to [in, out] into one buffer */
     attn_gpt_trainer *t = calloc(1, sizeof *t);
-    float *tr = attn__malloc((size_t)(c->n_layer * (3 * E * E + E * E + 2 * I * E)) * sizeof(float));
+    float *tr =
+        attn__malloc((size_t)(c->n_layer * (3 * E * E + E * E + 2 * I * E)) * sizeof(float));
     if (!t || !tr) {
         free(t), attn__free(tr);
         return attn_ctx_fail(ctx, ATTN_E_NOMEM, "attn_gpt_save: out of memory");
