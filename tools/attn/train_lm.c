@@ -38,7 +38,8 @@ static void usage(FILE *f) {
             "  --lr X             peak learning rate (default 2e-3)\n"
             "  --weight-decay X   AdamW weight decay (default 0.01)\n"
             "  --seed S           initialisation and sampling (default 1)\n"
-            "  --threads N        threads (default 0: ATTN_NUM_THREADS, else all cores)\n"
+            "  --threads N        threads (default 1: on a shared machine two threads ran 5x\n"
+            "                    slower than one; 0 = ATTN_NUM_THREADS, else all cores)\n"
             "  --log-every N      progress every N steps (default 50)\n"
             "  --out DIR          save a Hugging Face GPT-2 directory there at the end\n"
             "  -h, --help         show this help\n\n"
@@ -145,7 +146,7 @@ static int eval_nats(attn_ctx *ctx, attn_gpt_trainer *tr, const unsigned char *t
 }
 
 int attn_cmd_train_lm(int argc, char **argv) {
-    int layers = 4, dim = 128, heads = 4, ctxlen = 128, batch = 16, steps = 0, threads = 0;
+    int layers = 4, dim = 128, heads = 4, ctxlen = 128, batch = 16, steps = 0, threads = 1;
     int log_every = 50;
     float minutes = 10.0f, lr = 2e-3f, wd = 0.01f;
     uint64_t seed = 1;
