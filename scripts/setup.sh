@@ -13,7 +13,9 @@ pkgs=(build-essential cmake ninja-build pkg-config libjansson-dev libutf8proc-de
       # PNG heat maps (attn explain --png) and the explorer's browser test
       libgd-dev chromium
       # optional ring attention over MPI (libattn_mpi, `attn ring`, tests/test_ring.sh)
-      openmpi-bin libopenmpi-dev)
+      openmpi-bin libopenmpi-dev
+      # a real text corpus for `attn train --task lm` (/usr/share/games/fortunes)
+      fortunes xz-utils)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

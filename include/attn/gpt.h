@@ -12,6 +12,7 @@
 #define ATTN_GPT_H
 
 #include "core.h"
+#include "nn.h"
 #include "sdpa.h"
 
 #ifdef __cplusplus
@@ -187,6 +188,49 @@ ATTN_NODISCARD attn_status attn_gpt_generate_batch(attn_ctx *ctx, const attn_gpt
  * a bad p, V < 1 or NULL arrays. */
 int32_t attn_gen_sample(float *logits, int64_t V, const attn_gen_params *p, uint64_t *rng,
                         int32_t *idx);
+
+/* ---- training a GPT-2 from scratch ---------------------------------------
+ * A GPT-2 decoder (arch GPT2, tied head, GELU-tanh, n_kv_head = n_head)
+ * with cfg's sizes, initialised as transformers' GPT2 does (normal std 0.02
+ * for embeddings and projections, the residual projections attn.c_proj and
+ * mlp.c_proj scaled by 1/sqrt(2 n_layer), zero biases, LayerNorm 1 and 0),
+ * trained on next-token cross-entropy over batches of up to max_batch
+ * windows of up to n_positions tokens. Used by `attn train --task lm`. */
+typedef struct attn_gpt_trainer attn_gpt_trainer;
+
+/* Returns ATTN_OK, ATTN_E_ARG (NULL argument, max_batch < 1, a config that
+ * is not a tied GPT-2), ATTN_E_SHAPE (invalid sizes), ATTN_E_NOMEM. */
+ATTN_NODISCARD attn_status attn_gpt_trainer_create(attn_ctx *ctx, const attn_gpt_config *cfg,
+                                                   int64_t max_batch, uint64_t seed,
+                                                   attn_gpt_trainer **out);
+void attn_gpt_trainer_free(attn_gpt_trainer *t);
+/* Every parameter with its gradient, under GPT-2's names ("wte.weight",
+ * "h.0.attn.c_attn.weight", ...; weights in the model's [out, in] layout,
+ * not Conv1D's); for attn_adamw. */
+const attn_param *attn_gpt_trainer_params(attn_gpt_trainer *t, int *n);
+/* The model being trained (for attn_gpt_forward and attn_gpt_save). */
+const attn_gpt *attn_gpt_trainer_model(const attn_gpt_trainer *t);
+/* Forward (and, with train, backward: every gradient overwritten, of the
+ * mean loss) of B windows of T + 1 ids each, ids [B, T + 1]: tokens 0..T-1
+ * are the input, tokens 1..T the targets. *loss_sum (optional) receives the
+ * summed cross-entropy in nats over the B * T predictions. Returns ATTN_OK,
+ * ATTN_E_ARG (B outside [1, max_batch], T outside [1, n_positions], an id
+ * out of range), ATTN_E_NOMEM. */
+ATTN_NODISCARD attn_status attn_gpt_trainer_step(attn_ctx *ctx, attn_gpt_trainer *t, int64_t B,
+                                                 int64_t T, const int32_t *ids, int train,
+                                                 double *loss_sum);
+
+/* Save a GPT-2 model as a Hugging Face GPT2LMHeadModel directory (created
+ * if missing): config.json and model.safetensors (F32, GPT-2's names with
+ * the "transformer." prefix, Conv1D layout). With byte_tokenizer (the model
+ * needs vocab_size >= 256; ids 0..255 are the bytes 0..255) also a
+ * tokenizer.json: a byte-level BPE with those 256 tokens and no merges,
+ * which transformers' GPT2TokenizerFast and attn_bpe_load_dir both read.
+ * Files are written atomically. Returns ATTN_OK, ATTN_E_ARG (a Llama model,
+ * an untied head, vocab_size < 256 with byte_tokenizer), ATTN_E_IO,
+ * ATTN_E_NOMEM. */
+ATTN_NODISCARD attn_status attn_gpt_save(attn_ctx *ctx, const attn_gpt *m, const char *dir,
+                                         int byte_tokenizer);
 
 #ifdef __cplusplus
 }

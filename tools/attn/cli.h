@@ -42,6 +42,9 @@ int attn_cmd_caption(int argc, char **argv); /* cmd_caption.c: caption images */
  * P x P) as a heat-map PNG written to path (attn_cli_write_to). */
 int attn_cli_write_heatmap(const char *path, const uint8_t *rgb, int64_t H, int64_t W, int64_t P,
                            const float *map, int64_t gh, int64_t gw);
+/* train_lm.c: `attn train --task lm` (a GPT-2 on a text corpus, byte tokens) */
+int attn_train_is_lm(int argc, char **argv);
+int attn_cmd_train_lm(int argc, char **argv);
 int attn_cmd_compare(int argc, char **argv); /* cmd_compare.c: the efficient methods side by side */
 
 /* Print "attn: error: <message>" to stderr. Returns `code` for `return cli_error(...)`. */

@@ -18,7 +18,8 @@ static void usage(FILE *f) {
             "key q. Prints the loss as it goes and ends with 'accuracy: X' on held-out\n"
             "sequences (chance is 1/values).\n\n"
             "options:\n"
-            "  --task recall     the task (required; the only one)\n"
+            "  --task recall     the task (required; `attn train --task digits --help`,\n"
+            "                    `--task caption --help` and `--task lm --help` the others)\n"
             "  --steps N         optimiser steps (default 1000)\n"
             "  --seed S          seed of initialisation and data (default 1)\n"
             "  --threads N       threads (default 1: the model is tiny, and more threads mostly\n"
@@ -50,6 +51,7 @@ static double now_s(void) {
 int attn_cmd_train(int argc, char **argv) {
     if (attn_train_is_digits(argc, argv)) return attn_cmd_train_digits(argc, argv); /* train_digits.c */
     if (attn_train_is_caption(argc, argv)) return attn_cmd_train_caption(argc, argv); /* train_caption.c */
+    if (attn_train_is_lm(argc, argv)) return attn_cmd_train_lm(argc, argv); /* train_lm.c */
     attn_recall_config c = {16, 16, 8, 64, 4, 2, 128, 1, 64, 1};
     int steps = 1000, threads = 1, eval = 2000, log_every = 100;
     float lr = 3e-3f, wd = 0.01f;
@@ -77,9 +79,9 @@ int attn_cmd_train(int argc, char **argv) {
     int npos;
     int prc = attn_cli_parse(&spec, argc, argv, NULL, &npos);
     if (prc >= 0) return prc;
-    if (!task) return attn_cli_error(2, "train: --task is required (the only task is 'recall')");
+    if (!task) return attn_cli_error(2, "train: --task is required (recall, digits, caption or lm)");
     if (strcmp(task, "recall"))
-        return attn_cli_error(2, "train: unknown task '%s' (known: recall)", task);
+        return attn_cli_error(2, "train: unknown task '%s' (known: recall, digits, caption, lm)", task);
     /* options that contradict each other are bad usage */
     if (c.n_pairs > c.n_keys)
         return attn_cli_error(
