@@ -36,7 +36,7 @@ attn_status attn__bert_alloc(attn_ctx *ctx, const attn_bert_config *cfg, attn_be
                              (long long)c->vocab_size, (long long)c->max_position,
                              (long long)c->max_seq_length);
     const size_t E = (size_t)c->hidden_size, I = (size_t)c->intermediate_size;
-    const size_t per_layer = 3 * E * E + 3 * E + E * E + E + 2 * E + I * E + I + E * I + E + 2 * E;
+    const size_t per_layer = attn__enc_weights_floats((int64_t)E, (int64_t)I);
     const size_t total =
         ((size_t)c->vocab_size + (size_t)c->max_position + (size_t)c->type_vocab_size + 2) * E +
         (size_t)c->num_layers * per_layer;
@@ -56,21 +56,8 @@ attn_status attn__bert_alloc(attn_ctx *ctx, const attn_bert_config *cfg, attn_be
     TAKE(m->type, (size_t)c->type_vocab_size * E);
     TAKE(m->emb_ln_g, E);
     TAKE(m->emb_ln_b, E);
-    for (int64_t l = 0; l < c->num_layers; l++) {
-        attn__bert_layer *L = &m->layers[l];
-        TAKE(L->wqkv, 3 * E * E);
-        TAKE(L->bqkv, 3 * E);
-        TAKE(L->wo, E * E);
-        TAKE(L->bo, E);
-        TAKE(L->ln1_g, E);
-        TAKE(L->ln1_b, E);
-        TAKE(L->wi, I * E);
-        TAKE(L->bi, I);
-        TAKE(L->wf, E * I);
-        TAKE(L->bf, E);
-        TAKE(L->ln2_g, E);
-        TAKE(L->ln2_b, E);
-    }
+    for (int64_t l = 0; l < c->num_layers; l++)
+        p = attn__enc_weights_take(&m->layers[l], p, (int64_t)E, (int64_t)I);
 #undef TAKE
     *out = m;
     return ATTN_OK;
@@ -125,20 +112,8 @@ static attn_status ws_alloc(attn_ctx *ctx, const attn_bert_config *c, int64_t B,
 /* Layer l as an nn/ transformer layer over the model's weights. */
 attn__layer attn__bert_layer_view(const attn_bert *m, int64_t l) {
     const attn_bert_config *c = &m->cfg;
-    const attn__bert_layer *w = &m->layers[l];
-    const int64_t E = c->hidden_size, H = c->num_heads;
-    attn__layer L;
-    memset(&L, 0, sizeof L);
-    L.attn.heads.H = H, L.attn.heads.Hkv = H, L.attn.heads.Dh = E / H;
-    L.attn.E = E, L.attn.KV = E;
-    L.attn.w_qkv = w->wqkv, L.attn.b_qkv = w->bqkv;
-    L.attn.w_out = w->wo, L.attn.b_out = w->bo;
-    L.ffn.E = E, L.ffn.I = c->intermediate_size;
-    L.ffn.w1 = w->wi, L.ffn.b1 = w->bi, L.ffn.w2 = w->wf, L.ffn.b2 = w->bf;
-    L.ln1_g = w->ln1_g, L.ln1_b = w->ln1_b, L.ln2_g = w->ln2_g, L.ln2_b = w->ln2_b;
-    L.eps = c->layer_norm_eps;
-    L.pre_ln = 0;
-    return L;
+    return attn__enc_layer(&m->layers[l], c->hidden_size, c->num_heads, c->intermediate_size,
+                           c->layer_norm_eps, 0, 1);
 }
 
 /* One padded batch: text `sel[b]` (or b when sel is NULL) is row b.

@@ -4,17 +4,11 @@
 #define ATTN_MODELS_BERT_H
 
 #include "core/internal.h"
+#include "nn/block.h"
 
 /* One encoder layer, PyTorch Linear layout (weight [out, in]). */
-typedef struct attn__bert_layer {
-    float *wqkv, *bqkv;   /* [3E, E], [3E]: query, key, value rows stacked, so
-                           * one GEMM makes q, k, v side by side per token */
-    float *wo, *bo;       /* [E, E], [E]   attention.output.dense */
-    float *ln1_g, *ln1_b; /* [E]           attention.output.LayerNorm */
-    float *wi, *bi;       /* [I, E], [I]   intermediate.dense */
-    float *wf, *bf;       /* [E, I], [E]   output.dense */
-    float *ln2_g, *ln2_b; /* [E]           output.LayerNorm */
-} attn__bert_layer;
+/* one layer's weights: the encoder weight set of nn/block.h */
+typedef attn__enc_weights attn__bert_layer;
 
 struct attn_bert {
     attn_bert_config cfg;

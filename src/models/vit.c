@@ -29,7 +29,7 @@ attn_status attn__vit_alloc(attn_ctx *ctx, const attn_vit_config *c, attn_vit **
     const size_t E = (size_t)c->hidden_size, I = (size_t)c->intermediate_size;
     const size_t g = (size_t)(c->image_size / c->patch_size);
     const size_t K = (size_t)(c->num_channels * c->patch_size * c->patch_size);
-    const size_t per_layer = 3 * E * E + 3 * E + E * E + E + 2 * E + I * E + I + E * I + E + 2 * E;
+    const size_t per_layer = attn__enc_weights_floats((int64_t)E, (int64_t)I);
     const size_t NL = (size_t)c->num_labels;
     const size_t total = E * K + E + E + (1 + g * g) * E + 2 * E +
                          (c->has_pooler ? E * E + E : 0) + NL * E + NL +
@@ -63,19 +63,8 @@ attn_status attn__vit_alloc(attn_ctx *ctx, const attn_vit_config *c, attn_vit **
     }
     for (int64_t l = 0; l < c->num_layers; l++) {
         attn__vit_layer *L = &m->layers[l];
-        TAKE(L->wqkv, 3 * E * E);
-        TAKE(L->bqkv, 3 * E);
+        p = attn__enc_weights_take(L, p, (int64_t)E, (int64_t)I);
         if (!c->qkv_bias) memset(L->bqkv, 0, 3 * E * sizeof(float));
-        TAKE(L->wo, E * E);
-        TAKE(L->bo, E);
-        TAKE(L->ln1_g, E);
-        TAKE(L->ln1_b, E);
-        TAKE(L->wi, I * E);
-        TAKE(L->bi, I);
-        TAKE(L->wf, E * I);
-        TAKE(L->bf, E);
-        TAKE(L->ln2_g, E);
-        TAKE(L->ln2_b, E);
     }
 #undef TAKE
     *out = m;
@@ -188,20 +177,8 @@ static attn_status ws_alloc(attn_ctx *ctx, const attn_vit *m, int64_t B, int64_t
 
 attn__layer attn__vit_layer_view(const attn_vit *m, int64_t l) {
     const attn_vit_config *c = &m->cfg;
-    const attn__vit_layer *w = &m->layers[l];
-    const int64_t E = c->hidden_size, H = c->num_heads;
-    attn__layer L;
-    memset(&L, 0, sizeof L);
-    L.attn.heads.H = H, L.attn.heads.Hkv = H, L.attn.heads.Dh = E / H;
-    L.attn.E = E, L.attn.KV = E;
-    L.attn.w_qkv = w->wqkv, L.attn.b_qkv = c->qkv_bias ? w->bqkv : NULL;
-    L.attn.w_out = w->wo, L.attn.b_out = w->bo;
-    L.ffn.E = E, L.ffn.I = c->intermediate_size;
-    L.ffn.w1 = w->wi, L.ffn.b1 = w->bi, L.ffn.w2 = w->wf, L.ffn.b2 = w->bf;
-    L.ln1_g = w->ln1_g, L.ln1_b = w->ln1_b, L.ln2_g = w->ln2_g, L.ln2_b = w->ln2_b;
-    L.eps = c->layer_norm_eps;
-    L.pre_ln = 1;
-    return L;
+    return attn__enc_layer(&m->layers[l], c->hidden_size, c->num_heads, c->intermediate_size,
+                           c->layer_norm_eps, 1, c->qkv_bias);
 }
 
 /* x [B*T, E] = embeddings of B images pixels [B, C, H, W]: the patches

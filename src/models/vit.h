@@ -3,16 +3,11 @@
 #define ATTN_MODELS_VIT_H
 
 #include "core/internal.h"
+#include "nn/block.h"
 
 /* One encoder layer, PyTorch Linear layout (weight [out, in]). */
-typedef struct attn__vit_layer {
-    float *wqkv, *bqkv;   /* [3E, E], [3E] query | key | value rows; bqkv NULL without qkv_bias */
-    float *wo, *bo;       /* [E, E], [E] attention.output.dense */
-    float *ln1_g, *ln1_b; /* [E] layernorm_before */
-    float *wi, *bi;       /* [I, E], [I] intermediate.dense */
-    float *wf, *bf;       /* [E, I], [E] output.dense */
-    float *ln2_g, *ln2_b; /* [E] layernorm_after */
-} attn__vit_layer;
+/* one layer's weights: the encoder weight set of nn/block.h */
+typedef attn__enc_weights attn__vit_layer;
 
 struct attn_vit {
     attn_vit_config cfg;

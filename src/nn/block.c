@@ -98,3 +98,43 @@ attn_status attn__layer_forward(attn_ctx *ctx, const attn__layer *L, const attn_
     attn__residual_add(ctx, N, E, x, y);
     return ATTN_OK;
 }
+
+size_t attn__enc_weights_floats(int64_t E, int64_t I) {
+    const size_t e = (size_t)E, i = (size_t)I;
+    return 3 * e * e + 3 * e + e * e + e + 2 * e + i * e + i + e * i + e + 2 * e;
+}
+
+float *attn__enc_weights_take(attn__enc_weights *w, float *p, int64_t E, int64_t I) {
+    const size_t e = (size_t)E, i = (size_t)I;
+#define TAKE(ptr, n) (w->ptr = p, p += (n))
+    TAKE(wqkv, 3 * e * e);
+    TAKE(bqkv, 3 * e);
+    TAKE(wo, e * e);
+    TAKE(bo, e);
+    TAKE(ln1_g, e);
+    TAKE(ln1_b, e);
+    TAKE(wi, i * e);
+    TAKE(bi, i);
+    TAKE(wf, e * i);
+    TAKE(bf, e);
+    TAKE(ln2_g, e);
+    TAKE(ln2_b, e);
+#undef TAKE
+    return p;
+}
+
+attn__layer attn__enc_layer(const attn__enc_weights *w, int64_t E, int64_t H, int64_t I, float eps,
+                            int pre_ln, int qkv_bias) {
+    attn__layer L;
+    memset(&L, 0, sizeof L);
+    L.attn.heads.H = H, L.attn.heads.Hkv = H, L.attn.heads.Dh = E / H;
+    L.attn.E = E, L.attn.KV = E;
+    L.attn.w_qkv = w->wqkv, L.attn.b_qkv = qkv_bias ? w->bqkv : NULL;
+    L.attn.w_out = w->wo, L.attn.b_out = w->bo;
+    L.ffn.E = E, L.ffn.I = I;
+    L.ffn.w1 = w->wi, L.ffn.b1 = w->bi, L.ffn.w2 = w->wf, L.ffn.b2 = w->bf;
+    L.ln1_g = w->ln1_g, L.ln1_b = w->ln1_b, L.ln2_g = w->ln2_g, L.ln2_b = w->ln2_b;
+    L.eps = eps;
+    L.pre_ln = pre_ln;
+    return L;
+}

@@ -282,4 +282,25 @@ double attn__lm_head_ce(attn_ctx *ctx, const float *h, int64_t N, int64_t E, con
                         int64_t V, const int32_t *targets, int32_t ignore_index, float grad_scale,
                         float *dh, float *g_wte, float *scratch);
 
+/* The weights of one encoder layer as Hugging Face's BERT and ViT store
+ * them (one struct for both models: the same tensors, only the LayerNorm
+ * placement differs, which attn__enc_layer takes as pre_ln). */
+typedef struct attn__enc_weights {
+    float *wqkv, *bqkv;   /* [3E, E], [3E]: query, key, value rows stacked */
+    float *wo, *bo;       /* [E, E], [E]   attention output */
+    float *ln1_g, *ln1_b; /* [E]           first LayerNorm */
+    float *wi, *bi;       /* [I, E], [I]   intermediate */
+    float *wf, *bf;       /* [E, I], [E]   output */
+    float *ln2_g, *ln2_b; /* [E]           second LayerNorm */
+} attn__enc_weights;
+
+/* Floats of one layer's weights. */
+size_t attn__enc_weights_floats(int64_t E, int64_t I);
+/* Point w's tensors into p, in the order above; returns p past them. */
+float *attn__enc_weights_take(attn__enc_weights *w, float *p, int64_t E, int64_t I);
+/* The layer as an nn/ transformer layer (MHA: Hkv = H); with qkv_bias 0
+ * the q/k/v projections have no bias. */
+attn__layer attn__enc_layer(const attn__enc_weights *w, int64_t E, int64_t H, int64_t I, float eps,
+                            int pre_ln, int qkv_bias);
+
 #endif /* ATTN_NN_BLOCK_H */
