@@ -5,6 +5,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 int attn__path_join(char *buf, const char *dir, const char *a, const char *b) {
     int n = b ? snprintf(buf, ATTN__PATH_LEN, "%s/%s/%s", dir, a, b)
@@ -71,4 +72,33 @@ attn_status attn__json_get_str(attn_ctx *ctx, const char *path, json_t *o, const
         return attn_ctx_fail(ctx, ATTN_E_FORMAT, "%s: \"%s\" must be a string", path, key);
     *out = json_string_value(v);
     return ATTN_OK;
+}
+
+/* j (a reference the call takes over, NULL = out of memory) as indented
+ * JSON with sorted keys and a final newline, written whole or not at all
+ * (attn_outfile). */
+attn_status attn__write_json(attn_ctx *ctx, const char *path, json_t *j) {
+    char *text = j ? json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
+    json_decref(j);
+    if (!text) return attn_ctx_fail(ctx, ATTN_E_NOMEM, "%s: out of memory", path);
+    attn_outfile *o = NULL;
+    attn_status st = attn_outfile_open(ctx, path, &o);
+    if (!st) {
+        const size_t n = strlen(text);
+        size_t done = 0;
+        while (done < n) {
+            ssize_t w = write(attn_outfile_fd(o), text + done, n - done);
+            if (w < 0 && errno == EINTR) continue;
+            if (w <= 0) break;
+            done += (size_t)w;
+        }
+        if (done == n && write(attn_outfile_fd(o), "\n", 1) == 1) {
+            st = attn_outfile_commit(ctx, o);
+        } else {
+            attn_outfile_abort(o);
+            st = attn_ctx_fail(ctx, ATTN_E_IO, "%s: write failed", path);
+        }
+    }
+    free(text);
+    return st;
 }

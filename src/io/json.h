@@ -31,4 +31,6 @@ attn_status attn__json_get_int(attn_ctx *ctx, const char *path, json_t *o, const
 attn_status attn__json_get_str(attn_ctx *ctx, const char *path, json_t *o, const char *key,
                                const char *def, const char **out);
 
+attn_status attn__write_json(attn_ctx *ctx, const char *path, json_t *j);
+
 #endif /* ATTN_IO_JSON_H */

@@ -63,35 +63,15 @@ void attn_caption_trainer_free(attn_caption_trainer *t) {
     free(t);
 }
 
-static uint64_t splitmix(uint64_t *s) {
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-/* Normal(0, s) truncated at 2 std. */
-static void init_normal(uint64_t *r, float *w, int64_t n, float s) {
-    for (int64_t i = 0; i < n; i++) {
-        double z;
-        do {
-            const double u1 = ((double)(splitmix(r) >> 11) + 0.5) / 9007199254740992.0;
-            const double u2 = ((double)(splitmix(r) >> 11) + 0.5) / 9007199254740992.0;
-            z = sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
-        } while (z < -2.0 || z > 2.0);
-        w[i] = (float)(z * s);
-    }
-}
-
 /* Carve the next n floats of the weight and gradient blocks (init: 'n'
  * normal, '1' ones, '0' zeros) and list them as a parameter. */
-static float *carve(attn_caption_trainer *t, int64_t *off, uint64_t *r, char init, const char *name,
+static float *carve(attn_caption_trainer *t, int64_t *off, attn__rng *r, char init, const char *name,
                     int ndim, int64_t d0, int64_t d1, float **grad) {
     const int64_t n = ndim == 1 ? d0 : d0 * d1;
     float *v = t->w + *off, *g = t->gw + *off;
     *off += n;
     if (init == 'n')
-        init_normal(r, v, n, 0.02f);
+        attn__rng_normal(r, v, n, 0.02f, 1);
     else
         for (int64_t i = 0; i < n; i++)
             v[i] = init == '1' ? 1.0f : 0.0f;
@@ -107,7 +87,7 @@ static float *carve(attn_caption_trainer *t, int64_t *off, uint64_t *r, char ini
 
 /* Lay out (and, with w set, initialise and list) the decoder's weights;
  * returns the float count. */
-static int64_t layout(attn_caption_trainer *t, uint64_t *r) {
+static int64_t layout(attn_caption_trainer *t, attn__rng *r) {
     const int64_t E = t->E, V = t->dc.vocab, P = t->dc.max_len, I = t->dc.mlp, H = t->dc.heads;
     int64_t off = 0;
     if (!t->w) {
@@ -218,7 +198,7 @@ attn_status attn_caption_trainer_create(attn_ctx *ctx, const attn_vit_config *en
     t->gw = attn__malloc((size_t)nw * sizeof(float));
     const int64_t E = t->E, B = max_batch, T = dec->max_len, S = t->S, N = B * T;
     if (t->w && t->gw) {
-        uint64_t r = seed * 0xa0761d6478bd642full + 0xcafe;
+        attn__rng r = {seed * 0xa0761d6478bd642full + 0xcafe};
         layout(t, &r);
         t->act_per = attn__dec_layer_act_floats(&t->dec[0], B, T, S);
         t->act_mem = attn__malloc((size_t)(t->act_per * dec->layers) * sizeof(float));

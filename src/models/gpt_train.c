@@ -48,15 +48,6 @@ void attn_gpt_trainer_free(attn_gpt_trainer *t) {
     free(t);
 }
 
-/* Normal(0, s) by Box-Muller (as torch.nn.init.normal_, not its stream). */
-static void normal(attn__rng *r, float *w, int64_t n, float s) {
-    for (int64_t i = 0; i < n; i++) {
-        const double u1 = ((double)(attn__rng_next(r) >> 11) + 0.5) / 9007199254740992.0;
-        const double u2 = ((double)(attn__rng_next(r) >> 11) + 0.5) / 9007199254740992.0;
-        w[i] = (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2) * s);
-    }
-}
-
 static void fill(float *w, int64_t n, float v) {
     for (int64_t i = 0; i < n; i++)
         w[i] = v;
@@ -162,14 +153,14 @@ attn_status attn_gpt_trainer_create(attn_ctx *ctx, const attn_gpt_config *cfg, i
     /* initialisation as transformers' GPT2PreTrainedModel._init_weights */
     attn__rng r = {seed * 0x9e3779b97f4a7c15ull + 0x6a7};
     const float s = 0.02f, sp = (float)(0.02 / sqrt(2.0 * (double)c->n_layer));
-    normal(&r, m->wte, V * E, s);
-    normal(&r, m->wpe, P * E, s);
+    attn__rng_normal(&r, m->wte, V * E, s, 0);
+    attn__rng_normal(&r, m->wpe, P * E, s, 0);
     for (int64_t l = 0; l < c->n_layer; l++) {
         attn__gpt_layer *w = &m->layers[l];
-        normal(&r, w->wqkv, 3 * E * E, s);
-        normal(&r, w->wo, E * E, sp);
-        normal(&r, w->w1, I * E, s);
-        normal(&r, w->w2, E * I, sp);
+        attn__rng_normal(&r, w->wqkv, 3 * E * E, s, 0);
+        attn__rng_normal(&r, w->wo, E * E, sp, 0);
+        attn__rng_normal(&r, w->w1, I * E, s, 0);
+        attn__rng_normal(&r, w->w2, E * I, sp, 0);
         fill(w->bqkv, 3 * E, 0), fill(w->bo, E, 0), fill(w->b1, I, 0), fill(w->b2, E, 0);
         fill(w->ln1_g, E, 1), fill(w->ln1_b, E, 0), fill(w->ln2_g, E, 1), fill(w->ln2_b, E, 0);
     }
@@ -258,32 +249,6 @@ attn_status attn_gpt_trainer_step(attn_ctx *ctx, attn_gpt_trainer *t, int64_t B,
 }
 
 /* ---- saving --------------------------------------------------------------- */
-
-static attn_status write_json(attn_ctx *ctx, const char *path, json_t *j) {
-    char *text = j ? json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
-    json_decref(j);
-    if (!text) return attn_ctx_fail(ctx, ATTN_E_NOMEM, "%s: out of memory", path);
-    attn_outfile *o = NULL;
-    attn_status st = attn_outfile_open(ctx, path, &o);
-    if (!st) {
-        const size_t n = strlen(text);
-        size_t done = 0;
-        while (done < n) {
-            ssize_t w = write(attn_outfile_fd(o), text + done, n - done);
-            if (w < 0 && errno == EINTR) continue;
-            if (w <= 0) break;
-            done += (size_t)w;
-        }
-        if (done == n && write(attn_outfile_fd(o), "\n", 1) == 1) {
-            st = attn_outfile_commit(ctx, o);
-        } else {
-            attn_outfile_abort(o);
-            st = attn_ctx_fail(ctx, ATTN_E_IO, "%s: write failed", path);
-        }
-    }
-    free(text);
-    return st;
-}
 
 /* GPT-2's byte-to-unicode map: printable Latin-1 bytes stand for
  * themselves, the others for U+0100 upwards in byte order. */
@@ -387,9 +352,9 @@ attn_status attn_gpt_save(attn_ctx *ctx, const attn_gpt *m, const char *dir, int
         "scale_attn_by_inverse_layer_idx", c->scale_attn_by_inverse_layer_idx);
     if (!attn__path_join(path, dir, "config.json", NULL))
         return attn_ctx_fail(ctx, ATTN_E_ARG, "%s: path too long", dir);
-    if ((st = write_json(ctx, path, j))) return st;
+    if ((st = attn__write_json(ctx, path, j))) return st;
     if (!byte_tokenizer) return ATTN_OK;
     if (!attn__path_join(path, dir, "tokenizer.json", NULL))
         return attn_ctx_fail(ctx, ATTN_E_ARG, "%s: path too long", dir);
-    return write_json(ctx, path, byte_tokenizer_json());
+    return attn__write_json(ctx, path, byte_tokenizer_json());
 }

@@ -56,10 +56,8 @@ attn_status attn__vit_trainer_encode(attn_ctx *ctx, attn_vit_trainer *t, int64_t
 attn_status attn__vit_trainer_encode_backward(attn_ctx *ctx, attn_vit_trainer *t, int64_t B);
 void attn__vit_trainer_bufs(attn_vit_trainer *t, float **x, float **dx, attn_vit **grad);
 
-/* Saving helpers shared with the captioner: write j (consumed) to path
- * through attn_outfile, and dir/preprocessor_config.json of p. */
-struct json_t;
-attn_status attn__write_json(attn_ctx *ctx, const char *path, struct json_t *j);
+/* Saving helper shared with the captioner: dir/preprocessor_config.json of p
+ * (JSON files are written by attn__write_json, io/json.h). */
 attn_status attn__vit_write_preproc(attn_ctx *ctx, const attn_image_preproc *p, const char *dir);
 
 #endif /* ATTN_MODELS_VIT_H */

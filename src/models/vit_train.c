@@ -47,19 +47,6 @@ void attn_vit_trainer_free(attn_vit_trainer *t) {
     free(t);
 }
 
-/* Truncated normal (std s, cut at +-2 std, as timm / transformers' ViT). */
-static void trunc_normal(attn__rng *r, float *w, int64_t n, float s) {
-    for (int64_t i = 0; i < n; i++) {
-        double z;
-        do {
-            double u1 = ((double)(attn__rng_next(r) >> 11) + 0.5) / 9007199254740992.0;
-            double u2 = ((double)(attn__rng_next(r) >> 11) + 0.5) / 9007199254740992.0;
-            z = sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
-        } while (z < -2.0 || z > 2.0);
-        w[i] = (float)(z * s);
-    }
-}
-
 static void fill(float *w, int64_t n, float v) {
     for (int64_t i = 0; i < n; i++)
         w[i] = v;
@@ -188,21 +175,21 @@ attn_status attn_vit_trainer_create(attn_ctx *ctx, const attn_vit_config *cfg,
     /* initialisation as transformers' ViTPreTrainedModel._init_weights */
     attn__rng r = {seed * 0x9e3779b97f4a7c15ull + 0x5eed};
     const float s = 0.02f;
-    trunc_normal(&r, m->cls, E, s);
-    trunc_normal(&r, m->pos, T * E, s);
-    trunc_normal(&r, m->patch_w, E * K, s);
+    attn__rng_normal(&r, m->cls, E, s, 1);
+    attn__rng_normal(&r, m->pos, T * E, s, 1);
+    attn__rng_normal(&r, m->patch_w, E * K, s, 1);
     fill(m->patch_b, E, 0.0f);
     for (int64_t l = 0; l < c->num_layers; l++) {
         attn__vit_layer *w = &m->layers[l];
-        trunc_normal(&r, w->wqkv, 3 * E * E, s);
-        trunc_normal(&r, w->wo, E * E, s);
-        trunc_normal(&r, w->wi, I * E, s);
-        trunc_normal(&r, w->wf, E * I, s);
+        attn__rng_normal(&r, w->wqkv, 3 * E * E, s, 1);
+        attn__rng_normal(&r, w->wo, E * E, s, 1);
+        attn__rng_normal(&r, w->wi, I * E, s, 1);
+        attn__rng_normal(&r, w->wf, E * I, s, 1);
         fill(w->bqkv, 3 * E, 0), fill(w->bo, E, 0), fill(w->bi, I, 0), fill(w->bf, E, 0);
         fill(w->ln1_g, E, 1), fill(w->ln1_b, E, 0), fill(w->ln2_g, E, 1), fill(w->ln2_b, E, 0);
     }
     fill(m->ln_g, E, 1), fill(m->ln_b, E, 0);
-    trunc_normal(&r, m->head_w, NL * E, s);
+    attn__rng_normal(&r, m->head_w, NL * E, s, 1);
     fill(m->head_b, NL, 0);
     list_params(t);
     *out = t;
@@ -337,32 +324,6 @@ attn_status attn_vit_trainer_step(attn_ctx *ctx, attn_vit_trainer *t, int64_t B,
 }
 
 /* ---- saving --------------------------------------------------------------- */
-
-attn_status attn__write_json(attn_ctx *ctx, const char *path, json_t *j) {
-    char *text = j ? json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
-    json_decref(j);
-    if (!text) return attn_ctx_fail(ctx, ATTN_E_NOMEM, "%s: out of memory", path);
-    attn_outfile *o = NULL;
-    attn_status st = attn_outfile_open(ctx, path, &o);
-    if (!st) {
-        const size_t n = strlen(text);
-        size_t done = 0;
-        while (done < n) {
-            ssize_t w = write(attn_outfile_fd(o), text + done, n - done);
-            if (w < 0 && errno == EINTR) continue;
-            if (w <= 0) break;
-            done += (size_t)w;
-        }
-        if (done == n && write(attn_outfile_fd(o), "\n", 1) == 1) {
-            st = attn_outfile_commit(ctx, o);
-        } else {
-            attn_outfile_abort(o);
-            st = attn_ctx_fail(ctx, ATTN_E_IO, "%s: write failed", path);
-        }
-    }
-    free(text);
-    return st;
-}
 
 attn_status attn_vit_save(attn_ctx *ctx, const attn_vit *m, const char *dir) {
     if (!ctx) return ATTN_E_ARG;

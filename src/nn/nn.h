@@ -57,5 +57,8 @@ typedef struct attn__rng {
 uint64_t attn__rng_next(attn__rng *r);
 /* Uniform in [lo, hi). */
 float attn__rng_uniform(attn__rng *r, float lo, float hi);
+/* w[0..n) = s * a standard normal (Box-Muller, two draws each); with
+ * truncate, draws outside +-2 are redrawn (timm / transformers' ViT init). */
+void attn__rng_normal(attn__rng *r, float *w, int64_t n, float s, int truncate);
 
 #endif /* ATTN_NN_H */

@@ -18,6 +18,18 @@ float attn__rng_uniform(attn__rng *r, float lo, float hi) {
     return lo + (hi - lo) * u;
 }
 
+void attn__rng_normal(attn__rng *r, float *w, int64_t n, float s, int truncate) {
+    for (int64_t i = 0; i < n; i++) {
+        double z;
+        do {
+            const double u1 = ((double)(attn__rng_next(r) >> 11) + 0.5) / 9007199254740992.0;
+            const double u2 = ((double)(attn__rng_next(r) >> 11) + 0.5) / 9007199254740992.0;
+            z = sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+        } while (truncate && (z < -2.0 || z > 2.0));
+        w[i] = (float)(z * s);
+    }
+}
+
 struct attn_adamw {
     attn_adamw_config cfg;
     int n;
