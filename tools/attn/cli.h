@@ -27,15 +27,17 @@ int attn_cmd_explain(int argc, char **argv);
 int attn_cmd_generate(int argc, char **argv);
 int attn_cmd_classify(int argc, char **argv); /* cmd_classify.c: ViT image classification */
 /* train_digits.c: `attn train --task digits` (a ViT on scikit-learn's digits) */
-int attn_train_is_digits(int argc, char **argv);
 int attn_cmd_train_digits(int argc, char **argv);
+/* cmd_train.c: is this `attn train --task TASK` (--task TASK or --task=TASK)?
+ * And the trainers' shuffling stream (splitmix64: the seed is the state). */
+int attn_train_task_is(int argc, char **argv, const char *task);
+uint64_t attn_train_mix(uint64_t *s);
 /* digit idx of the built-in set shifted by (sx, sy), a cut x cut square at
  * (cx, cy) blanked, into px [3, 8, 8] normalised (mean 0.5, std 0.5); and
  * its label */
 void attn_digits_pixels(int idx, int sx, int sy, int cut, int cx, int cy, float *px);
 int attn_digits_label(int idx);
 /* train_caption.c: `attn train --task caption` (a ViT encoder + text decoder) */
-int attn_train_is_caption(int argc, char **argv);
 int attn_cmd_train_caption(int argc, char **argv);
 int attn_cmd_caption(int argc, char **argv); /* cmd_caption.c: caption images */
 /* cmd_classify.c: map [gh * gw] over the image rgb [H, W, 3] (patches of
@@ -43,7 +45,6 @@ int attn_cmd_caption(int argc, char **argv); /* cmd_caption.c: caption images */
 int attn_cli_write_heatmap(const char *path, const uint8_t *rgb, int64_t H, int64_t W, int64_t P,
                            const float *map, int64_t gh, int64_t gw);
 /* train_lm.c: `attn train --task lm` (a GPT-2 on a text corpus, byte tokens) */
-int attn_train_is_lm(int argc, char **argv);
 int attn_cmd_train_lm(int argc, char **argv);
 int attn_cmd_compare(int argc, char **argv); /* cmd_compare.c: the efficient methods side by side */
 

@@ -48,10 +48,25 @@ static double now_s(void) {
     return attn_cli_clock_s(CLOCK_MONOTONIC);
 }
 
+int attn_train_task_is(int argc, char **argv, const char *task) {
+    for (int i = 1; i < argc; i++) {
+        if (!strncmp(argv[i], "--task=", 7)) return !strcmp(argv[i] + 7, task);
+        if (!strcmp(argv[i], "--task") && i + 1 < argc) return !strcmp(argv[i + 1], task);
+    }
+    return 0;
+}
+
+uint64_t attn_train_mix(uint64_t *s) {
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
 int attn_cmd_train(int argc, char **argv) {
-    if (attn_train_is_digits(argc, argv)) return attn_cmd_train_digits(argc, argv); /* train_digits.c */
-    if (attn_train_is_caption(argc, argv)) return attn_cmd_train_caption(argc, argv); /* train_caption.c */
-    if (attn_train_is_lm(argc, argv)) return attn_cmd_train_lm(argc, argv); /* train_lm.c */
+    if (attn_train_task_is(argc, argv, "digits")) return attn_cmd_train_digits(argc, argv); /* train_digits.c */
+    if (attn_train_task_is(argc, argv, "caption")) return attn_cmd_train_caption(argc, argv); /* train_caption.c */
+    if (attn_train_task_is(argc, argv, "lm")) return attn_cmd_train_lm(argc, argv); /* train_lm.c */
     attn_recall_config c = {16, 16, 8, 64, 4, 2, 128, 1, 64, 1};
     int steps = 1000, threads = 1, eval = 2000, log_every = 100;
     float lr = 3e-3f, wd = 0.01f;

@@ -54,21 +54,6 @@ static void usage(FILE *f) {
             VOCAB);
 }
 
-int attn_train_is_caption(int argc, char **argv) {
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--task=caption")) return 1;
-        if (!strcmp(argv[i], "--task") && i + 1 < argc) return !strcmp(argv[i + 1], "caption");
-    }
-    return 0;
-}
-
-static uint64_t mix(uint64_t *s) {
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 static void caption_ids(int label, int32_t *ids) {
     ids[0] = W_BOS, ids[1] = W_A, ids[2] = W_HAND, ids[3] = W_DIGIT0 + label, ids[4] = W_EOS;
 }
@@ -189,14 +174,14 @@ int attn_cmd_train_caption(int argc, char **argv) {
     int ep;
     for (ep = 1; ep <= epochs; ep++) {
         for (int i = ntrain - 1; i > 0; i--) { /* shuffle */
-            int j = (int)(mix(&rng) % (uint64_t)(i + 1)), t = train_idx[i];
+            int j = (int)(attn_train_mix(&rng) % (uint64_t)(i + 1)), t = train_idx[i];
             train_idx[i] = train_idx[j], train_idx[j] = t;
         }
         double loss_sum = 0.0;
         for (int b0 = 0; b0 < ntrain; b0 += batch, step++) {
             const int nb = ntrain - b0 < batch ? ntrain - b0 : batch;
             for (int k = 0; k < nb; k++) {
-                const uint64_t r = mix(&rng);
+                const uint64_t r = attn_train_mix(&rng);
                 const int idx = train_idx[b0 + k];
                 attn_digits_pixels(idx, (int)(r % 3) - 1, (int)(r / 3 % 3) - 1,
                                    (r >> 8) & 1 ? 2 : 0, (int)((r >> 16) % 7),

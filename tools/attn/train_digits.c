@@ -38,22 +38,6 @@ static void usage(FILE *f) {
             "  --output DIR      save the model there as a Hugging Face ViT directory\n");
 }
 
-/* Is this `attn train --task digits`? (cmd_train.c dispatches on it.) */
-int attn_train_is_digits(int argc, char **argv) {
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--task=digits")) return 1;
-        if (!strcmp(argv[i], "--task") && i + 1 < argc) return !strcmp(argv[i + 1], "digits");
-    }
-    return 0;
-}
-
-static uint64_t mix(uint64_t *s) {
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 /* Image idx shifted by (sx, sy) (zero fill), with the cut x 3 x 3 square at
  * (cx, cy) blanked when cut > 0, into px [3, 8, 8], normalised. */
 void attn_digits_pixels(int idx, int sx, int sy, int cut, int cx, int cy, float *px) {
@@ -155,7 +139,7 @@ int attn_cmd_train_digits(int argc, char **argv) {
     double acc = 0.0;
     for (int ep = 1; ep <= epochs; ep++) {
         for (int i = ntrain - 1; i > 0; i--) { /* shuffle */
-            int j = (int)(mix(&rng) % (uint64_t)(i + 1)), t = train_idx[i];
+            int j = (int)(attn_train_mix(&rng) % (uint64_t)(i + 1)), t = train_idx[i];
             train_idx[i] = train_idx[j], train_idx[j] = t;
         }
         double loss_sum = 0.0;
@@ -163,7 +147,7 @@ int attn_cmd_train_digits(int argc, char **argv) {
         for (int b0 = 0; b0 < ntrain; b0 += batch, step++) {
             const int nb = ntrain - b0 < batch ? ntrain - b0 : batch;
             for (int k = 0; k < nb; k++) {
-                const uint64_t r = mix(&rng);
+                const uint64_t r = attn_train_mix(&rng);
                 const int idx = train_idx[b0 + k];
                 /* shift by -1..1 each way; half the images lose a 2x2 square */
                 attn_digits_pixels(idx, (int)(r % 3) - 1, (int)(r / 3 % 3) - 1,

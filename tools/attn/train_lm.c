@@ -46,21 +46,6 @@ static void usage(FILE *f) {
             "Exit status: 0 success, 1 failure (unreadable or too small corpus), 2 bad usage.\n");
 }
 
-int attn_train_is_lm(int argc, char **argv) {
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--task=lm")) return 1;
-        if (!strcmp(argv[i], "--task") && i + 1 < argc) return !strcmp(argv[i + 1], "lm");
-    }
-    return 0;
-}
-
-static uint64_t mix(uint64_t *s) {
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 static unsigned char *read_all(const char *path, size_t *n) {
     FILE *f = fopen(path, "rb");
     if (!f) return NULL;
@@ -251,7 +236,7 @@ int attn_cmd_train_lm(int argc, char **argv) {
                                        : 0.1 + 0.45 * (1.0 + cos(3.14159265358979 * frac));
         attn_adamw_set_lr(opt, (float)(lr * f));
         for (int b = 0; b < batch; b++) {
-            const size_t s0 = (size_t)(mix(&rng) % (uint64_t)(split - (size_t)ctxlen));
+            const size_t s0 = (size_t)(attn_train_mix(&rng) % (uint64_t)(split - (size_t)ctxlen));
             for (int i = 0; i <= ctxlen; i++)
                 ids[(size_t)b * (size_t)(ctxlen + 1) + (size_t)i] = text[s0 + (size_t)i];
         }
