@@ -65,6 +65,45 @@ static double probe(const uint64_t *buf, size_t n, int nth, uint64_t *sink) {
     return dt;
 }
 
+/* The same read with 512-bit loads (AVX-512 when the CPU has it, else
+ * nothing is measured): a check that the scalar probe is not limited by
+ * its own instructions rather than by memory. */
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+__attribute__((target("avx512f"))) static double probe512(const uint64_t *buf, size_t n, int nth,
+                                                          uint64_t *sink) {
+    uint64_t tot = 0;
+    double t0 = now_s();
+#pragma omp parallel num_threads(nth) reduction(+ : tot)
+    {
+        const int t = omp_get_thread_num(), k = omp_get_num_threads();
+        const size_t a = n / (size_t)k * (size_t)t, e = t == k - 1 ? n : n / (size_t)k * (size_t)(t + 1);
+        __m512i s0 = _mm512_setzero_si512(), s1 = s0, s2 = s0, s3 = s0;
+        for (size_t i = a; i + 32 <= e; i += 32) {
+            s0 = _mm512_add_epi64(s0, _mm512_loadu_si512(buf + i));
+            s1 = _mm512_add_epi64(s1, _mm512_loadu_si512(buf + i + 8));
+            s2 = _mm512_add_epi64(s2, _mm512_loadu_si512(buf + i + 16));
+            s3 = _mm512_add_epi64(s3, _mm512_loadu_si512(buf + i + 24));
+        }
+        tot += (uint64_t)_mm512_reduce_add_epi64(
+            _mm512_add_epi64(_mm512_add_epi64(s0, s1), _mm512_add_epi64(s2, s3)));
+    }
+    double dt = now_s() - t0;
+    *sink += tot;
+    return dt;
+}
+static int have512(void) {
+    return __builtin_cpu_supports("avx512f");
+}
+#else
+static double probe512(const uint64_t *buf, size_t n, int nth, uint64_t *sink) {
+    return probe(buf, n, nth, sink);
+}
+static int have512(void) {
+    return 0;
+}
+#endif
+
 static int fail(attn_ctx *ctx, const char *what) {
     fprintf(stderr, "bench_decode: %s: %s\n", what, attn_ctx_last_error(ctx));
     return 1;
@@ -153,6 +192,8 @@ int main(int argc, char **argv) {
     const double kvbytes = (double)ctxlen * (double)Hkv * 2.0 * (double)D * esz;
     double *tp = malloc((size_t)reps * sizeof *tp), *td = malloc((size_t)reps * sizeof *td);
     double *cp = malloc((size_t)reps * sizeof *cp), *cd = malloc((size_t)reps * sizeof *cd);
+    double *c5 = malloc((size_t)reps * sizeof *c5), *rr = malloc((size_t)reps * sizeof *rr);
+    const int v512 = have512();
     uint64_t sink = 0;
     if (attn_kvcache_attend(ctx, c, &a)) return fail(ctx, "attend"); /* warm-up */
     probe(buf, nw, threads, &sink);
@@ -164,6 +205,12 @@ int main(int argc, char **argv) {
         td[r] = now_s() - t0;
         cd[r] = (cpu_s() - c1) / threads; /* per thread: busy threads share the work */
         cp[r] = (c1 - c0) / threads;
+        rr[r] = cp[r] / cd[r] * kvbytes / ((double)nw * 8.0); /* this round's decode / probe */
+        if (v512) {
+            double c2 = cpu_s();
+            probe512(buf, nw, threads, &sink);
+            c5[r] = (cpu_s() - c2) / threads;
+        }
     }
     const double bw = (double)nw * 8.0 / median(tp, reps) / 1e9;
     const double dmed = median(td, reps), dbw = kvbytes / dmed / 1e9;
@@ -178,7 +225,15 @@ int main(int argc, char **argv) {
            dmed * 1e3, kvbytes / 1048576.0, dbw, 100.0 * dbw / bw);
     printf("  by CPU time (per thread): probe %.2f GB/s, decode %.2f GB/s = %.1f%% of the probe\n",
            bwc, dbwc, 100.0 * dbwc / bwc);
+    printf("  by CPU time, median of the rounds' decode/probe ratios: %.1f%%\n",
+           100.0 * median(rr, reps));
+    if (v512) {
+        const double b5 = (double)nw * 8.0 / median(c5, reps) / 1e9;
+        printf("  by CPU time: the probe with 512-bit loads %.2f GB/s (decode = %.1f%% of it)\n", b5,
+               100.0 * dbwc / b5);
+    }
     if (sink == 42) printf(" \n");
+    free(c5), free(rr);
     free(tp), free(td), free(cp), free(cd), free(kx), free(vx), free(qx), free(ox), free(buf);
     attn_kvcache_free(c);
     attn_ctx_free(ctx);
