@@ -11,7 +11,14 @@
  *
  *   bench_decode [--ctx 32768] [--hkv 8] [--h 32] [--d 128] [--bs 16]
  *                [--dtype f32|f16|bf16] [--threads N] [--reps R] [--probe-mib M]
+ *                [--thp 0|1]
+ *
+ * The cache's pools and the probe's buffer both ask for transparent huge
+ * pages (madvise); --thp 0 turns them off for the process (prctl
+ * PR_SET_THP_DISABLE), so both sides run on 4 KiB pages.
  */
+#define _DEFAULT_SOURCE 1 /* madvise, MADV_HUGEPAGE */
+
 #include <attn/attn.h>
 
 #include <omp.h>
@@ -19,6 +26,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#if defined(__linux__)
+#include <sys/prctl.h>
+#endif
 #include <time.h>
 
 static double now_s(void) {
@@ -111,7 +122,7 @@ static int fail(attn_ctx *ctx, const char *what) {
 
 int main(int argc, char **argv) {
     int64_t ctxlen = 32768, Hkv = 8, H = 32, D = 128, bs = 16, probe_mib = 1024;
-    int threads = 1, reps = 15;
+    int threads = 1, reps = 15, thp = 1;
     attn_dtype dt = ATTN_F32;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -127,6 +138,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--threads")) threads = atoi(v);
         else if (!strcmp(a, "--reps")) reps = atoi(v);
         else if (!strcmp(a, "--probe-mib")) probe_mib = atoll(v);
+        else if (!strcmp(a, "--thp")) thp = atoi(v);
         else if (!strcmp(a, "--dtype")) {
             if (!strcmp(v, "f32")) dt = ATTN_F32;
             else if (!strcmp(v, "f16")) dt = ATTN_F16;
@@ -146,6 +158,17 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_decode: bad sizes\n");
         return 2;
     }
+#if defined(__linux__) && defined(PR_SET_THP_DISABLE)
+    if (!thp && prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0) != 0) {
+        fprintf(stderr, "bench_decode: --thp 0: prctl(PR_SET_THP_DISABLE) failed\n");
+        return 1;
+    }
+#else
+    if (!thp) {
+        fprintf(stderr, "bench_decode: --thp 0 needs Linux\n");
+        return 2;
+    }
+#endif
     attn_ctx *ctx;
     if (attn_ctx_create(&ctx, threads)) return fail(ctx, "context");
     attn_kvcache_config cfg = {Hkv, D, D, bs, (ctxlen + bs - 1) / bs, dt, 1};
@@ -158,7 +181,12 @@ int main(int argc, char **argv) {
     float *vx = malloc((size_t)(Hkv * piece * D) * sizeof *vx);
     float *qx = malloc((size_t)(H * D) * sizeof *qx), *ox = malloc((size_t)(H * D) * sizeof *ox);
     size_t nw = (size_t)probe_mib << 17; /* 64-bit words */
-    uint64_t *buf = malloc(nw * sizeof *buf);
+    /* the probe's buffer as the cache's pools: 2 MiB aligned, huge pages
+     * advised, so both sides get the same pages */
+    uint64_t *buf = aligned_alloc((size_t)2 << 20, nw * sizeof *buf);
+#ifdef MADV_HUGEPAGE
+    if (buf) (void)madvise(buf, nw * sizeof *buf, MADV_HUGEPAGE);
+#endif
     if (!kx || !vx || !qx || !ox || !buf) {
         fprintf(stderr, "bench_decode: out of memory\n");
         return 1;
@@ -216,9 +244,10 @@ int main(int argc, char **argv) {
     const double dmed = median(td, reps), dbw = kvbytes / dmed / 1e9;
     const double bwc = (double)nw * 8.0 / median(cp, reps) / 1e9;
     const double dbwc = kvbytes / median(cd, reps) / 1e9;
-    printf("decode ctx=%lld Hkv=%lld H=%lld D=%lld bs=%lld dtype=%s threads=%d arch=%s reps=%d\n",
+    printf("decode ctx=%lld Hkv=%lld H=%lld D=%lld bs=%lld dtype=%s threads=%d arch=%s reps=%d "
+           "thp=%d\n",
            (long long)ctxlen, (long long)Hkv, (long long)H, (long long)D, (long long)bs,
-           attn_dtype_name(dt), threads, attn_arch_name(), reps);
+           attn_dtype_name(dt), threads, attn_arch_name(), reps, thp);
     printf("  streaming read probe: %.2f GB/s (median, %lld MiB buffer)\n", bw,
            (long long)probe_mib);
     printf("  decode step: %.3f ms median, K/V %.1f MiB -> %.2f GB/s = %.1f%% of the probe\n",
