@@ -7,7 +7,12 @@
  * bytes. The probe reads a buffer far larger than the caches (--probe-mib)
  * with the same thread count, summing its 64-bit words (every byte read,
  * nothing written). Rounds alternate probe and decode; medians are printed,
- * and decode's rate as % of the probe's.
+ * and decode's rate as % of the probe's, by the wall clock and by CPU time
+ * (per thread), and the median of each round's decode/probe ratio (paired:
+ * less moved by load that changes between rounds). A second probe, the
+ * same read with 512-bit loads and four sums (on CPUs with AVX-512), checks
+ * the first: on the Zen 5 of docs/PERFORMANCE.md it reads 13-20% faster,
+ * so it is the fairer ceiling and both ratios are printed.
  *
  *   bench_decode [--ctx 32768] [--hkv 8] [--h 32] [--d 128] [--bs 16]
  *                [--dtype f32|f16|bf16] [--threads N] [--reps R] [--probe-mib M]
