@@ -28,9 +28,12 @@ static double cpu_s(void) {
 int main(int argc, char **argv) {
     int n = 64, D = 128, R = 4;
     for (int i = 1; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "--n")) n = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--d")) D = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--r")) R = atoi(argv[i + 1]);
+        if (!strcmp(argv[i], "--n"))
+            n = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--d"))
+            D = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--r"))
+            R = atoi(argv[i + 1]);
         else {
             fprintf(stderr, "bench_decode_kernel: unknown option %s\n", argv[i]);
             return 2;
@@ -104,8 +107,8 @@ int main(int argc, char **argv) {
             const double flops = 4.0 * R * D; /* 2 R D for q.k, 2 R Dv for p v */
             printf("%-7s %-7s %-4s R=%d D=%d n=%d: %6.2f ns/key, %6.1f GFLOP/s = %5.1f%% of "
                    "the FMA peak (%.1f GFLOP/s)\n",
-                   fam, a->dec.name, dts[dt], R, D, n, best, flops / best, 100.0 * flops / best / (peak / 1e9),
-                   peak / 1e9);
+                   fam, a->dec.name, dts[dt], R, D, n, best, flops / best,
+                   100.0 * flops / best / (peak / 1e9), peak / 1e9);
         }
     }
     free(q), free(acc), free(s), free(kf), free(vf), free(kh), free(vh), free(kb), free(vb);

@@ -32,7 +32,8 @@ ATTN_INLINE __m256 ldc(const void *p, int64_t i, int dt) {
         return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)p + i)));
     if (dt == ATTN__KV_BF16)
         return _mm256_castsi256_ps(_mm256_slli_epi32(
-            _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)p + i))), 16));
+            _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)p + i))),
+            16));
     return _mm256_loadu_ps((const float *)p + i);
 }
 
@@ -47,9 +48,13 @@ ATTN_INLINE __m256 ldc_t(const void *p, int64_t i, int left, int dt) {
     return ldc(t, 0, dt);
 }
 
-ATTN_INLINE void pf_bytes(const char *p, int64_t bytes) {
+ATTN_INLINE void pf_bytes(const void *base, int64_t off, int64_t bytes) {
+    /* the address may lie past the run (often the next run), or past the
+     * pool (a prefetch never faults): integer arithmetic, not a pointer
+     * beyond its object */
+    const uintptr_t a = (uintptr_t)base + (uintptr_t)off;
     for (int64_t o = 0; o < bytes; o += 64)
-        _mm_prefetch(p + o, _MM_HINT_NTA);
+        _mm_prefetch((const char *)(a + (uintptr_t)o), _MM_HINT_NTA);
 }
 
 /* One vector of the 8 lane sums: lane i = sum of v[i]'s lanes. */
@@ -76,15 +81,15 @@ ATTN_INLINE __m256 qk_tile(const float *q0, const float *q1, const float *q2, co
     for (int i = 0; i < 8; i++)
         a[i] = _mm256_setzero_ps();
     int d = 0;
-#define QK_STEP(QLD, KLD)                                                                  \
-    do {                                                                                   \
-        const __m256 x0 = QLD(q0 + d), x1 = QLD(q1 + d), x2 = QLD(q2 + d), x3 = QLD(q3 + d); \
-        __m256 kc = KLD(k0);                                                               \
-        a[0] = _mm256_fmadd_ps(x0, kc, a[0]), a[2] = _mm256_fmadd_ps(x1, kc, a[2]);        \
-        a[4] = _mm256_fmadd_ps(x2, kc, a[4]), a[6] = _mm256_fmadd_ps(x3, kc, a[6]);        \
-        kc = KLD(k1);                                                                      \
-        a[1] = _mm256_fmadd_ps(x0, kc, a[1]), a[3] = _mm256_fmadd_ps(x1, kc, a[3]);        \
-        a[5] = _mm256_fmadd_ps(x2, kc, a[5]), a[7] = _mm256_fmadd_ps(x3, kc, a[7]);        \
+#define QK_STEP(QLD, KLD)                                                                          \
+    do {                                                                                           \
+        const __m256 x0 = QLD(q0 + d), x1 = QLD(q1 + d), x2 = QLD(q2 + d), x3 = QLD(q3 + d);       \
+        __m256 kc = KLD(k0);                                                                       \
+        a[0] = _mm256_fmadd_ps(x0, kc, a[0]), a[2] = _mm256_fmadd_ps(x1, kc, a[2]);                \
+        a[4] = _mm256_fmadd_ps(x2, kc, a[4]), a[6] = _mm256_fmadd_ps(x3, kc, a[6]);                \
+        kc = KLD(k1);                                                                              \
+        a[1] = _mm256_fmadd_ps(x0, kc, a[1]), a[3] = _mm256_fmadd_ps(x1, kc, a[3]);                \
+        a[5] = _mm256_fmadd_ps(x2, kc, a[5]), a[7] = _mm256_fmadd_ps(x3, kc, a[7]);                \
     } while (0)
 #define QLD(p) _mm256_loadu_ps(p)
 #define KLD(o) ldc(k, (o) + d, dt)
@@ -123,9 +128,9 @@ ATTN_INLINE void pv_pass(float *acc0, float *acc1, float *acc2, float *acc3, int
     const __m256 al2 = _mm256_set1_ps(alpha[2]), al3 = _mm256_set1_ps(alpha[3]);
     const int l0 = left < 8 ? left : 8, l1 = left - l0;
     const __m256i m0 = lane_mask(tail ? l0 : 8), m1 = lane_mask(tail ? l1 : 8);
-#define LD(a, al, c, m)                                                                    \
-    _mm256_mul_ps(tail ? _mm256_maskload_ps((a) + c0 + 8 * (c), m)                         \
-                       : _mm256_loadu_ps((a) + c0 + 8 * (c)),                              \
+#define LD(a, al, c, m)                                                                            \
+    _mm256_mul_ps(tail ? _mm256_maskload_ps((a) + c0 + 8 * (c), m)                                 \
+                       : _mm256_loadu_ps((a) + c0 + 8 * (c)),                                      \
                   al)
     __m256 o00 = LD(acc0, al0, 0, m0), o01 = LD(acc0, al0, 1, m1);
     __m256 o10 = LD(acc1, al1, 0, m0), o11 = LD(acc1, al1, 1, m1);
@@ -152,7 +157,7 @@ ATTN_INLINE void pv_pass(float *acc0, float *acc1, float *acc2, float *acc3, int
         o30 = _mm256_fmadd_ps(p, v0, o30), o31 = _mm256_fmadd_ps(p, v1, o31);
     }
     /* rows beyond nr (aliases of row 0) are not stored; row 0 last */
-#define ST(a, c, m, o)                                                                     \
+#define ST(a, c, m, o)                                                                             \
     (tail ? _mm256_maskstore_ps((a) + c0 + 8 * (c), m, o) : _mm256_storeu_ps((a) + c0 + 8 * (c), o))
     if (nr > 3) ST(acc3, 0, m0, o30), ST(acc3, 1, m1, o31);
     if (nr > 2) ST(acc2, 0, m0, o20), ST(acc2, 1, m1, o21);
@@ -161,9 +166,9 @@ ATTN_INLINE void pv_pass(float *acc0, float *acc1, float *acc2, float *acc3, int
 #undef ST
 }
 
-ATTN_INLINE void attend_body(const float *q, int R, int D, const void *k, int64_t ks,
-                             const void *v, int64_t vs, int Dv, int dt, const int *lim, float *m,
-                             float *l, float *acc) {
+ATTN_INLINE void attend_body(const float *q, int R, int D, const void *k, int64_t ks, const void *v,
+                             int64_t vs, int Dv, int dt, const int *lim, float *m, float *l,
+                             float *acc) {
     const int esz = dt == ATTN__KV_F32 ? 4 : 2;
     const __m256i jlane = _mm256_setr_epi32(0, 1, 0, 1, 0, 1, 0, 1);
     /* [row][key] lanes of a tile -> [key][row] */
@@ -201,15 +206,15 @@ ATTN_INLINE void attend_body(const float *q, int R, int D, const void *k, int64_
                 const int j = j0 + 2 * i, e = j0 + nb - 1;
                 if (r0 == 0) { /* 2 keys and values pfk keys ahead */
                     const int64_t ahead = (int64_t)j + pfk;
-                    pf_bytes((const char *)k + ahead * ks * esz, (int64_t)2 * ks * esz);
-                    pf_bytes((const char *)v + ahead * vs * esz, (int64_t)2 * vs * esz);
+                    pf_bytes(k, ahead * ks * esz, (int64_t)2 * ks * esz);
+                    pf_bytes(v, ahead * vs * esz, (int64_t)2 * vs * esz);
                 }
                 if (2 * i < nb) {
                     /* a key past nb repeats the last one (then masked) */
                     t[i] = qk_tile(q0, q1, q2, q3, D, k, (int64_t)j * ks,
                                    (int64_t)(j + 1 < e ? j + 1 : e) * ks, dt);
-                    const __m256i ok = _mm256_cmpgt_epi32(
-                        limv, _mm256_add_epi32(jlane, _mm256_set1_epi32(j)));
+                    const __m256i ok =
+                        _mm256_cmpgt_epi32(limv, _mm256_add_epi32(jlane, _mm256_set1_epi32(j)));
                     t[i] = _mm256_blendv_ps(ninf, t[i], _mm256_castsi256_ps(ok));
                 } else {
                     t[i] = ninf;
@@ -219,8 +224,8 @@ ATTN_INLINE void attend_body(const float *q, int R, int D, const void *k, int64_
             const __m256 mn = _mm256_max_ps(
                 mv, max2(_mm256_max_ps(_mm256_max_ps(t[0], t[1]), _mm256_max_ps(t[2], t[3]))));
             /* a row with no key yet keeps m = -inf: subtract 0 so p = 0, not NaN */
-            const __m256 mu = _mm256_blendv_ps(mn, _mm256_setzero_ps(),
-                                               _mm256_cmp_ps(mn, ninf, _CMP_EQ_OQ));
+            const __m256 mu =
+                _mm256_blendv_ps(mn, _mm256_setzero_ps(), _mm256_cmp_ps(mn, ninf, _CMP_EQ_OQ));
             const __m256 alpha = exp_avx2(_mm256_sub_ps(mv, mu));
             mv = mn;
             __attribute__((aligned(32))) float pb[4 * BLK], ab[8];

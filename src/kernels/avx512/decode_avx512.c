@@ -25,7 +25,7 @@
 
 #include <math.h>
 
-#define BLK 16    /* keys per block */
+#define BLK 16 /* keys per block */
 /* Bytes ahead of each stream (keys, values) that software prefetch runs:
  * a 4 KiB page of each, whatever the storage type (by measurement: 2 KiB
  * and 6 KiB were no better, 8 KiB worse, docs/PERFORMANCE.md). */
@@ -58,10 +58,15 @@ ATTN_INLINE __m512 ldc_m(const void *p, int64_t i, __mmask16 mk, int dt) {
     return _mm512_maskz_loadu_ps(mk, (const float *)p + i);
 }
 
-/* Prefetch `bytes` from p into L1 (non-temporal: nothing is read twice). */
-ATTN_INLINE void pf_bytes(const char *p, int64_t bytes) {
+/* Prefetch `bytes` at base + off into L1 (non-temporal: nothing is read
+ * twice). */
+ATTN_INLINE void pf_bytes(const void *base, int64_t off, int64_t bytes) {
+    /* the address may lie past the run (often the next run), or past the
+     * pool (a prefetch never faults): integer arithmetic, not a pointer
+     * beyond its object */
+    const uintptr_t a = (uintptr_t)base + (uintptr_t)off;
     for (int64_t o = 0; o < bytes; o += 64)
-        _mm_prefetch(p + o, PF_HINT);
+        _mm_prefetch((const char *)(a + (uintptr_t)o), PF_HINT);
 }
 
 /* One vector of the 16 lane sums: lane i = sum of v[i]'s lanes. */
@@ -77,9 +82,8 @@ ATTN_INLINE __m512 hsum16(__m512 v[16]) {
                              _mm512_shuffle_ps(w[2 * i], w[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
 #pragma GCC unroll 2
     for (int i = 0; i < 2; i++) /* 128-bit lane pairs summed */
-        y[i] = _mm512_add_ps(
-            _mm512_shuffle_f32x4(x[2 * i], x[2 * i + 1], _MM_SHUFFLE(2, 0, 2, 0)),
-            _mm512_shuffle_f32x4(x[2 * i], x[2 * i + 1], _MM_SHUFFLE(3, 1, 3, 1)));
+        y[i] = _mm512_add_ps(_mm512_shuffle_f32x4(x[2 * i], x[2 * i + 1], _MM_SHUFFLE(2, 0, 2, 0)),
+                             _mm512_shuffle_f32x4(x[2 * i], x[2 * i + 1], _MM_SHUFFLE(3, 1, 3, 1)));
     return _mm512_add_ps(_mm512_shuffle_f32x4(y[0], y[1], _MM_SHUFFLE(2, 0, 2, 0)),
                          _mm512_shuffle_f32x4(y[0], y[1], _MM_SHUFFLE(3, 1, 3, 1)));
 }
@@ -95,21 +99,21 @@ ATTN_INLINE __m512 qk_tile(const float *q0, const float *q1, const float *q2, co
         a[i] = _mm512_setzero_ps();
     int d = 0;
     /* a[4*row + key] */
-#define QK_STEP(LD)                                                                        \
-    do {                                                                                   \
-        const __m512 x0 = LD(q0 + d), x1 = LD(q1 + d), x2 = LD(q2 + d), x3 = LD(q3 + d);    \
-        __m512 kc = KLD(k0);                                                               \
-        a[0] = _mm512_fmadd_ps(x0, kc, a[0]), a[4] = _mm512_fmadd_ps(x1, kc, a[4]);        \
-        a[8] = _mm512_fmadd_ps(x2, kc, a[8]), a[12] = _mm512_fmadd_ps(x3, kc, a[12]);      \
-        kc = KLD(k1);                                                                      \
-        a[1] = _mm512_fmadd_ps(x0, kc, a[1]), a[5] = _mm512_fmadd_ps(x1, kc, a[5]);        \
-        a[9] = _mm512_fmadd_ps(x2, kc, a[9]), a[13] = _mm512_fmadd_ps(x3, kc, a[13]);      \
-        kc = KLD(k2);                                                                      \
-        a[2] = _mm512_fmadd_ps(x0, kc, a[2]), a[6] = _mm512_fmadd_ps(x1, kc, a[6]);        \
-        a[10] = _mm512_fmadd_ps(x2, kc, a[10]), a[14] = _mm512_fmadd_ps(x3, kc, a[14]);    \
-        kc = KLD(k3);                                                                      \
-        a[3] = _mm512_fmadd_ps(x0, kc, a[3]), a[7] = _mm512_fmadd_ps(x1, kc, a[7]);        \
-        a[11] = _mm512_fmadd_ps(x2, kc, a[11]), a[15] = _mm512_fmadd_ps(x3, kc, a[15]);    \
+#define QK_STEP(LD)                                                                                \
+    do {                                                                                           \
+        const __m512 x0 = LD(q0 + d), x1 = LD(q1 + d), x2 = LD(q2 + d), x3 = LD(q3 + d);           \
+        __m512 kc = KLD(k0);                                                                       \
+        a[0] = _mm512_fmadd_ps(x0, kc, a[0]), a[4] = _mm512_fmadd_ps(x1, kc, a[4]);                \
+        a[8] = _mm512_fmadd_ps(x2, kc, a[8]), a[12] = _mm512_fmadd_ps(x3, kc, a[12]);              \
+        kc = KLD(k1);                                                                              \
+        a[1] = _mm512_fmadd_ps(x0, kc, a[1]), a[5] = _mm512_fmadd_ps(x1, kc, a[5]);                \
+        a[9] = _mm512_fmadd_ps(x2, kc, a[9]), a[13] = _mm512_fmadd_ps(x3, kc, a[13]);              \
+        kc = KLD(k2);                                                                              \
+        a[2] = _mm512_fmadd_ps(x0, kc, a[2]), a[6] = _mm512_fmadd_ps(x1, kc, a[6]);                \
+        a[10] = _mm512_fmadd_ps(x2, kc, a[10]), a[14] = _mm512_fmadd_ps(x3, kc, a[14]);            \
+        kc = KLD(k3);                                                                              \
+        a[3] = _mm512_fmadd_ps(x0, kc, a[3]), a[7] = _mm512_fmadd_ps(x1, kc, a[7]);                \
+        a[11] = _mm512_fmadd_ps(x2, kc, a[11]), a[15] = _mm512_fmadd_ps(x3, kc, a[15]);            \
     } while (0)
 #define QLD(p) _mm512_loadu_ps(p)
 #define KLD(o) ldc(k, (o) + d, dt)
@@ -147,9 +151,9 @@ ATTN_INLINE void pv_pass(float *acc0, float *acc1, float *acc2, float *acc3, int
                          __mmask16 m3) {
     const __m512 al0 = _mm512_set1_ps(alpha[0]), al1 = _mm512_set1_ps(alpha[1]);
     const __m512 al2 = _mm512_set1_ps(alpha[2]), al3 = _mm512_set1_ps(alpha[3]);
-#define LD(a, al, c, m)                                                                    \
-    _mm512_mul_ps(masked ? _mm512_maskz_loadu_ps(m, (a) + c0 + 16 * (c))                   \
-                         : _mm512_loadu_ps((a) + c0 + 16 * (c)),                           \
+#define LD(a, al, c, m)                                                                            \
+    _mm512_mul_ps(masked ? _mm512_maskz_loadu_ps(m, (a) + c0 + 16 * (c))                           \
+                         : _mm512_loadu_ps((a) + c0 + 16 * (c)),                                   \
                   al)
     __m512 o00 = LD(acc0, al0, 0, m0), o01 = LD(acc0, al0, 1, m1);
     __m512 o02 = LD(acc0, al0, 2, m2), o03 = LD(acc0, al0, 3, m3);
@@ -187,19 +191,22 @@ ATTN_INLINE void pv_pass(float *acc0, float *acc1, float *acc2, float *acc3, int
         o32 = _mm512_fmadd_ps(p, v2, o32), o33 = _mm512_fmadd_ps(p, v3, o33);
     }
     /* rows beyond nr (aliases of row 0) are not stored; row 0 last */
-#define ST(a, c, m, o)                                                                     \
-    (masked ? _mm512_mask_storeu_ps((a) + c0 + 16 * (c), m, o)                             \
+#define ST(a, c, m, o)                                                                             \
+    (masked ? _mm512_mask_storeu_ps((a) + c0 + 16 * (c), m, o)                                     \
             : _mm512_storeu_ps((a) + c0 + 16 * (c), o))
-    if (nr > 3) ST(acc3, 0, m0, o30), ST(acc3, 1, m1, o31), ST(acc3, 2, m2, o32), ST(acc3, 3, m3, o33);
-    if (nr > 2) ST(acc2, 0, m0, o20), ST(acc2, 1, m1, o21), ST(acc2, 2, m2, o22), ST(acc2, 3, m3, o23);
-    if (nr > 1) ST(acc1, 0, m0, o10), ST(acc1, 1, m1, o11), ST(acc1, 2, m2, o12), ST(acc1, 3, m3, o13);
+    if (nr > 3)
+        ST(acc3, 0, m0, o30), ST(acc3, 1, m1, o31), ST(acc3, 2, m2, o32), ST(acc3, 3, m3, o33);
+    if (nr > 2)
+        ST(acc2, 0, m0, o20), ST(acc2, 1, m1, o21), ST(acc2, 2, m2, o22), ST(acc2, 3, m3, o23);
+    if (nr > 1)
+        ST(acc1, 0, m0, o10), ST(acc1, 1, m1, o11), ST(acc1, 2, m2, o12), ST(acc1, 3, m3, o13);
     ST(acc0, 0, m0, o00), ST(acc0, 1, m1, o01), ST(acc0, 2, m2, o02), ST(acc0, 3, m3, o03);
 #undef ST
 }
 
-ATTN_INLINE void attend_body(const float *q, int R, int D, const void *k, int64_t ks,
-                             const void *v, int64_t vs, int Dv, int dt, const int *lim, float *m,
-                             float *l, float *acc) {
+ATTN_INLINE void attend_body(const float *q, int R, int D, const void *k, int64_t ks, const void *v,
+                             int64_t vs, int Dv, int dt, const int *lim, float *m, float *l,
+                             float *acc) {
     const int esz = dt == ATTN__KV_F32 ? 4 : 2;
     int nmax = 0;
     for (int r = 0; r < R; r++)
@@ -249,8 +256,8 @@ ATTN_INLINE void attend_body(const float *q, int R, int D, const void *k, int64_
                 if (r0 == 0) { /* 4 keys and values pfk keys ahead (past the run: the
                                 * next blocks of the pool, often the next run) */
                     const int64_t ahead = (int64_t)j + pfk;
-                    pf_bytes((const char *)k + ahead * ks * esz, (int64_t)4 * ks * esz);
-                    pf_bytes((const char *)v + ahead * vs * esz, (int64_t)4 * vs * esz);
+                    pf_bytes(k, ahead * ks * esz, (int64_t)4 * ks * esz);
+                    pf_bytes(v, ahead * vs * esz, (int64_t)4 * vs * esz);
                 }
                 if (4 * i < nb) {
                     t[i] = qk_tile(q0, q1, q2, q3, D, k, a0, a1, a2, a3, dt);
