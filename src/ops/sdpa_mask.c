@@ -296,6 +296,43 @@ static inline void mask_row_partial(const attn__sdpa_plan *p, const attn__strip_
         }
 }
 
+/* The same without a layout, key by key over the rows (each key's scores
+ * of the strip are contiguous in s: one pass over the tile instead of a
+ * strided walk per row). s[(j - ca)*R + r]; rows <= 256. */
+static void mask_cols_partial(const attn__sdpa_plan *p, const attn__strip_mask *sm, float *s, int R,
+                              int64_t ca, int64_t ea, int64_t eb) {
+    const int mr = sm->mr;
+    const int64_t *lo = sm->lo, *hi = sm->hi;
+    if (!attn__glob_on(p, sm->b)) {
+        for (int64_t j = ea; j < eb; j++) {
+            float *col = s + (j - ca) * R;
+            for (int r = 0; r < mr; r++)
+                if (j < lo[r] || j >= hi[r]) col[r] = -INFINITY;
+        }
+        return;
+    }
+    /* global tokens: a row sees key j < bhi if it is a global query, j is a
+     * global key, or j is in its interval */
+    int64_t bh[256], glo[256], ghi[256];
+    for (int r = 0; r < mr; r++) {
+        const int64_t i = sm->i0 + r;
+        bh[r] = attn__row_base_hi(p, sm->b, i);
+        const int gq = attn__glob_query(p, sm->b, i);
+        glo[r] = gq ? INT64_MIN : lo[r], ghi[r] = gq ? INT64_MAX : hi[r];
+    }
+    const uint8_t *G = p->gtok + sm->b * p->gtb;
+    for (int64_t j = ea; j < eb; j++) {
+        float *col = s + (j - ca) * R;
+        if (G[j]) {
+            for (int r = 0; r < mr; r++)
+                if (j >= bh[r]) col[r] = -INFINITY;
+        } else {
+            for (int r = 0; r < mr; r++)
+                if (j >= bh[r] || j < glo[r] || j >= ghi[r]) col[r] = -INFINITY;
+        }
+    }
+}
+
 void attn__mask_tile(const attn__sdpa_plan *p, const attn__strip_mask *sm, float *s, float *t,
                      int R, int64_t ca, int64_t cb) {
     /* the segments [k0, k1) that meet the tile; np: some is partial */
@@ -307,6 +344,7 @@ void attn__mask_tile(const attn__sdpa_plan *p, const attn__strip_mask *sm, float
         np |= sm->seg[k1].kind == ATTN__SEG_PARTIAL;
     if (!np && !attn__mask_has_mods(p)) return;
     const int64_t b = sm->b, h = sm->h;
+    const int cols = !p->lay && sm->mr <= 256; /* partial keys column by column, after */
     for (int r = 0; r < sm->mr; r++) {
         int64_t i = sm->i0 + r, pos = i + p->shift;
         float *sr = s + r - ca * R; /* sr[j*R] is key j */
@@ -344,11 +382,15 @@ void attn__mask_tile(const attn__sdpa_plan *p, const attn__strip_mask *sm, float
             for (int64_t j = ca; j < cb; j++)
                 if (kp[j]) sr[j * R] = -INFINITY;
         }
-        for (int k = k0; np && k < k1; k++)
+        for (int k = k0; np && !cols && k < k1; k++)
             if (sm->seg[k].kind == ATTN__SEG_PARTIAL)
                 mask_row_partial(p, sm, r, sr, R, ATTN_MAX(ca, sm->seg[k].a),
                                  ATTN_MIN(cb, sm->seg[k].b));
     }
+    for (int k = k0; np && cols && k < k1; k++)
+        if (sm->seg[k].kind == ATTN__SEG_PARTIAL)
+            mask_cols_partial(p, sm, s, R, ca, ATTN_MAX(ca, sm->seg[k].a),
+                              ATTN_MIN(cb, sm->seg[k].b));
 }
 
 int64_t attn__row_keys(const attn__sdpa_plan *p, int64_t b, int64_t h, int64_t i) {
