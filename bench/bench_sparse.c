@@ -6,13 +6,14 @@
  *   visible  the fraction of (query, key) pairs the rules keep (FLOPs)
  *   tiles    the fraction the kernels compute: the query strips' key
  *            segments from the tile classifier (ops/sdpa_mask), which
- *            include the masked keys of partial tiles
+ *            include the masked keys of partial tiles (strips of the
+ *            family's forward or backward height)
  *   GFLOP/s  of the visible pairs, as % of the dense run's and of the
  *            family's FMA peak (measured here, best of 15 probes)
  *
  *   bench_sparse [--T 16384] [--H 8] [--D 64] [--window W] [--globals G]
  *                [--density F --block N] [--backward] [--reps R]
- *                [--threads 1] [--cpu-time]
+ *                [--threads 1] [--cpu-time] [--tiles-only]
  * --window W: keys within W of the query on each side; --globals G: the
  * first G tokens global (Longformer's [CLS]-like tokens); --density F: a
  * random block layout of that density (fixed seed, as `attn bench`).
@@ -55,14 +56,14 @@ static void fill(float *x, size_t n, uint64_t seed) {
     }
 }
 
-/* Pairs the forward's strips compute (mr rows x their segments' keys). */
-static double tile_pairs(attn_ctx *ctx, const attn_sdpa_args *a) {
+/* Pairs the strips of mr rows compute (mr rows x their segments' keys):
+ * the forward's strips are the family's mr rows, the backward's bmr. */
+static double tile_pairs(attn_ctx *ctx, const attn_sdpa_args *a, int mr) {
     attn__sdpa_plan p;
     attn__glob glob;
     if (attn__sdpa_plan_make(ctx, a, 0, &p) || attn__mask_glob_build(ctx, &p, &glob)) return -1;
-    const int mr = ctx->arch->mr;
     attn__seg *seg = malloc((size_t)attn__mask_seg_cap(&p) * sizeof *seg);
-    int64_t lo[256], hi[256];
+    int64_t lo[512], hi[512];
     double n = 0;
     const int64_t nh = p.lay && p.lhs ? p.H : 1;
     for (int64_t h = 0; h < nh; h++)
@@ -81,11 +82,12 @@ static double tile_pairs(attn_ctx *ctx, const attn_sdpa_args *a) {
 int main(int argc, char **argv) {
     long T = 16384, H = 8, D = 64, window = -1, globals = 0, block = 128, reps = 3, threads = 1;
     double density = 0;
-    int backward = 0;
+    int backward = 0, tiles_only = 0;
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : "0";
         if (!strcmp(o, "--backward")) backward = 1;
         else if (!strcmp(o, "--cpu-time")) g_cpu = 1;
+        else if (!strcmp(o, "--tiles-only")) tiles_only = 1;
         else if (!strcmp(o, "--T")) T = atol(v), i++;
         else if (!strcmp(o, "--H")) H = atol(v), i++;
         else if (!strcmp(o, "--D")) D = atol(v), i++;
@@ -146,7 +148,13 @@ int main(int argc, char **argv) {
                          .dv = attn_tensor_f32_4d(dv, 1, H, T, D)};
     const double fd = attn_sdpa_flops(&dense) * (backward ? 2.5 : 1.0);
     const double fs = attn_sdpa_flops(&sp) * (backward ? 2.5 : 1.0);
-    const double tiles = tile_pairs(ctx, &sp) / ((double)H * (double)T * (double)T);
+    const int mr = backward ? ctx->arch->bmr : ctx->arch->mr;
+    const double tiles = tile_pairs(ctx, &sp, mr) / ((double)H * (double)T * (double)T);
+    if (tiles_only) { /* the fractions alone, no timing */
+        printf("%s strips of %d rows: visible %.4f tiles %.4f\n", backward ? "backward" : "forward",
+               mr, fs / fd, tiles);
+        return 0;
+    }
     /* the peak: best of 15 probes of ~40 ms on each of the threads */
     const char *arch = attn_ctx_arch(ctx);
     int64_t iters = 1 << 16;
@@ -189,9 +197,9 @@ int main(int argc, char **argv) {
     const double ms = median(ts, (int)reps) * 1e3, md = median(td, (int)reps) * 1e3;
     const double gs = fs / ms * 1e-6, gd = fd / md * 1e-6;
     printf("%s T=S=%ld H=%ld D=%ld threads=%ld arch=%s window=%ld globals=%ld density=%g block=%ld "
-           "reps=%ld %s\n",
+           "reps=%ld %s, strips of %d rows\n",
            backward ? "backward" : "forward", T, H, D, threads, arch, window, globals, density,
-           block, reps, g_cpu ? "cpu-time" : "wall");
+           block, reps, g_cpu ? "cpu-time" : "wall", mr);
     printf("  peak %.1f GFLOP/s\n", peak);
     printf("  dense   %9.1f ms  %6.1f GFLOP/s  %5.1f%% of peak\n", md, gd, 100 * gd / peak);
     printf("  sparse  %9.1f ms  %6.1f GFLOP/s  %5.1f%% of peak  %5.1f%% of dense's GFLOP/s\n", ms,

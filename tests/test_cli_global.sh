@@ -74,7 +74,20 @@ bad() { # bad CODE WANT ARGS...
     [ ! -e "$W/o.st" ] || fail "$*: left an output"
 }
 bad 2 "empty list" "$W/base.st" "$W/o.st" --global-tokens ""
-bad 2 "empty list" "$W/base.st" "$W/o.st" --global-tokens ","
+bad 2 "empty item" "$W/base.st" "$W/o.st" --global-tokens ","
+bad 2 "empty item" "$W/base.st" "$W/o.st" --global-tokens 1,,2
+bad 2 "empty item" "$W/base.st" "$W/o.st" --global-tokens 1,
+bad 2 "empty item" "$W/base.st" "$W/o.st" --global-tokens ,1
+# hostile: a 100000-digit number, a 20000-item list past S
+bad 2 "is not an index or a range" "$W/base.st" "$W/o.st" --global-tokens "$(printf '9%.0s' $(seq 100000))"
+bad 2 "is outside [0, S=$T)" "$W/base.st" "$W/o.st" --global-tokens "$(seq -s, 0 19999)"
+bad 2 "is not an index or a range" "$W/base.st" "$W/o.st" --global-tokens 0-2-3
+bad 2 "is not an index or a range" "$W/base.st" "$W/o.st" --global-tokens " 1"
+# every index listed one by one is accepted (a long list is fine)
+"$ATTN" sdpa "$W/base.st" "$W/a.st" --window 5,5 --global-tokens "$(seq -s, 0 $((T - 1)))" 2>"$W/err" ||
+    fail "a list of every index: $(cat "$W/err")"
+"$ATTN" sdpa "$W/base.st" "$W/b.st" --window 5,5 --global-tokens 0-$((T - 1)) 2>/dev/null
+"$ST" equal "$W/a.st" "$W/b.st" >/dev/null || fail "0,1,...,S-1 differs from 0-(S-1)"
 bad 2 "strictly increasing" "$W/base.st" "$W/o.st" --global-tokens 5,3
 bad 2 "strictly increasing" "$W/base.st" "$W/o.st" --global-tokens 3,3
 bad 2 "strictly increasing" "$W/base.st" "$W/o.st" --global-tokens 0-10,10

@@ -93,22 +93,26 @@ typedef struct sdpa_opts {
  * are marked there (all must be < S); without, only the syntax is checked.
  * Returns 0, or 2 after printing the error. */
 static int globals_walk(const char *cmd, const char *v, uint8_t *mark, int64_t S) {
-    char buf[4096];
     if (!*v) return attn_cli_error(2, "%s: --global-tokens: empty list", cmd);
-    if (strlen(v) >= sizeof buf) return attn_cli_error(2, "%s: --global-tokens: too long", cmd);
-    strcpy(buf, v);
     long prev = -1;
-    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok;
-         tok = strtok_r(NULL, ",", &save)) {
+    for (const char *item = v;; item++) {
+        const char *comma = strchr(item, ',');
+        const size_t len = comma ? (size_t)(comma - item) : strlen(item);
+        char tok[48]; /* an item longer than this is no index anyway */
+        if (len == 0)
+            return attn_cli_error(2, "%s: --global-tokens: empty item in '%.40s%s'", cmd, v,
+                                  strlen(v) > 40 ? "..." : "");
+        snprintf(tok, sizeof tok, "%.*s", (int)(len < sizeof tok ? len : sizeof tok - 1), item);
         char *dash = strchr(tok + (*tok == '-'), '-');
         if (dash) *dash = '\0';
         long a, e;
-        if (attn_cli_parse_long(tok, &a) || (dash && attn_cli_parse_long(dash + 1, &e)) ||
-            a < 0 || a > INT32_MAX || (dash && (e < a || e > INT32_MAX)))
+        if (len >= sizeof tok || attn_cli_parse_long(tok, &a) ||
+            (dash && attn_cli_parse_long(dash + 1, &e)) || a < 0 || a > INT32_MAX ||
+            (dash && (e < a || e > INT32_MAX)))
             return attn_cli_error(2,
-                                  "%s: --global-tokens: '%s%s%s' is not an index or a range A-B "
+                                  "%s: --global-tokens: '%.*s%s' is not an index or a range A-B "
                                   "with 0 <= A <= B < 2^31",
-                                  cmd, tok, dash ? "-" : "", dash ? dash + 1 : "");
+                                  cmd, (int)(len < 40 ? len : 40), item, len > 40 ? "..." : "");
         if (!dash) e = a;
         if (a <= prev)
             return attn_cli_error(2,
@@ -121,8 +125,9 @@ static int globals_walk(const char *cmd, const char *v, uint8_t *mark, int64_t S
         for (long j = a; mark && j <= e; j++)
             mark[j] = 1;
         prev = e;
+        if (!comma) break;
+        item = comma;
     }
-    if (prev < 0) return attn_cli_error(2, "%s: --global-tokens: empty list", cmd);
     return 0;
 }
 
