@@ -85,18 +85,30 @@ int main(int argc, char **argv) {
     int backward = 0, tiles_only = 0;
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : "0";
-        if (!strcmp(o, "--backward")) backward = 1;
-        else if (!strcmp(o, "--cpu-time")) g_cpu = 1;
-        else if (!strcmp(o, "--tiles-only")) tiles_only = 1;
-        else if (!strcmp(o, "--T")) T = atol(v), i++;
-        else if (!strcmp(o, "--H")) H = atol(v), i++;
-        else if (!strcmp(o, "--D")) D = atol(v), i++;
-        else if (!strcmp(o, "--window")) window = atol(v), i++;
-        else if (!strcmp(o, "--globals")) globals = atol(v), i++;
-        else if (!strcmp(o, "--density")) density = atof(v), i++;
-        else if (!strcmp(o, "--block")) block = atol(v), i++;
-        else if (!strcmp(o, "--reps")) reps = atol(v), i++;
-        else if (!strcmp(o, "--threads")) threads = atol(v), i++;
+        if (!strcmp(o, "--backward"))
+            backward = 1;
+        else if (!strcmp(o, "--cpu-time"))
+            g_cpu = 1;
+        else if (!strcmp(o, "--tiles-only"))
+            tiles_only = 1;
+        else if (!strcmp(o, "--T"))
+            T = atol(v), i++;
+        else if (!strcmp(o, "--H"))
+            H = atol(v), i++;
+        else if (!strcmp(o, "--D"))
+            D = atol(v), i++;
+        else if (!strcmp(o, "--window"))
+            window = atol(v), i++;
+        else if (!strcmp(o, "--globals"))
+            globals = atol(v), i++;
+        else if (!strcmp(o, "--density"))
+            density = atof(v), i++;
+        else if (!strcmp(o, "--block"))
+            block = atol(v), i++;
+        else if (!strcmp(o, "--reps"))
+            reps = atol(v), i++;
+        else if (!strcmp(o, "--threads"))
+            threads = atol(v), i++;
         else {
             fprintf(stderr, "bench_sparse: unknown option %s (see the source's header)\n", o);
             return 2;

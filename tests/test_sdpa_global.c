@@ -56,16 +56,14 @@ static int structural(const attn_sdpa_args *a, int64_t b, int64_t h, int64_t i, 
     const int64_t pos = i + (a->align == ATTN_ALIGN_BOTTOM_RIGHT ? S - T : 0);
     if (a->kv_len && j >= a->kv_len[b]) return 0;
     if (a->causal && j > pos) return 0;
-    if (a->global_tokens.data &&
-        (gtok_at(&a->global_tokens, b, j) ||
-         (pos >= 0 && pos < S && gtok_at(&a->global_tokens, b, pos))))
+    if (a->global_tokens.data && (gtok_at(&a->global_tokens, b, j) ||
+                                  (pos >= 0 && pos < S && gtok_at(&a->global_tokens, b, pos))))
         return 1;
     if (a->window && a->window_left >= 0 && j < pos - a->window_left) return 0;
     if (a->window && a->window_right >= 0 && j > pos + a->window_right) return 0;
     if (a->layout) {
         const attn_sdpa_layout *L = a->layout;
-        if (!L->blocks[((L->per_head ? h : 0) * L->nqb + i / L->bq) * L->nkb + j / L->bk])
-            return 0;
+        if (!L->blocks[((L->per_head ? h : 0) * L->nqb + i / L->bq) * L->nkb + j / L->bk]) return 0;
     }
     return 1;
 }
@@ -125,8 +123,8 @@ static int run_case(attn_ctx *ctx, const at_case *c, uint64_t id, const char *la
 
 static void test_random_against_oracle(void **state) {
     (void)state;
-    int fails = at_run_random_cases(at_quick() ? 40 : 160, 95000, 96000, "global case",
-                                    random_case, run_case);
+    int fails = at_run_random_cases(at_quick() ? 40 : 160, 95000, 96000, "global case", random_case,
+                                    run_case);
     assert_int_equal(fails, 0);
 }
 
@@ -160,8 +158,8 @@ static void fill_pattern(uint8_t *g, int64_t S, int pat) {
 }
 
 enum { O_PLAIN, O_CAUSAL, O_GQA, O_KVLEN, O_PAD, O_ROPE, O_DROPOUT, O_BR, O_NOPT };
-static const char *const opt_name[] = {"plain", "causal", "gqa", "kv_len", "key_padding",
-                                       "rope",  "dropout", "bottom-right"};
+static const char *const opt_name[] = {"plain",       "causal", "gqa",     "kv_len",
+                                       "key_padding", "rope",   "dropout", "bottom-right"};
 
 /* Longformer (window w each side + the pattern's global tokens) with one
  * more option: against the oracle (forward and backward), and against the
@@ -224,8 +222,8 @@ static void one_pattern(int pat, int opt, int64_t T, int64_t S, int64_t w) {
                     float u = *at_f32(&x.out.t, b, h, i, e), v = *at_f32(&out2.t, b, h, i, e);
                     if (!(fabsf(u - v) <= 1e-5f * (1.0f + fabsf(v))))
                         fail_msg("%s: out[%lld,%lld,%lld,%lld] global %g, dense mask %g", label,
-                                 (long long)b, (long long)h, (long long)i, (long long)e,
-                                 (double)u, (double)v);
+                                 (long long)b, (long long)h, (long long)i, (long long)e, (double)u,
+                                 (double)v);
                 }
                 float l1 = *at_f32(&x.lse.t, b, h, i, 0), l2 = *at_f32(&lse2.t, b, h, i, 0);
                 if (!(l1 == l2 || fabsf(l1 - l2) <= 1e-5f * (1.0f + fabsf(l2))))
@@ -309,8 +307,8 @@ static void test_probs(void **state) {
     assert_int_equal(at_buf_f32(&pb, 1, 1, T, S), 0);
     for (int64_t b = 0; b < 2; b++)
         for (int64_t h = 0; h < 2; h++) {
-            attn_tensor pv = {.data = pb.t.data, .dtype = ATTN_F32, .ndim = 2, .shape = {T, S},
-                              .stride = {S, 1}};
+            attn_tensor pv = {
+                .data = pb.t.data, .dtype = ATTN_F32, .ndim = 2, .shape = {T, S}, .stride = {S, 1}};
             assert_int_equal(attn_sdpa_probs(at_ctx, &x.a, b, h, 0, pv), ATTN_OK);
             for (int64_t i = 0; i < T; i++)
                 for (int64_t j = 0; j < S; j++) {
@@ -395,8 +393,7 @@ static area classify_all(const attn_sdpa_args *a, int mr, const char *label) {
                     if (in[j] && !any && !gq && !(j >= wlo && j < whi)) {
                         int near = 0;
                         for (int64_t d = -ATTN__GLOB_GAP; d <= ATTN__GLOB_GAP && !near; d++)
-                            near = j + d >= 0 && j + d < p.S && p.gtok &&
-                                   p.gtok[b * p.gtb + j + d];
+                            near = j + d >= 0 && j + d < p.S && p.gtok && p.gtok[b * p.gtb + j + d];
                         if (!near)
                             fail_msg("%s: (b %lld, h %lld, strip %lld) computes key %lld, which "
                                      "no row sees, far from its window and any global token",
@@ -492,8 +489,8 @@ static void test_unread_keys(void **state) {
                 fail_msg("row %lld read the NaN key %lld (window %lld, globals 0, 1, 350)",
                          (long long)i, (long long)j0, (long long)w);
             if ((i == 0 || i == 1 || i == 350 || llabs(i - j0) <= w) && !isnan(o))
-                fail_msg("row %lld sees key %lld but its output is %g", (long long)i,
-                         (long long)j0, (double)o);
+                fail_msg("row %lld sees key %lld but its output is %g", (long long)i, (long long)j0,
+                         (double)o);
         }
     at_buf_free(&gb);
     at_sdpa_free(&x);

@@ -192,8 +192,8 @@ static void strip_global(const attn__sdpa_plan *p, attn__strip_mask *sm) {
         const seen q = nq ? (seen){y <= qmin, x < qmax} : (seen){1, 0};
         /* N rows by the base interval (global keys) and by their own intervals */
         const seen nb = nn ? (seen){y <= nmin, x < nmax} : (seen){1, 0};
-        const seen nl = nn ? (seen){!nempty && lmax <= x && y <= hmin, x < hmax && y > lmin}
-                           : (seen){1, 0};
+        const seen nl =
+            nn ? (seen){!nempty && lmax <= x && y <= hmin, x < hmax && y > lmin} : (seen){1, 0};
         seen on, off; /* N rows where the layout computes the block, and where not */
         if (gk == 1) {
             on = off = nb;
@@ -219,7 +219,9 @@ static void strip_global(const attn__sdpa_plan *p, attn__strip_mask *sm) {
             }
             const seen w = all ? on : !any ? off : (seen){on.all && off.all, on.any || off.any};
             push_merge(sm, ATTN_MAX(x, kb * p->lbk), ATTN_MIN(y, (kb + 1) * p->lbk),
-                       w.all ? ATTN__SEG_FULL : w.any ? ATTN__SEG_PARTIAL : 0);
+                       w.all   ? ATTN__SEG_FULL
+                       : w.any ? ATTN__SEG_PARTIAL
+                               : 0);
         }
     }
 }

@@ -32,8 +32,8 @@ typedef struct attn__sdpa_plan {
     const uint8_t *kpm;    /* key_padding_mask [B|1, S], nonzero = padding (ignored) */
     int64_t kpb;           /* its batch stride (0 when broadcast) */
     const float *alibi;
-    const uint8_t *gtok;   /* global_tokens [B|1, S], nonzero = global; NULL if none */
-    int64_t gtb;           /* its batch stride (0 when broadcast) */
+    const uint8_t *gtok;           /* global_tokens [B|1, S], nonzero = global; NULL if none */
+    int64_t gtb;                   /* its batch stride (0 when broadcast) */
     const struct attn__glob *glob; /* gtok's index (ops/sdpa_mask.h), set by the
                                     * drivers before any strip is classified */
     const uint8_t *lay;          /* block layout, NULL if none: lay[h*lhs + qb*lnkb + kb] */

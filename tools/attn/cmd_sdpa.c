@@ -244,9 +244,17 @@ typedef struct sdpa_run {
     int rank3; /* q, k, v given as [H,T,D]: B = 1, outputs without the B dim */
 } sdpa_run;
 
-static const char *const NAMES[] = {
-    "q",    "k",     "v", "mask", "attn_mask", "key_padding_mask", "kv_len", "alibi_slopes",
-    "dout", "layout", "global_tokens"};
+static const char *const NAMES[] = {"q",
+                                    "k",
+                                    "v",
+                                    "mask",
+                                    "attn_mask",
+                                    "key_padding_mask",
+                                    "kv_len",
+                                    "alibi_slopes",
+                                    "dout",
+                                    "layout",
+                                    "global_tokens"};
 
 /* Tensor `name` as F32 in *t (converted from F16/BF16/F64 into an owned
  * buffer). Absent: *t stays empty, which is an error when required. */
@@ -396,8 +404,10 @@ static int run(sdpa_opts *o, sdpa_run *r) {
      * shape) or from --global-tokens (one [S] row for every batch) */
     int has_gt = attn_safetensors_find(r->st, "global_tokens") >= 0;
     if (has_gt && o->globals)
-        return attn_cli_error(2, "sdpa: both --global-tokens and a 'global_tokens' tensor in %s "
-                                 "given", in);
+        return attn_cli_error(2,
+                              "sdpa: both --global-tokens and a 'global_tokens' tensor in %s "
+                              "given",
+                              in);
     if (has_gt && attn_safetensors_get(r->ctx, r->st, "global_tokens", &a.global_tokens))
         return attn_cli_error(1, "%s", attn_ctx_last_error(r->ctx));
     if (o->globals) {
