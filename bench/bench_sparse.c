@@ -56,9 +56,18 @@ static void fill(float *x, size_t n, uint64_t seed) {
     }
 }
 
-/* Pairs the strips of mr rows compute (mr rows x their segments' keys):
- * the forward's strips are the family's mr rows, the backward's bmr. */
-static double tile_pairs(attn_ctx *ctx, const attn_sdpa_args *a, int mr) {
+/* Start of the next strip: the forward's are groups of mr rows within a
+ * span, the backward's attn__strip_next's. */
+static int64_t next_strip(const attn__sdpa_plan *p, int mr, int64_t i0, int backward) {
+    if (backward) return attn__strip_next(p, mr, i0);
+    const int64_t span = attn__row_span(p);
+    return ATTN_MIN(ATTN_MIN(i0 + mr, (i0 / span + 1) * span), p->T);
+}
+
+/* Pairs the strips compute (a strip's kernel rows x its segments' keys):
+ * the forward's strips are the family's mr rows, the backward's bmr, and a
+ * backward strip computes whole groups of mr rows. */
+static double tile_pairs(attn_ctx *ctx, const attn_sdpa_args *a, int mr, int backward) {
     attn__sdpa_plan p;
     attn__glob glob;
     if (attn__sdpa_plan_make(ctx, a, 0, &p) || attn__mask_glob_build(ctx, &p, &glob)) return -1;
@@ -67,12 +76,14 @@ static double tile_pairs(attn_ctx *ctx, const attn_sdpa_args *a, int mr) {
     double n = 0;
     const int64_t nh = p.lay && p.lhs ? p.H : 1;
     for (int64_t h = 0; h < nh; h++)
-        for (int64_t i0 = 0; i0 < p.T; i0 = attn__strip_next(&p, mr, i0)) {
+        for (int64_t i0 = 0; i0 < p.T; i0 = next_strip(&p, mr, i0, backward)) {
             attn__strip_mask sm = {.lo = lo, .hi = hi, .seg = seg};
-            const int rows = (int)(attn__strip_next(&p, mr, i0) - i0);
+            const int rows = (int)(next_strip(&p, mr, i0, backward) - i0);
+            const int unit = ctx->arch->mr; /* the kernels' row group */
+            const int tall = backward ? (rows + unit - 1) / unit * unit : mr;
             attn__mask_strip(&p, 0, h, i0, rows, &sm);
-            for (int k = 0; k < sm.nseg; k++) /* a strip's tile is mr rows tall */
-                n += (double)mr * (double)(sm.seg[k].b - sm.seg[k].a);
+            for (int k = 0; k < sm.nseg; k++)
+                n += (double)tall * (double)(sm.seg[k].b - sm.seg[k].a);
         }
     free(seg);
     attn__mask_glob_free(&glob);
@@ -161,7 +172,7 @@ int main(int argc, char **argv) {
     const double fd = attn_sdpa_flops(&dense) * (backward ? 2.5 : 1.0);
     const double fs = attn_sdpa_flops(&sp) * (backward ? 2.5 : 1.0);
     const int mr = backward ? ctx->arch->bmr : ctx->arch->mr;
-    const double tiles = tile_pairs(ctx, &sp, mr) / ((double)H * (double)T * (double)T);
+    const double tiles = tile_pairs(ctx, &sp, mr, backward) / ((double)H * (double)T * (double)T);
     if (tiles_only) { /* the fractions alone, no timing */
         printf("%s strips of %d rows: visible %.4f tiles %.4f\n", backward ? "backward" : "forward",
                mr, fs / fd, tiles);

@@ -245,6 +245,44 @@ static void test_patterns_dense_equivalence(void **state) {
         }
 }
 
+/* Global tokens shared by every batch ([S] or [1, S]) at the start or the
+ * end of the rows: the backward then cuts the strip holding them between
+ * the global rows and the others (attn__strip_next); gradients against the
+ * oracle, 1 and 3 threads. */
+static void test_backward_strip_cut(void **state) {
+    (void)state;
+    const int64_t T = 301, S = 301;
+    for (int where = 0; where < 3; where++) {
+        at_case c = {.B = 2, .H = 2, .Hkv = 1, .T = T, .S = S, .D = 16, .Dv = 12};
+        c.window = 1, c.wl = 20, c.wr = 7;
+        at_rng r = at_rng_for(97800 + (uint64_t)where);
+        at_sdpa x;
+        assert_int_equal(at_sdpa_build(&x, &c, &r), 0);
+        at_buf gb;
+        int64_t gs[2] = {1, S};
+        assert_int_equal(
+            at_buf_alloc(&gb, ATTN_U8, where == 2 ? 2 : 1, where == 2 ? gs : gs + 1, NULL, 0), 0);
+        uint8_t *g = gb.t.data;
+        memset(g, 0, (size_t)S);
+        for (int64_t j = 0; j < 10; j++)
+            g[where == 1 ? S - 1 - j : j] = 1; /* the first or the last 10 tokens */
+        x.a.global_tokens = gb.t;
+        for (int th = 1; th <= 3; th += 2) {
+            assert_int_equal(attn_ctx_set_threads(at_ctx, th), ATTN_OK);
+            char label[64];
+            snprintf(label, sizeof label, "strip cut %d, %d threads", where, th);
+            assert_true(at_sdpa_check_forward(at_ctx, &x.a, &x.out, &x.lse, label, r.seed));
+            at_grads gr;
+            assert_int_equal(at_grads_alloc(&gr, &x.a, AT_BHTD, 0, &r), 0);
+            assert_true(at_sdpa_check_backward(at_ctx, &x.a, &gr, label, r.seed));
+            at_grads_free(&gr);
+        }
+        assert_int_equal(attn_ctx_set_threads(at_ctx, 2), ATTN_OK);
+        at_buf_free(&gb);
+        at_sdpa_free(&x);
+    }
+}
+
 /* No global token: bitwise the window's own result; every token global:
  * the dense result (the window lifted everywhere). */
 static void test_none_and_all(void **state) {
@@ -580,6 +618,7 @@ int main(void) {
         cmocka_unit_test(test_bad_global_tokens),
         cmocka_unit_test(test_flops),
         cmocka_unit_test(test_none_and_all),
+        cmocka_unit_test(test_backward_strip_cut),
         cmocka_unit_test(test_classifier),
         cmocka_unit_test(test_unread_keys),
         cmocka_unit_test(test_probs),

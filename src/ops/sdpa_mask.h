@@ -149,10 +149,26 @@ static inline int64_t attn__row_span(const attn__sdpa_plan *p) {
 }
 
 /* Start of the strip after the one at row i0, for strips of R rows: i0 + R,
- * cut at the end of its span and at T. */
+ * cut at the end of its span and at T. Under global tokens shared by every
+ * batch, a strip whose rows are one run of global queries and then one run
+ * of other rows (or the reverse) is also cut between the two: the global
+ * rows compute every key, the others only their window, and a kernel's row
+ * group costs the same whatever its rows see (the usual case: global tokens
+ * at the start of the sequence). The backward's strips; the forward's are
+ * fixed groups of its family's mr rows. */
 static inline int64_t attn__strip_next(const attn__sdpa_plan *p, int64_t R, int64_t i0) {
     const int64_t span = attn__row_span(p);
-    return ATTN_MIN(ATTN_MIN(i0 + R, (i0 / span + 1) * span), p->T);
+    const int64_t e = ATTN_MIN(ATTN_MIN(i0 + R, (i0 / span + 1) * span), p->T);
+    if (p->glob && !p->gtb) {
+        const int g0 = attn__glob_query(p, 0, i0);
+        int64_t c = i0 + 1, d;
+        while (c < e && attn__glob_query(p, 0, c) == g0)
+            c++;
+        for (d = c; d < e && attn__glob_query(p, 0, d) != g0;)
+            d++;
+        if (c < e && d == e) return c;
+    }
+    return e;
 }
 
 /* Keys query i of (b, h) can see by the interval rules, the layout and the
