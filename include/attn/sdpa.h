@@ -43,7 +43,9 @@ typedef struct attn_sdpa_layout_spec {
                        * diagonal (a dilated window); 0 or 1: contiguous */
     int64_t global;   /* the first `global` key blocks are seen by every query
                        * block, and the first `global` query blocks see every key
-                       * block (global tokens, Longformer / BigBird) */
+                       * block (global tokens, Longformer / BigBird, whole
+                       * blocks: for single tokens use attn_sdpa_args'
+                       * global_tokens, which composes with any layout) */
     int64_t random;   /* each query block also sees this many other key blocks
                        * drawn uniformly without replacement (BigBird), by seed */
     uint64_t seed;
@@ -137,8 +139,31 @@ ATTN_NODISCARD attn_status attn_rope_apply(attn_ctx *ctx, const attn_rope *r, at
  * outside [p(i) - window_left, p(i) + window_right] under a window,
  * j >= kv_len[b], mask[b,h,i,j] == 0 for a boolean keep-mask, or
  * key_padding_mask[b,j] != 0 (a padding key), or (i, j) outside the
- * block-sparse layout.
- * A query row with no visible key gives out = 0, lse = -inf. */
+ * block-sparse layout; global tokens lift the window and the layout (below).
+ * A query row with no visible key gives out = 0, lse = -inf.
+ *
+ * Global tokens (Longformer's global attention, token by token): the
+ * optional global_tokens marks positions in key coordinates. Key j is global
+ * when global_tokens[b, j] != 0; query i is global when its position p(i) is
+ * in [0, S) and global_tokens[b, p(i)] != 0 (in self-attention, T == S, the
+ * same token as query and as key). A global key is seen by every query and
+ * a global query sees every key, whatever the window and the layout say:
+ * those two are sparsity patterns, and global tokens are the exceptions
+ * Longformer and BigBird add to them. The rules that say a key is not
+ * there or not allowed hold for global tokens too: causal (a global token
+ * of a decoder must not see the future), kv_len and key_padding_mask (a
+ * key that does not exist; Hugging Face's Longformer masks padding for its
+ * global queries as well), the boolean mask and a float mask's -inf (the
+ * caller's explicit word). In full:
+ *   visible(i, j) = !(causal && j > p(i)) && j < kv_len[b] && bool_mask
+ *                   && !key_padding_mask[b, j]
+ *                   && (global(i) || global(j) || (in_window && in_layout))
+ * with in_window = 1 without a window and in_layout = 1 without a layout.
+ * Window (w, w), global tokens and no layout is Longformer's attention
+ * exactly (a global key inside a query's window counts once). Global tokens
+ * without a window or layout change nothing (every key is seen anyway).
+ * Cost: tiles that no row of a query strip sees are skipped, so a
+ * Longformer pattern costs about T * (window + globals) + globals * S. */
 typedef struct attn_sdpa_args {
     attn_tensor q;   /* F32 [B, H,   T, D ]  */
     attn_tensor k;   /* F32 [B, Hkv, S, D ]  H % Hkv == 0 (MHA, GQA, MQA) */
@@ -187,6 +212,13 @@ typedef struct attn_sdpa_args {
 
     attn_rope rope; /* rotary position embedding of q and k (see attn_rope); the
                      * score's q_i and k_j are then the rotated rows */
+
+    attn_tensor global_tokens; /* optional BOOL/U8 [B|1, S] or [S] (Hugging Face's
+                                * global_attention_mask, one flag per token):
+                                * nonzero = the token at key position j is global,
+                                * seen by every query and seeing every key through
+                                * the window and the layout (see "Global tokens"
+                                * above). Rows of a [B, S] tensor may differ. */
 } attn_sdpa_args;
 
 /* Scaled dot-product attention, forward.
@@ -277,7 +309,8 @@ ATTN_NODISCARD attn_status attn_sdpa_backward_ref(attn_ctx *ctx, const attn_sdpa
 
 /* Forward FLOPs by the FlashAttention convention, 2*(D+Dv) per unmasked
  * (query, key) pair, counting only the structural masks (causal, window,
- * kv_len). The backward is 2.5x this. 0 for arguments attn_sdpa_forward
+ * kv_len, the block-sparse layout and global tokens; not the boolean and
+ * key-padding masks). The backward is 2.5x this. 0 for arguments attn_sdpa_forward
  * would reject (no status: a pure function of the arguments). */
 double attn_sdpa_flops(const attn_sdpa_args *a);
 

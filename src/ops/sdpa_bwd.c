@@ -275,7 +275,7 @@ static void run_strip(const attn__sdpa_plan *p, const attn__sdpa_gplan *gp, cons
     for (int r = 0; r < R; r++) {
         w->lse[r] = INFINITY; /* dead or padding row: P = 0 */
         w->di[r] = 0.0f;
-        if (r >= mr || sm.hi[r] <= sm.lo[r]) continue;
+        if (r >= mr || !attn__mask_row_live(p, &sm, r)) continue;
         int64_t i = i0 + r;
         float l = p->lse[b * p->ls[0] + h * p->ls[1] + i * p->ls[2]];
         if (l == -INFINITY) continue; /* every key masked (boolean mask): zero gradients */
@@ -388,6 +388,9 @@ attn_status attn__sdpa_bwd_plan(attn_ctx *ctx, const attn_sdpa_args *a, const at
     return attn__sdpa_gplan_make(ctx, p, a, g, gp);
 }
 
+static attn_status backward_plan(attn_ctx *ctx, const attn__sdpa_plan *pp,
+                                 const attn__sdpa_gplan *gpp);
+
 static attn_status sdpa_backward(attn_ctx *ctx, const attn_sdpa_args *a,
                                  const attn_sdpa_grads *grads) {
     if (!ctx) return ATTN_E_ARG;
@@ -395,6 +398,18 @@ static attn_status sdpa_backward(attn_ctx *ctx, const attn_sdpa_args *a,
     attn__sdpa_gplan gp;
     attn_status st = attn__sdpa_bwd_plan(ctx, a, grads, &p, &gp);
     if (st) return st;
+    attn__glob glob; /* the global tokens' index, for this call */
+    if ((st = attn__mask_glob_build(ctx, &p, &glob))) return st;
+    st = backward_plan(ctx, &p, &gp);
+    attn__mask_glob_free(&glob);
+    return st;
+}
+
+static attn_status backward_plan(attn_ctx *ctx, const attn__sdpa_plan *pp,
+                                 const attn__sdpa_gplan *gpp) {
+    const attn__sdpa_plan p = *pp;
+    const attn__sdpa_gplan gp = *gpp;
+    attn_status st;
 
     /* A strip is bmr rows, or, when T is shorter, T rounded up to the
      * family's register strip (the kernels take any multiple of it): the

@@ -266,10 +266,22 @@ static attn_status sdpa_forward(attn_ctx *ctx, const attn_sdpa_args *a) {
     return attn__sdpa_forward_plan(ctx, &p);
 }
 
+static attn_status forward_plan(attn_ctx *ctx, const attn__sdpa_plan *pp);
+
 attn_status attn__sdpa_forward_plan(attn_ctx *ctx, const attn__sdpa_plan *pp) {
+    if (pp->T == 0) return ATTN_OK;
+    attn__sdpa_plan p = *pp;
+    attn__glob glob; /* the global tokens' index, for this call */
+    attn_status st = attn__mask_glob_build(ctx, &p, &glob);
+    if (st) return st;
+    st = forward_plan(ctx, &p);
+    attn__mask_glob_free(&glob);
+    return st;
+}
+
+static attn_status forward_plan(attn_ctx *ctx, const attn__sdpa_plan *pp) {
     const attn__sdpa_plan p = *pp;
     attn_status st;
-    if (p.T == 0) return ATTN_OK;
 
     const geom g = {&ctx->arch->fwd, ctx->arch->mr, ctx->arch->bk};
     const int64_t MR = g.MR;

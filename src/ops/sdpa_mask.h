@@ -16,7 +16,15 @@
  * block-sparse layout then keeps only the key blocks some row of the strip
  * computes, cut into runs: a block is FULL where every row's query block
  * computes it and the interval rules say full, PARTIAL otherwise. A new
- * structural rule adds segments here, not code in the drivers. */
+ * structural rule adds segments here, not code in the drivers.
+ *
+ * Global tokens (attn_sdpa_args.global_tokens) lift the window and the
+ * layout for their rows and keys, but not the base rules (causal, kv_len).
+ * A row then sees [0, bhi) (its base interval) if it is a global query,
+ * else the global keys of [0, bhi) plus its interval-and-layout keys. The
+ * strip's keys are cut at the rows' interval ends and the global key runs
+ * (an index built once per call, attn__glob), and each piece is FULL, PARTIAL
+ * or skipped by aggregates over the strip's rows, O(1) per piece. */
 #ifndef ATTN_SDPA_MASK_H
 #define ATTN_SDPA_MASK_H
 
@@ -37,9 +45,64 @@ typedef struct attn__strip_mask {
     int64_t *lo, *hi; /* [mr] each row's visible interval (caller's memory) */
 } attn__strip_mask;
 
+/* Where global keys are, per batch row of global_tokens (one row when it
+ * is broadcast): cnt counts them before each key (prefix sums, so a range
+ * is counted in O(1)), and runs cover them: [a, e) in increasing order, two
+ * global keys less than ATTN__GLOB_GAP keys apart share a run (pure = every
+ * key of the run is global; else the run is mixed, and its keys need the
+ * per-key rule). Built by the drivers from plan->gtok, once per call. */
+#define ATTN__GLOB_GAP 16
+typedef struct attn__grun {
+    int64_t a, e;
+    int pure;
+} attn__grun;
+
+typedef struct attn__glob {
+    int64_t nb;      /* batch rows: B, or 1 when broadcast */
+    int32_t *cnt;    /* [nb][S + 1]: global keys in [0, j) */
+    int64_t *roff;   /* [nb + 1]: the runs of row r are run[roff[r] .. roff[r + 1]) */
+    attn__grun *run; /* runs of every row */
+    int64_t maxruns; /* most runs of one row */
+} attn__glob;
+
+/* Build g from p->gtok and point p->glob at it (p->glob = NULL when there
+ * are no global tokens: g stays empty). Returns ATTN_OK or ATTN_E_NOMEM. */
+attn_status attn__mask_glob_build(attn_ctx *ctx, attn__sdpa_plan *p, attn__glob *g);
+void attn__mask_glob_free(attn__glob *g);
+
+/* Global keys of batch b in [a, e) (0 <= a <= e <= S; p->glob set). */
+static inline int64_t attn__glob_count(const attn__sdpa_plan *p, int64_t b, int64_t a, int64_t e) {
+    const int32_t *c = p->glob->cnt + (p->gtb ? b : 0) * (p->S + 1);
+    return (int64_t)c[e] - (int64_t)c[a];
+}
+
+/* Nonzero when batch b has a global token (p->glob may be NULL). */
+static inline int attn__glob_on(const attn__sdpa_plan *p, int64_t b) {
+    return p->glob && attn__glob_count(p, b, 0, p->S) > 0;
+}
+
+/* Nonzero when query i of batch b is a global token: its position p(i) is
+ * in [0, S) and marked. */
+static inline int attn__glob_query(const attn__sdpa_plan *p, int64_t b, int64_t i) {
+    const int64_t pos = i + p->shift;
+    return p->gtok && pos >= 0 && pos < p->S && p->gtok[b * p->gtb + pos];
+}
+
+/* End of query i's base interval [0, bhi): the rules global tokens do not
+ * lift (causal, kv_len); may be <= 0 (the row sees nothing). */
+static inline int64_t attn__row_base_hi(const attn__sdpa_plan *p, int64_t b, int64_t i) {
+    int64_t h = p->S;
+    if (p->kv_len) h = ATTN_MIN(h, (int64_t)p->kv_len[b]);
+    if (p->causal) h = ATTN_MIN(h, i + p->shift + 1);
+    return h;
+}
+
 /* Segments a strip can need: 3 for the interval rules; with a layout, at
- * most one per key block plus the two cuts of the interval rules. */
+ * most one per key block plus the two cuts of the interval rules; with
+ * global tokens, one per piece between the cuts (eight row-interval ends
+ * and two per global run) plus one per key block. */
 static inline int64_t attn__mask_seg_cap(const attn__sdpa_plan *p) {
+    if (p->glob) return 12 + 2 * p->glob->maxruns + (p->lay ? p->lnkb : 0);
     return p->lay ? p->lnkb + 3 : 3;
 }
 
@@ -56,7 +119,8 @@ static inline int attn__layout_on(const attn__sdpa_plan *p, int64_t h, int64_t i
 
 /* Visible key interval [lo, hi) of query i in batch b from the interval
  * rules (causal, window, kv_len); hi <= lo means the row sees nothing.
- * lo and hi never decrease as i grows. A layout may hide keys inside it. */
+ * lo and hi never decrease as i grows. A layout may hide keys inside it;
+ * global tokens may add keys outside it (within [0, attn__row_base_hi)). */
 static inline void attn__row_range(const attn__sdpa_plan *p, int64_t b, int64_t i, int64_t *lo,
                                    int64_t *hi) {
     int64_t l = 0, h = p->S;
@@ -85,14 +149,31 @@ static inline int64_t attn__row_span(const attn__sdpa_plan *p) {
 }
 
 /* Start of the strip after the one at row i0, for strips of R rows: i0 + R,
- * cut at the end of its span and at T. */
+ * cut at the end of its span and at T. Under global tokens shared by every
+ * batch, a strip whose rows are one run of global queries and then one run
+ * of other rows (or the reverse) is also cut between the two: the global
+ * rows compute every key, the others only their window, and a kernel's row
+ * group costs the same whatever its rows see (the usual case: global tokens
+ * at the start of the sequence). The backward's strips; the forward's are
+ * fixed groups of its family's mr rows. */
 static inline int64_t attn__strip_next(const attn__sdpa_plan *p, int64_t R, int64_t i0) {
     const int64_t span = attn__row_span(p);
-    return ATTN_MIN(ATTN_MIN(i0 + R, (i0 / span + 1) * span), p->T);
+    const int64_t e = ATTN_MIN(ATTN_MIN(i0 + R, (i0 / span + 1) * span), p->T);
+    if (p->glob && !p->gtb) {
+        const int g0 = attn__glob_query(p, 0, i0);
+        int64_t c = i0 + 1, d;
+        while (c < e && attn__glob_query(p, 0, c) == g0)
+            c++;
+        for (d = c; d < e && attn__glob_query(p, 0, d) != g0;)
+            d++;
+        if (c < e && d == e) return c;
+    }
+    return e;
 }
 
-/* Keys query i of (b, h) can see by the interval rules and the layout (not
- * counting boolean and key-padding masks): the work of its row. */
+/* Keys query i of (b, h) can see by the interval rules, the layout and the
+ * global tokens (not counting boolean and key-padding masks): the work of
+ * its row. */
 int64_t attn__row_keys(const attn__sdpa_plan *p, int64_t b, int64_t h, int64_t i);
 
 /* Nonzero when scores need modifications beyond scale * q.k on every tile
@@ -103,9 +184,20 @@ static inline int attn__mask_has_mods(const attn__sdpa_plan *p) {
 
 /* Classify the keys of the strip rows [i0, i0 + mr) of (b, h) into
  * segments; sm->lo, sm->hi must point to mr int64_t each, sm->seg to
- * attn__mask_seg_cap(p) segments. */
+ * attn__mask_seg_cap(p) segments. Under global tokens p->glob must be set
+ * (attn__mask_glob_build). */
 void attn__mask_strip(const attn__sdpa_plan *p, int64_t b, int64_t h, int64_t i0, int mr,
                       attn__strip_mask *sm);
+
+/* Nonzero when row r of a classified strip may see a key by the structural
+ * rules (its interval is not empty, or a global token gives it keys); a
+ * row that does not has no visible key at all. */
+static inline int attn__mask_row_live(const attn__sdpa_plan *p, const attn__strip_mask *sm, int r) {
+    if (sm->hi[r] > sm->lo[r]) return 1;
+    if (!attn__glob_on(p, sm->b)) return 0;
+    const int64_t bh = ATTN_MAX(0, attn__row_base_hi(p, sm->b, sm->i0 + r));
+    return attn__glob_query(p, sm->b, sm->i0 + r) ? bh > 0 : attn__glob_count(p, sm->b, 0, bh) > 0;
+}
 
 /* The next run of adjacent segments from segment *k: keys [*a, *e), with *k
  * moved past it; 0 when none is left. The forward's tiles lie within runs. */
@@ -130,7 +222,8 @@ static inline int64_t attn__mask_last(const attn__strip_mask *sm) {
  * layout, when t != NULL: the backward's derivative), float mask, ALiBi,
  * boolean mask, key-padding mask, and -inf for the keys of partial segments
  * a row does not see (outside its interval, or in a key block its query
- * block does not compute). Keys in no segment are not masked: a tile must lie within the
+ * block does not compute, and not lifted by a global token). Keys in no
+ * segment are not masked: a tile must lie within the
  * segments. Skipped (nothing to do) when the tile lies in full segments and
  * attn__mask_has_mods is 0. */
 void attn__mask_tile(const attn__sdpa_plan *p, const attn__strip_mask *sm, float *s, float *t,

@@ -52,6 +52,7 @@ int attn__sdpa_inputs(const attn_sdpa_args *a, const attn__sdpa_plan *p, attn_te
     in[n] = a->v, names[n++] = "v";
     in[n] = a->mask, names[n++] = "mask";
     in[n] = a->key_padding_mask, names[n++] = "key_padding_mask";
+    in[n] = a->global_tokens, names[n++] = "global_tokens";
     if (a->alibi_slopes)
         in[n] = attn_tensor_make((void *)a->alibi_slopes, ATTN_F32, 1, (int64_t[]){p->H}),
         names[n++] = "alibi_slopes";
@@ -296,6 +297,21 @@ attn_status attn__sdpa_plan_make(attn_ctx *ctx, const attn_sdpa_args *a, int fla
             return attn_ctx_fail(ctx, ATTN_E_LAYOUT, "key_padding_mask: last stride must be 1");
         p->kpm = m->data;
         p->kpb = kb == 1 ? 0 : m->stride[0];
+    }
+    if (a->global_tokens.data) {
+        const attn_tensor *m = &a->global_tokens;
+        if (m->dtype != ATTN_BOOL && m->dtype != ATTN_U8)
+            return attn_ctx_fail(ctx, ATTN_E_DTYPE,
+                                 "global_tokens: dtype must be BOOL or U8 (nonzero = global)");
+        int64_t gb = m->ndim == 2 ? m->shape[0] : 1, gs = m->ndim >= 1 ? m->shape[m->ndim - 1] : 0;
+        if ((m->ndim != 1 && m->ndim != 2) || (gb != 1 && gb != p->B) || gs != p->S)
+            SHAPE_FAIL("global_tokens: expected [B|1,S] = [%lld,%lld] or [S], got %d dims "
+                       "ending in %lld",
+                       (long long)p->B, (long long)p->S, m->ndim, (long long)gs);
+        if (m->stride[m->ndim - 1] != 1 && gs > 1)
+            return attn_ctx_fail(ctx, ATTN_E_LAYOUT, "global_tokens: last stride must be 1");
+        p->gtok = m->data;
+        p->gtb = gb == 1 ? 0 : m->stride[0];
     }
     p->alibi = a->alibi_slopes;
     if (a->layout) {

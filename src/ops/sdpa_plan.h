@@ -32,6 +32,10 @@ typedef struct attn__sdpa_plan {
     const uint8_t *kpm;    /* key_padding_mask [B|1, S], nonzero = padding (ignored) */
     int64_t kpb;           /* its batch stride (0 when broadcast) */
     const float *alibi;
+    const uint8_t *gtok;           /* global_tokens [B|1, S], nonzero = global; NULL if none */
+    int64_t gtb;                   /* its batch stride (0 when broadcast) */
+    const struct attn__glob *glob; /* gtok's index (ops/sdpa_mask.h), set by the
+                                    * drivers before any strip is classified */
     const uint8_t *lay;          /* block layout, NULL if none: lay[h*lhs + qb*lnkb + kb] */
     int64_t lbq, lbk, lnkb, lhs; /* block sizes, key blocks, head stride (0: shared) */
     float dropout_p;
@@ -61,10 +65,10 @@ attn_status attn__sdpa_plan_make(attn_ctx *ctx, const attn_sdpa_args *a, int fla
 
 /* 1 if views x and y can touch a common byte (their address ranges meet). */
 int attn__views_overlap(const attn_tensor *x, const attn_tensor *y);
-/* The input views of a (q, k, v, mask, key_padding_mask, alibi_slopes,
- * kv_len and the rope tables as views) into in[0..ATTN__SDPA_NIN) with their
+/* The input views of a (q, k, v, mask, key_padding_mask, global_tokens,
+ * alibi_slopes, kv_len and the rope tables as views) into in[0..ATTN__SDPA_NIN) with their
  * names; returns the count. */
-#define ATTN__SDPA_NIN 10
+#define ATTN__SDPA_NIN 11
 int attn__sdpa_inputs(const attn_sdpa_args *a, const attn__sdpa_plan *p, attn_tensor *in,
                       const char **names);
 

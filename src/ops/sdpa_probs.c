@@ -92,6 +92,9 @@ static void probs_strip(const probs_job *jb, int64_t r0, float *ws) {
     }
 }
 
+static attn_status probs_run(attn_ctx *ctx, const attn__sdpa_plan *pp, int64_t b, int64_t h,
+                             int64_t i0, int64_t n, attn_tensor probs);
+
 static attn_status sdpa_probs(attn_ctx *ctx, const attn_sdpa_args *a, int64_t b, int64_t h,
                               int64_t i0, attn_tensor probs) {
     if (!ctx) return ATTN_E_ARG;
@@ -123,7 +126,17 @@ static attn_status sdpa_probs(attn_ctx *ctx, const attn_sdpa_args *a, int64_t b,
         return attn_ctx_fail(ctx, ATTN_E_LAYOUT, "probs: row stride %lld overlaps rows of %lld",
                              (long long)probs.stride[0], (long long)p.S);
     if (n == 0 || p.S == 0) return ATTN_OK;
+    attn__glob glob; /* the global tokens' index, for this call */
+    if ((st = attn__mask_glob_build(ctx, &p, &glob))) return st;
+    st = probs_run(ctx, &p, b, h, i0, n, probs);
+    attn__mask_glob_free(&glob);
+    return st;
+}
 
+static attn_status probs_run(attn_ctx *ctx, const attn__sdpa_plan *pp, int64_t b, int64_t h,
+                             int64_t i0, int64_t n, attn_tensor probs) {
+    const attn__sdpa_plan p = *pp;
+    attn_status st;
     const attn__arch *ar = ctx->arch;
     probs_job jb = {&p, ar, b, h, i0, n, probs.data, probs.stride[0]};
     const int64_t nstrip = (n + ar->mr - 1) / ar->mr;

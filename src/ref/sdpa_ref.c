@@ -32,11 +32,16 @@ double attn__ref_score(const attn__sdpa_plan *p, int64_t b, int64_t h, int64_t i
     if (dcap) *dcap = 1.0;
     if (p->kv_len && j >= (int64_t)p->kv_len[b]) return -INFINITY;
     if (p->causal && j > pos) return -INFINITY;
-    if (p->window && p->wl >= 0 && j < pos - p->wl) return -INFINITY;
-    if (p->window && p->wr >= 0 && j > pos + p->wr) return -INFINITY;
+    /* a global token (as key j, or as the query at position pos) lifts the
+     * window and the layout, nothing else */
+    const uint8_t *gt = p->gtok ? p->gtok + b * p->gtb : NULL;
+    const int global = gt && (gt[j] || (pos >= 0 && pos < p->S && gt[pos]));
+    if (!global && p->window && p->wl >= 0 && j < pos - p->wl) return -INFINITY;
+    if (!global && p->window && p->wr >= 0 && j > pos + p->wr) return -INFINITY;
     if (p->mask_kind == ATTN__MASK_BOOL && !((const uint8_t *)p->mask)[moff]) return -INFINITY;
     if (p->kpm && p->kpm[b * p->kpb + j]) return -INFINITY; /* nonzero = padding key */
-    if (p->lay && !p->lay[h * p->lhs + (i / p->lbq) * p->lnkb + j / p->lbk]) return -INFINITY;
+    if (!global && p->lay && !p->lay[h * p->lhs + (i / p->lbq) * p->lnkb + j / p->lbk])
+        return -INFINITY;
     const float *q = p->q + b * p->qs[0] + h * p->qs[1] + i * p->qs[2];
     const float *k = p->k + b * p->ks[0] + (h / p->group) * p->ks[1] + j * p->ks[2];
     double s = 0.0;

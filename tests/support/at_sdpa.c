@@ -29,7 +29,19 @@ static int naive_visible(const attn_sdpa_args *a, int64_t shift, int64_t b, int6
     int64_t pos = i + shift;
     if (a->kv_len && j >= a->kv_len[b]) return 0;
     if (a->causal && j > pos) return 0;
-    if (a->window) {
+    /* global tokens ([B|1, S] or [S], in key positions) lift the window and
+     * the layout */
+    int global = 0;
+    if (a->global_tokens.data) {
+        const attn_tensor *g = &a->global_tokens;
+        const int64_t S = a->k.shape[2];
+        int64_t idx[2] = {g->ndim == 2 && g->shape[0] > 1 ? b : 0, j};
+        global = *(const uint8_t *)at_ptr(g, g->ndim == 2 ? idx : idx + 1) != 0;
+        idx[1] = pos;
+        if (pos >= 0 && pos < S && *(const uint8_t *)at_ptr(g, g->ndim == 2 ? idx : idx + 1))
+            global = 1;
+    }
+    if (a->window && !global) {
         if (a->window_left >= 0 && j < pos - a->window_left) return 0;
         if (a->window_right >= 0 && j > pos + a->window_right) return 0;
     }
@@ -41,7 +53,7 @@ static int naive_visible(const attn_sdpa_args *a, int64_t shift, int64_t b, int6
         int64_t idx[2] = {k->ndim == 2 && k->shape[0] > 1 ? b : 0, j};
         if (*(const uint8_t *)at_ptr(k, k->ndim == 2 ? idx : idx + 1)) return 0;
     }
-    if (a->layout) { /* the block pair (i / bq, j / bk) must be computed */
+    if (a->layout && !global) { /* the block pair (i / bq, j / bk) must be computed */
         const attn_sdpa_layout *L = a->layout;
         int64_t hl = L->per_head ? h : 0;
         if (!L->blocks[(hl * L->nqb + i / L->bq) * L->nkb + j / L->bk]) return 0;
@@ -236,6 +248,18 @@ void at_sdpa_describe(const attn_sdpa_args *a, char *buf, size_t n) {
     }
     if (a->key_padding_mask.data)
         ADD(" key_padding_mask[%s]", a->key_padding_mask.ndim == 2 ? "B,S" : "S");
+    if (a->global_tokens.data) {
+        const attn_tensor *g = &a->global_tokens;
+        const int64_t S = k->shape[2], nb = g->ndim == 2 ? g->shape[0] : 1;
+        ADD(" global_tokens[%s]={", g->ndim == 2 ? "B,S" : "S");
+        for (int64_t b = 0, cnt = 0; b < nb; b++) /* the first few marked positions */
+            for (int64_t j = 0; j < S && cnt < 12; j++) {
+                int64_t idx[2] = {b, j};
+                if (*(const uint8_t *)at_ptr(g, g->ndim == 2 ? idx : idx + 1))
+                    ADD("%s%lld:%lld", cnt++ ? "," : "", (long long)b, (long long)j);
+            }
+        ADD("}");
+    }
     if (a->alibi_slopes) ADD(" alibi");
     if (a->dropout_p > 0.0f)
         ADD(" dropout=%g seed=%llu", (double)a->dropout_p, (unsigned long long)a->seed);
@@ -336,7 +360,7 @@ int at_sdpa_alloc(at_sdpa *x, int64_t B, int64_t H, int64_t Hkv, int64_t T, int6
 void at_sdpa_free(at_sdpa *x) {
     at_buf_free(&x->q), at_buf_free(&x->k), at_buf_free(&x->v);
     at_buf_free(&x->out), at_buf_free(&x->lse), at_buf_free(&x->mask);
-    at_buf_free(&x->kpm);
+    at_buf_free(&x->kpm), at_buf_free(&x->gtok);
     free(x->kv_len);
     free(x->alibi);
     x->kv_len = NULL;
@@ -421,6 +445,21 @@ int at_sdpa_build(at_sdpa *x, const at_case *c, at_rng *r) {
                 *(uint8_t *)at_ptr(&x->kpm.t, one ? idx + 1 : idx) = pad;
             }
         a->key_padding_mask = x->kpm.t;
+    }
+    if (c->global) {
+        int64_t sh[2] = {c->B, c->S};
+        int one = c->global == 2;
+        if (at_buf_alloc(&x->gtok, ATTN_U8, one ? 1 : 2, one ? sh + 1 : sh, NULL, 0)) goto fail;
+        float dens = c->global_frac > 0.0f ? c->global_frac : 0.1f;
+        for (int64_t b = 0; b < (one ? 1 : c->B); b++)
+            for (int64_t j = 0; j < c->S; j++) {
+                int64_t idx[2] = {b, j};
+                /* b = 1 of several: none (the row must equal its layout/window
+                 * result), the others random */
+                uint8_t g = b == 1 && !one ? 0 : at_rng_unit(r) < dens;
+                *(uint8_t *)at_ptr(&x->gtok.t, one ? idx + 1 : idx) = g;
+            }
+        a->global_tokens = x->gtok.t;
     }
     return 0;
 fail:

@@ -12,7 +12,9 @@ static int visible(const attn__sdpa_plan *p, int64_t b, int64_t h, int64_t i, in
     int64_t pos = i + p->shift;
     if (p->kv_len && j >= p->kv_len[b]) return 0;
     if (p->causal && j > pos) return 0;
-    if (p->window) {
+    const uint8_t *gt = p->gtok ? p->gtok + b * p->gtb : NULL; /* global tokens */
+    const int global = gt && (gt[j] || (pos >= 0 && pos < p->S && gt[pos]));
+    if (p->window && !global) {
         if (p->wl >= 0 && j < pos - p->wl) return 0;
         if (p->wr >= 0 && j > pos + p->wr) return 0;
     }
@@ -20,7 +22,7 @@ static int visible(const attn__sdpa_plan *p, int64_t b, int64_t h, int64_t i, in
         !((const uint8_t *)p->mask)[b * p->msb + h * p->msh + i * p->mst + j])
         return 0;
     if (p->kpm && p->kpm[b * p->kpb + j]) return 0;
-    if (p->lay && !p->lay[h * p->lhs + (i / p->lbq) * p->lnkb + j / p->lbk]) return 0;
+    if (p->lay && !global && !p->lay[h * p->lhs + (i / p->lbq) * p->lnkb + j / p->lbk]) return 0;
     return 1;
 }
 

@@ -196,6 +196,7 @@ typedef struct at_sdpa {
     at_buf q, k, v, out, lse;
     at_buf mask;      /* optional mask (at_sdpa_build) */
     at_buf kpm;       /* optional key_padding_mask (at_sdpa_build) */
+    at_buf gtok;      /* optional global_tokens (at_sdpa_build) */
     int32_t *kv_len;  /* optional [B] */
     float *alibi;     /* optional [H] */
     attn_sdpa_args a; /* q, k, v, out, lse filled in; options zero */
@@ -232,6 +233,9 @@ typedef struct at_case {
     int kpm; /* key_padding_mask: 1 [B, S] (b=0 left-padded, b=1 all padding if B > 2,
               * others random), 2 the same as [S] (b=0's pattern) */
     attn_rope rope; /* copied into the args (its arrays owned by the test) */
+    int global;     /* global_tokens: 1 U8 [B, S] (b=1 none), 2 U8 [S]; never drawn by
+                     * at_case_random (tests set it) */
+    float global_frac; /* the fraction of tokens marked (0 means 0.1) */
 } at_case;
 
 /* Mask shapes, PyTorch's broadcast forms (dims right-aligned; a 1 broadcasts).

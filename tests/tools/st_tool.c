@@ -332,6 +332,8 @@ static int cmd_check(attn_ctx *ctx, int argc, char **argv) {
     }
     if (attn_safetensors_find(in, "key_padding_mask") >= 0)
         a.key_padding_mask = get_or_die(ctx, in, "key_padding_mask");
+    if (attn_safetensors_find(in, "global_tokens") >= 0)
+        a.global_tokens = get_or_die(ctx, in, "global_tokens");
     if (attn_safetensors_find(in, "alibi_slopes") >= 0)
         a.alibi_slopes = get_or_die(ctx, in, "alibi_slopes").data;
     int32_t kvl[64];

@@ -32,6 +32,11 @@ static void usage(FILE *f) {
           "  layout       optional BOOL/U8 [nqb,nkb] or [H,nqb,nkb]: block-sparse layout,\n"
           "               true = the (query block, key block) pair is computed; blocks of\n"
           "               --block BQ,BK (nqb = ceil(T/BQ), nkb = ceil(S/BK))\n"
+          "  global_tokens optional BOOL/U8 [B,S] or [S]: true = the token at key\n"
+          "               position j is global (Longformer's global_attention_mask):\n"
+          "               seen by every query and, as the query at position j, seeing\n"
+          "               every key, through --window and the layout (causal, kv_len and\n"
+          "               the masks still apply)\n"
           "Any other tensor name is an error. Every output is F32, whatever the inputs'\n"
           "dtype (F16 in gives F32 out). OUT receives out [B,H,T,Dv] and lse [B,H,T]\n"
           "(natural log; -inf for a query that sees no key, whose out is 0); with\n"
@@ -60,6 +65,10 @@ static void usage(FILE *f) {
           "                        (Sparse Transformer columns), causal (no block after the\n"
           "                        diagonal); e.g. window=2,global=1,random=2\n"
           "  --block BQ[,BK]       the layout's block sizes (default 64,64)\n"
+          "  --global-tokens LIST  global tokens at these key positions, for every batch:\n"
+          "                        a comma list of indices and inclusive ranges A-B in\n"
+          "                        strictly increasing order, each in [0, S); e.g. 0 or\n"
+          "                        0-15,511. With --window W,W: Longformer's attention\n"
           "  --ref                 use the float64 reference instead (slow; for checking)\n"
           "  --backward            also compute gradients from dout\n"
           "  -h, --help            show this help\n"
@@ -76,7 +85,58 @@ typedef struct sdpa_opts {
     int has_spec;
     attn_sdpa_layout_spec spec; /* --layout */
     int64_t bq, bk;             /* --block */
+    const char *globals;        /* --global-tokens, checked by parse_globals */
 } sdpa_opts;
+
+/* --global-tokens: "I" and "A-B" items, comma separated, strictly
+ * increasing, each index in [0, 2^31). With mark (S entries) the positions
+ * are marked there (all must be < S); without, only the syntax is checked.
+ * Returns 0, or 2 after printing the error. */
+static int globals_walk(const char *cmd, const char *v, uint8_t *mark, int64_t S) {
+    if (!*v) return attn_cli_error(2, "%s: --global-tokens: empty list", cmd);
+    long prev = -1;
+    for (const char *item = v;; item++) {
+        const char *comma = strchr(item, ',');
+        const size_t len = comma ? (size_t)(comma - item) : strlen(item);
+        char tok[48]; /* an item longer than this is no index anyway */
+        if (len == 0)
+            return attn_cli_error(2, "%s: --global-tokens: empty item in '%.40s%s'", cmd, v,
+                                  strlen(v) > 40 ? "..." : "");
+        snprintf(tok, sizeof tok, "%.*s", (int)(len < sizeof tok ? len : sizeof tok - 1), item);
+        char *dash = strchr(tok + (*tok == '-'), '-');
+        if (dash) *dash = '\0';
+        long a, e;
+        if (len >= sizeof tok || attn_cli_parse_long(tok, &a) ||
+            (dash && attn_cli_parse_long(dash + 1, &e)) || a < 0 || a > INT32_MAX ||
+            (dash && (e < a || e > INT32_MAX)))
+            return attn_cli_error(2,
+                                  "%s: --global-tokens: '%.*s%s' is not an index or a range A-B "
+                                  "with 0 <= A <= B < 2^31",
+                                  cmd, (int)(len < 40 ? len : 40), item, len > 40 ? "..." : "");
+        if (!dash) e = a;
+        if (a <= prev)
+            return attn_cli_error(2,
+                                  "%s: --global-tokens: %ld comes after %ld: the list must be "
+                                  "strictly increasing (sorted, no duplicates)",
+                                  cmd, a, prev);
+        if (mark && e >= S)
+            return attn_cli_error(2, "%s: --global-tokens: index %ld is outside [0, S=%lld)", cmd,
+                                  e, (long long)S);
+        for (long j = a; mark && j <= e; j++)
+            mark[j] = 1;
+        prev = e;
+        if (!comma) break;
+        item = comma;
+    }
+    return 0;
+}
+
+static int parse_globals(const char *cmd, const char *name, const char *v, void *dst) {
+    (void)name;
+    sdpa_opts *o = dst;
+    o->globals = v;
+    return globals_walk(cmd, v, NULL, 0);
+}
 
 /* --layout: "key=value,..." of attn_sdpa_layout_spec's fields. */
 static int parse_layout(const char *cmd, const char *name, const char *v, void *dst) {
@@ -151,6 +211,7 @@ static int parse_args(int argc, char **argv, sdpa_opts *o) {
         CLI_OPT_THREADS(&o->threads),
         {"--layout", CLI_CUSTOM, o, 0, 0, 0, parse_layout},
         {"--block", CLI_CUSTOM, o, 0, 0, 0, parse_block},
+        {"--global-tokens", CLI_CUSTOM, o, 0, 0, 0, parse_globals},
     };
     const cli_spec spec = {"sdpa", opts, sizeof opts / sizeof opts[0], usage, CLI_POS_ANYWHERE, 2};
     const char *pos[2];
@@ -177,15 +238,23 @@ typedef struct sdpa_run {
     attn_safetensors *st;
     float *converted[8]; /* from attn_safetensors_get_f32: freed with attn_buffer_free */
     int nconverted;
-    float *owned[8]; /* outputs: freed with free */
+    float *owned[12]; /* outputs, layout, global tokens: freed with free */
     int nowned;
     int32_t *kv_len;
     int rank3; /* q, k, v given as [H,T,D]: B = 1, outputs without the B dim */
 } sdpa_run;
 
-static const char *const NAMES[] = {
-    "q",    "k",     "v", "mask", "attn_mask", "key_padding_mask", "kv_len", "alibi_slopes",
-    "dout", "layout"};
+static const char *const NAMES[] = {"q",
+                                    "k",
+                                    "v",
+                                    "mask",
+                                    "attn_mask",
+                                    "key_padding_mask",
+                                    "kv_len",
+                                    "alibi_slopes",
+                                    "dout",
+                                    "layout",
+                                    "global_tokens"};
 
 /* Tensor `name` as F32 in *t (converted from F16/BF16/F64 into an owned
  * buffer). Absent: *t stays empty, which is an error when required. */
@@ -242,7 +311,7 @@ static int run(sdpa_opts *o, sdpa_run *r) {
         return attn_cli_error(1, "%s", attn_ctx_last_error(r->ctx));
     if (attn_cli_check_names(r->st, in, NAMES, sizeof NAMES / sizeof NAMES[0], NULL, 0,
                              "accepted: q, k, v; optional attn_mask (or mask), key_padding_mask, "
-                             "kv_len, alibi_slopes, dout, layout"))
+                             "kv_len, alibi_slopes, dout, layout, global_tokens"))
         return 1;
 
     if (load_float(r, in, "q", 1, &a.q) || load_float(r, in, "k", 1, &a.k) ||
@@ -329,6 +398,25 @@ static int run(sdpa_opts *o, sdpa_run *r) {
         a.layout = &lay;
     } else if (o->bq) {
         return attn_cli_error(2, "sdpa: --block needs --layout or a 'layout' tensor");
+    }
+
+    /* global tokens: from the file (used as stored; the library checks the
+     * shape) or from --global-tokens (one [S] row for every batch) */
+    int has_gt = attn_safetensors_find(r->st, "global_tokens") >= 0;
+    if (has_gt && o->globals)
+        return attn_cli_error(2,
+                              "sdpa: both --global-tokens and a 'global_tokens' tensor in %s "
+                              "given",
+                              in);
+    if (has_gt && attn_safetensors_get(r->ctx, r->st, "global_tokens", &a.global_tokens))
+        return attn_cli_error(1, "%s", attn_ctx_last_error(r->ctx));
+    if (o->globals) {
+        const int64_t S = a.k.shape[2];
+        uint8_t *g = calloc((size_t)(S > 0 ? S : 1), 1);
+        if (!g) return attn_cli_error(1, "out of memory for the global tokens");
+        r->owned[r->nowned++] = (float *)(void *)g;
+        if (globals_walk("sdpa", o->globals, g, S)) return 2;
+        a.global_tokens = attn_tensor_make(g, ATTN_U8, 1, (int64_t[]){S});
     }
 
     attn_tensor dout = {0};
