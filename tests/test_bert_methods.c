@@ -71,8 +71,7 @@ static int visible(const naive_opts *o, int64_t i, int64_t j) {
                 y[i * N + o] = s;                                                                  \
             }                                                                                      \
     }                                                                                              \
-    static void NAME(const attn_bert *m, const int32_t *ids, int64_t T0, naive_opts *no,           \
-                     R *emb) {                                                                     \
+    static void NAME(const attn_bert *m, const int32_t *ids, int64_t T0, naive_opts *no, R *emb) { \
         const attn_bert_config *c = &m->cfg;                                                       \
         const int64_t E = c->hidden_size, H = c->num_heads, Dh = E / H, I = c->intermediate_size;  \
         const R eps = (R)c->layer_norm_eps;                                                        \
@@ -132,13 +131,13 @@ static int visible(const naive_opts *o, int64_t i, int64_t j) {
                 int64_t k = (int64_t)ceil(no->keep * (double)T - 1e-9);                            \
                 k = k < 2 ? (T < 2 ? T : 2) : k;                                                   \
                 k = k > T ? T : k;                                                                 \
-                char *kept = calloc((size_t)T + 1, 1);                                               \
+                char *kept = calloc((size_t)T + 1, 1);                                             \
                 kept[0] = kept[T - 1] = 1;                                                         \
                 for (int64_t got = T > 1 ? 2 : 1; got < k; got++) {                                \
                     int64_t best = -1;                                                             \
                     for (int64_t j = 1; j < T - 1; j++)                                            \
                         if (!kept[j] && (best < 0 || recv[j] > recv[best])) best = j;              \
-                    if (best >= 0) kept[best] = 1;                                                              \
+                    if (best >= 0) kept[best] = 1;                                                 \
                 }                                                                                  \
                 for (int64_t j = 1; j < T - 1; j++)                                                \
                     for (int64_t j2 = 1; j2 < T - 1; j2++)                                         \
@@ -260,8 +259,8 @@ static void test_identities(void **state) {
     fixture f;
     fixture_make(&f, 11);
     float ref[NT * E_], got[NT * E_];
-    assert_int_equal(
-        attn_bert_embed(f.ctx, f.m, NT, (const int32_t *const *)f.ids, g_len, ref), ATTN_OK);
+    assert_int_equal(attn_bert_embed(f.ctx, f.m, NT, (const int32_t *const *)f.ids, g_len, ref),
+                     ATTN_OK);
     attn_bert_options o;
     memset(&o, 0, sizeof o);
     attn_bert_stats st, st1;
@@ -326,8 +325,7 @@ static void test_padding(void **state) {
         for (int i = 0; i < NT; i++) {
             const int32_t *ids = f.ids[i];
             assert_int_equal(
-                attn_bert_embed_with(f.ctx, f.m, &opts[k], 1, &ids, &g_len[i], one, NULL),
-                ATTN_OK);
+                attn_bert_embed_with(f.ctx, f.m, &opts[k], 1, &ids, &g_len[i], one, NULL), ATTN_OK);
             for (int e = 0; e < E_; e++)
                 assert_true(isfinite(one[e]));
             if (max_diff(one, all + i * E_, E_) > 2e-6) {
@@ -371,7 +369,8 @@ static void test_bad_options(void **state) {
     BAD((o.attention = ATTN_BERT_LAYOUT, o.block = 301), ATTN_E_ARG, "block 301");
     BAD(o.block = 2, ATTN_E_ARG, "only a LAYOUT");
     BAD((o.attention = ATTN_BERT_LAYOUT, o.block = 1, o.layout.causal = 1), ATTN_E_ARG, "causal");
-    BAD((o.attention = ATTN_BERT_LAYOUT, o.block = 1, o.layout.window = -1, o.layout.use_window = 1),
+    BAD((o.attention = ATTN_BERT_LAYOUT, o.block = 1, o.layout.window = -1,
+         o.layout.use_window = 1),
         ATTN_E_ARG, "window");
     BAD(o.attention = ATTN_BERT_APPROX, ATTN_E_ARG, "approx 0");
     BAD(o.approx = ATTN_APPROX_TOPK, ATTN_E_ARG, "approx");

@@ -121,8 +121,8 @@ typedef struct bert_run {
     attn__method method; /* every layer's attention (method.received: pruning) */
     int64_t prune_after; /* 0: none */
     double keep;
-    float *recv;         /* [rows] scratch: the attention each token receives */
-    double flops;        /* accumulated (method.flops points here) */
+    float *recv;  /* [rows] scratch: the attention each token receives */
+    double flops; /* accumulated (method.flops points here) */
     int64_t token_layers;
 } bert_run;
 
@@ -193,8 +193,8 @@ static int64_t prune_tokens(const attn_bert_config *c, int64_t B, int64_t T, int
  * forward's own numbers). r: attn_bert_embed_with's options, or NULL. */
 static attn_status run_batch(attn_ctx *ctx, const attn_bert *m, int64_t B, int64_t T,
                              const int32_t *const *ids, const int64_t *len, const int64_t *sel,
-                             bert_ws *w, int64_t stop_layer, int64_t head, float *lse,
-                             float *probs, bert_run *r, int64_t *Tout) {
+                             bert_ws *w, int64_t stop_layer, int64_t head, float *lse, float *probs,
+                             bert_run *r, int64_t *Tout) {
     const attn_bert_config *c = &m->cfg;
     for (int64_t b = 0; b < B; b++) {
         w->kvl[b] = (int32_t)len[sel ? sel[b] : b];
@@ -469,7 +469,8 @@ attn_status attn_bert_explain(attn_ctx *ctx, const attn_bert *m, const int32_t *
     float *lse = malloc((size_t)(c->num_heads * T) * sizeof(float));
     st = lse ? ws_alloc(ctx, c, 1, T, &w)
              : attn_ctx_fail(ctx, ATTN_E_NOMEM, "cannot allocate the attention's lse");
-    if (!st) st = run_batch(ctx, m, 1, T, &ids, &len, NULL, &w, layer, head, lse, probs, NULL, NULL);
+    if (!st)
+        st = run_batch(ctx, m, 1, T, &ids, &len, NULL, &w, layer, head, lse, probs, NULL, NULL);
     ws_free(&w);
     free(lse);
     return st;
@@ -482,7 +483,8 @@ attn_status attn_bert_layer_qkv(attn_ctx *ctx, const attn_bert *m, const int32_t
     if (st) return st;
     const attn_bert_config *c = &m->cfg;
     if (layer < 0 || layer >= c->num_layers)
-        return attn_ctx_fail(ctx, ATTN_E_ARG, "layer %lld out of range (the model has %lld, from 0)",
+        return attn_ctx_fail(ctx, ATTN_E_ARG,
+                             "layer %lld out of range (the model has %lld, from 0)",
                              (long long)layer, (long long)c->num_layers);
     const size_t per = (size_t)(len * 3 * c->hidden_size);
     float *trace = attn__malloc((size_t)c->num_layers * per * sizeof(float));

@@ -26,7 +26,8 @@ static double layout_flops(const attn_sdpa_layout *l, int64_t n, int64_t H, int6
     for (int64_t qb = 0; qb < l->nqb; qb++)
         for (int64_t kb = 0; kb < l->nkb; kb++)
             if (l->blocks[qb * l->nkb + kb])
-                pairs += (double)(ATTN_MIN(l->bq, n - qb * l->bq) * ATTN_MIN(l->bk, n - kb * l->bk));
+                pairs +=
+                    (double)(ATTN_MIN(l->bq, n - qb * l->bq) * ATTN_MIN(l->bk, n - kb * l->bk));
     return pairs * 4.0 * (double)Dh * (double)H;
 }
 
@@ -102,7 +103,8 @@ attn_status attn__attend_method(attn_ctx *ctx, const attn__heads *hd, const attn
         float *lse = NULL;
         if (m->received && !a->lse) {
             lse = malloc((size_t)(a->B * hd->H * a->T) * sizeof *lse);
-            if (!lse) return attn_ctx_fail(ctx, ATTN_E_NOMEM, "cannot allocate the attention's lse");
+            if (!lse)
+                return attn_ctx_fail(ctx, ATTN_E_NOMEM, "cannot allocate the attention's lse");
             s.lse = attn_tensor_make(lse, ATTN_F32, 3, (int64_t[]){a->B, hd->H, a->T});
         }
         attn_status st = attn_sdpa_forward(ctx, &s);

@@ -11,9 +11,9 @@
  * output and log-sum-exp the errors are measured against are computed once
  * per length in the parent. Inputs [1, H, T, D] from --seed: q, k, v ~
  * N(0, 1), or (--inputs smooth) q and k varying smoothly along the sequence. */
+#include "bert_methods.h"
 #include "cli.h"
 #include "cli_time.h"
-#include "bert_methods.h"
 #include "compare_model.h"
 
 #include <math.h>
@@ -553,7 +553,7 @@ int attn_cmd_compare(int argc, char **argv) {
         if (bad)
             return attn_cli_error(2, "compare: --quality embeds whole texts: no --T, --plot, "
                                      "--causal or --layer");
-        const cmp_quality_opts q = {o.model, o.input, o.mlist, o.threads,
+        const cmp_quality_opts q = {o.model, o.input, o.mlist,    o.threads,
                                     o.reps,  o.json,  o.cpu_time, o.seed};
         return cmp_quality(&q);
     }
@@ -626,9 +626,9 @@ int attn_cmd_compare(int argc, char **argv) {
                "%llu\n"
                "%-14s %7s %10s %9s %8s %9s %10s %10s %8s %8s\n",
                o.H, o.D, o.causal ? " causal" : "", o.threads, attn_ctx_arch(ctx), o.reps,
-               o.cpu_time ? "CPU time" : "wall time", inputs_name,
-               (unsigned long long)o.seed, "method", "N", "time_s", "GFLOP", "GFLOP/s", "mem_MB",
-               "max_abs", "rel_fro", "mass", "speedup");
+               o.cpu_time ? "CPU time" : "wall time", inputs_name, (unsigned long long)o.seed,
+               "method", "N", "time_s", "GFLOP", "GFLOP/s", "mem_MB", "max_abs", "rel_fro", "mass",
+               "speedup");
     int fail = 0;
     for (int t = 0; t < nT; t++) {
         problem pb = {o.H, Ts[t], o.D, NULL, NULL, NULL, NULL, NULL};

@@ -218,7 +218,8 @@ static int embed_check_options(session *s, const attn_bert_options *o) {
         return attn_cli_error(1,
                               "embed: --prune-after %lld: the model has %lld layers, so L must be "
                               "in [1, %lld]",
-                              (long long)o->prune_after, (long long)layers, (long long)(layers - 1));
+                              (long long)o->prune_after, (long long)layers,
+                              (long long)(layers - 1));
     s->opt = o;
     return 0;
 }

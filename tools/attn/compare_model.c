@@ -64,8 +64,7 @@ int cmp_model_open(cmp_model *m, const char *dir, const char *input, int layer) 
         if (!m->rows) rc = attn_cli_error(1, "out of memory");
     }
     for (int64_t i = 0, r = 0; !rc && i < t.n; r += s.len[i++])
-        if (attn_bert_layer_qkv(s.ctx, s.bert, s.ids[i], s.len[i], layer,
-                                m->rows + r * 3 * m->E))
+        if (attn_bert_layer_qkv(s.ctx, s.bert, s.ids[i], s.len[i], layer, m->rows + r * 3 * m->E))
             rc = attn_cli_error(1, "%s: %s", t.where[i], attn_ctx_last_error(s.ctx));
     embed_session_free(&s, t.n);
     embed_texts_free(&t);

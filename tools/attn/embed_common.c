@@ -170,8 +170,7 @@ int embed_all(session *s, const texts *t, float *out, long bench) {
         double t0 = attn_cli_clock_s(CLOCK_MONOTONIC),
                c0 = attn_cli_clock_s(CLOCK_PROCESS_CPUTIME_ID);
         rc = embed_tokenize_all(s, t);
-        if (!rc && embed_call(s, t, out))
-            rc = attn_cli_error(1, "%s", attn_ctx_last_error(s->ctx));
+        if (!rc && embed_call(s, t, out)) rc = attn_cli_error(1, "%s", attn_ctx_last_error(s->ctx));
         ts[r] = attn_cli_clock_s(CLOCK_MONOTONIC) - t0;
         cs[r] = attn_cli_clock_s(CLOCK_PROCESS_CPUTIME_ID) - c0;
     }
