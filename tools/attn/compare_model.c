@@ -186,6 +186,18 @@ int cmp_quality(const cmp_quality_opts *o) {
         return rc;
     }
     const attn_model_info *mi = attn_model_get_info(s.model);
+    for (const char *p = list; !rc && *p;) { /* what the model decides, before any output */
+        const char *e = strchr(p, ',');
+        const size_t len = e ? (size_t)(e - p) : strlen(p);
+        char name[64];
+        memcpy(name, p, len), name[len] = '\0';
+        p = e ? e + 1 : p + len;
+        attn_bert_options bo;
+        (void)bert_method_parse(name, o->seed, &bo);
+        if (bo.prune_after >= mi->num_layers)
+            rc = attn_cli_error(1, "compare: %s: the model has %lld layers, prune after 1..%lld",
+                                name, (long long)mi->num_layers, (long long)mi->num_layers - 1);
+    }
     const int64_t n = t.n, E = mi->hidden_size, P = n * (n - 1) / 2;
     float *e0 = malloc((size_t)(n * E) * sizeof *e0), *e1 = malloc((size_t)(n * E) * sizeof *e1);
     double *c0 = malloc((size_t)(P + 1) * sizeof *c0), *c1 = malloc((size_t)(P + 1) * sizeof *c1);
@@ -221,11 +233,6 @@ int cmp_quality(const cmp_quality_opts *o) {
         p = e ? e + 1 : p + len;
         attn_bert_options bo;
         (void)bert_method_parse(name, o->seed, &bo);
-        if (bo.prune_after >= mi->num_layers) {
-            rc = attn_cli_error(1, "compare: %s: the model has %lld layers, prune after 1..%lld",
-                                name, (long long)mi->num_layers, (long long)mi->num_layers - 1);
-            break;
-        }
         attn_bert_stats st;
         for (int r = 0; !rc && r < o->reps; r++) {
             const double t0 = attn_cli_clock_s(clk);
