@@ -104,8 +104,10 @@ for m in ("window-1000", "topk-1000"):  # every key: exact attention
 print("quality: %d methods ok" % len(rows))
 PY
 "$ATTN" compare --quality --input "$Q" --reps 1 --threads 1 --methods exact,window-2+cls,topk-4 \
-    >"$W/table" 2>&1 || fail "quality table exit $?"
+    --plot "$W/q.svg" >"$W/table" 2>&1 || fail "quality table exit $?"
 for m in exact window-2+cls topk-4; do grep -q "^$m " "$W/table" || fail "table lacks $m"; done
+# the chart: a point per method in each of its two panels
+grep -q "^<svg" "$W/q.svg" && [ "$(grep -c "<circle" "$W/q.svg")" = 6 ] || fail "quality svg"
 
 # compare --input: timing on the model's q, k, v (H 12, D 32)
 "$ATTN" compare --input "$Q" --layer 2 --T 64,200 --methods exact,window,nystrom-32,topk-32 \
@@ -149,6 +151,7 @@ bad 2 "exact attention only" "$ATTN" embed --attention topk-4 --prune-after 1 --
 bad 2 "show-attention" "$ATTN" embed --show-attention --layer 0 --head 0 --prune-after 1 --keep 1 hi
 bad 2 "unknown method 'window-'" "$ATTN" compare --quality --input "$Q" --methods exact,window-
 bad 2 "unknown method 'prune-1-1.5'" "$ATTN" compare --quality --input "$Q" --methods prune-1-1.5
+bad 2 "give a FILE.svg" "$ATTN" compare --quality --input "$Q" --plot "$W/never"
 bad 2 "need --input" "$ATTN" compare --quality
 bad 2 "need --input" "$ATTN" compare --model /nonexistent
 bad 2 "no --T" "$ATTN" compare --quality --input "$Q" --T 64

@@ -105,8 +105,10 @@ static void usage(FILE *f) {
                "                   model; per method the mean and min cosine to the exact\n"
                "                   embeddings, the Spearman correlation of the pairwise\n"
                "                   similarities, FLOPs, token-layers and time (--reps,\n"
-               "                   --cpu-time, --threads, --seed, --json apply). --methods\n"
-               "                   takes these names (default: several of each):\n");
+               "                   --cpu-time, --threads, --seed, --json apply; --plot\n"
+               "                   FILE.svg charts mean cosine against FLOPs and time,\n"
+               "                   each relative to exact's). --methods takes these\n"
+               "                   names (default: several of each):\n");
     bert_method_help(f, 19);
 }
 
@@ -549,12 +551,13 @@ int attn_cmd_compare(int argc, char **argv) {
         return attn_cli_error(2, "compare: with --input the model gives the inputs, H and D "
                                  "(no --H, --D or --inputs)");
     if (o.quality) {
-        int bad = o.plot || o.causal || o.layer || opt_given(argc, argv, "--T");
+        int bad = o.causal || o.layer || opt_given(argc, argv, "--T");
         if (bad)
-            return attn_cli_error(2, "compare: --quality embeds whole texts: no --T, --plot, "
-                                     "--causal or --layer");
-        const cmp_quality_opts q = {o.model, o.input, o.mlist,    o.threads,
-                                    o.reps,  o.json,  o.cpu_time, o.seed};
+            return attn_cli_error(2, "compare: --quality embeds whole texts: no --T, --causal "
+                                     "or --layer");
+        const cmp_quality_opts q = {o.model,   o.input,   o.mlist,  o.plot,
+                                    o.threads, o.reps,    o.json,   o.cpu_time,
+                                    o.seed};
         return cmp_quality(&q);
     }
     int64_t Ts[MAXT];

@@ -24,6 +24,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 const char *const cmp_quality_default =
     "exact,window-1,window-2,window-4,window-8,window-1+cls,window-2+cls,window-4+cls,"
@@ -158,9 +159,105 @@ static void jnum(const char *key, double x) {
         printf(", \"%s\": %.9g", key, x);
 }
 
+/* ---- quality vs speed chart (SVG) --------------------------------------- */
+
+typedef struct qpoint {
+    char name[64];
+    double cos_mean, work, time_rel;
+} qpoint;
+
+/* A method's family colour: the part of its name before the first '-'. */
+static const char *family_color(const char *name) {
+    static const struct {
+        const char *prefix, *color;
+    } fam[] = {{"exact", "#000000"},     {"window-", "#1f77b4"}, {"bigbird", "#17becf"},
+               {"linear", "#ff7f0e"},    {"performer", "#d62728"}, {"nystrom", "#2ca02c"},
+               {"topk", "#9467bd"},      {"prune", "#8c564b"}};
+    for (size_t i = 0; i < sizeof fam / sizeof fam[0]; i++)
+        if (!strncmp(name, fam[i].prefix, strlen(fam[i].prefix)))
+            return strstr(name, "+cls") ? "#aec7e8" : fam[i].color;
+    return "#7f7f7f";
+}
+
+/* One panel: mean cosine (y, linear, [y0, 1]) against x (linear, [0, x1]). */
+static void qpanel(FILE *f, double px, double py, double w, double h, const char *title,
+                   const char *xlab, const qpoint *pt, int n, int by_time) {
+    double x1 = 1.0, y0 = 1.0;
+    for (int i = 0; i < n; i++) {
+        x1 = fmax(x1, by_time ? pt[i].time_rel : pt[i].work);
+        y0 = fmin(y0, pt[i].cos_mean);
+    }
+    x1 = ceil(x1 * 5.0) / 5.0, y0 = floor(fmax(y0, -1.0) * 10.0) / 10.0;
+    if (y0 >= 1.0) y0 = 0.9;
+    fprintf(f, "<rect x='%.1f' y='%.1f' width='%.1f' height='%.1f' fill='none' stroke='#444'/>\n",
+            px, py, w, h);
+    fprintf(f, "<text x='%.1f' y='%.1f' font-size='14' text-anchor='middle'>%s</text>\n",
+            px + w / 2, py - 8, title);
+    fprintf(f, "<text x='%.1f' y='%.1f' font-size='12' text-anchor='middle'>%s</text>\n",
+            px + w / 2, py + h + 34, xlab);
+    fprintf(f,
+            "<text x='%.1f' y='%.1f' font-size='12' text-anchor='middle' transform='rotate(-90 "
+            "%.1f %.1f)'>mean cosine to exact embeddings</text>\n",
+            px - 44, py + h / 2, px - 44, py + h / 2);
+    for (int k = 0; k <= 5; k++) {
+        const double xv = x1 * k / 5.0, yv = y0 + (1.0 - y0) * k / 5.0;
+        const double X = px + w * k / 5.0, Y = py + h - h * k / 5.0;
+        fprintf(f, "<line x1='%.1f' y1='%.1f' x2='%.1f' y2='%.1f' stroke='#eee'/>\n", X, py, X,
+                py + h);
+        fprintf(f, "<line x1='%.1f' y1='%.1f' x2='%.1f' y2='%.1f' stroke='#eee'/>\n", px, Y,
+                px + w, Y);
+        fprintf(f, "<text x='%.1f' y='%.1f' font-size='11' text-anchor='middle'>%.2g</text>\n", X,
+                py + h + 16, xv);
+        fprintf(f, "<text x='%.1f' y='%.1f' font-size='11' text-anchor='end'>%.2f</text>\n",
+                px - 4, Y + 4, yv);
+    }
+    for (int i = 0; i < n; i++) {
+        const double xv = by_time ? pt[i].time_rel : pt[i].work;
+        const double X = px + w * xv / x1, Y = py + h - h * (pt[i].cos_mean - y0) / (1.0 - y0);
+        if (!isfinite(X) || !isfinite(Y)) continue;
+        fprintf(f, "<circle cx='%.1f' cy='%.1f' r='4' fill='%s'/>\n", X, Y,
+                family_color(pt[i].name));
+        fprintf(f, "<text x='%.1f' y='%.1f' font-size='9' fill='#333'>%s</text>\n", X + 5, Y - 3,
+                pt[i].name);
+    }
+}
+
+static int write_quality_svg(const char *path, const qpoint *pt, int n, int64_t texts,
+                             int cpu_time) {
+    attn_outfile *of = NULL;
+    if (attn_outfile_open(NULL, path, &of)) return attn_cli_error(1, "cannot write %s", path);
+    FILE *f = fdopen(dup(attn_outfile_fd(of)), "w");
+    if (!f) {
+        attn_outfile_abort(of);
+        return attn_cli_error(1, "cannot write %s", path);
+    }
+    fprintf(f, "<svg xmlns='http://www.w3.org/2000/svg' width='1000' height='480' "
+               "font-family='sans-serif'>\n<rect width='100%%' height='100%%' fill='white'/>\n");
+    fprintf(f,
+            "<text x='500' y='20' font-size='15' text-anchor='middle'>attn compare --quality: "
+            "%lld texts, each method in every layer</text>\n",
+            (long long)texts);
+    qpanel(f, 70, 50, 380, 360, "quality vs work", "encoder FLOPs / exact's", pt, n, 0);
+    qpanel(f, 570, 50, 380, 360, "quality vs time",
+           cpu_time ? "CPU time / exact's" : "wall time / exact's", pt, n, 1);
+    fprintf(f, "</svg>\n");
+    int bad = fflush(f) != 0;
+    bad |= fclose(f) != 0;
+    if (bad) {
+        attn_outfile_abort(of);
+        return attn_cli_error(1, "cannot write %s", path);
+    }
+    if (attn_outfile_commit(NULL, of)) return attn_cli_error(1, "cannot write %s", path);
+    return 0;
+}
+
 int cmp_quality(const cmp_quality_opts *o) {
     const char *list = o->methods ? o->methods : cmp_quality_default;
     /* bad usage first: every name must parse, before any file is opened */
+    const size_t pl = o->plot ? strlen(o->plot) : 0;
+    if (o->plot && (pl < 5 || strcmp(o->plot + pl - 4, ".svg")))
+        return attn_cli_error(2, "compare: --quality --plot writes SVG: give a FILE.svg, got '%s'",
+                              o->plot);
     int nm = 0;
     for (const char *p = list; *p;) {
         const char *e = strchr(p, ',');
@@ -203,7 +300,11 @@ int cmp_quality(const cmp_quality_opts *o) {
     double *c0 = malloc((size_t)(P + 1) * sizeof *c0), *c1 = malloc((size_t)(P + 1) * sizeof *c1);
     double *r0 = malloc((size_t)(P + 1) * sizeof *r0), *r1 = malloc((size_t)(P + 1) * sizeof *r1);
     double *times = malloc((size_t)o->reps * sizeof *times);
-    if (!e0 || !e1 || !c0 || !c1 || !r0 || !r1 || !times) rc = attn_cli_error(1, "out of memory");
+    qpoint *pts = calloc((size_t)nm, sizeof *pts);
+    int npt = 0;
+    double exact_time = NAN;
+    if (!e0 || !e1 || !c0 || !c1 || !r0 || !r1 || !times || !pts)
+        rc = attn_cli_error(1, "out of memory");
     int64_t tokens = 0;
     for (int64_t i = 0; i < n; i++)
         tokens += s.len[i];
@@ -256,6 +357,9 @@ int cmp_quality(const cmp_quality_opts *o) {
         const double rho = spearman(r0, r1, P), time_s = attn_cli_median(times, (size_t)o->reps);
         const double work = st.flops / st0.flops;
         const double tl = (double)st.token_layers / (double)st0.token_layers;
+        if (!strcmp(name, "exact")) exact_time = time_s;
+        snprintf(pts[npt].name, sizeof pts[npt].name, "%s", name);
+        pts[npt].cos_mean = cmean, pts[npt].work = work, pts[npt++].time_rel = time_s;
         if (o->json) {
             printf("{\"method\": \"%s\", \"texts\": %lld, \"pairs\": %lld", name, (long long)n,
                    (long long)P);
@@ -275,7 +379,17 @@ int cmp_quality(const cmp_quality_opts *o) {
         }
         fflush(stdout);
     }
-    free(e0), free(e1), free(c0), free(c1), free(r0), free(r1), free(times);
+    if (!rc && o->plot) {
+        /* times relative to exact's (the first exact row; without one, to the
+         * fastest method's) */
+        double ref = exact_time;
+        for (int i = 0; isnan(ref) && i < npt; i++)
+            ref = fmin(isnan(ref) ? INFINITY : ref, pts[i].time_rel);
+        for (int i = 0; i < npt; i++)
+            pts[i].time_rel /= ref;
+        rc = write_quality_svg(o->plot, pts, npt, n, o->cpu_time);
+    }
+    free(e0), free(e1), free(c0), free(c1), free(r0), free(r1), free(times), free(pts);
     embed_session_free(&s, t.n);
     embed_texts_free(&t);
     return rc;

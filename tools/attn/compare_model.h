@@ -33,6 +33,7 @@ void cmp_model_fill(const cmp_model *m, int64_t T, float *q, float *k, float *v)
  * status. */
 typedef struct cmp_quality_opts {
     const char *model, *input, *methods;
+    const char *plot; /* optional: quality vs work and vs time, SVG */
     int threads, reps, json, cpu_time;
     uint64_t seed;
 } cmp_quality_opts;
