@@ -175,7 +175,11 @@ bad 2 "unknown method 'prune-1-1.5'" "$ATTN" compare --quality --input "$Q" --me
 bad 2 "give a FILE.svg" "$ATTN" compare --quality --input "$Q" --plot "$W/never"
 bad 2 "need --input" "$ATTN" compare --quality
 bad 2 "need --input" "$ATTN" compare --model /nonexistent
-bad 2 "no --T" "$ATTN" compare --quality --input "$Q" --T 64
+for o in "--T 64" "--layer 0" "--block 8" "--window 1" "--max-exact 9" --causal; do
+    # shellcheck disable=SC2086
+    bad 2 "${o%% *} does not apply" "$ATTN" compare --quality --input "$Q" $o
+done
+bad 2 "need --input" "$ATTN" compare --layer 0
 bad 2 "no --H" "$ATTN" compare --input "$Q" --H 4
 bad 1 "prune after 1..5" "$ATTN" compare --quality --input "$Q" --methods exact,prune-6-0.5
 bad 1 "--layer 6" "$ATTN" compare --input "$Q" --layer 6 --T 64

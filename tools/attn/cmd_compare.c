@@ -544,17 +544,22 @@ int attn_cmd_compare(int argc, char **argv) {
     if (rc >= 0) return rc;
     /* real inputs (compare_model.c): decided before anything else runs */
     const int explicit_hd = opt_given(argc, argv, "--H") || opt_given(argc, argv, "--D");
-    if ((o.model || o.quality || o.layer) && !o.input)
+    if ((o.model || o.quality || opt_given(argc, argv, "--layer")) && !o.input)
         return attn_cli_error(2, "compare: --model, --layer and --quality need --input TEXTS");
     if (o.input && !o.input[0]) return attn_cli_error(2, "compare: --input: empty path");
     if (o.input && (explicit_hd || o.inputs))
         return attn_cli_error(2, "compare: with --input the model gives the inputs, H and D "
                                  "(no --H, --D or --inputs)");
     if (o.quality) {
-        int bad = o.causal || o.layer || opt_given(argc, argv, "--T");
-        if (bad)
-            return attn_cli_error(2, "compare: --quality embeds whole texts: no --T, --causal "
-                                     "or --layer");
+        const char *timing_only[] = {"--T", "--layer", "--block", "--window", "--max-exact"};
+        for (size_t i = 0; i < sizeof timing_only / sizeof *timing_only; i++)
+            if (opt_given(argc, argv, timing_only[i]))
+                return attn_cli_error(2, "compare: --quality embeds whole texts: %s does not "
+                                         "apply",
+                                      timing_only[i]);
+        if (o.causal)
+            return attn_cli_error(2, "compare: --quality embeds whole texts: --causal does not "
+                                     "apply");
         const cmp_quality_opts q = {o.model,   o.input,   o.mlist,  o.plot,
                                     o.threads, o.reps,    o.json,   o.cpu_time,
                                     o.seed};
