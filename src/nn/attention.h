@@ -103,7 +103,8 @@ attn_status attn__attend(attn_ctx *ctx, const attn__heads *hd, const attn__atten
 
 /* attn__attend with hd->method set (nn/attention_method.c): self-attention
  * only (T == S), no dropout, probs or cache. Returns ATTN_E_UNSUPPORTED for
- * what a method cannot do (received with a non-exact method), and what
+ * what a method cannot do (received with a non-exact method; APPROX with
+ * causal, window, softcap or RoPE, which it would ignore), and what
  * attn_sdpa_forward, attn_sdpa_probs, attn_sdpa_layout_build and
  * attn_approx_forward return. */
 attn_status attn__attend_method(attn_ctx *ctx, const attn__heads *hd, const attn__attend_args *a);

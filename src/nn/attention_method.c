@@ -116,6 +116,11 @@ attn_status attn__attend_method(attn_ctx *ctx, const attn__heads *hd, const attn
     if (m->received)
         return attn_ctx_fail(ctx, ATTN_E_UNSUPPORTED,
                              "the attention keys receive is only measured with exact attention");
+    if (m->kind == ATTN__METHOD_APPROX &&
+        (hd->causal || hd->window || hd->softcap != 0.0f || hd->rope.rot_dim))
+        return attn_ctx_fail(ctx, ATTN_E_UNSUPPORTED,
+                             "an approximation replaces plain softmax attention only (no causal, "
+                             "window, softcap or rotary positions)");
     if (m->kind == ATTN__METHOD_LAYOUT && m->block < 1)
         return attn_ctx_fail(ctx, ATTN_E_ARG, "layout block size %lld, must be >= 1",
                              (long long)m->block);
