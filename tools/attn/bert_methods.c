@@ -69,9 +69,9 @@ void bert_method_help(FILE *f, int in) {
             "%*swindow-W       token i sees keys |i - j| <= W\n"
             "%*swindow-W+cls   and [CLS] sees every token and is seen by every token\n"
             "%*sbigbird-B      BigBird over blocks of B tokens: window 1 block each side,\n"
-            "%*s               1 global block, 2 random blocks (--seed)\n"
+            "%*s               1 global block, 2 random blocks (seeded)\n"
             "%*slinear         elu + 1 kernelized linear attention\n"
-            "%*sperformer-M    Performer FAVOR+, M random features (--seed)\n"
+            "%*sperformer-M    Performer FAVOR+, M random features (seeded)\n"
             "%*snystrom-L      Nystrom, L landmarks (clipped to the text's length)\n"
             "%*stopk-K         top-k, K keys per query (K >= length: exact)\n"
             "%*sprune-L-F      exact attention, tokens pruned after layer L to a fraction F\n",

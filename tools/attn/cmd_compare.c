@@ -105,11 +105,12 @@ static void usage(FILE *f) {
                "                   model; per method the mean and min cosine to the exact\n"
                "                   embeddings, the Spearman correlation of the pairwise\n"
                "                   similarities, FLOPs, token-layers and time (--reps,\n"
-               "                   --cpu-time, --threads, --seed, --json apply; --plot\n"
+               "                   --cpu-time, --threads, --json apply; --seed seeds\n"
+               "                   BigBird and Performer; --plot\n"
                "                   FILE.svg charts mean cosine against FLOPs and time,\n"
                "                   each relative to exact's). --methods takes these\n"
                "                   names (default: several of each):\n");
-    bert_method_help(f, 19);
+    bert_method_help(f, 4);
 }
 
 /* Parse "a,b,c" into v (at most max), each in [lo, hi]. Returns the count, -1 on error. */
