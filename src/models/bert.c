@@ -129,17 +129,19 @@ typedef struct bert_run {
 /* Token pruning of a batch after a layer (attn_bert_options): text b keeps
  * its k = ceil(keep n) tokens receiving the most attention, its first and
  * last always, in order; x is compacted in place into rows b*T' + t' (T' the
- * new longest; a row only moves to a lower index, so reading forward is
- * safe) and kvl[b] becomes k. Returns T'. */
-static int64_t prune_tokens(const attn_bert_config *c, int64_t B, int64_t T, int32_t *kvl,
-                            const float *recv, double keep, float *x) {
+ * new longest, into *Tout; a row only moves to a lower index, so reading
+ * forward is safe) and kvl[b] becomes k. Returns ATTN_OK or ATTN_E_NOMEM. */
+static attn_status prune_tokens(attn_ctx *ctx, const attn_bert_config *c, int64_t B, int64_t T,
+                                int32_t *kvl, const float *recv, double keep, float *x,
+                                int64_t *Tout) {
     const int64_t E = c->hidden_size;
     int64_t Tn = 0;
     int32_t *nk = malloc((size_t)B * sizeof *nk);
     uint8_t *sel = malloc((size_t)(B * T));
-    if (!nk || !sel) { /* cannot happen for a batch that ran; keep everything */
+    if (!nk || !sel) {
         free(nk), free(sel);
-        return T;
+        return attn_ctx_fail(ctx, ATTN_E_NOMEM, "cannot allocate the pruning of %lld x %lld tokens",
+                             (long long)B, (long long)T);
     }
     memset(sel, 0, (size_t)(B * T));
     for (int64_t b = 0; b < B; b++) {
@@ -165,7 +167,8 @@ static int64_t prune_tokens(const attn_bert_config *c, int64_t B, int64_t T, int
             all &= nk[b] == kvl[b];
         if (all) { /* nothing pruned: the batch is untouched */
             free(nk), free(sel);
-            return T;
+            *Tout = T;
+            return ATTN_OK;
         }
     }
     for (int64_t b = 0; b < B; b++) {
@@ -181,7 +184,8 @@ static int64_t prune_tokens(const attn_bert_config *c, int64_t B, int64_t T, int
     for (int64_t b = 0; b < B; b++) /* padding rows: zeros, finite for the GEMMs */
         memset(x + (b * Tn + kvl[b]) * E, 0, (size_t)((Tn - kvl[b]) * E) * sizeof(float));
     free(nk), free(sel);
-    return Tn;
+    *Tout = Tn;
+    return ATTN_OK;
 }
 
 /* One padded batch: text `sel[b]` (or b when sel is NULL) is row b.
@@ -222,7 +226,11 @@ static attn_status run_batch(attn_ctx *ctx, const attn_bert *m, int64_t B, int64
                 r->token_layers += w->kvl[b];
             attn_status st = attn__layer_forward(ctx, &L, &bt, w->x, nomask, NULL, &lws);
             if (st) return st;
-            if (prune) *Tout = bt.T = prune_tokens(c, B, bt.T, w->kvl, r->recv, r->keep, w->x);
+            if (prune) {
+                if ((st = prune_tokens(ctx, c, B, bt.T, w->kvl, r->recv, r->keep, w->x, Tout)))
+                    return st;
+                bt.T = *Tout;
+            }
             continue;
         }
         if (l == stop_layer) {
