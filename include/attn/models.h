@@ -7,6 +7,7 @@
 #define ATTN_MODELS_H
 
 #include "core.h"
+#include "efficient.h"
 #include "gpt.h"
 #include "nn.h"
 #include "text.h"
@@ -103,6 +104,85 @@ ATTN_NODISCARD attn_status attn_bert_encode(attn_ctx *ctx, const attn_bert *m, i
 ATTN_NODISCARD attn_status attn_bert_explain(attn_ctx *ctx, const attn_bert *m, const int32_t *ids,
                                              int64_t len, int64_t layer, int64_t head,
                                              float *probs);
+
+/* ---- cheaper attention inside the encoder (docs/EFFICIENT.md) -------------
+ * What a trained encoder loses when its self-attention is replaced, in every
+ * layer, by a sparse pattern or an approximation, or when tokens are pruned
+ * between layers. For studies: attn_bert_embed stays the model's own
+ * (exact) computation. */
+
+/* How every layer's self-attention is computed. */
+typedef enum attn_bert_attention {
+    ATTN_BERT_EXACT = 0,  /* softmax attention over the padded batch (as attn_bert_embed) */
+    ATTN_BERT_LAYOUT = 1, /* exact softmax inside a block-sparse pattern: `layout`
+                           * (attn_sdpa_layout_build) over blocks of `block` tokens,
+                           * built for each text's own length. Block 1 is token
+                           * granularity: use_window with window w is "token i sees
+                           * keys |i - j| <= w", global 1 adds [CLS] (token 0 sees
+                           * every token and is seen by every token); blocks of b
+                           * tokens with window, global and random blocks is BigBird. */
+    ATTN_BERT_APPROX = 2, /* attn_approx_forward `approx` (efficient.h) with features
+                           * (Performer m) and seed, landmarks (Nystrom L) or topk
+                           * (k); L and k are clipped to the text's length (top-k with
+                           * k >= length is exact) */
+} attn_bert_attention;
+
+/* Options of attn_bert_embed_with. Zero-initialised: exact, no pruning
+ * (attn_bert_embed's numbers to the last bit). */
+typedef struct attn_bert_options {
+    attn_bert_attention attention;
+    attn_sdpa_layout_spec layout; /* LAYOUT: the pattern (causal must be 0) */
+    int64_t block;                /* LAYOUT: tokens per block, in [1, max_position] */
+    attn_approx_method approx;    /* APPROX: LINEAR, PERFORMER, NYSTROM or TOPK */
+    int64_t features;             /* APPROX PERFORMER: m >= 1 (other methods: 0) */
+    int64_t landmarks;            /* APPROX NYSTROM: L >= 1 (other methods: 0) */
+    int64_t topk;                 /* APPROX TOPK: k >= 1 (other methods: 0) */
+    uint64_t seed;                /* APPROX PERFORMER: the random features */
+    /* Token pruning (with EXACT attention only): after layer prune_after
+     * (counted from 1, in [1, num_layers - 1]; 0 = no pruning) each text of
+     * n tokens keeps its ceil(keep * n) tokens (at least [CLS] and [SEP], at
+     * most n) that receive the most attention in that layer (the layer's
+     * probabilities summed over heads and queries); its first token ([CLS])
+     * and last ([SEP]) are always kept, ties go to the earlier token, and
+     * the kept tokens stay in their order. Later layers run on the kept
+     * tokens only, and mean (or max) pooling averages the kept tokens'
+     * final states (the pruned ones have none). keep in (0, 1]; keep = 1
+     * keeps every token and gives attn_bert_embed's numbers to the last bit.
+     * ceil is taken with 1e-9 of slack, so that 0.3 x 10 is 3. */
+    int64_t prune_after;
+    double keep;
+} attn_bert_options;
+
+/* What an embedding run did (optional output of attn_bert_embed_with). */
+typedef struct attn_bert_stats {
+    double flops;         /* matrix-product FLOPs (2 per multiply-add): projections and
+                           * feed-forward over the rows run (padding included), and
+                           * attention as computed (attn_sdpa_flops; a layout's
+                           * computed blocks; attn_approx_flops) */
+    int64_t token_layers; /* real tokens summed over texts and layers */
+} attn_bert_stats;
+
+/* attn_bert_embed with the options above (NULL: none). Texts are batched
+ * as attn_bert_embed batches them. EXACT keeps the padded batch (padded
+ * keys are masked by each text's length); LAYOUT and APPROX run every text
+ * alone on its real tokens (the approximations take no padding mask, and a
+ * layout is a text's own), so padded keys are never attended either way.
+ * stats (optional) is overwritten. Returns the statuses of attn_bert_embed
+ * and ATTN_E_ARG (an option out of range or not used by the method: the
+ * message names the field), ATTN_E_UNSUPPORTED (pruning with a method other
+ * than exact), and those of attn_sdpa_layout_build and attn_approx_forward. */
+ATTN_NODISCARD attn_status attn_bert_embed_with(attn_ctx *ctx, const attn_bert *m,
+                                                const attn_bert_options *opt, int64_t n,
+                                                const int32_t *const *ids, const int64_t *len,
+                                                float *out, attn_bert_stats *stats);
+
+/* One text through the encoder up to layer `layer` (from 0): that layer's
+ * attention inputs, qkv [len, 3E], row t = q_t | k_t | v_t (each [E], head h
+ * at columns [h Dh, (h + 1) Dh)). Returns ATTN_OK, ATTN_E_ARG (layer out of
+ * range, bad ids, NULL qkv), ATTN_E_NOMEM. */
+ATTN_NODISCARD attn_status attn_bert_layer_qkv(attn_ctx *ctx, const attn_bert *m,
+                                               const int32_t *ids, int64_t len, int64_t layer,
+                                               float *qkv);
 
 /* ---- model directories ---------------------------------------------------
  * A Hugging Face model directory opened as one object: its configuration,

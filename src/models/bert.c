@@ -116,21 +116,96 @@ attn__layer attn__bert_layer_view(const attn_bert *m, int64_t l) {
                            c->layer_norm_eps, 0, 1);
 }
 
+/* attn_bert_embed_with's options for run_batch (NULL: none). */
+typedef struct bert_run {
+    attn__method method; /* every layer's attention (method.received: pruning) */
+    int64_t prune_after; /* 0: none */
+    double keep;
+    float *recv;  /* [rows] scratch: the attention each token receives */
+    double flops; /* accumulated (method.flops points here) */
+    int64_t token_layers;
+} bert_run;
+
+/* Token pruning of a batch after a layer (attn_bert_options): text b keeps
+ * its k = ceil(keep n) tokens receiving the most attention, its first and
+ * last always, in order; x is compacted in place into rows b*T' + t' (T' the
+ * new longest, into *Tout; a row only moves to a lower index, so reading
+ * forward is safe) and kvl[b] becomes k. Returns ATTN_OK or ATTN_E_NOMEM. */
+static attn_status prune_tokens(attn_ctx *ctx, const attn_bert_config *c, int64_t B, int64_t T,
+                                int32_t *kvl, const float *recv, double keep, float *x,
+                                int64_t *Tout) {
+    const int64_t E = c->hidden_size;
+    int64_t Tn = 0;
+    int32_t *nk = malloc((size_t)B * sizeof *nk);
+    uint8_t *sel = malloc((size_t)(B * T));
+    if (!nk || !sel) {
+        free(nk), free(sel);
+        return attn_ctx_fail(ctx, ATTN_E_NOMEM, "cannot allocate the pruning of %lld x %lld tokens",
+                             (long long)B, (long long)T);
+    }
+    memset(sel, 0, (size_t)(B * T));
+    for (int64_t b = 0; b < B; b++) {
+        const int64_t n = kvl[b];
+        int64_t k = (int64_t)ceil(keep * (double)n - 1e-9);
+        k = ATTN_MAX(k, ATTN_MIN(n, (int64_t)2));
+        k = ATTN_MIN(k, n);
+        uint8_t *sb = sel + b * T;
+        const float *rb = recv + b * T;
+        sb[0] = 1, sb[n - 1] = 1;
+        for (int64_t got = n > 1 ? 2 : 1; got < k; got++) {
+            int64_t best = -1; /* the most attended token not yet kept (ties: earlier) */
+            for (int64_t j = 1; j < n - 1; j++)
+                if (!sb[j] && (best < 0 || rb[j] > rb[best])) best = j;
+            sb[best] = 1;
+        }
+        nk[b] = (int32_t)k;
+        Tn = ATTN_MAX(Tn, k);
+    }
+    if (Tn == T) {
+        int all = 1;
+        for (int64_t b = 0; b < B; b++)
+            all &= nk[b] == kvl[b];
+        if (all) { /* nothing pruned: the batch is untouched */
+            free(nk), free(sel);
+            *Tout = T;
+            return ATTN_OK;
+        }
+    }
+    for (int64_t b = 0; b < B; b++) {
+        int64_t t2 = 0;
+        for (int64_t t = 0; t < kvl[b]; t++)
+            if (sel[b * T + t]) {
+                if (b * Tn + t2 != b * T + t)
+                    memmove(x + (b * Tn + t2) * E, x + (b * T + t) * E, (size_t)E * sizeof(float));
+                t2++;
+            }
+        kvl[b] = nk[b];
+    }
+    for (int64_t b = 0; b < B; b++) /* padding rows: zeros, finite for the GEMMs */
+        memset(x + (b * Tn + kvl[b]) * E, 0, (size_t)((Tn - kvl[b]) * E) * sizeof(float));
+    free(nk), free(sel);
+    *Tout = Tn;
+    return ATTN_OK;
+}
+
 /* One padded batch: text `sel[b]` (or b when sel is NULL) is row b.
- * Runs every layer, leaving the last hidden states in w->x; or, when
- * stop_layer >= 0, stops inside that layer after attention, writing its
- * log-sum-exp [B,H,T] into lse and head `head`'s probabilities of text 0
- * [T, T] into probs (attn_sdpa_probs: the forward's own numbers). */
+ * Runs every layer, leaving the last hidden states in w->x (rows b*T' + t,
+ * T' in *Tout, text b's real rows w->kvl[b]: fewer than its length after
+ * pruning); or, when stop_layer >= 0, stops inside that layer after
+ * attention, writing its log-sum-exp [B,H,T] into lse and head `head`'s
+ * probabilities of text 0 [T, T] into probs (attn_sdpa_probs: the
+ * forward's own numbers). r: attn_bert_embed_with's options, or NULL. */
 static attn_status run_batch(attn_ctx *ctx, const attn_bert *m, int64_t B, int64_t T,
                              const int32_t *const *ids, const int64_t *len, const int64_t *sel,
-                             bert_ws *w, int64_t stop_layer, int64_t head, float *lse,
-                             float *probs) {
+                             bert_ws *w, int64_t stop_layer, int64_t head, float *lse, float *probs,
+                             bert_run *r, int64_t *Tout) {
     const attn_bert_config *c = &m->cfg;
     for (int64_t b = 0; b < B; b++) {
         w->kvl[b] = (int32_t)len[sel ? sel[b] : b];
         w->ids[b] = ids[sel ? sel[b] : b];
     }
-    const attn__batch bt = {B, T, w->kvl};
+    attn__batch bt = {B, T, w->kvl};
+    if (Tout) *Tout = T;
     /* embeddings: word + position + token type 0, then LayerNorm */
     const attn__embedding emb = {c->hidden_size, m->word,     m->pos,           m->type,
                                  m->emb_ln_g,    m->emb_ln_b, c->layer_norm_eps};
@@ -140,7 +215,24 @@ static attn_status run_batch(attn_ctx *ctx, const attn_bert *m, int64_t B, int64
     attn_tensor nomask;
     memset(&nomask, 0, sizeof nomask);
     for (int64_t l = 0; l < c->num_layers; l++) {
-        const attn__layer L = attn__bert_layer_view(m, l);
+        attn__layer L = attn__bert_layer_view(m, l);
+        if (r) {
+            const int prune = r->prune_after == l + 1;
+            r->method.received = prune ? r->recv : NULL;
+            L.attn.heads.method = &r->method;
+            const double E = (double)c->hidden_size, I = (double)c->intermediate_size;
+            r->flops += 2.0 * (double)(bt.B * bt.T) * (4.0 * E * E + 2.0 * E * I);
+            for (int64_t b = 0; b < B; b++)
+                r->token_layers += w->kvl[b];
+            attn_status st = attn__layer_forward(ctx, &L, &bt, w->x, nomask, NULL, &lws);
+            if (st) return st;
+            if (prune) {
+                if ((st = prune_tokens(ctx, c, B, bt.T, w->kvl, r->recv, r->keep, w->x, Tout)))
+                    return st;
+                bt.T = *Tout;
+            }
+            continue;
+        }
         if (l == stop_layer) {
             attn__mha_block_args a;
             memset(&a, 0, sizeof a);
@@ -219,11 +311,10 @@ static int by_len_cmp(const void *x, const void *y) {
     return a->i < b->i ? -1 : (a->i > b->i);
 }
 
-attn_status attn_bert_embed(attn_ctx *ctx, const attn_bert *m, int64_t n, const int32_t *const *ids,
-                            const int64_t *len, float *out) {
-    attn__ctx_clear(ctx);
-    attn_status st = check_inputs(ctx, m, n, ids, len, out);
-    if (st || n == 0) return st;
+/* attn_bert_embed, and with r attn_bert_embed_with (inputs checked). */
+static attn_status embed(attn_ctx *ctx, const attn_bert *m, int64_t n, const int32_t *const *ids,
+                         const int64_t *len, float *out, bert_run *r) {
+    attn_status st = ATTN_OK;
     /* sort by length so each batch pads little, as sentence-transformers */
     by_len *o = malloc((size_t)n * sizeof *o);
     int64_t *sel = malloc((size_t)n * sizeof *sel);
@@ -239,16 +330,105 @@ attn_status attn_bert_embed(attn_ctx *ctx, const attn_bert *m, int64_t n, const 
         sel[i] = o[i].i;
     bert_ws w;
     memset(&w, 0, sizeof w);
-    st = ws_alloc(ctx, &m->cfg, ATTN_MIN(n, (int64_t)BATCH_TEXTS), o[0].len, &w);
+    const int64_t B0 = ATTN_MIN(n, (int64_t)BATCH_TEXTS);
+    st = ws_alloc(ctx, &m->cfg, B0, o[0].len, &w);
+    if (!st && r && r->prune_after > 0 &&
+        !(r->recv = malloc((size_t)(B0 * o[0].len) * sizeof(float))))
+        st = attn_ctx_fail(ctx, ATTN_E_NOMEM, "cannot allocate the attention received");
     for (int64_t b0 = 0; !st && b0 < n; b0 += BATCH_TEXTS) {
-        const int64_t B = ATTN_MIN((int64_t)BATCH_TEXTS, n - b0), T = o[b0].len;
-        st = run_batch(ctx, m, B, T, ids, len, sel + b0, &w, -1, 0, NULL, NULL);
-        for (int64_t b = 0; !st && b < B; b++)
-            attn__bert_pool(&m->cfg, w.x, T, b, len[sel[b0 + b]],
-                            out + sel[b0 + b] * m->cfg.hidden_size);
+        const int64_t B = ATTN_MIN((int64_t)BATCH_TEXTS, n - b0);
+        int64_t T = o[b0].len;
+        st = run_batch(ctx, m, B, T, ids, len, sel + b0, &w, -1, 0, NULL, NULL, r, &T);
+        for (int64_t b = 0; !st && b < B; b++) /* w.kvl: the tokens left (pruning) */
+            attn__bert_pool(&m->cfg, w.x, T, b, w.kvl[b], out + sel[b0 + b] * m->cfg.hidden_size);
     }
+    if (r) free(r->recv), r->recv = NULL;
     ws_free(&w);
     free(o), free(sel);
+    return st;
+}
+
+attn_status attn_bert_embed(attn_ctx *ctx, const attn_bert *m, int64_t n, const int32_t *const *ids,
+                            const int64_t *len, float *out) {
+    attn__ctx_clear(ctx);
+    attn_status st = check_inputs(ctx, m, n, ids, len, out);
+    if (st || n == 0) return st;
+    return embed(ctx, m, n, ids, len, out, NULL);
+}
+
+/* The options' rules (attn_bert_options), each message naming the field. */
+static attn_status check_options(attn_ctx *ctx, const attn_bert *m, const attn_bert_options *o) {
+    const attn_bert_config *c = &m->cfg;
+    const int layout = o->attention == ATTN_BERT_LAYOUT, approx = o->attention == ATTN_BERT_APPROX;
+    if (o->attention != ATTN_BERT_EXACT && !layout && !approx)
+        return attn_ctx_fail(ctx, ATTN_E_ARG, "attention %d: not an attn_bert_attention",
+                             (int)o->attention);
+    if (layout && (o->block < 1 || o->block > c->max_position))
+        return attn_ctx_fail(ctx, ATTN_E_ARG, "block %lld: must be in [1, max_position = %lld]",
+                             (long long)o->block, (long long)c->max_position);
+    if (!layout && o->block)
+        return attn_ctx_fail(ctx, ATTN_E_ARG, "block %lld: only a LAYOUT takes a block size",
+                             (long long)o->block);
+    if (layout && o->layout.causal)
+        return attn_ctx_fail(ctx, ATTN_E_ARG, "layout.causal: the encoder is not causal");
+    const attn_approx_method a = o->approx;
+    if (approx && a != ATTN_APPROX_LINEAR && a != ATTN_APPROX_PERFORMER &&
+        a != ATTN_APPROX_NYSTROM && a != ATTN_APPROX_TOPK)
+        return attn_ctx_fail(ctx, ATTN_E_ARG, "approx %d: not an attn_approx_method", (int)a);
+    if (!approx && a)
+        return attn_ctx_fail(ctx, ATTN_E_ARG, "approx: only attention APPROX takes a method");
+    const struct {
+        const char *name;
+        int64_t v;
+        int used;
+    } counts[3] = {{"features", o->features, approx && a == ATTN_APPROX_PERFORMER},
+                   {"landmarks", o->landmarks, approx && a == ATTN_APPROX_NYSTROM},
+                   {"topk", o->topk, approx && a == ATTN_APPROX_TOPK}};
+    for (int i = 0; i < 3; i++) {
+        if (counts[i].used && counts[i].v < 1)
+            return attn_ctx_fail(ctx, ATTN_E_ARG, "%s %lld: must be >= 1", counts[i].name,
+                                 (long long)counts[i].v);
+        if (!counts[i].used && counts[i].v)
+            return attn_ctx_fail(ctx, ATTN_E_ARG, "%s %lld: not an option of this method",
+                                 counts[i].name, (long long)counts[i].v);
+    }
+    if (o->prune_after < 0 || o->prune_after >= c->num_layers)
+        return attn_ctx_fail(ctx, ATTN_E_ARG,
+                             "prune_after %lld: must be in [1, num_layers - 1 = %lld] (0: none)",
+                             (long long)o->prune_after, (long long)(c->num_layers - 1));
+    if (o->prune_after && !(o->keep > 0.0 && o->keep <= 1.0))
+        return attn_ctx_fail(ctx, ATTN_E_ARG, "keep %g: the fraction must be in (0, 1]", o->keep);
+    if (!o->prune_after && o->keep != 0.0)
+        return attn_ctx_fail(ctx, ATTN_E_ARG, "keep %g: goes with prune_after", o->keep);
+    if (o->prune_after && o->attention != ATTN_BERT_EXACT)
+        return attn_ctx_fail(ctx, ATTN_E_UNSUPPORTED,
+                             "pruning measures attention with exact attention only");
+    return ATTN_OK;
+}
+
+attn_status attn_bert_embed_with(attn_ctx *ctx, const attn_bert *m, const attn_bert_options *opt,
+                                 int64_t n, const int32_t *const *ids, const int64_t *len,
+                                 float *out, attn_bert_stats *stats) {
+    attn__ctx_clear(ctx);
+    attn_status st = check_inputs(ctx, m, n, ids, len, out);
+    attn_bert_options none;
+    memset(&none, 0, sizeof none);
+    const attn_bert_options *o = opt ? opt : &none;
+    if (!st) st = check_options(ctx, m, o);
+    if (stats) memset(stats, 0, sizeof *stats);
+    if (st || n == 0) return st;
+    bert_run r;
+    memset(&r, 0, sizeof r);
+    r.method.kind = o->attention == ATTN_BERT_LAYOUT   ? ATTN__METHOD_LAYOUT
+                    : o->attention == ATTN_BERT_APPROX ? ATTN__METHOD_APPROX
+                                                       : ATTN__METHOD_EXACT;
+    r.method.spec = o->layout, r.method.block = o->block;
+    r.method.approx = o->approx, r.method.features = o->features;
+    r.method.landmarks = o->landmarks, r.method.topk = o->topk, r.method.seed = o->seed;
+    r.method.flops = &r.flops;
+    r.prune_after = o->prune_after, r.keep = o->keep;
+    st = embed(ctx, m, n, ids, len, out, &r);
+    if (!st && stats) stats->flops = r.flops, stats->token_layers = r.token_layers;
     return st;
 }
 
@@ -263,7 +443,7 @@ attn_status attn_bert_encode(attn_ctx *ctx, const attn_bert *m, int64_t n,
     bert_ws w;
     memset(&w, 0, sizeof w);
     if ((st = ws_alloc(ctx, &m->cfg, n, T, &w))) return st;
-    st = run_batch(ctx, m, n, T, ids, len, NULL, &w, -1, 0, NULL, NULL);
+    st = run_batch(ctx, m, n, T, ids, len, NULL, &w, -1, 0, NULL, NULL, NULL, NULL);
     if (!st) {
         const int64_t E = m->cfg.hidden_size;
         for (int64_t b = 0; b < n; b++)
@@ -297,8 +477,30 @@ attn_status attn_bert_explain(attn_ctx *ctx, const attn_bert *m, const int32_t *
     float *lse = malloc((size_t)(c->num_heads * T) * sizeof(float));
     st = lse ? ws_alloc(ctx, c, 1, T, &w)
              : attn_ctx_fail(ctx, ATTN_E_NOMEM, "cannot allocate the attention's lse");
-    if (!st) st = run_batch(ctx, m, 1, T, &ids, &len, NULL, &w, layer, head, lse, probs);
+    if (!st)
+        st = run_batch(ctx, m, 1, T, &ids, &len, NULL, &w, layer, head, lse, probs, NULL, NULL);
     ws_free(&w);
     free(lse);
+    return st;
+}
+
+attn_status attn_bert_layer_qkv(attn_ctx *ctx, const attn_bert *m, const int32_t *ids, int64_t len,
+                                int64_t layer, float *qkv) {
+    attn__ctx_clear(ctx);
+    attn_status st = check_inputs(ctx, m, 1, &ids, &len, qkv);
+    if (st) return st;
+    const attn_bert_config *c = &m->cfg;
+    if (layer < 0 || layer >= c->num_layers)
+        return attn_ctx_fail(ctx, ATTN_E_ARG,
+                             "layer %lld out of range (the model has %lld, from 0)",
+                             (long long)layer, (long long)c->num_layers);
+    const size_t per = (size_t)(len * 3 * c->hidden_size);
+    float *trace = attn__malloc((size_t)c->num_layers * per * sizeof(float));
+    if (!trace)
+        return attn_ctx_fail(ctx, ATTN_E_NOMEM, "cannot allocate %lld layers of q, k, v",
+                             (long long)c->num_layers);
+    st = attn__bert_run_trace(ctx, m, ids, len, NULL, NULL, NULL, trace);
+    if (!st) memcpy(qkv, trace + (size_t)layer * per, per * sizeof(float));
+    attn__free(trace);
     return st;
 }

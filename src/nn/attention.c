@@ -35,6 +35,7 @@ void attn__attend_sdpa_args(const attn__heads *hd, const attn__attend_args *a, a
 }
 
 attn_status attn__attend(attn_ctx *ctx, const attn__heads *hd, const attn__attend_args *a) {
+    if (hd->method) return attn__attend_method(ctx, hd, a);
     attn_sdpa_args s;
     attn__attend_sdpa_args(hd, a, &s);
     attn_status st = attn_sdpa_forward(ctx, &s);

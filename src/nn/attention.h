@@ -18,6 +18,43 @@ typedef struct attn__rows {
     int64_t bs, ld; /* batch stride, row stride (elements) */
 } attn__rows;
 
+/* Another way to compute the softmax attention of attn__attend, for
+ * studying cheaper attention inside a trained model (docs/EFFICIENT.md);
+ * models set attn__heads.method (NULL: exact attention, untouched). Self-
+ * attention of a padded batch without a KV cache, forward only.
+ *   EXACT   attn_sdpa_forward over the padded batch, as without a method
+ *           (bitwise); it can also report the attention each key receives.
+ *   LAYOUT  a block-sparse layout (attn_sdpa_layout_build of spec with
+ *           blocks of `block` tokens, block 1 = token granularity) built
+ *           for each sequence's own length n = kv_len[b], so random blocks
+ *           and the last partial block are those of the text, not of the
+ *           padding; each sequence runs alone on its n real rows.
+ *   APPROX  attn_approx_forward (efficient.h) on each sequence's n real
+ *           rows alone: the approximations take no padding mask, so padded
+ *           keys are left out by never being in the call. landmarks and topk
+ *           are clipped to n (k >= n is exact top-k; L = n is Nystrom on
+ *           every token).
+ * Padded query rows of o get 0 in the per-sequence methods. */
+typedef enum attn__method_kind {
+    ATTN__METHOD_EXACT = 0,
+    ATTN__METHOD_LAYOUT = 1,
+    ATTN__METHOD_APPROX = 2,
+} attn__method_kind;
+
+typedef struct attn__method {
+    attn__method_kind kind;
+    attn_sdpa_layout_spec spec; /* LAYOUT */
+    int64_t block;              /* LAYOUT: tokens per block, >= 1 */
+    attn_approx_method approx;  /* APPROX: the method and its counts */
+    int64_t features, landmarks, topk;
+    uint64_t seed;
+    double *flops;   /* optional: attention FLOPs done (attn_sdpa_flops, the computed
+                      * blocks of a layout, attn_approx_flops), accumulated */
+    float *received; /* optional [B, T], EXACT only: received[b, j] = sum over heads h
+                      * and real queries i < kv_len[b] of p[b, h, i, j] (the attention
+                      * key j receives; padded keys 0), written */
+} attn__method;
+
 /* Head geometry and score options, passed to attn_sdpa_* unchanged. */
 typedef struct attn__heads {
     int64_t H, Hkv, Dh; /* H % Hkv == 0 */
@@ -29,6 +66,7 @@ typedef struct attn__heads {
     int64_t window_left, window_right;
     attn_rope rope; /* rotary positions (rot_dim 0: none); with a KV cache the
                      * queries' positions start at the cache's length */
+    attn__method *method; /* NULL: exact attention (see attn__method) */
 } attn__heads;
 
 /* A request for the attention probabilities of head (b, h), rebuilt from
@@ -62,6 +100,14 @@ void attn__attend_sdpa_args(const attn__heads *hd, const attn__attend_args *a, a
  * a->probs asks for. Returns what attn_sdpa_forward and attn_sdpa_probs
  * return. */
 attn_status attn__attend(attn_ctx *ctx, const attn__heads *hd, const attn__attend_args *a);
+
+/* attn__attend with hd->method set (nn/attention_method.c): self-attention
+ * only (T == S), no dropout, probs or cache. Returns ATTN_E_UNSUPPORTED for
+ * what a method cannot do (received with a non-exact method; APPROX with
+ * causal, window, softcap or RoPE, which it would ignore), and what
+ * attn_sdpa_forward, attn_sdpa_probs, attn_sdpa_layout_build and
+ * attn_approx_forward return. */
+attn_status attn__attend_method(attn_ctx *ctx, const attn__heads *hd, const attn__attend_args *a);
 
 /* Backward of attn__attend (a as in the forward, its lse required): dq, dk, dv
  * overwritten, in the layouts of q, k, v (same strides, other data); dout in

@@ -11,8 +11,10 @@
  * output and log-sum-exp the errors are measured against are computed once
  * per length in the parent. Inputs [1, H, T, D] from --seed: q, k, v ~
  * N(0, 1), or (--inputs smooth) q and k varying smoothly along the sequence. */
+#include "bert_methods.h"
 #include "cli.h"
 #include "cli_time.h"
+#include "compare_model.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -57,6 +59,8 @@ typedef struct opts {
     const char *tlist, *mlist, *plot, *inputs;
     int H, D, threads, reps, json, block, window, max_exact, cpu_time, smooth, causal;
     uint64_t seed;
+    const char *model, *input; /* --model, --input: real inputs (compare_model.c) */
+    int quality, layer;
 } opts;
 
 static void usage(FILE *f) {
@@ -87,7 +91,26 @@ static void usage(FILE *f) {
                "  --causal         causal attention (exact, window, bigbird, linear and\n"
                "                   Performer; Nystrom and top-k are skipped)\n"
                "  --json           one JSON object per (method, length) instead of a table\n"
-               "  --plot FILE.svg  also write time vs N and error vs N charts (SVG)\n");
+               "  --plot FILE.svg  also write time vs N and error vs N charts (SVG)\n"
+               "Real inputs from a sentence model (all-MiniLM-L6-v2 by default):\n"
+               "  --model DIR      a BERT model directory (default: the installed\n"
+               "                   all-MiniLM-L6-v2; see attn embed --help)\n"
+               "  --input TEXTS    one text per line. Without --quality: q, k, v are the\n"
+               "                   model's own at --layer for every token of the texts,\n"
+               "                   in order, tiled until N tokens (H and D are the\n"
+               "                   model's: --H and --D are refused)\n"
+               "  --layer L        the layer whose q, k, v are taken (from 0; default 0)\n"
+               "  --quality        instead of timing attention: embed the texts with exact\n"
+               "                   attention and with each method in every layer of the\n"
+               "                   model; per method the mean and min cosine to the exact\n"
+               "                   embeddings, the Spearman correlation of the pairwise\n"
+               "                   similarities, FLOPs, token-layers and time (--reps,\n"
+               "                   --cpu-time, --threads, --json apply; --seed seeds\n"
+               "                   BigBird and Performer; --plot\n"
+               "                   FILE.svg charts mean cosine against FLOPs and time,\n"
+               "                   each relative to exact's). --methods takes these\n"
+               "                   names (default: several of each):\n");
+    bert_method_help(f, 4);
 }
 
 /* Parse "a,b,c" into v (at most max), each in [lo, hi]. Returns the count, -1 on error. */
@@ -481,6 +504,14 @@ static int write_svg(const char *path, int nT, const int64_t *Ts, int nm, const 
     return 0;
 }
 
+/* Was option `name` given (as "name" or "name=...")? */
+static int opt_given(int argc, char **argv, const char *name) {
+    const size_t n = strlen(name);
+    for (int i = 1; i < argc; i++)
+        if (!strncmp(argv[i], name, n) && (argv[i][n] == '\0' || argv[i][n] == '=')) return 1;
+    return 0;
+}
+
 int attn_cmd_compare(int argc, char **argv) {
     opts o;
     memset(&o, 0, sizeof o);
@@ -502,12 +533,39 @@ int attn_cmd_compare(int argc, char **argv) {
         {"--causal", CLI_FLAG, &o.causal, 0, 0, 0, NULL},
         CLI_OPT_THREADS(&o.threads),
         CLI_OPT_SEED(&o.seed),
+        {"--model", CLI_STRING, &o.model, 0, 0, 0, NULL},
+        {"--input", CLI_STRING, &o.input, 0, 0, 0, NULL},
+        {"--quality", CLI_FLAG, &o.quality, 0, 0, 0, NULL},
+        {"--layer", CLI_INT, &o.layer, 0, 1 << 20, 0, NULL},
     };
     const cli_spec spec = {"compare",        table, (int)(sizeof table / sizeof table[0]), usage,
                            CLI_POS_ANYWHERE, 0};
     int npos = 0;
     int rc = attn_cli_parse(&spec, argc, argv, NULL, &npos);
     if (rc >= 0) return rc;
+    /* real inputs (compare_model.c): decided before anything else runs */
+    const int explicit_hd = opt_given(argc, argv, "--H") || opt_given(argc, argv, "--D");
+    if ((o.model || o.quality || opt_given(argc, argv, "--layer")) && !o.input)
+        return attn_cli_error(2, "compare: --model, --layer and --quality need --input TEXTS");
+    if (o.input && !o.input[0]) return attn_cli_error(2, "compare: --input: empty path");
+    if (o.input && (explicit_hd || o.inputs))
+        return attn_cli_error(2, "compare: with --input the model gives the inputs, H and D "
+                                 "(no --H, --D or --inputs)");
+    if (o.quality) {
+        const char *timing_only[] = {"--T", "--layer", "--block", "--window", "--max-exact"};
+        for (size_t i = 0; i < sizeof timing_only / sizeof *timing_only; i++)
+            if (opt_given(argc, argv, timing_only[i]))
+                return attn_cli_error(2, "compare: --quality embeds whole texts: %s does not "
+                                         "apply",
+                                      timing_only[i]);
+        if (o.causal)
+            return attn_cli_error(2, "compare: --quality embeds whole texts: --causal does not "
+                                     "apply");
+        const cmp_quality_opts q = {o.model,   o.input,   o.mlist,  o.plot,
+                                    o.threads, o.reps,    o.json,   o.cpu_time,
+                                    o.seed};
+        return cmp_quality(&q);
+    }
     int64_t Ts[MAXT];
     const int nT = parse_list(o.tlist, Ts, MAXT, 1, (int64_t)1 << 24);
     if (nT < 1)
@@ -540,28 +598,46 @@ int attn_cmd_compare(int argc, char **argv) {
     if (o.inputs && strcmp(o.inputs, "random") && strcmp(o.inputs, "smooth"))
         return attn_cli_error(2, "compare: --inputs: '%s', expected random or smooth", o.inputs);
     o.smooth = o.inputs && !strcmp(o.inputs, "smooth");
+    /* --input: the model's q, k, v (one thread, before any fork) */
+    cmp_model cm;
+    memset(&cm, 0, sizeof cm);
+    if (o.input) {
+        if ((rc = cmp_model_open(&cm, o.model, o.input, o.layer))) return rc;
+        o.H = (int)cm.H, o.D = (int)cm.Dh;
+    }
     /* The parent runs on one thread: an OpenMP team started before fork()
      * would hang the children's OpenMP (libgomp is not fork-safe). */
     attn_ctx *ctx = NULL;
-    if ((rc = attn_cli_ctx(&ctx, o.threads))) return rc;
+    if ((rc = attn_cli_ctx(&ctx, o.threads))) {
+        cmp_model_free(&cm);
+        return rc;
+    }
     o.threads = attn_ctx_threads(ctx);
     if (attn_ctx_set_threads(ctx, 1)) {
         attn_ctx_free(ctx);
+        cmp_model_free(&cm);
         return attn_cli_error(1, "compare: cannot set the thread count");
     }
     result *res = calloc((size_t)(NMETH * MAXT), sizeof *res);
     if (!res) {
         attn_ctx_free(ctx);
+        cmp_model_free(&cm);
         return attn_cli_error(1, "out of memory");
     }
+    char inputs_name[96];
+    if (cm.rows)
+        snprintf(inputs_name, sizeof inputs_name, "model layer %d q,k,v (%lld texts, %lld tokens)",
+                 o.layer, (long long)cm.texts, (long long)cm.R);
+    else
+        snprintf(inputs_name, sizeof inputs_name, "%s", o.smooth ? "smooth" : "random N(0,1)");
     if (!o.json)
         printf("attn compare: H=%d D=%d%s threads=%d arch=%s, median of %d (%s), %s inputs, seed "
                "%llu\n"
                "%-14s %7s %10s %9s %8s %9s %10s %10s %8s %8s\n",
                o.H, o.D, o.causal ? " causal" : "", o.threads, attn_ctx_arch(ctx), o.reps,
-               o.cpu_time ? "CPU time" : "wall time", o.smooth ? "smooth" : "random N(0,1)",
-               (unsigned long long)o.seed, "method", "N", "time_s", "GFLOP", "GFLOP/s", "mem_MB",
-               "max_abs", "rel_fro", "mass", "speedup");
+               o.cpu_time ? "CPU time" : "wall time", inputs_name, (unsigned long long)o.seed,
+               "method", "N", "time_s", "GFLOP", "GFLOP/s", "mem_MB", "max_abs", "rel_fro", "mass",
+               "speedup");
     int fail = 0;
     for (int t = 0; t < nT; t++) {
         problem pb = {o.H, Ts[t], o.D, NULL, NULL, NULL, NULL, NULL};
@@ -572,6 +648,7 @@ int attn_cmd_compare(int argc, char **argv) {
             smooth(pb.q, pb.H, pb.T, pb.D, o.seed * 3 + 1);
             smooth(pb.k, pb.H, pb.T, pb.D, o.seed * 3 + 2);
         }
+        if (cm.rows && pb.q && pb.k && pb.v) cmp_model_fill(&cm, pb.T, pb.q, pb.k, pb.v);
         if (!pb.q || !pb.k || !pb.v) {
             fail = attn_cli_error(1, "out of memory for N=%lld", (long long)Ts[t]);
             free(pb.q), free(pb.k), free(pb.v);
@@ -639,6 +716,7 @@ int attn_cmd_compare(int argc, char **argv) {
         free(pb.q), free(pb.k), free(pb.v), free(pb.ex_out), free(pb.ex_lse);
     }
     if (!fail && o.plot) fail = write_svg(o.plot, nT, Ts, nm, mi, res, &o);
+    cmp_model_free(&cm);
     free(res);
     attn_ctx_free(ctx);
     return fail ? 1 : 0;

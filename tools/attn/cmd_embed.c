@@ -1,6 +1,7 @@
 /* attn embed: sentence embeddings from a BERT-style model directory
  * (all-MiniLM-L6-v2 by default) as JSON lines, .npy or safetensors; and
  * --show-attention, where the model's heads look. */
+#include "bert_methods.h"
 #include "cli_out.h"
 #include "embed.h"
 
@@ -47,6 +48,16 @@ static void help(FILE *f) {
             "                 row's \"id\" (a string), the rest is embedded\n"
             "  --bench R      embed everything R more times and print the median time to\n"
             "                 stderr (tokenizing included, loading excluded)\n"
+            "  --prune-after L --keep F   token pruning (a study of cheaper encoders,\n"
+            "                 docs/EFFICIENT.md): after layer L (from 1, at most the model's\n"
+            "                 layers - 1) each text keeps its ceil(F * n) tokens (F in\n"
+            "                 (0, 1]) that receive the most attention in layer L (summed\n"
+            "                 over heads and queries), [CLS] and [SEP] always, in order;\n"
+            "                 later layers run on those only and pooling averages them.\n"
+            "                 --keep 1 gives the same bytes as no pruning\n"
+            "  --attention NAME  run every layer's attention another way (the study of\n"
+            "                 docs/EFFICIENT.md; default exact; names below, random\n"
+            "                 parts with seed 1)\n"
             "With --show-attention: for head H of layer L (both counted from 0), each token\n"
             "of TEXT and the token it attends to most, with that probability; or, with\n"
             "--format, the full attention of every layer and head ([layers, heads, T, T],\n"
@@ -55,6 +66,8 @@ static void help(FILE *f) {
             "                 \"attentions\": [layer][head][query][key]}\n"
             "  safetensors    'attentions' F32 [L,H,T,T], 'input_ids' I32 [T]; the tokens\n"
             "                 as a JSON list in the metadata key 'tokens'\n\n");
+    fprintf(f, "Names for --attention (prune-L-F is --prune-after L --keep F):\n");
+    bert_method_help(f, 2);
     embed_help_model(f);
     fprintf(f,
             "  --output FILE  write there (replaced atomically; never left partial)\n"
@@ -198,9 +211,24 @@ static int write_stream(FILE *f, void *arg) {
     return rc;
 }
 
+/* The study's options against the open model: --prune-after within its
+ * layers (bad input, exit 1: it is the model that decides). */
+static int embed_check_options(session *s, const attn_bert_options *o) {
+    const int64_t layers = attn_model_get_info(s->model)->num_layers;
+    if (o->prune_after >= layers)
+        return attn_cli_error(1,
+                              "embed: --prune-after %lld: the model has %lld layers, so L must be "
+                              "in [1, %lld]",
+                              (long long)o->prune_after, (long long)layers,
+                              (long long)(layers - 1));
+    s->opt = o;
+    return 0;
+}
+
 int attn_cmd_embed(int argc, char **argv) {
     const char *model = NULL, *input = NULL, *format = NULL, *output = NULL, *id = NULL;
-    int threads = 0, layer = -1, head = -1, bench = 0, show = 0, first;
+    const char *keep_s = NULL, *attention = NULL;
+    int threads = 0, layer = -1, head = -1, bench = 0, show = 0, first, prune_after = 0;
     const cli_opt opts[] = {
         {"--model", CLI_STRING, &model, 0, 0, 0, NULL},
         {"--input", CLI_STRING, &input, 0, 0, 0, NULL},
@@ -212,6 +240,9 @@ int attn_cmd_embed(int argc, char **argv) {
         {"--format", CLI_STRING, &format, 0, 0, 0, NULL},
         {"--output", CLI_STRING, &output, 0, 0, 0, NULL},
         {"--id", CLI_STRING, &id, 0, 0, 0, NULL},
+        {"--prune-after", CLI_INT, &prune_after, 1, INT_MAX, 0, NULL},
+        {"--keep", CLI_STRING, &keep_s, 0, 0, 0, NULL},
+        {"--attention", CLI_STRING, &attention, 0, 0, 0, NULL},
     };
     const cli_spec spec = {"embed", opts, sizeof opts / sizeof opts[0], help, CLI_POS_REST, 0};
     int prc = attn_cli_parse(&spec, argc, argv, NULL, &first);
@@ -245,6 +276,37 @@ int attn_cmd_embed(int argc, char **argv) {
             return attn_cli_error(2, "embed: --format %s writes binary: give --output FILE",
                                   format);
     }
+    /* another attention or token pruning (attn_bert_embed_with) */
+    attn_bert_options bopt;
+    memset(&bopt, 0, sizeof bopt);
+    const int study = keep_s || prune_after || attention;
+    if (keep_s) {
+        char *end;
+        double f = strtod(keep_s, &end);
+        if (end == keep_s || *end || !(f > 0.0 && f <= 1.0))
+            return attn_cli_error(2, "embed: --keep: the fraction must be in (0, 1], got '%s'",
+                                  keep_s);
+        bopt.keep = f;
+    }
+    if ((keep_s != NULL) != (prune_after != 0))
+        return attn_cli_error(2, "embed: --prune-after L and --keep F go together");
+    bopt.prune_after = prune_after;
+    if (attention) {
+        attn_bert_options a;
+        if (bert_method_parse(attention, 1, &a) || a.prune_after)
+            return attn_cli_error(2, "embed: --attention: unknown method '%s' (see --help)",
+                                  attention);
+        a.prune_after = bopt.prune_after, a.keep = bopt.keep;
+        bopt = a;
+        if (prune_after && bopt.attention != ATTN_BERT_EXACT)
+            return attn_cli_error(2, "embed: --prune-after goes with exact attention only");
+    }
+    if (study && show)
+        return attn_cli_error(2, "embed: --show-attention shows the model's own attention "
+                                 "(no --attention, --prune-after or --keep)");
+    if (study && embed_mpi_ranks() > 1)
+        return attn_cli_error(2, "embed: --attention, --prune-after and --keep do not run "
+                                 "under mpirun");
     if (output && input && attn_cli_same_file(output, input)) return 2;
     if (id && strcmp(id, "line") && strcmp(id, "tab"))
         return attn_cli_error(2, "embed: --id must be line or tab, got '%s'", id);
@@ -271,6 +333,7 @@ int attn_cmd_embed(int argc, char **argv) {
             rc = attn_cli_error(2, "embed: no TEXT given (as arguments or with --input FILE)");
         }
         if (!rc) rc = embed_open_model(&ss, model, threads);
+        if (!rc && study) rc = embed_check_options(&ss, &bopt);
         if (!rc) rc = attn_cli_write_to(output, write_stream, &st);
         stream_clear(&st);
         if (st.in && st.in != stdin) fclose(st.in);
@@ -285,6 +348,7 @@ int attn_cmd_embed(int argc, char **argv) {
     int rc = embed_gather(&t, argc, argv, first, input, "embed", help);
     if (!rc && id && !strcmp(id, "tab")) rc = embed_split_ids(&t, &r);
     if (!rc) rc = embed_open_model(&s, model, threads);
+    if (!rc && study) rc = embed_check_options(&s, &bopt);
     if (!rc && show) {
         rc = format ? embed_export_attention(&s, &t, format, output)
                     : embed_show_attention(&s, &t, layer, head);

@@ -23,6 +23,8 @@ typedef struct session {
     const attn_tokenizer *tok;
     int32_t **ids;
     int64_t *len;
+    const attn_bert_options *opt; /* NULL: attn_bert_embed; else attn_bert_embed_with */
+    attn_bert_stats stats;        /* with opt: summed over the calls */
 } session;
 
 /* Append text s[0..len) with its place for messages (where_fmt with a, b). */

@@ -143,11 +143,21 @@ int embed_tokenize_all(session *s, const texts *t) {
 
 /* Embed every text into out [n, E]; with bench > 0, time that many more
  * runs of tokenize + embed and report the median on stderr. */
+/* attn_bert_embed, or attn_bert_embed_with s->opt (stats summed). */
+static attn_status embed_call(session *s, const texts *t, float *out) {
+    if (!s->opt)
+        return attn_bert_embed(s->ctx, s->bert, t->n, (const int32_t *const *)s->ids, s->len, out);
+    attn_bert_stats st;
+    attn_status rc = attn_bert_embed_with(s->ctx, s->bert, s->opt, t->n,
+                                          (const int32_t *const *)s->ids, s->len, out, &st);
+    s->stats.flops += st.flops, s->stats.token_layers += st.token_layers;
+    return rc;
+}
+
 int embed_all(session *s, const texts *t, float *out, long bench) {
     int rc = embed_tokenize_all(s, t);
     if (rc) return rc;
-    if (attn_bert_embed(s->ctx, s->bert, t->n, (const int32_t *const *)s->ids, s->len, out))
-        return attn_cli_error(1, "%s", attn_ctx_last_error(s->ctx));
+    if (embed_call(s, t, out)) return attn_cli_error(1, "%s", attn_ctx_last_error(s->ctx));
     if (bench <= 0) return 0;
     /* wall time, and process CPU time (all threads): on a shared machine the
      * CPU time of a 1-thread run is the steadier figure */
@@ -160,9 +170,7 @@ int embed_all(session *s, const texts *t, float *out, long bench) {
         double t0 = attn_cli_clock_s(CLOCK_MONOTONIC),
                c0 = attn_cli_clock_s(CLOCK_PROCESS_CPUTIME_ID);
         rc = embed_tokenize_all(s, t);
-        if (!rc &&
-            attn_bert_embed(s->ctx, s->bert, t->n, (const int32_t *const *)s->ids, s->len, out))
-            rc = attn_cli_error(1, "%s", attn_ctx_last_error(s->ctx));
+        if (!rc && embed_call(s, t, out)) rc = attn_cli_error(1, "%s", attn_ctx_last_error(s->ctx));
         ts[r] = attn_cli_clock_s(CLOCK_MONOTONIC) - t0;
         cs[r] = attn_cli_clock_s(CLOCK_PROCESS_CPUTIME_ID) - c0;
     }
@@ -174,6 +182,10 @@ int embed_all(session *s, const texts *t, float *out, long bench) {
                 "runs (CPU %.3f ms), %.1f texts/s\n",
                 (long long)t->n, (long long)tokens, attn_ctx_threads(s->ctx), med * 1e3, bench,
                 cmed * 1e3, (double)t->n / med);
+        if (s->opt) /* per run: the first call and the bench runs are alike */
+            fprintf(stderr, "attn embed: per run %.3f GFLOP, %lld token-layers\n",
+                    s->stats.flops / (double)(bench + 1) * 1e-9,
+                    (long long)(s->stats.token_layers / (bench + 1)));
     }
     free(ts);
     return rc;
