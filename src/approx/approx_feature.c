@@ -15,6 +15,7 @@
  * count. Memory per head: phi_k [S, F], V1 [S, Dv+1], one [F, Dv+1] state
  * per chunk; nothing T x S. */
 #include "approx/approx.h"
+#include "kernels/arch.h"
 #include "nn/nn.h"
 
 #include <math.h>
@@ -24,80 +25,40 @@
 typedef struct feat {
     const attn__approx_plan *p;
     const float *omega;
+    const attn_feat_kernels *fk; /* the context's family's feature maps */
     attn_ctx one;      /* a 1-thread context for GEMMs inside parallel loops */
     int64_t C, F, Dv1; /* chunk rows, features, Dv + 1 */
     int64_t nck, ncq;  /* key chunks, query chunks */
     int nth;
-    float *phik;  /* [S, F] */
-    float *v1;    /* [S, Dv1] */
+    float *phik;  /* [S, F], kept when causal or backward (else per chunk in scr) */
+    float *v1;    /* [S, Dv1], the same */
     float *state; /* [nck + 1][F * Dv1]: chunk sums, then prefix (or total in [nck]) */
-    float *cmax;  /* [nck] */
-    float *scr;   /* per thread: phiq [C*F] | dphiq [C*F] | A [C*C] | num1 [C*Dv1] | dA [C*C] */
+    float *cmax;  /* [nck]: each key chunk's own shift (PERFORMER) */
+    double *ce;   /* [nck]: exp(cmax[c] - the head's max), chunk c's weight */
+    float *scr;   /* per thread: phiq [C*F] | dphiq [C*F] | A [C*C] | dA [C*C] | num1 [C*Dv1]
+                   * | v1 [C*Dv1] */
     int64_t scr_len;
     /* backward */
     float *dphik, *dv1, *gst; /* [S, F], [S, Dv1], [ncq + 1][F * Dv1] */
     double *acck, *accv;      /* [S, F], [S, Dv1]: the sums over a GQA group's heads */
-    float kshift;
     double *run; /* [F * Dv1]: the scans' running sum, in float64 (error ~ one
                   * rounding per state, not one per chunk) */
 } feat;
 
-/* u[n, F] = sqrt(scale) x Omega^T (PERFORMER) or a copy of x (LINEAR). */
-static void project(feat *f, const float *x, int64_t ldx, int64_t n, float *u) {
+/* phi of rows x [n, D] (row stride ldx) into u [n, F]: elu + 1 (LINEAR),
+ * or the projection sqrt(scale) x Omega^T (a GEMM) exponentiated by the
+ * family's kernel with each row's own shift (rowshift) or one shift for the
+ * n rows. Returns the largest exponent u_r - |x'|^2/2 (0 for LINEAR). */
+static float phi_rows(feat *f, const float *x, int64_t ldx, int64_t n, float *u, int rowshift) {
     const attn__approx_plan *p = f->p;
     if (p->method == ATTN_APPROX_LINEAR) {
-        for (int64_t i = 0; i < n; i++)
-            memcpy(u + i * f->F, x + i * ldx, (size_t)p->D * sizeof *u);
-        return;
+        f->fk->elu1(x, ldx, n, p->D, u);
+        return 0.0f;
     }
     attn__sgemm(&f->one, 0, 1, n, f->F, p->D, sqrtf(p->scale), x, ldx, f->omega, p->D, 0.0f, u,
                 f->F);
-}
-
-/* |x'|^2 / 2 of row x (PERFORMER's norm term). */
-static float halfnorm(const attn__approx_plan *p, const float *x) {
-    float s = 0.0f;
-    for (int64_t d = 0; d < p->D; d++)
-        s += x[d] * x[d];
-    return 0.5f * p->scale * s;
-}
-
-/* The largest exponent u_r - |x'|^2/2 of rows x (after project into u). */
-static float max_exponent(feat *f, const float *x, int64_t ldx, int64_t n, const float *u) {
-    float mx = -INFINITY;
-    for (int64_t i = 0; i < n; i++) {
-        const float h = halfnorm(f->p, x + i * ldx);
-        for (int64_t r = 0; r < f->F; r++)
-            mx = fmaxf(mx, u[i * f->F + r] - h);
-    }
-    return mx;
-}
-
-/* phi in place over u: elu + 1, or exp(u - |x'|^2/2 - shift) / sqrt(m)
- * with shift the row's own max (rowshift) or `shift`. */
-static void finish(feat *f, const float *x, int64_t ldx, int64_t n, float *u, int rowshift,
-                   float shift) {
-    const int64_t F = f->F;
-    if (f->p->method == ATTN_APPROX_LINEAR) {
-        for (int64_t i = 0; i < n * F; i++)
-            u[i] = u[i] > 0.0f ? u[i] + 1.0f : expf(u[i]);
-        return;
-    }
-    const float norm = 1.0f / sqrtf((float)F);
-    for (int64_t i = 0; i < n; i++) {
-        float *ui = u + i * F;
-        const float h = halfnorm(f->p, x + i * ldx);
-        float c = shift;
-        if (rowshift) {
-            c = -INFINITY;
-            for (int64_t r = 0; r < F; r++)
-                c = fmaxf(c, ui[r]);
-            c -= h;
-        }
-        if (!isfinite(c)) c = 0.0f; /* NaN/Inf inputs: let them propagate */
-        for (int64_t r = 0; r < F; r++)
-            ui[r] = expf(ui[r] - h - c) * norm;
-    }
+    return f->fk->perf_exp(u, n, f->F, x, ldx, p->D, 0.5f * p->scale, rowshift,
+                           1.0f / sqrtf((float)f->F));
 }
 
 /* Chain rule: dx[n, D] from dphi and phi of rows x. */
@@ -144,6 +105,7 @@ static attn_status feat_init(attn_ctx *ctx, feat *f, const attn__approx_plan *p,
     f->p = p, f->omega = omega;
     f->one.nthreads = 1;
     f->one.arch = ctx->arch;
+    f->fk = &ctx->arch->feat;
     /* causal: the diagonal blocks cost C^2 (F + Dv) per chunk, so chunks
      * stay small; otherwise larger chunks mean fewer, larger GEMMs */
     f->C = p->chunk ? p->chunk : p->causal ? 64 : 256;
@@ -153,14 +115,19 @@ static attn_status feat_init(attn_ctx *ctx, feat *f, const attn__approx_plan *p,
     f->nth = attn_ctx_threads(ctx);
     const int64_t C = f->C, F = f->F, Dv1 = f->Dv1;
     f->scr_len =
-        (int64_t)attn__round16((size_t)(2 * C * F + (p->causal ? 2 * C * C : 0) + C * Dv1));
-    f->phik = attn__malloc((size_t)(p->S * F + 1) * sizeof(float));
-    f->v1 = attn__malloc((size_t)(p->S * Dv1 + 1) * sizeof(float));
+        (int64_t)attn__round16((size_t)(2 * C * F + (p->causal ? 2 * C * C : 0) + 2 * C * Dv1));
+    int ok = 1;
+    if (p->causal || backward) { /* the diagonal blocks and the backward reread them */
+        f->phik = attn__malloc((size_t)(p->S * F + 1) * sizeof(float));
+        f->v1 = attn__malloc((size_t)(p->S * Dv1 + 1) * sizeof(float));
+        ok = f->phik && f->v1;
+    }
     f->state = attn__malloc((size_t)((f->nck + 1) * F * Dv1) * sizeof(float));
     f->cmax = attn__malloc((size_t)(f->nck + 1) * sizeof(float));
+    f->ce = attn__malloc((size_t)(f->nck + 1) * sizeof(double));
     f->run = attn__malloc((size_t)(F * Dv1) * sizeof(double));
     f->scr = attn__malloc((size_t)(f->scr_len * f->nth) * sizeof(float));
-    int ok = f->phik && f->v1 && f->state && f->cmax && f->scr && f->run;
+    ok = ok && f->state && f->cmax && f->ce && f->scr && f->run;
     if (backward) {
         f->dphik = attn__malloc((size_t)(p->S * F + 1) * sizeof(float));
         f->dv1 = attn__malloc((size_t)(p->S * Dv1 + 1) * sizeof(float));
@@ -176,55 +143,70 @@ static attn_status feat_init(attn_ctx *ctx, feat *f, const attn__approx_plan *p,
 
 static void feat_free(feat *f) {
     attn__free(f->phik), attn__free(f->v1), attn__free(f->state), attn__free(f->cmax);
+    attn__free(f->ce);
     attn__free(f->scr), attn__free(f->run), attn__free(f->dphik), attn__free(f->dv1),
         attn__free(f->gst);
     attn__free(f->acck), attn__free(f->accv);
 }
 
-/* phi_k, V1 and the key state of kv head (b, g): after it state[c] is the
- * sum over the chunks before c (causal) and state[nck] the total. */
-static void key_state(feat *f, int64_t b, int64_t g) {
+/* phi_k, V1 and the key state of kv head (b, g). Each key chunk is
+ * exponentiated with its own shift cmax[c] (one pass: no head-wide max
+ * first) and its state phi_k,c^T V1_c computed while the chunk is in cache;
+ * the scan then weighs chunk c by ce[c] = exp(cmax[c] - max_c cmax), so the
+ * states are those of one head-wide shift. After it state[c] is the sum over
+ * the chunks before c (causal) and state[nck] the total. With phik kept
+ * (causal, backward) the diagonal blocks use the chunk's own phi_k times
+ * ce[c]; the backward (rescale) scales phi_k itself and sets ce to 1. */
+static void key_state(feat *f, int64_t b, int64_t g, int rescale) {
     const attn__approx_plan *p = f->p;
     const int64_t C = f->C, F = f->F, Dv1 = f->Dv1, S = p->S, nck = f->nck;
     const float *kb = ATTN__ROW(p->k, p->ks, b, g, 0), *vb = ATTN__ROW(p->v, p->vs, b, g, 0);
 #pragma omp parallel for num_threads(f->nth) schedule(dynamic, 1)
     for (int64_t c = 0; c < nck; c++) {
         const int64_t j0 = c * C, n = ATTN_MIN(C, S - j0);
-        for (int64_t j = j0; j < j0 + n; j++) {
-            memcpy(f->v1 + j * Dv1, vb + j * p->vs[2], (size_t)p->Dv * sizeof(float));
-            f->v1[j * Dv1 + p->Dv] = 1.0f;
+        float *w = f->scr + f->scr_len * omp_get_thread_num();
+        float *pk = f->phik ? f->phik + j0 * F : w;
+        float *v1 = f->v1 ? f->v1 + j0 * Dv1 : w + f->scr_len - C * Dv1;
+        for (int64_t j = 0; j < n; j++) {
+            memcpy(v1 + j * Dv1, vb + (j0 + j) * p->vs[2], (size_t)p->Dv * sizeof(float));
+            v1[j * Dv1 + p->Dv] = 1.0f;
         }
-        project(f, kb + j0 * p->ks[2], p->ks[2], n, f->phik + j0 * F);
-        f->cmax[c] = p->method == ATTN_APPROX_PERFORMER
-                         ? max_exponent(f, kb + j0 * p->ks[2], p->ks[2], n, f->phik + j0 * F)
-                         : 0.0f;
+        f->cmax[c] = phi_rows(f, kb + j0 * p->ks[2], p->ks[2], n, pk, 0);
+        attn__sgemm(&f->one, 1, 0, F, Dv1, n, 1.0f, pk, F, v1, Dv1, 0.0f, f->state + c * F * Dv1,
+                    Dv1);
     }
-    float ks = -INFINITY;
+    float mx = -INFINITY;
     for (int64_t c = 0; c < nck; c++)
-        ks = fmaxf(ks, f->cmax[c]);
-    f->kshift = isfinite(ks) ? ks : 0.0f;
-#pragma omp parallel for num_threads(f->nth) schedule(dynamic, 1)
-    for (int64_t c = 0; c < nck; c++) {
-        const int64_t j0 = c * C, n = ATTN_MIN(C, S - j0);
-        finish(f, kb + j0 * p->ks[2], p->ks[2], n, f->phik + j0 * F, 0, f->kshift);
-        attn__sgemm(&f->one, 1, 0, F, Dv1, n, 1.0f, f->phik + j0 * F, F, f->v1 + j0 * Dv1, Dv1,
-                    0.0f, f->state + c * F * Dv1, Dv1);
-    }
+        mx = fmaxf(mx, f->cmax[c]);
+    for (int64_t c = 0; c < nck; c++) /* a chunk without a finite shift kept shift 0 */
+        f->ce[c] = isfinite(mx) && isfinite(f->cmax[c]) ? exp((double)f->cmax[c] - (double)mx)
+                                                          : 1.0;
     /* exclusive prefix (fixed order): state[c] <- sum_{c' < c}, total in [nck] */
     const int64_t sz = F * Dv1;
     double *run = f->run;
     memset(run, 0, (size_t)sz * sizeof(double));
     for (int64_t c = 0; c < nck; c++) {
         float *sc = f->state + c * sz;
-        for (int64_t e = 0; e < sz; e++) {
-            const float t = sc[e];
-            sc[e] = (float)run[e];
-            run[e] += (double)t;
+        const double e = f->ce[c];
+        for (int64_t e0 = 0; e0 < sz; e0++) {
+            const float t = sc[e0];
+            sc[e0] = (float)run[e0];
+            run[e0] += e * (double)t;
         }
     }
     float *tot = f->state + nck * sz;
     for (int64_t e = 0; e < sz; e++)
         tot[e] = (float)run[e];
+    if (!rescale) return;
+#pragma omp parallel for num_threads(f->nth) schedule(dynamic, 1)
+    for (int64_t c = 0; c < nck; c++) {
+        const int64_t j0 = c * C, n = ATTN_MIN(C, S - j0);
+        const float e = (float)f->ce[c];
+        if (e != 1.0f)
+            for (int64_t i = j0 * F; i < (j0 + n) * F; i++)
+                f->phik[i] *= e;
+        f->ce[c] = 1.0;
+    }
 }
 
 /* phi_q of rows [i0, i0+n) of query head (b, h) into phiq, and num1 =
@@ -234,12 +216,12 @@ static void query_chunk(feat *f, int64_t b, int64_t h, int64_t c, float *phiq, f
     const attn__approx_plan *p = f->p;
     const int64_t C = f->C, F = f->F, Dv1 = f->Dv1, i0 = c * C, n = ATTN_MIN(C, p->T - i0);
     const float *qr = ATTN__ROW(p->q, p->qs, b, h, i0);
-    project(f, qr, p->qs[2], n, phiq);
-    finish(f, qr, p->qs[2], n, phiq, 1, 0.0f);
+    phi_rows(f, qr, p->qs[2], n, phiq, 1);
     const float *P = f->state + (p->causal ? c : f->nck) * F * Dv1;
     attn__sgemm(&f->one, 0, 0, n, Dv1, F, 1.0f, phiq, F, P, Dv1, 0.0f, num1, Dv1);
     if (!p->causal) return;
-    attn__sgemm(&f->one, 0, 1, n, n, F, 1.0f, phiq, F, f->phik + i0 * F, F, 0.0f, a, n);
+    attn__sgemm(&f->one, 0, 1, n, n, F, (float)f->ce[c], phiq, F, f->phik + i0 * F, F, 0.0f, a,
+                n);
     for (int64_t i = 0; i < n; i++)
         for (int64_t j = i + 1; j < n; j++)
             a[i * n + j] = 0.0f;
@@ -257,7 +239,7 @@ attn_status attn__approx_feature_forward(attn_ctx *ctx, const attn__approx_plan 
     const int64_t C = f.C, F = f.F, Dv1 = f.Dv1;
     for (int64_t b = 0; b < p->B; b++)
         for (int64_t g = 0; g < p->Hkv; g++) {
-            key_state(&f, b, g);
+            key_state(&f, b, g, 0);
             for (int64_t h = g * p->group; h < (g + 1) * p->group; h++) {
 #pragma omp parallel for num_threads(f.nth) schedule(dynamic, 1)
                 for (int64_t c = 0; c < f.ncq; c++) {
@@ -296,7 +278,7 @@ attn_status attn__approx_feature_backward(attn_ctx *ctx, const attn__approx_plan
     const int64_t C = f.C, F = f.F, Dv1 = f.Dv1, S = p->S, sz = F * Dv1;
     for (int64_t b = 0; b < p->B; b++)
         for (int64_t g = 0; g < p->Hkv; g++) {
-            key_state(&f, b, g);
+            key_state(&f, b, g, 1);
             memset(f.acck, 0, (size_t)(S * F) * sizeof(double));
             memset(f.accv, 0, (size_t)(S * Dv1) * sizeof(double));
             for (int64_t h = g * p->group; h < (g + 1) * p->group; h++) {

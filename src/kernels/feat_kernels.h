@@ -1,0 +1,32 @@
+/* Feature maps of the kernelized attention methods (src/approx/
+ * approx_feature.c), one table per ISA family, held in the family's
+ * descriptor (kernels/arch.h) so ATTN_ARCH applies. Each family uses the
+ * exponential its softmax kernels use (scalar: libm expf; AVX2 and AVX-512:
+ * the polynomial of vmath_avx2.h / vmath_avx512.h), so the feature maps
+ * cost a few vector instructions per 8 or 16 features instead of a libm
+ * call per feature.
+ *
+ * Linear attention's phi(x) = elu(x) + 1; the Performer's
+ *   phi(x)_r = exp(u_r - h - c) * norm,  u_r = w_r . x',  h = |x'|^2 / 2
+ * with the projection u computed by the caller (a GEMM) and c a shift
+ * that cancels in the attention ratio. */
+#ifndef ATTN_FEAT_KERNELS_H
+#define ATTN_FEAT_KERNELS_H
+
+#include <stdint.h>
+
+typedef struct attn_feat_kernels {
+    /* y[i*F + d] = elu(x[i*ldx + d]) + 1 = x > 0 ? x + 1 : exp(x), i < n,
+     * d < F. NaN stays NaN. */
+    void (*elu1)(const float *x, int64_t ldx, int64_t n, int64_t F, float *y);
+    /* In place over u [n, F] (row stride F), x [n, D] rows of stride ldx:
+     *   h_i = hs * sum_d x[i, d]^2 (hs = scale / 2),  e_i = max_r u[i, r] - h_i
+     *   c_i = e_i (rowshift) or c = max_i e_i (one shift for the n rows)
+     *   u[i, r] = exp(u[i, r] - h_i - c_i) * norm
+     * A shift that is not finite (NaN or Inf inputs) is taken as 0 so the
+     * non-finite values propagate. Returns max_i e_i (-inf when n = 0). */
+    float (*perf_exp)(float *u, int64_t n, int64_t F, const float *x, int64_t ldx, int64_t D,
+                      float hs, int rowshift, float norm);
+} attn_feat_kernels;
+
+#endif /* ATTN_FEAT_KERNELS_H */

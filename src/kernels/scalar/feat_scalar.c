@@ -1,0 +1,53 @@
+/* Scalar feature maps (kernels/feat_kernels.h): libm's expf, as the scalar
+ * softmax kernels use. The reference twin of feat_avx2.c / feat_avx512.c. */
+#include "kernels/feat_kernels.h"
+
+#include <math.h>
+
+static void elu1_scalar(const float *x, int64_t ldx, int64_t n, int64_t F, float *y) {
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t d = 0; d < F; d++) {
+            const float v = x[i * ldx + d];
+            y[i * F + d] = v > 0.0f ? v + 1.0f : expf(v);
+        }
+}
+
+static float perf_exp_scalar(float *u, int64_t n, int64_t F, const float *x, int64_t ldx,
+                             int64_t D, float hs, int rowshift, float norm) {
+    float emax = -INFINITY;
+    /* pass 1: e_i into the caller's row (its max), h_i kept per row below */
+    for (int64_t i = 0; i < n; i++) {
+        float m = -INFINITY;
+        for (int64_t r = 0; r < F; r++)
+            m = fmaxf(m, u[i * F + r]);
+        float s = 0.0f;
+        for (int64_t d = 0; d < D; d++)
+            s = fmaf(x[i * ldx + d], x[i * ldx + d], s);
+        emax = fmaxf(emax, m - hs * s);
+    }
+    float c = emax;
+    if (!isfinite(c)) c = 0.0f;
+    for (int64_t i = 0; i < n; i++) {
+        float *ui = u + i * F;
+        float s = 0.0f;
+        for (int64_t d = 0; d < D; d++)
+            s = fmaf(x[i * ldx + d], x[i * ldx + d], s);
+        const float h = hs * s;
+        if (rowshift) {
+            float m = -INFINITY;
+            for (int64_t r = 0; r < F; r++)
+                m = fmaxf(m, ui[r]);
+            c = m - h;
+            if (!isfinite(c)) c = 0.0f;
+        }
+        const float sub = h + c;
+        for (int64_t r = 0; r < F; r++)
+            ui[r] = expf(ui[r] - sub) * norm;
+    }
+    return emax;
+}
+
+const attn_feat_kernels attn__feat_kernels_scalar = {
+    .elu1 = elu1_scalar,
+    .perf_exp = perf_exp_scalar,
+};
