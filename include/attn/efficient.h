@@ -64,7 +64,7 @@ typedef struct attn_approx_args {
     int64_t topk;       /* TOPK: k in [1, S] */
     int64_t chunk;      /* rows per chunk of the causal prefix sums and of
                          * top-k's query blocks; 0 = a default (64 causal,
-                         * 256 non-causal, 32 top-k) */
+                         * 1024 non-causal, 32 top-k) */
 } attn_approx_args;
 
 /* Forward. Views are borrowed. Deterministic: the same bits for any thread

@@ -36,7 +36,8 @@ typedef struct feat {
     float *cmax;  /* [nck]: each key chunk's own shift (PERFORMER) */
     double *ce;   /* [nck]: exp(cmax[c] - the head's max), chunk c's weight */
     float *scr;   /* per thread: phiq [C*F] | dphiq [C*F] | A [C*C] | dA [C*C] | num1 [C*Dv1]
-                   * | v1 [C*Dv1] */
+                   * | colsum [F] */
+    float *zt;    /* [F]: the total key sum z (column Dv of state[nck]) */
     int64_t scr_len;
     /* backward */
     float *dphik, *dv1, *gst; /* [S, F], [S, Dv1], [ncq + 1][F * Dv1] */
@@ -49,16 +50,17 @@ typedef struct feat {
  * or the projection sqrt(scale) x Omega^T (a GEMM) exponentiated by the
  * family's kernel with each row's own shift (rowshift) or one shift for the
  * n rows. Returns the largest exponent u_r - |x'|^2/2 (0 for LINEAR). */
-static float phi_rows(feat *f, const float *x, int64_t ldx, int64_t n, float *u, int rowshift) {
+static float phi_rows(feat *f, const float *x, int64_t ldx, int64_t n, float *u, int rowshift,
+                      float *colsum) {
     const attn__approx_plan *p = f->p;
     if (p->method == ATTN_APPROX_LINEAR) {
-        f->fk->elu1(x, ldx, n, p->D, u);
+        f->fk->elu1(x, ldx, n, p->D, u, colsum);
         return 0.0f;
     }
     attn__sgemm(&f->one, 0, 1, n, f->F, p->D, sqrtf(p->scale), x, ldx, f->omega, p->D, 0.0f, u,
                 f->F);
     return f->fk->perf_exp(u, n, f->F, x, ldx, p->D, 0.5f * p->scale, rowshift,
-                           1.0f / sqrtf((float)f->F));
+                           1.0f / sqrtf((float)f->F), colsum);
 }
 
 /* Chain rule: dx[n, D] from dphi and phi of rows x. */
@@ -108,14 +110,14 @@ static attn_status feat_init(attn_ctx *ctx, feat *f, const attn__approx_plan *p,
     f->fk = &ctx->arch->feat;
     /* causal: the diagonal blocks cost C^2 (F + Dv) per chunk, so chunks
      * stay small; otherwise larger chunks mean fewer, larger GEMMs */
-    f->C = p->chunk ? p->chunk : p->causal ? 64 : 256;
+    f->C = p->chunk ? p->chunk : p->causal ? 128 : 1024;
     f->F = p->F, f->Dv1 = p->Dv + 1;
     f->nck = (p->S + f->C - 1) / f->C;
     f->ncq = (p->T + f->C - 1) / f->C;
     f->nth = attn_ctx_threads(ctx);
     const int64_t C = f->C, F = f->F, Dv1 = f->Dv1;
     f->scr_len =
-        (int64_t)attn__round16((size_t)(2 * C * F + (p->causal ? 2 * C * C : 0) + 2 * C * Dv1));
+        (int64_t)attn__round16((size_t)(2 * C * F + (p->causal ? 2 * C * C : 0) + C * Dv1 + F));
     int ok = 1;
     if (p->causal || backward) { /* the diagonal blocks and the backward reread them */
         f->phik = attn__malloc((size_t)(p->S * F + 1) * sizeof(float));
@@ -125,9 +127,10 @@ static attn_status feat_init(attn_ctx *ctx, feat *f, const attn__approx_plan *p,
     f->state = attn__malloc((size_t)((f->nck + 1) * F * Dv1) * sizeof(float));
     f->cmax = attn__malloc((size_t)(f->nck + 1) * sizeof(float));
     f->ce = attn__malloc((size_t)(f->nck + 1) * sizeof(double));
+    f->zt = attn__malloc((size_t)F * sizeof(float));
     f->run = attn__malloc((size_t)(F * Dv1) * sizeof(double));
     f->scr = attn__malloc((size_t)(f->scr_len * f->nth) * sizeof(float));
-    ok = ok && f->state && f->cmax && f->ce && f->scr && f->run;
+    ok = ok && f->state && f->cmax && f->ce && f->zt && f->scr && f->run;
     if (backward) {
         f->dphik = attn__malloc((size_t)(p->S * F + 1) * sizeof(float));
         f->dv1 = attn__malloc((size_t)(p->S * Dv1 + 1) * sizeof(float));
@@ -143,7 +146,7 @@ static attn_status feat_init(attn_ctx *ctx, feat *f, const attn__approx_plan *p,
 
 static void feat_free(feat *f) {
     attn__free(f->phik), attn__free(f->v1), attn__free(f->state), attn__free(f->cmax);
-    attn__free(f->ce);
+    attn__free(f->ce), attn__free(f->zt);
     attn__free(f->scr), attn__free(f->run), attn__free(f->dphik), attn__free(f->dv1),
         attn__free(f->gst);
     attn__free(f->acck), attn__free(f->accv);
@@ -164,16 +167,28 @@ static void key_state(feat *f, int64_t b, int64_t g, int rescale) {
 #pragma omp parallel for num_threads(f->nth) schedule(dynamic, 1)
     for (int64_t c = 0; c < nck; c++) {
         const int64_t j0 = c * C, n = ATTN_MIN(C, S - j0);
-        float *w = f->scr + f->scr_len * omp_get_thread_num();
-        float *pk = f->phik ? f->phik + j0 * F : w;
-        float *v1 = f->v1 ? f->v1 + j0 * Dv1 : w + f->scr_len - C * Dv1;
+        float *sc = f->state + c * F * Dv1;
+        if (!f->phik) {
+            /* phi_k of the chunk stays in cache: its column sums (z) come
+             * from the feature kernel, phi_k^T V from a GEMM reading V in
+             * place; no [S, F] or [S, Dv + 1] copy */
+            float *w = f->scr + f->scr_len * omp_get_thread_num();
+            float *zs = w + f->scr_len - F;
+            memset(zs, 0, (size_t)F * sizeof(float));
+            f->cmax[c] = phi_rows(f, kb + j0 * p->ks[2], p->ks[2], n, w, 0, zs);
+            attn__sgemm(&f->one, 1, 0, F, p->Dv, n, 1.0f, w, F, vb + j0 * p->vs[2], p->vs[2], 0.0f,
+                        sc, Dv1);
+            for (int64_t r = 0; r < F; r++)
+                sc[r * Dv1 + p->Dv] = zs[r];
+            continue;
+        }
+        float *pk = f->phik + j0 * F, *v1 = f->v1 + j0 * Dv1;
         for (int64_t j = 0; j < n; j++) {
             memcpy(v1 + j * Dv1, vb + (j0 + j) * p->vs[2], (size_t)p->Dv * sizeof(float));
             v1[j * Dv1 + p->Dv] = 1.0f;
         }
-        f->cmax[c] = phi_rows(f, kb + j0 * p->ks[2], p->ks[2], n, pk, 0);
-        attn__sgemm(&f->one, 1, 0, F, Dv1, n, 1.0f, pk, F, v1, Dv1, 0.0f, f->state + c * F * Dv1,
-                    Dv1);
+        f->cmax[c] = phi_rows(f, kb + j0 * p->ks[2], p->ks[2], n, pk, 0, NULL);
+        attn__sgemm(&f->one, 1, 0, F, Dv1, n, 1.0f, pk, F, v1, Dv1, 0.0f, sc, Dv1);
     }
     float mx = -INFINITY;
     for (int64_t c = 0; c < nck; c++)
@@ -197,6 +212,8 @@ static void key_state(feat *f, int64_t b, int64_t g, int rescale) {
     float *tot = f->state + nck * sz;
     for (int64_t e = 0; e < sz; e++)
         tot[e] = (float)run[e];
+    for (int64_t r = 0; r < F; r++)
+        f->zt[r] = tot[r * Dv1 + p->Dv];
     if (!rescale) return;
 #pragma omp parallel for num_threads(f->nth) schedule(dynamic, 1)
     for (int64_t c = 0; c < nck; c++) {
@@ -216,7 +233,7 @@ static void query_chunk(feat *f, int64_t b, int64_t h, int64_t c, float *phiq, f
     const attn__approx_plan *p = f->p;
     const int64_t C = f->C, F = f->F, Dv1 = f->Dv1, i0 = c * C, n = ATTN_MIN(C, p->T - i0);
     const float *qr = ATTN__ROW(p->q, p->qs, b, h, i0);
-    phi_rows(f, qr, p->qs[2], n, phiq, 1);
+    phi_rows(f, qr, p->qs[2], n, phiq, 1, NULL);
     const float *P = f->state + (p->causal ? c : f->nck) * F * Dv1;
     attn__sgemm(&f->one, 0, 0, n, Dv1, F, 1.0f, phiq, F, P, Dv1, 0.0f, num1, Dv1);
     if (!p->causal) return;
@@ -245,8 +262,17 @@ attn_status attn__approx_feature_forward(attn_ctx *ctx, const attn__approx_plan 
                 for (int64_t c = 0; c < f.ncq; c++) {
                     float *w = f.scr + f.scr_len * omp_get_thread_num();
                     float *phiq = w, *a = w + 2 * C * F, *num1 = a + (p->causal ? 2 * C * C : 0);
-                    query_chunk(&f, b, h, c, phiq, a, num1);
                     const int64_t i0 = c * C, n = ATTN_MIN(C, p->T - i0);
+                    if (!p->causal) { /* out = phi_q KV straight into out, then / phi_q . z */
+                        float *o = ATTN__ROW(p->out, p->os, b, h, i0);
+                        const float *qr = ATTN__ROW(p->q, p->qs, b, h, i0);
+                        phi_rows(&f, qr, p->qs[2], n, phiq, 1, NULL);
+                        attn__sgemm(&f.one, 0, 0, n, p->Dv, F, 1.0f, phiq, F, f.state + f.nck * F * Dv1,
+                                    Dv1, 0.0f, o, p->os[2]);
+                        f.fk->ratio(o, p->os[2], n, p->Dv, phiq, F, f.zt);
+                        continue;
+                    }
+                    query_chunk(&f, b, h, c, phiq, a, num1);
                     for (int64_t i = 0; i < n; i++) {
                         float *o = ATTN__ROW(p->out, p->os, b, h, i0 + i);
                         const float den = num1[i * Dv1 + p->Dv];

@@ -17,16 +17,23 @@
 
 typedef struct attn_feat_kernels {
     /* y[i*F + d] = elu(x[i*ldx + d]) + 1 = x > 0 ? x + 1 : exp(x), i < n,
-     * d < F. NaN stays NaN. */
-    void (*elu1)(const float *x, int64_t ldx, int64_t n, int64_t F, float *y);
+     * d < F. NaN stays NaN. colsum (unless NULL): colsum[d] += y[i*F + d],
+     * rows in order (the key sum z of the state, while y is in registers). */
+    void (*elu1)(const float *x, int64_t ldx, int64_t n, int64_t F, float *y, float *colsum);
     /* In place over u [n, F] (row stride F), x [n, D] rows of stride ldx:
      *   h_i = hs * sum_d x[i, d]^2 (hs = scale / 2),  e_i = max_r u[i, r] - h_i
      *   c_i = e_i (rowshift) or c = max_i e_i (one shift for the n rows)
      *   u[i, r] = exp(u[i, r] - h_i - c_i) * norm
      * A shift that is not finite (NaN or Inf inputs) is taken as 0 so the
-     * non-finite values propagate. Returns max_i e_i (-inf when n = 0). */
+     * non-finite values propagate. colsum as elu1's. Returns max_i e_i
+     * (-inf when n = 0). */
     float (*perf_exp)(float *u, int64_t n, int64_t F, const float *x, int64_t ldx, int64_t D,
-                      float hs, int rowshift, float norm);
+                      float hs, int rowshift, float norm, float *colsum);
+    /* The attention ratio in place over rows o [n, Dv] (row stride ldo)
+     * holding phi_i^T KV: den_i = phi[i*F ..] . z (F terms),
+     * o[i, d] *= 1 / den_i (0 when den_i = 0). */
+    void (*ratio)(float *o, int64_t ldo, int64_t n, int64_t Dv, const float *phi, int64_t F,
+                  const float *z);
 } attn_feat_kernels;
 
 #endif /* ATTN_FEAT_KERNELS_H */

@@ -33,16 +33,24 @@ static inline __m256 elu1_8(__m256 v) {
     return _mm256_blendv_ps(e, _mm256_add_ps(v, _mm256_set1_ps(1.0f)), pos);
 }
 
-static void elu1_avx2(const float *x, int64_t ldx, int64_t n, int64_t F, float *y) {
+static void elu1_avx2(const float *x, int64_t ldx, int64_t n, int64_t F, float *y,
+                      float *colsum) {
     for (int64_t i = 0; i < n; i++) {
         const float *xi = x + i * ldx;
         float *yi = y + i * F;
         int64_t d = 0;
-        for (; d + 8 <= F; d += 8)
-            _mm256_storeu_ps(yi + d, elu1_8(_mm256_loadu_ps(xi + d)));
+        for (; d + 8 <= F; d += 8) {
+            const __m256 e = elu1_8(_mm256_loadu_ps(xi + d));
+            _mm256_storeu_ps(yi + d, e);
+            if (colsum) _mm256_storeu_ps(colsum + d, _mm256_add_ps(_mm256_loadu_ps(colsum + d), e));
+        }
         if (d < F) {
             const __m256i m = tail8(F - d);
-            _mm256_maskstore_ps(yi + d, m, elu1_8(_mm256_maskload_ps(xi + d, m)));
+            const __m256 e = elu1_8(_mm256_maskload_ps(xi + d, m));
+            _mm256_maskstore_ps(yi + d, m, e);
+            if (colsum)
+                _mm256_maskstore_ps(colsum + d, m,
+                                    _mm256_add_ps(_mm256_maskload_ps(colsum + d, m), e));
         }
     }
 }
@@ -76,7 +84,7 @@ static float sumsq8(const float *x, int64_t D) {
 }
 
 static float perf_exp_avx2(float *u, int64_t n, int64_t F, const float *x, int64_t ldx, int64_t D,
-                           float hs, int rowshift, float norm) {
+                           float hs, int rowshift, float norm, float *colsum) {
     float emax = -INFINITY;
     if (!rowshift)
         for (int64_t i = 0; i < n; i++)
@@ -93,19 +101,52 @@ static float perf_exp_avx2(float *u, int64_t n, int64_t F, const float *x, int64
         }
         const __m256 sub = _mm256_set1_ps(h + c);
         int64_t r = 0;
-        for (; r + 8 <= F; r += 8)
-            _mm256_storeu_ps(ui + r,
-                             _mm256_mul_ps(exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(ui + r), sub)), vn));
+        for (; r + 8 <= F; r += 8) {
+            const __m256 e =
+                _mm256_mul_ps(exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(ui + r), sub)), vn);
+            _mm256_storeu_ps(ui + r, e);
+            if (colsum) _mm256_storeu_ps(colsum + r, _mm256_add_ps(_mm256_loadu_ps(colsum + r), e));
+        }
         if (r < F) {
             const __m256i m = tail8(F - r);
-            __m256 v = _mm256_sub_ps(_mm256_maskload_ps(ui + r, m), sub);
-            _mm256_maskstore_ps(ui + r, m, _mm256_mul_ps(exp_avx2(v), vn));
+            const __m256 e =
+                _mm256_mul_ps(exp_avx2(_mm256_sub_ps(_mm256_maskload_ps(ui + r, m), sub)), vn);
+            _mm256_maskstore_ps(ui + r, m, e);
+            if (colsum)
+                _mm256_maskstore_ps(colsum + r, m,
+                                    _mm256_add_ps(_mm256_maskload_ps(colsum + r, m), e));
         }
     }
     return emax;
 }
 
+static void ratio_avx2(float *o, int64_t ldo, int64_t n, int64_t Dv, const float *phi, int64_t F,
+                       const float *z) {
+    for (int64_t i = 0; i < n; i++) {
+        const float *pi = phi + i * F;
+        __m256 a = _mm256_setzero_ps();
+        int64_t r = 0;
+        for (; r + 8 <= F; r += 8)
+            a = _mm256_fmadd_ps(_mm256_loadu_ps(pi + r), _mm256_loadu_ps(z + r), a);
+        if (r < F) {
+            const __m256i m = tail8(F - r);
+            a = _mm256_fmadd_ps(_mm256_maskload_ps(pi + r, m), _mm256_maskload_ps(z + r, m), a);
+        }
+        const float den = hsum8(a);
+        const __m256 inv = _mm256_set1_ps(den != 0.0f ? 1.0f / den : 0.0f);
+        float *oi = o + i * ldo;
+        int64_t d = 0;
+        for (; d + 8 <= Dv; d += 8)
+            _mm256_storeu_ps(oi + d, _mm256_mul_ps(_mm256_loadu_ps(oi + d), inv));
+        if (d < Dv) {
+            const __m256i m = tail8(Dv - d);
+            _mm256_maskstore_ps(oi + d, m, _mm256_mul_ps(_mm256_maskload_ps(oi + d, m), inv));
+        }
+    }
+}
+
 const attn_feat_kernels attn__feat_kernels_avx2 = {
     .elu1 = elu1_avx2,
     .perf_exp = perf_exp_avx2,
+    .ratio = ratio_avx2,
 };

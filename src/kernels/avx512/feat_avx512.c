@@ -19,16 +19,27 @@ static inline __m512 elu1_16(__m512 v) {
     return _mm512_mask_add_ps(e, pos, v, _mm512_set1_ps(1.0f));
 }
 
-static void elu1_avx512(const float *x, int64_t ldx, int64_t n, int64_t F, float *y) {
+static void elu1_avx512(const float *x, int64_t ldx, int64_t n, int64_t F, float *y,
+                        float *colsum) {
     for (int64_t i = 0; i < n; i++) {
         const float *xi = x + i * ldx;
         float *yi = y + i * F;
+        if (i + 8 < n) /* rows come from memory once: ask for them ahead */
+            for (int64_t d = 0; d < F; d += 16)
+                _mm_prefetch((const char *)(xi + 8 * ldx + d), _MM_HINT_T0);
         int64_t d = 0;
-        for (; d + 16 <= F; d += 16)
-            _mm512_storeu_ps(yi + d, elu1_16(_mm512_loadu_ps(xi + d)));
+        for (; d + 16 <= F; d += 16) {
+            const __m512 e = elu1_16(_mm512_loadu_ps(xi + d));
+            _mm512_storeu_ps(yi + d, e);
+            if (colsum) _mm512_storeu_ps(colsum + d, _mm512_add_ps(_mm512_loadu_ps(colsum + d), e));
+        }
         if (d < F) {
             const __mmask16 m = tail16(F - d);
-            _mm512_mask_storeu_ps(yi + d, m, elu1_16(_mm512_maskz_loadu_ps(m, xi + d)));
+            const __m512 e = elu1_16(_mm512_maskz_loadu_ps(m, xi + d));
+            _mm512_mask_storeu_ps(yi + d, m, e);
+            if (colsum)
+                _mm512_mask_storeu_ps(colsum + d, m,
+                                      _mm512_add_ps(_mm512_maskz_loadu_ps(m, colsum + d), e));
         }
     }
 }
@@ -60,7 +71,8 @@ static float sumsq16(const float *x, int64_t D) {
 }
 
 static float perf_exp_avx512(float *u, int64_t n, int64_t F, const float *x, int64_t ldx,
-                             int64_t D, float hs, int rowshift, float norm) {
+                             int64_t D, float hs, int rowshift, float norm,
+                             float *colsum) {
     float emax = -INFINITY;
     if (!rowshift)
         for (int64_t i = 0; i < n; i++)
@@ -77,19 +89,52 @@ static float perf_exp_avx512(float *u, int64_t n, int64_t F, const float *x, int
         }
         const __m512 sub = _mm512_set1_ps(h + c);
         int64_t r = 0;
-        for (; r + 16 <= F; r += 16)
-            _mm512_storeu_ps(ui + r,
-                             _mm512_mul_ps(exp_avx512(_mm512_sub_ps(_mm512_loadu_ps(ui + r), sub)), vn));
+        for (; r + 16 <= F; r += 16) {
+            const __m512 e =
+                _mm512_mul_ps(exp_avx512(_mm512_sub_ps(_mm512_loadu_ps(ui + r), sub)), vn);
+            _mm512_storeu_ps(ui + r, e);
+            if (colsum) _mm512_storeu_ps(colsum + r, _mm512_add_ps(_mm512_loadu_ps(colsum + r), e));
+        }
         if (r < F) {
             const __mmask16 m = tail16(F - r);
-            __m512 v = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, ui + r), sub);
-            _mm512_mask_storeu_ps(ui + r, m, _mm512_mul_ps(exp_avx512(v), vn));
+            const __m512 e =
+                _mm512_mul_ps(exp_avx512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, ui + r), sub)), vn);
+            _mm512_mask_storeu_ps(ui + r, m, e);
+            if (colsum)
+                _mm512_mask_storeu_ps(colsum + r, m,
+                                      _mm512_add_ps(_mm512_maskz_loadu_ps(m, colsum + r), e));
         }
     }
     return emax;
 }
 
+static void ratio_avx512(float *o, int64_t ldo, int64_t n, int64_t Dv, const float *phi, int64_t F,
+                         const float *z) {
+    for (int64_t i = 0; i < n; i++) {
+        const float *pi = phi + i * F;
+        __m512 a = _mm512_setzero_ps();
+        int64_t r = 0;
+        for (; r + 16 <= F; r += 16)
+            a = _mm512_fmadd_ps(_mm512_loadu_ps(pi + r), _mm512_loadu_ps(z + r), a);
+        if (r < F) {
+            const __mmask16 m = tail16(F - r);
+            a = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, pi + r), _mm512_maskz_loadu_ps(m, z + r), a);
+        }
+        const float den = _mm512_reduce_add_ps(a);
+        const __m512 inv = _mm512_set1_ps(den != 0.0f ? 1.0f / den : 0.0f);
+        float *oi = o + i * ldo;
+        int64_t d = 0;
+        for (; d + 16 <= Dv; d += 16)
+            _mm512_storeu_ps(oi + d, _mm512_mul_ps(_mm512_loadu_ps(oi + d), inv));
+        if (d < Dv) {
+            const __mmask16 m = tail16(Dv - d);
+            _mm512_mask_storeu_ps(oi + d, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, oi + d), inv));
+        }
+    }
+}
+
 const attn_feat_kernels attn__feat_kernels_avx512 = {
     .elu1 = elu1_avx512,
     .perf_exp = perf_exp_avx512,
+    .ratio = ratio_avx512,
 };

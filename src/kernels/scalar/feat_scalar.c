@@ -4,16 +4,18 @@
 
 #include <math.h>
 
-static void elu1_scalar(const float *x, int64_t ldx, int64_t n, int64_t F, float *y) {
+static void elu1_scalar(const float *x, int64_t ldx, int64_t n, int64_t F, float *y,
+                        float *colsum) {
     for (int64_t i = 0; i < n; i++)
         for (int64_t d = 0; d < F; d++) {
             const float v = x[i * ldx + d];
             y[i * F + d] = v > 0.0f ? v + 1.0f : expf(v);
+            if (colsum) colsum[d] += y[i * F + d];
         }
 }
 
 static float perf_exp_scalar(float *u, int64_t n, int64_t F, const float *x, int64_t ldx,
-                             int64_t D, float hs, int rowshift, float norm) {
+                             int64_t D, float hs, int rowshift, float norm, float *colsum) {
     float emax = -INFINITY;
     /* pass 1: e_i into the caller's row (its max), h_i kept per row below */
     for (int64_t i = 0; i < n; i++) {
@@ -41,13 +43,28 @@ static float perf_exp_scalar(float *u, int64_t n, int64_t F, const float *x, int
             if (!isfinite(c)) c = 0.0f;
         }
         const float sub = h + c;
-        for (int64_t r = 0; r < F; r++)
+        for (int64_t r = 0; r < F; r++) {
             ui[r] = expf(ui[r] - sub) * norm;
+            if (colsum) colsum[r] += ui[r];
+        }
     }
     return emax;
+}
+
+static void ratio_scalar(float *o, int64_t ldo, int64_t n, int64_t Dv, const float *phi, int64_t F,
+                         const float *z) {
+    for (int64_t i = 0; i < n; i++) {
+        float den = 0.0f;
+        for (int64_t r = 0; r < F; r++)
+            den = fmaf(phi[i * F + r], z[r], den);
+        const float inv = den != 0.0f ? 1.0f / den : 0.0f;
+        for (int64_t d = 0; d < Dv; d++)
+            o[i * ldo + d] *= inv;
+    }
 }
 
 const attn_feat_kernels attn__feat_kernels_scalar = {
     .elu1 = elu1_scalar,
     .perf_exp = perf_exp_scalar,
+    .ratio = ratio_scalar,
 };
