@@ -176,8 +176,7 @@ static void key_state(feat *f, int64_t b, int64_t g, int rescale) {
             float *zs = w + f->scr_len - F;
             memset(zs, 0, (size_t)F * sizeof(float));
             f->cmax[c] = phi_rows(f, kb + j0 * p->ks[2], p->ks[2], n, w, 0, zs);
-            attn__sgemm(&f->one, 1, 0, F, p->Dv, n, 1.0f, w, F, vb + j0 * p->vs[2], p->vs[2], 0.0f,
-                        sc, Dv1);
+            f->fk->accum(w, n, F, vb + j0 * p->vs[2], p->vs[2], p->Dv, sc, Dv1);
             for (int64_t r = 0; r < F; r++)
                 sc[r * Dv1 + p->Dv] = zs[r];
             continue;
@@ -267,9 +266,8 @@ attn_status attn__approx_feature_forward(attn_ctx *ctx, const attn__approx_plan 
                         float *o = ATTN__ROW(p->out, p->os, b, h, i0);
                         const float *qr = ATTN__ROW(p->q, p->qs, b, h, i0);
                         phi_rows(&f, qr, p->qs[2], n, phiq, 1, NULL);
-                        attn__sgemm(&f.one, 0, 0, n, p->Dv, F, 1.0f, phiq, F, f.state + f.nck * F * Dv1,
-                                    Dv1, 0.0f, o, p->os[2]);
-                        f.fk->ratio(o, p->os[2], n, p->Dv, phiq, F, f.zt);
+                        f.fk->apply(phiq, n, F, f.state + f.nck * F * Dv1, Dv1, f.zt, p->Dv, o,
+                                    p->os[2]);
                         continue;
                     }
                     query_chunk(&f, b, h, c, phiq, a, num1);

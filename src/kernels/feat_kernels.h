@@ -34,6 +34,18 @@ typedef struct attn_feat_kernels {
      * o[i, d] *= 1 / den_i (0 when den_i = 0). */
     void (*ratio)(float *o, int64_t ldo, int64_t n, int64_t Dv, const float *phi, int64_t F,
                   const float *z);
+    /* The whole query side in one pass over rows i < n:
+     *   o[i, :] = (sum_r phi[i*F + r] S[r*lds + :]) / (phi_i . z)
+     * (0 when the denominator is 0): the product with the (F x Dv) state
+     * kept in cache, the normaliser and the ratio without a round trip of
+     * the numerators through memory. */
+    void (*apply)(const float *phi, int64_t n, int64_t F, const float *S, int64_t lds,
+                  const float *z, int64_t Dv, float *o, int64_t ldo);
+    /* The key side's state of n rows: S[r*lds + d] = sum_j phi[j*F + r] v[j*ldv + d]
+     * (r < F, d < Dv; overwritten), j in order. v is read from memory once
+     * (prefetched ahead), then from cache. */
+    void (*accum)(const float *phi, int64_t n, int64_t F, const float *v, int64_t ldv, int64_t Dv,
+                  float *S, int64_t lds);
 } attn_feat_kernels;
 
 #endif /* ATTN_FEAT_KERNELS_H */

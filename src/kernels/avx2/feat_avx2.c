@@ -38,6 +38,9 @@ static void elu1_avx2(const float *x, int64_t ldx, int64_t n, int64_t F, float *
     for (int64_t i = 0; i < n; i++) {
         const float *xi = x + i * ldx;
         float *yi = y + i * F;
+        if (i + 32 < n) /* rows come from memory once: ask for them ahead */
+            for (int64_t d = 0; d < F; d += 16)
+                _mm_prefetch((const char *)(xi + 32 * ldx + d), _MM_HINT_T0);
         int64_t d = 0;
         for (; d + 8 <= F; d += 8) {
             const __m256 e = elu1_8(_mm256_loadu_ps(xi + d));
@@ -145,8 +148,136 @@ static void ratio_avx2(float *o, int64_t ldo, int64_t n, int64_t Dv, const float
     }
 }
 
+static float dot8(const float *a, const float *b, int64_t n) {
+    __m256 s = _mm256_setzero_ps();
+    int64_t r = 0;
+    for (; r + 8 <= n; r += 8)
+        s = _mm256_fmadd_ps(_mm256_loadu_ps(a + r), _mm256_loadu_ps(b + r), s);
+    if (r < n) {
+        const __m256i m = tail8(n - r);
+        s = _mm256_fmadd_ps(_mm256_maskload_ps(a + r, m), _mm256_maskload_ps(b + r, m), s);
+    }
+    return hsum8(s);
+}
+
+/* NR rows (1..4) times the state, columns [d0, d0 + 24) with masks m[3]:
+ * 12 accumulators of the 16 ymm registers, per feature 3 loads of the
+ * state row and NR broadcasts. */
+static inline __attribute__((always_inline)) void
+apply_block8(const float *phi, int64_t F, const float *S, int64_t lds, int64_t d0,
+             const __m256i m[3], int nr, const float *inv, float *o, int64_t ldo) {
+    __m256 acc[4][3];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++)
+#pragma GCC unroll 3
+        for (int c = 0; c < 3; c++)
+            acc[i][c] = _mm256_setzero_ps();
+    for (int64_t r = 0; r < F; r++) {
+        const float *sr = S + r * lds + d0;
+        __m256 s[3];
+#pragma GCC unroll 3
+        for (int c = 0; c < 3; c++)
+            s[c] = _mm256_maskload_ps(sr + 8 * c, m[c]);
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) {
+            if (i >= nr) break;
+            const __m256 b = _mm256_broadcast_ss(phi + i * F + r);
+#pragma GCC unroll 3
+            for (int c = 0; c < 3; c++)
+                acc[i][c] = _mm256_fmadd_ps(b, s[c], acc[i][c]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) {
+        if (i >= nr) break;
+        const __m256 v = _mm256_set1_ps(inv[i]);
+#pragma GCC unroll 3
+        for (int c = 0; c < 3; c++)
+            _mm256_maskstore_ps(o + i * ldo + d0 + 8 * c, m[c], _mm256_mul_ps(acc[i][c], v));
+    }
+}
+
+static void apply_avx2(const float *phi, int64_t n, int64_t F, const float *S, int64_t lds,
+                       const float *z, int64_t Dv, float *o, int64_t ldo) {
+    for (int64_t i0 = 0; i0 < n; i0 += 4) {
+        const int nr = (int)(n - i0 < 4 ? n - i0 : 4);
+        float inv[4];
+        for (int i = 0; i < nr; i++) {
+            const float den = dot8(phi + (i0 + i) * F, z, F);
+            inv[i] = den != 0.0f ? 1.0f / den : 0.0f;
+        }
+        for (int64_t d0 = 0; d0 < Dv; d0 += 24) {
+            __m256i m[3];
+            for (int c = 0; c < 3; c++) {
+                const int64_t left = Dv - d0 - 8 * c;
+                m[c] = left <= 0 ? _mm256_setzero_si256() : tail8(left);
+            }
+            if (nr == 4)
+                apply_block8(phi + i0 * F, F, S, lds, d0, m, 4, inv, o + i0 * ldo, ldo);
+            else
+                apply_block8(phi + i0 * F, F, S, lds, d0, m, nr, inv, o + i0 * ldo, ldo);
+        }
+    }
+}
+
+/* Rows [r0, r0 + NR) of the state (NR <= 4), columns [d0, d0 + 24). */
+static inline __attribute__((always_inline)) void
+accum_block8(const float *phi, int64_t n, int64_t F, int64_t r0, const float *v, int64_t ldv,
+             int64_t d0, const __m256i m[3], int nr, int pf, float *S, int64_t lds) {
+    __m256 acc[4][3];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++)
+#pragma GCC unroll 3
+        for (int c = 0; c < 3; c++)
+            acc[i][c] = _mm256_setzero_ps();
+    for (int64_t j = 0; j < n; j++) {
+        const float *vj = v + j * ldv + d0;
+        if (pf && j + 32 < n) _mm_prefetch((const char *)(vj + 32 * ldv), _MM_HINT_T0);
+        __m256 x[3];
+#pragma GCC unroll 3
+        for (int c = 0; c < 3; c++)
+            x[c] = _mm256_maskload_ps(vj + 8 * c, m[c]);
+        const float *pj = phi + j * F + r0;
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) {
+            if (i >= nr) break;
+            const __m256 b = _mm256_broadcast_ss(pj + i);
+#pragma GCC unroll 3
+            for (int c = 0; c < 3; c++)
+                acc[i][c] = _mm256_fmadd_ps(b, x[c], acc[i][c]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) {
+        if (i >= nr) break;
+#pragma GCC unroll 3
+        for (int c = 0; c < 3; c++)
+            _mm256_maskstore_ps(S + (r0 + i) * lds + d0 + 8 * c, m[c], acc[i][c]);
+    }
+}
+
+static void accum_avx2(const float *phi, int64_t n, int64_t F, const float *v, int64_t ldv,
+                       int64_t Dv, float *S, int64_t lds) {
+    for (int64_t d0 = 0; d0 < Dv; d0 += 24) {
+        __m256i m[3];
+        for (int c = 0; c < 3; c++) {
+            const int64_t left = Dv - d0 - 8 * c;
+            m[c] = left <= 0 ? _mm256_setzero_si256() : tail8(left);
+        }
+        for (int64_t r0 = 0; r0 < F; r0 += 4) {
+            const int nr = (int)(F - r0 < 4 ? F - r0 : 4), pf = r0 == 0;
+            if (nr == 4)
+                accum_block8(phi, n, F, r0, v, ldv, d0, m, 4, pf, S, lds);
+            else
+                accum_block8(phi, n, F, r0, v, ldv, d0, m, nr, pf, S, lds);
+        }
+    }
+}
+
 const attn_feat_kernels attn__feat_kernels_avx2 = {
     .elu1 = elu1_avx2,
     .perf_exp = perf_exp_avx2,
     .ratio = ratio_avx2,
+    .apply = apply_avx2,
+    .accum = accum_avx2,
 };

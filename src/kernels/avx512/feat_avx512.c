@@ -24,9 +24,9 @@ static void elu1_avx512(const float *x, int64_t ldx, int64_t n, int64_t F, float
     for (int64_t i = 0; i < n; i++) {
         const float *xi = x + i * ldx;
         float *yi = y + i * F;
-        if (i + 8 < n) /* rows come from memory once: ask for them ahead */
+        if (i + 32 < n) /* rows come from memory once: ask for them ahead */
             for (int64_t d = 0; d < F; d += 16)
-                _mm_prefetch((const char *)(xi + 8 * ldx + d), _MM_HINT_T0);
+                _mm_prefetch((const char *)(xi + 32 * ldx + d), _MM_HINT_T0);
         int64_t d = 0;
         for (; d + 16 <= F; d += 16) {
             const __m512 e = elu1_16(_mm512_loadu_ps(xi + d));
@@ -133,8 +133,147 @@ static void ratio_avx512(float *o, int64_t ldo, int64_t n, int64_t Dv, const flo
     }
 }
 
+static float dot16(const float *a, const float *b, int64_t n) {
+    __m512 s = _mm512_setzero_ps();
+    int64_t r = 0;
+    for (; r + 16 <= n; r += 16)
+        s = _mm512_fmadd_ps(_mm512_loadu_ps(a + r), _mm512_loadu_ps(b + r), s);
+    if (r < n) {
+        const __mmask16 m = tail16(n - r);
+        s = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + r), _mm512_maskz_loadu_ps(m, b + r), s);
+    }
+    return _mm512_reduce_add_ps(s);
+}
+
+/* NR rows (1..4) times the state, columns [d0, d0 + 64) with masks m[4]:
+ * 4 x NR accumulators, per feature 4 loads of the state row and NR
+ * broadcasts for 4 NR FMAs; then scaled by inv[] and stored. */
+ATTN_INLINE void apply_block(const float *phi, int64_t F, const float *S, int64_t lds, int64_t d0,
+                             const __mmask16 m[4], int nr, const float *inv, float *o,
+                             int64_t ldo) {
+    __m512 acc[4][4];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++)
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; c++)
+            acc[i][c] = _mm512_setzero_ps();
+    for (int64_t r = 0; r < F; r++) {
+        const float *sr = S + r * lds + d0;
+        __m512 s[4];
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; c++)
+            s[c] = _mm512_maskz_loadu_ps(m[c], sr + 16 * c);
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) {
+            if (i >= nr) break;
+            const __m512 b = _mm512_set1_ps(phi[i * F + r]);
+#pragma GCC unroll 4
+            for (int c = 0; c < 4; c++)
+                acc[i][c] = _mm512_fmadd_ps(b, s[c], acc[i][c]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) {
+        if (i >= nr) break;
+        const __m512 v = _mm512_set1_ps(inv[i]);
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; c++)
+            _mm512_mask_storeu_ps(o + i * ldo + d0 + 16 * c, m[c], _mm512_mul_ps(acc[i][c], v));
+    }
+}
+
+static void apply_avx512(const float *phi, int64_t n, int64_t F, const float *S, int64_t lds,
+                         const float *z, int64_t Dv, float *o, int64_t ldo) {
+    for (int64_t i0 = 0; i0 < n; i0 += 4) {
+        const int nr = (int)(n - i0 < 4 ? n - i0 : 4);
+        /* the output rows a few blocks ahead, for writing: their misses
+         * overlap the products instead of stalling the stores */
+        for (int64_t i = i0 + 8; i < i0 + 12 && i < n; i++)
+            for (int64_t d = 0; d < Dv; d += 16)
+                __builtin_prefetch(o + i * ldo + d, 1, 3);
+        float inv[4];
+        for (int i = 0; i < nr; i++) {
+            const float den = dot16(phi + (i0 + i) * F, z, F);
+            inv[i] = den != 0.0f ? 1.0f / den : 0.0f;
+        }
+        for (int64_t d0 = 0; d0 < Dv; d0 += 64) {
+            __mmask16 m[4];
+            for (int c = 0; c < 4; c++) {
+                const int64_t left = Dv - d0 - 16 * c;
+                m[c] = left <= 0 ? (__mmask16)0 : tail16(left);
+            }
+            if (nr == 4)
+                apply_block(phi + i0 * F, F, S, lds, d0, m, 4, inv, o + i0 * ldo, ldo);
+            else
+                apply_block(phi + i0 * F, F, S, lds, d0, m, nr, inv, o + i0 * ldo, ldo);
+        }
+    }
+}
+
+/* Rows [r0, r0 + NR) of the state (NR <= 4), columns [d0, d0 + 64):
+ * per key 4 loads of v_j and NR broadcasts of phi for 4 NR FMAs. pf: prefetch
+ * v 32 rows ahead (the first sweep over the chunk, which reads it from
+ * memory). */
+ATTN_INLINE void accum_block(const float *phi, int64_t n, int64_t F, int64_t r0, const float *v,
+                             int64_t ldv, int64_t d0, const __mmask16 m[4], int nr, int pf,
+                             float *S, int64_t lds) {
+    __m512 acc[4][4];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++)
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; c++)
+            acc[i][c] = _mm512_setzero_ps();
+    for (int64_t j = 0; j < n; j++) {
+        const float *vj = v + j * ldv + d0;
+        if (pf && j + 32 < n)
+#pragma GCC unroll 4
+            for (int c = 0; c < 4; c++)
+                if (m[c]) _mm_prefetch((const char *)(vj + 32 * ldv + 16 * c), _MM_HINT_T0);
+        __m512 x[4];
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; c++)
+            x[c] = _mm512_maskz_loadu_ps(m[c], vj + 16 * c);
+        const float *pj = phi + j * F + r0;
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) {
+            if (i >= nr) break;
+            const __m512 b = _mm512_set1_ps(pj[i]);
+#pragma GCC unroll 4
+            for (int c = 0; c < 4; c++)
+                acc[i][c] = _mm512_fmadd_ps(b, x[c], acc[i][c]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) {
+        if (i >= nr) break;
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; c++)
+            _mm512_mask_storeu_ps(S + (r0 + i) * lds + d0 + 16 * c, m[c], acc[i][c]);
+    }
+}
+
+static void accum_avx512(const float *phi, int64_t n, int64_t F, const float *v, int64_t ldv,
+                         int64_t Dv, float *S, int64_t lds) {
+    for (int64_t d0 = 0; d0 < Dv; d0 += 64) {
+        __mmask16 m[4];
+        for (int c = 0; c < 4; c++) {
+            const int64_t left = Dv - d0 - 16 * c;
+            m[c] = left <= 0 ? (__mmask16)0 : tail16(left);
+        }
+        for (int64_t r0 = 0; r0 < F; r0 += 4) {
+            const int nr = (int)(F - r0 < 4 ? F - r0 : 4), pf = r0 == 0;
+            if (nr == 4)
+                accum_block(phi, n, F, r0, v, ldv, d0, m, 4, pf, S, lds);
+            else
+                accum_block(phi, n, F, r0, v, ldv, d0, m, nr, pf, S, lds);
+        }
+    }
+}
+
 const attn_feat_kernels attn__feat_kernels_avx512 = {
     .elu1 = elu1_avx512,
     .perf_exp = perf_exp_avx512,
     .ratio = ratio_avx512,
+    .apply = apply_avx512,
+    .accum = accum_avx512,
 };

@@ -63,8 +63,39 @@ static void ratio_scalar(float *o, int64_t ldo, int64_t n, int64_t Dv, const flo
     }
 }
 
+static void apply_scalar(const float *phi, int64_t n, int64_t F, const float *S, int64_t lds,
+                         const float *z, int64_t Dv, float *o, int64_t ldo) {
+    for (int64_t i = 0; i < n; i++) {
+        const float *pi = phi + i * F;
+        float *oi = o + i * ldo;
+        float den = 0.0f;
+        for (int64_t r = 0; r < F; r++)
+            den = fmaf(pi[r], z[r], den);
+        const float inv = den != 0.0f ? 1.0f / den : 0.0f;
+        for (int64_t d = 0; d < Dv; d++) {
+            float a = 0.0f;
+            for (int64_t r = 0; r < F; r++)
+                a = fmaf(pi[r], S[r * lds + d], a);
+            oi[d] = a * inv;
+        }
+    }
+}
+
+static void accum_scalar(const float *phi, int64_t n, int64_t F, const float *v, int64_t ldv,
+                         int64_t Dv, float *S, int64_t lds) {
+    for (int64_t r = 0; r < F; r++)
+        for (int64_t d = 0; d < Dv; d++) {
+            float a = 0.0f;
+            for (int64_t j = 0; j < n; j++)
+                a = fmaf(phi[j * F + r], v[j * ldv + d], a);
+            S[r * lds + d] = a;
+        }
+}
+
 const attn_feat_kernels attn__feat_kernels_scalar = {
     .elu1 = elu1_scalar,
     .perf_exp = perf_exp_scalar,
     .ratio = ratio_scalar,
+    .apply = apply_scalar,
+    .accum = accum_scalar,
 };
