@@ -101,6 +101,16 @@ static void phi_backward(feat *f, const float *x, int64_t ldx, int64_t n, const 
     }
 }
 
+/* n elements of size sz at offset *off of the workspace block base (NULL
+ * while sizing: then NULL), in 64-byte aligned pieces. */
+static void *carve(char *base, size_t *off, int64_t n, size_t sz) {
+    void *p = base ? base + *off : NULL;
+    *off += ((size_t)n * sz + 63) / 64 * 64;
+    return p;
+}
+
+/* Every array lives in the context's workspace (thread 0's block, kept
+ * between calls): a call on a warm context touches no fresh pages. */
 static attn_status feat_init(attn_ctx *ctx, feat *f, const attn__approx_plan *p, const float *omega,
                              int backward) {
     memset(f, 0, sizeof *f);
@@ -109,47 +119,46 @@ static attn_status feat_init(attn_ctx *ctx, feat *f, const attn__approx_plan *p,
     f->one.arch = ctx->arch;
     f->fk = &ctx->arch->feat;
     /* causal: the diagonal blocks cost C^2 (F + Dv) per chunk, so chunks
-     * stay small; otherwise larger chunks mean fewer, larger GEMMs */
+     * stay small; otherwise larger chunks mean fewer calls */
     f->C = p->chunk ? p->chunk : p->causal ? 128 : 1024;
     f->F = p->F, f->Dv1 = p->Dv + 1;
     f->nck = (p->S + f->C - 1) / f->C;
     f->ncq = (p->T + f->C - 1) / f->C;
     f->nth = attn_ctx_threads(ctx);
-    const int64_t C = f->C, F = f->F, Dv1 = f->Dv1;
+    const int64_t C = f->C, F = f->F, Dv1 = f->Dv1, S = p->S;
     f->scr_len =
         (int64_t)attn__round16((size_t)(2 * C * F + (p->causal ? 2 * C * C : 0) + C * Dv1 + F));
-    int ok = 1;
-    if (p->causal || backward) { /* the diagonal blocks and the backward reread them */
-        f->phik = attn__malloc((size_t)(p->S * F + 1) * sizeof(float));
-        f->v1 = attn__malloc((size_t)(p->S * Dv1 + 1) * sizeof(float));
-        ok = f->phik && f->v1;
+    /* two passes: the size (from offset 0), then the pointers */
+    char *base = NULL;
+    for (int pass = 0; pass < 2; pass++) {
+        size_t off = 0;
+        /* the diagonal blocks and the backward reread phi_k */
+        f->phik = p->causal || backward ? carve(base, &off, S * F + 1, sizeof(float)) : NULL;
+        f->v1 = backward ? carve(base, &off, S * Dv1 + 1, sizeof(float)) : NULL;
+        f->state = carve(base, &off, (f->nck + 1) * F * Dv1, sizeof(float));
+        f->cmax = carve(base, &off, f->nck + 1, sizeof(float));
+        f->ce = carve(base, &off, f->nck + 1, sizeof(double));
+        f->zt = carve(base, &off, F, sizeof(float));
+        f->run = carve(base, &off, F * Dv1, sizeof(double));
+        f->scr = carve(base, &off, f->scr_len * f->nth, sizeof(float));
+        if (backward) {
+            f->dphik = carve(base, &off, S * F + 1, sizeof(float));
+            f->dv1 = carve(base, &off, S * Dv1 + 1, sizeof(float));
+            f->gst = carve(base, &off, (f->ncq + 1) * F * Dv1, sizeof(float));
+            f->acck = carve(base, &off, S * F + 1, sizeof(double));
+            f->accv = carve(base, &off, S * Dv1 + 1, sizeof(double));
+        }
+        if (pass) break;
+        if (attn__ws_reserve(ctx, 1, off))
+            return attn_ctx_fail(ctx, ATTN_E_NOMEM, "%s attention: out of memory",
+                                 attn_approx_name(p->method));
+        base = attn__ws_get(ctx, 0);
     }
-    f->state = attn__malloc((size_t)((f->nck + 1) * F * Dv1) * sizeof(float));
-    f->cmax = attn__malloc((size_t)(f->nck + 1) * sizeof(float));
-    f->ce = attn__malloc((size_t)(f->nck + 1) * sizeof(double));
-    f->zt = attn__malloc((size_t)F * sizeof(float));
-    f->run = attn__malloc((size_t)(F * Dv1) * sizeof(double));
-    f->scr = attn__malloc((size_t)(f->scr_len * f->nth) * sizeof(float));
-    ok = ok && f->state && f->cmax && f->ce && f->zt && f->scr && f->run;
-    if (backward) {
-        f->dphik = attn__malloc((size_t)(p->S * F + 1) * sizeof(float));
-        f->dv1 = attn__malloc((size_t)(p->S * Dv1 + 1) * sizeof(float));
-        f->gst = attn__malloc((size_t)((f->ncq + 1) * F * Dv1) * sizeof(float));
-        f->acck = attn__malloc((size_t)(p->S * F + 1) * sizeof(double));
-        f->accv = attn__malloc((size_t)(p->S * Dv1 + 1) * sizeof(double));
-        ok = ok && f->dphik && f->dv1 && f->gst && f->acck && f->accv;
-    }
-    return ok ? ATTN_OK
-              : attn_ctx_fail(ctx, ATTN_E_NOMEM, "%s attention: out of memory",
-                              attn_approx_name(p->method));
+    return ATTN_OK;
 }
 
 static void feat_free(feat *f) {
-    attn__free(f->phik), attn__free(f->v1), attn__free(f->state), attn__free(f->cmax);
-    attn__free(f->ce), attn__free(f->zt);
-    attn__free(f->scr), attn__free(f->run), attn__free(f->dphik), attn__free(f->dv1),
-        attn__free(f->gst);
-    attn__free(f->acck), attn__free(f->accv);
+    (void)f; /* the arrays live in the context's workspace */
 }
 
 /* phi_k, V1 and the key state of kv head (b, g). Each key chunk is
@@ -167,27 +176,22 @@ static void key_state(feat *f, int64_t b, int64_t g, int rescale) {
 #pragma omp parallel for num_threads(f->nth) schedule(dynamic, 1)
     for (int64_t c = 0; c < nck; c++) {
         const int64_t j0 = c * C, n = ATTN_MIN(C, S - j0);
+        /* phi_k of the chunk (kept only where reread) is still in cache
+         * for the state: its column sums (z) come from the feature kernel,
+         * phi_k^T V from the state kernel reading V in place */
         float *sc = f->state + c * F * Dv1;
-        if (!f->phik) {
-            /* phi_k of the chunk stays in cache: its column sums (z) come
-             * from the feature kernel, phi_k^T V from a GEMM reading V in
-             * place; no [S, F] or [S, Dv + 1] copy */
-            float *w = f->scr + f->scr_len * omp_get_thread_num();
-            float *zs = w + f->scr_len - F;
-            memset(zs, 0, (size_t)F * sizeof(float));
-            f->cmax[c] = phi_rows(f, kb + j0 * p->ks[2], p->ks[2], n, w, 0, zs);
-            f->fk->accum(w, n, F, vb + j0 * p->vs[2], p->vs[2], p->Dv, sc, Dv1);
-            for (int64_t r = 0; r < F; r++)
-                sc[r * Dv1 + p->Dv] = zs[r];
-            continue;
-        }
-        float *pk = f->phik + j0 * F, *v1 = f->v1 + j0 * Dv1;
-        for (int64_t j = 0; j < n; j++) {
-            memcpy(v1 + j * Dv1, vb + (j0 + j) * p->vs[2], (size_t)p->Dv * sizeof(float));
-            v1[j * Dv1 + p->Dv] = 1.0f;
-        }
-        f->cmax[c] = phi_rows(f, kb + j0 * p->ks[2], p->ks[2], n, pk, 0, NULL);
-        attn__sgemm(&f->one, 1, 0, F, Dv1, n, 1.0f, pk, F, v1, Dv1, 0.0f, sc, Dv1);
+        float *w = f->scr + f->scr_len * omp_get_thread_num();
+        float *pk = f->phik ? f->phik + j0 * F : w, *zs = w + f->scr_len - F;
+        memset(zs, 0, (size_t)F * sizeof(float));
+        f->cmax[c] = phi_rows(f, kb + j0 * p->ks[2], p->ks[2], n, pk, 0, zs);
+        f->fk->accum(pk, n, F, vb + j0 * p->vs[2], p->vs[2], p->Dv, sc, Dv1);
+        for (int64_t r = 0; r < F; r++)
+            sc[r * Dv1 + p->Dv] = zs[r];
+        if (f->v1) /* the backward's [V | 1] */
+            for (int64_t j = j0; j < j0 + n; j++) {
+                memcpy(f->v1 + j * Dv1, vb + j * p->vs[2], (size_t)p->Dv * sizeof(float));
+                f->v1[j * Dv1 + p->Dv] = 1.0f;
+            }
     }
     float mx = -INFINITY;
     for (int64_t c = 0; c < nck; c++)
@@ -241,7 +245,15 @@ static void query_chunk(feat *f, int64_t b, int64_t h, int64_t c, float *phiq, f
     for (int64_t i = 0; i < n; i++)
         for (int64_t j = i + 1; j < n; j++)
             a[i * n + j] = 0.0f;
-    attn__sgemm(&f->one, 0, 0, n, Dv1, n, 1.0f, a, n, f->v1 + i0 * Dv1, Dv1, 1.0f, num1, Dv1);
+    /* A [V | 1]: the values in place, the ones as row sums */
+    const float *vc = ATTN__ROW(p->v, p->vs, b, h / p->group, i0);
+    attn__sgemm(&f->one, 0, 0, n, p->Dv, n, 1.0f, a, n, vc, p->vs[2], 1.0f, num1, Dv1);
+    for (int64_t i = 0; i < n; i++) {
+        float t = 0.0f;
+        for (int64_t j = 0; j <= i; j++)
+            t += a[i * n + j];
+        num1[i * Dv1 + p->Dv] += t;
+    }
 }
 
 attn_status attn__approx_feature_forward(attn_ctx *ctx, const attn__approx_plan *p,

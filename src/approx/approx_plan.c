@@ -302,7 +302,12 @@ attn_status attn_approx_forward(attn_ctx *ctx, const attn_approx_args *a) {
     case ATTN_APPROX_PERFORMER: {
         float *omega;
         TRY(with_omega(ctx, &p, &omega));
-        attn_status st = attn__approx_feature_forward(ctx, &p, omega);
+        /* the feature methods work in the context's workspace */
+        attn_status st = ATTN_E_BUSY;
+        if (!attn__ctx_enter(ctx)) {
+            st = attn__approx_feature_forward(ctx, &p, omega);
+            attn__ctx_leave(ctx);
+        }
         attn__free(omega);
         return st;
     }
@@ -325,7 +330,11 @@ attn_status attn_approx_backward(attn_ctx *ctx, const attn_approx_args *a,
     if (p.method == ATTN_APPROX_TOPK) return attn__approx_topk_backward(ctx, &p);
     float *omega;
     TRY(with_omega(ctx, &p, &omega));
-    attn_status st = attn__approx_feature_backward(ctx, &p, omega);
+    attn_status st = ATTN_E_BUSY;
+    if (!attn__ctx_enter(ctx)) {
+        st = attn__approx_feature_backward(ctx, &p, omega);
+        attn__ctx_leave(ctx);
+    }
     attn__free(omega);
     return st;
 }
