@@ -63,7 +63,7 @@ typedef struct attn_approx_args {
     int64_t pinv_iters; /* NYSTROM: 0 means 6 (the paper's); at most 100 */
     int64_t topk;       /* TOPK: k in [1, S] */
     int64_t chunk;      /* rows per chunk of the causal prefix sums and of
-                         * top-k's query blocks; 0 = a default (128 causal,
+                         * top-k's query blocks; 0 = a default (64 causal,
                          * 1024 non-causal, 32 top-k) */
 } attn_approx_args;
 

@@ -120,7 +120,7 @@ static attn_status feat_init(attn_ctx *ctx, feat *f, const attn__approx_plan *p,
     f->fk = &ctx->arch->feat;
     /* causal: the diagonal blocks cost C^2 (F + Dv) per chunk, so chunks
      * stay small; otherwise larger chunks mean fewer calls */
-    f->C = p->chunk ? p->chunk : p->causal ? 128 : 1024;
+    f->C = p->chunk ? p->chunk : p->causal ? 64 : 1024;
     f->F = p->F, f->Dv1 = p->Dv + 1;
     f->nck = (p->S + f->C - 1) / f->C;
     f->ncq = (p->T + f->C - 1) / f->C;

@@ -252,7 +252,7 @@ double attn_approx_flops(const attn_approx_args *a, int backward) {
     switch (p.method) {
     case ATTN_APPROX_LINEAR:
     case ATTN_APPROX_PERFORMER: {
-        const double C = (double)(p.chunk ? p.chunk : p.causal ? 128 : 1024);
+        const double C = (double)(p.chunk ? p.chunk : p.causal ? 64 : 1024);
         /* key sums phi_k^T [v, 1] once per kv head, phi_q [KV; z] per query */
         f = Hkv * 2.0 * S * F * (Dv + 1) + H * 2.0 * T * F * (Dv + 1);
         if (p.method == ATTN_APPROX_PERFORMER) f += 2.0 * D * F * (Hkv * S + H * T);
