@@ -2,7 +2,8 @@
  * (kernels/feat_kernels.h) against float64 computations of their
  * definitions: elu + 1 with its column sums, the Performer's exponent with
  * per-row and shared shifts, the ratio, the query side (apply) and the key
- * side's state (accum); odd sizes so every vector tail is taken, padding
+ * side's state (accum), the Performer's chain rule in float64 (perf_back);
+ * odd sizes so every vector tail is taken, padding
  * between rows left untouched, NaN propagated, a zero denominator giving 0.
  * Tolerances are error bounds of the fp32 evaluation (a few units in the
  * last place per operation, n u sum|terms| for a sum of n terms), far below
@@ -180,6 +181,35 @@ static void check_accum(const attn__arch *a, at_rng *r) {
     free(phi), free(v), free(S);
 }
 
+static void check_perf_back(const attn__arch *a, at_rng *r) {
+    const int64_t n = at_rng_int(r, 1, 12), F = at_rng_int(r, 1, 70), D = at_rng_int(r, 1, 80);
+    const int64_t ldx = D + at_rng_int(r, 0, 3), ldd = D + at_rng_int(r, 1, 3);
+    const double s = at_rng_uniform(r, 0.1f, 1.0f);
+    float *x = buf(r, n * ldx, -2.0f, 2.0f), *phi = buf(r, n * F, 0.0f, 1.0f);
+    float *dphi = buf(r, n * F, -1.0f, 1.0f), *om = buf(r, F * D, -2.0f, 2.0f);
+    float *dx = buf(r, n * ldd, 0, 0);
+    for (int64_t e = 0; e < n * ldd; e++)
+        dx[e] = PAD;
+    a->feat.perf_back(x, ldx, n, D, phi, dphi, F, om, s, dx, ldd);
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t d = 0; d < ldd; d++) {
+            if (d >= D) {
+                expect_close(a->name, "perf_back padding", i * ldd + d, dx[i * ldd + d], PAD, 0);
+                continue;
+            }
+            double acc = 0, sa = 0;
+            for (int64_t k = 0; k < F; k++) {
+                const double t = (double)dphi[i * F + k] * phi[i * F + k] *
+                                 ((double)om[k * D + d] - s * (double)x[i * ldx + d]);
+                acc += t, sa += fabs(t);
+            }
+            /* float64 sums: only the final rounding to fp32 (and s) */
+            expect_close(a->name, "perf_back", i * ldd + d, dx[i * ldd + d], s * acc,
+                         U * fabs(s * acc) + 1e-12 * s * sa);
+        }
+    free(x), free(phi), free(dphi), free(om), free(dx);
+}
+
 static void test_feat_kernels(void **state) {
     (void)state;
     const char *name;
@@ -193,6 +223,7 @@ static void test_feat_kernels(void **state) {
             check_perf_exp(a, &r);
             check_apply(a, &r);
             check_accum(a, &r);
+            check_perf_back(a, &r);
         }
     }
     assert_int_equal(g_fails, 0);

@@ -78,27 +78,8 @@ static void phi_backward(feat *f, const float *x, int64_t ldx, int64_t n, const 
     }
     /* dphi_r/dx' = phi_r (w_r - x'), x' = sqrt(scale) x:
      *   dx = sqrt(scale) sum_r t_r (w_r - x'),  t = dphi * phi
-     * summed term by term in float64: as a product, t Omega - rowsum(t) x'
-     * would cancel (w_r is close to x' for the features that dominate). */
-    const double s = sqrt((double)p->scale);
-    double xs[512], acc[512]; /* the sum over features in float64 */
-    for (int64_t i = 0; i < n; i++) {
-        float *di = dx + i * ldd;
-        const float *xi = x + i * ldx;
-        for (int64_t d0 = 0; d0 < D; d0 += 512) {
-            const int64_t nd = ATTN_MIN(512, D - d0);
-            for (int64_t d = 0; d < nd; d++)
-                xs[d] = s * (double)xi[d0 + d], acc[d] = 0.0;
-            for (int64_t r = 0; r < F; r++) {
-                const double t = (double)dphi[i * F + r] * (double)phi[i * F + r];
-                const float *w = f->omega + r * D + d0;
-                for (int64_t d = 0; d < nd; d++)
-                    acc[d] += t * ((double)w[d] - xs[d]);
-            }
-            for (int64_t d = 0; d < nd; d++)
-                di[d0 + d] = (float)(s * acc[d]);
-        }
-    }
+     * (the family's kernel, in float64) */
+    f->fk->perf_back(x, ldx, n, D, phi, dphi, F, f->omega, sqrt((double)p->scale), dx, ldd);
 }
 
 /* n elements of size sz at offset *off of the workspace block base (NULL

@@ -46,6 +46,14 @@ typedef struct attn_feat_kernels {
      * (prefetched ahead), then from cache. */
     void (*accum)(const float *phi, int64_t n, int64_t F, const float *v, int64_t ldv, int64_t Dv,
                   float *S, int64_t lds);
+    /* The Performer's chain rule over rows i < n: with x' = s x and
+     * t_r = dphi[i*F + r] phi[i*F + r],
+     *   dx[i*ldd + d] = s sum_r t_r (omega[r*D + d] - x'_d)
+     * summed term by term in float64 (as a product, t Omega - (sum t) x'
+     * would cancel: w_r is close to x' for the features that dominate). */
+    void (*perf_back)(const float *x, int64_t ldx, int64_t n, int64_t D, const float *phi,
+                      const float *dphi, int64_t F, const float *omega, double s, float *dx,
+                      int64_t ldd);
 } attn_feat_kernels;
 
 #endif /* ATTN_FEAT_KERNELS_H */

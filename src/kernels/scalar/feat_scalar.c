@@ -92,10 +92,32 @@ static void accum_scalar(const float *phi, int64_t n, int64_t F, const float *v,
         }
 }
 
+static void perf_back_scalar(const float *x, int64_t ldx, int64_t n, int64_t D, const float *phi,
+                             const float *dphi, int64_t F, const float *omega, double s,
+                             float *dx, int64_t ldd) {
+    double xs[256], acc[256];
+    for (int64_t i = 0; i < n; i++) {
+        for (int64_t d0 = 0; d0 < D; d0 += 256) {
+            const int64_t nd = D - d0 < 256 ? D - d0 : 256;
+            for (int64_t d = 0; d < nd; d++)
+                xs[d] = s * (double)x[i * ldx + d0 + d], acc[d] = 0.0;
+            for (int64_t r = 0; r < F; r++) {
+                const double t = (double)dphi[i * F + r] * (double)phi[i * F + r];
+                const float *w = omega + r * D + d0;
+                for (int64_t d = 0; d < nd; d++)
+                    acc[d] += t * ((double)w[d] - xs[d]);
+            }
+            for (int64_t d = 0; d < nd; d++)
+                dx[i * ldd + d0 + d] = (float)(s * acc[d]);
+        }
+    }
+}
+
 const attn_feat_kernels attn__feat_kernels_scalar = {
     .elu1 = elu1_scalar,
     .perf_exp = perf_exp_scalar,
     .ratio = ratio_scalar,
     .apply = apply_scalar,
     .accum = accum_scalar,
+    .perf_back = perf_back_scalar,
 };
