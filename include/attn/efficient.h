@@ -101,8 +101,14 @@ ATTN_NODISCARD attn_status attn_performer_draw(attn_ctx *ctx, int64_t D, int64_t
 
 /* Floating-point operations the forward (backward = 0) or backward
  * (backward = 1) of a does, counting 2 per multiply-add of its matrix
- * products, as attn_sdpa_flops does for exact attention (exponentials and
- * selection are not counted). 0 for arguments the op would reject. */
+ * products, as attn_sdpa_flops does for exact attention. Exponentials,
+ * divisions and selection count 0 in every method, exact attention's
+ * included: exact does one exponential per 4D FLOPs counted (D = Dv), the
+ * Performer one per 2D + 2Dv + 2 per row and feature, linear attention one
+ * per 2Dv + 2 (docs/PERFORMANCE.md). The causal feature methods count
+ * their diagonal blocks whole (C x C, the work done, masked half
+ * included). The backward is counted as 2.5 forwards. 0 for arguments the
+ * op would reject. */
 double attn_approx_flops(const attn_approx_args *a, int backward);
 
 /* The method's name ("linear", "performer", "nystrom", "topk"), NULL if unknown. */
