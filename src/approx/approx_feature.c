@@ -3,17 +3,24 @@
  *
  *   out_i = phi(q_i)^T KV / phi(q_i)^T z,  KV = sum_j phi(k_j) v_j^T,  z = sum_j phi(k_j)
  *
- * with j over all keys, or j <= i (causal). V is augmented with a column of
- * ones, V1 = [V | 1], so KV and z are one product phi_k^T V1 [F, Dv+1] and
- * the normaliser is the last column of phi_q KV1. Causal: keys are cut into
- * chunks of C rows; chunk sums run in parallel, an exclusive prefix scan
- * gives each chunk the state of the chunks before it, and within a chunk the
- * C x C block A = phi_q phi_k^T (j <= i) adds the diagonal part:
+ * with j over all keys, or j <= i (causal). The state [KV | z] is one
+ * [F, Dv+1] matrix (V augmented with a column of ones, V1 = [V | 1]), so the
+ * normaliser is its last column. Keys are cut into chunks of C rows; chunk
+ * states run in parallel, each chunk exponentiated with its own shift, and
+ * a fixed-order float64 scan weighs and sums them (the total, or causal:
+ * for each chunk the state of the chunks before it). Within a causal chunk
+ * the C x C block A = phi_q phi_k^T (j <= i) adds the diagonal part:
  *   num1_c = phi_q,c P_c + A_c V1_c.
- * Every product is a single-threaded GEMM inside a parallel loop over chunks
- * and scans run in a fixed order, so the bits do not depend on the thread
- * count. Memory per head: phi_k [S, F], V1 [S, Dv+1], one [F, Dv+1] state
- * per chunk; nothing T x S. */
+ * The feature maps, the key states (phi_k^T V, z from the feature kernel's
+ * column sums) and the non-causal query pass (phi_q times the state, the
+ * normaliser, the ratio) are the family's kernels (kernels/feat_kernels.h);
+ * the Performer's projection, the causal diagonal blocks and the backward's
+ * products are single-threaded GEMMs. Everything runs inside parallel loops
+ * over chunks whose boundaries do not depend on the thread count, and the
+ * scans run in a fixed order, so the bits do not either. Memory (the
+ * context's workspace): one [F, Dv+1] state per chunk, per-thread chunk
+ * scratch, and phi_k [S, F] when causal or backward (V1 [S, Dv+1] and the
+ * gradients' arrays in the backward); nothing T x S. */
 #include "approx/approx.h"
 #include "kernels/arch.h"
 #include "nn/nn.h"
