@@ -69,10 +69,12 @@ typedef struct attn_approx_args {
 
 /* Forward. Views are borrowed. Deterministic: the same bits for any thread
  * count. A row whose normaliser underflows to 0 (PERFORMER with extreme
- * inputs) gives out = 0. Returns ATTN_OK, ATTN_E_ARG (method unknown, a
- * count out of range, an option the method does not take: each message
- * names the field), ATTN_E_SHAPE, ATTN_E_LAYOUT, ATTN_E_DTYPE,
- * ATTN_E_NOMEM. */
+ * inputs) gives out = 0. LINEAR and PERFORMER keep their arrays in the
+ * context's workspace (grown to the largest call, kept until
+ * attn_ctx_free). Returns ATTN_OK, ATTN_E_ARG (method unknown, a count out
+ * of range, an option the method does not take: each message names the
+ * field), ATTN_E_SHAPE, ATTN_E_LAYOUT, ATTN_E_DTYPE, ATTN_E_NOMEM,
+ * ATTN_E_BUSY (LINEAR, PERFORMER: the context in use by another thread). */
 ATTN_NODISCARD attn_status attn_approx_forward(attn_ctx *ctx, const attn_approx_args *a);
 
 /* Backward of LINEAR, PERFORMER and TOPK (NYSTROM: ATTN_E_UNSUPPORTED).
