@@ -19,6 +19,7 @@
 #include "at_sdpa_bwd.h"
 #include "core/internal.h"
 #include "kernels/arch.h"
+#include "kernels/half.h"
 
 static const attn__arch *family(const char *name) {
     attn_status why;
@@ -215,6 +216,80 @@ static void nn_kernels(const attn__arch *f, const attn__arch *sc, at_rng *r) {
     free(x), free(y0), free(y1), free(g);
 }
 
+/* The decode kernel (kernels/decode.h): the family's own (not scalar's
+ * left in place), on random rows in each storage type, row counts 1..16,
+ * any D and Dv (tails), per-row key limits (0 included), two runs
+ * accumulated into one state. Block-wise online softmax and lane sums
+ * reorder the arithmetic, so the normalised output and lse are compared
+ * within a few float32 roundings of the scores' size. */
+static void decode_kernels(const attn__arch *f, const attn__arch *sc, at_rng *r) {
+    assert_string_equal(f->dec.name, f->name);
+    const int R = (int)at_rng_int(r, 1, ATTN__DEC_MAXR), D = (int)at_rng_int(r, 1, 80);
+    const int Dv = (int)at_rng_int(r, 1, 80), dt = (int)at_rng_int(r, 0, 2);
+    const int64_t ks = D + at_rng_int(r, 0, 3), vs = Dv + at_rng_int(r, 0, 3);
+    const int nmax = 70;
+    const size_t es = dt == ATTN__KV_F32 ? 4 : 2;
+    float *q = rnd(r, (size_t)(R * D), -1, 1);
+    for (int i = 0; i < R * D; i++)
+        q[i] /= sqrtf((float)D); /* pre-scaled, as the driver passes it */
+    float *kf = rnd(r, (size_t)(nmax * ks), -1, 1), *vf = rnd(r, (size_t)(nmax * vs), -1, 1);
+    void *kb = malloc((size_t)(nmax * ks) * es), *vb = malloc((size_t)(nmax * vs) * es);
+    assert_non_null(kb), assert_non_null(vb);
+    for (int64_t i = 0; i < nmax * ks; i++) {
+        if (dt == ATTN__KV_F32) ((float *)kb)[i] = kf[i];
+        else ((uint16_t *)kb)[i] = dt == ATTN__KV_F16 ? attn__f2h(kf[i]) : attn__f2bf(kf[i]);
+    }
+    for (int64_t i = 0; i < nmax * vs; i++) {
+        if (dt == ATTN__KV_F32) ((float *)vb)[i] = vf[i];
+        else ((uint16_t *)vb)[i] = dt == ATTN__KV_F16 ? attn__f2h(vf[i]) : attn__f2bf(vf[i]);
+    }
+    float m[2][ATTN__DEC_MAXR], l[2][ATTN__DEC_MAXR];
+    float *acc[2], *s = malloc((size_t)(R * nmax) * sizeof *s);
+    assert_non_null(s);
+    for (int w = 0; w < 2; w++) {
+        acc[w] = calloc((size_t)(R * Dv), sizeof(float));
+        assert_non_null(acc[w]);
+        for (int i = 0; i < R; i++)
+            m[w][i] = -INFINITY, l[w][i] = 0.0f;
+    }
+    /* two runs: keys [0, n1) then [n1, n1 + n2) */
+    const int n1 = (int)at_rng_int(r, 1, 40), n2 = (int)at_rng_int(r, 1, nmax - n1);
+    for (int run = 0; run < 2; run++) {
+        const int n = run ? n2 : n1, off = run ? n1 : 0;
+        int lim[ATTN__DEC_MAXR];
+        for (int i = 0; i < R; i++)
+            lim[i] = at_rng_int(r, 0, 4) == 0 ? (int)at_rng_int(r, 0, n) : n;
+        const void *kp = (const char *)kb + (size_t)(off * ks) * es;
+        const void *vp = (const char *)vb + (size_t)(off * vs) * es;
+        f->dec.attend(q, R, D, kp, ks, vp, vs, Dv, dt, n, lim, m[0], l[0], acc[0], s);
+        sc->dec.attend(q, R, D, kp, ks, vp, vs, Dv, dt, n, lim, m[1], l[1], acc[1], s);
+    }
+    for (int i = 0; i < R; i++) {
+        if (m[1][i] == -INFINITY) { /* no key seen: the empty state, exactly */
+            if (m[0][i] != -INFINITY || l[0][i] != 0.0f)
+                fail_msg("%s decode R=%d D=%d Dv=%d dt=%d row %d: m %g l %g, not empty",
+                         f->name, R, D, Dv, dt, i, (double)m[0][i], (double)l[0][i]);
+            for (int c = 0; c < Dv; c++)
+                if (acc[0][i * Dv + c] != 0.0f) fail_msg("%s decode row %d: acc not 0", f->name, i);
+            continue;
+        }
+        /* scores are at most |q|_1 max|k| <= sqrt(D); each moves by a few
+         * float32 roundings of that */
+        const double tol = 16.0 * D * 0x1p-24 * sqrt((double)D) + 1e-6;
+        const double lse0 = m[0][i] + log(l[0][i]), lse1 = m[1][i] + log(l[1][i]);
+        if (!(fabs(lse0 - lse1) <= tol * (1 + fabs(lse1))))
+            fail_msg("%s decode R=%d D=%d Dv=%d dt=%d row %d: lse %.9g, scalar %.9g", f->name, R,
+                     D, Dv, dt, i, lse0, lse1);
+        for (int c = 0; c < Dv; c++) {
+            const double o0 = acc[0][i * Dv + c] / l[0][i], o1 = acc[1][i * Dv + c] / l[1][i];
+            if (!(fabs(o0 - o1) <= 2 * tol))
+                fail_msg("%s decode R=%d D=%d Dv=%d dt=%d row %d col %d: %.9g, scalar %.9g",
+                         f->name, R, D, Dv, dt, i, c, o0, o1);
+        }
+    }
+    free(q), free(kf), free(vf), free(kb), free(vb), free(s), free(acc[0]), free(acc[1]);
+}
+
 /* The families under test: every one the CPU runs, or only the one named
  * on the command line (ctest registers test_arch_<family> for each family
  * the build has, so a family this CPU lacks shows up as skipped). */
@@ -239,6 +314,7 @@ static void test_kernel_tables(void **state) {
             forward_kernels(f, sc, &r);
             backward_kernels(f, sc, &r);
             nn_kernels(f, sc, &r);
+            decode_kernels(f, sc, &r);
         }
     }
     if (!tested) skip(); /* the family is not one this CPU runs, or only scalar is */

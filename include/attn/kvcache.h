@@ -10,9 +10,9 @@
  * [Hkv][num_blocks][block_size][Dv], head-major) in the cache's storage type (F32, F16 or BF16; F16/BF16 halve the memory and the
  * bytes read per decoded token). Rows are converted from float32 when
  * written (round to nearest even) and back to float32 where attention reads
- * them: in registers in the decode kernel (AVX-512: vcvtph2ps for F16, a
- * 16-bit shift for BF16; the scalar kernel, which the avx2 family keeps,
- * converts in C), and for prefill as each key block is gathered into the
+ * them: in registers in the decode kernel (AVX-512 and AVX2: vcvtph2ps for
+ * F16, a 16-bit shift for BF16; the scalar kernel converts in C), and for
+ * prefill as each key block is gathered into the
  * thread's scratch.
  *
  * Precision: attention through an F16/BF16 cache is attention on the

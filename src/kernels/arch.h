@@ -50,6 +50,7 @@ void attn__arch_init_scalar(attn__arch *a);
 /* Each family's decode kernel (a family without one keeps scalar's). */
 void attn__decode_init_scalar(attn_decode_kernels *k);
 #if defined(__x86_64__) || defined(_M_X64)
+void attn__decode_init_avx2(attn_decode_kernels *k);
 void attn__decode_init_avx512(attn_decode_kernels *k);
 #endif
 #if defined(__x86_64__) || defined(_M_X64)

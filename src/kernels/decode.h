@@ -23,7 +23,8 @@ typedef struct attn_decode_kernels {
     const char *name;
     /* q: [R][D] float32 (pre-scaled), row stride D. k: n rows of D elements
      * of type dt, row stride ks elements; v: n rows of Dv, stride vs.
-     * m, l: [R]; acc: [R][Dv] (row stride Dv); s: scratch of R*n floats. */
+     * m, l: [R]; acc: [R][Dv] (row stride Dv); s: scratch of R*n floats
+     * (the SIMD kernels keep a block's scores in registers and ignore it). */
     void (*attend)(const float *q, int R, int D, const void *k, int64_t ks, const void *v,
                    int64_t vs, int Dv, int dt, int n, const int *lim, float *m, float *l,
                    float *acc, float *s);

@@ -17,6 +17,11 @@
  * So results do not depend on the thread count.
  * Prefill: the tiled forward (ops/sdpa_fwd.c) with K/V gathered block by
  * block through the table (attn__paged), one sequence at a time. */
+/* madvise and MADV_HUGEPAGE: glibc declares them only beyond the
+ * _POSIX_C_SOURCE the build sets (without this, the advice below was
+ * compiled out and the pools never got huge pages). */
+#define _DEFAULT_SOURCE 1
+
 #include "kernels/arch.h"
 #include "kernels/half.h"
 #include "ops/sdpa_plan.h"

@@ -1,5 +1,5 @@
-/* The AVX2+FMA family's descriptor: the scalar one with every attention
- * and nn kernel replaced, and the strip heights these kernels take
+/* The AVX2+FMA family's descriptor: the scalar one with every attention,
+ * decode and nn kernel replaced, and the strip heights these kernels take
  * (forward: 24 rows = 3 ymm vectors, the register tile of qk and pv;
  * backward: 96 rows, a multiple of 24, so K, V, dK and dV stream once per
  * 96 queries: docs/DESIGN.md, "Backward geometry"). */
@@ -55,4 +55,5 @@ void attn__arch_init_avx2(attn__arch *a) {
     a->nn = attn__nn_kernels_avx2;
     a->feat = attn__feat_kernels_avx2;
     a->peak_fma = peak_fma_avx2;
+    attn__decode_init_avx2(&a->dec);
 }
