@@ -3,7 +3,9 @@
 # (method, length) with the fields filled (exact's error 0, the methods'
 # errors finite, top-k with k >= N exact, coverage in [0, 1] where it
 # applies), the table prints every method, --plot writes an SVG with a line
-# per method, and bad usage exits 2 naming the option with nothing written.
+# per method or a PNG that decodes with its lines drawn, and bad usage
+# (a --plot name not ending in .svg or .png too) exits 2 naming the option
+# with nothing written.
 # Needs ATTN.
 set -u
 W=$(mktemp -d "${TMPDIR:-/tmp}/attn_cli_compare.XXXXXX")
@@ -39,6 +41,47 @@ for r in rows:
         assert r["rel_fro_err"] > 1e-3, r  # an approximation, not exact
 PY
 grep -q "<svg" "$W/c.svg" && [ "$(grep -c "<polyline" "$W/c.svg")" -ge 20 ] || fail "svg"
+
+# --plot FILE.png: the same chart rasterised; it must decode (PNG signature,
+# IHDR, CRCs, zlib stream, scanline filters: a decoder in Python's standard
+# library) to 1000 x 460 RGB with ink in several colours on the white
+"$ATTN" compare --T 64,160 --H 1 --D 16 --reps 1 --threads 1 --block 16 \
+    --methods exact,linear,performer-64,topk-32 --plot "$W/c.PNG" >/dev/null 2>"$W/err" ||
+    fail "compare --plot png exit $? ($(cat "$W/err"))"
+python3 - "$W/c.PNG" <<'PY' || fail "png content"
+import struct, sys, zlib
+b = open(sys.argv[1], "rb").read()
+assert b[:8] == b"\x89PNG\r\n\x1a\n", "signature"
+pos, chunks = 8, []
+while pos < len(b):
+    n, = struct.unpack(">I", b[pos:pos + 4]); t = b[pos + 4:pos + 8]; d = b[pos + 8:pos + 8 + n]
+    crc, = struct.unpack(">I", b[pos + 8 + n:pos + 12 + n])
+    assert zlib.crc32(t + d) & 0xffffffff == crc, t
+    chunks.append((t, d)); pos += 12 + n
+assert chunks[0][0] == b"IHDR" and chunks[-1][0] == b"IEND"
+w, h, depth, ctype = struct.unpack(">IIBB", chunks[0][1][:10])
+assert (w, h, depth, ctype) == (1000, 460, 8, 2), (w, h, depth, ctype)
+raw = zlib.decompress(b"".join(d for t, d in chunks if t == b"IDAT"))
+stride, prev, px = w * 3, bytearray(w * 3), []
+for y in range(h):
+    f, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
+    for i in range(stride):
+        a = line[i - 3] if i >= 3 else 0; up = prev[i]; c = prev[i - 3] if i >= 3 else 0
+        if f == 1: line[i] = (line[i] + a) & 255
+        elif f == 2: line[i] = (line[i] + up) & 255
+        elif f == 3: line[i] = (line[i] + (a + up) // 2) & 255
+        elif f == 4:
+            p = a + up - c; pa, pb, pc = abs(p - a), abs(p - up), abs(p - c)
+            line[i] = (line[i] + (a if pa <= pb and pa <= pc else up if pb <= pc else c)) & 255
+        else: assert f == 0, f
+    px.append(bytes(line)); prev = line
+colours = {row[i:i + 3] for row in px for i in range(0, stride, 3)}
+ink = sum(1 for row in px for i in range(0, stride, 3) if row[i:i + 3] != b"\xff\xff\xff")
+assert ink > 5000, ink
+# the line colours of exact, linear, performer-64 and top-k-32
+for c in ("000000", "ff7f0e", "d62728", "9467bd"):
+    assert bytes.fromhex(c) in colours, c
+PY
 
 # --causal: Nystrom and top-k (non-causal methods) give no row; the others do
 "$ATTN" compare --causal --T 96 --H 2 --D 8 --reps 1 --threads 1 --block 16 --json >"$W/c.json" 2>"$W/err" ||
@@ -79,6 +122,9 @@ bad 2 "attn: error: compare: --seed must be an integer >= 0" --seed -1
 rm -f "$W/never.svg"
 bad 2 "--methods" --T 8 --methods nope --plot "$W/never.svg"
 [ ! -e "$W/never.svg" ] || fail "a plot was written on bad usage"
+bad 2 "--plot: '$W/c.jpg': the name must end in .svg or .png" --T 8 --plot "$W/c.jpg"
+bad 2 "--plot" --T 8 --plot "$W/png"
+[ ! -e "$W/c.jpg" ] && [ ! -e "$W/png" ] || fail "a plot was written for a bad extension"
 
 [ $fails -eq 0 ] || exit 1
 echo "test_cli_compare: all passed"

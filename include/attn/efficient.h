@@ -64,15 +64,17 @@ typedef struct attn_approx_args {
     int64_t topk;       /* TOPK: k in [1, S] */
     int64_t chunk;      /* rows per chunk of the causal prefix sums and of
                          * top-k's query blocks; 0 = a default (64 causal,
-                         * 256 non-causal, 32 top-k) */
+                         * 1024 non-causal, 32 top-k) */
 } attn_approx_args;
 
 /* Forward. Views are borrowed. Deterministic: the same bits for any thread
  * count. A row whose normaliser underflows to 0 (PERFORMER with extreme
- * inputs) gives out = 0. Returns ATTN_OK, ATTN_E_ARG (method unknown, a
- * count out of range, an option the method does not take: each message
- * names the field), ATTN_E_SHAPE, ATTN_E_LAYOUT, ATTN_E_DTYPE,
- * ATTN_E_NOMEM. */
+ * inputs) gives out = 0. LINEAR and PERFORMER keep their arrays in the
+ * context's workspace (grown to the largest call, kept until
+ * attn_ctx_free). Returns ATTN_OK, ATTN_E_ARG (method unknown, a count out
+ * of range, an option the method does not take: each message names the
+ * field), ATTN_E_SHAPE, ATTN_E_LAYOUT, ATTN_E_DTYPE, ATTN_E_NOMEM,
+ * ATTN_E_BUSY (LINEAR, PERFORMER: the context in use by another thread). */
 ATTN_NODISCARD attn_status attn_approx_forward(attn_ctx *ctx, const attn_approx_args *a);
 
 /* Backward of LINEAR, PERFORMER and TOPK (NYSTROM: ATTN_E_UNSUPPORTED).
@@ -101,8 +103,14 @@ ATTN_NODISCARD attn_status attn_performer_draw(attn_ctx *ctx, int64_t D, int64_t
 
 /* Floating-point operations the forward (backward = 0) or backward
  * (backward = 1) of a does, counting 2 per multiply-add of its matrix
- * products, as attn_sdpa_flops does for exact attention (exponentials and
- * selection are not counted). 0 for arguments the op would reject. */
+ * products, as attn_sdpa_flops does for exact attention. Exponentials,
+ * divisions and selection count 0 in every method, exact attention's
+ * included: exact does one exponential per 4D FLOPs counted (D = Dv), the
+ * Performer one per 2D + 2Dv + 2 per row and feature, linear attention one
+ * per 2Dv + 2 (docs/PERFORMANCE.md). The causal feature methods count
+ * their diagonal blocks whole (C x C, the work done, masked half
+ * included). The backward is counted as 2.5 forwards. 0 for arguments the
+ * op would reject. */
 double attn_approx_flops(const attn_approx_args *a, int backward);
 
 /* The method's name ("linear", "performer", "nystrom", "topk"), NULL if unknown. */

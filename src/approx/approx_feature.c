@@ -3,18 +3,26 @@
  *
  *   out_i = phi(q_i)^T KV / phi(q_i)^T z,  KV = sum_j phi(k_j) v_j^T,  z = sum_j phi(k_j)
  *
- * with j over all keys, or j <= i (causal). V is augmented with a column of
- * ones, V1 = [V | 1], so KV and z are one product phi_k^T V1 [F, Dv+1] and
- * the normaliser is the last column of phi_q KV1. Causal: keys are cut into
- * chunks of C rows; chunk sums run in parallel, an exclusive prefix scan
- * gives each chunk the state of the chunks before it, and within a chunk the
- * C x C block A = phi_q phi_k^T (j <= i) adds the diagonal part:
+ * with j over all keys, or j <= i (causal). The state [KV | z] is one
+ * [F, Dv+1] matrix (V augmented with a column of ones, V1 = [V | 1]), so the
+ * normaliser is its last column. Keys are cut into chunks of C rows; chunk
+ * states run in parallel, each chunk exponentiated with its own shift, and
+ * a fixed-order float64 scan weighs and sums them (the total, or causal:
+ * for each chunk the state of the chunks before it). Within a causal chunk
+ * the C x C block A = phi_q phi_k^T (j <= i) adds the diagonal part:
  *   num1_c = phi_q,c P_c + A_c V1_c.
- * Every product is a single-threaded GEMM inside a parallel loop over chunks
- * and scans run in a fixed order, so the bits do not depend on the thread
- * count. Memory per head: phi_k [S, F], V1 [S, Dv+1], one [F, Dv+1] state
- * per chunk; nothing T x S. */
+ * The feature maps, the key states (phi_k^T V, z from the feature kernel's
+ * column sums) and the non-causal query pass (phi_q times the state, the
+ * normaliser, the ratio) are the family's kernels (kernels/feat_kernels.h);
+ * the Performer's projection, the causal diagonal blocks and the backward's
+ * products are single-threaded GEMMs. Everything runs inside parallel loops
+ * over chunks whose boundaries do not depend on the thread count, and the
+ * scans run in a fixed order, so the bits do not either. Memory (the
+ * context's workspace): one [F, Dv+1] state per chunk, per-thread chunk
+ * scratch, and phi_k [S, F] when causal or backward (V1 [S, Dv+1] and the
+ * gradients' arrays in the backward); nothing T x S. */
 #include "approx/approx.h"
+#include "kernels/arch.h"
 #include "nn/nn.h"
 
 #include <math.h>
@@ -24,80 +32,42 @@
 typedef struct feat {
     const attn__approx_plan *p;
     const float *omega;
+    const attn_feat_kernels *fk; /* the context's family's feature maps */
     attn_ctx one;      /* a 1-thread context for GEMMs inside parallel loops */
     int64_t C, F, Dv1; /* chunk rows, features, Dv + 1 */
     int64_t nck, ncq;  /* key chunks, query chunks */
     int nth;
-    float *phik;  /* [S, F] */
-    float *v1;    /* [S, Dv1] */
+    float *phik;  /* [S, F], kept when causal or backward (else per chunk in scr) */
+    float *v1;    /* [S, Dv1], the same */
     float *state; /* [nck + 1][F * Dv1]: chunk sums, then prefix (or total in [nck]) */
-    float *cmax;  /* [nck] */
-    float *scr;   /* per thread: phiq [C*F] | dphiq [C*F] | A [C*C] | num1 [C*Dv1] | dA [C*C] */
+    float *cmax;  /* [nck]: each key chunk's own shift (PERFORMER) */
+    double *ce;   /* [nck]: exp(cmax[c] - the head's max), chunk c's weight */
+    float *scr;   /* per thread: phiq [C*F] | dphiq [C*F] | A [C*C] | dA [C*C] | num1 [C*Dv1]
+                   * | colsum [F] */
+    float *zt;    /* [F]: the total key sum z (column Dv of state[nck]) */
     int64_t scr_len;
     /* backward */
     float *dphik, *dv1, *gst; /* [S, F], [S, Dv1], [ncq + 1][F * Dv1] */
     double *acck, *accv;      /* [S, F], [S, Dv1]: the sums over a GQA group's heads */
-    float kshift;
     double *run; /* [F * Dv1]: the scans' running sum, in float64 (error ~ one
                   * rounding per state, not one per chunk) */
 } feat;
 
-/* u[n, F] = sqrt(scale) x Omega^T (PERFORMER) or a copy of x (LINEAR). */
-static void project(feat *f, const float *x, int64_t ldx, int64_t n, float *u) {
+/* phi of rows x [n, D] (row stride ldx) into u [n, F]: elu + 1 (LINEAR),
+ * or the projection sqrt(scale) x Omega^T (a GEMM) exponentiated by the
+ * family's kernel with each row's own shift (rowshift) or one shift for the
+ * n rows. Returns the largest exponent u_r - |x'|^2/2 (0 for LINEAR). */
+static float phi_rows(feat *f, const float *x, int64_t ldx, int64_t n, float *u, int rowshift,
+                      float *colsum) {
     const attn__approx_plan *p = f->p;
     if (p->method == ATTN_APPROX_LINEAR) {
-        for (int64_t i = 0; i < n; i++)
-            memcpy(u + i * f->F, x + i * ldx, (size_t)p->D * sizeof *u);
-        return;
+        f->fk->elu1(x, ldx, n, p->D, u, colsum);
+        return 0.0f;
     }
     attn__sgemm(&f->one, 0, 1, n, f->F, p->D, sqrtf(p->scale), x, ldx, f->omega, p->D, 0.0f, u,
                 f->F);
-}
-
-/* |x'|^2 / 2 of row x (PERFORMER's norm term). */
-static float halfnorm(const attn__approx_plan *p, const float *x) {
-    float s = 0.0f;
-    for (int64_t d = 0; d < p->D; d++)
-        s += x[d] * x[d];
-    return 0.5f * p->scale * s;
-}
-
-/* The largest exponent u_r - |x'|^2/2 of rows x (after project into u). */
-static float max_exponent(feat *f, const float *x, int64_t ldx, int64_t n, const float *u) {
-    float mx = -INFINITY;
-    for (int64_t i = 0; i < n; i++) {
-        const float h = halfnorm(f->p, x + i * ldx);
-        for (int64_t r = 0; r < f->F; r++)
-            mx = fmaxf(mx, u[i * f->F + r] - h);
-    }
-    return mx;
-}
-
-/* phi in place over u: elu + 1, or exp(u - |x'|^2/2 - shift) / sqrt(m)
- * with shift the row's own max (rowshift) or `shift`. */
-static void finish(feat *f, const float *x, int64_t ldx, int64_t n, float *u, int rowshift,
-                   float shift) {
-    const int64_t F = f->F;
-    if (f->p->method == ATTN_APPROX_LINEAR) {
-        for (int64_t i = 0; i < n * F; i++)
-            u[i] = u[i] > 0.0f ? u[i] + 1.0f : expf(u[i]);
-        return;
-    }
-    const float norm = 1.0f / sqrtf((float)F);
-    for (int64_t i = 0; i < n; i++) {
-        float *ui = u + i * F;
-        const float h = halfnorm(f->p, x + i * ldx);
-        float c = shift;
-        if (rowshift) {
-            c = -INFINITY;
-            for (int64_t r = 0; r < F; r++)
-                c = fmaxf(c, ui[r]);
-            c -= h;
-        }
-        if (!isfinite(c)) c = 0.0f; /* NaN/Inf inputs: let them propagate */
-        for (int64_t r = 0; r < F; r++)
-            ui[r] = expf(ui[r] - h - c) * norm;
-    }
+    return f->fk->perf_exp(u, n, f->F, x, ldx, p->D, 0.5f * p->scale, rowshift,
+                           1.0f / sqrtf((float)f->F), colsum);
 }
 
 /* Chain rule: dx[n, D] from dphi and phi of rows x. */
@@ -115,116 +85,136 @@ static void phi_backward(feat *f, const float *x, int64_t ldx, int64_t n, const 
     }
     /* dphi_r/dx' = phi_r (w_r - x'), x' = sqrt(scale) x:
      *   dx = sqrt(scale) sum_r t_r (w_r - x'),  t = dphi * phi
-     * summed term by term in float64: as a product, t Omega - rowsum(t) x'
-     * would cancel (w_r is close to x' for the features that dominate). */
-    const double s = sqrt((double)p->scale);
-    double xs[512], acc[512]; /* the sum over features in float64 */
-    for (int64_t i = 0; i < n; i++) {
-        float *di = dx + i * ldd;
-        const float *xi = x + i * ldx;
-        for (int64_t d0 = 0; d0 < D; d0 += 512) {
-            const int64_t nd = ATTN_MIN(512, D - d0);
-            for (int64_t d = 0; d < nd; d++)
-                xs[d] = s * (double)xi[d0 + d], acc[d] = 0.0;
-            for (int64_t r = 0; r < F; r++) {
-                const double t = (double)dphi[i * F + r] * (double)phi[i * F + r];
-                const float *w = f->omega + r * D + d0;
-                for (int64_t d = 0; d < nd; d++)
-                    acc[d] += t * ((double)w[d] - xs[d]);
-            }
-            for (int64_t d = 0; d < nd; d++)
-                di[d0 + d] = (float)(s * acc[d]);
-        }
-    }
+     * (the family's kernel, in float64) */
+    f->fk->perf_back(x, ldx, n, D, phi, dphi, F, f->omega, sqrt((double)p->scale), dx, ldd);
 }
 
+/* n elements of size sz at offset *off of the workspace block base (NULL
+ * while sizing: then NULL), in 64-byte aligned pieces. */
+static void *carve(char *base, size_t *off, int64_t n, size_t sz) {
+    void *p = base ? base + *off : NULL;
+    *off += ((size_t)n * sz + 63) / 64 * 64;
+    return p;
+}
+
+/* Every array lives in the context's workspace (thread 0's block, kept
+ * between calls): a call on a warm context touches no fresh pages. */
 static attn_status feat_init(attn_ctx *ctx, feat *f, const attn__approx_plan *p, const float *omega,
                              int backward) {
     memset(f, 0, sizeof *f);
     f->p = p, f->omega = omega;
     f->one.nthreads = 1;
     f->one.arch = ctx->arch;
+    f->fk = &ctx->arch->feat;
     /* causal: the diagonal blocks cost C^2 (F + Dv) per chunk, so chunks
-     * stay small; otherwise larger chunks mean fewer, larger GEMMs */
-    f->C = p->chunk ? p->chunk : p->causal ? 64 : 256;
+     * stay small; otherwise larger chunks mean fewer calls */
+    f->C = p->chunk ? p->chunk : p->causal ? 64 : 1024;
     f->F = p->F, f->Dv1 = p->Dv + 1;
     f->nck = (p->S + f->C - 1) / f->C;
     f->ncq = (p->T + f->C - 1) / f->C;
     f->nth = attn_ctx_threads(ctx);
-    const int64_t C = f->C, F = f->F, Dv1 = f->Dv1;
+    const int64_t C = f->C, F = f->F, Dv1 = f->Dv1, S = p->S;
     f->scr_len =
-        (int64_t)attn__round16((size_t)(2 * C * F + (p->causal ? 2 * C * C : 0) + C * Dv1));
-    f->phik = attn__malloc((size_t)(p->S * F + 1) * sizeof(float));
-    f->v1 = attn__malloc((size_t)(p->S * Dv1 + 1) * sizeof(float));
-    f->state = attn__malloc((size_t)((f->nck + 1) * F * Dv1) * sizeof(float));
-    f->cmax = attn__malloc((size_t)(f->nck + 1) * sizeof(float));
-    f->run = attn__malloc((size_t)(F * Dv1) * sizeof(double));
-    f->scr = attn__malloc((size_t)(f->scr_len * f->nth) * sizeof(float));
-    int ok = f->phik && f->v1 && f->state && f->cmax && f->scr && f->run;
-    if (backward) {
-        f->dphik = attn__malloc((size_t)(p->S * F + 1) * sizeof(float));
-        f->dv1 = attn__malloc((size_t)(p->S * Dv1 + 1) * sizeof(float));
-        f->gst = attn__malloc((size_t)((f->ncq + 1) * F * Dv1) * sizeof(float));
-        f->acck = attn__malloc((size_t)(p->S * F + 1) * sizeof(double));
-        f->accv = attn__malloc((size_t)(p->S * Dv1 + 1) * sizeof(double));
-        ok = ok && f->dphik && f->dv1 && f->gst && f->acck && f->accv;
+        (int64_t)attn__round16((size_t)(2 * C * F + (p->causal ? 2 * C * C : 0) + C * Dv1 + F));
+    /* two passes: the size (from offset 0), then the pointers */
+    char *base = NULL;
+    for (int pass = 0; pass < 2; pass++) {
+        size_t off = 0;
+        /* the diagonal blocks and the backward reread phi_k */
+        f->phik = p->causal || backward ? carve(base, &off, S * F + 1, sizeof(float)) : NULL;
+        f->v1 = backward ? carve(base, &off, S * Dv1 + 1, sizeof(float)) : NULL;
+        f->state = carve(base, &off, (f->nck + 1) * F * Dv1, sizeof(float));
+        f->cmax = carve(base, &off, f->nck + 1, sizeof(float));
+        f->ce = carve(base, &off, f->nck + 1, sizeof(double));
+        f->zt = carve(base, &off, F, sizeof(float));
+        f->run = carve(base, &off, F * Dv1, sizeof(double));
+        f->scr = carve(base, &off, f->scr_len * f->nth, sizeof(float));
+        if (backward) {
+            f->dphik = carve(base, &off, S * F + 1, sizeof(float));
+            f->dv1 = carve(base, &off, S * Dv1 + 1, sizeof(float));
+            f->gst = carve(base, &off, (f->ncq + 1) * F * Dv1, sizeof(float));
+            f->acck = carve(base, &off, S * F + 1, sizeof(double));
+            f->accv = carve(base, &off, S * Dv1 + 1, sizeof(double));
+        }
+        if (pass) break;
+        if (attn__ws_reserve(ctx, 1, off))
+            return attn_ctx_fail(ctx, ATTN_E_NOMEM, "%s attention: out of memory",
+                                 attn_approx_name(p->method));
+        base = attn__ws_get(ctx, 0);
     }
-    return ok ? ATTN_OK
-              : attn_ctx_fail(ctx, ATTN_E_NOMEM, "%s attention: out of memory",
-                              attn_approx_name(p->method));
+    return ATTN_OK;
 }
 
 static void feat_free(feat *f) {
-    attn__free(f->phik), attn__free(f->v1), attn__free(f->state), attn__free(f->cmax);
-    attn__free(f->scr), attn__free(f->run), attn__free(f->dphik), attn__free(f->dv1),
-        attn__free(f->gst);
-    attn__free(f->acck), attn__free(f->accv);
+    (void)f; /* the arrays live in the context's workspace */
 }
 
-/* phi_k, V1 and the key state of kv head (b, g): after it state[c] is the
- * sum over the chunks before c (causal) and state[nck] the total. */
-static void key_state(feat *f, int64_t b, int64_t g) {
+/* phi_k, V1 and the key state of kv head (b, g). Each key chunk is
+ * exponentiated with its own shift cmax[c] (one pass: no head-wide max
+ * first) and its state phi_k,c^T V1_c computed while the chunk is in cache;
+ * the scan then weighs chunk c by ce[c] = exp(cmax[c] - max_c cmax), so the
+ * states are those of one head-wide shift. After it state[c] is the sum over
+ * the chunks before c (causal) and state[nck] the total. With phik kept
+ * (causal, backward) the diagonal blocks use the chunk's own phi_k times
+ * ce[c]; the backward (rescale) scales phi_k itself and sets ce to 1. */
+static void key_state(feat *f, int64_t b, int64_t g, int rescale) {
     const attn__approx_plan *p = f->p;
     const int64_t C = f->C, F = f->F, Dv1 = f->Dv1, S = p->S, nck = f->nck;
     const float *kb = ATTN__ROW(p->k, p->ks, b, g, 0), *vb = ATTN__ROW(p->v, p->vs, b, g, 0);
 #pragma omp parallel for num_threads(f->nth) schedule(dynamic, 1)
     for (int64_t c = 0; c < nck; c++) {
         const int64_t j0 = c * C, n = ATTN_MIN(C, S - j0);
-        for (int64_t j = j0; j < j0 + n; j++) {
-            memcpy(f->v1 + j * Dv1, vb + j * p->vs[2], (size_t)p->Dv * sizeof(float));
-            f->v1[j * Dv1 + p->Dv] = 1.0f;
-        }
-        project(f, kb + j0 * p->ks[2], p->ks[2], n, f->phik + j0 * F);
-        f->cmax[c] = p->method == ATTN_APPROX_PERFORMER
-                         ? max_exponent(f, kb + j0 * p->ks[2], p->ks[2], n, f->phik + j0 * F)
-                         : 0.0f;
+        /* phi_k of the chunk (kept only where reread) is still in cache
+         * for the state: its column sums (z) come from the feature kernel,
+         * phi_k^T V from the state kernel reading V in place */
+        float *sc = f->state + c * F * Dv1;
+        float *w = f->scr + f->scr_len * omp_get_thread_num();
+        float *pk = f->phik ? f->phik + j0 * F : w, *zs = w + f->scr_len - F;
+        memset(zs, 0, (size_t)F * sizeof(float));
+        f->cmax[c] = phi_rows(f, kb + j0 * p->ks[2], p->ks[2], n, pk, 0, zs);
+        f->fk->accum(pk, n, F, vb + j0 * p->vs[2], p->vs[2], p->Dv, sc, Dv1);
+        for (int64_t r = 0; r < F; r++)
+            sc[r * Dv1 + p->Dv] = zs[r];
+        if (f->v1) /* the backward's [V | 1] */
+            for (int64_t j = j0; j < j0 + n; j++) {
+                memcpy(f->v1 + j * Dv1, vb + j * p->vs[2], (size_t)p->Dv * sizeof(float));
+                f->v1[j * Dv1 + p->Dv] = 1.0f;
+            }
     }
-    float ks = -INFINITY;
+    float mx = -INFINITY;
     for (int64_t c = 0; c < nck; c++)
-        ks = fmaxf(ks, f->cmax[c]);
-    f->kshift = isfinite(ks) ? ks : 0.0f;
-#pragma omp parallel for num_threads(f->nth) schedule(dynamic, 1)
-    for (int64_t c = 0; c < nck; c++) {
-        const int64_t j0 = c * C, n = ATTN_MIN(C, S - j0);
-        finish(f, kb + j0 * p->ks[2], p->ks[2], n, f->phik + j0 * F, 0, f->kshift);
-        attn__sgemm(&f->one, 1, 0, F, Dv1, n, 1.0f, f->phik + j0 * F, F, f->v1 + j0 * Dv1, Dv1,
-                    0.0f, f->state + c * F * Dv1, Dv1);
-    }
+        mx = fmaxf(mx, f->cmax[c]);
+    for (int64_t c = 0; c < nck; c++) /* a chunk without a finite shift kept shift 0 */
+        f->ce[c] = isfinite(mx) && isfinite(f->cmax[c]) ? exp((double)f->cmax[c] - (double)mx)
+                                                          : 1.0;
     /* exclusive prefix (fixed order): state[c] <- sum_{c' < c}, total in [nck] */
     const int64_t sz = F * Dv1;
     double *run = f->run;
     memset(run, 0, (size_t)sz * sizeof(double));
     for (int64_t c = 0; c < nck; c++) {
         float *sc = f->state + c * sz;
-        for (int64_t e = 0; e < sz; e++) {
-            const float t = sc[e];
-            sc[e] = (float)run[e];
-            run[e] += (double)t;
+        const double e = f->ce[c];
+        for (int64_t e0 = 0; e0 < sz; e0++) {
+            const float t = sc[e0];
+            sc[e0] = (float)run[e0];
+            run[e0] += e * (double)t;
         }
     }
     float *tot = f->state + nck * sz;
     for (int64_t e = 0; e < sz; e++)
         tot[e] = (float)run[e];
+    for (int64_t r = 0; r < F; r++)
+        f->zt[r] = tot[r * Dv1 + p->Dv];
+    if (!rescale) return;
+#pragma omp parallel for num_threads(f->nth) schedule(dynamic, 1)
+    for (int64_t c = 0; c < nck; c++) {
+        const int64_t j0 = c * C, n = ATTN_MIN(C, S - j0);
+        const float e = (float)f->ce[c];
+        if (e != 1.0f)
+            for (int64_t i = j0 * F; i < (j0 + n) * F; i++)
+                f->phik[i] *= e;
+        f->ce[c] = 1.0;
+    }
 }
 
 /* phi_q of rows [i0, i0+n) of query head (b, h) into phiq, and num1 =
@@ -234,16 +224,24 @@ static void query_chunk(feat *f, int64_t b, int64_t h, int64_t c, float *phiq, f
     const attn__approx_plan *p = f->p;
     const int64_t C = f->C, F = f->F, Dv1 = f->Dv1, i0 = c * C, n = ATTN_MIN(C, p->T - i0);
     const float *qr = ATTN__ROW(p->q, p->qs, b, h, i0);
-    project(f, qr, p->qs[2], n, phiq);
-    finish(f, qr, p->qs[2], n, phiq, 1, 0.0f);
+    phi_rows(f, qr, p->qs[2], n, phiq, 1, NULL);
     const float *P = f->state + (p->causal ? c : f->nck) * F * Dv1;
     attn__sgemm(&f->one, 0, 0, n, Dv1, F, 1.0f, phiq, F, P, Dv1, 0.0f, num1, Dv1);
     if (!p->causal) return;
-    attn__sgemm(&f->one, 0, 1, n, n, F, 1.0f, phiq, F, f->phik + i0 * F, F, 0.0f, a, n);
+    attn__sgemm(&f->one, 0, 1, n, n, F, (float)f->ce[c], phiq, F, f->phik + i0 * F, F, 0.0f, a,
+                n);
     for (int64_t i = 0; i < n; i++)
         for (int64_t j = i + 1; j < n; j++)
             a[i * n + j] = 0.0f;
-    attn__sgemm(&f->one, 0, 0, n, Dv1, n, 1.0f, a, n, f->v1 + i0 * Dv1, Dv1, 1.0f, num1, Dv1);
+    /* A [V | 1]: the values in place, the ones as row sums */
+    const float *vc = ATTN__ROW(p->v, p->vs, b, h / p->group, i0);
+    attn__sgemm(&f->one, 0, 0, n, p->Dv, n, 1.0f, a, n, vc, p->vs[2], 1.0f, num1, Dv1);
+    for (int64_t i = 0; i < n; i++) {
+        float t = 0.0f;
+        for (int64_t j = 0; j <= i; j++)
+            t += a[i * n + j];
+        num1[i * Dv1 + p->Dv] += t;
+    }
 }
 
 attn_status attn__approx_feature_forward(attn_ctx *ctx, const attn__approx_plan *p,
@@ -257,14 +255,22 @@ attn_status attn__approx_feature_forward(attn_ctx *ctx, const attn__approx_plan 
     const int64_t C = f.C, F = f.F, Dv1 = f.Dv1;
     for (int64_t b = 0; b < p->B; b++)
         for (int64_t g = 0; g < p->Hkv; g++) {
-            key_state(&f, b, g);
+            key_state(&f, b, g, 0);
             for (int64_t h = g * p->group; h < (g + 1) * p->group; h++) {
 #pragma omp parallel for num_threads(f.nth) schedule(dynamic, 1)
                 for (int64_t c = 0; c < f.ncq; c++) {
                     float *w = f.scr + f.scr_len * omp_get_thread_num();
                     float *phiq = w, *a = w + 2 * C * F, *num1 = a + (p->causal ? 2 * C * C : 0);
-                    query_chunk(&f, b, h, c, phiq, a, num1);
                     const int64_t i0 = c * C, n = ATTN_MIN(C, p->T - i0);
+                    if (!p->causal) { /* out = phi_q KV straight into out, then / phi_q . z */
+                        float *o = ATTN__ROW(p->out, p->os, b, h, i0);
+                        const float *qr = ATTN__ROW(p->q, p->qs, b, h, i0);
+                        phi_rows(&f, qr, p->qs[2], n, phiq, 1, NULL);
+                        f.fk->apply(phiq, n, F, f.state + f.nck * F * Dv1, Dv1, f.zt, p->Dv, o,
+                                    p->os[2]);
+                        continue;
+                    }
+                    query_chunk(&f, b, h, c, phiq, a, num1);
                     for (int64_t i = 0; i < n; i++) {
                         float *o = ATTN__ROW(p->out, p->os, b, h, i0 + i);
                         const float den = num1[i * Dv1 + p->Dv];
@@ -296,7 +302,7 @@ attn_status attn__approx_feature_backward(attn_ctx *ctx, const attn__approx_plan
     const int64_t C = f.C, F = f.F, Dv1 = f.Dv1, S = p->S, sz = F * Dv1;
     for (int64_t b = 0; b < p->B; b++)
         for (int64_t g = 0; g < p->Hkv; g++) {
-            key_state(&f, b, g);
+            key_state(&f, b, g, 1);
             memset(f.acck, 0, (size_t)(S * F) * sizeof(double));
             memset(f.accv, 0, (size_t)(S * Dv1) * sizeof(double));
             for (int64_t h = g * p->group; h < (g + 1) * p->group; h++) {

@@ -41,6 +41,75 @@ static void segment_means(const float *x, int64_t ld, int64_t n, int64_t D, int6
     }
 }
 
+/* c[L, L] = alpha a b in float64 (i-k-j order: rows of b streamed). */
+static void dmm(const double *a, const double *b, double alpha, double *c, int64_t L) {
+    for (int64_t i = 0; i < L; i++) {
+        double *ci = c + i * L;
+        memset(ci, 0, (size_t)L * sizeof *ci);
+        for (int64_t k = 0; k < L; k++) {
+            const double t = alpha * a[i * L + k];
+            const double *bk = b + k * L;
+            for (int64_t j = 0; j < L; j++)
+                ci[j] += t * bk[j];
+        }
+    }
+}
+
+/* A = softmax(scale ql kl^T) [L, L] and z (fp32 out) ~ pinv(A) by `iters`
+ * steps of the Nystromformer iteration Z <- Z/4 (13I - AZ (15I - AZ (7I - AZ)))
+ * from Z0 = A^T / (max row sum * max column sum), all in float64: near a
+ * singular A (landmarks alike) the pseudo-inverse amplifies the rounding of
+ * A and of every step (three products with AZ each) well past the fp32
+ * error of the other products. O(L^2 D + L^3 iters) beside the
+ * O(N L (D + Dv)) products. w: 5 L^2 doubles. */
+static void pinv64(const float *ql, const float *kl, int64_t L, int64_t D, float scale,
+                   int64_t iters, float *z32, double *w) {
+    const int64_t LL = L * L;
+    double *a = w, *z = a + LL, *az = z + LL, *t1 = az + LL, *t2 = t1 + LL;
+    double rmax = 0.0, cmax = 0.0;
+    for (int64_t i = 0; i < L; i++) {
+        double mx = -INFINITY, sum = 0.0;
+        for (int64_t j = 0; j < L; j++) {
+            double d = 0.0;
+            for (int64_t t = 0; t < D; t++)
+                d += (double)ql[i * D + t] * (double)kl[j * D + t];
+            a[i * L + j] = (double)scale * d;
+            mx = fmax(mx, a[i * L + j]);
+        }
+        for (int64_t j = 0; j < L; j++)
+            sum += a[i * L + j] = exp(a[i * L + j] - mx);
+        for (int64_t j = 0; j < L; j++)
+            a[i * L + j] /= sum;
+    }
+    for (int64_t i = 0; i < L; i++) {
+        double rs = 0.0, cs = 0.0;
+        for (int64_t j = 0; j < L; j++)
+            rs += fabs(a[i * L + j]), cs += fabs(a[j * L + i]);
+        rmax = fmax(rmax, rs), cmax = fmax(cmax, cs);
+    }
+    const double z0 = 1.0 / (rmax * cmax);
+    for (int64_t i = 0; i < L; i++)
+        for (int64_t j = 0; j < L; j++)
+            z[i * L + j] = a[j * L + i] * z0;
+    for (int64_t it = 0; it < iters; it++) {
+        dmm(a, z, 1.0, az, L);
+        for (int64_t e = 0; e < LL; e++)
+            t1[e] = -az[e];
+        for (int64_t i = 0; i < L; i++)
+            t1[i * L + i] += 7.0;
+        dmm(az, t1, -1.0, t2, L);
+        for (int64_t i = 0; i < L; i++)
+            t2[i * L + i] += 15.0;
+        dmm(az, t2, -1.0, t1, L);
+        for (int64_t i = 0; i < L; i++)
+            t1[i * L + i] += 13.0;
+        dmm(z, t1, 0.25, t2, L);
+        memcpy(z, t2, (size_t)LL * sizeof *z);
+    }
+    for (int64_t e = 0; e < LL; e++)
+        z32[e] = (float)z[e];
+}
+
 attn_status attn__approx_nystrom_forward(attn_ctx *ctx, const attn__approx_plan *p) {
     const int64_t L = p->L, D = p->D, Dv = p->Dv, S = p->S, T = p->T, C = p->chunk ? p->chunk : 64;
     const int nth = attn_ctx_threads(ctx);
@@ -51,17 +120,14 @@ attn_status attn__approx_nystrom_forward(attn_ctx *ctx, const attn__approx_plan 
     const int64_t LL = L * L;
     float *ql = attn__malloc((size_t)(L * D) * sizeof(float));
     float *kl = attn__malloc((size_t)(L * D) * sizeof(float));
-    float *a = attn__malloc((size_t)LL * sizeof(float));
     float *z = attn__malloc((size_t)LL * sizeof(float));
-    float *t1 = attn__malloc((size_t)LL * sizeof(float));
-    float *t2 = attn__malloc((size_t)LL * sizeof(float));
-    float *az = attn__malloc((size_t)LL * sizeof(float));
+    double *pw = attn__malloc((size_t)(5 * LL) * sizeof(double));
     float *bm = attn__malloc((size_t)(L * S) * sizeof(float));
     float *w = attn__malloc((size_t)(L * Dv) * sizeof(float));
     float *m = attn__malloc((size_t)(L * Dv) * sizeof(float));
     float *fs = attn__malloc((size_t)(C * L * nth) * sizeof(float));
     attn_status st = ATTN_OK;
-    if (!ql || !kl || !a || !z || !t1 || !t2 || !az || !bm || !w || !m || !fs) {
+    if (!ql || !kl || !z || !pw || !bm || !w || !m || !fs) {
         st = attn_ctx_fail(ctx, ATTN_E_NOMEM, "nystrom attention: out of memory");
         goto done;
     }
@@ -72,36 +138,7 @@ attn_status attn__approx_nystrom_forward(attn_ctx *ctx, const attn__approx_plan 
             const float *vb = ATTN__ROW(p->v, p->vs, b, h / p->group, 0);
             segment_means(qb, p->qs[2], T, D, L, ql);
             segment_means(kb, p->ks[2], S, D, L, kl);
-            attn__sgemm(&one, 0, 1, L, L, D, p->scale, ql, D, kl, D, 0.0f, a, L);
-            softmax_rows(a, L, L);
-            /* Z0 = A^T / (max row sum * max column sum) of |A| */
-            float rmax = 0.0f, cmax = 0.0f;
-            for (int64_t i = 0; i < L; i++) {
-                float rs = 0.0f, cs = 0.0f;
-                for (int64_t j = 0; j < L; j++)
-                    rs += fabsf(a[i * L + j]), cs += fabsf(a[j * L + i]);
-                rmax = fmaxf(rmax, rs), cmax = fmaxf(cmax, cs);
-            }
-            const float z0 = 1.0f / (rmax * cmax);
-            for (int64_t i = 0; i < L; i++)
-                for (int64_t j = 0; j < L; j++)
-                    z[i * L + j] = a[j * L + i] * z0;
-            for (int64_t it = 0; it < p->iters; it++) {
-                /* Z <- Z/4 (13I - AZ (15I - AZ (7I - AZ))) */
-                attn__sgemm(&one, 0, 0, L, L, L, 1.0f, a, L, z, L, 0.0f, az, L);
-                for (int64_t e = 0; e < LL; e++)
-                    t1[e] = -az[e];
-                for (int64_t i = 0; i < L; i++)
-                    t1[i * L + i] += 7.0f;
-                attn__sgemm(&one, 0, 0, L, L, L, -1.0f, az, L, t1, L, 0.0f, t2, L);
-                for (int64_t i = 0; i < L; i++)
-                    t2[i * L + i] += 15.0f;
-                attn__sgemm(&one, 0, 0, L, L, L, -1.0f, az, L, t2, L, 0.0f, t1, L);
-                for (int64_t i = 0; i < L; i++)
-                    t1[i * L + i] += 13.0f;
-                attn__sgemm(&one, 0, 0, L, L, L, 0.25f, z, L, t1, L, 0.0f, t2, L);
-                memcpy(z, t2, (size_t)LL * sizeof(float));
-            }
+            pinv64(ql, kl, L, D, p->scale, p->iters, z, pw);
             attn__sgemm(&one, 0, 1, L, S, D, p->scale, ql, D, kb, p->ks[2], 0.0f, bm, S);
             softmax_rows(bm, L, S);
             attn__sgemm(&one, 0, 0, L, Dv, S, 1.0f, bm, S, vb, p->vs[2], 0.0f, w, Dv);
@@ -119,7 +156,7 @@ attn_status attn__approx_nystrom_forward(attn_ctx *ctx, const attn__approx_plan 
             }
         }
 done:
-    attn__free(ql), attn__free(kl), attn__free(a), attn__free(z), attn__free(t1);
-    attn__free(t2), attn__free(az), attn__free(bm), attn__free(w), attn__free(m), attn__free(fs);
+    attn__free(ql), attn__free(kl), attn__free(z), attn__free(pw);
+    attn__free(bm), attn__free(w), attn__free(m), attn__free(fs);
     return st;
 }

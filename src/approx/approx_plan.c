@@ -252,7 +252,7 @@ double attn_approx_flops(const attn_approx_args *a, int backward) {
     switch (p.method) {
     case ATTN_APPROX_LINEAR:
     case ATTN_APPROX_PERFORMER: {
-        const double C = (double)(p.chunk ? p.chunk : p.causal ? 64 : 256);
+        const double C = (double)(p.chunk ? p.chunk : p.causal ? 64 : 1024);
         /* key sums phi_k^T [v, 1] once per kv head, phi_q [KV; z] per query */
         f = Hkv * 2.0 * S * F * (Dv + 1) + H * 2.0 * T * F * (Dv + 1);
         if (p.method == ATTN_APPROX_PERFORMER) f += 2.0 * D * F * (Hkv * S + H * T);
@@ -302,7 +302,12 @@ attn_status attn_approx_forward(attn_ctx *ctx, const attn_approx_args *a) {
     case ATTN_APPROX_PERFORMER: {
         float *omega;
         TRY(with_omega(ctx, &p, &omega));
-        attn_status st = attn__approx_feature_forward(ctx, &p, omega);
+        /* the feature methods work in the context's workspace */
+        attn_status st = ATTN_E_BUSY;
+        if (!attn__ctx_enter(ctx)) {
+            st = attn__approx_feature_forward(ctx, &p, omega);
+            attn__ctx_leave(ctx);
+        }
         attn__free(omega);
         return st;
     }
@@ -325,7 +330,11 @@ attn_status attn_approx_backward(attn_ctx *ctx, const attn_approx_args *a,
     if (p.method == ATTN_APPROX_TOPK) return attn__approx_topk_backward(ctx, &p);
     float *omega;
     TRY(with_omega(ctx, &p, &omega));
-    attn_status st = attn__approx_feature_backward(ctx, &p, omega);
+    attn_status st = ATTN_E_BUSY;
+    if (!attn__ctx_enter(ctx)) {
+        st = attn__approx_feature_backward(ctx, &p, omega);
+        attn__ctx_leave(ctx);
+    }
     attn__free(omega);
     return st;
 }

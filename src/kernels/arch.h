@@ -16,6 +16,7 @@
 #include "kernels/decode.h"
 #include "kernels/kernels_bwd.h"
 #include "kernels/nn_kernels.h"
+#include "kernels/feat_kernels.h"
 
 #include <stdint.h>
 
@@ -33,6 +34,7 @@ typedef struct attn__arch {
     attn_kernels fwd;
     attn_bwd_kernels bwd;
     attn_nn_kernels nn;
+    attn_feat_kernels feat;  /* feature maps of linear attention and Performer */
     attn_decode_kernels dec; /* decoding through a KV cache (kernels/decode.h) */
 
     /* FMA peak probe (for `attn bench`, not for attention): `iters` rounds

@@ -15,6 +15,7 @@
 #include "cli.h"
 #include "cli_time.h"
 #include "compare_model.h"
+#include "plot.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -91,7 +92,8 @@ static void usage(FILE *f) {
                "  --causal         causal attention (exact, window, bigbird, linear and\n"
                "                   Performer; Nystrom and top-k are skipped)\n"
                "  --json           one JSON object per (method, length) instead of a table\n"
-               "  --plot FILE.svg  also write time vs N and error vs N charts (SVG)\n"
+               "  --plot FILE      also write time vs N and error vs N charts, as SVG\n"
+               "                   (FILE.svg) or PNG (FILE.png)\n"
                "Real inputs from a sentence model (all-MiniLM-L6-v2 by default):\n"
                "  --model DIR      a BERT model directory (default: the installed\n"
                "                   all-MiniLM-L6-v2; see attn embed --help)\n"
@@ -392,7 +394,7 @@ static void json_num(FILE *f, const char *key, double x) {
         fprintf(f, ", \"%s\": %.6g", key, x);
 }
 
-/* ---- SVG charts (a small writer: polylines on log axes) ------------------- */
+/* ---- charts (plot.h draws them as SVG or PNG): polylines on log axes ------ */
 static const char *g_colors[NMETH] = {"#000000", "#1f77b4", "#17becf", "#ff7f0e", "#d62728",
                                       "#e377c2", "#8c564b", "#2ca02c", "#98df8a", "#006400",
                                       "#9467bd", "#bcbd22", "#7f7f7f"};
@@ -409,8 +411,8 @@ static double cy(const chart *c, double y) {
     return c->y0 + c->h - (log10(y) - c->ly0) / (c->ly1 - c->ly0) * c->h;
 }
 
-static void panel(FILE *f, chart *c, const char *title, const char *ylab, int nT, const int64_t *Ts,
-                  int nm, const int *mi, const result *res, int which) {
+static void panel(plot *f, chart *c, const char *title, const char *ylab, int nT,
+                  const int64_t *Ts, int nm, const int *mi, const result *res, int which) {
     double lo = INFINITY, hi = -INFINITY;
     for (int a = 0; a < nm; a++)
         for (int t = 0; t < nT; t++) {
@@ -422,86 +424,57 @@ static void panel(FILE *f, chart *c, const char *title, const char *ylab, int nT
     c->ly0 = floor(log10(lo)), c->ly1 = ceil(log10(hi));
     if (c->ly1 <= c->ly0) c->ly1 = c->ly0 + 1;
     c->lx0 = log10((double)Ts[0]) - 0.05, c->lx1 = log10((double)Ts[nT - 1]) + 0.05;
-    fprintf(f, "<rect x='%.1f' y='%.1f' width='%.1f' height='%.1f' fill='none' stroke='#444'/>\n",
-            c->x0, c->y0, c->w, c->h);
-    fprintf(f, "<text x='%.1f' y='%.1f' font-size='14' text-anchor='middle'>%s</text>\n",
-            c->x0 + c->w / 2, c->y0 - 8, title);
-    fprintf(f,
-            "<text x='%.1f' y='%.1f' font-size='12' text-anchor='middle' transform='rotate(-90 "
-            "%.1f %.1f)'>%s</text>\n",
-            c->x0 - 48, c->y0 + c->h / 2, c->x0 - 48, c->y0 + c->h / 2, ylab);
-    fprintf(f,
-            "<text x='%.1f' y='%.1f' font-size='12' text-anchor='middle'>N (tokens, log "
-            "scale)</text>\n",
-            c->x0 + c->w / 2, c->y0 + c->h + 34);
+    char b[64];
     for (double e = c->ly0; e <= c->ly1 + 1e-9; e += 1.0) {
         const double y = cy(c, pow(10.0, e));
-        fprintf(f, "<line x1='%.1f' y1='%.1f' x2='%.1f' y2='%.1f' stroke='#ddd'/>\n", c->x0, y,
-                c->x0 + c->w, y);
-        fprintf(f, "<text x='%.1f' y='%.1f' font-size='11' text-anchor='end'>1e%d</text>\n",
-                c->x0 - 4, y + 4, (int)e);
+        plot_line(f, c->x0, y, c->x0 + c->w, y, "#dddddd", 1);
+        snprintf(b, sizeof b, "1e%d", (int)e);
+        plot_text(f, c->x0 - 4, y + 4, 11, PLOT_END, 0, b);
     }
     for (int t = 0; t < nT; t++) {
         const double x = cx(c, (double)Ts[t]);
-        fprintf(f, "<line x1='%.1f' y1='%.1f' x2='%.1f' y2='%.1f' stroke='#eee'/>\n", x, c->y0, x,
-                c->y0 + c->h);
-        fprintf(f, "<text x='%.1f' y='%.1f' font-size='11' text-anchor='middle'>%lld</text>\n", x,
-                c->y0 + c->h + 16, (long long)Ts[t]);
+        plot_line(f, x, c->y0, x, c->y0 + c->h, "#eeeeee", 1);
+        snprintf(b, sizeof b, "%lld", (long long)Ts[t]);
+        plot_text(f, x, c->y0 + c->h + 16, 11, PLOT_MIDDLE, 0, b);
     }
+    plot_rect(f, c->x0, c->y0, c->w, c->h, "#444444");
+    plot_text(f, c->x0 + c->w / 2, c->y0 - 8, 14, PLOT_MIDDLE, 0, title);
+    plot_text(f, c->x0 - 48, c->y0 + c->h / 2, 12, PLOT_MIDDLE, 1, ylab);
+    plot_text(f, c->x0 + c->w / 2, c->y0 + c->h + 34, 12, PLOT_MIDDLE, 0,
+              "N (tokens, log scale)");
+    double px[MAXT], py[MAXT];
     for (int a = 0; a < nm; a++) {
-        int open = 0;
+        int n = 0;
         for (int t = 0; t < nT; t++) {
             const result *r = &res[a * MAXT + t];
             double y = which ? r->rel_fro : r->time_s;
             if (!r->ok || !(y > 0) || !isfinite(y)) continue;
-            if (!open)
-                fprintf(f, "<polyline fill='none' stroke='%s' stroke-width='2' points='",
-                        g_colors[mi[a]]);
-            fprintf(f, "%.1f,%.1f ", cx(c, (double)Ts[t]), cy(c, y));
-            open = 1;
+            px[n] = cx(c, (double)Ts[t]), py[n] = cy(c, y), n++;
         }
-        if (open) fprintf(f, "'/>\n");
+        plot_polyline(f, n, px, py, g_colors[mi[a]], 2);
     }
 }
 
-static int write_svg(const char *path, int nT, const int64_t *Ts, int nm, const int *mi,
-                     const result *res, const opts *o) {
-    attn_outfile *of = NULL;
-    if (attn_outfile_open(NULL, path, &of)) return attn_cli_error(1, "cannot write %s", path);
-    FILE *f = fdopen(dup(attn_outfile_fd(of)), "w");
-    if (!f) {
-        attn_outfile_abort(of);
-        return attn_cli_error(1, "cannot write %s", path);
-    }
-    const double W = 1000, Hh = 460;
-    fprintf(f,
-            "<svg xmlns='http://www.w3.org/2000/svg' width='%.0f' height='%.0f' "
-            "font-family='sans-serif'>\n",
-            W, Hh);
-    fprintf(f, "<rect width='100%%' height='100%%' fill='white'/>\n");
-    fprintf(f,
-            "<text x='%.0f' y='20' font-size='15' text-anchor='middle'>attn compare: H=%d D=%d, %d "
-            "thread(s)</text>\n",
-            W / 2, o->H, o->D, o->threads);
+/* The chart as SVG or PNG, by the path's extension (checked at parse time). */
+static int write_plot(const char *path, int nT, const int64_t *Ts, int nm, const int *mi,
+                      const result *res, const opts *o) {
+    const int W = 1000, Hh = 460;
+    plot *f = plot_new(plot_kind_of(path), W, Hh);
+    if (!f) return attn_cli_error(1, "%s: out of memory", path);
+    char b[128];
+    snprintf(b, sizeof b, "attn compare: H=%d D=%d, %d thread(s)", o->H, o->D, o->threads);
+    plot_text(f, W / 2.0, 20, 15, PLOT_MIDDLE, 0, b);
     chart c1 = {70, 50, 330, 330, 0, 0, 0, 0}, c2 = {480, 50, 330, 330, 0, 0, 0, 0};
     panel(f, &c1, "forward time", "seconds (log scale)", nT, Ts, nm, mi, res, 0);
     panel(f, &c2, "error vs exact", "relative Frobenius error (log)", nT, Ts, nm, mi, res, 1);
     for (int a = 0; a < nm; a++) {
         const double y = 60 + 18 * a;
-        fprintf(f, "<line x1='830' y1='%.0f' x2='855' y2='%.0f' stroke='%s' stroke-width='3'/>\n",
-                y, y, g_colors[mi[a]]);
-        fprintf(f, "<text x='860' y='%.0f' font-size='12'>%s</text>\n", y + 4,
-                g_methods[mi[a]].name);
+        plot_line(f, 830, y, 855, y, g_colors[mi[a]], 3);
+        plot_text(f, 860, y + 4, 12, PLOT_START, 0, g_methods[mi[a]].name);
     }
-    fprintf(f, "</svg>\n");
-    int bad = fflush(f) != 0;
-    bad |= fclose(f) != 0;
-    if (bad) {
-        attn_outfile_abort(of);
-        return attn_cli_error(1, "cannot write %s", path);
-    }
-    if (attn_outfile_commit(NULL, of)) return attn_cli_error(1, "cannot write %s", path);
-    return 0;
+    const int st = plot_write(f, path);
+    plot_free(f);
+    return st;
 }
 
 /* Was option `name` given (as "name" or "name=...")? */
@@ -595,6 +568,8 @@ int attn_cmd_compare(int argc, char **argv) {
         }
     }
     if (o.plot && !o.plot[0]) return attn_cli_error(2, "compare: --plot: empty path");
+    if (o.plot && plot_kind_of(o.plot) < 0)
+        return attn_cli_error(2, "compare: --plot: '%s': the name must end in .svg or .png", o.plot);
     if (o.inputs && strcmp(o.inputs, "random") && strcmp(o.inputs, "smooth"))
         return attn_cli_error(2, "compare: --inputs: '%s', expected random or smooth", o.inputs);
     o.smooth = o.inputs && !strcmp(o.inputs, "smooth");
@@ -715,7 +690,7 @@ int attn_cmd_compare(int argc, char **argv) {
         }
         free(pb.q), free(pb.k), free(pb.v), free(pb.ex_out), free(pb.ex_lse);
     }
-    if (!fail && o.plot) fail = write_svg(o.plot, nT, Ts, nm, mi, res, &o);
+    if (!fail && o.plot) fail = write_plot(o.plot, nT, Ts, nm, mi, res, &o);
     cmp_model_free(&cm);
     free(res);
     attn_ctx_free(ctx);

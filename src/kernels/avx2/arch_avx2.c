@@ -10,6 +10,7 @@
 extern const attn_kernels attn__kernels_avx2;
 extern const attn_bwd_kernels attn__bwd_kernels_avx2;
 extern const attn_nn_kernels attn__nn_kernels_avx2;
+extern const attn_feat_kernels attn__feat_kernels_avx2;
 
 /* 12 independent chains of 8 lanes: FMA latency (4-5 cycles) times two FMA
  * pipes needs at least 10 in flight, and 12 chains plus the two constants
@@ -52,6 +53,7 @@ void attn__arch_init_avx2(attn__arch *a) {
     a->fwd = attn__kernels_avx2;
     a->bwd = attn__bwd_kernels_avx2;
     a->nn = attn__nn_kernels_avx2;
+    a->feat = attn__feat_kernels_avx2;
     a->peak_fma = peak_fma_avx2;
     attn__decode_init_avx2(&a->dec);
 }

@@ -11,6 +11,7 @@
 extern const attn_kernels attn__kernels_avx512;
 extern const attn_bwd_kernels attn__bwd_kernels_avx512;
 extern const attn_nn_kernels attn__nn_kernels_avx512;
+extern const attn_feat_kernels attn__feat_kernels_avx512;
 
 /* 16 independent chains of 16 lanes: FMA latency (4 cycles) times two
  * 512-bit FMA pipes needs at least 8 in flight; 16 chains plus the two
@@ -44,6 +45,7 @@ void attn__arch_init_avx512(attn__arch *a) {
     a->fwd = attn__kernels_avx512;
     a->bwd = attn__bwd_kernels_avx512;
     a->nn = attn__nn_kernels_avx512;
+    a->feat = attn__feat_kernels_avx512;
     a->peak_fma = peak_fma_avx512;
     attn__decode_init_avx512(&a->dec);
 }

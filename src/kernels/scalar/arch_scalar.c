@@ -7,6 +7,7 @@
 extern const attn_kernels attn__kernels_scalar;
 extern const attn_bwd_kernels attn__bwd_kernels_scalar;
 extern const attn_nn_kernels attn__nn_kernels_scalar;
+extern const attn_feat_kernels attn__feat_kernels_scalar;
 
 /* Peak of the baseline instruction set these kernels are compiled for (on
  * x86-64: SSE2, no FMA instruction): 12 independent chains x' = x*a + b of
@@ -58,6 +59,7 @@ void attn__arch_init_scalar(attn__arch *a) {
     a->fwd = attn__kernels_scalar;
     a->bwd = attn__bwd_kernels_scalar;
     a->nn = attn__nn_kernels_scalar;
+    a->feat = attn__feat_kernels_scalar;
     a->peak_fma = peak_fma_scalar;
     attn__decode_init_scalar(&a->dec);
 }

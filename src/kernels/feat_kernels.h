@@ -1,0 +1,59 @@
+/* Feature maps of the kernelized attention methods (src/approx/
+ * approx_feature.c), one table per ISA family, held in the family's
+ * descriptor (kernels/arch.h) so ATTN_ARCH applies. Each family uses the
+ * exponential its softmax kernels use (scalar: libm expf; AVX2 and AVX-512:
+ * the polynomial of vmath_avx2.h / vmath_avx512.h), so the feature maps
+ * cost a few vector instructions per 8 or 16 features instead of a libm
+ * call per feature.
+ *
+ * Linear attention's phi(x) = elu(x) + 1; the Performer's
+ *   phi(x)_r = exp(u_r - h - c) * norm,  u_r = w_r . x',  h = |x'|^2 / 2
+ * with the projection u computed by the caller (a GEMM) and c a shift
+ * that cancels in the attention ratio. */
+#ifndef ATTN_FEAT_KERNELS_H
+#define ATTN_FEAT_KERNELS_H
+
+#include <stdint.h>
+
+typedef struct attn_feat_kernels {
+    /* y[i*F + d] = elu(x[i*ldx + d]) + 1 = x > 0 ? x + 1 : exp(x), i < n,
+     * d < F. NaN stays NaN. colsum (unless NULL): colsum[d] += y[i*F + d],
+     * rows in order (the key sum z of the state, while y is in registers). */
+    void (*elu1)(const float *x, int64_t ldx, int64_t n, int64_t F, float *y, float *colsum);
+    /* In place over u [n, F] (row stride F), x [n, D] rows of stride ldx:
+     *   h_i = hs * sum_d x[i, d]^2 (hs = scale / 2),  e_i = max_r u[i, r] - h_i
+     *   c_i = e_i (rowshift) or c = max_i e_i (one shift for the n rows)
+     *   u[i, r] = exp(u[i, r] - h_i - c_i) * norm
+     * A shift that is not finite (NaN or Inf inputs) is taken as 0 so the
+     * non-finite values propagate. colsum as elu1's. Returns max_i e_i
+     * (-inf when n = 0). */
+    float (*perf_exp)(float *u, int64_t n, int64_t F, const float *x, int64_t ldx, int64_t D,
+                      float hs, int rowshift, float norm, float *colsum);
+    /* The attention ratio in place over rows o [n, Dv] (row stride ldo)
+     * holding phi_i^T KV: den_i = phi[i*F ..] . z (F terms),
+     * o[i, d] *= 1 / den_i (0 when den_i = 0). */
+    void (*ratio)(float *o, int64_t ldo, int64_t n, int64_t Dv, const float *phi, int64_t F,
+                  const float *z);
+    /* The whole query side in one pass over rows i < n:
+     *   o[i, :] = (sum_r phi[i*F + r] S[r*lds + :]) / (phi_i . z)
+     * (0 when the denominator is 0): the product with the (F x Dv) state
+     * kept in cache, the normaliser and the ratio without a round trip of
+     * the numerators through memory. */
+    void (*apply)(const float *phi, int64_t n, int64_t F, const float *S, int64_t lds,
+                  const float *z, int64_t Dv, float *o, int64_t ldo);
+    /* The key side's state of n rows: S[r*lds + d] = sum_j phi[j*F + r] v[j*ldv + d]
+     * (r < F, d < Dv; overwritten), j in order. v is read from memory once
+     * (prefetched ahead), then from cache. */
+    void (*accum)(const float *phi, int64_t n, int64_t F, const float *v, int64_t ldv, int64_t Dv,
+                  float *S, int64_t lds);
+    /* The Performer's chain rule over rows i < n: with x' = s x and
+     * t_r = dphi[i*F + r] phi[i*F + r],
+     *   dx[i*ldd + d] = s sum_r t_r (omega[r*D + d] - x'_d)
+     * summed term by term in float64 (as a product, t Omega - (sum t) x'
+     * would cancel: w_r is close to x' for the features that dominate). */
+    void (*perf_back)(const float *x, int64_t ldx, int64_t n, int64_t D, const float *phi,
+                      const float *dphi, int64_t F, const float *omega, double s, float *dx,
+                      int64_t ldd);
+} attn_feat_kernels;
+
+#endif /* ATTN_FEAT_KERNELS_H */

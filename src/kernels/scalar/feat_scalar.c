@@ -1,0 +1,123 @@
+/* Scalar feature maps (kernels/feat_kernels.h): libm's expf, as the scalar
+ * softmax kernels use. The reference twin of feat_avx2.c / feat_avx512.c. */
+#include "kernels/feat_kernels.h"
+
+#include <math.h>
+
+static void elu1_scalar(const float *x, int64_t ldx, int64_t n, int64_t F, float *y,
+                        float *colsum) {
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t d = 0; d < F; d++) {
+            const float v = x[i * ldx + d];
+            y[i * F + d] = v > 0.0f ? v + 1.0f : expf(v);
+            if (colsum) colsum[d] += y[i * F + d];
+        }
+}
+
+static float perf_exp_scalar(float *u, int64_t n, int64_t F, const float *x, int64_t ldx,
+                             int64_t D, float hs, int rowshift, float norm, float *colsum) {
+    float emax = -INFINITY;
+    /* pass 1: e_i into the caller's row (its max), h_i kept per row below */
+    for (int64_t i = 0; i < n; i++) {
+        float m = -INFINITY;
+        for (int64_t r = 0; r < F; r++)
+            m = fmaxf(m, u[i * F + r]);
+        float s = 0.0f;
+        for (int64_t d = 0; d < D; d++)
+            s = fmaf(x[i * ldx + d], x[i * ldx + d], s);
+        emax = fmaxf(emax, m - hs * s);
+    }
+    float c = emax;
+    if (!isfinite(c)) c = 0.0f;
+    for (int64_t i = 0; i < n; i++) {
+        float *ui = u + i * F;
+        float s = 0.0f;
+        for (int64_t d = 0; d < D; d++)
+            s = fmaf(x[i * ldx + d], x[i * ldx + d], s);
+        const float h = hs * s;
+        if (rowshift) {
+            float m = -INFINITY;
+            for (int64_t r = 0; r < F; r++)
+                m = fmaxf(m, ui[r]);
+            c = m - h;
+            if (!isfinite(c)) c = 0.0f;
+        }
+        const float sub = h + c;
+        for (int64_t r = 0; r < F; r++) {
+            ui[r] = expf(ui[r] - sub) * norm;
+            if (colsum) colsum[r] += ui[r];
+        }
+    }
+    return emax;
+}
+
+static void ratio_scalar(float *o, int64_t ldo, int64_t n, int64_t Dv, const float *phi, int64_t F,
+                         const float *z) {
+    for (int64_t i = 0; i < n; i++) {
+        float den = 0.0f;
+        for (int64_t r = 0; r < F; r++)
+            den = fmaf(phi[i * F + r], z[r], den);
+        const float inv = den != 0.0f ? 1.0f / den : 0.0f;
+        for (int64_t d = 0; d < Dv; d++)
+            o[i * ldo + d] *= inv;
+    }
+}
+
+static void apply_scalar(const float *phi, int64_t n, int64_t F, const float *S, int64_t lds,
+                         const float *z, int64_t Dv, float *o, int64_t ldo) {
+    for (int64_t i = 0; i < n; i++) {
+        const float *pi = phi + i * F;
+        float *oi = o + i * ldo;
+        float den = 0.0f;
+        for (int64_t r = 0; r < F; r++)
+            den = fmaf(pi[r], z[r], den);
+        const float inv = den != 0.0f ? 1.0f / den : 0.0f;
+        for (int64_t d = 0; d < Dv; d++) {
+            float a = 0.0f;
+            for (int64_t r = 0; r < F; r++)
+                a = fmaf(pi[r], S[r * lds + d], a);
+            oi[d] = a * inv;
+        }
+    }
+}
+
+static void accum_scalar(const float *phi, int64_t n, int64_t F, const float *v, int64_t ldv,
+                         int64_t Dv, float *S, int64_t lds) {
+    for (int64_t r = 0; r < F; r++)
+        for (int64_t d = 0; d < Dv; d++) {
+            float a = 0.0f;
+            for (int64_t j = 0; j < n; j++)
+                a = fmaf(phi[j * F + r], v[j * ldv + d], a);
+            S[r * lds + d] = a;
+        }
+}
+
+static void perf_back_scalar(const float *x, int64_t ldx, int64_t n, int64_t D, const float *phi,
+                             const float *dphi, int64_t F, const float *omega, double s,
+                             float *dx, int64_t ldd) {
+    double xs[256], acc[256];
+    for (int64_t i = 0; i < n; i++) {
+        for (int64_t d0 = 0; d0 < D; d0 += 256) {
+            const int64_t nd = D - d0 < 256 ? D - d0 : 256;
+            for (int64_t d = 0; d < nd; d++)
+                xs[d] = s * (double)x[i * ldx + d0 + d], acc[d] = 0.0;
+            for (int64_t r = 0; r < F; r++) {
+                const double t = (double)dphi[i * F + r] * (double)phi[i * F + r];
+                const float *w = omega + r * D + d0;
+                for (int64_t d = 0; d < nd; d++)
+                    acc[d] += t * ((double)w[d] - xs[d]);
+            }
+            for (int64_t d = 0; d < nd; d++)
+                dx[i * ldd + d0 + d] = (float)(s * acc[d]);
+        }
+    }
+}
+
+const attn_feat_kernels attn__feat_kernels_scalar = {
+    .elu1 = elu1_scalar,
+    .perf_exp = perf_exp_scalar,
+    .ratio = ratio_scalar,
+    .apply = apply_scalar,
+    .accum = accum_scalar,
+    .perf_back = perf_back_scalar,
+};

@@ -1,0 +1,238 @@
+/* The feature-map kernels of every family this CPU runs
+ * (kernels/feat_kernels.h) against float64 computations of their
+ * definitions: elu + 1 with its column sums, the Performer's exponent with
+ * per-row and shared shifts, the ratio, the query side (apply) and the key
+ * side's state (accum), the Performer's chain rule in float64 (perf_back);
+ * odd sizes so every vector tail is taken, padding
+ * between rows left untouched, NaN propagated, a zero denominator giving 0.
+ * Tolerances are error bounds of the fp32 evaluation (a few units in the
+ * last place per operation, n u sum|terms| for a sum of n terms), far below
+ * what a wrong index or a missing term would give. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <math.h>
+
+#include "attn_test.h"
+#include "core/internal.h"
+#include "kernels/arch.h"
+
+#define U 1.1920929e-07 /* fp32 unit roundoff x 2 (one ulp at 1) */
+#define PAD 999.0f      /* sentinel between rows */
+
+static int g_fails;
+
+static void expect_close(const char *fam, const char *what, int64_t at, double got, double ref,
+                         double tol) {
+    if (fabs(got - ref) <= tol || (isnan(got) && isnan(ref))) return;
+    if (g_fails++ < 10)
+        fprintf(stderr, "%s %s [%lld]: got %.9g, want %.9g (tol %.3g)\n", fam, what,
+                (long long)at, got, ref, tol);
+}
+
+static float *buf(at_rng *r, int64_t n, float lo, float hi) {
+    float *x = malloc((size_t)(n > 0 ? n : 1) * sizeof *x);
+    assert_non_null(x);
+    for (int64_t i = 0; i < n; i++)
+        x[i] = at_rng_uniform(r, lo, hi);
+    return x;
+}
+
+static void check_elu1(const attn__arch *a, at_rng *r) {
+    const int64_t n = at_rng_int(r, 1, 40), F = at_rng_int(r, 1, 70), ldx = F + at_rng_int(r, 0, 5);
+    float *x = buf(r, n * ldx, -9.0f, 4.0f), *y = buf(r, n * F, 0, 0), *z = buf(r, F, -1, 1);
+    if (at_rng_int(r, 0, 3) == 0) x[at_rng_int(r, 0, n - 1) * ldx + at_rng_int(r, 0, F - 1)] = NAN;
+    double *z0 = malloc((size_t)F * sizeof *z0);
+    for (int64_t d = 0; d < F; d++)
+        z0[d] = z[d];
+    a->feat.elu1(x, ldx, n, F, y, z);
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t d = 0; d < F; d++) {
+            const double v = x[i * ldx + d], ref = v > 0 ? v + 1.0 : exp(v);
+            expect_close(a->name, "elu1", i * F + d, y[i * F + d], ref, 2.0 * U * fabs(ref));
+        }
+    for (int64_t d = 0; d < F; d++) { /* rows in order, in fp32: bound n u sum|y| */
+        double s = z0[d], sa = fabs(z0[d]);
+        for (int64_t i = 0; i < n; i++)
+            s += y[i * F + d], sa += fabs((double)y[i * F + d]);
+        expect_close(a->name, "elu1 colsum", d, z[d], s, (double)(n + 1) * U * sa);
+    }
+    free(x), free(y), free(z), free(z0);
+}
+
+static void check_perf_exp(const attn__arch *a, at_rng *r) {
+    const int64_t n = at_rng_int(r, 1, 40), F = at_rng_int(r, 1, 70), D = at_rng_int(r, 1, 70);
+    const int64_t ldx = D + at_rng_int(r, 0, 3);
+    const int rowshift = (int)at_rng_int(r, 0, 1);
+    const float hs = at_rng_uniform(r, 0.01f, 0.5f), norm = at_rng_uniform(r, 0.1f, 1.0f);
+    float *x = buf(r, n * ldx, -1.5f, 1.5f), *u = buf(r, n * F, -6.0f, 6.0f);
+    float *u0 = malloc((size_t)(n * F) * sizeof *u0), *z = buf(r, F, 0, 0);
+    memcpy(u0, u, (size_t)(n * F) * sizeof *u);
+    memset(z, 0, (size_t)F * sizeof *z);
+    const float emax = a->feat.perf_exp(u, n, F, x, ldx, D, hs, rowshift, norm, z);
+    double *h = malloc((size_t)n * sizeof *h), *e = malloc((size_t)n * sizeof *e), em = -INFINITY;
+    for (int64_t i = 0; i < n; i++) {
+        double s = 0, m = -INFINITY;
+        for (int64_t d = 0; d < D; d++)
+            s += (double)x[i * ldx + d] * x[i * ldx + d];
+        for (int64_t k = 0; k < F; k++)
+            m = fmax(m, u0[i * F + k]);
+        h[i] = hs * s, e[i] = m - h[i], em = fmax(em, e[i]);
+    }
+    /* the exponent's error: a few roundings of |u| + h + |c|, and D u h for h */
+    for (int64_t i = 0; i < n; i++) {
+        const double c = rowshift ? e[i] : em;
+        for (int64_t k = 0; k < F; k++) {
+            const double arg = u0[i * F + k] - h[i] - c, ref = exp(arg) * norm;
+            const double aerr = 4.0 * U * (fabs(u0[i * F + k]) + h[i] + fabs(c)) + D * U * h[i];
+            expect_close(a->name, rowshift ? "perf_exp row" : "perf_exp shared", i * F + k,
+                         u[i * F + k], ref, ref * (aerr + 4.0 * U));
+        }
+    }
+    expect_close(a->name, "perf_exp max", 0, emax, em, 8.0 * U * (fabs(em) + 1.0) + D * U);
+    for (int64_t k = 0; k < F; k++) {
+        double s = 0, sa = 0;
+        for (int64_t i = 0; i < n; i++)
+            s += u[i * F + k], sa += fabs((double)u[i * F + k]);
+        expect_close(a->name, "perf_exp colsum", k, z[k], s, (double)n * U * sa);
+    }
+    /* a NaN in a projection stays NaN (the row's output then is NaN) */
+    memcpy(u, u0, (size_t)(n * F) * sizeof *u);
+    u[0] = NAN;
+    a->feat.perf_exp(u, n, F, x, ldx, D, hs, 1, norm, NULL);
+    if (!isnan(u[0]) && g_fails++ < 10) fprintf(stderr, "%s perf_exp: NaN lost\n", a->name);
+    free(x), free(u), free(u0), free(z), free(h), free(e);
+}
+
+/* phi [n, F], S [F, lds], z [F] -> o [n, ldo] by ratio and by apply */
+static void check_apply(const attn__arch *a, at_rng *r) {
+    const int64_t n = at_rng_int(r, 1, 30), F = at_rng_int(r, 1, 70), Dv = at_rng_int(r, 1, 70);
+    const int64_t lds = Dv + at_rng_int(r, 0, 3), ldo = Dv + at_rng_int(r, 1, 4);
+    float *phi = buf(r, n * F, 0.0f, 2.0f), *S = buf(r, F * lds, -3.0f, 3.0f);
+    float *z = buf(r, F, 0.1f, 5.0f), *o = buf(r, n * ldo, 0, 0), *o2 = buf(r, n * ldo, 0, 0);
+    for (int64_t k = 0; k < F; k++) /* row 0: a zero denominator */
+        phi[k] = 0.0f;
+    for (int64_t e = 0; e < n * ldo; e++)
+        o[e] = PAD;
+    a->feat.apply(phi, n, F, S, lds, z, Dv, o, ldo);
+    for (int64_t i = 0; i < n; i++) {
+        double den = 0, dena = 0;
+        for (int64_t k = 0; k < F; k++)
+            den += (double)phi[i * F + k] * z[k], dena += fabs((double)phi[i * F + k] * z[k]);
+        for (int64_t d = 0; d < ldo; d++) {
+            if (d >= Dv) {
+                expect_close(a->name, "apply padding", i * ldo + d, o[i * ldo + d], PAD, 0);
+                continue;
+            }
+            double num = 0, numa = 0;
+            for (int64_t k = 0; k < F; k++) {
+                const double t = (double)phi[i * F + k] * S[k * lds + d];
+                num += t, numa += fabs(t);
+            }
+            const double ref = den != 0 ? num / den : 0;
+            const double tol = den != 0 ? (F + 2) * U * (numa + fabs(num) * dena / den) / den : 0;
+            expect_close(a->name, "apply", i * ldo + d, o[i * ldo + d], ref, tol);
+            o2[i * ldo + d] = (float)num;
+        }
+    }
+    /* ratio: the same division over given numerators */
+    for (int64_t e = 0; e < n * ldo; e++)
+        o[e] = o2[e];
+    a->feat.ratio(o, ldo, n, Dv, phi, F, z);
+    for (int64_t i = 0; i < n; i++) {
+        double den = 0, dena = 0;
+        for (int64_t k = 0; k < F; k++)
+            den += (double)phi[i * F + k] * z[k], dena += fabs((double)phi[i * F + k] * z[k]);
+        for (int64_t d = 0; d < Dv; d++) {
+            const double num = o2[i * ldo + d], ref = den != 0 ? num / den : 0;
+            const double tol = den != 0 ? (F + 3) * U * fabs(num) * dena / (den * den) : 0;
+            expect_close(a->name, "ratio", i * ldo + d, o[i * ldo + d], ref, tol);
+        }
+    }
+    free(phi), free(S), free(z), free(o), free(o2);
+}
+
+static void check_accum(const attn__arch *a, at_rng *r) {
+    const int64_t n = at_rng_int(r, 1, 90), F = at_rng_int(r, 1, 70), Dv = at_rng_int(r, 1, 70);
+    const int64_t ldv = Dv + at_rng_int(r, 0, 3), lds = Dv + at_rng_int(r, 1, 3);
+    float *phi = buf(r, n * F, 0.0f, 2.0f), *v = buf(r, n * ldv, -2.0f, 2.0f);
+    float *S = buf(r, F * lds, 0, 0);
+    for (int64_t e = 0; e < F * lds; e++)
+        S[e] = PAD;
+    a->feat.accum(phi, n, F, v, ldv, Dv, S, lds);
+    for (int64_t k = 0; k < F; k++)
+        for (int64_t d = 0; d < lds; d++) {
+            if (d >= Dv) {
+                expect_close(a->name, "accum padding", k * lds + d, S[k * lds + d], PAD, 0);
+                continue;
+            }
+            double s = 0, sa = 0;
+            for (int64_t j = 0; j < n; j++) {
+                const double t = (double)phi[j * F + k] * v[j * ldv + d];
+                s += t, sa += fabs(t);
+            }
+            expect_close(a->name, "accum", k * lds + d, S[k * lds + d], s, (n + 1) * U * sa);
+        }
+    free(phi), free(v), free(S);
+}
+
+static void check_perf_back(const attn__arch *a, at_rng *r) {
+    const int64_t n = at_rng_int(r, 1, 12), F = at_rng_int(r, 1, 70), D = at_rng_int(r, 1, 80);
+    const int64_t ldx = D + at_rng_int(r, 0, 3), ldd = D + at_rng_int(r, 1, 3);
+    const double s = at_rng_uniform(r, 0.1f, 1.0f);
+    float *x = buf(r, n * ldx, -2.0f, 2.0f), *phi = buf(r, n * F, 0.0f, 1.0f);
+    float *dphi = buf(r, n * F, -1.0f, 1.0f), *om = buf(r, F * D, -2.0f, 2.0f);
+    float *dx = buf(r, n * ldd, 0, 0);
+    for (int64_t e = 0; e < n * ldd; e++)
+        dx[e] = PAD;
+    a->feat.perf_back(x, ldx, n, D, phi, dphi, F, om, s, dx, ldd);
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t d = 0; d < ldd; d++) {
+            if (d >= D) {
+                expect_close(a->name, "perf_back padding", i * ldd + d, dx[i * ldd + d], PAD, 0);
+                continue;
+            }
+            double acc = 0, sa = 0;
+            for (int64_t k = 0; k < F; k++) {
+                const double t = (double)dphi[i * F + k] * phi[i * F + k] *
+                                 ((double)om[k * D + d] - s * (double)x[i * ldx + d]);
+                acc += t, sa += fabs(t);
+            }
+            /* float64 sums: only the final rounding to fp32 (and s) */
+            expect_close(a->name, "perf_back", i * ldd + d, dx[i * ldd + d], s * acc,
+                         U * fabs(s * acc) + 1e-12 * s * sa);
+        }
+    free(x), free(phi), free(dphi), free(om), free(dx);
+}
+
+static void test_feat_kernels(void **state) {
+    (void)state;
+    const char *name;
+    for (int i = 0; (name = attn_arch_available(i)) != NULL; i++) {
+        attn_status why;
+        const attn__arch *a = attn__arch_find(name, &why);
+        assert_non_null(a);
+        for (int k = 0; k < (at_quick() ? 30 : 200); k++) {
+            at_rng r = at_rng_for(0x17000 + (uint64_t)k * 8 + (uint64_t)i);
+            check_elu1(a, &r);
+            check_perf_exp(a, &r);
+            check_apply(a, &r);
+            check_accum(a, &r);
+            check_perf_back(a, &r);
+        }
+    }
+    assert_int_equal(g_fails, 0);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_feat_kernels),
+    };
+    printf("seed %llu\n", (unsigned long long)at_base_seed());
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
