@@ -128,7 +128,14 @@ PY
     --plot "$W/q.svg" >"$W/table" 2>&1 || fail "quality table exit $?"
 for m in exact window-2+cls topk-4; do grep -q "^$m " "$W/table" || fail "table lacks $m"; done
 # the chart: a point per method in each of its two panels
-grep -q "^<svg" "$W/q.svg" && [ "$(grep -c "<circle" "$W/q.svg")" = 6 ] || fail "quality svg"
+grep -q "^<svg" "$W/q.svg" && [ "$(grep -c "width='5' height='5'" "$W/q.svg")" = 6 ] ||
+    fail "quality svg"
+# the same chart as PNG: a PNG signature and the header's 1000 x 480
+"$ATTN" compare --quality --input "$Q" --reps 1 --threads 1 --methods exact,topk-4 \
+    --plot "$W/q.png" >/dev/null 2>&1 || fail "quality png exit $?"
+[ "$(head -c 8 "$W/q.png" | od -An -tx1 | tr -d ' \n')" = 89504e470d0a1a0a ] &&
+    [ "$(head -c 24 "$W/q.png" | tail -c 8 | od -An -tx1 | tr -d ' \n')" = 000003e8000001e0 ] ||
+    fail "quality png"
 
 # compare --input: timing on the model's q, k, v (H 12, D 32)
 "$ATTN" compare --input "$Q" --layer 2 --T 64,200 --methods exact,window,nystrom-32,topk-32 \
@@ -172,7 +179,7 @@ bad 2 "exact attention only" "$ATTN" embed --attention topk-4 --prune-after 1 --
 bad 2 "show-attention" "$ATTN" embed --show-attention --layer 0 --head 0 --prune-after 1 --keep 1 hi
 bad 2 "unknown method 'window-'" "$ATTN" compare --quality --input "$Q" --methods exact,window-
 bad 2 "unknown method 'prune-1-1.5'" "$ATTN" compare --quality --input "$Q" --methods prune-1-1.5
-bad 2 "give a FILE.svg" "$ATTN" compare --quality --input "$Q" --plot "$W/never"
+bad 2 "must end in .svg or .png" "$ATTN" compare --quality --input "$Q" --plot "$W/never"
 bad 2 "need --input" "$ATTN" compare --quality
 bad 2 "need --input" "$ATTN" compare --model /nonexistent
 for o in "--T 64" "--layer 0" "--block 8" "--window 1" "--max-exact 9" --causal; do

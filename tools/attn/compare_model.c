@@ -20,11 +20,11 @@
 #include "bert_methods.h"
 #include "cli_time.h"
 #include "embed.h"
+#include "plot.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 const char *const cmp_quality_default =
     "exact,window-1,window-2,window-4,window-8,window-1+cls,window-2+cls,window-4+cls,"
@@ -159,7 +159,7 @@ static void jnum(const char *key, double x) {
         printf(", \"%s\": %.9g", key, x);
 }
 
-/* ---- quality vs speed chart (SVG) --------------------------------------- */
+/* ---- quality vs speed chart (plot.h: SVG or PNG) --------------------------------------- */
 
 typedef struct qpoint {
     char name[64];
@@ -180,7 +180,7 @@ static const char *family_color(const char *name) {
 }
 
 /* One panel: mean cosine (y, linear, [y0, 1]) against x (linear, [0, x1]). */
-static void qpanel(FILE *f, double px, double py, double w, double h, const char *title,
+static void qpanel(plot *f, double px, double py, double w, double h, const char *title,
                    const char *xlab, const qpoint *pt, int n, int by_time) {
     double x1 = 1.0, y0 = 1.0;
     for (int i = 0; i < n; i++) {
@@ -189,75 +189,52 @@ static void qpanel(FILE *f, double px, double py, double w, double h, const char
     }
     x1 = ceil(x1 * 5.0) / 5.0, y0 = floor(fmax(y0, -1.0) * 10.0) / 10.0;
     if (y0 >= 1.0) y0 = 0.9;
-    fprintf(f, "<rect x='%.1f' y='%.1f' width='%.1f' height='%.1f' fill='none' stroke='#444'/>\n",
-            px, py, w, h);
-    fprintf(f, "<text x='%.1f' y='%.1f' font-size='14' text-anchor='middle'>%s</text>\n",
-            px + w / 2, py - 8, title);
-    fprintf(f, "<text x='%.1f' y='%.1f' font-size='12' text-anchor='middle'>%s</text>\n",
-            px + w / 2, py + h + 34, xlab);
-    fprintf(f,
-            "<text x='%.1f' y='%.1f' font-size='12' text-anchor='middle' transform='rotate(-90 "
-            "%.1f %.1f)'>mean cosine to exact embeddings</text>\n",
-            px - 44, py + h / 2, px - 44, py + h / 2);
+    char b[32];
     for (int k = 0; k <= 5; k++) {
         const double xv = x1 * k / 5.0, yv = y0 + (1.0 - y0) * k / 5.0;
         const double X = px + w * k / 5.0, Y = py + h - h * k / 5.0;
-        fprintf(f, "<line x1='%.1f' y1='%.1f' x2='%.1f' y2='%.1f' stroke='#eee'/>\n", X, py, X,
-                py + h);
-        fprintf(f, "<line x1='%.1f' y1='%.1f' x2='%.1f' y2='%.1f' stroke='#eee'/>\n", px, Y,
-                px + w, Y);
-        fprintf(f, "<text x='%.1f' y='%.1f' font-size='11' text-anchor='middle'>%.2g</text>\n", X,
-                py + h + 16, xv);
-        fprintf(f, "<text x='%.1f' y='%.1f' font-size='11' text-anchor='end'>%.2f</text>\n",
-                px - 4, Y + 4, yv);
+        plot_line(f, X, py, X, py + h, "#eeeeee", 1);
+        plot_line(f, px, Y, px + w, Y, "#eeeeee", 1);
+        snprintf(b, sizeof b, "%.2g", xv);
+        plot_text(f, X, py + h + 16, 11, PLOT_MIDDLE, 0, b);
+        snprintf(b, sizeof b, "%.2f", yv);
+        plot_text(f, px - 4, Y + 4, 11, PLOT_END, 0, b);
     }
+    plot_rect(f, px, py, w, h, "#444444");
+    plot_text(f, px + w / 2, py - 8, 14, PLOT_MIDDLE, 0, title);
+    plot_text(f, px + w / 2, py + h + 34, 12, PLOT_MIDDLE, 0, xlab);
+    plot_text(f, px - 44, py + h / 2, 12, PLOT_MIDDLE, 1, "mean cosine to exact embeddings");
     for (int i = 0; i < n; i++) {
         const double xv = by_time ? pt[i].time_rel : pt[i].work;
         const double X = px + w * xv / x1, Y = py + h - h * (pt[i].cos_mean - y0) / (1.0 - y0);
         if (!isfinite(X) || !isfinite(Y)) continue;
-        fprintf(f, "<circle cx='%.1f' cy='%.1f' r='4' fill='%s'/>\n", X, Y,
-                family_color(pt[i].name));
-        fprintf(f, "<text x='%.1f' y='%.1f' font-size='9' fill='#333'>%s</text>\n", X + 5, Y - 3,
-                pt[i].name);
+        plot_polyline(f, 1, &X, &Y, family_color(pt[i].name), 0); /* one point: its marker */
+        plot_text(f, X + 5, Y - 3, 9, PLOT_START, 0, pt[i].name);
     }
 }
 
-static int write_quality_svg(const char *path, const qpoint *pt, int n, int64_t texts,
-                             int cpu_time) {
-    attn_outfile *of = NULL;
-    if (attn_outfile_open(NULL, path, &of)) return attn_cli_error(1, "cannot write %s", path);
-    FILE *f = fdopen(dup(attn_outfile_fd(of)), "w");
-    if (!f) {
-        attn_outfile_abort(of);
-        return attn_cli_error(1, "cannot write %s", path);
-    }
-    fprintf(f, "<svg xmlns='http://www.w3.org/2000/svg' width='1000' height='480' "
-               "font-family='sans-serif'>\n<rect width='100%%' height='100%%' fill='white'/>\n");
-    fprintf(f,
-            "<text x='500' y='20' font-size='15' text-anchor='middle'>attn compare --quality: "
-            "%lld texts, each method in every layer</text>\n",
-            (long long)texts);
+/* The chart, as SVG or PNG by the path's extension (checked before any work). */
+static int write_quality_plot(const char *path, const qpoint *pt, int n, int64_t texts,
+                              int cpu_time) {
+    plot *f = plot_new(plot_kind_of(path), 1000, 480);
+    if (!f) return attn_cli_error(1, "out of memory drawing %s", path);
+    char b[128];
+    snprintf(b, sizeof b, "attn compare --quality: %lld texts, each method in every layer",
+             (long long)texts);
+    plot_text(f, 500, 20, 15, PLOT_MIDDLE, 0, b);
     qpanel(f, 70, 50, 380, 360, "quality vs work", "encoder FLOPs / exact's", pt, n, 0);
     qpanel(f, 570, 50, 380, 360, "quality vs time",
            cpu_time ? "CPU time / exact's" : "wall time / exact's", pt, n, 1);
-    fprintf(f, "</svg>\n");
-    int bad = fflush(f) != 0;
-    bad |= fclose(f) != 0;
-    if (bad) {
-        attn_outfile_abort(of);
-        return attn_cli_error(1, "cannot write %s", path);
-    }
-    if (attn_outfile_commit(NULL, of)) return attn_cli_error(1, "cannot write %s", path);
-    return 0;
+    const int st = plot_write(f, path);
+    plot_free(f);
+    return st;
 }
 
 int cmp_quality(const cmp_quality_opts *o) {
     const char *list = o->methods ? o->methods : cmp_quality_default;
     /* bad usage first: every name must parse, before any file is opened */
-    const size_t pl = o->plot ? strlen(o->plot) : 0;
-    if (o->plot && (pl < 5 || strcmp(o->plot + pl - 4, ".svg")))
-        return attn_cli_error(2, "compare: --quality --plot writes SVG: give a FILE.svg, got '%s'",
-                              o->plot);
+    if (o->plot && plot_kind_of(o->plot) < 0)
+        return attn_cli_error(2, "compare: --plot: '%s': the name must end in .svg or .png", o->plot);
     int nm = 0;
     if (!*list) return attn_cli_error(2, "compare: --methods: unknown method '' for --quality");
     for (const char *p = list; *p;) {
@@ -389,7 +366,7 @@ int cmp_quality(const cmp_quality_opts *o) {
             ref = fmin(isnan(ref) ? INFINITY : ref, pts[i].time_rel);
         for (int i = 0; i < npt; i++)
             pts[i].time_rel /= ref;
-        rc = write_quality_svg(o->plot, pts, npt, n, o->cpu_time);
+        rc = write_quality_plot(o->plot, pts, npt, n, o->cpu_time);
     }
     free(e0), free(e1), free(c0), free(c1), free(r0), free(r1), free(times), free(pts);
     embed_session_free(&s, t.n);
