@@ -1,5 +1,6 @@
 /* Scalar nn element-wise kernels: the reference twin of nn_avx2.c, same
  * steps and the same explicit FMAs. */
+#include "kernels/half.h"
 #include "kernels/nn_kernels.h"
 
 #include <math.h>
@@ -108,6 +109,22 @@ static void gemv_scalar(const float *W, int64_t ldw, int64_t n, int64_t K, const
     }
 }
 
+static void gemv_bf16_scalar(const uint16_t *W, int64_t ldw, int64_t n, int64_t K, const float *x,
+                             int acc, float *y) {
+    for (int64_t j = 0; j < n; j++) {
+        const uint16_t *w = W + j * ldw;
+        float s = 0.0f;
+        for (int64_t k = 0; k < K; k++)
+            s = fmaf(attn__bf2f(w[k]), x[k], s);
+        y[j] = acc ? y[j] + s : s;
+    }
+}
+
+static void bf16_widen_scalar(const uint16_t *x, float *y, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        y[i] = attn__bf2f(x[i]);
+}
+
 const attn_nn_kernels attn__nn_kernels_scalar = {
     .name = "scalar",
     .erf = erf_scalar,
@@ -116,4 +133,6 @@ const attn_nn_kernels attn__nn_kernels_scalar = {
     .gelu_tanh = gelu_tanh_scalar,
     .gelu_tanh_bwd = gelu_tanh_bwd_scalar,
     .gemv = gemv_scalar,
+    .gemv_bf16 = gemv_bf16_scalar,
+    .bf16_widen = bf16_widen_scalar,
 };
