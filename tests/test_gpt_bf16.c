@@ -1,9 +1,9 @@
 /* Decoders with bf16 weights (ATTN_GPT_WEIGHTS_BF16):
- *   - the bf16-weight matrix-vector kernel of every kernel family the CPU
- *     runs, and the widening kernel, against a float64 oracle on the
+ *   - the bf16-weight matrix-vector and matrix kernels of every kernel
+ *     family the CPU runs, against a float64 oracle on the
  *     bf16-rounded weights under the 2x plain-fp32 rule (odd sizes, K not a
  *     multiple of 16, row tails, row strides, accumulation);
- *   - attn__sgemm_bf16w at M = 1 and M > 1 (the panel path) likewise, and
+ *   - attn__sgemm_bf16w at M = 1 and M > 1 (M in chunks) likewise, and
  *     the same bits on 1 and 2 threads;
  *   - the GPT-2 and Llama fixtures loaded with bf16 weights give the logits
  *     of an fp32 model whose matrices hold the same bf16-rounded values
@@ -61,7 +61,7 @@ static const int64_t shapes[][2] = {{1, 1},   {3, 5},    {4, 16},   {5, 17},   {
                                     {4, 100}, {513, 64}, {6, 1000}};
 #define NSHAPES (sizeof shapes / sizeof shapes[0])
 
-/* The kernel table's gemv_bf16 and bf16_widen of each family, directly. */
+/* The kernel table's gemv_bf16 and gemm_bf16 of each family, directly. */
 static void test_kernels(void **state) {
     (void)state;
     const char *names[] = {"scalar", "avx2", "avx512"};
@@ -79,9 +79,9 @@ static void test_kernels(void **state) {
             at_rng r = at_rng_for(4100 + si);
             uint16_t *W = malloc((size_t)(N * ldw) * 2);
             float *x = malloc((size_t)K * 4), *y = malloc((size_t)N * 4), *b = malloc((size_t)N * 4);
-            float *f32 = malloc((size_t)N * 4), *wide = malloc((size_t)(N * ldw) * 4);
+            float *f32 = malloc((size_t)N * 4);
             double *ref = malloc((size_t)N * 8);
-            assert_true(W && x && y && b && f32 && wide && ref);
+            assert_true(W && x && y && b && f32 && ref);
             fill_bf16(&r, W, N * ldw);
             for (int64_t k = 0; k < K; k++)
                 x[k] = at_rng_uniform(&r, -1, 1);
@@ -97,14 +97,32 @@ static void test_kernels(void **state) {
                          (long long)N, (long long)K, acc);
                 assert_true(at_check_f64(what, y, ref, f32, N, r.seed));
             }
-            /* widening is exact, tails included */
-            for (int64_t i = 0; i < N * ldw; i++)
-                wide[i] = NAN;
-            f->nn.bf16_widen(W, wide, N * ldw - 1);
-            for (int64_t i = 0; i < N * ldw - 1; i++)
-                assert_true(wide[i] == attn__bf2f(W[i]));
-            assert_true(isnan(wide[N * ldw - 1])); /* nothing past n written */
-            free(W), free(x), free(y), free(b), free(f32), free(wide), free(ref);
+            /* several rows of x at once (blocks of rows and their tails) */
+            const int64_t Ms[] = {2, 6, 7, 13};
+            for (size_t mi = 0; mi < 4; mi++) {
+                const int64_t M = Ms[mi], ldx = K + 2, ldy = N + 1;
+                float *X = malloc((size_t)(M * ldx) * 4), *Y = malloc((size_t)(M * ldy) * 4);
+                float *Y0 = malloc((size_t)(M * ldy) * 4);
+                assert_true(X && Y && Y0);
+                for (int64_t i = 0; i < M * ldx; i++)
+                    X[i] = at_rng_uniform(&r, -1, 1);
+                for (int64_t i = 0; i < M * ldy; i++)
+                    Y0[i] = at_rng_uniform(&r, -1, 1);
+                for (int acc = 0; acc < 2; acc++) {
+                    memcpy(Y, Y0, (size_t)(M * ldy) * 4);
+                    f->nn.gemm_bf16(W, ldw, N, K, X, ldx, M, acc, Y, ldy);
+                    for (int64_t i = 0; i < M; i++) {
+                        oracle(W, ldw, N, K, X + i * ldx, acc ? Y0 + i * ldy : NULL, ref, f32);
+                        char what[80];
+                        snprintf(what, sizeof what, "gemm_bf16 %s M=%lld N=%lld K=%lld acc=%d",
+                                 names[fi], (long long)M, (long long)N, (long long)K, acc);
+                        assert_true(at_check_f64(what, Y + i * ldy, ref, f32, N, r.seed));
+                        assert_true(Y[i * ldy + N] == Y0[i * ldy + N]); /* past n untouched */
+                    }
+                }
+                free(X), free(Y), free(Y0);
+            }
+            free(W), free(x), free(y), free(b), free(f32), free(ref);
         }
     }
     assert_true(ran >= 1);
@@ -116,9 +134,9 @@ static void test_sgemm_bf16w(void **state) {
     (void)state;
     attn_ctx *one;
     assert_int_equal(attn_ctx_create(&one, 1), ATTN_OK);
-    const int64_t Ms[] = {1, 2, 5};
+    const int64_t Ms[] = {1, 2, 5, 7, 100};
     for (size_t si = 0; si < NSHAPES; si++)
-        for (size_t mi = 0; mi < 3; mi++) {
+        for (size_t mi = 0; mi < 5; mi++) {
             const int64_t N = shapes[si][0], K = shapes[si][1], M = Ms[mi];
             const int64_t ldb = K + (int64_t)(si % 2) * 3, lda = K + 1, ldc = N + 2;
             at_rng r = at_rng_for(4200 + 10 * si + mi);

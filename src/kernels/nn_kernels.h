@@ -62,9 +62,11 @@ typedef struct attn_nn_kernels {
      * that of gemv on the widened W, in each family's own order. */
     void (*gemv_bf16)(const uint16_t *W, int64_t ldw, int64_t n, int64_t K, const float *x,
                       int acc, float *y);
-    /* y[i] = x[i] widened from bfloat16 to float (exact): the panels of a
-     * bf16 weight before a GEMM of several rows */
-    void (*bf16_widen)(const uint16_t *x, float *y, int64_t n);
+    /* gemv_bf16 for M rows of x at once (rows of stride ldx; y rows of
+     * stride ldy): y[i][j] = sum_k W[j][k] x[i][k] (+ y[i][j] when acc),
+     * reading the n rows of W from memory once for all M */
+    void (*gemm_bf16)(const uint16_t *W, int64_t ldw, int64_t n, int64_t K, const float *x,
+                      int64_t ldx, int64_t M, int acc, float *y, int64_t ldy);
 } attn_nn_kernels;
 
 /* GELU-tanh constants: c = sqrt(2/pi), a; -2c; 2c; 3a. */

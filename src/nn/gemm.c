@@ -15,13 +15,12 @@
  * thread in one order, so it does not depend on the thread count.
  *
  * Weights stored as bfloat16 (a decoder loaded with ATTN_GPT_WEIGHTS_BF16)
- * go through attn__sgemm_bf16w: M = 1 to the kernel table's gemv_bf16 (the
- * same row split), M > 1 in panels of W rows widened to fp32 into a
- * per-thread buffer that stays in L2, each panel one single-threaded
- * dnnl_sgemm; oneDNN 2.6 (Debian's) has no f32 x bf16 matmul, and its
- * bf16 x bf16 path would round the activations too (docs/DESIGN.md, "bf16
- * weights"). Panels are fixed by K alone and each is made by one thread,
- * so here too the result does not depend on the thread count.
+ * go through attn__sgemm_bf16w: M = 1 to the kernel table's gemv_bf16, M > 1
+ * to its gemm_bf16, with the same row split, so here too each output is
+ * made by one thread and the bits do not depend on the thread count.
+ * oneDNN 2.6 (Debian's) has no f32 x bf16 matmul, its bf16 x bf16 path
+ * would round the activations too, and widening W into panels for
+ * dnnl_sgemm measured slower than fp32 (docs/DESIGN.md, "bf16 weights").
  *
  * Threads: oneDNN runs on the calling thread's OpenMP team, sized by
  * omp_get_max_threads(). The context's count is set for this call and the
@@ -60,9 +59,6 @@ static void gemv_bf16(attn_ctx *ctx, int64_t N, int64_t K, const float *x, const
     }
 }
 
-/* Floats of one widened panel of W: 256 KB, within every x86 L2 we run on. */
-#define PANEL_FLOATS 65536
-
 void attn__sgemm_bf16w(attn_ctx *ctx, int64_t M, int64_t N, int64_t K, const float *A,
                        int64_t lda, const uint16_t *B, int64_t ldb, float beta, float *C,
                        int64_t ldc) {
@@ -72,38 +68,20 @@ void attn__sgemm_bf16w(attn_ctx *ctx, int64_t M, int64_t N, int64_t K, const flo
         gemv_bf16(ctx, N, K, A, B, ldb, beta == 1.0f, C);
         return;
     }
+    /* M > 1: the same row split; a task's rows of W are read from memory
+     * once and stay in L2 while chunks of A (256 KB each, L2 too) pass over
+     * them, four rows of W at a time kept in L1 by the kernel */
     const attn_nn_kernels *k = attn__nn_kernels();
-    int64_t np = ATTN_MAX((int64_t)16, (PANEL_FLOATS / K) & ~(int64_t)15);
-    np = ATTN_MIN(np, N);
-    const int64_t tasks = (N + np - 1) / np;
+    const int64_t tasks = (N + GEMV_ROWS - 1) / GEMV_ROWS;
+    const int64_t mc = ATTN_MAX((int64_t)6, 65536 / K / 6 * 6);
     const int threads = (int)ATTN_MIN((int64_t)attn_ctx_threads(ctx), tasks);
-    float *buf = attn__malloc((size_t)threads * (size_t)(np * K) * sizeof(float));
-    if (!buf) { /* no memory for panels: one row at a time, which needs none */
-        for (int64_t i = 0; i < M; i++)
-            gemv_bf16(ctx, N, K, A + i * lda, B, ldb, beta == 1.0f, C + i * ldc);
-        return;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t t = 0; t < tasks; t++) {
+        const int64_t j0 = t * GEMV_ROWS, n = ATTN_MIN((int64_t)GEMV_ROWS, N - j0);
+        for (int64_t i0 = 0; i0 < M; i0 += mc)
+            k->gemm_bf16(B + j0 * ldb, ldb, n, K, A + i0 * lda, lda, ATTN_MIN(mc, M - i0),
+                         beta == 1.0f, C + i0 * ldc + j0, ldc);
     }
-#pragma omp parallel num_threads(threads)
-    {
-        /* oneDNN sizes its own team by omp_get_max_threads(): 1 here, this
-         * thread's setting only (a team of one is not an active level, so
-         * a nested team would be made and oversubscribe the cores) */
-        omp_set_num_threads(1);
-        float *p = buf + (size_t)omp_get_thread_num() * (size_t)(np * K);
-#pragma omp for schedule(static)
-        for (int64_t t = 0; t < tasks; t++) {
-            const int64_t j0 = t * np, n = ATTN_MIN(np, N - j0);
-            if (ldb == K)
-                k->bf16_widen(B + j0 * ldb, p, n * K);
-            else
-                for (int64_t j = 0; j < n; j++)
-                    k->bf16_widen(B + (j0 + j) * ldb, p + j * K, K);
-            dnnl_status_t st = dnnl_sgemm('N', 'T', M, n, K, 1.0f, A, lda, p, K, beta, C + j0, ldc);
-            assert(st == dnnl_success);
-            (void)st;
-        }
-    }
-    attn__free(buf);
 }
 
 void attn__sgemm(attn_ctx *ctx, int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,

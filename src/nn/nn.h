@@ -14,8 +14,9 @@ void attn__sgemm(attn_ctx *ctx, int trans_a, int trans_b, int64_t M, int64_t N, 
 
 /* C[M,N] = A[M,K] B^T + beta C (beta 0 or 1) with B [N, K] (row stride
  * ldb) stored as bfloat16, widened to fp32 exactly and summed in fp32
- * (src/nn/gemm.c). The result does not depend on the thread count (it
- * may differ in the last bits between M = 1 and M > 1, as attn__sgemm's). */
+ * by the nn kernel table's gemv_bf16 (M = 1) or gemm_bf16 (src/nn/gemm.c).
+ * The result does not depend on the thread count (it may differ in the
+ * last bits between M = 1 and M > 1, as attn__sgemm's). */
 void attn__sgemm_bf16w(attn_ctx *ctx, int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
                        const uint16_t *B, int64_t ldb, float beta, float *C, int64_t ldc);
 

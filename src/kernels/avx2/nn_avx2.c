@@ -271,12 +271,12 @@ static void gemv_bf16_avx2(const uint16_t *W, int64_t ldw, int64_t n, int64_t K,
 #undef BF16_8
 }
 
-static void bf16_widen_avx2(const uint16_t *x, float *y, int64_t n) {
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(y + i, bf16x8(_mm_loadu_si128((const __m128i *)(x + i))));
-    for (; i < n; i++)
-        y[i] = attn__bf2f(x[i]);
+/* One row of x at a time: the n rows of W (a task's 64) stay in L2 after
+ * the first. */
+static void gemm_bf16_avx2(const uint16_t *W, int64_t ldw, int64_t n, int64_t K, const float *x,
+                         int64_t ldx, int64_t M, int acc, float *y, int64_t ldy) {
+    for (int64_t i = 0; i < M; i++)
+        gemv_bf16_avx2(W, ldw, n, K, x + i * ldx, acc, y + i * ldy);
 }
 
 const attn_nn_kernels attn__nn_kernels_avx2 = {
@@ -288,5 +288,5 @@ const attn_nn_kernels attn__nn_kernels_avx2 = {
     .gelu_tanh_bwd = gelu_tanh_bwd_avx2,
     .gemv = gemv_avx2,
     .gemv_bf16 = gemv_bf16_avx2,
-    .bf16_widen = bf16_widen_avx2,
+    .gemm_bf16 = gemm_bf16_avx2,
 };

@@ -260,12 +260,94 @@ static void gemv_bf16_avx512(const uint16_t *W, int64_t ldw, int64_t n, int64_t 
     }
 }
 
-static void bf16_widen_avx512(const uint16_t *x, float *y, int64_t n) {
-    for (int64_t i = 0; i < n; i += 16) {
-        const __mmask16 m = tail16(n - i);
-        _mm512_mask_storeu_ps(y + i, m, bf16x16(_mm256_maskz_loadu_epi16(m, x + i)));
-    }
+/* gemm_bf16: blocks of 6 rows of x by 4 rows of W, 24 accumulators, 16
+ * columns per step (each W vector widened once, used by six x rows); the
+ * four W rows stay in L1 while every x block passes over them, and the
+ * first pass prefetches the next four W rows' lines. The four sums of a
+ * row of a block are reduced together (one transpose-and-add tree). Row
+ * tails of x go through gemv_bf16_avx512, of W through single dot
+ * products. */
+static inline __m512 bf16_at(const uint16_t *p, __mmask16 m) {
+    return bf16x16(_mm256_maskz_loadu_epi16(m, p));
 }
+
+/* The sums of c0..c3 as one vector of four. */
+static inline __m128 reduce4(__m512 c0, __m512 c1, __m512 c2, __m512 c3) {
+    const __m512 s01 = _mm512_add_ps(_mm512_unpacklo_ps(c0, c1), _mm512_unpackhi_ps(c0, c1));
+    const __m512 s23 = _mm512_add_ps(_mm512_unpacklo_ps(c2, c3), _mm512_unpackhi_ps(c2, c3));
+    const __m512 t =
+        _mm512_add_ps(_mm512_shuffle_ps(s01, s23, 0x44), _mm512_shuffle_ps(s01, s23, 0xee));
+    const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(t),
+                                   _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(t), 1)));
+    return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
+
+static inline void store4(float *o, __m128 s, int acc) {
+    _mm_storeu_ps(o, acc ? _mm_add_ps(_mm_loadu_ps(o), s) : s);
+}
+
+#define MR 6
+static void gemm_bf16_avx512(const uint16_t *W, int64_t ldw, int64_t n, int64_t K, const float *x,
+                             int64_t ldx, int64_t M, int acc, float *y, int64_t ldy) {
+    const int64_t n4 = n & ~(int64_t)3, Mb = M - M % MR;
+    for (int64_t j = 0; j < n4; j += 4) {
+        const uint16_t *w0 = W + j * ldw, *w1 = w0 + ldw, *w2 = w1 + ldw, *w3 = w2 + ldw;
+        for (int64_t i = 0; i < Mb; i += MR) {
+            const float *xr = x + i * ldx;
+            const __m512 z = _mm512_setzero_ps();
+            __m512 c00 = z, c01 = z, c02 = z, c03 = z, c10 = z, c11 = z, c12 = z, c13 = z;
+            __m512 c20 = z, c21 = z, c22 = z, c23 = z, c30 = z, c31 = z, c32 = z, c33 = z;
+            __m512 c40 = z, c41 = z, c42 = z, c43 = z, c50 = z, c51 = z, c52 = z, c53 = z;
+            for (int64_t k = 0; k < K; k += 16) {
+                const __mmask16 m = tail16(K - k);
+                if (i == 0) {
+                    _mm_prefetch((const char *)(w0 + 4 * ldw + k), _MM_HINT_T0);
+                    _mm_prefetch((const char *)(w1 + 4 * ldw + k), _MM_HINT_T0);
+                    _mm_prefetch((const char *)(w2 + 4 * ldw + k), _MM_HINT_T0);
+                    _mm_prefetch((const char *)(w3 + 4 * ldw + k), _MM_HINT_T0);
+                }
+                const __m512 b0 = bf16_at(w0 + k, m), b1 = bf16_at(w1 + k, m);
+                const __m512 b2 = bf16_at(w2 + k, m), b3 = bf16_at(w3 + k, m);
+                __m512 a;
+#define ROW(r)                                                                                     \
+    a = _mm512_maskz_loadu_ps(m, xr + r * ldx + k);                                                \
+    c##r##0 = _mm512_fmadd_ps(a, b0, c##r##0);                                                     \
+    c##r##1 = _mm512_fmadd_ps(a, b1, c##r##1);                                                     \
+    c##r##2 = _mm512_fmadd_ps(a, b2, c##r##2);                                                     \
+    c##r##3 = _mm512_fmadd_ps(a, b3, c##r##3)
+                ROW(0);
+                ROW(1);
+                ROW(2);
+                ROW(3);
+                ROW(4);
+                ROW(5);
+#undef ROW
+            }
+            float *o = y + i * ldy + j;
+            store4(o, reduce4(c00, c01, c02, c03), acc);
+            store4(o + ldy, reduce4(c10, c11, c12, c13), acc);
+            store4(o + 2 * ldy, reduce4(c20, c21, c22, c23), acc);
+            store4(o + 3 * ldy, reduce4(c30, c31, c32, c33), acc);
+            store4(o + 4 * ldy, reduce4(c40, c41, c42, c43), acc);
+            store4(o + 5 * ldy, reduce4(c50, c51, c52, c53), acc);
+        }
+    }
+    for (int64_t i = Mb; i < M; i++) /* rows of x past the blocks */
+        gemv_bf16_avx512(W, ldw, n4, K, x + i * ldx, acc, y + i * ldy);
+    for (int64_t j = n4; j < n; j++) /* rows of W past the blocks */
+        for (int64_t i = 0; i < M; i++) {
+            __m512 a = _mm512_setzero_ps();
+            for (int64_t k = 0; k < K; k += 16) {
+                const __mmask16 m = tail16(K - k);
+                a = _mm512_fmadd_ps(bf16_at(W + j * ldw + k, m),
+                                    _mm512_maskz_loadu_ps(m, x + i * ldx + k), a);
+            }
+            float *o = y + i * ldy + j;
+            const float s = _mm512_reduce_add_ps(a);
+            *o = acc ? *o + s : s;
+        }
+}
+#undef MR
 
 const attn_nn_kernels attn__nn_kernels_avx512 = {
     .name = "avx512",
@@ -276,5 +358,5 @@ const attn_nn_kernels attn__nn_kernels_avx512 = {
     .gelu_tanh_bwd = gelu_tanh_bwd_avx512,
     .gemv = gemv_avx512,
     .gemv_bf16 = gemv_bf16_avx512,
-    .bf16_widen = bf16_widen_avx512,
+    .gemm_bf16 = gemm_bf16_avx512,
 };

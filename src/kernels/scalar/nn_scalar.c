@@ -120,9 +120,12 @@ static void gemv_bf16_scalar(const uint16_t *W, int64_t ldw, int64_t n, int64_t 
     }
 }
 
-static void bf16_widen_scalar(const uint16_t *x, float *y, int64_t n) {
-    for (int64_t i = 0; i < n; i++)
-        y[i] = attn__bf2f(x[i]);
+/* One row of x at a time: the n rows of W (a task's 64) stay in L2 after
+ * the first. */
+static void gemm_bf16_scalar(const uint16_t *W, int64_t ldw, int64_t n, int64_t K, const float *x,
+                         int64_t ldx, int64_t M, int acc, float *y, int64_t ldy) {
+    for (int64_t i = 0; i < M; i++)
+        gemv_bf16_scalar(W, ldw, n, K, x + i * ldx, acc, y + i * ldy);
 }
 
 const attn_nn_kernels attn__nn_kernels_scalar = {
@@ -134,5 +137,5 @@ const attn_nn_kernels attn__nn_kernels_scalar = {
     .gelu_tanh_bwd = gelu_tanh_bwd_scalar,
     .gemv = gemv_scalar,
     .gemv_bf16 = gemv_bf16_scalar,
-    .bf16_widen = bf16_widen_scalar,
+    .gemm_bf16 = gemm_bf16_scalar,
 };
