@@ -78,7 +78,8 @@ static void test_kernels(void **state) {
             const int64_t N = shapes[si][0], K = shapes[si][1], ldw = K + (int64_t)(si % 3) * 5;
             at_rng r = at_rng_for(4100 + si);
             uint16_t *W = malloc((size_t)(N * ldw) * 2);
-            float *x = malloc((size_t)K * 4), *y = malloc((size_t)N * 4), *b = malloc((size_t)N * 4);
+            float *x = malloc((size_t)K * 4), *y = malloc((size_t)N * 4),
+                  *b = malloc((size_t)N * 4);
             float *f32 = malloc((size_t)N * 4);
             double *ref = malloc((size_t)N * 8);
             assert_true(W && x && y && b && f32 && ref);
@@ -288,8 +289,7 @@ static void check_model(const char *name) {
     int32_t gb[24], gt[24], g0[24], g1[24];
     int64_t nb = 0, nt = 0;
     assert_int_equal(attn_gpt_generate(at_ctx, b, ids, 5, &p, NULL, NULL, gb, &nb, NULL), ATTN_OK);
-    assert_int_equal(attn_gpt_generate(at_ctx, tw, ids, 5, &p, NULL, NULL, gt, &nt, NULL),
-                     ATTN_OK);
+    assert_int_equal(attn_gpt_generate(at_ctx, tw, ids, 5, &p, NULL, NULL, gt, &nt, NULL), ATTN_OK);
     assert_int_equal(nb, 24);
     assert_int_equal(nt, 24);
     assert_memory_equal(gb, gt, sizeof gb);
@@ -297,7 +297,8 @@ static void check_model(const char *name) {
     const int64_t lens[2] = {5, 9};
     int32_t *outs[2] = {g0, g1};
     int64_t nouts[2];
-    assert_int_equal(attn_gpt_generate_batch(at_ctx, b, 2, prompts, lens, &p, outs, nouts), ATTN_OK);
+    assert_int_equal(attn_gpt_generate_batch(at_ctx, b, 2, prompts, lens, &p, outs, nouts),
+                     ATTN_OK);
     assert_int_equal(nouts[0], 24);
     assert_int_equal(nouts[1], 24);
     assert_memory_equal(g0, gb, sizeof gb);
@@ -394,9 +395,9 @@ static int teardown(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_kernels),    cmocka_unit_test(test_sgemm_bf16w),
-        cmocka_unit_test(test_gpt2),       cmocka_unit_test(test_llama),
-        cmocka_unit_test(test_bf16_file),  cmocka_unit_test(test_bad_options),
+        cmocka_unit_test(test_kernels),   cmocka_unit_test(test_sgemm_bf16w),
+        cmocka_unit_test(test_gpt2),      cmocka_unit_test(test_llama),
+        cmocka_unit_test(test_bf16_file), cmocka_unit_test(test_bad_options),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

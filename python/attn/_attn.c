@@ -869,10 +869,9 @@ static PyObject *py_model_open(PyObject *self, PyObject *args) {
     }
     attn_model *m = NULL;
     attn_status st;
-    Py_BEGIN_ALLOW_THREADS st =
-        attn_model_open(ctx, dir,
-                        (tok_only ? ATTN_MODEL_OPEN_TOKENIZER : 0) | (bf16 ? ATTN_MODEL_OPEN_BF16 : 0),
-                        &m);
+    Py_BEGIN_ALLOW_THREADS st = attn_model_open(
+        ctx, dir, (tok_only ? ATTN_MODEL_OPEN_TOKENIZER : 0) | (bf16 ? ATTN_MODEL_OPEN_BF16 : 0),
+        &m);
     Py_END_ALLOW_THREADS Py_XDECREF(dir_bytes);
     if (st != ATTN_OK) return raise_status(st, ctx, "attn_model_open");
     PyObject *cap = PyCapsule_New(m, MODEL_CAPSULE, model_capsule_free);

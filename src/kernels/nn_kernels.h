@@ -60,8 +60,8 @@ typedef struct attn_nn_kernels {
      * widened exactly by a 16-bit shift in registers, then fp32 FMAs with
      * the fp32 x): half the bytes of a decode step's weights. The sum is
      * that of gemv on the widened W, in each family's own order. */
-    void (*gemv_bf16)(const uint16_t *W, int64_t ldw, int64_t n, int64_t K, const float *x,
-                      int acc, float *y);
+    void (*gemv_bf16)(const uint16_t *W, int64_t ldw, int64_t n, int64_t K, const float *x, int acc,
+                      float *y);
     /* gemv_bf16 for M rows of x at once (rows of stride ldx; y rows of
      * stride ldy): y[i][j] = sum_k W[j][k] x[i][k] (+ y[i][j] when acc),
      * reading the n rows of W from memory once for all M */

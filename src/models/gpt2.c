@@ -11,8 +11,8 @@
  *   x  += attention(q, cache k, cache v; causal, bottom-right) Wo^T + bo
  *   x  += gelu_tanh(LN2(x) W1^T + b1) W2^T + b2
  * then logits = LNf(x) wte^T (the head is the token embedding). */
-#include "kernels/half.h"
 #include "models/gpt2.h"
+#include "kernels/half.h"
 #include "nn/block.h"
 
 #include <math.h>

@@ -59,9 +59,8 @@ static void gemv_bf16(attn_ctx *ctx, int64_t N, int64_t K, const float *x, const
     }
 }
 
-void attn__sgemm_bf16w(attn_ctx *ctx, int64_t M, int64_t N, int64_t K, const float *A,
-                       int64_t lda, const uint16_t *B, int64_t ldb, float beta, float *C,
-                       int64_t ldc) {
+void attn__sgemm_bf16w(attn_ctx *ctx, int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
+                       const uint16_t *B, int64_t ldb, float beta, float *C, int64_t ldc) {
     assert(beta == 0.0f || beta == 1.0f);
     if (M < 1 || N < 1 || K < 1) return;
     if (M == 1) {

@@ -274,7 +274,7 @@ static void gemv_bf16_avx2(const uint16_t *W, int64_t ldw, int64_t n, int64_t K,
 /* One row of x at a time: the n rows of W (a task's 64) stay in L2 after
  * the first. */
 static void gemm_bf16_avx2(const uint16_t *W, int64_t ldw, int64_t n, int64_t K, const float *x,
-                         int64_t ldx, int64_t M, int acc, float *y, int64_t ldy) {
+                           int64_t ldx, int64_t M, int acc, float *y, int64_t ldy) {
     for (int64_t i = 0; i < M; i++)
         gemv_bf16_avx2(W, ldw, n, K, x + i * ldx, acc, y + i * ldy);
 }

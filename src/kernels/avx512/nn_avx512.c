@@ -277,8 +277,9 @@ static inline __m128 reduce4(__m512 c0, __m512 c1, __m512 c2, __m512 c3) {
     const __m512 s23 = _mm512_add_ps(_mm512_unpacklo_ps(c2, c3), _mm512_unpackhi_ps(c2, c3));
     const __m512 t =
         _mm512_add_ps(_mm512_shuffle_ps(s01, s23, 0x44), _mm512_shuffle_ps(s01, s23, 0xee));
-    const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(t),
-                                   _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(t), 1)));
+    const __m256 h =
+        _mm256_add_ps(_mm512_castps512_ps256(t),
+                      _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(t), 1)));
     return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
 }
 

@@ -123,7 +123,7 @@ static void gemv_bf16_scalar(const uint16_t *W, int64_t ldw, int64_t n, int64_t 
 /* One row of x at a time: the n rows of W (a task's 64) stay in L2 after
  * the first. */
 static void gemm_bf16_scalar(const uint16_t *W, int64_t ldw, int64_t n, int64_t K, const float *x,
-                         int64_t ldx, int64_t M, int acc, float *y, int64_t ldy) {
+                             int64_t ldx, int64_t M, int acc, float *y, int64_t ldy) {
     for (int64_t i = 0; i < M; i++)
         gemv_bf16_scalar(W, ldw, n, K, x + i * ldx, acc, y + i * ldy);
 }
