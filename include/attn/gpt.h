@@ -72,8 +72,8 @@ ATTN_NODISCARD attn_status attn_gpt_config_load(attn_ctx *ctx, const char *dir,
                                                 attn_gpt_config *cfg);
 
 /* A loaded decoder (weights converted to F32, or bfloat16 on request,
- * Conv1D weights transposed to [out, in]). Opaque; immutable once loaded, so one model may serve several
- * contexts and caches at once. */
+ * Conv1D weights transposed to [out, in]). Opaque; immutable once loaded,
+ * so one model may serve several contexts and caches at once. */
 typedef struct attn_gpt attn_gpt;
 
 /* Load a decoder directory: config.json as above and model.safetensors
@@ -257,8 +257,8 @@ ATTN_NODISCARD attn_status attn_gpt_trainer_step(attn_ctx *ctx, attn_gpt_trainer
  * tokenizer.json: a byte-level BPE with those 256 tokens and no merges,
  * which transformers' GPT2TokenizerFast and attn_bpe_load_dir both read.
  * Files are written atomically. Returns ATTN_OK, ATTN_E_ARG (a Llama model,
- * an untied head, bf16 weights, vocab_size < 256 with byte_tokenizer), ATTN_E_IO,
- * ATTN_E_NOMEM. */
+ * an untied head, bf16 weights, vocab_size < 256 with byte_tokenizer),
+ * ATTN_E_IO, ATTN_E_NOMEM. */
 ATTN_NODISCARD attn_status attn_gpt_save(attn_ctx *ctx, const attn_gpt *m, const char *dir,
                                          int byte_tokenizer);
 
