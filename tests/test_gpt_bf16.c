@@ -42,17 +42,39 @@ static void fill_bf16(at_rng *r, uint16_t *w, int64_t n) {
         w[i] = attn__f2bf(at_rng_uniform(r, -1, 1));
 }
 
-/* y[j] = sum_k bf(W[j][k]) x[k] (+ y0[j]): float64 oracle and plain fp32. */
+/* y[j] = sum_k bf(W[j][k]) x[k] (+ y0[j]): the float64 oracle, and for
+ * the tolerance a plain fp32 sum, the worst (farthest from the oracle) of
+ * several summation orders as the rule takes it (tests/support/attn_test.h):
+ * forward (with and without FMA), backward, and in 8 and 16 interleaved
+ * partial sums (the orders of the families' kernels). */
 static void oracle(const uint16_t *W, int64_t ldw, int64_t N, int64_t K, const float *x,
                    const float *y0, double *ref, float *f32) {
     for (int64_t j = 0; j < N; j++) {
+        const uint16_t *w = W + j * ldw;
         double d = y0 ? y0[j] : 0.0;
-        float f = 0.0f;
+        for (int64_t k = 0; k < K; k++)
+            d += (double)attn__bf2f(w[k]) * x[k];
+        float cand[5] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
         for (int64_t k = 0; k < K; k++) {
-            const float w = attn__bf2f(W[j * ldw + k]);
-            d += (double)w * x[k], f += w * x[k];
+            cand[0] += attn__bf2f(w[k]) * x[k];
+            cand[4] = fmaf(attn__bf2f(w[k]), x[k], cand[4]);
         }
-        ref[j] = d, f32[j] = y0 ? f + y0[j] : f;
+        for (int64_t k = K - 1; k >= 0; k--)
+            cand[1] += attn__bf2f(w[k]) * x[k];
+        for (int o = 0; o < 2; o++) {
+            const int lanes = o ? 16 : 8;
+            float part[16] = {0};
+            for (int64_t k = 0; k < K; k++)
+                part[k % lanes] += attn__bf2f(w[k]) * x[k];
+            for (int l = 0; l < lanes; l++)
+                cand[2 + o] += part[l];
+        }
+        float worst = cand[0];
+        for (int c = 1; c < 5; c++)
+            if (fabs((double)cand[c] - (d - (y0 ? y0[j] : 0.0))) >
+                fabs((double)worst - (d - (y0 ? y0[j] : 0.0))))
+                worst = cand[c];
+        ref[j] = d, f32[j] = y0 ? worst + y0[j] : worst;
     }
 }
 
