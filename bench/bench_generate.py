@@ -13,10 +13,12 @@ save_pretrained (nothing downloaded). For each thread count:
     - prefill time), median of --reps;
   - attn: `attn generate --prompt-ids ... --temperature 0 --ignore-eos --ids`,
     whose stderr reports prompt and decode speed (decode: new - 1 steps),
-    median of --reps;
+    median of --reps; with fp32 weights and, in the same run, with
+    `--weights bf16` (the weight matrices stored as bfloat16);
   - the bound: bytes read per decoded token (every weight once: the layers,
     the final LayerNorm and the tied head = wte; plus the K/V rows of the
-    context, at the mean context of the decode) / the bandwidth.
+    context, at the mean context of the decode) / the bandwidth; for bf16
+    weights the matrices count 2 bytes each, biases and norms 4.
 
 Usage: python3 bench/bench_generate.py [--attn build/attn] [--threads 1 2]
        [--prompt 32] [--new 64] [--reps 5] [--dir /tmp/attn-gpt2-small]
@@ -77,10 +79,10 @@ LINE = re.compile(r"prompt: (\d+) tokens in ([\d.]+) s \(([\d.]+) tokens/s\); "
                   r"generated: (\d+) tokens in ([\d.]+) s \(([\d.]+) tokens/s\)")
 
 
-def attn_decode(attn, path, prompt, new, threads, reps):
+def attn_decode(attn, path, prompt, new, threads, reps, weights="f32"):
     cmd = [attn, "generate", "--model", path, "--prompt-ids", ",".join(map(str, prompt)),
            "--temperature", "0", "--ignore-eos", "--ids", "--max-new-tokens", str(new),
-           "--threads", str(threads)]
+           "--threads", str(threads), "--weights", weights]
     pp, dd = [], []
     for r in range(reps + 1):
         out = subprocess.run(cmd, capture_output=True, text=True, check=True)
@@ -94,9 +96,12 @@ def attn_decode(attn, path, prompt, new, threads, reps):
 
 
 def bytes_per_token(cfg, ctx_len, wbytes=4):
+    """wbytes: bytes of a weight-matrix element (4 fp32, 2 bf16); biases
+    and norms are fp32 either way."""
     E, L, V, I = cfg.n_embd, cfg.n_layer, cfg.vocab_size, 4 * cfg.n_embd
-    layer = 2 * E + 3 * E * E + 3 * E + E * E + E + 2 * E + I * E + I + E * I + E
-    weights = (L * layer + 2 * E + V * E) * wbytes  # layers, ln_f, head (= wte)
+    mats = 3 * E * E + E * E + I * E + E * I
+    small = 2 * E + 3 * E + E + 2 * E + I + E
+    weights = (L * mats + V * E) * wbytes + (L * small + 2 * E) * 4  # layers, ln_f, head (= wte)
     kv = 2 * L * ctx_len * E * 4
     return weights, kv
 
@@ -116,21 +121,28 @@ def main():
     cfg = model.config
     prompt = [(i * 7919) % cfg.vocab_size for i in range(a.prompt)]
     w, kv = bytes_per_token(cfg, a.prompt + a.new // 2)
+    wb, _ = bytes_per_token(cfg, a.prompt + a.new // 2, wbytes=2)
     rows = []
     print(f"GPT-2-small shape (12 x 768, 12 heads, V 50257), prompt {a.prompt}, {a.new} new tokens; "
-          f"bytes read per decoded token: weights {w / 1e6:.1f} MB + KV {kv / 1e6:.2f} MB")
-    print(f"{'threads':>7} {'GB/s':>6} {'bound tok/s':>11} {'attn tok/s':>10} {'%bound':>6} "
-          f"{'HF tok/s':>8} {'attn/HF':>7} {'attn prompt tok/s':>17} {'HF prompt tok/s':>15} {'ratio':>5}")
+          f"bytes read per decoded token: weights {w / 1e6:.1f} MB fp32, {wb / 1e6:.1f} MB bf16, "
+          f"+ KV {kv / 1e6:.2f} MB")
+    print(f"{'threads':>7} {'GB/s':>6} | {'bound':>5} {'attn f32':>8} {'%bnd':>4} | {'bound':>5} "
+          f"{'attn bf16':>9} {'%bnd':>4} | {'HF f32':>6} {'f32/HF':>6} {'bf16/HF':>7} | "
+          f"{'prompt tok/s f32 / bf16 / HF':>28} {'bf16/HF':>7}")
     for t in a.threads:
         bw = bandwidth(t, a.reps)
-        bound = bw / (w + kv)
+        bound, bound_b = bw / (w + kv), bw / (wb + kv)
         hp, hd = hf_decode(model, prompt, a.new, t, a.reps)
         ap_, ad = attn_decode(a.attn, a.dir, prompt, a.new, t, a.reps)
-        row = dict(threads=t, bandwidth_gbs=bw / 1e9, bound_tps=bound, attn_decode_tps=ad,
-                   hf_decode_tps=hd, attn_prompt_tps=ap_, hf_prompt_tps=hp)
+        bp, bd = attn_decode(a.attn, a.dir, prompt, a.new, t, a.reps, "bf16")
+        row = dict(threads=t, bandwidth_gbs=bw / 1e9, bound_tps=bound, bound_bf16_tps=bound_b,
+                   attn_decode_tps=ad, attn_bf16_decode_tps=bd, hf_decode_tps=hd,
+                   attn_prompt_tps=ap_, attn_bf16_prompt_tps=bp, hf_prompt_tps=hp)
         rows.append(row)
-        print(f"{t:>7} {bw / 1e9:>6.1f} {bound:>11.1f} {ad:>10.1f} {100 * ad / bound:>5.0f}% "
-              f"{hd:>8.1f} {ad / hd:>6.2f}x {ap_:>17.0f} {hp:>15.0f} {ap_ / hp:>4.2f}x")
+        print(f"{t:>7} {bw / 1e9:>6.1f} | {bound:>5.1f} {ad:>8.1f} {100 * ad / bound:>3.0f}% | "
+              f"{bound_b:>5.1f} {bd:>9.1f} {100 * bd / bound_b:>3.0f}% | {hd:>6.1f} {ad / hd:>5.2f}x "
+              f"{bd / hd:>6.2f}x | {ap_:>10.0f} / {bp:>5.0f} / {hp:>5.0f}      {bp / hp:>6.2f}x",
+              flush=True)
     if a.json:
         print(json.dumps(rows))
 

@@ -71,9 +71,9 @@ typedef struct attn_gpt_config {
 ATTN_NODISCARD attn_status attn_gpt_config_load(attn_ctx *ctx, const char *dir,
                                                 attn_gpt_config *cfg);
 
-/* A loaded decoder (weights converted to F32, Conv1D weights transposed to
- * [out, in]). Opaque; immutable once loaded, so one model may serve several
- * contexts and caches at once. */
+/* A loaded decoder (weights converted to F32, or bfloat16 on request,
+ * Conv1D weights transposed to [out, in]). Opaque; immutable once loaded,
+ * so one model may serve several contexts and caches at once. */
 typedef struct attn_gpt attn_gpt;
 
 /* Load a decoder directory: config.json as above and model.safetensors
@@ -91,6 +91,36 @@ typedef struct attn_gpt attn_gpt;
  * config.json, or the file has more layers than n_layer), ATTN_E_DTYPE (a
  * tensor is not a float type), ATTN_E_NOMEM. On failure *out is NULL. */
 ATTN_NODISCARD attn_status attn_gpt_load(attn_ctx *ctx, const char *dir, attn_gpt **out);
+
+/* How a loaded decoder stores its weight matrices. */
+typedef enum attn_gpt_weights {
+    ATTN_GPT_WEIGHTS_F32 = 0,  /* float32, the default */
+    ATTN_GPT_WEIGHTS_BF16 = 1, /* the matrices (token embeddings, every
+                                * projection, the LM head) as bfloat16,
+                                * rounded to nearest even from the file's
+                                * values (a BF16 file's values unchanged);
+                                * products widen them to fp32 in registers
+                                * and sum in fp32 with fp32 activations, so
+                                * logits move by the weights' rounding only
+                                * (docs/DESIGN.md, "bf16 weights"). Half the
+                                * memory, and decoding, which reads every
+                                * weight per token, up to twice as fast.
+                                * Position embeddings, norms and biases stay
+                                * fp32. attn_gpt_save refuses such a model. */
+} attn_gpt_weights;
+
+/* Options of attn_gpt_load_with; valid when zero-initialised (the
+ * defaults of attn_gpt_load). */
+typedef struct attn_gpt_load_opts {
+    attn_gpt_weights weights;
+} attn_gpt_load_opts;
+
+/* attn_gpt_load with options (opts NULL: the defaults). Returns the
+ * statuses of attn_gpt_load, and ATTN_E_ARG for an unknown opts->weights. */
+ATTN_NODISCARD attn_status attn_gpt_load_with(attn_ctx *ctx, const char *dir,
+                                              const attn_gpt_load_opts *opts, attn_gpt **out);
+/* How m stores its weights (ATTN_GPT_WEIGHTS_F32 for NULL). */
+attn_gpt_weights attn_gpt_get_weights(const attn_gpt *m);
 void attn_gpt_free(attn_gpt *m);
 const attn_gpt_config *attn_gpt_get_config(const attn_gpt *m);
 
@@ -227,8 +257,8 @@ ATTN_NODISCARD attn_status attn_gpt_trainer_step(attn_ctx *ctx, attn_gpt_trainer
  * tokenizer.json: a byte-level BPE with those 256 tokens and no merges,
  * which transformers' GPT2TokenizerFast and attn_bpe_load_dir both read.
  * Files are written atomically. Returns ATTN_OK, ATTN_E_ARG (a Llama model,
- * an untied head, vocab_size < 256 with byte_tokenizer), ATTN_E_IO,
- * ATTN_E_NOMEM. */
+ * an untied head, bf16 weights, vocab_size < 256 with byte_tokenizer),
+ * ATTN_E_IO, ATTN_E_NOMEM. */
 ATTN_NODISCARD attn_status attn_gpt_save(attn_ctx *ctx, const attn_gpt *m, const char *dir,
                                          int byte_tokenizer);
 

@@ -203,6 +203,11 @@ enum {
     ATTN_MODEL_OPEN_TOKENIZER = 1, /* the tokenizer only (vocab.txt and
                                     * tokenizer_config.json; no config.json
                                     * or weights needed; BERT directories) */
+    ATTN_MODEL_OPEN_BF16 = 2,      /* a GPT-2 or Llama decoder's weight matrices
+                                    * stored as bfloat16 (ATTN_GPT_WEIGHTS_BF16,
+                                    * attn/gpt.h); another model type is
+                                    * ATTN_E_UNSUPPORTED, with
+                                    * ATTN_MODEL_OPEN_TOKENIZER ATTN_E_ARG */
 };
 
 /* What an open model is. Strings and sizes are owned by the model. */
@@ -223,8 +228,8 @@ typedef struct attn_model_info {
  * serve several contexts (threads) at once. */
 typedef struct attn_model attn_model;
 
-/* Open the model directory dir (NULL: attn_model_find_default), flags 0 or
- * ATTN_MODEL_OPEN_TOKENIZER. Reads, in this order:
+/* Open the model directory dir (NULL: attn_model_find_default), flags 0,
+ * ATTN_MODEL_OPEN_TOKENIZER or ATTN_MODEL_OPEN_BF16. Reads, in this order:
  *   config.json         model_type, then the model's own configuration
  *                       and weights (BERT: attn_bert_load, GPT-2 and
  *                       Llama: attn_gpt_load; model.safetensors; ViT:

@@ -855,11 +855,11 @@ static attn_model *model_of(PyObject *cap) {
     return PyCapsule_GetPointer(cap, MODEL_CAPSULE);
 }
 
-/* model_open(dir or None, tokenizer_only) -> capsule */
+/* model_open(dir or None, tokenizer_only[, bf16]) -> capsule */
 static PyObject *py_model_open(PyObject *self, PyObject *args) {
     PyObject *dir_obj, *dir_bytes = NULL;
-    int tok_only;
-    if (!PyArg_ParseTuple(args, "Op:model_open", &dir_obj, &tok_only)) return NULL;
+    int tok_only, bf16 = 0;
+    if (!PyArg_ParseTuple(args, "Op|p:model_open", &dir_obj, &tok_only, &bf16)) return NULL;
     if (dir_obj != Py_None && !PyUnicode_FSConverter(dir_obj, &dir_bytes)) return NULL;
     const char *dir = dir_bytes ? PyBytes_AS_STRING(dir_bytes) : NULL;
     attn_ctx *ctx = get_ctx(-1);
@@ -869,8 +869,9 @@ static PyObject *py_model_open(PyObject *self, PyObject *args) {
     }
     attn_model *m = NULL;
     attn_status st;
-    Py_BEGIN_ALLOW_THREADS st =
-        attn_model_open(ctx, dir, tok_only ? ATTN_MODEL_OPEN_TOKENIZER : 0, &m);
+    Py_BEGIN_ALLOW_THREADS st = attn_model_open(
+        ctx, dir, (tok_only ? ATTN_MODEL_OPEN_TOKENIZER : 0) | (bf16 ? ATTN_MODEL_OPEN_BF16 : 0),
+        &m);
     Py_END_ALLOW_THREADS Py_XDECREF(dir_bytes);
     if (st != ATTN_OK) return raise_status(st, ctx, "attn_model_open");
     PyObject *cap = PyCapsule_New(m, MODEL_CAPSULE, model_capsule_free);
@@ -1434,7 +1435,7 @@ static PyMethodDef methods[] = {
     {"info", py_info, METH_NOARGS,
      "info() -> dict: version, kernel family, families, threads, GEMM."},
     {"model_open", py_model_open, METH_VARARGS,
-     "model_open(dir, tokenizer_only) -> capsule; use attn.Model.open."},
+     "model_open(dir, tokenizer_only[, bf16]) -> capsule; use attn.Model.open."},
     {"model_info", py_model_info, METH_O, "model_info(capsule) -> dict"},
     {"model_tokenize", py_model_tokenize, METH_VARARGS,
      "model_tokenize(capsule, texts, max_len) -> list of id lists"},

@@ -190,3 +190,29 @@ def test_classify_pixels_equal_the_file():
     assert np.allclose([p for _, p in a], [p for _, p in b], atol=1e-7)
     d = v.classify(np.ascontiguousarray(px[:, ::-1]), top_k=5)  # a different image
     assert d != b
+
+
+@pytest.mark.parametrize("d", [GPT, LLAMA], ids=["gpt2", "llama"])
+def test_bf16_weights_equal_the_cli(d):
+    """Model.open(weights="bf16") generates what `attn generate --weights
+    bf16` does, and bad values or model types are ValueErrors."""
+    m = attn.Model.open(d, weights="bf16")
+    exe = cli()
+    for text, pids, _ in fixture_rows(d)[:2]:
+        r = subprocess.run([exe, "generate", "--model", str(d), "--max-new-tokens", "32",
+                            "--temperature", "0", "--ignore-eos", "--weights", "bf16",
+                            "--prompt-ids", ",".join(map(str, pids)), "--ids"],
+                           capture_output=True, text=True, check=True)
+        want = [int(x) for x in r.stdout.split()]
+        assert len(want) == 32
+        assert m.generate(pids, 32, ignore_eos=True) == want, text
+
+
+def test_bf16_weights_bad():
+    for bad in ("bf", "fp16", "BF16", None):
+        with pytest.raises(ValueError, match="weights must be 'f32' or 'bf16'"):
+            attn.Model.open(GPT, weights=bad)
+    with pytest.raises(ValueError, match="bf16 weights are an option of gpt2 and llama"):
+        attn.Model.open(VIT, weights="bf16")
+    assert attn.Model.open(GPT, weights="f32").generate([1, 2, 3], 4) == \
+        attn.Model.open(GPT).generate([1, 2, 3], 4)

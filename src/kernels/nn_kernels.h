@@ -56,6 +56,17 @@ typedef struct attn_nn_kernels {
      * (docs/PERFORMANCE.md). Each family's own summation order. */
     void (*gemv)(const float *W, int64_t ldw, int64_t n, int64_t K, const float *x, int acc,
                  float *y);
+    /* The same product with W stored as bfloat16 (the top half of a float:
+     * widened exactly by a 16-bit shift in registers, then fp32 FMAs with
+     * the fp32 x): half the bytes of a decode step's weights. The sum is
+     * that of gemv on the widened W, in each family's own order. */
+    void (*gemv_bf16)(const uint16_t *W, int64_t ldw, int64_t n, int64_t K, const float *x, int acc,
+                      float *y);
+    /* gemv_bf16 for M rows of x at once (rows of stride ldx; y rows of
+     * stride ldy): y[i][j] = sum_k W[j][k] x[i][k] (+ y[i][j] when acc),
+     * reading the n rows of W from memory once for all M */
+    void (*gemm_bf16)(const uint16_t *W, int64_t ldw, int64_t n, int64_t K, const float *x,
+                      int64_t ldx, int64_t M, int acc, float *y, int64_t ldy);
 } attn_nn_kernels;
 
 /* GELU-tanh constants: c = sqrt(2/pi), a; -2c; 2c; 3a. */

@@ -12,6 +12,7 @@
  *   x  += gelu_tanh(LN2(x) W1^T + b1) W2^T + b2
  * then logits = LNf(x) wte^T (the head is the token embedding). */
 #include "models/gpt2.h"
+#include "kernels/half.h"
 #include "nn/block.h"
 
 #include <math.h>
@@ -127,8 +128,10 @@ attn__layer attn__gpt_layer_view(const attn_gpt *m, int64_t l) {
     L.attn.E = E, L.attn.KV = c->n_kv_head * Dh;
     L.attn.w_qkv = w->wqkv, L.attn.b_qkv = w->bqkv;
     L.attn.w_out = w->wo, L.attn.b_out = w->bo;
+    L.attn.w_qkv_bf = w->wqkv_bf, L.attn.w_out_bf = w->wo_bf;
     L.ffn.E = E, L.ffn.I = c->n_inner;
     L.ffn.w1 = w->w1, L.ffn.b1 = w->b1, L.ffn.w2 = w->w2, L.ffn.b2 = w->b2;
+    L.ffn.w1_bf = w->w1_bf, L.ffn.w2_bf = w->w2_bf;
     L.ffn.gelu_tanh = c->act == ATTN_GPT_GELU_TANH;
     L.ln1_g = w->ln1_g, L.ln1_b = w->ln1_b, L.ln2_g = w->ln2_g, L.ln2_b = w->ln2_b;
     L.eps = c->layer_norm_epsilon;
@@ -205,14 +208,14 @@ void attn__gpt_mlp(attn_ctx *ctx, const attn_gpt *m, int64_t l, int64_t N, const
         attn__ffn_forward(ctx, &L.ffn, &bt, in, h, y);
         return;
     }
-    attn__linear_forward(ctx, in, E, N, E, w->w1, w->b1, 2 * I, h, 2 * I);
+    attn__linear_forward_w(ctx, in, E, N, E, w->w1, w->w1_bf, w->b1, 2 * I, h, 2 * I);
 #pragma omp parallel for num_threads(attn_ctx_threads(ctx)) schedule(static) if (N > 1)
     for (int64_t r = 0; r < N; r++) {
         float *g = h + r * 2 * I; /* gate | up; silu(gate) * up over the gate half */
         for (int64_t i = 0; i < I; i++)
             g[i] = g[i] / (1.0f + expf(-g[i])) * g[I + i];
     }
-    attn__linear_forward(ctx, h, 2 * I, N, I, w->w2, w->b2, E, y, E);
+    attn__linear_forward_w(ctx, h, 2 * I, N, I, w->w2, w->w2_bf, w->b2, E, y, E);
 }
 
 attn_status attn_gpt_forward(attn_ctx *ctx, const attn_gpt *m, attn_gpt_cache *c, int64_t T,
@@ -242,8 +245,17 @@ attn_status attn_gpt_forward(attn_ctx *ctx, const attn_gpt *m, attn_gpt_cache *c
     for (int64_t b = 0; b < B; b++)
         c->ids[b] = ids + b * T;
     const attn__batch bt = {B, T, NULL};
-    const attn__embedding emb = {E, m->wte, m->wpe, NULL, NULL, NULL, 0.0f};
-    attn__embedding_forward(ctx, &emb, &bt, c->ids, c->len, c->x);
+    if (m->wte_bf) { /* bf16 token rows, widened: x = tok + pos, as the fp32 path sums */
+        for (int64_t r = 0; r < B * T; r++) {
+            const uint16_t *we = m->wte_bf + (int64_t)ids[r] * E;
+            const float *pe = m->wpe ? m->wpe + (c->len + r % T) * E : NULL;
+            for (int64_t k = 0; k < E; k++)
+                c->x[r * E + k] = pe ? attn__bf2f(we[k]) + pe[k] : attn__bf2f(we[k]);
+        }
+    } else {
+        const attn__embedding emb = {E, m->wte, m->wpe, NULL, NULL, NULL, 0.0f};
+        attn__embedding_forward(ctx, &emb, &bt, c->ids, c->len, c->x);
+    }
     attn__layer_ws ws = {c->qkv, c->o, c->h};
     attn_tensor nomask;
     memset(&nomask, 0, sizeof nomask);
@@ -271,6 +283,6 @@ attn_status attn_gpt_forward(attn_ctx *ctx, const attn_gpt *m, attn_gpt_cache *c
             attn__layernorm_forward(c->x + src * E, E, 1, E, m->lnf_g, m->lnf_b,
                                     cf->layer_norm_epsilon, c->o + r * E, E, NULL, NULL);
     }
-    attn__linear_forward(ctx, c->o, E, rows, E, m->head, NULL, V, logits, V);
+    attn__linear_forward_w(ctx, c->o, E, rows, E, m->head, m->head_bf, NULL, V, logits, V);
     return ATTN_OK;
 }

@@ -15,6 +15,9 @@ typedef struct attn__gpt_layer {
     float *ln2_g, *ln2_b; /* [E]                 ln_2 / post_attention_layernorm */
     float *w1, *b1;       /* [I1, E], [I1]       mlp.c_fc / gate_proj + up_proj */
     float *w2, *b2;       /* [E, I], [E]         mlp.c_proj / down_proj */
+    /* bf16 weights (ATTN_GPT_WEIGHTS_BF16): the four matrices above in
+     * bfloat16, their fp32 pointers NULL; else NULL */
+    uint16_t *wqkv_bf, *wo_bf, *w1_bf, *w2_bf;
 } attn__gpt_layer;
 
 struct attn_gpt {
@@ -25,7 +28,23 @@ struct attn_gpt {
     float *head;             /* [V, E]: wte when tied, else lm_head.weight */
     attn__gpt_layer *layers; /* [n_layer] */
     float *arena;            /* every weight above lives here */
+    /* ATTN_GPT_WEIGHTS_BF16: wte and head (and the layers' matrices) in
+     * bfloat16, in barena; wte and head NULL; the rest stays fp32 */
+    attn_gpt_weights weights;
+    uint16_t *wte_bf, *head_bf;
+    uint16_t *barena;
 };
+
+/* Memory for a decoder's weight arena (freed with attn__free): 64-byte
+ * aligned, and from 2 MiB up on huge pages where the kernel grants them
+ * (madvise; decoding streams every weight per token). NULL when out of
+ * memory. */
+void *attn__gpt_weights_alloc(size_t bytes);
+
+/* Store m's matrices (embeddings, head, projections) as bfloat16, rounded
+ * to nearest even, and keep the rest (positions, norms, biases) in a
+ * smaller fp32 arena. Returns ATTN_OK or ATTN_E_NOMEM (m unchanged). */
+attn_status attn__gpt_to_bf16(attn_ctx *ctx, attn_gpt *m);
 
 /* A model with cfg's sizes and uninitialised weights (validates cfg).
  * Returns ATTN_OK, ATTN_E_SHAPE, ATTN_E_NOMEM. */

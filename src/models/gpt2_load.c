@@ -32,7 +32,7 @@ attn_status attn__gpt_alloc(attn_ctx *ctx, const attn_gpt_config *cfg, attn_gpt 
                          (size_t)c->n_layer * per_layer + (c->tie_word_embeddings ? 0 : V * E);
     attn_gpt *m = calloc(1, sizeof *m);
     if (m) m->layers = calloc((size_t)c->n_layer, sizeof *m->layers);
-    if (m && m->layers) m->arena = attn__malloc(total * sizeof(float));
+    if (m && m->layers) m->arena = attn__gpt_weights_alloc(total * sizeof(float));
     if (!m || !m->layers || !m->arena) {
         attn_gpt_free(m);
         return attn_ctx_fail(ctx, ATTN_E_NOMEM, "cannot allocate %zu MB of decoder weights",
@@ -79,6 +79,7 @@ attn_status attn__gpt_alloc(attn_ctx *ctx, const attn_gpt_config *cfg, attn_gpt 
 void attn_gpt_free(attn_gpt *m) {
     if (!m) return;
     attn__free(m->arena);
+    attn__free(m->barena);
     free(m->layers);
     free(m);
 }
@@ -190,9 +191,20 @@ static attn_status load_llama(loader *L, const attn_gpt_config *c, attn_gpt *m) 
 }
 
 attn_status attn_gpt_load(attn_ctx *ctx, const char *dir, attn_gpt **out) {
+    return attn_gpt_load_with(ctx, dir, NULL, out);
+}
+
+attn_status attn_gpt_load_with(attn_ctx *ctx, const char *dir, const attn_gpt_load_opts *opts,
+                               attn_gpt **out) {
     attn__ctx_clear(ctx);
     if (!out) return attn_ctx_fail(ctx, ATTN_E_ARG, "out is NULL");
     *out = NULL;
+    const attn_gpt_weights wt = opts ? opts->weights : ATTN_GPT_WEIGHTS_F32;
+    if (wt != ATTN_GPT_WEIGHTS_F32 && wt != ATTN_GPT_WEIGHTS_BF16)
+        return attn_ctx_fail(ctx, ATTN_E_ARG,
+                             "attn_gpt_load_with: weights = %d is not ATTN_GPT_WEIGHTS_F32 (0) or "
+                             "ATTN_GPT_WEIGHTS_BF16 (1)",
+                             (int)wt);
     attn_gpt_config c;
     attn_status st = attn_gpt_config_load(ctx, dir, &c);
     if (st) return st;
@@ -239,6 +251,7 @@ attn_status attn_gpt_load(attn_ctx *ctx, const char *dir, attn_gpt **out) {
 done:
     attn__free(tmp);
     attn_safetensors_close(sf);
+    if (!st && wt == ATTN_GPT_WEIGHTS_BF16) st = attn__gpt_to_bf16(ctx, m);
     if (st) {
         attn_gpt_free(m);
         return st;

@@ -6,6 +6,7 @@
  * products, and attention reads each sequence through its block table (the
  * decode kernel). Prompts are prefilled one at a time (the tiled forward
  * over the cache). */
+#include "kernels/half.h"
 #include "models/gpt2.h"
 #include "nn/block.h"
 
@@ -37,16 +38,20 @@ static attn_status run(attn_ctx *ctx, batch_run *R, int64_t Bq, int64_t T, const
     const int64_t E = cf->n_embd, H = cf->n_head, Hkv = cf->n_kv_head, Dh = E / H, KV = Hkv * Dh;
     const int64_t ld = E + 2 * KV, N = Bq * T, V = cf->vocab_size;
     for (int64_t r = 0; r < N; r++) {
-        const float *we = m->wte + (int64_t)ids[r] * E;
+        const float *we = m->wte ? m->wte + (int64_t)ids[r] * E : NULL;
+        const uint16_t *wb = m->wte_bf ? m->wte_bf + (int64_t)ids[r] * E : NULL;
         const float *pe = m->wpe ? m->wpe + (pos[r / T] + r % T) * E : NULL;
-        for (int64_t k = 0; k < E; k++)
-            R->x[r * E + k] = pe ? we[k] + pe[k] : we[k];
+        for (int64_t k = 0; k < E; k++) {
+            const float v = we ? we[k] : attn__bf2f(wb[k]);
+            R->x[r * E + k] = pe ? v + pe[k] : v;
+        }
     }
     float *y = R->qkv; /* q | k | v are spent after attention: the branch output */
     for (int64_t l = 0; l < cf->n_layer; l++) {
         const attn__layer L = attn__gpt_layer_view(m, l);
         attn__gpt_norm_rows(ctx, m, l, 1, N, R->x, R->o);
-        attn__linear_forward(ctx, R->o, E, N, E, L.attn.w_qkv, L.attn.b_qkv, ld, R->qkv, ld);
+        attn__linear_forward_w(ctx, R->o, E, N, E, L.attn.w_qkv, L.attn.w_qkv_bf, L.attn.b_qkv, ld,
+                               R->qkv, ld);
         for (int64_t b = 0; b < Bq; b++) {
             float *row = R->qkv + b * T * ld;
             const int64_t sh[3] = {Hkv, T, Dh}, st[3] = {Dh, ld, 1};
@@ -86,7 +91,7 @@ static attn_status run(attn_ctx *ctx, batch_run *R, int64_t Bq, int64_t T, const
     for (int64_t b = 0; b < Bq; b++) /* each sequence's last row */
         memcpy(R->qkv + b * E, R->x + (b * T + T - 1) * E, (size_t)E * sizeof(float));
     attn__gpt_norm_rows(ctx, m, 0, 0, Bq, R->qkv, R->o);
-    attn__linear_forward(ctx, R->o, E, Bq, E, m->head, NULL, V, lg, V);
+    attn__linear_forward_w(ctx, R->o, E, Bq, E, m->head, m->head_bf, NULL, V, lg, V);
     return ATTN_OK;
 }
 

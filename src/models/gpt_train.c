@@ -292,6 +292,10 @@ attn_status attn_gpt_save(attn_ctx *ctx, const attn_gpt *m, const char *dir, int
     const attn_gpt_config *c = &m->cfg;
     const char *why = not_trainable(c);
     if (why) return attn_ctx_fail(ctx, ATTN_E_ARG, "attn_gpt_save: %s", why);
+    if (m->weights != ATTN_GPT_WEIGHTS_F32)
+        return attn_ctx_fail(ctx, ATTN_E_ARG,
+                             "attn_gpt_save: the model holds bf16 weights (load it with fp32 "
+                             "weights to save it)");
     if (byte_tokenizer && c->vocab_size < 256)
         return attn_ctx_fail(ctx, ATTN_E_ARG,
                              "attn_gpt_save: a byte tokenizer needs vocab_size >= 256 (have %lld)",

@@ -89,8 +89,12 @@ attn_status attn_model_open(attn_ctx *ctx, const char *dir, int flags, attn_mode
     attn__ctx_clear(ctx);
     if (!out) return attn_ctx_fail(ctx, ATTN_E_ARG, "attn_model_open: out is NULL");
     *out = NULL;
-    if (flags & ~ATTN_MODEL_OPEN_TOKENIZER)
+    if (flags & ~(ATTN_MODEL_OPEN_TOKENIZER | ATTN_MODEL_OPEN_BF16))
         return attn_ctx_fail(ctx, ATTN_E_ARG, "attn_model_open: unknown flags 0x%x", flags);
+    if ((flags & ATTN_MODEL_OPEN_TOKENIZER) && (flags & ATTN_MODEL_OPEN_BF16))
+        return attn_ctx_fail(ctx, ATTN_E_ARG,
+                             "attn_model_open: ATTN_MODEL_OPEN_BF16 needs a model, not the "
+                             "tokenizer only");
     attn_model *m = calloc(1, sizeof *m);
     if (!m) return attn_ctx_fail(ctx, ATTN_E_NOMEM, "attn_model_open: out of memory");
     attn_status st = ATTN_OK;
@@ -106,6 +110,12 @@ attn_status attn_model_open(attn_ctx *ctx, const char *dir, int flags, attn_mode
     if (!st && !(flags & ATTN_MODEL_OPEN_TOKENIZER)) {
         /* the model first: its config.json says what the directory is */
         st = read_type(ctx, m->dir, &in->type);
+        if (!st && (flags & ATTN_MODEL_OPEN_BF16) && in->type != ATTN_MODEL_GPT2 &&
+            in->type != ATTN_MODEL_LLAMA)
+            st = attn_ctx_fail(ctx, ATTN_E_UNSUPPORTED,
+                               "%s: bf16 weights are an option of gpt2 and llama decoders, not "
+                               "of a %s model",
+                               m->dir, in->type == ATTN_MODEL_VIT ? "vit" : "bert");
         if (!st && in->type == ATTN_MODEL_VIT) {
             /* an image model: no tokenizer */
             if (!(st = attn_vit_load(ctx, m->dir, &m->vit))) {
@@ -117,7 +127,9 @@ attn_status attn_model_open(attn_ctx *ctx, const char *dir, int flags, attn_mode
                 return ATTN_OK;
             }
         } else if (!st && (in->type == ATTN_MODEL_GPT2 || in->type == ATTN_MODEL_LLAMA)) {
-            if (!(st = attn_gpt_load(ctx, m->dir, &m->gpt))) st = open_bpe(ctx, m);
+            attn_gpt_load_opts o = {ATTN_GPT_WEIGHTS_F32};
+            if (flags & ATTN_MODEL_OPEN_BF16) o.weights = ATTN_GPT_WEIGHTS_BF16;
+            if (!(st = attn_gpt_load_with(ctx, m->dir, &o, &m->gpt))) st = open_bpe(ctx, m);
             if (!st) {
                 const attn_gpt_config *c = attn_gpt_get_config(m->gpt);
                 in->type_name = in->type == ATTN_MODEL_GPT2 ? "gpt2" : "llama";

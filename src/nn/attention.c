@@ -121,7 +121,7 @@ attn_status attn__mha_block_attend(attn_ctx *ctx, const attn__mha_block *m,
                                    const attn__mha_block_args *a) {
     if (a->x_kv) return block_cross(ctx, m, a);
     const int64_t E = m->E, KV = m->KV, ld = E + 2 * KV, B = a->B, T = a->T;
-    attn__linear_forward(ctx, a->x, E, B * T, E, m->w_qkv, m->b_qkv, ld, a->qkv, ld);
+    attn__linear_forward_w(ctx, a->x, E, B * T, E, m->w_qkv, m->w_qkv_bf, m->b_qkv, ld, a->qkv, ld);
     attn__attend_args at;
     attn__mha_block_attend_args(m, a, &at);
     attn__heads hd = m->heads;
@@ -142,5 +142,5 @@ attn_status attn__mha_block_attend(attn_ctx *ctx, const attn__mha_block *m,
 
 void attn__mha_block_out(attn_ctx *ctx, const attn__mha_block *m, int64_t N, const float *o,
                          float *y) {
-    attn__linear_forward(ctx, o, m->E, N, m->E, m->w_out, m->b_out, m->E, y, m->E);
+    attn__linear_forward_w(ctx, o, m->E, N, m->E, m->w_out, m->w_out_bf, m->b_out, m->E, y, m->E);
 }

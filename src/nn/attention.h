@@ -141,6 +141,9 @@ typedef struct attn__mha_block {
                                  * [Wk; Wv] [2KV, kdim] back to back */
     const float *w_out, *b_out; /* [E, E], [E] (NULL: no bias) */
     int64_t kdim;               /* cross-attention only: width of x_kv rows (0: E) */
+    /* self-attention: w_qkv / w_out stored as bfloat16 instead (the fp32
+     * pointer NULL; attn__linear_forward_w), a decoder's bf16 weights */
+    const uint16_t *w_qkv_bf, *w_out_bf;
 } attn__mha_block;
 
 /* Inputs of one attention of a padded batch. */

@@ -29,11 +29,11 @@ void attn__embedding_forward(attn_ctx *ctx, const attn__embedding *e, const attn
 void attn__ffn_forward(attn_ctx *ctx, const attn__ffn *f, const attn__batch *bt, const float *x,
                        float *h, float *y) {
     const int64_t E = f->E, I = f->I, N = bt->B * bt->T;
-    attn__linear_forward(ctx, x, E, N, E, f->w1, f->b1, I, h, I);
+    attn__linear_forward_w(ctx, x, E, N, E, f->w1, f->w1_bf, f->b1, I, h, I);
 #pragma omp parallel for num_threads(attn_ctx_threads(ctx)) schedule(static) if (N > 1)
     for (int64_t r = 0; r < N; r++)
         if (!attn__batch_padded(bt, r)) attn__ffn_activate(f, h + r * I, I);
-    attn__linear_forward(ctx, h, I, N, I, f->w2, f->b2, E, y, E);
+    attn__linear_forward_w(ctx, h, I, N, I, f->w2, f->w2_bf, f->b2, E, y, E);
 }
 
 void attn__residual_layernorm(attn_ctx *ctx, const attn__batch *bt, int64_t E, float *x, float *y,
@@ -78,7 +78,7 @@ attn_status attn__layer_forward(attn_ctx *ctx, const attn__layer *L, const attn_
         if (st) return st;
         attn__mha_block_out(ctx, &L->attn, N, ws->o, y);
         attn__residual_layernorm(ctx, bt, E, x, y, L->ln1_g, L->ln1_b, L->eps);
-        if (!L->ffn.w1) return ATTN_OK;
+        if (!L->ffn.w1 && !L->ffn.w1_bf) return ATTN_OK;
         attn__ffn_forward(ctx, &L->ffn, bt, x, ws->h, y);
         attn__residual_layernorm(ctx, bt, E, x, y, L->ln2_g, L->ln2_b, L->eps);
         return ATTN_OK;
@@ -92,7 +92,7 @@ attn_status attn__layer_forward(attn_ctx *ctx, const attn__layer *L, const attn_
     if (st) return st;
     attn__mha_block_out(ctx, &L->attn, N, ws->o, y);
     attn__residual_add(ctx, N, E, x, y);
-    if (!L->ffn.w1) return ATTN_OK;
+    if (!L->ffn.w1 && !L->ffn.w1_bf) return ATTN_OK;
     layernorm_rows(ctx, N, E, x, L->ln2_g, L->ln2_b, L->eps, ws->o);
     attn__ffn_forward(ctx, &L->ffn, bt, ws->o, ws->h, y);
     attn__residual_add(ctx, N, E, x, y);

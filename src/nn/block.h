@@ -51,6 +51,7 @@ typedef struct attn__ffn {
     const float *w1, *b1; /* [I, E], [I] */
     const float *w2, *b2; /* [E, I], [E] */
     int gelu_tanh;
+    const uint16_t *w1_bf, *w2_bf; /* w1, w2 as bfloat16 instead (w1, w2 NULL) */
 } attn__ffn;
 
 /* The block's activation in place over n elements, and its backward
@@ -84,7 +85,7 @@ void attn__residual_add(attn_ctx *ctx, int64_t N, int64_t E, float *x, const flo
 /* A transformer layer.
  *   post-LN (BERT):        x = LN1(x + attn(x));     x = LN2(x + ffn(x))
  *   pre-LN (GPT-2, ViT):   x = x + attn(LN1(x));     x = x + ffn(LN2(x))
- * ffn.w1 NULL: attention only (no second half). */
+ * ffn.w1 and ffn.w1_bf NULL: attention only (no second half). */
 typedef struct attn__layer {
     attn__mha_block attn;
     attn__ffn ffn;

@@ -14,6 +14,14 @@
  * (docs/PERFORMANCE.md, "GPT-2 decoding"). Each output is made by one
  * thread in one order, so it does not depend on the thread count.
  *
+ * Weights stored as bfloat16 (a decoder loaded with ATTN_GPT_WEIGHTS_BF16)
+ * go through attn__sgemm_bf16w: M = 1 to the kernel table's gemv_bf16, M > 1
+ * to its gemm_bf16, with the same row split, so here too each output is
+ * made by one thread and the bits do not depend on the thread count.
+ * oneDNN 2.6 (Debian's) has no f32 x bf16 matmul, its bf16 x bf16 path
+ * would round the activations too, and widening W into panels for
+ * dnnl_sgemm measured slower than fp32 (docs/DESIGN.md, "bf16 weights").
+ *
  * Threads: oneDNN runs on the calling thread's OpenMP team, sized by
  * omp_get_max_threads(). The context's count is set for this call and the
  * caller's setting put back after it, so nothing process-wide changes. */
@@ -36,6 +44,42 @@ static void gemv(attn_ctx *ctx, int64_t N, int64_t K, const float *x, const floa
     for (int64_t t = 0; t < tasks; t++) {
         const int64_t j0 = t * GEMV_ROWS, n = ATTN_MIN((int64_t)GEMV_ROWS, N - j0);
         k->gemv(W + j0 * ldw, ldw, n, K, x, acc, y + j0);
+    }
+}
+
+static void gemv_bf16(attn_ctx *ctx, int64_t N, int64_t K, const float *x, const uint16_t *W,
+                      int64_t ldw, int acc, float *y) {
+    const attn_nn_kernels *k = attn__nn_kernels();
+    const int64_t tasks = (N + GEMV_ROWS - 1) / GEMV_ROWS;
+    const int threads = (int)ATTN_MIN((int64_t)attn_ctx_threads(ctx), tasks);
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t t = 0; t < tasks; t++) {
+        const int64_t j0 = t * GEMV_ROWS, n = ATTN_MIN((int64_t)GEMV_ROWS, N - j0);
+        k->gemv_bf16(W + j0 * ldw, ldw, n, K, x, acc, y + j0);
+    }
+}
+
+void attn__sgemm_bf16w(attn_ctx *ctx, int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
+                       const uint16_t *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    assert(beta == 0.0f || beta == 1.0f);
+    if (M < 1 || N < 1 || K < 1) return;
+    if (M == 1) {
+        gemv_bf16(ctx, N, K, A, B, ldb, beta == 1.0f, C);
+        return;
+    }
+    /* M > 1: the same row split; a task's rows of W are read from memory
+     * once and stay in L2 while chunks of A (256 KB each, L2 too) pass over
+     * them, four rows of W at a time kept in L1 by the kernel */
+    const attn_nn_kernels *k = attn__nn_kernels();
+    const int64_t tasks = (N + GEMV_ROWS - 1) / GEMV_ROWS;
+    const int64_t mc = ATTN_MAX((int64_t)6, 65536 / K / 6 * 6);
+    const int threads = (int)ATTN_MIN((int64_t)attn_ctx_threads(ctx), tasks);
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t t = 0; t < tasks; t++) {
+        const int64_t j0 = t * GEMV_ROWS, n = ATTN_MIN((int64_t)GEMV_ROWS, N - j0);
+        for (int64_t i0 = 0; i0 < M; i0 += mc)
+            k->gemm_bf16(B + j0 * ldb, ldb, n, K, A + i0 * lda, lda, ATTN_MIN(mc, M - i0),
+                         beta == 1.0f, C + i0 * ldc + j0, ldc);
     }
 }
 

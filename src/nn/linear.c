@@ -14,6 +14,19 @@ void attn__linear_forward(attn_ctx *ctx, const float *x, int64_t ldx, int64_t M,
     attn__sgemm(ctx, 0, 1, M, N, K, 1.0f, x, ldx, W, K, beta, y, ldy);
 }
 
+void attn__linear_forward_w(attn_ctx *ctx, const float *x, int64_t ldx, int64_t M, int64_t K,
+                            const float *W, const uint16_t *Wb, const float *bias, int64_t N,
+                            float *y, int64_t ldy) {
+    if (!Wb) {
+        attn__linear_forward(ctx, x, ldx, M, K, W, bias, N, y, ldy);
+        return;
+    }
+    if (bias)
+        for (int64_t i = 0; i < M; i++)
+            memcpy(y + i * ldy, bias, (size_t)N * sizeof(float));
+    attn__sgemm_bf16w(ctx, M, N, K, x, ldx, Wb, K, bias ? 1.0f : 0.0f, y, ldy);
+}
+
 /* Backward of y = x W^T + b:
  *   dx[M,K] = dy[M,N] W[N,K]      (dx == NULL: not wanted)
  *   dW[N,K] = dy^T x              db[N] = sum over rows of dy

@@ -12,11 +12,26 @@ void attn__sgemm(attn_ctx *ctx, int trans_a, int trans_b, int64_t M, int64_t N, 
                  float alpha, const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
                  float *C, int64_t ldc);
 
+/* C[M,N] = A[M,K] B^T + beta C (beta 0 or 1) with B [N, K] (row stride
+ * ldb) stored as bfloat16, widened to fp32 exactly and summed in fp32
+ * by the nn kernel table's gemv_bf16 (M = 1) or gemm_bf16 (src/nn/gemm.c).
+ * The result does not depend on the thread count (it may differ in the
+ * last bits between M = 1 and M > 1, as attn__sgemm's). */
+void attn__sgemm_bf16w(attn_ctx *ctx, int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
+                       const uint16_t *B, int64_t ldb, float beta, float *C, int64_t ldc);
+
 /* PyTorch Linear: y[M,N] = x[M,K] * W[N,K]^T + bias[N] (bias may be NULL).
  * x rows have stride ldx, y rows stride ldy. Runs on the BLAS with the
  * context's thread count. */
 void attn__linear_forward(attn_ctx *ctx, const float *x, int64_t ldx, int64_t M, int64_t K,
                           const float *W, const float *bias, int64_t N, float *y, int64_t ldy);
+
+/* attn__linear_forward with the weight in fp32 (W) or bfloat16 (Wb, [N, K]
+ * as attn__sgemm_bf16w): exactly one of them is set. The Linear layers of
+ * a model whose weights may be either (a decoder loaded with bf16 weights). */
+void attn__linear_forward_w(attn_ctx *ctx, const float *x, int64_t ldx, int64_t M, int64_t K,
+                            const float *W, const uint16_t *Wb, const float *bias, int64_t N,
+                            float *y, int64_t ldy);
 
 /* LayerNorm over the last dim N of M rows:
  * y = (x - mean) * rstd * gamma + beta, rstd = 1/sqrt(var + eps) (biased var).

@@ -61,6 +61,17 @@ int attn_cli_parse_align(const char *cmd, const char *name, const char *v, void 
     return 0;
 }
 
+int attn_cli_parse_weights(const char *cmd, const char *name, const char *v, void *dst) {
+    int *out = dst;
+    if (!strcmp(v, "f32"))
+        *out = 0;
+    else if (!strcmp(v, "bf16"))
+        *out = 1;
+    else
+        return attn_cli_error(2, "%s: %s must be f32 or bf16, got '%s'", cmd, name, v);
+    return 0;
+}
+
 int attn_cli_parse_window(const char *cmd, const char *name, const char *v, void *dst) {
     cli_window *w = dst;
     char buf[64];

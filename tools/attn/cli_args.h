@@ -81,6 +81,10 @@ int attn_cli_parse_float(const char *s, float *out);
 /* CLI_CUSTOM parsers. --align: top-left | bottom-right into attn_align.
  * --window: "L,R", each >= 0 or -1 (unbounded), into cli_window. */
 int attn_cli_parse_align(const char *cmd, const char *name, const char *v, void *dst);
+/* --weights: f32 | bf16 into an int, 0 or 1 (a decoder's weight storage). */
+int attn_cli_parse_weights(const char *cmd, const char *name, const char *v, void *dst);
+#define CLI_OPT_WEIGHTS(dst)                                                                       \
+    { "--weights", CLI_CUSTOM, (dst), 0, 0, 0, attn_cli_parse_weights }
 typedef struct cli_window {
     int on;
     long left, right;

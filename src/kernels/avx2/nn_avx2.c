@@ -1,6 +1,7 @@
 /* AVX2+FMA nn element-wise kernels: erf and exact GELU, 8 lanes at a time,
  * both erf branches evaluated for every lane and blended (no branches on
  * data). Step for step the algorithm of nn_scalar.c. */
+#include "kernels/half.h"
 #include "kernels/nn_kernels.h"
 
 #include <immintrin.h>
@@ -193,6 +194,91 @@ static void gemv_avx2(const float *W, int64_t ldw, int64_t n, int64_t K, const f
     }
 }
 
+/* bfloat16 -> float is the 16 bits moved to the top: zero-extend to 32
+ * bits and shift left 16, exactly. */
+static inline __m256 bf16x8(__m128i h) {
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+/* gemv with bf16 W: four rows at a time, 16 columns per step in two
+ * accumulators per row (one 32-byte load of W per row), then 8, then a
+ * scalar column tail, prefetching the lines the next four rows read (as
+ * gemv_bf16_avx512). Accumulators are named, not an array, so they stay
+ * in registers. */
+static void gemv_bf16_avx2(const uint16_t *W, int64_t ldw, int64_t n, int64_t K, const float *x,
+                           int acc, float *y) {
+#define BF16_LO(h) bf16x8(_mm256_castsi256_si128(h))
+#define BF16_HI(h) bf16x8(_mm256_extracti128_si256(h, 1))
+#define BF16_8(p) bf16x8(_mm_loadu_si128((const __m128i *)(p)))
+    const int64_t K16 = K & ~(int64_t)15, K8 = K & ~(int64_t)7;
+    int64_t j = 0;
+    for (; j + 4 <= n; j += 4) {
+        const uint16_t *w0 = W + j * ldw, *w1 = w0 + ldw, *w2 = w1 + ldw, *w3 = w2 + ldw;
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        __m256 b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+        int64_t k = 0;
+        for (; k < K16; k += 16) {
+            if (!(k & 31)) { /* one line per row per 32 columns: the next four rows' */
+                _mm_prefetch((const char *)(w0 + 4 * ldw + k), _MM_HINT_T0);
+                _mm_prefetch((const char *)(w1 + 4 * ldw + k), _MM_HINT_T0);
+                _mm_prefetch((const char *)(w2 + 4 * ldw + k), _MM_HINT_T0);
+                _mm_prefetch((const char *)(w3 + 4 * ldw + k), _MM_HINT_T0);
+            }
+            const __m256 x0 = _mm256_loadu_ps(x + k), x1 = _mm256_loadu_ps(x + k + 8);
+            const __m256i h0 = _mm256_loadu_si256((const __m256i *)(w0 + k));
+            const __m256i h1 = _mm256_loadu_si256((const __m256i *)(w1 + k));
+            const __m256i h2 = _mm256_loadu_si256((const __m256i *)(w2 + k));
+            const __m256i h3 = _mm256_loadu_si256((const __m256i *)(w3 + k));
+            a0 = _mm256_fmadd_ps(BF16_LO(h0), x0, a0);
+            a1 = _mm256_fmadd_ps(BF16_LO(h1), x0, a1);
+            a2 = _mm256_fmadd_ps(BF16_LO(h2), x0, a2);
+            a3 = _mm256_fmadd_ps(BF16_LO(h3), x0, a3);
+            b0 = _mm256_fmadd_ps(BF16_HI(h0), x1, b0);
+            b1 = _mm256_fmadd_ps(BF16_HI(h1), x1, b1);
+            b2 = _mm256_fmadd_ps(BF16_HI(h2), x1, b2);
+            b3 = _mm256_fmadd_ps(BF16_HI(h3), x1, b3);
+        }
+        for (; k < K8; k += 8) {
+            const __m256 x0 = _mm256_loadu_ps(x + k);
+            a0 = _mm256_fmadd_ps(BF16_8(w0 + k), x0, a0);
+            a1 = _mm256_fmadd_ps(BF16_8(w1 + k), x0, a1);
+            a2 = _mm256_fmadd_ps(BF16_8(w2 + k), x0, a2);
+            a3 = _mm256_fmadd_ps(BF16_8(w3 + k), x0, a3);
+        }
+        float s[4] = {hsum8(_mm256_add_ps(a0, b0)), hsum8(_mm256_add_ps(a1, b1)),
+                      hsum8(_mm256_add_ps(a2, b2)), hsum8(_mm256_add_ps(a3, b3))};
+        for (int64_t c = K8; c < K; c++) {
+            s[0] = fmaf(attn__bf2f(w0[c]), x[c], s[0]);
+            s[1] = fmaf(attn__bf2f(w1[c]), x[c], s[1]);
+            s[2] = fmaf(attn__bf2f(w2[c]), x[c], s[2]);
+            s[3] = fmaf(attn__bf2f(w3[c]), x[c], s[3]);
+        }
+        for (int r = 0; r < 4; r++)
+            y[j + r] = acc ? y[j + r] + s[r] : s[r];
+    }
+    for (; j < n; j++) {
+        const uint16_t *w = W + j * ldw;
+        __m256 a = _mm256_setzero_ps();
+        for (int64_t k = 0; k < K8; k += 8)
+            a = _mm256_fmadd_ps(BF16_8(w + k), _mm256_loadu_ps(x + k), a);
+        float s = hsum8(a);
+        for (int64_t k = K8; k < K; k++)
+            s = fmaf(attn__bf2f(w[k]), x[k], s);
+        y[j] = acc ? y[j] + s : s;
+    }
+#undef BF16_LO
+#undef BF16_HI
+#undef BF16_8
+}
+
+/* One row of x at a time: the n rows of W (a task's 64) stay in L2 after
+ * the first. */
+static void gemm_bf16_avx2(const uint16_t *W, int64_t ldw, int64_t n, int64_t K, const float *x,
+                           int64_t ldx, int64_t M, int acc, float *y, int64_t ldy) {
+    for (int64_t i = 0; i < M; i++)
+        gemv_bf16_avx2(W, ldw, n, K, x + i * ldx, acc, y + i * ldy);
+}
+
 const attn_nn_kernels attn__nn_kernels_avx2 = {
     .name = "avx2",
     .erf = erf_avx2,
@@ -201,4 +287,6 @@ const attn_nn_kernels attn__nn_kernels_avx2 = {
     .gelu_tanh = gelu_tanh_avx2,
     .gelu_tanh_bwd = gelu_tanh_bwd_avx2,
     .gemv = gemv_avx2,
+    .gemv_bf16 = gemv_bf16_avx2,
+    .gemm_bf16 = gemm_bf16_avx2,
 };

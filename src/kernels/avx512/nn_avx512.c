@@ -179,6 +179,177 @@ static void gemv_avx512(const float *W, int64_t ldw, int64_t n, int64_t K, const
     }
 }
 
+/* bfloat16 -> float is the 16 bits moved to the top: zero-extend to 32
+ * bits and shift left 16, exactly (AVX512_BF16's vdpbf16ps would also round
+ * x to bf16; the loop is bound by reading W, so the two extra operations
+ * per 16 weights cost nothing measurable, docs/PERFORMANCE.md). */
+static inline __m512 bf16x16(__m256i h) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+/* gemv with bf16 W, four rows at a time. A 32-bit lane of W holds two
+ * bf16 columns: the even one becomes a float by a shift left 16, the odd one
+ * by clearing the low half (no cross-lane widening), so each 64-byte line of
+ * a row (32 columns) costs one load, one shift, one and, and two FMAs
+ * against x's even and odd columns, split once per step for the four rows
+ * (two permutes). Masked column tail of the same shape. Each step also
+ * prefetches the line the next four rows read at this column: the
+ * hardware prefetcher alone left the loop at about 70% of the fp32 loop's
+ * bytes per second (docs/PERFORMANCE.md, "bf16 weights"). */
+static void gemv_bf16_avx512(const uint16_t *W, int64_t ldw, int64_t n, int64_t K, const float *x,
+                             int acc, float *y) {
+    const __m512i ie = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i io = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+    const __m512i hi = _mm512_set1_epi32((int)0xffff0000u);
+#define EVEN(v) _mm512_castsi512_ps(_mm512_slli_epi32(v, 16))
+#define ODD(v) _mm512_castsi512_ps(_mm512_and_si512(v, hi))
+    int64_t j = 0;
+    for (; j + 4 <= n; j += 4) {
+        const uint16_t *w0 = W + j * ldw, *w1 = w0 + ldw, *w2 = w1 + ldw, *w3 = w2 + ldw;
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        __m512 b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+        for (int64_t k = 0; k < K; k += 32) {
+            __m512 xa, xb;
+            __m512i v0, v1, v2, v3;
+            if (K - k >= 32) {
+                _mm_prefetch((const char *)(w0 + 4 * ldw + k), _MM_HINT_T0);
+                _mm_prefetch((const char *)(w1 + 4 * ldw + k), _MM_HINT_T0);
+                _mm_prefetch((const char *)(w2 + 4 * ldw + k), _MM_HINT_T0);
+                _mm_prefetch((const char *)(w3 + 4 * ldw + k), _MM_HINT_T0);
+                xa = _mm512_loadu_ps(x + k), xb = _mm512_loadu_ps(x + k + 16);
+                v0 = _mm512_loadu_si512(w0 + k), v1 = _mm512_loadu_si512(w1 + k);
+                v2 = _mm512_loadu_si512(w2 + k), v3 = _mm512_loadu_si512(w3 + k);
+            } else { /* zeros beyond K: 0 * 0 adds nothing */
+                const int64_t left = K - k;
+                const __mmask32 m = (__mmask32)((1ull << left) - 1);
+                xa = _mm512_maskz_loadu_ps(tail16(left), x + k);
+                xb = _mm512_maskz_loadu_ps(tail16(left > 16 ? left - 16 : 0), x + k + 16);
+                v0 = _mm512_maskz_loadu_epi16(m, w0 + k), v1 = _mm512_maskz_loadu_epi16(m, w1 + k);
+                v2 = _mm512_maskz_loadu_epi16(m, w2 + k), v3 = _mm512_maskz_loadu_epi16(m, w3 + k);
+            }
+            const __m512 xe = _mm512_permutex2var_ps(xa, ie, xb);
+            const __m512 xo = _mm512_permutex2var_ps(xa, io, xb);
+            a0 = _mm512_fmadd_ps(EVEN(v0), xe, a0);
+            a1 = _mm512_fmadd_ps(EVEN(v1), xe, a1);
+            a2 = _mm512_fmadd_ps(EVEN(v2), xe, a2);
+            a3 = _mm512_fmadd_ps(EVEN(v3), xe, a3);
+            b0 = _mm512_fmadd_ps(ODD(v0), xo, b0);
+            b1 = _mm512_fmadd_ps(ODD(v1), xo, b1);
+            b2 = _mm512_fmadd_ps(ODD(v2), xo, b2);
+            b3 = _mm512_fmadd_ps(ODD(v3), xo, b3);
+        }
+        float s[4] = {_mm512_reduce_add_ps(_mm512_add_ps(a0, b0)),
+                      _mm512_reduce_add_ps(_mm512_add_ps(a1, b1)),
+                      _mm512_reduce_add_ps(_mm512_add_ps(a2, b2)),
+                      _mm512_reduce_add_ps(_mm512_add_ps(a3, b3))};
+        for (int r = 0; r < 4; r++)
+            y[j + r] = acc ? y[j + r] + s[r] : s[r];
+    }
+#undef EVEN
+#undef ODD
+    for (; j < n; j++) {
+        const uint16_t *w = W + j * ldw;
+        __m512 a = _mm512_setzero_ps();
+        for (int64_t k = 0; k < K; k += 16) {
+            const __mmask16 m = tail16(K - k);
+            a = _mm512_fmadd_ps(bf16x16(_mm256_maskz_loadu_epi16(m, w + k)),
+                                _mm512_maskz_loadu_ps(m, x + k), a);
+        }
+        const float s = _mm512_reduce_add_ps(a);
+        y[j] = acc ? y[j] + s : s;
+    }
+}
+
+/* gemm_bf16: blocks of 6 rows of x by 4 rows of W, 24 accumulators, 16
+ * columns per step (each W vector widened once, used by six x rows); the
+ * four W rows stay in L1 while every x block passes over them, and the
+ * first pass prefetches the next four W rows' lines. The four sums of a
+ * row of a block are reduced together (one transpose-and-add tree). Row
+ * tails of x go through gemv_bf16_avx512, of W through single dot
+ * products. */
+static inline __m512 bf16_at(const uint16_t *p, __mmask16 m) {
+    return bf16x16(_mm256_maskz_loadu_epi16(m, p));
+}
+
+/* The sums of c0..c3 as one vector of four. */
+static inline __m128 reduce4(__m512 c0, __m512 c1, __m512 c2, __m512 c3) {
+    const __m512 s01 = _mm512_add_ps(_mm512_unpacklo_ps(c0, c1), _mm512_unpackhi_ps(c0, c1));
+    const __m512 s23 = _mm512_add_ps(_mm512_unpacklo_ps(c2, c3), _mm512_unpackhi_ps(c2, c3));
+    const __m512 t =
+        _mm512_add_ps(_mm512_shuffle_ps(s01, s23, 0x44), _mm512_shuffle_ps(s01, s23, 0xee));
+    const __m256 h =
+        _mm256_add_ps(_mm512_castps512_ps256(t),
+                      _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(t), 1)));
+    return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
+
+static inline void store4(float *o, __m128 s, int acc) {
+    _mm_storeu_ps(o, acc ? _mm_add_ps(_mm_loadu_ps(o), s) : s);
+}
+
+#define MR 6
+static void gemm_bf16_avx512(const uint16_t *W, int64_t ldw, int64_t n, int64_t K, const float *x,
+                             int64_t ldx, int64_t M, int acc, float *y, int64_t ldy) {
+    const int64_t n4 = n & ~(int64_t)3, Mb = M - M % MR;
+    for (int64_t j = 0; j < n4; j += 4) {
+        const uint16_t *w0 = W + j * ldw, *w1 = w0 + ldw, *w2 = w1 + ldw, *w3 = w2 + ldw;
+        for (int64_t i = 0; i < Mb; i += MR) {
+            const float *xr = x + i * ldx;
+            const __m512 z = _mm512_setzero_ps();
+            __m512 c00 = z, c01 = z, c02 = z, c03 = z, c10 = z, c11 = z, c12 = z, c13 = z;
+            __m512 c20 = z, c21 = z, c22 = z, c23 = z, c30 = z, c31 = z, c32 = z, c33 = z;
+            __m512 c40 = z, c41 = z, c42 = z, c43 = z, c50 = z, c51 = z, c52 = z, c53 = z;
+            for (int64_t k = 0; k < K; k += 16) {
+                const __mmask16 m = tail16(K - k);
+                if (i == 0) {
+                    _mm_prefetch((const char *)(w0 + 4 * ldw + k), _MM_HINT_T0);
+                    _mm_prefetch((const char *)(w1 + 4 * ldw + k), _MM_HINT_T0);
+                    _mm_prefetch((const char *)(w2 + 4 * ldw + k), _MM_HINT_T0);
+                    _mm_prefetch((const char *)(w3 + 4 * ldw + k), _MM_HINT_T0);
+                }
+                const __m512 b0 = bf16_at(w0 + k, m), b1 = bf16_at(w1 + k, m);
+                const __m512 b2 = bf16_at(w2 + k, m), b3 = bf16_at(w3 + k, m);
+                __m512 a;
+#define ROW(r)                                                                                     \
+    a = _mm512_maskz_loadu_ps(m, xr + r * ldx + k);                                                \
+    c##r##0 = _mm512_fmadd_ps(a, b0, c##r##0);                                                     \
+    c##r##1 = _mm512_fmadd_ps(a, b1, c##r##1);                                                     \
+    c##r##2 = _mm512_fmadd_ps(a, b2, c##r##2);                                                     \
+    c##r##3 = _mm512_fmadd_ps(a, b3, c##r##3)
+                ROW(0);
+                ROW(1);
+                ROW(2);
+                ROW(3);
+                ROW(4);
+                ROW(5);
+#undef ROW
+            }
+            float *o = y + i * ldy + j;
+            store4(o, reduce4(c00, c01, c02, c03), acc);
+            store4(o + ldy, reduce4(c10, c11, c12, c13), acc);
+            store4(o + 2 * ldy, reduce4(c20, c21, c22, c23), acc);
+            store4(o + 3 * ldy, reduce4(c30, c31, c32, c33), acc);
+            store4(o + 4 * ldy, reduce4(c40, c41, c42, c43), acc);
+            store4(o + 5 * ldy, reduce4(c50, c51, c52, c53), acc);
+        }
+    }
+    for (int64_t i = Mb; i < M; i++) /* rows of x past the blocks */
+        gemv_bf16_avx512(W, ldw, n4, K, x + i * ldx, acc, y + i * ldy);
+    for (int64_t j = n4; j < n; j++) /* rows of W past the blocks */
+        for (int64_t i = 0; i < M; i++) {
+            __m512 a = _mm512_setzero_ps();
+            for (int64_t k = 0; k < K; k += 16) {
+                const __mmask16 m = tail16(K - k);
+                a = _mm512_fmadd_ps(bf16_at(W + j * ldw + k, m),
+                                    _mm512_maskz_loadu_ps(m, x + i * ldx + k), a);
+            }
+            float *o = y + i * ldy + j;
+            const float s = _mm512_reduce_add_ps(a);
+            *o = acc ? *o + s : s;
+        }
+}
+#undef MR
+
 const attn_nn_kernels attn__nn_kernels_avx512 = {
     .name = "avx512",
     .erf = erf_avx512,
@@ -187,4 +358,6 @@ const attn_nn_kernels attn__nn_kernels_avx512 = {
     .gelu_tanh = gelu_tanh_avx512,
     .gelu_tanh_bwd = gelu_tanh_bwd_avx512,
     .gemv = gemv_avx512,
+    .gemv_bf16 = gemv_bf16_avx512,
+    .gemm_bf16 = gemm_bf16_avx512,
 };

@@ -1,5 +1,6 @@
 /* Scalar nn element-wise kernels: the reference twin of nn_avx2.c, same
  * steps and the same explicit FMAs. */
+#include "kernels/half.h"
 #include "kernels/nn_kernels.h"
 
 #include <math.h>
@@ -108,6 +109,25 @@ static void gemv_scalar(const float *W, int64_t ldw, int64_t n, int64_t K, const
     }
 }
 
+static void gemv_bf16_scalar(const uint16_t *W, int64_t ldw, int64_t n, int64_t K, const float *x,
+                             int acc, float *y) {
+    for (int64_t j = 0; j < n; j++) {
+        const uint16_t *w = W + j * ldw;
+        float s = 0.0f;
+        for (int64_t k = 0; k < K; k++)
+            s = fmaf(attn__bf2f(w[k]), x[k], s);
+        y[j] = acc ? y[j] + s : s;
+    }
+}
+
+/* One row of x at a time: the n rows of W (a task's 64) stay in L2 after
+ * the first. */
+static void gemm_bf16_scalar(const uint16_t *W, int64_t ldw, int64_t n, int64_t K, const float *x,
+                             int64_t ldx, int64_t M, int acc, float *y, int64_t ldy) {
+    for (int64_t i = 0; i < M; i++)
+        gemv_bf16_scalar(W, ldw, n, K, x + i * ldx, acc, y + i * ldy);
+}
+
 const attn_nn_kernels attn__nn_kernels_scalar = {
     .name = "scalar",
     .erf = erf_scalar,
@@ -116,4 +136,6 @@ const attn_nn_kernels attn__nn_kernels_scalar = {
     .gelu_tanh = gelu_tanh_scalar,
     .gelu_tanh_bwd = gelu_tanh_bwd_scalar,
     .gemv = gemv_scalar,
+    .gemv_bf16 = gemv_bf16_scalar,
+    .gemm_bf16 = gemm_bf16_scalar,
 };
