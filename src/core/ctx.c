@@ -1,4 +1,8 @@
 /* The context: thread count, per-thread workspace, last error message. */
+/* madvise and MADV_HUGEPAGE: glibc declares them only beyond the
+ * _POSIX_C_SOURCE the build sets (without this the advice is compiled out). */
+#define _DEFAULT_SOURCE 1
+
 #include "core/internal.h"
 
 #include "kernels/arch.h"
@@ -9,6 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 const char *attn_status_str(attn_status s) {
     switch (s) {
@@ -146,6 +153,17 @@ void *attn__malloc(size_t bytes) {
     if (bytes == 0) bytes = 64;
     void *p = NULL;
     if (posix_memalign(&p, 64, (bytes + 63) & ~(size_t)63)) return NULL;
+    return p;
+}
+
+void *attn__malloc_huge(size_t bytes) {
+    const size_t huge = (size_t)2 << 20;
+    if (bytes < huge) return attn__malloc(bytes);
+    const size_t n = (bytes + huge - 1) / huge * huge;
+    void *p = aligned_alloc(huge, n);
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    if (p) (void)madvise(p, n, MADV_HUGEPAGE); /* advice only: ignored if unsupported */
+#endif
     return p;
 }
 

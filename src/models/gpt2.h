@@ -35,12 +35,6 @@ struct attn_gpt {
     uint16_t *barena;
 };
 
-/* Memory for a decoder's weight arena (freed with attn__free): 64-byte
- * aligned, and from 2 MiB up on huge pages where the kernel grants them
- * (madvise; decoding streams every weight per token). NULL when out of
- * memory. */
-void *attn__gpt_weights_alloc(size_t bytes);
-
 /* Store m's matrices (embeddings, head, projections) as bfloat16, rounded
  * to nearest even, and keep the rest (positions, norms, biases) in a
  * smaller fp32 arena. Returns ATTN_OK or ATTN_E_NOMEM (m unchanged). */

@@ -32,7 +32,7 @@ attn_status attn__gpt_alloc(attn_ctx *ctx, const attn_gpt_config *cfg, attn_gpt 
                          (size_t)c->n_layer * per_layer + (c->tie_word_embeddings ? 0 : V * E);
     attn_gpt *m = calloc(1, sizeof *m);
     if (m) m->layers = calloc((size_t)c->n_layer, sizeof *m->layers);
-    if (m && m->layers) m->arena = attn__gpt_weights_alloc(total * sizeof(float));
+    if (m && m->layers) m->arena = attn__malloc_huge(total * sizeof(float));
     if (!m || !m->layers || !m->arena) {
         attn_gpt_free(m);
         return attn_ctx_fail(ctx, ATTN_E_NOMEM, "cannot allocate %zu MB of decoder weights",

@@ -11,20 +11,15 @@
  * holds both for a moment. A BF16 file's values come back unchanged (its
  * fp32 spelling rounds to itself).
  *
- * Both arenas of a decoder's weights come from attn__gpt_weights_alloc:
+ * Both arenas of a decoder's weights come from attn__malloc_huge:
  * a decode step streams every weight once, and on 4 KiB pages the bf16
  * step measured 1.4x faster than fp32 where the kernels alone were 1.8x;
  * on huge pages it is 2x (docs/PERFORMANCE.md). */
-/* madvise and MADV_HUGEPAGE: glibc declares them only beyond the
- * _POSIX_C_SOURCE the build sets. */
-#define _DEFAULT_SOURCE 1
-
 #include "kernels/half.h"
 #include "models/gpt2.h"
 
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 typedef struct small_t {
     float **p;
@@ -36,17 +31,6 @@ typedef struct mat_t {
     uint16_t **dst;
     size_t n;
 } mat_t;
-
-void *attn__gpt_weights_alloc(size_t bytes) {
-    const size_t huge = (size_t)1 << 21;
-    if (bytes < huge) return attn__malloc(bytes);
-    const size_t n = (bytes + huge - 1) / huge * huge;
-    void *p = aligned_alloc(huge, n);
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-    if (p) (void)madvise(p, n, MADV_HUGEPAGE); /* advice only: ignored if unsupported */
-#endif
-    return p;
-}
 
 static void round_bf16(const float *x, uint16_t *y, size_t n) {
     for (size_t i = 0; i < n; i++)
@@ -99,8 +83,8 @@ attn_status attn__gpt_to_bf16(attn_ctx *ctx, attn_gpt *m) {
         nb += mat[i].n;
     for (size_t i = 0; i < ns; i++)
         nf += sm[i].n;
-    uint16_t *barena = attn__gpt_weights_alloc(nb * sizeof(uint16_t));
-    float *arena = attn__gpt_weights_alloc(nf * sizeof(float));
+    uint16_t *barena = attn__malloc_huge(nb * sizeof(uint16_t));
+    float *arena = attn__malloc_huge(nf * sizeof(float));
     if (!barena || !arena) {
         attn__free(barena), attn__free(arena);
         free(mat), free(sm);

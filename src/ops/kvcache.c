@@ -17,20 +17,12 @@
  * So results do not depend on the thread count.
  * Prefill: the tiled forward (ops/sdpa_fwd.c) with K/V gathered block by
  * block through the table (attn__paged), one sequence at a time. */
-/* madvise and MADV_HUGEPAGE: glibc declares them only beyond the
- * _POSIX_C_SOURCE the build sets (without this, the advice below was
- * compiled out and the pools never got huge pages). */
-#define _DEFAULT_SOURCE 1
-
 #include "kernels/arch.h"
 #include "kernels/half.h"
 #include "ops/sdpa_plan.h"
 
 #include <math.h>
 #include <omp.h>
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
 #include <stdlib.h>
 #include <string.h>
 
@@ -52,19 +44,6 @@ struct attn_kvcache {
 };
 
 #define LIM16 ((int64_t)1 << 16)
-
-/* A pool: 2 MiB aligned and, where the kernel offers it, backed by huge
- * pages (decoding streams through it: fewer TLB misses). */
-static void *pool_alloc(size_t bytes) {
-    const size_t huge = (size_t)2 << 20;
-    if (bytes < huge) return aligned_alloc(64, (bytes + 63) / 64 * 64);
-    size_t n = (bytes + huge - 1) / huge * huge;
-    void *p = aligned_alloc(huge, n);
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-    if (p) (void)madvise(p, n, MADV_HUGEPAGE); /* advice only: ignored if unsupported */
-#endif
-    return p;
-}
 
 attn_status attn_kvcache_create(attn_ctx *ctx, const attn_kvcache_config *cfg,
                                 attn_kvcache **out) {
@@ -111,8 +90,8 @@ attn_status attn_kvcache_create(attn_ctx *ctx, const attn_kvcache_config *cfg,
     c->Hkv = cfg->Hkv, c->D = cfg->D, c->Dv = Dv, c->bs = cfg->block_size;
     c->nblocks = cfg->num_blocks, c->max_seqs = cfg->max_seqs;
     c->dtype = cfg->dtype, c->dt = dt, c->esz = esz;
-    c->kpool = pool_alloc(kbytes);
-    c->vpool = pool_alloc(vbytes);
+    c->kpool = attn__malloc_huge(kbytes); /* streamed by decode: huge pages */
+    c->vpool = attn__malloc_huge(vbytes);
     c->freeb = malloc((size_t)c->nblocks * sizeof *c->freeb);
     c->seqs = calloc((size_t)c->max_seqs, sizeof *c->seqs);
     if (!c->kpool || !c->vpool || !c->freeb || !c->seqs) {
@@ -134,8 +113,8 @@ void attn_kvcache_free(attn_kvcache *c) {
             free(c->seqs[s].tab);
     free(c->seqs);
     free(c->freeb);
-    free(c->kpool);
-    free(c->vpool);
+    attn__free(c->kpool);
+    attn__free(c->vpool);
     free(c);
 }
 
