@@ -46,7 +46,7 @@ for f in config.json model.safetensors tokenizer.json; do
     [ -s "$tmp/m/$f" ] || bad "missing $f"
 done
 # the same seed gives the same run (timings aside); another seed another run
-strip() { sed -e 's/  lr.*$//' -e '/^trained/d' -e '/^saved/d' "$1"; }
+strip() { sed -e 's/  lr.*$//' -e '/^trained/d' -e '/^timing/d' -e '/^saved/d' "$1"; }
 "$ATTN" train "${args[@]}" --seed 3 > "$tmp/log2"
 [ "$(strip "$tmp/log")" = "$(strip "$tmp/log2")" ] && ok "reproducible" || bad "two runs with seed 3 differ"
 "$ATTN" train "${args[@]}" --seed 4 > "$tmp/log3"

@@ -226,9 +226,17 @@ int attn_cmd_train_lm(int argc, char **argv) {
     uint64_t rng = seed * 0xd1b54a32d192ed03ull + 11;
     const long warmup = steps ? (steps / 20 > 100 ? 100 : steps / 20 + 1) : 100;
     const double t0 = attn_cli_clock_s(CLOCK_MONOTONIC);
+    /* the timing line leaves out the first steps (first touch of the
+     * activations, caches): from step `timed_from` on, wall and CPU time */
+    const long timed_from = steps ? (steps / 10 < 10 ? steps / 10 : 10) : 10;
+    double tw0 = t0, tc0 = attn_cli_clock_s(CLOCK_PROCESS_CPUTIME_ID);
     double run_loss = 0.0;
     long run_n = 0, step = 0;
     for (;; step++) {
+        if (step == timed_from) {
+            tw0 = attn_cli_clock_s(CLOCK_MONOTONIC);
+            tc0 = attn_cli_clock_s(CLOCK_PROCESS_CPUTIME_ID);
+        }
         const double el = attn_cli_clock_s(CLOCK_MONOTONIC) - t0;
         double frac = steps ? (double)step / (double)steps : el / budget;
         if (frac >= 1.0) break;
@@ -261,8 +269,18 @@ int attn_cmd_train_lm(int argc, char **argv) {
         }
     }
     const double train_s = attn_cli_clock_s(CLOCK_MONOTONIC) - t0;
+    const double tw = attn_cli_clock_s(CLOCK_MONOTONIC) - tw0;
+    const double tc = attn_cli_clock_s(CLOCK_PROCESS_CPUTIME_ID) - tc0;
     printf("trained %ld steps in %.1f s (%.0f tokens/s)\n", step, train_s,
            (double)step * batch * ctxlen / train_s);
+    /* one machine-readable line for bench/bench_train_lm.py: steps per
+     * second of wall time and per second of CPU time / threads */
+    if (step > timed_from)
+        printf("timing: steps=%ld from_step=%ld wall_s=%.4f cpu_s=%.4f threads=%d "
+               "steps_per_s=%.4f steps_per_cpu_s=%.4f\n",
+               step - timed_from, timed_from, tw, tc, attn_ctx_threads(ctx),
+               (double)(step - timed_from) / tw,
+               (double)(step - timed_from) * attn_ctx_threads(ctx) / tc);
     double nats;
     if (eval_nats(ctx, tr, text, split, n, ctxlen, batch, ids, &nats)) {
         attn_cli_error(1, "%s", attn_ctx_last_error(ctx));
