@@ -178,7 +178,7 @@ int32_t attn_bpe_eos_id(const attn_bpe *t);
  * whole text; ties go to the smaller (first id, second id). Training stops
  * at vocab_size ids, or earlier when no pair occurs twice (then
  * attn_bpe_vocab_size is smaller); a merge whose token would exceed 4096
- * bytes is skipped. Deterministic: the same text and size give the same
+ * bytes (its spelling) is skipped. Deterministic: the same text and size give the same
  * tokenizer on any machine. Time about (vocab_size - 256) x (distinct pairs
  * + bytes of the distinct pre-tokens). Returns ATTN_OK, ATTN_E_ARG (NULL
  * argument, vocab_size outside [256, ATTN_BPE_TRAIN_MAX_VOCAB], text over

@@ -195,7 +195,6 @@ json_t *attn__bpe_gpt2_json(int32_t n, const char *spell, const uint32_t *soff,
     }
     json_t *bl = json_pack("{s:s, s:b, s:b, s:b}", "type", "ByteLevel", "add_prefix_space", 0,
                            "trim_offsets", 1, "use_regex", 1);
-    /* the same settings as the byte tokenizer of attn_gpt_save */
     return json_pack("{s:s, s:n, s:n, s:[], s:n, s:o, s:O, s:O, s:{s:s, s:n, s:n, s:s, s:s, s:b, "
                      "s:b, s:b, s:o, s:o}}",
                      "version", "1.0", "truncation", "padding", "added_tokens", "normalizer",
@@ -379,11 +378,13 @@ attn_status attn_bpe_train(attn_ctx *ctx, const char *text, size_t len, int32_t 
     int32_t n = 256;
     while (n < vocab_size) {
         uint64_t best = EMPTY;
-        int64_t bc = 1; /* a pair must occur at least twice */
+        int64_t bc = 0;
         for (size_t i = 0; i <= t.p.mask; i++) {
             const uint64_t k = t.p.key[i];
             const int64_t c = t.p.cnt[i];
-            if (k != EMPTY && (c > bc || (c == bc && k < best))) best = k, bc = c;
+            /* a pair must occur at least twice (EMPTY slots have no count) */
+            if (k == EMPTY || c < 2) continue;
+            if (c > bc || (c == bc && k < best)) best = k, bc = c;
         }
         if (best == EMPTY) break;
         retire_pair(&t.p, best);
