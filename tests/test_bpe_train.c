@@ -62,7 +62,7 @@ static void test_merges_by_hand(void **state) {
     expect_token(t, 257, " aa");
     expect_token(t, 258, "ab");
     /* GPT-2 spellings: " " is U+0120 */
-    assert_int_equal(attn_bpe_id(t, "\xc4\xa0" "aa"), 257);
+    assert_int_equal(attn_bpe_id(t, "\u0120aa"), 257);
     int32_t ids[16];
     int n = 0;
     assert_int_equal(attn_bpe_encode(ctx, t, text, strlen(text), 0, ids, 16, &n), ATTN_OK);
@@ -88,10 +88,11 @@ static void test_merges_by_hand(void **state) {
  * from a fixed LCG (so it is the same on every run). */
 static char *mixed_text(unsigned seed, size_t words, size_t *len) {
     static const char *const w[] = {
-        "the",   "cat",    "sat",     "on",     "mat",       "don't", "we'll", "it's", "café",
-        "naïve", "Zürich", "東京",    "北京市", "こんにちは", "🙂",    "👍🏽",   "2024",  "3.14159",
-        "über",  "résumé", "Ωμέγα",   "Привет", "مرحبا",     "\t",    "  ",    "\n",    "...",
-        "--",    "(x)",    "e-mail", "I'm",    "THEY'RE",   "x²",    "½",     "ﬁne",  "a\u00a0b"};
+        "the",  "cat",     "sat",    "on",      "mat",    "don't",      "we'll", "it's",
+        "café", "naïve",   "Zürich", "東京",    "北京市", "こんにちは", "🙂",  "👍🏽",
+        "2024", "3.14159", "über",   "résumé",  "Ωμέγα",  "Привет",     "مرحبا", "\t",
+        "  ",   "\n",      "...",    "--",      "(x)",    "e-mail",     "I'm",   "THEY'RE",
+        "x²",   "½",       "ﬁne",    "a\u00a0b"};
     const size_t nw = sizeof w / sizeof w[0];
     char *s = malloc(words * 24 + 1);
     size_t n = 0;

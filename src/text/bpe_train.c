@@ -208,9 +208,9 @@ json_t *attn__bpe_gpt2_json(int32_t n, const char *spell, const uint32_t *soff,
 
 typedef struct trainer {
     wordtab w;
-    int32_t *sym;   /* the symbols of every distinct pre-token, back to back */
-    size_t *start;  /* pre-token k's symbols start at sym + start[k] */
-    uint32_t *len;  /* and are len[k] long (shrinking as merges apply) */
+    int32_t *sym;  /* the symbols of every distinct pre-token, back to back */
+    size_t *start; /* pre-token k's symbols start at sym + start[k] */
+    uint32_t *len; /* and are len[k] long (shrinking as merges apply) */
     pairtab p;
     char *spell; /* spellings, NUL-terminated, ids in order */
     size_t spell_len, spell_cap;
@@ -476,8 +476,8 @@ attn_status attn_bpe_save(attn_ctx *ctx, const attn_bpe *t, const char *dir) {
     for (uint32_t i = 0; i <= t->merge_mask; i++) {
         const attn__bpe_merge *e = &t->merges[i];
         if (e->key != UINT64_MAX)
-            m[nm++] = (rank_pair){e->rank, (int32_t)(e->key >> 32),
-                                  (int32_t)(e->key & 0xffffffffu)};
+            m[nm++] =
+                (rank_pair){e->rank, (int32_t)(e->key >> 32), (int32_t)(e->key & 0xffffffffu)};
     }
     qsort(m, nm, sizeof *m, by_rank);
     for (size_t r = 0; r < nm; r++)

@@ -239,8 +239,7 @@ int attn_cmd_train_lm(int argc, char **argv) {
         const long a = bpe_ids(ctx, tok, text, split, corpus, "the training part", toks);
         const long b = a < 0 ? -1
                              : bpe_ids(ctx, tok, text + split, held, corpus,
-                                       "the held-out part (--tokenizer bpe needs UTF-8)",
-                                       toks + a);
+                                       "the held-out part (--tokenizer bpe needs UTF-8)", toks + a);
         if (b < 0) goto done;
         ntrain = (size_t)a, ntok = (size_t)(a + b);
         tok_s = attn_cli_clock_s(CLOCK_MONOTONIC) - b0;
