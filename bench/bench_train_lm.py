@@ -137,9 +137,12 @@ def main():
             aw.append(w), ac.append(c)
             w, c, _ = torch_run(a, th, text)
             tw.append(w), tc.append(c)
+        runs = "; ".join(f"{k} " + " ".join(f"{x:.2f}" for x in v)
+                         for k, v in (("attn wall", aw), ("torch wall", tw), ("attn cpu", ac),
+                                      ("torch cpu", tc)))
         aw, ac, tw, tc = (statistics.median(v) for v in (aw, ac, tw, tc))
         print(f"{th:>7} {aw:>10.2f} {tw:>10.2f} {aw / tw:>6.2f} {ac:>13.2f} {tc:>14.2f} "
-              f"{ac / tc:>6.2f}", flush=True)
+              f"{ac / tc:>6.2f}   (runs: {runs})", flush=True)
     print(f"load average at the end {os.getloadavg()[0]:.2f}")
 
 
