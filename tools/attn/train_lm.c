@@ -50,7 +50,8 @@ static void usage(FILE *f) {
             "  --threads N        threads (default 1: on a shared machine two threads ran 5x\n"
             "                    slower than one; 0 = ATTN_NUM_THREADS, else all cores)\n"
             "  --log-every N      progress every N steps (default 50)\n"
-            "  --out DIR          save a Hugging Face GPT-2 directory there at the end\n"
+            "  --out DIR          save a Hugging Face GPT-2 directory with its tokenizer there\n"
+            "                     at the end\n"
             "  -h, --help         show this help\n\n"
             "Exit status: 0 success, 1 failure (unreadable, too small or, for bpe, not UTF-8\n"
             "corpus), 2 bad usage.\n",
