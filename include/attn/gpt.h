@@ -254,11 +254,13 @@ ATTN_NODISCARD attn_status attn_gpt_trainer_step(attn_ctx *ctx, attn_gpt_trainer
  * if missing): config.json and model.safetensors (F32, GPT-2's names with
  * the "transformer." prefix, Conv1D layout). With byte_tokenizer (the model
  * needs vocab_size >= 256; ids 0..255 are the bytes 0..255) also a
- * tokenizer.json: a byte-level BPE with those 256 tokens and no merges,
- * which transformers' GPT2TokenizerFast and attn_bpe_load_dir both read.
- * Files are written atomically. Returns ATTN_OK, ATTN_E_ARG (a Llama model,
- * an untied head, bf16 weights, vocab_size < 256 with byte_tokenizer),
- * ATTN_E_IO, ATTN_E_NOMEM. */
+ * tokenizer.json (and vocab.json, merges.txt): a byte-level BPE with those
+ * 256 tokens and no merges (attn_bpe_save of attn_bpe_train at size 256),
+ * which transformers' GPT2TokenizerFast and attn_bpe_load_dir both read; a
+ * model trained on another tokenizer is saved without one and the tokenizer
+ * beside it (attn_bpe_save). Files are written atomically. Returns ATTN_OK, ATTN_E_ARG (a Llama model,
+ * an untied head, bf16 weights, vocab_size < 256 with byte_tokenizer), ATTN_E_IO,
+ * ATTN_E_NOMEM. */
 ATTN_NODISCARD attn_status attn_gpt_save(attn_ctx *ctx, const attn_gpt *m, const char *dir,
                                          int byte_tokenizer);
 

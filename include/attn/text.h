@@ -167,6 +167,35 @@ int32_t attn_bpe_bos_id(const attn_bpe *t);
  * else <|endoftext|>, <|end_of_text|> or </s> when present; -1 if none. */
 int32_t attn_bpe_eos_id(const attn_bpe *t);
 
+/* The largest vocabulary attn_bpe_train makes. */
+#define ATTN_BPE_TRAIN_MAX_VOCAB 65536
+
+/* Train a byte-level BPE tokenizer on len bytes of UTF-8 text, in the form
+ * of GPT-2's (its pre-tokenization regex, no prefix space, no added
+ * tokens): ids 0..255 are the bytes (byte b is id b, spelled by GPT-2's
+ * byte-to-unicode map), then one id per merge. A merge joins the most
+ * frequent adjacent pair of tokens within the pre-tokens, counted over the
+ * whole text; ties go to the smaller (first id, second id). Training stops
+ * at vocab_size ids, or earlier when no pair occurs twice (then
+ * attn_bpe_vocab_size is smaller); a merge whose token would exceed 4096
+ * bytes (its spelling) is skipped. Deterministic: the same text and size give the same
+ * tokenizer on any machine. Time about (vocab_size - 256) x (distinct pairs
+ * + bytes of the distinct pre-tokens). Returns ATTN_OK, ATTN_E_ARG (NULL
+ * argument, vocab_size outside [256, ATTN_BPE_TRAIN_MAX_VOCAB], text over
+ * 2^31-17 bytes or not valid UTF-8: the message names the byte offset),
+ * ATTN_E_NOMEM. On success *out owns the tokenizer (attn_bpe_free). */
+ATTN_NODISCARD attn_status attn_bpe_train(attn_ctx *ctx, const char *text, size_t len,
+                                          int32_t vocab_size, attn_bpe **out);
+/* Write a GPT-2-style byte-level tokenizer (one attn_bpe_train made, or one
+ * loaded with the same settings) into dir (created if missing):
+ * tokenizer.json, vocab.json and merges.txt, which Hugging Face's
+ * `tokenizers` (Tokenizer.from_file), transformers' GPT2TokenizerFast and
+ * attn_bpe_load_dir read with the same ids. Each file is written by the
+ * output-file rule (attn_outfile_open). Returns ATTN_OK, ATTN_E_ARG (NULL
+ * argument, a tokenizer with another pre-tokenizer, a normalizer, added
+ * tokens, a template or gaps in its ids), ATTN_E_IO, ATTN_E_NOMEM. */
+ATTN_NODISCARD attn_status attn_bpe_save(attn_ctx *ctx, const attn_bpe *t, const char *dir);
+
 #ifdef __cplusplus
 }
 #endif

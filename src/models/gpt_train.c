@@ -250,41 +250,6 @@ attn_status attn_gpt_trainer_step(attn_ctx *ctx, attn_gpt_trainer *t, int64_t B,
 
 /* ---- saving --------------------------------------------------------------- */
 
-/* GPT-2's byte-to-unicode map: printable Latin-1 bytes stand for
- * themselves, the others for U+0100 upwards in byte order. */
-static void byte_symbol(int b, char out[4]) {
-    int cp = b, k = 0;
-    if (!((b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255))) {
-        for (int x = 0; x < b; x++)
-            if (!((x >= 33 && x <= 126) || (x >= 161 && x <= 172) || (x >= 174 && x <= 255))) k++;
-        cp = 256 + k;
-    }
-    if (cp < 0x80) {
-        out[0] = (char)cp, out[1] = 0;
-    } else {
-        out[0] = (char)(0xC0 | (cp >> 6)), out[1] = (char)(0x80 | (cp & 0x3F)), out[2] = 0;
-    }
-}
-
-static json_t *byte_tokenizer_json(void) {
-    json_t *vocab = json_object();
-    for (int b = 0; b < 256 && vocab; b++) {
-        char s[4];
-        byte_symbol(b, s);
-        json_object_set_new(vocab, s, json_integer(b));
-    }
-    json_t *bl = json_pack("{s:s, s:b, s:b, s:b}", "type", "ByteLevel", "add_prefix_space", 0,
-                           "trim_offsets", 1, "use_regex", 1);
-    json_t *j = json_pack(
-        "{s:s, s:n, s:n, s:[], s:n, s:o, s:O, s:O, s:{s:s, s:n, s:n, s:s, s:s, s:b, s:b, s:b, "
-        "s:o, s:[]}}",
-        "version", "1.0", "truncation", "padding", "added_tokens", "normalizer", "pre_tokenizer",
-        bl, "post_processor", bl, "decoder", bl, "model", "type", "BPE", "dropout", "unk_token",
-        "continuing_subword_prefix", "", "end_of_word_suffix", "", "fuse_unk", 0, "byte_fallback",
-        0, "ignore_merges", 0, "vocab", vocab, "merges");
-    return j;
-}
-
 attn_status attn_gpt_save(attn_ctx *ctx, const attn_gpt *m, const char *dir, int byte_tokenizer) {
     if (!ctx) return ATTN_E_ARG;
     attn__ctx_clear(ctx);
@@ -358,7 +323,11 @@ attn_status attn_gpt_save(attn_ctx *ctx, const attn_gpt *m, const char *dir, int
         return attn_ctx_fail(ctx, ATTN_E_ARG, "%s: path too long", dir);
     if ((st = attn__write_json(ctx, path, j))) return st;
     if (!byte_tokenizer) return ATTN_OK;
-    if (!attn__path_join(path, dir, "tokenizer.json", NULL))
-        return attn_ctx_fail(ctx, ATTN_E_ARG, "%s: path too long", dir);
-    return attn__write_json(ctx, path, byte_tokenizer_json());
+    /* the byte tokenizer is a byte-level BPE with no merges, written by the
+     * one tokenizer writer (text/bpe_train.c) */
+    attn_bpe *bytes = NULL;
+    if ((st = attn_bpe_train(ctx, "", 0, 256, &bytes))) return st;
+    st = attn_bpe_save(ctx, bytes, dir);
+    attn_bpe_free(bytes);
+    return st;
 }

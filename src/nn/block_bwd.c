@@ -109,9 +109,11 @@ static void ln_rows_backward(attn_ctx *ctx, const attn__batch *bt, int64_t E, co
                 const float *xr = x + r * E, *gr = dy + r * E;
                 const float m = mean[r], rs = rstd[r];
                 if (dg)
+#pragma omp simd
                     for (int64_t c = c0; c < c1; c++)
                         dg[c] += gr[c] * ((xr[c] - m) * rs);
                 if (db)
+#pragma omp simd
                     for (int64_t c = c0; c < c1; c++)
                         db[c] += gr[c];
             }

@@ -61,6 +61,7 @@ void attn__linear_backward(attn_ctx *ctx, const float *x, int64_t ldx, int64_t M
                 acc[c] = acc_dw ? (double)db[c0 + c] : 0.0;
             for (int64_t i = 0; i < M; i++) {
                 const float *r = dy + i * lddy + c0;
+#pragma omp simd
                 for (int64_t c = 0; c < nc; c++)
                     acc[c] += (double)r[c];
             }

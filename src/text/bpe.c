@@ -318,7 +318,7 @@ static int added_at(const attn_bpe *t, const uint8_t *s, size_t i, size_t n) {
 
 /* Length of the UTF-8 sequence at s[i] when valid (shortest form, no
  * surrogates, at most U+10FFFF), else 0. */
-static size_t utf8_len(const uint8_t *s, size_t i, size_t n) {
+size_t attn__bpe_utf8_len(const uint8_t *s, size_t i, size_t n) {
     uint8_t c = s[i];
     if (c < 0x80) return 1;
     size_t k;
@@ -348,7 +348,7 @@ static size_t space_back(const uint8_t *s, size_t lo, size_t i) {
         size_t j = i - 1;
         while (j > lo && (s[j] & 0xc0) == 0x80)
             j--;
-        size_t L = utf8_len(s, j, i);
+        size_t L = attn__bpe_utf8_len(s, j, i);
         int32_t c = s[j];
         if (L == 2) c = ((s[j] & 0x1f) << 6) | (s[j + 1] & 0x3f);
         if (L == 3) c = ((s[j] & 0x0f) << 12) | ((s[j + 1] & 0x3f) << 6) | (s[j + 2] & 0x3f);
@@ -361,7 +361,7 @@ static size_t space_back(const uint8_t *s, size_t lo, size_t i) {
 
 static size_t space_fwd(const uint8_t *s, size_t i, size_t n) {
     while (i < n) {
-        size_t L = utf8_len(s, i, n);
+        size_t L = attn__bpe_utf8_len(s, i, n);
         int32_t c = s[i];
         if (L == 2) c = ((s[i] & 0x1f) << 6) | (s[i + 1] & 0x3f);
         if (L == 3) c = ((s[i] & 0x0f) << 12) | ((s[i + 1] & 0x3f) << 6) | (s[i + 2] & 0x3f);
@@ -392,7 +392,7 @@ attn_status attn_bpe_encode(attn_ctx *ctx, const attn_bpe *t, const char *text, 
             i++;
             continue;
         }
-        size_t k = utf8_len(s, i, len);
+        size_t k = attn__bpe_utf8_len(s, i, len);
         if (!k)
             return attn_ctx_fail(ctx, ATTN_E_ARG,
                                  "text is not valid UTF-8: bad byte 0x%02x at byte offset %zu",
@@ -468,7 +468,7 @@ attn_status attn_bpe_decode(attn_ctx *ctx, const attn_bpe *t, const int32_t *ids
     for (int pass = 0; pass < 2; pass++) {
         size_t q = 0;
         for (size_t i = 0; i < raw;) {
-            size_t k = utf8_len(r, i, raw);
+            size_t k = attn__bpe_utf8_len(r, i, raw);
             if (k) {
                 if (pass) memcpy(buf + q, r + i, k);
                 q += k;

@@ -114,4 +114,22 @@ static inline uint32_t attn__bpe_edge_slot(uint32_t key, uint32_t mask) {
 /* Id of the model token whose raw bytes are s[0..n) (hash h), or -1. */
 int32_t attn__bpe_find_bytes(const attn_bpe *t, uint32_t h, const void *s, size_t n);
 
+/* Length of the UTF-8 sequence at s[i] (i < n) when valid (shortest form, no
+ * surrogates, at most U+10FFFF), else 0 (bpe.c). */
+size_t attn__bpe_utf8_len(const uint8_t *s, size_t i, size_t n);
+
+/* A tokenizer from a parsed tokenizer.json object (bpe_load.c; what names
+ * it in messages). j stays the caller's. */
+struct json_t;
+attn_status attn__bpe_load_obj(attn_ctx *ctx, const char *what, struct json_t *j, attn_bpe **out);
+
+/* The tokenizer.json object of a GPT-2-style byte-level BPE (ByteLevel
+ * pre-tokenizer with GPT-2's regex, no prefix space, ByteLevel decoder, no
+ * added tokens): ids 0..n-1 spelled spell + soff[id] (slen[id] bytes),
+ * merges "a b" of ids ma[r], mb[r] in rank order (bpe_train.c). NULL when
+ * out of memory. */
+struct json_t *attn__bpe_gpt2_json(int32_t n, const char *spell, const uint32_t *soff,
+                                   const uint32_t *slen, const int32_t *ma, const int32_t *mb,
+                                   int32_t nm);
+
 #endif /* ATTN_BPE_INTERNAL_H */

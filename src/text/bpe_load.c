@@ -722,6 +722,18 @@ static attn_status new_bpe(attn_ctx *ctx, attn_bpe **t) {
     return ATTN_OK;
 }
 
+attn_status attn__bpe_load_obj(attn_ctx *ctx, const char *what, json_t *j, attn_bpe **out) {
+    attn_bpe *t = NULL;
+    attn_status st = new_bpe(ctx, &t);
+    if (!st) st = load_json_obj(ctx, what, j, t);
+    if (st) {
+        attn_bpe_free(t);
+        t = NULL;
+    }
+    *out = t;
+    return st;
+}
+
 attn_status attn_bpe_load_json(attn_ctx *ctx, const char *path, attn_bpe **out) {
     attn__ctx_clear(ctx);
     if (out) *out = NULL;

@@ -1,9 +1,11 @@
-/* attn train --task lm: a GPT-2 trained from scratch on a text file at the
- * byte level (ids 0..255 are the bytes), with AdamW, warm-up and cosine
+/* attn train --task lm: a GPT-2 trained from scratch on a text file, on
+ * byte tokens (ids 0..255 are the bytes) or on a byte-level BPE trained on
+ * the training part first (attn_bpe_train), with AdamW, warm-up and cosine
  * decay over a time or step budget, progress lines, and at the end the
  * held-out bits per character beside xz -9e's on the same text; --out saves
- * a Hugging Face GPT-2 directory with a byte-level tokenizer.json
- * (attn_gpt_save) that transformers and `attn generate --model` load. */
+ * a Hugging Face GPT-2 directory with its tokenizer (attn_gpt_save, and
+ * attn_bpe_save for BPE) that transformers and `attn generate --model`
+ * load. */
 #include "cli.h"
 #include "cli_time.h"
 
@@ -17,17 +19,24 @@ static void usage(FILE *f) {
     fprintf(f,
             "usage: attn train --task lm --corpus FILE [options]\n\n"
             "Train a GPT-2 (learned positions, pre-LayerNorm blocks of causal attention and a\n"
-            "GELU-tanh MLP, head tied to the token embedding) from scratch on FILE, one token\n"
-            "per byte. The last 10%% of FILE is held out; the rest is sampled in random\n"
-            "windows. AdamW with linear warm-up and cosine decay to 10%% of the peak over the\n"
-            "budget (--steps if given, else --minutes of training), gradients clipped to 1.\n"
-            "Prints progress (step, loss, tokens/s, ETA) and at the end the held-out bits per\n"
-            "character (UTF-8 characters) of the model and of `xz -9e` on the same text.\n\n"
+            "GELU-tanh MLP, head tied to the token embedding) from scratch on FILE. The last\n"
+            "10%% of FILE (from the first character boundary there) is held out; the rest is\n"
+            "sampled in random windows. AdamW with linear warm-up and cosine decay to 10%% of\n"
+            "the peak over the budget (--steps if given, else --minutes of training; a BPE\n"
+            "tokenizer is trained before the clock starts), gradients clipped to 1. Prints\n"
+            "progress (step, loss, tokens/s, ETA) and at the end the held-out bits per\n"
+            "character: the model's summed loss over every held-out token in bits, divided by\n"
+            "the held-out text's UTF-8 characters (not bytes), beside `xz -9e` on the same\n"
+            "bytes.\n\n"
             "options:\n"
             "  --task lm          the task (required)\n"
             "  --corpus FILE      the training text (required), e.g. a file of Debian's\n"
             "                     fortunes under /usr/share/games/fortunes\n"
-            "  --tokenizer char   one token per byte (the only tokenizer so far)\n"
+            "  --tokenizer T      char: one token per byte (default); bpe: a byte-level BPE\n"
+            "                     (GPT-2's pre-tokenization) trained on the training part;\n"
+            "                     bpe needs UTF-8 text\n"
+            "  --vocab N          bpe: ids, the 256 bytes included, 256..%d (default 512;\n"
+            "                     fewer when no pair of tokens occurs twice any more)\n"
             "  --layers N         blocks (default 4)\n"
             "  --dim E            width (default 128)\n"
             "  --heads H          attention heads, dividing E (default 4)\n"
@@ -41,9 +50,12 @@ static void usage(FILE *f) {
             "  --threads N        threads (default 1: on a shared machine two threads ran 5x\n"
             "                    slower than one; 0 = ATTN_NUM_THREADS, else all cores)\n"
             "  --log-every N      progress every N steps (default 50)\n"
-            "  --out DIR          save a Hugging Face GPT-2 directory there at the end\n"
+            "  --out DIR          save a Hugging Face GPT-2 directory with its tokenizer there\n"
+            "                     at the end\n"
             "  -h, --help         show this help\n\n"
-            "Exit status: 0 success, 1 failure (unreadable or too small corpus), 2 bad usage.\n");
+            "Exit status: 0 success, 1 failure (unreadable, too small or, for bpe, not UTF-8\n"
+            "corpus), 2 bad usage.\n",
+            ATTN_BPE_TRAIN_MAX_VOCAB);
 }
 
 static unsigned char *read_all(const char *path, size_t *n) {
@@ -101,9 +113,9 @@ static long xz_bytes(const unsigned char *text, size_t n) {
     return out;
 }
 
-/* Summed loss (nats) of predicting text[from..to) from the bytes before it
+/* Summed loss (nats) of predicting tok[from..to) from the tokens before it
  * within windows of T: windows start at from - 1 and step by T. */
-static int eval_nats(attn_ctx *ctx, attn_gpt_trainer *tr, const unsigned char *text, size_t from,
+static int eval_nats(attn_ctx *ctx, attn_gpt_trainer *tr, const int32_t *tok, size_t from,
                      size_t to, int T, int B, int32_t *ids, double *nats) {
     double sum = 0.0;
     size_t s = from - 1;
@@ -111,15 +123,13 @@ static int eval_nats(attn_ctx *ctx, attn_gpt_trainer *tr, const unsigned char *t
         int nb = 0;
         /* full windows, B at a time */
         while (nb < B && s + (size_t)T + 1 <= to) {
-            for (int i = 0; i <= T; i++)
-                ids[(size_t)nb * (size_t)(T + 1) + (size_t)i] = text[s + (size_t)i];
+            memcpy(ids + (size_t)nb * (size_t)(T + 1), tok + s, (size_t)(T + 1) * sizeof *ids);
             nb++, s += (size_t)T;
         }
         int Tw = T;
         if (nb == 0) { /* the last, shorter window */
             Tw = (int)(to - 1 - s);
-            for (int i = 0; i <= Tw; i++)
-                ids[i] = text[s + (size_t)i];
+            memcpy(ids, tok + s, (size_t)(Tw + 1) * sizeof *ids);
             nb = 1, s += (size_t)Tw;
         }
         double part;
@@ -130,9 +140,21 @@ static int eval_nats(attn_ctx *ctx, attn_gpt_trainer *tr, const unsigned char *t
     return 0;
 }
 
+/* Token ids of text[0..n) by t into out (room for n: a token is at least
+ * one byte); their number, or -1 with the error printed. */
+static long bpe_ids(attn_ctx *ctx, const attn_bpe *t, const unsigned char *text, size_t n,
+                    const char *corpus, const char *part, int32_t *out) {
+    int cnt = 0;
+    if (attn_bpe_encode(ctx, t, (const char *)text, n, 0, out, (int)n, &cnt)) {
+        attn_cli_error(1, "train: %s of '%s': %s", part, corpus, attn_ctx_last_error(ctx));
+        return -1;
+    }
+    return cnt;
+}
+
 int attn_cmd_train_lm(int argc, char **argv) {
     int layers = 4, dim = 128, heads = 4, ctxlen = 128, batch = 16, steps = 0, threads = 1;
-    int log_every = 50;
+    int log_every = 50, vocab = 0;
     float minutes = 10.0f, lr = 2e-3f, wd = 0.01f;
     uint64_t seed = 1;
     const char *task = NULL, *corpus = NULL, *tokenizer = "char", *out = NULL;
@@ -140,6 +162,7 @@ int attn_cmd_train_lm(int argc, char **argv) {
         {"--task", CLI_STRING, &task, 0, 0, 0, NULL},
         {"--corpus", CLI_STRING, &corpus, 0, 0, 0, NULL},
         {"--tokenizer", CLI_STRING, &tokenizer, 0, 0, 0, NULL},
+        {"--vocab", CLI_INT, &vocab, 256, ATTN_BPE_TRAIN_MAX_VOCAB, 0, NULL},
         {"--layers", CLI_INT, &layers, 1, 64, 0, NULL},
         {"--dim", CLI_INT, &dim, 1, 8192, 0, NULL},
         {"--heads", CLI_INT, &heads, 1, 8192, 0, NULL},
@@ -159,16 +182,25 @@ int attn_cmd_train_lm(int argc, char **argv) {
     int prc = attn_cli_parse(&spec, argc, argv, NULL, &npos);
     if (prc >= 0) return prc;
     if (!corpus) return attn_cli_error(2, "train: --task lm needs --corpus FILE");
-    if (strcmp(tokenizer, "char"))
-        return attn_cli_error(2, "train: --tokenizer '%s' is not supported (only 'char')",
+    const int bpe = !strcmp(tokenizer, "bpe");
+    if (!bpe && strcmp(tokenizer, "char"))
+        return attn_cli_error(2, "train: --tokenizer '%s' is not supported (char or bpe)",
                               tokenizer);
+    if (vocab && !bpe)
+        return attn_cli_error(2, "train: --vocab applies to --tokenizer bpe only (char has the "
+                                 "256 bytes)");
+    if (bpe && !vocab) vocab = 512;
     if (dim % heads)
         return attn_cli_error(2, "train: --dim %d is not divisible by --heads %d", dim, heads);
 
     size_t n = 0;
     unsigned char *text = read_all(corpus, &n);
     if (!text) return attn_cli_error(1, "train: cannot read the corpus '%s'", corpus);
-    const size_t held = n / 10, split = n - held;
+    /* the held-out part starts at a character boundary (a UTF-8 lead byte) */
+    size_t split = n - n / 10;
+    while (split < n && (text[split] & 0xC0) == 0x80)
+        split++;
+    const size_t held = n - split;
     const size_t need = (size_t)ctxlen + 1 + ((size_t)ctxlen + 1 + 8) / 9;
     if (split < (size_t)ctxlen + 1 || held < 1) {
         free(text);
@@ -187,15 +219,47 @@ int attn_cmd_train_lm(int argc, char **argv) {
     rc = 1;
     attn_gpt_trainer *tr = NULL;
     attn_adamw *opt = NULL;
+    attn_bpe *tok = NULL;
     int32_t *ids = malloc((size_t)batch * (size_t)(ctxlen + 1) * sizeof *ids);
+    /* the corpus as tokens: the training part's, then the held-out part's */
+    int32_t *toks = malloc(n * sizeof *toks);
+    size_t ntrain = split, ntok = n;
+    double tok_s = 0.0;
     attn_status st;
-    if (!ids) {
+    if (!ids || !toks) {
         attn_cli_error(1, "out of memory");
         goto done;
     }
+    if (bpe) {
+        const double b0 = attn_cli_clock_s(CLOCK_MONOTONIC);
+        if ((st = attn_bpe_train(ctx, (const char *)text, split, vocab, &tok))) {
+            attn_cli_error(1, "train: the training part of '%s' (--tokenizer bpe needs UTF-8): %s",
+                           corpus, attn_ctx_last_error(ctx));
+            goto done;
+        }
+        const long a = bpe_ids(ctx, tok, text, split, corpus, "the training part", toks);
+        const long b = a < 0 ? -1
+                             : bpe_ids(ctx, tok, text + split, held, corpus,
+                                       "the held-out part (--tokenizer bpe needs UTF-8)", toks + a);
+        if (b < 0) goto done;
+        ntrain = (size_t)a, ntok = (size_t)(a + b);
+        tok_s = attn_cli_clock_s(CLOCK_MONOTONIC) - b0;
+        if (ntrain < (size_t)ctxlen + 1) {
+            attn_cli_error(1,
+                           "train: the training part of '%s' is %zu BPE tokens, less than one "
+                           "context window of %d tokens + 1 (lower --ctx or --vocab, or use a "
+                           "larger corpus)",
+                           corpus, ntrain, ctxlen);
+            goto done;
+        }
+    } else {
+        for (size_t i = 0; i < n; i++)
+            toks[i] = text[i];
+    }
+    const int V = bpe ? (int)attn_bpe_vocab_size(tok) : 256;
     attn_gpt_config c;
     memset(&c, 0, sizeof c);
-    c.arch = ATTN_GPT_ARCH_GPT2, c.vocab_size = 256, c.n_positions = ctxlen, c.n_embd = dim;
+    c.arch = ATTN_GPT_ARCH_GPT2, c.vocab_size = V, c.n_positions = ctxlen, c.n_embd = dim;
     c.n_layer = layers, c.n_head = heads, c.n_kv_head = heads, c.n_inner = 4 * (int64_t)dim;
     c.layer_norm_epsilon = 1e-5f, c.attention_bias = c.mlp_bias = 1, c.act = ATTN_GPT_GELU_TANH;
     c.scale_attn_weights = 1, c.tie_word_embeddings = 1, c.bos_token_id = c.eos_token_id = -1;
@@ -214,21 +278,37 @@ int attn_cmd_train_lm(int argc, char **argv) {
         goto done;
     }
     const double budget = (double)minutes * 60.0;
-    printf("task lm: corpus %s, %zu bytes (%zu training, %zu held out), byte tokens; GPT-2 "
-           "layers=%d E=%d heads=%d ctx=%d, %lld parameters; batch %d, ",
-           corpus, n, split, held, layers, dim, heads, ctxlen, (long long)nweights, batch);
+    printf("task lm: corpus %s, %zu bytes (%zu training, %zu held out), ", corpus, n, split, held);
+    if (bpe)
+        printf("BPE tokens (vocab %d)", V);
+    else
+        printf("byte tokens");
+    printf("; GPT-2 layers=%d E=%d heads=%d ctx=%d, %lld parameters; batch %d, ", layers, dim,
+           heads, ctxlen, (long long)nweights, batch);
     if (steps)
         printf("%d steps", steps);
     else
         printf("%.2f minutes", (double)minutes);
     printf(", %d threads, seed %llu\n", attn_ctx_threads(ctx), (unsigned long long)seed);
+    if (bpe)
+        printf("tokenizer: byte-level BPE of %d ids trained on the training part, %.1f s with "
+               "encoding; %zu training tokens (%.3f bytes each), %zu held-out tokens\n",
+               V, tok_s, ntrain, (double)split / (double)ntrain, ntok - ntrain);
     fflush(stdout);
     uint64_t rng = seed * 0xd1b54a32d192ed03ull + 11;
     const long warmup = steps ? (steps / 20 > 100 ? 100 : steps / 20 + 1) : 100;
     const double t0 = attn_cli_clock_s(CLOCK_MONOTONIC);
+    /* the timing line leaves out the first steps (first touch of the
+     * activations, caches): from step `timed_from` on, wall and CPU time */
+    const long timed_from = steps ? (steps / 10 < 10 ? steps / 10 : 10) : 10;
+    double tw0 = t0, tc0 = attn_cli_clock_s(CLOCK_PROCESS_CPUTIME_ID);
     double run_loss = 0.0;
     long run_n = 0, step = 0;
     for (;; step++) {
+        if (step == timed_from) {
+            tw0 = attn_cli_clock_s(CLOCK_MONOTONIC);
+            tc0 = attn_cli_clock_s(CLOCK_PROCESS_CPUTIME_ID);
+        }
         const double el = attn_cli_clock_s(CLOCK_MONOTONIC) - t0;
         double frac = steps ? (double)step / (double)steps : el / budget;
         if (frac >= 1.0) break;
@@ -236,9 +316,9 @@ int attn_cmd_train_lm(int argc, char **argv) {
                                        : 0.1 + 0.45 * (1.0 + cos(3.14159265358979 * frac));
         attn_adamw_set_lr(opt, (float)(lr * f));
         for (int b = 0; b < batch; b++) {
-            const size_t s0 = (size_t)(attn_train_mix(&rng) % (uint64_t)(split - (size_t)ctxlen));
-            for (int i = 0; i <= ctxlen; i++)
-                ids[(size_t)b * (size_t)(ctxlen + 1) + (size_t)i] = text[s0 + (size_t)i];
+            const size_t s0 = (size_t)(attn_train_mix(&rng) % (uint64_t)(ntrain - (size_t)ctxlen));
+            memcpy(ids + (size_t)b * (size_t)(ctxlen + 1), toks + s0,
+                   (size_t)(ctxlen + 1) * sizeof *ids);
         }
         double loss;
         if ((st = attn_gpt_trainer_step(ctx, tr, batch, ctxlen, ids, 1, &loss)) ||
@@ -253,18 +333,29 @@ int attn_cmd_train_lm(int argc, char **argv) {
             const double tps = (double)(step + 1) * batch * ctxlen / now;
             const double eta = steps ? now / (double)(step + 1) * (double)(steps - step - 1)
                                      : fmax(0.0, budget - now);
-            printf("step %6ld  loss %.4f (%.3f bits/byte)  lr %.2e  %.0f tokens/s  %.0f s  "
+            printf("step %6ld  loss %.4f (%.3f bits/%s)  lr %.2e  %.0f tokens/s  %.0f s  "
                    "ETA %.0f s\n",
-                   step + 1, run_loss / run_n, run_loss / run_n / log(2.0), lr * f, tps, now, eta);
+                   step + 1, run_loss / run_n, run_loss / run_n / log(2.0), bpe ? "token" : "byte",
+                   lr * f, tps, now, eta);
             fflush(stdout);
             run_loss = 0.0, run_n = 0;
         }
     }
     const double train_s = attn_cli_clock_s(CLOCK_MONOTONIC) - t0;
+    const double tw = attn_cli_clock_s(CLOCK_MONOTONIC) - tw0;
+    const double tc = attn_cli_clock_s(CLOCK_PROCESS_CPUTIME_ID) - tc0;
     printf("trained %ld steps in %.1f s (%.0f tokens/s)\n", step, train_s,
            (double)step * batch * ctxlen / train_s);
+    /* one machine-readable line for bench/bench_train_lm.py: steps per
+     * second of wall time and per second of CPU time / threads */
+    if (step > timed_from)
+        printf("timing: steps=%ld from_step=%ld wall_s=%.4f cpu_s=%.4f threads=%d "
+               "steps_per_s=%.4f steps_per_cpu_s=%.4f\n",
+               step - timed_from, timed_from, tw, tc, attn_ctx_threads(ctx),
+               (double)(step - timed_from) / tw,
+               (double)(step - timed_from) * attn_ctx_threads(ctx) / tc);
     double nats;
-    if (eval_nats(ctx, tr, text, split, n, ctxlen, batch, ids, &nats)) {
+    if (eval_nats(ctx, tr, toks, ntrain, ntok, ctxlen, batch, ids, &nats)) {
         attn_cli_error(1, "%s", attn_ctx_last_error(ctx));
         goto done;
     }
@@ -272,7 +363,7 @@ int attn_cmd_train_lm(int argc, char **argv) {
     for (size_t i = split; i < n; i++)
         chars += (text[i] & 0xC0) != 0x80;
     const double bpc = nats / log(2.0) / (double)chars;
-    printf("held-out: %zu bytes, %zu characters\n", held, chars);
+    printf("held-out: %zu bytes, %zu characters, %zu tokens\n", held, chars, ntok - ntrain);
     printf("model: %.4f bits per character\n", bpc);
     const long xz = xz_bytes(text + split, held);
     if (xz > 0) {
@@ -283,15 +374,19 @@ int attn_cmd_train_lm(int argc, char **argv) {
         printf("xz -9e: not available (xz is not installed or failed)\n");
     }
     if (out) {
-        if ((st = attn_gpt_save(ctx, attn_gpt_trainer_model(tr), out, 1))) {
+        if ((st = attn_gpt_save(ctx, attn_gpt_trainer_model(tr), out, !bpe)) ||
+            (bpe && (st = attn_bpe_save(ctx, tok, out)))) {
             attn_cli_error(1, "%s", attn_ctx_last_error(ctx));
             goto done;
         }
-        printf("saved: %s (Hugging Face GPT2LMHeadModel, byte-level tokenizer.json)\n", out);
+        printf("saved: %s (Hugging Face GPT2LMHeadModel, %s)\n", out,
+               bpe ? "byte-level BPE tokenizer.json, vocab.json, merges.txt"
+                   : "byte-level tokenizer.json");
     }
     rc = 0;
 done:
-    free(text), free(ids);
+    free(text), free(ids), free(toks);
+    attn_bpe_free(tok);
     attn_adamw_free(opt);
     attn_gpt_trainer_free(tr);
     attn_ctx_free(ctx);
