@@ -791,6 +791,54 @@ static void test_gemv(void **state) {
     attn_ctx_free(one);
 }
 
+/* A few rows times a transposed weight matrix (a short prompt, a batched
+ * decode step: attn__sgemm splits W's rows over the threads, one
+ * single-threaded oneDNN call each): the 2x plain-fp32 rule against float64,
+ * odd sizes, with and without accumulation, and the same bits on 1 and 2
+ * threads. */
+static void test_small_m(void **state) {
+    (void)state;
+    const int64_t shapes[][3] = {{2, 512, 64}, {5, 700, 33}, {32, 2304, 768}, {64, 1031, 97}};
+    attn_ctx *one, *two;
+    assert_int_equal(attn_ctx_create(&one, 1), ATTN_OK);
+    assert_int_equal(attn_ctx_create(&two, 2), ATTN_OK);
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        const int64_t M = shapes[si][0], N = shapes[si][1], K = shapes[si][2];
+        const int64_t lda = K + 1, ldw = K + 3, ldc = N + 2;
+        at_rng r = at_rng_for(1300 + si);
+        float *W = malloc((size_t)(N * ldw) * 4), *A = malloc((size_t)(M * lda) * 4);
+        float *y = malloc((size_t)(M * ldc) * 4), *y1 = malloc((size_t)(M * ldc) * 4);
+        float *f32 = malloc((size_t)(M * N) * 4), *got = malloc((size_t)(M * N) * 4);
+        double *ref = malloc((size_t)(M * N) * 8);
+        for (int64_t i = 0; i < N * ldw; i++)
+            W[i] = at_rng_uniform(&r, -1, 1);
+        for (int64_t i = 0; i < M * lda; i++)
+            A[i] = at_rng_uniform(&r, -1, 1);
+        for (int acc = 0; acc < 2; acc++) {
+            for (int64_t i = 0; i < M; i++)
+                for (int64_t j = 0; j < N; j++) {
+                    const float b = acc ? at_rng_uniform(&r, -1, 1) : 0.0f;
+                    double d = b;
+                    float f = 0.0f;
+                    for (int64_t k = 0; k < K; k++)
+                        d += (double)W[j * ldw + k] * A[i * lda + k], f += W[j * ldw + k] * A[i * lda + k];
+                    ref[i * N + j] = d, f32[i * N + j] = f + b;
+                    y[i * ldc + j] = y1[i * ldc + j] = acc ? b : 0.0f;
+                }
+            attn__sgemm(two, 0, 1, M, N, K, 1.0f, A, lda, W, ldw, acc ? 1.0f : 0.0f, y, ldc);
+            attn__sgemm(one, 0, 1, M, N, K, 1.0f, A, lda, W, ldw, acc ? 1.0f : 0.0f, y1, ldc);
+            for (int64_t i = 0; i < M; i++) {
+                memcpy(got + i * N, y + i * ldc, (size_t)N * 4);
+                assert_memory_equal(y + i * ldc, y1 + i * ldc, (size_t)N * 4);
+            }
+            assert_true(at_check_f64("small-M gemm", got, ref, f32, M * N, r.seed));
+        }
+        free(W), free(A), free(y), free(y1), free(f32), free(got), free(ref);
+    }
+    attn_ctx_free(one);
+    attn_ctx_free(two);
+}
+
 static int setup(void **state) {
     data_dirs();
     snprintf(tmpdir, sizeof tmpdir, "/tmp/attn_gpt2_XXXXXX");
@@ -809,6 +857,7 @@ int main(void) {
         cmocka_unit_test(test_incremental),    cmocka_unit_test(test_batch),
         cmocka_unit_test(test_greedy_f32),     cmocka_unit_test(test_greedy_f16),
         cmocka_unit_test(test_stops),          cmocka_unit_test(test_seed_threads),
+        cmocka_unit_test(test_small_m),
         cmocka_unit_test(test_sample),         cmocka_unit_test(test_bf16),
         cmocka_unit_test(test_hostile_dirs),   cmocka_unit_test(test_bad_args),
         cmocka_unit_test(test_model_open),     cmocka_unit_test(test_gemv),

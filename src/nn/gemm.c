@@ -32,6 +32,14 @@
 #include <oneapi/dnnl/dnnl.h>
 #include <stdio.h>
 
+/* Products of at most SMALL_M rows (a short prompt, a batched decode step)
+ * with a transposed weight matrix split W's rows (C's columns) over the
+ * threads, one single-threaded dnnl_sgemm each: oneDNN's own 2-thread
+ * split of a 32-row product was slower than one thread (GPT-2-small prompt
+ * of 32 tokens on Zen 5: 1 thread 543 tokens/s, 2 threads 380-428 with
+ * oneDNN's split, 906-927 with this one; docs/PERFORMANCE.md). */
+#define SMALL_M 64
+
 /* Rows per task of the GEMV: W rows stream in contiguous runs. */
 #define GEMV_ROWS 64
 
@@ -91,6 +99,23 @@ void attn__sgemm(attn_ctx *ctx, int trans_a, int trans_b, int64_t M, int64_t N, 
         return;
     }
     const int want = attn_ctx_threads(ctx), had = omp_get_max_threads();
+    if (want > 1 && M <= SMALL_M && !trans_a && trans_b && N >= 256 * (int64_t)want) {
+        /* a few rows times a weight matrix: each thread one run of W's rows
+         * (columns of C), one single-threaded dnnl_sgemm each */
+        const int64_t nb = (N / want + 63) / 64 * 64;
+#pragma omp parallel for num_threads(want) schedule(static)
+        for (int t = 0; t < want; t++) {
+            const int64_t j0 = t * nb, n = ATTN_MIN(nb, N - j0);
+            omp_set_num_threads(1); /* this thread's own nested calls only */
+            if (n > 0) {
+                dnnl_status_t st = dnnl_sgemm('N', 'T', M, n, K, alpha, A, lda, B + j0 * ldb, ldb,
+                                              beta, C + j0, ldc);
+                assert(st == dnnl_success);
+                (void)st;
+            }
+        }
+        return;
+    }
     if (want != had) omp_set_num_threads(want);
     dnnl_status_t st = dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', M, N, K, alpha, A, lda,
                                   B, ldb, beta, C, ldc);
