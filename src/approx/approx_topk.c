@@ -67,7 +67,10 @@ typedef struct topk {
     float *scr; /* per thread: scores [C*S] | select scratch [S] | weights [C*k] */
     int64_t scr_len;
     int32_t *sel;   /* per thread [C*k] (forward); the head's [T*k] (backward) */
-    float *pw, *ds; /* backward: the head's softmax weights and score gradients [T*k] */
+    float *pw;  /* backward: the head's softmax weights [T*k] */
+    double *ds; /* backward: its score gradients [T*k], in float64: ds = p (dp - p.dp)
+                 * cancels where dp is near its mean, and dk sums them over
+                 * every query of the group */
     double *acc;    /* backward: dk, dv of one kv head [S, D + Dv], summed in float64 */
 } topk;
 
@@ -86,7 +89,7 @@ static attn_status topk_init(attn_ctx *ctx, topk *t, const attn__approx_plan *p,
     int ok = t->scr && t->sel;
     if (backward) {
         t->pw = attn__malloc((size_t)(p->T * p->topk + 1) * sizeof(float));
-        t->ds = attn__malloc((size_t)(p->T * p->topk + 1) * sizeof(float));
+        t->ds = attn__malloc((size_t)(p->T * p->topk + 1) * sizeof(double));
         t->acc = attn__malloc((size_t)(p->S * (p->D + p->Dv) + 1) * sizeof(double));
         ok = ok && t->pw && t->ds && t->acc;
     }
@@ -181,27 +184,29 @@ attn_status attn__approx_topk_backward(attn_ctx *ctx, const attn__approx_plan *p
                     float *w = t.scr + t.scr_len * omp_get_thread_num();
                     const int64_t i0 = c * t.C;
                     int32_t *sel = t.sel + i0 * k;
-                    float *pw = t.pw + i0 * k, *ds = t.ds + i0 * k;
+                    float *pw = t.pw + i0 * k;
+                    double *ds = t.ds + i0 * k;
                     const int64_t n = select_chunk(&t, b, h, c, w, sel, pw);
                     for (int64_t i = 0; i < n; i++) {
                         const float *go = ATTN__ROW(p->dout, p->dos, b, h, i0 + i);
-                        float dot = 0.0f;
+                        double dot = 0.0;
                         for (int64_t r = 0; r < k; r++) {
                             const float *vj = vb + sel[i * k + r] * p->vs[2];
-                            float dp = 0.0f;
+                            double dp = 0.0;
                             for (int64_t d = 0; d < Dv; d++)
-                                dp += go[d] * vj[d];
+                                dp += (double)go[d] * vj[d];
                             ds[i * k + r] = dp;
                             dot += pw[i * k + r] * dp;
                         }
                         float *dq = ATTN__ROW(p->dq, p->dqs, b, h, i0 + i);
                         memset(dq, 0, (size_t)D * sizeof(float));
                         for (int64_t r = 0; r < k; r++) {
-                            const float dsr = pw[i * k + r] * (ds[i * k + r] - dot);
+                            const double dsr = pw[i * k + r] * (ds[i * k + r] - dot);
                             ds[i * k + r] = dsr;
+                            const float c = (float)((double)p->scale * dsr);
                             const float *kj = kb + sel[i * k + r] * p->ks[2];
                             for (int64_t d = 0; d < D; d++)
-                                dq[d] += p->scale * dsr * kj[d];
+                                dq[d] += c * kj[d];
                         }
                     }
                 }
@@ -211,7 +216,7 @@ attn_status attn__approx_topk_backward(attn_ctx *ctx, const attn__approx_plan *p
                     for (int64_t r = 0; r < k; r++) {
                         const int64_t j = t.sel[i * k + r];
                         double *dk = t.acc + j * W, *dv = dk + D;
-                        const double cs = (double)(p->scale * t.ds[i * k + r]),
+                        const double cs = (double)p->scale * t.ds[i * k + r],
                                      cp = (double)t.pw[i * k + r];
                         for (int64_t d = 0; d < D; d++)
                             dk[d] += cs * (double)qi[d];
