@@ -385,10 +385,14 @@ done:
     return status;
 }
 
-attn_status attn_safetensors_open(attn_ctx *ctx, const char *path, attn_safetensors **out) {
-    if (!out) return attn_ctx_fail(ctx, ATTN_E_ARG, "attn_safetensors_open: out is NULL");
+/* Open path as a safetensors file (fn names the caller in messages): a
+ * regular file only. header_only keeps the descriptor open in the handle
+ * for attn_safetensors_read instead of reading the data. */
+static attn_status open_path(attn_ctx *ctx, const char *fn, const char *path, int header_only,
+                             attn_safetensors **out) {
+    if (!out) return attn_ctx_fail(ctx, ATTN_E_ARG, "%s: out is NULL", fn);
     *out = NULL;
-    if (!path) return attn_ctx_fail(ctx, ATTN_E_ARG, "attn_safetensors_open: path is NULL");
+    if (!path) return attn_ctx_fail(ctx, ATTN_E_ARG, "%s: path is NULL", fn);
     attn__ctx_clear(ctx);
     /* O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused
      * below as not a regular file (the flag changes nothing for files) */
@@ -402,34 +406,21 @@ attn_status attn_safetensors_open(attn_ctx *ctx, const char *path, attn_safetens
         status = attn_ctx_fail(ctx, ATTN_E_IO, "%s: not a regular file", path);
     } else {
         st_src src = {fd, NULL, (uint64_t)sb.st_size, path};
-        status = open_src(ctx, &src, 0, out);
+        status = open_src(ctx, &src, header_only, out);
     }
-    close(fd);
-    return status;
-}
-
-attn_status attn_safetensors_open_header(attn_ctx *ctx, const char *path, attn_safetensors **out) {
-    if (!out) return attn_ctx_fail(ctx, ATTN_E_ARG, "attn_safetensors_open_header: out is NULL");
-    *out = NULL;
-    if (!path) return attn_ctx_fail(ctx, ATTN_E_ARG, "attn_safetensors_open_header: path is NULL");
-    attn__ctx_clear(ctx);
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-    if (fd < 0) return attn_ctx_fail(ctx, ATTN_E_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat sb;
-    attn_status status;
-    if (fstat(fd, &sb)) {
-        status = attn_ctx_fail(ctx, ATTN_E_IO, "%s: cannot stat: %s", path, strerror(errno));
-    } else if (!S_ISREG(sb.st_mode)) {
-        status = attn_ctx_fail(ctx, ATTN_E_IO, "%s: not a regular file", path);
-    } else {
-        st_src src = {fd, NULL, (uint64_t)sb.st_size, path};
-        status = open_src(ctx, &src, 1, out);
-    }
-    if (status == ATTN_OK)
+    if (status == ATTN_OK && header_only)
         (*out)->fd = fd; /* kept for attn_safetensors_read */
     else
         close(fd);
     return status;
+}
+
+attn_status attn_safetensors_open(attn_ctx *ctx, const char *path, attn_safetensors **out) {
+    return open_path(ctx, "attn_safetensors_open", path, 0, out);
+}
+
+attn_status attn_safetensors_open_header(attn_ctx *ctx, const char *path, attn_safetensors **out) {
+    return open_path(ctx, "attn_safetensors_open_header", path, 1, out);
 }
 
 attn_status attn_safetensors_read(attn_ctx *ctx, const attn_safetensors *st, const char *name,
