@@ -147,6 +147,11 @@ static int set_value(const char *cmd, const cli_opt *o, const char *v) {
 }
 
 int attn_cli_parse(const cli_spec *spec, int argc, char **argv, const char **pos, int *npos) {
+    return attn_cli_parse_seen(spec, argc, argv, pos, npos, NULL);
+}
+
+int attn_cli_parse_seen(const cli_spec *spec, int argc, char **argv, const char **pos, int *npos,
+                        unsigned char *seen) {
     const char *cmd = spec->cmd;
     int n = 0;
     *npos = spec->pos_mode == CLI_POS_REST ? argc : 0;
@@ -184,6 +189,7 @@ int attn_cli_parse(const cli_spec *spec, int argc, char **argv, const char **pos
         if (!o)
             return attn_cli_error(2, "%s: unknown option '%.*s' (see attn %s --help)", cmd, (int)nl,
                                   arg, cmd);
+        if (seen) seen[o - spec->opts] = 1;
         if (o->kind == CLI_FLAG) {
             if (eq) return attn_cli_error(2, "%s: option %s takes no value", cmd, o->name);
             *(int *)o->dst = 1;

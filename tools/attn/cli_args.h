@@ -72,6 +72,11 @@ typedef struct cli_spec {
  * first one (argc when there is none). Returns -1 to go on, 0 after printing
  * the help, 2 after printing a usage error. */
 int attn_cli_parse(const cli_spec *spec, int argc, char **argv, const char **pos, int *npos);
+/* The same, and seen[k] (an array of spec->nopts, zeroed by the caller) set to
+ * 1 when opts[k] is given: for options whose meaning depends on whether they
+ * were given at all, not only on the value. */
+int attn_cli_parse_seen(const cli_spec *spec, int argc, char **argv, const char **pos, int *npos,
+                        unsigned char *seen);
 
 /* Number parsing shared by the options and by values inside them (--window
  * L,R): the whole string must be the number. 0 on success, -1 otherwise. */

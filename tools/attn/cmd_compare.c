@@ -477,11 +477,10 @@ static int write_plot(const char *path, int nT, const int64_t *Ts, int nm, const
     return st;
 }
 
-/* Was option `name` given (as "name" or "name=...")? */
-static int opt_given(int argc, char **argv, const char *name) {
-    const size_t n = strlen(name);
-    for (int i = 1; i < argc; i++)
-        if (!strncmp(argv[i], name, n) && (argv[i][n] == '\0' || argv[i][n] == '=')) return 1;
+/* Was option `name` of the table given (the parser's seen[])? */
+static int opt_given(const cli_opt *table, int n, const unsigned char *seen, const char *name) {
+    for (int k = 0; k < n; k++)
+        if (!strcmp(table[k].name, name)) return seen[k];
     return 0;
 }
 
@@ -511,14 +510,15 @@ int attn_cmd_compare(int argc, char **argv) {
         {"--quality", CLI_FLAG, &o.quality, 0, 0, 0, NULL},
         {"--layer", CLI_INT, &o.layer, 0, 1 << 20, 0, NULL},
     };
-    const cli_spec spec = {"compare",        table, (int)(sizeof table / sizeof table[0]), usage,
-                           CLI_POS_ANYWHERE, 0};
+    enum { NOPT = (int)(sizeof table / sizeof table[0]) };
+    unsigned char seen[NOPT] = {0};
+    const cli_spec spec = {"compare", table, NOPT, usage, CLI_POS_ANYWHERE, 0};
     int npos = 0;
-    int rc = attn_cli_parse(&spec, argc, argv, NULL, &npos);
+    int rc = attn_cli_parse_seen(&spec, argc, argv, NULL, &npos, seen);
     if (rc >= 0) return rc;
     /* real inputs (compare_model.c): decided before anything else runs */
-    const int explicit_hd = opt_given(argc, argv, "--H") || opt_given(argc, argv, "--D");
-    if ((o.model || o.quality || opt_given(argc, argv, "--layer")) && !o.input)
+    const int explicit_hd = opt_given(table, NOPT, seen, "--H") || opt_given(table, NOPT, seen, "--D");
+    if ((o.model || o.quality || opt_given(table, NOPT, seen, "--layer")) && !o.input)
         return attn_cli_error(2, "compare: --model, --layer and --quality need --input TEXTS");
     if (o.input && !o.input[0]) return attn_cli_error(2, "compare: --input: empty path");
     if (o.input && (explicit_hd || o.inputs))
@@ -527,7 +527,7 @@ int attn_cmd_compare(int argc, char **argv) {
     if (o.quality) {
         const char *timing_only[] = {"--T", "--layer", "--block", "--window", "--max-exact"};
         for (size_t i = 0; i < sizeof timing_only / sizeof *timing_only; i++)
-            if (opt_given(argc, argv, timing_only[i]))
+            if (opt_given(table, NOPT, seen, timing_only[i]))
                 return attn_cli_error(2, "compare: --quality embeds whole texts: %s does not "
                                          "apply",
                                       timing_only[i]);
