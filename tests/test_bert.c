@@ -37,28 +37,7 @@ static attn_bert *make_model(attn_ctx *ctx, int64_t E, int64_t H, int64_t I, int
 /* The naive encoder for one text, in type R: hidden [T, E], and the
  * probabilities [T, T] of (pl, ph) when probs is not NULL. */
 #define DEFINE_NAIVE(R, NAME, SQRT, EXP, ERF)                                                      \
-    static void NAME##_ln(R *x, int64_t E, const float *g, const float *b, R eps) {                \
-        R mu = 0, var = 0;                                                                         \
-        for (int64_t k = 0; k < E; k++)                                                            \
-            mu += x[k];                                                                            \
-        mu /= (R)E;                                                                                \
-        for (int64_t k = 0; k < E; k++)                                                            \
-            var += (x[k] - mu) * (x[k] - mu);                                                      \
-        var /= (R)E;                                                                               \
-        R rs = (R)1 / SQRT(var + eps);                                                             \
-        for (int64_t k = 0; k < E; k++)                                                            \
-            x[k] = (x[k] - mu) * rs * (R)g[k] + (R)b[k];                                           \
-    }                                                                                              \
-    static void NAME##_lin(const R *x, int64_t M, int64_t K, const float *W, const float *bias,    \
-                           int64_t N, R *y) {                                                      \
-        for (int64_t i = 0; i < M; i++)                                                            \
-            for (int64_t o = 0; o < N; o++) {                                                      \
-                R s = (R)bias[o];                                                                  \
-                for (int64_t k = 0; k < K; k++)                                                    \
-                    s += x[i * K + k] * (R)W[o * K + k];                                           \
-                y[i * N + o] = s;                                                                  \
-            }                                                                                      \
-    }                                                                                              \
+    AT_DEFINE_LN_LIN(R, NAME, SQRT)                                                                \
     static void NAME(const attn_bert *m, const int32_t *ids, int64_t T, R *x, int64_t pl,          \
                      int64_t ph, R *probs) {                                                       \
         const attn_bert_config *c = &m->cfg;                                                       \
