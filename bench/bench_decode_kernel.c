@@ -44,7 +44,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     float *q = malloc((size_t)(R * D) * sizeof *q), *acc = malloc((size_t)(R * D) * sizeof *acc);
-    float *s = malloc((size_t)(R * n) * sizeof *s), *kf = malloc((size_t)n * D * sizeof *kf);
+    float *s = malloc((size_t)ATTN__DEC_SCRATCH(R, n) * sizeof *s), *kf = malloc((size_t)n * D * sizeof *kf);
     float *vf = malloc((size_t)n * D * sizeof *vf);
     uint16_t *kh = malloc((size_t)n * D * 2), *vh = malloc((size_t)n * D * 2);
     uint16_t *kb = malloc((size_t)n * D * 2), *vb = malloc((size_t)n * D * 2);

@@ -224,8 +224,8 @@ static void nn_kernels(const attn__arch *f, const attn__arch *sc, at_rng *r) {
  * within a few float32 roundings of the scores' size. */
 static void decode_kernels(const attn__arch *f, const attn__arch *sc, at_rng *r) {
     assert_string_equal(f->dec.name, f->name);
-    const int R = (int)at_rng_int(r, 1, ATTN__DEC_MAXR), D = (int)at_rng_int(r, 1, 80);
-    const int Dv = (int)at_rng_int(r, 1, 80), dt = (int)at_rng_int(r, 0, 2);
+    const int R = (int)at_rng_int(r, 1, ATTN__DEC_MAXR), D = (int)at_rng_int(r, 1, 160);
+    const int Dv = (int)at_rng_int(r, 1, 160), dt = (int)at_rng_int(r, 0, 2);
     const int64_t ks = D + at_rng_int(r, 0, 3), vs = Dv + at_rng_int(r, 0, 3);
     const int nmax = 70;
     const size_t es = dt == ATTN__KV_F32 ? 4 : 2;
@@ -244,7 +244,7 @@ static void decode_kernels(const attn__arch *f, const attn__arch *sc, at_rng *r)
         else ((uint16_t *)vb)[i] = dt == ATTN__KV_F16 ? attn__f2h(vf[i]) : attn__f2bf(vf[i]);
     }
     float m[2][ATTN__DEC_MAXR], l[2][ATTN__DEC_MAXR];
-    float *acc[2], *s = malloc((size_t)(R * nmax) * sizeof *s);
+    float *acc[2], *s = malloc((size_t)ATTN__DEC_SCRATCH(R, nmax) * sizeof *s);
     assert_non_null(s);
     for (int w = 0; w < 2; w++) {
         acc[w] = calloc((size_t)(R * Dv), sizeof(float));

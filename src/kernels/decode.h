@@ -16,6 +16,9 @@
 #include <stdint.h>
 
 #define ATTN__DEC_MAXR 16 /* query rows per call at most */
+/* Floats of score scratch a call on n keys needs: R and n rounded up to
+ * multiples of 4 (the SIMD kernels' 4-row, 4-key tiles). */
+#define ATTN__DEC_SCRATCH(R, n) ((((R) + 3) / 4 * 4) * (((n) + 3) / 4 * 4))
 
 enum { ATTN__KV_F32 = 0, ATTN__KV_F16 = 1, ATTN__KV_BF16 = 2 };
 
@@ -23,8 +26,8 @@ typedef struct attn_decode_kernels {
     const char *name;
     /* q: [R][D] float32 (pre-scaled), row stride D. k: n rows of D elements
      * of type dt, row stride ks elements; v: n rows of Dv, stride vs.
-     * m, l: [R]; acc: [R][Dv] (row stride Dv); s: scratch of R*n floats
-     * (the SIMD kernels keep a block's scores in registers and ignore it). */
+     * m, l: [R]; acc: [R][Dv] (row stride Dv); s: scratch of
+     * ATTN__DEC_SCRATCH(R, n) floats (a run's scores). */
     void (*attend)(const float *q, int R, int D, const void *k, int64_t ks, const void *v,
                    int64_t vs, int Dv, int dt, int n, const int *lim, float *m, float *l,
                    float *acc, float *s);

@@ -295,8 +295,11 @@ attn_status attn_kvcache_read(attn_ctx *ctx, const attn_kvcache *c, int32_t seq,
 
 /* ---- attention ----------------------------------------------------------- */
 
-/* Keys per decode kernel call at most (the score scratch is R x this). */
-#define DEC_RUN 256
+/* Keys per decode kernel call at most (the score scratch is about R x
+ * this): a call streams its run's K, then its V, so longer runs mean fewer
+ * switches between the two streams (1024, a whole chunk: 80-85% of the
+ * streaming probe in fp32 against 80% at 256, docs/PERFORMANCE.md). */
+#define DEC_RUN 1024
 
 typedef struct dec_call {
     const attn_kvcache *c;
@@ -325,7 +328,7 @@ static void dec_task(const dec_call *dc, int64_t b, int64_t hk, int64_t ci, floa
     float *m = acc + attn__round16((size_t)(R * Dv));     /* [R] */
     float *l = m + ATTN__DEC_MAXR;                        /* [R] */
     float *s = l + ATTN__DEC_MAXR;                        /* [R][run] */
-    double *rt = (double *)(s + attn__round16((size_t)(R * DEC_RUN)));
+    double *rt = (double *)(s + attn__round16((size_t)ATTN__DEC_SCRATCH(R, DEC_RUN)));
     int lim[ATTN__DEC_MAXR];
     /* rows: head h = hk*G + g, token t -> r = g*T + t */
     for (int64_t g = 0; g < dc->G; g++) {
@@ -349,7 +352,7 @@ static void dec_task(const dec_call *dc, int64_t b, int64_t hk, int64_t ci, floa
     const int64_t k0 = ci * dc->chunk, k1 = ATTN_MIN(len, k0 + dc->chunk);
     for (int64_t j0 = k0, j1; j0 < k1; j0 = j1) {
         /* a run: this block and the next ones adjacent in the pool, up to
-         * DEC_RUN keys (one kernel call, one memory stream) */
+         * DEC_RUN keys (one kernel call: its keys, then its values) */
         j1 = ATTN_MIN(ATTN_MIN(k1, (j0 / c->bs + 1) * c->bs), j0 + DEC_RUN);
         while (j1 < k1 && j1 - j0 < DEC_RUN && q->tab[j1 / c->bs] == q->tab[j1 / c->bs - 1] + 1)
             j1 = ATTN_MIN(ATTN_MIN(k1, j1 + c->bs), j0 + DEC_RUN);
@@ -413,7 +416,7 @@ static attn_status attend_decode(attn_ctx *ctx, const attn_kvcache *c,
             tb[3 * t] = p / c->Hkv, tb[3 * t + 1] = p % c->Hkv, tb[3 * t + 2] = ci;
     const size_t wsb =
         (attn__round16((size_t)(dc.R * c->D)) + attn__round16((size_t)(dc.R * c->Dv)) +
-         2 * ATTN__DEC_MAXR + attn__round16((size_t)(dc.R * DEC_RUN)) +
+         2 * ATTN__DEC_MAXR + attn__round16((size_t)ATTN__DEC_SCRATCH(dc.R, DEC_RUN)) +
          attn__round16(2 * attn__rope_tmp_doubles(rp->rope ? rp->rs.rot : 2))) *
         sizeof(float);
     const int nth = (int)ATTN_MAX(1, ATTN_MIN((int64_t)ctx->nthreads, ntask));

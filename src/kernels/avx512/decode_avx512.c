@@ -1,38 +1,33 @@
-/* AVX-512 decode kernel (kernels/decode.h). One pass over the keys in
- * blocks of 16, query rows in groups of 4; a block's scores never leave
- * the registers between the two products:
- *  - scores: 4 tiles of 4 keys x 4 rows; per 16-wide chunk of D, 4 query
- *    chunks and 1 key chunk (converted in registers: vcvtph2ps for F16, a
- *    16-bit shift for BF16) feed 4 of the tile's 16 accumulators; a
- *    transpose-and-add tree reduces the 16 into one register, lane
- *    4*row + key;
- *  - online softmax per block on those 4 registers (the row's 4 lanes of
- *    each hold its running max and sum);
- *  - P V: the probabilities go to a 256-byte buffer [key][row] that the
- *    FMAs broadcast from; 4 rows x 64 value columns of the accumulator stay
- *    in 16 registers while the block's 16 keys are added (64-column passes
- *    over Dv).
- * The main loops use unmasked loads only (GCC turned masked ones into
- * spills); a D or Dv that is not a multiple of 16 (64 for the P V pass)
- * takes a masked tail. Software prefetch, spread over the block (each
- * 4-key tile asks for the 4 keys and values PF_BYTES ahead in each
- * stream), keeps memory busy: the loops have too few independent loads to
- * hide its latency by themselves, the hardware prefetcher alone fell far
- * behind, and one burst of a whole block's lines at once did worse than
- * the same lines spread out (docs/PERFORMANCE.md). */
+/* AVX-512 decode kernel (kernels/decode.h). Two phases per call (a run of
+ * keys adjacent in the pool), each streaming one array in address order:
+ *  - scores: tiles of 4 keys x 4 query rows; each key's row is read whole
+ *    (16-wide chunks converted in registers: vcvtph2ps for F16, a 16-bit
+ *    shift for BF16) into 4 of the tile's 16 accumulators, the next key
+ *    after it; a transpose-and-add tree reduces the 16 into one register,
+ *    lane 4*row + key. Every group of 4 rows runs on the tile while it is
+ *    in L1 (the K row is fetched once); the scores of the run go to the
+ *    scratch s, a running max per row in registers;
+ *  - softmax over the run: one max, one alpha per row, p = exp(s - m')
+ *    written back to s as [group][key][row];
+ *  - P V: blocks of 16 keys; per pair of rows, 2 x 128 accumulator columns
+ *    in 16 registers while each value row is read whole, one broadcast
+ *    probability per row and key (the later pairs find the block in L1).
+ * Why this order (docs/PERFORMANCE.md, decode section): memory reads that
+ * run in address order, one array at a time, let the hardware prefetchers
+ * and the software prefetch below keep DRAM busy while the FMAs run; the
+ * earlier kernel (K and V of 16 keys interleaved per block, each 4-key
+ * tile reading 4 rows in parallel, P V in half rows, prefetches in bursts
+ * of a tile's lines) overlapped little of the memory time with its
+ * compute. Software prefetch: one line per line loaded, PF_BYTES ahead in
+ * the stream (the K run, then the V run, then the keys after the run: the
+ * next run when the pool's blocks are adjacent), issued from inside the
+ * loops that load, so prefetches are spread evenly among the FMAs.
+ * The main loops use unmasked loads (masked tails where D or Dv needs
+ * them). */
 #include "kernels/arch.h"
 #include "kernels/avx512/vmath_avx512.h"
 
 #include <math.h>
-
-#define BLK 16 /* keys per block */
-/* Bytes ahead of each stream (keys, values) that software prefetch runs:
- * a 4 KiB page of each, whatever the storage type (by measurement: 2 KiB
- * and 6 KiB were no better, 8 KiB worse, docs/PERFORMANCE.md). */
-#define PF_BYTES 4096
-#ifndef PF_HINT
-#define PF_HINT _MM_HINT_NTA
-#endif
 
 ATTN_INLINE __mmask16 tail_mask(int left) {
     return left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
@@ -58,16 +53,13 @@ ATTN_INLINE __m512 ldc_m(const void *p, int64_t i, __mmask16 mk, int dt) {
     return _mm512_maskz_loadu_ps(mk, (const float *)p + i);
 }
 
-/* Prefetch `bytes` at base + off into L1 (non-temporal: nothing is read
- * twice). */
-ATTN_INLINE void pf_bytes(const void *base, int64_t off, int64_t bytes) {
-    /* the address may lie past the run (often the next run), or past the
-     * pool (a prefetch never faults): integer arithmetic, not a pointer
-     * beyond its object */
-    const uintptr_t a = (uintptr_t)base + (uintptr_t)off;
-    for (int64_t o = 0; o < bytes; o += 64)
-        _mm_prefetch((const char *)(a + (uintptr_t)o), PF_HINT);
-}
+/* Bytes ahead of the loads that software prefetch runs (in the stream
+ * K run -> V run -> next keys). 8 KiB: 2, 4 and 8 KiB measured within
+ * a few % in fp32, 8 KiB best in fp16/bf16 (docs/PERFORMANCE.md). */
+#define PF_BYTES 8192
+#ifndef PF_HINT
+#define PF_HINT _MM_HINT_T0
+#endif
 
 /* One vector of the 16 lane sums: lane i = sum of v[i]'s lanes. */
 ATTN_INLINE __m512 hsum16(__m512 v[16]) {
@@ -88,48 +80,39 @@ ATTN_INLINE __m512 hsum16(__m512 v[16]) {
                          _mm512_shuffle_f32x4(y[0], y[1], _MM_SHUFFLE(3, 1, 3, 1)));
 }
 
-/* Scores of 4 keys (k0..k3, element offsets into k) x 4 query rows: lane
- * 4*row + key of the result. */
+/* Scores of 4 keys (element offsets ko[0..3] into k) x 4 query rows: lane
+ * 4*row + key of the result. Keys one after the other, each row whole.
+ * pf: prefetch one line per 64 bytes of key read, at pfb + (the byte
+ * offset of the chunk from k + ko[0]) (a compile-time constant). */
 ATTN_INLINE __m512 qk_tile(const float *q0, const float *q1, const float *q2, const float *q3,
-                           int D, const void *k, int64_t k0, int64_t k1, int64_t k2, int64_t k3,
-                           int dt) {
+                           int D, const void *k, const int64_t ko[4], int dt, int pf,
+                           uintptr_t pfb, int64_t ks) {
+    const int64_t esz = dt == ATTN__KV_F32 ? 4 : 2;
     __m512 a[16];
 #pragma GCC unroll 16
     for (int i = 0; i < 16; i++)
         a[i] = _mm512_setzero_ps();
-    int d = 0;
-    /* a[4*row + key] */
-#define QK_STEP(LD)                                                                                \
-    do {                                                                                           \
-        const __m512 x0 = LD(q0 + d), x1 = LD(q1 + d), x2 = LD(q2 + d), x3 = LD(q3 + d);           \
-        __m512 kc = KLD(k0);                                                                       \
-        a[0] = _mm512_fmadd_ps(x0, kc, a[0]), a[4] = _mm512_fmadd_ps(x1, kc, a[4]);                \
-        a[8] = _mm512_fmadd_ps(x2, kc, a[8]), a[12] = _mm512_fmadd_ps(x3, kc, a[12]);              \
-        kc = KLD(k1);                                                                              \
-        a[1] = _mm512_fmadd_ps(x0, kc, a[1]), a[5] = _mm512_fmadd_ps(x1, kc, a[5]);                \
-        a[9] = _mm512_fmadd_ps(x2, kc, a[9]), a[13] = _mm512_fmadd_ps(x3, kc, a[13]);              \
-        kc = KLD(k2);                                                                              \
-        a[2] = _mm512_fmadd_ps(x0, kc, a[2]), a[6] = _mm512_fmadd_ps(x1, kc, a[6]);                \
-        a[10] = _mm512_fmadd_ps(x2, kc, a[10]), a[14] = _mm512_fmadd_ps(x3, kc, a[14]);            \
-        kc = KLD(k3);                                                                              \
-        a[3] = _mm512_fmadd_ps(x0, kc, a[3]), a[7] = _mm512_fmadd_ps(x1, kc, a[7]);                \
-        a[11] = _mm512_fmadd_ps(x2, kc, a[11]), a[15] = _mm512_fmadd_ps(x3, kc, a[15]);            \
-    } while (0)
-#define QLD(p) _mm512_loadu_ps(p)
-#define KLD(o) ldc(k, (o) + d, dt)
-    for (; d + 16 <= D; d += 16)
-        QK_STEP(QLD);
-#undef QLD
-#undef KLD
-    if (d < D) {
-        const __mmask16 mk = tail_mask(D - d);
-#define QLD(p) _mm512_maskz_loadu_ps(mk, p)
-#define KLD(o) ldc_m(k, (o) + d, mk, dt)
-        QK_STEP(QLD);
-#undef QLD
-#undef KLD
+#pragma GCC unroll 4
+    for (int u = 0; u < 4; u++) { /* a[4*row + u] */
+        int d = 0;
+        for (; d + 16 <= D; d += 16) {
+            if (pf && (esz == 4 || (d & 31) == 0))
+                _mm_prefetch((const char *)(pfb + (uintptr_t)((u * ks + d) * esz)), PF_HINT);
+            const __m512 kc = ldc(k, ko[u] + d, dt);
+            a[u] = _mm512_fmadd_ps(_mm512_loadu_ps(q0 + d), kc, a[u]);
+            a[4 + u] = _mm512_fmadd_ps(_mm512_loadu_ps(q1 + d), kc, a[4 + u]);
+            a[8 + u] = _mm512_fmadd_ps(_mm512_loadu_ps(q2 + d), kc, a[8 + u]);
+            a[12 + u] = _mm512_fmadd_ps(_mm512_loadu_ps(q3 + d), kc, a[12 + u]);
+        }
+        if (d < D) {
+            const __mmask16 mk = tail_mask(D - d);
+            const __m512 kc = ldc_m(k, ko[u] + d, mk, dt);
+            a[u] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, q0 + d), kc, a[u]);
+            a[4 + u] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, q1 + d), kc, a[4 + u]);
+            a[8 + u] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, q2 + d), kc, a[8 + u]);
+            a[12 + u] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, q3 + d), kc, a[12 + u]);
+        }
     }
-#undef QK_STEP
     return hsum16(a);
 }
 
@@ -143,178 +126,190 @@ ATTN_INLINE __m512 sum4(__m512 x) {
     return _mm512_add_ps(x, _mm512_shuffle_ps(x, x, _MM_SHUFFLE(1, 0, 3, 2)));
 }
 
-/* o[r][c] = o[r][c] * alpha[r] + sum_j p[j][r] v_j[c] over nb keys, for
- * the 64 (or, masked, fewer) columns at c0 of 4 accumulator rows. */
-ATTN_INLINE void pv_pass(float *acc0, float *acc1, float *acc2, float *acc3, int nr, int c0,
-                         const float *alpha, const float *pb, const void *v, int64_t vs, int nb,
-                         int dt, int masked, __mmask16 m0, __mmask16 m1, __mmask16 m2,
-                         __mmask16 m3) {
-    const __m512 al0 = _mm512_set1_ps(alpha[0]), al1 = _mm512_set1_ps(alpha[1]);
-    const __m512 al2 = _mm512_set1_ps(alpha[2]), al3 = _mm512_set1_ps(alpha[3]);
-#define LD(a, al, c, m)                                                                            \
-    _mm512_mul_ps(masked ? _mm512_maskz_loadu_ps(m, (a) + c0 + 16 * (c))                           \
-                         : _mm512_loadu_ps((a) + c0 + 16 * (c)),                                   \
-                  al)
-    __m512 o00 = LD(acc0, al0, 0, m0), o01 = LD(acc0, al0, 1, m1);
-    __m512 o02 = LD(acc0, al0, 2, m2), o03 = LD(acc0, al0, 3, m3);
-    __m512 o10 = LD(acc1, al1, 0, m0), o11 = LD(acc1, al1, 1, m1);
-    __m512 o12 = LD(acc1, al1, 2, m2), o13 = LD(acc1, al1, 3, m3);
-    __m512 o20 = LD(acc2, al2, 0, m0), o21 = LD(acc2, al2, 1, m1);
-    __m512 o22 = LD(acc2, al2, 2, m2), o23 = LD(acc2, al2, 3, m3);
-    __m512 o30 = LD(acc3, al3, 0, m0), o31 = LD(acc3, al3, 1, m1);
-    __m512 o32 = LD(acc3, al3, 2, m2), o33 = LD(acc3, al3, 3, m3);
-#undef LD
+/* o[c] = o[c]*alpha + sum_j p[4j] v_j[c] for one or (two) two rows a, b
+ * and the nc 16-column chunks at c0 (the last masked by mt): each key's
+ * 128 (or fewer) columns read at once. pf: prefetch one line per 64 bytes
+ * of values read, at pfb + (byte offset from v). */
+ATTN_INLINE void pv_rows(float *acca, float *accb, int two, int c0, float ala, float alb,
+                         const float *pa, const float *pq, const void *v, int64_t vs, int nb,
+                         int dt, int nc, __mmask16 mt, int pf, uintptr_t pfb) {
+    const int64_t esz = dt == ATTN__KV_F32 ? 4 : 2;
+    __m512 oa[8], ob[8];
+    const __m512 aa = _mm512_set1_ps(ala), ab = _mm512_set1_ps(alb);
+#pragma GCC unroll 8
+    for (int c = 0; c < 8; c++) {
+        oa[c] = ob[c] = _mm512_setzero_ps(); /* the chunks past nc: never used */
+        if (c < nc) {
+            const __mmask16 mk = c == nc - 1 ? mt : (__mmask16)0xffff;
+            oa[c] = _mm512_mul_ps(_mm512_maskz_loadu_ps(mk, acca + c0 + 16 * c), aa);
+            if (two) ob[c] = _mm512_mul_ps(_mm512_maskz_loadu_ps(mk, accb + c0 + 16 * c), ab);
+        }
+    }
     for (int j = 0; j < nb; j++) {
         const int64_t vb = (int64_t)j * vs + c0;
-        /* the key's 4 value chunks first, then one broadcast probability at
-         * a time (named broadcasts were spilled to the stack by GCC) */
-        __m512 v0, v1, v2, v3;
-        if (masked) {
-            v0 = ldc_m(v, vb, m0, dt), v1 = ldc_m(v, vb + 16, m1, dt);
-            v2 = ldc_m(v, vb + 32, m2, dt), v3 = ldc_m(v, vb + 48, m3, dt);
-        } else {
-            v0 = ldc(v, vb, dt), v1 = ldc(v, vb + 16, dt);
-            v2 = ldc(v, vb + 32, dt), v3 = ldc(v, vb + 48, dt);
-        }
-        const float *pj = pb + 4 * j;
-        __m512 p = _mm512_set1_ps(pj[0]);
-        o00 = _mm512_fmadd_ps(p, v0, o00), o01 = _mm512_fmadd_ps(p, v1, o01);
-        o02 = _mm512_fmadd_ps(p, v2, o02), o03 = _mm512_fmadd_ps(p, v3, o03);
-        p = _mm512_set1_ps(pj[1]);
-        o10 = _mm512_fmadd_ps(p, v0, o10), o11 = _mm512_fmadd_ps(p, v1, o11);
-        o12 = _mm512_fmadd_ps(p, v2, o12), o13 = _mm512_fmadd_ps(p, v3, o13);
-        p = _mm512_set1_ps(pj[2]);
-        o20 = _mm512_fmadd_ps(p, v0, o20), o21 = _mm512_fmadd_ps(p, v1, o21);
-        o22 = _mm512_fmadd_ps(p, v2, o22), o23 = _mm512_fmadd_ps(p, v3, o23);
-        p = _mm512_set1_ps(pj[3]);
-        o30 = _mm512_fmadd_ps(p, v0, o30), o31 = _mm512_fmadd_ps(p, v1, o31);
-        o32 = _mm512_fmadd_ps(p, v2, o32), o33 = _mm512_fmadd_ps(p, v3, o33);
+        const __m512 p = _mm512_set1_ps(pa[4 * j]), pb = _mm512_set1_ps(pq[4 * j]);
+#pragma GCC unroll 8
+        for (int c = 0; c < 8; c++)
+            if (c < nc) {
+                if (pf && (esz == 4 || (c & 1) == 0))
+                    _mm_prefetch((const char *)(pfb + (uintptr_t)((vb + 16 * c) * esz)), PF_HINT);
+                const __m512 x = c < nc - 1 || mt == (__mmask16)0xffff
+                                     ? ldc(v, vb + 16 * c, dt)
+                                     : ldc_m(v, vb + 16 * c, mt, dt);
+                oa[c] = _mm512_fmadd_ps(p, x, oa[c]);
+                if (two) ob[c] = _mm512_fmadd_ps(pb, x, ob[c]);
+            }
     }
-    /* rows beyond nr (aliases of row 0) are not stored; row 0 last */
-#define ST(a, c, m, o)                                                                             \
-    (masked ? _mm512_mask_storeu_ps((a) + c0 + 16 * (c), m, o)                                     \
-            : _mm512_storeu_ps((a) + c0 + 16 * (c), o))
-    if (nr > 3)
-        ST(acc3, 0, m0, o30), ST(acc3, 1, m1, o31), ST(acc3, 2, m2, o32), ST(acc3, 3, m3, o33);
-    if (nr > 2)
-        ST(acc2, 0, m0, o20), ST(acc2, 1, m1, o21), ST(acc2, 2, m2, o22), ST(acc2, 3, m3, o23);
-    if (nr > 1)
-        ST(acc1, 0, m0, o10), ST(acc1, 1, m1, o11), ST(acc1, 2, m2, o12), ST(acc1, 3, m3, o13);
-    ST(acc0, 0, m0, o00), ST(acc0, 1, m1, o01), ST(acc0, 2, m2, o02), ST(acc0, 3, m3, o03);
-#undef ST
+#pragma GCC unroll 8
+    for (int c = 0; c < 8; c++)
+        if (c < nc) {
+            const __mmask16 mk = c == nc - 1 ? mt : (__mmask16)0xffff;
+            if (two) _mm512_mask_storeu_ps(accb + c0 + 16 * c, mk, ob[c]);
+            _mm512_mask_storeu_ps(acca + c0 + 16 * c, mk, oa[c]);
+        }
+}
+
+/* P V of a block of nb keys (values at vp) for every row; alpha[r] scales
+ * row r's accumulator first. Pair 0 prefetches (pfb: the prefetch address
+ * of vp's first byte). */
+ATTN_INLINE void pv_block(float *acc, int R, int Dv, const float *alpha, const float *s,
+                          int64_t gs, int j0, const char *vp, int64_t vs, int nb, int dt,
+                          uintptr_t pfb) {
+    for (int c0 = 0; c0 < Dv; c0 += 128) {
+        const int w = Dv - c0 < 128 ? Dv - c0 : 128, nc = (w + 15) / 16;
+        const __mmask16 mt = tail_mask(w - 16 * (nc - 1));
+        for (int r = 0; r < R; r += 2) {
+            /* rows r, r+1: group r/4, lanes r%4 of the [key][4] probabilities */
+            const float *pa = s + (r / 4) * gs + 4 * j0 + r % 4;
+            float *acca = acc + (int64_t)r * Dv, *accb = acca + Dv;
+            const int two = r + 1 < R;
+            if (nc == 8 && mt == (__mmask16)0xffff) { /* the common case, unmasked */
+                if (r == 0 && two)
+                    pv_rows(acca, accb, 1, c0, alpha[r], alpha[r + 1], pa, pa + 1, vp, vs, nb, dt,
+                            8, 0xffff, 1, pfb);
+                else if (two)
+                    pv_rows(acca, accb, 1, c0, alpha[r], alpha[r + 1], pa, pa + 1, vp, vs, nb, dt,
+                            8, 0xffff, 0, 0);
+                else
+                    pv_rows(acca, acca, 0, c0, alpha[r], 0.0f, pa, pa, vp, vs, nb, dt, 8, 0xffff,
+                            r == 0, pfb);
+            } else {
+                pv_rows(acca, two ? accb : acca, two, c0, alpha[r], two ? alpha[r + 1] : 0.0f, pa,
+                        two ? pa + 1 : pa, vp, vs, nb, dt, nc, mt, r == 0, pfb);
+            }
+        }
+    }
 }
 
 ATTN_INLINE void attend_body(const float *q, int R, int D, const void *k, int64_t ks, const void *v,
                              int64_t vs, int Dv, int dt, const int *lim, float *m, float *l,
-                             float *acc) {
-    const int esz = dt == ATTN__KV_F32 ? 4 : 2;
-    int nmax = 0;
+                             float *acc, float *s) {
+    const int64_t esz = dt == ATTN__KV_F32 ? 4 : 2;
+    int n = 0;
     for (int r = 0; r < R; r++)
-        nmax = lim[r] > nmax ? lim[r] : nmax;
-    if (nmax == 0) return;
+        n = lim[r] > n ? lim[r] : n;
+    if (n == 0) return;
+    const int ng = (R + 3) / 4, nt = (n + 3) / 4;
+    const int64_t gs = 16 * (int64_t)nt; /* floats of s per group of 4 rows */
     const __m512i jlane = _mm512_set_epi32(3, 2, 1, 0, 3, 2, 1, 0, 3, 2, 1, 0, 3, 2, 1, 0);
     /* [row][key] lanes of a tile -> [key][row] */
     const __m512i tr = _mm512_set_epi32(15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1, 12, 8, 4, 0);
-    for (int r0 = 0; r0 < R; r0 += 4) {
-        const int nr = R - r0 < 4 ? R - r0 : 4;
-        const float *q0 = q + (int64_t)r0 * D;
-        const float *q1 = nr > 1 ? q0 + D : q0, *q2 = nr > 2 ? q0 + 2 * D : q0;
-        const float *q3 = nr > 3 ? q0 + 3 * D : q0;
-        float *acc0 = acc + (int64_t)r0 * Dv;
-        float *acc1 = nr > 1 ? acc0 + Dv : acc0, *acc2 = nr > 2 ? acc0 + 2 * Dv : acc0;
-        float *acc3 = nr > 3 ? acc0 + 3 * Dv : acc0;
-        int gmax = 0;
-        /* running max and sum, row r in lanes 4r..4r+3 (sum split over them);
-         * limits per lane (rows beyond nr see nothing) */
+    const __m512 ninf = _mm512_set1_ps(-INFINITY);
+    /* the prefetch stream: the K run's bytes [0, kb), then the V run's,
+     * then what follows the K run */
+    const int64_t kb = (int64_t)n * ks * esz, vbytes = (int64_t)n * vs * esz;
+    const uintptr_t ka = (uintptr_t)k, va = (uintptr_t)v;
+#define PF_AT(off) /* stream byte offset -> address */                                           \
+    ((off) < kb ? ka + (uintptr_t)(off)                                                           \
+                : (off) < kb + vbytes ? va + (uintptr_t)((off) - kb)                              \
+                                      : ka + (uintptr_t)((off) - vbytes))
+    __m512 mv[4], lv[4], mx[4];
+    __m512i limv[4];
+    const float *qg[4][4];
+    for (int g = 0; g < ng; g++) {
+        /* running max and sum, row r in lanes 4r..4r+3 (sum split over
+         * them); limits per lane (rows beyond R see nothing) */
         float mi[16], li[16];
         int li32[16];
-        for (int r = 0; r < 4; r++)
+        for (int r = 0; r < 4; r++) {
+            const int rr = 4 * g + r;
+            qg[g][r] = q + (int64_t)(rr < R ? rr : 4 * g) * D;
             for (int jj = 0; jj < 4; jj++) {
-                mi[4 * r + jj] = r < nr ? m[r0 + r] : -INFINITY;
-                li[4 * r + jj] = r < nr && jj == 0 ? l[r0 + r] : 0.0f;
-                li32[4 * r + jj] = r < nr ? lim[r0 + r] : 0;
-                if (r < nr && lim[r0 + r] > gmax) gmax = lim[r0 + r];
+                mi[4 * r + jj] = rr < R ? m[rr] : -INFINITY;
+                li[4 * r + jj] = rr < R && jj == 0 ? l[rr] : 0.0f;
+                li32[4 * r + jj] = rr < R ? lim[rr] : 0;
             }
-        __m512 mv = _mm512_loadu_ps(mi), lv = _mm512_loadu_ps(li);
-        const __m512i limv = _mm512_loadu_si512(li32);
-        const __m512 ninf = _mm512_set1_ps(-INFINITY);
-        /* keys ahead to prefetch: PF_BYTES of keys, a multiple of 4 */
-        int64_t pfk = (int64_t)PF_BYTES / (ks * esz) / 4 * 4;
-        if (pfk < 4) pfk = 4;
-        for (int j0 = 0; j0 < gmax; j0 += BLK) {
-            const int nb = gmax - j0 < BLK ? gmax - j0 : BLK;
-            /* scores: 4 tiles of 4 keys (keys past nb repeat the last one) */
-            __m512 t[4];
-#pragma GCC unroll 4
-            for (int i = 0; i < 4; i++) {
-                const int j = j0 + 4 * i;
-                const int e = j0 + nb - 1;
-                const int64_t a0 = (int64_t)(j < e ? j : e) * ks;
-                const int64_t a1 = (int64_t)(j + 1 < e ? j + 1 : e) * ks;
-                const int64_t a2 = (int64_t)(j + 2 < e ? j + 2 : e) * ks;
-                const int64_t a3 = (int64_t)(j + 3 < e ? j + 3 : e) * ks;
-                if (r0 == 0) { /* 4 keys and values pfk keys ahead (past the run: the
-                                * next blocks of the pool, often the next run) */
-                    const int64_t ahead = (int64_t)j + pfk;
-                    pf_bytes(k, ahead * ks * esz, (int64_t)4 * ks * esz);
-                    pf_bytes(v, ahead * vs * esz, (int64_t)4 * vs * esz);
-                }
-                if (4 * i < nb) {
-                    t[i] = qk_tile(q0, q1, q2, q3, D, k, a0, a1, a2, a3, dt);
-                    /* keys a row does not see: -inf */
-                    const __mmask16 ok = _mm512_cmplt_epi32_mask(
-                        _mm512_add_epi32(jlane, _mm512_set1_epi32(j)), limv);
-                    t[i] = _mm512_mask_mov_ps(ninf, ok, t[i]);
-                } else {
-                    t[i] = ninf;
-                }
-            }
-            /* online softmax over the block */
-            const __m512 mn = _mm512_max_ps(
-                mv, max4(_mm512_max_ps(_mm512_max_ps(t[0], t[1]), _mm512_max_ps(t[2], t[3]))));
-            /* a row with no key yet keeps m = -inf: subtract 0 so p = 0, not NaN */
-            const __m512 mu = _mm512_mask_mov_ps(mn, _mm512_cmp_ps_mask(mn, ninf, _CMP_EQ_OQ),
-                                                 _mm512_setzero_ps());
-            const __m512 alpha = exp_avx512(_mm512_sub_ps(mv, mu));
-            mv = mn;
-            __attribute__((aligned(64))) float pb[4 * BLK], ab[16];
-            __m512 ps = _mm512_setzero_ps();
-#pragma GCC unroll 4
-            for (int i = 0; i < 4; i++) {
-                const __m512 p = exp_avx512(_mm512_sub_ps(t[i], mu));
-                ps = _mm512_add_ps(ps, p);
-                _mm512_store_ps(pb + 16 * i, _mm512_permutexvar_ps(tr, p));
-            }
-            lv = _mm512_fmadd_ps(lv, alpha, ps);
-            _mm512_store_ps(ab, alpha);
-            const float al[4] = {ab[0], ab[4], ab[8], ab[12]};
-            const char *vp = (const char *)v + (int64_t)j0 * vs * esz;
-            int c0 = 0;
-            for (; c0 + 64 <= Dv; c0 += 64)
-                pv_pass(acc0, acc1, acc2, acc3, nr, c0, al, pb, vp, vs, nb, dt, 0, 0, 0, 0, 0);
-            if (c0 < Dv)
-                pv_pass(acc0, acc1, acc2, acc3, nr, c0, al, pb, vp, vs, nb, dt, 1,
-                        tail_mask(Dv - c0), c0 + 16 < Dv ? tail_mask(Dv - c0 - 16) : 0,
-                        c0 + 32 < Dv ? tail_mask(Dv - c0 - 32) : 0,
-                        c0 + 48 < Dv ? tail_mask(Dv - c0 - 48) : 0);
         }
-        _mm512_storeu_ps(mi, mv);
-        _mm512_storeu_ps(li, sum4(lv));
-        for (int r = 0; r < nr; r++)
-            m[r0 + r] = mi[4 * r], l[r0 + r] = li[4 * r];
+        mv[g] = _mm512_loadu_ps(mi), lv[g] = _mm512_loadu_ps(li), mx[g] = ninf;
+        limv[g] = _mm512_loadu_si512(li32);
     }
+    /* scores (keys past n repeat the last one; masked to -inf) */
+    for (int i = 0; i < nt; i++) {
+        const int j = 4 * i, e = n - 1;
+        const int64_t ko[4] = {(int64_t)j * ks, (int64_t)(j + 1 < e ? j + 1 : e) * ks,
+                               (int64_t)(j + 2 < e ? j + 2 : e) * ks,
+                               (int64_t)(j + 3 < e ? j + 3 : e) * ks};
+        const int64_t off = (int64_t)j * ks * esz + PF_BYTES;
+        /* prefetch base so that base + (offset from key j) = its address */
+        const uintptr_t pfb = PF_AT(off); /* + the offset from key j's row */
+        const __m512i jv = _mm512_add_epi32(jlane, _mm512_set1_epi32(j));
+        for (int g = 0; g < ng; g++) {
+            __m512 t = g == 0 ? qk_tile(qg[0][0], qg[0][1], qg[0][2], qg[0][3], D, k, ko, dt, 1,
+                                        pfb, ks)
+                              : qk_tile(qg[g][0], qg[g][1], qg[g][2], qg[g][3], D, k, ko, dt, 0,
+                                        0, ks);
+            /* keys a row does not see: -inf */
+            t = _mm512_mask_mov_ps(ninf, _mm512_cmplt_epi32_mask(jv, limv[g]), t);
+            mx[g] = _mm512_max_ps(mx[g], t);
+            _mm512_storeu_ps(s + g * gs + 16 * i, t);
+        }
+    }
+    /* softmax over the run: m' = max(m, max_j s_j), alpha = exp(m - m'),
+     * p_j = exp(s_j - m') stored [key][row], l' = l alpha + sum_j p_j */
+    __attribute__((aligned(64))) float alpha[16];
+    for (int g = 0; g < ng; g++) {
+        const __m512 mn = _mm512_max_ps(mv[g], max4(mx[g]));
+        /* a row with no key yet keeps m = -inf: subtract 0 so p = 0, not NaN */
+        const __m512 mu = _mm512_mask_mov_ps(mn, _mm512_cmp_ps_mask(mn, ninf, _CMP_EQ_OQ),
+                                             _mm512_setzero_ps());
+        const __m512 al = exp_avx512(_mm512_sub_ps(mv[g], mu));
+        __m512 ps = _mm512_setzero_ps();
+        float *sg = s + g * gs;
+        for (int i = 0; i < nt; i++) {
+            const __m512 p = exp_avx512(_mm512_sub_ps(_mm512_loadu_ps(sg + 16 * i), mu));
+            ps = _mm512_add_ps(ps, p);
+            _mm512_storeu_ps(sg + 16 * i, _mm512_permutexvar_ps(tr, p));
+        }
+        float mi[16], li[16], ai[16];
+        _mm512_storeu_ps(mi, mn);
+        _mm512_storeu_ps(li, sum4(_mm512_fmadd_ps(lv[g], al, ps)));
+        _mm512_storeu_ps(ai, al);
+        for (int r = 0; r < 4 && 4 * g + r < R; r++) {
+            m[4 * g + r] = mi[4 * r], l[4 * g + r] = li[4 * r];
+            alpha[4 * g + r] = ai[4 * r];
+        }
+    }
+    /* P V, blocks of 16 keys; alpha applied with the first */
+    const float one[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+    for (int j0 = 0; j0 < n; j0 += 16) {
+        const int nb = n - j0 < 16 ? n - j0 : 16;
+        const int64_t vo = (int64_t)j0 * vs * esz;
+        pv_block(acc, R, Dv, j0 ? one : alpha, s, gs, j0, (const char *)v + vo, vs, nb, dt,
+                 PF_AT(kb + vo + PF_BYTES));
+    }
+#undef PF_AT
 }
 
 static void attend_avx512(const float *q, int R, int D, const void *k, int64_t ks, const void *v,
                           int64_t vs, int Dv, int dt, int n, const int *lim, float *m, float *l,
                           float *acc, float *s) {
-    (void)n, (void)s;
+    (void)n;
     if (dt == ATTN__KV_F16)
-        attend_body(q, R, D, k, ks, v, vs, Dv, ATTN__KV_F16, lim, m, l, acc);
+        attend_body(q, R, D, k, ks, v, vs, Dv, ATTN__KV_F16, lim, m, l, acc, s);
     else if (dt == ATTN__KV_BF16)
-        attend_body(q, R, D, k, ks, v, vs, Dv, ATTN__KV_BF16, lim, m, l, acc);
+        attend_body(q, R, D, k, ks, v, vs, Dv, ATTN__KV_BF16, lim, m, l, acc, s);
     else
-        attend_body(q, R, D, k, ks, v, vs, Dv, ATTN__KV_F32, lim, m, l, acc);
+        attend_body(q, R, D, k, ks, v, vs, Dv, ATTN__KV_F32, lim, m, l, acc, s);
 }
 
 void attn__decode_init_avx512(attn_decode_kernels *k) {
