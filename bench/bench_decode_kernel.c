@@ -25,6 +25,10 @@ static double cpu_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+static void *amalloc(size_t bytes) {
+    return aligned_alloc(64, (bytes + 63) / 64 * 64);
+}
+
 int main(int argc, char **argv) {
     int n = 64, D = 128, R = 4;
     for (int i = 1; i + 1 < argc; i += 2) {
@@ -43,11 +47,13 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_decode_kernel: bad sizes\n");
         return 2;
     }
-    float *q = malloc((size_t)(R * D) * sizeof *q), *acc = malloc((size_t)(R * D) * sizeof *acc);
-    float *s = malloc((size_t)ATTN__DEC_SCRATCH(R, n) * sizeof *s), *kf = malloc((size_t)n * D * sizeof *kf);
-    float *vf = malloc((size_t)n * D * sizeof *vf);
-    uint16_t *kh = malloc((size_t)n * D * 2), *vh = malloc((size_t)n * D * 2);
-    uint16_t *kb = malloc((size_t)n * D * 2), *vb = malloc((size_t)n * D * 2);
+    /* 64-byte aligned, as the cache's pools and the workspace are (with
+     * malloc's 16-byte alignment every 64-byte load splits two lines) */
+    float *q = amalloc((size_t)(R * D) * sizeof *q), *acc = amalloc((size_t)(R * D) * sizeof *acc);
+    float *s = amalloc((size_t)ATTN__DEC_SCRATCH(R, n) * sizeof *s);
+    float *kf = amalloc((size_t)n * D * sizeof *kf), *vf = amalloc((size_t)n * D * sizeof *vf);
+    uint16_t *kh = amalloc((size_t)n * D * 2), *vh = amalloc((size_t)n * D * 2);
+    uint16_t *kb = amalloc((size_t)n * D * 2), *vb = amalloc((size_t)n * D * 2);
     if (!q || !acc || !s || !kf || !vf || !kh || !vh || !kb || !vb) return 1;
     uint64_t x = 88172645463325252ull;
     for (int64_t i = 0; i < (int64_t)n * D; i++) {

@@ -19,9 +19,9 @@
  * tile reading 4 rows in parallel, P V in half rows, prefetches in bursts
  * of a tile's lines) overlapped little of the memory time with its
  * compute. Software prefetch: one line per line loaded, PF_BYTES ahead in
- * the stream (the K run, then the V run, then the keys after the run: the
- * next run when the pool's blocks are adjacent), issued from inside the
- * loops that load, so prefetches are spread evenly among the FMAs.
+ * the stream (the K run, then the V run; nothing past the run), issued
+ * from inside the loops that load, so prefetches are spread evenly among
+ * the FMAs.
  * The main loops use unmasked loads (masked tails where D or Dv needs
  * them). */
 #include "kernels/arch.h"
@@ -54,7 +54,7 @@ ATTN_INLINE __m512 ldc_m(const void *p, int64_t i, __mmask16 mk, int dt) {
 }
 
 /* Bytes ahead of the loads that software prefetch runs (in the stream
- * K run -> V run -> next keys). 8 KiB: 2, 4 and 8 KiB measured within
+ * K run -> V run). 8 KiB: 2, 4 and 8 KiB measured within
  * a few % in fp32, 8 KiB best in fp16/bf16 (docs/PERFORMANCE.md). */
 #define PF_BYTES 8192
 #ifndef PF_HINT
@@ -215,14 +215,17 @@ ATTN_INLINE void attend_body(const float *q, int R, int D, const void *k, int64_
     /* [row][key] lanes of a tile -> [key][row] */
     const __m512i tr = _mm512_set_epi32(15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1, 12, 8, 4, 0);
     const __m512 ninf = _mm512_set1_ps(-INFINITY);
-    /* the prefetch stream: the K run's bytes [0, kb), then the V run's,
-     * then what follows the K run */
+    /* the prefetch stream: the K run's bytes [0, kb), then the V run's; a
+     * tile or block whose lines ahead ([off, off + span)) are not all in
+     * one of the two prefetches its own lines (here): nothing outside the
+     * run is touched (a prefetch does not fault, but one to an unmapped
+     * page costs a page walk; the bench of the kernel alone showed it) */
     const int64_t kb = (int64_t)n * ks * esz, vbytes = (int64_t)n * vs * esz;
     const uintptr_t ka = (uintptr_t)k, va = (uintptr_t)v;
-#define PF_AT(off) /* stream byte offset -> address */                                           \
-    ((off) < kb ? ka + (uintptr_t)(off)                                                           \
-                : (off) < kb + vbytes ? va + (uintptr_t)((off) - kb)                              \
-                                      : ka + (uintptr_t)((off) - vbytes))
+#define PF_AT(off, span, here) /* stream byte offset -> address */                               \
+    ((off) + (span) <= kb ? ka + (uintptr_t)(off)                                                 \
+     : (off) >= kb && (off) + (span) <= kb + vbytes ? va + (uintptr_t)((off) - kb)                 \
+                                                    : (here))
     __m512 mv[4], lv[4], mx[4];
     __m512i limv[4];
     const float *qg[4][4];
@@ -251,7 +254,8 @@ ATTN_INLINE void attend_body(const float *q, int R, int D, const void *k, int64_
                                (int64_t)(j + 3 < e ? j + 3 : e) * ks};
         const int64_t off = (int64_t)j * ks * esz + PF_BYTES;
         /* prefetch base so that base + (offset from key j) = its address */
-        const uintptr_t pfb = PF_AT(off); /* + the offset from key j's row */
+        const uintptr_t pfb = /* + the offset from key j's row */
+            PF_AT(off, 4 * ks * esz, ka + (uintptr_t)((int64_t)j * ks * esz));
         const __m512i jv = _mm512_add_epi32(jlane, _mm512_set1_epi32(j));
         for (int g = 0; g < ng; g++) {
             __m512 t = g == 0 ? qk_tile(qg[0][0], qg[0][1], qg[0][2], qg[0][3], D, k, ko, dt, 1,
@@ -295,7 +299,7 @@ ATTN_INLINE void attend_body(const float *q, int R, int D, const void *k, int64_
         const int nb = n - j0 < 16 ? n - j0 : 16;
         const int64_t vo = (int64_t)j0 * vs * esz;
         pv_block(acc, R, Dv, j0 ? one : alpha, s, gs, j0, (const char *)v + vo, vs, nb, dt,
-                 PF_AT(kb + vo + PF_BYTES));
+                 PF_AT(kb + vo + PF_BYTES, (int64_t)nb * vs * esz, va + (uintptr_t)vo));
     }
 #undef PF_AT
 }
