@@ -9,19 +9,20 @@
  *    scratch s, a running max per row in registers;
  *  - softmax over the run: one max, one alpha per row, p = exp(s - m')
  *    written back to s as [group][key][row];
- *  - P V: blocks of 16 keys; per pair of rows, 2 x 128 accumulator columns
- *    in 16 registers while each value row is read whole, one broadcast
- *    probability per row and key (the later pairs find the block in L1).
+ *  - P V: blocks of 16 keys; per group of 4 rows, passes of 64 columns
+ *    with 4 rows x 64 columns of the accumulator in 16 registers, each
+ *    value chunk converted once for the 4 rows, one broadcast probability
+ *    per row and key (the later passes find the block in L1).
  * Why this order (docs/PERFORMANCE.md, decode section): memory reads that
- * run in address order, one array at a time, let the hardware prefetchers
- * and the software prefetch below keep DRAM busy while the FMAs run; the
- * earlier kernel (K and V of 16 keys interleaved per block, each 4-key
- * tile reading 4 rows in parallel, P V in half rows, prefetches in bursts
- * of a tile's lines) overlapped little of the memory time with its
- * compute. Software prefetch: one line per line loaded, PF_BYTES ahead in
- * the stream (the K run, then the V run; nothing past the run), issued
- * from inside the loops that load, so prefetches are spread evenly among
- * the FMAs.
+ * run one array at a time, the keys in address order, let the software
+ * prefetch below and the hardware prefetchers keep DRAM busy while the
+ * FMAs run; the earlier kernel (K and V of 16 keys interleaved per block,
+ * each 4-key tile reading 4 key rows in parallel, prefetches in bursts of
+ * a tile's lines) overlapped little of the memory time with its compute.
+ * Software prefetch: one line per line read, PF_BYTES ahead in the same
+ * array (a prefetch never faults, so past the run is fine), issued from inside the
+ * loops that load (per key chunk in the scores; per value row in the first
+ * P V pass), so prefetches are spread among the FMAs.
  * The main loops use unmasked loads (masked tails where D or Dv needs
  * them). */
 #include "kernels/arch.h"
@@ -53,9 +54,10 @@ ATTN_INLINE __m512 ldc_m(const void *p, int64_t i, __mmask16 mk, int dt) {
     return _mm512_maskz_loadu_ps(mk, (const float *)p + i);
 }
 
-/* Bytes ahead of the loads that software prefetch runs (in the stream
- * K run -> V run). 8 KiB: 2, 4 and 8 KiB measured within
- * a few % in fp32, 8 KiB best in fp16/bf16 (docs/PERFORMANCE.md). */
+/* Bytes ahead of the loads, in the same array, that software prefetch
+ * runs: 8 KiB (4 and 8 KiB within a few % in fp32, 8 KiB best in
+ * fp16/bf16; 16 KiB no better; docs/PERFORMANCE.md). Hint T0: NTA
+ * measured the same. */
 #define PF_BYTES 8192
 #ifndef PF_HINT
 #define PF_HINT _MM_HINT_T0
@@ -126,78 +128,102 @@ ATTN_INLINE __m512 sum4(__m512 x) {
     return _mm512_add_ps(x, _mm512_shuffle_ps(x, x, _MM_SHUFFLE(1, 0, 3, 2)));
 }
 
-/* o[c] = o[c]*alpha + sum_j p[4j] v_j[c] for one or (two) two rows a, b
- * and the nc 16-column chunks at c0 (the last masked by mt): each key's
- * 128 (or fewer) columns read at once. pf: prefetch one line per 64 bytes
- * of values read, at pfb + (byte offset from v). */
-ATTN_INLINE void pv_rows(float *acca, float *accb, int two, int c0, float ala, float alb,
-                         const float *pa, const float *pq, const void *v, int64_t vs, int nb,
-                         int dt, int nc, __mmask16 mt, int pf, uintptr_t pfb) {
+/* o[r][c] = o[r][c] * alpha[r] + sum_j p[j][r] v_j[c] over nb keys, for
+ * the 64 (or, masked, fewer) columns at c0 of 4 accumulator rows (rows
+ * beyond nr alias row 0 and are not stored); p: [key][4]. Each value
+ * chunk is converted once for the 4 rows. pf: prefetch the whole value
+ * row of each key (its lines at pfb + the row's byte offset from v), once
+ * per row: in the pass at c0 = 0 of the first group. */
+ATTN_INLINE void pv_pass(float *acc0, float *acc1, float *acc2, float *acc3, int nr, int c0,
+                         const float *alpha, const float *pb, const void *v, int64_t vs, int nb,
+                         int dt, int masked, __mmask16 m0, __mmask16 m1, __mmask16 m2,
+                         __mmask16 m3, int pf, uintptr_t pfb, int64_t rowb) {
     const int64_t esz = dt == ATTN__KV_F32 ? 4 : 2;
-    __m512 oa[8], ob[8];
-    const __m512 aa = _mm512_set1_ps(ala), ab = _mm512_set1_ps(alb);
-#pragma GCC unroll 8
-    for (int c = 0; c < 8; c++) {
-        oa[c] = ob[c] = _mm512_setzero_ps(); /* the chunks past nc: never used */
-        if (c < nc) {
-            const __mmask16 mk = c == nc - 1 ? mt : (__mmask16)0xffff;
-            oa[c] = _mm512_mul_ps(_mm512_maskz_loadu_ps(mk, acca + c0 + 16 * c), aa);
-            if (two) ob[c] = _mm512_mul_ps(_mm512_maskz_loadu_ps(mk, accb + c0 + 16 * c), ab);
-        }
-    }
+    const __m512 al0 = _mm512_set1_ps(alpha[0]), al1 = _mm512_set1_ps(alpha[1]);
+    const __m512 al2 = _mm512_set1_ps(alpha[2]), al3 = _mm512_set1_ps(alpha[3]);
+#define LD(a, al, c, m)                                                                            \
+    _mm512_mul_ps(masked ? _mm512_maskz_loadu_ps(m, (a) + c0 + 16 * (c))                           \
+                         : _mm512_loadu_ps((a) + c0 + 16 * (c)),                                   \
+                  al)
+    __m512 o00 = LD(acc0, al0, 0, m0), o01 = LD(acc0, al0, 1, m1);
+    __m512 o02 = LD(acc0, al0, 2, m2), o03 = LD(acc0, al0, 3, m3);
+    __m512 o10 = LD(acc1, al1, 0, m0), o11 = LD(acc1, al1, 1, m1);
+    __m512 o12 = LD(acc1, al1, 2, m2), o13 = LD(acc1, al1, 3, m3);
+    __m512 o20 = LD(acc2, al2, 0, m0), o21 = LD(acc2, al2, 1, m1);
+    __m512 o22 = LD(acc2, al2, 2, m2), o23 = LD(acc2, al2, 3, m3);
+    __m512 o30 = LD(acc3, al3, 0, m0), o31 = LD(acc3, al3, 1, m1);
+    __m512 o32 = LD(acc3, al3, 2, m2), o33 = LD(acc3, al3, 3, m3);
+#undef LD
     for (int j = 0; j < nb; j++) {
         const int64_t vb = (int64_t)j * vs + c0;
-        const __m512 p = _mm512_set1_ps(pa[4 * j]), pb = _mm512_set1_ps(pq[4 * j]);
-#pragma GCC unroll 8
-        for (int c = 0; c < 8; c++)
-            if (c < nc) {
-                if (pf && (esz == 4 || (c & 1) == 0))
-                    _mm_prefetch((const char *)(pfb + (uintptr_t)((vb + 16 * c) * esz)), PF_HINT);
-                const __m512 x = c < nc - 1 || mt == (__mmask16)0xffff
-                                     ? ldc(v, vb + 16 * c, dt)
-                                     : ldc_m(v, vb + 16 * c, mt, dt);
-                oa[c] = _mm512_fmadd_ps(p, x, oa[c]);
-                if (two) ob[c] = _mm512_fmadd_ps(pb, x, ob[c]);
-            }
-    }
-#pragma GCC unroll 8
-    for (int c = 0; c < 8; c++)
-        if (c < nc) {
-            const __mmask16 mk = c == nc - 1 ? mt : (__mmask16)0xffff;
-            if (two) _mm512_mask_storeu_ps(accb + c0 + 16 * c, mk, ob[c]);
-            _mm512_mask_storeu_ps(acca + c0 + 16 * c, mk, oa[c]);
+        if (pf)
+            for (int64_t o = 0; o < rowb; o += 64)
+                _mm_prefetch((const char *)(pfb + (uintptr_t)(j * vs * esz + o)), PF_HINT);
+        /* the key's 4 value chunks first, then one broadcast probability at
+         * a time (named broadcasts were spilled to the stack by GCC) */
+        __m512 v0, v1, v2, v3;
+        if (masked) {
+            v0 = ldc_m(v, vb, m0, dt), v1 = ldc_m(v, vb + 16, m1, dt);
+            v2 = ldc_m(v, vb + 32, m2, dt), v3 = ldc_m(v, vb + 48, m3, dt);
+        } else {
+            v0 = ldc(v, vb, dt), v1 = ldc(v, vb + 16, dt);
+            v2 = ldc(v, vb + 32, dt), v3 = ldc(v, vb + 48, dt);
         }
+        const float *pj = pb + 4 * j;
+        __m512 p = _mm512_set1_ps(pj[0]);
+        o00 = _mm512_fmadd_ps(p, v0, o00), o01 = _mm512_fmadd_ps(p, v1, o01);
+        o02 = _mm512_fmadd_ps(p, v2, o02), o03 = _mm512_fmadd_ps(p, v3, o03);
+        p = _mm512_set1_ps(pj[1]);
+        o10 = _mm512_fmadd_ps(p, v0, o10), o11 = _mm512_fmadd_ps(p, v1, o11);
+        o12 = _mm512_fmadd_ps(p, v2, o12), o13 = _mm512_fmadd_ps(p, v3, o13);
+        p = _mm512_set1_ps(pj[2]);
+        o20 = _mm512_fmadd_ps(p, v0, o20), o21 = _mm512_fmadd_ps(p, v1, o21);
+        o22 = _mm512_fmadd_ps(p, v2, o22), o23 = _mm512_fmadd_ps(p, v3, o23);
+        p = _mm512_set1_ps(pj[3]);
+        o30 = _mm512_fmadd_ps(p, v0, o30), o31 = _mm512_fmadd_ps(p, v1, o31);
+        o32 = _mm512_fmadd_ps(p, v2, o32), o33 = _mm512_fmadd_ps(p, v3, o33);
+    }
+    /* rows beyond nr (aliases of row 0) are not stored; row 0 last */
+#define ST(a, c, m, o)                                                                             \
+    (masked ? _mm512_mask_storeu_ps((a) + c0 + 16 * (c), m, o)                                     \
+            : _mm512_storeu_ps((a) + c0 + 16 * (c), o))
+    if (nr > 3)
+        ST(acc3, 0, m0, o30), ST(acc3, 1, m1, o31), ST(acc3, 2, m2, o32), ST(acc3, 3, m3, o33);
+    if (nr > 2)
+        ST(acc2, 0, m0, o20), ST(acc2, 1, m1, o21), ST(acc2, 2, m2, o22), ST(acc2, 3, m3, o23);
+    if (nr > 1)
+        ST(acc1, 0, m0, o10), ST(acc1, 1, m1, o11), ST(acc1, 2, m2, o12), ST(acc1, 3, m3, o13);
+    ST(acc0, 0, m0, o00), ST(acc0, 1, m1, o01), ST(acc0, 2, m2, o02), ST(acc0, 3, m3, o03);
+#undef ST
 }
 
 /* P V of a block of nb keys (values at vp) for every row; alpha[r] scales
- * row r's accumulator first. Pair 0 prefetches (pfb: the prefetch address
- * of vp's first byte). */
+ * row r's accumulator first; s holds each group's [key][4] probabilities
+ * (gs floats per group). The first pass prefetches (pfb: the prefetch
+ * address of vp's first byte). */
 ATTN_INLINE void pv_block(float *acc, int R, int Dv, const float *alpha, const float *s,
                           int64_t gs, int j0, const char *vp, int64_t vs, int nb, int dt,
                           uintptr_t pfb) {
-    for (int c0 = 0; c0 < Dv; c0 += 128) {
-        const int w = Dv - c0 < 128 ? Dv - c0 : 128, nc = (w + 15) / 16;
-        const __mmask16 mt = tail_mask(w - 16 * (nc - 1));
-        for (int r = 0; r < R; r += 2) {
-            /* rows r, r+1: group r/4, lanes r%4 of the [key][4] probabilities */
-            const float *pa = s + (r / 4) * gs + 4 * j0 + r % 4;
-            float *acca = acc + (int64_t)r * Dv, *accb = acca + Dv;
-            const int two = r + 1 < R;
-            if (nc == 8 && mt == (__mmask16)0xffff) { /* the common case, unmasked */
-                if (r == 0 && two)
-                    pv_rows(acca, accb, 1, c0, alpha[r], alpha[r + 1], pa, pa + 1, vp, vs, nb, dt,
-                            8, 0xffff, 1, pfb);
-                else if (two)
-                    pv_rows(acca, accb, 1, c0, alpha[r], alpha[r + 1], pa, pa + 1, vp, vs, nb, dt,
-                            8, 0xffff, 0, 0);
-                else
-                    pv_rows(acca, acca, 0, c0, alpha[r], 0.0f, pa, pa, vp, vs, nb, dt, 8, 0xffff,
-                            r == 0, pfb);
-            } else {
-                pv_rows(acca, two ? accb : acca, two, c0, alpha[r], two ? alpha[r + 1] : 0.0f, pa,
-                        two ? pa + 1 : pa, vp, vs, nb, dt, nc, mt, r == 0, pfb);
-            }
+    const int64_t rowb = (int64_t)Dv * (dt == ATTN__KV_F32 ? 4 : 2);
+    for (int r0 = 0; r0 < R; r0 += 4) {
+        const int nr = R - r0 < 4 ? R - r0 : 4;
+        float *a0 = acc + (int64_t)r0 * Dv;
+        float *a1 = nr > 1 ? a0 + Dv : a0, *a2 = nr > 2 ? a0 + 2 * Dv : a0;
+        float *a3 = nr > 3 ? a0 + 3 * Dv : a0;
+        const float *pb = s + (r0 / 4) * gs + 4 * j0, *al = alpha + r0;
+        int c0 = 0;
+        for (; c0 + 64 <= Dv; c0 += 64) {
+            if (r0 == 0 && c0 == 0)
+                pv_pass(a0, a1, a2, a3, nr, c0, al, pb, vp, vs, nb, dt, 0, 0, 0, 0, 0, 1, pfb,
+                        rowb);
+            else
+                pv_pass(a0, a1, a2, a3, nr, c0, al, pb, vp, vs, nb, dt, 0, 0, 0, 0, 0, 0, 0, 0);
         }
+        if (c0 < Dv)
+            pv_pass(a0, a1, a2, a3, nr, c0, al, pb, vp, vs, nb, dt, 1, tail_mask(Dv - c0),
+                    c0 + 16 < Dv ? tail_mask(Dv - c0 - 16) : 0,
+                    c0 + 32 < Dv ? tail_mask(Dv - c0 - 32) : 0,
+                    c0 + 48 < Dv ? tail_mask(Dv - c0 - 48) : 0, r0 == 0 && c0 == 0, pfb, rowb);
     }
 }
 
@@ -215,17 +241,12 @@ ATTN_INLINE void attend_body(const float *q, int R, int D, const void *k, int64_
     /* [row][key] lanes of a tile -> [key][row] */
     const __m512i tr = _mm512_set_epi32(15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1, 12, 8, 4, 0);
     const __m512 ninf = _mm512_set1_ps(-INFINITY);
-    /* the prefetch stream: the K run's bytes [0, kb), then the V run's; a
-     * tile or block whose lines ahead ([off, off + span)) are not all in
-     * one of the two prefetches its own lines (here): nothing outside the
-     * run is touched (a prefetch does not fault, but one to an unmapped
-     * page costs a page walk; the bench of the kernel alone showed it) */
-    const int64_t kb = (int64_t)n * ks * esz, vbytes = (int64_t)n * vs * esz;
-    const uintptr_t ka = (uintptr_t)k, va = (uintptr_t)v;
-#define PF_AT(off, span, here) /* stream byte offset -> address */                               \
-    ((off) + (span) <= kb ? ka + (uintptr_t)(off)                                                 \
-     : (off) >= kb && (off) + (span) <= kb + vbytes ? va + (uintptr_t)((off) - kb)                 \
-                                                    : (here))
+    /* prefetches run PF_BYTES ahead in each array: past the end of the K
+     * run they take the next keys of the pool (the next run's when its
+     * blocks are adjacent: a task's next chunk, or the next head), past the
+     * V run the next values. (Sending the K run's tail to the V run's head
+     * instead measured slower: the address choice per tile cost more than
+     * the few lines it saved.) */
     __m512 mv[4], lv[4], mx[4];
     __m512i limv[4];
     const float *qg[4][4];
@@ -252,10 +273,8 @@ ATTN_INLINE void attend_body(const float *q, int R, int D, const void *k, int64_
         const int64_t ko[4] = {(int64_t)j * ks, (int64_t)(j + 1 < e ? j + 1 : e) * ks,
                                (int64_t)(j + 2 < e ? j + 2 : e) * ks,
                                (int64_t)(j + 3 < e ? j + 3 : e) * ks};
-        const int64_t off = (int64_t)j * ks * esz + PF_BYTES;
-        /* prefetch base so that base + (offset from key j) = its address */
-        const uintptr_t pfb = /* + the offset from key j's row */
-            PF_AT(off, 4 * ks * esz, ka + (uintptr_t)((int64_t)j * ks * esz));
+        /* + the offset from key j's row: the prefetch address */
+        const uintptr_t pfb = (uintptr_t)k + (uintptr_t)((int64_t)j * ks * esz + PF_BYTES);
         const __m512i jv = _mm512_add_epi32(jlane, _mm512_set1_epi32(j));
         for (int g = 0; g < ng; g++) {
             __m512 t = g == 0 ? qk_tile(qg[0][0], qg[0][1], qg[0][2], qg[0][3], D, k, ko, dt, 1,
@@ -270,7 +289,7 @@ ATTN_INLINE void attend_body(const float *q, int R, int D, const void *k, int64_
     }
     /* softmax over the run: m' = max(m, max_j s_j), alpha = exp(m - m'),
      * p_j = exp(s_j - m') stored [key][row], l' = l alpha + sum_j p_j */
-    __attribute__((aligned(64))) float alpha[16];
+    __attribute__((aligned(64))) float alpha[16] = {0};
     for (int g = 0; g < ng; g++) {
         const __m512 mn = _mm512_max_ps(mv[g], max4(mx[g]));
         /* a row with no key yet keeps m = -inf: subtract 0 so p = 0, not NaN */
@@ -299,9 +318,8 @@ ATTN_INLINE void attend_body(const float *q, int R, int D, const void *k, int64_
         const int nb = n - j0 < 16 ? n - j0 : 16;
         const int64_t vo = (int64_t)j0 * vs * esz;
         pv_block(acc, R, Dv, j0 ? one : alpha, s, gs, j0, (const char *)v + vo, vs, nb, dt,
-                 PF_AT(kb + vo + PF_BYTES, (int64_t)nb * vs * esz, va + (uintptr_t)vo));
+                 (uintptr_t)v + (uintptr_t)(vo + PF_BYTES));
     }
-#undef PF_AT
 }
 
 static void attend_avx512(const float *q, int R, int D, const void *k, int64_t ks, const void *v,
