@@ -297,9 +297,10 @@ attn_status attn_kvcache_read(attn_ctx *ctx, const attn_kvcache *c, int32_t seq,
 
 /* Keys per decode kernel call at most (the score scratch is about R x
  * this): a call streams its run's K, then its V, so longer runs mean fewer
- * switches between the two streams (1024, a whole chunk: 80-85% of the
- * streaming probe in fp32 against 80% at 256, docs/PERFORMANCE.md). */
-#define DEC_RUN 1024
+ * switches between the two streams (a whole chunk; in fp32 1024-key runs
+ * streamed at 85% of the 512-bit probe against 80% at 256,
+ * docs/PERFORMANCE.md). */
+#define DEC_RUN 2048
 
 typedef struct dec_call {
     const attn_kvcache *c;
@@ -388,9 +389,11 @@ static attn_status attend_decode(attn_ctx *ctx, const attn_kvcache *c,
                                  int64_t B, int64_t H, int64_t T, float scale) {
     dec_call dc = {c, &ctx->arch->dec, rp, a, B, H, T, H / c->Hkv, (H / c->Hkv) * T, scale, 0,
                    NULL, NULL};
-    /* chunks of whole blocks, about 1024 keys: enough tasks for any thread
-     * count at long contexts, few partials at short ones */
-    dc.chunk = ATTN_MAX(1, 1024 / c->bs) * c->bs;
+    /* chunks of whole blocks, about 2048 keys: enough tasks for any thread
+     * count at long contexts, few partials at short ones (each task and
+     * each partial's merge costs about a microsecond: 1024-key chunks were
+     * 1-4% slower per step in F16, docs/PERFORMANCE.md) */
+    dc.chunk = ATTN_MAX(1, 2048 / c->bs) * c->bs;
     const int64_t npair = B * c->Hkv;
     dc.task0 = malloc((size_t)(npair + 1) * sizeof *dc.task0);
     if (!dc.task0) return attn_ctx_fail(ctx, ATTN_E_NOMEM, "out of memory");
