@@ -87,8 +87,8 @@ ATTN_INLINE __m512 hsum16(__m512 v[16]) {
  * pf: prefetch one line per 64 bytes of key read, at pfb + (the byte
  * offset of the chunk from k + ko[0]) (a compile-time constant). */
 ATTN_INLINE __m512 qk_tile(const float *q0, const float *q1, const float *q2, const float *q3,
-                           int D, const void *k, const int64_t ko[4], int dt, int pf,
-                           uintptr_t pfb, int64_t ks) {
+                           int D, const void *k, const int64_t ko[4], int dt, int pf, uintptr_t pfb,
+                           int64_t ks) {
     const int64_t esz = dt == ATTN__KV_F32 ? 4 : 2;
     __m512 a[16];
 #pragma GCC unroll 16
@@ -136,8 +136,8 @@ ATTN_INLINE __m512 sum4(__m512 x) {
  * per row: in the pass at c0 = 0 of the first group. */
 ATTN_INLINE void pv_pass(float *acc0, float *acc1, float *acc2, float *acc3, int nr, int c0,
                          const float *alpha, const float *pb, const void *v, int64_t vs, int nb,
-                         int dt, int masked, __mmask16 m0, __mmask16 m1, __mmask16 m2,
-                         __mmask16 m3, int pf, uintptr_t pfb, int64_t rowb) {
+                         int dt, int masked, __mmask16 m0, __mmask16 m1, __mmask16 m2, __mmask16 m3,
+                         int pf, uintptr_t pfb, int64_t rowb) {
     const int64_t esz = dt == ATTN__KV_F32 ? 4 : 2;
     const __m512 al0 = _mm512_set1_ps(alpha[0]), al1 = _mm512_set1_ps(alpha[1]);
     const __m512 al2 = _mm512_set1_ps(alpha[2]), al3 = _mm512_set1_ps(alpha[3]);
@@ -201,9 +201,8 @@ ATTN_INLINE void pv_pass(float *acc0, float *acc1, float *acc2, float *acc3, int
  * row r's accumulator first; s holds each group's [key][4] probabilities
  * (gs floats per group). The first pass prefetches (pfb: the prefetch
  * address of vp's first byte). */
-ATTN_INLINE void pv_block(float *acc, int R, int Dv, const float *alpha, const float *s,
-                          int64_t gs, int j0, const char *vp, int64_t vs, int nb, int dt,
-                          uintptr_t pfb) {
+ATTN_INLINE void pv_block(float *acc, int R, int Dv, const float *alpha, const float *s, int64_t gs,
+                          int j0, const char *vp, int64_t vs, int nb, int dt, uintptr_t pfb) {
     const int64_t rowb = (int64_t)Dv * (dt == ATTN__KV_F32 ? 4 : 2);
     for (int r0 = 0; r0 < R; r0 += 4) {
         const int nr = R - r0 < 4 ? R - r0 : 4;
@@ -277,10 +276,9 @@ ATTN_INLINE void attend_body(const float *q, int R, int D, const void *k, int64_
         const uintptr_t pfb = (uintptr_t)k + (uintptr_t)((int64_t)j * ks * esz + PF_BYTES);
         const __m512i jv = _mm512_add_epi32(jlane, _mm512_set1_epi32(j));
         for (int g = 0; g < ng; g++) {
-            __m512 t = g == 0 ? qk_tile(qg[0][0], qg[0][1], qg[0][2], qg[0][3], D, k, ko, dt, 1,
-                                        pfb, ks)
-                              : qk_tile(qg[g][0], qg[g][1], qg[g][2], qg[g][3], D, k, ko, dt, 0,
-                                        0, ks);
+            __m512 t =
+                g == 0 ? qk_tile(qg[0][0], qg[0][1], qg[0][2], qg[0][3], D, k, ko, dt, 1, pfb, ks)
+                       : qk_tile(qg[g][0], qg[g][1], qg[g][2], qg[g][3], D, k, ko, dt, 0, 0, ks);
             /* keys a row does not see: -inf */
             t = _mm512_mask_mov_ps(ninf, _mm512_cmplt_epi32_mask(jv, limv[g]), t);
             mx[g] = _mm512_max_ps(mx[g], t);
@@ -293,8 +291,8 @@ ATTN_INLINE void attend_body(const float *q, int R, int D, const void *k, int64_
     for (int g = 0; g < ng; g++) {
         const __m512 mn = _mm512_max_ps(mv[g], max4(mx[g]));
         /* a row with no key yet keeps m = -inf: subtract 0 so p = 0, not NaN */
-        const __m512 mu = _mm512_mask_mov_ps(mn, _mm512_cmp_ps_mask(mn, ninf, _CMP_EQ_OQ),
-                                             _mm512_setzero_ps());
+        const __m512 mu =
+            _mm512_mask_mov_ps(mn, _mm512_cmp_ps_mask(mn, ninf, _CMP_EQ_OQ), _mm512_setzero_ps());
         const __m512 al = exp_avx512(_mm512_sub_ps(mv[g], mu));
         __m512 ps = _mm512_setzero_ps();
         float *sg = s + g * gs;
