@@ -39,6 +39,15 @@ attn_status attn__approx_nystrom_forward(attn_ctx *ctx, const attn__approx_plan 
 attn_status attn__approx_topk_forward(attn_ctx *ctx, const attn__approx_plan *p);
 attn_status attn__approx_topk_backward(attn_ctx *ctx, const attn__approx_plan *p);
 
+/* The attention each key receives under the method (attn_approx_received):
+ * recv [B, H, S] in float64, overwritten. omega: the Performer's features
+ * or NULL. */
+attn_status attn__approx_feature_received(attn_ctx *ctx, const attn__approx_plan *p,
+                                          const float *omega, double *recv);
+attn_status attn__approx_nystrom_received(attn_ctx *ctx, const attn__approx_plan *p,
+                                          double *recv);
+attn_status attn__approx_topk_received(attn_ctx *ctx, const attn__approx_plan *p, double *recv);
+
 /* Top-k selection, the one home of its tie rule: idx[0..k) gets the indices
  * of the k largest s[0..n) (a tie goes to the lower index), in increasing
  * index order. ws: k floats of scratch. NaN scores rank lowest. */

@@ -320,6 +320,31 @@ attn_status attn_approx_forward(attn_ctx *ctx, const attn_approx_args *a) {
     }
 }
 
+attn_status attn_approx_received(attn_ctx *ctx, const attn_approx_args *a, float *received) {
+    if (!ctx) return ATTN_E_ARG;
+    attn__ctx_clear(ctx);
+    attn__approx_plan p;
+    TRY(attn__approx_plan_make(ctx, a, NULL, &p));
+    if (!received) return attn_ctx_fail(ctx, ATTN_E_ARG, "received: NULL");
+    const int64_t n = p.B * p.H * p.S;
+    if (n == 0) return ATTN_OK;
+    double *r = attn__malloc((size_t)n * sizeof *r);
+    if (!r) return attn_ctx_fail(ctx, ATTN_E_NOMEM, "received: out of memory");
+    float *omega = NULL;
+    attn_status st = with_omega(ctx, &p, &omega);
+    if (!st && p.T == 0) memset(r, 0, (size_t)n * sizeof *r);
+    else if (!st && p.method == ATTN_APPROX_NYSTROM)
+        st = attn__approx_nystrom_received(ctx, &p, r);
+    else if (!st && p.method == ATTN_APPROX_TOPK)
+        st = attn__approx_topk_received(ctx, &p, r);
+    else if (!st)
+        st = attn__approx_feature_received(ctx, &p, omega, r);
+    for (int64_t e = 0; !st && e < n; e++)
+        received[e] = (float)r[e];
+    attn__free(omega), attn__free(r);
+    return st;
+}
+
 attn_status attn_approx_backward(attn_ctx *ctx, const attn_approx_args *a,
                                  const attn_sdpa_grads *g) {
     if (!ctx) return ATTN_E_ARG;
