@@ -168,6 +168,10 @@ typedef struct attn__mha_block_args {
     float *o;              /* [B*T, E] attention output, written */
     float *lse;            /* optional [B, H, T], written */
     attn__probs probs;     /* optional: one head's probabilities (needs lse) */
+    float dropout_p;       /* training: dropout on the attention probabilities, as
+                            * attn_sdpa_args (0: none), seeded by seed; the backward
+                            * (same args) regenerates the mask */
+    uint64_t seed;
 } attn__mha_block_args;
 
 /* Self-attention: q | k | v = x Wqkv^T + bqkv (one GEMM), then
