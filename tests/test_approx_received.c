@@ -5,7 +5,8 @@
  * project's tolerance rule (the reference's fp32 twin, two summation
  * orders, the yardstick). Causal and non-causal, T != S, GQA, several
  * batches and chunk sizes; the same bits for 1 and 2 threads; bad
- * arguments named. */
+ * arguments named. Also attn_approx_args.omega (the Performer's features
+ * given instead of drawn). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -145,6 +146,47 @@ static void test_totals(void **state) {
     }
 }
 
+/* attn_approx_args.omega: features given once are the features the seed
+ * draws (the same bits, forward, backward and received), and the checks. */
+static void test_given_features(void **state) {
+    (void)state;
+    at_rng r = at_rng_for(11);
+    enum { T = 19, S = 23, D = 8, M = 12 };
+    float q[2 * T * D], k[S * D], v[S * 3], o1[2 * T * 3], o2[2 * T * 3];
+    float r1[2 * S], r2[2 * S], om[M * D];
+    fill(&r, q, 2 * T * D, 1.0f), fill(&r, k, S * D, 1.0f), fill(&r, v, S * 3, 1.0f);
+    attn_approx_args a;
+    memset(&a, 0, sizeof a);
+    a.q = attn_tensor_make(q, ATTN_F32, 4, (int64_t[]){1, 2, T, D});
+    a.k = attn_tensor_make(k, ATTN_F32, 4, (int64_t[]){1, 1, S, D});
+    a.v = attn_tensor_make(v, ATTN_F32, 4, (int64_t[]){1, 1, S, 3});
+    a.out = attn_tensor_make(o1, ATTN_F32, 4, (int64_t[]){1, 2, T, 3});
+    a.method = ATTN_APPROX_PERFORMER, a.features = M, a.seed = 77;
+    assert_int_equal(attn_approx_forward(at_ctx, &a), ATTN_OK);
+    assert_int_equal(attn_approx_received(at_ctx, &a, r1), ATTN_OK);
+    assert_int_equal(attn_performer_draw(at_ctx, D, M, 77, om), ATTN_OK);
+    attn_approx_args b = a;
+    b.seed = 0, b.omega = om, b.out = attn_tensor_make(o2, ATTN_F32, 4, (int64_t[]){1, 2, T, 3});
+    assert_int_equal(attn_approx_forward(at_ctx, &b), ATTN_OK);
+    assert_int_equal(attn_approx_received(at_ctx, &b, r2), ATTN_OK);
+    assert_memory_equal(o1, o2, sizeof o1);
+    assert_memory_equal(r1, r2, sizeof r1);
+    b.seed = 5; /* both: which features? */
+    assert_int_equal(attn_approx_forward(at_ctx, &b), ATTN_E_ARG);
+    assert_non_null(strstr(attn_ctx_last_error(at_ctx), "seed"));
+    b.seed = 0, b.method = ATTN_APPROX_LINEAR, b.features = 0; /* not the Performer's */
+    assert_int_equal(attn_approx_forward(at_ctx, &b), ATTN_E_ARG);
+    assert_non_null(strstr(attn_ctx_last_error(at_ctx), "omega"));
+    /* the reference uses the given features too */
+    b = a, b.seed = 0, b.omega = om;
+    attn__approx_plan p;
+    double ref[2 * T * 3];
+    assert_int_equal(attn__approx_plan_make(at_ctx, &b, NULL, &p), ATTN_OK);
+    assert_int_equal(attn__approx_ref64(at_ctx, &p, ref), ATTN_OK);
+    for (int i = 0; i < 2 * T * 3; i++)
+        assert_true(fabs(ref[i] - o1[i]) < 1e-4);
+}
+
 static void test_bad(void **state) {
     (void)state;
     float q[4 * 4], k[4 * 4], v[4 * 4], out[4 * 4], got[8];
@@ -175,6 +217,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_against_reference),
         cmocka_unit_test(test_totals),
+        cmocka_unit_test(test_given_features),
         cmocka_unit_test(test_bad),
     };
     return cmocka_run_group_tests(tests, at_ctx_setup, at_ctx_teardown);

@@ -65,6 +65,9 @@ typedef struct attn_approx_args {
     int64_t chunk;      /* rows per chunk of the causal prefix sums and of
                          * top-k's query blocks; 0 = a default (64 causal,
                          * 1024 non-causal, 32 top-k) */
+    const float *omega; /* PERFORMER, optional: the features [m, D] to use instead
+                         * of drawing them from seed (seed must then be 0), e.g.
+                         * attn_performer_draw's, drawn once for many calls */
 } attn_approx_args;
 
 /* Forward. Views are borrowed. Deterministic: the same bits for any thread

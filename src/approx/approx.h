@@ -12,6 +12,7 @@ typedef struct attn__approx_plan {
     int causal;
     int64_t F;     /* feature dimension: D (LINEAR), m (PERFORMER) */
     uint64_t seed; /* PERFORMER */
+    const float *omega; /* PERFORMER: the caller's features [F, D], or NULL (draw from seed) */
     int64_t L, iters, topk, chunk;
     const float *q, *k, *v;
     float *out;
@@ -26,6 +27,10 @@ typedef struct attn__approx_plan {
  * or an error with a message on ctx naming the argument. */
 attn_status attn__approx_plan_make(attn_ctx *ctx, const attn_approx_args *a,
                                    const attn_sdpa_grads *g, attn__approx_plan *p);
+
+/* The Performer's features [F, D] into om: the caller's (p->omega) or
+ * attn_performer_draw(D, F, seed)'s. */
+attn_status attn__approx_features(attn_ctx *ctx, const attn__approx_plan *p, float *om);
 
 /* Row pointers of head views. */
 #define ATTN__ROW(base, st, b, h, i) ((base) + (b) * (st)[0] + (h) * (st)[1] + (i) * (st)[2])

@@ -124,6 +124,8 @@ typedef struct bert_run {
     attn_bert_draws draws; /* SHARED: method.seed and spec.seed as given */
     uint64_t seed, layout_seed;
     uint64_t *head_seeds; /* [num_heads] (draws HEAD) */
+    float *omegas;        /* PERFORMER: every layer's (head's) features, drawn once:
+                           * [1 or layers][1 or heads][m, Dh] by draws */
     float *recv;          /* [rows] scratch: the attention each token receives */
     double flops;         /* accumulated (method.flops points here) */
     int64_t token_layers;
@@ -222,7 +224,13 @@ static attn_status run_batch(attn_ctx *ctx, const attn_bert *m, int64_t B, int64
         if (r) {
             const int prune = r->prune_after == l + 1;
             r->method.received = prune ? r->recv : NULL;
-            if (r->draws == ATTN_BERT_DRAWS_LAYER) {
+            if (r->omegas) { /* the Performer's features, drawn up front */
+                const int64_t per = r->method.features * (c->hidden_size / c->num_heads);
+                const int64_t nh = r->draws == ATTN_BERT_DRAWS_HEAD ? c->num_heads : 1;
+                r->method.omega =
+                    r->omegas + (r->draws == ATTN_BERT_DRAWS_SHARED ? 0 : l) * nh * per;
+                r->method.omega_stride = nh > 1 ? per : 0;
+            } else if (r->draws == ATTN_BERT_DRAWS_LAYER) {
                 r->method.seed = attn_bert_draw_seed(r->seed, l, -1);
                 r->method.spec.seed = attn_bert_draw_seed(r->layout_seed, l, -1);
             } else if (r->draws == ATTN_BERT_DRAWS_HEAD) {
@@ -435,6 +443,34 @@ static attn_status check_options(attn_ctx *ctx, const attn_bert *m, const attn_b
     return ATTN_OK;
 }
 
+/* The Performer's features for every layer (and head) the draws ask for,
+ * drawn once instead of in every call (the same numbers: the same seeds). */
+static attn_status draw_features(attn_ctx *ctx, const attn_bert_config *c,
+                                 const attn_bert_options *o, float **out) {
+    const int64_t Dh = c->hidden_size / c->num_heads, per = o->features * Dh;
+    const int64_t nl = o->draws == ATTN_BERT_DRAWS_SHARED ? 1 : c->num_layers;
+    const int64_t nh = o->draws == ATTN_BERT_DRAWS_HEAD ? c->num_heads : 1;
+    float *w = attn__malloc((size_t)(nl * nh * per) * sizeof(float));
+    if (!w)
+        return attn_ctx_fail(ctx, ATTN_E_NOMEM, "cannot allocate %lld x %lld Performer features",
+                             (long long)(nl * nh), (long long)per);
+    attn_status st = ATTN_OK;
+    for (int64_t l = 0; !st && l < nl; l++)
+        for (int64_t h = 0; !st && h < nh; h++) {
+            const uint64_t seed =
+                o->draws == ATTN_BERT_DRAWS_SHARED
+                    ? o->seed
+                    : attn_bert_draw_seed(o->seed, l, o->draws == ATTN_BERT_DRAWS_HEAD ? h : -1);
+            st = attn_performer_draw(ctx, Dh, o->features, seed, w + (l * nh + h) * per);
+        }
+    if (st) {
+        attn__free(w);
+        w = NULL;
+    }
+    *out = w;
+    return st;
+}
+
 attn_status attn_bert_embed_with(attn_ctx *ctx, const attn_bert *m, const attn_bert_options *opt,
                                  int64_t n, const int32_t *const *ids, const int64_t *len,
                                  float *out, attn_bert_stats *stats) {
@@ -460,8 +496,11 @@ attn_status attn_bert_embed_with(attn_ctx *ctx, const attn_bert *m, const attn_b
     if (r.draws == ATTN_BERT_DRAWS_HEAD &&
         !(r.head_seeds = malloc((size_t)m->cfg.num_heads * sizeof *r.head_seeds)))
         return attn_ctx_fail(ctx, ATTN_E_NOMEM, "cannot allocate the heads' seeds");
-    st = embed(ctx, m, n, ids, len, out, &r);
+    if (o->attention == ATTN_BERT_APPROX && o->approx == ATTN_APPROX_PERFORMER)
+        st = draw_features(ctx, &m->cfg, o, &r.omegas);
+    if (!st) st = embed(ctx, m, n, ids, len, out, &r);
     free(r.head_seeds);
+    attn__free(r.omegas);
     if (!st && stats) stats->flops = r.flops, stats->token_layers = r.token_layers;
     return st;
 }

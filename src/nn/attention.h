@@ -52,6 +52,11 @@ typedef struct attn__method {
                                  * spec's seed, per-head layouts; APPROX PERFORMER: its
                                  * features, one call per head); NULL: spec.seed and seed
                                  * for every head */
+    const float *omega;         /* optional, APPROX PERFORMER: the features [m, Dh]
+                                 * (replacing seed and head_seeds), one set for
+                                 * every head, or with omega_stride > 0 head h's at
+                                 * omega + h * omega_stride (one call per head) */
+    int64_t omega_stride;
     double *flops;              /* optional: attention FLOPs done (attn_sdpa_flops, the computed
                                  * blocks of a layout, attn_approx_flops), accumulated */
     float *received;            /* optional [B, T]: received[b, j] = sum over heads h and real

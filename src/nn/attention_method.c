@@ -105,7 +105,10 @@ static attn_status attend_one(attn_ctx *ctx, const attn__heads *hd, const attn__
         return st;
     }
     /* the Performer with a draw per head: one call per head */
-    const int64_t nh = m->head_seeds && m->approx == ATTN_APPROX_PERFORMER ? hd->H : 1;
+    const int64_t nh = m->approx == ATTN_APPROX_PERFORMER &&
+                               (m->omega ? m->omega_stride > 0 : m->head_seeds != NULL)
+                           ? hd->H
+                           : 1;
     const int64_t group = hd->H / hd->Hkv;
     float *rh = NULL;
     if (recv && !(rh = malloc((size_t)(hd->H * n) * sizeof *rh)))
@@ -121,8 +124,13 @@ static attn_status attend_one(attn_ctx *ctx, const attn__heads *hd, const attn__
         }
         ap.method = m->approx;
         if (m->approx != ATTN_APPROX_LINEAR) ap.scale = hd->scale;
-        if (m->approx == ATTN_APPROX_PERFORMER)
-            ap.features = m->features, ap.seed = nh > 1 ? m->head_seeds[h] : m->seed;
+        if (m->approx == ATTN_APPROX_PERFORMER) {
+            ap.features = m->features;
+            if (m->omega)
+                ap.omega = m->omega + (nh > 1 ? h * m->omega_stride : 0);
+            else
+                ap.seed = nh > 1 ? m->head_seeds[h] : m->seed;
+        }
         if (m->approx == ATTN_APPROX_NYSTROM) ap.landmarks = ATTN_MIN(m->landmarks, n);
         if (m->approx == ATTN_APPROX_TOPK) ap.topk = ATTN_MIN(m->topk, n);
         st = attn_approx_forward(ctx, &ap);
