@@ -17,6 +17,8 @@ says (the names of
                                   (probabilities summed over heads and
                                   queries; ties: the earlier), in order;
                                   later layers and pooling on those only
+  NAME+prune-L-F                  window or top-k with pruning: the tokens
+                                  ranked by that method's probabilities
 Into OUTDIR/SPEC.info: for pruning the smallest gap between a kept and a pruned
 token's score, and for top-k each text's smallest gap between a row's k-th
 and (k+1)-th score, so a caller can tell a near tie (where float32
@@ -41,15 +43,20 @@ Dh = model.config.hidden_size // H
 
 def run(spec):
     window, cls, topk, prune_after, keep = -1, False, 0, 0, 1.0
-    if spec.startswith("window-"):
-        cls = spec.endswith("+cls")
-        window = int(spec[len("window-"):].replace("+cls", ""))
-    elif spec.startswith("topk-"):
-        topk = int(spec[len("topk-"):])
-    elif spec.startswith("prune-"):
-        _, L, F = spec.split("-")
+    base = spec
+    if "+prune-" in spec:  # the method with pruning, ranked by its own probabilities
+        base, pr = spec.split("+prune-")
+        L, F = pr.split("-")
         prune_after, keep = int(L), float(F)
-    elif spec != "exact":
+    if base.startswith("window-"):
+        cls = base.endswith("+cls")
+        window = int(base[len("window-"):].replace("+cls", ""))
+    elif base.startswith("topk-"):
+        topk = int(base[len("topk-"):])
+    elif base.startswith("prune-") and not prune_after:
+        _, L, F = base.split("-")
+        prune_after, keep = int(L), float(F)
+    elif base != "exact":
         sys.exit("unknown spec " + spec)
     out_path = os.path.join(outdir, spec + ".jsonl")
 

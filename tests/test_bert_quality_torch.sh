@@ -2,7 +2,7 @@
 # attn embed --attention / --prune-after on all-MiniLM-L6-v2 against an
 # independent PyTorch implementation of the same rules
 # (tests/bert_methods_check.py: Hugging Face's BertModel layer by layer with a
-# boolean window mask, top-k masking, token pruning). Texts of
+# boolean window mask, top-k masking, token pruning, alone and combined). Texts of
 # tests/data/bert/texts.txt (2..256 tokens), each alone in PyTorch, in one
 # padded batch in attn. Bound: max |diff| <= 1e-5 on unit-norm embeddings
 # (as test_bert_model.sh: observed ~2.5e-7), except a top-k text with a row
@@ -20,7 +20,7 @@ W=$(mktemp -d "${TMPDIR:-/tmp}/attn_bert_torch.XXXXXX")
 trap 'rm -rf "$W"' EXIT
 TX="$ATTN_TEST_DATA/bert/texts.txt"
 fails=0
-specs="exact window-2 window-3+cls topk-5 prune-2-0.4 prune-4-0.75"
+specs="exact window-2 window-3+cls topk-5 prune-2-0.4 prune-4-0.75 window-3+cls+prune-2-0.5 topk-5+prune-3-0.6"
 # shellcheck disable=SC2086
 python3 "$ATTN_SRC/tests/bert_methods_check.py" "$M" "$TX" "$W" $specs 2>"$W/err" || {
     echo "FAIL: reference: $(tail -3 "$W/err")"
@@ -29,6 +29,10 @@ python3 "$ATTN_SRC/tests/bert_methods_check.py" "$M" "$TX" "$W" $specs 2>"$W/err
 for spec in $specs; do
     case $spec in
     prune-*) IFS=- read -r _ L F <<<"$spec"; args=(--prune-after "$L" --keep "$F") ;;
+    *+prune-*)
+        IFS=- read -r _ L F <<<"${spec##*+prune}"
+        args=(--attention "${spec%+prune-*}" --prune-after "$L" --keep "$F")
+        ;;
     *) args=(--attention "$spec") ;;
     esac
     "$ATTN" embed --model "$M" --input "$TX" "${args[@]}" >"$W/got.jsonl" ||

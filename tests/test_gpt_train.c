@@ -36,9 +36,10 @@ static attn_gpt_config tiny(void) {
 }
 
 /* A trainer whose weights are O(1) (the default 0.02 makes gradients too
- * small for finite differences to see a missing term). */
-static attn_gpt_trainer *make(attn_ctx *ctx, int32_t *ids) {
+ * small for finite differences to see a missing term), with dropout p. */
+static attn_gpt_trainer *make(attn_ctx *ctx, int32_t *ids, float p) {
     attn_gpt_config c = tiny();
+    c.attn_pdrop = c.resid_pdrop = c.embd_pdrop = p;
     attn_gpt_trainer *t = NULL;
     assert_int_equal(attn_gpt_trainer_create(ctx, &c, B, 7, &t), ATTN_OK);
     int np;
@@ -55,28 +56,43 @@ static attn_gpt_trainer *make(attn_ctx *ctx, int32_t *ids) {
     return t;
 }
 
-static double mean_loss(attn_ctx *ctx, attn_gpt_trainer *t, const int32_t *ids) {
+/* The mean loss: mode 0 evaluation, 2 the next train step's forward. */
+static double mean_loss(attn_ctx *ctx, attn_gpt_trainer *t, const int32_t *ids, int mode) {
     double s;
-    assert_int_equal(attn_gpt_trainer_step(ctx, t, B, T, ids, 0, &s), ATTN_OK);
+    assert_int_equal(attn_gpt_trainer_step(ctx, t, B, T, ids, mode, &s), ATTN_OK);
     return s / (B * T);
 }
 
-static void test_gradients(void **state) {
-    (void)state;
+/* Every parameter's gradient against central differences of the loss the
+ * train step computes: with dropout p, the same masks (the trainer's seed,
+ * step 0), evaluated on a twin trainer with the same seed and weights
+ * (train mode 2, which does not advance the step). */
+static void check_gradients(float p) {
     attn_ctx *ctx;
     assert_int_equal(attn_ctx_create(&ctx, 1), ATTN_OK);
-    int32_t ids[B * (T + 1)];
-    attn_gpt_trainer *t = make(ctx, ids);
+    int32_t ids[B * (T + 1)], ids2[B * (T + 1)];
+    attn_gpt_trainer *t = make(ctx, ids, p), *u = make(ctx, ids2, p);
+    int np;
+    const attn_param *ps = attn_gpt_trainer_params(t, &np), *pu = attn_gpt_trainer_params(u, &np);
+    for (int i = 0; i < np; i++) /* the twin: t's weights */
+        memcpy(pu[i].value.data, ps[i].value.data,
+               (size_t)attn_tensor_numel(&ps[i].value) * sizeof(float));
+    const int mode = p > 0.0f ? 2 : 0;
+    const double before = mean_loss(ctx, t, ids, 2);
     double s_train;
     assert_int_equal(attn_gpt_trainer_step(ctx, t, B, T, ids, 1, &s_train), ATTN_OK);
-    const double loss0 = mean_loss(ctx, t, ids);
-    assert_true(fabs(loss0 - s_train / (B * T)) < 1e-12);
-    int np;
-    const attn_param *ps = attn_gpt_trainer_params(t, &np);
+    const double loss0 = mean_loss(ctx, u, ids, mode);
+    assert_true(loss0 == s_train / (B * T) && before == loss0); /* the same masks, bitwise */
+    const double eval = mean_loss(ctx, u, ids, 0), next = mean_loss(ctx, t, ids, 2);
+    if (p > 0.0f) { /* dropout on in training only, new masks each step */
+        assert_true(fabs(eval - loss0) > 1e-3 && fabs(next - loss0) > 1e-3);
+    } else {
+        assert_true(eval == loss0 && next == loss0);
+    }
     const float h = 1e-2f;
     int checked = 0;
     for (int i = 0; i < np; i++) {
-        float *v = ps[i].value.data;
+        float *v = pu[i].value.data;
         const float *g = ps[i].grad.data;
         const int64_t n = attn_tensor_numel(&ps[i].value);
         for (int rep = 0; rep < 3; rep++) {
@@ -84,20 +100,33 @@ static void test_gradients(void **state) {
             const int64_t k = (int64_t)(urand() * (double)n);
             const float keep = v[k];
             v[k] = keep + h;
-            const double lp = mean_loss(ctx, t, ids);
+            const double lp = mean_loss(ctx, u, ids, mode);
             v[k] = keep - h;
-            const double lm = mean_loss(ctx, t, ids);
+            const double lm = mean_loss(ctx, u, ids, mode);
             v[k] = keep;
             const double fd = (lp - lm) / (2.0 * h);
             if (fabs(fd - g[k]) > 2e-3 + 3e-2 * fabs(fd))
-                fail_msg("%s[%lld]: gradient %.6g, finite difference %.6g", ps[i].name,
-                         (long long)k, (double)g[k], fd);
+                fail_msg("dropout %g: %s[%lld]: gradient %.6g, finite difference %.6g", (double)p,
+                         ps[i].name, (long long)k, (double)g[k], fd);
             checked++;
         }
     }
     assert_int_equal(checked, 3 * np);
     attn_gpt_trainer_free(t);
+    attn_gpt_trainer_free(u);
     attn_ctx_free(ctx);
+}
+
+static void test_gradients(void **state) {
+    (void)state;
+    check_gradients(0.0f);
+}
+
+/* Dropout 0.3 everywhere (attention probabilities, both residual branches,
+ * the embeddings), the masks fixed by the seed. */
+static void test_gradients_dropout(void **state) {
+    (void)state;
+    check_gradients(0.3f);
 }
 
 static void test_save_load(void **state) {
@@ -105,8 +134,8 @@ static void test_save_load(void **state) {
     attn_ctx *ctx;
     assert_int_equal(attn_ctx_create(&ctx, 1), ATTN_OK);
     int32_t ids[B * (T + 1)];
-    attn_gpt_trainer *t = make(ctx, ids);
-    const double want = mean_loss(ctx, t, ids);
+    attn_gpt_trainer *t = make(ctx, ids, 0.0f);
+    const double want = mean_loss(ctx, t, ids, 0);
     char dir[] = "/tmp/attn-gpt-train-XXXXXX";
     assert_non_null(mkdtemp(dir));
     assert_int_equal(attn_gpt_save(ctx, attn_gpt_trainer_model(t), dir, 0), ATTN_OK);
@@ -134,6 +163,18 @@ static void test_save_load(void **state) {
     if (fabs(got - want) > 1e-5 * (1.0 + fabs(want)))
         fail_msg("loaded model's loss %.9g, trainer's %.9g", got, want);
     attn_gpt_free(m);
+    /* the dropout probabilities travel in config.json */
+    attn_gpt_config c0;
+    assert_int_equal(attn_gpt_config_load(ctx, dir, &c0), ATTN_OK);
+    assert_true(c0.attn_pdrop == 0.0f && c0.resid_pdrop == 0.0f && c0.embd_pdrop == 0.0f);
+    attn_gpt_config cd = tiny();
+    cd.attn_pdrop = 0.25f, cd.resid_pdrop = 0.125f, cd.embd_pdrop = 0.5f;
+    attn_gpt_trainer *td = NULL;
+    assert_int_equal(attn_gpt_trainer_create(ctx, &cd, 1, 3, &td), ATTN_OK);
+    assert_int_equal(attn_gpt_save(ctx, attn_gpt_trainer_model(td), dir, 0), ATTN_OK);
+    assert_int_equal(attn_gpt_config_load(ctx, dir, &c0), ATTN_OK);
+    assert_true(c0.attn_pdrop == 0.25f && c0.resid_pdrop == 0.125f && c0.embd_pdrop == 0.5f);
+    attn_gpt_trainer_free(td);
     char path[1100];
     snprintf(path, sizeof path, "%s/config.json", dir), unlink(path);
     snprintf(path, sizeof path, "%s/model.safetensors", dir), unlink(path);
@@ -147,7 +188,7 @@ static void test_errors(void **state) {
     attn_ctx *ctx;
     assert_int_equal(attn_ctx_create(&ctx, 1), ATTN_OK);
     int32_t ids[B * (T + 1)];
-    attn_gpt_trainer *t = make(ctx, ids);
+    attn_gpt_trainer *t = make(ctx, ids, 0.0f);
     assert_int_equal(attn_gpt_trainer_step(ctx, t, B + 1, T, ids, 1, NULL), ATTN_E_ARG);
     assert_int_equal(attn_gpt_trainer_step(ctx, t, B, P + 1, ids, 1, NULL), ATTN_E_ARG);
     assert_int_equal(attn_gpt_trainer_step(ctx, t, B, 0, ids, 1, NULL), ATTN_E_ARG);
@@ -156,7 +197,24 @@ static void test_errors(void **state) {
     assert_non_null(strstr(attn_ctx_last_error(ctx), "vocab_size"));
     ids[3] = -1;
     assert_int_equal(attn_gpt_trainer_step(ctx, t, B, T, ids, 0, NULL), ATTN_E_ARG);
+    ids[3] = 0;
+    assert_int_equal(attn_gpt_trainer_step(ctx, t, B, T, ids, 3, NULL), ATTN_E_ARG);
+    assert_non_null(strstr(attn_ctx_last_error(ctx), "train 3"));
+    assert_int_equal(attn_gpt_trainer_step(ctx, t, B, T, ids, -1, NULL), ATTN_E_ARG);
     attn_gpt_trainer_free(t);
+    /* dropout probabilities outside [0, 1), each named */
+    const char *names[3] = {"attn_pdrop", "resid_pdrop", "embd_pdrop"};
+    const float bad[4] = {1.0f, -0.1f, NAN, 1.5f};
+    for (int i = 0; i < 3; i++)
+        for (int b = 0; b < 4; b++) {
+            attn_gpt_config d = tiny();
+            float *f = i == 0 ? &d.attn_pdrop : i == 1 ? &d.resid_pdrop : &d.embd_pdrop;
+            *f = bad[b];
+            attn_gpt_trainer *w = NULL;
+            assert_int_equal(attn_gpt_trainer_create(ctx, &d, 1, 1, &w), ATTN_E_ARG);
+            assert_null(w);
+            assert_non_null(strstr(attn_ctx_last_error(ctx), names[i]));
+        }
     attn_gpt_config c = tiny();
     attn_gpt_trainer *u = NULL;
     c.tie_word_embeddings = 0;
@@ -175,6 +233,7 @@ static void test_errors(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gradients),
+        cmocka_unit_test(test_gradients_dropout),
         cmocka_unit_test(test_save_load),
         cmocka_unit_test(test_errors),
     };

@@ -3,7 +3,8 @@
 # by hand, docs/PERFORMANCE.md), with byte tokens and with --tokenizer bpe:
 # the loss falls, bits per character of the model and of xz -9e are printed,
 # the same seed gives the same run, the saved directory loads in `attn
-# generate`, bad usage (bad --vocab values among it) exits 2 and a bad corpus
+# generate`, --dropout P (in config.json, reproducible, off in evaluation),
+# bad usage (bad --vocab and --dropout values among it) exits 2 and a bad corpus
 # (too small, or not UTF-8 for bpe) 1 with no output directory left; with
 # transformers installed, the saved directories give transformers the same
 # held-out bits per character and the same greedy continuation, and the BPE
@@ -59,6 +60,30 @@ rc=0; "$ATTN" generate --model "$tmp/m" --prompt "The " --max-new-tokens 24 --te
 [ "$rc" = 0 ] && [ -s "$tmp/gen" ] && ok "attn generate loads it: '$(head -c 24 "$tmp/gen" | tr '\n' ' ')'" ||
     bad "attn generate: rc $rc $(cat "$tmp/gen.err")"
 
+# --dropout: in the saved config, reproducible, another run than without it,
+# and off when evaluating (the held-out figure is of the model as it is)
+dargs=(--task lm --corpus "$tmp/corpus.txt" --layers 1 --dim 16 --heads 2 --ctx 16 --batch 4
+       --steps 30 --log-every 10 --threads 1 --seed 5)
+"$ATTN" train "${dargs[@]}" --dropout 0.2 --out "$tmp/d" > "$tmp/dlog" || bad "train --dropout"
+"$ATTN" train "${dargs[@]}" --dropout 0.2 > "$tmp/dlog2" || bad "train --dropout (again)"
+"$ATTN" train "${dargs[@]}" > "$tmp/dlog0" || bad "train without --dropout"
+grep -q "dropout 0.2" "$tmp/dlog" && ok "dropout in the header" || bad "no dropout in the header"
+[ "$(strip "$tmp/dlog")" = "$(strip "$tmp/dlog2")" ] && ok "dropout run reproducible" ||
+    bad "two dropout runs differ"
+[ "$(strip "$tmp/dlog")" != "$(strip "$tmp/dlog0")" ] && ok "dropout changes the run" ||
+    bad "--dropout ignored"
+python3 - "$tmp/d/config.json" <<'PY' && ok "config.json: attn/resid/embd_pdrop 0.2" || bad "pdrop in config.json"
+import json, sys
+c = json.load(open(sys.argv[1]))
+assert all(abs(c[k] - 0.2) < 1e-6 for k in ("attn_pdrop", "resid_pdrop", "embd_pdrop")), c
+PY
+rc=0; "$ATTN" generate --model "$tmp/d" --prompt "The " --max-new-tokens 8 --temperature 0 \
+    > "$tmp/dgen" 2> "$tmp/dgen.err" || rc=$?
+rc2=0; "$ATTN" generate --model "$tmp/d" --prompt "The " --max-new-tokens 8 --temperature 0 \
+    > "$tmp/dgen2" 2>/dev/null || rc2=$?
+[ "$rc$rc2" = 00 ] && cmp -s "$tmp/dgen" "$tmp/dgen2" && ok "the dropout model generates (greedy repeats)" ||
+    bad "generate after --dropout: rc $rc $(cat "$tmp/dgen.err")"
+
 # bad usage: exit 2, nothing written
 expect() { # want-rc pattern args...
     local want=$1 pat=$2; shift 2
@@ -81,6 +106,9 @@ expect 2 "not divisible" --task lm --corpus "$tmp/corpus.txt" --dim 30 --heads 4
 expect 2 "ctx" --task lm --corpus "$tmp/corpus.txt" --ctx 0
 rc=0; "$ATTN" train --task nope > "$tmp/out" 2> "$tmp/err" || rc=$?
 [ "$rc" = 2 ] && grep -q "known: recall, digits, caption, lm" "$tmp/err" && ok "unknown task lists every task" || bad "unknown task: $rc"
+for d in 1 1.5 -0.1 x "" nan 0.5x; do
+    expect 2 "dropout" --task lm --corpus "$tmp/corpus.txt" --dropout "$d"
+done
 expect 1 "cannot read" --task lm --corpus "$tmp/missing.txt"
 printf 'too short for a window\n' > "$tmp/small.txt"
 expect 1 "less than one context window" --task lm --corpus "$tmp/small.txt" --ctx 32

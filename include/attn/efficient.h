@@ -65,6 +65,9 @@ typedef struct attn_approx_args {
     int64_t chunk;      /* rows per chunk of the causal prefix sums and of
                          * top-k's query blocks; 0 = a default (64 causal,
                          * 1024 non-causal, 32 top-k) */
+    const float *omega; /* PERFORMER, optional: the features [m, D] to use instead
+                         * of drawing them from seed (seed must then be 0), e.g.
+                         * attn_performer_draw's, drawn once for many calls */
 } attn_approx_args;
 
 /* Forward. Views are borrowed. Deterministic: the same bits for any thread
@@ -83,6 +86,23 @@ ATTN_NODISCARD attn_status attn_approx_forward(attn_ctx *ctx, const attn_approx_
  * must be absent. Returns as attn_approx_forward. */
 ATTN_NODISCARD attn_status attn_approx_backward(attn_ctx *ctx, const attn_approx_args *a,
                                                 const attn_sdpa_grads *g);
+
+/* The attention each key receives under the method, for ranking tokens
+ * (token pruning): received [B, H, S] contiguous, overwritten,
+ *   received[b, h, j] = sum_i P[b, h, i, j],  out_i = sum_j P_ij v_j,
+ * P the method's own attention matrix, never formed:
+ *   LINEAR, PERFORMER: P_ij = phi(q_i).phi(k_j) / z_i (j <= i when causal),
+ *     so received_j = phi(k_j) . sum_i phi(q_i) / z_i (i >= j when causal),
+ *     O((T + S) m D) per head, in float64 with the same features;
+ *   NYSTROM: P = F Z B, the forward's three factors, so received =
+ *     ((1^T F) Z) B, O((T + S) L D); Z is a pseudo-inverse, so entries of P
+ *     and sums can be negative;
+ *   TOPK: each query's softmax weights over its k kept keys, as the forward
+ *     computes them (the same selection, the same bits), summed in float64.
+ * a as for attn_approx_forward (out is checked, not written). Returns the
+ * statuses of attn_approx_forward, ATTN_E_ARG (received NULL). */
+ATTN_NODISCARD attn_status attn_approx_received(attn_ctx *ctx, const attn_approx_args *a,
+                                                float *received);
 
 /* Float64 references of each method's own formula, written plainly in the
  * quadratic form (out_i as an explicit sum over keys; the same random

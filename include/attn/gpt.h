@@ -57,6 +57,13 @@ typedef struct attn_gpt_config {
     int scale_attn_by_inverse_layer_idx; /* scores of layer l further divided by l + 1 */
     int tie_word_embeddings;             /* 1: the LM head is wte; 0: lm_head.weight */
     int32_t bos_token_id, eos_token_id;  /* -1 when config.json has none */
+    /* GPT-2's dropout probabilities, in [0, 1), used only by the train steps
+     * of attn_gpt_trainer_step (never by evaluation or generation):
+     * attn_pdrop on the attention probabilities, resid_pdrop on each
+     * block's attention and MLP output before its residual add, embd_pdrop
+     * on the summed embeddings [attn_pdrop, resid_pdrop, embd_pdrop;
+     * absent from a GPT-2 config.json: 0.1, as GPT2Config; Llama: 0] */
+    float attn_pdrop, resid_pdrop, embd_pdrop;
 } attn_gpt_config;
 
 /* Read dir/config.json (model_type "gpt2" or "llama"). Returns ATTN_OK,
@@ -228,8 +235,10 @@ int32_t attn_gen_sample(float *logits, int64_t V, const attn_gen_params *p, uint
  * windows of up to n_positions tokens. Used by `attn train --task lm`. */
 typedef struct attn_gpt_trainer attn_gpt_trainer;
 
-/* Returns ATTN_OK, ATTN_E_ARG (NULL argument, max_batch < 1, a config that
- * is not a tied GPT-2), ATTN_E_SHAPE (invalid sizes), ATTN_E_NOMEM. */
+/* seed: the initial weights and the dropout masks. Returns ATTN_OK,
+ * ATTN_E_ARG (NULL argument, max_batch < 1, a config that is not a tied
+ * GPT-2, a dropout probability outside [0, 1): the message names it),
+ * ATTN_E_SHAPE (invalid sizes), ATTN_E_NOMEM. */
 ATTN_NODISCARD attn_status attn_gpt_trainer_create(attn_ctx *ctx, const attn_gpt_config *cfg,
                                                    int64_t max_batch, uint64_t seed,
                                                    attn_gpt_trainer **out);
@@ -243,9 +252,17 @@ const attn_gpt *attn_gpt_trainer_model(const attn_gpt_trainer *t);
 /* Forward (and, with train, backward: every gradient overwritten, of the
  * mean loss) of B windows of T + 1 ids each, ids [B, T + 1]: tokens 0..T-1
  * are the input, tokens 1..T the targets. *loss_sum (optional) receives the
- * summed cross-entropy in nats over the B * T predictions. Returns ATTN_OK,
- * ATTN_E_ARG (B outside [1, max_batch], T outside [1, n_positions], an id
- * out of range), ATTN_E_NOMEM. */
+ * summed cross-entropy in nats over the B * T predictions. train:
+ *   0  evaluation: no dropout, no backward;
+ *   1  a train step: the config's dropout (masks a pure function of the
+ *      trainer's seed and the number of train steps before this one, so a
+ *      run is reproducible), forward and backward; then the step count
+ *      advances;
+ *   2  the forward of the next train step alone (the same masks; nothing
+ *      advances): the loss its gradients are of, for checks.
+ * Returns ATTN_OK, ATTN_E_ARG (B outside [1, max_batch], T outside
+ * [1, n_positions], an id out of range, train not 0, 1 or 2),
+ * ATTN_E_NOMEM. */
 ATTN_NODISCARD attn_status attn_gpt_trainer_step(attn_ctx *ctx, attn_gpt_trainer *t, int64_t B,
                                                  int64_t T, const int32_t *ids, int train,
                                                  double *loss_sum);

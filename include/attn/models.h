@@ -127,6 +127,20 @@ typedef enum attn_bert_attention {
                            * k >= length is exact) */
 } attn_bert_attention;
 
+/* Which random draws the random parts of a method use (BigBird's random
+ * blocks, the Performer's features), seeded by attn_bert_options.seed. */
+typedef enum attn_bert_draws {
+    ATTN_BERT_DRAWS_SHARED = 0, /* one draw (seed) for every layer and head */
+    ATTN_BERT_DRAWS_LAYER = 1,  /* layer l draws with attn_bert_draw_seed(seed, l, -1) */
+    ATTN_BERT_DRAWS_HEAD = 2,   /* head h of layer l with attn_bert_draw_seed(seed, l, h) */
+} attn_bert_draws;
+
+/* The seed of layer `layer`'s (from 0) random parts, of its head `head`
+ * (from 0) alone, or of the whole layer when head is -1: a splitmix64
+ * hash of seed + 0x9e3779b97f4a7c15 (layer + 1) [+ 0xd1b54a32d192ed03
+ * (head + 1)], so layers and heads get unrelated draws. A pure function. */
+uint64_t attn_bert_draw_seed(uint64_t seed, int64_t layer, int64_t head);
+
 /* Options of attn_bert_embed_with. Zero-initialised: exact, no pruning
  * (attn_bert_embed's numbers to the last bit). */
 typedef struct attn_bert_options {
@@ -137,12 +151,23 @@ typedef struct attn_bert_options {
     int64_t features;             /* APPROX PERFORMER: m >= 1 (other methods: 0) */
     int64_t landmarks;            /* APPROX NYSTROM: L >= 1 (other methods: 0) */
     int64_t topk;                 /* APPROX TOPK: k >= 1 (other methods: 0) */
-    uint64_t seed;                /* APPROX PERFORMER: the random features */
-    /* Token pruning (with EXACT attention only): after layer prune_after
+    uint64_t seed;                /* APPROX PERFORMER: the random features (a layout's
+                                   * random blocks take layout.seed) */
+    attn_bert_draws draws;        /* SHARED: one draw (seed, layout.seed) for every layer
+                                   * and head; LAYER or HEAD: per layer or per head
+                                   * (attn_bert_draws), from the same seeds. Only for a
+                                   * method with random parts: PERFORMER, or a LAYOUT
+                                   * with layout.random > 0 */
+    /* Token pruning (with any attention above): after layer prune_after
      * (counted from 1, in [1, num_layers - 1]; 0 = no pruning) each text of
      * n tokens keeps its ceil(keep * n) tokens (at least [CLS] and [SEP], at
-     * most n) that receive the most attention in that layer (the layer's
-     * probabilities summed over heads and queries); its first token ([CLS])
+     * most n) that receive the most attention in that layer: the layer's
+     * attention matrix, as the method computes it, summed over heads and
+     * queries. EXACT and LAYOUT: the softmax probabilities (a layout's are 0
+     * outside its pattern); TOPK: each query's weights over its k keys;
+     * LINEAR and PERFORMER: the column sums of phi(q_i).phi(k_j) / z_i, in
+     * O(n m) per head; NYSTROM: those of its factors F Z B, which can be
+     * negative (attn_approx_received). Its first token ([CLS])
      * and last ([SEP]) are always kept, ties go to the earlier token, and
      * the kept tokens stay in their order. Later layers run on the kept
      * tokens only, and mean (or max) pooling averages the kept tokens'
@@ -169,8 +194,8 @@ typedef struct attn_bert_stats {
  * layout is a text's own), so padded keys are never attended either way.
  * stats (optional) is overwritten. Returns the statuses of attn_bert_embed
  * and ATTN_E_ARG (an option out of range or not used by the method: the
- * message names the field), ATTN_E_UNSUPPORTED (pruning with a method other
- * than exact), and those of attn_sdpa_layout_build and attn_approx_forward. */
+ * message names the field), and those of attn_sdpa_layout_build,
+ * attn_approx_forward and attn_approx_received. */
 ATTN_NODISCARD attn_status attn_bert_embed_with(attn_ctx *ctx, const attn_bert *m,
                                                 const attn_bert_options *opt, int64_t n,
                                                 const int32_t *const *ids, const int64_t *len,
@@ -243,10 +268,9 @@ typedef struct attn_model attn_model;
  * model (ATTN_E_SHAPE otherwise). A ViT directory has no tokenizer.
  * Every message names the file at fault. On failure *out is NULL.
  * Returns ATTN_OK, ATTN_E_ARG (NULL out), ATTN_E_NOTFOUND (a file, key or
- * tensor is missing), ATTN_E_UNSUPPORTED (a model_type other than "bert", "gpt2", "llama" or "vit", or
- * a configuration this build cannot run), ATTN_E_SHAPE (sizes that disagree,
- * e.g. vocab.txt's ids and config.json's vocab_size), ATTN_E_IO,
- * ATTN_E_FORMAT, ATTN_E_DTYPE, ATTN_E_NOMEM: those of
+ * tensor is missing), ATTN_E_UNSUPPORTED (a model_type other than "bert", "gpt2", "llama" or "vit",
+ * or a configuration this build cannot run), ATTN_E_SHAPE (sizes that disagree, e.g. vocab.txt's
+ * ids and config.json's vocab_size), ATTN_E_IO, ATTN_E_FORMAT, ATTN_E_DTYPE, ATTN_E_NOMEM: those of
  * attn_model_find_default, attn_bert_load and attn_tokenizer_load_dir. */
 ATTN_NODISCARD attn_status attn_model_open(attn_ctx *ctx, const char *dir, int flags,
                                            attn_model **out);

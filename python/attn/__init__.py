@@ -167,6 +167,39 @@ def _aux(kv_len, alibi_slopes):
     return kv_len, alibi_slopes
 
 
+def _global_tokens(g, q, k):
+    """global_tokens as bool or uint8 flags [S] or [B|1, S], checked against
+    q's batch B and k's key count S (errors name the argument). Integer
+    flags of another type (Hugging Face's int64 global_attention_mask, a
+    list) are converted to bool, nonzero = global: a small [B, S] array."""
+    if g is None:
+        return None
+    if not (isinstance(g, _np.ndarray) and g.dtype in (_np.bool_, _np.uint8)):
+        if hasattr(g, "dtype") and not isinstance(g, _np.ndarray) and str(g.dtype) in (
+                "torch.bool", "torch.uint8"):
+            pass  # a torch bool/uint8 tensor is read in place, as masks are
+        else:
+            a = _np.asarray(g)
+            if a.dtype != _np.bool_ and not _np.issubdtype(a.dtype, _np.integer):
+                raise TypeError("global_tokens: expected bool or integer flags (nonzero = "
+                                "global), got dtype %s" % a.dtype)
+            g = a if a.dtype in (_np.bool_, _np.uint8) else a != 0
+    sq, sk = _shape(q, "q"), _shape(k, "k")
+    B = sq[0] if len(sq) == 4 else 1
+    S = sk[-2] if len(sk) >= 2 else None
+    shape = tuple(g.shape)
+    if len(shape) not in (1, 2):
+        raise ValueError("global_tokens: expected [S] or [B|1, S] flags (B = %d, S = %s keys), "
+                         "got %d dims %s" % (B, S, len(shape), shape))
+    if shape[-1] != S:
+        raise ValueError("global_tokens: one flag per key: expected %s in the last dim (k has "
+                         "S = %s keys), got shape %s" % (S, S, shape))
+    if len(shape) == 2 and shape[0] not in (1, B):
+        raise ValueError("global_tokens: expected [%d, %s] or [1, %s] (q's batch B = %d), got "
+                         "shape %s" % (B, S, S, B, shape))
+    return g
+
+
 def sdpa(
     q,
     k,
@@ -180,6 +213,7 @@ def sdpa(
     softcap=None,
     kv_len=None,
     alibi_slopes=None,
+    global_tokens=None,
     dropout_p=0.0,
     seed=0,
     out=None,
@@ -212,8 +246,9 @@ def sdpa(
         s += mask[b, h, i, j]                     float mask (additive)
         s -= alibi_slopes[h] * |p(i) - j|
         s = -inf where key j is hidden: j > p(i) (causal), outside
-            [p(i) - L, p(i) + R] (window=(L, R), -1 or None: unbounded),
-            j >= kv_len[b], or mask[b, h, i, j] == False (bool mask)
+            [p(i) - L, p(i) + R] (window=(L, R), -1 or None: unbounded) unless
+            query i or key j is global (global_tokens), j >= kv_len[b], or
+            mask[b, h, i, j] == False (bool mask)
 
     with p(i) = i for align="top-left" (PyTorch's is_causal) and
     p(i) = i + S - T for "bottom-right" (FlashAttention, KV caches).
@@ -225,6 +260,13 @@ def sdpa(
             views such as np.broadcast_to(m, ...) are read in place).
         kv_len: int [B], keys j >= kv_len[b] are masked (padding).
         alibi_slopes: float [H].
+        global_tokens: bool or uint8 [S] or [B|1, S] (Hugging Face's
+            global_attention_mask, Longformer): nonzero = the token at key
+            position j is global, seen by every query and seeing every key
+            (query i is global when its position p(i) is a global key's),
+            through the window; causal, kv_len and mask still hide keys.
+            Integer flags of another type are converted (nonzero = global);
+            a wrong shape or dtype is an error naming global_tokens.
         dropout_p, seed: dropout on the attention probabilities, in [0, 1);
             the kept set is a pure function of (seed, b, h, i, j), so
             sdpa_backward with the same seed regenerates it.
@@ -249,15 +291,16 @@ def sdpa(
     lse = _np.empty(_shape(q, "q")[:-1], _np.float32) if return_lse else None
     if kv_len is not None or alibi_slopes is not None:
         kv_len, alibi_slopes = _aux(kv_len, alibi_slopes)
+    gt = _global_tokens(global_tokens, q, k)
     if scale is None and align == "top-left" and window is None and softcap is None:
         # the common case, without the option mapping below
         _attn.forward(q, k, v, out, lse, mask, kv_len, alibi_slopes, bool(causal), 0, 0, -1, -1,
-                      0.0, 0.0, float(dropout_p), int(seed), _threads(threads))
+                      0.0, 0.0, float(dropout_p), int(seed), _threads(threads), gt)
     else:
         qq, al, w, wl, wr, s, sc, dp, sd = _options(q, align, window, scale, softcap, dropout_p,
                                                     seed)
         _attn.forward(qq, k, v, out, lse, mask, kv_len, alibi_slopes, bool(causal), al, w, wl, wr,
-                      s, sc, dp, sd, _threads(threads))
+                      s, sc, dp, sd, _threads(threads), gt)
     return (out, lse) if return_lse else out
 
 
@@ -277,6 +320,7 @@ def sdpa_backward(
     softcap=None,
     kv_len=None,
     alibi_slopes=None,
+    global_tokens=None,
     dropout_p=0.0,
     seed=0,
     dq=None,
@@ -291,7 +335,7 @@ def sdpa_backward(
     dout is the gradient of the loss with respect to out [B, H, T, Dv];
     q, k, v, out and lse are the forward's (``out, lse = sdpa(...,
     return_lse=True)``), and every option (mask, causal, align, window,
-    scale, softcap, kv_len, alibi_slopes, dropout_p, seed) must be the
+    scale, softcap, kv_len, alibi_slopes, global_tokens, dropout_p, seed) must be the
     forward's. Probabilities are recomputed from lse tile by tile: nothing
     of size T x S is allocated.
 
@@ -313,9 +357,10 @@ def sdpa_backward(
         dmask = _np.empty(_np.shape(mask), _np.float32)
     if kv_len is not None or alibi_slopes is not None:
         kv_len, alibi_slopes = _aux(kv_len, alibi_slopes)
+    gt = _global_tokens(global_tokens, q, k)
     qq, al, w, wl, wr, s, sc, dp, sd = _options(q, align, window, scale, softcap, dropout_p, seed)
     _attn.backward(qq, k, v, out, lse, mask, kv_len, alibi_slopes, bool(causal), al, w, wl, wr, s,
-                   sc, dp, sd, _threads(threads), dout, dq, dk, dv, dmask)
+                   sc, dp, sd, _threads(threads), dout, dq, dk, dv, dmask, gt)
     if scale is not None and float(scale) == 0.0:
         dq[...] = 0.0  # d(scale * q.k)/dq = 0 at scale 0 (computed on a zero query)
     if return_dmask:

@@ -369,12 +369,14 @@ bad_ndim:
 
 /* ---- attention ---------------------------------------------------------- */
 
-#define SDPA_NVIEWS 8
+#define SDPA_NVIEWS 9
 #define GRAD_NVIEWS 5
 
 /* The forward's arguments, shared by forward and backward:
  * q, k, v, out, lse, mask, kv_len, alibi_slopes, causal, align, window,
- * window_left, window_right, scale, softcap, dropout_p, seed, threads. */
+ * window_left, window_right, scale, softcap, dropout_p, seed, threads, and
+ * after the call's own arguments an optional global_tokens (obj[8], None
+ * when not given: older positional calls stay valid). */
 typedef struct {
     PyObject *obj[SDPA_NVIEWS];
     int causal, align, window, threads;
@@ -394,7 +396,9 @@ static int sdpa_views(sdpa_py *p, attn_sdpa_args *a, holder *h, int lse_required
                  &h[4]) ||
         get_view(p->obj[5], "mask", 2, 4, ACCEPT_F32 | ACCEPT_BOOL, 0, 1, &a->mask, &h[5]) ||
         get_view(p->obj[6], "kv_len", 1, 1, ACCEPT_I32, 0, 1, &kvl, &h[6]) ||
-        get_view(p->obj[7], "alibi_slopes", 1, 1, ACCEPT_F32, 0, 1, &alibi, &h[7]))
+        get_view(p->obj[7], "alibi_slopes", 1, 1, ACCEPT_F32, 0, 1, &alibi, &h[7]) ||
+        get_view(p->obj[8] ? p->obj[8] : Py_None, "global_tokens", 1, 2, ACCEPT_BOOL, 0, 1,
+                 &a->global_tokens, &h[8]))
         return -1;
     /* the API takes these two as bare pointers: check their lengths here */
     if (kvl.data) {
@@ -438,7 +442,8 @@ static int sdpa_views(sdpa_py *p, attn_sdpa_args *a, holder *h, int lse_required
 
 static PyObject *py_forward(PyObject *self, PyObject *args) {
     sdpa_py p;
-    if (!PyArg_ParseTuple(args, SDPA_FMT ":forward", SDPA_ARGS(p))) return NULL;
+    p.obj[8] = NULL;
+    if (!PyArg_ParseTuple(args, SDPA_FMT "|O:forward", SDPA_ARGS(p), &p.obj[8])) return NULL;
     attn_ctx *ctx = get_ctx(p.threads);
     if (!ctx) return NULL;
     holder h[SDPA_NVIEWS] = {0};
@@ -458,8 +463,9 @@ static PyObject *py_forward(PyObject *self, PyObject *args) {
 static PyObject *py_backward(PyObject *self, PyObject *args) {
     sdpa_py p;
     PyObject *go[GRAD_NVIEWS];
-    if (!PyArg_ParseTuple(args, SDPA_FMT "OOOOO:backward", SDPA_ARGS(p), &go[0], &go[1], &go[2],
-                          &go[3], &go[4]))
+    p.obj[8] = NULL;
+    if (!PyArg_ParseTuple(args, SDPA_FMT "OOOOO|O:backward", SDPA_ARGS(p), &go[0], &go[1], &go[2],
+                          &go[3], &go[4], &p.obj[8]))
         return NULL;
     attn_ctx *ctx = get_ctx(p.threads);
     if (!ctx) return NULL;
@@ -504,7 +510,9 @@ static int cmp_double(const void *x, const void *y) {
 static PyObject *py_time_forward(PyObject *self, PyObject *args) {
     sdpa_py p;
     int calls, rounds, cpu;
-    if (!PyArg_ParseTuple(args, SDPA_FMT "iip:time_forward", SDPA_ARGS(p), &calls, &rounds, &cpu))
+    p.obj[8] = NULL;
+    if (!PyArg_ParseTuple(args, SDPA_FMT "iip|O:time_forward", SDPA_ARGS(p), &calls, &rounds, &cpu,
+                          &p.obj[8]))
         return NULL;
     if (calls < 1 || rounds < 1 || rounds > 1000) {
         PyErr_SetString(PyExc_ValueError, "time_forward: calls >= 1, rounds in [1, 1000]");
@@ -1413,13 +1421,13 @@ done:
 static PyMethodDef methods[] = {
     {"forward", py_forward, METH_VARARGS,
      "forward(q, k, v, out, lse, mask, kv_len, alibi_slopes, causal, align, window, "
-     "window_left, window_right, scale, softcap, dropout_p, seed, threads)\n"
+     "window_left, window_right, scale, softcap, dropout_p, seed, threads[, global_tokens])\n"
      "attn_sdpa_forward on the caller's memory; use attn.sdpa."},
     {"backward", py_backward, METH_VARARGS,
-     "backward(<forward's arguments>, dout, dq, dk, dv, dmask)\n"
+     "backward(<forward's arguments>, dout, dq, dk, dv, dmask[, global_tokens])\n"
      "attn_sdpa_backward on the caller's memory; use attn.sdpa_backward."},
     {"time_forward", py_time_forward, METH_VARARGS,
-     "time_forward(<forward's arguments>, calls, rounds, cpu) -> seconds\n"
+     "time_forward(<forward's arguments>, calls, rounds, cpu[, global_tokens]) -> seconds\n"
      "Median over rounds of the mean time of one attn_sdpa_forward call in a C loop\n"
      "(by the process's CPU time when cpu is true, else the wall clock)."},
     {"torch_setup", py_torch_setup, METH_VARARGS,

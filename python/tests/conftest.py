@@ -21,8 +21,10 @@ def need(cond, why):
 
 
 def ref_scores(q, k, *, mask=None, causal=False, align="top-left", window=None, scale=None,
-               softcap=None, kv_len=None, alibi=None):
-    """float64 scores [B, H, T, S] with -inf where hidden; q [B,H,T,D], k [B,Hkv,S,D]."""
+               softcap=None, kv_len=None, alibi=None, global_tokens=None):
+    """float64 scores [B, H, T, S] with -inf where hidden; q [B,H,T,D], k [B,Hkv,S,D].
+    global_tokens [S] or [B|1, S]: a global key, or a query at a global key's
+    position, passes the window (nothing else)."""
     q = q.astype(np.float64)
     k = k.astype(np.float64)
     B, H, T, D = q.shape
@@ -48,10 +50,20 @@ def ref_scores(q, k, *, mask=None, causal=False, align="top-left", window=None, 
         hide |= (j > p)[None, None]
     if window is not None:
         L, R = window
+        out = np.zeros((T, S), bool)
         if L >= 0:
-            hide |= (j < p - L)[None, None]
+            out |= j < p - L
         if R >= 0:
-            hide |= (j > p + R)[None, None]
+            out |= j > p + R
+        out = np.broadcast_to(out, (B, H, T, S))
+        if global_tokens is not None:
+            g = np.broadcast_to(np.asarray(global_tokens).reshape(-1, S) != 0, (B, S))
+            pi = np.broadcast_to(p, (T, 1))[:, 0]
+            gq = np.zeros((B, T), bool)
+            inside = (pi >= 0) & (pi < S)
+            gq[:, inside] = g[:, pi[inside]]
+            out = out & ~(gq[:, None, :, None] | g[:, None, None, :])
+        hide |= out
     if kv_len is not None:
         hide |= (j[None, None] >= np.asarray(kv_len)[:, None, None, None])
     return np.where(hide, -np.inf, s)

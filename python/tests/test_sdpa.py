@@ -307,6 +307,112 @@ def test_cli_gives_the_same_results(tmp_path, flags, kw):
         assert np.array_equal(got[name], mine), name
 
 
+# ---- global tokens (attn_sdpa_args.global_tokens) ---------------------------
+
+@pytest.mark.parametrize("kw", [dict(window=(2, 2)), dict(window=(3, 0), causal=True),
+                                dict(window=(1, 1), kv_len=[11, 6]),
+                                dict(window=(0, 0), causal=True, align="bottom-right"),
+                                dict(window=(2, 1), mask="bool")],
+                         ids=["window", "causal", "kv_len", "bottom-right", "bool-mask"])
+@pytest.mark.parametrize("per_batch", [False, True], ids=["[S]", "[B,S]"])
+def test_global_tokens_against_reference(kw, per_batch):
+    B, H, Hkv, T, S, D, Dv = 2, 4, 2, 11, 13, 16, 8
+    q, k, v = rand(B, H, T, D), rand(B, Hkv, S, D), rand(B, Hkv, S, Dv)
+    kw = dict(kw)
+    if kw.pop("mask", None):
+        kw["mask"] = RNG.random((B, 1, T, S)) > 0.3
+        kw["mask"][..., 0] = True
+    if per_batch:  # rows may differ; uint8 flags
+        g = np.zeros((B, S), np.uint8)
+        g[0, [0, 7]] = 1
+        g[1, [3, 12]] = 2  # nonzero = global
+    else:
+        g = np.zeros(S, bool)
+        g[[0, 5]] = True
+    out, lse = attn.sdpa(q, k, v, global_tokens=g, return_lse=True, **kw)
+    want, want_lse, _ = ref_sdpa(q, k, v, global_tokens=g, **kw)
+    close(out, want)
+    close(lse, want_lse)
+    plain = attn.sdpa(q, k, v, **kw)
+    assert np.abs(plain - out).max() > 1e-3  # the flags matter
+    dout = rand(B, H, T, Dv)
+    dq, dk, dv = attn.sdpa_backward(dout, q, k, v, out, lse, global_tokens=g, **kw)
+    wq, wk, wv = ref_backward(dout, q, k, v, global_tokens=g, **kw)
+    close(dq, wq, 1e-4)
+    close(dk, wk, 1e-4)
+    close(dv, wv, 1e-4)
+
+
+def test_global_tokens_forms():
+    B, H, T, S, D = 2, 2, 9, 9, 8
+    q, k, v = rand(B, H, T, D), rand(B, H, S, D), rand(B, H, S, D)
+    flags = np.zeros(S, bool)
+    flags[[0, 4]] = True
+    want = attn.sdpa(q, k, v, window=(1, 1), global_tokens=flags)
+    # the same flags as [1, S], [B, S], uint8, int64 (Hugging Face's mask), a list
+    for g in (flags[None], np.broadcast_to(flags, (B, S)), flags.astype(np.uint8),
+              flags.astype(np.int64), flags.astype(int).tolist()):
+        assert np.array_equal(attn.sdpa(q, k, v, window=(1, 1), global_tokens=g), want)
+    # no global token: the window alone, bitwise
+    assert np.array_equal(attn.sdpa(q, k, v, window=(1, 1), global_tokens=np.zeros(S, bool)),
+                          attn.sdpa(q, k, v, window=(1, 1)))
+    # every token global: full attention through any window
+    close(attn.sdpa(q, k, v, window=(0, 0), global_tokens=np.ones(S, bool)),
+          ref_sdpa(q, k, v)[0])
+    # 2-dim q, k, v: [T, D]
+    close(attn.sdpa(q[0, 0], k[0, 0], v[0, 0], window=(1, 1), global_tokens=flags),
+          ref_sdpa(q[:1, :1], k[:1, :1], v[:1, :1], window=(1, 1), global_tokens=flags)[0][0, 0])
+
+
+def test_global_tokens_bad_input():
+    B, H, T, S, D = 2, 2, 6, 7, 8
+    q, k, v = rand(B, H, T, D), rand(B, H, S, D), rand(B, H, S, D)
+    out = np.full((B, H, T, D), 7.0, np.float32)
+    bad = [
+        (np.zeros(S + 1, bool), ValueError, "global_tokens: one flag per key.*S = 7"),
+        (np.zeros((3, S), bool), ValueError, r"global_tokens: expected \[2, 7\] or \[1, 7\]"),
+        (np.zeros((1, 1, S), bool), ValueError, "global_tokens: expected .*got 3 dims"),
+        (np.zeros((), bool), ValueError, "global_tokens: expected .*got 0 dims"),
+        (np.zeros(S, np.float32), TypeError, "global_tokens: expected bool or integer"),
+        (["a"] * S, TypeError, "global_tokens: expected bool or integer"),
+        (np.zeros((S, 2), bool)[:, 0], ValueError, "global_tokens.*stride"),
+    ]
+    for g, exc, msg in bad:
+        with pytest.raises(exc, match=msg):
+            attn.sdpa(q, k, v, window=(1, 1), global_tokens=g, out=out)
+        assert (out == 7.0).all()  # nothing written
+    o, lse = attn.sdpa(q, k, v, return_lse=True)
+    with pytest.raises(ValueError, match="global_tokens: one flag per key"):
+        attn.sdpa_backward(rand(B, H, T, D), q, k, v, o, lse, global_tokens=np.zeros(S - 1, bool))
+
+
+def test_global_tokens_cli_gives_the_same_results(tmp_path):
+    exe = cli()
+    q, k, v = rand(2, 4, 19, 32), rand(2, 2, 19, 32), rand(2, 2, 19, 16)
+    g = np.zeros((2, 19), bool)
+    g[0, [0, 9]] = True
+    g[1, [2, 3, 18]] = True
+    dout = rand(2, 4, 19, 16)
+    write_safetensors(tmp_path / "in.safetensors",
+                      dict(q=q, k=k, v=v, global_tokens=g, dout=dout))
+    subprocess.run([exe, "sdpa", str(tmp_path / "in.safetensors"), str(tmp_path / "out.safetensors"),
+                    "--backward", "--window", "2,1"], check=True)
+    got = read_safetensors(tmp_path / "out.safetensors")
+    out, lse = attn.sdpa(q, k, v, window=(2, 1), global_tokens=g, return_lse=True)
+    dq, dk, dv = attn.sdpa_backward(dout, q, k, v, out, lse, window=(2, 1), global_tokens=g)
+    for name, mine in dict(out=out, lse=lse, dq=dq, dk=dk, dv=dv).items():
+        assert np.array_equal(got[name], mine), name
+    # --global-tokens on the command line: the same as a [S] array
+    write_safetensors(tmp_path / "in2.safetensors", dict(q=q, k=k, v=v))
+    subprocess.run([exe, "sdpa", str(tmp_path / "in2.safetensors"),
+                    str(tmp_path / "out2.safetensors"), "--window", "2,1", "--global-tokens",
+                    "0,5-6"], check=True)
+    flags = np.zeros(19, bool)
+    flags[[0, 5, 6]] = True
+    assert np.array_equal(read_safetensors(tmp_path / "out2.safetensors")["out"],
+                          attn.sdpa(q, k, v, window=(2, 1), global_tokens=flags))
+
+
 class DLPackOnly:
     """An array offering DLPack and no buffer protocol (as JAX's CPU arrays)."""
 

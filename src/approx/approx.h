@@ -12,6 +12,7 @@ typedef struct attn__approx_plan {
     int causal;
     int64_t F;     /* feature dimension: D (LINEAR), m (PERFORMER) */
     uint64_t seed; /* PERFORMER */
+    const float *omega; /* PERFORMER: the caller's features [F, D], or NULL (draw from seed) */
     int64_t L, iters, topk, chunk;
     const float *q, *k, *v;
     float *out;
@@ -27,6 +28,10 @@ typedef struct attn__approx_plan {
 attn_status attn__approx_plan_make(attn_ctx *ctx, const attn_approx_args *a,
                                    const attn_sdpa_grads *g, attn__approx_plan *p);
 
+/* The Performer's features [F, D] into om: the caller's (p->omega) or
+ * attn_performer_draw(D, F, seed)'s. */
+attn_status attn__approx_features(attn_ctx *ctx, const attn__approx_plan *p, float *om);
+
 /* Row pointers of head views. */
 #define ATTN__ROW(base, st, b, h, i) ((base) + (b) * (st)[0] + (h) * (st)[1] + (i) * (st)[2])
 
@@ -38,6 +43,15 @@ attn_status attn__approx_feature_backward(attn_ctx *ctx, const attn__approx_plan
 attn_status attn__approx_nystrom_forward(attn_ctx *ctx, const attn__approx_plan *p);
 attn_status attn__approx_topk_forward(attn_ctx *ctx, const attn__approx_plan *p);
 attn_status attn__approx_topk_backward(attn_ctx *ctx, const attn__approx_plan *p);
+
+/* The attention each key receives under the method (attn_approx_received):
+ * recv [B, H, S] in float64, overwritten. omega: the Performer's features
+ * or NULL. */
+attn_status attn__approx_feature_received(attn_ctx *ctx, const attn__approx_plan *p,
+                                          const float *omega, double *recv);
+attn_status attn__approx_nystrom_received(attn_ctx *ctx, const attn__approx_plan *p,
+                                          double *recv);
+attn_status attn__approx_topk_received(attn_ctx *ctx, const attn__approx_plan *p, double *recv);
 
 /* Top-k selection, the one home of its tie rule: idx[0..k) gets the indices
  * of the k largest s[0..n) (a tie goes to the lower index), in increasing

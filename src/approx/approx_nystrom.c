@@ -160,3 +160,66 @@ done:
     attn__free(bm), attn__free(w), attn__free(m), attn__free(fs);
     return st;
 }
+
+/* The attention each key receives, recv[(b H + h) S + j]: the column sums
+ * of F Z B (B = softmax(s Q~ K^T), the forward's factors, built as the
+ * forward builds them), 1^T F Z B = ((1^T F) Z) B: the column sums of F
+ * over the query chunks in float64, then two vector products. Entries of
+ * F Z B can be negative (Z is a pseudo-inverse), and so can a sum. */
+attn_status attn__approx_nystrom_received(attn_ctx *ctx, const attn__approx_plan *p,
+                                          double *recv) {
+    const int64_t L = p->L, D = p->D, S = p->S, T = p->T, C = p->chunk ? p->chunk : 64;
+    attn_ctx one;
+    memset(&one, 0, sizeof one);
+    one.nthreads = 1;
+    one.arch = ctx->arch;
+    const int64_t LL = L * L;
+    float *ql = attn__malloc((size_t)(L * D) * sizeof(float));
+    float *kl = attn__malloc((size_t)(L * D) * sizeof(float));
+    float *z = attn__malloc((size_t)LL * sizeof(float));
+    double *pw = attn__malloc((size_t)(5 * LL + 2 * L) * sizeof(double));
+    float *bm = attn__malloc((size_t)(L * S) * sizeof(float));
+    float *f = attn__malloc((size_t)(C * L) * sizeof(float));
+    attn_status st = ATTN_OK;
+    if (!ql || !kl || !z || !pw || !bm || !f) {
+        st = attn_ctx_fail(ctx, ATTN_E_NOMEM, "nystrom attention: out of memory");
+        goto done;
+    }
+    double *cs = pw + 5 * LL, *u = cs + L; /* 1^T F, then (1^T F) Z */
+    for (int64_t b = 0; b < p->B; b++)
+        for (int64_t h = 0; h < p->H; h++) {
+            const float *qb = ATTN__ROW(p->q, p->qs, b, h, 0);
+            const float *kb = ATTN__ROW(p->k, p->ks, b, h / p->group, 0);
+            segment_means(qb, p->qs[2], T, D, L, ql);
+            segment_means(kb, p->ks[2], S, D, L, kl);
+            pinv64(ql, kl, L, D, p->scale, p->iters, z, pw);
+            attn__sgemm(&one, 0, 1, L, S, D, p->scale, ql, D, kb, p->ks[2], 0.0f, bm, S);
+            softmax_rows(bm, L, S);
+            memset(cs, 0, (size_t)L * sizeof *cs);
+            for (int64_t i0 = 0; i0 < T; i0 += C) {
+                const int64_t n = ATTN_MIN(C, T - i0);
+                attn__sgemm(&one, 0, 1, n, L, D, p->scale, qb + i0 * p->qs[2], p->qs[2], kl, D,
+                            0.0f, f, L);
+                softmax_rows(f, n, L);
+                for (int64_t i = 0; i < n; i++)
+                    for (int64_t l = 0; l < L; l++)
+                        cs[l] += (double)f[i * L + l];
+            }
+            for (int64_t l = 0; l < L; l++) {
+                u[l] = 0.0;
+                for (int64_t r = 0; r < L; r++)
+                    u[l] += cs[r] * (double)z[r * L + l];
+            }
+            double *rc = recv + (b * p->H + h) * S;
+            for (int64_t j = 0; j < S; j++) {
+                double a = 0.0;
+                for (int64_t l = 0; l < L; l++)
+                    a += u[l] * (double)bm[l * S + j];
+                rc[j] = a;
+            }
+        }
+done:
+    attn__free(ql), attn__free(kl), attn__free(z), attn__free(pw);
+    attn__free(bm), attn__free(f);
+    return st;
+}

@@ -112,6 +112,7 @@ attn_status attn__approx_plan_make(attn_ctx *ctx, const attn_approx_args *a,
     if (m != ATTN_APPROX_PERFORMER) {
         TRY(unused(ctx, name, "features", a->features != 0));
         TRY(unused(ctx, name, "seed", a->seed != 0));
+        TRY(unused(ctx, name, "omega", a->omega != NULL));
     }
     if (m != ATTN_APPROX_NYSTROM) {
         TRY(unused(ctx, name, "landmarks", a->landmarks != 0));
@@ -134,6 +135,10 @@ attn_status attn__approx_plan_make(attn_ctx *ctx, const attn_approx_args *a,
                                  (long long)a->features);
         p->F = a->features;
         p->seed = a->seed;
+        p->omega = a->omega;
+        if (a->omega && a->seed)
+            return attn_ctx_fail(ctx, ATTN_E_ARG,
+                                 "seed: must be 0 when omega gives the features");
         break;
     case ATTN_APPROX_NYSTROM: {
         int64_t n = ATTN_MIN(p->T, p->S);
@@ -278,12 +283,18 @@ double attn_approx_flops(const attn_approx_args *a, int backward) {
 }
 
 /* ---- entry points ---------------------------------------------------------- */
+attn_status attn__approx_features(attn_ctx *ctx, const attn__approx_plan *p, float *om) {
+    if (!p->omega) return attn_performer_draw(ctx, p->D, p->F, p->seed, om);
+    memcpy(om, p->omega, (size_t)(p->F * p->D) * sizeof(float));
+    return ATTN_OK;
+}
+
 static attn_status with_omega(attn_ctx *ctx, const attn__approx_plan *p, float **omega) {
     *omega = NULL;
     if (p->method != ATTN_APPROX_PERFORMER) return ATTN_OK;
     *omega = attn__malloc((size_t)(p->F * p->D) * sizeof(float));
     if (!*omega) return attn_ctx_fail(ctx, ATTN_E_NOMEM, "performer features: out of memory");
-    attn_status st = attn_performer_draw(ctx, p->D, p->F, p->seed, *omega);
+    attn_status st = attn__approx_features(ctx, p, *omega);
     if (st) {
         attn__free(*omega);
         *omega = NULL;
@@ -318,6 +329,31 @@ attn_status attn_approx_forward(attn_ctx *ctx, const attn_approx_args *a) {
     default:
         return ATTN_E_ARG;
     }
+}
+
+attn_status attn_approx_received(attn_ctx *ctx, const attn_approx_args *a, float *received) {
+    if (!ctx) return ATTN_E_ARG;
+    attn__ctx_clear(ctx);
+    attn__approx_plan p;
+    TRY(attn__approx_plan_make(ctx, a, NULL, &p));
+    if (!received) return attn_ctx_fail(ctx, ATTN_E_ARG, "received: NULL");
+    const int64_t n = p.B * p.H * p.S;
+    if (n == 0) return ATTN_OK;
+    double *r = attn__malloc((size_t)n * sizeof *r);
+    if (!r) return attn_ctx_fail(ctx, ATTN_E_NOMEM, "received: out of memory");
+    float *omega = NULL;
+    attn_status st = with_omega(ctx, &p, &omega);
+    if (!st && p.T == 0) memset(r, 0, (size_t)n * sizeof *r);
+    else if (!st && p.method == ATTN_APPROX_NYSTROM)
+        st = attn__approx_nystrom_received(ctx, &p, r);
+    else if (!st && p.method == ATTN_APPROX_TOPK)
+        st = attn__approx_topk_received(ctx, &p, r);
+    else if (!st)
+        st = attn__approx_feature_received(ctx, &p, omega, r);
+    for (int64_t e = 0; !st && e < n; e++)
+        received[e] = (float)r[e];
+    attn__free(omega), attn__free(r);
+    return st;
 }
 
 attn_status attn_approx_backward(attn_ctx *ctx, const attn_approx_args *a,

@@ -237,3 +237,30 @@ attn_status attn__approx_topk_backward(attn_ctx *ctx, const attn__approx_plan *p
     topk_free(&t);
     return ATTN_OK;
 }
+
+/* The attention each key receives, recv[(b H + h) S + j] (zeroed here):
+ * the softmax weights select_chunk gives the forward, summed over queries
+ * in query order in float64. Chunks run one after another on thread 0's
+ * scratch (the sum's order fixed). */
+attn_status attn__approx_topk_received(attn_ctx *ctx, const attn__approx_plan *p, double *recv) {
+    topk t;
+    attn_status st = topk_init(ctx, &t, p, 0);
+    if (st) {
+        topk_free(&t);
+        return st;
+    }
+    const int64_t k = p->topk, S = p->S;
+    float *w = t.scr, *pw = w + t.C * S + S;
+    for (int64_t b = 0; b < p->B; b++)
+        for (int64_t h = 0; h < p->H; h++) {
+            double *r = recv + (b * p->H + h) * S;
+            memset(r, 0, (size_t)S * sizeof *r);
+            for (int64_t c = 0; c < t.nc; c++) {
+                const int64_t n = select_chunk(&t, b, h, c, w, t.sel, pw);
+                for (int64_t e = 0; e < n * k; e++)
+                    r[t.sel[e]] += (double)pw[e];
+            }
+        }
+    topk_free(&t);
+    return ATTN_OK;
+}

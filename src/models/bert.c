@@ -121,8 +121,13 @@ typedef struct bert_run {
     attn__method method; /* every layer's attention (method.received: pruning) */
     int64_t prune_after; /* 0: none */
     double keep;
-    float *recv;  /* [rows] scratch: the attention each token receives */
-    double flops; /* accumulated (method.flops points here) */
+    attn_bert_draws draws; /* SHARED: method.seed and spec.seed as given */
+    uint64_t seed, layout_seed;
+    uint64_t *head_seeds; /* [num_heads] (draws HEAD) */
+    float *omegas;        /* PERFORMER: every layer's (head's) features, drawn once:
+                           * [1 or layers][1 or heads][m, Dh] by draws */
+    float *recv;          /* [rows] scratch: the attention each token receives */
+    double flops;         /* accumulated (method.flops points here) */
     int64_t token_layers;
 } bert_run;
 
@@ -219,6 +224,24 @@ static attn_status run_batch(attn_ctx *ctx, const attn_bert *m, int64_t B, int64
         if (r) {
             const int prune = r->prune_after == l + 1;
             r->method.received = prune ? r->recv : NULL;
+            if (r->omegas) { /* the Performer's features, drawn up front */
+                const int64_t per = r->method.features * (c->hidden_size / c->num_heads);
+                const int64_t nh = r->draws == ATTN_BERT_DRAWS_HEAD ? c->num_heads : 1;
+                r->method.omega =
+                    r->omegas + (r->draws == ATTN_BERT_DRAWS_SHARED ? 0 : l) * nh * per;
+                r->method.omega_stride = nh > 1 ? per : 0;
+            } else if (r->draws == ATTN_BERT_DRAWS_LAYER) {
+                r->method.seed = attn_bert_draw_seed(r->seed, l, -1);
+                r->method.spec.seed = attn_bert_draw_seed(r->layout_seed, l, -1);
+            } else if (r->draws == ATTN_BERT_DRAWS_HEAD) {
+                /* one seed per head, for the Performer's features or the
+                 * layout's random blocks (only one of them is in use) */
+                const uint64_t base =
+                    r->method.kind == ATTN__METHOD_LAYOUT ? r->layout_seed : r->seed;
+                for (int64_t h = 0; h < c->num_heads; h++)
+                    r->head_seeds[h] = attn_bert_draw_seed(base, l, h);
+                r->method.head_seeds = r->head_seeds;
+            }
             L.attn.heads.method = &r->method;
             const double E = (double)c->hidden_size, I = (double)c->intermediate_size;
             r->flops += 2.0 * (double)(bt.B * bt.T) * (4.0 * E * E + 2.0 * E * I);
@@ -268,6 +291,14 @@ static attn_status check_inputs(attn_ctx *ctx, const attn_bert *m, int64_t n,
                     (long long)t, ids[i][t], (long long)m->cfg.vocab_size);
     }
     return ATTN_OK;
+}
+
+uint64_t attn_bert_draw_seed(uint64_t seed, int64_t layer, int64_t head) {
+    uint64_t z = seed + 0x9e3779b97f4a7c15ull * (uint64_t)(layer + 1);
+    if (head >= 0) z += 0xd1b54a32d192ed03ull * (uint64_t)(head + 1);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull; /* splitmix64's finaliser */
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
 }
 
 /* Pool text b's real tokens (x rows b*T .. b*T + n - 1), in double, then
@@ -400,10 +431,44 @@ static attn_status check_options(attn_ctx *ctx, const attn_bert *m, const attn_b
         return attn_ctx_fail(ctx, ATTN_E_ARG, "keep %g: the fraction must be in (0, 1]", o->keep);
     if (!o->prune_after && o->keep != 0.0)
         return attn_ctx_fail(ctx, ATTN_E_ARG, "keep %g: goes with prune_after", o->keep);
-    if (o->prune_after && o->attention != ATTN_BERT_EXACT)
-        return attn_ctx_fail(ctx, ATTN_E_UNSUPPORTED,
-                             "pruning measures attention with exact attention only");
+    if (o->draws != ATTN_BERT_DRAWS_SHARED && o->draws != ATTN_BERT_DRAWS_LAYER &&
+        o->draws != ATTN_BERT_DRAWS_HEAD)
+        return attn_ctx_fail(ctx, ATTN_E_ARG, "draws %d: not an attn_bert_draws", (int)o->draws);
+    if (o->draws != ATTN_BERT_DRAWS_SHARED && !(approx && a == ATTN_APPROX_PERFORMER) &&
+        !(layout && o->layout.random > 0))
+        return attn_ctx_fail(ctx, ATTN_E_ARG,
+                             "draws %d: per-layer or per-head draws need a method with random "
+                             "parts (the Performer, or a layout with random blocks)",
+                             (int)o->draws);
     return ATTN_OK;
+}
+
+/* The Performer's features for every layer (and head) the draws ask for,
+ * drawn once instead of in every call (the same numbers: the same seeds). */
+static attn_status draw_features(attn_ctx *ctx, const attn_bert_config *c,
+                                 const attn_bert_options *o, float **out) {
+    const int64_t Dh = c->hidden_size / c->num_heads, per = o->features * Dh;
+    const int64_t nl = o->draws == ATTN_BERT_DRAWS_SHARED ? 1 : c->num_layers;
+    const int64_t nh = o->draws == ATTN_BERT_DRAWS_HEAD ? c->num_heads : 1;
+    float *w = attn__malloc((size_t)(nl * nh * per) * sizeof(float));
+    if (!w)
+        return attn_ctx_fail(ctx, ATTN_E_NOMEM, "cannot allocate %lld x %lld Performer features",
+                             (long long)(nl * nh), (long long)per);
+    attn_status st = ATTN_OK;
+    for (int64_t l = 0; !st && l < nl; l++)
+        for (int64_t h = 0; !st && h < nh; h++) {
+            const uint64_t seed =
+                o->draws == ATTN_BERT_DRAWS_SHARED
+                    ? o->seed
+                    : attn_bert_draw_seed(o->seed, l, o->draws == ATTN_BERT_DRAWS_HEAD ? h : -1);
+            st = attn_performer_draw(ctx, Dh, o->features, seed, w + (l * nh + h) * per);
+        }
+    if (st) {
+        attn__free(w);
+        w = NULL;
+    }
+    *out = w;
+    return st;
 }
 
 attn_status attn_bert_embed_with(attn_ctx *ctx, const attn_bert *m, const attn_bert_options *opt,
@@ -427,7 +492,15 @@ attn_status attn_bert_embed_with(attn_ctx *ctx, const attn_bert *m, const attn_b
     r.method.landmarks = o->landmarks, r.method.topk = o->topk, r.method.seed = o->seed;
     r.method.flops = &r.flops;
     r.prune_after = o->prune_after, r.keep = o->keep;
-    st = embed(ctx, m, n, ids, len, out, &r);
+    r.draws = o->draws, r.seed = o->seed, r.layout_seed = o->layout.seed;
+    if (r.draws == ATTN_BERT_DRAWS_HEAD &&
+        !(r.head_seeds = malloc((size_t)m->cfg.num_heads * sizeof *r.head_seeds)))
+        return attn_ctx_fail(ctx, ATTN_E_NOMEM, "cannot allocate the heads' seeds");
+    if (o->attention == ATTN_BERT_APPROX && o->approx == ATTN_APPROX_PERFORMER)
+        st = draw_features(ctx, &m->cfg, o, &r.omegas);
+    if (!st) st = embed(ctx, m, n, ids, len, out, &r);
+    free(r.head_seeds);
+    attn__free(r.omegas);
     if (!st && stats) stats->flops = r.flops, stats->token_layers = r.token_layers;
     return st;
 }

@@ -188,6 +188,17 @@ static attn_status parse(attn_ctx *ctx, const char *path, json_t *j, attn_gpt_co
                                  "%s: \"layer_norm_epsilon\" must be a positive number", path);
         c->layer_norm_epsilon = (float)json_number_value(v);
     }
+    const char *pd[3] = {"attn_pdrop", "resid_pdrop", "embd_pdrop"};
+    float *pv[3] = {&c->attn_pdrop, &c->resid_pdrop, &c->embd_pdrop};
+    for (int i = 0; i < 3; i++) { /* GPT2Config's default 0.1 */
+        json_t *d = json_object_get(j, pd[i]);
+        *pv[i] = 0.1f;
+        if (!d) continue;
+        if (!json_is_number(d) || !(json_number_value(d) >= 0.0 && json_number_value(d) < 1.0))
+            return attn_ctx_fail(ctx, ATTN_E_FORMAT, "%s: \"%s\" must be a number in [0, 1)",
+                                 path, pd[i]);
+        *pv[i] = (float)json_number_value(d);
+    }
     const char *act;
     if ((st = attn__json_get_str(ctx, path, j, "activation_function", "gelu_new", &act))) return st;
     if (!strcmp(act, "gelu_new") || !strcmp(act, "gelu_pytorch_tanh"))

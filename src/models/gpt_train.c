@@ -36,7 +36,27 @@ struct attn_gpt_trainer {
     int32_t *in, *tgt;
     const int32_t **rows;
     attn__layer_act *act;
+    uint64_t drop_seed; /* from the trainer's seed */
+    uint64_t steps;     /* train steps done: each step's masks come from (drop_seed, steps) */
 };
+
+static uint64_t mix64(uint64_t z) { /* splitmix64's finaliser */
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* Layer l as the trainer runs it: with dropout (drop) its probabilities and
+ * the step's seed for that layer, else none. */
+static attn__layer train_layer(const attn_gpt_trainer *t, int64_t l, int drop) {
+    attn__layer L = attn__gpt_layer_view(t->m, l);
+    if (drop) {
+        const attn_gpt_config *c = &t->m->cfg;
+        L.attn_pdrop = c->attn_pdrop, L.resid_pdrop = c->resid_pdrop;
+        L.drop_seed = mix64(mix64(t->drop_seed + t->steps) + (uint64_t)(l + 1));
+    }
+    return L;
+}
 
 void attn_gpt_trainer_free(attn_gpt_trainer *t) {
     if (!t) return;
@@ -116,6 +136,12 @@ attn_status attn_gpt_trainer_create(attn_ctx *ctx, const attn_gpt_config *cfg, i
     if (max_batch < 1 || max_batch > (1 << 20))
         return attn_ctx_fail(ctx, ATTN_E_ARG, "GPT trainer: batch %lld outside [1, 2^20]",
                              (long long)max_batch);
+    const float pdrop[3] = {cfg->attn_pdrop, cfg->resid_pdrop, cfg->embd_pdrop};
+    const char *pname[3] = {"attn_pdrop", "resid_pdrop", "embd_pdrop"};
+    for (int i = 0; i < 3; i++)
+        if (!(pdrop[i] >= 0.0f && pdrop[i] < 1.0f))
+            return attn_ctx_fail(ctx, ATTN_E_ARG, "GPT trainer: %s %g outside [0, 1)", pname[i],
+                                 (double)pdrop[i]);
     attn_gpt_trainer *t = calloc(1, sizeof *t);
     if (!t) return attn_ctx_fail(ctx, ATTN_E_NOMEM, "GPT trainer: out of memory");
     attn_status st = attn__gpt_alloc(ctx, cfg, &t->m);
@@ -129,6 +155,7 @@ attn_status attn_gpt_trainer_create(attn_ctx *ctx, const attn_gpt_config *cfg, i
     const int64_t E = c->n_embd, I = c->n_inner, V = c->vocab_size, P = c->n_positions;
     const int64_t B = max_batch, N = B * P;
     t->max_batch = max_batch;
+    t->drop_seed = mix64(seed ^ 0x64726f706f7574ull);
     const attn__layer L0 = attn__gpt_layer_view(m, 0);
     t->act_per = attn__layer_act_floats(&L0, B, P);
     t->act_mem = attn__malloc((size_t)(t->act_per * c->n_layer) * sizeof(float));
@@ -184,6 +211,9 @@ attn_status attn_gpt_trainer_step(attn_ctx *ctx, attn_gpt_trainer *t, int64_t B,
     if (!ctx) return ATTN_E_ARG;
     attn__ctx_clear(ctx);
     if (!t || !ids) return attn_ctx_fail(ctx, ATTN_E_ARG, "NULL argument");
+    if (train < 0 || train > 2)
+        return attn_ctx_fail(ctx, ATTN_E_ARG, "train %d: must be 0, 1 or 2", train);
+    const int drop = train != 0, backward = train == 1;
     const attn_gpt *m = t->m;
     attn_gpt *g = t->g;
     const attn_gpt_config *c = &m->cfg;
@@ -213,27 +243,31 @@ attn_status attn_gpt_trainer_step(attn_ctx *ctx, attn_gpt_trainer *t, int64_t B,
     memset(&nomask, 0, sizeof nomask);
     const attn__embedding emb = {E, m->wte, m->wpe, NULL, NULL, NULL, 0.0f};
     attn__embedding_forward(ctx, &emb, &bt, t->rows, 0, t->x);
+    /* x = dropout(x) (embd_pdrop) */
+    const uint64_t emb_seed = mix64(mix64(t->drop_seed + t->steps));
+    if (drop) attn__dropout_rows(ctx, N * E, c->embd_pdrop, emb_seed, t->x);
     attn_status st = ATTN_OK;
     for (int64_t l = 0; l < c->n_layer && !st; l++) {
-        const attn__layer L = attn__gpt_layer_view(m, l);
+        const attn__layer L = train_layer(t, l, drop);
         attn__layer_act_bind(&L, B, T, t->act_mem + l * t->act_per, &t->act[l]);
         st = attn__layer_forward_train(ctx, &L, &bt, t->x, nomask, &t->act[l]);
     }
     if (st) return st;
     attn__layernorm_rows_train(ctx, N, E, t->x, m->lnf_g, m->lnf_b, c->layer_norm_epsilon, t->h,
                                t->mean, t->rstd);
-    if (train)
+    if (backward)
         for (int i = 0; i < t->nparams; i++)
             memset(t->params[i].grad.data, 0,
                    (size_t)attn_tensor_numel(&t->params[i].grad) * sizeof(float));
     const double sum = attn__lm_head_ce(ctx, t->h, N, E, m->wte, V, t->tgt, -1, 1.0f / (float)N,
-                                        train ? t->dx : NULL, train ? g->wte : NULL, t->ce);
+                                        backward ? t->dx : NULL, backward ? g->wte : NULL,
+                                        t->ce);
     if (loss_sum) *loss_sum = sum;
-    if (!train) return ATTN_OK;
+    if (!backward) return ATTN_OK;
     attn__layernorm_rows_backward(ctx, N, E, t->x, m->lnf_g, t->mean, t->rstd, t->dx, t->dx,
                                   g->lnf_g, g->lnf_b);
     for (int64_t l = c->n_layer - 1; l >= 0 && !st; l--) {
-        const attn__layer L = attn__gpt_layer_view(m, l);
+        const attn__layer L = train_layer(t, l, drop);
         attn__gpt_layer *gl = &g->layers[l];
         attn__layer_grad lg;
         memset(&lg, 0, sizeof lg);
@@ -244,7 +278,10 @@ attn_status attn_gpt_trainer_step(attn_ctx *ctx, attn_gpt_trainer *t, int64_t B,
         st = attn__layer_backward(ctx, &L, &bt, nomask, &t->act[l], t->dx, &lg, t->bwd);
     }
     if (st) return st;
+    /* x = dropout(x): the same mask on dx */
+    attn__dropout_rows(ctx, N * E, c->embd_pdrop, emb_seed, t->dx);
     attn__embedding_backward(ctx, &emb, &bt, t->rows, 0, t->dx, g->wte, g->wpe, NULL);
+    t->steps++;
     return ATTN_OK;
 }
 
@@ -315,8 +352,9 @@ attn_status attn_gpt_save(attn_ctx *ctx, const attn_gpt *m, const char *dir, int
         (json_int_t)c->vocab_size, "n_positions", (json_int_t)c->n_positions, "n_ctx",
         (json_int_t)c->n_positions, "n_embd", (json_int_t)E, "n_layer", (json_int_t)c->n_layer,
         "n_head", (json_int_t)c->n_head, "n_inner", (json_int_t)I, "activation_function",
-        "gelu_new", "layer_norm_epsilon", (double)c->layer_norm_epsilon, "resid_pdrop", 0.0,
-        "embd_pdrop", 0.0, "attn_pdrop", 0.0, "tie_word_embeddings", 1, "bos_token_id",
+        "gelu_new", "layer_norm_epsilon", (double)c->layer_norm_epsilon, "resid_pdrop",
+        (double)c->resid_pdrop, "embd_pdrop", (double)c->embd_pdrop, "attn_pdrop",
+        (double)c->attn_pdrop, "tie_word_embeddings", 1, "bos_token_id",
         "eos_token_id", "initializer_range", 0.02, "scale_attn_weights", c->scale_attn_weights,
         "scale_attn_by_inverse_layer_idx", c->scale_attn_by_inverse_layer_idx);
     if (!attn__path_join(path, dir, "config.json", NULL))

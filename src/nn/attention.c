@@ -99,6 +99,8 @@ void attn__mha_block_attend_args(const attn__mha_block *m, const attn__mha_block
     at->mask = a->mask;
     at->kv_len = a->kv_len;
     at->probs = a->probs;
+    at->dropout_p = a->dropout_p;
+    at->seed = a->seed;
 }
 
 /* Cross-attention: q from x, k | v from x_kv. */

@@ -48,11 +48,22 @@ typedef struct attn__method {
     attn_approx_method approx;  /* APPROX: the method and its counts */
     int64_t features, landmarks, topk;
     uint64_t seed;
-    double *flops;   /* optional: attention FLOPs done (attn_sdpa_flops, the computed
-                      * blocks of a layout, attn_approx_flops), accumulated */
-    float *received; /* optional [B, T], EXACT only: received[b, j] = sum over heads h
-                      * and real queries i < kv_len[b] of p[b, h, i, j] (the attention
-                      * key j receives; padded keys 0), written */
+    const uint64_t *head_seeds; /* optional [H]: head h's own random parts (LAYOUT: the
+                                 * spec's seed, per-head layouts; APPROX PERFORMER: its
+                                 * features, one call per head); NULL: spec.seed and seed
+                                 * for every head */
+    const float *omega;         /* optional, APPROX PERFORMER: the features [m, Dh]
+                                 * (replacing seed and head_seeds), one set for
+                                 * every head, or with omega_stride > 0 head h's at
+                                 * omega + h * omega_stride (one call per head) */
+    int64_t omega_stride;
+    double *flops;              /* optional: attention FLOPs done (attn_sdpa_flops, the computed
+                                 * blocks of a layout, attn_approx_flops), accumulated */
+    float *received;            /* optional [B, T]: received[b, j] = sum over heads h and real
+                                 * queries i < kv_len[b] of p[b, h, i, j], p the method's own
+                                 * attention (EXACT, LAYOUT: the probabilities rebuilt from lse;
+                                 * APPROX: attn_approx_received), the attention key j receives;
+                                 * padded keys 0. Written */
 } attn__method;
 
 /* Head geometry and score options, passed to attn_sdpa_* unchanged. */
@@ -64,8 +75,8 @@ typedef struct attn__heads {
     attn_align align;
     int window;
     int64_t window_left, window_right;
-    attn_rope rope; /* rotary positions (rot_dim 0: none); with a KV cache the
-                     * queries' positions start at the cache's length */
+    attn_rope rope;       /* rotary positions (rot_dim 0: none); with a KV cache the
+                           * queries' positions start at the cache's length */
     attn__method *method; /* NULL: exact attention (see attn__method) */
 } attn__heads;
 
@@ -103,7 +114,7 @@ attn_status attn__attend(attn_ctx *ctx, const attn__heads *hd, const attn__atten
 
 /* attn__attend with hd->method set (nn/attention_method.c): self-attention
  * only (T == S), no dropout, probs or cache. Returns ATTN_E_UNSUPPORTED for
- * what a method cannot do (received with a non-exact method; APPROX with
+ * what a method cannot do (APPROX with
  * causal, window, softcap or RoPE, which it would ignore), and what
  * attn_sdpa_forward, attn_sdpa_probs, attn_sdpa_layout_build and
  * attn_approx_forward return. */
@@ -162,6 +173,10 @@ typedef struct attn__mha_block_args {
     float *o;              /* [B*T, E] attention output, written */
     float *lse;            /* optional [B, H, T], written */
     attn__probs probs;     /* optional: one head's probabilities (needs lse) */
+    float dropout_p;       /* training: dropout on the attention probabilities, as
+                            * attn_sdpa_args (0: none), seeded by seed; the backward
+                            * (same args) regenerates the mask */
+    uint64_t seed;
 } attn__mha_block_args;
 
 /* Self-attention: q | k | v = x Wqkv^T + bqkv (one GEMM), then

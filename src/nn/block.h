@@ -92,6 +92,13 @@ typedef struct attn__layer {
     const float *ln1_g, *ln1_b, *ln2_g, *ln2_b; /* [E] each */
     float eps;
     int pre_ln;
+    /* training only (attn__layer_forward_train and its backward), pre-LN
+     * layers only: GPT-2's attn_pdrop (dropout on the attention
+     * probabilities) and resid_pdrop (on each branch's output before the
+     * residual add), every mask a pure function of drop_seed (the backward
+     * regenerates them). 0: none. */
+    float attn_pdrop, resid_pdrop;
+    uint64_t drop_seed;
 } attn__layer;
 
 /* Scratch of attn__layer_forward for N rows. */
@@ -119,7 +126,9 @@ attn_status attn__layer_forward(attn_ctx *ctx, const attn__layer *L, const attn_
  * entry and dL/d(input) on return, as the forward updates x in place.
  * Saved activations are views into one caller-owned float block whose size
  * the *_act_floats functions give and which *_act_bind carves; backward
- * scratch likewise (*_bwd_floats). No KV cache and no dropout in training.
+ * scratch likewise (*_bwd_floats). No KV cache in training; dropout on
+ * pre-LN layers (attn__layer.attn_pdrop, resid_pdrop) and on rows
+ * (attn__dropout_rows: embeddings).
  * Padded rows (bt->len) get zero gradient: the backward zeroes their dx on
  * entry, and no real row reads them.
  * ====================================================================== */
@@ -173,9 +182,15 @@ void attn__layer_act_bind(const attn__layer *L, int64_t B, int64_t T, float *mem
 /* Floats of attn__layer_backward's scratch for B x T rows. */
 int64_t attn__layer_bwd_floats(const attn__layer *L, int64_t B, int64_t T);
 
+/* Inverted dropout of n floats x in place: x[i] = 0 where a pure function
+ * of (seed, i) falls below p, else x[i] / (1 - p) (p in [0, 1); 0: no-op).
+ * The backward of the same call is the same call on the gradient. */
+void attn__dropout_rows(attn_ctx *ctx, int64_t n, float p, uint64_t seed, float *x);
+
 /* attn__layer_forward (no cache) that fills act. x [B*T, E] in place; mask
- * as attn__mha_block_args. The outputs are bitwise those of
- * attn__layer_forward. Returns what attn__mha_block_attend returns. */
+ * as attn__mha_block_args. Without dropout the outputs are bitwise those of
+ * attn__layer_forward. Returns what attn__mha_block_attend returns, and
+ * ATTN_E_UNSUPPORTED for dropout on a post-LN layer. */
 attn_status attn__layer_forward_train(attn_ctx *ctx, const attn__layer *L, const attn__batch *bt,
                                       float *x, attn_tensor mask, const attn__layer_act *act);
 

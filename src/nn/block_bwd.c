@@ -139,6 +139,33 @@ static void add_rows(attn_ctx *ctx, int64_t N, int64_t E, float *x, const float 
     attn__residual_add(ctx, N, E, x, y);
 }
 
+/* ---- dropout ----------------------------------------------------------- */
+
+/* Sites of a layer's masks: one seed each, from the layer's drop_seed. */
+enum { DROP_ATTN = 1, DROP_RESID_ATTN = 2, DROP_RESID_FFN = 3 };
+
+static uint64_t mix64(uint64_t z) { /* splitmix64's finaliser */
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static uint64_t site_seed(uint64_t seed, int site) {
+    return mix64(seed + 0x9e3779b97f4a7c15ull * (uint64_t)site);
+}
+
+void attn__dropout_rows(attn_ctx *ctx, int64_t n, float p, uint64_t seed, float *x) {
+    if (p <= 0.0f) return;
+    /* keep when the element's 53-bit uniform is >= p */
+    const double pp = (double)p;
+    const float inv = (float)(1.0 / (1.0 - pp));
+#pragma omp parallel for num_threads(attn_ctx_threads(ctx)) schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+        const double u = (double)(mix64(seed ^ mix64((uint64_t)i + 1)) >> 11) * 0x1p-53;
+        x[i] = u >= pp ? x[i] * inv : 0.0f;
+    }
+}
+
 static void zero_padded(const attn__batch *bt, int64_t E, float *dx) {
     if (!bt->len) return;
     for (int64_t r = 0; r < bt->B * bt->T; r++)
@@ -154,6 +181,8 @@ typedef struct sub_attn {
     int pre_ln;
     const attn__enc_states *enc; /* NULL: self-attention */
     attn_tensor mask;
+    float attn_pdrop, resid_pdrop; /* pre-LN training (attn__layer) */
+    uint64_t drop_seed;
 } sub_attn;
 
 static void block_args(const sub_attn *s, const attn__batch *bt, const attn__attn_act *A,
@@ -168,6 +197,8 @@ static void block_args(const sub_attn *s, const attn__batch *bt, const attn__att
     }
     a->mask = s->mask;
     a->qkv = A->qkv, a->kv = A->kv, a->o = A->o, a->lse = A->lse;
+    a->dropout_p = s->attn_pdrop;
+    a->seed = s->attn_pdrop > 0.0f ? site_seed(s->drop_seed, DROP_ATTN) : 0;
 }
 
 /* y: scratch [N, E]. */
@@ -184,6 +215,9 @@ static attn_status attn_fwd(attn_ctx *ctx, const sub_attn *s, const attn__batch 
         ln_rows(ctx, bt, 1, E, x, s->ln_g, s->ln_b, s->eps, A->x, A->mean, A->rstd);
         if ((st = attn__mha_block_attend(ctx, m, &a))) return st;
         attn__mha_block_out(ctx, m, N, A->o, y);
+        /* y = dropout(y) (resid_pdrop) */
+        attn__dropout_rows(ctx, N * E, s->resid_pdrop, site_seed(s->drop_seed, DROP_RESID_ATTN),
+                           y);
         add_rows(ctx, N, E, x, y);
         return ATTN_OK;
     }
@@ -211,8 +245,16 @@ static attn_status attn_bwd(attn_ctx *ctx, const sub_attn *s, const attn__batch 
     float *dkv = s->enc ? carve(&c, bt->B * s->enc->S * 2 * KV) : NULL;
     if (!s->pre_ln) /* x = LN(r): dr = LN'(dx) */
         ln_rows_backward(ctx, bt, E, A->ln_in, s->ln_g, A->mean, A->rstd, dx, dx, ln_dg, ln_db);
+    /* y = dropout(y): dy = the same mask on dx (into tmp, free until dproj) */
+    const float *dy = dx;
+    if (s->resid_pdrop > 0.0f) {
+        memcpy(tmp, dx, (size_t)(N * E) * sizeof(float));
+        attn__dropout_rows(ctx, N * E, s->resid_pdrop, site_seed(s->drop_seed, DROP_RESID_ATTN),
+                           tmp);
+        dy = tmp;
+    }
     /* y = o Wo^T + bo: do = dy Wo, dWo += dy^T o, dbo += sum dy */
-    attn__linear_backward(ctx, A->o, E, N, E, m->w_out, E, dx, E, d_o, E, 0, g->w_out, g->b_out, 1);
+    attn__linear_backward(ctx, A->o, E, N, E, m->w_out, E, dy, E, d_o, E, 0, g->w_out, g->b_out, 1);
     /* o = attention(q, k, v) */
     attn__mha_block_args a;
     block_args(s, bt, A, &a);
@@ -249,6 +291,8 @@ typedef struct sub_ffn {
     const float *ln_g, *ln_b;
     float eps;
     int pre_ln;
+    float resid_pdrop; /* pre-LN training (attn__layer) */
+    uint64_t drop_seed;
 } sub_ffn;
 
 /* u = x W1^T + b1, a = act(u) (real rows; padded rows keep a = u, as
@@ -273,6 +317,8 @@ static void ffn_fwd(attn_ctx *ctx, const sub_ffn *s, const attn__batch *bt, floa
         copy_rows(ctx, N * E, x, F->ln_in);
         ln_rows(ctx, bt, 1, E, x, s->ln_g, s->ln_b, s->eps, F->x, F->mean, F->rstd);
         ffn_core(ctx, f, bt, F->x, F, y);
+        /* y = dropout(y) (resid_pdrop) */
+        attn__dropout_rows(ctx, N * E, s->resid_pdrop, site_seed(s->drop_seed, DROP_RESID_FFN), y);
         add_rows(ctx, N, E, x, y);
         return;
     }
@@ -295,8 +341,16 @@ static void ffn_bwd(attn_ctx *ctx, const sub_ffn *s, const attn__batch *bt, cons
     float *du = carve(&c, N * I), *tmp = carve(&c, N * E);
     if (!s->pre_ln) /* x = LN(r): dr = LN'(dx) */
         ln_rows_backward(ctx, bt, E, F->ln_in, s->ln_g, F->mean, F->rstd, dx, dx, ln_dg, ln_db);
+    /* y = dropout(y): dy = the same mask on dx (into tmp, free until dproj) */
+    const float *dy = dx;
+    if (s->resid_pdrop > 0.0f) {
+        memcpy(tmp, dx, (size_t)(N * E) * sizeof(float));
+        attn__dropout_rows(ctx, N * E, s->resid_pdrop, site_seed(s->drop_seed, DROP_RESID_FFN),
+                           tmp);
+        dy = tmp;
+    }
     /* y = a W2^T + b2: da = dy W2, dW2 += dy^T a, db2 += sum dy */
-    attn__linear_backward(ctx, F->a, I, N, I, f->w2, E, dx, E, du, I, 0, g->w2, g->b2, 1);
+    attn__linear_backward(ctx, F->a, I, N, I, f->w2, E, dy, E, du, I, 0, g->w2, g->b2, 1);
     /* a = act(u): du = act'(u) da (padded rows: zero) */
 #pragma omp parallel for num_threads(attn_ctx_threads(ctx)) schedule(static)
     for (int64_t r = 0; r < N; r++) {
@@ -318,12 +372,13 @@ static void ffn_bwd(attn_ctx *ctx, const sub_ffn *s, const attn__batch *bt, cons
 /* ---- the layer ---------------------------------------------------------- */
 
 static sub_attn layer_attn(const attn__layer *L, attn_tensor mask) {
-    sub_attn s = {&L->attn, L->ln1_g, L->ln1_b, L->eps, L->pre_ln, NULL, mask};
+    sub_attn s = {&L->attn,  L->ln1_g,    L->ln1_b,       L->eps,      L->pre_ln,
+                  NULL,      mask,        L->attn_pdrop,  L->resid_pdrop, L->drop_seed};
     return s;
 }
 
 static sub_ffn layer_ffn(const attn__layer *L) {
-    sub_ffn s = {&L->ffn, L->ln2_g, L->ln2_b, L->eps, L->pre_ln};
+    sub_ffn s = {&L->ffn, L->ln2_g, L->ln2_b, L->eps, L->pre_ln, L->resid_pdrop, L->drop_seed};
     return s;
 }
 
@@ -354,6 +409,8 @@ int64_t attn__layer_bwd_floats(const attn__layer *L, int64_t B, int64_t T) {
 
 attn_status attn__layer_forward_train(attn_ctx *ctx, const attn__layer *L, const attn__batch *bt,
                                       float *x, attn_tensor mask, const attn__layer_act *act) {
+    if (!L->pre_ln && (L->attn_pdrop > 0.0f || L->resid_pdrop > 0.0f))
+        return attn_ctx_fail(ctx, ATTN_E_UNSUPPORTED, "dropout in training: pre-LN layers only");
     float *y = act->y;
     sub_attn sa = layer_attn(L, mask);
     attn_status st = attn_fwd(ctx, &sa, bt, x, &act->attn, y);
@@ -410,12 +467,12 @@ attn_status attn__dec_layer_forward(attn_ctx *ctx, const attn__dec_layer *D, con
     float *y = act->y;
     attn_tensor none;
     memset(&none, 0, sizeof none);
-    sub_attn ss = {&D->self, D->ln1_g, D->ln1_b, D->eps, 1, NULL, none};
-    sub_attn sc = {&D->cross, D->lnc_g, D->lnc_b, D->eps, 1, enc, none};
+    sub_attn ss = {&D->self, D->ln1_g, D->ln1_b, D->eps, 1, NULL, none, 0.0f, 0.0f, 0};
+    sub_attn sc = {&D->cross, D->lnc_g, D->lnc_b, D->eps, 1, enc, none, 0.0f, 0.0f, 0};
     attn_status st = attn_fwd(ctx, &ss, bt, x, &act->self, y);
     if (!st) st = attn_fwd(ctx, &sc, bt, x, &act->cross, y);
     if (st || !D->ffn.w1) return st;
-    sub_ffn sf = {&D->ffn, D->ln2_g, D->ln2_b, D->eps, 1};
+    sub_ffn sf = {&D->ffn, D->ln2_g, D->ln2_b, D->eps, 1, 0.0f, 0};
     ffn_fwd(ctx, &sf, bt, x, &act->ffn, y);
     return ATTN_OK;
 }
@@ -426,16 +483,16 @@ attn_status attn__dec_layer_backward(attn_ctx *ctx, const attn__dec_layer *D, co
                                      float *scratch) {
     zero_padded(bt, D->self.E, dx);
     if (D->ffn.w1) {
-        sub_ffn sf = {&D->ffn, D->ln2_g, D->ln2_b, D->eps, 1};
+        sub_ffn sf = {&D->ffn, D->ln2_g, D->ln2_b, D->eps, 1, 0.0f, 0};
         ffn_bwd(ctx, &sf, bt, &act->ffn, dx, &g->ffn, g->ln2_g, g->ln2_b, scratch);
     }
     attn_tensor none;
     memset(&none, 0, sizeof none);
-    sub_attn sc = {&D->cross, D->lnc_g, D->lnc_b, D->eps, 1, enc, none};
+    sub_attn sc = {&D->cross, D->lnc_g, D->lnc_b, D->eps, 1, enc, none, 0.0f, 0.0f, 0};
     attn_status st =
         attn_bwd(ctx, &sc, bt, &act->cross, dx, denc, &g->cross, g->lnc_g, g->lnc_b, scratch);
     if (st) return st;
-    sub_attn ss = {&D->self, D->ln1_g, D->ln1_b, D->eps, 1, NULL, none};
+    sub_attn ss = {&D->self, D->ln1_g, D->ln1_b, D->eps, 1, NULL, none, 0.0f, 0.0f, 0};
     return attn_bwd(ctx, &ss, bt, &act->self, dx, NULL, &g->self, g->ln1_g, g->ln1_b, scratch);
 }
 

@@ -18,7 +18,60 @@ static long long count_after(const char *s, const char *p, long long lo, const c
     return v;
 }
 
+int bert_method_random(const attn_bert_options *o) {
+    return (o->attention == ATTN_BERT_APPROX && o->approx == ATTN_APPROX_PERFORMER) ||
+           (o->attention == ATTN_BERT_LAYOUT && o->layout.random > 0);
+}
+
+int bert_draws_parse(const char *s, attn_bert_draws *d) {
+    if (!strcmp(s, "shared")) *d = ATTN_BERT_DRAWS_SHARED;
+    else if (!strcmp(s, "layer")) *d = ATTN_BERT_DRAWS_LAYER;
+    else if (!strcmp(s, "head")) *d = ATTN_BERT_DRAWS_HEAD;
+    else return -1;
+    return 0;
+}
+
+static int method_parse(const char *name, uint64_t seed, attn_bert_options *o);
+
 int bert_method_parse(const char *name, uint64_t seed, attn_bert_options *o) {
+    char buf[128];
+    memset(o, 0, sizeof *o);
+    if (strlen(name) >= sizeof buf) return -1;
+    strcpy(buf, name);
+    /* suffixes, last first: +prune-L-F (once), +draws-MODE (once) */
+    int64_t prune_after = 0;
+    double keep = 0.0;
+    int draws = -1;
+    for (char *p; (p = strrchr(buf, '+'));) {
+        if (!strncmp(p, "+draws-", 7)) {
+            attn_bert_draws d;
+            if (draws >= 0 || bert_draws_parse(p + 7, &d)) return -1;
+            draws = (int)d;
+        } else if (!strncmp(p, "+prune-", 7)) {
+            attn_bert_options pr;
+            if (prune_after || method_parse(p + 1, seed, &pr) || !pr.prune_after) return -1;
+            prune_after = pr.prune_after, keep = pr.keep;
+        } else {
+            break;
+        }
+        *p = '\0';
+    }
+    if (method_parse(buf, seed, o)) return -1;
+    if (prune_after) {
+        if (o->prune_after) return -1; /* pruned twice */
+        o->prune_after = prune_after, o->keep = keep;
+    }
+    if (draws >= 0) {
+        if (!bert_method_random(o)) {
+            memset(o, 0, sizeof *o);
+            return -2;
+        }
+        o->draws = (attn_bert_draws)draws;
+    }
+    return 0;
+}
+
+static int method_parse(const char *name, uint64_t seed, attn_bert_options *o) {
     memset(o, 0, sizeof *o);
     const char *rest = NULL;
     long long v;
@@ -74,6 +127,11 @@ void bert_method_help(FILE *f, int in) {
             "%*sperformer-M    Performer FAVOR+, M random features (seeded)\n"
             "%*snystrom-L      Nystrom, L landmarks (clipped to the text's length)\n"
             "%*stopk-K         top-k, K keys per query (K >= length: exact)\n"
-            "%*sprune-L-F      exact attention, tokens pruned after layer L to a fraction F\n",
-            in, "", in, "", in, "", in, "", in, "", in, "", in, "", in, "", in, "", in, "");
+            "%*sprune-L-F      exact attention, tokens pruned after layer L to a fraction F\n"
+            "%*sNAME+prune-L-F any of the above with pruning: tokens ranked by the attention\n"
+            "%*s               they receive under that method (docs/EFFICIENT.md)\n"
+            "%*sNAME+draws-layer, NAME+draws-head   bigbird-B or performer-M with a draw\n"
+            "%*s               per layer or per layer and head (as --draws)\n",
+            in, "", in, "", in, "", in, "", in, "", in, "", in, "", in, "", in, "", in, "", in,
+            "", in, "", in, "", in, "");
 }

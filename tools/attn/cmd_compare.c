@@ -62,6 +62,7 @@ typedef struct opts {
     uint64_t seed;
     const char *model, *input; /* --model, --input: real inputs (compare_model.c) */
     int quality, layer;
+    const char *draws; /* --draws (with --quality) */
 } opts;
 
 static void usage(FILE *f) {
@@ -108,7 +109,10 @@ static void usage(FILE *f) {
                "                   embeddings, the Spearman correlation of the pairwise\n"
                "                   similarities, FLOPs, token-layers and time (--reps,\n"
                "                   --cpu-time, --threads, --json apply; --seed seeds\n"
-               "                   BigBird and Performer; --plot\n"
+               "                   BigBird and Performer; --draws shared|layer|head\n"
+               "                   gives them one draw for every layer and head (the\n"
+               "                   default), one per layer, or per layer and head, unless\n"
+               "                   a name says +draws-MODE; --plot\n"
                "                   FILE.svg charts mean cosine against FLOPs and time,\n"
                "                   each relative to exact's). --methods takes these\n"
                "                   names (default: several of each):\n");
@@ -509,6 +513,7 @@ int attn_cmd_compare(int argc, char **argv) {
         {"--input", CLI_STRING, &o.input, 0, 0, 0, NULL},
         {"--quality", CLI_FLAG, &o.quality, 0, 0, 0, NULL},
         {"--layer", CLI_INT, &o.layer, 0, 1 << 20, 0, NULL},
+        {"--draws", CLI_STRING, &o.draws, 0, 0, 0, NULL},
     };
     enum { NOPT = (int)(sizeof table / sizeof table[0]) };
     unsigned char seen[NOPT] = {0};
@@ -524,6 +529,8 @@ int attn_cmd_compare(int argc, char **argv) {
     if (o.input && (explicit_hd || o.inputs))
         return attn_cli_error(2, "compare: with --input the model gives the inputs, H and D "
                                  "(no --H, --D or --inputs)");
+    if (o.draws && !o.quality)
+        return attn_cli_error(2, "compare: --draws goes with --quality (the encoder's layers)");
     if (o.quality) {
         const char *timing_only[] = {"--T", "--layer", "--block", "--window", "--max-exact"};
         for (size_t i = 0; i < sizeof timing_only / sizeof *timing_only; i++)
@@ -534,9 +541,8 @@ int attn_cmd_compare(int argc, char **argv) {
         if (o.causal)
             return attn_cli_error(2, "compare: --quality embeds whole texts: --causal does not "
                                      "apply");
-        const cmp_quality_opts q = {o.model,   o.input,   o.mlist,  o.plot,
-                                    o.threads, o.reps,    o.json,   o.cpu_time,
-                                    o.seed};
+        const cmp_quality_opts q = {o.model, o.input, o.mlist,    o.plot, o.threads,
+                                    o.reps,  o.json,  o.cpu_time, o.seed, o.draws};
         return cmp_quality(&q);
     }
     int64_t Ts[MAXT];

@@ -52,12 +52,16 @@ static void help(FILE *f) {
             "                 docs/EFFICIENT.md): after layer L (from 1, at most the model's\n"
             "                 layers - 1) each text keeps its ceil(F * n) tokens (F in\n"
             "                 (0, 1]) that receive the most attention in layer L (summed\n"
-            "                 over heads and queries), [CLS] and [SEP] always, in order;\n"
-            "                 later layers run on those only and pooling averages them.\n"
-            "                 --keep 1 gives the same bytes as no pruning\n"
+            "                 over heads and queries, as --attention computes it), [CLS]\n"
+            "                 and [SEP] always, in order; later layers run on those only\n"
+            "                 and pooling averages them. --keep 1 gives the same bytes as\n"
+            "                 no pruning. Goes with any --attention\n"
             "  --attention NAME  run every layer's attention another way (the study of\n"
             "                 docs/EFFICIENT.md; default exact; names below, random\n"
             "                 parts with seed 1)\n"
+            "  --draws shared|layer|head  the random parts of bigbird-B and performer-M:\n"
+            "                 one draw for every layer and head (shared, the default), a\n"
+            "                 draw per layer, or per layer and head (seeded from seed 1)\n"
             "With --show-attention: for head H of layer L (both counted from 0), each token\n"
             "of TEXT and the token it attends to most, with that probability; or, with\n"
             "--format, the full attention of every layer and head ([layers, heads, T, T],\n"
@@ -66,7 +70,7 @@ static void help(FILE *f) {
             "                 \"attentions\": [layer][head][query][key]}\n"
             "  safetensors    'attentions' F32 [L,H,T,T], 'input_ids' I32 [T]; the tokens\n"
             "                 as a JSON list in the metadata key 'tokens'\n\n");
-    fprintf(f, "Names for --attention (prune-L-F is --prune-after L --keep F):\n");
+    fprintf(f, "Names for --attention (prune-L-F and +prune-L-F are --prune-after L --keep F):\n");
     bert_method_help(f, 2);
     embed_help_model(f);
     fprintf(f,
@@ -227,7 +231,7 @@ static int embed_check_options(session *s, const attn_bert_options *o) {
 
 int attn_cmd_embed(int argc, char **argv) {
     const char *model = NULL, *input = NULL, *format = NULL, *output = NULL, *id = NULL;
-    const char *keep_s = NULL, *attention = NULL;
+    const char *keep_s = NULL, *attention = NULL, *draws_s = NULL;
     int threads = 0, layer = -1, head = -1, bench = 0, show = 0, first, prune_after = 0;
     const cli_opt opts[] = {
         {"--model", CLI_STRING, &model, 0, 0, 0, NULL},
@@ -243,6 +247,7 @@ int attn_cmd_embed(int argc, char **argv) {
         {"--prune-after", CLI_INT, &prune_after, 1, INT_MAX, 0, NULL},
         {"--keep", CLI_STRING, &keep_s, 0, 0, 0, NULL},
         {"--attention", CLI_STRING, &attention, 0, 0, 0, NULL},
+        {"--draws", CLI_STRING, &draws_s, 0, 0, 0, NULL},
     };
     const cli_spec spec = {"embed", opts, sizeof opts / sizeof opts[0], help, CLI_POS_REST, 0};
     int prc = attn_cli_parse(&spec, argc, argv, NULL, &first);
@@ -279,7 +284,7 @@ int attn_cmd_embed(int argc, char **argv) {
     /* another attention or token pruning (attn_bert_embed_with) */
     attn_bert_options bopt;
     memset(&bopt, 0, sizeof bopt);
-    const int study = keep_s || prune_after || attention;
+    const int study = keep_s || prune_after || attention || draws_s;
     if (keep_s) {
         char *end;
         double f = strtod(keep_s, &end);
@@ -293,17 +298,41 @@ int attn_cmd_embed(int argc, char **argv) {
     bopt.prune_after = prune_after;
     if (attention) {
         attn_bert_options a;
-        if (bert_method_parse(attention, 1, &a) || a.prune_after)
+        const int prc2 = bert_method_parse(attention, 1, &a);
+        if (prc2 == -2)
+            return attn_cli_error(2,
+                                  "embed: --attention %s: +draws- needs a method with random "
+                                  "parts (bigbird-B or performer-M)",
+                                  attention);
+        if (prc2)
             return attn_cli_error(2, "embed: --attention: unknown method '%s' (see --help)",
+                                  attention);
+        if (a.prune_after)
+            return attn_cli_error(2,
+                                  "embed: --attention %s: pruning is given by --prune-after L "
+                                  "--keep F",
                                   attention);
         a.prune_after = bopt.prune_after, a.keep = bopt.keep;
         bopt = a;
-        if (prune_after && bopt.attention != ATTN_BERT_EXACT)
-            return attn_cli_error(2, "embed: --prune-after goes with exact attention only");
+    }
+    if (draws_s) {
+        attn_bert_draws d;
+        if (bert_draws_parse(draws_s, &d))
+            return attn_cli_error(2, "embed: --draws must be shared, layer or head, got '%s'",
+                                  draws_s);
+        if (d != ATTN_BERT_DRAWS_SHARED && !bert_method_random(&bopt))
+            return attn_cli_error(2,
+                                  "embed: --draws %s: needs an --attention with random parts "
+                                  "(bigbird-B or performer-M)",
+                                  draws_s);
+        if (bopt.draws != ATTN_BERT_DRAWS_SHARED && bopt.draws != d)
+            return attn_cli_error(2, "embed: --draws %s disagrees with --attention %s", draws_s,
+                                  attention);
+        bopt.draws = d;
     }
     if (study && show)
         return attn_cli_error(2, "embed: --show-attention shows the model's own attention "
-                                 "(no --attention, --prune-after or --keep)");
+                                 "(no --attention, --prune-after, --keep or --draws)");
     if (study && embed_mpi_ranks() > 1)
         return attn_cli_error(2, "embed: --attention, --prune-after and --keep do not run "
                                  "under mpirun");

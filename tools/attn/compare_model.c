@@ -30,7 +30,9 @@ const char *const cmp_quality_default =
     "exact,window-1,window-2,window-4,window-8,window-1+cls,window-2+cls,window-4+cls,"
     "window-8+cls,bigbird-2,bigbird-4,linear,performer-16,performer-64,performer-256,"
     "nystrom-4,nystrom-8,nystrom-16,topk-2,topk-4,topk-8,topk-16,prune-1-0.75,prune-1-0.5,"
-    "prune-1-0.25,prune-3-0.75,prune-3-0.5,prune-3-0.25";
+    "prune-1-0.25,prune-3-0.75,prune-3-0.5,prune-3-0.25,window-8+cls+prune-1-0.5,"
+    "bigbird-4+prune-1-0.5,performer-64+prune-1-0.5,nystrom-16+prune-1-0.5,topk-8+prune-1-0.5,"
+    "linear+prune-1-0.5,bigbird-4+draws-layer,performer-64+draws-layer,performer-64+draws-head";
 
 /* Texts of `input` tokenized by the model in s (opened with `threads`). */
 static int open_texts(session *s, texts *t, const char *dir, const char *input, int threads) {
@@ -162,7 +164,7 @@ static void jnum(const char *key, double x) {
 /* ---- quality vs speed chart (plot.h: SVG or PNG) --------------------------------------- */
 
 typedef struct qpoint {
-    char name[64];
+    char name[96];
     double cos_mean, work, time_rel;
 } qpoint;
 
@@ -230,8 +232,28 @@ static int write_quality_plot(const char *path, const qpoint *pt, int n, int64_t
     return st;
 }
 
+/* One --methods name into *bo, with --draws applied to a method with
+ * random parts that names no draws of its own; label: the name, with
+ * "+draws-MODE" when --draws was applied. Returns bert_method_parse's. */
+static int row_parse(const cmp_quality_opts *o, attn_bert_draws draws, const char *name,
+                     attn_bert_options *bo, char *label, size_t cap) {
+    const int rc = bert_method_parse(name, o->seed, bo);
+    snprintf(label, cap, "%s", name);
+    if (rc || draws == ATTN_BERT_DRAWS_SHARED || !bert_method_random(bo) || strstr(name, "+draws-"))
+        return rc;
+    bo->draws = draws;
+    snprintf(label, cap, "%s+draws-%s", name, draws == ATTN_BERT_DRAWS_LAYER ? "layer" : "head");
+    return 0;
+}
+
 int cmp_quality(const cmp_quality_opts *o) {
     const char *list = o->methods ? o->methods : cmp_quality_default;
+    attn_bert_draws draws = ATTN_BERT_DRAWS_SHARED;
+    if (o->draws && bert_draws_parse(o->draws, &draws))
+        return attn_cli_error(2, "compare: --draws must be shared, layer or head, got '%s'",
+                              o->draws);
+    int nrandom = 0;
+    char label[96];
     /* bad usage first: every name must parse, before any file is opened */
     if (o->plot && plot_kind_of(o->plot) < 0)
         return attn_cli_error(2, "compare: --plot: '%s': the name must end in .svg or .png", o->plot);
@@ -246,11 +268,23 @@ int cmp_quality(const cmp_quality_opts *o) {
             return attn_cli_error(2, "compare: --methods: unknown method '%.*s' for --quality",
                                   (int)len, p);
         memcpy(name, p, len), name[len] = '\0';
-        if (bert_method_parse(name, o->seed, &bo))
+        const int prc = row_parse(o, draws, name, &bo, label, sizeof label);
+        if (prc == -2)
+            return attn_cli_error(2,
+                                  "compare: --methods: %s: +draws- needs a method with random "
+                                  "parts (bigbird-B or performer-M)",
+                                  name);
+        if (prc)
             return attn_cli_error(2, "compare: --methods: unknown method '%s' for --quality", name);
+        nrandom += bert_method_random(&bo);
         nm++;
         p = e ? e + 1 : p + len;
     }
+    if (draws != ATTN_BERT_DRAWS_SHARED && !nrandom)
+        return attn_cli_error(2,
+                              "compare: --draws %s: no method of --methods has random parts "
+                              "(bigbird-B or performer-M)",
+                              o->draws);
     session s;
     memset(&s, 0, sizeof s);
     texts t;
@@ -301,7 +335,7 @@ int cmp_quality(const cmp_quality_opts *o) {
     if (!rc && !o->json)
         printf("attn compare --quality: %s, %lld texts (%lld tokens, %lld pairs), threads=%d, "
                "%s of %d (median)\n"
-               "%-16s %9s %9s %9s %9s %8s %8s %9s\n",
+               "%-26s %9s %9s %9s %9s %8s %8s %9s\n",
                mi->dir, (long long)n, (long long)tokens, (long long)P, attn_ctx_threads(s.ctx),
                o->cpu_time ? "CPU time" : "wall time", o->reps, "method", "cos_mean", "cos_min",
                "spearman", "GFLOP", "work", "tok_lay", "time_s");
@@ -312,7 +346,7 @@ int cmp_quality(const cmp_quality_opts *o) {
         memcpy(name, p, len), name[len] = '\0';
         p = e ? e + 1 : p + len;
         attn_bert_options bo;
-        (void)bert_method_parse(name, o->seed, &bo);
+        (void)row_parse(o, draws, name, &bo, label, sizeof label);
         attn_bert_stats st;
         for (int r = 0; !rc && r < o->reps; r++) {
             const double t0 = attn_cli_clock_s(clk);
@@ -337,10 +371,10 @@ int cmp_quality(const cmp_quality_opts *o) {
         const double work = st.flops / st0.flops;
         const double tl = (double)st.token_layers / (double)st0.token_layers;
         if (!strcmp(name, "exact")) exact_time = time_s;
-        snprintf(pts[npt].name, sizeof pts[npt].name, "%s", name);
+        snprintf(pts[npt].name, sizeof pts[npt].name, "%s", label);
         pts[npt].cos_mean = cmean, pts[npt].work = work, pts[npt++].time_rel = time_s;
         if (o->json) {
-            printf("{\"method\": \"%s\", \"texts\": %lld, \"pairs\": %lld", name, (long long)n,
+            printf("{\"method\": \"%s\", \"texts\": %lld, \"pairs\": %lld", label, (long long)n,
                    (long long)P);
             jnum("cos_mean", cmean), jnum("cos_min", cmin), jnum("spearman", rho);
             jnum("flops", st.flops), jnum("work_vs_exact", work);
@@ -353,7 +387,7 @@ int cmp_quality(const cmp_quality_opts *o) {
                 snprintf(rs, sizeof rs, "-");
             else
                 snprintf(rs, sizeof rs, "%.4f", rho);
-            printf("%-16s %9.5f %9.5f %9s %9.3f %8.3f %8.3f %9.4f\n", name, cmean, cmin, rs,
+            printf("%-26s %9.5f %9.5f %9s %9.3f %8.3f %8.3f %9.4f\n", label, cmean, cmin, rs,
                    st.flops * 1e-9, work, tl, time_s);
         }
         fflush(stdout);

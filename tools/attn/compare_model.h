@@ -36,6 +36,8 @@ typedef struct cmp_quality_opts {
     const char *plot; /* optional: quality vs work and vs time, SVG */
     int threads, reps, json, cpu_time;
     uint64_t seed;
+    const char *draws; /* optional: --draws shared|layer|head for the methods with
+                        * random parts that name none (+draws-MODE) */
 } cmp_quality_opts;
 int cmp_quality(const cmp_quality_opts *o);
 

@@ -46,7 +46,10 @@ static void usage(FILE *f) {
             "  --steps N          a fixed number of steps instead (reproducible)\n"
             "  --lr X             peak learning rate (default 2e-3)\n"
             "  --weight-decay X   AdamW weight decay (default 0.01)\n"
-            "  --seed S           initialisation and sampling (default 1)\n"
+            "  --dropout P        GPT-2's dropout in training, P in [0, 1) (default 0):\n"
+            "                     attn_pdrop, resid_pdrop and embd_pdrop all P, written to\n"
+            "                     the saved config.json; off when evaluating and generating\n"
+            "  --seed S           initialisation, sampling and dropout masks (default 1)\n"
             "  --threads N        threads (default 1: on a shared machine two threads ran 5x\n"
             "                    slower than one; 0 = ATTN_NUM_THREADS, else all cores)\n"
             "  --log-every N      progress every N steps (default 50)\n"
@@ -155,7 +158,7 @@ static long bpe_ids(attn_ctx *ctx, const attn_bpe *t, const unsigned char *text,
 int attn_cmd_train_lm(int argc, char **argv) {
     int layers = 4, dim = 128, heads = 4, ctxlen = 128, batch = 16, steps = 0, threads = 1;
     int log_every = 50, vocab = 0;
-    float minutes = 10.0f, lr = 2e-3f, wd = 0.01f;
+    float minutes = 10.0f, lr = 2e-3f, wd = 0.01f, dropout = 0.0f;
     uint64_t seed = 1;
     const char *task = NULL, *corpus = NULL, *tokenizer = "char", *out = NULL;
     const cli_opt opts[] = {
@@ -172,6 +175,7 @@ int attn_cmd_train_lm(int argc, char **argv) {
         {"--steps", CLI_INT, &steps, 1, 1e9, 0, NULL},
         {"--lr", CLI_FLOAT, &lr, 0, CLI_INF, CLI_LO_OPEN, NULL},
         {"--weight-decay", CLI_FLOAT, &wd, 0, CLI_INF, 0, NULL},
+        CLI_OPT_DROPOUT(&dropout),
         CLI_OPT_SEED(&seed),
         CLI_OPT_THREADS(&threads),
         {"--log-every", CLI_INT, &log_every, 1, 1e9, 0, NULL},
@@ -263,6 +267,7 @@ int attn_cmd_train_lm(int argc, char **argv) {
     c.n_layer = layers, c.n_head = heads, c.n_kv_head = heads, c.n_inner = 4 * (int64_t)dim;
     c.layer_norm_epsilon = 1e-5f, c.attention_bias = c.mlp_bias = 1, c.act = ATTN_GPT_GELU_TANH;
     c.scale_attn_weights = 1, c.tie_word_embeddings = 1, c.bos_token_id = c.eos_token_id = -1;
+    c.attn_pdrop = c.resid_pdrop = c.embd_pdrop = dropout;
     if ((st = attn_gpt_trainer_create(ctx, &c, batch, seed, &tr))) {
         attn_cli_error(1, "%s", attn_ctx_last_error(ctx));
         goto done;
@@ -289,7 +294,9 @@ int attn_cmd_train_lm(int argc, char **argv) {
         printf("%d steps", steps);
     else
         printf("%.2f minutes", (double)minutes);
-    printf(", %d threads, seed %llu\n", attn_ctx_threads(ctx), (unsigned long long)seed);
+    printf(", %d threads, seed %llu", attn_ctx_threads(ctx), (unsigned long long)seed);
+    if (dropout > 0.0f) printf(", dropout %g", (double)dropout);
+    printf("\n");
     if (bpe)
         printf("tokenizer: byte-level BPE of %d ids trained on the training part, %.1f s with "
                "encoding; %zu training tokens (%.3f bytes each), %zu held-out tokens\n",
