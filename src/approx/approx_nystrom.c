@@ -110,54 +110,89 @@ static void pinv64(const float *ql, const float *kl, int64_t L, int64_t D, float
         z32[e] = (float)z[e];
 }
 
-attn_status attn__approx_nystrom_forward(attn_ctx *ctx, const attn__approx_plan *p) {
-    const int64_t L = p->L, D = p->D, Dv = p->Dv, S = p->S, T = p->T, C = p->chunk ? p->chunk : 64;
-    const int nth = attn_ctx_threads(ctx);
+/* The factors one (b, h) shares between the forward and the attention
+ * received: the landmarks Q~ and K~ (segment means), Z ~ pinv(softmax(s Q~
+ * K~^T)) and B = softmax(s Q~ K^T) [L, S]; all four sized once per call. */
+typedef struct {
+    float *ql, *kl, *z, *bm;
+    double *pw; /* pinv64's float64 work, 5 L^2, then `extra` doubles */
+} nys_factors;
+
+static int nys_alloc(nys_factors *f, const attn__approx_plan *p, int64_t extra) {
+    const int64_t L = p->L, D = p->D;
+    f->ql = attn__malloc((size_t)(L * D) * sizeof(float));
+    f->kl = attn__malloc((size_t)(L * D) * sizeof(float));
+    f->z = attn__malloc((size_t)(L * L) * sizeof(float));
+    f->pw = attn__malloc((size_t)(5 * L * L + extra) * sizeof(double));
+    f->bm = attn__malloc((size_t)(L * p->S) * sizeof(float));
+    return f->ql && f->kl && f->z && f->pw && f->bm;
+}
+
+static void nys_free(nys_factors *f) {
+    attn__free(f->ql), attn__free(f->kl), attn__free(f->z), attn__free(f->pw), attn__free(f->bm);
+}
+
+static void nys_build(attn_ctx *one, const attn__approx_plan *p, int64_t b, int64_t h,
+                      nys_factors *f) {
+    const int64_t L = p->L, D = p->D, S = p->S;
+    const float *qb = ATTN__ROW(p->q, p->qs, b, h, 0);
+    const float *kb = ATTN__ROW(p->k, p->ks, b, h / p->group, 0);
+    segment_means(qb, p->qs[2], p->T, D, L, f->ql);
+    segment_means(kb, p->ks[2], S, D, L, f->kl);
+    pinv64(f->ql, f->kl, L, D, p->scale, p->iters, f->z, f->pw);
+    attn__sgemm(one, 0, 1, L, S, D, p->scale, f->ql, D, kb, p->ks[2], 0.0f, f->bm, S);
+    softmax_rows(f->bm, L, S);
+}
+
+/* F for query rows i0 .. i0+n-1: softmax(s Q K~^T) into fc [n, L]. */
+static void nys_queries(attn_ctx *one, const attn__approx_plan *p, const float *kl, int64_t b,
+                        int64_t h, int64_t i0, int64_t n, float *fc) {
+    attn__sgemm(one, 0, 1, n, p->L, p->D, p->scale, ATTN__ROW(p->q, p->qs, b, h, i0), p->qs[2], kl,
+                p->D, 0.0f, fc, p->L);
+    softmax_rows(fc, n, p->L);
+}
+
+static attn_ctx single_thread(const attn_ctx *ctx) {
     attn_ctx one;
     memset(&one, 0, sizeof one);
     one.nthreads = 1;
     one.arch = ctx->arch;
-    const int64_t LL = L * L;
-    float *ql = attn__malloc((size_t)(L * D) * sizeof(float));
-    float *kl = attn__malloc((size_t)(L * D) * sizeof(float));
-    float *z = attn__malloc((size_t)LL * sizeof(float));
-    double *pw = attn__malloc((size_t)(5 * LL) * sizeof(double));
-    float *bm = attn__malloc((size_t)(L * S) * sizeof(float));
+    return one;
+}
+
+attn_status attn__approx_nystrom_forward(attn_ctx *ctx, const attn__approx_plan *p) {
+    const int64_t L = p->L, Dv = p->Dv, S = p->S, T = p->T, C = p->chunk ? p->chunk : 64;
+    const int nth = attn_ctx_threads(ctx);
+    attn_ctx one = single_thread(ctx);
+    nys_factors fac;
+    const int ok = nys_alloc(&fac, p, 0);
     float *w = attn__malloc((size_t)(L * Dv) * sizeof(float));
     float *m = attn__malloc((size_t)(L * Dv) * sizeof(float));
     float *fs = attn__malloc((size_t)(C * L * nth) * sizeof(float));
     attn_status st = ATTN_OK;
-    if (!ql || !kl || !z || !pw || !bm || !w || !m || !fs) {
+    if (!ok || !w || !m || !fs) {
         st = attn_ctx_fail(ctx, ATTN_E_NOMEM, "nystrom attention: out of memory");
         goto done;
     }
     for (int64_t b = 0; b < p->B; b++)
         for (int64_t h = 0; h < p->H; h++) {
-            const float *qb = ATTN__ROW(p->q, p->qs, b, h, 0);
-            const float *kb = ATTN__ROW(p->k, p->ks, b, h / p->group, 0);
             const float *vb = ATTN__ROW(p->v, p->vs, b, h / p->group, 0);
-            segment_means(qb, p->qs[2], T, D, L, ql);
-            segment_means(kb, p->ks[2], S, D, L, kl);
-            pinv64(ql, kl, L, D, p->scale, p->iters, z, pw);
-            attn__sgemm(&one, 0, 1, L, S, D, p->scale, ql, D, kb, p->ks[2], 0.0f, bm, S);
-            softmax_rows(bm, L, S);
-            attn__sgemm(&one, 0, 0, L, Dv, S, 1.0f, bm, S, vb, p->vs[2], 0.0f, w, Dv);
-            attn__sgemm(&one, 0, 0, L, Dv, L, 1.0f, z, L, w, Dv, 0.0f, m, Dv);
+            nys_build(&one, p, b, h, &fac);
+            attn__sgemm(&one, 0, 0, L, Dv, S, 1.0f, fac.bm, S, vb, p->vs[2], 0.0f, w, Dv);
+            attn__sgemm(&one, 0, 0, L, Dv, L, 1.0f, fac.z, L, w, Dv, 0.0f, m, Dv);
             const int64_t nc = (T + C - 1) / C;
 #pragma omp parallel for num_threads(nth) schedule(dynamic, 1)
             for (int64_t c = 0; c < nc; c++) {
                 float *f = fs + C * L * omp_get_thread_num();
                 const int64_t i0 = c * C, n = ATTN_MIN(C, T - i0);
-                attn__sgemm(&one, 0, 1, n, L, D, p->scale, qb + i0 * p->qs[2], p->qs[2], kl, D,
-                            0.0f, f, L);
-                softmax_rows(f, n, L);
+                nys_queries(&one, p, fac.kl, b, h, i0, n, f);
                 attn__sgemm(&one, 0, 0, n, Dv, L, 1.0f, f, L, m, Dv, 0.0f,
                             ATTN__ROW(p->out, p->os, b, h, i0), p->os[2]);
             }
         }
 done:
-    attn__free(ql), attn__free(kl), attn__free(z), attn__free(pw);
-    attn__free(bm), attn__free(w), attn__free(m), attn__free(fs);
+    nys_free(&fac);
+    attn__free(w), attn__free(m), attn__free(fs);
     return st;
 }
 
@@ -168,39 +203,24 @@ done:
  * F Z B can be negative (Z is a pseudo-inverse), and so can a sum. */
 attn_status attn__approx_nystrom_received(attn_ctx *ctx, const attn__approx_plan *p,
                                           double *recv) {
-    const int64_t L = p->L, D = p->D, S = p->S, T = p->T, C = p->chunk ? p->chunk : 64;
-    attn_ctx one;
-    memset(&one, 0, sizeof one);
-    one.nthreads = 1;
-    one.arch = ctx->arch;
-    const int64_t LL = L * L;
-    float *ql = attn__malloc((size_t)(L * D) * sizeof(float));
-    float *kl = attn__malloc((size_t)(L * D) * sizeof(float));
-    float *z = attn__malloc((size_t)LL * sizeof(float));
-    double *pw = attn__malloc((size_t)(5 * LL + 2 * L) * sizeof(double));
-    float *bm = attn__malloc((size_t)(L * S) * sizeof(float));
+    const int64_t L = p->L, S = p->S, T = p->T, C = p->chunk ? p->chunk : 64;
+    attn_ctx one = single_thread(ctx);
+    nys_factors fac;
+    const int ok = nys_alloc(&fac, p, 2 * L);
     float *f = attn__malloc((size_t)(C * L) * sizeof(float));
     attn_status st = ATTN_OK;
-    if (!ql || !kl || !z || !pw || !bm || !f) {
+    if (!ok || !f) {
         st = attn_ctx_fail(ctx, ATTN_E_NOMEM, "nystrom attention: out of memory");
         goto done;
     }
-    double *cs = pw + 5 * LL, *u = cs + L; /* 1^T F, then (1^T F) Z */
+    double *cs = fac.pw + 5 * L * L, *u = cs + L; /* 1^T F, then (1^T F) Z */
     for (int64_t b = 0; b < p->B; b++)
         for (int64_t h = 0; h < p->H; h++) {
-            const float *qb = ATTN__ROW(p->q, p->qs, b, h, 0);
-            const float *kb = ATTN__ROW(p->k, p->ks, b, h / p->group, 0);
-            segment_means(qb, p->qs[2], T, D, L, ql);
-            segment_means(kb, p->ks[2], S, D, L, kl);
-            pinv64(ql, kl, L, D, p->scale, p->iters, z, pw);
-            attn__sgemm(&one, 0, 1, L, S, D, p->scale, ql, D, kb, p->ks[2], 0.0f, bm, S);
-            softmax_rows(bm, L, S);
+            nys_build(&one, p, b, h, &fac);
             memset(cs, 0, (size_t)L * sizeof *cs);
             for (int64_t i0 = 0; i0 < T; i0 += C) {
                 const int64_t n = ATTN_MIN(C, T - i0);
-                attn__sgemm(&one, 0, 1, n, L, D, p->scale, qb + i0 * p->qs[2], p->qs[2], kl, D,
-                            0.0f, f, L);
-                softmax_rows(f, n, L);
+                nys_queries(&one, p, fac.kl, b, h, i0, n, f);
                 for (int64_t i = 0; i < n; i++)
                     for (int64_t l = 0; l < L; l++)
                         cs[l] += (double)f[i * L + l];
@@ -208,18 +228,18 @@ attn_status attn__approx_nystrom_received(attn_ctx *ctx, const attn__approx_plan
             for (int64_t l = 0; l < L; l++) {
                 u[l] = 0.0;
                 for (int64_t r = 0; r < L; r++)
-                    u[l] += cs[r] * (double)z[r * L + l];
+                    u[l] += cs[r] * (double)fac.z[r * L + l];
             }
             double *rc = recv + (b * p->H + h) * S;
             for (int64_t j = 0; j < S; j++) {
                 double a = 0.0;
                 for (int64_t l = 0; l < L; l++)
-                    a += u[l] * (double)bm[l * S + j];
+                    a += u[l] * (double)fac.bm[l * S + j];
                 rc[j] = a;
             }
         }
 done:
-    attn__free(ql), attn__free(kl), attn__free(z), attn__free(pw);
-    attn__free(bm), attn__free(f);
+    nys_free(&fac);
+    attn__free(f);
     return st;
 }

@@ -166,6 +166,16 @@ void attn__dropout_rows(attn_ctx *ctx, int64_t n, float p, uint64_t seed, float 
     }
 }
 
+/* The gradient through y = dropout(y) at a site: dx itself when p is 0,
+ * else dx under the same mask, in tmp (n floats). */
+static const float *resid_dropout_grad(attn_ctx *ctx, float p, uint64_t seed, int site, int64_t n,
+                                       const float *dx, float *tmp) {
+    if (p <= 0.0f) return dx;
+    memcpy(tmp, dx, (size_t)n * sizeof(float));
+    attn__dropout_rows(ctx, n, p, site_seed(seed, site), tmp);
+    return tmp;
+}
+
 static void zero_padded(const attn__batch *bt, int64_t E, float *dx) {
     if (!bt->len) return;
     for (int64_t r = 0; r < bt->B * bt->T; r++)
@@ -246,13 +256,8 @@ static attn_status attn_bwd(attn_ctx *ctx, const sub_attn *s, const attn__batch 
     if (!s->pre_ln) /* x = LN(r): dr = LN'(dx) */
         ln_rows_backward(ctx, bt, E, A->ln_in, s->ln_g, A->mean, A->rstd, dx, dx, ln_dg, ln_db);
     /* y = dropout(y): dy = the same mask on dx (into tmp, free until dproj) */
-    const float *dy = dx;
-    if (s->resid_pdrop > 0.0f) {
-        memcpy(tmp, dx, (size_t)(N * E) * sizeof(float));
-        attn__dropout_rows(ctx, N * E, s->resid_pdrop, site_seed(s->drop_seed, DROP_RESID_ATTN),
-                           tmp);
-        dy = tmp;
-    }
+    const float *dy =
+        resid_dropout_grad(ctx, s->resid_pdrop, s->drop_seed, DROP_RESID_ATTN, N * E, dx, tmp);
     /* y = o Wo^T + bo: do = dy Wo, dWo += dy^T o, dbo += sum dy */
     attn__linear_backward(ctx, A->o, E, N, E, m->w_out, E, dy, E, d_o, E, 0, g->w_out, g->b_out, 1);
     /* o = attention(q, k, v) */
@@ -342,13 +347,8 @@ static void ffn_bwd(attn_ctx *ctx, const sub_ffn *s, const attn__batch *bt, cons
     if (!s->pre_ln) /* x = LN(r): dr = LN'(dx) */
         ln_rows_backward(ctx, bt, E, F->ln_in, s->ln_g, F->mean, F->rstd, dx, dx, ln_dg, ln_db);
     /* y = dropout(y): dy = the same mask on dx (into tmp, free until dproj) */
-    const float *dy = dx;
-    if (s->resid_pdrop > 0.0f) {
-        memcpy(tmp, dx, (size_t)(N * E) * sizeof(float));
-        attn__dropout_rows(ctx, N * E, s->resid_pdrop, site_seed(s->drop_seed, DROP_RESID_FFN),
-                           tmp);
-        dy = tmp;
-    }
+    const float *dy =
+        resid_dropout_grad(ctx, s->resid_pdrop, s->drop_seed, DROP_RESID_FFN, N * E, dx, tmp);
     /* y = a W2^T + b2: da = dy W2, dW2 += dy^T a, db2 += sum dy */
     attn__linear_backward(ctx, F->a, I, N, I, f->w2, E, dy, E, du, I, 0, g->w2, g->b2, 1);
     /* a = act(u): du = act'(u) da (padded rows: zero) */
