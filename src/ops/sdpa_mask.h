@@ -154,8 +154,8 @@ static inline int64_t attn__row_span(const attn__sdpa_plan *p) {
  * of other rows (or the reverse) is also cut between the two: the global
  * rows compute every key, the others only their window, and a kernel's row
  * group costs the same whatever its rows see (the usual case: global tokens
- * at the start of the sequence). The backward's strips; the forward's are
- * fixed groups of its family's mr rows. */
+ * at the start of the sequence). The backward's strips, and with the
+ * height of attn__fwd_strip_rows the forward's. */
 static inline int64_t attn__strip_next(const attn__sdpa_plan *p, int64_t R, int64_t i0) {
     const int64_t span = attn__row_span(p);
     const int64_t e = ATTN_MIN(ATTN_MIN(i0 + R, (i0 / span + 1) * span), p->T);
@@ -169,6 +169,27 @@ static inline int64_t attn__strip_next(const attn__sdpa_plan *p, int64_t R, int6
         if (c < e && d == e) return c;
     }
     return e;
+}
+
+/* Height of the forward's strips in the span holding row i0, for a family
+ * whose kernels take strips of mr rows and of every multiple of q below: a
+ * span of n rows is cut into the fewest strips of at most mr rows, of equal
+ * height rounded up to q (the last one shorter). A 128-row query block
+ * then runs as 48 + 48 + 32 rows on avx512 (not 3 x 48), a 64-row one as
+ * 32 + 32; the kernels compute each strip at its height rounded up to q. */
+static inline int64_t attn__fwd_strip_rows(const attn__sdpa_plan *p, int64_t mr, int64_t q,
+                                           int64_t i0) {
+    const int64_t span = attn__row_span(p), s0 = i0 / span * span;
+    const int64_t n = ATTN_MIN(s0 + span, p->T) - s0, k = (n + mr - 1) / mr;
+    return ATTN_MIN(mr, ((n + k - 1) / k + q - 1) / q * q);
+}
+
+/* Start of the forward's strip after the one at row i0: attn__strip_next
+ * with the height above, so it is also cut after a run of global query
+ * rows (which compute every key, the rows after them only their window). */
+static inline int64_t attn__fwd_strip_next(const attn__sdpa_plan *p, int64_t mr, int64_t q,
+                                           int64_t i0) {
+    return attn__strip_next(p, attn__fwd_strip_rows(p, mr, q, i0), i0);
 }
 
 /* Keys query i of (b, h) can see by the interval rules, the layout and the

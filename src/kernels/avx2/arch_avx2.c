@@ -48,6 +48,7 @@ void attn__arch_init_avx2(attn__arch *a) {
     a->name = "avx2";
     a->mr = 24;
     a->bk = 128;
+    a->mrq = 8;
     a->bmr = 96;
     a->bbk = 48;
     a->fwd = attn__kernels_avx2;
