@@ -41,6 +41,11 @@ typedef struct attn_kernels {
      * v: n rows of Dv floats, row stride vs. alpha == 1 leaves ot exact. */
     void (*pv)(const float *p, int R, int n, const float *v, int64_t vs, int Dv, const float *alpha,
                float *ot);
+
+    /* The accumulator back to rows: o[r*os + c] = ot[c*R + r] * inv[r] for
+     * r < mr, c < Dv (the strip's output rows, out = O / l). */
+    void (*unpack_o)(const float *ot, int R, int mr, int Dv, const float *inv, float *o,
+                     int64_t os);
 } attn_kernels;
 
 #endif /* ATTN_KERNELS_H */

@@ -168,11 +168,17 @@ static void next_block(const strip *st, int ns, int64_t bk, int64_t uhi, int64_t
     }
 }
 
-/* Ask for n rows of w floats (row stride rs) in cache, 64 bytes at a time. */
+/* Ask for n rows of w floats (row stride rs) in cache, 64 bytes at a time,
+ * to read them, or to write them. */
 static void prefetch_rows(const float *x, int64_t rs, int64_t n, int64_t w) {
     for (int64_t j = 0; j < n; j++)
         for (int64_t c = 0; c < w; c += 16)
             __builtin_prefetch(x + j * rs + c, 0, 2);
+}
+static void prefetch_rows_w(float *x, int64_t rs, int64_t n, int64_t w) {
+    for (int64_t j = 0; j < n; j++)
+        for (int64_t c = 0; c < w; c += 16)
+            __builtin_prefetch(x + j * rs + c, 1, 2);
 }
 
 /* Rows, key segments and packed queries of the strip of rows [i0, i1)
@@ -211,20 +217,16 @@ static void strip_init(const attn__sdpa_plan *p, const geom *g, int64_t b, int64
 
 /* out = O / l, lse = m + log(l); rows with no visible key get 0 and -inf. */
 static void strip_finish(const attn__sdpa_plan *p, const geom *g, const strip *st) {
-    const int Dv = (int)p->Dv, MR = st->R;
+    const int Dv = (int)p->Dv;
     const int64_t b = st->sm.b, h = st->sm.h;
-    (void)g;
+    float *out = p->out + b * p->os[0] + h * p->os[1] + st->sm.i0 * p->os[2];
+    for (int r = 0; r < st->sm.mr; r++) /* alpha is free now: 1 / l */
+        st->alpha[r] = st->m[r] == -INFINITY ? 0.0f : 1.0f / st->l[r];
+    g->kn->unpack_o(st->ot, st->R, st->sm.mr, Dv, st->alpha, out, p->os[2]);
     for (int r = 0; r < st->sm.mr; r++) {
         int64_t i = st->sm.i0 + r;
-        float *dst = p->out + b * p->os[0] + h * p->os[1] + i * p->os[2];
-        const float *src = st->ot + r; /* src[c*MR] is column c */
-        if (st->m[r] == -INFINITY) {
-            memset(dst, 0, (size_t)Dv * sizeof(float));
-        } else {
-            float inv = 1.0f / st->l[r];
-            for (int c = 0; c < Dv; c++)
-                dst[c] = src[(size_t)c * MR] * inv;
-        }
+        if (st->m[r] == -INFINITY) /* zeros, whatever the accumulator holds */
+            memset(out + r * p->os[2], 0, (size_t)Dv * sizeof(float));
         if (p->lse) {
             float *le = p->lse + b * p->ls[0] + h * p->ls[1] + i * p->ls[2];
             *le = st->m[r] == -INFINITY ? -INFINITY : st->m[r] + logf(st->l[r]);
@@ -238,7 +240,8 @@ static void strip_finish(const attn__sdpa_plan *p, const geom *g, const strip *s
  * aligned to multiples of BK and cut at each strip's first and last key, so
  * a strip's tiles (and so its arithmetic) do not depend on its task's other
  * strips: the grouping can change with the thread count, results do not. */
-static void run_task(const attn__sdpa_plan *p, const geom *g, const task *t, float *ws) {
+static void run_task(const attn__sdpa_plan *p, const geom *g, const task *t, const task *next,
+                     float *ws) {
     float *s = ws; /* [BK][MR] */
     float *rk = s + attn__round16((size_t)g->BK * g->MR); /* RoPE: [BK][D], [MR][D], scratch */
     float *rq = rk + attn__round16((size_t)g->BK * p->D);
@@ -261,16 +264,27 @@ static void run_task(const attn__sdpa_plan *p, const geom *g, const task *t, flo
     ksrc ks = {p->k + t->b * p->ks[0] + hk * p->ks[1], 0, p->ks[2],
                p->v + t->b * p->vs[0] + hk * p->vs[1], 0, p->vs[2]};
     /* Blocks no strip computes are passed over; while the strips compute
-     * one block, the next one's keys and values are fetched (a query block
-     * of a sparse layout shares each key block among only its 2-4 strips,
-     * not 16, so waiting for it from memory showed). */
+     * one block, the next one's keys and values are fetched when it does
+     * not follow on (a query block of a sparse layout shares each key block
+     * among only its 2-4 strips, not 16, so waiting for it from memory
+     * showed; consecutive blocks the hardware streams by itself, and asking
+     * for them too cost ~3% of a Longformer forward). */
     const int pf = !p->rope_k && !p->pg;
+    /* the next task's queries and output rows, for its packing and its
+     * results (strips of ~560 keys waited ~4% of their time on each from
+     * memory) */
+    if (next) {
+        prefetch_rows(p->q + next->b * p->qs[0] + next->h * p->qs[1] + next->i0 * p->qs[2],
+                      p->qs[2], next->i1 - next->i0, p->D);
+        prefetch_rows_w(p->out + next->b * p->os[0] + next->h * p->os[1] + next->i0 * p->os[2],
+                        p->os[2], next->i1 - next->i0, p->Dv);
+    }
     int64_t kb = ulo < uhi ? ulo / g->BK * g->BK : uhi, a, e;
     next_block(st, t->ns, g->BK, uhi, &kb, &a, &e);
     while (kb < uhi) {
         int64_t nkb = kb + g->BK, na, ne;
         next_block(st, t->ns, g->BK, uhi, &nkb, &na, &ne);
-        if (pf && nkb < uhi) {
+        if (pf && nkb < uhi && nkb != kb + g->BK) {
             prefetch_rows(ks.kp + na * ks.kst, ks.kst, ne - na, p->D);
             prefetch_rows(ks.vp + na * ks.vst, ks.vst, ne - na, p->Dv);
         }
@@ -386,11 +400,13 @@ static attn_status forward_plan(attn_ctx *ctx, const attn__sdpa_plan *pp) {
     }
     if (nth == 1) {
         for (int64_t t = 0; t < ntask_made; t++)
-            run_task(&p, &g, &tasks[t], attn__ws_get(ctx, 0));
+            run_task(&p, &g, &tasks[t], t + 1 < ntask_made ? &tasks[t + 1] : NULL,
+                     attn__ws_get(ctx, 0));
     } else {
 #pragma omp parallel for num_threads(nth) schedule(dynamic, 1)
         for (int64_t t = 0; t < ntask_made; t++)
-            run_task(&p, &g, &tasks[t], attn__ws_get(ctx, omp_get_thread_num()));
+            run_task(&p, &g, &tasks[t], t + 1 < ntask_made ? &tasks[t + 1] : NULL,
+                     attn__ws_get(ctx, omp_get_thread_num()));
     }
     free(tasks);
     return ATTN_OK;

@@ -310,4 +310,5 @@ const attn_kernels attn__kernels_avx2 = {
     .qk = qk_avx2,
     .softmax = softmax_avx2,
     .pv = pv_avx2,
+    /* unpack_o: the scalar one (arch_avx2.c keeps it) */
 };

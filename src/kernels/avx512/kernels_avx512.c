@@ -76,50 +76,17 @@ static void pack_q_avx512(const float *q, int64_t qs, int mr, int R, int D, floa
         }
 }
 
-/* Scores of NK keys for a strip of G vectors: G*NK accumulators, per d G
- * loads of the packed queries and NK broadcasts of key elements. */
-ATTN_INLINE void dot_keys(int G, int NK, const float *qt, int ld, const float *k0, int64_t ks,
-                          int D, float *o) {
-    __m512 c[16][3];
-#pragma GCC unroll 16
-    for (int u = 0; u < NK; u++)
-#pragma GCC unroll 3
-        for (int g = 0; g < G; g++)
-            c[u][g] = _mm512_setzero_ps();
-    const float *a = qt;
-    for (int d = 0; d < D; d++, a += ld) {
-        __m512 av[3];
-#pragma GCC unroll 3
-        for (int g = 0; g < G; g++)
-            av[g] = _mm512_load_ps(a + 16 * g);
-#pragma GCC unroll 16
-        for (int u = 0; u < NK; u++) {
-            __m512 b = _mm512_set1_ps(k0[u * ks + d]);
-#pragma GCC unroll 3
-            for (int g = 0; g < G; g++)
-                c[u][g] = _mm512_fmadd_ps(av[g], b, c[u][g]);
-        }
-    }
-#pragma GCC unroll 16
-    for (int u = 0; u < NK; u++)
-#pragma GCC unroll 3
-        for (int g = 0; g < G; g++)
-            _mm512_store_ps(o + (size_t)u * ld + 16 * g, c[u][g]);
-}
-
-/* Keys in blocks of 16 (one vector), 8 (two) then 4, then one by one. */
+/* Keys 16 at a time for one vector (16 accumulators), 8 for two, then the
+ * tail together. */
 ATTN_INLINE void dot_short(int G, const float *qt, int ld, const float *k, int64_t ks, int n,
                            int D, float *s) {
     int j = 0;
     if (G == 1)
         for (; j + 16 <= n; j += 16)
-            dot_keys(1, 16, qt, ld, k + (int64_t)j * ks, ks, D, s + (size_t)j * ld);
+            dot_keys_avx512(1, 16, qt, ld, k + (int64_t)j * ks, ks, D, s + (size_t)j * ld);
     for (; j + 8 <= n; j += 8)
-        dot_keys(G, 8, qt, ld, k + (int64_t)j * ks, ks, D, s + (size_t)j * ld);
-    for (; j + 4 <= n; j += 4)
-        dot_keys(G, 4, qt, ld, k + (int64_t)j * ks, ks, D, s + (size_t)j * ld);
-    for (; j < n; j++)
-        dot_keys(G, 1, qt, ld, k + (int64_t)j * ks, ks, D, s + (size_t)j * ld);
+        dot_keys_avx512(G, 8, qt, ld, k + (int64_t)j * ks, ks, D, s + (size_t)j * ld);
+    dot_tail_avx512(G, qt, ld, k + (int64_t)j * ks, ks, n - j, D, s + (size_t)j * ld);
 }
 
 static void qk_avx512(const float *qt, int R, const float *k, int64_t ks, int n, int D, float *s) {
@@ -256,10 +223,31 @@ static void pv_avx512(const float *p, int R, int n, const float *v, int64_t vs, 
         pv_g(1, p, n, v, vs, Dv, alpha, ot);
 }
 
+/* o[r*os + c] = ot[c*R + r] * inv[r]: 16 columns x 16 rows at a time
+ * through the register transpose, the row tail and column tail masked. */
+static void unpack_o_avx512(const float *ot, int R, int mr, int Dv, const float *inv, float *o,
+                            int64_t os) {
+    for (int r0 = 0; r0 < mr; r0 += 16)
+        for (int c0 = 0; c0 < Dv; c0 += 16) {
+            const int nc = Dv - c0 < 16 ? Dv - c0 : 16, nr = mr - r0 < 16 ? mr - r0 : 16;
+            const __mmask16 km = (__mmask16)((1u << nc) - 1);
+            __m512 x[16];
+#pragma GCC unroll 16
+            for (int i = 0; i < 16; i++)
+                x[i] = i < nc ? _mm512_load_ps(ot + (size_t)(c0 + i) * R + r0)
+                              : _mm512_setzero_ps();
+            transpose16(x);
+            for (int i = 0; i < nr; i++)
+                _mm512_mask_storeu_ps(o + (int64_t)(r0 + i) * os + c0, km,
+                                      _mm512_mul_ps(x[i], _mm512_set1_ps(inv[r0 + i])));
+        }
+}
+
 const attn_kernels attn__kernels_avx512 = {
     .name = "avx512",
     .pack_q = pack_q_avx512,
     .qk = qk_avx512,
     .softmax = softmax_avx512,
     .pv = pv_avx512,
+    .unpack_o = unpack_o_avx512,
 };
