@@ -366,8 +366,7 @@ static attn_status forward_plan(attn_ctx *ctx, const attn__sdpa_plan *pp) {
             i = e;
         }
         if (!pass && !(rows = malloc((size_t)ATTN_MAX(nrt, 1) * sizeof *rows)))
-            return attn_ctx_fail(ctx, ATTN_E_NOMEM, "out of memory for %lld tasks",
-                                 (long long)nrt);
+            return attn_ctx_fail(ctx, ATTN_E_NOMEM, "out of memory for %lld tasks", (long long)nrt);
     }
     const int64_t ntask = p.B * p.H * nrt;
     task *tasks = malloc((size_t)ntask * sizeof *tasks);

@@ -304,11 +304,11 @@ static void pv_avx2(const float *p, int R, int n, const float *v, int64_t vs, in
     }
 }
 
+/* unpack_o: the scalar one (arch_avx2.c keeps it) */
 const attn_kernels attn__kernels_avx2 = {
     .name = "avx2",
     .pack_q = pack_q_avx2,
     .qk = qk_avx2,
     .softmax = softmax_avx2,
     .pv = pv_avx2,
-    /* unpack_o: the scalar one (arch_avx2.c keeps it) */
 };

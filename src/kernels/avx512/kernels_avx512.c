@@ -78,8 +78,8 @@ static void pack_q_avx512(const float *q, int64_t qs, int mr, int R, int D, floa
 
 /* Keys 16 at a time for one vector (16 accumulators), 8 for two, then the
  * tail together. */
-ATTN_INLINE void dot_short(int G, const float *qt, int ld, const float *k, int64_t ks, int n,
-                           int D, float *s) {
+ATTN_INLINE void dot_short(int G, const float *qt, int ld, const float *k, int64_t ks, int n, int D,
+                           float *s) {
     int j = 0;
     if (G == 1)
         for (; j + 16 <= n; j += 16)
@@ -234,8 +234,8 @@ static void unpack_o_avx512(const float *ot, int R, int mr, int Dv, const float 
             __m512 x[16];
 #pragma GCC unroll 16
             for (int i = 0; i < 16; i++)
-                x[i] = i < nc ? _mm512_load_ps(ot + (size_t)(c0 + i) * R + r0)
-                              : _mm512_setzero_ps();
+                x[i] =
+                    i < nc ? _mm512_load_ps(ot + (size_t)(c0 + i) * R + r0) : _mm512_setzero_ps();
             transpose16(x);
             for (int i = 0; i < nr; i++)
                 _mm512_mask_storeu_ps(o + (int64_t)(r0 + i) * os + c0, km,

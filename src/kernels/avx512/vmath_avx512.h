@@ -74,14 +74,29 @@ ATTN_INLINE void dot_keys_avx512(int G, int NK, const float *qt, int ld, const f
 ATTN_INLINE void dot_tail_avx512(int G, const float *qt, int ld, const float *k, int64_t ks, int n,
                                  int D, float *s) {
     switch (n) {
-    case 7: dot_keys_avx512(G, 7, qt, ld, k, ks, D, s); break;
-    case 6: dot_keys_avx512(G, 6, qt, ld, k, ks, D, s); break;
-    case 5: dot_keys_avx512(G, 5, qt, ld, k, ks, D, s); break;
-    case 4: dot_keys_avx512(G, 4, qt, ld, k, ks, D, s); break;
-    case 3: dot_keys_avx512(G, 3, qt, ld, k, ks, D, s); break;
-    case 2: dot_keys_avx512(G, 2, qt, ld, k, ks, D, s); break;
-    case 1: dot_keys_avx512(G, 1, qt, ld, k, ks, D, s); break;
-    default: break;
+    case 7:
+        dot_keys_avx512(G, 7, qt, ld, k, ks, D, s);
+        break;
+    case 6:
+        dot_keys_avx512(G, 6, qt, ld, k, ks, D, s);
+        break;
+    case 5:
+        dot_keys_avx512(G, 5, qt, ld, k, ks, D, s);
+        break;
+    case 4:
+        dot_keys_avx512(G, 4, qt, ld, k, ks, D, s);
+        break;
+    case 3:
+        dot_keys_avx512(G, 3, qt, ld, k, ks, D, s);
+        break;
+    case 2:
+        dot_keys_avx512(G, 2, qt, ld, k, ks, D, s);
+        break;
+    case 1:
+        dot_keys_avx512(G, 1, qt, ld, k, ks, D, s);
+        break;
+    default:
+        break;
     }
 }
 
