@@ -3,14 +3,15 @@
  * masks, heads or threads; they trust their arguments (validated at the API
  * boundary).
  *
- * Tile geometry: a strip of R query rows (R = the family's arch.mr) is
+ * Tile geometry: a strip of R query rows (R = the family's arch.mr, or a
+ * multiple of its arch.mrq below that for a shorter strip) is
  * packed transposed once ([D][R], pre-scaled), so a score tile is laid out
  * s[j*R + r] (key j, query row r): the softmax then runs down columns with
  * no horizontal reductions, and keys are read straight from the caller's K
  * and V with no packing. Rows r >= mr of a strip are padding: their scores
  * are computed on zero queries and never written out. Every kernel takes R;
- * a SIMD family's kernels accept only their own R (the descriptor pairs
- * them), the scalar ones any R, so a family can start from the scalar
+ * a SIMD family's kernels accept only their own heights (the descriptor
+ * pairs them), the scalar ones any R, so a family can start from the scalar
  * descriptor and override kernels one by one. */
 #ifndef ATTN_KERNELS_H
 #define ATTN_KERNELS_H
