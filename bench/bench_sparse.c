@@ -176,8 +176,8 @@ int main(int argc, char **argv) {
     const int mr = backward ? ctx->arch->bmr : ctx->arch->mr;
     const double tiles = tile_pairs(ctx, &sp, mr, backward) / ((double)H * (double)T * (double)T);
     if (tiles_only) { /* the fractions alone, no timing */
-        printf("%s strips of %d rows: visible %.4f tiles %.4f\n", backward ? "backward" : "forward",
-               mr, fs / fd, tiles);
+        printf("%s strips of up to %d rows: visible %.4f tiles %.4f\n",
+               backward ? "backward" : "forward", mr, fs / fd, tiles);
         return 0;
     }
     /* the peak: best of 15 probes of ~40 ms on each of the threads */
@@ -222,7 +222,7 @@ int main(int argc, char **argv) {
     const double ms = median(ts, (int)reps) * 1e3, md = median(td, (int)reps) * 1e3;
     const double gs = fs / ms * 1e-6, gd = fd / md * 1e-6;
     printf("%s T=S=%ld H=%ld D=%ld threads=%ld arch=%s window=%ld globals=%ld density=%g block=%ld "
-           "reps=%ld %s, strips of %d rows\n",
+           "reps=%ld %s, strips of up to %d rows\n",
            backward ? "backward" : "forward", T, H, D, threads, arch, window, globals, density,
            block, reps, g_cpu ? "cpu-time" : "wall", mr);
     printf("  peak %.1f GFLOP/s\n", peak);
