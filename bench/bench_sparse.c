@@ -7,7 +7,7 @@
  *   tiles    the fraction the kernels compute: the query strips' key
  *            segments from the tile classifier (ops/sdpa_mask), which
  *            include the masked keys of partial tiles (strips of the
- *            family's forward or backward height)
+ *            family's forward or backward heights)
  *   GFLOP/s  of the visible pairs, as % of the dense run's and of the
  *            family's FMA peak (measured here, best of 15 probes)
  *
@@ -56,17 +56,17 @@ static void fill(float *x, size_t n, uint64_t seed) {
     }
 }
 
-/* Start of the next strip: the forward's are groups of mr rows within a
- * span, the backward's attn__strip_next's. */
-static int64_t next_strip(const attn__sdpa_plan *p, int mr, int64_t i0, int backward) {
+/* Start of the next strip: the forward's attn__fwd_strip_next (up to mr
+ * rows, heights in multiples of the family's mrq), the backward's
+ * attn__strip_next. */
+static int64_t next_strip(const attn__sdpa_plan *p, int mr, int mrq, int64_t i0, int backward) {
     if (backward) return attn__strip_next(p, mr, i0);
-    const int64_t span = attn__row_span(p);
-    return ATTN_MIN(ATTN_MIN(i0 + mr, (i0 / span + 1) * span), p->T);
+    return attn__fwd_strip_next(p, mr, mrq, i0);
 }
 
 /* Pairs the strips compute (a strip's kernel rows x its segments' keys):
- * the forward's strips are the family's mr rows, the backward's bmr, and a
- * backward strip computes whole groups of mr rows. */
+ * a forward strip computes its rows rounded up to the family's mrq, a
+ * backward strip (up to bmr rows) whole groups of mr rows. */
 static double tile_pairs(attn_ctx *ctx, const attn_sdpa_args *a, int mr, int backward) {
     attn__sdpa_plan p;
     attn__glob glob;
@@ -75,12 +75,14 @@ static double tile_pairs(attn_ctx *ctx, const attn_sdpa_args *a, int mr, int bac
     int64_t lo[512], hi[512];
     double n = 0;
     const int64_t nh = p.lay && p.lhs ? p.H : 1;
+    const int mrq = ctx->arch->mrq;
     for (int64_t h = 0; h < nh; h++)
-        for (int64_t i0 = 0; i0 < p.T; i0 = next_strip(&p, mr, i0, backward)) {
+        for (int64_t i0 = 0; i0 < p.T; i0 = next_strip(&p, mr, mrq, i0, backward)) {
             attn__strip_mask sm = {.lo = lo, .hi = hi, .seg = seg};
-            const int rows = (int)(next_strip(&p, mr, i0, backward) - i0);
-            const int unit = ctx->arch->mr; /* the kernels' row group */
-            const int tall = backward ? (rows + unit - 1) / unit * unit : mr;
+            const int rows = (int)(next_strip(&p, mr, mrq, i0, backward) - i0);
+            /* the kernels' row group */
+            const int unit = backward ? ctx->arch->mr : mrq;
+            const int tall = (rows + unit - 1) / unit * unit;
             attn__mask_strip(&p, 0, h, i0, rows, &sm);
             for (int k = 0; k < sm.nseg; k++)
                 n += (double)tall * (double)(sm.seg[k].b - sm.seg[k].a);
@@ -174,8 +176,8 @@ int main(int argc, char **argv) {
     const int mr = backward ? ctx->arch->bmr : ctx->arch->mr;
     const double tiles = tile_pairs(ctx, &sp, mr, backward) / ((double)H * (double)T * (double)T);
     if (tiles_only) { /* the fractions alone, no timing */
-        printf("%s strips of %d rows: visible %.4f tiles %.4f\n", backward ? "backward" : "forward",
-               mr, fs / fd, tiles);
+        printf("%s strips of up to %d rows: visible %.4f tiles %.4f\n",
+               backward ? "backward" : "forward", mr, fs / fd, tiles);
         return 0;
     }
     /* the peak: best of 15 probes of ~40 ms on each of the threads */
@@ -220,7 +222,7 @@ int main(int argc, char **argv) {
     const double ms = median(ts, (int)reps) * 1e3, md = median(td, (int)reps) * 1e3;
     const double gs = fs / ms * 1e-6, gd = fd / md * 1e-6;
     printf("%s T=S=%ld H=%ld D=%ld threads=%ld arch=%s window=%ld globals=%ld density=%g block=%ld "
-           "reps=%ld %s, strips of %d rows\n",
+           "reps=%ld %s, strips of up to %d rows\n",
            backward ? "backward" : "forward", T, H, D, threads, arch, window, globals, density,
            block, reps, g_cpu ? "cpu-time" : "wall", mr);
     printf("  peak %.1f GFLOP/s\n", peak);

@@ -60,9 +60,11 @@ static void expect_ulps(const char *fam, const char *what, const float *x, const
                      (double)y[i]);
 }
 
-/* Forward table on random tiles of the family's strip height. */
+/* Forward table on random tiles of one of the family's strip heights (a
+ * multiple of mrq up to mr: the short strips too). */
 static void forward_kernels(const attn__arch *f, const attn__arch *sc, at_rng *r) {
-    const int R = f->mr, D = (int)at_rng_int(r, 1, 140), Dv = (int)at_rng_int(r, 1, 140);
+    const int R = f->mrq * (int)at_rng_int(r, 1, f->mr / f->mrq), D = (int)at_rng_int(r, 1, 140),
+              Dv = (int)at_rng_int(r, 1, 140);
     const int n = (int)at_rng_int(r, 1, f->bk), mr = (int)at_rng_int(r, 1, R);
     const int64_t ks = D + at_rng_int(r, 0, 9), vs = Dv + at_rng_int(r, 0, 9);
     float *q = rnd(r, (size_t)R * D, -2, 2), *k = rnd(r, (size_t)n * ks, -2, 2);

@@ -26,8 +26,10 @@ typedef struct attn__arch {
     /* Forward: strips of `mr` query rows walk the keys in blocks of `bk`
      * (tiles never cross a multiple of bk). A strip's state is packed
      * queries [D][mr] and an accumulator [Dv][mr]; `mr` must be what the
-     * forward kernels accept. */
-    int mr, bk;
+     * forward kernels accept. They also accept every multiple of `mrq` up
+     * to mr (a strip of fewer rows runs at the height rounded up to mrq,
+     * [D][R] and [Dv][R], so it costs its own rows, not a full strip's). */
+    int mr, bk, mrq;
     /* Backward: strips of `bmr` query rows, key tiles of `bbk` keys. */
     int bmr, bbk;
 

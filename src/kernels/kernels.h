@@ -3,14 +3,15 @@
  * masks, heads or threads; they trust their arguments (validated at the API
  * boundary).
  *
- * Tile geometry: a strip of R query rows (R = the family's arch.mr) is
+ * Tile geometry: a strip of R query rows (R = the family's arch.mr, or a
+ * multiple of its arch.mrq below that for a shorter strip) is
  * packed transposed once ([D][R], pre-scaled), so a score tile is laid out
  * s[j*R + r] (key j, query row r): the softmax then runs down columns with
  * no horizontal reductions, and keys are read straight from the caller's K
  * and V with no packing. Rows r >= mr of a strip are padding: their scores
  * are computed on zero queries and never written out. Every kernel takes R;
- * a SIMD family's kernels accept only their own R (the descriptor pairs
- * them), the scalar ones any R, so a family can start from the scalar
+ * a SIMD family's kernels accept only their own heights (the descriptor
+ * pairs them), the scalar ones any R, so a family can start from the scalar
  * descriptor and override kernels one by one. */
 #ifndef ATTN_KERNELS_H
 #define ATTN_KERNELS_H
@@ -41,6 +42,11 @@ typedef struct attn_kernels {
      * v: n rows of Dv floats, row stride vs. alpha == 1 leaves ot exact. */
     void (*pv)(const float *p, int R, int n, const float *v, int64_t vs, int Dv, const float *alpha,
                float *ot);
+
+    /* The accumulator back to rows: o[r*os + c] = ot[c*R + r] * inv[r] for
+     * r < mr, c < Dv (the strip's output rows, out = O / l). */
+    void (*unpack_o)(const float *ot, int R, int mr, int Dv, const float *inv, float *o,
+                     int64_t os);
 } attn_kernels;
 
 #endif /* ATTN_KERNELS_H */

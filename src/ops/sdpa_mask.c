@@ -300,29 +300,54 @@ static inline void mask_row_partial(const attn__sdpa_plan *p, const attn__strip_
 
 /* The same without a layout, key by key over the rows (each key's scores
  * of the strip are contiguous in s: one pass over the tile instead of a
- * strided walk per row). s[(j - ca)*R + r]; rows <= 256. */
+ * strided walk per row). s[(j - ca)*R + r]; rows <= 256. The rows' lo, hi
+ * and base ends never decrease with the row, so for each key the rows that
+ * do not see it are a prefix (its key is past their end) and a suffix (it
+ * is before their start): two fills per key, the bounds moved along as the
+ * key grows, no test per score. A strip holding a global query row (its
+ * interval is lifted, so the order breaks) takes the test per score. */
 static void mask_cols_partial(const attn__sdpa_plan *p, const attn__strip_mask *sm, float *s, int R,
                               int64_t ca, int64_t ea, int64_t eb) {
     const int mr = sm->mr;
     const int64_t *lo = sm->lo, *hi = sm->hi;
-    if (!attn__glob_on(p, sm->b)) {
-        for (int64_t j = ea; j < eb; j++) {
+    const int glob = attn__glob_on(p, sm->b);
+    int64_t bh[256], end[256];
+    int gq = 0;
+    for (int r = 0; r < mr; r++) {
+        bh[r] = glob ? attn__row_base_hi(p, sm->b, sm->i0 + r) : hi[r];
+        end[r] = ATTN_MIN(hi[r], bh[r]); /* the end of the keys a non-global key needs */
+        gq |= glob && attn__glob_query(p, sm->b, sm->i0 + r);
+    }
+    const uint8_t *G = glob ? p->gtok + sm->b * p->gtb : NULL;
+    if (!gq) {
+        int ne = 0, nb = 0, ns = 0; /* rows [0, ne) end before j, [0, nb) base-end before j, */
+        for (int64_t j = ea; j < eb; j++) { /* [ns, mr) start after j */
             float *col = s + (j - ca) * R;
-            for (int r = 0; r < mr; r++)
-                if (j < lo[r] || j >= hi[r]) col[r] = -INFINITY;
+            while (ne < mr && end[ne] <= j)
+                ne++;
+            while (nb < mr && bh[nb] <= j)
+                nb++;
+            while (ns < mr && lo[ns] <= j)
+                ns++;
+            if (G && G[j]) { /* a global key: only the base rules hide it */
+                for (int r = 0; r < nb; r++)
+                    col[r] = -INFINITY;
+                continue;
+            }
+            for (int r = 0; r < ne; r++)
+                col[r] = -INFINITY;
+            for (int r = ns; r < mr; r++)
+                col[r] = -INFINITY;
         }
         return;
     }
-    /* global tokens: a row sees key j < bhi if it is a global query, j is a
-     * global key, or j is in its interval */
-    int64_t bh[256], glo[256], ghi[256];
+    /* a global query row sees every key j < bhi; the others a global key j
+     * < bhi or their interval */
+    int64_t glo[256], ghi[256];
     for (int r = 0; r < mr; r++) {
-        const int64_t i = sm->i0 + r;
-        bh[r] = attn__row_base_hi(p, sm->b, i);
-        const int gq = attn__glob_query(p, sm->b, i);
-        glo[r] = gq ? INT64_MIN : lo[r], ghi[r] = gq ? INT64_MAX : hi[r];
+        const int q = attn__glob_query(p, sm->b, sm->i0 + r);
+        glo[r] = q ? INT64_MIN : lo[r], ghi[r] = q ? INT64_MAX : hi[r];
     }
-    const uint8_t *G = p->gtok + sm->b * p->gtb;
     for (int64_t j = ea; j < eb; j++) {
         float *col = s + (j - ca) * R;
         if (G[j]) {

@@ -154,8 +154,8 @@ static inline int64_t attn__row_span(const attn__sdpa_plan *p) {
  * of other rows (or the reverse) is also cut between the two: the global
  * rows compute every key, the others only their window, and a kernel's row
  * group costs the same whatever its rows see (the usual case: global tokens
- * at the start of the sequence). The backward's strips; the forward's are
- * fixed groups of its family's mr rows. */
+ * at the start of the sequence). The backward's strips, and with the
+ * height of attn__fwd_strip_rows the forward's. */
 static inline int64_t attn__strip_next(const attn__sdpa_plan *p, int64_t R, int64_t i0) {
     const int64_t span = attn__row_span(p);
     const int64_t e = ATTN_MIN(ATTN_MIN(i0 + R, (i0 / span + 1) * span), p->T);
@@ -169,6 +169,41 @@ static inline int64_t attn__strip_next(const attn__sdpa_plan *p, int64_t R, int6
         if (c < e && d == e) return c;
     }
     return e;
+}
+
+/* Keys a row's window spans at most (window and causal rules; other rules
+ * only narrow it): wl + 1 + wr, the right side 0 under causal; -1 when a
+ * side is unbounded or there is no window. */
+static inline int64_t attn__window_width(const attn__sdpa_plan *p) {
+    if (!p->window || p->wl < 0) return -1;
+    if (p->causal) return p->wl + 1;
+    return p->wr < 0 ? -1 : p->wl + 1 + p->wr;
+}
+
+/* Height of the forward's strips in the span holding row i0, for a family
+ * whose kernels take strips of mr rows and of every multiple of q below: a
+ * span of n rows is cut into the fewest strips of at most mr rows, of equal
+ * height rounded up to q (the last one shorter). A 128-row query block
+ * then runs as 48 + 48 + 32 rows on avx512 (not 3 x 48), a 64-row one as
+ * 32 + 32; the kernels compute each strip at its height rounded up to q.
+ * Under a window of w <= 32 mr keys (no layout) the strips are at most
+ * 2/3 mr high: a strip of h rows computes w + h - 1 keys for every row,
+ * and for Longformer's w = 513, 32-row strips ran 5% faster than 48. */
+static inline int64_t attn__fwd_strip_rows(const attn__sdpa_plan *p, int64_t mr, int64_t q,
+                                           int64_t i0) {
+    const int64_t w = attn__window_width(p);
+    if (!p->lay && w >= 0 && w <= 32 * mr) mr = ATTN_MAX(q, (2 * mr / 3) / q * q);
+    const int64_t span = attn__row_span(p), s0 = i0 / span * span;
+    const int64_t n = ATTN_MIN(s0 + span, p->T) - s0, k = (n + mr - 1) / mr;
+    return ATTN_MIN(mr, ((n + k - 1) / k + q - 1) / q * q);
+}
+
+/* Start of the forward's strip after the one at row i0: attn__strip_next
+ * with the height above, so it is also cut after a run of global query
+ * rows (which compute every key, the rows after them only their window). */
+static inline int64_t attn__fwd_strip_next(const attn__sdpa_plan *p, int64_t mr, int64_t q,
+                                           int64_t i0) {
+    return attn__strip_next(p, attn__fwd_strip_rows(p, mr, q, i0), i0);
 }
 
 /* Keys query i of (b, h) can see by the interval rules, the layout and the

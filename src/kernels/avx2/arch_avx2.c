@@ -48,9 +48,12 @@ void attn__arch_init_avx2(attn__arch *a) {
     a->name = "avx2";
     a->mr = 24;
     a->bk = 128;
+    a->mrq = 8;
     a->bmr = 96;
     a->bbk = 48;
+    const attn_kernels sc = a->fwd;
     a->fwd = attn__kernels_avx2;
+    a->fwd.unpack_o = sc.unpack_o; /* the scalar accumulator unpack */
     a->bwd = attn__bwd_kernels_avx2;
     a->nn = attn__nn_kernels_avx2;
     a->feat = attn__feat_kernels_avx2;

@@ -40,6 +40,7 @@ void attn__arch_init_avx512(attn__arch *a) {
     a->name = "avx512";
     a->mr = 48;
     a->bk = 128;
+    a->mrq = 16;
     a->bmr = 96;
     a->bbk = 48;
     a->fwd = attn__kernels_avx512;

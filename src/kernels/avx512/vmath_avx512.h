@@ -36,52 +36,80 @@ ATTN_INLINE __m512 exp_avx512(__m512 x) {
     return _mm512_maskz_mul_ps((__mmask16)~under, p, scale);
 }
 
+/* Scores of NK keys (k0, row stride ks) for G 16-row vectors of a packed
+ * strip qt [D][ld]: G*NK accumulators, per d G loads of the packed queries
+ * and NK broadcasts of key elements, into o[u*ld + r]. Each sum is one FMA
+ * chain in d order from 0, as in every family, whatever G and NK. */
+ATTN_INLINE void dot_keys_avx512(int G, int NK, const float *qt, int ld, const float *k0,
+                                 int64_t ks, int D, float *o) {
+    __m512 c[16][3];
+#pragma GCC unroll 16
+    for (int u = 0; u < NK; u++)
+#pragma GCC unroll 3
+        for (int g = 0; g < G; g++)
+            c[u][g] = _mm512_setzero_ps();
+    const float *a = qt;
+    for (int d = 0; d < D; d++, a += ld) {
+        __m512 av[3];
+#pragma GCC unroll 3
+        for (int g = 0; g < G; g++)
+            av[g] = _mm512_load_ps(a + 16 * g);
+#pragma GCC unroll 16
+        for (int u = 0; u < NK; u++) {
+            __m512 b = _mm512_set1_ps(k0[u * ks + d]);
+#pragma GCC unroll 3
+            for (int g = 0; g < G; g++)
+                c[u][g] = _mm512_fmadd_ps(av[g], b, c[u][g]);
+        }
+    }
+#pragma GCC unroll 16
+    for (int u = 0; u < NK; u++)
+#pragma GCC unroll 3
+        for (int g = 0; g < G; g++)
+            _mm512_store_ps(o + (size_t)u * ld + 16 * g, c[u][g]);
+}
+
+/* The last n < 8 keys of a tile in one pass (3n chains; one key at a time
+ * ran a single 64-long FMA chain per vector, latency-bound). */
+ATTN_INLINE void dot_tail_avx512(int G, const float *qt, int ld, const float *k, int64_t ks, int n,
+                                 int D, float *s) {
+    switch (n) {
+    case 7:
+        dot_keys_avx512(G, 7, qt, ld, k, ks, D, s);
+        break;
+    case 6:
+        dot_keys_avx512(G, 6, qt, ld, k, ks, D, s);
+        break;
+    case 5:
+        dot_keys_avx512(G, 5, qt, ld, k, ks, D, s);
+        break;
+    case 4:
+        dot_keys_avx512(G, 4, qt, ld, k, ks, D, s);
+        break;
+    case 3:
+        dot_keys_avx512(G, 3, qt, ld, k, ks, D, s);
+        break;
+    case 2:
+        dot_keys_avx512(G, 2, qt, ld, k, ks, D, s);
+        break;
+    case 1:
+        dot_keys_avx512(G, 1, qt, ld, k, ks, D, s);
+        break;
+    default:
+        break;
+    }
+}
+
 /* s[j*ld + r] = dot(qt[:, r], k_j) for r < 48, j < n, where qt is a packed
  * strip [D][ld]. 8 keys at a time: 24 accumulators (of the 32 zmm
  * registers), per d 3 loads of the packed queries and 8 broadcasts of key
- * elements for 24 FMAs. Each sum is one FMA chain in d order from 0, as in
- * every family. */
+ * elements for 24 FMAs; the last n % 8 keys together. */
 ATTN_INLINE void dot48_avx512(const float *qt, int ld, const float *k, int64_t ks, int n, int D,
                               float *s) {
     int j = 0;
-    for (; j + 8 <= n; j += 8) {
-        const float *k0 = k + (int64_t)j * ks;
-        __m512 c[8][3];
-#pragma GCC unroll 8
-        for (int u = 0; u < 8; u++)
-            c[u][0] = c[u][1] = c[u][2] = _mm512_setzero_ps();
-        const float *a = qt;
-        for (int d = 0; d < D; d++, a += ld) {
-            __m512 a0 = _mm512_load_ps(a), a1 = _mm512_load_ps(a + 16), a2 = _mm512_load_ps(a + 32);
-#pragma GCC unroll 8
-            for (int u = 0; u < 8; u++) {
-                __m512 b = _mm512_set1_ps(k0[u * ks + d]);
-                c[u][0] = _mm512_fmadd_ps(a0, b, c[u][0]);
-                c[u][1] = _mm512_fmadd_ps(a1, b, c[u][1]);
-                c[u][2] = _mm512_fmadd_ps(a2, b, c[u][2]);
-            }
-        }
-#pragma GCC unroll 8
-        for (int u = 0; u < 8; u++) {
-            float *o = s + (size_t)(j + u) * ld;
-            _mm512_store_ps(o, c[u][0]);
-            _mm512_store_ps(o + 16, c[u][1]);
-            _mm512_store_ps(o + 32, c[u][2]);
-        }
-    }
-    for (; j < n; j++) {
-        const float *k0 = k + (int64_t)j * ks;
-        __m512 c0 = _mm512_setzero_ps(), c1 = c0, c2 = c0;
-        const float *a = qt;
-        for (int d = 0; d < D; d++, a += ld) {
-            __m512 b = _mm512_set1_ps(k0[d]);
-            c0 = _mm512_fmadd_ps(_mm512_load_ps(a), b, c0);
-            c1 = _mm512_fmadd_ps(_mm512_load_ps(a + 16), b, c1);
-            c2 = _mm512_fmadd_ps(_mm512_load_ps(a + 32), b, c2);
-        }
-        float *o = s + (size_t)j * ld;
-        _mm512_store_ps(o, c0), _mm512_store_ps(o + 16, c1), _mm512_store_ps(o + 32, c2);
-    }
+    for (; j + 8 <= n; j += 8)
+        dot_keys_avx512(3, 8, qt, ld, k + (int64_t)j * ks, ks, D, s + (size_t)j * ld);
+    dot_tail_avx512(3, qt, ld, k + (int64_t)j * ks, ks, n - j, D, s + (size_t)j * ld);
 }
 
 #endif

@@ -54,6 +54,7 @@ void attn__arch_init_scalar(attn__arch *a) {
     a->name = "scalar";
     a->mr = 24;
     a->bk = 128;
+    a->mrq = 1;
     a->bmr = 96;
     a->bbk = 48;
     a->fwd = attn__kernels_scalar;

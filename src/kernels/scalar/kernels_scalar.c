@@ -60,10 +60,18 @@ static void pv_scalar(const float *p, int R, int n, const float *v, int64_t vs, 
     }
 }
 
+static void unpack_o_scalar(const float *ot, int R, int mr, int Dv, const float *inv, float *o,
+                            int64_t os) {
+    for (int r = 0; r < mr; r++)
+        for (int c = 0; c < Dv; c++)
+            o[r * os + c] = ot[(size_t)c * R + r] * inv[r];
+}
+
 const attn_kernels attn__kernels_scalar = {
     .name = "scalar",
     .pack_q = pack_q_scalar,
     .qk = qk_scalar,
     .softmax = softmax_scalar,
     .pv = pv_scalar,
+    .unpack_o = unpack_o_scalar,
 };
