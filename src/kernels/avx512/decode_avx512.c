@@ -59,6 +59,9 @@ ATTN_INLINE __m512 ldc_m(const void *p, int64_t i, __mmask16 mk, int dt) {
  * fp16/bf16; 16 KiB no better; docs/PERFORMANCE.md). Hint T0: NTA
  * measured the same. */
 #define PF_BYTES 8192
+#ifndef QK_KP
+#define QK_KP 4
+#endif
 #ifndef PF_HINT
 #define PF_HINT _MM_HINT_T0
 #endif
@@ -95,24 +98,44 @@ ATTN_INLINE __m512 qk_tile(const float *q0, const float *q1, const float *q2, co
     for (int i = 0; i < 16; i++)
         a[i] = _mm512_setzero_ps();
 #pragma GCC unroll 4
-    for (int u = 0; u < 4; u++) { /* a[4*row + u] */
+    for (int u0 = 0; u0 < 4; u0 += QK_KP) { /* keys u0 .. u0+QK_KP-1 side by side */
         int d = 0;
         for (; d + 16 <= D; d += 16) {
-            if (pf && (esz == 4 || (d & 31) == 0))
-                _mm_prefetch((const char *)(pfb + (uintptr_t)((u * ks + d) * esz)), PF_HINT);
-            const __m512 kc = ldc(k, ko[u] + d, dt);
-            a[u] = _mm512_fmadd_ps(_mm512_loadu_ps(q0 + d), kc, a[u]);
-            a[4 + u] = _mm512_fmadd_ps(_mm512_loadu_ps(q1 + d), kc, a[4 + u]);
-            a[8 + u] = _mm512_fmadd_ps(_mm512_loadu_ps(q2 + d), kc, a[8 + u]);
-            a[12 + u] = _mm512_fmadd_ps(_mm512_loadu_ps(q3 + d), kc, a[12 + u]);
+            __m512 kc[QK_KP];
+#pragma GCC unroll 4
+            for (int u = 0; u < QK_KP; u++) {
+                if (pf && (esz == 4 || (d & 31) == 0))
+                    _mm_prefetch((const char *)(pfb + (uintptr_t)(((u0 + u) * ks + d) * esz)),
+                                 PF_HINT);
+                kc[u] = ldc(k, ko[u0 + u] + d, dt);
+            }
+            const __m512 x0 = _mm512_loadu_ps(q0 + d);
+#pragma GCC unroll 4
+            for (int u = 0; u < QK_KP; u++)
+                a[u0 + u] = _mm512_fmadd_ps(x0, kc[u], a[u0 + u]);
+            const __m512 x1 = _mm512_loadu_ps(q1 + d);
+#pragma GCC unroll 4
+            for (int u = 0; u < QK_KP; u++)
+                a[4 + u0 + u] = _mm512_fmadd_ps(x1, kc[u], a[4 + u0 + u]);
+            const __m512 x2 = _mm512_loadu_ps(q2 + d);
+#pragma GCC unroll 4
+            for (int u = 0; u < QK_KP; u++)
+                a[8 + u0 + u] = _mm512_fmadd_ps(x2, kc[u], a[8 + u0 + u]);
+            const __m512 x3 = _mm512_loadu_ps(q3 + d);
+#pragma GCC unroll 4
+            for (int u = 0; u < QK_KP; u++)
+                a[12 + u0 + u] = _mm512_fmadd_ps(x3, kc[u], a[12 + u0 + u]);
         }
         if (d < D) {
             const __mmask16 mk = tail_mask(D - d);
-            const __m512 kc = ldc_m(k, ko[u] + d, mk, dt);
-            a[u] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, q0 + d), kc, a[u]);
-            a[4 + u] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, q1 + d), kc, a[4 + u]);
-            a[8 + u] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, q2 + d), kc, a[8 + u]);
-            a[12 + u] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, q3 + d), kc, a[12 + u]);
+#pragma GCC unroll 4
+            for (int u = u0; u < u0 + QK_KP; u++) {
+                const __m512 kc = ldc_m(k, ko[u] + d, mk, dt);
+                a[u] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, q0 + d), kc, a[u]);
+                a[4 + u] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, q1 + d), kc, a[4 + u]);
+                a[8 + u] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, q2 + d), kc, a[8 + u]);
+                a[12 + u] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, q3 + d), kc, a[12 + u]);
+            }
         }
     }
     return hsum16(a);
