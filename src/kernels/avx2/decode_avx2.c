@@ -23,8 +23,9 @@
 
 #define ATTN_INLINE static inline __attribute__((always_inline))
 
-#define BLK 8 /* keys per block */
-#define PF_BYTES 4096
+#define BLK 16 /* keys per P V block */
+#define PF_BYTES 8192
+#define PF_HINT _MM_HINT_T0
 
 /* 8 elements of a K or V row as float32 (elements i.. of p). */
 ATTN_INLINE __m256 ldc(const void *p, int64_t i, int dt) {
@@ -48,15 +49,6 @@ ATTN_INLINE __m256 ldc_t(const void *p, int64_t i, int left, int dt) {
     return ldc(t, 0, dt);
 }
 
-ATTN_INLINE void pf_bytes(const void *base, int64_t off, int64_t bytes) {
-    /* the address may lie past the run (often the next run), or past the
-     * pool (a prefetch never faults): integer arithmetic, not a pointer
-     * beyond its object */
-    const uintptr_t a = (uintptr_t)base + (uintptr_t)off;
-    for (int64_t o = 0; o < bytes; o += 64)
-        _mm_prefetch((const char *)(a + (uintptr_t)o), _MM_HINT_NTA);
-}
-
 /* One vector of the 8 lane sums: lane i = sum of v[i]'s lanes. */
 ATTN_INLINE __m256 hsum8(const __m256 v[8]) {
     __m256 w[4], x[2];
@@ -75,7 +67,9 @@ ATTN_INLINE __m256 hsum8(const __m256 v[8]) {
 /* Scores of 2 keys (element offsets k0, k1 into k) x 4 query rows: lane
  * 2*row + key of the result. */
 ATTN_INLINE __m256 qk_tile(const float *q0, const float *q1, const float *q2, const float *q3,
-                           int D, const void *k, int64_t k0, int64_t k1, int dt) {
+                           int D, const void *k, int64_t k0, int64_t k1, int dt, int pf,
+                           uintptr_t pfb, int64_t ks) {
+    const int64_t esz = dt == ATTN__KV_F32 ? 4 : 2;
     __m256 a[8];
 #pragma GCC unroll 8
     for (int i = 0; i < 8; i++)
@@ -93,8 +87,13 @@ ATTN_INLINE __m256 qk_tile(const float *q0, const float *q1, const float *q2, co
     } while (0)
 #define QLD(p) _mm256_loadu_ps(p)
 #define KLD(o) ldc(k, (o) + d, dt)
-    for (; d + 8 <= D; d += 8)
+    for (; d + 8 <= D; d += 8) {
+        if (pf && ((d * esz) & 63) == 0) { /* one line per line of each key */
+            _mm_prefetch((const char *)(pfb + (uintptr_t)(d * esz)), PF_HINT);
+            _mm_prefetch((const char *)(pfb + (uintptr_t)((ks + d) * esz)), PF_HINT);
+        }
         QK_STEP(QLD, KLD);
+    }
 #undef QLD
 #undef KLD
     if (d < D) {
@@ -123,7 +122,8 @@ ATTN_INLINE __m256 sum2(__m256 x) {
  * tail (then masked). */
 ATTN_INLINE void pv_pass(float *acc0, float *acc1, float *acc2, float *acc3, int nr, int c0,
                          const float *alpha, const float *pb, const void *v, int64_t vs, int nb,
-                         int dt, int tail, int left) {
+                         int dt, int tail, int left, int pf, uintptr_t pfb, int64_t rowb) {
+    const int64_t esz = dt == ATTN__KV_F32 ? 4 : 2;
     const __m256 al0 = _mm256_set1_ps(alpha[0]), al1 = _mm256_set1_ps(alpha[1]);
     const __m256 al2 = _mm256_set1_ps(alpha[2]), al3 = _mm256_set1_ps(alpha[3]);
     const int l0 = left < 8 ? left : 8, l1 = left - l0;
@@ -139,6 +139,9 @@ ATTN_INLINE void pv_pass(float *acc0, float *acc1, float *acc2, float *acc3, int
 #undef LD
     for (int j = 0; j < nb; j++) {
         const int64_t vb = (int64_t)j * vs + c0;
+        if (pf)
+            for (int64_t o = 0; o < rowb; o += 64)
+                _mm_prefetch((const char *)(pfb + (uintptr_t)(j * vs * esz + o)), PF_HINT);
         __m256 v0, v1;
         if (tail) {
             v0 = ldc_t(v, vb, l0, dt);
@@ -166,103 +169,128 @@ ATTN_INLINE void pv_pass(float *acc0, float *acc1, float *acc2, float *acc3, int
 #undef ST
 }
 
+/* P V of a block of nb keys (values at vp) for every row; alpha[r] scales
+ * row r's accumulator first; s holds each group's [key][4] probabilities
+ * (gs floats per group). The first pass prefetches (pfb: the prefetch
+ * address of vp's first byte). */
+ATTN_INLINE void pv_block(float *acc, int R, int Dv, const float *alpha, const float *s, int64_t gs,
+                          int j0, const char *vp, int64_t vs, int nb, int dt, uintptr_t pfb) {
+    const int64_t rowb = (int64_t)Dv * (dt == ATTN__KV_F32 ? 4 : 2);
+    for (int r0 = 0; r0 < R; r0 += 4) {
+        const int nr = R - r0 < 4 ? R - r0 : 4;
+        float *a0 = acc + (int64_t)r0 * Dv;
+        float *a1 = nr > 1 ? a0 + Dv : a0, *a2 = nr > 2 ? a0 + 2 * Dv : a0;
+        float *a3 = nr > 3 ? a0 + 3 * Dv : a0;
+        const float *pb = s + (r0 / 4) * gs + 4 * j0, *al = alpha + r0;
+        int c0 = 0;
+        for (; c0 + 16 <= Dv; c0 += 16) {
+            if (r0 == 0 && c0 == 0)
+                pv_pass(a0, a1, a2, a3, nr, c0, al, pb, vp, vs, nb, dt, 0, 16, 1, pfb, rowb);
+            else
+                pv_pass(a0, a1, a2, a3, nr, c0, al, pb, vp, vs, nb, dt, 0, 16, 0, 0, 0);
+        }
+        if (c0 < Dv)
+            pv_pass(a0, a1, a2, a3, nr, c0, al, pb, vp, vs, nb, dt, 1, Dv - c0, r0 == 0 && c0 == 0,
+                    pfb, rowb);
+    }
+}
+
 ATTN_INLINE void attend_body(const float *q, int R, int D, const void *k, int64_t ks, const void *v,
                              int64_t vs, int Dv, int dt, const int *lim, float *m, float *l,
-                             float *acc) {
-    const int esz = dt == ATTN__KV_F32 ? 4 : 2;
+                             float *acc, float *s) {
+    const int64_t esz = dt == ATTN__KV_F32 ? 4 : 2;
+    int n = 0;
+    for (int r = 0; r < R; r++)
+        n = lim[r] > n ? lim[r] : n;
+    if (n == 0) return;
+    const int ng = (R + 3) / 4, nt = (n + 1) / 2;
+    const int64_t gs = 8 * (int64_t)nt; /* floats of s per group of 4 rows */
     const __m256i jlane = _mm256_setr_epi32(0, 1, 0, 1, 0, 1, 0, 1);
     /* [row][key] lanes of a tile -> [key][row] */
     const __m256i tr = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
     const __m256 ninf = _mm256_set1_ps(-INFINITY);
-    /* keys ahead to prefetch: PF_BYTES of keys, a multiple of 2 */
-    int64_t pfk = (int64_t)PF_BYTES / (ks * esz) / 2 * 2;
-    if (pfk < 2) pfk = 2;
-    for (int r0 = 0; r0 < R; r0 += 4) {
-        const int nr = R - r0 < 4 ? R - r0 : 4;
-        const float *q0 = q + (int64_t)r0 * D;
-        const float *q1 = nr > 1 ? q0 + D : q0, *q2 = nr > 2 ? q0 + 2 * D : q0;
-        const float *q3 = nr > 3 ? q0 + 3 * D : q0;
-        float *acc0 = acc + (int64_t)r0 * Dv;
-        float *acc1 = nr > 1 ? acc0 + Dv : acc0, *acc2 = nr > 2 ? acc0 + 2 * Dv : acc0;
-        float *acc3 = nr > 3 ? acc0 + 3 * Dv : acc0;
-        /* running max and sum, row r in lanes 2r, 2r+1 (sum split over them);
-         * limits per lane (rows beyond nr see nothing) */
+    __m256 mv[4], lv[4], mx[4];
+    __m256i limv[4];
+    const float *qg[4][4];
+    for (int g = 0; g < ng; g++) {
+        /* running max and sum, row r in lanes 2r, 2r+1 (sum split over
+         * them); limits per lane (rows beyond R see nothing) */
         float mi[8], li[8];
-        int li32[8], gmax = 0;
-        for (int r = 0; r < 4; r++)
+        int li32[8];
+        for (int r = 0; r < 4; r++) {
+            const int rr = 4 * g + r;
+            qg[g][r] = q + (int64_t)(rr < R ? rr : 4 * g) * D;
             for (int jj = 0; jj < 2; jj++) {
-                mi[2 * r + jj] = r < nr ? m[r0 + r] : -INFINITY;
-                li[2 * r + jj] = r < nr && jj == 0 ? l[r0 + r] : 0.0f;
-                li32[2 * r + jj] = r < nr ? lim[r0 + r] : 0;
-                if (r < nr && lim[r0 + r] > gmax) gmax = lim[r0 + r];
+                mi[2 * r + jj] = rr < R ? m[rr] : -INFINITY;
+                li[2 * r + jj] = rr < R && jj == 0 ? l[rr] : 0.0f;
+                li32[2 * r + jj] = rr < R ? lim[rr] : 0;
             }
-        __m256 mv = _mm256_loadu_ps(mi), lv = _mm256_loadu_ps(li);
-        const __m256i limv = _mm256_loadu_si256((const __m256i *)li32);
-        for (int j0 = 0; j0 < gmax; j0 += BLK) {
-            const int nb = gmax - j0 < BLK ? gmax - j0 : BLK;
-            __m256 t[4];
-#pragma GCC unroll 4
-            for (int i = 0; i < 4; i++) {
-                const int j = j0 + 2 * i, e = j0 + nb - 1;
-                if (r0 == 0) { /* 2 keys and values pfk keys ahead */
-                    const int64_t ahead = (int64_t)j + pfk;
-                    pf_bytes(k, ahead * ks * esz, (int64_t)2 * ks * esz);
-                    pf_bytes(v, ahead * vs * esz, (int64_t)2 * vs * esz);
-                }
-                if (2 * i < nb) {
-                    /* a key past nb repeats the last one (then masked) */
-                    t[i] = qk_tile(q0, q1, q2, q3, D, k, (int64_t)j * ks,
-                                   (int64_t)(j + 1 < e ? j + 1 : e) * ks, dt);
-                    const __m256i ok =
-                        _mm256_cmpgt_epi32(limv, _mm256_add_epi32(jlane, _mm256_set1_epi32(j)));
-                    t[i] = _mm256_blendv_ps(ninf, t[i], _mm256_castsi256_ps(ok));
-                } else {
-                    t[i] = ninf;
-                }
-            }
-            /* online softmax over the block */
-            const __m256 mn = _mm256_max_ps(
-                mv, max2(_mm256_max_ps(_mm256_max_ps(t[0], t[1]), _mm256_max_ps(t[2], t[3]))));
-            /* a row with no key yet keeps m = -inf: subtract 0 so p = 0, not NaN */
-            const __m256 mu =
-                _mm256_blendv_ps(mn, _mm256_setzero_ps(), _mm256_cmp_ps(mn, ninf, _CMP_EQ_OQ));
-            const __m256 alpha = exp_avx2(_mm256_sub_ps(mv, mu));
-            mv = mn;
-            __attribute__((aligned(32))) float pb[4 * BLK], ab[8];
-            __m256 ps = _mm256_setzero_ps();
-#pragma GCC unroll 4
-            for (int i = 0; i < 4; i++) {
-                const __m256 p = exp_avx2(_mm256_sub_ps(t[i], mu));
-                ps = _mm256_add_ps(ps, p);
-                _mm256_store_ps(pb + 8 * i, _mm256_permutevar8x32_ps(p, tr));
-            }
-            lv = _mm256_fmadd_ps(lv, alpha, ps);
-            _mm256_store_ps(ab, alpha);
-            const float al[4] = {ab[0], ab[2], ab[4], ab[6]};
-            const char *vp = (const char *)v + (int64_t)j0 * vs * esz;
-            int c0 = 0;
-            for (; c0 + 16 <= Dv; c0 += 16)
-                pv_pass(acc0, acc1, acc2, acc3, nr, c0, al, pb, vp, vs, nb, dt, 0, 16);
-            if (c0 < Dv)
-                pv_pass(acc0, acc1, acc2, acc3, nr, c0, al, pb, vp, vs, nb, dt, 1, Dv - c0);
         }
-        _mm256_storeu_ps(mi, mv);
-        _mm256_storeu_ps(li, sum2(lv));
-        for (int r = 0; r < nr; r++)
-            m[r0 + r] = mi[2 * r], l[r0 + r] = li[2 * r];
+        mv[g] = _mm256_loadu_ps(mi), lv[g] = _mm256_loadu_ps(li), mx[g] = ninf;
+        limv[g] = _mm256_loadu_si256((const __m256i *)li32);
+    }
+    /* scores (a key past n repeats the last one; masked to -inf) */
+    for (int i = 0; i < nt; i++) {
+        const int j = 2 * i;
+        const int64_t k0 = (int64_t)j * ks, k1 = (int64_t)(j + 1 < n ? j + 1 : n - 1) * ks;
+        const uintptr_t pfb = (uintptr_t)k + (uintptr_t)((int64_t)j * ks * esz + PF_BYTES);
+        const __m256i jv = _mm256_add_epi32(jlane, _mm256_set1_epi32(j));
+        for (int g = 0; g < ng; g++) {
+            __m256 t = g == 0 ? qk_tile(qg[0][0], qg[0][1], qg[0][2], qg[0][3], D, k, k0, k1, dt,
+                                        1, pfb, ks)
+                              : qk_tile(qg[g][0], qg[g][1], qg[g][2], qg[g][3], D, k, k0, k1, dt,
+                                        0, 0, ks);
+            /* keys a row does not see: -inf */
+            t = _mm256_blendv_ps(ninf, t, _mm256_castsi256_ps(_mm256_cmpgt_epi32(limv[g], jv)));
+            mx[g] = _mm256_max_ps(mx[g], t);
+            _mm256_storeu_ps(s + g * gs + 8 * i, t);
+        }
+    }
+    /* softmax over the run: m' = max(m, max_j s_j), alpha = exp(m - m'),
+     * p_j = exp(s_j - m') stored [key][row], l' = l alpha + sum_j p_j */
+    __attribute__((aligned(32))) float alpha[16] = {0};
+    for (int g = 0; g < ng; g++) {
+        const __m256 mn = _mm256_max_ps(mv[g], max2(mx[g]));
+        /* a row with no key yet keeps m = -inf: subtract 0 so p = 0, not NaN */
+        const __m256 mu =
+            _mm256_blendv_ps(mn, _mm256_setzero_ps(), _mm256_cmp_ps(mn, ninf, _CMP_EQ_OQ));
+        const __m256 al = exp_avx2(_mm256_sub_ps(mv[g], mu));
+        __m256 ps = _mm256_setzero_ps();
+        float *sg = s + g * gs;
+        for (int i = 0; i < nt; i++) {
+            const __m256 p = exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(sg + 8 * i), mu));
+            ps = _mm256_add_ps(ps, p);
+            _mm256_storeu_ps(sg + 8 * i, _mm256_permutevar8x32_ps(p, tr));
+        }
+        float mi[8], li[8], ai[8];
+        _mm256_storeu_ps(mi, mn);
+        _mm256_storeu_ps(li, sum2(_mm256_fmadd_ps(lv[g], al, ps)));
+        _mm256_storeu_ps(ai, al);
+        for (int r = 0; r < 4 && 4 * g + r < R; r++) {
+            m[4 * g + r] = mi[2 * r], l[4 * g + r] = li[2 * r];
+            alpha[4 * g + r] = ai[2 * r];
+        }
+    }
+    /* P V, blocks of BLK keys; alpha applied with the first */
+    const float one[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+    for (int j0 = 0; j0 < n; j0 += BLK) {
+        const int nb = n - j0 < BLK ? n - j0 : BLK;
+        const int64_t vo = (int64_t)j0 * vs * esz;
+        pv_block(acc, R, Dv, j0 ? one : alpha, s, gs, j0, (const char *)v + vo, vs, nb, dt,
+                 (uintptr_t)v + (uintptr_t)(vo + PF_BYTES));
     }
 }
 
 static void attend_avx2(const float *q, int R, int D, const void *k, int64_t ks, const void *v,
                         int64_t vs, int Dv, int dt, int n, const int *lim, float *m, float *l,
                         float *acc, float *s) {
-    (void)n, (void)s;
+    (void)n;
     if (dt == ATTN__KV_F16)
-        attend_body(q, R, D, k, ks, v, vs, Dv, ATTN__KV_F16, lim, m, l, acc);
+        attend_body(q, R, D, k, ks, v, vs, Dv, ATTN__KV_F16, lim, m, l, acc, s);
     else if (dt == ATTN__KV_BF16)
-        attend_body(q, R, D, k, ks, v, vs, Dv, ATTN__KV_BF16, lim, m, l, acc);
+        attend_body(q, R, D, k, ks, v, vs, Dv, ATTN__KV_BF16, lim, m, l, acc, s);
     else
-        attend_body(q, R, D, k, ks, v, vs, Dv, ATTN__KV_F32, lim, m, l, acc);
+        attend_body(q, R, D, k, ks, v, vs, Dv, ATTN__KV_F32, lim, m, l, acc, s);
 }
 
 void attn__decode_init_avx2(attn_decode_kernels *k) {

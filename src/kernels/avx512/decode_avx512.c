@@ -59,9 +59,6 @@ ATTN_INLINE __m512 ldc_m(const void *p, int64_t i, __mmask16 mk, int dt) {
  * fp16/bf16; 16 KiB no better; docs/PERFORMANCE.md). Hint T0: NTA
  * measured the same. */
 #define PF_BYTES 8192
-#ifndef QK_KP
-#define QK_KP 4
-#endif
 #ifndef PF_HINT
 #define PF_HINT _MM_HINT_T0
 #endif
@@ -97,13 +94,18 @@ ATTN_INLINE __m512 qk_tile(const float *q0, const float *q1, const float *q2, co
 #pragma GCC unroll 16
     for (int i = 0; i < 16; i++)
         a[i] = _mm512_setzero_ps();
+    /* keys side by side: 4 for 16-bit storage (each query chunk loaded
+     * once per 4 keys), 1 for F32 (one key row after the other; 4 rows
+     * read in parallel streamed 5 points slower in F32, whose kernel has
+     * time to spare against memory) */
+    const int kp = dt == ATTN__KV_F32 ? 1 : 4;
 #pragma GCC unroll 4
-    for (int u0 = 0; u0 < 4; u0 += QK_KP) { /* keys u0 .. u0+QK_KP-1 side by side */
+    for (int u0 = 0; u0 < 4; u0 += kp) { /* keys u0 .. u0+kp-1 */
         int d = 0;
         for (; d + 16 <= D; d += 16) {
-            __m512 kc[QK_KP];
+            __m512 kc[4];
 #pragma GCC unroll 4
-            for (int u = 0; u < QK_KP; u++) {
+            for (int u = 0; u < kp; u++) {
                 if (pf && (esz == 4 || (d & 31) == 0))
                     _mm_prefetch((const char *)(pfb + (uintptr_t)(((u0 + u) * ks + d) * esz)),
                                  PF_HINT);
@@ -111,25 +113,25 @@ ATTN_INLINE __m512 qk_tile(const float *q0, const float *q1, const float *q2, co
             }
             const __m512 x0 = _mm512_loadu_ps(q0 + d);
 #pragma GCC unroll 4
-            for (int u = 0; u < QK_KP; u++)
+            for (int u = 0; u < kp; u++)
                 a[u0 + u] = _mm512_fmadd_ps(x0, kc[u], a[u0 + u]);
             const __m512 x1 = _mm512_loadu_ps(q1 + d);
 #pragma GCC unroll 4
-            for (int u = 0; u < QK_KP; u++)
+            for (int u = 0; u < kp; u++)
                 a[4 + u0 + u] = _mm512_fmadd_ps(x1, kc[u], a[4 + u0 + u]);
             const __m512 x2 = _mm512_loadu_ps(q2 + d);
 #pragma GCC unroll 4
-            for (int u = 0; u < QK_KP; u++)
+            for (int u = 0; u < kp; u++)
                 a[8 + u0 + u] = _mm512_fmadd_ps(x2, kc[u], a[8 + u0 + u]);
             const __m512 x3 = _mm512_loadu_ps(q3 + d);
 #pragma GCC unroll 4
-            for (int u = 0; u < QK_KP; u++)
+            for (int u = 0; u < kp; u++)
                 a[12 + u0 + u] = _mm512_fmadd_ps(x3, kc[u], a[12 + u0 + u]);
         }
         if (d < D) {
             const __mmask16 mk = tail_mask(D - d);
 #pragma GCC unroll 4
-            for (int u = u0; u < u0 + QK_KP; u++) {
+            for (int u = u0; u < u0 + kp; u++) {
                 const __m512 kc = ldc_m(k, ko[u] + d, mk, dt);
                 a[u] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, q0 + d), kc, a[u]);
                 a[4 + u] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, q1 + d), kc, a[4 + u]);
