@@ -1,20 +1,25 @@
-/* AVX2 decode kernel (kernels/decode.h): the AVX-512 kernel's algorithm on
- * 8 lanes. One pass over the keys in blocks of 8, query rows in groups of
- * 4, a block's scores kept in registers between the two products:
- *  - scores: 4 tiles of 2 keys x 4 rows; per 8-wide chunk of D, 4 query
- *    chunks and 1 key chunk (converted in registers: vcvtph2ps (F16C) for
- *    F16, a 16-bit shift for BF16) feed 4 of the tile's 8 accumulators; a
- *    transpose-and-add tree reduces the 8 into one register, lane
- *    2*row + key;
- *  - online softmax per block on those 4 registers (the row's 2 lanes of
- *    each hold its running max and sum);
- *  - P V: the probabilities go to a buffer [key][row] that the FMAs
- *    broadcast from; 4 rows x 16 value columns of the accumulator stay in 8
- *    registers while the block's keys are added (16-column passes over Dv).
- * Main loops load whole vectors; a D or Dv that is not a multiple of 8
- * takes a tail (masked loads for float32, a zero-padded copy for 16-bit
- * storage, which AVX2 cannot load masked). Prefetch as the AVX-512 kernel:
- * each tile asks for its keys and values PF_BYTES ahead in each stream. */
+/* AVX2 decode kernel (kernels/decode.h): the AVX-512 kernel's two-phase
+ * algorithm on 8 lanes. Per call (a run of keys adjacent in the pool):
+ *  - scores: tiles of 2 keys x 4 query rows; per 8-wide chunk of D, the
+ *    query chunks and the key chunk (converted in registers: vcvtph2ps
+ *    (F16C) for F16, a 16-bit shift for BF16) feed the tile's 8
+ *    accumulators; F32 reads one key row whole, then the next; 16-bit
+ *    storage reads the 2 rows side by side (each query chunk loaded once
+ *    for both keys). A transpose-and-add tree reduces the 8 into one
+ *    register, lane 2*row + key; every group of 4 rows runs on the tile
+ *    while it is in L1; the run's scores go to the scratch s, a running
+ *    max per row in registers;
+ *  - softmax over the run: one max, one alpha per row, p = exp(s - m')
+ *    written back to s as [group][key][row];
+ *  - P V: blocks of 16 keys; per group of 4 rows, passes of 16 columns
+ *    with 4 rows x 16 columns of the accumulator in 8 registers, one
+ *    broadcast probability per row and key.
+ * K, then V, each streamed in address order with one software prefetch
+ * per line read, PF_BYTES ahead in the same array (issued by the first
+ * group's loads), as in the AVX-512 kernel (docs/PERFORMANCE.md). Main
+ * loops load whole vectors; a D or Dv that is not a multiple of 8 takes a
+ * tail (masked loads for float32, a zero-padded copy for 16-bit storage,
+ * which AVX2 cannot load masked). */
 #include "kernels/arch.h"
 #include "kernels/avx2/vmath_avx2.h"
 
@@ -74,38 +79,45 @@ ATTN_INLINE __m256 qk_tile(const float *q0, const float *q1, const float *q2, co
 #pragma GCC unroll 8
     for (int i = 0; i < 8; i++)
         a[i] = _mm256_setzero_ps();
-    int d = 0;
-#define QK_STEP(QLD, KLD)                                                                          \
-    do {                                                                                           \
-        const __m256 x0 = QLD(q0 + d), x1 = QLD(q1 + d), x2 = QLD(q2 + d), x3 = QLD(q3 + d);       \
-        __m256 kc = KLD(k0);                                                                       \
-        a[0] = _mm256_fmadd_ps(x0, kc, a[0]), a[2] = _mm256_fmadd_ps(x1, kc, a[2]);                \
-        a[4] = _mm256_fmadd_ps(x2, kc, a[4]), a[6] = _mm256_fmadd_ps(x3, kc, a[6]);                \
-        kc = KLD(k1);                                                                              \
-        a[1] = _mm256_fmadd_ps(x0, kc, a[1]), a[3] = _mm256_fmadd_ps(x1, kc, a[3]);                \
-        a[5] = _mm256_fmadd_ps(x2, kc, a[5]), a[7] = _mm256_fmadd_ps(x3, kc, a[7]);                \
-    } while (0)
-#define QLD(p) _mm256_loadu_ps(p)
-#define KLD(o) ldc(k, (o) + d, dt)
-    for (; d + 8 <= D; d += 8) {
-        if (pf && ((d * esz) & 63) == 0) { /* one line per line of each key */
-            _mm_prefetch((const char *)(pfb + (uintptr_t)(d * esz)), PF_HINT);
-            _mm_prefetch((const char *)(pfb + (uintptr_t)((ks + d) * esz)), PF_HINT);
+    /* keys side by side: 2 for 16-bit storage (each query chunk loaded
+     * once for both keys), 1 for F32 (one key row after the other: the
+     * two rows read in parallel streamed a few points slower in F32) */
+    const int kp = dt == ATTN__KV_F32 ? 1 : 2;
+#pragma GCC unroll 2
+    for (int u0 = 0; u0 < 2; u0 += kp) { /* keys u0 .. u0+kp-1 */
+        int d = 0;
+        for (; d + 8 <= D; d += 8) {
+            __m256 kc[2];
+#pragma GCC unroll 2
+            for (int u = 0; u < kp; u++) {
+                if (pf && ((d * esz) & 63) == 0) /* one line per line of each key */
+                    _mm_prefetch((const char *)(pfb + (uintptr_t)(((u0 + u) * ks + d) * esz)),
+                                 PF_HINT);
+                kc[u] = ldc(k, (u0 + u ? k1 : k0) + d, dt);
+            }
+            const __m256 x0 = _mm256_loadu_ps(q0 + d), x1 = _mm256_loadu_ps(q1 + d);
+            const __m256 x2 = _mm256_loadu_ps(q2 + d), x3 = _mm256_loadu_ps(q3 + d);
+#pragma GCC unroll 2
+            for (int u = 0; u < kp; u++) {
+                a[u0 + u] = _mm256_fmadd_ps(x0, kc[u], a[u0 + u]);
+                a[2 + u0 + u] = _mm256_fmadd_ps(x1, kc[u], a[2 + u0 + u]);
+                a[4 + u0 + u] = _mm256_fmadd_ps(x2, kc[u], a[4 + u0 + u]);
+                a[6 + u0 + u] = _mm256_fmadd_ps(x3, kc[u], a[6 + u0 + u]);
+            }
         }
-        QK_STEP(QLD, KLD);
+        if (d < D) {
+            const int left = D - d;
+            const __m256i mq = lane_mask(left);
+#pragma GCC unroll 2
+            for (int u = u0; u < u0 + kp; u++) {
+                const __m256 kc = ldc_t(k, (u ? k1 : k0) + d, left, dt);
+                a[u] = _mm256_fmadd_ps(_mm256_maskload_ps(q0 + d, mq), kc, a[u]);
+                a[2 + u] = _mm256_fmadd_ps(_mm256_maskload_ps(q1 + d, mq), kc, a[2 + u]);
+                a[4 + u] = _mm256_fmadd_ps(_mm256_maskload_ps(q2 + d, mq), kc, a[4 + u]);
+                a[6 + u] = _mm256_fmadd_ps(_mm256_maskload_ps(q3 + d, mq), kc, a[6 + u]);
+            }
+        }
     }
-#undef QLD
-#undef KLD
-    if (d < D) {
-        const int left = D - d;
-        const __m256i mq = lane_mask(left);
-#define QLD(p) _mm256_maskload_ps(p, mq)
-#define KLD(o) ldc_t(k, (o) + d, left, dt)
-        QK_STEP(QLD, KLD);
-#undef QLD
-#undef KLD
-    }
-#undef QK_STEP
     return hsum8(a);
 }
 
