@@ -1,9 +1,11 @@
 /* AVX-512 decode kernel (kernels/decode.h). Two phases per call (a run of
  * keys adjacent in the pool), each streaming one array in address order:
- *  - scores: tiles of 4 keys x 4 query rows; each key's row is read whole
- *    (16-wide chunks converted in registers: vcvtph2ps for F16, a 16-bit
- *    shift for BF16) into 4 of the tile's 16 accumulators, the next key
- *    after it; a transpose-and-add tree reduces the 16 into one register,
+ *  - scores: tiles of 4 keys x 4 query rows (16-wide chunks converted in
+ *    registers: vcvtph2ps for F16, a 16-bit shift for BF16); F32 reads
+ *    each key's row whole into 4 of the tile's 16 accumulators, the next
+ *    key after it; F16/BF16 read the 4 rows side by side, each query chunk
+ *    loaded once for the 4 keys (the loads, not the FMAs, bound the loop
+ *    otherwise); a transpose-and-add tree reduces the 16 into one register,
  *    lane 4*row + key. Every group of 4 rows runs on the tile while it is
  *    in L1 (the K row is fetched once); the scores of the run go to the
  *    scratch s, a running max per row in registers;
