@@ -51,7 +51,20 @@ typedef struct feat {
     double *acck, *accv;      /* [S, F], [S, Dv1]: the sums over a GQA group's heads */
     double *run; /* [F * Dv1]: the scans' running sum, in float64 (error ~ one
                   * rounding per state, not one per chunk) */
+    /* causal forward: segments of SEG chunks */
+    int64_t nseg;
+    double *seg;  /* [nseg][F * Dv1]: segment sums, then the prefix before each */
+    float *smax;  /* [nseg]: each segment's shift (PERFORMER) */
+    double *segw; /* [nseg]: exp(smax[s] - the head's max) */
+    float *cscr;  /* per thread, cscr_len floats: run (doubles) | P | st | phik | phiq | kernel
+                   * scratch | colsum */
+    int64_t cscr_len;
 } feat;
+
+/* Chunks per segment of the causal forward: a fixed number (the bits do
+ * not depend on the thread count), large enough that the segment sums are
+ * few, small enough that 2 threads share the work. */
+#define SEG 16
 
 /* phi of rows x [n, D] (row stride ldx) into u [n, F]: elu + 1 (LINEAR),
  * or the projection sqrt(scale) x Omega^T (a GEMM) exponentiated by the
@@ -114,16 +127,28 @@ static attn_status feat_init(attn_ctx *ctx, feat *f, const attn__approx_plan *p,
     f->ncq = (p->T + f->C - 1) / f->C;
     f->nth = attn_ctx_threads(ctx);
     const int64_t C = f->C, F = f->F, Dv1 = f->Dv1, S = p->S;
-    f->scr_len =
-        (int64_t)attn__round16((size_t)(2 * C * F + (p->causal ? 2 * C * C : 0) + C * Dv1 + F));
+    const int64_t scr = 2 * C * F + (p->causal ? 2 * C * C : 0) + C * Dv1 + F;
+    f->scr_len = (int64_t)attn__round16((size_t)scr);
+    const int cfwd = p->causal && !backward;
+    f->nseg = (f->nck + SEG - 1) / SEG;
+    f->cscr_len = (int64_t)attn__round16(
+        (size_t)(2 * F * Dv1 + 16 + 2 * F * Dv1 + 2 * C * F + attn__feat_causal_ws(C, F) + F));
     /* two passes: the size (from offset 0), then the pointers */
     char *base = NULL;
     for (int pass = 0; pass < 2; pass++) {
         size_t off = 0;
         /* the diagonal blocks and the backward reread phi_k */
-        f->phik = p->causal || backward ? carve(base, &off, S * F + 1, sizeof(float)) : NULL;
+        /* the diagonal blocks and the backward reread phi_k (the causal
+         * forward recomputes elu + 1 instead of a round trip through memory) */
+        f->phik = backward || (p->causal && p->method == ATTN_APPROX_PERFORMER)
+                      ? carve(base, &off, S * F + 1, sizeof(float))
+                      : NULL;
         f->v1 = backward ? carve(base, &off, S * Dv1 + 1, sizeof(float)) : NULL;
-        f->state = carve(base, &off, (f->nck + 1) * F * Dv1, sizeof(float));
+        f->state = cfwd ? NULL : carve(base, &off, (f->nck + 1) * F * Dv1, sizeof(float));
+        f->seg = cfwd ? carve(base, &off, (f->nseg + 1) * F * Dv1, sizeof(double)) : NULL;
+        f->smax = cfwd ? carve(base, &off, f->nseg + 1, sizeof(float)) : NULL;
+        f->segw = cfwd ? carve(base, &off, f->nseg + 1, sizeof(double)) : NULL;
+        f->cscr = cfwd ? carve(base, &off, f->cscr_len * f->nth, sizeof(float)) : NULL;
         f->cmax = carve(base, &off, f->nck + 1, sizeof(float));
         f->ce = carve(base, &off, f->nck + 1, sizeof(double));
         f->zt = carve(base, &off, F, sizeof(float));
@@ -217,6 +242,135 @@ static void key_state(feat *f, int64_t b, int64_t g, int rescale) {
     }
 }
 
+/* Ask for rows [i0, i0 + n) of a view (row stride ld, w floats each) ahead
+ * of their use, into L2: the next chunk's rows load while this one computes
+ * (each kernel's first touch of a row would otherwise wait for memory). */
+static void prefetch_rows(const float *x, int64_t ld, int64_t n, int64_t w) {
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t d = 0; d < w; d += 16)
+            __builtin_prefetch(x + i * ld + d, 0, 2);
+}
+
+/* The causal forward of kv head (b, g) and its query heads, by segments of
+ * SEG chunks (in parallel), each run in chunk order:
+ *   pass 1: each segment's sum of its chunks' states phi_k,c^T V1_c in
+ *           float64, weighted relative to the segment's largest shift
+ *   scan:   for each segment the sum of the segments before it (fixed
+ *           order, float64, weighted to the head's largest shift)
+ *   pass 2: a float64 running state from the segment's prefix; per chunk
+ *           P = the state of the keys before it (rounded once to fp32), the
+ *           family's causal kernel for each query head of the group (the
+ *           prefix and the diagonal block in one pass), then the chunk's own
+ *           state joins the running sum.
+ * Nothing per chunk goes through memory: linear attention recomputes
+ * phi_k (elu + 1) in pass 2, the Performer keeps it (a projection per key). */
+static void causal_forward(feat *f, int64_t b, int64_t g) {
+    const attn__approx_plan *p = f->p;
+    const int64_t C = f->C, F = f->F, Dv1 = f->Dv1, Dv = p->Dv, S = p->S, nck = f->nck;
+    const int64_t sz = F * Dv1, nseg = f->nseg;
+    const int perf = p->method == ATTN_APPROX_PERFORMER;
+    const float *kb = ATTN__ROW(p->k, p->ks, b, g, 0), *vb = ATTN__ROW(p->v, p->vs, b, g, 0);
+#pragma omp parallel for num_threads(f->nth) schedule(dynamic, 1)
+    for (int64_t sg = 0; sg < nseg; sg++) {
+        float *w = f->cscr + f->cscr_len * omp_get_thread_num();
+        float *st = w + 2 * sz + 16 + sz, *pkw = st + sz, *zs = pkw + 2 * C * F +
+                                                             attn__feat_causal_ws(C, F);
+        double *T = f->seg + sg * sz;
+        memset(T, 0, (size_t)sz * sizeof(double));
+        float smax = -INFINITY;
+        for (int64_t c = sg * SEG; c < ATTN_MIN((sg + 1) * SEG, nck); c++) {
+            const int64_t j0 = c * C, n = ATTN_MIN(C, S - j0);
+            float *pk = perf ? f->phik + j0 * F : pkw;
+            if (c + 1 < nck) {
+                const int64_t nn = ATTN_MIN(C, S - j0 - C);
+                prefetch_rows(kb + (j0 + C) * p->ks[2], p->ks[2], nn, p->D);
+                prefetch_rows(vb + (j0 + C) * p->vs[2], p->vs[2], nn, Dv);
+            }
+            memset(zs, 0, (size_t)F * sizeof(float));
+            const float cm = f->cmax[c] = phi_rows(f, kb + j0 * p->ks[2], p->ks[2], n, pk, 0, zs);
+            f->fk->accum(pk, n, F, vb + j0 * p->vs[2], p->vs[2], Dv, st, Dv1);
+            for (int64_t r = 0; r < F; r++)
+                st[r * Dv1 + Dv] = zs[r];
+            double wc = 1.0; /* a chunk without a finite shift kept shift 0 */
+            if (isfinite(cm)) {
+                if (cm > smax) { /* a new largest shift: the sum so far moves to it */
+                    if (isfinite(smax)) {
+                        const double r = exp((double)smax - (double)cm);
+                        for (int64_t e = 0; e < sz; e++)
+                            T[e] *= r;
+                    }
+                    smax = cm;
+                }
+                wc = exp((double)cm - (double)smax);
+            }
+            f->fk->fold(T, st, wc, sz, NULL);
+        }
+        f->smax[sg] = smax;
+    }
+    float mx = -INFINITY;
+    for (int64_t sg = 0; sg < nseg; sg++)
+        mx = fmaxf(mx, f->smax[sg]);
+    for (int64_t sg = 0; sg < nseg; sg++)
+        f->segw[sg] = isfinite(mx) && isfinite(f->smax[sg])
+                          ? exp((double)f->smax[sg] - (double)mx) : 1.0;
+    for (int64_t c = 0; c < nck; c++)
+        f->ce[c] = isfinite(mx) && isfinite(f->cmax[c]) ? exp((double)f->cmax[c] - (double)mx)
+                                                          : 1.0;
+    /* exclusive prefix over the segments (fixed order) */
+    double *run = f->run;
+    memset(run, 0, (size_t)sz * sizeof(double));
+    for (int64_t sg = 0; sg < nseg; sg++) {
+        double *T = f->seg + sg * sz;
+        const double e = f->segw[sg];
+        for (int64_t e0 = 0; e0 < sz; e0++) {
+            const double t = T[e0];
+            T[e0] = run[e0];
+            run[e0] += e * t;
+        }
+    }
+#pragma omp parallel for num_threads(f->nth) schedule(dynamic, 1)
+    for (int64_t sg = 0; sg < nseg; sg++) {
+        float *w = f->cscr + f->cscr_len * omp_get_thread_num();
+        double *rs = (double *)w;
+        float *P = w + 2 * sz + 16, *st = P + sz, *pkw = st + sz, *phiq = pkw + C * F;
+        float *kws = phiq + C * F, *zs = kws + attn__feat_causal_ws(C, F);
+        memcpy(rs, f->seg + sg * sz, (size_t)sz * sizeof(double));
+        for (int64_t e = 0; e < sz; e++)
+            P[e] = (float)rs[e];
+        for (int64_t c = sg * SEG; c < ATTN_MIN((sg + 1) * SEG, nck); c++) {
+            const int64_t i0 = c * C, n = ATTN_MIN(C, S - i0);
+            if (c + 1 < nck) {
+                const int64_t j1 = i0 + C, nn = ATTN_MIN(C, S - j1);
+                prefetch_rows(kb + j1 * p->ks[2], p->ks[2], nn, p->D);
+                prefetch_rows(vb + j1 * p->vs[2], p->vs[2], nn, Dv);
+                for (int64_t h = g * p->group; h < (g + 1) * p->group; h++)
+                    prefetch_rows(ATTN__ROW(p->q, p->qs, b, h, j1), p->qs[2], nn, p->D);
+                if (perf) prefetch_rows(f->phik + j1 * F, F, nn, F);
+            }
+            float *pk = pkw;
+            memset(zs, 0, (size_t)F * sizeof(float));
+            if (perf) { /* kept from pass 1; its column sums again */
+                pk = f->phik + i0 * F;
+                for (int64_t i = 0; i < n; i++)
+                    for (int64_t r = 0; r < F; r++)
+                        zs[r] += pk[i * F + r];
+            } else {
+                f->fk->elu1(kb + i0 * p->ks[2], p->ks[2], n, F, pk, zs);
+            }
+            const float *vc = vb + i0 * p->vs[2];
+            for (int64_t h = g * p->group; h < (g + 1) * p->group; h++) {
+                phi_rows(f, ATTN__ROW(p->q, p->qs, b, h, i0), p->qs[2], n, phiq, 1, NULL);
+                f->fk->causal(phiq, pk, n, F, (float)f->ce[c], P, Dv1, vc, p->vs[2], Dv,
+                              ATTN__ROW(p->out, p->os, b, h, i0), p->os[2], kws);
+            }
+            f->fk->accum(pk, n, F, vc, p->vs[2], Dv, st, Dv1);
+            for (int64_t r = 0; r < F; r++)
+                st[r * Dv1 + Dv] = zs[r];
+            f->fk->fold(rs, st, f->ce[c], sz, P); /* and P of the next chunk */
+        }
+    }
+}
+
 /* phi_q of rows [i0, i0+n) of query head (b, h) into phiq, and num1 =
  * phi_q P (+ A V1 on the diagonal chunk, A kept in a). */
 static void query_chunk(feat *f, int64_t b, int64_t h, int64_t c, float *phiq, float *a,
@@ -255,29 +409,22 @@ attn_status attn__approx_feature_forward(attn_ctx *ctx, const attn__approx_plan 
     const int64_t C = f.C, F = f.F, Dv1 = f.Dv1;
     for (int64_t b = 0; b < p->B; b++)
         for (int64_t g = 0; g < p->Hkv; g++) {
+            if (p->causal) {
+                causal_forward(&f, b, g);
+                continue;
+            }
             key_state(&f, b, g, 0);
             for (int64_t h = g * p->group; h < (g + 1) * p->group; h++) {
 #pragma omp parallel for num_threads(f.nth) schedule(dynamic, 1)
                 for (int64_t c = 0; c < f.ncq; c++) {
-                    float *w = f.scr + f.scr_len * omp_get_thread_num();
-                    float *phiq = w, *a = w + 2 * C * F, *num1 = a + (p->causal ? 2 * C * C : 0);
+                    /* out = phi_q KV straight into out, then / phi_q . z */
+                    float *phiq = f.scr + f.scr_len * omp_get_thread_num();
                     const int64_t i0 = c * C, n = ATTN_MIN(C, p->T - i0);
-                    if (!p->causal) { /* out = phi_q KV straight into out, then / phi_q . z */
-                        float *o = ATTN__ROW(p->out, p->os, b, h, i0);
-                        const float *qr = ATTN__ROW(p->q, p->qs, b, h, i0);
-                        phi_rows(&f, qr, p->qs[2], n, phiq, 1, NULL);
-                        f.fk->apply(phiq, n, F, f.state + f.nck * F * Dv1, Dv1, f.zt, p->Dv, o,
-                                    p->os[2]);
-                        continue;
-                    }
-                    query_chunk(&f, b, h, c, phiq, a, num1);
-                    for (int64_t i = 0; i < n; i++) {
-                        float *o = ATTN__ROW(p->out, p->os, b, h, i0 + i);
-                        const float den = num1[i * Dv1 + p->Dv];
-                        const float inv = den != 0.0f ? 1.0f / den : 0.0f;
-                        for (int64_t d = 0; d < p->Dv; d++)
-                            o[d] = num1[i * Dv1 + d] * inv;
-                    }
+                    float *o = ATTN__ROW(p->out, p->os, b, h, i0);
+                    const float *qr = ATTN__ROW(p->q, p->qs, b, h, i0);
+                    phi_rows(&f, qr, p->qs[2], n, phiq, 1, NULL);
+                    f.fk->apply(phiq, n, F, f.state + f.nck * F * Dv1, Dv1, f.zt, p->Dv, o,
+                                p->os[2]);
                 }
             }
         }

@@ -46,6 +46,22 @@ typedef struct attn_feat_kernels {
      * (prefetched ahead), then from cache. */
     void (*accum)(const float *phi, int64_t n, int64_t F, const float *v, int64_t ldv, int64_t Dv,
                   float *S, int64_t lds);
+    /* One chunk of causal attention in one pass (the diagonal block and
+     * the prefix state, no GEMM calls), rows i < n:
+     *   a_ij = e (phiq_i . phik_j) for j <= i (0 above the diagonal)
+     *   o[i, :] = (phiq_i P[:, :Dv] + sum_{j<=i} a_ij v_j)
+     *             / (phiq_i . P[:, Dv] + sum_{j<=i} a_ij)
+     * (0 when the denominator is 0), P the [F, Dv+1] prefix state of row
+     * stride lds with the normaliser in column Dv, phiq and phik [n, F], v
+     * rows of stride ldv, e the chunk's weight. ws: at least
+     * attn__feat_causal_ws(n, F) floats of scratch (phik transposed and the
+     * masked block, in L1 for chunks of 64 rows). */
+    void (*causal)(const float *phiq, const float *phik, int64_t n, int64_t F, float e,
+                   const float *P, int64_t lds, const float *v, int64_t ldv, int64_t Dv, float *o,
+                   int64_t ldo, float *ws);
+    /* A float64 running state: run[e] += w * st[e], then P[e] = (float)
+     * run[e] unless P is NULL, e < n (the causal scans). */
+    void (*fold)(double *run, const float *st, double w, int64_t n, float *P);
     /* The Performer's chain rule over rows i < n: with x' = s x and
      * t_r = dphi[i*F + r] phi[i*F + r],
      *   dx[i*ldd + d] = s sum_r t_r (omega[r*D + d] - x'_d)
@@ -55,5 +71,12 @@ typedef struct attn_feat_kernels {
                       const float *dphi, int64_t F, const float *omega, double s, float *dx,
                       int64_t ldd);
 } attn_feat_kernels;
+
+/* Scratch of attn_feat_kernels.causal: z (F), phik^T (F x n16) and the
+ * block (n x n16), n16 = n rounded up to 16 (every family's width). */
+static inline int64_t attn__feat_causal_ws(int64_t n, int64_t F) {
+    const int64_t n16 = (n + 15) / 16 * 16;
+    return F + 16 + n16 * (F + n);
+}
 
 #endif /* ATTN_FEAT_KERNELS_H */
