@@ -53,11 +53,9 @@ typedef struct feat {
                   * rounding per state, not one per chunk) */
     /* causal forward: segments of SEG chunks */
     int64_t nseg;
-    double *seg;  /* [nseg][F * Dv1]: segment sums, then the prefix before each */
-    float *smax;  /* [nseg]: each segment's shift (PERFORMER) */
-    double *segw; /* [nseg]: exp(smax[s] - the head's max) */
-    float *cscr;  /* per thread, cscr_len floats: run (doubles) | P | st | phik | phiq | kernel
-                   * scratch | colsum */
+    double *seg; /* [nseg + 1][F * Dv1]: segment sums T, the prefixes Pre */
+    float *cscr; /* per thread, cscr_len floats: run, T (doubles) | P | st | phik | phiq |
+                  * kernel scratch | colsum */
     int64_t cscr_len;
 } feat;
 
@@ -132,7 +130,7 @@ static attn_status feat_init(attn_ctx *ctx, feat *f, const attn__approx_plan *p,
     const int cfwd = p->causal && !backward;
     f->nseg = (f->nck + SEG - 1) / SEG;
     f->cscr_len = (int64_t)attn__round16(
-        (size_t)(2 * F * Dv1 + 16 + 2 * F * Dv1 + 2 * C * F + attn__feat_causal_ws(C, F) + F));
+        (size_t)(6 * F * Dv1 + 16 + 2 * F * Dv1 + 2 * C * F + attn__feat_causal_ws(C, F) + F));
     /* two passes: the size (from offset 0), then the pointers */
     char *base = NULL;
     for (int pass = 0; pass < 2; pass++) {
@@ -145,9 +143,7 @@ static attn_status feat_init(attn_ctx *ctx, feat *f, const attn__approx_plan *p,
                       : NULL;
         f->v1 = backward ? carve(base, &off, S * Dv1 + 1, sizeof(float)) : NULL;
         f->state = cfwd ? NULL : carve(base, &off, (f->nck + 1) * F * Dv1, sizeof(float));
-        f->seg = cfwd ? carve(base, &off, (f->nseg + 1) * F * Dv1, sizeof(double)) : NULL;
-        f->smax = cfwd ? carve(base, &off, f->nseg + 1, sizeof(float)) : NULL;
-        f->segw = cfwd ? carve(base, &off, f->nseg + 1, sizeof(double)) : NULL;
+        f->seg = cfwd ? carve(base, &off, 2 * (f->nseg + 1) * F * Dv1, sizeof(double)) : NULL;
         f->cscr = cfwd ? carve(base, &off, f->cscr_len * f->nth, sizeof(float)) : NULL;
         f->cmax = carve(base, &off, f->nck + 1, sizeof(float));
         f->ce = carve(base, &off, f->nck + 1, sizeof(double));
@@ -251,122 +247,141 @@ static void prefetch_rows(const float *x, int64_t ld, int64_t n, int64_t w) {
             __builtin_prefetch(x + i * ld + d, 0, 2);
 }
 
-/* The causal forward of kv head (b, g) and its query heads, by segments of
- * SEG chunks (in parallel), each run in chunk order:
- *   pass 1: each segment's sum of its chunks' states phi_k,c^T V1_c in
- *           float64, weighted relative to the segment's largest shift
- *   scan:   for each segment the sum of the segments before it (fixed
- *           order, float64, weighted to the head's largest shift)
- *   pass 2: a float64 running state from the segment's prefix; per chunk
- *           P = the state of the keys before it (rounded once to fp32), the
- *           family's causal kernel for each query head of the group (the
- *           prefix and the diagonal block in one pass), then the chunk's own
- *           state joins the running sum.
- * Nothing per chunk goes through memory: linear attention recomputes
- * phi_k (elu + 1) in pass 2, the Performer keeps it (a projection per key). */
+/* phi_k of key chunk c into pkw (linear: elu + 1 now) or kept (PERFORMER),
+ * its column sums into zs. Returns phi_k's rows. */
+static const float *chunk_phik(feat *f, int64_t b, int64_t g, int64_t c, float *pkw, float *zs) {
+    const attn__approx_plan *p = f->p;
+    const int64_t C = f->C, F = f->F, j0 = c * C, n = ATTN_MIN(C, p->S - j0);
+    memset(zs, 0, (size_t)F * sizeof(float));
+    if (p->method == ATTN_APPROX_PERFORMER) {
+        const float *pk = f->phik + j0 * F;
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t r = 0; r < F; r++)
+                zs[r] += pk[i * F + r];
+        return pk;
+    }
+    f->fk->elu1(ATTN__ROW(p->k, p->ks, b, g, j0), p->ks[2], n, F, pkw, zs);
+    return pkw;
+}
+
+/* Key chunk c's state st = [phi_k^T V | z] folded into acc with weight
+ * ce[c]. fresh: phi_k computed here (into pkw, prefetching the next chunk);
+ * else pk = pkw holds it and zs its column sums. */
+static void chunk_state(feat *f, int64_t b, int64_t g, int64_t c, float *pkw, float *zs,
+                        float *st, double *acc, float *P, int fresh) {
+    const attn__approx_plan *p = f->p;
+    const int64_t C = f->C, F = f->F, Dv1 = f->Dv1, Dv = p->Dv, j0 = c * C;
+    const int64_t n = ATTN_MIN(C, p->S - j0);
+    const float *kb = ATTN__ROW(p->k, p->ks, b, g, 0), *vb = ATTN__ROW(p->v, p->vs, b, g, 0);
+    const float *pk = pkw;
+    if (fresh) {
+        if (c + 1 < f->nck) {
+            const int64_t nn = ATTN_MIN(C, p->S - j0 - C);
+            prefetch_rows(kb + (j0 + C) * p->ks[2], p->ks[2], nn, p->D);
+            prefetch_rows(vb + (j0 + C) * p->vs[2], p->vs[2], nn, Dv);
+        }
+        pk = chunk_phik(f, b, g, c, pkw, zs);
+    }
+    f->fk->accum(pk, n, F, vb + j0 * p->vs[2], p->vs[2], Dv, st, Dv1);
+    for (int64_t r = 0; r < F; r++)
+        st[r * Dv1 + Dv] = zs[r];
+    f->fk->fold(acc, st, f->ce[c], F * Dv1, P);
+}
+
+/* The causal forward of kv head (b, g) and its query heads. The keys are cut
+ * into segments of SEG chunks; with T_s = sum over the chunks c of segment
+ * s, in order, of ce[c] phi_k,c^T V1_c (float64, from 0) and
+ *   Pre_0 = 0,  Pre_{s+1} = Pre_s + T_s,
+ * chunk c of segment s sees the prefix state Pre_s plus the states of the
+ * chunks before it in s (a float64 running sum, rounded once to fp32 per
+ * chunk), and the family's causal kernel adds its diagonal block (one pass,
+ * no GEMM). Thread t runs a fixed range of segments in order and carries
+ * Pre from one to the next; the totals T_s of the segments before another
+ * thread's first one are computed first, in parallel (none with one thread:
+ * the keys are then read once). The definitions of T and Pre fix the bits
+ * for any thread count. The Performer's phi_k is computed first for all
+ * keys (ce needs the head's largest shift) and kept; linear attention
+ * computes elu + 1 of a chunk where it is used. */
 static void causal_forward(feat *f, int64_t b, int64_t g) {
     const attn__approx_plan *p = f->p;
     const int64_t C = f->C, F = f->F, Dv1 = f->Dv1, Dv = p->Dv, S = p->S, nck = f->nck;
     const int64_t sz = F * Dv1, nseg = f->nseg;
     const int perf = p->method == ATTN_APPROX_PERFORMER;
+    const int nth = (int)ATTN_MIN((int64_t)f->nth, nseg);
     const float *kb = ATTN__ROW(p->k, p->ks, b, g, 0), *vb = ATTN__ROW(p->v, p->vs, b, g, 0);
+    double *T = f->seg, *Pre = f->seg + (nseg + 1) * sz;
+    if (perf) {
 #pragma omp parallel for num_threads(f->nth) schedule(dynamic, 1)
-    for (int64_t sg = 0; sg < nseg; sg++) {
-        float *w = f->cscr + f->cscr_len * omp_get_thread_num();
-        float *st = w + 2 * sz + 16 + sz, *pkw = st + sz, *zs = pkw + 2 * C * F +
-                                                             attn__feat_causal_ws(C, F);
-        double *T = f->seg + sg * sz;
-        memset(T, 0, (size_t)sz * sizeof(double));
-        float smax = -INFINITY;
-        for (int64_t c = sg * SEG; c < ATTN_MIN((sg + 1) * SEG, nck); c++) {
+        for (int64_t c = 0; c < nck; c++) {
             const int64_t j0 = c * C, n = ATTN_MIN(C, S - j0);
-            float *pk = perf ? f->phik + j0 * F : pkw;
-            if (c + 1 < nck) {
-                const int64_t nn = ATTN_MIN(C, S - j0 - C);
-                prefetch_rows(kb + (j0 + C) * p->ks[2], p->ks[2], nn, p->D);
-                prefetch_rows(vb + (j0 + C) * p->vs[2], p->vs[2], nn, Dv);
-            }
-            memset(zs, 0, (size_t)F * sizeof(float));
-            const float cm = f->cmax[c] = phi_rows(f, kb + j0 * p->ks[2], p->ks[2], n, pk, 0, zs);
-            f->fk->accum(pk, n, F, vb + j0 * p->vs[2], p->vs[2], Dv, st, Dv1);
-            for (int64_t r = 0; r < F; r++)
-                st[r * Dv1 + Dv] = zs[r];
-            double wc = 1.0; /* a chunk without a finite shift kept shift 0 */
-            if (isfinite(cm)) {
-                if (cm > smax) { /* a new largest shift: the sum so far moves to it */
-                    if (isfinite(smax)) {
-                        const double r = exp((double)smax - (double)cm);
-                        for (int64_t e = 0; e < sz; e++)
-                            T[e] *= r;
-                    }
-                    smax = cm;
-                }
-                wc = exp((double)cm - (double)smax);
-            }
-            f->fk->fold(T, st, wc, sz, NULL);
+            f->cmax[c] = phi_rows(f, kb + j0 * p->ks[2], p->ks[2], n, f->phik + j0 * F, 0, NULL);
         }
-        f->smax[sg] = smax;
+        float mx = -INFINITY;
+        for (int64_t c = 0; c < nck; c++)
+            mx = fmaxf(mx, f->cmax[c]);
+        for (int64_t c = 0; c < nck; c++) /* a chunk without a finite shift kept shift 0 */
+            f->ce[c] = isfinite(mx) && isfinite(f->cmax[c])
+                           ? exp((double)f->cmax[c] - (double)mx) : 1.0;
+    } else {
+        for (int64_t c = 0; c < nck; c++)
+            f->ce[c] = 1.0;
     }
-    float mx = -INFINITY;
-    for (int64_t sg = 0; sg < nseg; sg++)
-        mx = fmaxf(mx, f->smax[sg]);
-    for (int64_t sg = 0; sg < nseg; sg++)
-        f->segw[sg] = isfinite(mx) && isfinite(f->smax[sg])
-                          ? exp((double)f->smax[sg] - (double)mx) : 1.0;
-    for (int64_t c = 0; c < nck; c++)
-        f->ce[c] = isfinite(mx) && isfinite(f->cmax[c]) ? exp((double)f->cmax[c] - (double)mx)
-                                                          : 1.0;
-    /* exclusive prefix over the segments (fixed order) */
-    double *run = f->run;
-    memset(run, 0, (size_t)sz * sizeof(double));
-    for (int64_t sg = 0; sg < nseg; sg++) {
-        double *T = f->seg + sg * sz;
-        const double e = f->segw[sg];
-        for (int64_t e0 = 0; e0 < sz; e0++) {
-            const double t = T[e0];
-            T[e0] = run[e0];
-            run[e0] += e * t;
-        }
-    }
-#pragma omp parallel for num_threads(f->nth) schedule(dynamic, 1)
-    for (int64_t sg = 0; sg < nseg; sg++) {
-        float *w = f->cscr + f->cscr_len * omp_get_thread_num();
-        double *rs = (double *)w;
-        float *P = w + 2 * sz + 16, *st = P + sz, *pkw = st + sz, *phiq = pkw + C * F;
+#pragma omp parallel num_threads(nth)
+    {
+        /* thread t runs segments [t nseg / nt, (t + 1) nseg / nt) */
+        const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+        const int64_t need = (int64_t)(nt - 1) * nseg / nt; /* T_s wanted for s < need */
+        float *w = f->cscr + f->cscr_len * t;
+        double *rs = (double *)w, *tacc = rs + sz, *pre = tacc + sz;
+        float *P = w + 6 * sz + 16, *st = P + sz, *pkw = st + sz, *phiq = pkw + C * F;
         float *kws = phiq + C * F, *zs = kws + attn__feat_causal_ws(C, F);
-        memcpy(rs, f->seg + sg * sz, (size_t)sz * sizeof(double));
-        for (int64_t e = 0; e < sz; e++)
-            P[e] = (float)rs[e];
-        for (int64_t c = sg * SEG; c < ATTN_MIN((sg + 1) * SEG, nck); c++) {
-            const int64_t i0 = c * C, n = ATTN_MIN(C, S - i0);
-            if (c + 1 < nck) {
-                const int64_t j1 = i0 + C, nn = ATTN_MIN(C, S - j1);
-                prefetch_rows(kb + j1 * p->ks[2], p->ks[2], nn, p->D);
-                prefetch_rows(vb + j1 * p->vs[2], p->vs[2], nn, Dv);
-                for (int64_t h = g * p->group; h < (g + 1) * p->group; h++)
-                    prefetch_rows(ATTN__ROW(p->q, p->qs, b, h, j1), p->qs[2], nn, p->D);
-                if (perf) prefetch_rows(f->phik + j1 * F, F, nn, F);
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t sg = 0; sg < need; sg++) {
+            double *ts = T + sg * sz;
+            memset(ts, 0, (size_t)sz * sizeof(double));
+            for (int64_t c = sg * SEG; c < ATTN_MIN((sg + 1) * SEG, nck); c++)
+                chunk_state(f, b, g, c, pkw, zs, st, ts, NULL, 1);
+        }
+#pragma omp single
+        { /* Pre_s up to the last thread's first segment (fixed order) */
+            memset(Pre, 0, (size_t)sz * sizeof(double));
+            for (int64_t sg = 0; sg < need; sg++)
+                for (int64_t e = 0; e < sz; e++)
+                    Pre[(sg + 1) * sz + e] = Pre[sg * sz + e] + T[sg * sz + e];
+        }
+        const int64_t lo = (int64_t)t * nseg / nt, hi = (int64_t)(t + 1) * nseg / nt;
+        if (lo < hi) memcpy(pre, Pre + lo * sz, (size_t)sz * sizeof(double));
+        for (int64_t sg = lo; sg < hi; sg++) {
+            memcpy(rs, pre, (size_t)sz * sizeof(double));
+            memset(tacc, 0, (size_t)sz * sizeof(double));
+            for (int64_t e = 0; e < sz; e++)
+                P[e] = (float)rs[e];
+            const int64_t c1 = ATTN_MIN((sg + 1) * SEG, nck);
+            for (int64_t c = sg * SEG; c < c1; c++) {
+                const int64_t i0 = c * C, n = ATTN_MIN(C, S - i0);
+                const float *pk = chunk_phik(f, b, g, c, pkw, zs);
+                if (c + 1 < nck) { /* the next chunk's rows load while this one computes */
+                    const int64_t j1 = i0 + C, nn = ATTN_MIN(C, S - j1);
+                    prefetch_rows(kb + j1 * p->ks[2], p->ks[2], nn, p->D);
+                    prefetch_rows(vb + j1 * p->vs[2], p->vs[2], nn, Dv);
+                    for (int64_t h = g * p->group; h < (g + 1) * p->group; h++)
+                        prefetch_rows(ATTN__ROW(p->q, p->qs, b, h, j1), p->qs[2], nn, p->D);
+                    if (perf) prefetch_rows(f->phik + j1 * F, F, nn, F);
+                }
+                const float *vc = vb + i0 * p->vs[2];
+                for (int64_t h = g * p->group; h < (g + 1) * p->group; h++) {
+                    phi_rows(f, ATTN__ROW(p->q, p->qs, b, h, i0), p->qs[2], n, phiq, 1, NULL);
+                    f->fk->causal(phiq, pk, n, F, (float)f->ce[c], P, Dv1, vc, p->vs[2], Dv,
+                                  ATTN__ROW(p->out, p->os, b, h, i0), p->os[2], kws);
+                }
+                if (sg + 1 == hi && c + 1 == c1) break; /* no later chunk of this thread */
+                /* the chunk's state joins T_sg and the running state (P of the next chunk) */
+                chunk_state(f, b, g, c, (float *)pk, zs, st, tacc, NULL, 0);
+                if (c + 1 < c1) f->fk->fold(rs, st, f->ce[c], sz, P);
             }
-            float *pk = pkw;
-            memset(zs, 0, (size_t)F * sizeof(float));
-            if (perf) { /* kept from pass 1; its column sums again */
-                pk = f->phik + i0 * F;
-                for (int64_t i = 0; i < n; i++)
-                    for (int64_t r = 0; r < F; r++)
-                        zs[r] += pk[i * F + r];
-            } else {
-                f->fk->elu1(kb + i0 * p->ks[2], p->ks[2], n, F, pk, zs);
-            }
-            const float *vc = vb + i0 * p->vs[2];
-            for (int64_t h = g * p->group; h < (g + 1) * p->group; h++) {
-                phi_rows(f, ATTN__ROW(p->q, p->qs, b, h, i0), p->qs[2], n, phiq, 1, NULL);
-                f->fk->causal(phiq, pk, n, F, (float)f->ce[c], P, Dv1, vc, p->vs[2], Dv,
-                              ATTN__ROW(p->out, p->os, b, h, i0), p->os[2], kws);
-            }
-            f->fk->accum(pk, n, F, vc, p->vs[2], Dv, st, Dv1);
-            for (int64_t r = 0; r < F; r++)
-                st[r * Dv1 + Dv] = zs[r];
-            f->fk->fold(rs, st, f->ce[c], sz, P); /* and P of the next chunk */
+            if (sg + 1 < hi) /* Pre_{sg+1} = Pre_sg + T_sg, as the table's */
+                for (int64_t e = 0; e < sz; e++)
+                    pre[e] = pre[e] + tacc[e];
         }
     }
 }
