@@ -32,6 +32,7 @@
 typedef struct feat {
     const attn__approx_plan *p;
     const float *omega;
+    float *omt; /* Omega^T [D, F] (PERFORMER) */
     const attn_feat_kernels *fk; /* the context's family's feature maps */
     attn_ctx one;      /* a 1-thread context for GEMMs inside parallel loops */
     int64_t C, F, Dv1; /* chunk rows, features, Dv + 1 */
@@ -75,8 +76,7 @@ static float phi_rows(feat *f, const float *x, int64_t ldx, int64_t n, float *u,
         f->fk->elu1(x, ldx, n, p->D, u, colsum);
         return 0.0f;
     }
-    attn__sgemm(&f->one, 0, 1, n, f->F, p->D, sqrtf(p->scale), x, ldx, f->omega, p->D, 0.0f, u,
-                f->F);
+    f->fk->proj(x, ldx, n, p->D, f->omt, f->F, sqrtf(p->scale), u);
     return f->fk->perf_exp(u, n, f->F, x, ldx, p->D, 0.5f * p->scale, rowshift,
                            1.0f / sqrtf((float)f->F), colsum);
 }
@@ -146,6 +146,7 @@ static attn_status feat_init(attn_ctx *ctx, feat *f, const attn__approx_plan *p,
         f->seg = cfwd ? carve(base, &off, 2 * (f->nseg + 1) * F * Dv1, sizeof(double)) : NULL;
         f->cscr = cfwd ? carve(base, &off, f->cscr_len * f->nth, sizeof(float)) : NULL;
         f->cmax = carve(base, &off, f->nck + 1, sizeof(float));
+        f->omt = omega ? carve(base, &off, F * p->D, sizeof(float)) : NULL;
         f->ce = carve(base, &off, f->nck + 1, sizeof(double));
         f->zt = carve(base, &off, F, sizeof(float));
         f->run = carve(base, &off, F * Dv1, sizeof(double));
@@ -163,6 +164,10 @@ static attn_status feat_init(attn_ctx *ctx, feat *f, const attn__approx_plan *p,
                                  attn_approx_name(p->method));
         base = attn__ws_get(ctx, 0);
     }
+    if (omega)
+        for (int64_t r = 0; r < F; r++)
+            for (int64_t d = 0; d < p->D; d++)
+                f->omt[d * F + r] = omega[r * p->D + d];
     return ATTN_OK;
 }
 

@@ -46,6 +46,11 @@ typedef struct attn_feat_kernels {
      * (prefetched ahead), then from cache. */
     void (*accum)(const float *phi, int64_t n, int64_t F, const float *v, int64_t ldv, int64_t Dv,
                   float *S, int64_t lds);
+    /* The Performer's projection of rows x [n, D] (row stride ldx):
+     * u[i*F + r] = s sum_d x[i*ldx + d] wt[d*F + r], wt = Omega^T [D, F]
+     * (kept in cache: 4 rows a pass over it). */
+    void (*proj)(const float *x, int64_t ldx, int64_t n, int64_t D, const float *wt, int64_t F,
+                 float s, float *u);
     /* One chunk of causal attention in one pass (the diagonal block and
      * the prefix state, no GEMM calls), rows i < n:
      *   a_ij = e (phiq_i . phik_j) for j <= i (0 above the diagonal)

@@ -164,7 +164,7 @@ static float dot8(const float *a, const float *b, int64_t n) {
  * 12 accumulators of the 16 ymm registers, per feature 3 loads of the
  * state row and NR broadcasts. */
 static inline __attribute__((always_inline)) void
-apply_block8(const float *phi, int64_t F, const float *S, int64_t lds, int64_t d0,
+apply_block8(const float *phi, int64_t ldp, int64_t F, const float *S, int64_t lds, int64_t d0,
              const __m256i m[3], int nr, const float *inv, float *o, int64_t ldo) {
     __m256 acc[4][3];
 #pragma GCC unroll 4
@@ -181,7 +181,7 @@ apply_block8(const float *phi, int64_t F, const float *S, int64_t lds, int64_t d
 #pragma GCC unroll 4
         for (int i = 0; i < 4; i++) {
             if (i >= nr) break;
-            const __m256 b = _mm256_broadcast_ss(phi + i * F + r);
+            const __m256 b = _mm256_broadcast_ss(phi + i * ldp + r);
 #pragma GCC unroll 3
             for (int c = 0; c < 3; c++)
                 acc[i][c] = _mm256_fmadd_ps(b, s[c], acc[i][c]);
@@ -213,9 +213,9 @@ static void apply_avx2(const float *phi, int64_t n, int64_t F, const float *S, i
                 m[c] = left <= 0 ? _mm256_setzero_si256() : tail8(left);
             }
             if (nr == 4)
-                apply_block8(phi + i0 * F, F, S, lds, d0, m, 4, inv, o + i0 * ldo, ldo);
+                apply_block8(phi + i0 * F, F, F, S, lds, d0, m, 4, inv, o + i0 * ldo, ldo);
             else
-                apply_block8(phi + i0 * F, F, S, lds, d0, m, nr, inv, o + i0 * ldo, ldo);
+                apply_block8(phi + i0 * F, F, F, S, lds, d0, m, nr, inv, o + i0 * ldo, ldo);
         }
     }
 }
@@ -374,6 +374,25 @@ causal_o_block8(const float *phiq, int64_t F, const float *P, int64_t lds, const
     }
 }
 
+static void proj_avx2(const float *x, int64_t ldx, int64_t n, int64_t D, const float *wt,
+                      int64_t F, float s, float *u) {
+    const float sc[4] = {s, s, s, s};
+    for (int64_t i0 = 0; i0 < n; i0 += 4) {
+        const int nr = (int)(n - i0 < 4 ? n - i0 : 4);
+        for (int64_t r0 = 0; r0 < F; r0 += 24) {
+            __m256i m[3];
+            for (int c = 0; c < 3; c++) {
+                const int64_t left = F - r0 - 8 * c;
+                m[c] = left <= 0 ? _mm256_setzero_si256() : tail8(left);
+            }
+            if (nr == 4)
+                apply_block8(x + i0 * ldx, ldx, D, wt, F, r0, m, 4, sc, u + i0 * F, F);
+            else
+                apply_block8(x + i0 * ldx, ldx, D, wt, F, r0, m, nr, sc, u + i0 * F, F);
+        }
+    }
+}
+
 static void causal_avx2(const float *phiq, const float *phik, int64_t n, int64_t F, float e,
                         const float *P, int64_t lds, const float *v, int64_t ldv, int64_t Dv,
                         float *o, int64_t ldo, float *ws) {
@@ -483,6 +502,7 @@ const attn_feat_kernels attn__feat_kernels_avx2 = {
     .ratio = ratio_avx2,
     .apply = apply_avx2,
     .accum = accum_avx2,
+    .proj = proj_avx2,
     .causal = causal_avx2,
     .fold = fold_avx2,
     .perf_back = perf_back_avx2,

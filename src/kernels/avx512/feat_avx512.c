@@ -148,9 +148,9 @@ static float dot16(const float *a, const float *b, int64_t n) {
 /* NR rows (1..4) times the state, columns [d0, d0 + 64) with masks m[4]:
  * 4 x NR accumulators, per feature 4 loads of the state row and NR
  * broadcasts for 4 NR FMAs; then scaled by inv[] and stored. */
-ATTN_INLINE void apply_block(const float *phi, int64_t F, const float *S, int64_t lds, int64_t d0,
-                             const __mmask16 m[4], int nr, const float *inv, float *o,
-                             int64_t ldo) {
+ATTN_INLINE void apply_block(const float *phi, int64_t ldp, int64_t F, const float *S,
+                             int64_t lds, int64_t d0, const __mmask16 m[4], int nr,
+                             const float *inv, float *o, int64_t ldo) {
     __m512 acc[4][4];
 #pragma GCC unroll 4
     for (int i = 0; i < 4; i++)
@@ -166,7 +166,7 @@ ATTN_INLINE void apply_block(const float *phi, int64_t F, const float *S, int64_
 #pragma GCC unroll 4
         for (int i = 0; i < 4; i++) {
             if (i >= nr) break;
-            const __m512 b = _mm512_set1_ps(phi[i * F + r]);
+            const __m512 b = _mm512_set1_ps(phi[i * ldp + r]);
 #pragma GCC unroll 4
             for (int c = 0; c < 4; c++)
                 acc[i][c] = _mm512_fmadd_ps(b, s[c], acc[i][c]);
@@ -203,9 +203,28 @@ static void apply_avx512(const float *phi, int64_t n, int64_t F, const float *S,
                 m[c] = left <= 0 ? (__mmask16)0 : tail16(left);
             }
             if (nr == 4)
-                apply_block(phi + i0 * F, F, S, lds, d0, m, 4, inv, o + i0 * ldo, ldo);
+                apply_block(phi + i0 * F, F, F, S, lds, d0, m, 4, inv, o + i0 * ldo, ldo);
             else
-                apply_block(phi + i0 * F, F, S, lds, d0, m, nr, inv, o + i0 * ldo, ldo);
+                apply_block(phi + i0 * F, F, F, S, lds, d0, m, nr, inv, o + i0 * ldo, ldo);
+        }
+    }
+}
+
+static void proj_avx512(const float *x, int64_t ldx, int64_t n, int64_t D, const float *wt,
+                        int64_t F, float s, float *u) {
+    const float sc[4] = {s, s, s, s};
+    for (int64_t i0 = 0; i0 < n; i0 += 4) {
+        const int nr = (int)(n - i0 < 4 ? n - i0 : 4);
+        for (int64_t r0 = 0; r0 < F; r0 += 64) {
+            __mmask16 m[4];
+            for (int c = 0; c < 4; c++) {
+                const int64_t left = F - r0 - 16 * c;
+                m[c] = left <= 0 ? (__mmask16)0 : tail16(left);
+            }
+            if (nr == 4)
+                apply_block(x + i0 * ldx, ldx, D, wt, F, r0, m, 4, sc, u + i0 * F, F);
+            else
+                apply_block(x + i0 * ldx, ldx, D, wt, F, r0, m, nr, sc, u + i0 * F, F);
         }
     }
 }
@@ -511,6 +530,7 @@ const attn_feat_kernels attn__feat_kernels_avx512 = {
     .ratio = ratio_avx512,
     .apply = apply_avx512,
     .accum = accum_avx512,
+    .proj = proj_avx512,
     .causal = causal_avx512,
     .fold = fold_avx512,
     .perf_back = perf_back_avx512,

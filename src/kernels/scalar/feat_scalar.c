@@ -92,6 +92,17 @@ static void accum_scalar(const float *phi, int64_t n, int64_t F, const float *v,
         }
 }
 
+static void proj_scalar(const float *x, int64_t ldx, int64_t n, int64_t D, const float *wt,
+                        int64_t F, float s, float *u) {
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t r = 0; r < F; r++) {
+            float a = 0.0f;
+            for (int64_t d = 0; d < D; d++)
+                a = fmaf(x[i * ldx + d], wt[d * F + r], a);
+            u[i * F + r] = s * a;
+        }
+}
+
 static void causal_scalar(const float *phiq, const float *phik, int64_t n, int64_t F, float e,
                           const float *P, int64_t lds, const float *v, int64_t ldv, int64_t Dv,
                           float *o, int64_t ldo, float *ws) {
@@ -154,6 +165,7 @@ const attn_feat_kernels attn__feat_kernels_scalar = {
     .ratio = ratio_scalar,
     .apply = apply_scalar,
     .accum = accum_scalar,
+    .proj = proj_scalar,
     .causal = causal_scalar,
     .fold = fold_scalar,
     .perf_back = perf_back_scalar,
