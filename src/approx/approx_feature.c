@@ -55,6 +55,7 @@ typedef struct feat {
     /* causal forward: segments of SEG chunks */
     int64_t nseg;
     double *seg; /* [nseg + 1][F * Dv1]: segment sums T, the prefixes Pre */
+    float *zk;   /* [nck][F]: each key chunk's column sums of phi_k (PERFORMER) */
     float *cscr; /* per thread, cscr_len floats: run, T (doubles) | P | st | phik | phiq |
                   * kernel scratch | colsum */
     int64_t cscr_len;
@@ -143,6 +144,7 @@ static attn_status feat_init(attn_ctx *ctx, feat *f, const attn__approx_plan *p,
                       : NULL;
         f->v1 = backward ? carve(base, &off, S * Dv1 + 1, sizeof(float)) : NULL;
         f->state = cfwd ? NULL : carve(base, &off, (f->nck + 1) * F * Dv1, sizeof(float));
+        f->zk = cfwd && omega ? carve(base, &off, f->nck * F, sizeof(float)) : NULL;
         f->seg = cfwd ? carve(base, &off, 2 * (f->nseg + 1) * F * Dv1, sizeof(double)) : NULL;
         f->cscr = cfwd ? carve(base, &off, f->cscr_len * f->nth, sizeof(float)) : NULL;
         f->cmax = carve(base, &off, f->nck + 1, sizeof(float));
@@ -257,14 +259,11 @@ static void prefetch_rows(const float *x, int64_t ld, int64_t n, int64_t w) {
 static const float *chunk_phik(feat *f, int64_t b, int64_t g, int64_t c, float *pkw, float *zs) {
     const attn__approx_plan *p = f->p;
     const int64_t C = f->C, F = f->F, j0 = c * C, n = ATTN_MIN(C, p->S - j0);
-    memset(zs, 0, (size_t)F * sizeof(float));
-    if (p->method == ATTN_APPROX_PERFORMER) {
-        const float *pk = f->phik + j0 * F;
-        for (int64_t i = 0; i < n; i++)
-            for (int64_t r = 0; r < F; r++)
-                zs[r] += pk[i * F + r];
-        return pk;
+    if (p->method == ATTN_APPROX_PERFORMER) { /* both from the first pass */
+        memcpy(zs, f->zk + c * F, (size_t)F * sizeof(float));
+        return f->phik + j0 * F;
     }
+    memset(zs, 0, (size_t)F * sizeof(float));
     f->fk->elu1(ATTN__ROW(p->k, p->ks, b, g, j0), p->ks[2], n, F, pkw, zs);
     return pkw;
 }
@@ -319,7 +318,11 @@ static void causal_forward(feat *f, int64_t b, int64_t g) {
 #pragma omp parallel for num_threads(f->nth) schedule(dynamic, 1)
         for (int64_t c = 0; c < nck; c++) {
             const int64_t j0 = c * C, n = ATTN_MIN(C, S - j0);
-            f->cmax[c] = phi_rows(f, kb + j0 * p->ks[2], p->ks[2], n, f->phik + j0 * F, 0, NULL);
+            if (c + 1 < nck)
+                prefetch_rows(kb + (j0 + C) * p->ks[2], p->ks[2], ATTN_MIN(C, S - j0 - C), p->D);
+            float *zc = f->zk + c * F;
+            memset(zc, 0, (size_t)F * sizeof(float));
+            f->cmax[c] = phi_rows(f, kb + j0 * p->ks[2], p->ks[2], n, f->phik + j0 * F, 0, zc);
         }
         float mx = -INFINITY;
         for (int64_t c = 0; c < nck; c++)

@@ -444,8 +444,21 @@ static void causal_avx512(const float *phiq, const float *phik, int64_t n, int64
         const int64_t jmax = i0 + nr, nv = (jmax + 15) / 16;
         for (int64_t jg = 0; jg < nv; jg += 4) {
             const int ncv = (int)(nv - jg < 4 ? nv - jg : 4);
-            if (nr == 4)
-                causal_a_block(phiq, F, kt, n16, i0, 4, jg, ncv, ve, a);
+            if (nr == 4) /* constant counts: the loops unrolled without tests */
+                switch (ncv) {
+                case 1:
+                    causal_a_block(phiq, F, kt, n16, i0, 4, jg, 1, ve, a);
+                    break;
+                case 2:
+                    causal_a_block(phiq, F, kt, n16, i0, 4, jg, 2, ve, a);
+                    break;
+                case 3:
+                    causal_a_block(phiq, F, kt, n16, i0, 4, jg, 3, ve, a);
+                    break;
+                default:
+                    causal_a_block(phiq, F, kt, n16, i0, 4, jg, 4, ve, a);
+                    break;
+                }
             else
                 causal_a_block(phiq, F, kt, n16, i0, nr, jg, ncv, ve, a);
         }
