@@ -32,7 +32,8 @@
 typedef struct feat {
     const attn__approx_plan *p;
     const float *omega;
-    float *omt; /* Omega^T [D, F] (PERFORMER) */
+    float *omt;  /* Omega^T [D, F] (PERFORMER) */
+    double *pws; /* per thread F doubles: the backward's float64 exponents (PERFORMER) */
     const attn_feat_kernels *fk; /* the context's family's feature maps */
     attn_ctx one;      /* a 1-thread context for GEMMs inside parallel loops */
     int64_t C, F, Dv1; /* chunk rows, features, Dv + 1 */
@@ -41,14 +42,17 @@ typedef struct feat {
     float *phik;  /* [S, F], kept when causal or backward (else per chunk in scr) */
     float *v1;    /* [S, Dv1], the same */
     float *state; /* [nck + 1][F * Dv1]: chunk sums, then prefix (or total in [nck]) */
-    float *cmax;  /* [nck]: each key chunk's own shift (PERFORMER) */
+    double *cmax; /* [nck]: each key chunk's own shift (PERFORMER) */
     double *ce;   /* [nck]: exp(cmax[c] - the head's max), chunk c's weight */
     float *scr;   /* per thread: phiq [C*F] | dphiq [C*F] | A [C*C] | dA [C*C] | num1 [C*Dv1]
                    * | colsum [F] */
     float *zt;    /* [F]: the total key sum z (column Dv of state[nck]) */
     int64_t scr_len;
     /* backward */
-    float *dphik, *dv1, *gst; /* [S, F], [S, Dv1], [ncq + 1][F * Dv1] */
+    float *dphik;             /* [S, F]: the key side's dphi_k, rounded for the chain rule */
+    double *gst;              /* [ncq + 1][F * Dv1]: G_c, then its suffix sums */
+    double *bscr;             /* per thread, bscr_len doubles: backward_chunk's scratch */
+    int64_t bscr_len;
     double *acck, *accv;      /* [S, F], [S, Dv1]: the sums over a GQA group's heads */
     double *run; /* [F * Dv1]: the scans' running sum, in float64 (error ~ one
                   * rounding per state, not one per chunk) */
@@ -70,16 +74,23 @@ typedef struct feat {
  * or the projection sqrt(scale) x Omega^T (a GEMM) exponentiated by the
  * family's kernel with each row's own shift (rowshift) or one shift for the
  * n rows. Returns the largest exponent u_r - |x'|^2/2 (0 for LINEAR). */
-static float phi_rows(feat *f, const float *x, int64_t ldx, int64_t n, float *u, int rowshift,
-                      float *colsum) {
+static double phi_rows(feat *f, const float *x, int64_t ldx, int64_t n, float *u, int rowshift,
+                       float *colsum) {
     const attn__approx_plan *p = f->p;
     if (p->method == ATTN_APPROX_LINEAR) {
         f->fk->elu1(x, ldx, n, p->D, u, colsum);
-        return 0.0f;
+        return 0.0;
+    }
+    const float norm = 1.0f / sqrtf((float)f->F);
+    if (f->pws) { /* the backward: exponents in float64, exponentiated already shifted */
+        double *ws = f->pws + f->F * omp_get_thread_num();
+        const double c = f->fk->proj64(x, ldx, n, p->D, f->omt, f->F, sqrt((double)p->scale),
+                                       rowshift, u, ws);
+        f->fk->perf_exp(u, n, f->F, x, ldx, p->D, 0.0f, rowshift, norm, colsum);
+        return c;
     }
     f->fk->proj(x, ldx, n, p->D, f->omt, f->F, sqrtf(p->scale), u);
-    return f->fk->perf_exp(u, n, f->F, x, ldx, p->D, 0.5f * p->scale, rowshift,
-                           1.0f / sqrtf((float)f->F), colsum);
+    return f->fk->perf_exp(u, n, f->F, x, ldx, p->D, 0.5f * p->scale, rowshift, norm, colsum);
 }
 
 /* Chain rule: dx[n, D] from dphi and phi of rows x. */
@@ -129,6 +140,8 @@ static attn_status feat_init(attn_ctx *ctx, feat *f, const attn__approx_plan *p,
     const int64_t scr = 2 * C * F + (p->causal ? 2 * C * C : 0) + C * Dv1 + F;
     f->scr_len = (int64_t)attn__round16((size_t)scr);
     const int cfwd = p->causal && !backward;
+    /* bwd_query's scratch | phi_q, dphi_q [C, F] (floats) */
+    f->bscr_len = (int64_t)attn__round16((size_t)(attn__feat_bwd_ws(C, F, Dv1) + C * F + 8));
     f->nseg = (f->nck + SEG - 1) / SEG;
     f->cscr_len = (int64_t)attn__round16(
         (size_t)(6 * F * Dv1 + 16 + 2 * F * Dv1 + 2 * C * F + attn__feat_causal_ws(C, F) + F));
@@ -147,7 +160,7 @@ static attn_status feat_init(attn_ctx *ctx, feat *f, const attn__approx_plan *p,
         f->zk = cfwd && omega ? carve(base, &off, f->nck * F, sizeof(float)) : NULL;
         f->seg = cfwd ? carve(base, &off, 2 * (f->nseg + 1) * F * Dv1, sizeof(double)) : NULL;
         f->cscr = cfwd ? carve(base, &off, f->cscr_len * f->nth, sizeof(float)) : NULL;
-        f->cmax = carve(base, &off, f->nck + 1, sizeof(float));
+        f->cmax = carve(base, &off, f->nck + 1, sizeof(double));
         f->omt = omega ? carve(base, &off, F * p->D, sizeof(float)) : NULL;
         f->ce = carve(base, &off, f->nck + 1, sizeof(double));
         f->zt = carve(base, &off, F, sizeof(float));
@@ -155,8 +168,9 @@ static attn_status feat_init(attn_ctx *ctx, feat *f, const attn__approx_plan *p,
         f->scr = carve(base, &off, f->scr_len * f->nth, sizeof(float));
         if (backward) {
             f->dphik = carve(base, &off, S * F + 1, sizeof(float));
-            f->dv1 = carve(base, &off, S * Dv1 + 1, sizeof(float));
-            f->gst = carve(base, &off, (f->ncq + 1) * F * Dv1, sizeof(float));
+            f->gst = carve(base, &off, (f->ncq + 1) * F * Dv1, sizeof(double));
+            f->bscr = carve(base, &off, f->bscr_len * f->nth, sizeof(double));
+            f->pws = omega ? carve(base, &off, F * f->nth, sizeof(double)) : NULL;
             f->acck = carve(base, &off, S * F + 1, sizeof(double));
             f->accv = carve(base, &off, S * Dv1 + 1, sizeof(double));
         }
@@ -209,12 +223,11 @@ static void key_state(feat *f, int64_t b, int64_t g, int rescale) {
                 f->v1[j * Dv1 + p->Dv] = 1.0f;
             }
     }
-    float mx = -INFINITY;
+    double mx = -INFINITY;
     for (int64_t c = 0; c < nck; c++)
-        mx = fmaxf(mx, f->cmax[c]);
+        mx = fmax(mx, f->cmax[c]);
     for (int64_t c = 0; c < nck; c++) /* a chunk without a finite shift kept shift 0 */
-        f->ce[c] = isfinite(mx) && isfinite(f->cmax[c]) ? exp((double)f->cmax[c] - (double)mx)
-                                                          : 1.0;
+        f->ce[c] = isfinite(mx) && isfinite(f->cmax[c]) ? exp(f->cmax[c] - mx) : 1.0;
     /* exclusive prefix (fixed order): state[c] <- sum_{c' < c}, total in [nck] */
     const int64_t sz = F * Dv1;
     double *run = f->run;
@@ -237,10 +250,10 @@ static void key_state(feat *f, int64_t b, int64_t g, int rescale) {
 #pragma omp parallel for num_threads(f->nth) schedule(dynamic, 1)
     for (int64_t c = 0; c < nck; c++) {
         const int64_t j0 = c * C, n = ATTN_MIN(C, S - j0);
-        const float e = (float)f->ce[c];
-        if (e != 1.0f)
+        const double e = f->ce[c];
+        if (e != 1.0) /* one rounding */
             for (int64_t i = j0 * F; i < (j0 + n) * F; i++)
-                f->phik[i] *= e;
+                f->phik[i] = (float)((double)f->phik[i] * e);
         f->ce[c] = 1.0;
     }
 }
@@ -324,12 +337,11 @@ static void causal_forward(feat *f, int64_t b, int64_t g) {
             memset(zc, 0, (size_t)F * sizeof(float));
             f->cmax[c] = phi_rows(f, kb + j0 * p->ks[2], p->ks[2], n, f->phik + j0 * F, 0, zc);
         }
-        float mx = -INFINITY;
+        double mx = -INFINITY;
         for (int64_t c = 0; c < nck; c++)
-            mx = fmaxf(mx, f->cmax[c]);
+            mx = fmax(mx, f->cmax[c]);
         for (int64_t c = 0; c < nck; c++) /* a chunk without a finite shift kept shift 0 */
-            f->ce[c] = isfinite(mx) && isfinite(f->cmax[c])
-                           ? exp((double)f->cmax[c] - (double)mx) : 1.0;
+            f->ce[c] = isfinite(mx) && isfinite(f->cmax[c]) ? exp(f->cmax[c] - mx) : 1.0;
     } else {
         for (int64_t c = 0; c < nck; c++)
             f->ce[c] = 1.0;
@@ -394,33 +406,6 @@ static void causal_forward(feat *f, int64_t b, int64_t g) {
     }
 }
 
-/* phi_q of rows [i0, i0+n) of query head (b, h) into phiq, and num1 =
- * phi_q P (+ A V1 on the diagonal chunk, A kept in a). */
-static void query_chunk(feat *f, int64_t b, int64_t h, int64_t c, float *phiq, float *a,
-                        float *num1) {
-    const attn__approx_plan *p = f->p;
-    const int64_t C = f->C, F = f->F, Dv1 = f->Dv1, i0 = c * C, n = ATTN_MIN(C, p->T - i0);
-    const float *qr = ATTN__ROW(p->q, p->qs, b, h, i0);
-    phi_rows(f, qr, p->qs[2], n, phiq, 1, NULL);
-    const float *P = f->state + (p->causal ? c : f->nck) * F * Dv1;
-    attn__sgemm(&f->one, 0, 0, n, Dv1, F, 1.0f, phiq, F, P, Dv1, 0.0f, num1, Dv1);
-    if (!p->causal) return;
-    attn__sgemm(&f->one, 0, 1, n, n, F, (float)f->ce[c], phiq, F, f->phik + i0 * F, F, 0.0f, a,
-                n);
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t j = i + 1; j < n; j++)
-            a[i * n + j] = 0.0f;
-    /* A [V | 1]: the values in place, the ones as row sums */
-    const float *vc = ATTN__ROW(p->v, p->vs, b, h / p->group, i0);
-    attn__sgemm(&f->one, 0, 0, n, p->Dv, n, 1.0f, a, n, vc, p->vs[2], 1.0f, num1, Dv1);
-    for (int64_t i = 0; i < n; i++) {
-        float t = 0.0f;
-        for (int64_t j = 0; j <= i; j++)
-            t += a[i * n + j];
-        num1[i * Dv1 + p->Dv] += t;
-    }
-}
-
 attn_status attn__approx_feature_forward(attn_ctx *ctx, const attn__approx_plan *p,
                                          const float *omega) {
     feat f;
@@ -460,7 +445,31 @@ attn_status attn__approx_feature_forward(attn_ctx *ctx, const attn__approx_plan 
  *   dphi_q,c = dnum1_c P_c^T + dA phi_k,c,  dA = (dnum1_c V1_c^T) on j <= i
  *   dphi_k,c = dA^T phi_q,c + V1_c G_c^T,   dV1_c = A^T dnum1_c + phi_k,c G_c
  * with G_c = sum over the query chunks after c (causal) or all of them of
- * phi_q^T dnum1 (a suffix scan). */
+ * phi_q^T dnum1 (a suffix scan). Everything after phi and the fp32 states
+ * is float64: the gradients cancel (dnum . KV against dden z, v_j . G
+ * against G's normaliser column, dnum_i . v_j against dden_i in the
+ * diagonal block), so each sum there is formed from the fp32 operands
+ * without rounding its terms, and the query heads of a GQA group add into
+ * float64 sums of the key gradients. */
+
+/* One query chunk c of head (b, h): phi_q, then the family's float64
+ * backward of the chunk (dphi_q, then dq; G_c into gst[c]; causal: the
+ * diagonal block's share of the key gradients, rows i0.. belong to this
+ * chunk only). */
+static void backward_chunk(feat *f, int64_t b, int64_t h, int64_t c, double *w) {
+    const attn__approx_plan *p = f->p;
+    const int64_t C = f->C, F = f->F, Dv1 = f->Dv1, sz = F * Dv1;
+    const int64_t i0 = c * C, n = ATTN_MIN(C, p->T - i0);
+    float *phiq = (float *)(w + attn__feat_bwd_ws(C, F, Dv1)), *dqf = phiq + C * F;
+    phi_rows(f, ATTN__ROW(p->q, p->qs, b, h, i0), p->qs[2], n, phiq, 1, NULL);
+    f->fk->bwd_query(phiq, n, F, f->state + (p->causal ? c : f->nck) * sz,
+                     p->causal ? f->phik + i0 * F : NULL, f->v1 + i0 * Dv1, Dv1,
+                     ATTN__ROW(p->dout, p->dos, b, h, i0), p->dos[2], dqf, f->gst + c * sz,
+                     f->acck + i0 * F, f->accv + i0 * Dv1, w);
+    phi_backward(f, ATTN__ROW(p->q, p->qs, b, h, i0), p->qs[2], n, phiq, dqf,
+                 ATTN__ROW(p->dq, p->dqs, b, h, i0), p->dqs[2]);
+}
+
 attn_status attn__approx_feature_backward(attn_ctx *ctx, const attn__approx_plan *p,
                                           const float *omega) {
     feat f;
@@ -476,73 +485,27 @@ attn_status attn__approx_feature_backward(attn_ctx *ctx, const attn__approx_plan
             memset(f.acck, 0, (size_t)(S * F) * sizeof(double));
             memset(f.accv, 0, (size_t)(S * Dv1) * sizeof(double));
             for (int64_t h = g * p->group; h < (g + 1) * p->group; h++) {
-                memset(f.dphik, 0, (size_t)(S * F) * sizeof(float));
-                memset(f.dv1, 0, (size_t)(S * Dv1) * sizeof(float));
 #pragma omp parallel for num_threads(f.nth) schedule(dynamic, 1)
-                for (int64_t c = 0; c < f.ncq; c++) {
-                    float *w = f.scr + f.scr_len * omp_get_thread_num();
-                    float *phiq = w, *dphiq = w + C * F, *a = w + 2 * C * F;
-                    float *num1 = a + (p->causal ? 2 * C * C : 0), *da = a + C * C;
-                    query_chunk(&f, b, h, c, phiq, a, num1);
-                    const int64_t i0 = c * C, n = ATTN_MIN(C, p->T - i0);
-                    /* num1 -> dnum1 in place */
-                    for (int64_t i = 0; i < n; i++) {
-                        const float *go = ATTN__ROW(p->dout, p->dos, b, h, i0 + i);
-                        float *r = num1 + i * Dv1;
-                        const float den = r[p->Dv], inv = den != 0.0f ? 1.0f / den : 0.0f;
-                        float dd = 0.0f;
-                        for (int64_t d = 0; d < p->Dv; d++) {
-                            dd += go[d] * r[d] * inv;
-                            r[d] = go[d] * inv;
-                        }
-                        r[p->Dv] = -dd * inv;
-                    }
-                    const float *P = f.state + (p->causal ? c : f.nck) * sz;
-                    attn__sgemm(&f.one, 0, 1, n, F, Dv1, 1.0f, num1, Dv1, P, Dv1, 0.0f, dphiq, F);
-                    if (p->causal) {
-                        attn__sgemm(&f.one, 0, 1, n, n, Dv1, 1.0f, num1, Dv1, f.v1 + i0 * Dv1, Dv1,
-                                    0.0f, da, n);
-                        for (int64_t i = 0; i < n; i++)
-                            for (int64_t j = i + 1; j < n; j++)
-                                da[i * n + j] = 0.0f;
-                        attn__sgemm(&f.one, 0, 0, n, F, n, 1.0f, da, n, f.phik + i0 * F, F, 1.0f,
-                                    dphiq, F);
-                        attn__sgemm(&f.one, 1, 0, n, F, n, 1.0f, da, n, phiq, F, 1.0f,
-                                    f.dphik + i0 * F, F);
-                        attn__sgemm(&f.one, 1, 0, n, Dv1, n, 1.0f, a, n, num1, Dv1, 1.0f,
-                                    f.dv1 + i0 * Dv1, Dv1);
-                    }
-                    attn__sgemm(&f.one, 1, 0, F, Dv1, n, 1.0f, phiq, F, num1, Dv1, 0.0f,
-                                f.gst + c * sz, Dv1);
-                    const float *qr = ATTN__ROW(p->q, p->qs, b, h, i0);
-                    phi_backward(&f, qr, p->qs[2], n, phiq, dphiq,
-                                 ATTN__ROW(p->dq, p->dqs, b, h, i0), p->dqs[2]);
-                }
+                for (int64_t c = 0; c < f.ncq; c++)
+                    backward_chunk(&f, b, h, c, f.bscr + f.bscr_len * omp_get_thread_num());
                 /* exclusive suffix scan (fixed order): gst[c] <- sum_{c' > c}, total in [ncq] */
                 double *run = f.run;
                 memset(run, 0, (size_t)sz * sizeof(double));
                 for (int64_t c = f.ncq - 1; c >= 0; c--) {
-                    float *gc = f.gst + c * sz;
+                    double *gc = f.gst + c * sz;
                     for (int64_t e = 0; e < sz; e++) {
-                        const float t = gc[e];
-                        gc[e] = (float)run[e];
-                        run[e] += (double)t;
+                        const double t = gc[e];
+                        gc[e] = run[e];
+                        run[e] += t;
                     }
                 }
-                for (int64_t e = 0; e < sz; e++)
-                    f.gst[f.ncq * sz + e] = (float)run[e];
+                memcpy(f.gst + f.ncq * sz, run, (size_t)sz * sizeof(double));
 #pragma omp parallel for num_threads(f.nth) schedule(dynamic, 1)
                 for (int64_t c = 0; c < f.nck; c++) {
                     const int64_t j0 = c * C, n = ATTN_MIN(C, S - j0);
-                    const float *G = f.gst + (p->causal ? c : f.ncq) * sz;
-                    attn__sgemm(&f.one, 0, 1, n, F, Dv1, 1.0f, f.v1 + j0 * Dv1, Dv1, G, Dv1, 1.0f,
-                                f.dphik + j0 * F, F);
-                    attn__sgemm(&f.one, 0, 0, n, Dv1, F, 1.0f, f.phik + j0 * F, F, G, Dv1, 1.0f,
-                                f.dv1 + j0 * Dv1, Dv1);
-                    for (int64_t e = j0 * F; e < (j0 + n) * F; e++)
-                        f.acck[e] += (double)f.dphik[e];
-                    for (int64_t e = j0 * Dv1; e < (j0 + n) * Dv1; e++)
-                        f.accv[e] += (double)f.dv1[e];
+                    const double *G = f.gst + (p->causal ? c : f.ncq) * sz;
+                    f.fk->bwd_key(f.phik + j0 * F, f.v1 + j0 * Dv1, n, F, Dv1, G, f.acck + j0 * F,
+                                  f.accv + j0 * Dv1);
                 }
             }
             const float *kb = ATTN__ROW(p->k, p->ks, b, g, 0);
@@ -551,13 +514,13 @@ attn_status attn__approx_feature_backward(attn_ctx *ctx, const attn__approx_plan
                 const int64_t j0 = c * C, n = ATTN_MIN(C, S - j0);
                 for (int64_t e = j0 * F; e < (j0 + n) * F; e++)
                     f.dphik[e] = (float)f.acck[e];
-                for (int64_t e = j0 * Dv1; e < (j0 + n) * Dv1; e++)
-                    f.dv1[e] = (float)f.accv[e];
                 phi_backward(&f, kb + j0 * p->ks[2], p->ks[2], n, f.phik + j0 * F, f.dphik + j0 * F,
                              ATTN__ROW(p->dk, p->dks, b, g, j0), p->dks[2]);
-                for (int64_t j = j0; j < j0 + n; j++)
-                    memcpy(ATTN__ROW(p->dv, p->dvs, b, g, j), f.dv1 + j * Dv1,
-                           (size_t)p->Dv * sizeof(float));
+                for (int64_t j = j0; j < j0 + n; j++) {
+                    float *dv = ATTN__ROW(p->dv, p->dvs, b, g, j);
+                    for (int64_t d = 0; d < p->Dv; d++)
+                        dv[d] = (float)f.accv[j * Dv1 + d];
+                }
             }
         }
     feat_free(&f);

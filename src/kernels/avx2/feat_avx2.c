@@ -496,6 +496,8 @@ static void perf_back_avx2(const float *x, int64_t ldx, int64_t n, int64_t D, co
     }
 }
 
+#include "kernels/feat_bwd.inc"
+
 const attn_feat_kernels attn__feat_kernels_avx2 = {
     .elu1 = elu1_avx2,
     .perf_exp = perf_exp_avx2,
@@ -505,5 +507,8 @@ const attn_feat_kernels attn__feat_kernels_avx2 = {
     .proj = proj_avx2,
     .causal = causal_avx2,
     .fold = fold_avx2,
+    .proj64 = proj64,
+    .bwd_query = bwd_query,
+    .bwd_key = bwd_key,
     .perf_back = perf_back_avx2,
 };

@@ -537,6 +537,8 @@ static void perf_back_avx512(const float *x, int64_t ldx, int64_t n, int64_t D, 
     }
 }
 
+#include "kernels/feat_bwd.inc"
+
 const attn_feat_kernels attn__feat_kernels_avx512 = {
     .elu1 = elu1_avx512,
     .perf_exp = perf_exp_avx512,
@@ -546,5 +548,8 @@ const attn_feat_kernels attn__feat_kernels_avx512 = {
     .proj = proj_avx512,
     .causal = causal_avx512,
     .fold = fold_avx512,
+    .proj64 = proj64,
+    .bwd_query = bwd_query,
+    .bwd_key = bwd_key,
     .perf_back = perf_back_avx512,
 };

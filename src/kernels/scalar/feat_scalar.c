@@ -159,6 +159,8 @@ static void perf_back_scalar(const float *x, int64_t ldx, int64_t n, int64_t D, 
     }
 }
 
+#include "kernels/feat_bwd.inc"
+
 const attn_feat_kernels attn__feat_kernels_scalar = {
     .elu1 = elu1_scalar,
     .perf_exp = perf_exp_scalar,
@@ -168,5 +170,8 @@ const attn_feat_kernels attn__feat_kernels_scalar = {
     .proj = proj_scalar,
     .causal = causal_scalar,
     .fold = fold_scalar,
+    .proj64 = proj64,
+    .bwd_query = bwd_query,
+    .bwd_key = bwd_key,
     .perf_back = perf_back_scalar,
 };
