@@ -141,7 +141,8 @@ static attn_status feat_init(attn_ctx *ctx, feat *f, const attn__approx_plan *p,
     f->scr_len = (int64_t)attn__round16((size_t)scr);
     const int cfwd = p->causal && !backward;
     /* bwd_query's scratch | phi_q, dphi_q [C, F] (floats) */
-    f->bscr_len = (int64_t)attn__round16((size_t)(attn__feat_bwd_ws(C, F, Dv1) + C * F + 8));
+    f->bscr_len = (int64_t)attn__round16(
+        (size_t)ATTN_MAX(attn__feat_bwd_ws(C, F, Dv1) + C * F + 8, F * Dv1));
     f->nseg = (f->nck + SEG - 1) / SEG;
     f->cscr_len = (int64_t)attn__round16(
         (size_t)(6 * F * Dv1 + 16 + 2 * F * Dv1 + 2 * C * F + attn__feat_causal_ws(C, F) + F));
@@ -505,7 +506,7 @@ attn_status attn__approx_feature_backward(attn_ctx *ctx, const attn__approx_plan
                     const int64_t j0 = c * C, n = ATTN_MIN(C, S - j0);
                     const double *G = f.gst + (p->causal ? c : f.ncq) * sz;
                     f.fk->bwd_key(f.phik + j0 * F, f.v1 + j0 * Dv1, n, F, Dv1, G, f.acck + j0 * F,
-                                  f.accv + j0 * Dv1);
+                                  f.accv + j0 * Dv1, f.bscr + f.bscr_len * omp_get_thread_num());
                 }
             }
             const float *kb = ATTN__ROW(p->k, p->ks, b, g, 0);

@@ -88,9 +88,10 @@ typedef struct attn_feat_kernels {
     void (*bwd_query)(const float *phiq, int64_t n, int64_t F, const float *P, const float *pk,
                       const float *v1, int64_t Dv1, const float *go, int64_t ldgo, float *dphiq,
                       double *G, double *acck, double *accv, double *ws);
-    /* n key rows: acck [n, F] += V1 G^T, accv [n, Dv1] += phi_k G (float64). */
+    /* n key rows: acck [n, F] += V1 G^T, accv [n, Dv1] += phi_k G (float64).
+     * ws: F * Dv1 doubles. */
     void (*bwd_key)(const float *pk, const float *v1, int64_t n, int64_t F, int64_t Dv1,
-                    const double *G, double *acck, double *accv);
+                    const double *G, double *acck, double *accv, double *ws);
     /* The Performer's chain rule over rows i < n: with x' = s x and
      * t_r = dphi[i*F + r] phi[i*F + r],
      *   dx[i*ldd + d] = s sum_r t_r (omega[r*D + d] - x'_d)
@@ -110,7 +111,7 @@ static inline int64_t attn__feat_causal_ws(int64_t n, int64_t F) {
 
 /* Scratch of bwd_query, in doubles. */
 static inline int64_t attn__feat_bwd_ws(int64_t n, int64_t F, int64_t Dv1) {
-    return 2 * n * Dv1 + n * F + 2 * n * n + 8;
+    return 2 * n * Dv1 + n * F + 2 * n * n + (F * Dv1 + F * n + Dv1 * n) / 2 + 16;
 }
 
 #endif /* ATTN_FEAT_KERNELS_H */
