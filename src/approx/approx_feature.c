@@ -268,6 +268,13 @@ static void prefetch_rows(const float *x, int64_t ld, int64_t n, int64_t w) {
             __builtin_prefetch(x + i * ld + d, 0, 2);
 }
 
+/* The same for rows about to be written (their lines owned ahead). */
+static void prefetch_rows_w(float *x, int64_t ld, int64_t n, int64_t w) {
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t d = 0; d < w; d += 16)
+            __builtin_prefetch(x + i * ld + d, 1, 2);
+}
+
 /* phi_k of key chunk c into pkw (linear: elu + 1 now) or kept (PERFORMER),
  * its column sums into zs. Returns phi_k's rows. */
 static const float *chunk_phik(feat *f, int64_t b, int64_t g, int64_t c, float *pkw, float *zs) {
@@ -381,13 +388,18 @@ static void causal_forward(feat *f, int64_t b, int64_t g) {
             for (int64_t c = sg * SEG; c < c1; c++) {
                 const int64_t i0 = c * C, n = ATTN_MIN(C, S - i0);
                 const float *pk = chunk_phik(f, b, g, c, pkw, zs);
-                if (c + 1 < nck) { /* the next chunk's rows load while this one computes */
-                    const int64_t j1 = i0 + C, nn = ATTN_MIN(C, S - j1);
-                    prefetch_rows(kb + j1 * p->ks[2], p->ks[2], nn, p->D);
+                if (c + 1 < nck) { /* the next chunk's first rows load while this one
+                                    * computes (the kernels ask for later rows themselves) */
+                    const int64_t j1 = i0 + C, nn = ATTN_MIN(ATTN_MIN(C, 32), S - j1);
+                    const int64_t nall = ATTN_MIN(C, S - j1); /* the projection asks for none */
+                    if (!perf) prefetch_rows(kb + j1 * p->ks[2], p->ks[2], nn, p->D);
                     prefetch_rows(vb + j1 * p->vs[2], p->vs[2], nn, Dv);
-                    for (int64_t h = g * p->group; h < (g + 1) * p->group; h++)
-                        prefetch_rows(ATTN__ROW(p->q, p->qs, b, h, j1), p->qs[2], nn, p->D);
-                    if (perf) prefetch_rows(f->phik + j1 * F, F, nn, F);
+                    for (int64_t h = g * p->group; h < (g + 1) * p->group; h++) {
+                        prefetch_rows(ATTN__ROW(p->q, p->qs, b, h, j1), p->qs[2], perf ? nall : nn,
+                                      p->D);
+                        prefetch_rows_w(ATTN__ROW(p->out, p->os, b, h, j1), p->os[2], nn, Dv);
+                    }
+                    if (perf) prefetch_rows(f->phik + j1 * F, F, nall, F);
                 }
                 const float *vc = vb + i0 * p->vs[2];
                 for (int64_t h = g * p->group; h < (g + 1) * p->group; h++) {

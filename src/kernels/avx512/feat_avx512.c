@@ -442,6 +442,13 @@ static void causal_avx512(const float *phiq, const float *phik, int64_t n, int64
     for (int64_t i0 = 0; i0 < n; i0 += 4) {
         const int nr = (int)(n - i0 < 4 ? n - i0 : 4);
         const int64_t jmax = i0 + nr, nv = (jmax + 15) / 16;
+        /* the value rows this pass first reads 4 blocks later, and the
+         * output rows it writes then, ahead of their use (spread out) */
+        for (int64_t j = i0 + 16; j < i0 + 20 && j < n; j++)
+            for (int64_t d = 0; d < Dv; d += 16) {
+                _mm_prefetch((const char *)(v + j * ldv + d), _MM_HINT_T0);
+                __builtin_prefetch(o + j * ldo + d, 1, 3);
+            }
         for (int64_t jg = 0; jg < nv; jg += 4) {
             const int ncv = (int)(nv - jg < 4 ? nv - jg : 4);
             if (nr == 4) /* constant counts: the loops unrolled without tests */
