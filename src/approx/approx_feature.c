@@ -5,25 +5,26 @@
  *
  * with j over all keys, or j <= i (causal). The state [KV | z] is one
  * [F, Dv+1] matrix (V augmented with a column of ones, V1 = [V | 1]), so the
- * normaliser is its last column. Keys are cut into chunks of C rows; chunk
- * states run in parallel, each chunk exponentiated with its own shift, and
- * a fixed-order float64 scan weighs and sums them (the total, or causal:
- * for each chunk the state of the chunks before it). Within a causal chunk
- * the C x C block A = phi_q phi_k^T (j <= i) adds the diagonal part:
- *   num1_c = phi_q,c P_c + A_c V1_c.
- * The feature maps, the key states (phi_k^T V, z from the feature kernel's
- * column sums) and the non-causal query pass (phi_q times the state, the
- * normaliser, the ratio) are the family's kernels (kernels/feat_kernels.h);
- * the Performer's projection, the causal diagonal blocks and the backward's
- * products are single-threaded GEMMs. Everything runs inside parallel loops
- * over chunks whose boundaries do not depend on the thread count, and the
- * scans run in a fixed order, so the bits do not either. Memory (the
- * context's workspace): one [F, Dv+1] state per chunk, per-thread chunk
- * scratch, and phi_k [S, F] when causal or backward (V1 [S, Dv+1] and the
- * gradients' arrays in the backward); nothing T x S. */
+ * normaliser is its last column. Keys are cut into chunks of C rows.
+ * Non-causal: chunk states run in parallel, each chunk exponentiated with
+ * its own shift, and a fixed-order float64 scan weighs and sums them; the
+ * query pass is the family's `apply` kernel. Causal forward (causal_forward):
+ * fixed segments of SEG chunks, each run in chunk order with a float64
+ * running state; per chunk the family's `causal` kernel computes the prefix
+ * state's part and the C x C diagonal block A = phi_q phi_k^T (j <= i) times
+ * V1 in one pass (no GEMM calls). Backward: float64 after phi (the family's
+ * bwd_query / bwd_key, kernels/feat_bwd.inc), a suffix scan of the query
+ * chunks' phi_q^T dnum1. The feature maps and the Performer's projection are
+ * the family's kernels (kernels/feat_kernels.h). Everything runs inside
+ * parallel loops over chunks or segments whose boundaries do not depend on
+ * the thread count, and the scans run in a fixed order, so the bits do not
+ * either. Memory (the context's workspace): per-chunk states (non-causal,
+ * backward), per-segment float64 sums (causal forward), per-thread chunk
+ * scratch, phi_k [S, F] for the Performer's causal forward and the backward
+ * (V1 [S, Dv+1] and the gradients' float64 sums in the backward); nothing
+ * T x S. */
 #include "approx/approx.h"
 #include "kernels/arch.h"
-#include "nn/nn.h"
 
 #include <math.h>
 #include <omp.h>
@@ -35,7 +36,6 @@ typedef struct feat {
     float *omt;  /* Omega^T [D, F] (PERFORMER) */
     double *pws; /* per thread F doubles: the backward's float64 exponents (PERFORMER) */
     const attn_feat_kernels *fk; /* the context's family's feature maps */
-    attn_ctx one;      /* a 1-thread context for GEMMs inside parallel loops */
     int64_t C, F, Dv1; /* chunk rows, features, Dv + 1 */
     int64_t nck, ncq;  /* key chunks, query chunks */
     int nth;
@@ -126,8 +126,6 @@ static attn_status feat_init(attn_ctx *ctx, feat *f, const attn__approx_plan *p,
                              int backward) {
     memset(f, 0, sizeof *f);
     f->p = p, f->omega = omega;
-    f->one.nthreads = 1;
-    f->one.arch = ctx->arch;
     f->fk = &ctx->arch->feat;
     /* causal: the diagonal blocks cost C^2 (F + Dv) per chunk, so chunks
      * stay small; otherwise larger chunks mean fewer calls */
