@@ -407,7 +407,8 @@ static void check_bwd(const attn__arch *a, at_rng *r) {
         }
     }
     /* key rows against G (as given) */
-    double *ak2 = calloc((size_t)(n * F), sizeof *ak2), *av2 = calloc((size_t)(n * Dv1), sizeof *av2);
+    double *ak2 = calloc((size_t)(n * F), sizeof *ak2),
+           *av2 = calloc((size_t)(n * Dv1), sizeof *av2);
     double *ws2 = malloc((size_t)(F * Dv1) * sizeof *ws2);
     a->feat.bwd_key(k, v1, n, F, Dv1, G, ak2, av2, ws2);
     for (int64_t j = 0; j < n; j++) {

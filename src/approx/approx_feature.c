@@ -49,9 +49,9 @@ typedef struct feat {
     float *zt;    /* [F]: the total key sum z (column Dv of state[nck]) */
     int64_t scr_len;
     /* backward */
-    float *dphik;             /* [S, F]: the key side's dphi_k, rounded for the chain rule */
-    double *gst;              /* [ncq + 1][F * Dv1]: G_c, then its suffix sums */
-    double *bscr;             /* per thread, bscr_len doubles: backward_chunk's scratch */
+    float *dphik; /* [S, F]: the key side's dphi_k, rounded for the chain rule */
+    double *gst;  /* [ncq + 1][F * Dv1]: G_c, then its suffix sums */
+    double *bscr; /* per thread, bscr_len doubles: backward_chunk's scratch */
     int64_t bscr_len;
     double *acck, *accv;      /* [S, F], [S, Dv1]: the sums over a GQA group's heads */
     double *run; /* [F * Dv1]: the scans' running sum, in float64 (error ~ one
@@ -84,8 +84,8 @@ static double phi_rows(feat *f, const float *x, int64_t ldx, int64_t n, float *u
     const float norm = 1.0f / sqrtf((float)f->F);
     if (f->pws) { /* the backward: exponents in float64, exponentiated already shifted */
         double *ws = f->pws + f->F * omp_get_thread_num();
-        const double c = f->fk->proj64(x, ldx, n, p->D, f->omt, f->F, sqrt((double)p->scale),
-                                       rowshift, u, ws);
+        const double c =
+            f->fk->proj64(x, ldx, n, p->D, f->omt, f->F, sqrt((double)p->scale), rowshift, u, ws);
         f->fk->perf_exp(u, n, f->F, x, ldx, p->D, 0.0f, rowshift, norm, colsum);
         return c;
     }
@@ -139,8 +139,8 @@ static attn_status feat_init(attn_ctx *ctx, feat *f, const attn__approx_plan *p,
     f->scr_len = (int64_t)attn__round16((size_t)scr);
     const int cfwd = p->causal && !backward;
     /* bwd_query's scratch | phi_q, dphi_q [C, F] (floats) */
-    f->bscr_len = (int64_t)attn__round16(
-        (size_t)ATTN_MAX(attn__feat_bwd_ws(C, F, Dv1) + C * F + 8, F * Dv1));
+    f->bscr_len =
+        (int64_t)attn__round16((size_t)ATTN_MAX(attn__feat_bwd_ws(C, F, Dv1) + C * F + 8, F * Dv1));
     f->nseg = (f->nck + SEG - 1) / SEG;
     f->cscr_len = (int64_t)attn__round16(
         (size_t)(6 * F * Dv1 + 16 + 2 * F * Dv1 + 2 * C * F + attn__feat_causal_ws(C, F) + F));
@@ -290,8 +290,8 @@ static const float *chunk_phik(feat *f, int64_t b, int64_t g, int64_t c, float *
 /* Key chunk c's state st = [phi_k^T V | z] folded into acc with weight
  * ce[c]. fresh: phi_k computed here (into pkw, prefetching the next chunk);
  * else pk = pkw holds it and zs its column sums. */
-static void chunk_state(feat *f, int64_t b, int64_t g, int64_t c, float *pkw, float *zs,
-                        float *st, double *acc, float *P, int fresh) {
+static void chunk_state(feat *f, int64_t b, int64_t g, int64_t c, float *pkw, float *zs, float *st,
+                        double *acc, float *P, int fresh) {
     const attn__approx_plan *p = f->p;
     const int64_t C = f->C, F = f->F, Dv1 = f->Dv1, Dv = p->Dv, j0 = c * C;
     const int64_t n = ATTN_MIN(C, p->S - j0);

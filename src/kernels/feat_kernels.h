@@ -73,8 +73,8 @@ typedef struct attn_feat_kernels {
      * into u as fp32 (<= 0: perf_exp with hs = 0 then exponentiates them
      * exactly shifted; a shift that is not finite is taken as 0). Returns
      * the largest exponent (as perf_exp). ws: F doubles. */
-    double (*proj64)(const float *x, int64_t ldx, int64_t n, int64_t D, const float *wt,
-                     int64_t F, double s, int rowshift, float *u, double *ws);
+    double (*proj64)(const float *x, int64_t ldx, int64_t n, int64_t D, const float *wt, int64_t F,
+                     double s, int rowshift, float *u, double *ws);
     /* The backward of n query rows in float64 from fp32 phi_q [n, F], the
      * prefix (causal) or total state P [F, Dv1] and dout rows go (stride
      * ldgo), Dv1 = Dv + 1:

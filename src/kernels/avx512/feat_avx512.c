@@ -148,9 +148,9 @@ static float dot16(const float *a, const float *b, int64_t n) {
 /* NR rows (1..4) times the state, columns [d0, d0 + 64) with masks m[4]:
  * 4 x NR accumulators, per feature 4 loads of the state row and NR
  * broadcasts for 4 NR FMAs; then scaled by inv[] and stored. */
-ATTN_INLINE void apply_block(const float *phi, int64_t ldp, int64_t F, const float *S,
-                             int64_t lds, int64_t d0, const __mmask16 m[4], int nr,
-                             const float *inv, float *o, int64_t ldo) {
+ATTN_INLINE void apply_block(const float *phi, int64_t ldp, int64_t F, const float *S, int64_t lds,
+                             int64_t d0, const __mmask16 m[4], int nr, const float *inv, float *o,
+                             int64_t ldo) {
     __m512 acc[4][4];
 #pragma GCC unroll 4
     for (int i = 0; i < 4; i++)
@@ -383,7 +383,8 @@ ATTN_INLINE void causal_o_block(const float *phiq, int64_t F, const float *P, in
         const __m512 w = _mm512_set1_ps(inv[i]);
 #pragma GCC unroll 4
         for (int c = 0; c < 4; c++)
-            _mm512_mask_storeu_ps(o + (i0 + i) * ldo + d0 + 16 * c, m[c], _mm512_mul_ps(acc[i][c], w));
+            _mm512_mask_storeu_ps(o + (i0 + i) * ldo + d0 + 16 * c, m[c],
+                                  _mm512_mul_ps(acc[i][c], w));
     }
 }
 
