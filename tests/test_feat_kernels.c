@@ -210,6 +210,227 @@ static void check_perf_back(const attn__arch *a, at_rng *r) {
     free(x), free(phi), free(dphi), free(om), free(dx);
 }
 
+/* The causal chunk: prefix state plus the masked diagonal block, one pass. */
+static void check_causal(const attn__arch *a, at_rng *r) {
+    const int64_t n = at_rng_int(r, 1, 70), F = at_rng_int(r, 1, 70), Dv = at_rng_int(r, 1, 70);
+    const int64_t lds = Dv + 1 + at_rng_int(r, 0, 3), ldv = Dv + at_rng_int(r, 0, 3);
+    const int64_t ldo = Dv + at_rng_int(r, 1, 4);
+    const float e = at_rng_uniform(r, 0.2f, 1.0f);
+    float *q = buf(r, n * F, 0.0f, 2.0f), *k = buf(r, n * F, 0.0f, 2.0f);
+    float *P = buf(r, F * lds, -3.0f, 3.0f), *v = buf(r, n * ldv, -2.0f, 2.0f);
+    float *o = buf(r, n * ldo, 0, 0), *ws = buf(r, attn__feat_causal_ws(n, F), 0, 0);
+    for (int64_t k0 = 0; k0 < F; k0++) { /* a positive normaliser column */
+        P[k0 * lds + Dv] = fabsf(P[k0 * lds + Dv]) + 0.1f;
+        q[k0] = 0.0f; /* row 0: a zero denominator (its own key aside) */
+    }
+    for (int64_t e0 = 0; e0 < n * ldo; e0++)
+        o[e0] = PAD;
+    a->feat.causal(q, k, n, F, e, P, lds, v, ldv, Dv, o, ldo, ws);
+    for (int64_t i = 0; i < n; i++) {
+        double den = 0, dena = 0, *aij = malloc((size_t)n * sizeof *aij);
+        for (int64_t k0 = 0; k0 < F; k0++) {
+            const double t = (double)q[i * F + k0] * P[k0 * lds + Dv];
+            den += t, dena += fabs(t);
+        }
+        for (int64_t j = 0; j <= i; j++) {
+            double t = 0;
+            for (int64_t k0 = 0; k0 < F; k0++)
+                t += (double)q[i * F + k0] * k[j * F + k0];
+            aij[j] = e * t;
+            den += aij[j], dena += aij[j];
+        }
+        for (int64_t d = 0; d < ldo; d++) {
+            if (d >= Dv) {
+                expect_close(a->name, "causal padding", i * ldo + d, o[i * ldo + d], PAD, 0);
+                continue;
+            }
+            double num = 0, numa = 0;
+            for (int64_t k0 = 0; k0 < F; k0++) {
+                const double t = (double)q[i * F + k0] * P[k0 * lds + d];
+                num += t, numa += fabs(t);
+            }
+            for (int64_t j = 0; j <= i; j++) {
+                const double t = aij[j] * v[j * ldv + d];
+                num += t, numa += fabs(t);
+            }
+            const double ref = den != 0 ? num / den : 0;
+            const double tol =
+                den != 0 ? (F + n + 3) * U * (numa + fabs(num) * dena / fabs(den)) / fabs(den) : 0;
+            expect_close(a->name, "causal", i * ldo + d, o[i * ldo + d], ref, tol);
+        }
+        free(aij);
+    }
+    free(q), free(k), free(P), free(v), free(o), free(ws);
+}
+
+/* The Performer's projection (fp32) and its float64 form with the shifts. */
+static void check_proj(const attn__arch *a, at_rng *r) {
+    const int64_t n = at_rng_int(r, 1, 30), F = at_rng_int(r, 1, 70), D = at_rng_int(r, 1, 70);
+    const int64_t ldx = D + at_rng_int(r, 0, 3);
+    const float s = at_rng_uniform(r, 0.1f, 1.0f);
+    const int rowshift = (int)at_rng_int(r, 0, 1);
+    float *x = buf(r, n * ldx, -2.0f, 2.0f), *wt = buf(r, D * F, -2.0f, 2.0f);
+    float *u = buf(r, n * F, 0, 0), *u2 = buf(r, n * F, 0, 0);
+    double *ws = malloc((size_t)F * sizeof *ws), *ex = malloc((size_t)(n * F) * sizeof *ex);
+    a->feat.proj(x, ldx, n, D, wt, F, s, u);
+    const double top = a->feat.proj64(x, ldx, n, D, wt, F, s, rowshift, u2, ws);
+    double mx = -INFINITY;
+    for (int64_t i = 0; i < n; i++) {
+        double h = 0;
+        for (int64_t d = 0; d < D; d++)
+            h += (double)s * x[i * ldx + d] * (double)s * x[i * ldx + d];
+        for (int64_t k = 0; k < F; k++) {
+            double t = 0, ta = 0;
+            for (int64_t d = 0; d < D; d++) {
+                const double p = (double)x[i * ldx + d] * wt[d * F + k];
+                t += p, ta += fabs(p);
+            }
+            expect_close(a->name, "proj", i * F + k, u[i * F + k], s * t, (D + 2) * U * s * ta);
+            ex[i * F + k] = (double)s * t - h / 2;
+            mx = fmax(mx, ex[i * F + k]);
+        }
+    }
+    expect_close(a->name, "proj64 shift", 0, top, mx, 1e-12 * (fabs(mx) + 1));
+    for (int64_t i = 0; i < n; i++) {
+        double c = mx;
+        if (rowshift) {
+            c = -INFINITY;
+            for (int64_t k = 0; k < F; k++)
+                c = fmax(c, ex[i * F + k]);
+        }
+        for (int64_t k = 0; k < F; k++) { /* one rounding of the float64 exponent */
+            const double ref = ex[i * F + k] - c;
+            expect_close(a->name, "proj64", i * F + k, u2[i * F + k], ref,
+                         U * fabs(ref) + 1e-12 * (fabs(ex[i * F + k]) + 1));
+        }
+    }
+    free(x), free(wt), free(u), free(u2), free(ws), free(ex);
+}
+
+/* The running state: float64 += w * fp32, and its rounding. */
+static void check_fold(const attn__arch *a, at_rng *r) {
+    const int64_t n = at_rng_int(r, 1, 100);
+    const double w = at_rng_uniform(r, 0.1f, 2.0f);
+    float *st = buf(r, n, -5.0f, 5.0f), *P = buf(r, n, 0, 0);
+    double *run = malloc((size_t)n * sizeof *run), *r0 = malloc((size_t)n * sizeof *r0);
+    for (int64_t e = 0; e < n; e++)
+        run[e] = r0[e] = at_rng_uniform(r, -5.0f, 5.0f);
+    a->feat.fold(run, st, w, n, P);
+    for (int64_t e = 0; e < n; e++) {
+        const double ref = r0[e] + w * (double)st[e];
+        expect_close(a->name, "fold", e, run[e], ref, 1e-15 * (fabs(r0[e]) + fabs(w * st[e])));
+        expect_close(a->name, "fold P", e, P[e], (float)run[e], 0);
+    }
+    free(st), free(P), free(run), free(r0);
+}
+
+/* The float64 backward of a query chunk and of key rows against the same
+ * formulas summed plainly in float64 (only the order of the sums differs). */
+static void check_bwd(const attn__arch *a, at_rng *r) {
+    const int64_t n = at_rng_int(r, 1, 40), F = at_rng_int(r, 1, 40), Dv = at_rng_int(r, 1, 40);
+    const int64_t Dv1 = Dv + 1, ldgo = Dv + at_rng_int(r, 0, 3);
+    const int causal = (int)at_rng_int(r, 0, 1);
+    float *q = buf(r, n * F, 0.0f, 2.0f), *k = buf(r, n * F, 0.0f, 2.0f);
+    float *P = buf(r, F * Dv1, -1.0f, 1.0f), *v1 = buf(r, n * Dv1, -2.0f, 2.0f);
+    float *go = buf(r, n * ldgo, -1.0f, 1.0f), *dq = buf(r, n * F, 0, 0);
+    for (int64_t k0 = 0; k0 < F; k0++)
+        P[k0 * Dv1 + Dv] = fabsf(P[k0 * Dv1 + Dv]) + 0.1f;
+    for (int64_t j = 0; j < n; j++)
+        v1[j * Dv1 + Dv] = 1.0f;
+    double *G = malloc((size_t)(F * Dv1) * sizeof *G), *ak = calloc((size_t)(n * F), sizeof *ak);
+    double *av = calloc((size_t)(n * Dv1), sizeof *av);
+    double *ws = malloc((size_t)attn__feat_bwd_ws(n, F, Dv1) * sizeof *ws);
+    a->feat.bwd_query(q, n, F, P, causal ? k : NULL, v1, Dv1, go, ldgo, dq, G, ak, av, ws);
+    /* reference: a_ij, num1, dnum1 */
+    double *A = calloc((size_t)(n * n), sizeof *A), *dn = calloc((size_t)(n * Dv1), sizeof *dn);
+    for (int64_t i = 0; i < n; i++) {
+        double num[41] = {0};
+        for (int64_t d = 0; d < Dv1; d++) {
+            for (int64_t k0 = 0; k0 < F; k0++)
+                num[d] += (double)q[i * F + k0] * P[k0 * Dv1 + d];
+        }
+        for (int64_t j = 0; causal && j <= i; j++) {
+            for (int64_t k0 = 0; k0 < F; k0++)
+                A[i * n + j] += (double)q[i * F + k0] * k[j * F + k0];
+            for (int64_t d = 0; d < Dv1; d++)
+                num[d] += A[i * n + j] * v1[j * Dv1 + d];
+        }
+        double dd = 0;
+        for (int64_t d = 0; d < Dv; d++)
+            dd += (double)go[i * ldgo + d] * num[d] / num[Dv];
+        for (int64_t d = 0; d < Dv; d++)
+            dn[i * Dv1 + d] = (double)go[i * ldgo + d] / num[Dv];
+        dn[i * Dv1 + Dv] = -dd / num[Dv];
+    }
+    const double tol = 1e-12;
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t k0 = 0; k0 < F; k0++) {
+            double t = 0, ta = 0; /* the float64 sums' error: ~1e-16 sum |terms| a step */
+            for (int64_t d = 0; d < Dv1; d++)
+                t += dn[i * Dv1 + d] * P[k0 * Dv1 + d],
+                    ta += fabs(dn[i * Dv1 + d] * P[k0 * Dv1 + d]);
+            for (int64_t j = 0; causal && j <= i; j++) {
+                double da = 0, daa = 0;
+                for (int64_t d = 0; d < Dv1; d++)
+                    da += dn[i * Dv1 + d] * v1[j * Dv1 + d],
+                        daa += fabs(dn[i * Dv1 + d] * v1[j * Dv1 + d]);
+                t += da * k[j * F + k0], ta += daa * k[j * F + k0];
+            }
+            expect_close(a->name, "bwd_query dphi_q", i * F + k0, dq[i * F + k0], (float)t,
+                         U * fabs(t) + tol * ta);
+        }
+    for (int64_t k0 = 0; k0 < F; k0++)
+        for (int64_t d = 0; d < Dv1; d++) {
+            double t = 0, ta = 0;
+            for (int64_t i = 0; i < n; i++)
+                t += (double)q[i * F + k0] * dn[i * Dv1 + d],
+                    ta += fabs((double)q[i * F + k0] * dn[i * Dv1 + d]);
+            expect_close(a->name, "bwd_query G", k0 * Dv1 + d, G[k0 * Dv1 + d], t, tol * ta);
+        }
+    for (int64_t j = 0; causal && j < n; j++) {
+        for (int64_t k0 = 0; k0 < F; k0++) {
+            double t = 0, ta = 0;
+            for (int64_t i = j; i < n; i++) {
+                double da = 0, daa = 0;
+                for (int64_t d = 0; d < Dv1; d++)
+                    da += dn[i * Dv1 + d] * v1[j * Dv1 + d],
+                        daa += fabs(dn[i * Dv1 + d] * v1[j * Dv1 + d]);
+                t += da * q[i * F + k0], ta += daa * q[i * F + k0];
+            }
+            expect_close(a->name, "bwd_query dphi_k", j * F + k0, ak[j * F + k0], t, tol * ta);
+        }
+        for (int64_t d = 0; d < Dv1; d++) {
+            double t = 0, ta = 0;
+            for (int64_t i = j; i < n; i++)
+                t += A[i * n + j] * dn[i * Dv1 + d], ta += fabs(A[i * n + j] * dn[i * Dv1 + d]);
+            expect_close(a->name, "bwd_query dV1", j * Dv1 + d, av[j * Dv1 + d], t, tol * ta);
+        }
+    }
+    /* key rows against G (as given) */
+    double *ak2 = calloc((size_t)(n * F), sizeof *ak2),
+           *av2 = calloc((size_t)(n * Dv1), sizeof *av2);
+    double *ws2 = malloc((size_t)(F * Dv1) * sizeof *ws2);
+    a->feat.bwd_key(k, v1, n, F, Dv1, G, ak2, av2, ws2);
+    for (int64_t j = 0; j < n; j++) {
+        for (int64_t k0 = 0; k0 < F; k0++) {
+            double t = 0, ta = 0;
+            for (int64_t d = 0; d < Dv1; d++)
+                t += (double)v1[j * Dv1 + d] * G[k0 * Dv1 + d],
+                    ta += fabs((double)v1[j * Dv1 + d] * G[k0 * Dv1 + d]);
+            expect_close(a->name, "bwd_key dphi_k", j * F + k0, ak2[j * F + k0], t, tol * ta);
+        }
+        for (int64_t d = 0; d < Dv1; d++) {
+            double t = 0, ta = 0;
+            for (int64_t k0 = 0; k0 < F; k0++)
+                t += (double)k[j * F + k0] * G[k0 * Dv1 + d],
+                    ta += fabs((double)k[j * F + k0] * G[k0 * Dv1 + d]);
+            expect_close(a->name, "bwd_key dV1", j * Dv1 + d, av2[j * Dv1 + d], t, tol * ta);
+        }
+    }
+    free(q), free(k), free(P), free(v1), free(go), free(dq), free(G), free(ak), free(av), free(ws);
+    free(A), free(dn), free(ak2), free(av2), free(ws2);
+}
+
 static void test_feat_kernels(void **state) {
     (void)state;
     const char *name;
@@ -224,6 +445,10 @@ static void test_feat_kernels(void **state) {
             check_apply(a, &r);
             check_accum(a, &r);
             check_perf_back(a, &r);
+            check_causal(a, &r);
+            check_proj(a, &r);
+            check_fold(a, &r);
+            check_bwd(a, &r);
         }
     }
     assert_int_equal(g_fails, 0);

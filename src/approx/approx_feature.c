@@ -5,25 +5,26 @@
  *
  * with j over all keys, or j <= i (causal). The state [KV | z] is one
  * [F, Dv+1] matrix (V augmented with a column of ones, V1 = [V | 1]), so the
- * normaliser is its last column. Keys are cut into chunks of C rows; chunk
- * states run in parallel, each chunk exponentiated with its own shift, and
- * a fixed-order float64 scan weighs and sums them (the total, or causal:
- * for each chunk the state of the chunks before it). Within a causal chunk
- * the C x C block A = phi_q phi_k^T (j <= i) adds the diagonal part:
- *   num1_c = phi_q,c P_c + A_c V1_c.
- * The feature maps, the key states (phi_k^T V, z from the feature kernel's
- * column sums) and the non-causal query pass (phi_q times the state, the
- * normaliser, the ratio) are the family's kernels (kernels/feat_kernels.h);
- * the Performer's projection, the causal diagonal blocks and the backward's
- * products are single-threaded GEMMs. Everything runs inside parallel loops
- * over chunks whose boundaries do not depend on the thread count, and the
- * scans run in a fixed order, so the bits do not either. Memory (the
- * context's workspace): one [F, Dv+1] state per chunk, per-thread chunk
- * scratch, and phi_k [S, F] when causal or backward (V1 [S, Dv+1] and the
- * gradients' arrays in the backward); nothing T x S. */
+ * normaliser is its last column. Keys are cut into chunks of C rows.
+ * Non-causal: chunk states run in parallel, each chunk exponentiated with
+ * its own shift, and a fixed-order float64 scan weighs and sums them; the
+ * query pass is the family's `apply` kernel. Causal forward (causal_forward):
+ * fixed segments of SEG chunks, each run in chunk order with a float64
+ * running state; per chunk the family's `causal` kernel computes the prefix
+ * state's part and the C x C diagonal block A = phi_q phi_k^T (j <= i) times
+ * V1 in one pass (no GEMM calls). Backward: float64 after phi (the family's
+ * bwd_query / bwd_key, kernels/feat_bwd.inc), a suffix scan of the query
+ * chunks' phi_q^T dnum1. The feature maps and the Performer's projection are
+ * the family's kernels (kernels/feat_kernels.h). Everything runs inside
+ * parallel loops over chunks or segments whose boundaries do not depend on
+ * the thread count, and the scans run in a fixed order, so the bits do not
+ * either. Memory (the context's workspace): per-chunk states (non-causal,
+ * backward), per-segment float64 sums (causal forward), per-thread chunk
+ * scratch, phi_k [S, F] for the Performer's causal forward and the backward
+ * (V1 [S, Dv+1] and the gradients' float64 sums in the backward); nothing
+ * T x S. */
 #include "approx/approx.h"
 #include "kernels/arch.h"
-#include "nn/nn.h"
 
 #include <math.h>
 #include <omp.h>
@@ -32,42 +33,64 @@
 typedef struct feat {
     const attn__approx_plan *p;
     const float *omega;
+    float *omt;  /* Omega^T [D, F] (PERFORMER) */
+    double *pws; /* per thread F doubles: the backward's float64 exponents (PERFORMER) */
     const attn_feat_kernels *fk; /* the context's family's feature maps */
-    attn_ctx one;      /* a 1-thread context for GEMMs inside parallel loops */
     int64_t C, F, Dv1; /* chunk rows, features, Dv + 1 */
     int64_t nck, ncq;  /* key chunks, query chunks */
     int nth;
     float *phik;  /* [S, F], kept when causal or backward (else per chunk in scr) */
     float *v1;    /* [S, Dv1], the same */
     float *state; /* [nck + 1][F * Dv1]: chunk sums, then prefix (or total in [nck]) */
-    float *cmax;  /* [nck]: each key chunk's own shift (PERFORMER) */
+    double *cmax; /* [nck]: each key chunk's own shift (PERFORMER) */
     double *ce;   /* [nck]: exp(cmax[c] - the head's max), chunk c's weight */
     float *scr;   /* per thread: phiq [C*F] | dphiq [C*F] | A [C*C] | dA [C*C] | num1 [C*Dv1]
                    * | colsum [F] */
     float *zt;    /* [F]: the total key sum z (column Dv of state[nck]) */
     int64_t scr_len;
     /* backward */
-    float *dphik, *dv1, *gst; /* [S, F], [S, Dv1], [ncq + 1][F * Dv1] */
+    float *dphik; /* [S, F]: the key side's dphi_k, rounded for the chain rule */
+    double *gst;  /* [ncq + 1][F * Dv1]: G_c, then its suffix sums */
+    double *bscr; /* per thread, bscr_len doubles: backward_chunk's scratch */
+    int64_t bscr_len;
     double *acck, *accv;      /* [S, F], [S, Dv1]: the sums over a GQA group's heads */
     double *run; /* [F * Dv1]: the scans' running sum, in float64 (error ~ one
                   * rounding per state, not one per chunk) */
+    /* causal forward: segments of SEG chunks */
+    int64_t nseg;
+    double *seg; /* [nseg + 1][F * Dv1]: segment sums T, the prefixes Pre */
+    float *zk;   /* [nck][F]: each key chunk's column sums of phi_k (PERFORMER) */
+    float *cscr; /* per thread, cscr_len floats: run, T (doubles) | P | st | phik | phiq |
+                  * kernel scratch | colsum */
+    int64_t cscr_len;
 } feat;
+
+/* Chunks per segment of the causal forward: a fixed number (the bits do
+ * not depend on the thread count), large enough that the segment sums are
+ * few, small enough that 2 threads share the work. */
+#define SEG 16
 
 /* phi of rows x [n, D] (row stride ldx) into u [n, F]: elu + 1 (LINEAR),
  * or the projection sqrt(scale) x Omega^T (a GEMM) exponentiated by the
  * family's kernel with each row's own shift (rowshift) or one shift for the
  * n rows. Returns the largest exponent u_r - |x'|^2/2 (0 for LINEAR). */
-static float phi_rows(feat *f, const float *x, int64_t ldx, int64_t n, float *u, int rowshift,
-                      float *colsum) {
+static double phi_rows(feat *f, const float *x, int64_t ldx, int64_t n, float *u, int rowshift,
+                       float *colsum) {
     const attn__approx_plan *p = f->p;
     if (p->method == ATTN_APPROX_LINEAR) {
         f->fk->elu1(x, ldx, n, p->D, u, colsum);
-        return 0.0f;
+        return 0.0;
     }
-    attn__sgemm(&f->one, 0, 1, n, f->F, p->D, sqrtf(p->scale), x, ldx, f->omega, p->D, 0.0f, u,
-                f->F);
-    return f->fk->perf_exp(u, n, f->F, x, ldx, p->D, 0.5f * p->scale, rowshift,
-                           1.0f / sqrtf((float)f->F), colsum);
+    const float norm = 1.0f / sqrtf((float)f->F);
+    if (f->pws) { /* the backward: exponents in float64, exponentiated already shifted */
+        double *ws = f->pws + f->F * omp_get_thread_num();
+        const double c =
+            f->fk->proj64(x, ldx, n, p->D, f->omt, f->F, sqrt((double)p->scale), rowshift, u, ws);
+        f->fk->perf_exp(u, n, f->F, x, ldx, p->D, 0.0f, rowshift, norm, colsum);
+        return c;
+    }
+    f->fk->proj(x, ldx, n, p->D, f->omt, f->F, sqrtf(p->scale), u);
+    return f->fk->perf_exp(u, n, f->F, x, ldx, p->D, 0.5f * p->scale, rowshift, norm, colsum);
 }
 
 /* Chain rule: dx[n, D] from dphi and phi of rows x. */
@@ -103,8 +126,6 @@ static attn_status feat_init(attn_ctx *ctx, feat *f, const attn__approx_plan *p,
                              int backward) {
     memset(f, 0, sizeof *f);
     f->p = p, f->omega = omega;
-    f->one.nthreads = 1;
-    f->one.arch = ctx->arch;
     f->fk = &ctx->arch->feat;
     /* causal: the diagonal blocks cost C^2 (F + Dv) per chunk, so chunks
      * stay small; otherwise larger chunks mean fewer calls */
@@ -114,25 +135,41 @@ static attn_status feat_init(attn_ctx *ctx, feat *f, const attn__approx_plan *p,
     f->ncq = (p->T + f->C - 1) / f->C;
     f->nth = attn_ctx_threads(ctx);
     const int64_t C = f->C, F = f->F, Dv1 = f->Dv1, S = p->S;
-    f->scr_len =
-        (int64_t)attn__round16((size_t)(2 * C * F + (p->causal ? 2 * C * C : 0) + C * Dv1 + F));
+    const int64_t scr = 2 * C * F + (p->causal ? 2 * C * C : 0) + C * Dv1 + F;
+    f->scr_len = (int64_t)attn__round16((size_t)scr);
+    const int cfwd = p->causal && !backward;
+    /* bwd_query's scratch | phi_q, dphi_q [C, F] (floats) */
+    f->bscr_len =
+        (int64_t)attn__round16((size_t)ATTN_MAX(attn__feat_bwd_ws(C, F, Dv1) + C * F + 8, F * Dv1));
+    f->nseg = (f->nck + SEG - 1) / SEG;
+    f->cscr_len = (int64_t)attn__round16(
+        (size_t)(6 * F * Dv1 + 16 + 2 * F * Dv1 + 2 * C * F + attn__feat_causal_ws(C, F) + F));
     /* two passes: the size (from offset 0), then the pointers */
     char *base = NULL;
     for (int pass = 0; pass < 2; pass++) {
         size_t off = 0;
         /* the diagonal blocks and the backward reread phi_k */
-        f->phik = p->causal || backward ? carve(base, &off, S * F + 1, sizeof(float)) : NULL;
+        /* the diagonal blocks and the backward reread phi_k (the causal
+         * forward recomputes elu + 1 instead of a round trip through memory) */
+        f->phik = backward || (p->causal && p->method == ATTN_APPROX_PERFORMER)
+                      ? carve(base, &off, S * F + 1, sizeof(float))
+                      : NULL;
         f->v1 = backward ? carve(base, &off, S * Dv1 + 1, sizeof(float)) : NULL;
-        f->state = carve(base, &off, (f->nck + 1) * F * Dv1, sizeof(float));
-        f->cmax = carve(base, &off, f->nck + 1, sizeof(float));
+        f->state = cfwd ? NULL : carve(base, &off, (f->nck + 1) * F * Dv1, sizeof(float));
+        f->zk = cfwd && omega ? carve(base, &off, f->nck * F, sizeof(float)) : NULL;
+        f->seg = cfwd ? carve(base, &off, 2 * (f->nseg + 1) * F * Dv1, sizeof(double)) : NULL;
+        f->cscr = cfwd ? carve(base, &off, f->cscr_len * f->nth, sizeof(float)) : NULL;
+        f->cmax = carve(base, &off, f->nck + 1, sizeof(double));
+        f->omt = omega ? carve(base, &off, F * p->D, sizeof(float)) : NULL;
         f->ce = carve(base, &off, f->nck + 1, sizeof(double));
         f->zt = carve(base, &off, F, sizeof(float));
         f->run = carve(base, &off, F * Dv1, sizeof(double));
         f->scr = carve(base, &off, f->scr_len * f->nth, sizeof(float));
         if (backward) {
             f->dphik = carve(base, &off, S * F + 1, sizeof(float));
-            f->dv1 = carve(base, &off, S * Dv1 + 1, sizeof(float));
-            f->gst = carve(base, &off, (f->ncq + 1) * F * Dv1, sizeof(float));
+            f->gst = carve(base, &off, (f->ncq + 1) * F * Dv1, sizeof(double));
+            f->bscr = carve(base, &off, f->bscr_len * f->nth, sizeof(double));
+            f->pws = omega ? carve(base, &off, F * f->nth, sizeof(double)) : NULL;
             f->acck = carve(base, &off, S * F + 1, sizeof(double));
             f->accv = carve(base, &off, S * Dv1 + 1, sizeof(double));
         }
@@ -142,6 +179,10 @@ static attn_status feat_init(attn_ctx *ctx, feat *f, const attn__approx_plan *p,
                                  attn_approx_name(p->method));
         base = attn__ws_get(ctx, 0);
     }
+    if (omega)
+        for (int64_t r = 0; r < F; r++)
+            for (int64_t d = 0; d < p->D; d++)
+                f->omt[d * F + r] = omega[r * p->D + d];
     return ATTN_OK;
 }
 
@@ -181,12 +222,11 @@ static void key_state(feat *f, int64_t b, int64_t g, int rescale) {
                 f->v1[j * Dv1 + p->Dv] = 1.0f;
             }
     }
-    float mx = -INFINITY;
+    double mx = -INFINITY;
     for (int64_t c = 0; c < nck; c++)
-        mx = fmaxf(mx, f->cmax[c]);
+        mx = fmax(mx, f->cmax[c]);
     for (int64_t c = 0; c < nck; c++) /* a chunk without a finite shift kept shift 0 */
-        f->ce[c] = isfinite(mx) && isfinite(f->cmax[c]) ? exp((double)f->cmax[c] - (double)mx)
-                                                          : 1.0;
+        f->ce[c] = isfinite(mx) && isfinite(f->cmax[c]) ? exp(f->cmax[c] - mx) : 1.0;
     /* exclusive prefix (fixed order): state[c] <- sum_{c' < c}, total in [nck] */
     const int64_t sz = F * Dv1;
     double *run = f->run;
@@ -209,38 +249,171 @@ static void key_state(feat *f, int64_t b, int64_t g, int rescale) {
 #pragma omp parallel for num_threads(f->nth) schedule(dynamic, 1)
     for (int64_t c = 0; c < nck; c++) {
         const int64_t j0 = c * C, n = ATTN_MIN(C, S - j0);
-        const float e = (float)f->ce[c];
-        if (e != 1.0f)
+        const double e = f->ce[c];
+        if (e != 1.0) /* one rounding */
             for (int64_t i = j0 * F; i < (j0 + n) * F; i++)
-                f->phik[i] *= e;
+                f->phik[i] = (float)((double)f->phik[i] * e);
         f->ce[c] = 1.0;
     }
 }
 
-/* phi_q of rows [i0, i0+n) of query head (b, h) into phiq, and num1 =
- * phi_q P (+ A V1 on the diagonal chunk, A kept in a). */
-static void query_chunk(feat *f, int64_t b, int64_t h, int64_t c, float *phiq, float *a,
-                        float *num1) {
-    const attn__approx_plan *p = f->p;
-    const int64_t C = f->C, F = f->F, Dv1 = f->Dv1, i0 = c * C, n = ATTN_MIN(C, p->T - i0);
-    const float *qr = ATTN__ROW(p->q, p->qs, b, h, i0);
-    phi_rows(f, qr, p->qs[2], n, phiq, 1, NULL);
-    const float *P = f->state + (p->causal ? c : f->nck) * F * Dv1;
-    attn__sgemm(&f->one, 0, 0, n, Dv1, F, 1.0f, phiq, F, P, Dv1, 0.0f, num1, Dv1);
-    if (!p->causal) return;
-    attn__sgemm(&f->one, 0, 1, n, n, F, (float)f->ce[c], phiq, F, f->phik + i0 * F, F, 0.0f, a,
-                n);
+/* Ask for rows [i0, i0 + n) of a view (row stride ld, w floats each) ahead
+ * of their use, into L2: the next chunk's rows load while this one computes
+ * (each kernel's first touch of a row would otherwise wait for memory). */
+static void prefetch_rows(const float *x, int64_t ld, int64_t n, int64_t w) {
     for (int64_t i = 0; i < n; i++)
-        for (int64_t j = i + 1; j < n; j++)
-            a[i * n + j] = 0.0f;
-    /* A [V | 1]: the values in place, the ones as row sums */
-    const float *vc = ATTN__ROW(p->v, p->vs, b, h / p->group, i0);
-    attn__sgemm(&f->one, 0, 0, n, p->Dv, n, 1.0f, a, n, vc, p->vs[2], 1.0f, num1, Dv1);
-    for (int64_t i = 0; i < n; i++) {
-        float t = 0.0f;
-        for (int64_t j = 0; j <= i; j++)
-            t += a[i * n + j];
-        num1[i * Dv1 + p->Dv] += t;
+        for (int64_t d = 0; d < w; d += 16)
+            __builtin_prefetch(x + i * ld + d, 0, 2);
+}
+
+/* The same for rows about to be written (their lines owned ahead). */
+static void prefetch_rows_w(float *x, int64_t ld, int64_t n, int64_t w) {
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t d = 0; d < w; d += 16)
+            __builtin_prefetch(x + i * ld + d, 1, 2);
+}
+
+/* phi_k of key chunk c into pkw (linear: elu + 1 now) or kept (PERFORMER),
+ * its column sums into zs. Returns phi_k's rows. */
+static const float *chunk_phik(feat *f, int64_t b, int64_t g, int64_t c, float *pkw, float *zs) {
+    const attn__approx_plan *p = f->p;
+    const int64_t C = f->C, F = f->F, j0 = c * C, n = ATTN_MIN(C, p->S - j0);
+    if (p->method == ATTN_APPROX_PERFORMER) { /* both from the first pass */
+        memcpy(zs, f->zk + c * F, (size_t)F * sizeof(float));
+        return f->phik + j0 * F;
+    }
+    memset(zs, 0, (size_t)F * sizeof(float));
+    f->fk->elu1(ATTN__ROW(p->k, p->ks, b, g, j0), p->ks[2], n, F, pkw, zs);
+    return pkw;
+}
+
+/* Key chunk c's state st = [phi_k^T V | z] folded into acc with weight
+ * ce[c]. fresh: phi_k computed here (into pkw, prefetching the next chunk);
+ * else pk = pkw holds it and zs its column sums. */
+static void chunk_state(feat *f, int64_t b, int64_t g, int64_t c, float *pkw, float *zs, float *st,
+                        double *acc, float *P, int fresh) {
+    const attn__approx_plan *p = f->p;
+    const int64_t C = f->C, F = f->F, Dv1 = f->Dv1, Dv = p->Dv, j0 = c * C;
+    const int64_t n = ATTN_MIN(C, p->S - j0);
+    const float *kb = ATTN__ROW(p->k, p->ks, b, g, 0), *vb = ATTN__ROW(p->v, p->vs, b, g, 0);
+    const float *pk = pkw;
+    if (fresh) {
+        if (c + 1 < f->nck) {
+            const int64_t nn = ATTN_MIN(C, p->S - j0 - C);
+            prefetch_rows(kb + (j0 + C) * p->ks[2], p->ks[2], nn, p->D);
+            prefetch_rows(vb + (j0 + C) * p->vs[2], p->vs[2], nn, Dv);
+        }
+        pk = chunk_phik(f, b, g, c, pkw, zs);
+    }
+    f->fk->accum(pk, n, F, vb + j0 * p->vs[2], p->vs[2], Dv, st, Dv1);
+    for (int64_t r = 0; r < F; r++)
+        st[r * Dv1 + Dv] = zs[r];
+    f->fk->fold(acc, st, f->ce[c], F * Dv1, P);
+}
+
+/* The causal forward of kv head (b, g) and its query heads. The keys are cut
+ * into segments of SEG chunks; with T_s = sum over the chunks c of segment
+ * s, in order, of ce[c] phi_k,c^T V1_c (float64, from 0) and
+ *   Pre_0 = 0,  Pre_{s+1} = Pre_s + T_s,
+ * chunk c of segment s sees the prefix state Pre_s plus the states of the
+ * chunks before it in s (a float64 running sum, rounded once to fp32 per
+ * chunk), and the family's causal kernel adds its diagonal block (one pass,
+ * no GEMM). Thread t runs a fixed range of segments in order and carries
+ * Pre from one to the next; the totals T_s of the segments before another
+ * thread's first one are computed first, in parallel (none with one thread:
+ * the keys are then read once). The definitions of T and Pre fix the bits
+ * for any thread count. The Performer's phi_k is computed first for all
+ * keys (ce needs the head's largest shift) and kept; linear attention
+ * computes elu + 1 of a chunk where it is used. */
+static void causal_forward(feat *f, int64_t b, int64_t g) {
+    const attn__approx_plan *p = f->p;
+    const int64_t C = f->C, F = f->F, Dv1 = f->Dv1, Dv = p->Dv, S = p->S, nck = f->nck;
+    const int64_t sz = F * Dv1, nseg = f->nseg;
+    const int perf = p->method == ATTN_APPROX_PERFORMER;
+    const int nth = (int)ATTN_MIN((int64_t)f->nth, nseg);
+    const float *kb = ATTN__ROW(p->k, p->ks, b, g, 0), *vb = ATTN__ROW(p->v, p->vs, b, g, 0);
+    double *T = f->seg, *Pre = f->seg + (nseg + 1) * sz;
+    if (perf) {
+#pragma omp parallel for num_threads(f->nth) schedule(dynamic, 1)
+        for (int64_t c = 0; c < nck; c++) {
+            const int64_t j0 = c * C, n = ATTN_MIN(C, S - j0);
+            if (c + 1 < nck)
+                prefetch_rows(kb + (j0 + C) * p->ks[2], p->ks[2], ATTN_MIN(C, S - j0 - C), p->D);
+            float *zc = f->zk + c * F;
+            memset(zc, 0, (size_t)F * sizeof(float));
+            f->cmax[c] = phi_rows(f, kb + j0 * p->ks[2], p->ks[2], n, f->phik + j0 * F, 0, zc);
+        }
+        double mx = -INFINITY;
+        for (int64_t c = 0; c < nck; c++)
+            mx = fmax(mx, f->cmax[c]);
+        for (int64_t c = 0; c < nck; c++) /* a chunk without a finite shift kept shift 0 */
+            f->ce[c] = isfinite(mx) && isfinite(f->cmax[c]) ? exp(f->cmax[c] - mx) : 1.0;
+    } else {
+        for (int64_t c = 0; c < nck; c++)
+            f->ce[c] = 1.0;
+    }
+#pragma omp parallel num_threads(nth)
+    {
+        /* thread t runs segments [t nseg / nt, (t + 1) nseg / nt) */
+        const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+        const int64_t need = (int64_t)(nt - 1) * nseg / nt; /* T_s wanted for s < need */
+        float *w = f->cscr + f->cscr_len * t;
+        double *rs = (double *)w, *tacc = rs + sz, *pre = tacc + sz;
+        float *P = w + 6 * sz + 16, *st = P + sz, *pkw = st + sz, *phiq = pkw + C * F;
+        float *kws = phiq + C * F, *zs = kws + attn__feat_causal_ws(C, F);
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t sg = 0; sg < need; sg++) {
+            double *ts = T + sg * sz;
+            memset(ts, 0, (size_t)sz * sizeof(double));
+            for (int64_t c = sg * SEG; c < ATTN_MIN((sg + 1) * SEG, nck); c++)
+                chunk_state(f, b, g, c, pkw, zs, st, ts, NULL, 1);
+        }
+#pragma omp single
+        { /* Pre_s up to the last thread's first segment (fixed order) */
+            memset(Pre, 0, (size_t)sz * sizeof(double));
+            for (int64_t sg = 0; sg < need; sg++)
+                for (int64_t e = 0; e < sz; e++)
+                    Pre[(sg + 1) * sz + e] = Pre[sg * sz + e] + T[sg * sz + e];
+        }
+        const int64_t lo = (int64_t)t * nseg / nt, hi = (int64_t)(t + 1) * nseg / nt;
+        if (lo < hi) memcpy(pre, Pre + lo * sz, (size_t)sz * sizeof(double));
+        for (int64_t sg = lo; sg < hi; sg++) {
+            memcpy(rs, pre, (size_t)sz * sizeof(double));
+            memset(tacc, 0, (size_t)sz * sizeof(double));
+            for (int64_t e = 0; e < sz; e++)
+                P[e] = (float)rs[e];
+            const int64_t c1 = ATTN_MIN((sg + 1) * SEG, nck);
+            for (int64_t c = sg * SEG; c < c1; c++) {
+                const int64_t i0 = c * C, n = ATTN_MIN(C, S - i0);
+                const float *pk = chunk_phik(f, b, g, c, pkw, zs);
+                if (c + 1 < nck) { /* the next chunk's first rows load while this one
+                                    * computes (the kernels ask for later rows themselves) */
+                    const int64_t j1 = i0 + C, nn = ATTN_MIN(ATTN_MIN(C, 32), S - j1);
+                    const int64_t nall = ATTN_MIN(C, S - j1); /* the projection asks for none */
+                    if (!perf) prefetch_rows(kb + j1 * p->ks[2], p->ks[2], nn, p->D);
+                    prefetch_rows(vb + j1 * p->vs[2], p->vs[2], nn, Dv);
+                    for (int64_t h = g * p->group; h < (g + 1) * p->group; h++) {
+                        prefetch_rows(ATTN__ROW(p->q, p->qs, b, h, j1), p->qs[2], perf ? nall : nn,
+                                      p->D);
+                        prefetch_rows_w(ATTN__ROW(p->out, p->os, b, h, j1), p->os[2], nn, Dv);
+                    }
+                    if (perf) prefetch_rows(f->phik + j1 * F, F, nall, F);
+                }
+                const float *vc = vb + i0 * p->vs[2];
+                for (int64_t h = g * p->group; h < (g + 1) * p->group; h++) {
+                    phi_rows(f, ATTN__ROW(p->q, p->qs, b, h, i0), p->qs[2], n, phiq, 1, NULL);
+                    f->fk->causal(phiq, pk, n, F, (float)f->ce[c], P, Dv1, vc, p->vs[2], Dv,
+                                  ATTN__ROW(p->out, p->os, b, h, i0), p->os[2], kws);
+                }
+                if (sg + 1 == hi && c + 1 == c1) break; /* no later chunk of this thread */
+                /* the chunk's state joins T_sg and the running state (P of the next chunk) */
+                chunk_state(f, b, g, c, (float *)pk, zs, st, tacc, NULL, 0);
+                if (c + 1 < c1) f->fk->fold(rs, st, f->ce[c], sz, P);
+            }
+            if (sg + 1 < hi) /* Pre_{sg+1} = Pre_sg + T_sg, as the table's */
+                for (int64_t e = 0; e < sz; e++)
+                    pre[e] = pre[e] + tacc[e];
+        }
     }
 }
 
@@ -255,29 +428,22 @@ attn_status attn__approx_feature_forward(attn_ctx *ctx, const attn__approx_plan 
     const int64_t C = f.C, F = f.F, Dv1 = f.Dv1;
     for (int64_t b = 0; b < p->B; b++)
         for (int64_t g = 0; g < p->Hkv; g++) {
+            if (p->causal) {
+                causal_forward(&f, b, g);
+                continue;
+            }
             key_state(&f, b, g, 0);
             for (int64_t h = g * p->group; h < (g + 1) * p->group; h++) {
 #pragma omp parallel for num_threads(f.nth) schedule(dynamic, 1)
                 for (int64_t c = 0; c < f.ncq; c++) {
-                    float *w = f.scr + f.scr_len * omp_get_thread_num();
-                    float *phiq = w, *a = w + 2 * C * F, *num1 = a + (p->causal ? 2 * C * C : 0);
+                    /* out = phi_q KV straight into out, then / phi_q . z */
+                    float *phiq = f.scr + f.scr_len * omp_get_thread_num();
                     const int64_t i0 = c * C, n = ATTN_MIN(C, p->T - i0);
-                    if (!p->causal) { /* out = phi_q KV straight into out, then / phi_q . z */
-                        float *o = ATTN__ROW(p->out, p->os, b, h, i0);
-                        const float *qr = ATTN__ROW(p->q, p->qs, b, h, i0);
-                        phi_rows(&f, qr, p->qs[2], n, phiq, 1, NULL);
-                        f.fk->apply(phiq, n, F, f.state + f.nck * F * Dv1, Dv1, f.zt, p->Dv, o,
-                                    p->os[2]);
-                        continue;
-                    }
-                    query_chunk(&f, b, h, c, phiq, a, num1);
-                    for (int64_t i = 0; i < n; i++) {
-                        float *o = ATTN__ROW(p->out, p->os, b, h, i0 + i);
-                        const float den = num1[i * Dv1 + p->Dv];
-                        const float inv = den != 0.0f ? 1.0f / den : 0.0f;
-                        for (int64_t d = 0; d < p->Dv; d++)
-                            o[d] = num1[i * Dv1 + d] * inv;
-                    }
+                    float *o = ATTN__ROW(p->out, p->os, b, h, i0);
+                    const float *qr = ATTN__ROW(p->q, p->qs, b, h, i0);
+                    phi_rows(&f, qr, p->qs[2], n, phiq, 1, NULL);
+                    f.fk->apply(phiq, n, F, f.state + f.nck * F * Dv1, Dv1, f.zt, p->Dv, o,
+                                p->os[2]);
                 }
             }
         }
@@ -290,7 +456,31 @@ attn_status attn__approx_feature_forward(attn_ctx *ctx, const attn__approx_plan 
  *   dphi_q,c = dnum1_c P_c^T + dA phi_k,c,  dA = (dnum1_c V1_c^T) on j <= i
  *   dphi_k,c = dA^T phi_q,c + V1_c G_c^T,   dV1_c = A^T dnum1_c + phi_k,c G_c
  * with G_c = sum over the query chunks after c (causal) or all of them of
- * phi_q^T dnum1 (a suffix scan). */
+ * phi_q^T dnum1 (a suffix scan). Everything after phi and the fp32 states
+ * is float64: the gradients cancel (dnum . KV against dden z, v_j . G
+ * against G's normaliser column, dnum_i . v_j against dden_i in the
+ * diagonal block), so each sum there is formed from the fp32 operands
+ * without rounding its terms, and the query heads of a GQA group add into
+ * float64 sums of the key gradients. */
+
+/* One query chunk c of head (b, h): phi_q, then the family's float64
+ * backward of the chunk (dphi_q, then dq; G_c into gst[c]; causal: the
+ * diagonal block's share of the key gradients, rows i0.. belong to this
+ * chunk only). */
+static void backward_chunk(feat *f, int64_t b, int64_t h, int64_t c, double *w) {
+    const attn__approx_plan *p = f->p;
+    const int64_t C = f->C, F = f->F, Dv1 = f->Dv1, sz = F * Dv1;
+    const int64_t i0 = c * C, n = ATTN_MIN(C, p->T - i0);
+    float *phiq = (float *)(w + attn__feat_bwd_ws(C, F, Dv1)), *dqf = phiq + C * F;
+    phi_rows(f, ATTN__ROW(p->q, p->qs, b, h, i0), p->qs[2], n, phiq, 1, NULL);
+    f->fk->bwd_query(phiq, n, F, f->state + (p->causal ? c : f->nck) * sz,
+                     p->causal ? f->phik + i0 * F : NULL, f->v1 + i0 * Dv1, Dv1,
+                     ATTN__ROW(p->dout, p->dos, b, h, i0), p->dos[2], dqf, f->gst + c * sz,
+                     f->acck + i0 * F, f->accv + i0 * Dv1, w);
+    phi_backward(f, ATTN__ROW(p->q, p->qs, b, h, i0), p->qs[2], n, phiq, dqf,
+                 ATTN__ROW(p->dq, p->dqs, b, h, i0), p->dqs[2]);
+}
+
 attn_status attn__approx_feature_backward(attn_ctx *ctx, const attn__approx_plan *p,
                                           const float *omega) {
     feat f;
@@ -306,73 +496,27 @@ attn_status attn__approx_feature_backward(attn_ctx *ctx, const attn__approx_plan
             memset(f.acck, 0, (size_t)(S * F) * sizeof(double));
             memset(f.accv, 0, (size_t)(S * Dv1) * sizeof(double));
             for (int64_t h = g * p->group; h < (g + 1) * p->group; h++) {
-                memset(f.dphik, 0, (size_t)(S * F) * sizeof(float));
-                memset(f.dv1, 0, (size_t)(S * Dv1) * sizeof(float));
 #pragma omp parallel for num_threads(f.nth) schedule(dynamic, 1)
-                for (int64_t c = 0; c < f.ncq; c++) {
-                    float *w = f.scr + f.scr_len * omp_get_thread_num();
-                    float *phiq = w, *dphiq = w + C * F, *a = w + 2 * C * F;
-                    float *num1 = a + (p->causal ? 2 * C * C : 0), *da = a + C * C;
-                    query_chunk(&f, b, h, c, phiq, a, num1);
-                    const int64_t i0 = c * C, n = ATTN_MIN(C, p->T - i0);
-                    /* num1 -> dnum1 in place */
-                    for (int64_t i = 0; i < n; i++) {
-                        const float *go = ATTN__ROW(p->dout, p->dos, b, h, i0 + i);
-                        float *r = num1 + i * Dv1;
-                        const float den = r[p->Dv], inv = den != 0.0f ? 1.0f / den : 0.0f;
-                        float dd = 0.0f;
-                        for (int64_t d = 0; d < p->Dv; d++) {
-                            dd += go[d] * r[d] * inv;
-                            r[d] = go[d] * inv;
-                        }
-                        r[p->Dv] = -dd * inv;
-                    }
-                    const float *P = f.state + (p->causal ? c : f.nck) * sz;
-                    attn__sgemm(&f.one, 0, 1, n, F, Dv1, 1.0f, num1, Dv1, P, Dv1, 0.0f, dphiq, F);
-                    if (p->causal) {
-                        attn__sgemm(&f.one, 0, 1, n, n, Dv1, 1.0f, num1, Dv1, f.v1 + i0 * Dv1, Dv1,
-                                    0.0f, da, n);
-                        for (int64_t i = 0; i < n; i++)
-                            for (int64_t j = i + 1; j < n; j++)
-                                da[i * n + j] = 0.0f;
-                        attn__sgemm(&f.one, 0, 0, n, F, n, 1.0f, da, n, f.phik + i0 * F, F, 1.0f,
-                                    dphiq, F);
-                        attn__sgemm(&f.one, 1, 0, n, F, n, 1.0f, da, n, phiq, F, 1.0f,
-                                    f.dphik + i0 * F, F);
-                        attn__sgemm(&f.one, 1, 0, n, Dv1, n, 1.0f, a, n, num1, Dv1, 1.0f,
-                                    f.dv1 + i0 * Dv1, Dv1);
-                    }
-                    attn__sgemm(&f.one, 1, 0, F, Dv1, n, 1.0f, phiq, F, num1, Dv1, 0.0f,
-                                f.gst + c * sz, Dv1);
-                    const float *qr = ATTN__ROW(p->q, p->qs, b, h, i0);
-                    phi_backward(&f, qr, p->qs[2], n, phiq, dphiq,
-                                 ATTN__ROW(p->dq, p->dqs, b, h, i0), p->dqs[2]);
-                }
+                for (int64_t c = 0; c < f.ncq; c++)
+                    backward_chunk(&f, b, h, c, f.bscr + f.bscr_len * omp_get_thread_num());
                 /* exclusive suffix scan (fixed order): gst[c] <- sum_{c' > c}, total in [ncq] */
                 double *run = f.run;
                 memset(run, 0, (size_t)sz * sizeof(double));
                 for (int64_t c = f.ncq - 1; c >= 0; c--) {
-                    float *gc = f.gst + c * sz;
+                    double *gc = f.gst + c * sz;
                     for (int64_t e = 0; e < sz; e++) {
-                        const float t = gc[e];
-                        gc[e] = (float)run[e];
-                        run[e] += (double)t;
+                        const double t = gc[e];
+                        gc[e] = run[e];
+                        run[e] += t;
                     }
                 }
-                for (int64_t e = 0; e < sz; e++)
-                    f.gst[f.ncq * sz + e] = (float)run[e];
+                memcpy(f.gst + f.ncq * sz, run, (size_t)sz * sizeof(double));
 #pragma omp parallel for num_threads(f.nth) schedule(dynamic, 1)
                 for (int64_t c = 0; c < f.nck; c++) {
                     const int64_t j0 = c * C, n = ATTN_MIN(C, S - j0);
-                    const float *G = f.gst + (p->causal ? c : f.ncq) * sz;
-                    attn__sgemm(&f.one, 0, 1, n, F, Dv1, 1.0f, f.v1 + j0 * Dv1, Dv1, G, Dv1, 1.0f,
-                                f.dphik + j0 * F, F);
-                    attn__sgemm(&f.one, 0, 0, n, Dv1, F, 1.0f, f.phik + j0 * F, F, G, Dv1, 1.0f,
-                                f.dv1 + j0 * Dv1, Dv1);
-                    for (int64_t e = j0 * F; e < (j0 + n) * F; e++)
-                        f.acck[e] += (double)f.dphik[e];
-                    for (int64_t e = j0 * Dv1; e < (j0 + n) * Dv1; e++)
-                        f.accv[e] += (double)f.dv1[e];
+                    const double *G = f.gst + (p->causal ? c : f.ncq) * sz;
+                    f.fk->bwd_key(f.phik + j0 * F, f.v1 + j0 * Dv1, n, F, Dv1, G, f.acck + j0 * F,
+                                  f.accv + j0 * Dv1, f.bscr + f.bscr_len * omp_get_thread_num());
                 }
             }
             const float *kb = ATTN__ROW(p->k, p->ks, b, g, 0);
@@ -381,13 +525,13 @@ attn_status attn__approx_feature_backward(attn_ctx *ctx, const attn__approx_plan
                 const int64_t j0 = c * C, n = ATTN_MIN(C, S - j0);
                 for (int64_t e = j0 * F; e < (j0 + n) * F; e++)
                     f.dphik[e] = (float)f.acck[e];
-                for (int64_t e = j0 * Dv1; e < (j0 + n) * Dv1; e++)
-                    f.dv1[e] = (float)f.accv[e];
                 phi_backward(&f, kb + j0 * p->ks[2], p->ks[2], n, f.phik + j0 * F, f.dphik + j0 * F,
                              ATTN__ROW(p->dk, p->dks, b, g, j0), p->dks[2]);
-                for (int64_t j = j0; j < j0 + n; j++)
-                    memcpy(ATTN__ROW(p->dv, p->dvs, b, g, j), f.dv1 + j * Dv1,
-                           (size_t)p->Dv * sizeof(float));
+                for (int64_t j = j0; j < j0 + n; j++) {
+                    float *dv = ATTN__ROW(p->dv, p->dvs, b, g, j);
+                    for (int64_t d = 0; d < p->Dv; d++)
+                        dv[d] = (float)f.accv[j * Dv1 + d];
+                }
             }
         }
     feat_free(&f);

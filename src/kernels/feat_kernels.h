@@ -46,6 +46,52 @@ typedef struct attn_feat_kernels {
      * (prefetched ahead), then from cache. */
     void (*accum)(const float *phi, int64_t n, int64_t F, const float *v, int64_t ldv, int64_t Dv,
                   float *S, int64_t lds);
+    /* The Performer's projection of rows x [n, D] (row stride ldx):
+     * u[i*F + r] = s sum_d x[i*ldx + d] wt[d*F + r], wt = Omega^T [D, F]
+     * (kept in cache: 4 rows a pass over it). */
+    void (*proj)(const float *x, int64_t ldx, int64_t n, int64_t D, const float *wt, int64_t F,
+                 float s, float *u);
+    /* One chunk of causal attention in one pass (the diagonal block and
+     * the prefix state, no GEMM calls), rows i < n:
+     *   a_ij = e (phiq_i . phik_j) for j <= i (0 above the diagonal)
+     *   o[i, :] = (phiq_i P[:, :Dv] + sum_{j<=i} a_ij v_j)
+     *             / (phiq_i . P[:, Dv] + sum_{j<=i} a_ij)
+     * (0 when the denominator is 0), P the [F, Dv+1] prefix state of row
+     * stride lds with the normaliser in column Dv, phiq and phik [n, F], v
+     * rows of stride ldv, e the chunk's weight. ws: at least
+     * attn__feat_causal_ws(n, F) floats of scratch (phik transposed and the
+     * masked block, in L1 for chunks of 64 rows). */
+    void (*causal)(const float *phiq, const float *phik, int64_t n, int64_t F, float e,
+                   const float *P, int64_t lds, const float *v, int64_t ldv, int64_t Dv, float *o,
+                   int64_t ldo, float *ws);
+    /* A float64 running state: run[e] += w * st[e], then P[e] = (float)
+     * run[e] unless P is NULL, e < n (the causal scans). */
+    void (*fold)(double *run, const float *st, double w, int64_t n, float *P);
+    /* The backward's Performer exponents in float64 (kernels/feat_bwd.inc):
+     * e_ir = w_r . x'_i - |x'_i|^2 / 2 (x' = s x, wt = Omega^T [D, F]),
+     * shifted by each row's max (rowshift) or the largest over the n rows,
+     * into u as fp32 (<= 0: perf_exp with hs = 0 then exponentiates them
+     * exactly shifted; a shift that is not finite is taken as 0). Returns
+     * the largest exponent (as perf_exp). ws: F doubles. */
+    double (*proj64)(const float *x, int64_t ldx, int64_t n, int64_t D, const float *wt, int64_t F,
+                     double s, int rowshift, float *u, double *ws);
+    /* The backward of n query rows in float64 from fp32 phi_q [n, F], the
+     * prefix (causal) or total state P [F, Dv1] and dout rows go (stride
+     * ldgo), Dv1 = Dv + 1:
+     *   num1 = phi_q P (+ A V1),  A = phi_q phi_k^T on j <= i (pk not NULL:
+     *   causal, the chunk's own keys pk [n, F] and V1 = [V | 1] v1 [n, Dv1])
+     *   dnum_i = dout_i / den_i, dden_i = -(dout_i . out_i) / den_i
+     *   dphiq = (dnum1 P^T + dA phi_k, dA = dnum1 V1^T on j <= i) to fp32
+     *   G = phi_q^T dnum1 (overwritten) and, causal, the diagonal block's
+     *   acck [n, F] += dA^T phi_q, accv [n, Dv1] += A^T dnum1.
+     * ws: attn__feat_bwd_ws(n, F, Dv1) doubles. */
+    void (*bwd_query)(const float *phiq, int64_t n, int64_t F, const float *P, const float *pk,
+                      const float *v1, int64_t Dv1, const float *go, int64_t ldgo, float *dphiq,
+                      double *G, double *acck, double *accv, double *ws);
+    /* n key rows: acck [n, F] += V1 G^T, accv [n, Dv1] += phi_k G (float64).
+     * ws: F * Dv1 doubles. */
+    void (*bwd_key)(const float *pk, const float *v1, int64_t n, int64_t F, int64_t Dv1,
+                    const double *G, double *acck, double *accv, double *ws);
     /* The Performer's chain rule over rows i < n: with x' = s x and
      * t_r = dphi[i*F + r] phi[i*F + r],
      *   dx[i*ldd + d] = s sum_r t_r (omega[r*D + d] - x'_d)
@@ -55,5 +101,17 @@ typedef struct attn_feat_kernels {
                       const float *dphi, int64_t F, const float *omega, double s, float *dx,
                       int64_t ldd);
 } attn_feat_kernels;
+
+/* Scratch of attn_feat_kernels.causal: z (F), phik^T (F x n16) and the
+ * block (n x n16), n16 = n rounded up to 16 (every family's width). */
+static inline int64_t attn__feat_causal_ws(int64_t n, int64_t F) {
+    const int64_t n16 = (n + 15) / 16 * 16;
+    return F + 16 + n16 * (F + n);
+}
+
+/* Scratch of bwd_query, in doubles. */
+static inline int64_t attn__feat_bwd_ws(int64_t n, int64_t F, int64_t Dv1) {
+    return 2 * n * Dv1 + n * F + 2 * n * n + (F * Dv1 + F * n + Dv1 * n) / 2 + 16;
+}
 
 #endif /* ATTN_FEAT_KERNELS_H */

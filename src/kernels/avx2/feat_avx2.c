@@ -164,7 +164,7 @@ static float dot8(const float *a, const float *b, int64_t n) {
  * 12 accumulators of the 16 ymm registers, per feature 3 loads of the
  * state row and NR broadcasts. */
 static inline __attribute__((always_inline)) void
-apply_block8(const float *phi, int64_t F, const float *S, int64_t lds, int64_t d0,
+apply_block8(const float *phi, int64_t ldp, int64_t F, const float *S, int64_t lds, int64_t d0,
              const __m256i m[3], int nr, const float *inv, float *o, int64_t ldo) {
     __m256 acc[4][3];
 #pragma GCC unroll 4
@@ -181,7 +181,7 @@ apply_block8(const float *phi, int64_t F, const float *S, int64_t lds, int64_t d
 #pragma GCC unroll 4
         for (int i = 0; i < 4; i++) {
             if (i >= nr) break;
-            const __m256 b = _mm256_broadcast_ss(phi + i * F + r);
+            const __m256 b = _mm256_broadcast_ss(phi + i * ldp + r);
 #pragma GCC unroll 3
             for (int c = 0; c < 3; c++)
                 acc[i][c] = _mm256_fmadd_ps(b, s[c], acc[i][c]);
@@ -213,9 +213,9 @@ static void apply_avx2(const float *phi, int64_t n, int64_t F, const float *S, i
                 m[c] = left <= 0 ? _mm256_setzero_si256() : tail8(left);
             }
             if (nr == 4)
-                apply_block8(phi + i0 * F, F, S, lds, d0, m, 4, inv, o + i0 * ldo, ldo);
+                apply_block8(phi + i0 * F, F, F, S, lds, d0, m, 4, inv, o + i0 * ldo, ldo);
             else
-                apply_block8(phi + i0 * F, F, S, lds, d0, m, nr, inv, o + i0 * ldo, ldo);
+                apply_block8(phi + i0 * F, F, F, S, lds, d0, m, nr, inv, o + i0 * ldo, ldo);
         }
     }
 }
@@ -276,6 +276,185 @@ static void accum_avx2(const float *phi, int64_t n, int64_t F, const float *v, i
 
 /* 4 doubles a vector: columns [d0, d0 + 32) of one row in 8 ymm
  * accumulators; omega's row converted to double as it is loaded. */
+/* The causal chunk (feat_kernels.h), 8 lanes. Scratch: z | kt = phik^T
+ * [F][n16] (zero past n) | a = the masked block [n][n16]. */
+
+/* Block rows [i0, i0 + NR) of a, column vectors [jg, jg + ncv) (ncv <= 3),
+ * times e, masked to j <= i (zeros above the diagonal). */
+static inline __attribute__((always_inline)) void
+causal_a_block8(const float *phiq, int64_t F, const float *kt, int64_t n16, int64_t i0, int nr,
+                int64_t jg, int ncv, __m256 ve, float *a) {
+    __m256 acc[4][3];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++)
+#pragma GCC unroll 3
+        for (int c = 0; c < 3; c++)
+            acc[i][c] = _mm256_setzero_ps();
+    for (int64_t r = 0; r < F; r++) {
+        const float *kr = kt + r * n16 + 8 * jg;
+        __m256 x[3];
+#pragma GCC unroll 3
+        for (int c = 0; c < 3; c++)
+            x[c] = c < ncv ? _mm256_loadu_ps(kr + 8 * c) : _mm256_setzero_ps();
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) {
+            if (i >= nr) break;
+            const __m256 b = _mm256_broadcast_ss(phiq + (i0 + i) * F + r);
+#pragma GCC unroll 3
+            for (int c = 0; c < 3; c++)
+                if (c < ncv) acc[i][c] = _mm256_fmadd_ps(b, x[c], acc[i][c]);
+        }
+    }
+    const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) {
+        if (i >= nr) break;
+        const int64_t row = i0 + i;
+#pragma GCC unroll 3
+        for (int c = 0; c < 3; c++) {
+            if (c >= ncv) break;
+            const int64_t jb = 8 * (jg + c), keep = row - jb + 1; /* lanes j <= row */
+            const __m256i m = _mm256_cmpgt_epi32(
+                _mm256_set1_epi32((int)(keep > 8 ? 8 : keep < 0 ? 0 : keep)), idx);
+            _mm256_storeu_ps(a + row * n16 + jb,
+                             _mm256_and_ps(_mm256_castsi256_ps(m), _mm256_mul_ps(acc[i][c], ve)));
+        }
+    }
+}
+
+/* Output rows [i0, i0 + NR), columns [d0, d0 + 24) with masks m[3]: phiq
+ * times the prefix state, then the block's rows times the values j < jmax. */
+static inline __attribute__((always_inline)) void
+causal_o_block8(const float *phiq, int64_t F, const float *P, int64_t lds, const float *a,
+                int64_t n16, const float *v, int64_t ldv, int64_t i0, int nr, int64_t jmax,
+                int64_t d0, const __m256i m[3], const float *inv, float *o, int64_t ldo) {
+    __m256 acc[4][3];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++)
+#pragma GCC unroll 3
+        for (int c = 0; c < 3; c++)
+            acc[i][c] = _mm256_setzero_ps();
+    for (int64_t r = 0; r < F; r++) {
+        const float *sr = P + r * lds + d0;
+        __m256 x[3];
+#pragma GCC unroll 3
+        for (int c = 0; c < 3; c++)
+            x[c] = _mm256_maskload_ps(sr + 8 * c, m[c]);
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) {
+            if (i >= nr) break;
+            const __m256 b = _mm256_broadcast_ss(phiq + (i0 + i) * F + r);
+#pragma GCC unroll 3
+            for (int c = 0; c < 3; c++)
+                acc[i][c] = _mm256_fmadd_ps(b, x[c], acc[i][c]);
+        }
+    }
+    for (int64_t j = 0; j < jmax; j++) {
+        const float *vj = v + j * ldv + d0;
+        __m256 x[3];
+#pragma GCC unroll 3
+        for (int c = 0; c < 3; c++)
+            x[c] = _mm256_maskload_ps(vj + 8 * c, m[c]);
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) {
+            if (i >= nr) break;
+            const __m256 b = _mm256_broadcast_ss(a + (i0 + i) * n16 + j);
+#pragma GCC unroll 3
+            for (int c = 0; c < 3; c++)
+                acc[i][c] = _mm256_fmadd_ps(b, x[c], acc[i][c]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) {
+        if (i >= nr) break;
+        const __m256 w = _mm256_set1_ps(inv[i]);
+#pragma GCC unroll 3
+        for (int c = 0; c < 3; c++)
+            _mm256_maskstore_ps(o + (i0 + i) * ldo + d0 + 8 * c, m[c], _mm256_mul_ps(acc[i][c], w));
+    }
+}
+
+static void proj_avx2(const float *x, int64_t ldx, int64_t n, int64_t D, const float *wt,
+                      int64_t F, float s, float *u) {
+    const float sc[4] = {s, s, s, s};
+    for (int64_t i0 = 0; i0 < n; i0 += 4) {
+        const int nr = (int)(n - i0 < 4 ? n - i0 : 4);
+        for (int64_t r0 = 0; r0 < F; r0 += 24) {
+            __m256i m[3];
+            for (int c = 0; c < 3; c++) {
+                const int64_t left = F - r0 - 8 * c;
+                m[c] = left <= 0 ? _mm256_setzero_si256() : tail8(left);
+            }
+            if (nr == 4)
+                apply_block8(x + i0 * ldx, ldx, D, wt, F, r0, m, 4, sc, u + i0 * F, F);
+            else
+                apply_block8(x + i0 * ldx, ldx, D, wt, F, r0, m, nr, sc, u + i0 * F, F);
+        }
+    }
+}
+
+static void causal_avx2(const float *phiq, const float *phik, int64_t n, int64_t F, float e,
+                        const float *P, int64_t lds, const float *v, int64_t ldv, int64_t Dv,
+                        float *o, int64_t ldo, float *ws) {
+    const int64_t n16 = (n + 15) / 16 * 16;
+    float *z = ws, *kt = ws + (F + 15) / 16 * 16, *a = kt + F * n16;
+    for (int64_t r = 0; r < F; r++)
+        z[r] = P[r * lds + Dv];
+    for (int64_t r = 0; r < F; r++)
+        for (int64_t j = n; j < n16; j++)
+            kt[r * n16 + j] = 0.0f;
+    for (int64_t j = 0; j < n; j++)
+        for (int64_t r = 0; r < F; r++)
+            kt[r * n16 + j] = phik[j * F + r];
+    const __m256 ve = _mm256_set1_ps(e);
+    for (int64_t i0 = 0; i0 < n; i0 += 4) {
+        const int nr = (int)(n - i0 < 4 ? n - i0 : 4);
+        const int64_t jmax = i0 + nr, nv = (jmax + 7) / 8;
+        for (int64_t jg = 0; jg < nv; jg += 3) {
+            const int ncv = (int)(nv - jg < 3 ? nv - jg : 3);
+            if (nr == 4)
+                causal_a_block8(phiq, F, kt, n16, i0, 4, jg, ncv, ve, a);
+            else
+                causal_a_block8(phiq, F, kt, n16, i0, nr, jg, ncv, ve, a);
+        }
+        float inv[4];
+        for (int i = 0; i < nr; i++) {
+            const int64_t row = i0 + i;
+            __m256 t = _mm256_setzero_ps();
+            for (int64_t jb = 0; jb <= row; jb += 8)
+                t = _mm256_add_ps(t, _mm256_loadu_ps(a + row * n16 + jb));
+            const float den = dot8(phiq + row * F, z, F) + hsum8(t);
+            inv[i] = den != 0.0f ? 1.0f / den : 0.0f;
+        }
+        for (int64_t d0 = 0; d0 < Dv; d0 += 24) {
+            __m256i m[3];
+            for (int c = 0; c < 3; c++) {
+                const int64_t left = Dv - d0 - 8 * c;
+                m[c] = left <= 0 ? _mm256_setzero_si256() : tail8(left);
+            }
+            if (nr == 4)
+                causal_o_block8(phiq, F, P, lds, a, n16, v, ldv, i0, 4, jmax, d0, m, inv, o, ldo);
+            else
+                causal_o_block8(phiq, F, P, lds, a, n16, v, ldv, i0, nr, jmax, d0, m, inv, o, ldo);
+        }
+    }
+}
+
+static void fold_avx2(double *run, const float *st, double w, int64_t n, float *P) {
+    const __m256d vw = _mm256_set1_pd(w);
+    int64_t e = 0;
+    for (; e + 4 <= n; e += 4) {
+        const __m256d r =
+            _mm256_fmadd_pd(vw, _mm256_cvtps_pd(_mm_loadu_ps(st + e)), _mm256_loadu_pd(run + e));
+        _mm256_storeu_pd(run + e, r);
+        if (P) _mm_storeu_ps(P + e, _mm256_cvtpd_ps(r));
+    }
+    for (; e < n; e++) {
+        run[e] = fma(w, (double)st[e], run[e]);
+        if (P) P[e] = (float)run[e];
+    }
+}
+
 static void perf_back_avx2(const float *x, int64_t ldx, int64_t n, int64_t D, const float *phi,
                            const float *dphi, int64_t F, const float *omega, double s, float *dx,
                            int64_t ldd) {
@@ -317,11 +496,19 @@ static void perf_back_avx2(const float *x, int64_t ldx, int64_t n, int64_t D, co
     }
 }
 
+#include "kernels/feat_bwd.inc"
+
 const attn_feat_kernels attn__feat_kernels_avx2 = {
     .elu1 = elu1_avx2,
     .perf_exp = perf_exp_avx2,
     .ratio = ratio_avx2,
     .apply = apply_avx2,
     .accum = accum_avx2,
+    .proj = proj_avx2,
+    .causal = causal_avx2,
+    .fold = fold_avx2,
+    .proj64 = proj64,
+    .bwd_query = bwd_query,
+    .bwd_key = bwd_key,
     .perf_back = perf_back_avx2,
 };

@@ -148,8 +148,8 @@ static float dot16(const float *a, const float *b, int64_t n) {
 /* NR rows (1..4) times the state, columns [d0, d0 + 64) with masks m[4]:
  * 4 x NR accumulators, per feature 4 loads of the state row and NR
  * broadcasts for 4 NR FMAs; then scaled by inv[] and stored. */
-ATTN_INLINE void apply_block(const float *phi, int64_t F, const float *S, int64_t lds, int64_t d0,
-                             const __mmask16 m[4], int nr, const float *inv, float *o,
+ATTN_INLINE void apply_block(const float *phi, int64_t ldp, int64_t F, const float *S, int64_t lds,
+                             int64_t d0, const __mmask16 m[4], int nr, const float *inv, float *o,
                              int64_t ldo) {
     __m512 acc[4][4];
 #pragma GCC unroll 4
@@ -166,7 +166,7 @@ ATTN_INLINE void apply_block(const float *phi, int64_t F, const float *S, int64_
 #pragma GCC unroll 4
         for (int i = 0; i < 4; i++) {
             if (i >= nr) break;
-            const __m512 b = _mm512_set1_ps(phi[i * F + r]);
+            const __m512 b = _mm512_set1_ps(phi[i * ldp + r]);
 #pragma GCC unroll 4
             for (int c = 0; c < 4; c++)
                 acc[i][c] = _mm512_fmadd_ps(b, s[c], acc[i][c]);
@@ -203,9 +203,28 @@ static void apply_avx512(const float *phi, int64_t n, int64_t F, const float *S,
                 m[c] = left <= 0 ? (__mmask16)0 : tail16(left);
             }
             if (nr == 4)
-                apply_block(phi + i0 * F, F, S, lds, d0, m, 4, inv, o + i0 * ldo, ldo);
+                apply_block(phi + i0 * F, F, F, S, lds, d0, m, 4, inv, o + i0 * ldo, ldo);
             else
-                apply_block(phi + i0 * F, F, S, lds, d0, m, nr, inv, o + i0 * ldo, ldo);
+                apply_block(phi + i0 * F, F, F, S, lds, d0, m, nr, inv, o + i0 * ldo, ldo);
+        }
+    }
+}
+
+static void proj_avx512(const float *x, int64_t ldx, int64_t n, int64_t D, const float *wt,
+                        int64_t F, float s, float *u) {
+    const float sc[4] = {s, s, s, s};
+    for (int64_t i0 = 0; i0 < n; i0 += 4) {
+        const int nr = (int)(n - i0 < 4 ? n - i0 : 4);
+        for (int64_t r0 = 0; r0 < F; r0 += 64) {
+            __mmask16 m[4];
+            for (int c = 0; c < 4; c++) {
+                const int64_t left = F - r0 - 16 * c;
+                m[c] = left <= 0 ? (__mmask16)0 : tail16(left);
+            }
+            if (nr == 4)
+                apply_block(x + i0 * ldx, ldx, D, wt, F, r0, m, 4, sc, u + i0 * F, F);
+            else
+                apply_block(x + i0 * ldx, ldx, D, wt, F, r0, m, nr, sc, u + i0 * F, F);
         }
     }
 }
@@ -270,6 +289,222 @@ static void accum_avx512(const float *phi, int64_t n, int64_t F, const float *v,
     }
 }
 
+/* The causal chunk (feat_kernels.h), 16 lanes. Scratch: z | kt = phik^T
+ * [F][n16] (zero past n) | a = the masked block [n][n16]. */
+
+/* Block rows [i0, i0 + NR) of a, column vectors [jg, jg + ncv) (ncv <= 4):
+ * per feature ncv loads of kt and NR broadcasts of phiq; then e a masked to
+ * j <= i (zeros above the diagonal, so the value pass may read them). */
+ATTN_INLINE void causal_a_block(const float *phiq, int64_t F, const float *kt, int64_t n16,
+                                int64_t i0, int nr, int64_t jg, int ncv, __m512 ve, float *a) {
+    __m512 acc[4][4];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++)
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; c++)
+            acc[i][c] = _mm512_setzero_ps();
+    for (int64_t r = 0; r < F; r++) {
+        const float *kr = kt + r * n16 + 16 * jg;
+        __m512 x[4];
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; c++)
+            x[c] = c < ncv ? _mm512_loadu_ps(kr + 16 * c) : _mm512_setzero_ps();
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) {
+            if (i >= nr) break;
+            const __m512 b = _mm512_set1_ps(phiq[(i0 + i) * F + r]);
+#pragma GCC unroll 4
+            for (int c = 0; c < 4; c++)
+                if (c < ncv) acc[i][c] = _mm512_fmadd_ps(b, x[c], acc[i][c]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) {
+        if (i >= nr) break;
+        const int64_t row = i0 + i;
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; c++) {
+            if (c >= ncv) break;
+            const int64_t jb = 16 * (jg + c), keep = row - jb + 1; /* lanes j <= row */
+            const __mmask16 m = keep >= 16  ? (__mmask16)0xffff
+                                : keep <= 0 ? (__mmask16)0
+                                            : (__mmask16)((1u << keep) - 1u);
+            _mm512_storeu_ps(a + row * n16 + jb, _mm512_maskz_mul_ps(m, acc[i][c], ve));
+        }
+    }
+}
+
+/* Rows [i0, i0 + NR) of the output, columns [d0, d0 + 64) with masks m[4]:
+ * phiq times the prefix state, then the block's rows times the chunk's
+ * values j < jmax (zeros above the diagonal), scaled by inv[] and stored. */
+ATTN_INLINE void causal_o_block(const float *phiq, int64_t F, const float *P, int64_t lds,
+                                const float *a, int64_t n16, const float *v, int64_t ldv,
+                                int64_t i0, int nr, int64_t jmax, int64_t d0, const __mmask16 m[4],
+                                const float *inv, float *o, int64_t ldo) {
+    __m512 acc[4][4];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++)
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; c++)
+            acc[i][c] = _mm512_setzero_ps();
+    for (int64_t r = 0; r < F; r++) {
+        const float *sr = P + r * lds + d0;
+        __m512 x[4];
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; c++)
+            x[c] = _mm512_maskz_loadu_ps(m[c], sr + 16 * c);
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) {
+            if (i >= nr) break;
+            const __m512 b = _mm512_set1_ps(phiq[(i0 + i) * F + r]);
+#pragma GCC unroll 4
+            for (int c = 0; c < 4; c++)
+                acc[i][c] = _mm512_fmadd_ps(b, x[c], acc[i][c]);
+        }
+    }
+    for (int64_t j = 0; j < jmax; j++) {
+        const float *vj = v + j * ldv + d0;
+        __m512 x[4];
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; c++)
+            x[c] = _mm512_maskz_loadu_ps(m[c], vj + 16 * c);
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) {
+            if (i >= nr) break;
+            const __m512 b = _mm512_set1_ps(a[(i0 + i) * n16 + j]);
+#pragma GCC unroll 4
+            for (int c = 0; c < 4; c++)
+                acc[i][c] = _mm512_fmadd_ps(b, x[c], acc[i][c]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) {
+        if (i >= nr) break;
+        const __m512 w = _mm512_set1_ps(inv[i]);
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; c++)
+            _mm512_mask_storeu_ps(o + (i0 + i) * ldo + d0 + 16 * c, m[c],
+                                  _mm512_mul_ps(acc[i][c], w));
+    }
+}
+
+/* kt[(r0 + b) * ldt + j0 + a] = x[(j0 + a) * F + r0 + b] for a < 16, b < 16:
+ * one 16 x 16 block of phik transposed in registers (rows past nrow read
+ * as zeros, columns past ncol neither read nor stored). */
+static void transpose16(const float *x, int64_t F, int64_t nrow, int64_t ncol, float *kt,
+                        int64_t ldt) {
+    const __mmask16 cm = tail16(ncol);
+    __m512 r[16], t[16];
+#pragma GCC unroll 16
+    for (int a = 0; a < 16; a++)
+        r[a] = a < nrow ? _mm512_maskz_loadu_ps(cm, x + a * F) : _mm512_setzero_ps();
+#pragma GCC unroll 8
+    for (int p = 0; p < 8; p++) { /* lanes: [r2p[4L+k], r2p+1[4L+k], ...] */
+        t[2 * p] = _mm512_unpacklo_ps(r[2 * p], r[2 * p + 1]);
+        t[2 * p + 1] = _mm512_unpackhi_ps(r[2 * p], r[2 * p + 1]);
+    }
+#pragma GCC unroll 4
+    for (int g = 0; g < 4; g++) { /* r[4g + k]: rows 4g..4g+3 of column 4L + k */
+        const __m512d lo0 = _mm512_castps_pd(t[4 * g]), lo1 = _mm512_castps_pd(t[4 * g + 2]);
+        const __m512d hi0 = _mm512_castps_pd(t[4 * g + 1]), hi1 = _mm512_castps_pd(t[4 * g + 3]);
+        r[4 * g] = _mm512_castpd_ps(_mm512_unpacklo_pd(lo0, lo1));
+        r[4 * g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(lo0, lo1));
+        r[4 * g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(hi0, hi1));
+        r[4 * g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(hi0, hi1));
+    }
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; k++) {
+        const __m512 vlo = _mm512_shuffle_f32x4(r[k], r[4 + k], 0x88);
+        const __m512 vhi = _mm512_shuffle_f32x4(r[k], r[4 + k], 0xdd);
+        const __m512 wlo = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], 0x88);
+        const __m512 whi = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], 0xdd);
+        const __m512 col[4] = {_mm512_shuffle_f32x4(vlo, wlo, 0x88),  /* column k */
+                               _mm512_shuffle_f32x4(vhi, whi, 0x88),  /* 4 + k */
+                               _mm512_shuffle_f32x4(vlo, wlo, 0xdd),  /* 8 + k */
+                               _mm512_shuffle_f32x4(vhi, whi, 0xdd)}; /* 12 + k */
+#pragma GCC unroll 4
+        for (int l = 0; l < 4; l++)
+            if (4 * l + k < ncol) _mm512_storeu_ps(kt + (4 * l + k) * ldt, col[l]);
+    }
+}
+
+static void causal_avx512(const float *phiq, const float *phik, int64_t n, int64_t F, float e,
+                          const float *P, int64_t lds, const float *v, int64_t ldv, int64_t Dv,
+                          float *o, int64_t ldo, float *ws) {
+    const int64_t n16 = (n + 15) / 16 * 16;
+    float *z = ws, *kt = ws + (F + 15) / 16 * 16, *a = kt + F * n16;
+    for (int64_t r = 0; r < F; r++)
+        z[r] = P[r * lds + Dv];
+    for (int64_t j0 = 0; j0 < n16; j0 += 16) /* columns past n read as zeros */
+        for (int64_t r0 = 0; r0 < F; r0 += 16)
+            transpose16(phik + j0 * F + r0, F, n - j0, F - r0 < 16 ? F - r0 : 16,
+                        kt + r0 * n16 + j0, n16);
+    const __m512 ve = _mm512_set1_ps(e);
+    for (int64_t i0 = 0; i0 < n; i0 += 4) {
+        const int nr = (int)(n - i0 < 4 ? n - i0 : 4);
+        const int64_t jmax = i0 + nr, nv = (jmax + 15) / 16;
+        /* the value rows this pass first reads 4 blocks later, and the
+         * output rows it writes then, ahead of their use (spread out) */
+        for (int64_t j = i0 + 16; j < i0 + 20 && j < n; j++)
+            for (int64_t d = 0; d < Dv; d += 16) {
+                _mm_prefetch((const char *)(v + j * ldv + d), _MM_HINT_T0);
+                __builtin_prefetch(o + j * ldo + d, 1, 3);
+            }
+        for (int64_t jg = 0; jg < nv; jg += 4) {
+            const int ncv = (int)(nv - jg < 4 ? nv - jg : 4);
+            if (nr == 4) /* constant counts: the loops unrolled without tests */
+                switch (ncv) {
+                case 1:
+                    causal_a_block(phiq, F, kt, n16, i0, 4, jg, 1, ve, a);
+                    break;
+                case 2:
+                    causal_a_block(phiq, F, kt, n16, i0, 4, jg, 2, ve, a);
+                    break;
+                case 3:
+                    causal_a_block(phiq, F, kt, n16, i0, 4, jg, 3, ve, a);
+                    break;
+                default:
+                    causal_a_block(phiq, F, kt, n16, i0, 4, jg, 4, ve, a);
+                    break;
+                }
+            else
+                causal_a_block(phiq, F, kt, n16, i0, nr, jg, ncv, ve, a);
+        }
+        float inv[4];
+        for (int i = 0; i < nr; i++) {
+            const int64_t row = i0 + i;
+            __m512 t = _mm512_setzero_ps();
+            for (int64_t jb = 0; jb <= row; jb += 16)
+                t = _mm512_add_ps(t, _mm512_loadu_ps(a + row * n16 + jb));
+            const float den = dot16(phiq + row * F, z, F) + _mm512_reduce_add_ps(t);
+            inv[i] = den != 0.0f ? 1.0f / den : 0.0f;
+        }
+        for (int64_t d0 = 0; d0 < Dv; d0 += 64) {
+            __mmask16 m[4];
+            for (int c = 0; c < 4; c++) {
+                const int64_t left = Dv - d0 - 16 * c;
+                m[c] = left <= 0 ? (__mmask16)0 : tail16(left);
+            }
+            if (nr == 4)
+                causal_o_block(phiq, F, P, lds, a, n16, v, ldv, i0, 4, jmax, d0, m, inv, o, ldo);
+            else
+                causal_o_block(phiq, F, P, lds, a, n16, v, ldv, i0, nr, jmax, d0, m, inv, o, ldo);
+        }
+    }
+}
+
+static void fold_avx512(double *run, const float *st, double w, int64_t n, float *P) {
+    const __m512d vw = _mm512_set1_pd(w);
+    int64_t e = 0;
+    for (; e < n; e += 8) {
+        const __mmask8 m = n - e >= 8 ? (__mmask8)0xff : (__mmask8)((1u << (n - e)) - 1u);
+        const __m512d x = _mm512_cvtps_pd(_mm256_maskz_loadu_ps(m, st + e));
+        const __m512d r = _mm512_fmadd_pd(vw, x, _mm512_maskz_loadu_pd(m, run + e));
+        _mm512_mask_storeu_pd(run + e, m, r);
+        if (P) _mm256_mask_storeu_ps(P + e, m, _mm512_cvtpd_ps(r));
+    }
+}
+
 /* 8 doubles a lane group: columns [d0, d0 + 64) of one row in 8 zmm
  * accumulators; omega's row converted to double as it is loaded. */
 static void perf_back_avx512(const float *x, int64_t ldx, int64_t n, int64_t D, const float *phi,
@@ -310,11 +545,19 @@ static void perf_back_avx512(const float *x, int64_t ldx, int64_t n, int64_t D, 
     }
 }
 
+#include "kernels/feat_bwd.inc"
+
 const attn_feat_kernels attn__feat_kernels_avx512 = {
     .elu1 = elu1_avx512,
     .perf_exp = perf_exp_avx512,
     .ratio = ratio_avx512,
     .apply = apply_avx512,
     .accum = accum_avx512,
+    .proj = proj_avx512,
+    .causal = causal_avx512,
+    .fold = fold_avx512,
+    .proj64 = proj64,
+    .bwd_query = bwd_query,
+    .bwd_key = bwd_key,
     .perf_back = perf_back_avx512,
 };

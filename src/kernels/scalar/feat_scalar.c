@@ -92,6 +92,52 @@ static void accum_scalar(const float *phi, int64_t n, int64_t F, const float *v,
         }
 }
 
+static void proj_scalar(const float *x, int64_t ldx, int64_t n, int64_t D, const float *wt,
+                        int64_t F, float s, float *u) {
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t r = 0; r < F; r++) {
+            float a = 0.0f;
+            for (int64_t d = 0; d < D; d++)
+                a = fmaf(x[i * ldx + d], wt[d * F + r], a);
+            u[i * F + r] = s * a;
+        }
+}
+
+static void causal_scalar(const float *phiq, const float *phik, int64_t n, int64_t F, float e,
+                          const float *P, int64_t lds, const float *v, int64_t ldv, int64_t Dv,
+                          float *o, int64_t ldo, float *ws) {
+    float *a = ws; /* the masked block, row i holding j <= i */
+    for (int64_t i = 0; i < n; i++) {
+        const float *qi = phiq + i * F;
+        float den = 0.0f;
+        for (int64_t r = 0; r < F; r++)
+            den = fmaf(qi[r], P[r * lds + Dv], den);
+        for (int64_t j = 0; j <= i; j++) {
+            float t = 0.0f;
+            for (int64_t r = 0; r < F; r++)
+                t = fmaf(qi[r], phik[j * F + r], t);
+            a[j] = e * t;
+            den += a[j];
+        }
+        const float inv = den != 0.0f ? 1.0f / den : 0.0f;
+        for (int64_t d = 0; d < Dv; d++) {
+            float t = 0.0f;
+            for (int64_t r = 0; r < F; r++)
+                t = fmaf(qi[r], P[r * lds + d], t);
+            for (int64_t j = 0; j <= i; j++)
+                t = fmaf(a[j], v[j * ldv + d], t);
+            o[i * ldo + d] = t * inv;
+        }
+    }
+}
+
+static void fold_scalar(double *run, const float *st, double w, int64_t n, float *P) {
+    for (int64_t e = 0; e < n; e++) {
+        run[e] += w * (double)st[e];
+        if (P) P[e] = (float)run[e];
+    }
+}
+
 static void perf_back_scalar(const float *x, int64_t ldx, int64_t n, int64_t D, const float *phi,
                              const float *dphi, int64_t F, const float *omega, double s,
                              float *dx, int64_t ldd) {
@@ -113,11 +159,19 @@ static void perf_back_scalar(const float *x, int64_t ldx, int64_t n, int64_t D, 
     }
 }
 
+#include "kernels/feat_bwd.inc"
+
 const attn_feat_kernels attn__feat_kernels_scalar = {
     .elu1 = elu1_scalar,
     .perf_exp = perf_exp_scalar,
     .ratio = ratio_scalar,
     .apply = apply_scalar,
     .accum = accum_scalar,
+    .proj = proj_scalar,
+    .causal = causal_scalar,
+    .fold = fold_scalar,
+    .proj64 = proj64,
+    .bwd_query = bwd_query,
+    .bwd_key = bwd_key,
     .perf_back = perf_back_scalar,
 };
