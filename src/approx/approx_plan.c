@@ -261,8 +261,12 @@ double attn_approx_flops(const attn_approx_args *a, int backward) {
         /* key sums phi_k^T [v, 1] once per kv head, phi_q [KV; z] per query */
         f = Hkv * 2.0 * S * F * (Dv + 1) + H * 2.0 * T * F * (Dv + 1);
         if (p.method == ATTN_APPROX_PERFORMER) f += 2.0 * D * F * (Hkv * S + H * T);
-        /* the diagonal chunks: phi_q phi_k^T and A [v, 1] (full C x C blocks) */
-        if (p.causal) f += H * ceil(T / C) * 2.0 * C * C * (F + Dv + 1);
+        /* the diagonal chunks: phi_q phi_k^T and A [v, 1] over the pairs on and
+         * below each chunk's diagonal, which is all the causal kernel computes */
+        if (p.causal) {
+            const double full = floor(T / C), rem = T - full * C;
+            f += H * (full * C * (C + 1.0) + rem * (rem + 1.0)) * (F + Dv + 1);
+        }
         if (backward) f *= 2.5;
         break;
     }
