@@ -21,10 +21,11 @@ static void pack_t_avx512(const float *x, int64_t xs, int mr, int R, int D, floa
 static void dot_t_avx512(const float *xt, int R, const float *y, int64_t ys, int n, int D, int mr,
                          float *s) {
     assert(R % 48 == 0);
-    for (int g = 0; g < mr; g += 48) /* the last group in 16-row vectors (strips of 64, 80) */
-        if (mr - g > 32)
-            dot48_avx512(xt + g, R, y, ys, n, D, s + g);
-        else if (mr - g > 16)
+    int g = 0;
+    for (; mr - g > 64 || (mr - g > 32 && mr - g <= 48); g += 48)
+        dot48_avx512(xt + g, R, y, ys, n, D, s + g);
+    for (; g < mr; g += 32) /* the last 64 rows or fewer as 32 + 32 (or 16) */
+        if (mr - g > 16)
             dot_short_avx512(2, xt + g, R, y, ys, n, D, s + g);
         else
             dot_short_avx512(1, xt + g, R, y, ys, n, D, s + g);
