@@ -29,8 +29,8 @@
 #include <cmocka.h>
 #include <math.h>
 
-#include "attn_test.h"
 #include "at_sdpa_bwd.h"
+#include "attn_test.h"
 #include "kernels/arch.h"
 #include "ops/sdpa_mask.h"
 
@@ -53,14 +53,14 @@ static void globals_pattern(uint8_t *m, int64_t S, int g) {
 
 /* Walk the strips of plan p for a family of (mr, q) and check them: the
  * forward's, or with bwd the backward's (no narrower strips under a window). */
-static void check_walk(const attn__sdpa_plan *p, int64_t mr, int64_t q, int bwd,
-                       const char *what) {
+static void check_walk(const attn__sdpa_plan *p, int64_t mr, int64_t q, int bwd, const char *what) {
     const int64_t span = attn__row_span(p), w = attn__window_width(p);
     const int64_t cap =
         !bwd && !p->lay && w >= 0 && w <= 32 * mr ? ATTN_MAX(q, (2 * mr / 3) / q * q) : mr;
     int64_t strips = 0, cuts = 0;
     for (int64_t i0 = 0; i0 < p->T;) {
-        const int64_t e = bwd ? attn__bwd_strip_next(p, mr, q, i0) : attn__fwd_strip_next(p, mr, q, i0),
+        const int64_t e = bwd ? attn__bwd_strip_next(p, mr, q, i0)
+                              : attn__fwd_strip_next(p, mr, q, i0),
                       h = bwd ? attn__strip_rows(p, mr, q, i0) : attn__fwd_strip_rows(p, mr, q, i0);
         if (e <= i0 || e > p->T)
             fail_msg("%s: strip at %lld ends at %lld", what, (long long)i0, (long long)e);

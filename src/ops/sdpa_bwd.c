@@ -461,8 +461,7 @@ static attn_status backward_plan(attn_ctx *ctx, const attn__sdpa_plan *pp,
                                     (double)p.group * p.T * ATTN_MIN(chunk, p.S) * 5.0};
     for (int64_t b = 0; split && b < qB; b++)
         for (int64_t h = 0; h < qH; h++)
-            for (int64_t s = 0, i0 = 0; s < nqs;
-                 s++, i0 = attn__bwd_strip_next(&p, g.BMR, g.Q, i0))
+            for (int64_t s = 0, i0 = 0; s < nqs; s++, i0 = attn__bwd_strip_next(&p, g.BMR, g.Q, i0))
                 tasks[n++] = (task){qB == 1 && p.B > 1 ? -1 : b,
                                     qH == 1 && p.H > 1 ? -1 : h,
                                     allstrips ? -1 : i0,

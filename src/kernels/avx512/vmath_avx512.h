@@ -116,8 +116,8 @@ ATTN_INLINE void dot48_avx512(const float *qt, int ld, const float *k, int64_t k
  * tail together: strips of 16 or 32 rows (the forward's short strips, the
  * backward's last row group), one FMA chain per score in d order as
  * dot48_avx512's. */
-ATTN_INLINE void dot_short_avx512(int G, const float *qt, int ld, const float *k, int64_t ks,
-                                  int n, int D, float *s) {
+ATTN_INLINE void dot_short_avx512(int G, const float *qt, int ld, const float *k, int64_t ks, int n,
+                                  int D, float *s) {
     int j = 0;
     if (G == 1)
         for (; j + 16 <= n; j += 16)
