@@ -58,15 +58,15 @@ static void fill(float *x, size_t n, uint64_t seed) {
 
 /* Start of the next strip: the forward's attn__fwd_strip_next (up to mr
  * rows, heights in multiples of the family's mrq), the backward's
- * attn__strip_next. */
+ * attn__bwd_strip_next (up to bmr rows, multiples of bmrq). */
 static int64_t next_strip(const attn__sdpa_plan *p, int mr, int mrq, int64_t i0, int backward) {
-    if (backward) return attn__strip_next(p, mr, i0);
+    if (backward) return attn__bwd_strip_next(p, mr, mrq, i0);
     return attn__fwd_strip_next(p, mr, mrq, i0);
 }
 
 /* Pairs the strips compute (a strip's kernel rows x its segments' keys):
  * a forward strip computes its rows rounded up to the family's mrq, a
- * backward strip (up to bmr rows) whole groups of mr rows. */
+ * backward strip (up to bmr rows) its rows rounded up to bmrq. */
 static double tile_pairs(attn_ctx *ctx, const attn_sdpa_args *a, int mr, int backward) {
     attn__sdpa_plan p;
     attn__glob glob;
@@ -75,13 +75,13 @@ static double tile_pairs(attn_ctx *ctx, const attn_sdpa_args *a, int mr, int bac
     int64_t lo[512], hi[512];
     double n = 0;
     const int64_t nh = p.lay && p.lhs ? p.H : 1;
-    const int mrq = ctx->arch->mrq;
+    const int mrq = backward ? ctx->arch->bmrq : ctx->arch->mrq;
     for (int64_t h = 0; h < nh; h++)
         for (int64_t i0 = 0; i0 < p.T; i0 = next_strip(&p, mr, mrq, i0, backward)) {
             attn__strip_mask sm = {.lo = lo, .hi = hi, .seg = seg};
             const int rows = (int)(next_strip(&p, mr, mrq, i0, backward) - i0);
             /* the kernels' row group */
-            const int unit = backward ? ctx->arch->mr : mrq;
+            const int unit = mrq;
             const int tall = (rows + unit - 1) / unit * unit;
             attn__mask_strip(&p, 0, h, i0, rows, &sm);
             for (int k = 0; k < sm.nseg; k++)

@@ -13,7 +13,12 @@
  *    rule, at 1 and 3 threads;
  *  - a row's results do not depend on its strip's height: an all-ones
  *    layout of any block size, and a window strip, give bitwise the dense
- *    kernel's (or the layout-free window's) output and lse. */
+ *    kernel's (or the layout-free window's) output and lse.
+ * The backward's strips (attn__bwd_strip_next: up to bmr rows, heights in
+ * multiples of bmrq, no window rule) get the same three checks: the walk,
+ * short strips against the oracle (1 and 3 threads, the 3-thread runs of a
+ * single (batch, kv head) split by key chunk and query strip), and
+ * gradients bitwise independent of the strips' heights. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -24,6 +29,7 @@
 #include <cmocka.h>
 #include <math.h>
 
+#include "at_sdpa_bwd.h"
 #include "attn_test.h"
 #include "kernels/arch.h"
 #include "ops/sdpa_mask.h"
@@ -45,14 +51,17 @@ static void globals_pattern(uint8_t *m, int64_t S, int g) {
     }
 }
 
-/* Walk the strips of plan p for a family of (mr, q) and check them. */
-static void check_walk(const attn__sdpa_plan *p, int64_t mr, int64_t q, const char *what) {
+/* Walk the strips of plan p for a family of (mr, q) and check them: the
+ * forward's, or with bwd the backward's (no narrower strips under a window). */
+static void check_walk(const attn__sdpa_plan *p, int64_t mr, int64_t q, int bwd, const char *what) {
     const int64_t span = attn__row_span(p), w = attn__window_width(p);
-    const int64_t cap = !p->lay && w >= 0 && w <= 32 * mr ? ATTN_MAX(q, (2 * mr / 3) / q * q) : mr;
+    const int64_t cap =
+        !bwd && !p->lay && w >= 0 && w <= 32 * mr ? ATTN_MAX(q, (2 * mr / 3) / q * q) : mr;
     int64_t strips = 0, cuts = 0;
     for (int64_t i0 = 0; i0 < p->T;) {
-        const int64_t e = attn__fwd_strip_next(p, mr, q, i0),
-                      h = attn__fwd_strip_rows(p, mr, q, i0);
+        const int64_t e = bwd ? attn__bwd_strip_next(p, mr, q, i0)
+                              : attn__fwd_strip_next(p, mr, q, i0),
+                      h = bwd ? attn__strip_rows(p, mr, q, i0) : attn__fwd_strip_rows(p, mr, q, i0);
         if (e <= i0 || e > p->T)
             fail_msg("%s: strip at %lld ends at %lld", what, (long long)i0, (long long)e);
         if (e - i0 > h || h > cap || h % q)
@@ -93,6 +102,7 @@ static void test_strip_walk(void **state) {
         if (!f) continue;
         fams++;
         assert_true(f->mrq >= 1 && f->mr % f->mrq == 0);
+        assert_true(f->bmrq >= 1 && f->bmr % f->bmrq == 0);
         for (size_t ti = 0; ti < sizeof Ts / sizeof Ts[0]; ti++)
             for (int lq = -1; lq < NQB; lq += 3)
                 for (int g = 0; g < 5; g++)
@@ -124,10 +134,17 @@ static void test_strip_walk(void **state) {
                         char what[128];
                         snprintf(what, sizeof what, "%s T=%lld block %lld globals %d window %d",
                                  name, (long long)T, lq >= 0 ? (long long)L.bq : 0LL, g, win);
-                        check_walk(&p, f->mr, f->mrq, what);
+                        check_walk(&p, f->mr, f->mrq, 0, what);
+                        check_walk(&p, f->bmr, f->bmrq, 1, what);
                         /* leading global rows get a strip of their own */
-                        if (g == 1 && T > 5 && (lq < 0 || L.bq > 5))
+                        if (g == 1 && T > 5 && (lq < 0 || L.bq > 5)) {
                             assert_int_equal(attn__fwd_strip_next(&p, f->mr, f->mrq, 0), 5);
+                            assert_int_equal(attn__bwd_strip_next(&p, f->bmr, f->bmrq, 0), 5);
+                        }
+                        /* a 64-row query block is one backward strip of 64
+                         * rows where the family takes that height */
+                        if (lq >= 0 && L.bq == 64 && T >= 64 && !g && 64 % f->bmrq == 0)
+                            assert_int_equal(attn__bwd_strip_next(&p, f->bmr, f->bmrq, 0), 64);
                         attn__mask_glob_free(&glob);
                         free(gm), free(blocks);
                         at_sdpa_free(&x);
@@ -235,11 +252,129 @@ static void test_bitwise_across_heights(void **state) {
     }
 }
 
+/* The backward on short strips against the oracle: query blocks of every
+ * height class with their tails, odd sizes, GQA, causal in both
+ * alignments, kv_len, key padding, globals; at 1 thread and 3 (one
+ * (batch, kv head) when v is odd, so the work is split by key chunk and
+ * query strip). */
+static void test_bwd_short_strips_oracle(void **state) {
+    (void)state;
+    int fails = 0, n = 0;
+    const int step = at_quick() ? 4 : 2;
+    for (int qi = 0; qi < NQB; qi += step)
+        for (int v = 0; v < 4; v++) {
+            const int64_t bq = qblocks[qi];
+            at_rng r = at_rng_for(99700 + (uint64_t)(qi * 8 + v));
+            at_case c = {.B = v & 1 ? 1 : 2, .H = 4, .Hkv = v & 1 ? 1 : 2};
+            c.D = at_rng_int(&r, 1, 70), c.Dv = at_rng_int(&r, 1, 70);
+            c.T = ATTN_MIN(2 * bq + at_rng_int(&r, 0, bq), 300); /* whole blocks and a tail */
+            c.S = at_rng_int(&r, 2, 200) | 1;
+            c.causal = v == 1 || v == 3;
+            c.align = at_rng_int(&r, 0, 1) ? ATTN_ALIGN_BOTTOM_RIGHT : ATTN_ALIGN_TOP_LEFT;
+            c.kv_len = v >= 2;
+            c.kpm = v == 2 ? 1 : 0;
+            c.global = v == 3 ? (int)at_rng_int(&r, 1, 2) : 0;
+            c.global_frac = 0.05f;
+            at_sdpa x;
+            assert_int_equal(at_sdpa_build(&x, &c, &r), 0);
+            attn_sdpa_layout L = {0};
+            L.bq = bq, L.bk = (int64_t[]){7, 16, 48, 128}[at_rng_int(&r, 0, 3)];
+            L.nqb = (c.T + L.bq - 1) / L.bq, L.nkb = (c.S + L.bk - 1) / L.bk;
+            L.per_head = v & 1;
+            const int64_t nb = (L.per_head ? c.H : 1) * L.nqb * L.nkb;
+            uint8_t *blocks = malloc((size_t)nb);
+            for (int64_t e = 0; e < nb; e++)
+                blocks[e] = at_rng_unit(&r) < 0.6;
+            L.blocks = blocks;
+            x.a.layout = v == 0 && qi % 2 ? NULL : &L; /* some plain, for the dense tails */
+            for (int th = 1; th <= 3; th += 2) {
+                assert_int_equal(attn_ctx_set_threads(at_ctx, th), ATTN_OK);
+                at_grads gr;
+                assert_int_equal(at_grads_alloc(&gr, &x.a, c.layout, 0, &r), 0);
+                char label[96];
+                snprintf(label, sizeof label,
+                         "backward short strips: query block %lld variant %d, %d threads",
+                         (long long)bq, v, th);
+                fails += !at_sdpa_check_backward(at_ctx, &x.a, &gr, label, r.seed);
+                n++;
+                at_grads_free(&gr);
+            }
+            free(blocks);
+            at_sdpa_free(&x);
+        }
+    assert_int_equal(attn_ctx_set_threads(at_ctx, 2), ATTN_OK);
+    assert_true(n > 0);
+    assert_int_equal(fails, 0);
+}
+
+/* Gradients of a into gr, copied to dq, dk, dv (the forward's out and lse
+ * in x already). */
+static void run_bwd_copy(const attn_sdpa_args *a, at_grads *gr, float *d[3]) {
+    assert_int_equal(attn_sdpa_backward(at_ctx, a, &gr->g), ATTN_OK);
+    memcpy(d[0], gr->dq.mem, gr->dq.count * sizeof(float));
+    memcpy(d[1], gr->dk.mem, gr->dk.count * sizeof(float));
+    memcpy(d[2], gr->dv.mem, gr->dv.count * sizeof(float));
+}
+
+/* The backward's rows in strips of other heights give the same gradient
+ * bits: the dense kernel against an all-ones layout of every query block
+ * size (whose blocks only cut the strips), fused (1 thread) and split (3
+ * threads on one (batch, kv head)). */
+static void test_bwd_bitwise_across_heights(void **state) {
+    (void)state;
+    for (int v = 0; v < 4; v++) {
+        at_case c = {.B = v & 1 ? 1 : 2, .H = 4, .Hkv = v & 1 ? 1 : 2, .T = 263, .S = 201};
+        c.D = 40, c.Dv = 24;
+        c.causal = v & 1;
+        c.align = v & 1 ? ATTN_ALIGN_BOTTOM_RIGHT : ATTN_ALIGN_TOP_LEFT;
+        c.kv_len = v >= 2;
+        c.kpm = v == 3;
+        at_rng r = at_rng_for(99900 + (uint64_t)v);
+        at_sdpa x;
+        assert_int_equal(at_sdpa_build(&x, &c, &r), 0);
+        assert_int_equal(attn_sdpa_forward(at_ctx, &x.a), ATTN_OK);
+        at_grads gr;
+        assert_int_equal(at_grads_alloc(&gr, &x.a, c.layout, 0, &r), 0);
+        const size_t cnt[3] = {gr.dq.count, gr.dk.count, gr.dv.count};
+        float *d0[3], *d1[3];
+        for (int t = 0; t < 3; t++)
+            d0[t] = malloc(cnt[t] * sizeof(float)), d1[t] = malloc(cnt[t] * sizeof(float));
+        for (int th = 1; th <= 3; th += 2) {
+            assert_int_equal(attn_ctx_set_threads(at_ctx, th), ATTN_OK);
+            run_bwd_copy(&x.a, &gr, d0);
+            for (int qi = 0; qi < NQB; qi += at_quick() ? 2 : 1) {
+                attn_sdpa_layout L = {0};
+                L.bq = qblocks[qi], L.bk = 16;
+                L.nqb = (c.T + L.bq - 1) / L.bq, L.nkb = (c.S + 15) / 16;
+                uint8_t *blocks = malloc((size_t)(L.nqb * L.nkb));
+                memset(blocks, 1, (size_t)(L.nqb * L.nkb));
+                L.blocks = blocks;
+                attn_sdpa_args b = x.a;
+                b.layout = &L;
+                run_bwd_copy(&b, &gr, d1);
+                for (int t = 0; t < 3; t++)
+                    if (memcmp(d0[t], d1[t], cnt[t] * sizeof(float)))
+                        fail_msg("variant %d, %d threads: query blocks of %lld rows change the "
+                                 "bits of %s",
+                                 v, th, (long long)L.bq, (const char *[]){"dq", "dk", "dv"}[t]);
+                free(blocks);
+            }
+        }
+        assert_int_equal(attn_ctx_set_threads(at_ctx, 2), ATTN_OK);
+        for (int t = 0; t < 3; t++)
+            free(d0[t]), free(d1[t]);
+        at_grads_free(&gr);
+        at_sdpa_free(&x);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_strip_walk),
         cmocka_unit_test(test_bitwise_across_heights),
         cmocka_unit_test(test_short_strips_oracle),
+        cmocka_unit_test(test_bwd_bitwise_across_heights),
+        cmocka_unit_test(test_bwd_short_strips_oracle),
     };
     return cmocka_run_group_tests(tests, at_ctx_setup, at_ctx_teardown);
 }

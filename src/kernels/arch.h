@@ -30,8 +30,11 @@ typedef struct attn__arch {
      * to mr (a strip of fewer rows runs at the height rounded up to mrq,
      * [D][R] and [Dv][R], so it costs its own rows, not a full strip's). */
     int mr, bk, mrq;
-    /* Backward: strips of `bmr` query rows, key tiles of `bbk` keys. */
-    int bmr, bbk;
+    /* Backward: strips of `bmr` query rows, key tiles of `bbk` keys. Its
+     * kernels also take every multiple of `bmrq` up to bmr as a strip's
+     * height (dot_t and softmax_bwd compute its rows rounded up to bmrq;
+     * the strip's scratch keeps the stride bmr). */
+    int bmr, bbk, bmrq;
 
     attn_kernels fwd;
     attn_bwd_kernels bwd;

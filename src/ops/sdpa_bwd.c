@@ -10,8 +10,9 @@
  *                       dQ   = scale * dS K        dK = scale * dS^T Q
  *
  * A fused task owns one (batch, key/value head): it zeroes that head's dK and
- * dV, then walks every query strip (bmr rows, from the kernel family's
- * descriptor, kernels/arch.h) of every query head of
+ * dV, then walks every query strip (up to bmr rows, from the kernel family's
+ * descriptor, kernels/arch.h; a span's rows in the fewest strips of equal
+ * height in multiples of bmrq, attn__bwd_strip_next) of every query head of
  * the group, in a fixed order, and each strip the key tiles it can see. dQ
  * of the strip accumulates in L1/L2 workspace; dK and dV accumulate in place
  * in the caller's buffers. With fewer (batch, kv head) pairs than threads the
@@ -142,8 +143,9 @@ attn_status attn__sdpa_gplan_make(attn_ctx *ctx, const attn__sdpa_plan *p, const
 /* The geometry of one call: the family's kernels and tile sizes. */
 typedef struct geom {
     const attn_bwd_kernels *kn;
-    int BMR; /* query rows per strip */
+    int BMR; /* query rows per strip, at most (the scratch's stride) */
     int BBK; /* keys per tile */
+    int Q;   /* strip heights the kernels take: multiples of Q up to BMR */
 } geom;
 
 /* Per-thread scratch of one task. */
@@ -265,7 +267,7 @@ static void run_strip(const attn__sdpa_plan *p, const attn__sdpa_gplan *gp, cons
                       int64_t b, int64_t h, int64_t i0, int64_t klo, int64_t khi, int what,
                       const bwd_ws *w) {
     const int D = (int)p->D, Dv = (int)p->Dv, R = g->BMR;
-    const int mr = (int)(attn__strip_next(p, R, i0) - i0);
+    const int mr = (int)(attn__bwd_strip_next(p, R, g->Q, i0) - i0);
     attn__strip_mask sm;
     sm.lo = w->lo;
     sm.hi = w->hi;
@@ -354,7 +356,7 @@ static void run_task(const attn__sdpa_plan *p, const attn__sdpa_gplan *gp, const
             for (int64_t h = 0; h < p->H; h++)
                 if ((t->b < 0 || t->b == b) && (t->h < 0 || t->h == h))
                     for (int64_t i0 = t->i0 < 0 ? 0 : t->i0; i0 < (t->i0 < 0 ? p->T : t->i0 + 1);
-                         i0 = attn__strip_next(p, g->BMR, i0))
+                         i0 = attn__bwd_strip_next(p, g->BMR, g->Q, i0))
                         run_strip(p, gp, g, b, h, i0, 0, p->S, t->what, &w);
         return;
     }
@@ -366,7 +368,7 @@ static void run_task(const attn__sdpa_plan *p, const attn__sdpa_gplan *gp, const
         memset(dvb + j * gp->dvs[2], 0, (size_t)p->Dv * sizeof(float));
     }
     for (int64_t h = hk * p->group; h < (hk + 1) * p->group; h++)
-        for (int64_t i0 = 0; i0 < p->T; i0 = attn__strip_next(p, g->BMR, i0))
+        for (int64_t i0 = 0; i0 < p->T; i0 = attn__bwd_strip_next(p, g->BMR, g->Q, i0))
             run_strip(p, gp, g, t->b, h, i0, t->klo, t->khi, t->what, &w);
     /* dK = scale * dS^T Q: the strip's Q was read unscaled */
     for (int64_t j = t->klo; j < t->khi; j++) {
@@ -419,7 +421,7 @@ static attn_status backward_plan(attn_ctx *ctx, const attn__sdpa_plan *pp,
     const int64_t unit = ctx->arch->mr;
     const int bmr =
         (int)ATTN_MIN((int64_t)ctx->arch->bmr, ATTN_MAX(1, (p.T + unit - 1) / unit) * unit);
-    const geom g = {&ctx->arch->bwd, bmr, ctx->arch->bbk};
+    const geom g = {&ctx->arch->bwd, bmr, ctx->arch->bbk, ctx->arch->bmrq};
     int nth = ctx->nthreads;
     /* Fused tasks (b, hk) do the least arithmetic. With fewer of them than
      * threads, split: dK, dV by (b, hk, key chunk) and dQ by query strip,
@@ -433,7 +435,7 @@ static attn_status backward_plan(attn_ctx *ctx, const attn__sdpa_plan *pp,
     int split = nth > 1 && (nkv < nth || msum) && p.T > 0 && p.S > 0;
     if (split) nck = ATTN_MAX(1, ATTN_MIN((2 * nth + nkv - 1) / nkv, p.S / (4 * g.BBK)));
     int64_t nstrip = 0;
-    for (int64_t i0 = 0; i0 < p.T; i0 = attn__strip_next(&p, g.BMR, i0))
+    for (int64_t i0 = 0; i0 < p.T; i0 = attn__bwd_strip_next(&p, g.BMR, g.Q, i0))
         nstrip++;
     int64_t qB = msum && gp.dmB == 1 ? 1 : p.B, qH = msum && gp.dmH == 1 ? 1 : p.H;
     /* a dmask summed over T too: the rows of all strips add into one row, so
@@ -459,7 +461,7 @@ static attn_status backward_plan(attn_ctx *ctx, const attn__sdpa_plan *pp,
                                     (double)p.group * p.T * ATTN_MIN(chunk, p.S) * 5.0};
     for (int64_t b = 0; split && b < qB; b++)
         for (int64_t h = 0; h < qH; h++)
-            for (int64_t s = 0, i0 = 0; s < nqs; s++, i0 = attn__strip_next(&p, g.BMR, i0))
+            for (int64_t s = 0, i0 = 0; s < nqs; s++, i0 = attn__bwd_strip_next(&p, g.BMR, g.Q, i0))
                 tasks[n++] = (task){qB == 1 && p.B > 1 ? -1 : b,
                                     qH == 1 && p.H > 1 ? -1 : h,
                                     allstrips ? -1 : i0,

@@ -39,11 +39,18 @@ typedef struct task {
     double cost;
 } task;
 
+/* The tasks of one (batch, head) together, heaviest first within it: they
+ * read the same K and V, which then stay in L3 (8 MiB at S = 16384, D = 64)
+ * while the head is computed. Heaviest first over all tasks put the same
+ * query block of every head side by side (a layout broadcast over heads
+ * gives them one cost), so each task read its keys from another head's
+ * K and V, all of them together beyond L3. The last tasks are still the
+ * lightest ones of the last head, for the threads' balance. */
 static int task_cmp(const void *x, const void *y) {
     const task *a = x, *b = y;
-    if (a->cost != b->cost) return a->cost < b->cost ? 1 : -1; /* heaviest first */
     if (a->b != b->b) return a->b < b->b ? -1 : 1;
     if (a->h != b->h) return a->h < b->h ? -1 : 1;
+    if (a->cost != b->cost) return a->cost < b->cost ? 1 : -1; /* heaviest first */
     return a->i0 < b->i0 ? -1 : (a->i0 > b->i0);
 }
 

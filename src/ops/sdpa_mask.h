@@ -154,8 +154,8 @@ static inline int64_t attn__row_span(const attn__sdpa_plan *p) {
  * of other rows (or the reverse) is also cut between the two: the global
  * rows compute every key, the others only their window, and a kernel's row
  * group costs the same whatever its rows see (the usual case: global tokens
- * at the start of the sequence). The backward's strips, and with the
- * height of attn__fwd_strip_rows the forward's. */
+ * at the start of the sequence). The strips of both passes, with the
+ * heights of attn__fwd_strip_rows and attn__strip_rows. */
 static inline int64_t attn__strip_next(const attn__sdpa_plan *p, int64_t R, int64_t i0) {
     const int64_t span = attn__row_span(p);
     const int64_t e = ATTN_MIN(ATTN_MIN(i0 + R, (i0 / span + 1) * span), p->T);
@@ -180,22 +180,30 @@ static inline int64_t attn__window_width(const attn__sdpa_plan *p) {
     return p->wr < 0 ? -1 : p->wl + 1 + p->wr;
 }
 
-/* Height of the forward's strips in the span holding row i0, for a family
- * whose kernels take strips of mr rows and of every multiple of q below: a
- * span of n rows is cut into the fewest strips of at most mr rows, of equal
- * height rounded up to q (the last one shorter). A 128-row query block
- * then runs as 48 + 48 + 32 rows on avx512 (not 3 x 48), a 64-row one as
- * 32 + 32; the kernels compute each strip at its height rounded up to q.
- * Under a window of w <= 32 mr keys (no layout) the strips are at most
- * 2/3 mr high: a strip of h rows computes w + h - 1 keys for every row,
- * and for Longformer's w = 513, 32-row strips ran 5% faster than 48. */
+/* Height of the strips in the span holding row i0, for kernels that take
+ * strips of mr rows and of every multiple of q below: a span of n rows is
+ * cut into the fewest strips of at most mr rows, of equal height rounded up
+ * to q (the last one shorter). The kernels compute each strip at its height
+ * rounded up to q, so a 64-row query block costs 64 rows, not a full strip
+ * of mr. */
+static inline int64_t attn__strip_rows(const attn__sdpa_plan *p, int64_t mr, int64_t q,
+                                       int64_t i0) {
+    const int64_t span = attn__row_span(p), s0 = i0 / span * span;
+    const int64_t n = ATTN_MIN(s0 + span, p->T) - s0, k = (n + mr - 1) / mr;
+    return ATTN_MIN(mr, ((n + k - 1) / k + q - 1) / q * q);
+}
+
+/* Height of the forward's strips (attn__strip_rows with the family's mr
+ * and mrq): a 128-row query block runs as 48 + 48 + 32 rows on avx512 (not
+ * 3 x 48), a 64-row one as 32 + 32. Under a window of w <= 32 mr keys (no
+ * layout) the strips are at most 2/3 mr high: a strip of h rows computes
+ * w + h - 1 keys for every row, and for Longformer's w = 513, 32-row strips
+ * ran 5% faster than 48. */
 static inline int64_t attn__fwd_strip_rows(const attn__sdpa_plan *p, int64_t mr, int64_t q,
                                            int64_t i0) {
     const int64_t w = attn__window_width(p);
     if (!p->lay && w >= 0 && w <= 32 * mr) mr = ATTN_MAX(q, (2 * mr / 3) / q * q);
-    const int64_t span = attn__row_span(p), s0 = i0 / span * span;
-    const int64_t n = ATTN_MIN(s0 + span, p->T) - s0, k = (n + mr - 1) / mr;
-    return ATTN_MIN(mr, ((n + k - 1) / k + q - 1) / q * q);
+    return attn__strip_rows(p, mr, q, i0);
 }
 
 /* Start of the forward's strip after the one at row i0: attn__strip_next
@@ -204,6 +212,16 @@ static inline int64_t attn__fwd_strip_rows(const attn__sdpa_plan *p, int64_t mr,
 static inline int64_t attn__fwd_strip_next(const attn__sdpa_plan *p, int64_t mr, int64_t q,
                                            int64_t i0) {
     return attn__strip_next(p, attn__fwd_strip_rows(p, mr, q, i0), i0);
+}
+
+/* Start of the backward's strip after the one at row i0, for the family's
+ * bmr and bmrq: attn__strip_rows' heights (no window rule: not measured
+ * there), cut after a run of global query rows. A 64-row query block is
+ * one strip of 64 rows on avx512 (was 96 computed), a 128-row one 64 + 64;
+ * dense T keeps strips of bmr (T = 4096: 42 x 96 + 64). */
+static inline int64_t attn__bwd_strip_next(const attn__sdpa_plan *p, int64_t bmr, int64_t q,
+                                           int64_t i0) {
+    return attn__strip_next(p, attn__strip_rows(p, bmr, q, i0), i0);
 }
 
 /* Keys query i of (b, h) can see by the interval rules, the layout and the

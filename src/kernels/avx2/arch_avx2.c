@@ -51,6 +51,7 @@ void attn__arch_init_avx2(attn__arch *a) {
     a->mrq = 8;
     a->bmr = 96;
     a->bbk = 48;
+    a->bmrq = 24;
     const attn_kernels sc = a->fwd;
     a->fwd = attn__kernels_avx2;
     a->fwd.unpack_o = sc.unpack_o; /* the scalar accumulator unpack */

@@ -43,6 +43,7 @@ void attn__arch_init_avx512(attn__arch *a) {
     a->mrq = 16;
     a->bmr = 96;
     a->bbk = 48;
+    a->bmrq = 16;
     a->fwd = attn__kernels_avx512;
     a->bwd = attn__bwd_kernels_avx512;
     a->nn = attn__nn_kernels_avx512;

@@ -1,6 +1,7 @@
 /* AVX-512 backward microkernels (this folder alone is built with
  * -mavx512f). Layout in kernels/kernels_bwd.h: a strip is R query rows, here
- * a multiple of 48 (arch_avx512.c picks R); score-shaped tiles are
+ * a multiple of 48 (arch_avx512.c picks R), its height mr any (the scores
+ * are computed for mr rounded up to 16); score-shaped tiles are
  * x[key][row]. The accumulation kernels use 6 x 64 register blocks (24 of
  * the 32 zmm registers: per step 4 loads and 6 broadcasts for 24 FMAs),
  * the column tail masked, so every element is still one FMA chain in the
@@ -20,8 +21,14 @@ static void pack_t_avx512(const float *x, int64_t xs, int mr, int R, int D, floa
 static void dot_t_avx512(const float *xt, int R, const float *y, int64_t ys, int n, int D, int mr,
                          float *s) {
     assert(R % 48 == 0);
-    for (int g = 0; g < mr; g += 48)
+    int g = 0;
+    for (; mr - g > 64 || (mr - g > 32 && mr - g <= 48); g += 48)
         dot48_avx512(xt + g, R, y, ys, n, D, s + g);
+    for (; g < mr; g += 32) /* the last 64 rows or fewer as 32 + 32 (or 16) */
+        if (mr - g > 16)
+            dot_short_avx512(2, xt + g, R, y, ys, n, D, s + g);
+        else
+            dot_short_avx512(1, xt + g, R, y, ys, n, D, s + g);
 }
 
 /* p = exp(s - lse), dS = p (dP - D_i), 16 rows at a time up to the 16-row

@@ -76,26 +76,13 @@ static void pack_q_avx512(const float *q, int64_t qs, int mr, int R, int D, floa
         }
 }
 
-/* Keys 16 at a time for one vector (16 accumulators), 8 for two, then the
- * tail together. */
-ATTN_INLINE void dot_short(int G, const float *qt, int ld, const float *k, int64_t ks, int n, int D,
-                           float *s) {
-    int j = 0;
-    if (G == 1)
-        for (; j + 16 <= n; j += 16)
-            dot_keys_avx512(1, 16, qt, ld, k + (int64_t)j * ks, ks, D, s + (size_t)j * ld);
-    for (; j + 8 <= n; j += 8)
-        dot_keys_avx512(G, 8, qt, ld, k + (int64_t)j * ks, ks, D, s + (size_t)j * ld);
-    dot_tail_avx512(G, qt, ld, k + (int64_t)j * ks, ks, n - j, D, s + (size_t)j * ld);
-}
-
 static void qk_avx512(const float *qt, int R, const float *k, int64_t ks, int n, int D, float *s) {
     if (R == MR)
         dot48_avx512(qt, MR, k, ks, n, D, s);
     else if (R == 32)
-        dot_short(2, qt, 32, k, ks, n, D, s);
+        dot_short_avx512(2, qt, 32, k, ks, n, D, s);
     else
-        dot_short(1, qt, 16, k, ks, n, D, s);
+        dot_short_avx512(1, qt, 16, k, ks, n, D, s);
 }
 
 /* Column by column on G 16-row groups at once: the running max, then

@@ -112,4 +112,19 @@ ATTN_INLINE void dot48_avx512(const float *qt, int ld, const float *k, int64_t k
     dot_tail_avx512(3, qt, ld, k + (int64_t)j * ks, ks, n - j, D, s + (size_t)j * ld);
 }
 
+/* Keys 16 at a time for one vector (16 accumulators), 8 for two, then the
+ * tail together: strips of 16 or 32 rows (the forward's short strips, the
+ * backward's last row group), one FMA chain per score in d order as
+ * dot48_avx512's. */
+ATTN_INLINE void dot_short_avx512(int G, const float *qt, int ld, const float *k, int64_t ks, int n,
+                                  int D, float *s) {
+    int j = 0;
+    if (G == 1)
+        for (; j + 16 <= n; j += 16)
+            dot_keys_avx512(1, 16, qt, ld, k + (int64_t)j * ks, ks, D, s + (size_t)j * ld);
+    for (; j + 8 <= n; j += 8)
+        dot_keys_avx512(G, 8, qt, ld, k + (int64_t)j * ks, ks, D, s + (size_t)j * ld);
+    dot_tail_avx512(G, qt, ld, k + (int64_t)j * ks, ks, n - j, D, s + (size_t)j * ld);
+}
+
 #endif

@@ -57,6 +57,7 @@ void attn__arch_init_scalar(attn__arch *a) {
     a->mrq = 1;
     a->bmr = 96;
     a->bbk = 48;
+    a->bmrq = 1;
     a->fwd = attn__kernels_scalar;
     a->bwd = attn__bwd_kernels_scalar;
     a->nn = attn__nn_kernels_scalar;
