@@ -153,8 +153,35 @@ static void test_strip_walk(void **state) {
     assert_true(fams >= 1);
 }
 
+/* Variant v (0..3) of a short-strip case: causal (1, 3), kv_len (2, 3),
+ * key padding (2), global tokens (3), per-head layout (odd v); builds the
+ * tensors into x and a random layout of query blocks of bq rows into L
+ * (its blocks returned, for the caller to free). */
+static uint8_t *variant_case(at_case *c, int v, int64_t bq, at_rng *r, at_sdpa *x,
+                             attn_sdpa_layout *L) {
+    c->causal = v == 1 || v == 3;
+    c->align = at_rng_int(r, 0, 1) ? ATTN_ALIGN_BOTTOM_RIGHT : ATTN_ALIGN_TOP_LEFT;
+    c->kv_len = v >= 2;
+    c->kpm = v == 2 ? 1 : 0;
+    c->global = v == 3 ? (int)at_rng_int(r, 1, 2) : 0;
+    c->global_frac = 0.05f;
+    assert_int_equal(at_sdpa_build(x, c, r), 0);
+    memset(L, 0, sizeof *L);
+    L->bq = bq, L->bk = (int64_t[]){7, 16, 48, 128}[at_rng_int(r, 0, 3)];
+    L->nqb = (c->T + L->bq - 1) / L->bq, L->nkb = (c->S + L->bk - 1) / L->bk;
+    L->per_head = v & 1;
+    const int64_t nb = (L->per_head ? c->H : 1) * L->nqb * L->nkb;
+    uint8_t *blocks = malloc((size_t)nb);
+    assert_non_null(blocks);
+    for (int64_t e = 0; e < nb; e++)
+        blocks[e] = at_rng_unit(r) < 0.6;
+    L->blocks = blocks;
+    return blocks;
+}
+
 /* Short strips against the oracle: query blocks of every height class with
  * their tails, odd sizes, GQA, causal, kv_len, key padding, globals. */
+
 static void test_short_strips_oracle(void **state) {
     (void)state;
     int fails = 0, n = 0;
@@ -167,23 +194,9 @@ static void test_short_strips_oracle(void **state) {
             c.Dv = at_rng_int(&r, 1, 70);
             c.T = ATTN_MIN(3 * bq + at_rng_int(&r, 0, bq), 420); /* whole blocks and a tail */
             c.S = at_rng_int(&r, 2, 300) | 1;
-            c.causal = v == 1 || v == 3;
-            c.align = at_rng_int(&r, 0, 1) ? ATTN_ALIGN_BOTTOM_RIGHT : ATTN_ALIGN_TOP_LEFT;
-            c.kv_len = v >= 2;
-            c.kpm = v == 2 ? 1 : 0;
-            c.global = v == 3 ? (int)at_rng_int(&r, 1, 2) : 0;
-            c.global_frac = 0.05f;
             at_sdpa x;
-            assert_int_equal(at_sdpa_build(&x, &c, &r), 0);
-            attn_sdpa_layout L = {0};
-            L.bq = bq, L.bk = (int64_t[]){7, 16, 48, 128}[at_rng_int(&r, 0, 3)];
-            L.nqb = (c.T + L.bq - 1) / L.bq, L.nkb = (c.S + L.bk - 1) / L.bk;
-            L.per_head = v & 1;
-            const int64_t nb = (L.per_head ? c.H : 1) * L.nqb * L.nkb;
-            uint8_t *blocks = malloc((size_t)nb);
-            for (int64_t e = 0; e < nb; e++)
-                blocks[e] = at_rng_unit(&r) < 0.6;
-            L.blocks = blocks;
+            attn_sdpa_layout L;
+            uint8_t *blocks = variant_case(&c, v, bq, &r, &x, &L);
             x.a.layout = v == 0 && qi % 2 ? NULL : &L; /* some plain, for the dense tails */
             if (!x.a.layout) x.a.window = 1, x.a.window_left = (int64_t)bq, x.a.window_right = 5;
             for (int th = 1; th <= 3; th += 2) {
@@ -269,23 +282,9 @@ static void test_bwd_short_strips_oracle(void **state) {
             c.D = at_rng_int(&r, 1, 70), c.Dv = at_rng_int(&r, 1, 70);
             c.T = ATTN_MIN(2 * bq + at_rng_int(&r, 0, bq), 300); /* whole blocks and a tail */
             c.S = at_rng_int(&r, 2, 200) | 1;
-            c.causal = v == 1 || v == 3;
-            c.align = at_rng_int(&r, 0, 1) ? ATTN_ALIGN_BOTTOM_RIGHT : ATTN_ALIGN_TOP_LEFT;
-            c.kv_len = v >= 2;
-            c.kpm = v == 2 ? 1 : 0;
-            c.global = v == 3 ? (int)at_rng_int(&r, 1, 2) : 0;
-            c.global_frac = 0.05f;
             at_sdpa x;
-            assert_int_equal(at_sdpa_build(&x, &c, &r), 0);
-            attn_sdpa_layout L = {0};
-            L.bq = bq, L.bk = (int64_t[]){7, 16, 48, 128}[at_rng_int(&r, 0, 3)];
-            L.nqb = (c.T + L.bq - 1) / L.bq, L.nkb = (c.S + L.bk - 1) / L.bk;
-            L.per_head = v & 1;
-            const int64_t nb = (L.per_head ? c.H : 1) * L.nqb * L.nkb;
-            uint8_t *blocks = malloc((size_t)nb);
-            for (int64_t e = 0; e < nb; e++)
-                blocks[e] = at_rng_unit(&r) < 0.6;
-            L.blocks = blocks;
+            attn_sdpa_layout L;
+            uint8_t *blocks = variant_case(&c, v, bq, &r, &x, &L);
             x.a.layout = v == 0 && qi % 2 ? NULL : &L; /* some plain, for the dense tails */
             for (int th = 1; th <= 3; th += 2) {
                 assert_int_equal(attn_ctx_set_threads(at_ctx, th), ATTN_OK);
