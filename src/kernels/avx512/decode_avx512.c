@@ -59,8 +59,11 @@ ATTN_INLINE __m512 ldc_m(const void *p, int64_t i, __mmask16 mk, int dt) {
 /* Bytes ahead of the loads, in the same array, that software prefetch
  * runs: 8 KiB (4 and 8 KiB within a few % in fp32, 8 KiB best in
  * fp16/bf16; 16 KiB no better; docs/PERFORMANCE.md). Hint T0: NTA
- * measured the same. */
+ * measured the same. Another distance, to measure it:
+ * cmake -DCMAKE_C_FLAGS=-DPF_BYTES=16384. */
+#ifndef PF_BYTES
 #define PF_BYTES 8192
+#endif
 #ifndef PF_HINT
 #define PF_HINT _MM_HINT_T0
 #endif
