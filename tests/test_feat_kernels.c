@@ -3,6 +3,8 @@
  * definitions: elu + 1 with its column sums, the Performer's exponent with
  * per-row and shared shifts, the ratio, the query side (apply) and the key
  * side's state (accum), the Performer's chain rule in float64 (perf_back);
+ * linear attention's chain rule (elu1_back), the float64 backward GEMMs
+ * (bwd_query, bwd_key) and exponents (proj64);
  * odd sizes so every vector tail is taken, padding
  * between rows left untouched, NaN propagated, a zero denominator giving 0.
  * Tolerances are error bounds of the fp32 evaluation (a few units in the
@@ -63,6 +65,33 @@ static void check_elu1(const attn__arch *a, at_rng *r) {
         expect_close(a->name, "elu1 colsum", d, z[d], s, (double)(n + 1) * U * sa);
     }
     free(x), free(y), free(z), free(z0);
+}
+
+/* Linear attention's chain rule: dphi, or dphi phi where x <= 0. */
+static void check_elu1_back(const attn__arch *a, at_rng *r) {
+    const int64_t n = at_rng_int(r, 1, 20), F = at_rng_int(r, 1, 70);
+    const int64_t ldx = F + at_rng_int(r, 0, 3), ldd = F + at_rng_int(r, 1, 3);
+    float *x = buf(r, n * ldx, -3.0f, 3.0f), *phi = buf(r, n * F, 0.0f, 4.0f);
+    float *g = buf(r, n * F, -2.0f, 2.0f), *dx = buf(r, n * ldd, 0, 0);
+    x[at_rng_int(r, 0, n - 1) * ldx + at_rng_int(r, 0, F - 1)] = 0.0f; /* the kink: exp side */
+    const int64_t nan_at = at_rng_int(r, 0, n - 1) * F + at_rng_int(r, 0, F - 1);
+    for (int64_t e = 0; e < n * ldd; e++)
+        dx[e] = PAD;
+    if (at_rng_int(r, 0, 1)) {
+        x[nan_at / F * ldx + nan_at % F] = NAN, phi[nan_at] = NAN;
+    }
+    a->feat.elu1_back(x, ldx, n, F, phi, g, dx, ldd);
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t d = 0; d < ldd; d++) {
+            if (d >= F) {
+                expect_close(a->name, "elu1_back padding", i * ldd + d, dx[i * ldd + d], PAD, 0);
+                continue;
+            }
+            const float xv = x[i * ldx + d], gv = g[i * F + d];
+            const double ref = xv > 0.0f ? gv : (double)(gv * phi[i * F + d]); /* one rounding */
+            expect_close(a->name, "elu1_back", i * ldd + d, dx[i * ldd + d], ref, 0);
+        }
+    free(x), free(phi), free(g), free(dx);
 }
 
 static void check_perf_exp(const attn__arch *a, at_rng *r) {
@@ -265,13 +294,15 @@ static void check_causal(const attn__arch *a, at_rng *r) {
 
 /* The Performer's projection (fp32) and its float64 form with the shifts. */
 static void check_proj(const attn__arch *a, at_rng *r) {
-    const int64_t n = at_rng_int(r, 1, 30), F = at_rng_int(r, 1, 70), D = at_rng_int(r, 1, 70);
+    /* n past 64: proj64 runs in blocks of 64 rows */
+    const int64_t n = at_rng_int(r, 1, 150), F = at_rng_int(r, 1, 70), D = at_rng_int(r, 1, 70);
     const int64_t ldx = D + at_rng_int(r, 0, 3);
     const float s = at_rng_uniform(r, 0.1f, 1.0f);
     const int rowshift = (int)at_rng_int(r, 0, 1);
     float *x = buf(r, n * ldx, -2.0f, 2.0f), *wt = buf(r, D * F, -2.0f, 2.0f);
     float *u = buf(r, n * F, 0, 0), *u2 = buf(r, n * F, 0, 0);
-    double *ws = malloc((size_t)F * sizeof *ws), *ex = malloc((size_t)(n * F) * sizeof *ex);
+    double *ws = malloc((size_t)attn__feat_proj64_ws(n, D, F) * sizeof *ws);
+    double *ex = malloc((size_t)(n * F) * sizeof *ex);
     a->feat.proj(x, ldx, n, D, wt, F, s, u);
     const double top = a->feat.proj64(x, ldx, n, D, wt, F, s, rowshift, u2, ws);
     double mx = -INFINITY;
@@ -327,9 +358,12 @@ static void check_fold(const attn__arch *a, at_rng *r) {
 /* The float64 backward of a query chunk and of key rows against the same
  * formulas summed plainly in float64 (only the order of the sums differs). */
 static void check_bwd(const attn__arch *a, at_rng *r) {
-    const int64_t n = at_rng_int(r, 1, 40), F = at_rng_int(r, 1, 40), Dv = at_rng_int(r, 1, 40);
-    const int64_t Dv1 = Dv + 1, ldgo = Dv + at_rng_int(r, 0, 3);
+    /* sizes on both sides of the register blocks (8 rows, 8/12/16 doubles)
+     * and, non-causal, of the 64-row blocks */
     const int causal = (int)at_rng_int(r, 0, 1);
+    const int64_t n = at_rng_int(r, 1, causal ? 70 : 150), F = at_rng_int(r, 1, 70);
+    const int64_t Dv = at_rng_int(r, 1, 70);
+    const int64_t Dv1 = Dv + 1, ldgo = Dv + at_rng_int(r, 0, 3);
     float *q = buf(r, n * F, 0.0f, 2.0f), *k = buf(r, n * F, 0.0f, 2.0f);
     float *P = buf(r, F * Dv1, -1.0f, 1.0f), *v1 = buf(r, n * Dv1, -2.0f, 2.0f);
     float *go = buf(r, n * ldgo, -1.0f, 1.0f), *dq = buf(r, n * F, 0, 0);
@@ -339,12 +373,12 @@ static void check_bwd(const attn__arch *a, at_rng *r) {
         v1[j * Dv1 + Dv] = 1.0f;
     double *G = malloc((size_t)(F * Dv1) * sizeof *G), *ak = calloc((size_t)(n * F), sizeof *ak);
     double *av = calloc((size_t)(n * Dv1), sizeof *av);
-    double *ws = malloc((size_t)attn__feat_bwd_ws(n, F, Dv1) * sizeof *ws);
+    double *ws = malloc((size_t)attn__feat_bwd_ws(n, F, Dv1, causal) * sizeof *ws);
     a->feat.bwd_query(q, n, F, P, causal ? k : NULL, v1, Dv1, go, ldgo, dq, G, ak, av, ws);
     /* reference: a_ij, num1, dnum1 */
     double *A = calloc((size_t)(n * n), sizeof *A), *dn = calloc((size_t)(n * Dv1), sizeof *dn);
     for (int64_t i = 0; i < n; i++) {
-        double num[41] = {0};
+        double num[72] = {0};
         for (int64_t d = 0; d < Dv1; d++) {
             for (int64_t k0 = 0; k0 < F; k0++)
                 num[d] += (double)q[i * F + k0] * P[k0 * Dv1 + d];
@@ -409,7 +443,7 @@ static void check_bwd(const attn__arch *a, at_rng *r) {
     /* key rows against G (as given) */
     double *ak2 = calloc((size_t)(n * F), sizeof *ak2),
            *av2 = calloc((size_t)(n * Dv1), sizeof *av2);
-    double *ws2 = malloc((size_t)(F * Dv1) * sizeof *ws2);
+    double *ws2 = malloc((size_t)attn__feat_bwdk_ws(F, Dv1) * sizeof *ws2);
     a->feat.bwd_key(k, v1, n, F, Dv1, G, ak2, av2, ws2);
     for (int64_t j = 0; j < n; j++) {
         for (int64_t k0 = 0; k0 < F; k0++) {
@@ -441,6 +475,7 @@ static void test_feat_kernels(void **state) {
         for (int k = 0; k < (at_quick() ? 30 : 200); k++) {
             at_rng r = at_rng_for(0x17000 + (uint64_t)k * 8 + (uint64_t)i);
             check_elu1(a, &r);
+            check_elu1_back(a, &r);
             check_perf_exp(a, &r);
             check_apply(a, &r);
             check_accum(a, &r);

@@ -34,7 +34,8 @@ typedef struct feat {
     const attn__approx_plan *p;
     const float *omega;
     float *omt;  /* Omega^T [D, F] (PERFORMER) */
-    double *pws; /* per thread F doubles: the backward's float64 exponents (PERFORMER) */
+    double *pws; /* per thread pws_len doubles: the backward's float64 exponents (PERFORMER) */
+    int64_t pws_len;
     const attn_feat_kernels *fk; /* the context's family's feature maps */
     int64_t C, F, Dv1; /* chunk rows, features, Dv + 1 */
     int64_t nck, ncq;  /* key chunks, query chunks */
@@ -83,7 +84,7 @@ static double phi_rows(feat *f, const float *x, int64_t ldx, int64_t n, float *u
     }
     const float norm = 1.0f / sqrtf((float)f->F);
     if (f->pws) { /* the backward: exponents in float64, exponentiated already shifted */
-        double *ws = f->pws + f->F * omp_get_thread_num();
+        double *ws = f->pws + f->pws_len * omp_get_thread_num();
         const double c =
             f->fk->proj64(x, ldx, n, p->D, f->omt, f->F, sqrt((double)p->scale), rowshift, u, ws);
         f->fk->perf_exp(u, n, f->F, x, ldx, p->D, 0.0f, rowshift, norm, colsum);
@@ -98,12 +99,8 @@ static void phi_backward(feat *f, const float *x, int64_t ldx, int64_t n, const 
                          float *dphi, float *dx, int64_t ldd) {
     const attn__approx_plan *p = f->p;
     const int64_t F = f->F, D = p->D;
-    if (p->method == ATTN_APPROX_LINEAR) {
-        for (int64_t i = 0; i < n; i++)
-            for (int64_t d = 0; d < D; d++) {
-                const float xv = x[i * ldx + d];
-                dx[i * ldd + d] = dphi[i * F + d] * (xv > 0.0f ? 1.0f : phi[i * F + d]);
-            }
+    if (p->method == ATTN_APPROX_LINEAR) { /* F = D */
+        f->fk->elu1_back(x, ldx, n, D, phi, dphi, dx, ldd);
         return;
     }
     /* dphi_r/dx' = phi_r (w_r - x'), x' = sqrt(scale) x:
@@ -139,8 +136,9 @@ static attn_status feat_init(attn_ctx *ctx, feat *f, const attn__approx_plan *p,
     f->scr_len = (int64_t)attn__round16((size_t)scr);
     const int cfwd = p->causal && !backward;
     /* bwd_query's scratch | phi_q, dphi_q [C, F] (floats) */
-    f->bscr_len =
-        (int64_t)attn__round16((size_t)ATTN_MAX(attn__feat_bwd_ws(C, F, Dv1) + C * F + 8, F * Dv1));
+    f->bscr_len = (int64_t)attn__round16((size_t)ATTN_MAX(
+        attn__feat_bwd_ws(C, F, Dv1, p->causal) + C * F + 8, attn__feat_bwdk_ws(F, Dv1)));
+    f->pws_len = (int64_t)attn__round16((size_t)attn__feat_proj64_ws(C, p->D, F));
     f->nseg = (f->nck + SEG - 1) / SEG;
     f->cscr_len = (int64_t)attn__round16(
         (size_t)(6 * F * Dv1 + 16 + 2 * F * Dv1 + 2 * C * F + attn__feat_causal_ws(C, F) + F));
@@ -169,7 +167,7 @@ static attn_status feat_init(attn_ctx *ctx, feat *f, const attn__approx_plan *p,
             f->dphik = carve(base, &off, S * F + 1, sizeof(float));
             f->gst = carve(base, &off, (f->ncq + 1) * F * Dv1, sizeof(double));
             f->bscr = carve(base, &off, f->bscr_len * f->nth, sizeof(double));
-            f->pws = omega ? carve(base, &off, F * f->nth, sizeof(double)) : NULL;
+            f->pws = omega ? carve(base, &off, f->pws_len * f->nth, sizeof(double)) : NULL;
             f->acck = carve(base, &off, S * F + 1, sizeof(double));
             f->accv = carve(base, &off, S * Dv1 + 1, sizeof(double));
         }
@@ -471,7 +469,7 @@ static void backward_chunk(feat *f, int64_t b, int64_t h, int64_t c, double *w) 
     const attn__approx_plan *p = f->p;
     const int64_t C = f->C, F = f->F, Dv1 = f->Dv1, sz = F * Dv1;
     const int64_t i0 = c * C, n = ATTN_MIN(C, p->T - i0);
-    float *phiq = (float *)(w + attn__feat_bwd_ws(C, F, Dv1)), *dqf = phiq + C * F;
+    float *phiq = (float *)(w + attn__feat_bwd_ws(C, F, Dv1, p->causal)), *dqf = phiq + C * F;
     phi_rows(f, ATTN__ROW(p->q, p->qs, b, h, i0), p->qs[2], n, phiq, 1, NULL);
     f->fk->bwd_query(phiq, n, F, f->state + (p->causal ? c : f->nck) * sz,
                      p->causal ? f->phik + i0 * F : NULL, f->v1 + i0 * Dv1, Dv1,

@@ -72,7 +72,8 @@ typedef struct attn_feat_kernels {
      * shifted by each row's max (rowshift) or the largest over the n rows,
      * into u as fp32 (<= 0: perf_exp with hs = 0 then exponentiates them
      * exactly shifted; a shift that is not finite is taken as 0). Returns
-     * the largest exponent (as perf_exp). ws: F doubles. */
+     * the largest exponent (as perf_exp). ws: attn__feat_proj64_ws(n, D, F)
+     * doubles. */
     double (*proj64)(const float *x, int64_t ldx, int64_t n, int64_t D, const float *wt, int64_t F,
                      double s, int rowshift, float *u, double *ws);
     /* The backward of n query rows in float64 from fp32 phi_q [n, F], the
@@ -84,14 +85,20 @@ typedef struct attn_feat_kernels {
      *   dphiq = (dnum1 P^T + dA phi_k, dA = dnum1 V1^T on j <= i) to fp32
      *   G = phi_q^T dnum1 (overwritten) and, causal, the diagonal block's
      *   acck [n, F] += dA^T phi_q, accv [n, Dv1] += A^T dnum1.
-     * ws: attn__feat_bwd_ws(n, F, Dv1) doubles. */
+     * ws: attn__feat_bwd_ws(n, F, Dv1, pk != NULL) doubles. */
     void (*bwd_query)(const float *phiq, int64_t n, int64_t F, const float *P, const float *pk,
                       const float *v1, int64_t Dv1, const float *go, int64_t ldgo, float *dphiq,
                       double *G, double *acck, double *accv, double *ws);
     /* n key rows: acck [n, F] += V1 G^T, accv [n, Dv1] += phi_k G (float64).
-     * ws: F * Dv1 doubles. */
+     * ws: attn__feat_bwdk_ws(F, Dv1) doubles. */
     void (*bwd_key)(const float *pk, const float *v1, int64_t n, int64_t F, int64_t Dv1,
                     const double *G, double *acck, double *accv, double *ws);
+    /* Linear attention's chain rule over rows i < n, d < F (fp32, one
+     * rounding): dx[i*ldd + d] = dphi[i*F + d] * (x > 0 ? 1 : phi[i*F + d])
+     * with x = x[i*ldx + d], phi = elu(x) + 1 (its derivative; NaN x gives
+     * NaN through phi). */
+    void (*elu1_back)(const float *x, int64_t ldx, int64_t n, int64_t F, const float *phi,
+                      const float *dphi, float *dx, int64_t ldd);
     /* The Performer's chain rule over rows i < n: with x' = s x and
      * t_r = dphi[i*F + r] phi[i*F + r],
      *   dx[i*ldd + d] = s sum_r t_r (omega[r*D + d] - x'_d)
@@ -109,9 +116,28 @@ static inline int64_t attn__feat_causal_ws(int64_t n, int64_t F) {
     return F + 16 + n16 * (F + n);
 }
 
-/* Scratch of bwd_query, in doubles. */
-static inline int64_t attn__feat_bwd_ws(int64_t n, int64_t F, int64_t Dv1) {
-    return 2 * n * Dv1 + n * F + 2 * n * n + (F * Dv1 + F * n + Dv1 * n) / 2 + 16;
+/* Scratch of bwd_query, in doubles (kernels/feat_bwd.inc: the states and
+ * the chunk's operands as float64 rows padded to 8; causal: the n x n
+ * diagonal blocks A and dA too; non-causal: blocks of 64 rows). */
+static inline int64_t attn__feat_bwd_ws(int64_t n, int64_t F, int64_t Dv1, int causal) {
+    const int64_t Fp = (F + 7) / 8 * 8, Dp = (Dv1 + 7) / 8 * 8, np = (n + 7) / 8 * 8;
+    const int64_t nb = causal ? n : n < 64 ? n : 64;
+    int64_t w = 2 * F * Dp + Dv1 * Fp + nb * (2 * Fp + 2 * Dp);
+    if (causal) w += 2 * n * Fp + 2 * n * Dp + (F + Dv1) * np + 2 * n * np;
+    return w + 16;
+}
+
+/* Scratch of bwd_key, in doubles: G and G^T padded, blocks of 64 rows. */
+static inline int64_t attn__feat_bwdk_ws(int64_t F, int64_t Dv1) {
+    const int64_t Fp = (F + 7) / 8 * 8, Dp = (Dv1 + 7) / 8 * 8;
+    return Dv1 * Fp + F * Dp + 64 * (Dv1 + F + Fp + Dp) + 16;
+}
+
+/* Scratch of proj64, in doubles: Omega^T padded, x' of 64 rows, the n
+ * rows' exponents and their maxima. */
+static inline int64_t attn__feat_proj64_ws(int64_t n, int64_t D, int64_t F) {
+    const int64_t Fp = (F + 7) / 8 * 8;
+    return D * Fp + 64 * D + n * Fp + n + 16;
 }
 
 #endif /* ATTN_FEAT_KERNELS_H */

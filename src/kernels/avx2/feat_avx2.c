@@ -496,6 +496,32 @@ static void perf_back_avx2(const float *x, int64_t ldx, int64_t n, int64_t D, co
     }
 }
 
+/* Linear attention's chain rule, 8 features a vector. */
+static void elu1_back_avx2(const float *x, int64_t ldx, int64_t n, int64_t F, const float *phi,
+                           const float *dphi, float *dx, int64_t ldd) {
+    const __m256 zero = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t d = 0; d < F; d += 8) {
+            const __m256i m = tail8(F - d);
+            const __m256 xv = _mm256_maskload_ps(x + i * ldx + d, m);
+            const __m256 g = _mm256_maskload_ps(dphi + i * F + d, m);
+            const __m256 p = _mm256_maskload_ps(phi + i * F + d, m);
+            const __m256 pos = _mm256_cmp_ps(xv, zero, _CMP_GT_OQ);
+            _mm256_maskstore_ps(dx + i * ldd + d, m, _mm256_blendv_ps(_mm256_mul_ps(g, p), g, pos));
+        }
+}
+
+/* The backward's float64 GEMMs (kernels/feat_bwd.inc): blocks of 4 rows x
+ * 12 doubles, 12 ymm accumulators. */
+typedef __m256d fb_vd;
+#define FB_VW 4
+#define FB_MR 4
+#define FB_NV 3
+#define FB_LOAD(p) _mm256_loadu_pd(p)
+#define FB_STORE(p, v) _mm256_storeu_pd(p, v)
+#define FB_SET1(x) _mm256_set1_pd(x)
+#define FB_ZERO() _mm256_setzero_pd()
+#define FB_FMA(a, b, c) _mm256_fmadd_pd(a, b, c)
 #include "kernels/feat_bwd.inc"
 
 const attn_feat_kernels attn__feat_kernels_avx2 = {
@@ -510,5 +536,6 @@ const attn_feat_kernels attn__feat_kernels_avx2 = {
     .proj64 = proj64,
     .bwd_query = bwd_query,
     .bwd_key = bwd_key,
+    .elu1_back = elu1_back_avx2,
     .perf_back = perf_back_avx2,
 };

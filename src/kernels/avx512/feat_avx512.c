@@ -545,6 +545,32 @@ static void perf_back_avx512(const float *x, int64_t ldx, int64_t n, int64_t D, 
     }
 }
 
+/* Linear attention's chain rule, 16 features a vector. */
+static void elu1_back_avx512(const float *x, int64_t ldx, int64_t n, int64_t F, const float *phi,
+                             const float *dphi, float *dx, int64_t ldd) {
+    const __m512 zero = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t d = 0; d < F; d += 16) {
+            const __mmask16 m = tail16(F - d);
+            const __m512 xv = _mm512_maskz_loadu_ps(m, x + i * ldx + d);
+            const __m512 g = _mm512_maskz_loadu_ps(m, dphi + i * F + d);
+            const __m512 p = _mm512_maskz_loadu_ps(m, phi + i * F + d);
+            const __mmask16 pos = _mm512_cmp_ps_mask(xv, zero, _CMP_GT_OQ);
+            _mm512_mask_storeu_ps(dx + i * ldd + d, m, _mm512_mask_mov_ps(_mm512_mul_ps(g, p), pos, g));
+        }
+}
+
+/* The backward's float64 GEMMs (kernels/feat_bwd.inc): blocks of 8 rows x
+ * 16 doubles, 16 zmm accumulators (2 loads and 8 broadcasts per 16 FMAs). */
+typedef __m512d fb_vd;
+#define FB_VW 8
+#define FB_MR 8
+#define FB_NV 2
+#define FB_LOAD(p) _mm512_loadu_pd(p)
+#define FB_STORE(p, v) _mm512_storeu_pd(p, v)
+#define FB_SET1(x) _mm512_set1_pd(x)
+#define FB_ZERO() _mm512_setzero_pd()
+#define FB_FMA(a, b, c) _mm512_fmadd_pd(a, b, c)
 #include "kernels/feat_bwd.inc"
 
 const attn_feat_kernels attn__feat_kernels_avx512 = {
@@ -559,5 +585,6 @@ const attn_feat_kernels attn__feat_kernels_avx512 = {
     .proj64 = proj64,
     .bwd_query = bwd_query,
     .bwd_key = bwd_key,
+    .elu1_back = elu1_back_avx512,
     .perf_back = perf_back_avx512,
 };
