@@ -211,7 +211,8 @@ static void check_accum(const attn__arch *a, at_rng *r) {
 }
 
 static void check_perf_back(const attn__arch *a, at_rng *r) {
-    const int64_t n = at_rng_int(r, 1, 12), F = at_rng_int(r, 1, 70), D = at_rng_int(r, 1, 80);
+    /* n past 64: blocks of 64 rows */
+    const int64_t n = at_rng_int(r, 1, 150), F = at_rng_int(r, 1, 70), D = at_rng_int(r, 1, 80);
     const int64_t ldx = D + at_rng_int(r, 0, 3), ldd = D + at_rng_int(r, 1, 3);
     const double s = at_rng_uniform(r, 0.1f, 1.0f);
     float *x = buf(r, n * ldx, -2.0f, 2.0f), *phi = buf(r, n * F, 0.0f, 1.0f);
@@ -219,7 +220,17 @@ static void check_perf_back(const attn__arch *a, at_rng *r) {
     float *dx = buf(r, n * ldd, 0, 0);
     for (int64_t e = 0; e < n * ldd; e++)
         dx[e] = PAD;
-    a->feat.perf_back(x, ldx, n, D, phi, dphi, F, om, s, dx, ldd);
+    /* the cancelling case: row 0's dominant feature w_0 = x'_0 (to fp32),
+     * so dx_0 is a small difference of the two products */
+    if (at_rng_int(r, 0, 1)) {
+        for (int64_t d = 0; d < D; d++)
+            om[d] = (float)(s * (double)x[d]);
+        phi[0] = 50.0f, dphi[0] = 1.0f;
+        for (int64_t k = 1; k < F; k++)
+            phi[k] *= 1e-3f;
+    }
+    double *ws = malloc((size_t)attn__feat_perf_back_ws(F, D) * sizeof *ws);
+    a->feat.perf_back(x, ldx, n, D, phi, dphi, F, om, s, dx, ldd, ws);
     for (int64_t i = 0; i < n; i++)
         for (int64_t d = 0; d < ldd; d++) {
             if (d >= D) {
@@ -227,16 +238,19 @@ static void check_perf_back(const attn__arch *a, at_rng *r) {
                 continue;
             }
             double acc = 0, sa = 0;
-            for (int64_t k = 0; k < F; k++) {
-                const double t = (double)dphi[i * F + k] * phi[i * F + k] *
-                                 ((double)om[k * D + d] - s * (double)x[i * ldx + d]);
-                acc += t, sa += fabs(t);
+            const double xs = s * (double)x[i * ldx + d];
+            for (int64_t k = 0; k < F; k++) { /* term by term */
+                const double t = (double)dphi[i * F + k] * phi[i * F + k];
+                acc += t * ((double)om[k * D + d] - xs);
+                sa += fabs(t) * (fabs((double)om[k * D + d]) + fabs(xs));
             }
-            /* float64 sums: only the final rounding to fp32 (and s) */
+            /* the final rounding to fp32 and the float64 sums' error (below
+             * F 2^-53 sa; an fp32 evaluation's rounding of x' alone is
+             * 2^-24 |x'| sum |t|) */
             expect_close(a->name, "perf_back", i * ldd + d, dx[i * ldd + d], s * acc,
                          U * fabs(s * acc) + 1e-12 * s * sa);
         }
-    free(x), free(phi), free(dphi), free(om), free(dx);
+    free(x), free(phi), free(dphi), free(om), free(dx), free(ws);
 }
 
 /* The causal chunk: prefix state plus the masked diagonal block, one pass. */

@@ -34,7 +34,8 @@ typedef struct feat {
     const attn__approx_plan *p;
     const float *omega;
     float *omt;  /* Omega^T [D, F] (PERFORMER) */
-    double *pws; /* per thread pws_len doubles: the backward's float64 exponents (PERFORMER) */
+    double *pws; /* per thread pws_len doubles: the backward's float64 exponents and chain
+                  * rule (PERFORMER) */
     int64_t pws_len;
     const attn_feat_kernels *fk; /* the context's family's feature maps */
     int64_t C, F, Dv1; /* chunk rows, features, Dv + 1 */
@@ -106,7 +107,8 @@ static void phi_backward(feat *f, const float *x, int64_t ldx, int64_t n, const 
     /* dphi_r/dx' = phi_r (w_r - x'), x' = sqrt(scale) x:
      *   dx = sqrt(scale) sum_r t_r (w_r - x'),  t = dphi * phi
      * (the family's kernel, in float64) */
-    f->fk->perf_back(x, ldx, n, D, phi, dphi, F, f->omega, sqrt((double)p->scale), dx, ldd);
+    f->fk->perf_back(x, ldx, n, D, phi, dphi, F, f->omega, sqrt((double)p->scale), dx, ldd,
+                     f->pws + f->pws_len * omp_get_thread_num());
 }
 
 /* n elements of size sz at offset *off of the workspace block base (NULL
@@ -138,7 +140,8 @@ static attn_status feat_init(attn_ctx *ctx, feat *f, const attn__approx_plan *p,
     /* bwd_query's scratch | phi_q, dphi_q [C, F] (floats) */
     f->bscr_len = (int64_t)attn__round16((size_t)ATTN_MAX(
         attn__feat_bwd_ws(C, F, Dv1, p->causal) + C * F + 8, attn__feat_bwdk_ws(F, Dv1)));
-    f->pws_len = (int64_t)attn__round16((size_t)attn__feat_proj64_ws(C, p->D, F));
+    f->pws_len = (int64_t)attn__round16((size_t)ATTN_MAX(attn__feat_proj64_ws(C, p->D, F),
+                                                         attn__feat_perf_back_ws(F, p->D)));
     f->nseg = (f->nck + SEG - 1) / SEG;
     f->cscr_len = (int64_t)attn__round16(
         (size_t)(6 * F * Dv1 + 16 + 2 * F * Dv1 + 2 * C * F + attn__feat_causal_ws(C, F) + F));

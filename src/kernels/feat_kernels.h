@@ -102,11 +102,16 @@ typedef struct attn_feat_kernels {
     /* The Performer's chain rule over rows i < n: with x' = s x and
      * t_r = dphi[i*F + r] phi[i*F + r],
      *   dx[i*ldd + d] = s sum_r t_r (omega[r*D + d] - x'_d)
-     * summed term by term in float64 (as a product, t Omega - (sum t) x'
-     * would cancel: w_r is close to x' for the features that dominate). */
+     *                 = s (sum_r t_r omega[r*D + d] - (sum_r t_r) x'_d)
+     * the second form, a GEMM, each sum in float64 from the fp32 operands
+     * (t exact). The two sums cancel where w_r is close to x' for the
+     * features that dominate, but their float64 error, about
+     * F 2^-53 sum_r |t_r| (|w_r,d| + |x'_d|), stays far below the fp32
+     * rounding of x' alone (2^-24 |x'_d| sum_r |t_r|) that any fp32
+     * evaluation carries. ws: attn__feat_perf_back_ws(F, D) doubles. */
     void (*perf_back)(const float *x, int64_t ldx, int64_t n, int64_t D, const float *phi,
                       const float *dphi, int64_t F, const float *omega, double s, float *dx,
-                      int64_t ldd);
+                      int64_t ldd, double *ws);
 } attn_feat_kernels;
 
 /* Scratch of attn_feat_kernels.causal: z (F), phik^T (F x n16) and the
@@ -131,6 +136,12 @@ static inline int64_t attn__feat_bwd_ws(int64_t n, int64_t F, int64_t Dv1, int c
 static inline int64_t attn__feat_bwdk_ws(int64_t F, int64_t Dv1) {
     const int64_t Fp = (F + 7) / 8 * 8, Dp = (Dv1 + 7) / 8 * 8;
     return Dv1 * Fp + F * Dp + 64 * (Dv1 + F + Fp + Dp) + 16;
+}
+
+/* Scratch of perf_back, in doubles: Omega padded, blocks of 64 rows. */
+static inline int64_t attn__feat_perf_back_ws(int64_t F, int64_t D) {
+    const int64_t Dp = (D + 7) / 8 * 8;
+    return F * Dp + 64 * (F + Dp + 1) + 16;
 }
 
 /* Scratch of proj64, in doubles: Omega^T padded, x' of 64 rows, the n

@@ -455,47 +455,6 @@ static void fold_avx2(double *run, const float *st, double w, int64_t n, float *
     }
 }
 
-static void perf_back_avx2(const float *x, int64_t ldx, int64_t n, int64_t D, const float *phi,
-                           const float *dphi, int64_t F, const float *omega, double s, float *dx,
-                           int64_t ldd) {
-    const __m256d vs = _mm256_set1_pd(s);
-    const __m128i idx = _mm_setr_epi32(0, 1, 2, 3);
-    for (int64_t i = 0; i < n; i++) {
-        for (int64_t d0 = 0; d0 < D; d0 += 32) {
-            __m128i m[8];
-            int nc = 0;
-            __m256d xs[8], acc[8];
-#pragma GCC unroll 8
-            for (int c = 0; c < 8; c++) {
-                const int64_t left = D - d0 - 4 * c;
-                m[c] = _mm_cmpgt_epi32(_mm_set1_epi32((int)(left < 0 ? 0 : left > 4 ? 4 : left)),
-                                       idx);
-                if (left > 0) nc = c + 1;
-                xs[c] = _mm256_mul_pd(
-                    vs, _mm256_cvtps_pd(_mm_maskload_ps(x + i * ldx + d0 + 4 * c, m[c])));
-                acc[c] = _mm256_setzero_pd();
-            }
-            for (int64_t r = 0; r < F; r++) {
-                const __m256d t =
-                    _mm256_set1_pd((double)dphi[i * F + r] * (double)phi[i * F + r]);
-                const float *w = omega + r * D + d0;
-#pragma GCC unroll 8
-                for (int c = 0; c < 8; c++) {
-                    if (c >= nc) break;
-                    const __m256d wd = _mm256_cvtps_pd(_mm_maskload_ps(w + 4 * c, m[c]));
-                    acc[c] = _mm256_fmadd_pd(t, _mm256_sub_pd(wd, xs[c]), acc[c]);
-                }
-            }
-#pragma GCC unroll 8
-            for (int c = 0; c < 8; c++) {
-                if (c >= nc) break;
-                _mm_maskstore_ps(dx + i * ldd + d0 + 4 * c, m[c],
-                                 _mm256_cvtpd_ps(_mm256_mul_pd(vs, acc[c])));
-            }
-        }
-    }
-}
-
 /* Linear attention's chain rule, 8 features a vector. */
 static void elu1_back_avx2(const float *x, int64_t ldx, int64_t n, int64_t F, const float *phi,
                            const float *dphi, float *dx, int64_t ldd) {
@@ -537,5 +496,5 @@ const attn_feat_kernels attn__feat_kernels_avx2 = {
     .bwd_query = bwd_query,
     .bwd_key = bwd_key,
     .elu1_back = elu1_back_avx2,
-    .perf_back = perf_back_avx2,
+    .perf_back = perf_back,
 };

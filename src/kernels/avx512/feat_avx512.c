@@ -505,46 +505,6 @@ static void fold_avx512(double *run, const float *st, double w, int64_t n, float
     }
 }
 
-/* 8 doubles a lane group: columns [d0, d0 + 64) of one row in 8 zmm
- * accumulators; omega's row converted to double as it is loaded. */
-static void perf_back_avx512(const float *x, int64_t ldx, int64_t n, int64_t D, const float *phi,
-                             const float *dphi, int64_t F, const float *omega, double s,
-                             float *dx, int64_t ldd) {
-    const __m512d vs = _mm512_set1_pd(s);
-    for (int64_t i = 0; i < n; i++) {
-        for (int64_t d0 = 0; d0 < D; d0 += 64) {
-            __mmask8 m[8];
-            __m512d xs[8], acc[8];
-#pragma GCC unroll 8
-            for (int c = 0; c < 8; c++) {
-                const int64_t left = D - d0 - 8 * c;
-                m[c] = left <= 0 ? (__mmask8)0 : left >= 8 ? (__mmask8)0xff
-                                                           : (__mmask8)((1u << left) - 1u);
-                xs[c] = _mm512_mul_pd(
-                    vs, _mm512_cvtps_pd(_mm256_maskz_loadu_ps(m[c], x + i * ldx + d0 + 8 * c)));
-                acc[c] = _mm512_setzero_pd();
-            }
-            for (int64_t r = 0; r < F; r++) {
-                const __m512d t =
-                    _mm512_set1_pd((double)dphi[i * F + r] * (double)phi[i * F + r]);
-                const float *w = omega + r * D + d0;
-#pragma GCC unroll 8
-                for (int c = 0; c < 8; c++) {
-                    if (!m[c]) break;
-                    const __m512d wd = _mm512_cvtps_pd(_mm256_maskz_loadu_ps(m[c], w + 8 * c));
-                    acc[c] = _mm512_fmadd_pd(t, _mm512_sub_pd(wd, xs[c]), acc[c]);
-                }
-            }
-#pragma GCC unroll 8
-            for (int c = 0; c < 8; c++) {
-                if (!m[c]) break;
-                _mm256_mask_storeu_ps(dx + i * ldd + d0 + 8 * c, m[c],
-                                      _mm512_cvtpd_ps(_mm512_mul_pd(vs, acc[c])));
-            }
-        }
-    }
-}
-
 /* Linear attention's chain rule, 16 features a vector. */
 static void elu1_back_avx512(const float *x, int64_t ldx, int64_t n, int64_t F, const float *phi,
                              const float *dphi, float *dx, int64_t ldd) {
@@ -586,5 +546,5 @@ const attn_feat_kernels attn__feat_kernels_avx512 = {
     .bwd_query = bwd_query,
     .bwd_key = bwd_key,
     .elu1_back = elu1_back_avx512,
-    .perf_back = perf_back_avx512,
+    .perf_back = perf_back,
 };
