@@ -385,10 +385,20 @@ static void check_bwd(const attn__arch *a, at_rng *r) {
         P[k0 * Dv1 + Dv] = fabsf(P[k0 * Dv1 + Dv]) + 0.1f;
     for (int64_t j = 0; j < n; j++)
         v1[j * Dv1 + Dv] = 1.0f;
-    double *G = malloc((size_t)(F * Dv1) * sizeof *G), *ak = calloc((size_t)(n * F), sizeof *ak);
-    double *av = calloc((size_t)(n * Dv1), sizeof *av);
+    /* the key sums start from earlier contributions (ADD) or are set (SET) */
+    const int qhow = (int)at_rng_int(r, 0, 1) ? ATTN_FEAT_SET : ATTN_FEAT_ADD;
+    double *G = malloc((size_t)(F * Dv1) * sizeof *G), *ak = malloc((size_t)(n * F) * sizeof *ak);
+    double *av = malloc((size_t)(n * Dv1) * sizeof *av), *ak0 = malloc((size_t)(n * F) * 8);
+    double *av0 = malloc((size_t)(n * Dv1) * sizeof *av0);
+    for (int64_t e = 0; e < n * F; e++)
+        ak[e] = ak0[e] = qhow == ATTN_FEAT_ADD ? at_rng_uniform(r, -1.0f, 1.0f) : 0.0;
+    for (int64_t e = 0; e < n * Dv1; e++)
+        av[e] = av0[e] = qhow == ATTN_FEAT_ADD ? at_rng_uniform(r, -1.0f, 1.0f) : 0.0;
+    if (qhow == ATTN_FEAT_SET && causal) /* garbage to be overwritten */
+        for (int64_t e = 0; e < n * F; e++)
+            ak[e] = 1e30;
     double *ws = malloc((size_t)attn__feat_bwd_ws(n, F, Dv1, causal) * sizeof *ws);
-    a->feat.bwd_query(q, n, F, P, causal ? k : NULL, v1, Dv1, go, ldgo, dq, G, ak, av, ws);
+    a->feat.bwd_query(q, n, F, P, causal ? k : NULL, v1, Dv1, go, ldgo, dq, G, ak, av, qhow, ws);
     /* reference: a_ij, num1, dnum1 */
     double *A = calloc((size_t)(n * n), sizeof *A), *dn = calloc((size_t)(n * Dv1), sizeof *dn);
     for (int64_t i = 0; i < n; i++) {
@@ -445,38 +455,65 @@ static void check_bwd(const attn__arch *a, at_rng *r) {
                         daa += fabs(dn[i * Dv1 + d] * v1[j * Dv1 + d]);
                 t += da * q[i * F + k0], ta += daa * q[i * F + k0];
             }
-            expect_close(a->name, "bwd_query dphi_k", j * F + k0, ak[j * F + k0], t, tol * ta);
+            expect_close(a->name, "bwd_query dphi_k", j * F + k0, ak[j * F + k0],
+                         ak0[j * F + k0] + t, tol * (ta + fabs(ak0[j * F + k0])));
         }
         for (int64_t d = 0; d < Dv1; d++) {
             double t = 0, ta = 0;
             for (int64_t i = j; i < n; i++)
                 t += A[i * n + j] * dn[i * Dv1 + d], ta += fabs(A[i * n + j] * dn[i * Dv1 + d]);
-            expect_close(a->name, "bwd_query dV1", j * Dv1 + d, av[j * Dv1 + d], t, tol * ta);
+            expect_close(a->name, "bwd_query dV1", j * Dv1 + d, av[j * Dv1 + d],
+                         av0[j * Dv1 + d] + t, tol * (ta + fabs(av0[j * Dv1 + d])));
         }
     }
-    /* key rows against G (as given) */
-    double *ak2 = calloc((size_t)(n * F), sizeof *ak2),
-           *av2 = calloc((size_t)(n * Dv1), sizeof *av2);
+    /* key rows against G (as given), each way of delivering the sums: into
+     * float64 sums that hold earlier contributions (ADD) or none (SET), or
+     * rounded into dphi_k and dv (OUT: with the sums, OUT_ONLY: alone) */
+    const int khow = (int)at_rng_int(r, 0, 3), out = khow >= ATTN_FEAT_OUT;
+    const int64_t lddv = Dv + at_rng_int(r, 0, 3);
+    double *ak2 = malloc((size_t)(n * F) * sizeof *ak2), *av2 = malloc((size_t)(n * Dv1) * 8);
+    double *ak2i = malloc((size_t)(n * F) * 8), *av2i = malloc((size_t)(n * Dv1) * 8);
+    float *dk = buf(r, n * F, 0, 0), *dv = buf(r, n * lddv, 0, 0);
+    for (int64_t e = 0; e < n * F; e++)
+        ak2[e] = ak2i[e] = at_rng_uniform(r, -1.0f, 1.0f), dk[e] = PAD;
+    for (int64_t e = 0; e < n * Dv1; e++)
+        av2[e] = av2i[e] = at_rng_uniform(r, -1.0f, 1.0f);
+    for (int64_t e = 0; e < n * lddv; e++)
+        dv[e] = PAD;
+    const double keep = khow == ATTN_FEAT_ADD || khow == ATTN_FEAT_OUT; /* the sums count */
     double *ws2 = malloc((size_t)attn__feat_bwdk_ws(F, Dv1) * sizeof *ws2);
-    a->feat.bwd_key(k, v1, n, F, Dv1, G, ak2, av2, ws2);
+    a->feat.bwd_key(k, v1, n, F, Dv1, G, ak2, av2, khow, dk, dv, lddv, ws2);
     for (int64_t j = 0; j < n; j++) {
         for (int64_t k0 = 0; k0 < F; k0++) {
-            double t = 0, ta = 0;
+            double t = keep * ak2i[j * F + k0], ta = fabs(t);
             for (int64_t d = 0; d < Dv1; d++)
                 t += (double)v1[j * Dv1 + d] * G[k0 * Dv1 + d],
                     ta += fabs((double)v1[j * Dv1 + d] * G[k0 * Dv1 + d]);
-            expect_close(a->name, "bwd_key dphi_k", j * F + k0, ak2[j * F + k0], t, tol * ta);
+            if (out)
+                expect_close(a->name, "bwd_key dphi_k out", j * F + k0, dk[j * F + k0], (float)t,
+                             U * fabs(t) + tol * ta);
+            else
+                expect_close(a->name, "bwd_key dphi_k", j * F + k0, ak2[j * F + k0], t, tol * ta);
         }
         for (int64_t d = 0; d < Dv1; d++) {
-            double t = 0, ta = 0;
+            double t = keep * av2i[j * Dv1 + d], ta = fabs(t);
             for (int64_t k0 = 0; k0 < F; k0++)
                 t += (double)k[j * F + k0] * G[k0 * Dv1 + d],
                     ta += fabs((double)k[j * F + k0] * G[k0 * Dv1 + d]);
-            expect_close(a->name, "bwd_key dV1", j * Dv1 + d, av2[j * Dv1 + d], t, tol * ta);
+            if (!out)
+                expect_close(a->name, "bwd_key dV1", j * Dv1 + d, av2[j * Dv1 + d], t, tol * ta);
+            else if (d < Dv)
+                expect_close(a->name, "bwd_key dv out", j * lddv + d, dv[j * lddv + d], (float)t,
+                             U * fabs(t) + tol * ta);
         }
+        for (int64_t d = Dv; d < lddv; d++) /* padding; and dv untouched unless out */
+            expect_close(a->name, "bwd_key dv padding", j * lddv + d, dv[j * lddv + d], PAD, 0);
+        for (int64_t d = 0; !out && d < Dv; d++)
+            expect_close(a->name, "bwd_key dv unused", j * lddv + d, dv[j * lddv + d], PAD, 0);
     }
     free(q), free(k), free(P), free(v1), free(go), free(dq), free(G), free(ak), free(av), free(ws);
-    free(A), free(dn), free(ak2), free(av2), free(ws2);
+    free(A), free(dn), free(ak2), free(av2), free(ws2), free(ak0), free(av0), free(ak2i);
+    free(av2i), free(dk), free(dv);
 }
 
 static void test_feat_kernels(void **state) {

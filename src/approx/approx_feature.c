@@ -51,7 +51,8 @@ typedef struct feat {
     float *zt;    /* [F]: the total key sum z (column Dv of state[nck]) */
     int64_t scr_len;
     /* backward */
-    float *dphik; /* [S, F]: the key side's dphi_k, rounded for the chain rule */
+    float *dphik; /* [S, F]: the key side's dphi_k, rounded for the chain rule (by the last
+                   * head's bwd_key, which writes dv too) */
     double *gst;  /* [ncq + 1][F * Dv1]: G_c, then its suffix sums */
     double *bscr; /* per thread, bscr_len doubles: backward_chunk's scratch */
     int64_t bscr_len;
@@ -468,7 +469,7 @@ attn_status attn__approx_feature_forward(attn_ctx *ctx, const attn__approx_plan 
  * backward of the chunk (dphi_q, then dq; G_c into gst[c]; causal: the
  * diagonal block's share of the key gradients, rows i0.. belong to this
  * chunk only). */
-static void backward_chunk(feat *f, int64_t b, int64_t h, int64_t c, double *w) {
+static void backward_chunk(feat *f, int64_t b, int64_t h, int64_t c, int how, double *w) {
     const attn__approx_plan *p = f->p;
     const int64_t C = f->C, F = f->F, Dv1 = f->Dv1, sz = F * Dv1;
     const int64_t i0 = c * C, n = ATTN_MIN(C, p->T - i0);
@@ -477,7 +478,7 @@ static void backward_chunk(feat *f, int64_t b, int64_t h, int64_t c, double *w) 
     f->fk->bwd_query(phiq, n, F, f->state + (p->causal ? c : f->nck) * sz,
                      p->causal ? f->phik + i0 * F : NULL, f->v1 + i0 * Dv1, Dv1,
                      ATTN__ROW(p->dout, p->dos, b, h, i0), p->dos[2], dqf, f->gst + c * sz,
-                     f->acck + i0 * F, f->accv + i0 * Dv1, w);
+                     f->acck + i0 * F, f->accv + i0 * Dv1, how, w);
     phi_backward(f, ATTN__ROW(p->q, p->qs, b, h, i0), p->qs[2], n, phiq, dqf,
                  ATTN__ROW(p->dq, p->dqs, b, h, i0), p->dqs[2]);
 }
@@ -494,17 +495,22 @@ attn_status attn__approx_feature_backward(attn_ctx *ctx, const attn__approx_plan
     for (int64_t b = 0; b < p->B; b++)
         for (int64_t g = 0; g < p->Hkv; g++) {
             key_state(&f, b, g, 1);
-            memset(f.acck, 0, (size_t)(S * F) * sizeof(double));
-            memset(f.accv, 0, (size_t)(S * Dv1) * sizeof(double));
-            for (int64_t h = g * p->group; h < (g + 1) * p->group; h++) {
+            const int64_t h0 = g * p->group, h1 = h0 + p->group;
+            for (int64_t h = h0; h < h1; h++) {
+                /* the key sums are float64 over the group's heads: the first
+                 * contribution sets them (causal: the first head's diagonal
+                 * blocks; else its key pass), the last head's key pass rounds
+                 * them straight into dphi_k and dv */
+                const int first = h == h0, last = h + 1 == h1;
 #pragma omp parallel for num_threads(f.nth) schedule(dynamic, 1)
                 for (int64_t c = 0; c < f.ncq; c++)
-                    backward_chunk(&f, b, h, c, f.bscr + f.bscr_len * omp_get_thread_num());
+                    backward_chunk(&f, b, h, c, first ? ATTN_FEAT_SET : ATTN_FEAT_ADD,
+                                   f.bscr + f.bscr_len * omp_get_thread_num());
                 /* exclusive suffix scan (fixed order): gst[c] <- sum_{c' > c}, total in [ncq] */
-                double *run = f.run;
+                double *restrict run = f.run;
                 memset(run, 0, (size_t)sz * sizeof(double));
                 for (int64_t c = f.ncq - 1; c >= 0; c--) {
-                    double *gc = f.gst + c * sz;
+                    double *restrict gc = f.gst + c * sz;
                     for (int64_t e = 0; e < sz; e++) {
                         const double t = gc[e];
                         gc[e] = run[e];
@@ -512,27 +518,24 @@ attn_status attn__approx_feature_backward(attn_ctx *ctx, const attn__approx_plan
                     }
                 }
                 memcpy(f.gst + f.ncq * sz, run, (size_t)sz * sizeof(double));
+                const int how = last ? (first && !p->causal ? ATTN_FEAT_OUT_ONLY : ATTN_FEAT_OUT)
+                                     : (first && !p->causal ? ATTN_FEAT_SET : ATTN_FEAT_ADD);
 #pragma omp parallel for num_threads(f.nth) schedule(dynamic, 1)
                 for (int64_t c = 0; c < f.nck; c++) {
                     const int64_t j0 = c * C, n = ATTN_MIN(C, S - j0);
                     const double *G = f.gst + (p->causal ? c : f.ncq) * sz;
                     f.fk->bwd_key(f.phik + j0 * F, f.v1 + j0 * Dv1, n, F, Dv1, G, f.acck + j0 * F,
-                                  f.accv + j0 * Dv1, f.bscr + f.bscr_len * omp_get_thread_num());
+                                  f.accv + j0 * Dv1, how, f.dphik + j0 * F,
+                                  ATTN__ROW(p->dv, p->dvs, b, g, j0), p->dvs[2],
+                                  f.bscr + f.bscr_len * omp_get_thread_num());
                 }
             }
             const float *kb = ATTN__ROW(p->k, p->ks, b, g, 0);
 #pragma omp parallel for num_threads(f.nth) schedule(dynamic, 1)
             for (int64_t c = 0; c < f.nck; c++) {
                 const int64_t j0 = c * C, n = ATTN_MIN(C, S - j0);
-                for (int64_t e = j0 * F; e < (j0 + n) * F; e++)
-                    f.dphik[e] = (float)f.acck[e];
                 phi_backward(&f, kb + j0 * p->ks[2], p->ks[2], n, f.phik + j0 * F, f.dphik + j0 * F,
                              ATTN__ROW(p->dk, p->dks, b, g, j0), p->dks[2]);
-                for (int64_t j = j0; j < j0 + n; j++) {
-                    float *dv = ATTN__ROW(p->dv, p->dvs, b, g, j);
-                    for (int64_t d = 0; d < p->Dv; d++)
-                        dv[d] = (float)f.accv[j * Dv1 + d];
-                }
             }
         }
     feat_free(&f);

@@ -15,6 +15,14 @@
 
 #include <stdint.h>
 
+/* What the backward kernels do with the float64 key sums acck, accv. */
+enum {
+    ATTN_FEAT_ADD = 0,     /* acck += dK, accv += dV1 */
+    ATTN_FEAT_SET = 1,     /* acck = dK, accv = dV1 (the first contribution) */
+    ATTN_FEAT_OUT = 2,     /* bwd_key: dphik = fp32(acck + dK), dv = fp32(accv + dV1) (the last) */
+    ATTN_FEAT_OUT_ONLY = 3 /* bwd_key: dphik = fp32(dK), dv = fp32(dV1) (the only one) */
+};
+
 typedef struct attn_feat_kernels {
     /* y[i*F + d] = elu(x[i*ldx + d]) + 1 = x > 0 ? x + 1 : exp(x), i < n,
      * d < F. NaN stays NaN. colsum (unless NULL): colsum[d] += y[i*F + d],
@@ -84,15 +92,20 @@ typedef struct attn_feat_kernels {
      *   dnum_i = dout_i / den_i, dden_i = -(dout_i . out_i) / den_i
      *   dphiq = (dnum1 P^T + dA phi_k, dA = dnum1 V1^T on j <= i) to fp32
      *   G = phi_q^T dnum1 (overwritten) and, causal, the diagonal block's
-     *   acck [n, F] += dA^T phi_q, accv [n, Dv1] += A^T dnum1.
+     *   acck [n, F] += dA^T phi_q, accv [n, Dv1] += A^T dnum1 (how:
+     *   ATTN_FEAT_ADD, or ATTN_FEAT_SET: = instead of +=).
      * ws: attn__feat_bwd_ws(n, F, Dv1, pk != NULL) doubles. */
     void (*bwd_query)(const float *phiq, int64_t n, int64_t F, const float *P, const float *pk,
                       const float *v1, int64_t Dv1, const float *go, int64_t ldgo, float *dphiq,
-                      double *G, double *acck, double *accv, double *ws);
-    /* n key rows: acck [n, F] += V1 G^T, accv [n, Dv1] += phi_k G (float64).
+                      double *G, double *acck, double *accv, int how, double *ws);
+    /* n key rows, their sums dK = V1 G^T [n, F] and dV1 = phi_k G [n, Dv1]
+     * (float64), by how (below): into acck, accv, or with them (OUT) or
+     * alone (OUT_ONLY) rounded into dphik [n, F] and the first Dv1 - 1
+     * columns of dv (row stride lddv; both unused otherwise).
      * ws: attn__feat_bwdk_ws(F, Dv1) doubles. */
     void (*bwd_key)(const float *pk, const float *v1, int64_t n, int64_t F, int64_t Dv1,
-                    const double *G, double *acck, double *accv, double *ws);
+                    const double *G, double *acck, double *accv, int how, float *dphik, float *dv,
+                    int64_t lddv, double *ws);
     /* Linear attention's chain rule over rows i < n, d < F (fp32, one
      * rounding): dx[i*ldd + d] = dphi[i*F + d] * (x > 0 ? 1 : phi[i*F + d])
      * with x = x[i*ldx + d], phi = elu(x) + 1 (its derivative; NaN x gives
