@@ -474,6 +474,14 @@ static void backward_chunk(feat *f, int64_t b, int64_t h, int64_t c, int how, do
     const int64_t C = f->C, F = f->F, Dv1 = f->Dv1, sz = F * Dv1;
     const int64_t i0 = c * C, n = ATTN_MIN(C, p->T - i0);
     float *phiq = (float *)(w + attn__feat_bwd_ws(C, F, Dv1, p->causal)), *dqf = phiq + C * F;
+    if (p->causal && c + 1 < f->ncq) { /* the next chunk's rows load while this one computes */
+        const int64_t j1 = i0 + C, nn = ATTN_MIN(C, p->T - j1);
+        prefetch_rows(f->phik + j1 * F, F, nn, F);
+        prefetch_rows(f->v1 + j1 * Dv1, Dv1, nn, Dv1);
+        prefetch_rows(f->state + (c + 1) * sz, Dv1, F, Dv1);
+        prefetch_rows(ATTN__ROW(p->q, p->qs, b, h, j1), p->qs[2], nn, p->D);
+        prefetch_rows(ATTN__ROW(p->dout, p->dos, b, h, j1), p->dos[2], nn, p->Dv);
+    }
     phi_rows(f, ATTN__ROW(p->q, p->qs, b, h, i0), p->qs[2], n, phiq, 1, NULL);
     f->fk->bwd_query(phiq, n, F, f->state + (p->causal ? c : f->nck) * sz,
                      p->causal ? f->phik + i0 * F : NULL, f->v1 + i0 * Dv1, Dv1,
@@ -520,22 +528,27 @@ attn_status attn__approx_feature_backward(attn_ctx *ctx, const attn__approx_plan
                 memcpy(f.gst + f.ncq * sz, run, (size_t)sz * sizeof(double));
                 const int how = last ? (first && !p->causal ? ATTN_FEAT_OUT_ONLY : ATTN_FEAT_OUT)
                                      : (first && !p->causal ? ATTN_FEAT_SET : ATTN_FEAT_ADD);
+                const float *kb = ATTN__ROW(p->k, p->ks, b, g, 0);
 #pragma omp parallel for num_threads(f.nth) schedule(dynamic, 1)
                 for (int64_t c = 0; c < f.nck; c++) {
                     const int64_t j0 = c * C, n = ATTN_MIN(C, S - j0);
                     const double *G = f.gst + (p->causal ? c : f.ncq) * sz;
+                    if (c + 1 < f.nck) { /* the next chunk's rows, ahead */
+                        const int64_t j1 = j0 + C, nn = ATTN_MIN(C, S - j1);
+                        prefetch_rows(f.phik + j1 * F, F, nn, F);
+                        prefetch_rows(f.v1 + j1 * Dv1, Dv1, nn, Dv1);
+                        if (p->causal) /* doubles: twice the floats */
+                            prefetch_rows((const float *)(G + sz), 2 * Dv1, F, 2 * Dv1);
+                    }
                     f.fk->bwd_key(f.phik + j0 * F, f.v1 + j0 * Dv1, n, F, Dv1, G, f.acck + j0 * F,
                                   f.accv + j0 * Dv1, how, f.dphik + j0 * F,
                                   ATTN__ROW(p->dv, p->dvs, b, g, j0), p->dvs[2],
                                   f.bscr + f.bscr_len * omp_get_thread_num());
+                    if (last) /* the chain rule while the chunk's dphi_k is in cache */
+                        phi_backward(&f, kb + j0 * p->ks[2], p->ks[2], n, f.phik + j0 * F,
+                                     f.dphik + j0 * F, ATTN__ROW(p->dk, p->dks, b, g, j0),
+                                     p->dks[2]);
                 }
-            }
-            const float *kb = ATTN__ROW(p->k, p->ks, b, g, 0);
-#pragma omp parallel for num_threads(f.nth) schedule(dynamic, 1)
-            for (int64_t c = 0; c < f.nck; c++) {
-                const int64_t j0 = c * C, n = ATTN_MIN(C, S - j0);
-                phi_backward(&f, kb + j0 * p->ks[2], p->ks[2], n, f.phik + j0 * F, f.dphik + j0 * F,
-                             ATTN__ROW(p->dk, p->dks, b, g, j0), p->dks[2]);
             }
         }
     feat_free(&f);
