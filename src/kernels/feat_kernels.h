@@ -93,7 +93,8 @@ typedef struct attn_feat_kernels {
      *   dphiq = (dnum1 P^T + dA phi_k, dA = dnum1 V1^T on j <= i) to fp32
      *   G = phi_q^T dnum1 (overwritten) and, causal, the diagonal block's
      *   acck [n, F] += dA^T phi_q, accv [n, Dv1] += A^T dnum1 (how:
-     *   ATTN_FEAT_ADD, or ATTN_FEAT_SET: = instead of +=).
+     *   ATTN_FEAT_ADD, or ATTN_FEAT_SET: = instead of +=). dphiq NULL: G
+     *   only (acck, accv unused).
      * ws: attn__feat_bwd_ws(n, F, Dv1, pk != NULL) doubles. */
     void (*bwd_query)(const float *phiq, int64_t n, int64_t F, const float *P, const float *pk,
                       const float *v1, int64_t Dv1, const float *go, int64_t ldgo, float *dphiq,
