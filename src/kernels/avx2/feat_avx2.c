@@ -470,6 +470,33 @@ static void elu1_back_avx2(const float *x, int64_t ldx, int64_t n, int64_t F, co
         }
 }
 
+/* Transpose of the 4 x 4 doubles in r. */
+static inline void t4x4_pd(__m256d r[4]) {
+    const __m256d t0 = _mm256_unpacklo_pd(r[0], r[1]), t1 = _mm256_unpackhi_pd(r[0], r[1]);
+    const __m256d t2 = _mm256_unpacklo_pd(r[2], r[3]), t3 = _mm256_unpackhi_pd(r[2], r[3]);
+    r[0] = _mm256_permute2f128_pd(t0, t2, 0x20), r[2] = _mm256_permute2f128_pd(t0, t2, 0x31);
+    r[1] = _mm256_permute2f128_pd(t1, t3, 0x20), r[3] = _mm256_permute2f128_pd(t1, t3, 0x31);
+}
+
+/* y[j*ldy + i] = x[i*ldx + j], i, j < 4 (the packing's transposes, kernels/feat_bwd.inc) */
+static inline void fb_tblock_ps(const float *x, int64_t ldx, double *y, int64_t ldy) {
+    __m256d r[4];
+    for (int i = 0; i < 4; i++)
+        r[i] = _mm256_cvtps_pd(_mm_loadu_ps(x + i * ldx));
+    t4x4_pd(r);
+    for (int j = 0; j < 4; j++)
+        _mm256_storeu_pd(y + j * ldy, r[j]);
+}
+static inline void fb_tblock_pd(const double *x, int64_t ldx, double *y, int64_t ldy) {
+    __m256d r[4];
+    for (int i = 0; i < 4; i++)
+        r[i] = _mm256_loadu_pd(x + i * ldx);
+    t4x4_pd(r);
+    for (int j = 0; j < 4; j++)
+        _mm256_storeu_pd(y + j * ldy, r[j]);
+}
+#define FB_TB 4
+
 /* The backward's float64 GEMMs (kernels/feat_bwd.inc): blocks of 4 rows x
  * 12 doubles, 12 ymm accumulators. */
 typedef __m256d fb_vd;

@@ -520,6 +520,45 @@ static void elu1_back_avx512(const float *x, int64_t ldx, int64_t n, int64_t F, 
         }
 }
 
+/* Transpose of the 8 x 8 doubles in r: unpack pairs, then 256-bit and
+ * 128-bit lane shuffles (24 shuffles for 64 elements). */
+static inline void t8x8_pd(__m512d r[8]) {
+    __m512d t[8], u[8];
+    for (int k = 0; k < 4; k++) {
+        t[2 * k] = _mm512_unpacklo_pd(r[2 * k], r[2 * k + 1]);
+        t[2 * k + 1] = _mm512_unpackhi_pd(r[2 * k], r[2 * k + 1]);
+    }
+    for (int k = 0; k < 2; k++) { /* t0,t2 / t1,t3 / t4,t6 / t5,t7 */
+        u[4 * k + 0] = _mm512_shuffle_f64x2(t[4 * k], t[4 * k + 2], 0x88);
+        u[4 * k + 1] = _mm512_shuffle_f64x2(t[4 * k], t[4 * k + 2], 0xdd);
+        u[4 * k + 2] = _mm512_shuffle_f64x2(t[4 * k + 1], t[4 * k + 3], 0x88);
+        u[4 * k + 3] = _mm512_shuffle_f64x2(t[4 * k + 1], t[4 * k + 3], 0xdd);
+    }
+    r[0] = _mm512_shuffle_f64x2(u[0], u[4], 0x88), r[4] = _mm512_shuffle_f64x2(u[0], u[4], 0xdd);
+    r[2] = _mm512_shuffle_f64x2(u[1], u[5], 0x88), r[6] = _mm512_shuffle_f64x2(u[1], u[5], 0xdd);
+    r[1] = _mm512_shuffle_f64x2(u[2], u[6], 0x88), r[5] = _mm512_shuffle_f64x2(u[2], u[6], 0xdd);
+    r[3] = _mm512_shuffle_f64x2(u[3], u[7], 0x88), r[7] = _mm512_shuffle_f64x2(u[3], u[7], 0xdd);
+}
+
+/* y[j*ldy + i] = x[i*ldx + j], i, j < 8 (the packing's transposes, kernels/feat_bwd.inc) */
+static inline void fb_tblock_ps(const float *x, int64_t ldx, double *y, int64_t ldy) {
+    __m512d r[8];
+    for (int i = 0; i < 8; i++)
+        r[i] = _mm512_cvtps_pd(_mm256_loadu_ps(x + i * ldx));
+    t8x8_pd(r);
+    for (int j = 0; j < 8; j++)
+        _mm512_storeu_pd(y + j * ldy, r[j]);
+}
+static inline void fb_tblock_pd(const double *x, int64_t ldx, double *y, int64_t ldy) {
+    __m512d r[8];
+    for (int i = 0; i < 8; i++)
+        r[i] = _mm512_loadu_pd(x + i * ldx);
+    t8x8_pd(r);
+    for (int j = 0; j < 8; j++)
+        _mm512_storeu_pd(y + j * ldy, r[j]);
+}
+#define FB_TB 8
+
 /* The backward's float64 GEMMs (kernels/feat_bwd.inc): blocks of 8 rows x
  * 16 doubles, 16 zmm accumulators (2 loads and 8 broadcasts per 16 FMAs). */
 typedef __m512d fb_vd;
