@@ -59,9 +59,9 @@ typedef struct feat {
     double *gst;  /* [ncq + 1][F * Dv1]: G_c, then its suffix sums */
     double *bscr; /* per thread, bscr_len doubles: backward_chunk's scratch */
     int64_t bscr_len;
-    double *acck, *accv;      /* [S, F], [S, Dv1]: the sums over a GQA group's heads
-                               * (non-causal) */
-    double *cbw; /* causal: per thread, cbw_len doubles: causal_backward's sums and chunk */
+    double *acck, *accv; /* [S, F], [S, Dv1]: the sums over a GQA group's heads
+                          * (non-causal) */
+    double *cbw;         /* causal: per thread, cbw_len doubles: causal_backward's sums and chunk */
     int64_t cbw_len;
     double *run; /* [F * Dv1]: the scans' running sum, in float64 (error ~ one
                   * rounding per state, not one per chunk) */
@@ -147,8 +147,8 @@ static attn_status feat_init(attn_ctx *ctx, feat *f, const attn__approx_plan *p,
     /* bwd_query's scratch | phi_q, dphi_q [C, F] (floats) */
     f->bscr_len = (int64_t)attn__round16((size_t)ATTN_MAX(
         attn__feat_bwd_ws(C, F, Dv1, p->causal) + C * F + 8, attn__feat_bwdk_ws(F, Dv1)));
-    f->pws_len = (int64_t)attn__round16((size_t)ATTN_MAX(attn__feat_proj64_ws(C, p->D, F),
-                                                         attn__feat_perf_back_ws(F, p->D)));
+    f->pws_len = (int64_t)attn__round16(
+        (size_t)ATTN_MAX(attn__feat_proj64_ws(C, p->D, F), attn__feat_perf_back_ws(F, p->D)));
     f->nseg = (f->nck + SEG - 1) / SEG;
     f->cbw_len = (int64_t)attn__round16((size_t)(5 * F * Dv1 + C * F + C * Dv1 + C * F / 2 + 16));
     f->cscr_len = (int64_t)attn__round16(
@@ -166,8 +166,8 @@ static attn_status feat_init(attn_ctx *ctx, feat *f, const attn__approx_plan *p,
         f->v1 = backward ? carve(base, &off, S * Dv1 + 1, sizeof(float)) : NULL;
         f->state = cfwd ? NULL : carve(base, &off, (f->nck + 1) * F * Dv1, sizeof(float));
         f->zk = cfwd && omega ? carve(base, &off, f->nck * F, sizeof(float)) : NULL;
-        f->seg = cfwd || cbwd ? carve(base, &off, 2 * (f->nseg + 1) * F * Dv1, sizeof(double))
-                              : NULL;
+        f->seg =
+            cfwd || cbwd ? carve(base, &off, 2 * (f->nseg + 1) * F * Dv1, sizeof(double)) : NULL;
         f->cscr = cfwd ? carve(base, &off, f->cscr_len * f->nth, sizeof(float)) : NULL;
         f->cmax = carve(base, &off, f->nck + 1, sizeof(double));
         f->omt = omega ? carve(base, &off, F * p->D, sizeof(float)) : NULL;
@@ -499,8 +499,8 @@ static void backward_chunk(feat *f, int64_t b, int64_t h, int64_t c, int gonly, 
 /* Causal chunk c for every query head of kv head (b, g), in head order:
  * H = the sum of their G_c; unless gonly, each head's dq and the diagonal
  * blocks' key sums in ak, av (set by the first head). Gh: scratch. */
-static void causal_chunk(feat *f, int64_t b, int64_t g, int64_t c, int gonly, double *H,
-                         double *Gh, double *ak, double *av, double *w) {
+static void causal_chunk(feat *f, int64_t b, int64_t g, int64_t c, int gonly, double *H, double *Gh,
+                         double *ak, double *av, double *w) {
     const attn__approx_plan *p = f->p;
     const int64_t sz = f->F * f->Dv1, h0 = g * p->group;
     for (int64_t h = h0; h < h0 + p->group; h++) {

@@ -516,7 +516,8 @@ static void elu1_back_avx512(const float *x, int64_t ldx, int64_t n, int64_t F, 
             const __m512 g = _mm512_maskz_loadu_ps(m, dphi + i * F + d);
             const __m512 p = _mm512_maskz_loadu_ps(m, phi + i * F + d);
             const __mmask16 pos = _mm512_cmp_ps_mask(xv, zero, _CMP_GT_OQ);
-            _mm512_mask_storeu_ps(dx + i * ldd + d, m, _mm512_mask_mov_ps(_mm512_mul_ps(g, p), pos, g));
+            _mm512_mask_storeu_ps(dx + i * ldd + d, m,
+                                  _mm512_mask_mov_ps(_mm512_mul_ps(g, p), pos, g));
         }
 }
 
