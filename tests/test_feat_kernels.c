@@ -4,7 +4,8 @@
  * per-row and shared shifts, the ratio, the query side (apply) and the key
  * side's state (accum), the Performer's chain rule in float64 (perf_back);
  * linear attention's chain rule (elu1_back), the float64 backward GEMMs
- * (bwd_query, bwd_key) and exponents (proj64);
+ * (bwd_query, bwd_key; a NaN kept to the causal rows that see it) and
+ * exponents (proj64);
  * odd sizes so every vector tail is taken, padding
  * between rows left untouched, NaN propagated, a zero denominator giving 0.
  * Tolerances are error bounds of the fp32 evaluation (a few units in the
@@ -35,6 +36,14 @@ static void expect_close(const char *fam, const char *what, int64_t at, double g
     if (g_fails++ < 10)
         fprintf(stderr, "%s %s [%lld]: got %.9g, want %.9g (tol %.3g)\n", fam, what,
                 (long long)at, got, ref, tol);
+}
+
+/* got is NaN exactly when want_nan. */
+static void expect_nan(const char *fam, const char *what, int64_t at, double got, int want_nan) {
+    if (!isnan(got) == !want_nan) return;
+    if (g_fails++ < 10)
+        fprintf(stderr, "%s %s [%lld]: got %.9g, want %s\n", fam, what, (long long)at, got,
+                want_nan ? "NaN" : "a number");
 }
 
 static float *buf(at_rng *r, int64_t n, float lo, float hi) {
@@ -518,6 +527,41 @@ static void check_bwd(const attn__arch *a, at_rng *r) {
     free(av2i), free(dk), free(dv);
 }
 
+/* A NaN stays out of the causal rows that must not see it: a NaN in
+ * phi_q row iq reaches dphi_q row iq only and none of the key sums of
+ * later keys; a NaN in V row jn none of the query rows before jn. */
+static void check_bwd_nan(const attn__arch *a, at_rng *r) {
+    const int64_t n = at_rng_int(r, 2, 70), F = at_rng_int(r, 1, 40), Dv = at_rng_int(r, 1, 40);
+    const int64_t Dv1 = Dv + 1, iq = at_rng_int(r, 0, n - 1), jn = at_rng_int(r, 0, n - 1);
+    float *q = buf(r, n * F, 0.0f, 2.0f), *k = buf(r, n * F, 0.0f, 2.0f);
+    float *P = buf(r, F * Dv1, 0.1f, 1.0f), *v1 = buf(r, n * Dv1, -2.0f, 2.0f);
+    float *go = buf(r, n * Dv, -1.0f, 1.0f), *dq = buf(r, n * F, 0, 0);
+    for (int64_t j = 0; j < n; j++)
+        v1[j * Dv1 + Dv] = 1.0f;
+    double *G = malloc((size_t)(F * Dv1) * sizeof *G), *ak = malloc((size_t)(n * F) * 8);
+    double *av = malloc((size_t)(n * Dv1) * sizeof *av);
+    double *ws = malloc((size_t)attn__feat_bwd_ws(n, F, Dv1, 1) * sizeof *ws);
+    q[iq * F + at_rng_int(r, 0, F - 1)] = NAN;
+    a->feat.bwd_query(q, n, F, P, k, v1, Dv1, go, Dv, dq, G, ak, av, ATTN_FEAT_SET, ws);
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t c = 0; c < F; c++)
+            expect_nan(a->name, "bwd_query NaN q: dphi_q", i * F + c, dq[i * F + c], i == iq);
+    for (int64_t j = iq + 1; j < n; j++) {
+        for (int64_t c = 0; c < F; c++)
+            expect_nan(a->name, "bwd_query NaN q: dphi_k", j * F + c, ak[j * F + c], 0);
+        for (int64_t d = 0; d < Dv1; d++)
+            expect_nan(a->name, "bwd_query NaN q: dV1", j * Dv1 + d, av[j * Dv1 + d], 0);
+    }
+    for (int64_t c = 0; c < F; c++)
+        if (isnan(q[iq * F + c])) q[iq * F + c] = 1.0f;
+    v1[jn * Dv1 + at_rng_int(r, 0, Dv - 1)] = NAN;
+    a->feat.bwd_query(q, n, F, P, k, v1, Dv1, go, Dv, dq, G, ak, av, ATTN_FEAT_SET, ws);
+    for (int64_t i = 0; i < jn; i++)
+        for (int64_t c = 0; c < F; c++)
+            expect_nan(a->name, "bwd_query NaN v: dphi_q", i * F + c, dq[i * F + c], 0);
+    free(q), free(k), free(P), free(v1), free(go), free(dq), free(G), free(ak), free(av), free(ws);
+}
+
 static void test_feat_kernels(void **state) {
     (void)state;
     const char *name;
@@ -537,6 +581,7 @@ static void test_feat_kernels(void **state) {
             check_proj(a, &r);
             check_fold(a, &r);
             check_bwd(a, &r);
+            check_bwd_nan(a, &r);
         }
     }
     assert_int_equal(g_fails, 0);
