@@ -266,13 +266,6 @@ static void prefetch_rows(const float *x, int64_t ld, int64_t n, int64_t w) {
             __builtin_prefetch(x + i * ld + d, 0, 2);
 }
 
-/* The same for rows about to be written (their lines owned ahead). */
-static void prefetch_rows_w(float *x, int64_t ld, int64_t n, int64_t w) {
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t d = 0; d < w; d += 16)
-            __builtin_prefetch(x + i * ld + d, 1, 2);
-}
-
 /* phi_k of key chunk c into pkw (linear: elu + 1 now) or kept (PERFORMER),
  * its column sums into zs. Returns phi_k's rows. */
 static const float *chunk_phik(feat *f, int64_t b, int64_t g, int64_t c, float *pkw, float *zs) {
@@ -386,24 +379,35 @@ static void causal_forward(feat *f, int64_t b, int64_t g) {
             for (int64_t c = sg * SEG; c < c1; c++) {
                 const int64_t i0 = c * C, n = ATTN_MIN(C, S - i0);
                 const float *pk = chunk_phik(f, b, g, c, pkw, zs);
-                if (c + 1 < nck) { /* the next chunk's first rows load while this one
-                                    * computes (the kernels ask for later rows themselves) */
-                    const int64_t j1 = i0 + C, nn = ATTN_MIN(ATTN_MIN(C, 32), S - j1);
-                    const int64_t nall = ATTN_MIN(C, S - j1); /* the projection asks for none */
-                    if (!perf) prefetch_rows(kb + j1 * p->ks[2], p->ks[2], nn, p->D);
-                    prefetch_rows(vb + j1 * p->vs[2], p->vs[2], nn, Dv);
-                    for (int64_t h = g * p->group; h < (g + 1) * p->group; h++) {
-                        prefetch_rows(ATTN__ROW(p->q, p->qs, b, h, j1), p->qs[2], perf ? nall : nn,
-                                      p->D);
-                        prefetch_rows_w(ATTN__ROW(p->out, p->os, b, h, j1), p->os[2], nn, Dv);
-                    }
-                    if (perf) prefetch_rows(f->phik + j1 * F, F, nall, F);
+                /* the next chunk's rows, asked for by the causal kernels a
+                 * share per block of rows: the keys (or phi_k) and values
+                 * split over the group's calls, each head its queries and
+                 * output rows */
+                attn_feat_ahead ah, *ahp = NULL;
+                const int64_t j1 = i0 + C, nn = c + 1 < nck ? ATTN_MIN(C, S - j1) : 0;
+                if (nn > 0) {
+                    ahp = &ah;
+                    ah.ns = 4, ah.wr = 1u << 3;
+                    ah.x[0] = perf ? f->phik + j1 * F : kb + j1 * p->ks[2];
+                    ah.ld[0] = perf ? F : p->ks[2], ah.w[0] = perf ? F : p->D;
+                    ah.x[1] = vb + j1 * p->vs[2], ah.ld[1] = p->vs[2], ah.w[1] = Dv;
+                    ah.ld[2] = p->qs[2], ah.w[2] = p->D, ah.n[2] = nn;
+                    ah.ld[3] = p->os[2], ah.w[3] = Dv, ah.n[3] = nn;
                 }
                 const float *vc = vb + i0 * p->vs[2];
                 for (int64_t h = g * p->group; h < (g + 1) * p->group; h++) {
                     phi_rows(f, ATTN__ROW(p->q, p->qs, b, h, i0), p->qs[2], n, phiq, 1, NULL);
+                    if (ahp) {
+                        const int64_t u = h - g * p->group, G = p->group;
+                        const int64_t r0 = nn * u / G, r1 = nn * (u + 1) / G;
+                        ah.x[0] = (perf ? f->phik + j1 * F : kb + j1 * p->ks[2]) + r0 * ah.ld[0];
+                        ah.x[1] = vb + (j1 + r0) * p->vs[2];
+                        ah.n[0] = ah.n[1] = r1 - r0;
+                        ah.x[2] = ATTN__ROW(p->q, p->qs, b, h, j1);
+                        ah.x[3] = ATTN__ROW(p->out, p->os, b, h, j1);
+                    }
                     f->fk->causal(phiq, pk, n, F, (float)f->ce[c], P, Dv1, vc, p->vs[2], Dv,
-                                  ATTN__ROW(p->out, p->os, b, h, i0), p->os[2], kws);
+                                  ATTN__ROW(p->out, p->os, b, h, i0), p->os[2], kws, ahp);
                 }
                 if (sg + 1 == hi && c + 1 == c1) break; /* no later chunk of this thread */
                 /* the chunk's state joins T_sg and the running state (P of the next chunk) */

@@ -15,6 +15,39 @@
 
 #include <stdint.h>
 
+/* Rows that a later call will read or write (the next chunk's), for the
+ * causal kernel to ask for a share at a time, spread over its blocks of
+ * rows: stream s is rows [0, n[s]) of w[s] floats at x[s], row stride
+ * ld[s]; bit s of wr set: rows about to be written. A burst of requests
+ * before the kernel stalls on the core's miss buffers, and the hardware
+ * prefetchers do not run ahead across a chunk's arithmetic, so without
+ * this each chunk waited on its first touch of q, k, v and out. */
+#define ATTN_FEAT_AHEAD 4
+typedef struct attn_feat_ahead {
+    const float *x[ATTN_FEAT_AHEAD];
+    int64_t ld[ATTN_FEAT_AHEAD], n[ATTN_FEAT_AHEAD], w[ATTN_FEAT_AHEAD];
+    int ns;
+    unsigned wr;
+} attn_feat_ahead;
+
+/* Share g of ng of every stream of a (NULL: none), one request a line.
+ * The empty volatile asm gives the function a side effect: GCC counts a
+ * prefetch as none, finds a function of prefetches alone pure and drops
+ * its calls. */
+static inline void attn__feat_ahead(const attn_feat_ahead *a, int64_t g, int64_t ng) {
+    __asm__ __volatile__("");
+    if (!a) return;
+    for (int s = 0; s < a->ns; s++) {
+        const int64_t r0 = a->n[s] * g / ng, r1 = a->n[s] * (g + 1) / ng;
+        for (int64_t i = r0; i < r1; i++)
+            for (int64_t d = 0; d < a->w[s]; d += 16) {
+                const float *x = a->x[s] + i * a->ld[s] + d;
+                if (a->wr >> s & 1u) __builtin_prefetch(x, 1, 2);
+                else __builtin_prefetch(x, 0, 2);
+            }
+    }
+}
+
 typedef struct attn_feat_kernels {
     /* y[i*F + d] = elu(x[i*ldx + d]) + 1 = x > 0 ? x + 1 : exp(x), i < n,
      * d < F. NaN stays NaN. colsum (unless NULL): colsum[d] += y[i*F + d],
@@ -60,10 +93,11 @@ typedef struct attn_feat_kernels {
      * stride lds with the normaliser in column Dv, phiq and phik [n, F], v
      * rows of stride ldv, e the chunk's weight. ws: at least
      * attn__feat_causal_ws(n, F) floats of scratch (phik transposed and the
-     * masked block, in L1 for chunks of 64 rows). */
+     * masked block, in L1 for chunks of 64 rows). ahead (or NULL): rows
+     * asked for a share per block of rows (attn__feat_ahead). */
     void (*causal)(const float *phiq, const float *phik, int64_t n, int64_t F, float e,
                    const float *P, int64_t lds, const float *v, int64_t ldv, int64_t Dv, float *o,
-                   int64_t ldo, float *ws);
+                   int64_t ldo, float *ws, const attn_feat_ahead *ahead);
     /* A float64 running state: run[e] += w * st[e], then P[e] = (float)
      * run[e] unless P is NULL, e < n (the causal scans). */
     void (*fold)(double *run, const float *st, double w, int64_t n, float *P);

@@ -395,7 +395,7 @@ static void proj_avx2(const float *x, int64_t ldx, int64_t n, int64_t D, const f
 
 static void causal_avx2(const float *phiq, const float *phik, int64_t n, int64_t F, float e,
                         const float *P, int64_t lds, const float *v, int64_t ldv, int64_t Dv,
-                        float *o, int64_t ldo, float *ws) {
+                        float *o, int64_t ldo, float *ws, const attn_feat_ahead *ahead) {
     const int64_t n16 = (n + 15) / 16 * 16;
     float *z = ws, *kt = ws + (F + 15) / 16 * 16, *a = kt + F * n16;
     for (int64_t r = 0; r < F; r++)
@@ -410,6 +410,7 @@ static void causal_avx2(const float *phiq, const float *phik, int64_t n, int64_t
     for (int64_t i0 = 0; i0 < n; i0 += 4) {
         const int nr = (int)(n - i0 < 4 ? n - i0 : 4);
         const int64_t jmax = i0 + nr, nv = (jmax + 7) / 8;
+        attn__feat_ahead(ahead, i0 / 4, (n + 3) / 4);
         for (int64_t jg = 0; jg < nv; jg += 3) {
             const int ncv = (int)(nv - jg < 3 ? nv - jg : 3);
             if (nr == 4)

@@ -430,7 +430,7 @@ static void transpose16(const float *x, int64_t F, int64_t nrow, int64_t ncol, f
 
 static void causal_avx512(const float *phiq, const float *phik, int64_t n, int64_t F, float e,
                           const float *P, int64_t lds, const float *v, int64_t ldv, int64_t Dv,
-                          float *o, int64_t ldo, float *ws) {
+                          float *o, int64_t ldo, float *ws, const attn_feat_ahead *ahead) {
     const int64_t n16 = (n + 15) / 16 * 16;
     float *z = ws, *kt = ws + (F + 15) / 16 * 16, *a = kt + F * n16;
     for (int64_t r = 0; r < F; r++)
@@ -443,6 +443,7 @@ static void causal_avx512(const float *phiq, const float *phik, int64_t n, int64
     for (int64_t i0 = 0; i0 < n; i0 += 4) {
         const int nr = (int)(n - i0 < 4 ? n - i0 : 4);
         const int64_t jmax = i0 + nr, nv = (jmax + 15) / 16;
+        attn__feat_ahead(ahead, i0 / 4, (n + 3) / 4);
         /* the value rows this pass first reads 4 blocks later, and the
          * output rows it writes then, ahead of their use (spread out) */
         for (int64_t j = i0 + 16; j < i0 + 20 && j < n; j++)

@@ -105,11 +105,12 @@ static void proj_scalar(const float *x, int64_t ldx, int64_t n, int64_t D, const
 
 static void causal_scalar(const float *phiq, const float *phik, int64_t n, int64_t F, float e,
                           const float *P, int64_t lds, const float *v, int64_t ldv, int64_t Dv,
-                          float *o, int64_t ldo, float *ws) {
+                          float *o, int64_t ldo, float *ws, const attn_feat_ahead *ahead) {
     float *a = ws; /* the masked block, row i holding j <= i */
     for (int64_t i = 0; i < n; i++) {
         const float *qi = phiq + i * F;
         float den = 0.0f;
+        attn__feat_ahead(ahead, i, n);
         for (int64_t r = 0; r < F; r++)
             den = fmaf(qi[r], P[r * lds + Dv], den);
         for (int64_t j = 0; j <= i; j++) {
