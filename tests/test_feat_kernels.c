@@ -227,7 +227,7 @@ static void check_causal(const attn__arch *a, at_rng *r) {
         o[e0] = PAD;
     /* rows asked for ahead (the next chunk's in the driver; here v and the
      * output's own rows): no effect on the results */
-    attn_feat_ahead ah = {.ns = 2, .wr = 2u};
+    attn_feat_ahead ah = {.ns = 2};
     ah.x[0] = v, ah.ld[0] = ldv, ah.n[0] = n, ah.w[0] = Dv;
     ah.x[1] = o, ah.ld[1] = ldo, ah.n[1] = n, ah.w[1] = Dv;
     a->feat.causal(q, k, n, F, e, P, lds, v, ldv, Dv, o, ldo, ws, at_rng_int(r, 0, 1) ? &ah : NULL);

@@ -387,7 +387,7 @@ static void causal_forward(feat *f, int64_t b, int64_t g) {
                 const int64_t j1 = i0 + C, nn = c + 1 < nck ? ATTN_MIN(C, S - j1) : 0;
                 if (nn > 0) {
                     ahp = &ah;
-                    ah.ns = 4, ah.wr = 1u << 3;
+                    ah.ns = 4;
                     ah.x[0] = perf ? f->phik + j1 * F : kb + j1 * p->ks[2];
                     ah.ld[0] = perf ? F : p->ks[2], ah.w[0] = perf ? F : p->D;
                     ah.x[1] = vb + j1 * p->vs[2], ah.ld[1] = p->vs[2], ah.w[1] = Dv;

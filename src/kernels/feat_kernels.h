@@ -18,34 +18,35 @@
 /* Rows that a later call will read or write (the next chunk's), for the
  * causal kernel to ask for a share at a time, spread over its blocks of
  * rows: stream s is rows [0, n[s]) of w[s] floats at x[s], row stride
- * ld[s]; bit s of wr set: rows about to be written. A burst of requests
- * before the kernel stalls on the core's miss buffers, and the hardware
- * prefetchers do not run ahead across a chunk's arithmetic, so without
- * this each chunk waited on its first touch of q, k, v and out. */
+ * ld[s] (rows to be written too: a read request brings the line all the
+ * same). The hardware prefetchers do not run ahead across a chunk's
+ * arithmetic, so without this each chunk waited on its first touch of q,
+ * k, v and the output. */
 #define ATTN_FEAT_AHEAD 4
 typedef struct attn_feat_ahead {
     const float *x[ATTN_FEAT_AHEAD];
     int64_t ld[ATTN_FEAT_AHEAD], n[ATTN_FEAT_AHEAD], w[ATTN_FEAT_AHEAD];
     int ns;
-    unsigned wr;
 } attn_feat_ahead;
 
-/* Share g of ng of every stream of a (NULL: none), one request a line.
- * The empty volatile asm gives the function a side effect: GCC counts a
- * prefetch as none, finds a function of prefetches alone pure and drops
- * its calls. */
-static inline void attn__feat_ahead(const attn_feat_ahead *a, int64_t g, int64_t ng) {
-    __asm__ __volatile__("");
-    if (!a) return;
+/* The lines of share g of ng of every stream of a (NULL: none) into
+ * pl[0..max), their count returned; lines past max are asked for here.
+ * The kernel asks for pl[] one at a time among its FMAs: a burst of
+ * requests stalls on the core's miss buffers. */
+static inline int attn__feat_ahead_lines(const attn_feat_ahead *a, int64_t g, int64_t ng,
+                                         const char **pl, int max) {
+    int k = 0;
+    if (!a) return 0;
     for (int s = 0; s < a->ns; s++) {
         const int64_t r0 = a->n[s] * g / ng, r1 = a->n[s] * (g + 1) / ng;
         for (int64_t i = r0; i < r1; i++)
             for (int64_t d = 0; d < a->w[s]; d += 16) {
-                const float *x = a->x[s] + i * a->ld[s] + d;
-                if (a->wr >> s & 1u) __builtin_prefetch(x, 1, 2);
+                const char *x = (const char *)(a->x[s] + i * a->ld[s] + d);
+                if (k < max) pl[k++] = x;
                 else __builtin_prefetch(x, 0, 2);
             }
     }
+    return k;
 }
 
 typedef struct attn_feat_kernels {

@@ -410,7 +410,12 @@ static void causal_avx2(const float *phiq, const float *phik, int64_t n, int64_t
     for (int64_t i0 = 0; i0 < n; i0 += 4) {
         const int nr = (int)(n - i0 < 4 ? n - i0 : 4);
         const int64_t jmax = i0 + nr, nv = (jmax + 7) / 8;
-        attn__feat_ahead(ahead, i0 / 4, (n + 3) / 4);
+        { /* this block's share of the rows asked for ahead */
+            const char *pl[64];
+            const int npl = attn__feat_ahead_lines(ahead, i0 / 4, (n + 3) / 4, pl, 64);
+            for (int k = 0; k < npl; k++)
+                _mm_prefetch(pl[k], _MM_HINT_T1);
+        }
         for (int64_t jg = 0; jg < nv; jg += 3) {
             const int ncv = (int)(nv - jg < 3 ? nv - jg : 3);
             if (nr == 4)

@@ -340,7 +340,8 @@ ATTN_INLINE void causal_a_block(const float *phiq, int64_t F, const float *kt, i
 ATTN_INLINE void causal_o_block(const float *phiq, int64_t F, const float *P, int64_t lds,
                                 const float *a, int64_t n16, const float *v, int64_t ldv,
                                 int64_t i0, int nr, int64_t jmax, int64_t d0, const __mmask16 m[4],
-                                const float *inv, float *o, int64_t ldo) {
+                                const float *inv, float *o, int64_t ldo, const char *const *pl,
+                                int npl) {
     __m512 acc[4][4];
 #pragma GCC unroll 4
     for (int i = 0; i < 4; i++)
@@ -350,6 +351,7 @@ ATTN_INLINE void causal_o_block(const float *phiq, int64_t F, const float *P, in
     for (int64_t r = 0; r < F; r++) {
         const float *sr = P + r * lds + d0;
         __m512 x[4];
+        if (r < npl) _mm_prefetch(pl[r], _MM_HINT_T1); /* one request among 16 FMAs */
 #pragma GCC unroll 4
         for (int c = 0; c < 4; c++)
             x[c] = _mm512_maskz_loadu_ps(m[c], sr + 16 * c);
@@ -362,6 +364,8 @@ ATTN_INLINE void causal_o_block(const float *phiq, int64_t F, const float *P, in
                 acc[i][c] = _mm512_fmadd_ps(b, x[c], acc[i][c]);
         }
     }
+    for (int64_t r = F; r < npl; r++)
+        _mm_prefetch(pl[r], _MM_HINT_T1);
     for (int64_t j = 0; j < jmax; j++) {
         const float *vj = v + j * ldv + d0;
         __m512 x[4];
@@ -443,14 +447,10 @@ static void causal_avx512(const float *phiq, const float *phik, int64_t n, int64
     for (int64_t i0 = 0; i0 < n; i0 += 4) {
         const int nr = (int)(n - i0 < 4 ? n - i0 : 4);
         const int64_t jmax = i0 + nr, nv = (jmax + 15) / 16;
-        attn__feat_ahead(ahead, i0 / 4, (n + 3) / 4);
-        /* the value rows this pass first reads 4 blocks later, and the
-         * output rows it writes then, ahead of their use (spread out) */
-        for (int64_t j = i0 + 16; j < i0 + 20 && j < n; j++)
-            for (int64_t d = 0; d < Dv; d += 16) {
-                _mm_prefetch((const char *)(v + j * ldv + d), _MM_HINT_T0);
-                __builtin_prefetch(o + j * ldo + d, 1, 3);
-            }
+        /* this block's share of the rows asked for ahead, one line at a
+         * time in the value pass's first columns */
+        const char *pl[64];
+        const int npl = attn__feat_ahead_lines(ahead, i0 / 4, (n + 3) / 4, pl, 64);
         for (int64_t jg = 0; jg < nv; jg += 4) {
             const int ncv = (int)(nv - jg < 4 ? nv - jg : 4);
             if (nr == 4) /* constant counts: the loops unrolled without tests */
@@ -486,10 +486,13 @@ static void causal_avx512(const float *phiq, const float *phik, int64_t n, int64
                 const int64_t left = Dv - d0 - 16 * c;
                 m[c] = left <= 0 ? (__mmask16)0 : tail16(left);
             }
+            const int np = d0 ? 0 : npl;
             if (nr == 4)
-                causal_o_block(phiq, F, P, lds, a, n16, v, ldv, i0, 4, jmax, d0, m, inv, o, ldo);
+                causal_o_block(phiq, F, P, lds, a, n16, v, ldv, i0, 4, jmax, d0, m, inv, o, ldo,
+                               pl, np);
             else
-                causal_o_block(phiq, F, P, lds, a, n16, v, ldv, i0, nr, jmax, d0, m, inv, o, ldo);
+                causal_o_block(phiq, F, P, lds, a, n16, v, ldv, i0, nr, jmax, d0, m, inv, o, ldo,
+                               pl, np);
         }
     }
 }

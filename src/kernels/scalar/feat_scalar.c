@@ -110,7 +110,12 @@ static void causal_scalar(const float *phiq, const float *phik, int64_t n, int64
     for (int64_t i = 0; i < n; i++) {
         const float *qi = phiq + i * F;
         float den = 0.0f;
-        attn__feat_ahead(ahead, i, n);
+        { /* this row's share of the rows asked for ahead */
+            const char *pl[64];
+            const int npl = attn__feat_ahead_lines(ahead, i, n, pl, 64);
+            for (int k = 0; k < npl; k++)
+                __builtin_prefetch(pl[k], 0, 2);
+        }
         for (int64_t r = 0; r < F; r++)
             den = fmaf(qi[r], P[r * lds + Dv], den);
         for (int64_t j = 0; j <= i; j++) {
