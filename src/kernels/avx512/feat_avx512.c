@@ -432,6 +432,39 @@ static void transpose16(const float *x, int64_t F, int64_t nrow, int64_t ncol, f
     }
 }
 
+/* 1 / den of block rows [i0, i0 + nr) (0 where den = 0), den_i = phiq_i
+ * . z plus the sum of row i of the masked block a (columns j <= i0 + i):
+ * the 4 rows' sums in vectors, then reduced together. */
+ATTN_INLINE void causal_inv4(const float *phiq, int64_t F, const float *z, const float *a,
+                             int64_t n16, int64_t i0, int nr, float *inv) {
+    __m512 s[4];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++)
+        s[i] = _mm512_setzero_ps();
+    for (int64_t r = 0; r < F; r += 16) {
+        const __mmask16 m = tail16(F - r);
+        const __m512 zv = _mm512_maskz_loadu_ps(m, z + r);
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++)
+            if (i < nr)
+                s[i] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, phiq + i * F + r), zv, s[i]);
+    }
+    for (int64_t jb = 0; jb < i0 + nr; jb += 16)
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++)
+            if (i < nr && jb <= i0 + i)
+                s[i] = _mm512_add_ps(s[i], _mm512_loadu_ps(a + i * n16 + jb));
+    __m256 h[4];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++)
+        h[i] = _mm256_add_ps(_mm512_castps512_ps256(s[i]),
+                             _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(s[i]), 1)));
+    const __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(h[0], h[1]), _mm256_hadd_ps(h[2], h[3]));
+    const __m128 den = _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
+    const __mmask8 nz = _mm_cmp_ps_mask(den, _mm_setzero_ps(), _CMP_NEQ_UQ);
+    _mm_storeu_ps(inv, _mm_maskz_div_ps(nz, _mm_set1_ps(1.0f), den));
+}
+
 static void causal_avx512(const float *phiq, const float *phik, int64_t n, int64_t F, float e,
                           const float *P, int64_t lds, const float *v, int64_t ldv, int64_t Dv,
                           float *o, int64_t ldo, float *ws, const attn_feat_ahead *ahead) {
@@ -472,14 +505,10 @@ static void causal_avx512(const float *phiq, const float *phik, int64_t n, int64
                 causal_a_block(phiq, F, kt, n16, i0, nr, jg, ncv, ve, a);
         }
         float inv[4];
-        for (int i = 0; i < nr; i++) {
-            const int64_t row = i0 + i;
-            __m512 t = _mm512_setzero_ps();
-            for (int64_t jb = 0; jb <= row; jb += 16)
-                t = _mm512_add_ps(t, _mm512_loadu_ps(a + row * n16 + jb));
-            const float den = dot16(phiq + row * F, z, F) + _mm512_reduce_add_ps(t);
-            inv[i] = den != 0.0f ? 1.0f / den : 0.0f;
-        }
+        if (nr == 4)
+            causal_inv4(phiq + i0 * F, F, z, a + i0 * n16, n16, i0, 4, inv);
+        else
+            causal_inv4(phiq + i0 * F, F, z, a + i0 * n16, n16, i0, nr, inv);
         for (int64_t d0 = 0; d0 < Dv; d0 += 64) {
             __mmask16 m[4];
             for (int c = 0; c < 4; c++) {
