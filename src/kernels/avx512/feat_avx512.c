@@ -296,7 +296,8 @@ static void accum_avx512(const float *phi, int64_t n, int64_t F, const float *v,
  * per feature ncv loads of kt and NR broadcasts of phiq; then e a masked to
  * j <= i (zeros above the diagonal, so the value pass may read them). */
 ATTN_INLINE void causal_a_block(const float *phiq, int64_t F, const float *kt, int64_t n16,
-                                int64_t i0, int nr, int64_t jg, int ncv, __m512 ve, float *a) {
+                                int64_t i0, int nr, int64_t jg, int ncv, __m512 ve, float *a,
+                                const char *const *pl, int npl) {
     __m512 acc[4][4];
 #pragma GCC unroll 4
     for (int i = 0; i < 4; i++)
@@ -304,6 +305,8 @@ ATTN_INLINE void causal_a_block(const float *phiq, int64_t F, const float *kt, i
         for (int c = 0; c < 4; c++)
             acc[i][c] = _mm512_setzero_ps();
     for (int64_t r = 0; r < F; r++) {
+        if (!(r & 1) && r >> 1 < npl) /* a request every other feature */
+            _mm_prefetch(pl[r >> 1], _MM_HINT_T1);
         const float *kr = kt + r * n16 + 16 * jg;
         __m512 x[4];
 #pragma GCC unroll 4
@@ -351,7 +354,8 @@ ATTN_INLINE void causal_o_block(const float *phiq, int64_t F, const float *P, in
     for (int64_t r = 0; r < F; r++) {
         const float *sr = P + r * lds + d0;
         __m512 x[4];
-        if (r < npl) _mm_prefetch(pl[r], _MM_HINT_T1); /* one request among 16 FMAs */
+        if (!(r & 1) && r >> 1 < npl) /* a request every other feature (32 FMAs) */
+            _mm_prefetch(pl[r >> 1], _MM_HINT_T1);
 #pragma GCC unroll 4
         for (int c = 0; c < 4; c++)
             x[c] = _mm512_maskz_loadu_ps(m[c], sr + 16 * c);
@@ -364,7 +368,7 @@ ATTN_INLINE void causal_o_block(const float *phiq, int64_t F, const float *P, in
                 acc[i][c] = _mm512_fmadd_ps(b, x[c], acc[i][c]);
         }
     }
-    for (int64_t r = F; r < npl; r++)
+    for (int64_t r = (F + 1) / 2; r < npl; r++)
         _mm_prefetch(pl[r], _MM_HINT_T1);
     for (int64_t j = 0; j < jmax; j++) {
         const float *vj = v + j * ldv + d0;
@@ -480,29 +484,33 @@ static void causal_avx512(const float *phiq, const float *phik, int64_t n, int64
     for (int64_t i0 = 0; i0 < n; i0 += 4) {
         const int nr = (int)(n - i0 < 4 ? n - i0 : 4);
         const int64_t jmax = i0 + nr, nv = (jmax + 15) / 16;
-        /* this block's share of the rows asked for ahead, one line at a
-         * time in the value pass's first columns */
+        /* this block's share of the rows asked for ahead, one line every
+         * other feature: half in the first score pass, the rest in the
+         * first value pass (a faster rate waits on the miss buffers) */
         const char *pl[64];
         const int npl = attn__feat_ahead_lines(ahead, i0 / 4, (n + 3) / 4, pl, 64);
+        const int ha = (int)((F + 1) / 2), na0 = npl < ha ? npl : ha;
+        int na = na0; /* the first column group's pass only */
         for (int64_t jg = 0; jg < nv; jg += 4) {
             const int ncv = (int)(nv - jg < 4 ? nv - jg : 4);
             if (nr == 4) /* constant counts: the loops unrolled without tests */
                 switch (ncv) {
                 case 1:
-                    causal_a_block(phiq, F, kt, n16, i0, 4, jg, 1, ve, a);
+                    causal_a_block(phiq, F, kt, n16, i0, 4, jg, 1, ve, a, pl, na);
                     break;
                 case 2:
-                    causal_a_block(phiq, F, kt, n16, i0, 4, jg, 2, ve, a);
+                    causal_a_block(phiq, F, kt, n16, i0, 4, jg, 2, ve, a, pl, na);
                     break;
                 case 3:
-                    causal_a_block(phiq, F, kt, n16, i0, 4, jg, 3, ve, a);
+                    causal_a_block(phiq, F, kt, n16, i0, 4, jg, 3, ve, a, pl, na);
                     break;
                 default:
-                    causal_a_block(phiq, F, kt, n16, i0, 4, jg, 4, ve, a);
+                    causal_a_block(phiq, F, kt, n16, i0, 4, jg, 4, ve, a, pl, na);
                     break;
                 }
             else
-                causal_a_block(phiq, F, kt, n16, i0, nr, jg, ncv, ve, a);
+                causal_a_block(phiq, F, kt, n16, i0, nr, jg, ncv, ve, a, pl, na);
+            na = 0;
         }
         float inv[4];
         if (nr == 4)
@@ -515,13 +523,13 @@ static void causal_avx512(const float *phiq, const float *phik, int64_t n, int64
                 const int64_t left = Dv - d0 - 16 * c;
                 m[c] = left <= 0 ? (__mmask16)0 : tail16(left);
             }
-            const int np = d0 ? 0 : npl;
+            const int np = d0 ? 0 : npl - na0;
             if (nr == 4)
                 causal_o_block(phiq, F, P, lds, a, n16, v, ldv, i0, 4, jmax, d0, m, inv, o, ldo,
-                               pl, np);
+                               pl + na0, np);
             else
                 causal_o_block(phiq, F, P, lds, a, n16, v, ldv, i0, nr, jmax, d0, m, inv, o, ldo,
-                               pl, np);
+                               pl + na0, np);
         }
     }
 }
