@@ -306,7 +306,7 @@ ATTN_INLINE void causal_a_block(const float *phiq, int64_t F, const float *kt, i
             acc[i][c] = _mm512_setzero_ps();
     for (int64_t r = 0; r < F; r++) {
         if (!(r & 1) && r >> 1 < npl) /* a request every other feature */
-            _mm_prefetch(pl[r >> 1], _MM_HINT_T1);
+            _mm_prefetch(pl[r >> 1], _MM_HINT_T0);
         const float *kr = kt + r * n16 + 16 * jg;
         __m512 x[4];
 #pragma GCC unroll 4
@@ -355,7 +355,7 @@ ATTN_INLINE void causal_o_block(const float *phiq, int64_t F, const float *P, in
         const float *sr = P + r * lds + d0;
         __m512 x[4];
         if (!(r & 1) && r >> 1 < npl) /* a request every other feature (32 FMAs) */
-            _mm_prefetch(pl[r >> 1], _MM_HINT_T1);
+            _mm_prefetch(pl[r >> 1], _MM_HINT_T0);
 #pragma GCC unroll 4
         for (int c = 0; c < 4; c++)
             x[c] = _mm512_maskz_loadu_ps(m[c], sr + 16 * c);
@@ -369,7 +369,7 @@ ATTN_INLINE void causal_o_block(const float *phiq, int64_t F, const float *P, in
         }
     }
     for (int64_t r = (F + 1) / 2; r < npl; r++)
-        _mm_prefetch(pl[r], _MM_HINT_T1);
+        _mm_prefetch(pl[r], _MM_HINT_T0);
     for (int64_t j = 0; j < jmax; j++) {
         const float *vj = v + j * ldv + d0;
         __m512 x[4];
