@@ -329,6 +329,35 @@ static void check_fold(const attn__arch *a, at_rng *r) {
     free(st), free(P), free(run), free(r0);
 }
 
+/* The causal forward's key side in one pass: the same bits as accum, the
+ * column sums in column Dv, fold, and the rounding of pre + acc. */
+static void check_accfold(const attn__arch *a, at_rng *r) {
+    const int64_t n = at_rng_int(r, 1, 90), F = at_rng_int(r, 1, 70), Dv = at_rng_int(r, 1, 70);
+    const int64_t Dv1 = Dv + 1, sz = F * Dv1, ldv = Dv + at_rng_int(r, 0, 3);
+    const double w = at_rng_uniform(r, 0.1f, 2.0f);
+    const int withp = at_rng_int(r, 0, 3) > 0;
+    float *phi = buf(r, n * F, 0.0f, 2.0f), *v = buf(r, n * ldv, -2.0f, 2.0f);
+    float *zs = buf(r, F, 0.0f, 9.0f), *st = buf(r, sz, 0, 0), *P = buf(r, sz, 0, 0);
+    double *acc = malloc((size_t)sz * sizeof *acc), *acc2 = malloc((size_t)sz * sizeof *acc2);
+    double *pre = malloc((size_t)sz * sizeof *pre);
+    assert_true(acc && acc2 && pre);
+    for (int64_t e = 0; e < sz; e++) {
+        acc[e] = acc2[e] = at_rng_uniform(r, -50.0f, 50.0f);
+        pre[e] = at_rng_uniform(r, -500.0f, 500.0f);
+        P[e] = PAD;
+    }
+    a->feat.accfold(phi, n, F, v, ldv, Dv, zs, w, acc, pre, withp ? P : NULL, st);
+    a->feat.accum(phi, n, F, v, ldv, Dv, st, Dv1); /* the unfused form */
+    for (int64_t k = 0; k < F; k++)
+        st[k * Dv1 + Dv] = zs[k];
+    a->feat.fold(acc2, st, w, sz, NULL);
+    for (int64_t e = 0; e < sz; e++) {
+        expect_close(a->name, "accfold acc", e, acc[e], acc2[e], 0);
+        expect_close(a->name, "accfold P", e, P[e], withp ? (float)(pre[e] + acc2[e]) : PAD, 0);
+    }
+    free(phi), free(v), free(zs), free(st), free(P), free(acc), free(acc2), free(pre);
+}
+
 /* The float64 backward of a query chunk and of key rows against the same
  * formulas summed plainly in float64 (only the order of the sums differs). */
 static void check_bwd(const attn__arch *a, at_rng *r) {
@@ -453,6 +482,7 @@ static void test_feat_kernels(void **state) {
             check_causal(a, &r);
             check_proj(a, &r);
             check_fold(a, &r);
+            check_accfold(a, &r);
             check_bwd(a, &r);
         }
     }

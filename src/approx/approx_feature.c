@@ -60,7 +60,7 @@ typedef struct feat {
     int64_t nseg;
     double *seg; /* [nseg + 1][F * Dv1]: segment sums T, the prefixes Pre */
     float *zk;   /* [nck][F]: each key chunk's column sums of phi_k (PERFORMER) */
-    float *cscr; /* per thread, cscr_len floats: run, T (doubles) | P | st | phik | phiq |
+    float *cscr; /* per thread, cscr_len floats: T, Pre (doubles) | P | st | phik | phiq |
                   * kernel scratch | colsum */
     int64_t cscr_len;
 } feat;
@@ -143,7 +143,7 @@ static attn_status feat_init(attn_ctx *ctx, feat *f, const attn__approx_plan *p,
         (int64_t)attn__round16((size_t)ATTN_MAX(attn__feat_bwd_ws(C, F, Dv1) + C * F + 8, F * Dv1));
     f->nseg = (f->nck + SEG - 1) / SEG;
     f->cscr_len = (int64_t)attn__round16(
-        (size_t)(6 * F * Dv1 + 16 + 2 * F * Dv1 + 2 * C * F + attn__feat_causal_ws(C, F) + F));
+        (size_t)(4 * F * Dv1 + 16 + 2 * F * Dv1 + 2 * C * F + attn__feat_causal_ws(C, F) + F));
     /* two passes: the size (from offset 0), then the pointers */
     char *base = NULL;
     for (int pass = 0; pass < 2; pass++) {
@@ -309,9 +309,10 @@ static void chunk_state(feat *f, int64_t b, int64_t g, int64_t c, float *pkw, fl
  * s, in order, of ce[c] phi_k,c^T V1_c (float64, from 0) and
  *   Pre_0 = 0,  Pre_{s+1} = Pre_s + T_s,
  * chunk c of segment s sees the prefix state Pre_s plus the states of the
- * chunks before it in s (a float64 running sum, rounded once to fp32 per
- * chunk), and the family's causal kernel adds its diagonal block (one pass,
- * no GEMM). Thread t runs a fixed range of segments in order and carries
+ * chunks before it in s, Pre_s + (the partial T_s), rounded once to fp32 per
+ * chunk (the family's accfold sums a chunk's state into T_s and rounds the
+ * next chunk's P in one pass), and the family's causal kernel adds its
+ * diagonal block (one pass, no GEMM). Thread t runs a fixed range of segments in order and carries
  * Pre from one to the next; the totals T_s of the segments before another
  * thread's first one are computed first, in parallel (none with one thread:
  * the keys are then read once). The definitions of T and Pre fix the bits
@@ -351,8 +352,8 @@ static void causal_forward(feat *f, int64_t b, int64_t g) {
         const int t = omp_get_thread_num(), nt = omp_get_num_threads();
         const int64_t need = (int64_t)(nt - 1) * nseg / nt; /* T_s wanted for s < need */
         float *w = f->cscr + f->cscr_len * t;
-        double *rs = (double *)w, *tacc = rs + sz, *pre = tacc + sz;
-        float *P = w + 6 * sz + 16, *st = P + sz, *pkw = st + sz, *phiq = pkw + C * F;
+        double *tacc = (double *)w, *pre = tacc + sz;
+        float *P = w + 4 * sz + 16, *st = P + sz, *pkw = st + sz, *phiq = pkw + C * F;
         float *kws = phiq + C * F, *zs = kws + attn__feat_causal_ws(C, F);
 #pragma omp for schedule(dynamic, 1)
         for (int64_t sg = 0; sg < need; sg++) {
@@ -371,10 +372,9 @@ static void causal_forward(feat *f, int64_t b, int64_t g) {
         const int64_t lo = (int64_t)t * nseg / nt, hi = (int64_t)(t + 1) * nseg / nt;
         if (lo < hi) memcpy(pre, Pre + lo * sz, (size_t)sz * sizeof(double));
         for (int64_t sg = lo; sg < hi; sg++) {
-            memcpy(rs, pre, (size_t)sz * sizeof(double));
             memset(tacc, 0, (size_t)sz * sizeof(double));
             for (int64_t e = 0; e < sz; e++)
-                P[e] = (float)rs[e];
+                P[e] = (float)pre[e];
             const int64_t c1 = ATTN_MIN((sg + 1) * SEG, nck);
             for (int64_t c = sg * SEG; c < c1; c++) {
                 const int64_t i0 = c * C, n = ATTN_MIN(C, S - i0);
@@ -410,9 +410,10 @@ static void causal_forward(feat *f, int64_t b, int64_t g) {
                                   ATTN__ROW(p->out, p->os, b, h, i0), p->os[2], kws, ahp);
                 }
                 if (sg + 1 == hi && c + 1 == c1) break; /* no later chunk of this thread */
-                /* the chunk's state joins T_sg and the running state (P of the next chunk) */
-                chunk_state(f, b, g, c, (float *)pk, zs, st, tacc, NULL, 0);
-                if (c + 1 < c1) f->fk->fold(rs, st, f->ce[c], sz, P);
+                /* the chunk's state joins T_sg, and P of the next chunk is
+                 * Pre_sg + T_sg so far, rounded once */
+                f->fk->accfold(pk, n, F, vc, p->vs[2], Dv, zs, f->ce[c], tacc, pre,
+                               c + 1 < c1 ? P : NULL, st);
             }
             if (sg + 1 < hi) /* Pre_{sg+1} = Pre_sg + T_sg, as the table's */
                 for (int64_t e = 0; e < sz; e++)

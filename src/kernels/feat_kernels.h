@@ -13,6 +13,7 @@
 #ifndef ATTN_FEAT_KERNELS_H
 #define ATTN_FEAT_KERNELS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 /* Rows that a later call will read or write (the next chunk's), for the
@@ -48,6 +49,14 @@ static inline int attn__feat_ahead_lines(const attn_feat_ahead *a, int64_t g, in
     }
     return k;
 }
+
+struct attn_feat_kernels;
+/* accfold as accum, then fold, then the rounding of pre + acc: the form of
+ * the families that do not fuse them. */
+static inline void attn__feat_accfold_plain(const struct attn_feat_kernels *k, const float *phi,
+                                            int64_t n, int64_t F, const float *v, int64_t ldv,
+                                            int64_t Dv, const float *zs, double w, double *acc,
+                                            const double *pre, float *P, float *st);
 
 typedef struct attn_feat_kernels {
     /* y[i*F + d] = elu(x[i*ldx + d]) + 1 = x > 0 ? x + 1 : exp(x), i < n,
@@ -102,6 +111,15 @@ typedef struct attn_feat_kernels {
     /* A float64 running state: run[e] += w * st[e], then P[e] = (float)
      * run[e] unless P is NULL, e < n (the causal scans). */
     void (*fold)(double *run, const float *st, double w, int64_t n, float *P);
+    /* The causal forward's key side of a chunk in one pass: the state
+     * st = [phi^T V | zs] as accum computes it (rows of Dv1 = Dv + 1, the
+     * column sums zs in column Dv), folded as fold does, acc[e] += w st[e],
+     * and unless P is NULL P[e] = (float)(pre[e] + acc[e]), e < F Dv1.
+     * Bits: those of accum then fold. st: F Dv1 floats of scratch (a
+     * family may keep the state in registers instead). */
+    void (*accfold)(const float *phi, int64_t n, int64_t F, const float *v, int64_t ldv,
+                    int64_t Dv, const float *zs, double w, double *acc, const double *pre,
+                    float *P, float *st);
     /* The backward's Performer exponents in float64 (kernels/feat_bwd.inc):
      * e_ir = w_r . x'_i - |x'_i|^2 / 2 (x' = s x, wt = Omega^T [D, F]),
      * shifted by each row's max (rowshift) or the largest over the n rows,
@@ -136,6 +154,20 @@ typedef struct attn_feat_kernels {
                       const float *dphi, int64_t F, const float *omega, double s, float *dx,
                       int64_t ldd);
 } attn_feat_kernels;
+
+static inline void attn__feat_accfold_plain(const struct attn_feat_kernels *k, const float *phi,
+                                            int64_t n, int64_t F, const float *v, int64_t ldv,
+                                            int64_t Dv, const float *zs, double w, double *acc,
+                                            const double *pre, float *P, float *st) {
+    const int64_t Dv1 = Dv + 1;
+    k->accum(phi, n, F, v, ldv, Dv, st, Dv1);
+    for (int64_t r = 0; r < F; r++)
+        st[r * Dv1 + Dv] = zs[r];
+    k->fold(acc, st, w, F * Dv1, NULL);
+    if (P)
+        for (int64_t e = 0; e < F * Dv1; e++)
+            P[e] = (float)(pre[e] + acc[e]);
+}
 
 /* Scratch of attn_feat_kernels.causal: z (F), phik^T (F x n16) and the
  * block (n x n16), n16 = n rounded up to 16 (every family's width). */

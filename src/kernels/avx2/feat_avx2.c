@@ -504,6 +504,14 @@ static void perf_back_avx2(const float *x, int64_t ldx, int64_t n, int64_t D, co
 
 #include "kernels/feat_bwd.inc"
 
+extern const attn_feat_kernels attn__feat_kernels_avx2;
+
+static void accfold_avx2(const float *phi, int64_t n, int64_t F, const float *v, int64_t ldv,
+                        int64_t Dv, const float *zs, double w, double *acc, const double *pre,
+                        float *P, float *st) {
+    attn__feat_accfold_plain(&attn__feat_kernels_avx2, phi, n, F, v, ldv, Dv, zs, w, acc, pre, P, st);
+}
+
 const attn_feat_kernels attn__feat_kernels_avx2 = {
     .elu1 = elu1_avx2,
     .perf_exp = perf_exp_avx2,
@@ -513,6 +521,7 @@ const attn_feat_kernels attn__feat_kernels_avx2 = {
     .proj = proj_avx2,
     .causal = causal_avx2,
     .fold = fold_avx2,
+    .accfold = accfold_avx2,
     .proj64 = proj64,
     .bwd_query = bwd_query,
     .bwd_key = bwd_key,

@@ -233,9 +233,23 @@ static void proj_avx512(const float *x, int64_t ldx, int64_t n, int64_t D, const
  * per key 4 loads of v_j and NR broadcasts of phi for 4 NR FMAs. pf: prefetch
  * v 32 rows ahead (the first sweep over the chunk, which reads it from
  * memory). */
+/* accfold's fold of a block of the state (NULL in accum: the block is
+ * stored): acc += w st, P = (float)(pre + acc), rows of ld doubles. */
+typedef struct fold_to {
+    double w;
+    double *acc;
+    const double *pre;
+    float *P;
+    int64_t ld;
+} fold_to;
+
+/* Rows [r0, r0 + NR) of the state (NR <= 4), columns [d0, d0 + 64):
+ * per key 4 loads of v_j and NR broadcasts of phi for 4 NR FMAs. pf: prefetch
+ * v 32 rows ahead (the first sweep over the chunk, which reads it from
+ * memory). Then stored to S (fo NULL) or folded (fo). */
 ATTN_INLINE void accum_block(const float *phi, int64_t n, int64_t F, int64_t r0, const float *v,
                              int64_t ldv, int64_t d0, const __mmask16 m[4], int nr, int pf,
-                             float *S, int64_t lds) {
+                             float *S, int64_t lds, const fold_to *fo) {
     __m512 acc[4][4];
 #pragma GCC unroll 4
     for (int i = 0; i < 4; i++)
@@ -262,12 +276,38 @@ ATTN_INLINE void accum_block(const float *phi, int64_t n, int64_t F, int64_t r0,
                 acc[i][c] = _mm512_fmadd_ps(b, x[c], acc[i][c]);
         }
     }
+    if (!fo) {
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) {
+            if (i >= nr) break;
+#pragma GCC unroll 4
+            for (int c = 0; c < 4; c++)
+                _mm512_mask_storeu_ps(S + (r0 + i) * lds + d0 + 16 * c, m[c], acc[i][c]);
+        }
+        return;
+    }
+    const __m512d vw = _mm512_set1_pd(fo->w);
 #pragma GCC unroll 4
     for (int i = 0; i < 4; i++) {
         if (i >= nr) break;
+        const int64_t o = (r0 + i) * fo->ld + d0;
 #pragma GCC unroll 4
         for (int c = 0; c < 4; c++)
-            _mm512_mask_storeu_ps(S + (r0 + i) * lds + d0 + 16 * c, m[c], acc[i][c]);
+#pragma GCC unroll 2
+            for (int h = 0; h < 2; h++) { /* 8 lanes a half, as fold's */
+                const __mmask8 k = (__mmask8)(m[c] >> (8 * h));
+                const int64_t e = o + 16 * c + 8 * h;
+                const __m256 xs = h ? _mm256_castpd_ps(_mm512_extractf64x4_pd(
+                                          _mm512_castps_pd(acc[i][c]), 1))
+                                    : _mm512_castps512_ps256(acc[i][c]);
+                const __m512d r = _mm512_fmadd_pd(vw, _mm512_cvtps_pd(xs),
+                                                  _mm512_maskz_loadu_pd(k, fo->acc + e));
+                _mm512_mask_storeu_pd(fo->acc + e, k, r);
+                if (fo->P)
+                    _mm256_mask_storeu_ps(
+                        fo->P + e, k,
+                        _mm512_cvtpd_ps(_mm512_add_pd(_mm512_maskz_loadu_pd(k, fo->pre + e), r)));
+            }
     }
 }
 
@@ -282,10 +322,40 @@ static void accum_avx512(const float *phi, int64_t n, int64_t F, const float *v,
         for (int64_t r0 = 0; r0 < F; r0 += 4) {
             const int nr = (int)(F - r0 < 4 ? F - r0 : 4), pf = r0 == 0;
             if (nr == 4)
-                accum_block(phi, n, F, r0, v, ldv, d0, m, 4, pf, S, lds);
+                accum_block(phi, n, F, r0, v, ldv, d0, m, 4, pf, S, lds, NULL);
             else
-                accum_block(phi, n, F, r0, v, ldv, d0, m, nr, pf, S, lds);
+                accum_block(phi, n, F, r0, v, ldv, d0, m, nr, pf, S, lds, NULL);
         }
+    }
+}
+
+/* accum and fold in one pass: the state's blocks are folded from the
+ * registers (no round trip of st through memory), the column sums zs
+ * (column Dv) one by one. */
+static void accfold_avx512(const float *phi, int64_t n, int64_t F, const float *v, int64_t ldv,
+                           int64_t Dv, const float *zs, double w, double *acc, const double *pre,
+                           float *P, float *st) {
+    (void)st;
+    const int64_t Dv1 = Dv + 1;
+    const fold_to fo = {w, acc, pre, P, Dv1};
+    for (int64_t d0 = 0; d0 < Dv; d0 += 64) {
+        __mmask16 m[4];
+        for (int c = 0; c < 4; c++) {
+            const int64_t left = Dv - d0 - 16 * c;
+            m[c] = left <= 0 ? (__mmask16)0 : tail16(left);
+        }
+        for (int64_t r0 = 0; r0 < F; r0 += 4) {
+            const int nr = (int)(F - r0 < 4 ? F - r0 : 4), pf = r0 == 0;
+            if (nr == 4)
+                accum_block(phi, n, F, r0, v, ldv, d0, m, 4, pf, NULL, 0, &fo);
+            else
+                accum_block(phi, n, F, r0, v, ldv, d0, m, nr, pf, NULL, 0, &fo);
+        }
+    }
+    for (int64_t r = 0; r < F; r++) {
+        const int64_t e = r * Dv1 + Dv;
+        acc[e] = fma(w, (double)zs[r], acc[e]);
+        if (P) P[e] = (float)(pre[e] + acc[e]);
     }
 }
 
@@ -597,6 +667,7 @@ const attn_feat_kernels attn__feat_kernels_avx512 = {
     .proj = proj_avx512,
     .causal = causal_avx512,
     .fold = fold_avx512,
+    .accfold = accfold_avx512,
     .proj64 = proj64,
     .bwd_query = bwd_query,
     .bwd_key = bwd_key,

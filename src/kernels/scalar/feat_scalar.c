@@ -167,6 +167,14 @@ static void perf_back_scalar(const float *x, int64_t ldx, int64_t n, int64_t D, 
 
 #include "kernels/feat_bwd.inc"
 
+extern const attn_feat_kernels attn__feat_kernels_scalar;
+
+static void accfold_scalar(const float *phi, int64_t n, int64_t F, const float *v, int64_t ldv,
+                        int64_t Dv, const float *zs, double w, double *acc, const double *pre,
+                        float *P, float *st) {
+    attn__feat_accfold_plain(&attn__feat_kernels_scalar, phi, n, F, v, ldv, Dv, zs, w, acc, pre, P, st);
+}
+
 const attn_feat_kernels attn__feat_kernels_scalar = {
     .elu1 = elu1_scalar,
     .perf_exp = perf_exp_scalar,
@@ -176,6 +184,7 @@ const attn_feat_kernels attn__feat_kernels_scalar = {
     .proj = proj_scalar,
     .causal = causal_scalar,
     .fold = fold_scalar,
+    .accfold = accfold_scalar,
     .proj64 = proj64,
     .bwd_query = bwd_query,
     .bwd_key = bwd_key,
