@@ -261,6 +261,7 @@ static void key_state(feat *f, int64_t b, int64_t g, int rescale) {
  * of their use, into L2: the next chunk's rows load while this one computes
  * (each kernel's first touch of a row would otherwise wait for memory). */
 static void prefetch_rows(const float *x, int64_t ld, int64_t n, int64_t w) {
+    __asm__ __volatile__(""); /* not pure: see attn_feat_ahead (kernels/feat_kernels.h) */
     for (int64_t i = 0; i < n; i++)
         for (int64_t d = 0; d < w; d += 16)
             __builtin_prefetch(x + i * ld + d, 0, 2);
@@ -331,11 +332,24 @@ static void causal_forward(feat *f, int64_t b, int64_t g) {
 #pragma omp parallel for num_threads(f->nth) schedule(dynamic, 1)
         for (int64_t c = 0; c < nck; c++) {
             const int64_t j0 = c * C, n = ATTN_MIN(C, S - j0);
-            if (c + 1 < nck)
-                prefetch_rows(kb + (j0 + C) * p->ks[2], p->ks[2], ATTN_MIN(C, S - j0 - C), p->D);
-            float *zc = f->zk + c * F;
+            const int64_t nn = c + 1 < nck ? ATTN_MIN(C, S - j0 - C) : 0;
+            const float *x = kb + j0 * p->ks[2];
+            float *u = f->phik + j0 * F, *zc = f->zk + c * F;
+            /* the projection 4 rows at a time, each piece asking for 4 rows
+             * of the next chunk's keys and phi_k (a burst of a chunk's
+             * requests waits on the miss buffers) */
+            for (int64_t i = 0; i < n; i += 4) {
+                if (i < nn) {
+                    const int64_t m = ATTN_MIN(4, nn - i);
+                    prefetch_rows(x + (C + i) * p->ks[2], p->ks[2], m, p->D);
+                    prefetch_rows(u + (C + i) * F, F, m, F);
+                }
+                f->fk->proj(x + i * p->ks[2], p->ks[2], ATTN_MIN(4, n - i), p->D, f->omt, F,
+                            sqrtf(p->scale), u + i * F);
+            }
             memset(zc, 0, (size_t)F * sizeof(float));
-            f->cmax[c] = phi_rows(f, kb + j0 * p->ks[2], p->ks[2], n, f->phik + j0 * F, 0, zc);
+            f->cmax[c] = f->fk->perf_exp(u, n, F, x, p->ks[2], p->D, 0.5f * p->scale, 0,
+                                         1.0f / sqrtf((float)F), zc);
         }
         double mx = -INFINITY;
         for (int64_t c = 0; c < nck; c++)

@@ -56,53 +56,96 @@ static float rowmax16(const float *u, int64_t F) {
     return _mm512_reduce_max_ps(m);
 }
 
-static float sumsq16(const float *x, int64_t D) {
+/* |x|^2 of a row, 16 lanes at a time, as one vector (its sum is the
+ * caller's). */
+ATTN_INLINE __m512 sumsq_v(const float *x, int64_t D) {
     __m512 s = _mm512_setzero_ps();
     int64_t d = 0;
     for (; d + 16 <= D; d += 16) {
-        __m512 v = _mm512_loadu_ps(x + d);
+        const __m512 v = _mm512_loadu_ps(x + d);
         s = _mm512_fmadd_ps(v, v, s);
     }
     if (d < D) {
-        __m512 v = _mm512_maskz_loadu_ps(tail16(D - d), x + d);
+        const __m512 v = _mm512_maskz_loadu_ps(tail16(D - d), x + d);
         s = _mm512_fmadd_ps(v, v, s);
     }
-    return _mm512_reduce_add_ps(s);
+    return s;
 }
 
+/* One row's exponentials in place: u_r = exp(u_r - sub) * norm, added to
+ * colsum (unless NULL). */
+ATTN_INLINE void perf_exp_row(float *ui, int64_t F, __m512 sub, __m512 vn, float *colsum) {
+    int64_t r = 0;
+    for (; r + 16 <= F; r += 16) {
+        const __m512 e = _mm512_mul_ps(exp_avx512(_mm512_sub_ps(_mm512_loadu_ps(ui + r), sub)), vn);
+        _mm512_storeu_ps(ui + r, e);
+        if (colsum) _mm512_storeu_ps(colsum + r, _mm512_add_ps(_mm512_loadu_ps(colsum + r), e));
+    }
+    if (r < F) {
+        const __mmask16 m = tail16(F - r);
+        const __m512 e =
+            _mm512_mul_ps(exp_avx512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, ui + r), sub)), vn);
+        _mm512_mask_storeu_ps(ui + r, m, e);
+        if (colsum)
+            _mm512_mask_storeu_ps(colsum + r, m,
+                                  _mm512_add_ps(_mm512_maskz_loadu_ps(m, colsum + r), e));
+    }
+}
+
+/* h[i] = hs |x_i|^2 for n rows, and (rowshift) e[i] = max_r u_ir - h[i]:
+ * each row's sums reduced in a loop of its own, so the rows' reductions
+ * overlap instead of each waiting on the last. */
+static void perf_rows_h(const float *x, int64_t ldx, int64_t D, float hs, const float *u,
+                        int64_t F, int64_t n, float *h, float *e) {
+    for (int64_t i = 0; i < n; i++)
+        h[i] = hs * _mm512_reduce_add_ps(sumsq_v(x + i * ldx, D));
+    if (e)
+        for (int64_t i = 0; i < n; i++)
+            e[i] = rowmax16(u + i * F, F) - h[i];
+}
+
+/* Rows in blocks of PEB: their h (and with rowshift each row's shift) first,
+ * then the exponentials. Without rowshift the largest u_r - h over the n
+ * rows is a vector of lanes (max_r u_r - h_i per lane) reduced once; h is
+ * formed again in the second pass when n > PEB. */
+#define PEB 256
 static float perf_exp_avx512(float *u, int64_t n, int64_t F, const float *x, int64_t ldx,
                              int64_t D, float hs, int rowshift, float norm,
                              float *colsum) {
-    float emax = -INFINITY;
-    if (!rowshift)
-        for (int64_t i = 0; i < n; i++)
-            emax = fmaxf(emax, rowmax16(u + i * F, F) - hs * sumsq16(x + i * ldx, D));
-    float c = isfinite(emax) ? emax : 0.0f;
+    float emax = -INFINITY, hb[PEB], eb[PEB];
+    if (!rowshift) {
+        __m512 vm = _mm512_set1_ps(-INFINITY);
+        for (int64_t i0 = 0; i0 < n; i0 += PEB) {
+            const int64_t nb = n - i0 < PEB ? n - i0 : PEB;
+            perf_rows_h(x + i0 * ldx, ldx, D, hs, NULL, F, nb, hb, NULL);
+            for (int64_t i = 0; i < nb; i++) {
+                const __m512 h = _mm512_set1_ps(hb[i]);
+                const float *ui = u + (i0 + i) * F;
+                int64_t r = 0;
+                for (; r + 16 <= F; r += 16)
+                    vm = _mm512_max_ps(vm, _mm512_sub_ps(_mm512_loadu_ps(ui + r), h));
+                if (r < F) {
+                    const __mmask16 k = tail16(F - r);
+                    vm = _mm512_mask_max_ps(vm, k, vm,
+                                            _mm512_sub_ps(_mm512_maskz_loadu_ps(k, ui + r), h));
+                }
+            }
+        }
+        emax = _mm512_reduce_max_ps(vm);
+    }
+    const float c = isfinite(emax) ? emax : 0.0f;
     const __m512 vn = _mm512_set1_ps(norm);
-    for (int64_t i = 0; i < n; i++) {
-        float *ui = u + i * F;
-        const float h = hs * sumsq16(x + i * ldx, D);
-        if (rowshift) {
-            const float e = rowmax16(ui, F) - h;
-            emax = fmaxf(emax, e);
-            c = isfinite(e) ? e : 0.0f;
-        }
-        const __m512 sub = _mm512_set1_ps(h + c);
-        int64_t r = 0;
-        for (; r + 16 <= F; r += 16) {
-            const __m512 e =
-                _mm512_mul_ps(exp_avx512(_mm512_sub_ps(_mm512_loadu_ps(ui + r), sub)), vn);
-            _mm512_storeu_ps(ui + r, e);
-            if (colsum) _mm512_storeu_ps(colsum + r, _mm512_add_ps(_mm512_loadu_ps(colsum + r), e));
-        }
-        if (r < F) {
-            const __mmask16 m = tail16(F - r);
-            const __m512 e =
-                _mm512_mul_ps(exp_avx512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, ui + r), sub)), vn);
-            _mm512_mask_storeu_ps(ui + r, m, e);
-            if (colsum)
-                _mm512_mask_storeu_ps(colsum + r, m,
-                                      _mm512_add_ps(_mm512_maskz_loadu_ps(m, colsum + r), e));
+    for (int64_t i0 = 0; i0 < n; i0 += PEB) {
+        const int64_t nb = n - i0 < PEB ? n - i0 : PEB;
+        if (rowshift || n > PEB)
+            perf_rows_h(x + i0 * ldx, ldx, D, hs, u + i0 * F, F, nb, hb, rowshift ? eb : NULL);
+        for (int64_t i = 0; i < nb; i++) {
+            float ci = c;
+            if (rowshift) {
+                emax = fmaxf(emax, eb[i]);
+                ci = isfinite(eb[i]) ? eb[i] : 0.0f;
+            }
+            perf_exp_row(u + (i0 + i) * F, F, _mm512_set1_ps(hb[i] + ci), vn, colsum);
         }
     }
     return emax;
