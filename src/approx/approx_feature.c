@@ -261,7 +261,9 @@ static void key_state(feat *f, int64_t b, int64_t g, int rescale) {
  * of their use, into L2: the next chunk's rows load while this one computes
  * (each kernel's first touch of a row would otherwise wait for memory). */
 static void prefetch_rows(const float *x, int64_t ld, int64_t n, int64_t w) {
-    __asm__ __volatile__(""); /* not pure: see attn_feat_ahead (kernels/feat_kernels.h) */
+    /* a side effect: GCC counts a prefetch as none, would find a function
+     * of prefetches alone pure and drop its calls */
+    __asm__ __volatile__("");
     for (int64_t i = 0; i < n; i++)
         for (int64_t d = 0; d < w; d += 16)
             __builtin_prefetch(x + i * ld + d, 0, 2);
