@@ -395,7 +395,7 @@ static void proj_avx2(const float *x, int64_t ldx, int64_t n, int64_t D, const f
 
 static void causal_avx2(const float *phiq, const float *phik, int64_t n, int64_t F, float e,
                         const float *P, int64_t lds, const float *v, int64_t ldv, int64_t Dv,
-                        float *o, int64_t ldo, float *ws) {
+                        float *o, int64_t ldo, float *ws, const attn_feat_ahead *ahead) {
     const int64_t n16 = (n + 15) / 16 * 16;
     float *z = ws, *kt = ws + (F + 15) / 16 * 16, *a = kt + F * n16;
     for (int64_t r = 0; r < F; r++)
@@ -410,6 +410,12 @@ static void causal_avx2(const float *phiq, const float *phik, int64_t n, int64_t
     for (int64_t i0 = 0; i0 < n; i0 += 4) {
         const int nr = (int)(n - i0 < 4 ? n - i0 : 4);
         const int64_t jmax = i0 + nr, nv = (jmax + 7) / 8;
+        { /* this block's share of the rows asked for ahead */
+            const char *pl[64];
+            const int npl = attn__feat_ahead_lines(ahead, i0 / 4, (n + 3) / 4, pl, 64);
+            for (int k = 0; k < npl; k++)
+                _mm_prefetch(pl[k], _MM_HINT_T1);
+        }
         for (int64_t jg = 0; jg < nv; jg += 3) {
             const int ncv = (int)(nv - jg < 3 ? nv - jg : 3);
             if (nr == 4)
@@ -498,6 +504,14 @@ static void perf_back_avx2(const float *x, int64_t ldx, int64_t n, int64_t D, co
 
 #include "kernels/feat_bwd.inc"
 
+extern const attn_feat_kernels attn__feat_kernels_avx2;
+
+static void accfold_avx2(const float *phi, int64_t n, int64_t F, const float *v, int64_t ldv,
+                        int64_t Dv, const float *zs, double w, double *acc, const double *pre,
+                        float *P, float *st) {
+    attn__feat_accfold_plain(&attn__feat_kernels_avx2, phi, n, F, v, ldv, Dv, zs, w, acc, pre, P, st);
+}
+
 const attn_feat_kernels attn__feat_kernels_avx2 = {
     .elu1 = elu1_avx2,
     .perf_exp = perf_exp_avx2,
@@ -507,6 +521,7 @@ const attn_feat_kernels attn__feat_kernels_avx2 = {
     .proj = proj_avx2,
     .causal = causal_avx2,
     .fold = fold_avx2,
+    .accfold = accfold_avx2,
     .proj64 = proj64,
     .bwd_query = bwd_query,
     .bwd_key = bwd_key,
