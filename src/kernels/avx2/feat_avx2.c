@@ -283,7 +283,7 @@ static void accum_avx2(const float *phi, int64_t n, int64_t F, const float *v, i
  * times e, masked to j <= i (zeros above the diagonal). */
 static inline __attribute__((always_inline)) void
 causal_a_block8(const float *phiq, int64_t F, const float *kt, int64_t n16, int64_t i0, int nr,
-                int64_t jg, int ncv, __m256 ve, float *a) {
+                int64_t jg, int ncv, __m256 ve, float *a, const char *const *pl, int npl) {
     __m256 acc[4][3];
 #pragma GCC unroll 4
     for (int i = 0; i < 4; i++)
@@ -291,6 +291,8 @@ causal_a_block8(const float *phiq, int64_t F, const float *kt, int64_t n16, int6
         for (int c = 0; c < 3; c++)
             acc[i][c] = _mm256_setzero_ps();
     for (int64_t r = 0; r < F; r++) {
+        if (!(r & 1) && r >> 1 < npl) /* a request every other feature */
+            _mm_prefetch(pl[r >> 1], _MM_HINT_T0);
         const float *kr = kt + r * n16 + 8 * jg;
         __m256 x[3];
 #pragma GCC unroll 3
@@ -327,7 +329,8 @@ causal_a_block8(const float *phiq, int64_t F, const float *kt, int64_t n16, int6
 static inline __attribute__((always_inline)) void
 causal_o_block8(const float *phiq, int64_t F, const float *P, int64_t lds, const float *a,
                 int64_t n16, const float *v, int64_t ldv, int64_t i0, int nr, int64_t jmax,
-                int64_t d0, const __m256i m[3], const float *inv, float *o, int64_t ldo) {
+                int64_t d0, const __m256i m[3], const float *inv, float *o, int64_t ldo,
+                const char *const *pl, int npl) {
     __m256 acc[4][3];
 #pragma GCC unroll 4
     for (int i = 0; i < 4; i++)
@@ -337,6 +340,7 @@ causal_o_block8(const float *phiq, int64_t F, const float *P, int64_t lds, const
     for (int64_t r = 0; r < F; r++) {
         const float *sr = P + r * lds + d0;
         __m256 x[3];
+        if (!(r & 1) && r >> 1 < npl) _mm_prefetch(pl[r >> 1], _MM_HINT_T0);
 #pragma GCC unroll 3
         for (int c = 0; c < 3; c++)
             x[c] = _mm256_maskload_ps(sr + 8 * c, m[c]);
@@ -349,6 +353,8 @@ causal_o_block8(const float *phiq, int64_t F, const float *P, int64_t lds, const
                 acc[i][c] = _mm256_fmadd_ps(b, x[c], acc[i][c]);
         }
     }
+    for (int64_t r = (F + 1) / 2; r < npl; r++)
+        _mm_prefetch(pl[r], _MM_HINT_T0);
     for (int64_t j = 0; j < jmax; j++) {
         const float *vj = v + j * ldv + d0;
         __m256 x[3];
@@ -410,18 +416,20 @@ static void causal_avx2(const float *phiq, const float *phik, int64_t n, int64_t
     for (int64_t i0 = 0; i0 < n; i0 += 4) {
         const int nr = (int)(n - i0 < 4 ? n - i0 : 4);
         const int64_t jmax = i0 + nr, nv = (jmax + 7) / 8;
-        { /* this block's share of the rows asked for ahead */
-            const char *pl[64];
-            const int npl = attn__feat_ahead_lines(ahead, i0 / 4, (n + 3) / 4, pl, 64);
-            for (int k = 0; k < npl; k++)
-                _mm_prefetch(pl[k], _MM_HINT_T1);
-        }
+        /* this block's share of the rows asked for ahead, one line every
+         * other feature: half in the first score pass, the rest in the
+         * first value pass (as the AVX-512 kernel) */
+        const char *pl[64];
+        const int npl = attn__feat_ahead_lines(ahead, i0 / 4, (n + 3) / 4, pl, 64);
+        const int ha = (int)((F + 1) / 2), na0 = npl < ha ? npl : ha;
+        int na = na0;
         for (int64_t jg = 0; jg < nv; jg += 3) {
             const int ncv = (int)(nv - jg < 3 ? nv - jg : 3);
             if (nr == 4)
-                causal_a_block8(phiq, F, kt, n16, i0, 4, jg, ncv, ve, a);
+                causal_a_block8(phiq, F, kt, n16, i0, 4, jg, ncv, ve, a, pl, na);
             else
-                causal_a_block8(phiq, F, kt, n16, i0, nr, jg, ncv, ve, a);
+                causal_a_block8(phiq, F, kt, n16, i0, nr, jg, ncv, ve, a, pl, na);
+            na = 0;
         }
         float inv[4];
         for (int i = 0; i < nr; i++) {
@@ -438,10 +446,13 @@ static void causal_avx2(const float *phiq, const float *phik, int64_t n, int64_t
                 const int64_t left = Dv - d0 - 8 * c;
                 m[c] = left <= 0 ? _mm256_setzero_si256() : tail8(left);
             }
+            const int np = d0 ? 0 : npl - na0;
             if (nr == 4)
-                causal_o_block8(phiq, F, P, lds, a, n16, v, ldv, i0, 4, jmax, d0, m, inv, o, ldo);
+                causal_o_block8(phiq, F, P, lds, a, n16, v, ldv, i0, 4, jmax, d0, m, inv, o, ldo,
+                                pl + na0, np);
             else
-                causal_o_block8(phiq, F, P, lds, a, n16, v, ldv, i0, nr, jmax, d0, m, inv, o, ldo);
+                causal_o_block8(phiq, F, P, lds, a, n16, v, ldv, i0, nr, jmax, d0, m, inv, o, ldo,
+                                pl + na0, np);
         }
     }
 }
