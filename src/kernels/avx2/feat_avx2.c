@@ -86,38 +86,57 @@ static float sumsq8(const float *x, int64_t D) {
     return hsum8(s);
 }
 
+/* h[i] = hs |x_i|^2 and e[i] = max_r u_ir - h[i] for n rows, each in a
+ * loop of its own so the rows' reductions overlap (as the AVX-512 kernel). */
+static void perf_rows_h8(const float *x, int64_t ldx, int64_t D, float hs, const float *u,
+                         int64_t F, int64_t n, float *h, float *e) {
+    for (int64_t i = 0; i < n; i++)
+        h[i] = hs * sumsq8(x + i * ldx, D);
+    for (int64_t i = 0; i < n; i++)
+        e[i] = rowmax8(u + i * F, F) - h[i];
+}
+
+#define PEB 256
 static float perf_exp_avx2(float *u, int64_t n, int64_t F, const float *x, int64_t ldx, int64_t D,
                            float hs, int rowshift, float norm, float *colsum) {
-    float emax = -INFINITY;
+    float emax = -INFINITY, hb[PEB], eb[PEB];
     if (!rowshift)
-        for (int64_t i = 0; i < n; i++)
-            emax = fmaxf(emax, rowmax8(u + i * F, F) - hs * sumsq8(x + i * ldx, D));
-    float c = isfinite(emax) ? emax : 0.0f;
+        for (int64_t i0 = 0; i0 < n; i0 += PEB) {
+            const int64_t nb = n - i0 < PEB ? n - i0 : PEB;
+            perf_rows_h8(x + i0 * ldx, ldx, D, hs, u + i0 * F, F, nb, hb, eb);
+            for (int64_t i = 0; i < nb; i++)
+                emax = fmaxf(emax, eb[i]);
+        }
+    const float c0 = isfinite(emax) ? emax : 0.0f;
     const __m256 vn = _mm256_set1_ps(norm);
-    for (int64_t i = 0; i < n; i++) {
-        float *ui = u + i * F;
-        const float h = hs * sumsq8(x + i * ldx, D);
-        if (rowshift) {
-            const float e = rowmax8(ui, F) - h;
-            emax = fmaxf(emax, e);
-            c = isfinite(e) ? e : 0.0f;
-        }
-        const __m256 sub = _mm256_set1_ps(h + c);
-        int64_t r = 0;
-        for (; r + 8 <= F; r += 8) {
-            const __m256 e =
-                _mm256_mul_ps(exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(ui + r), sub)), vn);
-            _mm256_storeu_ps(ui + r, e);
-            if (colsum) _mm256_storeu_ps(colsum + r, _mm256_add_ps(_mm256_loadu_ps(colsum + r), e));
-        }
-        if (r < F) {
-            const __m256i m = tail8(F - r);
-            const __m256 e =
-                _mm256_mul_ps(exp_avx2(_mm256_sub_ps(_mm256_maskload_ps(ui + r, m), sub)), vn);
-            _mm256_maskstore_ps(ui + r, m, e);
-            if (colsum)
-                _mm256_maskstore_ps(colsum + r, m,
-                                    _mm256_add_ps(_mm256_maskload_ps(colsum + r, m), e));
+    for (int64_t i0 = 0; i0 < n; i0 += PEB) {
+        const int64_t nb = n - i0 < PEB ? n - i0 : PEB;
+        if (rowshift || n > PEB)
+            perf_rows_h8(x + i0 * ldx, ldx, D, hs, u + i0 * F, F, nb, hb, eb);
+        for (int64_t i = 0; i < nb; i++) {
+            float *ui = u + (i0 + i) * F, c = c0;
+            if (rowshift) {
+                emax = fmaxf(emax, eb[i]);
+                c = isfinite(eb[i]) ? eb[i] : 0.0f;
+            }
+            const __m256 sub = _mm256_set1_ps(hb[i] + c);
+            int64_t r = 0;
+            for (; r + 8 <= F; r += 8) {
+                const __m256 e =
+                    _mm256_mul_ps(exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(ui + r), sub)), vn);
+                _mm256_storeu_ps(ui + r, e);
+                if (colsum)
+                    _mm256_storeu_ps(colsum + r, _mm256_add_ps(_mm256_loadu_ps(colsum + r), e));
+            }
+            if (r < F) {
+                const __m256i m = tail8(F - r);
+                const __m256 e =
+                    _mm256_mul_ps(exp_avx2(_mm256_sub_ps(_mm256_maskload_ps(ui + r, m), sub)), vn);
+                _mm256_maskstore_ps(ui + r, m, e);
+                if (colsum)
+                    _mm256_maskstore_ps(colsum + r, m,
+                                        _mm256_add_ps(_mm256_maskload_ps(colsum + r, m), e));
+            }
         }
     }
     return emax;
