@@ -249,11 +249,23 @@ static void apply_avx2(const float *phi, int64_t n, int64_t F, const float *S, i
     }
 }
 
+/* accfold's fold of a block of the state (NULL in accum: the block is
+ * stored): acc += w st, P = (float)(pre + acc), rows of ld doubles, w
+ * columns of state (Dv). */
+typedef struct fold_to8 {
+    __m256d vw;
+    double wd;
+    double *acc;
+    const double *pre;
+    float *P;
+    int64_t ld, w;
+} fold_to8;
+
 /* Rows [r0, r0 + NR) of the state (NR <= 4), columns [d0, d0 + 24). */
 static inline __attribute__((always_inline)) void
 accum_block8(const float *phi, int64_t n, int64_t F, int64_t r0, const float *v, int64_t ldv,
              int64_t d0, const __m256i m[3], int nr, int nc, int full, int pf, float *S,
-             int64_t lds) {
+             int64_t lds, const fold_to8 *fo) {
     __m256 acc[4][3];
 #pragma GCC unroll 4
     for (int i = 0; i < 4; i++)
@@ -282,12 +294,42 @@ accum_block8(const float *phi, int64_t n, int64_t F, int64_t r0, const float *v,
         if (i >= nr) break;
 #pragma GCC unroll 3
         for (int c = 0; c < 3; c++)
-            if (c < nc) STORE8(S + (r0 + i) * lds + d0 + 8 * c, m[c], acc[i][c], full);
+            if (c < nc) {
+                if (!fo) {
+                    STORE8(S + (r0 + i) * lds + d0 + 8 * c, m[c], acc[i][c], full);
+                    continue;
+                }
+                /* accfold: acc += w st and P = (float)(pre + acc), 4 lanes a
+                 * half, as fold_avx2 (whole halves; a ragged edge by lane) */
+                const int64_t e0 = (r0 + i) * fo->ld + d0 + 8 * c;
+                const int64_t left = fo->w - d0 - 8 * c;
+#pragma GCC unroll 2
+                for (int h = 0; h < 2; h++) {
+                    const __m128 xs = h ? _mm256_extractf128_ps(acc[i][c], 1)
+                                        : _mm256_castps256_ps128(acc[i][c]);
+                    const int64_t e = e0 + 4 * h;
+                    if (full || left - 4 * h >= 4) {
+                        const __m256d r = _mm256_fmadd_pd(fo->vw, _mm256_cvtps_pd(xs),
+                                                          _mm256_loadu_pd(fo->acc + e));
+                        _mm256_storeu_pd(fo->acc + e, r);
+                        if (fo->P)
+                            _mm_storeu_ps(fo->P + e,
+                                          _mm256_cvtpd_ps(_mm256_add_pd(_mm256_loadu_pd(fo->pre + e), r)));
+                    } else {
+                        float xv[4];
+                        _mm_storeu_ps(xv, xs);
+                        for (int64_t l = 0; l < left - 4 * h; l++) {
+                            fo->acc[e + l] = fma(fo->wd, (double)xv[l], fo->acc[e + l]);
+                            if (fo->P) fo->P[e + l] = (float)(fo->pre[e + l] + fo->acc[e + l]);
+                        }
+                    }
+                }
+            }
     }
 }
 
-static void accum_avx2(const float *phi, int64_t n, int64_t F, const float *v, int64_t ldv,
-                       int64_t Dv, float *S, int64_t lds) {
+static inline __attribute__((always_inline)) void accum_fold8(const float *phi, int64_t n, int64_t F, const float *v, int64_t ldv,
+                             int64_t Dv, float *S, int64_t lds, const fold_to8 *fo) {
     for (int64_t d0 = 0; d0 < Dv; d0 += 24) {
         __m256i m[3];
         for (int c = 0; c < 3; c++) {
@@ -299,12 +341,33 @@ static void accum_avx2(const float *phi, int64_t n, int64_t F, const float *v, i
             const int nc = (int)((Dv - d0 + 7) / 8 < 3 ? (Dv - d0 + 7) / 8 : 3);
             const int whole = Dv - d0 >= 8 * nc;
             if (nr == 4 && nc == 3 && whole)
-                accum_block8(phi, n, F, r0, v, ldv, d0, m, 4, 3, 1, pf, S, lds);
+                accum_block8(phi, n, F, r0, v, ldv, d0, m, 4, 3, 1, pf, S, lds, fo);
             else if (nr == 4 && nc == 2 && whole)
-                accum_block8(phi, n, F, r0, v, ldv, d0, m, 4, 2, 1, pf, S, lds);
+                accum_block8(phi, n, F, r0, v, ldv, d0, m, 4, 2, 1, pf, S, lds, fo);
             else
-                accum_block8(phi, n, F, r0, v, ldv, d0, m, nr, nc, 0, pf, S, lds);
+                accum_block8(phi, n, F, r0, v, ldv, d0, m, nr, nc, 0, pf, S, lds, fo);
         }
+    }
+}
+
+static void accum_avx2(const float *phi, int64_t n, int64_t F, const float *v, int64_t ldv,
+                       int64_t Dv, float *S, int64_t lds) {
+    accum_fold8(phi, n, F, v, ldv, Dv, S, lds, NULL);
+}
+
+/* accum and fold in one pass (the state folded from the registers), the
+ * column sums zs (column Dv) one by one. */
+static void accfold_avx2(const float *phi, int64_t n, int64_t F, const float *v, int64_t ldv,
+                         int64_t Dv, const float *zs, double w, double *acc, const double *pre,
+                         float *P, float *st) {
+    (void)st;
+    const int64_t Dv1 = Dv + 1;
+    const fold_to8 fo = {_mm256_set1_pd(w), w, acc, pre, P, Dv1, Dv};
+    accum_fold8(phi, n, F, v, ldv, Dv, NULL, 0, &fo);
+    for (int64_t r = 0; r < F; r++) {
+        const int64_t e = r * Dv1 + Dv;
+        acc[e] = fma(w, (double)zs[r], acc[e]);
+        if (P) P[e] = (float)(pre[e] + acc[e]);
     }
 }
 
@@ -609,14 +672,6 @@ static void perf_back_avx2(const float *x, int64_t ldx, int64_t n, int64_t D, co
 }
 
 #include "kernels/feat_bwd.inc"
-
-extern const attn_feat_kernels attn__feat_kernels_avx2;
-
-static void accfold_avx2(const float *phi, int64_t n, int64_t F, const float *v, int64_t ldv,
-                        int64_t Dv, const float *zs, double w, double *acc, const double *pre,
-                        float *P, float *st) {
-    attn__feat_accfold_plain(&attn__feat_kernels_avx2, phi, n, F, v, ldv, Dv, zs, w, acc, pre, P, st);
-}
 
 const attn_feat_kernels attn__feat_kernels_avx2 = {
     .elu1 = elu1_avx2,
