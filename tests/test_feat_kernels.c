@@ -277,7 +277,12 @@ static void check_causal(const attn__arch *a, at_rng *r) {
     }
     for (int64_t e0 = 0; e0 < n * ldo; e0++)
         o[e0] = PAD;
-    a->feat.causal(q, k, n, F, e, P, lds, v, ldv, Dv, o, ldo, ws);
+    /* rows asked for ahead (the next chunk's in the driver; here v and the
+     * output's own rows): no effect on the results */
+    attn_feat_ahead ah = {.ns = 2};
+    ah.x[0] = v, ah.ld[0] = ldv, ah.n[0] = n, ah.w[0] = Dv;
+    ah.x[1] = o, ah.ld[1] = ldo, ah.n[1] = n, ah.w[1] = Dv;
+    a->feat.causal(q, k, n, F, e, P, lds, v, ldv, Dv, o, ldo, ws, at_rng_int(r, 0, 1) ? &ah : NULL);
     for (int64_t i = 0; i < n; i++) {
         double den = 0, dena = 0, *aij = malloc((size_t)n * sizeof *aij);
         for (int64_t k0 = 0; k0 < F; k0++) {
@@ -376,6 +381,35 @@ static void check_fold(const attn__arch *a, at_rng *r) {
         expect_close(a->name, "fold P", e, P[e], (float)run[e], 0);
     }
     free(st), free(P), free(run), free(r0);
+}
+
+/* The causal forward's key side in one pass: the same bits as accum, the
+ * column sums in column Dv, fold, and the rounding of pre + acc. */
+static void check_accfold(const attn__arch *a, at_rng *r) {
+    const int64_t n = at_rng_int(r, 1, 90), F = at_rng_int(r, 1, 70), Dv = at_rng_int(r, 1, 70);
+    const int64_t Dv1 = Dv + 1, sz = F * Dv1, ldv = Dv + at_rng_int(r, 0, 3);
+    const double w = at_rng_uniform(r, 0.1f, 2.0f);
+    const int withp = at_rng_int(r, 0, 3) > 0;
+    float *phi = buf(r, n * F, 0.0f, 2.0f), *v = buf(r, n * ldv, -2.0f, 2.0f);
+    float *zs = buf(r, F, 0.0f, 9.0f), *st = buf(r, sz, 0, 0), *P = buf(r, sz, 0, 0);
+    double *acc = malloc((size_t)sz * sizeof *acc), *acc2 = malloc((size_t)sz * sizeof *acc2);
+    double *pre = malloc((size_t)sz * sizeof *pre);
+    assert_true(acc && acc2 && pre);
+    for (int64_t e = 0; e < sz; e++) {
+        acc[e] = acc2[e] = at_rng_uniform(r, -50.0f, 50.0f);
+        pre[e] = at_rng_uniform(r, -500.0f, 500.0f);
+        P[e] = PAD;
+    }
+    a->feat.accfold(phi, n, F, v, ldv, Dv, zs, w, acc, pre, withp ? P : NULL, st);
+    a->feat.accum(phi, n, F, v, ldv, Dv, st, Dv1); /* the unfused form */
+    for (int64_t k = 0; k < F; k++)
+        st[k * Dv1 + Dv] = zs[k];
+    a->feat.fold(acc2, st, w, sz, NULL);
+    for (int64_t e = 0; e < sz; e++) {
+        expect_close(a->name, "accfold acc", e, acc[e], acc2[e], 0);
+        expect_close(a->name, "accfold P", e, P[e], withp ? (float)(pre[e] + acc2[e]) : PAD, 0);
+    }
+    free(phi), free(v), free(zs), free(st), free(P), free(acc), free(acc2), free(pre);
 }
 
 /* The float64 backward of a query chunk and of key rows against the same
@@ -580,6 +614,7 @@ static void test_feat_kernels(void **state) {
             check_causal(a, &r);
             check_proj(a, &r);
             check_fold(a, &r);
+            check_accfold(a, &r);
             check_bwd(a, &r);
             check_bwd_nan(a, &r);
         }

@@ -69,7 +69,7 @@ typedef struct feat {
     int64_t nseg;
     double *seg; /* [nseg + 1][F * Dv1]: segment sums T, the prefixes Pre */
     float *zk;   /* [nck][F]: each key chunk's column sums of phi_k (PERFORMER) */
-    float *cscr; /* per thread, cscr_len floats: run, T (doubles) | P | st | phik | phiq |
+    float *cscr; /* per thread, cscr_len floats: T, Pre (doubles) | P | st | phik | phiq |
                   * kernel scratch | colsum */
     int64_t cscr_len;
 } feat;
@@ -152,7 +152,7 @@ static attn_status feat_init(attn_ctx *ctx, feat *f, const attn__approx_plan *p,
     f->nseg = (f->nck + SEG - 1) / SEG;
     f->cbw_len = (int64_t)attn__round16((size_t)(5 * F * Dv1 + C * F + C * Dv1 + C * F / 2 + 16));
     f->cscr_len = (int64_t)attn__round16(
-        (size_t)(6 * F * Dv1 + 16 + 2 * F * Dv1 + 2 * C * F + attn__feat_causal_ws(C, F) + F));
+        (size_t)(4 * F * Dv1 + 16 + 2 * F * Dv1 + 2 * C * F + attn__feat_causal_ws(C, F) + F));
     /* two passes: the size (from offset 0), then the pointers */
     char *base = NULL;
     for (int pass = 0; pass < 2; pass++) {
@@ -274,16 +274,12 @@ static void key_state(feat *f, int64_t b, int64_t g, int rescale) {
  * of their use, into L2: the next chunk's rows load while this one computes
  * (each kernel's first touch of a row would otherwise wait for memory). */
 static void prefetch_rows(const float *x, int64_t ld, int64_t n, int64_t w) {
+    /* a side effect: GCC counts a prefetch as none, would find a function
+     * of prefetches alone pure and drop its calls */
+    __asm__ __volatile__("");
     for (int64_t i = 0; i < n; i++)
         for (int64_t d = 0; d < w; d += 16)
             __builtin_prefetch(x + i * ld + d, 0, 2);
-}
-
-/* The same for rows about to be written (their lines owned ahead). */
-static void prefetch_rows_w(float *x, int64_t ld, int64_t n, int64_t w) {
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t d = 0; d < w; d += 16)
-            __builtin_prefetch(x + i * ld + d, 1, 2);
 }
 
 /* phi_k of key chunk c into pkw (linear: elu + 1 now) or kept (PERFORMER),
@@ -329,9 +325,10 @@ static void chunk_state(feat *f, int64_t b, int64_t g, int64_t c, float *pkw, fl
  * s, in order, of ce[c] phi_k,c^T V1_c (float64, from 0) and
  *   Pre_0 = 0,  Pre_{s+1} = Pre_s + T_s,
  * chunk c of segment s sees the prefix state Pre_s plus the states of the
- * chunks before it in s (a float64 running sum, rounded once to fp32 per
- * chunk), and the family's causal kernel adds its diagonal block (one pass,
- * no GEMM). Thread t runs a fixed range of segments in order and carries
+ * chunks before it in s, Pre_s + (the partial T_s), rounded once to fp32 per
+ * chunk (the family's accfold sums a chunk's state into T_s and rounds the
+ * next chunk's P in one pass), and the family's causal kernel adds its
+ * diagonal block (one pass, no GEMM). Thread t runs a fixed range of segments in order and carries
  * Pre from one to the next; the totals T_s of the segments before another
  * thread's first one are computed first, in parallel (none with one thread:
  * the keys are then read once). The definitions of T and Pre fix the bits
@@ -350,11 +347,24 @@ static void causal_forward(feat *f, int64_t b, int64_t g) {
 #pragma omp parallel for num_threads(f->nth) schedule(dynamic, 1)
         for (int64_t c = 0; c < nck; c++) {
             const int64_t j0 = c * C, n = ATTN_MIN(C, S - j0);
-            if (c + 1 < nck)
-                prefetch_rows(kb + (j0 + C) * p->ks[2], p->ks[2], ATTN_MIN(C, S - j0 - C), p->D);
-            float *zc = f->zk + c * F;
+            const int64_t nn = c + 1 < nck ? ATTN_MIN(C, S - j0 - C) : 0;
+            const float *x = kb + j0 * p->ks[2];
+            float *u = f->phik + j0 * F, *zc = f->zk + c * F;
+            /* the projection 4 rows at a time, each piece asking for 4 rows
+             * of the next chunk's keys and phi_k (a burst of a chunk's
+             * requests waits on the miss buffers) */
+            for (int64_t i = 0; i < n; i += 4) {
+                if (i < nn) {
+                    const int64_t m = ATTN_MIN(4, nn - i);
+                    prefetch_rows(x + (C + i) * p->ks[2], p->ks[2], m, p->D);
+                    prefetch_rows(u + (C + i) * F, F, m, F);
+                }
+                f->fk->proj(x + i * p->ks[2], p->ks[2], ATTN_MIN(4, n - i), p->D, f->omt, F,
+                            sqrtf(p->scale), u + i * F);
+            }
             memset(zc, 0, (size_t)F * sizeof(float));
-            f->cmax[c] = phi_rows(f, kb + j0 * p->ks[2], p->ks[2], n, f->phik + j0 * F, 0, zc);
+            f->cmax[c] = f->fk->perf_exp(u, n, F, x, p->ks[2], p->D, 0.5f * p->scale, 0,
+                                         1.0f / sqrtf((float)F), zc);
         }
         double mx = -INFINITY;
         for (int64_t c = 0; c < nck; c++)
@@ -371,8 +381,8 @@ static void causal_forward(feat *f, int64_t b, int64_t g) {
         const int t = omp_get_thread_num(), nt = omp_get_num_threads();
         const int64_t need = (int64_t)(nt - 1) * nseg / nt; /* T_s wanted for s < need */
         float *w = f->cscr + f->cscr_len * t;
-        double *rs = (double *)w, *tacc = rs + sz, *pre = tacc + sz;
-        float *P = w + 6 * sz + 16, *st = P + sz, *pkw = st + sz, *phiq = pkw + C * F;
+        double *tacc = (double *)w, *pre = tacc + sz;
+        float *P = w + 4 * sz + 16, *st = P + sz, *pkw = st + sz, *phiq = pkw + C * F;
         float *kws = phiq + C * F, *zs = kws + attn__feat_causal_ws(C, F);
 #pragma omp for schedule(dynamic, 1)
         for (int64_t sg = 0; sg < need; sg++) {
@@ -391,37 +401,48 @@ static void causal_forward(feat *f, int64_t b, int64_t g) {
         const int64_t lo = (int64_t)t * nseg / nt, hi = (int64_t)(t + 1) * nseg / nt;
         if (lo < hi) memcpy(pre, Pre + lo * sz, (size_t)sz * sizeof(double));
         for (int64_t sg = lo; sg < hi; sg++) {
-            memcpy(rs, pre, (size_t)sz * sizeof(double));
             memset(tacc, 0, (size_t)sz * sizeof(double));
             for (int64_t e = 0; e < sz; e++)
-                P[e] = (float)rs[e];
+                P[e] = (float)pre[e];
             const int64_t c1 = ATTN_MIN((sg + 1) * SEG, nck);
             for (int64_t c = sg * SEG; c < c1; c++) {
                 const int64_t i0 = c * C, n = ATTN_MIN(C, S - i0);
                 const float *pk = chunk_phik(f, b, g, c, pkw, zs);
-                if (c + 1 < nck) { /* the next chunk's first rows load while this one
-                                    * computes (the kernels ask for later rows themselves) */
-                    const int64_t j1 = i0 + C, nn = ATTN_MIN(ATTN_MIN(C, 32), S - j1);
-                    const int64_t nall = ATTN_MIN(C, S - j1); /* the projection asks for none */
-                    if (!perf) prefetch_rows(kb + j1 * p->ks[2], p->ks[2], nn, p->D);
-                    prefetch_rows(vb + j1 * p->vs[2], p->vs[2], nn, Dv);
-                    for (int64_t h = g * p->group; h < (g + 1) * p->group; h++) {
-                        prefetch_rows(ATTN__ROW(p->q, p->qs, b, h, j1), p->qs[2], perf ? nall : nn,
-                                      p->D);
-                        prefetch_rows_w(ATTN__ROW(p->out, p->os, b, h, j1), p->os[2], nn, Dv);
-                    }
-                    if (perf) prefetch_rows(f->phik + j1 * F, F, nall, F);
+                /* the next chunk's rows, asked for by the causal kernels a
+                 * share per block of rows: the keys (or phi_k) and values
+                 * split over the group's calls, each head its queries and
+                 * output rows */
+                attn_feat_ahead ah, *ahp = NULL;
+                const int64_t j1 = i0 + C, nn = c + 1 < nck ? ATTN_MIN(C, S - j1) : 0;
+                if (nn > 0) {
+                    ahp = &ah;
+                    ah.ns = 4;
+                    ah.x[0] = perf ? f->phik + j1 * F : kb + j1 * p->ks[2];
+                    ah.ld[0] = perf ? F : p->ks[2], ah.w[0] = perf ? F : p->D;
+                    ah.x[1] = vb + j1 * p->vs[2], ah.ld[1] = p->vs[2], ah.w[1] = Dv;
+                    ah.ld[2] = p->qs[2], ah.w[2] = p->D, ah.n[2] = nn;
+                    ah.ld[3] = p->os[2], ah.w[3] = Dv, ah.n[3] = nn;
                 }
                 const float *vc = vb + i0 * p->vs[2];
                 for (int64_t h = g * p->group; h < (g + 1) * p->group; h++) {
                     phi_rows(f, ATTN__ROW(p->q, p->qs, b, h, i0), p->qs[2], n, phiq, 1, NULL);
+                    if (ahp) {
+                        const int64_t u = h - g * p->group, G = p->group;
+                        const int64_t r0 = nn * u / G, r1 = nn * (u + 1) / G;
+                        ah.x[0] = (perf ? f->phik + j1 * F : kb + j1 * p->ks[2]) + r0 * ah.ld[0];
+                        ah.x[1] = vb + (j1 + r0) * p->vs[2];
+                        ah.n[0] = ah.n[1] = r1 - r0;
+                        ah.x[2] = ATTN__ROW(p->q, p->qs, b, h, j1);
+                        ah.x[3] = ATTN__ROW(p->out, p->os, b, h, j1);
+                    }
                     f->fk->causal(phiq, pk, n, F, (float)f->ce[c], P, Dv1, vc, p->vs[2], Dv,
-                                  ATTN__ROW(p->out, p->os, b, h, i0), p->os[2], kws);
+                                  ATTN__ROW(p->out, p->os, b, h, i0), p->os[2], kws, ahp);
                 }
                 if (sg + 1 == hi && c + 1 == c1) break; /* no later chunk of this thread */
-                /* the chunk's state joins T_sg and the running state (P of the next chunk) */
-                chunk_state(f, b, g, c, (float *)pk, zs, st, tacc, NULL, 0);
-                if (c + 1 < c1) f->fk->fold(rs, st, f->ce[c], sz, P);
+                /* the chunk's state joins T_sg, and P of the next chunk is
+                 * Pre_sg + T_sg so far, rounded once */
+                f->fk->accfold(pk, n, F, vc, p->vs[2], Dv, zs, f->ce[c], tacc, pre,
+                               c + 1 < c1 ? P : NULL, st);
             }
             if (sg + 1 < hi) /* Pre_{sg+1} = Pre_sg + T_sg, as the table's */
                 for (int64_t e = 0; e < sz; e++)

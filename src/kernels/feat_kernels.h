@@ -13,7 +13,50 @@
 #ifndef ATTN_FEAT_KERNELS_H
 #define ATTN_FEAT_KERNELS_H
 
+#include <stddef.h>
 #include <stdint.h>
+
+/* Rows that a later call will read or write (the next chunk's), for the
+ * causal kernel to ask for a share at a time, spread over its blocks of
+ * rows: stream s is rows [0, n[s]) of w[s] floats at x[s], row stride
+ * ld[s] (rows to be written too: a read request brings the line all the
+ * same). The hardware prefetchers do not run ahead across a chunk's
+ * arithmetic, so without this each chunk waited on its first touch of q,
+ * k, v and the output. */
+#define ATTN_FEAT_AHEAD 4
+typedef struct attn_feat_ahead {
+    const float *x[ATTN_FEAT_AHEAD];
+    int64_t ld[ATTN_FEAT_AHEAD], n[ATTN_FEAT_AHEAD], w[ATTN_FEAT_AHEAD];
+    int ns;
+} attn_feat_ahead;
+
+/* The lines of share g of ng of every stream of a (NULL: none) into
+ * pl[0..max), their count returned; lines past max are asked for here.
+ * The kernel asks for pl[] one at a time among its FMAs: a burst of
+ * requests stalls on the core's miss buffers. */
+static inline int attn__feat_ahead_lines(const attn_feat_ahead *a, int64_t g, int64_t ng,
+                                         const char **pl, int max) {
+    int k = 0;
+    if (!a) return 0;
+    for (int s = 0; s < a->ns; s++) {
+        const int64_t r0 = a->n[s] * g / ng, r1 = a->n[s] * (g + 1) / ng;
+        for (int64_t i = r0; i < r1; i++)
+            for (int64_t d = 0; d < a->w[s]; d += 16) {
+                const char *x = (const char *)(a->x[s] + i * a->ld[s] + d);
+                if (k < max) pl[k++] = x;
+                else __builtin_prefetch(x, 0, 2);
+            }
+    }
+    return k;
+}
+
+struct attn_feat_kernels;
+/* accfold as accum, then fold, then the rounding of pre + acc: the form of
+ * the families that do not fuse them. */
+static inline void attn__feat_accfold_plain(const struct attn_feat_kernels *k, const float *phi,
+                                            int64_t n, int64_t F, const float *v, int64_t ldv,
+                                            int64_t Dv, const float *zs, double w, double *acc,
+                                            const double *pre, float *P, float *st);
 
 /* What the backward kernels do with the float64 key sums acck, accv. */
 enum {
@@ -68,13 +111,23 @@ typedef struct attn_feat_kernels {
      * stride lds with the normaliser in column Dv, phiq and phik [n, F], v
      * rows of stride ldv, e the chunk's weight. ws: at least
      * attn__feat_causal_ws(n, F) floats of scratch (phik transposed and the
-     * masked block, in L1 for chunks of 64 rows). */
+     * masked block, in L1 for chunks of 64 rows). ahead (or NULL): rows
+     * asked for a share per block of rows (attn__feat_ahead). */
     void (*causal)(const float *phiq, const float *phik, int64_t n, int64_t F, float e,
                    const float *P, int64_t lds, const float *v, int64_t ldv, int64_t Dv, float *o,
-                   int64_t ldo, float *ws);
+                   int64_t ldo, float *ws, const attn_feat_ahead *ahead);
     /* A float64 running state: run[e] += w * st[e], then P[e] = (float)
      * run[e] unless P is NULL, e < n (the causal scans). */
     void (*fold)(double *run, const float *st, double w, int64_t n, float *P);
+    /* The causal forward's key side of a chunk in one pass: the state
+     * st = [phi^T V | zs] as accum computes it (rows of Dv1 = Dv + 1, the
+     * column sums zs in column Dv), folded as fold does, acc[e] += w st[e],
+     * and unless P is NULL P[e] = (float)(pre[e] + acc[e]), e < F Dv1.
+     * Bits: those of accum then fold. st: F Dv1 floats of scratch (a
+     * family may keep the state in registers instead). */
+    void (*accfold)(const float *phi, int64_t n, int64_t F, const float *v, int64_t ldv,
+                    int64_t Dv, const float *zs, double w, double *acc, const double *pre,
+                    float *P, float *st);
     /* The backward's Performer exponents in float64 (kernels/feat_bwd.inc):
      * e_ir = w_r . x'_i - |x'_i|^2 / 2 (x' = s x, wt = Omega^T [D, F]),
      * shifted by each row's max (rowshift) or the largest over the n rows,
@@ -127,6 +180,20 @@ typedef struct attn_feat_kernels {
                       const float *dphi, int64_t F, const float *omega, double s, float *dx,
                       int64_t ldd, double *ws);
 } attn_feat_kernels;
+
+static inline void attn__feat_accfold_plain(const struct attn_feat_kernels *k, const float *phi,
+                                            int64_t n, int64_t F, const float *v, int64_t ldv,
+                                            int64_t Dv, const float *zs, double w, double *acc,
+                                            const double *pre, float *P, float *st) {
+    const int64_t Dv1 = Dv + 1;
+    k->accum(phi, n, F, v, ldv, Dv, st, Dv1);
+    for (int64_t r = 0; r < F; r++)
+        st[r * Dv1 + Dv] = zs[r];
+    k->fold(acc, st, w, F * Dv1, NULL);
+    if (P)
+        for (int64_t e = 0; e < F * Dv1; e++)
+            P[e] = (float)(pre[e] + acc[e]);
+}
 
 /* Scratch of attn_feat_kernels.causal: z (F), phik^T (F x n16) and the
  * block (n x n16), n16 = n rounded up to 16 (every family's width). */

@@ -56,53 +56,96 @@ static float rowmax16(const float *u, int64_t F) {
     return _mm512_reduce_max_ps(m);
 }
 
-static float sumsq16(const float *x, int64_t D) {
+/* |x|^2 of a row, 16 lanes at a time, as one vector (its sum is the
+ * caller's). */
+ATTN_INLINE __m512 sumsq_v(const float *x, int64_t D) {
     __m512 s = _mm512_setzero_ps();
     int64_t d = 0;
     for (; d + 16 <= D; d += 16) {
-        __m512 v = _mm512_loadu_ps(x + d);
+        const __m512 v = _mm512_loadu_ps(x + d);
         s = _mm512_fmadd_ps(v, v, s);
     }
     if (d < D) {
-        __m512 v = _mm512_maskz_loadu_ps(tail16(D - d), x + d);
+        const __m512 v = _mm512_maskz_loadu_ps(tail16(D - d), x + d);
         s = _mm512_fmadd_ps(v, v, s);
     }
-    return _mm512_reduce_add_ps(s);
+    return s;
 }
 
+/* One row's exponentials in place: u_r = exp(u_r - sub) * norm, added to
+ * colsum (unless NULL). */
+ATTN_INLINE void perf_exp_row(float *ui, int64_t F, __m512 sub, __m512 vn, float *colsum) {
+    int64_t r = 0;
+    for (; r + 16 <= F; r += 16) {
+        const __m512 e = _mm512_mul_ps(exp_avx512(_mm512_sub_ps(_mm512_loadu_ps(ui + r), sub)), vn);
+        _mm512_storeu_ps(ui + r, e);
+        if (colsum) _mm512_storeu_ps(colsum + r, _mm512_add_ps(_mm512_loadu_ps(colsum + r), e));
+    }
+    if (r < F) {
+        const __mmask16 m = tail16(F - r);
+        const __m512 e =
+            _mm512_mul_ps(exp_avx512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, ui + r), sub)), vn);
+        _mm512_mask_storeu_ps(ui + r, m, e);
+        if (colsum)
+            _mm512_mask_storeu_ps(colsum + r, m,
+                                  _mm512_add_ps(_mm512_maskz_loadu_ps(m, colsum + r), e));
+    }
+}
+
+/* h[i] = hs |x_i|^2 for n rows, and (rowshift) e[i] = max_r u_ir - h[i]:
+ * each row's sums reduced in a loop of its own, so the rows' reductions
+ * overlap instead of each waiting on the last. */
+static void perf_rows_h(const float *x, int64_t ldx, int64_t D, float hs, const float *u,
+                        int64_t F, int64_t n, float *h, float *e) {
+    for (int64_t i = 0; i < n; i++)
+        h[i] = hs * _mm512_reduce_add_ps(sumsq_v(x + i * ldx, D));
+    if (e)
+        for (int64_t i = 0; i < n; i++)
+            e[i] = rowmax16(u + i * F, F) - h[i];
+}
+
+/* Rows in blocks of PEB: their h (and with rowshift each row's shift) first,
+ * then the exponentials. Without rowshift the largest u_r - h over the n
+ * rows is a vector of lanes (max_r u_r - h_i per lane) reduced once; h is
+ * formed again in the second pass when n > PEB. */
+#define PEB 256
 static float perf_exp_avx512(float *u, int64_t n, int64_t F, const float *x, int64_t ldx,
                              int64_t D, float hs, int rowshift, float norm,
                              float *colsum) {
-    float emax = -INFINITY;
-    if (!rowshift)
-        for (int64_t i = 0; i < n; i++)
-            emax = fmaxf(emax, rowmax16(u + i * F, F) - hs * sumsq16(x + i * ldx, D));
-    float c = isfinite(emax) ? emax : 0.0f;
+    float emax = -INFINITY, hb[PEB], eb[PEB];
+    if (!rowshift) {
+        __m512 vm = _mm512_set1_ps(-INFINITY);
+        for (int64_t i0 = 0; i0 < n; i0 += PEB) {
+            const int64_t nb = n - i0 < PEB ? n - i0 : PEB;
+            perf_rows_h(x + i0 * ldx, ldx, D, hs, NULL, F, nb, hb, NULL);
+            for (int64_t i = 0; i < nb; i++) {
+                const __m512 h = _mm512_set1_ps(hb[i]);
+                const float *ui = u + (i0 + i) * F;
+                int64_t r = 0;
+                for (; r + 16 <= F; r += 16)
+                    vm = _mm512_max_ps(vm, _mm512_sub_ps(_mm512_loadu_ps(ui + r), h));
+                if (r < F) {
+                    const __mmask16 k = tail16(F - r);
+                    vm = _mm512_mask_max_ps(vm, k, vm,
+                                            _mm512_sub_ps(_mm512_maskz_loadu_ps(k, ui + r), h));
+                }
+            }
+        }
+        emax = _mm512_reduce_max_ps(vm);
+    }
+    const float c = isfinite(emax) ? emax : 0.0f;
     const __m512 vn = _mm512_set1_ps(norm);
-    for (int64_t i = 0; i < n; i++) {
-        float *ui = u + i * F;
-        const float h = hs * sumsq16(x + i * ldx, D);
-        if (rowshift) {
-            const float e = rowmax16(ui, F) - h;
-            emax = fmaxf(emax, e);
-            c = isfinite(e) ? e : 0.0f;
-        }
-        const __m512 sub = _mm512_set1_ps(h + c);
-        int64_t r = 0;
-        for (; r + 16 <= F; r += 16) {
-            const __m512 e =
-                _mm512_mul_ps(exp_avx512(_mm512_sub_ps(_mm512_loadu_ps(ui + r), sub)), vn);
-            _mm512_storeu_ps(ui + r, e);
-            if (colsum) _mm512_storeu_ps(colsum + r, _mm512_add_ps(_mm512_loadu_ps(colsum + r), e));
-        }
-        if (r < F) {
-            const __mmask16 m = tail16(F - r);
-            const __m512 e =
-                _mm512_mul_ps(exp_avx512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, ui + r), sub)), vn);
-            _mm512_mask_storeu_ps(ui + r, m, e);
-            if (colsum)
-                _mm512_mask_storeu_ps(colsum + r, m,
-                                      _mm512_add_ps(_mm512_maskz_loadu_ps(m, colsum + r), e));
+    for (int64_t i0 = 0; i0 < n; i0 += PEB) {
+        const int64_t nb = n - i0 < PEB ? n - i0 : PEB;
+        if (rowshift || n > PEB)
+            perf_rows_h(x + i0 * ldx, ldx, D, hs, u + i0 * F, F, nb, hb, rowshift ? eb : NULL);
+        for (int64_t i = 0; i < nb; i++) {
+            float ci = c;
+            if (rowshift) {
+                emax = fmaxf(emax, eb[i]);
+                ci = isfinite(eb[i]) ? eb[i] : 0.0f;
+            }
+            perf_exp_row(u + (i0 + i) * F, F, _mm512_set1_ps(hb[i] + ci), vn, colsum);
         }
     }
     return emax;
@@ -233,9 +276,23 @@ static void proj_avx512(const float *x, int64_t ldx, int64_t n, int64_t D, const
  * per key 4 loads of v_j and NR broadcasts of phi for 4 NR FMAs. pf: prefetch
  * v 32 rows ahead (the first sweep over the chunk, which reads it from
  * memory). */
+/* accfold's fold of a block of the state (NULL in accum: the block is
+ * stored): acc += w st, P = (float)(pre + acc), rows of ld doubles. */
+typedef struct fold_to {
+    double w;
+    double *acc;
+    const double *pre;
+    float *P;
+    int64_t ld;
+} fold_to;
+
+/* Rows [r0, r0 + NR) of the state (NR <= 4), columns [d0, d0 + 64):
+ * per key 4 loads of v_j and NR broadcasts of phi for 4 NR FMAs. pf: prefetch
+ * v 32 rows ahead (the first sweep over the chunk, which reads it from
+ * memory). Then stored to S (fo NULL) or folded (fo). */
 ATTN_INLINE void accum_block(const float *phi, int64_t n, int64_t F, int64_t r0, const float *v,
                              int64_t ldv, int64_t d0, const __mmask16 m[4], int nr, int pf,
-                             float *S, int64_t lds) {
+                             float *S, int64_t lds, const fold_to *fo) {
     __m512 acc[4][4];
 #pragma GCC unroll 4
     for (int i = 0; i < 4; i++)
@@ -262,12 +319,38 @@ ATTN_INLINE void accum_block(const float *phi, int64_t n, int64_t F, int64_t r0,
                 acc[i][c] = _mm512_fmadd_ps(b, x[c], acc[i][c]);
         }
     }
+    if (!fo) {
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) {
+            if (i >= nr) break;
+#pragma GCC unroll 4
+            for (int c = 0; c < 4; c++)
+                _mm512_mask_storeu_ps(S + (r0 + i) * lds + d0 + 16 * c, m[c], acc[i][c]);
+        }
+        return;
+    }
+    const __m512d vw = _mm512_set1_pd(fo->w);
 #pragma GCC unroll 4
     for (int i = 0; i < 4; i++) {
         if (i >= nr) break;
+        const int64_t o = (r0 + i) * fo->ld + d0;
 #pragma GCC unroll 4
         for (int c = 0; c < 4; c++)
-            _mm512_mask_storeu_ps(S + (r0 + i) * lds + d0 + 16 * c, m[c], acc[i][c]);
+#pragma GCC unroll 2
+            for (int h = 0; h < 2; h++) { /* 8 lanes a half, as fold's */
+                const __mmask8 k = (__mmask8)(m[c] >> (8 * h));
+                const int64_t e = o + 16 * c + 8 * h;
+                const __m256 xs = h ? _mm256_castpd_ps(_mm512_extractf64x4_pd(
+                                          _mm512_castps_pd(acc[i][c]), 1))
+                                    : _mm512_castps512_ps256(acc[i][c]);
+                const __m512d r = _mm512_fmadd_pd(vw, _mm512_cvtps_pd(xs),
+                                                  _mm512_maskz_loadu_pd(k, fo->acc + e));
+                _mm512_mask_storeu_pd(fo->acc + e, k, r);
+                if (fo->P)
+                    _mm256_mask_storeu_ps(
+                        fo->P + e, k,
+                        _mm512_cvtpd_ps(_mm512_add_pd(_mm512_maskz_loadu_pd(k, fo->pre + e), r)));
+            }
     }
 }
 
@@ -282,10 +365,40 @@ static void accum_avx512(const float *phi, int64_t n, int64_t F, const float *v,
         for (int64_t r0 = 0; r0 < F; r0 += 4) {
             const int nr = (int)(F - r0 < 4 ? F - r0 : 4), pf = r0 == 0;
             if (nr == 4)
-                accum_block(phi, n, F, r0, v, ldv, d0, m, 4, pf, S, lds);
+                accum_block(phi, n, F, r0, v, ldv, d0, m, 4, pf, S, lds, NULL);
             else
-                accum_block(phi, n, F, r0, v, ldv, d0, m, nr, pf, S, lds);
+                accum_block(phi, n, F, r0, v, ldv, d0, m, nr, pf, S, lds, NULL);
         }
+    }
+}
+
+/* accum and fold in one pass: the state's blocks are folded from the
+ * registers (no round trip of st through memory), the column sums zs
+ * (column Dv) one by one. */
+static void accfold_avx512(const float *phi, int64_t n, int64_t F, const float *v, int64_t ldv,
+                           int64_t Dv, const float *zs, double w, double *acc, const double *pre,
+                           float *P, float *st) {
+    (void)st;
+    const int64_t Dv1 = Dv + 1;
+    const fold_to fo = {w, acc, pre, P, Dv1};
+    for (int64_t d0 = 0; d0 < Dv; d0 += 64) {
+        __mmask16 m[4];
+        for (int c = 0; c < 4; c++) {
+            const int64_t left = Dv - d0 - 16 * c;
+            m[c] = left <= 0 ? (__mmask16)0 : tail16(left);
+        }
+        for (int64_t r0 = 0; r0 < F; r0 += 4) {
+            const int nr = (int)(F - r0 < 4 ? F - r0 : 4), pf = r0 == 0;
+            if (nr == 4)
+                accum_block(phi, n, F, r0, v, ldv, d0, m, 4, pf, NULL, 0, &fo);
+            else
+                accum_block(phi, n, F, r0, v, ldv, d0, m, nr, pf, NULL, 0, &fo);
+        }
+    }
+    for (int64_t r = 0; r < F; r++) {
+        const int64_t e = r * Dv1 + Dv;
+        acc[e] = fma(w, (double)zs[r], acc[e]);
+        if (P) P[e] = (float)(pre[e] + acc[e]);
     }
 }
 
@@ -296,7 +409,8 @@ static void accum_avx512(const float *phi, int64_t n, int64_t F, const float *v,
  * per feature ncv loads of kt and NR broadcasts of phiq; then e a masked to
  * j <= i (zeros above the diagonal, so the value pass may read them). */
 ATTN_INLINE void causal_a_block(const float *phiq, int64_t F, const float *kt, int64_t n16,
-                                int64_t i0, int nr, int64_t jg, int ncv, __m512 ve, float *a) {
+                                int64_t i0, int nr, int64_t jg, int ncv, __m512 ve, float *a,
+                                const char *const *pl, int npl) {
     __m512 acc[4][4];
 #pragma GCC unroll 4
     for (int i = 0; i < 4; i++)
@@ -304,6 +418,8 @@ ATTN_INLINE void causal_a_block(const float *phiq, int64_t F, const float *kt, i
         for (int c = 0; c < 4; c++)
             acc[i][c] = _mm512_setzero_ps();
     for (int64_t r = 0; r < F; r++) {
+        if (!(r & 1) && r >> 1 < npl) /* a request every other feature */
+            _mm_prefetch(pl[r >> 1], _MM_HINT_T0);
         const float *kr = kt + r * n16 + 16 * jg;
         __m512 x[4];
 #pragma GCC unroll 4
@@ -340,7 +456,8 @@ ATTN_INLINE void causal_a_block(const float *phiq, int64_t F, const float *kt, i
 ATTN_INLINE void causal_o_block(const float *phiq, int64_t F, const float *P, int64_t lds,
                                 const float *a, int64_t n16, const float *v, int64_t ldv,
                                 int64_t i0, int nr, int64_t jmax, int64_t d0, const __mmask16 m[4],
-                                const float *inv, float *o, int64_t ldo) {
+                                const float *inv, float *o, int64_t ldo, const char *const *pl,
+                                int npl) {
     __m512 acc[4][4];
 #pragma GCC unroll 4
     for (int i = 0; i < 4; i++)
@@ -350,6 +467,8 @@ ATTN_INLINE void causal_o_block(const float *phiq, int64_t F, const float *P, in
     for (int64_t r = 0; r < F; r++) {
         const float *sr = P + r * lds + d0;
         __m512 x[4];
+        if (!(r & 1) && r >> 1 < npl) /* a request every other feature (32 FMAs) */
+            _mm_prefetch(pl[r >> 1], _MM_HINT_T0);
 #pragma GCC unroll 4
         for (int c = 0; c < 4; c++)
             x[c] = _mm512_maskz_loadu_ps(m[c], sr + 16 * c);
@@ -362,6 +481,8 @@ ATTN_INLINE void causal_o_block(const float *phiq, int64_t F, const float *P, in
                 acc[i][c] = _mm512_fmadd_ps(b, x[c], acc[i][c]);
         }
     }
+    for (int64_t r = (F + 1) / 2; r < npl; r++)
+        _mm_prefetch(pl[r], _MM_HINT_T0);
     for (int64_t j = 0; j < jmax; j++) {
         const float *vj = v + j * ldv + d0;
         __m512 x[4];
@@ -428,9 +549,42 @@ static void transpose16(const float *x, int64_t F, int64_t nrow, int64_t ncol, f
     }
 }
 
+/* 1 / den of block rows [i0, i0 + nr) (0 where den = 0), den_i = phiq_i
+ * . z plus the sum of row i of the masked block a (columns j <= i0 + i):
+ * the 4 rows' sums in vectors, then reduced together. */
+ATTN_INLINE void causal_inv4(const float *phiq, int64_t F, const float *z, const float *a,
+                             int64_t n16, int64_t i0, int nr, float *inv) {
+    __m512 s[4];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++)
+        s[i] = _mm512_setzero_ps();
+    for (int64_t r = 0; r < F; r += 16) {
+        const __mmask16 m = tail16(F - r);
+        const __m512 zv = _mm512_maskz_loadu_ps(m, z + r);
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++)
+            if (i < nr)
+                s[i] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, phiq + i * F + r), zv, s[i]);
+    }
+    for (int64_t jb = 0; jb < i0 + nr; jb += 16)
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++)
+            if (i < nr && jb <= i0 + i)
+                s[i] = _mm512_add_ps(s[i], _mm512_loadu_ps(a + i * n16 + jb));
+    __m256 h[4];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++)
+        h[i] = _mm256_add_ps(_mm512_castps512_ps256(s[i]),
+                             _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(s[i]), 1)));
+    const __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(h[0], h[1]), _mm256_hadd_ps(h[2], h[3]));
+    const __m128 den = _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
+    const __mmask8 nz = _mm_cmp_ps_mask(den, _mm_setzero_ps(), _CMP_NEQ_UQ);
+    _mm_storeu_ps(inv, _mm_maskz_div_ps(nz, _mm_set1_ps(1.0f), den));
+}
+
 static void causal_avx512(const float *phiq, const float *phik, int64_t n, int64_t F, float e,
                           const float *P, int64_t lds, const float *v, int64_t ldv, int64_t Dv,
-                          float *o, int64_t ldo, float *ws) {
+                          float *o, int64_t ldo, float *ws, const attn_feat_ahead *ahead) {
     const int64_t n16 = (n + 15) / 16 * 16;
     float *z = ws, *kt = ws + (F + 15) / 16 * 16, *a = kt + F * n16;
     for (int64_t r = 0; r < F; r++)
@@ -443,52 +597,52 @@ static void causal_avx512(const float *phiq, const float *phik, int64_t n, int64
     for (int64_t i0 = 0; i0 < n; i0 += 4) {
         const int nr = (int)(n - i0 < 4 ? n - i0 : 4);
         const int64_t jmax = i0 + nr, nv = (jmax + 15) / 16;
-        /* the value rows this pass first reads 4 blocks later, and the
-         * output rows it writes then, ahead of their use (spread out) */
-        for (int64_t j = i0 + 16; j < i0 + 20 && j < n; j++)
-            for (int64_t d = 0; d < Dv; d += 16) {
-                _mm_prefetch((const char *)(v + j * ldv + d), _MM_HINT_T0);
-                __builtin_prefetch(o + j * ldo + d, 1, 3);
-            }
+        /* this block's share of the rows asked for ahead, one line every
+         * other feature: half in the first score pass, the rest in the
+         * first value pass (a faster rate waits on the miss buffers) */
+        const char *pl[64];
+        const int npl = attn__feat_ahead_lines(ahead, i0 / 4, (n + 3) / 4, pl, 64);
+        const int ha = (int)((F + 1) / 2), na0 = npl < ha ? npl : ha;
+        int na = na0; /* the first column group's pass only */
         for (int64_t jg = 0; jg < nv; jg += 4) {
             const int ncv = (int)(nv - jg < 4 ? nv - jg : 4);
             if (nr == 4) /* constant counts: the loops unrolled without tests */
                 switch (ncv) {
                 case 1:
-                    causal_a_block(phiq, F, kt, n16, i0, 4, jg, 1, ve, a);
+                    causal_a_block(phiq, F, kt, n16, i0, 4, jg, 1, ve, a, pl, na);
                     break;
                 case 2:
-                    causal_a_block(phiq, F, kt, n16, i0, 4, jg, 2, ve, a);
+                    causal_a_block(phiq, F, kt, n16, i0, 4, jg, 2, ve, a, pl, na);
                     break;
                 case 3:
-                    causal_a_block(phiq, F, kt, n16, i0, 4, jg, 3, ve, a);
+                    causal_a_block(phiq, F, kt, n16, i0, 4, jg, 3, ve, a, pl, na);
                     break;
                 default:
-                    causal_a_block(phiq, F, kt, n16, i0, 4, jg, 4, ve, a);
+                    causal_a_block(phiq, F, kt, n16, i0, 4, jg, 4, ve, a, pl, na);
                     break;
                 }
             else
-                causal_a_block(phiq, F, kt, n16, i0, nr, jg, ncv, ve, a);
+                causal_a_block(phiq, F, kt, n16, i0, nr, jg, ncv, ve, a, pl, na);
+            na = 0;
         }
         float inv[4];
-        for (int i = 0; i < nr; i++) {
-            const int64_t row = i0 + i;
-            __m512 t = _mm512_setzero_ps();
-            for (int64_t jb = 0; jb <= row; jb += 16)
-                t = _mm512_add_ps(t, _mm512_loadu_ps(a + row * n16 + jb));
-            const float den = dot16(phiq + row * F, z, F) + _mm512_reduce_add_ps(t);
-            inv[i] = den != 0.0f ? 1.0f / den : 0.0f;
-        }
+        if (nr == 4)
+            causal_inv4(phiq + i0 * F, F, z, a + i0 * n16, n16, i0, 4, inv);
+        else
+            causal_inv4(phiq + i0 * F, F, z, a + i0 * n16, n16, i0, nr, inv);
         for (int64_t d0 = 0; d0 < Dv; d0 += 64) {
             __mmask16 m[4];
             for (int c = 0; c < 4; c++) {
                 const int64_t left = Dv - d0 - 16 * c;
                 m[c] = left <= 0 ? (__mmask16)0 : tail16(left);
             }
+            const int np = d0 ? 0 : npl - na0;
             if (nr == 4)
-                causal_o_block(phiq, F, P, lds, a, n16, v, ldv, i0, 4, jmax, d0, m, inv, o, ldo);
+                causal_o_block(phiq, F, P, lds, a, n16, v, ldv, i0, 4, jmax, d0, m, inv, o, ldo,
+                               pl + na0, np);
             else
-                causal_o_block(phiq, F, P, lds, a, n16, v, ldv, i0, nr, jmax, d0, m, inv, o, ldo);
+                causal_o_block(phiq, F, P, lds, a, n16, v, ldv, i0, nr, jmax, d0, m, inv, o, ldo,
+                               pl + na0, np);
         }
     }
 }
@@ -582,6 +736,7 @@ const attn_feat_kernels attn__feat_kernels_avx512 = {
     .proj = proj_avx512,
     .causal = causal_avx512,
     .fold = fold_avx512,
+    .accfold = accfold_avx512,
     .proj64 = proj64,
     .bwd_query = bwd_query,
     .bwd_key = bwd_key,

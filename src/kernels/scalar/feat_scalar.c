@@ -105,11 +105,17 @@ static void proj_scalar(const float *x, int64_t ldx, int64_t n, int64_t D, const
 
 static void causal_scalar(const float *phiq, const float *phik, int64_t n, int64_t F, float e,
                           const float *P, int64_t lds, const float *v, int64_t ldv, int64_t Dv,
-                          float *o, int64_t ldo, float *ws) {
+                          float *o, int64_t ldo, float *ws, const attn_feat_ahead *ahead) {
     float *a = ws; /* the masked block, row i holding j <= i */
     for (int64_t i = 0; i < n; i++) {
         const float *qi = phiq + i * F;
         float den = 0.0f;
+        { /* this row's share of the rows asked for ahead */
+            const char *pl[64];
+            const int npl = attn__feat_ahead_lines(ahead, i, n, pl, 64);
+            for (int k = 0; k < npl; k++)
+                __builtin_prefetch(pl[k], 0, 2);
+        }
         for (int64_t r = 0; r < F; r++)
             den = fmaf(qi[r], P[r * lds + Dv], den);
         for (int64_t j = 0; j <= i; j++) {
@@ -160,6 +166,14 @@ typedef double fb_vd;
 #define FB_FMA(a, b, c) ((a) * (b) + (c))
 #include "kernels/feat_bwd.inc"
 
+extern const attn_feat_kernels attn__feat_kernels_scalar;
+
+static void accfold_scalar(const float *phi, int64_t n, int64_t F, const float *v, int64_t ldv,
+                        int64_t Dv, const float *zs, double w, double *acc, const double *pre,
+                        float *P, float *st) {
+    attn__feat_accfold_plain(&attn__feat_kernels_scalar, phi, n, F, v, ldv, Dv, zs, w, acc, pre, P, st);
+}
+
 const attn_feat_kernels attn__feat_kernels_scalar = {
     .elu1 = elu1_scalar,
     .perf_exp = perf_exp_scalar,
@@ -169,6 +183,7 @@ const attn_feat_kernels attn__feat_kernels_scalar = {
     .proj = proj_scalar,
     .causal = causal_scalar,
     .fold = fold_scalar,
+    .accfold = accfold_scalar,
     .proj64 = proj64,
     .bwd_query = bwd_query,
     .bwd_key = bwd_key,
