@@ -13,12 +13,15 @@
  * running state; per chunk the family's `causal` kernel computes the prefix
  * state's part and the C x C diagonal block A = phi_q phi_k^T (j <= i) times
  * V1 in one pass (no GEMM calls). Backward: float64 after phi (the family's
- * bwd_query / bwd_key, register-blocked GEMMs, kernels/feat_bwd.inc), a
- * suffix scan of the query chunks' phi_q^T dnum1; the key sums are float64
- * over a GQA group's heads, set by the first contribution and rounded into
- * dphi_k and dv by the last head's key pass, which then runs the keys'
- * chain rule on the chunk while it is in cache. The feature maps and the Performer's projection are
- * the family's kernels (kernels/feat_kernels.h). Everything runs inside
+ * bwd_query / bwd_key, register-blocked GEMMs, kernels/feat_bwd.inc).
+ * Non-causal: the query pass, the sum G of the query chunks' phi_q^T dnum1,
+ * then the key pass; the key sums are float64 over a GQA group's heads, set
+ * by the first head and rounded into dphi_k and dv by the last one, whose
+ * pass runs the keys' chain rule on the chunk in cache. Causal
+ * (causal_backward): one pass over the chunks, last to first, in the
+ * forward's fixed segments, the suffix of G a float64 running sum, each
+ * chunk's key pass right after its query pass. The feature maps and the
+ * Performer's projection are the family's kernels (kernels/feat_kernels.h). Everything runs inside
  * parallel loops over chunks or segments whose boundaries do not depend on
  * the thread count, and the scans run in a fixed order, so the bits do not
  * either. Memory (the context's workspace): per-chunk states (non-causal,
