@@ -3,6 +3,9 @@
  * definitions: elu + 1 with its column sums, the Performer's exponent with
  * per-row and shared shifts, the ratio, the query side (apply) and the key
  * side's state (accum), the Performer's chain rule in float64 (perf_back);
+ * linear attention's chain rule (elu1_back), the float64 backward GEMMs
+ * (bwd_query, bwd_key; a NaN kept to the causal rows that see it) and
+ * exponents (proj64);
  * odd sizes so every vector tail is taken, padding
  * between rows left untouched, NaN propagated, a zero denominator giving 0.
  * Tolerances are error bounds of the fp32 evaluation (a few units in the
@@ -35,6 +38,14 @@ static void expect_close(const char *fam, const char *what, int64_t at, double g
                 (long long)at, got, ref, tol);
 }
 
+/* got is NaN exactly when want_nan. */
+static void expect_nan(const char *fam, const char *what, int64_t at, double got, int want_nan) {
+    if (!isnan(got) == !want_nan) return;
+    if (g_fails++ < 10)
+        fprintf(stderr, "%s %s [%lld]: got %.9g, want %s\n", fam, what, (long long)at, got,
+                want_nan ? "NaN" : "a number");
+}
+
 static float *buf(at_rng *r, int64_t n, float lo, float hi) {
     float *x = malloc((size_t)(n > 0 ? n : 1) * sizeof *x);
     assert_non_null(x);
@@ -63,6 +74,33 @@ static void check_elu1(const attn__arch *a, at_rng *r) {
         expect_close(a->name, "elu1 colsum", d, z[d], s, (double)(n + 1) * U * sa);
     }
     free(x), free(y), free(z), free(z0);
+}
+
+/* Linear attention's chain rule: dphi, or dphi phi where x <= 0. */
+static void check_elu1_back(const attn__arch *a, at_rng *r) {
+    const int64_t n = at_rng_int(r, 1, 20), F = at_rng_int(r, 1, 70);
+    const int64_t ldx = F + at_rng_int(r, 0, 3), ldd = F + at_rng_int(r, 1, 3);
+    float *x = buf(r, n * ldx, -3.0f, 3.0f), *phi = buf(r, n * F, 0.0f, 4.0f);
+    float *g = buf(r, n * F, -2.0f, 2.0f), *dx = buf(r, n * ldd, 0, 0);
+    x[at_rng_int(r, 0, n - 1) * ldx + at_rng_int(r, 0, F - 1)] = 0.0f; /* the kink: exp side */
+    const int64_t nan_at = at_rng_int(r, 0, n - 1) * F + at_rng_int(r, 0, F - 1);
+    for (int64_t e = 0; e < n * ldd; e++)
+        dx[e] = PAD;
+    if (at_rng_int(r, 0, 1)) {
+        x[nan_at / F * ldx + nan_at % F] = NAN, phi[nan_at] = NAN;
+    }
+    a->feat.elu1_back(x, ldx, n, F, phi, g, dx, ldd);
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t d = 0; d < ldd; d++) {
+            if (d >= F) {
+                expect_close(a->name, "elu1_back padding", i * ldd + d, dx[i * ldd + d], PAD, 0);
+                continue;
+            }
+            const float xv = x[i * ldx + d], gv = g[i * F + d];
+            const double ref = xv > 0.0f ? gv : (double)(gv * phi[i * F + d]); /* one rounding */
+            expect_close(a->name, "elu1_back", i * ldd + d, dx[i * ldd + d], ref, 0);
+        }
+    free(x), free(phi), free(g), free(dx);
 }
 
 static void check_perf_exp(const attn__arch *a, at_rng *r) {
@@ -182,7 +220,8 @@ static void check_accum(const attn__arch *a, at_rng *r) {
 }
 
 static void check_perf_back(const attn__arch *a, at_rng *r) {
-    const int64_t n = at_rng_int(r, 1, 12), F = at_rng_int(r, 1, 70), D = at_rng_int(r, 1, 80);
+    /* n past 64: blocks of 64 rows */
+    const int64_t n = at_rng_int(r, 1, 150), F = at_rng_int(r, 1, 70), D = at_rng_int(r, 1, 80);
     const int64_t ldx = D + at_rng_int(r, 0, 3), ldd = D + at_rng_int(r, 1, 3);
     const double s = at_rng_uniform(r, 0.1f, 1.0f);
     float *x = buf(r, n * ldx, -2.0f, 2.0f), *phi = buf(r, n * F, 0.0f, 1.0f);
@@ -190,7 +229,17 @@ static void check_perf_back(const attn__arch *a, at_rng *r) {
     float *dx = buf(r, n * ldd, 0, 0);
     for (int64_t e = 0; e < n * ldd; e++)
         dx[e] = PAD;
-    a->feat.perf_back(x, ldx, n, D, phi, dphi, F, om, s, dx, ldd);
+    /* the cancelling case: row 0's dominant feature w_0 = x'_0 (to fp32),
+     * so dx_0 is a small difference of the two products */
+    if (at_rng_int(r, 0, 1)) {
+        for (int64_t d = 0; d < D; d++)
+            om[d] = (float)(s * (double)x[d]);
+        phi[0] = 50.0f, dphi[0] = 1.0f;
+        for (int64_t k = 1; k < F; k++)
+            phi[k] *= 1e-3f;
+    }
+    double *ws = malloc((size_t)attn__feat_perf_back_ws(F, D) * sizeof *ws);
+    a->feat.perf_back(x, ldx, n, D, phi, dphi, F, om, s, dx, ldd, ws);
     for (int64_t i = 0; i < n; i++)
         for (int64_t d = 0; d < ldd; d++) {
             if (d >= D) {
@@ -198,16 +247,19 @@ static void check_perf_back(const attn__arch *a, at_rng *r) {
                 continue;
             }
             double acc = 0, sa = 0;
-            for (int64_t k = 0; k < F; k++) {
-                const double t = (double)dphi[i * F + k] * phi[i * F + k] *
-                                 ((double)om[k * D + d] - s * (double)x[i * ldx + d]);
-                acc += t, sa += fabs(t);
+            const double xs = s * (double)x[i * ldx + d];
+            for (int64_t k = 0; k < F; k++) { /* term by term */
+                const double t = (double)dphi[i * F + k] * phi[i * F + k];
+                acc += t * ((double)om[k * D + d] - xs);
+                sa += fabs(t) * (fabs((double)om[k * D + d]) + fabs(xs));
             }
-            /* float64 sums: only the final rounding to fp32 (and s) */
+            /* the final rounding to fp32 and the float64 sums' error (below
+             * F 2^-53 sa; an fp32 evaluation's rounding of x' alone is
+             * 2^-24 |x'| sum |t|) */
             expect_close(a->name, "perf_back", i * ldd + d, dx[i * ldd + d], s * acc,
                          U * fabs(s * acc) + 1e-12 * s * sa);
         }
-    free(x), free(phi), free(dphi), free(om), free(dx);
+    free(x), free(phi), free(dphi), free(om), free(dx), free(ws);
 }
 
 /* The causal chunk: prefix state plus the masked diagonal block, one pass. */
@@ -270,13 +322,15 @@ static void check_causal(const attn__arch *a, at_rng *r) {
 
 /* The Performer's projection (fp32) and its float64 form with the shifts. */
 static void check_proj(const attn__arch *a, at_rng *r) {
-    const int64_t n = at_rng_int(r, 1, 30), F = at_rng_int(r, 1, 70), D = at_rng_int(r, 1, 70);
+    /* n past 64: proj64 runs in blocks of 64 rows */
+    const int64_t n = at_rng_int(r, 1, 150), F = at_rng_int(r, 1, 70), D = at_rng_int(r, 1, 70);
     const int64_t ldx = D + at_rng_int(r, 0, 3);
     const float s = at_rng_uniform(r, 0.1f, 1.0f);
     const int rowshift = (int)at_rng_int(r, 0, 1);
     float *x = buf(r, n * ldx, -2.0f, 2.0f), *wt = buf(r, D * F, -2.0f, 2.0f);
     float *u = buf(r, n * F, 0, 0), *u2 = buf(r, n * F, 0, 0);
-    double *ws = malloc((size_t)F * sizeof *ws), *ex = malloc((size_t)(n * F) * sizeof *ex);
+    double *ws = malloc((size_t)attn__feat_proj64_ws(n, D, F) * sizeof *ws);
+    double *ex = malloc((size_t)(n * F) * sizeof *ex);
     a->feat.proj(x, ldx, n, D, wt, F, s, u);
     const double top = a->feat.proj64(x, ldx, n, D, wt, F, s, rowshift, u2, ws);
     double mx = -INFINITY;
@@ -361,9 +415,12 @@ static void check_accfold(const attn__arch *a, at_rng *r) {
 /* The float64 backward of a query chunk and of key rows against the same
  * formulas summed plainly in float64 (only the order of the sums differs). */
 static void check_bwd(const attn__arch *a, at_rng *r) {
-    const int64_t n = at_rng_int(r, 1, 40), F = at_rng_int(r, 1, 40), Dv = at_rng_int(r, 1, 40);
-    const int64_t Dv1 = Dv + 1, ldgo = Dv + at_rng_int(r, 0, 3);
+    /* sizes on both sides of the register blocks (8 rows, 8/12/16 doubles)
+     * and, non-causal, of the 64-row blocks */
     const int causal = (int)at_rng_int(r, 0, 1);
+    const int64_t n = at_rng_int(r, 1, causal ? 70 : 150), F = at_rng_int(r, 1, 70);
+    const int64_t Dv = at_rng_int(r, 1, 70);
+    const int64_t Dv1 = Dv + 1, ldgo = Dv + at_rng_int(r, 0, 3);
     float *q = buf(r, n * F, 0.0f, 2.0f), *k = buf(r, n * F, 0.0f, 2.0f);
     float *P = buf(r, F * Dv1, -1.0f, 1.0f), *v1 = buf(r, n * Dv1, -2.0f, 2.0f);
     float *go = buf(r, n * ldgo, -1.0f, 1.0f), *dq = buf(r, n * F, 0, 0);
@@ -371,14 +428,26 @@ static void check_bwd(const attn__arch *a, at_rng *r) {
         P[k0 * Dv1 + Dv] = fabsf(P[k0 * Dv1 + Dv]) + 0.1f;
     for (int64_t j = 0; j < n; j++)
         v1[j * Dv1 + Dv] = 1.0f;
-    double *G = malloc((size_t)(F * Dv1) * sizeof *G), *ak = calloc((size_t)(n * F), sizeof *ak);
-    double *av = calloc((size_t)(n * Dv1), sizeof *av);
-    double *ws = malloc((size_t)attn__feat_bwd_ws(n, F, Dv1) * sizeof *ws);
-    a->feat.bwd_query(q, n, F, P, causal ? k : NULL, v1, Dv1, go, ldgo, dq, G, ak, av, ws);
+    /* the key sums start from earlier contributions (ADD) or are set (SET) */
+    const int qhow = (int)at_rng_int(r, 0, 1) ? ATTN_FEAT_SET : ATTN_FEAT_ADD;
+    double *G = malloc((size_t)(F * Dv1) * sizeof *G), *ak = malloc((size_t)(n * F) * sizeof *ak);
+    double *av = malloc((size_t)(n * Dv1) * sizeof *av), *ak0 = malloc((size_t)(n * F) * 8);
+    double *av0 = malloc((size_t)(n * Dv1) * sizeof *av0);
+    for (int64_t e = 0; e < n * F; e++)
+        ak[e] = ak0[e] = qhow == ATTN_FEAT_ADD ? at_rng_uniform(r, -1.0f, 1.0f) : 0.0;
+    for (int64_t e = 0; e < n * Dv1; e++)
+        av[e] = av0[e] = qhow == ATTN_FEAT_ADD ? at_rng_uniform(r, -1.0f, 1.0f) : 0.0;
+    if (qhow == ATTN_FEAT_SET && causal) /* garbage to be overwritten */
+        for (int64_t e = 0; e < n * F; e++)
+            ak[e] = 1e30;
+    double *ws = malloc((size_t)attn__feat_bwd_ws(n, F, Dv1, causal) * sizeof *ws);
+    const int gonly = at_rng_int(r, 0, 3) == 0; /* dphiq NULL: G alone */
+    a->feat.bwd_query(q, n, F, P, causal ? k : NULL, v1, Dv1, go, ldgo, gonly ? NULL : dq, G, ak,
+                      av, qhow, ws);
     /* reference: a_ij, num1, dnum1 */
     double *A = calloc((size_t)(n * n), sizeof *A), *dn = calloc((size_t)(n * Dv1), sizeof *dn);
     for (int64_t i = 0; i < n; i++) {
-        double num[41] = {0};
+        double num[72] = {0};
         for (int64_t d = 0; d < Dv1; d++) {
             for (int64_t k0 = 0; k0 < F; k0++)
                 num[d] += (double)q[i * F + k0] * P[k0 * Dv1 + d];
@@ -397,7 +466,7 @@ static void check_bwd(const attn__arch *a, at_rng *r) {
         dn[i * Dv1 + Dv] = -dd / num[Dv];
     }
     const double tol = 1e-12;
-    for (int64_t i = 0; i < n; i++)
+    for (int64_t i = 0; !gonly && i < n; i++)
         for (int64_t k0 = 0; k0 < F; k0++) {
             double t = 0, ta = 0; /* the float64 sums' error: ~1e-16 sum |terms| a step */
             for (int64_t d = 0; d < Dv1; d++)
@@ -421,7 +490,7 @@ static void check_bwd(const attn__arch *a, at_rng *r) {
                     ta += fabs((double)q[i * F + k0] * dn[i * Dv1 + d]);
             expect_close(a->name, "bwd_query G", k0 * Dv1 + d, G[k0 * Dv1 + d], t, tol * ta);
         }
-    for (int64_t j = 0; causal && j < n; j++) {
+    for (int64_t j = 0; causal && !gonly && j < n; j++) {
         for (int64_t k0 = 0; k0 < F; k0++) {
             double t = 0, ta = 0;
             for (int64_t i = j; i < n; i++) {
@@ -431,38 +500,100 @@ static void check_bwd(const attn__arch *a, at_rng *r) {
                         daa += fabs(dn[i * Dv1 + d] * v1[j * Dv1 + d]);
                 t += da * q[i * F + k0], ta += daa * q[i * F + k0];
             }
-            expect_close(a->name, "bwd_query dphi_k", j * F + k0, ak[j * F + k0], t, tol * ta);
+            expect_close(a->name, "bwd_query dphi_k", j * F + k0, ak[j * F + k0],
+                         ak0[j * F + k0] + t, tol * (ta + fabs(ak0[j * F + k0])));
         }
         for (int64_t d = 0; d < Dv1; d++) {
             double t = 0, ta = 0;
             for (int64_t i = j; i < n; i++)
                 t += A[i * n + j] * dn[i * Dv1 + d], ta += fabs(A[i * n + j] * dn[i * Dv1 + d]);
-            expect_close(a->name, "bwd_query dV1", j * Dv1 + d, av[j * Dv1 + d], t, tol * ta);
+            expect_close(a->name, "bwd_query dV1", j * Dv1 + d, av[j * Dv1 + d],
+                         av0[j * Dv1 + d] + t, tol * (ta + fabs(av0[j * Dv1 + d])));
         }
     }
-    /* key rows against G (as given) */
-    double *ak2 = calloc((size_t)(n * F), sizeof *ak2),
-           *av2 = calloc((size_t)(n * Dv1), sizeof *av2);
-    double *ws2 = malloc((size_t)(F * Dv1) * sizeof *ws2);
-    a->feat.bwd_key(k, v1, n, F, Dv1, G, ak2, av2, ws2);
+    /* key rows against G (as given), each way of delivering the sums: into
+     * float64 sums that hold earlier contributions (ADD) or none (SET), or
+     * rounded into dphi_k and dv (OUT: with the sums, OUT_ONLY: alone) */
+    const int khow = (int)at_rng_int(r, 0, 3), out = khow >= ATTN_FEAT_OUT;
+    const int64_t lddv = Dv + at_rng_int(r, 0, 3);
+    double *ak2 = malloc((size_t)(n * F) * sizeof *ak2), *av2 = malloc((size_t)(n * Dv1) * 8);
+    double *ak2i = malloc((size_t)(n * F) * 8), *av2i = malloc((size_t)(n * Dv1) * 8);
+    float *dk = buf(r, n * F, 0, 0), *dv = buf(r, n * lddv, 0, 0);
+    for (int64_t e = 0; e < n * F; e++)
+        ak2[e] = ak2i[e] = at_rng_uniform(r, -1.0f, 1.0f), dk[e] = PAD;
+    for (int64_t e = 0; e < n * Dv1; e++)
+        av2[e] = av2i[e] = at_rng_uniform(r, -1.0f, 1.0f);
+    for (int64_t e = 0; e < n * lddv; e++)
+        dv[e] = PAD;
+    const double keep = khow == ATTN_FEAT_ADD || khow == ATTN_FEAT_OUT; /* the sums count */
+    double *ws2 = malloc((size_t)attn__feat_bwdk_ws(F, Dv1) * sizeof *ws2);
+    a->feat.bwd_key(k, v1, n, F, Dv1, G, ak2, av2, khow, dk, dv, lddv, ws2);
     for (int64_t j = 0; j < n; j++) {
         for (int64_t k0 = 0; k0 < F; k0++) {
-            double t = 0, ta = 0;
+            double t = keep * ak2i[j * F + k0], ta = fabs(t);
             for (int64_t d = 0; d < Dv1; d++)
                 t += (double)v1[j * Dv1 + d] * G[k0 * Dv1 + d],
                     ta += fabs((double)v1[j * Dv1 + d] * G[k0 * Dv1 + d]);
-            expect_close(a->name, "bwd_key dphi_k", j * F + k0, ak2[j * F + k0], t, tol * ta);
+            if (out)
+                expect_close(a->name, "bwd_key dphi_k out", j * F + k0, dk[j * F + k0], (float)t,
+                             U * fabs(t) + tol * ta);
+            else
+                expect_close(a->name, "bwd_key dphi_k", j * F + k0, ak2[j * F + k0], t, tol * ta);
         }
         for (int64_t d = 0; d < Dv1; d++) {
-            double t = 0, ta = 0;
+            double t = keep * av2i[j * Dv1 + d], ta = fabs(t);
             for (int64_t k0 = 0; k0 < F; k0++)
                 t += (double)k[j * F + k0] * G[k0 * Dv1 + d],
                     ta += fabs((double)k[j * F + k0] * G[k0 * Dv1 + d]);
-            expect_close(a->name, "bwd_key dV1", j * Dv1 + d, av2[j * Dv1 + d], t, tol * ta);
+            if (!out)
+                expect_close(a->name, "bwd_key dV1", j * Dv1 + d, av2[j * Dv1 + d], t, tol * ta);
+            else if (d < Dv)
+                expect_close(a->name, "bwd_key dv out", j * lddv + d, dv[j * lddv + d], (float)t,
+                             U * fabs(t) + tol * ta);
         }
+        for (int64_t d = Dv; d < lddv; d++) /* padding; and dv untouched unless out */
+            expect_close(a->name, "bwd_key dv padding", j * lddv + d, dv[j * lddv + d], PAD, 0);
+        for (int64_t d = 0; !out && d < Dv; d++)
+            expect_close(a->name, "bwd_key dv unused", j * lddv + d, dv[j * lddv + d], PAD, 0);
     }
     free(q), free(k), free(P), free(v1), free(go), free(dq), free(G), free(ak), free(av), free(ws);
-    free(A), free(dn), free(ak2), free(av2), free(ws2);
+    free(A), free(dn), free(ak2), free(av2), free(ws2), free(ak0), free(av0), free(ak2i);
+    free(av2i), free(dk), free(dv);
+}
+
+/* A NaN stays out of the causal rows that must not see it: a NaN in
+ * phi_q row iq reaches dphi_q row iq only and none of the key sums of
+ * later keys; a NaN in V row jn none of the query rows before jn. */
+static void check_bwd_nan(const attn__arch *a, at_rng *r) {
+    const int64_t n = at_rng_int(r, 2, 70), F = at_rng_int(r, 1, 40), Dv = at_rng_int(r, 1, 40);
+    const int64_t Dv1 = Dv + 1, iq = at_rng_int(r, 0, n - 1), jn = at_rng_int(r, 0, n - 1);
+    float *q = buf(r, n * F, 0.0f, 2.0f), *k = buf(r, n * F, 0.0f, 2.0f);
+    float *P = buf(r, F * Dv1, 0.1f, 1.0f), *v1 = buf(r, n * Dv1, -2.0f, 2.0f);
+    float *go = buf(r, n * Dv, -1.0f, 1.0f), *dq = buf(r, n * F, 0, 0);
+    for (int64_t j = 0; j < n; j++)
+        v1[j * Dv1 + Dv] = 1.0f;
+    double *G = malloc((size_t)(F * Dv1) * sizeof *G), *ak = malloc((size_t)(n * F) * 8);
+    double *av = malloc((size_t)(n * Dv1) * sizeof *av);
+    double *ws = malloc((size_t)attn__feat_bwd_ws(n, F, Dv1, 1) * sizeof *ws);
+    q[iq * F + at_rng_int(r, 0, F - 1)] = NAN;
+    a->feat.bwd_query(q, n, F, P, k, v1, Dv1, go, Dv, dq, G, ak, av, ATTN_FEAT_SET, ws);
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t c = 0; c < F; c++)
+            expect_nan(a->name, "bwd_query NaN q: dphi_q", i * F + c, dq[i * F + c], i == iq);
+    for (int64_t j = iq + 1; j < n; j++) {
+        for (int64_t c = 0; c < F; c++)
+            expect_nan(a->name, "bwd_query NaN q: dphi_k", j * F + c, ak[j * F + c], 0);
+        for (int64_t d = 0; d < Dv1; d++)
+            expect_nan(a->name, "bwd_query NaN q: dV1", j * Dv1 + d, av[j * Dv1 + d], 0);
+    }
+    for (int64_t c = 0; c < F; c++)
+        if (isnan(q[iq * F + c])) q[iq * F + c] = 1.0f;
+    v1[jn * Dv1 + at_rng_int(r, 0, Dv - 1)] = NAN;
+    a->feat.bwd_query(q, n, F, P, k, v1, Dv1, go, Dv, dq, G, ak, av, ATTN_FEAT_SET, ws);
+    for (int64_t i = 0; i < jn; i++)
+        for (int64_t c = 0; c < F; c++)
+            expect_nan(a->name, "bwd_query NaN v: dphi_q", i * F + c, dq[i * F + c], 0);
+    free(q), free(k), free(P), free(v1), free(go), free(dq), free(G), free(ak), free(av), free(ws);
 }
 
 static void test_feat_kernels(void **state) {
@@ -475,6 +606,7 @@ static void test_feat_kernels(void **state) {
         for (int k = 0; k < (at_quick() ? 30 : 200); k++) {
             at_rng r = at_rng_for(0x17000 + (uint64_t)k * 8 + (uint64_t)i);
             check_elu1(a, &r);
+            check_elu1_back(a, &r);
             check_perf_exp(a, &r);
             check_apply(a, &r);
             check_accum(a, &r);
@@ -484,6 +616,7 @@ static void test_feat_kernels(void **state) {
             check_fold(a, &r);
             check_accfold(a, &r);
             check_bwd(a, &r);
+            check_bwd_nan(a, &r);
         }
     }
     assert_int_equal(g_fails, 0);

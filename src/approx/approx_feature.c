@@ -13,9 +13,15 @@
  * running state; per chunk the family's `causal` kernel computes the prefix
  * state's part and the C x C diagonal block A = phi_q phi_k^T (j <= i) times
  * V1 in one pass (no GEMM calls). Backward: float64 after phi (the family's
- * bwd_query / bwd_key, kernels/feat_bwd.inc), a suffix scan of the query
- * chunks' phi_q^T dnum1. The feature maps and the Performer's projection are
- * the family's kernels (kernels/feat_kernels.h). Everything runs inside
+ * bwd_query / bwd_key, register-blocked GEMMs, kernels/feat_bwd.inc).
+ * Non-causal: the query pass, the sum G of the query chunks' phi_q^T dnum1,
+ * then the key pass; the key sums are float64 over a GQA group's heads, set
+ * by the first head and rounded into dphi_k and dv by the last one, whose
+ * pass runs the keys' chain rule on the chunk in cache. Causal
+ * (causal_backward): one pass over the chunks, last to first, in the
+ * forward's fixed segments, the suffix of G a float64 running sum, each
+ * chunk's key pass right after its query pass. The feature maps and the
+ * Performer's projection are the family's kernels (kernels/feat_kernels.h). Everything runs inside
  * parallel loops over chunks or segments whose boundaries do not depend on
  * the thread count, and the scans run in a fixed order, so the bits do not
  * either. Memory (the context's workspace): per-chunk states (non-causal,
@@ -34,7 +40,9 @@ typedef struct feat {
     const attn__approx_plan *p;
     const float *omega;
     float *omt;  /* Omega^T [D, F] (PERFORMER) */
-    double *pws; /* per thread F doubles: the backward's float64 exponents (PERFORMER) */
+    double *pws; /* per thread pws_len doubles: the backward's float64 exponents and chain
+                  * rule (PERFORMER) */
+    int64_t pws_len;
     const attn_feat_kernels *fk; /* the context's family's feature maps */
     int64_t C, F, Dv1; /* chunk rows, features, Dv + 1 */
     int64_t nck, ncq;  /* key chunks, query chunks */
@@ -49,11 +57,15 @@ typedef struct feat {
     float *zt;    /* [F]: the total key sum z (column Dv of state[nck]) */
     int64_t scr_len;
     /* backward */
-    float *dphik; /* [S, F]: the key side's dphi_k, rounded for the chain rule */
+    float *dphik; /* [S, F]: the key side's dphi_k, rounded for the chain rule (by the last
+                   * head's bwd_key, which writes dv too) */
     double *gst;  /* [ncq + 1][F * Dv1]: G_c, then its suffix sums */
     double *bscr; /* per thread, bscr_len doubles: backward_chunk's scratch */
     int64_t bscr_len;
-    double *acck, *accv;      /* [S, F], [S, Dv1]: the sums over a GQA group's heads */
+    double *acck, *accv; /* [S, F], [S, Dv1]: the sums over a GQA group's heads
+                          * (non-causal) */
+    double *cbw;         /* causal: per thread, cbw_len doubles: causal_backward's sums and chunk */
+    int64_t cbw_len;
     double *run; /* [F * Dv1]: the scans' running sum, in float64 (error ~ one
                   * rounding per state, not one per chunk) */
     /* causal forward: segments of SEG chunks */
@@ -83,7 +95,7 @@ static double phi_rows(feat *f, const float *x, int64_t ldx, int64_t n, float *u
     }
     const float norm = 1.0f / sqrtf((float)f->F);
     if (f->pws) { /* the backward: exponents in float64, exponentiated already shifted */
-        double *ws = f->pws + f->F * omp_get_thread_num();
+        double *ws = f->pws + f->pws_len * omp_get_thread_num();
         const double c =
             f->fk->proj64(x, ldx, n, p->D, f->omt, f->F, sqrt((double)p->scale), rowshift, u, ws);
         f->fk->perf_exp(u, n, f->F, x, ldx, p->D, 0.0f, rowshift, norm, colsum);
@@ -98,18 +110,15 @@ static void phi_backward(feat *f, const float *x, int64_t ldx, int64_t n, const 
                          float *dphi, float *dx, int64_t ldd) {
     const attn__approx_plan *p = f->p;
     const int64_t F = f->F, D = p->D;
-    if (p->method == ATTN_APPROX_LINEAR) {
-        for (int64_t i = 0; i < n; i++)
-            for (int64_t d = 0; d < D; d++) {
-                const float xv = x[i * ldx + d];
-                dx[i * ldd + d] = dphi[i * F + d] * (xv > 0.0f ? 1.0f : phi[i * F + d]);
-            }
+    if (p->method == ATTN_APPROX_LINEAR) { /* F = D */
+        f->fk->elu1_back(x, ldx, n, D, phi, dphi, dx, ldd);
         return;
     }
     /* dphi_r/dx' = phi_r (w_r - x'), x' = sqrt(scale) x:
      *   dx = sqrt(scale) sum_r t_r (w_r - x'),  t = dphi * phi
      * (the family's kernel, in float64) */
-    f->fk->perf_back(x, ldx, n, D, phi, dphi, F, f->omega, sqrt((double)p->scale), dx, ldd);
+    f->fk->perf_back(x, ldx, n, D, phi, dphi, F, f->omega, sqrt((double)p->scale), dx, ldd,
+                     f->pws + f->pws_len * omp_get_thread_num());
 }
 
 /* n elements of size sz at offset *off of the workspace block base (NULL
@@ -137,11 +146,14 @@ static attn_status feat_init(attn_ctx *ctx, feat *f, const attn__approx_plan *p,
     const int64_t C = f->C, F = f->F, Dv1 = f->Dv1, S = p->S;
     const int64_t scr = 2 * C * F + (p->causal ? 2 * C * C : 0) + C * Dv1 + F;
     f->scr_len = (int64_t)attn__round16((size_t)scr);
-    const int cfwd = p->causal && !backward;
+    const int cfwd = p->causal && !backward, cbwd = p->causal && backward;
     /* bwd_query's scratch | phi_q, dphi_q [C, F] (floats) */
-    f->bscr_len =
-        (int64_t)attn__round16((size_t)ATTN_MAX(attn__feat_bwd_ws(C, F, Dv1) + C * F + 8, F * Dv1));
+    f->bscr_len = (int64_t)attn__round16((size_t)ATTN_MAX(
+        attn__feat_bwd_ws(C, F, Dv1, p->causal) + C * F + 8, attn__feat_bwdk_ws(F, Dv1)));
+    f->pws_len = (int64_t)attn__round16(
+        (size_t)ATTN_MAX(attn__feat_proj64_ws(C, p->D, F), attn__feat_perf_back_ws(F, p->D)));
     f->nseg = (f->nck + SEG - 1) / SEG;
+    f->cbw_len = (int64_t)attn__round16((size_t)(5 * F * Dv1 + C * F + C * Dv1 + C * F / 2 + 16));
     f->cscr_len = (int64_t)attn__round16(
         (size_t)(4 * F * Dv1 + 16 + 2 * F * Dv1 + 2 * C * F + attn__feat_causal_ws(C, F) + F));
     /* two passes: the size (from offset 0), then the pointers */
@@ -157,7 +169,8 @@ static attn_status feat_init(attn_ctx *ctx, feat *f, const attn__approx_plan *p,
         f->v1 = backward ? carve(base, &off, S * Dv1 + 1, sizeof(float)) : NULL;
         f->state = cfwd ? NULL : carve(base, &off, (f->nck + 1) * F * Dv1, sizeof(float));
         f->zk = cfwd && omega ? carve(base, &off, f->nck * F, sizeof(float)) : NULL;
-        f->seg = cfwd ? carve(base, &off, 2 * (f->nseg + 1) * F * Dv1, sizeof(double)) : NULL;
+        f->seg =
+            cfwd || cbwd ? carve(base, &off, 2 * (f->nseg + 1) * F * Dv1, sizeof(double)) : NULL;
         f->cscr = cfwd ? carve(base, &off, f->cscr_len * f->nth, sizeof(float)) : NULL;
         f->cmax = carve(base, &off, f->nck + 1, sizeof(double));
         f->omt = omega ? carve(base, &off, F * p->D, sizeof(float)) : NULL;
@@ -166,13 +179,16 @@ static attn_status feat_init(attn_ctx *ctx, feat *f, const attn__approx_plan *p,
         f->run = carve(base, &off, F * Dv1, sizeof(double));
         f->scr = carve(base, &off, f->scr_len * f->nth, sizeof(float));
         if (backward) {
+            f->bscr = carve(base, &off, f->bscr_len * f->nth, sizeof(double));
+            f->pws = omega ? carve(base, &off, f->pws_len * f->nth, sizeof(double)) : NULL;
+        }
+        if (backward && !p->causal) {
             f->dphik = carve(base, &off, S * F + 1, sizeof(float));
             f->gst = carve(base, &off, (f->ncq + 1) * F * Dv1, sizeof(double));
-            f->bscr = carve(base, &off, f->bscr_len * f->nth, sizeof(double));
-            f->pws = omega ? carve(base, &off, F * f->nth, sizeof(double)) : NULL;
             f->acck = carve(base, &off, S * F + 1, sizeof(double));
             f->accv = carve(base, &off, S * Dv1 + 1, sizeof(double));
         }
+        f->cbw = cbwd ? carve(base, &off, f->cbw_len * f->nth, sizeof(double)) : NULL;
         if (pass) break;
         if (attn__ws_reserve(ctx, 1, off))
             return attn_ctx_fail(ctx, ATTN_E_NOMEM, "%s attention: out of memory",
@@ -485,21 +501,129 @@ attn_status attn__approx_feature_forward(attn_ctx *ctx, const attn__approx_plan 
  * float64 sums of the key gradients. */
 
 /* One query chunk c of head (b, h): phi_q, then the family's float64
- * backward of the chunk (dphi_q, then dq; G_c into gst[c]; causal: the
- * diagonal block's share of the key gradients, rows i0.. belong to this
- * chunk only). */
-static void backward_chunk(feat *f, int64_t b, int64_t h, int64_t c, double *w) {
+ * backward of the chunk: G_c into G; unless gonly, dphi_q, then dq, and
+ * (causal) the diagonal block's share of the chunk's key sums into acck,
+ * accv by how. */
+static void backward_chunk(feat *f, int64_t b, int64_t h, int64_t c, int gonly, double *G,
+                           double *acck, double *accv, int how, double *w) {
     const attn__approx_plan *p = f->p;
     const int64_t C = f->C, F = f->F, Dv1 = f->Dv1, sz = F * Dv1;
     const int64_t i0 = c * C, n = ATTN_MIN(C, p->T - i0);
-    float *phiq = (float *)(w + attn__feat_bwd_ws(C, F, Dv1)), *dqf = phiq + C * F;
+    float *phiq = (float *)(w + attn__feat_bwd_ws(C, F, Dv1, p->causal)), *dqf = phiq + C * F;
     phi_rows(f, ATTN__ROW(p->q, p->qs, b, h, i0), p->qs[2], n, phiq, 1, NULL);
     f->fk->bwd_query(phiq, n, F, f->state + (p->causal ? c : f->nck) * sz,
                      p->causal ? f->phik + i0 * F : NULL, f->v1 + i0 * Dv1, Dv1,
-                     ATTN__ROW(p->dout, p->dos, b, h, i0), p->dos[2], dqf, f->gst + c * sz,
-                     f->acck + i0 * F, f->accv + i0 * Dv1, w);
-    phi_backward(f, ATTN__ROW(p->q, p->qs, b, h, i0), p->qs[2], n, phiq, dqf,
-                 ATTN__ROW(p->dq, p->dqs, b, h, i0), p->dqs[2]);
+                     ATTN__ROW(p->dout, p->dos, b, h, i0), p->dos[2], gonly ? NULL : dqf, G, acck,
+                     accv, how, w);
+    if (!gonly)
+        phi_backward(f, ATTN__ROW(p->q, p->qs, b, h, i0), p->qs[2], n, phiq, dqf,
+                     ATTN__ROW(p->dq, p->dqs, b, h, i0), p->dqs[2]);
+}
+
+/* Causal chunk c for every query head of kv head (b, g), in head order:
+ * H = the sum of their G_c; unless gonly, each head's dq and the diagonal
+ * blocks' key sums in ak, av (set by the first head). Gh: scratch. */
+static void causal_chunk(feat *f, int64_t b, int64_t g, int64_t c, int gonly, double *H, double *Gh,
+                         double *ak, double *av, double *w) {
+    const attn__approx_plan *p = f->p;
+    const int64_t sz = f->F * f->Dv1, h0 = g * p->group;
+    for (int64_t h = h0; h < h0 + p->group; h++) {
+        backward_chunk(f, b, h, c, gonly, h == h0 ? H : Gh, ak, av,
+                       h == h0 ? ATTN_FEAT_SET : ATTN_FEAT_ADD, w);
+        if (h > h0)
+            for (int64_t e = 0; e < sz; e++)
+                H[e] += Gh[e];
+    }
+}
+
+/* Chunk c's rows of everything causal_backward reads, ahead of their use. */
+static void prefetch_chunk(feat *f, int64_t b, int64_t g, int64_t c) {
+    const attn__approx_plan *p = f->p;
+    const int64_t C = f->C, F = f->F, Dv1 = f->Dv1, j0 = c * C, n = ATTN_MIN(C, p->S - j0);
+    prefetch_rows(f->phik + j0 * F, F, n, F);
+    prefetch_rows(f->v1 + j0 * Dv1, Dv1, n, Dv1);
+    prefetch_rows(f->state + c * F * Dv1, Dv1, F, Dv1);
+    prefetch_rows(ATTN__ROW(p->k, p->ks, b, g, j0), p->ks[2], n, p->D);
+    for (int64_t h = g * p->group; h < (g + 1) * p->group; h++) {
+        prefetch_rows(ATTN__ROW(p->q, p->qs, b, h, j0), p->qs[2], n, p->D);
+        prefetch_rows(ATTN__ROW(p->dout, p->dos, b, h, j0), p->dos[2], n, p->Dv);
+    }
+}
+
+/* The causal backward of kv head (b, g) and its query heads, one pass over
+ * the chunks, last to first. With H_c the sum over the group's heads (in
+ * order) of query chunk c's phi_q^T dnum1, key chunk c needs the suffix
+ * G_c = sum_{c' > c} H_c'. The chunks are cut into the forward's segments
+ * of SEG chunks; with
+ *   T_s = sum over the chunks of segment s, last to first, of H_c (float64, from 0)
+ *   Suf_nseg = 0,  Suf_s = Suf_{s+1} + T_s,
+ * chunk c of segment s sees G_c = Suf_{s+1} plus the H of the chunks after
+ * it in s, added last to first. Thread t runs a fixed range of segments,
+ * last to first, carrying Suf from one to the next; the totals T_s of the
+ * segments after thread 0's are computed first, in parallel, from G alone
+ * (none with one thread). The definitions fix the bits for any thread
+ * count. Per chunk: each head's query pass (dq, and the diagonal blocks'
+ * float64 key sums), then the key pass with G_c, which rounds the key sums
+ * into dphi_k and dv, and the keys' chain rule (dk) while the chunk is in
+ * cache: no S-sized float64 array, no stored G. */
+static void causal_backward(feat *f, int64_t b, int64_t g) {
+    const attn__approx_plan *p = f->p;
+    const int64_t C = f->C, F = f->F, Dv1 = f->Dv1, S = p->S, nck = f->nck;
+    const int64_t sz = F * Dv1, nseg = f->nseg;
+    const int nth = (int)ATTN_MIN((int64_t)f->nth, nseg);
+    const float *kb = ATTN__ROW(p->k, p->ks, b, g, 0);
+    double *T = f->seg, *Suf = f->seg + (nseg + 1) * sz;
+#pragma omp parallel num_threads(nth)
+    {
+        /* thread t runs segments [t nseg / nt, (t + 1) nseg / nt) */
+        const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+        const int64_t lo = (int64_t)t * nseg / nt, hi = (int64_t)(t + 1) * nseg / nt;
+        const int64_t need = nseg / nt; /* T_s wanted for s >= need (thread 0's end) */
+        double *w = f->bscr + f->bscr_len * t, *cw = f->cbw + f->cbw_len * t;
+        double *pre = cw, *run = pre + sz, *tacc = run + sz, *H = tacc + sz, *Gh = H + sz;
+        double *ak = Gh + sz, *av = ak + C * F;
+        float *dpk = (float *)(av + C * Dv1);
+        if (nt > 1) {
+#pragma omp for schedule(dynamic, 1)
+            for (int64_t sg = need; sg < nseg; sg++) {
+                double *ts = T + sg * sz;
+                memset(ts, 0, (size_t)sz * sizeof(double));
+                for (int64_t c = ATTN_MIN((sg + 1) * SEG, nck) - 1; c >= sg * SEG; c--) {
+                    causal_chunk(f, b, g, c, 1, H, Gh, ak, av, w);
+                    for (int64_t e = 0; e < sz; e++)
+                        ts[e] += H[e];
+                }
+            }
+        }
+#pragma omp single
+        { /* Suf_s down to thread 0's end (fixed order) */
+            memset(Suf + nseg * sz, 0, (size_t)sz * sizeof(double));
+            for (int64_t sg = nseg - 1; nt > 1 && sg >= need; sg--)
+                for (int64_t e = 0; e < sz; e++)
+                    Suf[sg * sz + e] = Suf[(sg + 1) * sz + e] + T[sg * sz + e];
+        }
+        if (lo < hi) memcpy(pre, Suf + hi * sz, (size_t)sz * sizeof(double));
+        for (int64_t sg = hi - 1; sg >= lo; sg--) {
+            memcpy(run, pre, (size_t)sz * sizeof(double));
+            memset(tacc, 0, (size_t)sz * sizeof(double));
+            for (int64_t c = ATTN_MIN((sg + 1) * SEG, nck) - 1; c >= sg * SEG; c--) {
+                const int64_t j0 = c * C, n = ATTN_MIN(C, S - j0);
+                if (c > lo * SEG) prefetch_chunk(f, b, g, c - 1);
+                causal_chunk(f, b, g, c, 0, H, Gh, ak, av, w);
+                f->fk->bwd_key(f->phik + j0 * F, f->v1 + j0 * Dv1, n, F, Dv1, run, ak, av,
+                               ATTN_FEAT_OUT, dpk, ATTN__ROW(p->dv, p->dvs, b, g, j0), p->dvs[2],
+                               w);
+                phi_backward(f, kb + j0 * p->ks[2], p->ks[2], n, f->phik + j0 * F, dpk,
+                             ATTN__ROW(p->dk, p->dks, b, g, j0), p->dks[2]);
+                for (int64_t e = 0; e < sz; e++) {
+                    run[e] += H[e];
+                    tacc[e] += H[e];
+                }
+            }
+            for (int64_t e = 0; e < sz; e++) /* Suf_sg = Suf_{sg+1} + T_sg, as the table's */
+                pre[e] = pre[e] + tacc[e];
+        }
+    }
 }
 
 attn_status attn__approx_feature_backward(attn_ctx *ctx, const attn__approx_plan *p,
@@ -514,44 +638,49 @@ attn_status attn__approx_feature_backward(attn_ctx *ctx, const attn__approx_plan
     for (int64_t b = 0; b < p->B; b++)
         for (int64_t g = 0; g < p->Hkv; g++) {
             key_state(&f, b, g, 1);
-            memset(f.acck, 0, (size_t)(S * F) * sizeof(double));
-            memset(f.accv, 0, (size_t)(S * Dv1) * sizeof(double));
-            for (int64_t h = g * p->group; h < (g + 1) * p->group; h++) {
+            if (p->causal) {
+                causal_backward(&f, b, g);
+                continue;
+            }
+            const int64_t h0 = g * p->group, h1 = h0 + p->group;
+            const float *kb = ATTN__ROW(p->k, p->ks, b, g, 0);
+            const double *G = f.gst + f.ncq * sz;
+            for (int64_t h = h0; h < h1; h++) {
+                /* the key sums are float64 over the group's heads: the first
+                 * head's key pass sets them, the last one's rounds them
+                 * straight into dphi_k and dv (a single head: both) */
+                const int first = h == h0, last = h + 1 == h1;
 #pragma omp parallel for num_threads(f.nth) schedule(dynamic, 1)
                 for (int64_t c = 0; c < f.ncq; c++)
-                    backward_chunk(&f, b, h, c, f.bscr + f.bscr_len * omp_get_thread_num());
-                /* exclusive suffix scan (fixed order): gst[c] <- sum_{c' > c}, total in [ncq] */
-                double *run = f.run;
+                    backward_chunk(&f, b, h, c, 0, f.gst + c * sz, NULL, NULL, ATTN_FEAT_ADD,
+                                   f.bscr + f.bscr_len * omp_get_thread_num());
+                /* G = the sum of the query chunks' G_c (fixed order) */
+                double *restrict run = f.run;
                 memset(run, 0, (size_t)sz * sizeof(double));
                 for (int64_t c = f.ncq - 1; c >= 0; c--) {
-                    double *gc = f.gst + c * sz;
-                    for (int64_t e = 0; e < sz; e++) {
-                        const double t = gc[e];
-                        gc[e] = run[e];
-                        run[e] += t;
-                    }
+                    const double *restrict gc = f.gst + c * sz;
+                    for (int64_t e = 0; e < sz; e++)
+                        run[e] += gc[e];
                 }
                 memcpy(f.gst + f.ncq * sz, run, (size_t)sz * sizeof(double));
+                const int how = last ? (first ? ATTN_FEAT_OUT_ONLY : ATTN_FEAT_OUT)
+                                     : (first ? ATTN_FEAT_SET : ATTN_FEAT_ADD);
 #pragma omp parallel for num_threads(f.nth) schedule(dynamic, 1)
                 for (int64_t c = 0; c < f.nck; c++) {
                     const int64_t j0 = c * C, n = ATTN_MIN(C, S - j0);
-                    const double *G = f.gst + (p->causal ? c : f.ncq) * sz;
+                    if (c + 1 < f.nck) { /* the next chunk's rows, ahead */
+                        const int64_t j1 = j0 + C, nn = ATTN_MIN(C, S - j1);
+                        prefetch_rows(f.phik + j1 * F, F, nn, F);
+                        prefetch_rows(f.v1 + j1 * Dv1, Dv1, nn, Dv1);
+                    }
                     f.fk->bwd_key(f.phik + j0 * F, f.v1 + j0 * Dv1, n, F, Dv1, G, f.acck + j0 * F,
-                                  f.accv + j0 * Dv1, f.bscr + f.bscr_len * omp_get_thread_num());
-                }
-            }
-            const float *kb = ATTN__ROW(p->k, p->ks, b, g, 0);
-#pragma omp parallel for num_threads(f.nth) schedule(dynamic, 1)
-            for (int64_t c = 0; c < f.nck; c++) {
-                const int64_t j0 = c * C, n = ATTN_MIN(C, S - j0);
-                for (int64_t e = j0 * F; e < (j0 + n) * F; e++)
-                    f.dphik[e] = (float)f.acck[e];
-                phi_backward(&f, kb + j0 * p->ks[2], p->ks[2], n, f.phik + j0 * F, f.dphik + j0 * F,
-                             ATTN__ROW(p->dk, p->dks, b, g, j0), p->dks[2]);
-                for (int64_t j = j0; j < j0 + n; j++) {
-                    float *dv = ATTN__ROW(p->dv, p->dvs, b, g, j);
-                    for (int64_t d = 0; d < p->Dv; d++)
-                        dv[d] = (float)f.accv[j * Dv1 + d];
+                                  f.accv + j0 * Dv1, how, f.dphik + j0 * F,
+                                  ATTN__ROW(p->dv, p->dvs, b, g, j0), p->dvs[2],
+                                  f.bscr + f.bscr_len * omp_get_thread_num());
+                    if (last) /* the chain rule while the chunk's dphi_k is in cache */
+                        phi_backward(&f, kb + j0 * p->ks[2], p->ks[2], n, f.phik + j0 * F,
+                                     f.dphik + j0 * F, ATTN__ROW(p->dk, p->dks, b, g, j0),
+                                     p->dks[2]);
                 }
             }
         }

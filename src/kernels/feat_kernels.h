@@ -58,6 +58,14 @@ static inline void attn__feat_accfold_plain(const struct attn_feat_kernels *k, c
                                             int64_t Dv, const float *zs, double w, double *acc,
                                             const double *pre, float *P, float *st);
 
+/* What the backward kernels do with the float64 key sums acck, accv. */
+enum {
+    ATTN_FEAT_ADD = 0,     /* acck += dK, accv += dV1 */
+    ATTN_FEAT_SET = 1,     /* acck = dK, accv = dV1 (the first contribution) */
+    ATTN_FEAT_OUT = 2,     /* bwd_key: dphik = fp32(acck + dK), dv = fp32(accv + dV1) (the last) */
+    ATTN_FEAT_OUT_ONLY = 3 /* bwd_key: dphik = fp32(dK), dv = fp32(dV1) (the only one) */
+};
+
 typedef struct attn_feat_kernels {
     /* y[i*F + d] = elu(x[i*ldx + d]) + 1 = x > 0 ? x + 1 : exp(x), i < n,
      * d < F. NaN stays NaN. colsum (unless NULL): colsum[d] += y[i*F + d],
@@ -125,7 +133,8 @@ typedef struct attn_feat_kernels {
      * shifted by each row's max (rowshift) or the largest over the n rows,
      * into u as fp32 (<= 0: perf_exp with hs = 0 then exponentiates them
      * exactly shifted; a shift that is not finite is taken as 0). Returns
-     * the largest exponent (as perf_exp). ws: F doubles. */
+     * the largest exponent (as perf_exp). ws: attn__feat_proj64_ws(n, D, F)
+     * doubles. */
     double (*proj64)(const float *x, int64_t ldx, int64_t n, int64_t D, const float *wt, int64_t F,
                      double s, int rowshift, float *u, double *ws);
     /* The backward of n query rows in float64 from fp32 phi_q [n, F], the
@@ -136,23 +145,40 @@ typedef struct attn_feat_kernels {
      *   dnum_i = dout_i / den_i, dden_i = -(dout_i . out_i) / den_i
      *   dphiq = (dnum1 P^T + dA phi_k, dA = dnum1 V1^T on j <= i) to fp32
      *   G = phi_q^T dnum1 (overwritten) and, causal, the diagonal block's
-     *   acck [n, F] += dA^T phi_q, accv [n, Dv1] += A^T dnum1.
-     * ws: attn__feat_bwd_ws(n, F, Dv1) doubles. */
+     *   acck [n, F] += dA^T phi_q, accv [n, Dv1] += A^T dnum1 (how:
+     *   ATTN_FEAT_ADD, or ATTN_FEAT_SET: = instead of +=). dphiq NULL: G
+     *   only (acck, accv unused).
+     * ws: attn__feat_bwd_ws(n, F, Dv1, pk != NULL) doubles. */
     void (*bwd_query)(const float *phiq, int64_t n, int64_t F, const float *P, const float *pk,
                       const float *v1, int64_t Dv1, const float *go, int64_t ldgo, float *dphiq,
-                      double *G, double *acck, double *accv, double *ws);
-    /* n key rows: acck [n, F] += V1 G^T, accv [n, Dv1] += phi_k G (float64).
-     * ws: F * Dv1 doubles. */
+                      double *G, double *acck, double *accv, int how, double *ws);
+    /* n key rows, their sums dK = V1 G^T [n, F] and dV1 = phi_k G [n, Dv1]
+     * (float64), by how (below): into acck, accv, or with them (OUT) or
+     * alone (OUT_ONLY) rounded into dphik [n, F] and the first Dv1 - 1
+     * columns of dv (row stride lddv; both unused otherwise).
+     * ws: attn__feat_bwdk_ws(F, Dv1) doubles. */
     void (*bwd_key)(const float *pk, const float *v1, int64_t n, int64_t F, int64_t Dv1,
-                    const double *G, double *acck, double *accv, double *ws);
+                    const double *G, double *acck, double *accv, int how, float *dphik, float *dv,
+                    int64_t lddv, double *ws);
+    /* Linear attention's chain rule over rows i < n, d < F (fp32, one
+     * rounding): dx[i*ldd + d] = dphi[i*F + d] * (x > 0 ? 1 : phi[i*F + d])
+     * with x = x[i*ldx + d], phi = elu(x) + 1 (its derivative; NaN x gives
+     * NaN through phi). */
+    void (*elu1_back)(const float *x, int64_t ldx, int64_t n, int64_t F, const float *phi,
+                      const float *dphi, float *dx, int64_t ldd);
     /* The Performer's chain rule over rows i < n: with x' = s x and
      * t_r = dphi[i*F + r] phi[i*F + r],
      *   dx[i*ldd + d] = s sum_r t_r (omega[r*D + d] - x'_d)
-     * summed term by term in float64 (as a product, t Omega - (sum t) x'
-     * would cancel: w_r is close to x' for the features that dominate). */
+     *                 = s (sum_r t_r omega[r*D + d] - (sum_r t_r) x'_d)
+     * the second form, a GEMM, each sum in float64 from the fp32 operands
+     * (t exact). The two sums cancel where w_r is close to x' for the
+     * features that dominate, but their float64 error, about
+     * F 2^-53 sum_r |t_r| (|w_r,d| + |x'_d|), stays far below the fp32
+     * rounding of x' alone (2^-24 |x'_d| sum_r |t_r|) that any fp32
+     * evaluation carries. ws: attn__feat_perf_back_ws(F, D) doubles. */
     void (*perf_back)(const float *x, int64_t ldx, int64_t n, int64_t D, const float *phi,
                       const float *dphi, int64_t F, const float *omega, double s, float *dx,
-                      int64_t ldd);
+                      int64_t ldd, double *ws);
 } attn_feat_kernels;
 
 static inline void attn__feat_accfold_plain(const struct attn_feat_kernels *k, const float *phi,
@@ -176,9 +202,34 @@ static inline int64_t attn__feat_causal_ws(int64_t n, int64_t F) {
     return F + 16 + n16 * (F + n);
 }
 
-/* Scratch of bwd_query, in doubles. */
-static inline int64_t attn__feat_bwd_ws(int64_t n, int64_t F, int64_t Dv1) {
-    return 2 * n * Dv1 + n * F + 2 * n * n + (F * Dv1 + F * n + Dv1 * n) / 2 + 16;
+/* Scratch of bwd_query, in doubles (kernels/feat_bwd.inc: the states and
+ * the chunk's operands as float64 rows padded to 8; causal: the n x n
+ * diagonal blocks A and dA too; non-causal: blocks of 64 rows). */
+static inline int64_t attn__feat_bwd_ws(int64_t n, int64_t F, int64_t Dv1, int causal) {
+    const int64_t Fp = (F + 7) / 8 * 8, Dp = (Dv1 + 7) / 8 * 8, np = (n + 7) / 8 * 8;
+    const int64_t nb = causal ? n : n < 64 ? n : 64;
+    int64_t w = 2 * F * Dp + Dv1 * Fp + nb * (2 * Fp + 2 * Dp);
+    if (causal) w += 2 * n * Fp + 2 * n * Dp + (F + Dv1) * np + 2 * n * np;
+    return w + 16;
+}
+
+/* Scratch of bwd_key, in doubles: G and G^T padded, blocks of 64 rows. */
+static inline int64_t attn__feat_bwdk_ws(int64_t F, int64_t Dv1) {
+    const int64_t Fp = (F + 7) / 8 * 8, Dp = (Dv1 + 7) / 8 * 8;
+    return Dv1 * Fp + F * Dp + 64 * (Dv1 + F + Fp + Dp) + 16;
+}
+
+/* Scratch of perf_back, in doubles: Omega padded, blocks of 64 rows. */
+static inline int64_t attn__feat_perf_back_ws(int64_t F, int64_t D) {
+    const int64_t Dp = (D + 7) / 8 * 8;
+    return F * Dp + 64 * (F + Dp + 1) + 16;
+}
+
+/* Scratch of proj64, in doubles: Omega^T padded, x' of 64 rows, the n
+ * rows' exponents and their maxima. */
+static inline int64_t attn__feat_proj64_ws(int64_t n, int64_t D, int64_t F) {
+    const int64_t Fp = (F + 7) / 8 * 8;
+    return D * Fp + 64 * D + n * Fp + n + 16;
 }
 
 #endif /* ATTN_FEAT_KERNELS_H */

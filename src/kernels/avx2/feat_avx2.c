@@ -630,47 +630,59 @@ static void fold_avx2(double *run, const float *st, double w, int64_t n, float *
     }
 }
 
-static void perf_back_avx2(const float *x, int64_t ldx, int64_t n, int64_t D, const float *phi,
-                           const float *dphi, int64_t F, const float *omega, double s, float *dx,
-                           int64_t ldd) {
-    const __m256d vs = _mm256_set1_pd(s);
-    const __m128i idx = _mm_setr_epi32(0, 1, 2, 3);
-    for (int64_t i = 0; i < n; i++) {
-        for (int64_t d0 = 0; d0 < D; d0 += 32) {
-            __m128i m[8];
-            int nc = 0;
-            __m256d xs[8], acc[8];
-#pragma GCC unroll 8
-            for (int c = 0; c < 8; c++) {
-                const int64_t left = D - d0 - 4 * c;
-                m[c] = _mm_cmpgt_epi32(_mm_set1_epi32((int)(left < 0 ? 0 : left > 4 ? 4 : left)),
-                                       idx);
-                if (left > 0) nc = c + 1;
-                xs[c] = _mm256_mul_pd(
-                    vs, _mm256_cvtps_pd(_mm_maskload_ps(x + i * ldx + d0 + 4 * c, m[c])));
-                acc[c] = _mm256_setzero_pd();
-            }
-            for (int64_t r = 0; r < F; r++) {
-                const __m256d t =
-                    _mm256_set1_pd((double)dphi[i * F + r] * (double)phi[i * F + r]);
-                const float *w = omega + r * D + d0;
-#pragma GCC unroll 8
-                for (int c = 0; c < 8; c++) {
-                    if (c >= nc) break;
-                    const __m256d wd = _mm256_cvtps_pd(_mm_maskload_ps(w + 4 * c, m[c]));
-                    acc[c] = _mm256_fmadd_pd(t, _mm256_sub_pd(wd, xs[c]), acc[c]);
-                }
-            }
-#pragma GCC unroll 8
-            for (int c = 0; c < 8; c++) {
-                if (c >= nc) break;
-                _mm_maskstore_ps(dx + i * ldd + d0 + 4 * c, m[c],
-                                 _mm256_cvtpd_ps(_mm256_mul_pd(vs, acc[c])));
-            }
+/* Linear attention's chain rule, 8 features a vector. */
+static void elu1_back_avx2(const float *x, int64_t ldx, int64_t n, int64_t F, const float *phi,
+                           const float *dphi, float *dx, int64_t ldd) {
+    const __m256 zero = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t d = 0; d < F; d += 8) {
+            const __m256i m = tail8(F - d);
+            const __m256 xv = _mm256_maskload_ps(x + i * ldx + d, m);
+            const __m256 g = _mm256_maskload_ps(dphi + i * F + d, m);
+            const __m256 p = _mm256_maskload_ps(phi + i * F + d, m);
+            const __m256 pos = _mm256_cmp_ps(xv, zero, _CMP_GT_OQ);
+            _mm256_maskstore_ps(dx + i * ldd + d, m, _mm256_blendv_ps(_mm256_mul_ps(g, p), g, pos));
         }
-    }
 }
 
+/* Transpose of the 4 x 4 doubles in r. */
+static inline void t4x4_pd(__m256d r[4]) {
+    const __m256d t0 = _mm256_unpacklo_pd(r[0], r[1]), t1 = _mm256_unpackhi_pd(r[0], r[1]);
+    const __m256d t2 = _mm256_unpacklo_pd(r[2], r[3]), t3 = _mm256_unpackhi_pd(r[2], r[3]);
+    r[0] = _mm256_permute2f128_pd(t0, t2, 0x20), r[2] = _mm256_permute2f128_pd(t0, t2, 0x31);
+    r[1] = _mm256_permute2f128_pd(t1, t3, 0x20), r[3] = _mm256_permute2f128_pd(t1, t3, 0x31);
+}
+
+/* y[j*ldy + i] = x[i*ldx + j], i, j < 4 (the packing's transposes, kernels/feat_bwd.inc) */
+static inline void fb_tblock_ps(const float *x, int64_t ldx, double *y, int64_t ldy) {
+    __m256d r[4];
+    for (int i = 0; i < 4; i++)
+        r[i] = _mm256_cvtps_pd(_mm_loadu_ps(x + i * ldx));
+    t4x4_pd(r);
+    for (int j = 0; j < 4; j++)
+        _mm256_storeu_pd(y + j * ldy, r[j]);
+}
+static inline void fb_tblock_pd(const double *x, int64_t ldx, double *y, int64_t ldy) {
+    __m256d r[4];
+    for (int i = 0; i < 4; i++)
+        r[i] = _mm256_loadu_pd(x + i * ldx);
+    t4x4_pd(r);
+    for (int j = 0; j < 4; j++)
+        _mm256_storeu_pd(y + j * ldy, r[j]);
+}
+#define FB_TB 4
+
+/* The backward's float64 GEMMs (kernels/feat_bwd.inc): blocks of 4 rows x
+ * 12 doubles, 12 ymm accumulators. */
+typedef __m256d fb_vd;
+#define FB_VW 4
+#define FB_MR 4
+#define FB_NV 3
+#define FB_LOAD(p) _mm256_loadu_pd(p)
+#define FB_STORE(p, v) _mm256_storeu_pd(p, v)
+#define FB_SET1(x) _mm256_set1_pd(x)
+#define FB_ZERO() _mm256_setzero_pd()
+#define FB_FMA(a, b, c) _mm256_fmadd_pd(a, b, c)
 #include "kernels/feat_bwd.inc"
 
 const attn_feat_kernels attn__feat_kernels_avx2 = {
@@ -686,5 +698,6 @@ const attn_feat_kernels attn__feat_kernels_avx2 = {
     .proj64 = proj64,
     .bwd_query = bwd_query,
     .bwd_key = bwd_key,
-    .perf_back = perf_back_avx2,
+    .elu1_back = elu1_back_avx2,
+    .perf_back = perf_back,
 };

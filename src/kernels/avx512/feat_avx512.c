@@ -659,46 +659,72 @@ static void fold_avx512(double *run, const float *st, double w, int64_t n, float
     }
 }
 
-/* 8 doubles a lane group: columns [d0, d0 + 64) of one row in 8 zmm
- * accumulators; omega's row converted to double as it is loaded. */
-static void perf_back_avx512(const float *x, int64_t ldx, int64_t n, int64_t D, const float *phi,
-                             const float *dphi, int64_t F, const float *omega, double s,
-                             float *dx, int64_t ldd) {
-    const __m512d vs = _mm512_set1_pd(s);
-    for (int64_t i = 0; i < n; i++) {
-        for (int64_t d0 = 0; d0 < D; d0 += 64) {
-            __mmask8 m[8];
-            __m512d xs[8], acc[8];
-#pragma GCC unroll 8
-            for (int c = 0; c < 8; c++) {
-                const int64_t left = D - d0 - 8 * c;
-                m[c] = left <= 0 ? (__mmask8)0 : left >= 8 ? (__mmask8)0xff
-                                                           : (__mmask8)((1u << left) - 1u);
-                xs[c] = _mm512_mul_pd(
-                    vs, _mm512_cvtps_pd(_mm256_maskz_loadu_ps(m[c], x + i * ldx + d0 + 8 * c)));
-                acc[c] = _mm512_setzero_pd();
-            }
-            for (int64_t r = 0; r < F; r++) {
-                const __m512d t =
-                    _mm512_set1_pd((double)dphi[i * F + r] * (double)phi[i * F + r]);
-                const float *w = omega + r * D + d0;
-#pragma GCC unroll 8
-                for (int c = 0; c < 8; c++) {
-                    if (!m[c]) break;
-                    const __m512d wd = _mm512_cvtps_pd(_mm256_maskz_loadu_ps(m[c], w + 8 * c));
-                    acc[c] = _mm512_fmadd_pd(t, _mm512_sub_pd(wd, xs[c]), acc[c]);
-                }
-            }
-#pragma GCC unroll 8
-            for (int c = 0; c < 8; c++) {
-                if (!m[c]) break;
-                _mm256_mask_storeu_ps(dx + i * ldd + d0 + 8 * c, m[c],
-                                      _mm512_cvtpd_ps(_mm512_mul_pd(vs, acc[c])));
-            }
+/* Linear attention's chain rule, 16 features a vector. */
+static void elu1_back_avx512(const float *x, int64_t ldx, int64_t n, int64_t F, const float *phi,
+                             const float *dphi, float *dx, int64_t ldd) {
+    const __m512 zero = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t d = 0; d < F; d += 16) {
+            const __mmask16 m = tail16(F - d);
+            const __m512 xv = _mm512_maskz_loadu_ps(m, x + i * ldx + d);
+            const __m512 g = _mm512_maskz_loadu_ps(m, dphi + i * F + d);
+            const __m512 p = _mm512_maskz_loadu_ps(m, phi + i * F + d);
+            const __mmask16 pos = _mm512_cmp_ps_mask(xv, zero, _CMP_GT_OQ);
+            _mm512_mask_storeu_ps(dx + i * ldd + d, m,
+                                  _mm512_mask_mov_ps(_mm512_mul_ps(g, p), pos, g));
         }
-    }
 }
 
+/* Transpose of the 8 x 8 doubles in r: unpack pairs, then 256-bit and
+ * 128-bit lane shuffles (24 shuffles for 64 elements). */
+static inline void t8x8_pd(__m512d r[8]) {
+    __m512d t[8], u[8];
+    for (int k = 0; k < 4; k++) {
+        t[2 * k] = _mm512_unpacklo_pd(r[2 * k], r[2 * k + 1]);
+        t[2 * k + 1] = _mm512_unpackhi_pd(r[2 * k], r[2 * k + 1]);
+    }
+    for (int k = 0; k < 2; k++) { /* t0,t2 / t1,t3 / t4,t6 / t5,t7 */
+        u[4 * k + 0] = _mm512_shuffle_f64x2(t[4 * k], t[4 * k + 2], 0x88);
+        u[4 * k + 1] = _mm512_shuffle_f64x2(t[4 * k], t[4 * k + 2], 0xdd);
+        u[4 * k + 2] = _mm512_shuffle_f64x2(t[4 * k + 1], t[4 * k + 3], 0x88);
+        u[4 * k + 3] = _mm512_shuffle_f64x2(t[4 * k + 1], t[4 * k + 3], 0xdd);
+    }
+    r[0] = _mm512_shuffle_f64x2(u[0], u[4], 0x88), r[4] = _mm512_shuffle_f64x2(u[0], u[4], 0xdd);
+    r[2] = _mm512_shuffle_f64x2(u[1], u[5], 0x88), r[6] = _mm512_shuffle_f64x2(u[1], u[5], 0xdd);
+    r[1] = _mm512_shuffle_f64x2(u[2], u[6], 0x88), r[5] = _mm512_shuffle_f64x2(u[2], u[6], 0xdd);
+    r[3] = _mm512_shuffle_f64x2(u[3], u[7], 0x88), r[7] = _mm512_shuffle_f64x2(u[3], u[7], 0xdd);
+}
+
+/* y[j*ldy + i] = x[i*ldx + j], i, j < 8 (the packing's transposes, kernels/feat_bwd.inc) */
+static inline void fb_tblock_ps(const float *x, int64_t ldx, double *y, int64_t ldy) {
+    __m512d r[8];
+    for (int i = 0; i < 8; i++)
+        r[i] = _mm512_cvtps_pd(_mm256_loadu_ps(x + i * ldx));
+    t8x8_pd(r);
+    for (int j = 0; j < 8; j++)
+        _mm512_storeu_pd(y + j * ldy, r[j]);
+}
+static inline void fb_tblock_pd(const double *x, int64_t ldx, double *y, int64_t ldy) {
+    __m512d r[8];
+    for (int i = 0; i < 8; i++)
+        r[i] = _mm512_loadu_pd(x + i * ldx);
+    t8x8_pd(r);
+    for (int j = 0; j < 8; j++)
+        _mm512_storeu_pd(y + j * ldy, r[j]);
+}
+#define FB_TB 8
+
+/* The backward's float64 GEMMs (kernels/feat_bwd.inc): blocks of 8 rows x
+ * 16 doubles, 16 zmm accumulators (2 loads and 8 broadcasts per 16 FMAs). */
+typedef __m512d fb_vd;
+#define FB_VW 8
+#define FB_MR 8
+#define FB_NV 2
+#define FB_LOAD(p) _mm512_loadu_pd(p)
+#define FB_STORE(p, v) _mm512_storeu_pd(p, v)
+#define FB_SET1(x) _mm512_set1_pd(x)
+#define FB_ZERO() _mm512_setzero_pd()
+#define FB_FMA(a, b, c) _mm512_fmadd_pd(a, b, c)
 #include "kernels/feat_bwd.inc"
 
 const attn_feat_kernels attn__feat_kernels_avx512 = {
@@ -714,5 +740,6 @@ const attn_feat_kernels attn__feat_kernels_avx512 = {
     .proj64 = proj64,
     .bwd_query = bwd_query,
     .bwd_key = bwd_key,
-    .perf_back = perf_back_avx512,
+    .elu1_back = elu1_back_avx512,
+    .perf_back = perf_back,
 };

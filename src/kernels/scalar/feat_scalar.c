@@ -144,27 +144,26 @@ static void fold_scalar(double *run, const float *st, double w, int64_t n, float
     }
 }
 
-static void perf_back_scalar(const float *x, int64_t ldx, int64_t n, int64_t D, const float *phi,
-                             const float *dphi, int64_t F, const float *omega, double s,
-                             float *dx, int64_t ldd) {
-    double xs[256], acc[256];
-    for (int64_t i = 0; i < n; i++) {
-        for (int64_t d0 = 0; d0 < D; d0 += 256) {
-            const int64_t nd = D - d0 < 256 ? D - d0 : 256;
-            for (int64_t d = 0; d < nd; d++)
-                xs[d] = s * (double)x[i * ldx + d0 + d], acc[d] = 0.0;
-            for (int64_t r = 0; r < F; r++) {
-                const double t = (double)dphi[i * F + r] * (double)phi[i * F + r];
-                const float *w = omega + r * D + d0;
-                for (int64_t d = 0; d < nd; d++)
-                    acc[d] += t * ((double)w[d] - xs[d]);
-            }
-            for (int64_t d = 0; d < nd; d++)
-                dx[i * ldd + d0 + d] = (float)(s * acc[d]);
+static void elu1_back_scalar(const float *x, int64_t ldx, int64_t n, int64_t F, const float *phi,
+                             const float *dphi, float *dx, int64_t ldd) {
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t d = 0; d < F; d++) {
+            const float g = dphi[i * F + d];
+            dx[i * ldd + d] = x[i * ldx + d] > 0.0f ? g : g * phi[i * F + d];
         }
-    }
 }
 
+/* The backward's float64 GEMMs (kernels/feat_bwd.inc) in plain doubles:
+ * blocks of 4 rows x 4 columns. */
+typedef double fb_vd;
+#define FB_VW 1
+#define FB_MR 4
+#define FB_NV 4
+#define FB_LOAD(p) (*(p))
+#define FB_STORE(p, v) (*(p) = (v))
+#define FB_SET1(x) (x)
+#define FB_ZERO() 0.0
+#define FB_FMA(a, b, c) ((a) * (b) + (c))
 #include "kernels/feat_bwd.inc"
 
 extern const attn_feat_kernels attn__feat_kernels_scalar;
@@ -188,5 +187,6 @@ const attn_feat_kernels attn__feat_kernels_scalar = {
     .proj64 = proj64,
     .bwd_query = bwd_query,
     .bwd_key = bwd_key,
-    .perf_back = perf_back_scalar,
+    .elu1_back = elu1_back_scalar,
+    .perf_back = perf_back,
 };
