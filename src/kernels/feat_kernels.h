@@ -43,8 +43,10 @@ static inline int attn__feat_ahead_lines(const attn_feat_ahead *a, int64_t g, in
         for (int64_t i = r0; i < r1; i++)
             for (int64_t d = 0; d < a->w[s]; d += 16) {
                 const char *x = (const char *)(a->x[s] + i * a->ld[s] + d);
-                if (k < max) pl[k++] = x;
-                else __builtin_prefetch(x, 0, 2);
+                if (k < max)
+                    pl[k++] = x;
+                else
+                    __builtin_prefetch(x, 0, 2);
             }
     }
     return k;
@@ -125,9 +127,8 @@ typedef struct attn_feat_kernels {
      * and unless P is NULL P[e] = (float)(pre[e] + acc[e]), e < F Dv1.
      * Bits: those of accum then fold. st: F Dv1 floats of scratch (a
      * family may keep the state in registers instead). */
-    void (*accfold)(const float *phi, int64_t n, int64_t F, const float *v, int64_t ldv,
-                    int64_t Dv, const float *zs, double w, double *acc, const double *pre,
-                    float *P, float *st);
+    void (*accfold)(const float *phi, int64_t n, int64_t F, const float *v, int64_t ldv, int64_t Dv,
+                    const float *zs, double w, double *acc, const double *pre, float *P, float *st);
     /* The backward's Performer exponents in float64 (kernels/feat_bwd.inc):
      * e_ir = w_r . x'_i - |x'_i|^2 / 2 (x' = s x, wt = Omega^T [D, F]),
      * shifted by each row's max (rowshift) or the largest over the n rows,

@@ -21,7 +21,8 @@ static inline float hmax8(__m256 v) {
 /* A column vector of a block: plain when the block's nc vectors are whole
  * (full, a constant at the call), masked otherwise. */
 #define LOAD8(p, m, full) ((full) ? _mm256_loadu_ps(p) : _mm256_maskload_ps((p), (m)))
-#define STORE8(p, m, x, full) ((full) ? _mm256_storeu_ps((p), (x)) : _mm256_maskstore_ps((p), (m), (x)))
+#define STORE8(p, m, x, full)                                                                      \
+    ((full) ? _mm256_storeu_ps((p), (x)) : _mm256_maskstore_ps((p), (m), (x)))
 
 static inline float hsum8(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -116,8 +117,7 @@ static float perf_exp_avx2(float *u, int64_t n, int64_t F, const float *x, int64
     const __m256 vn = _mm256_set1_ps(norm);
     for (int64_t i0 = 0; i0 < n; i0 += PEB) {
         const int64_t nb = n - i0 < PEB ? n - i0 : PEB;
-        if (rowshift || n > PEB)
-            perf_rows_h8(x + i0 * ldx, ldx, D, hs, u + i0 * F, F, nb, hb, eb);
+        if (rowshift || n > PEB) perf_rows_h8(x + i0 * ldx, ldx, D, hs, u + i0 * F, F, nb, hb, eb);
         for (int64_t i = 0; i < nb; i++) {
             float *ui = u + (i0 + i) * F, c = c0;
             if (rowshift) {
@@ -222,6 +222,30 @@ apply_block8(const float *phi, int64_t ldp, int64_t F, const float *S, int64_t l
     }
 }
 
+/* NR rows (phi, row stride ldp, K terms) times all W columns of S (row
+ * stride lds) in blocks of 24 columns, scaled by inv[] into o: apply and
+ * the projection. Whole blocks load and store plainly, a block of 2
+ * column vectors computes 2. */
+static inline __attribute__((always_inline)) void
+apply_cols8(const float *phi, int64_t ldp, int64_t K, const float *S, int64_t lds, int64_t W,
+            int nr, const float *inv, float *o, int64_t ldo) {
+    for (int64_t d0 = 0; d0 < W; d0 += 24) {
+        __m256i m[3];
+        for (int c = 0; c < 3; c++) {
+            const int64_t left = W - d0 - 8 * c;
+            m[c] = left <= 0 ? _mm256_setzero_si256() : tail8(left);
+        }
+        const int nc = (int)((W - d0 + 7) / 8 < 3 ? (W - d0 + 7) / 8 : 3);
+        const int whole = W - d0 >= 8 * nc;
+        if (nr == 4 && nc == 3 && whole)
+            apply_block8(phi, ldp, K, S, lds, d0, m, 4, 3, 1, inv, o, ldo);
+        else if (nr == 4 && nc == 2 && whole)
+            apply_block8(phi, ldp, K, S, lds, d0, m, 4, 2, 1, inv, o, ldo);
+        else
+            apply_block8(phi, ldp, K, S, lds, d0, m, nr, nc, 0, inv, o, ldo);
+    }
+}
+
 static void apply_avx2(const float *phi, int64_t n, int64_t F, const float *S, int64_t lds,
                        const float *z, int64_t Dv, float *o, int64_t ldo) {
     for (int64_t i0 = 0; i0 < n; i0 += 4) {
@@ -231,21 +255,7 @@ static void apply_avx2(const float *phi, int64_t n, int64_t F, const float *S, i
             const float den = dot8(phi + (i0 + i) * F, z, F);
             inv[i] = den != 0.0f ? 1.0f / den : 0.0f;
         }
-        for (int64_t d0 = 0; d0 < Dv; d0 += 24) {
-            __m256i m[3];
-            for (int c = 0; c < 3; c++) {
-                const int64_t left = Dv - d0 - 8 * c;
-                m[c] = left <= 0 ? _mm256_setzero_si256() : tail8(left);
-            }
-            const int nc = (int)((Dv - d0 + 7) / 8 < 3 ? (Dv - d0 + 7) / 8 : 3);
-            const int whole = Dv - d0 >= 8 * nc;
-            if (nr == 4 && nc == 3 && whole)
-                apply_block8(phi + i0 * F, F, F, S, lds, d0, m, 4, 3, 1, inv, o + i0 * ldo, ldo);
-            else if (nr == 4 && nc == 2 && whole)
-                apply_block8(phi + i0 * F, F, F, S, lds, d0, m, 4, 2, 1, inv, o + i0 * ldo, ldo);
-            else
-                apply_block8(phi + i0 * F, F, F, S, lds, d0, m, nr, nc, 0, inv, o + i0 * ldo, ldo);
-        }
+        apply_cols8(phi + i0 * F, F, F, S, lds, Dv, nr, inv, o + i0 * ldo, ldo);
     }
 }
 
@@ -305,16 +315,16 @@ accum_block8(const float *phi, int64_t n, int64_t F, int64_t r0, const float *v,
                 const int64_t left = fo->w - d0 - 8 * c;
 #pragma GCC unroll 2
                 for (int h = 0; h < 2; h++) {
-                    const __m128 xs = h ? _mm256_extractf128_ps(acc[i][c], 1)
-                                        : _mm256_castps256_ps128(acc[i][c]);
+                    const __m128 xs =
+                        h ? _mm256_extractf128_ps(acc[i][c], 1) : _mm256_castps256_ps128(acc[i][c]);
                     const int64_t e = e0 + 4 * h;
                     if (full || left - 4 * h >= 4) {
                         const __m256d r = _mm256_fmadd_pd(fo->vw, _mm256_cvtps_pd(xs),
                                                           _mm256_loadu_pd(fo->acc + e));
                         _mm256_storeu_pd(fo->acc + e, r);
                         if (fo->P)
-                            _mm_storeu_ps(fo->P + e,
-                                          _mm256_cvtpd_ps(_mm256_add_pd(_mm256_loadu_pd(fo->pre + e), r)));
+                            _mm_storeu_ps(fo->P + e, _mm256_cvtpd_ps(_mm256_add_pd(
+                                                         _mm256_loadu_pd(fo->pre + e), r)));
                     } else {
                         float xv[4];
                         _mm_storeu_ps(xv, xs);
@@ -328,8 +338,10 @@ accum_block8(const float *phi, int64_t n, int64_t F, int64_t r0, const float *v,
     }
 }
 
-static inline __attribute__((always_inline)) void accum_fold8(const float *phi, int64_t n, int64_t F, const float *v, int64_t ldv,
-                             int64_t Dv, float *S, int64_t lds, const fold_to8 *fo) {
+static inline __attribute__((always_inline)) void accum_fold8(const float *phi, int64_t n,
+                                                              int64_t F, const float *v,
+                                                              int64_t ldv, int64_t Dv, float *S,
+                                                              int64_t lds, const fold_to8 *fo) {
     for (int64_t d0 = 0; d0 < Dv; d0 += 24) {
         __m256i m[3];
         for (int c = 0; c < 3; c++) {
@@ -483,21 +495,7 @@ static void proj_avx2(const float *x, int64_t ldx, int64_t n, int64_t D, const f
     const float sc[4] = {s, s, s, s};
     for (int64_t i0 = 0; i0 < n; i0 += 4) {
         const int nr = (int)(n - i0 < 4 ? n - i0 : 4);
-        for (int64_t r0 = 0; r0 < F; r0 += 24) {
-            __m256i m[3];
-            for (int c = 0; c < 3; c++) {
-                const int64_t left = F - r0 - 8 * c;
-                m[c] = left <= 0 ? _mm256_setzero_si256() : tail8(left);
-            }
-            const int nc = (int)((F - r0 + 7) / 8 < 3 ? (F - r0 + 7) / 8 : 3);
-            const int whole = F - r0 >= 8 * nc;
-            if (nr == 4 && nc == 3 && whole)
-                apply_block8(x + i0 * ldx, ldx, D, wt, F, r0, m, 4, 3, 1, sc, u + i0 * F, F);
-            else if (nr == 4 && nc == 2 && whole)
-                apply_block8(x + i0 * ldx, ldx, D, wt, F, r0, m, 4, 2, 1, sc, u + i0 * F, F);
-            else
-                apply_block8(x + i0 * ldx, ldx, D, wt, F, r0, m, nr, nc, 0, sc, u + i0 * F, F);
-        }
+        apply_cols8(x + i0 * ldx, ldx, D, wt, F, F, nr, sc, u + i0 * F, F);
     }
 }
 
@@ -535,9 +533,10 @@ static void transpose8(const float *x, int64_t F, int64_t nrow, int64_t ncol, fl
 /* 1 / den of block rows [i0, i0 + nr) (0 where den = 0): phiq_i . z plus
  * the sum of row i of the masked block (columns j <= i0 + i), the 4 rows'
  * sums in vectors reduced together (as the AVX-512 kernel). */
-static inline __attribute__((always_inline)) void
-causal_inv4_8(const float *phiq, int64_t F, const float *z, const float *a, int64_t n16,
-              int64_t i0, int nr, float *inv) {
+static inline __attribute__((always_inline)) void causal_inv4_8(const float *phiq, int64_t F,
+                                                                const float *z, const float *a,
+                                                                int64_t n16, int64_t i0, int nr,
+                                                                float *inv) {
     __m256 s[4];
 #pragma GCC unroll 4
     for (int i = 0; i < 4; i++)
@@ -552,7 +551,8 @@ causal_inv4_8(const float *phiq, int64_t F, const float *z, const float *a, int6
     for (int64_t jb = 0; jb < i0 + nr; jb += 8)
 #pragma GCC unroll 4
         for (int i = 0; i < 4; i++)
-            if (i < nr && jb <= i0 + i) s[i] = _mm256_add_ps(s[i], _mm256_loadu_ps(a + i * n16 + jb));
+            if (i < nr && jb <= i0 + i)
+                s[i] = _mm256_add_ps(s[i], _mm256_loadu_ps(a + i * n16 + jb));
     const __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(s[0], s[1]), _mm256_hadd_ps(s[2], s[3]));
     const __m128 den = _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
     const __m128 nz = _mm_cmpneq_ps(den, _mm_setzero_ps());
@@ -600,7 +600,8 @@ static void causal_avx2(const float *phiq, const float *phik, int64_t n, int64_t
                 const int64_t left = Dv - d0 - 8 * c;
                 m[c] = left <= 0 ? _mm256_setzero_si256() : tail8(left);
             }
-            const int np = d0 ? 0 : npl - na0, nc = (int)((Dv - d0 + 7) / 8 < 3 ? (Dv - d0 + 7) / 8 : 3);
+            const int np = d0 ? 0 : npl - na0,
+                      nc = (int)((Dv - d0 + 7) / 8 < 3 ? (Dv - d0 + 7) / 8 : 3);
             const int whole = Dv - d0 >= 8 * nc;
             if (nr == 4 && nc == 3 && whole)
                 causal_o_block8(phiq, F, P, lds, a, n16, v, ldv, i0, 4, jmax, d0, m, 3, 1, inv, o,
@@ -609,8 +610,8 @@ static void causal_avx2(const float *phiq, const float *phik, int64_t n, int64_t
                 causal_o_block8(phiq, F, P, lds, a, n16, v, ldv, i0, 4, jmax, d0, m, 2, 1, inv, o,
                                 ldo, pl + na0, np);
             else
-                causal_o_block8(phiq, F, P, lds, a, n16, v, ldv, i0, nr, jmax, d0, m, nc, 0, inv,
-                                o, ldo, pl + na0, np);
+                causal_o_block8(phiq, F, P, lds, a, n16, v, ldv, i0, nr, jmax, d0, m, nc, 0, inv, o,
+                                ldo, pl + na0, np);
         }
     }
 }

@@ -95,8 +95,8 @@ ATTN_INLINE void perf_exp_row(float *ui, int64_t F, __m512 sub, __m512 vn, float
 /* h[i] = hs |x_i|^2 for n rows, and (rowshift) e[i] = max_r u_ir - h[i]:
  * each row's sums reduced in a loop of its own, so the rows' reductions
  * overlap instead of each waiting on the last. */
-static void perf_rows_h(const float *x, int64_t ldx, int64_t D, float hs, const float *u,
-                        int64_t F, int64_t n, float *h, float *e) {
+static void perf_rows_h(const float *x, int64_t ldx, int64_t D, float hs, const float *u, int64_t F,
+                        int64_t n, float *h, float *e) {
     for (int64_t i = 0; i < n; i++)
         h[i] = hs * _mm512_reduce_add_ps(sumsq_v(x + i * ldx, D));
     if (e)
@@ -340,11 +340,11 @@ ATTN_INLINE void accum_block(const float *phi, int64_t n, int64_t F, int64_t r0,
             for (int h = 0; h < 2; h++) { /* 8 lanes a half, as fold's */
                 const __mmask8 k = (__mmask8)(m[c] >> (8 * h));
                 const int64_t e = o + 16 * c + 8 * h;
-                const __m256 xs = h ? _mm256_castpd_ps(_mm512_extractf64x4_pd(
-                                          _mm512_castps_pd(acc[i][c]), 1))
-                                    : _mm512_castps512_ps256(acc[i][c]);
-                const __m512d r = _mm512_fmadd_pd(vw, _mm512_cvtps_pd(xs),
-                                                  _mm512_maskz_loadu_pd(k, fo->acc + e));
+                const __m256 xs =
+                    h ? _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[i][c]), 1))
+                      : _mm512_castps512_ps256(acc[i][c]);
+                const __m512d r =
+                    _mm512_fmadd_pd(vw, _mm512_cvtps_pd(xs), _mm512_maskz_loadu_pd(k, fo->acc + e));
                 _mm512_mask_storeu_pd(fo->acc + e, k, r);
                 if (fo->P)
                     _mm256_mask_storeu_ps(
@@ -354,8 +354,10 @@ ATTN_INLINE void accum_block(const float *phi, int64_t n, int64_t F, int64_t r0,
     }
 }
 
-static void accum_avx512(const float *phi, int64_t n, int64_t F, const float *v, int64_t ldv,
-                         int64_t Dv, float *S, int64_t lds) {
+/* The state's blocks of 4 rows x 64 columns, stored to S (fo NULL) or
+ * folded (fo): accum and accfold. */
+ATTN_INLINE void accum_fold16(const float *phi, int64_t n, int64_t F, const float *v, int64_t ldv,
+                              int64_t Dv, float *S, int64_t lds, const fold_to *fo) {
     for (int64_t d0 = 0; d0 < Dv; d0 += 64) {
         __mmask16 m[4];
         for (int c = 0; c < 4; c++) {
@@ -365,11 +367,16 @@ static void accum_avx512(const float *phi, int64_t n, int64_t F, const float *v,
         for (int64_t r0 = 0; r0 < F; r0 += 4) {
             const int nr = (int)(F - r0 < 4 ? F - r0 : 4), pf = r0 == 0;
             if (nr == 4)
-                accum_block(phi, n, F, r0, v, ldv, d0, m, 4, pf, S, lds, NULL);
+                accum_block(phi, n, F, r0, v, ldv, d0, m, 4, pf, S, lds, fo);
             else
-                accum_block(phi, n, F, r0, v, ldv, d0, m, nr, pf, S, lds, NULL);
+                accum_block(phi, n, F, r0, v, ldv, d0, m, nr, pf, S, lds, fo);
         }
     }
+}
+
+static void accum_avx512(const float *phi, int64_t n, int64_t F, const float *v, int64_t ldv,
+                         int64_t Dv, float *S, int64_t lds) {
+    accum_fold16(phi, n, F, v, ldv, Dv, S, lds, NULL);
 }
 
 /* accum and fold in one pass: the state's blocks are folded from the
@@ -381,20 +388,7 @@ static void accfold_avx512(const float *phi, int64_t n, int64_t F, const float *
     (void)st;
     const int64_t Dv1 = Dv + 1;
     const fold_to fo = {w, acc, pre, P, Dv1};
-    for (int64_t d0 = 0; d0 < Dv; d0 += 64) {
-        __mmask16 m[4];
-        for (int c = 0; c < 4; c++) {
-            const int64_t left = Dv - d0 - 16 * c;
-            m[c] = left <= 0 ? (__mmask16)0 : tail16(left);
-        }
-        for (int64_t r0 = 0; r0 < F; r0 += 4) {
-            const int nr = (int)(F - r0 < 4 ? F - r0 : 4), pf = r0 == 0;
-            if (nr == 4)
-                accum_block(phi, n, F, r0, v, ldv, d0, m, 4, pf, NULL, 0, &fo);
-            else
-                accum_block(phi, n, F, r0, v, ldv, d0, m, nr, pf, NULL, 0, &fo);
-        }
-    }
+    accum_fold16(phi, n, F, v, ldv, Dv, NULL, 0, &fo);
     for (int64_t r = 0; r < F; r++) {
         const int64_t e = r * Dv1 + Dv;
         acc[e] = fma(w, (double)zs[r], acc[e]);

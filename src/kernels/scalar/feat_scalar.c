@@ -169,9 +169,10 @@ typedef double fb_vd;
 extern const attn_feat_kernels attn__feat_kernels_scalar;
 
 static void accfold_scalar(const float *phi, int64_t n, int64_t F, const float *v, int64_t ldv,
-                        int64_t Dv, const float *zs, double w, double *acc, const double *pre,
-                        float *P, float *st) {
-    attn__feat_accfold_plain(&attn__feat_kernels_scalar, phi, n, F, v, ldv, Dv, zs, w, acc, pre, P, st);
+                           int64_t Dv, const float *zs, double w, double *acc, const double *pre,
+                           float *P, float *st) {
+    attn__feat_accfold_plain(&attn__feat_kernels_scalar, phi, n, F, v, ldv, Dv, zs, w, acc, pre, P,
+                             st);
 }
 
 const attn_feat_kernels attn__feat_kernels_scalar = {
