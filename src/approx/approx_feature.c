@@ -299,28 +299,24 @@ static const float *chunk_phik(feat *f, int64_t b, int64_t g, int64_t c, float *
     return pkw;
 }
 
-/* Key chunk c's state st = [phi_k^T V | z] folded into acc with weight
- * ce[c]. fresh: phi_k computed here (into pkw, prefetching the next chunk);
- * else pk = pkw holds it and zs its column sums. */
+/* Key chunk c's state [phi_k^T V | z] folded into acc with weight ce[c]
+ * (the segment totals T_s that another thread's segments start from): phi_k
+ * computed here into pkw, the next chunk's keys and values asked for
+ * first; the family's accfold without P (the same bits as the causal
+ * pass's own accfold calls). st: the kernel's scratch. */
 static void chunk_state(feat *f, int64_t b, int64_t g, int64_t c, float *pkw, float *zs, float *st,
-                        double *acc, float *P, int fresh) {
+                        double *acc) {
     const attn__approx_plan *p = f->p;
-    const int64_t C = f->C, F = f->F, Dv1 = f->Dv1, Dv = p->Dv, j0 = c * C;
+    const int64_t C = f->C, F = f->F, Dv = p->Dv, j0 = c * C;
     const int64_t n = ATTN_MIN(C, p->S - j0);
     const float *kb = ATTN__ROW(p->k, p->ks, b, g, 0), *vb = ATTN__ROW(p->v, p->vs, b, g, 0);
-    const float *pk = pkw;
-    if (fresh) {
-        if (c + 1 < f->nck) {
-            const int64_t nn = ATTN_MIN(C, p->S - j0 - C);
-            prefetch_rows(kb + (j0 + C) * p->ks[2], p->ks[2], nn, p->D);
-            prefetch_rows(vb + (j0 + C) * p->vs[2], p->vs[2], nn, Dv);
-        }
-        pk = chunk_phik(f, b, g, c, pkw, zs);
+    if (c + 1 < f->nck) {
+        const int64_t nn = ATTN_MIN(C, p->S - j0 - C);
+        prefetch_rows(kb + (j0 + C) * p->ks[2], p->ks[2], nn, p->D);
+        prefetch_rows(vb + (j0 + C) * p->vs[2], p->vs[2], nn, Dv);
     }
-    f->fk->accum(pk, n, F, vb + j0 * p->vs[2], p->vs[2], Dv, st, Dv1);
-    for (int64_t r = 0; r < F; r++)
-        st[r * Dv1 + Dv] = zs[r];
-    f->fk->fold(acc, st, f->ce[c], F * Dv1, P);
+    const float *pk = chunk_phik(f, b, g, c, pkw, zs);
+    f->fk->accfold(pk, n, F, vb + j0 * p->vs[2], p->vs[2], Dv, zs, f->ce[c], acc, NULL, NULL, st);
 }
 
 /* The causal forward of kv head (b, g) and its query heads. The keys are cut
@@ -392,7 +388,7 @@ static void causal_forward(feat *f, int64_t b, int64_t g) {
             double *ts = T + sg * sz;
             memset(ts, 0, (size_t)sz * sizeof(double));
             for (int64_t c = sg * SEG; c < ATTN_MIN((sg + 1) * SEG, nck); c++)
-                chunk_state(f, b, g, c, pkw, zs, st, ts, NULL, 1);
+                chunk_state(f, b, g, c, pkw, zs, st, ts);
         }
 #pragma omp single
         { /* Pre_s up to the last thread's first segment (fixed order) */
