@@ -18,7 +18,8 @@
 
 /* Rows that a later call will read or write (the next chunk's), for the
  * causal kernel to ask for a share at a time, spread over its blocks of
- * rows: stream s is rows [0, n[s]) of w[s] floats at x[s], row stride
+ * rows (and the causal backward's bwd_query, a few lines per block of its
+ * GEMMs): stream s is rows [0, n[s]) of w[s] floats at x[s], row stride
  * ld[s] (rows to be written too: a read request brings the line all the
  * same). The hardware prefetchers do not run ahead across a chunk's
  * arithmetic, so without this each chunk waited on its first touch of q,
