@@ -442,8 +442,14 @@ static void check_bwd(const attn__arch *a, at_rng *r) {
             ak[e] = 1e30;
     double *ws = malloc((size_t)attn__feat_bwd_ws(n, F, Dv1, causal) * sizeof *ws);
     const int gonly = at_rng_int(r, 0, 3) == 0; /* dphiq NULL: G alone */
+    /* rows asked for ahead (the previous chunk's in the driver; here the
+     * inputs' own rows): no effect on the results */
+    attn_feat_ahead ah = {.ns = 3};
+    ah.x[0] = q, ah.ld[0] = F, ah.n[0] = n, ah.w[0] = F;
+    ah.x[1] = v1, ah.ld[1] = Dv1, ah.n[1] = n, ah.w[1] = Dv1;
+    ah.x[2] = go, ah.ld[2] = ldgo, ah.n[2] = n, ah.w[2] = Dv;
     a->feat.bwd_query(q, n, F, P, causal ? k : NULL, v1, Dv1, go, ldgo, gonly ? NULL : dq, G, ak,
-                      av, qhow, ws);
+                      av, qhow, ws, at_rng_int(r, 0, 1) ? &ah : NULL);
     /* reference: a_ij, num1, dnum1 */
     double *A = calloc((size_t)(n * n), sizeof *A), *dn = calloc((size_t)(n * Dv1), sizeof *dn);
     for (int64_t i = 0; i < n; i++) {
@@ -576,7 +582,7 @@ static void check_bwd_nan(const attn__arch *a, at_rng *r) {
     double *av = malloc((size_t)(n * Dv1) * sizeof *av);
     double *ws = malloc((size_t)attn__feat_bwd_ws(n, F, Dv1, 1) * sizeof *ws);
     q[iq * F + at_rng_int(r, 0, F - 1)] = NAN;
-    a->feat.bwd_query(q, n, F, P, k, v1, Dv1, go, Dv, dq, G, ak, av, ATTN_FEAT_SET, ws);
+    a->feat.bwd_query(q, n, F, P, k, v1, Dv1, go, Dv, dq, G, ak, av, ATTN_FEAT_SET, ws, NULL);
     for (int64_t i = 0; i < n; i++)
         for (int64_t c = 0; c < F; c++)
             expect_nan(a->name, "bwd_query NaN q: dphi_q", i * F + c, dq[i * F + c], i == iq);
@@ -589,7 +595,7 @@ static void check_bwd_nan(const attn__arch *a, at_rng *r) {
     for (int64_t c = 0; c < F; c++)
         if (isnan(q[iq * F + c])) q[iq * F + c] = 1.0f;
     v1[jn * Dv1 + at_rng_int(r, 0, Dv - 1)] = NAN;
-    a->feat.bwd_query(q, n, F, P, k, v1, Dv1, go, Dv, dq, G, ak, av, ATTN_FEAT_SET, ws);
+    a->feat.bwd_query(q, n, F, P, k, v1, Dv1, go, Dv, dq, G, ak, av, ATTN_FEAT_SET, ws, NULL);
     for (int64_t i = 0; i < jn; i++)
         for (int64_t c = 0; c < F; c++)
             expect_nan(a->name, "bwd_query NaN v: dphi_q", i * F + c, dq[i * F + c], 0);

@@ -499,9 +499,10 @@ attn_status attn__approx_feature_forward(attn_ctx *ctx, const attn__approx_plan 
 /* One query chunk c of head (b, h): phi_q, then the family's float64
  * backward of the chunk: G_c into G; unless gonly, dphi_q, then dq, and
  * (causal) the diagonal block's share of the chunk's key sums into acck,
- * accv by how. */
+ * accv by how. ahead (or NULL): rows asked for among its GEMMs. */
 static void backward_chunk(feat *f, int64_t b, int64_t h, int64_t c, int gonly, double *G,
-                           double *acck, double *accv, int how, double *w) {
+                           double *acck, double *accv, int how, double *w,
+                           const attn_feat_ahead *ahead) {
     const attn__approx_plan *p = f->p;
     const int64_t C = f->C, F = f->F, Dv1 = f->Dv1, sz = F * Dv1;
     const int64_t i0 = c * C, n = ATTN_MIN(C, p->T - i0);
@@ -510,7 +511,7 @@ static void backward_chunk(feat *f, int64_t b, int64_t h, int64_t c, int gonly, 
     f->fk->bwd_query(phiq, n, F, f->state + (p->causal ? c : f->nck) * sz,
                      p->causal ? f->phik + i0 * F : NULL, f->v1 + i0 * Dv1, Dv1,
                      ATTN__ROW(p->dout, p->dos, b, h, i0), p->dos[2], gonly ? NULL : dqf, G, acck,
-                     accv, how, w);
+                     accv, how, w, ahead);
     if (!gonly)
         phi_backward(f, ATTN__ROW(p->q, p->qs, b, h, i0), p->qs[2], n, phiq, dqf,
                      ATTN__ROW(p->dq, p->dqs, b, h, i0), p->dqs[2]);
@@ -518,32 +519,53 @@ static void backward_chunk(feat *f, int64_t b, int64_t h, int64_t c, int gonly, 
 
 /* Causal chunk c for every query head of kv head (b, g), in head order:
  * H = the sum of their G_c; unless gonly, each head's dq and the diagonal
- * blocks' key sums in ak, av (set by the first head). Gh: scratch. */
+ * blocks' key sums in ak, av (set by the first head). Gh: scratch. ahead
+ * (or NULL): rows asked for among the first head's GEMMs. */
 static void causal_chunk(feat *f, int64_t b, int64_t g, int64_t c, int gonly, double *H, double *Gh,
-                         double *ak, double *av, double *w) {
+                         double *ak, double *av, double *w, const attn_feat_ahead *ahead) {
     const attn__approx_plan *p = f->p;
     const int64_t sz = f->F * f->Dv1, h0 = g * p->group;
     for (int64_t h = h0; h < h0 + p->group; h++) {
         backward_chunk(f, b, h, c, gonly, h == h0 ? H : Gh, ak, av,
-                       h == h0 ? ATTN_FEAT_SET : ATTN_FEAT_ADD, w);
-        if (h > h0)
+                       h == h0 ? ATTN_FEAT_SET : ATTN_FEAT_ADD, w, h == h0 ? ahead : NULL);
+        if (h > h0) {
+#pragma omp simd
             for (int64_t e = 0; e < sz; e++)
                 H[e] += Gh[e];
+        }
     }
 }
 
-/* Chunk c's rows of everything causal_backward reads, ahead of their use. */
-static void prefetch_chunk(feat *f, int64_t b, int64_t g, int64_t c) {
+/* Chunk c's rows of everything causal_backward reads, in the order of
+ * their use, as streams of ah, asked for among the GEMMs of the chunk
+ * before: a burst of requests stalls on the core's miss buffers. The heads
+ * past the streams' room are asked for here. */
+static void ahead_add(attn_feat_ahead *ah, const float *x, int64_t ld, int64_t n, int64_t w) {
+    const int s = ah->ns++;
+    ah->x[s] = x, ah->ld[s] = ld, ah->n[s] = n, ah->w[s] = w;
+}
+static void ahead_chunk(feat *f, int64_t b, int64_t g, int64_t c, attn_feat_ahead *ah) {
     const attn__approx_plan *p = f->p;
     const int64_t C = f->C, F = f->F, Dv1 = f->Dv1, j0 = c * C, n = ATTN_MIN(C, p->S - j0);
-    prefetch_rows(f->phik + j0 * F, F, n, F);
-    prefetch_rows(f->v1 + j0 * Dv1, Dv1, n, Dv1);
-    prefetch_rows(f->state + c * F * Dv1, Dv1, F, Dv1);
-    prefetch_rows(ATTN__ROW(p->k, p->ks, b, g, j0), p->ks[2], n, p->D);
-    for (int64_t h = g * p->group; h < (g + 1) * p->group; h++) {
-        prefetch_rows(ATTN__ROW(p->q, p->qs, b, h, j0), p->qs[2], n, p->D);
-        prefetch_rows(ATTN__ROW(p->dout, p->dos, b, h, j0), p->dos[2], n, p->Dv);
+    const int64_t h0 = g * p->group;
+    ah->ns = 0;
+    ahead_add(ah, ATTN__ROW(p->q, p->qs, b, h0, j0), p->qs[2], n, p->D);
+    ahead_add(ah, f->phik + j0 * F, F, n, F);
+    ahead_add(ah, f->v1 + j0 * Dv1, Dv1, n, Dv1);
+    ahead_add(ah, f->state + c * F * Dv1, Dv1, F, Dv1);
+    ahead_add(ah, ATTN__ROW(p->dout, p->dos, b, h0, j0), p->dos[2], n, p->Dv);
+    for (int64_t h = h0 + 1; h < h0 + p->group; h++) {
+        const float *qh = ATTN__ROW(p->q, p->qs, b, h, j0);
+        const float *dh = ATTN__ROW(p->dout, p->dos, b, h, j0);
+        if (ah->ns + 3 <= ATTN_FEAT_AHEAD) { /* room for k after them */
+            ahead_add(ah, qh, p->qs[2], n, p->D);
+            ahead_add(ah, dh, p->dos[2], n, p->Dv);
+        } else {
+            prefetch_rows(qh, p->qs[2], n, p->D);
+            prefetch_rows(dh, p->dos[2], n, p->Dv);
+        }
     }
+    ahead_add(ah, ATTN__ROW(p->k, p->ks, b, g, j0), p->ks[2], n, p->D);
 }
 
 /* The causal backward of kv head (b, g) and its query heads, one pass over
@@ -585,7 +607,8 @@ static void causal_backward(feat *f, int64_t b, int64_t g) {
                 double *ts = T + sg * sz;
                 memset(ts, 0, (size_t)sz * sizeof(double));
                 for (int64_t c = ATTN_MIN((sg + 1) * SEG, nck) - 1; c >= sg * SEG; c--) {
-                    causal_chunk(f, b, g, c, 1, H, Gh, ak, av, w);
+                    causal_chunk(f, b, g, c, 1, H, Gh, ak, av, w, NULL);
+#pragma omp simd
                     for (int64_t e = 0; e < sz; e++)
                         ts[e] += H[e];
                 }
@@ -604,18 +627,21 @@ static void causal_backward(feat *f, int64_t b, int64_t g) {
             memset(tacc, 0, (size_t)sz * sizeof(double));
             for (int64_t c = ATTN_MIN((sg + 1) * SEG, nck) - 1; c >= sg * SEG; c--) {
                 const int64_t j0 = c * C, n = ATTN_MIN(C, S - j0);
-                if (c > lo * SEG) prefetch_chunk(f, b, g, c - 1);
-                causal_chunk(f, b, g, c, 0, H, Gh, ak, av, w);
+                attn_feat_ahead ah;
+                if (c > lo * SEG) ahead_chunk(f, b, g, c - 1, &ah);
+                causal_chunk(f, b, g, c, 0, H, Gh, ak, av, w, c > lo * SEG ? &ah : NULL);
                 f->fk->bwd_key(f->phik + j0 * F, f->v1 + j0 * Dv1, n, F, Dv1, run, ak, av,
                                ATTN_FEAT_OUT, dpk, ATTN__ROW(p->dv, p->dvs, b, g, j0), p->dvs[2],
                                w);
                 phi_backward(f, kb + j0 * p->ks[2], p->ks[2], n, f->phik + j0 * F, dpk,
                              ATTN__ROW(p->dk, p->dks, b, g, j0), p->dks[2]);
+#pragma omp simd
                 for (int64_t e = 0; e < sz; e++) {
                     run[e] += H[e];
                     tacc[e] += H[e];
                 }
             }
+#pragma omp simd
             for (int64_t e = 0; e < sz; e++) /* Suf_sg = Suf_{sg+1} + T_sg, as the table's */
                 pre[e] = pre[e] + tacc[e];
         }
@@ -649,7 +675,7 @@ attn_status attn__approx_feature_backward(attn_ctx *ctx, const attn__approx_plan
 #pragma omp parallel for num_threads(f.nth) schedule(dynamic, 1)
                 for (int64_t c = 0; c < f.ncq; c++)
                     backward_chunk(&f, b, h, c, 0, f.gst + c * sz, NULL, NULL, ATTN_FEAT_ADD,
-                                   f.bscr + f.bscr_len * omp_get_thread_num());
+                                   f.bscr + f.bscr_len * omp_get_thread_num(), NULL);
                 /* G = the sum of the query chunks' G_c (fixed order) */
                 double *restrict run = f.run;
                 memset(run, 0, (size_t)sz * sizeof(double));

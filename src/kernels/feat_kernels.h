@@ -18,12 +18,13 @@
 
 /* Rows that a later call will read or write (the next chunk's), for the
  * causal kernel to ask for a share at a time, spread over its blocks of
- * rows: stream s is rows [0, n[s]) of w[s] floats at x[s], row stride
+ * rows (and the causal backward's bwd_query, a few lines per block of its
+ * GEMMs): stream s is rows [0, n[s]) of w[s] floats at x[s], row stride
  * ld[s] (rows to be written too: a read request brings the line all the
  * same). The hardware prefetchers do not run ahead across a chunk's
  * arithmetic, so without this each chunk waited on its first touch of q,
  * k, v and the output. */
-#define ATTN_FEAT_AHEAD 4
+#define ATTN_FEAT_AHEAD 8
 typedef struct attn_feat_ahead {
     const float *x[ATTN_FEAT_AHEAD];
     int64_t ld[ATTN_FEAT_AHEAD], n[ATTN_FEAT_AHEAD], w[ATTN_FEAT_AHEAD];
@@ -149,10 +150,13 @@ typedef struct attn_feat_kernels {
      *   acck [n, F] += dA^T phi_q, accv [n, Dv1] += A^T dnum1 (how:
      *   ATTN_FEAT_ADD, or ATTN_FEAT_SET: = instead of +=). dphiq NULL: G
      *   only (acck, accv unused).
-     * ws: attn__feat_bwd_ws(n, F, Dv1, pk != NULL) doubles. */
+     * ws: attn__feat_bwd_ws(n, F, Dv1, pk != NULL) doubles. ahead (or
+     * NULL): rows asked for a few lines per block of the GEMMs, in stream
+     * order, the rest at the end (attn_feat_ahead). */
     void (*bwd_query)(const float *phiq, int64_t n, int64_t F, const float *P, const float *pk,
                       const float *v1, int64_t Dv1, const float *go, int64_t ldgo, float *dphiq,
-                      double *G, double *acck, double *accv, int how, double *ws);
+                      double *G, double *acck, double *accv, int how, double *ws,
+                      const attn_feat_ahead *ahead);
     /* n key rows, their sums dK = V1 G^T [n, F] and dV1 = phi_k G [n, Dv1]
      * (float64), by how (below): into acck, accv, or with them (OUT) or
      * alone (OUT_ONLY) rounded into dphik [n, F] and the first Dv1 - 1

@@ -709,11 +709,12 @@ static inline void fb_tblock_pd(const double *x, int64_t ldx, double *y, int64_t
 #define FB_TB 8
 
 /* The backward's float64 GEMMs (kernels/feat_bwd.inc): blocks of 8 rows x
- * 16 doubles, 16 zmm accumulators (2 loads and 8 broadcasts per 16 FMAs). */
+ * 24 doubles, 24 zmm accumulators (3 loads and 8 broadcasts per 24 FMAs;
+ * Dv + 1 = 65, padded to 72, is three whole blocks). */
 typedef __m512d fb_vd;
 #define FB_VW 8
 #define FB_MR 8
-#define FB_NV 2
+#define FB_NV 3
 #define FB_LOAD(p) _mm512_loadu_pd(p)
 #define FB_STORE(p, v) _mm512_storeu_pd(p, v)
 #define FB_SET1(x) _mm512_set1_pd(x)
