@@ -319,6 +319,12 @@ static void chunk_state(feat *f, int64_t b, int64_t g, int64_t c, float *pkw, fl
     f->fk->accfold(pk, n, F, vb + j0 * p->vs[2], p->vs[2], Dv, zs, f->ce[c], acc, NULL, NULL, st);
 }
 
+/* Stream s = ah->ns of ah: rows [0, n) of w floats at x, row stride ld. */
+static void ahead_add(attn_feat_ahead *ah, const float *x, int64_t ld, int64_t n, int64_t w) {
+    const int s = ah->ns++;
+    ah->x[s] = x, ah->ld[s] = ld, ah->n[s] = n, ah->w[s] = w;
+}
+
 /* The causal forward of kv head (b, g) and its query heads. The keys are cut
  * into segments of SEG chunks; with T_s = sum over the chunks c of segment
  * s, in order, of ce[c] phi_k,c^T V1_c (float64, from 0) and
@@ -411,31 +417,26 @@ static void causal_forward(feat *f, int64_t b, int64_t g) {
                  * share per block of rows: the keys (or phi_k) and values
                  * split over the group's calls, each head its queries and
                  * output rows */
-                attn_feat_ahead ah, *ahp = NULL;
+                attn_feat_ahead ah;
                 const int64_t j1 = i0 + C, nn = c + 1 < nck ? ATTN_MIN(C, S - j1) : 0;
-                if (nn > 0) {
-                    ahp = &ah;
-                    ah.ns = 4;
-                    ah.x[0] = perf ? f->phik + j1 * F : kb + j1 * p->ks[2];
-                    ah.ld[0] = perf ? F : p->ks[2], ah.w[0] = perf ? F : p->D;
-                    ah.x[1] = vb + j1 * p->vs[2], ah.ld[1] = p->vs[2], ah.w[1] = Dv;
-                    ah.ld[2] = p->qs[2], ah.w[2] = p->D, ah.n[2] = nn;
-                    ah.ld[3] = p->os[2], ah.w[3] = Dv, ah.n[3] = nn;
-                }
                 const float *vc = vb + i0 * p->vs[2];
                 for (int64_t h = g * p->group; h < (g + 1) * p->group; h++) {
                     phi_rows(f, ATTN__ROW(p->q, p->qs, b, h, i0), p->qs[2], n, phiq, 1, NULL);
-                    if (ahp) {
+                    if (nn > 0) {
                         const int64_t u = h - g * p->group, G = p->group;
-                        const int64_t r0 = nn * u / G, r1 = nn * (u + 1) / G;
-                        ah.x[0] = (perf ? f->phik + j1 * F : kb + j1 * p->ks[2]) + r0 * ah.ld[0];
-                        ah.x[1] = vb + (j1 + r0) * p->vs[2];
-                        ah.n[0] = ah.n[1] = r1 - r0;
-                        ah.x[2] = ATTN__ROW(p->q, p->qs, b, h, j1);
-                        ah.x[3] = ATTN__ROW(p->out, p->os, b, h, j1);
+                        const int64_t r0 = j1 + nn * u / G, r1 = j1 + nn * (u + 1) / G;
+                        ah.ns = 0;
+                        if (perf)
+                            ahead_add(&ah, f->phik + r0 * F, F, r1 - r0, F);
+                        else
+                            ahead_add(&ah, kb + r0 * p->ks[2], p->ks[2], r1 - r0, p->D);
+                        ahead_add(&ah, vb + r0 * p->vs[2], p->vs[2], r1 - r0, Dv);
+                        ahead_add(&ah, ATTN__ROW(p->q, p->qs, b, h, j1), p->qs[2], nn, p->D);
+                        ahead_add(&ah, ATTN__ROW(p->out, p->os, b, h, j1), p->os[2], nn, Dv);
                     }
                     f->fk->causal(phiq, pk, n, F, (float)f->ce[c], P, Dv1, vc, p->vs[2], Dv,
-                                  ATTN__ROW(p->out, p->os, b, h, i0), p->os[2], kws, ahp);
+                                  ATTN__ROW(p->out, p->os, b, h, i0), p->os[2], kws,
+                                  nn > 0 ? &ah : NULL);
                 }
                 if (sg + 1 == hi && c + 1 == c1) break; /* no later chunk of this thread */
                 /* the chunk's state joins T_sg, and P of the next chunk is
@@ -540,10 +541,6 @@ static void causal_chunk(feat *f, int64_t b, int64_t g, int64_t c, int gonly, do
  * their use, as streams of ah, asked for among the GEMMs of the chunk
  * before: a burst of requests stalls on the core's miss buffers. The heads
  * past the streams' room are asked for here. */
-static void ahead_add(attn_feat_ahead *ah, const float *x, int64_t ld, int64_t n, int64_t w) {
-    const int s = ah->ns++;
-    ah->x[s] = x, ah->ld[s] = ld, ah->n[s] = n, ah->w[s] = w;
-}
 static void ahead_chunk(feat *f, int64_t b, int64_t g, int64_t c, attn_feat_ahead *ah) {
     const attn__approx_plan *p = f->p;
     const int64_t C = f->C, F = f->F, Dv1 = f->Dv1, j0 = c * C, n = ATTN_MIN(C, p->S - j0);

@@ -53,14 +53,6 @@ static inline int attn__feat_ahead_lines(const attn_feat_ahead *a, int64_t g, in
     return k;
 }
 
-struct attn_feat_kernels;
-/* accfold as accum, then fold, then the rounding of pre + acc: the form of
- * the families that do not fuse them. */
-static inline void attn__feat_accfold_plain(const struct attn_feat_kernels *k, const float *phi,
-                                            int64_t n, int64_t F, const float *v, int64_t ldv,
-                                            int64_t Dv, const float *zs, double w, double *acc,
-                                            const double *pre, float *P, float *st);
-
 /* What the backward kernels do with the float64 key sums acck, accv. */
 enum {
     ATTN_FEAT_ADD = 0,     /* acck += dK, accv += dV1 */
@@ -115,7 +107,7 @@ typedef struct attn_feat_kernels {
      * rows of stride ldv, e the chunk's weight. ws: at least
      * attn__feat_causal_ws(n, F) floats of scratch (phik transposed and the
      * masked block, in L1 for chunks of 64 rows). ahead (or NULL): rows
-     * asked for a share per block of rows (attn__feat_ahead). */
+     * asked for a share per block of rows (attn__feat_ahead_lines). */
     void (*causal)(const float *phiq, const float *phik, int64_t n, int64_t F, float e,
                    const float *P, int64_t lds, const float *v, int64_t ldv, int64_t Dv, float *o,
                    int64_t ldo, float *ws, const attn_feat_ahead *ahead);
@@ -186,7 +178,9 @@ typedef struct attn_feat_kernels {
                       int64_t ldd, double *ws);
 } attn_feat_kernels;
 
-static inline void attn__feat_accfold_plain(const struct attn_feat_kernels *k, const float *phi,
+/* accfold as accum, then fold, then the rounding of pre + acc: the form of
+ * the families that do not fuse them. */
+static inline void attn__feat_accfold_plain(const attn_feat_kernels *k, const float *phi,
                                             int64_t n, int64_t F, const float *v, int64_t ldv,
                                             int64_t Dv, const float *zs, double w, double *acc,
                                             const double *pre, float *P, float *st) {

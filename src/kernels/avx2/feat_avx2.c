@@ -654,24 +654,9 @@ static inline void t4x4_pd(__m256d r[4]) {
     r[1] = _mm256_permute2f128_pd(t1, t3, 0x20), r[3] = _mm256_permute2f128_pd(t1, t3, 0x31);
 }
 
-/* y[j*ldy + i] = x[i*ldx + j], i, j < 4 (the packing's transposes, kernels/feat_bwd.inc) */
-static inline void fb_tblock_ps(const float *x, int64_t ldx, double *y, int64_t ldy) {
-    __m256d r[4];
-    for (int i = 0; i < 4; i++)
-        r[i] = _mm256_cvtps_pd(_mm_loadu_ps(x + i * ldx));
-    t4x4_pd(r);
-    for (int j = 0; j < 4; j++)
-        _mm256_storeu_pd(y + j * ldy, r[j]);
-}
-static inline void fb_tblock_pd(const double *x, int64_t ldx, double *y, int64_t ldy) {
-    __m256d r[4];
-    for (int i = 0; i < 4; i++)
-        r[i] = _mm256_loadu_pd(x + i * ldx);
-    t4x4_pd(r);
-    for (int j = 0; j < 4; j++)
-        _mm256_storeu_pd(y + j * ldy, r[j]);
-}
-#define FB_TB 4
+/* The packing's transposes (kernels/feat_bwd.inc): blocks of FB_VW x FB_VW. */
+#define FB_TRANSPOSE(r) t4x4_pd(r)
+#define FB_LOAD_PS(p) _mm256_cvtps_pd(_mm_loadu_ps(p))
 
 /* The backward's float64 GEMMs (kernels/feat_bwd.inc): blocks of 4 rows x
  * 12 doubles, 12 ymm accumulators. */

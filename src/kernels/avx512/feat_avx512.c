@@ -272,10 +272,6 @@ static void proj_avx512(const float *x, int64_t ldx, int64_t n, int64_t D, const
     }
 }
 
-/* Rows [r0, r0 + NR) of the state (NR <= 4), columns [d0, d0 + 64):
- * per key 4 loads of v_j and NR broadcasts of phi for 4 NR FMAs. pf: prefetch
- * v 32 rows ahead (the first sweep over the chunk, which reads it from
- * memory). */
 /* accfold's fold of a block of the state (NULL in accum: the block is
  * stored): acc += w st, P = (float)(pre + acc), rows of ld doubles. */
 typedef struct fold_to {
@@ -689,24 +685,9 @@ static inline void t8x8_pd(__m512d r[8]) {
     r[3] = _mm512_shuffle_f64x2(u[3], u[7], 0x88), r[7] = _mm512_shuffle_f64x2(u[3], u[7], 0xdd);
 }
 
-/* y[j*ldy + i] = x[i*ldx + j], i, j < 8 (the packing's transposes, kernels/feat_bwd.inc) */
-static inline void fb_tblock_ps(const float *x, int64_t ldx, double *y, int64_t ldy) {
-    __m512d r[8];
-    for (int i = 0; i < 8; i++)
-        r[i] = _mm512_cvtps_pd(_mm256_loadu_ps(x + i * ldx));
-    t8x8_pd(r);
-    for (int j = 0; j < 8; j++)
-        _mm512_storeu_pd(y + j * ldy, r[j]);
-}
-static inline void fb_tblock_pd(const double *x, int64_t ldx, double *y, int64_t ldy) {
-    __m512d r[8];
-    for (int i = 0; i < 8; i++)
-        r[i] = _mm512_loadu_pd(x + i * ldx);
-    t8x8_pd(r);
-    for (int j = 0; j < 8; j++)
-        _mm512_storeu_pd(y + j * ldy, r[j]);
-}
-#define FB_TB 8
+/* The packing's transposes (kernels/feat_bwd.inc): blocks of FB_VW x FB_VW. */
+#define FB_TRANSPOSE(r) t8x8_pd(r)
+#define FB_LOAD_PS(p) _mm512_cvtps_pd(_mm256_loadu_ps(p))
 
 /* The backward's float64 GEMMs (kernels/feat_bwd.inc): blocks of 8 rows x
  * 24 doubles, 24 zmm accumulators (3 loads and 8 broadcasts per 24 FMAs;
