@@ -180,9 +180,9 @@ typedef struct attn_feat_kernels {
 
 /* accfold as accum, then fold, then the rounding of pre + acc: the form of
  * the families that do not fuse them. */
-static inline void attn__feat_accfold_plain(const attn_feat_kernels *k, const float *phi,
-                                            int64_t n, int64_t F, const float *v, int64_t ldv,
-                                            int64_t Dv, const float *zs, double w, double *acc,
+static inline void attn__feat_accfold_plain(const attn_feat_kernels *k, const float *phi, int64_t n,
+                                            int64_t F, const float *v, int64_t ldv, int64_t Dv,
+                                            const float *zs, double w, double *acc,
                                             const double *pre, float *P, float *st) {
     const int64_t Dv1 = Dv + 1;
     k->accum(phi, n, F, v, ldv, Dv, st, Dv1);
